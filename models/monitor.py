@@ -90,14 +90,24 @@ class RunMonitor:
             return []
         return self._alerts(findings, wall_time)
 
-    def idle(self, now: float) -> list[Alert]:
-        """Give time-based diagnostics a chance to fire (call periodically)."""
+    def idle(self, now: float, last_seen: float | None = None) -> list[Alert]:
+        """Give time-based diagnostics a chance to fire (call periodically).
+
+        ``last_seen`` is when the run last sent anything, on the same clock as
+        ``now`` (the service passes its own receive time so client clock skew
+        cannot fake a stall); it defaults to the newest event's wall time.
+        """
+        seen = self.last_wall_time if last_seen is None else last_seen
         found = []
         for diag in self.diagnostics:
-            f = diag.on_idle(now, self.last_wall_time, self.last_step)
+            f = diag.on_idle(now, seen, self.last_step)
             if f is not None:
                 found.append((diag, f))
         return self._alerts(found, now) if found else []
+
+    def knows(self, metric: str) -> bool:
+        """Whether ``metric`` has been routed already (i.e. was seen and validated before)."""
+        return metric in self._routes
 
     def evidence(self, metrics: Iterable[str]) -> list[tuple[str, int, float]]:
         """Recent ``(metric, step, value)`` points of the given metrics."""

@@ -1,0 +1,437 @@
+"""The detection pipeline: validate a batch, update run state, detect, persist, publish.
+
+Everything here runs on the service's event loop, one batch at a time; the
+only blocking work (SQLite) happens on the store's writer thread.
+
+Events for a run with no RunStart are rejected (``events[i].run_id: unknown
+run``) unless ``auto_create_runs`` is on, in which case the run is opened
+implicitly (project "default") and a later RunStart fills in its metadata.
+Steps follow W&B's rule: per run they never decrease. An event at the run's
+current step that repeats metric names already logged for that step, or a
+step seen in the recent past, is a re-sent duplicate: dropped and counted,
+not an error. Any other step below the current one is rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from runwatch.models.alerting import Alert
+from runwatch.models.monitor import RunMonitor
+from runwatch.models.registry import DiagnosticSuite
+from runwatch.service import store as store_ops
+from runwatch.service import validation as check
+from runwatch.service.settings import ServiceSettings
+from runwatch.service.store import RunStore, WriteOp
+from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
+
+MAX_VIOLATIONS_REPORTED = 100
+RECENT_STEPS = 4096
+
+
+@dataclass(slots=True)
+class RunState:
+    """In-memory state of one run (bounded: detector windows are fixed-size)."""
+
+    run_id: str
+    project: str
+    status: int
+    monitor: RunMonitor | None
+    last_step: int = -1
+    last_received: float = 0.0
+    last_metrics: object = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
+    recent_set: set = field(default_factory=set)
+
+    def remember_step(self, step: int) -> None:
+        if len(self.recent) == RECENT_STEPS:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(step)
+        self.recent_set.add(step)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced: its acknowledgement, anomalies, and the commit to await."""
+
+    ack: service_pb2.IngestAck
+    anomalies: list[anomaly_pb2.Anomaly]
+    durable: object  # concurrent.futures.Future resolved when the batch's writes are committed
+
+
+class _AckBuilder:
+    __slots__ = ("ack",)
+
+    def __init__(self, sequence: int) -> None:
+        self.ack = service_pb2.IngestAck(sequence=sequence)
+
+    def reject(self, where: str, violation: tuple[str, str]) -> None:
+        self.ack.rejected += 1
+        if len(self.ack.violations) < MAX_VIOLATIONS_REPORTED:
+            field_path, reason = violation
+            self.ack.violations.add(field=f"{where}.{field_path}" if where else field_path, reason=reason)
+
+
+class DetectionPipeline:
+    """Turns ingested batches into stored telemetry and published anomalies.
+
+    Parameters
+    ----------
+    settings
+        Service settings (limits, diagnostics, policy).
+    store
+        Where runs, events and anomalies are persisted.
+    publish
+        Called with each anomaly revision as soon as it is raised.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        store: RunStore,
+        publish: Callable[[anomaly_pb2.Anomaly], None] = lambda a: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.publish = publish
+        self.suite = DiagnosticSuite(settings.diagnostics)
+        self.runs: dict[str, RunState] = {}
+        self.emission_latencies: deque[float] = deque(maxlen=100_000)
+        self.counters = {"accepted": 0, "duplicates": 0, "rejected": 0, "anomalies": 0, "batches": 0}
+
+    # -- run lookup ---------------------------------------------------------------------------
+
+    def _state(self, run_id: str) -> RunState | None:
+        state = self.runs.get(run_id)
+        if state is not None:
+            return state
+        info = self.store.get_run(run_id)  # a run opened before a restart
+        if info is None:
+            return None
+        running = info.status == runs_pb2.RUN_STATUS_RUNNING
+        state = RunState(
+            run_id, info.project, info.status, self.suite.monitor(run_id) if running else None, last_step=info.last_step
+        )
+        self.runs[run_id] = state
+        return state
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def ingest_bytes(self, raw: bytes, arrival: float | None = None) -> BatchResult:
+        """Decode and ingest one serialized ``EventBatch``; bad bytes become a rejection, not an exception."""
+        arrival = time.perf_counter() if arrival is None else arrival
+        if len(raw) > self.settings.max_batch_bytes:
+            ack = _AckBuilder(0)
+            ack.reject(
+                "",
+                (
+                    "batch",
+                    f"{len(raw)} bytes is over the limit of {self.settings.max_batch_bytes} bytes; "
+                    "split it into smaller batches",
+                ),
+            )
+            return self._finish(ack, [], [])
+        try:
+            batch = runs_pb2.EventBatch.FromString(raw)
+        except DecodeError as exc:
+            ack = _AckBuilder(0)
+            ack.reject("", ("batch", f"not a valid runwatch.v1.EventBatch protobuf: {exc}"))
+            return self._finish(ack, [], [])
+        return self.ingest(batch, arrival, raw_size=len(raw), raw=raw)
+
+    def ingest(
+        self, batch: runs_pb2.EventBatch, arrival: float | None = None, raw_size: int = -1, raw: bytes | None = None
+    ) -> BatchResult:
+        """Apply one batch: starts, then events, then logs, then ends."""
+        arrival = time.perf_counter() if arrival is None else arrival
+        now = time.time()
+        ack = _AckBuilder(batch.sequence)
+        ops: list[WriteOp] = []
+        anomalies: list[anomaly_pb2.Anomaly] = []
+
+        bad_items: dict[tuple[str, int], str] = {}
+        if raw_size < 0:
+            raw_size = batch.ByteSize()
+        batch.DiscardUnknownFields()
+        if batch.ByteSize() != raw_size:
+            # Sizes differ only when unknown fields were dropped (rare): find them on a fresh parse.
+            original = runs_pb2.EventBatch.FromString(raw) if raw is not None else None
+            if original is not None:
+                bad_items, top = check.items_with_unknown_fields(original)
+                if top and not self.settings.allow_unknown_fields:
+                    ack.ack.warnings.append(f"batch: unknown field {top} ignored")
+            if self.settings.allow_unknown_fields:
+                for path in bad_items.values():
+                    ack.ack.warnings.append(f"{path}: unknown field ignored")
+                bad_items = {}
+
+        for i, start in enumerate(batch.starts):
+            where = f"starts[{i}]"
+            if ("starts", i) in bad_items:
+                ack.reject("", (bad_items[("starts", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                continue
+            self._apply_start(start, where, now, ack, ops)
+
+        if batch.events:
+            self._apply_events(batch, bad_items, now, ack, ops, anomalies, raw)
+
+        log_rows = []
+        for i, line in enumerate(batch.logs):
+            where = f"logs[{i}]"
+            if ("logs", i) in bad_items:
+                ack.reject("", (bad_items[("logs", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                continue
+            v = check.check_log(line)
+            if v:
+                ack.reject(where, v)
+                continue
+            state = self._state(line.run_id)
+            if state is None:
+                ack.reject(where, ("run_id", f"unknown run {line.run_id!r}: send its RunStart first"))
+                continue
+            log_rows.append((line.run_id, line.time or now, line.level, line.step, line.text))
+            ack.ack.accepted += 1
+        if log_rows:
+            ops.append(store_ops.append_logs_op(log_rows))
+
+        for i, end in enumerate(batch.ends):
+            where = f"ends[{i}]"
+            if ("ends", i) in bad_items:
+                ack.reject("", (bad_items[("ends", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                continue
+            self._apply_end(end, where, now, ack, ops)
+
+        for a in anomalies:
+            ops.append(store_ops.save_anomaly_op(a))
+        result = self._finish(ack, ops, anomalies)
+        if anomalies:
+            done = time.perf_counter()
+            for a in anomalies:
+                self.publish(a)
+                self.emission_latencies.append(done - arrival)
+        return result
+
+    def _finish(self, ack: _AckBuilder, ops: list[WriteOp], anomalies: list) -> BatchResult:
+        c = self.counters
+        c["batches"] += 1
+        c["accepted"] += ack.ack.accepted
+        c["duplicates"] += ack.ack.duplicates
+        c["rejected"] += ack.ack.rejected
+        c["anomalies"] += len(anomalies)
+        return BatchResult(ack.ack, anomalies, self.store.submit(ops))
+
+    def _apply_start(self, start, where, now, ack, ops) -> None:
+        v = check.check_start(start)
+        if v:
+            ack.reject(where, v)
+            return
+        state = self._state(start.run_id)
+        if state is not None and state.status != runs_pb2.RUN_STATUS_RUNNING:
+            ack.reject(
+                where,
+                ("run_id", f"run {start.run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)}); use a new run_id"),
+            )
+            return
+        if not start.start_time:
+            start.start_time = now
+        if not start.project:
+            start.project = "default"
+        if state is None:
+            self.runs[start.run_id] = RunState(
+                start.run_id, start.project, runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(start.run_id)
+            )
+            ack.ack.accepted += 1
+        else:
+            # A re-sent RunStart (at-least-once clients) or one completing an implicitly opened run.
+            state.project = start.project
+            ack.ack.duplicates += 1
+        ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
+
+    def _open_implicit(self, run_id: str, now: float, ack: _AckBuilder, ops: list) -> RunState:
+        start = runs_pb2.RunStart(run_id=run_id, project="default", start_time=now)
+        state = RunState(run_id, "default", runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(run_id))
+        self.runs[run_id] = state
+        ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
+        ack.ack.warnings.append(f"run {run_id!r} had no RunStart: opened implicitly in project 'default'")
+        return state
+
+    def _apply_events(self, batch, bad_items, now, ack, ops, anomalies, raw) -> None:
+        max_metrics = self.settings.max_metrics_per_event
+        auto_create = self.settings.auto_create_runs
+        accepted_by_run: dict[str, list] = {}
+        all_accepted = True
+        runs = self.runs
+        for i, ev in enumerate(batch.events):
+            if bad_items and ("events", i) in bad_items:
+                ack.reject("", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                all_accepted = False
+                continue
+            run_id = ev.run_id
+            state = runs.get(run_id)
+            if state is None:
+                v = check.check_run_id(run_id)
+                if v:
+                    ack.reject(f"events[{i}]", v)
+                    all_accepted = False
+                    continue
+                state = self._state(run_id)
+                if state is None:
+                    if not auto_create:
+                        ack.reject(f"events[{i}]", ("run_id", f"unknown run {run_id!r}: send its RunStart first"))
+                        all_accepted = False
+                        continue
+                    state = self._open_implicit(run_id, now, ack, ops)
+            if state.monitor is None:
+                ack.reject(
+                    f"events[{i}]",
+                    ("run_id", f"run {run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)})"),
+                )
+                all_accepted = False
+                continue
+            v = check.check_event_shape(ev, max_metrics)
+            if v is None:
+                monitor = state.monitor
+                metrics = ev.metrics
+                for name in metrics:
+                    if not monitor.knows(name):
+                        v = check.check_metric_name(name)
+                        if v:
+                            break
+            if v:
+                ack.reject(f"events[{i}]", v)
+                all_accepted = False
+                continue
+            step = ev.step
+            if step <= state.last_step:
+                if step == state.last_step:
+                    prev = state.last_metrics
+                    repeated = [n for n in metrics if n in prev] if prev is not None else list(metrics)
+                    if len(repeated) == len(metrics):
+                        ack.ack.duplicates += 1
+                        all_accepted = False
+                        continue
+                    if repeated:
+                        ack.reject(
+                            f"events[{i}]",
+                            ("metrics", f"step {step} already has {', '.join(repeated[:5])}; a step logs each metric once"),
+                        )
+                        all_accepted = False
+                        continue
+                    merged = dict(prev)
+                    merged.update(metrics)
+                    state.last_metrics = merged
+                elif step in state.recent_set:
+                    ack.ack.duplicates += 1
+                    all_accepted = False
+                    continue
+                else:
+                    ack.reject(
+                        f"events[{i}]",
+                        ("step", f"step {step} is before the run's last step {state.last_step}; steps must not decrease"),
+                    )
+                    all_accepted = False
+                    continue
+            else:
+                state.last_step = step
+                state.last_metrics = metrics
+                state.remember_step(step)
+            wall_time = ev.wall_time
+            if wall_time == 0.0:
+                ev.wall_time = wall_time = now
+            state.last_received = now
+            alerts = monitor.observe(step, wall_time, metrics)
+            if alerts:
+                project = state.project
+                for alert in alerts:
+                    anomalies.append(to_anomaly(alert, run_id, project, now))
+            group = accepted_by_run.get(run_id)
+            if group is None:
+                accepted_by_run[run_id] = [ev]
+            else:
+                group.append(ev)
+            ack.ack.accepted += 1
+        only_events = not (batch.starts or batch.logs or batch.ends)
+        for run_id, events in accepted_by_run.items():
+            if all_accepted and only_events and len(accepted_by_run) == 1 and raw is not None:
+                blob = raw  # the batch is exactly this run's events: store it as received
+            else:
+                chunk = runs_pb2.EventBatch()
+                chunk.events.extend(events)
+                blob = chunk.SerializeToString()
+            ops.append(
+                store_ops.append_events_op(
+                    run_id, events[0].step, events[-1].step, len(events), blob, events[-1].wall_time
+                )
+            )
+
+    def _apply_end(self, end, where, now, ack, ops) -> None:
+        v = check.check_end(end)
+        if v:
+            ack.reject(where, v)
+            return
+        state = self._state(end.run_id)
+        if state is None:
+            ack.reject(where, ("run_id", f"unknown run {end.run_id!r}: send its RunStart first"))
+            return
+        status = end.status or runs_pb2.RUN_STATUS_FINISHED
+        if state.status != runs_pb2.RUN_STATUS_RUNNING:
+            ack.ack.duplicates += 1
+            return
+        state.status = status
+        state.monitor = None  # frees detector state; the run's history stays in the store
+        state.recent.clear()
+        state.recent_set.clear()
+        ops.append(store_ops.end_run_op(end.run_id, status, end.end_time or now, end.reason))
+        ack.ack.accepted += 1
+
+    # -- time-based checks --------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> list[anomaly_pb2.Anomaly]:
+        """Run time-based diagnostics (stalled runs) for every running run."""
+        now = time.time() if now is None else now
+        out = []
+        for state in self.runs.values():
+            if state.monitor is None or state.last_received == 0.0:
+                continue
+            for alert in state.monitor.idle(now, state.last_received):
+                out.append(to_anomaly(alert, state.run_id, state.project, now))
+        if out:
+            self.store.submit([store_ops.save_anomaly_op(a) for a in out])
+            self.counters["anomalies"] += len(out)
+            for a in out:
+                self.publish(a)
+        return out
+
+
+def to_anomaly(alert: Alert, run_id: str, project: str, detected_time: float) -> anomaly_pb2.Anomaly:
+    """Wire form of an alert."""
+    f = alert.finding
+    a = anomaly_pb2.Anomaly(
+        id=alert.incident_id,
+        run_id=run_id,
+        project=project,
+        step=f.step,
+        wall_time=f.wall_time,
+        detected_time=detected_time,
+        kind=int(f.kind),
+        severity=int(f.severity),
+        score=f.score,
+        metrics=f.metrics,
+        layer=f.layer,
+        explanation=f.explanation,
+        detector=f.detector,
+        detector_version=f.detector_version,
+        first_step=alert.first_step,
+        last_step=alert.last_step,
+        occurrences=alert.occurrences,
+        revision=alert.revision,
+        state=int(alert.state),
+    )
+    for metric, step, value in f.evidence:
+        a.evidence.add(metric=metric, step=step, value=value)
+    return a

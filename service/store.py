@@ -1,0 +1,334 @@
+"""SQLite store (WAL) for runs, metric events, log lines and anomalies.
+
+Writes go through one background thread that commits whatever has queued up
+in one transaction (group commit); callers get a future that resolves once
+their writes are durable, so an acknowledgement is never sent for data that
+a crash could still lose. Reads use their own connection (WAL lets them run
+beside the writer).
+
+Metric events are stored in chunks: one row per run per ingested batch,
+holding the serialized ``EventBatch`` of that run's events.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+
+from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    start_time REAL NOT NULL,
+    end_time REAL NOT NULL DEFAULT 0,
+    end_reason TEXT NOT NULL DEFAULT '',
+    last_step INTEGER NOT NULL DEFAULT -1,
+    last_event_time REAL NOT NULL DEFAULT 0,
+    event_count INTEGER NOT NULL DEFAULT 0,
+    start_record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, start_time);
+CREATE TABLE IF NOT EXISTS event_chunks (
+    run_id TEXT NOT NULL,
+    first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL,
+    n_events INTEGER NOT NULL,
+    events BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_chunks_by_run ON event_chunks (run_id, first_step);
+CREATE TABLE IF NOT EXISTS log_lines (
+    run_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    level INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_lines_by_run ON log_lines (run_id, time);
+CREATE TABLE IF NOT EXISTS anomalies (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    severity INTEGER NOT NULL,
+    first_step INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    detected_time REAL NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS anomalies_by_run ON anomalies (run_id, first_step);
+CREATE INDEX IF NOT EXISTS anomalies_by_time ON anomalies (detected_time);
+"""
+
+WriteOp = Callable[[sqlite3.Connection], None]
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class RunStore:
+    """Durable state of runwatch: one SQLite file in ``data_dir``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from runwatch.v1 import runs_pb2
+    >>> store = RunStore(Path(tempfile.mkdtemp()) / "runwatch.db")
+    >>> store.open_run(runs_pb2.RunStart(run_id="r1", project="p", start_time=1.0)).result()
+    >>> store.get_run("r1").project
+    'p'
+    >>> store.close()
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._writer_conn = _connect(path)
+        self._writer_conn.executescript(SCHEMA)
+        self._reader = _connect(path)
+        self._read_lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="runwatch-store-writer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def submit(self, ops: Iterable[WriteOp]) -> Future:
+        """Queue write operations; the future resolves when they are committed."""
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("store is closed"))
+            return fut
+        self._queue.put((list(ops), fut))
+        return fut
+
+    def open_run(self, start: runs_pb2.RunStart, status: int = runs_pb2.RUN_STATUS_RUNNING) -> Future:
+        return self.submit([open_run_op(start, status)])
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            pending = [item]
+            stop = False
+            # Group commit: everything that queued up meanwhile goes into one transaction.
+            while len(pending) < 512:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                pending.append(nxt)
+            error: BaseException | None = None
+            try:
+                conn.execute("BEGIN")
+                for ops, _ in pending:
+                    for op in ops:
+                        op(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:  # report to every waiter; the writer itself keeps going
+                error = exc
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            for _, fut in pending:
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+            if stop:
+                break
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until everything queued so far is committed."""
+        self.submit([]).result(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        self._writer_conn.close()
+        self._reader.close()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    _RUN_COLUMNS = (
+        "r.run_id, r.project, r.kind, r.status, r.start_time, r.end_time, r.end_reason, r.last_step, "
+        "r.event_count, r.last_event_time, r.start_record, "
+        "(SELECT COUNT(*) FROM anomalies a WHERE a.run_id = r.run_id)"
+    )
+
+    @staticmethod
+    def _run_info(row: tuple) -> service_pb2.RunInfo:
+        info = service_pb2.RunInfo(
+            run_id=row[0], project=row[1], kind=row[2], status=row[3], start_time=row[4], end_time=row[5],
+            end_reason=row[6], last_step=row[7], event_count=row[8], last_event_time=row[9], anomaly_count=row[11],
+        )
+        info.start.ParseFromString(row[10])
+        return info
+
+    def get_run(self, run_id: str) -> service_pb2.RunInfo | None:
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs r WHERE r.run_id = ?", (run_id,))
+        return self._run_info(rows[0]) if rows else None
+
+    def list_runs(self, project: str = "", status: int = 0, limit: int = 100) -> list[service_pb2.RunInfo]:
+        where, args = [], []
+        if project:
+            where.append("r.project = ?")
+            args.append(project)
+        if status:
+            where.append("r.status = ?")
+            args.append(status)
+        sql = f"SELECT {self._RUN_COLUMNS} FROM runs r"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.start_time DESC, r.rowid DESC LIMIT ?"
+        return [self._run_info(r) for r in self._read(sql, (*args, limit))]
+
+    def anomalies(
+        self, run_id: str = "", project: str = "", min_severity: int = 0, limit: int = 10_000
+    ) -> list[anomaly_pb2.Anomaly]:
+        """Latest revision of each stored incident, oldest first."""
+        where, args = ["severity >= ?"], [min_severity]
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if project:
+            where.append("project = ?")
+            args.append(project)
+        sql = f"SELECT record FROM anomalies WHERE {' AND '.join(where)} ORDER BY detected_time, rowid LIMIT ?"
+        return [anomaly_pb2.Anomaly.FromString(r[0]) for r in self._read(sql, (*args, limit))]
+
+    def events(self, run_id: str) -> Iterable[runs_pb2.MetricEvent]:
+        """A run's metric events in step order."""
+        rows = self._read("SELECT events FROM event_chunks WHERE run_id = ? ORDER BY first_step, rowid", (run_id,))
+        for (blob,) in rows:
+            yield from runs_pb2.EventBatch.FromString(blob).events
+
+    def log_lines(self, run_id: str, limit: int = 1000) -> list[runs_pb2.LogLine]:
+        rows = self._read(
+            "SELECT time, level, step, text FROM log_lines WHERE run_id = ? ORDER BY time, rowid LIMIT ?",
+            (run_id, limit),
+        )
+        return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
+
+    def metric_summaries(self, run_id: str) -> list[service_pb2.MetricSummary]:
+        stats: dict[str, service_pb2.MetricSummary] = {}
+        for ev in self.events(run_id):
+            for name, value in ev.metrics.items():
+                s = stats.get(name)
+                if s is None:
+                    s = stats[name] = service_pb2.MetricSummary(name=name, min=math.inf, max=-math.inf)
+                s.count += 1
+                s.last = value
+                s.last_step = ev.step
+                if math.isfinite(value):
+                    s.min = min(s.min, value)
+                    s.max = max(s.max, value)
+                else:
+                    s.nonfinite_count += 1
+        for s in stats.values():
+            if s.count == s.nonfinite_count:
+                s.min = s.max = math.nan
+        return [stats[k] for k in sorted(stats)]
+
+
+# -- write operations (run on the writer thread) ------------------------------------------------
+
+
+def open_run_op(start: runs_pb2.RunStart, status: int) -> WriteOp:
+    row = (
+        start.run_id, start.project or "default", start.kind or runs_pb2.RUN_KIND_TRAINING, status,
+        start.start_time or time.time(), start.SerializeToString(),
+    )
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO runs (run_id, project, kind, status, start_time, start_record) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET project = excluded.project, kind = excluded.kind, "
+            "start_time = excluded.start_time, start_record = excluded.start_record",
+            row,
+        )
+
+    return op
+
+
+def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO event_chunks (run_id, first_step, last_step, n_events, events) VALUES (?, ?, ?, ?, ?)",
+            (run_id, first_step, last_step, n, blob),
+        )
+        conn.execute(
+            "UPDATE runs SET event_count = event_count + ?, last_step = max(last_step, ?), "
+            "last_event_time = max(last_event_time, ?) WHERE run_id = ?",
+            (n, last_step, last_time, run_id),
+        )
+
+    return op
+
+
+def append_logs_op(rows: list[tuple[str, float, int, int, str]]) -> WriteOp:
+    def op(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO log_lines (run_id, time, level, step, text) VALUES (?, ?, ?, ?, ?)", rows)
+
+    return op
+
+
+def end_run_op(run_id: str, status: int, end_time: float, reason: str) -> WriteOp:
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE runs SET status = ?, end_time = ?, end_reason = ? WHERE run_id = ?",
+            (status, end_time, reason, run_id),
+        )
+
+    return op
+
+
+def save_anomaly_op(anomaly: anomaly_pb2.Anomaly) -> WriteOp:
+    row = (
+        anomaly.id, anomaly.run_id, anomaly.project, anomaly.detector, anomaly.kind, anomaly.severity,
+        anomaly.first_step, anomaly.revision, anomaly.detected_time, anomaly.SerializeToString(),
+    )
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO anomalies (id, run_id, project, detector, kind, severity, first_step, revision, "
+            "detected_time, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, revision = excluded.revision, "
+            "detected_time = excluded.detected_time, record = excluded.record "
+            "WHERE excluded.revision >= anomalies.revision",
+            row,
+        )
+
+    return op

@@ -1,0 +1,138 @@
+"""Input checks for ingested items. Each returns ``None`` or ``(field, reason)``.
+
+Field paths are relative to the item (e.g. ``"run_id"``); the pipeline
+prefixes them with the item's place in the batch (``"events[3].run_id"``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from google.protobuf import unknown_fields
+
+from runwatch.v1 import runs_pb2
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+METRIC_NAME_PATTERN = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
+MAX_PROJECT_LEN = 128
+MAX_TEXT_BYTES = 64 * 1024
+MAX_LAYERS = 10_000
+MAX_TAGS = 256
+
+Violation = tuple[str, str]
+
+
+def check_run_id(run_id: str) -> Violation | None:
+    if not run_id:
+        return ("run_id", "missing: every item needs the run_id of its run")
+    if RUN_ID_PATTERN.fullmatch(run_id) is None:
+        shown = run_id if len(run_id) <= 40 else run_id[:40] + "..."
+        return (
+            "run_id",
+            f"malformed {shown!r}: use 1-128 characters from letters, digits and . _ : / @ + -",
+        )
+    return None
+
+
+def _check_time(field: str, value: float) -> Violation | None:
+    if not math.isfinite(value) or value < 0:
+        return (field, f"must be seconds since the Unix epoch (finite, >= 0), got {value!r}")
+    return None
+
+
+def check_start(start: runs_pb2.RunStart) -> Violation | None:
+    v = check_run_id(start.run_id)
+    if v:
+        return v
+    if len(start.project) > MAX_PROJECT_LEN:
+        return ("project", f"longer than {MAX_PROJECT_LEN} characters")
+    if start.kind not in runs_pb2.RunKind.values():
+        return ("kind", f"unknown RunKind value {start.kind}")
+    v = _check_time("start_time", start.start_time)
+    if v:
+        return v
+    if len(start.architecture.layers) > MAX_LAYERS:
+        return ("architecture.layers", f"more than {MAX_LAYERS} layers")
+    for i, layer in enumerate(start.architecture.layers):
+        if not layer.name:
+            return (f"architecture.layers[{i}].name", "missing")
+        if layer.param_count < 0 or layer.in_size < 0 or layer.out_size < 0:
+            return (f"architecture.layers[{i}]", "sizes and param_count must be >= 0")
+    if len(start.tags) > MAX_TAGS:
+        return ("tags", f"more than {MAX_TAGS} tags")
+    return None
+
+
+def check_event_shape(event: runs_pb2.MetricEvent, max_metrics: int) -> Violation | None:
+    """Checks that need no run state (run_id, step, time, metric count)."""
+    if event.step < 0:
+        return ("step", f"must be >= 0, got {event.step}")
+    n = len(event.metrics)
+    if n == 0:
+        return ("metrics", "empty: an event must carry at least one metric")
+    if n > max_metrics:
+        return ("metrics", f"{n} metrics, more than the limit of {max_metrics} per event")
+    wt = event.wall_time
+    if wt != 0.0 and not (0.0 < wt < math.inf):
+        return ("wall_time", f"must be seconds since the Unix epoch (finite, >= 0), got {wt!r}")
+    return None
+
+
+def check_metric_name(name: str) -> Violation | None:
+    if METRIC_NAME_PATTERN.fullmatch(name) is None:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        return (f"metrics[{shown!r}]", "metric names must be 1-256 characters without whitespace or control characters")
+    return None
+
+
+def check_log(line: runs_pb2.LogLine) -> Violation | None:
+    v = check_run_id(line.run_id)
+    if v:
+        return v
+    if line.level not in runs_pb2.LogLevel.values():
+        return ("level", f"unknown LogLevel value {line.level}")
+    if len(line.text.encode()) > MAX_TEXT_BYTES:
+        return ("text", f"longer than {MAX_TEXT_BYTES} bytes")
+    return _check_time("time", line.time)
+
+
+def check_end(end: runs_pb2.RunEnd) -> Violation | None:
+    v = check_run_id(end.run_id)
+    if v:
+        return v
+    if end.status not in runs_pb2.RunStatus.values() or end.status == runs_pb2.RUN_STATUS_RUNNING:
+        return ("status", f"must be FINISHED, FAILED or KILLED (or unset = FINISHED), got {end.status}")
+    return _check_time("end_time", end.end_time)
+
+
+def unknown_field_path(message) -> str | None:
+    """Path of the first field ``message`` carries that this schema does not define, or None."""
+    found = unknown_fields.UnknownFieldSet(message)
+    if len(found):
+        return f"<field {found[0].field_number}>"
+    for desc, value in message.ListFields():
+        if desc.message_type is None or desc.message_type.GetOptions().map_entry:
+            continue
+        if desc.is_repeated:
+            for i, sub in enumerate(value):
+                inner = unknown_field_path(sub)
+                if inner:
+                    return f"{desc.name}[{i}].{inner}"
+        else:
+            inner = unknown_field_path(value)
+            if inner:
+                return f"{desc.name}.{inner}"
+    return None
+
+
+def items_with_unknown_fields(batch: runs_pb2.EventBatch) -> tuple[dict[tuple[str, int], str], str | None]:
+    """Items of ``batch`` that carry unknown fields: ``{(list, index): field path}``, plus one on the batch itself."""
+    found: dict[tuple[str, int], str] = {}
+    for list_name in ("starts", "events", "logs", "ends"):
+        for i, item in enumerate(getattr(batch, list_name)):
+            path = unknown_field_path(item)
+            if path:
+                found[(list_name, i)] = f"{list_name}[{i}].{path}"
+    top = unknown_fields.UnknownFieldSet(batch)
+    return found, (f"<field {top[0].field_number}>" if len(top) else None)
