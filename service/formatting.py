@@ -1,0 +1,75 @@
+"""Human-readable one-liners and tables for the CLI and the demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
+
+
+def enum_name(enum_type, value: int, prefix: str) -> str:
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        return str(value)
+
+
+def kind_name(kind: int) -> str:
+    return enum_name(anomaly_pb2.AnomalyKind, kind, "ANOMALY_KIND_")
+
+
+def severity_name(severity: int) -> str:
+    return enum_name(anomaly_pb2.Severity, severity, "SEVERITY_")
+
+
+def status_name(status: int) -> str:
+    return enum_name(runs_pb2.RunStatus, status, "RUN_STATUS_")
+
+
+def format_anomaly(a: anomaly_pb2.Anomaly) -> str:
+    """``run  step  KIND  SEVERITY  metric[layer]  explanation`` on one line."""
+    where = ",".join(a.metrics[:2]) + (f" [{a.layer}]" if a.layer else "")
+    rev = f" (rev {a.revision})" if a.revision > 1 else ""
+    return (
+        f"{a.run_id:<22} step {a.step:>6}  {kind_name(a.kind):<20} {severity_name(a.severity):<8} "
+        f"{where:<28} {a.explanation}{rev}"
+    )
+
+
+def _time(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def format_runs(runs: list[service_pb2.RunInfo]) -> str:
+    header = f"{'run':<28} {'project':<14} {'status':<9} {'steps':>7} {'events':>8} {'anomalies':>9}  started"
+    lines = [header]
+    for r in runs:
+        lines.append(
+            f"{r.run_id:<28} {r.project:<14} {status_name(r.status):<9} {r.last_step:>7} {r.event_count:>8} "
+            f"{r.anomaly_count:>9}  {_time(r.start_time)}"
+        )
+    return "\n".join(lines)
+
+
+def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
+    r = s.run
+    lines = [
+        f"run {r.run_id}  project {r.project}  {status_name(r.status)}"
+        + (f" ({r.end_reason})" if r.end_reason else ""),
+        f"  started {_time(r.start_time)}, last step {r.last_step}, {r.event_count} events, "
+        f"{r.anomaly_count} anomalies",
+    ]
+    if r.start.architecture.layers:
+        layers = ", ".join(f"{l.name}:{l.type}({l.in_size}->{l.out_size})" for l in r.start.architecture.layers[:8])
+        lines.append(f"  architecture: {r.start.architecture.total_params} params; {layers}")
+    if s.anomalies:
+        lines.append("  anomalies:")
+        lines.extend("    " + format_anomaly(a) for a in s.anomalies)
+    if s.metrics:
+        lines.append("  metrics:")
+        for m in s.metrics[:max_metrics]:
+            nf = f"  nonfinite {m.nonfinite_count}" if m.nonfinite_count else ""
+            lines.append(f"    {m.name:<28} n={m.count:<6} last={m.last:<12.6g} min={m.min:<12.6g} max={m.max:<12.6g}{nf}")
+        if len(s.metrics) > max_metrics:
+            lines.append(f"    ... {len(s.metrics) - max_metrics} more")
+    return "\n".join(lines)
