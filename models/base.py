@@ -1,9 +1,14 @@
 """Base classes for streaming diagnostics.
 
-A diagnostic watches one run. The pipeline creates one instance per run and,
-the first time a run reports a metric name, asks every diagnostic for a
-*handler* of that name. Handlers are plain callables ``(step, wall_time,
-value) -> Finding | None`` so the hot path is a dict lookup and a call.
+A diagnostic watches one run. The pipeline creates one instance per run and
+feeds it :class:`~runwatch.models.block.MetricBlock` s: one run's events of one
+batch, split into per-metric columns, so per-value work can run in compiled
+or vectorized code (:meth:`Diagnostic.observe_block`).
+
+Simple diagnostics need not think in blocks: they implement :meth:`handler`,
+returning a plain callable ``(step, wall_time, value) -> Finding | None`` for
+each metric they watch, and the default :meth:`observe_block` feeds it the
+block's values in step order.
 
 Diagnostics only score; whether a finding becomes an alert, and how repeated
 findings merge into one incident, is the alert policy's job
@@ -13,12 +18,13 @@ findings merge into one incident, is the alert policy's job
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import Finding
 
 MetricHandler = Callable[[int, float, float], "Finding | None"]
@@ -53,9 +59,10 @@ class Diagnostic(ABC):
     """A streaming, explainable check over one run's metrics.
 
     Subclasses set ``name``, ``version``, ``config_class`` and ``reference``
-    (the published rule or paper the check follows) and implement
-    :meth:`handler`. Time-based checks (e.g. a stalled run) also implement
-    :meth:`on_idle`, which the service calls periodically.
+    (the published rule or paper the check follows) and implement either
+    :meth:`handler` (value by value) or :meth:`observe_block` (column blocks).
+    Time-based checks (e.g. a stalled run) implement :meth:`on_idle`, which the
+    service calls periodically.
     """
 
     name: ClassVar[str]
@@ -70,12 +77,74 @@ class Diagnostic(ABC):
             raise TypeError(f"{type(self).__name__} expects {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
 
-    @abstractmethod
     def handler(self, metric: str) -> MetricHandler | None:
         """Return the callable consuming values of ``metric``, or None to ignore it.
 
         Called once per metric name per run; the result is cached.
         """
+        return None
+
+    def watches(self, metric: str) -> bool:
+        """Whether this diagnostic reads ``metric`` (block-native diagnostics override this)."""
+        return self._handler_for(metric) is not None
+
+    def _handler_for(self, metric: str) -> MetricHandler | None:
+        try:
+            handlers = self._handlers
+        except AttributeError:
+            handlers = self._handlers = {}
+        if metric not in handlers:
+            handlers[metric] = self.handler(metric)
+        return handlers[metric]
+
+    def select(self, block: MetricBlock) -> list[tuple[str, Column]]:
+        """The block's columns this diagnostic watches, in name order (membership cached per name)."""
+        try:
+            cache = self._watch_cache
+        except AttributeError:
+            cache = self._watch_cache = {}
+        out = []
+        for name, col in block.columns.items():
+            w = cache.get(name)
+            if w is None:
+                w = cache[name] = self.watches(name)
+            if w:
+                out.append((name, col))
+        if len(out) > 1:
+            out.sort(key=lambda item: item[0])
+        return out
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        """Consume one block; return every finding, in step order.
+
+        The default feeds the values of each watched metric to its
+        :meth:`handler`, in step order (metrics of one step in name order).
+        """
+        routed = []
+        for name, col in self.select(block):
+            h = self._handler_for(name)
+            if h is not None:
+                routed.append((col, h))
+        if not routed:
+            return []
+        if len(routed) == 1:
+            col, h = routed[0]
+            feed = zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist(), [h] * len(col))
+        else:
+            feed = sorted(
+                (
+                    (s, t, v, h)
+                    for col, h in routed
+                    for s, t, v in zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist())
+                ),
+                key=lambda item: item[0],
+            )
+        findings = []
+        for step, wall_time, value, h in feed:
+            f = h(step, wall_time, value)
+            if f is not None:
+                findings.append(f)
+        return findings
 
     def on_idle(self, now: float, last_wall_time: float, last_step: int) -> Finding | None:
         """Called periodically with the current time; override for time-based checks."""

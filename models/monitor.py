@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from runwatch.models.alerting import Alert, IncidentPolicyConfig, IncidentTracker
-from runwatch.models.base import Diagnostic, MetricHandler
-from runwatch.models.findings import Finding
+import numpy as np
 
-_NO_HANDLERS: tuple[MetricHandler, ...] = ()
+from runwatch.models.alerting import Alert, IncidentPolicyConfig, IncidentTracker
+from runwatch.models.base import Diagnostic
+from runwatch.models.block import Column, MetricBlock
+from runwatch.models.findings import Finding
 
 
 class RunMonitor:
-    """Routes each metric value to the diagnostics that watch it.
+    """Feeds a run's metric blocks to its diagnostics and merges findings into incidents.
 
     Parameters
     ----------
@@ -28,7 +29,7 @@ class RunMonitor:
     policy
         Incident policy configuration.
     evidence_len
-        How many recent values per metric to keep as evidence.
+        How many recent values per metric an anomaly carries as evidence.
 
     Examples
     --------
@@ -53,42 +54,37 @@ class RunMonitor:
         self.evidence_len = evidence_len
         self.last_step = -1
         self.last_wall_time = 0.0
-        self._routes: dict[str, tuple[tuple[Diagnostic, MetricHandler], ...]] = {}
-        self._windows: dict[str, deque] = {}
-
-    def _route(self, metric: str) -> tuple[tuple[Diagnostic, MetricHandler], ...]:
-        pairs = []
-        for diag in self.diagnostics:
-            h = diag.handler(metric)
-            if h is not None:
-                pairs.append((diag, h))
-        routes = tuple(pairs)
-        self._routes[metric] = routes
-        self._windows[metric] = deque(maxlen=self.evidence_len)
-        return routes
+        # Per metric, the most recent columns (at most evidence_len of them, each non-empty),
+        # kept by reference: evidence is only assembled when an alert is raised.
+        self._recent: dict[str, deque[Column]] = {}
 
     def observe(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> list[Alert]:
         """Feed one event; return the alerts (incident revisions) it raised."""
-        routes = self._routes
-        windows = self._windows
-        findings: list[tuple[Diagnostic, Finding]] | None = None
-        for name, value in metrics.items():
-            pairs = routes.get(name)
-            if pairs is None:
-                pairs = self._route(name)
-            windows[name].append((step, value))
-            for diag, handle in pairs:
-                f = handle(step, wall_time, value)
-                if f is not None:
-                    if findings is None:
-                        findings = []
-                    findings.append((diag, f))
-        if step > self.last_step:
-            self.last_step = step
-        self.last_wall_time = wall_time
-        if findings is None:
+        return self.observe_block(MetricBlock.single(step, wall_time, metrics))
+
+    def observe_block(self, block: MetricBlock) -> list[Alert]:
+        """Feed one block of events (step order); return the alerts it raised."""
+        found: list[tuple[Diagnostic, Finding]] = []
+        for diag in self.diagnostics:
+            findings = diag.observe_block(block)
+            if findings:
+                found.extend((diag, f) for f in findings)
+        recent = self._recent
+        for name, col in block.columns.items():
+            q = recent.get(name)
+            if q is None:
+                q = recent[name] = deque(maxlen=self.evidence_len)
+            q.append(col)
+        if len(block):
+            last = int(block.steps[-1])
+            if last > self.last_step:
+                self.last_step = last
+            self.last_wall_time = float(block.wall_times[-1])
+        if not found:
             return []
-        return self._alerts(findings, wall_time)
+        if len(found) > 1:
+            found.sort(key=lambda pair: pair[1].step)
+        return self._alerts(found, self.last_wall_time)
 
     def idle(self, now: float, last_seen: float | None = None) -> list[Alert]:
         """Give time-based diagnostics a chance to fire (call periodically).
@@ -105,16 +101,20 @@ class RunMonitor:
                 found.append((diag, f))
         return self._alerts(found, now) if found else []
 
-    def knows(self, metric: str) -> bool:
-        """Whether ``metric`` has been routed already (i.e. was seen and validated before)."""
-        return metric in self._routes
-
-    def evidence(self, metrics: Iterable[str]) -> list[tuple[str, int, float]]:
-        """Recent ``(metric, step, value)`` points of the given metrics."""
+    def evidence(self, metrics: Iterable[str], up_to_step: int | None = None) -> list[tuple[str, int, float]]:
+        """Recent ``(metric, step, value)`` points of the given metrics, up to a step."""
         out = []
         for name in metrics:
-            for step, value in self._windows.get(name, ()):
-                out.append((name, step, value))
+            q = self._recent.get(name)
+            if not q:
+                continue
+            steps = np.concatenate([c.steps for c in q])
+            values = np.concatenate([c.values for c in q])
+            if up_to_step is not None:
+                keep = steps <= up_to_step
+                steps, values = steps[keep], values[keep]
+            steps, values = steps[-self.evidence_len :], values[-self.evidence_len :]
+            out.extend((name, s, v) for s, v in zip(steps.tolist(), values.tolist()))
         return out
 
     def _alerts(self, findings: list[tuple[Diagnostic, Finding]], wall_time: float) -> list[Alert]:
@@ -125,6 +125,6 @@ class RunMonitor:
             f.wall_time = f.wall_time or wall_time
             alert = self.incidents.observe(f)
             if alert is not None:
-                f.evidence = self.evidence(f.metrics)
+                f.evidence = self.evidence(f.metrics, f.step)
                 alerts.append(alert)
         return alerts

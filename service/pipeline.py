@@ -14,6 +14,7 @@ not an error. Any other step below the current one is rejected.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from runwatch.models.alerting import Alert
+from runwatch.models.block import MetricBlock
 from runwatch.models.monitor import RunMonitor
 from runwatch.models.registry import DiagnosticSuite
 from runwatch.service import store as store_ops
@@ -31,7 +33,7 @@ from runwatch.service.store import RunStore, WriteOp
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 MAX_VIOLATIONS_REPORTED = 100
-RECENT_STEPS = 4096
+RECENT_BATCHES = 256
 
 
 @dataclass(slots=True)
@@ -44,15 +46,28 @@ class RunState:
     monitor: RunMonitor | None
     last_step: int = -1
     last_received: float = 0.0
-    last_metrics: object = None
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
-    recent_set: set = field(default_factory=set)
+    last_names: tuple | frozenset = ()
+    valid_names: set = field(default_factory=set)
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))
 
-    def remember_step(self, step: int) -> None:
-        if len(self.recent) == RECENT_STEPS:
-            self.recent_set.discard(self.recent[0])
-        self.recent.append(step)
-        self.recent_set.add(step)
+    def remember_steps(self, first: int, last: int) -> None:
+        """Record the step range of an accepted batch (to recognise re-sent batches)."""
+        self.recent.append((first, last))
+
+    def seen_recently(self, step: int) -> bool:
+        return any(first <= step <= last for first, last in self.recent)
+
+
+@dataclass(slots=True)
+class _RunGroup:
+    """Accepted events of one run within one batch."""
+
+    state: RunState
+    events: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    wall_times: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+    values: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -263,55 +278,76 @@ class DetectionPipeline:
     def _apply_events(self, batch, bad_items, now, ack, ops, anomalies, raw) -> None:
         max_metrics = self.settings.max_metrics_per_event
         auto_create = self.settings.auto_create_runs
-        accepted_by_run: dict[str, list] = {}
+        groups: dict[str, _RunGroup] = {}
         all_accepted = True
         runs = self.runs
+        prev_names: tuple[str, ...] = ()
         for i, ev in enumerate(batch.events):
             if bad_items and ("events", i) in bad_items:
                 ack.reject("", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
                 all_accepted = False
                 continue
             run_id = ev.run_id
-            state = runs.get(run_id)
-            if state is None:
-                v = check.check_run_id(run_id)
+            group = groups.get(run_id)
+            if group is None:
+                state = runs.get(run_id)
+                if state is None:
+                    v = check.check_run_id(run_id)
+                    if v:
+                        ack.reject(f"events[{i}]", v)
+                        all_accepted = False
+                        continue
+                    state = self._state(run_id)
+                    if state is None:
+                        if not auto_create:
+                            ack.reject(f"events[{i}]", ("run_id", f"unknown run {run_id!r}: send its RunStart first"))
+                            all_accepted = False
+                            continue
+                        state = self._open_implicit(run_id, now, ack, ops)
+                if state.monitor is None:
+                    ack.reject(
+                        f"events[{i}]",
+                        ("run_id", f"run {run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)})"),
+                    )
+                    all_accepted = False
+                    continue
+                group = groups[run_id] = _RunGroup(state)
+            state = group.state
+            metrics = ev.metrics
+            step = ev.step
+            wall_time = ev.wall_time
+            n = len(metrics)
+            if step < 0 or n == 0 or n > max_metrics or not (0.0 <= wall_time < math.inf):
+                ack.reject(f"events[{i}]", check.check_event_shape(ev, max_metrics))
+                all_accepted = False
+                continue
+            # Events of a run nearly always repeat the previous event's names: if the sizes match
+            # and every previous name is present, the name sets are equal and tuple(metrics) is skipped.
+            values = None
+            if n == len(prev_names):
+                try:
+                    values = [metrics[k] for k in prev_names]
+                    names = prev_names
+                except KeyError:
+                    pass
+            if values is None:
+                names = tuple(metrics)
+                values = [metrics[k] for k in names]
+            if names not in state.valid_names:
+                v = next(filter(None, map(check.check_metric_name, names)), None)
                 if v:
                     ack.reject(f"events[{i}]", v)
                     all_accepted = False
                     continue
-                state = self._state(run_id)
-                if state is None:
-                    if not auto_create:
-                        ack.reject(f"events[{i}]", ("run_id", f"unknown run {run_id!r}: send its RunStart first"))
-                        all_accepted = False
-                        continue
-                    state = self._open_implicit(run_id, now, ack, ops)
-            if state.monitor is None:
-                ack.reject(
-                    f"events[{i}]",
-                    ("run_id", f"run {run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)})"),
-                )
-                all_accepted = False
-                continue
-            v = check.check_event_shape(ev, max_metrics)
-            if v is None:
-                monitor = state.monitor
-                metrics = ev.metrics
-                for name in metrics:
-                    if not monitor.knows(name):
-                        v = check.check_metric_name(name)
-                        if v:
-                            break
-            if v:
-                ack.reject(f"events[{i}]", v)
-                all_accepted = False
-                continue
-            step = ev.step
+                if len(state.valid_names) > 1024:  # bound the cache for runs whose names keep changing
+                    state.valid_names.clear()
+                state.valid_names.add(names)
+            prev_names = names
             if step <= state.last_step:
                 if step == state.last_step:
-                    prev = state.last_metrics
-                    repeated = [n for n in metrics if n in prev] if prev is not None else list(metrics)
-                    if len(repeated) == len(metrics):
+                    logged = state.last_names
+                    repeated = [k for k in names if k in logged]
+                    if len(repeated) == len(names):
                         ack.ack.duplicates += 1
                         all_accepted = False
                         continue
@@ -322,10 +358,8 @@ class DetectionPipeline:
                         )
                         all_accepted = False
                         continue
-                    merged = dict(prev)
-                    merged.update(metrics)
-                    state.last_metrics = merged
-                elif step in state.recent_set:
+                    state.last_names = logged | set(names)
+                elif state.seen_recently(step):
                     ack.ack.duplicates += 1
                     all_accepted = False
                     continue
@@ -338,35 +372,35 @@ class DetectionPipeline:
                     continue
             else:
                 state.last_step = step
-                state.last_metrics = metrics
-                state.remember_step(step)
-            wall_time = ev.wall_time
+                state.last_names = names
             if wall_time == 0.0:
                 ev.wall_time = wall_time = now
-            state.last_received = now
-            alerts = monitor.observe(step, wall_time, metrics)
-            if alerts:
-                project = state.project
-                for alert in alerts:
-                    anomalies.append(to_anomaly(alert, run_id, project, now))
-            group = accepted_by_run.get(run_id)
-            if group is None:
-                accepted_by_run[run_id] = [ev]
-            else:
-                group.append(ev)
+            group.events.append(ev)
+            group.steps.append(step)
+            group.wall_times.append(wall_time)
+            group.names.append(names)
+            group.values.append(values)
             ack.ack.accepted += 1
+
         only_events = not (batch.starts or batch.logs or batch.ends)
-        for run_id, events in accepted_by_run.items():
-            if all_accepted and only_events and len(accepted_by_run) == 1 and raw is not None:
+        for run_id, group in groups.items():
+            events = group.events
+            if not events:
+                continue
+            state = group.state
+            state.last_received = now
+            state.remember_steps(group.steps[0], group.steps[-1])
+            block = MetricBlock.from_values(group.steps, group.wall_times, group.names, group.values)
+            for alert in state.monitor.observe_block(block):
+                anomalies.append(to_anomaly(alert, run_id, state.project, now))
+            if all_accepted and only_events and len(groups) == 1 and raw is not None:
                 blob = raw  # the batch is exactly this run's events: store it as received
             else:
                 chunk = runs_pb2.EventBatch()
                 chunk.events.extend(events)
                 blob = chunk.SerializeToString()
             ops.append(
-                store_ops.append_events_op(
-                    run_id, events[0].step, events[-1].step, len(events), blob, events[-1].wall_time
-                )
+                store_ops.append_events_op(run_id, events[0].step, events[-1].step, len(events), blob, events[-1].wall_time)
             )
 
     def _apply_end(self, end, where, now, ack, ops) -> None:
@@ -385,7 +419,6 @@ class DetectionPipeline:
         state.status = status
         state.monitor = None  # frees detector state; the run's history stays in the store
         state.recent.clear()
-        state.recent_set.clear()
         ops.append(store_ops.end_run_op(end.run_id, status, end.end_time or now, end.reason))
         ack.ack.accepted += 1
 

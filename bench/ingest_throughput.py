@@ -1,0 +1,226 @@
+"""Ingest benchmark: the full pipeline against a bare decode-only gRPC service, in one run.
+
+Streams N runs x M steps (16 metrics per event, batched) over loopback gRPC to
+(a) a runwatch server (validation, detection with the default diagnostics,
+SQLite persistence, anomaly emission, acks after commit) and (b) a bare
+grpc.aio service that only decodes each EventBatch and acknowledges it.
+Each server runs in its own process; the client sends pre-serialized batches
+so the client itself is not the bottleneck.
+
+    python bench/ingest_throughput.py --runs 16 --steps 5000 --batch 500
+
+Prints a table: events/s and metric values/s for both, their ratio, and
+p50/p99 latency from batch arrival to anomaly emission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+LAYERS = ("fc1", "fc2", "fc3")
+
+
+def make_batches(runs: int, steps: int, batch: int, seed: int) -> tuple[list[list[bytes]], int, int]:
+    """Per run, its serialized batches (the first one opens the run); plus event and value counts."""
+    from runwatch.v1 import runs_pb2
+
+    rng = random.Random(seed)
+    per_run, n_events, n_values = [], 0, 0
+    for r in range(runs):
+        run_id = f"bench-{r}"
+        fault = r % 4  # 0: healthy, 1: NaN late, 2: one bad batch (spike), 3: healthy with warmup noise
+        nan_at = int(steps * 0.8) if fault == 1 else -1
+        spike_at = int(steps * 0.5) if fault == 2 else -1
+        batches: list[bytes] = []
+        b = runs_pb2.EventBatch(sequence=0)
+        b.starts.add(run_id=run_id, project="bench")
+        loss = 2.3
+        for step in range(steps):
+            loss = max(0.05, loss * 0.999 + rng.gauss(0, 0.01))
+            value = loss * (8.0 if step == spike_at else 1.0)
+            if nan_at >= 0 and step >= nan_at:
+                value = math.nan
+            m = {
+                "loss": value,
+                "lr": 1e-3,
+                "grad_norm": 1.0 + rng.random() * 0.2,
+                "step_time": 0.05 + rng.random() * 0.005,
+                "data_time": 0.005 + rng.random() * 0.001,
+                "cpu_mem": 1.2e9 + rng.random() * 1e6,
+            }
+            for layer in LAYERS:
+                m[f"grad_norm/{layer}"] = 0.5 + rng.random() * 0.1
+                m[f"act/zero_frac/{layer}"] = 0.4 + rng.random() * 0.05
+                m[f"update_ratio/{layer}"] = 1e-3 * (1 + rng.random() * 0.1)
+            if step % 50 == 49:
+                m["val/loss"] = loss * 1.05
+            ev = b.events.add(run_id=run_id, step=step, wall_time=1.7e9 + step)
+            ev.metrics.update(m)
+            n_events += 1
+            n_values += len(m)
+            if len(b.events) >= batch:
+                batches.append(b.SerializeToString())
+                b = runs_pb2.EventBatch(sequence=len(batches))
+        if len(b.events):
+            batches.append(b.SerializeToString())
+        per_run.append(batches)
+    return per_run, n_events, n_values
+
+
+def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str) -> None:
+    from runwatch.service.server import RunwatchServer
+    from runwatch.service.settings import ServiceSettings
+
+    async def main() -> None:
+        server = RunwatchServer(ServiceSettings(port=0, data_dir=Path(data_dir)))
+        port_q.put(await server.start())
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        out_q.put((list(server.pipeline.emission_latencies), dict(server.pipeline.counters)))
+        await server.stop()
+
+    asyncio.run(main())
+
+
+def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str) -> None:
+    import grpc
+
+    from runwatch.v1 import runs_pb2, service_pb2
+
+    decoded = {"events": 0}
+
+    async def stream(requests, context):
+        async for raw in requests:
+            b = runs_pb2.EventBatch.FromString(raw)
+            decoded["events"] += len(b.events)
+            yield service_pb2.IngestAck(sequence=b.sequence, accepted=len(b.starts) + len(b.events))
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "runwatch.v1.IngestService",
+                    {
+                        "StreamEvents": grpc.stream_stream_rpc_method_handler(
+                            stream, response_serializer=service_pb2.IngestAck.SerializeToString
+                        )
+                    },
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        port_q.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        out_q.put(([], {"accepted": decoded["events"]}))
+        await server.stop(1)
+
+    asyncio.run(main())
+
+
+async def _drive(port: int, per_run: list[list[bytes]], streams: int) -> tuple[float, int]:
+    import grpc
+
+    from runwatch.v1 import service_pb2
+
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 256 << 20)]
+    ) as channel:
+        method = channel.stream_stream(
+            "/runwatch.v1.IngestService/StreamEvents",
+            request_serializer=None,
+            response_deserializer=service_pb2.IngestAck.FromString,
+        )
+        groups = [per_run[i::streams] for i in range(streams)]
+
+        async def one_stream(group: list[list[bytes]]) -> int:
+            # Interleave the runs of this stream batch by batch, as concurrent training jobs would.
+            order = [g[i] for i in range(max(len(g) for g in group)) for g in group if i < len(g)]
+            call = method(iter(order))
+            accepted = 0
+            async for ack in call:
+                accepted += ack.accepted
+            return accepted
+
+        t0 = time.perf_counter()
+        accepted = sum(await asyncio.gather(*(one_stream(g) for g in groups if g)))
+        return time.perf_counter() - t0, accepted
+
+
+def measure(kind: str, per_run, streams: int) -> tuple[float, int, list[float], dict]:
+    ctx = mp.get_context("spawn")
+    port_q, out_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    target = _full_server if kind == "full" else _bare_server
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = ctx.Process(target=target, args=(port_q, stop, out_q, tmp), daemon=True)
+        proc.start()
+        port = port_q.get(timeout=60)
+        seconds, accepted = asyncio.run(_drive(port, per_run, streams))
+        stop.set()
+        latencies, counters = out_q.get(timeout=60)
+        proc.join(timeout=30)
+    return seconds, accepted, latencies, counters
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=500, help="events per EventBatch")
+    p.add_argument("--streams", type=int, default=4, help="concurrent StreamEvents calls")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    per_run, n_events, n_values = make_batches(args.runs, args.steps, args.batch, args.seed)
+    n_batches = sum(len(b) for b in per_run)
+    print(
+        f"workload: {args.runs} runs x {args.steps} steps = {n_events} events, {n_values / n_events:.1f} metrics/event, "
+        f"{n_batches} batches of <= {args.batch} events, {args.streams} streams"
+    )
+    rows = {}
+    for kind in ("bare", "full"):
+        best = None
+        for _ in range(args.repeats):
+            seconds, accepted, latencies, counters = measure(kind, per_run, args.streams)
+            if best is None or seconds < best[0]:
+                best = (seconds, accepted, latencies, counters)
+        rows[kind] = best
+    print()
+    print(f"| service | events/s | metric values/s | accepted events | anomalies | p50 latency | p99 latency |")
+    print(f"|---|---:|---:|---:|---:|---:|---:|")
+    for kind, label in (("bare", "bare decode-only gRPC"), ("full", "runwatch pipeline")):
+        seconds, accepted, latencies, counters = rows[kind]
+        anomalies = counters.get("anomalies", "-")
+        p50 = f"{percentile(latencies, 0.5) * 1e3:.2f} ms" if latencies else "-"
+        p99 = f"{percentile(latencies, 0.99) * 1e3:.2f} ms" if latencies else "-"
+        print(
+            f"| {label} | {n_events / seconds:,.0f} | {n_values / seconds:,.0f} | {counters.get('accepted', accepted)} "
+            f"| {anomalies} | {p50} | {p99} |"
+        )
+    ratio = rows["bare"][0] / rows["full"][0]
+    print(f"\nratio pipeline / bare (events/s): {ratio:.2f}")
+    if rows["full"][2]:
+        lat = rows["full"][2]
+        print(f"arrival->emission latency over {len(lat)} anomalies: mean {statistics.mean(lat) * 1e3:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

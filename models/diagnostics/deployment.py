@@ -1,0 +1,182 @@
+"""Deployment health: request latency spikes and error-rate increases."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.diagnostics.loss_spike import robust_spike_handler
+from runwatch.models.findings import AnomalyKind
+
+
+def _matches(metric: str, base: str) -> bool:
+    return metric == base or (metric.startswith(base) and metric[len(base)] == "/")
+
+
+class LatencyConfig(DiagnosticConfig):
+    """Settings of :class:`LatencyDiagnostic`.
+
+    Parameters
+    ----------
+    metric
+        Latency in milliseconds; ``<metric>/<anything>`` (``latency_ms/p99``)
+        is watched too, each with its own baseline. Default ``"latency_ms"``.
+    alpha
+        EWMA weight of the baseline. Default 0.05.
+    warmup
+        Values before the first finding (model warm-up, cold caches).
+        Default 50.
+    z_threshold
+        Robust z of a slow value. Default 6.
+    patience
+        Consecutive slow values. Default 3: a single request stalled by the
+        scheduler or a GC pause is not an incident; a run of slow ones is.
+    clip_z
+        Slow values enter the baseline at ``mean + clip_z * scale``.
+        Default 3.
+    rel_floor
+        Scale floor as a fraction of the baseline. Default 0.1.
+    abs_floor_ms
+        Scale floor in ms. Default 1.0: with a sub-millisecond baseline a few
+        ms of jitter are not a degradation (6 ms above the baseline are).
+    """
+
+    metric: str = "latency_ms"
+    alpha: float = Field(default=0.05, gt=0.0, le=1.0)
+    warmup: int = Field(default=50, ge=1)
+    z_threshold: float = Field(default=6.0, gt=0.0)
+    patience: int = Field(default=3, ge=1)
+    clip_z: float = Field(default=3.0, gt=0.0)
+    rel_floor: float = Field(default=0.1, ge=0.0)
+    abs_floor_ms: float = Field(default=1.0, ge=0.0)
+
+
+class LatencyDiagnostic(Diagnostic):
+    """Flags request latency far above its robust baseline.
+
+    A robust z-score (EWMA mean / EWMA mean absolute deviation, the
+    estimator of :class:`~runwatch.models.stats.EwmStats`) of at least
+    ``z_threshold`` for ``patience`` consecutive values, with the scale
+    floored at ``abs_floor_ms`` and ``rel_floor`` x the baseline, and slow
+    values winsorised before they enter the baseline, as in
+    :class:`~runwatch.models.diagnostics.loss_spike.LossSpikeDiagnostic`.
+    This is the static-threshold-free latency SLO alert of the SRE book
+    ("Monitoring distributed systems": alert on symptoms, latency) with a
+    learned threshold.
+
+    Examples
+    --------
+    >>> d = LatencyDiagnostic()
+    >>> h = d.handler("latency_ms/p99")
+    >>> quiet = [h(i, 0.0, 20.0 + (i % 5)) for i in range(100)]
+    >>> quiet.count(None)
+    100
+    >>> fs = [h(100 + i, 0.0, 80.0) for i in range(3)]
+    >>> fs[2].kind.name, fs[2].metric
+    ('LATENCY', 'latency_ms/p99')
+    >>> fs[2].explanation
+    'latency_ms/p99 = 80 ms is 21.4 robust SDs above its baseline 29.9 ms (scale 2.34) for 3 consecutive values'
+    """
+
+    name = "latency"
+    version = "1"
+    config_class = LatencyConfig
+    reference = "Robust (EWMA/MAD) z-score on latency; Google SRE book, 'Monitoring distributed systems'"
+
+    config: LatencyConfig
+
+    def handler(self, metric: str) -> MetricHandler | None:
+        cfg = self.config
+        if not _matches(metric, cfg.metric):
+            return None
+        return robust_spike_handler(
+            metric,
+            AnomalyKind.LATENCY,
+            alpha=cfg.alpha,
+            warmup=cfg.warmup,
+            z_threshold=cfg.z_threshold,
+            clip_z=cfg.clip_z,
+            rel_floor=cfg.rel_floor,
+            abs_floor=cfg.abs_floor_ms,
+            patience=cfg.patience,
+            unit=" ms",
+        )
+
+
+class ErrorRateConfig(DiagnosticConfig):
+    """Settings of :class:`ErrorRateDiagnostic`.
+
+    Parameters
+    ----------
+    metric
+        Fraction of failed requests per reporting window (0..1);
+        ``<metric>/<anything>`` is watched too. Default ``"error_rate"``.
+    alpha
+        EWMA weight of the baseline. Default 0.1 (error rates arrive once
+        per window, far less often than latencies).
+    warmup
+        Values before the first finding. Default 5.
+    z_threshold
+        Robust z. Default 4.
+    min_rate
+        The rate must also be at least this. Default 0.02 (2 %): one failed
+        request in a window of 50-100 is noise, not an incident.
+    abs_floor
+        Scale floor. Default 0.005, so that from a clean baseline (0 %
+        errors, zero spread) the ``min_rate`` of 2 % is also a z of 4.
+    clip_z
+        High rates enter the baseline at ``mean + clip_z * scale``.
+        Default 3.
+    """
+
+    metric: str = "error_rate"
+    alpha: float = Field(default=0.1, gt=0.0, le=1.0)
+    warmup: int = Field(default=5, ge=1)
+    z_threshold: float = Field(default=4.0, gt=0.0)
+    min_rate: float = Field(default=0.02, ge=0.0)
+    abs_floor: float = Field(default=0.005, ge=0.0)
+    clip_z: float = Field(default=3.0, gt=0.0)
+
+
+class ErrorRateDiagnostic(Diagnostic):
+    """Flags an error rate above its baseline and above an absolute minimum.
+
+    Robust z-score against an EWMA / MAD baseline (winsorised, as in
+    :func:`~runwatch.models.diagnostics.loss_spike.robust_spike_handler`)
+    and an absolute minimum rate, i.e. the "error budget burn" symptom alert
+    of the Google SRE workbook with a learned baseline.
+
+    Examples
+    --------
+    >>> d = ErrorRateDiagnostic()
+    >>> h = d.handler("error_rate")
+    >>> [h(i, 0.0, 0.0 if i % 4 else 0.01) for i in range(20)].count(None)
+    20
+    >>> f = h(20, 0.0, 0.12)
+    >>> f.kind.name, f.severity.name
+    ('ERROR_RATE', 'CRITICAL')
+    >>> f.explanation
+    'error_rate = 0.12 is 22.6 robust SDs above its baseline 0.00198 (scale 0.00524)'
+    """
+
+    name = "error_rate"
+    version = "1"
+    config_class = ErrorRateConfig
+    reference = "Robust (EWMA/MAD) z-score with a minimum rate; Google SRE workbook, alerting on SLOs"
+
+    config: ErrorRateConfig
+
+    def handler(self, metric: str) -> MetricHandler | None:
+        cfg = self.config
+        if not _matches(metric, cfg.metric):
+            return None
+        return robust_spike_handler(
+            metric,
+            AnomalyKind.ERROR_RATE,
+            alpha=cfg.alpha,
+            warmup=cfg.warmup,
+            z_threshold=cfg.z_threshold,
+            clip_z=cfg.clip_z,
+            abs_floor=cfg.abs_floor,
+            min_value=cfg.min_rate,
+        )

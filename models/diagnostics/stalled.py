@@ -1,0 +1,125 @@
+"""Stalled runs: no telemetry for longer than a timeout (checked from the idle timer)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+
+
+class StalledRunConfig(DiagnosticConfig):
+    """Settings of :class:`StalledRunDiagnostic`.
+
+    Parameters
+    ----------
+    timeout_s
+        Seconds without telemetry after which a run is stalled, at least.
+        Default 300 (a hung collective, a dead data loader or a crashed job
+        that did not report its end).
+    gap_factor
+        A run whose events are normally far apart (e.g. one event per slow
+        step) is stalled only after ``gap_factor`` x its typical inter-event
+        gap, if that is longer than ``timeout_s``. Default 10.
+    gap_alpha
+        EWMA weight of the typical gap. Default 0.1.
+    clock_metric
+        The metric whose arrivals time the events; empty means the first
+        metric this run reports (metrics of the first event are normally
+        logged on every event). Default ``""``.
+    """
+
+    timeout_s: float = Field(default=300.0, gt=0.0)
+    gap_factor: float = Field(default=10.0, ge=0.0)
+    gap_alpha: float = Field(default=0.1, gt=0.0, le=1.0)
+    clock_metric: str = ""
+
+
+class StalledRunDiagnostic(Diagnostic):
+    """Flags a run that stopped sending telemetry.
+
+    The service calls :meth:`on_idle` periodically with the current time
+    and the time the run was last heard from; the run is stalled once
+    ``now - last_wall_time > max(timeout_s, gap_factor * typical_gap)``,
+    where the typical gap between events is learned by a one-line handler on
+    one metric (an EWMA of positive wall-time differences; a learned gap
+    can only lengthen the timeout, never shorten it). Like the heartbeat /
+    ``timeout`` of Kubeflow and SageMaker training jobs and Lightning's
+    ``Timer``, but as a finding rather than a kill. A run that has not
+    sent anything yet (``last_wall_time <= 0``) is never stalled.
+
+    Severity: WARNING, ERROR after 4x the timeout. Score: idle time / timeout.
+
+    Examples
+    --------
+    >>> d = StalledRunDiagnostic()
+    >>> h = d.handler("loss")
+    >>> for step in range(5):
+    ...     _ = h(step, 1000.0 + 2.0 * step, 0.5)
+    >>> d.on_idle(now=1100.0, last_wall_time=1008.0, last_step=4) is None
+    True
+    >>> f = d.on_idle(now=1400.0, last_wall_time=1008.0, last_step=4)
+    >>> f.kind.name, f.step, round(f.score, 2)
+    ('STALLED', 4, 1.31)
+    >>> f.explanation
+    'no telemetry for 392 s after step 4 (timeout 300 s; typical gap between events 2 s)'
+    """
+
+    name = "stalled"
+    version = "1"
+    config_class = StalledRunConfig
+    reference = "Heartbeat timeout of training-job schedulers (SageMaker/Kubeflow job timeouts, Lightning Timer)"
+
+    config: StalledRunConfig
+
+    def __init__(self, config: StalledRunConfig | None = None) -> None:
+        super().__init__(config)
+        self._clock = self.config.clock_metric
+        self.typical_gap = 0.0
+        self._last = 0.0
+        self._gaps = 0
+
+    def handler(self, metric: str) -> MetricHandler | None:
+        if self._clock:
+            if metric != self._clock:
+                return None
+        else:
+            self._clock = metric
+        alpha = self.config.gap_alpha
+        me = self
+
+        def clock(step: int, wall_time: float, value: float) -> None:
+            gap = wall_time - me._last
+            if me._last > 0.0 and gap > 0.0:
+                me.typical_gap = gap if me._gaps == 0 else me.typical_gap + alpha * (gap - me.typical_gap)
+                me._gaps += 1
+            me._last = wall_time
+            return None
+
+        return clock
+
+    @property
+    def timeout(self) -> float:
+        """The effective timeout in seconds."""
+        return max(self.config.timeout_s, self.config.gap_factor * self.typical_gap)
+
+    def on_idle(self, now: float, last_wall_time: float, last_step: int) -> Finding | None:
+        if not last_wall_time > 0.0:
+            return None
+        idle = now - last_wall_time
+        timeout = self.timeout
+        if not idle > timeout:
+            return None
+        return Finding(
+            AnomalyKind.STALLED,
+            Severity.ERROR if idle > 4.0 * timeout else Severity.WARNING,
+            score=idle / timeout,
+            step=max(last_step, 0),
+            metric="wall_time",
+            explanation=(
+                f"no telemetry for {idle:.0f} s after step {last_step} (timeout {timeout:.0f} s; "
+                f"typical gap between events {self.typical_gap:.3g} s)"
+            ),
+            key="stalled",
+            wall_time=now,
+        )
