@@ -83,6 +83,22 @@ def serve(
 
 
 @app.command()
+def demo(
+    data_dir: Annotated[Optional[Path], typer.Option(help="keep the demo's store here (default: a temporary folder)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the three training runs")] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="gRPC port of the embedded server (0 = any free port)")] = 0,
+) -> None:
+    """Train three small models (healthy, diverging, overfitting) and watch runwatch flag them live."""
+    from runwatch.service.demo import run_demo
+
+    try:
+        report = run_demo(data_dir=data_dir, seed=seed, port=port, out=typer.echo)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
 def watch(
     target: TargetOption = "127.0.0.1:50051",
     project: Annotated[str, typer.Option(help="only this project")] = "",

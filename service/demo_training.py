@@ -12,8 +12,9 @@ every step through ``log(step, metrics)`` with runwatch's metric names:
   learning rate warms up linearly to a peak above the stability limit; the
   loss first falls, then creeps up once the LR crosses the limit, then
   explodes to Inf/NaN, where the run stops.
-- ``overfitting``: a wide MLP on 80 training samples, no regularization;
-  train loss goes to ~0 while val loss rises.
+- ``overfitting``: a wide MLP, no regularization, many epochs over 100
+  training samples of which a quarter carry a wrong label; train loss goes to
+  ~0 while val loss rises.
 
 All three together take a few seconds on two cores. ``python -m
 runwatch.service.demo_training`` prints their loss curves.
@@ -131,32 +132,37 @@ CONFIGS: dict[str, ScenarioConfig] = {
         max_steps=300,
         val_every=10,
     ),
-    # The loss is stable up to an LR of ~2.5 for this net; warming up to 4.0 crosses
-    # that limit around step 80-100, so the loss falls, then creeps up for tens of
-    # steps, then explodes. MSE keeps the loss growing with the outputs (cross-entropy
-    # grows only linearly in the logits and takes far longer to overflow).
+    # The loss is stable up to an LR of ~2.5-3 for this net; warming up to 4.0 over
+    # 200 steps crosses that limit around step 120-180, so the loss falls, creeps up
+    # for tens of steps, then explodes to Inf/NaN around step 215-260. MSE keeps the
+    # loss growing with the outputs (cross-entropy grows only linearly in the
+    # logits and would take far longer to overflow).
     "diverging": ScenarioConfig(
         hidden=(64, 64),
         activation="tanh",
         loss="mse",
         optimizer="sgd",
         lr=4.0,
-        warmup_steps=100,
+        warmup_steps=200,
         warmup_start_lr=0.05,
         momentum=0.9,
         batch_size=64,
         max_steps=400,
         val_every=10,
     ),
+    # Memorizing 100 samples, a quarter of them mislabelled: val loss bottoms out
+    # around step 60 and then rises steadily (x1.4-1.6 by step 500) while the
+    # train loss keeps falling to ~0.002.
     "overfitting": ScenarioConfig(
         hidden=(512, 512),
         activation="relu",
         loss="cross_entropy",
         optimizer="adam",
-        lr=1e-3,
+        lr=5e-4,
         batch_size=20,
-        max_steps=400,
-        train_subset=80,
+        max_steps=500,
+        train_subset=100,
+        label_noise=0.25,
         val_every=10,
     ),
 }
@@ -407,13 +413,13 @@ def diverging(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | No
 
 
 def overfitting(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """A wide MLP memorizes 80 samples: train loss goes to ~0 while val loss rises.
+    """A wide MLP memorizes 100 partly mislabelled samples: train loss goes to ~0 while val loss rises.
 
     Examples
     --------
     >>> summary = overfitting(lambda step, metrics: None, seed=0)
     >>> best_val_loss = min(val_loss for _, val_loss, _ in summary["val_history"])
-    >>> summary["final_loss"] < 0.01 and summary["final_val_loss"] > 1.5 * best_val_loss
+    >>> summary["final_loss"] < 0.01 and summary["final_val_loss"] > 1.3 * best_val_loss
     True
     """
     return run_scenario("overfitting", log, seed=seed, should_stop=should_stop)

@@ -27,11 +27,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
 from torch import nn
+
+torch.set_num_threads(1)  # small nets: threads only add noise and contention on CI
 
 Event = tuple[int, float, dict[str, float]]
 
@@ -49,7 +51,7 @@ def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``load_digits`` split 80/20 with a fixed permutation and standardised on train."""
     from sklearn.datasets import load_digits
@@ -65,7 +67,7 @@ def digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     return xt[:n_tr], yt[:n_tr], xt[n_tr:], yt[n_tr:]
 
 
-@lru_cache(maxsize=None)
+@cache
 def diabetes(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``load_diabetes`` (regression), split 80/20, inputs and target standardised."""
     from sklearn.datasets import load_diabetes
@@ -115,6 +117,7 @@ class RunConfig:
     dataset: str = "digits"  # or "diabetes" (regression, MSE)
     train_subset: int | None = None
     init: Callable[[MLP], None] | None = None
+    frozen: tuple[str, ...] = ()  # layers left out of the optimizer (a common wiring bug)
     corrupt_step: int | None = None  # one bad batch at this step
     corrupt: str = "scale"  # "scale" (x * 50) or "labels" (shuffled)
     leak: bool = False  # keep a copy of the weights every step (a real-world leak)
@@ -177,10 +180,11 @@ def train(cfg: RunConfig) -> Run:
         with torch.no_grad():
             cfg.init(model)
     linears = model.linears
+    params = [p for name, lin in linears if name not in cfg.frozen for p in lin.parameters()]
     if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.schedule) if cfg.schedule else None
     loss_fn: nn.Module = nn.CrossEntropyLoss() if cfg.dataset == "digits" else nn.MSELoss()
 

@@ -1,0 +1,201 @@
+"""Conversions from friendly Python values to runwatch.v1 messages and enums."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from runwatch.v1 import anomaly_pb2, runs_pb2
+
+__all__ = [
+    "MAX_LOG_TEXT_BYTES",
+    "RUN_ID_PATTERN",
+    "default_environment",
+    "log_level",
+    "metrics_map",
+    "new_run_id",
+    "run_kind",
+    "run_status",
+    "severity",
+    "to_struct",
+    "truncate_text",
+    "validate_run_id",
+]
+
+# The server's own limits, so the client refuses early exactly what the server would.
+from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES  # noqa: E402
+from runwatch.service.validation import RUN_ID_PATTERN  # noqa: E402
+
+
+def _enum(value: Any, enum: Any, prefix: str, aliases: Mapping[str, int], what: str) -> int:
+    """An enum number from an int, a full or short name (case-insensitive) or an alias."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a name or an int, got {value!r}")
+    if isinstance(value, int):
+        if value not in enum.values():
+            raise ValueError(f"unknown {what} {value}; expected one of {list(enum.values())}")
+        return int(value)
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in aliases:
+            return aliases[key]
+        full = value.strip().upper()
+        if not full.startswith(prefix):
+            full = prefix + full
+        if full in enum.keys():
+            return enum.Value(full)
+        names = sorted({*aliases, *(k[len(prefix) :].lower() for k in enum.keys())})
+        raise ValueError(f"unknown {what} {value!r}; expected one of {names}")
+    raise TypeError(f"{what} must be a name or an int, got {type(value).__name__}")
+
+
+def run_kind(value: str | int) -> int:
+    """``RunKind`` number from ``"training"``, ``"deployment"`` or an int.
+
+    Examples
+    --------
+    >>> run_kind("deployment") == runs_pb2.RUN_KIND_DEPLOYMENT
+    True
+    """
+    return _enum(value, runs_pb2.RunKind, "RUN_KIND_", {"train": 1, "serving": 2}, "run kind")
+
+
+def run_status(value: str | int) -> int:
+    """``RunStatus`` number from ``"finished"``, ``"failed"``, ``"killed"`` or an int.
+
+    Examples
+    --------
+    >>> run_status("failed") == runs_pb2.RUN_STATUS_FAILED
+    True
+    """
+    aliases = {"completed": 2, "success": 2, "ok": 2, "error": 3, "crashed": 3, "stopped": 4, "cancelled": 4}
+    return _enum(value, runs_pb2.RunStatus, "RUN_STATUS_", aliases, "run status")
+
+
+def log_level(value: str | int) -> int:
+    """``LogLevel`` number from ``"debug"`` ... ``"critical"``, or an int (also stdlib ``logging`` levels).
+
+    Examples
+    --------
+    >>> log_level("warn") == log_level(30) == runs_pb2.LOG_LEVEL_WARNING
+    True
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10:
+        # stdlib logging: DEBUG=10 ... CRITICAL=50
+        return min(max(value // 10, 1), 5)
+    return _enum(value, runs_pb2.LogLevel, "LOG_LEVEL_", {"warn": 3, "fatal": 5}, "log level")
+
+
+def severity(value: str | int) -> int:
+    """``Severity`` number from ``"info"`` ... ``"critical"``, or an int (0 = everything).
+
+    Examples
+    --------
+    >>> severity("warning") == anomaly_pb2.SEVERITY_WARNING
+    True
+    """
+    return _enum(value, anomaly_pb2.Severity, "SEVERITY_", {"warn": 2, "": 0, "all": 0}, "severity")
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """A fresh, unique run id.
+
+    Examples
+    --------
+    >>> rid = new_run_id()
+    >>> rid.startswith("run-") and len(rid) == 36 and validate_run_id(rid) == rid
+    True
+    """
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if the server will accept it, else raise ``ValueError``."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:/@+-], got {run_id!r}")
+    return run_id
+
+
+def _json_like(value: Any) -> Any:
+    """Coerce ``value`` into what ``google.protobuf.Struct`` can hold."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_like(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_like(v) for v in value]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        try:
+            return _json_like(item())
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(value, "tolist", None)  # numpy arrays, torch tensors
+    if callable(tolist):
+        return _json_like(tolist())
+    return str(value)
+
+
+def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    """A ``Struct`` from a JSON-like mapping; other values (numpy, tensors, objects) are coerced.
+
+    Examples
+    --------
+    >>> s = to_struct({"lr": 1e-3, "layers": (64, 32), "opt": {"name": "adam"}})
+    >>> s["lr"], list(s["layers"]), s["opt"]["name"]
+    (0.001, [64.0, 32.0], 'adam')
+    """
+    s = struct_pb2.Struct()
+    if values:
+        s.update(_json_like(dict(values)))
+    return s
+
+
+def metrics_map(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metric name to float; accepts ints, bools, numpy and one-element torch values.
+
+    Raises
+    ------
+    TypeError
+        When a name is not a string or a value is not a number.
+
+    Examples
+    --------
+    >>> metrics_map({"loss": 1, "acc": 0.5})
+    {'loss': 1.0, 'acc': 0.5}
+    """
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"metric names must be str, got {name!r}")
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metric {name!r} is not a number: {value!r}") from exc
+    return out
+
+
+def truncate_text(text: str, limit: int = MAX_LOG_TEXT_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary)."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", errors="ignore")
+
+
+def default_environment() -> dict[str, str]:
+    """Facts about this process for ``RunStart.environment``."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }

@@ -1,0 +1,138 @@
+"""``runwatch demo``: three real training runs streamed through a live runwatch server.
+
+A server starts on a free loopback port (embedded, no Kafka), a watcher
+prints every anomaly the moment it is raised, and three small PyTorch MLPs
+train on scikit-learn's digits: a healthy one, one whose learning rate
+diverges, and one that overfits. A per-run summary and three checks close the
+demo: the diverging run is flagged before its loss becomes non-finite, the
+healthy run is never flagged, and the overfitting run is flagged as such.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runwatch.service.background import BackgroundServer
+from runwatch.service.formatting import format_anomaly, kind_name
+from runwatch.service.settings import ServiceSettings
+from runwatch.v1 import anomaly_pb2, service_pb2, service_pb2_grpc
+
+ORDER = ("healthy", "diverging", "overfitting")
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one demo run, from its trainer and from runwatch."""
+
+    scenario: str
+    run_id: str
+    steps: int
+    first_nonfinite_step: int | None
+    final_val_acc: float
+    anomalies: list[anomaly_pb2.Anomaly] = field(default_factory=list)
+
+    @property
+    def first_flag_step(self) -> int | None:
+        return min((a.first_step for a in self.anomalies), default=None)
+
+    def kinds(self) -> set[str]:
+        return {kind_name(a.kind) for a in self.anomalies}
+
+
+@dataclass
+class DemoReport:
+    outcomes: dict[str, RunOutcome]
+    checks: list[tuple[str, bool]]
+
+    @property
+    def ok(self) -> bool:
+        return all(passed for _, passed in self.checks)
+
+
+def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
+    healthy, diverging, overfit = (outcomes[n] for n in ORDER)
+    flag, bad = diverging.first_flag_step, diverging.first_nonfinite_step
+    lead = f" ({bad - flag} steps ahead)" if flag is not None and bad is not None else ""
+    return [
+        (
+            f"diverging run flagged at step {flag} before its loss became non-finite at step {bad}{lead}",
+            flag is not None and bad is not None and flag < bad,
+        ),
+        (f"healthy run never flagged ({len(healthy.anomalies)} anomalies)", not healthy.anomalies),
+        ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
+    ]
+
+
+def run_demo(
+    data_dir: Path | None = None, seed: int = 0, out: Callable[[str], None] = print, port: int = 0
+) -> DemoReport:
+    """Run the demo end to end and return what happened (``out`` receives every printed line)."""
+    try:
+        from runwatch.client import RunwatchClient
+        from runwatch.service.demo_training import HYPERPARAMETERS, SCENARIOS, build_model
+    except ImportError as exc:  # torch / scikit-learn are the `torch` extra
+        raise RuntimeError(f"runwatch demo needs PyTorch and scikit-learn ({exc}); pip install 'runwatch[torch]'")
+
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="runwatch-demo-")
+        data_dir = Path(tmp.name)
+    settings = ServiceSettings(port=port, data_dir=data_dir)
+    t0 = time.perf_counter()
+    stamp = lambda: f"[{time.perf_counter() - t0:6.1f}s]"  # noqa: E731
+    suffix = uuid.uuid4().hex[:6]
+    try:
+        with BackgroundServer(settings) as server, RunwatchClient(server.target) as client:
+            out(f"{stamp()} runwatch serving on {server.target} (data: {data_dir})")
+            feed = client.watch_anomalies(project="demo")
+            watcher = threading.Thread(target=lambda: [out(f"{stamp()} ANOMALY {format_anomaly(a)}") for a in feed])
+            watcher.start()
+            outcomes: dict[str, RunOutcome] = {}
+            for name in ORDER:
+                run_id = f"demo-{name}-{suffix}"
+                out(f"{stamp()} training {name!r} as run {run_id} ...")
+                run = client.start_run(
+                    run_id=run_id, project="demo", hyperparameters=HYPERPARAMETERS[name],
+                    model=build_model(name, seed=seed), tags=[name],
+                )
+                summary = SCENARIOS[name](lambda step, metrics: run.log(metrics, step=step), seed=seed)
+                bad = summary["first_nonfinite_step"]
+                if bad is None:
+                    run.finish("finished", reason="completed")
+                else:
+                    run.finish("failed", reason=f"loss became non-finite at step {bad}")
+                outcomes[name] = RunOutcome(name, run_id, summary["steps"], bad, summary["final_val_acc"])
+                out(
+                    f"{stamp()} {name!r} done: {summary['steps']} steps, val acc {summary['final_val_acc']:.3f}"
+                    + (f", loss non-finite at step {bad}" if bad is not None else "")
+                )
+            feed.cancel()
+            watcher.join(timeout=5)
+            runs = service_pb2_grpc.RunServiceStub(client.channel)
+            for outcome in outcomes.values():
+                reply = runs.GetRun(service_pb2.GetRunRequest(run_id=outcome.run_id), timeout=30)
+                outcome.anomalies = list(reply.anomalies)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    out("")
+    out("summary")
+    out(f"  {'run':<26} {'steps':>5} {'val acc':>7} {'first flag':>10} {'non-finite':>10}  anomalies")
+    for o in outcomes.values():
+        kinds = ", ".join(sorted(o.kinds())) or "-"
+        out(
+            f"  {o.run_id:<26} {o.steps:>5} {o.final_val_acc:>7.3f} {str(o.first_flag_step or '-'):>10} "
+            f"{str(o.first_nonfinite_step or '-'):>10}  {kinds}"
+        )
+    checks = _checks(outcomes)
+    out("")
+    for text, passed in checks:
+        out(f"  [{'ok' if passed else 'FAILED'}] {text}")
+    return DemoReport(outcomes, checks)

@@ -1,0 +1,550 @@
+"""The streaming diagnostics on real (small, CPU) PyTorch training and inference runs.
+
+Every run here is real: an MLP trained on scikit-learn's bundled digits or
+diabetes data, with the telemetry a training loop logs (see ``training.py``).
+Each diagnostic gets at least one faulty run where it must fire, with a
+plausible step, and the whole default suite must stay silent on healthy runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import cache
+
+import pytest
+from training import Event, Run, RunConfig, cosine_restarts, inference_requests, train, warmup_cosine
+
+from runwatch.models.alerting import Alert
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import MetricBlock
+from runwatch.models.findings import AnomalyKind, Finding
+from runwatch.models.registry import DIAGNOSTICS, DiagnosticSuite, SuiteConfig, diagnostic_class
+
+# --------------------------------------------------------------------------- runs
+
+
+def _ramp(steps: int):
+    """Linear learning-rate warm-up over ``steps`` steps, then constant."""
+    return lambda s: 1.0 if s >= steps else (s + 1) / steps
+
+
+def _bias(value: float):
+    def init(model) -> None:
+        for _, lin in model.linears[:-1]:
+            lin.bias.fill_(value)
+
+    return init
+
+
+def _scale_weights(k: float):
+    def init(model) -> None:
+        for _, lin in model.linears:
+            lin.weight.mul_(k)
+
+    return init
+
+
+def _small_normal(std: float):
+    def init(model) -> None:
+        for _, lin in model.linears:
+            lin.weight.normal_(0.0, std)
+            lin.bias.zero_()
+
+    return init
+
+
+HEALTHY = {
+    # The brief's baseline: Adam 1e-3 MLP on digits, batch 16 and 128, with and without
+    # a warm-up + cosine schedule. The whole default suite must stay silent.
+    "adam_bs128": RunConfig(),
+    "adam_bs16": RunConfig(batch_size=16),
+    "adam_bs128_warmup_cosine": RunConfig(schedule=warmup_cosine(30, 300)),
+    "adam_bs16_warmup_cosine": RunConfig(batch_size=16, schedule=warmup_cosine(30, 300)),
+    # More healthy shapes the trend detectors must tolerate.
+    "adam_bs16_lr_restarts": RunConfig(batch_size=16, steps=500, schedule=cosine_restarts(100)),
+    "adam_bs32_tanh": RunConfig(batch_size=32, activation="tanh"),
+}
+
+FAULTY = {
+    # Learning rate above the stability limit (SGD, MSE regression on diabetes): the loss
+    # climbs exponentially and overflows. Warm-up ramps make the climb start mid-run.
+    "diverge_linear": RunConfig(
+        dataset="diabetes", optimizer="sgd", lr=3.0, schedule=_ramp(150), batch_size=64, hidden=()
+    ),
+    "diverge_tanh": RunConfig(
+        dataset="diabetes", optimizer="sgd", lr=2.0, schedule=_ramp(150), batch_size=64, activation="tanh"
+    ),
+    "diverge_momentum": RunConfig(
+        dataset="diabetes", optimizer="sgd", lr=0.2, momentum=0.9, batch_size=64, activation="tanh"
+    ),
+    "diverge_immediately": RunConfig(dataset="diabetes", optimizer="sgd", lr=0.5, batch_size=64, activation="tanh"),
+    # Deep sigmoid stack with small init: gradients shrink ~4x per layer.
+    "vanishing": RunConfig(hidden=(32,) * 8, activation="sigmoid", init=_small_normal(0.05), steps=60),
+    # ReLU net with a large negative bias: every unit outputs 0.
+    "dead_relu": RunConfig(init=_bias(-3.0), steps=60),
+    # tanh net with 10x weights: most units pinned at +-1.
+    "saturated_tanh": RunConfig(activation="tanh", init=_scale_weights(10.0), steps=60),
+    # A learning rate far too small: the loss does not move.
+    "tiny_lr": RunConfig(optimizer="sgd", lr=1e-5, steps=260),
+    # 64 training samples, a wide net, no regularisation, validation every 5 steps.
+    "overfit": RunConfig(train_subset=64, batch_size=64, hidden=(256, 256), lr=3e-3, steps=120, val_every=5),
+    # One corrupted batch at step 200: inputs x50, or shuffled labels.
+    "bad_batch_scaled": RunConfig(batch_size=64, steps=260, corrupt_step=200, corrupt="scale"),
+    "bad_batch_labels": RunConfig(batch_size=64, steps=260, corrupt_step=200, corrupt="labels"),
+    # The loop keeps a copy of the weights every step (~0.7 MB/step).
+    "leak": RunConfig(hidden=(384, 384), steps=140, leak=True),
+    # The data iterator sleeps 4 ms per batch (decoding on the main thread).
+    "slow_data": RunConfig(steps=60, data_sleep_s=0.004),
+    # fc1 was left out of the optimizer: its weights never change.
+    "frozen_fc1": RunConfig(frozen=("fc1",), steps=60),
+    # The schedule drops the learning rate to exactly 0 for the last 20 steps.
+    "lr_to_zero": RunConfig(steps=120, schedule=lambda s: 0.0 if s >= 100 else 1.0),
+}
+
+
+@cache
+def run(name: str) -> Run:
+    return train(HEALTHY.get(name) or FAULTY[name])
+
+
+@cache
+def requests(kind: str) -> list[Event]:
+    if kind == "healthy":
+        return inference_requests(600)
+    if kind == "burst":  # a client suddenly sends 60,000-row batches for 8 requests
+        return inference_requests(600, burst=(400, 408), burst_batch=60_000)
+    return inference_requests(600, malformed=(400, 600), malformed_frac=0.3)
+
+
+def feed(events: list[Event], suite: DiagnosticSuite | None = None, run_id: str = "run") -> list[Alert]:
+    """All alerts the monitor raises on the events, fed one by one as a client sends them."""
+    monitor = (suite or DiagnosticSuite(SuiteConfig())).monitor(run_id)
+    alerts: list[Alert] = []
+    for step, wall_time, metrics in events:
+        alerts.extend(monitor.observe(step, wall_time, metrics))
+    return alerts
+
+
+def first(alerts: list[Alert], kind: AnomalyKind, key: str | None = None) -> Alert | None:
+    hits = [a for a in alerts if a.finding.kind == kind and (key is None or a.finding.key == key)]
+    return min(hits, key=lambda a: a.first_step) if hits else None
+
+
+def show(alerts: list[Alert]) -> str:
+    return "\n".join(
+        f"{a.finding.detector} {a.finding.kind.name} @{a.first_step}: {a.finding.explanation}" for a in alerts
+    )
+
+
+# ------------------------------------------------------------------ the registry
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_registered_diagnostic_is_documented_and_versioned(name: str) -> None:
+    cls = diagnostic_class(name)
+    assert issubclass(cls, Diagnostic) and cls.name == name and cls.version == "1"
+    assert issubclass(cls.config_class, DiagnosticConfig) and cls.config_class is not DiagnosticConfig
+    assert len(cls.reference) > 10
+    assert ">>>" in (cls.__doc__ or ""), "needs a runnable example"
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_config_round_trips_through_json(name: str) -> None:
+    cls = diagnostic_class(name)
+    default = cls.config_class()
+    assert cls.config_class.from_json(default.to_json()) == default
+    # Change every field and check the change survives too.
+    changed: dict = {}
+    for field, value in default.to_dict().items():
+        if isinstance(value, bool):
+            changed[field] = not value
+        elif isinstance(value, int):
+            changed[field] = value + 1
+        elif isinstance(value, float):
+            changed[field] = value * 0.5 if 0.0 < value <= 1.0 else value + 1.0
+        elif isinstance(value, str):
+            changed[field] = value + "x"
+        elif isinstance(value, list):
+            changed[field] = [*value, "x/y"]
+    cfg = cls.config_class(**{**default.to_dict(), **changed})
+    back = cls.config_class.from_json(cfg.to_json())
+    assert back == cfg and back != default
+    assert back.to_dict() == {**default.to_dict(), **changed}
+    # ...and through the suite configuration the service reads.
+    suite_cfg = SuiteConfig(enabled=[name], settings={name: cfg.to_dict()})
+    suite = DiagnosticSuite(SuiteConfig.model_validate_json(suite_cfg.model_dump_json()))
+    assert suite.monitor("r").diagnostics[0].config == cfg
+
+
+# ------------------------------------------------------------ NaN / Inf handling
+
+_METRICS = [
+    "loss",
+    "val/loss",
+    "grad_norm",
+    "grad_norm/fc1",
+    "grad_norm/fc2",
+    "update_ratio/fc1",
+    "act/zero_frac/fc1",
+    "act/sat_frac/fc1",
+    "lr",
+    "step_time",
+    "data_time",
+    "cpu_mem",
+    "gpu_mem",
+    "latency_ms",
+    "latency_ms/p99",
+    "error_rate",
+]
+
+
+def _findings(diag: Diagnostic, events: list[Event], poison_every: int = 0) -> list[tuple]:
+    handlers = {m: diag.handler(m) for m in _METRICS}
+    out = []
+    for i, (step, wall, metrics) in enumerate(events):
+        for name in sorted(metrics):
+            h = handlers.get(name)
+            if h is None:
+                continue
+            if poison_every and i % poison_every == 0:
+                for bad in (math.nan, math.inf, -math.inf):
+                    f = h(step, wall, bad)
+                    assert f is None or isinstance(f, Finding)
+            f = h(step, wall, metrics[name])
+            if f is not None:
+                out.append((f.kind, f.step, f.key, round(f.score, 9)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_handlers_skip_nan_and_inf_without_raising_or_corrupting_state(name: str) -> None:
+    cls = diagnostic_class(name)
+    # A real training fault (one corrupted batch at step 200), with deployment metrics (a
+    # latency burst at step 250) and a growing gpu_mem in the same stream, so that every
+    # handler sees real values and some fire.
+    events = []
+    for (step, wall, metrics), (_, _, req) in zip(run("bad_batch_scaled").events, requests("burst")[150:]):
+        events.append((step, wall, {**metrics, **req, "gpu_mem": 1000.0 + step}))
+    clean = _findings(cls(), events)
+    poisoned = _findings(cls(), events, poison_every=3)
+    assert poisoned == clean
+    if name in ("loss_spike", "exploding_gradient", "memory_growth", "latency"):
+        assert clean, "the stream holds a real fault this diagnostic must see"
+    # NaN/Inf as the very first values, and a whole block of them.
+    diag = cls()
+    block = MetricBlock.from_rows(
+        [0, 1], [1.0, 2.0], [{m: math.nan for m in _METRICS}, {m: math.inf for m in _METRICS}]
+    )
+    assert all(isinstance(f, Finding) for f in diag.observe_block(block))
+    assert diag.on_idle(10.0, 2.0, 1) is None
+
+
+# ----------------------------------------------------------- healthy: silence
+
+
+@pytest.mark.parametrize("name", sorted(HEALTHY))
+def test_whole_default_suite_is_silent_on_healthy_training(name: str, default_suite: DiagnosticSuite) -> None:
+    r = run(name)
+    losses = [m["loss"] for _, _, m in r.events]
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-20:]) / 20 < 0.3 * losses[0], "the healthy run must actually learn"
+    alerts = feed(r.events, default_suite, name)
+    assert alerts == [], show(alerts)
+
+
+def test_whole_default_suite_is_silent_on_healthy_inference(default_suite: DiagnosticSuite) -> None:
+    events = requests("healthy")
+    assert len(events) == 600 and sum("error_rate" in m for _, _, m in events) == 12
+    alerts = feed(events, default_suite, "serving")
+    assert alerts == [], show(alerts)
+
+
+def test_block_and_event_by_event_feeding_agree(default_suite: DiagnosticSuite) -> None:
+    events = run("diverge_momentum").events
+    one_by_one = feed(events, default_suite)
+    monitor = default_suite.monitor("run")
+    blocked: list[Alert] = []
+    for i in range(0, len(events), 64):
+        chunk = events[i : i + 64]
+        blocked.extend(monitor.observe_block(MetricBlock.from_rows(*zip(*chunk))))
+
+    def key(alerts):
+        return sorted({(a.finding.detector, a.finding.kind, a.finding.key, a.first_step) for a in alerts})
+
+    assert len(one_by_one) > 5
+    assert key(blocked) == key(one_by_one)
+
+
+# --------------------------------------------------------------- loss spikes
+
+
+@pytest.mark.parametrize("corruption", ["bad_batch_scaled", "bad_batch_labels"])
+def test_loss_spike_fires_on_the_corrupted_batch(corruption: str, default_suite: DiagnosticSuite) -> None:
+    alerts = feed(run(corruption).events, default_suite)
+    spike = first(alerts, AnomalyKind.LOSS_SPIKE)
+    assert spike is not None, show(alerts)
+    assert spike.first_step == 200 and spike.finding.metric == "loss"
+    assert spike.finding.score > 20  # robust z; the threshold is 8
+    assert spike.finding.severity.name == "CRITICAL"
+    # It is one incident: nothing else about the loss before or after the bad batch.
+    assert [a.first_step for a in alerts if a.finding.kind == AnomalyKind.LOSS_SPIKE] == [200]
+    assert first(alerts, AnomalyKind.DIVERGENCE_PREDICTED) is None
+
+
+def test_loss_spike_precedes_the_nan_of_a_high_lr_run(default_suite: DiagnosticSuite) -> None:
+    r = run("diverge_momentum")
+    nan_step = r.first_nonfinite_step
+    assert nan_step is not None and nan_step > 100
+    alerts = feed(r.events, default_suite)
+    spike = first(alerts, AnomalyKind.LOSS_SPIKE)
+    assert spike is not None and spike.first_step < nan_step - 10, show(alerts)
+
+
+# ---------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize(
+    "name, min_lead",
+    [("diverge_linear", 20), ("diverge_tanh", 10), ("diverge_momentum", 10), ("diverge_immediately", 8)],
+)
+def test_divergence_is_predicted_before_the_loss_becomes_nonfinite(name: str, min_lead: int, default_suite) -> None:
+    r = run(name)
+    nan_step = r.first_nonfinite_step
+    assert nan_step is not None
+    alerts = feed(r.events, default_suite)
+    pred = first(alerts, AnomalyKind.DIVERGENCE_PREDICTED)
+    assert pred is not None, show(alerts)
+    assert pred.first_step <= nan_step - min_lead
+    nonfinite = first(alerts, AnomalyKind.NONFINITE, key="loss")
+    assert nonfinite is not None and nonfinite.first_step == nan_step > pred.first_step
+    text = pred.finding.explanation
+    assert (
+        text.startswith("loss rose ")
+        and "above its minimum over the last" in text
+        and text.endswith("divergence likely")
+    )
+    loss_at = dict(r.series("loss"))[pred.first_step]
+    assert math.isfinite(loss_at)
+
+
+def test_divergence_explains_with_numbers() -> None:
+    alerts = feed(run("diverge_linear").events, DiagnosticSuite(SuiteConfig(enabled=["divergence"])))
+    (alert,) = alerts
+    f = alert.finding
+    assert f.severity.name == "CRITICAL" and f.related == ("grad_norm",)  # loss and gradients both climb
+    assert "log-slope" in f.explanation and "R²" in f.explanation and f.score >= 2.0
+
+
+def test_divergence_stays_quiet_on_restarts_warmup_and_small_batches() -> None:
+    suite = DiagnosticSuite(SuiteConfig(enabled=["divergence"]))
+    for name in ("adam_bs16", "adam_bs16_warmup_cosine", "adam_bs16_lr_restarts"):
+        assert feed(run(name).events, suite) == [], name
+
+
+# ----------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", ["diverge_linear", "diverge_tanh", "diverge_momentum"])
+def test_exploding_gradients_fire_before_nan(name: str, default_suite: DiagnosticSuite) -> None:
+    r = run(name)
+    alerts = feed(r.events, default_suite)
+    exploding = [a for a in alerts if a.finding.kind == AnomalyKind.EXPLODING_GRADIENT]
+    assert exploding, show(alerts)
+    assert min(a.first_step for a in exploding) < r.first_nonfinite_step - 5
+    assert {a.finding.key for a in exploding} <= {"grad_norm"} | {f"grad_norm/fc{i}" for i in (1, 2, 3)}
+    for a in exploding:  # one incident per metric, the layer named
+        assert a.finding.layer == a.finding.key.partition("/")[2]
+
+
+def test_exploding_gradient_spike_on_the_corrupted_batch(default_suite: DiagnosticSuite) -> None:
+    alerts = feed(run("bad_batch_scaled").events, default_suite)
+    spikes = [a for a in alerts if a.finding.kind == AnomalyKind.EXPLODING_GRADIENT]
+    assert {a.finding.key for a in spikes} == {"grad_norm", "grad_norm/fc1", "grad_norm/fc2", "grad_norm/fc3"}
+    assert {a.first_step for a in spikes} == {200}
+    assert all(a.finding.score >= 10 for a in spikes)
+
+
+def test_vanishing_gradients_in_a_deep_sigmoid_net(default_suite: DiagnosticSuite) -> None:
+    r = run("vanishing")
+    norms = r.events[0][2]
+    assert norms["grad_norm/fc1"] < 1e-4 * norms["grad_norm/fc9"]  # the fault is real
+    alerts = feed(r.events, default_suite)
+    vanishing = {a.finding.key: a for a in alerts if a.finding.kind == AnomalyKind.VANISHING_GRADIENT}
+    assert "grad_norm/fc1" in vanishing, show(alerts)
+    f1 = vanishing["grad_norm/fc1"]
+    assert f1.finding.layer == "fc1" and f1.first_step <= 15
+    assert "fc9" in f1.finding.explanation and f1.finding.score > 1e4
+    assert "grad_norm/fc9" not in vanishing and "grad_norm/fc8" not in vanishing
+
+
+def test_update_ratio_flags_a_layer_left_out_of_the_optimizer(default_suite: DiagnosticSuite) -> None:
+    r = run("frozen_fc1")
+    assert {m["update_ratio/fc1"] for _, _, m in r.events} == {0.0}
+    alerts = feed(r.events, default_suite)
+    assert [(a.finding.kind, a.finding.key) for a in alerts] == [(AnomalyKind.UPDATE_RATIO, "update_ratio/fc1")], show(
+        alerts
+    )
+    a = alerts[0]
+    assert a.finding.layer == "fc1" and 10 < a.first_step <= 15  # after the 10-step warm-up + patience 3
+    assert "not being updated" in a.finding.explanation
+
+
+def test_update_ratio_flags_updates_larger_than_the_weights(default_suite: DiagnosticSuite) -> None:
+    r = run("diverge_immediately")
+    alerts = feed(r.events, default_suite)
+    large = [a for a in alerts if a.finding.kind == AnomalyKind.UPDATE_RATIO and "> 10" in a.finding.explanation]
+    assert large, show(alerts)
+    assert min(a.first_step for a in large) < r.first_nonfinite_step
+
+
+def test_update_ratio_accepts_a_learning_rate_annealed_to_zero() -> None:
+    r = run("lr_to_zero")
+    assert [m["update_ratio/fc2"] for _, _, m in r.events[-20:]] == [0.0] * 20
+    suite = DiagnosticSuite(SuiteConfig(enabled=["update_ratio"]))
+    assert feed(r.events, suite) == []  # the logged lr explains the zero updates
+    without_lr = [(s, w, {k: v for k, v in m.items() if k != "lr"}) for s, w, m in r.events]
+    alerts = feed(without_lr, suite)
+    assert {a.finding.layer for a in alerts} == {"fc1", "fc2", "fc3"}
+    assert {a.first_step for a in alerts} == {102}
+
+
+# --------------------------------------------------------------- activations
+
+
+def test_dead_relu_units(default_suite: DiagnosticSuite) -> None:
+    alerts = feed(run("dead_relu").events, default_suite)
+    dead = {a.finding.layer: a for a in alerts if a.finding.kind == AnomalyKind.DEAD_UNITS}
+    assert set(dead) == {"fc1", "fc2"}, show(alerts)
+    for a in dead.values():
+        assert a.first_step == 10 and a.finding.score == 1.0 and a.finding.severity.name == "ERROR"
+
+
+def test_saturated_tanh_units(default_suite: DiagnosticSuite) -> None:
+    r = run("saturated_tanh")
+    alerts = feed(r.events, default_suite)
+    sat = {a.finding.layer: a for a in alerts if a.finding.kind == AnomalyKind.SATURATION}
+    assert set(sat) == {"fc1", "fc2"}, show(alerts)
+    for layer, a in sat.items():
+        assert a.first_step == 10 and a.finding.key == f"act/sat_frac/{layer}" and 0.5 < a.finding.score < 0.9
+    assert first(feed(run("adam_bs32_tanh").events, default_suite), AnomalyKind.SATURATION) is None
+
+
+# ---------------------------------------------------- plateau and overfitting
+
+
+def test_plateau_with_a_tiny_learning_rate(default_suite: DiagnosticSuite) -> None:
+    r = run("tiny_lr")
+    losses = [m["loss"] for _, _, m in r.events]
+    assert abs(losses[-1] - losses[0]) < 0.05  # the loss really does not move
+    alerts = feed(r.events, default_suite)
+    assert [a.finding.kind for a in alerts] == [AnomalyKind.PLATEAU], show(alerts)
+    assert 199 <= alerts[0].first_step <= 210  # not before the 200-step window is full
+    assert "improved by at most" in alerts[0].finding.explanation
+
+
+def test_plateau_never_fires_during_warmup() -> None:
+    suite = DiagnosticSuite(
+        SuiteConfig(enabled=["plateau"], settings={"plateau": {"patience": 20, "warmup_steps": 150}})
+    )
+    alerts = feed(run("tiny_lr").events, suite)
+    assert alerts and min(a.first_step for a in alerts) >= 150
+
+
+def test_plateau_ignores_a_converged_loss() -> None:
+    r = run("overfit")  # train loss reaches ~1e-4
+    assert r.events[-1][2]["loss"] < 1e-3
+    suite = DiagnosticSuite(SuiteConfig(enabled=["plateau"], settings={"plateau": {"patience": 30, "warmup_steps": 0}}))
+    assert feed(r.events, suite) == []
+
+
+def test_overfitting_on_a_tiny_training_set(default_suite: DiagnosticSuite) -> None:
+    r = run("overfit")
+    val = r.series("val/loss")
+    best_step, best = min(val, key=lambda p: p[1])
+    alerts = feed(r.events, default_suite)
+    over = first(alerts, AnomalyKind.OVERFITTING)
+    assert over is not None, show(alerts)
+    assert best_step < over.first_step <= best_step + 40
+    value_then = dict(val)[over.first_step]
+    assert value_then >= 1.1 * best and over.finding.score >= 1.1
+    assert over.finding.related == ("loss",) and "while loss fell" in over.finding.explanation
+
+
+# ----------------------------------------------------------------- stalled
+
+
+def test_stalled_run_after_real_events(default_suite: DiagnosticSuite) -> None:
+    monitor = default_suite.monitor("stall")
+    assert monitor.idle(time.time()) == []  # nothing received yet: never stalled
+    events = run("slow_data").events
+    for step, wall, metrics in events:
+        monitor.observe(step, wall, metrics)
+    last = events[-1][1]
+    assert monitor.idle(last + 10.0) == []
+    assert monitor.idle(last + 299.0) == []
+    (alert,) = monitor.idle(last + 301.0)
+    assert alert.finding.kind == AnomalyKind.STALLED and alert.finding.step == events[-1][0]
+    assert "no telemetry for 301 s" in alert.finding.explanation
+    assert monitor.idle(last + 400.0) == []  # same incident, not worse
+    (worse,) = monitor.idle(last + 1300.0)  # > 4x the timeout escalates
+    assert worse.finding.severity.name == "ERROR" and worse.incident_id == alert.incident_id
+
+
+def test_stalled_timeout_grows_with_a_slow_event_rate() -> None:
+    suite = DiagnosticSuite(SuiteConfig(enabled=["stalled"]))
+    monitor = suite.monitor("slow")
+    t0 = time.time()
+    for step, (_, _, metrics) in enumerate(run("adam_bs128").events[:20]):
+        monitor.observe(step, t0 + 60.0 * step, metrics)  # one event a minute
+    last = t0 + 60.0 * 19
+    assert monitor.idle(last + 301.0) == []  # 10 x 60 s = 600 s
+    (alert,) = monitor.idle(last + 601.0)
+    assert "timeout 600 s" in alert.finding.explanation
+
+
+# ---------------------------------------------------------------- resources
+
+
+def test_memory_growth_of_a_leaking_loop(default_suite: DiagnosticSuite) -> None:
+    r = run("leak")
+    mem = [m["cpu_mem"] for _, _, m in r.events]
+    assert mem[-1] - mem[20] > 50  # MiB: the leak is real
+    alerts = feed(r.events, default_suite)
+    leak = first(alerts, AnomalyKind.MEMORY_GROWTH)
+    assert leak is not None, show(alerts)
+    assert leak.finding.metric == "cpu_mem" and leak.first_step == 119  # first full window
+    assert leak.finding.score > 2  # > 10 % growth in 100 steps
+    assert [a.finding.kind for a in alerts] == [AnomalyKind.MEMORY_GROWTH]
+
+
+def test_data_bottleneck_with_a_slow_iterator(default_suite: DiagnosticSuite) -> None:
+    r = run("slow_data")
+    data = [m["data_time"] for _, _, m in r.events]
+    assert min(data) >= 0.004
+    alerts = feed(r.events, default_suite)
+    assert [a.finding.kind for a in alerts] == [AnomalyKind.DATA_BOTTLENECK], show(alerts)
+    assert alerts[0].first_step == 21 and alerts[0].finding.score > 1.0  # share > 50 %
+
+
+# --------------------------------------------------------------- deployment
+
+
+def test_latency_burst_of_huge_batches(default_suite: DiagnosticSuite) -> None:
+    events = requests("burst")
+    lat = [m["latency_ms"] for _, _, m in events]
+    baseline = sorted(lat[:400])[200]
+    assert min(lat[400:408]) > 10 * baseline + 5  # the slowdown is real
+    alerts = feed(events, default_suite, "serving")
+    assert [a.finding.kind for a in alerts] == [AnomalyKind.LATENCY], show(alerts)
+    assert alerts[0].first_step == 402  # third slow request in a row
+    assert alerts[0].finding.score > 6
+
+
+def test_error_rate_with_malformed_requests(default_suite: DiagnosticSuite) -> None:
+    events = requests("malformed")
+    rates = [m["error_rate"] for _, _, m in events if "error_rate" in m]
+    assert rates[:8] == [0.0] * 8 and min(rates[8:]) > 0.1
+    alerts = feed(events, default_suite, "serving")
+    assert [a.finding.kind for a in alerts] == [AnomalyKind.ERROR_RATE], show(alerts)
+    assert alerts[0].first_step == 449 and alerts[0].finding.severity.name == "CRITICAL"
