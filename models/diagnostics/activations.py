@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.block import MetricBlock
+from runwatch.models.diagnostics.loss_spike import Streak, observe_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
@@ -18,6 +23,7 @@ def fraction_handler(
     warmup: int,
     what: str,
     advice: str,
+    streak: Streak | None = None,
 ) -> MetricHandler:
     """Closure firing while a per-layer fraction stays at or above ``threshold``.
 
@@ -34,19 +40,17 @@ def fraction_handler(
     >>> h(0, 0.0, 0.95) is None, h(1, 0.0, 0.97).score
     (True, 0.97)
     """
-    n = 0
-    run = 0
+    st = Streak() if streak is None else streak
 
     def fraction(step: int, wall_time: float, value: float) -> Finding | None:
-        nonlocal n, run
         if value - value != 0.0:
             return None
-        n += 1
+        st.n += 1
         if value < threshold:
-            run = 0
+            st.run = 0
             return None
-        run += 1
-        if run < patience or n <= warmup:
+        run = st.run = st.run + 1
+        if run < patience or st.n <= warmup:
             return None
         return Finding(
             kind,
@@ -63,6 +67,52 @@ def fraction_handler(
         )
 
     return fraction
+
+
+class _FractionDiagnostic(Diagnostic):
+    """Per-layer "fraction at or above a threshold" check with a vectorised quiet path."""
+
+    kind: ClassVar[AnomalyKind]
+    what: ClassVar[str]
+    advice: ClassVar[str]
+
+    def __init__(self, config: DiagnosticConfig | None = None) -> None:
+        super().__init__(config)
+        self._streaks: dict[str, Streak] = {}
+
+    def handler(self, metric: str) -> MetricHandler | None:
+        cfg = self.config
+        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
+            return None
+        streak = self._streaks[metric] = Streak()
+        return fraction_handler(
+            metric,
+            metric[len(cfg.prefix) :],
+            self.kind,
+            threshold=cfg.threshold,
+            patience=cfg.patience,
+            warmup=cfg.warmup,
+            what=self.what,
+            advice=self.advice,
+            streak=streak,
+        )
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        """Value by value only if some value reaches the threshold; else one comparison per column."""
+        if len(block) < 16:  # numpy calls cost more than a few handler calls
+            return observe_columns(self, block)
+        cols = self.select(block)
+        threshold = self.config.threshold
+        for _, col in cols:
+            if (col.values >= threshold).any():  # NaN compares False
+                return observe_columns(self, block)
+        for name, col in cols:
+            seen = int(np.isfinite(col.values).sum())
+            if seen:
+                streak = self._streaks[name]
+                streak.n += seen
+                streak.run = 0
+        return []
 
 
 class DeadUnitsConfig(DiagnosticConfig):
@@ -91,7 +141,7 @@ class DeadUnitsConfig(DiagnosticConfig):
     warmup: int = Field(default=10, ge=0)
 
 
-class DeadUnitsDiagnostic(Diagnostic):
+class DeadUnitsDiagnostic(_FractionDiagnostic):
     """Flags ReLU layers whose outputs are (almost) all exactly zero.
 
     Follows SageMaker Debugger's ``DeadRelu`` rule (a unit is dead when it
@@ -119,21 +169,9 @@ class DeadUnitsDiagnostic(Diagnostic):
     reference = "SageMaker Debugger DeadRelu; Lu et al. 2019 (dying ReLU)"
 
     config: DeadUnitsConfig
-
-    def handler(self, metric: str) -> MetricHandler | None:
-        cfg = self.config
-        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
-            return None
-        return fraction_handler(
-            metric,
-            metric[len(cfg.prefix) :],
-            AnomalyKind.DEAD_UNITS,
-            threshold=cfg.threshold,
-            patience=cfg.patience,
-            warmup=cfg.warmup,
-            what="zero",
-            advice="; check the initialisation / bias and lower the learning rate",
-        )
+    kind = AnomalyKind.DEAD_UNITS
+    what = "zero"
+    advice = "; check the initialisation / bias and lower the learning rate"
 
 
 class SaturationConfig(DiagnosticConfig):
@@ -161,7 +199,7 @@ class SaturationConfig(DiagnosticConfig):
     warmup: int = Field(default=10, ge=0)
 
 
-class SaturationDiagnostic(Diagnostic):
+class SaturationDiagnostic(_FractionDiagnostic):
     """Flags tanh / sigmoid layers stuck at their bounds (zero gradient there).
 
     Follows SageMaker Debugger's ``SaturatedActivation`` rule: outputs beyond
@@ -184,18 +222,6 @@ class SaturationDiagnostic(Diagnostic):
     reference = "SageMaker Debugger SaturatedActivation (threshold 0.97, threshold_layer 50%)"
 
     config: SaturationConfig
-
-    def handler(self, metric: str) -> MetricHandler | None:
-        cfg = self.config
-        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
-            return None
-        return fraction_handler(
-            metric,
-            metric[len(cfg.prefix) :],
-            AnomalyKind.SATURATION,
-            threshold=cfg.threshold,
-            patience=cfg.patience,
-            warmup=cfg.warmup,
-            what="saturated",
-            advice="; scale down the initial weights or the inputs",
-        )
+    kind = AnomalyKind.SATURATION
+    what = "saturated"
+    advice = "; scale down the initial weights or the inputs"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.diagnostics.loss_spike import robust_spike_handler
+from runwatch.models.diagnostics.loss_spike import observe_columns, robust_spike_handler
 from runwatch.models.findings import AnomalyKind
 
 
@@ -75,7 +75,7 @@ class LatencyDiagnostic(Diagnostic):
     >>> fs[2].kind.name, fs[2].metric
     ('LATENCY', 'latency_ms/p99')
     >>> fs[2].explanation
-    'latency_ms/p99 = 80 ms is 21.4 robust SDs above its baseline 29.9 ms (scale 2.34) for 3 consecutive values'
+    'latency_ms/p99 = 80 ms is 25.2 robust SDs above its baseline 22.76 ms (scale 2.28) for 3 consecutive values'
     """
 
     name = "latency"
@@ -84,6 +84,7 @@ class LatencyDiagnostic(Diagnostic):
     reference = "Robust (EWMA/MAD) z-score on latency; Google SRE book, 'Monitoring distributed systems'"
 
     config: LatencyConfig
+    observe_block = observe_columns  # per-metric state only
 
     def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
@@ -156,7 +157,7 @@ class ErrorRateDiagnostic(Diagnostic):
     >>> f.kind.name, f.severity.name
     ('ERROR_RATE', 'CRITICAL')
     >>> f.explanation
-    'error_rate = 0.12 is 22.6 robust SDs above its baseline 0.00198 (scale 0.00524)'
+    'error_rate = 0.12 is 21.5 robust SDs above its baseline 0.003078 (scale 0.00544)'
     """
 
     name = "error_rate"
@@ -165,6 +166,7 @@ class ErrorRateDiagnostic(Diagnostic):
     reference = "Robust (EWMA/MAD) z-score with a minimum rate; Google SRE workbook, alerting on SLOs"
 
     config: ErrorRateConfig
+    observe_block = observe_columns  # per-metric state only
 
     def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config

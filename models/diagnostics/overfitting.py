@@ -29,6 +29,11 @@ class OverfittingConfig(DiagnosticConfig):
         Training loss "kept falling": the smoothed training loss must be at
         most ``(1 - train_drop)`` x its value when the best validation loss
         was recorded. Default 0.1.
+    level_floor
+        The rise must also be at least this fraction of the first validation
+        loss. Default 0.01: a validation cross-entropy that went from 2.2 to
+        0.045 and back up to 0.052 at the end of a long run is noise-level,
+        one that climbs back to 0.3 is not.
     patience
         Consecutive validation points all tests must hold. Default 3.
     warmup
@@ -41,12 +46,13 @@ class OverfittingConfig(DiagnosticConfig):
     rise: float = Field(default=0.1, gt=0.0)
     ratio_threshold: float = Field(default=0.1, ge=0.0)
     train_drop: float = Field(default=0.1, ge=0.0, lt=1.0)
+    level_floor: float = Field(default=0.01, ge=0.0)
     patience: int = Field(default=3, ge=1)
     warmup: int = Field(default=3, ge=0)
 
 
 class _Train:
-    __slots__ = ("s", "n")
+    __slots__ = ("n", "s")
 
     def __init__(self) -> None:
         self.s = 0.0
@@ -59,9 +65,10 @@ class OverfittingDiagnostic(Diagnostic):
     Follows SageMaker Debugger's ``Overfit`` rule (the relative gap
     ``(val - train) / train`` exceeds ``ratio_threshold``) and adds the
     early-stopping criterion (Prechelt 1998, "Early stopping -- but when?"):
-    the validation loss is ``rise`` above its best for ``patience``
-    consecutive validation points while the smoothed training loss kept
-    falling (``train_drop`` below its value at the best validation point).
+    the validation loss is ``rise`` above its best (and ``level_floor`` x its
+    first value above it) for ``patience`` consecutive validation points
+    while the smoothed training loss kept falling (``train_drop`` below its
+    value at the best validation point).
     The ``loss`` handler only maintains the EWMA of the training loss; the
     ``val/loss`` handler, called every few steps, decides.
 
@@ -79,9 +86,9 @@ class OverfittingDiagnostic(Diagnostic):
     ...         found.append(val(step, 0.0, v))
     >>> first = next(f for f in found if f)
     >>> first.step, first.kind.name
-    (129, 'OVERFITTING')
+    (99, 'OVERFITTING')
     >>> first.explanation
-    'val/loss 0.78 is 56% above its best 0.5 (step 59) for 3 validation points while loss fell 0.2 -> 0.0039; val/train gap 200x'
+    'val/loss 0.66 is 32% above its best 0.5 (step 59) for 3 validation points while loss fell 0.666 -> 0.22; val/train gap 3x'
     """
 
     name = "overfitting"
@@ -109,13 +116,12 @@ class OverfittingDiagnostic(Diagnostic):
 
         def train_loss(step: int, wall_time: float, value: float) -> None:
             if value - value != 0.0:
-                return None
+                return
             if tr.n:
                 tr.s += alpha * (value - tr.s)
             else:
                 tr.s = value
             tr.n += 1
-            return None
 
         return train_loss
 
@@ -123,23 +129,27 @@ class OverfittingDiagnostic(Diagnostic):
         cfg = self.config
         tr = self._train
         grow, keep, gap_thr = 1.0 + cfg.rise, 1.0 - cfg.train_drop, cfg.ratio_threshold
-        patience, warmup, train_metric = cfg.patience, cfg.warmup, cfg.train_metric
+        patience, warmup, train_metric, level_floor = cfg.patience, cfg.warmup, cfg.train_metric, cfg.level_floor
+        min_rise = 0.0
         best = 0.0
         best_step = 0
         train_at_best = 0.0
         n = run = 0
 
         def val_loss(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal best, best_step, train_at_best, n, run
+            nonlocal best, best_step, train_at_best, n, run, min_rise
             if value - value != 0.0:
                 return None
             n += 1
             train = tr.s if tr.n else 0.0
+            if n == 1:
+                min_rise = level_floor * abs(value)
             if n == 1 or value < best:
                 best, best_step, train_at_best, run = value, step, train, 0
                 return None
             if not (
                 value >= grow * best
+                and value - best >= min_rise
                 and tr.n
                 and train <= keep * train_at_best
                 and train > 0.0

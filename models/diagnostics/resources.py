@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.diagnostics.loss_spike import observe_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.stats import LinearTrend
 
@@ -47,10 +48,10 @@ class MemoryGrowthDiagnostic(Diagnostic):
     A least-squares line (:class:`~runwatch.models.stats.LinearTrend`, O(1)
     per update) is fitted to the last ``window`` values against the step;
     the run leaks when the line's rise across the window is at least
-    ``min_growth`` of the current level with R² >= ``min_r2``. This is the
-    trend test of leak detectors such as LeakProf / Microsoft's "memory leak
-    detection in the cloud" (RESIN, OSDI'22: sustained monotone growth, not
-    a high level). Values are divided by the first value seen and steps are
+    ``min_growth`` of the current level with R² >= ``min_r2``: the
+    sustained-growth (not high-level) signal that production leak detectors
+    look for, e.g. Azure's RESIN (OSDI 2022). Values are divided by the first
+    value seen and steps are
     taken relative to the first step, so byte counts of 1e10 and step
     numbers of 1e8 keep full precision.
 
@@ -66,15 +67,16 @@ class MemoryGrowthDiagnostic(Diagnostic):
     >>> first.step, first.kind.name
     (119, 'MEMORY_GROWTH')
     >>> first.explanation
-    'cpu_mem grew 13.2% over the last 99 steps (+3 per step, now 2357, R² 1.00): memory leak'
+    'cpu_mem grew by 12.6% of its current level over the last 99 steps (+3 per step, now 2357, R² 1.00): memory leak'
     """
 
     name = "memory_growth"
     version = "1"
     config_class = MemoryGrowthConfig
-    reference = "Sustained linear-trend leak test (RESIN, OSDI 2022; LeakProf)"
+    reference = "Sustained linear-trend leak test (RESIN, Lou et al., OSDI 2022)"
 
     config: MemoryGrowthConfig
+    observe_block = observe_columns  # per-metric state only
 
     def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
@@ -138,7 +140,10 @@ class DataBottleneckConfig(DiagnosticConfig):
         that wait. Defaults ``"data_time"``, ``"step_time"``.
     threshold
         Fires when ``EWMA(data_time) / EWMA(step_time)`` exceeds this.
-        Default 0.5: the accelerator idles at least half of every step.
+        Default 0.5: the accelerator idles at least half of every step. The
+        TensorFlow Profiler already calls 5 % "moderately" and 20 % "highly"
+        input-bound; an alert should be unambiguous, so runwatch waits for
+        half the step (healthy in-memory loaders sit at 1-5 %).
     alpha
         EWMA weight. Default 0.05.
     warmup
@@ -168,11 +173,12 @@ class DataBottleneckDiagnostic(Diagnostic):
     """Flags training that mostly waits for data.
 
     The input-bound test of the TensorFlow Profiler's input-pipeline
-    analyser and PyTorch Profiler / SageMaker Debugger's ``StepOutlier`` /
-    ``Dataloader`` rules: the share of the step spent waiting for the next
-    batch, ``EWMA(data_time) / EWMA(step_time)``, above ``threshold`` once
-    both EWMAs have ``warmup`` observations. Decided on each ``data_time``
-    value; ``step_time`` only updates its EWMA.
+    analyser (share of the step time spent waiting for input): here
+    ``EWMA(data_time) / EWMA(step_time)`` above ``threshold`` once both
+    EWMAs have ``warmup`` observations. Convention: ``step_time`` is the
+    whole step *including* the wait; a logger whose ``step_time`` excludes
+    it makes the ratio larger (up to > 1), i.e. fire earlier. Decided on each
+    ``data_time`` value; ``step_time`` only updates its EWMA.
 
     Examples
     --------
@@ -185,15 +191,15 @@ class DataBottleneckDiagnostic(Diagnostic):
     ...     _ = step_t(step, 0.0, wait + 0.010)
     >>> first = next(f for f in fs if f)
     >>> first.step, first.kind.name
-    (30, 'DATA_BOTTLENECK')
+    (26, 'DATA_BOTTLENECK')
     >>> first.explanation
-    'waiting for data takes 51% of each step (data_time 0.0121 s of step_time 0.0236 s, smoothed): the input pipeline is the bottleneck'
+    'waiting for data takes 52% of each step (data_time 0.00975 s of step_time 0.0187 s, smoothed): the input pipeline is the bottleneck'
     """
 
     name = "data_bottleneck"
     version = "1"
     config_class = DataBottleneckConfig
-    reference = "TensorFlow Profiler input-pipeline analysis; SageMaker Debugger Dataloader/StepOutlier"
+    reference = "TensorFlow Profiler input-pipeline analysis (input-bound share of step time)"
 
     config: DataBottleneckConfig
 
@@ -209,13 +215,12 @@ class DataBottleneckDiagnostic(Diagnostic):
 
             def step_time(step: int, wall_time: float, value: float) -> None:
                 if value - value != 0.0 or value < 0.0:
-                    return None
+                    return
                 if st.n:
                     st.mean += alpha * (value - st.mean)
                 else:
                     st.mean = value
                 st.n += 1
-                return None
 
             return step_time
         if metric != cfg.data_metric:

@@ -42,10 +42,12 @@ class StalledRunDiagnostic(Diagnostic):
     and the time the run was last heard from; the run is stalled once
     ``now - last_wall_time > max(timeout_s, gap_factor * typical_gap)``,
     where the typical gap between events is learned by a one-line handler on
-    one metric (an EWMA of positive wall-time differences; a learned gap
-    can only lengthen the timeout, never shorten it). Like the heartbeat /
-    ``timeout`` of Kubeflow and SageMaker training jobs and Lightning's
-    ``Timer``, but as a finding rather than a kill. A run that has not
+    one metric (an EWMA of positive wall-time differences, each capped at 3x
+    the current estimate so one long evaluation pause does not stretch it; a
+    learned gap can only lengthen the timeout, never shorten it). The heartbeat timeout W&B uses to mark a run
+    "Crashed" when its process stops reporting (killed by OOM or preemption,
+    hung in a collective, lost connectivity), as a finding rather than a
+    state change. A run that has not
     sent anything yet (``last_wall_time <= 0``) is never stalled.
 
     Severity: WARNING, ERROR after 4x the timeout. Score: idle time / timeout.
@@ -68,7 +70,7 @@ class StalledRunDiagnostic(Diagnostic):
     name = "stalled"
     version = "1"
     config_class = StalledRunConfig
-    reference = "Heartbeat timeout of training-job schedulers (SageMaker/Kubeflow job timeouts, Lightning Timer)"
+    reference = "Heartbeat timeout (W&B marks runs Crashed when heartbeats stop)"
 
     config: StalledRunConfig
 
@@ -91,10 +93,13 @@ class StalledRunDiagnostic(Diagnostic):
         def clock(step: int, wall_time: float, value: float) -> None:
             gap = wall_time - me._last
             if me._last > 0.0 and gap > 0.0:
-                me.typical_gap = gap if me._gaps == 0 else me.typical_gap + alpha * (gap - me.typical_gap)
+                if me._gaps == 0:
+                    me.typical_gap = gap
+                else:  # one long pause (evaluation, checkpoint) enters at most 3x the typical gap
+                    typical = me.typical_gap
+                    me.typical_gap = typical + alpha * (min(gap, 3.0 * typical) - typical)
                 me._gaps += 1
             me._last = wall_time
-            return None
 
         return clock
 

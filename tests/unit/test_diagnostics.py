@@ -231,13 +231,37 @@ def test_handlers_skip_nan_and_inf_without_raising_or_corrupting_state(name: str
     assert poisoned == clean
     if name in ("loss_spike", "exploding_gradient", "memory_growth", "latency"):
         assert clean, "the stream holds a real fault this diagnostic must see"
-    # NaN/Inf as the very first values, and a whole block of them.
-    diag = cls()
-    block = MetricBlock.from_rows(
-        [0, 1], [1.0, 2.0], [{m: math.nan for m in _METRICS}, {m: math.inf for m in _METRICS}]
-    )
-    assert all(isinstance(f, Finding) for f in diag.observe_block(block))
-    assert diag.on_idle(10.0, 2.0, 1) is None
+    # NaN/Inf as the very first values, in short blocks (value by value) and long ones
+    # (vectorised quiet paths).
+    for n in (2, 40):
+        diag = cls()
+        bad = (math.nan, math.inf, -math.inf)
+        rows = [{m: bad[i % 3] for m in _METRICS} for i in range(n)]
+        block = MetricBlock.from_rows(list(range(n)), [1.0 + i for i in range(n)], rows)
+        found = diag.observe_block(block)
+        assert all(f.kind == AnomalyKind.NONFINITE for f in found) and bool(found) == (name == "nonfinite")
+        assert diag.on_idle(10.0 + n, 1.0 + n, n) is None
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_handlers_never_raise_on_extreme_finite_values(name: str) -> None:
+    cls = diagnostic_class(name)
+    streams = {
+        "zeros": [0.0] * 200,
+        "negative": [-1.0 - 0.01 * i for i in range(200)],
+        "huge": [1e308 * (0.5 + 0.5 * (i % 2)) for i in range(200)],
+        "subnormal": [1e-320] * 200,
+        "from_zero_exploding": [0.0] * 40 + [1.2**i for i in range(160)],
+        "mixed": [(0.0, -5.0, 1e308, 1e-320, 3.0, math.nan, math.inf)[i * 7 % 11 % 7] for i in range(400)],
+    }
+    for values in streams.values():
+        diag = cls()
+        handlers = [h for h in map(diag.handler, _METRICS) if h is not None]
+        for i, v in enumerate(values):
+            for h in handlers:
+                f = h(i, 1000.0 + i, v)
+                assert f is None or isinstance(f, Finding)
+        assert diag.on_idle(5000.0, 1000.0 + len(values), len(values)) is None or name == "stalled"
 
 
 # ----------------------------------------------------------- healthy: silence
@@ -260,20 +284,41 @@ def test_whole_default_suite_is_silent_on_healthy_inference(default_suite: Diagn
     assert alerts == [], show(alerts)
 
 
-def test_block_and_event_by_event_feeding_agree(default_suite: DiagnosticSuite) -> None:
-    events = run("diverge_momentum").events
-    one_by_one = feed(events, default_suite)
-    monitor = default_suite.monitor("run")
-    blocked: list[Alert] = []
-    for i in range(0, len(events), 64):
-        chunk = events[i : i + 64]
-        blocked.extend(monitor.observe_block(MetricBlock.from_rows(*zip(*chunk))))
+@pytest.mark.parametrize(
+    "name",
+    ["adam_bs16", "diverge_momentum", "bad_batch_scaled", "vanishing", "dead_relu", "saturated_tanh"]
+    + ["frozen_fc1", "lr_to_zero", "lr_to_zero/no_lr", "leak", "slow_data"]
+    + ["adam_bs16/poisoned", "dead_relu/poisoned", "frozen_fc1/poisoned"],
+)
+def test_blocks_and_event_by_event_feeding_raise_the_same_alerts(name: str, default_suite: DiagnosticSuite) -> None:
+    # The service feeds blocks of events (vectorised quiet paths, column-wise handlers);
+    # a client library feeds events one by one. Both must raise exactly the same alerts.
+    base, _, variant = name.partition("/")
+    events = run(base).events
+    if variant == "no_lr":
+        events = [(s, w, {k: v for k, v in m.items() if k != "lr"}) for s, w, m in events]
+    elif variant == "poisoned":  # every 9th event's metrics are NaN or +-Inf
+        bad = (math.nan, math.inf, -math.inf)
+        events = [(s, w, {k: bad[s % 3] for k in m} if s % 9 == 4 else m) for s, w, m in events]
 
-    def key(alerts):
-        return sorted({(a.finding.detector, a.finding.kind, a.finding.key, a.first_step) for a in alerts})
+    def summary(alerts: list[Alert]) -> list[tuple]:
+        # nonfinite reports first/last per block by design; the rest must match exactly.
+        return [
+            (a.finding.detector, a.finding.kind, a.finding.key, a.finding.step, a.state, a.revision, a.finding.score)
+            for a in alerts
+            if a.finding.detector != "nonfinite" or variant != "poisoned"
+        ]
 
-    assert len(one_by_one) > 5
-    assert key(blocked) == key(one_by_one)
+    expected = summary(feed(events, default_suite))
+    assert bool(expected) == (name not in ("adam_bs16", "lr_to_zero", "adam_bs16/poisoned"))
+    if variant == "poisoned":  # the NaNs change nothing but nonfinite's own findings
+        assert {e[1] for e in expected} == {e[1] for e in summary(feed(run(base).events, default_suite))}
+    for size in (7, 64, 500):
+        monitor = default_suite.monitor("run")
+        got: list[Alert] = []
+        for i in range(0, len(events), size):
+            got.extend(monitor.observe_block(MetricBlock.from_rows(*zip(*events[i : i + size]))))
+        assert summary(got) == expected, size
 
 
 # --------------------------------------------------------------- loss spikes
