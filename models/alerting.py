@@ -97,6 +97,9 @@ class IncidentTracker:
     'UPDATED'
     >>> t.observe(f(500, Severity.WARNING)).first_step   # after the cool-down: new incident
     500
+    >>> late = f(900, Severity.WARNING); late.since = 501   # held since 501: same stretch
+    >>> t.observe(late) is None
+    True
     """
 
     def __init__(self, run_id: str, config: IncidentPolicyConfig | None = None) -> None:
@@ -109,7 +112,7 @@ class IncidentTracker:
         key = (finding.detector, int(finding.kind), finding.key)
         inc = self._open.get(key)
         cfg = self.config
-        if inc is None or finding.step - inc.last_step > cfg.cooldown_steps:
+        if inc is None or finding.since - inc.last_step > cfg.cooldown_steps:
             inc = _Incident(
                 id=incident_id(self.run_id, finding, finding.step),
                 first_step=finding.step,

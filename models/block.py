@@ -114,24 +114,40 @@ class MetricBlock:
         return cls.from_rows([step], [wall_time], [metrics])
 
 
-def reported_indices(fired: np.ndarray, scores: np.ndarray | None = None) -> list[int]:
-    """Which firing positions of a block to report: the first, the highest-scoring and the last.
+def reported_indices(
+    fired: np.ndarray, scores: np.ndarray | None = None, max_stretches: int = 16
+) -> list[tuple[int, int]]:
+    """Which firing positions of a block to report, each with the start of its stretch.
 
-    The alert policy needs the first (opens the incident), the worst (may
-    escalate it) and the last (keeps it open across long blocks); reporting
-    every firing step would only cost time.
+    A stretch is a run of consecutive firing positions. Of each stretch the
+    first (opens an incident), the highest-scoring (may escalate it) and the
+    last (keeps it open across a long block) are reported as ``(index,
+    stretch_start)``; reporting every firing step would only cost time. Past
+    ``max_stretches`` stretches, only the first and last stretch are kept
+    whole and the rest contribute their first position.
 
     Examples
     --------
     >>> reported_indices(np.array([False, True, True, True, False]), np.array([0, 1.0, 5.0, 2.0, 0]))
-    [1, 2, 3]
+    [(1, 1), (2, 1), (3, 1)]
+    >>> reported_indices(np.array([True, False, True]))
+    [(0, 0), (2, 2)]
     >>> reported_indices(np.array([False, False]))
     []
     """
     idx = np.flatnonzero(fired)
     if len(idx) == 0:
         return []
-    picks = {int(idx[0]), int(idx[-1])}
-    if scores is not None:
-        picks.add(int(idx[np.argmax(scores[idx])]))
-    return sorted(picks)
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(idx)]))
+    out: list[tuple[int, int]] = []
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        first = int(idx[a])
+        picks = {first, int(idx[b - 1])}
+        if 0 < k < len(starts) - 1 and len(starts) > max_stretches:
+            picks = {first}
+        elif scores is not None:
+            picks.add(int(idx[a + int(np.argmax(scores[idx[a:b]]))]))
+        out.extend((i, first) for i in sorted(picks))
+    return out

@@ -65,6 +65,10 @@ class Finding:
         Incident key within the detector: findings with the same
         ``(detector, key)`` in one run belong to one incident. Defaults to
         ``metric``.
+    since
+        Step since which the condition has held without a break (defaults to
+        ``step``). Block-wise diagnostics report only a few steps of a long
+        firing stretch; ``since`` tells the alert policy they are one stretch.
     """
 
     kind: AnomalyKind
@@ -80,10 +84,13 @@ class Finding:
     detector_version: str = ""
     wall_time: float = 0.0
     evidence: list[tuple[str, int, float]] = field(default_factory=list)
+    since: int = -1
 
     def __post_init__(self) -> None:
         if not self.key:
             self.key = self.metric
+        if self.since < 0 or self.since > self.step:
+            self.since = self.step
 
     @property
     def metrics(self) -> tuple[str, ...]:

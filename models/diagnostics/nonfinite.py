@@ -55,7 +55,7 @@ class NonFiniteDiagnostic(Diagnostic):
             if finite.all():
                 continue
             layer = metric.rsplit("/", 1)[1] if "/" in metric and not metric.startswith("val/") else ""
-            for i in reported_indices(~finite):
+            for i, start in reported_indices(~finite):
                 value = float(col.values[i])
                 what = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
                 step = int(col.steps[i])
@@ -69,6 +69,7 @@ class NonFiniteDiagnostic(Diagnostic):
                         explanation=f"{metric} became {what} at step {step}",
                         layer=layer,
                         wall_time=float(col.wall_times[i]),
+                        since=int(col.steps[start]),
                     )
                 )
         return findings

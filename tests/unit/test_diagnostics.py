@@ -302,17 +302,17 @@ def test_blocks_and_event_by_event_feeding_raise_the_same_alerts(name: str, defa
         events = [(s, w, {k: bad[s % 3] for k in m} if s % 9 == 4 else m) for s, w, m in events]
 
     def summary(alerts: list[Alert]) -> list[tuple]:
-        # nonfinite reports first/last per block by design; the rest must match exactly.
         return [
             (a.finding.detector, a.finding.kind, a.finding.key, a.finding.step, a.state, a.revision, a.finding.score)
             for a in alerts
-            if a.finding.detector != "nonfinite" or variant != "poisoned"
         ]
 
     expected = summary(feed(events, default_suite))
-    assert bool(expected) == (name not in ("adam_bs16", "lr_to_zero", "adam_bs16/poisoned"))
+    others = [e for e in expected if e[0] != "nonfinite"]
+    assert bool(others) == (name not in ("adam_bs16", "lr_to_zero", "adam_bs16/poisoned"))
     if variant == "poisoned":  # the NaNs change nothing but nonfinite's own findings
-        assert {e[1] for e in expected} == {e[1] for e in summary(feed(run(base).events, default_suite))}
+        clean = summary(feed(run(base).events, default_suite))
+        assert {e[1] for e in expected if e[0] != "nonfinite"} == {e[1] for e in clean}
     for size in (7, 64, 500):
         monitor = default_suite.monitor("run")
         got: list[Alert] = []
