@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runwatch.models.alerting import IncidentPolicyConfig
 from runwatch.models.base import Diagnostic, DiagnosticConfig
@@ -84,7 +84,22 @@ class SuiteConfig(BaseModel):
         unknown = [n for n in settings if n not in DIAGNOSTICS]
         if unknown:
             raise ValueError(f"settings for unknown diagnostics {unknown}; known: {sorted(DIAGNOSTICS)}")
+        for name, raw in settings.items():
+            try:
+                diagnostic_class(name).config_class.model_validate(raw)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"settings.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(problems) from None
         return settings
+
+    @model_validator(mode="after")
+    def _settings_for_enabled(self) -> "SuiteConfig":
+        idle = [n for n in self.settings if n not in self.enabled]
+        if idle:
+            raise ValueError(f"settings given for diagnostics that are not enabled: {idle}")
+        return self
 
 
 class DiagnosticSuite:
@@ -104,11 +119,7 @@ class DiagnosticSuite:
         for name in self.config.enabled:
             cls = diagnostic_class(name)
             raw: Mapping[str, Any] = self.config.settings.get(name, {})
-            try:
-                cfg = cls.config_class.model_validate(raw)
-            except Exception as exc:
-                raise ValueError(f"settings.{name}: {exc}") from exc
-            self._entries.append((cls, cfg))
+            self._entries.append((cls, cls.config_class.model_validate(raw)))
 
     @property
     def names(self) -> list[str]:

@@ -343,7 +343,9 @@ def run_scenario(
                 metrics["loss"] = loss_value
                 metrics["lr"] = lr
                 metrics["data_time"] = t1 - t0
-                metrics["step_time"] = t2 - t1b
+                # runwatch's convention: step_time is the whole training step, data wait included
+                # (validation excluded), so data_time / step_time is the share spent waiting.
+                metrics["step_time"] = (t2 - t0) - (t1b - t1)
                 losses.append(loss_value)
                 log(step, metrics)
                 if not finite:

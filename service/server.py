@@ -226,6 +226,8 @@ class RunwatchServer:
         opts = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            # Without this, a second server on the same port binds too and steals half the streams.
+            ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=opts)
         server.add_generic_rpc_handlers((IngestServicer(self).handler(),))
@@ -238,9 +240,13 @@ class RunwatchServer:
             server,
         )
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC server to {address}")
+            await asyncio.to_thread(self.store.close)
+            raise OSError(f"cannot bind the gRPC server to {address}: the address is in use or not available")
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):

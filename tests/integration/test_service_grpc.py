@@ -148,3 +148,21 @@ def test_advisor_says_unimplemented_instead_of_inventing(server):
         stubs.advisor.Suggest(service_pb2.SuggestRequest(run_id="any"))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "no suggestion is made" in err.value.details()
+
+
+def test_stalled_run_is_flagged_by_the_periodic_check(start_server):
+    from runwatch.models.registry import SuiteConfig
+
+    srv, stubs = start_server(
+        stall_check_seconds=0.1,
+        diagnostics=SuiteConfig(enabled=["stalled"], settings={"stalled": {"timeout_s": 0.5, "gap_factor": 0.0}}),
+    )
+    watcher = Collector(stubs, service_pb2.WatchRequest(run_id="stall-1"), 1)
+    wait_for_watchers(srv, 1)
+    b = runs_pb2.EventBatch()
+    b.starts.add(run_id="stall-1", project="p")
+    for i in range(5):
+        b.events.add(run_id="stall-1", step=i).metrics["loss"] = 1.0
+    stubs.ingest.Ingest(b, timeout=10)
+    (a,) = watcher.wait(timeout=10)
+    assert a.kind == anomaly_pb2.ANOMALY_KIND_STALLED and a.run_id == "stall-1" and a.step == 4

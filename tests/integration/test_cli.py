@@ -1,0 +1,143 @@
+"""The runwatch command line, as real processes against a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from runwatch.v1 import runs_pb2, service_pb2_grpc
+
+RUNWATCH = [sys.executable, "-m", "runwatch.service.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def wait_serving(target: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.time() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise AssertionError(f"no server at {target}")
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`runwatch serve` configured only through RUNWATCH_* variables."""
+    port = free_port()
+    env = {**os.environ, "RUNWATCH_PORT": str(port), "RUNWATCH_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([*RUNWATCH, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_serving(target)
+        yield proc, target, tmp_path / "data"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def seed_run(target: str) -> None:
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="cli-run", project="cli")
+    for step in range(12):
+        batch.events.add(run_id="cli-run", step=step).metrics.update(
+            {"loss": float("nan") if step >= 10 else 1.0 / (step + 1)}
+        )
+    with grpc.insecure_channel(target) as channel:
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+
+
+def test_serve_from_environment_then_runs_show_and_graceful_stop(served):
+    proc, target, data_dir = served
+    seed_run(target)
+    env = {**os.environ, "RUNWATCH_TARGET": target}
+    listed = cli("runs", env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("cli-run"))
+    assert row.split()[1:5] == ["cli", "RUNNING", "11", "12"]
+    shown = cli("show", "cli-run", "--target", target)
+    assert shown.returncode == 0, shown.stderr
+    assert "NONFINITE" in shown.stdout and "loss became NaN at step 10" in shown.stdout
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert (data_dir / "runwatch.db").exists()
+
+
+def test_watch_prints_history_then_follows(served):
+    _, target, _ = served
+    seed_run(target)
+    watcher = subprocess.Popen(
+        [*RUNWATCH, "watch", "--target", target, "--history", "--min-severity", "critical"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = watcher.stdout.readline()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+    assert line.startswith("cli-run") and "NONFINITE" in line and "CRITICAL" in line
+
+
+def test_help_shows_environment_fallbacks():
+    out = cli("serve", "--help", env={**os.environ, "COLUMNS": "200"}).stdout
+    for var in ("RUNWATCH_HOST", "RUNWATCH_PORT", "RUNWATCH_DATA_DIR", "RUNWATCH_METRICS_PORT", "RUNWATCH_DIAGNOSTICS_CONFIG"):
+        assert var in out, var
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["serve", "--port", "70000"], {}, "port: Input should be less than or equal to 65535"),
+        (["serve"], {"RUNWATCH_MAX_BATCH_BYTES": "12"}, "max_batch_bytes: Input should be greater than or equal to 1024"),
+        (["serve", "--log-level", "LOUD"], {}, "--log-level: unknown level 'LOUD'"),
+        (["watch", "--min-severity", "meh"], {}, "--min-severity: unknown severity 'meh'"),
+        (["runs", "--status", "sleeping"], {}, "--status: unknown status 'sleeping'"),
+        (["runs", "--target", "127.0.0.1:1"], {}, "no runwatch server at 127.0.0.1:1"),
+    ],
+)
+def test_bad_flags_and_settings_name_the_field(args, env, message, tmp_path):
+    extra = ["--data-dir", str(tmp_path)] if args[0] == "serve" else []
+    done = cli(*args, *extra, env={**os.environ, **env})
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_bad_diagnostics_config_file_names_the_setting(tmp_path):
+    bad = tmp_path / "diag.json"
+    bad.write_text('{"enabled": ["nonfinite", "loss_spike"], "settings": {"loss_spike": {"z_treshold": 3}}}')
+    done = cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--diagnostics-config", str(bad))
+    assert done.returncode == 2
+    assert "settings.loss_spike" in done.stderr and "z_treshold" in done.stderr
+    missing = cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--diagnostics-config", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "cannot read diagnostics config" in missing.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = cli("serve", "--port", str(port), "--data-dir", str(tmp_path))
+    assert done.returncode == 2 and f"127.0.0.1:{port}" in done.stderr

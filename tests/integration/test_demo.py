@@ -1,0 +1,33 @@
+"""`runwatch demo` end to end: real training, real server, real client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from runwatch.service.demo import ORDER, run_demo
+
+
+def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
+    lines: list[str] = []
+    report = run_demo(data_dir=tmp_path / "demo", seed=0, out=lines.append)
+    assert report.ok, "\n".join(lines)
+    healthy, diverging, overfit = (report.outcomes[n] for n in ORDER)
+    assert healthy.anomalies == [] and healthy.final_val_acc > 0.9
+    assert diverging.first_nonfinite_step is not None
+    assert diverging.first_flag_step < diverging.first_nonfinite_step
+    first = min(diverging.anomalies, key=lambda a: a.first_step)
+    assert first.detector == "divergence"
+    assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
+    # Anomalies were printed live, while the diverging run was still training.
+    done_at = next(i for i, line in enumerate(lines) if "'diverging' done" in line)
+    assert any("ANOMALY" in line and "DIVERGENCE_PREDICTED" in line for line in lines[:done_at])
+    assert (tmp_path / "demo" / "runwatch.db").exists()
+
+
+def test_demo_command_exits_zero():
+    done = subprocess.run(
+        [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("[ok]") == 3
