@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from runwatch.service.store import RunStore, WriteOp
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 MAX_VIOLATIONS_REPORTED = 100
+MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
 
 
@@ -116,13 +117,16 @@ class DetectionPipeline:
         self.publish = publish
         self.suite = DiagnosticSuite(settings.diagnostics)
         self.runs: dict[str, RunState] = {}
+        # Ended runs leave `runs`; a bounded memory of them answers late events without a store
+        # read (and without racing the store write of their end).
+        self.ended: OrderedDict[str, RunState] = OrderedDict()
         self.emission_latencies: deque[float] = deque(maxlen=100_000)
         self.counters = {"accepted": 0, "duplicates": 0, "rejected": 0, "anomalies": 0, "batches": 0}
 
     # -- run lookup ---------------------------------------------------------------------------
 
     def _state(self, run_id: str) -> RunState | None:
-        state = self.runs.get(run_id)
+        state = self.runs.get(run_id) or self.ended.get(run_id)
         if state is not None:
             return state
         info = self.store.get_run(run_id)  # a run opened before a restart
@@ -132,8 +136,18 @@ class DetectionPipeline:
         state = RunState(
             run_id, info.project, info.status, self.suite.monitor(run_id) if running else None, last_step=info.last_step
         )
-        self.runs[run_id] = state
+        if running:
+            self.runs[run_id] = state
+        else:
+            self._remember_ended(state)
         return state
+
+    def _remember_ended(self, state: RunState) -> None:
+        self.runs.pop(state.run_id, None)
+        self.ended[state.run_id] = state
+        self.ended.move_to_end(state.run_id)
+        while len(self.ended) > MAX_ENDED_REMEMBERED:
+            self.ended.popitem(last=False)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -419,6 +433,8 @@ class DetectionPipeline:
         state.status = status
         state.monitor = None  # frees detector state; the run's history stays in the store
         state.recent.clear()
+        state.valid_names.clear()
+        self._remember_ended(state)
         ops.append(store_ops.end_run_op(end.run_id, status, end.end_time or now, end.reason))
         ack.ack.accepted += 1
 
