@@ -7,70 +7,24 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.loss_spike import Streak, observe_columns
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.block import Column
+from runwatch.models.diagnostics.loss_spike import ColumnsDiagnostic
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import fraction_streak
 
 
-def fraction_handler(
-    metric: str,
-    layer: str,
-    kind: AnomalyKind,
-    *,
-    threshold: float,
-    patience: int,
-    warmup: int,
-    what: str,
-    advice: str,
-    streak: Streak | None = None,
-) -> MetricHandler:
-    """Closure firing while a per-layer fraction stays at or above ``threshold``.
+class _FractionDiagnostic(ColumnsDiagnostic):
+    """Per-layer "fraction at or above a threshold" check.
 
-    Fires on every value once the fraction has been ``>= threshold`` for
-    ``patience`` consecutive observations and more than ``warmup``
-    observations were seen (the alert policy merges them into one incident).
-    Severity: WARNING, ERROR once the whole layer (fraction >= 0.999) is
-    affected. Score: the fraction.
-
-    Examples
-    --------
-    >>> h = fraction_handler("act/zero_frac/fc1", "fc1", AnomalyKind.DEAD_UNITS, threshold=0.9,
-    ...                      patience=2, warmup=0, what="zero", advice="")
-    >>> h(0, 0.0, 0.95) is None, h(1, 0.0, 0.97).score
-    (True, 0.97)
+    The ``<prefix><layer>`` columns of a block run through the compiled
+    :func:`~runwatch.models.kernels.fraction_streak` kernel, which fires on
+    every value once the fraction has been ``>= threshold`` for ``patience``
+    consecutive observations and more than ``warmup`` observations were seen
+    (the alert policy merges them into one incident). Severity: WARNING,
+    ERROR once the whole layer (fraction >= 0.999) is affected. Score: the
+    fraction.
     """
-    st = Streak() if streak is None else streak
-
-    def fraction(step: int, wall_time: float, value: float) -> Finding | None:
-        if value - value != 0.0:
-            return None
-        st.n += 1
-        if value < threshold:
-            st.run = 0
-            return None
-        run = st.run = st.run + 1
-        if run < patience or st.n <= warmup:
-            return None
-        return Finding(
-            kind,
-            Severity.ERROR if value >= 0.999 else Severity.WARNING,
-            score=value,
-            step=step,
-            metric=metric,
-            explanation=(
-                f"{value:.1%} of {layer}'s activations are {what} (threshold {threshold:.0%}) "
-                f"for {run} consecutive observations{advice}"
-            ),
-            layer=layer,
-            key=metric,
-        )
-
-    return fraction
-
-
-class _FractionDiagnostic(Diagnostic):
-    """Per-layer "fraction at or above a threshold" check with a vectorised quiet path."""
 
     kind: ClassVar[AnomalyKind]
     what: ClassVar[str]
@@ -78,41 +32,46 @@ class _FractionDiagnostic(Diagnostic):
 
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         super().__init__(config)
-        self._streaks: dict[str, Streak] = {}
-
-    def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
-        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
-            return None
-        streak = self._streaks[metric] = Streak()
-        return fraction_handler(
-            metric,
-            metric[len(cfg.prefix) :],
-            self.kind,
-            threshold=cfg.threshold,
-            patience=cfg.patience,
-            warmup=cfg.warmup,
-            what=self.what,
-            advice=self.advice,
-            streak=streak,
-        )
+        self._params = (float(cfg.threshold), int(cfg.patience), int(cfg.warmup))
 
-    def observe_block(self, block: MetricBlock) -> list[Finding]:
-        """Value by value only if some value reaches the threshold; else one comparison per column."""
-        if len(block) < 16:  # numpy calls cost more than a few handler calls
-            return observe_columns(self, block)
-        cols = self.select(block)
-        threshold = self.config.threshold
-        for _, col in cols:
-            if (col.values >= threshold).any():  # NaN compares False
-                return observe_columns(self, block)
-        for name, col in cols:
-            seen = int(np.isfinite(col.values).sum())
-            if seen:
-                streak = self._streaks[name]
-                streak.n += seen
-                streak.run = 0
-        return []
+    def watches(self, metric: str) -> bool:
+        prefix = self.config.prefix
+        return metric.startswith(prefix) and len(metric) > len(prefix)
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros(2)  # finite values seen, streak
+
+    def run_kernel(
+        self,
+        steps: np.ndarray,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        aligned: bool,
+        rows: np.ndarray,
+        states: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        return fraction_streak(values, offsets, rows, states, *self._params, out)
+
+    def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        value, run = row[2], int(row[3])
+        layer = metric[len(self.config.prefix) :]
+        return Finding(
+            self.kind,
+            Severity.ERROR if value >= 0.999 else Severity.WARNING,
+            score=value,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=(
+                f"{value:.1%} of {layer}'s activations are {self.what} (threshold {self.config.threshold:.0%}) "
+                f"for {run} consecutive observations{self.advice}"
+            ),
+            layer=layer,
+            key=metric,
+            wall_time=float(col.wall_times[i]),
+        )
 
 
 class DeadUnitsConfig(DiagnosticConfig):
@@ -154,10 +113,10 @@ class DeadUnitsDiagnostic(_FractionDiagnostic):
 
     Examples
     --------
+    >>> from runwatch.models.block import MetricBlock
     >>> d = DeadUnitsDiagnostic()
-    >>> h = d.handler("act/zero_frac/fc1")
-    >>> fs = [h(i, 0.0, 1.0) for i in range(20)]
-    >>> fs.index(next(f for f in fs if f)), fs[-1].kind.name, fs[-1].severity.name
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(20)), [0.0] * 20, [{"act/zero_frac/fc1": 1.0}] * 20))
+    >>> fs[0].step, fs[-1].kind.name, fs[-1].severity.name
     (10, 'DEAD_UNITS', 'ERROR')
     >>> fs[-1].explanation
     "100.0% of fc1's activations are zero (threshold 90%) for 20 consecutive observations; check the initialisation / bias and lower the learning rate"
@@ -210,10 +169,12 @@ class SaturationDiagnostic(_FractionDiagnostic):
 
     Examples
     --------
+    >>> from runwatch.models.block import MetricBlock
     >>> d = SaturationDiagnostic(SaturationConfig(patience=2, warmup=0))
-    >>> h = d.handler("act/sat_frac/fc1")
-    >>> h(0, 0.0, 0.7) is None, h(1, 0.0, 0.72).explanation
-    (True, "72.0% of fc1's activations are saturated (threshold 50%) for 2 consecutive observations; scale down the initial weights or the inputs")
+    >>> d.observe_block(MetricBlock.single(0, 0.0, {"act/sat_frac/fc1": 0.7}))
+    []
+    >>> d.observe_block(MetricBlock.single(1, 0.0, {"act/sat_frac/fc1": 0.72}))[0].explanation
+    "72.0% of fc1's activations are saturated (threshold 50%) for 2 consecutive observations; scale down the initial weights or the inputs"
     """
 
     name = "saturation"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.diagnostics.loss_spike import observe_columns, robust_spike_handler
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.diagnostics.loss_spike import SpikeDiagnostic
 from runwatch.models.findings import AnomalyKind
 
 
 def _matches(metric: str, base: str) -> bool:
     return metric == base or (metric.startswith(base) and metric[len(base)] == "/")
+
+
+_INF = float("inf")
 
 
 class LatencyConfig(DiagnosticConfig):
@@ -51,7 +54,7 @@ class LatencyConfig(DiagnosticConfig):
     abs_floor_ms: float = Field(default=1.0, ge=0.0)
 
 
-class LatencyDiagnostic(Diagnostic):
+class LatencyDiagnostic(SpikeDiagnostic):
     """Flags request latency far above its robust baseline.
 
     A robust z-score (EWMA mean / EWMA mean absolute deviation, the
@@ -59,22 +62,23 @@ class LatencyDiagnostic(Diagnostic):
     ``z_threshold`` for ``patience`` consecutive values, with the scale
     floored at ``abs_floor_ms`` and ``rel_floor`` x the baseline, and slow
     values winsorised before they enter the baseline, as in
-    :class:`~runwatch.models.diagnostics.loss_spike.LossSpikeDiagnostic`.
+    :class:`~runwatch.models.diagnostics.loss_spike.LossSpikeDiagnostic`
+    (the compiled :func:`~runwatch.models.kernels.robust_spike` kernel).
     This is the static-threshold-free latency SLO alert of the SRE book
     ("Monitoring distributed systems": alert on symptoms, latency) with a
     learned threshold.
 
     Examples
     --------
+    >>> from runwatch.models.block import MetricBlock
     >>> d = LatencyDiagnostic()
-    >>> h = d.handler("latency_ms/p99")
-    >>> quiet = [h(i, 0.0, 20.0 + (i % 5)) for i in range(100)]
-    >>> quiet.count(None)
-    100
-    >>> fs = [h(100 + i, 0.0, 80.0) for i in range(3)]
-    >>> fs[2].kind.name, fs[2].metric
-    ('LATENCY', 'latency_ms/p99')
-    >>> fs[2].explanation
+    >>> rows = [{"latency_ms/p99": 20.0 + (i % 5)} for i in range(100)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(100)), [0.0] * 100, rows))
+    []
+    >>> fs = d.observe_block(MetricBlock.from_rows([100, 101, 102], [0.0] * 3, [{"latency_ms/p99": 80.0}] * 3))
+    >>> [(f.step, f.kind.name, f.metric) for f in fs]
+    [(102, 'LATENCY', 'latency_ms/p99')]
+    >>> fs[0].explanation
     'latency_ms/p99 = 80 ms is 25.2 robust SDs above its baseline 22.76 ms (scale 2.28) for 3 consecutive values'
     """
 
@@ -84,23 +88,24 @@ class LatencyDiagnostic(Diagnostic):
     reference = "Robust (EWMA/MAD) z-score on latency; Google SRE book, 'Monitoring distributed systems'"
 
     config: LatencyConfig
-    observe_block = observe_columns  # per-metric state only
+    kind = AnomalyKind.LATENCY
+    unit = " ms"
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def watches(self, metric: str) -> bool:
+        return _matches(metric, self.config.metric)
+
+    def spike_params(self) -> tuple:
         cfg = self.config
-        if not _matches(metric, cfg.metric):
-            return None
-        return robust_spike_handler(
-            metric,
-            AnomalyKind.LATENCY,
-            alpha=cfg.alpha,
-            warmup=cfg.warmup,
-            z_threshold=cfg.z_threshold,
-            clip_z=cfg.clip_z,
-            rel_floor=cfg.rel_floor,
-            abs_floor=cfg.abs_floor_ms,
-            patience=cfg.patience,
-            unit=" ms",
+        return (
+            float(cfg.alpha),
+            int(cfg.warmup),
+            float(cfg.z_threshold),
+            float(cfg.clip_z),
+            float(cfg.rel_floor),
+            float(cfg.abs_floor_ms),
+            0.0,
+            -_INF,
+            int(cfg.patience),
         )
 
 
@@ -139,21 +144,23 @@ class ErrorRateConfig(DiagnosticConfig):
     clip_z: float = Field(default=3.0, gt=0.0)
 
 
-class ErrorRateDiagnostic(Diagnostic):
+class ErrorRateDiagnostic(SpikeDiagnostic):
     """Flags an error rate above its baseline and above an absolute minimum.
 
     Robust z-score against an EWMA / MAD baseline (winsorised, as in
-    :func:`~runwatch.models.diagnostics.loss_spike.robust_spike_handler`)
+    :class:`~runwatch.models.diagnostics.loss_spike.LossSpikeDiagnostic`;
+    the compiled :func:`~runwatch.models.kernels.robust_spike` kernel)
     and an absolute minimum rate, i.e. the "error budget burn" symptom alert
     of the Google SRE workbook with a learned baseline.
 
     Examples
     --------
+    >>> from runwatch.models.block import MetricBlock
     >>> d = ErrorRateDiagnostic()
-    >>> h = d.handler("error_rate")
-    >>> [h(i, 0.0, 0.0 if i % 4 else 0.01) for i in range(20)].count(None)
-    20
-    >>> f = h(20, 0.0, 0.12)
+    >>> rows = [{"error_rate": 0.0 if i % 4 else 0.01} for i in range(20)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(20)), [0.0] * 20, rows))
+    []
+    >>> (f,) = d.observe_block(MetricBlock.single(20, 0.0, {"error_rate": 0.12}))
     >>> f.kind.name, f.severity.name
     ('ERROR_RATE', 'CRITICAL')
     >>> f.explanation
@@ -166,19 +173,21 @@ class ErrorRateDiagnostic(Diagnostic):
     reference = "Robust (EWMA/MAD) z-score with a minimum rate; Google SRE workbook, alerting on SLOs"
 
     config: ErrorRateConfig
-    observe_block = observe_columns  # per-metric state only
+    kind = AnomalyKind.ERROR_RATE
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def watches(self, metric: str) -> bool:
+        return _matches(metric, self.config.metric)
+
+    def spike_params(self) -> tuple:
         cfg = self.config
-        if not _matches(metric, cfg.metric):
-            return None
-        return robust_spike_handler(
-            metric,
-            AnomalyKind.ERROR_RATE,
-            alpha=cfg.alpha,
-            warmup=cfg.warmup,
-            z_threshold=cfg.z_threshold,
-            clip_z=cfg.clip_z,
-            abs_floor=cfg.abs_floor,
-            min_value=cfg.min_rate,
+        return (
+            float(cfg.alpha),
+            int(cfg.warmup),
+            float(cfg.z_threshold),
+            float(cfg.clip_z),
+            0.0,
+            float(cfg.abs_floor),
+            0.0,
+            float(cfg.min_rate),
+            1,
         )

@@ -1,52 +1,17 @@
 """Predict divergence: the loss climbing exponentially before it becomes non-finite."""
 
-# ruff: noqa: PLR1730, FURB136  (hot path: a comparison costs ~1/8 of a min()/max() call)
-
 from __future__ import annotations
 
-import math
-
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import divergence, divergence_state, scratch
 
-
-def log_trend(steps: list[float], vals: list[float], end: int, size: int, m: int, floor: float) -> tuple[float, float]:
-    """Least-squares slope of ``log(max(v, floor))`` over step, and its R².
-
-    Fits the ``m`` newest points of the ring buffer ``(steps, vals)`` of
-    capacity ``size`` whose next write index is ``end``; x is the step
-    relative to the newest point, so large step numbers lose no precision.
-    O(m); callers evaluate it only when a cheap gate is open.
-
-    Examples
-    --------
-    >>> xs, ys = [0.0, 1.0, 2.0, 3.0], [1.0, math.e, math.e ** 2, math.e ** 3]
-    >>> slope, r2 = log_trend(xs, ys, 0, 4, 4, 1e-12)
-    >>> round(slope, 6), round(r2, 6)
-    (1.0, 1.0)
-    """
-    log = math.log
-    x0 = steps[(end - 1) % size]
-    sx = sy = sxx = sxy = syy = 0.0
-    for k in range(end - m, end):
-        j = k % size
-        x = steps[j] - x0
-        v = vals[j]
-        y = log(v if v > floor else floor)
-        sx += x
-        sy += y
-        sxx += x * x
-        sxy += x * y
-        syy += y * y
-    den_x = m * sxx - sx * sx
-    if m < 2 or den_x <= 0.0:
-        return 0.0, 0.0
-    num = m * sxy - sx * sy
-    den_y = m * syy - sy * sy
-    r2 = num * num / (den_x * den_y) if den_y > 0.0 else 0.0
-    return num / den_x, r2
+_NO_STEPS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0)
 
 
 class DivergenceConfig(DiagnosticConfig):
@@ -137,20 +102,22 @@ class DivergenceDiagnostic(Diagnostic):
 
     The quiet path is two EWMAs, a running minimum and a ring-buffer write;
     the O(window) fit runs only while the loss is ``ratio`` x above its
-    reference (on 3 of ~25,000 steps of healthy batch-16 digits runs).
+    reference (on 3 of ~25,000 steps of healthy batch-16 digits runs). Both
+    run in the compiled :func:`~runwatch.models.kernels.divergence` kernel,
+    which visits the loss and gradient-norm values of a block in the order
+    event-by-event feeding delivers them (by step; within a step, by metric
+    name).
 
     Examples
     --------
     >>> d = DivergenceDiagnostic()
-    >>> loss, grad = d.handler("loss"), d.handler("grad_norm")
-    >>> for step in range(40):  # healthy: loss decreasing
-    ...     assert grad(step, 0.0, 1.0) is None and loss(step, 0.0, 2.0 / (1 + 0.1 * step)) is None
-    >>> for step in range(40, 60):  # lr too high: loss and gradients grow 25 % per step
-    ...     g = grad(step, 0.0, 1.25 ** (step - 40))
-    ...     f = loss(step, 0.0, 0.4 * 1.25 ** (step - 40))
-    ...     if f is not None:
-    ...         break
-    >>> step, f.kind.name, f.severity.name
+    >>> healthy = [{"grad_norm": 1.0, "loss": 2.0 / (1 + 0.1 * step)} for step in range(40)]  # loss decreasing
+    >>> d.observe_block(MetricBlock.from_rows(list(range(40)), [0.0] * 40, healthy))
+    []
+    >>> # lr too high: loss and gradients grow 25 % per step
+    >>> climb = [{"grad_norm": 1.25 ** (step - 40), "loss": 0.4 * 1.25 ** (step - 40)} for step in range(40, 60)]
+    >>> f = d.observe_block(MetricBlock.from_rows(list(range(40, 60)), [0.0] * 20, climb))[0]
+    >>> f.step, f.kind.name, f.severity.name
     (50, 'DIVERGENCE_PREDICTED', 'CRITICAL')
     >>> f.explanation
     'loss rose 3.31x above its minimum over the last 8 steps (log-slope 0.22/step, R² 1.00); grad_norm grows too (log-slope 0.22/step); divergence likely'
@@ -168,123 +135,70 @@ class DivergenceDiagnostic(Diagnostic):
 
     def __init__(self, config: DivergenceConfig | None = None) -> None:
         super().__init__(config)
-        w = self.config.window
-        self._g_steps = [0.0] * w
-        self._g_vals = [0.0] * w
-        self._g_end = 0  # next write index; also the number of writes
-
-    def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
-        if metric == cfg.grad_metric:
-            return self._grad_handler()
-        if metric == cfg.loss_metric:
-            return self._loss_handler(metric)
-        return None
+        self._state = divergence_state(cfg.window)
+        self._params = (
+            int(cfg.window),
+            float(cfg.alpha),
+            float(cfg.baseline_alpha),
+            float(cfg.ratio),
+            int(cfg.warmup),
+            int(cfg.min_points),
+            float(cfg.min_log_slope),
+            float(cfg.min_r2),
+            int(cfg.patience),
+            float(cfg.level_floor),
+            float(cfg.grad_min_log_slope),
+        )
+        self._loss_first = cfg.loss_metric < cfg.grad_metric
 
-    def _grad_handler(self) -> MetricHandler:
-        w = self.config.window
-        steps, vals = self._g_steps, self._g_vals
-        me = self
+    def watches(self, metric: str) -> bool:
+        return metric in (self.config.loss_metric, self.config.grad_metric)
 
-        def grad(step: int, wall_time: float, value: float) -> None:
-            if value - value != 0.0:
-                return
-            j = me._g_end
-            steps[j % w] = step
-            vals[j % w] = value
-            me._g_end = j + 1
-
-        return grad
-
-    def _loss_handler(self, metric: str) -> MetricHandler:
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
         cfg = self.config
-        w, alpha, ratio, warmup, patience = cfg.window, cfg.alpha, cfg.ratio, cfg.warmup, cfg.patience
-        alpha2 = cfg.baseline_alpha
-        min_points, min_slope, min_r2 = cfg.min_points, cfg.min_log_slope, cfg.min_r2
-        level_floor, g_min_slope = cfg.level_floor, cfg.grad_min_log_slope
-        g_steps, g_vals = self._g_steps, self._g_vals
-        grad_metric = cfg.grad_metric
-        steps = [0.0] * w
-        vals = [0.0] * w
-        me = self
-        end = 0  # ring write index == number of finite values seen
-        s = 0.0  # smoothed loss
-        s2 = 0.0  # slowly smoothed loss, whose running minimum is the reference
-        s_min = 0.0
-        peak = 0.0
-        since_min = 0
-        rising = 0  # consecutive increases of the smoothed loss
-        hits = 0
+        cols = block.columns
+        grad = cols.get(cfg.grad_metric)
+        loss = cols.get(cfg.loss_metric) if cfg.loss_metric != cfg.grad_metric else None
+        if loss is None and grad is None:
+            return []
+        aligned = loss is not None and grad is not None and loss.steps is grad.steps
+        out = scratch(len(loss) if loss is not None else 0)
+        nf = divergence(
+            *((loss.steps, loss.values) if loss is not None else (_NO_STEPS, _NO_VALUES)),
+            *((grad.steps, grad.values) if grad is not None else (_NO_STEPS, _NO_VALUES)),
+            self._loss_first,
+            aligned,
+            self._state,
+            *self._params,
+            out,
+        )
+        if not nf:
+            return []
+        return [self._finding(loss, row) for row in out[:nf].tolist()]
 
-        def loss(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal end, s, s2, s_min, peak, since_min, rising, hits
-            if value - value != 0.0:
-                return None
-            j = end % w
-            steps[j] = step
-            vals[j] = value
-            end += 1
-            if end == 1:
-                s = s2 = s_min = peak = value
-                return None
-            prev = s
-            s += alpha * (value - s)
-            s2 += alpha2 * (value - s2)
-            rising = rising + 1 if s > prev else 0
-            if s2 < s_min:
-                s_min = s2
-                since_min = 0
-            else:
-                since_min += 1
-            if end <= warmup and s > peak:
-                peak = s  # the initial level; frozen after warm-up so a divergence cannot raise it
-            ref = level_floor * peak
-            if ref < s_min:
-                ref = s_min
-            if end <= warmup or s < ratio * ref or ref <= 0.0:
-                hits = 0
-                return None
-            # Gate open: the smoothed loss is `ratio` x above its minimum. Fit the climb, over
-            # the points since the minimum and over the current uninterrupted rise.
-            floor = level_floor * peak if level_floor * peak > 1e-30 else 1e-30
-            m = min(max(since_min + 1, min_points), w, end)
-            slope, r2 = log_trend(steps, vals, end, w, m, floor)
-            if (slope < min_slope or r2 < min_r2) and rising >= min_points and rising + 1 < m:
-                m = rising + 1
-                slope, r2 = log_trend(steps, vals, end, w, m, floor)
-            g_slope = g_r2 = 0.0
-            g_end = me._g_end
-            if g_end >= min_points:
-                gm = min(m, g_end)
-                g_slope, g_r2 = log_trend(g_steps, g_vals, g_end, w, gm, 1e-30)
-            loss_climbs = slope >= min_slope and r2 >= min_r2
-            grad_climbs = g_slope >= g_min_slope and g_r2 >= min_r2
-            if not (loss_climbs or grad_climbs):
-                hits = 0
-                return None
-            hits += 1
-            if hits < patience:
-                return None
-            span = step - steps[(end - m) % w]
-            x = s / ref
-            parts = [f"{metric} rose {x:.3g}x above its minimum over the last {span:.0f} steps"]
-            if loss_climbs:
-                parts[0] += f" (log-slope {slope:.2f}/step, R² {r2:.2f})"
-            if grad_climbs:
-                parts.append(
-                    f"{grad_metric} grows {'too' if loss_climbs else 'exponentially'} (log-slope {g_slope:.2f}/step)"
-                )
-            parts.append("divergence likely")
-            both = loss_climbs and grad_climbs
-            return Finding(
-                AnomalyKind.DIVERGENCE_PREDICTED,
-                Severity.CRITICAL if both else Severity.ERROR,
-                score=x * (2.0 if both else 1.0),
-                step=step,
-                metric=metric,
-                explanation="; ".join(parts),
-                related=(grad_metric,) if grad_climbs else (),
-                key=metric,
+    def _finding(self, col: Column, row: list[float]) -> Finding:
+        i = int(row[0])
+        slope, r2, g_slope, span, x = row[1], row[2], row[3], row[4], row[5]
+        loss_climbs, grad_climbs = row[6] != 0.0, row[7] != 0.0
+        metric, grad_metric = self.config.loss_metric, self.config.grad_metric
+        parts = [f"{metric} rose {x:.3g}x above its minimum over the last {span:.0f} steps"]
+        if loss_climbs:
+            parts[0] += f" (log-slope {slope:.2f}/step, R² {r2:.2f})"
+        if grad_climbs:
+            parts.append(
+                f"{grad_metric} grows {'too' if loss_climbs else 'exponentially'} (log-slope {g_slope:.2f}/step)"
             )
-
-        return loss
+        parts.append("divergence likely")
+        both = loss_climbs and grad_climbs
+        return Finding(
+            AnomalyKind.DIVERGENCE_PREDICTED,
+            Severity.CRITICAL if both else Severity.ERROR,
+            score=x * (2.0 if both else 1.0),
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation="; ".join(parts),
+            related=(grad_metric,) if grad_climbs else (),
+            key=metric,
+            wall_time=float(col.wall_times[i]),
+        )

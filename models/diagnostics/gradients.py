@@ -1,17 +1,22 @@
 """Gradient health: exploding and vanishing gradients, weight-update ratios."""
 
-# ruff: noqa: PLR1730  (hot path: a comparison costs ~1/8 of a min()/max() call)
-
 from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.divergence import log_trend
-from runwatch.models.diagnostics.loss_spike import MAD_TO_SIGMA, Streak, observe_columns, severity_for
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
+from runwatch.models.diagnostics.loss_spike import ColumnsDiagnostic, MetricTable, gather, selected_names, severity_for
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import (
+    exploding_gradient,
+    exploding_state,
+    scratch,
+    update_ratio,
+    vanishing_gradient,
+    vanishing_top,
+)
 
 
 def layer_of(metric: str, prefix: str) -> str:
@@ -77,7 +82,7 @@ class ExplodingGradientConfig(DiagnosticConfig):
     clip_ratio: float = Field(default=3.0, gt=1.0)
 
 
-class ExplodingGradientDiagnostic(Diagnostic):
+class ExplodingGradientDiagnostic(ColumnsDiagnostic):
     """Flags gradient norms that explode, globally or per layer.
 
     Two signatures, both measured against the norm's own history:
@@ -94,14 +99,17 @@ class ExplodingGradientDiagnostic(Diagnostic):
       scale).
 
     ``finding.key`` is the metric, so each layer is its own incident.
+    Per-value work runs in the compiled
+    :func:`~runwatch.models.kernels.exploding_gradient` kernel, one state
+    per metric.
 
     Examples
     --------
     >>> d = ExplodingGradientDiagnostic()
-    >>> h = d.handler("grad_norm/fc1")
-    >>> [h(i, 0.0, 1.0 + 0.1 * (i % 3)) for i in range(30)].count(None)
-    30
-    >>> f = h(30, 0.0, 50.0)
+    >>> rows = [{"grad_norm/fc1": 1.0 + 0.1 * (i % 3)} for i in range(30)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(30)), [0.0] * 30, rows))
+    []
+    >>> (f,) = d.observe_block(MetricBlock.single(30, 0.0, {"grad_norm/fc1": 50.0}))
     >>> f.kind.name, f.layer, f.severity.name
     ('EXPLODING_GRADIENT', 'fc1', 'CRITICAL')
     >>> f.explanation
@@ -114,80 +122,65 @@ class ExplodingGradientDiagnostic(Diagnostic):
     reference = "Pascanu, Mikolov & Bengio 2013, On the difficulty of training RNNs (gradient-norm explosion)"
 
     config: ExplodingGradientConfig
-    observe_block = observe_columns  # per-metric state only
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def __init__(self, config: ExplodingGradientConfig | None = None) -> None:
+        super().__init__(config)
         cfg = self.config
-        base = cfg.metric
-        if metric != base and not metric.startswith(base + "/"):
-            return None
-        layer = layer_of(metric, base + "/")
-        alpha, warmup, z_thr = cfg.alpha, cfg.warmup, cfg.z_threshold
-        spike_ratio, growth_ratio, clip = cfg.spike_ratio, cfg.growth_ratio, cfg.clip_ratio
-        m, min_slope, min_r2 = cfg.growth_points, cfg.min_log_slope, cfg.min_r2
-        steps = [0.0] * m
-        vals = [0.0] * m
-        end = 0
-        mean = mad = peak = 0.0
+        self._params = (
+            int(cfg.growth_points),
+            float(cfg.alpha),
+            int(cfg.warmup),
+            float(cfg.z_threshold),
+            float(cfg.spike_ratio),
+            float(cfg.growth_ratio),
+            float(cfg.min_log_slope),
+            float(cfg.min_r2),
+            float(cfg.clip_ratio),
+        )
 
-        def exploding(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal end, mean, mad, peak
-            if value - value != 0.0 or value < 0.0:
-                return None
-            j = end % m
-            steps[j] = step
-            vals[j] = value
-            end += 1
-            if end == 1:
-                mean = peak = value
-                return None
-            typical = peak
-            x = value if value <= clip * mean or mean <= 0.0 else clip * mean
-            dev = x - mean
-            mad += alpha * ((dev if dev >= 0.0 else -dev) - mad)
-            mean += alpha * dev
-            if mean > peak:
-                peak = mean
-            if end <= warmup or value < growth_ratio * typical or typical <= 0.0:
-                return None
-            # Rare path: the norm is several times anything typical so far.
-            ratio = value / typical
-            if ratio >= spike_ratio:
-                scale = max(MAD_TO_SIGMA * mad, 0.1 * typical)
-                z = (value - typical) / scale
-                if z >= z_thr:
-                    return Finding(
-                        AnomalyKind.EXPLODING_GRADIENT,
-                        severity_for(ratio, spike_ratio / 2.0),
-                        score=ratio,
-                        step=step,
-                        metric=metric,
-                        explanation=(
-                            f"{metric} = {value:.4g} is {ratio:.3g}x its peak typical level "
-                            f"{typical:.3g} (robust z {z:.3g})"
-                        ),
-                        layer=layer,
-                    )
-            if end < m:
-                return None
-            slope, r2 = log_trend(steps, vals, end, m, m, 1e-30)
-            if slope < min_slope or r2 < min_r2:
-                return None
-            span = step - steps[end % m]
-            return Finding(
-                AnomalyKind.EXPLODING_GRADIENT,
-                Severity.ERROR if ratio >= spike_ratio else Severity.WARNING,
-                score=ratio,
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"{metric} grew exponentially to {value:.4g}, {ratio:.3g}x its peak typical level "
-                    f"{typical:.3g} (log-slope {slope:.2f}/step over {span:.0f} steps, R² {r2:.2f})"
-                ),
-                layer=layer,
+    def watches(self, metric: str) -> bool:
+        base = self.config.metric
+        return metric == base or metric.startswith(base + "/")
+
+    def initial_state(self) -> np.ndarray:
+        return exploding_state(self.config.growth_points)
+
+    def run_kernel(
+        self,
+        steps: np.ndarray,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        aligned: bool,
+        rows: np.ndarray,
+        states: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        return exploding_gradient(steps, values, offsets, aligned, rows, states, *self._params, out)
+
+    def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        ratio, typical = row[3], row[4]
+        value = float(col.values[i])
+        spike_ratio = self.config.spike_ratio
+        if row[2] == 0.0:
+            severity = severity_for(ratio, spike_ratio / 2.0)
+            text = f"{metric} = {value:.4g} is {ratio:.3g}x its peak typical level {typical:.3g} (robust z {row[5]:.3g})"
+        else:
+            severity = Severity.ERROR if ratio >= spike_ratio else Severity.WARNING
+            text = (
+                f"{metric} grew exponentially to {value:.4g}, {ratio:.3g}x its peak typical level "
+                f"{typical:.3g} (log-slope {row[6]:.2f}/step over {row[8]:.0f} steps, R² {row[7]:.2f})"
             )
-
-        return exploding
+        return Finding(
+            AnomalyKind.EXPLODING_GRADIENT,
+            severity,
+            score=ratio,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=text,
+            layer=layer_of(metric, self.config.metric + "/"),
+            wall_time=float(col.wall_times[i]),
+        )
 
 
 class VanishingGradientConfig(DiagnosticConfig):
@@ -222,17 +215,6 @@ class VanishingGradientConfig(DiagnosticConfig):
     warmup: int = Field(default=5, ge=0)
 
 
-class _StepMax:
-    """Largest per-layer value of the current step, and of the previous one."""
-
-    __slots__ = ("cur", "cur_name", "prev", "prev_name", "step")
-
-    def __init__(self) -> None:
-        self.step = None
-        self.cur = self.prev = 0.0
-        self.cur_name = self.prev_name = ""
-
-
 class VanishingGradientDiagnostic(Diagnostic):
     """Flags layers whose gradients vanish, absolutely or relative to the others.
 
@@ -244,15 +226,20 @@ class VanishingGradientDiagnostic(Diagnostic):
     below ``ratio`` x the largest layer norm. The largest norm of a step is
     only known once all its layers arrived, so a layer is compared with the
     larger of the running maximum of its own step and the previous step's
-    maximum. Either test must hold for ``patience`` consecutive observations.
+    maximum (values of one step are taken in metric-name order, as they
+    arrive when events are fed one by one). Either test must hold for
+    ``patience`` consecutive observations. Per-value work runs in the
+    compiled :func:`~runwatch.models.kernels.vanishing_gradient` kernel over
+    all layers of a block at once.
 
     Examples
     --------
     >>> d = VanishingGradientDiagnostic(VanishingGradientConfig(patience=3, warmup=0))
-    >>> early, late = d.handler("grad_norm/fc1"), d.handler("grad_norm/fc9")
-    >>> for step in range(5):
-    ...     f = early(step, 0.0, 3e-9)
-    ...     _ = late(step, 0.0, 0.3)
+    >>> rows = [{"grad_norm/fc1": 3e-9, "grad_norm/fc9": 0.3} for step in range(5)]
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(5)), [0.0] * 5, rows))
+    >>> [f.step for f in fs]
+    [2, 3, 4]
+    >>> f = fs[-1]
     >>> f.kind.name, f.layer, f.key
     ('VANISHING_GRADIENT', 'fc1', 'grad_norm/fc1')
     >>> f.explanation
@@ -268,56 +255,56 @@ class VanishingGradientDiagnostic(Diagnostic):
 
     def __init__(self, config: VanishingGradientConfig | None = None) -> None:
         super().__init__(config)
-        self._max = _StepMax()
-
-    def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
-        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
-            return None
-        layer = metric[len(cfg.prefix) :]
-        abs_thr, rel, patience, warmup = cfg.abs_threshold, cfg.ratio, cfg.patience, cfg.warmup
-        top = self._max
-        n = 0
-        run = 0
+        self._params = (float(cfg.abs_threshold), float(cfg.ratio), int(cfg.patience), int(cfg.warmup))
+        self._top = vanishing_top()
+        self._layers = MetricTable(np.zeros(2))  # per layer: observations, streak
 
-        def vanishing(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal n, run
-            if value - value != 0.0 or value < 0.0:
-                return None
-            if step != top.step:
-                if top.step is not None:
-                    top.prev, top.prev_name = top.cur, top.cur_name
-                top.step, top.cur, top.cur_name = step, value, layer
-            elif value > top.cur:
-                top.cur, top.cur_name = value, layer
-            ref, ref_name = (top.cur, top.cur_name) if top.cur >= top.prev else (top.prev, top.prev_name)
-            n += 1
-            if value >= abs_thr and value >= rel * ref:
-                run = 0
-                return None
-            run += 1
-            if run < patience or n <= warmup:
-                return None
-            frac = value / ref if ref > 0.0 else 0.0
-            why = [f"{metric} = {value:.3g}"]
-            if ref > 0.0:
-                why.append(f"is {frac:.3g} of the largest layer norm ({ref_name}: {ref:.3g})")
-            why.append(f"for {run} steps")
-            text = " ".join(why)
-            if value < abs_thr:
-                text += f"; below the {abs_thr:.3g} floor"
-            return Finding(
-                AnomalyKind.VANISHING_GRADIENT,
-                Severity.ERROR if value < abs_thr else Severity.WARNING,
-                score=(1.0 / frac) if frac > 0.0 else 1e12,
-                step=step,
-                metric=metric,
-                explanation=text,
-                layer=layer,
-                key=metric,
-            )
+    def watches(self, metric: str) -> bool:
+        prefix = self.config.prefix
+        return metric.startswith(prefix) and len(metric) > len(prefix)
 
-        return vanishing
+    def _layer(self, metric: str) -> str:
+        return metric[len(self.config.prefix) :]
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        names = selected_names(self, block)
+        if not names:
+            return []
+        table = self._layers
+        ids = table.rows_for(names, self._layer)
+        cols = [block.columns[name] for name in names]
+        steps, values, offsets, aligned = gather(cols)
+        out = scratch(len(values))
+        nf = vanishing_gradient(steps, values, offsets, aligned, ids, table.state, self._top, *self._params, out)
+        if not nf:
+            return []
+        return [self._finding(names[int(row[0])], cols[int(row[0])], row) for row in out[:nf].tolist()]
+
+    def _finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        value, ref, run = row[2], row[3], int(row[5])
+        abs_thr = self.config.abs_threshold
+        frac = value / ref if ref > 0.0 else 0.0
+        why = [f"{metric} = {value:.3g}"]
+        if ref > 0.0:
+            ref_name = self._layers.labels[int(row[4])] if row[4] >= 0.0 else ""
+            why.append(f"is {frac:.3g} of the largest layer norm ({ref_name}: {ref:.3g})")
+        why.append(f"for {run} steps")
+        text = " ".join(why)
+        if value < abs_thr:
+            text += f"; below the {abs_thr:.3g} floor"
+        return Finding(
+            AnomalyKind.VANISHING_GRADIENT,
+            Severity.ERROR if value < abs_thr else Severity.WARNING,
+            score=(1.0 / frac) if frac > 0.0 else 1e12,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=text,
+            layer=self._layer(metric),
+            key=metric,
+            wall_time=float(col.wall_times[i]),
+        )
 
 
 class UpdateRatioConfig(DiagnosticConfig):
@@ -354,14 +341,6 @@ class UpdateRatioConfig(DiagnosticConfig):
     lr_annealed_fraction: float = Field(default=1e-3, ge=0.0, lt=1.0)
 
 
-class _Lr:
-    __slots__ = ("now", "peak")
-
-    def __init__(self) -> None:
-        self.now = -1.0  # unknown
-        self.peak = 0.0
-
-
 class UpdateRatioDiagnostic(Diagnostic):
     """Flags layers whose weight updates are far too large or too small.
 
@@ -370,13 +349,19 @@ class UpdateRatioDiagnostic(Diagnostic):
     should stay between ``small_threshold`` (1e-8) and ``large_threshold``
     (10); a well-tuned optimiser typically sits near 1e-3 (Karpathy's "ratio
     of updates to weights" heuristic). The small test is suspended while a
-    logged learning rate is annealed to (almost) zero.
+    logged learning rate is annealed to (almost) zero (the learning rate of
+    a step counts for the layers whose names sort after it, as when events
+    are fed one by one). Per-value work runs in the compiled
+    :func:`~runwatch.models.kernels.update_ratio` kernel over all layers of a
+    block at once.
 
     Examples
     --------
     >>> d = UpdateRatioDiagnostic()
-    >>> h = d.handler("update_ratio/fc2")
-    >>> fs = [h(i, 0.0, 1e-3 if i < 20 else 0.0) for i in range(25)]
+    >>> rows = [{"update_ratio/fc2": 1e-3 if i < 20 else 0.0} for i in range(25)]
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(25)), [0.0] * 25, rows))
+    >>> [f.step for f in fs]
+    [22, 23, 24]
     >>> f = fs[-1]
     >>> f.kind.name, f.layer, f.severity.name
     ('UPDATE_RATIO', 'fc2', 'WARNING')
@@ -393,92 +378,67 @@ class UpdateRatioDiagnostic(Diagnostic):
 
     def __init__(self, config: UpdateRatioConfig | None = None) -> None:
         super().__init__(config)
-        self._lr = _Lr()
-        self._streaks: dict[str, Streak] = {}
+        cfg = self.config
+        self._params = (
+            float(cfg.large_threshold),
+            float(cfg.small_threshold),
+            int(cfg.warmup),
+            int(cfg.patience),
+            float(cfg.lr_annealed_fraction),
+        )
+        self._lr = np.array([-1.0, 0.0])  # latest learning rate (-1: unknown), its peak
+        self._layers = MetricTable(np.zeros(2))  # per layer: observations, streak
+
+    def watches(self, metric: str) -> bool:
+        cfg = self.config
+        return metric == cfg.lr_metric or (metric.startswith(cfg.prefix) and len(metric) > len(cfg.prefix))
+
+    def _layer(self, metric: str) -> str | None:
+        return None if metric == self.config.lr_metric else metric[len(self.config.prefix) :]
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
-        """Value by value only if some ratio leaves ``[small, large]``; else a few array operations."""
-        if len(block) < 16:  # numpy calls cost more than a few handler calls
-            return super().observe_block(block)
-        cols = self.select(block)
-        cfg = self.config
-        small, large = cfg.small_threshold, cfg.large_threshold
-        for name, col in cols:
-            if name != cfg.lr_metric and ((col.values < small) | (col.values > large)).any():
-                return super().observe_block(block)  # steps interleaved: the lr explains small updates
-        lr = self._lr
-        for name, col in cols:
-            finite = col.values[np.isfinite(col.values)]
-            if not len(finite):
-                continue
-            if name == cfg.lr_metric:
-                lr.now = float(finite[-1])
-                lr.peak = max(lr.peak, float(finite.max()))
-            else:
-                streak = self._streaks[name]
-                streak.n += len(finite)
-                streak.run = 0
-        return []
+        names = selected_names(self, block)
+        if not names:
+            return []
+        table = self._layers
+        ids = table.rows_for(names, self._layer)
+        cols = [block.columns[name] for name in names]
+        steps, values, offsets, aligned = gather(cols)
+        out = scratch(len(values))
+        nf = update_ratio(steps, values, offsets, aligned, ids, table.state, self._lr, *self._params, out)
+        if not nf:
+            return []
+        return [self._finding(names[int(row[0])], cols[int(row[0])], row) for row in out[:nf].tolist()]
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def _finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        value, run = row[2], int(row[3])
         cfg = self.config
-        if metric == cfg.lr_metric:
-            return self._lr_handler()
-        if not metric.startswith(cfg.prefix) or len(metric) == len(cfg.prefix):
-            return None
+        large, small = cfg.large_threshold, cfg.small_threshold
         layer = metric[len(cfg.prefix) :]
-        large, small, warmup, patience = cfg.large_threshold, cfg.small_threshold, cfg.warmup, cfg.patience
-        annealed = cfg.lr_annealed_fraction
-        lr = self._lr
-        st = self._streaks[metric] = Streak()
-
-        def update_ratio(step: int, wall_time: float, value: float) -> Finding | None:
-            if value - value != 0.0:
-                return None
-            st.n += 1
-            if small <= value <= large or st.n <= warmup:
-                st.run = 0
-                return None
-            if value < small and 0.0 <= lr.now <= annealed * lr.peak:
-                st.run = 0  # the schedule explains it
-                return None
-            run = st.run = st.run + 1
-            if run < patience:
-                return None
-            if value > large:
-                return Finding(
-                    AnomalyKind.UPDATE_RATIO,
-                    Severity.ERROR,
-                    score=value / large,
-                    step=step,
-                    metric=metric,
-                    explanation=(
-                        f"{metric} = {value:.3g} > {large:.3g} for {run} steps: each update is "
-                        f"larger than {layer}'s weights; lower the learning rate"
-                    ),
-                    layer=layer,
-                    key=metric,
-                )
+        if value > large:
             return Finding(
                 AnomalyKind.UPDATE_RATIO,
-                Severity.WARNING,
-                score=small / value if value > 0.0 else 1e12,
-                step=step,
+                Severity.ERROR,
+                score=value / large,
+                step=int(col.steps[i]),
                 metric=metric,
-                explanation=f"{metric} = {value:.3g} < {small:.3g} for {run} steps: {layer} is not being updated",
+                explanation=(
+                    f"{metric} = {value:.3g} > {large:.3g} for {run} steps: each update is "
+                    f"larger than {layer}'s weights; lower the learning rate"
+                ),
                 layer=layer,
                 key=metric,
+                wall_time=float(col.wall_times[i]),
             )
-
-        return update_ratio
-
-    def _lr_handler(self) -> MetricHandler:
-        lr = self._lr
-
-        def record_lr(step: int, wall_time: float, value: float) -> None:
-            if value - value == 0.0:
-                lr.now = value
-                if value > lr.peak:
-                    lr.peak = value
-
-        return record_lr
+        return Finding(
+            AnomalyKind.UPDATE_RATIO,
+            Severity.WARNING,
+            score=small / value if value > 0.0 else 1e12,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=f"{metric} = {value:.3g} < {small:.3g} for {run} steps: {layer} is not being updated",
+            layer=layer,
+            key=metric,
+            wall_time=float(col.wall_times[i]),
+        )

@@ -1,22 +1,43 @@
 """Sudden upward spikes of the training loss (robust z-score against an EWMA baseline).
 
-Also home of the small building blocks the other diagnostics share: the
-robust spike closure (latency, error rate), severity from a score, a streak
-counter, and the column-wise block path for per-metric handlers.
+Also home of the small building blocks the other diagnostics share: severity
+from a score, column selection memoised per set of metric names, gathering a
+block's watched columns for one kernel call, per-metric kernel state
+(:class:`MetricTable`), the base of diagnostics with independent state per
+metric (:class:`ColumnsDiagnostic`) and the robust-spike diagnostic base
+(latency, error rate) over the compiled
+:func:`~runwatch.models.kernels.robust_spike` kernel.
 """
-
-# ruff: noqa: PLR1730  (hot path: a comparison costs ~1/8 of a min()/max() call)
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.block import MetricBlock
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import MAD_TO_SIGMA, robust_spike, scratch, spike_state
 
-MAD_TO_SIGMA = 1.2533
-"""Gaussian sigma per unit of mean absolute deviation (sqrt(pi/2)), as in :class:`EwmStats`."""
+__all__ = [
+    "MAD_TO_SIGMA",
+    "ColumnsDiagnostic",
+    "LossSpikeConfig",
+    "LossSpikeDiagnostic",
+    "MetricTable",
+    "SpikeDiagnostic",
+    "by_step",
+    "gather",
+    "names_id",
+    "select_columns",
+    "selected_names",
+    "severity_for",
+]
 
 
 def severity_for(z: float, threshold: float) -> Severity:
@@ -34,151 +55,270 @@ def severity_for(z: float, threshold: float) -> Severity:
     return Severity.WARNING
 
 
-class Streak:
-    """Finite observations seen (``n``) and the current run of consecutive hits (``run``)."""
-
-    __slots__ = ("n", "run")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.run = 0
+_last_block: tuple[object, int, int] = (None, -1, 0)  # columns of the last block seen, id of its names, count
+_name_sets: dict[tuple[str, ...], int] = {}
+_new_id = itertools.count()
 
 
-def observe_columns(diag: Diagnostic, block: MetricBlock) -> list[Finding]:
-    """Block path for diagnostics whose handlers keep per-metric state only.
+def names_id(block: MetricBlock) -> int:
+    """An id of the block's metric names (in column order), computed once per block for all diagnostics.
 
-    Feeds each watched column to its handler in one pass, then orders the
-    findings by step. Equivalent to :meth:`Diagnostic.observe_block` (which
-    interleaves all watched columns by step, as diagnostics with state shared
-    across metrics need) but without building and sorting one tuple per value.
+    Every diagnostic of a run looks at the same block in turn: the first
+    builds the name tuple and looks up its id, the others find the block's
+    columns in a one-entry memo (which keeps the last block's columns alive
+    until the next block, so an identity match cannot be a recycled object).
 
     Examples
     --------
-    >>> d = LossSpikeDiagnostic(LossSpikeConfig(metrics=("loss", "aux_loss"), warmup=5))
-    >>> rows = [{"loss": 1.0 + 0.01 * (i % 2), "aux_loss": 0.5} for i in range(20)] + [{"loss": 1.0, "aux_loss": 5.0}]
-    >>> block = MetricBlock.from_rows(list(range(21)), [0.0] * 21, rows)
-    >>> [(f.metric, f.step) for f in observe_columns(d, block)]
-    [('aux_loss', 20)]
+    >>> a = MetricBlock.single(1, 0.0, {"loss": 1.0, "lr": 0.1})
+    >>> names_id(a) == names_id(MetricBlock.single(2, 0.0, {"loss": 0.9, "lr": 0.1})) != names_id(
+    ...     MetricBlock.single(3, 0.0, {"loss": 0.8}))
+    True
     """
-    findings: list[Finding] = []
-    for name, col in diag.select(block):
-        handle = diag._handler_for(name)
-        if handle is None:
-            continue
-        for step, wall_time, value in zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist()):
-            f = handle(step, wall_time, value)
-            if f is not None:
-                findings.append(f)
+    global _last_block
+    cols = block.columns
+    last = _last_block
+    if last[0] is cols and last[2] == len(cols):
+        return last[1]
+    key = tuple(cols)
+    i = _name_sets.get(key)
+    if i is None:
+        if len(_name_sets) >= 4096:  # ids stay unique: stale ones only miss in the diagnostics' memos
+            _name_sets.clear()
+        i = _name_sets[key] = next(_new_id)
+    _last_block = (cols, i, len(cols))
+    return i
+
+
+def selected_names(diag: Diagnostic, block: MetricBlock) -> tuple[str, ...]:
+    """Names of the block's columns ``diag`` watches, in name order, memoised by the block's metric names.
+
+    The same as the names of ``diag.select(block)``. Consecutive blocks of a
+    run nearly always carry the same metrics, so the scan over every name
+    runs once per distinct set of names (:func:`names_id`), not once per
+    block.
+
+    Examples
+    --------
+    >>> d = LossSpikeDiagnostic(LossSpikeConfig(metrics=("loss", "aux_loss")))
+    >>> selected_names(d, MetricBlock.from_rows([1], [0.0], [{"loss": 1.0, "lr": 0.1, "aux_loss": 0.5}]))
+    ('aux_loss', 'loss')
+    """
+    key = names_id(block)
+    try:
+        cache = diag._selected  # type: ignore[attr-defined]
+    except AttributeError:
+        cache = diag._selected = {}  # type: ignore[attr-defined]
+    names = cache.get(key)
+    if names is None:
+        if len(cache) >= 64:  # a run whose metric sets keep changing: do not grow without bound
+            cache.clear()
+        names = cache[key] = tuple(name for name, _ in Diagnostic.select(diag, block))
+    return names
+
+
+def select_columns(diag: Diagnostic, block: MetricBlock) -> list[tuple[str, Column]]:
+    """``diag.select(block)``: the watched ``(name, column)`` pairs in name order, via :func:`selected_names`."""
+    cols = block.columns
+    return [(name, cols[name]) for name in selected_names(diag, block)]
+
+
+def by_step(findings: list[Finding]) -> list[Finding]:
+    """Sort per-column findings by step (stable: equal steps keep metric-name order)."""
     if len(findings) > 1:
         findings.sort(key=lambda f: f.step)
     return findings
 
 
-def robust_spike_handler(
-    metric: str,
-    kind: AnomalyKind,
-    *,
-    alpha: float,
-    warmup: int,
-    z_threshold: float,
-    clip_z: float,
-    rel_floor: float = 0.0,
-    abs_floor: float = 0.0,
-    level_floor: float = 0.0,
-    min_value: float = float("-inf"),
-    patience: int = 1,
-    unit: str = "",
-    layer: str = "",
-) -> MetricHandler:
-    """Closure scoring upward spikes of one metric against an EWMA / MAD baseline.
+def gather(cols: list[Column]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Concatenate columns for one kernel call: ``(steps, values, offsets, aligned)``.
 
-    The baseline is the estimator of :class:`runwatch.models.stats.EwmStats`
-    (EWMA mean, EWMA mean absolute deviation, robust scale ``1.2533 * mad``),
-    inlined so the quiet path is a handful of float operations. The robust
-    scale is floored at ``max(abs_floor, rel_floor * |mean|, level_floor *
-    peak)`` where ``peak`` is the highest baseline mean seen so far: a
-    near-constant series does not fire on tiny wiggles, and a series that has
-    converged far below its starting level (a loss near zero) does not fire on
-    wiggles that are large only relative to its tiny current value.
-
-    A value above ``mean + clip_z * scale`` updates the baseline as if it were
-    exactly at that bound (winsorised), so a spike is not absorbed at full
-    weight and cannot hide the next one; downward moves are absorbed at full
-    weight so the baseline keeps up with an improving loss.
-
-    The handler fires once at least ``warmup`` finite values were seen, while
-    ``z >= z_threshold`` and ``value >= min_value`` have held for ``patience``
-    consecutive values. Non-finite values are ignored.
+    ``offsets`` (length ``len(cols) + 1``) delimits the columns in
+    ``values``. When every column comes from every event of the block (they
+    share one step array) the columns are *aligned* and ``steps`` is that
+    array; otherwise it is the concatenation of the columns' steps (see
+    :func:`~runwatch.models.kernels.merge_order`).
 
     Examples
     --------
-    >>> h = robust_spike_handler("loss", AnomalyKind.LOSS_SPIKE, alpha=0.1, warmup=5,
-    ...                          z_threshold=6.0, clip_z=3.0, rel_floor=0.05)
-    >>> [h(i, 0.0, 1.0 + 0.01 * (i % 3)) for i in range(10)].count(None)
-    10
-    >>> f = h(10, 0.0, 3.0)
-    >>> f.kind.name, round(f.score, 1)
-    ('LOSS_SPIKE', 39.6)
+    >>> b = MetricBlock.from_rows([1, 2], [0.0, 0.0], [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}])
+    >>> steps, values, offsets, aligned = gather([b.columns["a"], b.columns["b"]])
+    >>> steps.tolist(), values.tolist(), offsets.tolist(), aligned
+    ([1, 2], [1.0, 3.0, 2.0, 4.0], [0, 2, 4], True)
     """
-    mean = 0.0
-    mad = 0.0
-    peak = float("-inf")
-    n = 0
-    run = 0
-    inf = float("inf")
+    first = cols[0]
+    k, n = len(cols), len(first)
+    s0 = first.steps
+    for c in cols:
+        if c.steps is not s0:
+            break
+    else:
+        offsets = _aligned_offsets.get((k, n))
+        if offsets is None:
+            if len(_aligned_offsets) >= 256:
+                _aligned_offsets.clear()
+            offsets = _aligned_offsets[k, n] = np.arange(k + 1, dtype=np.int64) * n  # never written to
+        return s0, first.values if k == 1 else np.concatenate([c.values for c in cols]), offsets, True
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum([len(c) for c in cols], out=offsets[1:])
+    return np.concatenate([c.steps for c in cols]), np.concatenate([c.values for c in cols]), offsets, False
 
-    def spike(step: int, wall_time: float, value: float) -> Finding | None:
-        nonlocal mean, mad, peak, n, run
-        if value - value != 0.0:  # NaN / +-Inf: reported by the nonfinite diagnostic
-            return None
-        if n == 0:
-            mean = peak = value
-            n = 1
-            return None
-        scale = MAD_TO_SIGMA * mad
-        floor = rel_floor * (mean if mean >= 0.0 else -mean)
-        if floor < abs_floor:
-            floor = abs_floor
-        lf = level_floor * peak
-        if floor < lf:
-            floor = lf
-        if scale < floor:
-            scale = floor
-        dev = value - mean
-        if scale > 0.0:
-            z = dev / scale
-            lim = clip_z * scale
-            if dev > lim:
-                dev = lim
-        else:  # no spread and no floor yet: only an exact repeat is unsurprising
-            z = 0.0 if dev <= 0.0 else inf
-        mad += alpha * ((dev if dev >= 0.0 else -dev) - mad)
-        base = mean
-        mean += alpha * dev
-        if mean > peak:
-            peak = mean
-        n += 1
-        if z < z_threshold or n <= warmup or value < min_value:
-            run = 0
-            return None
-        run += 1
-        if run < patience:
-            return None
-        held = f" for {run} consecutive values" if patience > 1 else ""
+
+_aligned_offsets: dict[tuple[int, int], np.ndarray] = {}
+
+
+class MetricTable:
+    """Per-metric rows of a kernel's state, stable for the life of the run.
+
+    :meth:`rows_for` maps a block's watched metrics to their rows (the
+    ``rows`` argument of the multi-column kernels), adding a row, initialised
+    to ``init``, for each metric seen for the first time.
+
+    Examples
+    --------
+    >>> t = MetricTable(np.array([0.0, 1.0]))
+    >>> t.rows_for(("b", "c")).tolist(), t.rows_for(("a", "b")).tolist(), t.state.tolist()
+    ([0, 1], [2, 0], [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    """
+
+    __slots__ = ("_by_names", "init", "labels", "rows", "state")
+
+    def __init__(self, init: np.ndarray) -> None:
+        self.init = init
+        self.rows: dict[str, int] = {}
+        self.labels: list[str] = []  # per row: the label of its metric (e.g. a layer name)
+        self.state = np.zeros((0, len(init)))
+        self._by_names: dict[tuple[str, ...], np.ndarray] = {}
+
+    def rows_for(self, metrics: tuple[str, ...], label: Callable[[str], str | None] = str) -> np.ndarray:
+        """Row of each metric, in order (-1 for metrics whose ``label`` is None); memoised per tuple."""
+        rows = self._by_names.get(metrics)
+        if rows is None:
+            out = []
+            for metric in metrics:
+                name = label(metric)
+                if name is None:
+                    out.append(-1)
+                    continue
+                row = self.rows.get(metric)
+                if row is None:
+                    row = self.rows[metric] = len(self.labels)
+                    self.labels.append(name)
+                out.append(row)
+            grow = len(self.labels) - len(self.state)
+            if grow > 0:
+                self.state = np.concatenate([self.state, np.tile(self.init, (grow, 1))])
+            if len(self._by_names) >= 64:
+                self._by_names.clear()
+            rows = self._by_names[metrics] = np.array(out, dtype=np.int64)
+        return rows
+
+
+class ColumnsDiagnostic(Diagnostic):
+    """Base of diagnostics with independent state per watched metric.
+
+    All watched columns of a block go through one call of a compiled
+    multi-column kernel (:func:`gather`, :class:`MetricTable`); subclasses
+    implement :meth:`watches`, :meth:`initial_state`, :meth:`run_kernel` and
+    :meth:`finding`. Findings are returned in step order, equal steps in
+    metric-name order, as value-by-value feeding produces them.
+    """
+
+    def __init__(self, config: DiagnosticConfig | None = None) -> None:
+        super().__init__(config)
+        self._table = MetricTable(self.initial_state())
+
+    def initial_state(self) -> np.ndarray:
+        """The kernel state of a metric before its first value."""
+        raise NotImplementedError
+
+    def run_kernel(
+        self,
+        steps: np.ndarray,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        aligned: bool,
+        rows: np.ndarray,
+        states: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        """Call the kernel; return the number of rows it wrote to ``out`` (column, index, ...)."""
+        raise NotImplementedError
+
+    def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        """The finding of one kernel output row (``row[1]`` is the index in ``col``)."""
+        raise NotImplementedError
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        names = selected_names(self, block)
+        if not names:
+            return []
+        table = self._table
+        rows = table.rows_for(names)
+        cols = [block.columns[name] for name in names]
+        steps, values, offsets, aligned = gather(cols)
+        out = scratch(len(values))
+        nf = self.run_kernel(steps, values, offsets, aligned, rows, table.state, out)
+        if not nf:
+            return []
+        return by_step([self.finding(names[j], cols[j], row) for row in out[:nf].tolist() for j in (int(row[0]),)])
+
+
+class SpikeDiagnostic(ColumnsDiagnostic):
+    """Base of the robust-spike diagnostics: one compiled baseline per watched metric.
+
+    Each watched column runs through :func:`~runwatch.models.kernels.robust_spike`
+    (EWMA mean and MAD baseline, floored scale, winsorised spikes; see
+    :class:`LossSpikeDiagnostic`). Subclasses set ``kind`` and ``unit`` and
+    implement :meth:`watches` and :meth:`spike_params`.
+    """
+
+    kind: ClassVar[AnomalyKind]
+    unit: ClassVar[str] = ""
+
+    def __init__(self, config: DiagnosticConfig | None = None) -> None:
+        super().__init__(config)
+        self._params = self.spike_params()
+        self._patience = self._params[-1]
+        self._threshold = self._params[2]
+
+    def spike_params(self) -> tuple:
+        """``(alpha, warmup, z_threshold, clip_z, rel_floor, abs_floor, level_floor, min_value, patience)``."""
+        raise NotImplementedError
+
+    def initial_state(self) -> np.ndarray:
+        return spike_state()
+
+    def run_kernel(
+        self,
+        steps: np.ndarray,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        aligned: bool,
+        rows: np.ndarray,
+        states: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        return robust_spike(values, offsets, rows, states, *self._params, out)
+
+    def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        z, base, scale, run = row[2], row[3], row[4], int(row[5])
+        value = float(col.values[i])
+        unit = self.unit
+        held = f" for {run} consecutive values" if self._patience > 1 else ""
         return Finding(
-            kind,
-            severity_for(z, z_threshold),
+            self.kind,
+            severity_for(z, self._threshold),
             score=z,
-            step=step,
+            step=int(col.steps[i]),
             metric=metric,
             explanation=(
                 f"{metric} = {value:.4g}{unit} is {z:.3g} robust SDs above its baseline "
                 f"{base:.4g}{unit} (scale {scale:.3g}){held}"
             ),
-            layer=layer,
+            wall_time=float(col.wall_times[i]),
         )
-
-    return spike
 
 
 class LossSpikeConfig(DiagnosticConfig):
@@ -225,7 +365,7 @@ class LossSpikeConfig(DiagnosticConfig):
     level_floor: float = Field(default=0.02, ge=0.0)
 
 
-class LossSpikeDiagnostic(Diagnostic):
+class LossSpikeDiagnostic(SpikeDiagnostic):
     """Flags a loss value far above its recent robust baseline.
 
     The spike score is a robust z-score against an EWMA mean and EWMA mean
@@ -236,20 +376,34 @@ class LossSpikeDiagnostic(Diagnostic):
     training (PaLM, Chowdhery et al. 2022, sec. 5.1; the OPT-175B logbook),
     and a bad batch or a too-high learning rate in small ones.
 
+    The robust scale is floored at ``max(rel_floor * |mean|, level_floor *
+    peak)`` where ``peak`` is the highest baseline mean seen so far: a
+    near-constant series does not fire on tiny wiggles, and a series that has
+    converged far below its starting level (a loss near zero) does not fire
+    on wiggles that are large only relative to its tiny current value. A
+    value above ``mean + clip_z * scale`` updates the baseline as if it were
+    exactly at that bound (winsorised), so a spike is not absorbed at full
+    weight and cannot hide the next one; downward moves are absorbed at full
+    weight so the baseline keeps up with an improving loss. Non-finite values
+    are ignored. Per-value work runs in the compiled
+    :func:`~runwatch.models.kernels.robust_spike` kernel, one baseline per
+    watched metric.
+
     Severity: WARNING at ``z_threshold``, ERROR at 2x, CRITICAL at 4x.
 
     Examples
     --------
     >>> d = LossSpikeDiagnostic(LossSpikeConfig(warmup=10))
-    >>> h = d.handler("loss")
-    >>> quiet = [h(i, 0.0, 2.0 - 0.01 * i + 0.02 * (i % 2)) for i in range(30)]
-    >>> quiet.count(None)
-    30
-    >>> f = h(30, 0.0, 9.0)
+    >>> rows = [{"loss": 2.0 - 0.01 * i + 0.02 * (i % 2), "accuracy": 0.5} for i in range(30)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(30)), [0.0] * 30, rows))
+    []
+    >>> (f,) = d.observe_block(MetricBlock.single(30, 0.0, {"loss": 9.0}))
     >>> f.kind.name, f.severity.name, round(f.score)
     ('LOSS_SPIKE', 'CRITICAL', 66)
-    >>> d.handler("accuracy") is None
-    True
+    >>> f.explanation
+    'loss = 9 is 66.3 robust SDs above its baseline 1.865 (scale 0.108)'
+    >>> d.watches("accuracy")
+    False
     """
 
     name = "loss_spike"
@@ -258,19 +412,21 @@ class LossSpikeDiagnostic(Diagnostic):
     reference = "Robust (EWMA/MAD) z-score; loss spikes as in PaLM (Chowdhery et al. 2022, sec. 5.1)"
 
     config: LossSpikeConfig
-    observe_block = observe_columns
+    kind = AnomalyKind.LOSS_SPIKE
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def watches(self, metric: str) -> bool:
+        return metric in self.config.metrics
+
+    def spike_params(self) -> tuple:
         cfg = self.config
-        if metric not in cfg.metrics:
-            return None
-        return robust_spike_handler(
-            metric,
-            AnomalyKind.LOSS_SPIKE,
-            alpha=cfg.alpha,
-            warmup=cfg.warmup,
-            z_threshold=cfg.z_threshold,
-            clip_z=cfg.clip_z,
-            rel_floor=cfg.rel_floor,
-            level_floor=cfg.level_floor,
+        return (
+            float(cfg.alpha),
+            int(cfg.warmup),
+            float(cfg.z_threshold),
+            float(cfg.clip_z),
+            float(cfg.rel_floor),
+            0.0,
+            float(cfg.level_floor),
+            -math.inf,
+            1,
         )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import OVERFITTING_STATE, overfitting, scratch
+
+_NO_STEPS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0)
 
 
 class OverfittingConfig(DiagnosticConfig):
@@ -51,14 +59,6 @@ class OverfittingConfig(DiagnosticConfig):
     warmup: int = Field(default=3, ge=0)
 
 
-class _Train:
-    __slots__ = ("n", "s")
-
-    def __init__(self) -> None:
-        self.s = 0.0
-        self.n = 0
-
-
 class OverfittingDiagnostic(Diagnostic):
     """Flags a widening generalisation gap.
 
@@ -69,22 +69,25 @@ class OverfittingDiagnostic(Diagnostic):
     first value above it) for ``patience`` consecutive validation points
     while the smoothed training loss kept falling (``train_drop`` below its
     value at the best validation point).
-    The ``loss`` handler only maintains the EWMA of the training loss; the
-    ``val/loss`` handler, called every few steps, decides.
+    Training-loss values only maintain its EWMA; validation values, every
+    few steps, decide. Both run in the compiled
+    :func:`~runwatch.models.kernels.overfitting` kernel, which visits them in
+    the order event-by-event feeding delivers them (by step; within a step,
+    by metric name).
 
     Score: ``val / best_val``.
 
     Examples
     --------
     >>> d = OverfittingDiagnostic()
-    >>> train, val = d.handler("loss"), d.handler("val/loss")
-    >>> found = []
+    >>> rows = []
     >>> for step in range(200):
-    ...     _ = train(step, 0.0, 2.0 * 0.97 ** step)
+    ...     row = {"loss": 2.0 * 0.97 ** step}
     ...     if step % 10 == 9:
-    ...         v = 0.5 + abs(step - 59) * 0.004   # best at step 59, then rising
-    ...         found.append(val(step, 0.0, v))
-    >>> first = next(f for f in found if f)
+    ...         row["val/loss"] = 0.5 + abs(step - 59) * 0.004   # best at step 59, then rising
+    ...     rows.append(row)
+    >>> found = d.observe_block(MetricBlock.from_rows(list(range(200)), [0.0] * 200, rows))
+    >>> first = found[0]
     >>> first.step, first.kind.name
     (99, 'OVERFITTING')
     >>> first.explanation
@@ -100,79 +103,64 @@ class OverfittingDiagnostic(Diagnostic):
 
     def __init__(self, config: OverfittingConfig | None = None) -> None:
         super().__init__(config)
-        self._train = _Train()
-
-    def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
-        if metric == cfg.train_metric:
-            return self._train_handler()
-        if metric == cfg.val_metric:
-            return self._val_handler(metric)
-        return None
+        self._state = np.zeros(OVERFITTING_STATE)
+        self._params = (
+            float(cfg.alpha),
+            1.0 + cfg.rise,
+            1.0 - cfg.train_drop,
+            float(cfg.ratio_threshold),
+            int(cfg.patience),
+            int(cfg.warmup),
+            float(cfg.level_floor),
+        )
+        self._train_first = cfg.train_metric < cfg.val_metric
 
-    def _train_handler(self) -> MetricHandler:
-        tr = self._train
-        alpha = self.config.alpha
+    def watches(self, metric: str) -> bool:
+        return metric in (self.config.train_metric, self.config.val_metric)
 
-        def train_loss(step: int, wall_time: float, value: float) -> None:
-            if value - value != 0.0:
-                return
-            if tr.n:
-                tr.s += alpha * (value - tr.s)
-            else:
-                tr.s = value
-            tr.n += 1
-
-        return train_loss
-
-    def _val_handler(self, metric: str) -> MetricHandler:
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
         cfg = self.config
-        tr = self._train
-        grow, keep, gap_thr = 1.0 + cfg.rise, 1.0 - cfg.train_drop, cfg.ratio_threshold
-        patience, warmup, train_metric, level_floor = cfg.patience, cfg.warmup, cfg.train_metric, cfg.level_floor
-        min_rise = 0.0
-        best = 0.0
-        best_step = 0
-        train_at_best = 0.0
-        n = run = 0
+        cols = block.columns
+        train = cols.get(cfg.train_metric)
+        val = cols.get(cfg.val_metric) if cfg.val_metric != cfg.train_metric else None
+        if val is None:
+            if train is None:
+                return []
+            val_steps, val_values, aligned = _NO_STEPS, _NO_VALUES, False
+        else:
+            val_steps, val_values = val.steps, val.values
+            aligned = train is not None and train.steps is val.steps
+        nf = overfitting(
+            *((train.steps, train.values) if train is not None else (_NO_STEPS, _NO_VALUES)),
+            val_steps,
+            val_values,
+            self._train_first,
+            aligned,
+            self._state,
+            *self._params,
+            out := scratch(len(val_values)),
+        )
+        if not nf:
+            return []
+        return [self._finding(val, row) for row in out[:nf].tolist()]
 
-        def val_loss(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal best, best_step, train_at_best, n, run, min_rise
-            if value - value != 0.0:
-                return None
-            n += 1
-            train = tr.s if tr.n else 0.0
-            if n == 1:
-                min_rise = level_floor * abs(value)
-            if n == 1 or value < best:
-                best, best_step, train_at_best, run = value, step, train, 0
-                return None
-            if not (
-                value >= grow * best
-                and value - best >= min_rise
-                and tr.n
-                and train <= keep * train_at_best
-                and train > 0.0
-                and (value - train) > gap_thr * train
-            ):
-                run = 0
-                return None
-            run += 1
-            if run < patience or n <= warmup:
-                return None
-            x = value / best
-            return Finding(
-                AnomalyKind.OVERFITTING,
-                Severity.ERROR if x >= 2.0 else Severity.WARNING,
-                score=x,
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"{metric} {value:.3g} is {x - 1.0:.0%} above its best {best:.3g} (step {best_step}) "
-                    f"for {run} validation points while {train_metric} fell {train_at_best:.3g} -> "
-                    f"{train:.3g}; val/train gap {value / train:.3g}x"
-                ),
-                related=(train_metric,),
-            )
-
-        return val_loss
+    def _finding(self, col: Column, row: list[float]) -> Finding:
+        i = int(row[0])
+        value, best, best_step, run, train_at_best, train = row[1], row[2], int(row[3]), int(row[4]), row[5], row[6]
+        metric, train_metric = self.config.val_metric, self.config.train_metric
+        x = value / best if best != 0.0 else math.inf
+        return Finding(
+            AnomalyKind.OVERFITTING,
+            Severity.ERROR if x >= 2.0 else Severity.WARNING,
+            score=x,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=(
+                f"{metric} {value:.3g} is {x - 1.0:.0%} above its best {best:.3g} (step {best_step}) "
+                f"for {run} validation points while {train_metric} fell {train_at_best:.3g} -> "
+                f"{train:.3g}; val/train gap {value / train:.3g}x"
+            ),
+            related=(train_metric,),
+            wall_time=float(col.wall_times[i]),
+        )

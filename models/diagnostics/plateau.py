@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.diagnostics.loss_spike import observe_columns
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
+from runwatch.models.diagnostics.loss_spike import by_step, select_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
-from runwatch.models.stats import LinearTrend
+from runwatch.models.kernels import plateau, plateau_state, scratch
 
 
 class PlateauConfig(DiagnosticConfig):
@@ -66,6 +68,7 @@ class PlateauConfig(DiagnosticConfig):
     check_every: int = Field(default=10, ge=1)
     abs_floor: float = Field(default=0.01, ge=0.0)
     rel_floor: float = Field(default=0.05, ge=0.0)
+    max_rise: float = Field(default=0.1, ge=0.0)
 
 
 class PlateauDiagnostic(Diagnostic):
@@ -82,24 +85,35 @@ class PlateauDiagnostic(Diagnostic):
     upper confidence bound: mini-batch noise cannot fake a plateau (a noisy
     window is inconclusive and stays silent), while a flat clean curve
     fires as soon as the window is full. A loss already near zero (see ``abs_floor`` /
-    ``rel_floor``) is converged, not stuck. Meant for positive losses; a
-    window whose mean is not positive never fires.
+    ``rel_floor``) is converged, not stuck, and a loss rising by more than
+    ``max_rise`` over the window is diverging, not stuck. Meant for positive
+    losses; a window whose mean is not positive never fires. Per-value work
+    runs in the compiled :func:`~runwatch.models.kernels.plateau` kernel.
 
     Score: ``min_delta`` / upper bound of the improvement (capped at 100).
 
     Examples
     --------
+    >>> from runwatch.models.block import MetricBlock
     >>> d = PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10))
-    >>> h = d.handler("loss")
-    >>> fs = [h(step, 0.0, 2.30 + 0.01 * (step % 2)) for step in range(40)]
-    >>> first = next(f for f in fs if f)
+    >>> block = lambda values: MetricBlock.from_rows(list(range(len(values))), [0.0] * len(values),
+    ...                                              [{"loss": v} for v in values])
+    >>> fs = d.observe_block(block([2.30 + 0.01 * (step % 2) for step in range(40)]))
+    >>> first = fs[0]
     >>> first.step, first.kind.name
     (19, 'PLATEAU')
     >>> first.explanation
     'loss improved by at most 0.1% over the last 19 steps (< 0.50%; level 2.302, fitted change +0.04%); raise the learning rate or check the data pipeline'
-    >>> h2 = PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10)).handler("loss")
-    >>> [h2(s, 0.0, 2.3 * 0.97 ** s) for s in range(300)].count(None)   # improving, then converged
-    300
+    >>> PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10)).observe_block(
+    ...     block([2.3 * 0.97**s for s in range(300)]))   # improving, then converged
+    []
+    >>> falls_then_climbs = [2.3 * 0.99 ** min(s, 60) * 1.01 ** max(s - 60, 0) for s in range(200)]
+    >>> PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10)).observe_block(
+    ...     block(falls_then_climbs))   # +19 % per window: diverging, not stuck
+    []
+    >>> unguarded = PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10, max_rise=1e9))
+    >>> unguarded.observe_block(block(falls_then_climbs))[-1].explanation[:60]
+    'loss improved by at most 0.0% over the last 19 steps (< 0.50'
     """
 
     name = "plateau"
@@ -108,76 +122,64 @@ class PlateauDiagnostic(Diagnostic):
     reference = "PyTorch ReduceLROnPlateau (rel threshold); SageMaker Debugger LossNotDecreasing"
 
     config: PlateauConfig
-    observe_block = observe_columns  # per-metric state only
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def __init__(self, config: PlateauConfig | None = None) -> None:
+        super().__init__(config)
+        self._states: dict[str, tuple[np.ndarray, tuple]] = {}
+
+    def watches(self, metric: str) -> bool:
+        return metric in self.config.metrics
+
+    def _start(self, metric: str) -> tuple[np.ndarray, tuple]:
         cfg = self.config
-        if metric not in cfg.metrics:
-            return None
         is_val = metric.startswith("val/")
         window = cfg.val_patience if is_val else cfg.patience
-        every = 1 if is_val else cfg.check_every
-        min_delta, zc, warmup_steps = cfg.min_delta, cfg.confidence_z, cfg.warmup_steps
-        abs_floor, rel_floor = cfg.abs_floor, cfg.rel_floor
+        params = (
+            int(window),
+            1 if is_val else int(cfg.check_every),
+            float(cfg.min_delta),
+            float(cfg.confidence_z),
+            float(cfg.warmup_steps),
+            float(cfg.abs_floor),
+            float(cfg.rel_floor),
+            float(cfg.max_rise),
+        )
+        return plateau_state(window), params
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        cols = select_columns(self, block)
+        if not cols:
+            return []
+        findings: list[Finding] = []
+        out = scratch(len(block))
+        states = self._states
+        for metric, col in cols:
+            entry = states.get(metric)
+            if entry is None:
+                entry = states[metric] = self._start(metric)
+            state, params = entry
+            nf = plateau(col.steps, col.values, state, *params, out)
+            if nf:
+                v0 = float(state[5])  # the first value's scale, fixed once set
+                findings.extend(self._finding(metric, col, row, v0) for row in out[:nf].tolist())
+        return by_step(findings)
+
+    def _finding(self, metric: str, col: Column, row: list[float], v0: float) -> Finding:
+        i = int(row[0])
+        best_case, span, level, change = row[1], row[2], row[3], row[4]
+        min_delta = self.config.min_delta
         pct = f"{min_delta:.0%}" if min_delta >= 0.01 else f"{min_delta:.2%}"
-        trend = LinearTrend(window)
-        update = trend.update
-        xs = [0.0] * window  # ring of the window's x (steps) and y, for its span and mean
-        ys = [0.0] * window
-        sum_y = 0.0
-        ew = mad = floor = v0 = 0.0  # EWMA level and MAD (alpha 0.05) for winsorising spikes
-        first_step = 0
-        n = 0
-
-        def plateau(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal sum_y, ew, mad, floor, v0, first_step, n
-            if value - value != 0.0:
-                return None
-            if n == 0:
-                first_step = step
-                ew = value
-                v0 = abs(value) if value != 0.0 else 1.0
-                floor = max(abs_floor, rel_floor * value) / v0
-            dev = value - ew
-            cap = 3.76 * mad  # 3 robust SDs: one spiking batch must not tilt the fitted line
-            if dev > cap and n > 1:
-                dev = cap
-            y = (ew + dev) / v0
-            x = float(step - first_step)
-            j = n % window
-            sum_y += y - ys[j]
-            xs[j] = x
-            ys[j] = y
-            update(x, y)
-            mad += 0.05 * ((dev if dev >= 0.0 else -dev) - mad)
-            ew += 0.05 * dev
-            n += 1
-            if n % every or n < window or x < warmup_steps:
-                return None
-            level = sum_y / window  # mean of the window, in units of the first value
-            if level <= floor:
-                return None
-            slope = trend.slope()
-            r2 = trend.r2()
-            se = (slope * slope * (1.0 - r2) / (r2 * (window - 2))) ** 0.5 if r2 > 0.0 else 0.0
-            span = x - xs[n % window]
-            scale = span / level
-            change = slope * scale  # fitted relative change over the window (negative = improving)
-            best_case = (se * zc - slope) * scale
-            if best_case >= min_delta:
-                return None
-            unit = "validation points" if is_val else "steps"
-            return Finding(
-                AnomalyKind.PLATEAU,
-                Severity.WARNING,
-                score=min_delta / best_case if best_case > min_delta / 100.0 else 100.0,
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"{metric} improved by at most {max(best_case, 0.0):.1%} over the last {span:.0f} {unit} "
-                    f"(< {pct}; level {level * v0:.4g}, fitted change {change:+.2%}); raise the learning rate "
-                    f"or check the data pipeline"
-                ),
-            )
-
-        return plateau
+        unit = "validation points" if metric.startswith("val/") else "steps"
+        return Finding(
+            AnomalyKind.PLATEAU,
+            Severity.WARNING,
+            score=min_delta / best_case if best_case > min_delta / 100.0 else 100.0,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=(
+                f"{metric} improved by at most {max(best_case, 0.0):.1%} over the last {span:.0f} {unit} "
+                f"(< {pct}; level {level * v0:.4g}, fitted change {change:+.2%}); raise the learning rate "
+                f"or check the data pipeline"
+            ),
+            wall_time=float(col.wall_times[i]),
+        )

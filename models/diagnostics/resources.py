@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
-from runwatch.models.diagnostics.loss_spike import observe_columns
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import Column, MetricBlock
+from runwatch.models.diagnostics.loss_spike import ColumnsDiagnostic
 from runwatch.models.findings import AnomalyKind, Finding, Severity
-from runwatch.models.stats import LinearTrend
+from runwatch.models.kernels import BOTTLENECK_STATE, data_bottleneck, memory_growth, memory_state, scratch
+
+_NO_STEPS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0)
 
 
 class MemoryGrowthConfig(DiagnosticConfig):
@@ -42,7 +49,7 @@ class MemoryGrowthConfig(DiagnosticConfig):
     check_every: int = Field(default=10, ge=1)
 
 
-class MemoryGrowthDiagnostic(Diagnostic):
+class MemoryGrowthDiagnostic(ColumnsDiagnostic):
     """Flags memory that grows linearly, step after step: a leak.
 
     A least-squares line (:class:`~runwatch.models.stats.LinearTrend`, O(1)
@@ -53,7 +60,8 @@ class MemoryGrowthDiagnostic(Diagnostic):
     look for, e.g. Azure's RESIN (OSDI 2022). Values are divided by the first
     value seen and steps are
     taken relative to the first step, so byte counts of 1e10 and step
-    numbers of 1e8 keep full precision.
+    numbers of 1e8 keep full precision. Per-value work runs in the compiled
+    :func:`~runwatch.models.kernels.memory_growth` kernel, one fit per metric.
 
     Severity: WARNING, ERROR when the window grew by 4x ``min_growth``.
     Score: growth / min_growth.
@@ -61,9 +69,9 @@ class MemoryGrowthDiagnostic(Diagnostic):
     Examples
     --------
     >>> d = MemoryGrowthDiagnostic()
-    >>> h = d.handler("cpu_mem")
-    >>> fs = [h(step, 0.0, 2000.0 + 3.0 * step) for step in range(200)]   # +3 MiB per step
-    >>> first = next(f for f in fs if f)
+    >>> rows = [{"cpu_mem": 2000.0 + 3.0 * step} for step in range(200)]   # +3 MiB per step
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(200)), [0.0] * 200, rows))
+    >>> first = fs[0]
     >>> first.step, first.kind.name
     (119, 'MEMORY_GROWTH')
     >>> first.explanation
@@ -76,58 +84,47 @@ class MemoryGrowthDiagnostic(Diagnostic):
     reference = "Sustained linear-trend leak test (RESIN, Lou et al., OSDI 2022)"
 
     config: MemoryGrowthConfig
-    observe_block = observe_columns  # per-metric state only
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    def __init__(self, config: MemoryGrowthConfig | None = None) -> None:
+        super().__init__(config)
         cfg = self.config
-        if metric not in cfg.metrics:
-            return None
-        window, warmup, min_growth, min_r2, every = cfg.window, cfg.warmup, cfg.min_growth, cfg.min_r2, cfg.check_every
-        trend = LinearTrend(window)
-        update = trend.update
-        xs = [0.0] * window  # steps of the window, to report its span
-        n = 0
-        step0 = 0
-        v0 = 1.0
+        self._params = (int(cfg.window), int(cfg.warmup), float(cfg.min_growth), float(cfg.min_r2), int(cfg.check_every))
 
-        def memory(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal n, step0, v0
-            if value - value != 0.0 or value <= 0.0:
-                return None
-            n += 1
-            if n <= warmup:
-                return None
-            k = n - warmup - 1  # observations in the trend so far, before this one
-            if k == 0:
-                step0, v0 = step, value
-            x = float(step - step0)
-            xs[k % window] = x
-            update(x, value / v0)
-            if n % every or not trend.full:
-                return None
-            slope = trend.slope()
-            if slope <= 0.0:
-                return None
-            span = x - xs[(k + 1) % window]
-            growth = slope * span * v0 / value
-            if growth < min_growth:
-                return None
-            r2 = trend.r2()
-            if r2 < min_r2:
-                return None
-            return Finding(
-                AnomalyKind.MEMORY_GROWTH,
-                Severity.ERROR if growth >= 4.0 * min_growth else Severity.WARNING,
-                score=growth / min_growth,
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"{metric} grew by {growth:.1%} of its current level over the last {span:.0f} steps "
-                    f"(+{slope * v0:.3g} per step, now {value:.4g}, R² {r2:.2f}): memory leak"
-                ),
-            )
+    def watches(self, metric: str) -> bool:
+        return metric in self.config.metrics
 
-        return memory
+    def initial_state(self) -> np.ndarray:
+        return memory_state(self.config.window)
+
+    def run_kernel(
+        self,
+        steps: np.ndarray,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        aligned: bool,
+        rows: np.ndarray,
+        states: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        return memory_growth(steps, values, offsets, aligned, rows, states, *self._params, out)
+
+    def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
+        i = int(row[1])
+        growth, slope, r2, span, v0 = row[2], row[3], row[4], row[5], row[6]
+        value = float(col.values[i])
+        min_growth = self.config.min_growth
+        return Finding(
+            AnomalyKind.MEMORY_GROWTH,
+            Severity.ERROR if growth >= 4.0 * min_growth else Severity.WARNING,
+            score=growth / min_growth,
+            step=int(col.steps[i]),
+            metric=metric,
+            explanation=(
+                f"{metric} grew by {growth:.1%} of its current level over the last {span:.0f} steps "
+                f"(+{slope * v0:.3g} per step, now {value:.4g}, R² {r2:.2f}): memory leak"
+            ),
+            wall_time=float(col.wall_times[i]),
+        )
 
 
 class DataBottleneckConfig(DiagnosticConfig):
@@ -161,14 +158,6 @@ class DataBottleneckConfig(DiagnosticConfig):
     min_data_time: float = Field(default=0.0, ge=0.0)
 
 
-class _Ewm:
-    __slots__ = ("mean", "n")
-
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.n = 0
-
-
 class DataBottleneckDiagnostic(Diagnostic):
     """Flags training that mostly waits for data.
 
@@ -178,18 +167,18 @@ class DataBottleneckDiagnostic(Diagnostic):
     EWMAs have ``warmup`` observations. Convention: ``step_time`` is the
     whole step *including* the wait; a logger whose ``step_time`` excludes
     it makes the ratio larger (up to > 1), i.e. fire earlier. Decided on each
-    ``data_time`` value; ``step_time`` only updates its EWMA.
+    ``data_time`` value; ``step_time`` only updates its EWMA. Both run in
+    the compiled :func:`~runwatch.models.kernels.data_bottleneck` kernel,
+    which visits them in the order event-by-event feeding delivers them (by
+    step; within a step, by metric name).
 
     Examples
     --------
     >>> d = DataBottleneckDiagnostic()
-    >>> data, step_t = d.handler("data_time"), d.handler("step_time")
-    >>> fs = []
-    >>> for step in range(40):
-    ...     wait = 0.001 if step < 20 else 0.030
-    ...     fs.append(data(step, 0.0, wait))
-    ...     _ = step_t(step, 0.0, wait + 0.010)
-    >>> first = next(f for f in fs if f)
+    >>> waits = [0.001 if step < 20 else 0.030 for step in range(40)]
+    >>> rows = [{"data_time": wait, "step_time": wait + 0.010} for wait in waits]
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(40)), [0.0] * 40, rows))
+    >>> first = fs[0]
     >>> first.step, first.kind.name
     (26, 'DATA_BOTTLENECK')
     >>> first.explanation
@@ -205,51 +194,55 @@ class DataBottleneckDiagnostic(Diagnostic):
 
     def __init__(self, config: DataBottleneckConfig | None = None) -> None:
         super().__init__(config)
-        self._step = _Ewm()
-
-    def handler(self, metric: str) -> MetricHandler | None:
         cfg = self.config
-        alpha = cfg.alpha
-        st = self._step
-        if metric == cfg.step_metric:
+        self._state = np.zeros(BOTTLENECK_STATE)
+        self._params = (float(cfg.alpha), float(cfg.threshold), int(cfg.warmup), float(cfg.min_data_time))
+        self._data_first = cfg.data_metric < cfg.step_metric
 
-            def step_time(step: int, wall_time: float, value: float) -> None:
-                if value - value != 0.0 or value < 0.0:
-                    return
-                if st.n:
-                    st.mean += alpha * (value - st.mean)
-                else:
-                    st.mean = value
-                st.n += 1
+    def watches(self, metric: str) -> bool:
+        return metric in (self.config.data_metric, self.config.step_metric)
 
-            return step_time
-        if metric != cfg.data_metric:
-            return None
-        thr, warmup, min_data, step_metric = cfg.threshold, cfg.warmup, cfg.min_data_time, cfg.step_metric
-        mean = 0.0
-        n = 0
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        cfg = self.config
+        cols = block.columns
+        step = cols.get(cfg.step_metric)
+        data = cols.get(cfg.data_metric) if cfg.data_metric != cfg.step_metric else None
+        if data is None:
+            if step is None:
+                return []
+            data_steps, data_values, aligned = _NO_STEPS, _NO_VALUES, False
+        else:
+            data_steps, data_values = data.steps, data.values
+            aligned = step is not None and step.steps is data.steps
+        nf = data_bottleneck(
+            data_steps,
+            data_values,
+            *((step.steps, step.values) if step is not None else (_NO_STEPS, _NO_VALUES)),
+            self._data_first,
+            aligned,
+            self._state,
+            *self._params,
+            out := scratch(len(data_values)),
+        )
+        if not nf:
+            return []
+        return [self._finding(data, row) for row in out[:nf].tolist()]
 
-        def data_time(step: int, wall_time: float, value: float) -> Finding | None:
-            nonlocal mean, n
-            if value - value != 0.0 or value < 0.0:
-                return None
-            mean = mean + alpha * (value - mean) if n else value
-            n += 1
-            total = st.mean
-            if mean <= thr * total or n <= warmup or st.n <= warmup or mean < min_data:
-                return None
-            share = mean / total
-            return Finding(
-                AnomalyKind.DATA_BOTTLENECK,
-                Severity.WARNING,
-                score=share / thr,
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"waiting for data takes {share:.0%} of each step ({metric} {mean:.3g} s of "
-                    f"{step_metric} {total:.3g} s, smoothed): the input pipeline is the bottleneck"
-                ),
-                related=(step_metric,),
-            )
-
-        return data_time
+    def _finding(self, col: Column, row: list[float]) -> Finding:
+        i = int(row[0])
+        mean, total = row[1], row[2]
+        cfg = self.config
+        share = mean / total if total != 0.0 else math.inf
+        return Finding(
+            AnomalyKind.DATA_BOTTLENECK,
+            Severity.WARNING,
+            score=share / cfg.threshold,
+            step=int(col.steps[i]),
+            metric=cfg.data_metric,
+            explanation=(
+                f"waiting for data takes {share:.0%} of each step ({cfg.data_metric} {mean:.3g} s of "
+                f"{cfg.step_metric} {total:.3g} s, smoothed): the input pipeline is the bottleneck"
+            ),
+            related=(cfg.step_metric,),
+            wall_time=float(col.wall_times[i]),
+        )

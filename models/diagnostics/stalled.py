@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig, MetricHandler
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.kernels import STALLED_STATE, event_gaps
 
 
 class StalledRunConfig(DiagnosticConfig):
@@ -41,10 +44,11 @@ class StalledRunDiagnostic(Diagnostic):
     The service calls :meth:`on_idle` periodically with the current time
     and the time the run was last heard from; the run is stalled once
     ``now - last_wall_time > max(timeout_s, gap_factor * typical_gap)``,
-    where the typical gap between events is learned by a one-line handler on
-    one metric (an EWMA of positive wall-time differences, each capped at 3x
-    the current estimate so one long evaluation pause does not stretch it; a
-    learned gap can only lengthen the timeout, never shorten it). The heartbeat timeout W&B uses to mark a run
+    where the typical gap between events is learned from the wall times of
+    one metric's values (an EWMA of positive wall-time differences, each
+    capped at 3x the current estimate so one long evaluation pause does not
+    stretch it; a learned gap can only lengthen the timeout, never shorten
+    it; the compiled :func:`~runwatch.models.kernels.event_gaps` kernel). The heartbeat timeout W&B uses to mark a run
     "Crashed" when its process stops reporting (killed by OOM or preemption,
     hung in a collective, lost connectivity), as a finding rather than a
     state change. A run that has not
@@ -55,9 +59,11 @@ class StalledRunDiagnostic(Diagnostic):
     Examples
     --------
     >>> d = StalledRunDiagnostic()
-    >>> h = d.handler("loss")
-    >>> for step in range(5):
-    ...     _ = h(step, 1000.0 + 2.0 * step, 0.5)
+    >>> walls = [1000.0 + 2.0 * step for step in range(5)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(5)), walls, [{"loss": 0.5, "lr": 0.1}] * 5))
+    []
+    >>> d.watches("loss"), d.watches("lr"), d.typical_gap   # the first metric of the run times its events
+    (True, False, 2.0)
     >>> d.on_idle(now=1100.0, last_wall_time=1008.0, last_step=4) is None
     True
     >>> f = d.on_idle(now=1400.0, last_wall_time=1008.0, last_step=4)
@@ -77,31 +83,27 @@ class StalledRunDiagnostic(Diagnostic):
     def __init__(self, config: StalledRunConfig | None = None) -> None:
         super().__init__(config)
         self._clock = self.config.clock_metric
-        self.typical_gap = 0.0
-        self._last = 0.0
-        self._gaps = 0
+        self._gaps = np.zeros(STALLED_STATE)  # last wall time, typical gap, gaps seen
+        self._alpha = float(self.config.gap_alpha)
 
-    def handler(self, metric: str) -> MetricHandler | None:
+    @property
+    def typical_gap(self) -> float:
+        """The learned typical gap between events, in seconds (0 until two events arrived)."""
+        return float(self._gaps[1])
+
+    def watches(self, metric: str) -> bool:
         if self._clock:
-            if metric != self._clock:
-                return None
-        else:
-            self._clock = metric
-        alpha = self.config.gap_alpha
-        me = self
+            return metric == self._clock
+        self._clock = metric  # the first metric this run reports
+        return True
 
-        def clock(step: int, wall_time: float, value: float) -> None:
-            gap = wall_time - me._last
-            if me._last > 0.0 and gap > 0.0:
-                if me._gaps == 0:
-                    me.typical_gap = gap
-                else:  # one long pause (evaluation, checkpoint) enters at most 3x the typical gap
-                    typical = me.typical_gap
-                    me.typical_gap = typical + alpha * (min(gap, 3.0 * typical) - typical)
-                me._gaps += 1
-            me._last = wall_time
-
-        return clock
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        if not self._clock:
+            self.select(block)  # adopts the block's first metric as the clock
+        col = block.columns.get(self._clock)
+        if col is not None:
+            event_gaps(col.wall_times, self._gaps, self._alpha)
+        return []
 
     @property
     def timeout(self) -> float:

@@ -8,6 +8,7 @@ plausible step, and the whole default suite must stay silent on healthy runs.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from functools import cache
@@ -79,6 +80,12 @@ FAULTY = {
         dataset="diabetes", optimizer="sgd", lr=0.2, momentum=0.9, batch_size=64, activation="tanh"
     ),
     "diverge_immediately": RunConfig(dataset="diabetes", optimizer="sgd", lr=0.5, batch_size=64, activation="tanh"),
+    # A warm-up so slow (2,500 steps) that the loss first falls for ~200 steps, then climbs for
+    # ~100 steps once the learning rate crosses the stability limit: a full plateau window
+    # of a rising loss.
+    "diverge_slow": RunConfig(
+        dataset="diabetes", optimizer="sgd", lr=3.0, schedule=_ramp(2500), batch_size=64, hidden=(), steps=600
+    ),
     # Deep sigmoid stack with small init: gradients shrink ~4x per layer.
     "vanishing": RunConfig(hidden=(32,) * 8, activation="sigmoid", init=_small_normal(0.05), steps=60),
     # ReLU net with a large negative bias: every unit outputs 0.
@@ -199,20 +206,30 @@ _METRICS = [
 ]
 
 
-def _findings(diag: Diagnostic, events: list[Event], poison_every: int = 0) -> list[tuple]:
-    handlers = {m: diag.handler(m) for m in _METRICS}
-    out = []
+def _blocks(rows: list[Event], size: int):
+    """``rows`` as MetricBlocks of ``size`` events."""
+    for i in range(0, len(rows), size):
+        yield MetricBlock.from_rows(*zip(*rows[i : i + size]))
+
+
+def _findings(diag: Diagnostic, events: list[Event], poison_every: int = 0, size: int = 1) -> list[tuple]:
+    """What ``diag`` finds in the events' ``_METRICS``, fed in blocks of ``size`` events.
+
+    With ``poison_every``, every so many events are preceded by three events of
+    the same step whose values are NaN, +Inf and -Inf. Non-finite findings are
+    left out (they are the nonfinite diagnostic's job).
+    """
+    rows: list[Event] = []
     for i, (step, wall, metrics) in enumerate(events):
-        for name in sorted(metrics):
-            h = handlers.get(name)
-            if h is None:
-                continue
-            if poison_every and i % poison_every == 0:
-                for bad in (math.nan, math.inf, -math.inf):
-                    f = h(step, wall, bad)
-                    assert f is None or isinstance(f, Finding)
-            f = h(step, wall, metrics[name])
-            if f is not None:
+        metrics = {k: v for k, v in metrics.items() if k in _METRICS}
+        if poison_every and i % poison_every == 0:
+            rows.extend((step, wall, dict.fromkeys(metrics, bad)) for bad in (math.nan, math.inf, -math.inf))
+        rows.append((step, wall, metrics))
+    out = []
+    for block in _blocks(rows, size):
+        for f in diag.observe_block(block):
+            assert f is None or isinstance(f, Finding)
+            if f.kind != AnomalyKind.NONFINITE:
                 out.append((f.kind, f.step, f.key, round(f.score, 9)))
     return out
 
@@ -229,6 +246,8 @@ def test_handlers_skip_nan_and_inf_without_raising_or_corrupting_state(name: str
     clean = _findings(cls(), events)
     poisoned = _findings(cls(), events, poison_every=3)
     assert poisoned == clean
+    # The same in blocks (poisoned events share their step with the next clean one).
+    assert _findings(cls(), events, poison_every=3, size=64) == clean
     if name in ("loss_spike", "exploding_gradient", "memory_growth", "latency"):
         assert clean, "the stream holds a real fault this diagnostic must see"
     # NaN/Inf as the very first values, in short blocks (value by value) and long ones
@@ -254,12 +273,11 @@ def test_handlers_never_raise_on_extreme_finite_values(name: str) -> None:
         "from_zero_exploding": [0.0] * 40 + [1.2**i for i in range(160)],
         "mixed": [(0.0, -5.0, 1e308, 1e-320, 3.0, math.nan, math.inf)[i * 7 % 11 % 7] for i in range(400)],
     }
-    for values in streams.values():
+    for values, size in itertools.product(streams.values(), (1, 64)):
         diag = cls()
-        handlers = [h for h in map(diag.handler, _METRICS) if h is not None]
-        for i, v in enumerate(values):
-            for h in handlers:
-                f = h(i, 1000.0 + i, v)
+        rows = [(i, 1000.0 + i, dict.fromkeys(_METRICS, v)) for i, v in enumerate(values)]
+        for block in _blocks(rows, size):
+            for f in diag.observe_block(block):
                 assert f is None or isinstance(f, Finding)
         assert diag.on_idle(5000.0, 1000.0 + len(values), len(values)) is None or name == "stalled"
 
@@ -486,6 +504,32 @@ def test_plateau_with_a_tiny_learning_rate(default_suite: DiagnosticSuite) -> No
     assert [a.finding.kind for a in alerts] == [AnomalyKind.PLATEAU], show(alerts)
     assert 199 <= alerts[0].first_step <= 210  # not before the 200-step window is full
     assert "improved by at most" in alerts[0].finding.explanation
+
+
+@pytest.mark.parametrize("name", ["diverge_slow", "demo_diverging"])
+def test_plateau_stays_quiet_while_the_loss_diverges(name: str, default_suite: DiagnosticSuite) -> None:
+    # A rising loss is not a plateau: the window's fitted change is a rise (+19 % ... +550 %
+    # per window here), which the divergence diagnostic reports. Without the max_rise
+    # guard plateau used to read it as "improved by at most 0.0%" and advise raising
+    # the learning rate.
+    if name == "demo_diverging":  # the demo's diverging run: SGD + momentum, lr warmed up past the limit
+        from runwatch.service.demo_training import diverging
+
+        events: list[Event] = []
+        diverging(lambda step, metrics: events.append((step, time.time(), dict(metrics))), seed=0)
+    else:
+        events = run(name).events
+    nan_step = next(s for s, _, m in events if not math.isfinite(m["loss"]))
+    assert nan_step > 200  # the 200-step plateau window fills while the loss climbs
+    alerts = feed(events, default_suite)
+    pred = first(alerts, AnomalyKind.DIVERGENCE_PREDICTED)
+    assert pred is not None and pred.first_step < nan_step, show(alerts)
+    assert first(alerts, AnomalyKind.PLATEAU) is None, show(alerts)
+    # The guard is what keeps it quiet: without it the same run reads as a plateau.
+    unguarded = DiagnosticSuite(SuiteConfig(enabled=["plateau"], settings={"plateau": {"max_rise": 1e9}}))
+    stuck = first(feed(events, unguarded), AnomalyKind.PLATEAU)
+    assert stuck is not None and "improved by at most 0.0%" in stuck.finding.explanation
+    assert stuck.first_step > 200
 
 
 def test_plateau_never_fires_during_warmup() -> None:
