@@ -145,3 +145,19 @@ class IncidentTracker:
     @property
     def open_incidents(self) -> int:
         return len(self._open)
+
+    def state_dict(self) -> list[list]:
+        """JSON-safe list of the open incidents."""
+        return [
+            [det, kind, key, i.id, i.first_step, i.last_step, i.occurrences, i.revision,
+             int(i.published_severity), i.published_score, i.published_step]
+            for (det, kind, key), i in self._open.items()
+        ]
+
+    def load_state_dict(self, rows: list[list]) -> None:
+        self._open = {
+            (str(det), int(kind), str(key)): _Incident(
+                str(iid), int(first), int(last), int(occ), int(rev), Severity(int(sev)), float(score), int(pstep)
+            )
+            for det, kind, key, iid, first, last, occ, rev, sev, score, pstep in rows
+        }

@@ -69,6 +69,8 @@ class Diagnostic(ABC):
     version: ClassVar[str] = "1"
     config_class: ClassVar[type[DiagnosticConfig]] = DiagnosticConfig
     reference: ClassVar[str] = ""
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+    """Instance attributes holding per-run state (everything else derives from the config)."""
 
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         if config is None:
@@ -145,6 +147,35 @@ class Diagnostic(ABC):
             if f is not None:
                 findings.append(f)
         return findings
+
+    def state_dict(self) -> dict:
+        """JSON-safe snapshot of this diagnostic's per-run state (see :mod:`runwatch.models.snapshot`)."""
+        from runwatch.models.snapshot import encode
+
+        return {
+            "name": self.name,
+            "version": self.version,
+            "config": self.config.to_dict(),
+            "state": {attr: encode(getattr(self, attr)) for attr in self.state_attributes},
+        }
+
+    def load_state_dict(self, snapshot: dict) -> bool:
+        """Restore :meth:`state_dict` output; returns False (state left fresh) if it does not fit.
+
+        State only fits a diagnostic of the same name, version and config.
+        """
+        from runwatch.models.snapshot import decode
+
+        if (snapshot.get("name"), snapshot.get("version")) != (self.name, self.version):
+            return False
+        if snapshot.get("config") != self.config.to_dict():
+            return False
+        state = snapshot.get("state", {})
+        if set(state) != set(self.state_attributes):
+            return False
+        for attr in self.state_attributes:
+            setattr(self, attr, decode(state[attr], f"{self.name}.{attr}"))
+        return True
 
     def on_idle(self, now: float, last_wall_time: float, last_step: int) -> Finding | None:
         """Called periodically with the current time; override for time-based checks."""

@@ -117,6 +117,53 @@ class RunMonitor:
             out.extend((name, s, v) for s, v in zip(steps.tolist(), values.tolist()))
         return out
 
+    def state_dict(self) -> dict:
+        """JSON-safe snapshot of everything this monitor knows about its run.
+
+        Restoring it into a fresh monitor of the same suite (:meth:`load_state_dict`)
+        continues detection exactly where this one stands.
+        """
+        from runwatch.models.snapshot import encode
+
+        evidence = {}
+        for name, q in self._recent.items():
+            if q:
+                steps = np.concatenate([c.steps for c in q])[-self.evidence_len :]
+                values = np.concatenate([c.values for c in q])[-self.evidence_len :]
+                times = np.concatenate([c.wall_times for c in q])[-self.evidence_len :]
+                evidence[name] = [encode(steps), encode(values), encode(times)]
+        return {
+            "run_id": self.run_id,
+            "last_step": self.last_step,
+            "last_wall_time": encode(self.last_wall_time),
+            "incidents": self.incidents.state_dict(),
+            "evidence": evidence,
+            "diagnostics": [d.state_dict() for d in self.diagnostics],
+        }
+
+    def load_state_dict(self, snapshot: dict) -> list[str]:
+        """Restore :meth:`state_dict` output; returns the diagnostics whose state did not fit (left fresh)."""
+        from runwatch.models.snapshot import SnapshotError, decode
+
+        try:
+            self.last_step = int(snapshot["last_step"])
+            self.last_wall_time = float(decode(snapshot["last_wall_time"]))
+            self.incidents.load_state_dict(snapshot["incidents"])
+            self._recent = {}
+            for name, (steps, values, times) in snapshot["evidence"].items():
+                col = Column(decode(steps), decode(values), decode(times))
+                self._recent[name] = deque([col], maxlen=self.evidence_len)
+            saved = {d["name"]: d for d in snapshot["diagnostics"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SnapshotError):
+                raise
+            raise SnapshotError(f"monitor state: {type(exc).__name__}: {exc}") from None
+        misfits = []
+        for diag in self.diagnostics:
+            if diag.name not in saved or not diag.load_state_dict(saved[diag.name]):
+                misfits.append(diag.name)
+        return misfits
+
     def _alerts(self, findings: list[tuple[Diagnostic, Finding]], wall_time: float) -> list[Alert]:
         alerts = []
         for diag, f in findings:

@@ -14,6 +14,9 @@ not an error. Any other step below the current one is rejected.
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -25,6 +28,7 @@ from google.protobuf.message import DecodeError
 from runwatch.models.alerting import Alert
 from runwatch.models.block import MetricBlock
 from runwatch.models.monitor import RunMonitor
+from runwatch.models.snapshot import SnapshotError
 from runwatch.models.registry import DiagnosticSuite
 from runwatch.service import store as store_ops
 from runwatch.service import validation as check
@@ -32,6 +36,9 @@ from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
+log = logging.getLogger("runwatch.service")
+
+SNAPSHOT_FORMAT = "runwatch.run-state/1"
 MAX_VIOLATIONS_REPORTED = 100
 MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
@@ -47,6 +54,7 @@ class RunState:
     monitor: RunMonitor | None
     last_step: int = -1
     last_received: float = 0.0
+    start: bytes = b""  # the serialized RunStart, carried in checkpoints
     last_names: tuple | frozenset = ()
     valid_names: set = field(default_factory=set)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))
@@ -137,7 +145,12 @@ class DetectionPipeline:
             return None
         running = info.status == runs_pb2.RUN_STATUS_RUNNING
         state = RunState(
-            run_id, info.project, info.status, self.suite.monitor(run_id) if running else None, last_step=info.last_step
+            run_id,
+            info.project,
+            info.status,
+            self.suite.monitor(run_id) if running else None,
+            last_step=info.last_step,
+            start=info.start.SerializeToString(),
         )
         if running:
             self.runs[run_id] = state
@@ -276,18 +289,25 @@ class DetectionPipeline:
             start.project = "default"
         if state is None:
             self.runs[start.run_id] = RunState(
-                start.run_id, start.project, runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(start.run_id)
+                start.run_id,
+                start.project,
+                runs_pb2.RUN_STATUS_RUNNING,
+                self.suite.monitor(start.run_id),
+                start=start.SerializeToString(),
             )
             ack.ack.accepted += 1
         else:
             # A re-sent RunStart (at-least-once clients) or one completing an implicitly opened run.
             state.project = start.project
+            state.start = start.SerializeToString()
             ack.ack.duplicates += 1
         ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
 
     def _open_implicit(self, run_id: str, now: float, ack: _AckBuilder, ops: list) -> RunState:
         start = runs_pb2.RunStart(run_id=run_id, project="default", start_time=now)
-        state = RunState(run_id, "default", runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(run_id))
+        state = RunState(
+            run_id, "default", runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(run_id), start=start.SerializeToString()
+        )
         self.runs[run_id] = state
         ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
         ack.ack.warnings.append(f"run {run_id!r} had no RunStart: opened implicitly in project 'default'")
@@ -441,6 +461,63 @@ class DetectionPipeline:
         self._remember_ended(state)
         ops.append(store_ops.end_run_op(end.run_id, status, end.end_time or now, end.reason))
         ack.ack.accepted += 1
+
+    # -- checkpoints (a run moving between instances) -------------------------------------------
+
+    def snapshot_run(self, run_id: str) -> bytes | None:
+        """JSON bytes of a running run's full detection state, or None if it is not running here."""
+        state = self.runs.get(run_id)
+        if state is None or state.monitor is None:
+            return None
+        doc = {
+            "format": SNAPSHOT_FORMAT,
+            "run_id": run_id,
+            "project": state.project,
+            "last_step": state.last_step,
+            "start": base64.b64encode(state.start).decode(),
+            "last_names": sorted(state.last_names),
+            "recent": [list(r) for r in state.recent],
+            "monitor": state.monitor.state_dict(),
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def restore_run(self, blob: bytes) -> str:
+        """Install a :meth:`snapshot_run` checkpoint (replacing this instance's state of the run).
+
+        Raises :class:`~runwatch.models.snapshot.SnapshotError` naming what is wrong with a bad
+        checkpoint. Diagnostics whose configuration differs here start fresh (logged).
+        """
+        try:
+            doc = json.loads(blob)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SnapshotError(f"checkpoint is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"format: expected {SNAPSHOT_FORMAT!r}, got {str(doc)[:40] if not isinstance(doc, dict) else doc.get('format')!r}")
+        run_id = doc.get("run_id")
+        if not isinstance(run_id, str) or check.check_run_id(run_id):
+            raise SnapshotError(f"run_id: invalid {run_id!r}")
+        try:
+            monitor = self.suite.monitor(run_id)
+            misfits = monitor.load_state_dict(doc["monitor"])
+            start = runs_pb2.RunStart.FromString(base64.b64decode(doc["start"], validate=True))
+            state = RunState(
+                run_id, str(doc["project"]), runs_pb2.RUN_STATUS_RUNNING, monitor, start=start.SerializeToString()
+            )
+            state.last_step = int(doc["last_step"])
+            state.last_names = tuple(str(n) for n in doc["last_names"])
+            for first, last in doc["recent"]:
+                state.remember_steps(int(first), int(last))
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, DecodeError) as exc:
+            raise SnapshotError(f"checkpoint of {run_id!r}: {type(exc).__name__}: {exc}") from None
+        if start.run_id == run_id and self.store.get_run(run_id) is None:
+            self.store.submit([store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING)])
+        if misfits:
+            log.warning("run %s: restored without the state of %s (their configuration differs here)", run_id, misfits)
+        self.ended.pop(run_id, None)
+        self.runs[run_id] = state
+        return run_id
 
     # -- time-based checks --------------------------------------------------------------------
 

@@ -130,6 +130,7 @@ class DivergenceDiagnostic(Diagnostic):
         "Exponential loss/gradient growth under a learning rate above the stability limit "
         "(Goodfellow et al. 2016, sec. 8.2; Cohen et al. 2021, edge of stability)"
     )
+    state_attributes = ("_state",)
 
     config: DivergenceConfig
 

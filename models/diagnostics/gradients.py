@@ -250,6 +250,7 @@ class VanishingGradientDiagnostic(Diagnostic):
     version = "1"
     config_class = VanishingGradientConfig
     reference = "SageMaker Debugger VanishingGradient (threshold 1e-7); Glorot & Bengio 2010"
+    state_attributes = ("_top", "_layers")
 
     config: VanishingGradientConfig
 
@@ -373,6 +374,7 @@ class UpdateRatioDiagnostic(Diagnostic):
     version = "1"
     config_class = UpdateRatioConfig
     reference = "SageMaker Debugger WeightUpdateRatio (large_threshold 10, small_threshold 1e-8)"
+    state_attributes = ("_lr", "_layers")
 
     config: UpdateRatioConfig
 

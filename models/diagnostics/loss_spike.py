@@ -224,6 +224,8 @@ class ColumnsDiagnostic(Diagnostic):
     metric-name order, as value-by-value feeding produces them.
     """
 
+    state_attributes = ("_table",)
+
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         super().__init__(config)
         self._table = MetricTable(self.initial_state())

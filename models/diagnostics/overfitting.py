@@ -98,6 +98,7 @@ class OverfittingDiagnostic(Diagnostic):
     version = "1"
     config_class = OverfittingConfig
     reference = "SageMaker Debugger Overfit (ratio_threshold 0.1); Prechelt 1998 early stopping"
+    state_attributes = ("_state",)
 
     config: OverfittingConfig
 

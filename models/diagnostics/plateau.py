@@ -120,6 +120,7 @@ class PlateauDiagnostic(Diagnostic):
     version = "1"
     config_class = PlateauConfig
     reference = "PyTorch ReduceLROnPlateau (rel threshold); SageMaker Debugger LossNotDecreasing"
+    state_attributes = ("_states",)
 
     config: PlateauConfig
 

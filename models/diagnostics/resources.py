@@ -189,6 +189,7 @@ class DataBottleneckDiagnostic(Diagnostic):
     version = "1"
     config_class = DataBottleneckConfig
     reference = "TensorFlow Profiler input-pipeline analysis (input-bound share of step time)"
+    state_attributes = ("_state",)
 
     config: DataBottleneckConfig
 

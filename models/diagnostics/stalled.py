@@ -77,6 +77,7 @@ class StalledRunDiagnostic(Diagnostic):
     version = "1"
     config_class = StalledRunConfig
     reference = "Heartbeat timeout (W&B marks runs Crashed when heartbeats stop)"
+    state_attributes = ("_clock", "_gaps")
 
     config: StalledRunConfig
 
