@@ -107,7 +107,7 @@ def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: st
             if read_values:
                 n = 0
                 for ev in b.events:
-                    ev.run_id, ev.step, ev.wall_time
+                    _fields = (ev.run_id, ev.step, ev.wall_time)
                     for _name, _value in ev.metrics.items():
                         n += 1
                 decoded["values"] += n

@@ -138,8 +138,7 @@ class IncidentTracker:
         inc.published_severity = max(inc.published_severity, finding.severity)
         inc.published_score = max(inc.published_score, finding.score)
         inc.published_step = finding.step
-        if finding.severity < inc.published_severity:
-            finding.severity = inc.published_severity
+        finding.severity = max(finding.severity, inc.published_severity)
         return Alert(inc.id, inc.revision, IncidentState.UPDATED, inc.first_step, inc.last_step, inc.occurrences, finding)
 
     @property

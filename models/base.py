@@ -48,7 +48,7 @@ class DiagnosticConfig(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "DiagnosticConfig":
+    def from_json(cls, text: str | bytes) -> DiagnosticConfig:
         return cls.model_validate_json(text)
 
     def to_dict(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class MetricBlock:
     @classmethod
     def from_rows(
         cls, steps: Sequence[int], wall_times: Sequence[float], rows: Sequence[Mapping[str, float]]
-    ) -> "MetricBlock":
+    ) -> MetricBlock:
         """Build from per-event metric mappings (events in step order)."""
         names = [tuple(m) for m in rows]
         return cls.from_values(steps, wall_times, names, [[m[k] for k in key] for m, key in zip(rows, names)])
@@ -63,7 +63,7 @@ class MetricBlock:
         wall_times: Sequence[float],
         names: Sequence[tuple[str, ...]],
         values: Sequence[Sequence[float]],
-    ) -> "MetricBlock":
+    ) -> MetricBlock:
         """Build from per-event name tuples and the matching value lists (events in step order)."""
         n = len(steps)
         step_arr = np.fromiter(steps, np.int64, n)
@@ -110,7 +110,7 @@ class MetricBlock:
         return cls(step_arr, wall_arr, columns)
 
     @classmethod
-    def single(cls, step: int, wall_time: float, metrics: Mapping[str, float]) -> "MetricBlock":
+    def single(cls, step: int, wall_time: float, metrics: Mapping[str, float]) -> MetricBlock:
         return cls.from_rows([step], [wall_time], [metrics])
 
 

@@ -77,8 +77,7 @@ class RunMonitor:
             q.append(col)
         if len(block):
             last = int(block.steps[-1])
-            if last > self.last_step:
-                self.last_step = last
+            self.last_step = max(self.last_step, last)
             self.last_wall_time = float(block.wall_times[-1])
         if not found:
             return []

@@ -95,7 +95,7 @@ class SuiteConfig(BaseModel):
         return settings
 
     @model_validator(mode="after")
-    def _settings_for_enabled(self) -> "SuiteConfig":
+    def _settings_for_enabled(self) -> SuiteConfig:
         idle = [n for n in self.settings if n not in self.enabled]
         if idle:
             raise ValueError(f"settings given for diagnostics that are not enabled: {idle}")

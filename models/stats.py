@@ -21,7 +21,7 @@ class EwmStats:
     1.0
     """
 
-    __slots__ = ("alpha", "mean", "mad", "count")
+    __slots__ = ("alpha", "count", "mad", "mean")
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
@@ -60,7 +60,7 @@ class LinearTrend:
     2.0
     """
 
-    __slots__ = ("window", "_xs", "_ys", "_i", "_n", "_sx", "_sy", "_sxx", "_sxy", "_syy")
+    __slots__ = ("_i", "_n", "_sx", "_sxx", "_sxy", "_sy", "_syy", "_xs", "_ys", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window

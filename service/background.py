@@ -39,7 +39,7 @@ class BackgroundServer:
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self._thread.start()
 
         async def boot() -> int:
@@ -58,7 +58,7 @@ class BackgroundServer:
         if not self._thread.is_alive():
             self._loop.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -85,7 +85,7 @@ def run_demo(
         data_dir = Path(tmp.name)
     settings = ServiceSettings(port=port, data_dir=data_dir)
     t0 = time.perf_counter()
-    stamp = lambda: f"[{time.perf_counter() - t0:6.1f}s]"  # noqa: E731
+    stamp = lambda: f"[{time.perf_counter() - t0:6.1f}s]"
     suffix = uuid.uuid4().hex[:6]
     try:
         with BackgroundServer(settings) as server, RunwatchClient(server.target) as client:
@@ -101,7 +101,7 @@ def run_demo(
                     run_id=run_id, project="demo", hyperparameters=HYPERPARAMETERS[name],
                     model=build_model(name, seed=seed), tags=[name],
                 )
-                summary = SCENARIOS[name](lambda step, metrics: run.log(metrics, step=step), seed=seed)
+                summary = SCENARIOS[name](lambda step, metrics, run=run: run.log(metrics, step=step), seed=seed)
                 bad = summary["first_nonfinite_step"]
                 if bad is None:
                     run.finish("finished", reason="completed")
@@ -128,8 +128,8 @@ def run_demo(
     for o in outcomes.values():
         kinds = ", ".join(sorted(o.kinds())) or "-"
         out(
-            f"  {o.run_id:<26} {o.steps:>5} {o.final_val_acc:>7.3f} {str(o.first_flag_step or '-'):>10} "
-            f"{str(o.first_nonfinite_step or '-'):>10}  {kinds}"
+            f"  {o.run_id:<26} {o.steps:>5} {o.final_val_acc:>7.3f} {o.first_flag_step or '-'!s:>10} "
+            f"{o.first_nonfinite_step or '-'!s:>10}  {kinds}"
         )
     checks = _checks(outcomes)
     out("")

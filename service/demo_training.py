@@ -181,8 +181,8 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     std[std == 0] = 1.0  # border pixels that are always blank
-    as_x = lambda a: torch.tensor((a - mean) / std, dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
+    as_x = lambda a: torch.tensor((a - mean) / std, dtype=torch.float32)
+    as_y = lambda a: torch.tensor(a, dtype=torch.long)
     return as_x(x_tr), as_y(y_tr), as_x(x_va), as_y(y_va)
 
 

@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError
 from runwatch.models.alerting import Alert
 from runwatch.models.block import MetricBlock
 from runwatch.models.monitor import RunMonitor
-from runwatch.models.snapshot import SnapshotError
 from runwatch.models.registry import DiagnosticSuite
+from runwatch.models.snapshot import SnapshotError
 from runwatch.service import store as store_ops
 from runwatch.service import validation as check
 from runwatch.service.settings import ServiceSettings

@@ -50,7 +50,7 @@ def _bad_request(message: str, violations) -> grpc.Status:
 class IngestServicer:
     """IngestService with raw-bytes requests: undecodable or oversized batches are rejected, not fatal."""
 
-    def __init__(self, server: "RunwatchServer") -> None:
+    def __init__(self, server: RunwatchServer) -> None:
         self.s = server
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -92,7 +92,7 @@ class IngestServicer:
 
 
 class WatchServicer(service_pb2_grpc.WatchServiceServicer):
-    def __init__(self, server: "RunwatchServer") -> None:
+    def __init__(self, server: RunwatchServer) -> None:
         self.s = server
 
     async def WatchAnomalies(self, request: service_pb2.WatchRequest, context) -> AsyncIterator[anomaly_pb2.Anomaly]:
@@ -121,7 +121,7 @@ class WatchServicer(service_pb2_grpc.WatchServiceServicer):
 
 
 class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
-    def __init__(self, server: "RunwatchServer") -> None:
+    def __init__(self, server: RunwatchServer) -> None:
         self.s = server
 
     async def GetRun(self, request: service_pb2.GetRunRequest, context) -> service_pb2.RunSummary:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -26,7 +25,7 @@ def free_port() -> int:
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 def wait_serving(target: str, timeout: float = 30) -> None:

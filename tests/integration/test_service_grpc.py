@@ -122,7 +122,7 @@ def test_restart_keeps_runs_events_and_anomalies(start_server, tmp_path):
     stubs.channel.close()
     srv.stop()
 
-    srv2, stubs2 = start_server(data_dir=data)
+    _, stubs2 = start_server(data_dir=data)
     after = stubs2.runs.GetRun(service_pb2.GetRunRequest(run_id="p-1"))
     assert after.run.event_count == 10 and after.run.last_step == 9
     assert [a.id for a in after.anomalies] == [a.id for a in before.anomalies] and len(after.anomalies) == 1
