@@ -114,6 +114,34 @@ class MetricBlock:
         return cls.from_rows([step], [wall_time], [metrics])
 
 
+EMPTY_STEPS = np.zeros(0, dtype=np.int64)
+EMPTY_VALUES = np.zeros(0)
+
+
+def column_arrays(col: Column | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of a column, or two empty arrays for a metric absent from the block."""
+    return (col.steps, col.values) if col is not None else (EMPTY_STEPS, EMPTY_VALUES)
+
+
+def column_pair(block: MetricBlock, first: str, second: str) -> tuple[Column | None, Column | None, bool]:
+    """The columns of two metrics a cross-metric check combines, and whether they share their steps.
+
+    Either may be None (absent from the block); ``second`` is None when it names the same
+    metric as ``first``.
+
+    Examples
+    --------
+    >>> b = MetricBlock.from_rows([1, 2], [0.0, 0.0], [{"loss": 1.0, "grad_norm": 2.0}, {"loss": 0.9, "grad_norm": 2.1}])
+    >>> a, g, aligned = column_pair(b, "loss", "grad_norm")
+    >>> a.values.tolist(), aligned
+    ([1.0, 0.9], True)
+    """
+    cols = block.columns
+    a = cols.get(first)
+    b = cols.get(second) if second != first else None
+    return a, b, a is not None and b is not None and a.steps is b.steps
+
+
 def reported_indices(
     fired: np.ndarray, scores: np.ndarray | None = None, max_stretches: int = 16
 ) -> list[tuple[int, int]]:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
-from runwatch.models.block import Column, MetricBlock
+from runwatch.models.block import Column, MetricBlock, column_arrays, column_pair
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import divergence, divergence_state, scratch
-
-_NO_STEPS = np.zeros(0, dtype=np.int64)
-_NO_VALUES = np.zeros(0)
 
 
 class DivergenceConfig(DiagnosticConfig):
@@ -157,17 +153,13 @@ class DivergenceDiagnostic(Diagnostic):
         return metric in (self.config.loss_metric, self.config.grad_metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
-        cfg = self.config
-        cols = block.columns
-        grad = cols.get(cfg.grad_metric)
-        loss = cols.get(cfg.loss_metric) if cfg.loss_metric != cfg.grad_metric else None
+        grad, loss, aligned = column_pair(block, self.config.grad_metric, self.config.loss_metric)
         if loss is None and grad is None:
             return []
-        aligned = loss is not None and grad is not None and loss.steps is grad.steps
         out = scratch(len(loss) if loss is not None else 0)
         nf = divergence(
-            *((loss.steps, loss.values) if loss is not None else (_NO_STEPS, _NO_VALUES)),
-            *((grad.steps, grad.values) if grad is not None else (_NO_STEPS, _NO_VALUES)),
+            *column_arrays(loss),
+            *column_arrays(grad),
             self._loss_first,
             aligned,
             self._state,

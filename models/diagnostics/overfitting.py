@@ -8,12 +8,9 @@ import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
-from runwatch.models.block import Column, MetricBlock
+from runwatch.models.block import Column, MetricBlock, column_arrays, column_pair
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import OVERFITTING_STATE, overfitting, scratch
-
-_NO_STEPS = np.zeros(0, dtype=np.int64)
-_NO_VALUES = np.zeros(0)
 
 
 class OverfittingConfig(DiagnosticConfig):
@@ -121,19 +118,12 @@ class OverfittingDiagnostic(Diagnostic):
         return metric in (self.config.train_metric, self.config.val_metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
-        cfg = self.config
-        cols = block.columns
-        train = cols.get(cfg.train_metric)
-        val = cols.get(cfg.val_metric) if cfg.val_metric != cfg.train_metric else None
-        if val is None:
-            if train is None:
-                return []
-            val_steps, val_values, aligned = _NO_STEPS, _NO_VALUES, False
-        else:
-            val_steps, val_values = val.steps, val.values
-            aligned = train is not None and train.steps is val.steps
+        train, val, aligned = column_pair(block, self.config.train_metric, self.config.val_metric)
+        if val is None and train is None:
+            return []
+        val_steps, val_values = column_arrays(val)
         nf = overfitting(
-            *((train.steps, train.values) if train is not None else (_NO_STEPS, _NO_VALUES)),
+            *column_arrays(train),
             val_steps,
             val_values,
             self._train_first,

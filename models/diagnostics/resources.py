@@ -8,13 +8,10 @@ import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
-from runwatch.models.block import Column, MetricBlock
+from runwatch.models.block import Column, MetricBlock, column_arrays, column_pair
 from runwatch.models.diagnostics.loss_spike import ColumnsDiagnostic
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import BOTTLENECK_STATE, data_bottleneck, memory_growth, memory_state, scratch
-
-_NO_STEPS = np.zeros(0, dtype=np.int64)
-_NO_VALUES = np.zeros(0)
 
 
 class MemoryGrowthConfig(DiagnosticConfig):
@@ -204,21 +201,14 @@ class DataBottleneckDiagnostic(Diagnostic):
         return metric in (self.config.data_metric, self.config.step_metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
-        cfg = self.config
-        cols = block.columns
-        step = cols.get(cfg.step_metric)
-        data = cols.get(cfg.data_metric) if cfg.data_metric != cfg.step_metric else None
-        if data is None:
-            if step is None:
-                return []
-            data_steps, data_values, aligned = _NO_STEPS, _NO_VALUES, False
-        else:
-            data_steps, data_values = data.steps, data.values
-            aligned = step is not None and step.steps is data.steps
+        step, data, aligned = column_pair(block, self.config.step_metric, self.config.data_metric)
+        if data is None and step is None:
+            return []
+        data_steps, data_values = column_arrays(data)
         nf = data_bottleneck(
             data_steps,
             data_values,
-            *((step.steps, step.values) if step is not None else (_NO_STEPS, _NO_VALUES)),
+            *column_arrays(step),
             self._data_first,
             aligned,
             self._state,
