@@ -363,11 +363,12 @@ class DetectionPipeline:
             # and every previous name is present, the name sets are equal and tuple(metrics) is skipped.
             values = None
             if n == len(prev_names):
-                try:
-                    values = [metrics[k] for k in prev_names]
+                # .get, not [...]: indexing a protobuf map inserts a missing key (no KeyError)
+                values = [metrics.get(k) for k in prev_names]
+                if None in values:
+                    values = None
+                else:
                     names = prev_names
-                except KeyError:
-                    pass
             if values is None:
                 names = tuple(metrics)
                 values = [metrics[k] for k in names]

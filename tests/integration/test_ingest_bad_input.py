@@ -172,3 +172,20 @@ def test_bad_queries_name_the_field(server):
     with pytest.raises(grpc.RpcError) as err:
         stubs.runs.ListRuns(service_pb2.ListRunsRequest(status=99))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "status" in err.value.details()
+
+
+def test_events_with_equal_sized_but_different_metric_names_keep_their_own_values(server):
+    # Regression: a fast path reused the previous event's names; indexing a protobuf map with a
+    # missing name inserts it (0.0) instead of raising, which would have invented values.
+    _, stubs = server
+    b = batch(1, start="run-names", events=[
+        ("run-names", 0, {"loss": 1.0, "a": 5.0}),
+        ("run-names", 1, {"loss": 0.9, "b": 7.0}),
+        ("run-names", 2, {"loss": 0.8, "a": 6.0}),
+    ])
+    (ack,) = send_all(stubs, [b])
+    assert ack.accepted == 4
+    metrics = {m.name: m for m in stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="run-names")).metrics}
+    assert (metrics["a"].count, metrics["a"].min, metrics["a"].max) == (2, 5.0, 6.0)
+    assert (metrics["b"].count, metrics["b"].last, metrics["b"].last_step) == (1, 7.0, 1)
+    assert metrics["loss"].count == 3
