@@ -320,6 +320,7 @@ class DetectionPipeline:
         all_accepted = True
         runs = self.runs
         prev_names: tuple[str, ...] = ()
+        accepted = 0
         for i, ev in enumerate(batch.events):
             if bad_items and ("events", i) in bad_items:
                 ack.reject("", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
@@ -363,15 +364,15 @@ class DetectionPipeline:
             # and every previous name is present, the name sets are equal and tuple(metrics) is skipped.
             values = None
             if n == len(prev_names):
-                # .get, not [...]: indexing a protobuf map inserts a missing key (no KeyError)
-                values = [metrics.get(k) for k in prev_names]
+                # .get, not [...]: indexing a protobuf map inserts a missing key (no KeyError).
+                values = list(map(metrics.get, prev_names))
                 if None in values:
                     values = None
                 else:
                     names = prev_names
             if values is None:
                 names = tuple(metrics)
-                values = [metrics[k] for k in names]
+                values = list(map(metrics.__getitem__, names))
             if names not in state.valid_names:
                 v = next(filter(None, map(check.check_metric_name, names)), None)
                 if v:
@@ -419,7 +420,8 @@ class DetectionPipeline:
             group.wall_times.append(wall_time)
             group.names.append(names)
             group.values.append(values)
-            ack.ack.accepted += 1
+            accepted += 1
+        ack.ack.accepted += accepted
 
         only_events = not (batch.starts or batch.logs or batch.ends)
         for run_id, group in groups.items():
