@@ -23,14 +23,15 @@ __all__ = [
     "run_kind",
     "run_status",
     "severity",
+    "struct_to_dict",
     "to_struct",
     "truncate_text",
     "validate_run_id",
 ]
 
 # The server's own limits, so the client refuses early exactly what the server would.
-from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES  # noqa: E402
-from runwatch.service.validation import RUN_ID_PATTERN  # noqa: E402
+from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES
+from runwatch.service.validation import RUN_ID_PATTERN
 
 
 def _enum(value: Any, enum: Any, prefix: str, aliases: Mapping[str, int], what: str) -> int:
@@ -48,9 +49,10 @@ def _enum(value: Any, enum: Any, prefix: str, aliases: Mapping[str, int], what: 
         full = value.strip().upper()
         if not full.startswith(prefix):
             full = prefix + full
-        if full in enum.keys():
+        known = enum.keys()
+        if full in known:
             return enum.Value(full)
-        names = sorted({*aliases, *(k[len(prefix) :].lower() for k in enum.keys())})
+        names = sorted({*aliases, *(k[len(prefix) :].lower() for k in known)})
         raise ValueError(f"unknown {what} {value!r}; expected one of {names}")
     raise TypeError(f"{what} must be a name or an int, got {type(value).__name__}")
 
@@ -157,6 +159,19 @@ def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
     if values:
         s.update(_json_like(dict(values)))
     return s
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A plain dict from a ``Struct`` (numbers come back as floats).
+
+    Examples
+    --------
+    >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}}))
+    {'lr': 0.1, 'opt': {'name': 'adam'}}
+    """
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(struct)
 
 
 def metrics_map(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -13,9 +13,17 @@ drops exact duplicates and counts them in ``IngestAck.duplicates``. When the
 queue is full the oldest metric event or log line is dropped (never a
 ``RunStart``/``RunEnd`` while others remain) and counted.
 
-A disk spool, when added, belongs where batches are formed and acked
-(``_form_batch`` / ``_on_ack``): persist a batch when it enters ``_unacked``,
-delete it on ack, reload un-acked batches at start.
+With a :class:`~runwatch.client.spool.Spool` the sender works differently
+behind the same API: the thread cuts the queue into batches on the same size
+and age rules *whether or not a stream is open* and appends each to the spool
+(a bounded folder of segment files), then sends spooled batches, oldest
+first, while fewer than ``max_inflight`` are waiting for their ack, and
+deletes each from the spool once acknowledged. So the in-memory queue stays
+short while the service is down, nothing is lost to a service restart, and
+batches still unsent when the client closes (or the process dies) stay on
+disk for the next client using the same spool folder. A full spool drops its
+oldest batches (keeping their ``RunStart``/``RunEnd`` items), counts them and
+warns once; see :mod:`runwatch.client.spool`.
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ from typing import Any
 
 import grpc
 
+from runwatch.client.spool import DROPPED, Spool, SpoolRecord
 from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
 
-__all__ = ["BatchSender", "SenderStats", "START", "EVENT", "LOG", "END"]
+__all__ = ["END", "EVENT", "LOG", "START", "BatchSender", "SenderStats"]
 
 logger = logging.getLogger("runwatch.client")
 
@@ -67,12 +76,17 @@ class SenderStats:
     rejected
         Items the server rejected; see :attr:`BatchSender.violations`.
     dropped
-        Items given up client-side: queue overflow, a batch the server kept
-        refusing, or still undelivered at close.
+        Items given up client-side: queue or spool overflow, a batch the
+        server kept refusing, or (without a spool) still undelivered at close.
     queued
         Items waiting in the queue now.
     unacked
-        Items sent and waiting for their ack now.
+        Items in batches not yet acknowledged now: in flight, or waiting in
+        the spool.
+    spooled
+        Of ``unacked``, items waiting in the spool to be sent (0 without a spool).
+    spool_bytes
+        Bytes of unacknowledged batches in the spool.
     batches_sent, batches_acked
         Batches written the first time / acknowledged.
     reconnects
@@ -92,6 +106,8 @@ class SenderStats:
     dropped: int = 0
     queued: int = 0
     unacked: int = 0
+    spooled: int = 0
+    spool_bytes: int = 0
     batches_sent: int = 0
     batches_acked: int = 0
     reconnects: int = 0
@@ -111,6 +127,7 @@ class _Pending:
     first_id: int
     sent: bool = False
     failures: int = 0
+    record: SpoolRecord | None = None
 
 
 class _Stream:
@@ -167,11 +184,16 @@ class BatchSender:
     max_batch_items, max_batch_bytes
         Limits of one ``EventBatch``.
     flush_interval
-        Longest time, in seconds, an item waits before its batch is sent.
+        Longest time, in seconds, an item waits before its batch is formed
+        (and sent, or spooled).
     max_inflight
-        Most un-acked batches; while reached, items wait in the queue.
+        Most un-acked batches on the stream; while reached, items wait in the
+        queue (or the spool).
     backoff_initial, backoff_max
         Reconnect delay bounds in seconds (doubling, with jitter).
+    spool
+        Keep batches in this on-disk spool until acknowledged (see the module
+        docstring); the sender closes it.
 
     Examples
     --------
@@ -197,6 +219,7 @@ class BatchSender:
         max_inflight: int = 32,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        spool: Spool | None = None,
     ) -> None:
         if max_queue < 1 or max_batch_items < 1 or max_inflight < 1:
             raise ValueError("max_queue, max_batch_items and max_inflight must be >= 1")
@@ -208,6 +231,7 @@ class BatchSender:
         self.max_inflight = max_inflight
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.spool = spool
 
         self._cond = threading.Condition(threading.Lock())
         # (item id, kind, message, enqueue time); ids grow by one per item.
@@ -219,12 +243,18 @@ class BatchSender:
         self._closing = False
         self._stream: _Stream | None = None
         self._generation = 0
+        self._next_connect_at = 0.0
+        self._backoff = backoff_initial
+        # items taken from the queue and not yet in the spool: (first id, count)
+        self._spilling: tuple[int, int] | None = None
         self._counts = dict.fromkeys(
             ("enqueued", "sent", "resent", "acked", "duplicates", "rejected", "dropped"), 0
         ) | {"batches_sent": 0, "batches_acked": 0, "reconnects": 0}
         self._last_error = ""
         self._failing = False
         self._last_reject_log = 0.0
+        self._warned_full = False
+        self._warned_spool_error = False
         #: Recent rejections as (batch sequence, field path, reason), newest last.
         self.violations: deque[tuple[int, str, str]] = deque(maxlen=100)
         self._thread = threading.Thread(target=self._run, name="runwatch-sender", daemon=True)
@@ -233,7 +263,7 @@ class BatchSender:
     # -- caller side ---------------------------------------------------------
 
     def put(self, kind: int, message: Any) -> None:
-        """Queue one item; never blocks on the network.
+        """Queue one item; never blocks on the network (nor on the disk).
 
         ``kind`` is :data:`START`, :data:`EVENT`, :data:`LOG` or :data:`END`
         and ``message`` the matching ``runwatch.v1`` message.
@@ -259,6 +289,27 @@ class BatchSender:
         else:
             self._queue.popleft()
         self._counts["dropped"] += 1
+        self._warn_full("queue", f"{self.max_queue} items")
+
+    def _warn_full(self, what: str, bound: str) -> None:
+        if self._warned_full:
+            return
+        self._warned_full = True
+        logger.warning(
+            "runwatch: the %s is full (%s) while the server is slow or unreachable; dropping the oldest "
+            "events (RunStart/RunEnd are kept). This is reported once; stats().dropped counts them.",
+            what,
+            bound,
+        )
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block until the queue is at most half full (for bulk senders such as replay, not training loops).
+
+        Returns False on timeout or when the sender is closing.
+        """
+        with self._cond:
+            ok = self._cond.wait_for(lambda: len(self._queue) <= self.max_queue // 2 or self._closing, timeout)
+            return ok and not self._closing
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued so far now and wait until the server acknowledged it.
@@ -277,6 +328,8 @@ class BatchSender:
         with self._cond:
             target = self._next_id - 1
             self._flushing += 1
+            if self._stream is None:
+                self._next_connect_at = 0.0  # someone waits: try the server now, not after the backoff
             self._cond.notify_all()
             try:
                 return self._cond.wait_for(lambda: self._done_through(target), timeout)
@@ -286,17 +339,34 @@ class BatchSender:
     def _done_through(self, item_id: int) -> bool:
         if self._queue and self._queue[0][0] <= item_id:
             return False
+        if self._spilling is not None and self._spilling[0] <= item_id:
+            return False
         if self._unacked and next(iter(self._unacked.values())).first_id <= item_id:
             return False
+        if self.spool is not None:
+            oldest = self.spool.oldest_pending_id()
+            if oldest is not None and oldest <= item_id:
+                return False
         return True
 
     def stats(self) -> SenderStats:
         """Current counters."""
         with self._cond:
+            queued = len(self._queue) + (self._spilling[1] if self._spilling else 0)
+            if self.spool is None:
+                unacked = sum(p.size for p in self._unacked.values())
+                spooled = spool_bytes = 0
+            else:
+                unacked = self.spool.pending_items
+                in_flight = sum(p.size for p in self._unacked.values())
+                spooled = max(unacked - in_flight, 0)
+                spool_bytes = self.spool.pending_bytes
             return SenderStats(
                 **self._counts,
-                queued=len(self._queue),
-                unacked=sum(p.size for p in self._unacked.values()),
+                queued=queued,
+                unacked=unacked,
+                spooled=spooled,
+                spool_bytes=spool_bytes,
                 connected=self._stream is not None and not self._stream.broken,
                 last_error=self._last_error,
             )
@@ -304,8 +374,9 @@ class BatchSender:
     def close(self, timeout: float | None = 5.0) -> bool:
         """Flush (up to ``timeout`` seconds), then end the stream and stop the thread.
 
-        Items still undelivered are counted as dropped. Returns whether the
-        flush completed. Idempotent.
+        Without a spool, items still undelivered are counted as dropped; with
+        one, they stay in the spool for the next client that uses its folder.
+        Returns whether the flush completed. Idempotent.
         """
         with self._cond:
             if self._closing:
@@ -314,7 +385,7 @@ class BatchSender:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=10.0)
         return flushed
 
     @property
@@ -324,20 +395,32 @@ class BatchSender:
     # -- sender thread -------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = self.backoff_initial
+        try:
+            self._loop()
+        finally:
+            if self.spool is not None:
+                try:
+                    self.spool.close()
+                except OSError as exc:
+                    logger.warning("runwatch: closing the spool failed: %s", exc)
+
+    def _loop(self) -> None:
         while True:
+            spill: list[tuple[int, int, Any, float]] = []
             with self._cond:
                 action = self._wait_for_work()
+                stream = self._stream
                 if action == "stop":
-                    stream = self._stream
-                    lost = len(self._queue) + sum(p.size for p in self._unacked.values())
-                    self._counts["dropped"] += lost
+                    if self.spool is None:
+                        lost = len(self._queue) + sum(p.size for p in self._unacked.values())
+                        self._counts["dropped"] += lost
+                        self._unacked.clear()
+                    else:
+                        spill = list(self._queue)  # written to the spool below, for the next client
                     self._queue.clear()
-                    self._unacked.clear()
                     self._cond.notify_all()
                     break
-                stream = self._stream
-                if action == "send":
+                if action == "send" and self.spool is None:
                     pending = self._form_batch()
                     if pending is not None:
                         pending.sent = True
@@ -345,58 +428,166 @@ class BatchSender:
                         self._counts["batches_sent"] += 1
                         # under the lock: the ack reader matches acks against stream.outstanding
                         stream.write(pending.batch)
+                        self._cond.notify_all()
                     continue
-            # action == "connect": outside the lock, it may take a while
-            if stream is not None:
+                if action == "spill":
+                    spill = self._take_batch_items()
+                    if spill:
+                        self._spilling = (spill[0][0], len(spill))
+            # Disk and network work happens outside the lock.
+            if action == "spill":
+                if spill:
+                    self._spill(spill)
+            elif action == "send":
+                self._send_from_spool()
+            elif action == "retire":
                 if stream.got_ack:
-                    backoff = self.backoff_initial
+                    self._backoff = self.backoff_initial
                 self._retire(stream)
                 with self._cond:
-                    if self._cond.wait_for(lambda: self._closing, timeout=_jitter(backoff)):
-                        continue
-                backoff = min(backoff * 2, self.backoff_max)
-            self._connect()
+                    self._next_connect_at = time.monotonic() + _jitter(self._backoff)
+                    self._backoff = min(self._backoff * 2, self.backoff_max)
+            elif action == "connect":
+                self._connect()
+        while spill:
+            chunk, spill = spill[: self.max_batch_items], spill[self.max_batch_items :]
+            with self._cond:
+                self._spilling = (chunk[0][0], len(chunk))
+            self._spill(chunk)
         if stream is not None:
             self._retire(stream, graceful=True)
 
     def _wait_for_work(self) -> str:
-        """Block until there is something to do: ``"send"``, ``"connect"`` or ``"stop"``."""
+        """Block until there is something to do.
+
+        Returns ``"stop"``, ``"spill"`` (spool mode: cut a batch into the
+        spool), ``"send"``, ``"retire"`` (the stream broke) or ``"connect"``.
+        """
+        spool = self.spool
         while True:
             if self._closing:
                 return "stop"
-            has_work = bool(self._queue) or bool(self._unacked)
-            if has_work and (self._stream is None or self._stream.broken):
-                return "connect"
-            timeout = None
-            if self._queue and len(self._unacked) < self.max_inflight:
-                age = time.monotonic() - self._queue[0][3]
-                if len(self._queue) >= self.max_batch_items or self._flushing or age >= self.flush_interval:
-                    return "send"
+            now = time.monotonic()
+            timeout: float | None = None
+            age = now - self._queue[0][3] if self._queue else 0.0
+            due = bool(self._queue) and (
+                len(self._queue) >= self.max_batch_items or bool(self._flushing) or age >= self.flush_interval
+            )
+            if spool is not None and self._queue:
+                if due:
+                    return "spill"
                 timeout = self.flush_interval - age
+            if spool is None:
+                has_work = bool(self._queue) or bool(self._unacked)
+            else:
+                has_work = bool(self._queue) or bool(self._unacked) or spool.pending_items > 0
+            stream = self._stream
+            if stream is not None and stream.broken:
+                return "retire"
+            if has_work and stream is None:
+                wait = self._next_connect_at - now
+                if wait <= 0:
+                    return "connect"
+                timeout = wait if timeout is None else min(timeout, wait)
+            elif stream is not None and len(self._unacked) < self.max_inflight:
+                if spool is not None:
+                    if spool.has_unsent():
+                        return "send"
+                elif self._queue:
+                    if due:
+                        return "send"
+                    timeout = self.flush_interval - age
             self._cond.wait(timeout)
 
-    def _form_batch(self) -> _Pending | None:
-        """Move up to a batch's worth of items from the queue to ``_unacked``."""
-        if not self._queue:
-            return None
-        batch = runs_pb2.EventBatch(sequence=self._next_seq)
-        fields = (batch.starts, batch.events, batch.logs, batch.ends)
-        first_id = self._queue[0][0]
-        size = nbytes = 0
-        while self._queue and size < self.max_batch_items:
-            item_id, kind, message, _ = self._queue[0]
-            item_bytes = message.ByteSize()
-            if size and nbytes + item_bytes > self.max_batch_bytes:
+    def _take_batch_items(self) -> list[tuple[int, int, Any, float]]:
+        """Pop up to a batch's worth of items from the queue (same cuts as :meth:`_form_batch`)."""
+        items = []
+        nbytes = 0
+        while self._queue and len(items) < self.max_batch_items:
+            item = self._queue[0]
+            item_bytes = item[2].ByteSize()
+            if items and nbytes + item_bytes > self.max_batch_bytes:
                 break
             self._queue.popleft()
-            fields[kind].append(message)
-            size += 1
+            items.append(item)
             nbytes += item_bytes
-            if kind == END:
-                # The server applies ends after everything else in a batch; cutting here
-                # keeps a later re-open of the same run id in order.
+            if item[1] == END:
                 break
-        pending = _Pending(batch, size, first_id)
+        self._cond.notify_all()  # room in the queue (wait_for_room)
+        return items
+
+    def _spill(self, items: list[tuple[int, int, Any, float]]) -> None:
+        """Append one batch of ``items`` to the spool (sender thread, outside the lock)."""
+        batch = runs_pb2.EventBatch()
+        fields = (batch.starts, batch.events, batch.logs, batch.ends)
+        for _, kind, message, _ in items:
+            fields[kind].append(message)
+        control = bool(batch.starts or batch.ends)
+        dropped: list[SpoolRecord] = []
+        before = self.spool.dropped_items
+        error = None
+        try:
+            dropped = self.spool.append(
+                batch.SerializeToString(), items=len(items), control=control, first_id=items[0][0], batch=batch
+            )
+        except (OSError, RuntimeError) as exc:
+            error = exc
+        with self._cond:
+            self._spilling = None
+            if error is not None:
+                self._counts["dropped"] += len(items)
+                if not self._warned_spool_error:
+                    self._warned_spool_error = True
+                    logger.warning("runwatch: cannot write to the spool (%s); dropping events that cannot be kept", error)
+            else:
+                lost = self.spool.dropped_items - before
+                if lost:
+                    self._counts["dropped"] += lost
+                    self._warn_full("spool", f"{self.spool.max_bytes} bytes in {self.spool.root}")
+                if dropped:
+                    gone = {id(r) for r in dropped}
+                    for seq in [s for s, p in self._unacked.items() if p.record is not None and id(p.record) in gone]:
+                        del self._unacked[seq]
+            self._cond.notify_all()
+
+    def _send_from_spool(self) -> None:
+        rec = self.spool.take_next()
+        if rec is None:
+            return
+        try:
+            batch = self.spool.load(rec)
+        except Exception as exc:  # noqa: BLE001 - an unreadable record is skipped, not fatal
+            logger.warning("runwatch: cannot read a spooled batch (%s); dropping it", exc)
+            self.spool.discard(rec)
+            with self._cond:
+                self._counts["dropped"] += rec.items
+                self._cond.notify_all()
+            return
+        with self._cond:
+            if rec.state == DROPPED:
+                return
+            batch.sequence = self._next_seq
+            pending = _Pending(batch, rec.items, rec.first_id, record=rec)
+            self._unacked[self._next_seq] = pending
+            self._next_seq += 1
+            stream = self._stream
+            if stream is not None and not stream.broken:
+                pending.sent = True
+                self._counts["sent"] += pending.size
+                self._counts["batches_sent"] += 1
+                stream.write(batch)
+            # else: written when the next stream opens (_connect re-sends _unacked)
+
+    def _form_batch(self) -> _Pending | None:
+        """Move up to a batch's worth of items from the queue to ``_unacked`` (no spool)."""
+        if not self._queue:
+            return None
+        items = self._take_batch_items()
+        batch = runs_pb2.EventBatch(sequence=self._next_seq)
+        fields = (batch.starts, batch.events, batch.logs, batch.ends)
+        for _, kind, message, _ in items:
+            fields[kind].append(message)
+        pending = _Pending(batch, len(items), items[0][0])
         self._unacked[self._next_seq] = pending
         self._next_seq += 1
         return pending
@@ -408,7 +599,7 @@ class BatchSender:
                 self._counts["reconnects"] += 1
             try:
                 stream = _Stream(self._stub, self._generation)
-            except Exception as exc:  # a closed channel raises here
+            except Exception as exc:  # noqa: BLE001 - a closed channel raises here
                 self._last_error = repr(exc)
                 logger.warning("runwatch: cannot open stream: %s", exc)
                 self._closing = True
@@ -435,9 +626,10 @@ class BatchSender:
                 self._on_ack(stream, ack)
         except grpc.RpcError as exc:
             error = exc
-        except Exception as exc:  # noqa: BLE001 - a broken stream must never kill delivery
+        except Exception as exc:
             logger.exception("runwatch: unexpected error reading acks")
             self._last_error = repr(exc)
+        discard = None
         with self._cond:
             stream.broken = True
             stream.error = error
@@ -450,14 +642,21 @@ class BatchSender:
                     log = logger.debug if self._failing else logger.warning
                     log("runwatch: stream to the server failed (%s); retrying in the background", self._last_error)
                     self._failing = True
-                self._note_failure(stream, code)
+                discard = self._note_failure(stream, code)
             self._cond.notify_all()
+        if discard is not None and self.spool is not None:
+            self.spool.discard(discard)
+            with self._cond:
+                self._cond.notify_all()
         stream.end()
 
-    def _note_failure(self, stream: _Stream, code: grpc.StatusCode | None) -> None:
-        """Give up on the oldest batch when the server keeps failing the stream because of it."""
+    def _note_failure(self, stream: _Stream, code: grpc.StatusCode | None) -> SpoolRecord | None:
+        """Give up on the oldest batch when the server keeps failing the stream because of it.
+
+        Returns the spool record to discard, if any.
+        """
         if stream.got_ack or code not in _POISON_CODES or not self._unacked:
-            return
+            return None
         seq, pending = next(iter(self._unacked.items()))
         pending.failures += 1
         if pending.failures >= _POISON_ATTEMPTS:
@@ -470,6 +669,8 @@ class BatchSender:
                 pending.failures,
                 self._last_error,
             )
+            return pending.record
+        return None
 
     def _on_ack(self, stream: _Stream, ack: service_pb2.IngestAck) -> None:
         with self._cond:
@@ -502,6 +703,13 @@ class BatchSender:
                     )
             for warning in ack.warnings:
                 logger.info("runwatch: %s", warning)
+            if pending.record is None:
+                self._cond.notify_all()
+                return
+        # The spool's bookkeeping writes a small file: outside the lock. Until it is done the
+        # record still counts as pending, so flush() cannot return early.
+        self.spool.ack(pending.record)
+        with self._cond:
             self._cond.notify_all()
 
     def _retire(self, stream: _Stream, graceful: bool = False) -> None:

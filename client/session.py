@@ -1,4 +1,9 @@
-"""The runwatch client: open runs, log metrics and text, watch anomalies.
+"""The runwatch client: open runs, log metrics and text, watch anomalies, react to them.
+
+:func:`init` is the one-call entry point (W&B / MLflow style): it opens a
+:class:`Run` that owns its connection, spools to disk, records git /
+versions / device and logs timing and memory with every step.
+:class:`RunwatchClient` is the lower-level handle (one connection, many runs).
 
 Logging never waits on the network: :meth:`Run.log` converts the values and
 appends to the :class:`~runwatch.client.sender.BatchSender` queue; a background
@@ -18,19 +23,25 @@ Examples
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
 import random
 import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
 from runwatch.client import convert
+from runwatch.client.actions import ReduceLROnAnomaly, SkipBatches, StopOnDivergence, StopTraining
 from runwatch.client.sender import END, EVENT, LOG, START, BatchSender, SenderStats
+from runwatch.client.spool import Spool
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
 
 if TYPE_CHECKING:
@@ -81,6 +92,15 @@ class RunwatchClient:
         At interpreter exit, flush (up to 2 s) whatever is still queued.
     options
         Extra gRPC channel options.
+    spool_dir
+        Keep batches on disk in this folder until the server acknowledges
+        them (see :mod:`runwatch.client.spool`); None keeps them in memory
+        only. If the folder cannot be used, the client warns and keeps them
+        in memory.
+    spool_max_bytes
+        Bound of the spool; beyond it ``spool_on_full`` decides.
+    spool_on_full
+        ``"drop_oldest"`` (default) or ``"drop_newest"``.
 
     Examples
     --------
@@ -105,8 +125,17 @@ class RunwatchClient:
         anomaly_grace: float = 1.0,
         flush_on_exit: bool = True,
         options: Iterable[tuple[str, Any]] = (),
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 256 << 20,
+        spool_on_full: str = "drop_oldest",
     ) -> None:
         self.target = target
+        spool = None
+        if spool_dir is not None:
+            try:
+                spool = Spool(spool_dir, max_bytes=spool_max_bytes, on_full=spool_on_full)
+            except OSError as exc:
+                logger.warning("runwatch: cannot use the spool folder %s (%s); keeping events in memory only", spool_dir, exc)
         self._owns_channel = channel is None
         self.channel = channel or grpc.insecure_channel(target, options=[*_CHANNEL_OPTIONS, *options])
         self.anomaly_grace = anomaly_grace
@@ -116,6 +145,7 @@ class RunwatchClient:
             max_batch_items=max_batch_items,
             flush_interval=flush_interval,
             max_inflight=max_inflight,
+            spool=spool,
         )
         self._watch_stub = service_pb2_grpc.WatchServiceStub(self.channel)
         self._closed = False
@@ -135,6 +165,8 @@ class RunwatchClient:
         tags: Iterable[str] = (),
         framework: str | None = None,
         environment: Mapping[str, str] | None = None,
+        start_time: float | None = None,
+        example_input: Any = None,
     ) -> Run:
         """Open a run: queue its ``RunStart`` and return a :class:`Run` to log to.
 
@@ -161,7 +193,13 @@ class RunwatchClient:
             e.g. ``"torch 2.13.0"``; detected from ``model`` or an imported
             torch when None.
         environment
-            Extra environment facts, merged over python/platform/host/pid.
+            Extra environment facts, merged over python/platform/host/pid
+            (:func:`runwatch.client.init` records git, versions and device too).
+        start_time
+            When the run started (seconds since the epoch); now when None.
+        example_input
+            Input for one traced forward pass of ``model``, to order its
+            layers exactly (see ``describe_architecture``).
 
         Returns
         -------
@@ -179,7 +217,7 @@ class RunwatchClient:
         if architecture is None and model is not None:
             from runwatch.client.torch_watch import describe_architecture
 
-            architecture = describe_architecture(model)
+            architecture = describe_architecture(model, example_input)
         if framework is None:
             torch = sys.modules.get("torch")
             framework = f"torch {torch.__version__}" if torch is not None and hasattr(torch, "__version__") else ""
@@ -190,7 +228,7 @@ class RunwatchClient:
             run_id=run_id,
             project=project,
             kind=convert.run_kind(kind),
-            start_time=time.time(),
+            start_time=time.time() if start_time is None else float(start_time),
             hyperparameters=convert.to_struct(hyperparameters),
             framework=framework,
             tags=[str(t) for t in tags],
@@ -259,6 +297,11 @@ class RunwatchClient:
         return self._sender.stats()
 
     @property
+    def spool(self) -> Spool | None:
+        """The on-disk spool, when the client has one."""
+        return self._sender.spool
+
+    @property
     def violations(self) -> list[tuple[int, str, str]]:
         """Recent server rejections as ``(batch sequence, field path, reason)``."""
         return list(self._sender.violations)
@@ -281,7 +324,7 @@ class RunwatchClient:
         if self._closed:
             raise RuntimeError("RunwatchClient is closed")
 
-    def __enter__(self) -> RunwatchClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -292,7 +335,13 @@ class RunwatchClient:
 
 
 class Run:
-    """An open run; created by :meth:`RunwatchClient.start_run`.
+    """An open run; created by :func:`runwatch.client.init` or :meth:`RunwatchClient.start_run`.
+
+    Besides logging, a run can (each opt-in): watch a model's layers
+    (:meth:`watch`), time the data pipeline (:meth:`track_data`), log system
+    metrics, and react to its own anomalies (:meth:`on_anomaly` and the
+    ready-made actions :meth:`stop_on_divergence`,
+    :meth:`reduce_lr_on_anomaly`, :meth:`skip_batches_on_anomaly`).
 
     Examples
     --------
@@ -312,6 +361,32 @@ class Run:
         self._finished = False
         self._lock = threading.Lock()
         self._watches: list[AnomalyWatch] = []
+        self._owns_client = False
+        # -- automatic metrics (see enable_system_metrics / track_data / watch)
+        self._sampler = None
+        self._timing = False
+        self._last_step: int | None = None  # newest step logged
+        self._last_step_time = 0.0  # perf_counter() when it was logged
+        self._data_wait = 0.0
+        self._excluded = 0.0
+        self._data_tracked = False
+        self._watchers: list[Any] = []
+        self._watch_stash: dict[str, float] = {}
+        self._watch_fresh = False
+        self._opt_hook = None
+        self._saw_optimizer_step = False
+        self._opt_matches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # -- actions
+        #: Set when a stop was requested (by :class:`StopOnDivergence` or :meth:`request_stop`).
+        self.should_stop = False
+        #: Why the stop was requested ("" if none).
+        self.stop_reason = ""
+        #: What the actions did, as logged.
+        self.actions_taken: list[str] = []
+        #: Steps named by anomalies that :class:`SkipBatches` reacted to.
+        self.offending_steps: list[int] = []
+        self._skips = 0
+        self._deferred: deque[Callable[[], Any]] = deque()
 
     @property
     def step(self) -> int:
@@ -322,8 +397,15 @@ class Run:
     def finished(self) -> bool:
         return self._finished
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    # -- logging -----------------------------------------------------------
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, wall_time: float | None = None) -> None:
         """Record metrics at a step; returns at once.
+
+        With :meth:`watch`, :meth:`track_data` or system metrics enabled, the
+        event also carries the metrics those collect (names the caller gives
+        win). Afterwards, actions deferred to the training thread (LR
+        changes) are applied.
 
         Parameters
         ----------
@@ -334,6 +416,8 @@ class Run:
         step
             Training step; None uses the step after the previous call's (0
             first). Steps must not decrease.
+        wall_time
+            When the metrics were measured (seconds since the epoch); now when None.
 
         Examples
         --------
@@ -342,6 +426,8 @@ class Run:
         >>> run.log({"val/acc": 0.7}, step=10)  # doctest: +SKIP
         """
         values = convert.metrics_map(metrics)
+        if self._watchers and not self._saw_optimizer_step and (step is None or step >= self._next_step):
+            self.collect_watch()  # no torch optimizer step seen: collect at the log call
         with self._lock:
             self._check_open()
             if step is None:
@@ -351,10 +437,46 @@ class Run:
                 if step < 0:
                     raise ValueError(f"step must be >= 0, got {step}")
             self._next_step = max(self._next_step, step + 1)
+            if self._timing or self._sampler is not None or self._watch_fresh:
+                extra = self._auto_metrics(step)
+                if extra:
+                    for k, v in extra.items():
+                        values.setdefault(k, v)
             if values:
                 # inside the lock so concurrent callers enqueue in step order
-                event = runs_pb2.MetricEvent(run_id=self.run_id, step=step, wall_time=time.time(), metrics=values)
+                event = runs_pb2.MetricEvent(
+                    run_id=self.run_id,
+                    step=step,
+                    wall_time=time.time() if wall_time is None else float(wall_time),
+                    metrics=values,
+                )
                 self.client._sender.put(EVENT, event)
+        if self._deferred:
+            self.apply_actions()
+
+    def _auto_metrics(self, step: int) -> dict[str, float]:
+        """Timing, system and watch metrics for an event at ``step`` (caller holds the lock)."""
+        out: dict[str, float] = {}
+        if self._watch_fresh:
+            out.update(self._watch_stash)
+            self._watch_stash.clear()
+            self._watch_fresh = False
+        advanced = self._last_step is None or step > self._last_step
+        if not advanced:
+            return out
+        now = time.perf_counter()
+        if self._timing and self._last_step is not None:
+            n = step - self._last_step
+            out["step_time"] = max(now - self._last_step_time - self._excluded, 0.0) / n
+            if self._data_tracked:
+                out["data_time"] = self._data_wait / n
+        self._last_step = step
+        self._last_step_time = now
+        self._data_wait = 0.0
+        self._excluded = 0.0
+        if self._sampler is not None:
+            out.update(self._sampler.sample())
+        return out
 
     def log_text(self, text: str, level: str | int = "info", step: int = 0) -> None:
         """Record a text log line (cut to 64 KiB); returns at once.
@@ -379,6 +501,218 @@ class Run:
         )
         self.client._sender.put(LOG, line)
 
+    # -- automatic metrics -------------------------------------------------
+
+    def enable_system_metrics(self, interval: float = 1.0, timing: bool = True) -> None:
+        """Add ``cpu_mem`` / ``gpu_mem`` (at most every ``interval`` s) and, with ``timing``, ``step_time``.
+
+        ``step_time`` is the time between two :meth:`log` calls that advance
+        the step, divided by the number of steps advanced: the whole step,
+        data wait included (runwatch's convention), plus whatever the loop did
+        in between unless wrapped in :meth:`untimed` (e.g. validation).
+        ``data_time`` comes with :meth:`track_data`. :func:`init` turns this on.
+        """
+        from runwatch.client.environment import SystemSampler
+
+        with self._lock:
+            if self._sampler is None:
+                self._sampler = SystemSampler(interval)
+            else:
+                self._sampler.interval = float(interval)
+            self._timing = self._timing or timing
+
+    def track_data(self, iterable: Iterable[Any]) -> Iterable[Any]:
+        """Wrap a data loader: the wait for each batch becomes ``data_time`` (seconds, per step).
+
+        Examples
+        --------
+        >>> for step, (x, y) in enumerate(run.track_data(loader)):  # doctest: +SKIP
+        ...     ...
+        ...     run.log({"loss": loss.item()}, step=step)   # adds data_time and step_time
+        """
+        self._timing = True
+        self._data_tracked = True
+        return _TrackedIterable(self, iterable)
+
+    def _add_data_wait(self, seconds: float) -> None:
+        self._data_wait += seconds
+
+    @contextlib.contextmanager
+    def untimed(self) -> Iterator[None]:
+        """Leave the time spent inside out of ``step_time`` (validation, checkpointing)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._excluded += time.perf_counter() - t0
+
+    def watch(self, model: Any, every: int = 10, *, grad_norm_every_step: bool = False, example_input: Any = None) -> Any:
+        """Collect per-layer statistics of ``model`` every ``every`` optimizer steps, no hooks to write.
+
+        Adds to the next :meth:`log` after each collection ``grad_norm/<layer>``,
+        ``weight_norm/<layer>``, ``update_ratio/<layer>``, ``act/mean|std|zero_frac|sat_frac/<layer>``
+        and the global ``grad_norm`` (see
+        :class:`~runwatch.client.torch_watch.ModelWatcher`); with
+        ``grad_norm_every_step`` also ``grad_norm`` on every other step (one
+        more pass over the gradients per step: +2-3 % on the benchmark MLP).
+        Statistics are
+        taken just before each ``optimizer.step()`` of an optimizer that owns
+        the model's parameters (gradients are there then, whatever the loop's
+        order of ``zero_grad``), through torch's global optimizer step hook;
+        without an optimizer step between two :meth:`log` calls they are taken
+        at the :meth:`log` call. Also records the model's architecture in the
+        run's start record if it had none.
+
+        Returns
+        -------
+        ModelWatcher
+            Its ``close()`` removes the hooks (:meth:`finish` does too).
+        """
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        from runwatch.client.torch_watch import ModelWatcher
+
+        watcher = ModelWatcher(model, every=every, always_grad_norm=grad_norm_every_step)
+        watcher._runwatch_params = {id(p) for p in model.parameters()}  # type: ignore[attr-defined]
+        self._watchers.append(watcher)
+        if self._opt_hook is None:
+            self._opt_hook = register_optimizer_step_pre_hook(self._before_optimizer_step)
+        if not self.start_message.architecture.layers:
+            self.set_model(model, example_input)
+        return watcher
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._finished or not self._watchers:
+            return
+        try:
+            matches = self._opt_matches.get(optimizer)
+        except TypeError:
+            matches = None
+        for watcher in self._watchers:
+            key = (id(watcher), len(optimizer.param_groups))
+            owned = None if matches is None else matches.get(key)
+            if owned is None:
+                owned = any(id(p) in watcher._runwatch_params for g in optimizer.param_groups for p in g["params"])
+                with contextlib.suppress(TypeError):
+                    self._opt_matches.setdefault(optimizer, {})[key] = owned
+            if not owned:
+                continue
+            try:
+                stats = watcher.stats()
+            except Exception:
+                logger.exception("runwatch: collecting model statistics failed")
+                continue
+            self._saw_optimizer_step = True
+            if stats:
+                with self._lock:
+                    self._watch_stash.update(stats)
+                    self._watch_fresh = True
+
+    def collect_watch(self) -> None:
+        """Take the watched models' statistics now (for loops without a torch optimizer step)."""
+        for watcher in self._watchers:
+            stats = watcher.stats()
+            if stats:
+                with self._lock:
+                    self._watch_stash.update(stats)
+                    self._watch_fresh = True
+
+    def set_model(self, model: Any, example_input: Any = None) -> None:
+        """Describe ``model``'s architecture into the run's start record (re-sent; the server keeps the newest)."""
+        from runwatch.client.torch_watch import describe_architecture
+
+        try:
+            arch = describe_architecture(model, example_input)
+        except Exception:
+            logger.exception("runwatch: cannot describe the model's architecture")
+            return
+        self.start_message.architecture.CopyFrom(arch)
+        if not self.start_message.framework:
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                self.start_message.framework = f"torch {torch.__version__}"
+        self.update_start()
+
+    def update_start(self, hyperparameters: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None) -> None:
+        """Merge into the start record and re-send it (the server replaces the stored one)."""
+        self._check_open()
+        if hyperparameters:
+            merged = convert.struct_to_dict(self.start_message.hyperparameters)
+            merged.update(hyperparameters)
+            self.start_message.hyperparameters.Clear()
+            self.start_message.hyperparameters.CopyFrom(convert.to_struct(merged))
+        if environment:
+            self.start_message.environment.update({str(k): str(v) for k, v in environment.items()})
+        start = runs_pb2.RunStart()
+        start.CopyFrom(self.start_message)
+        self.client._sender.put(START, start)
+
+    # -- actions -----------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the training loop to stop: sets :attr:`should_stop` (first reason wins)."""
+        if not self.should_stop:
+            self.stop_reason = reason
+            self.should_stop = True
+
+    def check_stop(self) -> None:
+        """Raise :class:`StopTraining` if a stop was requested."""
+        if self.should_stop:
+            raise StopTraining(self.stop_reason)
+
+    def defer(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the training thread, at the next :meth:`log` or :meth:`apply_actions`."""
+        self._deferred.append(fn)
+
+    def apply_actions(self) -> int:
+        """Apply deferred actions now (call from the training thread); returns how many ran."""
+        n = 0
+        while self._deferred:
+            fn = self._deferred.popleft()
+            try:
+                fn()
+            except Exception:
+                logger.exception("runwatch: action failed")
+            n += 1
+        return n
+
+    def add_skips(self, count: int) -> None:
+        self._skips += int(count)
+
+    def should_skip_batch(self) -> bool:
+        """True (once per skip granted by :class:`SkipBatches`) when this batch's optimizer step should be skipped."""
+        if self._skips <= 0:
+            return False
+        self._skips -= 1
+        step = max(self._next_step - 1, 0)
+        text = f"runwatch action skip_batches: skipped the optimizer step after step {step}"
+        self.actions_taken.append(text)
+        with contextlib.suppress(RuntimeError):
+            self.log_text(text, level="warning", step=step)
+        return True
+
+    def stop_on_divergence(
+        self, kinds: Iterable[str | int] = ("divergence_predicted",), min_severity: str | int = "warning"
+    ) -> StopOnDivergence:
+        """Opt in: set :attr:`should_stop` when divergence is predicted (see :class:`StopOnDivergence`)."""
+        action = StopOnDivergence(self, kinds, min_severity)
+        self.on_anomaly(action)
+        return action
+
+    def reduce_lr_on_anomaly(self, optimizer: Any, factor: float = 0.5, **kwargs: Any) -> ReduceLROnAnomaly:
+        """Opt in: lower the LR on a loss spike or plateau (see :class:`ReduceLROnAnomaly`)."""
+        action = ReduceLROnAnomaly(self, optimizer, factor, **kwargs)
+        self.on_anomaly(action)
+        return action
+
+    def skip_batches_on_anomaly(self, count: int = 1, **kwargs: Any) -> SkipBatches:
+        """Opt in: skip the next ``count`` optimizer steps after a bad batch (see :class:`SkipBatches`)."""
+        action = SkipBatches(self, count=count, **kwargs)
+        self.on_anomaly(action)
+        return action
+
+    # -- delivery and end --------------------------------------------------
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything logged so far is acknowledged by the server.
 
@@ -391,13 +725,15 @@ class Run:
         """The client's delivery counters."""
         return self.client.stats()
 
-    def finish(self, status: str | int = "finished", reason: str = "", timeout: float | None = 10.0) -> bool:
+    def finish(self, status: str | int | None = None, reason: str = "", timeout: float | None = 10.0) -> bool:
         """Close the run: queue its ``RunEnd`` and flush (up to ``timeout`` seconds).
 
         Parameters
         ----------
         status
-            ``"finished"``, ``"failed"`` or ``"killed"`` (or a ``RunStatus`` number).
+            ``"finished"``, ``"failed"`` or ``"killed"`` (or a ``RunStatus``
+            number); None means ``"killed"`` after a requested stop (with
+            :attr:`stop_reason` as the reason), else ``"finished"``.
         reason
             Why it ended, e.g. ``"completed"`` or ``"loss became NaN"``.
         timeout
@@ -406,9 +742,14 @@ class Run:
         Returns
         -------
         bool
-            Whether everything was acknowledged. Calling again returns the
+            Whether everything was acknowledged (with a spool, what was not
+            stays on disk for the next client). Calling again returns the
             flush result without sending a second ``RunEnd``.
         """
+        if status is None:
+            status = "killed" if self.should_stop else "finished"
+            if self.should_stop and not reason:
+                reason = self.stop_reason
         code = convert.run_status(status)  # a bad status raises before the run is closed
         with self._lock:
             already = self._finished
@@ -416,11 +757,41 @@ class Run:
             if not already:
                 end = runs_pb2.RunEnd(run_id=self.run_id, status=code, reason=str(reason), end_time=time.time())
                 self.client._sender.put(END, end)
+        if not already:
+            self._release_hooks()
         flushed = self.client.flush(timeout)
         if not already:
-            for watch in self._watches:
-                watch.stop(delay=self.client.anomaly_grace)
+            _forget_current(self)
+            grace = self.client.anomaly_grace
+            watches = [w for w in self._watches if w.running]
+            if self._owns_client and watches:
+                # Anomalies raised by the last events still reach the callbacks during the grace
+                # period; then the watches stop and the connection closes, off the caller's thread.
+                def close_later() -> None:
+                    for w in watches:
+                        w.stop(timeout=2.0)
+                    self.client.close(timeout=2.0)
+
+                timer = threading.Timer(grace, close_later)
+                timer.daemon = True
+                timer.start()
+            else:
+                for watch in self._watches:
+                    watch.stop(delay=grace)
+                if self._owns_client:
+                    self.client.close(timeout=0)
         return flushed
+
+    def _release_hooks(self) -> None:
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+            self._opt_hook = None
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                watcher.close()
+        self._watchers.clear()
+        if self._sampler is not None:
+            self._sampler.close()
 
     def on_anomaly(
         self,
@@ -434,6 +805,8 @@ class Run:
         once (history replays after a reconnect are skipped). Stops shortly
         after :meth:`finish`, or on ``stop()`` of the returned handle.
         Exceptions raised by ``callback`` are logged and do not stop the watch.
+        Ready-made callbacks: :meth:`stop_on_divergence`,
+        :meth:`reduce_lr_on_anomaly`, :meth:`skip_batches_on_anomaly`.
 
         Parameters
         ----------
@@ -466,7 +839,7 @@ class Run:
         if self._finished:
             raise RuntimeError(f"run {self.run_id} is finished")
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -476,11 +849,156 @@ class Run:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish("killed", "KeyboardInterrupt")
+        elif issubclass(exc_type, StopTraining):
+            self.finish("killed", self.stop_reason or str(exc))
         else:
             self.finish("failed", f"{exc_type.__name__}: {exc}"[:1000])
 
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, project={self.project!r}, step={self._next_step})"
+
+
+class _TrackedIterable:
+    """Iterates a loader, adding each wait for the next item to the run's ``data_time``."""
+
+    def __init__(self, run: Run, iterable: Iterable[Any]) -> None:
+        self._run = run
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self._iterable)
+        clock = time.perf_counter
+        run = self._run
+        while True:
+            t0 = clock()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            run._add_data_wait(clock() - t0)
+            yield item
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterable, name)
+
+
+_current: list[Run] = []
+
+
+def current_run() -> Run | None:
+    """The run :func:`init` opened most recently and not yet finished."""
+    return _current[-1] if _current else None
+
+
+def _forget_current(run: Run) -> None:
+    with contextlib.suppress(ValueError):
+        _current.remove(run)
+
+
+def init(
+    project: str = "default",
+    config: Mapping[str, Any] | None = None,
+    model: Any = None,
+    *,
+    run_id: str | None = None,
+    target: str | None = None,
+    kind: str | int = "training",
+    tags: Iterable[str] = (),
+    environment: Mapping[str, Any] | None = None,
+    example_input: Any = None,
+    spool_dir: str | os.PathLike[str] | None | bool = None,
+    spool_max_bytes: int = 256 << 20,
+    spool_on_full: str = "drop_oldest",
+    capture_env: bool = True,
+    system_metrics: bool = True,
+    system_interval: float = 1.0,
+    **client_options: Any,
+) -> Run:
+    """Open a run on a runwatch server, W&B / MLflow style; returns the :class:`Run`.
+
+    The run owns its connection (closed by :meth:`Run.finish`), spools to
+    disk, records where it runs (git commit/branch/dirty state of the
+    script's repository, Python/PyTorch/CUDA versions, device, host: see
+    :mod:`runwatch.client.environment`) and logs ``step_time``, ``cpu_mem``
+    and ``gpu_mem`` with each step.
+
+    Parameters
+    ----------
+    project
+        Project the run belongs to.
+    config
+        Hyperparameters (JSON-like; numpy/torch scalars are converted).
+    model
+        A torch model: its architecture goes into the start record.
+    run_id
+        Unique id; generated when None.
+    target
+        ``host:port`` of the server; default ``$RUNWATCH_TARGET``, else
+        ``127.0.0.1:50051``.
+    kind, tags, environment
+        As for :meth:`RunwatchClient.start_run` (``environment`` wins over captured facts).
+    example_input
+        Input for one traced forward pass, for an exact layer order.
+    spool_dir
+        Folder of the on-disk spool: None = ``$RUNWATCH_SPOOL_DIR`` or
+        ``~/.cache/runwatch/spool``; False = memory only.
+    spool_max_bytes, spool_on_full
+        Bound of the spool, and ``"drop_oldest"`` or ``"drop_newest"`` beyond it.
+    capture_env
+        Record git, versions and device.
+    system_metrics
+        Log ``cpu_mem``/``gpu_mem`` (every ``system_interval`` s) and ``step_time``.
+    **client_options
+        Passed to :class:`RunwatchClient` (``max_queue``, ``flush_interval``, ...).
+
+    Examples
+    --------
+    >>> import runwatch.client as rw                                      # doctest: +SKIP
+    >>> run = rw.init(project="mnist", config={"lr": 1e-3}, model=model)  # doctest: +SKIP
+    >>> run.watch(model, every=10)                                       # doctest: +SKIP
+    >>> for i, (x, y) in enumerate(run.track_data(loader)):              # doctest: +SKIP
+    ...     loss = step(x, y)
+    ...     run.log({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=i)
+    >>> run.finish()                                                     # doctest: +SKIP
+    """
+    from runwatch.client.environment import capture_environment
+    from runwatch.client.spool import default_spool_dir
+
+    target = target or os.environ.get("RUNWATCH_TARGET") or DEFAULT_TARGET
+    if spool_dir is False:
+        spool_path = None
+    elif spool_dir is None or spool_dir is True:
+        spool_path = default_spool_dir()
+    else:
+        spool_path = Path(spool_dir)
+    client = RunwatchClient(
+        target, spool_dir=spool_path, spool_max_bytes=spool_max_bytes, spool_on_full=spool_on_full, **client_options
+    )
+    try:
+        env = capture_environment(model) if capture_env else {}
+        if environment:
+            env.update({str(k): str(v) for k, v in environment.items()})
+        run = client.start_run(
+            run_id=run_id,
+            project=project,
+            kind=kind,
+            hyperparameters=config,
+            model=model,
+            tags=tags,
+            environment=env,
+            example_input=example_input,
+        )
+    except BaseException:
+        client.close(timeout=0)
+        raise
+    run._owns_client = True
+    if system_metrics:
+        run.enable_system_metrics(system_interval)
+    _current.append(run)
+    return run
 
 
 class AnomalyStream:
@@ -511,7 +1029,7 @@ class AnomalyStream:
         self._cancelled = True
         self._call.cancel()
 
-    def __enter__(self) -> AnomalyStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -566,7 +1084,10 @@ class AnomalyWatch:
         backoff = 0.1
         request = self.request
         while not self._stop.is_set():
-            call = self._stub.WatchAnomalies(request)
+            try:
+                call = self._stub.WatchAnomalies(request)
+            except ValueError:  # the channel was closed under us: nothing more to watch
+                break
             with self._lock:
                 self._call = call
             if self._stop.is_set():
@@ -583,7 +1104,7 @@ class AnomalyWatch:
                     self.delivered += 1
                     try:
                         self.callback(anomaly)
-                    except Exception:  # noqa: BLE001 - a user callback must not end the watch
+                    except Exception:
                         logger.exception("runwatch: anomaly callback failed")
             except grpc.RpcError as exc:
                 if self._stop.is_set():
@@ -603,7 +1124,5 @@ class AnomalyWatch:
 @atexit.register
 def _flush_at_exit() -> None:
     for client in list(_live_clients):
-        try:
+        with contextlib.suppress(Exception):  # never fail interpreter shutdown
             client.close(timeout=2.0)
-        except Exception:  # noqa: BLE001 - never fail interpreter shutdown
-            pass

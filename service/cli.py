@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import grpc
 import typer
 from pydantic import ValidationError
 
 from runwatch.service.formatting import format_anomaly, format_runs, format_summary
+from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 
 _DEFAULTS = ServiceSettings.model_fields
+_KAFKA = KafkaSettings.model_fields
 TargetOption = Annotated[
     str, typer.Option("--target", envvar="RUNWATCH_TARGET", show_envvar=True, help="address of a runwatch server")
 ]
@@ -58,23 +60,53 @@ def serve(
     allow_unknown_fields: Annotated[bool, typer.Option(envvar="RUNWATCH_ALLOW_UNKNOWN_FIELDS", show_envvar=True, help="accept items with fields this server does not know")] = False,
     max_batch_bytes: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_BATCH_BYTES", show_envvar=True, help="largest accepted batch")] = _DEFAULTS["max_batch_bytes"].default,
     stall_check_seconds: Annotated[float, typer.Option(envvar="RUNWATCH_STALL_CHECK_SECONDS", show_envvar=True, help="period of time-based checks")] = _DEFAULTS["stall_check_seconds"].default,
-    diagnostics_config: Annotated[Optional[Path], typer.Option(envvar="RUNWATCH_DIAGNOSTICS_CONFIG", show_envvar=True, help="JSON file: enabled diagnostics, their settings, alert policy")] = None,
+    diagnostics_config: Annotated[Path | None, typer.Option(envvar="RUNWATCH_DIAGNOSTICS_CONFIG", show_envvar=True, help="JSON file: enabled diagnostics, their settings, alert policy")] = None,
     log_level: Annotated[str, typer.Option(envvar="RUNWATCH_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING, ERROR")] = "INFO",
+    kafka_bootstrap: Annotated[str | None, typer.Option(envvar="RUNWATCH_KAFKA_BOOTSTRAP", show_envvar=True, help="Kafka HOST:PORT[,...]; when set, ingest goes through Kafka (see README 'Kafka')")] = None,
+    kafka_ingest_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_INGEST_TOPIC", show_envvar=True, help="topic of log events (key = run id)")] = _KAFKA["ingest_topic"].default,
+    kafka_anomaly_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ANOMALY_TOPIC", show_envvar=True, help="topic anomalies are published to (key = run id)")] = _KAFKA["anomaly_topic"].default,
+    kafka_dlq_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_DLQ_TOPIC", show_envvar=True, help="dead-letter topic for unusable ingest records")] = _KAFKA["dlq_topic"].default,
+    kafka_state_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_STATE_TOPIC", show_envvar=True, help="compacted topic of per-run detector checkpoints")] = _KAFKA["state_topic"].default,
+    kafka_group: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_GROUP", show_envvar=True, help="consumer group shared by the detector instances")] = _KAFKA["group"].default,
+    kafka_anomaly_format: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ANOMALY_FORMAT", show_envvar=True, help="json or protobuf")] = _KAFKA["anomaly_format"].default,
+    kafka_consume: Annotated[bool, typer.Option(envvar="RUNWATCH_KAFKA_CONSUME", show_envvar=True, help="run the detector consumer (--no-kafka-consume: gRPC-to-Kafka front only)")] = True,
+    kafka_create_topics: Annotated[bool, typer.Option(envvar="RUNWATCH_KAFKA_CREATE_TOPICS", show_envvar=True, help="create missing topics at start")] = True,
+    kafka_partitions: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_PARTITIONS", show_envvar=True, help="partitions of topics runwatch creates")] = _KAFKA["partitions"].default,
+    kafka_acks: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ACKS", show_envvar=True, help="producer acks: all, 1 or 0")] = _KAFKA["acks"].default,
+    kafka_linger_ms: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_LINGER_MS", show_envvar=True, help="producer linger")] = _KAFKA["linger_ms"].default,
+    kafka_batch_size: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_BATCH_SIZE", show_envvar=True, help="producer batch size in bytes")] = _KAFKA["batch_size"].default,
+    kafka_compression: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_COMPRESSION", show_envvar=True, help="none, gzip, snappy, lz4 or zstd")] = _KAFKA["compression"].default,
+    kafka_max_message_bytes: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_MAX_MESSAGE_BYTES", show_envvar=True, help="largest record runwatch produces (the gRPC door splits batches to fit)")] = _KAFKA["max_message_bytes"].default,
+    kafka_commit_interval_ms: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_COMMIT_INTERVAL_MS", show_envvar=True, help="longest detection cycle before anomalies, checkpoints and offsets are flushed")] = _KAFKA["commit_interval_ms"].default,
+    kafka_session_timeout_ms: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_SESSION_TIMEOUT_MS", show_envvar=True, help="consumer group session timeout")] = _KAFKA["session_timeout_ms"].default,
+    kafka_heartbeat_interval_ms: Annotated[int, typer.Option(envvar="RUNWATCH_KAFKA_HEARTBEAT_INTERVAL_MS", show_envvar=True, help="consumer heartbeat interval")] = _KAFKA["heartbeat_interval_ms"].default,
+    kafka_security_protocol: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SECURITY_PROTOCOL", show_envvar=True, help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")] = _KAFKA["security_protocol"].default,
+    kafka_sasl_mechanism: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SASL_MECHANISM", show_envvar=True, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")] = "",
+    kafka_sasl_username: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SASL_USERNAME", show_envvar=True, help="SASL user")] = "",
+    kafka_sasl_password: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SASL_PASSWORD", show_envvar=True, help="SASL password (prefer the variable to the flag)", show_default=False)] = "",
+    kafka_ssl_cafile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_CAFILE", show_envvar=True, help="CA bundle for SSL")] = "",
+    kafka_ssl_certfile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_CERTFILE", show_envvar=True, help="client certificate for SSL")] = "",
+    kafka_ssl_keyfile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_KEYFILE", show_envvar=True, help="client key for SSL")] = "",
 ) -> None:
-    """Run the runwatch service (gRPC ingest, anomaly watch, run queries)."""
+    """Run the runwatch service (gRPC ingest, anomaly watch, run queries; Kafka ingest with --kafka-bootstrap)."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         _fail(f"--log-level: unknown level {log_level!r}; use DEBUG, INFO, WARNING or ERROR")
+    kafka_options = {name.removeprefix("kafka_"): value for name, value in locals().items() if name.startswith("kafka_")}
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     settings = _settings(
         host=host, port=port, data_dir=data_dir, metrics_port=metrics_port, auto_create_runs=auto_create_runs,
         allow_unknown_fields=allow_unknown_fields, max_batch_bytes=max_batch_bytes,
         stall_check_seconds=stall_check_seconds,
         diagnostics=f"@{diagnostics_config}" if diagnostics_config else None,
+        kafka={**kafka_options, "bootstrap": kafka_bootstrap or ""},
     )
     from runwatch.service.server import serve as run_server
 
     def ready(bound: int) -> None:
-        typer.echo(f"runwatch serving on {settings.host}:{bound} (data: {settings.data_dir})", err=True)
+        via = f", kafka: {settings.kafka.bootstrap} group {settings.kafka.group}" if settings.kafka.enabled else ""
+        typer.echo(f"runwatch serving on {settings.host}:{bound} (data: {settings.data_dir}{via})", err=True)
 
     try:
         asyncio.run(run_server(settings, ready))
@@ -84,7 +116,7 @@ def serve(
 
 @app.command()
 def demo(
-    data_dir: Annotated[Optional[Path], typer.Option(help="keep the demo's store here (default: a temporary folder)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="keep the demo's store here (default: a temporary folder)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the three training runs")] = 0,
     port: Annotated[int, typer.Option(min=0, max=65535, help="gRPC port of the embedded server (0 = any free port)")] = 0,
 ) -> None:
@@ -160,6 +192,56 @@ def show(
         except grpc.RpcError as exc:
             _rpc_error(exc, target)
     typer.echo(format_summary(summary))
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="log file or folder: TensorBoard events, Lightning metrics.csv, HF trainer_state.json, mlruns/, long CSV/JSONL, or a runwatch spool folder")],
+    target: TargetOption = "127.0.0.1:50051",
+    project: Annotated[str | None, typer.Option(help="project of the replayed runs (default: the source's, else 'replay')")] = None,
+    pace: Annotated[str, typer.Option(help="'fast' (as fast as the server acknowledges) or 'original' (the run's own timing)")] = "fast",
+    speed: Annotated[float, typer.Option(min=1e-6, help="with --pace original: play this many times faster")] = 1.0,
+    max_gap: Annotated[float, typer.Option(min=0.0, help="with --pace original: longest wait between two events, seconds")] = 60.0,
+    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl or spool")] = "auto",
+    keep_names: Annotated[bool, typer.Option(help="keep metric names as written (default: map train_loss -> loss, eval_loss -> val/loss, ...)")] = False,
+    new_ids: Annotated[bool, typer.Option(help="replay runs the server already has, under fresh run ids")] = False,
+    dry_run: Annotated[bool, typer.Option(help="read and summarise only; send nothing")] = False,
+) -> None:
+    """Stream training logs already on disk into runwatch, so their history becomes anomalies."""
+    from runwatch.client.importers import FORMATS, ImportFormatError
+    from runwatch.client.replay import replay as run_replay
+
+    if pace not in ("fast", "original"):
+        _fail(f"--pace: expected 'fast' or 'original', got {pace!r}")
+    if format not in ("auto", "spool", *FORMATS):
+        _fail(f"--format: expected auto, spool or one of {', '.join(FORMATS)}, got {format!r}")
+    try:
+        report = run_replay(
+            path, target=target, project=project, pace=pace, speed=speed, max_gap=max_gap, fmt=format,
+            canonical=not keep_names, new_ids=new_ids, dry_run=dry_run, out=typer.echo,
+        )
+    except (ImportFormatError, FileNotFoundError, ConnectionError, ValueError) as exc:
+        _fail(str(exc))
+    except grpc.RpcError as exc:
+        _rpc_error(exc, target)
+    sent = [r for r in report.runs if not r.skipped]
+    skipped = len(report.runs) - len(sent)
+    anomalies = sum(max(r.anomalies, 0) for r in sent)
+    if dry_run:
+        typer.echo(f"{len(report.runs)} run(s) read in {report.seconds:.1f} s (dry run: nothing sent)")
+        return
+    typer.echo(
+        f"{len(sent)} run(s) replayed, {skipped} skipped, {report.accepted} item(s) accepted, "
+        f"{report.rejected} rejected, {report.dropped} dropped, {anomalies} anomaly incident(s), "
+        f"{report.seconds:.1f} s"
+    )
+    for r in sent:
+        if r.anomalies > 0:
+            typer.echo(f"  {r.anomalies:3d} anomalies  runwatch show {r.run_id}")
+    for seq, field, reason in report.violations[:5]:
+        typer.echo(f"  rejected: {field}: {reason}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -174,12 +174,23 @@ class RunwatchServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task | None = None
+        # With Kafka, the gRPC door produces to the ingest topic and a consumer feeds the pipeline.
+        self.kafka = None
+        self.kafka_cycle_open = False
+        if settings.kafka.enabled:
+            from runwatch.service.kafka.bridge import KafkaBridge
+
+            self.kafka = KafkaBridge(self)
 
     def _publish(self, anomaly: anomaly_pb2.Anomaly) -> None:
         self.metrics.observe_anomaly(anomaly)
         self.hub.publish(anomaly)
+        if self.kafka is not None:
+            self.kafka.on_anomaly(anomaly)
 
-    def ingest(self, raw: bytes) -> BatchResult | service_pb2.IngestAck:
+    def ingest(self, raw: bytes) -> BatchResult | service_pb2.IngestAck | asyncio.Task:
+        if self.kafka is not None:
+            return asyncio.ensure_future(self.kafka.ingest(raw))
         t0 = time.perf_counter()
         try:
             result = self.pipeline.ingest_bytes(raw, t0)
@@ -192,10 +203,12 @@ class RunwatchServer:
         self.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
         return result
 
-    async def settle(self, result: BatchResult | service_pb2.IngestAck) -> service_pb2.IngestAck:
+    async def settle(self, result: BatchResult | service_pb2.IngestAck | asyncio.Future) -> service_pb2.IngestAck:
         """Wait until a batch's writes are durable, then return its acknowledgement."""
         if isinstance(result, service_pb2.IngestAck):
             return result
+        if isinstance(result, asyncio.Future):
+            return await result
         try:
             await asyncio.wrap_future(result.durable)
         except Exception as exc:
@@ -259,6 +272,14 @@ class RunwatchServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        if self.kafka is not None:
+            try:
+                await self.kafka.start()
+            except BaseException:
+                await self.kafka.stop()
+                await server.stop(0)
+                await asyncio.to_thread(self.store.close)
+                raise
         self._ticker = asyncio.create_task(self._tick_loop())
         return self.port
 
@@ -278,6 +299,8 @@ class RunwatchServer:
             self._ticker.cancel()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.kafka is not None:
+            await self.kafka.stop()  # finishes the cycle in hand: its offsets are committed or left for the next owner
         await asyncio.to_thread(self.store.close)
 
     async def wait(self) -> None:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runwatch.models.registry import SuiteConfig
+from runwatch.service.kafka.config import KafkaSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -39,6 +40,9 @@ class ServiceSettings(BaseSettings):
     max_metrics_per_event: int = Field(default=4096, ge=1, description="most metrics one MetricEvent may carry")
     stall_check_seconds: float = Field(default=5.0, gt=0, description="how often time-based checks run")
     diagnostics: SuiteConfig = Field(default_factory=SuiteConfig, description="which diagnostics run, with settings")
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings, description="Kafka transport (RUNWATCH_KAFKA_* variables); off by default"
+    )
 
     @field_validator("diagnostics", mode="before")
     @classmethod

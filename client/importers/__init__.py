@@ -1,0 +1,144 @@
+"""Read training logs already on disk into runwatch's shape, to replay them (``runwatch replay``).
+
+Formats (``fmt``):
+
+==============  ================================================================
+``tensorboard`` ``events.out.tfevents.*`` files; a folder's files are one run
+``lightning``   Lightning ``CSVLogger`` ``metrics.csv`` (+ ``hparams.yaml``)
+``hf``          Hugging Face ``trainer_state.json``
+``mlflow``      an MLflow file store: ``mlruns/``, an experiment or a run folder
+``csv``         long-format CSV: ``[run_id,]step,metric,value[,wall_time]``
+``jsonl``       long-format JSON Lines with the same keys
+==============  ================================================================
+
+Each reader returns :class:`ImportedRun` records (metadata + events merged by
+step, in step order) and raises :class:`ImportFormatError`, naming the file
+and the position (line, record or JSON path), on malformed input. Metric
+names are mapped onto runwatch's conventions (``train_loss`` -> ``loss``,
+``eval_loss`` -> ``val/loss``, ...; see :mod:`runwatch.client.names`) unless
+``canonical=False``.
+
+Examples
+--------
+>>> runs = load("lightning_logs/")                       # doctest: +SKIP
+>>> [(r.name, len(r.steps), r.metric_names[:3]) for r in runs]  # doctest: +SKIP
+[('lightning_logs/version_0', 120, ['epoch', 'loss', 'lr'])]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runwatch.client.importers import hf_trainer_state, lightning_csv, long_format, mlflow, tensorboard
+from runwatch.client.importers.base import ImportedRun, ImportFormatError
+from runwatch.client.importers.util import strip_gz
+
+__all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "detect", "load"]
+
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl")
+
+
+def _file_format(path: Path) -> str | None:
+    name = strip_gz(path.name)
+    if tensorboard.is_event_file(path):
+        return "tensorboard"
+    if name == "trainer_state.json":
+        return "hf"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        if long_format.looks_like_csv(path):
+            return "csv"
+        if name == "metrics.csv" or lightning_csv.looks_like(path):
+            return "lightning"
+    return None
+
+
+def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[Path]]]:
+    """What to read under ``path``: ``(format, file / folder / event files)`` items.
+
+    A file is read by its format; in a folder, an MLflow store is read as
+    such, otherwise every ``metrics.csv``, ``trainer_state.json``, folder of
+    event files and MLflow experiment below it (long-format files only when
+    ``fmt`` names them).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ImportFormatError
+        Nothing readable there, or a file of an unknown format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if fmt not in ("auto", *FORMATS):
+        raise ValueError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    if path.is_file():
+        found = fmt if fmt != "auto" else _file_format(path)
+        if found is None:
+            raise ImportFormatError(
+                path, "file", "unknown format: expected events.out.tfevents.*, metrics.csv, trainer_state.json, "
+                "a long-format .csv/.jsonl, or pass --format"
+            )
+        return [(found, path)]
+    if fmt in ("auto", "mlflow") and mlflow.looks_like(path):
+        return [("mlflow", path)]
+    if fmt == "mlflow":
+        raise ImportFormatError(path, "folder", "not an MLflow file store")
+    items: list[tuple[str, Path | list[Path]]] = []
+    event_dirs: dict[Path, list[Path]] = {}
+    experiments: set[Path] = set()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if fmt == "auto" and f.name == "meta.yaml" and (f.parent / "metrics").is_dir():
+            experiments.add(f.parent.parent)  # an MLflow run folder: read its experiment
+        elif fmt in ("auto", "tensorboard") and tensorboard.is_event_file(f):
+            event_dirs.setdefault(f.parent, []).append(f)
+        elif fmt in ("auto", "lightning") and f.name == "metrics.csv":
+            items.append(("lightning", f))
+        elif fmt in ("auto", "hf") and f.name == "trainer_state.json":
+            items.append(("hf", f))
+        elif fmt in ("csv", "jsonl") and _file_format(f) == fmt:
+            items.append((fmt, f))
+    items.extend(("tensorboard", files) for files in event_dirs.values())
+    items.extend(("mlflow", exp) for exp in experiments if ".trash" not in exp.parts)
+    if not items:
+        raise ImportFormatError(path, "folder", f"no {'' if fmt == 'auto' else fmt + ' '}logs found below it")
+    return sorted(items, key=lambda it: str(it[1][0] if isinstance(it[1], list) else it[1]))
+
+
+def read(fmt: str, target: Path | list[Path], canonical: bool = True, root: Path | None = None) -> list[ImportedRun]:
+    """Read one item that :func:`detect` returned.
+
+    With ``root`` (the folder :func:`detect` searched), runs of one-run-per-file
+    formats are named by their folder's path below it (e.g.
+    ``repo/lightning_logs/version_3``), which tells apart same-named folders.
+    """
+    if fmt == "tensorboard":
+        runs = tensorboard.read(target, canonical)
+    elif isinstance(target, list):
+        raise TypeError("only tensorboard reads several files as one run")
+    else:
+        runs = {
+            "lightning": lightning_csv.read,
+            "hf": hf_trainer_state.read,
+            "mlflow": mlflow.read,
+            "csv": long_format.read_csv,
+            "jsonl": long_format.read_jsonl,
+        }[fmt](target, canonical)
+    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf"):
+        first = target[0] if isinstance(target, list) else target
+        try:
+            rel = first.parent.relative_to(root)
+        except ValueError:
+            rel = None
+        if rel is not None:
+            for run in runs:
+                run.label = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
+    return runs
+
+
+def load(path: str | Path, fmt: str = "auto", canonical: bool = True) -> list[ImportedRun]:
+    """Every run under ``path`` (see :func:`detect`), read."""
+    path = Path(path)
+    return [run for f, target in detect(path, fmt) for run in read(f, target, canonical, root=path)]

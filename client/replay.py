@@ -1,0 +1,280 @@
+"""Stream logs already on disk into a runwatch server, so their history becomes anomalies.
+
+:func:`replay` reads ``PATH`` with :mod:`runwatch.client.importers`, opens one
+run per imported run (``RunStart`` with the source's hyperparameters,
+start time and environment; tags ``replay`` and the format), sends its events
+in step order with their original wall times, and closes it with the
+source's status when it has one (MLflow, TensorBoard hparams), else
+``finished``. ``pace="fast"`` sends as fast as the server acknowledges;
+``pace="original"`` waits between events as long as the run did (divided by
+``speed``, each wait capped at ``max_gap`` seconds; runs are replayed one
+after the other, and formats without a clock are sent fast).
+
+Run ids are stable for a source (see :meth:`ImportedRun.run_id`): a run the
+server already has is skipped, unless ``new_ids`` gives every replay fresh
+ids. A runwatch spool folder (what a client left unsent) is a source too:
+its batches are sent as they are.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from runwatch.client.importers import ImportedRun, detect, read
+from runwatch.client.session import RunwatchClient
+from runwatch.v1 import service_pb2, service_pb2_grpc
+
+__all__ = ["ReplayReport", "ReplayedRun", "is_spool_dir", "replay"]
+
+# The server refuses events with more metrics than this (its default limit is 4096).
+MAX_METRICS_PER_EVENT = 1000
+
+
+@dataclass
+class ReplayedRun:
+    """What happened to one run."""
+
+    run_id: str
+    name: str
+    format: str
+    source: str
+    events: int = 0
+    values: int = 0
+    skipped: str = ""  # why it was not sent ("" = sent)
+    anomalies: int = -1  # incidents the server raised (-1 = not asked)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplayReport:
+    """Outcome of :func:`replay`."""
+
+    runs: list[ReplayedRun] = field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    violations: list[tuple[int, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0 and self.dropped == 0
+
+
+def is_spool_dir(path: Path) -> bool:
+    """A runwatch spool folder (or one owner's sub-folder of it)."""
+    if not path.is_dir():
+        return False
+    if any(p.name.startswith("seg-") and p.suffix == ".rws" for p in path.iterdir()):
+        return True
+    return any(c.is_dir() and (c / "lock").exists() for c in path.iterdir())
+
+
+def _server_ready(target: str, timeout: float) -> None:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(f"no runwatch server at {target} (waited {timeout:g} s)") from None
+
+
+def replay(
+    path: str | Path,
+    *,
+    target: str = "127.0.0.1:50051",
+    project: str | None = None,
+    pace: str = "fast",
+    speed: float = 1.0,
+    max_gap: float = 60.0,
+    fmt: str = "auto",
+    canonical: bool = True,
+    new_ids: bool = False,
+    dry_run: bool = False,
+    connect_timeout: float = 10.0,
+    out: Callable[[str], None] = print,
+) -> ReplayReport:
+    """Replay the logs under ``path`` into the server at ``target``.
+
+    Parameters
+    ----------
+    path
+        A file, a folder of logs, an ``mlruns`` folder or a runwatch spool folder.
+    target
+        ``host:port`` of the server.
+    project
+        Project of the replayed runs; default: the source's (MLflow
+        experiment name), else ``"replay"``.
+    pace
+        ``"fast"`` or ``"original"``.
+    speed, max_gap
+        With ``pace="original"``: divide waits by ``speed``, cap each at ``max_gap`` s.
+    fmt
+        ``"auto"`` or one of :data:`runwatch.client.importers.FORMATS`.
+    canonical
+        Map metric names onto runwatch's conventions (``train_loss`` -> ``loss``, ...).
+    new_ids
+        Give the runs fresh ids (replay again what the server already has).
+    dry_run
+        Read and summarise, send nothing.
+    out
+        Receives one line per run.
+
+    Raises
+    ------
+    ImportFormatError
+        A malformed file (its message names the file and the position).
+    ConnectionError
+        No server answers at ``target``.
+    """
+    if pace not in ("fast", "original"):
+        raise ValueError(f"pace must be 'fast' or 'original', got {pace!r}")
+    if speed <= 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
+    path = Path(path)
+    t0 = time.perf_counter()
+    report = ReplayReport()
+    if fmt in ("auto", "spool") and is_spool_dir(path):
+        return _replay_spool(path, target, connect_timeout, dry_run, report, out, t0)
+    if fmt == "spool":
+        raise ValueError(f"{path} is not a runwatch spool folder")
+    items = detect(path, fmt)
+    # Read everything first, so a malformed file stops the replay before anything is sent.
+    runs: list[ImportedRun] = [run for f, target_ in items for run in read(f, target_, canonical, root=path)]
+    if dry_run:
+        for run in runs:
+            rr = ReplayedRun(run.run_id(), run.display, run.format, str(run.source), len(run.steps), run.n_values,
+                             skipped="dry run", notes=list(run.notes))
+            report.runs.append(rr)
+            out(_line(rr, run))
+        report.seconds = time.perf_counter() - t0
+        return report
+    _server_ready(target, connect_timeout)
+    client = RunwatchClient(target, max_queue=20_000, flush_on_exit=False)
+    runs_stub = service_pb2_grpc.RunServiceStub(client.channel)
+    try:
+        for run in runs:
+            rr = _replay_run(client, runs_stub, run, project, pace, speed, max_gap, new_ids)
+            report.runs.append(rr)
+            out(_line(rr, run))
+        client.flush(timeout=120)
+        for rr in report.runs:
+            if not rr.skipped:
+                try:
+                    info = runs_stub.GetRun(service_pb2.GetRunRequest(run_id=rr.run_id), timeout=30).run
+                    rr.anomalies = info.anomaly_count
+                except grpc.RpcError:
+                    pass
+    finally:
+        client.close(timeout=60)
+    stats = client.stats()
+    report.accepted = stats.acked - stats.duplicates
+    report.rejected = stats.rejected
+    report.dropped = stats.dropped
+    report.violations = client.violations
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _replay_run(
+    client: RunwatchClient,
+    runs_stub: service_pb2_grpc.RunServiceStub,
+    run: ImportedRun,
+    project: str | None,
+    pace: str,
+    speed: float,
+    max_gap: float,
+    new_ids: bool,
+) -> ReplayedRun:
+    run_id = run.run_id(uuid.uuid4().hex[:8] if new_ids else "")
+    rr = ReplayedRun(run_id, run.display, run.format, str(run.source), len(run.steps), run.n_values, notes=list(run.notes))
+    if not new_ids:
+        try:
+            runs_stub.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30)
+            rr.skipped = "already on the server (use --new-ids to replay it again)"
+            return rr
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+    if not run.steps:
+        rr.skipped = "no metric values"
+        return rr
+    env = dict(run.environment)
+    env["replay.source"] = str(run.source)[-1000:]
+    env["replay.format"] = run.format
+    if run.original_id:
+        env["replay.original_id"] = run.original_id[:1000]
+    if run.renamed:
+        env["replay.renamed"] = ", ".join(f"{k}->{v}" for k, v in sorted(run.renamed.items()))[:4000]
+    started = client.start_run(
+        run_id=run_id,
+        project=project or run.project or "replay",
+        hyperparameters=run.hyperparameters,
+        tags=["replay", run.format, *run.tags],
+        framework="",
+        environment=env,
+        start_time=run.start_time or (run.wall_times[0] or None),
+    )
+    sender = client._sender
+    prev_wall = 0.0
+    for step, wall, metrics in run.events():
+        if pace == "original" and wall > 0 and prev_wall > 0:
+            wait = min((wall - prev_wall) / speed, max_gap)
+            if wait > 0:
+                client.flush(timeout=60)  # what came before is on the server when the clock says so
+                time.sleep(wait)
+        if wall > 0:
+            prev_wall = wall
+        items = list(metrics.items())
+        for i in range(0, len(items), MAX_METRICS_PER_EVENT):
+            if len(sender._queue) >= sender.max_queue // 2:
+                sender.wait_for_room(timeout=120)
+            started.log(dict(items[i : i + MAX_METRICS_PER_EVENT]), step=step, wall_time=wall or None)
+    status = run.status if run.status in ("finished", "failed", "killed") else "finished"
+    started.finish(status, reason=f"replayed from {run.source}"[:1000], timeout=60)
+    return rr
+
+
+def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0) -> ReplayReport:
+
+    root = path if not any(p.suffix == ".rws" for p in path.iterdir()) else path.parent
+    if dry_run:
+        out(f"spool {root}: would send what it holds")
+        report.seconds = time.perf_counter() - t0
+        return report
+    _server_ready(target, connect_timeout)
+    client = RunwatchClient(target, spool_dir=root, flush_on_exit=False)
+    spool = client.spool
+    adopted = spool.adopted_items if spool is not None else 0
+    try:
+        client.flush(timeout=300)
+    finally:
+        client.close(timeout=60)
+    stats = client.stats()
+    out(f"spool {root}: {adopted} item(s) found, {stats.acked} acknowledged, {stats.rejected} rejected")
+    report.accepted = stats.acked - stats.duplicates
+    report.rejected = stats.rejected
+    report.dropped = stats.dropped
+    report.violations = client.violations
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _line(rr: ReplayedRun, run: ImportedRun) -> str:
+    what = f"{rr.events} steps, {rr.values} values, {len(run.metric_names)} metrics"
+    if rr.skipped:
+        status = f"skipped: {rr.skipped}"
+    else:
+        status = "sent"
+    name = rr.name if len(rr.name) <= 60 else "..." + rr.name[-57:]
+    text = f"{rr.format:11} {name:60} {what:38} {status}"
+    if not rr.skipped:
+        text += f" as {rr.run_id}"
+    for note in rr.notes:
+        text += f"\n{'':12}note: {note}"
+    return text

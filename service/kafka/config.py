@@ -1,0 +1,121 @@
+"""Kafka settings (``--kafka-*`` flags, ``RUNWATCH_KAFKA_*`` variables) and the client options they make."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+class KafkaSettings(BaseSettings):
+    """How runwatch talks to a Kafka-protocol cluster; off while ``bootstrap`` is empty.
+
+    Examples
+    --------
+    >>> k = KafkaSettings(bootstrap="127.0.0.1:9092", acks="1")
+    >>> k.enabled, k.producer_options()["acks"], k.ingest_topic
+    (True, 1, 'runwatch.events')
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RUNWATCH_KAFKA_", extra="forbid", validate_assignment=True)
+
+    bootstrap: str = Field(default="", description="HOST:PORT[,HOST:PORT...] of the cluster; empty = no Kafka")
+    ingest_topic: str = Field(default="runwatch.events", description="log events in (key = run id)")
+    anomaly_topic: str = Field(default="runwatch.anomalies", description="anomalies out (key = run id)")
+    dlq_topic: str = Field(default="runwatch.events.dlq", description="undecodable or invalid ingest messages")
+    state_topic: str = Field(default="runwatch.state", description="compacted per-run detector checkpoints")
+    group: str = Field(default="runwatch-detector", description="consumer group of the detector instances")
+    client_id: str = Field(default="runwatch", description="client id prefix seen by the brokers")
+    anomaly_format: Literal["json", "protobuf"] = Field(default="json", description="encoding of anomaly records")
+    consume: bool = Field(default=True, description="run the detector consumer (off = gRPC-to-Kafka front only)")
+    create_topics: bool = Field(default=True, description="create missing topics at start")
+    partitions: int = Field(default=12, ge=1, description="partitions of topics runwatch creates")
+    replication_factor: int = Field(default=1, ge=1, description="replication of topics runwatch creates")
+
+    acks: Literal["all", "1", "0"] = Field(default="all", description="producer acks: all, 1 or 0")
+    linger_ms: int = Field(default=5, ge=0, description="producer linger before sending a batch")
+    batch_size: int = Field(default=256 << 10, ge=1024, description="producer batch size in bytes")
+    compression: str = Field(default="none", description="producer compression: none, gzip, snappy, lz4, zstd")
+    max_message_bytes: int = Field(default=1 << 20, ge=16 << 10, description="largest record runwatch produces")
+    idempotence: bool = Field(default=True, description="idempotent producer (recreated after fatal errors)")
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000, description="give up on one send after this long")
+
+    session_timeout_ms: int = Field(default=10_000, ge=1000, description="consumer group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="consumer heartbeat interval")
+    max_poll_records: int = Field(default=500, ge=1, description="most records one poll returns")
+    commit_interval_ms: int = Field(
+        default=200, ge=0, description="longest detection cycle: anomalies, checkpoints, then offsets, this often"
+    )
+    max_partition_fetch_bytes: int = Field(default=4 << 20, ge=1 << 16, description="consumer fetch size per partition")
+    reconnect_backoff_ms: int = Field(default=100, ge=1, description="first reconnect delay")
+    reconnect_backoff_max_ms: int = Field(default=5_000, ge=1, description="longest reconnect delay (bounded)")
+    start_timeout_s: float = Field(default=30.0, gt=0, description="give up at start if no broker answers")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str = Field(default="", description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER")
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @field_validator("compression")
+    @classmethod
+    def _known_compression(cls, value: str) -> str:
+        if value not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {value!r}; use one of {', '.join(COMPRESSIONS)}")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bootstrap.strip())
+
+    def common_options(self) -> dict:
+        """Connection and security options shared by producers, consumers and the admin client."""
+        opts: dict = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap.split(",") if s.strip()],
+            "reconnect_backoff_ms": self.reconnect_backoff_ms,
+            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, key):
+                opts[key] = getattr(self, key)
+        return opts
+
+    def producer_options(self, role: str = "producer") -> dict:
+        return {
+            **self.common_options(),
+            "client_id": f"{self.client_id}-{role}",
+            "acks": "all" if self.acks == "all" else int(self.acks),
+            "linger_ms": self.linger_ms,
+            "batch_size": self.batch_size,
+            "compression_type": None if self.compression == "none" else self.compression,
+            "max_request_size": self.max_message_bytes + (64 << 10),
+            "enable_idempotence": self.idempotence and self.acks == "all",
+            "delivery_timeout_ms": self.delivery_timeout_ms,
+            "request_timeout_ms": min(self.delivery_timeout_ms - 1, 15_000),
+        }
+
+    def consumer_options(self) -> dict:
+        return {
+            **self.common_options(),
+            "client_id": f"{self.client_id}-detector",
+            "group_id": self.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "max_poll_records": self.max_poll_records,
+            "fetch_max_wait_ms": 100,
+            "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
+        }

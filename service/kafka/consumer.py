@@ -1,0 +1,359 @@
+"""The detector consumer: ingest topic -> pipeline -> anomaly topic, committing only what is delivered.
+
+One thread per instance polls the ingest topic in a consumer group. Records
+are handled in cycles (the polls of up to ``commit_interval_ms``, ended early
+when the topic has nothing more or a rebalance begins):
+
+1. on the server's event loop, every record is decoded and ingested (one
+   record = one ``EventBatch``, so detection sees the same blocks whichever
+   instance runs it); records that cannot be used become dead letters; at the
+   end of the cycle the checkpoint of every run the cycle touched is taken;
+2. anomalies and dead letters are produced and acknowledged by the broker;
+3. then the checkpoints (anomalies first: a checkpoint never runs ahead of an
+   anomaly it implies);
+4. the store's writes of the cycle are awaited, and only then are the offsets
+   committed.
+
+A crash anywhere before step 4 re-delivers the cycle's records (at least
+once): anomalies may repeat with the same id and revision, none is lost.
+On a rebalance the instance keeps the runs of the partitions it keeps, drops
+those of partitions it lost, and restores those of new partitions from their
+checkpoints before it sees any of their records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from runwatch.service.kafka import codecs
+from runwatch.service.kafka.checkpoints import CheckpointStore
+from runwatch.service.kafka.config import KafkaSettings
+from runwatch.service.kafka.dead_letters import dead_letter
+from runwatch.service.kafka.producer import DeliveryStopped, OutRecord, ReliableProducer
+from runwatch.v1 import anomaly_pb2
+
+log = logging.getLogger("runwatch.kafka")
+
+
+@dataclass(slots=True)
+class Cycle:
+    """What one poll produced, in delivery order."""
+
+    anomalies: list[OutRecord] = field(default_factory=list)
+    dead_letters: list[OutRecord] = field(default_factory=list)
+    checkpoints: list[OutRecord] = field(default_factory=list)
+    durable: list = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    touched: dict[int, set[str]] = field(default_factory=dict)  # ingest partition -> run ids
+    events: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ConsumerStats:
+    records: int = 0
+    events: int = 0
+    anomalies: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+    cycles: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    restored_runs: int = 0
+    rebalances: int = 0
+    errors: int = 0
+    first_record_at: float = 0.0  # time.perf_counter() of the first polled record
+    last_commit_at: float = 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: DetectorConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        self.owner._finish_cycle()  # commit while the offsets are still ours
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.owner._assigned({tp.partition for tp in assigned if tp.topic == self.owner.settings.ingest_topic})
+
+
+class DetectorConsumer:
+    """Feeds the ingest topic to a :class:`~runwatch.service.server.RunwatchServer`'s pipeline.
+
+    ``on_loop(fn, *args)`` runs ``fn`` on the server's event loop and returns its result
+    (the pipeline is used from that loop only).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        server,
+        loop: asyncio.AbstractEventLoop,
+        producer: ReliableProducer,
+        stopping: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.server = server
+        self.pipeline = server.pipeline
+        self.loop = loop
+        self.producer = producer
+        self.stopping = stopping
+        self.checkpoints = CheckpointStore(settings, producer)
+        self.stats = ConsumerStats()
+        self.owned: set[int] = set()
+        self.runs_of: dict[int, set[str]] = defaultdict(set)  # ingest partition -> run ids seen there
+        self.ready = threading.Event()  # set once the first assignment is restored
+        self._thread = threading.Thread(target=self._main, name="runwatch-kafka-consumer", daemon=True)
+        self._consumer: KafkaConsumer | None = None
+        self._cycle: Cycle | None = None
+        self._draining = threading.Event()
+
+    # -- thread plumbing ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish and commit the cycle in hand, leave the group; force the stop after ``timeout``."""
+        self._draining.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.stopping.set()
+            self._thread.join(10)
+
+    def _on_loop(self, fn: Callable, *args):
+        async def call():
+            return fn(*args)
+
+        fut = asyncio.run_coroutine_threadsafe(call(), self.loop)
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except TimeoutError:
+                if self.stopping.is_set() or self.loop.is_closed():
+                    fut.cancel()
+                    raise DeliveryStopped("event loop gone") from None
+
+    def _main(self) -> None:
+        delay = self.settings.reconnect_backoff_ms / 1000
+        while not (self.stopping.is_set() or self._draining.is_set()):
+            try:
+                if self._consumer is None:
+                    self._consumer = KafkaConsumer(**self.settings.consumer_options())
+                    self._consumer.subscribe([self.settings.ingest_topic], listener=_Rebalance(self))
+                records = self._consumer.poll(timeout_ms=0 if self._cycle else 200)
+                if records:
+                    if not self.stats.first_record_at:
+                        self.stats.first_record_at = time.perf_counter()
+                    self._cycle = self._on_loop(self._process, records, self._cycle or Cycle())
+                cycle = self._cycle
+                if cycle and (not records or time.perf_counter() - cycle.started >= self.settings.commit_interval_ms / 1000):
+                    self._finish_cycle()
+                delay = self.settings.reconnect_backoff_ms / 1000
+            except DeliveryStopped:
+                break
+            except Exception:  # a broker outage or a bug costs a retry, never the consumer
+                self.stats.errors += 1
+                log.exception("kafka consumer cycle failed; retrying in %.1f s", delay)
+                self._reset_consumer()
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.settings.reconnect_backoff_max_ms / 1000)
+        if self._cycle is not None and not self.stopping.is_set():
+            try:
+                self._finish_cycle()
+            except Exception:  # logged; the records are re-delivered
+                log.exception("the last cycle was not committed; its records will be re-delivered")
+        self._reset_consumer()
+
+    def _reset_consumer(self) -> None:
+        self._cycle = None  # not committed: its records are re-delivered
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False)
+            except Exception:
+                log.debug("closing the consumer failed", exc_info=True)
+        # Uncommitted records will be re-delivered, possibly to another instance: drop our runs,
+        # the next assignment restores them from their checkpoints.
+        lost, self.owned = self.owned, set()
+        if lost and not self.loop.is_closed():
+            try:
+                self._on_loop(self._forget, lost)
+            except DeliveryStopped:
+                pass
+
+    # -- one cycle ------------------------------------------------------------------------------
+
+    def _finish_cycle(self) -> None:
+        """Deliver the open cycle's anomalies and dead letters, then its checkpoints; then commit."""
+        cycle = self._cycle
+        if cycle is None:
+            return
+        cycle.checkpoints = self._on_loop(self._checkpoints, cycle)
+        self.stats.cycles += 1
+        if cycle.anomalies or cycle.dead_letters:
+            self.producer.deliver(cycle.anomalies + cycle.dead_letters)
+        if cycle.checkpoints:
+            self.producer.deliver(cycle.checkpoints)
+        for fut in cycle.durable:
+            try:
+                fut.result(timeout=60)
+            except Exception:  # the local store is a cache of the cluster's data; Kafka stays authoritative
+                log.exception("store write failed; offsets are committed anyway (the anomalies are delivered)")
+        self.stats.anomalies += len(cycle.anomalies)
+        self.stats.dead_letters += len(cycle.dead_letters)
+        self.stats.checkpoints += len(cycle.checkpoints)
+        self.stats.events += cycle.events
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in cycle.offsets.items()})
+            self.stats.commits += 1
+            self.stats.last_commit_at = time.perf_counter()
+        except KafkaError as exc:
+            # The group moved on (a rebalance): these records go to the partition's next owner,
+            # which finds our checkpoints and treats what we already did as duplicates.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed (%s); the records will be re-delivered", exc)
+        self._cycle = None
+
+    def _process(self, records: dict, cycle: Cycle) -> Cycle:
+        """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""
+        s = self.settings
+        server = self.server
+        pipeline = self.pipeline
+        touched = cycle.touched
+        max_bytes = server.settings.max_batch_bytes
+        server.kafka_cycle_open = True
+        try:
+            for tp, batch in records.items():
+                part = tp.partition
+                for rec in batch:
+                    cycle.offsets[tp] = rec.offset + 1
+                    self.stats.records += 1
+                    size = len(rec.value or b"")
+                    if size > max_bytes:
+                        cycle.dead_letters.append(
+                            dead_letter(s.dlq_topic, rec, "undecodable",
+                                        [("value", f"{size} bytes is over the limit of {max_bytes} bytes")])
+                        )
+                        continue
+                    decoded = codecs.decode_batch(rec.value, rec.headers)
+                    if isinstance(decoded, codecs.DecodeFailure):
+                        cycle.dead_letters.append(
+                            dead_letter(s.dlq_topic, rec, "undecodable", [(decoded.field, decoded.reason)])
+                        )
+                        continue
+                    is_proto = (rec.value or b"").lstrip()[:1] != b"{"
+                    run_ids = {x.run_id for x in decoded.events}
+                    if decoded.starts or decoded.logs or decoded.ends:
+                        run_ids.update(x.run_id for x in decoded.starts)
+                        run_ids.update(x.run_id for x in decoded.logs)
+                        run_ids.update(x.run_id for x in decoded.ends)
+                    t0 = time.perf_counter()
+                    try:
+                        result = pipeline.ingest(
+                            decoded, t0, raw_size=size if is_proto else -1, raw=rec.value if is_proto else None
+                        )
+                    except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
+                        log.exception("ingest failed on record %s-%d@%d", tp.topic, part, rec.offset)
+                        cycle.dead_letters.append(
+                            dead_letter(s.dlq_topic, rec, "internal",
+                                        [("value", "internal error while processing this record (logged by the server)")])
+                        )
+                        continue
+                    ack = result.ack
+                    server.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
+                    cycle.events += len(decoded.events)
+                    cycle.durable.append(result.durable)
+                    if ack.rejected:
+                        violations = [(v.field, v.reason) for v in ack.violations]
+                        cycle.dead_letters.append(
+                            dead_letter(s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted)
+                        )
+                    fmt = s.anomaly_format
+                    for a in result.anomalies:
+                        cycle.anomalies.append(anomaly_record(s.anomaly_topic, a, fmt))
+                    runs = touched.get(part)
+                    if runs is None:
+                        runs = touched[part] = set()
+                    run_ids.discard("")
+                    runs.update(run_ids)
+                    self.runs_of[part].update(run_ids)
+        finally:
+            server.kafka_cycle_open = False
+        return cycle
+
+    def _checkpoints(self, cycle: Cycle) -> list[OutRecord]:
+        out = []
+        for part, runs in cycle.touched.items():
+            for run_id in runs:
+                out.append(self.checkpoints.record(part, run_id, self.pipeline.snapshot_run(run_id)))
+        return out
+
+    # -- rebalances -----------------------------------------------------------------------------
+
+    def _assigned(self, partitions: set[int]) -> None:
+        self.stats.rebalances += 1
+        lost = self.owned - partitions
+        new = partitions - self.owned
+        log.info("assigned partitions %s (new %s, lost %s)", sorted(partitions), sorted(new), sorted(lost))
+        if lost or new:
+            self._on_loop(self._forget, lost | new)
+        delay = self.settings.reconnect_backoff_ms / 1000
+        while new and not self.stopping.is_set():
+            try:
+                found = self.checkpoints.load(sorted(new))
+                break
+            except Exception as exc:  # noqa: BLE001 - no records of these partitions may be processed without their state
+                log.warning("restoring run state of partitions %s failed (%s); retrying", sorted(new), exc)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.settings.reconnect_backoff_max_ms / 1000)
+        else:
+            found = {}
+        if self.stopping.is_set():
+            raise DeliveryStopped("stopping during a rebalance")
+        restored = self._on_loop(self._restore, found)
+        self.stats.restored_runs += restored
+        self.owned = set(partitions)
+        self.ready.set()
+        if new:
+            log.info("restored %d run(s) of partitions %s", restored, sorted(new))
+
+    def _forget(self, partitions: set[int]) -> None:
+        runs = self.pipeline.runs
+        ended = self.pipeline.ended
+        for part in partitions:
+            for run_id in self.runs_of.pop(part, ()):
+                runs.pop(run_id, None)
+                ended.pop(run_id, None)
+
+    def _restore(self, found: dict[int, dict[str, bytes]]) -> int:
+        from runwatch.models.snapshot import SnapshotError
+
+        n = 0
+        for part, blobs in found.items():
+            for run_id, blob in blobs.items():
+                try:
+                    self.pipeline.restore_run(blob)
+                except SnapshotError as exc:
+                    log.error("checkpoint of run %s (state partition %d) unusable: %s", run_id, part, exc)
+                    continue
+                self.runs_of[part].add(run_id)
+                n += 1
+        return n
+
+
+def anomaly_record(topic: str, anomaly: anomaly_pb2.Anomaly, fmt: str) -> OutRecord:
+    value, headers = codecs.encode_anomaly(anomaly, fmt)
+    return OutRecord(topic, anomaly.run_id.encode(), value, headers)

@@ -1,0 +1,100 @@
+"""`runwatch replay` against a real server: logs on disk become runs, anomalies and a clear error when malformed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from runwatch.client.replay import replay
+from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "training_logs"
+RUNWATCH = [sys.executable, "-m", "runwatch.service.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def list_runs(target: str, project: str = "") -> list:
+    with grpc.insecure_channel(target) as channel:
+        reply = service_pb2_grpc.RunServiceStub(channel).ListRuns(service_pb2.ListRunsRequest(project=project, limit=1000), timeout=30)
+    return list(reply.runs)
+
+
+def test_replay_every_fixture_format(server):
+    srv, stubs = server
+    lines: list[str] = []
+    report = replay(FIXTURES, target=srv.target, out=lines.append)
+    assert report.ok and len(report.runs) == 9 and not any(r.skipped for r in report.runs)
+    runs = {r.run_id: r for r in list_runs(srv.target)}
+    assert len(runs) == 9
+    by_format = {}
+    for r in runs.values():
+        by_format.setdefault(r.start.environment["replay.format"], []).append(r)
+    assert sorted((f, len(rs)) for f, rs in by_format.items()) == [("hf", 2), ("lightning", 2), ("mlflow", 2), ("tensorboard", 3)]
+    # MLflow keeps its experiment as project and its statuses; its clock is kept too
+    mlf = {r.start.environment["mlflow.run_id"]: r for r in by_format["mlflow"]}
+    statuses = sorted(runs_pb2.RunStatus.Name(r.status) for r in mlf.values())
+    assert statuses == ["RUN_STATUS_FAILED", "RUN_STATUS_FINISHED"] and all(r.project == "digits-mlp" for r in mlf.values())
+    tb = next(r for r in by_format["tensorboard"] if "camels" in r.start.environment["replay.source"])
+    assert tb.event_count == 73 and tb.start.hyperparameters["hidden_size"] == 80
+    assert 1.7e9 < tb.last_event_time < 1.8e9  # original wall times
+    assert "train_loss->loss" in tb.start.environment["replay.renamed"]
+    # the diverging MLflow run's NaN loss is flagged
+    failed = next(r for r in mlf.values() if r.status == runs_pb2.RUN_STATUS_FAILED)
+    summary = stubs.runs.GetRun(service_pb2.GetRunRequest(run_id=failed.run_id), timeout=30)
+    assert any(a.kind == 1 for a in summary.anomalies)  # NONFINITE
+
+    # Replaying again recognises the runs instead of sending them twice.
+    again = replay(FIXTURES / "hf", target=srv.target, out=lines.append)
+    assert all(r.skipped.startswith("already on the server") for r in again.runs)
+    assert len(list_runs(srv.target)) == 9
+
+
+def test_replay_cli_long_format_original_pacing_and_errors(server, tmp_path):
+    srv, _ = server
+    out = cli("replay", str(FIXTURES / "long" / "modded_nanogpt_slice.jsonl"), "--target", srv.target, "--project", "nanogpt")
+    assert out.returncode == 0, out.stderr
+    assert "2 run(s) replayed, 0 skipped" in out.stdout and "0 rejected, 0 dropped" in out.stdout
+    runs = list_runs(srv.target, "nanogpt")
+    assert sorted(r.event_count for r in runs) == [46, 301]
+
+    # --pace original sleeps as the run did: MLflow's clock (a few ms between points), sped up
+    out = cli("replay", str(FIXTURES / "mlflow_mlruns"), "--target", srv.target, "--pace", "original", "--speed", "2", "--new-ids")
+    assert out.returncode == 0, out.stderr
+    assert "2 run(s) replayed" in out.stdout
+
+    broken = tmp_path / "logs" / "version_0"
+    broken.mkdir(parents=True)
+    src = (FIXTURES / "lightning" / "camels_ch_version_0" / "metrics.csv").read_text().splitlines()
+    src[6] = src[6].replace(",", ",,", 1)
+    (broken / "metrics.csv").write_text("\n".join(src) + "\n")
+    out = cli("replay", str(tmp_path / "logs"), "--target", srv.target)
+    assert out.returncode == 2
+    assert f"error: {broken / 'metrics.csv'}:line 7: 6 fields, the header has 5" in out.stderr
+    assert len(list_runs(srv.target)) == 4  # nothing of the broken folder was sent
+
+    out = cli("replay", str(tmp_path / "nope"), "--target", srv.target)
+    assert out.returncode == 2 and "no such file or folder" in out.stderr
+
+
+def test_replay_a_spool_folder(start_server, tmp_path):
+    import runwatch.client as rw
+
+    spool = tmp_path / "spool"
+    run = rw.init(project="spooled", run_id="from-spool", target="127.0.0.1:1", spool_dir=spool, flush_on_exit=False, capture_env=False)
+    for i in range(20):
+        run.log({"loss": 1.0}, step=i)
+    run.finish(timeout=0.2)  # nobody listens: everything stays in the spool
+    srv, _ = start_server()
+    out = cli("replay", str(spool), "--target", srv.target)
+    assert out.returncode == 0, out.stderr
+    assert "22 item(s) found, 22 acknowledged" in out.stdout
+    info = next(r for r in list_runs(srv.target) if r.run_id == "from-spool")
+    assert info.event_count == 20 and info.status == runs_pb2.RUN_STATUS_FINISHED
+    shutil.rmtree(spool, ignore_errors=True)
