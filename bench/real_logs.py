@@ -1,0 +1,139 @@
+"""Real training logs from ``../shared/data/training-logs`` as runs the harness can stream.
+
+Sources (licenses: ``shared/data/README.md``; cited in ``bench/README.md``):
+
+- ``modded-nanogpt``: 1,5xx GPT-2 speedrun logs (KellerJordan/modded-nanogpt, MIT),
+  long format, read with runwatch's importer (``train_loss`` -> ``loss``,
+  ``val_loss`` -> ``val/loss``). Healthy.
+- ``lightning`` / ``tensorboard``: Lightning ``metrics.csv`` and TensorBoard
+  event files committed to public GitHub repositories, read with runwatch's
+  importers. Published as ordinary runs: treated as healthy.
+- ``hf-trainer``: Hugging Face ``trainer_state.json`` files. Healthy.
+- ``mlperf``: MLPerf Training v0.7 / v2.0 results (Apache-2.0), one run per
+  line, labelled by ``status`` (positive = not ``success``). Each run is its
+  ``eval_accuracy`` series, one event per evaluation (``val/acc``; RNN-T's
+  word error rate as ``val/wer``; for Mask R-CNN the BBOX mAP); ``train_loss``
+  (logged by 1,305 v2.0 runs, 4 of them unsuccessful) is left out because its
+  steps cannot be aligned with the evaluations' epochs.
+
+Events without wall times get a synthetic clock (one second per step) so the
+stall check has nothing to find in them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from itertools import pairwise
+from pathlib import Path
+
+from bench import metrics as M
+from bench.corpus.store import RunRecord
+
+_ID = re.compile(r"[^A-Za-z0-9._:/@+-]")
+
+
+def _record(source: str, i: int, name: str, steps, walls, metrics, *, faulty: bool = False, study: str = "", extra=None) -> RunRecord | None:
+    rows = []
+    last_step = -1
+    for s, w, m in zip(steps, walls, metrics):
+        m = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not m or s < last_step:
+            continue
+        rows.append((int(s), float(w), m))
+        last_step = s
+    if len(rows) < 2:
+        return None
+    if any(not (w > 0) for _, w, _ in rows) or any(b[1] < a[1] for a, b in pairwise(rows)):
+        rows = [(s, 1.7e9 + s, m) for s, _, m in rows]
+    meta = {
+        "run_id": _ID.sub("_", f"{source}:{i}")[:128],
+        "name": name,
+        "source": source,
+        "study": study or source,
+        "ended": True,
+        "status": "completed",
+        "label_faulty": faulty,
+        **(extra or {}),
+    }
+    return RunRecord.from_events(rows, meta)
+
+
+def _imported(source: str, runs) -> list[RunRecord]:
+    out = []
+    for i, r in enumerate(runs):
+        walls = r.wall_times if len(r.wall_times) == len(r.steps) else [0.0] * len(r.steps)
+        rec = _record(source, i, r.name, r.steps, walls, r.metrics)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def load_mlperf(folder: Path) -> list[RunRecord]:
+    out = []
+    i = 0
+    for path in sorted(folder.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as fh:
+            for line in fh:
+                r = json.loads(line)
+                evals = r.get("eval_accuracy") or []
+                bench = str(r.get("benchmark"))
+                name = "val/wer" if bench == "rnnt" else "val/acc"
+                steps, walls, metrics = [], [], []
+                for k, e in enumerate(evals):
+                    v = e.get("value")
+                    if isinstance(v, dict):
+                        v = next((x for x in v.values() if isinstance(x, (int, float))), None)
+                    if not isinstance(v, (int, float)):
+                        continue
+                    steps.append(k)
+                    walls.append((e.get("t_ms") or 0) / 1000.0)
+                    metrics.append({name: v})
+                rec = _record("mlperf", i, str(r.get("file")), steps, walls, metrics,
+                              faulty=r.get("status") != "success", study=f"{r.get('mlperf_version')}/{bench}",
+                              extra={"benchmark": bench, "mlperf_status": r.get("status"), "monitor": name,
+                                     "monitor_mode": "min" if bench == "rnnt" else "max"})
+                i += 1
+                if rec is not None:
+                    out.append(rec)
+    return out
+
+
+def load_all(root: Path) -> dict[str, list[RunRecord]]:
+    """Every readable source under ``root`` (a missing one is skipped)."""
+    from runwatch.client import importers
+
+    sources: dict[str, list[RunRecord]] = {}
+    nano = root / "modded_nanogpt_curves.csv.gz"
+    if nano.exists():
+        sources["modded-nanogpt"] = _imported("nanogpt", importers.load(nano, fmt="csv"))
+    gh = root / "github_run_logs"
+    if gh.exists():
+        runs = importers.load(gh)
+        for fmt, label in (("lightning", "lightning"), ("tensorboard", "tensorboard")):
+            sources[f"github {label}"] = _imported(label, [r for r in runs if r.format == fmt])
+    hf = root / "hf_trainer_state"
+    if hf.exists():
+        sources["hf-trainer"] = _imported("hf", importers.load(hf))
+    ml = root / "mlperf"
+    if ml.exists():
+        sources["mlperf"] = load_mlperf(ml)
+    return {k: v for k, v in sources.items() if v}
+
+
+def truth(rec: RunRecord) -> M.Truth:
+    faulty = bool(rec.meta.get("label_faulty"))
+    return M.Truth(rec.run_id, faulty, "unsuccessful" if faulty else "healthy", 0, None, 0 if faulty else len(rec.steps))
+
+
+def notes(sources: dict[str, list[RunRecord]]) -> list[str]:
+    lines = ["Sources read: " + ", ".join(f"{k} {len(v)} runs" for k, v in sources.items()) + ". "
+             "NNI Curvefitting is not run on real logs (it needs each run's planned number of reports). "
+             "The 85 plain-text logs of 0Xero7+slm_training are not read (no importer for that format).", ""]
+    return lines
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
