@@ -151,7 +151,7 @@ def scratch(rows: int) -> np.ndarray:
 
 
 MAD_TO_SIGMA = 1.2533
-"""Gaussian sigma per unit of mean absolute deviation (sqrt(pi/2)), as in :class:`~runwatch.models.stats.EwmStats`."""
+"""Gaussian sigma per unit of mean absolute deviation (sqrt(pi/2)), as in the EWMA mean / mean-absolute-deviation estimator of :func:`~runwatch.models.kernels.robust_spike`."""
 
 
 def _steps(n: int) -> np.ndarray:
@@ -206,7 +206,7 @@ def log_trend(steps: np.ndarray, vals: np.ndarray, end: int, size: int, m: int, 
 
 @jit
 def _r2(n: int, den_x: float, den_y: float, num: float) -> float:
-    """R² of a least-squares line from its running-sum terms, as :meth:`LinearTrend.r2`."""
+    """R² of a least-squares line from its running-sum terms, as a least-squares fit's R²."""
     if n < 3 or den_x <= 0.0 or den_y <= 0.0:
         return 0.0
     den = den_x * den_y
@@ -309,7 +309,7 @@ def robust_spike(
 ) -> int:
     """Upward spikes of one metric against an EWMA / MAD baseline (loss spike, latency, error rate).
 
-    The baseline is the estimator of :class:`~runwatch.models.stats.EwmStats`
+    The baseline is the estimator of the EWMA mean / mean-absolute-deviation estimator of :func:`~runwatch.models.kernels.robust_spike`
     (EWMA mean, EWMA mean absolute deviation, robust scale ``1.2533 * mad``).
     The scale is floored at ``max(abs_floor, rel_floor * |mean|, level_floor *
     peak)`` where ``peak`` is the highest baseline mean seen so far. A value
@@ -1035,7 +1035,7 @@ def plateau(
     """No clear relative improvement of a loss over a sliding window of ``window`` values.
 
     A least-squares line (running sums, O(1) per value, as
-    :class:`~runwatch.models.stats.LinearTrend`) through the window's values
+    running least-squares sums) through the window's values
     divided by the first value, values more than 3 robust SDs above an EWMA
     level (alpha 0.05) entering winsorised. Every ``every`` values, once the
     window is full and the step is ``warmup_steps`` past the first, the
@@ -1292,7 +1292,7 @@ def memory_growth(
     """Steady linear growth of a positive series over a sliding window of ``window`` values.
 
     After ``warmup`` values, a least-squares line (running sums, as
-    :class:`~runwatch.models.stats.LinearTrend`) through value / first value
+    running least-squares sums) through value / first value
     against step - first step; every ``every`` values, once the window is
     full, fires when the line rises by ``min_growth`` of the current level
     across the window with R² ``>= min_r2``.

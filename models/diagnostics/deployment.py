@@ -58,7 +58,7 @@ class LatencyDiagnostic(SpikeDiagnostic):
     """Flags request latency far above its robust baseline.
 
     A robust z-score (EWMA mean / EWMA mean absolute deviation, the
-    estimator of :class:`~runwatch.models.stats.EwmStats`) of at least
+    estimator of the EWMA mean / mean-absolute-deviation estimator of :func:`~runwatch.models.kernels.robust_spike`) of at least
     ``z_threshold`` for ``patience`` consecutive values, with the scale
     floored at ``abs_floor_ms`` and ``rel_floor`` x the baseline, and slow
     values winsorised before they enter the baseline, as in

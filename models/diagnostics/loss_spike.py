@@ -371,7 +371,7 @@ class LossSpikeDiagnostic(SpikeDiagnostic):
     """Flags a loss value far above its recent robust baseline.
 
     The spike score is a robust z-score against an EWMA mean and EWMA mean
-    absolute deviation (:class:`~runwatch.models.stats.EwmStats`), with the
+    absolute deviation (the EWMA mean / mean-absolute-deviation estimator of :func:`~runwatch.models.kernels.robust_spike`), with the
     scale floored so a near-constant or converged loss does not fire on tiny
     wiggles, and spikes winsorised before they enter the baseline. Loss
     spikes of this kind are the instability documented for large-model

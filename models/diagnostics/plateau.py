@@ -79,7 +79,7 @@ class PlateauDiagnostic(Diagnostic):
     ``patience`` observations over which the loss did not improve by
     ``min_delta`` (relative). Instead of comparing two noisy values, the
     improvement is the least-squares line over the window
-    (:class:`~runwatch.models.stats.LinearTrend`, O(1) per value; values
+    (running least-squares sums, O(1) per value; values
     more than 3 robust SDs above the EWMA level enter it winsorised) times
     the window's span, relative to the loss level, and the test uses its
     upper confidence bound: mini-batch noise cannot fake a plateau (a noisy

@@ -49,7 +49,7 @@ class MemoryGrowthConfig(DiagnosticConfig):
 class MemoryGrowthDiagnostic(ColumnsDiagnostic):
     """Flags memory that grows linearly, step after step: a leak.
 
-    A least-squares line (:class:`~runwatch.models.stats.LinearTrend`, O(1)
+    A least-squares line (running least-squares sums, O(1)
     per update) is fitted to the last ``window`` values against the step;
     the run leaks when the line's rise across the window is at least
     ``min_growth`` of the current level with R² >= ``min_r2``: the
