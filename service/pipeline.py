@@ -321,6 +321,7 @@ class DetectionPipeline:
         runs = self.runs
         prev_names: tuple[str, ...] = ()
         accepted = 0
+        unknown: set[str] = set()  # run ids this batch already looked up in the store in vain
         for i, ev in enumerate(batch.events):
             if bad_items and ("events", i) in bad_items:
                 ack.reject("", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
@@ -336,9 +337,10 @@ class DetectionPipeline:
                         ack.reject(f"events[{i}]", v)
                         all_accepted = False
                         continue
-                    state = self._state(run_id)
+                    state = None if run_id in unknown else self._state(run_id)
                     if state is None:
                         if not auto_create:
+                            unknown.add(run_id)
                             ack.reject(f"events[{i}]", ("run_id", f"unknown run {run_id!r}: send its RunStart first"))
                             all_accepted = False
                             continue

@@ -141,3 +141,18 @@ def test_arrays_of_unknown_dtype_are_refused():
 
     with pytest.raises(SnapshotError, match="unsupported dtype"):
         decode({"nd": "|O", "shape": [1], "b64": ""})
+
+
+def test_events_of_an_unknown_run_cost_one_store_lookup_per_batch(tmp_path):
+    p = _pipeline(tmp_path)
+    lookups = []
+    real_get_run = p.store.get_run
+    p.store.get_run = lambda run_id: lookups.append(run_id) or real_get_run(run_id)
+    batch = runs_pb2.EventBatch()
+    for step in range(500):
+        batch.events.add(run_id="ghost", step=step).metrics["loss"] = 1.0
+    ack = p.ingest(batch).ack
+    assert (ack.accepted, ack.rejected) == (0, 500)
+    assert ack.violations[0].field == "events[0].run_id" and "unknown run 'ghost'" in ack.violations[0].reason
+    assert lookups == ["ghost"]
+    p.store.close()
