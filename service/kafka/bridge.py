@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.consumer import DetectorConsumer, anomaly_record
 from runwatch.service.kafka.front import KafkaIngestFront
+from runwatch.service.kafka.metrics import KafkaCollector
 from runwatch.service.kafka.producer import ReliableProducer, wait_for_cluster
 from runwatch.service.kafka.topics import ensure_topics
 from runwatch.v1 import anomaly_pb2, service_pb2
@@ -41,6 +42,7 @@ class KafkaBridge:
         except KafkaError as exc:
             raise ConnectionError(f"Kafka at {k.bootstrap}: {exc}") from None
         self.front = KafkaIngestFront(self.server.settings, k, front_producer)
+        self.server.metrics.registry.register(KafkaCollector(self))
         if k.consume:
             self.consumer = DetectorConsumer(k, self.server, asyncio.get_running_loop(), self.producer, self.stopping)
             self.consumer.start()
@@ -70,6 +72,8 @@ class KafkaBridge:
         if self.consumer is not None:
             await asyncio.to_thread(self.consumer.stop)
         self.stopping.set()
+        if self.front is not None:
+            await asyncio.to_thread(self.front.close)
         for producer in (self.producer, self.front.producer if self.front else None):
             if producer is not None:
                 await asyncio.to_thread(producer.close)

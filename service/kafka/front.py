@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.message import DecodeError
 
@@ -80,6 +81,9 @@ class KafkaIngestFront:
         self.settings = settings
         self.kafka = kafka
         self.producer = producer
+        # KafkaProducer.send blocks (up to max_block_ms) while metadata is missing or its buffer is full;
+        # one worker thread keeps that off the event loop and keeps records in submission order.
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runwatch-front-send")
 
     def _check(self, batch: runs_pb2.EventBatch, ack: service_pb2.IngestAck) -> runs_pb2.EventBatch:
         """Drop the items that fail a stateless check (named in ``ack``); returns the kept ones."""
@@ -139,8 +143,8 @@ class KafkaIngestFront:
             ]
         loop = asyncio.get_running_loop()
         try:
-            waits = [_as_asyncio(self.producer.send(r), loop) for r in records]
-            await asyncio.gather(*waits)
+            sent = await loop.run_in_executor(self._sender, lambda: [self.producer.send(r) for r in records])
+            await asyncio.gather(*(_as_asyncio(f, loop) for f in sent))
         except Exception as exc:  # noqa: BLE001 - any failure means: not queued, re-send
             self.producer.recreate(f"ingest record not queued: {exc}")
             failed = service_pb2.IngestAck(sequence=batch.sequence, rejected=ack.rejected + n_items)
@@ -149,6 +153,11 @@ class KafkaIngestFront:
             return failed
         ack.accepted = n_items
         return ack
+
+
+    def close(self) -> None:
+        """Stop the sender thread (pending sends finish first)."""
+        self._sender.shutdown(wait=True)
 
 
 def _as_asyncio(kafka_future, loop: asyncio.AbstractEventLoop) -> asyncio.Future:

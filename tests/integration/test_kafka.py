@@ -7,7 +7,7 @@ import math
 
 import pytest
 from kafka import KafkaProducer
-from kafka_broker import TopicReader, reference_anomalies, training_run
+from kafka_broker import TopicReader, free_port, reference_anomalies, training_run
 
 from runwatch.service.background import BackgroundServer
 from runwatch.service.kafka import codecs, dead_letters
@@ -103,7 +103,8 @@ def test_kafka_python_and_confluent_producers_json_and_protobuf(kafka, start_kaf
 
 
 def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, start_kafka_server):
-    srv = start_kafka_server(kafka)
+    metrics_port = free_port()
+    srv = start_kafka_server(kafka, metrics_port=metrics_port)
     p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
     good = runs_pb2.EventBatch()
     good.starts.add(run_id="dl-run", project="p")
@@ -152,6 +153,18 @@ def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, sta
     assert json.loads(dict(dead[3].headers)[dead_letters.VIOLATIONS])[0]["field"] == "events[0].run_id"
     stats = srv.server.kafka.consumer.stats
     assert stats.errors == 0 and stats.dead_letters == 4
+    # The same counters over Prometheus's HTTP endpoint.
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        scraped = {
+            s.name: s.value for f in text_string_to_metric_families(page.read().decode()) for s in f.samples
+        }
+    assert scraped["runwatch_kafka_dead_letters_total"] == 4
+    assert scraped["runwatch_kafka_records_total"] == stats.records >= 6
+    assert scraped["runwatch_kafka_commits_total"] >= 1 and scraped["runwatch_kafka_seconds_since_commit"] >= 0
 
 
 def test_grpc_front_publishes_per_run_records_and_protobuf_anomalies(kafka, start_kafka_server):

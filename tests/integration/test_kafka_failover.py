@@ -12,12 +12,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaProducer
 from kafka_broker import TopicReader, reference_anomalies, training_run
 
 from runwatch.service.kafka import codecs
-from runwatch.v1 import anomaly_pb2, runs_pb2
+from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -144,8 +146,23 @@ def test_broker_paused_and_resumed_processing_resumes(own_broker, tmp_path):
         send("before-pause", 4)
         assert [a.run_id for a in anomalies(1)] == ["before-pause"]
         own_broker.pause()
-        time.sleep(8)  # longer than the session timeout
+        # While the front's producer is stuck on the frozen broker, the server's event loop still answers.
+        port = int(re.search(r"runwatch serving on [0-9.]+:(\d+)", log.read_text()).group(1))
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stuck = runs_pb2.EventBatch()
+        stuck.starts.add(run_id="during-pause", project="p")
+        pending = service_pb2_grpc.IngestServiceStub(channel).Ingest.future(stuck, timeout=30)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING and time.monotonic() - t0 < 2.0
+        time.sleep(7)  # longer than the session timeout
         own_broker.resume()
+        try:
+            pending.result()  # delivered once the broker is back, or a named failure to re-send
+        except grpc.RpcError as exc:
+            assert "re-send" in exc.details() or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc.details()
+        channel.close()
         send("after-pause", 6)
         got = anomalies(2)
         assert sorted((a.run_id, a.step) for a in got) == [("after-pause", 6), ("before-pause", 4)]
