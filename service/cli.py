@@ -11,7 +11,7 @@ import grpc
 import typer
 from pydantic import ValidationError
 
-from runwatch.service.formatting import format_anomaly, format_runs, format_summary
+from runwatch.service.formatting import format_anomaly, format_runs, format_suggestions, format_summary
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
@@ -242,6 +242,61 @@ def replay(
         typer.echo(f"  rejected: {field}: {reason}", err=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def suggest(
+    run_id: Annotated[str, typer.Argument(help="the run to improve ('' with --project: the project's best run)")] = "",
+    project: Annotated[str, typer.Option(help="improve this project's best finished run when no run id is given")] = "",
+    target_metric: Annotated[str, typer.Option("--target-metric", help="metric to optimise, e.g. val/loss or val/acc")] = "val/loss",
+    num: Annotated[int, typer.Option("--num", "-n", min=1, max=20, help="how many suggestions")] = 3,
+    max_params: Annotated[int, typer.Option(min=0, help="largest parameter count allowed (0 = no limit)")] = 0,
+    max_latency_ms: Annotated[float, typer.Option(min=0.0, help="largest predicted latency, ms (0 = no limit)")] = 0.0,
+    target: TargetOption = "127.0.0.1:50051",
+) -> None:
+    """Ask the server's architecture advisor for ranked changes to a run's architecture."""
+    if not run_id and not project:
+        _fail("RUN_ID: give a run id, or --project to improve that project's best run")
+    request = service_pb2.SuggestRequest(
+        run_id=run_id,
+        project=project,
+        target_metric=target_metric,
+        constraints=service_pb2.SuggestConstraints(
+            max_params=max_params, max_latency_ms=max_latency_ms, num_suggestions=num
+        ),
+    )
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = service_pb2_grpc.AdvisorServiceStub(channel).Suggest(request, timeout=300)
+        except grpc.RpcError as exc:
+            _rpc_error(exc, target)
+    typer.echo(format_suggestions(response))
+
+
+nas_app = typer.Typer(help="architecture search with real training trials (needs the 'nas' extra)", no_args_is_help=True)
+app.add_typer(nas_app, name="nas")
+
+
+@nas_app.command("run")
+def nas_run(
+    trainer: Annotated[str, typer.Option(help="module:function that trains a torch model and returns the metric to minimise")],
+    model: Annotated[str, typer.Option(help="module:function returning the starting torch model (nn.Module)")],
+    budget: Annotated[int, typer.Option(min=1, max=1000, help="number of real training trials")] = 8,
+    strategy: Annotated[str, typer.Option(help="'evolution' (NNI RegularizedEvolution) or 'random'")] = "evolution",
+    seed: Annotated[int, typer.Option(help="random seed of the search")] = 0,
+    space: Annotated[Path | None, typer.Option(help="JSON file of runwatch.nas.space.SearchSpace settings")] = None,
+    out: Annotated[Path | None, typer.Option(help="write every trial (genome, value, cost) to this JSON file")] = None,
+) -> None:
+    """Search around a model's architecture with real short training trials, in-process through NNI."""
+    from runwatch.service.nas_command import run_search
+
+    if strategy not in ("evolution", "random"):
+        _fail(f"--strategy: expected 'evolution' or 'random', got {strategy!r}")
+    try:
+        report = run_search(trainer=trainer, model=model, budget=budget, strategy=strategy, seed=seed, space_file=space, out=out)
+    except (ValueError, ImportError) as exc:
+        _fail(str(exc))
+    typer.echo(report)
 
 
 if __name__ == "__main__":

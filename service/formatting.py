@@ -56,8 +56,10 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
     lines = [
         f"run {r.run_id}  project {r.project}  {status_name(r.status)}"
         + (f" ({r.end_reason})" if r.end_reason else ""),
-        f"  started {_time(r.start_time)}, last step {r.last_step}, {r.event_count} events, "
-        f"{r.anomaly_count} anomalies",
+        (
+            f"  started {_time(r.start_time)}, last step {r.last_step}, {r.event_count} events, "
+            f"{r.anomaly_count} anomalies"
+        ),
     ]
     if r.start.architecture.layers:
         layers = ", ".join(f"{l.name}:{l.type}({l.in_size}->{l.out_size})" for l in r.start.architecture.layers[:8])
@@ -72,4 +74,24 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
             lines.append(f"    {m.name:<28} n={m.count:<6} last={m.last:<12.6g} min={m.min:<12.6g} max={m.max:<12.6g}{nf}")
         if len(s.metrics) > max_metrics:
             lines.append(f"    ... {len(s.metrics) - max_metrics} more")
+    return "\n".join(lines)
+
+
+def _signed(value: float, digits: int = 4) -> str:
+    return f"{value:+.{digits}g}"
+
+
+def format_suggestions(response: service_pb2.SuggestResponse) -> str:
+    """Ranked suggestions as text: the diff, the predicted effect, the cost, the evidence."""
+    if not response.suggestions:
+        return f"run {response.run_id}: no suggestion predicted to improve it within the constraints"
+    lines = [f"run {response.run_id}: {len(response.suggestions)} suggestion(s)"]
+    for s in response.suggestions:
+        e = s.effect
+        lines.append(
+            f"{s.rank}. {e.metric} {e.predicted:.4g} ({_signed(e.delta)} +- {e.stddev:.2g})  "
+            f"params {_signed(s.cost.params, 12)}, FLOPs {_signed(s.cost.flops, 12)}"
+        )
+        lines.extend(f"     {c.description}" for c in s.changes)
+        lines.extend(f"     because: {ev}" for ev in s.evidence)
     return "\n".join(lines)
