@@ -1,0 +1,167 @@
+"""How a run compares with its peers, in sentences a user can check against the logs.
+
+:func:`run_summary` reduces a run to a few end-of-run numbers (final training
+loss, val/train gap, smallest layer gradient norm, ...); :class:`PeerSummary`
+holds those numbers for the other runs of the history and words a comparison:
+``"val/train gap 0.42 vs peers' median 0.05 (n=37)"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runwatch.nas.features import train_loss_name
+from runwatch.nas.history import RunObservation
+
+__all__ = ["SUMMARY_LABELS", "PeerSummary", "run_summary"]
+
+# summary name -> how it reads in a sentence
+SUMMARY_LABELS: dict[str, str] = {
+    "final_train_loss": "final train loss",
+    "final_val_loss": "final val/loss",
+    "gap": "val/train gap",
+    "params": "parameters",
+    "min_layer_grad_norm": "smallest layer grad norm",
+    "max_dead_frac": "largest dead-unit fraction",
+    "max_sat_frac": "largest saturated fraction",
+    "max_grad_norm": "largest grad_norm",
+}
+
+
+def _tail_median(values: np.ndarray, frac: float = 0.1) -> float:
+    v = values[-max(1, round(frac * values.size)) :]
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else math.nan
+
+
+def run_summary(obs: RunObservation) -> dict[str, float]:
+    """End-of-run numbers of one run (absent when the run did not log what they need).
+
+    ``final_train_loss`` is the median of the last 10 % of training-loss
+    points (mini-batch noise); ``final_val_loss`` the last finite validation
+    loss; ``gap`` their difference; layer statistics are medians over the last
+    half of the run, then the extreme layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = np.arange(100)
+    >>> obs = RunObservation("r", None, series={"loss": (s, np.full(100, 0.1)), "val/loss": (s[::10], np.full(10, 0.5))})
+    >>> run_summary(obs)["gap"]
+    0.4
+    """
+    out: dict[str, float] = {}
+    series = obs.series
+    train = train_loss_name(series)
+    diverged = False
+    if train:
+        tv = np.asarray(series[train][1], dtype=float)
+        diverged = bool(tv.size and not np.isfinite(tv[-1]))
+        if not diverged:  # a diverged run has no final loss to compare
+            out["final_train_loss"] = _tail_median(tv)
+    val_name = "val/loss" if "val/loss" in series else ("val_loss" if "val_loss" in series else "")
+    if val_name:
+        vv = np.asarray(series[val_name][1], dtype=float)
+        vv = vv[np.isfinite(vv)]
+        if vv.size:
+            out["final_val_loss"] = float(vv[-1])
+    if "final_train_loss" in out and "final_val_loss" in out:
+        out["gap"] = round(out["final_val_loss"] - out["final_train_loss"], 12)
+    if obs.genome is not None:
+        out["params"] = float(obs.genome.params())
+    grads, dead, sat = [], [], []
+    for name, (steps, values) in series.items():
+        v = np.asarray(values, dtype=float)
+        v = v[v.size // 2 :]
+        v = v[np.isfinite(v)]
+        if not v.size:
+            continue
+        med = float(np.median(v))
+        if name.startswith("grad_norm/"):
+            grads.append(med)
+        elif name.startswith("act/zero_frac/"):
+            dead.append(med)
+        elif name.startswith("act/sat_frac/"):
+            sat.append(med)
+        elif name == "grad_norm":
+            out["max_grad_norm"] = float(v.max())
+    if grads:
+        out["min_layer_grad_norm"] = min(grads)
+    if dead:
+        out["max_dead_frac"] = max(dead)
+    if sat:
+        out["max_sat_frac"] = max(sat)
+    return out
+
+
+@dataclass
+class PeerSummary:
+    """End-of-run numbers of the peer runs, per run id, to compare one run against.
+
+    Examples
+    --------
+    >>> peers = PeerSummary({"a": {"gap": 0.05}, "b": {"gap": 0.07}, "c": {"gap": 0.03}})
+    >>> peers.compare("gap", 0.42)
+    "val/train gap 0.42 vs peers' median 0.05 (n=3)"
+    >>> peers.without("a").n("gap")
+    2
+    """
+
+    by_run: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_history(cls, history: Iterable[RunObservation]) -> PeerSummary:
+        return cls({obs.run_id: run_summary(obs) for obs in history})
+
+    def without(self, run_id: str) -> PeerSummary:
+        """The same peers minus one run (a run is never its own peer)."""
+        return PeerSummary({k: v for k, v in self.by_run.items() if k != run_id})
+
+    def values(self, name: str) -> np.ndarray:
+        v = np.array([s[name] for s in self.by_run.values() if name in s], dtype=float)
+        return v[np.isfinite(v)]
+
+    def n(self, name: str) -> int:
+        return int(self.values(name).size)
+
+    def median(self, name: str) -> float:
+        v = self.values(name)
+        return float(np.median(v)) if v.size else math.nan
+
+    def quantile(self, name: str, q: float) -> float:
+        v = self.values(name)
+        return float(np.quantile(v, q)) if v.size else math.nan
+
+    def compare(self, name: str, value: float) -> str:
+        """``"<label> <value> vs peers' median <median> (n=<peers>)"``, or a note that there are no peers."""
+        label = SUMMARY_LABELS.get(name, name)
+        fmt = _fmt_count if name == "params" else _fmt
+        n = self.n(name)
+        if not n:
+            return f"{label} {fmt(value)} (no peer run logged it)"
+        return f"{label} {fmt(value)} vs peers' median {fmt(self.median(name))} (n={n})"
+
+    def compare_all(self, names: Iterable[str], summary: Mapping[str, float]) -> list[str]:
+        """:meth:`compare` for each name where the run has a finite value that differs from the peers' median."""
+        out = []
+        for k in names:
+            v = summary.get(k, math.nan)
+            if math.isfinite(v) and not (self.n(k) and math.isclose(v, self.median(k), rel_tol=1e-9, abs_tol=1e-12)):
+                out.append(self.compare(k, v))
+        return out
+
+
+def _fmt_count(x: float) -> str:
+    return f"{x:,.0f}" if math.isfinite(x) else str(x)
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.2g}"
+    return f"{x:.3g}"
