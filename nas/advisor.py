@@ -39,6 +39,7 @@ from typing import Any, Self
 from runwatch.nas.architecture import Change, Genome
 from runwatch.nas.evidence import PeerSummary, run_summary
 from runwatch.nas.features import architecture_features
+from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
 from runwatch.nas.search import Candidate, SearchConfig, search_candidates
 from runwatch.nas.seeding import budget_seeds, seed_genomes
@@ -329,8 +330,10 @@ class Advisor:
         def score(genomes: Sequence[Genome]):
             return surrogate.score(run, genomes)
 
+        guard = EditGuard.for_run(run, peers)
+
         def accept(g: Genome) -> bool:
-            return not _over_budget(g, constraints, cfg)
+            return not _over_budget(g, constraints, cfg) and guard.allows(base, g)
 
         search_cfg = cfg.search_config()
         if surrogate.mode == "prior":

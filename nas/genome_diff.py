@@ -22,8 +22,21 @@ def format_dropout(p: float) -> str:
     return text if "." in text or "e" in text else f"{text}.0"
 
 
+def shown(name: str) -> str:
+    """A module path as users read it: ``nn.Sequential`` indices become ``layer 0``.
+
+    >>> shown("fc2"), shown("0"), shown("net.3")
+    ('fc2', 'layer 0', 'net.3')
+    """
+    return f"layer {name}" if name.isdigit() else name
+
+
 def _span(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
+    if len(names) == 1:
+        return shown(names[0])
+    if all(n.isdigit() for n in names):
+        return f"layers {names[0]}-{names[-1]}"
+    return f"{names[0]}-{names[-1]}"
 
 
 def _activation_text(before: str, after: str, names: list[str]) -> str:
@@ -47,16 +60,16 @@ def _depth_change(old: Genome, new: Genome) -> Change | None:
     for i, b in enumerate(new.blocks):
         if b.name in old_names:
             continue
-        where = f"after {new.blocks[i - 1].name}" if i else "first"
+        where = f"after {shown(new.blocks[i - 1].name)}" if i else "first"
         detail = f"{b.width} {_UNITS.get(b.kind, 'units')}"
         if b.activation:
             detail += f", {activation_name(b.activation)}"
-        added.append(f"{b.name} ({detail}) {where}")
+        added.append(f"{shown(b.name)} ({detail}) {where}")
     if not removed and not added:
         return None
     parts = []
     if removed:
-        parts.append(f"remove block{'s' if len(removed) > 1 else ''} {', '.join(removed)}")
+        parts.append(f"remove block{'s' if len(removed) > 1 else ''} {', '.join(map(shown, removed))}")
     if added:
         parts.append(f"add block{'s' if len(added) > 1 else ''} {'; '.join(added)}")
     before, after = str(old.depth), str(new.depth)
@@ -67,20 +80,21 @@ def _block_changes(old: Block, new: Block) -> list[Change]:
     """Width, normalization, dropout and residual changes of one matched block (activation is grouped apart)."""
     out = []
     name = new.name
+    where = shown(name)
     if old.width != new.width:
         unit = _UNITS.get(new.kind, "units")
-        out.append(Change(name, "width", str(old.width), str(new.width), f"{name}: {old.width} -> {new.width} {unit}"))
+        out.append(Change(name, "width", str(old.width), str(new.width), f"{where}: {old.width} -> {new.width} {unit}"))
     if old.normalization != new.normalization:
         if not old.normalization:
-            text = f"add {_norm_name(new.normalization)} after {name}"
+            text = f"add {_norm_name(new.normalization)} after {where}"
         elif not new.normalization:
-            text = f"remove {_norm_name(old.normalization)} after {name}"
+            text = f"remove {_norm_name(old.normalization)} after {where}"
         else:
-            text = f"{name}: {_norm_name(old.normalization)} -> {_norm_name(new.normalization)}"
+            text = f"{where}: {_norm_name(old.normalization)} -> {_norm_name(new.normalization)}"
         out.append(Change(name, "normalization", old.normalization, new.normalization, text))
     if old.dropout != new.dropout:
         before, after = format_dropout(old.dropout), format_dropout(new.dropout)
-        out.append(Change(name, "dropout", before, after, f"{name}: dropout {before} -> {after}"))
+        out.append(Change(name, "dropout", before, after, f"{where}: dropout {before} -> {after}"))
     if old.residual != new.residual:
         verb = "add" if new.residual else "remove"
         out.append(
@@ -89,7 +103,7 @@ def _block_changes(old: Block, new: Block) -> list[Change]:
                 "residual",
                 str(old.residual).lower(),
                 str(new.residual).lower(),
-                f"{verb} residual connection around {name}",
+                f"{verb} residual connection around {where}",
             )
         )
     return out

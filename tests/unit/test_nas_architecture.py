@@ -137,7 +137,7 @@ def test_cnn_record_keeps_costs_consistent_when_channels_change():
     assert g.fixed_params == 0 and g.params() == n_params(cnn(32))
     # narrowing the second convolution narrows the classifier's flattened input too
     assert g.replace_block(1, width=8).params() == n_params(cnn(8))
-    assert [c.description for c in g.diff(g.replace_block(1, width=8))] == ["4: 32 -> 8 channels"]
+    assert [c.description for c in g.diff(g.replace_block(1, width=8))] == ["layer 4: 32 -> 8 channels"]
     # the per-position FLOP proxy: 2 x (conv MACs per output position + linear MACs)
     assert g.flops() == 2 * (1 * 16 * 9 + 16 * 32 * 9 + 32 * 196 * 64 + 64 * 10)
 

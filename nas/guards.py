@@ -1,0 +1,75 @@
+"""Edits a run's findings rule out, so no suggestion works against its own diagnosis.
+
+Seeding (:mod:`runwatch.nas.seeding`) says where to look first; the guard says
+where not to look at all. A surrogate fitted on a few dozen runs can predict a
+small gain for widening a net that overfits; a practitioner would not try it,
+and neither does the advisor:
+
+=============================  ===================================================
+finding                        ruled out
+=============================  ===================================================
+overfitting (finding or peers) any block wider, one block more, less dropout
+underfitting / ``plateau``     any block narrower, one block fewer, more dropout
+``dead_units`` in a layer      that layer wider
+``vanishing_gradient``         one block more
+=============================  ===================================================
+
+Overfitting wins when a run shows both it and a plateau (a validation loss that
+stopped improving is what overfitting looks like from the outside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runwatch.nas.architecture import Genome
+from runwatch.nas.evidence import PeerSummary
+from runwatch.nas.history import RunObservation
+from runwatch.nas.search import edit_directions
+from runwatch.nas.seeding import _peer_rules
+
+__all__ = ["EditGuard"]
+
+ANY_LAYER = "*"
+
+
+@dataclass(frozen=True)
+class EditGuard:
+    """Banned ``(layer, attribute, direction)`` triples; ``layer`` ``"*"`` matches every layer.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block, Genome
+    >>> from runwatch.nas.history import Diagnosis
+    >>> g = Genome(64, 10, (Block("fc1", "linear", 256, "relu"), Block("fc2", "linear", 256, "relu")))
+    >>> guard = EditGuard.for_run(RunObservation("r", g, diagnoses=[Diagnosis("overfitting", metric="val/loss")]))
+    >>> guard.allows(g, g.replace_block(0, width=512)), guard.allows(g, g.replace_block(0, width=128))
+    (False, True)
+    """
+
+    banned: frozenset[tuple[str, str, str]] = frozenset()
+
+    @classmethod
+    def for_run(cls, run: RunObservation, peers: PeerSummary | None = None) -> EditGuard:
+        kinds = {d.kind for d in run.diagnoses}
+        kinds.update(rule for rule, _ in _peer_rules(run, peers))
+        banned: set[tuple[str, str, str]] = set()
+        if "overfitting" in kinds:
+            banned |= {(ANY_LAYER, "width", "up"), ("", "depth", "up"), (ANY_LAYER, "dropout", "down")}
+        elif kinds & {"underfitting", "plateau"}:
+            banned |= {(ANY_LAYER, "width", "down"), ("", "depth", "down"), (ANY_LAYER, "dropout", "up")}
+        for d in run.diagnoses:
+            if d.kind == "dead_units" and d.layer:
+                banned.add((d.layer, "width", "up"))
+            if d.kind == "vanishing_gradient":
+                banned.add(("", "depth", "up"))
+        return cls(frozenset(banned))
+
+    def allows(self, base: Genome, genome: Genome) -> bool:
+        """Whether ``genome`` makes none of the banned edits to ``base``."""
+        if not self.banned:
+            return True
+        for layer, attribute, way in edit_directions(base, genome):
+            if (layer, attribute, way) in self.banned or (ANY_LAYER, attribute, way) in self.banned:
+                return False
+        return True
