@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from runwatch.service.advice import AdviceError, AdviceService
 from runwatch.service.hub import AnomalyHub
 from runwatch.service.pipeline import BatchResult, DetectionPipeline
 from runwatch.service.settings import ServiceSettings
@@ -141,12 +142,19 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
 
 
 class AdvisorServicer(service_pb2_grpc.AdvisorServiceServicer):
-    async def Suggest(self, request, context) -> service_pb2.SuggestResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "AdvisorService.Suggest: the architecture advisor (runwatch.nas) is not part of this build yet; "
-            "no suggestion is made rather than a made-up one",
-        )
+    """Suggest runs in a worker thread: fitting the surrogate and searching take seconds."""
+
+    def __init__(self, server: RunwatchServer) -> None:
+        self.advice = AdviceService(server.store)
+
+    async def Suggest(self, request: service_pb2.SuggestRequest, context) -> service_pb2.SuggestResponse:
+        try:
+            return await asyncio.to_thread(self.advice.suggest, request)
+        except AdviceError as exc:
+            await context.abort(exc.code, str(exc))
+        except Exception:
+            log.exception("AdvisorService.Suggest failed for run %r", request.run_id)
+            await context.abort(grpc.StatusCode.INTERNAL, "AdvisorService.Suggest: internal error (logged by the server)")
 
 
 class RunwatchServer:
@@ -252,7 +260,7 @@ class RunwatchServer:
         server.add_generic_rpc_handlers((IngestServicer(self).handler(),))
         service_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(self), server)
         service_pb2_grpc.add_RunServiceServicer_to_server(RunQueryServicer(self), server)
-        service_pb2_grpc.add_AdvisorServiceServicer_to_server(AdvisorServicer(), server)
+        service_pb2_grpc.add_AdvisorServiceServicer_to_server(AdvisorServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

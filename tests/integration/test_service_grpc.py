@@ -142,14 +142,6 @@ def test_restart_keeps_runs_events_and_anomalies(start_server, tmp_path):
     assert stubs2.runs.GetRun(service_pb2.GetRunRequest(run_id="p-2")).run.event_count == 2
 
 
-def test_advisor_says_unimplemented_instead_of_inventing(server):
-    _, stubs = server
-    with pytest.raises(grpc.RpcError) as err:
-        stubs.advisor.Suggest(service_pb2.SuggestRequest(run_id="any"))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "no suggestion is made" in err.value.details()
-
-
 def test_stalled_run_is_flagged_by_the_periodic_check(start_server):
     from runwatch.models.registry import SuiteConfig
 

@@ -1,0 +1,213 @@
+"""AdvisorService over real gRPC: real PyTorch runs streamed by the client SDK, then suggestions for one of them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+from torch import nn
+
+from runwatch.client import RunwatchClient
+from runwatch.v1 import service_pb2
+
+pytestmark = pytest.mark.slow
+torch.set_num_threads(1)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order[:1400]], y[order[:1400]], x[order[1400:]], y[order[1400:]]
+
+
+def _mlp(width: int, depth: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    n_in = 64
+    for _ in range(depth):
+        layers += [nn.Linear(n_in, width), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        n_in = width
+    layers.append(nn.Linear(n_in, 10))
+    return nn.Sequential(*layers)
+
+
+def train_and_stream(client: RunwatchClient, run_id: str, width: int, depth: int, dropout: float, n_train: int,
+                     steps: int = 120, with_architecture: bool = True) -> float:
+    """Train an MLP on (a subset of) digits for real, logging loss and val/loss; returns the final val/loss."""
+    torch.manual_seed(len(run_id))
+    xt, yt, xv, yv = _digits()
+    xt, yt = xt[:n_train], yt[:n_train]
+    model = _mlp(width, depth, dropout)
+    run = client.start_run(
+        run_id=run_id, project="advice", model=model if with_architecture else None,
+        hyperparameters={"lr": 3e-3, "batch_size": 32, "width": width, "depth": depth, "dropout": dropout},
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(1)
+    val = float("nan")
+    for step in range(steps):
+        model.train()
+        idx = torch.randint(len(xt), (32,), generator=gen)
+        opt.zero_grad()
+        loss = loss_fn(model(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        metrics = {"loss": loss.item()}
+        if step % 10 == 9:
+            model.eval()
+            with torch.no_grad():
+                val = float(loss_fn(model(xv), yv))
+            metrics["val/loss"] = val
+        run.log(metrics, step=step)
+    assert run.finish(reason="completed", timeout=30)
+    return val
+
+
+@pytest.fixture(scope="module")
+def advised(tmp_path_factory):
+    """A server holding 14 finished runs of one project (varied width/depth/dropout/data) and one without architecture."""
+    from runwatch.service.background import BackgroundServer
+    from runwatch.service.settings import ServiceSettings
+
+    srv = BackgroundServer(ServiceSettings(port=0, data_dir=tmp_path_factory.mktemp("advice"))).start()
+    client = RunwatchClient(srv.target, flush_on_exit=False)
+    finals = {}
+    grid = [(w, d, p, n) for w, d, p, n in [
+        (8, 1, 0.0, 1400), (16, 1, 0.0, 1400), (32, 1, 0.0, 1400), (64, 1, 0.0, 1400), (128, 1, 0.2, 1400),
+        (32, 2, 0.0, 1400), (64, 2, 0.2, 1400), (16, 2, 0.0, 1400), (256, 2, 0.0, 60), (128, 2, 0.5, 60),
+        (32, 1, 0.3, 60), (64, 1, 0.0, 200), (256, 1, 0.0, 1400), (8, 2, 0.0, 200),
+    ]]
+    for i, (w, d, p, n) in enumerate(grid):
+        finals[f"hist-{i}"] = train_and_stream(client, f"hist-{i}", w, d, p, n)
+    # The run to improve: a wide two-layer net on 60 examples (it overfits).
+    finals["wide-small-data"] = train_and_stream(client, "wide-small-data", 512, 2, 0.0, 60)
+    train_and_stream(client, "no-arch", 32, 1, 0.0, 1400, steps=20, with_architecture=False)
+    client.close(timeout=5)
+    channel = grpc.insecure_channel(srv.target)
+    yield srv, channel, finals
+    channel.close()
+    srv.stop()
+
+
+def suggest(channel, **fields) -> service_pb2.SuggestResponse:
+    from runwatch.v1 import service_pb2_grpc
+
+    return service_pb2_grpc.AdvisorServiceStub(channel).Suggest(service_pb2.SuggestRequest(**fields), timeout=120)
+
+
+def test_suggestions_are_ranked_diffs_with_effect_uncertainty_evidence_and_cost(advised):
+    _, channel, _ = advised
+    r = suggest(channel, run_id="wide-small-data", constraints=service_pb2.SuggestConstraints(num_suggestions=3))
+    assert r.run_id == "wide-small-data"
+    assert [s.rank for s in r.suggestions] == [1, 2, 3]
+    deltas = [s.effect.delta for s in r.suggestions]
+    assert deltas == sorted(deltas)  # best (lowest predicted val/loss) first
+    for s in r.suggestions:
+        assert s.changes and all(c.description and c.attribute for c in s.changes)
+        assert s.effect.metric == "val/loss" and s.effect.stddev > 0
+        assert s.evidence
+    # An overfitting 512-wide net: the best suggestion removes capacity or adds regularisation.
+    top = r.suggestions[0]
+    assert any(
+        (c.attribute == "width" and int(c.after) < int(c.before))
+        or (c.attribute == "dropout" and float(c.after) > float(c.before))
+        or (c.attribute == "depth" and int(c.after) < int(c.before))
+        for c in top.changes
+    ), [c.description for c in top.changes]
+
+
+def test_max_params_is_honoured(advised):
+    srv, channel, _ = advised
+    current = srv.server.store.get_run("wide-small-data").start.architecture.total_params
+    limit = current // 2
+    r = suggest(
+        channel, run_id="wide-small-data",
+        constraints=service_pb2.SuggestConstraints(max_params=limit, num_suggestions=5),
+    )
+    assert r.suggestions
+    assert all(current + s.cost.params <= limit for s in r.suggestions), [s.cost.params for s in r.suggestions]
+
+
+def test_project_request_improves_the_projects_best_run(advised):
+    _, channel, finals = advised
+    r = suggest(channel, project="advice")
+    best = min((v, k) for k, v in finals.items())[1]
+    assert r.run_id == best
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "text"),
+    [
+        ({"run_id": "no-arch"}, grpc.StatusCode.FAILED_PRECONDITION, "no architecture record"),
+        ({"run_id": "nobody"}, grpc.StatusCode.NOT_FOUND, "run_id: no run 'nobody'"),
+        ({}, grpc.StatusCode.INVALID_ARGUMENT, "run_id: set run_id, or project"),
+        (
+            {"run_id": "wide-small-data", "constraints": service_pb2.SuggestConstraints(max_params=-5)},
+            grpc.StatusCode.INVALID_ARGUMENT, "constraints.max_params: must be >= 0",
+        ),
+        (
+            {"run_id": "wide-small-data", "constraints": service_pb2.SuggestConstraints(num_suggestions=500)},
+            grpc.StatusCode.INVALID_ARGUMENT, "constraints.num_suggestions: at most 20",
+        ),
+        ({"project": "nobody-here"}, grpc.StatusCode.FAILED_PRECONDITION, "no finished run of project 'nobody-here'"),
+    ],
+)
+def test_bad_requests_get_a_named_error_and_the_service_keeps_serving(advised, fields, code, text):
+    srv, channel, _ = advised
+    with pytest.raises(grpc.RpcError) as err:
+        suggest(channel, **fields)
+    assert err.value.code() == code
+    assert text in err.value.details()
+    assert srv.server.store.get_run("hist-0") is not None
+
+
+def test_cli_suggest_prints_the_ranked_diff(advised):
+    srv, _, _ = advised
+    exe = Path(sys.executable).with_name("runwatch")
+    r = subprocess.run(
+        [str(exe), "suggest", "wide-small-data", "-n", "2", "--target", srv.target],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("run wide-small-data: 2 suggestion(s)")
+    assert "1. val/loss" in r.stdout and "2. val/loss" in r.stdout and "because:" in r.stdout
+    bad = subprocess.run([str(exe), "suggest", "nobody", "--target", srv.target], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NOT_FOUND: run_id: no run 'nobody'" in bad.stderr
+
+
+def test_without_the_nas_extra_the_advisor_answers_failed_precondition(tmp_path):
+    # A real server in a process where NNI cannot be imported (as without `pip install runwatch[nas]`).
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["nni"] = None  # import nni -> ImportError
+        import grpc
+        from runwatch.service.background import BackgroundServer
+        from runwatch.service.settings import ServiceSettings
+        from runwatch.v1 import service_pb2, service_pb2_grpc
+        srv = BackgroundServer(ServiceSettings(port=0, data_dir={str(tmp_path)!r})).start()
+        with grpc.insecure_channel(srv.target) as ch:
+            try:
+                service_pb2_grpc.AdvisorServiceStub(ch).Suggest(service_pb2.SuggestRequest(run_id="r"), timeout=30)
+            except grpc.RpcError as e:
+                print(e.code().name, "|", e.details())
+        srv.stop()
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code, details = r.stdout.strip().split(" | ", 1)
+    assert code == "FAILED_PRECONDITION"
+    assert "'nas' extra" in details and "nni" in details and "pip install 'runwatch[nas]'" in details
