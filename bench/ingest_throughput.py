@@ -15,6 +15,17 @@ client itself is not the bottleneck.
 Prints a table: events/s and metric values/s for each service, the
 pipeline's ratio to each bare service, and p50/p99 latency from batch
 arrival to anomaly emission (measured inside the pipeline process).
+
+    python bench/ingest_throughput.py --in-process --runs 16 --steps 2000
+
+times the same batches in this one process, without gRPC: the pipeline's
+apply path (``DetectionPipeline.ingest_bytes`` with a real SQLite store) against
+the bare services' loops (parse only; parse + read every value) and against
+runwatch's own compiled reader of every value (``event_scan.scan_batch``: the
+fastest decode this repository has, for a fair reading of the ratios), each
+repeat in turn, best of ``--repeats``. CPU time of this thread (the store's
+writer thread runs beside it and is reported apart), so it is far less
+sensitive to other load on the machine than the wall-clock table.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import argparse
 import asyncio
 import math
 import multiprocessing as mp
+import os
 import random
 import tempfile
 import time
@@ -93,6 +105,16 @@ def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: st
     asyncio.run(main())
 
 
+def read_every_value(b) -> int:
+    """The "decode" baseline after parsing: read every event's run id, step, time, metric names and values."""
+    n = 0
+    for ev in b.events:
+        _fields = (ev.run_id, ev.step, ev.wall_time)
+        for _name, _value in ev.metrics.items():
+            n += 1
+    return n
+
+
 def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, read_values: bool) -> None:
     import grpc
 
@@ -105,12 +127,7 @@ def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: st
             b = runs_pb2.EventBatch.FromString(raw)
             decoded["events"] += len(b.events)
             if read_values:
-                n = 0
-                for ev in b.events:
-                    _fields = (ev.run_id, ev.step, ev.wall_time)
-                    for _name, _value in ev.metrics.items():
-                        n += 1
-                decoded["values"] += n
+                decoded["values"] += read_every_value(b)
             yield service_pb2.IngestAck(sequence=b.sequence, accepted=len(b.starts) + len(b.events))
 
     async def main() -> None:
@@ -184,11 +201,77 @@ def measure(kind: str, per_run, streams: int) -> tuple[float, int, list[float], 
     return seconds, accepted, latencies, counters
 
 
+def in_process(per_run: list[list[bytes]], n_events: int, repeats: int) -> dict[str, float]:
+    """CPU microseconds per event in this process: the pipeline's apply path and the baselines.
+
+    Batches go in the order the gRPC streams interleave them. Each repeat runs the
+    baseline loops, then a fresh pipeline (new SQLite store) over every batch; the
+    best of the repeats is kept for each. ``pipeline`` is this thread's CPU time
+    (what limits a server's event loop), ``store_writer`` the extra CPU of the
+    process (SQLite on the writer thread) over the same span.
+    """
+    import gc
+
+    from runwatch.service.event_scan import JIT, scan_batch
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import runs_pb2
+
+    order = [g[i] for i in range(max(len(g) for g in per_run)) for g in per_run if i < len(g)]
+
+    def loop(read) -> float:
+        t0 = time.thread_time()
+        for raw in order:
+            read(raw)
+        return time.thread_time() - t0
+
+    baselines = {
+        "parse": runs_pb2.EventBatch.FromString,
+        "decode": lambda raw: read_every_value(runs_pb2.EventBatch.FromString(raw)),
+    }
+    if JIT:  # without compiled kernels (RUNWATCH_JIT=0) the byte reader reads nothing
+        baselines["compiled"] = scan_batch
+
+    def pipeline() -> tuple[float, float, dict]:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = ServiceSettings(port=0, data_dir=Path(tmp))
+            store = RunStore(settings.db_path)
+            p = DetectionPipeline(settings, store)
+            t0, c0 = time.thread_time(), time.process_time()
+            durable = [p.ingest_bytes(raw).durable for raw in order]
+            thread = time.thread_time() - t0
+            for fut in durable:
+                fut.result()
+            process = time.process_time() - c0
+            store.close()
+        return thread, process - thread, dict(p.counters)
+
+    from runwatch.models.kernels import warm_up
+
+    warm_up()
+    pipeline()  # loads compiled code and warms caches
+    scan_batch(order[-1])
+    best = dict.fromkeys([*baselines, "pipeline", "store_writer"], math.inf)
+    for _ in range(repeats):
+        for name, read in baselines.items():
+            gc.collect()
+            best[name] = min(best[name], loop(read))
+        gc.collect()
+        thread, writer, counters = pipeline()
+        best["pipeline"] = min(best["pipeline"], thread)
+        best["store_writer"] = min(best["store_writer"], writer)
+    out = {k: v / n_events * 1e6 for k, v in best.items()}
+    out["accepted"] = counters["accepted"]
+    out["anomalies"] = counters["anomalies"]
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def main() -> None:
@@ -199,7 +282,9 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=4, help="concurrent StreamEvents calls")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--in-process", action="store_true", help="time the apply path in this process (CPU), no gRPC")
     args = p.parse_args()
+    load_before = os.getloadavg()
 
     per_run, n_events, n_values = make_batches(args.runs, args.steps, args.batch, args.seed)
     n_batches = sum(len(b) for b in per_run)
@@ -207,6 +292,28 @@ def main() -> None:
         f"workload: {args.runs} runs x {args.steps} steps = {n_events} events, {n_values / n_events:.1f} metrics/event, "
         f"{n_batches} batches of <= {args.batch} events, {args.streams} streams"
     )
+    if args.in_process:
+        r = in_process(per_run, n_events, args.repeats)
+        print(
+            f"in one process, CPU time per event, best of {args.repeats} (accepted {r['accepted']}, anomalies {r['anomalies']}):"
+        )
+        labels = {
+            "parse": "parse only",
+            "decode": "parse + read every value",
+            "compiled": "compiled read of every value (no parse)",
+        }
+        for name, label in labels.items():
+            if name not in r:
+                continue
+            print(f"  {label:42} {r[name]:6.2f} us   ratio pipeline / this (events/s) {r[name] / r['pipeline']:.2f}")
+        print(
+            f"  {'pipeline apply path (event loop)':42} {r['pipeline']:6.2f} us   "
+            f"(+{r['store_writer']:.2f} us on the store's writer thread)"
+        )
+        print(
+            f"load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
+        )
+        return
     rows = {}
     for kind in ("parse", "decode", "full"):
         best = None
@@ -216,6 +323,9 @@ def main() -> None:
                 best = (seconds, accepted, latencies, counters)
         rows[kind] = best
     print()
+    print(
+        f"best of {args.repeats}; load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
+    )
     print("| service | events/s | metric values/s | accepted events | anomalies |")
     print("|---|---:|---:|---:|---:|")
     labels = (
@@ -236,7 +346,10 @@ def main() -> None:
     print()
     print("| latency in the pipeline | samples | p50 | p99 | max |")
     print("|---|---:|---:|---:|---:|")
-    for label, lat in (("batch arrival -> detection done", batch_lat), ("batch arrival -> anomaly emitted", anomaly_lat)):
+    for label, lat in (
+        ("batch arrival -> detection done", batch_lat),
+        ("batch arrival -> anomaly emitted", anomaly_lat),
+    ):
         if lat:
             print(
                 f"| {label} | {len(lat)} | {percentile(lat, 0.5) * 1e3:.2f} ms | {percentile(lat, 0.99) * 1e3:.2f} ms "

@@ -66,8 +66,6 @@ class MetricBlock:
     ) -> MetricBlock:
         """Build from per-event name tuples and the matching value lists (events in step order)."""
         n = len(steps)
-        step_arr = np.fromiter(steps, np.int64, n)
-        wall_arr = np.fromiter(wall_times, np.float64, n)
         # Events usually share one or two name tuples: convert each group of rows to a
         # matrix in one call instead of value by value.
         groups: dict[tuple[str, ...], tuple[list[int], list[Sequence[float]]]] = {}
@@ -78,24 +76,82 @@ class MetricBlock:
             else:
                 g[0].append(i)
                 g[1].append(values[i])
-        if len(groups) == 1:
-            key = names[0]
-            matrix = np.asarray(values, dtype=np.float64).reshape(n, len(key))
-            columns = {k: Column(step_arr, np.ascontiguousarray(matrix[:, j]), wall_arr) for j, k in enumerate(key)}
+        layouts = [
+            (
+                key,
+                None if len(idx) == n else np.asarray(idx, dtype=np.intp),
+                np.asarray(rows, dtype=np.float64).reshape(len(idx), len(key)),
+            )
+            for key, (idx, rows) in groups.items()
+        ]
+        return cls.from_layouts(np.fromiter(steps, np.int64, n), np.fromiter(wall_times, np.float64, n), layouts)
+
+    @classmethod
+    def from_layouts(
+        cls,
+        steps: np.ndarray,
+        wall_times: np.ndarray,
+        layouts: Sequence[tuple[tuple[str, ...], np.ndarray | None, np.ndarray]],
+    ) -> MetricBlock:
+        """Build from events grouped by the names they log.
+
+        Each layout is ``(names, rows, values)``: the events at positions ``rows``
+        (ascending; None = every event) log exactly ``names``, and ``values`` holds
+        their values, one row per event, one column per name. Layouts come in the
+        order of their first event; a name may appear in several layouts.
+
+        Examples
+        --------
+        >>> b = MetricBlock.from_layouts(
+        ...     np.array([1, 2, 3]), np.zeros(3),
+        ...     [(("loss",), np.array([0, 2]), np.array([[0.5], [0.3]])),
+        ...      (("loss", "val/loss"), np.array([1]), np.array([[0.4, 0.6]]))])
+        >>> b.columns["loss"].values.tolist(), b.columns["val/loss"].steps.tolist()
+        ([0.5, 0.4, 0.3], [2])
+        """
+        step_arr = np.asarray(steps, dtype=np.int64)
+        wall_arr = np.asarray(wall_times, dtype=np.float64)
+        n = len(step_arr)
+        if len(layouts) == 1 and (layouts[0][1] is None or len(layouts[0][1]) == n):
+            key, _, matrix = layouts[0]
+            matrix = np.asarray(matrix, dtype=np.float64).reshape(n, len(key))
+            # Each column its own array: evidence keeps columns of a metric that stopped being logged.
+            columns = {k: Column(step_arr, matrix[:, j].copy(), wall_arr) for j, k in enumerate(key)}
             return cls(step_arr, wall_arr, columns)
+        every = np.arange(n, dtype=np.intp)
+        counts: dict[str, int] = {}  # names in order of first appearance, with how many events log them
+        for key, rows, _ in layouts:
+            size = n if rows is None else len(rows)
+            for name in key:
+                counts[name] = counts.get(name, 0) + size
+        # Names every event logs (training metrics beside a validation metric, say) are filled into
+        # one matrix, a layout at a time; the others are merged column by column.
+        full = [name for name, c in counts.items() if c == n]
+        dense = np.empty((len(full), n))
+        full_row = {name: i for i, name in enumerate(full)}
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for key, (idx, rows) in groups.items():
-            index = np.asarray(idx, dtype=np.intp)
-            matrix = np.asarray(rows, dtype=np.float64).reshape(len(idx), len(key))
-            for j, name in enumerate(key):
-                parts.setdefault(name, []).append((index, matrix[:, j]))
+        for key, rows, matrix in layouts:
+            index = every if rows is None else rows
+            picked = [(j, full_row[name]) for j, name in enumerate(key) if name in full_row]
+            if picked:
+                cols, targets = zip(*picked)
+                dense[np.ix_(targets, index)] = matrix[:, list(cols)].T
+            if len(picked) < len(key):
+                for j, name in enumerate(key):
+                    if name not in full_row:
+                        parts.setdefault(name, []).append((index, matrix[:, j]))
         columns = {}
         merged: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
-        for name, pieces in parts.items():
+        for name in counts:
+            row = full_row.get(name)
+            if row is not None:
+                columns[name] = Column(step_arr, dense[row].copy(), wall_arr)
+                continue
+            pieces = parts[name]
             if len(pieces) == 1:
                 index, col = pieces[0]
             else:
-                # Columns drawn from the same groups share one merge order: sort once.
+                # Columns drawn from the same layouts share one merge order: sort once.
                 key = tuple(id(p[0]) for p in pieces)
                 if key not in merged:
                     cat = np.concatenate([p[0] for p in pieces])
@@ -103,10 +159,7 @@ class MetricBlock:
                     merged[key] = (cat[order], order)
                 index, order = merged[key]
                 col = np.concatenate([p[1] for p in pieces])[order]
-            if len(index) == n:
-                columns[name] = Column(step_arr, np.ascontiguousarray(col), wall_arr)
-            else:
-                columns[name] = Column(step_arr[index], np.ascontiguousarray(col), wall_arr[index])
+            columns[name] = Column(step_arr[index], np.array(col), wall_arr[index])
         return cls(step_arr, wall_arr, columns)
 
     @classmethod

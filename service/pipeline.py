@@ -10,6 +10,14 @@ Steps follow W&B's rule: per run they never decrease. An event at the run's
 current step that repeats metric names already logged for that step, or a
 step seen in the recent past, is a re-sent duplicate: dropped and counted,
 not an error. Any other step below the current one is rejected.
+
+Most batches pass every check. Their events are read column by column (from
+the received bytes by a compiled reader, service/event_scan.py, when they are
+in the plain encoding, else from the parsed message, service/event_columns.py),
+checked run by run with array operations, and applied at once, without
+Python work per event; a batch of events only is then never parsed at all.
+A batch with any event to reject or drop goes item by item, which names
+each one; both paths leave the same state, store and acknowledgement.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from runwatch.models.alerting import Alert
@@ -32,6 +41,8 @@ from runwatch.models.registry import DiagnosticSuite
 from runwatch.models.snapshot import SnapshotError
 from runwatch.service import store as store_ops
 from runwatch.service import validation as check
+from runwatch.service.event_columns import RunEvents, group_by_run, read_run, sequence_size
+from runwatch.service.event_scan import ScannedBatch, scan_batch
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
@@ -86,6 +97,7 @@ class BatchResult:
     ack: service_pb2.IngestAck
     anomalies: list[anomaly_pb2.Anomaly]
     durable: object  # concurrent.futures.Future resolved when the batch's writes are committed
+    run_ids: frozenset[str] = frozenset()  # every run id the batch's items name, accepted or not ("" included)
 
 
 class _AckBuilder:
@@ -176,23 +188,101 @@ class DetectionPipeline:
                 "",
                 (
                     "batch",
-                    f"{len(raw)} bytes is over the limit of {self.settings.max_batch_bytes} bytes; "
-                    "split it into smaller batches",
+                    (
+                        f"{len(raw)} bytes is over the limit of {self.settings.max_batch_bytes} bytes; "
+                        "split it into smaller batches"
+                    ),
                 ),
             )
             return self._finish(ack, [], [])
+        scanned = scan_batch(raw)
+        if scanned is not None and not scanned.other_items:
+            result = self._ingest_scanned(scanned, raw, arrival)
+            if result is not None:
+                return result
         try:
             batch = runs_pb2.EventBatch.FromString(raw)
         except DecodeError as exc:
             ack = _AckBuilder(0)
             ack.reject("", ("batch", f"not a valid runwatch.v1.EventBatch protobuf: {exc}"))
             return self._finish(ack, [], [])
-        return self.ingest(batch, arrival, raw_size=len(raw), raw=raw)
+        return self._ingest(batch, arrival, len(raw), raw, scanned)
+
+    def ingest_events_bytes(self, raw: bytes, arrival: float | None = None) -> BatchResult | None:
+        """Apply a serialized ``EventBatch`` of events only, read straight from its bytes, if it needs nothing more.
+
+        That is: its runs are open here, every event is accepted as it is, and the bytes
+        are in the plain encoding (see :mod:`runwatch.service.event_scan`). Otherwise,
+        and without compiled kernels, returns None having changed nothing: parse the
+        batch and call :meth:`ingest`. The size limit is the caller's to check.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from runwatch.service.store import RunStore
+        >>> settings = ServiceSettings(data_dir=Path(tempfile.mkdtemp()))
+        >>> pipeline = DetectionPipeline(settings, RunStore(settings.db_path))
+        >>> b = runs_pb2.EventBatch(sequence=1)
+        >>> b.events.add(run_id="r1", step=0).metrics["loss"] = 2.3
+        >>> pipeline.ingest_events_bytes(b.SerializeToString()) is None  # r1 has no RunStart yet
+        True
+        >>> _ = b.starts.add(run_id="r1", project="p")
+        >>> pipeline.ingest(b).ack.accepted
+        2
+        >>> b = runs_pb2.EventBatch(sequence=2)
+        >>> b.events.add(run_id="r1", step=1).metrics["loss"] = 2.2
+        >>> result = pipeline.ingest_events_bytes(b.SerializeToString())
+        >>> result is None or (result.ack.sequence, result.ack.accepted) == (2, 1)  # None: RUNWATCH_JIT=0
+        True
+        >>> pipeline.store.close()
+        """
+        scanned = scan_batch(raw)
+        if scanned is None or scanned.other_items:
+            return None
+        return self._ingest_scanned(scanned, raw, time.perf_counter() if arrival is None else arrival)
+
+    def _ingest_scanned(self, scanned: ScannedBatch, raw: bytes, arrival: float) -> BatchResult | None:
+        """:meth:`ingest_events_bytes` on a batch already read from its bytes."""
+        reads = self._open_runs(scanned.runs)
+        if reads is None:
+            return None
+        plans = self._plans(reads)
+        if plans is None:
+            return None
+        now = time.time()
+        ack = _AckBuilder(scanned.sequence)
+        ops: list[WriteOp] = []
+        anomalies: list[anomaly_pb2.Anomaly] = []
+        parsed: list[runs_pb2.EventBatch] = []
+
+        def events():
+            # Parsed only to write a filled-in wall time into events stored apart from the batch.
+            if not parsed:
+                parsed.append(runs_pb2.EventBatch.FromString(raw))
+            return parsed[0].events
+
+        self._accept(reads, plans, events, raw, len(reads) == 1, now, ack, ops, anomalies)
+        return self._complete(ack, ops, anomalies, frozenset(run.run_id for run in scanned.runs), arrival)
 
     def ingest(
         self, batch: runs_pb2.EventBatch, arrival: float | None = None, raw_size: int = -1, raw: bytes | None = None
     ) -> BatchResult:
-        """Apply one batch: starts, then events, then logs, then ends."""
+        """Apply one batch: starts, then events, then logs, then ends.
+
+        ``raw`` (optional) is the batch as received, ``raw_size`` its length: with them,
+        unknown fields are found and a batch of one run's events is stored as received.
+        """
+        return self._ingest(batch, arrival, raw_size, raw, scan_batch(raw) if raw is not None else None)
+
+    def _ingest(
+        self,
+        batch: runs_pb2.EventBatch,
+        arrival: float | None,
+        raw_size: int,
+        raw: bytes | None,
+        scanned: ScannedBatch | None,
+    ) -> BatchResult:
         arrival = time.perf_counter() if arrival is None else arrival
         now = time.time()
         ack = _AckBuilder(batch.sequence)
@@ -200,36 +290,62 @@ class DetectionPipeline:
         anomalies: list[anomaly_pb2.Anomaly] = []
 
         bad_items: dict[tuple[str, int], str] = {}
-        if raw_size < 0:
-            raw_size = batch.ByteSize()
-        batch.DiscardUnknownFields()
-        if batch.ByteSize() != raw_size:
-            # Sizes differ only when unknown fields were dropped (rare): find them on a fresh parse.
-            original = runs_pb2.EventBatch.FromString(raw) if raw is not None else None
-            if original is not None:
-                bad_items, top = check.items_with_unknown_fields(original)
-                if top and not self.settings.allow_unknown_fields:
-                    ack.ack.warnings.append(f"batch: unknown field {top} ignored")
-            if self.settings.allow_unknown_fields:
-                for path in bad_items.values():
-                    ack.ack.warnings.append(f"{path}: unknown field ignored")
-                bad_items = {}
+        only_events = not (batch.starts or batch.logs or batch.ends)
+        if scanned is not None and scanned.n_events != len(batch.events):
+            scanned = None  # not these bytes' batch
+        # A batch of events for open runs is read column by column up front (reading changes nothing).
+        reads = self._read_open_runs(batch, scanned) if only_events and batch.events else None
+        top: str | None = None
+        if scanned is not None:
+            # Read from its bytes, the batch's own fields and its events were all recognised:
+            # only its starts, logs and ends can carry unknown fields, and each is searched.
+            if not only_events:
+                bad_items, top = check.items_with_unknown_fields(batch, ("starts", "logs", "ends"))
+                if bad_items:
+                    batch.DiscardUnknownFields()
+        else:
+            # Unknown fields are dropped on parsing but counted in the received size: a batch whose
+            # size is what its known fields take has none. The column reads give that size without
+            # serializing the batch again (ByteSize() does).
+            if raw_size < 0:
+                raw_size = batch.ByteSize()
+            if reads is None or sum(r.wire_size() for _, r in reads) + sequence_size(batch.sequence) != raw_size:
+                batch.DiscardUnknownFields()
+                known_size = batch.ByteSize()
+            else:
+                known_size = raw_size
+            if known_size != raw_size and raw is not None:
+                # Sizes differ only when unknown fields were dropped (rare): find them on a fresh parse.
+                bad_items, top = check.items_with_unknown_fields(runs_pb2.EventBatch.FromString(raw))
+        if top and not self.settings.allow_unknown_fields:
+            ack.ack.warnings.append(f"batch: unknown field {top} ignored")
+        if self.settings.allow_unknown_fields:
+            for path in bad_items.values():
+                ack.ack.warnings.append(f"{path}: unknown field ignored")
+            bad_items = {}
 
         for i, start in enumerate(batch.starts):
             where = f"starts[{i}]"
             if ("starts", i) in bad_items:
-                ack.reject("", (bad_items[("starts", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                ack.reject(
+                    "", (bad_items[("starts", i)], "unknown field: this server's runwatch.v1 schema has no such field")
+                )
                 continue
             self._apply_start(start, where, now, ack, ops)
 
-        if batch.events:
+        if batch.events and (
+            bad_items
+            or not self._apply_events_at_once(batch, reads, scanned, only_events, now, ack, ops, anomalies, raw)
+        ):
             self._apply_events(batch, bad_items, now, ack, ops, anomalies, raw)
 
         log_rows = []
         for i, line in enumerate(batch.logs):
             where = f"logs[{i}]"
             if ("logs", i) in bad_items:
-                ack.reject("", (bad_items[("logs", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                ack.reject(
+                    "", (bad_items[("logs", i)], "unknown field: this server's runwatch.v1 schema has no such field")
+                )
                 continue
             v = check.check_log(line)
             if v:
@@ -247,13 +363,31 @@ class DetectionPipeline:
         for i, end in enumerate(batch.ends):
             where = f"ends[{i}]"
             if ("ends", i) in bad_items:
-                ack.reject("", (bad_items[("ends", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                ack.reject(
+                    "", (bad_items[("ends", i)], "unknown field: this server's runwatch.v1 schema has no such field")
+                )
                 continue
             self._apply_end(end, where, now, ack, ops)
 
+        if reads is not None:
+            run_ids = frozenset(state.run_id for state, _ in reads)
+        elif scanned is not None:
+            run_ids = frozenset(run.run_id for run in scanned.runs)
+        else:
+            run_ids = frozenset([ev.run_id for ev in batch.events])
+        if not only_events:
+            run_ids = run_ids.union(
+                [x.run_id for x in batch.starts], [x.run_id for x in batch.logs], [x.run_id for x in batch.ends]
+            )
+        return self._complete(ack, ops, anomalies, run_ids, arrival)
+
+    def _complete(
+        self, ack: _AckBuilder, ops: list[WriteOp], anomalies: list, run_ids: frozenset[str], arrival: float
+    ) -> BatchResult:
+        """Store the batch's anomalies with its writes, submit them, publish the anomalies."""
         for a in anomalies:
             ops.append(store_ops.save_anomaly_op(a))
-        result = self._finish(ack, ops, anomalies)
+        result = self._finish(ack, ops, anomalies, run_ids)
         for a in anomalies:
             self.publish(a)
         done = time.perf_counter() - arrival
@@ -262,14 +396,16 @@ class DetectionPipeline:
             self.emission_latencies.extend([done] * len(anomalies))
         return result
 
-    def _finish(self, ack: _AckBuilder, ops: list[WriteOp], anomalies: list) -> BatchResult:
+    def _finish(
+        self, ack: _AckBuilder, ops: list[WriteOp], anomalies: list, run_ids: frozenset[str] = frozenset()
+    ) -> BatchResult:
         c = self.counters
         c["batches"] += 1
         c["accepted"] += ack.ack.accepted
         c["duplicates"] += ack.ack.duplicates
         c["rejected"] += ack.ack.rejected
         c["anomalies"] += len(anomalies)
-        return BatchResult(ack.ack, anomalies, self.store.submit(ops))
+        return BatchResult(ack.ack, anomalies, self.store.submit(ops), run_ids)
 
     def _apply_start(self, start, where, now, ack, ops) -> None:
         v = check.check_start(start)
@@ -280,7 +416,10 @@ class DetectionPipeline:
         if state is not None and state.status != runs_pb2.RUN_STATUS_RUNNING:
             ack.reject(
                 where,
-                ("run_id", f"run {start.run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)}); use a new run_id"),
+                (
+                    "run_id",
+                    f"run {start.run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)}); use a new run_id",
+                ),
             )
             return
         if not start.start_time:
@@ -313,6 +452,147 @@ class DetectionPipeline:
         ack.ack.warnings.append(f"run {run_id!r} had no RunStart: opened implicitly in project 'default'")
         return state
 
+    # -- events: the whole batch at once ----------------------------------------------------------
+
+    def _open_runs(self, runs: list[RunEvents]) -> list[tuple[RunState, RunEvents]] | None:
+        """Each run's events with its state, or None if one of the runs is not open in memory."""
+        states = [self.runs.get(run.run_id) for run in runs]
+        if any(state is None or state.monitor is None for state in states):
+            return None  # unknown, ended or not loaded yet: the item-by-item path knows what to do
+        return list(zip(states, runs))
+
+    def _read_open_runs(
+        self, batch: runs_pb2.EventBatch, scanned: ScannedBatch | None
+    ) -> list[tuple[RunState, RunEvents]] | None:
+        """The batch's events read by run (from ``scanned`` when given), or None if a run is not open."""
+        if scanned is not None:
+            return self._open_runs(scanned.runs)
+        by_run = group_by_run(batch.events)
+        states = [self.runs.get(run_id) for run_id in by_run]
+        if any(state is None or state.monitor is None for state in states):
+            return None
+        return [
+            (state, read_run(state.run_id, evs, positions)) for state, (positions, evs) in zip(states, by_run.values())
+        ]
+
+    def _names_after(self, state: RunState, run: RunEvents) -> tuple | frozenset | None:
+        """``state.last_names`` after every event of ``run`` is accepted, or None if one would not be.
+
+        Mirrors the item-by-item checks (event shape, metric names, steps never decreasing,
+        a repeated step logging new names only) for a batch where all of them pass; any
+        event that would be rejected or dropped as a duplicate sends the batch down the
+        item-by-item path, which names it. Changes nothing.
+        """
+        steps = run.steps
+        first = int(steps[0])
+        if first < 0 or first < state.last_step:
+            return None
+        ahead = np.diff(steps)
+        if (ahead < 0).any():
+            return None
+        wall = run.wall_times
+        if not ((wall >= 0.0) & (wall < math.inf)).all():  # NaN fails both
+            return None
+        max_metrics = self.settings.max_metrics_per_event
+        valid = state.valid_names
+        for layout in run.layouts:
+            names = layout.names
+            if not 0 < len(names) <= max_metrics:
+                return None
+            if names not in valid and any(map(check.check_metric_name, names)):
+                return None
+        repeats = ahead == 0
+        if first != state.last_step and not repeats.any():
+            return run.layouts[-1].names if len(run.layouts) == 1 else run.names_of(len(run) - 1)
+        # Events sharing a step (training then validation metrics, say) must log different names.
+        ids = run.layout_ids()
+        tied = np.concatenate(([first == state.last_step], repeats))
+        logged: set = set()
+        previous = -2
+        for i in np.flatnonzero(tied).tolist():
+            if i != previous + 1:  # a new stretch of one step: it began with the event before
+                logged = set(state.last_names) if i == 0 else set(run.names_of(i - 1, ids))
+            names = run.names_of(i, ids)
+            if not logged.isdisjoint(names):
+                return None
+            logged.update(names)
+            previous = i
+        return frozenset(logged) if tied[-1] else run.names_of(len(run) - 1, ids)
+
+    def _plans(self, reads: list[tuple[RunState, RunEvents]]) -> list | None:
+        """Per run, ``last_names`` after its events are accepted; None if any event needs the item-by-item path."""
+        plans = []
+        for state, run in reads:
+            names = self._names_after(state, run)
+            if names is None:
+                return None
+            plans.append(names)
+        return plans
+
+    def _apply_events_at_once(self, batch, reads, scanned, only_events, now, ack, ops, anomalies, raw) -> bool:
+        """Accept every event of ``batch`` with per-run column work, if each one passes; else change nothing.
+
+        Returns False when the batch needs the item-by-item path (an unknown or ended run,
+        or an event that would be rejected or dropped as a duplicate).
+        """
+        if reads is None:
+            if only_events:
+                return False  # read before: a run was not open, and nothing in this batch opens one
+            reads = self._read_open_runs(batch, scanned)  # this batch's starts may have opened its runs
+            if reads is None:
+                return False
+        plans = self._plans(reads)
+        if plans is None:
+            return False
+        store_raw = raw is not None and only_events and len(reads) == 1
+        self._accept(reads, plans, lambda: batch.events, raw, store_raw, now, ack, ops, anomalies)
+        return True
+
+    def _accept(self, reads, plans, events, raw, store_raw, now, ack, ops, anomalies) -> None:
+        """Accept every event of ``reads``: update run state, detect, write.
+
+        ``events()`` gives the batch's event messages (needed only to fill in a wall time
+        of events stored apart from the batch); ``store_raw`` says ``raw`` is exactly the
+        one run's events.
+        """
+        for (state, run), last_names in zip(reads, plans):
+            steps = run.steps
+            wall = run.wall_times
+            valid = state.valid_names
+            for layout in run.layouts:
+                if layout.names not in valid:
+                    if len(valid) > 1024:  # bound the cache for runs whose names keep changing
+                        valid.clear()
+                    valid.add(layout.names)
+            first, last = int(steps[0]), int(steps[-1])
+            state.last_step = last
+            state.last_names = last_names
+            unset = np.flatnonzero(wall == 0.0)
+            if len(unset):
+                wall[unset] = now
+            state.last_received = now
+            state.remember_steps(first, last)
+            block = MetricBlock.from_layouts(steps, wall, [(lay.names, lay.rows, lay.values) for lay in run.layouts])
+            for alert in state.monitor.observe_block(block):
+                anomalies.append(to_anomaly(alert, state.run_id, state.project, now))
+            if store_raw:
+                blob = raw  # the batch is exactly this run's events: store it as received
+            else:
+                # This run's events as received, when they were located there and no wall time was filled in.
+                blob = run.wire(raw) if raw is not None and not len(unset) else None
+                if blob is None:
+                    messages = run.messages(events())
+                    for i in unset.tolist():
+                        messages[i].wall_time = now
+                    chunk = runs_pb2.EventBatch()
+                    chunk.events.extend(messages)
+                    chunk.DiscardUnknownFields()
+                    blob = chunk.SerializeToString()
+            ops.append(store_ops.append_events_op(state.run_id, first, last, len(run), blob, float(wall[-1])))
+            ack.ack.accepted += len(run)
+
+    # -- events: item by item (batches with rejected or duplicate events) -----------------------
+
     def _apply_events(self, batch, bad_items, now, ack, ops, anomalies, raw) -> None:
         max_metrics = self.settings.max_metrics_per_event
         auto_create = self.settings.auto_create_runs
@@ -324,7 +604,9 @@ class DetectionPipeline:
         unknown: set[str] = set()  # run ids this batch already looked up in the store in vain
         for i, ev in enumerate(batch.events):
             if bad_items and ("events", i) in bad_items:
-                ack.reject("", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field"))
+                ack.reject(
+                    "", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field")
+                )
                 all_accepted = False
                 continue
             run_id = ev.run_id
@@ -396,7 +678,10 @@ class DetectionPipeline:
                     if repeated:
                         ack.reject(
                             f"events[{i}]",
-                            ("metrics", f"step {step} already has {', '.join(repeated[:5])}; a step logs each metric once"),
+                            (
+                                "metrics",
+                                f"step {step} already has {', '.join(repeated[:5])}; a step logs each metric once",
+                            ),
                         )
                         all_accepted = False
                         continue
@@ -408,7 +693,10 @@ class DetectionPipeline:
                 else:
                     ack.reject(
                         f"events[{i}]",
-                        ("step", f"step {step} is before the run's last step {state.last_step}; steps must not decrease"),
+                        (
+                            "step",
+                            f"step {step} is before the run's last step {state.last_step}; steps must not decrease",
+                        ),
                     )
                     all_accepted = False
                     continue
@@ -441,9 +729,12 @@ class DetectionPipeline:
             else:
                 chunk = runs_pb2.EventBatch()
                 chunk.events.extend(events)
+                chunk.DiscardUnknownFields()
                 blob = chunk.SerializeToString()
             ops.append(
-                store_ops.append_events_op(run_id, events[0].step, events[-1].step, len(events), blob, events[-1].wall_time)
+                store_ops.append_events_op(
+                    run_id, events[0].step, events[-1].step, len(events), blob, events[-1].wall_time
+                )
             )
 
     def _apply_end(self, end, where, now, ack, ops) -> None:
@@ -497,7 +788,9 @@ class DetectionPipeline:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SnapshotError(f"checkpoint is not JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
-            raise SnapshotError(f"format: expected {SNAPSHOT_FORMAT!r}, got {str(doc)[:40] if not isinstance(doc, dict) else doc.get('format')!r}")
+            raise SnapshotError(
+                f"format: expected {SNAPSHOT_FORMAT!r}, got {str(doc)[:40] if not isinstance(doc, dict) else doc.get('format')!r}"
+            )
         run_id = doc.get("run_id")
         if not isinstance(run_id, str) or check.check_run_id(run_id):
             raise SnapshotError(f"run_id: invalid {run_id!r}")

@@ -126,10 +126,24 @@ def unknown_field_path(message) -> str | None:
     return None
 
 
-def items_with_unknown_fields(batch: runs_pb2.EventBatch) -> tuple[dict[tuple[str, int], str], str | None]:
-    """Items of ``batch`` that carry unknown fields: ``{(list, index): field path}``, plus one on the batch itself."""
+def items_with_unknown_fields(
+    batch: runs_pb2.EventBatch, lists: tuple[str, ...] = ("starts", "events", "logs", "ends")
+) -> tuple[dict[tuple[str, int], str], str | None]:
+    """Items of ``batch`` that carry unknown fields: ``{(list, index): field path}``, plus one on the batch itself.
+
+    Only the item lists named in ``lists`` are searched.
+
+    Examples
+    --------
+    >>> b = runs_pb2.EventBatch()
+    >>> _ = b.ends.add().ParseFromString(runs_pb2.RunEnd(run_id="r").SerializeToString() + b"\\x98\\x06\\x01")
+    >>> items_with_unknown_fields(b)
+    ({('ends', 0): 'ends[0].<field 99>'}, None)
+    >>> items_with_unknown_fields(b, ("starts", "logs"))
+    ({}, None)
+    """
     found: dict[tuple[str, int], str] = {}
-    for list_name in ("starts", "events", "logs", "ends"):
+    for list_name in lists:
         for i, item in enumerate(getattr(batch, list_name)):
             path = unknown_field_path(item)
             if path:

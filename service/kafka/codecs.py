@@ -68,28 +68,40 @@ def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), options
 
 
-def decode_batch(value: bytes | None, headers: Headers | None = None) -> runs_pb2.EventBatch | DecodeFailure:
-    """An ingest record's value as an ``EventBatch``, or why it is not one."""
+def batch_format(value: bytes | None, headers: Headers | None = None) -> str | DecodeFailure:
+    """How :func:`decode_batch` reads an ingest record: ``"protobuf"`` or ``"json"``, or why it cannot.
+
+    Examples
+    --------
+    >>> batch_format(b"\\x28\\x01"), batch_format(b' {"sequence": 1}')
+    ('protobuf', 'json')
+    >>> batch_format(b"x", [("content-type", b"text/csv")]).field
+    'header content-type'
+    """
     if not value:
         return DecodeFailure("value", "empty record: expected an EventBatch as protobuf or JSON")
     declared = header(headers, CONTENT_TYPE)
     if declared:
         kind, options = _parse_content_type(declared)
         if kind in ("application/json", "text/json"):
-            return _decode_json(value)
+            return "json"
         if kind in (PROTOBUF, "application/protobuf", "application/vnd.google.protobuf", "application/octet-stream"):
             message_type = options.get("messagetype", BATCH_TYPE)
             if message_type != BATCH_TYPE:
                 return DecodeFailure(
                     "header content-type", f"messageType {message_type!r} is not accepted here; send {BATCH_TYPE}"
                 )
-            return _decode_protobuf(value)
-        return DecodeFailure(
-            "header content-type", f"unsupported content type {declared!r}; use {PROTOBUF} or {JSON}"
-        )
-    if value.lstrip()[:1] == b"{":
-        return _decode_json(value)
-    return _decode_protobuf(value)
+            return "protobuf"
+        return DecodeFailure("header content-type", f"unsupported content type {declared!r}; use {PROTOBUF} or {JSON}")
+    return "json" if value.lstrip()[:1] == b"{" else "protobuf"
+
+
+def decode_batch(value: bytes | None, headers: Headers | None = None) -> runs_pb2.EventBatch | DecodeFailure:
+    """An ingest record's value as an ``EventBatch``, or why it is not one."""
+    fmt = batch_format(value, headers)
+    if isinstance(fmt, DecodeFailure):
+        return fmt
+    return _decode_json(value) if fmt == "json" else _decode_protobuf(value)
 
 
 def _decode_protobuf(value: bytes) -> runs_pb2.EventBatch | DecodeFailure:
@@ -129,7 +141,9 @@ def encode_anomaly(anomaly: anomaly_pb2.Anomaly, fmt: str = "json") -> tuple[byt
     ]
     if fmt == "protobuf":
         return anomaly.SerializeToString(), [(CONTENT_TYPE, protobuf_content_type(ANOMALY_TYPE)), *headers]
-    doc = json_format.MessageToDict(anomaly, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    doc = json_format.MessageToDict(
+        anomaly, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     return json.dumps(doc, separators=(",", ":")).encode(), [(CONTENT_TYPE, JSON.encode()), *headers]
 
 

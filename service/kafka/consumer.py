@@ -41,6 +41,7 @@ from runwatch.service.kafka.checkpoints import CheckpointStore
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.dead_letters import dead_letter
 from runwatch.service.kafka.producer import DeliveryStopped, OutRecord, ReliableProducer
+from runwatch.service.pipeline import BatchResult
 from runwatch.v1 import anomaly_pb2
 
 log = logging.getLogger("runwatch.kafka")
@@ -159,7 +160,9 @@ class DetectorConsumer:
                         self.stats.first_record_at = time.perf_counter()
                     self._cycle = self._on_loop(self._process, records, self._cycle or Cycle())
                 cycle = self._cycle
-                if cycle and (not records or time.perf_counter() - cycle.started >= self.settings.commit_interval_ms / 1000):
+                if cycle and (
+                    not records or time.perf_counter() - cycle.started >= self.settings.commit_interval_ms / 1000
+                ):
                     self._finish_cycle()
                 delay = self.settings.reconnect_backoff_ms / 1000
             except DeliveryStopped:
@@ -231,7 +234,6 @@ class DetectorConsumer:
         """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""
         s = self.settings
         server = self.server
-        pipeline = self.pipeline
         touched = cycle.touched
         max_bytes = server.settings.max_batch_bytes
         server.kafka_cycle_open = True
@@ -244,42 +246,50 @@ class DetectorConsumer:
                     size = len(rec.value or b"")
                     if size > max_bytes:
                         cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "undecodable",
-                                        [("value", f"{size} bytes is over the limit of {max_bytes} bytes")])
+                            dead_letter(
+                                s.dlq_topic,
+                                rec,
+                                "undecodable",
+                                [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
+                            )
                         )
                         continue
-                    decoded = codecs.decode_batch(rec.value, rec.headers)
-                    if isinstance(decoded, codecs.DecodeFailure):
+                    fmt = codecs.batch_format(rec.value, rec.headers)
+                    if isinstance(fmt, codecs.DecodeFailure):
                         cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "undecodable", [(decoded.field, decoded.reason)])
+                            dead_letter(s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)])
                         )
                         continue
-                    is_proto = (rec.value or b"").lstrip()[:1] != b"{"
-                    run_ids = {x.run_id for x in decoded.events}
-                    if decoded.starts or decoded.logs or decoded.ends:
-                        run_ids.update(x.run_id for x in decoded.starts)
-                        run_ids.update(x.run_id for x in decoded.logs)
-                        run_ids.update(x.run_id for x in decoded.ends)
                     t0 = time.perf_counter()
                     try:
-                        result = pipeline.ingest(
-                            decoded, t0, raw_size=size if is_proto else -1, raw=rec.value if is_proto else None
-                        )
+                        ingested = self._ingest(rec, fmt, t0)
                     except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
                         log.exception("ingest failed on record %s-%d@%d", tp.topic, part, rec.offset)
                         cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "internal",
-                                        [("value", "internal error while processing this record (logged by the server)")])
+                            dead_letter(
+                                s.dlq_topic,
+                                rec,
+                                "internal",
+                                [("value", "internal error while processing this record (logged by the server)")],
+                            )
                         )
                         continue
+                    if isinstance(ingested, codecs.DecodeFailure):
+                        cycle.dead_letters.append(
+                            dead_letter(s.dlq_topic, rec, "undecodable", [(ingested.field, ingested.reason)])
+                        )
+                        continue
+                    result, n_events = ingested
                     ack = result.ack
                     server.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
-                    cycle.events += len(decoded.events)
+                    cycle.events += n_events
                     cycle.durable.append(result.durable)
                     if ack.rejected:
                         violations = [(v.field, v.reason) for v in ack.violations]
                         cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted)
+                            dead_letter(
+                                s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted
+                            )
                         )
                     fmt = s.anomaly_format
                     for a in result.anomalies:
@@ -287,12 +297,28 @@ class DetectorConsumer:
                     runs = touched.get(part)
                     if runs is None:
                         runs = touched[part] = set()
-                    run_ids.discard("")
+                    run_ids = result.run_ids - {""}  # every run the record names, accepted or not
                     runs.update(run_ids)
                     self.runs_of[part].update(run_ids)
         finally:
             server.kafka_cycle_open = False
         return cycle
+
+    def _ingest(self, rec, fmt: str, t0: float) -> tuple[BatchResult, int] | codecs.DecodeFailure:
+        """Ingest one record (its value read as ``fmt``); the result and how many events the record held."""
+        if fmt == "protobuf":
+            # A record of events for open runs, all accepted as they are, is read straight from its bytes.
+            result = self.pipeline.ingest_events_bytes(rec.value, t0)
+            if result is not None:
+                return result, result.ack.accepted
+        decoded = codecs.decode_batch(rec.value, rec.headers)
+        if isinstance(decoded, codecs.DecodeFailure):
+            return decoded
+        is_proto = rec.value.lstrip()[:1] != b"{"
+        result = self.pipeline.ingest(
+            decoded, t0, raw_size=len(rec.value) if is_proto else -1, raw=rec.value if is_proto else None
+        )
+        return result, len(decoded.events)
 
     def _checkpoints(self, cycle: Cycle) -> list[OutRecord]:
         out = []
