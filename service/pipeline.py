@@ -770,6 +770,8 @@ class DetectionPipeline:
             "run_id": run_id,
             "project": state.project,
             "last_step": state.last_step,
+            # Wall clock (instances share it): a run that went quiet just before moving is still timed.
+            "last_received": state.last_received,
             "start": base64.b64encode(state.start).decode(),
             "last_names": sorted(state.last_names),
             "recent": [list(r) for r in state.recent],
@@ -802,6 +804,7 @@ class DetectionPipeline:
                 run_id, str(doc["project"]), runs_pb2.RUN_STATUS_RUNNING, monitor, start=start.SerializeToString()
             )
             state.last_step = int(doc["last_step"])
+            state.last_received = float(doc.get("last_received", 0.0))  # absent in checkpoints before it was kept
             state.last_names = tuple(str(n) for n in doc["last_names"])
             for first, last in doc["recent"]:
                 state.remember_steps(int(first), int(last))

@@ -15,7 +15,7 @@ from runwatch.models.snapshot import SnapshotError
 from runwatch.service.pipeline import DetectionPipeline
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore
-from runwatch.v1 import runs_pb2
+from runwatch.v1 import anomaly_pb2, runs_pb2
 
 CACHES = {"_watch_cache", "_handlers", "_selected"}
 RUNS = ["diverge_momentum", "bad_batch_scaled", "vanishing", "dead_relu", "saturated_tanh", "frozen_fc1", "leak"]
@@ -156,3 +156,19 @@ def test_events_of_an_unknown_run_cost_one_store_lookup_per_batch(tmp_path):
     assert ack.violations[0].field == "events[0].run_id" and "unknown run 'ghost'" in ack.violations[0].reason
     assert lookups == ["ghost"]
     p.store.close()
+
+
+def test_a_run_that_goes_quiet_right_before_moving_is_still_flagged_as_stalled(tmp_path):
+    a, b = _pipeline(tmp_path / "a"), _pipeline(tmp_path / "b")
+    events = [(i, 1.7e9 + i, {"loss": 1.0 / (i + 1)}) for i in range(40)]
+    for batch in _batches(events, "quiet"):
+        a.ingest(batch)
+    last_heard = a.runs["quiet"].last_received
+    assert last_heard > 0
+    b.restore_run(a.snapshot_run("quiet"))
+    assert b.runs["quiet"].last_received == last_heard
+    assert b.tick(now=last_heard + 60) == []  # within the 300 s default
+    (stalled,) = b.tick(now=last_heard + 400)
+    assert stalled.run_id == "quiet" and stalled.kind == anomaly_pb2.ANOMALY_KIND_STALLED
+    for p in (a, b):
+        p.store.close()
