@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: python bench/evaluate.py
 
 from bench import metrics as M
 from bench.corpus.store import RunRecord, load
+from bench.nas_common import with_nas_section
 from runwatch.models.monitor import RunMonitor
 
 ROOT = Path(__file__).resolve().parent
@@ -488,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_real_logs:
         lines += ["## Q6. Real logs", "", f"Not run: {args.real_logs} not found.", ""]
     lines += [f"_Total evaluation time {time.perf_counter() - started:.0f} s._", ""]
-    args.out.write_text("\n".join(lines))
+    previous = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(with_nas_section("\n".join(lines), previous))  # keep the architecture-advisor section
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(summary_table(ev)))
     return 0

@@ -195,15 +195,23 @@ def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
     return float((out.argmax(dim=-1) == y).float().mean())
 
 
-def train_run(spec: RunSpec, base_time: float | None = None) -> tuple[list[Event], dict]:
+def train_run(
+    spec: RunSpec, base_time: float | None = None, build_model: Callable[[], nn.Module] | None = None
+) -> tuple[list[Event], dict]:
     """Train ``spec``; return its events ``(step, wall_time, metrics)`` and run facts.
 
     The facts say whether the run ended normally (``ended``: a ``RunEnd``
     would be sent; False for a run that hangs) and its final status.
+    ``build_model`` replaces the spec's model (same seed, data, optimizer and
+    steps; the architecture advisor's benchmark retrains suggested genomes
+    with it); it is called right after ``torch.manual_seed(spec.seed)``.
     """
     torch.manual_seed(spec.seed)
     task = TASKS[spec.dataset]
-    model = build(spec.arch, task, spec.depth, spec.width, spec.activation, spec.dropout)
+    if build_model is None:
+        model = build(spec.arch, task, spec.depth, spec.width, spec.activation, spec.dropout)
+    else:
+        model = build_model()
     initialise(model, spec.init, spec.init_scale)
     opt = _optimizer(spec, model.parameters())
     gen = torch.Generator().manual_seed(spec.seed)
