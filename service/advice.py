@@ -12,6 +12,7 @@ import importlib
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -76,10 +77,20 @@ class AdviceService:
     so repeated questions about a project do not refit the surrogate.
     """
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, history_file: Path | None = None) -> None:
         self.store = store
+        self.history_file = history_file
+        self._prior: list | None = None
         self._lock = threading.Lock()
         self._fitted: dict[tuple[str, str], _FittedAdvisor] = {}
+
+    def _prior_runs(self) -> list:
+        """Runs of the history file (read on first use; the settings already checked it)."""
+        if self._prior is None:
+            from runwatch.nas.history_file import read_history
+
+            self._prior = read_history(self.history_file) if self.history_file is not None else []
+        return self._prior
 
     def suggest(self, request: service_pb2.SuggestRequest) -> service_pb2.SuggestResponse:
         _check_request(request)
@@ -115,6 +126,7 @@ class AdviceService:
             for h in history_from_store(self.store, project=project, limit=HISTORY_LIMIT)
             if h.run_id != run_id
         ]
+        history += [h for h in self._prior_runs() if h.run_id != run_id]
         advisor = self._advisor(project, target, history)
         c = request.constraints
         constraints = Constraints(

@@ -62,6 +62,7 @@ def serve(
     stall_check_seconds: Annotated[float, typer.Option(envvar="RUNWATCH_STALL_CHECK_SECONDS", show_envvar=True, help="period of time-based checks")] = _DEFAULTS["stall_check_seconds"].default,
     diagnostics_config: Annotated[Path | None, typer.Option(envvar="RUNWATCH_DIAGNOSTICS_CONFIG", show_envvar=True, help="JSON file: enabled diagnostics, their settings, alert policy")] = None,
     log_level: Annotated[str, typer.Option(envvar="RUNWATCH_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING, ERROR")] = "INFO",
+    advisor_history: Annotated[Path | None, typer.Option(envvar="RUNWATCH_ADVISOR_HISTORY", show_envvar=True, help="JSON file of past runs the advisor learns from besides the store (python -m bench.export_history)")] = None,
     kafka_bootstrap: Annotated[str | None, typer.Option(envvar="RUNWATCH_KAFKA_BOOTSTRAP", show_envvar=True, help="Kafka HOST:PORT[,...]; when set, ingest goes through Kafka (see README 'Kafka')")] = None,
     kafka_ingest_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_INGEST_TOPIC", show_envvar=True, help="topic of log events (key = run id)")] = _KAFKA["ingest_topic"].default,
     kafka_anomaly_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ANOMALY_TOPIC", show_envvar=True, help="topic anomalies are published to (key = run id)")] = _KAFKA["anomaly_topic"].default,
@@ -100,6 +101,7 @@ def serve(
         allow_unknown_fields=allow_unknown_fields, max_batch_bytes=max_batch_bytes,
         stall_check_seconds=stall_check_seconds,
         diagnostics=f"@{diagnostics_config}" if diagnostics_config else None,
+        advisor_history=advisor_history,
         kafka={**kafka_options, "bootstrap": kafka_bootstrap or ""},
     )
     from runwatch.service.server import serve as run_server

@@ -145,7 +145,7 @@ class AdvisorServicer(service_pb2_grpc.AdvisorServiceServicer):
     """Suggest runs in a worker thread: fitting the surrogate and searching take seconds."""
 
     def __init__(self, server: RunwatchServer) -> None:
-        self.advice = AdviceService(server.store)
+        self.advice = AdviceService(server.store, server.settings.advisor_history)
 
     async def Suggest(self, request: service_pb2.SuggestRequest, context) -> service_pb2.SuggestResponse:
         try:

@@ -43,6 +43,11 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="Kafka transport (RUNWATCH_KAFKA_* variables); off by default"
     )
+    advisor_history: Path | None = Field(
+        default=None,
+        description="JSON file of past runs added to every project's advisor history "
+        "(runwatch.nas-history/1, e.g. from `python -m bench.export_history`)",
+    )
 
     @field_validator("diagnostics", mode="before")
     @classmethod
@@ -54,6 +59,16 @@ class ServiceSettings(BaseSettings):
                 return SuiteConfig.model_validate_json(path.read_text())
             except OSError as exc:
                 raise ValueError(f"cannot read diagnostics config {path}: {exc.strerror}") from exc
+        return value
+
+    @field_validator("advisor_history")
+    @classmethod
+    def _check_advisor_history(cls, value: Path | None) -> Path | None:
+        # Read once here so a bad file stops `serve` at start, naming the entry, not at the first Suggest.
+        if value is not None:
+            from runwatch.nas.history_file import read_history
+
+            read_history(value)
         return value
 
     @property

@@ -211,3 +211,54 @@ def test_without_the_nas_extra_the_advisor_answers_failed_precondition(tmp_path)
     code, details = r.stdout.strip().split(" | ", 1)
     assert code == "FAILED_PRECONDITION"
     assert "'nas' extra" in details and "nni" in details and "pip install 'runwatch[nas]'" in details
+
+
+@pytest.fixture(scope="module")
+def corpus_history(tmp_path_factory) -> Path:
+    """The 40-run fixture corpus exported as an advisor history file (real runs, runwatch's own findings)."""
+    from bench.export_history import export
+
+    path = tmp_path_factory.mktemp("history") / "corpus-history.json"
+    written, _ = export(Path(__file__).resolve().parents[1] / "fixtures" / "corpus", path, max_points=100)
+    assert written >= 30
+    return path
+
+
+def test_a_history_file_gives_a_new_project_a_fitted_surrogate(corpus_history, tmp_path):
+    import re
+
+    from runwatch.service.background import BackgroundServer
+    from runwatch.service.settings import ServiceSettings
+
+    srv = BackgroundServer(ServiceSettings(port=0, data_dir=tmp_path, advisor_history=corpus_history)).start()
+    try:
+        client = RunwatchClient(srv.target, flush_on_exit=False)
+        train_and_stream(client, "lonely", 256, 2, 0.0, 60)  # the only run of its project
+        client.close(timeout=5)
+        with grpc.insecure_channel(srv.target) as channel:
+            r = suggest(channel, run_id="lonely")
+        assert r.suggestions
+        fitted_on = [int(m) for s in r.suggestions for e in s.evidence for m in re.findall(r"(\d+) runs with val/loss", e)]
+        assert fitted_on and min(fitted_on) >= 30, [e for s in r.suggestions for e in s.evidence]
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"format": "something-else", "runs": []}', "format: expected 'runwatch.nas-history/1'"),
+        ('{"format": "runwatch.nas-history/1", "runs": [{"genome": null}]}', "runs[0]: KeyError"),
+        ("not json", "not JSON"),
+    ],
+)
+def test_serve_refuses_a_bad_history_file_naming_the_setting(tmp_path, content, message):
+    bad = tmp_path / "history.json"
+    bad.write_text(content)
+    exe = Path(sys.executable).with_name("runwatch")
+    r = subprocess.run(
+        [str(exe), "serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--advisor-history", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 2
+    assert "advisor_history" in r.stderr and message in r.stderr, r.stderr
