@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from runwatch.service.background import BackgroundServer
-from runwatch.service.formatting import format_anomaly, kind_name
+from runwatch.service.formatting import format_anomaly, format_suggestions, kind_name
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, service_pb2, service_pb2_grpc
 
@@ -67,6 +69,20 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
         (f"healthy run never flagged ({len(healthy.anomalies)} anomalies)", not healthy.anomalies),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
     ]
+
+
+def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str]) -> None:
+    """Ask the advisor about the overfitting run (shown, not checked: three runs are a thin history)."""
+    out(f"{stamp()} asking the architecture advisor about {run_id} ...")
+    request = service_pb2.SuggestRequest(run_id=run_id, constraints=service_pb2.SuggestConstraints(num_suggestions=2))
+    try:
+        response = service_pb2_grpc.AdvisorServiceStub(channel).Suggest(request, timeout=120)
+    except grpc.RpcError as exc:
+        out(f"  advisor: {exc.code().name}: {exc.details()}")
+        return
+    out("  " + format_suggestions(response).replace("\n", "\n  "))
+    out("  (a history of two other runs: the edits come from the diagnosis, the predicted effect is near zero;")
+    out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: README 'Architecture advisor')")
 
 
 def run_demo(
@@ -118,6 +134,7 @@ def run_demo(
             for outcome in outcomes.values():
                 reply = runs.GetRun(service_pb2.GetRunRequest(run_id=outcome.run_id), timeout=30)
                 outcome.anomalies = list(reply.anomalies)
+            _show_advice(client.channel, outcomes["overfitting"].run_id, out, stamp)
     finally:
         if tmp is not None:
             tmp.cleanup()
