@@ -66,7 +66,7 @@ DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hpo-benchmarks"
 METHODS = ("advisor", "advisor_no_seeding", "peer_best", "tpe", "random")
 METHOD_LABELS = {
     "advisor": "runwatch advisor",
-    "advisor_no_seeding": "advisor, surrogate only (no seeding)",
+    "advisor_no_seeding": "advisor, surrogate only (no seeding, no peer candidates)",
     "peer_best": "peer best (history, no model)",
     "tpe": "NNI TPE (true objective)",
     "random": "NNI random",
@@ -245,21 +245,19 @@ def _advisor(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> l
 
 
 def _surrogate_only(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> list[Genome]:
-    """The ablation: the advisor's fitted surrogate and search (same budget), without the seeds."""
-    from runwatch.nas.search import search_candidates
+    """The ablation: the same fitted advisor with ``seeding=False`` and ``peer_candidates=0`` (surrogate and search)."""
+    import copy
+    import dataclasses
 
-    advisor = _fitted_advisor(view, cache)
+    from runwatch.nas.advisor import Constraints
+
+    if "ablation" not in cache:  # the surrogate does not depend on these switches: share the fitted one
+        ablation = copy.copy(_fitted_advisor(view, cache))
+        ablation.config = dataclasses.replace(ablation.config, seeding=False, peer_candidates=0)
+        cache["ablation"] = ablation
     run = view.table.observation(start.row, start.seed_idx)
-    cfg = advisor.config
-    candidates = search_candidates(
-        run.genome,
-        view.space,
-        lambda gs: advisor.surrogate.score(run, gs),
-        (),
-        cfg.search_config(),
-        cfg.resolved_direction(),
-    )
-    return [c.genome for c in candidates[:k]]
+    suggestions = cache["ablation"].suggest(run, Constraints(num_suggestions=k), view.space)
+    return [s.genome for s in suggestions[:k]]
 
 
 def _peer_best(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> list[Genome]:
@@ -483,7 +481,10 @@ def report(result: FCNetResult, protocol: FCNetProtocol, command: str, data_dir:
         f"at most {p.max_changes} changed attributes (of 6). Each method gets k look-ups of the true table value in "
         f"the start's slice; NNI TPE and random search start cold, use the true value as objective and are averaged "
         f"over {p.baseline_seeds} seeds (their first k trials of one {max(p.ks)}-trial run). Peer best = the k best "
-        "distinct architectures of the history by observed val loss (a model-free transfer baseline). "
+        "distinct architectures of the history by observed val loss (a model-free transfer baseline). The advisor "
+        "itself (`AdvisorConfig` defaults) also takes the history's 10 best architectures with the start's input and "
+        "output sizes as candidates (`peer_candidates`), scored by its surrogate like its other candidates; its "
+        "ablation is the same fitted advisor with `seeding=False, peer_candidates=0` (surrogate and search only). "
         f"NNI's TPE draws its first {max(5, max(p.ks) // 5)} trials at random (n_startup_jobs) exactly like NNI's "
         f"random tuner with the same seed, so the two coincide for k <= {max(5, max(p.ks) // 5)}; a repeated "
         "proposal still counts as a look-up. Improvable = "

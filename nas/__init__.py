@@ -31,7 +31,15 @@ _EXPORTS = {
     "Surrogate": "surrogate",
     "SurrogateConfig": "surrogate",
     "Seed": "seeding",
+    "Finding": "seeding",
+    "run_findings": "seeding",
     "seed_genomes": "seeding",
+    "LossProgress": "progress",
+    "loss_progress": "progress",
+    "ArchSupport": "prior",
+    "OutcomePrior": "prior",
+    "PeerArchitecture": "transfer",
+    "peer_architectures": "transfer",
     "Candidate": "search",
     "SearchConfig": "search",
     "search_candidates": "search",
@@ -52,14 +60,19 @@ _EXPORTS = {
 __all__ = [
     "Advisor",
     "AdvisorConfig",
+    "ArchSupport",
     "Block",
     "Candidate",
     "Change",
     "Constraints",
     "Diagnosis",
     "FeatureEncoder",
+    "Finding",
     "Genome",
+    "LossProgress",
     "NoArchitectureError",
+    "OutcomePrior",
+    "PeerArchitecture",
     "PeerSummary",
     "PredictedEffect",
     "RunObservation",
@@ -72,10 +85,13 @@ __all__ = [
     "estimated_latency_ms",
     "history_from_store",
     "infer_direction",
+    "loss_progress",
     "observation_from_dict",
     "observation_from_store",
     "observation_to_dict",
+    "peer_architectures",
     "run_features",
+    "run_findings",
     "run_summary",
     "search_candidates",
     "seed_genomes",
@@ -102,10 +118,13 @@ if TYPE_CHECKING:
         observation_from_store,
         observation_to_dict,
     )
+    from runwatch.nas.prior import ArchSupport, OutcomePrior
+    from runwatch.nas.progress import LossProgress, loss_progress
     from runwatch.nas.search import Candidate, SearchConfig, search_candidates
-    from runwatch.nas.seeding import Seed, seed_genomes
+    from runwatch.nas.seeding import Finding, Seed, run_findings, seed_genomes
     from runwatch.nas.space import SearchSpace
     from runwatch.nas.surrogate import Surrogate, SurrogateConfig
+    from runwatch.nas.transfer import PeerArchitecture, peer_architectures
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,25 @@ observed outcome (a run in progress, or ``anchor_to_observed=False``)
 surrogate's standard deviation for the candidate in the metric's units
 (scaled like the prediction when anchored on a log scale).
 
+Edits the surrogate cannot judge: a seed read off a strong finding (a
+vanishing gradient in a run that did not train, :mod:`runwatch.nas.seeding`)
+whose edit takes the architecture outside the history's support (LayerNorm or
+residual connections in a history of plain MLPs, :class:`~runwatch.nas.prior.ArchSupport`)
+is ranked by a prior instead of the surrogate: the median target of the
+history runs of the same task, with their spread as the uncertainty
+(:class:`~runwatch.nas.prior.OutcomePrior`). Its suggestion reports that
+prior as the predicted value, and its evidence says that the surrogate has
+not seen the edit and what the prior is. ``AdvisorConfig.prior_for_unsupported``
+turns this off. Any other edit outside the history's support keeps the
+surrogate's prediction, with its standard deviation widened by the task's
+spread (``sqrt(std^2 + spread^2)``): with no run like it, the outcome could be
+anywhere the task's outcomes are, and the risk-adjusted ranking should say so.
+
+Transfer: the history's best architectures with the same input and output
+sizes, rewritten as edits of the run's (:mod:`runwatch.nas.transfer`), are
+candidates too (``AdvisorConfig.peer_candidates`` of them), scored by the
+surrogate like every other candidate.
+
 Latency constraint: a FLOPs-based proxy, ``latency_ms = flops / flops_per_ms +
 layer_overhead_ms * layers`` for one example (``layers`` = weight layers and
 normalizations). The defaults (1e7 FLOPs per ms, 0.006 ms per layer) fit
@@ -31,6 +50,7 @@ development machine (64->64->10: 0.016 ms measured, 0.013 predicted; 64->2048x3-
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -41,10 +61,12 @@ from runwatch.nas.evidence import PeerSummary, run_summary
 from runwatch.nas.features import architecture_features
 from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
-from runwatch.nas.search import Candidate, SearchConfig, search_candidates
-from runwatch.nas.seeding import budget_seeds, seed_genomes
+from runwatch.nas.prior import ArchSupport, OutcomePrior
+from runwatch.nas.search import Candidate, SearchConfig, edit_directions, search_candidates
+from runwatch.nas.seeding import Seed, budget_seeds, seed_genomes
 from runwatch.nas.space import SearchSpace
 from runwatch.nas.surrogate import Surrogate, SurrogateConfig, is_loss_like
+from runwatch.nas.transfer import peer_architectures
 
 __all__ = [
     "Advisor",
@@ -150,6 +172,18 @@ class AdvisorConfig:
         The latency proxy (:func:`estimated_latency_ms`).
     surrogate
         Surrogate settings (its ``seed`` is overridden by ``seed``).
+    seeding
+        Seed the search with the edits read off the run's findings
+        (:mod:`runwatch.nas.seeding`); ``False`` leaves the surrogate and the
+        search alone (the edit guard and the seeds that meet a parameter or
+        latency budget stay: they are constraints, not advice).
+    peer_candidates
+        How many of the history's best architectures with the run's input and
+        output sizes join the candidates (:mod:`runwatch.nas.transfer`); 0 = none.
+    prior_for_unsupported
+        Rank a strong finding's seeds whose edit the history never saw by the
+        task's prior instead of the surrogate (module docstring); other such
+        edits keep the surrogate's mean with a widened uncertainty either way.
 
     Examples
     --------
@@ -172,6 +206,9 @@ class AdvisorConfig:
     flops_per_ms: float = 1e7
     layer_overhead_ms: float = 0.006
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    seeding: bool = True
+    peer_candidates: int = 10
+    prior_for_unsupported: bool = True
 
     def resolved_direction(self) -> str:
         if self.direction not in ("", "minimize", "maximize"):
@@ -265,6 +302,9 @@ class Advisor:
         self.config = config or AdvisorConfig()
         self.surrogate: Surrogate | None = None
         self.peers = PeerSummary()
+        self.support = ArchSupport()
+        self.prior = OutcomePrior(self.config.target_metric)
+        self.history: list[RunObservation] = []
 
     def fit(self, history: Sequence[RunObservation]) -> Self:
         """Learn from other runs: the surrogate from those with a target outcome, the peer statistics from all."""
@@ -273,6 +313,9 @@ class Advisor:
         sur_cfg = SurrogateConfig.from_dict({**cfg.surrogate.to_dict(), "seed": cfg.seed})
         self.surrogate = Surrogate(sur_cfg).fit(history, cfg.target_metric)
         self.peers = PeerSummary.from_history(history)
+        self.support = ArchSupport.from_history(history)
+        self.prior = OutcomePrior.from_history(history, cfg.target_metric)
+        self.history = list(history)
         return self
 
     def suggest(
@@ -294,12 +337,14 @@ class Advisor:
         list[Suggestion]
             At most ``num_suggestions``, ranked by the risk-adjusted predicted
             effect (``delta + risk_aversion * stddev`` when minimizing) plus
-            the parsimony cost per edit. Only the best of each edit shape (the
-            same attributes of the same layers changed) and of edits the
-            surrogate cannot tell apart is shown. When nothing is predicted to
-            help, the least harmful edits are still returned: check
-            ``effect.delta``. A run over its budget is also seeded with
-            smaller versions of itself (:func:`~runwatch.nas.seeding.budget_seeds`).
+            the parsimony cost per edit. Only the best of each edit idea (the
+            same attributes of the same layers changed in the same direction:
+            dropout 0.2 and 0.3 on fc1 are one idea, fc1 wider and fc1
+            narrower two) and of edits the surrogate cannot tell apart is
+            shown. When nothing is predicted to help, the least harmful edits
+            are still returned: check ``effect.delta``. A run over its budget
+            is also seeded with smaller versions of itself
+            (:func:`~runwatch.nas.seeding.budget_seeds`).
 
         Raises
         ------
@@ -322,7 +367,7 @@ class Advisor:
         base = run.genome
         surrogate = self.surrogate
         peers = self.peers.without(run.run_id)
-        seeds = seed_genomes(run, space, peers)
+        seeds = seed_genomes(run, space, peers) if cfg.seeding else []
         over = _over_budget(base, constraints, cfg)
         if over:
             seeds += budget_seeds(base, space, over, first_priority=len(seeds))
@@ -339,16 +384,24 @@ class Advisor:
         if surrogate.mode == "prior":
             search_cfg.use_nni = False  # a constant objective: nothing for a tuner to learn
         direction = cfg.resolved_direction()
-        candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept)
+        extra = []
+        if cfg.peer_candidates > 0:
+            history = [o for o in self.history if o.run_id != run.run_id]
+            for p in peer_architectures(
+                base, history, cfg.target_metric, space, cfg.peer_candidates, direction, accept
+            ):
+                extra.append((p.genome, "peer", (p.evidence(cfg.target_metric),)))
+        candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept, extra)
         cur_mean = float(score([base])[0][0])
-        summary = run_summary(run)
         observed = run.outcome.get(cfg.target_metric, math.nan)
+        candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
+        summary = run_summary(run)
         chosen: list[Candidate] = []
         seen: set[object] = set()
         for c in candidates:
-            # One suggestion per edit shape (which attributes of which layers change: dropout 0.2 and 0.3 on fc1
-            # are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
-            shape = frozenset((ch.layer, ch.attribute) for ch in base.diff(c.genome))
+            # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
+            # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
+            shape = edit_directions(base, c.genome)
             view = tuple(sorted((k, round(v, 9)) for k, v in architecture_features(c.genome).items()))
             if shape in seen or view in seen:
                 continue
@@ -357,8 +410,79 @@ class Advisor:
             if len(chosen) == limit:
                 break
         return [
-            self._suggestion(rank, c, run, cur_mean, observed, summary, peers) for rank, c in enumerate(chosen, start=1)
+            self._suggestion(rank, c, run, cur_mean, observed, summary, peers, notes.get(c.genome.key()))
+            for rank, c in enumerate(chosen, start=1)
         ]
+
+    def _judge_unseen_edits(
+        self,
+        run: RunObservation,
+        candidates: list[Candidate],
+        seeds: Sequence[Seed],
+        current: float,
+        observed: float,
+        parsimony: float,
+    ) -> tuple[list[Candidate], dict[str, tuple[list[str], float, float]]]:
+        """Re-score the candidates whose edit the history never saw (module docstring), and re-sort.
+
+        A strong seed's edit gets the task prior (mean and spread); any other
+        such edit keeps the surrogate's mean with its uncertainty widened to at
+        least the task's spread (what the outcome could be when nothing about
+        the edit is known). Returns the re-sorted candidates and, per re-scored
+        genome key, the evidence sentences and the surrogate's own mean and std.
+        """
+        assert run.genome is not None and self.surrogate is not None
+        estimate = self.prior.estimate(run)
+        if estimate is None or not math.isfinite(current):
+            return candidates, {}
+        cfg = self.config
+        strong = {s.genome.key(): s for s in seeds if s.strong}
+        log = self.surrogate.log_target and current > 0
+        anchored = cfg.anchor_to_observed and math.isfinite(observed) and (observed > 0 or not log)
+        # The prior is in target units; the candidates' means are on the surrogate's scale for this run, which the
+        # suggestion anchors to the observed value. Convert so that the anchored prediction is the prior itself.
+        if anchored and log:
+            prior_mean, prior_std = estimate.mean * current / observed, estimate.std * current / observed
+        elif anchored:
+            prior_mean, prior_std = current + (estimate.mean - observed), estimate.std
+        else:
+            prior_mean, prior_std = estimate.mean, estimate.std
+        sign = -1.0 if cfg.resolved_direction() == "maximize" else 1.0
+        edit_cost = parsimony * abs(current)
+        notes: dict[str, tuple[list[str], float, float]] = {}
+        out = []
+        for c in candidates:
+            unseen = self.support.unsupported(run.genome, c.genome)
+            if not unseen:
+                out.append(c)
+                continue
+            why = "the history has no run like this edit (" + "; ".join(unseen) + ")"
+            seed = strong.get(c.genome.key())
+            if seed is not None and cfg.prior_for_unsupported:
+                mean, std, source = prior_mean, prior_std, "prior"
+                ranked = f"ranked by the {seed.rule} rule's prior, not by the surrogate"
+                texts = [f"{ranked}: {why}, so the surrogate cannot judge it", estimate.describe(cfg.target_metric)]
+            else:
+                mean, std, source = c.mean, math.hypot(c.std, prior_std), "unseen"
+                widened = f"its uncertainty is widened by the spread of the {estimate.n} runs of {estimate.scope}"
+                texts = [f"{why}: the surrogate extrapolates, so {widened}"]
+            notes[c.genome.key()] = (texts, c.mean, c.std)
+            objective = sign * mean + cfg.risk_aversion * std
+            # A prior does not tell how much of the net a fix should touch (it is the rule's whole-stack fix), so
+            # its parsimony counts edits, not blocks; equal priors then follow the rule's order (seed priority).
+            size = c.edits if source == "prior" else c.extent
+            out.append(
+                dataclasses.replace(
+                    c,
+                    mean=mean,
+                    std=std,
+                    objective=objective,
+                    sources=tuple(sorted({*c.sources, source})),
+                    ranking=objective + edit_cost * size,
+                )
+            )
+        out.sort(key=lambda c: (c.ranking, c.priority, c.genome.key()))
+        return out, notes
 
     def _suggestion(
         self,
@@ -369,6 +493,7 @@ class Advisor:
         observed: float,
         summary: Mapping[str, float],
         peers: PeerSummary,
+        prior_note: tuple[list[str], float, float] | None = None,
     ) -> Suggestion:
         cfg = self.config
         base = run.genome
@@ -392,10 +517,19 @@ class Advisor:
         comparisons = peers.compare_all(keys, summary) or peers.compare_all(["params"], summary)
         evidence += [e for e in comparisons if e not in evidence]
         s = self.surrogate
-        evidence.append(
-            f"surrogate ({s.mode}, {s.n_train} runs with {cfg.target_metric}): "
-            f"{_fmt(current)} -> {_fmt(c.mean)} ± {_fmt(c.std)} for this run's logs with the edit"
-        )
+        if prior_note is not None:
+            texts, sur_mean, sur_std = prior_note
+            evidence = texts + [e for e in evidence if e not in texts]
+            evidence.append(
+                f"surrogate ({s.mode}, {s.n_train} runs with {cfg.target_metric}): "
+                f"{_fmt(current)} -> {_fmt(sur_mean)} ± {_fmt(sur_std)} for this run's logs with the edit "
+                "(outside its data)"
+            )
+        else:
+            evidence.append(
+                f"surrogate ({s.mode}, {s.n_train} runs with {cfg.target_metric}): "
+                f"{_fmt(current)} -> {_fmt(c.mean)} ± {_fmt(c.std)} for this run's logs with the edit"
+            )
         return Suggestion(
             rank=rank,
             genome=c.genome,

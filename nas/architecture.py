@@ -377,11 +377,13 @@ class Genome:
 
         Blocks are matched by name. The depth change comes first ("depth 6 ->
         4 (remove blocks fc5, fc6)"), then per block in ``other``'s order:
-        width ("fc2: 512 -> 256 units"), activation (consecutive blocks with the
-        same change merged: "ReLU -> GELU in fc1-fc3"; ``Change.layer`` then
-        lists the names comma-separated), normalization ("add LayerNorm after
-        fc3"), dropout ("fc1: dropout 0.0 -> 0.2") and residual ("add residual
-        connection around fc2"). Input, output and fixed layers are assumed
+        width ("fc2: 512 -> 256 units"), activation ("ReLU -> GELU in fc1"),
+        normalization ("add LayerNorm after fc3"), dropout ("fc1: dropout 0.0
+        -> 0.2") and residual ("add residual connection around fc2").
+        Consecutive blocks with the same change of one attribute are merged
+        into one change ("ReLU -> GELU in fc1-fc3", "add LayerNorm after
+        fc1-fc12", "fc1-fc3: 2 -> 16 units"); ``Change.layer`` then lists the
+        names comma-separated. Input, output and fixed layers are assumed
         equal and not compared.
 
         Examples

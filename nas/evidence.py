@@ -17,7 +17,7 @@ import numpy as np
 from runwatch.nas.features import train_loss_name
 from runwatch.nas.history import RunObservation
 
-__all__ = ["SUMMARY_LABELS", "PeerSummary", "run_summary"]
+__all__ = ["SUMMARY_LABELS", "TASK_KEYS", "PeerSummary", "run_summary", "task_of"]
 
 # summary name -> how it reads in a sentence
 SUMMARY_LABELS: dict[str, str] = {
@@ -98,9 +98,37 @@ def run_summary(obs: RunObservation) -> dict[str, float]:
     return out
 
 
+TASK_KEYS = ("task", "dataset", "dataset_name", "data")
+
+
+def task_of(run: RunObservation) -> str:
+    """The run's task as ``"key=value"`` from its hyperparameters (``task``, ``dataset``, ...); "" when none is logged.
+
+    Runs of one task share a loss scale; runs of different tasks do not (a
+    10-class cross-entropy starts near 2.3, a 2-class one near 0.69).
+
+    Examples
+    --------
+    >>> task_of(RunObservation("r", None, hyperparameters={"lr": 0.1, "dataset": "digits"}))
+    'dataset=digits'
+    >>> task_of(RunObservation("r", None, hyperparameters={"lr": 0.1}))
+    ''
+    """
+    lowered = {str(k).lower(): v for k, v in run.hyperparameters.items()}
+    for key in TASK_KEYS:
+        v = lowered.get(key)
+        if isinstance(v, str) and v:
+            return f"{key}={v}"
+    return ""
+
+
 @dataclass
 class PeerSummary:
     """End-of-run numbers of the peer runs, per run id, to compare one run against.
+
+    ``tasks`` maps run ids to :func:`task_of`; :meth:`for_task` keeps the
+    peers of one task (same loss scale), and its comparisons say so
+    (``scope``).
 
     Examples
     --------
@@ -109,17 +137,36 @@ class PeerSummary:
     "val/train gap 0.42 vs peers' median 0.05 (n=3)"
     >>> peers.without("a").n("gap")
     2
+    >>> tasked = PeerSummary(peers.by_run, {"a": "dataset=wine", "b": "dataset=wine", "c": "dataset=iris"})
+    >>> tasked.for_task("dataset=wine").compare("gap", 0.42)
+    "val/train gap 0.42 vs dataset=wine peers' median 0.06 (n=2)"
     """
 
     by_run: dict[str, dict[str, float]] = field(default_factory=dict)
+    tasks: dict[str, str] = field(default_factory=dict)
+    scope: str = ""
 
     @classmethod
     def from_history(cls, history: Iterable[RunObservation]) -> PeerSummary:
-        return cls({obs.run_id: run_summary(obs) for obs in history})
+        runs = list(history)
+        return cls({obs.run_id: run_summary(obs) for obs in runs}, {obs.run_id: task_of(obs) for obs in runs})
 
     def without(self, run_id: str) -> PeerSummary:
         """The same peers minus one run (a run is never its own peer)."""
-        return PeerSummary({k: v for k, v in self.by_run.items() if k != run_id})
+        return PeerSummary(
+            {k: v for k, v in self.by_run.items() if k != run_id},
+            {k: v for k, v in self.tasks.items() if k != run_id},
+            self.scope,
+        )
+
+    def for_task(self, task: str) -> PeerSummary:
+        """The peers that ran ``task`` (all peers when ``task`` is "")."""
+        if not task:
+            return self
+        keep = {k for k, t in self.tasks.items() if t == task}
+        return PeerSummary(
+            {k: v for k, v in self.by_run.items() if k in keep}, {k: task for k in keep if k in self.by_run}, task
+        )
 
     def values(self, name: str) -> np.ndarray:
         v = np.array([s[name] for s in self.by_run.values() if name in s], dtype=float)
@@ -141,9 +188,10 @@ class PeerSummary:
         label = SUMMARY_LABELS.get(name, name)
         fmt = _fmt_count if name == "params" else _fmt
         n = self.n(name)
+        who = f"{self.scope} peers'" if self.scope else "peers'"
         if not n:
-            return f"{label} {fmt(value)} (no peer run logged it)"
-        return f"{label} {fmt(value)} vs peers' median {fmt(self.median(name))} (n={n})"
+            return f"{label} {fmt(value)} (no {self.scope + ' ' if self.scope else ''}peer run logged it)"
+        return f"{label} {fmt(value)} vs {who} median {fmt(self.median(name))} (n={n})"
 
     def compare_all(self, names: Iterable[str], summary: Mapping[str, float]) -> list[str]:
         """:meth:`compare` for each name where the run has a finite value that differs from the peers' median."""

@@ -76,53 +76,62 @@ def _depth_change(old: Genome, new: Genome) -> Change | None:
     return Change("", "depth", before, after, f"depth {before} -> {after} ({'; '.join(parts)})")
 
 
-def _block_changes(old: Block, new: Block) -> list[Change]:
-    """Width, normalization, dropout and residual changes of one matched block (activation is grouped apart)."""
-    out = []
-    name = new.name
-    where = shown(name)
-    if old.width != new.width:
-        unit = _UNITS.get(new.kind, "units")
-        out.append(Change(name, "width", str(old.width), str(new.width), f"{where}: {old.width} -> {new.width} {unit}"))
-    if old.normalization != new.normalization:
-        if not old.normalization:
-            text = f"add {_norm_name(new.normalization)} after {where}"
-        elif not new.normalization:
-            text = f"remove {_norm_name(old.normalization)} after {where}"
-        else:
-            text = f"{where}: {_norm_name(old.normalization)} -> {_norm_name(new.normalization)}"
-        out.append(Change(name, "normalization", old.normalization, new.normalization, text))
-    if old.dropout != new.dropout:
-        before, after = format_dropout(old.dropout), format_dropout(new.dropout)
-        out.append(Change(name, "dropout", before, after, f"{where}: dropout {before} -> {after}"))
-    if old.residual != new.residual:
-        verb = "add" if new.residual else "remove"
-        out.append(
-            Change(
-                name,
-                "residual",
-                str(old.residual).lower(),
-                str(new.residual).lower(),
-                f"{verb} residual connection around {where}",
-            )
-        )
-    return out
+_GROUPED = ("width", "activation", "normalization", "dropout", "residual")
 
 
-def _activation_groups(old_by_name: dict[str, Block], new: Genome) -> dict[str, Change]:
-    """Activation changes of adjacent matched blocks merged into one Change, keyed by the run's first block."""
+def _field_change(old: Block, new: Block, attribute: str) -> tuple[str, str, str] | None:
+    """``(before, after, unit)`` of one attribute of a matched block, as strings; None when unchanged."""
+    if attribute == "width":
+        if old.width == new.width:
+            return None
+        return str(old.width), str(new.width), _UNITS.get(new.kind, "units")
+    if attribute == "dropout":
+        return None if old.dropout == new.dropout else (format_dropout(old.dropout), format_dropout(new.dropout), "")
+    if attribute == "residual":
+        if old.residual == new.residual:
+            return None
+        return str(old.residual).lower(), str(new.residual).lower(), ""
+    before, after = getattr(old, attribute), getattr(new, attribute)
+    return None if before == after else (before, after, "")
+
+
+def _group_text(attribute: str, before: str, after: str, unit: str, names: list[str]) -> str:
+    where = _span(names)
+    if attribute == "width":
+        return f"{where}: {before} -> {after} {unit}"
+    if attribute == "activation":
+        return _activation_text(before, after, names)
+    if attribute == "normalization":
+        if not before:
+            return f"add {_norm_name(after)} after {where}"
+        if not after:
+            return f"remove {_norm_name(before)} after {where}"
+        return f"{where}: {_norm_name(before)} -> {_norm_name(after)}"
+    if attribute == "dropout":
+        return f"{where}: dropout {before} -> {after}"
+    verb = "add" if after == "true" else "remove"
+    plural = "s" if len(names) > 1 else ""
+    return f"{verb} residual connection{plural} around {where}"
+
+
+def _groups(old_by_name: dict[str, Block], new: Genome, attribute: str) -> dict[str, Change]:
+    """Changes of one attribute, adjacent matched blocks with the same change merged; keyed by the first block.
+
+    ``Change.layer`` lists the merged blocks' names comma-separated.
+    """
     groups: dict[str, Change] = {}
     run: list[str] = []
-    run_change: tuple[str, str] | None = None
+    run_change: tuple[str, str, str] | None = None
 
     def flush() -> None:
         if run_change is not None and run:
-            before, after = run_change
-            groups[run[0]] = Change(",".join(run), "activation", before, after, _activation_text(before, after, run))
+            before, after, unit = run_change
+            text = _group_text(attribute, before, after, unit, run)
+            groups[run[0]] = Change(",".join(run), attribute, before, after, text)
 
     for b in new.blocks:
         previous = old_by_name.get(b.name)
-        change = (previous.activation, b.activation) if previous and previous.activation != b.activation else None
+        change = _field_change(previous, b, attribute) if previous is not None else None
         if change != run_change:
             flush()
             run, run_change = [], change
@@ -139,13 +148,7 @@ def diff_genomes(old: Genome, new: Genome) -> list[Change]:
     if depth is not None:
         changes.append(depth)
     old_by_name = {b.name: b for b in old.blocks}
-    activation_groups = _activation_groups(old_by_name, new)
+    groups = {attribute: _groups(old_by_name, new, attribute) for attribute in _GROUPED}
     for b in new.blocks:
-        previous = old_by_name.get(b.name)
-        if previous is None:
-            continue  # described by the depth change
-        own = _block_changes(previous, b)
-        width = [c for c in own if c.attribute == "width"]
-        group = [activation_groups[b.name]] if b.name in activation_groups else []
-        changes.extend(width + group + [c for c in own if c.attribute != "width"])
+        changes.extend(groups[a][b.name] for a in _GROUPED if b.name in groups[a])
     return changes

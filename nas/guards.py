@@ -15,7 +15,11 @@ underfitting / ``plateau``     any block narrower, one block fewer, more dropout
 =============================  ===================================================
 
 Overfitting wins when a run shows both it and a plateau (a validation loss that
-stopped improving is what overfitting looks like from the outside).
+stopped improving is what overfitting looks like from the outside). The
+findings are those the seeds are read from (:func:`~runwatch.nas.seeding.run_findings`):
+in a run whose gradients vanish and that did not train, the plateau and the
+underfitting are the vanishing gradient's doing and rule nothing out (removing
+blocks is one of its fixes).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import PeerSummary
 from runwatch.nas.history import RunObservation
 from runwatch.nas.search import edit_directions
-from runwatch.nas.seeding import _peer_rules
+from runwatch.nas.seeding import run_findings
 
 __all__ = ["EditGuard"]
 
@@ -51,8 +55,7 @@ class EditGuard:
 
     @classmethod
     def for_run(cls, run: RunObservation, peers: PeerSummary | None = None) -> EditGuard:
-        kinds = {d.kind for d in run.diagnoses}
-        kinds.update(rule for rule, _ in _peer_rules(run, peers))
+        kinds = {f.kind for f in run_findings(run, peers)}
         banned: set[tuple[str, str, str]] = set()
         if "overfitting" in kinds:
             banned |= {(ANY_LAYER, "width", "up"), ("", "depth", "up"), (ANY_LAYER, "dropout", "down")}

@@ -1,12 +1,16 @@
 """Find the architecture edits the surrogate likes best, within the search space and the constraints.
 
-Candidates come from four places, all scored by the same function:
+Candidates come from these places, all scored by the same function:
 
 1. the diagnosis-driven seeds (:mod:`runwatch.nas.seeding`);
 2. every single edit of the run's architecture and of each seed
-   (:func:`~runwatch.nas.space.neighbours`);
-3. NNI's TPE tuner over the space (:func:`~runwatch.nas.nni_adapter.tpe_search`);
-4. NNI's regularized evolution (:func:`~runwatch.nas.nni_adapter.regularized_evolution`).
+   (:func:`~runwatch.nas.space.neighbours`), and every group edit of the
+   run's architecture (one attribute change on a run of adjacent blocks,
+   :func:`~runwatch.nas.space.group_edits`);
+3. extra candidates the caller passes (the history's best architectures,
+   :mod:`runwatch.nas.transfer`), each with its own evidence;
+4. NNI's TPE tuner over the space (:func:`~runwatch.nas.nni_adapter.tpe_search`);
+5. NNI's regularized evolution (:func:`~runwatch.nas.nni_adapter.regularized_evolution`).
 
 The objective is risk-adjusted and always minimized: ``mean + risk_aversion *
 std`` for a metric to minimize, ``-mean + risk_aversion * std`` for one to
@@ -14,11 +18,13 @@ maximize, so an edit the surrogate knows little about must promise more.
 Candidates are deduplicated by :meth:`Genome.key`, dropped when invalid,
 outside the space or rejected by ``accept`` (the constraints), and sorted by
 objective plus a parsimony cost of ``parsimony`` (1 %) of the run's own
-predicted value per single edit -- an edit that changes the prediction by
-less than that does not ride along with one that matters -- (ties: seed
-priority, then key), which makes the result deterministic for a fixed seed. A candidate inherits the evidence of every
-seed it shares an edit with (same layer, same attribute, same direction:
-:func:`edit_directions`).
+predicted value per block attribute changed (:func:`~runwatch.nas.space.change_extent`:
+LayerNorm after 12 blocks costs 12, although it is one edit of the
+``max_changes`` budget) -- a change that moves the prediction by less than
+that does not ride along with one that matters -- (ties: seed priority, then
+key), which makes the result deterministic for a fixed seed. A candidate
+inherits the evidence of every seed it shares an edit with (same layer, same
+attribute, same direction: :func:`edit_directions`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import numpy as np
 
 from runwatch.nas.architecture import Genome
 from runwatch.nas.seeding import Seed
-from runwatch.nas.space import SearchSpace, edit_distance, neighbours, within
+from runwatch.nas.space import SearchSpace, change_extent, edit_distance, group_edits, neighbours, within
 
 __all__ = ["Candidate", "CandidateScorer", "SearchConfig", "search_candidates"]
 
@@ -77,9 +83,11 @@ class Candidate:
     ``objective`` is the risk-adjusted score the search minimized; ``sources``
     says where it was found ("seed:overfitting", "neighbour", "tpe",
     "evolution"); ``priority`` is the best priority of the seeds it contains;
-    ``edits`` the number of single edits from the base
-    (:func:`~runwatch.nas.space.edit_distance`); ``ranking`` the value
-    candidates are sorted by, ``objective + parsimony * |base mean| * edits``.
+    ``edits`` the number of edits from the base
+    (:func:`~runwatch.nas.space.edit_distance`); ``extent`` the block
+    attributes they change (:func:`~runwatch.nas.space.change_extent`);
+    ``ranking`` the value candidates are sorted by, ``objective + parsimony *
+    |base mean| * extent``.
     """
 
     genome: Genome
@@ -91,6 +99,7 @@ class Candidate:
     priority: int = _NO_SEED
     edits: int = 0
     ranking: float = 0.0
+    extent: int = 0
 
 
 @dataclass
@@ -175,6 +184,7 @@ def search_candidates(
     config: SearchConfig | None = None,
     direction: str = "minimize",
     accept: Callable[[Genome], bool] | None = None,
+    extra: Sequence[tuple[Genome, str, tuple[str, ...]]] = (),
 ) -> list[Candidate]:
     """Scored, deduplicated, constraint-abiding edits of ``base``, best (lowest objective) first.
 
@@ -195,6 +205,9 @@ def search_candidates(
         ``"minimize"`` or ``"maximize"`` the target.
     accept
         Extra filter (the constraints); ``None`` accepts all.
+    extra
+        ``(genome, source, evidence)`` candidates to score as well; the
+        evidence goes to that exact genome only.
 
     Returns
     -------
@@ -224,8 +237,15 @@ def search_candidates(
 
     for s in seeds:
         add(s.genome, f"seed:{s.rule}")
+    extra_evidence: dict[str, tuple[str, ...]] = {}
+    for g, source, evidence in extra:
+        add(g, source)
+        extra_evidence[g.key()] = extra_evidence.get(g.key(), ()) + tuple(evidence)
     for g in neighbours(base, space):
         add(g, "neighbour")
+    for _, g in group_edits(base, space):
+        if not g.validate():
+            add(g, "group")
     for s in seeds:
         for g in neighbours(s.genome, space):
             add(g, "neighbour")
@@ -256,7 +276,7 @@ def search_candidates(
     out = []
     for g, src in kept:
         mean, std = scorer.score_many([g])[0]
-        evidence: list[str] = []
+        evidence: list[str] = list(extra_evidence.get(g.key(), ()))
         priority = _NO_SEED
         if seed_changes:
             changes = edit_directions(base, g)
@@ -265,10 +285,19 @@ def search_candidates(
                     priority = min(priority, s.priority)
                     evidence += [e for e in s.evidence if e not in evidence]
         value = scorer.value(mean, std)
-        edits = edit_distance(base, g)
+        edits, extent = edit_distance(base, g), change_extent(base, g)
         out.append(
             Candidate(
-                g, mean, std, value, tuple(sorted(src)), tuple(evidence), priority, edits, value + edit_cost * edits
+                g,
+                mean,
+                std,
+                value,
+                tuple(sorted(src)),
+                tuple(evidence),
+                priority,
+                edits,
+                value + edit_cost * extent,
+                extent,
             )
         )
     out.sort(key=lambda c: (c.ranking, c.priority, c.genome.key()))

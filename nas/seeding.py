@@ -1,28 +1,53 @@
 """Starting points for the search, read off what went wrong in the run.
 
 Each finding runwatch raised maps to the edits a practitioner would try first,
-applied where the finding points (its layer) when it names one:
+applied where the finding points (its layer) when it names one, to the whole
+stack when it does not (one edit: :func:`~runwatch.nas.space.edit_distance`):
 
 ================================  ============================================================
 finding (``Diagnosis.kind``)      seeds
 ================================  ============================================================
 ``vanishing_gradient``            LayerNorm, a residual connection, a non-saturating activation
                                   (ReLU / GELU) at the layer
+``vanishing_gradient``, strong    the whole stack, in this order: residual connections wherever
+                                  the widths match, LayerNorm after every block, every
+                                  saturating activation -> ReLU / GELU, the depth halved
 ``dead_units``                    the layer x1/2 narrower; its ReLU -> GELU (LeakyReLU when allowed)
 ``saturation``                    tanh / sigmoid -> ReLU or GELU at the layer
 ``overfitting``                   narrower blocks; more dropout; one block fewer
-``plateau`` / underfitting        wider blocks; one block more
+``plateau`` / underfitting        bottleneck blocks grown to the pyramid width
+                                  (:func:`~runwatch.nas.space.pyramid_width`); wider blocks;
+                                  one block more
 ``exploding_gradient``,           LayerNorm (at the layer, and on every block)
 ``divergence_predicted``,
 ``nonfinite``, ``loss_spike``
 ================================  ============================================================
 
-Without a finding, the run's end-of-run numbers against its peers add the
-overfitting seeds (val/train gap above the peers' upper quartile and twice
-their median) or the underfitting ones (final training loss above the peers'
-upper quartile without such a gap). Every seed carries the evidence it came
-from: ``"vanishing_gradient in fc3 at step 120 (grad_norm/fc3 = 1e-07)"``,
-``"val/train gap 0.42 vs peers' median 0.05 (n=37)"``.
+A vanishing-gradient finding is *strong* when the run also stalled
+(:mod:`runwatch.nas.progress`: its training loss stayed above half of where it
+started and stopped falling): the gradients did not just shrink somewhere, the
+net as a whole did not train. The stall is then the vanishing gradient's doing,
+so the capacity findings it would otherwise raise (``plateau``, underfitting)
+are left out: widening a net whose gradients vanish does not make it train, and
+removing blocks is one of the fixes. Strong seeds are marked
+(:attr:`Seed.strong`); the advisor may rank them by a prior when the surrogate
+has never seen their edit (:mod:`runwatch.nas.prior`), and then equal priors
+follow the order above: a skip connection gives the gradient an identity path
+past every block whatever the activation and the initialisation (the reason
+deep residual nets train, He et al. 2016); a normalization restores the scale
+of the activations but not a saturating derivative; a non-saturating
+activation alone does not help a net initialised too small; half the depth is
+still half the problem.
+
+Without a finding, the run's end-of-run numbers add the overfitting seeds
+(val/train gap above the peers' upper quartile and twice their median) or the
+underfitting ones (final training loss above the peers' upper quartile without
+such a gap; or, when the peers do not say so, the run stalled by its own
+measure). Peers are the runs of the same task when the run logs one
+(``dataset``/``task`` hyperparameter, :func:`~runwatch.nas.evidence.task_of`):
+loss scales differ between tasks. Every seed carries the evidence it came from:
+``"vanishing_gradient in fc3 at step 120 (grad_norm/fc3 = 1e-07)"``,
+``"val/train gap 0.42 vs dataset=digits peers' median 0.05 (n=37)"``.
 
 A run over its parameter or latency budget gets smaller versions of itself
 as well (:func:`budget_seeds`), evidence ``"parameters 563,210 over the limit
@@ -30,8 +55,7 @@ as well (:func:`budget_seeds`), evidence ``"parameters 563,210 over the limit
 
 Only edits the search space allows are made (activations, dropouts,
 normalizations, depth changes, residuals, widths from
-:func:`~runwatch.nas.space.width_choices`), multi-block edits touch at most
-``space.max_changes`` blocks, and every seed satisfies
+:func:`~runwatch.nas.space.width_choices`), and every seed satisfies
 :func:`~runwatch.nas.space.within`.
 """
 
@@ -44,14 +68,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from runwatch.nas.architecture import Genome
-from runwatch.nas.evidence import PeerSummary, run_summary
+from runwatch.nas.evidence import PeerSummary, run_summary, task_of
 from runwatch.nas.history import Diagnosis, RunObservation
-from runwatch.nas.space import SearchSpace, insert_copies, remove_blocks, width_choices, within
+from runwatch.nas.progress import STALL_RATIO, LossProgress, loss_progress
+from runwatch.nas.space import (
+    RESIDUAL_KINDS,
+    SearchSpace,
+    insert_copies,
+    pyramid_width,
+    remove_blocks,
+    width_choices,
+    within,
+)
 
-__all__ = ["SEEDED_KINDS", "Seed", "budget_seeds", "diagnosis_evidence", "seed_genomes"]
+__all__ = ["SEEDED_KINDS", "Finding", "Seed", "budget_seeds", "diagnosis_evidence", "run_findings", "seed_genomes"]
 
 _SATURATING = ("tanh", "sigmoid", "hardtanh", "softsign", "")
 _GRADIENT_BLOWUPS = ("exploding_gradient", "divergence_predicted", "nonfinite", "loss_spike")
+_CAPACITY = ("plateau", "underfitting")
 _MIN_PEERS = 3
 
 
@@ -71,12 +105,31 @@ class Seed:
     priority
         Generation order, lower first: findings in the order they were
         raised, then peer-based rules; ties in the search are broken by it.
+    strong
+        It is a strong finding's whole-stack fix (a vanishing gradient in a
+        run that did not train): the fix is expected to matter, whatever the
+        surrogate has seen.
     """
 
     genome: Genome
     rule: str
     evidence: tuple[str, ...]
     priority: int = 0
+    strong: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the seeds are read from: a finding (or peer/self-relative rule), its block, its evidence.
+
+    ``block`` is the index of the hidden block the finding points at (None:
+    the whole run); ``strong`` see :class:`Seed`.
+    """
+
+    kind: str
+    block: int | None
+    evidence: tuple[str, ...]
+    strong: bool = False
 
 
 def _fmt(x: float) -> str:
@@ -128,7 +181,7 @@ def _nearest(choices: Sequence[int], target: float) -> int | None:
 
 def _resized(genome: Genome, i: int, space: SearchSpace, factor: float) -> Genome | None:
     b = genome.blocks[i]
-    choices = width_choices(b, space)
+    choices = width_choices(b, space)  # the multiplied widths only: the pyramid growth is its own seed
     pool = [w for w in choices if (w < b.width if factor < 1 else w > b.width)]
     w = _nearest(pool, b.width * factor)
     return None if w is None else genome.replace_block(i, width=w)
@@ -157,6 +210,35 @@ def _with_residual(genome: Genome, i: int, space: SearchSpace) -> Genome | None:
     if not space.allow_residual or b.residual or genome.in_sizes()[i] != b.width:
         return None
     return genome.replace_block(i, residual=True)
+
+
+def _with_residuals(genome: Genome, space: SearchSpace) -> Genome | None:
+    """Residual connections around every block whose input width equals its width."""
+    if not space.allow_residual:
+        return None
+    sizes = genome.in_sizes()
+    g = genome
+    for i, b in enumerate(genome.blocks):
+        if not b.residual and b.kind in RESIDUAL_KINDS and sizes[i] == b.width:
+            g = g.replace_block(i, residual=True)
+    return None if g == genome else g
+
+
+def _halved(genome: Genome, space: SearchSpace) -> Genome | None:
+    """The last ``depth // 2`` blocks removed (stacks of at least 4 blocks)."""
+    if -1 not in space.depth_changes or genome.depth < 4:
+        return None
+    return remove_blocks(genome, genome.depth - genome.depth // 2, genome.depth // 2)
+
+
+def _grown_bottlenecks(genome: Genome, space: SearchSpace) -> Genome | None:
+    """Every block narrower than the pyramid width grown to it (when the space offers that width)."""
+    target = pyramid_width(genome)
+    g = genome
+    for i, b in enumerate(genome.blocks):
+        if b.width < target and target in width_choices(b, space, genome):
+            g = g.replace_block(i, width=target)
+    return None if g == genome else g
 
 
 def _with_more_dropout(genome: Genome, idxs: Sequence[int], space: SearchSpace) -> Genome | None:
@@ -207,12 +289,28 @@ def _activation_fix(current: str, space: SearchSpace, dead: bool) -> list[str]:
 # -- rules ----------------------------------------------------------------------------------------
 
 
+def _strong_edits(kind: str, genome: Genome, space: SearchSpace) -> list[Genome | None]:
+    """A strong finding's whole-stack fixes: the net did not train, so fix the stack, not the one layer measured."""
+    if kind != "vanishing_gradient":
+        return []
+    every = list(range(len(genome.blocks)))
+    saturating = [j for j in every if genome.blocks[j].activation in _SATURATING]
+    out = [_with_residuals(genome, space), _with_norm(genome, every, space)]
+    out += [
+        _with_activation(genome, saturating, act) if saturating else None
+        for act in _activation_fix("tanh", space, dead=False)
+    ]
+    out.append(_halved(genome, space))
+    return out
+
+
 def _edits_for(kind: str, genome: Genome, i: int | None, space: SearchSpace) -> list[Genome | None]:
     n = len(genome.blocks)
     cap = max(1, space.max_changes)
-    at = [i] if i is not None else list(range(n))[:cap]
+    every = list(range(n))
+    at = [i] if i is not None else every
     if kind == "vanishing_gradient":
-        out = [_with_norm(genome, at, space)]
+        out: list[Genome | None] = [_with_norm(genome, at, space)]
         if i is not None:
             out.append(_with_residual(genome, i, space))
         saturating = [j for j in at if genome.blocks[j].activation in _SATURATING]
@@ -233,39 +331,97 @@ def _edits_for(kind: str, genome: Genome, i: int | None, space: SearchSpace) -> 
             _with_more_dropout(genome, list(range(n))[:cap], space),
             _shallower(genome, space),
         ]
-    if kind in ("plateau", "underfitting"):
-        return [_resize_many(genome, _narrowest(genome, cap), space, 2.0), _deeper(genome, space)]
+    if kind in _CAPACITY:
+        return [
+            _grown_bottlenecks(genome, space),
+            _resize_many(genome, _narrowest(genome, cap), space, 2.0),
+            _deeper(genome, space),
+        ]
     if kind in _GRADIENT_BLOWUPS:
         out = [_with_norm(genome, at, space)]
         if i is not None:
-            out.append(_with_norm(genome, list(range(n))[:cap], space))
+            out.append(_with_norm(genome, every, space))
         return out
     return []
 
 
-def _peer_rules(run: RunObservation, peers: PeerSummary | None) -> list[tuple[str, str]]:
-    """(rule, evidence) from the run's end-of-run numbers against its peers."""
-    if peers is None:
-        return []
-    summary = run_summary(run)
+def _peer_rules(
+    run: RunObservation, peers: PeerSummary | None, progress: LossProgress | None = None
+) -> list[tuple[str, str]]:
+    """(rule, evidence) from the run's end-of-run numbers against its peers (of its task), or against its own start.
+
+    Overfitting: the val/train gap above the peers' upper quartile and twice
+    their median. Underfitting: the final training loss above the peers'
+    upper quartile (no such gap); when the peers do not flag it, the run's
+    own stall (:attr:`LossProgress.stalled`).
+    """
     out = []
-    gap = summary.get("gap", math.nan)
+    summary = run_summary(run)
+    task = task_of(run)
+    scoped = peers.for_task(task) if peers is not None else None
     overfit = False
+    gap = summary.get("gap", math.nan)
     if (
-        peers.n("gap") >= _MIN_PEERS
+        scoped is not None
+        and scoped.n("gap") >= _MIN_PEERS
         and math.isfinite(gap)
-        and gap > max(peers.quantile("gap", 0.75), 2 * peers.median("gap"), 0.0)
+        and gap > max(scoped.quantile("gap", 0.75), 2 * scoped.median("gap"), 0.0)
     ):
-        out.append(("overfitting", peers.compare("gap", gap)))
+        out.append(("overfitting", scoped.compare("gap", gap)))
         overfit = True
+    if overfit:
+        return out
     train = summary.get("final_train_loss", math.nan)
     if (
-        not overfit
-        and peers.n("final_train_loss") >= _MIN_PEERS
+        scoped is not None
+        and scoped.n("final_train_loss") >= _MIN_PEERS
         and math.isfinite(train)
-        and train > peers.quantile("final_train_loss", 0.75)
+        and train > scoped.quantile("final_train_loss", 0.75)
     ):
-        out.append(("underfitting", peers.compare("final_train_loss", train)))
+        out.append(("underfitting", scoped.compare("final_train_loss", train)))
+    elif progress is not None and progress.stalled:
+        why = f"stalled above {STALL_RATIO:.0%} of its starting loss with val/loss close to the training loss"
+        out.append(("underfitting", f"{progress.describe()}: {why}"))
+    return out
+
+
+def run_findings(run: RunObservation, peers: PeerSummary | None = None) -> list[Finding]:
+    """The findings seeds are read from: runwatch's diagnoses, then the peer / self-relative rules.
+
+    A vanishing-gradient finding in a run that stalled (:mod:`runwatch.nas.progress`)
+    is strong, and the capacity findings (``plateau``, underfitting) of such
+    a run are left out: its stall is the vanishing gradient's doing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from runwatch.nas.architecture import Block, Genome
+    >>> g = Genome(8, 2, tuple(Block(f"fc{i}", "linear", 16, "sigmoid") for i in range(1, 9)))
+    >>> steps = np.arange(200)
+    >>> flat = {"loss": (steps, np.full(200, 0.69)), "val/loss": (steps[::20], np.full(10, 0.7))}
+    >>> found = [Diagnosis("vanishing_gradient", "fc1"), Diagnosis("plateau")]
+    >>> run = RunObservation("r", g, series=flat, diagnoses=found)
+    >>> [(f.kind, f.strong) for f in run_findings(run)]
+    [('vanishing_gradient', True)]
+    """
+    base = run.genome
+    progress = loss_progress(run)
+    stalled = progress is not None and progress.stalled
+    explained = stalled and any(d.kind == "vanishing_gradient" for d in run.diagnoses)
+    out: list[Finding] = []
+    for d in run.diagnoses:
+        if explained and d.kind in _CAPACITY:
+            continue
+        block = _block_index(base, d.layer) if base is not None else None
+        evidence = (diagnosis_evidence(run, d),)
+        strong = explained and d.kind == "vanishing_gradient"
+        if strong and progress is not None:
+            evidence += (f"{progress.describe()}: the net did not train",)
+        out.append(Finding(d.kind, block, evidence, strong))
+    for rule, evidence in _peer_rules(run, peers, progress):
+        if explained and rule in _CAPACITY:
+            continue
+        out.append(Finding(rule, None, (evidence,)))
     return out
 
 
@@ -280,13 +436,15 @@ def seed_genomes(run: RunObservation, space: SearchSpace, peers: PeerSummary | N
         The edits allowed.
     peers
         End-of-run numbers of other runs (the run itself excluded), for the
-        peer-based overfitting / underfitting rules; ``None`` skips them.
+        peer-based overfitting / underfitting rules; ``None`` skips them (the
+        self-relative underfitting rule still applies).
 
     Returns
     -------
     list[Seed]
         Deduplicated by :meth:`Genome.key` (evidence merged, first priority
-        kept), in priority order; never the run's own genome.
+        kept, strong if any source is), in priority order; never the run's
+        own genome.
 
     Examples
     --------
@@ -305,26 +463,24 @@ def seed_genomes(run: RunObservation, space: SearchSpace, peers: PeerSummary | N
     found: dict[str, Seed] = {}
     order: list[str] = []
 
-    def add(genome: Genome | None, rule: str, evidence: str) -> None:
+    def add(genome: Genome | None, rule: str, evidence: tuple[str, ...], strong: bool) -> None:
         if genome is None or genome.key() == base.key() or genome.validate() or not within(genome, base, space):
             return
         key = genome.key()
         if key in found:
             old = found[key]
-            if evidence not in old.evidence:
-                found[key] = Seed(old.genome, old.rule, (*old.evidence, evidence), old.priority)
+            merged = old.evidence + tuple(e for e in evidence if e not in old.evidence)
+            found[key] = Seed(old.genome, old.rule, merged, old.priority, old.strong or strong)
             return
-        found[key] = Seed(genome, rule, (evidence,), len(order))
+        found[key] = Seed(genome, rule, evidence, len(order), strong)
         order.append(key)
 
-    rules: list[tuple[str, int | None, str]] = []
-    for d in run.diagnoses:
-        rules.append((d.kind, _block_index(base, d.layer), diagnosis_evidence(run, d)))
-    for rule, evidence in _peer_rules(run, peers):
-        rules.append((rule, None, evidence))
-    for kind, i, evidence in rules:
-        for genome in _edits_for(kind, base, i, space):
-            add(genome, kind, evidence)
+    for f in run_findings(run, peers):
+        if f.strong:
+            for genome in _strong_edits(f.kind, base, space):
+                add(genome, f.kind, f.evidence, True)
+        for genome in _edits_for(f.kind, base, f.block, space):
+            add(genome, f.kind, f.evidence, False)
     return [found[k] for k in order]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,11 +35,14 @@ __all__ = [
     "ACTIVATION_KINDS",
     "RESIDUAL_KINDS",
     "SearchSpace",
+    "change_extent",
     "edit_distance",
+    "group_edits",
     "insert_copies",
     "mutate",
     "neighbours",
     "new_block_name",
+    "pyramid_width",
     "remove_blocks",
     "single_edits",
     "width_choices",
@@ -48,7 +52,6 @@ __all__ = [
 # Kinds whose activation is a separate module the advisor can swap (RNN and attention keep theirs inside).
 ACTIVATION_KINDS = ("linear", "conv")
 RESIDUAL_KINDS = ("linear", "conv")
-_EDITED_FIELDS = ("width", "activation", "normalization", "dropout", "residual")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,14 @@ class SearchSpace:
         Whether skip connections may be added (only where a block's input
         width equals its width).
     max_changes
-        The most single edits (:func:`edit_distance`) a suggestion may make.
+        The most edits (:func:`edit_distance`) a suggestion may make; one edit
+        is one attribute change applied to one block or to a run of adjacent
+        blocks (LayerNorm after every block is one edit).
+    grow_bottlenecks
+        Whether a linear block of an MLP narrower than the geometric-pyramid
+        width (:func:`pyramid_width`) may also grow straight to it, besides
+        the multiplied widths (a 2-unit layer would otherwise need several x2
+        edits to get anywhere).
 
     Examples
     --------
@@ -96,6 +106,7 @@ class SearchSpace:
     depth_changes: tuple[int, ...] = (-1, 1)
     allow_residual: bool = True
     max_changes: int = 3
+    grow_bottlenecks: bool = True
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the frozen config hashable.
@@ -137,13 +148,33 @@ class SearchSpace:
         return cls.from_dict(json.loads(text))
 
 
-def width_choices(block: Block, space: SearchSpace) -> tuple[int, ...]:
+def pyramid_width(genome: Genome) -> int:
+    """The geometric-pyramid hidden width of an MLP: ``sqrt(inputs * outputs)``, up to a power of two.
+
+    Masters' rule of thumb (Practical Neural Network Recipes in C++, 1993) for
+    a hidden layer between ``n_in`` inputs and ``n_out`` outputs; a layer much
+    narrower than this is a bottleneck for the task, not a regulariser.
+
+    Examples
+    --------
+    >>> mlp = lambda n_in, n_out: Genome(n_in, n_out, (Block("fc1", "linear", 2),))
+    >>> pyramid_width(mlp(64, 10)), pyramid_width(mlp(10, 1)), pyramid_width(mlp(30, 2))
+    (32, 4, 8)
+    """
+    target = math.sqrt(max(genome.input_size, 1) * max(genome.output_size, 1))
+    return 1 << max(0, math.ceil(math.log2(target) - 1e-9))
+
+
+def width_choices(block: Block, space: SearchSpace, genome: Genome | None = None) -> tuple[int, ...]:
     """Allowed widths for ``block``, ascending.
 
     With ``space.width_values``: those values. Otherwise the block's width and
     ``round(width * m)`` for each multiplier, clamped to ``[min_width,
-    max_width]``. Attention blocks and grouped convolutions keep their width
-    (it is tied to their input or to the groups).
+    max_width]``; with ``genome`` (the MLP the block belongs to) and
+    ``space.grow_bottlenecks``, a linear block narrower than
+    :func:`pyramid_width` may also take that width. Attention blocks and
+    grouped convolutions keep their width (it is tied to their input or to
+    the groups).
 
     Examples
     --------
@@ -153,6 +184,8 @@ def width_choices(block: Block, space: SearchSpace) -> tuple[int, ...]:
     (16, 64, 128)
     >>> width_choices(Block("fc1", "linear", 6), SearchSpace(min_width=4))
     (4, 6, 12)
+    >>> width_choices(Block("fc1", "linear", 2), SearchSpace(), Genome(64, 10, (Block("fc1", "linear", 2),)))
+    (2, 4, 32)
     """
     groups = block.attribute_map().get("groups", "1")
     if block.kind == "attention" or (block.kind == "conv" and groups not in ("1", "")):
@@ -160,6 +193,10 @@ def width_choices(block: Block, space: SearchSpace) -> tuple[int, ...]:
     if space.width_values:
         return space.width_values
     scaled = {min(max(round(block.width * m), space.min_width), space.max_width) for m in space.width_multipliers}
+    if space.grow_bottlenecks and genome is not None and genome.family == "mlp" and block.kind == "linear":
+        target = min(pyramid_width(genome), space.max_width)
+        if block.width < target:
+            scaled.add(max(target, space.min_width))
     return tuple(sorted(scaled | {block.width}))
 
 
@@ -215,7 +252,7 @@ def insert_copies(genome: Genome, index: int, count: int = 1) -> Genome:
 def single_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genome]]:
     """Every valid single edit of ``genome`` as ``(attribute, edited genome)``, duplicates included."""
     for i, b in enumerate(genome.blocks):
-        for width in width_choices(b, space):
+        for width in width_choices(b, space, genome):
             if width != b.width:
                 yield "width", genome.replace_block(i, width=width)
         if b.kind in ACTIVATION_KINDS:
@@ -238,8 +275,79 @@ def single_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Geno
                 yield "depth", insert_copies(genome, i, change)
 
 
-def _valid_edits(genome: Genome, space: SearchSpace) -> list[tuple[str, Genome]]:
-    return [(attribute, g) for attribute, g in single_edits(genome, space) if not g.validate()]
+def _runs(genome: Genome, value: Any, eligible: Any = None) -> list[tuple[int, int]]:
+    """Maximal runs ``[start, stop)`` of at least two adjacent blocks with equal ``value(block)`` (and eligible)."""
+    out = []
+    i, n = 0, genome.depth
+    while i < n:
+        j = i + 1
+        if eligible is None or eligible(i):
+            while j < n and value(genome.blocks[j]) == value(genome.blocks[i]) and (eligible is None or eligible(j)):
+                j += 1
+            if j - i >= 2:
+                out.append((i, j))
+        i = j
+    return out
+
+
+def _set_run(genome: Genome, start: int, stop: int, **changes: Any) -> Genome:
+    blocks = list(genome.blocks)
+    for i in range(start, stop):
+        blocks[i] = dataclasses.replace(blocks[i], **changes)
+    return genome.with_blocks(blocks)
+
+
+def group_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genome]]:
+    """Edits that apply one attribute change to a run of adjacent blocks: one edit each (:func:`edit_distance`).
+
+    For every maximal run of at least two adjacent blocks that share a value
+    (width, activation, normalization, dropout), each other allowed value set
+    on the whole run ("ReLU -> GELU in fc1-fc12", "add LayerNorm after
+    fc1-fc12"); residual connections added around every run of adjacent
+    blocks that can take one; and, with ``-1`` in ``space.depth_changes``,
+    the depth halved (the last ``depth // 2`` blocks removed) for stacks of
+    at least four blocks. Single-block edits are :func:`single_edits`.
+
+    Examples
+    --------
+    >>> g = Genome(8, 2, tuple(Block(f"fc{i}", "linear", 8, "sigmoid") for i in range(1, 5)))
+    >>> space = SearchSpace(width_multipliers=(), activations=("relu",), dropouts=(0.0,), depth_changes=(-1,))
+    >>> [(a, [c.description for c in g.diff(x)]) for a, x in group_edits(g, space)]  # doctest: +NORMALIZE_WHITESPACE
+    [('activation', ['Sigmoid -> ReLU in fc1-fc4']), ('normalization', ['add LayerNorm after fc1-fc4']),
+     ('residual', ['add residual connections around fc1-fc4']), ('depth', ['depth 4 -> 2 (remove blocks fc3, fc4)'])]
+    """
+    blocks = genome.blocks
+    for start, stop in _runs(genome, lambda b: (b.kind, b.width, b.in_scale)):
+        b = blocks[start]
+        for width in width_choices(b, space, genome):
+            if width != b.width:
+                yield "width", _set_run(genome, start, stop, width=width)
+    for start, stop in _runs(genome, lambda b: b.activation, lambda i: blocks[i].kind in ACTIVATION_KINDS):
+        for activation in space.activations:
+            if activation != blocks[start].activation:
+                yield "activation", _set_run(genome, start, stop, activation=activation)
+    for start, stop in _runs(genome, lambda b: b.normalization):
+        for norm in space.normalizations:
+            if norm != blocks[start].normalization:
+                yield "normalization", _set_run(genome, start, stop, normalization=norm)
+    for start, stop in _runs(genome, lambda b: b.dropout):
+        for p in space.dropouts:
+            if p != blocks[start].dropout:
+                yield "dropout", _set_run(genome, start, stop, dropout=p)
+    if space.allow_residual:
+        sizes = genome.in_sizes()
+        can = lambda i: blocks[i].kind in RESIDUAL_KINDS and sizes[i] == blocks[i].width and not blocks[i].residual
+        for start, stop in _runs(genome, lambda b: True, can):
+            yield "residual", _set_run(genome, start, stop, residual=True)
+    if -1 in space.depth_changes and genome.depth >= 4:
+        yield "depth", remove_blocks(genome, genome.depth - genome.depth // 2, genome.depth // 2)
+
+
+def _valid_edits(genome: Genome, space: SearchSpace, grouped: bool = False) -> list[tuple[str, Genome]]:
+    edits = list(single_edits(genome, space))
+    if grouped:
+        edits += list(group_edits(genome, space))
+    return [(attribute, g) for attribute, g in edits if not g.validate()]
 
 
 def neighbours(genome: Genome, space: SearchSpace) -> list[Genome]:
@@ -276,13 +384,22 @@ def _as_generator(rng: np.random.Generator | random.Random | int | None) -> np.r
     return np.random.default_rng(rng)
 
 
-def mutate(genome: Genome, space: SearchSpace, rng: np.random.Generator | random.Random | int | None = None) -> Genome:
-    """One random valid single edit of ``genome``.
+def mutate(
+    genome: Genome,
+    space: SearchSpace,
+    rng: np.random.Generator | random.Random | int | None = None,
+    grouped: bool = False,
+) -> Genome:
+    """One random valid edit of ``genome``.
 
     The attribute to edit (width, activation, dropout, normalization,
     residual, depth) is drawn uniformly among those with a valid edit, then
     the edit uniformly within it, so the many width and dropout options do not
-    crowd out depth changes.
+    crowd out depth changes. ``grouped=True`` also draws from
+    :func:`group_edits` (one attribute change on a run of adjacent blocks,
+    also one edit), so a random edit can be as sweeping as a suggested one:
+    after the attribute, one block or a run of blocks is drawn evenly (where
+    the attribute has both), then the edit.
 
     Raises
     ------
@@ -297,39 +414,85 @@ def mutate(genome: Genome, space: SearchSpace, rng: np.random.Generator | random
     (1, [])
     """
     generator = _as_generator(rng)
-    by_attribute: dict[str, list[Genome]] = {}
-    for attribute, g in _valid_edits(genome, space):
+    by_attribute: dict[str, dict[str, list[Genome]]] = {}
+    edits = [("single", a, g) for a, g in _valid_edits(genome, space)]
+    if grouped:
+        edits += [("group", a, g) for a, g in group_edits(genome, space) if not g.validate()]
+    for scope, attribute, g in edits:
         if g.key() != genome.key():
-            by_attribute.setdefault(attribute, []).append(g)
+            by_attribute.setdefault(attribute, {}).setdefault(scope, []).append(g)
     if not by_attribute:
         raise ValueError(f"the search space allows no edit of {genome.key()}")
     attributes = sorted(by_attribute)
-    options = by_attribute[attributes[int(generator.integers(len(attributes)))]]
+    scopes = by_attribute[attributes[int(generator.integers(len(attributes)))]]
+    # then one block or a run of blocks, evenly: single-block options would otherwise crowd out the group edits
+    scope = sorted(scopes)[int(generator.integers(len(scopes)))] if len(scopes) > 1 else next(iter(scopes))
+    options = scopes[scope]
     return options[int(generator.integers(len(options)))]
 
 
-def edit_distance(base: Genome, genome: Genome) -> int:
-    """Single edits from ``base`` to ``genome``: added and removed blocks plus changed fields of matched blocks.
+def _depth_groups(base: Genome, genome: Genome) -> int:
+    """Runs of adjacent removed blocks (in ``base``) plus runs of adjacent added blocks (in ``genome``)."""
+    names = {b.name for b in genome.blocks}
+    old = {b.name for b in base.blocks}
+    groups = 0
+    for blocks, gone in ((base.blocks, lambda b: b.name not in names), (genome.blocks, lambda b: b.name not in old)):
+        previous = False
+        for b in blocks:
+            now = gone(b)
+            groups += now and not previous
+            previous = now
+    return groups
 
-    Blocks are matched by name; a matched block counts one edit per changed
-    field among width, activation, normalization, dropout and residual.
+
+def edit_distance(base: Genome, genome: Genome) -> int:
+    """Edits from ``base`` to ``genome``: one per change :meth:`Genome.diff` lists, one per run of added/removed blocks.
+
+    Blocks are matched by name. A change of one attribute (width,
+    activation, normalization, dropout, residual) counts once whether it is
+    applied to one block or to a run of adjacent blocks with the same change
+    ("ReLU -> GELU in fc1-fc12" and "add LayerNorm after fc1-fc12" are one
+    edit each: one idea, however deep the net); removing or adding a run of
+    adjacent blocks counts once as well.
 
     Examples
     --------
     >>> g = Genome(8, 2, (Block("a", "linear", 8, "relu"), Block("b", "linear", 8)))
     >>> edit_distance(g, remove_blocks(g.replace_block(0, width=4, activation="gelu"), 1))
     3
+    >>> deep = Genome(8, 2, tuple(Block(f"fc{i}", "linear", 8, "sigmoid") for i in range(1, 13)))
+    >>> edit_distance(deep, deep.with_blocks(dataclasses.replace(b, activation="relu") for b in deep.blocks))
+    1
+    >>> edit_distance(deep, remove_blocks(deep, 6, 6)), edit_distance(deep, remove_blocks(remove_blocks(deep, 9), 3))
+    (1, 2)
     """
-    base_by_name = {b.name: b for b in base.blocks}
-    names = {b.name for b in genome.blocks}
-    distance = sum(1 for b in base.blocks if b.name not in names)
-    for b in genome.blocks:
-        old = base_by_name.get(b.name)
-        if old is None:
-            distance += 1
-        else:
-            distance += sum(getattr(old, f) != getattr(b, f) for f in _EDITED_FIELDS)
-    return distance
+    changes = sum(1 for c in base.diff(genome) if c.attribute != "depth")
+    return changes + _depth_groups(base, genome)
+
+
+def change_extent(base: Genome, genome: Genome) -> int:
+    """Block attributes ``genome`` changes in ``base``, plus blocks added or removed: the size of an edit.
+
+    :func:`edit_distance` counts ideas (LayerNorm after all 12 blocks is one
+    edit, so whole-stack fixes fit the budget); the extent counts how much of
+    the network they touch (12), which the ranking's parsimony cost uses: a
+    change to one more block must earn its place.
+
+    Examples
+    --------
+    >>> deep = Genome(8, 2, tuple(Block(f"fc{i}", "linear", 8, "sigmoid") for i in range(1, 13)))
+    >>> change_extent(deep, deep.with_blocks(dataclasses.replace(b, normalization="layernorm") for b in deep.blocks))
+    12
+    >>> change_extent(deep, remove_blocks(deep, 6, 6).replace_block(0, width=16))
+    7
+    """
+    extent = 0
+    for c in base.diff(genome):
+        if c.attribute != "depth":
+            extent += len(c.layer.split(","))
+    names, old = {b.name for b in genome.blocks}, {b.name for b in base.blocks}
+    extent += sum(b.name not in names for b in base.blocks) + sum(b.name not in old for b in genome.blocks)
+    return extent
 
 
 def _close_to_any(p: float, values: tuple[float, ...]) -> bool:
@@ -365,10 +528,10 @@ def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     if delta and not any(d * delta > 0 for d in space.depth_changes):
         return False
     base_by_name = {b.name: b for b in base.blocks}
-    any_width = set().union(*(width_choices(b, space) for b in base.blocks), (b.width for b in base.blocks))
+    any_width = set().union(*(width_choices(b, space, base) for b in base.blocks), (b.width for b in base.blocks))
     for b in genome.blocks:
         old = base_by_name.get(b.name)
-        widths = any_width if old is None else set(width_choices(old, space)) | {old.width}
+        widths = any_width if old is None else set(width_choices(old, space, base)) | {old.width}
         if b.width not in widths:
             return False
         olds = [old] if old is not None else list(base.blocks)
