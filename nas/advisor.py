@@ -40,6 +40,13 @@ sizes, rewritten as edits of the run's (:mod:`runwatch.nas.transfer`), are
 candidates too (``AdvisorConfig.peer_candidates`` of them), scored by the
 surrogate like every other candidate.
 
+Divergence risk: :meth:`Advisor.fit` also fits a
+:class:`~runwatch.nas.risk.DivergenceRisk` on the same history, and each
+suggestion's evidence ends with one line, its description and the probability
+that the run diverges with its own genome and with the edit
+(``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``). It is
+reported, not ranked on.
+
 Latency constraint: a FLOPs-based proxy, ``latency_ms = flops / flops_per_ms +
 layer_overhead_ms * layers`` for one example (``layers`` = weight layers and
 normalizations). The defaults (1e7 FLOPs per ms, 0.006 ms per layer) fit
@@ -62,6 +69,7 @@ from runwatch.nas.features import architecture_features
 from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
 from runwatch.nas.prior import ArchSupport, OutcomePrior
+from runwatch.nas.risk import DivergenceRisk
 from runwatch.nas.search import Candidate, SearchConfig, edit_directions, search_candidates
 from runwatch.nas.seeding import Seed, budget_seeds, seed_genomes
 from runwatch.nas.space import SearchSpace
@@ -265,6 +273,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
 
 
+def _pct(p: float) -> str:
+    """A probability as a percentage: whole percents, one decimal under 1 %."""
+    return f"{100 * p:.1f}%" if p < 0.01 else f"{100 * p:.0f}%"
+
+
 def _over_budget(genome: Genome, constraints: Constraints, cfg: AdvisorConfig) -> str:
     """Why ``genome`` breaks the constraints ("" when it does not)."""
     reasons = []
@@ -304,10 +317,15 @@ class Advisor:
         self.peers = PeerSummary()
         self.support = ArchSupport()
         self.prior = OutcomePrior(self.config.target_metric)
+        self.risk = DivergenceRisk()
         self.history: list[RunObservation] = []
 
     def fit(self, history: Sequence[RunObservation]) -> Self:
-        """Learn from other runs: the surrogate from those with a target outcome, the peer statistics from all."""
+        """Learn from other runs: the surrogate from those with a target outcome, the peer statistics from all.
+
+        Also fits the divergence risk (:class:`~runwatch.nas.risk.DivergenceRisk`) on the same history;
+        it is reported in each suggestion's evidence and does not change the ranking.
+        """
         cfg = self.config
         cfg.resolved_direction()  # fail early on a bad direction
         sur_cfg = SurrogateConfig.from_dict({**cfg.surrogate.to_dict(), "seed": cfg.seed})
@@ -315,6 +333,7 @@ class Advisor:
         self.peers = PeerSummary.from_history(history)
         self.support = ArchSupport.from_history(history)
         self.prior = OutcomePrior.from_history(history, cfg.target_metric)
+        self.risk = DivergenceRisk().fit(history)
         self.history = list(history)
         return self
 
@@ -409,10 +428,16 @@ class Advisor:
             chosen.append(c)
             if len(chosen) == limit:
                 break
-        return [
+        suggestions = [
             self._suggestion(rank, c, run, cur_mean, observed, summary, peers, notes.get(c.genome.key()))
             for rank, c in enumerate(chosen, start=1)
         ]
+        if suggestions and self.risk.mode != "unfitted":
+            # Reported, not ranked on: one line per suggestion, P(diverge) of the run's genome -> the edited one.
+            p = self.risk.predict(run.hyperparameters, [base, *(s.genome for s in suggestions)])
+            for s, q in zip(suggestions, p[1:], strict=True):
+                s.evidence.append(f"{self.risk.describe()}: {_pct(float(p[0]))} -> {_pct(float(q))}")
+        return suggestions
 
     def _judge_unseen_edits(
         self,

@@ -24,6 +24,7 @@ SUMMARY_LABELS: dict[str, str] = {
     "final_train_loss": "final train loss",
     "final_val_loss": "final val/loss",
     "gap": "val/train gap",
+    "rel_gap": "val/train gap relative to the train loss",
     "params": "parameters",
     "min_layer_grad_norm": "smallest layer grad norm",
     "max_dead_frac": "largest dead-unit fraction",
@@ -43,7 +44,8 @@ def run_summary(obs: RunObservation) -> dict[str, float]:
 
     ``final_train_loss`` is the median of the last 10 % of training-loss
     points (mini-batch noise); ``final_val_loss`` the last finite validation
-    loss; ``gap`` their difference; layer statistics are medians over the last
+    loss; ``gap`` their difference, ``rel_gap`` that over the training loss
+    (the gap on the run's own loss scale); layer statistics are medians over the last
     half of the run, then the extreme layer.
 
     Examples
@@ -71,6 +73,8 @@ def run_summary(obs: RunObservation) -> dict[str, float]:
             out["final_val_loss"] = float(vv[-1])
     if "final_train_loss" in out and "final_val_loss" in out:
         out["gap"] = round(out["final_val_loss"] - out["final_train_loss"], 12)
+        if out["final_train_loss"] > 0:  # the gap on the run's own loss scale
+            out["rel_gap"] = round(out["gap"] / out["final_train_loss"], 12)
     if obs.genome is not None:
         out["params"] = float(obs.genome.params())
     grads, dead, sat = [], [], []
@@ -145,11 +149,16 @@ class PeerSummary:
     by_run: dict[str, dict[str, float]] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)
     scope: str = ""
+    flagged: frozenset[str] = frozenset()
 
     @classmethod
     def from_history(cls, history: Iterable[RunObservation]) -> PeerSummary:
         runs = list(history)
-        return cls({obs.run_id: run_summary(obs) for obs in runs}, {obs.run_id: task_of(obs) for obs in runs})
+        return cls(
+            {obs.run_id: run_summary(obs) for obs in runs},
+            {obs.run_id: task_of(obs) for obs in runs},
+            flagged=frozenset(obs.run_id for obs in runs if obs.diagnoses),
+        )
 
     def without(self, run_id: str) -> PeerSummary:
         """The same peers minus one run (a run is never its own peer)."""
@@ -157,6 +166,7 @@ class PeerSummary:
             {k: v for k, v in self.by_run.items() if k != run_id},
             {k: v for k, v in self.tasks.items() if k != run_id},
             self.scope,
+            self.flagged - {run_id},
         )
 
     def for_task(self, task: str) -> PeerSummary:
@@ -165,7 +175,33 @@ class PeerSummary:
             return self
         keep = {k for k, t in self.tasks.items() if t == task}
         return PeerSummary(
-            {k: v for k, v in self.by_run.items() if k in keep}, {k: task for k in keep if k in self.by_run}, task
+            {k: v for k, v in self.by_run.items() if k in keep},
+            {k: task for k in keep if k in self.by_run},
+            task,
+            self.flagged & keep,
+        )
+
+    def healthy(self) -> PeerSummary:
+        """The peers runwatch raised no finding for (``flagged`` holds the others).
+
+        A reference level read from these cannot be lifted by faulty runs
+        (a corpus where most runs diverged or stalled would otherwise make a
+        stalled run look ordinary).
+
+        Examples
+        --------
+        >>> peers = PeerSummary({"a": {"gap": 0.05}, "b": {"gap": 3.0}}, flagged=frozenset({"b"}))
+        >>> peers.healthy().compare("gap", 0.42)
+        "val/train gap 0.42 vs healthy-looking peers' median 0.05 (n=1)"
+        """
+        keep = {k for k in self.by_run if k not in self.flagged}
+        if len(keep) == len(self.by_run):  # nothing flagged: the same peers, said the same way
+            return self
+        scope = f"healthy-looking {self.scope}" if self.scope else "healthy-looking"
+        return PeerSummary(
+            {k: v for k, v in self.by_run.items() if k in keep},
+            {k: t for k, t in self.tasks.items() if k in keep},
+            scope,
         )
 
     def values(self, name: str) -> np.ndarray:

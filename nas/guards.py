@@ -9,7 +9,9 @@ and neither does the advisor:
 finding                        ruled out
 =============================  ===================================================
 overfitting (finding or peers) any block wider, one block more, less dropout
-underfitting / ``plateau``     any block narrower, one block fewer, more dropout
+underfitting / ``plateau``     any block narrower, one block fewer, more dropout; one block
+                               more as well while a block is a bottleneck (narrower than
+                               :func:`~runwatch.nas.space.pyramid_width`): widen it first
 ``dead_units`` in a layer      that layer wider
 ``vanishing_gradient``         one block more
 =============================  ===================================================
@@ -31,10 +33,19 @@ from runwatch.nas.evidence import PeerSummary
 from runwatch.nas.history import RunObservation
 from runwatch.nas.search import edit_directions
 from runwatch.nas.seeding import run_findings
+from runwatch.nas.space import pyramid_width
 
 __all__ = ["EditGuard"]
 
 ANY_LAYER = "*"
+
+
+def _has_bottleneck(genome: Genome | None) -> bool:
+    """An MLP with a linear block narrower than the pyramid width: more blocks would still pass through it."""
+    if genome is None or genome.family != "mlp":
+        return False
+    target = pyramid_width(genome)
+    return any(b.kind == "linear" and b.width < target for b in genome.blocks)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class EditGuard:
             banned |= {(ANY_LAYER, "width", "up"), ("", "depth", "up"), (ANY_LAYER, "dropout", "down")}
         elif kinds & {"underfitting", "plateau"}:
             banned |= {(ANY_LAYER, "width", "down"), ("", "depth", "down"), (ANY_LAYER, "dropout", "up")}
+            if _has_bottleneck(run.genome):
+                banned.add(("", "depth", "up"))
         for d in run.diagnoses:
             if d.kind == "dead_units" and d.layer:
                 banned.add((d.layer, "width", "up"))

@@ -40,14 +40,17 @@ activation alone does not help a net initialised too small; half the depth is
 still half the problem.
 
 Without a finding, the run's end-of-run numbers add the overfitting seeds
-(val/train gap above the peers' upper quartile and twice their median) or the
-underfitting ones (final training loss above the peers' upper quartile without
-such a gap; or, when the peers do not say so, the run stalled by its own
-measure). Peers are the runs of the same task when the run logs one
+(val/train gap relative to the training loss above the peers' upper quartile
+and twice their median) or the underfitting ones (final training loss above
+the upper quartile of the healthy-looking peers, those runwatch raised no
+finding for, so faulty runs cannot lift the bar, without such a gap; or, when
+the peers do not say so, the run stalled by its own measure). The "one block
+more" seed never copies a bottleneck width: the new block is as wide as the
+widest block (or the pyramid width, when the space allows it). Peers are the runs of the same task when the run logs one
 (``dataset``/``task`` hyperparameter, :func:`~runwatch.nas.evidence.task_of`):
 loss scales differ between tasks. Every seed carries the evidence it came from:
 ``"vanishing_gradient in fc3 at step 120 (grad_norm/fc3 = 1e-07)"``,
-``"val/train gap 0.42 vs dataset=digits peers' median 0.05 (n=37)"``.
+``"val/train gap relative to the train loss 4.2 vs dataset=digits peers' median 0.5 (n=37)"``.
 
 A run over its parameter or latency budget gets smaller versions of itself
 as well (:func:`budget_seeds`), evidence ``"parameters 563,210 over the limit
@@ -251,9 +254,25 @@ def _with_more_dropout(genome: Genome, idxs: Sequence[int], space: SearchSpace) 
 
 
 def _deeper(genome: Genome, space: SearchSpace) -> Genome | None:
+    """One block more after the last, never narrower than the widest block (nor than a bottleneck may grow to).
+
+    Copying a bottleneck (a block narrower than :func:`~runwatch.nas.space.pyramid_width`)
+    adds a second bottleneck, not capacity: the new block takes the widest
+    block's width, or the pyramid width when the space lets the blocks grow to it.
+    """
     if 1 not in space.depth_changes or not genome.blocks:
         return None
-    return insert_copies(genome, len(genome.blocks) - 1)
+    deeper = insert_copies(genome, len(genome.blocks) - 1)
+    last = len(genome.blocks)
+    target = max(b.width for b in genome.blocks)
+    allowed = set().union(*(width_choices(b, space, genome) for b in genome.blocks))
+    pyramid = pyramid_width(genome)
+    if target < pyramid and pyramid in allowed:
+        target = pyramid
+    new = deeper.blocks[last]
+    if new.kind != "linear" or target == new.width or target not in allowed:
+        return deeper
+    return deeper.replace_block(last, width=target, residual=False)
 
 
 def _shallower(genome: Genome, space: SearchSpace) -> Genome | None:
@@ -350,35 +369,41 @@ def _peer_rules(
 ) -> list[tuple[str, str]]:
     """(rule, evidence) from the run's end-of-run numbers against its peers (of its task), or against its own start.
 
-    Overfitting: the val/train gap above the peers' upper quartile and twice
-    their median. Underfitting: the final training loss above the peers'
-    upper quartile (no such gap); when the peers do not flag it, the run's
-    own stall (:attr:`LossProgress.stalled`).
+    Overfitting: the val/train gap relative to the training loss (the gap on
+    the run's own loss scale: 0.12 on a loss near 1 is not 0.12 on a loss near
+    0.01) above the peers' upper quartile and twice their median.
+    Underfitting: the final training loss above the upper quartile of the
+    healthy-looking peers (those runwatch raised no finding for; all peers
+    when fewer than 3), with no such gap; when the peers do not flag it, the
+    run's own stall (:attr:`LossProgress.stalled`).
     """
     out = []
     summary = run_summary(run)
     task = task_of(run)
     scoped = peers.for_task(task) if peers is not None else None
     overfit = False
-    gap = summary.get("gap", math.nan)
+    rel = summary.get("rel_gap", math.nan)
     if (
         scoped is not None
-        and scoped.n("gap") >= _MIN_PEERS
-        and math.isfinite(gap)
-        and gap > max(scoped.quantile("gap", 0.75), 2 * scoped.median("gap"), 0.0)
+        and scoped.n("rel_gap") >= _MIN_PEERS
+        and math.isfinite(rel)
+        and rel > max(scoped.quantile("rel_gap", 0.75), 2 * scoped.median("rel_gap"), 0.0)
     ):
-        out.append(("overfitting", scoped.compare("gap", gap)))
+        out.append(("overfitting", scoped.compare("rel_gap", rel)))
         overfit = True
     if overfit:
         return out
     train = summary.get("final_train_loss", math.nan)
+    reference = scoped.healthy() if scoped is not None else None
+    if reference is not None and reference.n("final_train_loss") < _MIN_PEERS:
+        reference = scoped
     if (
-        scoped is not None
-        and scoped.n("final_train_loss") >= _MIN_PEERS
+        reference is not None
+        and reference.n("final_train_loss") >= _MIN_PEERS
         and math.isfinite(train)
-        and train > scoped.quantile("final_train_loss", 0.75)
+        and train > reference.quantile("final_train_loss", 0.75)
     ):
-        out.append(("underfitting", scoped.compare("final_train_loss", train)))
+        out.append(("underfitting", reference.compare("final_train_loss", train)))
     elif progress is not None and progress.stalled:
         why = f"stalled above {STALL_RATIO:.0%} of its starting loss with val/loss close to the training loss"
         out.append(("underfitting", f"{progress.describe()}: {why}"))

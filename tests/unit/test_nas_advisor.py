@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from runwatch.nas.advisor import (
     AdvisorConfig,
     Constraints,
     NoArchitectureError,
+    _pct,
     estimated_latency_ms,
     infer_direction,
 )
@@ -25,6 +27,7 @@ from runwatch.nas.observations import (
     observation_from_store,
     observation_to_dict,
 )
+from runwatch.nas.risk import DivergenceRisk
 from tests.fixtures.nas.mlp_fixture import load_runs
 
 
@@ -122,13 +125,37 @@ def test_suggestions_are_ranked_by_predicted_effect_and_deterministic(runs):
     ]
 
 
+def test_each_suggestion_reports_its_divergence_risk_without_changing_the_ranking(runs):
+    run = _run(runs, "digits-06")
+    fitted = Advisor(AdvisorConfig(seed=0)).fit(runs)
+    out = fitted.suggest(run, Constraints(num_suggestions=3))
+    risk = DivergenceRisk().fit(runs)  # the same history, fitted on its own
+    assert (fitted.risk.mode, fitted.risk.n_runs, fitted.risk.n_diverged) == (risk.mode, risk.n_runs, risk.n_diverged)
+    p = risk.predict(run.hyperparameters, [run.genome, *(s.genome for s in out)])
+    pattern = re.compile(r"divergence risk \((logistic|base rate), \d+ of \d+ runs diverged\): [\d.]+% -> [\d.]+%")
+    for s, q in zip(out, p[1:], strict=True):
+        lines = [e for e in s.evidence if e.startswith("divergence risk")]
+        assert len(lines) == 1 and pattern.fullmatch(lines[0]), s.evidence
+        assert lines[0] == f"{risk.describe()}: {_pct(float(p[0]))} -> {_pct(float(q))}"
+    # reported, not ranked on: without the risk model the same suggestions come out in the same order
+    unrisked = Advisor(AdvisorConfig(seed=0)).fit(runs)
+    unrisked.risk = DivergenceRisk()
+    plain = unrisked.suggest(run, Constraints(num_suggestions=3))
+    assert [(s.genome.key(), s.effect) for s in plain] == [(s.genome.key(), s.effect) for s in out]
+    assert all(not any(e.startswith("divergence risk") for e in s.evidence) for s in plain)
+    # deterministic: a second fit says the same
+    again = Advisor(AdvisorConfig(seed=0)).fit(runs).suggest(run, Constraints(num_suggestions=3))
+    assert [s.evidence for s in again] == [s.evidence for s in out]
+
+
 def test_each_suggestion_is_a_diff_with_evidence_from_logs_and_peers(runs, advisor):
     run = _run(runs, "digits-23")  # overfitting and a loss spike
     for s in advisor.suggest(run):
         assert s.changes and all(c.description for c in s.changes)
         assert run.genome.diff(s.genome) == s.changes
         assert any("vs peers' median" in e and "(n=" in e for e in s.evidence), s.evidence
-        assert s.evidence[-1].startswith("surrogate (forest, 53 runs with val/loss)")
+        assert s.evidence[-2].startswith("surrogate (forest, 53 runs with val/loss)")
+        assert s.evidence[-1].startswith("divergence risk (")
         # anchored on what the run reached: val/loss 0.553, predicted lower by -delta
         assert s.effect.metric == "val/loss"
         assert s.effect.predicted == pytest.approx(run.outcome["val/loss"] + s.effect.delta)

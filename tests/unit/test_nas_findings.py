@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from runwatch.nas.architecture import Block, Genome
 from runwatch.nas.evidence import PeerSummary, task_of
@@ -58,7 +59,7 @@ def test_a_stalled_run_without_a_finding_or_peers_is_seeded_as_underfitting():
     assert [_edits(NARROW, s.genome) for s in seeds] == [
         ["fc1-fc3: 2 -> 32 units"],
         ["fc1-fc3: 2 -> 4 units"],
-        ["depth 3 -> 4 (add block new.1 (2 units, ReLU) after fc3)"],
+        ["depth 3 -> 4 (add block new.1 (32 units, ReLU) after fc3)"],  # not a copy of the bottleneck
     ]
     assert all(within(s.genome, NARROW, SearchSpace()) for s in seeds)
     guard = EditGuard.for_run(run)
@@ -121,3 +122,73 @@ def test_a_vanishing_gradient_in_a_run_that_trains_stays_a_layer_finding():
         ["add LayerNorm after fc3"],
         ["add residual connection around fc3"],
     ]
+
+
+def test_the_gap_is_judged_relative_to_the_training_loss():
+    # digits peers that trained well: a small absolute gap on a small loss (relative gap 0.5-1.0)
+    digits = {f"d{i}": {"final_train_loss": 0.05 + 0.01 * i, "gap": 0.05} for i in range(8)}
+    for v in digits.values():
+        v["rel_gap"] = v["gap"] / v["final_train_loss"]
+    peers = PeerSummary(digits, dict.fromkeys(digits, "dataset=digits"))
+    # a narrow run near loss 1 with a 0.12 gap: 2.4x the peers' absolute gap, but only 12 % of its own loss
+    narrow = _run(NARROW, _curve(2.3, 1.0), 1.12, dataset="digits")
+    kinds = [f.kind for f in run_findings(narrow, peers)]
+    assert "overfitting" not in kinds and "underfitting" in kinds
+    guard = EditGuard.for_run(narrow, peers)
+    assert guard.allows(NARROW, NARROW.replace_block(0, width=4))  # widening is not ruled out
+    # a run that fits its training data and not the validation data is still overfitting
+    wide = Genome(64, 10, (Block("fc1", "linear", 512, "relu"),))
+    overfit = _run(wide, _curve(2.3, 0.02), 0.4, dataset="digits")
+    (finding,) = run_findings(overfit, peers)
+    assert finding.kind == "overfitting"
+    assert finding.evidence[0].startswith(
+        "val/train gap relative to the train loss 18.8 vs dataset=digits peers' median 0.59"
+    )
+
+
+def test_underfitting_is_judged_against_healthy_looking_peers_that_faulty_runs_cannot_lift():
+    healthy = {f"h{i}": {"final_train_loss": 0.05 + 0.01 * i} for i in range(5)}
+    faulty = {f"f{i}": {"final_train_loss": 1.09} for i in range(8)}  # stuck near chance: they lift the quartile
+    runs = {**healthy, **faulty}
+    tasks = dict.fromkeys(runs, "dataset=wine")
+    # halved its loss (not stalled), and below the upper quartile of all wine runs (1.09)
+    run = _run(NARROW, _curve(1.1, 0.45), 0.47, dataset="wine")
+    assert not loss_progress(run).stalled
+    assert run_findings(run, PeerSummary(runs, tasks)) == []  # without knowing which peers are faulty
+    peers = PeerSummary(runs, tasks, flagged=frozenset(faulty))
+    (finding,) = run_findings(run, peers)
+    assert finding.kind == "underfitting"
+    assert finding.evidence == ("final train loss 0.45 vs healthy-looking dataset=wine peers' median 0.07 (n=5)",)
+    # too few healthy-looking peers: back to all of the task's peers
+    few = PeerSummary(runs, tasks, flagged=frozenset(list(faulty) + ["h0", "h1", "h2"]))
+    assert run_findings(run, few) == []
+
+
+def test_peer_summary_from_history_marks_runs_with_findings():
+    ok = _run(NARROW, _curve(2.3, 0.3), 0.35, dataset="wine")
+    plateau = [Diagnosis("plateau", "", "loss", 200, 2.0)]
+    bad = RunObservation("bad", NARROW, hyperparameters={"dataset": "wine"}, series=ok.series, diagnoses=plateau)
+    peers = PeerSummary.from_history([ok, bad])
+    assert peers.flagged == frozenset({"bad"})
+    assert set(peers.for_task("dataset=wine").healthy().by_run) == {"target"}
+    assert peers.without("bad").flagged == frozenset()
+    summary = peers.by_run["target"]
+    assert summary["rel_gap"] == pytest.approx(summary["gap"] / summary["final_train_loss"])
+
+
+def test_one_block_more_never_copies_a_bottleneck_and_is_ruled_out_while_one_remains():
+    space = SearchSpace()
+    # 64 -> 16 -> 2 -> 10: the new block takes the pyramid width (sqrt(64 * 10) -> 32), not the 2 units of fc2
+    funnel = Genome(64, 10, (Block("fc1", "linear", 16, "relu"), Block("fc2", "linear", 2, "relu")))
+    run = _run(funnel, _curve(2.3, 1.6), 1.7)
+    deeper = [s.genome for s in seed_genomes(run, space) if s.genome.depth == 3]
+    assert [b.width for b in deeper[0].blocks] == [16, 2, 32] and within(deeper[0], funnel, space)
+    guard = EditGuard.for_run(run)
+    assert not guard.allows(funnel, deeper[0])  # widen the bottleneck first
+    assert guard.allows(funnel, funnel.replace_block(1, width=32))
+    # no bottleneck: one block more is allowed, as wide as the widest block
+    roomy = Genome(64, 10, (Block("fc1", "linear", 64, "relu"), Block("fc2", "linear", 32, "relu")))
+    run = _run(roomy, _curve(2.3, 1.6), 1.7)
+    deeper = [s.genome for s in seed_genomes(run, space) if s.genome.depth == 3]
+    assert [b.width for b in deeper[0].blocks] == [64, 32, 64]
+    assert EditGuard.for_run(run).allows(roomy, deeper[0])

@@ -90,8 +90,9 @@ def test_a_strong_finding_outranks_a_surrogate_that_never_saw_its_fix(history):
     assert "so the surrogate cannot judge it" in top.evidence[0]
     assert top.evidence[1].startswith("prior = median val/loss of the 48 history runs of dataset=digits")
     assert any(e.endswith("the net did not train") for e in top.evidence)
-    assert top.evidence[-1].startswith("surrogate (forest, 48 runs with val/loss)")
-    assert top.evidence[-1].endswith("(outside its data)")
+    assert top.evidence[-2].startswith("surrogate (forest, 48 runs with val/loss)")
+    assert top.evidence[-2].endswith("(outside its data)")
+    assert top.evidence[-1] == "divergence risk (base rate, 0 of 48 runs diverged): 2% -> 2%"
 
 
 def test_without_the_prior_unseen_edits_keep_the_surrogate_with_a_widened_uncertainty(history):

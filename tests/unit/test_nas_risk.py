@@ -28,7 +28,11 @@ def test_the_risk_rises_with_the_learning_rate_when_the_history_says_so():
     for i, lr in enumerate(10 ** rng.uniform(-4, 0, 80)):
         width = int(rng.choice([32, 64, 128]))
         g = G.replace_block(0, width=width)
-        history.append(RunObservation(f"r{i}", g, hyperparameters={"lr": float(lr)}, outcome={"val/loss": math.nan if lr > 0.1 else 0.3}))
+        history.append(
+            RunObservation(
+                f"r{i}", g, hyperparameters={"lr": float(lr)}, outcome={"val/loss": math.nan if lr > 0.1 else 0.3}
+            )
+        )
     risk = DivergenceRisk().fit(history)
     assert risk.mode == "logistic" and risk.n_runs == 80 and 10 <= risk.n_diverged <= 40
     low, mid, high = (float(risk.predict({"lr": lr}, [G])[0]) for lr in (1e-3, 0.1, 0.8))

@@ -117,10 +117,11 @@ def test_gradient_blowups_add_normalization(kind):
 
 
 def test_peers_flag_overfitting_and_underfitting_without_a_finding():
-    peers = PeerSummary({f"p{i}": {"gap": 0.05 + 0.01 * i, "final_train_loss": 0.4 + 0.01 * i} for i in range(5)})
-    overfit = _seeds(_run(), peers=peers)  # gap 0.5 - 0.05 = 0.45
+    numbers = [{"gap": 0.05 + 0.01 * i, "final_train_loss": 0.4 + 0.01 * i} for i in range(5)]
+    peers = PeerSummary({f"p{i}": {**n, "rel_gap": n["gap"] / n["final_train_loss"]} for i, n in enumerate(numbers)})
+    overfit = _seeds(_run(), peers=peers)  # gap 0.5 - 0.05 = 0.45, 9x the training loss; the peers' ~0.17x
     assert [s.rule for s in overfit] == ["overfitting"] * 3
-    assert overfit[0].evidence == ("val/train gap 0.45 vs peers' median 0.07 (n=5)",)
+    assert overfit[0].evidence == ("val/train gap relative to the train loss 9 vs peers' median 0.167 (n=5)",)
     flat = np.linspace(2.0, 1.5, STEPS.size)  # no gap, training loss far above the peers'
     under = _seeds(_run(**{"loss": (STEPS, flat), "val/loss": (STEPS, flat)}), peers=peers)
     assert [s.rule for s in under] == ["underfitting"] * 2
