@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from runwatch.service.store import RunStore
-from runwatch.v1 import service_pb2
+from runwatch.v1 import runs_pb2, service_pb2
 
 __all__ = ["AdviceError", "AdviceService", "missing_nas_modules"]
 
@@ -67,30 +67,23 @@ def _check_request(request: service_pb2.SuggestRequest) -> None:
 @dataclass
 class _FittedAdvisor:
     advisor: object
-    history_ids: frozenset[str]
+    history_key: frozenset[tuple[str, int, int]]
 
 
 class AdviceService:
     """Answers SuggestRequests from a store; keeps one fitted advisor per (project, target).
 
-    A fitted advisor is reused until the project's set of finished runs changes,
-    so repeated questions about a project do not refit the surrogate.
+    A fitted advisor is reused while the project's runs (ids, statuses, event
+    counts: what the store's run list says without reading any event) stay the
+    same, so repeated questions do not re-read every run's events nor refit.
+    ``prior`` are the runs of the ``--advisor-history`` file, added to every project's history.
     """
 
-    def __init__(self, store: RunStore, history_file: Path | None = None) -> None:
+    def __init__(self, store: RunStore, prior: list | None = None) -> None:
         self.store = store
-        self.history_file = history_file
-        self._prior: list | None = None
+        self._prior = list(prior or [])  # runs of --advisor-history, read once by the server
         self._lock = threading.Lock()
         self._fitted: dict[tuple[str, str], _FittedAdvisor] = {}
-
-    def _prior_runs(self) -> list:
-        """Runs of the history file (read on first use; the settings already checked it)."""
-        if self._prior is None:
-            from runwatch.nas.history_file import read_history
-
-            self._prior = read_history(self.history_file) if self.history_file is not None else []
-        return self._prior
 
     def suggest(self, request: service_pb2.SuggestRequest) -> service_pb2.SuggestResponse:
         _check_request(request)
@@ -106,7 +99,12 @@ class AdviceService:
 
         target = request.target_metric or "val/loss"
         self.store.flush()
-        run_id = request.run_id or self._best_run(request.project, target)
+        project_runs = None
+        if request.run_id:
+            run_id = request.run_id
+        else:
+            project_runs = history_from_store(self.store, project=request.project, limit=HISTORY_LIMIT)
+            run_id = _best_run(project_runs, request.project, target)
         info = self.store.get_run(run_id)
         if info is None:
             raise AdviceError(grpc.StatusCode.NOT_FOUND, f"run_id: no run {run_id!r}")
@@ -121,13 +119,14 @@ class AdviceService:
                 "(the Python client fills it from runwatch.client.torch_watch.describe_architecture)",
             )
         project = info.project or "default"
-        history = [
-            h
-            for h in history_from_store(self.store, project=project, limit=HISTORY_LIMIT)
-            if h.run_id != run_id
-        ]
-        history += [h for h in self._prior_runs() if h.run_id != run_id]
-        advisor = self._advisor(project, target, history)
+
+        def history() -> list:
+            runs = project_runs
+            if runs is None or project != request.project:
+                runs = history_from_store(self.store, project=project, limit=HISTORY_LIMIT)
+            return [h for h in runs + self._prior if h.run_id != run_id]
+
+        advisor = self._advisor(project, target, run_id, history)
         c = request.constraints
         constraints = Constraints(
             max_params=int(c.max_params),
@@ -140,36 +139,21 @@ class AdviceService:
             raise AdviceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
         return self._response(run_id, suggestions)
 
-    def _best_run(self, project: str, target: str) -> str:
-        from runwatch.nas.observations import history_from_store
-
-        runs = [
-            r
-            for r in history_from_store(self.store, project=project, limit=HISTORY_LIMIT)
-            if math.isfinite(r.outcome.get(target, math.nan))  # diverged runs carry non-finite outcomes
-        ]
-        if not runs:
-            raise AdviceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"project: no finished run of project {project!r} reports {target!r}; name a run_id instead",
-            )
-        from runwatch.nas.advisor import infer_direction
-
-        maximize = infer_direction(target) == "maximize"
-        best = max(runs, key=lambda r: r.outcome[target] if maximize else -r.outcome[target])
-        return best.run_id
-
-    def _advisor(self, project: str, target: str, history: list) -> object:
+    def _advisor(self, project: str, target: str, run_id: str, history: Callable[[], list]) -> object:
         from runwatch.nas.advisor import Advisor, AdvisorConfig
 
-        ids = frozenset(h.run_id for h in history)
+        key = frozenset(
+            (r.run_id, r.status, r.event_count)
+            for r in self.store.list_runs(project=project, limit=HISTORY_LIMIT)
+            if r.run_id != run_id and r.kind != runs_pb2.RUN_KIND_DEPLOYMENT
+        )
         with self._lock:
             cached = self._fitted.get((project, target))
-            if cached is not None and cached.history_ids == ids:
+            if cached is not None and cached.history_key == key:
                 return cached.advisor
-        advisor = Advisor(AdvisorConfig(target_metric=target)).fit(history)
+        advisor = Advisor(AdvisorConfig(target_metric=target)).fit(history())
         with self._lock:
-            self._fitted[(project, target)] = _FittedAdvisor(advisor, ids)
+            self._fitted[(project, target)] = _FittedAdvisor(advisor, key)
         return advisor
 
     @staticmethod
@@ -192,3 +176,17 @@ class AdviceService:
             out.cost.CopyFrom(service_pb2.CostDelta(params=int(s.params_delta), flops=int(s.flops_delta)))
         return response
 
+
+
+def _best_run(runs: list, project: str, target: str) -> str:
+    """The run of ``runs`` with the best finite ``target`` outcome."""
+    from runwatch.nas.advisor import infer_direction
+
+    finished = [r for r in runs if math.isfinite(r.outcome.get(target, math.nan))]  # diverged runs: NaN/Inf
+    if not finished:
+        raise AdviceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"project: no finished run of project {project!r} reports {target!r}; name a run_id instead",
+        )
+    sign = 1.0 if infer_direction(target) == "maximize" else -1.0
+    return max(finished, key=lambda r: sign * r.outcome[target]).run_id

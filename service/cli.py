@@ -110,10 +110,14 @@ def serve(
         via = f", kafka: {settings.kafka.bootstrap} group {settings.kafka.group}" if settings.kafka.enabled else ""
         typer.echo(f"runwatch serving on {settings.host}:{bound} (data: {settings.data_dir}{via})", err=True)
 
+    from runwatch.nas.history_file import HistoryFileError
+
     try:
         asyncio.run(run_server(settings, ready))
     except OSError as exc:
         _fail(str(exc))
+    except HistoryFileError as exc:
+        _fail(f"advisor_history: {exc}")
 
 
 @app.command()

@@ -15,9 +15,6 @@ __all__ = ["run_search"]
 
 
 def _format(result, seconds: float) -> str:
-    from runwatch.nas.trials import TrialsResult
-
-    assert isinstance(result, TrialsResult)
     base = result.base
     lines = [f"{len(result.trials)} trial(s), strategy {result.strategy}, seed {result.seed}, {seconds:.1f} s"]
     lines.append(f"{'#':>3}  {'value':>12}  {'params':>10}  {'s':>6}  changes")

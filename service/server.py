@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from runwatch.nas.history_file import read_history
 from runwatch.service.advice import AdviceError, AdviceService
 from runwatch.service.hub import AnomalyHub
 from runwatch.service.pipeline import BatchResult, DetectionPipeline
@@ -145,7 +146,7 @@ class AdvisorServicer(service_pb2_grpc.AdvisorServiceServicer):
     """Suggest runs in a worker thread: fitting the surrogate and searching take seconds."""
 
     def __init__(self, server: RunwatchServer) -> None:
-        self.advice = AdviceService(server.store, server.settings.advisor_history)
+        self.advice = server.advice
 
     async def Suggest(self, request: service_pb2.SuggestRequest, context) -> service_pb2.SuggestResponse:
         try:
@@ -176,7 +177,9 @@ class RunwatchServer:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.hub = AnomalyHub()
+        prior = read_history(settings.advisor_history) if settings.advisor_history else []  # before the store opens
         self.store = RunStore(settings.db_path)
+        self.advice = AdviceService(self.store, prior)
         self.pipeline = DetectionPipeline(settings, self.store, publish=self._publish)
         self.health = HealthServicer()
         self.port = 0

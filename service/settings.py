@@ -64,11 +64,9 @@ class ServiceSettings(BaseSettings):
     @field_validator("advisor_history")
     @classmethod
     def _check_advisor_history(cls, value: Path | None) -> Path | None:
-        # Read once here so a bad file stops `serve` at start, naming the entry, not at the first Suggest.
-        if value is not None:
-            from runwatch.nas.history_file import read_history
-
-            read_history(value)
+        # Its content is read (and checked entry by entry) once, when the server is built.
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
         return value
 
     @property

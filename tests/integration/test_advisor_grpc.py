@@ -238,8 +238,17 @@ def test_a_history_file_gives_a_new_project_a_fitted_surrogate(corpus_history, t
         with grpc.insecure_channel(srv.target) as channel:
             r = suggest(channel, run_id="lonely")
         assert r.suggestions
-        fitted_on = [int(m) for s in r.suggestions for e in s.evidence for m in re.findall(r"(\d+) runs with val/loss", e)]
-        assert fitted_on and min(fitted_on) >= 30, [e for s in r.suggestions for e in s.evidence]
+        def fitted_on(response) -> set[int]:
+            return {int(m) for s in response.suggestions for e in s.evidence for m in re.findall(r"(\d+) runs with val/loss", e)}
+
+        assert fitted_on(r) and min(fitted_on(r)) >= 30, [e for s in r.suggestions for e in s.evidence]
+        # A run that finishes in the project afterwards is learned from on the next question (no stale fit).
+        client = RunwatchClient(srv.target, flush_on_exit=False)
+        train_and_stream(client, "second", 64, 1, 0.0, 1400)
+        client.close(timeout=5)
+        with grpc.insecure_channel(srv.target) as channel:
+            again = suggest(channel, run_id="lonely")
+        assert fitted_on(again) == {n + 1 for n in fitted_on(r)}
     finally:
         srv.stop()
 
