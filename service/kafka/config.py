@@ -106,16 +106,46 @@ class KafkaSettings(BaseSettings):
             "request_timeout_ms": min(self.delivery_timeout_ms - 1, 15_000),
         }
 
-    def consumer_options(self) -> dict:
-        return {
-            **self.common_options(),
-            "client_id": f"{self.client_id}-detector",
-            "group_id": self.group,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "session_timeout_ms": self.session_timeout_ms,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms,
-            "max_poll_records": self.max_poll_records,
-            "fetch_max_wait_ms": 100,
-            "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
+    def consumer_config(self) -> dict:
+        """librdkafka configuration of the detector's group consumer (confluent-kafka).
+
+        The detector reads with librdkafka rather than kafka-python: its threads fetch
+        and check records in C while the event loop detects, so fetching overlaps
+        detection instead of taking turns with it under the GIL.
+        """
+        conf: dict = {
+            "bootstrap.servers": ",".join(s.strip() for s in self.bootstrap.split(",") if s.strip()),
+            "client.id": f"{self.client_id}-detector",
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": self.max_partition_fetch_bytes,
+            # Prefetch (one queue for all partitions) is bounded: some fetches ahead of detection. When it
+            # is full librdkafka waits fetch.queue.backoff.ms before fetching again (1 s by default: an idle
+            # second per full queue).
+            "queued.max.messages.kbytes": 16 * self.max_partition_fetch_bytes // 1024,
+            "fetch.queue.backoff.ms": 20,
+            "reconnect.backoff.ms": self.reconnect_backoff_ms,
+            "reconnect.backoff.max.ms": self.reconnect_backoff_max_ms,
+            "security.protocol": self.security_protocol,
         }
+        if self.sasl_mechanism:
+            conf.update(
+                {
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password.get_secret_value(),
+                }
+            )
+        for ours, theirs in (
+            ("ssl_cafile", "ssl.ca.location"),
+            ("ssl_certfile", "ssl.certificate.location"),
+            ("ssl_keyfile", "ssl.key.location"),
+        ):
+            if getattr(self, ours):
+                conf[theirs] = getattr(self, ours)
+        return conf

@@ -1,7 +1,8 @@
 """The detector consumer: ingest topic -> pipeline -> anomaly topic, committing only what is delivered.
 
-One thread per instance polls the ingest topic in a consumer group. Records
-are handled in cycles (the polls of up to ``commit_interval_ms``, ended early
+One thread per instance polls the ingest topic in a consumer group, through
+librdkafka (confluent-kafka): its own threads fetch ahead while the event loop
+detects, so reading the topic and detecting overlap. Records are handled in cycles (the polls of up to ``commit_interval_ms``, ended early
 when the topic has nothing more or a rebalance begins):
 
 1. on the server's event loop, every record is decoded and ingested (one
@@ -31,10 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from runwatch.service.kafka import codecs
 from runwatch.service.kafka.checkpoints import CheckpointStore
@@ -47,6 +45,25 @@ from runwatch.v1 import anomaly_pb2
 log = logging.getLogger("runwatch.kafka")
 
 
+@dataclass(slots=True, frozen=True)
+class InRecord:
+    """One ingest record, read off its librdkafka message once."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms since the epoch; -1 when the record has none
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+    @classmethod
+    def of(cls, msg: Message) -> InRecord:
+        return cls(
+            msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), msg.headers() or []
+        )
+
+
 @dataclass(slots=True)
 class Cycle:
     """What one poll produced, in delivery order."""
@@ -55,7 +72,7 @@ class Cycle:
     dead_letters: list[OutRecord] = field(default_factory=list)
     checkpoints: list[OutRecord] = field(default_factory=list)
     durable: list = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)  # ingest partition -> next offset
     touched: dict[int, set[str]] = field(default_factory=dict)  # ingest partition -> run ids
     events: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -74,20 +91,11 @@ class ConsumerStats:
     restored_runs: int = 0
     rebalances: int = 0
     errors: int = 0
+    client_errors: int = 0  # errors librdkafka reported (it retries them itself)
+    first_assigned_at: float = 0.0  # time.perf_counter() of the first partition assignment
+    assignment_done_at: float = 0.0  # ... and once its runs were restored (fetching starts)
     first_record_at: float = 0.0  # time.perf_counter() of the first polled record
     last_commit_at: float = 0.0
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, owner: DetectorConsumer) -> None:
-        self.owner = owner
-
-    def on_partitions_revoked(self, revoked) -> None:
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
-        self.owner._finish_cycle()  # commit while the offsets are still ours
-
-    def on_partitions_assigned(self, assigned) -> None:
-        self.owner._assigned({tp.partition for tp in assigned if tp.topic == self.owner.settings.ingest_topic})
 
 
 class DetectorConsumer:
@@ -117,7 +125,7 @@ class DetectorConsumer:
         self.runs_of: dict[int, set[str]] = defaultdict(set)  # ingest partition -> run ids seen there
         self.ready = threading.Event()  # set once the first assignment is restored
         self._thread = threading.Thread(target=self._main, name="runwatch-kafka-consumer", daemon=True)
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: Consumer | None = None
         self._cycle: Cycle | None = None
         self._draining = threading.Event()
 
@@ -152,9 +160,13 @@ class DetectorConsumer:
         while not (self.stopping.is_set() or self._draining.is_set()):
             try:
                 if self._consumer is None:
-                    self._consumer = KafkaConsumer(**self.settings.consumer_options())
-                    self._consumer.subscribe([self.settings.ingest_topic], listener=_Rebalance(self))
-                records = self._consumer.poll(timeout_ms=0 if self._cycle else 200)
+                    self._consumer = self._create_consumer()
+                # consume() waits for a full batch; poll() returns the first record as soon as it is there.
+                first = self._consumer.poll(0 if self._cycle else 0.2)
+                messages = (
+                    [] if first is None else [first, *self._consumer.consume(self.settings.max_poll_records - 1, 0)]
+                )
+                records = self._by_partition(messages)
                 if records:
                     if not self.stats.first_record_at:
                         self.stats.first_record_at = time.perf_counter()
@@ -180,12 +192,56 @@ class DetectorConsumer:
                 log.exception("the last cycle was not committed; its records will be re-delivered")
         self._reset_consumer()
 
+    def _create_consumer(self) -> Consumer:
+        consumer = Consumer(
+            {
+                **self.settings.consumer_config(),
+                "logger": logging.getLogger("runwatch.kafka.librdkafka"),
+                "error_cb": self._client_error,
+            }
+        )
+        consumer.subscribe([self.settings.ingest_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return consumer
+
+    def _client_error(self, err: KafkaError) -> None:
+        self.stats.client_errors += 1
+        log.warning("kafka client: %s", err)
+
+    def _by_partition(self, messages: list[Message]) -> dict[int, list[InRecord]]:
+        records: dict[int, list[InRecord]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self.stats.client_errors += 1
+                    log.warning("kafka consume: %s", err)
+                continue
+            rec = InRecord.of(msg)
+            part = records.get(rec.partition)
+            if part is None:
+                part = records[rec.partition] = []
+            part.append(rec)
+        return records
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        self._finish_cycle()  # commit while the offsets are still ours
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self.stats.first_assigned_at:
+            self.stats.first_assigned_at = time.perf_counter()
+        self._assigned({tp.partition for tp in partitions if tp.topic == self.settings.ingest_topic})
+        if not self.stats.assignment_done_at:
+            self.stats.assignment_done_at = time.perf_counter()
+
     def _reset_consumer(self) -> None:
         self._cycle = None  # not committed: its records are re-delivered
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
-                consumer.close(autocommit=False)
+                consumer.close()
             except Exception:
                 log.debug("closing the consumer failed", exc_info=True)
         # Uncommitted records will be re-delivered, possibly to another instance: drop our runs,
@@ -219,18 +275,24 @@ class DetectorConsumer:
         self.stats.dead_letters += len(cycle.dead_letters)
         self.stats.checkpoints += len(cycle.checkpoints)
         self.stats.events += cycle.events
+        topic = self.settings.ingest_topic
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in cycle.offsets.items()})
+            committed = self._consumer.commit(
+                offsets=[TopicPartition(topic, part, off) for part, off in cycle.offsets.items()], asynchronous=False
+            )
+            failed = [tp for tp in committed or () if tp.error is not None]
+            if failed:
+                raise KafkaException(failed[0].error)
             self.stats.commits += 1
             self.stats.last_commit_at = time.perf_counter()
-        except KafkaError as exc:
+        except KafkaException as exc:
             # The group moved on (a rebalance): these records go to the partition's next owner,
             # which finds our checkpoints and treats what we already did as duplicates.
             self.stats.commit_failures += 1
             log.warning("offset commit failed (%s); the records will be re-delivered", exc)
         self._cycle = None
 
-    def _process(self, records: dict, cycle: Cycle) -> Cycle:
+    def _process(self, records: dict[int, list[InRecord]], cycle: Cycle) -> Cycle:
         """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""
         s = self.settings
         server = self.server
@@ -238,10 +300,9 @@ class DetectorConsumer:
         max_bytes = server.settings.max_batch_bytes
         server.kafka_cycle_open = True
         try:
-            for tp, batch in records.items():
-                part = tp.partition
+            for part, batch in records.items():
                 for rec in batch:
-                    cycle.offsets[tp] = rec.offset + 1
+                    cycle.offsets[part] = rec.offset + 1
                     self.stats.records += 1
                     size = len(rec.value or b"")
                     if size > max_bytes:
@@ -264,7 +325,7 @@ class DetectorConsumer:
                     try:
                         ingested = self._ingest(rec, fmt, t0)
                     except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
-                        log.exception("ingest failed on record %s-%d@%d", tp.topic, part, rec.offset)
+                        log.exception("ingest failed on record %s-%d@%d", rec.topic, part, rec.offset)
                         cycle.dead_letters.append(
                             dead_letter(
                                 s.dlq_topic,

@@ -21,7 +21,7 @@ MAX_VIOLATIONS = 100
 def dead_letter(
     dlq_topic: str, record, kind: str, violations: list[tuple[str, str]], accepted: int = 0
 ) -> OutRecord:
-    """The DLQ record for ``record`` (a kafka-python ``ConsumerRecord``).
+    """The DLQ record for ``record`` (an ingest record: topic, partition, offset, timestamp, key, value, headers).
 
     Key, value and the original headers are kept byte for byte so the record can
     be fixed and produced again; runwatch's headers come after them.

@@ -24,6 +24,7 @@ _COUNTERS = (
     ("restored_runs", "Runs restored from the state topic after a partition assignment"),
     ("rebalances", "Partition assignments received"),
     ("errors", "Consumer errors recovered from"),
+    ("client_errors", "Errors the consumer's client (librdkafka) reported and retried itself"),
 )
 
 

@@ -89,8 +89,13 @@ def test_settings_from_environment_and_client_options(monkeypatch):
     assert p["bootstrap_servers"] == ["k1:9092", "k2:9092"] and p["compression_type"] == "gzip"
     assert p["acks"] == "all" and p["enable_idempotence"] is True
     assert p["sasl_plain_password"] == "s3cret" and p["reconnect_backoff_max_ms"] == 5000
-    c = k.consumer_options()
-    assert c["enable_auto_commit"] is False and c["group_id"] == "runwatch-detector"
+    c = k.consumer_config()
+    assert c["enable.auto.commit"] is False and c["group.id"] == "runwatch-detector"
+    assert c["bootstrap.servers"] == "k1:9092,k2:9092" and c["sasl.password"] == "s3cret"
+    assert c["sasl.mechanism"] == "SCRAM-SHA-512" and c["reconnect.backoff.max.ms"] == 5000
+    from confluent_kafka import Consumer
+
+    Consumer(c).close()  # librdkafka accepts every key and value
     assert KafkaSettings(bootstrap="x", acks="1").producer_options()["enable_idempotence"] is False
     with pytest.raises(ValidationError, match="unknown compression 'brotli'"):
         KafkaSettings(compression="brotli")
@@ -98,3 +103,65 @@ def test_settings_from_environment_and_client_options(monkeypatch):
     from runwatch.service.settings import ServiceSettings
 
     assert not ServiceSettings().kafka.enabled
+
+
+def _filled(message, rng, depth: int = 0):
+    """Every field of ``message`` set to an awkward value (non-finite doubles, 64-bit extremes, unknown enums)."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    doubles = [math.nan, math.inf, -math.inf, -0.0, 1e300, 5e-324, 0.1, 0.0]
+    ints64 = [0, -(2**63), 2**63 - 1, 2**53 + 1, 7]
+    for field in message.DESCRIPTOR.fields:
+        n = rng.integers(0, 4) if field.is_repeated else 1
+        values = []
+        for _ in range(n):
+            if field.cpp_type == F.CPPTYPE_MESSAGE:
+                if depth > 2:
+                    continue
+                sub = getattr(message, field.name).add() if field.is_repeated else getattr(message, field.name)
+                _filled(sub, rng, depth + 1)
+                continue
+            if field.cpp_type == F.CPPTYPE_DOUBLE:
+                values.append(doubles[rng.integers(len(doubles))])
+            elif field.cpp_type == F.CPPTYPE_INT64:
+                values.append(ints64[rng.integers(len(ints64))])
+            elif field.cpp_type == F.CPPTYPE_INT32:
+                values.append(int(rng.integers(-(2**31), 2**31)))
+            elif field.cpp_type == F.CPPTYPE_ENUM:
+                values.append(int(rng.integers(0, len(field.enum_type.values) + 3)))  # some unknown numbers
+            elif field.cpp_type == F.CPPTYPE_STRING:
+                values.append(rng.choice(["", "loss", "ü∆\"\\\n", "layer.0/weight"]))
+            elif field.cpp_type == F.CPPTYPE_BOOL:
+                values.append(bool(rng.integers(2)))
+        if values and field.is_repeated:
+            getattr(message, field.name).extend(values)
+        elif values and rng.random() < 0.8:  # some left at their default
+            setattr(message, field.name, values[0])
+    return message
+
+
+def test_anomaly_json_equals_json_format_on_awkward_values():
+    import json
+
+    import numpy as np
+    from google.protobuf import json_format
+
+    from runwatch.service.kafka.proto_json import _plan, message_to_json_object
+
+    assert _plan(anomaly_pb2.Anomaly.DESCRIPTOR) is not None  # anomalies take the compiled path
+    rng = np.random.default_rng(0)
+
+    def reference(m):
+        return json_format.MessageToDict(m, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+    for _ in range(300):
+        a = _filled(anomaly_pb2.Anomaly(), rng)
+        ours = message_to_json_object(a)
+        assert json.dumps(ours, sort_keys=True) == json.dumps(reference(a), sort_keys=True)
+        value, headers = codecs.encode_anomaly(a)
+        back = codecs.decode_anomaly(value, headers)
+        assert back.id == a.id and back.step == a.step and len(back.evidence) == len(a.evidence)
+    # A type with a map (EventBatch) is left to json_format, with the same result.
+    b = runs_pb2.EventBatch(sequence=3)
+    b.events.add(run_id="r", step=1).metrics["loss"] = math.nan
+    assert message_to_json_object(b) == reference(b)
