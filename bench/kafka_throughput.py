@@ -3,7 +3,8 @@
 Fills an ingest topic with N runs x M steps (15 metrics per event, BATCH events
 per record, key = run id; the same data as bench/ingest_throughput.py, with
 its loss spikes and NaNs), then reads the whole topic three times, each by a
-fresh consumer group in its own process:
+fresh consumer group (offsets committed at 0, see :func:`new_group`) in its
+own process:
 
 - "bare": a kafka-python consumer that only polls the records (what any
   consumer of the topic pays);
@@ -49,7 +50,26 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue) -> None:
+def new_group(bootstrap: str, topic: str, partitions: int, prefix: str) -> str:
+    """A fresh consumer group whose committed offsets are 0: it resumes, as a running group does.
+
+    A group without committed offsets makes librdkafka reset to the earliest offset after a
+    fixed 100 ms timer; kafka-python resets at once. Every consumer here gets a group like
+    this, so none pays (or skips) a reset.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    group = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.commit({tp: OffsetAndMetadata(0, "", -1) for tp in tps})
+    c.close()
+    return group
+
+
+def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, out: mp.Queue) -> None:
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
@@ -66,7 +86,7 @@ def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue)
 
     c = KafkaConsumer(
         bootstrap_servers=bootstrap,
-        group_id=f"bare-{uuid.uuid4().hex[:6]}",
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=6000,
@@ -95,14 +115,14 @@ def _bare(bootstrap: str, topic: str, n_records: int, parse: int, out: mp.Queue)
     out.put({"seconds": end - assigned[0], "from_first": end - first, "records": seen, "events": events})
 
 
-def _bare_librdkafka(bootstrap: str, topic: str, n_records: int, out: mp.Queue) -> None:
+def _bare_librdkafka(bootstrap: str, topic: str, group: str, n_records: int, out: mp.Queue) -> None:
     from confluent_kafka import Consumer
 
     assigned: list[float] = []
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"bare-{uuid.uuid4().hex[:6]}",
+            "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
@@ -133,14 +153,11 @@ def _runwatch(settings_json: str, n_events: int, out: mp.Queue) -> None:
         server = RunwatchServer(settings)
         await server.start()
         stats = server.kafka.consumer.stats
-        while stats.events < n_events or stats.last_commit_at < stats.first_record_at or stats.errors:
-            await asyncio.sleep(0.02)
+        # Done when every event was counted by a delivered cycle and every cycle's commit is back.
+        while not (stats.events >= n_events and stats.commits + stats.commit_failures == stats.cycles):
+            await asyncio.sleep(0.01)
             if stats.errors:
                 break
-        # Wait for the commit of the cycle holding the last event.
-        commits = stats.commits
-        while stats.commits == commits and stats.last_commit_at < stats.first_record_at:
-            await asyncio.sleep(0.01)
         out.put(
             {
                 "seconds": stats.last_commit_at - stats.assignment_done_at,
@@ -235,10 +252,12 @@ def main() -> None:
 
         for _ in range(args.repeats):
             for level in range(3):
-                keep(f"bare{level}", run_in_process(_bare, bootstrap, k.ingest_topic, n_records, level))
-            keep("librdkafka", run_in_process(_bare_librdkafka, bootstrap, k.ingest_topic, n_records))
+                group = new_group(bootstrap, k.ingest_topic, args.partitions, "bare")
+                keep(f"bare{level}", run_in_process(_bare, bootstrap, k.ingest_topic, group, n_records, level))
+            group = new_group(bootstrap, k.ingest_topic, args.partitions, "bare")
+            keep("librdkafka", run_in_process(_bare_librdkafka, bootstrap, k.ingest_topic, group, n_records))
             with tempfile.TemporaryDirectory() as tmp:
-                group = {"group": f"rw-{uuid.uuid4().hex[:6]}"}
+                group = {"group": new_group(bootstrap, k.ingest_topic, args.partitions, "rw")}
                 settings = ServiceSettings(port=0, data_dir=Path(tmp), kafka=k.model_copy(update=group))
                 keep("runwatch", run_in_process(_runwatch, settings.model_dump_json(), n_events))
         bare, parse, values, full = best["bare0"], best["bare1"], best["bare2"], best["runwatch"]

@@ -104,6 +104,7 @@ def serve(
         advisor_history=advisor_history,
         kafka={**kafka_options, "bootstrap": kafka_bootstrap or ""},
     )
+    from runwatch.service.server import MissingExtra
     from runwatch.service.server import serve as run_server
 
     def ready(bound: int) -> None:
@@ -118,6 +119,8 @@ def serve(
         _fail(str(exc))
     except HistoryFileError as exc:
         _fail(f"advisor_history: {exc}")
+    except MissingExtra as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -49,6 +49,10 @@ def _bad_request(message: str, violations) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail]))
 
 
+class MissingExtra(RuntimeError):
+    """A configured feature whose optional dependencies are not installed."""
+
+
 class IngestServicer:
     """IngestService with raw-bytes requests: undecodable or oversized batches are rejected, not fatal."""
 
@@ -189,7 +193,13 @@ class RunwatchServer:
         self.kafka = None
         self.kafka_cycle_open = False
         if settings.kafka.enabled:
-            from runwatch.service.kafka.bridge import KafkaBridge
+            try:
+                from runwatch.service.kafka.bridge import KafkaBridge
+            except ImportError as exc:
+                raise MissingExtra(
+                    f"kafka.bootstrap: Kafka needs the kafka extra ({exc.name} is not installed): "
+                    "pip install 'runwatch[kafka]'"
+                ) from None
 
             self.kafka = KafkaBridge(self)
 

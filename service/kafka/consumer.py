@@ -15,6 +15,13 @@ when the topic has nothing more or a rebalance begins):
 4. the store's writes of the cycle are awaited, and only then are the offsets
    committed.
 
+Steps 2-3 and the wait of step 4 only wait on the broker and the store, so
+they run on a second thread while the event loop detects the next cycle; the
+consumer thread commits once they are done. One cycle at most is in flight:
+the next one is handed over only after the previous one is committed, so
+commits stay in order and a failed delivery is never overtaken. A rebalance,
+a stop or an error settles the cycle in flight first.
+
 A crash anywhere before step 4 re-delivers the cycle's records (at least
 once): anomalies may repeat with the same id and revision, none is lost.
 On a rebalance the instance keeps the runs of the partitions it keeps, drops
@@ -30,6 +37,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -43,6 +51,9 @@ from runwatch.service.pipeline import BatchResult
 from runwatch.v1 import anomaly_pb2
 
 log = logging.getLogger("runwatch.kafka")
+
+#: Records handed to the event loop at a time (one hop each; a cycle may end after any slice).
+RECORDS_PER_SLICE = 32
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,6 +138,8 @@ class DetectorConsumer:
         self._thread = threading.Thread(target=self._main, name="runwatch-kafka-consumer", daemon=True)
         self._consumer: Consumer | None = None
         self._cycle: Cycle | None = None
+        self._in_flight: Future | None = None  # the delivery and commit of the previous cycle
+        self._delivery = ThreadPoolExecutor(1, thread_name_prefix="runwatch-kafka-delivery")
         self._draining = threading.Event()
 
     # -- thread plumbing ------------------------------------------------------------------------
@@ -161,20 +174,25 @@ class DetectorConsumer:
             try:
                 if self._consumer is None:
                     self._consumer = self._create_consumer()
+                if self._in_flight is not None and self._in_flight.done():
+                    self._settle()
                 # consume() waits for a full batch; poll() returns the first record as soon as it is there.
-                first = self._consumer.poll(0 if self._cycle else 0.2)
+                first = self._consumer.poll(0 if self._cycle else 0.01 if self._in_flight else 0.2)
                 messages = (
                     [] if first is None else [first, *self._consumer.consume(self.settings.max_poll_records - 1, 0)]
                 )
-                records = self._by_partition(messages)
-                if records:
-                    if not self.stats.first_record_at:
-                        self.stats.first_record_at = time.perf_counter()
-                    self._cycle = self._on_loop(self._process, records, self._cycle or Cycle())
-                cycle = self._cycle
-                if cycle and (
-                    not records or time.perf_counter() - cycle.started >= self.settings.commit_interval_ms / 1000
-                ):
+                # A poll may bring far more than one cycle's worth (librdkafka prefetches): it is
+                # detected a slice at a time, so a cycle ends close to commit_interval_ms.
+                interval = self.settings.commit_interval_ms / 1000
+                for start in range(0, len(messages), RECORDS_PER_SLICE):
+                    records = self._by_partition(messages[start : start + RECORDS_PER_SLICE])
+                    if records:
+                        if not self.stats.first_record_at:
+                            self.stats.first_record_at = time.perf_counter()
+                        self._cycle = self._on_loop(self._process, records, self._cycle or Cycle())
+                    if self._cycle and time.perf_counter() - self._cycle.started >= interval:
+                        self._finish_cycle()
+                if self._cycle and not messages:
                     self._finish_cycle()
                 delay = self.settings.reconnect_backoff_ms / 1000
             except DeliveryStopped:
@@ -185,12 +203,13 @@ class DetectorConsumer:
                 self._reset_consumer()
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.settings.reconnect_backoff_max_ms / 1000)
-        if self._cycle is not None and not self.stopping.is_set():
+        if not self.stopping.is_set():
             try:
-                self._finish_cycle()
+                self._finish_cycle(wait=True)
             except Exception:  # logged; the records are re-delivered
                 log.exception("the last cycle was not committed; its records will be re-delivered")
         self._reset_consumer()
+        self._delivery.shutdown(wait=False)
 
     def _create_consumer(self) -> Consumer:
         consumer = Consumer(
@@ -227,7 +246,7 @@ class DetectorConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
-        self._finish_cycle()  # commit while the offsets are still ours
+        self._finish_cycle(wait=True)  # commit while the offsets are still ours
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.stats.first_assigned_at:
@@ -238,6 +257,10 @@ class DetectorConsumer:
 
     def _reset_consumer(self) -> None:
         self._cycle = None  # not committed: its records are re-delivered
+        try:
+            self._settle()  # the cycle in flight was complete: let it commit
+        except Exception:  # its records are re-delivered
+            log.warning("the cycle in flight was not committed; its records will be re-delivered", exc_info=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -255,13 +278,35 @@ class DetectorConsumer:
 
     # -- one cycle ------------------------------------------------------------------------------
 
-    def _finish_cycle(self) -> None:
-        """Deliver the open cycle's anomalies and dead letters, then its checkpoints; then commit."""
+    def _finish_cycle(self, wait: bool = False) -> None:
+        """Close the open cycle: take its checkpoints, then hand it to the delivery thread.
+
+        Waits for the previous cycle's commit first (raising what failed there), and with
+        ``wait`` for this one's too.
+        """
         cycle = self._cycle
-        if cycle is None:
-            return
-        cycle.checkpoints = self._on_loop(self._checkpoints, cycle)
-        self.stats.cycles += 1
+        if cycle is not None:
+            cycle.checkpoints = self._on_loop(self._checkpoints, cycle)
+            self._settle()
+            self._cycle = None
+            self.stats.cycles += 1
+            self._in_flight = self._delivery.submit(self._deliver, cycle)
+        if wait:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the cycle in flight to be delivered, then commit it; raises what failed in delivery."""
+        fut, self._in_flight = self._in_flight, None
+        while fut is not None:
+            try:
+                self._commit(fut.result(timeout=1.0))
+                return
+            except TimeoutError:
+                if self.stopping.is_set():
+                    raise DeliveryStopped("stopping with a cycle in flight") from None
+
+    def _deliver(self, cycle: Cycle) -> Cycle:
+        """On the delivery thread: anomalies and dead letters, then checkpoints, then the store's writes."""
         if cycle.anomalies or cycle.dead_letters:
             self.producer.deliver(cycle.anomalies + cycle.dead_letters)
         if cycle.checkpoints:
@@ -275,6 +320,10 @@ class DetectorConsumer:
         self.stats.dead_letters += len(cycle.dead_letters)
         self.stats.checkpoints += len(cycle.checkpoints)
         self.stats.events += cycle.events
+        return cycle
+
+    def _commit(self, cycle: Cycle) -> None:
+        # On the consumer thread: librdkafka answers a commit from another thread only at the next poll.
         topic = self.settings.ingest_topic
         try:
             committed = self._consumer.commit(
@@ -290,7 +339,6 @@ class DetectorConsumer:
             # which finds our checkpoints and treats what we already did as duplicates.
             self.stats.commit_failures += 1
             log.warning("offset commit failed (%s); the records will be re-delivered", exc)
-        self._cycle = None
 
     def _process(self, records: dict[int, list[InRecord]], cycle: Cycle) -> Cycle:
         """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""

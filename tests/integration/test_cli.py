@@ -140,3 +140,15 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         port = s.getsockname()[1]
         done = cli("serve", "--port", str(port), "--data-dir", str(tmp_path))
     assert done.returncode == 2 and f"127.0.0.1:{port}" in done.stderr
+
+
+def test_kafka_without_the_kafka_extra_names_the_extra(tmp_path):
+    # A None entry in sys.modules makes the import fail as if confluent-kafka were not installed.
+    script = (
+        "import sys; sys.modules['confluent_kafka'] = None; from runwatch.service.cli import app; "
+        f"app(['serve', '--port', '0', '--data-dir', {str(tmp_path)!r}, '--kafka-bootstrap', '127.0.0.1:9'])"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "kafka.bootstrap: Kafka needs the kafka extra (confluent_kafka is not installed)" in done.stderr
+    assert "pip install 'runwatch[kafka]'" in done.stderr and "Traceback" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from kafka import KafkaProducer
@@ -153,6 +154,9 @@ def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, sta
     assert json.loads(dict(dead[3].headers)[dead_letters.VIOLATIONS])[0]["field"] == "events[0].run_id"
     stats = srv.server.kafka.consumer.stats
     assert stats.errors == 0 and stats.dead_letters == 4
+    deadline = time.monotonic() + 10  # the commit follows the delivery the reader has just seen
+    while stats.commits < stats.cycles and time.monotonic() < deadline:
+        time.sleep(0.01)
     # The same counters over Prometheus's HTTP endpoint.
     from urllib.request import urlopen
 
@@ -236,3 +240,42 @@ def test_restart_resumes_from_committed_offsets(kafka, start_kafka_server, tmp_p
     assert stats2.restored_runs == 3
     assert srv2.server.pipeline.counters["accepted"] == n_second
     assert srv2.server.pipeline.counters["duplicates"] == 0
+
+
+def test_a_backlog_is_detected_in_short_cycles_committed_in_order(kafka, start_kafka_server, tmp_path):
+    """librdkafka prefetches a whole backlog; cycles still end on time and commit in order, one in flight."""
+    runs = {
+        f"bl-{i}": training_run(f"bl-{i}", 900, 5, seed=10 + i, spike_every=200, nan_at=850 if i == 1 else -1)
+        for i in range(3)
+    }
+    expected = reference_anomalies(runs, tmp_path / "reference")
+    for run_id, batches in runs.items():
+        produce(kafka.bootstrap, kafka.ingest_topic, batches, run_id)
+    n_records = sum(len(b) for b in runs.values())
+    srv = start_kafka_server(kafka.model_copy(update={"commit_interval_ms": 0}), "backlog")
+    reader = TopicReader(kafka.bootstrap, kafka.anomaly_topic)
+    records = reader.read_until(lambda r: {(a.id, a.revision) for a in anomalies_of(r)} >= expected, timeout=60)
+    reader.close()
+    got = [(a.id, a.revision) for a in anomalies_of(records)]
+    assert set(got) == expected and len(got) == len(set(got)) and len(expected) >= 4
+    stats = srv.server.kafka.consumer.stats
+    deadline = time.monotonic() + 10
+    while (stats.records < n_records or stats.commits < stats.cycles) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # commit_interval_ms=0: every slice of 32 records (or less, when a poll brings less) is its own cycle.
+    assert stats.records == n_records == 540 and stats.cycles >= n_records // 32
+    assert stats.commits == stats.cycles and stats.commit_failures == 0 and stats.errors == 0
+    # The group's committed offsets are the ends of the partitions: the last cycle's commit came last.
+    from kafka import KafkaConsumer, TopicPartition
+
+    ingest = TopicReader(kafka.bootstrap, kafka.ingest_topic)
+    ingested = ingest.read_until(lambda r: len(r) >= n_records)
+    ingest.close()
+    ends = {}  # read, not end_offsets(): the test broker answers that wrongly
+    for r in ingested:
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    probe = KafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=kafka.group, enable_auto_commit=False)
+    committed = {p: probe.committed(TopicPartition(kafka.ingest_topic, p)) for p in ends}
+    probe.close()
+    assert len(ingested) == n_records and len(ends) >= 2
+    assert committed == ends
