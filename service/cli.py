@@ -104,7 +104,7 @@ def serve(
         advisor_history=advisor_history,
         kafka={**kafka_options, "bootstrap": kafka_bootstrap or ""},
     )
-    from runwatch.service.server import MissingExtra
+    from runwatch.nas.nni_adapter import MissingExtraError
     from runwatch.service.server import serve as run_server
 
     def ready(bound: int) -> None:
@@ -119,7 +119,7 @@ def serve(
         _fail(str(exc))
     except HistoryFileError as exc:
         _fail(f"advisor_history: {exc}")
-    except MissingExtra as exc:
+    except MissingExtraError as exc:
         _fail(str(exc))
 
 

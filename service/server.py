@@ -49,10 +49,6 @@ def _bad_request(message: str, violations) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail]))
 
 
-class MissingExtra(RuntimeError):
-    """A configured feature whose optional dependencies are not installed."""
-
-
 class IngestServicer:
     """IngestService with raw-bytes requests: undecodable or oversized batches are rejected, not fatal."""
 
@@ -196,7 +192,9 @@ class RunwatchServer:
             try:
                 from runwatch.service.kafka.bridge import KafkaBridge
             except ImportError as exc:
-                raise MissingExtra(
+                from runwatch.nas.nni_adapter import MissingExtraError
+
+                raise MissingExtraError(
                     f"kafka.bootstrap: Kafka needs the kafka extra ({exc.name} is not installed): "
                     "pip install 'runwatch[kafka]'"
                 ) from None

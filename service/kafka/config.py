@@ -10,6 +10,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
+# Connection and security settings as each client names them: (ours, kafka-python, librdkafka).
+# Only settings with a value are passed.
+_CONNECTION_KEYS = (
+    ("reconnect_backoff_ms", "reconnect_backoff_ms", "reconnect.backoff.ms"),
+    ("reconnect_backoff_max_ms", "reconnect_backoff_max_ms", "reconnect.backoff.max.ms"),
+    ("security_protocol", "security_protocol", "security.protocol"),
+    ("sasl_mechanism", "sasl_mechanism", "sasl.mechanism"),
+    ("sasl_username", "sasl_plain_username", "sasl.username"),
+    ("sasl_password", "sasl_plain_password", "sasl.password"),
+    ("ssl_cafile", "ssl_cafile", "ssl.ca.location"),
+    ("ssl_certfile", "ssl_certfile", "ssl.certificate.location"),
+    ("ssl_keyfile", "ssl_keyfile", "ssl.key.location"),
+)
+
+
 class KafkaSettings(BaseSettings):
     """How runwatch talks to a Kafka-protocol cluster; off while ``bootstrap`` is empty.
 
@@ -73,24 +88,24 @@ class KafkaSettings(BaseSettings):
     def enabled(self) -> bool:
         return bool(self.bootstrap.strip())
 
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
+
+    def _connection(self, client: int) -> dict:
+        """The set connection and security settings under ``client``'s names (1 kafka-python, 2 librdkafka)."""
+        opts: dict = {}
+        for names in _CONNECTION_KEYS:
+            value = getattr(self, names[0])
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value:
+                opts[names[client]] = value
+        return opts
+
     def common_options(self) -> dict:
         """Connection and security options shared by producers, consumers and the admin client."""
-        opts: dict = {
-            "bootstrap_servers": [s.strip() for s in self.bootstrap.split(",") if s.strip()],
-            "reconnect_backoff_ms": self.reconnect_backoff_ms,
-            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            opts.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password.get_secret_value(),
-            )
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, key):
-                opts[key] = getattr(self, key)
-        return opts
+        return {"bootstrap_servers": self.servers, **self._connection(1)}
 
     def producer_options(self, role: str = "producer") -> dict:
         return {
@@ -113,8 +128,8 @@ class KafkaSettings(BaseSettings):
         and check records in C while the event loop detects, so fetching overlaps
         detection instead of taking turns with it under the GIL.
         """
-        conf: dict = {
-            "bootstrap.servers": ",".join(s.strip() for s in self.bootstrap.split(",") if s.strip()),
+        return {
+            "bootstrap.servers": ",".join(self.servers),
             "client.id": f"{self.client_id}-detector",
             "group.id": self.group,
             "enable.auto.commit": False,
@@ -129,23 +144,5 @@ class KafkaSettings(BaseSettings):
             # second per full queue).
             "queued.max.messages.kbytes": 16 * self.max_partition_fetch_bytes // 1024,
             "fetch.queue.backoff.ms": 20,
-            "reconnect.backoff.ms": self.reconnect_backoff_ms,
-            "reconnect.backoff.max.ms": self.reconnect_backoff_max_ms,
-            "security.protocol": self.security_protocol,
+            **self._connection(2),
         }
-        if self.sasl_mechanism:
-            conf.update(
-                {
-                    "sasl.mechanism": self.sasl_mechanism,
-                    "sasl.username": self.sasl_username,
-                    "sasl.password": self.sasl_password.get_secret_value(),
-                }
-            )
-        for ours, theirs in (
-            ("ssl_cafile", "ssl.ca.location"),
-            ("ssl_certfile", "ssl.certificate.location"),
-            ("ssl_keyfile", "ssl.key.location"),
-        ):
-            if getattr(self, ours):
-                conf[theirs] = getattr(self, ours)
-        return conf

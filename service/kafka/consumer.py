@@ -185,7 +185,7 @@ class DetectorConsumer:
                 # detected a slice at a time, so a cycle ends close to commit_interval_ms.
                 interval = self.settings.commit_interval_ms / 1000
                 for start in range(0, len(messages), RECORDS_PER_SLICE):
-                    records = self._by_partition(messages[start : start + RECORDS_PER_SLICE])
+                    records = self._records(messages[start : start + RECORDS_PER_SLICE])
                     if records:
                         if not self.stats.first_record_at:
                             self.stats.first_record_at = time.perf_counter()
@@ -226,8 +226,8 @@ class DetectorConsumer:
         self.stats.client_errors += 1
         log.warning("kafka client: %s", err)
 
-    def _by_partition(self, messages: list[Message]) -> dict[int, list[InRecord]]:
-        records: dict[int, list[InRecord]] = {}
+    def _records(self, messages: list[Message]) -> list[InRecord]:
+        records = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -237,11 +237,7 @@ class DetectorConsumer:
                     self.stats.client_errors += 1
                     log.warning("kafka consume: %s", err)
                 continue
-            rec = InRecord.of(msg)
-            part = records.get(rec.partition)
-            if part is None:
-                part = records[rec.partition] = []
-            part.append(rec)
+            records.append(InRecord.of(msg))
         return records
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -340,7 +336,7 @@ class DetectorConsumer:
             self.stats.commit_failures += 1
             log.warning("offset commit failed (%s); the records will be re-delivered", exc)
 
-    def _process(self, records: dict[int, list[InRecord]], cycle: Cycle) -> Cycle:
+    def _process(self, records: list[InRecord], cycle: Cycle) -> Cycle:
         """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""
         s = self.settings
         server = self.server
@@ -348,67 +344,65 @@ class DetectorConsumer:
         max_bytes = server.settings.max_batch_bytes
         server.kafka_cycle_open = True
         try:
-            for part, batch in records.items():
-                for rec in batch:
-                    cycle.offsets[part] = rec.offset + 1
-                    self.stats.records += 1
-                    size = len(rec.value or b"")
-                    if size > max_bytes:
-                        cycle.dead_letters.append(
-                            dead_letter(
-                                s.dlq_topic,
-                                rec,
-                                "undecodable",
-                                [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
-                            )
+            for rec in records:
+                part = rec.partition
+                cycle.offsets[part] = rec.offset + 1
+                self.stats.records += 1
+                size = len(rec.value or b"")
+                if size > max_bytes:
+                    cycle.dead_letters.append(
+                        dead_letter(
+                            s.dlq_topic,
+                            rec,
+                            "undecodable",
+                            [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
                         )
-                        continue
-                    fmt = codecs.batch_format(rec.value, rec.headers)
-                    if isinstance(fmt, codecs.DecodeFailure):
-                        cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)])
+                    )
+                    continue
+                fmt = codecs.batch_format(rec.value, rec.headers)
+                if isinstance(fmt, codecs.DecodeFailure):
+                    cycle.dead_letters.append(dead_letter(s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)]))
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    ingested = self._ingest(rec, fmt, t0)
+                except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
+                    log.exception("ingest failed on record %s-%d@%d", rec.topic, part, rec.offset)
+                    cycle.dead_letters.append(
+                        dead_letter(
+                            s.dlq_topic,
+                            rec,
+                            "internal",
+                            [("value", "internal error while processing this record (logged by the server)")],
                         )
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        ingested = self._ingest(rec, fmt, t0)
-                    except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
-                        log.exception("ingest failed on record %s-%d@%d", rec.topic, part, rec.offset)
-                        cycle.dead_letters.append(
-                            dead_letter(
-                                s.dlq_topic,
-                                rec,
-                                "internal",
-                                [("value", "internal error while processing this record (logged by the server)")],
-                            )
+                    )
+                    continue
+                if isinstance(ingested, codecs.DecodeFailure):
+                    cycle.dead_letters.append(
+                        dead_letter(s.dlq_topic, rec, "undecodable", [(ingested.field, ingested.reason)])
+                    )
+                    continue
+                result, n_events = ingested
+                ack = result.ack
+                server.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
+                cycle.events += n_events
+                cycle.durable.append(result.durable)
+                if ack.rejected:
+                    violations = [(v.field, v.reason) for v in ack.violations]
+                    cycle.dead_letters.append(
+                        dead_letter(
+                            s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted
                         )
-                        continue
-                    if isinstance(ingested, codecs.DecodeFailure):
-                        cycle.dead_letters.append(
-                            dead_letter(s.dlq_topic, rec, "undecodable", [(ingested.field, ingested.reason)])
-                        )
-                        continue
-                    result, n_events = ingested
-                    ack = result.ack
-                    server.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
-                    cycle.events += n_events
-                    cycle.durable.append(result.durable)
-                    if ack.rejected:
-                        violations = [(v.field, v.reason) for v in ack.violations]
-                        cycle.dead_letters.append(
-                            dead_letter(
-                                s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted
-                            )
-                        )
-                    fmt = s.anomaly_format
-                    for a in result.anomalies:
-                        cycle.anomalies.append(anomaly_record(s.anomaly_topic, a, fmt))
-                    runs = touched.get(part)
-                    if runs is None:
-                        runs = touched[part] = set()
-                    run_ids = result.run_ids - {""}  # every run the record names, accepted or not
-                    runs.update(run_ids)
-                    self.runs_of[part].update(run_ids)
+                    )
+                fmt = s.anomaly_format
+                for a in result.anomalies:
+                    cycle.anomalies.append(anomaly_record(s.anomaly_topic, a, fmt))
+                runs = touched.get(part)
+                if runs is None:
+                    runs = touched[part] = set()
+                run_ids = result.run_ids - {""}  # every run the record names, accepted or not
+                runs.update(run_ids)
+                self.runs_of[part].update(run_ids)
         finally:
             server.kafka_cycle_open = False
         return cycle
