@@ -172,6 +172,11 @@ def replay(
                     pass
     finally:
         client.close(timeout=60)
+    return _delivered(report, client, t0)
+
+
+def _delivered(report: ReplayReport, client, t0: float) -> ReplayReport:
+    """``report`` completed with what the (closed) client delivered."""
     stats = client.stats()
     report.accepted = stats.acked - stats.duplicates
     report.rejected = stats.rejected
@@ -257,12 +262,7 @@ def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0) -> Re
         client.close(timeout=60)
     stats = client.stats()
     out(f"spool {root}: {adopted} item(s) found, {stats.acked} acknowledged, {stats.rejected} rejected")
-    report.accepted = stats.acked - stats.duplicates
-    report.rejected = stats.rejected
-    report.dropped = stats.dropped
-    report.violations = client.violations
-    report.seconds = time.perf_counter() - t0
-    return report
+    return _delivered(report, client, t0)
 
 
 def _line(rr: ReplayedRun, run: ImportedRun) -> str:
