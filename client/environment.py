@@ -284,3 +284,49 @@ class SystemSampler:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class StepClock:
+    """Step timing for framework callbacks, with the system metrics that are due.
+
+    ``step_time`` runs from the end of one training step to the end of the next,
+    ``data_time`` from the end of a step to the start of the next (waiting for
+    data). After :meth:`pause` (evaluation, validation) the next step is not timed.
+
+    Examples
+    --------
+    >>> clock = StepClock()
+    >>> clock.step_end({})  # the first step has nothing to time from
+    {}
+    >>> clock.step_begin()
+    >>> sorted(clock.step_end({"loss": 1.0}))
+    ['data_time', 'loss', 'step_time']
+    >>> clock.pause()
+    >>> clock.step_end({})
+    {}
+    """
+
+    def __init__(self, sampler: SystemSampler | None = None) -> None:
+        self.sampler = sampler
+        self._last_end: float | None = None
+        self._data_time: float | None = None
+
+    def step_begin(self) -> None:
+        if self._last_end is not None:
+            self._data_time = time.perf_counter() - self._last_end
+
+    def step_end(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Add the step's timings and due system metrics to ``metrics``; returns it."""
+        now = time.perf_counter()
+        if self._last_end is not None:
+            metrics["step_time"] = now - self._last_end
+            if self._data_time is not None:
+                metrics["data_time"] = self._data_time
+        if self.sampler is not None:
+            metrics.update(self.sampler.sample())
+        self._last_end = now
+        self._data_time = None
+        return metrics
+
+    def pause(self) -> None:
+        self._last_end = None

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -120,9 +119,7 @@ class RunwatchCallback(TrainerCallback):
         self.watcher: Any = None
         self.stopped_at: int | None = None
         self._stash: dict[str, float] = {}
-        self._step_end: float | None = None
-        self._data_time: float | None = None
-        self._sampler: Any = None
+        self._clock: Any = None  # a StepClock once training begins
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -154,13 +151,13 @@ class RunwatchCallback(TrainerCallback):
             from runwatch.client.torch_watch import ModelWatcher
 
             self.watcher = ModelWatcher(model, every=self.watch_every)
-        from runwatch.client.environment import SystemSampler
+        from runwatch.client.environment import StepClock, SystemSampler
 
-        self._sampler = SystemSampler(interval=1.0)
+        self._clock = StepClock(SystemSampler(interval=1.0))
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.run is not None and self._step_end is not None:
-            self._data_time = time.perf_counter() - self._step_end
+        if self.run is not None and self._clock is not None:
+            self._clock.step_begin()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.watcher is not None:
@@ -173,17 +170,10 @@ class RunwatchCallback(TrainerCallback):
         run = self.run
         if run is None:
             return
-        now = time.perf_counter()
         metrics = self._stash
         self._stash = {}
-        if self._step_end is not None:
-            metrics["step_time"] = now - self._step_end
-            if self._data_time is not None:
-                metrics["data_time"] = self._data_time
-        if self._sampler is not None:
-            metrics.update(self._sampler.sample())
-        self._step_end = now
-        self._data_time = None
+        if self._clock is not None:
+            self._clock.step_end(metrics)
         if metrics and not run.finished:
             self.steps.log(metrics, state.global_step)
         run.apply_actions()
@@ -193,7 +183,8 @@ class RunwatchCallback(TrainerCallback):
             logger.warning("runwatch: stopping training at step %d: %s", state.global_step, run.stop_reason)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._step_end = None  # evaluation is not part of a training step
+        if self._clock is not None:
+            self._clock.pause()  # evaluation is not part of a training step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         if self.run is None or not logs:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 from argparse import Namespace
 from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
@@ -258,9 +257,7 @@ def classes_for(pl: Any) -> SimpleNamespace:
             self.watcher: Any = None
             self.stopped_at: int | None = None
             self._stash: dict[str, float] = {}
-            self._batch_end: float | None = None
-            self._data_time: float | None = None
-            self._sampler: Any = None
+            self._clock: Any = None  # a StepClock once fitting starts, with timing on
 
         def _logger(self, trainer: Any) -> Any:
             for lg in getattr(trainer, "loggers", []) or []:
@@ -292,13 +289,13 @@ def classes_for(pl: Any) -> SimpleNamespace:
 
                 self.watcher = ModelWatcher(pl_module, every=self.watch_every, always_grad_norm=self.grad_norm)
             if self.timing:
-                from runwatch.client.environment import SystemSampler
+                from runwatch.client.environment import StepClock, SystemSampler
 
-                self._sampler = SystemSampler(interval=1.0)
+                self._clock = StepClock(SystemSampler(interval=1.0))
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            if self.run is not None and self._batch_end is not None:
-                self._data_time = time.perf_counter() - self._batch_end
+            if self.run is not None and self._clock is not None:
+                self._clock.step_begin()
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             if self.run is None:
@@ -319,18 +316,10 @@ def classes_for(pl: Any) -> SimpleNamespace:
             run = self.run
             if run is None:
                 return
-            now = time.perf_counter()
             metrics = self._stash
             self._stash = {}
-            if self.timing:
-                if self._batch_end is not None:
-                    metrics["step_time"] = now - self._batch_end
-                    if self._data_time is not None:
-                        metrics["data_time"] = self._data_time
-                if self._sampler is not None:
-                    metrics.update(self._sampler.sample())
-            self._batch_end = now
-            self._data_time = None
+            if self._clock is not None:
+                self._clock.step_end(metrics)
             if metrics and self.steps is not None and not run.finished:
                 self.steps.log(metrics, _lightning_step(trainer))
             run.apply_actions()
@@ -340,7 +329,8 @@ def classes_for(pl: Any) -> SimpleNamespace:
                 logger.warning("runwatch: stopping training at step %d: %s", self.stopped_at, run.stop_reason)
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-            self._batch_end = None  # validation is not part of a training step
+            if self._clock is not None:
+                self._clock.pause()  # validation is not part of a training step
 
         def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
             if self.watcher is not None:
