@@ -9,6 +9,13 @@ Sources (licenses: ``shared/data/README.md``; cited in ``bench/README.md``):
   event files committed to public GitHub repositories, read with runwatch's
   importers. Published as ordinary runs: treated as healthy.
 - ``hf-trainer``: Hugging Face ``trainer_state.json`` files. Healthy.
+- ``hf-trainer-more``: 131 Hugging Face ``trainer_state.json`` runs of
+  ``hf_trainer_state_more/``, read with the same importer, labelled by
+  ``bench/real_labels/hf_trainer_state_more.csv`` (criteria written before
+  labelling: ``bench/real_labels/README.md``): ``fault`` = the label
+  (``nan``, ``divergence``, ``collapse``, ``overfitting``, ``no_learning``;
+  positive = not ``healthy``), ``manifest_step`` where the problem first shows;
+  the onset is unknown (0). Skipped when the CSV or the folder is absent.
 - ``mlperf``: MLPerf Training v0.7 / v2.0 results (Apache-2.0), one run per
   line, labelled by ``status`` (positive = not ``success``). Each run is its
   ``eval_accuracy`` series, one event per evaluation (``val/acc``; RNN-T's
@@ -22,6 +29,7 @@ stall check has nothing to find in them.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import math
@@ -29,10 +37,13 @@ import re
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
+
 from bench import metrics as M
 from bench.corpus.store import RunRecord
 
 _ID = re.compile(r"[^A-Za-z0-9._:/@+-]")
+HF_MORE_LABELS = Path(__file__).resolve().parent / "real_labels" / "hf_trainer_state_more.csv"
 
 
 def _record(source: str, i: int, name: str, steps, walls, metrics, *, faulty: bool = False, study: str = "", extra=None) -> RunRecord | None:
@@ -101,6 +112,36 @@ def load_mlperf(folder: Path) -> list[RunRecord]:
     return out
 
 
+def load_hf_labelled(folder: Path, labels_csv: Path = HF_MORE_LABELS) -> list[RunRecord]:
+    """The labelled ``trainer_state.json`` runs of ``folder`` (empty when the folder or the CSV is absent).
+
+    Each file is read by runwatch's importer exactly as the ``hf-trainer`` source reads its files
+    (metric names ``loss``, ``val/loss``, ``lr``, ``grad_norm``); the CSV row adds the labels.
+    A CSV row whose file is missing is skipped.
+    """
+    from runwatch.client import importers
+
+    if not folder.is_dir() or not labels_csv.is_file():
+        return []
+    with open(labels_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for i, row in enumerate(rows):
+        path = folder / row["folder"] / row["path"]
+        if not path.is_file():
+            continue
+        label = row["label"]
+        manifest = int(row["manifest_step"]) if row.get("manifest_step") else None
+        for r in importers.read("hf", path, canonical=True, root=folder):
+            walls = r.wall_times if len(r.wall_times) == len(r.steps) else [0.0] * len(r.steps)
+            rec = _record("hf-more", i, f"{row['folder']}/{row['path']}", r.steps, walls, r.metrics,
+                          faulty=label != "healthy", study="hf-trainer-more",
+                          extra={"fault": label, "manifest_step": manifest})
+            if rec is not None:
+                out.append(rec)
+    return out
+
+
 def load_all(root: Path) -> dict[str, list[RunRecord]]:
     """Every readable source under ``root`` (a missing one is skipped)."""
     from runwatch.client import importers
@@ -117,6 +158,7 @@ def load_all(root: Path) -> dict[str, list[RunRecord]]:
     hf = root / "hf_trainer_state"
     if hf.exists():
         sources["hf-trainer"] = _imported("hf", importers.load(hf))
+    sources["hf-trainer-more"] = load_hf_labelled(root / "hf_trainer_state_more")
     ml = root / "mlperf"
     if ml.exists():
         sources["mlperf"] = load_mlperf(ml)
@@ -124,8 +166,22 @@ def load_all(root: Path) -> dict[str, list[RunRecord]]:
 
 
 def truth(rec: RunRecord) -> M.Truth:
+    """A run's truth from its meta: ``label_faulty``, and where labelled ``fault`` and ``manifest_step``.
+
+    The onset is unknown (0). Healthy steps: all of a healthy run's, none of an unlabelled faulty run's
+    (MLPerf), and for a faulty run with a manifestation step the logged steps before it.
+    """
     faulty = bool(rec.meta.get("label_faulty"))
-    return M.Truth(rec.run_id, faulty, "unsuccessful" if faulty else "healthy", 0, None, 0 if faulty else len(rec.steps))
+    fault = rec.meta.get("fault") or ("unsuccessful" if faulty else "healthy")
+    manifest = rec.meta.get("manifest_step")
+    manifest = int(manifest) if manifest is not None and faulty else None
+    if not faulty:
+        healthy = len(rec.steps)
+    elif manifest is not None:
+        healthy = int(np.count_nonzero(rec.steps < manifest))
+    else:
+        healthy = 0
+    return M.Truth(rec.run_id, faulty, fault, 0, manifest, healthy)
 
 
 def notes(sources: dict[str, list[RunRecord]]) -> list[str]:

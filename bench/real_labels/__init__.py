@@ -1,0 +1,1 @@
+"""Labels for real training runs (criteria in README.md)."""
