@@ -15,6 +15,7 @@ from runwatch.models.alerting import Alert, IncidentPolicyConfig, IncidentTracke
 from runwatch.models.base import Diagnostic
 from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import Finding
+from runwatch.models.fusion import FindingFusion, FusionConfig
 
 
 class RunMonitor:
@@ -30,6 +31,9 @@ class RunMonitor:
         Incident policy configuration.
     evidence_len
         How many recent values per metric an anomaly carries as evidence.
+    fusion
+        How learned normality gates the rule findings (:mod:`runwatch.models.fusion`);
+        None leaves findings as the diagnostics report them.
 
     Examples
     --------
@@ -47,6 +51,7 @@ class RunMonitor:
         diagnostics: Iterable[Diagnostic],
         policy: IncidentPolicyConfig | None = None,
         evidence_len: int = 32,
+        fusion: FusionConfig | None = None,
     ) -> None:
         self.run_id = run_id
         self.diagnostics = list(diagnostics)
@@ -57,6 +62,9 @@ class RunMonitor:
         # Per metric, the most recent columns (at most evidence_len of them, each non-empty),
         # kept by reference: evidence is only assembled when an alert is raised.
         self._recent: dict[str, deque[Column]] = {}
+        self.fusion = FindingFusion(fusion) if fusion is not None else None
+        gates = [getattr(d, "learned_normal", None) for d in self.diagnostics]
+        self._learned_normal = next((g for g in gates if g is not None), None)
 
     def observe(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> list[Alert]:
         """Feed one event; return the alerts (incident revisions) it raised."""
@@ -83,6 +91,8 @@ class RunMonitor:
             return []
         if len(found) > 1:
             found.sort(key=lambda pair: pair[1].step)
+        if self.fusion is not None:
+            self.fusion.apply([f for _, f in found], self._learned_normal)
         return self._alerts(found, self.last_wall_time)
 
     def idle(self, now: float, last_seen: float | None = None) -> list[Alert]:
@@ -138,6 +148,7 @@ class RunMonitor:
             "incidents": self.incidents.state_dict(),
             "evidence": evidence,
             "diagnostics": [d.state_dict() for d in self.diagnostics],
+            "fusion": self.fusion.state_dict() if self.fusion is not None else None,
         }
 
     def load_state_dict(self, snapshot: dict) -> list[str]:
@@ -153,6 +164,8 @@ class RunMonitor:
                 col = Column(decode(steps), decode(values), decode(times))
                 self._recent[name] = deque([col], maxlen=self.evidence_len)
             saved = {d["name"]: d for d in snapshot["diagnostics"]}
+            if self.fusion is not None and snapshot.get("fusion"):
+                self.fusion.load_state_dict(snapshot["fusion"])
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SnapshotError):
                 raise

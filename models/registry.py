@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runwatch.models.alerting import IncidentPolicyConfig
 from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.fusion import FusionConfig
 from runwatch.models.monitor import RunMonitor
 
 _PKG = "runwatch.models.diagnostics"
@@ -34,6 +35,7 @@ DIAGNOSTICS: dict[str, str] = {
     "data_bottleneck": f"{_PKG}.resources:DataBottleneckDiagnostic",
     "latency": f"{_PKG}.deployment:LatencyDiagnostic",
     "error_rate": f"{_PKG}.deployment:ErrorRateDiagnostic",
+    "learned": "runwatch.models.learned.detector:LearnedDiagnostic",
 }
 
 
@@ -68,6 +70,7 @@ class SuiteConfig(BaseModel):
     enabled: list[str] = Field(default_factory=lambda: list(DIAGNOSTICS))
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     policy: IncidentPolicyConfig = Field(default_factory=IncidentPolicyConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
     evidence_len: int = Field(default=32, ge=1, le=4096)
 
     @field_validator("enabled")
@@ -131,4 +134,5 @@ class DiagnosticSuite:
             [cls(cfg) for cls, cfg in self._entries],
             policy=self.config.policy,
             evidence_len=self.config.evidence_len,
+            fusion=self.config.fusion,
         )

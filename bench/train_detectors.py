@@ -1,0 +1,90 @@
+"""Fit the learned detectors on the training split and write the artifact that ships with runwatch.
+
+    python -m bench.train_detectors                         # corpus train split + half the real healthy logs
+    python -m bench.train_detectors --out /tmp/art --no-real-logs
+
+Training data (``bench/splits.py``): the seed-0 corpus's runs outside the
+held-out datasets and architecture families, and the ``train`` half of the
+healthy real-log sources (modded-nanogpt, Lightning CSVs, TensorBoard files,
+HF trainer states). Nothing from a test split is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.corpus.store import RunRecord
+from bench.evaluate import DEBUGGER_PREFIX, DEFAULT_CORPUS, REAL_LOGS, load_corpus
+from bench.splits import corpus_split, real_split
+from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT
+from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
+
+HEALTHY_REAL_SOURCES = ("modded-nanogpt", "github lightning", "github tensorboard", "hf-trainer")
+
+
+def whole_block(rec: RunRecord):
+    return next(iter(rec.blocks(max_events=len(rec) + 1, flush_gap_s=math.inf)))[0]
+
+
+def corpus_runs(path: Path) -> list[TrainingRun]:
+    out = []
+    for rec in load_corpus(path):
+        if corpus_split(rec.meta) != "train":
+            continue
+        spec, lab = rec.meta["spec"], rec.meta["labels"]
+        rec = rec.without([DEBUGGER_PREFIX])
+        out.append(TrainingRun(rec.run_id, whole_block(rec), spec["fault"], int(spec["onset"]),
+                               lab["manifest_step"], spec["cause"], "corpus"))
+    return out
+
+
+def real_runs(root: Path) -> list[TrainingRun]:
+    from bench import real_logs
+
+    out = []
+    for src, runs in real_logs.load_all(root).items():
+        if src not in HEALTHY_REAL_SOURCES:
+            continue
+        for rec in runs:
+            if real_split(rec.run_id) == "train" and len(rec) >= 4:
+                out.append(TrainingRun(rec.run_id, whole_block(rec), source=src))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--real-logs", type=Path, default=REAL_LOGS)
+    ap.add_argument("--no-real-logs", action="store_true")
+    ap.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    ap.add_argument("--config", type=Path, default=None, help="TrainingConfig JSON")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    runs = corpus_runs(args.corpus)
+    n_corpus = len(runs)
+    if not args.no_real_logs and args.real_logs.exists():
+        runs += real_runs(args.real_logs)
+    print(f"{n_corpus} corpus runs (train split), {len(runs) - n_corpus} real healthy runs, {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr)
+    cfg = TrainingConfig.model_validate_json(args.config.read_text()) if args.config else TrainingConfig()
+    art = fit_artifact(runs, cfg, provenance={
+        "command": "python -m bench.train_detectors " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "corpus": str(args.corpus.name),
+        "corpus_runs": n_corpus,
+        "real_runs": len(runs) - n_corpus,
+        "split": "bench/splits.py: held-out datasets parity, wine; held-out architecture lstm; real logs by run-id hash",
+    }, log=lambda m: print(m, file=sys.stderr, flush=True))
+    art.save(args.out)
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

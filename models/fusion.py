@@ -1,0 +1,100 @@
+"""Fusion: learned normality gates the rule diagnostics, and one failing run yields one incident.
+
+The rules stay the explainers, but a rule firing on a stretch that the
+learned models (:class:`~runwatch.models.learned.detector.LearnedDiagnostic`)
+found normal is demoted to INFO: healthy runs show an early gradient surge, a
+recurrent net "clicking" out of a plateau, the bumps of warm restarts, and
+the autoencoder has seen those in healthy runs. Which kinds are gated is
+:attr:`FusionConfig.gated_kinds`; non-finite values, stalls, deployment
+checks and the learned findings themselves are never gated.
+
+Second, once a run has an open WARNING+ incident (its *root cause*), findings
+of other gated kinds within ``group_steps`` are symptoms of it: they are kept
+as INFO with the root cause named, not published as new incidents. So a
+diverging run reports DIVERGENCE_PREDICTED (and later NONFINITE), not six
+kinds at once.
+
+Examples
+--------
+>>> from runwatch.models.findings import AnomalyKind, Finding, Severity
+>>> fusion = FindingFusion(FusionConfig())
+>>> spike = Finding(AnomalyKind.LOSS_SPIKE, Severity.WARNING, 3.0, 12, "loss", "loss spiked")
+>>> [f.severity.name for f in fusion.apply([spike], learned_normal=lambda step: True)]
+['INFO']
+>>> [f.severity.name for f in fusion.apply([spike], learned_normal=lambda step: False)]
+['WARNING']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pydantic import Field
+
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+
+# The rules that fired on healthy runs of the training split (bench/RESULTS.md, Q4b) or, per issue 11, on
+# held-out healthy conv nets (dead units). Plateau, vanishing gradients and update ratios never fired on a
+# healthy training run, and gating them cost recall on slow convergence: they stay ungated.
+GATED_DEFAULT = ("LOSS_SPIKE", "EXPLODING_GRADIENT", "OVERFITTING", "DEAD_UNITS")
+
+
+class FusionConfig(DiagnosticConfig):
+    """Settings of :class:`FindingFusion`.
+
+    Parameters
+    ----------
+    enabled
+        Off: findings pass unchanged.
+    gated_kinds
+        Rule kinds that need the learned models' agreement to alert.
+    group_steps
+        After a WARNING+ finding, other gated kinds within this many steps are
+        symptoms (INFO). 0 switches grouping off.
+    """
+
+    enabled: bool = True
+    gated_kinds: tuple[str, ...] = GATED_DEFAULT
+    group_steps: int = Field(100, ge=0)
+
+
+class FindingFusion:
+    """Per-run fusion state: the current root-cause incident."""
+
+    def __init__(self, config: FusionConfig | None = None) -> None:
+        self.config = config or FusionConfig()
+        self._gated = {AnomalyKind[k] for k in self.config.gated_kinds}
+        self.root_kind = 0
+        self.root_step = -1
+
+    def apply(self, findings: Sequence[Finding], learned_normal: Callable[[int], bool] | None) -> list[Finding]:
+        """Demote gated and symptom findings to INFO (in place); returns them in order."""
+        if not self.config.enabled:
+            return list(findings)
+        for f in findings:
+            if f.severity < Severity.WARNING:
+                continue
+            if f.kind in self._gated:
+                if learned_normal is not None and learned_normal(f.step):
+                    f.severity = Severity.INFO
+                    f.explanation += " [INFO: the learned models found this stretch normal]"
+                    continue
+                if (
+                    self.config.group_steps
+                    and self.root_step >= 0
+                    and f.kind != self.root_kind
+                    and f.step - self.root_step <= self.config.group_steps
+                ):
+                    f.severity = Severity.INFO
+                    f.explanation += f" [INFO: symptom of the {AnomalyKind(self.root_kind).name} incident at step {self.root_step}]"
+                    continue
+            if self.root_step < 0 or f.step - self.root_step > self.config.group_steps:
+                self.root_kind, self.root_step = int(f.kind), f.step
+        return list(findings)
+
+    def state_dict(self) -> list[int]:
+        return [self.root_kind, self.root_step]
+
+    def load_state_dict(self, state: list[int]) -> None:
+        self.root_kind, self.root_step = int(state[0]), int(state[1])

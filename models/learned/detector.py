@@ -1,0 +1,296 @@
+"""The learned detectors as one streaming diagnostic on the ``MetricBlock`` path.
+
+:class:`LearnedDiagnostic` keeps one run's feature state
+(:class:`~runwatch.models.learned.features.RunFeatures`) and scores each new
+feature row with the artifact's models, which are loaded once per process and
+shared by every run:
+
+- ``SEQUENCE_OUTLIER``: the sequence autoencoder's error on the window ending
+  at the row stays at or above its calibrated alert level for ``patience``
+  rows; the explanation names the features (and layer) with the largest error
+  share;
+- ``DIVERGENCE_PREDICTED``: the forecaster's probability of divergence within
+  its longest horizon stays at or above its alert level for ``patience``
+  rows; the explanation says "expected within ~N steps";
+- ``RUN_OUTLIER``: at prefix checkpoints (16, 32, 64, ... rows) the run so far
+  is scored against the reference runs; the explanation names the summary
+  features furthest from them.
+
+It also answers :meth:`LearnedDiagnostic.learned_normal` for the fusion layer
+(:mod:`runwatch.models.fusion`): whether the run looked normal to the learned
+models around a step. Scores are ratios to the alert level (higher = more
+anomalous; 1 = at the level).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from pydantic import Field
+
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import MetricBlock
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.learned.artifacts import LearnedArtifact, load_artifact
+from runwatch.models.learned.features import FEATURE_METRIC, FEATURES, N_FEATURES, RunFeatures
+from runwatch.models.learned.run_outlier import PrefixSummary
+
+
+class LearnedConfig(DiagnosticConfig):
+    """Settings of :class:`LearnedDiagnostic`.
+
+    Parameters
+    ----------
+    artifact
+        Folder of a learned artifact; empty = the default shipped with runwatch.
+    sequence_outlier, divergence_forecast, run_outlier
+        Which learned findings to raise (the fusion gate uses the models either way).
+    patience
+        Consecutive rows at or above an alert level before a finding. Default 2.
+    min_rows
+        Rows (logged training losses) before the first finding. Default 4.
+    gate_rows
+        The fusion gate looks this many rows back from a rule finding's step. Default 8.
+    """
+
+    artifact: str = ""
+    sequence_outlier: bool = True
+    divergence_forecast: bool = True
+    run_outlier: bool = True
+    patience: int = Field(2, ge=1)
+    min_rows: int = Field(4, ge=1)
+    gate_rows: int = Field(8, ge=1)
+
+
+class LearnedDiagnostic(Diagnostic):
+    """Sequence autoencoder, divergence forecaster and run-outlier detector over one run's feature rows.
+
+    Examples
+    --------
+    >>> from runwatch.models.block import MetricBlock
+    >>> d = LearnedDiagnostic()
+    >>> rows = [{"loss": 2.3 * 0.995 ** s, "lr": 1e-3, "grad_norm": 1.0} for s in range(100)]
+    >>> d.observe_block(MetricBlock.from_rows(list(range(100)), [0.0] * 100, rows))
+    []
+    >>> d.learned_normal(99)
+    True
+    """
+
+    name = "learned"
+    version = "1"
+    config_class = LearnedConfig
+    reference = (
+        "Isolation forest (Liu et al. 2008, PyOD); reconstruction-error autoencoders for time-series anomalies "
+        "(Malhotra et al. 2016); divergence forecasting from training dynamics (cf. AutoTrainer, Zhang et al. 2021)"
+    )
+
+    state_attributes = ("features", "summary", "tail", "ae_streak", "fc_streak", "next_checkpoint", "gate")
+
+    def __init__(self, config: LearnedConfig | None = None) -> None:
+        super().__init__(config)
+        self.model: LearnedArtifact = load_artifact(self.config.artifact or None)
+        cfg = self.model.config
+        self.window = cfg.sequence_ae.window
+        self.lag = cfg.forecaster.lag
+        self.features = RunFeatures()
+        self.summary = PrefixSummary(N_FEATURES)
+        self.tail = np.zeros((0, N_FEATURES))  # last rows, for windows and lags that span blocks
+        self.ae_streak = 0
+        self.fc_streak = 0
+        self.next_checkpoint = 0
+        self.gate: deque[tuple[int, bool]] = deque(maxlen=256)  # (step, abnormal) per recent row
+
+    def watches(self, metric: str) -> bool:
+        return True
+
+    # -- streaming ----------------------------------------------------------------------------------
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        steps, x = self.features.update(block)
+        n = len(steps)
+        if not n:
+            return []
+        cfg, th = self.config, self.model.config.thresholds
+        history = np.concatenate([self.tail, x])
+        first_new = len(self.tail)
+        keep = max(self.window, self.lag + 1)
+        self.tail = history[-keep:]
+        seen_before = self.features.seen - n
+
+        windows = self._windows(history, first_new, seen_before)
+        fe = self.model.sequence_ae.feature_errors(windows)
+        present = np.isfinite(windows).any(axis=1).sum(axis=1)
+        ae_score = np.round(fe.sum(axis=1) / np.maximum(present, 1), 6)  # last-bit BLAS noise must not change decisions
+
+        back = np.arange(first_new, len(history)) - self.lag
+        before = np.where(back[:, None] >= 0, history[np.maximum(back, 0)], np.nan)
+        proba = self.model.forecaster.predict_proba(np.stack([x, before], axis=1))
+        proba = np.round(proba, 6)
+        p_long = proba[:, -1]
+
+        abnormal = (ae_score >= th.sequence_gate) | (p_long >= th.forecast_gate) | (x[:, FEATURES.index("nonfinite")] > 0)
+        self.gate.extend(zip(steps.tolist(), abnormal.tolist()))
+
+        findings: list[Finding] = []
+        for i in range(n):
+            row_no = seen_before + i + 1
+            self.ae_streak = self.ae_streak + 1 if ae_score[i] >= th.sequence_alert else 0
+            self.fc_streak = self.fc_streak + 1 if p_long[i] >= th.forecast_alert else 0
+            if row_no < cfg.min_rows:
+                continue
+            step = int(steps[i])
+            if cfg.sequence_outlier and self.ae_streak >= cfg.patience:
+                findings.append(self._sequence_finding(step, ae_score[i] / th.sequence_alert, fe[i], steps, i))
+            if cfg.divergence_forecast and self.fc_streak >= cfg.patience:
+                findings.append(self._forecast_finding(step, proba[i], x[i], before[i], steps, i))
+        findings.extend(self._checkpoints(seen_before, x, steps))
+        return findings
+
+    def _windows(self, history: np.ndarray, first_new: int, seen_before: int) -> np.ndarray:
+        """The window ending at each new row, left-padded with NaN rows at the start of a run."""
+        w = self.window
+        lead = max(0, w - 1 - first_new)
+        padded = np.concatenate([np.full((lead, N_FEATURES), np.nan), history]) if lead else history
+        view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=0)  # [M, F, w]
+        start = first_new + lead - (w - 1)
+        return view[start:].transpose(0, 2, 1)
+
+    def _sequence_finding(self, step: int, ratio: float, errors: np.ndarray, steps: np.ndarray, i: int) -> Finding:
+        share = errors / max(errors.sum(), 1e-12)
+        top = np.argsort(-share)[:3]
+        lead = FEATURES[top[0]]
+        metric, layer = self._metric_of(lead)
+        parts = ", ".join(f"{FEATURES[j]} {100 * share[j]:.0f}%" for j in top if share[j] >= 0.05)
+        related = tuple(dict.fromkeys(self._metric_of(FEATURES[j])[0] for j in top[1:] if share[j] >= 0.05))
+        return Finding(
+            AnomalyKind.SEQUENCE_OUTLIER,
+            Severity.WARNING,
+            round(float(ratio), 6),
+            step,
+            metric,
+            f"the last {self.window} points are unlike healthy runs: reconstruction error {ratio:.1f}x the alert "
+            f"level; largest shares {parts}" + (f" (layer {layer})" if layer else ""),
+            layer=layer,
+            related=tuple(r for r in related if r != metric),
+            key="sequence",
+            since=int(steps[max(0, i - self.ae_streak + 1)]),
+        )
+
+    def _forecast_finding(self, step: int, p: np.ndarray, now: np.ndarray, before: np.ndarray, steps: np.ndarray, i: int) -> Finding:
+        th = self.model.config.thresholds
+        horizons = self.model.config.forecaster.horizons
+        within = int(self.model.forecaster.expected_within(p[None, :])[0])
+        signs = []
+        for name, fmt in (("loss_vs_best", "loss {:.2g}x its best"), ("lr_vs_at_best", "lr {:.2g}x its value at the best loss"),
+                          ("grad_vs_best", "grad norm {:.2g}x its low"), ("loss_trend", "loss trend x{:.2g}")):
+            v = now[FEATURES.index(name)]
+            if math.isfinite(v) and v > 0.2:
+                signs.append(fmt.format(math.exp(v)))
+        upd = now[FEATURES.index("update_ratio")]
+        if math.isfinite(upd) and upd > 1.0:
+            signs.append(f"update ratio {10 ** (upd - 3):.2g}")
+        p_long = float(p[-1])
+        return Finding(
+            AnomalyKind.DIVERGENCE_PREDICTED,
+            Severity.ERROR if p_long >= max(0.8, th.forecast_alert) else Severity.WARNING,
+            p_long / th.forecast_alert,
+            step,
+            "loss",
+            f"divergence expected within ~{within} steps (p={p_long:.2f} within {horizons[-1]} steps"
+            + (f"; {', '.join(signs[:3])}" if signs else "")
+            + ")",
+            related=("lr", "grad_norm"),
+            key="forecast",
+            since=int(steps[max(0, i - self.fc_streak + 1)]),
+        )
+
+    def _checkpoints(self, seen_before: int, x: np.ndarray, steps: np.ndarray) -> list[Finding]:
+        """Fold the rows into the prefix summary, scoring it at each checkpoint the rows pass."""
+        marks = self.model.config.prefix_checkpoints
+        out = []
+        done = 0
+        n = len(x)
+        while self.next_checkpoint < len(marks) and marks[self.next_checkpoint] <= seen_before + n:
+            mark = marks[self.next_checkpoint]
+            self.next_checkpoint += 1
+            if mark <= seen_before:
+                continue
+            upto = mark - seen_before
+            self.summary.update(x[done:upto])
+            done = upto
+            if not self.config.run_outlier:
+                continue
+            step = int(steps[upto - 1])
+            vec = self.summary.vector()
+            det = self.model.run_outlier
+            score = round(float(det.score_samples(vec[None, :])[0]), 6)
+            alert = self.model.config.thresholds.run_outlier_alert
+            if score < alert:
+                continue
+            top = det.explain(vec)
+            feat = top[0][0].split(":", 1)[1]
+            metric, layer = self._metric_of(feat)
+            out.append(Finding(
+                AnomalyKind.RUN_OUTLIER,
+                Severity.WARNING,
+                score / alert if alert > 0 else score,
+                step,
+                metric,
+                f"the run's first {mark} points are unlike the reference runs ({det.config.method} score {score:.3f} "
+                f">= {alert:.3f}); furthest: " + ", ".join(f"{name} z={z:+.1f}" for name, z in top),
+                layer=layer,
+                key="run",
+            ))
+        self.summary.update(x[done:])
+        return out
+
+    def _metric_of(self, feature: str) -> tuple[str, str]:
+        metric = FEATURE_METRIC.get(feature, "loss")
+        if metric.endswith("/"):
+            layer = self.features.extreme_layer(feature)
+            return (metric + layer if layer else metric.rstrip("/")), layer
+        return metric, ""
+
+    # -- fusion ---------------------------------------------------------------------------------------
+
+    def learned_normal(self, step: int) -> bool:
+        """Whether the learned models saw nothing unusual in the ``gate_rows`` rows up to ``step``."""
+        recent = [abn for s, abn in self.gate if s <= step][-self.config.gate_rows:]
+        return not any(recent)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        from runwatch.models.snapshot import encode
+
+        state = {
+            "features": self.features.state_dict(),
+            "summary": self.summary.state_dict(),
+            "tail": self.tail,
+            "ae_streak": self.ae_streak,
+            "fc_streak": self.fc_streak,
+            "next_checkpoint": self.next_checkpoint,
+            "gate": [list(g) for g in self.gate],
+        }
+        return {"name": self.name, "version": self.version, "config": self.config.to_dict(), "state": encode(state)}
+
+    def load_state_dict(self, snapshot: dict) -> bool:
+        from runwatch.models.snapshot import decode
+
+        if (snapshot.get("name"), snapshot.get("version")) != (self.name, self.version):
+            return False
+        if snapshot.get("config") != self.config.to_dict():
+            return False
+        try:
+            state = decode(snapshot["state"], "learned")
+            self.features.load_state_dict(state["features"])
+            self.summary.load_state_dict(state["summary"])
+            self.tail = state["tail"]
+            self.ae_streak, self.fc_streak = int(state["ae_streak"]), int(state["fc_streak"])
+            self.next_checkpoint = int(state["next_checkpoint"])
+            self.gate = deque(((int(s), bool(a)) for s, a in state["gate"]), maxlen=256)
+        except (KeyError, TypeError, ValueError):
+            return False
+        return True

@@ -1,0 +1,411 @@
+"""Scale-free, streaming run features: one row per logged training loss.
+
+Every learned detector reads the same rows. A row describes the run at one
+logged loss value relative to the run itself (its start, its best point, its
+own noise), never in absolute units, so a detector fitted on small CPU runs
+can read a 7B fine-tune. Other metrics (learning rate, gradient norms,
+validation loss, per-layer statistics) are carried forward to the loss's step,
+so irregular and sparse logging (a value every 1 or every 500 steps, a
+validation point every N) changes how many rows a run has, not what a row
+means. Missing metrics are NaN.
+
+Smoothing runs in observation units with a warm start (an average of
+everything seen while fewer than ``1/alpha`` points have arrived), so a run
+with 20 logged points and one with 2,000 both have meaningful fast and slow
+levels. The detectors are trained on dense and thinned copies of each run.
+
+Examples
+--------
+>>> from runwatch.models.block import MetricBlock
+>>> feats = RunFeatures()
+>>> rows = [{"loss": 2.3 * 0.99 ** s, "lr": 1e-3, "grad_norm": 1.0} for s in range(50)]
+>>> steps, x = feats.update(MetricBlock.from_rows(list(range(50)), [0.0] * 50, rows))
+>>> x.shape == (50, len(FEATURES)), round(float(x[-1, FEATURES.index("loss_vs_start")]), 1)
+(True, -0.5)
+>>> bool(np.isnan(x[-1, FEATURES.index("val_vs_best")]))    # no validation loss logged
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from runwatch.models.block import Column, MetricBlock
+from runwatch.models.kernels import jit
+
+FEATURES: tuple[str, ...] = (
+    "loss_vs_start",  # log(smoothed loss / its level over the first 3 points)
+    "loss_vs_best",  # log(smoothed loss / its running minimum), >= 0
+    "loss_trend",  # log(fast / slow smoothed loss): > 0 while rising
+    "loss_jump",  # (log loss - slow level) / the run's own noise: a spike in noise units
+    "loss_noise",  # mean |log loss - fast level|: how noisy this run is
+    "grad_vs_start",
+    "grad_vs_best",
+    "grad_trend",
+    "grad_jump",
+    "lr_vs_max",  # log(lr / highest lr before), > 0 only when the lr exceeds all it has been
+    "lr_vs_at_best",  # log(lr / lr when the loss was at its best)
+    "lr_change",  # log(lr / previous lr)
+    "val_vs_best",  # log(validation loss / its best so far), >= 0
+    "val_gap",  # log(validation loss / smoothed training loss)
+    "val_gap_change",  # val_gap now minus val_gap at the best validation point
+    "update_ratio",  # log10(largest per-layer update ratio) + 3 (healthy runs sit near 0)
+    "layer_grad_max",  # largest per-layer log(grad norm / its first value)
+    "layer_grad_min",  # smallest per-layer log(grad norm / its first value): vanishing
+    "progress",  # log10(1 + loss values seen) / 3
+    "nonfinite",  # 1 when this loss (or the gradient norm) is NaN/Inf
+)
+"""Feature names, in column order."""
+
+N_FEATURES = len(FEATURES)
+F = {name: i for i, name in enumerate(FEATURES)}
+
+FEATURE_METRIC: dict[str, str] = {
+    **{n: "loss" for n in FEATURES if n.startswith("loss_")},
+    **{n: "grad_norm" for n in FEATURES if n.startswith("grad_")},
+    **{n: "lr" for n in FEATURES if n.startswith("lr_")},
+    **{n: "val/loss" for n in FEATURES if n.startswith("val_")},
+    "update_ratio": "update_ratio/",
+    "layer_grad_max": "grad_norm/",
+    "layer_grad_min": "grad_norm/",
+    "progress": "loss",
+    "nonfinite": "loss",
+}
+"""The metric (or per-layer prefix) each feature is read from, for explanations."""
+
+LOSS_NAMES = ("loss", "train/loss", "train_loss")
+VAL_NAMES = ("val/loss", "val_loss", "eval/loss", "eval_loss")
+LR_NAMES = ("lr", "learning_rate", "train/lr")
+GRAD_NAMES = ("grad_norm", "train/grad_norm")
+UPDATE_PREFIX = "update_ratio/"
+LAYER_GRAD_PREFIX = "grad_norm/"
+
+FAST, SLOW, NOISE_ALPHA = 0.3, 0.05, 0.1
+START_POINTS = 3
+_FLOOR = 1e-12
+_CLIP = 20.0
+
+# Per positive series (loss, grad norm), the kernel's state:
+# 0 seen, 1 fast, 2 slow, 3 noise, 4 start sum, 5 best (of fast), 6 last output vs_start, 7 vs_best, 8 trend
+SERIES_STATE = 9
+
+
+@jit
+def track_series(values: np.ndarray, state: np.ndarray, out: np.ndarray, improved: np.ndarray) -> None:
+    """Update one positive series' smoothing state with ``values``; write 5 features per value.
+
+    ``out[i]`` = (vs_start, vs_best, trend, jump, noise, log fast level), ``improved[i]`` = 1
+    when value i set a new best. Non-finite values repeat the last features
+    with a zero jump and leave the state alone.
+    """
+    for i in range(len(values)):
+        v = float(values[i])
+        improved[i] = 0.0
+        if not math.isfinite(v):
+            out[i, 0] = state[6]
+            out[i, 1] = state[7]
+            out[i, 2] = state[8]
+            out[i, 3] = 0.0
+            out[i, 4] = state[3]
+            out[i, 5] = state[1] if state[0] > 0 else math.nan
+            continue
+        lv = math.log(v if v > _FLOOR else _FLOOR)
+        n = state[0]
+        if n == 0.0:
+            state[1] = lv
+            state[2] = lv
+            state[3] = 0.0
+            state[4] = lv
+            state[5] = lv
+            jump = 0.0
+        else:
+            noise = state[3] if state[3] > 0.02 else 0.02
+            jump = (lv - state[2]) / noise
+            if jump > _CLIP:
+                jump = _CLIP
+            elif jump < -_CLIP:
+                jump = -_CLIP
+            a_n = NOISE_ALPHA if NOISE_ALPHA > 1.0 / (n + 1.0) else 1.0 / (n + 1.0)
+            state[3] += a_n * (abs(lv - state[1]) - state[3])
+            a_f = FAST if FAST > 1.0 / (n + 1.0) else 1.0 / (n + 1.0)
+            a_s = SLOW if SLOW > 1.0 / (n + 1.0) else 1.0 / (n + 1.0)
+            state[1] += a_f * (lv - state[1])
+            state[2] += a_s * (lv - state[2])
+            if n < START_POINTS:
+                state[4] += lv
+        n += 1.0
+        state[0] = n
+        if state[1] < state[5]:
+            state[5] = state[1]
+            improved[i] = 1.0
+        start = state[4] / (n if n < START_POINTS else START_POINTS)
+        vs_start = state[1] - start
+        vs_best = state[1] - state[5]
+        trend = state[1] - state[2]
+        state[6] = vs_start
+        state[7] = vs_best
+        state[8] = trend
+        out[i, 0] = vs_start
+        out[i, 1] = vs_best
+        out[i, 2] = trend
+        out[i, 3] = jump
+        out[i, 4] = state[3]
+        out[i, 5] = state[1]
+
+
+def _finite(col: Column) -> Column | None:
+    """The column without its non-finite values (the nonfinite diagnostic reports those), or None if none is left."""
+    ok = np.isfinite(col.values)
+    if ok.all():
+        return col
+    if not ok.any():
+        return None
+    return Column(col.steps[ok], col.values[ok], col.wall_times[ok])
+
+
+def _first_column(block: MetricBlock, names: Iterable[str]) -> Column | None:
+    for name in names:
+        col = block.columns.get(name)
+        if col is not None:
+            return _finite(col)
+    return None
+
+
+def _carry(ch_steps: np.ndarray, ch_values: np.ndarray, at: np.ndarray, before: float) -> np.ndarray:
+    """The channel's latest value at or before each step of ``at`` (``before`` when none is in the block)."""
+    if len(ch_steps) == 0:
+        return np.full(len(at), before)
+    idx = np.searchsorted(ch_steps, at, side="right") - 1
+    out = ch_values[np.maximum(idx, 0)].astype(np.float64, copy=True)
+    out[idx < 0] = before
+    return out
+
+
+def _per_step_extreme(parts: list[tuple[np.ndarray, np.ndarray]], fn) -> tuple[np.ndarray, np.ndarray]:
+    """Combine (steps, values) of several layers into one value per step with ``fn`` (np.fmax / np.fmin)."""
+    steps = np.concatenate([s for s, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    order = np.argsort(steps, kind="stable")
+    steps, values = steps[order], values[order]
+    uniq, starts = np.unique(steps, return_index=True)
+    return uniq, fn.reduceat(values, starts)
+
+
+class RunFeatures:
+    """Streaming feature state of one run (see the module docstring).
+
+    :meth:`update` consumes a :class:`MetricBlock` and returns the steps and
+    feature rows of the block's training-loss values; :meth:`state_dict`
+    and :meth:`load_state_dict` checkpoint it as plain data.
+    """
+
+    def __init__(self) -> None:
+        self.loss_state = np.zeros(SERIES_STATE)
+        self.grad_state = np.zeros(SERIES_STATE)
+        self.grad_last = np.full(5, np.nan)  # last grad features (carried to later loss steps)
+        self.lr_last = math.nan
+        self.lr_max = math.nan
+        self.lr_at_best = math.nan
+        self.lr_features = np.full(3, np.nan)
+        self.val_best = math.nan
+        self.val_gap_at_best = math.nan
+        self.val_features = np.full(3, np.nan)
+        self.update_last = math.nan
+        self.layer_max_last = math.nan
+        self.layer_min_last = math.nan
+        self.layer_start: dict[str, float] = {}
+        self.layer_latest: dict[str, float] = {}  # per-layer latest log(grad / first) and update ratio, for naming
+        self.loss_fast_last = math.nan
+        self.seen = 0
+
+    state_attributes = (
+        "loss_state", "grad_state", "grad_last", "lr_last", "lr_max", "lr_at_best", "lr_features", "val_best",
+        "val_gap_at_best", "val_features", "update_last", "layer_max_last", "layer_min_last", "layer_start",
+        "layer_latest", "loss_fast_last", "seen",
+    )
+
+    def state_dict(self) -> dict:
+        return {a: getattr(self, a) for a in self.state_attributes}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunFeatures):
+            return NotImplemented
+        from runwatch.models.snapshot import encode
+
+        return encode(self.state_dict()) == encode(other.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        for a in self.state_attributes:
+            v = state[a]
+            setattr(self, a, dict(v) if isinstance(v, dict) else v)
+
+    # -- update -----------------------------------------------------------------------------
+
+    def update(self, block: MetricBlock) -> tuple[np.ndarray, np.ndarray]:
+        """Consume one block; return ``(steps, rows)`` for its training-loss values."""
+        loss = _first_column(block, LOSS_NAMES)
+        self._layers(block)
+        if loss is None:
+            self._side_channels(block, np.zeros(0, np.int64), np.zeros(0), self.loss_fast_last)
+            return np.zeros(0, np.int64), np.zeros((0, N_FEATURES))
+        steps, values = loss.steps, loss.values
+        n = len(values)
+        x = np.full((n, N_FEATURES), np.nan)
+        prev_fast = self.loss_fast_last
+        tmp = np.empty((n, 6))
+        improved = np.empty(n)
+        track_series(values, self.loss_state, tmp, improved)
+        x[:, 0:5] = tmp[:, :5]
+        self._side_channels(block, steps, tmp[:, 5], prev_fast, improved, x)
+        self.loss_fast_last = float(self.loss_state[1]) if self.loss_state[0] > 0 else math.nan
+        self.seen += n
+        x[:, F["progress"]] = np.log10(1.0 + self.seen - n + np.arange(1, n + 1)) / 3.0
+        x[:, F["nonfinite"]] = 0.0  # non-finite values never enter the features (kept for the artifact's layout)
+        np.clip(x, -_CLIP, _CLIP, out=x)
+        return steps, x
+
+    def _side_channels(
+        self,
+        block: MetricBlock,
+        steps: np.ndarray,
+        loss_fast: np.ndarray,
+        fast_before: float,
+        improved: np.ndarray | None = None,
+        x: np.ndarray | None = None,
+    ) -> None:
+        # gradient norm: its own smoothing, carried to the loss steps
+        grad = _first_column(block, GRAD_NAMES)
+        if grad is not None and len(grad):
+            g = np.empty((len(grad), 6))
+            gi = np.empty(len(grad))
+            track_series(grad.values, self.grad_state, g, gi)
+            if x is not None:
+                cols = [F["grad_vs_start"], F["grad_vs_best"], F["grad_trend"], F["grad_jump"]]
+                for j, c in enumerate(cols):
+                    x[:, c] = _carry(grad.steps, g[:, j], steps, self.grad_last[j])
+            self.grad_last = np.concatenate([g[-1, :4], [np.nan]])
+        elif x is not None:
+            for j, c in enumerate([F["grad_vs_start"], F["grad_vs_best"], F["grad_trend"], F["grad_jump"]]):
+                x[:, c] = self.grad_last[j]
+
+        # learning rate
+        lr = _first_column(block, LR_NAMES)
+        if lr is not None and len(lr):
+            lv = np.log(np.maximum(np.where(np.isfinite(lr.values), lr.values, np.nan), _FLOOR))
+            prev = np.concatenate([[math.log(self.lr_last) if self.lr_last > 0 else np.nan], lv[:-1]])
+            prev_max = np.fmax.accumulate(np.concatenate([[math.log(self.lr_max) if self.lr_max > 0 else np.nan], lv]))[:-1]
+            vs_max = np.where(np.isnan(prev_max), 0.0, np.maximum(lv - prev_max, 0.0))
+            change = np.where(np.isnan(prev), 0.0, lv - prev)
+            lr_at_loss = _carry(lr.steps, lv, steps, math.log(self.lr_last) if self.lr_last > 0 else np.nan)
+            ch_vs_max = _carry(lr.steps, vs_max, steps, self.lr_features[0])
+            ch_change = _carry(lr.steps, change, steps, self.lr_features[2])
+            last = float(np.exp(lv[-1])) if np.isfinite(lv[-1]) else self.lr_last
+            self.lr_max = float(np.exp(np.nanmax(lv))) if np.isnan(self.lr_max) else max(self.lr_max, float(np.exp(np.nanmax(lv))))
+            self.lr_last = last
+            self.lr_features = np.array([vs_max[-1], np.nan, change[-1]])
+        else:
+            lr_at_loss = np.full(len(steps), math.log(self.lr_last) if self.lr_last > 0 else np.nan)
+            ch_vs_max = np.full(len(steps), self.lr_features[0])
+            ch_change = np.full(len(steps), 0.0 if self.lr_last > 0 else np.nan)
+        if x is not None and len(steps):
+            best_lr = np.full(len(steps), math.log(self.lr_at_best) if self.lr_at_best > 0 else np.nan)
+            if improved is not None and improved.any():
+                pos = np.where(improved > 0, np.arange(len(steps)), -1)
+                pos = np.maximum.accumulate(pos)
+                best_lr = np.where(pos >= 0, lr_at_loss[np.maximum(pos, 0)], best_lr)
+                if np.isfinite(best_lr[-1]):
+                    self.lr_at_best = float(np.exp(best_lr[-1]))
+            x[:, F["lr_vs_max"]] = ch_vs_max
+            x[:, F["lr_vs_at_best"]] = lr_at_loss - best_lr
+            x[:, F["lr_change"]] = ch_change
+
+        # validation loss: one update per validation point, carried forward
+        val = _first_column(block, VAL_NAMES)
+        if val is not None and len(val):
+            fast_at = _carry(steps, loss_fast, val.steps, fast_before)
+            before = self.val_features.copy()
+            feats = np.empty((len(val), 3))
+            for i, (v, lf) in enumerate(zip(val.values.tolist(), fast_at.tolist())):
+                if not math.isfinite(v):
+                    feats[i] = (_CLIP, self.val_features[1], self.val_features[2])
+                    continue
+                lvv = math.log(max(v, _FLOOR))
+                gap = lvv - lf if math.isfinite(lf) else math.nan
+                if not (self.val_best == self.val_best) or lvv < self.val_best:  # first point or new best
+                    self.val_best = lvv
+                    self.val_gap_at_best = gap
+                feats[i] = (lvv - self.val_best, gap, gap - self.val_gap_at_best)
+            self.val_features = feats[-1].copy()
+            if x is not None:
+                for j, c in enumerate([F["val_vs_best"], F["val_gap"], F["val_gap_change"]]):
+                    x[:, c] = _carry(val.steps, feats[:, j], steps, before[j])
+        elif x is not None:
+            for j, c in enumerate([F["val_vs_best"], F["val_gap"], F["val_gap_change"]]):
+                x[:, c] = self.val_features[j]
+
+        if x is not None:
+            x[:, F["update_ratio"]] = _carry(*self._layer_series("update"), steps, self.update_last)
+            x[:, F["layer_grad_max"]] = _carry(*self._layer_series("max"), steps, self.layer_max_last)
+            x[:, F["layer_grad_min"]] = _carry(*self._layer_series("min"), steps, self.layer_min_last)
+        self._commit_layers()
+
+    # -- per-layer channels ---------------------------------------------------------------------
+
+    def _layers(self, block: MetricBlock) -> None:
+        """Reduce the block's per-layer columns to one value per step (largest update ratio, extreme grad growth)."""
+        upd, gmax = [], []
+        for name, col in block.columns.items():
+            if not (name.startswith(UPDATE_PREFIX) or name.startswith(LAYER_GRAD_PREFIX)):
+                continue
+            col = _finite(col)
+            if col is None:
+                continue
+            if name.startswith(UPDATE_PREFIX):
+                v = np.log10(np.maximum(np.abs(col.values), 1e-30)) + 3.0
+                v = np.where(np.isfinite(col.values), v, _CLIP)
+                upd.append((col.steps, v))
+                self.layer_latest["u:" + name[len(UPDATE_PREFIX):]] = float(v[-1])
+            elif name.startswith(LAYER_GRAD_PREFIX):
+                layer = name[len(LAYER_GRAD_PREFIX):]
+                vals = col.values
+                start = self.layer_start.get(layer)
+                if start is None:
+                    finite = vals[np.isfinite(vals) & (vals > 0)]
+                    if not len(finite):
+                        continue
+                    start = self.layer_start[layer] = float(finite[0])
+                v = np.log(np.maximum(np.where(np.isfinite(vals), vals, np.inf), _FLOOR) / start)
+                gmax.append((col.steps, np.clip(v, -_CLIP, _CLIP)))
+                self.layer_latest["g:" + layer] = float(np.clip(v[-1], -_CLIP, _CLIP))
+        self._pending = {
+            "update": _per_step_extreme(upd, np.fmax) if upd else (np.zeros(0, np.int64), np.zeros(0)),
+            "max": _per_step_extreme(gmax, np.fmax) if gmax else (np.zeros(0, np.int64), np.zeros(0)),
+            "min": _per_step_extreme(gmax, np.fmin) if gmax else (np.zeros(0, np.int64), np.zeros(0)),
+        }
+
+    def _layer_series(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._pending[which]
+
+    def _commit_layers(self) -> None:
+        for which, attr in (("update", "update_last"), ("max", "layer_max_last"), ("min", "layer_min_last")):
+            s, v = self._pending[which]
+            if len(v):
+                setattr(self, attr, float(v[-1]))
+
+    def extreme_layer(self, feature: str) -> str:
+        """The layer behind a per-layer feature's current value (for explanations); ``""`` when unknown."""
+        if feature == "update_ratio":
+            cands = {k[2:]: v for k, v in self.layer_latest.items() if k.startswith("u:")}
+            return max(cands, key=cands.get) if cands else ""
+        cands = {k[2:]: v for k, v in self.layer_latest.items() if k.startswith("g:")}
+        if not cands:
+            return ""
+        return (max if feature == "layer_grad_max" else min)(cands, key=cands.get)
+
+
+def run_rows(block: MetricBlock) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows of a whole run given as one block (training and offline scoring)."""
+    return RunFeatures().update(block)

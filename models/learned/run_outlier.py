@@ -1,0 +1,169 @@
+"""Run outlier detector: PyOD over run-prefix summaries, across a project's runs.
+
+A run prefix (the run so far) is summarised by the maximum, last and mean of
+each feature (:func:`prefix_summary`). The detector holds a *reference* set
+of summaries of healthy run prefixes and scores a new prefix with a PyOD
+model fitted on it (``IForest`` by default; ``ECOD`` and ``COPOD`` compare).
+The artifact stores the reference matrix, not the fitted trees: loading
+refits the model deterministically from it (seeded), so no pickle is needed
+and the model is the same on every load. Refitting on a project's own
+finished runs is :meth:`RunOutlierDetector.refit`. Scores follow PyOD:
+**higher = more anomalous**. :meth:`RunOutlierDetector.explain` names the
+summary features furthest from the reference (robust z-scores).
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> ref = rng.normal(size=(200, 4))
+>>> det = RunOutlierDetector(RunOutlierConfig(method="iforest", seed=0)).fit(ref, ["a", "b", "c", "d"])
+>>> s = det.score_samples(np.array([[0.0, 0, 0, 0], [0.0, 0, 9.0, 0]]))
+>>> bool(s[1] > s[0])
+True
+>>> det.explain(np.array([0.0, 0, 9.0, 0]))[0][0]
+'c'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from runwatch.models.base import DiagnosticConfig
+
+SUMMARIES = ("max", "last", "mean")
+
+
+def summary_names(features: Sequence[str]) -> list[str]:
+    return [f"{agg}:{f}" for agg in SUMMARIES for f in features]
+
+
+class PrefixSummary:
+    """Running max / last / mean of each feature over a run prefix (NaN-aware, streaming)."""
+
+    def __init__(self, n_features: int) -> None:
+        self.max = np.full(n_features, np.nan)
+        self.last = np.full(n_features, np.nan)
+        self.sum = np.zeros(n_features)
+        self.count = np.zeros(n_features)
+
+    def update(self, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        finite = np.isfinite(rows)
+        self.max = np.fmax(self.max, np.fmax.reduce(rows, axis=0))
+        for j in range(rows.shape[1]):
+            col = rows[finite[:, j], j]
+            if len(col):
+                self.last[j] = col[-1]
+                self.sum[j] += col.sum()
+                self.count[j] += len(col)
+
+    def vector(self) -> np.ndarray:
+        mean = np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
+        return np.concatenate([self.max, self.last, mean])
+
+    def state_dict(self) -> dict:
+        return {"max": self.max, "last": self.last, "sum": self.sum, "count": self.count}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PrefixSummary):
+            return NotImplemented
+        return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(self.state_dict().values(), other.state_dict().values()))
+
+    def load_state_dict(self, state: dict) -> None:
+        self.max, self.last, self.sum, self.count = state["max"], state["last"], state["sum"], state["count"]
+
+
+def prefix_summary(rows: np.ndarray) -> np.ndarray:
+    """Summary vector of a run prefix given its feature rows."""
+    s = PrefixSummary(rows.shape[1])
+    s.update(rows)
+    return s.vector()
+
+
+class RunOutlierConfig(DiagnosticConfig):
+    """Settings of :class:`RunOutlierDetector`."""
+
+    method: Literal["iforest", "ecod", "copod"] = "iforest"
+    n_estimators: int = Field(100, ge=10)
+    seed: int = 0
+
+
+class RunOutlierDetector:
+    """PyOD detector over run-prefix summaries with ``fit`` / ``score_samples`` / ``refit``."""
+
+    def __init__(self, config: RunOutlierConfig | None = None) -> None:
+        self.config = config or RunOutlierConfig()
+        self.reference: np.ndarray | None = None
+        self.names: list[str] = []
+        self._model = None
+
+    def _impute(self, x: np.ndarray) -> np.ndarray:
+        # a missing summary (e.g. no validation loss) reads as the reference's typical value
+        return np.where(np.isfinite(x), np.clip(x, -1e6, 1e6), self.median[None, :])
+
+    def fit(self, reference: np.ndarray, names: Sequence[str]) -> RunOutlierDetector:
+        """Fit on summaries of healthy run prefixes ``[N, D]`` (NaN = missing)."""
+        reference = np.asarray(reference, dtype=np.float64)
+        if reference.ndim != 2 or reference.shape[1] != len(names):
+            raise ValueError(f"reference: expected shape [N, {len(names)}], got {list(reference.shape)}")
+        if len(reference) < 8:
+            raise ValueError(f"reference: at least 8 run prefixes are needed, got {len(reference)}")
+        self.reference = reference
+        self.names = list(names)
+        self.median = np.nan_to_num(np.nanmedian(reference, axis=0)) if np.isfinite(reference).any() else np.zeros(reference.shape[1])
+        dev = np.nanmedian(np.abs(reference - self.median), axis=0)
+        self.mad = np.where(np.nan_to_num(dev) > 1e-9, np.nan_to_num(dev), 1.0) * 1.4826
+        self._model = self._build().fit(self._impute(reference))
+        return self
+
+    def refit(self, extra: np.ndarray) -> RunOutlierDetector:
+        """Refit on the reference plus ``extra`` summaries (a project's own finished runs)."""
+        if self.reference is None:
+            raise RuntimeError("RunOutlierDetector is not fitted")
+        return self.fit(np.concatenate([self.reference, np.asarray(extra, dtype=np.float64)]), self.names)
+
+    def _build(self):
+        c = self.config
+        if c.method == "iforest":
+            from pyod.models.iforest import IForest
+
+            return IForest(n_estimators=c.n_estimators, random_state=c.seed)
+        if c.method == "ecod":
+            from pyod.models.ecod import ECOD
+
+            return ECOD()
+        from pyod.models.copod import COPOD
+
+        return COPOD()
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        """Outlier score per summary (PyOD ``decision_function``; higher = more anomalous)."""
+        if self._model is None:
+            raise RuntimeError("RunOutlierDetector is not fitted")
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if x.shape[1] != len(self.names):
+            raise ValueError(f"x: expected {len(self.names)} summary features, got {x.shape[1]}")
+        return np.asarray(self._model.decision_function(self._impute(x)), dtype=np.float64)
+
+    def explain(self, x: np.ndarray, top: int = 3) -> list[tuple[str, float]]:
+        """The ``top`` summary features furthest from the reference, as (name, robust z)."""
+        z = (np.asarray(x, dtype=np.float64) - self.median) / self.mad
+        z = np.where(np.isfinite(z), z, 0.0)
+        order = np.argsort(-np.abs(z))[:top]
+        return [(self.names[i], float(z[i])) for i in order]
+
+    def tensors(self, prefix: str = "run_outlier") -> dict[str, np.ndarray]:
+        if self.reference is None:
+            raise RuntimeError("RunOutlierDetector is not fitted")
+        return {f"{prefix}.reference": self.reference}
+
+    @classmethod
+    def from_tensors(
+        cls, config: RunOutlierConfig, tensors: dict[str, np.ndarray], names: Sequence[str], prefix: str = "run_outlier"
+    ) -> RunOutlierDetector:
+        return cls(config).fit(tensors[f"{prefix}.reference"].astype(np.float64), names)

@@ -1,0 +1,50 @@
+"""Robust per-feature scaling shared by the learned models (median and spread of healthy training rows).
+
+Examples
+--------
+>>> import numpy as np
+>>> s = RobustScaling.fit(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, np.nan]]))
+>>> z, mask = s.transform(np.array([[2.0, np.nan]]))
+>>> z.tolist(), mask.tolist()
+([[0.0, 0.0]], [[1.0, 0.0]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CLIP = 10.0
+
+
+@dataclass
+class RobustScaling:
+    """``(x - center) / spread`` per feature, clipped to ±10; NaN becomes 0 with mask 0."""
+
+    center: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> RobustScaling:
+        center = np.nan_to_num(np.nanmedian(x, axis=0))
+        q75, q25 = np.nanpercentile(x, 75, axis=0), np.nanpercentile(x, 25, axis=0)
+        std = np.nanstd(x, axis=0)
+        spread = np.nan_to_num((q75 - q25) / 1.349)
+        # features that are constant for most healthy rows (e.g. lr_vs_max) fall back to their std
+        spread = np.where(spread > 1e-6, spread, np.nan_to_num(std))
+        spread = np.where(spread > 1e-6, spread, 1.0)
+        return cls(center.astype(np.float64), spread.astype(np.float64))
+
+    def transform(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.isfinite(x).astype(np.float32)
+        z = np.clip((np.nan_to_num(x, nan=0.0, posinf=CLIP, neginf=-CLIP) - self.center) / self.spread, -CLIP, CLIP)
+        z = np.where(mask > 0, z, 0.0).astype(np.float32)
+        return z, mask
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.center": self.center, f"{prefix}.spread": self.spread}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> RobustScaling:
+        return cls(tensors[f"{prefix}.center"].astype(np.float64), tensors[f"{prefix}.spread"].astype(np.float64))

@@ -1,0 +1,187 @@
+"""Sequence autoencoder over windows of run features: trained on healthy windows, scored by reconstruction error.
+
+A small 1-D convolutional autoencoder (PyTorch for fitting, a numpy mirror of
+the same forward pass for serving, so the service needs no torch). Inputs
+are windows of ``window`` consecutive feature rows
+(:mod:`runwatch.models.learned.features`), robustly scaled; missing features
+are zero-filled and left out of the error. The score of a window is its mean
+squared reconstruction error over present features: **higher = more
+anomalous**. Per-feature error shares say which metric drove it.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> healthy = rng.normal(size=(256, 8, 3)).cumsum(axis=1) * 0.1
+>>> ae = SequenceAutoencoder(SequenceAEConfig(window=8, n_features=3, epochs=30, seed=0)).fit(healthy)
+>>> odd = healthy[:4].copy(); odd[:, 5:, 0] += 3.0
+>>> bool(ae.score_samples(odd).mean() > ae.score_samples(healthy[:4]).mean())
+True
+>>> ae.feature_errors(odd).argmax(axis=1).tolist()
+[0, 0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.learned.scaling import RobustScaling
+
+
+class SequenceAEConfig(DiagnosticConfig):
+    """Shape and fitting settings of :class:`SequenceAutoencoder`."""
+
+    window: int = Field(16, ge=4, le=256, description="feature rows per window (even)")
+    n_features: int = Field(20, ge=1)
+    hidden: int = Field(32, ge=4)
+    latent: int = Field(8, ge=1)
+    kernel: int = Field(5, ge=1, le=15, description="odd convolution width")
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(256, ge=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    seed: int = 0
+
+
+def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.ndarray:
+    """``torch.nn.functional.conv1d`` with 'same' zero padding: x [N, C, L], w [O, C, K]."""
+    k = w.shape[2]
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=2)[:, :, ::stride, :]  # [N, C, L', K]
+    n, c, length, _ = win.shape
+    cols = win.transpose(0, 2, 1, 3).reshape(n * length, c * k)
+    out = cols @ w.reshape(w.shape[0], c * k).T + b
+    return out.reshape(n, length, w.shape[0]).transpose(0, 2, 1)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+class SequenceAutoencoder:
+    """Conv autoencoder with the ``fit`` / ``score_samples`` shape of PyOD detectors."""
+
+    def __init__(self, config: SequenceAEConfig | None = None) -> None:
+        self.config = config or SequenceAEConfig()
+        if self.config.window % 2:
+            raise ValueError(f"window: must be even, got {self.config.window}")
+        self.weights: dict[str, np.ndarray] = {}
+        self.scaling: RobustScaling | None = None
+
+    # -- torch model (fitting only) ----------------------------------------------------------------
+
+    def _torch_module(self):
+        import torch
+        from torch import nn
+
+        c = self.config
+        half = c.window // 2
+
+        class ConvAE(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.enc1 = nn.Conv1d(c.n_features, c.hidden, c.kernel, padding=c.kernel // 2)
+                self.enc2 = nn.Conv1d(c.hidden, c.hidden // 2, c.kernel, stride=2, padding=c.kernel // 2)
+                self.code = nn.Linear((c.hidden // 2) * half, c.latent)
+                self.expand = nn.Linear(c.latent, (c.hidden // 2) * half)
+                self.dec1 = nn.Conv1d(c.hidden // 2, c.hidden, c.kernel, padding=c.kernel // 2)
+                self.dec2 = nn.Conv1d(c.hidden, c.n_features, c.kernel, padding=c.kernel // 2)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [N, F, W]
+                h = torch.relu(self.enc1(x))
+                h = torch.relu(self.enc2(h))
+                z = self.code(h.flatten(1))
+                h = torch.relu(self.expand(z)).view(-1, c.hidden // 2, half)
+                h = h.repeat_interleave(2, dim=2)
+                h = torch.relu(self.dec1(h))
+                return self.dec2(h)
+
+        return ConvAE()
+
+    def fit(self, windows: np.ndarray) -> SequenceAutoencoder:
+        """Fit on healthy windows ``[N, window, n_features]`` (NaN = missing)."""
+        import torch
+
+        c = self.config
+        windows = np.asarray(windows, dtype=np.float64)
+        if windows.ndim != 3 or windows.shape[1:] != (c.window, c.n_features):
+            raise ValueError(f"windows: expected shape [N, {c.window}, {c.n_features}], got {list(windows.shape)}")
+        self.scaling = RobustScaling.fit(windows.reshape(-1, c.n_features))
+        z, mask = self.scaling.transform(windows.reshape(-1, c.n_features))
+        x = torch.from_numpy(z.reshape(windows.shape)).permute(0, 2, 1).contiguous()
+        m = torch.from_numpy(mask.reshape(windows.shape)).permute(0, 2, 1).contiguous()
+        torch.manual_seed(c.seed)
+        gen = torch.Generator().manual_seed(c.seed)
+        model = self._torch_module()
+        opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate)
+        n = len(x)
+        for _ in range(c.epochs):
+            order = torch.randperm(n, generator=gen)
+            for i in range(0, n, c.batch_size):
+                idx = order[i : i + c.batch_size]
+                xb, mb = x[idx], m[idx]
+                err = ((model(xb) - xb) ** 2 * mb).sum() / mb.sum().clamp_min(1.0)
+                opt.zero_grad()
+                err.backward()
+                opt.step()
+        self.weights = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
+        return self
+
+    # -- numpy forward (serving) --------------------------------------------------------------------
+
+    def reconstruct(self, z: np.ndarray) -> np.ndarray:
+        """Numpy forward pass on scaled inputs ``[N, F, W]``; equals the torch module's output."""
+        c, w = self.config, self.weights
+        h = _relu(_conv1d(z, w["enc1.weight"], w["enc1.bias"]))
+        h = _relu(_conv1d(h, w["enc2.weight"], w["enc2.bias"], stride=2))
+        code = h.reshape(len(h), -1) @ w["code.weight"].T + w["code.bias"]
+        h = _relu(code @ w["expand.weight"].T + w["expand.bias"]).reshape(len(h), c.hidden // 2, c.window // 2)
+        h = np.repeat(h, 2, axis=2)
+        h = _relu(_conv1d(h, w["dec1.weight"], w["dec1.bias"]))
+        return _conv1d(h, w["dec2.weight"], w["dec2.bias"])
+
+    def feature_errors(self, windows: np.ndarray) -> np.ndarray:
+        """Mean squared error per window and feature ``[N, n_features]`` (0 where a feature is missing)."""
+        if self.scaling is None:
+            raise RuntimeError("SequenceAutoencoder is not fitted")
+        c = self.config
+        windows = np.asarray(windows, dtype=np.float64)
+        if windows.ndim != 3 or windows.shape[1:] != (c.window, c.n_features):
+            raise ValueError(f"windows: expected shape [N, {c.window}, {c.n_features}], got {list(windows.shape)}")
+        if not len(windows):
+            return np.zeros((0, c.n_features))
+        z, mask = self.scaling.transform(windows.reshape(-1, c.n_features))
+        z = z.reshape(windows.shape).transpose(0, 2, 1).astype(np.float64)
+        mask = mask.reshape(windows.shape).transpose(0, 2, 1)
+        err = (self.reconstruct(z) - z) ** 2 * mask
+        return err.sum(axis=2) / np.maximum(mask.sum(axis=2), 1.0)
+
+    def score_samples(self, windows: np.ndarray) -> np.ndarray:
+        """Reconstruction error per window over its present features (higher = more anomalous)."""
+        fe = self.feature_errors(windows)
+        if not len(fe):
+            return np.zeros(0)
+        c = self.config
+        present = np.isfinite(np.asarray(windows, dtype=np.float64)).any(axis=1).sum(axis=1)
+        return fe.sum(axis=1) / np.maximum(present, 1) if c.n_features else fe.sum(axis=1)
+
+    # -- artifact -------------------------------------------------------------------------------------
+
+    def tensors(self, prefix: str = "ae") -> dict[str, np.ndarray]:
+        if self.scaling is None:
+            raise RuntimeError("SequenceAutoencoder is not fitted")
+        return {**{f"{prefix}.{k}": v for k, v in self.weights.items()}, **self.scaling.tensors(f"{prefix}.scaling")}
+
+    @classmethod
+    def from_tensors(cls, config: SequenceAEConfig, tensors: dict[str, np.ndarray], prefix: str = "ae") -> SequenceAutoencoder:
+        ae = cls(config)
+        head = f"{prefix}."
+        ae.weights = {
+            k[len(head):]: v.astype(np.float64)
+            for k, v in tensors.items()
+            if k.startswith(head) and not k.startswith(f"{prefix}.scaling.")
+        }
+        ae.scaling = RobustScaling.from_tensors(tensors, f"{prefix}.scaling")
+        return ae
