@@ -65,12 +65,12 @@ def make_systems(names: Sequence[str] | None = None, curvefitting_stride: int = 
     from runwatch.models.fusion import FusionConfig
     from runwatch.models.registry import DIAGNOSTICS
 
-    suite = DiagnosticSuite(SuiteConfig())
+    suite = DiagnosticSuite(SuiteConfig(enabled=list(DIAGNOSTICS)))
     rules = DiagnosticSuite(SuiteConfig(enabled=[n for n in DIAGNOSTICS if n != "learned"], fusion=FusionConfig(enabled=False)))
     median = nni_assessors.Studies(lambda mode: nni_assessors._assessors()[0](optimize_mode=mode, start_step=0))
     curve = nni_assessors.Studies(lambda: nni_assessors._assessors()[1](epoch_num=20, start_step=6, threshold=0.95, gap=1))
     all_systems = [
-        System("runwatch", "runwatch (default: rules + learned detectors + fusion)", lambda m: suite.monitor(m["run_id"]),
+        System("runwatch", "runwatch with learned detectors (rules + learned + fusion)", lambda m: suite.monitor(m["run_id"]),
                reference="runwatch.models.registry.SuiteConfig() defaults"),
         System("runwatch_rules", "runwatch rules only (before the learned detectors)", lambda m: rules.monitor(m["run_id"]),
                reference="SuiteConfig(enabled=every rule diagnostic, fusion off)"),

@@ -40,11 +40,16 @@ class RunOutcome:
     anomalies: list[anomaly_pb2.Anomaly] = field(default_factory=list)
 
     @property
+    def flags(self) -> list[anomaly_pb2.Anomaly]:
+        """Anomalies that alert (WARNING and above); INFO ones are context, e.g. rules the learned models gated."""
+        return [a for a in self.anomalies if a.severity >= anomaly_pb2.SEVERITY_WARNING]
+
+    @property
     def first_flag_step(self) -> int | None:
-        return min((a.first_step for a in self.anomalies), default=None)
+        return min((a.first_step for a in self.flags), default=None)
 
     def kinds(self) -> set[str]:
-        return {kind_name(a.kind) for a in self.anomalies}
+        return {kind_name(a.kind) for a in self.flags}
 
 
 @dataclass
@@ -66,7 +71,7 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
             f"diverging run flagged at step {flag} before its loss became non-finite at step {bad}{lead}",
             flag is not None and bad is not None and flag < bad,
         ),
-        (f"healthy run never flagged ({len(healthy.anomalies)} anomalies)", not healthy.anomalies),
+        (f"healthy run never flagged ({len(healthy.flags)} alerts)", not healthy.flags),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
     ]
 

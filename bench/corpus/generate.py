@@ -2,6 +2,7 @@
 
     python -m bench.corpus.generate                       # 660 runs, seed 0, into bench/corpus/data
     python -m bench.corpus.generate --runs 40 --out /tmp/c --workers 1
+    python -m bench.corpus.generate --domain novel --seed 21 --runs 240 --out bench/corpus/novel-21   # unseen domain
     python -m bench.corpus.generate --slice tests/fixtures/corpus --slice-runs 40   # fixture from a corpus
 
 Each run is drawn from the seed (:func:`bench.corpus.specs.draw_spec`),
@@ -48,7 +49,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def generate_one(seed: int, index: int, fault: str, out_dir: str, attempts: int) -> dict[str, Any]:
+def generate_one(
+    seed: int, index: int, fault: str, out_dir: str, attempts: int, domain: str = "default"
+) -> dict[str, Any]:
     """Draw, train, label and store run ``index``; returns its labels row."""
     from bench.corpus import store
     from bench.corpus.labels import label_run
@@ -56,7 +59,7 @@ def generate_one(seed: int, index: int, fault: str, out_dir: str, attempts: int)
     from bench.corpus.train import train_run
 
     for attempt in range(attempts):
-        spec = draw_spec(seed, index, fault, attempt)
+        spec = draw_spec(seed, index, fault, attempt, domain)
         events, facts = train_run(spec)
         meta = {"run_id": spec.run_id, "spec": spec.to_dict(), **facts}
         rec = store.RunRecord.from_events(events, meta)
@@ -112,14 +115,16 @@ def read_labels(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def generate(n_runs: int, seed: int, out: Path, workers: int, faulty_fraction: float, attempts: int) -> dict[str, Any]:
+def generate(
+    n_runs: int, seed: int, out: Path, workers: int, faulty_fraction: float, attempts: int, domain: str = "default"
+) -> dict[str, Any]:
     from bench.corpus.specs import fault_plan
 
     (out / "runs").mkdir(parents=True, exist_ok=True)
     plan = fault_plan(n_runs, seed, faulty_fraction)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    args = [(seed, i, f, str(out), attempts) for i, f in enumerate(plan)]
+    args = [(seed, i, f, str(out), attempts, domain) for i, f in enumerate(plan)]
     # the slow kinds first so the pool drains evenly
     if workers <= 1:
         _init_worker()
@@ -137,6 +142,7 @@ def generate(n_runs: int, seed: int, out: Path, workers: int, faulty_fraction: f
     info = {
         "runs": n_runs,
         "seed": seed,
+        "domain": domain,
         "faulty_fraction": faulty_fraction,
         "attempts": attempts,
         "workers": workers,
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--faulty-fraction", type=float, default=0.4)
     ap.add_argument("--attempts", type=int, default=8)
+    ap.add_argument("--domain", choices=("default", "novel"), default="default",
+                    help="novel: datasets and architecture families the default corpus never uses (a test corpus)")
     ap.add_argument("--slice", type=Path, default=None, help="copy a fixture slice of --out to this folder and exit")
     ap.add_argument("--slice-runs", type=int, default=40)
     args = ap.parse_args(argv)
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         ids = make_slice(args.out, args.slice, args.slice_runs)
         print(f"sliced {len(ids)} runs into {args.slice}")
         return
-    info = generate(args.runs, args.seed, args.out, args.workers, args.faulty_fraction, args.attempts)
+    info = generate(args.runs, args.seed, args.out, args.workers, args.faulty_fraction, args.attempts, args.domain)
     print(json.dumps(info, indent=2))
 
 

@@ -5,6 +5,11 @@
 the runs chosen to be faulty, applies one fault. Everything here is
 deterministic given the seed; the specs are written next to the runs so a
 single run can be re-trained exactly.
+
+``domain="novel"`` draws from datasets and architecture families the default
+corpus never uses (``tasks.NOVEL_TABULAR``, ``tasks.NOVEL_SEQUENCE``,
+``tasks.NOVEL_ARCHS``), from its own random stream; the default domain's
+draws are unchanged by it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.corpus.tasks import SEQUENCE, lr_multiplier
+from bench.corpus.tasks import NOVEL_SEQUENCE, NOVEL_TABULAR, SEQUENCE, TASKS, lr_multiplier
 
 FAULTS = (
     "divergence",
@@ -30,6 +35,9 @@ FAULTS = (
     "stall",
 )
 """Fault types (AutoTrainer, DeepDiagnosis and SageMaker Debugger's rule list)."""
+
+DOMAINS = ("default", "novel")
+_NOVEL_STREAM = 1  # the novel domain's draws: rng([seed, index, attempt, _NOVEL_STREAM])
 
 # A healthy peak learning rate per (optimizer, model family); each run draws
 # its own within x0.5..x2 of it.
@@ -53,7 +61,18 @@ BASE_LR = {
 
 
 def family(arch: str) -> str:
+    """The BASE_LR family of an architecture (the novel ``resmlp`` and ``tcn`` are ``ff``)."""
     return "rnn" if arch in ("gru", "lstm") else "transformer" if arch == "transformer" else "ff"
+
+
+def base_lr(optimizer: str, arch: str, width: int) -> float:
+    """The healthy peak LR of an (optimizer, architecture): ``BASE_LR`` of its family; for SGD on
+    the residual MLP scaled by ``min(1, 32 / width)`` (its head reads LayerNorm features whose
+    squared norm is the width, so plain SGD's stable step shrinks with it)."""
+    lr = BASE_LR[(optimizer, family(arch))]
+    if arch == "resmlp" and optimizer in ("sgd", "sgd_momentum"):
+        lr *= min(1.0, 32 / width)
+    return lr
 
 
 @dataclass
@@ -91,6 +110,7 @@ class RunSpec:
     pause_at: int = -1  # a healthy pause (checkpoint upload, long evaluation)
     pause_s: float = 0.0
     extra_after_nonfinite: int = 0  # steps still logged after the loss became non-finite
+    domain: str = "default"  # "default" or "novel" (datasets / architectures unseen by default)
 
     @property
     def healthy_lr(self) -> float:
@@ -111,7 +131,7 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        return cls(**d)
+        return cls(**d)  # specs written before ``domain`` existed load as "default"
 
 
 def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -122,7 +142,24 @@ def _pick(rng: np.random.Generator, options, p=None):
     return options[int(rng.choice(len(options), p=p))]
 
 
-def _base(rng: np.random.Generator, index: int, seed: int) -> RunSpec:
+def _base_novel(rng: np.random.Generator) -> tuple[str, str, int, int, str]:
+    """Dataset, architecture, depth, width and activation of a novel-domain run."""
+    dataset = _pick(rng, NOVEL_TABULAR + NOVEL_SEQUENCE, [0.25, 0.2, 0.25, 0.3])
+    if TASKS[dataset].sequence:
+        arch, depth = "tcn", int(_pick(rng, (3, 4)))
+        width = int(_pick(rng, (32, 48, 64)))
+        activation = _pick(rng, ("relu", "gelu", "tanh"), [0.6, 0.25, 0.15])
+    else:
+        arch, depth = "resmlp", int(rng.integers(1, 5))  # residual blocks
+        width = int(_pick(rng, (16, 32, 64, 128)))
+        activation = _pick(rng, ("relu", "tanh", "gelu"), [0.6, 0.2, 0.2])
+    return dataset, arch, depth, width, activation
+
+
+def _base(rng: np.random.Generator, index: int, seed: int, domain: str = "default") -> RunSpec:
+    if domain == "novel":
+        dataset, arch, depth, width, activation = _base_novel(rng)
+        return _base_rest(rng, index, seed, domain, dataset, arch, depth, width, activation)
     dataset = _pick(rng, ("digits", "wine", "breast_cancer", "diabetes", "copy", "parity"), [0.26, 0.12, 0.13, 0.12, 0.2, 0.17])
     if dataset == "digits":
         arch = _pick(rng, ("mlp", "cnn"), [0.65, 0.35])
@@ -142,11 +179,23 @@ def _base(rng: np.random.Generator, index: int, seed: int) -> RunSpec:
         depth, width, activation = int(_pick(rng, (1, 1, 2))), int(_pick(rng, (32, 48, 64))), "tanh"
     else:
         depth, width, activation = int(_pick(rng, (1, 2))), int(_pick(rng, (32, 48))), "relu"
+    return _base_rest(rng, index, seed, domain, dataset, arch, depth, width, activation)
+
+
+_DROPOUT_ARCHS = ("mlp", "cnn", "transformer", "resmlp")
+
+
+def _base_rest(
+    rng: np.random.Generator, index: int, seed: int, domain: str, dataset: str, arch: str, depth: int, width: int,
+    activation: str,
+) -> RunSpec:
+    """Optimizer, schedule, batch size, ... (the same draws in both domains)."""
+    fam = family(arch)
     optimizer = _pick(rng, ("adam", "adamw", "sgd_momentum", "sgd", "rmsprop"), [0.35, 0.15, 0.3, 0.1, 0.1])
     if fam != "ff" and optimizer == "sgd":
         optimizer = "sgd_momentum"
-    healthy_lr = BASE_LR[(optimizer, fam)] * _loguniform(rng, 0.5, 2.0)
-    seq = dataset in SEQUENCE
+    healthy_lr = base_lr(optimizer, arch, width) * _loguniform(rng, 0.5, 2.0)
+    seq = TASKS[dataset].sequence
     steps = int(rng.integers(300, 701)) if seq else int(rng.integers(300, 901))
     schedule = _pick(
         rng, ("const", "warmup_cosine", "step", "cosine", "sgdr", "warmup_const", "warmup_linear"),
@@ -163,7 +212,7 @@ def _base(rng: np.random.Generator, index: int, seed: int) -> RunSpec:
         depth=depth,
         width=width,
         activation=activation,
-        dropout=float(_pick(rng, (0.0, 0.1, 0.3), [0.6, 0.25, 0.15])) if arch in ("mlp", "cnn", "transformer") else 0.0,
+        dropout=float(_pick(rng, (0.0, 0.1, 0.3), [0.6, 0.25, 0.15])) if arch in _DROPOUT_ARCHS else 0.0,
         optimizer=optimizer,
         lr=healthy_lr,
         weight_decay=1e-2 if optimizer == "adamw" else float(_pick(rng, (0.0, 1e-4, 1e-3), [0.5, 0.3, 0.2])),
@@ -176,6 +225,7 @@ def _base(rng: np.random.Generator, index: int, seed: int) -> RunSpec:
         watch_every=int(_pick(rng, (1, 1, 5, 10))),
         clip=1.0 if rng.random() < (0.7 if seq else 0.2) else 0.0,
         params={"healthy_lr": healthy_lr},
+        domain=domain,
     )
     if rng.random() < 0.15:  # checkpoint upload / long evaluation: a pause in telemetry
         spec.pause_at = int(rng.integers(20, steps - 20))
@@ -195,11 +245,13 @@ def _first_step_above(spec: RunSpec, lr: float) -> int:
 def _apply_fault(rng: np.random.Generator, spec: RunSpec, fault: str) -> None:
     spec.fault = fault
     steps = spec.steps
-    seq = spec.dataset in SEQUENCE
+    seq = TASKS[spec.dataset].sequence
     p = spec.params
     mid = lambda lo, hi: int(steps * rng.uniform(lo, hi))
 
-    if fault == "divergence":
+    if spec.domain == "novel" and fault in _NOVEL_FAULTS:
+        _NOVEL_FAULTS[fault](rng, spec)
+    elif fault == "divergence":
         causes = ["lr_too_high", "warmup_overshoot", "lr_jump"] + (["no_clip"] if family(spec.arch) != "ff" else [])
         spec.cause = _pick(rng, causes)
         spec.clip = 0.0
@@ -207,7 +259,7 @@ def _apply_fault(rng: np.random.Generator, spec: RunSpec, fault: str) -> None:
         spec.optimizer = _pick(rng, ("sgd_momentum", "sgd", "adam"), [0.5, 0.3, 0.2])
         if family(spec.arch) != "ff" and spec.optimizer == "sgd":
             spec.optimizer = "sgd_momentum"
-        spec.lr = p["healthy_lr"] = BASE_LR[(spec.optimizer, family(spec.arch))] * _loguniform(rng, 0.5, 2.0)
+        spec.lr = p["healthy_lr"] = base_lr(spec.optimizer, spec.arch, spec.width) * _loguniform(rng, 0.5, 2.0)
         excess = (100.0, 2000.0) if spec.optimizer == "adam" else (10.0, 200.0)
         if spec.cause == "lr_too_high":
             spec.lr *= _loguniform(rng, *excess)
@@ -318,7 +370,7 @@ def _apply_fault(rng: np.random.Generator, spec: RunSpec, fault: str) -> None:
     elif fault == "nan":
         causes = ["log_zero", "overflow"] + ([] if seq else ["nan_input", "nan_input"])
         spec.cause = _pick(rng, causes)
-        if spec.dataset == "diabetes" and spec.cause != "nan_input":
+        if TASKS[spec.dataset].regression and spec.cause != "nan_input":  # no softmax to break
             spec.cause = "nan_input"
         if spec.cause == "nan_input":
             spec.onset = mid(0.2, 0.8)
@@ -337,6 +389,110 @@ def _apply_fault(rng: np.random.Generator, spec: RunSpec, fault: str) -> None:
         raise ValueError(f"unknown fault {fault!r}")
 
 
+def _novel_vanishing_gradient(rng: np.random.Generator, spec: RunSpec) -> None:
+    # Residual blocks with LayerNorm do not let gradients vanish; the fault is a config bug
+    # that switches skip connections and norms off, leaving a plain deep sigmoid / tanh stack.
+    p = spec.params
+    if TASKS[spec.dataset].sequence:
+        spec.dataset = _pick(rng, NOVEL_TABULAR)
+        spec.batch_size = min(spec.batch_size, 64)
+    spec.arch, spec.dropout = "resmlp", 0.0
+    spec.depth = int(rng.integers(5, 9))  # blocks of two linear layers: 10-16 in a row
+    spec.width = int(_pick(rng, (32, 64, 128)))
+    p["arch_options"] = {"residual": False, "norm": False}
+    spec.cause = _pick(rng, ("no_skip_sigmoid", "no_skip_small_init"))
+    spec.activation = "sigmoid" if spec.cause == "no_skip_sigmoid" else _pick(rng, ("tanh", "sigmoid"))
+    if spec.cause == "no_skip_small_init":
+        spec.init, spec.init_scale = "small", _loguniform(rng, 0.005, 0.03)
+    spec.optimizer = _pick(rng, ("sgd", "sgd_momentum", "adam"), [0.35, 0.35, 0.3])
+    spec.lr = p["healthy_lr"] = BASE_LR[(spec.optimizer, "ff")] * _loguniform(rng, 0.5, 2.0)
+    spec.onset = 0
+
+
+def _novel_dying_relu(rng: np.random.Generator, spec: RunSpec) -> None:
+    # resmlp (fc1 -> ReLU inside each block) and tcn (conv -> ReLU) both keep their layout;
+    # negative biases or an LR burst kill the ReLUs, the skip connections keep the run going.
+    p = spec.params
+    spec.activation = "relu"
+    spec.cause = _pick(rng, ("neg_bias_init", "lr_burst"))
+    if spec.cause == "neg_bias_init":
+        spec.init, spec.init_scale = "neg_bias", rng.uniform(2.0, 6.0)
+        spec.onset = 0
+    else:
+        spec.optimizer = _pick(rng, ("sgd", "sgd_momentum"))
+        spec.lr = p["healthy_lr"] = base_lr(spec.optimizer, spec.arch, spec.width) * _loguniform(rng, 0.5, 2.0)
+        spec.onset = int(spec.steps * rng.uniform(0.2, 0.5))
+        p["lr_burst"] = _loguniform(rng, 100.0, 1000.0)
+        p["burst_steps"] = int(rng.integers(1, 4))
+        spec.clip = 0.0
+
+
+def _novel_overfitting(rng: np.random.Generator, spec: RunSpec) -> None:
+    p = spec.params
+    spec.cause = "tiny_data"
+    if TASKS[spec.dataset].sequence:
+        spec.train_subset = int(rng.integers(8, 33))
+        spec.width = 64
+    else:
+        if spec.dataset == "friedman":  # a smooth target: tiny-data runs plateau instead of overfitting
+            spec.dataset = _pick(rng, ("moons", "hypercube"))
+        spec.arch = "resmlp"
+        spec.depth, spec.width = int(rng.integers(2, 4)), int(_pick(rng, (128, 256)))
+        spec.train_subset = int(rng.integers(20, 61)) if spec.dataset != "hypercube" else int(rng.integers(30, 101))
+        spec.activation = _pick(rng, ("relu", "tanh", "gelu"))
+        if not TASKS[spec.dataset].regression and rng.random() < 0.5:
+            spec.label_noise = float(rng.uniform(0.1, 0.25))
+            spec.cause = "tiny_data_noisy_labels"
+    spec.optimizer = "adam"
+    spec.lr = p["healthy_lr"] = BASE_LR[("adam", family(spec.arch))] * _loguniform(rng, 0.5, 2.0)
+    spec.dropout, spec.weight_decay = 0.0, 0.0
+    spec.schedule = _pick(rng, ("const", "warmup_const"))
+    spec.batch_size = min(spec.batch_size, max(4, spec.train_subset // 2))
+    spec.steps = int(rng.integers(600, 1001))
+    spec.onset = 0
+
+
+def _novel_oscillation(rng: np.random.Generator, spec: RunSpec) -> None:
+    # friedman (regression) and running_max (TCN) mostly settle or blow up under these
+    # optimizers instead of oscillating: oscillate on the two classification datasets
+    if spec.dataset in ("friedman", "running_max"):
+        spec.dataset = _pick(rng, ("moons", "hypercube"))
+        spec.batch_size = min(spec.batch_size, 64)
+        if spec.arch != "resmlp":
+            spec.arch, spec.depth, spec.dropout = "resmlp", int(rng.integers(1, 5)), 0.0
+    p = spec.params
+    spec.cause = _pick(rng, ("momentum_too_high", "adam_lr_high"))
+    spec.schedule = "const"
+    spec.clip = 0.0
+    if spec.cause == "momentum_too_high":
+        spec.optimizer = "sgd_momentum"
+        p["momentum"] = float(rng.uniform(0.985, 0.995))
+        spec.lr = BASE_LR[("sgd_momentum", "ff")] * _loguniform(rng, 1.0, 3.0)
+    else:
+        spec.optimizer = "adam"
+        spec.lr = BASE_LR[("adam", "ff")] * _loguniform(rng, 30.0, 100.0)
+    p["healthy_lr"] = base_lr(spec.optimizer, spec.arch, spec.width)
+    spec.onset = 0
+
+
+def _novel_slow_convergence(rng: np.random.Generator, spec: RunSpec) -> None:
+    # the residual MLP's head reads LayerNorm features: even at x0.001-0.01 of a healthy LR it
+    # fits a random-features readout within the run, so its LR is cut further
+    spec.cause = "lr_too_small"
+    spec.lr *= _loguniform(rng, 1e-4, 1e-3) if spec.arch == "resmlp" else _loguniform(rng, 1e-3, 1e-2)
+    spec.onset = 0
+
+
+# Faults whose default-domain injection assumes the default datasets or a plain MLP layout.
+_NOVEL_FAULTS = {
+    "vanishing_gradient": _novel_vanishing_gradient,
+    "dying_relu": _novel_dying_relu,
+    "overfitting": _novel_overfitting,
+    "oscillation": _novel_oscillation,
+    "slow_convergence": _novel_slow_convergence,
+}
+
+
 def fault_plan(n_runs: int, seed: int = 0, faulty_fraction: float = 0.4) -> list[str]:
     """Which fault (or ``"healthy"``) each run index gets: fault types in equal shares, shuffled."""
     n_faulty = round(n_runs * faulty_fraction)
@@ -345,8 +501,11 @@ def fault_plan(n_runs: int, seed: int = 0, faulty_fraction: float = 0.4) -> list
     return [faults[i] for i in order]
 
 
-def draw_spec(seed: int, index: int, fault: str, attempt: int = 0) -> RunSpec:
+def draw_spec(seed: int, index: int, fault: str, attempt: int = 0, domain: str = "default") -> RunSpec:
     """Run ``index``'s spec; ``attempt`` > 0 redraws it (when a draw did not pass its check).
+
+    ``domain="novel"`` draws from the novel datasets and architectures, with its own random
+    stream (``[seed, index, attempt, 1]``); the default domain's draws do not depend on it.
 
     Examples
     --------
@@ -356,15 +515,21 @@ def draw_spec(seed: int, index: int, fault: str, attempt: int = 0) -> RunSpec:
     >>> draw_spec(0, 7, "nan", attempt=1).to_dict() == a.to_dict()
     False
     """
-    rng = np.random.default_rng([seed, index, attempt])
-    spec = _base(rng, index, int(rng.integers(0, 2**31 - 1)))
+    if domain == "default":
+        rng = np.random.default_rng([seed, index, attempt])
+        spec = _base(rng, index, int(rng.integers(0, 2**31 - 1)))
+    elif domain == "novel":
+        rng = np.random.default_rng([seed, index, attempt, _NOVEL_STREAM])
+        spec = _base(rng, index, int(rng.integers(0, 2**31 - 1)), domain)
+    else:
+        raise ValueError(f"unknown domain {domain!r}; one of {DOMAINS}")
     if fault != "healthy":
         _apply_fault(rng, spec, fault)
     spec.params["attempt"] = attempt
     return spec
 
 
-def sample_specs(n_runs: int, seed: int = 0, faulty_fraction: float = 0.4) -> list[RunSpec]:
+def sample_specs(n_runs: int, seed: int = 0, faulty_fraction: float = 0.4, domain: str = "default") -> list[RunSpec]:
     """First-attempt specs of every run of a corpus.
 
     Examples
@@ -374,4 +539,4 @@ def sample_specs(n_runs: int, seed: int = 0, faulty_fraction: float = 0.4) -> li
     (20, 8)
     """
     plan = fault_plan(n_runs, seed, faulty_fraction)
-    return [draw_spec(seed, i, f) for i, f in enumerate(plan)]
+    return [draw_spec(seed, i, f, domain=domain) for i, f in enumerate(plan)]

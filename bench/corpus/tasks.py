@@ -7,6 +7,15 @@ input token sequence delayed by ``COPY_DELAY`` positions; ``parity``: the
 running parity of a bit string). Models are MLPs of several depths and
 widths, a small CNN (digits as 8x8 images), a GRU or LSTM and a tiny
 transformer encoder (sequence tasks).
+
+The *novel* domain (``--domain novel``; test data for detectors developed on
+the default corpus) has datasets and architecture families the default
+corpus never uses: scikit-learn's generators ``make_moons`` (lifted to 12
+features), ``make_friedman1`` (regression) and ``make_classification``
+(``hypercube``: 4 classes), each drawn once (3000 samples) with a fixed seed; the exact
+sequence task ``running_max`` (the running maximum of 12 tokens of a
+10-symbol vocabulary); residual MLPs with LayerNorm (``resmlp``) and causal
+dilated 1-D convolutions (``tcn``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,14 @@ SEQUENCE = ("copy", "parity")
 SEQ_LEN = 12
 COPY_VOCAB = 8  # tokens 1..8; 0 is the blank the first COPY_DELAY targets ask for
 COPY_DELAY = 3
+
+# the novel domain: datasets and architecture families the default corpus never uses
+NOVEL_TABULAR = ("moons", "friedman", "hypercube")
+NOVEL_SEQUENCE = ("running_max",)
+NOVEL_ARCHS = ("resmlp", "tcn")
+RUNMAX_VOCAB = 10  # tokens 0..9
+GENERATED_N = 3000  # samples drawn from each scikit-learn generator (fewer: healthy runs overfit)
+FRIEDMAN_NOISE = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,33 @@ TASKS = {
     "diabetes": Task("diabetes", 10, 1, True, False),
     "copy": Task("copy", COPY_VOCAB + 1, COPY_VOCAB + 1, False, True),
     "parity": Task("parity", 2, 2, False, True),
+    "moons": Task("moons", 12, 2, False, False),
+    "friedman": Task("friedman", 10, 1, True, False),
+    "hypercube": Task("hypercube", 16, 4, False, False),
+    "running_max": Task("running_max", RUNMAX_VOCAB, RUNMAX_VOCAB, False, True),
 }
+
+
+def _generated(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A novel-domain tabular dataset, drawn once from a fixed seed (scikit-learn's generators)."""
+    from sklearn import datasets
+
+    if name == "moons":
+        # two interleaved half circles with noise, lifted to 12 features: 6 fixed random linear
+        # mixtures of the two coordinates, plus 6 pure-noise features
+        x2, y = datasets.make_moons(GENERATED_N, noise=0.2, random_state=0)
+        g = np.random.default_rng(1)
+        x = np.concatenate([x2 @ g.normal(size=(2, 6)) + 0.1 * g.normal(size=(GENERATED_N, 6)),
+                            g.normal(size=(GENERATED_N, 6))], axis=1)
+        return x, y
+    if name == "friedman":
+        return datasets.make_friedman1(GENERATED_N, n_features=10, noise=FRIEDMAN_NOISE, random_state=0)
+    if name == "hypercube":
+        return datasets.make_classification(
+            GENERATED_N, n_features=16, n_informative=8, n_redundant=4, n_classes=4, n_clusters_per_class=2,
+            class_sep=1.5, flip_y=0.01, random_state=0,
+        )
+    raise ValueError(f"unknown dataset {name!r}")
 
 
 @cache
@@ -53,13 +96,16 @@ def tabular(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
     """Fixed 75/25 split (permutation seed 0), features standardised on the train part."""
     from sklearn import datasets
 
-    loader = {
-        "digits": datasets.load_digits,
-        "wine": datasets.load_wine,
-        "breast_cancer": datasets.load_breast_cancer,
-        "diabetes": datasets.load_diabetes,
-    }[name]
-    x, y = loader(return_X_y=True)
+    if name in NOVEL_TABULAR:
+        x, y = _generated(name)
+    else:
+        loader = {
+            "digits": datasets.load_digits,
+            "wine": datasets.load_wine,
+            "breast_cancer": datasets.load_breast_cancer,
+            "diabetes": datasets.load_diabetes,
+        }[name]
+        x, y = loader(return_X_y=True)
     idx = np.random.default_rng(0).permutation(len(x))
     x = x[idx].astype(np.float32)
     n_tr = int(0.75 * len(x))
@@ -83,6 +129,9 @@ def sequences(name: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, to
         y = torch.zeros_like(x)
         y[:, COPY_DELAY:] = x[:, :-COPY_DELAY]
         return x, y
+    if name == "running_max":
+        x = torch.randint(0, RUNMAX_VOCAB, (n, SEQ_LEN), generator=gen)
+        return x, torch.cummax(x, dim=1).values
     x = torch.randint(0, 2, (n, SEQ_LEN), generator=gen)
     return x, torch.cumsum(x, dim=1) % 2
 
@@ -158,8 +207,84 @@ class TinyTransformer(nn.Module):
         return self.head(self.encoder(self.embed(x) + self.pos))
 
 
-def build(arch: str, task: Task, depth: int, width: int, activation: str, dropout: float) -> nn.Module:
-    """The model of a run (freshly initialised from torch's current RNG state)."""
+class ResBlock(nn.Module):
+    """Pre-norm residual MLP block: ``LayerNorm -> fc1 (width -> 2 width) -> act [-> drop] -> fc2``."""
+
+    def __init__(self, width: int, activation: str, dropout: float, norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.act = _ACTS[activation]()
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.fc2 = nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(self.norm(x)))))
+
+
+class ResMLP(nn.Module):
+    """``inp -> depth x (h + block(h)) -> LayerNorm -> head``.
+
+    ``residual=False`` / ``norm=False`` switch the skip connections / LayerNorms off (the
+    vanishing-gradient fault: a plain deep stack).
+    """
+
+    def __init__(self, n_in: int, n_out: int, depth: int, width: int, activation: str, dropout: float,
+                 residual: bool = True, norm: bool = True) -> None:
+        super().__init__()
+        self.residual = residual
+        self.inp = nn.Linear(n_in, width)
+        self.blocks = nn.ModuleList(ResBlock(width, activation, dropout, norm) for _ in range(depth))
+        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
+        self.head = nn.Linear(width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h) if self.residual else block(h)
+        return self.head(self.norm(h))
+
+
+class TCN(nn.Module):
+    """Temporal convolutional tagger: embedding -> ``depth`` causal dilated 1-D convolutions
+    (kernel 3, dilation 1, 2, 4, 8, ...; left padding only, residual where the widths match)
+    -> per-position linear head. Three layers see 15 positions back, more than ``SEQ_LEN``."""
+
+    KERNEL = 3
+
+    def __init__(self, vocab: int, n_out: int, width: int, depth: int, activation: str, dropout: float,
+                 residual: bool = True) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.depth, self.residual = depth, residual
+        prev = 16
+        for i in range(1, depth + 1):
+            dilation = 2 ** (i - 1)
+            self.add_module(f"pad{i}", nn.ConstantPad1d(((self.KERNEL - 1) * dilation, 0), 0.0))
+            self.add_module(f"conv{i}", nn.Conv1d(prev, width, self.KERNEL, dilation=dilation))
+            act = _ACTS[activation]()
+            act.channels_first = True  # its input is [batch, channels, time] (DebuggerTensors reads this)
+            self.add_module(f"act{i}", act)
+            if dropout:
+                self.add_module(f"drop{i}", nn.Dropout(dropout))
+            prev = width
+        self.head = nn.Linear(width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).transpose(1, 2)  # [batch, channels, time]
+        for i in range(1, self.depth + 1):
+            y = getattr(self, f"act{i}")(getattr(self, f"conv{i}")(getattr(self, f"pad{i}")(h)))
+            if hasattr(self, f"drop{i}"):
+                y = getattr(self, f"drop{i}")(y)
+            h = h + y if self.residual and y.shape == h.shape else y
+        return self.head(h.transpose(1, 2))
+
+
+def build(arch: str, task: Task, depth: int, width: int, activation: str, dropout: float, **options) -> nn.Module:
+    """The model of a run (freshly initialised from torch's current RNG state).
+
+    ``options`` go to the novel families (``residual``, ``norm``: see :class:`ResMLP`).
+    """
     if arch == "mlp":
         return mlp(task.n_in, task.n_out, depth, width, activation, dropout)
     if arch == "cnn":
@@ -168,6 +293,10 @@ def build(arch: str, task: Task, depth: int, width: int, activation: str, dropou
         return RecurrentTagger(arch, task.n_in, task.n_out, width, depth, dropout)
     if arch == "transformer":
         return TinyTransformer(task.n_in, task.n_out, width, depth, dropout)
+    if arch == "resmlp":
+        return ResMLP(task.n_in, task.n_out, depth, width, activation, dropout, **options)
+    if arch == "tcn":
+        return TCN(task.n_in, task.n_out, width, depth, activation, dropout, **options)
     raise ValueError(f"unknown arch {arch!r}")
 
 
@@ -176,7 +305,7 @@ def initialise(model: nn.Module, init: str, scale: float) -> None:
     (default weights x scale) or ``neg_bias`` (hidden biases set to -scale)."""
     if init == "default":
         return
-    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     with torch.no_grad():
         for i, m in enumerate(linears):
             last = i == len(linears) - 1

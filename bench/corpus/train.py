@@ -61,7 +61,8 @@ class DebuggerTensors:
             if not self.on or not mod.training:
                 return
             x = args[0].detach()
-            units = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 4 else x.reshape(-1, x.shape[-1]).T
+            channels_first = x.dim() == 4 or getattr(mod, "channels_first", False)  # Conv2d; the TCN's Conv1d
+            units = x.transpose(0, 1).reshape(x.shape[1], -1) if channels_first else x.reshape(-1, x.shape[-1]).T
             if kind == "relu":
                 active = (units > 0).float().mean(dim=1)
                 self.stats[f"dbg/relu_dead_pct/{name}"] = 100.0 * float((active < INACTIVITY).float().mean())
@@ -209,7 +210,8 @@ def train_run(
     torch.manual_seed(spec.seed)
     task = TASKS[spec.dataset]
     if build_model is None:
-        model = build(spec.arch, task, spec.depth, spec.width, spec.activation, spec.dropout)
+        model = build(spec.arch, task, spec.depth, spec.width, spec.activation, spec.dropout,
+                      **spec.params.get("arch_options", {}))
     else:
         model = build_model()
     initialise(model, spec.init, spec.init_scale)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from runwatch.service.demo import ORDER, run_demo
+from runwatch.v1 import anomaly_pb2
 
 
 def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
@@ -13,11 +14,11 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     report = run_demo(data_dir=tmp_path / "demo", seed=0, out=lines.append)
     assert report.ok, "\n".join(lines)
     healthy, diverging, overfit = (report.outcomes[n] for n in ORDER)
-    assert healthy.anomalies == [] and healthy.final_val_acc > 0.9
+    assert healthy.flags == [] and healthy.final_val_acc > 0.9
     assert diverging.first_nonfinite_step is not None
     assert diverging.first_flag_step < diverging.first_nonfinite_step
-    first = min(diverging.anomalies, key=lambda a: a.first_step)
-    assert first.detector == "divergence"
+    first = min(diverging.flags, key=lambda a: a.first_step)
+    assert first.kind == anomaly_pb2.ANOMALY_KIND_DIVERGENCE_PREDICTED
     assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
     # Anomalies were printed live, while the diverging run was still training.
     done_at = next(i for i, line in enumerate(lines) if "'diverging' done" in line)

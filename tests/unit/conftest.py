@@ -23,4 +23,6 @@ def service_suite():
     """The whole default suite, as the service builds it (rules, learned detectors, fusion)."""
     from runwatch.models.registry import DiagnosticSuite, SuiteConfig
 
-    return DiagnosticSuite(SuiteConfig())
+    from runwatch.models.registry import DIAGNOSTICS
+
+    return DiagnosticSuite(SuiteConfig(enabled=list(DIAGNOSTICS)))

@@ -10,7 +10,7 @@ import pytest
 from test_diagnostics import run
 
 from runwatch.models.block import MetricBlock
-from runwatch.models.registry import DiagnosticSuite
+from runwatch.models.registry import DIAGNOSTICS, DiagnosticSuite, SuiteConfig
 from runwatch.models.snapshot import SnapshotError
 from runwatch.service.pipeline import DetectionPipeline
 from runwatch.service.settings import ServiceSettings
@@ -48,7 +48,7 @@ def same_state(a, b) -> bool:
 
 @pytest.mark.parametrize("name", RUNS)
 def test_restored_monitor_continues_exactly(name):
-    suite = DiagnosticSuite()
+    suite = DiagnosticSuite(SuiteConfig(enabled=list(DIAGNOSTICS)))  # the learned detector's state too
     events = run(name).events
     whole = suite.monitor("r")
     expected = [a for b in blocks(events) for a in whole.observe_block(b)]
