@@ -18,10 +18,10 @@ Examples
 --------
 >>> from runwatch.models.findings import AnomalyKind, Finding, Severity
 >>> fusion = FindingFusion(FusionConfig())
->>> spike = Finding(AnomalyKind.LOSS_SPIKE, Severity.WARNING, 3.0, 12, "loss", "loss spiked")
->>> [f.severity.name for f in fusion.apply([spike], learned_normal=lambda step: True)]
+>>> spike = lambda: Finding(AnomalyKind.LOSS_SPIKE, Severity.WARNING, 3.0, 12, "loss", "loss spiked")
+>>> [f.severity.name for f in fusion.apply([spike()], learned_normal=lambda step: True)]
 ['INFO']
->>> [f.severity.name for f in fusion.apply([spike], learned_normal=lambda step: False)]
+>>> [f.severity.name for f in fusion.apply([spike()], learned_normal=lambda step: False)]
 ['WARNING']
 """
 

@@ -235,6 +235,17 @@ def _base_rest(
     return spec
 
 
+def _tiny_data_training(rng: np.random.Generator, spec: RunSpec) -> None:
+    """The training set-up of an overfitting run (both domains): Adam, no regularisation, long, constant LR."""
+    spec.optimizer = "adam"
+    spec.lr = spec.params["healthy_lr"] = BASE_LR[("adam", family(spec.arch))] * _loguniform(rng, 0.5, 2.0)
+    spec.dropout, spec.weight_decay = 0.0, 0.0
+    spec.schedule = _pick(rng, ("const", "warmup_const"))
+    spec.batch_size = min(spec.batch_size, max(4, spec.train_subset // 2))
+    spec.steps = int(rng.integers(600, 1001))
+    spec.onset = 0
+
+
 def _first_step_above(spec: RunSpec, lr: float) -> int:
     for s in range(spec.steps):
         if spec.lr_at(s) > lr:
@@ -345,13 +356,7 @@ def _apply_fault(rng: np.random.Generator, spec: RunSpec, fault: str) -> None:
             if spec.dataset != "diabetes" and rng.random() < 0.5:
                 spec.label_noise = float(rng.uniform(0.1, 0.25))
                 spec.cause = "tiny_data_noisy_labels"
-        spec.optimizer = "adam"
-        spec.lr = p["healthy_lr"] = BASE_LR[("adam", family(spec.arch))] * _loguniform(rng, 0.5, 2.0)
-        spec.dropout, spec.weight_decay = 0.0, 0.0
-        spec.schedule = _pick(rng, ("const", "warmup_const"))
-        spec.batch_size = min(spec.batch_size, max(4, spec.train_subset // 2))
-        spec.steps = int(rng.integers(600, 1001))
-        spec.onset = 0
+        _tiny_data_training(rng, spec)
     elif fault == "data_corruption":
         spec.onset = mid(0.3, 0.6)
         causes = ["label_noise", "feature_noise"] + ([] if seq else ["feature_scale"])
@@ -443,13 +448,7 @@ def _novel_overfitting(rng: np.random.Generator, spec: RunSpec) -> None:
         if not TASKS[spec.dataset].regression and rng.random() < 0.5:
             spec.label_noise = float(rng.uniform(0.1, 0.25))
             spec.cause = "tiny_data_noisy_labels"
-    spec.optimizer = "adam"
-    spec.lr = p["healthy_lr"] = BASE_LR[("adam", family(spec.arch))] * _loguniform(rng, 0.5, 2.0)
-    spec.dropout, spec.weight_decay = 0.0, 0.0
-    spec.schedule = _pick(rng, ("const", "warmup_const"))
-    spec.batch_size = min(spec.batch_size, max(4, spec.train_subset // 2))
-    spec.steps = int(rng.integers(600, 1001))
-    spec.onset = 0
+    _tiny_data_training(rng, spec)
 
 
 def _novel_oscillation(rng: np.random.Generator, spec: RunSpec) -> None:

@@ -120,9 +120,8 @@ class LearnedDiagnostic(Diagnostic):
         seen_before = self.features.seen - n
 
         windows = self._windows(history, first_new, seen_before)
-        fe = self.model.sequence_ae.feature_errors(windows)
-        present = np.isfinite(windows).any(axis=1).sum(axis=1)
-        ae_score = np.round(fe.sum(axis=1) / np.maximum(present, 1), 6)  # last-bit BLAS noise must not change decisions
+        ae_score, fe = self.model.sequence_ae.score_with_errors(windows)
+        ae_score = np.round(ae_score, 6)  # last-bit BLAS noise must not change decisions
 
         back = np.arange(first_new, len(history)) - self.lag
         before = np.where(back[:, None] >= 0, history[np.maximum(back, 0)], np.nan)

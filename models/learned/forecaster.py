@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import DiagnosticConfig
-from runwatch.models.learned.scaling import RobustScaling
+from runwatch.models.learned.scaling import RobustScaling, fit_minibatches, pack, unpack
 
 
 class ForecasterConfig(DiagnosticConfig):
@@ -87,20 +87,10 @@ class DivergenceForecaster:
         x = torch.from_numpy(self._inputs(pairs))
         y = torch.from_numpy(targets)
         torch.manual_seed(c.seed)
-        gen = torch.Generator().manual_seed(c.seed)
-        model = self._torch_module()
-        opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate, weight_decay=1e-5)
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((len(c.horizons),), c.positive_weight))
-        n = len(x)
-        for _ in range(c.epochs):
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, c.batch_size):
-                idx = order[i : i + c.batch_size]
-                loss = loss_fn(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        self.weights = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
+        self.weights = fit_minibatches(self._torch_module(), lambda model, idx: loss_fn(model(x[idx]), y[idx]), len(x),
+                                       epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
+                                       seed=c.seed, weight_decay=1e-5)
         return self
 
     def predict_proba(self, pairs: np.ndarray) -> np.ndarray:
@@ -124,18 +114,10 @@ class DivergenceForecaster:
         return hz[np.argmax(reach, axis=1)]
 
     def tensors(self, prefix: str = "forecaster") -> dict[str, np.ndarray]:
-        if self.scaling is None:
-            raise RuntimeError("DivergenceForecaster is not fitted")
-        return {**{f"{prefix}.{k}": v for k, v in self.weights.items()}, **self.scaling.tensors(f"{prefix}.scaling")}
+        return pack(prefix, self.weights, self.scaling, "DivergenceForecaster")
 
     @classmethod
     def from_tensors(cls, config: ForecasterConfig, tensors: dict[str, np.ndarray], prefix: str = "forecaster") -> DivergenceForecaster:
         fc = cls(config)
-        head = f"{prefix}."
-        fc.weights = {
-            k[len(head):]: v.astype(np.float64)
-            for k, v in tensors.items()
-            if k.startswith(head) and not k.startswith(f"{prefix}.scaling.")
-        }
-        fc.scaling = RobustScaling.from_tensors(tensors, f"{prefix}.scaling")
+        fc.weights, fc.scaling = unpack(tensors, prefix)
         return fc

@@ -48,3 +48,36 @@ class RobustScaling:
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> RobustScaling:
         return cls(tensors[f"{prefix}.center"].astype(np.float64), tensors[f"{prefix}.spread"].astype(np.float64))
+
+
+def pack(prefix: str, weights: dict[str, np.ndarray], scaling: RobustScaling | None, model: str) -> dict[str, np.ndarray]:
+    """A fitted model's weights and scaling as flat, prefixed tensors for the artifact."""
+    if scaling is None:
+        raise RuntimeError(f"{model} is not fitted")
+    return {**{f"{prefix}.{k}": v for k, v in weights.items()}, **scaling.tensors(f"{prefix}.scaling")}
+
+
+def unpack(tensors: dict[str, np.ndarray], prefix: str) -> tuple[dict[str, np.ndarray], RobustScaling]:
+    """Inverse of :func:`pack`: the weights (float64) and the scaling stored under ``prefix``."""
+    head, scale_head = f"{prefix}.", f"{prefix}.scaling."
+    weights = {
+        k[len(head):]: v.astype(np.float64) for k, v in tensors.items() if k.startswith(head) and not k.startswith(scale_head)
+    }
+    return weights, RobustScaling.from_tensors(tensors, f"{prefix}.scaling")
+
+
+def fit_minibatches(model, batch_loss, n: int, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+                    weight_decay: float = 0.0) -> dict[str, np.ndarray]:
+    """Adam over shuffled minibatches (seeded); ``batch_loss(model, idx)`` gives a batch's loss. Returns float64 weights."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            loss = batch_loss(model, order[i : i + batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}

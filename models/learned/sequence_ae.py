@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import DiagnosticConfig
-from runwatch.models.learned.scaling import RobustScaling
+from runwatch.models.learned.scaling import RobustScaling, fit_minibatches, pack, unpack
 
 
 class SequenceAEConfig(DiagnosticConfig):
@@ -113,20 +113,13 @@ class SequenceAutoencoder:
         x = torch.from_numpy(z.reshape(windows.shape)).permute(0, 2, 1).contiguous()
         m = torch.from_numpy(mask.reshape(windows.shape)).permute(0, 2, 1).contiguous()
         torch.manual_seed(c.seed)
-        gen = torch.Generator().manual_seed(c.seed)
-        model = self._torch_module()
-        opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate)
-        n = len(x)
-        for _ in range(c.epochs):
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, c.batch_size):
-                idx = order[i : i + c.batch_size]
-                xb, mb = x[idx], m[idx]
-                err = ((model(xb) - xb) ** 2 * mb).sum() / mb.sum().clamp_min(1.0)
-                opt.zero_grad()
-                err.backward()
-                opt.step()
-        self.weights = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
+
+        def batch_loss(model, idx):
+            xb, mb = x[idx], m[idx]
+            return ((model(xb) - xb) ** 2 * mb).sum() / mb.sum().clamp_min(1.0)
+
+        self.weights = fit_minibatches(self._torch_module(), batch_loss, len(x), epochs=c.epochs, batch_size=c.batch_size,
+                                       learning_rate=c.learning_rate, seed=c.seed)
         return self
 
     # -- numpy forward (serving) --------------------------------------------------------------------
@@ -160,28 +153,21 @@ class SequenceAutoencoder:
 
     def score_samples(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruction error per window over its present features (higher = more anomalous)."""
+        return self.score_with_errors(windows)[0]
+
+    def score_with_errors(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and the per-feature errors behind them (for explanations)."""
         fe = self.feature_errors(windows)
-        if not len(fe):
-            return np.zeros(0)
-        c = self.config
         present = np.isfinite(np.asarray(windows, dtype=np.float64)).any(axis=1).sum(axis=1)
-        return fe.sum(axis=1) / np.maximum(present, 1) if c.n_features else fe.sum(axis=1)
+        return fe.sum(axis=1) / np.maximum(present, 1), fe
 
     # -- artifact -------------------------------------------------------------------------------------
 
     def tensors(self, prefix: str = "ae") -> dict[str, np.ndarray]:
-        if self.scaling is None:
-            raise RuntimeError("SequenceAutoencoder is not fitted")
-        return {**{f"{prefix}.{k}": v for k, v in self.weights.items()}, **self.scaling.tensors(f"{prefix}.scaling")}
+        return pack(prefix, self.weights, self.scaling, "SequenceAutoencoder")
 
     @classmethod
     def from_tensors(cls, config: SequenceAEConfig, tensors: dict[str, np.ndarray], prefix: str = "ae") -> SequenceAutoencoder:
         ae = cls(config)
-        head = f"{prefix}."
-        ae.weights = {
-            k[len(head):]: v.astype(np.float64)
-            for k, v in tensors.items()
-            if k.startswith(head) and not k.startswith(f"{prefix}.scaling.")
-        }
-        ae.scaling = RobustScaling.from_tensors(tensors, f"{prefix}.scaling")
+        ae.weights, ae.scaling = unpack(tensors, prefix)
         return ae

@@ -191,3 +191,16 @@ def test_bad_input_is_named(tmp_path):
         from runwatch.models.snapshot import decode
 
         decode({"nd": "<f8", "shape": [1], "b64": 5}, "learned")
+
+
+@pytest.mark.parametrize("module", [
+    "runwatch.models.learned.features", "runwatch.models.learned.scaling", "runwatch.models.learned.sequence_ae",
+    "runwatch.models.learned.forecaster", "runwatch.models.learned.run_outlier", "runwatch.models.learned.artifacts",
+    "runwatch.models.learned.detector", "runwatch.models.fusion",
+])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
