@@ -426,6 +426,22 @@ def real_log_tables(results: dict[str, Evaluation], runs: dict[str, list[RunReco
             kinds = Counter(a.detector for al in ev.alerts[s].values() for a in al if a.revision == 1)
             lines.append(f"| {src} | {len(runs[src])} | {n_steps:,} | {ev.labels[s].split(' (')[0]} | {_pct(c['fp'], c['fp'] + c['tn'])} | "
                          f"{_f(fa['per_10k'], 1)} | " + ", ".join(f"{k} {v}" for k, v in kinds.most_common(4)) + " |")
+    labelled = {src: ev for src, ev in results.items() if src != "mlperf" and any(t.faulty for t in ev.truths)}
+    for src, ev in labelled.items():
+        faults = Counter(t.fault for t in ev.truths if t.faulty)
+        lines += [
+            "",
+            f"{src}: labelled by hand (bench/real_labels/README.md): {len(ev.truths)} runs, "
+            + ", ".join(f"{n} {f}" for f, n in faults.most_common()) + ", the rest healthy.",
+            "",
+            "| system | problem runs caught | " + " | ".join(faults) + " | healthy runs flagged |",
+            "|---|---:|" + "---:|" * len(faults) + "---:|",
+        ]
+        for s in ev.alerts:
+            c = M.confusion(ev.truths, ev.alerts[s])
+            caught = {f: sum(1 for t in ev.truths if t.fault == f and M.counted(t, ev.alerts[s].get(t.run_id, ()))) for f in faults}
+            lines.append(f"| {ev.labels[s].split(' (')[0]} | {_pct(c['tp'], c['tp'] + c['fn'])} | "
+                         + " | ".join(f"{caught[f]}/{n}" for f, n in faults.items()) + f" | {_pct(c['fp'], c['fp'] + c['tn'])} |")
     if "mlperf" in results:
         ev = results["mlperf"]
         pos = sum(t.faulty for t in ev.truths)

@@ -71,6 +71,8 @@ class Diagnostic(ABC):
     reference: ClassVar[str] = ""
     state_attributes: ClassVar[tuple[str, ...]] = ()
     """Instance attributes holding per-run state (everything else derives from the config)."""
+    transient_attributes: ClassVar[tuple[str, ...]] = ()
+    """Scratch kept from one block until the next (e.g. for the fusion pass over that block), not state."""
 
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         if config is None:
@@ -78,6 +80,13 @@ class Diagnostic(ABC):
         elif not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} expects {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+
+    @classmethod
+    def prepare(cls, config: DiagnosticConfig) -> None:
+        """Load what every run's instance shares (models, compiled kernels) once, when the suite is built.
+
+        Without it, the first run a service sees would pay for the loading inside its first batch.
+        """
 
     def handler(self, metric: str) -> MetricHandler | None:
         """Return the callable consuming values of ``metric``, or None to ignore it.

@@ -67,8 +67,7 @@ class SuiteConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # "learned" is opt-in for now: with it on, the Kafka failover test's survivor restored no run (not yet understood).
-    enabled: list[str] = Field(default_factory=lambda: [n for n in DIAGNOSTICS if n != "learned"])
+    enabled: list[str] = Field(default_factory=lambda: list(DIAGNOSTICS))
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     policy: IncidentPolicyConfig = Field(default_factory=IncidentPolicyConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
@@ -123,7 +122,9 @@ class DiagnosticSuite:
         for name in self.config.enabled:
             cls = diagnostic_class(name)
             raw: Mapping[str, Any] = self.config.settings.get(name, {})
-            self._entries.append((cls, cls.config_class.model_validate(raw)))
+            cfg = cls.config_class.model_validate(raw)
+            cls.prepare(cfg)
+            self._entries.append((cls, cfg))
 
     @property
     def names(self) -> list[str]:

@@ -112,8 +112,18 @@ def run_demo(
         with BackgroundServer(settings) as server, RunwatchClient(server.target) as client:
             out(f"{stamp()} runwatch serving on {server.target} (data: {data_dir})")
             feed = client.watch_anomalies(project="demo")
-            watcher = threading.Thread(target=lambda: [out(f"{stamp()} ANOMALY {format_anomaly(a)}") for a in feed])
+            shown: set[str] = set()
+            shown_changed = threading.Condition()
+
+            def show(anomaly) -> None:
+                out(f"{stamp()} ANOMALY {format_anomaly(anomaly)}")
+                with shown_changed:
+                    shown.add(anomaly.id)
+                    shown_changed.notify_all()
+
+            watcher = threading.Thread(target=lambda: [show(a) for a in feed])
             watcher.start()
+            runs = service_pb2_grpc.RunServiceStub(client.channel)
             outcomes: dict[str, RunOutcome] = {}
             for name in ORDER:
                 run_id = f"demo-{name}-{suffix}"
@@ -129,13 +139,16 @@ def run_demo(
                 else:
                     run.finish("failed", reason=f"loss became non-finite at step {bad}")
                 outcomes[name] = RunOutcome(name, run_id, summary["steps"], bad, summary["final_val_acc"])
+                # The watch stream and the final ack race; show the run's anomalies before its summary line.
+                raised = {a.id for a in runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30).anomalies}
+                with shown_changed:
+                    shown_changed.wait_for(lambda: raised <= shown, timeout=5)
                 out(
                     f"{stamp()} {name!r} done: {summary['steps']} steps, val acc {summary['final_val_acc']:.3f}"
                     + (f", loss non-finite at step {bad}" if bad is not None else "")
                 )
             feed.cancel()
             watcher.join(timeout=5)
-            runs = service_pb2_grpc.RunServiceStub(client.channel)
             for outcome in outcomes.values():
                 reply = runs.GetRun(service_pb2.GetRunRequest(run_id=outcome.run_id), timeout=30)
                 outcome.anomalies = list(reply.anomalies)

@@ -255,12 +255,17 @@ class RunwatchServer:
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
+        from threadpoolctl import threadpool_limits
+
         from runwatch.models.kernels import warm_up
 
         # Compile (or load from numba's disk cache) every detection kernel before the first
         # batch arrives, so its latency does not include seconds of compilation.
         compiled = await asyncio.to_thread(warm_up)
         log.debug("detection kernels ready in %.2f s", sum(compiled.values()))
+        # The learned detectors multiply small matrices per block; a multi-threaded BLAS spends
+        # more on waking its threads than on the products (measured 5x slower on 2 cores).
+        threadpool_limits(1, user_api="blas")
         opts = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),

@@ -52,6 +52,7 @@ class LearnedArtifactConfig(DiagnosticConfig):
     run_outlier: RunOutlierConfig
     thresholds: Thresholds
     prefix_checkpoints: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048)
+    sequence_every_steps: int = Field(1, ge=1, description="the autoencoder scores a window at most this often (steps)")
     training: dict[str, Any] = Field(default_factory=dict, description="provenance: data, split, command, counts")
 
 

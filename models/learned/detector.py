@@ -36,6 +36,10 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.learned.artifacts import LearnedArtifact, load_artifact
 from runwatch.models.learned.features import FEATURE_METRIC, FEATURES, N_FEATURES, RunFeatures
 from runwatch.models.learned.run_outlier import PrefixSummary
+from runwatch.models.learned.sequence_ae import rows_to_score
+
+
+_NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, 1, N_FEATURES)), np.zeros(0))
 
 
 class LearnedConfig(DiagnosticConfig):
@@ -79,14 +83,21 @@ class LearnedDiagnostic(Diagnostic):
     """
 
     name = "learned"
-    version = "1"
+    version = "2"
     config_class = LearnedConfig
     reference = (
         "Isolation forest (Liu et al. 2008, PyOD); reconstruction-error autoencoders for time-series anomalies "
         "(Malhotra et al. 2016); divergence forecasting from training dynamics (cf. AutoTrainer, Zhang et al. 2021)"
     )
 
-    state_attributes = ("features", "summary", "tail", "ae_streak", "fc_streak", "next_checkpoint", "gate")
+    state_attributes = ("features", "summary", "tail", "ae_streak", "fc_streak", "next_checkpoint", "next_score_step", "gate")
+    transient_attributes = ("_block",)
+
+    @classmethod
+    def prepare(cls, config: LearnedConfig) -> None:
+        probe = cls(config)  # loads the artifact into the shared cache
+        steps = range(64)
+        probe.observe_block(MetricBlock.from_rows(steps, [0.0] * 64, [{"loss": 2.0 - i / 64} for i in steps]))
 
     def __init__(self, config: LearnedConfig | None = None) -> None:
         super().__init__(config)
@@ -100,6 +111,8 @@ class LearnedDiagnostic(Diagnostic):
         self.ae_streak = 0
         self.fc_streak = 0
         self.next_checkpoint = 0
+        self.next_score_step = 0  # the autoencoder's next scoring step (rows_to_score)
+        self._block: tuple[np.ndarray, np.ndarray, np.ndarray] = _NO_BLOCK  # the last block's rows, not state
         self.gate: deque[tuple[int, bool]] = deque(maxlen=256)  # (step, abnormal) per recent row
 
     def watches(self, metric: str) -> bool:
@@ -108,6 +121,7 @@ class LearnedDiagnostic(Diagnostic):
     # -- streaming ----------------------------------------------------------------------------------
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
+        self._block = _NO_BLOCK
         steps, x = self.features.update(block)
         n = len(steps)
         if not n:
@@ -120,8 +134,12 @@ class LearnedDiagnostic(Diagnostic):
         seen_before = self.features.seen - n
 
         windows = self._windows(history, first_new, seen_before)
-        ae_score, fe = self.model.sequence_ae.score_with_errors(windows)
-        ae_score = np.round(ae_score, 6)  # last-bit BLAS noise must not change decisions
+        scored, self.next_score_step = rows_to_score(steps, self.next_score_step, self.model.config.sequence_every_steps)
+        ae_score, fe = np.full(n, np.nan), np.zeros((n, N_FEATURES))
+        if scored.any():
+            ae_score[scored], fe[scored] = self._score_windows(windows[scored])
+        # Rule findings of this block may ask about rows the stride skipped (learned_normal scores them then).
+        self._block = (steps, windows, ae_score)
 
         back = np.arange(first_new, len(history)) - self.lag
         before = np.where(back[:, None] >= 0, history[np.maximum(back, 0)], np.nan)
@@ -129,23 +147,28 @@ class LearnedDiagnostic(Diagnostic):
         proba = np.round(proba, 6)
         p_long = proba[:, -1]
 
-        abnormal = (ae_score >= th.sequence_gate) | (p_long >= th.forecast_gate) | (x[:, FEATURES.index("nonfinite")] > 0)
+        abnormal = (scored & (ae_score >= th.sequence_gate)) | (p_long >= th.forecast_gate) | (x[:, FEATURES.index("nonfinite")] > 0)
         self.gate.extend(zip(steps.tolist(), abnormal.tolist()))
 
         findings: list[Finding] = []
         for i in range(n):
             row_no = seen_before + i + 1
-            self.ae_streak = self.ae_streak + 1 if ae_score[i] >= th.sequence_alert else 0
+            if scored[i]:
+                self.ae_streak = self.ae_streak + 1 if ae_score[i] >= th.sequence_alert else 0
             self.fc_streak = self.fc_streak + 1 if p_long[i] >= th.forecast_alert else 0
             if row_no < cfg.min_rows:
                 continue
             step = int(steps[i])
-            if cfg.sequence_outlier and self.ae_streak >= cfg.patience:
+            if cfg.sequence_outlier and scored[i] and self.ae_streak >= cfg.patience:
                 findings.append(self._sequence_finding(step, ae_score[i] / th.sequence_alert, fe[i], steps, i))
             if cfg.divergence_forecast and self.fc_streak >= cfg.patience:
                 findings.append(self._forecast_finding(step, proba[i], x[i], before[i], steps, i))
         findings.extend(self._checkpoints(seen_before, x, steps))
         return findings
+
+    def _score_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, errors = self.model.sequence_ae.score_with_errors(windows)
+        return np.round(score, 6), errors  # last-bit BLAS noise must not change decisions
 
     def _windows(self, history: np.ndarray, first_new: int, seen_before: int) -> np.ndarray:
         """The window ending at each new row, left-padded with NaN rows at the start of a run."""
@@ -257,7 +280,15 @@ class LearnedDiagnostic(Diagnostic):
     def learned_normal(self, step: int) -> bool:
         """Whether the learned models saw nothing unusual in the ``gate_rows`` rows up to ``step``."""
         recent = [abn for s, abn in self.gate if s <= step][-self.config.gate_rows:]
-        return not any(recent)
+        if any(recent):
+            return False
+        steps, windows, ae_score = self._block
+        i = int(np.searchsorted(steps, step, side="right")) - 1
+        if i < 0:
+            return True
+        if math.isnan(ae_score[i]):  # a row the stride skipped: its window decides
+            ae_score[i] = self._score_windows(windows[i:i + 1])[0][0]
+        return bool(ae_score[i] < self.model.config.thresholds.sequence_gate)
 
     # -- checkpoints ----------------------------------------------------------------------------------
 
@@ -271,6 +302,7 @@ class LearnedDiagnostic(Diagnostic):
             "ae_streak": self.ae_streak,
             "fc_streak": self.fc_streak,
             "next_checkpoint": self.next_checkpoint,
+            "next_score_step": self.next_score_step,
             "gate": [list(g) for g in self.gate],
         }
         return {"name": self.name, "version": self.version, "config": self.config.to_dict(), "state": encode(state)}
@@ -289,6 +321,7 @@ class LearnedDiagnostic(Diagnostic):
             self.tail = state["tail"]
             self.ae_streak, self.fc_streak = int(state["ae_streak"]), int(state["fc_streak"])
             self.next_checkpoint = int(state["next_checkpoint"])
+            self.next_score_step = int(state["next_score_step"])
             self.gate = deque(((int(s), bool(a)) for s, a in state["gate"]), maxlen=256)
         except (KeyError, TypeError, ValueError):
             return False

@@ -45,15 +45,41 @@ class SequenceAEConfig(DiagnosticConfig):
 
 
 def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.ndarray:
-    """``torch.nn.functional.conv1d`` with 'same' zero padding: x [N, C, L], w [O, C, K]."""
+    """``torch.nn.functional.conv1d`` with 'same' zero padding, channels last: x [N, L, C], w [O, C, K] -> [N, L', O].
+
+    One matmul per kernel tap over shifted views: no im2col copy, which cost more than the products.
+    """
     k = w.shape[2]
     pad = k // 2
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=2)[:, :, ::stride, :]  # [N, C, L', K]
-    n, c, length, _ = win.shape
-    cols = win.transpose(0, 2, 1, 3).reshape(n * length, c * k)
-    out = cols @ w.reshape(w.shape[0], c * k).T + b
-    return out.reshape(n, length, w.shape[0]).transpose(0, 2, 1)
+    n, length, c = x.shape
+    xp = np.zeros((n, length + 2 * pad, c))
+    xp[:, pad:pad + length] = x
+    out_len = (length + stride - 1) // stride
+    out = np.empty((n, out_len, w.shape[0]))
+    out[:] = b
+    for j in range(k):
+        out += xp[:, j:j + length:stride][:, :out_len] @ w[:, :, j].T
+    return out
+
+
+def rows_to_score(steps: np.ndarray, next_step: int, every_steps: int) -> tuple[np.ndarray, int]:
+    """Which rows get their window scored: the first row at or past ``next_step``, then every ``every_steps`` steps.
+
+    Consecutive windows of dense logs overlap almost entirely, so scoring each
+    would multiply the cost without new information; sparse logs (a row every
+    ``every_steps`` steps or more) are scored at every row. Depends only on the
+    steps, so any batching of a run scores the same rows. Returns the mask and
+    the next step to score.
+
+    >>> rows_to_score(np.array([0, 1, 2, 3, 4, 5, 40, 41]), 0, 4)
+    (array([ True, False, False, False,  True, False,  True, False]), 44)
+    """
+    mask = np.zeros(len(steps), dtype=bool)
+    for i, step in enumerate(steps.tolist()):
+        if step >= next_step:
+            mask[i] = True
+            next_step = step + every_steps
+    return mask, next_step
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
@@ -127,13 +153,13 @@ class SequenceAutoencoder:
     def reconstruct(self, z: np.ndarray) -> np.ndarray:
         """Numpy forward pass on scaled inputs ``[N, F, W]``; equals the torch module's output."""
         c, w = self.config, self.weights
-        h = _relu(_conv1d(z, w["enc1.weight"], w["enc1.bias"]))
+        h = _relu(_conv1d(z.transpose(0, 2, 1), w["enc1.weight"], w["enc1.bias"]))
         h = _relu(_conv1d(h, w["enc2.weight"], w["enc2.bias"], stride=2))
-        code = h.reshape(len(h), -1) @ w["code.weight"].T + w["code.bias"]
+        code = h.transpose(0, 2, 1).reshape(len(h), -1) @ w["code.weight"].T + w["code.bias"]
         h = _relu(code @ w["expand.weight"].T + w["expand.bias"]).reshape(len(h), c.hidden // 2, c.window // 2)
-        h = np.repeat(h, 2, axis=2)
+        h = np.repeat(h, 2, axis=2).transpose(0, 2, 1)
         h = _relu(_conv1d(h, w["dec1.weight"], w["dec1.bias"]))
-        return _conv1d(h, w["dec2.weight"], w["dec2.bias"])
+        return _conv1d(h, w["dec2.weight"], w["dec2.bias"]).transpose(0, 2, 1)
 
     def feature_errors(self, windows: np.ndarray) -> np.ndarray:
         """Mean squared error per window and feature ``[N, n_features]`` (0 where a feature is missing)."""

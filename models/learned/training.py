@@ -34,7 +34,7 @@ from runwatch.models.learned.artifacts import LearnedArtifact, LearnedArtifactCo
 from runwatch.models.learned.features import FEATURES, N_FEATURES, RunFeatures
 from runwatch.models.learned.forecaster import DivergenceForecaster, ForecasterConfig
 from runwatch.models.learned.run_outlier import RunOutlierConfig, RunOutlierDetector, prefix_summary, summary_names
-from runwatch.models.learned.sequence_ae import SequenceAEConfig, SequenceAutoencoder
+from runwatch.models.learned.sequence_ae import SequenceAEConfig, SequenceAutoencoder, rows_to_score
 
 DIVERGENT_FAULTS = ("divergence", "nan")
 
@@ -68,6 +68,7 @@ class TrainingConfig(DiagnosticConfig):
     run_outlier: RunOutlierConfig = Field(default_factory=RunOutlierConfig)
     patience: int = 2
     min_rows: int = 4
+    sequence_every_steps: int = Field(8, ge=1, description="autoencoder scoring stride in steps (serving and calibration)")
 
 
 @dataclass
@@ -211,7 +212,8 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
             continue
         fe = ae.score_samples(windows_of(r.x, w))
         p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
-        seq_max.append(_streak_max(fe, cfg.patience, cfg.min_rows))
+        scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
+        seq_max.append(_streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1))
         fc_max.append(_streak_max(p, cfg.patience, cfg.min_rows))
         seq_rows.append(fe)
         fc_rows.append(p)
@@ -232,6 +234,7 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
         forecaster=cfg.forecaster,
         run_outlier=cfg.run_outlier,
         thresholds=thresholds,
+        sequence_every_steps=cfg.sequence_every_steps,
         training={
             "config": cfg.to_dict(),
             "runs": len(runs),

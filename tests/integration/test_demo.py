@@ -20,7 +20,7 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     first = min(diverging.flags, key=lambda a: a.first_step)
     assert first.kind == anomaly_pb2.ANOMALY_KIND_DIVERGENCE_PREDICTED
     assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
-    # Anomalies were printed live, while the diverging run was still training.
+    # Anomalies stream in over the watch call; each run's are shown before its summary line.
     done_at = next(i for i, line in enumerate(lines) if "'diverging' done" in line)
     assert any("ANOMALY" in line and "DIVERGENCE_PREDICTED" in line for line in lines[:done_at])
     assert (tmp_path / "demo" / "runwatch.db").exists()

@@ -106,6 +106,24 @@ def test_features_do_not_depend_on_batching():
     assert whole.shape[1] == len(FEATURES)
 
 
+def test_learned_findings_and_gate_do_not_depend_on_batching():
+    """The autoencoder scores every few steps (rows_to_score); which rows must not depend on the blocks."""
+    from runwatch.models.learned.detector import LearnedDiagnostic
+
+    events = _run_events(diverge_at=150)
+    runs = {}
+    for size in (1, 7, 25, len(events)):
+        d, gate = LearnedDiagnostic(), []
+        found = []
+        for b in _blocks(events, size):
+            found += [(f.kind, f.step, round(f.score, 9)) for f in d.observe_block(b)]
+            gate += [d.learned_normal(int(s)) for s in b.steps]
+        runs[size] = (found, gate)
+    assert runs[1] == runs[7] == runs[25] == runs[len(events)]
+    assert runs[1][0], "the diverging run raised nothing"
+    assert not all(runs[1][1]) and any(runs[1][1])
+
+
 def test_numpy_serving_equals_torch():
     import torch
 
