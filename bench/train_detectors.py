@@ -6,7 +6,8 @@
 Training data (``bench/splits.py``): the seed-0 corpus's runs outside the
 held-out datasets and architecture families, and the ``train`` half of the
 healthy real-log sources (modded-nanogpt, Lightning CSVs, TensorBoard files,
-HF trainer states). Nothing from a test split is read.
+HF trainer states, and the runs of the hand-labelled `hf-trainer-more` labelled healthy). Nothing from a
+test split is read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT
 from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
 
 HEALTHY_REAL_SOURCES = ("modded-nanogpt", "github lightning", "github tensorboard", "hf-trainer")
+LABELLED_REAL_SOURCES = ("hf-trainer-more",)  # hand-labelled (bench/real_labels): only runs labelled healthy are used
 
 
 def whole_block(rec: RunRecord):
@@ -50,9 +52,11 @@ def real_runs(root: Path) -> list[TrainingRun]:
 
     out = []
     for src, runs in real_logs.load_all(root).items():
-        if src not in HEALTHY_REAL_SOURCES:
+        if src not in HEALTHY_REAL_SOURCES + LABELLED_REAL_SOURCES:
             continue
         for rec in runs:
+            if src in LABELLED_REAL_SOURCES and real_logs.truth(rec).faulty:
+                continue
             if real_split(rec.run_id) == "train" and len(rec) >= 4:
                 out.append(TrainingRun(rec.run_id, whole_block(rec), source=src))
     return out

@@ -77,12 +77,8 @@ class RunMonitor:
             findings = diag.observe_block(block)
             if findings:
                 found.extend((diag, f) for f in findings)
-        recent = self._recent
         for name, col in block.columns.items():
-            q = recent.get(name)
-            if q is None:
-                q = recent[name] = deque(maxlen=self.evidence_len)
-            q.append(col)
+            self._remember(name, col)
         if len(block):
             last = int(block.steps[-1])
             self.last_step = max(self.last_step, last)
@@ -94,6 +90,24 @@ class RunMonitor:
         if self.fusion is not None:
             self.fusion.apply([f for _, f in found], self._learned_normal)
         return self._alerts(found, self.last_wall_time)
+
+    def _remember(self, name: str, col: Column) -> None:
+        """Keep the newest block's column whole and ``evidence_len`` points before it, no more.
+
+        A finding anywhere in the newest block needs the points before it; older ones never are,
+        and keeping whole old blocks would grow a run's memory with its batch sizes.
+        """
+        q = self._recent.get(name)
+        if q is None:
+            q = self._recent[name] = deque()
+        q.append(col)
+        older = sum(len(c) for c in q) - len(col)
+        while len(q) > 1 and older - len(q[0]) >= self.evidence_len:
+            older -= len(q.popleft())
+        if older > self.evidence_len:  # the oldest column holds more than is needed: keep its tail only
+            k = len(q[0]) - (older - self.evidence_len)
+            c = q[0]
+            q[0] = Column(c.steps[-k:].copy(), c.values[-k:].copy(), c.wall_times[-k:].copy())
 
     def idle(self, now: float, last_seen: float | None = None) -> list[Alert]:
         """Give time-based diagnostics a chance to fire (call periodically).
@@ -162,7 +176,7 @@ class RunMonitor:
             self._recent = {}
             for name, (steps, values, times) in snapshot["evidence"].items():
                 col = Column(decode(steps), decode(values), decode(times))
-                self._recent[name] = deque([col], maxlen=self.evidence_len)
+                self._recent[name] = deque([col])
             saved = {d["name"]: d for d in snapshot["diagnostics"]}
             if self.fusion is not None and snapshot.get("fusion"):
                 self.fusion.load_state_dict(snapshot["fusion"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, reported_indices
@@ -18,9 +19,18 @@ class NonFiniteConfig(DiagnosticConfig):
     ----------
     prefixes
         Metric name prefixes to check; empty checks every metric.
+    gradient_prefixes, gradient_persist
+        A gradient statistic (``grad_norm``, ``update_ratio``) that is
+        non-finite once is INFO: mixed-precision loss scaling produces an
+        Inf gradient on purpose, skips that step and lowers its scale. It
+        becomes CRITICAL after ``gradient_persist`` non-finite reports in a
+        row (the scaler is not recovering). Defaults ``("grad_norm",
+        "update_ratio")`` and 3. Every other metric is CRITICAL at once.
     """
 
     prefixes: tuple[str, ...] = ()
+    gradient_prefixes: tuple[str, ...] = ("grad_norm", "update_ratio")
+    gradient_persist: int = Field(default=3, ge=1)
 
 
 class NonFiniteDiagnostic(Diagnostic):
@@ -37,12 +47,20 @@ class NonFiniteDiagnostic(Diagnostic):
     >>> block = MetricBlock.from_rows([1, 2, 3], [0.0] * 3, [{"loss": 0.5}, {"loss": float("inf")}, {"loss": 1.0}])
     >>> [(f.kind.name, f.step, f.explanation) for f in d.observe_block(block)]
     [('NONFINITE', 2, 'loss became +Inf at step 2')]
+    >>> grads = MetricBlock.from_rows([4, 5, 6, 7], [0.0] * 4, [{"grad_norm": v} for v in (1.0, float("inf"), 1.2, 1.1)])
+    >>> [(f.severity.name, f.step) for f in d.observe_block(grads)]   # one skipped fp16 step
+    [('INFO', 5)]
     """
 
     name = "nonfinite"
     version = "1"
     config_class = NonFiniteConfig
-    reference = "SageMaker Debugger ExplodingTensor; Lightning EarlyStopping(check_finite)"
+    reference = "SageMaker Debugger ExplodingTensor; Lightning EarlyStopping(check_finite); torch.amp.GradScaler"
+    state_attributes = ("_streaks",)
+
+    def __init__(self, config: NonFiniteConfig | None = None) -> None:
+        super().__init__(config)
+        self._streaks: dict[str, int] = {}  # gradient metric -> non-finite reports in a row so far
 
     def watches(self, metric: str) -> bool:
         prefixes = self.config.prefixes
@@ -50,26 +68,56 @@ class NonFiniteDiagnostic(Diagnostic):
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         findings = []
+        persist = self.config.gradient_persist
         for metric, col in self.select(block):
-            finite = np.isfinite(col.values)
-            if finite.all():
+            bad = ~np.isfinite(col.values)
+            gradient = metric.startswith(self.config.gradient_prefixes)
+            if gradient:
+                streak = _streak_counts(bad, self._streaks.get(metric, 0))
+                self._streaks[metric] = int(streak[-1]) if len(streak) else self._streaks.get(metric, 0)
+            if not bad.any():
                 continue
             layer = metric.rsplit("/", 1)[1] if "/" in metric and not metric.startswith("val/") else ""
-            for i, start in reported_indices(~finite):
+            reported = reported_indices(bad)
+            if gradient:  # where a stretch becomes persistent, the incident escalates
+                reported += [(int(i), int(i) - persist + 1) for i in np.flatnonzero(streak == persist)]
+            for i, start in sorted(set(reported)):
                 value = float(col.values[i])
                 what = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
                 step = int(col.steps[i])
+                explanation = f"{metric} became {what} at step {step}"
+                severity = Severity.CRITICAL
+                if gradient and streak[i] < persist:
+                    severity = Severity.INFO
+                    explanation += (f" (mixed-precision loss scaling skips such steps; CRITICAL if {persist} "
+                                    "reports in a row are non-finite)")
+                elif gradient:
+                    explanation += f", non-finite {int(streak[i])} reports in a row"
                 findings.append(
                     Finding(
                         AnomalyKind.NONFINITE,
-                        Severity.CRITICAL,
-                        score=1e9,
+                        severity,
+                        score=1e9 if severity is Severity.CRITICAL else float(streak[i]),
                         step=step,
                         metric=metric,
-                        explanation=f"{metric} became {what} at step {step}",
+                        explanation=explanation,
                         layer=layer,
                         wall_time=float(col.wall_times[i]),
-                        since=int(col.steps[start]),
+                        since=int(col.steps[max(start, 0)]),
                     )
                 )
         return findings
+
+
+def _streak_counts(bad: np.ndarray, carried: int) -> np.ndarray:
+    """Length of the run of True ending at each position, the first run continuing ``carried``.
+
+    >>> _streak_counts(np.array([True, True, False, True]), 2).tolist()
+    [3, 4, 0, 1]
+    """
+    out = np.zeros(len(bad), dtype=np.int64)
+    count = carried
+    for i, b in enumerate(bad.tolist()):
+        count = count + 1 if b else 0
+        out[i] = count
+    return out

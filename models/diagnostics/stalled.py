@@ -26,6 +26,11 @@ class StalledRunConfig(DiagnosticConfig):
         gap, if that is longer than ``timeout_s``. Default 10.
     gap_alpha
         EWMA weight of the typical gap. Default 0.1.
+    startup_gaps, startup_factor
+        Until the run has shown ``startup_gaps`` gaps between events, its
+        rhythm is unknown (the first evaluation, a dataset download, logging
+        every 500 steps), so the timeout is ``startup_factor`` x ``timeout_s``.
+        Defaults 3 and 4.
     clock_metric
         The metric whose arrivals time the events; empty means the first
         metric this run reports (metrics of the first event are normally
@@ -35,6 +40,8 @@ class StalledRunConfig(DiagnosticConfig):
     timeout_s: float = Field(default=300.0, gt=0.0)
     gap_factor: float = Field(default=10.0, ge=0.0)
     gap_alpha: float = Field(default=0.1, gt=0.0, le=1.0)
+    startup_gaps: int = Field(default=3, ge=0)
+    startup_factor: float = Field(default=4.0, ge=1.0)
     clock_metric: str = ""
 
 
@@ -109,7 +116,9 @@ class StalledRunDiagnostic(Diagnostic):
     @property
     def timeout(self) -> float:
         """The effective timeout in seconds."""
-        return max(self.config.timeout_s, self.config.gap_factor * self.typical_gap)
+        c = self.config
+        floor = c.timeout_s * (c.startup_factor if self._gaps[2] < c.startup_gaps else 1.0)
+        return max(floor, c.gap_factor * self.typical_gap)
 
     def on_idle(self, now: float, last_wall_time: float, last_step: int) -> Finding | None:
         if not last_wall_time > 0.0:

@@ -130,7 +130,7 @@ class LearnedDiagnostic(Diagnostic):
         history = np.concatenate([self.tail, x])
         first_new = len(self.tail)
         keep = max(self.window, self.lag + 1)
-        self.tail = history[-keep:]
+        self.tail = history[-keep:].copy()  # a view would keep the whole block alive
         seen_before = self.features.seen - n
 
         windows = self._windows(history, first_new, seen_before)

@@ -88,13 +88,21 @@ def test_every_detector_honours_the_contract(name):
     assert len(head) + len(tail_a) >= 0
 
 
-def test_learned_detector_raises_its_kinds_on_a_diverging_run():
+def test_learned_models_see_a_diverging_run_and_the_suite_flags_it_early():
     from runwatch.models.learned.detector import LearnedDiagnostic
+    from runwatch.models.learned.training import windows_of
+    from runwatch.models.registry import DiagnosticSuite, SuiteConfig
 
-    kinds = {k.name for k, *_ in _findings(LearnedDiagnostic(), _run_events(diverge_at=150))}
-    assert "DIVERGENCE_PREDICTED" in kinds or "SEQUENCE_OUTLIER" in kinds
-    healthy = _findings(LearnedDiagnostic(), _run_events(diverge_at=None))
-    assert not [f for f in healthy if f[0].name == "DIVERGENCE_PREDICTED"]
+    ae = load_artifact().sequence_ae
+    diverging, healthy = _run_events(diverge_at=150), _run_events(diverge_at=None)
+    score = {name: ae.score_samples(windows_of(RunFeatures().update(next(_blocks(ev, len(ev))))[1], 16))
+             for name, ev in (("diverging", diverging), ("healthy", healthy))}
+    assert score["diverging"][170:230].mean() > 3 * score["healthy"][170:230].mean()
+    assert not [f for f in _findings(LearnedDiagnostic(), healthy) if f[0].name == "DIVERGENCE_PREDICTED"]
+    monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
+    alerts = [a for b in _blocks(diverging, 25) for a in monitor.observe_block(b) if a.finding.severity.name != "INFO"]
+    first = min(alerts, key=lambda a: a.first_step)
+    assert 150 <= first.first_step < len(diverging) - 3, (first.first_step, first.finding.explanation)
 
 
 def test_features_do_not_depend_on_batching():
@@ -106,14 +114,18 @@ def test_features_do_not_depend_on_batching():
     assert whole.shape[1] == len(FEATURES)
 
 
-def test_learned_findings_and_gate_do_not_depend_on_batching():
+def test_learned_findings_and_gate_do_not_depend_on_batching(tmp_path):
     """The autoencoder scores every few steps (rows_to_score); which rows must not depend on the blocks."""
-    from runwatch.models.learned.detector import LearnedDiagnostic
+    from runwatch.models.learned.detector import LearnedConfig, LearnedDiagnostic
 
+    art = load_artifact()
+    sensitive = art.config.thresholds.model_copy(update={"sequence_alert": art.config.thresholds.sequence_gate})
+    type(art)(art.config.model_copy(update={"thresholds": sensitive}), art.sequence_ae, art.forecaster,
+              art.run_outlier).save(tmp_path)  # an alert level low enough that this run raises findings
     events = _run_events(diverge_at=150)
     runs = {}
     for size in (1, 7, 25, len(events)):
-        d, gate = LearnedDiagnostic(), []
+        d, gate = LearnedDiagnostic(LearnedConfig(artifact=str(tmp_path))), []
         found = []
         for b in _blocks(events, size):
             found += [(f.kind, f.step, round(f.score, 9)) for f in d.observe_block(b)]

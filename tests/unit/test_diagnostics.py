@@ -605,6 +605,20 @@ def test_stalled_timeout_grows_with_a_slow_event_rate() -> None:
     assert "timeout 600 s" in alert.finding.explanation
 
 
+def test_stalled_waits_longer_before_a_run_has_shown_its_rhythm() -> None:
+    """Sparse logging (every 500 steps) looks like a stall until a few gaps are known."""
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["stalled"])).monitor("sparse")
+    t0 = time.time()
+    monitor.observe(0, t0, {"loss": 2.0})
+    assert monitor.idle(t0 + 500.0) == []  # 4 x 300 s before the first gap is known
+    (alert,) = monitor.idle(t0 + 1201.0)
+    assert "timeout 1200 s" in alert.finding.explanation
+    later = DiagnosticSuite(SuiteConfig(enabled=["stalled"])).monitor("known")
+    for i in range(4):
+        later.observe(i, t0 + 10.0 * i, {"loss": 2.0})
+    assert later.idle(t0 + 30.0 + 301.0)  # rhythm known: the plain timeout
+
+
 # ---------------------------------------------------------------- resources
 
 
