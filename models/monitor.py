@@ -62,6 +62,7 @@ class RunMonitor:
         # Per metric, the most recent columns (at most evidence_len of them, each non-empty),
         # kept by reference: evidence is only assembled when an alert is raised.
         self._recent: dict[str, deque[Column]] = {}
+        self._recent_points: dict[str, int] = {}  # points held in each deque
         self.fusion = FindingFusion(fusion) if fusion is not None else None
         gates = [getattr(d, "learned_normal", None) for d in self.diagnostics]
         self._learned_normal = next((g for g in gates if g is not None), None)
@@ -100,14 +101,16 @@ class RunMonitor:
         q = self._recent.get(name)
         if q is None:
             q = self._recent[name] = deque()
+        older = self._recent_points.get(name, 0)  # points held before this column
         q.append(col)
-        older = sum(len(c) for c in q) - len(col)
         while len(q) > 1 and older - len(q[0]) >= self.evidence_len:
             older -= len(q.popleft())
         if older > self.evidence_len:  # the oldest column holds more than is needed: keep its tail only
-            k = len(q[0]) - (older - self.evidence_len)
             c = q[0]
+            k = len(c) - (older - self.evidence_len)
             q[0] = Column(c.steps[-k:].copy(), c.values[-k:].copy(), c.wall_times[-k:].copy())
+            older = self.evidence_len
+        self._recent_points[name] = older + len(col)
 
     def idle(self, now: float, last_seen: float | None = None) -> list[Alert]:
         """Give time-based diagnostics a chance to fire (call periodically).
@@ -173,10 +176,10 @@ class RunMonitor:
             self.last_step = int(snapshot["last_step"])
             self.last_wall_time = float(decode(snapshot["last_wall_time"]))
             self.incidents.load_state_dict(snapshot["incidents"])
-            self._recent = {}
+            self._recent, self._recent_points = {}, {}
             for name, (steps, values, times) in snapshot["evidence"].items():
                 col = Column(decode(steps), decode(values), decode(times))
-                self._recent[name] = deque([col])
+                self._recent[name], self._recent_points[name] = deque([col]), len(col)
             saved = {d["name"]: d for d in snapshot["diagnostics"]}
             if self.fusion is not None and snapshot.get("fusion"):
                 self.fusion.load_state_dict(snapshot["fusion"])
