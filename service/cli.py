@@ -284,6 +284,9 @@ def suggest(
 
 nas_app = typer.Typer(help="architecture search with real training trials (needs the 'nas' extra)", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
+from runwatch.service.detectors_command import detectors_app  # noqa: E402  (light: heavy imports are per command)
+
+app.add_typer(detectors_app, name="detectors")
 
 
 @nas_app.command("run")

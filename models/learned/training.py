@@ -15,12 +15,22 @@ or a fault with its onset and manifestation step). :func:`fit_artifact`:
    at most ``target_run_rate`` of them would be flagged (with the detector's
    patience), and each gate level at a row-level quantile.
 
+With ``base`` (an artifact already fitted, e.g. the shipped default) and fewer
+than ``TrainingConfig.min_divergent_runs`` divergent runs, the forecaster and
+its calibrated forecast levels are kept from ``base``: a user's own runs are
+mostly healthy, and a forecaster cannot learn what precedes a divergence from
+runs that never diverge. The autoencoder and the run-outlier reference are
+still fitted and calibrated on the given runs.
+
+Too little data raises :class:`TrainingDataError`, naming what is missing.
+
 Training lives apart from serving: the service only loads the artifact.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +47,13 @@ from runwatch.models.learned.run_outlier import RunOutlierConfig, RunOutlierDete
 from runwatch.models.learned.sequence_ae import SequenceAEConfig, SequenceAutoencoder, rows_to_score
 
 DIVERGENT_FAULTS = ("divergence", "nan")
+MIN_HEALTHY_RUNS = 8
+MIN_LOSSES = 16  # the first run-outlier checkpoint and the autoencoder's default window
+MIN_CALIBRATION_RUNS = 2
+
+
+class TrainingDataError(ValueError):
+    """The runs given cannot fit an artifact; the message names what is missing."""
 
 
 @dataclass
@@ -69,6 +86,9 @@ class TrainingConfig(DiagnosticConfig):
     patience: int = 2
     min_rows: int = 4
     sequence_every_steps: int = Field(8, ge=1, description="autoencoder scoring stride in steps (serving and calibration)")
+    min_divergent_runs: int = Field(
+        5, ge=1, description="divergent runs (divergence/nan with a manifestation step) needed to fit the forecaster; "
+        "with fewer, fit_artifact keeps the base artifact's forecaster")
 
 
 @dataclass
@@ -100,6 +120,26 @@ def _split(run_id: str, fraction: float, seed: int) -> bool:
     """Deterministic by-run assignment to the calibration part."""
     h = int(hashlib.sha1(f"{seed}|{run_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return h < fraction
+
+
+def _calibration_ids(runs: Sequence[TrainingRun], eligible: set[str], fraction: float, seed: int) -> set[str]:
+    """Run ids of the calibration part: the hash split, unless it leaves a part short of healthy runs.
+
+    On a few dozen runs the hash split can put (almost) every healthy run on one
+    side; then the ``fraction`` of ``eligible`` healthy runs with the lowest
+    hashes goes to calibration instead (at least MIN_CALIBRATION_RUNS on each side).
+    """
+    ids = {r.run_id for r in runs if _split(r.run_id, fraction, seed)}
+    n_cal = len(eligible & ids)
+    if n_cal >= MIN_CALIBRATION_RUNS and len(eligible) - n_cal >= MIN_CALIBRATION_RUNS:
+        return ids
+    ranked = sorted(eligible, key=lambda rid: hashlib.sha1(f"{seed}|{rid}".encode()).hexdigest())
+    k = min(max(MIN_CALIBRATION_RUNS, math.ceil(fraction * len(ranked))), len(ranked) - MIN_CALIBRATION_RUNS)
+    return (ids - eligible) | set(ranked[:k])
+
+
+def _divergent(run: TrainingRun, exclude: Sequence[str]) -> bool:
+    return run.fault in DIVERGENT_FAULTS and run.manifest is not None and run.cause not in exclude
 
 
 def _rows(runs: Sequence[TrainingRun], thinning: Sequence[int]) -> list[_Rows]:
@@ -154,20 +194,81 @@ def _streak_max(scores: np.ndarray, patience: int, min_rows: int) -> float:
     return float(s.max()) if len(s) else -np.inf
 
 
-def _level(values: list[float], rate: float) -> float:
+def _level(values: Sequence[float], rate: float, log_scale: bool = False, in_sample: Sequence[float] = ()) -> float:
+    """The level that at most ``rate`` of healthy runs reach, from one value per held-back run.
+
+    With too few runs to read that quantile (fewer than ``1 / rate``), the empirical
+    one is just their maximum, which about ``1 / (n + 1)`` of further healthy runs
+    exceed. Then the level is raised to a normal prediction bound for one more
+    run (on log values when ``log_scale``), and to the same bound over the
+    held-back and the ``in_sample`` values (the fitting part's runs): a few dozen
+    runs show a heavy tail only together, and in-sample scores, if anything too
+    low, cannot lower the level below the held-back one.
+
+    Examples
+    --------
+    >>> _level(list(np.linspace(0, 1, 1001)), 0.01)
+    0.99
+    >>> held_back = [1.0, 1.1, 0.9, 1.0]
+    >>> round(_level(held_back, 0.005), 2), round(_level(held_back, 0.005, in_sample=[3.0, 1.0]), 2)
+    (1.53, 4.9)
+    """
     v = np.asarray([x for x in values if np.isfinite(x)])
-    return float(np.quantile(v, 1.0 - rate)) if len(v) else 1.0
+    if not len(v):
+        return 1.0
+    level = float(np.quantile(v, 1.0 - rate))
+    if len(v) * rate >= 1 or len(v) < 2:
+        return level
+    from scipy.stats import t
+
+    def bound(x: np.ndarray) -> float:
+        x = np.log(np.maximum(x, 1e-12)) if log_scale else x
+        b = x.mean() + t.ppf(1.0 - rate, len(x) - 1) * x.std(ddof=1) * math.sqrt(1 + 1 / len(x))
+        return float(np.exp(b)) if log_scale else float(b)
+
+    extra = np.asarray([x for x in in_sample if np.isfinite(x)])
+    return max(level, bound(v), *([bound(np.concatenate([v, extra]))] if len(extra) else []))
 
 
 def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = None, provenance: dict | None = None,
-                 log=print) -> LearnedArtifact:
-    """Fit and calibrate all learned detectors; returns the artifact (see the module docstring)."""
+                 log=print, base: LearnedArtifact | None = None) -> LearnedArtifact:
+    """Fit and calibrate all learned detectors; returns the artifact (see the module docstring).
+
+    ``base``: an artifact whose forecaster (and calibrated forecast levels) is
+    kept when ``runs`` hold fewer than ``config.min_divergent_runs`` divergent
+    runs; without it, too few divergent runs raise :class:`TrainingDataError`.
+
+    Examples
+    --------
+    >>> from runwatch.models.learned.artifacts import load_artifact
+    >>> runs = [TrainingRun(f"r{i}", block) for i, block in enumerate(healthy_blocks)]  # doctest: +SKIP
+    >>> art = fit_artifact(runs, TrainingConfig(thinning=(1,)), base=load_artifact())   # doctest: +SKIP
+    >>> art.save("my-detectors")                                                         # doctest: +SKIP
+    """
     cfg = config or TrainingConfig()
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     rows = _rows(runs, cfg.thinning)
-    calib = [r for r in rows if _split(r.run.run_id, cfg.calibration_fraction, cfg.seed)]
-    fit = [r for r in rows if not _split(r.run.run_id, cfg.calibration_fraction, cfg.seed)]
+    longest: dict[str, int] = {}
+    for r in rows:
+        if r.run.fault == "healthy":
+            longest[r.run.run_id] = max(longest.get(r.run.run_id, 0), len(r.steps))
+    eligible = {rid for rid, n in longest.items() if n >= MIN_LOSSES}
+    n_healthy = len({r.run_id for r in runs if r.fault == "healthy"})
+    if len(eligible) < MIN_HEALTHY_RUNS:
+        raise TrainingDataError(
+            f"need at least {MIN_HEALTHY_RUNS} healthy runs with >= {MIN_LOSSES} logged losses; got {len(eligible)} "
+            f"({n_healthy} healthy run(s) given, {len(runs)} run(s) in all)")
+    divergent = {r.run_id for r in runs if _divergent(r, cfg.forecast_exclude_causes)}
+    keep_forecaster = len(divergent) < cfg.min_divergent_runs
+    if keep_forecaster and base is None:
+        raise TrainingDataError(
+            f"need at least {cfg.min_divergent_runs} divergent runs (fault {' or '.join(DIVERGENT_FAULTS)} with a "
+            f"manifestation step) to fit the forecaster; got {len(divergent)}. "
+            "Pass a base artifact to keep its forecaster")
+    cal_ids = _calibration_ids(runs, eligible, cfg.calibration_fraction, cfg.seed)
+    calib = [r for r in rows if r.run.run_id in cal_ids]
+    fit = [r for r in rows if r.run.run_id not in cal_ids]
     log(f"features: {len(rows)} run views ({len(fit)} fit, {len(calib)} calibration), {time.perf_counter() - t0:.0f} s")
 
     w = cfg.sequence_ae.window
@@ -178,21 +279,25 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
     ae = SequenceAutoencoder(cfg.sequence_ae).fit(hw)
     log(f"sequence autoencoder: {len(hw)} healthy windows, {time.perf_counter() - t0:.0f} s")
 
-    hz = cfg.forecaster.horizons
-    xs, ys = [], []
-    for r in fit:
-        use, y = forecast_targets(r, hz, cfg.forecast_exclude_causes)
-        xs.append(pairs_of(r.x, cfg.forecaster.lag)[use])
-        ys.append(y[use])
-    px, py = np.concatenate(xs), np.concatenate(ys)
-    pos = py[:, -1] > 0
-    neg_idx = np.flatnonzero(~pos)
-    budget = max(0, cfg.max_rows - int(pos.sum()))
-    if len(neg_idx) > budget:
-        neg_idx = rng.choice(neg_idx, budget, replace=False)
-    sel = np.concatenate([np.flatnonzero(pos), neg_idx])
-    fc = DivergenceForecaster(cfg.forecaster).fit(px[sel], py[sel])
-    log(f"forecaster: {len(sel)} rows, {int(pos.sum())} positive, {time.perf_counter() - t0:.0f} s")
+    if keep_forecaster:
+        fc, sel, pos = base.forecaster, np.zeros(0, np.intp), np.zeros(0, bool)
+        log(f"forecaster: kept from the base artifact ({len(divergent)} divergent run(s) < {cfg.min_divergent_runs})")
+    else:
+        hz = cfg.forecaster.horizons
+        xs, ys = [], []
+        for r in fit:
+            use, y = forecast_targets(r, hz, cfg.forecast_exclude_causes)
+            xs.append(pairs_of(r.x, cfg.forecaster.lag)[use])
+            ys.append(y[use])
+        px, py = np.concatenate(xs), np.concatenate(ys)
+        pos = py[:, -1] > 0
+        neg_idx = np.flatnonzero(~pos)
+        budget = max(0, cfg.max_rows - int(pos.sum()))
+        if len(neg_idx) > budget:
+            neg_idx = rng.choice(neg_idx, budget, replace=False)
+        sel = np.concatenate([np.flatnonzero(pos), neg_idx])
+        fc = DivergenceForecaster(cfg.forecaster).fit(px[sel], py[sel])
+        log(f"forecaster: {len(sel)} rows, {int(pos.sum())} positive, {time.perf_counter() - t0:.0f} s")
 
     art_cfg_marks = LearnedArtifactConfig.model_fields["prefix_checkpoints"].default
     ref = []
@@ -202,36 +307,54 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
         for m in art_cfg_marks:
             if m <= len(r.x):
                 ref.append(prefix_summary(r.x[:m]))
+    if len(ref) < 8:
+        raise TrainingDataError(
+            f"the run-outlier reference needs at least 8 healthy run prefixes of >= {art_cfg_marks[0]} logged losses "
+            f"in the fitting part; got {len(ref)}: give more or longer healthy runs")
     ro = RunOutlierDetector(cfg.run_outlier).fit(np.asarray(ref), summary_names(FEATURES))
     log(f"run outlier ({cfg.run_outlier.method}): {len(ref)} healthy prefixes, {time.perf_counter() - t0:.0f} s")
 
-    # calibration on held-back healthy runs
-    seq_max, fc_max, ro_max, seq_rows, fc_rows = [], [], [], [], []
-    for r in calib:
-        if r.run.fault != "healthy":
-            continue
-        fe = ae.score_samples(windows_of(r.x, w))
-        p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
-        scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
-        seq_max.append(_streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1))
-        fc_max.append(_streak_max(p, cfg.patience, cfg.min_rows))
-        seq_rows.append(fe)
-        fc_rows.append(p)
-        scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in art_cfg_marks if m <= len(r.x)]
-        if scores:
-            ro_max.append(max(scores))
+    # Calibration: each healthy run's highest streak on the held-back part. When those runs are too
+    # few to read the target rate, the fitting part's runs may raise the levels too (see _level).
+    cal_healthy = [r for r in calib if r.run.fault == "healthy"]
+    few = len(cal_healthy) * cfg.target_run_rate < 1
+    maxima: dict[str, tuple[list[float], list[float], list[float]]] = {"cal": ([], [], []), "fit": ([], [], [])}
+    seq_rows, fc_rows = [], []
+    for part, views in (("cal", cal_healthy), ("fit", [r for r in fit if r.run.fault == "healthy"] if few else [])):
+        seq_m, fc_m, ro_m = maxima[part]
+        for r in views:
+            fe = ae.score_samples(windows_of(r.x, w))
+            scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
+            seq_m.append(_streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1))
+            if part == "cal":
+                seq_rows.append(fe)
+            if not keep_forecaster:
+                p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
+                fc_m.append(_streak_max(p, cfg.patience, cfg.min_rows))
+                if part == "cal":
+                    fc_rows.append(p)
+            scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in art_cfg_marks if m <= len(r.x)]
+            if scores:
+                ro_m.append(max(scores))
+    (seq_max, fc_max, ro_max), (seq_fit, fc_fit, ro_fit) = maxima["cal"], maxima["fit"]
     thresholds = Thresholds(
-        sequence_alert=_level(seq_max, cfg.target_run_rate),
+        sequence_alert=_level(seq_max, cfg.target_run_rate, log_scale=True, in_sample=seq_fit),
         sequence_gate=float(np.quantile(np.concatenate(seq_rows), cfg.gate_quantile)),
-        forecast_alert=max(0.05, _level(fc_max, cfg.target_run_rate)),
+        forecast_alert=max(0.05, _level(fc_max, cfg.target_run_rate, in_sample=fc_fit)),
         forecast_gate=0.0,
-        run_outlier_alert=_level(ro_max, cfg.target_run_rate),
+        run_outlier_alert=_level(ro_max, cfg.target_run_rate, in_sample=ro_fit),
     )
     thresholds = thresholds.model_copy(update={"forecast_gate": thresholds.forecast_alert / 2})
-    log(f"calibration on {len(seq_max)} healthy run views: {thresholds.model_dump()}")
+    if keep_forecaster:
+        kept = base.config.thresholds
+        thresholds = thresholds.model_copy(
+            update={"forecast_alert": kept.forecast_alert, "forecast_gate": kept.forecast_gate})
+    log(f"calibration on {len(seq_max)} held-back healthy run views"
+        + (f" (+ {len(seq_fit)} fitted ones: too few for the target rate)" if few else "")
+        + f": {thresholds.model_dump()}")
     art_config = LearnedArtifactConfig(
         sequence_ae=cfg.sequence_ae,
-        forecaster=cfg.forecaster,
+        forecaster=base.config.forecaster if keep_forecaster else cfg.forecaster,
         run_outlier=cfg.run_outlier,
         thresholds=thresholds,
         sequence_every_steps=cfg.sequence_every_steps,
@@ -242,6 +365,10 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
             "healthy_windows": int(len(hw)),
             "forecaster_rows": int(len(sel)),
             "forecaster_positive_rows": int(pos.sum()),
+            "divergent_runs": len(divergent),
+            "forecaster_source": "base" if keep_forecaster else "fitted",
+            **({"base_training": {k: base.config.training[k] for k in ("command", "runs", "corpus_runs", "real_runs")
+                                  if k in base.config.training}} if keep_forecaster else {}),
             "reference_prefixes": len(ref),
             "seconds": round(time.perf_counter() - t0, 1),
             **(provenance or {}),

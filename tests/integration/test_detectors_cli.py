@@ -1,0 +1,259 @@
+"""`runwatch detectors train` and `evaluate` on a real store of real (small) PyTorch training runs.
+
+The store is written through :class:`RunStore` with the runs the demo trains
+(MLPs on scikit-learn's digits; healthy ones with a few learning rates and
+seeds, and one that diverges to Inf), so the detectors see real gradients,
+per-layer statistics and validation points. Training uses a small
+TrainingConfig (one thinning, two epochs) so each fit takes seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from runwatch.models.learned.artifacts import load_artifact
+from runwatch.service.cli import app
+from runwatch.service.store import RunStore, append_events_op, end_run_op, save_anomaly_op
+from runwatch.v1 import anomaly_pb2, runs_pb2
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "training_logs"
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"  # a 40-run slice of the benchmark corpus
+SMALL = {"thinning": [1], "sequence_ae": {"epochs": 2}, "run_outlier": {"n_estimators": 20}}
+N_HEALTHY = 12
+
+
+def _train(name: str, seed: int, **changes) -> list[tuple[int, dict[str, float]]]:
+    from runwatch.service.demo_training import CONFIGS, run_scenario
+
+    events: list[tuple[int, dict[str, float]]] = []
+    run_scenario(name, lambda step, m: events.append((step, dict(m))), seed=seed,
+                 config=dataclasses.replace(CONFIGS[name], **changes))
+    return events
+
+
+def _write_run(store: RunStore, run_id: str, events, status: int, anomaly: int = 0) -> None:
+    store.open_run(runs_pb2.RunStart(run_id=run_id, project="p", start_time=1000.0)).result()
+    for lo in range(0, len(events), 40):  # one stored chunk per ingested batch, as the service writes them
+        chunk = events[lo:lo + 40]
+        batch = runs_pb2.EventBatch(events=[
+            runs_pb2.MetricEvent(run_id=run_id, step=s, wall_time=1000.0 + s, metrics=m) for s, m in chunk])
+        store.submit([append_events_op(run_id, chunk[0][0], chunk[-1][0], len(chunk), batch.SerializeToString(),
+                                       1000.0 + chunk[-1][0])]).result()
+    if anomaly:
+        store.submit([save_anomaly_op(anomaly_pb2.Anomaly(
+            id=f"{run_id}-a", run_id=run_id, project="p", detector="loss_spike",
+            kind=anomaly_pb2.ANOMALY_KIND_LOSS_SPIKE, severity=anomaly, first_step=40, revision=1,
+            detected_time=1040.0))]).result()
+    if status != runs_pb2.RUN_STATUS_RUNNING:
+        store.submit([end_run_op(run_id, status, 2000.0, "")]).result()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """A store: 12 healthy finished runs, one diverging (failed), one still running, one with an ERROR anomaly."""
+    root = tmp_path_factory.mktemp("detectors")
+    store = RunStore(root / "store" / "runwatch.db")
+    lrs = (5e-4, 1e-3, 2e-3)
+    for i in range(N_HEALTHY):
+        _write_run(store, f"healthy-{i:02d}", _train("healthy", i, max_steps=100, lr=lrs[i % 3]),
+                   runs_pb2.RUN_STATUS_FINISHED)
+    diverging = _train("diverging", 0)
+    nonfinite = next(s for s, m in diverging if not np.isfinite(m["loss"]))
+    _write_run(store, "diverging", diverging, runs_pb2.RUN_STATUS_FAILED)
+    _write_run(store, "still-running", _train("healthy", 50, max_steps=60), runs_pb2.RUN_STATUS_RUNNING)
+    _write_run(store, "flagged", _train("healthy", 51, max_steps=60), runs_pb2.RUN_STATUS_FINISHED,
+               anomaly=anomaly_pb2.SEVERITY_ERROR)
+    store.close()
+    config = root / "training.json"
+    config.write_text(json.dumps(SMALL))
+    labels = root / "labels.csv"
+    labels.write_text(f"run,fault,onset,manifest_step\ndiverging,divergence,120,{nonfinite}\n")
+    return {"root": root, "store": root / "store", "config": config, "labels": labels}
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, ["detectors", *map(str, args)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_train_on_a_store_keeps_the_base_forecaster_and_serves(data, tmp_path):
+    out = tmp_path / "art"
+    r = invoke("train", "--store", data["store"], "--labels", data["labels"], "--config", data["config"], "--out", out)
+    assert r.exit_code == 0, r.output
+    # The label policy: 12 finished healthy runs + the labelled divergence; running and flagged runs left out.
+    assert "training on 13 run(s): 12 healthy, 1 divergence (13 from store)" in r.stdout
+    assert "left out 2: " in r.stdout and "1 status running" in r.stdout and "1 ERROR anomaly LOSS_SPIKE" in r.stdout
+    art, base = load_artifact(out), load_artifact()
+    training = art.config.training
+    assert training["forecaster_source"] == "base" and training["divergent_runs"] == 1
+    assert training["counts"]["by_fault"] == {"healthy": 12, "divergence": 1}
+    assert training["sources"]["store"] == [str(data["store"].resolve())]
+    assert training["command"].startswith("runwatch detectors train --out ")
+    for name, value in base.forecaster.tensors().items():
+        assert np.array_equal(art.forecaster.tensors()[name], value), name
+    assert art.config.forecaster == base.config.forecaster
+    assert (art.config.thresholds.forecast_alert, art.config.thresholds.forecast_gate) == (
+        base.config.thresholds.forecast_alert, base.config.thresholds.forecast_gate)
+    # the autoencoder and run-outlier reference are this store's, recalibrated
+    assert not np.array_equal(art.run_outlier.reference, base.run_outlier.reference)
+    assert art.config.thresholds.sequence_alert != base.config.thresholds.sequence_alert
+    assert art.config.sequence_ae.epochs == 2
+
+    # `runwatch serve` takes it through its diagnostics settings, as `train` prints
+    assert "--diagnostics-config" in r.stdout
+    from runwatch.models.registry import DiagnosticSuite
+    from runwatch.service.settings import ServiceSettings
+
+    suite_file = tmp_path / "diagnostics.json"
+    suite_file.write_text(json.dumps({"settings": {"learned": {"artifact": str(out)}}}))
+    settings = ServiceSettings(diagnostics=f"@{suite_file}")
+    learned = next(d for d in DiagnosticSuite(settings.diagnostics).monitor("x").diagnostics if d.name == "learned")
+    assert learned.model.config == art.config
+
+    # evaluate on the same store: a table row per run and the summary, with numbers
+    r = invoke("evaluate", "--artifact", out, "--store", data["store"], "--labels", data["labels"])
+    assert r.exit_code == 0, r.output
+    assert "healthy runs flagged: " in r.stdout and "/12 (" in r.stdout
+    assert "problem runs caught: 1/1 (100.0%): divergence 1/1" in r.stdout
+    assert "alerts per 10k steps on healthy runs: " in r.stdout
+    assert "unlabelled runs (not counted; label them with --labels): 2" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("diverging "))
+    assert "caught" in row and "divergence" in row
+
+    # the serve configuration file itself drives evaluate
+    r = invoke("evaluate", "--store", data["store"], "--diagnostics-config", suite_file)
+    assert r.exit_code == 0, r.output
+    assert f"detectors: rules + learned ({out})" in r.stdout
+
+    r = invoke("evaluate", "--store", data["store"], "--labels", data["labels"], "--rules-only", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["detectors"] == "rules only"
+    assert report["summary"]["problems_caught"] == [1, 1] and report["summary"]["healthy_flagged"][1] == 12
+    assert {x["run_id"]: x["label"] for x in report["runs"]}["flagged"] == "unlabelled"
+    assert not any("learned" in x["first_kind"] for x in report["runs"])
+
+
+def test_train_on_logs_with_labels(data, tmp_path):
+    out = tmp_path / "art"
+    labels = tmp_path / "labels.csv"
+    # label by path below --logs and by name; without a label, the failed MLflow run and the one with a NaN loss
+    # are left out
+    labels.write_text("run_id,fault,onset_step,manifest_step\ntraining_logs/hf/lora_imdb_distilbert,healthy,,\n"
+                      "vae-no-such-run,nan,3,9\n")
+    r = invoke("train", "--logs", LOGS, "--store", data["store"], "--labels", labels, "--config", data["config"],
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "1 label row(s) match no run read: vae-no-such-run" in r.stderr
+    assert "(7 from logs, 12 from store)" in r.stdout
+    assert "1 the log says the run failed" in r.stdout and "1 non-finite loss" in r.stdout
+    counts = load_artifact(out).config.training["counts"]
+    assert counts["by_source"] == {"logs": 7, "store": 12} and counts["by_fault"] == {"healthy": 19}
+
+    # logs alone hold too few healthy runs with 16+ losses: the error says what is missing
+    r = invoke("train", "--logs", LOGS, "--config", data["config"], "--out", tmp_path / "no")
+    assert r.exit_code == 2
+    assert "need at least 8 healthy runs with >= 16 logged losses; got" in r.stderr
+    assert not (tmp_path / "no").exists()
+
+    labels.write_text("run,fault\ndiverging-sgd,nan\n")
+    r = invoke("evaluate", "--logs", LOGS, "--labels", labels, "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["summary"]["problems_caught"] == [1, 1] and report["summary"]["healthy_flagged"][1] == 7
+    runs = {x["name"]: x for x in report["runs"]}
+    assert runs["diverging-sgd"]["first_kind"].startswith(("NONFINITE", "DIVERGENCE"))
+    assert runs["training_logs/tensorboard/generated_tensor_scalars"]["unlabelled_because"] == "non-finite loss"
+
+
+def test_train_on_the_corpus_fits_the_forecaster_given_enough_divergent_runs(data, tmp_path):
+    # bench/ is importable here (pytest puts the repository root on sys.path), as in any checkout
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**SMALL, "min_divergent_runs": 2, "forecaster": {"epochs": 1}}))
+    out = tmp_path / "art"
+    r = invoke("train", "--corpus", CORPUS, "--store", data["store"], "--labels", data["labels"], "--config", config,
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "from corpus" in r.stdout and "forecaster fitted" in r.stdout
+    training = load_artifact(out).config.training
+    assert training["forecaster_source"] == "fitted" and training["divergent_runs"] >= 2
+    assert training["forecaster_positive_rows"] > 0
+    assert {"healthy", "divergence", "nan"} <= set(training["counts"]["by_fault"])
+    fitted, shipped = load_artifact(out).forecaster.tensors(), load_artifact().forecaster.tensors()
+    assert not np.array_equal(fitted["forecaster.0.weight"], shipped["forecaster.0.weight"])
+
+
+def test_bad_input_is_named(tmp_path, data):
+    empty = tmp_path / "empty"
+    RunStore(empty / "runwatch.db").close()
+    cmd = [sys.executable, "-m", "runwatch.service.cli", "detectors", "train", "--store", str(empty), "--out",
+           str(tmp_path / "a")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "need at least 8 healthy runs with >= 16 logged losses; got 0 (0 healthy run(s) given" in r.stderr
+
+    # a few runs only, with the reason the others were left out
+    few = tmp_path / "few"
+    store = RunStore(few / "runwatch.db")
+    for i in range(3):
+        _write_run(store, f"h{i}", _train("healthy", i, max_steps=30), runs_pb2.RUN_STATUS_FINISHED)
+    _write_run(store, "k", _train("healthy", 9, max_steps=30), runs_pb2.RUN_STATUS_KILLED)
+    store.close()
+    r = invoke("train", "--store", few, "--out", tmp_path / "b", "--config", data["config"])
+    assert r.exit_code == 2
+    assert "got 3 (3 healthy run(s) given, 3 run(s) in all) (left out: 1 status killed)" in r.stderr
+
+    r = invoke("train", "--store", tmp_path / "nowhere", "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "no runwatch store there" in r.stderr
+    r = invoke("train", "--out", tmp_path / "d")
+    assert r.exit_code == 2 and "no training data" in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"thinning": "x"}')
+    r = invoke("train", "--store", data["store"], "--out", tmp_path / "e", "--config", bad)
+    assert r.exit_code == 2 and "--config" in r.stderr and "thinning" in r.stderr
+    labels = tmp_path / "labels.csv"
+    labels.write_text("run,fault,onset\nr1,nan,soon\n")
+    r = invoke("evaluate", "--store", data["store"], "--labels", labels)
+    assert r.exit_code == 2 and "line 2: onset" in r.stderr
+    r = invoke("evaluate", "--store", data["store"], "--artifact", tmp_path)
+    assert r.exit_code == 2 and "config.json is missing" in r.stderr
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning", "ignore:Degrees of freedom:RuntimeWarning")
+def test_fit_artifact_without_divergent_runs_needs_a_base():
+    from runwatch.models.block import MetricBlock
+    from runwatch.models.learned.training import TrainingConfig, TrainingDataError, TrainingRun, fit_artifact
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for i in range(10):
+        steps = list(range(80))
+        rows = [{"loss": 2.0 * np.exp(-s / 30) + 0.02 * rng.random(), "lr": 1e-3} for s in steps]
+        runs.append(TrainingRun(f"r{i}", MetricBlock.from_rows(steps, [0.0] * 80, rows)))
+    cfg = TrainingConfig.model_validate(SMALL)
+    with pytest.raises(TrainingDataError, match="need at least 5 divergent runs .* got 0"):
+        fit_artifact(runs, cfg, log=lambda m: None)
+    base = load_artifact()
+    art = fit_artifact(runs, cfg, log=lambda m: None, base=base)
+    assert art.forecaster is base.forecaster and art.config.training["forecaster_source"] == "base"
+    # the small-data split still holds back healthy runs for calibration
+    assert art.config.training["run_views"]["calibration"] >= 2
+
+
+@pytest.mark.parametrize("module", ["runwatch.service.detectors_command", "runwatch.models.learned.training"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
