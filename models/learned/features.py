@@ -377,7 +377,8 @@ class RunFeatures:
                     if not len(finite):
                         continue
                     start = self.layer_start[layer] = float(finite[0])
-                v = np.log(np.maximum(np.where(np.isfinite(vals), vals, np.inf), _FLOOR) / start)
+                with np.errstate(over="ignore"):  # 1e308 / a tiny start is +Inf, clipped below
+                    v = np.log(np.maximum(np.where(np.isfinite(vals), vals, np.inf), _FLOOR) / start)
                 gmax.append((col.steps, np.clip(v, -_CLIP, _CLIP)))
                 self.layer_latest["g:" + layer] = float(np.clip(v[-1], -_CLIP, _CLIP))
         self._pending = {
