@@ -13,7 +13,22 @@ after the other, and formats without a clock are sent fast).
 Run ids are stable for a source (see :meth:`ImportedRun.run_id`): a run the
 server already has is skipped, unless ``new_ids`` gives every replay fresh
 ids. A runwatch spool folder (what a client left unsent) is a source too:
-its batches are sent as they are.
+its batches are sent as they are. A text log (``format="text"``) is sent as
+the run's log lines, in file order; the server reads its metrics and
+failures out of them.
+
+A folder is replayed leniently: a malformed entry (a CSV row, a JSON line,
+an event record) or a file that cannot be read at all is skipped with one
+warning naming the file, the position and the reason, and everything else
+is sent. ``strict=True`` reads everything first and sends nothing if
+anything is malformed (the first problem is raised).
+
+Examples
+--------
+>>> report = replay("runs/", target="127.0.0.1:50051")            # doctest: +SKIP
+warning: runs/a/metrics.csv:line 7: 6 fields, the header has 5; the row was skipped
+>>> report.ok, len(report.warnings)                                # doctest: +SKIP
+(True, 1)
 """
 
 from __future__ import annotations
@@ -26,14 +41,18 @@ from pathlib import Path
 
 import grpc
 
-from runwatch.client.importers import ImportedRun, detect, read
+from runwatch.client.connection import make_channel, parse_target
+from runwatch.client.importers import ImportedRun, Problems, detect, read_all
+from runwatch.client.sender import LOG
 from runwatch.client.session import RunwatchClient
-from runwatch.v1 import service_pb2, service_pb2_grpc
+from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
 
 __all__ = ["ReplayReport", "ReplayedRun", "is_spool_dir", "replay"]
 
 # The server refuses events with more metrics than this (its default limit is 4096).
 MAX_METRICS_PER_EVENT = 1000
+#: Warnings shown per file; the rest are counted (all are in ``ReplayReport.warnings``).
+WARNINGS_SHOWN_PER_FILE = 10
 
 
 @dataclass
@@ -46,6 +65,7 @@ class ReplayedRun:
     source: str
     events: int = 0
     values: int = 0
+    lines: int = 0  # text log lines
     skipped: str = ""  # why it was not sent ("" = sent)
     anomalies: int = -1  # incidents the server raised (-1 = not asked)
     notes: list[str] = field(default_factory=list)
@@ -61,10 +81,18 @@ class ReplayReport:
     dropped: int = 0
     violations: list[tuple[int, str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Malformed entries and files left out: ``path:position: reason; what was skipped``.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Everything sent was accepted (nothing rejected or dropped); see :attr:`complete` too."""
         return self.rejected == 0 and self.dropped == 0
+
+    @property
+    def complete(self) -> bool:
+        """:attr:`ok`, and nothing of the input was left out as malformed."""
+        return self.ok and not self.warnings
 
 
 def is_spool_dir(path: Path) -> bool:
@@ -76,12 +104,15 @@ def is_spool_dir(path: Path) -> bool:
     return any(c.is_dir() and (c / "lock").exists() for c in path.iterdir())
 
 
-def _server_ready(target: str, timeout: float) -> None:
-    with grpc.insecure_channel(target) as channel:
+def _server_ready(target: str, timeout: float, connection: dict) -> None:
+    with make_channel(target, **connection) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            raise ConnectionError(f"no runwatch server at {target} (waited {timeout:g} s)") from None
+            tls = ""
+            if parse_target(target).tls:
+                tls = " or no TLS handshake with it (check the CA and client certificate)"
+            raise ConnectionError(f"no runwatch server at {target}{tls} (waited {timeout:g} s)") from None
 
 
 def replay(
@@ -98,6 +129,12 @@ def replay(
     dry_run: bool = False,
     connect_timeout: float = 10.0,
     out: Callable[[str], None] = print,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+    token: str | None = None,
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
 ) -> ReplayReport:
     """Replay the logs under ``path`` into the server at ``target``.
 
@@ -124,11 +161,19 @@ def replay(
         Read and summarise, send nothing.
     out
         Receives one line per run.
+    strict
+        Send nothing if any file or entry is malformed (raise the first
+        problem); by default each is skipped with a warning and the rest is sent.
+    warn
+        Receives one line per skipped entry or file (default: ``out``).
+    token, ca_file, cert_file, key_file
+        Access token and TLS files, as for :class:`~runwatch.client.session.RunwatchClient`.
 
     Raises
     ------
     ImportFormatError
-        A malformed file (its message names the file and the position).
+        Nothing readable at ``path``, or (``strict``) a malformed file or
+        entry (its message names the file and the position).
     ConnectionError
         No server answers at ``target``.
     """
@@ -139,23 +184,27 @@ def replay(
     path = Path(path)
     t0 = time.perf_counter()
     report = ReplayReport()
+    connection = {"token": token, "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
     if fmt in ("auto", "spool") and is_spool_dir(path):
-        return _replay_spool(path, target, connect_timeout, dry_run, report, out, t0)
+        return _replay_spool(path, target, connect_timeout, dry_run, report, out, t0, connection)
     if fmt == "spool":
         raise ValueError(f"{path} is not a runwatch spool folder")
     items = detect(path, fmt)
-    # Read everything first, so a malformed file stops the replay before anything is sent.
-    runs: list[ImportedRun] = [run for f, target_ in items for run in read(f, target_, canonical, root=path)]
+    # Read everything first: with strict, a malformed file stops the replay before anything is sent.
+    problems = Problems(strict=strict)
+    runs: list[ImportedRun] = read_all(path, items, canonical, problems)
+    report.warnings = [str(e) for e in problems.skipped]
+    _warn(report.warnings, problems, warn or out)
     if dry_run:
         for run in runs:
             rr = ReplayedRun(run.run_id(), run.display, run.format, str(run.source), len(run.steps), run.n_values,
-                             skipped="dry run", notes=list(run.notes))
+                             len(run.lines), skipped="dry run", notes=list(run.notes))
             report.runs.append(rr)
             out(_line(rr, run))
         report.seconds = time.perf_counter() - t0
         return report
-    _server_ready(target, connect_timeout)
-    client = RunwatchClient(target, max_queue=20_000, flush_on_exit=False)
+    _server_ready(target, connect_timeout, connection)
+    client = RunwatchClient(target, max_queue=20_000, flush_on_exit=False, **connection)
     runs_stub = service_pb2_grpc.RunServiceStub(client.channel)
     try:
         for run in runs:
@@ -173,6 +222,18 @@ def replay(
     finally:
         client.close(timeout=60)
     return _delivered(report, client, t0)
+
+
+def _warn(warnings: list[str], problems: Problems, warn: Callable[[str], None]) -> None:
+    """One line per skipped entry, at most :data:`WARNINGS_SHOWN_PER_FILE` per file, then a count."""
+    per_file: dict[str, int] = {}
+    for text, error in zip(warnings, problems.skipped):
+        n = per_file[error.path] = per_file.get(error.path, 0) + 1
+        if n <= WARNINGS_SHOWN_PER_FILE:
+            warn(f"warning: {text}")
+    for path, n in per_file.items():
+        if n > WARNINGS_SHOWN_PER_FILE:
+            warn(f"warning: {path}: {n - WARNINGS_SHOWN_PER_FILE} more malformed entries skipped (not shown)")
 
 
 def _delivered(report: ReplayReport, client, t0: float) -> ReplayReport:
@@ -197,7 +258,8 @@ def _replay_run(
     new_ids: bool,
 ) -> ReplayedRun:
     run_id = run.run_id(uuid.uuid4().hex[:8] if new_ids else "")
-    rr = ReplayedRun(run_id, run.display, run.format, str(run.source), len(run.steps), run.n_values, notes=list(run.notes))
+    rr = ReplayedRun(run_id, run.display, run.format, str(run.source), len(run.steps), run.n_values, len(run.lines),
+                     notes=list(run.notes))
     if not new_ids:
         try:
             runs_stub.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30)
@@ -206,8 +268,8 @@ def _replay_run(
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-    if not run.steps:
-        rr.skipped = "no metric values"
+    if not run.steps and not run.lines:
+        rr.skipped = "no metric values" if run.format != "text" else "no text lines"
         return rr
     env = dict(run.environment)
     env["replay.source"] = str(run.source)[-1000:]
@@ -223,7 +285,7 @@ def _replay_run(
         tags=["replay", run.format, *run.tags],
         framework="",
         environment=env,
-        start_time=run.start_time or (run.wall_times[0] or None),
+        start_time=run.start_time or (run.wall_times[0] if run.wall_times else 0.0) or None,
     )
     sender = client._sender
     prev_wall = 0.0
@@ -240,20 +302,33 @@ def _replay_run(
             if len(sender._queue) >= sender.max_queue // 2:
                 sender.wait_for_room(timeout=120)
             started.log(dict(items[i : i + MAX_METRICS_PER_EVENT]), step=step, wall_time=wall or None)
+    prev_time = 0.0
+    for line in run.lines:
+        if pace == "original" and line.time > 0 and prev_time > 0:
+            wait = min((line.time - prev_time) / speed, max_gap)
+            if wait > 0:
+                client.flush(timeout=60)
+                time.sleep(wait)
+        if line.time > 0:
+            prev_time = line.time
+        if len(sender._queue) >= sender.max_queue // 2:
+            sender.wait_for_room(timeout=120)
+        # Lines without a clock of their own get none: the server stamps them as they arrive.
+        sender.put(LOG, runs_pb2.LogLine(run_id=run_id, time=line.time, level=line.level, text=line.text, step=line.step))
     status = run.status if run.status in ("finished", "failed", "killed") else "finished"
     started.finish(status, reason=f"replayed from {run.source}"[:1000], timeout=60)
     return rr
 
 
-def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0) -> ReplayReport:
+def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0, connection) -> ReplayReport:
 
     root = path if not any(p.suffix == ".rws" for p in path.iterdir()) else path.parent
     if dry_run:
         out(f"spool {root}: would send what it holds")
         report.seconds = time.perf_counter() - t0
         return report
-    _server_ready(target, connect_timeout)
-    client = RunwatchClient(target, spool_dir=root, flush_on_exit=False)
+    _server_ready(target, connect_timeout, connection)
+    client = RunwatchClient(target, spool_dir=root, flush_on_exit=False, **connection)
     spool = client.spool
     adopted = spool.adopted_items if spool is not None else 0
     try:
@@ -267,6 +342,8 @@ def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0) -> Re
 
 def _line(rr: ReplayedRun, run: ImportedRun) -> str:
     what = f"{rr.events} steps, {rr.values} values, {len(run.metric_names)} metrics"
+    if rr.lines or (run.format == "text" and not rr.events):
+        what = f"{rr.lines} lines"
     if rr.skipped:
         status = f"skipped: {rr.skipped}"
     else:

@@ -9,11 +9,16 @@ Formats (``fmt``):
 ``mlflow``      an MLflow file store: ``mlruns/``, an experiment or a run folder
 ``csv``         long-format CSV: ``[run_id,]step,metric,value[,wall_time]``
 ``jsonl``       long-format JSON Lines with the same keys
+``text``        a text log (``.log``, ``.txt``, ``.out``, any UTF-8 text file) or
+                JSON Lines of log records (``{"time", "level", "text"}``): its lines
 ==============  ================================================================
 
 Each reader returns :class:`ImportedRun` records (metadata + events merged by
-step, in step order) and raises :class:`ImportFormatError`, naming the file
-and the position (line, record or JSON path), on malformed input. Metric
+step, in step order; log lines for ``text``) and raises
+:class:`ImportFormatError`, naming the file and the position (line, record or
+JSON path), on malformed input. Given ``Problems(strict=False)``, readers skip
+a malformed entry (a row, a record, a line) instead, keeping the error in
+``problems.skipped``, and :func:`read_all` skips a malformed file. Metric
 names are mapped onto runwatch's conventions (``train_loss`` -> ``loss``,
 ``eval_loss`` -> ``val/loss``, ...; see :mod:`runwatch.client.names`) unless
 ``canonical=False``.
@@ -29,13 +34,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runwatch.client.importers import hf_trainer_state, lightning_csv, long_format, mlflow, tensorboard
-from runwatch.client.importers.base import ImportedRun, ImportFormatError
+from runwatch.client.importers import hf_trainer_state, lightning_csv, long_format, mlflow, tensorboard, text_log
+from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems
 from runwatch.client.importers.util import strip_gz
 
-__all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "detect", "load"]
+__all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
-FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl")
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "text")
+# Structured files that are never replayed as text lines, even though they are text.
+_STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 
 
 def _file_format(path: Path) -> str | None:
@@ -45,22 +52,31 @@ def _file_format(path: Path) -> str | None:
     if name == "trainer_state.json":
         return "hf"
     if name.endswith((".jsonl", ".ndjson")):
-        return "jsonl"
+        return "text" if text_log.looks_like_records(path) else "jsonl"
     if name.endswith(".csv"):
         if long_format.looks_like_csv(path):
             return "csv"
         if name == "metrics.csv" or lightning_csv.looks_like(path):
             return "lightning"
+    if name.endswith(text_log.TEXT_SUFFIXES):
+        return "text"
     return None
+
+
+def _text_file(path: Path) -> bool:
+    """A file named directly that no other format claims: replayed as text if it is UTF-8 text."""
+    return not strip_gz(path.name).lower().endswith(_STRUCTURED) and text_log.looks_like_text(path)
 
 
 def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[Path]]]:
     """What to read under ``path``: ``(format, file / folder / event files)`` items.
 
-    A file is read by its format; in a folder, an MLflow store is read as
-    such, otherwise every ``metrics.csv``, ``trainer_state.json``, folder of
-    event files and MLflow experiment below it (long-format files only when
-    ``fmt`` names them).
+    A file is read by its format (a UTF-8 text file of no other format is a
+    text log); in a folder, an MLflow store is read as such, otherwise every
+    ``metrics.csv``, ``trainer_state.json``, folder of event files, MLflow
+    experiment and ``*.log`` text log below it (long-format files, and text
+    logs named ``.txt``/``.out``/``.err`` or JSON Lines of log records, only
+    when ``fmt`` names them).
 
     Raises
     ------
@@ -76,10 +92,12 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
         raise ValueError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     if path.is_file():
         found = fmt if fmt != "auto" else _file_format(path)
+        if found is None and _text_file(path):
+            found = "text"
         if found is None:
             raise ImportFormatError(
                 path, "file", "unknown format: expected events.out.tfevents.*, metrics.csv, trainer_state.json, "
-                "a long-format .csv/.jsonl, or pass --format"
+                "a long-format .csv/.jsonl, a text log, or pass --format"
             )
         return [(found, path)]
     if fmt in ("auto", "mlflow") and mlflow.looks_like(path):
@@ -100,6 +118,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("hf", f))
         elif fmt in ("csv", "jsonl") and _file_format(f) == fmt:
             items.append((fmt, f))
+        elif (fmt == "auto" and strip_gz(f.name).endswith(".log")) or (fmt == "text" and _file_format(f) == "text"):
+            items.append(("text", f))
     items.extend(("tensorboard", files) for files in event_dirs.values())
     items.extend(("mlflow", exp) for exp in experiments if ".trash" not in exp.parts)
     if not items:
@@ -107,15 +127,23 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     return sorted(items, key=lambda it: str(it[1][0] if isinstance(it[1], list) else it[1]))
 
 
-def read(fmt: str, target: Path | list[Path], canonical: bool = True, root: Path | None = None) -> list[ImportedRun]:
-    """Read one item that :func:`detect` returned.
+def read(
+    fmt: str,
+    target: Path | list[Path],
+    canonical: bool = True,
+    root: Path | None = None,
+    problems: Problems = STRICT,
+) -> list[ImportedRun]:
+    """Read one item that :func:`detect` returned (malformed entries go to ``problems``).
 
     With ``root`` (the folder :func:`detect` searched), runs of one-run-per-file
-    formats are named by their folder's path below it (e.g.
+    formats are shown by their folder's path below it (e.g.
     ``repo/lightning_logs/version_3``), which tells apart same-named folders.
     """
+    if fmt == "jsonl" and isinstance(target, Path) and text_log.looks_like_records(target):
+        fmt = "text"  # JSON Lines of log records, not of metric values
     if fmt == "tensorboard":
-        runs = tensorboard.read(target, canonical)
+        runs = tensorboard.read(target, canonical, problems)
     elif isinstance(target, list):
         raise TypeError("only tensorboard reads several files as one run")
     else:
@@ -125,20 +153,46 @@ def read(fmt: str, target: Path | list[Path], canonical: bool = True, root: Path
             "mlflow": mlflow.read,
             "csv": long_format.read_csv,
             "jsonl": long_format.read_jsonl,
-        }[fmt](target, canonical)
-    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf"):
+            "text": text_log.read,
+        }[fmt](target, canonical, problems)
+    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "text"):
         first = target[0] if isinstance(target, list) else target
         try:
             rel = first.parent.relative_to(root)
         except ValueError:
             rel = None
         if rel is not None:
+            shown = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
             for run in runs:
-                run.label = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
+                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt == "text" else shown
     return runs
 
 
-def load(path: str | Path, fmt: str = "auto", canonical: bool = True) -> list[ImportedRun]:
+def read_all(
+    path: Path, items: list[tuple[str, Path | list[Path]]], canonical: bool = True, problems: Problems = STRICT
+) -> list[ImportedRun]:
+    """Read every item of :func:`detect`; leniently, a file that cannot be read at all is skipped.
+
+    Examples
+    --------
+    >>> lenient = Problems(strict=False)                                  # doctest: +SKIP
+    >>> runs = read_all(Path("logs"), detect("logs"), problems=lenient)   # doctest: +SKIP
+    >>> [str(e) for e in lenient.skipped]                                 # doctest: +SKIP
+    ['logs/a/trainer_state.json:line 3 column 14: invalid JSON: ...; the file was skipped']
+    """
+    runs: list[ImportedRun] = []
+    for fmt, target in items:
+        try:
+            runs.extend(read(fmt, target, canonical, root=path, problems=problems))
+        except ImportFormatError as exc:
+            problems.skip(exc, "the file was skipped")
+        except OSError as exc:
+            where = target[0] if isinstance(target, list) else target
+            problems.skip(ImportFormatError(where, "file", f"cannot be read: {exc.strerror or exc}"), "the file was skipped")
+    return runs
+
+
+def load(path: str | Path, fmt: str = "auto", canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
     """Every run under ``path`` (see :func:`detect`), read."""
     path = Path(path)
-    return [run for f, target in detect(path, fmt) for run in read(f, target, canonical, root=path)]
+    return read_all(path, detect(path, fmt), canonical, problems)

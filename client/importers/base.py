@@ -12,7 +12,7 @@ from typing import Any
 
 from runwatch.client.names import rename_map
 
-__all__ = ["ImportFormatError", "ImportedRun", "RunBuilder", "parse_float", "parse_step"]
+__all__ = ["ImportFormatError", "ImportedRun", "Problems", "RunBuilder", "parse_float", "parse_step"]
 
 
 class ImportFormatError(ValueError):
@@ -38,6 +38,36 @@ class ImportFormatError(ValueError):
         self.position = position
         self.reason = reason
         super().__init__(f"{self.path}:{position}: {reason}")
+
+
+class Problems:
+    """Where the readers report a malformed entry (a row, a record, a line) and go on, or stop.
+
+    Strict (the default, and ``runwatch replay --strict``): the first problem is
+    raised as :class:`ImportFormatError`. Lenient: each is kept in
+    :attr:`skipped` with what was left out, and the reader goes on with the
+    next entry, so one odd line costs that line only.
+
+    Examples
+    --------
+    >>> lenient = Problems(strict=False)
+    >>> lenient.skip(ImportFormatError("m.csv", "line 7", "6 fields, the header has 5"))
+    >>> [str(e) for e in lenient.skipped]
+    ['m.csv:line 7: 6 fields, the header has 5; the entry was skipped']
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.skipped: list[ImportFormatError] = []
+
+    def skip(self, error: ImportFormatError, what: str = "the entry was skipped") -> None:
+        """Raise ``error`` (strict), or keep it, saying ``what`` was left out, and return (lenient)."""
+        if self.strict:
+            raise error
+        self.skipped.append(ImportFormatError(error.path, error.position, f"{error.reason}; {what}"))
+
+
+STRICT = Problems()
 
 
 @dataclass
@@ -69,6 +99,8 @@ class ImportedRun:
     notes: list[str] = field(default_factory=list)
     #: How to show the run (its path below the folder that was searched); ``name`` when unset.
     label: str = ""
+    #: Text log lines to send (format ``text``): ``runwatch.client.log_lines.LineFields``, in file order.
+    lines: list = field(default_factory=list)
 
     @property
     def display(self) -> str:

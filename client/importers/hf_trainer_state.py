@@ -7,6 +7,12 @@ final summary (``train_loss``, ``train_runtime``, ...). Numeric values become
 metrics; top-level scalar settings (``train_batch_size``,
 ``num_train_epochs``, ``logging_steps``, ...) and ``trial_params`` become
 hyperparameters. The file has no clock: events carry no wall time.
+
+Entries without ``step`` (``trainer.predict`` and custom ``log`` calls write
+``predict_*`` / ``test_*`` entries without one) take their neighbour's step:
+the previous entry's, else the next one's; with no entry to borrow from they
+are skipped and counted in the run's notes. The run is named by the folders
+that tell it apart (``owner+repo/bert-lr3e-5``), not ``output`` or ``checkpoint-500``.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runwatch.client.importers.base import ImportedRun, ImportFormatError, RunBuilder, parse_step
-from runwatch.client.importers.util import open_text
+from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder, parse_step
+from runwatch.client.importers.util import meaningful_name, open_text
 
 __all__ = ["read"]
 
@@ -31,8 +37,8 @@ _SETTINGS = (
 )
 
 
-def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
-    """Read one ``trainer_state.json`` as one run."""
+def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Read one ``trainer_state.json`` as one run (malformed entries go to ``problems``)."""
     path = Path(path)
     try:
         with open_text(path) as f:
@@ -46,8 +52,7 @@ def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
     history = state.get("log_history")
     if not isinstance(history, list):
         raise ImportFormatError(path, "log_history", "missing or not a list: is this a trainer_state.json?")
-    parent = path.parent
-    name = f"{parent.parent.name}/{parent.name}" if parent.name.startswith("checkpoint-") else parent.name
+    name = meaningful_name(path.parent)
     run = ImportedRun(FORMAT, path, key=str(path), name=name or "trainer_state", tags=["huggingface"])
     hp = {k: state[k] for k in _SETTINGS if isinstance(state.get(k), (int, float, str, bool))}
     if isinstance(state.get("trial_params"), dict):
@@ -57,18 +62,44 @@ def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
         if state.get(key) is not None:
             run.environment[f"hf.{key}"] = str(state[key])
     builder = RunBuilder(run)
+    entries: list[tuple[int | None, dict]] = []  # (step or None, entry)
     for i, entry in enumerate(history):
         where = f"log_history[{i}]"
         if not isinstance(entry, dict):
-            raise ImportFormatError(path, where, f"expected an object, got {type(entry).__name__}")
-        if "step" not in entry:
-            raise ImportFormatError(path, where, "no 'step'")
-        step = parse_step(entry["step"], path, where)
+            problems.skip(ImportFormatError(path, where, f"expected an object, got {type(entry).__name__}"))
+            continue
+        step = None
+        if "step" in entry:
+            try:
+                step = parse_step(entry["step"], path, where)
+            except ImportFormatError as exc:
+                problems.skip(exc)
+                continue
+        entries.append((step, entry))
+    placed = unplaced = 0
+    known = [s for s, _ in entries if s is not None]
+    previous = None
+    later = iter(known)
+    upcoming = next(later, None)
+    for step, entry in entries:
+        if step is None:
+            step = previous if previous is not None else upcoming
+            if step is None:
+                unplaced += 1
+                continue
+            placed += 1
+        else:
+            previous = step
+            upcoming = next(later, None)
         for key, value in entry.items():
             if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue  # strings and nested objects are not metrics
             builder.add(step, key, float(value))
     built = builder.build(canonical)
+    if placed:
+        built.notes.append(f"{placed} log_history entr{'y' if placed == 1 else 'ies'} without 'step' placed at a neighbour's step")
+    if unplaced:
+        built.notes.append(f"{unplaced} log_history entr{'y' if unplaced == 1 else 'ies'} without 'step' skipped: no entry has a step")
     if not built.steps and history:
         built.notes.append("log_history has no numeric values")
     return [built]

@@ -12,7 +12,15 @@ import io
 from pathlib import Path
 
 from runwatch.client.importers._yaml import load_flat
-from runwatch.client.importers.base import ImportedRun, ImportFormatError, RunBuilder, parse_float, parse_step
+from runwatch.client.importers.base import (
+    STRICT,
+    ImportedRun,
+    ImportFormatError,
+    Problems,
+    RunBuilder,
+    parse_float,
+    parse_step,
+)
 from runwatch.client.importers.util import open_text
 
 __all__ = ["read"]
@@ -20,8 +28,8 @@ __all__ = ["read"]
 FORMAT = "lightning"
 
 
-def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
-    """Read one ``metrics.csv`` as one run."""
+def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Read one ``metrics.csv`` as one run (malformed rows go to ``problems``)."""
     path = Path(path)
     name = f"{path.parent.parent.name}/{path.parent.name}" if path.parent.parent.name else path.parent.name
     run = ImportedRun(FORMAT, path, key=str(path), name=name, tags=["lightning"])
@@ -48,14 +56,18 @@ def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
                 line = reader.line_num
                 if not row or all(not c.strip() for c in row):
                     continue
-                if len(row) != len(header):
-                    raise ImportFormatError(path, f"line {line}", f"{len(row)} fields, the header has {len(header)}")
-                step = parse_step(row[step_col].strip(), path, f"line {line}")
-                values = {}
-                for i, name in metric_cols:
-                    cell = row[i].strip()
-                    if cell:
-                        values[name] = parse_float(cell, path, f"line {line}", f"column {name!r}")
+                try:
+                    if len(row) != len(header):
+                        raise ImportFormatError(path, f"line {line}", f"{len(row)} fields, the header has {len(header)}")
+                    step = parse_step(row[step_col].strip(), path, f"line {line}")
+                    values = {}
+                    for i, name in metric_cols:
+                        cell = row[i].strip()
+                        if cell:
+                            values[name] = parse_float(cell, path, f"line {line}", f"column {name!r}")
+                except ImportFormatError as exc:
+                    problems.skip(exc, "the row was skipped")
+                    continue
                 builder.add_row(step, values)
         except csv.Error as exc:
             raise ImportFormatError(path, f"line {reader.line_num}", f"bad CSV: {exc}") from None

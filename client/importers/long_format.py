@@ -20,7 +20,15 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from runwatch.client.importers.base import ImportedRun, ImportFormatError, RunBuilder, parse_float, parse_step
+from runwatch.client.importers.base import (
+    STRICT,
+    ImportedRun,
+    ImportFormatError,
+    Problems,
+    RunBuilder,
+    parse_float,
+    parse_step,
+)
 from runwatch.client.importers.util import open_text, strip_gz
 
 __all__ = ["read_csv", "read_jsonl"]
@@ -30,16 +38,32 @@ _REQUIRED = ("step", "metric", "value")
 
 
 class _Runs:
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, problems: Problems) -> None:
         self.path = path
+        self.problems = problems
         self.fmt = fmt
         self.builders: dict[str, RunBuilder] = {}
         self.extras: dict[str, dict[str, Any]] = {}
 
     def add(self, row: dict[str, Any], position: str) -> None:
+        try:
+            self._add(row, position)
+        except ImportFormatError as exc:
+            self.problems.skip(exc, "the row was skipped")
+
+    def _add(self, row: dict[str, Any], position: str) -> None:
         missing = [k for k in _REQUIRED if row.get(k) in (None, "")]
         if missing:
             raise ImportFormatError(self.path, position, f"missing {', '.join(missing)}")
+        step = parse_step(row["step"], self.path, position)
+        value = parse_float(row["value"], self.path, position, "value")
+        wall = 0.0
+        for k in _TIME_KEYS:
+            if row.get(k) not in (None, ""):
+                wall = parse_float(row[k], self.path, position, k)
+                if wall > 1e11:
+                    wall /= 1000.0
+                break
         run_key = str(row.get("run_id") or "")
         b = self.builders.get(run_key)
         if b is None:
@@ -52,15 +76,6 @@ class _Runs:
             for k in list(extras):
                 if row.get(k) != extras[k]:
                     del extras[k]  # not constant across the run: not an environment fact
-        step = parse_step(row["step"], self.path, position)
-        value = parse_float(row["value"], self.path, position, "value")
-        wall = 0.0
-        for k in _TIME_KEYS:
-            if row.get(k) not in (None, ""):
-                wall = parse_float(row[k], self.path, position, k)
-                if wall > 1e11:
-                    wall /= 1000.0
-                break
         metric = str(row["metric"])
         b.add(step, metric, value, wall)
 
@@ -73,10 +88,10 @@ class _Runs:
         return out
 
 
-def read_csv(path: Path, canonical: bool = True) -> list[ImportedRun]:
-    """Read a long-format CSV: one run per ``run_id``."""
+def read_csv(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Read a long-format CSV: one run per ``run_id`` (malformed rows go to ``problems``)."""
     path = Path(path)
-    runs = _Runs(path, "csv")
+    runs = _Runs(path, "csv", problems)
     line = 1
     try:
         with open_text(path) as f:
@@ -93,7 +108,11 @@ def read_csv(path: Path, canonical: bool = True) -> list[ImportedRun]:
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise ImportFormatError(path, f"line {line}", f"{len(row)} fields, the header has {len(header)}")
+                    problems.skip(
+                        ImportFormatError(path, f"line {line}", f"{len(row)} fields, the header has {len(header)}"),
+                        "the row was skipped",
+                    )
+                    continue
                 runs.add(dict(zip(header, (c.strip() for c in row))), f"line {line}")
     except csv.Error as exc:
         raise ImportFormatError(path, f"line {line + 1}", f"bad CSV: {exc}") from None
@@ -104,10 +123,10 @@ def read_csv(path: Path, canonical: bool = True) -> list[ImportedRun]:
     return runs.build(canonical)
 
 
-def read_jsonl(path: Path, canonical: bool = True) -> list[ImportedRun]:
-    """Read long-format JSON Lines: one object per line, one run per ``run_id``."""
+def read_jsonl(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Read long-format JSON Lines: one object per line, one run per ``run_id`` (bad lines go to ``problems``)."""
     path = Path(path)
-    runs = _Runs(path, "jsonl")
+    runs = _Runs(path, "jsonl", problems)
     line = 0
     try:
         with open_text(path) as f:
@@ -117,9 +136,17 @@ def read_jsonl(path: Path, canonical: bool = True) -> list[ImportedRun]:
                 try:
                     row = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise ImportFormatError(path, f"line {line} column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+                    problems.skip(
+                        ImportFormatError(path, f"line {line} column {exc.colno}", f"invalid JSON: {exc.msg}"),
+                        "the line was skipped",
+                    )
+                    continue
                 if not isinstance(row, dict):
-                    raise ImportFormatError(path, f"line {line}", f"expected a JSON object, got {type(row).__name__}")
+                    problems.skip(
+                        ImportFormatError(path, f"line {line}", f"expected a JSON object, got {type(row).__name__}"),
+                        "the line was skipped",
+                    )
+                    continue
                 runs.add(row, f"line {line}")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(path, f"line {line + 1}", f"not UTF-8 text: {exc.reason}") from None

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.client.importers._yaml import load_flat, scalar
-from runwatch.client.importers.base import ImportedRun, ImportFormatError, RunBuilder, parse_float, parse_step
+from runwatch.client.importers.base import (
+    STRICT,
+    ImportedRun,
+    ImportFormatError,
+    Problems,
+    RunBuilder,
+    parse_float,
+    parse_step,
+)
 
 __all__ = ["looks_like", "read"]
 
@@ -50,8 +58,8 @@ def looks_like(path: Path) -> bool:
     return any(c.is_dir() and _is_experiment(c) for c in path.iterdir())
 
 
-def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
-    """Every live run under ``path``."""
+def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Every live run under ``path`` (malformed metric lines, unreadable runs go to ``problems``)."""
     path = Path(path)
     if _is_run(path):
         experiments = [(path.parent, [path])]
@@ -66,7 +74,12 @@ def read(path: Path, canonical: bool = True) -> list[ImportedRun]:
         exp_meta = load_flat(exp_dir / "meta.yaml") if (exp_dir / "meta.yaml").is_file() else {}
         exp_name = str(exp_meta.get("name") or exp_dir.name)
         for run_dir in run_dirs:
-            run = _read_run(run_dir, exp_name, canonical)
+            try:
+                run = _read_run(run_dir, exp_name, canonical, problems)
+            except (ImportFormatError, OSError) as exc:
+                error = exc if isinstance(exc, ImportFormatError) else ImportFormatError(run_dir, "folder", str(exc))
+                problems.skip(error, "the run was skipped")
+                continue
             if run is not None:
                 out.append(run)
     return out
@@ -76,7 +89,7 @@ def _runs_of(exp_dir: Path) -> list[Path]:
     return sorted(c for c in exp_dir.iterdir() if c.is_dir() and _is_run(c))
 
 
-def _read_run(run_dir: Path, exp_name: str, canonical: bool) -> ImportedRun | None:
+def _read_run(run_dir: Path, exp_name: str, canonical: bool, problems: Problems) -> ImportedRun | None:
     meta = load_flat(run_dir / "meta.yaml")
     if str(meta.get("lifecycle_stage", "active")) == "deleted":
         return None
@@ -98,25 +111,30 @@ def _read_run(run_dir: Path, exp_name: str, canonical: bool) -> ImportedRun | No
     metrics_dir = run_dir / "metrics"
     for f in sorted(p for p in metrics_dir.rglob("*") if p.is_file()):
         name = f.relative_to(metrics_dir).as_posix()
-        _read_metric(f, name, builder)
+        _read_metric(f, name, builder, problems)
     return builder.build(canonical)
 
 
-def _read_metric(path: Path, name: str, builder: RunBuilder) -> None:
+def _read_metric(path: Path, name: str, builder: RunBuilder, problems: Problems) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ImportFormatError(path, f"byte {exc.start}", f"not UTF-8 text: {exc.reason}") from None
+        problems.skip(ImportFormatError(path, f"byte {exc.start}", f"not UTF-8 text: {exc.reason}"), "the metric was skipped")
+        return
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         where = f"line {line_no}"
-        if len(parts) not in (2, 3):
-            raise ImportFormatError(path, where, f"expected '<timestamp ms> <value> <step>', got {line[:80]!r}")
-        ts = parse_float(parts[0], path, where, "timestamp")
-        value = parse_float(parts[1], path, where, "value")
-        step = parse_step(parts[2], path, where) if len(parts) == 3 else 0
+        try:
+            if len(parts) not in (2, 3):
+                raise ImportFormatError(path, where, f"expected '<timestamp ms> <value> <step>', got {line[:80]!r}")
+            ts = parse_float(parts[0], path, where, "timestamp")
+            value = parse_float(parts[1], path, where, "value")
+            step = parse_step(parts[2], path, where) if len(parts) == 3 else 0
+        except ImportFormatError as exc:
+            problems.skip(exc, "the line was skipped")
+            continue
         builder.add(step, name, value, ts / 1000.0)
 
 

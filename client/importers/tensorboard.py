@@ -12,7 +12,10 @@ plugin's ``HParamsPluginData``) with the field numbers of TensorFlow's and
 TensorBoard's ``.proto`` files, and lets protobuf parse them; fields it does
 not declare (graphs, images, histograms) are skipped. Checksums are
 verified: a record that fails one, or is cut short, raises
-:class:`ImportFormatError` with the record number and byte offset.
+:class:`ImportFormatError` with the record number and byte offset; read
+leniently (``Problems(strict=False)``), a record whose data fails its
+checksum is skipped, and a broken frame (a file cut short while it was
+written) ends the file there, keeping what came before.
 
 Scalars are ``Summary.Value.simple_value`` (TF1, tensorboardX, PyTorch's
 ``SummaryWriter.add_scalar``) and rank-0 numeric tensors (TF2
@@ -37,7 +40,7 @@ from google.protobuf import (
     struct_pb2,
 )
 
-from runwatch.client.importers.base import ImportedRun, ImportFormatError, RunBuilder
+from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder
 
 __all__ = ["crc32c", "iter_records", "read", "read_events"]
 
@@ -81,13 +84,13 @@ def _masked(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def iter_records(path: Path, verify: bool = True):
+def iter_records(path: Path, verify: bool = True, problems: Problems = STRICT):
     """Yield ``(record number, byte offset, data)`` of a TFRecord file.
 
     Raises
     ------
     ImportFormatError
-        On a truncated record or a checksum mismatch.
+        On a truncated record or a checksum mismatch (strict ``problems``).
     """
     data = Path(path).read_bytes()
     pos = 0
@@ -95,21 +98,28 @@ def iter_records(path: Path, verify: bool = True):
     size = len(data)
     while pos < size:
         where = f"record {n} (byte {pos})"
+        rest = "the rest of the file was skipped"
         if pos + 12 > size:
-            raise ImportFormatError(path, where, f"truncated record header ({size - pos} of 12 bytes)")
+            problems.skip(ImportFormatError(path, where, f"truncated record header ({size - pos} of 12 bytes)"), rest)
+            return
         (length,) = _U64.unpack_from(data, pos)
         (len_crc,) = _U32.unpack_from(data, pos + 8)
         if verify and _masked(crc32c(data[pos : pos + 8])) != len_crc:
-            raise ImportFormatError(path, where, "length checksum mismatch: not a TFRecord/event file, or corrupted")
+            reason = "length checksum mismatch: not a TFRecord/event file, or corrupted"
+            problems.skip(ImportFormatError(path, where, reason), rest)
+            return
         start = pos + 12
         end = start + length
         if end + 4 > size:
-            raise ImportFormatError(path, where, f"truncated record: {length} data bytes announced, {max(size - start - 4, 0)} present")
+            reason = f"truncated record: {length} data bytes announced, {max(size - start - 4, 0)} present"
+            problems.skip(ImportFormatError(path, where, reason), rest)
+            return
         payload = data[start:end]
         (data_crc,) = _U32.unpack_from(data, end)
         if verify and _masked(crc32c(payload)) != data_crc:
-            raise ImportFormatError(path, where, "data checksum mismatch: corrupted record")
-        yield n, pos, payload
+            problems.skip(ImportFormatError(path, where, "data checksum mismatch: corrupted record"), "the record was skipped")
+        else:
+            yield n, pos, payload
         pos = end + 4
         n += 1
 
@@ -254,15 +264,17 @@ def _tensor_scalar(t: Any) -> float | None:
     return None
 
 
-def read_events(path: Path, builder: RunBuilder, run: ImportedRun) -> int:
+def read_events(path: Path, builder: RunBuilder, run: ImportedRun, problems: Problems = STRICT) -> int:
     """Add the scalars of one event file to ``builder``; returns how many records were read."""
     n_records = 0
-    for n, offset, data in iter_records(path):
+    for n, offset, data in iter_records(path, problems=problems):
         n_records += 1
         try:
             event = Event.FromString(data)
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-            raise ImportFormatError(path, f"record {n} (byte {offset})", f"not an Event message: {exc}") from None
+            error = ImportFormatError(path, f"record {n} (byte {offset})", f"not an Event message: {exc}")
+            problems.skip(error, "the record was skipped")
+            continue
         kind = event.WhichOneof("what")
         if kind == "file_version":
             run.environment.setdefault("tensorboard.file_version", event.file_version)
@@ -307,15 +319,15 @@ def _hparams(content: bytes, run: ImportedRun) -> None:
             run.end_time = data.session_end_info.end_time_secs
 
 
-def read(paths: Path | list[Path], canonical: bool = True) -> list[ImportedRun]:
-    """Read the event files of one folder (or one file) as one run."""
+def read(paths: Path | list[Path], canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
+    """Read the event files of one folder (or one file) as one run (bad records go to ``problems``)."""
     files = sorted([paths] if isinstance(paths, Path) else paths)
     folder = files[0].parent
     name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
     run = ImportedRun(FORMAT, folder if len(files) > 1 else files[0], key=str(folder), name=name, tags=["tensorboard"])
     builder = RunBuilder(run)
     for f in files:
-        read_events(f, builder, run)
+        read_events(f, builder, run, problems)
     if len(files) > 1:
         run.notes.append(f"{len(files)} event files merged")
     return [builder.build(canonical)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 from typing import IO
 
@@ -16,3 +17,50 @@ def open_text(path: Path) -> IO[str]:
 
 def strip_gz(name: str) -> str:
     return name.removesuffix(".gz")
+
+
+# Folder names that say what a folder holds, not which run it is.
+_GENERIC = frozenset(
+    (
+        "output", "outputs", "out", "result", "results", "checkpoint", "checkpoints", "ckpt", "ckpts",
+        "log", "logs", "run", "runs", "tmp", "temp", "save", "saved", "saves", "saved_models", "artifacts",
+        "model", "models", "final", "best", "last", "latest", "trainer_state", "tb_logs", "tensorboard",
+        "train", "training",
+    )
+)  # fmt: skip
+_NUMBERED = re.compile(r"^(?:checkpoint|ckpt|step|global_step|epoch|iter|iteration)[-_]?\d+$", re.IGNORECASE)
+
+
+def is_generic(part: str) -> bool:
+    """Whether a folder name is one a tool gives every run (``output``, ``checkpoint-500``).
+
+    >>> is_generic("results"), is_generic("checkpoint-1200"), is_generic("bert-base-lr3e-5")
+    (True, True, False)
+    """
+    return not part or part.startswith(".") or part.lower() in _GENERIC or bool(_NUMBERED.match(part))
+
+
+def meaningful_name(folder: Path, leaf: str = "", parts: int = 2) -> str:
+    """A run's name from the folders that tell it apart: ``<repo-or-parent>/<run folder>``.
+
+    Generic folders (``output``, ``results``, ``checkpoint-500``: see :func:`is_generic`)
+    are passed over; the name is the ``parts`` nearest others, outermost first,
+    then ``leaf`` (e.g. a log file's stem) when given. It depends on the absolute
+    path only, so the same file gets the same name (and run id) from wherever a
+    replay starts.
+
+    >>> meaningful_name(Path("/data/owner+repo/results/checkpoint-500"))
+    'data/owner+repo'
+    >>> meaningful_name(Path("/data/owner+repo/output"), leaf="train", parts=1)
+    'owner+repo/train'
+    """
+    found: list[str] = []
+    for p in [folder.absolute(), *folder.absolute().parents]:
+        if len(found) >= parts:
+            break
+        if p.name and not is_generic(p.name):
+            found.append(p.name)
+    name = "/".join(reversed(found))
+    if leaf:
+        name = f"{name}/{leaf}" if name else leaf
+    return name or folder.name or "run"

@@ -74,10 +74,17 @@ def test_replay_cli_long_format_original_pacing_and_errors(server, tmp_path):
     src = (FIXTURES / "lightning" / "camels_ch_version_0" / "metrics.csv").read_text().splitlines()
     src[6] = src[6].replace(",", ",,", 1)
     (broken / "metrics.csv").write_text("\n".join(src) + "\n")
-    out = cli("replay", str(tmp_path / "logs"), "--target", srv.target)
+    out = cli("replay", str(tmp_path / "logs"), "--target", srv.target, "--strict")
     assert out.returncode == 2
     assert f"error: {broken / 'metrics.csv'}:line 7: 6 fields, the header has 5" in out.stderr
-    assert len(list_runs(srv.target)) == 4  # nothing of the broken folder was sent
+    assert len(list_runs(srv.target)) == 4  # --strict: nothing of the broken folder was sent
+    # By default the bad row is skipped, named in one warning, and the rest of the file is sent.
+    out = cli("replay", str(tmp_path / "logs"), "--target", srv.target)
+    assert out.returncode == 1, out.stderr
+    warning = f"warning: {broken / 'metrics.csv'}:line 7: 6 fields, the header has 5; the row was skipped"
+    assert out.stderr.count("warning:") == 1 and warning in out.stderr
+    assert "1 run(s) replayed" in out.stdout and "1 malformed entry skipped" in out.stdout
+    assert len(list_runs(srv.target)) == 5
 
     out = cli("replay", str(tmp_path / "nope"), "--target", srv.target)
     assert out.returncode == 2 and "no such file or folder" in out.stderr

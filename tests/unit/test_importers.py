@@ -172,9 +172,9 @@ def test_hf_malformed(tmp_path):
     path.write_text('{"log_history": [\n  {"step": 1, "loss": 0.5},\n  {"step": 2 "loss": 0.4}\n]}')
     with pytest.raises(ImportFormatError, match=r"trainer_state\.json:line 3 column 14: invalid JSON"):
         load(path)
-    del state["log_history"][3]["step"]
+    state["log_history"][3]["step"] = "three"
     path.write_text(json.dumps(state))
-    with pytest.raises(ImportFormatError, match=r"trainer_state\.json:log_history\[3\]: no 'step'"):
+    with pytest.raises(ImportFormatError, match=r"trainer_state\.json:log_history\[3\]: step is not an integer: 'three'"):
         load(path)
     path.write_text(json.dumps({"global_step": 3}))
     with pytest.raises(ImportFormatError, match="log_history: missing"):
@@ -263,10 +263,14 @@ def test_detect_a_folder_of_mixed_logs():
 
 
 def test_unknown_file_is_named(tmp_path):
-    path = tmp_path / "notes.txt"
-    path.write_text("hello")
-    with pytest.raises(ImportFormatError, match=r"notes\.txt:file: unknown format"):
+    path = tmp_path / "notes.bin"
+    path.write_bytes(b"\x00\x01hello\xff")  # not text: a text log would be replayed as lines
+    with pytest.raises(ImportFormatError, match=r"notes\.bin:file: unknown format"):
         load(path)
+    config = tmp_path / "config.json"
+    config.write_text('{"lr": 0.1}')  # structured text is never taken for a log
+    with pytest.raises(ImportFormatError, match=r"config\.json:file: unknown format"):
+        load(config)
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing")
 
@@ -286,6 +290,10 @@ def test_canonical_names():
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/training-logs is not present")
 def test_every_shared_log_file_reads():
     runs = load(SHARED / "github_run_logs") + load(SHARED / "hf_trainer_state")
-    assert len(runs) == 131 + 78 + 4
+    assert len(runs) == 131 + 78 + 86 + 4  # metrics.csv, event folders, *.log, trainer_state.json
     for run in runs:
         assert_well_formed(run) if run.steps else None
+    text = [r for r in runs if r.format == "text"]
+    assert sum(bool(r.lines) for r in text) == 85  # slm_training's logs
+    table = next(r for r in text if r.steps)  # a train.log that is a step/loss table
+    assert table.metric_names == ["loss"] and table.steps[:2] == [10, 20] and not table.lines

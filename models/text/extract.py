@@ -1,0 +1,621 @@
+"""Metric events from iteration and epoch lines of plain-text training logs.
+
+:class:`MetricExtractor` reads one run's lines in order and returns
+``(step, {metric: value})`` events with runwatch's metric names (``loss``,
+``val/loss``, ``grad_norm``, ``lr``, ``loss_scale``, ``step_time`` in seconds,
+...), so a run that only prints text gets every metric detector.
+
+Precision comes first: a number becomes a metric only in a line of a known
+shape, next to a key that names it, and only when it ends at a delimiter
+(``2.5s``, ``11.5K``, ``15%`` and ``2:28:37`` are skipped, not guessed).
+
+Supported shapes (one parser each, tried in order):
+
+- Megatron-LM / DeepSpeed / GPT-NeoX / nanotron ``iteration N/ M | key: value | ...``
+  and ``validation loss at iteration N | lm loss: ... | lm loss PPL: ...``
+- fairseq ``epoch 001: 450 / 1891 loss=..., num_updates=445, ...`` and its
+  ``valid on 'valid' subset | ... | num_updates N`` summary (train epoch summaries,
+  averages of lines already read, are skipped)
+- Hugging Face Trainer dicts ``{'loss': 0.41, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.5}``
+  and JSON-lines dicts (timm ``{"train_loss": ..., "epoch": 147}``)
+- mmengine / mmcv ``Epoch(train) [5][4600/7724] lr: ... loss: ...`` and ``Iter(train) [N/M]``
+- detectron2 ``iter: 4959  total_loss: 10.31 ...``; timm ``Train: 1 [ 350/5004 ( 7%)] Loss: ...``
+- MetricLogger (DeiT/MAE/DETR) ``Epoch: [1]  [1480/1504]  lr: ...  loss: 0.92 (0.95)``
+- nanoGPT ``iter 2920: loss 3.9883, time 1099.34ms`` and ``step 3000: train loss ..., val loss ...``
+- OpenNMT ``Epoch  1, 12900/37527; acc: ...; ppl: ...; xent: ...`` and ``Step 100/20000; ...``
+- Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
+- tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
+- step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``,
+  ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
+- lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
+
+Steps come from the line. Where a shape has an epoch and a batch index, the
+step is ``(epoch - epoch_base) * batches_per_epoch + batch``. Hugging Face dicts
+take the step of the progress bar printed just before them. A line with no
+step of its own is placed one step after the previous event (a running counter).
+Steps never go back: an event below the last step is dropped and counted, and a
+metric already emitted at a step is not emitted again there. Progress bars
+repeat their line as they refresh, so a bar's values are held until the bar
+moves on (or :meth:`MetricExtractor.flush`).
+
+Examples
+--------
+>>> x = MetricExtractor()
+>>> x.extract(" iteration      100/    1000 | lm loss: 2.340000E+00 | grad norm: 1.200 | loss scale: 4096.0 |")
+[(100, {'loss': 2.34, 'grad_norm': 1.2, 'loss_scale': 4096.0})]
+>>> x.extract("{'loss': 0.41, 'grad_norm': nan, 'learning_rate': 5e-05, 'epoch': 0.5}")
+[(101, {'loss': 0.41, 'grad_norm': nan, 'lr': 5e-05, 'epoch': 0.5})]
+>>> x.extract("Epoch 3 step 200 loss=0.41 acc=0.88")
+[(200, {'loss': 0.41, 'acc': 0.88})]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+
+Event = tuple[int, dict[str, float]]
+
+# A digit must follow a decimal point: "0." at the end of a cut-off line is not a value.
+_NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:inity)?)"
+# A value must end at a delimiter: "2.5s", "11.5K", "15%", "2:28:37" are not plain numbers.
+_END = r"(?=[\s,;|)\]}'\"]|:\s|:$|$)"
+_KV = re.compile(r"([A-Za-z][\w./\-]*)\s*[:=]\s*(" + _NUM + r")" + _END)
+
+_ALIASES = {
+    "loss": "loss", "lm loss": "loss", "lm_loss": "loss", "train loss": "loss", "train_loss": "loss",
+    "training loss": "loss", "training_loss": "loss", "total_loss": "loss", "total loss": "loss",
+    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm", "gradient norm": "grad_norm",
+    "gradient_norm": "grad_norm", "global_grad_norm": "grad_norm", "total_grad_norm": "grad_norm",
+    "loss scale": "loss_scale", "loss_scale": "loss_scale", "loss-scale": "loss_scale",
+    "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "train_lr": "lr",
+    "ppl": "ppl", "perplexity": "ppl", "train perplexity": "ppl", "train_ppl": "ppl",
+    "acc": "acc", "accuracy": "acc", "train_acc": "acc", "train acc": "acc", "train accuracy": "acc",
+    "lm loss value": "loss", "epoch": "epoch",
+}
+# (name, scale): units written in the key.
+_SCALED = {
+    "elapsed time per iteration (ms)": ("step_time", 1e-3),
+    "elapsed_time_per_iteration_ms": ("step_time", 1e-3),
+}
+_PHASES = (
+    ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
+    ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
+)
+# Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
+_METRIC_WORD = re.compile(r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$")
+_NEVER = {"eta", "v_num", "n_parameters", "step", "global_step", "iter", "iteration", "num_updates", "total_flos",
+          "best", "best_loss", "it", "samples", "s"}
+
+
+def _sanitize(key: str) -> str:
+    out = re.sub(r"[^a-z0-9_./\-]+", "_", key.strip().lower()).strip("_")
+    return out[:200]
+
+
+def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
+    """runwatch's name for a key printed in a log line, with the scale to apply; None to skip it.
+
+    ``phase`` (``"val/"``, ``"test/"``) is the phase the whole line reports.
+
+    >>> metric_name("lm loss"), metric_name("eval_loss"), metric_name("Loss", "val/"), metric_name("eta")
+    (('loss', 1.0), ('val/loss', 1.0), ('val/loss', 1.0), None)
+    """
+    low = " ".join(key.strip().lower().split())
+    if not low or low in _NEVER:
+        return None
+    if low in _SCALED:
+        name, scale = _SCALED[low]
+        return phase + name, scale
+    for prefix, to in _PHASES:
+        if low.startswith(prefix) and len(low) > len(prefix):
+            base = low[len(prefix) :]
+            return to + _ALIASES.get(base, _sanitize(base)), 1.0
+    name = _ALIASES.get(low) or _sanitize(low)
+    if not name:
+        return None
+    if phase:
+        if name == "epoch":
+            return None
+        return phase + name, 1.0
+    return name, 1.0
+
+
+def _value(text: str) -> float:
+    return float(text)
+
+
+def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None) -> dict[str, float]:
+    """Every ``key: value`` / ``key=value`` pair in ``text`` (first value of a name wins)."""
+    out: dict[str, float] = {}
+    for key, raw in _KV.findall(text):
+        if keep is not None and not keep(key):
+            continue
+        named = metric_name(key, phase)
+        if named is None:
+            continue
+        name, scale = named
+        if name not in out:
+            out[name] = _value(raw) * scale
+    return out
+
+
+def _metric_like(key: str) -> bool:
+    return _METRIC_WORD.search(key.lower()) is not None and key.lower() not in _NEVER
+
+
+def _segments(text: str, phase: str = "") -> dict[str, float]:
+    """``| key value |`` or ``| key: value |`` segments (Megatron, fairseq summaries)."""
+    out: dict[str, float] = {}
+    for seg in text.split("|"):
+        m = _SEGMENT.fullmatch(seg.strip())
+        if m is None:
+            continue
+        named = metric_name(m.group(1), phase)
+        if named is None:
+            continue
+        name, scale = named
+        if name not in out:
+            out[name] = _value(m.group(2)) * scale
+    return out
+
+
+_SEGMENT = re.compile(r"([A-Za-z][\w ()./\-]*?)\s*(?:[:=]\s*|\s+)(" + _NUM + r")")
+
+
+class _Parsed:
+    """What one line says: its events (with or without a step) and context updates."""
+
+    __slots__ = ("bar", "counter", "metrics", "step")
+
+    def __init__(self, step: int | None, metrics: dict[str, float], bar: bool = False, counter: bool = False) -> None:
+        self.step = step
+        self.metrics = metrics
+        self.bar = bar  # a progress-bar refresh: held until the bar moves on
+        self.counter = counter  # no step of its own: placed after the previous event
+
+
+# -- parsers: each returns _Parsed, or None when the line is not its shape ----------------------------
+
+_MEGATRON = re.compile(r"\biteration:?\s+(\d+)\s*/\s*(\d+)\s*\|")
+_MEGATRON_VAL = re.compile(r"validation loss at (?:iteration|the end of training for val data)\s*(\d+)?\s*\|")
+_FAIRSEQ_INNER = re.compile(r"\bnum_updates=(\d+)")
+_FAIRSEQ_VALID = re.compile(r"valid on '[^']*' subset\s*\|")
+_FAIRSEQ_UPDATES = re.compile(r"\|\s*num_updates\s+(\d+)")
+_DICT = re.compile(r"\{\s*['\"][^{}]*\}")
+_DICT_KV = re.compile(r"['\"]([\w./\- ]+)['\"]\s*:\s*(" + _NUM + r")(?=\s*[,}])")
+_MM_EPOCH = re.compile(r"\bEpoch(\((?:train|val|test)\))?\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
+_MM_ITER = re.compile(r"\bIter(\((?:train|val|test)\))?\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
+_METRICLOGGER = re.compile(r"\bEpoch:\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
+_D2 = re.compile(r"\beta:\s*\S+\s+iter:\s*(\d+)\s")
+_TIMM = re.compile(r"\b(Train|Test): (\d+) \[\s*(\d+)/(\d+)\s*\(\s*\d+%\)\]")
+_NANOGPT_ITER = re.compile(r"\biter (\d+): loss (" + _NUM + r"), time (" + _NUM + r")ms\b")
+_NANOGPT_EVAL = re.compile(r"\bstep (\d+): train loss (" + _NUM + r"), val loss (" + _NUM + r")" + _END)
+_ONMT_OLD = re.compile(r"\bEpoch\s+(\d+),\s+(\d+)/\s*(\d+);")
+_ONMT_STEP = re.compile(r"\bStep\s+(\d+)/\s*(\d+);")
+_KERAS_EPOCH = re.compile(r"\s*Epoch (\d+)/(\d+)\s*")
+_KERAS_BAR = re.compile(r"^\s*(\d+)/(\d+) \[[=>.]*\]")
+_BAR = re.compile(
+    r"(?:\bEpoch (\d+):\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[\d:]+<[\d:?]*,\s*[\d.?]+\s*(?:s/it|it/s)(?:,\s*([^\]]*))?\]"
+)
+_ANCHOR = re.compile(r"\b(global_step|step|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE)
+_FRACTION = re.compile(r"\d\s*/\s*\d")
+_EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
+_PAIR_LINE = re.compile(
+    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:\s*(?:-|,|\|)\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
+)
+_PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
+_PREFILTER = re.compile(r"\d")
+
+
+def _phase(line: str) -> str:
+    m = _PHASE_WORD.search(line)
+    if m is None:
+        return ""
+    return "test/" if m.group(1).lower() == "test" else "val/"
+
+
+class MetricExtractor:
+    """Turns one run's log lines into metric events (see the module docstring).
+
+    Per-run state (context from earlier lines) is JSON-safe: :meth:`state_dict`,
+    :meth:`load_state_dict`.
+    """
+
+    def __init__(self) -> None:
+        self.last_step = -1
+        self.epoch: int | None = None  # from an "Epoch 3/30" line
+        self.epoch_lines = 0  # lines since that epoch line
+        self.bar_step: int | None = None  # position of the last progress bar
+        self.bar_lines = 0
+        self.pending: list | None = None  # [step, metrics] of a progress bar not yet moved on
+        self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
+        self.dropped = 0  # events below the last step
+        self.lines = 0
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def extract(self, line: str) -> list[Event]:
+        """Events from one line (usually none or one), in step order."""
+        self.lines += 1
+        self.epoch_lines += 1
+        self.bar_lines += 1
+        if _PREFILTER.search(line) is None:
+            return []
+        parsed = self._parse(line)
+        out: list[Event] = []
+        if parsed is None or not parsed.metrics:
+            return out
+        if parsed.bar:
+            if self.pending is not None and self.pending[0] != parsed.step:
+                self._emit(self.pending[0], self.pending[1], out)
+            self.pending = [parsed.step, parsed.metrics]
+            return out
+        if self.pending is not None:
+            self._emit(self.pending[0], self.pending[1], out)
+            self.pending = None
+        step = parsed.step
+        if step is None:
+            step = self.last_step + 1
+        self._emit(step, parsed.metrics, out)
+        return out
+
+    def extract_many(self, lines: Iterable[str]) -> list[Event]:
+        out: list[Event] = []
+        for line in lines:
+            out.extend(self.extract(line))
+        return out
+
+    def flush(self) -> list[Event]:
+        """Events held back (a progress bar's last values)."""
+        out: list[Event] = []
+        if self.pending is not None:
+            self._emit(self.pending[0], self.pending[1], out)
+            self.pending = None
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "last_step": self.last_step, "epoch": self.epoch, "epoch_lines": self.epoch_lines,
+            "bar_step": self.bar_step, "bar_lines": self.bar_lines,
+            "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
+            "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_step = int(state["last_step"])
+        self.epoch = None if state["epoch"] is None else int(state["epoch"])
+        self.epoch_lines = int(state["epoch_lines"])
+        self.bar_step = None if state["bar_step"] is None else int(state["bar_step"])
+        self.bar_lines = int(state["bar_lines"])
+        p = state["pending"]
+        self.pending = None if p is None else [int(p[0]), _floats_in(p[1])]
+        self.emitted = {str(k): int(v) for k, v in state["emitted"].items()}
+        self.dropped = int(state["dropped"])
+        self.lines = int(state["lines"])
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _emit(self, step: int, metrics: dict[str, float], out: list[Event]) -> None:
+        if step < self.last_step:
+            self.dropped += 1
+            return
+        fresh = {k: v for k, v in metrics.items() if self.emitted.get(k, -1) < step}
+        if not fresh:
+            return
+        for k in fresh:
+            self.emitted[k] = step
+        if len(self.emitted) > 4096:  # names that keep changing: forget the oldest
+            self.emitted = dict(list(self.emitted.items())[-2048:])
+        self.last_step = step
+        out.append((step, fresh))
+
+    def _parse(self, line: str) -> _Parsed | None:
+        for parser in _PARSERS:
+            parsed = parser(self, line)
+            if parsed is not None:
+                return parsed
+        return None
+
+    def _epoch_step(self, epoch: int, batch: int, total: int, base: int) -> int:
+        return max(epoch - base, 0) * total + batch
+
+
+def _floats_out(d: dict[str, float]) -> dict:
+    return {k: (v if math.isfinite(v) else repr(v)) for k, v in d.items()}
+
+
+def _floats_in(d: dict) -> dict[str, float]:
+    return {str(k): float(v) for k, v in d.items()}
+
+
+# -- the parsers, in the order they are tried ---------------------------------------------------------
+
+
+def _megatron(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "|" not in line:
+        return None
+    m = _MEGATRON_VAL.search(line)
+    if m is not None and m.group(1):
+        metrics = _segments(line[m.end() :], "val/")
+        # Megatron prints "lm loss PPL"; the loss key already carries "loss".
+        metrics = {("val/ppl" if k.endswith("ppl") else k): v for k, v in metrics.items()}
+        return _Parsed(int(m.group(1)), metrics)
+    m = _MEGATRON.search(line)
+    if m is None:
+        return None
+    return _Parsed(int(m.group(1)), _segments(line[m.end() :]))
+
+
+def _fairseq(x: MetricExtractor, line: str) -> _Parsed | None:
+    m = _FAIRSEQ_INNER.search(line)
+    if m is not None and ("loss=" in line or "nll_loss=" in line):
+        metrics = _pairs(line)
+        metrics.pop("num_updates", None)
+        return _Parsed(int(m.group(1)), metrics)
+    if "subset" in line and _FAIRSEQ_VALID.search(line):
+        u = _FAIRSEQ_UPDATES.search(line)
+        if u is None:
+            return None
+        tail = line[_FAIRSEQ_VALID.search(line).end() :]
+        metrics = _segments(tail, "val/")
+        return _Parsed(int(u.group(1)), metrics)
+    return None
+
+
+def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "{" not in line:
+        return None
+    m = _DICT.search(line)
+    if m is None:
+        return None
+    raw = _DICT_KV.findall(m.group(0))
+    if not raw:
+        return None
+    keys = [k for k, _ in raw]
+    if not any(_metric_like(k) or k.lower().startswith(("eval_", "train_", "test_")) for k in keys):
+        return None  # a dict of settings ({'temperature': 1.0, 'top_k': 20}), not of metrics
+    if any(k in ("train_runtime", "total_flos") for k in keys):
+        return None  # the end-of-training summary: averages of what was already logged
+    metrics: dict[str, float] = {}
+    step = None
+    epoch = None
+    for key, value in raw:
+        low = key.lower()
+        if low in ("step", "global_step"):
+            step = int(float(value))
+            continue
+        if low == "epoch":
+            epoch = float(value)
+        named = metric_name(key)
+        if named is None:
+            continue
+        name, scale = named
+        metrics.setdefault(name, _value(value) * scale)
+    if not metrics:
+        return None
+    if step is None and epoch is not None and epoch.is_integer() and any(k.startswith("train_") for k in keys):
+        step = int(epoch)  # one dict per epoch (timm, DeiT log.txt)
+    if step is None and x.bar_step is not None and x.bar_lines <= 3:
+        step = x.bar_step
+    return _Parsed(step, metrics, counter=step is None)
+
+
+def _mm(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "Epoch" not in line and "Iter" not in line:
+        return None
+    m = _MM_EPOCH.search(line)
+    if m is not None:
+        mode, epoch, batch, total = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        rest = line[m.end() :]
+        if mode in ("(val)", "(test)"):
+            return _Parsed(max(x.last_step, 0), _mm_pairs(rest, "val/" if mode == "(val)" else "test/"))
+        return _Parsed(x._epoch_step(epoch, batch, total, 1), _mm_pairs(rest))
+    m = _MM_ITER.search(line)
+    if m is not None:
+        mode, it = m.group(1), int(m.group(2))
+        rest = line[m.end() :]
+        if mode in ("(val)", "(test)"):
+            return _Parsed(max(x.last_step, 0), _mm_pairs(rest, "val/" if mode == "(val)" else "test/"))
+        return _Parsed(it, _mm_pairs(rest))
+    return None
+
+
+def _mm_pairs(text: str, phase: str = "") -> dict[str, float]:
+    out = {}
+    for key, raw in _KV.findall(text):
+        low = key.lower()
+        if low in ("eta", "memory", "max_mem"):
+            named: tuple[str, float] | None = (low, 1.0) if low != "eta" else None
+        elif low == "time":
+            named = ("step_time", 1.0)
+        elif low == "data_time":
+            named = ("data_time", 1.0)
+        else:
+            named = metric_name(key)
+        if named is None:
+            continue
+        name, scale = named
+        if phase:
+            if name in ("step_time", "data_time", "memory", "max_mem"):
+                continue
+            name = name if "/" in name else phase + name
+        out.setdefault(name, _value(raw) * scale)
+    return out
+
+
+def _metriclogger(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "Epoch:" not in line:
+        return None
+    m = _METRICLOGGER.search(line)
+    if m is None:
+        return None
+    epoch, batch, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    out = {}
+    for key, raw in _KV.findall(line[m.end() :]):
+        low = key.lower()
+        named = ("step_time", 1.0) if low == "time" else ("data_time", 1.0) if low == "data" else None
+        if named is None and _metric_like(key):
+            named = metric_name(key)
+        if named is not None:
+            out.setdefault(named[0], _value(raw) * named[1])
+    return _Parsed(x._epoch_step(epoch, batch, total, 0), out)
+
+
+def _detectron2(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "iter:" not in line or "eta:" not in line:
+        return None
+    m = _D2.search(line)
+    if m is None:
+        return None
+    return _Parsed(int(m.group(1)), _mm_pairs(line[m.end() :]))
+
+
+def _timm(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "[" not in line or "%)]" not in line:
+        return None
+    m = _TIMM.search(line)
+    if m is None or m.group(1) != "Train":
+        return None
+    epoch, batch, total = int(m.group(2)), int(m.group(3)), int(m.group(4))
+    rest = line[m.end() :]
+    out = {}
+    for key, pat, name in (("Loss", _NUM, "loss"), ("LR", _NUM, "lr"), ("Data", _NUM, "data_time")):
+        v = re.search(r"\b" + key + r":\s*(" + pat + r")" + _END, rest)
+        if v is not None:
+            out[name] = _value(v.group(1))
+    t = re.search(r"\bTime:\s*(" + _NUM + r")s,", rest)
+    if t is not None:
+        out["step_time"] = _value(t.group(1))
+    return _Parsed(x._epoch_step(epoch, batch, total, 0), out)
+
+
+def _nanogpt(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "iter " in line:
+        m = _NANOGPT_ITER.search(line)
+        if m is not None:
+            return _Parsed(int(m.group(1)), {"loss": _value(m.group(2)), "step_time": _value(m.group(3)) * 1e-3})
+    if "val loss" in line:
+        m = _NANOGPT_EVAL.search(line)
+        if m is not None:
+            return _Parsed(int(m.group(1)), {"val/loss": _value(m.group(3))})
+    return None
+
+
+def _onmt(x: MetricExtractor, line: str) -> _Parsed | None:
+    if ";" not in line:
+        return None
+    m = _ONMT_OLD.search(line)
+    step = None
+    if m is not None:
+        step = x._epoch_step(int(m.group(1)), int(m.group(2)), int(m.group(3)), 1)
+    else:
+        m = _ONMT_STEP.search(line)
+        if m is not None:
+            step = int(m.group(1))
+    if step is None:
+        return None
+    out = {}
+    for key, raw in _KV.findall(line[m.end() :]):
+        low = key.lower()
+        named = ("loss", 1.0) if low == "xent" else metric_name(key) if _metric_like(key) else None
+        if named is not None:
+            out.setdefault(named[0], _value(raw) * named[1])
+    return _Parsed(step, out)
+
+
+def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
+    m = _KERAS_EPOCH.fullmatch(line)
+    if m is not None:
+        x.epoch, x.epoch_lines = int(m.group(1)), 0
+        return None
+    if " - " not in line or "[" not in line:
+        return None
+    m = _KERAS_BAR.search(line)
+    if m is None:
+        return None
+    batch, total = int(m.group(1)), int(m.group(2))
+    step = batch if x.epoch is None else x._epoch_step(x.epoch, batch, total, 1)
+    out = {}
+    for part in line[m.end() :].split(" - "):
+        kv = re.fullmatch(r"\s*([A-Za-z][\w./]*):\s*(" + _NUM + r")\s*", part)
+        if kv is None:
+            continue
+        named = metric_name(kv.group(1))
+        if named is not None:
+            out.setdefault(named[0], _value(kv.group(2)) * named[1])
+    return _Parsed(step, out)
+
+
+def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
+    if "%|" not in line:
+        return None
+    m = _BAR.search(line)
+    if m is None:
+        return None
+    n, total = int(m.group(2)), int(m.group(3))
+    step = n if m.group(1) is None else int(m.group(1)) * total + n
+    x.bar_step, x.bar_lines = step, 0
+    postfix = m.group(4)
+    if not postfix:
+        return None
+    out = {}
+    for key, raw in _KV.findall(postfix):
+        named = metric_name(key)
+        if named is not None and key.lower() != "v_num":
+            out.setdefault(named[0], _value(raw) * named[1])
+    return _Parsed(step, out, bar=True)
+
+
+def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
+    low = line.lower()
+    if "step" not in low and "iter" not in low and "epoch" not in low:
+        return None
+    anchors = _ANCHOR.findall(line)
+    if not anchors:
+        return None
+    rank = {"global_step": 0, "step": 1, "iteration": 2, "iter": 2, "epoch": 3}
+    word, value = min(anchors, key=lambda a: rank[a[0].lower()])
+    if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1:
+        return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
+    metrics = _pairs(line, _phase(line), keep=_metric_like)
+    metrics.pop("epoch", None)
+    if not metrics:
+        if word.lower() == "epoch" and _EPOCH_LINE.fullmatch(line):
+            x.epoch, x.epoch_lines = int(value), 0
+        return None
+    return _Parsed(int(value), metrics)
+
+
+def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
+    if x.epoch is None or x.epoch_lines > 8 or ":" not in line or _PAIR_LINE.fullmatch(line) is None:
+        return None
+    phase = _phase(line)
+    out = {}
+    for part in re.split(r"\s+-\s+|,\s+|\s+\|\s+", line.strip()):
+        kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?):\s*(" + _NUM + r")(s?)", part.strip())
+        if kv is None:
+            continue
+        key, raw, seconds = kv.groups()
+        low = " ".join(key.lower().split())
+        if seconds:
+            if low != "time taken":
+                continue
+            out["epoch_time"] = _value(raw)
+            continue
+        words = low.split()
+        if words and words[0] in ("train", "training") and len(words) > 1:
+            low = " ".join(words[1:])
+        if not _metric_like(low):
+            continue
+        named = metric_name(low, phase)
+        if named is not None:
+            out.setdefault(named[0], _value(raw) * named[1])
+    return _Parsed(x.epoch, out) if out else None
+
+
+_PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
+    _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt, _onmt, _keras, _bar,
+    _anchored, _epoch_context,
+)

@@ -1,0 +1,261 @@
+"""One run's text log lines in; metric events and ``LOG_PATTERN`` findings out.
+
+:class:`TextMonitor` is to log lines what :class:`~runwatch.models.monitor.RunMonitor`
+is to metric values. Per line it mines the template (the project's shared
+:class:`~runwatch.models.text.templates.TemplateMiner`), extracts metrics
+(:mod:`~runwatch.models.text.extract`), checks failure signatures
+(:mod:`~runwatch.models.text.signatures`) and template novelty, and, when an
+artifact is configured, scores the template sequence with the DeepLog model
+(:mod:`~runwatch.models.text.sequence`). The caller feeds the metric events to
+the run's ``RunMonitor`` (so a text-only log gets every metric detector) and
+passes the findings to :meth:`RunMonitor.report <runwatch.models.monitor.RunMonitor.report>`.
+
+The run's state (context of earlier lines, an open traceback, an overflow
+streak, ...) is JSON-safe (:meth:`TextMonitor.state_dict`); the template miner
+is the project's and is saved apart.
+
+Examples
+--------
+>>> tm = TextMonitor("run-1")
+>>> events, findings = tm.observe_lines([
+...     " iteration      100/    1000 | lm loss: 2.34 | grad norm: nan |",
+...     "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+... ])
+>>> events
+[(100, {'loss': 2.34, 'grad_norm': nan})]
+>>> [(f.kind.name, f.severity.name, f.metric, f.step) for f in findings]
+[('LOG_PATTERN', 'CRITICAL', 'log/cuda_oom', 100)]
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.text.extract import Event, MetricExtractor
+from runwatch.models.text.sequence import NextTemplateModel, NoveltyConfig, TemplateNovelty, Vocabulary
+from runwatch.models.text.signatures import LogFinding, SignatureConfig, SignatureMatcher
+from runwatch.models.text.templates import TemplateConfig, TemplateMiner
+
+DETECTOR = "log_text"
+VERSION = "1"
+_ERRORISH = re.compile(r"error|exception|fail|fatal|killed|abort|timeout|timed out|denied|refused|\bnan\b", re.IGNORECASE)
+_SPLIT = re.compile(r"[\r\n]+")
+
+
+class TextMonitorConfig(DiagnosticConfig):
+    """What a run's text goes through.
+
+    Parameters
+    ----------
+    extract_metrics
+        Read metric events from iteration/epoch lines.
+    templates
+        Masking and mining of the project's templates.
+    signatures
+        Thresholds of the stateful failure signatures.
+    novelty
+        When a template never seen in the project is a finding.
+    sequence_model
+        Folder of a :class:`~runwatch.models.text.sequence.NextTemplateModel` artifact
+        (``""``: off). Its vocabulary is template text, matched to this project's templates.
+    sequence_top_k
+        A next template ranked at or below this (0 = first guess) is unexpected.
+    max_line_chars
+        Longer lines are cut before any analysis.
+    """
+
+    extract_metrics: bool = True
+    templates: TemplateConfig = Field(default_factory=TemplateConfig)
+    signatures: SignatureConfig = Field(default_factory=SignatureConfig)
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    sequence_model: str = ""
+    sequence_top_k: int = Field(default=9, ge=1)
+    max_line_chars: int = Field(default=4096, ge=64)
+
+
+class TextMonitor:
+    """Per-run text analysis (see the module docstring).
+
+    Parameters
+    ----------
+    run_id
+        The run (for messages only).
+    config
+        Settings; see :class:`TextMonitorConfig`.
+    miner
+        The project's template miner (shared by its runs); a private one when None.
+    sequence_model
+        A loaded next-template model (overrides ``config.sequence_model``).
+    """
+
+    name = DETECTOR
+    version = VERSION
+
+    def __init__(
+        self,
+        run_id: str,
+        config: TextMonitorConfig | None = None,
+        miner: TemplateMiner | None = None,
+        sequence_model: NextTemplateModel | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.config = config or TextMonitorConfig()
+        self.miner = miner if miner is not None else TemplateMiner(self.config.templates)
+        self.extractor = MetricExtractor()
+        self.matcher = SignatureMatcher(self.config.signatures)
+        self.novelty = TemplateNovelty(self.config.novelty)
+        if sequence_model is None and self.config.sequence_model:
+            sequence_model = NextTemplateModel.load(Path(self.config.sequence_model))
+        self.sequence_model = sequence_model
+        window = sequence_model.config.window if sequence_model is not None else 1
+        self._window: deque[int] = deque([Vocabulary.PAD] * (window - 1) + [Vocabulary.BOS], maxlen=window)
+        self.lines = 0  # lines seen in this run
+        self.finding_lines: list[int] = []
+        self.step = 0  # the run's step as the text tells it (the last extracted step, or a line's own step)
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def observe_lines(self, lines: Iterable[str | tuple[str, int]]) -> tuple[list[Event], list[Finding]]:
+        """Analyse a batch of lines in order; return its metric events and findings.
+
+        Each item is a line, or ``(line, step)`` where ``step`` > 0 is the step the
+        sender attached to it. Text holding several lines (``\\n`` or tqdm's ``\\r``)
+        is split.
+        """
+        events: list[Event] = []
+        found: list[tuple[LogFinding, int]] = []
+        unexpected: list[tuple[np.ndarray, int, int, str]] = []
+        cfg = self.config
+        for item in lines:
+            text, given = (item, 0) if isinstance(item, str) else (item[0], int(item[1]))
+            if given > 0:
+                self.step = max(self.step, given)
+            text = text[: cfg.max_line_chars]
+            for line in _SPLIT.split(text) if ("\n" in text or "\r" in text) else (text,):
+                if line and not line.isspace():
+                    self._line(line, events, found, unexpected)
+        for f in self.matcher.flush():
+            found.append((f, self.step))
+        pairs = [(self._finding(f, step), f.line) for f, step in found]
+        pairs.extend(self._sequence_findings(unexpected))
+        pairs.sort(key=lambda p: (p[0].step, p[1]))
+        #: Index (in this run's line stream) of the first offending line of each finding returned last.
+        self.finding_lines = [line for _, line in pairs]
+        return events, [f for f, _ in pairs]
+
+    def flush(self) -> tuple[list[Event], list[Finding]]:
+        """End of the run: what is still held back (a progress bar's last values)."""
+        events = self.extractor.flush() if self.config.extract_metrics else []
+        if events:
+            self.step = max(self.step, events[-1][0])
+        held = self.matcher.flush()
+        self.finding_lines = [f.line for f in held]
+        return events, [self._finding(f, self.step) for f in held]
+
+    def _line(self, line: str, events: list, found: list, unexpected: list) -> None:
+        index = self.lines
+        self.lines += 1
+        match = self.miner.add(line)
+        extracted: list[Event] = self.extractor.extract(line) if self.config.extract_metrics else []
+        if extracted:
+            events.extend(extracted)
+            self.step = max(self.step, extracted[-1][0])
+        for f in self.matcher.feed(line, extracted=bool(extracted)):
+            found.append((f, self.step))
+        for _, metrics in extracted:
+            scale = metrics.get("loss_scale")
+            if scale is not None:
+                for f in self.matcher.loss_scale(scale, line):
+                    found.append((f, self.step))
+        if self.novelty.observe(match.new, self.miner.lines_seen):
+            severity = Severity.WARNING if _ERRORISH.search(line) else Severity.INFO
+            f = LogFinding(
+                f"new_template:{match.id}", severity, index, [line], line.strip()[:500],
+                "log line of a shape never seen in this project",
+                "new after a change, or a sign of a new problem: compare with the run's other lines",
+            )
+            found.append((f, self.step))
+        model = self.sequence_model
+        if model is not None:
+            target = model.vocab.index.get(match.template, Vocabulary.OOV)
+            unexpected.append((np.fromiter(self._window, np.int64), target, self.step, line, index))
+            self._window.append(target)
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def _finding(self, f: LogFinding, step: int) -> Finding:
+        key = f.signature
+        explanation = f"{f.title}: {f.message}"
+        if f.hint:
+            explanation += f" | fix: {f.hint}"
+        return Finding(
+            AnomalyKind.LOG_PATTERN,
+            f.severity,
+            float(f.severity),
+            step,
+            f"log/{key.split(':', 1)[0]}",
+            explanation[:1000],
+            key=key,
+            detector=DETECTOR,
+            detector_version=VERSION,
+            lines=list(f.lines),
+        )
+
+    def _sequence_findings(self, pending: list) -> list[tuple[Finding, int]]:
+        if not pending:
+            return []
+        model = self.sequence_model
+        windows = np.stack([p[0] for p in pending])
+        targets = np.array([p[1] for p in pending], np.int64)
+        ranks = model.ranks(windows, targets)
+        out = []
+        for (_, _, step, line, index), rank in zip(pending, ranks.tolist()):
+            if rank >= self.config.sequence_top_k:
+                lf = LogFinding(
+                    "unexpected_sequence", Severity.INFO, index, [line], line.strip()[:500],
+                    f"log line unexpected after the previous ones (rank {int(rank)} in the sequence model)",
+                    "the order of events differs from the runs the model learned from",
+                )
+                out.append((self._finding(lf, step), index))
+        return out
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """JSON-safe per-run state (the project's template miner is saved apart)."""
+        return {
+            "name": DETECTOR,
+            "version": VERSION,
+            "config": self.config.to_dict(),
+            "lines": self.lines,
+            "step": self.step,
+            "extractor": self.extractor.state_dict(),
+            "matcher": self.matcher.state_dict(),
+            "novelty": self.novelty.state_dict(),
+            "window": list(self._window),
+        }
+
+    def load_state_dict(self, state: dict) -> bool:
+        """Restore :meth:`state_dict` output; False (left fresh) when it comes from another version or config."""
+        if (state.get("name"), state.get("version")) != (DETECTOR, VERSION) or state.get("config") != self.config.to_dict():
+            return False
+        try:
+            self.lines = int(state["lines"])
+            self.step = int(state["step"])
+            self.extractor.load_state_dict(state["extractor"])
+            self.matcher.load_state_dict(state["matcher"])
+            self.novelty.load_state_dict(state["novelty"])
+            window = [int(x) for x in state["window"]]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"text monitor state: {type(exc).__name__}: {exc}") from None
+        if len(window) == self._window.maxlen:
+            self._window.extend(window)
+        return True

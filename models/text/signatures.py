@@ -1,0 +1,596 @@
+"""Known failure lines of training jobs and inference servers, each with a kind and a fix hint.
+
+:data:`SIGNATURES` lists them (CUDA/CPU out of memory, the host OOM killer,
+NCCL timeouts and watchdogs, fp16/bf16 overflow and loss-scale collapse,
+NaN/Inf messages, dataloader workers killed, checkpoint saves failing, disk
+full, CUDA errors, crash signals, dead engines and workers, model load
+failures, HTTP 5xx responses, stuck replica start-ups). :class:`SignatureMatcher`
+reads one run's lines in order and adds what a single line cannot say:
+
+- a Python traceback is one finding: its lines are grouped (the line just
+  before it too, when that is an ``ERROR ... Exception during training:``
+  banner), the finding points at its first line, and it is classified by the
+  most specific signature its text matches (else ``python_exception``);
+- fp16 overflow messages are followed as a streak: the first one is INFO
+  (warm-up overflows are normal), WARNING once the scale is down to
+  ``warn_scale`` or the streak is long, CRITICAL below ``min_scale`` or when
+  the framework gives up; an extracted ``loss_scale`` below ``min_scale``
+  counts too;
+- an error right after a checkpoint save began is a checkpoint save failure;
+- repeated HTTP 5xx responses escalate from WARNING to ERROR.
+
+Examples
+--------
+>>> m = SignatureMatcher()
+>>> found = m.feed_many([
+...     "Traceback (most recent call last):",
+...     '  File "train.py", line 12, in <module>',
+...     "    loss.backward()",
+...     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+... ])
+>>> [(f.signature, f.severity.name, f.line, len(f.lines)) for f in found]
+[('cuda_oom', 'CRITICAL', 0, 4)]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from pydantic import Field
+
+from runwatch.models.base import DiagnosticConfig
+from runwatch.models.findings import Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A known failure: a pattern, how urgent it is, what it means and what to try."""
+
+    name: str
+    severity: Severity
+    pattern: re.Pattern
+    title: str
+    hint: str
+    keys: tuple[str, ...] = ()  # lower-case words one of which every match contains (a cheap guard)
+
+
+def _sig(name: str, severity: Severity, pattern: str, title: str, hint: str, flags: int = 0) -> Signature:
+    return Signature(name, severity, re.compile(pattern, flags), title, hint)
+
+
+C, E, W = Severity.CRITICAL, Severity.ERROR, Severity.WARNING
+
+#: Line signatures, most specific first (a traceback takes the first one its text matches).
+SIGNATURES: tuple[Signature, ...] = (
+    _sig(
+        "cuda_oom", C,
+        r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError|cudaErrorMemoryAllocation|"
+        r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
+        r"out of memory on device",
+        "GPU out of memory",
+        "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
+        "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+    ),
+    _sig(
+        "cpu_oom", C,
+        r"DefaultCPUAllocator: (?:can't allocate|not enough memory)|\bMemoryError\b|Cannot allocate memory|"
+        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B",
+        "host memory exhausted",
+        "load data lazily (memory-mapped datasets), use fewer dataloader workers or a smaller prefetch_factor",
+    ),
+    _sig(
+        "disk_full", C,
+        r"No space left on device|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\bEDQUOT\b",
+        "disk full",
+        "free space or point the output/checkpoint directory at a larger volume; keep fewer checkpoints "
+        "(e.g. save_total_limit)",
+    ),
+    _sig(
+        "nccl_timeout", C,
+        r"Watchdog caught collective operation timeout|watchdog (?:got stuck|thread terminated)|"
+        r"ran for \d+ milliseconds before timing out|NCCL (?:communicator|operation|collective)s?\b.{0,60}timed? ?out|"
+        r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error",
+        "NCCL collective timed out / watchdog fired",
+        "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
+        "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
+    ),
+    _sig(
+        "dataloader_worker_killed", C,
+        r"DataLoader worker \(pid(?:\(s\))?\s*[\d, ]+\) (?:is killed by signal|exited unexpectedly)|"
+        r"DataLoader worker.{0,60}killed",
+        "dataloader worker killed",
+        "workers are usually killed for memory: fewer workers, a smaller prefetch_factor, a larger /dev/shm "
+        "(docker --shm-size), or data that is not copied into each worker",
+    ),
+    _sig(
+        "oom_killer", C,
+        r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
+        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$",
+        "process killed (SIGKILL, usually the host OOM killer)",
+        "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "
+        "pinned buffers, CPU offload) or request more memory",
+    ),
+    _sig(
+        "cuda_error", C,
+        r"illegal memory access|CUDA error: (?!out of memory)|device-side assert|cudaErrorIllegalAddress|"
+        r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
+        r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported",
+        "CUDA error",
+        "rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel; check indices/labels against the "
+        "vocabulary size, then the driver and the GPU's ECC/Xid status",
+    ),
+    _sig(
+        "crash_signal", C,
+        r"Signal: (?:Bus error|Segmentation fault)|Segmentation fault|\bSIGSEGV\b|\bSIGBUS\b|Bus error|"
+        r"Fatal Python error|core dumped",
+        "process crashed on a signal",
+        "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
+        "or faulthandler output and match library versions",
+    ),
+    _sig(
+        "nonfinite_message", E,
+        r"detected (?:nan|inf|nan/inf)|\bfound (?:nan|inf)\b|nan or inf found|invalid loss, terminating|"
+        r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|became|becomes|has become|contains?)\s+(?:nan|inf|non-?finite)|"
+        r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|"
+        r"\b(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b",
+        "NaN/Inf in the loss or gradients",
+        "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "
+        "batch at that step for bad values",
+        re.IGNORECASE,
+    ),
+    _sig(
+        "model_load_failure", C,
+        r"Error when initializing model|Load model failed|Failed to load (?:the )?model|Error loading model|"
+        r"Could not load model|unable to create TensorRT engine|UNAVAILABLE: Internal|"
+        r"exception occurred while instantiating runner|MissingDependencyException",
+        "model failed to load",
+        "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
+        "GPU memory with the configured parallelism",
+    ),
+    _sig(
+        "engine_dead", C,
+        r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
+        r"backend worker process died|Worker died|worker process died|RayActorError|actor died unexpectedly|"
+        r"The actor is dead",
+        "serving engine or worker died",
+        "look for the root cause just above (often GPU out of memory); restart policy and health checks "
+        "keep the endpoint up meanwhile",
+    ),
+    _sig(
+        "checkpoint_save_failure", C,
+        r"PytorchStreamWriter failed writing|(?:failed|unable|error) (?:to |while |when )?(?:sav|writ)\w* "
+        r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)",
+        "checkpoint save failed",
+        "check free space and quota on the checkpoint volume and that every rank can write there; "
+        "save to local disk and copy asynchronously on flaky network filesystems",
+        re.IGNORECASE,
+    ),
+    _sig(
+        "http_5xx", W,
+        r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
+        r"Internal Server Error|Service Unavailable",
+        "server answered with 5xx",
+        "the server's error log right after the request names the exception; 503 means not ready or "
+        "overloaded (check readiness, queue limits and replicas)",
+    ),
+    _sig(
+        "startup_stall", W,
+        r"taken more than \d+s to start up|pending for more than|waiting for (?:resources|a free|available)",
+        "replicas or workers stuck starting",
+        "the cluster lacks the requested resources (GPUs, memory) or the image/model download is slow",
+    ),
+)
+
+# Every branch of a signature's pattern contains one of its words (lower-cased): the pattern only runs
+# on lines holding one, so a line no signature can match costs a few substring tests.
+_KEYS = {
+    "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
+                 "oom when allocating"),
+    "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate"),
+    "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
+    "nccl_timeout": ("watchdog", "before timing out", "nccl"),
+    "dataloader_worker_killed": ("dataloader worker",),
+    "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
+                   "killed"),
+    "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
+                   "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors"),
+    "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped"),
+    "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
+    "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
+                           "unavailable: internal", "instantiating runner", "missingdependency"),
+    "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
+                    "rayactorerror", "actor died", "actor is dead"),
+    "checkpoint_save_failure": ("streamwriter", "checkpoint"),
+    "http_5xx": ("http/", "status", "internal server error", "service unavailable"),
+    "startup_stall": ("to start up", "pending for more than", "waiting for"),
+}
+SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
+_BY_NAME = {s.name: s for s in SIGNATURES}
+_SCREEN_KEYS = tuple(sorted({k for keys in _KEYS.values() for k in keys} - {"inf"}, key=len))
+
+
+def _screen(low: str) -> bool:
+    """Whether a lower-cased line holds any signature's word ("inf" not counting inside "info" or "infer")."""
+    for k in _SCREEN_KEYS:
+        if k in low:
+            return True
+    return "inf" in low and "inf" in low.replace("info", "").replace("infer", "")
+TRACEBACK = Signature(
+    "python_exception", E, re.compile(r"Traceback \(most recent call last\):"), "Python exception",
+    "read the exception at the end of the traceback and the frame above it that belongs to your code",
+)
+ERROR_LINE = Signature(
+    "error_line", W, re.compile(r"\b(?:ERROR|FATAL|CRITICAL)\b|\[E\d{0,4} |^[EF]\d{4} \d\d:|\"level\":\s*\"(?:error|fatal)\""),
+    "error-level log line", "the line says what failed; look at the lines around it",
+)
+_OVERFLOW = re.compile(
+    r"OVERFLOW!.{0,40}?Attempted loss scale: (?P<from>\S+?),? (?:reducing to (?P<to>[-+\deE.]+)|but hysteresis)|"
+    r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (?P<apex>[-+\deE.]+)|"
+    r"overflow detected, (?:ignoring gradient, )?setting loss scale to:? (?P<fs>[-+\deE.]+)|"
+    r"decreased lg_loss_scale to (?P<lg>[-+\deE.]+)",
+    re.IGNORECASE,
+)
+_OVERFLOW_ABORT = re.compile(
+    r"loss scale already at minimum|Minimum loss scale reached|Skipped \d+ iterations in a row due to Overflow|"
+    r"loss scale (?:has )?(?:reached|hit) (?:the )?minimum",
+    re.IGNORECASE,
+)
+FP16 = Signature(
+    "fp16_overflow", W, _OVERFLOW, "fp16 overflow: steps skipped, loss scale falling",
+    "a few overflows at the start are normal; a scale that keeps falling means the loss or gradients blow up: "
+    "lower the learning rate, clip gradients, or train in bf16",
+)
+_CHECKPOINT_START = re.compile(r"[Ss]aving (?:the )?(?:model )?checkpoint|save_checkpoint|Saving model", re.IGNORECASE)
+_CHECKPOINT_FRAME = re.compile(r"in (?:_?save_checkpoint|_save|save|save_model|save_pretrained|_save_to_state_dict)\b")
+_CHECKPOINT_PATH = re.compile(r"serialization\.py|checkpoint", re.IGNORECASE)
+_TB_START = re.compile(r"Traceback \(most recent call last\):")
+_TB_CHAIN = re.compile(r"During handling of the above exception|The above exception was the direct cause")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure|Fault)\b|^[A-Za-z_][\w.]*: ")
+
+
+class SignatureConfig(DiagnosticConfig):
+    """Thresholds of the stateful signatures.
+
+    Parameters
+    ----------
+    warn_scale
+        An overflow that leaves the loss scale at or below this is a WARNING.
+    min_scale
+        A loss scale below this (or the framework's own "at minimum") is CRITICAL.
+    overflow_streak
+        This many overflow messages, each within ``overflow_gap`` lines of the previous, are a WARNING.
+    http_errors
+        This many 5xx responses within ``http_window`` lines escalate to ERROR.
+    error_lines
+        Raise generic ERROR/FATAL level lines (``error_line``); off, only known signatures fire.
+    max_evidence
+        Lines kept as a finding's evidence (the first ones and the last ones).
+    """
+
+    warn_scale: float = 8.0
+    min_scale: float = 1.0
+    overflow_streak: int = Field(default=8, ge=2)
+    overflow_gap: int = Field(default=50, ge=1)
+    http_errors: int = Field(default=5, ge=2)
+    http_window: int = Field(default=100, ge=1)
+    error_lines: bool = True
+    max_evidence: int = Field(default=16, ge=2)
+    max_traceback_lines: int = Field(default=400, ge=10)
+
+
+@dataclass(slots=True)
+class LogFinding:
+    """A signature firing: which one, how urgent, the lines behind it.
+
+    ``line`` is the index (in the run's line stream) of the first offending line.
+    """
+
+    signature: str
+    severity: Severity
+    line: int
+    lines: list[str]
+    message: str
+    title: str
+    hint: str
+    value: float = math.nan  # a number the signature read (the loss scale), when there is one
+
+
+@dataclass(slots=True)
+class _Traceback:
+    start: int
+    lines: list[str] = field(default_factory=list)
+    exception: str = ""
+    reported: str = ""  # signature already reported for this traceback (a batch ended inside it)
+    frames: int = 0
+    last_file: bool = False
+
+
+def classify(text: str) -> Signature | None:
+    """The most specific signature whose pattern ``text`` matches, or None.
+
+    >>> classify("OSError: [Errno 28] No space left on device").name
+    'disk_full'
+    """
+    for sig in SIGNATURES:
+        if sig.pattern.search(text):
+            return sig
+    if _OVERFLOW_ABORT.search(text):
+        return FP16
+    return None
+
+
+def _strip_prefix(line: str, prefix: str) -> str:
+    if prefix and line.startswith(prefix):
+        return line[len(prefix) :]
+    return line
+
+
+class SignatureMatcher:
+    """Known failure signatures over one run's lines, with the grouping described in the module docstring."""
+
+    def __init__(self, config: SignatureConfig | None = None) -> None:
+        self.config = config or SignatureConfig()
+        self.index = -1  # index of the last line fed
+        self._tb: _Traceback | None = None
+        self._tb_prefix = ""
+        self._banner: tuple[int, str] | None = None  # an error line that may open a traceback
+        self._checkpoint_at = -(10**9)  # last "saving checkpoint" line
+        self._overflow: list = []  # [first line, last line, count, lines]
+        self._overflow_severity = 0
+        self._http: deque[int] = deque()
+        self._http_escalated = False
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def feed(self, line: str, extracted: bool = False) -> list[LogFinding]:
+        """One line; ``extracted`` says metric values were read from it (NaN messages are then theirs)."""
+        self.index += 1
+        out: list[LogFinding] = []
+        if self._tb is not None:
+            if self._continue_traceback(line):
+                return out
+            out.extend(self._close_traceback())
+        at = line.find("Traceback (most recent call last):")
+        if at >= 0:
+            banner, self._banner = self._banner, None
+            self._open_traceback(line, at, banner)
+            return out
+        if self._banner is not None:
+            out.extend(self._release_banner())
+        low = line.lower()
+        if ("checkpoint" in low or "saving model" in low) and _CHECKPOINT_START.search(line):
+            self._checkpoint_at = self.index
+        if ("overflow" in low or "lg_loss_scale" in low) and _OVERFLOW.search(line):
+            out.extend(self._overflow_line(line))
+            return out
+        for sig in SIGNATURES if _screen(low) else ():
+            if any(k in low for k in sig.keys) and sig.pattern.search(line):
+                if sig.name == "nonfinite_message" and extracted:
+                    continue  # its values went to the metric detectors
+                if sig.name == "http_5xx":
+                    out.extend(self._http_line(line))
+                else:
+                    out.append(self._finding(sig, sig.severity, self.index, [line], line))
+                return out
+        if "minimum" in low and _OVERFLOW_ABORT.search(line):
+            out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
+            return out
+        if self.config.error_lines and _maybe_error(line, low) and ERROR_LINE.pattern.search(line):
+            self._banner = (self.index, line)  # held one line: it may open a traceback
+        return out
+
+    def feed_many(self, lines: Iterable[str]) -> list[LogFinding]:
+        """Feed lines, then :meth:`flush` (one batch)."""
+        out: list[LogFinding] = []
+        for line in lines:
+            out.extend(self.feed(line))
+        out.extend(self.flush())
+        return out
+
+    def loss_scale(self, value: float, line: str) -> list[LogFinding]:
+        """An extracted ``loss_scale`` value: below ``min_scale`` it is a collapse."""
+        if math.isfinite(value) and value < self.config.min_scale and self._overflow_severity < Severity.CRITICAL:
+            self._overflow_severity = int(Severity.CRITICAL)
+            f = self._finding(FP16, Severity.CRITICAL, self.index, [line], f"loss scale {value:g} is below {self.config.min_scale:g}")
+            f.value = value
+            return [f]
+        return []
+
+    def flush(self) -> list[LogFinding]:
+        """End of a batch of lines: report what is held (a traceback cut by the batch, an error banner)."""
+        out: list[LogFinding] = []
+        if self._banner is not None:
+            out.extend(self._release_banner())
+        tb = self._tb
+        if tb is not None:
+            sig = self._classify_traceback(tb)
+            if sig.name != tb.reported:
+                tb.reported = sig.name
+                out.append(self._traceback_finding(tb, sig))
+        return out
+
+    # -- tracebacks ------------------------------------------------------------------------
+
+    def _open_traceback(self, line: str, at: int, banner: tuple[int, str] | None) -> None:
+        self._tb_prefix = line[:at]
+        # The error banner just before ("ERROR ... Exception during training:") is where it shows first.
+        self._tb = _Traceback(banner[0], [banner[1], line]) if banner is not None else _Traceback(self.index, [line])
+
+    def _continue_traceback(self, line: str) -> bool:
+        """Whether ``line`` still belongs to the open traceback (then it is added)."""
+        tb = self._tb
+        body = _strip_prefix(line, self._tb_prefix)
+        stripped = body.strip()
+        if not stripped:
+            return True
+        if _TB_START.search(body):
+            tb.exception = ""  # a chained traceback: the same failure
+            tb.last_file = False
+            self._add(tb, line)
+            return True
+        if tb.exception:
+            # After the exception line only indented details and chaining notes still belong to it.
+            if body[:1] in (" ", "\t") or _TB_CHAIN.search(body):
+                self._add(tb, line)
+                return True
+            return False
+        if body[:1] in (" ", "\t", "^", "~") or stripped.startswith("File "):
+            tb.last_file = stripped.startswith("File ")
+            tb.frames += tb.last_file
+            self._add(tb, line)
+            return True
+        if _TB_CHAIN.search(body):
+            self._add(tb, line)
+            return True
+        if tb.last_file:
+            tb.last_file = False  # the code line under a frame, printed without indentation by some loggers
+            self._add(tb, line)
+            return True
+        if tb.frames or _EXCEPTION_LINE.match(stripped):
+            tb.exception = stripped
+            self._add(tb, line)
+            return True
+        return False
+
+    def _add(self, tb: _Traceback, line: str) -> None:
+        if len(tb.lines) < self.config.max_traceback_lines:
+            tb.lines.append(line)
+
+    def _close_traceback(self) -> list[LogFinding]:
+        tb, self._tb = self._tb, None
+        sig = self._classify_traceback(tb)
+        if sig.name == tb.reported:
+            return []
+        return [self._traceback_finding(tb, sig)]
+
+    def _classify_traceback(self, tb: _Traceback) -> Signature:
+        text = "\n".join(tb.lines)
+        sig = classify(text)
+        if sig is not None and sig.name not in ("http_5xx", "startup_stall"):
+            return sig
+        saving = any(_CHECKPOINT_FRAME.search(x) and _CHECKPOINT_PATH.search(x) for x in tb.lines)
+        if saving or 0 <= tb.start - self._checkpoint_at <= 5:
+            return _BY_NAME["checkpoint_save_failure"]
+        return TRACEBACK
+
+    def _traceback_finding(self, tb: _Traceback, sig: Signature) -> LogFinding:
+        message = tb.exception or next((x.strip() for x in reversed(tb.lines) if x.strip()), "")
+        severity = sig.severity if sig is not TRACEBACK else Severity.ERROR
+        if sig is FP16:
+            severity = Severity.CRITICAL
+        return self._finding(sig, severity, tb.start, tb.lines, message)
+
+    def _release_banner(self) -> list[LogFinding]:
+        at, line = self._banner
+        self._banner = None
+        if 0 <= at - self._checkpoint_at <= 5:
+            sig = _BY_NAME["checkpoint_save_failure"]
+            return [self._finding(sig, Severity.ERROR, at, [line], line)]
+        return [self._finding(ERROR_LINE, Severity.WARNING, at, [line], line)]
+
+    # -- stateful signatures -----------------------------------------------------------------
+
+    def _overflow_line(self, line: str) -> list[LogFinding]:
+        m = _OVERFLOW.search(line)
+        if m is None:
+            return []
+        cfg = self.config
+        ov = self._overflow
+        if ov and self.index - ov[1] <= cfg.overflow_gap:
+            ov[1] = self.index
+            ov[2] += 1
+            ov[3].append(line)
+            if len(ov[3]) > cfg.max_evidence:
+                del ov[3][1 : len(ov[3]) - cfg.max_evidence + 1]
+        else:
+            ov[:] = [self.index, self.index, 1, [line]]
+            self._overflow_severity = 0
+        scale = math.nan
+        for g in ("to", "apex", "fs"):
+            if m.group(g):
+                scale = _float(m.group(g))
+        if m.group("lg"):
+            lg = _float(m.group("lg"))
+            scale = 2.0**lg if lg < 1000 else math.inf
+        severity = Severity.INFO
+        if (math.isfinite(scale) and scale <= cfg.warn_scale) or ov[2] >= cfg.overflow_streak:
+            severity = Severity.WARNING
+        if math.isfinite(scale) and scale < cfg.min_scale:
+            severity = Severity.CRITICAL
+        if severity <= self._overflow_severity:
+            return []
+        self._overflow_severity = int(severity)
+        shown = f"; loss scale now {scale:g}" if math.isfinite(scale) else ""
+        f = self._finding(FP16, severity, ov[0], list(ov[3]), f"{ov[2]} overflow skip(s){shown}: {line.strip()}")
+        f.value = scale
+        return [f]
+
+    def _http_line(self, line: str) -> list[LogFinding]:
+        cfg = self.config
+        q = self._http
+        q.append(self.index)
+        while q and self.index - q[0] > cfg.http_window:
+            q.popleft()
+        sig = _BY_NAME["http_5xx"]
+        if len(q) == 1:
+            self._http_escalated = False
+            return [self._finding(sig, Severity.WARNING, self.index, [line], line)]
+        if len(q) >= cfg.http_errors and not self._http_escalated:
+            self._http_escalated = True
+            return [self._finding(sig, Severity.ERROR, q[0], [line], f"{len(q)} 5xx responses in {cfg.http_window} lines")]
+        return []
+
+    def _finding(self, sig: Signature, severity: Severity, first: int, lines: list[str], message: str) -> LogFinding:
+        n = self.config.max_evidence
+        if len(lines) > n:
+            head = n // 4
+            lines = lines[:head] + lines[len(lines) - (n - head) :]
+        return LogFinding(sig.name, Severity(severity), first, list(lines), message.strip()[:500], sig.title, sig.hint)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        tb = self._tb
+        return {
+            "index": self.index,
+            "tb": None if tb is None else [tb.start, list(tb.lines), tb.exception, tb.reported, tb.frames, tb.last_file],
+            "tb_prefix": self._tb_prefix,
+            "banner": None if self._banner is None else list(self._banner),
+            "checkpoint_at": self._checkpoint_at,
+            "overflow": [self._overflow[0], self._overflow[1], self._overflow[2], list(self._overflow[3])]
+            if self._overflow else [],
+            "overflow_severity": self._overflow_severity,
+            "http": list(self._http),
+            "http_escalated": self._http_escalated,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.index = int(state["index"])
+        tb = state["tb"]
+        self._tb = None if tb is None else _Traceback(
+            int(tb[0]), [str(x) for x in tb[1]], str(tb[2]), str(tb[3]), int(tb[4]), bool(tb[5])
+        )
+        self._tb_prefix = str(state["tb_prefix"])
+        b = state["banner"]
+        self._banner = None if b is None else (int(b[0]), str(b[1]))
+        self._checkpoint_at = int(state["checkpoint_at"])
+        ov = state["overflow"]
+        self._overflow = [int(ov[0]), int(ov[1]), int(ov[2]), [str(x) for x in ov[3]]] if ov else []
+        self._overflow_severity = int(state["overflow_severity"])
+        self._http = deque(int(x) for x in state["http"])
+        self._http_escalated = bool(state["http_escalated"])
+
+
+def _maybe_error(line: str, low: str) -> bool:
+    return "error" in low or "fatal" in low or "critical" in low or "[e" in low or line[:1] in ("E", "F")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.rstrip("."))
+    except ValueError:
+        return math.nan

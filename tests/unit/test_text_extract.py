@@ -1,0 +1,210 @@
+"""Metric extraction: one test per supported line shape (lines written here in each tool's format)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from runwatch.models.text.extract import MetricExtractor, metric_name
+
+
+def ext(lines):
+    x = MetricExtractor()
+    out = x.extract_many(lines) + x.flush()
+    return out, x
+
+
+def test_megatron_iteration_and_validation():
+    out, _ = ext([
+        (" iteration      400/    3000 | consumed samples:        51200 | elapsed time per iteration (ms): 12879.0 |"
+        " learning rate: 6.300E-06 | global batch size:   128 | lm loss: 6.758929E+00 | loss scale: 64.0 |"
+        " grad norm: 1.872 | number of skipped iterations:   0 | number of nan iterations:   0 |"),
+        " validation loss at iteration 1000 | lm loss value: 4.503653E+00 | lm loss PPL: 9.034661E+01 | ",
+        (" iteration     1100/    3000 | elapsed time per iteration (ms): 11197.8 | learning rate 8.493E-06 |"
+        " lm loss NAN | loss scale 0.1 |"),
+    ])
+    (s0, m0), (s1, m1), (s2, m2) = out
+    assert s0 == 400 and m0["loss"] == 6.758929 and m0["grad_norm"] == 1.872 and m0["loss_scale"] == 64.0
+    assert m0["lr"] == 6.3e-06 and m0["step_time"] == pytest.approx(12.879) and m0["consumed_samples"] == 51200
+    assert (s1, m1) == (1000, {"val/loss": 4.503653, "val/ppl": 90.34661})
+    assert s2 == 1100 and math.isnan(m2["loss"]) and m2["loss_scale"] == 0.1
+
+
+def test_nanotron_skips_suffixed_numbers():
+    out, _ = ext([("10/17/2025 16:31:56 [INFO|DP=0|PP=0|TP=0]: iteration: 3281 / 37895 | consumed_tokens: 85.8G | "
+                  "elapsed_time_per_iteration_ms: 11.5K | lm_loss: 2.38 | lr: 0.0003 | grad_norm: 0.412")])
+    assert out == [(3281, {"loss": 2.38, "lr": 0.0003, "grad_norm": 0.412})]
+
+
+def test_fairseq_inner_and_valid_lines():
+    out, _ = ext([
+        ("2024-05-01 09:12:44 | INFO | train_inner | epoch 003:    200 / 1975 loss=4.12, nll_loss=2.91, ppl=7.52, "
+        "wps=130830, ups=2.15, lr=0.0005, gnorm=0.61, clip=12%, loss_scale=8, train_wall=48, wall=954, num_updates=4150"),
+        ("2024-05-01 09:13:01 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 4.01 | nll_loss 2.8 | "
+        "ppl 6.96 | wps 41020 | num_updates 4150 | best_loss 4.01"),
+        "2024-05-01 09:13:02 | INFO | train | epoch 003 | loss 4.2 | nll_loss 2.99 | ppl 7.9 | num_updates 4150",
+    ])
+    (s0, m0), (s1, m1) = out  # the train epoch summary (an average of lines already read) is skipped
+    assert s0 == 4150 and m0["loss"] == 4.12 and m0["grad_norm"] == 0.61 and m0["loss_scale"] == 8
+    assert "clip" not in m0 and "num_updates" not in m0
+    assert s1 == 4150 and m1 == {"val/loss": 4.01, "val/nll_loss": 2.8, "val/ppl": 6.96, "val/wps": 41020}
+
+
+def test_hf_trainer_dicts_take_the_progress_bar_step():
+    out, _ = ext([
+        " 12%|█▏        | 120/1000 [01:10<08:31,  1.72it/s]",
+        "{'loss': 0.4121, 'grad_norm': nan, 'learning_rate': 4.8e-05, 'epoch': 0.31}",
+        "{'eval_loss': 0.52, 'eval_runtime': 3.1, 'eval_samples_per_second': 90.2, 'epoch': 0.31}",
+        "{'train_runtime': 700.2, 'train_samples_per_second': 1.4, 'train_loss': 0.44, 'epoch': 1.0}",
+    ])
+    assert out[0][0] == 120 and math.isnan(out[0][1]["grad_norm"]) and out[0][1]["lr"] == 4.8e-05
+    assert out[1] == (120, {"val/loss": 0.52, "val/runtime": 3.1, "val/samples_per_second": 90.2})
+    assert len(out) == 2  # the end-of-training summary is skipped
+
+
+def test_dict_without_a_step_uses_a_running_counter():
+    out, _ = ext(["{'loss': 1.0, 'learning_rate': 1e-4, 'epoch': 0.1}", "{'loss': 0.9, 'learning_rate': 1e-4, 'epoch': 0.2}"])
+    assert [s for s, _ in out] == [0, 1]
+
+
+def test_json_lines_per_epoch():
+    out, _ = ext([('{"train_lr": 0.0005, "train_loss": 3.58, "test_loss": 1.11, "test_acc1": 74.15, "epoch": 150, '
+                  '"n_parameters": 11590840}')])
+    assert out == [(150, {"lr": 0.0005, "loss": 3.58, "test/loss": 1.11, "test/acc1": 74.15, "epoch": 150.0})]
+
+
+def test_settings_dict_is_not_metrics():
+    assert ext(["Default sampling parameters: {'temperature': 0.7, 'top_k': 20, 'top_p': 0.95}"])[0] == []
+
+
+def each(lines):
+    """Each line through its own extractor (formats of different runs)."""
+    return [e for line in lines for e in ext([line])[0]]
+
+
+def test_mmengine_and_mmcv():
+    out = each([
+        ("2025/04/09 13:05:16 - mmengine - INFO - Epoch(train)  [5][4600/7724]  lr: 6.5426e-04  eta: 1 day, 0:44:11  "
+        "time: 0.7527  data_time: 0.0105  memory: 9194  grad_norm: 3.5217  loss: 3.1877  loss_cls: 0.1783"),
+        "2025/04/09 13:09:16 - mmengine - INFO - Iter(train) [ 4650/90000]  lr: 1.0e-02  eta: 9:01:11  time: 0.41  loss: 0.77",
+        ("2022-12-05 17:15:45,490 - mmdet - INFO - Epoch [12][1400/3953]\tlr: 3.604e-06, eta: 2:28:37, time: 3.902, "
+        "data_time: 0.919, memory: 19582, loss_cls: 0.2377, d0.loss_bbox: 0.5164, loss: 4.4046, grad_norm: nan"),
+    ])
+    (s0, m0), (s1, m1), (s2, m2) = out
+    assert s0 == 4 * 7724 + 4600 and m0["step_time"] == 0.7527 and "eta" not in m0 and m0["loss"] == 3.1877
+    assert (s1, m1) == (4650, {"lr": 0.01, "step_time": 0.41, "loss": 0.77})
+    assert s2 == 11 * 3953 + 1400 and m2["d0.loss_bbox"] == 0.5164 and math.isnan(m2["grad_norm"])
+
+
+def test_detectron2_timm_metriclogger():
+    out = each([
+        ("[12/20 18:16:09 d2.utils.events]:  eta: 19:46:55  iter: 4959  total_loss: 10.31  loss_ce: 0.8514  "
+        "time: 0.2815  data_time: 0.0115  lr: 2.5e-05  max_mem: 10921M"),
+        ("Train: 1 [ 350/5004 (  7%)]  Loss:  6.732388 (6.8414)  Time: 1.271s,  201.43/s  (0.608s,  420.96/s)  "
+        "LR: 2.133e-02  Data: 1.056 (0.403)"),
+        ("[05:19:47.352788] Epoch: [2]  [1480/1504]  eta: 0:01:45  lr: 0.000012  loss: 0.9233 (0.9531)  "
+        "grad_norm: 0.2695 (0.3902)  time: 4.3916  data: 0.0002  max mem: 51710"),
+    ])
+    assert out[0] == (4959, {"loss": 10.31, "loss_ce": 0.8514, "step_time": 0.2815, "data_time": 0.0115, "lr": 2.5e-05})
+    assert out[1] == (5354, {"loss": 6.732388, "lr": 0.02133, "data_time": 1.056, "step_time": 1.271})
+    assert out[2] == (2 * 1504 + 1480, {"lr": 1.2e-05, "loss": 0.9233, "grad_norm": 0.2695, "step_time": 4.3916, "data_time": 0.0002})
+
+
+def test_nanogpt_and_opennmt():
+    out, _ = ext([
+        "iter 2990: loss 3.8853, time 1096.65ms, mfu 15.34%",
+        "step 3000: train loss 4.0390, val loss 4.0427",
+        "iter 3000: loss 4.2490, time 35392.33ms, mfu 13.85%",
+    ])
+    out += each([
+        "[2024-01-01 10:00:00,000 INFO] Step 3100/20000; acc: 41.2; ppl: 22.1; xent: 3.1; lr: 0.00070; 9000/8000 tok/s;   600 sec",
+        "Epoch  2, 12900/37527; acc:   4.48; ppl: 35173.75; xent:  10.47; 3599 src tok/s; 3678 tgt tok/s;   9861 s elapsed",
+    ])
+    assert out[0] == (2990, {"loss": 3.8853, "step_time": pytest.approx(1.09665)})
+    assert out[1] == (3000, {"val/loss": 4.0427})
+    assert out[2][0] == 3000 and out[2][1]["loss"] == 4.249
+    assert out[3] == (3100, {"acc": 41.2, "ppl": 22.1, "loss": 3.1, "lr": 0.0007})
+    assert out[4] == (37527 + 12900, {"acc": 4.48, "ppl": 35173.75, "loss": 10.47})
+
+
+def test_keras_progress_with_epoch_context():
+    out, _ = ext([
+        "Epoch 2/10",
+        "  3/234 [..............................] - ETA: 33:37 - loss: 44.4110Batch 3: Invalid loss, terminating training",
+        "234/234 [==============================] - 3s 12ms/step - loss: 0.3121 - accuracy: 0.9012 - val_loss: nan - val_accuracy: 0.8811",
+    ])
+    assert len(out) == 1
+    step, m = out[0]
+    assert step == 234 + 234 and m["loss"] == 0.3121 and m["acc"] == 0.9012 and math.isnan(m["val/loss"])
+
+
+def test_lightning_bar_holds_values_until_the_bar_moves():
+    out, _ = ext([
+        "Epoch 1:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.473, v_num=193315]",
+        "Epoch 1:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.224, v_num=193315]",
+        "Epoch 1:  17%|█▋        | 3/18 [00:14<01:13,  4.87s/it, loss=10.047, v_num=193315]",
+    ])
+    assert out == [(20, {"loss": 10.224}), (21, {"loss": 10.047})]
+
+
+def test_step_anchored_free_form_lines():
+    out, _ = ext([
+        "Epoch 3 step 200 loss=0.41 acc=0.88",
+        "02:31:56: train iter: 300 loss_net: nan loss_scale: 785.4200 norm: nan norm_average: 0.8729 seconds: 122.871",
+        "{| Epoch: 55/167 (996/1926) | Loss: 0.2907 | 0.93 steps/s | Step: 425k | }",
+    ])
+    assert out[0] == (200, {"loss": 0.41, "acc": 0.88})
+    assert out[1][0] == 300 and set(out[1][1]) == {"loss_net", "loss_scale"}
+    assert len(out) == 2  # "Step: 425k" is not a step and the epoch is not one either
+
+
+def test_epoch_block_lines():
+    out, _ = ext([
+        "lr: 0.0001",  # a hyperparameter header, not a metric
+        "Epoch: 1/30",
+        "Time Taken: 140.67s - LR: 9.98e-05",
+        "Train Loss: 7.3080 - Train Perplexity: 1492.26",
+        "Valid Loss: 6.5195 - Valid Perplexity: 678.23",
+        "Epoch: 2/30",
+        "Train Loss: 6.2874 - Train Perplexity: 537.77",
+    ])
+    assert out == [
+        (1, {"epoch_time": 140.67, "lr": 9.98e-05}),
+        (1, {"loss": 7.308, "ppl": 1492.26}),
+        (1, {"val/loss": 6.5195, "val/ppl": 678.23}),
+        (2, {"loss": 6.2874, "ppl": 537.77}),
+    ]
+
+
+def test_steps_never_go_back_and_repeats_are_dropped():
+    out, x = ext(["iter 100: loss 2.0, time 10.0ms, mfu 1%", "iter 50: loss 2.5, time 10.0ms, mfu 1%",
+                  "iter 100: loss 2.2, time 10.0ms, mfu 1%"])
+    assert out == [(100, {"loss": 2.0, "step_time": 0.01})] and x.dropped == 1
+
+
+def test_ambiguous_numbers_are_not_metrics():
+    out, _ = ext([
+        "eta: 2:28:37 loss: 0. step 5",  # cut-off value, clock time
+        "Saving checkpoint at 14 epochs",
+        "max_seq_len: 128",
+        "Model Parameter Count: 66829394",
+    ])
+    assert out == []
+
+
+def test_state_round_trip():
+    a = MetricExtractor()
+    a.extract_many(["Epoch: 4/30", "Epoch 1:  11%|█ | 2/18 [00:11<01:33,  5.82s/it, loss=nan]"])
+    b = MetricExtractor()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    rest = ["Train Loss: 1.5 - Train Perplexity: 4.48", "Epoch 1:  17%|█ | 3/18 [00:11<01:33,  5.82s/it, loss=1.0]"]
+    ea, eb = a.extract_many(rest) + a.flush(), b.extract_many(rest) + b.flush()
+    assert repr(ea) == repr(eb)
+
+
+def test_metric_names():
+    assert metric_name("learning rate") == ("lr", 1.0)
+    assert metric_name("valid_ppl") == ("val/ppl", 1.0)
+    assert metric_name("elapsed time per iteration (ms)") == ("step_time", 1e-3)

@@ -1,0 +1,125 @@
+"""TextMonitor: one run's lines to metric events and LOG_PATTERN findings, with JSON-safe per-run state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runwatch.models.findings import AnomalyKind, Severity
+from runwatch.models.registry import DiagnosticSuite, SuiteConfig
+from runwatch.models.text.monitor import TextMonitor, TextMonitorConfig
+from runwatch.models.text.sequence import NextTemplateConfig, NextTemplateModel, NoveltyConfig
+from runwatch.models.text.templates import TemplateMiner
+
+LINES = [
+    "Epoch: 1/30",
+    "Train Loss: 7.3080 - Train Perplexity: 1492.26",
+    "Valid Loss: 6.5195 - Valid Perplexity: 678.23",
+    "Epoch 0:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.473]",
+    ("[2024-03-02 11:20:31,442] [INFO] [loss_scaler.py:183:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. "
+    "Attempted loss scale: 16, reducing to 8"),
+    "Traceback (most recent call last):",
+    '  File "train.py", line 88, in <module>',
+    # -- a snapshot is taken here: a traceback is open and a progress bar is held
+    "    main(cfg)",
+    "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed.",
+    "Epoch 0:  17%|█▋        | 3/18 [00:14<01:13,  4.87s/it, loss=nan]",
+    " iteration       40/    1000 | lm loss: 2.340000E+00 | grad norm: inf | loss scale: 0.5 |",
+    "something never printed before in this project",
+]
+
+
+def view(events, findings):
+    return repr(events), [(f.kind, f.severity, f.step, f.metric, f.key, f.explanation, f.lines) for f in findings]
+
+
+def test_lines_to_events_and_findings():
+    tm = TextMonitor("r", TextMonitorConfig(novelty=NoveltyConfig(warmup_lines=5)))
+    events, findings = tm.observe_lines(LINES)
+    e2, f2 = tm.flush()
+    assert [s for s, _ in events + e2] == [1, 1, 2, 3, 40]
+    keys = [f.key for f in findings + f2]
+    assert [k for k in keys if not k.startswith("new_template:")] == ["fp16_overflow", "dataloader_worker_killed", "fp16_overflow"]
+    assert any(k.startswith("new_template:") for k in keys)
+    dl = next(f for f in findings if f.key == "dataloader_worker_killed")
+    assert dl.kind == AnomalyKind.LOG_PATTERN and dl.severity == Severity.CRITICAL and len(dl.lines) == 4
+    assert dl.metric == "log/dataloader_worker_killed" and "fix:" in dl.explanation
+    assert [f.severity for f in findings if f.key == "fp16_overflow"][-1] == Severity.CRITICAL  # loss scale 0.5 < 1
+
+
+@pytest.mark.parametrize("cut", [1, 4, 7, 10])
+def test_snapshot_round_trip_continues_exactly(cut):
+    cfg = TextMonitorConfig(novelty=NoveltyConfig(warmup_lines=3))
+    a = TextMonitor("r", cfg)
+    a.observe_lines(LINES[:cut])
+    state = json.loads(json.dumps(a.state_dict()))
+    b = TextMonitor("r", cfg, miner=TemplateMiner.from_json(a.miner.to_json()))
+    assert b.load_state_dict(state)
+    ra = view(*a.observe_lines(LINES[cut:])), view(*a.flush())
+    rb = view(*b.observe_lines(LINES[cut:])), view(*b.flush())
+    assert ra == rb
+
+
+def test_state_from_another_config_is_refused():
+    a = TextMonitor("r")
+    b = TextMonitor("r", TextMonitorConfig(extract_metrics=False))
+    assert not b.load_state_dict(a.state_dict())
+
+
+def test_events_feed_the_metric_detectors():
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["nonfinite"])).monitor("r")
+    tm = TextMonitor("r")
+    events, findings = tm.observe_lines(["{'loss': 0.0, 'grad_norm': nan, 'learning_rate': 0.0001, 'epoch': 0.1}"] * 3)
+    from runwatch.models.block import MetricBlock
+
+    block = MetricBlock.from_values([s for s, _ in events], [0.0] * len(events), [tuple(m) for _, m in events],
+                                    [list(m.values()) for _, m in events])
+    alerts = monitor.observe_block(block)
+    assert findings == [] and any(a.finding.kind == AnomalyKind.NONFINITE for a in alerts)
+    alerts = monitor.report(tm.observe_lines(["RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB"])[1])
+    assert [a.finding.metric for a in alerts] == ["log/cuda_oom"] and alerts[0].finding.detector == "log_text"
+
+
+def test_sequence_model_flags_unexpected_lines(tmp_path):
+    miner = TemplateMiner()
+    normal = ["worker started", "batch loaded", "step done", "worker stopped"]
+    seqs = []
+    for _ in range(30):
+        seqs.append([miner.add(x).template for x in normal])
+    model = NextTemplateModel(NextTemplateConfig(window=2, hidden=8, embedding=4, layers=1, epochs=40)).fit(seqs)
+    path = model.save(tmp_path / "m")
+    tm = TextMonitor("r", TextMonitorConfig(sequence_model=str(path), sequence_top_k=2), miner=miner)
+    _, findings = tm.observe_lines(["worker started", "worker stopped", "batch loaded"])
+    assert [f.key for f in findings][:1] == ["unexpected_sequence"]
+
+
+def test_pipeline_checkpoint_carries_text_state(tmp_path):
+    """A run moving between instances mid-traceback raises the same anomalies as one that stays."""
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import runs_pb2
+
+    def pipeline(name):
+        settings = ServiceSettings(data_dir=tmp_path / name, diagnostics=SuiteConfig(enabled=["nonfinite"]))
+        return DetectionPipeline(settings, RunStore(settings.db_path))
+
+    def batch(seq, lines, start=False):
+        b = runs_pb2.EventBatch(sequence=seq)
+        if start:
+            b.starts.add(run_id="r1", project="p")
+        for text in lines:
+            b.logs.add(run_id="r1", text=text, time=1.0)
+        return b
+
+    stay, source, target = pipeline("a"), pipeline("b"), pipeline("c")
+    first = batch(1, LINES[:7], start=True)
+    stay.ingest(first)
+    source.ingest(first)
+    target.restore_run(source.snapshot_run("r1"))
+    rest = batch(2, LINES[7:])
+    got = [[(a.id, a.kind, a.severity, list(a.log_lines)) for a in p.ingest(rest).anomalies] for p in (stay, target)]
+    assert got[0] == got[1] and any(k == 13 for _, k, _, _ in got[0])
+    for p in (stay, source, target):
+        p.store.close()

@@ -1,0 +1,270 @@
+"""One test per failure signature, on lines written here in each framework's own format.
+
+The formats follow the frameworks' sources (PyTorch's CUDA caching allocator and
+ProcessGroupNCCL, DeepSpeed's loss_scaler, apex's amp scaler, fairseq's trainer,
+torch.utils.data, torch.distributed.elastic, the Linux OOM killer, ...); the
+lines themselves are made up.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from runwatch.models.findings import Severity
+from runwatch.models.text.signatures import SIGNATURES, SignatureConfig, SignatureMatcher, classify
+
+
+def run(lines, **cfg):
+    return SignatureMatcher(SignatureConfig(**cfg)).feed_many(lines)
+
+
+def names(found):
+    return [f.signature for f in found]
+
+
+CASES = {
+    "cuda_oom": [
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a total capacity of "
+        "23.65 GiB of which 301.56 MiB is free. Including non-PyTorch memory, this process has 23.34 GiB memory in use."),
+        ("tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor with "
+        "shape[64,1024,1024] and type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc"),
+    ],
+    "cpu_oom": [
+        ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 21474836480 bytes. Error code 12 (Cannot allocate memory)"),
+        "numpy.core._exceptions._ArrayMemoryError: Unable to allocate 37.3 GiB for an array with shape (100000, 50000)",
+    ],
+    "oom_killer": [
+        ("[1843021.554012] Out of memory: Killed process 48213 (python) total-vm:98123456kB, anon-rss:61234567kB, "
+        "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:123456kB oom_score_adj:0"),
+        ("E1105 10:02:11.482000 140230 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -9) "
+        "local_rank: 3 (pid: 91822) of binary: /usr/bin/python3"),
+        "Killed",
+    ],
+    "nccl_timeout": [
+        ("[rank1]:[E1105 10:02:11.482041 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective operation "
+        "timeout: WorkNCCL(SeqNum=3405, OpType=ALLREDUCE, NumelIn=262144, NumelOut=262144, Timeout(ms)=600000) ran "
+        "for 600015 milliseconds before timing out."),
+        ("[rank0]:[E1105 10:10:02.118 ProcessGroupNCCL.cpp:1335] [PG 0 Rank 0] ProcessGroupNCCL's watchdog got stuck "
+        "for 480 seconds without making progress in monitoring enqueued collectives."),
+        ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.hpp:275, "
+        "unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5"),
+    ],
+    "nonfinite_message": [
+        ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
+        "optimizer step"),
+        "Loss is nan, stopping training",
+        "  17/625 [>.............................] - ETA: 2:41 - loss: 3.2931Batch 17: Invalid loss, terminating training",
+        "Warning: NaN or Inf found in input tensor.",
+    ],
+    "dataloader_worker_killed": [
+        "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
+        "RuntimeError: DataLoader worker (pid(s) 4123, 4127) exited unexpectedly",
+    ],
+    "checkpoint_save_failure": [
+        ("RuntimeError: [enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+        "data/37: file write failed"),
+        "ERROR:root:Failed to save checkpoint to s3://bucket/run-7/step_4000",
+    ],
+    "disk_full": [
+        "OSError: [Errno 28] No space left on device: '/ckpt/global_step1200/mp_rank_00_model_states.pt'",
+        "OSError: [Errno 122] Disk quota exceeded: '/home/user/runs/epoch_12.pth'",
+    ],
+    "cuda_error": [
+        "RuntimeError: CUDA error: an illegal memory access was encountered",
+        ("../aten/src/ATen/native/cuda/IndexKernel.cu:92: operator(): block: [0,0,0], thread: [3,0,0] Assertion "
+        "`-sizes[i] <= index && index < sizes[i] && \"index out of bounds\"` failed. CUDA error: device-side assert triggered"),
+    ],
+    "crash_signal": [
+        "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
+        "Fatal Python error: Segmentation fault",
+        "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
+    ],
+    "model_load_failure": [
+        "2024-06-01T10:00:02.118Z ERROR text_generation_launcher: Error when initializing model",
+        ("E0611 08:00:01.123 1 model_lifecycle.cc:626] failed to load 'llama' version 1: Internal: unable to create "
+        "TensorRT engine"),
+    ],
+    "engine_dead": [
+        ("ERROR 06-01 10:00:05 [async_llm.py:420] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered "
+        "an issue. See stack trace (above) for the root cause."),
+        ("2024-06-01T10:00:05,118 [DEBUG] W-9001-resnet_1.0 org.pytorch.serve.wlm.WorkerThread - Backend worker "
+        "monitoring thread interrupted or backend worker process died."),
+        "ray.exceptions.RayActorError: The actor died unexpectedly before finishing this task.",
+    ],
+    "http_5xx": [
+        'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+        "GET /healthz 127.0.0.1:40012 | status 503 | cost 2.01s",
+    ],
+    "startup_stall": [
+        ("WARNING deployment_state.py:1986 -- Deployment 'Model' in application 'app' has 2 replicas that have "
+        "taken more than 30s to start up. This may be caused by waiting for the cluster to auto-scale."),
+    ],
+}
+
+
+@pytest.mark.parametrize("signature", sorted(CASES))
+def test_each_signature_fires_on_its_lines(signature):
+    for line in CASES[signature]:
+        found = run([line])
+        assert names(found)[:1] == [signature], (line, found)
+        assert found[0].line == 0 and found[0].lines == [line] and found[0].hint
+
+
+def test_every_signature_has_a_case():
+    assert {s.name for s in SIGNATURES} <= set(CASES)
+
+
+HEALTHY = [
+    ("2024-05-01 09:12:44 | INFO | train_inner | epoch 003:    200 / 1975 loss=4.12, nll_loss=2.91, ppl=7.52, "
+    "wps=130830, ups=2.15, lr=0.0005, gnorm=0.61, clip=0, oom=0, loss_scale=2, train_wall=48, wall=954"),
+    "{'loss': 0.4121, 'grad_norm': 1.338, 'learning_rate': 4.8e-05, 'epoch': 0.31}",
+    " 31%|███       | 310/1000 [02:11<04:52,  2.36it/s]",
+    "[2024-05-01 09:12:44,018] [INFO] [logging.py:96:log_dist] [Rank 0] step=400, skipped=3, lr=[0.0003], mom=[(0.9, 0.95)]",
+    "Saving checkpoint to ./out/ckpt.pt",
+    "iter 2920: loss 3.9883, time 1099.34ms, mfu 15.34%",
+    "INFO 05-06 04:33:07 [api_server.py:602] Starting vLLM server on http://0.0.0.0:8000",
+    'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 200 OK',
+    ("WARNING 05-06 04:32:56 [model.py:1449] Default sampling parameters have been overridden by the model's "
+    "generation_config.json"),
+    "Using the nanoGPT config with dropout 0.0 and info level logging",
+]
+
+
+def test_healthy_lines_raise_nothing():
+    assert run(HEALTHY) == []
+
+
+def test_traceback_is_one_finding_classified_by_its_exception():
+    lines = [
+        "[2024-05-01 09:12:44,018] [ERROR] Exception during training:",
+        "Traceback (most recent call last):",
+        '  File "/opt/conda/lib/python3.11/site-packages/torch/serialization.py", line 652, in save',
+        "    _save(obj, opened_zipfile, pickle_module, pickle_protocol, _disable_byteorder_record)",
+        '  File "/opt/conda/lib/python3.11/site-packages/torch/serialization.py", line 886, in _save',
+        "    zip_file.write_record(name, storage, num_bytes)",
+        "OSError: [Errno 28] No space left on device",
+        "[2024-05-01 09:12:45,001] [INFO] shutting down",
+    ]
+    found = run(lines)
+    assert names(found) == ["disk_full"]
+    f = found[0]
+    assert f.line == 0 and f.lines == lines[:7] and f.message == "OSError: [Errno 28] No space left on device"
+
+
+def test_unclassified_traceback_is_a_python_exception():
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "train.py", line 88, in <module>',
+        "    main(cfg)",
+        "KeyError: 'labels'",
+    ]
+    [f] = run(lines)
+    assert (f.signature, f.severity) == ("python_exception", Severity.ERROR)
+    assert f.lines == lines
+
+
+def test_traceback_through_a_checkpoint_save_is_a_checkpoint_failure():
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "/ws/mmengine/hooks/checkpoint_hook.py", line 345, in after_train_epoch',
+        "    self._save_checkpoint(runner)",
+        '  File "/ws/mmengine/runner/checkpoint.py", line 780, in save_checkpoint',
+        "    torch.save(checkpoint, f)",
+        "RuntimeError: unexpected pos 2233152 vs 2233040",
+    ]
+    assert names(run(lines)) == ["checkpoint_save_failure"]
+
+
+def test_error_right_after_a_checkpoint_save_began_is_a_checkpoint_failure():
+    lines = [
+        "[12/20 18:16:20 fvcore.common.checkpoint]: Saving checkpoint to ./output/model_0004999.pth",
+        "ERROR [12/20 18:16:20 d2.engine.train_loop]: Exception during training:",
+    ]
+    [f] = run(lines)
+    assert f.signature == "checkpoint_save_failure" and f.line == 1
+
+
+def test_traceback_cut_by_a_batch_is_reported_then_completed():
+    m = SignatureMatcher()
+    first = [f for line in ["Traceback (most recent call last):", '  File "x.py", line 1, in f'] for f in m.feed(line)]
+    first += m.flush()
+    assert names(first) == ["python_exception"]
+    second = [f for line in ["    y()", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", "done"] for f in m.feed(line)]
+    assert names(second) == ["cuda_oom"] and second[0].line == 0
+
+
+def test_loss_scale_collapse_escalates_to_critical():
+    # apex amp's dynamic scaler, halving on every overflow down past 1
+    lines = [f"Gradient overflow.  Skipping step, loss scaler 0 reducing loss scale to {2.0 ** -k}" for k in range(-4, 2)]
+    found = run(lines)
+    assert [f.severity for f in found] == [Severity.INFO, Severity.WARNING, Severity.CRITICAL]
+    assert {f.signature for f in found} == {"fp16_overflow"}
+    assert found[-1].value == 0.5 and found[-1].line == 0
+
+
+def test_warmup_overflows_stay_info():
+    lines = [
+        f"[2024-03-02 11:20:3{i},442] [INFO] [loss_scaler.py:183:update_scale] [deepspeed] OVERFLOW! Rank 0 "
+        f"Skipping step. Attempted loss scale: {2 ** (16 - i)}, reducing to {2 ** (15 - i)}"
+        for i in range(3)
+    ]
+    found = run(lines)
+    assert [f.severity for f in found] == [Severity.INFO]
+
+
+def test_fairseq_overflow_and_minimum_scale():
+    found = run([
+        "2024-05-01 09:12:44 | INFO | fairseq.trainer | NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: 4.0",
+        ("FloatingPointError: Minimum loss scale reached (0.0001). Your loss is probably exploding. Try lowering the "
+        "learning rate, using gradient clipping or increasing the batch size."),
+    ])
+    assert (found[0].signature, found[0].severity) == ("fp16_overflow", Severity.WARNING)
+    assert "nonfinite_message" in names(found) or found[-1].severity == Severity.CRITICAL
+
+
+def test_overflow_abort_is_critical():
+    [f] = run(["Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run."])
+    assert (f.signature, f.severity) == ("fp16_overflow", Severity.CRITICAL)
+
+
+def test_extracted_loss_scale_below_minimum():
+    m = SignatureMatcher()
+    [f] = m.loss_scale(0.125, "iteration 900/3000 | lm loss 4.79 | loss scale 0.125 |")
+    assert (f.signature, f.severity) == ("fp16_overflow", Severity.CRITICAL)
+    assert m.loss_scale(0.0625, "again") == []  # the incident is already critical
+
+
+def test_repeated_5xx_escalates():
+    line = 'INFO:     10.0.0.7:51234 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error'
+    found = run([line] * 6)
+    assert [f.severity for f in found] == [Severity.WARNING, Severity.ERROR]
+
+
+def test_nan_message_on_a_line_with_extracted_metrics_is_left_to_the_metric_detectors():
+    m = SignatureMatcher()
+    assert m.feed("{'loss': nan, 'grad_norm': nan, 'learning_rate': 1e-05, 'epoch': 0.1}", extracted=True) == []
+    assert names(m.feed("[Loss] nan | [step] 104", extracted=False)) == ["nonfinite_message"]
+
+
+def test_generic_error_line():
+    [f] = run(["2024-05-01 09:12:44,018 - mmengine - ERROR - something went wrong in the hook"])
+    assert (f.signature, f.severity) == ("error_line", Severity.WARNING)
+    assert run(["2024-05-01 09:12:44,018 - mmengine - ERROR - x"], error_lines=False) == []
+
+
+def test_classify():
+    assert classify("RuntimeError: CUDA out of memory.").name == "cuda_oom"
+    assert classify("all good") is None
+
+
+def test_state_round_trip_mid_traceback():
+    import json
+
+    a = SignatureMatcher()
+    for line in ["Traceback (most recent call last):", '  File "x.py", line 1, in f']:
+        a.feed(line)
+    b = SignatureMatcher()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    tail = ["    f()", "ValueError: bad", "next"]
+    assert [x for line in tail for x in a.feed(line)] == [x for line in tail for x in b.feed(line)]
