@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 # The server's own limits, so the client refuses early exactly what the server would.
+from runwatch.service.nesting import MAX_NESTING, too_deep
 from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES
 from runwatch.service.validation import RUN_ID_PATTERN
 
@@ -146,19 +147,43 @@ def _json_like(value: Any) -> Any:
     return str(value)
 
 
-def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
+def to_struct(values: Mapping[str, Any] | None, field: str = "hyperparameters") -> struct_pb2.Struct:
     """A ``Struct`` from a JSON-like mapping; other values (numpy, tensors, objects) are coerced.
+
+    Raises
+    ------
+    ValueError
+        When ``values`` nest objects or lists deeper than the server accepts
+        (:data:`~runwatch.service.nesting.MAX_NESTING` levels), naming the path.
 
     Examples
     --------
     >>> s = to_struct({"lr": 1e-3, "layers": (64, 32), "opt": {"name": "adam"}})
     >>> s["lr"], list(s["layers"]), s["opt"]["name"]
     (0.001, [64.0, 32.0], 'adam')
+    >>> deep = {"a": {"b": 1}}
+    >>> for _ in range(16):
+    ...     deep = {"a": deep}
+    >>> to_struct(deep)
+    Traceback (most recent call last):
+    ...
+    ValueError: hyperparameters.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: nested deeper than 16 levels, the server's limit; flatten deeper settings (e.g. {"a.b": 1})
     """
     s = struct_pb2.Struct()
     if values:
-        s.update(_json_like(dict(values)))
+        # Checked before and after coercion: raw first so that no depth reaches the recursive
+        # coercion, then again for arrays that became nested lists.
+        _check_nesting(values, field)
+        plain = _json_like(dict(values))
+        _check_nesting(plain, field)
+        s.update(plain)
     return s
+
+
+def _check_nesting(values: Any, field: str) -> None:
+    v = too_deep(values, field, MAX_NESTING)
+    if v:
+        raise ValueError(f'{v[0]}: {v[1]}, the server\'s limit; flatten deeper settings (e.g. {{"a.b": 1}})')
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

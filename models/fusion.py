@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import AnomalyKind, Finding, Severity
@@ -59,6 +59,15 @@ class FusionConfig(DiagnosticConfig):
     enabled: bool = True
     gated_kinds: tuple[str, ...] = GATED_DEFAULT
     group_steps: int = Field(100, ge=0)
+
+    @field_validator("gated_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        # Checked here, not when a run's monitor is built: a bad name would fail every run.
+        unknown = [k for k in kinds if k not in AnomalyKind.__members__]
+        if unknown:
+            raise ValueError(f"unknown anomaly kinds {unknown}; known: {sorted(AnomalyKind.__members__)}")
+        return kinds
 
 
 class FindingFusion:

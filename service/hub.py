@@ -17,12 +17,14 @@ class Subscription:
     min_severity: int = 0
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
     dropped: int = 0
+    projects: frozenset[str] | None = None  # the watcher's token grants only these (None = all)
 
     def matches(self, a: anomaly_pb2.Anomaly) -> bool:
         return (
             a.severity >= self.min_severity
             and (not self.project or a.project == self.project)
             and (not self.run_id or a.run_id == self.run_id)
+            and (self.projects is None or (a.project or "default") in self.projects)
         )
 
 
@@ -36,8 +38,10 @@ class AnomalyHub:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
 
-    def subscribe(self, project: str = "", run_id: str = "", min_severity: int = 0) -> Subscription:
-        sub = Subscription(project, run_id, min_severity)
+    def subscribe(
+        self, project: str = "", run_id: str = "", min_severity: int = 0, projects: frozenset[str] | None = None
+    ) -> Subscription:
+        sub = Subscription(project, run_id, min_severity, projects=projects)
         self._subs.add(sub)
         return sub
 
@@ -47,6 +51,14 @@ class AnomalyHub:
     @property
     def watchers(self) -> int:
         return len(self._subs)
+
+    def end_all(self) -> None:
+        """Tell every watcher to end (the server is shutting down): each queue gets a final None."""
+        for sub in self._subs:
+            if sub.queue.full():
+                sub.queue.get_nowait()
+                sub.dropped += 1
+            sub.queue.put_nowait(None)
 
     def publish(self, anomaly: anomaly_pb2.Anomaly) -> None:
         for sub in self._subs:

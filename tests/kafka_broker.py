@@ -188,3 +188,56 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def serve_process(kafka, data_dir: Path, log: Path, **env: str) -> subprocess.Popen:
+    """`runwatch serve` with Kafka flags, the group from ``kafka``; ``env`` adds RUNWATCH_* variables."""
+    import sys
+
+    exe = Path(sys.executable).with_name("runwatch")
+    environ = {
+        **os.environ,
+        "RUNWATCH_KAFKA_GROUP": kafka.group,
+        "RUNWATCH_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "RUNWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        **env,
+    }
+    cmd = [
+        str(exe), "serve", "--port", "0", "--data-dir", str(data_dir), "--log-level", "INFO",
+        "--kafka-bootstrap", kafka.bootstrap, "--kafka-ingest-topic", kafka.ingest_topic,
+        "--kafka-anomaly-topic", kafka.anomaly_topic, "--kafka-dlq-topic", kafka.dlq_topic,
+        "--kafka-state-topic", kafka.state_topic, "--kafka-partitions", "4", "--kafka-linger-ms", "2",
+    ]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environ)
+
+
+def kcat_env(workdir: Path) -> tuple[str, dict[str, str]] | str:
+    """``(kcat binary, environment)`` to run kcat against the Tansu broker, or why it cannot run.
+
+    Debian's kcat links a librdkafka too old for Tansu; the one bundled in the
+    confluent-kafka wheel is new enough. Its file name carries a hash, so it is
+    linked into ``workdir`` as ``librdkafka.so.1`` and put first on the library path.
+    """
+    import shutil
+
+    binary = shutil.which("kcat") or shutil.which("kafkacat")
+    if binary is None:
+        return "kcat is not installed (apt-get install kcat; .ci/run installs it)"
+    try:
+        import confluent_kafka
+    except ImportError:
+        return "confluent-kafka is not installed (its bundled librdkafka runs kcat)"
+    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    bundled = sorted(libs.glob("librdkafka*.so*"))
+    if not bundled:
+        return f"no librdkafka bundled with confluent-kafka in {libs}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    link = workdir / "librdkafka.so.1"
+    if not link.exists():
+        link.symlink_to(bundled[0])
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{workdir}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":"))
+    probe = subprocess.run([binary, "-V"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    if probe.returncode != 0 or "librdkafka 2." not in probe.stdout:
+        return f"kcat does not run with the bundled librdkafka: {(probe.stdout + probe.stderr).strip()[:200]}"
+    return binary, env

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import threading
 
+from grpc_health.v1 import health_pb2
 from kafka.errors import KafkaError
 
+from runwatch.service.kafka import log_repeats
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.consumer import DetectorConsumer, anomaly_record
 from runwatch.service.kafka.front import KafkaIngestFront
@@ -31,9 +33,12 @@ class KafkaBridge:
         self.consumer: DetectorConsumer | None = None
         self.partitions = 0
         self.lost_sends = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         k = self.settings
+        log_repeats.install()
+        self.loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(wait_for_cluster, k)
             self.partitions = await asyncio.to_thread(ensure_topics, k)
@@ -41,15 +46,31 @@ class KafkaBridge:
             front_producer = await asyncio.to_thread(ReliableProducer, k, "front", self.stopping)
         except KafkaError as exc:
             raise ConnectionError(f"Kafka at {k.bootstrap}: {exc}") from None
-        self.front = KafkaIngestFront(self.server.settings, k, front_producer)
+        self.front = KafkaIngestFront(self.server.settings, k, front_producer, on_writable=self._ingest_writable)
         self.server.metrics.registry.register(KafkaCollector(self))
         if k.consume:
-            self.consumer = DetectorConsumer(k, self.server, asyncio.get_running_loop(), self.producer, self.stopping)
+            self.consumer = DetectorConsumer(
+                k, self.server, asyncio.get_running_loop(), self.producer, self.stopping, partitions=self.partitions
+            )
             self.consumer.start()
         log.info(
-            "kafka: %s, ingest %s (%d partitions), anomalies %s, group %s",
+            "kafka: %s, ingest %s (%d partitions), anomalies %s, group %s%s",
             k.bootstrap, k.ingest_topic, self.partitions, k.anomaly_topic, k.group,
+            f", log lines {k.logs_topic}" if k.logs_topic else "",
         )
+
+    def _ingest_writable(self, writable: bool) -> None:
+        """Health follows the ingest topic: NOT_SERVING while it takes no records (any thread)."""
+        status = health_pb2.HealthCheckResponse.SERVING if writable else health_pb2.HealthCheckResponse.NOT_SERVING
+        if writable:
+            log_repeats.REPEATS.flush()  # the outage's held-back counts, now that it is over
+
+        async def report() -> None:
+            for name in ("", "runwatch.v1.IngestService"):
+                await self.server.health.set(name, status)
+
+        if not self.loop.is_closed():
+            asyncio.run_coroutine_threadsafe(report(), self.loop)
 
     async def ingest(self, raw: bytes) -> service_pb2.IngestAck:
         return await self.front.ingest(raw)
@@ -68,9 +89,10 @@ class KafkaBridge:
         self.lost_sends += 1
         log.warning("a time-based anomaly was not delivered to Kafka: %s", exc)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Commit the cycle in hand and leave the group (forced after ``timeout`` s), then close the producers."""
         if self.consumer is not None:
-            await asyncio.to_thread(self.consumer.stop)
+            await asyncio.to_thread(self.consumer.stop, timeout)
         self.stopping.set()
         if self.front is not None:
             await asyncio.to_thread(self.front.close)

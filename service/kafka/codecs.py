@@ -8,7 +8,10 @@ protobuf, so ``kcat -P`` users can type events by hand. JSON has the fields of
 names; NaN and Infinity as the strings ``"NaN"``, ``"Infinity"``).
 
 Decoding never raises: a bad record becomes a :class:`DecodeFailure` naming
-the field and the reason, which the consumer turns into a dead letter.
+the field and the reason (``events[3].step: 'abc' is not an integer``), which
+the consumer turns into a dead letter. JSON is checked by
+:mod:`~runwatch.service.kafka.json_batch`, protobuf located by
+:mod:`~runwatch.service.wire_check`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from runwatch.service.kafka import json_batch
 from runwatch.service.kafka.proto_json import message_to_json_object
+from runwatch.service.wire_check import decode_error
 from runwatch.v1 import anomaly_pb2, runs_pb2
 
 CONTENT_TYPE = "content-type"
@@ -109,22 +114,21 @@ def _decode_protobuf(value: bytes) -> runs_pb2.EventBatch | DecodeFailure:
     try:
         return runs_pb2.EventBatch.FromString(value)
     except DecodeError as exc:
-        return DecodeFailure("value", f"not a valid {BATCH_TYPE} protobuf: {exc}")
+        return DecodeFailure(*decode_error(value, runs_pb2.EventBatch.DESCRIPTOR, exc))
 
 
 def _decode_json(value: bytes) -> runs_pb2.EventBatch | DecodeFailure:
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return DecodeFailure("value", f"JSON must be UTF-8: {exc}")
-    try:
-        return json_format.Parse(text, runs_pb2.EventBatch())
-    except json_format.ParseError as exc:
-        # json_format names the field ("Message type ... has no field named ..." or
-        # "Failed to parse events field: ..."); plain JSON syntax errors say where.
-        return DecodeFailure("value", f"not a valid {BATCH_TYPE} in JSON: {exc}")
-    except (ValueError, RecursionError) as exc:
-        return DecodeFailure("value", f"not valid JSON: {exc}")
+        return DecodeFailure("value", f"JSON must be UTF-8: byte 0x{value[exc.start]:02x} at offset {exc.start} is not")
+    decoded = json_batch.decode(text)
+    if isinstance(decoded, runs_pb2.EventBatch):
+        return decoded
+    field, reason = decoded[0]
+    if len(decoded) > 1:
+        reason += f" (and {len(decoded) - 1} more problem(s) in this record)"
+    return DecodeFailure(field, reason)
 
 
 def encode_batch(batch: runs_pb2.EventBatch) -> tuple[bytes, Headers]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+#: Longest wait for one broker request; shorter when the delivery timeout leaves less after the linger.
+MAX_REQUEST_TIMEOUT_MS = 15_000
+#: Shortest request timeout worth running with (a request to a loaded broker can take this long).
+MIN_REQUEST_TIMEOUT_MS = 1_000
 
 
 # Connection and security settings as each client names them: (ours, kafka-python, librdkafka).
@@ -42,6 +46,9 @@ class KafkaSettings(BaseSettings):
     anomaly_topic: str = Field(default="runwatch.anomalies", description="anomalies out (key = run id)")
     dlq_topic: str = Field(default="runwatch.events.dlq", description="undecodable or invalid ingest messages")
     state_topic: str = Field(default="runwatch.state", description="compacted per-run detector checkpoints")
+    logs_topic: str = Field(
+        default="", description="raw text log lines in (key = run id, value = the line; e.g. runwatch.logs); off when empty"
+    )
     group: str = Field(default="runwatch-detector", description="consumer group of the detector instances")
     client_id: str = Field(default="runwatch", description="client id prefix seen by the brokers")
     anomaly_format: Literal["json", "protobuf"] = Field(default="json", description="encoding of anomaly records")
@@ -84,6 +91,23 @@ class KafkaSettings(BaseSettings):
             raise ValueError(f"unknown compression {value!r}; use one of {', '.join(COMPRESSIONS)}")
         return value
 
+    @model_validator(mode="after")
+    def _delivery_outlasts_linger_and_request(self) -> KafkaSettings:
+        # kafka-python refuses (at start, exit 2) a delivery timeout under linger + request timeout.
+        least = self.linger_ms + MIN_REQUEST_TIMEOUT_MS
+        if self.delivery_timeout_ms < least:
+            raise ValueError(
+                f"delivery_timeout_ms ({self.delivery_timeout_ms}) must be at least linger_ms ({self.linger_ms}) "
+                f"+ {MIN_REQUEST_TIMEOUT_MS} ms for one broker request = {least}: raise delivery_timeout_ms "
+                "or lower linger_ms"
+            )
+        return self
+
+    @property
+    def request_timeout_ms(self) -> int:
+        """Timeout of one broker request: what the delivery timeout leaves after the linger, at most 15 s."""
+        return min(self.delivery_timeout_ms - self.linger_ms, MAX_REQUEST_TIMEOUT_MS)
+
     @property
     def enabled(self) -> bool:
         return bool(self.bootstrap.strip())
@@ -118,7 +142,7 @@ class KafkaSettings(BaseSettings):
             "max_request_size": self.max_message_bytes + (64 << 10),
             "enable_idempotence": self.idempotence and self.acks == "all",
             "delivery_timeout_ms": self.delivery_timeout_ms,
-            "request_timeout_ms": min(self.delivery_timeout_ms - 1, 15_000),
+            "request_timeout_ms": self.request_timeout_ms,
         }
 
     def consumer_config(self) -> dict:

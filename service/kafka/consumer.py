@@ -27,6 +27,11 @@ once): anomalies may repeat with the same id and revision, none is lost.
 On a rebalance the instance keeps the runs of the partitions it keeps, drops
 those of partitions it lost, and restores those of new partitions from their
 checkpoints before it sees any of their records.
+
+With ``logs_topic`` set, the same consumer also reads the logs topic (raw
+text lines; see :mod:`~runwatch.service.kafka.logs_topic`) in the same
+cycles: its partition *p* belongs with ingest partition *p*, and its records
+are applied, dead-lettered, checkpointed and committed by the same rules.
 """
 
 from __future__ import annotations
@@ -42,18 +47,21 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from runwatch.service.kafka import codecs
+from runwatch.service.kafka import codecs, logs_topic
 from runwatch.service.kafka.checkpoints import CheckpointStore
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.dead_letters import dead_letter
 from runwatch.service.kafka.producer import DeliveryStopped, OutRecord, ReliableProducer
 from runwatch.service.pipeline import BatchResult
-from runwatch.v1 import anomaly_pb2
+from runwatch.v1 import anomaly_pb2, runs_pb2
 
 log = logging.getLogger("runwatch.kafka")
 
 #: Records handed to the event loop at a time (one hop each; a cycle may end after any slice).
 RECORDS_PER_SLICE = 32
+#: ... of the logs topic: one line is little work, and each run's lines of a slice are one batch
+#: (detection on the metrics read from them costs per batch as much as per line).
+LOG_RECORDS_PER_SLICE = 256
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,9 +91,11 @@ class Cycle:
     dead_letters: list[OutRecord] = field(default_factory=list)
     checkpoints: list[OutRecord] = field(default_factory=list)
     durable: list = field(default_factory=list)
-    offsets: dict[int, int] = field(default_factory=dict)  # ingest partition -> next offset
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     touched: dict[int, set[str]] = field(default_factory=dict)  # ingest partition -> run ids
+    forwarded: list[OutRecord] = field(default_factory=list)  # logs-topic records sent to their run's partition
     events: int = 0
+    lines: int = 0  # log lines accepted from the logs topic
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -100,6 +110,9 @@ class ConsumerStats:
     commits: int = 0
     commit_failures: int = 0
     restored_runs: int = 0
+    log_records: int = 0  # records read from the logs topic
+    log_lines: int = 0  # ... accepted as log lines (delivered cycles)
+    forwarded: int = 0  # ... produced again to their run's partition
     rebalances: int = 0
     errors: int = 0
     client_errors: int = 0  # errors librdkafka reported (it retries them itself)
@@ -123,8 +136,11 @@ class DetectorConsumer:
         loop: asyncio.AbstractEventLoop,
         producer: ReliableProducer,
         stopping: threading.Event,
+        partitions: int = 0,
     ) -> None:
         self.settings = settings
+        # The ingest topic's partition count: a logs-topic record belongs on its run's partition.
+        self._owners = logs_topic.Owners(partitions) if settings.logs_topic and partitions else None
         self.server = server
         self.pipeline = server.pipeline
         self.loop = loop
@@ -184,8 +200,8 @@ class DetectorConsumer:
                 # A poll may bring far more than one cycle's worth (librdkafka prefetches): it is
                 # detected a slice at a time, so a cycle ends close to commit_interval_ms.
                 interval = self.settings.commit_interval_ms / 1000
-                for start in range(0, len(messages), RECORDS_PER_SLICE):
-                    records = self._records(messages[start : start + RECORDS_PER_SLICE])
+                for piece in self._slices(messages):
+                    records = self._records(piece)
                     if records:
                         if not self.stats.first_record_at:
                             self.stats.first_record_at = time.perf_counter()
@@ -194,7 +210,8 @@ class DetectorConsumer:
                         self._finish_cycle()
                 if self._cycle and not messages:
                     self._finish_cycle()
-                delay = self.settings.reconnect_backoff_ms / 1000
+                if messages:  # records came: the cluster is back (an empty poll proves nothing)
+                    delay = self.settings.reconnect_backoff_ms / 1000
             except DeliveryStopped:
                 break
             except Exception:  # a broker outage or a bug costs a retry, never the consumer
@@ -211,6 +228,16 @@ class DetectorConsumer:
         self._reset_consumer()
         self._delivery.shutdown(wait=False)
 
+    def _slices(self, messages: list[Message]) -> list[list[Message]]:
+        """A poll's messages in slices: the ingest topic's as they came, then the logs topic's, larger."""
+        logs = self.settings.logs_topic
+        lines = [m for m in messages if m.topic() == logs] if logs else []
+        if lines:
+            messages = [m for m in messages if m.topic() != logs]
+        out = [messages[i : i + RECORDS_PER_SLICE] for i in range(0, len(messages), RECORDS_PER_SLICE)]
+        out.extend(lines[i : i + LOG_RECORDS_PER_SLICE] for i in range(0, len(lines), LOG_RECORDS_PER_SLICE))
+        return out
+
     def _create_consumer(self) -> Consumer:
         consumer = Consumer(
             {
@@ -219,7 +246,8 @@ class DetectorConsumer:
                 "error_cb": self._client_error,
             }
         )
-        consumer.subscribe([self.settings.ingest_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        topics = [self.settings.ingest_topic, *([self.settings.logs_topic] if self.settings.logs_topic else [])]
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 
     def _client_error(self, err: KafkaError) -> None:
@@ -247,7 +275,9 @@ class DetectorConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.stats.first_assigned_at:
             self.stats.first_assigned_at = time.perf_counter()
-        self._assigned({tp.partition for tp in partitions if tp.topic == self.settings.ingest_topic})
+        # Partition p of the logs topic carries the lines of ingest partition p's runs: one set of runs.
+        topics = (self.settings.ingest_topic, self.settings.logs_topic or self.settings.ingest_topic)
+        self._assigned({tp.partition for tp in partitions if tp.topic in topics})
         if not self.stats.assignment_done_at:
             self.stats.assignment_done_at = time.perf_counter()
 
@@ -303,8 +333,8 @@ class DetectorConsumer:
 
     def _deliver(self, cycle: Cycle) -> Cycle:
         """On the delivery thread: anomalies and dead letters, then checkpoints, then the store's writes."""
-        if cycle.anomalies or cycle.dead_letters:
-            self.producer.deliver(cycle.anomalies + cycle.dead_letters)
+        if cycle.anomalies or cycle.dead_letters or cycle.forwarded:
+            self.producer.deliver(cycle.anomalies + cycle.dead_letters + cycle.forwarded)
         if cycle.checkpoints:
             self.producer.deliver(cycle.checkpoints)
         for fut in cycle.durable:
@@ -316,14 +346,16 @@ class DetectorConsumer:
         self.stats.dead_letters += len(cycle.dead_letters)
         self.stats.checkpoints += len(cycle.checkpoints)
         self.stats.events += cycle.events
+        self.stats.log_lines += cycle.lines
+        self.stats.forwarded += len(cycle.forwarded)
         return cycle
 
     def _commit(self, cycle: Cycle) -> None:
         # On the consumer thread: librdkafka answers a commit from another thread only at the next poll.
-        topic = self.settings.ingest_topic
         try:
             committed = self._consumer.commit(
-                offsets=[TopicPartition(topic, part, off) for part, off in cycle.offsets.items()], asynchronous=False
+                offsets=[TopicPartition(topic, part, off) for (topic, part), off in cycle.offsets.items()],
+                asynchronous=False,
             )
             failed = [tp for tp in committed or () if tp.error is not None]
             if failed:
@@ -342,11 +374,16 @@ class DetectorConsumer:
         server = self.server
         touched = cycle.touched
         max_bytes = server.settings.max_batch_bytes
+        lines = [rec for rec in records if rec.topic == s.logs_topic] if s.logs_topic else []
+        if lines:
+            records = [rec for rec in records if rec.topic != s.logs_topic]
         server.kafka_cycle_open = True
         try:
+            if lines:
+                self._process_lines(lines, cycle)
             for rec in records:
                 part = rec.partition
-                cycle.offsets[part] = rec.offset + 1
+                cycle.offsets[(rec.topic, part)] = rec.offset + 1
                 self.stats.records += 1
                 size = len(rec.value or b"")
                 if size > max_bytes:
@@ -356,12 +393,17 @@ class DetectorConsumer:
                             rec,
                             "undecodable",
                             [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
+                            max_bytes=s.max_message_bytes,
                         )
                     )
                     continue
                 fmt = codecs.batch_format(rec.value, rec.headers)
                 if isinstance(fmt, codecs.DecodeFailure):
-                    cycle.dead_letters.append(dead_letter(s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)]))
+                    cycle.dead_letters.append(
+                        dead_letter(
+                            s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)], max_bytes=s.max_message_bytes
+                        )
+                    )
                     continue
                 t0 = time.perf_counter()
                 try:
@@ -374,24 +416,39 @@ class DetectorConsumer:
                             rec,
                             "internal",
                             [("value", "internal error while processing this record (logged by the server)")],
+                            max_bytes=s.max_message_bytes,
                         )
                     )
                     continue
                 if isinstance(ingested, codecs.DecodeFailure):
                     cycle.dead_letters.append(
-                        dead_letter(s.dlq_topic, rec, "undecodable", [(ingested.field, ingested.reason)])
+                        dead_letter(
+                            s.dlq_topic,
+                            rec,
+                            "undecodable",
+                            [(ingested.field, ingested.reason)],
+                            max_bytes=s.max_message_bytes,
+                        )
                     )
                     continue
                 result, n_events = ingested
                 ack = result.ack
-                server.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
+                server.metrics.observe_batch(
+                    ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0,
+                    violations=ack.violations, anomalies=len(result.anomalies), durable=result.durable,
+                )  # fmt: skip
                 cycle.events += n_events
                 cycle.durable.append(result.durable)
                 if ack.rejected:
                     violations = [(v.field, v.reason) for v in ack.violations]
                     cycle.dead_letters.append(
                         dead_letter(
-                            s.dlq_topic, rec, "partial" if ack.accepted else "rejected", violations, ack.accepted
+                            s.dlq_topic,
+                            rec,
+                            "partial" if ack.accepted else "rejected",
+                            violations,
+                            ack.accepted,
+                            max_bytes=s.max_message_bytes,
                         )
                     )
                 fmt = s.anomaly_format
@@ -406,6 +463,85 @@ class DetectorConsumer:
         finally:
             server.kafka_cycle_open = False
         return cycle
+
+    def _process_lines(self, records: list[InRecord], cycle: Cycle) -> None:
+        """Runs on the event loop: logs-topic records, as one ``EventBatch`` of log lines per run."""
+        s = self.settings
+        server = self.server
+        pipeline = self.pipeline
+        groups: dict[str, tuple[list, list[InRecord], str]] = {}  # run id -> (lines, records, project header)
+        for rec in records:
+            part = rec.partition
+            cycle.offsets[(rec.topic, part)] = rec.offset + 1
+            self.stats.records += 1
+            self.stats.log_records += 1
+            try:
+                decoded = logs_topic.decode_line(rec)
+            except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
+                log.exception("decoding log record %s-%d@%d failed", rec.topic, part, rec.offset)
+                decoded = codecs.DecodeFailure("value", "internal error while decoding this record (logged by the server)")
+            if isinstance(decoded, codecs.DecodeFailure):
+                cycle.dead_letters.append(
+                    dead_letter(s.dlq_topic, rec, "undecodable", [(decoded.field, decoded.reason)], max_bytes=s.max_message_bytes)
+                )
+                continue
+            if not decoded.line.text.strip():
+                continue  # an empty line says nothing: not a dead letter either
+            owner = self._owners(rec.key) if self._owners is not None else part
+            if owner != part and not logs_topic.forwarded(rec.headers):
+                headers = [(k, v if v is not None else b"") for k, v in rec.headers or []]
+                headers.append((logs_topic.FORWARDED_FROM, f"{part}@{rec.offset}".encode()))
+                cycle.forwarded.append(OutRecord(s.logs_topic, rec.key, rec.value, headers, owner))
+                continue
+            group = groups.get(decoded.run_id)
+            if group is None:
+                group = groups[decoded.run_id] = ([], [], decoded.project)
+            group[0].append(decoded.line)
+            group[1].append(rec)
+        for run_id, (lines, recs, project) in groups.items():
+            t0 = time.perf_counter()
+            batch = runs_pb2.EventBatch()
+            placeholder = False
+            if pipeline._state(run_id) is None:  # the pipeline's own lookup: memory, ended runs, then the store
+                # Lines arrive without a RunStart: the run is opened as --auto-create-runs opens one.
+                batch.starts.add(run_id=run_id, project=project or "default", start_time=lines[0].time or time.time())
+                placeholder = not project
+            batch.logs.extend(lines)
+            try:
+                result = pipeline.ingest(batch, t0)
+            except Exception:  # a bug must cost these records (kept in the DLQ), never the consumer
+                log.exception("ingest of %d log line(s) of run %s failed", len(lines), run_id)
+                reason = [("value", "internal error while processing this record (logged by the server)")]
+                cycle.dead_letters.extend(
+                    dead_letter(s.dlq_topic, rec, "internal", reason, max_bytes=s.max_message_bytes) for rec in recs
+                )
+                continue
+            if placeholder and run_id in pipeline.runs:
+                pipeline.runs[run_id].implicit = True  # its first real RunStart replaces the placeholder
+            ack = result.ack
+            server.metrics.observe_batch(
+                ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0,
+                violations=ack.violations, anomalies=len(result.anomalies), durable=result.durable,
+            )  # fmt: skip
+            cycle.lines += len(lines)
+            cycle.durable.append(result.durable)
+            if ack.rejected:
+                by_record: dict[int, list[tuple[str, str]]] = {}
+                for v in ack.violations:
+                    where, _, rest = v.field.partition("].")
+                    if where.startswith("logs["):
+                        by_record.setdefault(int(where[5:]), []).append((rest, v.reason))
+                    else:
+                        log.warning("log lines of run %s: %s: %s", run_id, v.field, v.reason)
+                for i, violations in by_record.items():
+                    cycle.dead_letters.append(
+                        dead_letter(s.dlq_topic, recs[i], "rejected", violations, max_bytes=s.max_message_bytes)
+                    )
+            for a in result.anomalies:
+                cycle.anomalies.append(anomaly_record(s.anomaly_topic, a, s.anomaly_format))
+            part = recs[0].partition
+            cycle.touched.setdefault(part, set()).add(run_id)
+            self.runs_of[part].add(run_id)
 
     def _ingest(self, rec, fmt: str, t0: float) -> tuple[BatchResult, int] | codecs.DecodeFailure:
         """Ingest one record (its value read as ``fmt``); the result and how many events the record held."""
@@ -460,12 +596,9 @@ class DetectorConsumer:
             log.info("restored %d run(s) of partitions %s", restored, sorted(new))
 
     def _forget(self, partitions: set[int]) -> None:
-        runs = self.pipeline.runs
-        ended = self.pipeline.ended
+        # Evicted runs too: their local checkpoints give way to the state topic's.
         for part in partitions:
-            for run_id in self.runs_of.pop(part, ()):
-                runs.pop(run_id, None)
-                ended.pop(run_id, None)
+            self.pipeline.forget_runs(self.runs_of.pop(part, ()))
 
     def _restore(self, found: dict[int, dict[str, bytes]]) -> int:
         from runwatch.models.snapshot import SnapshotError

@@ -49,7 +49,8 @@ def ensure_topics(settings: KafkaSettings) -> int:
 
     The state topic gets as many partitions as the ingest topic and compaction: checkpoints of
     the runs of ingest partition *p* are written to state partition *p*, so a new owner of *p*
-    reads only that partition back.
+    reads only that partition back. The logs topic (when set) has exactly as many partitions as
+    the ingest topic: its partition *p* goes to the owner of ingest partition *p*.
     """
     s = settings
     ingest = partition_count(s, s.ingest_topic, timeout=1.0)
@@ -67,6 +68,8 @@ def ensure_topics(settings: KafkaSettings) -> int:
                 missing.append(
                     NewTopic(s.state_topic, wanted, s.replication_factor, topic_configs={"cleanup.policy": "compact"})
                 )
+            if s.logs_topic and not partition_count(s, s.logs_topic, timeout=1.0):
+                missing.append(NewTopic(s.logs_topic, wanted, s.replication_factor))
             _create(admin, missing)
             if missing:
                 log.info("created topics %s", ", ".join(t.name for t in missing))
@@ -81,4 +84,14 @@ def ensure_topics(settings: KafkaSettings) -> int:
             f"state topic {s.state_topic!r} has {state} partitions, fewer than the {ingest} of {s.ingest_topic!r}: "
             "give it at least as many (cleanup.policy=compact)"
         )
+    if s.logs_topic:
+        logs = partition_count(s, s.logs_topic)
+        if logs != ingest:
+            raise KafkaError(
+                f"logs topic {s.logs_topic!r} has {logs} partitions, the ingest topic {s.ingest_topic!r} {ingest}: "
+                "give it as many (its partition p is read by the owner of ingest partition p)"
+                if logs
+                else f"logs topic {s.logs_topic!r} does not exist (create it with {ingest} partitions, "
+                "or allow --kafka-create-topics)"
+            )
     return ingest

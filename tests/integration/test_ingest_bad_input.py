@@ -96,7 +96,9 @@ def test_undecodable_oversized_and_unknown_fields_do_not_end_the_stream(start_se
     )
     assert len(acks) == 5
     assert acks[0].accepted == 2
-    assert violation_fields(acks[1]) == ["batch"] and "not a valid runwatch.v1.EventBatch" in acks[1].violations[0].reason
+    # The whole batch is refused, named where its bytes break: the first start's length runs past the end.
+    assert violation_fields(acks[1]) == ["starts[0]"] and "not a valid runwatch.v1.EventBatch" in acks[1].violations[0].reason
+    assert "length 4294967295 runs past the end" in acks[1].violations[0].reason
     assert violation_fields(acks[2]) == ["batch"] and "over the limit of 4096 bytes" in acks[2].violations[0].reason
     assert violation_fields(acks[3]) == ["events[0].<field 99>"] and acks[3].accepted == 1
     assert acks[4].accepted == 1
@@ -153,7 +155,7 @@ def test_auto_create_runs_opens_run_implicitly(start_server):
     (ack,) = send_all(stubs, [batch(1, events=[("implicit-1", 0, {"loss": 1.0})])])
     assert ack.accepted == 1 and "opened implicitly" in ack.warnings[0]
     (ack,) = send_all(stubs, [batch(2, start="implicit-1", events=[("implicit-1", 1, {"loss": 0.9})])])
-    assert (ack.accepted, ack.duplicates) == (1, 1)  # the late RunStart completes the run's metadata
+    assert (ack.accepted, ack.duplicates) == (2, 0)  # the late RunStart completes the run's metadata: accepted
     info = stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="implicit-1")).run
     assert info.project == "tests" and info.event_count == 2
 
@@ -189,3 +191,43 @@ def test_events_with_equal_sized_but_different_metric_names_keep_their_own_value
     assert (metrics["a"].count, metrics["a"].min, metrics["a"].max) == (2, 5.0, 6.0)
     assert (metrics["b"].count, metrics["b"].last, metrics["b"].last_step) == (1, 7.0, 1)
     assert metrics["loss"].count == 3
+
+
+def event_bytes(run_id: str, step: int, extra: bytes = b"", **metrics: float) -> bytes:
+    return runs_pb2.MetricEvent(run_id=run_id, step=step, metrics=metrics).SerializeToString() + extra
+
+
+def batch_of_events(*events: bytes, starts: runs_pb2.EventBatch | None = None) -> bytes:
+    raw = starts.SerializeToString() if starts is not None else b""
+    for ev in events:
+        raw += b"\x12" + bytes([len(ev)]) + ev
+    return raw
+
+
+@pytest.mark.parametrize("allow_unknown", [False, True])
+def test_a_field_with_the_wrong_wire_type_is_named_by_its_name(start_server, allow_unknown):
+    _, stubs = start_server(allow_unknown_fields=allow_unknown)
+    opening = batch(1, start="run-w")
+    step_as_string = event_bytes("run-w", 0, b"\x12\x03abc", loss=1.0)  # field 2 (step) sent as length-delimited
+    step_as_fixed32 = event_bytes("run-w", 0, b"\x15\x01\x00\x00\x00", loss=1.0)
+    raw = batch_of_events(step_as_string, step_as_fixed32, event_bytes("run-w", 3, loss=0.5), starts=opening)
+    (ack,) = stubs.raw_stream()(iter([raw]), timeout=30)
+    # Rejected even where unknown fields are allowed: the step's value is lost, not merely extra.
+    assert [(v.field, v.reason) for v in ack.violations] == [
+        ("events[0].step", "wrong wire type: sent as length-delimited, expected varint (int64)"),
+        ("events[1].step", "wrong wire type: sent as 32-bit, expected varint (int64)"),
+    ]
+    assert (ack.accepted, ack.rejected) == (2, 2)  # the start and events[2]
+    assert stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="run-w")).run.last_step == 3
+
+
+def test_bad_utf8_names_the_string_field(server):
+    _, stubs = server
+    bad = event_bytes("run-u", 1, loss=1.0).replace(b"run-u", b"run-\xff")
+    raw = batch_of_events(event_bytes("run-u", 0, loss=1.0), event_bytes("run-u", 1, loss=1.0), bad)
+    after = batch_of_events(event_bytes("run-u", 2, loss=1.0), starts=batch(0, start="run-u"))
+    acks = list(stubs.raw_stream()(iter([raw, after]), timeout=30))
+    assert acks[0].rejected == 1 and acks[0].violations[0].field == "events[2].run_id"
+    assert acks[0].violations[0].reason.startswith("not valid UTF-8 (byte 0xff at offset 4 of the string)")
+    assert "not a valid runwatch.v1.EventBatch protobuf, so none of it was read" in acks[0].violations[0].reason
+    assert acks[1].accepted == 2  # the stream goes on

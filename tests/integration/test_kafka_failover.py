@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaProducer
-from kafka_broker import TopicReader, reference_anomalies, training_run
+from kafka_broker import TopicReader, reference_anomalies, serve_process, training_run
 
 from runwatch.service.kafka import codecs
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2_grpc
@@ -26,21 +24,7 @@ pytestmark = pytest.mark.slow
 
 def serve(kafka, data_dir: Path, log: Path) -> subprocess.Popen:
     """`runwatch serve` with Kafka flags, the group and anomaly format from the environment."""
-    exe = Path(sys.executable).with_name("runwatch")
-    env = {
-        **os.environ,
-        "RUNWATCH_KAFKA_GROUP": kafka.group,
-        "RUNWATCH_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "RUNWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-    }
-    cmd = [
-        str(exe), "serve", "--port", "0", "--data-dir", str(data_dir), "--log-level", "INFO",
-        "--kafka-bootstrap", kafka.bootstrap, "--kafka-ingest-topic", kafka.ingest_topic,
-        "--kafka-anomaly-topic", kafka.anomaly_topic, "--kafka-dlq-topic", kafka.dlq_topic,
-        "--kafka-state-topic", kafka.state_topic, "--kafka-partitions", "4", "--kafka-linger-ms", "2",
-    ]
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    return serve_process(kafka, data_dir, log)
 
 
 def assignments(log: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -29,10 +30,10 @@ def test_json_and_protobuf_records_decode_to_the_same_batch():
     ("value", "headers", "field", "says"),
     [
         (b"", [], "value", "empty record"),
-        (b"\x0a\xff\xff", [], "value", "not a valid runwatch.v1.EventBatch protobuf"),
-        (b'{"events": [{"run_id": "r", "stepp": 1}]}', [], "value", 'no field named "stepp"'),
-        (b'{"events": [{"run_id": "r", "step": "x"}]}', [], "value", "Failed to parse step field"),
-        (b'{"events": [', [], "value", "Failed to load JSON"),
+        (b"\x0a\xff\xff", [], "starts[0]", "not a valid runwatch.v1.EventBatch protobuf"),
+        (b'{"events": [{"run_id": "r", "stepp": 1}]}', [], "events[0].stepp", 'no field named "stepp"; did you mean "step"?'),
+        (b'{"events": [{"run_id": "r", "step": "x"}]}', [], "events[0].step", "'x' is not an integer"),
+        (b'{"events": [', [], "value", "not valid JSON: Expecting value: line 1 column 13"),
         (b"\xff{", [("content-type", b"application/json")], "value", "JSON must be UTF-8"),
         (b"x", [("content-type", b"text/csv")], "header content-type", "unsupported content type"),
         (b"x", [("content-type", b"application/x-protobuf; messageType=runwatch.v1.RunStart")], "header content-type",
@@ -165,3 +166,88 @@ def test_anomaly_json_equals_json_format_on_awkward_values():
     b = runs_pb2.EventBatch(sequence=3)
     b.events.add(run_id="r", step=1).metrics["loss"] = math.nan
     assert message_to_json_object(b) == reference(b)
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "reason"),
+    [
+        (b'{"events": [{}, {}, {}, {"run_id": "r", "step": "abc"}]}', "events[3].step", "'abc' is not an integer"),
+        (b'{"events": [{"run_id": "r", "step": 1.5}]}', "events[0].step", "1.5 is not an integer"),
+        (b'{"events": [{"run_id": "r", "step": 1, "step": 2}]}', "events[0]", "duplicate key 'step'"),
+        (b'{"events": [{"run_id": "r", "runId": "s"}]}', "events[0].run_id", "given twice (as 'run_id' and 'runId')"),
+        (b'{"events": [{"run_id": "r", "wallTme": 1}]}', "events[0].wallTme",
+         'runwatch.v1.MetricEvent has no field named "wallTme"; did you mean "wall_time"? '
+         "(its fields: run_id, step, wall_time, metrics)"),
+        (b'{"events": [{"run_id": "r", "metrics": {"loss": "low"}}]}', "events[0].metrics['loss']",
+         '\'low\' is not a number (use a number, or "NaN", "Infinity", "-Infinity")'),
+        (b'{"events": [{"run_id": "\\ud800"}]}', "events[0].run_id", "not valid UTF-8: lone surrogate '\\ud800' at character 0"),
+        (b'{"ends": [{"run_id": "r", "status": "DONE"}]}', "ends[0].status",
+         "'DONE' is not a RunStatus: use one of RUN_STATUS_UNSPECIFIED, RUN_STATUS_RUNNING, RUN_STATUS_FINISHED, "
+         "RUN_STATUS_FAILED, RUN_STATUS_KILLED"),
+        (b'{"starts": [{"run_id": "r", "hyperparameters": {"a": {"b": 1, "b": 2}}}]}', "starts[0].hyperparameters.a",
+         "duplicate key 'b'"),
+        (b'{"events": {"run_id": "r"}}', "events", "an object is not a list"),
+        (b'{"sequence": -1}', "sequence", "-1 is out of range for uint64"),
+        (b'{"events": [{"run_id": "r", "step": 1, "metrics": {"loss": NaN}}]}', "value",
+         'not valid JSON: bare NaN is not JSON; write it as the string "NaN"'),
+        (b'{"events": [1]', "value", "not valid JSON: Expecting ',' delimiter: line 1 column 15 (char 14)"),
+        (b'{"events": [{"step": "x"}, {"step": "y"}]}', "events[0].step", "'x' is not an integer (and 1 more problem(s) in this record)"),
+    ],
+)
+def test_json_problems_name_the_proto_field(value, field, reason):
+    failure = codecs.decode_batch(value)
+    assert (failure.field, failure.reason) == (field, reason)
+    assert "\n" not in failure.reason
+
+
+def test_json_too_deep_hyperparameters_reach_the_start_check_cut_at_the_limit():
+    from runwatch.service import validation
+    from runwatch.service.nesting import MAX_NESTING
+
+    deep: object = 1
+    for _ in range(200):  # deeper than any protobuf parser goes
+        deep = {"a": deep}
+    value = json.dumps({"starts": [{"run_id": "r", "hyperparameters": deep}, {"run_id": "s"}]}).encode()
+    batch = codecs.decode_batch(value)
+    assert len(batch.starts) == 2  # decoded: the other start is not lost with it
+    assert validation.check_start(batch.starts[0]) == ("hyperparameters" + ".a" * MAX_NESTING, "nested deeper than 16 levels")
+    assert validation.check_start(batch.starts[1]) is None
+
+
+def test_protobuf_problems_name_the_field():
+    ev = runs_pb2.MetricEvent(run_id="r1", step=1).SerializeToString().replace(b"r1", b"r\xc3")
+    failure = codecs.decode_batch(b"\x12" + bytes([len(ev)]) + ev)
+    assert failure.field == "events[0].run_id"
+    assert failure.reason.startswith("not valid UTF-8 (byte 0xc3 at offset 1 of the string); not a valid runwatch.v1")
+
+
+def test_dead_letter_headers_are_single_line():
+    from types import SimpleNamespace
+
+    from runwatch.service.kafka.dead_letters import REASON, dead_letter
+
+    record = SimpleNamespace(topic="t", partition=0, offset=1, timestamp=2, key=b"k", value=b"v", headers=[])
+    letter = dead_letter("dlq", record, "undecodable", [("value", "line one\nline two\r\tend")])
+    assert dict(letter.headers)[REASON] == b"value: line one\\nline two\\r\\tend"
+    assert all(b"\n" not in v and b"\r" not in v for _, v in letter.headers)
+
+
+@pytest.mark.parametrize("delivery", [1005, 5000, 15004, 15005, 30000])
+def test_every_accepted_delivery_timeout_is_one_kafka_python_accepts(delivery):
+    from kafka.producer.record_accumulator import RecordAccumulator
+
+    options = KafkaSettings(bootstrap="x", delivery_timeout_ms=delivery).producer_options()
+    RecordAccumulator(**{k: options[k] for k in ("linger_ms", "request_timeout_ms", "delivery_timeout_ms")})
+    assert options["request_timeout_ms"] == min(delivery - 5, 15_000)
+
+
+def test_a_delivery_timeout_too_short_for_linger_and_one_request_is_refused_by_name(monkeypatch):
+    with pytest.raises(ValidationError, match=r"delivery_timeout_ms \(1000\) must be at least linger_ms \(5\) \+ 1000 ms"):
+        KafkaSettings(delivery_timeout_ms=1000)
+    with pytest.raises(ValidationError, match=r"delivery_timeout_ms \(3000\) must be at least linger_ms \(2500\)"):
+        KafkaSettings(delivery_timeout_ms=3000, linger_ms=2500)
+    monkeypatch.setenv("RUNWATCH_KAFKA_DELIVERY_TIMEOUT_MS", "1002")
+    from runwatch.service.settings import ServiceSettings
+
+    with pytest.raises(ValidationError, match="delivery_timeout_ms"):
+        ServiceSettings()

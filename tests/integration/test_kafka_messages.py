@@ -1,0 +1,91 @@
+"""Dead-letter reasons on a real broker name the field, in proto names, on one line; a short delivery timeout starts."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from kafka import KafkaProducer
+from kafka_broker import TopicReader
+
+from runwatch.service.background import BackgroundServer
+from runwatch.service.kafka import dead_letters
+from runwatch.service.settings import ServiceSettings
+from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+
+def event_record(run_id: str, step: int, extra: bytes = b"") -> bytes:
+    ev = runs_pb2.MetricEvent(run_id=run_id, step=step, metrics={"loss": 1.0}).SerializeToString() + extra
+    return b"\x12" + bytes([len(ev)]) + ev
+
+
+def test_dead_letter_reasons_name_the_field(kafka, tmp_path):
+    # A delivery timeout under linger + 15 s used to stop `serve` (kafka-python's own check); now it runs.
+    k = kafka.model_copy(update={"delivery_timeout_ms": 5000})
+    srv = BackgroundServer(ServiceSettings(port=0, data_dir=tmp_path / "data", kafka=k)).start()
+    try:
+        assert srv.server.kafka.consumer.ready.wait(30), "no partitions assigned in 30 s"
+        opening = runs_pb2.EventBatch(starts=[runs_pb2.RunStart(run_id="m-run", project="alpha", framework="jax")])
+        opening.events.add(run_id="m-run", step=0).metrics["loss"] = 1.0
+        deep: object = 1
+        for _ in range(200):
+            deep = {"a": deep}
+        conflicting = runs_pb2.EventBatch(starts=[runs_pb2.RunStart(run_id="m-run", project="beta")])
+        conflicting.events.add(run_id="m-run", step=2).metrics["loss"] = 0.5
+        poison = [
+            b'{"events": [{"run_id": "m-run", "step": 1, "metrics": {"loss": 1}}, {"run_id": "m-run", "step": "abc"}]}',
+            b'{"events": [{"run_id": "m-run", "step": 1, "step": 2}]}',
+            b'{"events": [{"runId": "m-run", "stepp": 1}]}',
+            event_record("m-run", 1).replace(b"m-run", b"m-r\xffn"),
+            event_record("m-run", 1, b"\x12\x03abc"),  # step sent as a string
+            conflicting.SerializeToString(),
+            json.dumps({"starts": [{"run_id": "m-deep", "hyperparameters": deep}, {"run_id": "m-ok"}]}).encode(),
+        ]
+        after = runs_pb2.EventBatch()
+        after.events.add(run_id="m-run", step=3).metrics["loss"] = float("nan")
+        p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
+        p.send(k.ingest_topic, key=b"m-run", value=opening.SerializeToString())
+        metas = [p.send(k.ingest_topic, key=b"m-run", value=v) for v in poison]
+        p.send(k.ingest_topic, key=b"m-run", value=after.SerializeToString())
+        p.flush()
+        offsets = [m.get().offset for m in metas]
+        p.close()
+
+        dlq = TopicReader(kafka.bootstrap, k.dlq_topic)
+        dead = dlq.read_until(lambda r: len(r) >= len(poison))
+        dlq.close()
+        dead.sort(key=lambda r: int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]))
+        assert [int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]) for r in dead] == offsets
+        for rec in dead:
+            assert all(b"\n" not in v and b"\r" not in v for _, v in rec.headers), rec.headers
+        reasons = [dict(r.headers)[dead_letters.REASON].decode() for r in dead]
+        kinds = [dict(r.headers)[dead_letters.ERROR_KIND].decode() for r in dead]
+        assert kinds == ["undecodable"] * 4 + ["rejected", "partial", "partial"]
+        assert reasons[0] == "events[1].step: 'abc' is not an integer"
+        assert reasons[1] == "events[0]: duplicate key 'step'"
+        assert reasons[2] == (
+            'events[0].stepp: runwatch.v1.MetricEvent has no field named "stepp"; did you mean "step"? '
+            "(its fields: run_id, step, wall_time, metrics)"
+        )
+        assert reasons[3].startswith("events[0].run_id: not valid UTF-8 (byte 0xff at offset 3 of the string)")
+        assert reasons[4] == "events[0].step: wrong wire type: sent as length-delimited, expected varint (int64)"
+        assert reasons[5] == (
+            "starts[0].project: run 'm-run' already started with project 'alpha', got 'beta'; "
+            "1 other item(s) of this record were accepted"
+        )
+        assert reasons[6] == (
+            "starts[0].hyperparameters" + ".a" * 16 + ": nested deeper than 16 levels; "
+            "1 other item(s) of this record were accepted"
+        )
+
+        with grpc.insecure_channel(srv.target) as channel:
+            runs = service_pb2_grpc.RunServiceStub(channel)
+            run = runs.GetRun(service_pb2.GetRunRequest(run_id="m-run"), timeout=10).run
+            assert (run.project, run.start.framework, run.event_count, run.last_step) == ("alpha", "jax", 3, 3)
+            listed = runs.ListRuns(service_pb2.ListRunsRequest(), timeout=10).runs
+            assert sorted(r.run_id for r in listed) == ["m-ok", "m-run"]
+    finally:
+        srv.stop()
