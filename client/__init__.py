@@ -9,7 +9,9 @@ architecture and collects per-layer statistics; ``run.watch(model)`` wires it
 in without hooks to write. Ready-made reactions to a run's anomalies are in
 :mod:`runwatch.client.actions`; Lightning and Hugging Face integrations in
 :mod:`runwatch.client.integrations`; readers of logs already on disk in
-:mod:`runwatch.client.importers` (``runwatch replay``).
+:mod:`runwatch.client.importers` (``runwatch replay``). :class:`Api` reads
+runs, metric histories and anomalies back as pandas DataFrames
+(:mod:`runwatch.client.query`; ``runwatch export`` writes them to files).
 
 Examples
 --------
@@ -28,16 +30,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from runwatch.client.actions import ReduceLROnAnomaly, SkipBatches, StopOnDivergence, StopTraining
+from runwatch.client.query import Api, RunRef
 from runwatch.client.sender import BatchSender, SenderStats
 from runwatch.client.session import AnomalyStream, AnomalyWatch, Run, RunwatchClient, current_run, init
 
 __all__ = [
     "AnomalyStream",
     "AnomalyWatch",
+    "Api",
     "BatchSender",
     "ModelWatcher",
     "ReduceLROnAnomaly",
     "Run",
+    "RunRef",
     "RunwatchClient",
     "SenderStats",
     "SkipBatches",

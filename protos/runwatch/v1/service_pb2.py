@@ -26,7 +26,7 @@ from runwatch.v1 import anomaly_pb2 as runwatch_dot_v1_dot_anomaly__pb2
 from runwatch.v1 import runs_pb2 as runwatch_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runwatch/v1/service.proto\x12\x0brunwatch.v1\x1a\x19runwatch/v1/anomaly.proto\x1a\x16runwatch/v1/runs.proto\"/\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12/\n\nviolations\x18\x05 \x03(\x0b\x32\x1b.runwatch.v1.FieldViolation\x12\x10\n\x08warnings\x18\x06 \x03(\t\"u\n\x0cWatchRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12+\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.Severity\x12\x17\n\x0finclude_history\x18\x04 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xae\x02\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.runwatch.v1.RunKind\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\x12\n\nstart_time\x18\x05 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\x01\x12\x12\n\nend_reason\x18\x07 \x01(\t\x12\x11\n\tlast_step\x18\x08 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\t \x01(\x03\x12\x15\n\ranomaly_count\x18\n \x01(\x03\x12\x17\n\x0flast_event_time\x18\x0b \x01(\x01\x12$\n\x05start\x18\x0c \x01(\x0b\x32\x15.runwatch.v1.RunStart\"\x80\x01\n\rMetricSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04last\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x17\n\x0fnonfinite_count\x18\x06 \x01(\x03\x12\x11\n\tlast_step\x18\x07 \x01(\x03\"d\n\x10\x44iagnosticStatus\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x11\n\tincidents\x18\x02 \x01(\x05\x12+\n\x0cmax_severity\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.Severity\"\xb9\x01\n\nRunSummary\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.runwatch.v1.RunInfo\x12\'\n\tanomalies\x18\x02 \x03(\x0b\x32\x14.runwatch.v1.Anomaly\x12+\n\x07metrics\x18\x03 \x03(\x0b\x32\x1a.runwatch.v1.MetricSummary\x12\x32\n\x0b\x64iagnostics\x18\x04 \x03(\x0b\x32\x1d.runwatch.v1.DiagnosticStatus\"Y\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.runwatch.v1.RunInfo\"Y\n\x12SuggestConstraints\x12\x12\n\nmax_params\x18\x01 \x01(\x03\x12\x16\n\x0emax_latency_ms\x18\x02 \x01(\x01\x12\x17\n\x0fnum_suggestions\x18\x03 \x01(\r\"~\n\x0eSuggestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x34\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1f.runwatch.v1.SuggestConstraints\x12\x15\n\rtarget_metric\x18\x04 \x01(\t\"j\n\x12\x41rchitectureChange\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"S\n\x0fPredictedEffect\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\tpredicted\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\"*\n\tCostDelta\x12\x0e\n\x06params\x18\x01 \x01(\x03\x12\r\n\x05\x66lops\x18\x02 \x01(\x03\"\xb2\x01\n\nSuggestion\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x30\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x1f.runwatch.v1.ArchitectureChange\x12,\n\x06\x65\x66\x66\x65\x63t\x18\x03 \x01(\x0b\x32\x1c.runwatch.v1.PredictedEffect\x12\x10\n\x08\x65vidence\x18\x04 \x03(\t\x12$\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x16.runwatch.v1.CostDelta\"O\n\x0fSuggestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12,\n\x0bsuggestions\x18\x02 \x03(\x0b\x32\x17.runwatch.v1.Suggestion2\x8f\x01\n\rIngestService\x12\x39\n\x06Ingest\x12\x17.runwatch.v1.EventBatch\x1a\x16.runwatch.v1.IngestAck\x12\x43\n\x0cStreamEvents\x12\x17.runwatch.v1.EventBatch\x1a\x16.runwatch.v1.IngestAck(\x01\x30\x01\x32S\n\x0cWatchService\x12\x43\n\x0eWatchAnomalies\x12\x19.runwatch.v1.WatchRequest\x1a\x14.runwatch.v1.Anomaly0\x01\x32\x94\x01\n\nRunService\x12=\n\x06GetRun\x12\x1a.runwatch.v1.GetRunRequest\x1a\x17.runwatch.v1.RunSummary\x12G\n\x08ListRuns\x12\x1c.runwatch.v1.ListRunsRequest\x1a\x1d.runwatch.v1.ListRunsResponse2V\n\x0e\x41\x64visorService\x12\x44\n\x07Suggest\x12\x1b.runwatch.v1.SuggestRequest\x1a\x1c.runwatch.v1.SuggestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runwatch/v1/service.proto\x12\x0brunwatch.v1\x1a\x19runwatch/v1/anomaly.proto\x1a\x16runwatch/v1/runs.proto\"/\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12/\n\nviolations\x18\x05 \x03(\x0b\x32\x1b.runwatch.v1.FieldViolation\x12\x10\n\x08warnings\x18\x06 \x03(\t\"u\n\x0cWatchRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12+\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.Severity\x12\x17\n\x0finclude_history\x18\x04 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xae\x02\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.runwatch.v1.RunKind\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\x12\n\nstart_time\x18\x05 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\x01\x12\x12\n\nend_reason\x18\x07 \x01(\t\x12\x11\n\tlast_step\x18\x08 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\t \x01(\x03\x12\x15\n\ranomaly_count\x18\n \x01(\x03\x12\x17\n\x0flast_event_time\x18\x0b \x01(\x01\x12$\n\x05start\x18\x0c \x01(\x0b\x32\x15.runwatch.v1.RunStart\"\x80\x01\n\rMetricSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04last\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x17\n\x0fnonfinite_count\x18\x06 \x01(\x03\x12\x11\n\tlast_step\x18\x07 \x01(\x03\"d\n\x10\x44iagnosticStatus\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x11\n\tincidents\x18\x02 \x01(\x05\x12+\n\x0cmax_severity\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.Severity\"\xb9\x01\n\nRunSummary\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.runwatch.v1.RunInfo\x12\'\n\tanomalies\x18\x02 \x03(\x0b\x32\x14.runwatch.v1.Anomaly\x12+\n\x07metrics\x18\x03 \x03(\x0b\x32\x1a.runwatch.v1.MetricSummary\x12\x32\n\x0b\x64iagnostics\x18\x04 \x03(\x0b\x32\x1d.runwatch.v1.DiagnosticStatus\"Y\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.runwatch.v1.RunInfo\"|\n\x11GetMetricsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07metrics\x18\x02 \x03(\t\x12\x15\n\x08min_step\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\x08max_step\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x0b\n\t_min_stepB\x0b\n\t_max_step\"9\n\rMetricHistory\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.runwatch.v1.MetricEvent\"s\n\x14ListAnomaliesRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12+\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.Severity\x12\r\n\x05limit\x18\x04 \x01(\r\"@\n\x15ListAnomaliesResponse\x12\'\n\tanomalies\x18\x01 \x03(\x0b\x32\x14.runwatch.v1.Anomaly\"Y\n\x12SuggestConstraints\x12\x12\n\nmax_params\x18\x01 \x01(\x03\x12\x16\n\x0emax_latency_ms\x18\x02 \x01(\x01\x12\x17\n\x0fnum_suggestions\x18\x03 \x01(\r\"~\n\x0eSuggestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x34\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1f.runwatch.v1.SuggestConstraints\x12\x15\n\rtarget_metric\x18\x04 \x01(\t\"j\n\x12\x41rchitectureChange\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"S\n\x0fPredictedEffect\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\tpredicted\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\"*\n\tCostDelta\x12\x0e\n\x06params\x18\x01 \x01(\x03\x12\r\n\x05\x66lops\x18\x02 \x01(\x03\"\xb2\x01\n\nSuggestion\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x30\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x1f.runwatch.v1.ArchitectureChange\x12,\n\x06\x65\x66\x66\x65\x63t\x18\x03 \x01(\x0b\x32\x1c.runwatch.v1.PredictedEffect\x12\x10\n\x08\x65vidence\x18\x04 \x03(\t\x12$\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x16.runwatch.v1.CostDelta\"O\n\x0fSuggestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12,\n\x0bsuggestions\x18\x02 \x03(\x0b\x32\x17.runwatch.v1.Suggestion2\x8f\x01\n\rIngestService\x12\x39\n\x06Ingest\x12\x17.runwatch.v1.EventBatch\x1a\x16.runwatch.v1.IngestAck\x12\x43\n\x0cStreamEvents\x12\x17.runwatch.v1.EventBatch\x1a\x16.runwatch.v1.IngestAck(\x01\x30\x01\x32S\n\x0cWatchService\x12\x43\n\x0eWatchAnomalies\x12\x19.runwatch.v1.WatchRequest\x1a\x14.runwatch.v1.Anomaly0\x01\x32\xb8\x02\n\nRunService\x12=\n\x06GetRun\x12\x1a.runwatch.v1.GetRunRequest\x1a\x17.runwatch.v1.RunSummary\x12G\n\x08ListRuns\x12\x1c.runwatch.v1.ListRunsRequest\x1a\x1d.runwatch.v1.ListRunsResponse\x12J\n\nGetMetrics\x12\x1e.runwatch.v1.GetMetricsRequest\x1a\x1a.runwatch.v1.MetricHistory0\x01\x12V\n\rListAnomalies\x12!.runwatch.v1.ListAnomaliesRequest\x1a\".runwatch.v1.ListAnomaliesResponse2V\n\x0e\x41\x64visorService\x12\x44\n\x07Suggest\x12\x1b.runwatch.v1.SuggestRequest\x1a\x1c.runwatch.v1.SuggestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,26 +53,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRUNSREQUEST']._serialized_end=1264
   _globals['_LISTRUNSRESPONSE']._serialized_start=1266
   _globals['_LISTRUNSRESPONSE']._serialized_end=1320
-  _globals['_SUGGESTCONSTRAINTS']._serialized_start=1322
-  _globals['_SUGGESTCONSTRAINTS']._serialized_end=1411
-  _globals['_SUGGESTREQUEST']._serialized_start=1413
-  _globals['_SUGGESTREQUEST']._serialized_end=1539
-  _globals['_ARCHITECTURECHANGE']._serialized_start=1541
-  _globals['_ARCHITECTURECHANGE']._serialized_end=1647
-  _globals['_PREDICTEDEFFECT']._serialized_start=1649
-  _globals['_PREDICTEDEFFECT']._serialized_end=1732
-  _globals['_COSTDELTA']._serialized_start=1734
-  _globals['_COSTDELTA']._serialized_end=1776
-  _globals['_SUGGESTION']._serialized_start=1779
-  _globals['_SUGGESTION']._serialized_end=1957
-  _globals['_SUGGESTRESPONSE']._serialized_start=1959
-  _globals['_SUGGESTRESPONSE']._serialized_end=2038
-  _globals['_INGESTSERVICE']._serialized_start=2041
-  _globals['_INGESTSERVICE']._serialized_end=2184
-  _globals['_WATCHSERVICE']._serialized_start=2186
-  _globals['_WATCHSERVICE']._serialized_end=2269
-  _globals['_RUNSERVICE']._serialized_start=2272
-  _globals['_RUNSERVICE']._serialized_end=2420
-  _globals['_ADVISORSERVICE']._serialized_start=2422
-  _globals['_ADVISORSERVICE']._serialized_end=2508
+  _globals['_GETMETRICSREQUEST']._serialized_start=1322
+  _globals['_GETMETRICSREQUEST']._serialized_end=1446
+  _globals['_METRICHISTORY']._serialized_start=1448
+  _globals['_METRICHISTORY']._serialized_end=1505
+  _globals['_LISTANOMALIESREQUEST']._serialized_start=1507
+  _globals['_LISTANOMALIESREQUEST']._serialized_end=1622
+  _globals['_LISTANOMALIESRESPONSE']._serialized_start=1624
+  _globals['_LISTANOMALIESRESPONSE']._serialized_end=1688
+  _globals['_SUGGESTCONSTRAINTS']._serialized_start=1690
+  _globals['_SUGGESTCONSTRAINTS']._serialized_end=1779
+  _globals['_SUGGESTREQUEST']._serialized_start=1781
+  _globals['_SUGGESTREQUEST']._serialized_end=1907
+  _globals['_ARCHITECTURECHANGE']._serialized_start=1909
+  _globals['_ARCHITECTURECHANGE']._serialized_end=2015
+  _globals['_PREDICTEDEFFECT']._serialized_start=2017
+  _globals['_PREDICTEDEFFECT']._serialized_end=2100
+  _globals['_COSTDELTA']._serialized_start=2102
+  _globals['_COSTDELTA']._serialized_end=2144
+  _globals['_SUGGESTION']._serialized_start=2147
+  _globals['_SUGGESTION']._serialized_end=2325
+  _globals['_SUGGESTRESPONSE']._serialized_start=2327
+  _globals['_SUGGESTRESPONSE']._serialized_end=2406
+  _globals['_INGESTSERVICE']._serialized_start=2409
+  _globals['_INGESTSERVICE']._serialized_end=2552
+  _globals['_WATCHSERVICE']._serialized_start=2554
+  _globals['_WATCHSERVICE']._serialized_end=2637
+  _globals['_RUNSERVICE']._serialized_start=2640
+  _globals['_RUNSERVICE']._serialized_end=2952
+  _globals['_ADVISORSERVICE']._serialized_start=2954
+  _globals['_ADVISORSERVICE']._serialized_end=3040
 # @@protoc_insertion_point(module_scope)

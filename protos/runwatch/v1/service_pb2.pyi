@@ -134,6 +134,42 @@ class ListRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
 
+class GetMetricsRequest(_message.Message):
+    __slots__ = ("run_id", "metrics", "min_step", "max_step")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MIN_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEP_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    min_step: int
+    max_step: int
+    def __init__(self, run_id: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ...) -> None: ...
+
+class MetricHistory(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_runs_pb2.MetricEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[_runs_pb2.MetricEvent, _Mapping]]] = ...) -> None: ...
+
+class ListAnomaliesRequest(_message.Message):
+    __slots__ = ("project", "run_id", "min_severity", "limit")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    run_id: str
+    min_severity: _anomaly_pb2.Severity
+    limit: int
+    def __init__(self, project: _Optional[str] = ..., run_id: _Optional[str] = ..., min_severity: _Optional[_Union[_anomaly_pb2.Severity, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListAnomaliesResponse(_message.Message):
+    __slots__ = ("anomalies",)
+    ANOMALIES_FIELD_NUMBER: _ClassVar[int]
+    anomalies: _containers.RepeatedCompositeFieldContainer[_anomaly_pb2.Anomaly]
+    def __init__(self, anomalies: _Optional[_Iterable[_Union[_anomaly_pb2.Anomaly, _Mapping]]] = ...) -> None: ...
+
 class SuggestConstraints(_message.Message):
     __slots__ = ("max_params", "max_latency_ms", "num_suggestions")
     MAX_PARAMS_FIELD_NUMBER: _ClassVar[int]

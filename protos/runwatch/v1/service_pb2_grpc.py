@@ -245,6 +245,16 @@ class RunServiceStub:
                 request_serializer=runwatch_dot_v1_dot_service__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=runwatch_dot_v1_dot_service__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_stream(
+                '/runwatch.v1.RunService/GetMetrics',
+                request_serializer=runwatch_dot_v1_dot_service__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=runwatch_dot_v1_dot_service__pb2.MetricHistory.FromString,
+                _registered_method=True)
+        self.ListAnomalies = channel.unary_unary(
+                '/runwatch.v1.RunService/ListAnomalies',
+                request_serializer=runwatch_dot_v1_dot_service__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=runwatch_dot_v1_dot_service__pb2.ListAnomaliesResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -265,6 +275,20 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """A run's metric history in step order, streamed in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnomalies(self, request, context):
+        """Latest revision of each stored incident matching a filter, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -277,6 +301,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=runwatch_dot_v1_dot_service__pb2.ListRunsRequest.FromString,
                     response_serializer=runwatch_dot_v1_dot_service__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=runwatch_dot_v1_dot_service__pb2.GetMetricsRequest.FromString,
+                    response_serializer=runwatch_dot_v1_dot_service__pb2.MetricHistory.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=runwatch_dot_v1_dot_service__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=runwatch_dot_v1_dot_service__pb2.ListAnomaliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -334,6 +368,60 @@ class RunService:
             '/runwatch.v1.RunService/ListRuns',
             runwatch_dot_v1_dot_service__pb2.ListRunsRequest.SerializeToString,
             runwatch_dot_v1_dot_service__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runwatch.v1.RunService/GetMetrics',
+            runwatch_dot_v1_dot_service__pb2.GetMetricsRequest.SerializeToString,
+            runwatch_dot_v1_dot_service__pb2.MetricHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runwatch.v1.RunService/ListAnomalies',
+            runwatch_dot_v1_dot_service__pb2.ListAnomaliesRequest.SerializeToString,
+            runwatch_dot_v1_dot_service__pb2.ListAnomaliesResponse.FromString,
             options,
             channel_credentials,
             insecure,
