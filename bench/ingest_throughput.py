@@ -16,6 +16,12 @@ Prints a table: events/s and metric values/s for each service, the
 pipeline's ratio to each bare service, and p50/p99 latency from batch
 arrival to anomaly emission (measured inside the pipeline process).
 
+    python bench/ingest_throughput.py --only-full --http --repeats 5
+
+measures what serving the dashboard and /metrics costs ingest: the same server
+with ``--http-port`` on while a run page streams its points and anomalies, the
+anomaly feed streams, and Prometheus scrapes every second (kinds alternate).
+
     python bench/ingest_throughput.py --in-process --runs 16 --steps 2000
 
 times the same batches in this one process, without gRPC: the pipeline's
@@ -89,17 +95,22 @@ def make_batches(runs: int, steps: int, batch: int, seed: int) -> tuple[list[lis
     return per_run, n_events, n_values
 
 
-def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str) -> None:
+def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, http: bool = False) -> None:
     from runwatch.service.server import RunwatchServer
     from runwatch.service.settings import ServiceSettings
 
     async def main() -> None:
-        server = RunwatchServer(ServiceSettings(port=0, data_dir=Path(data_dir)))
+        server = RunwatchServer(ServiceSettings(port=0, data_dir=Path(data_dir), http_port=0 if http else None))
         port_q.put(await server.start())
+        if http:
+            port_q.put(server.http_port)
+        cpu0 = time.process_time()
         while not stop.is_set():
             await asyncio.sleep(0.05)
         p = server.pipeline
-        out_q.put(((list(p.batch_latencies), list(p.emission_latencies)), dict(p.counters)))
+        # CPU time of the whole server process (all threads): far less sensitive to other load than wall clock.
+        counters = {**p.counters, "cpu_seconds": time.process_time() - cpu0}
+        out_q.put(((list(p.batch_latencies), list(p.emission_latencies)), counters))
         await server.stop()
 
     asyncio.run(main())
@@ -184,19 +195,99 @@ async def _drive(port: int, per_run: list[list[bytes]], streams: int) -> tuple[f
         return time.perf_counter() - t0, accepted
 
 
-def measure(kind: str, per_run, streams: int) -> tuple[float, int, list[float], dict]:
+class DashboardLoad:
+    """What an open dashboard and a Prometheus server ask of the service while it ingests (``--http``).
+
+    One run page (its page, its curves, then its event stream, fetching the curves
+    again on each ``reload`` event as the page does), the anomaly feed's stream,
+    and a /metrics scrape every ``scrape_every`` seconds; each in a thread.
+    """
+
+    def __init__(self, http_port: int, scrape_every: float, run_id: str = "bench-0") -> None:
+        import threading
+
+        self.base = f"http://127.0.0.1:{http_port}"
+        self.run_id = run_id
+        self.scrape_every = scrape_every
+        self.stopped = threading.Event()
+        self.scrapes = 0
+        self.reloads = 0
+        self.event_bytes = 0
+        self.threads = [threading.Thread(target=t, daemon=True) for t in (self._scrape, self._page, self._feed)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+
+    def _get(self, path: str) -> bytes:
+        from urllib.request import urlopen
+
+        with urlopen(self.base + path, timeout=30) as r:
+            return r.read()
+
+    def _scrape(self) -> None:
+        while not self.stopped.wait(self.scrape_every):
+            self._get("/metrics")
+            self.scrapes += 1
+
+    def _stream(self, path: str, on_reload=None) -> None:
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(self.base + path, timeout=60) as r:
+                while not self.stopped.is_set():
+                    line = r.readline()
+                    if not line:
+                        break
+                    self.event_bytes += len(line)
+                    if on_reload is not None and line.startswith(b"event: reload"):
+                        on_reload()
+        except OSError:
+            pass
+
+    def _series(self) -> None:
+        self._get(f"/api/series?run={self.run_id}&width=1000")
+        self.reloads += 1
+
+    def _page(self) -> None:
+        while not self.stopped.is_set():  # the run exists once its first batch is in
+            try:
+                self._get(f"/runs/{self.run_id}")
+                self._get(f"/api/run?run={self.run_id}")
+                self._series()
+                break
+            except OSError:
+                time.sleep(0.05)
+        self._stream(f"/api/stream?run={self.run_id}&since=0", on_reload=self._series)
+
+    def _feed(self) -> None:
+        self._stream("/api/stream")
+
+
+def measure(kind: str, per_run, streams: int, scrape_every: float = 1.0) -> tuple[float, int, list[float], dict]:
     ctx = mp.get_context("spawn")
     port_q, out_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "full":
-            proc = ctx.Process(target=_full_server, args=(port_q, stop, out_q, tmp), daemon=True)
+        if kind in ("full", "full+http"):
+            proc = ctx.Process(target=_full_server, args=(port_q, stop, out_q, tmp, kind == "full+http"), daemon=True)
         else:
             proc = ctx.Process(target=_bare_server, args=(port_q, stop, out_q, tmp, kind == "decode"), daemon=True)
         proc.start()
         port = port_q.get(timeout=60)
-        seconds, accepted = asyncio.run(_drive(port, per_run, streams))
+        load = None
+        if kind == "full+http":
+            with DashboardLoad(port_q.get(timeout=60), scrape_every) as load:
+                seconds, accepted = asyncio.run(_drive(port, per_run, streams))
+        else:
+            seconds, accepted = asyncio.run(_drive(port, per_run, streams))
         stop.set()
         latencies, counters = out_q.get(timeout=60)
+        if load is not None:
+            counters["dashboard"] = (load.scrapes, load.reloads, load.event_bytes)
         proc.join(timeout=30)
     return seconds, accepted, latencies, counters
 
@@ -283,6 +374,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--in-process", action="store_true", help="time the apply path in this process (CPU), no gRPC")
+    p.add_argument(
+        "--http", action="store_true",
+        help="also run the pipeline with the dashboard on (--http-port) under load: a run page's event stream, "
+        "the anomaly feed and a /metrics scrape per --scrape-every seconds; kinds alternate, best of --repeats",
+    )  # fmt: skip
+    p.add_argument("--scrape-every", type=float, default=1.0, help="with --http: seconds between /metrics scrapes")
+    p.add_argument(
+        "--only-full", action="store_true", help="skip the bare gRPC services (with --http: the overhead only)"
+    )
     args = p.parse_args()
     load_before = os.getloadavg()
 
@@ -315,13 +415,23 @@ def main() -> None:
         )
         return
     rows = {}
-    for kind in ("parse", "decode", "full"):
-        best = None
-        for _ in range(args.repeats):
-            seconds, accepted, latencies, counters = measure(kind, per_run, args.streams)
-            if best is None or seconds < best[0]:
-                best = (seconds, accepted, latencies, counters)
-        rows[kind] = best
+    cpu_runs: dict[str, list[dict]] = {"full": [], "full+http": []}
+    kinds = ["full"] if args.only_full else ["parse", "decode", "full"]
+    if args.http:
+        kinds.append("full+http")
+    # Repeats go round the kinds in turn, so slow drifts of the machine's load hit each kind alike.
+    for _ in range(args.repeats):
+        for kind in kinds:
+            seconds, accepted, latencies, counters = measure(kind, per_run, args.streams, args.scrape_every)
+            extra = ""
+            if "dashboard" in counters:
+                scrapes, fetches, streamed = counters["dashboard"]
+                extra = f" (dashboard: {scrapes} scrapes, {fetches} curve fetches, {streamed:,} event-stream bytes)"
+            print(f"  {kind}: {n_events / seconds:,.0f} events/s{extra}", flush=True)
+            if kind in cpu_runs:
+                cpu_runs[kind].append(counters)
+            if kind not in rows or seconds < rows[kind][0]:
+                rows[kind] = (seconds, accepted, latencies, counters)
     print()
     print(
         f"best of {args.repeats}; load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
@@ -332,7 +442,9 @@ def main() -> None:
         ("parse", "bare gRPC: parse only"),
         ("decode", "bare gRPC: parse + read every value"),
         ("full", "runwatch pipeline"),
+        ("full+http", f"runwatch pipeline + dashboard and /metrics (scraped every {args.scrape_every:g} s)"),
     )
+    labels = tuple((kind, label) for kind, label in labels if kind in rows)
     for kind, label in labels:
         seconds, accepted, _, counters = rows[kind]
         print(
@@ -340,8 +452,17 @@ def main() -> None:
             f"| {counters.get('anomalies', '-')} |"
         )
     print()
-    for kind, label in labels[:2]:
-        print(f"ratio pipeline / {label} (events/s): {rows[kind][0] / rows['full'][0]:.2f}")
+    for kind, label in labels:
+        if kind in ("parse", "decode"):
+            print(f"ratio pipeline / {label} (events/s): {rows[kind][0] / rows['full'][0]:.2f}")
+    if "full+http" in rows:
+        cost = 1 - rows["full"][0] / rows["full+http"][0]
+        print(f"dashboard + /metrics cost on ingest throughput: {cost * 100:+.1f} % (best of {args.repeats} each)")
+        cpu = {k: min(c["cpu_seconds"] for c in cpu_runs[k]) / n_events * 1e6 for k in ("full", "full+http")}
+        print(
+            f"server CPU per event (whole process, least of {args.repeats}): {cpu['full']:.2f} us without, "
+            f"{cpu['full+http']:.2f} us with the dashboard: {(cpu['full+http'] / cpu['full'] - 1) * 100:+.1f} %"
+        )
     batch_lat, anomaly_lat = rows["full"][2]
     print()
     print("| latency in the pipeline | samples | p50 | p99 | max |")

@@ -161,6 +161,8 @@ class MethodSummary:
     median_regret: float
     mean_normalized_regret: float  # over improvable outcomes
     unevaluable: int  # outcomes where no look-up could be evaluated
+    median_normalized_regret: float = math.nan  # over improvable outcomes
+    capped_mean_normalized_regret: float = math.nan  # each capped at 1 ("no better than the start")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,6 +200,8 @@ def summarize(outcomes: Iterable[Outcome]) -> MethodSummary:
         median_regret=float(np.median(finite)) if finite else math.nan,
         mean_normalized_regret=float(np.nanmean(norm)) if norm else math.nan,
         unevaluable=sum(not math.isfinite(o.best_found) for o in outs),
+        median_normalized_regret=float(np.nanmedian(norm)) if norm else math.nan,
+        capped_mean_normalized_regret=float(np.nanmean(np.minimum(norm, 1.0))) if norm else math.nan,
     )
 
 

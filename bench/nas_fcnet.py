@@ -26,6 +26,12 @@ Protocol (also written into the RESULTS.md subsection):
   over ``--baseline-seeds`` seeds; "peer best" (no model) the k best distinct
   architectures of the history by observed val loss. A look-up the table
   cannot answer (an architecture FCNet lacks) is wasted.
+- Fair anchors on the same history (issue 14): ``forest`` -- scikit-learn's
+  RandomForestRegressor (defaults) on FCNet's raw columns and the log val
+  loss, its top-k predicted architectures of the slice; ``tpe_warm`` -- NNI's
+  TPE warm-started with the history (``import_data`` with the deduplication
+  reset, :func:`runwatch.nas.nni_adapter.warm_tpe_search`), its first k
+  proposals. Normalised regret is reported as mean, median and mean capped at 1.
 """
 
 from __future__ import annotations
@@ -63,14 +69,17 @@ from runwatch.nas.history import RunObservation
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hpo-benchmarks"
-METHODS = ("advisor", "advisor_no_seeding", "peer_best", "tpe", "random")
+METHODS = ("advisor", "advisor_no_seeding", "forest", "tpe_warm", "peer_best", "tpe", "random")
 METHOD_LABELS = {
     "advisor": "runwatch advisor",
     "advisor_no_seeding": "advisor, surrogate only (no seeding, no peer candidates)",
+    "forest": "scikit-learn RandomForest on the history, its top-k",
+    "tpe_warm": "NNI TPE warm-started with the history (dedup reset)",
     "peer_best": "peer best (history, no model)",
     "tpe": "NNI TPE (true objective)",
     "random": "NNI random",
 }
+ANCHORS = ("forest", "tpe_warm")
 
 
 @dataclass
@@ -282,6 +291,84 @@ def _peer_best(view: SliceView, start: Start, k: int, seed: int, cache: dict) ->
     return out
 
 
+def _raw_features(table: FCNetTable, rows: Sequence[int]) -> np.ndarray:
+    """FCNet's own columns, one row per configuration: what a plain model of this table would be given.
+
+    log2 n_units_1/2, dropout_1/2, activation_1/2 == relu, log10 init_lr, lr_schedule == cosine, log2 batch_size.
+    """
+    rows = np.asarray(rows, dtype=int)
+    return np.column_stack(
+        [
+            np.log2(table.n_units[rows, 0]),
+            np.log2(table.n_units[rows, 1]),
+            table.dropout[rows, 0],
+            table.dropout[rows, 1],
+            [table.activation[r][0] == "relu" for r in rows],
+            [table.activation[r][1] == "relu" for r in rows],
+            np.log10(table.init_lr[rows]),
+            [table.lr_schedule[r] == "cosine" for r in rows],
+            np.log2(table.batch_size[rows]),
+        ]
+    ).astype(float)
+
+
+def _history_rows(view: SliceView, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The history's table rows and observed val losses (the seed each run saw)."""
+    if "history_rows" not in cache:
+        index = {cid: i for i, cid in enumerate(view.table.config_ids)}
+        rows, y = [], []
+        for o in view.history:
+            name, cid, _ = o.run_id.split("/")
+            if name != view.table.name or cid not in index:
+                continue  # another dataset's runs (--cross-dataset): other inputs, not this table's features
+            rows.append(index[cid])
+            y.append(o.outcome["val/loss"])
+        cache["history_rows"] = (np.array(rows, dtype=int), np.array(y, dtype=float))
+    return cache["history_rows"]
+
+
+def _forest_anchor(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> list[Genome]:
+    """scikit-learn's RandomForestRegressor (defaults, ``random_state=seed``) fitted on the history's raw columns
+    and log val loss; its top-k predicted architectures of the start's slice within the search space."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from runwatch.nas.space import within
+
+    if "forest" not in cache:
+        rows, y = _history_rows(view, cache)
+        rf = RandomForestRegressor(random_state=seed, n_jobs=1).fit(_raw_features(view.table, rows), np.log(y))
+        cache["forest"] = rf.predict(_raw_features(view.table, view.rows))
+    pred = cache["forest"]
+    start_genome = view.table.genome(start.row)
+    order = np.lexsort((view.rows, pred))
+    out = []
+    for i in order:
+        g = view.genomes[i]
+        if g == start_genome or not within(g, start_genome, view.space):
+            continue
+        out.append(g)
+        if len(out) == k:
+            break
+    return out
+
+
+def _tpe_warm_anchor(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> list[Genome]:
+    """NNI's TPE warm-started with the history's architectures and observed val losses (``import_data``, its
+    deduplication of imported configurations reset), then k proposals with the true table value as objective."""
+    from runwatch.nas import nni_adapter
+
+    rows, y = _history_rows(view, cache)
+    past = [(view.table.genome(int(r)), float(v)) for r, v in zip(rows, y)]
+    penalty = view.worst
+
+    def objective(genome: Genome) -> float:
+        v = view.truth_of(genome)
+        return v if math.isfinite(v) else penalty
+
+    trials = nni_adapter.warm_tpe_search(view.table.genome(start.row), view.space, past, objective, k, seed)
+    return [g for g, _ in trials]
+
+
 def _tuner(name: str) -> Method:
     def run(view: SliceView, start: Start, k: int, seed: int, cache: dict) -> list[Genome]:
         from runwatch.nas import nni_adapter
@@ -302,11 +389,13 @@ def _tuner(name: str) -> Method:
 METHOD_FUNCTIONS: dict[str, Method] = {
     "advisor": _advisor,
     "advisor_no_seeding": _surrogate_only,
+    "forest": _forest_anchor,
+    "tpe_warm": _tpe_warm_anchor,
     "peer_best": _peer_best,
     "tpe": _tuner("tpe"),
     "random": _tuner("random"),
 }
-RANDOMISED = {"tpe", "random"}
+RANDOMISED = {"tpe", "random", "tpe_warm"}
 
 
 # -- the evaluation -----------------------------------------------------------------------------
@@ -408,9 +497,99 @@ def summary_rows(outcomes: Sequence[Outcome], methods: Sequence[str], ks: Sequen
                     fmt(s.mean_regret),
                     fmt(s.median_regret),
                     fmt(s.mean_normalized_regret, 2),
+                    fmt(s.median_normalized_regret, 2),
+                    fmt(s.capped_mean_normalized_regret, 2),
                 ]
             )
     return rows
+
+
+SUMMARY_HEADER = [
+    "method",
+    "k",
+    "improved (all starts)",
+    "improved / improvable",
+    "mean regret",
+    "median regret",
+    "mean normalised regret",
+    "median normalised regret",
+    "capped mean (≤ 1)",
+]
+
+
+def regret_table(
+    outcomes: Sequence[Outcome], methods: Sequence[str], ks: Sequence[int], labels: dict[str, str] | None = None
+) -> list[str]:
+    """Normalised regret (mean, median, mean capped at 1) per method and k, and the advisor against the anchors."""
+    labels = labels or METHOD_LABELS
+    rows = []
+    for k in ks:
+        stats = {}
+        for m in methods:
+            sel = [o for o in outcomes if o.method == m and o.k == k]
+            if sel:
+                stats[m] = summarize(sel)
+        for m, st in stats.items():
+            rows.append(
+                [
+                    labels.get(m, m),
+                    k,
+                    fmt(st.mean_normalized_regret, 3),
+                    fmt(st.median_normalized_regret, 3),
+                    fmt(st.capped_mean_normalized_regret, 3),
+                    pct(st.improvement_rate),
+                ]
+            )
+    lines = markdown_table(
+        ["method", "k", "mean normalised regret", "median", "capped mean (≤ 1)", "improved"], rows, "lrrrrr"
+    )
+    verdict = anchor_verdict(outcomes, ks)
+    if verdict:
+        lines += ["", *verdict]
+    return lines
+
+
+def anchor_verdict(outcomes: Sequence[Outcome], ks: Sequence[int], advisor: str = "advisor") -> list[str]:
+    """Per k: is the advisor's mean AND median normalised regret below both fair anchors (forest, warm TPE)?"""
+    rows = []
+    anchors = {"forest", "tpe_warm"}
+    for k in ks:
+        s = {}
+        for m in (advisor, *sorted(anchors)):
+            sel = [o for o in outcomes if o.method == m and o.k == k]
+            if sel:
+                s[m] = summarize(sel)
+        if advisor not in s or not anchors & set(s):
+            continue
+        a = s[advisor]
+        others = [s[m] for m in sorted(anchors) if m in s]
+        mean_ok = all(a.mean_normalized_regret < b.mean_normalized_regret for b in others)
+        median_ok = all(a.median_normalized_regret < b.median_normalized_regret for b in others)
+        paired = " ; ".join("/".join(str(x) for x in paired_comparison(outcomes, advisor, m, k)) for m in sorted(anchors) if m in s)
+        rows.append(
+            [
+                k,
+                f"{fmt(a.mean_normalized_regret, 3)} / {fmt(a.median_normalized_regret, 3)}",
+                " ; ".join(f"{fmt(b.mean_normalized_regret, 3)} / {fmt(b.median_normalized_regret, 3)}" for b in others),
+                paired,
+                "yes" if mean_ok else "no",
+                "yes" if median_ok else "no",
+            ]
+        )
+    if not rows:
+        return []
+    return markdown_table(
+        [
+            "k",
+            "advisor mean / median",
+            "forest ; warm TPE (mean / median)",
+            "starts advisor better/tie/worse vs forest ; vs warm TPE",
+            "mean below both",
+            "median below both",
+        ],
+        rows,
+        "rrrrll",
+    )
 
 
 def targets(outcomes: Sequence[Outcome], ks: Sequence[int]) -> list[list[str]]:
@@ -480,7 +659,13 @@ def report(result: FCNetResult, protocol: FCNetProtocol, command: str, data_dir:
         "16..512, relu/tanh, dropout 0/0.3/0.6, depth fixed, no normalization or residual, "
         f"at most {p.max_changes} changed attributes (of 6). Each method gets k look-ups of the true table value in "
         f"the start's slice; NNI TPE and random search start cold, use the true value as objective and are averaged "
-        f"over {p.baseline_seeds} seeds (their first k trials of one {max(p.ks)}-trial run). Peer best = the k best "
+        f"over {p.baseline_seeds} seeds (their first k trials of one {max(p.ks)}-trial run). Fair anchors (issue 14), "
+        "fitted on the same history: scikit-learn's RandomForestRegressor (defaults) on FCNet's own columns (widths, "
+        "dropouts, activations, lr, schedule, batch size) and the log val loss, its top-k predicted architectures of "
+        "the slice; NNI's TPE warm-started with the history's architectures and observed losses (`import_data`, its "
+        "deduplication of imported configurations reset), its first k proposals (true objective, averaged over the "
+        "same seeds). The mean normalised regret has no upper bound (one pick far worse than the start dominates it), "
+        "so its median and a mean with each value capped at 1 (no better than the start) are shown too. Peer best = the k best "
         "distinct architectures of the history by observed val loss (a model-free transfer baseline). The advisor "
         "itself (`AdvisorConfig` defaults) also takes the history's 10 best architectures with the start's input and "
         "output sizes as candidates (`peer_candidates`), scored by its surrogate like its other candidates; its "
@@ -501,22 +686,28 @@ def report(result: FCNetResult, protocol: FCNetProtocol, command: str, data_dir:
             ),
             "",
         ]
-    header = [
-        "method",
-        "k",
-        "improved (all starts)",
-        "improved / improvable",
-        "mean regret",
-        "median regret",
-        "mean normalised regret",
-    ]
+    header = SUMMARY_HEADER
     lines += [f"#### All datasets ({n_starts} starts)", ""]
-    lines += markdown_table(header, summary_rows(result.outcomes, methods, p.ks), "lrrrrrr")
+    lines += markdown_table(header, summary_rows(result.outcomes, methods, p.ks), "lrrrrrrrr")
     lines.append("")
+    if any(m in methods for m in ANCHORS):
+        lines += [
+            "#### Against the fair anchors (issue 14): the same history, the same look-ups",
+            "",
+            "Mean / median normalised regret; \"below both\" = lower than the forest's and warm TPE's at that k "
+            "(all datasets pooled, then per dataset).",
+            "",
+        ]
+        lines += anchor_verdict(result.outcomes, p.ks)
+        lines.append("")
+        for name in result.starts:
+            verdict = anchor_verdict([o for o in result.outcomes if o.group == name], p.ks)
+            if verdict:
+                lines += [f"{name}:", "", *verdict, ""]
     for name in result.starts:
         lines += [f"#### {name}", ""]
         outs = [o for o in result.outcomes if o.group == name]
-        lines += markdown_table(header, summary_rows(outs, methods, p.ks), "lrrrrrr")
+        lines += markdown_table(header, summary_rows(outs, methods, p.ks), "lrrrrrrrr")
         lines.append("")
     trows = targets(result.outcomes, p.ks)
     lines += ["#### Targets (issue #6)", ""]

@@ -379,7 +379,7 @@ def evaluate(
     used for the suggestions and for the random-edit control alike.
     """
     from runwatch.models.registry import DiagnosticSuite, SuiteConfig
-    from runwatch.nas.advisor import Advisor, AdvisorConfig, Constraints
+    from runwatch.nas.advisor import Advisor, AdvisorConfig, Constraints, NoSuggestionError
     from runwatch.nas.space import SearchSpace, edit_distance
 
     search_space = SearchSpace.from_dict(space or {})
@@ -415,12 +415,18 @@ def evaluate(
                 res.note = "no genome"
                 continue
             t0 = time.perf_counter()
-            suggestions = advisor.suggest(obs, Constraints(num_suggestions=3), search_space)
+            try:
+                suggestions = advisor.suggest(obs, Constraints(num_suggestions=3), search_space)
+            except NoSuggestionError as exc:  # no edit fits: the advisor names the constraint
+                suggestions, res.note = [], str(exc)
             seconds["suggest"] += time.perf_counter() - t0
-            if not suggestions:
-                res.note = "no suggestion"
+            # A stability fix (a diverged run: learning rate, warm-up, clipping) changes the training, not the
+            # genome; this harness retrains genomes, so it takes the advisor's best architecture edit.
+            edits = [s for s in suggestions if not s.hyperparameters]
+            if not edits:
+                res.note = res.note or ("no suggestion" if not suggestions else "only training-setting fixes")
                 continue
-            top = suggestions[0]
+            top = edits[0]
             res.changes = [c.description for c in top.changes]
             res.predicted_delta = float(top.effect.delta)
             spec, builder = apply_genome(t.spec, top.genome, "-advised")

@@ -50,11 +50,16 @@ logger = logging.getLogger("runwatch.client")
 START, EVENT, LOG, END = 0, 1, 2, 3
 _CONTROL = (START, END)
 
-# Stream failures that re-sending the same batch cannot fix.
-_POISON_CODES = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE}
-)
+# Stream failures that re-sending the same batch cannot fix. RESOURCE_EXHAUSTED is not one: the
+# server answers it when a limit is reached (streams, runs of a project), and the same batches are
+# accepted once there is room; they stay queued (or spooled) and are re-sent with back-off.
+_POISON_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
 _POISON_ATTEMPTS = 3
+
+
+def _is_poison(code: grpc.StatusCode | None, detail: str) -> bool:
+    # gRPC's own message-size refusal also says RESOURCE_EXHAUSTED: that batch never fits.
+    return code in _POISON_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in detail)
 
 
 @dataclass(frozen=True)
@@ -642,7 +647,7 @@ class BatchSender:
                     log = logger.debug if self._failing else logger.warning
                     log("runwatch: stream to the server failed (%s); retrying in the background", self._last_error)
                     self._failing = True
-                discard = self._note_failure(stream, code)
+                discard = self._note_failure(stream, code, detail or "")
             self._cond.notify_all()
         if discard is not None and self.spool is not None:
             self.spool.discard(discard)
@@ -650,12 +655,12 @@ class BatchSender:
                 self._cond.notify_all()
         stream.end()
 
-    def _note_failure(self, stream: _Stream, code: grpc.StatusCode | None) -> SpoolRecord | None:
+    def _note_failure(self, stream: _Stream, code: grpc.StatusCode | None, detail: str = "") -> SpoolRecord | None:
         """Give up on the oldest batch when the server keeps failing the stream because of it.
 
         Returns the spool record to discard, if any.
         """
-        if stream.got_ack or code not in _POISON_CODES or not self._unacked:
+        if stream.got_ack or not _is_poison(code, detail) or not self._unacked:
             return None
         seq, pending = next(iter(self._unacked.items()))
         pending.failures += 1

@@ -40,6 +40,7 @@ import grpc
 
 from runwatch.client import convert
 from runwatch.client.actions import ReduceLROnAnomaly, SkipBatches, StopOnDivergence, StopTraining
+from runwatch.client.connection import make_channel
 from runwatch.client.sender import END, EVENT, LOG, START, BatchSender, SenderStats
 from runwatch.client.spool import Spool
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
@@ -73,10 +74,19 @@ class RunwatchClient:
     Parameters
     ----------
     target
-        ``host:port`` of the server.
+        ``host:port`` of the server (plaintext), or ``https://host:port`` (TLS).
     channel
-        Use this channel instead of creating one (``target`` is then ignored);
-        the client does not close a channel it did not create.
+        Use this channel instead of creating one (``target`` and the TLS and
+        token arguments are then ignored); the client does not close a
+        channel it did not create.
+    token
+        Access token sent with every call (servers started with
+        ``--auth-tokens``); None = ``$RUNWATCH_TOKEN``.
+    ca_file, cert_file, key_file
+        For an ``https://`` target: PEM CA bundle to check the server with
+        (None = ``$RUNWATCH_CA_FILE``, else the system's CAs), and a client
+        certificate and key for mutual TLS (None = ``$RUNWATCH_CLIENT_CERT``
+        / ``$RUNWATCH_CLIENT_KEY``). See :mod:`runwatch.client.connection`.
     max_queue
         Most items waiting to be sent; beyond it the oldest metric events and
         log lines are dropped (see ``stats().dropped``).
@@ -128,16 +138,28 @@ class RunwatchClient:
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 << 20,
         spool_on_full: str = "drop_oldest",
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.target = target
+        if channel is None:
+            # Before the spool: a bad TLS argument must fail before anything is claimed on disk.
+            channel = make_channel(
+                target, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                options=[*_CHANNEL_OPTIONS, *options],
+            )  # fmt: skip
+            self._owns_channel = True
+        else:
+            self._owns_channel = False
         spool = None
         if spool_dir is not None:
             try:
                 spool = Spool(spool_dir, max_bytes=spool_max_bytes, on_full=spool_on_full)
             except OSError as exc:
                 logger.warning("runwatch: cannot use the spool folder %s (%s); keeping events in memory only", spool_dir, exc)
-        self._owns_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(target, options=[*_CHANNEL_OPTIONS, *options])
+        self.channel = channel
         self.anomaly_grace = anomaly_grace
         self._sender = BatchSender(
             self.channel,
@@ -376,6 +398,7 @@ class Run:
         self._opt_hook = None
         self._saw_optimizer_step = False
         self._opt_matches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._captures: list[Any] = []  # capture_output / capture_logging handles, stopped by finish()
         # -- actions
         #: Set when a stop was requested (by :class:`StopOnDivergence` or :meth:`request_stop`).
         self.should_stop = False
@@ -501,6 +524,49 @@ class Run:
         )
         self.client._sender.put(LOG, line)
 
+    def capture_output(self, stdout: bool = True, stderr: bool = True) -> Any:
+        """Tee ``sys.stdout`` / ``sys.stderr`` into this run's log lines; returns the started capture.
+
+        The program's output still goes where it went, first and unchanged;
+        each complete line is also logged (its own level word wins, else INFO
+        for stdout, WARNING for stderr). Use it as a context manager or call
+        ``stop()``; :meth:`finish` stops it. See :mod:`runwatch.client.capture`.
+
+        Examples
+        --------
+        >>> with run.capture_output():          # doctest: +SKIP
+        ...     print("iteration 10/100 | lm loss: 2.31 | grad norm: 1.2")
+        """
+        from runwatch.client.capture import OutputCapture
+
+        self._check_open()
+        capture = OutputCapture(self, stdout=stdout, stderr=stderr).start()
+        self._captures.append(capture)
+        return capture
+
+    def capture_logging(self, logger: logging.Logger | str | None = None, level: int | str = logging.INFO) -> Any:
+        """Send the records of ``logger`` (None: the root logger) at ``level`` and above as log lines.
+
+        Each record keeps its level; a record with a traceback becomes one
+        line per line. Records below the logger's own level are never made
+        (``logging.getLogger().setLevel(logging.INFO)`` to see INFO through
+        the root logger, whose default is WARNING). Returns the handle
+        (``stop()`` or ``with``); :meth:`finish` stops it.
+
+        Examples
+        --------
+        >>> run.capture_logging("transformers", level="WARNING")  # doctest: +SKIP
+        """
+        from runwatch.client.capture import LoggingCapture
+
+        self._check_open()
+        number = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+        if not isinstance(number, int):
+            raise ValueError(f"level: unknown logging level {level!r}")
+        capture = LoggingCapture(self, logger, number).start()
+        self._captures.append(capture)
+        return capture
+
     # -- automatic metrics -------------------------------------------------
 
     def enable_system_metrics(self, interval: float = 1.0, timing: bool = True) -> None:
@@ -618,7 +684,7 @@ class Run:
                     self._watch_fresh = True
 
     def set_model(self, model: Any, example_input: Any = None) -> None:
-        """Describe ``model``'s architecture into the run's start record (re-sent; the server keeps the newest)."""
+        """Describe ``model``'s architecture into the run's start record, re-sent (a server fills it in once)."""
         from runwatch.client.torch_watch import describe_architecture
 
         try:
@@ -634,7 +700,16 @@ class Run:
         self.update_start()
 
     def update_start(self, hyperparameters: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None) -> None:
-        """Merge into the start record and re-send it (the server replaces the stored one)."""
+        """Merge into the start record and re-send it.
+
+        The server adds what its record lacks (new keys, an architecture); a value that
+        contradicts one already recorded is rejected by its path and logged here.
+
+        Raises
+        ------
+        ValueError
+            When ``hyperparameters`` nest deeper than the server accepts (16 levels).
+        """
         self._check_open()
         if hyperparameters:
             merged = convert.struct_to_dict(self.start_message.hyperparameters)
@@ -751,6 +826,8 @@ class Run:
             if self.should_stop and not reason:
                 reason = self.stop_reason
         code = convert.run_status(status)  # a bad status raises before the run is closed
+        for capture in self._captures:  # their last lines go out before the RunEnd
+            capture.stop()
         with self._lock:
             already = self._finished
             self._finished = True
@@ -936,8 +1013,10 @@ def init(
     run_id
         Unique id; generated when None.
     target
-        ``host:port`` of the server; default ``$RUNWATCH_TARGET``, else
-        ``127.0.0.1:50051``.
+        ``host:port`` of the server, or ``https://host:port`` for TLS; default
+        ``$RUNWATCH_TARGET``, else ``127.0.0.1:50051``. A token and TLS files
+        come from ``$RUNWATCH_TOKEN``, ``$RUNWATCH_CA_FILE``, ... unless given
+        as ``token=``, ``ca_file=``, ... (see :class:`RunwatchClient`).
     kind, tags, environment
         As for :meth:`RunwatchClient.start_run` (``environment`` wins over captured facts).
     example_input
@@ -1083,6 +1162,7 @@ class AnomalyWatch:
     def _run(self) -> None:
         backoff = 0.1
         request = self.request
+        warned = False
         while not self._stop.is_set():
             try:
                 call = self._stub.WatchAnomalies(request)
@@ -1109,6 +1189,13 @@ class AnomalyWatch:
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
+                code = exc.code() if hasattr(exc, "code") else None
+                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) and not warned:
+                    warned = True  # else callbacks would stay silent for a reason only debug logs tell
+                    logger.warning(
+                        "runwatch: cannot watch anomalies of %s (%s: %s); a token with the 'read' scope is needed",
+                        self.request.run_id, code.name, exc.details(),
+                    )  # fmt: skip
                 logger.debug("runwatch: anomaly watch for %s broke: %s", self.request.run_id, exc)
             if self._stop.wait(backoff * random.uniform(0.8, 1.2)):
                 break

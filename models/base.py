@@ -190,5 +190,13 @@ class Diagnostic(ABC):
         """Called periodically with the current time; override for time-based checks."""
         return None
 
+    def next_idle_due(self, now: float, last_wall_time: float) -> float | None:
+        """The earliest time after ``now`` at which :meth:`on_idle` could report something new, or None (never).
+
+        A run evicted from memory while idle is restored at that time to be checked;
+        override together with :meth:`on_idle`.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

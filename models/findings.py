@@ -69,6 +69,8 @@ class Finding:
         Step since which the condition has held without a break (defaults to
         ``step``). Block-wise diagnostics report only a few steps of a long
         firing stretch; ``since`` tells the alert policy they are one stretch.
+    lines
+        Log lines behind a finding read from text (``LOG_PATTERN``), first offending line first.
     """
 
     kind: AnomalyKind
@@ -85,6 +87,7 @@ class Finding:
     wall_time: float = 0.0
     evidence: list[tuple[str, int, float]] = field(default_factory=list)
     since: int = -1
+    lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.key:

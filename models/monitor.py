@@ -17,6 +17,18 @@ from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import Finding
 from runwatch.models.fusion import FindingFusion, FusionConfig
 
+#: Columns kept per metric for evidence before the older ones are merged into one.
+MAX_EVIDENCE_COLUMNS = 8
+
+
+class _External:
+    """Name and version of a detector that reports through :meth:`RunMonitor.report`."""
+
+    __slots__ = ("name", "version")
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name, self.version = name, version
+
 
 class RunMonitor:
     """Feeds a run's metric blocks to its diagnostics and merges findings into incidents.
@@ -92,6 +104,20 @@ class RunMonitor:
             self.fusion.apply([f for _, f in found], self._learned_normal)
         return self._alerts(found, self.last_wall_time)
 
+    def report(self, findings: list[Finding], wall_time: float | None = None) -> list[Alert]:
+        """Merge findings made outside the diagnostics (e.g. from log text) into incidents.
+
+        Each finding names its ``detector``; the alert policy treats it like any other.
+        """
+        if not findings:
+            return []
+        by_name = {}
+        for f in findings:
+            by_name.setdefault(f.detector, _External(f.detector, f.detector_version))
+        return self._alerts(
+            [(by_name[f.detector], f) for f in findings], self.last_wall_time if wall_time is None else wall_time
+        )
+
     def _remember(self, name: str, col: Column) -> None:
         """Keep the newest block's column whole and ``evidence_len`` points before it, no more.
 
@@ -105,7 +131,20 @@ class RunMonitor:
         q.append(col)
         while len(q) > 1 and older - len(q[0]) >= self.evidence_len:
             older -= len(q.popleft())
-        if older > self.evidence_len:  # the oldest column holds more than is needed: keep its tail only
+        if len(q) > MAX_EVIDENCE_COLUMNS:
+            # Small blocks (an SDK flushing every step or two) leave one tiny column each, whose arrays
+            # cost far more than their points: the older ones become one column of the points kept.
+            olds = [q.popleft() for _ in range(len(q) - 1)]
+            keep = min(older, self.evidence_len)
+            q.appendleft(
+                Column(
+                    np.concatenate([c.steps for c in olds])[-keep:],
+                    np.concatenate([c.values for c in olds])[-keep:],
+                    np.concatenate([c.wall_times for c in olds])[-keep:],
+                )
+            )
+            older = keep
+        elif older > self.evidence_len:  # the oldest column holds more than is needed: keep its tail only
             c = q[0]
             k = len(c) - (older - self.evidence_len)
             q[0] = Column(c.steps[-k:].copy(), c.values[-k:].copy(), c.wall_times[-k:].copy())
@@ -126,6 +165,16 @@ class RunMonitor:
             if f is not None:
                 found.append((diag, f))
         return self._alerts(found, now) if found else []
+
+    def next_idle_due(self, now: float, last_seen: float | None = None) -> float | None:
+        """The earliest time after ``now`` at which :meth:`idle` could raise something new, or None (never).
+
+        ``last_seen`` as for :meth:`idle`. The service restores a run evicted from memory
+        at that time, so a stall is raised for it as for a run that stayed.
+        """
+        seen = self.last_wall_time if last_seen is None else last_seen
+        due = [t for d in self.diagnostics if (t := d.next_idle_due(now, seen)) is not None]
+        return min(due) if due else None
 
     def evidence(self, metrics: Iterable[str], up_to_step: int | None = None) -> list[tuple[str, int, float]]:
         """Recent ``(metric, step, value)`` points of the given metrics, up to a step."""

@@ -30,6 +30,9 @@ _EXPORTS = {
     "run_summary": "evidence",
     "Surrogate": "surrogate",
     "SurrogateConfig": "surrogate",
+    "TargetTransform": "surrogate",
+    "StabilityFix": "stability",
+    "stability_fixes": "stability",
     "Seed": "seeding",
     "Finding": "seeding",
     "run_findings": "seeding",
@@ -47,6 +50,7 @@ _EXPORTS = {
     "AdvisorConfig": "advisor",
     "Constraints": "advisor",
     "NoArchitectureError": "advisor",
+    "NoSuggestionError": "advisor",
     "PredictedEffect": "advisor",
     "Suggestion": "advisor",
     "estimated_latency_ms": "advisor",
@@ -71,6 +75,7 @@ __all__ = [
     "Genome",
     "LossProgress",
     "NoArchitectureError",
+    "NoSuggestionError",
     "OutcomePrior",
     "PeerArchitecture",
     "PeerSummary",
@@ -79,9 +84,11 @@ __all__ = [
     "SearchConfig",
     "SearchSpace",
     "Seed",
+    "StabilityFix",
     "Suggestion",
     "Surrogate",
     "SurrogateConfig",
+    "TargetTransform",
     "estimated_latency_ms",
     "history_from_store",
     "infer_direction",
@@ -95,6 +102,7 @@ __all__ = [
     "run_summary",
     "search_candidates",
     "seed_genomes",
+    "stability_fixes",
 ]
 
 if TYPE_CHECKING:
@@ -103,6 +111,7 @@ if TYPE_CHECKING:
         AdvisorConfig,
         Constraints,
         NoArchitectureError,
+        NoSuggestionError,
         PredictedEffect,
         Suggestion,
         estimated_latency_ms,
@@ -123,7 +132,8 @@ if TYPE_CHECKING:
     from runwatch.nas.search import Candidate, SearchConfig, search_candidates
     from runwatch.nas.seeding import Finding, Seed, run_findings, seed_genomes
     from runwatch.nas.space import SearchSpace
-    from runwatch.nas.surrogate import Surrogate, SurrogateConfig
+    from runwatch.nas.stability import StabilityFix, stability_fixes
+    from runwatch.nas.surrogate import Surrogate, SurrogateConfig, TargetTransform
     from runwatch.nas.transfer import PeerArchitecture, peer_architectures
 
 

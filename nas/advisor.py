@@ -9,17 +9,27 @@ effect on the target metric with its uncertainty, the evidence from the logs
 and the change in cost.
 
 Predicted effect: the surrogate scores the run with the candidate
-architecture and with its own (:meth:`Surrogate.score`: the run's
-hyperparameters and early logs on both sides), ``delta = predicted(candidate)
-- predicted(current)``. For a finished run the prediction is anchored to what
-the run actually reached: ``predicted = observed + delta``, with the delta
-taken on the surrogate's scale -- for losses (fitted on a log scale) that is
-``predicted = observed * predicted(candidate) / predicted(current)``, which
-never goes below zero -- and ``delta = predicted - observed``. Without an
-observed outcome (a run in progress, or ``anchor_to_observed=False``)
-``predicted`` is the surrogate's own prediction. ``stddev`` is the
-surrogate's standard deviation for the candidate in the metric's units
-(scaled like the prediction when anchored on a log scale).
+architecture and with its own (:meth:`Surrogate.model_stats`: the run's
+hyperparameters and early logs on both sides) on its own scale (log for
+losses, logit for accuracies and other metrics in [0, 1]:
+:class:`~runwatch.nas.surrogate.TargetTransform`). For a finished run the
+prediction is anchored to what the run actually reached, on that scale:
+``z = T(observed) + z(candidate) - z(current)``, and ``predicted =
+T^-1(z)``; the 80 % interval is ``T^-1(z -/+ q * s)``, ``s`` the candidate's
+uncertainty and ``q`` its calibration on the history's out-of-bag errors
+(:meth:`Surrogate.calibration`), so a loss interval never goes below zero and
+an accuracy interval never above 1. ``delta = predicted - observed``.
+``PredictedEffect.stddev`` is the smaller half-width of the interval / 1.2816
+(``predicted ± 1.28 * stddev`` lies inside the interval, hence inside the
+metric's range); ``lower`` / ``upper`` carry the interval itself, and an
+evidence line states it. Without an observed outcome the prediction is the
+surrogate's own: for a run still in progress ``delta`` is taken against the
+surrogate's prediction for its current architecture; for a run that ended
+with a non-finite target (diverged) there is no baseline value, ``delta`` is
+NaN and the evidence says so. With fewer than ``SurrogateConfig.min_predict``
+(8) runs with the target the advisor predicts nothing: every effect is NaN
+and the evidence says "not enough history to predict (n=...)"; the edits are
+then ranked by the run's findings and their size only.
 
 Edits the surrogate cannot judge: a seed read off a strong finding (a
 vanishing gradient in a run that did not train, :mod:`runwatch.nas.seeding`)
@@ -40,12 +50,30 @@ sizes, rewritten as edits of the run's (:mod:`runwatch.nas.transfer`), are
 candidates too (``AdvisorConfig.peer_candidates`` of them), scored by the
 surrogate like every other candidate.
 
-Divergence risk: :meth:`Advisor.fit` also fits a
-:class:`~runwatch.nas.risk.DivergenceRisk` on the same history, and each
-suggestion's evidence ends with one line, its description and the probability
-that the run diverges with its own genome and with the edit
-(``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``). It is
-reported, not ranked on.
+Divergence first: :meth:`Advisor.fit` also fits a
+:class:`~runwatch.nas.risk.DivergenceRisk` on the same history (refitted with
+the run added when the run diverged and the history lacks it, so the base
+rate counts it). A run that diverged (non-finite loss or target, a
+``nonfinite`` finding), that runwatch predicts will (``divergence_predicted``,
+``exploding_gradient``), or whose predicted risk is at least 50 % gets the
+stability fixes of :mod:`runwatch.nas.stability` first (learning rate,
+warm-up, normalization, residual paths, initialisation, clipping), ranked by
+the risk model's probability of divergence with the fix applied; other edits
+follow. Each suggestion's evidence ends with the risk line
+(``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``).
+
+Evidence: only history runs that did better than the run are cited (and
+proposed) as peer architectures; peer statistics leave out diverged runs and
+non-finite values and are cited only when they separate the run from its
+peers on the side that supports the edit (:mod:`runwatch.nas.evidence`). On a
+run that overfits (finding or peer rule), edits that cut capacity or add
+regularisation (narrower, shallower, more dropout) rank above every other
+edit.
+
+Empty answers: when no edit survives the constraints, :meth:`Advisor.suggest`
+raises :class:`NoSuggestionError` naming the constraint and the smallest
+candidate ("constraints.max_params: no edit fits the 1,000-parameter budget;
+the smallest candidate within the search space has 4,810 parameters (...)").
 
 Latency constraint: a FLOPs-based proxy, ``latency_ms = flops / flops_per_ms +
 layer_overhead_ms * layers`` for one example (``layers`` = weight layers and
@@ -63,17 +91,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
 
+import numpy as np
+
 from runwatch.nas.architecture import Change, Genome
 from runwatch.nas.evidence import PeerSummary, run_summary
 from runwatch.nas.features import architecture_features
 from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
-from runwatch.nas.prior import ArchSupport, OutcomePrior
-from runwatch.nas.risk import DivergenceRisk
-from runwatch.nas.search import Candidate, SearchConfig, edit_directions, search_candidates
-from runwatch.nas.seeding import Seed, budget_seeds, seed_genomes
-from runwatch.nas.space import SearchSpace
-from runwatch.nas.surrogate import Surrogate, SurrogateConfig, is_loss_like
+from runwatch.nas.prior import ArchSupport, OutcomePrior, PriorEstimate
+from runwatch.nas.risk import DivergenceRisk, diverged
+from runwatch.nas.search import (
+    Candidate,
+    CandidateScorer,
+    SearchConfig,
+    edit_cost_of,
+    edit_directions,
+    search_candidates,
+)
+from runwatch.nas.seeding import Seed, budget_seeds, run_findings, seed_genomes
+from runwatch.nas.space import SearchSpace, width_choices
+from runwatch.nas.stability import STABILITY_KINDS, StabilityFix, divergence_evidence, stability_fixes
+from runwatch.nas.surrogate import Z80, Surrogate, SurrogateConfig, is_loss_like
 from runwatch.nas.transfer import peer_architectures
 
 __all__ = [
@@ -81,6 +119,7 @@ __all__ = [
     "AdvisorConfig",
     "Constraints",
     "NoArchitectureError",
+    "NoSuggestionError",
     "PredictedEffect",
     "Suggestion",
     "estimated_latency_ms",
@@ -92,6 +131,19 @@ _MAXIMIZE_TOKENS = ("acc", "auc", "f1", "precision", "recall", "bleu", "rouge", 
 
 class NoArchitectureError(ValueError):
     """The run has no architecture record, so there is nothing to edit."""
+
+
+class NoSuggestionError(ValueError):
+    """No edit survives the constraints; the message names the constraint and the smallest candidate.
+
+    ``field`` is the constraint that excluded every edit (``"constraints.max_params"``,
+    ``"constraints.max_latency_ms"``, or ``""`` when the run's findings or the
+    search space did).
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
 
 
 def infer_direction(metric: str) -> str:
@@ -132,17 +184,44 @@ class Constraints:
 
 @dataclass(frozen=True)
 class PredictedEffect:
-    """Predicted value of the target metric after the change, its change against the run, and a stddev."""
+    """Predicted value of the target metric after the change, its change against the run, and its uncertainty.
+
+    ``predicted`` is the median prediction; ``lower`` / ``upper`` the ``level``
+    (80 %) interval, computed on the surrogate's scale and mapped back (inside
+    the metric's range); ``stddev`` the smaller half-width / 1.2816, so that
+    ``predicted ± 1.28 * stddev`` stays inside the interval. ``delta`` is NaN
+    when the run has no baseline value (it diverged); every field but
+    ``metric`` is NaN when the history is too small to predict.
+
+    Examples
+    --------
+    >>> e = PredictedEffect("val/acc", 0.93, 0.01, 0.01, lower=0.90, upper=0.95)
+    >>> e.interval()
+    '80% interval 0.9–0.95'
+    """
 
     metric: str
     predicted: float
     delta: float
     stddev: float
+    lower: float = math.nan
+    upper: float = math.nan
+    level: float = 0.8
+
+    def interval(self) -> str:
+        """The interval as text ("80% interval 0.9–0.95"); "" when there is none."""
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            return ""
+        return f"{100 * self.level:.0f}% interval {_fmt(self.lower)}–{_fmt(self.upper)}"
 
 
 @dataclass(frozen=True)
 class Suggestion:
-    """One ranked suggestion (rank 1 = best): the edited genome, its diff, effect, evidence and cost change."""
+    """One ranked suggestion (rank 1 = best): the edited genome, its diff, effect, evidence and cost change.
+
+    ``hyperparameters`` holds the training settings the suggestion changes
+    (a stability fix: ``{"lr": 0.15}``); empty for architecture edits.
+    """
 
     rank: int
     genome: Genome
@@ -151,6 +230,7 @@ class Suggestion:
     evidence: list[str]
     params_delta: int
     flops_delta: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,6 +268,9 @@ class AdvisorConfig:
     peer_candidates
         How many of the history's best architectures with the run's input and
         output sizes join the candidates (:mod:`runwatch.nas.transfer`); 0 = none.
+    exhaustive_limit
+        Score every genome of the search space when it has at most this many
+        parameter sets (:func:`~runwatch.nas.choices.all_genomes`); 0 = never.
     prior_for_unsupported
         Rank a strong finding's seeds whose edit the history never saw by the
         task's prior instead of the surrogate (module docstring); other such
@@ -217,6 +300,7 @@ class AdvisorConfig:
     seeding: bool = True
     peer_candidates: int = 10
     prior_for_unsupported: bool = True
+    exhaustive_limit: int = 2048
 
     def resolved_direction(self) -> str:
         if self.direction not in ("", "minimize", "maximize"):
@@ -232,6 +316,7 @@ class AdvisorConfig:
             parsimony=self.parsimony,
             seed=self.seed,
             use_nni=self.use_nni,
+            exhaustive_limit=self.exhaustive_limit,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,14 +331,15 @@ class AdvisorConfig:
         return cls(**values)
 
 
-# Which end-of-run numbers back up which kind of edit (see evidence.SUMMARY_LABELS).
-_SMALLER = ("gap", "params")
-_BIGGER = ("final_train_loss", "params")
-_GRADIENTS = ("min_layer_grad_norm", "max_grad_norm")
-_ACTIVATIONS = ("max_dead_frac", "max_sat_frac", "min_layer_grad_norm")
+# Which end-of-run numbers back up which kind of edit (see evidence.SUMMARY_LABELS), and on which side of the
+# peers the run must lie for the number to be a reason for it.
+_SMALLER = {"rel_gap": "above", "gap": "above", "params": "above"}
+_BIGGER = {"final_train_loss": "above", "params": "below"}
+_GRADIENTS = {"min_layer_grad_norm": "below", "max_grad_norm": "above"}
+_ACTIVATIONS = {"max_dead_frac": "above", "max_sat_frac": "above", "min_layer_grad_norm": "below"}
 
 
-def _evidence_keys(change: Change) -> tuple[str, ...]:
+def _evidence_keys(change: Change) -> dict[str, str]:
     if change.attribute in ("width", "depth", "dropout"):
         try:
             grows = float(change.after) > float(change.before)
@@ -266,7 +352,16 @@ def _evidence_keys(change: Change) -> tuple[str, ...]:
         return _GRADIENTS
     if change.attribute == "activation":
         return _ACTIVATIONS
-    return ("params",)
+    return {}
+
+
+# Edits that act on an overfitting run: less capacity or more regularisation.
+_REGULARISING = {("width", "down"), ("depth", "down"), ("dropout", "up")}
+
+
+def _regularises(base: Genome, genome: Genome) -> bool:
+    """Whether ``genome`` cuts ``base``'s capacity or adds regularisation somewhere (narrower, shallower, dropout)."""
+    return any((attribute, way) in _REGULARISING for _, attribute, way in edit_directions(base, genome))
 
 
 def _fmt(x: float) -> str:
@@ -276,6 +371,41 @@ def _fmt(x: float) -> str:
 def _pct(p: float) -> str:
     """A probability as a percentage: whole percents, one decimal under 1 %."""
     return f"{100 * p:.1f}%" if p < 0.01 else f"{100 * p:.0f}%"
+
+
+def _smallest_candidate(base: Genome, space: SearchSpace) -> Genome:
+    """The smallest genome (fewest parameters) the space allows within ``max_changes`` edits, built greedily.
+
+    Remove as many blocks as the space allows in one edit budget, then give
+    the widest remaining blocks their smallest allowed width, one edit each.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block
+    >>> g = Genome(64, 10, (Block("fc1", "linear", 512, "relu"), Block("fc2", "linear", 512, "relu")))
+    >>> _smallest_candidate(g, SearchSpace(max_changes=3)).key()
+    '64>linear256.relu>10'
+    """
+    from runwatch.nas.space import remove_blocks, within
+
+    best = base
+    budget = space.max_changes
+    shrink = [d for d in space.depth_changes if d < 0]
+    options = [0]
+    if shrink:
+        options += list(range(1, min(budget, base.depth - 1) + 1))
+    for removed in options:
+        g = remove_blocks(base, base.depth - removed, removed) if removed else base
+        left = budget - removed
+        order = sorted(range(g.depth), key=lambda i: -g.blocks[i].width)
+        for i in order[:left]:
+            smallest = min(width_choices(g.blocks[i], space, g))
+            trial = g.replace_block(i, width=smallest)
+            if not trial.validate():
+                g = trial
+        if g != base and not g.validate() and within(g, base, space) and g.params() < best.params():
+            best = g
+    return best
 
 
 def _over_budget(genome: Genome, constraints: Constraints, cfg: AdvisorConfig) -> str:
@@ -307,8 +437,8 @@ class Advisor:
     >>> history = [run(i, w) for i, w in enumerate([16, 32, 64, 128, 256, 512] * 4)]
     >>> advisor = Advisor(AdvisorConfig(use_nni=False)).fit(history)
     >>> best = advisor.suggest(run(99, 256), Constraints(num_suggestions=1))[0]
-    >>> best.changes[0].description, best.effect.delta < 0
-    ('fc1: 256 -> 128 units', True)
+    >>> best.changes[0].description, best.effect.delta < 0, best.effect.lower < best.effect.predicted < best.effect.upper
+    ('fc1 (Linear 64→256): 256 -> 128 units', True, True)
     """
 
     def __init__(self, config: AdvisorConfig | None = None) -> None:
@@ -323,8 +453,8 @@ class Advisor:
     def fit(self, history: Sequence[RunObservation]) -> Self:
         """Learn from other runs: the surrogate from those with a target outcome, the peer statistics from all.
 
-        Also fits the divergence risk (:class:`~runwatch.nas.risk.DivergenceRisk`) on the same history;
-        it is reported in each suggestion's evidence and does not change the ranking.
+        Also fits the divergence risk (:class:`~runwatch.nas.risk.DivergenceRisk`) on the same history: it
+        ranks the stability fixes of a run that diverged and adds one evidence line to every suggestion.
         """
         cfg = self.config
         cfg.resolved_direction()  # fail early on a bad direction
@@ -340,7 +470,7 @@ class Advisor:
     def suggest(
         self, run: RunObservation, constraints: Constraints | None = None, space: SearchSpace | None = None
     ) -> list[Suggestion]:
-        """Ranked edits of ``run``'s architecture, best first.
+        """Ranked edits of ``run``'s architecture (and, for a run that diverged, of its training), best first.
 
         Parameters
         ----------
@@ -354,23 +484,40 @@ class Advisor:
         Returns
         -------
         list[Suggestion]
-            At most ``num_suggestions``, ranked by the risk-adjusted predicted
-            effect (``delta + risk_aversion * stddev`` when minimizing) plus
-            the parsimony cost per edit. Only the best of each edit idea (the
-            same attributes of the same layers changed in the same direction:
-            dropout 0.2 and 0.3 on fc1 are one idea, fc1 wider and fc1
-            narrower two) and of edits the surrogate cannot tell apart is
-            shown. When nothing is predicted to help, the least harmful edits
-            are still returned: check ``effect.delta``. A run over its budget
-            is also seeded with smaller versions of itself
-            (:func:`~runwatch.nas.seeding.budget_seeds`).
+            At most ``num_suggestions``. A run that diverged or is predicted
+            to gets the stability fixes first (module docstring), ranked by
+            the divergence-risk model. The other edits are ranked by the
+            risk-adjusted predicted effect (``delta + risk_aversion * stddev``
+            when minimizing) plus the parsimony cost per edit; on an
+            overfitting run the edits that cut capacity or add dropout come
+            first. Only the best of each edit idea (the same attributes of
+            the same layers changed in the same direction: dropout 0.2 and 0.3
+            on fc1 are one idea, fc1 wider and fc1 narrower two) and of edits
+            the surrogate cannot tell apart is shown. When nothing is
+            predicted to help, the least harmful edits are still returned:
+            check ``effect.delta``. A run over its budget is also seeded with
+            smaller versions of itself (:func:`~runwatch.nas.seeding.budget_seeds`).
 
         Raises
         ------
         NoArchitectureError
             (a ``ValueError``) when ``run.genome`` is ``None``.
+        NoSuggestionError
+            (a ``ValueError``) when no edit survives the constraints; the
+            message names the constraint and the smallest candidate.
         RuntimeError
             When :meth:`fit` was not called.
+
+        Examples
+        --------
+        >>> from runwatch.nas.architecture import Block, Genome
+        >>> g = Genome(64, 10, (Block("fc1", "linear", 256, "relu"),))
+        >>> hist = [RunObservation(f"r{i}", g, outcome={"val/loss": 0.3 + 0.01 * i}) for i in range(10)]
+        >>> try:
+        ...     Advisor(AdvisorConfig(use_nni=False)).fit(hist).suggest(hist[0], Constraints(max_params=1000))
+        ... except NoSuggestionError as e:
+        ...     print(e)
+        constraints.max_params: no edit fits the 1,000-parameter budget: the smallest candidate within the search space has 9,610 parameters (fc1 (Linear 64→256): 256 -> 128 units; the run has 19,210)
         """
         if run.genome is None:
             raise NoArchitectureError(
@@ -385,7 +532,11 @@ class Advisor:
         limit = constraints.num_suggestions or 3
         base = run.genome
         surrogate = self.surrogate
+        direction = cfg.resolved_direction()
         peers = self.peers.without(run.run_id)
+        risk = self.risk.with_run(run)
+        kinds = {f.kind for f in run_findings(run, peers)}
+        observed = run.outcome.get(cfg.target_metric, math.nan)
         seeds = seed_genomes(run, space, peers) if cfg.seeding else []
         over = _over_budget(base, constraints, cfg)
         if over:
@@ -395,49 +546,225 @@ class Advisor:
             return surrogate.score(run, genomes)
 
         guard = EditGuard.for_run(run, peers)
+        rejected = {"budget": 0, "guard": 0}
 
         def accept(g: Genome) -> bool:
-            return not _over_budget(g, constraints, cfg) and guard.allows(base, g)
+            if _over_budget(g, constraints, cfg):
+                rejected["budget"] += 1
+                return False
+            if not guard.allows(base, g):
+                rejected["guard"] += 1
+                return False
+            return True
 
         search_cfg = cfg.search_config()
         if surrogate.mode == "prior":
             search_cfg.use_nni = False  # a constant objective: nothing for a tuner to learn
-        direction = cfg.resolved_direction()
         extra = []
         if cfg.peer_candidates > 0:
             history = [o for o in self.history if o.run_id != run.run_id]
+            better = observed if math.isfinite(observed) else None
             for p in peer_architectures(
-                base, history, cfg.target_metric, space, cfg.peer_candidates, direction, accept
+                base, history, cfg.target_metric, space, cfg.peer_candidates, direction, accept, better_than=better
             ):
-                extra.append((p.genome, "peer", (p.evidence(cfg.target_metric),)))
-        candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept, extra)
+                extra.append((p.genome, "peer", (p.evidence(cfg.target_metric, better),)))
+        to_model = surrogate.transform.to_model if surrogate.can_predict else None
+        candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept, extra, to_model)
         cur_mean = float(score([base])[0][0])
-        observed = run.outcome.get(cfg.target_metric, math.nan)
         candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
+        if "overfitting" in kinds:  # capacity and regularisation fixes first, each group in its own order
+            candidates = sorted(candidates, key=lambda c: not _regularises(base, c.genome))
         summary = run_summary(run)
+
+        stability: list[StabilityFix] = []
+        p_run = float(risk.predict(run.hyperparameters, [base])[0]) if risk.mode != "unfitted" else math.nan
+        if self._needs_stability(run, kinds, risk, p_run):
+            stability = self._rank_stability(run, space, risk, accept)
+
         chosen: list[Candidate] = []
         seen: set[object] = set()
-        for c in candidates:
+        for fix in stability:
+            seen.add(edit_directions(base, fix.genome) if fix.genome != base else ("hp", fix.rule))
+            seen.add(fix.genome.key() if fix.genome != base else ("hp", fix.rule))
+        room = max(0, limit - len(stability))
+        for c in candidates if room else ():
             # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
             # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
             shape = edit_directions(base, c.genome)
             view = tuple(sorted((k, round(v, 9)) for k, v in architecture_features(c.genome).items()))
-            if shape in seen or view in seen:
+            if shape in seen or view in seen or c.genome.key() in seen:
                 continue
             seen.update((shape, view))
             chosen.append(c)
-            if len(chosen) == limit:
+            if len(chosen) == room:
                 break
-        suggestions = [
-            self._suggestion(rank, c, run, cur_mean, observed, summary, peers, notes.get(c.genome.key()))
-            for rank, c in enumerate(chosen, start=1)
+        suggestions = [self._stability_suggestion(fix, run, risk) for fix in stability[:limit]]
+        suggestions += [
+            self._suggestion(c, run, observed, summary, peers, notes.get(c.genome.key())) for c in chosen
         ]
-        if suggestions and self.risk.mode != "unfitted":
-            # Reported, not ranked on: one line per suggestion, P(diverge) of the run's genome -> the edited one.
-            p = self.risk.predict(run.hyperparameters, [base, *(s.genome for s in suggestions)])
-            for s, q in zip(suggestions, p[1:], strict=True):
-                s.evidence.append(f"{self.risk.describe()}: {_pct(float(p[0]))} -> {_pct(float(q))}")
-        return suggestions
+        if not suggestions:
+            raise self._nothing_fits(base, space, constraints, rejected)
+        if risk.mode != "unfitted":
+            # One line per suggestion, P(diverge) of the run as it was -> with the suggestion applied.
+            variants = [(s.genome, {**run.hyperparameters, **s.hyperparameters}) for s in suggestions]
+            p = risk.predict_variants(variants)
+            for s, q in zip(suggestions, p, strict=True):
+                s.evidence.append(f"{risk.describe()}: {_pct(p_run)} -> {_pct(float(q))}")
+        return [dataclasses.replace(s, rank=i) for i, s in enumerate(suggestions, start=1)]
+
+    def _needs_stability(self, run: RunObservation, kinds: set[str], risk: DivergenceRisk, p_run: float) -> bool:
+        """Stability first: the run diverged; or it has no final outcome yet and is predicted to diverge.
+
+        A finished run with a finite outcome did not diverge, whatever was predicted on the way.
+        """
+        if diverged(run):
+            return True
+        if math.isfinite(run.outcome.get(self.config.target_metric, math.nan)):
+            return False
+        return bool(kinds & set(STABILITY_KINDS)) or (risk.mode == "logistic" and p_run >= 0.5)
+
+    def _rank_stability(
+        self, run: RunObservation, space: SearchSpace, risk: DivergenceRisk, accept: Any
+    ) -> list[StabilityFix]:
+        """The stability fixes the constraints allow, lowest predicted P(diverge) first, rule order on ties."""
+        assert run.genome is not None
+        fixes = [f for f in stability_fixes(run, space) if f.genome == run.genome or accept(f.genome)]
+        if not fixes:
+            return []
+        p = risk.predict_variants([(f.genome, f.hyperparameters) for f in fixes])
+        p_run = float(risk.predict(run.hyperparameters, [run.genome])[0])
+        ranked = []
+        for f, q in zip(fixes, p, strict=True):
+            # A fix the model has never seen (no history run logs that hyperparameter) keeps the run's own risk.
+            judged = risk.mode == "logistic" and (not f.changed or risk.judges(f.changed))
+            ranked.append((round(float(q), 3) if judged else round(p_run, 3), f.priority, f, judged))
+        ranked.sort(key=lambda t: (t[0], t[1]))
+        return [dataclasses.replace(f, judged={"p": q, "judged": judged}) for q, _, f, judged in ranked]
+
+    def _effect(
+        self, run: RunObservation, genome: Genome, hyperparameters: Mapping[str, Any] | None = None, widen: float = 0.0
+    ) -> tuple[PredictedEffect, list[str]]:
+        """The predicted effect of training ``run`` with ``genome`` (and ``hyperparameters``), and what to say of it.
+
+        ``widen`` adds that much model-scale spread (the task's, for an edit the history never saw) in quadrature.
+        """
+        cfg = self.config
+        s = self.surrogate
+        assert s is not None and run.genome is not None
+        metric = cfg.target_metric
+        observed = run.outcome.get(metric, math.nan)
+        nan = math.nan
+        no_baseline = (
+            f"no change is given: this run's {metric} is {observed}, so there is no baseline value to compare with"
+        )
+        if not s.can_predict:
+            note = (
+                f"not enough history to predict {metric} (n={s.n_train} finished runs with it; at least "
+                f"{max(3, s.config.min_predict)} are needed): ranked by the run's findings and the edit's size, "
+                "with no predicted value"
+            )
+            notes = [no_baseline] if metric in run.outcome and not math.isfinite(observed) else []
+            return PredictedEffect(metric, nan, nan, nan, nan, nan, s.config.interval), [*notes, note]
+        hps = dict(run.hyperparameters if hyperparameters is None else hyperparameters)
+        rows = s.variant_rows_hp(run, [(run.genome, run.hyperparameters), (genome, hps)])
+        centre, spread = s.model_stats(rows)
+        t = s.transform
+        z_cur, z_new = float(centre[0]), float(centre[1])
+        z_obs = float(t.forward(observed)) if math.isfinite(observed) else nan
+        notes: list[str] = []
+        anchored = cfg.anchor_to_observed and math.isfinite(z_obs)
+        z = z_obs + (z_new - z_cur) if anchored else z_new
+        half = math.hypot(s.calibration(anchored=anchored) * float(spread[1]), Z80 * widen)
+        predicted, lower, upper = (float(v) for v in t.inverse([z, z - half, z + half]))
+        if math.isfinite(observed):
+            delta = float(predicted - observed)
+        elif metric in run.outcome or diverged(run):
+            delta = nan
+            notes.append(f"{no_baseline}; the prediction is for the edited run")
+        else:  # still running: against the surrogate's prediction for the current architecture
+            delta = predicted - float(t.inverse(z_cur))
+        stddev = min(predicted - lower, upper - predicted) / Z80
+        effect = PredictedEffect(metric, predicted, delta, stddev, lower, upper, s.config.interval)
+        notes.append(
+            f"predicted {metric} {_fmt(predicted)}, {effect.interval()} (computed on the {t.describe()}, "
+            f"calibrated on the history's errors for runs the model did not see)"
+        )
+        return effect, notes
+
+    def _stability_suggestion(self, fix: StabilityFix, run: RunObservation, risk: DivergenceRisk) -> Suggestion:
+        base = run.genome
+        assert base is not None
+        cfg = self.config
+        effect, notes = self._effect(run, fix.genome, fix.hyperparameters)
+        evidence = []
+        why = divergence_evidence(run, cfg.target_metric)
+        if not why:
+            kinds = [d.kind for d in run.diagnoses if d.kind in STABILITY_KINDS]
+            if kinds:
+                d = next(d for d in run.diagnoses if d.kind in STABILITY_KINDS)
+                why = f"{d.kind} at step {d.step}: the run is predicted to diverge"
+            else:
+                why = f"{risk.describe()}: this run's own risk is at least 50 %"
+        evidence.append(f"stability first: {why}")
+        evidence.append(f"{fix.reason}")
+        if fix.judged.get("judged"):
+            evidence.append(
+                f"ranked by the divergence-risk model: P(diverge) {_pct(fix.judged['p'])} with this fix"
+            )
+        elif risk.mode == "logistic":
+            keys = ", ".join(fix.changed) or fix.rule
+            evidence.append(
+                f"the divergence-risk model cannot judge this fix (no history run logs {keys}): ranked after the "
+                "fixes it can judge, by the usual order of remedies"
+            )
+        else:
+            evidence.append(
+                "too few diverged runs for a risk model: the fixes follow the usual order of remedies"
+            )
+        evidence += notes
+        return Suggestion(
+            rank=0,
+            genome=fix.genome,
+            changes=list(fix.changes),
+            effect=effect,
+            evidence=evidence,
+            params_delta=fix.genome.params() - base.params(),
+            flops_delta=fix.genome.flops() - base.flops(),
+            hyperparameters=dict(fix.changed),
+        )
+
+    def _nothing_fits(
+        self, base: Genome, space: SearchSpace, constraints: Constraints, rejected: Mapping[str, int]
+    ) -> NoSuggestionError:
+        """Why no edit is left: the constraint that excluded them, with the smallest candidate the space allows."""
+        cfg = self.config
+        small = _smallest_candidate(base, space)
+        what = "; ".join(c.description for c in base.diff(small)) or "the run's own architecture"
+        if constraints.max_params and small.params() > constraints.max_params:
+            return NoSuggestionError(
+                f"no edit fits the {constraints.max_params:,}-parameter budget: the smallest candidate within the "
+                f"search space has {small.params():,} parameters ({what}; the run has {base.params():,})",
+                "constraints.max_params",
+            )
+        latency = estimated_latency_ms(small, cfg.flops_per_ms, cfg.layer_overhead_ms)
+        if constraints.max_latency_ms and latency > constraints.max_latency_ms:
+            return NoSuggestionError(
+                f"no edit fits the {constraints.max_latency_ms:.3g} ms latency budget: the smallest candidate within "
+                f"the search space is estimated at {latency:.3g} ms ({what})",
+                "constraints.max_latency_ms",
+            )
+        if rejected.get("guard"):
+            return NoSuggestionError(
+                f"every edit within the constraints works against the run's findings ({rejected['guard']} ruled "
+                "out, e.g. widening an overfitting net); relax the constraints or the search space"
+            )
+        if rejected.get("budget"):
+            return NoSuggestionError(
+                f"{rejected['budget']} candidate edits were over the parameter or latency budget and no other edit "
+                f"was found (smallest candidate: {small.params():,} parameters, {latency:.3g} ms)",
+                "constraints.max_params" if constraints.max_params else "constraints.max_latency_ms",
+            )
+        return NoSuggestionError("the search space allows no edit of this architecture")
 
     def _judge_unseen_edits(
         self,
@@ -472,8 +799,13 @@ class Advisor:
             prior_mean, prior_std = current + (estimate.mean - observed), estimate.std
         else:
             prior_mean, prior_std = estimate.mean, estimate.std
-        sign = -1.0 if cfg.resolved_direction() == "maximize" else 1.0
-        edit_cost = parsimony * abs(current)
+        scorer = CandidateScorer(
+            lambda gs: ([], []),
+            cfg.resolved_direction(),
+            cfg.risk_aversion,
+            to_model=self.surrogate.transform.to_model if self.surrogate.can_predict else None,
+        )
+        edit_cost = edit_cost_of(current, 0.0, parsimony, scorer.to_model)
         notes: dict[str, tuple[list[str], float, float]] = {}
         out = []
         for c in candidates:
@@ -492,7 +824,7 @@ class Advisor:
                 widened = f"its uncertainty is widened by the spread of the {estimate.n} runs of {estimate.scope}"
                 texts = [f"{why}: the surrogate extrapolates, so {widened}"]
             notes[c.genome.key()] = (texts, c.mean, c.std)
-            objective = sign * mean + cfg.risk_aversion * std
+            objective = scorer.value(mean, std)
             # A prior does not tell how much of the net a fix should touch (it is the rule's whole-stack fix), so
             # its parsimony counts edits, not blocks; equal priors then follow the rule's order (seed priority).
             size = c.edits if source == "prior" else c.extent
@@ -511,10 +843,8 @@ class Advisor:
 
     def _suggestion(
         self,
-        rank: int,
         c: Candidate,
         run: RunObservation,
-        current: float,
         observed: float,
         summary: Mapping[str, float],
         peers: PeerSummary,
@@ -522,45 +852,75 @@ class Advisor:
     ) -> Suggestion:
         cfg = self.config
         base = run.genome
-        assert base is not None and self.surrogate is not None
-        predicted, delta, stddev = c.mean, c.mean - current, c.std
-        known = math.isfinite(c.mean) and math.isfinite(current)
-        if not known:
-            delta = 0.0
-        elif cfg.anchor_to_observed and math.isfinite(observed):
-            if self.surrogate.log_target and current > 0:
-                ratio = c.mean / current  # the model's delta is on the log scale
-                predicted, stddev = observed * ratio, abs(observed) * c.std / current
-            else:
-                predicted = observed + delta
-            delta = predicted - observed
+        s = self.surrogate
+        assert base is not None and s is not None
+        estimate = self.prior.estimate(run) if prior_note is not None else None
+        ranked_by_prior = "prior" in c.sources and estimate is not None
+        if ranked_by_prior:
+            effect, notes = self._prior_effect(estimate, observed)
+        else:
+            widen = self._task_spread(estimate) if prior_note is not None else 0.0
+            effect, notes = self._effect(run, c.genome, widen=widen)
         changes = base.diff(c.genome)
         evidence = list(c.evidence)
-        keys: list[str] = []
+        sides: dict[str, str] = {}
         for ch in changes:
-            keys += [k for k in _evidence_keys(ch) if k not in keys]
-        comparisons = peers.compare_all(keys, summary) or peers.compare_all(["params"], summary)
+            for k, side in _evidence_keys(ch).items():
+                sides.setdefault(k, side)
+        comparisons = peers.compare_all(list(sides), summary, sides)
         evidence += [e for e in comparisons if e not in evidence]
-        s = self.surrogate
         if prior_note is not None:
             texts, sur_mean, sur_std = prior_note
             evidence = texts + [e for e in evidence if e not in texts]
-            evidence.append(
-                f"surrogate ({s.mode}, {s.n_train} runs with {cfg.target_metric}): "
-                f"{_fmt(current)} -> {_fmt(sur_mean)} ± {_fmt(sur_std)} for this run's logs with the edit "
-                "(outside its data)"
+        evidence += notes
+        if s.can_predict:
+            current = float(s.score(run, [base])[0][0])
+            edited = c.mean if prior_note is None else prior_note[1]
+            anchored = (
+                f", before anchoring to the observed {_fmt(observed)}"
+                if cfg.anchor_to_observed and math.isfinite(observed)
+                else ""
             )
-        else:
             evidence.append(
-                f"surrogate ({s.mode}, {s.n_train} runs with {cfg.target_metric}): "
-                f"{_fmt(current)} -> {_fmt(c.mean)} ± {_fmt(c.std)} for this run's logs with the edit"
+                f"surrogate ({s.kind}, {s.n_train} runs with {cfg.target_metric}): {_fmt(current)} for this run's "
+                f"architecture -> {_fmt(edited)} with the edit (its own predictions from this run's hyperparameters "
+                f"and logs{anchored})" + (" (outside its data)" if prior_note is not None else "")
             )
         return Suggestion(
-            rank=rank,
+            rank=0,
             genome=c.genome,
             changes=changes,
-            effect=PredictedEffect(cfg.target_metric, float(predicted), float(delta), float(stddev)),
+            effect=effect,
             evidence=evidence,
             params_delta=c.genome.params() - base.params(),
             flops_delta=c.genome.flops() - base.flops(),
         )
+
+    def _task_spread(self, estimate: PriorEstimate | None) -> float:
+        """The spread of the task's outcomes on the surrogate's scale (IQR / 1.349); 0 when unknown."""
+        if estimate is None or not estimate.values or self.surrogate is None:
+            return 0.0
+        z = self.surrogate.transform.forward(np.asarray(estimate.values, dtype=float))
+        z = z[np.isfinite(z)]
+        if z.size < 3:
+            return 0.0
+        q1, q3 = np.quantile(z, [0.25, 0.75])
+        return float(q3 - q1) / 1.349
+
+    def _prior_effect(self, estimate: PriorEstimate, observed: float) -> tuple[PredictedEffect, list[str]]:
+        """The task prior as the predicted effect: the median of the task's runs and their 10–90 % range."""
+        cfg = self.config
+        level = self.surrogate.config.interval if self.surrogate is not None else 0.8
+        values = np.asarray(estimate.values, dtype=float)
+        lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+        predicted = float(estimate.mean)  # the median, on the log scale for losses (what the ranking used)
+        lower, upper = (float(v) for v in np.quantile(values, [lo_q, hi_q]))
+        delta = float(predicted - observed) if math.isfinite(observed) else math.nan
+        stddev = min(predicted - lower, upper - predicted) / Z80
+        effect = PredictedEffect(cfg.target_metric, predicted, delta, stddev, lower, upper, level)
+        notes = [f"predicted {cfg.target_metric} {_fmt(predicted)}, {effect.interval()} (the prior: the range of the "
+                 f"{estimate.n} history runs of {estimate.scope})"]
+        if not math.isfinite(observed):
+            notes.insert(0, f"no change is given: this run's {cfg.target_metric} is {observed}, so there is no "
+                            "baseline value to compare with")
+        return effect, notes

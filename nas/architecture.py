@@ -14,7 +14,7 @@ Examples
 9610
 >>> wider = g.replace_block(0, width=256, activation="gelu")
 >>> [c.description for c in g.diff(wider)]
-['fc1: 128 -> 256 units', 'ReLU -> GELU in fc1']
+['fc1 (Linear 64→128): 128 -> 256 units', 'ReLU -> GELU in fc1 (Linear 64→128)']
 """
 
 from __future__ import annotations
@@ -375,14 +375,20 @@ class Genome:
     def diff(self, other: Genome) -> list[Change]:
         """Changes that turn ``self`` into ``other``, one per user-visible edit.
 
-        Blocks are matched by name. The depth change comes first ("depth 6 ->
-        4 (remove blocks fc5, fc6)"), then per block in ``other``'s order:
-        width ("fc2: 512 -> 256 units"), activation ("ReLU -> GELU in fc1"),
-        normalization ("add LayerNorm after fc3"), dropout ("fc1: dropout 0.0
-        -> 0.2") and residual ("add residual connection around fc2").
+        Blocks are matched by name. Layers are named by the user's module
+        paths with their type and shape in ``self`` ("encoder.fc2 (Linear
+        128→512)"; bare ``nn.Sequential`` indices read "layer 3 (Linear
+        64→32)"; added blocks "a new Linear block (64→64, ReLU)", never an
+        internal name). The depth change comes first ("depth 6 -> 4 (remove
+        blocks fc5 (Linear 64→64), fc6 (Linear 64→64))"), then per block in
+        ``other``'s order: width ("fc2 (Linear 64→512): 512 -> 256 units"),
+        activation ("ReLU -> GELU in fc1 (Linear 64→128)"), normalization
+        ("add LayerNorm after fc3 (...)"), dropout ("fc1 (...): dropout 0.0 ->
+        0.2") and residual ("add residual connection around fc2 (...)").
         Consecutive blocks with the same change of one attribute are merged
         into one change ("ReLU -> GELU in fc1-fc3", "add LayerNorm after
-        fc1-fc12", "fc1-fc3: 2 -> 16 units"); ``Change.layer`` then lists the
+        fc1-fc12", "fc1-fc3: 2 -> 16 units", "layers 0-4 (3 Linear layers):
+        2 -> 16 units"); ``Change.layer`` then lists the
         names comma-separated. Input, output and fixed layers are assumed
         equal and not compared.
 

@@ -49,6 +49,7 @@ from runwatch.nas.space import (
 __all__ = [
     "DEPTH_LABEL",
     "NONE",
+    "all_genomes",
     "base_parameters",
     "choice_label",
     "genome_from_parameters",
@@ -179,7 +180,11 @@ def genome_from_parameters(genome: Genome, space: SearchSpace, params: dict[str,
         if value not in choices[label]:
             raise ValueError(f"{label}={value!r} is not one of {choices[label]}")
         canonical[label] = choices[label][choices[label].index(value)]  # plain Python values, not numpy scalars
-    params = limit_changes(genome, space, canonical)
+    return _decode_parameters(genome, limit_changes(genome, space, canonical))
+
+
+def _decode_parameters(genome: Genome, params: dict[str, Any]) -> Genome:
+    """The genome of canonical, change-limited parameters (what :func:`genome_from_parameters` checked)."""
     blocks = []
     for b in genome.blocks:
         fields: dict[str, Any] = {}
@@ -200,3 +205,40 @@ def genome_from_parameters(genome: Genome, space: SearchSpace, params: dict[str,
     if problems:  # search_choices only offers values that keep genomes valid; this is a bug, not bad input
         raise RuntimeError(f"decoded an invalid genome from {params}: {problems}")
     return result
+
+
+def all_genomes(genome: Genome, space: SearchSpace, limit: int) -> list[Genome]:
+    """Every genome within ``space.max_changes`` edits of ``genome`` that :func:`search_choices` can encode, when
+    there are at most ``limit`` parameter sets; ``[]`` when there are more (the search then samples the space).
+
+    A small space (FCNet's two layers: 6 widths, 3 dropouts, 2 activations each, 1,296 architectures) is
+    scored whole instead of sampled, so the best the surrogate knows of is always among the candidates.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block
+    >>> g = Genome(8, 2, (Block("fc1", "linear", 16, "relu"),))
+    >>> space = SearchSpace(activations=("relu", "tanh"), dropouts=(0.0, 0.5), normalizations=("",),
+    ...                     allow_residual=False, depth_changes=())
+    >>> len(all_genomes(g, space, limit=100)), all_genomes(g, space, limit=5)
+    (11, [])
+    """
+    import itertools
+    import math
+
+    choices = search_choices(genome, space)
+    labels = list(choices)
+    if not labels or math.prod(len(choices[k]) for k in labels) > limit:
+        return []
+    out = []
+    for values in itertools.product(*(choices[k] for k in labels)):
+        params = dict(zip(labels, values, strict=True))
+        changed = sum(_weight(k, v) for k, v in params.items() if v != choices[k][0])
+        if changed == 0 or changed > space.max_changes:
+            continue
+        try:
+            g = _decode_parameters(genome, params)  # the values are the choices' own, within max_changes: nothing to check
+        except RuntimeError:
+            continue
+        out.append(g)
+    return out

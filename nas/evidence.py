@@ -3,7 +3,23 @@
 :func:`run_summary` reduces a run to a few end-of-run numbers (final training
 loss, val/train gap, smallest layer gradient norm, ...); :class:`PeerSummary`
 holds those numbers for the other runs of the history and words a comparison:
-``"val/train gap 0.42 vs peers' median 0.05 (n=37)"``.
+``"val/train gap 0.42 vs peers' median 0.05 (IQR 0.03–0.08, n=37)"``.
+
+Rules that keep the evidence honest (every number can be recomputed from the
+store: the peers are the other runs of the project, or of the run's task, and
+each summary is defined in :func:`run_summary`):
+
+- Runs that diverged (:func:`~runwatch.nas.risk.diverged`: a non-finite final
+  loss or target, or a ``nonfinite`` finding) are not peers for these
+  statistics, and non-finite values are ignored: an exploded run's 1e28 is not
+  a reference level.
+- A statistic is a *reason* only when it separates the run from its peers
+  (:meth:`PeerSummary.separation`): a robust z-score ``|value - median| /
+  (1.4826 * MAD)`` above 2 (``MAD`` = median absolute deviation; when it is 0,
+  the interquartile range / 1.349 stands in; when that is 0 too, most peers
+  share one value and any other value separates), among at least 3 peers.
+  The advisor also requires the side that supports the edit (a larger
+  parameter count backs making the net smaller, not larger).
 """
 
 from __future__ import annotations
@@ -31,6 +47,12 @@ SUMMARY_LABELS: dict[str, str] = {
     "max_sat_frac": "largest saturated fraction",
     "max_grad_norm": "largest grad_norm",
 }
+
+
+MIN_PEERS = 3
+ROBUST_Z = 2.0
+_MAD_TO_STD = 1.4826
+_IQR_TO_STD = 1.349
 
 
 def _tail_median(values: np.ndarray, frac: float = 0.1) -> float:
@@ -138,7 +160,7 @@ class PeerSummary:
     --------
     >>> peers = PeerSummary({"a": {"gap": 0.05}, "b": {"gap": 0.07}, "c": {"gap": 0.03}})
     >>> peers.compare("gap", 0.42)
-    "val/train gap 0.42 vs peers' median 0.05 (n=3)"
+    "val/train gap 0.42 vs peers' median 0.05 (IQR 0.04–0.06, n=3)"
     >>> peers.without("a").n("gap")
     2
     >>> tasked = PeerSummary(peers.by_run, {"a": "dataset=wine", "b": "dataset=wine", "c": "dataset=iris"})
@@ -150,14 +172,18 @@ class PeerSummary:
     tasks: dict[str, str] = field(default_factory=dict)
     scope: str = ""
     flagged: frozenset[str] = frozenset()
+    diverged: frozenset[str] = frozenset()
 
     @classmethod
     def from_history(cls, history: Iterable[RunObservation]) -> PeerSummary:
+        from runwatch.nas.risk import diverged
+
         runs = list(history)
         return cls(
             {obs.run_id: run_summary(obs) for obs in runs},
             {obs.run_id: task_of(obs) for obs in runs},
             flagged=frozenset(obs.run_id for obs in runs if obs.diagnoses),
+            diverged=frozenset(obs.run_id for obs in runs if diverged(obs)),
         )
 
     def without(self, run_id: str) -> PeerSummary:
@@ -167,6 +193,7 @@ class PeerSummary:
             {k: v for k, v in self.tasks.items() if k != run_id},
             self.scope,
             self.flagged - {run_id},
+            self.diverged - {run_id},
         )
 
     def for_task(self, task: str) -> PeerSummary:
@@ -179,6 +206,7 @@ class PeerSummary:
             {k: task for k in keep if k in self.by_run},
             task,
             self.flagged & keep,
+            self.diverged & keep,
         )
 
     def healthy(self) -> PeerSummary:
@@ -202,10 +230,19 @@ class PeerSummary:
             {k: v for k, v in self.by_run.items() if k in keep},
             {k: t for k, t in self.tasks.items() if k in keep},
             scope,
+            diverged=self.diverged & keep,
         )
 
     def values(self, name: str) -> np.ndarray:
-        v = np.array([s[name] for s in self.by_run.values() if name in s], dtype=float)
+        """The finite values of ``name`` among the peers that did not diverge.
+
+        Examples
+        --------
+        >>> peers = PeerSummary({"a": {"gap": 0.1}, "b": {"gap": 0.3}, "c": {"gap": 1.2e28}}, diverged=frozenset({"c"}))
+        >>> peers.values("gap").tolist(), peers.median("gap")
+        ([0.1, 0.3], 0.2)
+        """
+        v = np.array([s[name] for k, s in self.by_run.items() if name in s and k not in self.diverged], dtype=float)
         return v[np.isfinite(v)]
 
     def n(self, name: str) -> int:
@@ -219,22 +256,82 @@ class PeerSummary:
         v = self.values(name)
         return float(np.quantile(v, q)) if v.size else math.nan
 
+    def robust_z(self, name: str, value: float) -> float:
+        """``(value - median) / scale`` against the peers (module docstring); NaN with fewer than 3 peers.
+
+        ``scale`` is 1.4826 x the median absolute deviation, else the
+        interquartile range / 1.349; when both are 0, ``±inf`` for a value
+        that differs from the shared one and 0 for one that does not.
+
+        Examples
+        --------
+        >>> peers = PeerSummary({k: {"gap": v} for k, v in zip("abcde", [0.1, 0.2, 0.2, 0.3, 0.4])})
+        >>> round(peers.robust_z("gap", 0.6), 2), round(peers.robust_z("gap", 0.25), 2)
+        (2.7, 0.34)
+        """
+        v = self.values(name)
+        if v.size < MIN_PEERS or not math.isfinite(value):
+            return math.nan
+        med = float(np.median(v))
+        scale = _MAD_TO_STD * float(np.median(np.abs(v - med)))
+        if scale <= 0:
+            q1, q3 = np.quantile(v, [0.25, 0.75])
+            scale = float(q3 - q1) / _IQR_TO_STD
+        diff = value - med
+        if scale <= 0:
+            if math.isclose(value, med, rel_tol=1e-6, abs_tol=1e-12):
+                return 0.0
+            return math.copysign(math.inf, diff)
+        return diff / scale
+
+    def separation(self, name: str, value: float) -> str:
+        """``"above"`` / ``"below"`` when ``value`` separates the run from its peers (robust z beyond ±2), else "".
+
+        Examples
+        --------
+        >>> peers = PeerSummary({k: {"max_dead_frac": v} for k, v in zip("abcdef", [0.45, 0.49, 0.5, 0.52, 0.48, 0.6])})
+        >>> peers.separation("max_dead_frac", 0.487), peers.separation("max_dead_frac", 0.95)
+        ('', 'above')
+        """
+        z = self.robust_z(name, value)
+        if not z == z or abs(z) <= ROBUST_Z:  # NaN: too few peers
+            return ""
+        return "above" if z > 0 else "below"
+
     def compare(self, name: str, value: float) -> str:
-        """``"<label> <value> vs peers' median <median> (n=<peers>)"``, or a note that there are no peers."""
+        """``"<label> <value> vs peers' median <median> (IQR <q1>–<q3>, n=<peers>)"``, or a note that there are no peers."""
         label = SUMMARY_LABELS.get(name, name)
         fmt = _fmt_count if name == "params" else _fmt
         n = self.n(name)
         who = f"{self.scope} peers'" if self.scope else "peers'"
         if not n:
             return f"{label} {fmt(value)} (no {self.scope + ' ' if self.scope else ''}peer run logged it)"
-        return f"{label} {fmt(value)} vs {who} median {fmt(self.median(name))} (n={n})"
+        spread = ""
+        if n >= MIN_PEERS:
+            spread = f"IQR {fmt(self.quantile(name, 0.25))}–{fmt(self.quantile(name, 0.75))}, "
+        return f"{label} {fmt(value)} vs {who} median {fmt(self.median(name))} ({spread}n={n})"
 
-    def compare_all(self, names: Iterable[str], summary: Mapping[str, float]) -> list[str]:
-        """:meth:`compare` for each name where the run has a finite value that differs from the peers' median."""
+    def compare_all(
+        self, names: Iterable[str], summary: Mapping[str, float], sides: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """:meth:`compare` for each name on which the run separates from its peers (:meth:`separation`).
+
+        ``sides`` maps a name to the side (``"above"`` / ``"below"``) that counts
+        as a reason; names it lists on another side are left out.
+
+        Examples
+        --------
+        >>> peers = PeerSummary({k: {"params": v} for k, v in zip("abcde", [900, 1000, 1100, 1000, 950])})
+        >>> peers.compare_all(["params"], {"params": 50000}, {"params": "above"})
+        ["parameters 50,000 vs peers' median 1,000 (IQR 950–1,000, n=5)"]
+        >>> peers.compare_all(["params"], {"params": 50000}, {"params": "below"}), peers.compare_all(["params"], {"params": 990})
+        ([], [])
+        """
         out = []
         for k in names:
             v = summary.get(k, math.nan)
-            if math.isfinite(v) and not (self.n(k) and math.isclose(v, self.median(k), rel_tol=1e-9, abs_tol=1e-12)):
+            side = self.separation(k, v)
+            if side and (sides is None or sides.get(k, side) == side):
                 out.append(self.compare(k, v))
         return out
 

@@ -5,7 +5,11 @@ caller can swap one group (``arch/``) while keeping the others (``hp/``,
 ``log/``, ``diag/``): that is how candidate edits of one run are scored.
 
 - ``arch/``: depth, log2 width statistics, log10 parameter count, the fraction
-  of blocks with each activation / normalization, dropout and residual stats.
+  of blocks with each activation / normalization, dropout and residual stats;
+  and ``arch/pos/``: the same per block for the first four blocks and the last
+  (log2 width, dropout, activation, normalization, residual), so that dropout
+  on the first block and dropout on the second are different architectures to
+  the surrogate (absent blocks read 0).
 - ``hp/``: log10 learning rate, log2 batch size, log10 weight decay, other
   numeric hyperparameters as they are, strings one-hot (``hp/optimizer=adam``).
 - ``log/``: the training loss (log10) around 10 %, 25 % and 50 % of the logged
@@ -41,6 +45,8 @@ __all__ = [
 ]
 
 ARCH_PREFIX = "arch/"
+POS_PREFIX = "arch/pos/"  # per-block features of the first POSITIONS blocks and the last
+POSITIONS = 4
 KNOWN_ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "leakyrelu", "elu")
 KNOWN_NORMALIZATIONS = ("layernorm", "batchnorm")
 
@@ -78,7 +84,9 @@ def architecture_features(genome: Genome) -> dict[str, float]:
         ``arch/log10_params``, ``arch/act/<name>`` and ``arch/norm/<name>``
         (fractions of blocks; unknown names count as ``other``),
         ``arch/dropout_{mean,max}``, ``arch/residual_frac``,
-        ``arch/log2_input`` and ``arch/log2_output``.
+        ``arch/log2_input`` and ``arch/log2_output``; per block
+        (``arch/pos/1/`` .. ``arch/pos/4/`` and ``arch/pos/last/``):
+        ``log2_width``, ``dropout``, ``norm``, ``residual`` and ``act/<name>``.
 
     Examples
     --------
@@ -87,6 +95,8 @@ def architecture_features(genome: Genome) -> dict[str, float]:
     >>> f = architecture_features(g)
     >>> f["arch/depth"], f["arch/log2_width_max"], f["arch/act/relu"], f["arch/dropout_max"]
     (2.0, 7.0, 0.5, 0.2)
+    >>> f["arch/pos/1/dropout"], f["arch/pos/2/dropout"], f["arch/pos/2/act/tanh"], f["arch/pos/3/log2_width"]
+    (0.0, 0.2, 1.0, 0.0)
     """
     blocks = genome.blocks
     depth = len(blocks)
@@ -120,6 +130,16 @@ def architecture_features(genome: Genome) -> dict[str, float]:
     f["arch/residual_frac"] = float(np.mean([b.residual for b in blocks])) if depth else 0.0
     f["arch/log2_input"] = math.log2(max(genome.input_size, 1))
     f["arch/log2_output"] = math.log2(max(genome.output_size, 1))
+    for label, i in [*((str(j + 1), j) for j in range(POSITIONS)), ("last", depth - 1)]:
+        b = blocks[i] if 0 <= i < depth else None
+        pre = f"{POS_PREFIX}{label}/"
+        f[pre + "log2_width"] = math.log2(max(b.width, 1)) if b is not None else 0.0
+        f[pre + "dropout"] = float(b.dropout) if b is not None else 0.0
+        f[pre + "norm"] = float(bool(b.normalization)) if b is not None else 0.0
+        f[pre + "residual"] = float(b.residual) if b is not None else 0.0
+        act = (b.activation or "none") if b is not None else ""
+        for name in (*KNOWN_ACTIVATIONS, "none"):
+            f[pre + f"act/{name}"] = float(act == name)
     return f
 
 

@@ -1,4 +1,14 @@
-"""Human-readable differences between two genomes (see :meth:`Genome.diff`)."""
+"""Human-readable differences between two genomes (see :meth:`Genome.diff`).
+
+Layers are named by the module path the user's model gave them (the
+architecture record's layer names: ``encoder.fc1``), with the layer's type and
+shape in the run's architecture: ``encoder.fc1 (Linear 64→128)``; runs of
+adjacent layers read ``fc1-fc3`` (``layers 0-4 (3 Linear layers)`` for indices). Bare ``nn.Sequential``
+indices are all a record has for an unnamed stack: they read ``layer 0
+(Linear 64→32)``. Blocks the advisor adds have no user name: they are
+described by their type, shape and place (``a new Linear block (64→64, ReLU)
+after fc3 (Linear 64→64)``), never by the internal ``new.1``.
+"""
 
 from __future__ import annotations
 
@@ -31,16 +41,37 @@ def shown(name: str) -> str:
     return f"layer {name}" if name.isdigit() else name
 
 
-def _span(names: list[str]) -> str:
+def _label(genome: Genome | None, name: str) -> str:
+    """``name (Type in→out)`` for a block of ``genome`` (just the name when it is not one of its blocks)."""
+    if genome is None:
+        return shown(name)
+    for b, size in zip(genome.blocks, genome.in_sizes(), strict=False):
+        if b.name == name:
+            return f"{shown(name)} ({b.torch_type} {size}→{b.width})"
+    return shown(name)
+
+
+def _span(names: list[str], genome: Genome | None = None) -> str:
+    """The user's names of one block or of a run of adjacent blocks, with their type and shape in ``genome``.
+
+    >>> from runwatch.nas.architecture import Block
+    >>> g = Genome(64, 10, (Block("encoder.fc1", "linear", 128), Block("encoder.fc2", "linear", 64)))
+    >>> _span(["encoder.fc1"], g), _span(["encoder.fc1", "encoder.fc2"], g)
+    ('encoder.fc1 (Linear 64→128)', 'encoder.fc1-encoder.fc2')
+    >>> _span(["0", "2"], Genome(8, 2, (Block("0", "linear", 4), Block("2", "linear", 4))))
+    'layers 0-2 (2 Linear layers)'
+    """
     if len(names) == 1:
-        return shown(names[0])
-    if all(n.isdigit() for n in names):
-        return f"layers {names[0]}-{names[-1]}"
+        return _label(genome, names[0])
+    if all(n.isdigit() for n in names):  # bare nn.Sequential indices: say what the layers are
+        types = {b.torch_type for b in genome.blocks if b.name in names} if genome is not None else set()
+        what = f" ({len(names)} {types.pop()} layers)" if len(types) == 1 else ""
+        return f"layers {names[0]}-{names[-1]}{what}"
     return f"{names[0]}-{names[-1]}"
 
 
-def _activation_text(before: str, after: str, names: list[str]) -> str:
-    where = _span(names)
+def _activation_text(before: str, after: str, names: list[str], genome: Genome | None = None) -> str:
+    where = _span(names, genome)
     if not before:
         return f"add {activation_name(after)} after {where}"
     if not after:
@@ -57,21 +88,23 @@ def _depth_change(old: Genome, new: Genome) -> Change | None:
     old_names = {b.name for b in old.blocks}
     removed = [b.name for b in old.blocks if b.name not in new_names]
     added: list[str] = []
+    sizes = new.in_sizes()
     for i, b in enumerate(new.blocks):
         if b.name in old_names:
             continue
-        where = f"after {shown(new.blocks[i - 1].name)}" if i else "first"
-        detail = f"{b.width} {_UNITS.get(b.kind, 'units')}"
+        prev = new.blocks[i - 1].name if i else ""
+        where = "first" if not i else f"after {_label(old, prev) if prev in old_names else 'it'}"
+        detail = f"{sizes[i]}→{b.width}"
         if b.activation:
             detail += f", {activation_name(b.activation)}"
-        added.append(f"{shown(b.name)} ({detail}) {where}")
+        added.append(f"a new {b.torch_type} block ({detail}) {where}")
     if not removed and not added:
         return None
     parts = []
     if removed:
-        parts.append(f"remove block{'s' if len(removed) > 1 else ''} {', '.join(map(shown, removed))}")
+        parts.append(f"remove block{'s' if len(removed) > 1 else ''} {', '.join(_label(old, n) for n in removed)}")
     if added:
-        parts.append(f"add block{'s' if len(added) > 1 else ''} {'; '.join(added)}")
+        parts.append(f"add {'; '.join(added)}")
     before, after = str(old.depth), str(new.depth)
     return Change("", "depth", before, after, f"depth {before} -> {after} ({'; '.join(parts)})")
 
@@ -95,12 +128,14 @@ def _field_change(old: Block, new: Block, attribute: str) -> tuple[str, str, str
     return None if before == after else (before, after, "")
 
 
-def _group_text(attribute: str, before: str, after: str, unit: str, names: list[str]) -> str:
-    where = _span(names)
+def _group_text(
+    attribute: str, before: str, after: str, unit: str, names: list[str], genome: Genome | None = None
+) -> str:
+    where = _span(names, genome)
     if attribute == "width":
         return f"{where}: {before} -> {after} {unit}"
     if attribute == "activation":
-        return _activation_text(before, after, names)
+        return _activation_text(before, after, names, genome)
     if attribute == "normalization":
         if not before:
             return f"add {_norm_name(after)} after {where}"
@@ -114,7 +149,7 @@ def _group_text(attribute: str, before: str, after: str, unit: str, names: list[
     return f"{verb} residual connection{plural} around {where}"
 
 
-def _groups(old_by_name: dict[str, Block], new: Genome, attribute: str) -> dict[str, Change]:
+def _groups(old_by_name: dict[str, Block], new: Genome, attribute: str, old: Genome | None = None) -> dict[str, Change]:
     """Changes of one attribute, adjacent matched blocks with the same change merged; keyed by the first block.
 
     ``Change.layer`` lists the merged blocks' names comma-separated.
@@ -126,7 +161,7 @@ def _groups(old_by_name: dict[str, Block], new: Genome, attribute: str) -> dict[
     def flush() -> None:
         if run_change is not None and run:
             before, after, unit = run_change
-            text = _group_text(attribute, before, after, unit, run)
+            text = _group_text(attribute, before, after, unit, run, old)
             groups[run[0]] = Change(",".join(run), attribute, before, after, text)
 
     for b in new.blocks:
@@ -148,7 +183,7 @@ def diff_genomes(old: Genome, new: Genome) -> list[Change]:
     if depth is not None:
         changes.append(depth)
     old_by_name = {b.name: b for b in old.blocks}
-    groups = {attribute: _groups(old_by_name, new, attribute) for attribute in _GROUPED}
+    groups = {attribute: _groups(old_by_name, new, attribute, old) for attribute in _GROUPED}
     for b in new.blocks:
         changes.extend(groups[a][b.name] for a in _GROUPED if b.name in groups[a])
     return changes

@@ -35,7 +35,7 @@ import logging
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from runwatch.nas.architecture import Genome
@@ -239,6 +239,131 @@ def random_search(
 
     with _quiet_nni():
         return _tuner_search(RandomTuner(seed=seed), genome, space, objective, trials)
+
+
+def warm_tpe_proposals(
+    space: dict[str, dict[str, Any]],
+    history: Sequence[tuple[dict[str, Any], float]],
+    objective: Callable[[dict[str, Any]], float],
+    trials: int,
+    seed: int = 0,
+    *,
+    optimize_mode: str = "minimize",
+) -> list[dict[str, Any]]:
+    """NNI's TPE warm-started with ``history`` (parameters, value), then driven for ``trials`` proposals.
+
+    ``TpeTuner.import_data`` replays the history into TPE's densities but also
+    marks every imported configuration as already tried (its deduplicator), so
+    a warm-started TPE could never propose one of them again -- not even the
+    history's best in a new setting. The deduplicator is reset after the
+    import: only this search's own proposals count as tried. With a history,
+    TPE models from the first proposal (its start-up phase counts the imported
+    records). Non-finite history values are reported as worse than the worst
+    finite one; history entries with a value outside ``space`` are skipped.
+
+    Parameters
+    ----------
+    space
+        NNI's HPO search-space format (``{"x": {"_type": "choice", "_value": [...]}}``).
+    history
+        Observed (parameters, value) pairs; the value in ``optimize_mode``'s sense.
+    objective
+        Called on each proposal; its value is reported back before the next one.
+    trials, seed, optimize_mode
+        Number of proposals, tuner seed, ``"minimize"`` or ``"maximize"``.
+
+    Returns
+    -------
+    list[dict]
+        The proposals, in order.
+
+    Examples
+    --------
+    >>> space = {"w": {"_type": "choice", "_value": [1, 2, 3, 4]}}
+    >>> hist = [({"w": w}, float(w)) for w in (1, 2, 3, 4)] * 5
+    >>> [p["w"] for p in warm_tpe_proposals(space, hist, lambda p: float(p["w"]), 2, seed=0)][0]
+    1
+    """
+    _require_nni("warm_tpe_proposals")
+    from nni import NoMoreTrialError
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner
+    from nni.common.hpo_utils import Deduplicator
+
+    allowed = {k: v["_value"] for k, v in space.items() if v.get("_type") == "choice"}
+    finite = [v for _, v in history if math.isfinite(v)]
+    if not finite:
+        worse = 0.0
+    elif optimize_mode == "minimize":
+        worse = max(finite) + abs(max(finite)) + 1.0
+    else:
+        worse = min(finite) - abs(min(finite)) - 1.0
+    data = [
+        {"parameter": dict(params), "value": float(v) if math.isfinite(v) else worse}
+        for params, v in history
+        if all(params.get(k) in vals for k, vals in allowed.items())
+    ]
+    out: list[dict[str, Any]] = []
+    with _quiet_nni():
+        tuner = TpeTuner(optimize_mode=optimize_mode, seed=seed)
+        tuner.update_search_space(space)
+        if data:
+            tuner.import_data(data)
+            tuner.dedup = Deduplicator(tuner.space)  # imported configurations may be proposed again
+        for parameter_id in range(trials):
+            try:
+                params = tuner.generate_parameters(parameter_id)
+            except NoMoreTrialError:
+                break
+            value = float(objective(params))
+            tuner.receive_trial_result(parameter_id, params, value if math.isfinite(value) else worse)
+            out.append(params)
+    return out
+
+
+def warm_tpe_search(
+    genome: Genome,
+    space: SearchSpace,
+    history: Sequence[tuple[Genome, float]],
+    objective: Objective,
+    trials: int,
+    seed: int = 0,
+) -> list[tuple[Genome, float]]:
+    """:func:`tpe_search` warm-started with genomes of other runs and their values (:func:`warm_tpe_proposals`).
+
+    A history genome is imported when it has ``genome``'s block names and
+    every attribute value is a choice of the space (others cannot be written
+    as its parameters).
+    """
+    from runwatch.nas.choices import search_choices
+
+    choices = search_choices(genome, space)
+    names = [b.name for b in genome.blocks]
+    past = []
+    for g, v in history:
+        if [b.name for b in g.blocks] != names:
+            continue
+        params: dict[str, Any] = {}
+        for label in choices:
+            if label == "depth":
+                params[label] = 0
+                continue
+            block, attribute = label.split(":", 1)
+            b = g.blocks[names.index(block)]
+            value = getattr(b, attribute)
+            params[label] = (value or "none") if attribute in ("activation", "normalization") else value
+        past.append((params, float(v)))
+    cache: dict[str, float] = {}
+    results: list[tuple[Genome, float]] = []
+
+    def run(params: dict[str, Any]) -> float:
+        candidate = genome_from_parameters(genome, space, params)
+        if candidate.key() not in cache:
+            cache[candidate.key()] = float(objective(candidate))
+        results.append((candidate, cache[candidate.key()]))
+        return cache[candidate.key()]
+
+    warm_tpe_proposals(hpo_search_space(genome, space), past, run, trials, seed)
+    return results
 
 
 # ---------------------------------------------------------------------------- NAS model space

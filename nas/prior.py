@@ -29,7 +29,7 @@ import numpy as np
 
 from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import task_of
-from runwatch.nas.features import architecture_features
+from runwatch.nas.features import POS_PREFIX, architecture_features
 from runwatch.nas.history import RunObservation
 from runwatch.nas.surrogate import is_loss_like
 
@@ -96,7 +96,7 @@ class ArchSupport:
             runs[family] = runs.get(family, 0) + 1
             seen = ranges.setdefault(family, {})
             for k, v in architecture_features(obs.genome).items():
-                if math.isfinite(v):
+                if math.isfinite(v) and not k.startswith(POS_PREFIX):
                     lo, hi = seen.get(k, (v, v))
                     seen[k] = (min(lo, v), max(hi, v))
         return cls(ranges, runs)
@@ -109,8 +109,8 @@ class ArchSupport:
         before = architecture_features(base)
         out = []
         for k, v in architecture_features(genome).items():
-            if math.isclose(v, before.get(k, math.nan), rel_tol=1e-9, abs_tol=1e-12):
-                continue
+            if k.startswith(POS_PREFIX) or math.isclose(v, before.get(k, math.nan), rel_tol=1e-9, abs_tol=1e-12):
+                continue  # per-block features repeat the aggregate ones: the support is judged on those
             lo, hi = seen.get(k, (math.nan, math.nan))
             if not lo - 1e-9 <= v <= hi + 1e-9:
                 where = (
@@ -130,6 +130,7 @@ class PriorEstimate:
     std: float
     n: int
     scope: str
+    values: tuple[float, ...] = ()  # the task's outcomes the estimate is read from
 
     def describe(self, metric: str) -> str:
         """One sentence for the evidence."""
@@ -179,7 +180,8 @@ class OutcomePrior:
         z = np.log(values) if log else values
         q1, med, q3 = np.quantile(z, [0.25, 0.5, 0.75])
         spread = float(q3 - q1) / _IQR_TO_STD
+        kept = tuple(float(v) for v in values)
         if log:
             mean = float(math.exp(med))
-            return PriorEstimate(mean, mean * spread, int(values.size), scope)
-        return PriorEstimate(float(med), spread, int(values.size), scope)
+            return PriorEstimate(mean, mean * spread, int(values.size), scope, kept)
+        return PriorEstimate(float(med), spread, int(values.size), scope, kept)

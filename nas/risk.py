@@ -9,6 +9,15 @@ regression on standardized features with median imputation, regularised
 toward the base rate; with fewer than ``min_each`` diverged or healthy runs
 in the history it answers the smoothed base rate ``(k + 1) / (n + 2)`` for
 every genome and says so (``mode == "base_rate"``).
+
+A run that diverged is evidence about itself: the advisor refits the model
+with the run added when the history lacks it (:meth:`DivergenceRisk.with_run`),
+so the base rate of a diverged run counts it ("4 of 57 runs diverged, this run
+among them") and its own configuration is never predicted safe by a model that
+has not seen it fail. :meth:`DivergenceRisk.predict_variants` scores
+hyperparameter changes (a lower learning rate) as well as architectures;
+:meth:`DivergenceRisk.judges` says whether the model has seen a hyperparameter
+at all (it cannot judge warm-up when no history run logs one).
 """
 
 from __future__ import annotations
@@ -77,8 +86,30 @@ class DivergenceRisk:
     n_diverged: int = 0
     encoder: FeatureEncoder = field(default_factory=FeatureEncoder)
     _model: object = None
+    includes: str = ""  # the id of the run being advised when it was added to the fit (it diverged)
+    _history: list = field(default_factory=list, repr=False)
+
+    def with_run(self, run: RunObservation) -> DivergenceRisk:
+        """This model, refitted with ``run`` added when ``run`` diverged and the history lacks it; else itself.
+
+        Examples
+        --------
+        >>> from runwatch.nas.architecture import Block, Genome
+        >>> g = Genome(8, 2, (Block("fc1", "linear", 16, "relu"),))
+        >>> ok = [RunObservation(f"r{i}", g, outcome={"val/loss": 0.3}) for i in range(14)]
+        >>> bad = RunObservation("x", g, outcome={"val/loss": float("inf")})
+        >>> DivergenceRisk().fit(ok).with_run(bad).describe()
+        'divergence risk (base rate, 1 of 15 runs diverged, this run among them)'
+        """
+        if diverged(run) is not True or run.genome is None or any(r.run_id == run.run_id for r in self._history):
+            return self
+        refit = DivergenceRisk(self.min_each, self.regularization).fit([*self._history, run])
+        refit.includes = run.run_id
+        return refit
 
     def fit(self, history: Sequence[RunObservation]) -> Self:
+        self._history = list(history)
+        self.includes = ""
         rows, labels = [], []
         for run in history:
             label = diverged(run)
@@ -110,12 +141,32 @@ class DivergenceRisk:
 
     def predict(self, hyperparameters: dict, genomes: Sequence[Genome]) -> np.ndarray:
         """Probability of divergence of each genome, trained with ``hyperparameters``."""
+        return self.predict_variants([(g, hyperparameters) for g in genomes])
+
+    def predict_variants(self, variants: Sequence[tuple[Genome, dict]]) -> np.ndarray:
+        """Probability of divergence of each (genome, hyperparameters) pair."""
         if self._model is None:
-            return np.full(len(genomes), self.base_rate)
-        x = self.encoder.transform([_features(g, hyperparameters) for g in genomes])
+            return np.full(len(variants), self.base_rate)
+        x = self.encoder.transform([_features(g, hp) for g, hp in variants])
         return self._model.predict_proba(x)[:, 1]
+
+    def judges(self, hyperparameters: dict) -> bool:
+        """Whether every feature of ``hyperparameters`` is one the fitted model uses (a logistic model only).
+
+        >>> from runwatch.nas.architecture import Block, Genome
+        >>> g = Genome(8, 2, (Block("fc1", "linear", 16, "relu"),))
+        >>> runs = [RunObservation(f"r{i}", g, hyperparameters={"lr": 10.0 ** -(i % 4)},
+        ...                        outcome={"val/loss": float("nan") if i % 4 == 0 else 0.3}) for i in range(16)]
+        >>> risk = DivergenceRisk().fit(runs)
+        >>> risk.mode, risk.judges({"lr": 0.01}), risk.judges({"warmup_steps": 100})
+        ('logistic', True, False)
+        """
+        if self._model is None:
+            return False
+        return set(hyperparameter_features(hyperparameters)) <= set(self.encoder.columns)
 
     def describe(self) -> str:
         """What the risk model is, for evidence lines."""
         kind = "logistic" if self.mode == "logistic" else "base rate"
-        return f"divergence risk ({kind}, {self.n_diverged} of {self.n_runs} runs diverged)"
+        among = ", this run among them" if self.includes else ""
+        return f"divergence risk ({kind}, {self.n_diverged} of {self.n_runs} runs diverged{among})"

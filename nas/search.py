@@ -10,7 +10,10 @@ Candidates come from these places, all scored by the same function:
 3. extra candidates the caller passes (the history's best architectures,
    :mod:`runwatch.nas.transfer`), each with its own evidence;
 4. NNI's TPE tuner over the space (:func:`~runwatch.nas.nni_adapter.tpe_search`);
-5. NNI's regularized evolution (:func:`~runwatch.nas.nni_adapter.regularized_evolution`).
+5. NNI's regularized evolution (:func:`~runwatch.nas.nni_adapter.regularized_evolution`);
+6. every genome of the space when it is small (at most ``exhaustive_limit``
+   parameter sets, :func:`~runwatch.nas.choices.all_genomes`): then the
+   surrogate's best is always a candidate, whatever the tuners sample.
 
 The objective is risk-adjusted and always minimized: ``mean + risk_aversion *
 std`` for a metric to minimize, ``-mean + risk_aversion * std`` for one to
@@ -66,6 +69,7 @@ class SearchConfig:
     parsimony: float = 0.01
     seed: int = 0
     use_nni: bool = True
+    exhaustive_limit: int = 2048  # score every genome of the space when it has at most this many parameter sets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +128,7 @@ class CandidateScorer:
     risk_aversion: float = 0.5
     accept: Callable[[Genome], bool] | None = None
     cache: dict[str, tuple[float, float]] = field(default_factory=dict)
+    to_model: Callable[[float, float], tuple[float, float]] | None = None  # target units -> the model's scale
 
     def score_many(self, genomes: Sequence[Genome]) -> list[tuple[float, float]]:
         todo = {g.key(): g for g in genomes if g.key() not in self.cache}
@@ -134,6 +139,9 @@ class CandidateScorer:
         return [self.cache[g.key()] for g in genomes]
 
     def value(self, mean: float, std: float) -> float:
+        """``sign * mean + risk_aversion * std``, on the model's scale when ``to_model`` is set (log for losses)."""
+        if self.to_model is not None and math.isfinite(mean):
+            mean, std = self.to_model(mean, std)
         sign = -1.0 if self.direction == "maximize" else 1.0
         v = sign * mean + self.risk_aversion * (std if math.isfinite(std) else 0.0)
         return v if math.isfinite(v) else math.inf
@@ -148,6 +156,34 @@ class CandidateScorer:
             return _REJECTED
         v = self.value(*self.score_many([genome])[0])
         return v if math.isfinite(v) else _REJECTED  # tuners need a finite number
+
+
+def edit_cost_of(
+    base_mean: float,
+    base_std: float,
+    parsimony: float,
+    to_model: Callable[[float, float], tuple[float, float]] | None = None,
+) -> float:
+    """The ranking cost of one unit of edit extent: ``parsimony * |base_mean|`` in target units, converted to the
+    model's scale at the base when ``to_model`` is set (on a log scale: ``parsimony`` itself, 1 % per edit).
+
+    Examples
+    --------
+    >>> edit_cost_of(2.0, 0.1, 0.01)
+    0.02
+    >>> import math
+    >>> round(edit_cost_of(2.0, 0.1, 0.01, lambda m, s: (math.log(m), s / m)), 5)  # log(1.01)
+    0.00995
+    """
+    if not math.isfinite(base_mean):
+        return 0.0
+    cost = parsimony * abs(base_mean)
+    if to_model is None or cost == 0.0:
+        return cost
+    z0, _ = to_model(base_mean, base_std)
+    z1, _ = to_model(base_mean + cost * (1 if base_mean >= 0 else -1), base_std)
+    step = abs(z1 - z0)
+    return step if math.isfinite(step) else cost
 
 
 def edit_directions(base: Genome, genome: Genome) -> frozenset[tuple[str, str, str]]:
@@ -185,6 +221,7 @@ def search_candidates(
     direction: str = "minimize",
     accept: Callable[[Genome], bool] | None = None,
     extra: Sequence[tuple[Genome, str, tuple[str, ...]]] = (),
+    to_model: Callable[[float, float], tuple[float, float]] | None = None,
 ) -> list[Candidate]:
     """Scored, deduplicated, constraint-abiding edits of ``base``, best (lowest objective) first.
 
@@ -208,6 +245,13 @@ def search_candidates(
     extra
         ``(genome, source, evidence)`` candidates to score as well; the
         evidence goes to that exact genome only.
+    to_model
+        ``(mean, std) -> (z, s)``: the surrogate's own scale (log for a
+        loss, :meth:`~runwatch.nas.surrogate.TargetTransform.to_model`). The
+        objective and the parsimony cost are then taken there: a 1 % cost per
+        edit is 1 % of the candidate's predicted loss, not of the run's (a run
+        that exploded to a loss of 1.0 must not make a 0.005 edit cost swamp
+        the differences between candidates predicted near 0.003).
 
     Returns
     -------
@@ -225,7 +269,7 @@ def search_candidates(
     (32, 0.0, 1)
     """
     cfg = config or SearchConfig()
-    scorer = CandidateScorer(score_fn, direction, cfg.risk_aversion, accept=accept)
+    scorer = CandidateScorer(score_fn, direction, cfg.risk_aversion, accept=accept, to_model=to_model)
     pool: dict[str, tuple[Genome, set[str]]] = {}
 
     def add(genome: Genome, source: str) -> None:
@@ -249,6 +293,11 @@ def search_candidates(
     for s in seeds:
         for g in neighbours(s.genome, space):
             add(g, "neighbour")
+    if cfg.exhaustive_limit > 0:
+        from runwatch.nas.choices import all_genomes
+
+        for g in all_genomes(base, space, cfg.exhaustive_limit):
+            add(g, "grid")
     scorer.score_many([g for g, _ in pool.values()])
 
     if cfg.use_nni:
@@ -271,8 +320,8 @@ def search_candidates(
         if k != base_key and not g.validate() and within(g, base, space) and (accept is None or accept(g))
     ]
     seed_changes = [(s, edit_directions(base, s.genome)) for s in seeds]
-    base_mean = scorer.score_many([base])[0][0]
-    edit_cost = cfg.parsimony * abs(base_mean) if math.isfinite(base_mean) else 0.0
+    base_mean, base_std = scorer.score_many([base])[0]
+    edit_cost = edit_cost_of(base_mean, base_std, cfg.parsimony, to_model)
     out = []
     for g, src in kept:
         mean, std = scorer.score_many([g])[0]

@@ -314,7 +314,7 @@ def group_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genom
     >>> space = SearchSpace(width_multipliers=(), activations=("relu",), dropouts=(0.0,), depth_changes=(-1,))
     >>> [(a, [c.description for c in g.diff(x)]) for a, x in group_edits(g, space)]  # doctest: +NORMALIZE_WHITESPACE
     [('activation', ['Sigmoid -> ReLU in fc1-fc4']), ('normalization', ['add LayerNorm after fc1-fc4']),
-     ('residual', ['add residual connections around fc1-fc4']), ('depth', ['depth 4 -> 2 (remove blocks fc3, fc4)'])]
+     ('residual', ['add residual connections around fc1-fc4']), ('depth', ['depth 4 -> 2 (remove blocks fc3 (Linear 8→8), fc4 (Linear 8→8))'])]
     """
     blocks = genome.blocks
     for start, stop in _runs(genome, lambda b: (b.kind, b.width, b.in_scale)):

@@ -25,21 +25,53 @@ fixture of 56 real digits runs: 0.42 for ``f + g``, 0.56 for ``f`` alone,
 
 Model, by the number ``n`` of history runs with a finite target:
 
-- ``n >= min_history`` (20): ``f`` and ``g`` are random forests of
-  ``n_members`` trees; member ``i`` is tree ``i`` of ``f`` plus tree ``i`` of ``g``.
-- ``3 <= n < min_history``: ``f`` only, as ``n_members`` ridge regressions
+- ``n >= min_history`` (20): ``f`` and ``g`` are tree ensembles of
+  ``n_members`` bootstrapped trees; member ``i`` is tree ``i`` of ``f`` plus
+  tree ``i`` of ``g``. The ensemble is chosen per history among
+  ``SurrogateConfig.families`` (:data:`FAMILIES`: the configured random
+  forest, fully grown random-forest trees on every feature, extremely
+  randomised trees, a ridge regression with such trees on its residuals) by
+  cross-validation *within the history*: the history's
+  hyperparameter groups (runs that share every ``hp/`` value; single runs
+  when there are fewer groups than folds) are split into ``calibration_folds`` folds, each
+  family predicts the runs of groups it did not see, and the family whose top
+  pick in each held-out group is best (:func:`_top_quality`: the best of its
+  top 5 % against the group's best and median run) wins; ties keep the listed
+  order. No benchmark data takes part in the choice.
+- ``max(3, min_predict) <= n < min_history``: ``f`` only, as ``n_members`` ridge regressions
   each fitted on a bootstrap resample of the standardised, median-imputed
   features; the uncertainty is their spread plus their out-of-bag error (in
   quadrature: linear members agree on what none of them can fit), inflated by
   ``sqrt(min_history / n)`` because so few runs say little about how far the
   truth can be from all of them.
-- ``n < 3``: a prior, the mean of the history (NaN with no history), with the
+- fewer (``n < min_predict``, 8): no model (:attr:`Surrogate.can_predict`
+  False); a prior, the mean of the history (NaN with no history), with the
   history's spread (at least ``prior_std``) as uncertainty.
 
-Losses (targets whose name says loss/error and whose values are all > 0) are
-fitted on a natural-log scale; predictions are brought back to target units:
-``mean = exp(mean of the members)`` and ``std = mean * std_log`` (delta
-method), so the reported standard deviation is in the metric's own units.
+Target scale (:class:`TargetTransform`): the model is fitted where the
+metric's range cannot be left. Losses (targets whose name says loss/error and
+whose values are all > 0) are fitted on a natural-log scale; accuracies and
+other metrics in [0, 1] (or accuracy-like metrics in [0, 100], percentages)
+on a logit scale; anything else as it is. Predictions are brought back to
+target units: ``mean = inverse(mean of the members)`` (the median of the
+predictive distribution) and ``std = |d inverse / dz| * std_z`` (delta
+method), so a loss is never predicted negative and an accuracy never above 1.
+
+Intervals (:meth:`Surrogate.interval_rows`): an 80 % interval is computed on
+the model's scale and mapped back, ``inverse(centre -/+ q * s)``, so it is
+asymmetric in target units and stays inside the metric's range. ``s`` is the
+uncertainty described below; ``q`` is calibrated on the history itself, on
+the same cross-validation folds: each history run is predicted by a model
+that saw none of its hyperparameter group, its normalised error ``|z - m| /
+s`` is recorded, and ``q`` is the conformal quantile of those errors (the
+``ceil((n + 1) * level)``-th smallest). For a prediction anchored on a run's
+observed value (the advisor's edit effect, ``z_obs + m(edit) - m(run)``) the
+scores are those of pairs of runs of one group, ``|(z_j - z_i) - (m_j -
+m_i)| / s_j`` (:meth:`Surrogate.calibration` with ``anchored=True``).
+Out-of-bag errors stand in when the history is too small to cross-validate.
+No evaluation data is involved. With fewer than ``min_predict`` runs (8) the
+surrogate does not predict at all: :attr:`Surrogate.can_predict` is False and
+the advisor says "not enough history to predict (n=...)".
 
 Uncertainty = spread across members, widened away from the data: with ``d``
 the mean distance of a query to its ``neighbours`` nearest history runs
@@ -67,14 +99,130 @@ from typing import Any
 import numpy as np
 
 from runwatch.nas.architecture import Genome
-from runwatch.nas.features import ARCH_PREFIX, FeatureEncoder, architecture_features, run_features
+from runwatch.nas.features import (
+    ARCH_PREFIX,
+    FeatureEncoder,
+    architecture_features,
+    hyperparameter_features,
+    run_features,
+)
 
 STATIC_PREFIXES = (ARCH_PREFIX, "hp/")
 from runwatch.nas.history import RunObservation
 
-__all__ = ["Surrogate", "SurrogateConfig", "is_loss_like"]
+__all__ = ["Surrogate", "SurrogateConfig", "TargetTransform", "is_loss_like", "is_fraction_like"]
 
 _LOSS_TOKENS = ("loss", "perplexity", "ppl", "mse", "rmse", "mae", "error", "nll")
+
+
+_FRACTION_TOKENS = ("acc", "auc", "f1", "precision", "recall", "iou", "dice", "map", "top1", "top5")
+Z80 = 1.2815515655446004  # the standard normal's 90 % quantile: +- Z80 holds 80 %
+
+
+def is_fraction_like(metric: str) -> bool:
+    """Whether a metric name reads as a share (accuracy, AUC, F1, ...): fitted on a logit scale.
+
+    >>> is_fraction_like("val/acc"), is_fraction_like("val/top1_accuracy"), is_fraction_like("val/loss")
+    (True, True, False)
+    """
+    low = metric.lower()
+    return not is_loss_like(metric) and any(t in low for t in _FRACTION_TOKENS)
+
+
+@dataclass(frozen=True)
+class TargetTransform:
+    """The scale the surrogate is fitted on: ``"log"``, ``"logit"`` (on ``[lo, hi]``) or ``"identity"``.
+
+    The logit clips values to ``[lo + eps, hi - eps]`` with ``eps = 1e-4 * (hi - lo)``
+    (an accuracy of exactly 1.0 is 0.9999 there).
+
+    Examples
+    --------
+    >>> t = TargetTransform.choose("val/acc", [0.5, 0.9, 0.97])
+    >>> t.kind, round(float(t.inverse(t.forward(0.9))), 6), float(t.inverse(50.0)) <= 1.0
+    ('logit', 0.9, True)
+    >>> TargetTransform.choose("val/acc", [55.0, 91.2]).hi, TargetTransform.choose("val/loss", [0.2, 1.3]).kind
+    (100.0, 'log')
+    >>> TargetTransform.choose("reward", [-3.0, 12.0]).kind
+    'identity'
+    """
+
+    kind: str = "identity"
+    lo: float = 0.0
+    hi: float = 1.0
+
+    @classmethod
+    def choose(cls, metric: str, values: Sequence[float], override: str = "") -> TargetTransform:
+        """The transform for ``metric`` given its history values; ``override`` forces a kind ("" = choose).
+
+        log: a loss-like name with every value > 0. logit on [0, 1]: a
+        non-loss name with every value in [0, 1]; on [0, 100]: an
+        accuracy-like name with every value in [0, 100] and some above 1
+        (percentages). identity: anything else.
+        """
+        y = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+        if override:
+            if override == "logit":
+                hi = 100.0 if y.size and y.max() > 1.0 else 1.0
+                return cls("logit", 0.0, hi)
+            return cls(override)
+        if not y.size:
+            return cls("log" if is_loss_like(metric) else "identity")
+        if is_loss_like(metric) and np.all(y > 0):
+            return cls("log")
+        if not is_loss_like(metric) and np.all((y >= 0) & (y <= 1)):
+            return cls("logit", 0.0, 1.0)
+        if is_fraction_like(metric) and np.all((y >= 0) & (y <= 100)):
+            return cls("logit", 0.0, 100.0)
+        return cls("identity")
+
+    @property
+    def eps(self) -> float:
+        return 1e-4 * (self.hi - self.lo)
+
+    def forward(self, y: Any) -> np.ndarray:
+        y = np.asarray(y, dtype=float)
+        if self.kind == "log":
+            return np.log(y)
+        if self.kind == "logit":
+            p = (np.clip(y, self.lo + self.eps, self.hi - self.eps) - self.lo) / (self.hi - self.lo)
+            return np.log(p) - np.log1p(-p)
+        return y
+
+    def inverse(self, z: Any) -> np.ndarray:
+        z = np.asarray(z, dtype=float)
+        if self.kind == "log":
+            return np.exp(z)
+        if self.kind == "logit":
+            with np.errstate(over="ignore"):
+                return self.lo + (self.hi - self.lo) / (1.0 + np.exp(-z))
+        return z
+
+    def slope(self, z: Any) -> np.ndarray:
+        """``d inverse / dz`` at ``z`` (for the delta method)."""
+        z = np.asarray(z, dtype=float)
+        if self.kind == "log":
+            return np.exp(z)
+        if self.kind == "logit":
+            p = 1.0 / (1.0 + np.exp(-z))
+            return (self.hi - self.lo) * p * (1.0 - p)
+        return np.ones_like(z)
+
+    def to_model(self, mean: float, std: float) -> tuple[float, float]:
+        """Target-unit ``(mean, std)`` back on this scale: ``(forward(mean), std / slope)`` (the inverse delta method).
+
+        >>> z, s = TargetTransform("log").to_model(0.5, 0.05)
+        >>> round(float(z), 4), round(float(s), 4)
+        (-0.6931, 0.1)
+        """
+        z = float(self.forward(mean))
+        slope = float(self.slope(z))
+        return z, (std / slope if slope > 0 else math.inf)
+
+    def describe(self) -> str:
+        if self.kind == "logit":
+            return "logit scale" if (self.lo, self.hi) == (0.0, 1.0) else f"logit scale on [{self.lo:g}, {self.hi:g}]"
+        return {"log": "log scale", "identity": "the metric's own scale"}[self.kind]
 
 
 def is_loss_like(metric: str) -> bool:
@@ -102,7 +250,12 @@ class SurrogateConfig:
     min_samples_leaf: int = 2
     max_features: float = 0.5
     ridge_alpha: float = 3.0
-    log_target: bool | None = None  # None: log scale for loss-like names with all values > 0
+    log_target: bool | None = None  # legacy switch: True = "log", False = "identity" (``transform`` wins when set)
+    transform: str = ""  # "" = TargetTransform.choose; "log", "logit" or "identity" to force one
+    interval: float = 0.8  # level of the intervals the advisor reports
+    calibration_folds: int = 5  # folds of hyperparameter groups for the interval calibration (0 = out-of-bag only)
+    families: str = "forest,deep_forest,extra_trees,linear_forest"  # ensembles to choose from by cross-validation
+    min_predict: int = 8  # fewer finite targets: no prediction ("not enough history to predict")
     neighbours: int = 5
     novelty_weight: float = 1.0
     prior_std: float = 0.5  # log scale (x/÷ 1.65) when the history is too small for a model
@@ -116,6 +269,45 @@ class SurrogateConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> SurrogateConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Tree ensembles the surrogate chooses from by cross-validation within the history (SurrogateConfig.families):
+# the configured forest (min_samples_leaf, max_features of the config), fully grown trees on every feature
+# (scikit-learn's defaults), extremely randomised trees (random split points: smoother in the features), and
+# a ridge regression with fully grown trees on its residuals (additive effects such as "a 3x3 convolution on
+# this edge helps" are one weight each, which trees need many splits to express).
+FAMILIES: dict[str, dict[str, Any]] = {
+    "forest": {"trees": "random"},
+    "deep_forest": {"trees": "random", "min_samples_leaf": 1, "max_features": 1.0},
+    "extra_trees": {"trees": "extra", "min_samples_leaf": 1, "max_features": 1.0},
+    "linear_forest": {"trees": "random", "min_samples_leaf": 1, "max_features": 1.0, "linear": True},
+}
+
+
+def _top_quality(pred: np.ndarray, true: np.ndarray, sign: float = 1.0) -> float:
+    """How good the best of the runs a model ranks first is: ``1 - (best picked - best) / (median - best)``.
+
+    The model picks the top ``max(1, 5 %)`` of the runs by prediction (lowest
+    ``sign * pred``); 1 = it picked the best run, 0 = no better than the
+    median run, negative = worse. NaN when the best run is the median. This
+    is what the advisor asks of its surrogate: to put a good architecture
+    first, not to order the poor ones (normalised by the median, not the
+    worst run, so that a few disastrous runs do not make every model look
+    perfect).
+
+    >>> _top_quality(np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 2.0, 3.0, 4.0]))
+    1.0
+    >>> round(_top_quality(np.array([0.4, 0.3, 0.2, 0.1]), np.array([1.0, 2.0, 3.0, 4.0])), 3)
+    -1.0
+    """
+    t = sign * true
+    best = float(t.min())
+    span = float(np.median(t)) - best
+    if not span > 0:
+        return math.nan
+    k = max(1, int(round(0.05 * t.size)))
+    picked = np.argsort(sign * pred, kind="stable")[:k]
+    return 1.0 - (float(t[picked].min()) - best) / span
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -170,10 +362,25 @@ class Surrogate:
         self.target = ""
         self.mode = "prior"
         self.n_train = 0
-        self.log_target = False
+        self.transform = TargetTransform()
         self.encoder = FeatureEncoder()
         self._rows: list[dict[str, float]] = []
         self._y: np.ndarray = np.zeros(0)
+        self._scores: np.ndarray = np.zeros(0)
+        self._pair_scores: np.ndarray = np.zeros(0)
+        self.family = "forest"
+        self.family_scores: dict[str, float] = {}
+        self._lin: tuple[np.ndarray, float] | None = None
+
+    @property
+    def log_target(self) -> bool:
+        """Whether the model is fitted on a log scale (a loss)."""
+        return self.transform.kind == "log"
+
+    @property
+    def can_predict(self) -> bool:
+        """Whether the history is large enough to predict (``n_train >= min_predict``)."""
+        return self.n_train >= max(1, self.config.min_predict) and self.mode != "prior"
 
     # -- fitting --------------------------------------------------------------------------------
 
@@ -192,17 +399,29 @@ class Surrogate:
             y.append(float(v))
         return self.fit_rows(rows, y, target)
 
-    def fit_rows(self, rows: Sequence[Mapping[str, float]], y: Sequence[float], target: str) -> Surrogate:
-        """Fit on feature dicts and their targets (what :meth:`fit` does after feature extraction)."""
+    def fit_rows(
+        self,
+        rows: Sequence[Mapping[str, float]],
+        y: Sequence[float],
+        target: str,
+        *,
+        transform: TargetTransform | None = None,
+        calibrate: bool = True,
+    ) -> Surrogate:
+        """Fit on feature dicts and their targets (what :meth:`fit` does after feature extraction).
+
+        ``transform`` forces the target scale (default: :meth:`TargetTransform.choose`);
+        ``calibrate=False`` skips the interval calibration (the cross-validation fits use it).
+        """
         cfg = self.config
         self.target = target
         self._rows = [dict(r) for r in rows]
         self._y = np.asarray(y, dtype=float)
         n = self.n_train = len(self._rows)
-        if cfg.log_target is None:
-            self.log_target = bool(n and is_loss_like(target) and np.all(self._y > 0))
-        else:
-            self.log_target = bool(cfg.log_target)
+        legacy = "" if cfg.log_target is None else ("log" if cfg.log_target else "identity")
+        override = cfg.transform or legacy
+        self.transform = transform or TargetTransform.choose(target, self._y, override)
+        self._sign = -1.0 if self.transform.kind == "logit" or is_fraction_like(target) else 1.0
         z = self._to_model(self._y)
         self.encoder = FeatureEncoder().fit(self._rows)
         x = self.encoder.transform(self._rows)
@@ -213,21 +432,118 @@ class Surrogate:
         zx = self._standardise_fit(x)
         self._train_z = zx
         self._static = np.array([c.startswith(STATIC_PREFIXES) for c in self.encoder.columns], dtype=bool)
+        self._d0 = self._typical_neighbour_distance(zx)
+        oob = None
+        cv = None
         if n >= cfg.min_history:
             self.mode = "forest"
-            self._fit_forest(x, z)
-        elif n >= 3:
+            families = [f for f in (x.strip() for x in cfg.families.split(",")) if f] or ["forest"]
+            unknown = set(families) - set(FAMILIES)
+            if unknown:
+                raise ValueError(f"families: unknown {sorted(unknown)}; choose from {sorted(FAMILIES)}")
+            self.family = families[0]
+            self.family_scores = {}
+            if calibrate:
+                results = {f: self._cv_scores(x, z, f) for f in families}
+                results = {f: r for f, r in results.items() if r is not None}
+                if results:
+                    self.family_scores = {f: r[2] for f, r in results.items()}
+                    # the best top-of-the-ranking quality on held-out groups; ties keep the listed order
+                    self.family = max(results, key=lambda f: (round(results[f][2], 6), -families.index(f)))
+                    cv = results[self.family][:2]
+            oob = self._fit_forest(x, z)
+        elif n >= max(3, cfg.min_predict):
             self.mode = "ridge"
-            self._fit_ridge(zx[:, self._static], z)
+            oob = self._fit_ridge(zx[:, self._static], z)
         else:
             self.mode = "prior"
             self._prior_mean = float(z.mean()) if n else math.nan
             self._rmse = max(float(z.std()) if n > 1 else 0.0, cfg.prior_std)
-        self._d0 = self._typical_neighbour_distance(zx)
+        self._scores = self._conformity(z, zx, oob) if oob is not None and calibrate else np.zeros(0)
+        self._pair_scores = np.zeros(0)
+        if calibrate and oob is not None and cv is None and self.mode == "ridge":
+            ridge = self._cv_scores(x, z, "")
+            cv = ridge[:2] if ridge is not None else None
+        if cv is not None:
+            self._scores, self._pair_scores = cv
         return self
 
+    def _groups(self, x: np.ndarray) -> np.ndarray:
+        """A group id per row: runs that share every hyperparameter (``hp/`` feature) form one group."""
+        hp = [i for i, c in enumerate(self.encoder.columns) if c.startswith("hp/")]
+        keys: dict[tuple, int] = {}
+        out = np.zeros(len(x), dtype=int)
+        for r in range(len(x)):
+            key = tuple("nan" if not math.isfinite(v) else f"{v:.6g}" for v in x[r, hp])
+            out[r] = keys.setdefault(key, len(keys))
+        return out
+
+    def _cv_scores(self, x: np.ndarray, z: np.ndarray, family: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """Cross-validation on hyperparameter groups the model did not see: calibration scores and a rank criterion.
+
+        The history's groups (:meth:`_groups`; runs, when there are fewer
+        groups than folds) are split into ``calibration_folds`` folds; a model of
+        ``family`` ("" = this surrogate's mode) fitted on the other folds
+        predicts each fold. Returns the sorted absolute scores ``|z - m| /
+        s``, the sorted anchored scores ``|(z_j - z_i) - (m_j - m_i)| / s_j``
+        of pairs of runs of one group (what an edit's prediction, anchored on
+        the run's observed value, gets wrong; pairs across groups when fewer
+        than 30 such pairs exist) and the mean :func:`_top_quality` within
+        held-out groups of at least 4 runs (within a fold when there are
+        none): how good the architecture the model ranks first in a setting
+        it has not seen is, which is what the advisor asks of it. None when
+        a fold's model would have fewer than ``min_predict`` runs.
+        """
+        cfg = self.config
+        n = len(z)
+        groups = self._groups(x)
+        n_groups = int(groups.max()) + 1 if n else 0
+        # Too few groups to hold whole ones out (every run shares its hyperparameters, say): hold out runs.
+        split = groups if n_groups >= cfg.calibration_folds else np.arange(n)
+        n_split = int(split.max()) + 1 if n else 0
+        k = min(cfg.calibration_folds, n_split)
+        if k < 2 or n - n // k < max(3, cfg.min_predict) + 1:
+            return None
+        rng = np.random.default_rng([cfg.seed, 7])
+        fold = (rng.permutation(n_split) % k)[split]
+        absolute, paired, ranks = [], [], []
+        sub = SurrogateConfig.from_dict(
+            {**cfg.to_dict(), "calibration_folds": 0, **({"families": family} if family else {})}
+        )
+        for f in range(k):
+            test = np.flatnonzero(fold == f)
+            train = np.flatnonzero(fold != f)
+            if not test.size or train.size < max(3, cfg.min_predict):
+                continue
+            model = Surrogate(sub).fit_rows(
+                [self._rows[i] for i in train], self._y[train], self.target, transform=self.transform, calibrate=False
+            )
+            if model.mode == "prior":
+                continue
+            m, s = model.model_stats([self._rows[i] for i in test])
+            s = np.maximum(s, max(1e-6, 0.05 * model._rmse))
+            absolute.append(np.abs(z[test] - m) / s)
+            g = groups[test]
+            zt = z[test]
+            within = [np.flatnonzero(g == u) for u in np.unique(g)]
+            within = [w for w in within if w.size >= 4] or ([np.arange(test.size)] if test.size >= 4 else [])
+            ranks += [_top_quality(m[w], zt[w], self._sign) for w in within]
+            ii, jj = np.nonzero((g[:, None] == g[None, :]) & ~np.eye(test.size, dtype=bool))
+            if ii.size < 30:
+                ii, jj = np.nonzero(~np.eye(test.size, dtype=bool))
+            if ii.size > 4000:
+                pick = rng.choice(ii.size, size=4000, replace=False)
+                ii, jj = ii[pick], jj[pick]
+            paired.append(np.abs((zt[jj] - zt[ii]) - (m[jj] - m[ii])) / s[jj])
+        if not absolute:
+            return None
+        a = np.sort(np.concatenate(absolute))
+        b = np.sort(np.concatenate(paired)) if paired else np.zeros(0)
+        finite = [r for r in ranks if math.isfinite(r)]
+        return a, b, float(np.mean(finite)) if finite else -math.inf
+
     def _to_model(self, y: np.ndarray) -> np.ndarray:
-        return np.log(y) if self.log_target else y
+        return self.transform.forward(y)
 
     def _standardise_fit(self, x: np.ndarray) -> np.ndarray:
         filled = np.where(np.isnan(x), self._center, x)
@@ -239,41 +555,89 @@ class Surrogate:
         return (np.where(np.isnan(x), self._center, x) - self._center) / self._scale
 
     def _forest(self, seed: int) -> Any:
-        from sklearn.ensemble import RandomForestRegressor
+        """A tree ensemble of ``self.family`` (:data:`FAMILIES`) with ``n_members`` bootstrapped trees."""
+        from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
         cfg = self.config
-        return RandomForestRegressor(
+        spec = FAMILIES.get(self.family, FAMILIES["forest"])
+        cls = ExtraTreesRegressor if spec["trees"] == "extra" else RandomForestRegressor
+        return cls(
             n_estimators=cfg.n_members,
-            min_samples_leaf=cfg.min_samples_leaf,
-            max_features=cfg.max_features,
+            min_samples_leaf=spec.get("min_samples_leaf", cfg.min_samples_leaf),
+            max_features=spec.get("max_features", cfg.max_features),
             bootstrap=True,
             oob_score=True,
             random_state=seed,
             n_jobs=1,
         )
 
-    def _fit_forest(self, x: np.ndarray, z: np.ndarray) -> None:
+    @property
+    def kind(self) -> str:
+        """What predicts: ``"forest"``, ``"deep forest"``, ``"extra trees"``, ``"ridge"`` or ``"prior"``."""
+        return self.family.replace("_", " ") if self.mode == "forest" else self.mode
+
+    @staticmethod
+    def _oob_members(forest: Any, x: np.ndarray) -> np.ndarray:
+        """Each tree's prediction of each training row, NaN where the row was in the tree's bootstrap sample."""
+        m = _tree_predictions(forest, x)
+        for i, idx in enumerate(forest.estimators_samples_):
+            m[i, idx] = np.nan
+        return m
+
+    def _fit_forest(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fit ``f`` and ``g``; return every training row's out-of-bag mean and member spread (model scale)."""
         seed = self.config.seed
+        n = len(z)
         self._f = None
         self._z_mean = float(z.mean())
         resid = z - self._z_mean
-        if self._static.any():
-            self._f = self._forest(seed).fit(x[:, self._static], z)
-            oob = self._f.oob_prediction_
-            resid = np.where(np.isfinite(oob), z - oob, 0.0)
-        self._g = None
-        if (~self._static).any():
-            self._g = self._forest(seed + 1).fit(x[:, ~self._static], resid)
-            oob_g = self._g.oob_prediction_
-            resid = np.where(np.isfinite(oob_g), resid - oob_g, resid)
+        oob_mean, oob_var = np.full(n, self._z_mean), np.zeros(n)
+        self._lin: tuple[np.ndarray, float] | None = None
+        base = np.zeros(n)
+        if FAMILIES.get(self.family, {}).get("linear") and self._static.any():
+            # an additive part first (ridge on the standardised architecture and hyperparameter features); the
+            # trees then model what it leaves (interactions, thresholds)
+            self._lin = self._ridge_fit(self._standardise(x)[:, self._static], z)
+            base = self._linear(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "some inputs do not have OOB scores", all-NaN slices
+            if self._static.any():
+                self._f = self._forest(seed).fit(x[:, self._static], z - base)
+                oob = self._f.oob_prediction_
+                resid = np.where(np.isfinite(oob), z - base - oob, 0.0)
+                m = self._oob_members(self._f, x[:, self._static])
+                oob_mean, oob_var = base + np.nanmean(m, axis=0), np.nanvar(m, axis=0)
+            self._g = None
+            if (~self._static).any():
+                self._g = self._forest(seed + 1).fit(x[:, ~self._static], resid)
+                oob_g = self._g.oob_prediction_
+                resid = np.where(np.isfinite(oob_g), resid - oob_g, resid)
+                m = self._oob_members(self._g, x[:, ~self._static])
+                oob_mean, oob_var = oob_mean + np.nanmean(m, axis=0), oob_var + np.nanvar(m, axis=0)
         self._rmse = float(np.sqrt(np.mean(resid**2)))
+        return oob_mean, np.sqrt(oob_var)
 
-    def _fit_ridge(self, zx: np.ndarray, z: np.ndarray) -> None:
+    def _ridge_fit(self, zx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, float]:
+        """One ridge regression (``ridge_alpha``) on standardised features: weights and intercept."""
+        mx, my = zx.mean(axis=0), float(z.mean())
+        xc = zx - mx
+        w = np.linalg.solve(xc.T @ xc + self.config.ridge_alpha * np.eye(zx.shape[1]), xc.T @ (z - my))
+        return w, my - float(mx @ w)
+
+    def _linear(self, x: np.ndarray) -> np.ndarray:
+        """The additive part of a ``linear_forest`` for raw feature rows (0 for other families)."""
+        if self._lin is None:
+            return np.zeros(len(x))
+        w, b = self._lin
+        return self._standardise(x)[:, self._static] @ w + b
+
+    def _fit_ridge(self, zx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         n, d = zx.shape
         weights, biases, errors = [], [], []
-        for _ in range(cfg.n_members):
+        oob = np.full((cfg.n_members, n), np.nan)
+        for i in range(cfg.n_members):
             idx = rng.integers(0, n, n)
             xb, yb = zx[idx], z[idx]
             mx, my = xb.mean(axis=0), yb.mean()
@@ -283,11 +647,38 @@ class Surrogate:
             biases.append(my - mx @ w)
             out = np.setdiff1d(np.arange(n), idx)
             if out.size:
-                errors.append(zx[out] @ w + biases[-1] - z[out])
+                oob[i, out] = zx[out] @ w + biases[-1]
+                errors.append(oob[i, out] - z[out])
         self._w = np.array(weights)
         self._b = np.array(biases)
         err = np.concatenate(errors) if errors else np.zeros(0)
         self._rmse = float(np.sqrt(np.mean(err**2))) if err.size else max(float(z.std()), cfg.prior_std)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mean, spread = np.nanmean(oob, axis=0), np.nanstd(oob, axis=0)
+        spread = np.sqrt(spread**2 + self._rmse**2) * math.sqrt(cfg.min_history / n)
+        return mean, spread
+
+    def _conformity(self, z: np.ndarray, zx: np.ndarray, oob: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Normalised out-of-bag errors ``|z - oob mean| / s`` of the training rows, sorted (the calibration set)."""
+        mean, spread = oob
+        novelty = self._self_novelty(zx)
+        extra = self.config.novelty_weight * self._rmse * np.maximum(0.0, novelty - 1.0)
+        s = np.sqrt(spread**2 + extra**2)
+        ok = np.isfinite(mean) & np.isfinite(s)
+        floor = max(1e-6, 0.05 * self._rmse)  # a row every member agrees on must not give an infinite score
+        r = np.abs(z[ok] - mean[ok]) / np.maximum(s[ok], floor)
+        return np.sort(r)
+
+    def _self_novelty(self, zx: np.ndarray) -> np.ndarray:
+        """Each training row's :meth:`novelty` against the other rows (leave-one-out)."""
+        n = len(zx)
+        if n < 2:
+            return np.ones(n)
+        d = _distances(zx, zx)
+        np.fill_diagonal(d, np.inf)
+        k = min(self.config.neighbours, n - 1)
+        return np.sort(d, axis=1)[:, :k].mean(axis=1) / self._d0
 
     def _typical_neighbour_distance(self, zx: np.ndarray) -> float:
         n = len(zx)
@@ -307,7 +698,7 @@ class Surrogate:
         if self.mode == "forest":
             m = np.full((self.config.n_members, len(rows)), self._z_mean)
             if self._f is not None:
-                m = _tree_predictions(self._f, x[:, self._static])
+                m = _tree_predictions(self._f, x[:, self._static]) + self._linear(x)[None, :]
             if self._g is not None:
                 m += _tree_predictions(self._g, x[:, ~self._static])
             return m
@@ -324,8 +715,35 @@ class Surrogate:
         k = min(self.config.neighbours, self.n_train)
         return np.sort(d, axis=1)[:, :k].mean(axis=1) / self._d0
 
-    def predict_rows(self, rows: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation, in target units, for feature dicts."""
+    def calibration(self, level: float | None = None, anchored: bool = False) -> float:
+        """``q``: the half-width of the ``level`` interval in units of :meth:`model_stats`'s ``s``.
+
+        The conformal quantile of the history's normalised errors on
+        hyperparameter groups the model did not see (module docstring);
+        ``anchored`` for a prediction anchored on a run's observed value (an
+        edit's effect), from pairs of runs of one group. Out-of-bag errors
+        stand in when the history is too small to cross-validate; the normal
+        quantile when there are fewer than 5 scores (the prior).
+
+        Examples
+        --------
+        >>> rows = [{"hp/x": float(i % 7), "arch/w": float(i % 5)} for i in range(60)]
+        >>> y = [0.2 + 0.05 * (i % 7) + 0.01 * ((i * 13) % 5) for i in range(60)]
+        >>> s = Surrogate(SurrogateConfig(n_members=16)).fit_rows(rows, y, "val/loss")
+        >>> bool(0 < s.calibration(0.5) < s.calibration(0.8) < s.calibration(0.95))
+        True
+        """
+        level = self.config.interval if level is None else level
+        r = self._pair_scores if anchored and self._pair_scores.size >= 5 else self._scores
+        if r.size < 5:
+            from statistics import NormalDist
+
+            return NormalDist().inv_cdf(0.5 + level / 2)
+        k = min(r.size, math.ceil((r.size + 1) * level))
+        return float(r[k - 1])
+
+    def model_stats(self, rows: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Centre and uncertainty ``s`` on the model's scale (log / logit / as is), before calibration."""
         cfg = self.config
         m = self.members(rows)
         centre = m.mean(axis=0)
@@ -335,11 +753,39 @@ class Surrogate:
             # scatter around any fit), then widen for having so few runs.
             spread = np.sqrt(spread**2 + self._rmse**2) * math.sqrt(cfg.min_history / self.n_train)
         extra = cfg.novelty_weight * self._rmse * np.maximum(0.0, self.novelty(rows) - 1.0)
-        std = np.sqrt(spread**2 + extra**2)
-        if self.log_target:
-            mean = np.exp(centre)
-            return mean, mean * std
-        return centre, std
+        return centre, np.sqrt(spread**2 + extra**2)
+
+    def predict_rows(self, rows: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation, in target units, for feature dicts.
+
+        ``mean`` is the inverse transform of the model-scale centre (the
+        median: never outside the metric's range); ``std`` the calibrated
+        model-scale uncertainty (``q * s / 1.28``: the normal standard
+        deviation with the same 80 % half-width) brought to target units by
+        the delta method.
+        """
+        centre, s = self.model_stats(rows)
+        std_z = s * self.calibration(0.8) / Z80
+        return self.transform.inverse(centre), self.transform.slope(centre) * std_z
+
+    def interval_rows(
+        self, rows: Sequence[Mapping[str, float]], level: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median prediction and the ``level`` (default ``config.interval``) interval, in target units.
+
+        Examples
+        --------
+        >>> rows = [{"hp/x": float(i % 10)} for i in range(60)]
+        >>> acc = [0.5 + 0.045 * (i % 10) + 0.01 * ((i * 7) % 3 - 1) for i in range(60)]
+        >>> s = Surrogate(SurrogateConfig(n_members=16)).fit_rows(rows, acc, "val/acc")
+        >>> mid, lo, hi = s.interval_rows([{"hp/x": 9.0}, {"hp/x": 40.0}])
+        >>> s.transform.kind, bool(lo[0] < mid[0] < hi[0] <= 1.0), bool(hi[1] <= 1.0)
+        ('logit', True, True)
+        """
+        centre, s = self.model_stats(rows)
+        half = self.calibration(level) * s
+        inv = self.transform.inverse
+        return inv(centre), inv(centre - half), inv(centre + half)
 
     def predict(self, observations: Sequence[RunObservation]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted final target (mean, std in target units) for each run."""
@@ -349,6 +795,17 @@ class Surrogate:
         """Feature dicts of ``run`` with its architecture features swapped for each genome's."""
         base = {k: v for k, v in run_features(run, self.config.early_fraction).items() if not k.startswith(ARCH_PREFIX)}
         return [{**base, **architecture_features(g)} for g in genomes]
+
+    def variant_rows_hp(
+        self, run: RunObservation, variants: Sequence[tuple[Genome, Mapping[str, Any]]]
+    ) -> list[dict[str, float]]:
+        """Feature dicts of ``run`` with its architecture and hyperparameter features swapped for each pair's."""
+        keep = {
+            k: v
+            for k, v in run_features(run, self.config.early_fraction).items()
+            if not k.startswith(STATIC_PREFIXES)
+        }
+        return [{**keep, **architecture_features(g), **hyperparameter_features(dict(hp))} for g, hp in variants]
 
     def score(self, run: RunObservation, genomes: Sequence[Genome]) -> tuple[np.ndarray, np.ndarray]:
         """Predict ``run``'s target had it used each of ``genomes`` instead of its own architecture.

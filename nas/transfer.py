@@ -30,10 +30,11 @@ class PeerArchitecture:
     run_id: str
     value: float
 
-    def evidence(self, metric: str) -> str:
-        """The sentence a suggestion of exactly this architecture cites."""
+    def evidence(self, metric: str, own: float | None = None) -> str:
+        """The sentence a suggestion of exactly this architecture cites (``own``: the run's value, when known)."""
         where = "same input and output sizes"
-        return f"the architecture of run {self.run_id} ({where}), which reached {metric} {self.value:.4g}"
+        mine = f" (this run: {own:.4g})" if own is not None and math.isfinite(own) else ""
+        return f"the architecture of run {self.run_id} ({where}), which reached {metric} {self.value:.4g}{mine}"
 
 
 def as_edit_of(base: Genome, other: Genome) -> Genome | None:
@@ -50,7 +51,8 @@ def as_edit_of(base: Genome, other: Genome) -> Genome | None:
     >>> base = Genome(64, 10, tuple(Block(f"fc{i}", "linear", 32, "sigmoid") for i in (1, 2, 3, 4)))
     >>> other = Genome(64, 10, (Block("l1", "linear", 64, "relu"), Block("l2", "linear", 64, "relu")))
     >>> [c.description for c in base.diff(as_edit_of(base, other))]  # doctest: +NORMALIZE_WHITESPACE
-    ['depth 4 -> 2 (remove blocks fc3, fc4)', 'fc1-fc2: 32 -> 64 units', 'Sigmoid -> ReLU in fc1-fc2']
+    ['depth 4 -> 2 (remove blocks fc3 (Linear 32→32), fc4 (Linear 32→32))', 'fc1-fc2: 32 -> 64 units',
+     'Sigmoid -> ReLU in fc1-fc2']
     """
     frame = (base.input_size, base.output_size, base.family, base.output_type, base.fixed_params)
     if frame != (other.input_size, other.output_size, other.family, other.output_type, other.fixed_params):
@@ -80,8 +82,13 @@ def peer_architectures(
     limit: int,
     direction: str = "minimize",
     accept: Callable[[Genome], bool] | None = None,
+    better_than: float | None = None,
 ) -> list[PeerArchitecture]:
     """The ``limit`` best distinct history architectures (by their own ``target``) that are allowed edits of ``base``.
+
+    With ``better_than`` (the run's own value), only runs that did strictly
+    better are taken: a peer architecture is cited as support, and a run that
+    did worse supports nothing.
 
     Examples
     --------
@@ -90,6 +97,8 @@ def peer_architectures(
     >>> hist = [RunObservation(f"r{w}", g(w), outcome={"val/loss": 1 / w}) for w in (8, 16, 32, 64, 128)]
     >>> [(p.run_id, p.genome.blocks[0].width) for p in peer_architectures(g(32), hist, "val/loss", SearchSpace(), 2)]
     [('r64', 64), ('r16', 16)]
+    >>> [p.run_id for p in peer_architectures(g(32), hist, "val/loss", SearchSpace(), 2, better_than=1 / 32)]
+    ['r64']
     """
     sign = -1.0 if direction == "maximize" else 1.0
     ranked = sorted(
@@ -103,6 +112,8 @@ def peer_architectures(
         g = as_edit_of(base, o.genome)
         if g is None or g.key() in seen or g.validate() or not within(g, base, space):
             continue
+        if better_than is not None and not sign * o.outcome[target] < sign * better_than:
+            break  # ranked best first: every later run did no better either
         if accept is not None and not accept(g):
             continue
         seen.add(g.key())

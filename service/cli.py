@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,31 @@ app = typer.Typer(
 _DEFAULTS = ServiceSettings.model_fields
 _KAFKA = KafkaSettings.model_fields
 TargetOption = Annotated[
-    str, typer.Option("--target", envvar="RUNWATCH_TARGET", show_envvar=True, help="address of a runwatch server")
+    str,
+    typer.Option(
+        "--target", envvar="RUNWATCH_TARGET", show_envvar=True,
+        help="address of a runwatch server: host:port (plaintext) or https://host:port (TLS)",
+    ),
+]  # fmt: skip
+# No envvar= on these: the client reads RUNWATCH_TOKEN etc. itself (runwatch.client.connection).
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="access token [default: $RUNWATCH_TOKEN; prefer it, a flag shows in `ps`]", show_default=False
+    ),
+]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file", help="PEM CA bundle to check an https:// server [default: $RUNWATCH_CA_FILE, else system CAs]"
+    ),
+]
+ClientCertOption = Annotated[
+    Path | None,
+    typer.Option("--client-cert", help="PEM client certificate for mutual TLS [default: $RUNWATCH_CLIENT_CERT]"),
+]
+ClientKeyOption = Annotated[
+    Path | None, typer.Option("--client-key", help="PEM key of --client-cert [default: $RUNWATCH_CLIENT_KEY]")
 ]
 
 
@@ -39,14 +64,35 @@ def _settings(**values) -> ServiceSettings:
     try:
         return ServiceSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         _fail(f"invalid settings: {problems}")
+        raise  # unreachable
+
+
+def _problem(error: dict) -> str:
+    # Checks across fields name their field in the message, and have no location of their own.
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message
+
+
+def _channel(target: str, token: str | None, ca_file: Path | None, client_cert: Path | None, client_key: Path | None):
+    from runwatch.client.connection import make_channel
+
+    try:
+        return make_channel(target, token=token, ca_file=ca_file, cert_file=client_cert, key_file=client_key)
+    except ValueError as exc:
+        message = str(exc)
+        for name, flag in (("ca_file", "--ca-file"), ("cert_file", "--client-cert"), ("key_file", "--client-key")):
+            message = message.replace(f"{name}:", f"{flag}:")
+        _fail(message)
         raise  # unreachable
 
 
 def _rpc_error(exc: grpc.RpcError, target: str) -> None:
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        _fail(f"no runwatch server at {target} ({exc.details()})")
+        tls = target.lower().startswith(("https://", "grpcs://"))
+        hint = "" if tls else "; a server with TLS needs https://HOST:PORT"
+        _fail(f"no runwatch server at {target} ({exc.details()}{hint})")
     _fail(f"{exc.code().name}: {exc.details()}")
 
 
@@ -61,13 +107,15 @@ def serve(
     max_batch_bytes: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_BATCH_BYTES", show_envvar=True, help="largest accepted batch")] = _DEFAULTS["max_batch_bytes"].default,
     stall_check_seconds: Annotated[float, typer.Option(envvar="RUNWATCH_STALL_CHECK_SECONDS", show_envvar=True, help="period of time-based checks")] = _DEFAULTS["stall_check_seconds"].default,
     diagnostics_config: Annotated[Path | None, typer.Option(envvar="RUNWATCH_DIAGNOSTICS_CONFIG", show_envvar=True, help="JSON file: enabled diagnostics, their settings, alert policy")] = None,
+    alerts_config: Annotated[Path | None, typer.Option(envvar="RUNWATCH_ALERTS_CONFIG", show_envvar=True, help="alert sinks and routes (JSON, TOML or YAML; see deploy/alerts.example.json)")] = None,
     log_level: Annotated[str, typer.Option(envvar="RUNWATCH_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING, ERROR")] = "INFO",
     advisor_history: Annotated[Path | None, typer.Option(envvar="RUNWATCH_ADVISOR_HISTORY", show_envvar=True, help="JSON file of past runs the advisor learns from besides the store (python -m bench.export_history)")] = None,
-    kafka_bootstrap: Annotated[str | None, typer.Option(envvar="RUNWATCH_KAFKA_BOOTSTRAP", show_envvar=True, help="Kafka HOST:PORT[,...]; when set, ingest goes through Kafka (see README 'Kafka')")] = None,
+    kafka_bootstrap: Annotated[str | None, typer.Option(envvar="RUNWATCH_KAFKA_BOOTSTRAP", show_envvar=True, help="Kafka HOST:PORT[,...]; when set, ingest goes through Kafka (see docs/kafka.md)")] = None,
     kafka_ingest_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_INGEST_TOPIC", show_envvar=True, help="topic of log events (key = run id)")] = _KAFKA["ingest_topic"].default,
     kafka_anomaly_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ANOMALY_TOPIC", show_envvar=True, help="topic anomalies are published to (key = run id)")] = _KAFKA["anomaly_topic"].default,
     kafka_dlq_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_DLQ_TOPIC", show_envvar=True, help="dead-letter topic for unusable ingest records")] = _KAFKA["dlq_topic"].default,
     kafka_state_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_STATE_TOPIC", show_envvar=True, help="compacted topic of per-run detector checkpoints")] = _KAFKA["state_topic"].default,
+    kafka_logs_topic: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_LOGS_TOPIC", show_envvar=True, help="topic of raw text log lines (key = run id, value = the line, as Fluent Bit / Vector / kcat write them), e.g. runwatch.logs; off unless set")] = _KAFKA["logs_topic"].default,
     kafka_group: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_GROUP", show_envvar=True, help="consumer group shared by the detector instances")] = _KAFKA["group"].default,
     kafka_anomaly_format: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_ANOMALY_FORMAT", show_envvar=True, help="json or protobuf")] = _KAFKA["anomaly_format"].default,
     kafka_consume: Annotated[bool, typer.Option(envvar="RUNWATCH_KAFKA_CONSUME", show_envvar=True, help="run the detector consumer (--no-kafka-consume: gRPC-to-Kafka front only)")] = True,
@@ -88,12 +136,31 @@ def serve(
     kafka_ssl_cafile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_CAFILE", show_envvar=True, help="CA bundle for SSL")] = "",
     kafka_ssl_certfile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_CERTFILE", show_envvar=True, help="client certificate for SSL")] = "",
     kafka_ssl_keyfile: Annotated[str, typer.Option(envvar="RUNWATCH_KAFKA_SSL_KEYFILE", show_envvar=True, help="client key for SSL")] = "",
+    tls_cert: Annotated[Path | None, typer.Option(envvar="RUNWATCH_TLS_CERT", show_envvar=True, help="PEM certificate chain: serve gRPC over TLS (with --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(envvar="RUNWATCH_TLS_KEY", show_envvar=True, help="PEM private key of --tls-cert")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(envvar="RUNWATCH_TLS_CLIENT_CA", show_envvar=True, help="PEM CA bundle: require client certificates it signed (mutual TLS)")] = None,
+    auth_tokens: Annotated[Path | None, typer.Option(envvar="RUNWATCH_AUTH_TOKENS", show_envvar=True, help="token file (runwatch tokens create): every call but health needs a token; re-read on change or SIGHUP")] = None,
+    allow_insecure: Annotated[bool, typer.Option(envvar="RUNWATCH_ALLOW_INSECURE", show_envvar=True, help="allow a non-loopback --host without TLS and authentication")] = False,
+    http_port: Annotated[int | None, typer.Option(envvar="RUNWATCH_HTTP_PORT", show_envvar=True, help="serve the dashboard and Prometheus /metrics on this HTTP port (off unless set; 0 = any free port)")] = None,
+    http_host: Annotated[str, typer.Option(envvar="RUNWATCH_HTTP_HOST", show_envvar=True, help="dashboard bind address (non-loopback: needs TLS and authentication, or --allow-insecure)")] = _DEFAULTS["http_host"].default,
+    log_format: Annotated[str, typer.Option(envvar="RUNWATCH_LOG_FORMAT", show_envvar=True, help="text, or json: one JSON object per line (time, level, logger, message, extra fields)")] = "text",
+    idle_evict_s: Annotated[float, typer.Option(envvar="RUNWATCH_IDLE_EVICT_S", show_envvar=True, help="seconds a run may send nothing before its detector state moves to the store (restored on its next item; stalls still fire)")] = _DEFAULTS["idle_evict_s"].default,
+    max_active_runs: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_ACTIVE_RUNS", show_envvar=True, help="runs held in memory at most; the least recently active beyond it move to the store")] = _DEFAULTS["max_active_runs"].default,
+    max_active_runs_per_project: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_ACTIVE_RUNS_PER_PROJECT", show_envvar=True, help="runs of one project in memory at most; a new run beyond it is refused with RESOURCE_EXHAUSTED (gRPC ingest)")] = _DEFAULTS["max_active_runs_per_project"].default,
+    max_streams: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_STREAMS", show_envvar=True, help="StreamEvents streams open at once; more are refused with RESOURCE_EXHAUSTED")] = _DEFAULTS["max_streams"].default,
+    max_streams_per_peer: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_STREAMS_PER_PEER", show_envvar=True, help="StreamEvents streams open at once from one client connection")] = _DEFAULTS["max_streams_per_peer"].default,
+    max_watchers: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_WATCHERS", show_envvar=True, help="WatchAnomalies streams open at once; more are refused with RESOURCE_EXHAUSTED")] = _DEFAULTS["max_watchers"].default,
+    shutdown_grace_s: Annotated[float, typer.Option(envvar="RUNWATCH_SHUTDOWN_GRACE_S", show_envvar=True, help="on SIGTERM: seconds to finish in-flight batches, commit and exit (even with the broker gone)")] = _DEFAULTS["shutdown_grace_s"].default,
 ) -> None:
     """Run the runwatch service (gRPC ingest, anomaly watch, run queries; Kafka ingest with --kafka-bootstrap)."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         _fail(f"--log-level: unknown level {log_level!r}; use DEBUG, INFO, WARNING or ERROR")
     kafka_options = {name.removeprefix("kafka_"): value for name, value in locals().items() if name.startswith("kafka_")}
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from runwatch.service.log_format import LOG_FORMATS, configure_logging
+
+    if log_format not in LOG_FORMATS:
+        _fail(f"--log-format: expected text or json, got {log_format!r}")
+    configure_logging(log_level, log_format)
     if log_level.upper() != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     settings = _settings(
@@ -101,21 +168,39 @@ def serve(
         allow_unknown_fields=allow_unknown_fields, max_batch_bytes=max_batch_bytes,
         stall_check_seconds=stall_check_seconds,
         diagnostics=f"@{diagnostics_config}" if diagnostics_config else None,
+        alerts=f"@{alerts_config}" if alerts_config else None,
         advisor_history=advisor_history,
         kafka={**kafka_options, "bootstrap": kafka_bootstrap or ""},
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_tokens=auth_tokens,
+        allow_insecure=allow_insecure, http_port=http_port, http_host=http_host,
+        idle_evict_s=idle_evict_s, max_active_runs=max_active_runs,
+        max_active_runs_per_project=max_active_runs_per_project, max_streams=max_streams,
+        max_streams_per_peer=max_streams_per_peer, max_watchers=max_watchers, shutdown_grace_s=shutdown_grace_s,
     )
     from runwatch.nas.nni_adapter import MissingExtraError
     from runwatch.service.server import serve as run_server
 
     def ready(bound: int) -> None:
         via = f", kafka: {settings.kafka.bootstrap} group {settings.kafka.group}" if settings.kafka.enabled else ""
-        typer.echo(f"runwatch serving on {settings.host}:{bound} (data: {settings.data_dir}{via})", err=True)
+        tls = ("mutual TLS" if settings.tls_client_ca else "TLS") if settings.tls_cert else "plaintext"
+        auth = f"tokens from {settings.auth_tokens}" if settings.auth_tokens else "no tokens"
+        message = f"runwatch serving on {settings.host}:{bound} ({tls}, {auth}; data: {settings.data_dir}{via})"
+        if log_format == "json":  # every line on stderr stays one JSON object
+            logging.getLogger("runwatch.service").info(message, extra={"grpc_port": bound})
+        else:
+            typer.echo(message, err=True)
 
     from runwatch.nas.history_file import HistoryFileError
+    from runwatch.service.tls import TLSConfigError
+    from runwatch.service.tokens import TokenFileError
 
     try:
         asyncio.run(run_server(settings, ready))
     except OSError as exc:
+        _fail(str(exc))
+    except TokenFileError as exc:
+        _fail(f"auth_tokens: {exc}")
+    except TLSConfigError as exc:
         _fail(str(exc))
     except HistoryFileError as exc:
         _fail(f"advisor_history: {exc}")
@@ -128,12 +213,20 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option(help="keep the demo's store here (default: a temporary folder)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the three training runs")] = 0,
     port: Annotated[int, typer.Option(min=0, max=65535, help="gRPC port of the embedded server (0 = any free port)")] = 0,
+    keep_serving: Annotated[bool, typer.Option(help="keep the server and its dashboard up until Ctrl-C")] = False,
 ) -> None:
     """Train three small models (healthy, diverging, overfitting) and watch runwatch flag them live."""
     from runwatch.service.demo import run_demo
 
+    def wait_for_ctrl_c() -> None:
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
     try:
-        report = run_demo(data_dir=data_dir, seed=seed, port=port, out=typer.echo)
+        report = run_demo(data_dir=data_dir, seed=seed, port=port, out=typer.echo,
+                          keep_serving=wait_for_ctrl_c if keep_serving else None)
     except RuntimeError as exc:
         _fail(str(exc))
     raise typer.Exit(0 if report.ok else 1)
@@ -146,6 +239,10 @@ def watch(
     run: Annotated[str, typer.Option(help="only this run id")] = "",
     min_severity: Annotated[str, typer.Option(help="INFO, WARNING, ERROR or CRITICAL")] = "INFO",
     history: Annotated[bool, typer.Option(help="first print stored anomalies")] = False,
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
     """Print anomalies as they are raised (Ctrl-C to stop)."""
     try:
@@ -153,7 +250,7 @@ def watch(
     except ValueError:
         _fail(f"--min-severity: unknown severity {min_severity!r}; use INFO, WARNING, ERROR or CRITICAL")
     request = service_pb2.WatchRequest(project=project, run_id=run, min_severity=severity, include_history=history)
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
             for anomaly in service_pb2_grpc.WatchServiceStub(channel).WatchAnomalies(request):
                 typer.echo(format_anomaly(anomaly))
@@ -169,6 +266,10 @@ def runs(
     project: Annotated[str, typer.Option(help="only this project")] = "",
     status: Annotated[str, typer.Option(help="RUNNING, FINISHED, FAILED or KILLED")] = "",
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="at most this many")] = 50,
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
     """List runs, newest first."""
     code = 0
@@ -177,7 +278,7 @@ def runs(
             code = runs_pb2.RunStatus.Value("RUN_STATUS_" + status.upper())
         except ValueError:
             _fail(f"--status: unknown status {status!r}; use RUNNING, FINISHED, FAILED or KILLED")
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
             reply = service_pb2_grpc.RunServiceStub(channel).ListRuns(
                 service_pb2.ListRunsRequest(project=project, status=code, limit=limit), timeout=30
@@ -191,9 +292,13 @@ def runs(
 def show(
     run_id: Annotated[str, typer.Argument(help="the run id")],
     target: TargetOption = "127.0.0.1:50051",
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
     """Show one run: status, anomalies, metric summary."""
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
             summary = service_pb2_grpc.RunServiceStub(channel).GetRun(
                 service_pb2.GetRunRequest(run_id=run_id), timeout=60
@@ -205,18 +310,27 @@ def show(
 
 @app.command()
 def replay(
-    path: Annotated[Path, typer.Argument(help="log file or folder: TensorBoard events, Lightning metrics.csv, HF trainer_state.json, mlruns/, long CSV/JSONL, or a runwatch spool folder")],
+    path: Annotated[Path, typer.Argument(help="log file or folder: TensorBoard events, Lightning metrics.csv, HF trainer_state.json, mlruns/, long CSV/JSONL, text logs (.log, .txt, .out; JSONL of log records), or a runwatch spool folder")],
     target: TargetOption = "127.0.0.1:50051",
     project: Annotated[str | None, typer.Option(help="project of the replayed runs (default: the source's, else 'replay')")] = None,
     pace: Annotated[str, typer.Option(help="'fast' (as fast as the server acknowledges) or 'original' (the run's own timing)")] = "fast",
     speed: Annotated[float, typer.Option(min=1e-6, help="with --pace original: play this many times faster")] = 1.0,
     max_gap: Annotated[float, typer.Option(min=0.0, help="with --pace original: longest wait between two events, seconds")] = 60.0,
-    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl or spool")] = "auto",
+    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl, text or spool")] = "auto",
     keep_names: Annotated[bool, typer.Option(help="keep metric names as written (default: map train_loss -> loss, eval_loss -> val/loss, ...)")] = False,
     new_ids: Annotated[bool, typer.Option(help="replay runs the server already has, under fresh run ids")] = False,
     dry_run: Annotated[bool, typer.Option(help="read and summarise only; send nothing")] = False,
+    strict: Annotated[bool, typer.Option(help="send nothing if any file or entry is malformed (default: skip each with a warning, send the rest)")] = False,
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
-    """Stream training logs already on disk into runwatch, so their history becomes anomalies."""
+    """Stream training logs already on disk into runwatch, so their history becomes anomalies.
+
+    Exit status: 0 all sent and accepted; 1 something was rejected, dropped, or skipped as malformed
+    (each named in a warning on stderr); 2 nothing was sent (no logs, no server, or --strict and a problem).
+    """
     from runwatch.client.importers import FORMATS, ImportFormatError
     from runwatch.client.replay import replay as run_replay
 
@@ -228,6 +342,8 @@ def replay(
         report = run_replay(
             path, target=target, project=project, pace=pace, speed=speed, max_gap=max_gap, fmt=format,
             canonical=not keep_names, new_ids=new_ids, dry_run=dry_run, out=typer.echo,
+            strict=strict, warn=lambda line: typer.echo(line, err=True),
+            token=token, ca_file=ca_file, cert_file=client_cert, key_file=client_key,
         )
     except (ImportFormatError, FileNotFoundError, ConnectionError, ValueError) as exc:
         _fail(str(exc))
@@ -236,12 +352,13 @@ def replay(
     sent = [r for r in report.runs if not r.skipped]
     skipped = len(report.runs) - len(sent)
     anomalies = sum(max(r.anomalies, 0) for r in sent)
+    left_out = f", {len(report.warnings)} malformed entr{'y' if len(report.warnings) == 1 else 'ies'} skipped" if report.warnings else ""
     if dry_run:
-        typer.echo(f"{len(report.runs)} run(s) read in {report.seconds:.1f} s (dry run: nothing sent)")
+        typer.echo(f"{len(report.runs)} run(s) read in {report.seconds:.1f} s{left_out} (dry run: nothing sent)")
         return
     typer.echo(
         f"{len(sent)} run(s) replayed, {skipped} skipped, {report.accepted} item(s) accepted, "
-        f"{report.rejected} rejected, {report.dropped} dropped, {anomalies} anomaly incident(s), "
+        f"{report.rejected} rejected, {report.dropped} dropped, {anomalies} anomaly incident(s){left_out}, "
         f"{report.seconds:.1f} s"
     )
     for r in sent:
@@ -249,8 +366,49 @@ def replay(
             typer.echo(f"  {r.anomalies:3d} anomalies  runwatch show {r.run_id}")
     for seq, field, reason in report.violations[:5]:
         typer.echo(f"  rejected: {field}: {reason}", err=True)
-    if not report.ok:
+    if not report.complete:
         raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def pipe(
+    command: Annotated[list[str] | None, typer.Argument(help="the program to run and its arguments, after --; without one, lines are read from stdin", show_default=False)] = None,
+    project: Annotated[str, typer.Option(help="project of the run")] = "default",
+    run_id: Annotated[str | None, typer.Option(help="id of the run (default: generated)")] = None,
+    kind: Annotated[str, typer.Option(help="training or deployment")] = "training",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="tag of the run (repeat)")] = None,
+    target: TargetOption = "127.0.0.1:50051",
+    spool_dir: Annotated[Path | None, typer.Option(help="keep undelivered lines here until the server has them [default: $RUNWATCH_SPOOL_DIR, else ~/.cache/runwatch/spool]")] = None,
+    no_spool: Annotated[bool, typer.Option("--no-spool", help="keep undelivered lines in memory only")] = False,
+    finish_timeout: Annotated[float, typer.Option(min=0.0, help="seconds to wait at the end for the server to acknowledge")] = 10.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print nothing of runwatch's own (the run id, what was not delivered)")] = False,
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+) -> None:
+    """Stream a program's stdout and stderr (or stdin) into a run as log lines; the program's output is unchanged.
+
+    runwatch pipe --project p -- python train.py --lr 3e-4      (exit code -> run status; exits as the program did)
+
+    python train.py 2>&1 | runwatch pipe --project p             (the run finishes at end of input)
+    """
+    from runwatch.client.pipe import pipe as run_pipe
+
+    if kind not in ("training", "deployment"):
+        _fail(f"--kind: expected training or deployment, got {kind!r}")
+    try:
+        report = run_pipe(
+            command or None, project=project, run_id=run_id, target=target, kind=kind, tags=tag or (),
+            spool_dir=False if no_spool else spool_dir, finish_timeout=finish_timeout,
+            notify=None if quiet else (lambda line: typer.echo(line, err=True)),
+            token=token, ca_file=ca_file, cert_file=client_cert, key_file=client_key,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        _fail(f"COMMAND: {exc.filename or (command or [''])[0]}: no such program")
+    except (ValueError, PermissionError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -262,6 +420,10 @@ def suggest(
     max_params: Annotated[int, typer.Option(min=0, help="largest parameter count allowed (0 = no limit)")] = 0,
     max_latency_ms: Annotated[float, typer.Option(min=0.0, help="largest predicted latency, ms (0 = no limit)")] = 0.0,
     target: TargetOption = "127.0.0.1:50051",
+    token: TokenOption = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
     """Ask the server's architecture advisor for ranked changes to a run's architecture."""
     if not run_id and not project:
@@ -274,7 +436,7 @@ def suggest(
             max_params=max_params, max_latency_ms=max_latency_ms, num_suggestions=num
         ),
     )
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
             response = service_pb2_grpc.AdvisorServiceStub(channel).Suggest(request, timeout=300)
         except grpc.RpcError as exc:
@@ -282,11 +444,84 @@ def suggest(
     typer.echo(format_suggestions(response))
 
 
+tokens_app = typer.Typer(
+    help="access tokens of a server started with --auth-tokens FILE (the file keeps their hashes only)",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
+TokenFileOption = Annotated[
+    Path, typer.Option("--file", envvar="RUNWATCH_AUTH_TOKENS", show_envvar=True, help="the server's token file")
+]
+
+
+@tokens_app.command("create")
+def tokens_create(
+    file: TokenFileOption,
+    project: Annotated[
+        list[str], typer.Option("--project", help="project the token may touch (repeat; '*' = every project)")
+    ],
+    scope: Annotated[list[str], typer.Option("--scope", help="ingest, read, advise or admin (repeat)")],
+    description: Annotated[str, typer.Option(help="who or what uses it")] = "",
+) -> None:
+    """Add a token to the file and print it (it is shown only this once). The server picks it up at once."""
+    from runwatch.service.tokens import SCOPES, TokenFileError, create_token
+
+    for s in scope:
+        if s not in SCOPES:
+            _fail(f"--scope: unknown scope {s!r}; use {', '.join(SCOPES)}")
+    try:
+        token, record = create_token(file, projects=project, scopes=scope, description=description)
+    except TokenFileError as exc:
+        _fail(str(exc))
+    typer.echo(token)
+    typer.echo(
+        f"created token {record.id} (scopes: {', '.join(record.scopes)}; projects: {', '.join(record.projects)}) "
+        f"in {file}; store it now, it is not shown again",
+        err=True,
+    )
+
+
+@tokens_app.command("list")
+def tokens_list(file: TokenFileOption) -> None:
+    """List the tokens of the file: id, scopes, projects, creation time, description (no secrets)."""
+    import time as _time
+
+    from runwatch.service.tokens import TokenFileError, read_token_file
+
+    try:
+        content = read_token_file(file)
+    except TokenFileError as exc:
+        _fail(str(exc))
+    if not content.tokens:
+        typer.echo(f"no tokens in {file}")
+    for t in content.tokens:
+        created = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(t.created)) if t.created else "-"
+        typer.echo(f"{t.id}  {','.join(t.scopes):24} {','.join(t.projects):30} {created}  {t.description}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id (as `runwatch tokens list` shows it) or the token")],
+    file: TokenFileOption,
+) -> None:
+    """Remove a token from the file; the server refuses it from its next call on."""
+    from runwatch.service.tokens import TokenFileError, revoke_token
+
+    try:
+        record = revoke_token(file, token_id)
+    except TokenFileError as exc:
+        _fail(str(exc))
+    typer.echo(f"revoked token {record.id} ({', '.join(record.scopes)} on {', '.join(record.projects)})")
+
+
 nas_app = typer.Typer(help="architecture search with real training trials (needs the 'nas' extra)", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
 from runwatch.service.detectors_command import detectors_app  # noqa: E402  (light: heavy imports are per command)
 
 app.add_typer(detectors_app, name="detectors")
+from runwatch.service.export_command import export  # noqa: E402  (pandas is imported per call)
+
+app.command("export")(export)
 
 
 @nas_app.command("run")

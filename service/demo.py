@@ -3,9 +3,12 @@
 A server starts on a free loopback port (embedded, no Kafka), a watcher
 prints every anomaly the moment it is raised, and three small PyTorch MLPs
 train on scikit-learn's digits: a healthy one, one whose learning rate
-diverges, and one that overfits. A per-run summary and three checks close the
-demo: the diverging run is flagged before its loss becomes non-finite, the
-healthy run is never flagged, and the overfitting run is flagged as such.
+diverges, and one that overfits. The diverging run's trainer also prints its
+stop message as text (``run.log_text``), which runwatch reads like any log
+line. A per-run summary and four checks close the demo: the diverging run is
+flagged before its loss becomes non-finite, its text message raises a
+LOG_PATTERN alert, the healthy run is never flagged, and the overfitting run is
+flagged as such.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
             f"diverging run flagged at step {flag} before its loss became non-finite at step {bad}{lead}",
             flag is not None and bad is not None and flag < bad,
         ),
+        (
+            "diverging run's stop message in its text log flagged as LOG_PATTERN",
+            "LOG_PATTERN" in diverging.kinds(),
+        ),
         (f"healthy run never flagged ({len(healthy.flags)} alerts)", not healthy.flags),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
     ]
@@ -87,13 +94,21 @@ def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callab
         return
     out("  " + format_suggestions(response).replace("\n", "\n  "))
     out("  (a history of two other runs: the edits come from the diagnosis, the predicted effect is near zero;")
-    out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: README 'Architecture advisor')")
+    out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: docs/advisor.md)")
 
 
 def run_demo(
-    data_dir: Path | None = None, seed: int = 0, out: Callable[[str], None] = print, port: int = 0
+    data_dir: Path | None = None,
+    seed: int = 0,
+    out: Callable[[str], None] = print,
+    port: int = 0,
+    keep_serving: Callable[[], None] | None = None,
 ) -> DemoReport:
-    """Run the demo end to end and return what happened (``out`` receives every printed line)."""
+    """Run the demo end to end and return what happened (``out`` receives every printed line).
+
+    ``keep_serving``, when given, is called before the server stops (e.g. to wait for Ctrl-C while
+    someone looks at the dashboard).
+    """
     try:
         from runwatch.client import RunwatchClient
         from runwatch.service.demo_training import HYPERPARAMETERS, SCENARIOS, build_model
@@ -104,13 +119,15 @@ def run_demo(
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="runwatch-demo-")
         data_dir = Path(tmp.name)
-    settings = ServiceSettings(port=port, data_dir=data_dir)
+    settings = ServiceSettings(port=port, data_dir=data_dir, http_port=0)  # the dashboard, loopback, any free port
     t0 = time.perf_counter()
     stamp = lambda: f"[{time.perf_counter() - t0:6.1f}s]"
     suffix = uuid.uuid4().hex[:6]
     try:
         with BackgroundServer(settings) as server, RunwatchClient(server.target) as client:
             out(f"{stamp()} runwatch serving on {server.target} (data: {data_dir})")
+            dashboard = f"http://{settings.http_host}:{server.server.http_port}"
+            out(f"{stamp()} dashboard: {dashboard}/projects/demo (live while the demo runs; --keep-serving keeps it up)")
             feed = client.watch_anomalies(project="demo")
             shown: set[str] = set()
             shown_changed = threading.Condition()
@@ -134,6 +151,9 @@ def run_demo(
                 )
                 summary = SCENARIOS[name](lambda step, metrics, run=run: run.log(metrics, step=step), seed=seed)
                 bad = summary["first_nonfinite_step"]
+                if bad is not None:
+                    # What a training script prints when it gives up (DETR's wording); runwatch reads text too.
+                    run.log_text(f"Epoch 0 step {bad}: loss is nan, stopping training", level="error", step=bad)
                 if bad is None:
                     run.finish("finished", reason="completed")
                 else:
@@ -153,6 +173,9 @@ def run_demo(
                 reply = runs.GetRun(service_pb2.GetRunRequest(run_id=outcome.run_id), timeout=30)
                 outcome.anomalies = list(reply.anomalies)
             _show_advice(client.channel, outcomes["overfitting"].run_id, out, stamp)
+            if keep_serving is not None:
+                out(f"{stamp()} dashboard: {dashboard}/runs/{outcomes['diverging'].run_id} (Ctrl-C to stop)")
+                keep_serving()
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -52,14 +52,6 @@ class AnomalyHub:
     def watchers(self) -> int:
         return len(self._subs)
 
-    def end_all(self) -> None:
-        """Tell every watcher to end (the server is shutting down): each queue gets a final None."""
-        for sub in self._subs:
-            if sub.queue.full():
-                sub.queue.get_nowait()
-                sub.dropped += 1
-            sub.queue.put_nowait(None)
-
     def publish(self, anomaly: anomaly_pb2.Anomaly) -> None:
         for sub in self._subs:
             if not sub.matches(anomaly):

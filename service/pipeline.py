@@ -23,12 +23,15 @@ each one; both paths leave the same state, store and acknowledgement.
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from array import array
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,8 +46,11 @@ from runwatch.service import store as store_ops
 from runwatch.service import validation as check
 from runwatch.service.event_columns import RunEvents, group_by_run, read_run, sequence_size
 from runwatch.service.event_scan import ScannedBatch, scan_batch
+from runwatch.service.run_starts import implicit_start, looks_implicit, merge_start
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
+from runwatch.service.text_logs import LogTextAnalysis
+from runwatch.service.wire_check import decode_error
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 log = logging.getLogger("runwatch.service")
@@ -53,6 +59,55 @@ SNAPSHOT_FORMAT = "runwatch.run-state/1"
 MAX_VIOLATIONS_REPORTED = 100
 MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
+# A checkpoint takes ~2 ms: a thousand runs going quiet at once are evicted over several ticks, not in one pause.
+EVICTIONS_PER_CALL = 256
+
+
+class StepRanges:
+    """The ``(first, last)`` steps of a run's last ``maxlen`` accepted batches, oldest first.
+
+    A deque of pairs in one array: about 4 KiB per run once full, where tuples of
+    Python ints took 32 KiB once full (a run's memory must not grow with its length).
+
+    Examples
+    --------
+    >>> r = StepRanges(maxlen=2)
+    >>> r.append((0, 9)); r.append((10, 19)); r.append((20, 29))
+    >>> list(r), r.covers(5), r.covers(15)
+    ([(10, 19), (20, 29)], False, True)
+    """
+
+    __slots__ = ("_next", "_pairs", "maxlen")
+
+    def __init__(self, maxlen: int = RECENT_BATCHES) -> None:
+        self._pairs = array("q")
+        self._next = 0  # once full: where the oldest pair starts, overwritten next
+        self.maxlen = maxlen
+
+    def append(self, pair: tuple[int, int]) -> None:
+        a = self._pairs
+        if len(a) < 2 * self.maxlen:
+            a.extend(pair)
+        else:
+            i = self._next
+            a[i], a[i + 1] = pair
+            self._next = (i + 2) % len(a)
+
+    def covers(self, step: int) -> bool:
+        a = self._pairs
+        return any(a[i] <= step <= a[i + 1] for i in range(0, len(a), 2))
+
+    def clear(self) -> None:
+        self._pairs = array("q")
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._pairs) // 2
+
+    def __iter__(self):
+        a = self._pairs
+        order = list(range(self._next, len(a), 2)) + list(range(0, self._next, 2))
+        return iter([(a[i], a[i + 1]) for i in order])
 
 
 @dataclass(slots=True)
@@ -68,14 +123,17 @@ class RunState:
     start: bytes = b""  # the serialized RunStart, carried in checkpoints
     last_names: tuple | frozenset = ()
     valid_names: set = field(default_factory=set)
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))
+    recent: StepRanges = field(default_factory=StepRanges)
+    implicit: bool = False  # opened by its events: its first RunStart replaces the placeholder record
+    text: object = None  # the run's TextMonitor, made on its first log line (service/text_logs.py)
+    touched: float = 0.0  # when it was opened or restored here (time.time()): idle and LRU count from it too
 
     def remember_steps(self, first: int, last: int) -> None:
         """Record the step range of an accepted batch (to recognise re-sent batches)."""
         self.recent.append((first, last))
 
     def seen_recently(self, step: int) -> bool:
-        return any(first <= step <= last for first, last in self.recent)
+        return self.recent.covers(step)
 
 
 @dataclass(slots=True)
@@ -98,6 +156,7 @@ class BatchResult:
     anomalies: list[anomaly_pb2.Anomaly]
     durable: object  # concurrent.futures.Future resolved when the batch's writes are committed
     run_ids: frozenset[str] = frozenset()  # every run id the batch's items name, accepted or not ("" included)
+    exhausted: str = ""  # "field: reason" when a limit refused the whole batch (nothing applied): re-send it later
 
 
 class _AckBuilder:
@@ -145,6 +204,16 @@ class DetectionPipeline:
         self.batch_latencies: deque[float] = deque(maxlen=100_000)
         self.emission_latencies: deque[float] = deque(maxlen=100_000)
         self.counters = {"accepted": 0, "duplicates": 0, "rejected": 0, "anomalies": 0, "batches": 0}
+        # Evicted runs (see evict_run): checkpoints whose store write may not be committed yet, and
+        # when an evicted run's idle timer could next raise something (a stall), to restore it then.
+        self._evicting: dict[str, tuple[bytes, Future]] = {}
+        self._wake: dict[str, float] = {}
+        self.evictions = 0
+        self.restores = 0
+        self.refused_batches = 0
+        # With Kafka a refusal could only be dead-lettered: there, max_active_runs eviction bounds memory.
+        self.project_cap = 0 if settings.kafka.enabled else settings.max_active_runs_per_project
+        self.text = LogTextAnalysis(store, settings.text)
 
     # -- run lookup ---------------------------------------------------------------------------
 
@@ -152,10 +221,17 @@ class DetectionPipeline:
         state = self.runs.get(run_id) or self.ended.get(run_id)
         if state is not None:
             return state
-        info = self.store.get_run(run_id)  # a run opened before a restart
+        pending = self._evicting.get(run_id)
+        if pending is not None:  # evicted, its checkpoint maybe not committed yet
+            return self._restore_evicted(run_id, pending[0])
+        info = self.store.get_run(run_id)  # a run opened before a restart, or evicted
         if info is None:
             return None
         running = info.status == runs_pb2.RUN_STATUS_RUNNING
+        if running:
+            blob = self.store.run_checkpoint(run_id)
+            if blob is not None and (state := self._restore_evicted(run_id, blob.encode())) is not None:
+                return state
         state = RunState(
             run_id,
             info.project,
@@ -163,6 +239,8 @@ class DetectionPipeline:
             self.suite.monitor(run_id) if running else None,
             last_step=info.last_step,
             start=info.start.SerializeToString(),
+            implicit=looks_implicit(info.start),
+            touched=time.time(),
         )
         if running:
             self.runs[run_id] = state
@@ -204,7 +282,7 @@ class DetectionPipeline:
             batch = runs_pb2.EventBatch.FromString(raw)
         except DecodeError as exc:
             ack = _AckBuilder(0)
-            ack.reject("", ("batch", f"not a valid runwatch.v1.EventBatch protobuf: {exc}"))
+            ack.reject("", decode_error(raw, runs_pb2.EventBatch.DESCRIPTOR, exc))
             return self._finish(ack, [], [])
         return self._ingest(batch, arrival, len(raw), raw, scanned)
 
@@ -289,13 +367,13 @@ class DetectionPipeline:
         ops: list[WriteOp] = []
         anomalies: list[anomaly_pb2.Anomaly] = []
 
-        bad_items: dict[tuple[str, int], str] = {}
+        bad_items: dict[tuple[str, int], tuple[str, str]] = {}
         only_events = not (batch.starts or batch.logs or batch.ends)
         if scanned is not None and scanned.n_events != len(batch.events):
             scanned = None  # not these bytes' batch
         # A batch of events for open runs is read column by column up front (reading changes nothing).
         reads = self._read_open_runs(batch, scanned) if only_events and batch.events else None
-        top: str | None = None
+        top: tuple[str, str] | None = None
         if scanned is not None:
             # Read from its bytes, the batch's own fields and its events were all recognised:
             # only its starts, logs and ends can carry unknown fields, and each is searched.
@@ -317,19 +395,26 @@ class DetectionPipeline:
             if known_size != raw_size and raw is not None:
                 # Sizes differ only when unknown fields were dropped (rare): find them on a fresh parse.
                 bad_items, top = check.items_with_unknown_fields(runs_pb2.EventBatch.FromString(raw))
-        if top and not self.settings.allow_unknown_fields:
-            ack.ack.warnings.append(f"batch: unknown field {top} ignored")
+        if top and (top[1] != check.UNKNOWN_FIELD or not self.settings.allow_unknown_fields):
+            unknown = top[1] == check.UNKNOWN_FIELD
+            warning = f"batch: unknown field {top[0]} ignored" if unknown else f"batch.{top[0]}: {top[1]}; ignored"
+            ack.ack.warnings.append(warning)
         if self.settings.allow_unknown_fields:
-            for path in bad_items.values():
-                ack.ack.warnings.append(f"{path}: unknown field ignored")
-            bad_items = {}
+            # A field sent with the wrong wire type lost its value: rejected even so.
+            for path, reason in bad_items.values():
+                if reason == check.UNKNOWN_FIELD:
+                    ack.ack.warnings.append(f"{path}: unknown field ignored")
+            bad_items = {k: v for k, v in bad_items.items() if v[1] != check.UNKNOWN_FIELD}
+
+        if self.project_cap and (batch.starts or (batch.events and reads is None and self.settings.auto_create_runs)):
+            refusal = self._over_project_cap(batch)
+            if refusal is not None:
+                return self._refuse(ack, batch, refusal)
 
         for i, start in enumerate(batch.starts):
             where = f"starts[{i}]"
             if ("starts", i) in bad_items:
-                ack.reject(
-                    "", (bad_items[("starts", i)], "unknown field: this server's runwatch.v1 schema has no such field")
-                )
+                ack.reject("", bad_items[("starts", i)])
                 continue
             self._apply_start(start, where, now, ack, ops)
 
@@ -340,12 +425,11 @@ class DetectionPipeline:
             self._apply_events(batch, bad_items, now, ack, ops, anomalies, raw)
 
         log_rows = []
+        texts: dict[str, tuple[RunState, list]] = {}  # each run's accepted lines, for text analysis
         for i, line in enumerate(batch.logs):
             where = f"logs[{i}]"
             if ("logs", i) in bad_items:
-                ack.reject(
-                    "", (bad_items[("logs", i)], "unknown field: this server's runwatch.v1 schema has no such field")
-                )
+                ack.reject("", bad_items[("logs", i)])
                 continue
             v = check.check_log(line)
             if v:
@@ -356,16 +440,19 @@ class DetectionPipeline:
                 ack.reject(where, ("run_id", f"unknown run {line.run_id!r}: send its RunStart first"))
                 continue
             log_rows.append((line.run_id, line.time or now, line.level, line.step, line.text))
+            state.touched = now
+            texts.setdefault(line.run_id, (state, []))[1].append((line.text, line.step))
             ack.ack.accepted += 1
         if log_rows:
             ops.append(store_ops.append_logs_op(log_rows))
+        for state, items in texts.values():
+            for alert in self.text.analyse(state, items, now):
+                anomalies.append(to_anomaly(alert, state.run_id, state.project, now))
 
         for i, end in enumerate(batch.ends):
             where = f"ends[{i}]"
             if ("ends", i) in bad_items:
-                ack.reject(
-                    "", (bad_items[("ends", i)], "unknown field: this server's runwatch.v1 schema has no such field")
-                )
+                ack.reject("", bad_items[("ends", i)])
                 continue
             self._apply_end(end, where, now, ack, ops)
 
@@ -405,7 +492,10 @@ class DetectionPipeline:
         c["duplicates"] += ack.ack.duplicates
         c["rejected"] += ack.ack.rejected
         c["anomalies"] += len(anomalies)
-        return BatchResult(ack.ack, anomalies, self.store.submit(ops), run_ids)
+        result = BatchResult(ack.ack, anomalies, self.store.submit(ops), run_ids)
+        if len(self.runs) > self.settings.max_active_runs:
+            self._evict_least_recent()
+        return result
 
     def _apply_start(self, start, where, now, ack, ops) -> None:
         v = check.check_start(start)
@@ -422,30 +512,45 @@ class DetectionPipeline:
                 ),
             )
             return
+        if state is not None:
+            # See service/run_starts.py: a repeat is a duplicate, a completion is applied, a conflict rejected.
+            merged, v = merge_start(runs_pb2.RunStart.FromString(state.start), start, state.implicit)
+            if v:
+                ack.reject(where, v)
+            elif merged is None:
+                ack.ack.duplicates += 1
+            else:
+                state.project = merged.project
+                state.start = merged.SerializeToString()
+                state.implicit = False
+                ops.append(store_ops.open_run_op(merged, runs_pb2.RUN_STATUS_RUNNING))
+                ack.ack.accepted += 1
+            return
         if not start.start_time:
             start.start_time = now
         if not start.project:
             start.project = "default"
-        if state is None:
-            self.runs[start.run_id] = RunState(
-                start.run_id,
-                start.project,
-                runs_pb2.RUN_STATUS_RUNNING,
-                self.suite.monitor(start.run_id),
-                start=start.SerializeToString(),
-            )
-            ack.ack.accepted += 1
-        else:
-            # A re-sent RunStart (at-least-once clients) or one completing an implicitly opened run.
-            state.project = start.project
-            state.start = start.SerializeToString()
-            ack.ack.duplicates += 1
+        self.runs[start.run_id] = RunState(
+            start.run_id,
+            start.project,
+            runs_pb2.RUN_STATUS_RUNNING,
+            self.suite.monitor(start.run_id),
+            start=start.SerializeToString(),
+            touched=now,
+        )
+        ack.ack.accepted += 1
         ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
 
     def _open_implicit(self, run_id: str, now: float, ack: _AckBuilder, ops: list) -> RunState:
-        start = runs_pb2.RunStart(run_id=run_id, project="default", start_time=now)
+        start = implicit_start(run_id, now)
         state = RunState(
-            run_id, "default", runs_pb2.RUN_STATUS_RUNNING, self.suite.monitor(run_id), start=start.SerializeToString()
+            run_id,
+            "default",
+            runs_pb2.RUN_STATUS_RUNNING,
+            self.suite.monitor(run_id),
+            start=start.SerializeToString(),
+            implicit=True,
+            touched=now,
         )
         self.runs[run_id] = state
         ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
@@ -604,9 +709,7 @@ class DetectionPipeline:
         unknown: set[str] = set()  # run ids this batch already looked up in the store in vain
         for i, ev in enumerate(batch.events):
             if bad_items and ("events", i) in bad_items:
-                ack.reject(
-                    "", (bad_items[("events", i)], "unknown field: this server's runwatch.v1 schema has no such field")
-                )
+                ack.reject("", bad_items[("events", i)])
                 all_accepted = False
                 continue
             run_id = ev.run_id
@@ -752,6 +855,7 @@ class DetectionPipeline:
             return
         state.status = status
         state.monitor = None  # frees detector state; the run's history stays in the store
+        state.text = None
         state.recent.clear()
         state.valid_names.clear()
         self._remember_ended(state)
@@ -761,10 +865,19 @@ class DetectionPipeline:
     # -- checkpoints (a run moving between instances) -------------------------------------------
 
     def snapshot_run(self, run_id: str) -> bytes | None:
-        """JSON bytes of a running run's full detection state, or None if it is not running here."""
+        """JSON bytes of a running run's full detection state, or None if it is not running here.
+
+        A run evicted from memory (:meth:`evict_run`) answers with its checkpoint, as it stands.
+        """
         state = self.runs.get(run_id)
         if state is None or state.monitor is None:
-            return None
+            pending = self._evicting.get(run_id)
+            if pending is not None:
+                return pending[0]
+            if run_id in self.ended:
+                return None
+            blob = self.store.run_checkpoint(run_id)
+            return blob.encode() if blob is not None else None
         doc = {
             "format": SNAPSHOT_FORMAT,
             "run_id": run_id,
@@ -776,6 +889,7 @@ class DetectionPipeline:
             "last_names": sorted(state.last_names),
             "recent": [list(r) for r in state.recent],
             "monitor": state.monitor.state_dict(),
+            "text": self.text.snapshot(state),
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -801,13 +915,21 @@ class DetectionPipeline:
             misfits = monitor.load_state_dict(doc["monitor"])
             start = runs_pb2.RunStart.FromString(base64.b64decode(doc["start"], validate=True))
             state = RunState(
-                run_id, str(doc["project"]), runs_pb2.RUN_STATUS_RUNNING, monitor, start=start.SerializeToString()
+                run_id,
+                str(doc["project"]),
+                runs_pb2.RUN_STATUS_RUNNING,
+                monitor,
+                start=start.SerializeToString(),
+                implicit=looks_implicit(start),
             )
             state.last_step = int(doc["last_step"])
             state.last_received = float(doc.get("last_received", 0.0))  # absent in checkpoints before it was kept
+            state.touched = time.time()
             state.last_names = tuple(str(n) for n in doc["last_names"])
             for first, last in doc["recent"]:
                 state.remember_steps(int(first), int(last))
+            if not self.text.restore(state, doc.get("text")):  # absent in checkpoints before text analysis
+                misfits.append("log_text")
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError, DecodeError) as exc:
@@ -818,13 +940,177 @@ class DetectionPipeline:
             log.warning("run %s: restored without the state of %s (their configuration differs here)", run_id, misfits)
         self.ended.pop(run_id, None)
         self.runs[run_id] = state
+        # This state supersedes any checkpoint of the run this instance kept when it evicted it.
+        self._wake.pop(run_id, None)
+        self._evicting.pop(run_id, None)
+        self.store.submit([store_ops.delete_checkpoints_op([run_id])])
         return run_id
+
+    # -- bounded memory: idle and least recently active runs leave memory for the store -----------
+
+    def evict_run(self, run_id: str, now: float | None = None) -> bool:
+        """Checkpoint a running run to the store and drop it from memory; its next item restores it.
+
+        Detection continues after the restore exactly as if the run had stayed (the
+        checkpoint is :meth:`snapshot_run`'s). If its idle timer could still raise
+        something (a stall, or its escalation), the run is restored for that moment by
+        :meth:`tick`. Returns False when the run is not running in memory here.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> settings = ServiceSettings(data_dir=Path(tempfile.mkdtemp()))
+        >>> pipeline = DetectionPipeline(settings, RunStore(settings.db_path))
+        >>> b = runs_pb2.EventBatch(sequence=1)
+        >>> _ = b.starts.add(run_id="r1", project="p")
+        >>> b.events.add(run_id="r1", step=0).metrics["loss"] = 2.3
+        >>> pipeline.ingest(b).ack.accepted
+        2
+        >>> pipeline.evict_run("r1"), "r1" in pipeline.runs
+        (True, False)
+        >>> b = runs_pb2.EventBatch(sequence=2)
+        >>> b.events.add(run_id="r1", step=1).metrics["loss"] = 2.2
+        >>> pipeline.ingest(b).ack.accepted, pipeline.runs["r1"].last_step  # restored, then applied
+        (1, 1)
+        >>> pipeline.store.close()
+        """
+        blob = self.snapshot_run(run_id) if run_id in self.runs else None
+        if blob is None:
+            return False
+        now = time.time() if now is None else now
+        state = self.runs.pop(run_id)
+        due = state.monitor.next_idle_due(now, state.last_received) if state.last_received else None
+        if due is not None:
+            self._wake[run_id] = due
+        self._evicting[run_id] = (blob, self.store.submit([store_ops.save_checkpoint_op(run_id, blob.decode())]))
+        self.evictions += 1
+        return True
+
+    def evict_idle(self, now: float | None = None, at_most: int = EVICTIONS_PER_CALL) -> int:
+        """Evict runs that sent nothing for ``settings.idle_evict_s`` (``at_most`` of them); returns how many."""
+        now = time.time() if now is None else now
+        self._settle_evictions()
+        cutoff = now - self.settings.idle_evict_s
+        idle = [
+            run_id
+            for run_id, state in self.runs.items()
+            if state.monitor is not None and max(state.last_received, state.touched) <= cutoff
+        ][:at_most]
+        for run_id in idle:
+            self.evict_run(run_id, now)
+        return len(idle)
+
+    def checkpoint_all(self, deadline: float = float("inf")) -> int:
+        """Evict every running run (a shutdown: a restart restores each on its next item); stops at ``deadline`` (time.monotonic())."""
+        n = 0
+        for run_id in list(self.runs):
+            if time.monotonic() >= deadline:
+                break
+            n += self.evict_run(run_id)
+        return n
+
+    def forget_runs(self, run_ids) -> None:
+        """Drop runs from memory and their local checkpoints (their partition moved to another instance)."""
+        gone = []
+        for run_id in run_ids:
+            self.runs.pop(run_id, None)
+            self.ended.pop(run_id, None)
+            self._wake.pop(run_id, None)
+            self._evicting.pop(run_id, None)
+            gone.append(run_id)
+        if gone:
+            self.store.submit([store_ops.delete_checkpoints_op(gone)])
+
+    @property
+    def evicted_waiting(self) -> int:
+        """Evicted runs whose idle timer is still due to be checked (restored for it by :meth:`tick`)."""
+        return len(self._wake)
+
+    def _evict_least_recent(self) -> None:
+        over = len(self.runs) - self.settings.max_active_runs
+        if over <= 0:
+            return
+        oldest = heapq.nsmallest(over, self.runs.values(), key=lambda s: max(s.last_received, s.touched))
+        for state in oldest:
+            self.evict_run(state.run_id)
+
+    def _settle_evictions(self) -> None:
+        """Forget in-memory copies of checkpoints once committed (a failed write keeps its copy)."""
+        for run_id, (_, fut) in list(self._evicting.items()):
+            if fut.done():
+                if fut.exception() is None:
+                    del self._evicting[run_id]
+                else:
+                    log.error("run %s: checkpoint not stored (%s); kept in memory", run_id, fut.exception())
+
+    def _restore_evicted(self, run_id: str, blob: bytes) -> RunState | None:
+        try:
+            self.restore_run(blob)
+        except SnapshotError as exc:
+            log.error("run %s: its checkpoint is unusable (%s); detection restarts from scratch", run_id, exc)
+            self._evicting.pop(run_id, None)
+            self._wake.pop(run_id, None)
+            self.store.submit([store_ops.delete_checkpoints_op([run_id])])
+            return None
+        self.restores += 1
+        return self.runs[run_id]
+
+    # -- bounded memory: a project's runs -----------------------------------------------------------
+
+    def _over_project_cap(self, batch: runs_pb2.EventBatch) -> tuple[str, str] | None:
+        """``(field, reason)`` if the batch would open more runs in a project than ``max_active_runs_per_project``."""
+        cap = self.project_cap
+        new: dict[str, list[tuple[str, str]]] = {}
+        seen: set[str] = set()
+
+        def is_new(run_id: str) -> bool:
+            if run_id in seen or run_id in self.runs or run_id in self.ended or run_id in self._evicting:
+                return False
+            seen.add(run_id)
+            return not check.check_run_id(run_id) and self.store.get_run(run_id) is None
+
+        for i, start in enumerate(batch.starts):
+            if is_new(start.run_id):
+                new.setdefault(start.project or "default", []).append((f"starts[{i}].project", start.run_id))
+        if self.settings.auto_create_runs and batch.events:
+            for i, ev in enumerate(batch.events):
+                if is_new(ev.run_id):
+                    new.setdefault("default", []).append((f"events[{i}].run_id", ev.run_id))
+        if not new:
+            return None
+        active = Counter(s.project for s in self.runs.values() if s.monitor is not None)
+        for project, opening in new.items():
+            room = max(cap - active[project], 0)
+            if len(opening) > room:
+                where, run_id = opening[room]
+                return where, (
+                    f"project {project!r} has {active[project]} active runs, the limit (max_active_runs_per_project="
+                    f"{cap}); run {run_id!r} can open once some of them end or send nothing for idle_evict_s "
+                    f"({self.settings.idle_evict_s:g} s): re-send this batch later"
+                )
+        return None
+
+    def _refuse(self, ack: _AckBuilder, batch: runs_pb2.EventBatch, refusal: tuple[str, str]) -> BatchResult:
+        """The result of a batch a limit refused whole: nothing applied, to be re-sent (RESOURCE_EXHAUSTED)."""
+        ack.reject("", refusal)
+        ack.ack.rejected = len(batch.starts) + len(batch.events) + len(batch.logs) + len(batch.ends)
+        self.refused_batches += 1
+        run_ids = frozenset(x.run_id for items in (batch.starts, batch.events, batch.logs, batch.ends) for x in items)
+        return BatchResult(ack.ack, [], self.store.submit([]), run_ids, exhausted=f"{refusal[0]}: {refusal[1]}")
 
     # -- time-based checks --------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> list[anomaly_pb2.Anomaly]:
-        """Run time-based diagnostics (stalled runs) for every running run."""
+        """Run time-based diagnostics (stalled runs) for every running run.
+
+        Evicted runs whose idle timer is due (see :meth:`evict_run`) are restored first and checked too.
+        """
         now = time.time() if now is None else now
+        if self._wake:
+            for run_id in [r for r, due in self._wake.items() if now > due]:
+                del self._wake[run_id]
+                self._state(run_id)  # restored: checked below like any run, evicted again when still idle
         out = []
         for state in self.runs.values():
             if state.monitor is None or state.last_received == 0.0:
@@ -865,4 +1151,6 @@ def to_anomaly(alert: Alert, run_id: str, project: str, detected_time: float) ->
     )
     for metric, step, value in f.evidence:
         a.evidence.add(metric=metric, step=step, value=value)
+    if f.lines:
+        a.log_lines.extend(f.lines)
     return a

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -18,11 +20,18 @@ from grpc_status import rpc_status
 
 from runwatch.nas.history_file import read_history
 from runwatch.service.advice import AdviceError, AdviceService
+from runwatch.service.auth import Access, AuthInterceptor
+from runwatch.service.history import metric_history
 from runwatch.service.hub import AnomalyHub
+from runwatch.service.ingest_access import ProjectScreen, Screened
+from runwatch.service.limits import IngestExhausted, LimitsCollector, StreamLimits
 from runwatch.service.pipeline import BatchResult, DetectionPipeline
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore
 from runwatch.service.telemetry import ServiceMetrics
+from runwatch.service.tls import server_credentials
+from runwatch.service.tokens import ANYONE, Principal, TokenStore
+from runwatch.service.unavailable import CURRENT_LANE, IngestUnavailable, Lane
 from runwatch.service.validation import check_run_id
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
 
@@ -49,6 +58,38 @@ def _bad_request(message: str, violations) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail]))
 
 
+class _ScreenedBatch:
+    """A batch some of whose items the caller's token may not write: the rest's result, and the refusals."""
+
+    __slots__ = ("kept", "screened")
+
+    def __init__(self, kept, screened: Screened) -> None:
+        self.kept = kept  # what RunwatchServer.ingest returned for the items let through; None if none
+        self.screened = screened
+
+
+_REVOKED = object()
+REVOKED = "token revoked or changed while the stream was open; reconnect with a valid token"
+SHUTTING_DOWN = (
+    "the server is shutting down; re-send what was not acknowledged to it after its restart, or to another instance"
+)
+
+
+class _Reader:
+    """A StreamEvents call's request reader, as a shutdown sees it: stopped at once if it waits for a batch."""
+
+    __slots__ = ("task", "waiting")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.waiting = False  # awaiting the client's next batch (nothing of ours in hand)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class IngestServicer:
     """IngestService with raw-bytes requests: undecodable or oversized batches are rejected, not fatal."""
 
@@ -66,8 +107,19 @@ class IngestServicer:
         )
 
     async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> service_pb2.IngestAck:
-        result = self.s.ingest(raw)
-        ack = await self.s.settle(result)
+        CURRENT_LANE.set(Lane())
+        result = self.s.ingest_as(await self.s.access.principal(context), raw)
+        try:
+            ack = await self.s.settle(result)
+        except IngestUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except IngestExhausted as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if isinstance(result, _ScreenedBatch):
+            refused = result.screened.refused
+            first = "; ".join(f"{f}: {r}" for f, r in refused[:3])
+            msg = f"accepted {ack.accepted}, refused {len(refused)} (of {ack.rejected} rejected): {first}"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, msg)
         if ack.rejected:
             first = "; ".join(f"{v.field}: {v.reason}" for v in ack.violations[:3])
             msg = f"accepted {ack.accepted}, rejected {ack.rejected}: {first}"
@@ -75,22 +127,58 @@ class IngestServicer:
         return ack
 
     async def StreamEvents(self, requests: AsyncIterator[bytes], context) -> AsyncIterator[service_pb2.IngestAck]:
-        pending: asyncio.Queue = asyncio.Queue(maxsize=256)
-
-        async def consume() -> None:
-            try:
-                async for raw in requests:
-                    await pending.put(self.s.ingest(raw))
-            finally:
-                await pending.put(None)
-
-        # Reading the next batch overlaps with waiting for the previous one's commit.
-        reader = asyncio.create_task(consume())
+        if self.s.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        peer = context.peer()
+        if (refusal := self.s.limits.open_stream(peer)) is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        state = _Reader()
+        self.s.readers.add(state)
         try:
-            while (result := await pending.get()) is not None:
-                yield await self.s.settle(result)
+            pending: asyncio.Queue = asyncio.Queue(maxsize=256)
+            principal = await self.s.access.principal(context)
+
+            async def consume() -> None:
+                try:
+                    batches = aiter(requests)
+                    while not self.s.draining:
+                        state.waiting = True
+                        try:
+                            raw = await anext(batches)
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            state.waiting = False
+                        if not self.s.access.still_valid(principal):
+                            await pending.put(_REVOKED)
+                            break
+                        await pending.put(self.s.ingest_as(principal, raw))
+                finally:
+                    await pending.put(None)
+
+            # Reading the next batch overlaps with waiting for the previous one's commit.
+            CURRENT_LANE.set(Lane())  # before the reader task is made: its ingest tasks inherit it
+            reader = state.task = asyncio.create_task(consume())
+            try:
+                while (result := await pending.get()) is not None:
+                    if result is _REVOKED:
+                        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
+                    try:
+                        ack = await self.s.settle(result)
+                    except IngestUnavailable as exc:
+                        # The client re-sends every batch not yet acknowledged, in order, on a new stream.
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+                    except IngestExhausted as exc:
+                        # Nothing of this batch or the later ones was applied: the client re-sends them later.
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+                    yield ack
+                if self.s.draining:  # every batch read was acknowledged; the rest goes elsewhere
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            finally:
+                reader.cancel()
         finally:
-            reader.cancel()
+            self.s.readers.discard(state)
+            self.s.limits.close_stream(peer)
 
 
 class WatchServicer(service_pb2_grpc.WatchServiceServicer):
@@ -102,7 +190,20 @@ class WatchServicer(service_pb2_grpc.WatchServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {v[1]}")
         if request.min_severity not in anomaly_pb2.Severity.values():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"min_severity: unknown Severity {request.min_severity}")
-        sub = self.s.hub.subscribe(request.project, request.run_id, request.min_severity)
+        access = self.s.access
+        principal = await access.principal(context)
+        if request.project:
+            await access.require_project(context, principal, request.project, "project")
+        if request.run_id and (project := self.s.run_project(request.run_id)) is not None:
+            await access.require_project(context, principal, project, "run_id")
+        # A run not known yet (its RunStart still on the way) is watched through the project filter.
+        allowed = None if principal.all_projects else principal.projects
+        if self.s.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        if (refusal := self.s.limits.open_watcher()) is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        sub = self.s.hub.subscribe(request.project, request.run_id, request.min_severity, projects=allowed)
+        self.s.watches.add(sub)
         self.s.metrics.watchers.set(self.s.hub.watchers)
         try:
             seen: set[tuple[str, int]] = set()
@@ -111,14 +212,21 @@ class WatchServicer(service_pb2_grpc.WatchServiceServicer):
                     self.s.store.anomalies, request.run_id, request.project, request.min_severity
                 )
                 for a in history:
-                    seen.add((a.id, a.revision))
-                    yield a
+                    if principal.may_access(a.project):
+                        seen.add((a.id, a.revision))
+                        yield a
             while True:
                 a = await sub.queue.get()
+                if a is None:  # the server is shutting down
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+                if not access.still_valid(principal):
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
                 if (a.id, a.revision) not in seen:
                     yield a
         finally:
             self.s.hub.unsubscribe(sub)
+            self.s.watches.discard(sub)
+            self.s.limits.close_watcher()
             self.s.metrics.watchers.set(self.s.hub.watchers)
 
 
@@ -129,26 +237,82 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
     async def GetRun(self, request: service_pb2.GetRunRequest, context) -> service_pb2.RunSummary:
         if v := check_run_id(request.run_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{v[0]}: {v[1]}")
+        principal = await self.s.access.principal(context)
         summary = await asyncio.to_thread(self.s.run_summary, request.run_id)
         if summary is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"run_id: no run {request.run_id!r}")
+        await self.s.access.require_project(context, principal, summary.run.project, "run_id")
         return summary
 
     async def ListRuns(self, request: service_pb2.ListRunsRequest, context) -> service_pb2.ListRunsResponse:
         if request.status not in runs_pb2.RunStatus.values():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"status: unknown RunStatus {request.status}")
+        principal = await self.s.access.principal(context)
+        if request.project:
+            await self.s.access.require_project(context, principal, request.project, "project")
         await asyncio.wrap_future(self.s.store.submit([]))
-        runs = await asyncio.to_thread(self.s.store.list_runs, request.project, request.status, request.limit or 100)
+        limit = request.limit or 100
+        if request.project or principal.all_projects:
+            runs = await asyncio.to_thread(self.s.store.list_runs, request.project, request.status, limit)
+        else:  # every project the token grants, merged newest first
+            runs = []
+            for project in sorted(principal.projects):
+                runs += await asyncio.to_thread(self.s.store.list_runs, project, request.status, limit)
+            runs = sorted(runs, key=lambda r: r.start_time, reverse=True)[:limit]
         return service_pb2.ListRunsResponse(runs=runs)
+
+    async def GetMetrics(
+        self, request: service_pb2.GetMetricsRequest, context
+    ) -> AsyncIterator[service_pb2.MetricHistory]:
+        if v := check_run_id(request.run_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{v[0]}: {v[1]}")
+        principal = await self.s.access.principal(context)
+        await asyncio.wrap_future(self.s.store.submit([]))
+        info = await asyncio.to_thread(self.s.store.get_run, request.run_id)
+        if info is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"run_id: no run {request.run_id!r}")
+        await self.s.access.require_project(context, principal, info.project, "run_id")
+        for chunk in await asyncio.to_thread(metric_history, self.s.store.events(request.run_id), request):
+            yield chunk
+
+    async def ListAnomalies(
+        self, request: service_pb2.ListAnomaliesRequest, context
+    ) -> service_pb2.ListAnomaliesResponse:
+        if request.run_id and (v := check_run_id(request.run_id)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {v[1]}")
+        if request.min_severity not in anomaly_pb2.Severity.values():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"min_severity: unknown Severity {request.min_severity}")
+        principal = await self.s.access.principal(context)
+        if request.project:
+            await self.s.access.require_project(context, principal, request.project, "project")
+        if request.run_id and (project := self.s.run_project(request.run_id)) is not None:
+            await self.s.access.require_project(context, principal, project, "run_id")
+        await asyncio.wrap_future(self.s.store.submit([]))
+        limit = request.limit or 10_000
+        query = self.s.store.anomalies
+        if request.project or request.run_id or principal.all_projects:
+            found = await asyncio.to_thread(query, request.run_id, request.project, request.min_severity, limit)
+        else:  # every project the token grants, merged oldest first
+            found = []
+            for project in sorted(principal.projects):
+                found += await asyncio.to_thread(query, "", project, request.min_severity, limit)
+            found = sorted(found, key=lambda a: a.detected_time)[:limit]
+        return service_pb2.ListAnomaliesResponse(anomalies=[a for a in found if principal.may_access(a.project)])
 
 
 class AdvisorServicer(service_pb2_grpc.AdvisorServiceServicer):
     """Suggest runs in a worker thread: fitting the surrogate and searching take seconds."""
 
     def __init__(self, server: RunwatchServer) -> None:
+        self.s = server
         self.advice = server.advice
 
     async def Suggest(self, request: service_pb2.SuggestRequest, context) -> service_pb2.SuggestResponse:
+        principal = await self.s.access.principal(context)
+        if request.project:
+            await self.s.access.require_project(context, principal, request.project, "project")
+        if request.run_id and (project := self.s.run_project(request.run_id)) is not None:
+            await self.s.access.require_project(context, principal, project, "run_id")
         try:
             return await asyncio.to_thread(self.advice.suggest, request)
         except AdviceError as exc:
@@ -177,14 +341,26 @@ class RunwatchServer:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.hub = AnomalyHub()
+        self.alerts = None  # the alert channels (settings.alerts): a hub subscriber, started with the server
+        # Read before the store opens: a token file that does not parse must stop the start, not refuse every call.
+        self.tokens = TokenStore(settings.auth_tokens) if settings.auth_tokens is not None else None
+        self.access = Access(self.tokens)
         prior = read_history(settings.advisor_history) if settings.advisor_history else []  # before the store opens
         self.store = RunStore(settings.db_path)
         self.advice = AdviceService(self.store, prior)
         self.pipeline = DetectionPipeline(settings, self.store, publish=self._publish)
+        self.limits = StreamLimits(settings)
+        self.metrics.registry.register(LimitsCollector(self))
+        self.draining = False  # shutting down: no new calls, open streams finish what they read
+        self.readers: set[_Reader] = set()
+        self.watches: set = set()  # the WatchAnomalies calls' hub subscriptions
         self.health = HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task | None = None
+        self.dashboard = None  # the HTTP dashboard and /metrics, with settings.http_port
+        self.http_port = 0
+        self.metrics.count_active_runs(lambda: len(self.pipeline.runs))
         # With Kafka, the gRPC door produces to the ingest topic and a consumer feeds the pipeline.
         self.kafka = None
         self.kafka_cycle_open = False
@@ -200,6 +376,12 @@ class RunwatchServer:
                 ) from None
 
             self.kafka = KafkaBridge(self)
+        self.screen = ProjectScreen(
+            self.run_project,
+            auto_create_runs=settings.auto_create_runs,
+            remember_starts=self.kafka is not None,  # a run may be open on another instance
+            max_batch_bytes=settings.max_batch_bytes,
+        )
 
     def _publish(self, anomaly: anomaly_pb2.Anomaly) -> None:
         self.metrics.observe_anomaly(anomaly)
@@ -209,7 +391,14 @@ class RunwatchServer:
 
     def ingest(self, raw: bytes) -> BatchResult | service_pb2.IngestAck | asyncio.Task:
         if self.kafka is not None:
-            return asyncio.ensure_future(self.kafka.ingest(raw))
+            task = asyncio.ensure_future(self.kafka.ingest(raw))
+            # A stream ended by an earlier batch's refusal never awaits the later ones.
+            task.add_done_callback(_retrieve)
+            return task
+        lane = CURRENT_LANE.get()
+        if lane is not None and lane.exhausted:
+            # A refused batch is re-sent with every later one: none of them may land before it.
+            return BatchResult(service_pb2.IngestAck(), [], None, exhausted=lane.exhausted)
         t0 = time.perf_counter()
         try:
             result = self.pipeline.ingest_bytes(raw, t0)
@@ -218,16 +407,45 @@ class RunwatchServer:
             ack = service_pb2.IngestAck(rejected=1)
             ack.violations.add(field="batch", reason="internal error while processing this batch (logged by the server)")
             return ack
+        if result.exhausted:
+            if lane is not None:
+                lane.exhausted = result.exhausted
+            return result
         ack = result.ack
-        self.metrics.observe_batch(ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0)
+        self.metrics.observe_batch(
+            ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0,
+            violations=ack.violations, anomalies=len(result.anomalies), durable=result.durable,
+        )  # fmt: skip
         return result
+
+    def run_project(self, run_id: str) -> str | None:
+        """The project of a run this server knows (in memory or stored), else None."""
+        state = self.pipeline.runs.get(run_id) or self.pipeline.ended.get(run_id)
+        if state is not None:
+            return state.project
+        info = self.store.get_run(run_id)
+        return info.project if info is not None else None
+
+    def ingest_as(self, principal: Principal, raw: bytes):
+        """:meth:`ingest` of the items of ``raw`` that ``principal``'s projects cover; the others are refused."""
+        if principal is ANYONE:
+            return self.ingest(raw)
+        screened = self.screen.screen(raw, principal)
+        if not screened.refused:
+            return self.ingest(raw)
+        return _ScreenedBatch(self.ingest(screened.raw) if screened.raw is not None else None, screened)
 
     async def settle(self, result: BatchResult | service_pb2.IngestAck | asyncio.Future) -> service_pb2.IngestAck:
         """Wait until a batch's writes are durable, then return its acknowledgement."""
+        if isinstance(result, _ScreenedBatch):
+            kept = await self.settle(result.kept) if result.kept is not None else None
+            return result.screened.merge(kept)
         if isinstance(result, service_pb2.IngestAck):
             return result
         if isinstance(result, asyncio.Future):
             return await result
+        if result.exhausted:
+            raise IngestExhausted(result.exhausted)
         try:
             await asyncio.wrap_future(result.durable)
         except Exception as exc:
@@ -272,7 +490,16 @@ class RunwatchServer:
             # Without this, a second server on the same port binds too and steals half the streams.
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=opts)
+        settings = self.settings
+        credentials = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            except ValueError:
+                await asyncio.to_thread(self.store.close)
+                raise
+        interceptors = [AuthInterceptor(self.tokens)] if self.tokens is not None else None
+        server = grpc.aio.server(options=opts, interceptors=interceptors)
         server.add_generic_rpc_handlers((IngestServicer(self).handler(),))
         service_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(self), server)
         service_pb2_grpc.add_RunServiceServicer_to_server(RunQueryServicer(self), server)
@@ -283,13 +510,22 @@ class RunwatchServer:
             server,
         )
         address = f"{self.settings.host}:{self.settings.port}"
+        self._warn_exposure()
         try:
-            self.port = server.add_insecure_port(address)
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
             await asyncio.to_thread(self.store.close)
             raise OSError(f"cannot bind the gRPC server to {address}: the address is in use or not available")
+        if self.settings.alerts is not None:
+            from runwatch.service.alerts import AlertDispatcher
+
+            self.alerts = AlertDispatcher(self.settings.alerts, self.hub, self.metrics)
+            self.alerts.start()
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -304,28 +540,100 @@ class RunwatchServer:
                 await server.stop(0)
                 await asyncio.to_thread(self.store.close)
                 raise
+        if self.settings.http_port is not None:
+            from runwatch.service.http.app import Dashboard
+
+            self.dashboard = Dashboard(self)
+            try:
+                self.http_port = await self.dashboard.start()
+            except BaseException:
+                if self.kafka is not None:
+                    await self.kafka.stop()
+                await server.stop(0)
+                await asyncio.to_thread(self.store.close)
+                raise
         self._ticker = asyncio.create_task(self._tick_loop())
         return self.port
+
+    def _warn_exposure(self) -> None:
+        s = self.settings
+        if s.exposure_problem:  # allowed only by allow_insecure (see ServiceSettings)
+            log.warning(
+                "SECURITY: serving %s:%s %s (allow_insecure is set): anyone who can reach this address can read "
+                "every project's runs and anomalies and write into any run; see docs/security.md",
+                s.host, s.port, s.exposure_problem,
+            )
+        elif self.tokens is None and s.tls_client_ca is not None:
+            log.warning(
+                "serving without --auth-tokens: any client with a certificate from %s may read and write every project",
+                s.tls_client_ca,
+            )
+        elif self.tokens is not None and s.tls_cert is None:
+            log.info("tokens travel in clear text (no TLS): fine on loopback only")
+
+    def reload_tokens(self) -> None:
+        """Re-read the token file now (SIGHUP); it is also re-read whenever it changes."""
+        if self.tokens is not None:
+            self.tokens.refresh(force=True)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.stall_check_seconds)
             try:
                 self.pipeline.tick()
+                self.pipeline.evict_idle()
                 self.metrics.active_runs.set(sum(1 for s in self.pipeline.runs.values() if s.monitor is not None))
             except Exception:
                 log.exception("time-based checks failed")
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Drain: report NOT_SERVING, finish in-flight calls, persist, close."""
+    async def stop(self, grace: float = 2.0, deadline: float | None = None) -> bool:
+        """Drain: report NOT_SERVING, finish in-flight calls, persist, close.
+
+        New calls are refused (UNAVAILABLE); open streams stop reading, acknowledge
+        every batch they read and end with UNAVAILABLE (the SDK re-sends the rest
+        elsewhere or later); watchers end. In-flight calls get ``grace`` seconds.
+        With ``deadline`` (``time.monotonic()``), the whole stop keeps within it: a
+        Kafka stop that outlasts it is left behind (its uncommitted records are
+        re-delivered) and False is returned. Without Kafka, every running run is
+        checkpointed to the store, so a restart continues its detection exactly.
+        """
+        clean = True
+        self.draining = True
         await self.health.enter_graceful_shutdown()
         if self._ticker:
             self._ticker.cancel()
+        for reader in list(self.readers):
+            if reader.waiting and reader.task is not None:
+                reader.task.cancel()
+        for sub in list(self.watches):  # a final None ends each WatchAnomalies call
+            if sub.queue.full():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self._server is not None:
+            if deadline is not None:
+                grace = max(min(grace, (deadline - time.monotonic()) / 2), 0.1)
             await self._server.stop(grace)
         if self.kafka is not None:
-            await self.kafka.stop()  # finishes the cycle in hand: its offsets are committed or left for the next owner
+            # Finishes the cycle in hand: its offsets are committed or left for the next owner.
+            if deadline is None:
+                await self.kafka.stop()
+            else:
+                left = max(deadline - time.monotonic() - 1.0, 0.1)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.kafka.stop(timeout=left)), left)
+                except TimeoutError:
+                    clean = False
+                    log.warning("Kafka did not stop within shutdown_grace_s; its uncommitted records will be re-delivered")
+        if self.alerts is not None:
+            await self.alerts.stop()  # after ingest stopped: the last anomalies are still routed
+        self.pipeline.text.flush()  # log templates mined since the last throttled save
+        if self.kafka is None:
+            saved = self.pipeline.checkpoint_all(float("inf") if deadline is None else deadline - 1.0)
+            log.debug("checkpointed %d running run(s) to the store", saved)
         await asyncio.to_thread(self.store.close)
+        return clean
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -343,5 +651,24 @@ async def serve(settings: ServiceSettings, ready=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if server.tokens is not None:  # else SIGHUP keeps its default (a closed terminal stops the server)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
     await stop.wait()
-    await server.stop()
+    grace = settings.shutdown_grace_s
+    deadline = time.monotonic() + grace
+    # Threads stuck on a vanished broker must not hold the exit past the grace period.
+    watchdog = threading.Timer(grace, _exit_now, args=(server,))
+    watchdog.daemon = True
+    watchdog.start()
+    log.info("shutting down: draining streams, committing (at most %g s)", grace)
+    clean = await server.stop(grace=grace, deadline=deadline)
+    if not clean:
+        _exit_now(server)
+    log.info("runwatch stopped")
+
+
+def _exit_now(server: RunwatchServer) -> None:
+    """End the process at once: 0 if the store was committed and closed, else 1."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0 if server.store._closed else 1)

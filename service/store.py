@@ -21,6 +21,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from runwatch.service.nesting import clip
+from runwatch.service.wire_check import without_field
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 SCHEMA = """
@@ -68,6 +72,16 @@ CREATE TABLE IF NOT EXISTS anomalies (
 );
 CREATE INDEX IF NOT EXISTS anomalies_by_run ON anomalies (run_id, first_step);
 CREATE INDEX IF NOT EXISTS anomalies_by_time ON anomalies (detected_time);
+CREATE TABLE IF NOT EXISTS text_templates (
+    project TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_checkpoints (
+    run_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    saved REAL NOT NULL
+);
 """
 
 WriteOp = Callable[[sqlite3.Connection], None]
@@ -197,7 +211,7 @@ class RunStore:
             run_id=row[0], project=row[1], kind=row[2], status=row[3], start_time=row[4], end_time=row[5],
             end_reason=row[6], last_step=row[7], event_count=row[8], last_event_time=row[9], anomaly_count=row[11],
         )
-        info.start.ParseFromString(row[10])
+        info.start.CopyFrom(readable_start(row[10], row[0], row[1], row[2], row[4]))
         return info
 
     def get_run(self, run_id: str) -> service_pb2.RunInfo | None:
@@ -245,6 +259,46 @@ class RunStore:
         )
         return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
 
+    def event_chunks(self, run_id: str, after: int = 0) -> list[tuple[int, bytes]]:
+        """A run's stored chunks ``(rowid, serialized EventBatch)`` with rowid above ``after``, in write order.
+
+        Chunks are appended as batches are accepted, so ``after`` = the last rowid
+        seen reads only what arrived since (the dashboard's live curves).
+        """
+        return self._read(
+            "SELECT rowid, events FROM event_chunks WHERE run_id = ? AND rowid > ? ORDER BY rowid", (run_id, after)
+        )
+
+    def projects(self) -> list[tuple[str, int, int, float]]:
+        """Every project as ``(name, runs, running runs, last activity time)``, by name."""
+        return self._read(
+            "SELECT project, COUNT(*), SUM(status = ?), MAX(max(start_time, last_event_time)) FROM runs "
+            "GROUP BY project ORDER BY project",
+            (runs_pb2.RUN_STATUS_RUNNING,),
+        )
+
+    def latest_anomalies(
+        self, limit: int = 200, projects: Iterable[str] | None = None, min_severity: int = 0
+    ) -> list[anomaly_pb2.Anomaly]:
+        """Latest revision of the ``limit`` most recently raised incidents, newest first (``projects``: only those)."""
+        where, args = ["severity >= ?"], [min_severity]
+        if projects is not None:
+            names = sorted(projects)
+            where.append(f"project IN ({','.join('?' * len(names))})" if names else "0")
+            args.extend(names)
+        sql = f"SELECT record FROM anomalies WHERE {' AND '.join(where)} ORDER BY detected_time DESC, rowid DESC LIMIT ?"
+        return [anomaly_pb2.Anomaly.FromString(r[0]) for r in self._read(sql, (*args, limit))]
+
+    def template_state(self, project: str) -> str | None:
+        """A project's log-template miner state (JSON text, see ``runwatch.models.text.templates``), or None."""
+        rows = self._read("SELECT state FROM text_templates WHERE project = ?", (project,))
+        return rows[0][0] if rows else None
+
+    def run_checkpoint(self, run_id: str) -> str | None:
+        """The detector checkpoint of a run evicted from memory (JSON text, see ``DetectionPipeline.snapshot_run``), or None."""
+        rows = self._read("SELECT state FROM run_checkpoints WHERE run_id = ?", (run_id,))
+        return rows[0][0] if rows else None
+
     def metric_summaries(self, run_id: str) -> list[service_pb2.MetricSummary]:
         stats: dict[str, service_pb2.MetricSummary] = {}
         for ev in self.events(run_id):
@@ -264,6 +318,29 @@ class RunStore:
             if s.count == s.nonfinite_count:
                 s.min = s.max = math.nan
         return [stats[k] for k in sorted(stats)]
+
+
+def readable_start(blob: bytes, run_id: str, project: str, kind: int, start_time: float) -> runs_pb2.RunStart:
+    """A stored RunStart as every reader can parse it, even one stored before the nesting limit.
+
+    Hyperparameters nested too deeply for a client to parse inside a response are
+    clipped (:func:`runwatch.service.nesting.clip`); a record that does not parse
+    at all is rebuilt from the run's columns and whatever else of it parses.
+    Either way one odd run no longer fails every listing that includes it.
+    """
+    start = runs_pb2.RunStart()
+    try:
+        start.ParseFromString(blob)
+    except DecodeError:
+        start = runs_pb2.RunStart(run_id=run_id, project=project, kind=kind, start_time=start_time)
+        try:
+            start.MergeFromString(without_field(blob, runs_pb2.RunStart.HYPERPARAMETERS_FIELD_NUMBER))
+        except DecodeError:
+            pass
+        start.hyperparameters["runwatch"] = "hyperparameters not shown: the stored record cannot be read"
+        return start
+    clip(start.hyperparameters)
+    return start
 
 
 # -- write operations (run on the writer thread) ------------------------------------------------
@@ -304,6 +381,44 @@ def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob:
 def append_logs_op(rows: list[tuple[str, float, int, int, str]]) -> WriteOp:
     def op(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO log_lines (run_id, time, level, step, text) VALUES (?, ?, ?, ?, ?)", rows)
+
+    return op
+
+
+def save_templates_op(project: str, state: str) -> WriteOp:
+    """Replace a project's log-template miner state (JSON text)."""
+    row = (project, state, time.time())
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO text_templates (project, state, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (project) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+            row,
+        )
+
+    return op
+
+
+def save_checkpoint_op(run_id: str, state: str) -> WriteOp:
+    """Keep the detector checkpoint of a run leaving memory (replacing an older one)."""
+    row = (run_id, state, time.time())
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO run_checkpoints (run_id, state, saved) VALUES (?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, saved = excluded.saved",
+            row,
+        )
+
+    return op
+
+
+def delete_checkpoints_op(run_ids: list[str]) -> WriteOp:
+    """Drop runs' checkpoints (restored into memory, or no longer this instance's to keep)."""
+    rows = [(r,) for r in run_ids]
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.executemany("DELETE FROM run_checkpoints WHERE run_id = ?", rows)
 
     return op
 

@@ -10,6 +10,9 @@ from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import STALLED_STATE, event_gaps
 
+#: A stall becomes an ERROR once the run was idle this many times the timeout.
+ESCALATION = 4.0
+
 
 class StalledRunConfig(DiagnosticConfig):
     """Settings of :class:`StalledRunDiagnostic`.
@@ -129,7 +132,7 @@ class StalledRunDiagnostic(Diagnostic):
             return None
         return Finding(
             AnomalyKind.STALLED,
-            Severity.ERROR if idle > 4.0 * timeout else Severity.WARNING,
+            Severity.ERROR if idle > ESCALATION * timeout else Severity.WARNING,
             score=idle / timeout,
             step=max(last_step, 0),
             metric="wall_time",
@@ -140,3 +143,13 @@ class StalledRunDiagnostic(Diagnostic):
             key="stalled",
             wall_time=now,
         )
+
+    def next_idle_due(self, now: float, last_wall_time: float) -> float | None:
+        """When the stall is raised (the timeout passes), then escalated to ERROR; None once both passed."""
+        if not last_wall_time > 0.0:
+            return None
+        timeout = self.timeout  # fixed while no event arrives
+        for threshold in (timeout, ESCALATION * timeout):
+            if now - last_wall_time <= threshold:
+                return last_wall_time + threshold
+        return None

@@ -42,18 +42,31 @@ def _mlp(width: int, depth: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _named_mlp(width: int) -> nn.Module:
+    """An MLP whose modules the user named: encoder.fc1, encoder.fc2, head."""
+    from collections import OrderedDict
+
+    encoder = nn.Sequential(OrderedDict(
+        fc1=nn.Linear(64, width), act1=nn.ReLU(), fc2=nn.Linear(width, width), act2=nn.ReLU(),
+    ))
+    return nn.Sequential(OrderedDict(encoder=encoder, head=nn.Linear(width, 10)))
+
+
 def train_and_stream(client: RunwatchClient, run_id: str, width: int, depth: int, dropout: float, n_train: int,
-                     steps: int = 120, with_architecture: bool = True) -> float:
+                     steps: int = 120, with_architecture: bool = True, project: str = "advice",
+                     model: nn.Module | None = None, lr: float = 3e-3, sgd: bool = False) -> float:
     """Train an MLP on (a subset of) digits for real, logging loss and val/loss; returns the final val/loss."""
     torch.manual_seed(len(run_id))
     xt, yt, xv, yv = _digits()
     xt, yt = xt[:n_train], yt[:n_train]
-    model = _mlp(width, depth, dropout)
+    model = model if model is not None else _mlp(width, depth, dropout)
+    hyperparameters = {"lr": lr, "batch_size": 32, "width": width, "depth": depth, "dropout": dropout}
+    if sgd:
+        hyperparameters["optimizer"] = "sgd"
     run = client.start_run(
-        run_id=run_id, project="advice", model=model if with_architecture else None,
-        hyperparameters={"lr": 3e-3, "batch_size": 32, "width": width, "depth": depth, "dropout": dropout},
+        run_id=run_id, project=project, model=model if with_architecture else None, hyperparameters=hyperparameters,
     )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.SGD(model.parameters(), lr=lr) if sgd else torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(1)
     val = float("nan")
@@ -94,6 +107,14 @@ def advised(tmp_path_factory):
     # The run to improve: a wide two-layer net on 60 examples (it overfits).
     finals["wide-small-data"] = train_and_stream(client, "wide-small-data", 512, 2, 0.0, 60)
     train_and_stream(client, "no-arch", 32, 1, 0.0, 1400, steps=20, with_architecture=False)
+    # Issue 14's cases: a run whose loss explodes to inf/NaN (SGD at lr 1e4), one with the user's module names, and
+    # a project of two runs (too little history to predict). Other projects: the history above stays as it was.
+    train_and_stream(client, "exploded", 64, 2, 0.0, 1400, steps=40, project="unstable", lr=1e4, sgd=True)
+    for i, w in enumerate((8, 16, 32, 64, 128, 16, 32, 64, 128)):
+        train_and_stream(client, f"unstable-{i}", w, 1 + i % 2, 0.0, 1400, steps=40, project="unstable")
+    finals["named"] = train_and_stream(client, "named", 32, 2, 0.0, 1400, model=_named_mlp(32))
+    for i, w in enumerate((16, 64)):
+        train_and_stream(client, f"tiny-{i}", w, 1, 0.0, 1400, steps=40, project="tiny")
     client.close(timeout=5)
     channel = grpc.insecure_channel(srv.target)
     yield srv, channel, finals
@@ -138,6 +159,79 @@ def test_max_params_is_honoured(advised):
     )
     assert r.suggestions
     assert all(current + s.cost.params <= limit for s in r.suggestions), [s.cost.params for s in r.suggestions]
+
+
+def _interval(evidence) -> tuple[float, float]:
+    import re
+
+    line = next(e for e in evidence if e.startswith("predicted ") and "80% interval" in e)
+    lo, hi = re.search(r"80% interval ([-\d.e+]+)–([-\d.e+]+)", line).groups()
+    return float(lo), float(hi)
+
+
+def test_predictions_come_with_an_80_percent_interval_inside_the_metrics_range(advised):
+    _, channel, _ = advised
+    r = suggest(channel, run_id="wide-small-data", constraints=service_pb2.SuggestConstraints(num_suggestions=3))
+    for s in r.suggestions:
+        lo, hi = _interval(s.evidence)
+        e = s.effect
+        assert 0 < lo <= e.predicted <= hi  # a loss interval never goes below zero
+        assert e.predicted - 1.2815 * e.stddev >= lo * 0.999  # the +- summary stays inside it
+
+
+def test_a_diverged_run_gets_stability_advice_first_and_no_invented_delta(advised):
+    import math
+
+    _, channel, _ = advised
+    r = suggest(channel, run_id="exploded", constraints=service_pb2.SuggestConstraints(num_suggestions=3))
+    top = r.suggestions[0]
+    assert top.evidence[0].startswith("stability first: the run diverged: loss became")
+    stability = {"lr", "warmup_steps", "init", "grad_clip", "normalization", "residual"}
+    assert all(any(c.attribute in stability for c in s.changes) for s in r.suggestions), [
+        [c.description for c in s.changes] for s in r.suggestions
+    ]
+    for s in r.suggestions:
+        assert math.isnan(s.effect.delta)
+        assert any("so there is no baseline value to compare with" in e for e in s.evidence), s.evidence
+        risk = next(e for e in s.evidence if e.startswith("divergence risk"))
+        assert "1 of 10 runs diverged, this run among them" in risk, risk
+    assert all(s.effect.predicted > 0 and _interval(s.evidence)[0] > 0 for s in r.suggestions)
+
+
+def test_the_users_module_names_name_the_layers(advised):
+    _, channel, _ = advised
+    r = suggest(channel, run_id="named", constraints=service_pb2.SuggestConstraints(num_suggestions=3))
+    texts = [c.description for s in r.suggestions for c in s.changes]
+    assert any("encoder.fc" in t and "(Linear " in t for t in texts), texts
+    assert not any("new." in t or "layer " in t for t in texts), texts
+    seq = suggest(channel, run_id="wide-small-data", constraints=service_pb2.SuggestConstraints(num_suggestions=3))
+    assert all("(Linear " in c.description for s in seq.suggestions for c in s.changes if c.layer)
+
+
+def test_too_little_history_says_so_instead_of_a_guess(advised):
+    import math
+
+    _, channel, _ = advised
+    r = suggest(channel, run_id="tiny-0", constraints=service_pb2.SuggestConstraints(num_suggestions=2))
+    assert r.suggestions
+    for s in r.suggestions:
+        assert math.isnan(s.effect.predicted) and math.isnan(s.effect.stddev)
+        assert any(e.startswith("not enough history to predict val/loss (n=1 ") for e in s.evidence), s.evidence
+
+
+def test_a_budget_no_edit_fits_is_named_with_the_smallest_candidate(advised):
+    srv, channel, _ = advised
+    with pytest.raises(grpc.RpcError) as err:
+        suggest(channel, run_id="wide-small-data", constraints=service_pb2.SuggestConstraints(max_params=1000))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    detail = err.value.details()
+    assert detail.startswith("constraints.max_params: no edit fits the 1,000-parameter budget: the smallest candidate")
+    exe = Path(sys.executable).with_name("runwatch")
+    cli = subprocess.run(
+        [str(exe), "suggest", "wide-small-data", "--max-params", "1000", "--target", srv.target],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert cli.returncode != 0 and "no edit fits the 1,000-parameter budget" in cli.stderr, (cli.stdout, cli.stderr)
 
 
 def test_project_request_improves_the_projects_best_run(advised):

@@ -20,10 +20,14 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     first = min(diverging.flags, key=lambda a: a.first_step)
     assert first.kind == anomaly_pb2.ANOMALY_KIND_DIVERGENCE_PREDICTED
     assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
+    # The diverging run's text stop message is read too: a LOG_PATTERN alert with the line as evidence.
+    text = [a for a in diverging.flags if a.kind == anomaly_pb2.ANOMALY_KIND_LOG_PATTERN]
+    assert text and "stopping training" in text[0].log_lines[0] and text[0].detector == "log_text"
     # Anomalies stream in over the watch call; each run's are shown before its summary line.
     done_at = next(i for i, line in enumerate(lines) if "'diverging' done" in line)
     assert any("ANOMALY" in line and "DIVERGENCE_PREDICTED" in line for line in lines[:done_at])
     assert (tmp_path / "demo" / "runwatch.db").exists()
+    assert any("dashboard: http://127.0.0.1:" in line for line in lines[:3])
 
 
 def test_demo_command_exits_zero():
@@ -31,4 +35,4 @@ def test_demo_command_exits_zero():
         [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 3
+    assert done.stdout.count("[ok]") == 4

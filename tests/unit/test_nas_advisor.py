@@ -16,6 +16,7 @@ from runwatch.nas.advisor import (
     AdvisorConfig,
     Constraints,
     NoArchitectureError,
+    NoSuggestionError,
     _pct,
     estimated_latency_ms,
     infer_direction,
@@ -95,7 +96,17 @@ def test_suggestions_honour_max_params_and_max_latency(runs, advisor):
     budget = estimated_latency_ms(run.genome) / 2
     out = advisor.suggest(run, Constraints(max_latency_ms=budget))
     assert out and all(estimated_latency_ms(s.genome) <= budget for s in out)
-    assert advisor.suggest(run, Constraints(max_params=1000)) == []  # nothing that small within 3 edits
+    # Nothing that small within 3 edits: the answer names the constraint and the smallest candidate.
+    with pytest.raises(NoSuggestionError) as err:
+        advisor.suggest(run, Constraints(max_params=1000))
+    assert err.value.field == "constraints.max_params"
+    smallest = int(re.search(r"smallest candidate within the search space has ([\d,]+) parameters", str(err.value))[1]
+                   .replace(",", ""))
+    assert str(err.value).startswith("constraints.max_params: no edit fits the 1,000-parameter budget")
+    assert 1000 < smallest < run.genome.params()
+    # A latency budget below every candidate is named the same way.
+    with pytest.raises(NoSuggestionError, match=r"constraints.max_latency_ms: no edit fits the 1e-05 ms latency"):
+        advisor.suggest(run, Constraints(max_latency_ms=1e-5))
 
 
 def test_a_run_without_architecture_raises_the_named_error(runs, advisor):
@@ -153,8 +164,8 @@ def test_each_suggestion_is_a_diff_with_evidence_from_logs_and_peers(runs, advis
     for s in advisor.suggest(run):
         assert s.changes and all(c.description for c in s.changes)
         assert run.genome.diff(s.genome) == s.changes
-        assert any("vs peers' median" in e and "(n=" in e for e in s.evidence), s.evidence
-        assert s.evidence[-2].startswith("surrogate (forest, 53 runs with val/loss)")
+        assert any("vs peers' median" in e and "n=" in e for e in s.evidence), s.evidence
+        assert re.match(r"surrogate \((deep forest|forest|extra trees|linear forest), 53 runs with val/loss\)", s.evidence[-2])
         assert s.evidence[-1].startswith("divergence risk (")
         # anchored on what the run reached: val/loss 0.553, predicted lower by -delta
         assert s.effect.metric == "val/loss"
@@ -177,15 +188,27 @@ def test_accuracy_targets_are_maximized(runs):
 
 
 def test_a_small_history_still_gets_seeded_suggestions(runs):
-    history = [r for r in runs if r.run_id in ("digits-00", "digits-02", "digits-04", "digits-10", "digits-22")]
+    ids = ("digits-00", "digits-02", "digits-04", "digits-10", "digits-22", "digits-13", "digits-14", "digits-16")
+    history = [r for r in runs if r.run_id in ids]
     adv = Advisor(AdvisorConfig(use_nni=False)).fit(history)
-    assert adv.surrogate is not None and adv.surrogate.mode == "ridge"
+    assert adv.surrogate is not None and adv.surrogate.mode == "ridge" and adv.surrogate.can_predict
     out = adv.suggest(_run(runs, "digits-23"))
     assert len(out) == 3 and all(math.isfinite(s.effect.stddev) for s in out)
     assert any(e.startswith("overfitting at step") for s in out for e in s.evidence)
-    alone = Advisor().fit([]).suggest(_run(runs, "digits-23"))  # no history at all: the seeds, unscored
-    assert alone and all(s.effect.delta == 0.0 for s in alone)
-    assert any(e.startswith("overfitting at step") for e in alone[0].evidence)
+
+
+def test_too_small_a_history_says_so_instead_of_printing_a_guess(runs):
+    history = [r for r in runs if r.run_id in ("digits-00", "digits-02", "digits-04", "digits-10", "digits-22")]
+    for adv in (Advisor(AdvisorConfig(use_nni=False)).fit(history), Advisor().fit([])):
+        assert not adv.surrogate.can_predict
+        out = adv.suggest(_run(runs, "digits-23"))  # the seeds still come, unscored
+        assert out and any(e.startswith("overfitting at step") for e in out[0].evidence)
+        n = len(history) if adv.history else 0
+        for s in out:
+            e = s.effect
+            assert all(math.isnan(v) for v in (e.predicted, e.delta, e.stddev, e.lower, e.upper)), e
+            assert any(x.startswith(f"not enough history to predict val/loss (n={n} ") for x in s.evidence), s.evidence
+            assert not any(x.startswith(("surrogate (", "predicted val/loss")) for x in s.evidence), s.evidence
 
 
 def test_config_round_trips_through_json():

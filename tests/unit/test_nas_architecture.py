@@ -83,7 +83,7 @@ def test_diff_descriptions_read_as_users_expect():
         tuple(Block(f"fc{i}", "linear", 512 if i == 2 else 64, "relu") for i in range(1, 7)),
     )
     smaller = remove_blocks(remove_blocks(base, 5), 4)
-    assert [c.description for c in base.diff(smaller)] == ["depth 6 -> 4 (remove blocks fc5, fc6)"]
+    assert [c.description for c in base.diff(smaller)] == ["depth 6 -> 4 (remove blocks fc5 (Linear 64→64), fc6 (Linear 64→64))"]
     (depth,) = base.diff(smaller)
     assert (depth.layer, depth.attribute, depth.before, depth.after) == ("", "depth", "6", "4")
 
@@ -95,10 +95,10 @@ def test_diff_descriptions_read_as_users_expect():
     descriptions = [c.description for c in base.diff(edited)]
     assert descriptions == [
         "ReLU -> GELU in fc1-fc3",
-        "fc1: dropout 0.0 -> 0.2",
-        "fc2: 512 -> 256 units",
-        "add LayerNorm after fc3",
-        "add residual connection around fc4",
+        "fc1 (Linear 32→64): dropout 0.0 -> 0.2",
+        "fc2 (Linear 64→512): 512 -> 256 units",
+        "add LayerNorm after fc3 (Linear 512→64)",
+        "add residual connection around fc4 (Linear 64→64)",
     ]
     by_attribute = {c.attribute: c for c in base.diff(edited)}
     assert by_attribute["activation"].layer == "fc1,fc2,fc3"
@@ -110,9 +110,11 @@ def test_diff_descriptions_read_as_users_expect():
 def test_diff_keeps_separate_activation_runs_and_describes_added_blocks():
     base = Genome(8, 2, tuple(Block(f"fc{i}", "linear", 16, "relu") for i in range(1, 5)))
     edited = base.replace_block(0, activation="tanh").replace_block(2, activation="tanh")
-    assert [c.description for c in base.diff(edited)] == ["ReLU -> Tanh in fc1", "ReLU -> Tanh in fc3"]
+    assert [c.description for c in base.diff(edited)] == ["ReLU -> Tanh in fc1 (Linear 8→16)", "ReLU -> Tanh in fc3 (Linear 16→16)"]
     deeper = insert_copies(base, 3)
-    assert [c.description for c in base.diff(deeper)] == ["depth 4 -> 5 (add block new.1 (16 units, ReLU) after fc4)"]
+    assert [c.description for c in base.diff(deeper)] == [
+        "depth 4 -> 5 (add a new Linear block (16→16, ReLU) after fc4 (Linear 16→16))"
+    ]  # the user's names, never the internal "new.1"
 
 
 def test_cnn_record_keeps_costs_consistent_when_channels_change():
@@ -137,7 +139,7 @@ def test_cnn_record_keeps_costs_consistent_when_channels_change():
     assert g.fixed_params == 0 and g.params() == n_params(cnn(32))
     # narrowing the second convolution narrows the classifier's flattened input too
     assert g.replace_block(1, width=8).params() == n_params(cnn(8))
-    assert [c.description for c in g.diff(g.replace_block(1, width=8))] == ["layer 4: 32 -> 8 channels"]
+    assert [c.description for c in g.diff(g.replace_block(1, width=8))] == ["layer 4 (Conv2d 16→32): 32 -> 8 channels"]
     # the per-position FLOP proxy: 2 x (conv MACs per output position + linear MACs)
     assert g.flops() == 2 * (1 * 16 * 9 + 16 * 32 * 9 + 32 * 196 * 64 + 64 * 10)
 

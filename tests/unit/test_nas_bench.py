@@ -205,7 +205,11 @@ def test_fcnet_harness_smoke_on_a_synthetic_table(toy_dir, tmp_path):
     outs = data["outcomes"]
     per_method = {m: sum(o["method"] == m for o in outs) for m in nas_fcnet.METHODS}
     # 3 starts x 2 ks; TPE and random once per seed
-    assert per_method == {"advisor": 6, "advisor_no_seeding": 6, "peer_best": 6, "tpe": 12, "random": 12}
+    assert per_method == {
+        "advisor": 6, "advisor_no_seeding": 6, "forest": 6, "tpe_warm": 12, "peer_best": 6, "tpe": 12, "random": 12
+    }
+    # the fair anchors' table: mean and median normalised regret against the forest and warm-started TPE
+    assert "Against the fair anchors" in text and "| median normalised regret | capped mean (≤ 1) |" in text
     t = load_table(toy_dir / "hpolib_naval_propulsion.csv.gz")
     truths = set(t.truth.tolist())
     for o in outs:

@@ -59,7 +59,7 @@ def test_a_stalled_run_without_a_finding_or_peers_is_seeded_as_underfitting():
     assert [_edits(NARROW, s.genome) for s in seeds] == [
         ["fc1-fc3: 2 -> 32 units"],
         ["fc1-fc3: 2 -> 4 units"],
-        ["depth 3 -> 4 (add block new.1 (32 units, ReLU) after fc3)"],  # not a copy of the bottleneck
+        ["depth 3 -> 4 (add a new Linear block (2→32, ReLU) after fc3 (Linear 2→2))"],  # not a copy of the bottleneck
     ]
     assert all(within(s.genome, NARROW, SearchSpace()) for s in seeds)
     guard = EditGuard.for_run(run)
@@ -76,7 +76,7 @@ def test_peers_are_compared_within_the_runs_task():
     assert task_of(run) == "dataset=wine"
     (finding,) = run_findings(run, peers)
     assert finding.kind == "underfitting"
-    assert finding.evidence == ("final train loss 0.3 vs dataset=wine peers' median 0.065 (n=6)",)
+    assert finding.evidence == ("final train loss 0.3 vs dataset=wine peers' median 0.065 (IQR 0.0525–0.0775, n=6)",)
     # against all peers (digits' losses are on another scale) it would not stand out: 0.3 < the upper quartile
     assert run_findings(_run(NARROW, _curve(0.9, 0.3), 0.32), peers) == []
     # a task with too few peers is not compared with other tasks' runs
@@ -98,13 +98,13 @@ def test_a_vanishing_gradient_in_a_run_that_did_not_train_seeds_whole_stack_fixe
         ["add LayerNorm after fc1-fc10"],
         ["Sigmoid -> ReLU in fc1-fc10"],
         ["Sigmoid -> GELU in fc1-fc10"],
-        ["depth 10 -> 5 (remove blocks fc6, fc7, fc8, fc9, fc10)"],
+        ["depth 10 -> 5 (remove blocks " + ", ".join(f"fc{i} (Linear 32→32)" for i in range(6, 11)) + ")"],
     ]
     assert all(edit_distance(DEEP, s.genome) == 1 for s in strong)
     # then the layer's own seeds, not strong; nothing widens the net
     assert [_edits(DEEP, s.genome) for s in seeds if not s.strong][:2] == [
-        ["add LayerNorm after fc3"],
-        ["add residual connection around fc3"],
+        ["add LayerNorm after fc3 (Linear 32→32)"],
+        ["add residual connection around fc3 (Linear 32→32)"],
     ]
     assert all(s.genome.depth <= DEEP.depth and max(b.width for b in s.genome.blocks) <= 32 for s in seeds)
     guard = EditGuard.for_run(run)
@@ -119,8 +119,8 @@ def test_a_vanishing_gradient_in_a_run_that_trains_stays_a_layer_finding():
     seeds = seed_genomes(run, SearchSpace())
     assert not any(s.strong for s in seeds)
     assert [_edits(DEEP, s.genome) for s in seeds][:2] == [
-        ["add LayerNorm after fc3"],
-        ["add residual connection around fc3"],
+        ["add LayerNorm after fc3 (Linear 32→32)"],
+        ["add residual connection around fc3 (Linear 32→32)"],
     ]
 
 
@@ -158,7 +158,7 @@ def test_underfitting_is_judged_against_healthy_looking_peers_that_faulty_runs_c
     peers = PeerSummary(runs, tasks, flagged=frozenset(faulty))
     (finding,) = run_findings(run, peers)
     assert finding.kind == "underfitting"
-    assert finding.evidence == ("final train loss 0.45 vs healthy-looking dataset=wine peers' median 0.07 (n=5)",)
+    assert finding.evidence == ("final train loss 0.45 vs healthy-looking dataset=wine peers' median 0.07 (IQR 0.06–0.08, n=5)",)
     # too few healthy-looking peers: back to all of the task's peers
     few = PeerSummary(runs, tasks, flagged=frozenset(list(faulty) + ["h0", "h1", "h2"]))
     assert run_findings(run, few) == []

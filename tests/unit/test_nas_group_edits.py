@@ -69,7 +69,7 @@ def test_diff_merges_every_attribute_over_adjacent_blocks():
         "fc1-fc12: dropout 0.0 -> 0.1",
     ]
     single = DEEP.replace_block(3, residual=False, normalization="layernorm")
-    assert [c.description for c in DEEP.diff(single)] == ["add LayerNorm after fc4"]
+    assert [c.description for c in DEEP.diff(single)] == ["add LayerNorm after fc4 (Linear 32→32)"]
 
 
 def test_group_edits_cover_whole_runs_of_equal_blocks_and_halve_deep_stacks():

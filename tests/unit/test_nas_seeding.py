@@ -121,11 +121,11 @@ def test_peers_flag_overfitting_and_underfitting_without_a_finding():
     peers = PeerSummary({f"p{i}": {**n, "rel_gap": n["gap"] / n["final_train_loss"]} for i, n in enumerate(numbers)})
     overfit = _seeds(_run(), peers=peers)  # gap 0.5 - 0.05 = 0.45, 9x the training loss; the peers' ~0.17x
     assert [s.rule for s in overfit] == ["overfitting"] * 3
-    assert overfit[0].evidence == ("val/train gap relative to the train loss 9 vs peers' median 0.167 (n=5)",)
+    assert overfit[0].evidence == ("val/train gap relative to the train loss 9 vs peers' median 0.167 (IQR 0.146–0.186, n=5)",)
     flat = np.linspace(2.0, 1.5, STEPS.size)  # no gap, training loss far above the peers'
     under = _seeds(_run(**{"loss": (STEPS, flat), "val/loss": (STEPS, flat)}), peers=peers)
     assert [s.rule for s in under] == ["underfitting"] * 2
-    assert under[0].evidence == ("final train loss 1.5 vs peers' median 0.42 (n=5)",)
+    assert under[0].evidence == ("final train loss 1.5 vs peers' median 0.42 (IQR 0.41–0.43, n=5)",)
     assert _seeds(_run(), peers=PeerSummary({"p": {"gap": 0.01}})) == []  # too few peers to judge
 
 

@@ -1,0 +1,183 @@
+"""Do the advisor's 80 % intervals hold 80 % of the true outcomes? Coverage on FCNet and NAS-Bench-201.
+
+    python -m bench.nas_calibration                          # -> bench/RESULTS.md, subsection "calibration"
+    python -m bench.nas_calibration --repeats 3 --out /tmp/R.md
+
+Protocol (nothing here is fitted on the held-out values; the surrogate's
+calibration uses only its own history, :meth:`Surrogate.calibration`):
+
+- FCNet (each shared dataset): ``--repeats`` held-out slices (training
+  settings) drawn with ``--seed``; for each, the surrogate is fitted on
+  ``--history`` configurations of the *other* slices (one random seed each,
+  like ``bench/nas_fcnet.py``) and predicts ``--queries`` random
+  configurations of the held-out slice; the truth is one random seed's val
+  loss (a run's outcome). A second column predicts configurations of the
+  other slices that are not in the history (the history's own distribution).
+- Advisor, FCNet: the intervals the advisor reports for its top-3 suggestions
+  (anchored on the start's observed value, :class:`~runwatch.nas.advisor.PredictedEffect`)
+  on ``--starts`` poor starts per dataset, against one random seed of the
+  suggested configuration.
+- NAS-Bench-201 CIFAR-10: ``--repeats`` histories of ``--history`` random
+  cells (one random seed each, target ``val/acc`` in percent: logit scale on
+  [0, 100]); ``--queries`` other random cells, truth one random seed.
+
+Coverage = share of truths inside the interval (target 75-85 %); also the
+median interval width relative to the median prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.nas_common import markdown_table, write_subsection
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hpo-benchmarks"
+
+
+def _coverage(truth: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
+def fcnet_coverage(table, repeats: int, history: int, queries: int, seed: int) -> dict[str, list[float]]:
+    """Coverage per repeat: held-out slice and in-distribution held-out configurations."""
+    from bench.nas_fcnet import history_for
+    from runwatch.nas.features import run_features
+    from runwatch.nas.surrogate import Surrogate, SurrogateConfig
+
+    rng = np.random.default_rng([seed, 11])
+    slices = rng.choice(len(table.slices), size=repeats, replace=False)
+    out: dict[str, list[float]] = {"held-out slice": [], "other slices": [], "width": []}
+    for sl in slices:
+        hrng = np.random.default_rng([seed, int(sl), 1])
+        hist = history_for(table, int(sl), history, hrng)
+        s = Surrogate(SurrogateConfig(seed=seed)).fit(hist, "val/loss")
+        used = {o.run_id.split("/")[1] for o in hist}
+        qrng = np.random.default_rng([seed, int(sl), 2])
+        for name, pool in (
+            ("held-out slice", table.rows_of_slice(int(sl))),
+            ("other slices", np.array([r for r in np.flatnonzero(table.slice_of != sl) if table.config_ids[r] not in used])),
+        ):
+            rows = qrng.choice(pool, size=min(queries, len(pool)), replace=False)
+            seeds = qrng.integers(0, table.val_loss.shape[1], size=len(rows))
+            obs = [table.observation(int(r), int(k)) for r, k in zip(rows, seeds)]
+            truth = np.array([o.outcome["val/loss"] for o in obs])
+            mid, lo, hi = s.interval_rows([run_features(o) for o in obs])
+            out[name].append(_coverage(truth, lo, hi))
+            if name == "held-out slice":
+                out["width"].append(float(np.median((hi - lo) / mid)))
+    return out
+
+
+def advisor_coverage(table, starts: int, history: int, seed: int, k: int = 3) -> tuple[float, int]:
+    """Coverage of the advisor's reported intervals for its top-k suggestions on poor FCNet starts."""
+    from bench.nas_fcnet import search_space, select_starts, history_for
+    from runwatch.nas.advisor import Advisor, AdvisorConfig, Constraints
+
+    space = search_space(table, 6)
+    picked = select_starts(table, starts, 0.75, np.random.default_rng([seed, 21]))
+    inside, n = 0, 0
+    fitted: dict[int, Advisor] = {}
+    trng = np.random.default_rng([seed, 22])
+    for st in picked:
+        if st.slice not in fitted:
+            hist = history_for(table, st.slice, history, np.random.default_rng([seed, st.slice, 1]))
+            fitted[st.slice] = Advisor(AdvisorConfig(seed=seed)).fit(hist)
+        run = table.observation(st.row, st.seed_idx)
+        for s in fitted[st.slice].suggest(run, Constraints(num_suggestions=k), space):
+            row = table.lookup(st.slice, s.genome)
+            if row is None or not math.isfinite(s.effect.lower):
+                continue
+            truth = float(table.val_loss[row, trng.integers(0, table.val_loss.shape[1])])
+            inside += s.effect.lower <= truth <= s.effect.upper
+            n += 1
+    return (inside / n if n else math.nan), n
+
+
+def nb201_coverage(table, repeats: int, history: int, queries: int, seed: int) -> dict[str, list[float]]:
+    from runwatch.nas.surrogate import Surrogate, SurrogateConfig
+
+    out: dict[str, list[float]] = {"held-out cells": [], "width": []}
+    for r in range(repeats):
+        rng = np.random.default_rng([seed, 31, r])
+        rows = rng.choice(len(table), size=history + queries, replace=False)
+        hist, query = rows[:history], rows[history:]
+        pick = lambda rs: np.array([table.acc[i, rng.choice(table.seeds_of(int(i)))] for i in rs])  # noqa: E731
+        s = Surrogate(SurrogateConfig(seed=seed)).fit_rows(table.features(hist), pick(hist), "val/acc")
+        truth = pick(query)
+        mid, lo, hi = s.interval_rows(table.features(query))
+        out["held-out cells"].append(_coverage(truth, lo, hi))
+        out["width"].append(float(np.median(hi - lo)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.nas_fcnet import load_tables
+    from bench.nas_fcnet_table import FILES
+    from bench.nas_nb201 import FILE, load_nb201
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--history", type=int, default=400)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--starts", type=int, default=30, help="advisor check: poor starts per FCNet dataset")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = []
+    for table in load_tables(args.data_dir, list(FILES)):
+        cov = fcnet_coverage(table, args.repeats, args.history, args.queries, args.seed)
+        adv, n = advisor_coverage(table, args.starts, args.history, args.seed)
+        rows.append([
+            f"FCNet {table.name}", f"{args.repeats} x {args.queries}",
+            f"{100 * np.mean(cov['held-out slice']):.1f}% ({100 * min(cov['held-out slice']):.0f}–{100 * max(cov['held-out slice']):.0f})",
+            f"{100 * np.mean(cov['other slices']):.1f}%",
+            f"{100 * adv:.1f}% of {n}",
+            f"x{np.median(cov['width']):.2f} of the prediction",
+        ])
+        print(rows[-1], file=sys.stderr, flush=True)
+    nb = nb201_coverage(load_nb201(args.data_dir / FILE), args.repeats, args.history, args.queries, args.seed)
+    rows.append([
+        "NAS-Bench-201 CIFAR-10 (val/acc, %)", f"{args.repeats} x {args.queries}",
+        f"{100 * np.mean(nb['held-out cells']):.1f}% ({100 * min(nb['held-out cells']):.0f}–{100 * max(nb['held-out cells']):.0f})",
+        "–", "–", f"{np.median(nb['width']):.2f} accuracy points",
+    ])
+    command = "python -m bench.nas_calibration" + ("" if not (argv or sys.argv[1:]) else " " + " ".join(argv or sys.argv[1:]))
+    lines = [
+        "### Interval coverage (`bench/nas_calibration.py`)",
+        "",
+        f"Generated by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {time.perf_counter() - t0:.0f} s. "
+        "Share of true outcomes (one random seed of the configuration: a run's outcome) inside the surrogate's 80 % "
+        "interval, target 75–85 %. FCNet: history of "
+        f"{args.history} configurations from the other training settings (slices), queries from a held-out slice "
+        "(mean over repeats, min–max in brackets) and from the history's own slices; the advisor column checks the "
+        f"intervals it reports for its top-3 suggestions on {args.starts} poor starts per dataset (anchored on the "
+        "start's observed value). NAS-Bench-201: history of random cells, queries other random cells. Intervals are "
+        "computed on the log (loss) or logit (accuracy) scale and calibrated only on the history's out-of-bag errors.",
+        "",
+    ]
+    lines += markdown_table(
+        ["data", "repeats x queries", "held-out coverage", "in-distribution coverage", "advisor's reported intervals",
+         "median interval width"],
+        rows, "lrrrrr",
+    )
+    text = "\n".join(lines) + "\n"
+    write_subsection(args.out, "calibration", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
