@@ -198,7 +198,11 @@ def flatness(values: list[float]) -> str:
     if len(vals) < 3:
         return "n/a"
     base = vals[1]  # the first sample is before the runs opened
-    return f"{vals[-1] - base:+.1f} MiB ({100 * (vals[-1] - base) / base:+.1f} %) from {base:.1f} MiB after warm-up"
+    half = vals[len(vals) // 2 :]
+    return (
+        f"{vals[-1] - base:+.1f} MiB ({100 * (vals[-1] - base) / base:+.1f} %) from {base:.1f} MiB after warm-up; "
+        f"second half of the soak {half[-1] - half[0]:+.1f} MiB (range {max(half) - min(half):.1f} MiB)"
+    )
 
 
 # -- gRPC -----------------------------------------------------------------------------------------
