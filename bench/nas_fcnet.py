@@ -565,12 +565,16 @@ def anchor_verdict(outcomes: Sequence[Outcome], ks: Sequence[int], advisor: str 
         others = [s[m] for m in sorted(anchors) if m in s]
         mean_ok = all(a.mean_normalized_regret < b.mean_normalized_regret for b in others)
         median_ok = all(a.median_normalized_regret < b.median_normalized_regret for b in others)
-        paired = " ; ".join("/".join(str(x) for x in paired_comparison(outcomes, advisor, m, k)) for m in sorted(anchors) if m in s)
+        paired = " ; ".join(
+            "/".join(str(x) for x in paired_comparison(outcomes, advisor, m, k)) for m in sorted(anchors) if m in s
+        )
         rows.append(
             [
                 k,
                 f"{fmt(a.mean_normalized_regret, 3)} / {fmt(a.median_normalized_regret, 3)}",
-                " ; ".join(f"{fmt(b.mean_normalized_regret, 3)} / {fmt(b.median_normalized_regret, 3)}" for b in others),
+                " ; ".join(
+                    f"{fmt(b.mean_normalized_regret, 3)} / {fmt(b.median_normalized_regret, 3)}" for b in others
+                ),
                 paired,
                 "yes" if mean_ok else "no",
                 "yes" if median_ok else "no",
@@ -694,8 +698,10 @@ def report(result: FCNetResult, protocol: FCNetProtocol, command: str, data_dir:
         lines += [
             "#### Against the fair anchors (issue 14): the same history, the same look-ups",
             "",
-            "Mean / median normalised regret; \"below both\" = lower than the forest's and warm TPE's at that k "
-            "(all datasets pooled, then per dataset).",
+            (
+                "Mean / median normalised regret; \"below both\" = lower than the forest's and warm TPE's at that k "
+                "(all datasets pooled, then per dataset)."
+            ),
             "",
         ]
         lines += anchor_verdict(result.outcomes, p.ks)

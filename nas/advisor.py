@@ -16,8 +16,10 @@ losses, logit for accuracies and other metrics in [0, 1]:
 prediction is anchored to what the run actually reached, on that scale:
 ``z = T(observed) + z(candidate) - z(current)``, and ``predicted =
 T^-1(z)``; the 80 % interval is ``T^-1(z -/+ q * s)``, ``s`` the candidate's
-uncertainty and ``q`` its calibration on the history's out-of-bag errors
-(:meth:`Surrogate.calibration`), so a loss interval never goes below zero and
+uncertainty and ``q`` its calibration on the history's own cross-validated
+errors (pairs of runs of one hyperparameter group, what an anchored edit
+effect gets wrong: :meth:`Surrogate.calibration`), so a loss interval never
+goes below zero and
 an accuracy interval never above 1. ``delta = predicted - observed``.
 ``PredictedEffect.stddev`` is the smaller half-width of the interval / 1.2816
 (``predicted ± 1.28 * stddev`` lies inside the interval, hence inside the
@@ -247,11 +249,13 @@ class AdvisorConfig:
     seed
         Seeds the surrogate and the search: same seed, same suggestions.
     risk_aversion
-        Weight of the standard deviation in the search objective and ranking
-        (``mean + risk_aversion * std`` when minimizing).
+        Weight of the standard deviation in the search objective and ranking,
+        on the surrogate's scale (``z + risk_aversion * s`` when minimizing;
+        log for a loss, logit for an accuracy).
     parsimony
         Ranking cost per single edit, as a fraction of the run's predicted
-        value (see :func:`~runwatch.nas.search.search_candidates`).
+        value, taken on the surrogate's scale (on a log scale: 1 % of any
+        candidate's prediction; see :func:`~runwatch.nas.search.search_candidates`).
     tpe_trials, evolution_population, evolution_cycles, use_nni
         Search budget (see :class:`~runwatch.nas.search.SearchConfig`).
     anchor_to_observed
@@ -487,8 +491,9 @@ class Advisor:
             At most ``num_suggestions``. A run that diverged or is predicted
             to gets the stability fixes first (module docstring), ranked by
             the divergence-risk model. The other edits are ranked by the
-            risk-adjusted predicted effect (``delta + risk_aversion * stddev``
-            when minimizing) plus the parsimony cost per edit; on an
+            risk-adjusted prediction on the surrogate's scale (``z +
+            risk_aversion * s`` when minimizing; log for a loss) plus the
+            parsimony cost per edit (1 % of the prediction); on an
             overfitting run the edits that cut capacity or add dropout come
             first. Only the best of each edit idea (the same attributes of
             the same layers changed in the same direction: dropout 0.2 and 0.3
@@ -599,9 +604,7 @@ class Advisor:
             if len(chosen) == room:
                 break
         suggestions = [self._stability_suggestion(fix, run, risk) for fix in stability[:limit]]
-        suggestions += [
-            self._suggestion(c, run, observed, summary, peers, notes.get(c.genome.key())) for c in chosen
-        ]
+        suggestions += [self._suggestion(c, run, observed, summary, peers, notes.get(c.genome.key())) for c in chosen]
         if not suggestions:
             raise self._nothing_fits(base, space, constraints, rejected)
         if risk.mode != "unfitted":
@@ -708,9 +711,7 @@ class Advisor:
         evidence.append(f"stability first: {why}")
         evidence.append(f"{fix.reason}")
         if fix.judged.get("judged"):
-            evidence.append(
-                f"ranked by the divergence-risk model: P(diverge) {_pct(fix.judged['p'])} with this fix"
-            )
+            evidence.append(f"ranked by the divergence-risk model: P(diverge) {_pct(fix.judged['p'])} with this fix")
         elif risk.mode == "logistic":
             keys = ", ".join(fix.changed) or fix.rule
             evidence.append(
@@ -718,9 +719,7 @@ class Advisor:
                 "fixes it can judge, by the usual order of remedies"
             )
         else:
-            evidence.append(
-                "too few diverged runs for a risk model: the fixes follow the usual order of remedies"
-            )
+            evidence.append("too few diverged runs for a risk model: the fixes follow the usual order of remedies")
         evidence += notes
         return Suggestion(
             rank=0,
@@ -870,7 +869,7 @@ class Advisor:
         comparisons = peers.compare_all(list(sides), summary, sides)
         evidence += [e for e in comparisons if e not in evidence]
         if prior_note is not None:
-            texts, sur_mean, sur_std = prior_note
+            texts = prior_note[0]
             evidence = texts + [e for e in evidence if e not in texts]
         evidence += notes
         if s.can_predict:
@@ -918,9 +917,16 @@ class Advisor:
         delta = float(predicted - observed) if math.isfinite(observed) else math.nan
         stddev = min(predicted - lower, upper - predicted) / Z80
         effect = PredictedEffect(cfg.target_metric, predicted, delta, stddev, lower, upper, level)
-        notes = [f"predicted {cfg.target_metric} {_fmt(predicted)}, {effect.interval()} (the prior: the range of the "
-                 f"{estimate.n} history runs of {estimate.scope})"]
+        notes = [
+            (
+                f"predicted {cfg.target_metric} {_fmt(predicted)}, {effect.interval()} (the prior: the range of the "
+                f"{estimate.n} history runs of {estimate.scope})"
+            )
+        ]
         if not math.isfinite(observed):
-            notes.insert(0, f"no change is given: this run's {cfg.target_metric} is {observed}, so there is no "
-                            "baseline value to compare with")
+            notes.insert(
+                0,
+                f"no change is given: this run's {cfg.target_metric} is {observed}, so there is no "
+                "baseline value to compare with",
+            )
         return effect, notes

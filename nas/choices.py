@@ -237,7 +237,9 @@ def all_genomes(genome: Genome, space: SearchSpace, limit: int) -> list[Genome]:
         if changed == 0 or changed > space.max_changes:
             continue
         try:
-            g = _decode_parameters(genome, params)  # the values are the choices' own, within max_changes: nothing to check
+            g = _decode_parameters(
+                genome, params
+            )  # the values are the choices' own, within max_changes: nothing to check
         except RuntimeError:
             continue
         out.append(g)

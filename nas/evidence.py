@@ -294,7 +294,7 @@ class PeerSummary:
         ('', 'above')
         """
         z = self.robust_z(name, value)
-        if not z == z or abs(z) <= ROBUST_Z:  # NaN: too few peers
+        if math.isnan(z) or abs(z) <= ROBUST_Z:  # NaN: too few peers
             return ""
         return "above" if z > 0 else "below"
 

@@ -110,7 +110,7 @@ from runwatch.nas.features import (
 STATIC_PREFIXES = (ARCH_PREFIX, "hp/")
 from runwatch.nas.history import RunObservation
 
-__all__ = ["Surrogate", "SurrogateConfig", "TargetTransform", "is_loss_like", "is_fraction_like"]
+__all__ = ["Surrogate", "SurrogateConfig", "TargetTransform", "is_fraction_like", "is_loss_like"]
 
 _LOSS_TOKENS = ("loss", "perplexity", "ppl", "mse", "rmse", "mae", "error", "nll")
 
@@ -305,7 +305,7 @@ def _top_quality(pred: np.ndarray, true: np.ndarray, sign: float = 1.0) -> float
     span = float(np.median(t)) - best
     if not span > 0:
         return math.nan
-    k = max(1, int(round(0.05 * t.size)))
+    k = max(1, round(0.05 * t.size))
     picked = np.argsort(sign * pred, kind="stable")[:k]
     return 1.0 - (float(t[picked].min()) - best) / span
 
@@ -759,14 +759,13 @@ class Surrogate:
         """Mean and standard deviation, in target units, for feature dicts.
 
         ``mean`` is the inverse transform of the model-scale centre (the
-        median: never outside the metric's range); ``std`` the calibrated
-        model-scale uncertainty (``q * s / 1.28``: the normal standard
-        deviation with the same 80 % half-width) brought to target units by
-        the delta method.
+        median: never outside the metric's range); ``std`` the model's own
+        uncertainty ``s`` (member spread widened by novelty, uncalibrated:
+        what the search's risk aversion weighs) brought to target units by
+        the delta method. Calibrated intervals come from :meth:`interval_rows`.
         """
         centre, s = self.model_stats(rows)
-        std_z = s * self.calibration(0.8) / Z80
-        return self.transform.inverse(centre), self.transform.slope(centre) * std_z
+        return self.transform.inverse(centre), self.transform.slope(centre) * s
 
     def interval_rows(
         self, rows: Sequence[Mapping[str, float]], level: float | None = None
@@ -801,9 +800,7 @@ class Surrogate:
     ) -> list[dict[str, float]]:
         """Feature dicts of ``run`` with its architecture and hyperparameter features swapped for each pair's."""
         keep = {
-            k: v
-            for k, v in run_features(run, self.config.early_fraction).items()
-            if not k.startswith(STATIC_PREFIXES)
+            k: v for k, v in run_features(run, self.config.early_fraction).items() if not k.startswith(STATIC_PREFIXES)
         }
         return [{**keep, **architecture_features(g), **hyperparameter_features(dict(hp))} for g, hp in variants]
 
