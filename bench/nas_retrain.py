@@ -2,18 +2,24 @@
 
     python -m bench.nas_retrain                         # corpus in bench/corpus/data -> bench/RESULTS.md
     python -m bench.nas_retrain --corpus tests/fixtures/corpus --underfit-candidates 4 --out /tmp/R.md
+    python -m bench.nas_retrain --families cnn rnn transformer --underfit-candidates 6 --overfit-candidates 6
 
 Protocol (also written into the RESULTS.md subsection):
 
-- Problem runs: the corpus' accepted ``vanishing_gradient`` runs (deep sigmoid
-  MLPs, tiny initialisations) and ``overfitting`` runs (``tiny_data``, with
-  or without noisy labels) whose model is an MLP (a genome the retraining can
-  rebuild); the sequence models (GRU, LSTM, transformer on ``copy``) are
-  skipped, and no CNN run of the corpus has a capacity fault. Underfitting is
-  not a corpus fault, so it is made reproducibly: healthy accepted MLP runs,
-  drawn with ``--seed``, re-specified with every hidden layer ``--underfit-width``
-  units wide and trained; such a run is labelled ``underfitting`` when its
-  final training loss is at least ``--underfit-ratio`` times the original
+- Families (``--families``): mlp, cnn, rnn (GRU and LSTM), transformer; each
+  reported apart. Problem runs: the corpus' accepted ``vanishing_gradient``
+  runs (deep sigmoid MLPs, tiny initialisations) and ``overfitting`` runs
+  (``tiny_data``, with or without noisy labels; GRU/LSTM/transformer taggers
+  on a few ``copy`` sequences). No CNN run of the corpus has a capacity fault
+  and sequence ones are few, so per non-MLP family ``--overfit-candidates``
+  healthy runs are re-specified with the corpus' own tiny-data recipe and kept
+  when the corpus' overfitting check accepts them. Underfitting is not a
+  corpus fault, so it is made reproducibly: per family, healthy accepted runs,
+  drawn with ``--seed``, narrowed to ``--underfit-width`` (MLP: every hidden
+  layer through the corpus builder; CNN channels, GRU/LSTM hidden size,
+  transformer feed-forward width and heads through :func:`narrowed` and
+  ``Genome.build``) and trained; such a run is labelled ``underfitting`` when
+  its final training loss is at least ``--underfit-ratio`` times the original
   run's (the rest are dropped and counted).
 - What the advisor sees of a run: its genome (``Genome.from_architecture`` of
   ``describe_architecture`` of the spec's model), the hyperparameters a user
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -66,7 +73,9 @@ DEFAULT_CORPUS = ROOT / "corpus" / "data"
 FIXTURE = ROOT.parent / "tests" / "fixtures" / "corpus"
 DEBUGGER_PREFIX = "dbg/"
 PROBLEMS = ("vanishing_gradient", "overfitting", "underfitting")
-RETRAINABLE = ("mlp",)  # the corpus has no CNN with a capacity fault; sequence models have no mlp genome
+FAMILIES = ("mlp", "cnn", "rnn", "transformer")
+FAMILY_OF_ARCH = {"mlp": "mlp", "cnn": "cnn", "gru": "rnn", "lstm": "rnn", "transformer": "transformer"}
+RETRAINABLE = tuple(FAMILY_OF_ARCH)  # every family the corpus has is rebuilt by runwatch.nas.family_builders
 MIN_IMPROVEMENT = 0.01  # relative: a retrain must lower the final val loss by >= 1% to count as improved
 LOGGED_HYPERPARAMETERS = ("lr", "batch_size", "optimizer", "schedule", "weight_decay", "steps", "clip", "dataset")
 
@@ -198,7 +207,20 @@ def apply_genome(spec: RunSpec, genome: Genome, suffix: str) -> tuple[RunSpec, C
         if u is not None:
             new.depth, new.width, new.activation, new.dropout = u
             return new, None
-    return new, genome.build
+        return new, genome.build
+    return new, functools.partial(genome.build, spec_stem(spec))
+
+
+def spec_stem(spec: RunSpec):
+    """The :class:`~runwatch.nas.families.Stem` of the spec's model (token embedding, positions, image shape)."""
+    from runwatch.nas.family_builders import stem_of_model
+
+    return stem_of_model(spec_model(spec))
+
+
+def family_of_spec(spec: RunSpec) -> str:
+    """The report's family of a spec: mlp, cnn, rnn (GRU and LSTM) or transformer."""
+    return FAMILY_OF_ARCH.get(spec.arch, spec.arch)
 
 
 def underfitting_spec(spec: RunSpec, width: int) -> RunSpec:
@@ -221,6 +243,61 @@ def underfitting_spec(spec: RunSpec, width: int) -> RunSpec:
     )
 
 
+def narrowed(genome: Genome, width: int) -> Genome:
+    """``genome`` with its capacity cut to ``width``: every conv / recurrent / linear hidden block that wide.
+
+    A transformer keeps its model width (tied to its embedding): its feed-forward layers are narrowed and
+    its attention cut to one head.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block
+    >>> g = Genome(16, 9, (Block("rnn", "rnn", 64, layer_type="GRU"),), output_name="head", family="rnn")
+    >>> narrowed(g, 2).blocks[0].width
+    2
+    """
+    from runwatch.nas.families import transformer_layers
+
+    layers = transformer_layers(genome) if genome.family == "transformer" else None
+    blocks = list(genome.blocks)
+    if layers is not None:
+        for attention, ff_in, _ in layers:
+            attributes = dict(blocks[attention].attributes, num_heads="1")
+            blocks[attention] = dataclasses.replace(blocks[attention], attributes=tuple(sorted(attributes.items())))
+            blocks[ff_in] = dataclasses.replace(blocks[ff_in], width=width)
+    else:
+        blocks = [dataclasses.replace(b, width=width) for b in blocks]
+    return genome.with_blocks(blocks)
+
+
+def tiny_data_spec(spec: RunSpec, seed: int) -> RunSpec:
+    """A healthy run re-specified as the corpus makes overfitting runs: a tiny training set, Adam, long, no regulariser.
+
+    The corpus' own recipe (``bench.corpus.specs``): 30-100 digits images, or 8-32 copy sequences at
+    width 64 (48 for a transformer).
+    """
+    from bench.corpus.specs import _tiny_data_training
+
+    rng = np.random.default_rng([seed, 9, spec.index])
+    new = dataclasses.replace(
+        spec,
+        run_id=f"of-{spec.run_id}",
+        fault="overfitting",
+        cause="tiny_data",
+        params=dict(spec.params, source_run=spec.run_id),
+    )
+    from bench.corpus.tasks import TASKS
+
+    if TASKS[new.dataset].sequence:
+        new.dataset = "copy"
+        new.train_subset = int(rng.integers(8, 33))
+        new.width = 64 if new.arch != "transformer" else 48
+    else:
+        new.train_subset = int(rng.integers(30, 101))
+    _tiny_data_training(rng, new)
+    return new
+
+
 # -- the evaluation -----------------------------------------------------------------------------
 
 
@@ -234,6 +311,11 @@ class Target:
     record: RunRecord
     source: str = ""  # the healthy run an underfitting run was derived from
     fold: int = 0
+    genome: Genome | None = None  # the run's genome when the spec's own builder does not make it (narrowed runs)
+
+    @property
+    def family(self) -> str:
+        return family_of_spec(self.spec)
 
 
 @dataclass
@@ -250,6 +332,7 @@ class RetrainResult:
     builder: str = ""
     note: str = ""
     diagnoses: list[str] = field(default_factory=list)
+    family: str = "mlp"
 
     @property
     def improved(self) -> bool:
@@ -293,53 +376,98 @@ def select_targets(
     folds: int,
     max_per_problem: int = 0,
     problems: Sequence[str] = PROBLEMS,
+    families: Sequence[str] = ("mlp",),
+    overfit_candidates: int = 0,
     progress: bool = False,
 ) -> tuple[list[Target], dict[str, Counter]]:
-    """Problem runs of the corpus plus the underfitting runs made from healthy ones; and what was skipped, why."""
+    """Problem runs of the corpus plus the runs made from healthy ones; and what was skipped, why.
+
+    Per family in ``families``: the corpus' own problem runs; ``underfit_candidates`` healthy runs narrowed
+    (MLPs through the corpus builder, every hidden layer ``underfit_width`` wide; other families through
+    :func:`narrowed` and ``Genome.build``), kept when their final training loss is ``underfit_ratio`` x the
+    original's; and, for the non-MLP families, ``overfit_candidates`` healthy runs re-specified with the
+    corpus' tiny-data recipe (:func:`tiny_data_spec`), kept when the corpus' own overfitting check accepts them.
+    """
+    from bench.corpus.labels import label_run
+
     skipped: dict[str, Counter] = defaultdict(Counter)
     targets: list[Target] = []
     for rec in runs:
         spec = RunSpec.from_dict(rec.meta["spec"])
-        if spec.fault not in problems:
+        if spec.fault not in problems or family_of_spec(spec) not in families:
             continue
         if spec.arch not in RETRAINABLE:
-            skipped[spec.fault][f"{spec.arch} (no MLP genome the retraining can rebuild)"] += 1
+            skipped[spec.fault][f"{spec.arch} (no builder the retraining can rebuild it with)"] += 1
             continue
         targets.append(Target(spec.fault, spec.cause, spec, rec))
-    rng = np.random.default_rng([seed, 7])
-    healthy = [r for r in runs if r.meta["spec"]["fault"] == "healthy" and r.meta["spec"]["arch"] == "mlp"]
-    order = rng.permutation(len(healthy))[: underfit_candidates if "underfitting" in problems else 0]
-    for i in sorted(order.tolist()):
-        src = healthy[i]
-        spec = underfitting_spec(RunSpec.from_dict(src.meta["spec"]), underfit_width)
-        t0 = time.perf_counter()
-        rec = train(spec)
-        ratio = final_metrics(rec).get("train/loss_final", math.inf) / final_metrics(src).get(
-            "train/loss_final", math.nan
-        )
+
+    def note(what: str, t0: float) -> None:
         if progress:
-            print(
-                f"  underfit candidate {spec.run_id}: train-loss ratio {ratio:.2f} ({time.perf_counter() - t0:.1f} s)",
-                file=sys.stderr,
-                flush=True,
+            print(f"  {what} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+
+    healthy = [r for r in runs if r.meta["spec"]["fault"] == "healthy"]
+    for fam in families:
+        pool = [r for r in healthy if family_of_spec(RunSpec.from_dict(r.meta["spec"])) == fam]
+        # the MLP draw predates the other families: keep its generator so its runs stay the same
+        rng = np.random.default_rng([seed, 7] if fam == "mlp" else [seed, 7, FAMILIES.index(fam)])
+        order = rng.permutation(len(pool))[: underfit_candidates if "underfitting" in problems else 0]
+        for i in sorted(order.tolist()):
+            src = pool[i]
+            source = RunSpec.from_dict(src.meta["spec"])
+            genome, builder = None, None
+            if fam == "mlp":
+                spec = underfitting_spec(source, underfit_width)
+            else:
+                base = genome_of(source)
+                if base is None:
+                    continue
+                genome = narrowed(base, underfit_width)
+                spec = dataclasses.replace(
+                    underfitting_spec(source, underfit_width), width=source.width, cause=f"narrow_{underfit_width}"
+                )
+                builder = functools.partial(genome.build, spec_stem(source))
+            t0 = time.perf_counter()
+            rec = train(spec, builder)
+            ratio = final_metrics(rec).get("train/loss_final", math.inf) / final_metrics(src).get(
+                "train/loss_final", math.nan
             )
-        if ratio >= underfit_ratio:
-            targets.append(Target("underfitting", spec.cause, spec, rec, source=src.run_id))
-        else:
-            skipped["underfitting"][f"candidate(s) whose train loss stayed < {underfit_ratio:g}x the original's"] += 1
+            note(f"underfit candidate {spec.run_id} ({fam}): train-loss ratio {ratio:.2f}", t0)
+            if ratio >= underfit_ratio:
+                targets.append(Target("underfitting", spec.cause, spec, rec, source=src.run_id, genome=genome))
+            else:
+                skipped["underfitting"][
+                    f"{fam} candidate(s) whose train loss stayed < {underfit_ratio:g}x the original's"
+                ] += 1
+        if fam == "mlp" or "overfitting" not in problems or not overfit_candidates:
+            continue
+        orng = np.random.default_rng([seed, 10, FAMILIES.index(fam)])
+        for i in sorted(orng.permutation(len(pool))[:overfit_candidates].tolist()):
+            src = pool[i]
+            spec = tiny_data_spec(RunSpec.from_dict(src.meta["spec"]), seed)
+            t0 = time.perf_counter()
+            rec = train(spec)
+            accepted = bool(label_run(rec)["accepted"])
+            note(f"overfit candidate {spec.run_id} ({fam}): {'accepted' if accepted else 'val loss did not rise'}", t0)
+            if accepted:
+                targets.append(Target("overfitting", spec.cause, spec, rec, source=src.run_id))
+            else:
+                skipped["overfitting"][f"{fam} tiny-data candidate(s) whose val loss did not rise 20%"] += 1
     if max_per_problem:
         kept = []
-        for p in PROBLEMS:
-            of_p = [t for t in targets if t.problem == p]
-            if len(of_p) > max_per_problem:
-                pick = set(
-                    np.random.default_rng([seed, 8, PROBLEMS.index(p)])
-                    .choice(len(of_p), max_per_problem, replace=False)
-                    .tolist()
-                )
-                skipped[p][f"not sampled (--max-per-problem {max_per_problem})"] += len(of_p) - len(pick)
-                of_p = [t for j, t in enumerate(of_p) if j in pick]
-            kept += of_p
+        for fam in FAMILIES:
+            for p in PROBLEMS:
+                of_p = [t for t in targets if t.problem == p and t.family == fam]
+                if len(of_p) > max_per_problem:
+                    pick = set(
+                        np.random.default_rng(
+                            [seed, 8, PROBLEMS.index(p)] + ([] if fam == "mlp" else [FAMILIES.index(fam)])
+                        )
+                        .choice(len(of_p), max_per_problem, replace=False)
+                        .tolist()
+                    )
+                    skipped[p][f"{fam} not sampled (--max-per-problem {max_per_problem})"] += len(of_p) - len(pick)
+                    of_p = [t for j, t in enumerate(of_p) if j in pick]
+                kept += of_p
         targets = kept
     targets.sort(key=lambda t: t.record.run_id)
     for i, t in enumerate(targets):
@@ -388,7 +516,9 @@ def evaluate(
     seconds: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
     corpus_obs = {r.run_id: observation_of(r, suite) for r in runs}
-    target_obs = {t.record.run_id: corpus_obs.get(t.record.run_id) or observation_of(t.record, suite) for t in targets}
+    target_obs = {
+        t.record.run_id: corpus_obs.get(t.record.run_id) or observation_of(t.record, suite, t.genome) for t in targets
+    }
     seconds["observations"] = time.perf_counter() - t0
     results: list[RetrainResult] = []
     for fold in range(folds):
@@ -409,6 +539,7 @@ def evaluate(
                 t.spec.dataset,
                 final_metrics(t.record),
                 diagnoses=sorted({d.kind for d in obs.diagnoses}),
+                family=t.family,
             )
             results.append(res)
             if obs.genome is None:
@@ -499,6 +630,17 @@ def problem_rows(results: Sequence[RetrainResult]) -> list[list[str]]:
     return rows
 
 
+def family_rows(results: Sequence[RetrainResult]) -> list[list[str]]:
+    """:func:`problem_rows` per family (mlp, cnn, rnn = GRU/LSTM, transformer), then over every family."""
+    rows = []
+    present = [f for f in FAMILIES if any(r.family == f for r in results)]
+    for fam in present:
+        rows += [[fam, *row] for row in problem_rows([r for r in results if r.family == fam])]
+    if len(present) > 1:
+        rows += [["all", *row] for row in problem_rows(results)]
+    return rows
+
+
 def report(
     results: Sequence[RetrainResult],
     skipped: dict[str, Counter],
@@ -521,11 +663,19 @@ def report(
         "",
         *([note, ""] if note else []),
         (
-            "Protocol. Problem runs: the corpus' accepted vanishing_gradient (deep sigmoid MLPs, tiny "
-            "initialisations) and overfitting (tiny training sets, some with noisy labels) MLP runs. Underfitting is "
-            f"not a corpus fault: {args.underfit_candidates} healthy MLP runs (drawn with seed {args.seed}) were "
-            f"re-specified with every hidden layer {args.underfit_width} units wide and trained; one is labelled "
-            f"underfitting when its final training loss is >= {args.underfit_ratio:g}x the original run's. The "
+            f"Protocol. Families: {', '.join(args.families)} (rnn = GRU and LSTM). Problem runs: the corpus' accepted "
+            "vanishing_gradient (deep sigmoid MLPs, tiny initialisations) and overfitting (tiny training sets, some "
+            "with noisy labels; GRU/LSTM/transformer runs on 8-32 copy sequences) runs of those families. Underfitting "
+            f"is not a corpus fault: per family, {args.underfit_candidates} healthy runs (drawn with seed {args.seed}) "
+            f"were narrowed (MLP: every hidden layer {args.underfit_width} units wide, corpus builder; CNN: every "
+            f"convolution {args.underfit_width} channels; GRU/LSTM: hidden size {args.underfit_width}; transformer: "
+            f"feed-forward width {args.underfit_width} and one head, its model width being tied to the embedding; "
+            "these rebuilt with `Genome.build`) and trained; one is labelled "
+            f"underfitting when its final training loss is >= {args.underfit_ratio:g}x the original run's. The corpus "
+            "has no CNN with a capacity fault and few sequence ones: per non-MLP family, "
+            f"{args.overfit_candidates} healthy runs were re-specified with the corpus' tiny-data recipe (30-100 "
+            "digits images or 8-32 copy sequences, Adam, no regulariser, 600-1000 steps) and kept as overfitting "
+            "runs when the corpus' own check accepts them (val loss 20% above its best). The "
             "advisor sees the run's genome (`Genome.from_architecture(describe_architecture(model))`), the "
             "hyperparameters a user logs (lr, batch size, optimizer, schedule, weight decay, steps, clipping, "
             "dataset), every SDK metric series (`dbg/` removed) and runwatch's own diagnoses (the run streamed "
@@ -536,11 +686,13 @@ def report(
             "underfitting run). Search space: `SearchSpace` defaults"
             + (f" with `{args.space}`" if json.loads(args.space) else "")
             + " (widths x0.5 / x2 and, for a layer narrower than sqrt(inputs x outputs), that width; relu/gelu/tanh/"
-            "silu, dropout 0-0.5, LayerNorm, depth +-1, residuals; at most 3 edits, one edit = one attribute change "
+            "silu, dropout 0-0.5, LayerNorm, depth +-1, residuals; per family also stacked GRU/LSTM layers +-1, attention "
+            "heads x2 / /2 (dividing the width) and whole transformer encoder layers removed or repeated; at most 3 edits, one edit = one attribute change "
             "on one block or on a run of adjacent blocks, or one run of blocks added or removed). The top suggestion "
             "is applied to the spec "
             "(uniform MLP: depth/width/activation/dropout through the corpus builder; otherwise `Genome.build` via "
-            "`train_run(build_model=...)`) and retrained with the same seed, data, optimizer, schedule, "
+            "`train_run(build_model=...)`: CNN, GRU/LSTM and transformer genomes are rebuilt by "
+            "`runwatch.nas.family_builders` with the stem of the run's model) and retrained with the same seed, data, optimizer, schedule, "
             "initialisation and steps. Improved = final val loss at least "
             f"{MIN_IMPROVEMENT:.0%} below the original run's (the retrains are deterministic; smaller changes are "
             "rounding, e.g. an edit of a layer whose gradients vanish anyway). Control: a random edit of the same "
@@ -551,6 +703,7 @@ def report(
     ]
     lines += markdown_table(
         [
+            "family",
             "problem",
             "runs",
             "improved (advisor)",
@@ -560,8 +713,8 @@ def report(
             ">= 80%",
             "most frequent suggested changes",
         ],
-        problem_rows(results),
-        "lrrrrrll",
+        family_rows(results),
+        "llrrrrrll",
     )
     lines.append("")
     strict = sum(r.after.get("val/loss", math.inf) < r.before.get("val/loss", math.nan) for r in results)
@@ -605,7 +758,7 @@ def report(
         [
             [
                 r.run_id,
-                f"{r.problem} ({r.cause})",
+                f"{r.family}: {r.problem} ({r.cause})",
                 r.dataset,
                 ", ".join(r.diagnoses) or "–",
                 "; ".join(r.changes) or r.note,
@@ -639,6 +792,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--underfit-width", type=int, default=2)
     ap.add_argument("--underfit-ratio", type=float, default=2.0)
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    ap.add_argument(
+        "--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES), help="rnn = GRU and LSTM runs"
+    )
+    ap.add_argument(
+        "--overfit-candidates",
+        type=int,
+        default=6,
+        help="healthy runs per non-MLP family re-specified with the corpus' tiny-data recipe",
+    )
     ap.add_argument("--max-per-problem", type=int, default=0, help="sample at most this many runs per problem (0: all)")
     ap.add_argument("--no-control", action="store_true", help="skip the random-edit control retrains")
     ap.add_argument("--advisor-config", type=str, default="{}", help="JSON of AdvisorConfig overrides")
@@ -671,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         folds=args.folds,
         max_per_problem=args.max_per_problem,
         problems=args.problems,
+        families=args.families,
+        overfit_candidates=args.overfit_candidates,
         progress=True,
     )
     print(f"{len(targets)} problem runs: {dict(Counter(t.problem for t in targets))}", file=sys.stderr)

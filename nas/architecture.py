@@ -4,8 +4,8 @@ A :class:`Genome` is an input size, a stack of hidden :class:`Block` s and an
 output layer. It is read from a ``runwatch.v1.Architecture`` record
 (:meth:`Genome.from_architecture`), edited by :mod:`runwatch.nas.space`,
 compared with :meth:`Genome.diff` (one :class:`Change` per user-visible edit),
-costed with :meth:`Genome.params` / :meth:`Genome.flops` and, for MLPs, built
-into a torch model with :meth:`Genome.build`. Imports neither torch nor NNI.
+costed with :meth:`Genome.params` / :meth:`Genome.flops` and built into a
+torch model with :meth:`Genome.build` (MLP, CNN, GRU/LSTM and transformer families). Imports neither torch nor NNI.
 
 Examples
 --------
@@ -384,7 +384,9 @@ class Genome:
         ``other``'s order: width ("fc2 (Linear 64→512): 512 -> 256 units"),
         activation ("ReLU -> GELU in fc1 (Linear 64→128)"), normalization
         ("add LayerNorm after fc3 (...)"), dropout ("fc1 (...): dropout 0.0 ->
-        0.2") and residual ("add residual connection around fc2 (...)").
+        0.2"), residual ("add residual connection around fc2 (...)"), stacked
+        RNN layers ("rnn (GRU 16→64): 2 -> 1 layers") and attention heads
+        ("... self_attn (MultiheadAttention 48→48): 2 -> 4 heads").
         Consecutive blocks with the same change of one attribute are merged
         into one change ("ReLU -> GELU in fc1-fc3", "add LayerNorm after
         fc1-fc12", "fc1-fc3: 2 -> 16 units", "layers 0-4 (3 Linear layers):
@@ -405,20 +407,28 @@ class Genome:
 
     # ------------------------------------------------------------------ torch
 
-    def build(self) -> Any:
-        """A freshly initialised ``torch.nn.Sequential`` for this genome (mlp family only).
+    def build(self, stem: Any = None) -> Any:
+        """A freshly initialised torch model for this genome (mlp, cnn, rnn and transformer families).
 
-        Each block is ``Linear -> [norm] -> [activation] -> [Dropout]``, wrapped
-        in a skip connection when ``residual``; then the output ``Linear`` (and
-        its activation). Module names are the block names with "." replaced by
-        "_". The model has exactly :meth:`params` parameters; it expects
-        ``(batch, input_size)`` inputs.
+        MLPs are a ``torch.nn.Sequential``: each block ``Linear -> [norm] ->
+        [activation] -> [Dropout]``, wrapped in a skip connection when
+        ``residual``; then the output ``Linear`` (and its activation); they
+        expect ``(batch, input_size)`` inputs. CNNs, GRU/LSTM taggers and
+        transformer encoders are rebuilt by :mod:`runwatch.nas.family_builders`
+        from the blocks and ``stem`` (a :class:`runwatch.nas.families.Stem`:
+        the token embedding, positions or image shape the genome leaves out;
+        ``stem_of_model`` reads it off the original model). Module names are
+        the block names with "." replaced by "_". The model of an unedited
+        genome has exactly :meth:`params` parameters.
 
         Raises
         ------
         ValueError
-            For other families, invalid genomes, or fixed layers (which the
-            genome does not describe well enough to rebuild).
+            For invalid genomes, families without a builder, genomes whose
+            blocks do not follow the shape their family's builder knows
+            (:func:`runwatch.nas.families.structure_problems`), or MLPs with
+            fixed layers (which the genome does not describe well enough to
+            rebuild).
 
         Examples
         --------
@@ -427,10 +437,19 @@ class Genome:
         >>> model = g.build()
         >>> sum(p.numel() for p in model.parameters()) == g.params(), tuple(model(torch.zeros(2, 8)).shape)
         (True, (2, 3))
+        >>> from runwatch.nas.families import Stem
+        >>> gru = Genome(16, 9, (Block("rnn", "rnn", 32, layer_type="GRU"),), output_name="head", family="rnn",
+        ...              fixed_params=144, fixed=("embed",))
+        >>> tuple(gru.build(Stem(tokens=9))(torch.zeros(2, 12, dtype=torch.long)).shape)
+        (2, 12, 9)
         """
-        from runwatch.nas.mlp_builder import build_mlp
+        if self.family == "mlp":
+            from runwatch.nas.mlp_builder import build_mlp
 
-        return build_mlp(self)
+            return build_mlp(self)  # its own, more specific messages for what an MLP cannot be
+        from runwatch.nas.family_builders import build
+
+        return build(self, stem)
 
 
 @dataclass(frozen=True)

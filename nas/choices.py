@@ -83,7 +83,10 @@ def search_choices(genome: Genome, space: SearchSpace) -> dict[str, list]:
 
     Only attributes with at least two values are listed; widths that would
     make the genome invalid on their own (the input of an attention block) are
-    left out; residual connections they break are dropped when decoding.
+    left out, as are values a family's builder could not rebuild
+    (:func:`runwatch.nas.families.keeps_structure`: a transformer's
+    feed-forward output must keep the model width); residual connections
+    widths break are dropped when decoding.
     """
     choices: dict[str, list] = {}
     # Residual connections that a width change breaks are dropped when decoding, so they do not restrict widths.
@@ -102,14 +105,32 @@ def search_choices(genome: Genome, space: SearchSpace) -> dict[str, list]:
         if b.kind not in RESIDUAL_KINDS and not b.residual:
             candidates["residual"] = []
         for attribute, values in candidates.items():
+            values = [
+                v for v in values if _rebuildable(genome, genome.replace_block(i, **{attribute: _raw(attribute, v)}))
+            ]
             if len(values) > 1:
                 choices[choice_label(b.name, attribute)] = values
     depths = [0] + [
-        d for d in sorted(space.depth_changes) if genome.depth + d >= 1 and not _apply_depth(probe, d).validate()
+        d
+        for d in sorted(space.depth_changes)
+        if genome.depth + d >= 1
+        and not _apply_depth(probe, d).validate()
+        and _rebuildable(genome, _apply_depth(genome, d))
     ]
     if len(depths) > 1:
         choices[DEPTH_LABEL] = depths
     return choices
+
+
+def _raw(attribute: str, value: Any) -> Any:
+    return _decode(value) if attribute in ("activation", "normalization") else value
+
+
+def _rebuildable(base: Genome, genome: Genome) -> bool:
+    """Whether a family's builder can still rebuild ``genome`` (a transformer must keep whole encoder layers)."""
+    from runwatch.nas.families import keeps_structure
+
+    return keeps_structure(base, genome)
 
 
 def base_parameters(genome: Genome, space: SearchSpace) -> dict[str, Any]:

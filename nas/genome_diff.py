@@ -109,7 +109,9 @@ def _depth_change(old: Genome, new: Genome) -> Change | None:
     return Change("", "depth", before, after, f"depth {before} -> {after} ({'; '.join(parts)})")
 
 
-_GROUPED = ("width", "activation", "normalization", "dropout", "residual")
+_GROUPED = ("width", "activation", "normalization", "dropout", "residual", "layers", "heads")
+# Capacity settings kept as a block's recorded attributes: stacked RNN layers, attention heads.
+_SETTINGS = {"layers": ("num_layers", "layers"), "heads": ("num_heads", "heads")}
 
 
 def _field_change(old: Block, new: Block, attribute: str) -> tuple[str, str, str] | None:
@@ -124,6 +126,12 @@ def _field_change(old: Block, new: Block, attribute: str) -> tuple[str, str, str
         if old.residual == new.residual:
             return None
         return str(old.residual).lower(), str(new.residual).lower(), ""
+    if attribute in _SETTINGS:
+        key, unit = _SETTINGS[attribute]
+        if new.kind not in ("rnn", "attention"):
+            return None
+        before, after = old.attribute_map().get(key, "1"), new.attribute_map().get(key, "1")
+        return None if before == after else (before, after, unit)
     before, after = getattr(old, attribute), getattr(new, attribute)
     return None if before == after else (before, after, "")
 
@@ -132,7 +140,7 @@ def _group_text(
     attribute: str, before: str, after: str, unit: str, names: list[str], genome: Genome | None = None
 ) -> str:
     where = _span(names, genome)
-    if attribute == "width":
+    if attribute == "width" or attribute in _SETTINGS:
         return f"{where}: {before} -> {after} {unit}"
     if attribute == "activation":
         return _activation_text(before, after, names, genome)

@@ -14,7 +14,8 @@ finding (``Diagnosis.kind``)      seeds
                                   saturating activation -> ReLU / GELU, the depth halved
 ``dead_units``                    the layer x1/2 narrower; its ReLU -> GELU (LeakyReLU when allowed)
 ``saturation``                    tanh / sigmoid -> ReLU or GELU at the layer
-``overfitting``                   narrower blocks; more dropout; one block fewer
+``overfitting``                   narrower blocks; more dropout; one block fewer (a transformer: one
+                                  encoder layer; a stacked GRU/LSTM: one layer)
 ``plateau`` / underfitting        bottleneck blocks grown to the pyramid width
                                   (:func:`~runwatch.nas.space.pyramid_width`); wider blocks;
                                   one block more
@@ -72,6 +73,8 @@ import numpy as np
 
 from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import PeerSummary, run_summary, task_of
+from runwatch.nas.families import deeper as family_deeper
+from runwatch.nas.families import shallower as family_shallower
 from runwatch.nas.history import Diagnosis, RunObservation
 from runwatch.nas.progress import STALL_RATIO, LossProgress, loss_progress
 from runwatch.nas.space import (
@@ -262,6 +265,9 @@ def _deeper(genome: Genome, space: SearchSpace) -> Genome | None:
     """
     if 1 not in space.depth_changes or not genome.blocks:
         return None
+    unit = family_deeper(genome, space)  # a transformer grows by an encoder layer, a GRU by a stacked layer
+    if unit is not None:
+        return unit
     deeper = insert_copies(genome, len(genome.blocks) - 1)
     last = len(genome.blocks)
     target = max(b.width for b in genome.blocks)
@@ -276,6 +282,9 @@ def _deeper(genome: Genome, space: SearchSpace) -> Genome | None:
 
 
 def _shallower(genome: Genome, space: SearchSpace) -> Genome | None:
+    unit = family_shallower(genome, space)
+    if unit is not None:
+        return unit
     if -1 not in space.depth_changes or len(genome.blocks) < 2:
         return None
     return remove_blocks(genome, len(genome.blocks) - 1)

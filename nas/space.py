@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from runwatch.nas.architecture import Block, Genome
+from runwatch.nas.families import family_edits, keeps_structure
 
 __all__ = [
     "ACTIVATION_KINDS",
@@ -250,7 +251,11 @@ def insert_copies(genome: Genome, index: int, count: int = 1) -> Genome:
 
 
 def single_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genome]]:
-    """Every valid single edit of ``genome`` as ``(attribute, edited genome)``, duplicates included."""
+    """Every valid single edit of ``genome`` as ``(attribute, edited genome)``, duplicates included.
+
+    Besides the generic edits, the family's own (:func:`runwatch.nas.families.family_edits`: stacked RNN
+    ``layers``, attention ``heads``, whole transformer encoder layers as ``depth``).
+    """
     for i, b in enumerate(genome.blocks):
         for width in width_choices(b, space, genome):
             if width != b.width:
@@ -273,6 +278,7 @@ def single_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Geno
                 yield "depth", remove_blocks(genome, i, -change)
             elif change > 0:
                 yield "depth", insert_copies(genome, i, change)
+    yield from family_edits(genome, space)
 
 
 def _runs(genome: Genome, value: Any, eligible: Any = None) -> list[tuple[int, int]]:
@@ -343,21 +349,26 @@ def group_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genom
         yield "depth", remove_blocks(genome, genome.depth - genome.depth // 2, genome.depth // 2)
 
 
+def _valid_group_edits(genome: Genome, space: SearchSpace) -> list[tuple[str, Genome]]:
+    return [(a, g) for a, g in group_edits(genome, space) if not g.validate() and keeps_structure(genome, g)]
+
+
 def _valid_edits(genome: Genome, space: SearchSpace, grouped: bool = False) -> list[tuple[str, Genome]]:
-    edits = list(single_edits(genome, space))
-    if grouped:
-        edits += list(group_edits(genome, space))
-    return [(attribute, g) for attribute, g in edits if not g.validate()]
+    edits = [(a, g) for a, g in single_edits(genome, space) if not g.validate() and keeps_structure(genome, g)]
+    return edits + (_valid_group_edits(genome, space) if grouped else [])
 
 
 def neighbours(genome: Genome, space: SearchSpace) -> list[Genome]:
     """Every valid genome one single edit away from ``genome``, deduplicated by :meth:`Genome.key`.
 
     Edits: a block's width (:func:`width_choices`), activation (linear/conv
-    blocks), dropout, normalization, residual connection on/off, and each
-    depth change in ``space.depth_changes`` applied at each block. Edits that
-    would make the genome invalid (a residual around unequal widths, a width
-    an attention block cannot read) are left out.
+    blocks), dropout, normalization, residual connection on/off, each
+    depth change in ``space.depth_changes`` applied at each block, and the
+    family's own (stacked RNN layers, attention heads, whole encoder layers).
+    Edits that would make the genome invalid (a residual around unequal
+    widths, a width an attention block cannot read) or that a family's
+    builder could no longer rebuild (a transformer missing half an encoder
+    layer) are left out.
 
     Examples
     --------
@@ -417,7 +428,7 @@ def mutate(
     by_attribute: dict[str, dict[str, list[Genome]]] = {}
     edits = [("single", a, g) for a, g in _valid_edits(genome, space)]
     if grouped:
-        edits += [("group", a, g) for a, g in group_edits(genome, space) if not g.validate()]
+        edits += [("group", a, g) for a, g in _valid_group_edits(genome, space)]
     for scope, attribute, g in edits:
         if g.key() != genome.key():
             by_attribute.setdefault(attribute, {}).setdefault(scope, []).append(g)
@@ -502,7 +513,8 @@ def _close_to_any(p: float, values: tuple[float, ...]) -> bool:
 def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     """Whether ``genome`` is a valid edit of ``base`` that ``space`` allows.
 
-    True when ``genome`` is valid, keeps ``base``'s input, output and fixed
+    True when ``genome`` is valid, still rebuildable when ``base`` is
+    (:func:`runwatch.nas.families.keeps_structure`), keeps ``base``'s input, output and fixed
     layers, is at most ``space.max_changes`` edits away, changes depth only in
     a direction ``space.depth_changes`` allows, and every changed value is
     allowed (widths from the base block's :func:`width_choices`; new blocks
@@ -514,7 +526,7 @@ def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     >>> within(g.replace_block(0, width=16), g, SearchSpace()), within(g.replace_block(0, width=24), g, SearchSpace())
     (True, False)
     """
-    if genome.validate():
+    if genome.validate() or not keeps_structure(base, genome):
         return False
     same_frame = (genome.input_size, genome.output_size, genome.output_name, genome.fixed_params) == (
         base.input_size,

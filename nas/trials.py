@@ -2,7 +2,8 @@
 
 :func:`run_trials` lets an NNI strategy (regularized evolution or random)
 propose edits of a base genome within a :class:`~runwatch.nas.space.SearchSpace`,
-builds each proposal as a torch MLP and trains it with a user function
+builds each proposal as a torch model (any family :mod:`runwatch.nas.family_builders`
+rebuilds) and trains it with a user function
 ``trainer(model) -> validation loss``. This is the ground truth the
 advisor's surrogate predictions can be checked against, at the price of one
 training run per trial. ``runwatch nas run --trainer module:function --budget N``
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runwatch.nas.architecture import Genome
+from runwatch.nas.families import Stem
 from runwatch.nas.space import SearchSpace
 
 __all__ = ["Trial", "TrialsResult", "load_callable", "run_trials"]
@@ -192,19 +194,22 @@ def run_trials(
     *,
     population: int | None = None,
     include_base: bool = True,
+    stem: Stem | None = None,
 ) -> TrialsResult:
     """Train ``budget`` architectures around ``genome`` through NNI's in-process multi-trial NAS.
 
     Each trial freezes a sample of :func:`runwatch.nas.nni_adapter.model_space`
-    into a fresh torch MLP (``nn.Sequential``, exactly ``genome.params()``
-    parameters) and calls ``trainer(model)``, which trains it and returns the
+    into a fresh torch model (an MLP: ``nn.Sequential``; a CNN, GRU/LSTM
+    tagger or transformer encoder: :meth:`Genome.build` with ``stem``;
+    ``genome.params()`` parameters) and calls ``trainer(model)``, which trains it and returns the
     value to minimize (e.g. the validation loss). Trials run one after another
     in this process (NNI's ``SequentialExecutionEngine``).
 
     Parameters
     ----------
     genome
-        The base architecture (mlp family: the trials build torch models).
+        The base architecture; its family needs a builder
+        (:mod:`runwatch.nas.family_builders`: mlp, cnn, rnn, transformer).
     space
         Allowed edits; every trial is within ``space`` of ``genome``.
     trainer
@@ -222,6 +227,10 @@ def run_trials(
         Evolution population; default ``max(2, budget // 3)``.
     include_base
         Train the base genome first as a reference.
+    stem
+        How inputs reach the first block of a non-MLP genome (token
+        embedding, positions, image shape; ``stem_of_model`` of the user's
+        model).
 
     Returns
     -------
@@ -230,7 +239,7 @@ def run_trials(
     Raises
     ------
     ValueError
-        For a non-MLP genome, an unknown strategy or a budget below 1.
+        For a genome no builder can rebuild, an unknown strategy or a budget below 1.
     runwatch.nas.nni_adapter.MissingExtraError
         Without NNI.
     """
@@ -240,18 +249,23 @@ def run_trials(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
-    if genome.family != "mlp" or genome.fixed_params:
+    from runwatch.nas.families import structure_problems
+
+    problems = structure_problems(genome)
+    if problems:
         raise ValueError(
-            f"run_trials trains MLPs it can rebuild; this genome is family {genome.family!r} "
-            f"with {genome.fixed_params} parameters in fixed layers"
+            f"run_trials trains models it can rebuild; this genome (family {genome.family!r}) cannot be: "
+            + "; ".join(problems)
         )
     timings: list[float] = []
 
     def timed(model: Any) -> float:
         start = time.perf_counter()
         try:
-            _initialise(model.net, seed)
-            return float(trainer(model.net))
+            # NNI's model space holds a network for MLPs only; the other families are rebuilt from the genome.
+            net = model.net if model.net is not None else model.genome.build(stem)
+            _initialise(net, seed)
+            return float(trainer(net))
         finally:
             timings.append(time.perf_counter() - start)
 

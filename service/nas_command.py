@@ -35,7 +35,12 @@ def _format(result, seconds: float) -> str:
 
 
 def run_search(
-    trainer: str, model: str, budget: int, strategy: str, seed: int, space_file: Path | None = None,
+    trainer: str,
+    model: str,
+    budget: int,
+    strategy: str,
+    seed: int,
+    space_file: Path | None = None,
     out: Path | None = None,
 ) -> str:
     """Run ``budget`` trials and return the printable report.
@@ -46,6 +51,7 @@ def run_search(
     import time
 
     from runwatch.nas.architecture import Genome
+    from runwatch.nas.family_builders import stem_of_model
     from runwatch.nas.nni_adapter import MissingExtraError
     from runwatch.nas.space import SearchSpace
     from runwatch.nas.trials import load_callable, run_trials
@@ -69,6 +75,11 @@ def run_search(
         genome = Genome.from_architecture(describe_architecture(start_model))
     except ValueError as exc:
         raise ValueError(f"--model: {exc}") from None
+    from runwatch.nas.families import structure_problems
+
+    problems = structure_problems(genome)
+    if problems:
+        raise ValueError(f"--model: cannot rebuild this {genome.family} model for the trials: " + "; ".join(problems))
     space = SearchSpace()
     if space_file is not None:
         try:
@@ -77,7 +88,9 @@ def run_search(
             raise ValueError(f"--space: {space_file}: {exc}") from None
     t0 = time.perf_counter()
     try:
-        result = run_trials(genome, space, train_fn, budget, strategy=strategy, seed=seed)
+        result = run_trials(
+            genome, space, train_fn, budget, strategy=strategy, seed=seed, stem=stem_of_model(start_model)
+        )
     except MissingExtraError as exc:
         raise ImportError(str(exc)) from None
     if out is not None:

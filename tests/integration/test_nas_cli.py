@@ -53,3 +53,21 @@ def test_nas_run_names_the_bad_option(args, message):
     r = runwatch("nas", "run", *args, "--budget", "1", timeout=120)
     assert r.returncode == 2
     assert message in r.stderr, r.stderr
+
+
+def test_nas_run_rebuilds_and_trains_a_gru_tagger(tmp_path):
+    """A non-MLP model: the trials rebuild the user's GRU tagger (embedding, 2 layers, head) and train each."""
+    out = tmp_path / "trials.json"
+    r = runwatch(
+        "nas", "run", "--trainer", "nas_trainer:train_copy", "--model", "nas_trainer:make_gru",
+        "--budget", "3", "--seed", "0", "--out", str(out),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    trials = saved["trials"]
+    assert len(trials) == 3 and all(t["value"] is not None and 0.0 < t["value"] < 1.8 for t in trials)  # < ln 6
+    gru = 3 * (8 * 24 + 24 * 24 + 2 * 24) + 3 * (24 * 24 + 24 * 24 + 2 * 24)
+    assert trials[0]["params"] == 6 * 8 + gru + 24 * 6 + 6  # the base, rebuilt with the recorded shapes
+    assert saved["base"]["family"] == "rnn"
+    assert len({t["key"] for t in trials}) >= 2  # edited GRU taggers, rebuilt and trained
+    assert "encoder (GRU 8→24)" in r.stdout, r.stdout  # edits named by the user's module, as for MLPs

@@ -30,7 +30,18 @@ def mlp() -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    "module", ["architecture", "layer_costs", "genome_records", "genome_diff", "mlp_builder", "space", "choices"]
+    "module",
+    [
+        "architecture",
+        "layer_costs",
+        "genome_records",
+        "genome_diff",
+        "mlp_builder",
+        "space",
+        "choices",
+        "families",
+        "family_builders",
+    ],
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(f"runwatch.nas.{module}"), optionflags=doctest.ELLIPSIS)
@@ -67,9 +78,12 @@ def test_mutated_genome_builds_a_model_with_exactly_its_parameter_count(mlp):
 
 
 def test_build_refuses_what_it_cannot_rebuild():
-    cnn = Genome(3, 10, (Block("c", "conv", 8, "relu"),), family="cnn")
-    with pytest.raises(ValueError, match="MLP genomes only"):
-        cnn.build()
+    mixed = Genome(3, 10, (Block("c", "conv", 8, "relu"), Block("r", "rnn", 8)), family="mixed")
+    with pytest.raises(ValueError, match="no builder for family 'mixed'"):
+        mixed.build()
+    tcn = Genome(3, 10, (Block("c", "conv", 8, "relu", layer_type="Conv1d"),), family="cnn")
+    with pytest.raises(ValueError, match="only Conv2d"):
+        tcn.build()
     with pytest.raises(ValueError, match="fixed layers"):
         Genome(8, 2, (Block("a", "linear", 4),), fixed_params=100, fixed=("emb",)).build()
     with pytest.raises(ValueError, match="residual"):

@@ -282,15 +282,19 @@ def test_retrain_harness_smoke_on_the_fixture_corpus(tmp_path):
     torch.set_num_threads(1)
     out, js = tmp_path / "RESULTS.md", tmp_path / "results.json"
     rc = nas_retrain.main([
-        "--corpus", str(nas_retrain.FIXTURE), "--underfit-candidates", "1", "--folds", "2", "--no-control",
+        "--corpus", str(nas_retrain.FIXTURE), "--underfit-candidates", "1", "--overfit-candidates", "0",
+        "--folds", "2", "--no-control",
         "--out", str(out), "--json", str(js),
         "--advisor-config", '{"tpe_trials": 6, "evolution_population": 4, "evolution_cycles": 4}',  # a small search
     ])  # fmt: skip
     assert rc == 0
     text = out.read_text()
-    assert "<!-- nas:retrain:begin -->" in text and "| vanishing_gradient | 2 |" in text
-    assert "overfitting: 2 gru" in text  # the fixture's overfitting runs are GRUs: skipped, and said so
+    assert "<!-- nas:retrain:begin -->" in text and "| mlp | vanishing_gradient | 2 |" in text
+    assert "| rnn | overfitting | 2 |" in text  # the fixture's overfitting runs are GRUs: rebuilt and retrained
     results = {r["run_id"]: r for r in json.loads(js.read_text())}
+    for rid in ("run-0012", "run-0314"):
+        assert results[rid]["family"] == "rnn" and results[rid]["builder"] == "Genome.build"
+        assert results[rid]["changes"] and math.isfinite(results[rid]["after"]["val/loss"])
     assert {"run-0059", "run-0163"} <= set(results)
     for rid in ("run-0059", "run-0163"):
         r = results[rid]

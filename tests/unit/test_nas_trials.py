@@ -128,6 +128,6 @@ def test_run_trials_rejects_what_it_cannot_train():
         run_trials(BASE, SPACE, lambda m: 0.0, budget=2, strategy="hyperband")
     with pytest.raises(ValueError, match="budget"):
         run_trials(BASE, SPACE, lambda m: 0.0, budget=0)
-    cnn = Genome(3, 10, (Block("c", "conv", 8, "relu"),), family="cnn")
-    with pytest.raises(ValueError, match="family 'cnn'"):
-        run_trials(cnn, SPACE, lambda m: 0.0, budget=2)
+    tcn = Genome(3, 10, (Block("c", "conv", 8, "relu", layer_type="Conv1d"),), family="cnn")
+    with pytest.raises(ValueError, match="family 'cnn'.*only Conv2d"):
+        run_trials(tcn, SPACE, lambda m: 0.0, budget=2)
