@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: python bench/evaluate.py
 
 from bench import metrics as M
 from bench.corpus.store import RunRecord, load
-from bench.nas_common import with_nas_section
+from bench.sections import with_kept_sections
 from runwatch.models.monitor import RunMonitor
 
 ROOT = Path(__file__).resolve().parent
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["## Q6. Real logs", "", f"Not run: {args.real_logs} not found.", ""]
     lines += [f"_Total evaluation time {time.perf_counter() - started:.0f} s._", ""]
     previous = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(with_nas_section("\n".join(lines), previous))  # keep the architecture-advisor section
+    args.out.write_text(with_kept_sections("\n".join(lines), previous))  # keep the advisor's and the benches' tables
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(summary_table(ev)))
     return 0

@@ -22,6 +22,16 @@ measures what serving the dashboard and /metrics costs ingest: the same server
 with ``--http-port`` on while a run page streams its points and anomalies, the
 anomaly feed streams, and Prometheus scrapes every second (kinds alternate).
 
+    python bench/ingest_throughput.py --shapes --write bench/RESULTS.md
+
+runs several batch shapes side by side in one invocation (one event per batch
+over 16 streams, 10, 100 and 500 events per batch, and batches holding one
+event each of 64 runs out of 1,000), each against the bare parse-only service,
+prints one table (shape, pipeline events/s, parse-only events/s, ratio, p50/p99
+batch arrival -> anomaly emitted) and with ``--write`` replaces the section
+between ``<!-- ingest-shapes:begin -->`` and ``<!-- ingest-shapes:end -->`` of
+that file (appended when absent), with the command that produced it.
+
     python bench/ingest_throughput.py --in-process --runs 16 --steps 2000
 
 times the same batches in this one process, without gRPC: the pipeline's
@@ -49,10 +59,18 @@ from pathlib import Path
 LAYERS = ("fc1", "fc2", "fc3")
 
 
-def make_batches(runs: int, steps: int, batch: int, seed: int) -> tuple[list[list[bytes]], int, int]:
-    """Per run, its serialized batches (the first one opens the run); plus event and value counts."""
+def make_batches(
+    runs: int, steps: int, batch: int, seed: int, runs_per_batch: int = 1
+) -> tuple[list[list[bytes]], int, int]:
+    """Per run, its serialized batches (the first one opens the run); plus event and value counts.
+
+    With ``runs_per_batch`` > 1, each batch holds ``batch`` events of each of that many runs
+    (runs in fixed groups), and the "per run" lists are per group of runs.
+    """
     from runwatch.v1 import runs_pb2
 
+    if runs_per_batch > 1:
+        return _make_shared_batches(runs, steps, batch, seed, runs_per_batch)
     rng = random.Random(seed)
     per_run, n_events, n_values = [], 0, 0
     for r in range(runs):
@@ -95,12 +113,41 @@ def make_batches(runs: int, steps: int, batch: int, seed: int) -> tuple[list[lis
     return per_run, n_events, n_values
 
 
-def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, http: bool = False) -> None:
+def _make_shared_batches(
+    runs: int, steps: int, batch: int, seed: int, runs_per_batch: int
+) -> tuple[list[list[bytes]], int, int]:
+    """Batches holding ``batch`` events of each of ``runs_per_batch`` runs (the same runs as make_batches)."""
+    from runwatch.v1 import runs_pb2
+
+    singles, n_events, n_values = make_batches(runs, steps, 1, seed)
+    per_group = []
+    for g0 in range(0, runs, runs_per_batch):
+        members = [
+            [runs_pb2.EventBatch.FromString(raw) for raw in singles[r]]
+            for r in range(g0, min(runs, g0 + runs_per_batch))
+        ]
+        out = []
+        for i in range(0, steps, batch):
+            b = runs_pb2.EventBatch(sequence=len(out))
+            for one in members:
+                for piece in one[i : i + batch]:
+                    b.starts.extend(piece.starts)
+                    b.events.extend(piece.events)
+            out.append(b.SerializeToString())
+        per_group.append(out)
+    return per_group, n_events, n_values
+
+
+def _full_server(
+    port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, http: bool = False, groups: bool = True
+) -> None:
     from runwatch.service.server import RunwatchServer
     from runwatch.service.settings import ServiceSettings
 
     async def main() -> None:
         server = RunwatchServer(ServiceSettings(port=0, data_dir=Path(data_dir), http_port=0 if http else None))
+        if not groups:  # each batch applied and committed on its own as it is read (before groups: --no-groups)
+            server.enqueue = server.ingest_as
         port_q.put(await server.start())
         if http:
             port_q.put(server.http_port)
@@ -109,7 +156,7 @@ def _full_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: st
             await asyncio.sleep(0.05)
         p = server.pipeline
         # CPU time of the whole server process (all threads): far less sensitive to other load than wall clock.
-        counters = {**p.counters, "cpu_seconds": time.process_time() - cpu0}
+        counters = {**p.counters, "cpu_seconds": time.process_time() - cpu0, **server.group_counts}
         out_q.put(((list(p.batch_latencies), list(p.emission_latencies)), counters))
         await server.stop()
 
@@ -272,8 +319,12 @@ def measure(kind: str, per_run, streams: int, scrape_every: float = 1.0) -> tupl
     ctx = mp.get_context("spawn")
     port_q, out_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        if kind in ("full", "full+http"):
-            proc = ctx.Process(target=_full_server, args=(port_q, stop, out_q, tmp, kind == "full+http"), daemon=True)
+        if kind in ("full", "full+http", "full-nogroups"):
+            proc = ctx.Process(
+                target=_full_server,
+                args=(port_q, stop, out_q, tmp, kind == "full+http", kind != "full-nogroups"),
+                daemon=True,
+            )
         else:
             proc = ctx.Process(target=_bare_server, args=(port_q, stop, out_q, tmp, kind == "decode"), daemon=True)
         proc.start()
@@ -292,8 +343,11 @@ def measure(kind: str, per_run, streams: int, scrape_every: float = 1.0) -> tupl
     return seconds, accepted, latencies, counters
 
 
-def in_process(per_run: list[list[bytes]], n_events: int, repeats: int) -> dict[str, float]:
+def in_process(per_run: list[list[bytes]], n_events: int, repeats: int, group: int = 0) -> dict[str, float]:
     """CPU microseconds per event in this process: the pipeline's apply path and the baselines.
+
+    With ``group`` > 0 the pipeline applies the batches in groups of that many (one commit
+    and one detection call per run each, as the server does under load).
 
     Batches go in the order the gRPC streams interleave them. Each repeat runs the
     baseline loops, then a fresh pipeline (new SQLite store) over every batch; the
@@ -330,7 +384,15 @@ def in_process(per_run: list[list[bytes]], n_events: int, repeats: int) -> dict[
             store = RunStore(settings.db_path)
             p = DetectionPipeline(settings, store)
             t0, c0 = time.thread_time(), time.process_time()
-            durable = [p.ingest_bytes(raw).durable for raw in order]
+            if group > 0:
+                durable = []
+                for i in range(0, len(order), group):
+                    p.begin_group()
+                    results = [p.ingest_bytes(raw) for raw in order[i : i + group]]
+                    p.end_group()
+                    durable += [r.durable for r in results]
+            else:
+                durable = [p.ingest_bytes(raw).durable for raw in order]
             thread = time.thread_time() - t0
             for fut in durable:
                 fut.result()
@@ -365,6 +427,80 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
+#: (label, runs, steps, events per run per batch, runs per batch, streams) of ``--shapes``.
+SHAPES = (
+    ("1 event/batch, 16 streams", 16, 400, 1, 1, 16),
+    ("10 events/batch", 16, 1500, 10, 1, 4),
+    ("100 events/batch", 16, 4000, 100, 1, 4),
+    ("500 events/batch", 16, 5000, 500, 1, 4),
+    ("1,000 runs, 64 runs x 1 event/batch", 1000, 40, 1, 64, 16),
+    ("1,000 runs, 64 runs x 10 events/batch", 1000, 60, 10, 64, 16),
+)
+def run_shapes(args: argparse.Namespace) -> None:
+    """Every shape of SHAPES against the bare parse-only service, one table (``--shapes``)."""
+    import shlex
+    import sys
+
+    load_before = os.getloadavg()
+    rows = []
+    for label, runs, steps, batch, runs_per_batch, streams in SHAPES:
+        steps = max(1, int(steps * args.scale))
+        per_run, n_events, _ = make_batches(runs, steps, batch, args.seed, runs_per_batch)
+        best: dict[str, tuple] = {}
+        for _ in range(args.repeats):
+            for kind in ("parse", "full", *(["full-nogroups"] if args.no_groups else [])):
+                seconds, _, latencies, counters = measure(kind, per_run, streams)
+                if kind not in best or seconds < best[kind][0]:
+                    best[kind] = (seconds, latencies, counters)
+        full_s, (batch_lat, anomaly_lat), counters = best["full"]
+        parse_eps, full_eps = n_events / best["parse"][0], n_events / full_s
+        row = (
+            label, f"{n_events:,}", f"{full_eps:,.0f}", f"{parse_eps:,.0f}", f"{full_eps / parse_eps:.2f}",
+            f"{percentile(batch_lat, 0.5) * 1e3:.1f} / {percentile(batch_lat, 0.99) * 1e3:.1f}",
+            f"{percentile(anomaly_lat, 0.5) * 1e3:.1f} / {percentile(anomaly_lat, 0.99) * 1e3:.1f}",
+            f"{counters.get('accepted', '-')}", f"{counters.get('anomalies', '-')}",
+            f"{counters['cpu_seconds'] / n_events * 1e6:.1f}",
+        )  # fmt: skip
+        if args.no_groups:
+            row = (*row, f"{n_events / best['full-nogroups'][0]:,.0f}")
+        rows.append(row)
+        print("  " + " | ".join(row), flush=True)
+        if counters.get("groups"):
+            print(
+                f"    ({counters['batches'] / counters['groups']:.1f} batches per group, {counters['waited_ms'] / counters['groups']:.1f} ms waited per group)",
+                flush=True,
+            )
+    header = (
+        "shape", "events", "pipeline events/s", "bare gRPC parse-only events/s", "ratio",
+        "batch -> detected p50 / p99 ms", "batch -> anomaly p50 / p99 ms", "accepted", "anomalies",
+        "server CPU us/event", *(["pipeline events/s, batches one by one"] if args.no_groups else []),
+    )  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    command = "python bench/ingest_throughput.py " + shlex.join(sys.argv[1:])
+    note = (
+        f"Best of {args.repeats} per shape and service; load average (1 min) {load_before[0]:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs (client, servers and anything else on the "
+        "machine share them: numbers are noisy). Latencies are measured inside the pipeline process, from a "
+        "batch's arrival off its stream (it then waits for its group) to the end of its group's detection; "
+        "server CPU is the whole pipeline process's (all threads) per event."
+    )
+    body = "\n".join(
+        ["### Ingest throughput by batch shape (`bench/ingest_throughput.py --shapes`)", "", f"    {command}", "",
+         note, "", *lines]
+    )  # fmt: skip
+    print()
+    print(body)
+    if args.write:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: import from the repository root
+        from bench.sections import write_marked
+
+        write_marked(args.write, "ingest-shapes", body)
+        print(f"\nwrote the section into {args.write}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=16)
@@ -383,19 +519,33 @@ def main() -> None:
     p.add_argument(
         "--only-full", action="store_true", help="skip the bare gRPC services (with --http: the overhead only)"
     )
+    p.add_argument("--group", type=int, default=0, help="with --in-process: apply the batches in groups of this many")
+    p.add_argument("--runs-per-batch", type=int, default=1, help="runs whose events each batch holds")
+    p.add_argument("--shapes", action="store_true", help="every shape of SHAPES side by side, one table")
+    p.add_argument(
+        "--no-groups", action="store_true",
+        help="with --shapes: also the pipeline applying and committing each batch on its own (no groups)",
+    )  # fmt: skip
+    p.add_argument("--scale", type=float, default=1.0, help="with --shapes: multiply each shape's steps")
+    p.add_argument("--write", default="", help="with --shapes: markdown file whose ingest-shapes section to replace")
     args = p.parse_args()
+    if args.shapes:
+        run_shapes(args)
+        return
     load_before = os.getloadavg()
 
-    per_run, n_events, n_values = make_batches(args.runs, args.steps, args.batch, args.seed)
+    per_run, n_events, n_values = make_batches(args.runs, args.steps, args.batch, args.seed, args.runs_per_batch)
     n_batches = sum(len(b) for b in per_run)
     print(
         f"workload: {args.runs} runs x {args.steps} steps = {n_events} events, {n_values / n_events:.1f} metrics/event, "
         f"{n_batches} batches of <= {args.batch} events, {args.streams} streams"
     )
     if args.in_process:
-        r = in_process(per_run, n_events, args.repeats)
+        r = in_process(per_run, n_events, args.repeats, args.group)
+        grouped = f", in groups of {args.group} batches" if args.group else ""
         print(
-            f"in one process, CPU time per event, best of {args.repeats} (accepted {r['accepted']}, anomalies {r['anomalies']}):"
+            f"in one process, CPU time per event, best of {args.repeats}{grouped} "
+            f"(accepted {r['accepted']}, anomalies {r['anomalies']}):"
         )
         labels = {
             "parse": "parse only",

@@ -39,38 +39,42 @@ BOUND_KIB = 256
 LAYERS = ("fc1", "fc2", "fc3")
 
 
+def step_metrics(step: int, rng: np.random.Generator) -> dict[str, float]:
+    """What the SDK logs at ``step`` of a healthy run: base metrics, per-layer stats every 5th step, val every 20th."""
+    loss = 2.3 * (1.0 + step / 50.0) ** -0.5 * (1.0 + 0.03 * rng.standard_normal())
+    m = {
+        "loss": loss,
+        "lr": 1e-3 * (0.5 + 0.5 * math.cos(math.pi * (step % 10_000) / 10_000)),
+        "grad_norm": 1.0 + 0.2 * rng.random(),
+        "step_time": 0.1 + 0.01 * rng.random(),
+        "data_time": 0.01 + 0.002 * rng.random(),
+        "cpu_mem": 2048.0 + rng.random(),
+        "gpu_mem": 4096.0 + rng.random(),
+        "samples_per_s": 320.0 + 10 * rng.random(),
+    }
+    if step % 5 == 0:
+        for i, layer in enumerate(LAYERS):
+            m[f"grad_norm/{layer}"] = (0.5 + 0.1 * rng.random()) / (i + 1)
+            m[f"weight_norm/{layer}"] = 10.0 + 0.01 * step**0.5
+            m[f"update_ratio/{layer}"] = 1e-3 * (1.0 + 0.1 * rng.random())
+            m[f"act/zero_frac/{layer}"] = 0.3 + 0.05 * rng.random()
+            m[f"act/sat_frac/{layer}"] = 0.01 * rng.random()
+            m[f"act/mean/{layer}"] = 0.2 + 0.01 * rng.standard_normal()
+            m[f"act/std/{layer}"] = 0.5 + 0.01 * rng.standard_normal()
+    if step % 20 == 0:
+        m["val/loss"] = loss * 1.05
+        m["val/acc"] = 1.0 - loss / 3.0
+    return m
+
+
 def telemetry(run_id: str, steps: int, batch: int = 64, seed: int = 0, project: str = "memory"):
     """A healthy training run's ``EventBatch`` es of ``batch`` events (the first also opens the run)."""
     rng = np.random.default_rng(seed)
     b = runs_pb2.EventBatch()
     b.starts.add(run_id=run_id, project=project, start_time=1.7e9)
     for step in range(steps):
-        wall = 1.7e9 + 0.1 * step
-        loss = 2.3 * (1.0 + step / 50.0) ** -0.5 * (1.0 + 0.03 * rng.standard_normal())
-        m = {
-            "loss": loss,
-            "lr": 1e-3 * (0.5 + 0.5 * math.cos(math.pi * (step % 10_000) / 10_000)),
-            "grad_norm": 1.0 + 0.2 * rng.random(),
-            "step_time": 0.1 + 0.01 * rng.random(),
-            "data_time": 0.01 + 0.002 * rng.random(),
-            "cpu_mem": 2048.0 + rng.random(),
-            "gpu_mem": 4096.0 + rng.random(),
-            "samples_per_s": 320.0 + 10 * rng.random(),
-        }
-        if step % 5 == 0:
-            for i, layer in enumerate(LAYERS):
-                m[f"grad_norm/{layer}"] = (0.5 + 0.1 * rng.random()) / (i + 1)
-                m[f"weight_norm/{layer}"] = 10.0 + 0.01 * step**0.5
-                m[f"update_ratio/{layer}"] = 1e-3 * (1.0 + 0.1 * rng.random())
-                m[f"act/zero_frac/{layer}"] = 0.3 + 0.05 * rng.random()
-                m[f"act/sat_frac/{layer}"] = 0.01 * rng.random()
-                m[f"act/mean/{layer}"] = 0.2 + 0.01 * rng.standard_normal()
-                m[f"act/std/{layer}"] = 0.5 + 0.01 * rng.standard_normal()
-        if step % 20 == 0:
-            m["val/loss"] = loss * 1.05
-            m["val/acc"] = 1.0 - loss / 3.0
-        ev = b.events.add(run_id=run_id, step=step, wall_time=wall)
-        ev.metrics.update(m)
+        ev = b.events.add(run_id=run_id, step=step, wall_time=1.7e9 + 0.1 * step)
+        ev.metrics.update(step_metrics(step, rng))
         if len(b.events) >= batch:
             yield b
             b = runs_pb2.EventBatch()

@@ -101,6 +101,7 @@ def serve(
     host: Annotated[str, typer.Option(envvar="RUNWATCH_HOST", show_envvar=True, help="bind address")] = _DEFAULTS["host"].default,
     port: Annotated[int, typer.Option(envvar="RUNWATCH_PORT", show_envvar=True, help="gRPC port (0 = any free port)")] = _DEFAULTS["port"].default,
     data_dir: Annotated[Path, typer.Option(envvar="RUNWATCH_DATA_DIR", show_envvar=True, help="folder for runwatch.db")] = _DEFAULTS["data_dir"].default,
+    store: Annotated[str | None, typer.Option(envvar="RUNWATCH_STORE", show_envvar=True, help="postgresql://USER:PASSWORD@HOST:PORT/DB: keep everything in a PostgreSQL database several instances share (postgresql extra; prefer the variable, it holds a password); unset: SQLite in --data-dir", show_default=False)] = None,
     metrics_port: Annotated[int, typer.Option(envvar="RUNWATCH_METRICS_PORT", show_envvar=True, help="Prometheus /metrics port (0 = off)")] = 0,
     auto_create_runs: Annotated[bool, typer.Option(envvar="RUNWATCH_AUTO_CREATE_RUNS", show_envvar=True, help="open runs implicitly for events without a RunStart")] = False,
     allow_unknown_fields: Annotated[bool, typer.Option(envvar="RUNWATCH_ALLOW_UNKNOWN_FIELDS", show_envvar=True, help="accept items with fields this server does not know")] = False,
@@ -150,6 +151,8 @@ def serve(
     max_streams: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_STREAMS", show_envvar=True, help="StreamEvents streams open at once; more are refused with RESOURCE_EXHAUSTED")] = _DEFAULTS["max_streams"].default,
     max_streams_per_peer: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_STREAMS_PER_PEER", show_envvar=True, help="StreamEvents streams open at once from one client connection")] = _DEFAULTS["max_streams_per_peer"].default,
     max_watchers: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_WATCHERS", show_envvar=True, help="WatchAnomalies streams open at once; more are refused with RESOURCE_EXHAUSTED")] = _DEFAULTS["max_watchers"].default,
+    max_watchers_per_peer: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_WATCHERS_PER_PEER", show_envvar=True, help="WatchAnomalies streams open at once from one client connection")] = _DEFAULTS["max_watchers_per_peer"].default,
+    max_unary_calls: Annotated[int, typer.Option(envvar="RUNWATCH_MAX_UNARY_CALLS", show_envvar=True, help="unary calls in progress at once beyond streams and watchers; more are refused with RESOURCE_EXHAUSTED")] = _DEFAULTS["max_unary_calls"].default,
     shutdown_grace_s: Annotated[float, typer.Option(envvar="RUNWATCH_SHUTDOWN_GRACE_S", show_envvar=True, help="on SIGTERM: seconds to finish in-flight batches, commit and exit (even with the broker gone)")] = _DEFAULTS["shutdown_grace_s"].default,
 ) -> None:
     """Run the runwatch service (gRPC ingest, anomaly watch, run queries; Kafka ingest with --kafka-bootstrap)."""
@@ -164,8 +167,8 @@ def serve(
     if log_level.upper() != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     settings = _settings(
-        host=host, port=port, data_dir=data_dir, metrics_port=metrics_port, auto_create_runs=auto_create_runs,
-        allow_unknown_fields=allow_unknown_fields, max_batch_bytes=max_batch_bytes,
+        host=host, port=port, data_dir=data_dir, store=store, metrics_port=metrics_port,
+        auto_create_runs=auto_create_runs, allow_unknown_fields=allow_unknown_fields, max_batch_bytes=max_batch_bytes,
         stall_check_seconds=stall_check_seconds,
         diagnostics=f"@{diagnostics_config}" if diagnostics_config else None,
         alerts=f"@{alerts_config}" if alerts_config else None,
@@ -175,7 +178,9 @@ def serve(
         allow_insecure=allow_insecure, http_port=http_port, http_host=http_host,
         idle_evict_s=idle_evict_s, max_active_runs=max_active_runs,
         max_active_runs_per_project=max_active_runs_per_project, max_streams=max_streams,
-        max_streams_per_peer=max_streams_per_peer, max_watchers=max_watchers, shutdown_grace_s=shutdown_grace_s,
+        max_streams_per_peer=max_streams_per_peer, max_watchers=max_watchers, max_watchers_per_peer=max_watchers_per_peer,
+        max_unary_calls=max_unary_calls,
+        shutdown_grace_s=shutdown_grace_s,
     )
     from runwatch.nas.nni_adapter import MissingExtraError
     from runwatch.service.server import serve as run_server
@@ -184,13 +189,15 @@ def serve(
         via = f", kafka: {settings.kafka.bootstrap} group {settings.kafka.group}" if settings.kafka.enabled else ""
         tls = ("mutual TLS" if settings.tls_client_ca else "TLS") if settings.tls_cert else "plaintext"
         auth = f"tokens from {settings.auth_tokens}" if settings.auth_tokens else "no tokens"
-        message = f"runwatch serving on {settings.host}:{bound} ({tls}, {auth}; data: {settings.data_dir}{via})"
+        data = redact(settings.store) if settings.store else settings.data_dir
+        message = f"runwatch serving on {settings.host}:{bound} ({tls}, {auth}; data: {data}{via})"
         if log_format == "json":  # every line on stderr stays one JSON object
             logging.getLogger("runwatch.service").info(message, extra={"grpc_port": bound})
         else:
             typer.echo(message, err=True)
 
     from runwatch.nas.history_file import HistoryFileError
+    from runwatch.service.store_location import StoreError, redact
     from runwatch.service.tls import TLSConfigError
     from runwatch.service.tokens import TokenFileError
 
@@ -205,6 +212,8 @@ def serve(
     except HistoryFileError as exc:
         _fail(f"advisor_history: {exc}")
     except MissingExtraError as exc:
+        _fail(str(exc))
+    except StoreError as exc:
         _fail(str(exc))
 
 

@@ -448,5 +448,14 @@ def _gather(values: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     """Byte ranges ``(start, stop)`` covering the given fields, adjacent ones merged."""
+    if len(starts) <= 16:  # small batches: a loop costs a fraction of the array calls below
+        s, e = starts.tolist(), stops.tolist()
+        out = [[s[0], e[0]]]
+        for a, b in zip(s[1:], e[1:]):
+            if a == out[-1][1]:
+                out[-1][1] = b
+            else:
+                out.append([a, b])
+        return np.array(out, dtype=np.int64)
     breaks = np.flatnonzero(starts[1:] != stops[:-1]) + 1
     return np.stack((starts[np.concatenate(([0], breaks))], stops[np.concatenate((breaks - 1, [len(stops) - 1]))]), 1)

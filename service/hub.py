@@ -18,6 +18,7 @@ class Subscription:
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
     dropped: int = 0
     projects: frozenset[str] | None = None  # the watcher's token grants only these (None = all)
+    local_only: bool = False  # only what this instance raised (alerts: each instance alerts on its own)
 
     def matches(self, a: anomaly_pb2.Anomaly) -> bool:
         return (
@@ -39,9 +40,14 @@ class AnomalyHub:
         self._subs: set[Subscription] = set()
 
     def subscribe(
-        self, project: str = "", run_id: str = "", min_severity: int = 0, projects: frozenset[str] | None = None
+        self,
+        project: str = "",
+        run_id: str = "",
+        min_severity: int = 0,
+        projects: frozenset[str] | None = None,
+        local_only: bool = False,
     ) -> Subscription:
-        sub = Subscription(project, run_id, min_severity, projects=projects)
+        sub = Subscription(project, run_id, min_severity, projects=projects, local_only=local_only)
         self._subs.add(sub)
         return sub
 
@@ -52,9 +58,20 @@ class AnomalyHub:
     def watchers(self) -> int:
         return len(self._subs)
 
-    def publish(self, anomaly: anomaly_pb2.Anomaly) -> None:
+    def publish(self, anomaly: anomaly_pb2.Anomaly, remote: bool = False) -> None:
+        """Queue ``anomaly`` for every matching watcher; ``remote``: raised by another instance sharing the store.
+
+        >>> import asyncio
+        >>> async def main():
+        ...     hub = AnomalyHub()
+        ...     watcher, alerts = hub.subscribe(), hub.subscribe(local_only=True)
+        ...     hub.publish(anomaly_pb2.Anomaly(id="a"), remote=True)
+        ...     return watcher.queue.qsize(), alerts.queue.qsize()
+        >>> asyncio.run(main())
+        (1, 0)
+        """
         for sub in self._subs:
-            if not sub.matches(anomaly):
+            if (remote and sub.local_only) or not sub.matches(anomaly):
                 continue
             q = sub.queue
             if q.full():

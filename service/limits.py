@@ -1,4 +1,4 @@
-"""Admission limits answered with RESOURCE_EXHAUSTED: streams per connection and overall, watchers, runs per project.
+"""Admission limits answered with RESOURCE_EXHAUSTED: streams and watchers per connection and overall, runs per project.
 
 A refusal here is not a verdict on the data: the client should re-send the
 same batches later (the SDK keeps them in its spool and backs off), so each
@@ -37,6 +37,7 @@ class StreamLimits:
         self.streams = 0
         self.watchers = 0
         self._by_peer: Counter[str] = Counter()
+        self._watchers_by_peer: Counter[str] = Counter()
         self.refused = Counter()  # limit field -> calls refused
 
     def open_stream(self, peer: str) -> str | None:
@@ -62,18 +63,29 @@ class StreamLimits:
         if self._by_peer[peer] <= 0:
             del self._by_peer[peer]
 
-    def open_watcher(self) -> str | None:
-        """Count a new WatchAnomalies call; the refusal message if the limit is reached."""
-        if self.watchers >= self.settings.max_watchers:
+    def open_watcher(self, peer: str) -> str | None:
+        """Count a new WatchAnomalies call; the refusal message (naming the field) if a limit is reached."""
+        s = self.settings
+        if self._watchers_by_peer[peer] >= s.max_watchers_per_peer:
+            return self._refuse(
+                "max_watchers_per_peer",
+                f"this connection ({peer}) already has {self._watchers_by_peer[peer]} WatchAnomalies stream(s) open, "
+                "the limit; watch several runs with one project filter or retry later",
+            )
+        if self.watchers >= s.max_watchers:
             return self._refuse(
                 "max_watchers",
                 f"{self.watchers} WatchAnomalies streams are open on this server, the limit; close one or retry later",
             )
+        self._watchers_by_peer[peer] += 1
         self.watchers += 1
         return None
 
-    def close_watcher(self) -> None:
+    def close_watcher(self, peer: str) -> None:
         self.watchers -= 1
+        self._watchers_by_peer[peer] -= 1
+        if self._watchers_by_peer[peer] <= 0:
+            del self._watchers_by_peer[peer]
 
     def _refuse(self, field: str, message: str) -> str:
         self.refused[field] += 1
@@ -106,7 +118,7 @@ class LimitsCollector:
             "runwatch_refused", "Calls and batches refused with RESOURCE_EXHAUSTED", labels=["limit"]
         )
         counts = {**limits.refused, "max_active_runs_per_project": pipeline.refused_batches}
-        for field in ("max_streams", "max_streams_per_peer", "max_watchers", "max_active_runs_per_project"):
+        for field in ("max_streams", "max_streams_per_peer", "max_watchers", "max_watchers_per_peer", "max_active_runs_per_project"):
             refused.add_metric([field], counts.get(field, 0))
         yield refused
         yield GaugeMetricFamily("runwatch_ingest_streams", "Open StreamEvents streams", value=limits.streams)

@@ -18,6 +18,13 @@ checked run by run with array operations, and applied at once, without
 Python work per event; a batch of events only is then never parsed at all.
 A batch with any event to reject or drop goes item by item, which names
 each one; both paths leave the same state, store and acknowledgement.
+
+The server applies the batches its streams delivered meanwhile as one group
+(:meth:`DetectionPipeline.begin_group` / :meth:`~DetectionPipeline.end_group`):
+one commit for all of them, and each run's events of the group detected in one
+block, which raises the alerts the batches one by one would (detection does not
+depend on how a run's events are split into blocks). No batch is acknowledged
+before the group's commit.
 """
 
 from __future__ import annotations
@@ -159,6 +166,64 @@ class BatchResult:
     exhausted: str = ""  # "field: reason" when a limit refused the whole batch (nothing applied): re-send it later
 
 
+@dataclass(slots=True)
+class _Deferred:
+    """One run's accepted events of a group whose detection waits for :meth:`DetectionPipeline.end_group`."""
+
+    state: RunState
+    parts: list = field(default_factory=list)  # (steps, wall_times, layouts, result index), in arrival order
+
+
+@dataclass(slots=True)
+class _Group:
+    """Batches ingested between :meth:`DetectionPipeline.begin_group` and :meth:`~DetectionPipeline.end_group`."""
+
+    ops: list = field(default_factory=list)  # every batch's writes, in order: one commit for the group
+    results: list = field(default_factory=list)  # (BatchResult, arrival) per batch, in order
+    pending: dict = field(default_factory=dict)  # run id -> _Deferred
+
+
+def merged_block(parts: list) -> MetricBlock:
+    """One block of a run's consecutive parts ``(steps, wall_times, layouts, ...)``; layouts as for
+    :meth:`MetricBlock.from_layouts`. Equal layouts of several parts become one (what one batch of all
+    the events would give).
+
+    Examples
+    --------
+    >>> one = (np.array([1, 2]), np.zeros(2), [(("loss",), None, np.array([[0.5], [0.4]]))])
+    >>> two = (np.array([3]), np.zeros(1), [(("loss", "val/loss"), None, np.array([[0.3, 0.6]]))])
+    >>> b = merged_block([one, two])
+    >>> b.columns["loss"].values.tolist(), b.columns["val/loss"].steps.tolist()
+    ([0.5, 0.4, 0.3], [3])
+    """
+    if len(parts) == 1:
+        steps, wall, layouts = parts[0][:3]
+        return MetricBlock.from_layouts(steps, wall, layouts)
+    by_names: dict[tuple, tuple[list, list]] = {}
+    offset = 0
+    for part in parts:
+        steps, _, layouts = part[:3]
+        n = len(steps)
+        for names, rows, values in layouts:
+            at = np.arange(offset, offset + n) if rows is None else np.asarray(rows) + offset
+            got = by_names.get(names)
+            if got is None:
+                by_names[names] = ([at], [values])
+            else:
+                got[0].append(at)
+                got[1].append(values)
+        offset += n
+    total = offset
+    layouts = []
+    for names, (rows, values) in by_names.items():
+        rows = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        values = values[0] if len(values) == 1 else np.concatenate(values)
+        layouts.append((names, None if len(rows) == total else rows, values))
+    return MetricBlock.from_layouts(
+        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), layouts
+    )
+
+
 class _AckBuilder:
     __slots__ = ("ack",)
 
@@ -214,6 +279,7 @@ class DetectionPipeline:
         # With Kafka a refusal could only be dead-lettered: there, max_active_runs eviction bounds memory.
         self.project_cap = 0 if settings.kafka.enabled else settings.max_active_runs_per_project
         self.text = LogTextAnalysis(store, settings.text)
+        self._group: _Group | None = None  # set between begin_group and end_group
 
     # -- run lookup ---------------------------------------------------------------------------
 
@@ -254,6 +320,67 @@ class DetectionPipeline:
         self.ended.move_to_end(state.run_id)
         while len(self.ended) > MAX_ENDED_REMEMBERED:
             self.ended.popitem(last=False)
+
+    # -- groups: several batches, one detection per run and one commit ----------------------------
+
+    def begin_group(self) -> None:
+        """Start a group: the batches ingested until :meth:`end_group` share one commit.
+
+        Events of batches taken at once (the plain events-only path) are detected at
+        :meth:`end_group`, each run's events of the whole group in one block: detection
+        does not depend on how a run's events are split into blocks (the detectors'
+        contract), so the alerts are those the batches one by one would raise, at a
+        fraction of the per-call cost for small batches. A batch that needs the
+        item-by-item path has the deferred events detected before it. The results'
+        ``durable`` is set by :meth:`end_group`: acknowledge none before that.
+        """
+        if self._group is not None:
+            raise RuntimeError("begin_group: a group is already open")
+        self._group = _Group()
+
+    def end_group(self) -> Future:
+        """Detect the group's deferred events, submit its writes in one commit, publish; returns the commit's future.
+
+        Every batch's ``BatchResult.durable`` becomes that future (its writes, and the
+        anomalies its events raised, are in that commit).
+        """
+        group, self._group = self._group, None
+        if group is None:
+            raise RuntimeError("end_group: no group is open")
+        try:
+            if group.pending:
+                self._detect_deferred(group)
+        finally:
+            durable = self.store.submit(group.ops)
+            done = time.perf_counter()
+            for result, arrival in group.results:
+                result.durable = durable
+                self.batch_latencies.append(done - arrival)
+                if result.anomalies:
+                    self.emission_latencies.extend([done - arrival] * len(result.anomalies))
+            if len(self.runs) > self.settings.max_active_runs:
+                self._evict_least_recent()
+        return durable
+
+    def _detect_deferred(self, group: _Group) -> None:
+        """Run detection on each run's deferred events (one block per run); their anomalies join their batches."""
+        pending, group.pending = group.pending, {}
+        now = time.time()
+        for run_id, deferred in pending.items():
+            state = deferred.state
+            parts = deferred.parts
+            alerts = state.monitor.observe_block(merged_block(parts))
+            if not alerts:
+                continue
+            last_steps = [int(part[0][-1]) for part in parts]
+            for alert in alerts:
+                anomaly = to_anomaly(alert, run_id, state.project, now)
+                # The batch that carried the finding's step (its latency and its count).
+                k = next((j for j, last in enumerate(last_steps) if alert.finding.step <= last), len(parts) - 1)
+                group.results[parts[k][3]][0].anomalies.append(anomaly)
+                group.ops.append(store_ops.save_anomaly_op(anomaly))
+                self.counters["anomalies"] += 1
+                self.publish(anomaly)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -340,7 +467,9 @@ class DetectionPipeline:
                 parsed.append(runs_pb2.EventBatch.FromString(raw))
             return parsed[0].events
 
-        self._accept(reads, plans, events, raw, len(reads) == 1, now, ack, ops, anomalies)
+        self._accept(
+            reads, plans, events, raw, len(reads) == 1, now, ack, ops, anomalies, defer=self._group is not None
+        )
         return self._complete(ack, ops, anomalies, frozenset(run.run_id for run in scanned.runs), arrival)
 
     def ingest(
@@ -362,6 +491,10 @@ class DetectionPipeline:
         scanned: ScannedBatch | None,
     ) -> BatchResult:
         arrival = time.perf_counter() if arrival is None else arrival
+        if self._group is not None and self._group.pending:
+            # Item by item, a batch may end, restore or evict runs and report text findings: the
+            # events deferred before it are detected first, as if each batch had been on its own.
+            self._detect_deferred(self._group)
         now = time.time()
         ack = _AckBuilder(batch.sequence)
         ops: list[WriteOp] = []
@@ -474,9 +607,11 @@ class DetectionPipeline:
         """Store the batch's anomalies with its writes, submit them, publish the anomalies."""
         for a in anomalies:
             ops.append(store_ops.save_anomaly_op(a))
-        result = self._finish(ack, ops, anomalies, run_ids)
+        result = self._finish(ack, ops, anomalies, run_ids, arrival)
         for a in anomalies:
             self.publish(a)
+        if self._group is not None:
+            return result  # its latency counts to the group's end (end_group)
         done = time.perf_counter() - arrival
         self.batch_latencies.append(done)
         if anomalies:
@@ -484,7 +619,12 @@ class DetectionPipeline:
         return result
 
     def _finish(
-        self, ack: _AckBuilder, ops: list[WriteOp], anomalies: list, run_ids: frozenset[str] = frozenset()
+        self,
+        ack: _AckBuilder,
+        ops: list[WriteOp],
+        anomalies: list,
+        run_ids: frozenset[str] = frozenset(),
+        arrival: float | None = None,
     ) -> BatchResult:
         c = self.counters
         c["batches"] += 1
@@ -492,6 +632,13 @@ class DetectionPipeline:
         c["duplicates"] += ack.ack.duplicates
         c["rejected"] += ack.ack.rejected
         c["anomalies"] += len(anomalies)
+        group = self._group
+        if group is not None:
+            # Committed with the whole group (end_group gives every batch the group's future).
+            result = BatchResult(ack.ack, anomalies, None, run_ids)
+            group.ops.extend(ops)
+            group.results.append((result, time.perf_counter() if arrival is None else arrival))
+            return result
         result = BatchResult(ack.ack, anomalies, self.store.submit(ops), run_ids)
         if len(self.runs) > self.settings.max_active_runs:
             self._evict_least_recent()
@@ -592,6 +739,8 @@ class DetectionPipeline:
         first = int(steps[0])
         if first < 0 or first < state.last_step:
             return None
+        if len(steps) == 1:  # one event (the array checks below cost more than it does)
+            return self._names_after_one(state, run.layouts[0].names, first, float(run.wall_times[0]))
         ahead = np.diff(steps)
         if (ahead < 0).any():
             return None
@@ -624,6 +773,22 @@ class DetectionPipeline:
             previous = i
         return frozenset(logged) if tied[-1] else run.names_of(len(run) - 1, ids)
 
+    def _names_after_one(self, state: RunState, names: tuple, step: int, wall: float) -> tuple | frozenset | None:
+        """:meth:`_names_after` of a run's one event (``step`` is not below the run's last)."""
+        if not (0.0 <= wall < math.inf):  # NaN fails too
+            return None
+        if not 0 < len(names) <= self.settings.max_metrics_per_event:
+            return None
+        if names not in state.valid_names and any(map(check.check_metric_name, names)):
+            return None
+        if step != state.last_step:
+            return names
+        logged = set(state.last_names)  # the same step again: it must log other names
+        if not logged.isdisjoint(names):
+            return None
+        logged.update(names)
+        return frozenset(logged)
+
     def _plans(self, reads: list[tuple[RunState, RunEvents]]) -> list | None:
         """Per run, ``last_names`` after its events are accepted; None if any event needs the item-by-item path."""
         plans = []
@@ -653,12 +818,12 @@ class DetectionPipeline:
         self._accept(reads, plans, lambda: batch.events, raw, store_raw, now, ack, ops, anomalies)
         return True
 
-    def _accept(self, reads, plans, events, raw, store_raw, now, ack, ops, anomalies) -> None:
+    def _accept(self, reads, plans, events, raw, store_raw, now, ack, ops, anomalies, defer=False) -> None:
         """Accept every event of ``reads``: update run state, detect, write.
 
         ``events()`` gives the batch's event messages (needed only to fill in a wall time
         of events stored apart from the batch); ``store_raw`` says ``raw`` is exactly the
-        one run's events.
+        one run's events. With ``defer`` (in a group), detection waits for :meth:`end_group`.
         """
         for (state, run), last_names in zip(reads, plans):
             steps = run.steps
@@ -677,9 +842,16 @@ class DetectionPipeline:
                 wall[unset] = now
             state.last_received = now
             state.remember_steps(first, last)
-            block = MetricBlock.from_layouts(steps, wall, [(lay.names, lay.rows, lay.values) for lay in run.layouts])
-            for alert in state.monitor.observe_block(block):
-                anomalies.append(to_anomaly(alert, state.run_id, state.project, now))
+            layouts = [(lay.names, lay.rows, lay.values) for lay in run.layouts]
+            if defer:
+                deferred = self._group.pending.get(state.run_id)
+                if deferred is None:
+                    deferred = self._group.pending[state.run_id] = _Deferred(state)
+                deferred.parts.append((steps, wall, layouts, len(self._group.results)))
+            else:
+                block = MetricBlock.from_layouts(steps, wall, layouts)
+                for alert in state.monitor.observe_block(block):
+                    anomalies.append(to_anomaly(alert, state.run_id, state.project, now))
             if store_raw:
                 blob = raw  # the batch is exactly this run's events: store it as received
             else:
@@ -1011,7 +1183,7 @@ class DetectionPipeline:
         return n
 
     def forget_runs(self, run_ids) -> None:
-        """Drop runs from memory and their local checkpoints (their partition moved to another instance)."""
+        """Drop runs from memory and, with a store of this instance's own, their checkpoints (their partition moved)."""
         gone = []
         for run_id in run_ids:
             self.runs.pop(run_id, None)
@@ -1019,7 +1191,8 @@ class DetectionPipeline:
             self._wake.pop(run_id, None)
             self._evicting.pop(run_id, None)
             gone.append(run_id)
-        if gone:
+        # A shared store's checkpoints are how the runs' new owner restores an evicted run: keep them.
+        if gone and not self.store.shared:
             self.store.submit([store_ops.delete_checkpoints_op(gone)])
 
     @property

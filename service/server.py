@@ -41,6 +41,20 @@ SERVICE_NAMES = tuple(
     service_pb2.DESCRIPTOR.services_by_name[n].full_name
     for n in ("IngestService", "WatchService", "RunService", "AdvisorService")
 )
+# Batches read from the ingest streams are applied in groups (service/pipeline.py: begin_group): one commit,
+# and one detection call per run, for every batch the streams delivered while the previous group was applied.
+# A group's first batch waits as long as the previous group took to apply, at most GROUP_WAIT_S, once groups
+# hold several batches: idle, or with one client awaiting each ack, a batch is applied at once; under load,
+# groups grow. The batches a group may hold follow how long the last one took
+# against GROUP_BUDGET_S (more when it took less: a run's batches cost less together), and the streams stop
+# reading while the next group is full: a batch read waits about GROUP_WAIT_S + GROUP_BUDGET_S at most.
+GROUP_WAIT_S = 0.015
+GROUP_BUDGET_S = 0.025
+GROUP_MIN_BATCHES = 1
+GROUP_MAX_BATCHES = 4096
+# ... and at most this many bytes of batches (~1,500 events of 16 metrics): large batches gain little from
+# sharing a detection call, so a group of them stays about one budget long; one larger batch is a group alone.
+GROUP_MAX_BYTES = 512 << 10
 # gRPC's own limit is a backstop far above the batch limit, so an oversized batch gets a
 # field-level rejection on a stream that stays open instead of a transport error.
 GRPC_MAX_MESSAGE_BYTES = 256 << 20
@@ -152,7 +166,8 @@ class IngestServicer:
                         if not self.s.access.still_valid(principal):
                             await pending.put(_REVOKED)
                             break
-                        await pending.put(self.s.ingest_as(principal, raw))
+                        await pending.put(self.s.enqueue(principal, raw))
+                        await self.s.room()  # the next group is full: read on once it is taken
                 finally:
                     await pending.put(None)
 
@@ -164,6 +179,8 @@ class IngestServicer:
                     if result is _REVOKED:
                         await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
                     try:
+                        if isinstance(result, asyncio.Future) and not isinstance(result, asyncio.Task):
+                            result = await result  # applied with its group (RunwatchServer.enqueue)
                         ack = await self.s.settle(result)
                     except IngestUnavailable as exc:
                         # The client re-sends every batch not yet acknowledged, in order, on a new stream.
@@ -200,7 +217,8 @@ class WatchServicer(service_pb2_grpc.WatchServiceServicer):
         allowed = None if principal.all_projects else principal.projects
         if self.s.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-        if (refusal := self.s.limits.open_watcher()) is not None:
+        peer = context.peer()
+        if (refusal := self.s.limits.open_watcher(peer)) is not None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         sub = self.s.hub.subscribe(request.project, request.run_id, request.min_severity, projects=allowed)
         self.s.watches.add(sub)
@@ -226,7 +244,7 @@ class WatchServicer(service_pb2_grpc.WatchServiceServicer):
         finally:
             self.s.hub.unsubscribe(sub)
             self.s.watches.discard(sub)
-            self.s.limits.close_watcher()
+            self.s.limits.close_watcher(peer)
             self.s.metrics.watchers.set(self.s.hub.watchers)
 
 
@@ -346,7 +364,7 @@ class RunwatchServer:
         self.tokens = TokenStore(settings.auth_tokens) if settings.auth_tokens is not None else None
         self.access = Access(self.tokens)
         prior = read_history(settings.advisor_history) if settings.advisor_history else []  # before the store opens
-        self.store = RunStore(settings.db_path)
+        self.store = RunStore(settings.store_location)  # SQLite in data_dir, or the shared database of --store
         self.advice = AdviceService(self.store, prior)
         self.pipeline = DetectionPipeline(settings, self.store, publish=self._publish)
         self.limits = StreamLimits(settings)
@@ -358,6 +376,18 @@ class RunwatchServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task | None = None
+        # Batches read from the streams, waiting for the next group (see enqueue).
+        self._inbox: list[tuple] = []
+        self._inbox_ready: asyncio.Event | None = None
+        self._applier: asyncio.Task | None = None
+        self._grouped: list | None = None  # (result, arrival) of the group being applied
+        self.group_counts = {"groups": 0, "batches": 0, "waited_ms": 0.0}
+        self._last_apply_s = 0.0  # how long the last group took to apply
+        self._commits: dict = {}  # a group's commit future -> the asyncio future its batches await
+        self._inbox_room: asyncio.Event | None = None  # set while the next group has room
+        self._cap = 32  # batches the next group may hold (see _group_cap); grows while groups stay in budget
+        self._last_group = 0  # batches the last group held
+        self._inbox_bytes = 0  # bytes of the batches in the inbox
         self.dashboard = None  # the HTTP dashboard and /metrics, with settings.http_port
         self.http_port = 0
         self.metrics.count_active_runs(lambda: len(self.pipeline.runs))
@@ -389,17 +419,22 @@ class RunwatchServer:
         if self.kafka is not None:
             self.kafka.on_anomaly(anomaly)
 
-    def ingest(self, raw: bytes) -> BatchResult | service_pb2.IngestAck | asyncio.Task:
+    def ingest(
+        self, raw: bytes, lane: Lane | None | object = CURRENT_LANE, arrival: float | None = None
+    ) -> BatchResult | service_pb2.IngestAck | asyncio.Task:
+        """Apply one serialized batch (``lane``: its call's, by default the current context's; ``arrival``:
+        when it was read, ``time.perf_counter()``, by default now)."""
         if self.kafka is not None:
             task = asyncio.ensure_future(self.kafka.ingest(raw))
             # A stream ended by an earlier batch's refusal never awaits the later ones.
             task.add_done_callback(_retrieve)
             return task
-        lane = CURRENT_LANE.get()
+        if lane is CURRENT_LANE:
+            lane = CURRENT_LANE.get()
         if lane is not None and lane.exhausted:
             # A refused batch is re-sent with every later one: none of them may land before it.
             return BatchResult(service_pb2.IngestAck(), [], None, exhausted=lane.exhausted)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if arrival is None else arrival
         try:
             result = self.pipeline.ingest_bytes(raw, t0)
         except Exception:  # a bug must cost one batch, never the stream or the service
@@ -411,12 +446,131 @@ class RunwatchServer:
             if lane is not None:
                 lane.exhausted = result.exhausted
             return result
+        if self._grouped is not None:
+            self._grouped.append((result, t0))  # counted once its group's commit is submitted
+            return result
+        self._observe(result, time.perf_counter() - t0)
+        return result
+
+    def _observe(self, result: BatchResult, seconds: float) -> None:
         ack = result.ack
         self.metrics.observe_batch(
-            ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0,
+            ack.accepted, ack.duplicates, ack.rejected, seconds,
             violations=ack.violations, anomalies=len(result.anomalies), durable=result.durable,
         )  # fmt: skip
-        return result
+
+    def enqueue(
+        self, principal: Principal, raw: bytes
+    ) -> asyncio.Future | BatchResult | service_pb2.IngestAck | asyncio.Task:
+        """:meth:`ingest_as`, applied with the next group of batches; a future of its result.
+
+        The batches every stream delivers while a group is applied form the next group:
+        one commit for all of them, and one detection call per run for its events of the
+        whole group (:meth:`DetectionPipeline.begin_group`). Each stream still awaits its
+        own batches' acknowledgements, in order, each sent only after the group's commit.
+        """
+        if self.kafka is not None:
+            return self.ingest_as(principal, raw)  # the Kafka front queues batches itself
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._inbox.append((principal, raw, CURRENT_LANE.get(), fut, time.perf_counter()))
+        self._inbox_bytes += len(raw)
+        if self._applier is None or self._applier.done():
+            self._inbox_ready, self._inbox_room = asyncio.Event(), asyncio.Event()
+            self._applier = asyncio.create_task(self._apply_loop())
+        self._inbox_ready.set()
+        if self._next_group_full():
+            self._inbox_room.clear()
+        return fut
+
+    def _next_group_full(self) -> bool:
+        return len(self._inbox) >= self._group_cap() or self._inbox_bytes >= GROUP_MAX_BYTES
+
+    def _take_group(self) -> list:
+        """The inbox's first batches, as many as the next group may hold (at least one)."""
+        cap, size, n = self._group_cap(), 0, 0
+        for item in self._inbox:
+            if n and (n >= cap or size + len(item[1]) > GROUP_MAX_BYTES):
+                break
+            size += len(item[1])
+            n += 1
+        items, self._inbox = self._inbox[:n], self._inbox[n:]
+        self._inbox_bytes -= size
+        return items
+
+    def _group_cap(self) -> int:
+        """Batches the next group may hold (follows how long the last groups took against GROUP_BUDGET_S)."""
+        return self._cap
+
+    async def room(self) -> None:
+        """Wait while the next group is full (the streams stop reading; the batches wait in gRPC's buffers)."""
+        if self._inbox_room is not None and not self._inbox_room.is_set():
+            await self._inbox_room.wait()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._inbox_ready.wait()
+            # Let the streams deliver more meanwhile (the more batches of a run a group holds, the
+            # less each costs): as long as the last group took to apply, at most GROUP_WAIT_S.
+            wait = min(GROUP_WAIT_S, self._last_apply_s) - (time.perf_counter() - self._inbox[0][4])
+            # A lone client waiting for each acknowledgement (last groups of one batch) never waits here.
+            if wait > 0 and not self._next_group_full() and self._last_group > 1:
+                await asyncio.sleep(wait)
+                self.group_counts["waited_ms"] += wait * 1e3
+            items = self._take_group()
+            if not self._inbox:
+                self._inbox_ready.clear()
+            t0 = time.perf_counter()
+            self._last_group = len(items)
+            try:
+                self.apply_group(items)
+            finally:
+                self._last_apply_s = time.perf_counter() - t0
+                # Over the budget: fewer next time; under it, and the cap was what limited the group: more.
+                scale = GROUP_BUDGET_S / max(self._last_apply_s, 1e-6)
+                if scale < 1.0:
+                    self._cap = max(GROUP_MIN_BATCHES, int(min(self._cap, len(items)) * max(scale, 0.5)))
+                elif len(items) >= self._cap // 2:
+                    self._cap = min(GROUP_MAX_BATCHES, int(self._cap * min(scale, 2.0)))
+                if not self._next_group_full():
+                    self._inbox_room.set()
+
+    def apply_group(self, items: list) -> None:
+        """Apply ``(principal, raw, lane, future, arrival)`` items as one group; resolve each future with its result."""
+        results = []
+        self.group_counts["groups"] += 1
+        self.group_counts["batches"] += len(items)
+        self._grouped = []
+        self.pipeline.begin_group()
+        try:
+            for principal, raw, lane, fut, arrival in items:
+                try:
+                    results.append(self.ingest_as(principal, raw, lane, arrival))
+                except Exception as exc:  # not expected: ingest answers a bug in a batch with a rejection
+                    log.exception("ingest failed on a %d-byte batch", len(raw))
+                    results.append(exc)
+        finally:
+            try:
+                durable = self.pipeline.end_group()  # submits the group's writes even when detection fails
+            except Exception:  # a detector bug: the batches are stored, their deferred anomalies lost (logged)
+                log.exception("detection failed on a group of %d batches", len(items))
+                durable = None
+            grouped, self._grouped = self._grouped, None
+            if durable is not None:
+                # One asyncio wait for the group's commit, shared by every batch's settle (not one each).
+                waiting = asyncio.wrap_future(durable)
+                self._commits[durable] = waiting
+                waiting.add_done_callback(lambda _, d=durable: self._commits.pop(d, None))
+        end = time.perf_counter()
+        for result, t0 in grouped:
+            self._observe(result, end - t0)
+        for (_, _, _, fut, _), result in zip(items, results):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     def run_project(self, run_id: str) -> str | None:
         """The project of a run this server knows (in memory or stored), else None."""
@@ -426,14 +580,16 @@ class RunwatchServer:
         info = self.store.get_run(run_id)
         return info.project if info is not None else None
 
-    def ingest_as(self, principal: Principal, raw: bytes):
+    def ingest_as(
+        self, principal: Principal, raw: bytes, lane: Lane | None | object = CURRENT_LANE, arrival: float | None = None
+    ):
         """:meth:`ingest` of the items of ``raw`` that ``principal``'s projects cover; the others are refused."""
         if principal is ANYONE:
-            return self.ingest(raw)
+            return self.ingest(raw, lane, arrival)
         screened = self.screen.screen(raw, principal)
         if not screened.refused:
-            return self.ingest(raw)
-        return _ScreenedBatch(self.ingest(screened.raw) if screened.raw is not None else None, screened)
+            return self.ingest(raw, lane, arrival)
+        return _ScreenedBatch(self.ingest(screened.raw, lane, arrival) if screened.raw is not None else None, screened)
 
     async def settle(self, result: BatchResult | service_pb2.IngestAck | asyncio.Future) -> service_pb2.IngestAck:
         """Wait until a batch's writes are durable, then return its acknowledgement."""
@@ -447,7 +603,8 @@ class RunwatchServer:
         if result.exhausted:
             raise IngestExhausted(result.exhausted)
         try:
-            await asyncio.wrap_future(result.durable)
+            waiting = self._commits.get(result.durable)
+            await (waiting if waiting is not None else asyncio.wrap_future(result.durable))
         except Exception as exc:
             log.exception("store write failed")
             ack = service_pb2.IngestAck(sequence=result.ack.sequence, rejected=result.ack.accepted + result.ack.rejected)
@@ -499,7 +656,10 @@ class RunwatchServer:
                 await asyncio.to_thread(self.store.close)
                 raise
         interceptors = [AuthInterceptor(self.tokens)] if self.tokens is not None else None
-        server = grpc.aio.server(options=opts, interceptors=interceptors)
+        # gRPC itself answers RESOURCE_EXHAUSTED beyond this, before any handler reads the request: the backstop
+        # for unary calls (each may hold a max_batch_bytes batch); streams and watchers have their own limits.
+        concurrent = settings.max_streams + settings.max_watchers + settings.max_unary_calls
+        server = grpc.aio.server(options=opts, interceptors=interceptors, maximum_concurrent_rpcs=concurrent)
         server.add_generic_rpc_handlers((IngestServicer(self).handler(),))
         service_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(self), server)
         service_pb2_grpc.add_RunServiceServicer_to_server(RunQueryServicer(self), server)
@@ -521,6 +681,14 @@ class RunwatchServer:
         if self.port == 0:
             await asyncio.to_thread(self.store.close)
             raise OSError(f"cannot bind the gRPC server to {address}: the address is in use or not available")
+        # -- shared store (issue 16): anomalies other instances commit reach this one's watchers (not its alerts) --
+        loop = asyncio.get_running_loop()
+        try:
+            self.store.follow_anomalies(lambda a: loop.call_soon_threadsafe(self.hub.publish, a, True))
+        except BaseException:
+            await asyncio.to_thread(self.store.close)
+            raise
+        # -- end shared store --
         if self.settings.alerts is not None:
             from runwatch.service.alerts import AlertDispatcher
 
@@ -626,6 +794,10 @@ class RunwatchServer:
                 except TimeoutError:
                     clean = False
                     log.warning("Kafka did not stop within shutdown_grace_s; its uncommitted records will be re-delivered")
+        if self._applier is not None:
+            while self._inbox:
+                self.apply_group(self._take_group())
+            self._applier.cancel()
         if self.alerts is not None:
             await self.alerts.stop()  # after ingest stopped: the last anomalies are still routed
         self.pipeline.text.flush()  # log templates mined since the last throttled save

@@ -31,6 +31,12 @@ class ServiceSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address the gRPC server binds")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
     data_dir: Path = Field(default=Path("runwatch-data"), description="folder holding runwatch.db")
+    store: str | None = Field(
+        default=None,
+        description="where runs, events, logs and anomalies are kept: unset = the SQLite file runwatch.db in data_dir; "
+        "a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL = a PostgreSQL database several instances share "
+        "(the postgresql extra; see docs/deployment.md)",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     auto_create_runs: bool = Field(
         default=False, description="accept events for runs without a RunStart by opening them implicitly"
@@ -110,6 +116,17 @@ class ServiceSettings(BaseSettings):
     max_watchers: int = Field(
         default=256, ge=1, description="WatchAnomalies streams open at once on this server; more: RESOURCE_EXHAUSTED"
     )
+    max_watchers_per_peer: int = Field(
+        default=64, ge=1,
+        description="WatchAnomalies streams open at once from one client connection (gRPC peer address and port); "
+        "more: RESOURCE_EXHAUSTED. One watch with a project filter covers many runs",
+    )
+    max_unary_calls: int = Field(
+        default=256, ge=1,
+        description="unary calls (Ingest, queries, Suggest, health) in progress at once, beyond the open streams and "
+        "watchers; gRPC refuses more with RESOURCE_EXHAUSTED before reading them (the SDK re-sends), which bounds "
+        "the memory that concurrent max_batch_bytes batches can take",
+    )
     shutdown_grace_s: float = Field(
         default=30.0, gt=0,
         description="on SIGTERM/SIGINT: seconds to finish in-flight batches, commit the store (with Kafka: deliver "
@@ -140,6 +157,13 @@ class ServiceSettings(BaseSettings):
             except OSError as exc:
                 raise ValueError(f"cannot read diagnostics config {path}: {exc.strerror}") from exc
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str | None) -> str | None:
+        from runwatch.service.store_location import check_store_url
+
+        return check_store_url(value) if value else None
 
     @field_validator("advisor_history")
     @classmethod
@@ -208,3 +232,14 @@ class ServiceSettings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "runwatch.db"
+
+    @property
+    def store_location(self) -> Path | str:
+        """What :class:`~runwatch.service.store.RunStore` opens: ``store`` when set, else :attr:`db_path`.
+
+        >>> ServiceSettings(data_dir="d").store_location
+        PosixPath('d/runwatch.db')
+        >>> ServiceSettings(store="postgresql://rw@db/runwatch").store_location
+        'postgresql://rw@db/runwatch'
+        """
+        return self.store or self.db_path

@@ -1,10 +1,14 @@
-"""SQLite store (WAL) for runs, metric events, log lines and anomalies.
+"""The store of runs, metric events, log lines and anomalies: SQLite (WAL) or a shared PostgreSQL database.
 
 Writes go through one background thread that commits whatever has queued up
 in one transaction (group commit); callers get a future that resolves once
 their writes are durable, so an acknowledgement is never sent for data that
-a crash could still lose. Reads use their own connection (WAL lets them run
-beside the writer).
+a crash could still lose. Reads use their own connection (SQLite's WAL lets
+them run beside the writer; PostgreSQL readers see every instance's commits).
+
+Both databases run the same write operations and queries: the differences
+live in :mod:`runwatch.service.store_backends`, the schema in numbered
+migrations (:mod:`runwatch.service.store_migrate`).
 
 Metric events are stored in chunks: one row per run per ingested batch,
 holding the serialized ``EventBatch`` of that run's events.
@@ -12,9 +16,10 @@ holding the serialized ``EventBatch`` of that run's events.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,84 +29,21 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from runwatch.service.nesting import clip
+from runwatch.service.store_backends import Connection, PostgresBackend, backend_for
+from runwatch.service.store_location import StoreError
+from runwatch.service.store_migrate import migrate
 from runwatch.service.wire_check import without_field
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    start_time REAL NOT NULL,
-    end_time REAL NOT NULL DEFAULT 0,
-    end_reason TEXT NOT NULL DEFAULT '',
-    last_step INTEGER NOT NULL DEFAULT -1,
-    last_event_time REAL NOT NULL DEFAULT 0,
-    event_count INTEGER NOT NULL DEFAULT 0,
-    start_record BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, start_time);
-CREATE TABLE IF NOT EXISTS event_chunks (
-    run_id TEXT NOT NULL,
-    first_step INTEGER NOT NULL,
-    last_step INTEGER NOT NULL,
-    n_events INTEGER NOT NULL,
-    events BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_chunks_by_run ON event_chunks (run_id, first_step);
-CREATE TABLE IF NOT EXISTS log_lines (
-    run_id TEXT NOT NULL,
-    time REAL NOT NULL,
-    level INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_lines_by_run ON log_lines (run_id, time);
-CREATE TABLE IF NOT EXISTS anomalies (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    project TEXT NOT NULL,
-    detector TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    severity INTEGER NOT NULL,
-    first_step INTEGER NOT NULL,
-    revision INTEGER NOT NULL,
-    detected_time REAL NOT NULL,
-    record BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS anomalies_by_run ON anomalies (run_id, first_step);
-CREATE INDEX IF NOT EXISTS anomalies_by_time ON anomalies (detected_time);
-CREATE TABLE IF NOT EXISTS text_templates (
-    project TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS run_checkpoints (
-    run_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    saved REAL NOT NULL
-);
-"""
+__all__ = ["RunStore", "StoreError", "WriteOp"]
 
-WriteOp = Callable[[sqlite3.Connection], None]
+WriteOp = Callable[[Connection], None]
 _STOP = object()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    # Event chunks are blobs of tens of KB: 16 KiB pages halve the overflow pages SQLite writes for
-    # them (measured: ~45% less writer CPU per 60 KB blob). Takes effect only when the file is created.
-    conn.execute("PRAGMA page_size=16384")
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
+log = logging.getLogger("runwatch.store")
 
 
 class RunStore:
-    """Durable state of runwatch: one SQLite file in ``data_dir``.
+    """Durable state of runwatch: a SQLite file (a path), or a PostgreSQL database (a ``postgresql://`` URL).
 
     Examples
     --------
@@ -111,19 +53,29 @@ class RunStore:
     >>> store.open_run(runs_pb2.RunStart(run_id="r1", project="p", start_time=1.0)).result()
     >>> store.get_run("r1").project
     'p'
+    >>> store.backend.name, store.schema_version
+    ('sqlite', 1)
     >>> store.close()
+
+    ``RunStore("postgresql://runwatch@db.internal/runwatch")`` opens a database
+    several instances share (``pip install 'runwatch[postgresql]'``).
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._writer_conn = _connect(path)
-        self._writer_conn.executescript(SCHEMA)
-        self._reader = _connect(path)
+    def __init__(self, location: Path | str) -> None:
+        self.backend = backend_for(location)
+        self.path = location
+        self._writer_conn = self.backend.connect()
+        try:
+            self.schema_version = migrate(self.backend, self._writer_conn)
+            self._reader = self.backend.connect_reader()
+        except BaseException:
+            self._writer_conn.close()
+            raise
         self._read_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="runwatch-store-writer", daemon=True)
         self._closed = False
+        self._feeds: list = []
         self._thread.start()
 
     # -- writes -----------------------------------------------------------------------------
@@ -141,7 +93,7 @@ class RunStore:
         return self.submit([open_run_op(start, status)])
 
     def _write_loop(self) -> None:
-        conn = self._writer_conn
+        backend = self.backend
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -159,18 +111,18 @@ class RunStore:
                     break
                 pending.append(nxt)
             error: BaseException | None = None
+            conn = self._writer_conn
             try:
-                conn.execute("BEGIN")
+                backend.begin(conn)
                 for ops, _ in pending:
                     for op in ops:
                         op(conn)
-                conn.execute("COMMIT")
+                backend.commit(conn)
             except BaseException as exc:  # report to every waiter; the writer itself keeps going
                 error = exc
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                backend.rollback(conn)
+                if backend.is_disconnect(exc):
+                    self._reconnect_writer()
             for _, fut in pending:
                 if error is None:
                     fut.set_result(None)
@@ -179,6 +131,15 @@ class RunStore:
             if stop:
                 break
 
+    def _reconnect_writer(self) -> None:
+        # The failed group was refused to its callers (they re-send); the next group gets a fresh connection.
+        with contextlib.suppress(Exception):  # it is broken already
+            self._writer_conn.close()
+        try:
+            self._writer_conn = self.backend.connect()
+        except StoreError as exc:  # still down: the next group fails on the closed connection and tries again
+            log.warning("%s", exc)
+
     def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until everything queued so far is committed."""
         self.submit([]).result(timeout)
@@ -186,6 +147,8 @@ class RunStore:
     def close(self) -> None:
         if self._closed:
             return
+        for feed in self._feeds:
+            feed.close()
         self.flush()
         self._closed = True
         self._queue.put(_STOP)
@@ -193,11 +156,39 @@ class RunStore:
         self._writer_conn.close()
         self._reader.close()
 
+    @property
+    def shared(self) -> bool:
+        """True for a PostgreSQL store, which other instances read and write too."""
+        return isinstance(self.backend, PostgresBackend)
+
+    def follow_anomalies(self, deliver: Callable[[anomaly_pb2.Anomaly], None]):
+        """Call ``deliver`` (on a thread of its own) with each anomaly revision other instances commit.
+
+        Only a PostgreSQL store is shared: with SQLite there are no other
+        instances, and this returns None. Otherwise it returns the
+        :class:`~runwatch.service.anomaly_feed.AnomalyFeed` (closed with the store).
+        """
+        if not isinstance(self.backend, PostgresBackend):
+            return None
+        from runwatch.service.anomaly_feed import AnomalyFeed
+
+        feed = AnomalyFeed(self.backend, self.anomalies_by_id, deliver)
+        self._feeds.append(feed)
+        return feed
+
     # -- reads ------------------------------------------------------------------------------
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._read_lock:
-            return self._reader.execute(sql, args).fetchall()
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except Exception as exc:
+                if not self.backend.is_disconnect(exc):
+                    raise
+                # A dropped connection (database restart, failover): one fresh try before giving up.
+                self._reader.close()
+                self._reader = self.backend.connect_reader()
+                return self._reader.execute(sql, args).fetchall()
 
     _RUN_COLUMNS = (
         "r.run_id, r.project, r.kind, r.status, r.start_time, r.end_time, r.end_reason, r.last_step, "
@@ -246,6 +237,14 @@ class RunStore:
         sql = f"SELECT record FROM anomalies WHERE {' AND '.join(where)} ORDER BY detected_time, rowid LIMIT ?"
         return [anomaly_pb2.Anomaly.FromString(r[0]) for r in self._read(sql, (*args, limit))]
 
+    def anomalies_by_id(self, ids: list[str]) -> list[anomaly_pb2.Anomaly]:
+        """The latest stored revision of each of these anomaly ids (those stored), in ``ids`` order."""
+        if not ids:
+            return []
+        rows = self._read(f"SELECT id, record FROM anomalies WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+        found = {i: anomaly_pb2.Anomaly.FromString(r) for i, r in rows}
+        return [found[i] for i in ids if i in found]
+
     def events(self, run_id: str) -> Iterable[runs_pb2.MetricEvent]:
         """A run's metric events in step order."""
         rows = self._read("SELECT events FROM event_chunks WHERE run_id = ? ORDER BY first_step, rowid", (run_id,))
@@ -272,7 +271,8 @@ class RunStore:
     def projects(self) -> list[tuple[str, int, int, float]]:
         """Every project as ``(name, runs, running runs, last activity time)``, by name."""
         return self._read(
-            "SELECT project, COUNT(*), SUM(status = ?), MAX(max(start_time, last_event_time)) FROM runs "
+            "SELECT project, COUNT(*), SUM(CASE WHEN status = ? THEN 1 ELSE 0 END), "
+            "MAX(CASE WHEN start_time > last_event_time THEN start_time ELSE last_event_time END) FROM runs "
             "GROUP BY project ORDER BY project",
             (runs_pb2.RUN_STATUS_RUNNING,),
         )
@@ -284,7 +284,7 @@ class RunStore:
         where, args = ["severity >= ?"], [min_severity]
         if projects is not None:
             names = sorted(projects)
-            where.append(f"project IN ({','.join('?' * len(names))})" if names else "0")
+            where.append(f"project IN ({','.join('?' * len(names))})" if names else "1 = 0")
             args.extend(names)
         sql = f"SELECT record FROM anomalies WHERE {' AND '.join(where)} ORDER BY detected_time DESC, rowid DESC LIMIT ?"
         return [anomaly_pb2.Anomaly.FromString(r[0]) for r in self._read(sql, (*args, limit))]
@@ -352,7 +352,7 @@ def open_run_op(start: runs_pb2.RunStart, status: int) -> WriteOp:
         start.start_time or time.time(), start.SerializeToString(),
     )
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO runs (run_id, project, kind, status, start_time, start_record) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET project = excluded.project, kind = excluded.kind, "
@@ -364,22 +364,23 @@ def open_run_op(start: runs_pb2.RunStart, status: int) -> WriteOp:
 
 
 def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO event_chunks (run_id, first_step, last_step, n_events, events) VALUES (?, ?, ?, ?, ?)",
             (run_id, first_step, last_step, n, blob),
         )
         conn.execute(
-            "UPDATE runs SET event_count = event_count + ?, last_step = max(last_step, ?), "
-            "last_event_time = max(last_event_time, ?) WHERE run_id = ?",
-            (n, last_step, last_time, run_id),
+            "UPDATE runs SET event_count = event_count + ?, "
+            "last_step = CASE WHEN last_step > ? THEN last_step ELSE ? END, "
+            "last_event_time = CASE WHEN last_event_time > ? THEN last_event_time ELSE ? END WHERE run_id = ?",
+            (n, last_step, last_step, last_time, last_time, run_id),
         )
 
     return op
 
 
 def append_logs_op(rows: list[tuple[str, float, int, int, str]]) -> WriteOp:
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.executemany("INSERT INTO log_lines (run_id, time, level, step, text) VALUES (?, ?, ?, ?, ?)", rows)
 
     return op
@@ -389,7 +390,7 @@ def save_templates_op(project: str, state: str) -> WriteOp:
     """Replace a project's log-template miner state (JSON text)."""
     row = (project, state, time.time())
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO text_templates (project, state, updated) VALUES (?, ?, ?) "
             "ON CONFLICT (project) DO UPDATE SET state = excluded.state, updated = excluded.updated",
@@ -403,7 +404,7 @@ def save_checkpoint_op(run_id: str, state: str) -> WriteOp:
     """Keep the detector checkpoint of a run leaving memory (replacing an older one)."""
     row = (run_id, state, time.time())
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO run_checkpoints (run_id, state, saved) VALUES (?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, saved = excluded.saved",
@@ -417,14 +418,14 @@ def delete_checkpoints_op(run_ids: list[str]) -> WriteOp:
     """Drop runs' checkpoints (restored into memory, or no longer this instance's to keep)."""
     rows = [(r,) for r in run_ids]
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.executemany("DELETE FROM run_checkpoints WHERE run_id = ?", rows)
 
     return op
 
 
 def end_run_op(run_id: str, status: int, end_time: float, reason: str) -> WriteOp:
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "UPDATE runs SET status = ?, end_time = ?, end_reason = ? WHERE run_id = ?",
             (status, end_time, reason, run_id),
@@ -439,7 +440,7 @@ def save_anomaly_op(anomaly: anomaly_pb2.Anomaly) -> WriteOp:
         anomaly.first_step, anomaly.revision, anomaly.detected_time, anomaly.SerializeToString(),
     )
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO anomalies (id, run_id, project, detector, kind, severity, first_step, revision, "
             "detected_time, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

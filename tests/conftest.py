@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -58,3 +61,39 @@ def start_server(tmp_path):
 @pytest.fixture
 def server(start_server):
     return start_server()
+
+
+# -- PostgreSQL (the shared store): one real server for the session, a fresh database per test --------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (tests/postgres_server.py); skips, saying why, without its binaries or psycopg."""
+    from postgres_server import PostgresServer, find_bin_dir
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -c constraints.txt -e '.[dev]' brings it)")
+    bin_dir = find_bin_dir()
+    if isinstance(bin_dir, str):
+        pytest.skip(bin_dir)
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Where a store lives, once per backend: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "store" / "runwatch.db"
+    return request.getfixturevalue("pg_url")

@@ -178,6 +178,10 @@ def _carry(ch_steps: np.ndarray, ch_values: np.ndarray, at: np.ndarray, before: 
     """The channel's latest value at or before each step of ``at`` (``before`` when none is in the block)."""
     if len(ch_steps) == 0:
         return np.full(len(at), before)
+    if len(at) == 1 and len(ch_steps) == 1:  # one event (a small batch): what the search below finds
+        return np.array([ch_values[0] if ch_steps[0] <= at[0] else before], dtype=np.float64)
+    if ch_steps is at and (len(at) < 2 or bool((at[1:] > at[:-1]).all())):
+        return ch_values.astype(np.float64, copy=True)  # logged at every step of ``at``: each its own value
     idx = np.searchsorted(ch_steps, at, side="right") - 1
     out = ch_values[np.maximum(idx, 0)].astype(np.float64, copy=True)
     out[idx < 0] = before
@@ -186,6 +190,11 @@ def _carry(ch_steps: np.ndarray, ch_values: np.ndarray, at: np.ndarray, before: 
 
 def _per_step_extreme(parts: list[tuple[np.ndarray, np.ndarray]], fn) -> tuple[np.ndarray, np.ndarray]:
     """Combine (steps, values) of several layers into one value per step with ``fn`` (np.fmax / np.fmin)."""
+    first = parts[0][0]
+    if len(first) == 1 and all(len(s) == 1 and s[0] == first[0] for s, _ in parts[1:]):
+        # One step (a small batch): every layer's value folded in layer order, as reduceat does below.
+        values = np.concatenate([v for _, v in parts])
+        return first.copy(), fn.reduce(values, keepdims=True)
     steps = np.concatenate([s for s, _ in parts])
     values = np.concatenate([v for _, v in parts])
     order = np.argsort(steps, kind="stable")
@@ -379,8 +388,9 @@ class RunFeatures:
                     start = self.layer_start[layer] = float(finite[0])
                 with np.errstate(over="ignore"):  # 1e308 / a tiny start is +Inf, clipped below
                     v = np.log(np.maximum(np.where(np.isfinite(vals), vals, np.inf), _FLOOR) / start)
-                gmax.append((col.steps, np.clip(v, -_CLIP, _CLIP)))
-                self.layer_latest["g:" + layer] = float(np.clip(v[-1], -_CLIP, _CLIP))
+                v = np.clip(v, -_CLIP, _CLIP)
+                gmax.append((col.steps, v))
+                self.layer_latest["g:" + layer] = float(v[-1])
         self._pending = {
             "update": _per_step_extreme(upd, np.fmax) if upd else (np.zeros(0, np.int64), np.zeros(0)),
             "max": _per_step_extreme(gmax, np.fmax) if gmax else (np.zeros(0, np.int64), np.zeros(0)),

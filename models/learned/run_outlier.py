@@ -55,7 +55,24 @@ class PrefixSummary:
             return
         finite = np.isfinite(rows)
         self.max = np.fmax(self.max, np.fmax.reduce(rows, axis=0))
-        for j in range(rows.shape[1]):
+        n = len(rows)
+        if n < 8:
+            # Column by column costs ~4 us a feature. Under 8 values numpy sums a column in order,
+            # as the row-wise sum below does (non-finite values count as +0.0): the same bits.
+            has = finite.any(axis=0)
+            last = n - 1 - np.argmax(finite[::-1], axis=0)
+            self.last = np.where(has, rows[last, np.arange(rows.shape[1])], self.last)
+            self.sum = self.sum + np.where(has, np.where(finite, rows, 0.0).sum(axis=0), 0.0)
+            self.count = self.count + finite.sum(axis=0)
+            return
+        whole = finite.all(axis=0)
+        if whole.any():
+            # Features finite on every row: each sum over one contiguous row of the transposed copy is
+            # the same pairwise sum, bit for bit, as over the column alone.
+            self.sum[whole] += np.ascontiguousarray(rows[:, whole].T).sum(axis=1)
+            self.last[whole] = rows[-1, whole]
+            self.count[whole] += n
+        for j in np.flatnonzero(~whole).tolist():
             col = rows[finite[:, j], j]
             if len(col):
                 self.last[j] = col[-1]

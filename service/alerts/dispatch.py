@@ -142,7 +142,7 @@ class AlertDispatcher:
 
     def start(self) -> None:
         """Subscribe to the hub and start the workers (call on the server's event loop)."""
-        self._sub = self.hub.subscribe()
+        self._sub = self.hub.subscribe(local_only=True)  # other instances sharing the store alert on their own
         loop = asyncio.get_running_loop()
         for w in self.workers.values():
             w.task = loop.create_task(w.run(), name=f"runwatch-alert-{w.sink.name}")

@@ -134,7 +134,10 @@ def test_suggestions_are_ranked_diffs_with_effect_uncertainty_evidence_and_cost(
     assert r.run_id == "wide-small-data"
     assert [s.rank for s in r.suggestions] == [1, 2, 3]
     deltas = [s.effect.delta for s in r.suggestions]
-    assert deltas == sorted(deltas)  # best (lowest predicted val/loss) first
+    # Best first by the risk-adjusted prediction (an uncertain gain ranks below a slightly smaller sure one),
+    # so the predicted deltas are in order up to the uncertainty that trades them off.
+    spread = max(s.effect.stddev for s in r.suggestions)
+    assert all(d < 0 for d in deltas) and all(a <= b + spread for a, b in zip(deltas, deltas[1:]))
     for s in r.suggestions:
         assert s.changes and all(c.description and c.attribute for c in s.changes)
         assert s.effect.metric == "val/loss" and s.effect.stddev > 0

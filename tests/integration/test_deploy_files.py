@@ -48,7 +48,7 @@ def test_dockerfile_is_slim_non_root_installs_the_wheel_and_checks_health():
     text = dockerfile()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
     assert froms and all(re.fullmatch(r"python:3\.\d+-slim(-\w+)?", f) for f in froms)
-    assert re.search(r"pip wheel .*--no-deps", text) and "runwatch-*.whl)[kafka]" in text
+    assert re.search(r"pip wheel .*--no-deps", text) and "runwatch-*.whl)[kafka,postgresql]" in text
     assert "--constraint /tmp/constraints.txt" in text
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("0", "root")

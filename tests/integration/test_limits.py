@@ -124,6 +124,59 @@ def test_watchers_beyond_the_limit_are_refused_with_resource_exhausted(start_ser
         c.cancel()
 
 
+def test_watchers_beyond_the_per_connection_limit_are_refused_and_other_connections_are_not(start_server):
+    srv, stubs = start_server(max_watchers_per_peer=1, max_watchers=10)
+    first = stubs.watch.WatchAnomalies(service_pb2.WatchRequest(), timeout=30)
+    deadline = time.time() + 5
+    while srv.server.hub.watchers < 1 and time.time() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(grpc.RpcError) as info:
+        next(stubs.watch.WatchAnomalies(service_pb2.WatchRequest(), timeout=30))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details().startswith("max_watchers_per_peer: this connection (ipv4:127.0.0.1:")
+    other = own_channel(srv.target)
+    second = service_pb2_grpc.WatchServiceStub(other).WatchAnomalies(service_pb2.WatchRequest(), timeout=30)
+    while srv.server.hub.watchers < 2 and time.time() < deadline:  # another connection has room
+        time.sleep(0.01)
+    assert srv.server.hub.watchers == 2
+    assert srv.server.limits.refused == {"max_watchers_per_peer": 1}
+    for c in (first, second):
+        c.cancel()
+    other.close()
+
+
+def test_calls_beyond_the_concurrent_limit_are_refused_and_nothing_refused_is_stored(start_server):
+    srv, stubs = start_server(max_unary_calls=1, max_streams=1, max_watchers=1)  # 3 calls in progress at most
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    held = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(3)]  # open, limited by nothing else
+    for call in held:
+        assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+
+    def batch(run_id: str) -> runs_pb2.EventBatch:
+        b = runs_pb2.EventBatch(sequence=1)
+        b.starts.add(run_id=run_id, project="u")
+        b.events.add(run_id=run_id, step=0).metrics["loss"] = 1.0
+        return b
+
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.ingest.Ingest(batch("refused"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    held[0].cancel()
+    deadline = time.time() + 10
+    while True:  # the cancelled call's slot frees once the server has seen the cancellation
+        try:
+            assert stubs.ingest.Ingest(batch("stored"), timeout=10).accepted == 2
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.time() < deadline
+            time.sleep(0.05)
+    for call in held[1:]:
+        call.cancel()
+    srv.server.store.flush()
+    listed = {r.run_id for r in stubs.runs.ListRuns(service_pb2.ListRunsRequest(project="u")).runs}
+    assert listed == {"stored"}  # the refused batch was never read, so never stored
+
+
 def test_the_sdk_keeps_and_resends_what_the_project_limit_refused(start_server, tmp_path):
     srv, stubs = start_server(max_active_runs_per_project=1)
     first = rw.init(project="capped", run_id="cap-first", target=srv.target, flush_on_exit=False, system_metrics=False)

@@ -52,8 +52,8 @@ def test_downsample_range_and_small_curves_pass_through():
     assert y == [None, 1.0]
 
 
-def _store_with_chunks(tmp_path) -> RunStore:
-    store = RunStore(tmp_path / "runwatch.db")
+def _store_with_chunks(location) -> RunStore:
+    store = RunStore(location)
     store.open_run(runs_pb2.RunStart(run_id="r1", project="p")).result()
     for first in (0, 100):
         b = runs_pb2.EventBatch()
@@ -66,8 +66,8 @@ def _store_with_chunks(tmp_path) -> RunStore:
     return store
 
 
-def test_run_columns_read_chunks_once_and_then_only_new_ones(tmp_path):
-    store = _store_with_chunks(tmp_path)
+def test_run_columns_read_chunks_once_and_then_only_new_ones(store_location):
+    store = _store_with_chunks(store_location)  # SQLite, then PostgreSQL (tests/conftest.py)
     try:
         cols = RunColumns("r1")
         added = cols.refresh(store)
@@ -87,7 +87,7 @@ def test_run_columns_read_chunks_once_and_then_only_new_ones(tmp_path):
 
 
 def test_column_cache_forgets_least_recently_viewed_runs(tmp_path):
-    store = _store_with_chunks(tmp_path)
+    store = _store_with_chunks(tmp_path / "runwatch.db")
     try:
         cache = ColumnCache(max_points=500)
         first = cache.get("r1")
@@ -176,7 +176,7 @@ def test_metrics_and_log_format_docstring_examples():
 
 
 def test_tail_reads_only_the_newest_points_in_step_order(tmp_path, monkeypatch):
-    store = _store_with_chunks(tmp_path)
+    store = _store_with_chunks(tmp_path / "runwatch.db")
     try:
         cols = RunColumns("r1")
         cols.refresh(store)

@@ -1,0 +1,122 @@
+"""Batches applied in groups (one commit, one detection call per run) give what they give one by one.
+
+The server applies the batches its streams delivered meanwhile as one group
+(``DetectionPipeline.begin_group`` / ``end_group``): the same acknowledgements,
+the same anomalies (per run, in the same order), the same stored rows, and no
+batch's result is durable before the group's commit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+
+from runwatch.v1 import anomaly_pb2, runs_pb2
+from tests.unit.test_eviction import interleaved, pipeline_at, training_run
+
+
+def comparable(a: anomaly_pb2.Anomaly) -> bytes:
+    """The anomaly less the wall clock of the ingest (its detection time; a log finding's time)."""
+    a = anomaly_pb2.Anomaly.FromString(a.SerializeToString())
+    a.detected_time = 0.0
+    if a.detector == "log_text":
+        a.wall_time = 0.0
+    return a.SerializeToString(deterministic=True)
+
+
+def workload() -> list[bytes]:
+    """Small batches of several runs, interleaved, with the item-by-item cases among them."""
+    runs = {f"g-{i}": training_run(f"g-{i}", 520, size, seed=i) for i, size in enumerate((1, 2, 3, 7, 1))}
+    batches = interleaved(runs)
+    out = []
+    for k, b in enumerate(batches):
+        out.append(b.SerializeToString())
+        if k == 300:  # a re-sent batch: duplicates
+            out.append(b.SerializeToString())
+        if k == 700:  # a bad metric name: rejected, the batch goes item by item
+            bad = runs_pb2.EventBatch()
+            bad.events.add(run_id="g-0", step=10_000, wall_time=1.7e9).metrics["bad name\x00"] = 1.0
+            out.append(bad.SerializeToString())
+        if k == 900:  # a log line and the end of one run, mid-stream
+            other = runs_pb2.EventBatch()
+            other.logs.add(run_id="g-4", time=1.7e9, text="RuntimeError: CUDA out of memory")
+            other.ends.add(run_id="g-4", end_time=1.7e9 + 10)
+            out.append(other.SerializeToString())
+    out.append(b"\xff\xff not a batch")
+    return out
+
+
+def ingest_all(tmp_path, raws: list[bytes], groups: list[int] | None):
+    published: list[anomaly_pb2.Anomaly] = []
+    p = pipeline_at(tmp_path)
+    p.publish = published.append
+    acks = []
+    i = 0
+    while i < len(raws):
+        size = 1 if groups is None else groups[i % len(groups)]
+        chunk = raws[i : i + size]
+        i += size
+        if groups is None:
+            results = [p.ingest_bytes(raw) for raw in chunk]
+        else:
+            p.begin_group()
+            results = [p.ingest_bytes(raw) for raw in chunk]
+            durable = p.end_group()
+            assert all(r.durable is durable for r in results if not r.exhausted)
+        for r in results:
+            r.durable.result(30)
+            acks.append(r.ack.SerializeToString(deterministic=True))
+    p.store.flush()
+    by_run = defaultdict(list)
+    for a in published:
+        by_run[a.run_id].append(comparable(a))
+    chunks = {run_id: p.store.event_chunks(run_id) for run_id in sorted(by_run) + ["g-0", "g-1", "g-2", "g-3", "g-4"]}
+    stored = sorted(comparable(a) for a in p.store.anomalies())
+    counters = dict(p.counters)
+    p.store.close()
+    return acks, dict(by_run), chunks, stored, counters
+
+
+@pytest.fixture(scope="module")
+def raws():
+    return workload()
+
+
+@pytest.fixture(scope="module")
+def reference(raws, tmp_path_factory):
+    ref = ingest_all(tmp_path_factory.mktemp("one-by-one"), raws, None)
+    _, by_run, _, _, counters = ref
+    assert sum(len(v) for v in by_run.values()) >= 8, "the workload raises anomalies"
+    assert counters["duplicates"] and counters["rejected"]
+    return ref
+
+
+@pytest.mark.parametrize("groups", [[1], [2], [16, 1, 5], [64], [1000]], ids=lambda g: "-".join(map(str, g)))
+def test_groups_give_what_batches_one_by_one_give(raws, reference, tmp_path, groups):
+    got = ingest_all(tmp_path, raws, groups)
+    acks, by_run, chunks, stored, counters = got
+    ref_acks, ref_by_run, ref_chunks, ref_stored, ref_counters = reference
+    assert acks == ref_acks
+    assert by_run == ref_by_run
+    assert chunks == ref_chunks
+    assert stored == ref_stored
+    assert counters == ref_counters
+
+
+def test_random_groups(raws, reference, tmp_path):
+    rng = random.Random(3)
+    got = ingest_all(tmp_path, raws, [rng.randint(1, 40) for _ in range(97)])
+    assert got[0] == reference[0] and got[1] == reference[1] and got[2] == reference[2]
+
+
+def test_a_group_must_be_ended_before_another_begins(tmp_path):
+    p = pipeline_at(tmp_path)
+    p.begin_group()
+    with pytest.raises(RuntimeError):
+        p.begin_group()
+    p.end_group().result(30)
+    with pytest.raises(RuntimeError):
+        p.end_group()
+    p.store.close()
