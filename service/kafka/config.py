@@ -67,7 +67,7 @@ class KafkaSettings(BaseSettings):
 
     session_timeout_ms: int = Field(default=10_000, ge=1000, description="consumer group session timeout")
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="consumer heartbeat interval")
-    max_poll_records: int = Field(default=500, ge=1, description="most records one poll returns")
+    max_poll_records: int = Field(default=500, ge=1, description="most records one read of the consumer's queue returns (a slice may take several)")
     commit_interval_ms: int = Field(
         default=200, ge=0, description="longest detection cycle: anomalies, checkpoints, then offsets, this often"
     )

@@ -2,13 +2,21 @@
 
 One thread per instance polls the ingest topic in a consumer group, through
 librdkafka (confluent-kafka): its own threads fetch ahead while the event loop
-detects, so reading the topic and detecting overlap. Records are handled in cycles (the polls of up to ``commit_interval_ms``, ended early
-when the topic has nothing more or a rebalance begins):
+detects, so reading the topic and detecting overlap. Records are handled in
+cycles (the slices of up to ``commit_interval_ms``, ended early when the topic
+has nothing more or a rebalance begins):
 
 1. on the server's event loop, every record is decoded and ingested (one
-   record = one ``EventBatch``, so detection sees the same blocks whichever
-   instance runs it); records that cannot be used become dead letters; at the
-   end of the cycle the checkpoint of every run the cycle touched is taken;
+   record = one ``EventBatch``); records that cannot be used become dead
+   letters; at the end of the cycle the checkpoint of every run the cycle
+   touched is taken. Records reach the loop in slices (half a cycle's worth at
+   the recent cost per record, 32 to 4,096 records); a slice is one pipeline
+   group: one store commit, and each run's events of the slice detected as one
+   block (the detectors raise the same alerts however a run's events are split
+   into blocks, so which instance, and which slicing, sees them does not
+   matter). Consecutive small records of events only (what a producer sending a
+   record per step writes) are applied as one batch when every event passes as
+   it is; otherwise record by record, each with its own dead letter;
 2. anomalies and dead letters are produced and acknowledged by the broker;
 3. then the checkpoints (anomalies first: a checkpoint never runs ahead of an
    anomaly it implies);
@@ -44,6 +52,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -57,16 +66,28 @@ from runwatch.v1 import anomaly_pb2, runs_pb2
 
 log = logging.getLogger("runwatch.kafka")
 
-#: Records handed to the event loop at a time (one hop each; a cycle may end after any slice).
+#: Records handed to the event loop at a time (one hop each; a cycle may end after any slice), at least:
+#: a slice takes as many more as half a cycle (``commit_interval_ms``) fits at the recent cost per
+#: record, up to MAX_RECORDS_PER_SLICE. A slice is one pipeline group (one store commit, and each run's events of the
+#: slice detected as one block), so small records come many to a slice.
 RECORDS_PER_SLICE = 32
+MAX_RECORDS_PER_SLICE = 4096
+#: Consecutive small protobuf records of events only (one partition) are applied as one batch: their
+#: bytes joined, each record's ``sequence`` left out, up to CHUNK_BYTES and CHUNK_KEYS record keys. A
+#: chunk any of whose events needs more than the compiled read (a RunStart, a duplicate, a value to
+#: reject) is tried again in halves, down to record by record, as if it had never been tried.
+CHUNK_RECORD_BYTES = 16 << 10
+CHUNK_BYTES = 1 << 20
+CHUNK_KEYS = 32
+#: A chunk that is not applied as one batch is split in halves, each tried again, down to this many records.
+CHUNK_SPLIT_BELOW = 4
 #: ... of the logs topic: one line is little work, and each run's lines of a slice are one batch
 #: (detection on the metrics read from them costs per batch as much as per line).
 LOG_RECORDS_PER_SLICE = 256
 
 
-@dataclass(slots=True, frozen=True)
-class InRecord:
-    """One ingest record, read off its librdkafka message once."""
+class InRecord(NamedTuple):
+    """One ingest record, read off its librdkafka message once (a tuple: cheap to make, per record)."""
 
     topic: str
     partition: int
@@ -78,9 +99,11 @@ class InRecord:
 
     @classmethod
     def of(cls, msg: Message) -> InRecord:
-        return cls(
-            msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), msg.headers() or []
-        )
+        fields = (msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), msg.headers())
+        return _new_record(cls, fields if fields[6] is not None else (*fields[:6], []))
+
+
+_new_record = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -157,6 +180,8 @@ class DetectorConsumer:
         self._in_flight: Future | None = None  # the delivery and commit of the previous cycle
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="runwatch-kafka-delivery")
         self._draining = threading.Event()
+        self._per_record = 0.0  # seconds per ingest record of the recent slices (event-loop hop included)
+        self._formats: dict[tuple, str | codecs.DecodeFailure] = {}  # record headers -> batch format
 
     # -- thread plumbing ------------------------------------------------------------------------
 
@@ -194,9 +219,7 @@ class DetectorConsumer:
                     self._settle()
                 # consume() waits for a full batch; poll() returns the first record as soon as it is there.
                 first = self._consumer.poll(0 if self._cycle else 0.01 if self._in_flight else 0.2)
-                messages = (
-                    [] if first is None else [first, *self._consumer.consume(self.settings.max_poll_records - 1, 0)]
-                )
+                messages = [] if first is None else self._read_queued(first)
                 # A poll may bring far more than one cycle's worth (librdkafka prefetches): it is
                 # detected a slice at a time, so a cycle ends close to commit_interval_ms.
                 interval = self.settings.commit_interval_ms / 1000
@@ -205,7 +228,11 @@ class DetectorConsumer:
                     if records:
                         if not self.stats.first_record_at:
                             self.stats.first_record_at = time.perf_counter()
+                        t0 = time.perf_counter()
                         self._cycle = self._on_loop(self._process, records, self._cycle or Cycle())
+                        if records[0].topic != self.settings.logs_topic:
+                            per = (time.perf_counter() - t0) / len(records)
+                            self._per_record = per if not self._per_record else (self._per_record + per) / 2
                     if self._cycle and time.perf_counter() - self._cycle.started >= interval:
                         self._finish_cycle()
                 if self._cycle and not messages:
@@ -228,15 +255,43 @@ class DetectorConsumer:
         self._reset_consumer()
         self._delivery.shutdown(wait=False)
 
-    def _slices(self, messages: list[Message]) -> list[list[Message]]:
-        """A poll's messages in slices: the ingest topic's as they came, then the logs topic's, larger."""
+    def _read_queued(self, first: Message) -> list[Message]:
+        """``first`` and what librdkafka has queued behind it (``max_poll_records`` per call), enough for a slice."""
+        per_call = self.settings.max_poll_records
+        want = max(per_call, self._slice_size())
+        messages = [first]
+        while len(messages) < want:
+            n = min(per_call, want - len(messages))
+            more = self._consumer.consume(n, 0)  # consume() with a timeout would wait for a full batch
+            messages.extend(more)
+            if len(more) < n:
+                break
+        return messages
+
+    def _slice_size(self) -> int:
+        """Ingest records for the next slice: half a cycle's worth at the recent cost per record."""
+        if not self._per_record:
+            return RECORDS_PER_SLICE
+        # Half a cycle's time: a cycle (ended by the slice that reaches commit_interval_ms) takes two or three.
+        half = self.settings.commit_interval_ms / 2000
+        return max(RECORDS_PER_SLICE, min(MAX_RECORDS_PER_SLICE, int(half / self._per_record)))
+
+    def _slices(self, messages: list[Message]):
+        """A poll's messages in slices: the ingest topic's as they came, then the logs topic's, larger.
+
+        A generator: each ingest slice is sized (:meth:`_slice_size`) when it is taken, after the previous one ran.
+        """
         logs = self.settings.logs_topic
         lines = [m for m in messages if m.topic() == logs] if logs else []
         if lines:
             messages = [m for m in messages if m.topic() != logs]
-        out = [messages[i : i + RECORDS_PER_SLICE] for i in range(0, len(messages), RECORDS_PER_SLICE)]
-        out.extend(lines[i : i + LOG_RECORDS_PER_SLICE] for i in range(0, len(lines), LOG_RECORDS_PER_SLICE))
-        return out
+        i = 0
+        while i < len(messages):
+            n = self._slice_size()
+            yield messages[i : i + n]
+            i += n
+        for i in range(0, len(lines), LOG_RECORDS_PER_SLICE):
+            yield lines[i : i + LOG_RECORDS_PER_SLICE]
 
     def _create_consumer(self) -> Consumer:
         consumer = Consumer(
@@ -369,11 +424,15 @@ class DetectorConsumer:
             log.warning("offset commit failed (%s); the records will be re-delivered", exc)
 
     def _process(self, records: list[InRecord], cycle: Cycle) -> Cycle:
-        """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``."""
+        """Runs on the event loop: decode, ingest, collect anomalies and dead letters into ``cycle``.
+
+        The ingest records are one pipeline group (:meth:`DetectionPipeline.begin_group`): their
+        writes are one store commit, and each run's events of the slice are detected as one block
+        (the alerts are those of the records one by one, the detectors' contract). Small
+        events-only records of a partition are applied as one batch (see CHUNK_BYTES).
+        """
         s = self.settings
         server = self.server
-        touched = cycle.touched
-        max_bytes = server.settings.max_batch_bytes
         lines = [rec for rec in records if rec.topic == s.logs_topic] if s.logs_topic else []
         if lines:
             records = [rec for rec in records if rec.topic != s.logs_topic]
@@ -381,65 +440,96 @@ class DetectorConsumer:
         try:
             if lines:
                 self._process_lines(lines, cycle)
-            for rec in records:
-                part = rec.partition
-                cycle.offsets[(rec.topic, part)] = rec.offset + 1
-                self.stats.records += 1
-                size = len(rec.value or b"")
-                if size > max_bytes:
-                    cycle.dead_letters.append(
-                        dead_letter(
-                            s.dlq_topic,
-                            rec,
-                            "undecodable",
-                            [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
-                            max_bytes=s.max_message_bytes,
-                        )
-                    )
-                    continue
-                fmt = codecs.batch_format(rec.value, rec.headers)
-                if isinstance(fmt, codecs.DecodeFailure):
-                    cycle.dead_letters.append(
-                        dead_letter(
-                            s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)], max_bytes=s.max_message_bytes
-                        )
-                    )
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    ingested = self._ingest(rec, fmt, t0)
-                except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
-                    log.exception("ingest failed on record %s-%d@%d", rec.topic, part, rec.offset)
-                    cycle.dead_letters.append(
-                        dead_letter(
-                            s.dlq_topic,
-                            rec,
-                            "internal",
-                            [("value", "internal error while processing this record (logged by the server)")],
-                            max_bytes=s.max_message_bytes,
-                        )
-                    )
-                    continue
-                if isinstance(ingested, codecs.DecodeFailure):
-                    cycle.dead_letters.append(
-                        dead_letter(
-                            s.dlq_topic,
-                            rec,
-                            "undecodable",
-                            [(ingested.field, ingested.reason)],
-                            max_bytes=s.max_message_bytes,
-                        )
-                    )
-                    continue
-                result, n_events = ingested
+            if records:
+                self._process_records(records, cycle)
+        finally:
+            server.kafka_cycle_open = False
+        return cycle
+
+    def _process_records(self, records: list[InRecord], cycle: Cycle) -> None:
+        """Ingest records in pipeline groups; then each result's acknowledgement, anomalies and touched runs.
+
+        One group for the slice, cut wherever the runs in memory exceed ``max_active_runs``: a
+        group evicts only at its end, so memory stays bounded as when each record was its own batch.
+        """
+        s = self.settings
+        pipeline = self.pipeline
+        limit = pipeline.settings.max_active_runs
+        applied: list[tuple[BatchResult, int, InRecord, float]] = []  # (result, events, first record, arrival)
+        groups: list[tuple[int, object, float]] = []  # (end of its results in applied, commit future, end time)
+        by_partition: dict[tuple[str, int], list[InRecord]] = {}
+        for rec in records:
+            part = by_partition.get((rec.topic, rec.partition))
+            if part is None:
+                part = by_partition[(rec.topic, rec.partition)] = []
+            part.append(rec)
+        self.stats.records += len(records)
+
+        def cut_if_over() -> None:
+            if len(pipeline.runs) > limit:
+                groups.append((len(applied), pipeline.end_group(), time.perf_counter()))
+                pipeline.begin_group()
+
+        def apply_record(rec: InRecord) -> None:
+            self._apply_record(rec, cycle, applied)
+            cut_if_over()
+
+        def apply_chunk(chunk: list[tuple[InRecord, bytes]]) -> None:
+            if self._apply_chunk(chunk, cycle, applied):
+                cut_if_over()
+                return
+            if len(chunk) <= CHUNK_SPLIT_BELOW:
+                for rec, _ in chunk:
+                    apply_record(rec)
+                return
+            # Nothing was applied: halves in order, so one bad record costs about its neighbours only.
+            half = len(chunk) // 2
+            apply_chunk(chunk[:half])
+            apply_chunk(chunk[half:])
+
+        pipeline.begin_group()
+        try:
+            for (topic, part), recs in by_partition.items():
+                cycle.offsets[(topic, part)] = recs[-1].offset + 1
+                chunk: list[tuple[InRecord, bytes]] = []
+                chunk_bytes = 0
+                keys: set = set()
+                for rec in recs:
+                    body = self._events_only(rec)
+                    if body is not None:
+                        if chunk and (
+                            chunk_bytes + len(body) > CHUNK_BYTES or (rec.key not in keys and len(keys) >= CHUNK_KEYS)
+                        ):
+                            apply_chunk(chunk)
+                            chunk, chunk_bytes, keys = [], 0, set()
+                        chunk.append((rec, body))
+                        chunk_bytes += len(body)
+                        keys.add(rec.key)
+                        continue
+                    if chunk:
+                        apply_chunk(chunk)
+                        chunk, chunk_bytes, keys = [], 0, set()
+                    apply_record(rec)
+                if chunk:
+                    apply_chunk(chunk)
+        finally:
+            # The deferred detection adds its anomalies to the results.
+            groups.append((len(applied), pipeline.end_group(), time.perf_counter()))
+        metrics = self.server.metrics
+        touched = cycle.touched
+        fmt = s.anomaly_format
+        begin = 0
+        for end, durable, done in groups:
+            if end > begin:
+                cycle.durable.append(durable)
+            for result, n_events, rec, t0 in applied[begin:end]:
                 ack = result.ack
-                server.metrics.observe_batch(
-                    ack.accepted, ack.duplicates, ack.rejected, time.perf_counter() - t0,
-                    violations=ack.violations, anomalies=len(result.anomalies), durable=result.durable,
+                metrics.observe_batch(
+                    ack.accepted, ack.duplicates, ack.rejected, done - t0,
+                    violations=ack.violations, anomalies=len(result.anomalies), durable=durable,
                 )  # fmt: skip
                 cycle.events += n_events
-                cycle.durable.append(result.durable)
-                if ack.rejected:
+                if ack.rejected:  # a record applied on its own (a chunk is applied only when every event passes)
                     violations = [(v.field, v.reason) for v in ack.violations]
                     cycle.dead_letters.append(
                         dead_letter(
@@ -451,18 +541,110 @@ class DetectorConsumer:
                             max_bytes=s.max_message_bytes,
                         )
                     )
-                fmt = s.anomaly_format
                 for a in result.anomalies:
                     cycle.anomalies.append(anomaly_record(s.anomaly_topic, a, fmt))
+                part = rec.partition
                 runs = touched.get(part)
                 if runs is None:
                     runs = touched[part] = set()
                 run_ids = result.run_ids - {""}  # every run the record names, accepted or not
                 runs.update(run_ids)
                 self.runs_of[part].update(run_ids)
-        finally:
-            server.kafka_cycle_open = False
-        return cycle
+            begin = end
+
+    def _format(self, rec: InRecord) -> str | codecs.DecodeFailure:
+        """:func:`codecs.batch_format` of ``rec``; with a content-type header, remembered per set of headers."""
+        headers = rec.headers
+        if not headers or not rec.value:
+            return codecs.batch_format(rec.value, headers)
+        key = tuple(headers)
+        fmt = self._formats.get(key)
+        if fmt is None:
+            fmt = codecs.batch_format(rec.value, headers)
+            # With a declared content type the answer does not depend on the value.
+            if len(self._formats) < 256 and codecs.header(headers, codecs.CONTENT_TYPE):
+                self._formats[key] = fmt
+        return fmt
+
+    def _events_only(self, rec: InRecord) -> bytes | None:
+        """A small protobuf record of events only: its bytes without ``sequence``; else None (applied on its own)."""
+        value = rec.value
+        if not value or len(value) > CHUNK_RECORD_BYTES or len(value) > self.server.settings.max_batch_bytes:
+            return None
+        if self._format(rec) != "protobuf":
+            return None
+        return events_without_sequence(value)
+
+    def _apply_chunk(self, chunk: list[tuple[InRecord, bytes]], cycle: Cycle, applied: list) -> bool:
+        """Apply the records of ``chunk`` as one batch if every event passes as it is; False: nothing was
+        applied, apply them one by one."""
+        if len(chunk) == 1:
+            return False
+        t0 = time.perf_counter()
+        try:
+            result = self.pipeline.ingest_events_bytes(b"".join([body for _, body in chunk]), t0)
+        except Exception:  # a bug must cost these records (kept in the DLQ), never the consumer
+            first, last = chunk[0][0], chunk[-1][0]
+            log.exception(
+                "ingest failed on records %s-%d@%d..%d", first.topic, first.partition, first.offset, last.offset
+            )
+            s = self.settings
+            reason = [("value", "internal error while processing this record (logged by the server)")]
+            cycle.dead_letters.extend(
+                dead_letter(s.dlq_topic, rec, "internal", reason, max_bytes=s.max_message_bytes) for rec, _ in chunk
+            )
+            return True
+        if result is None:  # something needs more than the compiled read: nothing was applied
+            return False
+        applied.append((result, result.ack.accepted, chunk[0][0], t0))
+        return True
+
+    def _apply_record(self, rec: InRecord, cycle: Cycle, applied: list) -> None:
+        """Apply one record on its own; what cannot be used becomes a dead letter."""
+        s = self.settings
+        max_bytes = self.server.settings.max_batch_bytes
+        size = len(rec.value or b"")
+        if size > max_bytes:
+            cycle.dead_letters.append(
+                dead_letter(
+                    s.dlq_topic,
+                    rec,
+                    "undecodable",
+                    [("value", f"{size} bytes is over the limit of {max_bytes} bytes")],
+                    max_bytes=s.max_message_bytes,
+                )
+            )
+            return
+        fmt = self._format(rec)
+        if isinstance(fmt, codecs.DecodeFailure):
+            cycle.dead_letters.append(
+                dead_letter(s.dlq_topic, rec, "undecodable", [(fmt.field, fmt.reason)], max_bytes=s.max_message_bytes)
+            )
+            return
+        t0 = time.perf_counter()
+        try:
+            ingested = self._ingest(rec, fmt, t0)
+        except Exception:  # a bug must cost one record (kept in the DLQ), never the consumer
+            log.exception("ingest failed on record %s-%d@%d", rec.topic, rec.partition, rec.offset)
+            cycle.dead_letters.append(
+                dead_letter(
+                    s.dlq_topic,
+                    rec,
+                    "internal",
+                    [("value", "internal error while processing this record (logged by the server)")],
+                    max_bytes=s.max_message_bytes,
+                )
+            )
+            return
+        if isinstance(ingested, codecs.DecodeFailure):
+            cycle.dead_letters.append(
+                dead_letter(
+                    s.dlq_topic, rec, "undecodable", [(ingested.field, ingested.reason)], max_bytes=s.max_message_bytes
+                )
+            )
+            return
+        result, n_events = ingested
+        applied.append((result, n_events, rec, t0))
 
     def _process_lines(self, records: list[InRecord], cycle: Cycle) -> None:
         """Runs on the event loop: logs-topic records, as one ``EventBatch`` of log lines per run."""
@@ -614,6 +796,56 @@ class DetectorConsumer:
                 self.runs_of[part].add(run_id)
                 n += 1
         return n
+
+
+def events_without_sequence(value: bytes) -> bytes | None:
+    """A serialized ``EventBatch`` holding only events: its bytes without the ``sequence`` field; else None.
+
+    Concatenated, such values are one ``EventBatch`` of all their events (a repeated
+    ``sequence`` would not be the plain encoding :mod:`~runwatch.service.event_scan` reads).
+    None for anything but events (tag 0x12) and one ``sequence`` (tag 0x28) at the top
+    level, a truncated field, or no events.
+
+    Examples
+    --------
+    >>> b = runs_pb2.EventBatch(sequence=300)
+    >>> b.events.add(run_id="r", step=1).metrics["loss"] = 0.5
+    >>> body = events_without_sequence(b.SerializeToString())
+    >>> runs_pb2.EventBatch.FromString(body * 2).events[1].step, runs_pb2.EventBatch.FromString(body).sequence
+    (1, 0)
+    >>> _ = b.starts.add(run_id="r"); events_without_sequence(b.SerializeToString()) is None
+    True
+    """
+    n = len(value)
+    pos = 0
+    cut = None
+    events = False
+    while pos < n:
+        tag = value[pos]
+        start = pos
+        pos += 1
+        size = shift = 0
+        while True:  # a varint: the length of an events field, or the sequence itself
+            if pos >= n or shift > 63:
+                return None
+            byte = value[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        if tag == 0x12:
+            pos += size
+            if pos > n:
+                return None
+            events = True
+        elif tag == 0x28 and cut is None:
+            cut = (start, pos)
+        else:
+            return None
+    if not events:
+        return None
+    return value if cut is None else value[: cut[0]] + value[cut[1] :]
 
 
 def anomaly_record(topic: str, anomaly: anomaly_pb2.Anomaly, fmt: str) -> OutRecord:

@@ -238,6 +238,10 @@ def test_restart_resumes_from_committed_offsets(kafka, start_kafka_server, tmp_p
     assert len(got) == len(set(got))  # nothing re-processed, nothing published twice
     stats2 = srv2.server.kafka.consumer.stats
     assert stats2.restored_runs == 3
+    # A run's last anomaly can be delivered with a cycle before the one holding its last records.
+    deadline = time.monotonic() + 10
+    while srv2.server.pipeline.counters["accepted"] < n_second and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert srv2.server.pipeline.counters["accepted"] == n_second
     assert srv2.server.pipeline.counters["duplicates"] == 0
 
