@@ -70,7 +70,12 @@ non-finite values and are cited only when they separate the run from its
 peers on the side that supports the edit (:mod:`runwatch.nas.evidence`). On a
 run that overfits (finding or peer rule), edits that cut capacity or add
 regularisation (narrower, shallower, more dropout) rank above every other
-edit.
+edit. On a CNN, GRU/LSTM or transformer run with a capacity finding, the
+family's first remedy (:func:`~runwatch.nas.seeding.family_remedies`: dropout
+0.3 in an overfitting GRU/LSTM or transformer, one convolution fewer in an
+overfitting CNN, the narrowest blocks widened in an underfitting net) ranks
+above every other candidate, when the constraints and the guard let it
+through.
 
 Empty answers: when no edit survives the constraints, :meth:`Advisor.suggest`
 raises :class:`NoSuggestionError` naming the constraint and the smallest
@@ -360,7 +365,7 @@ def _evidence_keys(change: Change) -> dict[str, str]:
 
 
 # Edits that act on an overfitting run: less capacity or more regularisation.
-_REGULARISING = {("width", "down"), ("depth", "down"), ("dropout", "up")}
+_REGULARISING = {("width", "down"), ("depth", "down"), ("layers", "down"), ("dropout", "up")}
 
 
 def _regularises(base: Genome, genome: Genome) -> bool:
@@ -579,6 +584,9 @@ class Advisor:
         candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
         if "overfitting" in kinds:  # capacity and regularisation fixes first, each group in its own order
             candidates = sorted(candidates, key=lambda c: not _regularises(base, c.genome))
+        first = {s.genome.key() for s in seeds if s.first}
+        if first:  # a non-MLP family's first remedy for its capacity finding (seeding.family_remedies) leads
+            candidates = sorted(candidates, key=lambda c: c.genome.key() not in first)
         summary = run_summary(run)
 
         stability: list[StabilityFix] = []

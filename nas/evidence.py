@@ -173,6 +173,7 @@ class PeerSummary:
     scope: str = ""
     flagged: frozenset[str] = frozenset()
     diverged: frozenset[str] = frozenset()
+    families: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_history(cls, history: Iterable[RunObservation]) -> PeerSummary:
@@ -184,6 +185,7 @@ class PeerSummary:
             {obs.run_id: task_of(obs) for obs in runs},
             flagged=frozenset(obs.run_id for obs in runs if obs.diagnoses),
             diverged=frozenset(obs.run_id for obs in runs if diverged(obs)),
+            families={obs.run_id: obs.genome.family for obs in runs if obs.genome is not None},
         )
 
     def without(self, run_id: str) -> PeerSummary:
@@ -194,6 +196,7 @@ class PeerSummary:
             self.scope,
             self.flagged - {run_id},
             self.diverged - {run_id},
+            {k: v for k, v in self.families.items() if k != run_id},
         )
 
     def for_task(self, task: str) -> PeerSummary:
@@ -207,6 +210,30 @@ class PeerSummary:
             task,
             self.flagged & keep,
             self.diverged & keep,
+            {k: v for k, v in self.families.items() if k in keep},
+        )
+
+    def for_family(self, family: str) -> PeerSummary:
+        """The peers whose architecture is of ``family`` (``mlp``, ``cnn``, ``rnn``, ``transformer``).
+
+        A GRU tagger and an MLP on one task do not reach the same training
+        loss; a run is judged against nets like it. The scope names the
+        family (``"cnn dataset=digits"``).
+
+        Examples
+        --------
+        >>> peers = PeerSummary({"a": {"gap": 0.1}, "b": {"gap": 0.3}}, families={"a": "cnn", "b": "mlp"})
+        >>> peers.for_family("cnn").compare("gap", 0.42)
+        "val/train gap 0.42 vs cnn peers' median 0.1 (n=1)"
+        """
+        keep = {k for k, f in self.families.items() if f == family}
+        return PeerSummary(
+            {k: v for k, v in self.by_run.items() if k in keep},
+            {k: t for k, t in self.tasks.items() if k in keep},
+            f"{family} {self.scope}".strip(),
+            self.flagged & keep,
+            self.diverged & keep,
+            {k: family for k in keep},
         )
 
     def healthy(self) -> PeerSummary:
@@ -231,6 +258,7 @@ class PeerSummary:
             {k: t for k, t in self.tasks.items() if k in keep},
             scope,
             diverged=self.diverged & keep,
+            families={k: f for k, f in self.families.items() if k in keep},
         )
 
     def values(self, name: str) -> np.ndarray:

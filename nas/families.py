@@ -157,7 +157,8 @@ def structure_problems(genome: Genome) -> list[str]:
     most), then plain linear blocks; ``transformer`` needs
     :func:`transformer_layers`, the feed-forward output as wide as the
     attention and carrying the layer's LayerNorm (nothing else), heads
-    dividing the width.
+    dividing the width (an attention block's dropout is the attention's own:
+    ``nn.MultiheadAttention(dropout=...)``).
 
     Examples
     --------
@@ -243,8 +244,8 @@ def _transformer_problems(genome: Genome) -> list[str]:
             problems.append(f"transformer: {out.name} must give back the model width {d}, not {out.width}")
         if d % heads(a):
             problems.append(f"transformer: {heads(a)} heads do not divide width {d} in {a.name}")
-        if a.normalization or a.dropout or a.residual:
-            problems.append(f"transformer: {a.name} carries a norm / dropout / residual the layer has elsewhere")
+        if a.normalization or a.residual:
+            problems.append(f"transformer: {a.name} carries a norm / residual the layer has elsewhere")
         ff_in = genome.blocks[attention + 1]
         if ff_in.normalization or ff_in.residual or out.activation or out.residual:
             problems.append(f"transformer: {ff_in.name} / {out.name} carry a setting a pre-norm encoder layer lacks")

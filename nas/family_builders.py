@@ -189,13 +189,17 @@ class EncoderLayer(nn.Module):
     Names follow ``nn.TransformerEncoderLayer`` (``self_attn``, ``linear1``,
     ``linear2``, ``norm1``, ``norm2``). The feed-forward activation is the
     ``linear1`` block's, ReLU when the record has none (torch's default, a
-    functional call the record cannot see).
+    functional call the record cannot see). The attention's dropout (on its
+    weights) is the attention block's dropout when set, else the recorded
+    one; ``linear1``'s dropout follows the feed-forward activation and
+    ``linear2``'s is the layer's residual dropout (``dropout1``, ``dropout2``).
     """
 
     def __init__(self, attention: Block, ff_in: Block, ff_out: Block) -> None:
         super().__init__()
         d = attention.width
-        attn_dropout = float(attention.attribute_map().get("dropout", "0") or 0.0)
+        # The attention block's dropout (an edit) or the recorded attention dropout: dropout on the attention weights.
+        attn_dropout = attention.dropout or float(attention.attribute_map().get("dropout", "0") or 0.0)
         self.self_attn = nn.MultiheadAttention(d, heads(attention), dropout=attn_dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d)
         self.linear1 = nn.Linear(d, ff_in.width, bias=_flag(ff_in, "bias"))

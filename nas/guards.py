@@ -8,8 +8,10 @@ and neither does the advisor:
 =============================  ===================================================
 finding                        ruled out
 =============================  ===================================================
-overfitting (finding or peers) any block wider, one block more, less dropout
-underfitting / ``plateau``     any block narrower, one block fewer, more dropout; one block
+overfitting (finding or peers) any block wider, one block more (a stacked GRU/LSTM: one
+                               layer more), less dropout
+underfitting / ``plateau``     any block narrower, one block (stacked layer) fewer, more
+                               dropout; one block
                                more as well while a block is a bottleneck (narrower than
                                :func:`~runwatch.nas.space.pyramid_width`): widen it first
 ``dead_units`` in a layer      that layer wider
@@ -69,9 +71,19 @@ class EditGuard:
         kinds = {f.kind for f in run_findings(run, peers)}
         banned: set[tuple[str, str, str]] = set()
         if "overfitting" in kinds:
-            banned |= {(ANY_LAYER, "width", "up"), ("", "depth", "up"), (ANY_LAYER, "dropout", "down")}
+            banned |= {
+                (ANY_LAYER, "width", "up"),
+                ("", "depth", "up"),
+                (ANY_LAYER, "layers", "up"),
+                (ANY_LAYER, "dropout", "down"),
+            }
         elif kinds & {"underfitting", "plateau"}:
-            banned |= {(ANY_LAYER, "width", "down"), ("", "depth", "down"), (ANY_LAYER, "dropout", "up")}
+            banned |= {
+                (ANY_LAYER, "width", "down"),
+                ("", "depth", "down"),
+                (ANY_LAYER, "layers", "down"),
+                (ANY_LAYER, "dropout", "up"),
+            }
             if _has_bottleneck(run.genome):
                 banned.add(("", "depth", "up"))
         for d in run.diagnoses:

@@ -189,8 +189,9 @@ def edit_cost_of(
 def edit_directions(base: Genome, genome: Genome) -> frozenset[tuple[str, str, str]]:
     """What ``genome`` does to ``base``, per layer: ``(layer, attribute, "up" | "down" | new value)``.
 
-    Widths, depth and dropout count by direction (any narrowing of fc2 acts on
-    a finding the way halving it does); other attributes by their new value.
+    Widths, depth, dropout and stacked recurrent layers count by direction
+    (any narrowing of fc2 acts on a finding the way halving it does); other
+    attributes by their new value.
 
     Examples
     --------
@@ -202,7 +203,7 @@ def edit_directions(base: Genome, genome: Genome) -> frozenset[tuple[str, str, s
     out = set()
     for c in base.diff(genome):
         way = c.after
-        if c.attribute in ("width", "depth", "dropout"):
+        if c.attribute in ("width", "depth", "dropout", "layers"):
             try:
                 way = "up" if float(c.after) > float(c.before) else "down"
             except ValueError:

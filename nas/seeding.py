@@ -24,6 +24,12 @@ finding (``Diagnosis.kind``)      seeds
 ``nonfinite``, ``loss_spike``
 ================================  ============================================================
 
+A CNN, GRU/LSTM or transformer run with a capacity finding also gets its
+family's first remedy (:func:`family_remedies`: dropout 0.3 for an
+overfitting GRU/LSTM or transformer, one convolution fewer for an
+overfitting CNN, the narrowest blocks doubled for an underfitting net),
+marked :attr:`Seed.first`: the advisor ranks it above every other candidate.
+
 A vanishing-gradient finding is *strong* when the run also stalled
 (:mod:`runwatch.nas.progress`: its training loss stayed above half of where it
 started and stopped falling): the gradients did not just shrink somewhere, the
@@ -75,6 +81,7 @@ from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import PeerSummary, run_summary, task_of
 from runwatch.nas.families import deeper as family_deeper
 from runwatch.nas.families import shallower as family_shallower
+from runwatch.nas.families import transformer_layers
 from runwatch.nas.history import Diagnosis, RunObservation
 from runwatch.nas.progress import STALL_RATIO, LossProgress, loss_progress
 from runwatch.nas.space import (
@@ -87,12 +94,22 @@ from runwatch.nas.space import (
     within,
 )
 
-__all__ = ["SEEDED_KINDS", "Finding", "Seed", "budget_seeds", "diagnosis_evidence", "run_findings", "seed_genomes"]
+__all__ = [
+    "SEEDED_KINDS",
+    "Finding",
+    "Seed",
+    "budget_seeds",
+    "diagnosis_evidence",
+    "family_remedies",
+    "run_findings",
+    "seed_genomes",
+]
 
 _SATURATING = ("tanh", "sigmoid", "hardtanh", "softsign", "")
 _GRADIENT_BLOWUPS = ("exploding_gradient", "divergence_predicted", "nonfinite", "loss_spike")
 _CAPACITY = ("plateau", "underfitting")
 _MIN_PEERS = 3
+MIN_REL_GAP = 0.2  # the peer overfitting rule needs a val loss at least 20 % above the training loss
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,12 @@ class Seed:
         It is a strong finding's whole-stack fix (a vanishing gradient in a
         run that did not train): the fix is expected to matter, whatever the
         surrogate has seen.
+    first
+        It is a non-MLP family's first remedy for a capacity finding
+        (:func:`family_remedies`: dropout for an overfitting GRU/LSTM or
+        transformer, one convolution fewer for an overfitting CNN, the
+        narrowest blocks widened for an underfitting one): the advisor ranks
+        it above every other candidate of the run.
     """
 
     genome: Genome
@@ -122,6 +145,7 @@ class Seed:
     evidence: tuple[str, ...]
     priority: int = 0
     strong: bool = False
+    first: bool = False
 
 
 @dataclass(frozen=True)
@@ -314,6 +338,110 @@ def _activation_fix(current: str, space: SearchSpace, dead: bool) -> list[str]:
     return [a for a in prefs if a in space.activations and a != current][:2]
 
 
+# -- family remedies (non-MLP capacity findings) ------------------------------------------------------
+
+REGULARISING_DROPOUT = 0.3
+
+
+def _meaningful_dropout(space: SearchSpace) -> float | None:
+    """The dropout an overfitting net gets: the smallest allowed rate >= 0.3 (else the largest allowed, if > 0)."""
+    rates = sorted(p for p in space.dropouts if p > 0)
+    if not rates:
+        return None
+    return next((p for p in rates if p >= REGULARISING_DROPOUT - 1e-9), rates[-1])
+
+
+def _effective_dropout(block) -> float:
+    """A block's dropout; an attention block's recorded attention dropout counts (the builder uses it)."""
+    if block.kind == "attention":
+        try:
+            return max(block.dropout, float(block.attribute_map().get("dropout", "0") or 0.0))
+        except ValueError:
+            return block.dropout
+    return block.dropout
+
+
+def _dropout_at(genome: Genome, idxs: Sequence[int], p: float) -> Genome | None:
+    g = genome
+    for i in idxs:
+        if _effective_dropout(g.blocks[i]) < p - 1e-9:
+            g = g.replace_block(i, dropout=p)
+    return None if g == genome else g
+
+
+def family_remedies(kind: str, genome: Genome, space: SearchSpace) -> list[Genome | None]:
+    """A non-MLP net's first remedies for a capacity finding (``overfitting``; ``underfitting`` / ``plateau``).
+
+    ================  =====================================================================
+    family            overfitting
+    ================  =====================================================================
+    ``rnn``           dropout at a meaningful rate (0.3, :func:`_meaningful_dropout`) on the
+                      output of every recurrent block, between it and the classifier; the
+                      hidden size and the stacked layers are kept
+    ``transformer``   dropout 0.3 in every encoder layer: on the attention weights, after the
+                      feed-forward activation and on the residual branches (the dropout an
+                      ``nn.TransformerEncoderLayer`` has by default, at 0.1, made stronger)
+    ``cnn``           one convolution fewer (the last one: the classifier then reads the
+                      previous one's fewer channels)
+    ================  =====================================================================
+
+    Underfitting (every non-MLP family): the narrowest blocks (as many as the
+    edit budget allows) twice as wide.
+
+    Why not the generic capacity cuts first: a recurrent or attention net
+    that memorised a few sequences does so at any width (halving the hidden
+    size of such a GRU/LSTM, or removing an encoder layer, made the
+    validation loss worse on the development corpus); dropout inside the
+    net is what keeps it from fitting each training sequence exactly
+    (Zaremba et al. 2014; Vaswani et al. 2017 use dropout on attention,
+    feed-forward and residuals). A CNN's dropout comes after pooling, on a
+    few dozen features, where 0.1 did not change the validation loss; fewer
+    convolutions do cut what a tiny image set can be fitted with. An
+    underfitting net needs capacity, not regularisation: the guard
+    (:mod:`runwatch.nas.guards`) already rules out more dropout there; this
+    says which widening to try first. MLPs keep the generic rules.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block, Genome
+    >>> g = Genome(16, 9, (Block("rnn", "rnn", 64, layer_type="GRU"),), output_name="head", family="rnn")
+    >>> [r.blocks[0].dropout for r in family_remedies("overfitting", g, SearchSpace()) if r is not None]
+    [0.3]
+    >>> [r.blocks[0].width for r in family_remedies("underfitting", g.replace_block(0, width=4), SearchSpace())]
+    [8]
+    """
+    if genome.family == "mlp" or not genome.blocks:
+        return []
+    if kind == "overfitting":
+        p = _meaningful_dropout(space)
+        if genome.family == "rnn":
+            idxs = [i for i, b in enumerate(genome.blocks) if b.kind == "rnn"]
+            return [_dropout_at(genome, idxs, p) if p else None]
+        if genome.family == "transformer":
+            layers = transformer_layers(genome) or []
+            if not p or not layers:
+                return []
+            # Every block of every layer; when that takes more edits than the budget (recorded dropouts that
+            # differ between the attention and the feed-forward split the change into runs), the feed-forward
+            # and residual dropouts alone.
+            for idxs in ([i for layer in layers for i in layer], [i for _, a, b in layers for i in (a, b)]):
+                g = _dropout_at(genome, idxs, p)
+                if g is not None and within(g, genome, space):
+                    return [g]
+            return []
+        if genome.family == "cnn":
+            convs = [i for i, b in enumerate(genome.blocks) if b.kind == "conv"]
+            if len(convs) < 2 or -1 not in space.depth_changes:
+                return []
+            return [remove_blocks(genome, convs[-1])]
+        return []
+    if kind in _CAPACITY:
+        narrowest = min(b.width for b in genome.blocks)
+        idxs = [i for i, b in enumerate(genome.blocks) if b.width == narrowest and b.kind != "attention"]
+        return [_resize_many(genome, idxs[: max(1, space.max_changes)], space, 2.0)]
+    return []
+
+
 # -- rules ----------------------------------------------------------------------------------------
 
 
@@ -380,11 +508,18 @@ def _peer_rules(
 
     Overfitting: the val/train gap relative to the training loss (the gap on
     the run's own loss scale: 0.12 on a loss near 1 is not 0.12 on a loss near
-    0.01) above the peers' upper quartile and twice their median.
+    0.01) above the peers' upper quartile and twice their median, and at
+    least :data:`MIN_REL_GAP` (a val loss within 20 % of the training loss is
+    no overfitting, however tightly the peers' gaps cluster around 0).
     Underfitting: the final training loss above the upper quartile of the
     healthy-looking peers (those runwatch raised no finding for; all peers
     when fewer than 3), with no such gap; when the peers do not flag it, the
-    run's own stall (:attr:`LossProgress.stalled`).
+    run's own stall (:attr:`LossProgress.stalled`). A CNN, GRU/LSTM or
+    transformer run is first judged against the healthy-looking peers of its
+    own family on its task (a GRU tagger does not reach an MLP's training
+    loss, and an MLP task's spread hides a narrowed CNN): its final training
+    loss above their upper quartile and twice their median (at least 3 such
+    peers; else the task's peers as above).
     """
     out = []
     summary = run_summary(run)
@@ -396,13 +531,21 @@ def _peer_rules(
         scoped is not None
         and scoped.n("rel_gap") >= _MIN_PEERS
         and math.isfinite(rel)
-        and rel > max(scoped.quantile("rel_gap", 0.75), 2 * scoped.median("rel_gap"), 0.0)
+        and rel > max(scoped.quantile("rel_gap", 0.75), 2 * scoped.median("rel_gap"), MIN_REL_GAP)
     ):
         out.append(("overfitting", scoped.compare("rel_gap", rel)))
         overfit = True
     if overfit:
         return out
     train = summary.get("final_train_loss", math.nan)
+    family = run.genome.family if run.genome is not None else "mlp"
+    if scoped is not None and family != "mlp" and math.isfinite(train):
+        kin = scoped.for_family(family).healthy()
+        if kin.n("final_train_loss") >= _MIN_PEERS:
+            bar = max(kin.quantile("final_train_loss", 0.75), 2 * kin.median("final_train_loss"))
+            if train > bar:
+                out.append(("underfitting", kin.compare("final_train_loss", train)))
+                return out
     reference = scoped.healthy() if scoped is not None else None
     if reference is not None and reference.n("final_train_loss") < _MIN_PEERS:
         reference = scoped
@@ -497,22 +640,29 @@ def seed_genomes(run: RunObservation, space: SearchSpace, peers: PeerSummary | N
     found: dict[str, Seed] = {}
     order: list[str] = []
 
-    def add(genome: Genome | None, rule: str, evidence: tuple[str, ...], strong: bool) -> None:
+    def add(genome: Genome | None, rule: str, evidence: tuple[str, ...], strong: bool, first: bool = False) -> None:
         if genome is None or genome.key() == base.key() or genome.validate() or not within(genome, base, space):
             return
         key = genome.key()
         if key in found:
             old = found[key]
             merged = old.evidence + tuple(e for e in evidence if e not in old.evidence)
-            found[key] = Seed(old.genome, old.rule, merged, old.priority, old.strong or strong)
+            found[key] = Seed(old.genome, old.rule, merged, old.priority, old.strong or strong, old.first or first)
             return
-        found[key] = Seed(genome, rule, evidence, len(order), strong)
+        found[key] = Seed(genome, rule, evidence, len(order), strong, first)
         order.append(key)
 
-    for f in run_findings(run, peers):
+    findings = run_findings(run, peers)
+    capacity = {f.kind for f in findings} & {"overfitting", *_CAPACITY}
+    # Overfitting wins over a plateau / underfitting (as in the guard): a stalled val loss is what overfitting shows.
+    remedy_kind = "overfitting" if "overfitting" in capacity else next(iter(sorted(capacity)), "")
+    for f in findings:
         if f.strong:
             for genome in _strong_edits(f.kind, base, space):
                 add(genome, f.kind, f.evidence, True)
+        if f.kind == remedy_kind or (remedy_kind in _CAPACITY and f.kind in _CAPACITY):
+            for genome in family_remedies(f.kind, base, space):
+                add(genome, f.kind, f.evidence, False, first=True)
         for genome in _edits_for(f.kind, base, f.block, space):
             add(genome, f.kind, f.evidence, False)
     return [found[k] for k in order]
