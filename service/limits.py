@@ -17,6 +17,24 @@ class IngestExhausted(Exception):
     """A batch refused because a limit is reached; nothing of it was applied. Re-send it later."""
 
 
+class _OpenCalls:
+    """Calls of one kind open now, in all and per client connection."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_peer: Counter[str] = Counter()
+
+    def open(self, peer: str) -> None:
+        self.total += 1
+        self.by_peer[peer] += 1
+
+    def close(self, peer: str) -> None:
+        self.total -= 1
+        self.by_peer[peer] -= 1
+        if self.by_peer[peer] <= 0:
+            del self.by_peer[peer]
+
+
 class StreamLimits:
     """Counts open StreamEvents and WatchAnomalies calls; refuses those beyond the settings' limits.
 
@@ -34,58 +52,56 @@ class StreamLimits:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.streams = 0
-        self.watchers = 0
-        self._by_peer: Counter[str] = Counter()
-        self._watchers_by_peer: Counter[str] = Counter()
+        self._streams = _OpenCalls()
+        self._watchers = _OpenCalls()
         self.refused = Counter()  # limit field -> calls refused
+
+    @property
+    def streams(self) -> int:
+        return self._streams.total
+
+    @property
+    def watchers(self) -> int:
+        return self._watchers.total
 
     def open_stream(self, peer: str) -> str | None:
         """Count a new StreamEvents call; the refusal message (naming the field) if a limit is reached."""
-        s = self.settings
-        if self._by_peer[peer] >= s.max_streams_per_peer:
+        s, open_ = self.settings, self._streams
+        if open_.by_peer[peer] >= s.max_streams_per_peer:
             return self._refuse(
                 "max_streams_per_peer",
-                f"this connection ({peer}) already has {self._by_peer[peer]} StreamEvents stream(s) open, the limit; "
+                f"this connection ({peer}) already has {open_.by_peer[peer]} StreamEvents stream(s) open, the limit; "
                 "send on the open stream or retry later",
             )
-        if self.streams >= s.max_streams:
+        if open_.total >= s.max_streams:
             return self._refuse(
-                "max_streams", f"{self.streams} StreamEvents streams are open on this server, the limit; retry later"
+                "max_streams", f"{open_.total} StreamEvents streams are open on this server, the limit; retry later"
             )
-        self._by_peer[peer] += 1
-        self.streams += 1
+        open_.open(peer)
         return None
 
     def close_stream(self, peer: str) -> None:
-        self.streams -= 1
-        self._by_peer[peer] -= 1
-        if self._by_peer[peer] <= 0:
-            del self._by_peer[peer]
+        self._streams.close(peer)
 
     def open_watcher(self, peer: str) -> str | None:
         """Count a new WatchAnomalies call; the refusal message (naming the field) if a limit is reached."""
-        s = self.settings
-        if self._watchers_by_peer[peer] >= s.max_watchers_per_peer:
+        s, open_ = self.settings, self._watchers
+        if open_.by_peer[peer] >= s.max_watchers_per_peer:
             return self._refuse(
                 "max_watchers_per_peer",
-                f"this connection ({peer}) already has {self._watchers_by_peer[peer]} WatchAnomalies stream(s) open, "
+                f"this connection ({peer}) already has {open_.by_peer[peer]} WatchAnomalies stream(s) open, "
                 "the limit; watch several runs with one project filter or retry later",
             )
-        if self.watchers >= s.max_watchers:
+        if open_.total >= s.max_watchers:
             return self._refuse(
                 "max_watchers",
-                f"{self.watchers} WatchAnomalies streams are open on this server, the limit; close one or retry later",
+                f"{open_.total} WatchAnomalies streams are open on this server, the limit; close one or retry later",
             )
-        self._watchers_by_peer[peer] += 1
-        self.watchers += 1
+        open_.open(peer)
         return None
 
     def close_watcher(self, peer: str) -> None:
-        self.watchers -= 1
-        self._watchers_by_peer[peer] -= 1
-        if self._watchers_by_peer[peer] <= 0:
-            del self._watchers_by_peer[peer]
+        self._watchers.close(peer)
 
     def _refuse(self, field: str, message: str) -> str:
         self.refused[field] += 1
