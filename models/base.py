@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from abc import ABC
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +56,24 @@ class DiagnosticConfig(BaseModel):
         return json.loads(self.to_json())
 
 
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Where a run belongs, for diagnostics whose models differ by project.
+
+    ``project_models`` is the service's per-project model registry
+    (:class:`~runwatch.models.learned.project_models.ProjectModels`), or None:
+    every project then uses the shipped models.
+
+    Examples
+    --------
+    >>> RunContext("vision").project, RunContext().project_models is None
+    ('vision', True)
+    """
+
+    project: str = ""
+    project_models: Any = None
+
+
 class Diagnostic(ABC):
     """A streaming, explainable check over one run's metrics.
 
@@ -86,6 +105,12 @@ class Diagnostic(ABC):
         """Load what every run's instance shares (models, compiled kernels) once, when the suite is built.
 
         Without it, the first run a service sees would pay for the loading inside its first batch.
+        """
+
+    def bind(self, context: RunContext) -> None:
+        """Learn which project the run belongs to: when it opens, and again if a RunStart moves it.
+
+        Only diagnostics with per-project models (the learned run-outlier detector) use it.
         """
 
     def handler(self, metric: str) -> MetricHandler | None:

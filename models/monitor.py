@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from runwatch.models.alerting import Alert, IncidentPolicyConfig, IncidentTracker
-from runwatch.models.base import Diagnostic
+from runwatch.models.base import Diagnostic, RunContext
 from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import Finding
 from runwatch.models.fusion import FindingFusion, FusionConfig
@@ -46,6 +46,8 @@ class RunMonitor:
     fusion
         How learned normality gates the rule findings (:mod:`runwatch.models.fusion`);
         None leaves findings as the diagnostics report them.
+    context
+        The run's project and the per-project models (:meth:`bind`); None = no project, shipped models.
 
     Examples
     --------
@@ -64,9 +66,15 @@ class RunMonitor:
         policy: IncidentPolicyConfig | None = None,
         evidence_len: int = 32,
         fusion: FusionConfig | None = None,
+        context: RunContext | None = None,
     ) -> None:
         self.run_id = run_id
         self.diagnostics = list(diagnostics)
+        self.context = RunContext()
+        if context is not None:
+            self.bind(context)
+        # The worst severity published per anomaly kind: whether a finished run counts as healthy.
+        self.severities: dict[int, int] = {}
         self.incidents = IncidentTracker(run_id, policy)
         self.evidence_len = evidence_len
         self.last_step = -1
@@ -78,6 +86,12 @@ class RunMonitor:
         self.fusion = FindingFusion(fusion) if fusion is not None else None
         gates = [getattr(d, "learned_normal", None) for d in self.diagnostics]
         self._learned_normal = next((g for g in gates if g is not None), None)
+
+    def bind(self, context: RunContext) -> None:
+        """Set the run's project (and per-project models) for every diagnostic: at opening, or when a RunStart moves it."""
+        self.context = context
+        for diag in self.diagnostics:
+            diag.bind(context)
 
     def observe(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> list[Alert]:
         """Feed one event; return the alerts (incident revisions) it raised."""
@@ -215,6 +229,7 @@ class RunMonitor:
             "evidence": evidence,
             "diagnostics": [d.state_dict() for d in self.diagnostics],
             "fusion": self.fusion.state_dict() if self.fusion is not None else None,
+            "severities": {str(k): v for k, v in self.severities.items()},
         }
 
     def load_state_dict(self, snapshot: dict) -> list[str]:
@@ -232,6 +247,13 @@ class RunMonitor:
             saved = {d["name"]: d for d in snapshot["diagnostics"]}
             if self.fusion is not None and snapshot.get("fusion"):
                 self.fusion.load_state_dict(snapshot["fusion"])
+            if "severities" in snapshot:
+                self.severities = {int(k): int(v) for k, v in snapshot["severities"].items()}
+            else:  # a checkpoint from before they were kept: the open incidents' published severities
+                self.severities = {}
+                for row in snapshot["incidents"]:
+                    kind, sev = int(row[1]), int(row[8])
+                    self.severities[kind] = max(self.severities.get(kind, 0), sev)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SnapshotError):
                 raise
@@ -252,4 +274,7 @@ class RunMonitor:
             if alert is not None:
                 f.evidence = self.evidence(f.metrics, f.step)
                 alerts.append(alert)
+                kind = int(f.kind)
+                if f.severity > self.severities.get(kind, 0):
+                    self.severities[kind] = int(f.severity)
         return alerts

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runwatch.models.alerting import IncidentPolicyConfig
-from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.base import Diagnostic, DiagnosticConfig, RunContext
 from runwatch.models.fusion import FusionConfig
 from runwatch.models.monitor import RunMonitor
 
@@ -108,16 +108,21 @@ class SuiteConfig(BaseModel):
 class DiagnosticSuite:
     """Validated diagnostic classes and configs; builds a fresh monitor per run.
 
+    ``project_models`` (a :class:`~runwatch.models.learned.project_models.ProjectModels`)
+    holds models refitted per project; each monitor's diagnostics are bound to
+    their run's project (:class:`~runwatch.models.base.RunContext`).
+
     Examples
     --------
     >>> suite = DiagnosticSuite(SuiteConfig(enabled=["nonfinite"]))
-    >>> monitor = suite.monitor("run-1")
-    >>> [d.name for d in monitor.diagnostics]
-    ['nonfinite']
+    >>> monitor = suite.monitor("run-1", project="vision")
+    >>> [d.name for d in monitor.diagnostics], monitor.context.project
+    (['nonfinite'], 'vision')
     """
 
-    def __init__(self, config: SuiteConfig | None = None) -> None:
+    def __init__(self, config: SuiteConfig | None = None, project_models: Any = None) -> None:
         self.config = config or SuiteConfig()
+        self.project_models = project_models
         self._entries: list[tuple[type[Diagnostic], DiagnosticConfig]] = []
         for name in self.config.enabled:
             cls = diagnostic_class(name)
@@ -130,11 +135,16 @@ class DiagnosticSuite:
     def names(self) -> list[str]:
         return [cls.name for cls, _ in self._entries]
 
-    def monitor(self, run_id: str) -> RunMonitor:
+    def context(self, project: str) -> RunContext:
+        """What a run of ``project`` is bound to (see :meth:`RunMonitor.bind`)."""
+        return RunContext(project, self.project_models)
+
+    def monitor(self, run_id: str, project: str = "") -> RunMonitor:
         return RunMonitor(
             run_id,
             [cls(cfg) for cls, cfg in self._entries],
             policy=self.config.policy,
             evidence_len=self.config.evidence_len,
             fusion=self.config.fusion,
+            context=self.context(project),
         )

@@ -259,7 +259,13 @@ class DetectionPipeline:
         self.settings = settings
         self.store = store
         self.publish = publish
-        self.suite = DiagnosticSuite(settings.diagnostics)
+        # Refits each project's run-outlier detector from its healthy finished runs (started by the server).
+        self.refitter = None
+        if "learned" in settings.diagnostics.enabled:  # as the suite, import the learned detector only when on
+            from runwatch.service.outlier_refit import ProjectRefitter
+
+            self.refitter = ProjectRefitter.for_settings(settings, store)
+        self.suite = DiagnosticSuite(settings.diagnostics, self.refitter.models if self.refitter else None)
         self.runs: dict[str, RunState] = {}
         # Ended runs leave `runs`; a bounded memory of them answers late events without a store
         # read (and without racing the store write of their end).
@@ -289,20 +295,21 @@ class DetectionPipeline:
             return state
         pending = self._evicting.get(run_id)
         if pending is not None:  # evicted, its checkpoint maybe not committed yet
-            return self._restore_evicted(run_id, pending[0])
+            return self._restore_evicted(run_id, pending[0], moved=False)
         info = self.store.get_run(run_id)  # a run opened before a restart, or evicted
         if info is None:
             return None
         running = info.status == runs_pb2.RUN_STATUS_RUNNING
         if running:
             blob = self.store.run_checkpoint(run_id)
-            if blob is not None and (state := self._restore_evicted(run_id, blob.encode())) is not None:
+            # Another instance sharing the store may have written it (a handoff).
+            if blob is not None and (state := self._restore_evicted(run_id, blob.encode(), moved=True)) is not None:
                 return state
         state = RunState(
             run_id,
             info.project,
             info.status,
-            self.suite.monitor(run_id) if running else None,
+            self._monitor(run_id, info.project) if running else None,
             last_step=info.last_step,
             start=info.start.SerializeToString(),
             implicit=looks_implicit(info.start),
@@ -313,6 +320,12 @@ class DetectionPipeline:
         else:
             self._remember_ended(state)
         return state
+
+    def _monitor(self, run_id: str, project: str, moved: bool = False) -> RunMonitor:
+        """A fresh monitor of a run of ``project``; ``moved``: the run comes from another instance."""
+        if self.refitter is not None:
+            self.refitter.seen(project, moved)
+        return self.suite.monitor(run_id, project)
 
     def _remember_ended(self, state: RunState) -> None:
         self.runs.pop(state.run_id, None)
@@ -667,6 +680,10 @@ class DetectionPipeline:
             elif merged is None:
                 ack.ack.duplicates += 1
             else:
+                if merged.project != state.project:
+                    state.monitor.bind(self.suite.context(merged.project))
+                    if self.refitter is not None:
+                        self.refitter.seen(merged.project)
                 state.project = merged.project
                 state.start = merged.SerializeToString()
                 state.implicit = False
@@ -681,7 +698,7 @@ class DetectionPipeline:
             start.run_id,
             start.project,
             runs_pb2.RUN_STATUS_RUNNING,
-            self.suite.monitor(start.run_id),
+            self._monitor(start.run_id, start.project),
             start=start.SerializeToString(),
             touched=now,
         )
@@ -694,7 +711,7 @@ class DetectionPipeline:
             run_id,
             "default",
             runs_pb2.RUN_STATUS_RUNNING,
-            self.suite.monitor(run_id),
+            self._monitor(run_id, "default"),
             start=start.SerializeToString(),
             implicit=True,
             touched=now,
@@ -1026,6 +1043,8 @@ class DetectionPipeline:
             ack.ack.duplicates += 1
             return
         state.status = status
+        if self.refitter is not None and state.monitor is not None:
+            self.refitter.run_ended(state.project, end.run_id, status == runs_pb2.RUN_STATUS_FINISHED, state.monitor)
         state.monitor = None  # frees detector state; the run's history stays in the store
         state.text = None
         state.recent.clear()
@@ -1065,8 +1084,11 @@ class DetectionPipeline:
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def restore_run(self, blob: bytes) -> str:
+    def restore_run(self, blob: bytes, moved: bool = True) -> str:
         """Install a :meth:`snapshot_run` checkpoint (replacing this instance's state of the run).
+
+        ``moved``: the checkpoint may come from another instance (its project's refitted model is
+        looked up in the store again); False for this instance's own evictions.
 
         Raises :class:`~runwatch.models.snapshot.SnapshotError` naming what is wrong with a bad
         checkpoint. Diagnostics whose configuration differs here start fresh (logged).
@@ -1083,12 +1105,13 @@ class DetectionPipeline:
         if not isinstance(run_id, str) or check.check_run_id(run_id):
             raise SnapshotError(f"run_id: invalid {run_id!r}")
         try:
-            monitor = self.suite.monitor(run_id)
+            project = str(doc["project"])
+            monitor = self._monitor(run_id, project, moved)
             misfits = monitor.load_state_dict(doc["monitor"])
             start = runs_pb2.RunStart.FromString(base64.b64decode(doc["start"], validate=True))
             state = RunState(
                 run_id,
-                str(doc["project"]),
+                project,
                 runs_pb2.RUN_STATUS_RUNNING,
                 monitor,
                 start=start.SerializeToString(),
@@ -1217,9 +1240,9 @@ class DetectionPipeline:
                 else:
                     log.error("run %s: checkpoint not stored (%s); kept in memory", run_id, fut.exception())
 
-    def _restore_evicted(self, run_id: str, blob: bytes) -> RunState | None:
+    def _restore_evicted(self, run_id: str, blob: bytes, moved: bool) -> RunState | None:
         try:
-            self.restore_run(blob)
+            self.restore_run(blob, moved)
         except SnapshotError as exc:
             log.error("run %s: its checkpoint is unusable (%s); detection restarts from scratch", run_id, exc)
             self._evicting.pop(run_id, None)

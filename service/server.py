@@ -720,6 +720,8 @@ class RunwatchServer:
                 await server.stop(0)
                 await asyncio.to_thread(self.store.close)
                 raise
+        if self.pipeline.refitter is not None:
+            self.pipeline.refitter.start()  # the projects' run-outlier models, from the store's runs
         self._ticker = asyncio.create_task(self._tick_loop())
         return self.port
 
@@ -804,6 +806,8 @@ class RunwatchServer:
         if self.kafka is None:
             saved = self.pipeline.checkpoint_all(float("inf") if deadline is None else deadline - 1.0)
             log.debug("checkpointed %d running run(s) to the store", saved)
+        if self.pipeline.refitter is not None:
+            await asyncio.to_thread(self.pipeline.refitter.close)
         await asyncio.to_thread(self.store.close)
         return clean
 

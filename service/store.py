@@ -12,6 +12,10 @@ migrations (:mod:`runwatch.service.store_migrate`).
 
 Metric events are stored in chunks: one row per run per ingested batch,
 holding the serialized ``EventBatch`` of that run's events.
+
+A healthy finished run leaves its learned prefix summaries (float64 bytes and
+their shape, never pickle) in ``run_summaries``: its project's run-outlier
+reference rows (:mod:`runwatch.service.outlier_refit`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from runwatch.service.nesting import clip
@@ -54,7 +59,7 @@ class RunStore:
     >>> store.get_run("r1").project
     'p'
     >>> store.backend.name, store.schema_version
-    ('sqlite', 1)
+    ('sqlite', 2)
     >>> store.close()
 
     ``RunStore("postgresql://runwatch@db.internal/runwatch")`` opens a database
@@ -299,6 +304,23 @@ class RunStore:
         rows = self._read("SELECT state FROM run_checkpoints WHERE run_id = ?", (run_id,))
         return rows[0][0] if rows else None
 
+    def count_run_summaries(self, project: str) -> int:
+        """How many of a project's runs left run-outlier reference rows (:func:`save_run_summaries_op`)."""
+        return int(self._read("SELECT COUNT(*) FROM run_summaries WHERE project = ?", (project,))[0][0])
+
+    def run_summaries(self, project: str, first: int, newest: int) -> list[np.ndarray]:
+        """The rows of the newest ``newest`` of a project's first ``first`` runs stored, one array per run, oldest first."""
+        rows = self._read(
+            "SELECT n_rows, n_cols, summaries FROM (SELECT rowid, n_rows, n_cols, summaries FROM run_summaries "
+            "WHERE project = ? ORDER BY rowid LIMIT ?) AS firsts ORDER BY rowid DESC LIMIT ?",
+            (project, first, newest),
+        )
+        return [np.frombuffer(blob, dtype="<f8").reshape(n, d).copy() for n, d, blob in reversed(rows)]
+
+    def run_summary_projects(self) -> list[str]:
+        """The projects with run-outlier reference rows, by name."""
+        return [r[0] for r in self._read("SELECT DISTINCT project FROM run_summaries ORDER BY project")]
+
     def metric_summaries(self, run_id: str) -> list[service_pb2.MetricSummary]:
         stats: dict[str, service_pb2.MetricSummary] = {}
         for ev in self.events(run_id):
@@ -420,6 +442,24 @@ def delete_checkpoints_op(run_ids: list[str]) -> WriteOp:
 
     def op(conn: Connection) -> None:
         conn.executemany("DELETE FROM run_checkpoints WHERE run_id = ?", rows)
+
+    return op
+
+
+def save_run_summaries_op(run_id: str, project: str, summaries: np.ndarray) -> WriteOp:
+    """Keep a healthy finished run's prefix summaries ``[n_rows, n_cols]``, its project's run-outlier reference rows.
+
+    A run is stored once: an end delivered twice keeps its first rows and its place in the project's order.
+    """
+    rows = np.ascontiguousarray(summaries, dtype="<f8")
+    row = (run_id, project, time.time(), rows.shape[0], rows.shape[1], rows.tobytes())
+
+    def op(conn: Connection) -> None:
+        conn.execute(
+            "INSERT INTO run_summaries (run_id, project, saved, n_rows, n_cols, summaries) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO NOTHING",
+            row,
+        )
 
     return op
 

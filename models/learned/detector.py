@@ -13,8 +13,11 @@ shared by every run:
   its longest horizon stays at or above its alert level for ``patience``
   rows; the explanation says "expected within ~N steps";
 - ``RUN_OUTLIER``: at prefix checkpoints (16, 32, 64, ... rows) the run so far
-  is scored against the reference runs; the explanation names the summary
-  features furthest from them.
+  is scored against the reference runs, by its project's refitted model when
+  the service has one (:mod:`.project_refit`), else the shipped one; the
+  explanation says which, and names the summary features furthest from them.
+  The summary at each checkpoint is kept: when the run ends healthy, its
+  project's model learns from them.
 
 It also answers :meth:`LearnedDiagnostic.learned_normal` for the fusion layer
 (:mod:`runwatch.models.fusion`): whether the run looked normal to the learned
@@ -28,16 +31,16 @@ import math
 from collections import deque
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.base import Diagnostic, DiagnosticConfig, RunContext
 from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.learned.artifacts import LearnedArtifact, load_artifact
 from runwatch.models.learned.features import FEATURE_METRIC, FEATURES, N_FEATURES, RunFeatures
-from runwatch.models.learned.run_outlier import PrefixSummary
+from runwatch.models.learned.project_refit import ProjectRefitConfig
+from runwatch.models.learned.run_outlier import PrefixSummary, RunOutlierDetector
 from runwatch.models.learned.sequence_ae import rows_to_score
-
 
 _NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, 1, N_FEATURES)), np.zeros(0))
 
@@ -57,6 +60,9 @@ class LearnedConfig(DiagnosticConfig):
         Rows (logged training losses) before the first finding. Default 4.
     gate_rows
         The fusion gate looks this many rows back from a rule finding's step. Default 8.
+    project_refit
+        When the service refits the run-outlier detector on a project's own healthy runs
+        (:class:`~runwatch.models.learned.project_refit.ProjectRefitConfig`; ``enabled=false``: never).
     """
 
     artifact: str = ""
@@ -66,6 +72,7 @@ class LearnedConfig(DiagnosticConfig):
     patience: int = Field(2, ge=1)
     min_rows: int = Field(4, ge=1)
     gate_rows: int = Field(8, ge=1)
+    project_refit: ProjectRefitConfig = Field(default_factory=ProjectRefitConfig)
 
 
 class LearnedDiagnostic(Diagnostic):
@@ -90,7 +97,10 @@ class LearnedDiagnostic(Diagnostic):
         "(Malhotra et al. 2016); divergence forecasting from training dynamics (cf. AutoTrainer, Zhang et al. 2021)"
     )
 
-    state_attributes = ("features", "summary", "tail", "ae_streak", "fc_streak", "next_checkpoint", "next_score_step", "gate")
+    state_attributes = (
+        "features", "summary", "tail", "ae_streak", "fc_streak", "next_checkpoint", "next_score_step", "gate",
+        "checkpoint_summaries", "project_outliers",
+    )
     transient_attributes = ("_block",)
 
     @classmethod
@@ -114,9 +124,30 @@ class LearnedDiagnostic(Diagnostic):
         self.next_score_step = 0  # the autoencoder's next scoring step (rows_to_score)
         self._block: tuple[np.ndarray, np.ndarray, np.ndarray] = _NO_BLOCK  # the last block's rows, not state
         self.gate: deque[tuple[int, bool]] = deque(maxlen=256)  # (step, abnormal) per recent row
+        # The prefix summary at each checkpoint passed: the run's rows for its project's refit.
+        self.checkpoint_summaries = np.zeros((0, 3 * N_FEATURES))
+        self.project_outliers = 0  # checkpoints its project's own model flagged: the run does not teach it
+        self.context = RunContext()
 
     def watches(self, metric: str) -> bool:
         return True
+
+    def bind(self, context: RunContext) -> None:
+        self.context = context
+
+    def run_outlier_model(self) -> tuple[RunOutlierDetector, float, str]:
+        """The detector, alert level and name scoring this run's prefixes now: its project's, else the shipped one.
+
+        >>> d = LearnedDiagnostic()
+        >>> d.run_outlier_model()[2]
+        'shipped model'
+        """
+        models = self.context.project_models
+        if models is not None and self.config.project_refit.enabled:
+            own = models.get(self.context.project)
+            if own is not None:
+                return own.detector, own.alert, own.label
+        return self.model.run_outlier, self.model.config.thresholds.run_outlier_alert, "shipped model"
 
     # -- streaming ----------------------------------------------------------------------------------
 
@@ -242,15 +273,18 @@ class LearnedDiagnostic(Diagnostic):
             upto = mark - seen_before
             self.summary.update(x[done:upto])
             done = upto
+            vec = self.summary.vector()
+            if self.config.project_refit.enabled:
+                self.checkpoint_summaries = np.concatenate([self.checkpoint_summaries, vec[None, :]])
             if not self.config.run_outlier:
                 continue
             step = int(steps[upto - 1])
-            vec = self.summary.vector()
-            det = self.model.run_outlier
+            det, alert, source = self.run_outlier_model()
             score = round(float(det.score_samples(vec[None, :])[0]), 6)
-            alert = self.model.config.thresholds.run_outlier_alert
             if score < alert:
                 continue
+            if det is not self.model.run_outlier:
+                self.project_outliers += 1
             top = det.explain(vec)
             feat = top[0][0].split(":", 1)[1]
             metric, layer = self._metric_of(feat)
@@ -260,8 +294,8 @@ class LearnedDiagnostic(Diagnostic):
                 score / alert if alert > 0 else score,
                 step,
                 metric,
-                f"the run's first {mark} points are unlike the reference runs ({det.config.method} score {score:.3f} "
-                f">= {alert:.3f}); furthest: " + ", ".join(f"{name} z={z:+.1f}" for name, z in top),
+                f"the run's first {mark} points are unlike the reference runs ({source}: {det.config.method} score "
+                f"{score:.3f} >= {alert:.3f}); furthest: " + ", ".join(f"{name} z={z:+.1f}" for name, z in top),
                 layer=layer,
                 key="run",
             ))
@@ -304,6 +338,8 @@ class LearnedDiagnostic(Diagnostic):
             "next_checkpoint": self.next_checkpoint,
             "next_score_step": self.next_score_step,
             "gate": [list(g) for g in self.gate],
+            "checkpoint_summaries": self.checkpoint_summaries,
+            "project_outliers": self.project_outliers,
         }
         return {"name": self.name, "version": self.version, "config": self.config.to_dict(), "state": encode(state)}
 
@@ -312,7 +348,7 @@ class LearnedDiagnostic(Diagnostic):
 
         if (snapshot.get("name"), snapshot.get("version")) != (self.name, self.version):
             return False
-        if snapshot.get("config") != self.config.to_dict():
+        if not self._detects_as(snapshot.get("config")):
             return False
         try:
             state = decode(snapshot["state"], "learned")
@@ -323,6 +359,20 @@ class LearnedDiagnostic(Diagnostic):
             self.next_checkpoint = int(state["next_checkpoint"])
             self.next_score_step = int(state["next_score_step"])
             self.gate = deque(((int(s), bool(a)) for s, a in state["gate"]), maxlen=256)
+            # absent in checkpoints from before project refits
+            self.project_outliers = int(state.get("project_outliers", 0))
+            rows = state.get("checkpoint_summaries")
+            self.checkpoint_summaries = np.zeros((0, 3 * N_FEATURES)) if rows is None else np.asarray(rows, np.float64)
+            if self.checkpoint_summaries.ndim != 2 or self.checkpoint_summaries.shape[1] != 3 * N_FEATURES:
+                raise ValueError("checkpoint_summaries: bad shape")
         except (KeyError, TypeError, ValueError):
             return False
         return True
+
+    def _detects_as(self, saved: object) -> bool:
+        """Whether a checkpoint's config detects as this one (the refit policy does not touch a run's state)."""
+        try:
+            cfg = LearnedConfig.model_validate(saved)
+        except ValidationError:
+            return False
+        return cfg.model_copy(update={"project_refit": self.config.project_refit}) == self.config
