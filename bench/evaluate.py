@@ -172,7 +172,15 @@ def thin_record(rec: RunRecord, k: int) -> RunRecord:
         m = remap[rows] >= 0
         if m.any():
             cols[name] = (remap[rows[m]].astype(np.int32), values[m])
-    return RunRecord(rec.steps[keep], rec.wall[keep], cols, rec.meta)
+    meta = rec.meta
+    spec = meta["spec"]
+    if spec["fault"] == "stall":
+        # A stall starts after the last step that arrived; thinned, that is the last kept step before it, and
+        # the service dates a stall at that step + 1.
+        before = rec.steps[keep][rec.steps[keep] < int(spec["onset"])]
+        if len(before):
+            meta = {**meta, "spec": {**spec, "onset": int(before[-1]) + 1}}
+    return RunRecord(rec.steps[keep], rec.wall[keep], cols, meta)
 
 
 @dataclass

@@ -999,22 +999,22 @@ def _fraction_column(
 
 # ---------------------------------------------------------------------- plateau
 
-PLATEAU_SCALARS = 13
+PLATEAU_SCALARS = 15
 """Finite values seen, first step, EWMA level, MAD, converged floor, first value's scale, sum of
-the window's y, points in the trend, and the trend's sums x, y, xx, xy, yy; then rings of
-``window`` x and y."""
+the window's y, points in the trend, the trend's sums x, y, xx, xy, yy, the window's length in
+values (0 until sized) and the check interval in values; then rings of ``capacity`` x and y."""
 PLATEAU_OUT = 5
 """Per firing position: index, best-case improvement, span, level (relative), fitted change."""
 
 
-def plateau_state(window: int) -> np.ndarray:
-    return np.zeros(PLATEAU_SCALARS + 2 * window)
+def plateau_state(capacity: int) -> np.ndarray:
+    return np.zeros(PLATEAU_SCALARS + 2 * capacity)
 
 
 @kernel(
     lambda: (
         *(_steps(3), _values(3), plateau_state(20)),
-        *(20, 10, 0.005, 2.0, 100.0, 0.01, 0.05, 0.1),
+        *(20, 20, 10, 10, 0.005, 2.0, 100.0, 0.01, 0.05, 0.1),
         _out(3, PLATEAU_OUT),
     )
 )
@@ -1022,7 +1022,9 @@ def plateau(
     steps: np.ndarray,
     values: np.ndarray,
     state: np.ndarray,
-    window: int,
+    capacity: int,
+    patience: int,
+    min_points: int,
     every: int,
     min_delta: float,
     zc: float,
@@ -1032,12 +1034,18 @@ def plateau(
     max_rise: float,
     out: np.ndarray,
 ) -> int:
-    """No clear relative improvement of a loss over a sliding window of ``window`` values.
+    """No clear relative improvement of a loss over a sliding window of about ``patience`` steps.
 
-    A least-squares line (running sums, O(1) per value, as
-    running least-squares sums) through the window's values
+    The window's length in values is sized once, when the ``min_points``-th
+    finite value arrives: ``round(patience / g)`` values for the median step
+    gap ``g`` (at least 1) of those first values, but at least
+    ``min_points`` and at most ``capacity`` (the rings' length,
+    ``max(patience, min_points)``); the check interval becomes
+    ``max(1, min(every, round(every * window / patience)))`` values, i.e.
+    about every ``every`` steps (unchanged when logged every step). A least-squares line
+    (running sums, O(1) per value) through the window's values
     divided by the first value, values more than 3 robust SDs above an EWMA
-    level (alpha 0.05) entering winsorised. Every ``every`` values, once the
+    level (alpha 0.05) entering winsorised. At each check, once the
     window is full and the step is ``warmup_steps`` past the first, the
     fitted change over the window's span and its upper confidence bound
     (``zc`` standard errors of the slope) are computed; it fires when the
@@ -1058,8 +1066,10 @@ def plateau(
     sxx = float(state[10])
     sxy = float(state[11])
     syy = float(state[12])
-    xs = state[PLATEAU_SCALARS : PLATEAU_SCALARS + window]
-    ys = state[PLATEAU_SCALARS + window : PLATEAU_SCALARS + 2 * window]
+    window = int(state[13])
+    check = int(state[14])
+    xs = state[PLATEAU_SCALARS : PLATEAU_SCALARS + capacity]
+    ys = state[PLATEAU_SCALARS + capacity : PLATEAU_SCALARS + 2 * capacity]
     nf = 0
     for i in range(len(values)):
         value = float(values[i])
@@ -1078,11 +1088,15 @@ def plateau(
             dev = cap
         y = (ew + dev) / v0
         x = float(step - first_step)
-        j = n % window
-        ox = float(xs[j])
-        oy = float(ys[j])
+        j = n % capacity
+        ox = 0.0
+        oy = 0.0
+        if window > 0 and n >= window:  # the value leaving the window
+            k = (n - window) % capacity
+            ox = float(xs[k])
+            oy = float(ys[k])
         sum_y += y - oy
-        if tn == window:
+        if window > 0 and tn == window:
             sx -= ox
             sy -= oy
             sxx -= ox * ox
@@ -1100,7 +1114,26 @@ def plateau(
         mad += 0.05 * ((dev if dev >= 0.0 else -dev) - mad)
         ew += 0.05 * dev
         n += 1
-        if n % every or n < window or x < warmup_steps:
+        if window == 0:
+            if n < min_points:
+                continue
+            # Size the window from the logging interval: the median gap of the first values.
+            gaps = np.sort(np.diff(xs[:n]))
+            m = len(gaps)
+            gap = float(gaps[m // 2]) if m % 2 else 0.5 * (float(gaps[m // 2 - 1]) + float(gaps[m // 2]))
+            if gap < 1.0:
+                gap = 1.0
+            window = int(patience / gap + 0.5)
+            if window < min_points:
+                window = min_points
+            if window > capacity:
+                window = capacity
+            check = int(every * window / patience + 0.5)  # about every ``every`` steps
+            if check > every:
+                check = every
+            if check < 1:
+                check = 1
+        if n % check or n < window or x < warmup_steps:
             continue
         level = sum_y / window  # mean of the window, in units of the first value
         if level <= floor:
@@ -1110,7 +1143,7 @@ def plateau(
         r2 = _r2(tn, den, tn * syy - sy * sy, tn * sxy - sx * sy)
         q = slope * slope * (1.0 - r2) / (r2 * (window - 2)) if r2 > 0.0 else 0.0
         se = q**0.5 if q > 0.0 else 0.0
-        span = x - float(xs[n % window])
+        span = x - float(xs[(n - window) % capacity])
         scale = span / level
         change = slope * scale  # fitted relative change over the window (negative = improving)
         if change > max_rise:
@@ -1137,6 +1170,8 @@ def plateau(
     state[10] = sxx
     state[11] = sxy
     state[12] = syy
+    state[13] = window
+    state[14] = check
     return nf
 
 

@@ -1,4 +1,4 @@
-"""Loss plateau: no relative improvement for ``patience`` observations."""
+"""Loss plateau: no relative improvement over about ``patience`` steps."""
 
 from __future__ import annotations
 
@@ -32,7 +32,18 @@ class PlateauConfig(DiagnosticConfig):
         of healthy language-model training) improve by 0.5-2 % per 200 steps
         in their middle phase.
     patience
-        Observations of a training metric in the fitted window. Default 200.
+        Steps of training a training metric's fitted window covers. Default
+        200. The window is a number of observations, sized once from the
+        logging interval: ``round(patience / g)`` for the median step gap
+        ``g`` of the first ``min_points`` values, but never fewer than
+        ``min_points``. Logged every step that is 200 values; every 25 steps,
+        10 values (250 steps); every 50 steps, 10 values (500 steps).
+    min_points
+        The fewest observations in a training metric's window, and how many
+        values the logging interval is measured on. Default 10: fewer points
+        cannot tell a flat loss from noise; sparse logging (HF Trainer
+        ``logging_steps``, Lightning ``log_every_n_steps``) thus gets a window
+        longer than ``patience`` steps rather than one that never fills.
     val_patience
         Observations of a ``val/`` metric in the fitted window. Default 10
         (ReduceLROnPlateau's default, counted in validation points).
@@ -47,8 +58,12 @@ class PlateauConfig(DiagnosticConfig):
         step seen by this diagnostic counts as 0). Default 100: learning-rate
         warm-ups start near zero and barely move the loss.
     check_every
-        A training metric is tested every this many observations (``val/``
-        metrics on every one). Default 10.
+        A training metric is tested about every this many steps: every
+        ``max(1, min(check_every, round(check_every * window / patience)))``
+        observations (``val/`` metrics on every one). Default 10: logged
+        every step, every 10 values, as before; every 5 steps (a 40-value
+        window), every 2 values; every 25 steps (a 10-value window), on every
+        value.
     abs_floor, rel_floor
         The loss counts as converged, and never as a plateau, once its level
         is at most ``max(abs_floor, rel_floor * first value)``. Defaults 0.01
@@ -62,13 +77,14 @@ class PlateauConfig(DiagnosticConfig):
     metrics: tuple[str, ...] = ("loss",)
     min_delta: float = Field(default=0.005, ge=0.0, lt=1.0)
     patience: int = Field(default=200, ge=3)
+    min_points: int = Field(default=10, ge=3)
     val_patience: int = Field(default=10, ge=3)
     confidence_z: float = Field(default=2.0, ge=0.0)
     warmup_steps: int = Field(default=100, ge=0)
     check_every: int = Field(default=10, ge=1)
     abs_floor: float = Field(default=0.01, ge=0.0)
     rel_floor: float = Field(default=0.05, ge=0.0)
-    max_rise: float = Field(default=0.1, ge=0.0)
+    max_rise: float = Field(default=0.005, ge=0.0)
 
 
 class PlateauDiagnostic(Diagnostic):
@@ -76,8 +92,12 @@ class PlateauDiagnostic(Diagnostic):
 
     The rule of PyTorch's ``ReduceLROnPlateau`` (mode ``min``, relative
     threshold) and SageMaker Debugger's ``LossNotDecreasing``: a plateau is
-    ``patience`` observations over which the loss did not improve by
-    ``min_delta`` (relative). Instead of comparing two noisy values, the
+    a window of about ``patience`` steps over which the loss did not improve by
+    ``min_delta`` (relative). Runs log their loss every step or every few
+    hundred, so the window is a number of observations sized from the
+    logging interval once the first ``min_points`` values have arrived
+    (``patience`` / median step gap, at least ``min_points``; see
+    :class:`PlateauConfig`), and warm-up and spans stay in steps. Instead of comparing two noisy values, the
     improvement is the least-squares line over the window
     (running least-squares sums, O(1) per value; values
     more than 3 robust SDs above the EWMA level enter it winsorised) times
@@ -133,11 +153,17 @@ class PlateauDiagnostic(Diagnostic):
 
     def _start(self, metric: str) -> tuple[np.ndarray, tuple]:
         cfg = self.config
-        is_val = metric.startswith("val/")
-        window = cfg.val_patience if is_val else cfg.patience
+        if metric.startswith("val/"):  # counted in validation points: a window of exactly val_patience
+            patience = min_points = capacity = int(cfg.val_patience)
+            every = 1
+        else:
+            patience, min_points, every = int(cfg.patience), int(cfg.min_points), int(cfg.check_every)
+            capacity = max(patience, min_points)
         params = (
-            int(window),
-            1 if is_val else int(cfg.check_every),
+            capacity,
+            patience,
+            min_points,
+            every,
             float(cfg.min_delta),
             float(cfg.confidence_z),
             float(cfg.warmup_steps),
@@ -145,7 +171,22 @@ class PlateauDiagnostic(Diagnostic):
             float(cfg.rel_floor),
             float(cfg.max_rise),
         )
-        return plateau_state(window), params
+        return plateau_state(capacity), params
+
+    def load_state_dict(self, snapshot: dict) -> bool:
+        """Restore :meth:`state_dict` output, including snapshots taken before ``min_points`` existed.
+
+        Such a snapshot's runs keep the window they had: ``patience`` (or
+        ``val_patience``) values, checked every ``check_every`` (or every) value.
+        """
+        config = snapshot.get("config")
+        if isinstance(config, dict) and "min_points" not in config:
+            default = PlateauConfig.model_fields["min_points"].default
+            snapshot = {**snapshot, "config": {**config, "min_points": default}}
+        if not super().load_state_dict(snapshot):
+            return False
+        self._states = {metric: _upgrade(entry) for metric, entry in self._states.items()}
+        return True
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         cols = select_columns(self, block)
@@ -184,3 +225,17 @@ class PlateauDiagnostic(Diagnostic):
             ),
             wall_time=float(col.wall_times[i]),
         )
+
+
+_OLD_PLATEAU_SCALARS = 13
+"""Scalars of a state snapshotted before the window was sized in steps (no window length, no check interval)."""
+
+
+def _upgrade(entry: tuple[np.ndarray, tuple]) -> tuple[np.ndarray, tuple]:
+    """A per-metric state of the old layout (params ``(window, every, ...)``) in the current one, window kept."""
+    state, params = entry
+    if len(params) != 8:
+        return entry
+    window, every, *rest = params
+    state = np.concatenate((state[:_OLD_PLATEAU_SCALARS], [float(window), float(every)], state[_OLD_PLATEAU_SCALARS:]))
+    return state, (int(window), int(window), int(window), int(every), *rest)

@@ -21,8 +21,12 @@ class StalledRunConfig(DiagnosticConfig):
     ----------
     timeout_s
         Seconds without telemetry after which a run is stalled, at least.
-        Default 300 (a hung collective, a dead data loader or a crashed job
-        that did not report its end).
+        Default 900 (a hung collective, a dead data loader or a crashed job
+        that did not report its end). Healthy jobs go quiet for minutes while
+        they save a checkpoint or evaluate: in the training half of the real
+        MLPerf logs, 12 % of successful runs had a gap over 5 min, 3.9 % over
+        15 min, 2 % over 30 min (SageMaker's StalledTrainingRule waits
+        30 min by default).
     gap_factor
         A run whose events are normally far apart (e.g. one event per slow
         step) is stalled only after ``gap_factor`` x its typical inter-event
@@ -40,7 +44,7 @@ class StalledRunConfig(DiagnosticConfig):
         logged on every event). Default ``""``.
     """
 
-    timeout_s: float = Field(default=300.0, gt=0.0)
+    timeout_s: float = Field(default=900.0, gt=0.0)
     gap_factor: float = Field(default=10.0, ge=0.0)
     gap_alpha: float = Field(default=0.1, gt=0.0, le=1.0)
     startup_gaps: int = Field(default=3, ge=0)
@@ -74,13 +78,13 @@ class StalledRunDiagnostic(Diagnostic):
     []
     >>> d.watches("loss"), d.watches("lr"), d.typical_gap   # the first metric of the run times its events
     (True, False, 2.0)
-    >>> d.on_idle(now=1100.0, last_wall_time=1008.0, last_step=4) is None
+    >>> d.on_idle(now=1800.0, last_wall_time=1008.0, last_step=4) is None
     True
-    >>> f = d.on_idle(now=1400.0, last_wall_time=1008.0, last_step=4)
+    >>> f = d.on_idle(now=2200.0, last_wall_time=1008.0, last_step=4)
     >>> f.kind.name, f.step, round(f.score, 2)
-    ('STALLED', 4, 1.31)
+    ('STALLED', 4, 1.32)
     >>> f.explanation
-    'no telemetry for 392 s after step 4 (timeout 300 s; typical gap between events 2 s)'
+    'no telemetry for 1192 s after step 4 (timeout 900 s; typical gap between events 2 s)'
     """
 
     name = "stalled"

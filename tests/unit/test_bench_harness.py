@@ -11,7 +11,7 @@ import pytest
 from bench import metrics as M
 from bench.corpus import labels as L
 from bench.corpus.store import RunRecord, load, save
-from bench.evaluate import FIXTURE, evaluate_runs, load_corpus, make_systems, stream, truth_of
+from bench.evaluate import FIXTURE, evaluate_runs, load_corpus, make_systems, stream, thin_record, truth_of
 from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.monitor import RunMonitor
@@ -133,6 +133,19 @@ class _FiresAt:
 def _run(n: int, ended: bool, gap_at: int | None = None) -> RunRecord:
     wall = [1.0e9 + 0.01 * s + (600.0 if gap_at is not None and s >= gap_at else 0.0) for s in range(n)]
     return RunRecord.from_events([(s, wall[s], {"loss": 1.0}) for s in range(n)], {"run_id": "r", "ended": ended})
+
+
+def test_thinning_keeps_every_kth_step_and_dates_a_stall_after_the_last_kept_one():
+    events = [(s, 1000.0 + s, {"loss": 1.0 / (s + 1)}) for s in range(137)]  # hangs at step 137
+    meta = {"run_id": "r", "ended": False, "spec": {"fault": "stall", "onset": 137}, "labels": {"manifest_step": 137}}
+    thin = thin_record(RunRecord.from_events(events, meta), 25)
+    assert thin.steps.tolist() == [0, 25, 50, 75, 100, 125]
+    assert truth_of(thin).onset == 126 and truth_of(thin).healthy_steps == 6
+    alerts = stream(thin, DiagnosticSuite().monitor("r"))
+    stalls = [a for a in alerts if a.kind == "STALLED"]
+    assert stalls and stalls[0].step == 126  # at the onset: the stall is detected, not a false alarm
+    other = {"run_id": "b", "spec": {"fault": "bad_batch", "onset": 60}}
+    assert thin_record(RunRecord.from_events(events, other), 25).meta["spec"]["onset"] == 60  # only stalls move
 
 
 def test_stream_places_alerts_and_idle_checks_like_the_service():
