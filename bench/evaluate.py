@@ -173,8 +173,8 @@ def thin_record(rec: RunRecord, k: int) -> RunRecord:
         if m.any():
             cols[name] = (remap[rows[m]].astype(np.int32), values[m])
     meta = rec.meta
-    spec = meta["spec"]
-    if spec["fault"] == "stall":
+    spec = meta.get("spec", {})  # real logs have none
+    if spec.get("fault") == "stall":
         # A stall starts after the last step that arrived; thinned, that is the last kept step before it, and
         # the service dates a stall at that step + 1.
         before = rec.steps[keep][rec.steps[keep] < int(spec["onset"])]

@@ -1003,7 +1003,7 @@ PLATEAU_SCALARS = 15
 """Finite values seen, first step, EWMA level, MAD, converged floor, first value's scale, sum of
 the window's y, points in the trend, the trend's sums x, y, xx, xy, yy, the window's length in
 values (0 until sized) and the check interval in values; then rings of ``capacity`` x and y."""
-PLATEAU_OUT = 5
+PLATEAU_OUT = 6
 """Per firing position: index, best-case improvement, span, level (relative), fitted change."""
 
 
@@ -1014,7 +1014,7 @@ def plateau_state(capacity: int) -> np.ndarray:
 @kernel(
     lambda: (
         *(_steps(3), _values(3), plateau_state(20)),
-        *(20, 20, 10, 10, 0.005, 2.0, 100.0, 0.01, 0.05, 0.1),
+        *(20, 20, 10, 10, 0.005, 2.0, 100.0, 0.01, 0.05, 0.1, 0.05),
         _out(3, PLATEAU_OUT),
     )
 )
@@ -1032,6 +1032,7 @@ def plateau(
     abs_floor: float,
     rel_floor: float,
     max_rise: float,
+    late_rate: float,
     out: np.ndarray,
 ) -> int:
     """No clear relative improvement of a loss over a sliding window of about ``patience`` steps.
@@ -1051,7 +1052,9 @@ def plateau(
     (``zc`` standard errors of the slope) are computed; it fires when the
     bound is below ``min_delta``, unless the level is converged (at most
     ``max(abs_floor, rel_floor * first value)``) or the fitted change is a
-    rise above ``max_rise``.
+    rise above ``max_rise``. Late in a long run the bar is lowered to
+    ``late_rate * span / elapsed`` where that is below ``min_delta`` (0:
+    never lowered).
     """
     n = int(state[0])
     first_step = int(state[1])
@@ -1149,13 +1152,17 @@ def plateau(
         if change > max_rise:
             continue  # rising fast: a divergence or a spike, not a plateau
         best_case = (se * zc - slope) * scale
-        if best_case >= min_delta:
+        bar = min_delta
+        if late_rate > 0.0 and x > 0.0 and late_rate * span / x < bar:
+            bar = late_rate * span / x  # a power-law curve improves ~exponent * span / elapsed per window
+        if best_case >= bar:
             continue
         out[nf, 0] = i
         out[nf, 1] = best_case
         out[nf, 2] = span
         out[nf, 3] = level
         out[nf, 4] = change
+        out[nf, 5] = bar
         nf += 1
     state[0] = n
     state[1] = first_step

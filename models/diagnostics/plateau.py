@@ -64,6 +64,17 @@ class PlateauConfig(DiagnosticConfig):
         every step, every 10 values, as before; every 5 steps (a 40-value
         window), every 2 values; every 25 steps (a 10-value window), on every
         value.
+    late_rate
+        Late in a long run the required improvement per window is lowered to
+        ``late_rate * span / elapsed steps`` where that is below ``min_delta``.
+        Default 0.05: losses fall roughly as a power law of the step, ``L ~
+        t^-a``, whose relative improvement over a window of ``span`` steps is
+        about ``a * span / t`` -- a healthy run 60,000 steps in improves by far
+        less than 0.5 % per 450 steps. With 0.05 the bar stays ``min_delta``
+        for the first ~2,000 steps of a 200-step window (every corpus run), and
+        a Lightning log 59,000 steps in (the training half of the real logs)
+        that improved 0.4 % over its last 450 steps is not a plateau. 0 turns
+        it off.
     abs_floor, rel_floor
         The loss counts as converged, and never as a plateau, once its level
         is at most ``max(abs_floor, rel_floor * first value)``. Defaults 0.01
@@ -85,6 +96,7 @@ class PlateauConfig(DiagnosticConfig):
     abs_floor: float = Field(default=0.01, ge=0.0)
     rel_floor: float = Field(default=0.05, ge=0.0)
     max_rise: float = Field(default=0.005, ge=0.0)
+    late_rate: float = Field(default=0.05, ge=0.0)
 
 
 class PlateauDiagnostic(Diagnostic):
@@ -133,7 +145,7 @@ class PlateauDiagnostic(Diagnostic):
     []
     >>> unguarded = PlateauDiagnostic(PlateauConfig(patience=20, warmup_steps=10, max_rise=1e9))
     >>> unguarded.observe_block(block(falls_then_climbs))[-1].explanation[:60]
-    'loss improved by at most 0.0% over the last 19 steps (< 0.50'
+    'loss improved by at most 0.0% over the last 19 steps (< 0.48'
     """
 
     name = "plateau"
@@ -170,6 +182,7 @@ class PlateauDiagnostic(Diagnostic):
             float(cfg.abs_floor),
             float(cfg.rel_floor),
             float(cfg.max_rise),
+            float(cfg.late_rate),
         )
         return plateau_state(capacity), params
 
@@ -180,9 +193,9 @@ class PlateauDiagnostic(Diagnostic):
         ``val_patience``) values, checked every ``check_every`` (or every) value.
         """
         config = snapshot.get("config")
-        if isinstance(config, dict) and "min_points" not in config:
-            default = PlateauConfig.model_fields["min_points"].default
-            snapshot = {**snapshot, "config": {**config, "min_points": default}}
+        if isinstance(config, dict):
+            added = {k: PlateauConfig.model_fields[k].default for k in ("min_points", "late_rate") if k not in config}
+            snapshot = {**snapshot, "config": {**config, **added}}
         if not super().load_state_dict(snapshot):
             return False
         self._states = {metric: _upgrade(entry) for metric, entry in self._states.items()}
@@ -208,14 +221,13 @@ class PlateauDiagnostic(Diagnostic):
 
     def _finding(self, metric: str, col: Column, row: list[float], v0: float) -> Finding:
         i = int(row[0])
-        best_case, span, level, change = row[1], row[2], row[3], row[4]
-        min_delta = self.config.min_delta
-        pct = f"{min_delta:.0%}" if min_delta >= 0.01 else f"{min_delta:.2%}"
+        best_case, span, level, change, bar = row[1], row[2], row[3], row[4], row[5]
+        pct = f"{bar:.0%}" if bar >= 0.01 else f"{bar:.2%}"
         unit = "validation points" if metric.startswith("val/") else "steps"
         return Finding(
             AnomalyKind.PLATEAU,
             Severity.WARNING,
-            score=min_delta / best_case if best_case > min_delta / 100.0 else 100.0,
+            score=bar / best_case if best_case > bar / 100.0 else 100.0,
             step=int(col.steps[i]),
             metric=metric,
             explanation=(
@@ -234,8 +246,10 @@ _OLD_PLATEAU_SCALARS = 13
 def _upgrade(entry: tuple[np.ndarray, tuple]) -> tuple[np.ndarray, tuple]:
     """A per-metric state of the old layout (params ``(window, every, ...)``) in the current one, window kept."""
     state, params = entry
-    if len(params) != 8:
-        return entry
-    window, every, *rest = params
-    state = np.concatenate((state[:_OLD_PLATEAU_SCALARS], [float(window), float(every)], state[_OLD_PLATEAU_SCALARS:]))
-    return state, (int(window), int(window), int(window), int(every), *rest)
+    if len(params) == 8:
+        window, every, *rest = params
+        state = np.concatenate((state[:_OLD_PLATEAU_SCALARS], [float(window), float(every)], state[_OLD_PLATEAU_SCALARS:]))
+        params = (int(window), int(window), int(window), int(every), *rest)
+    if len(params) == 10:
+        params = (*params, 0.0)  # saved before late_rate: the bar it was checked against
+    return state, params

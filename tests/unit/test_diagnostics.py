@@ -639,9 +639,9 @@ def test_plateau_restores_a_snapshot_from_before_min_points() -> None:
     before = diagnostic_class("plateau")()
     got = [(f.step, f.score) for b in blocks[:2] for f in before.observe_block(b)]
     state, params = before._states["loss"]
-    before._states["loss"] = (np.delete(state, [13, 14]), (params[0], *params[3:]))  # the old layout
+    before._states["loss"] = (np.delete(state, [13, 14]), (params[0], *params[3:-1]))  # the old layout
     old = before.state_dict()
-    del old["config"]["min_points"]
+    del old["config"]["min_points"], old["config"]["late_rate"]
     after = diagnostic_class("plateau")()
     assert after.load_state_dict(json.loads(json.dumps(old)))
     got += [(f.step, f.score) for b in blocks[2:] for f in after.observe_block(b)]
