@@ -16,7 +16,7 @@ Prints a table: events/s and metric values/s for each service, the
 pipeline's ratio to each bare service, and p50/p99 latency from batch
 arrival to anomaly emission (measured inside the pipeline process).
 
-    python bench/ingest_throughput.py --only-full --http --repeats 5
+    python bench/ingest_throughput.py --only-full --http --repeats 3 --steps 25000
 
 measures what serving the dashboard and /metrics costs ingest: the same server
 with ``--http-port`` on while a run page streams its points and anomalies, the
