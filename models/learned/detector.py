@@ -42,7 +42,12 @@ from runwatch.models.learned.project_refit import ProjectRefitConfig
 from runwatch.models.learned.run_outlier import PrefixSummary, RunOutlierDetector
 from runwatch.models.learned.sequence_ae import rows_to_score
 
-_NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, 1, N_FEATURES)), np.zeros(0))
+_NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, N_FEATURES)), 0, np.zeros(0))
+_NONFINITE = FEATURES.index("nonfinite")
+_SIGN_FEATURES = tuple((FEATURES.index(name), fmt) for name, fmt in (
+    ("loss_vs_best", "loss {:.2g}x its best"), ("lr_vs_at_best", "lr {:.2g}x its value at the best loss"),
+    ("grad_vs_best", "grad norm {:.2g}x its low"), ("loss_trend", "loss trend x{:.2g}")))
+_UPDATE_RATIO = FEATURES.index("update_ratio")
 
 
 class LearnedConfig(DiagnosticConfig):
@@ -122,7 +127,8 @@ class LearnedDiagnostic(Diagnostic):
         self.fc_streak = 0
         self.next_checkpoint = 0
         self.next_score_step = 0  # the autoencoder's next scoring step (rows_to_score)
-        self._block: tuple[np.ndarray, np.ndarray, np.ndarray] = _NO_BLOCK  # the last block's rows, not state
+        # The last block's steps, padded rows, first window's start and scores: not state.
+        self._block: tuple[np.ndarray, np.ndarray, int, np.ndarray] = _NO_BLOCK
         self.gate: deque[tuple[int, bool]] = deque(maxlen=256)  # (step, abnormal) per recent row
         # The prefix summary at each checkpoint passed: the run's rows for its project's refit.
         self.checkpoint_summaries = np.zeros((0, 3 * N_FEATURES))
@@ -164,36 +170,45 @@ class LearnedDiagnostic(Diagnostic):
         self.tail = history[-keep:].copy()  # a view would keep the whole block alive
         seen_before = self.features.seen - n
 
-        windows = self._windows(history, first_new, seen_before)
+        padded, start = self._padded(history, first_new)
         scored, self.next_score_step = rows_to_score(steps, self.next_score_step, self.model.config.sequence_every_steps)
         ae_score, fe = np.full(n, np.nan), np.zeros((n, N_FEATURES))
-        if scored.any():
-            ae_score[scored], fe[scored] = self._score_windows(windows[scored])
+        rows = scored.nonzero()[0]
+        if len(rows):
+            ae_score[scored], fe[scored] = self._score_windows(self._windows(padded, start, rows))
         # Rule findings of this block may ask about rows the stride skipped (learned_normal scores them then).
-        self._block = (steps, windows, ae_score)
+        self._block = (steps, padded, start, ae_score)
 
-        back = np.arange(first_new, len(history)) - self.lag
-        before = np.where(back[:, None] >= 0, history[np.maximum(back, 0)], np.nan)
-        proba = self.model.forecaster.predict_proba(np.stack([x, before], axis=1))
-        proba = np.round(proba, 6)
+        if n == 1:  # one row: the row ``lag`` rows back without the index arithmetic
+            b = len(history) - 1 - self.lag
+            before = history[b:b + 1] if b >= 0 else np.full((1, N_FEATURES), np.nan)
+        else:
+            back = np.arange(first_new, len(history)) - self.lag
+            before = np.where(back[:, None] >= 0, history[np.maximum(back, 0)], np.nan)
+        proba = self.model.forecaster.predict_proba_rows(x, before)
+        proba = proba.round(6)  # np.round's method, without its wrapper
         p_long = proba[:, -1]
 
-        abnormal = (scored & (ae_score >= th.sequence_gate)) | (p_long >= th.forecast_gate) | (x[:, FEATURES.index("nonfinite")] > 0)
-        self.gate.extend(zip(steps.tolist(), abnormal.tolist()))
+        abnormal = (scored & (ae_score >= th.sequence_gate)) | (p_long >= th.forecast_gate) | (x[:, _NONFINITE] > 0)
+        step_list = steps.tolist()
+        self.gate.extend(zip(step_list, abnormal.tolist()))
 
         findings: list[Finding] = []
+        sequence_alert, forecast_alert = th.sequence_alert, th.forecast_alert
+        min_rows, patience = cfg.min_rows, cfg.patience
+        want_sequence, want_forecast = cfg.sequence_outlier, cfg.divergence_forecast
+        scored_list, ae_list, p_list = scored.tolist(), ae_score.tolist(), p_long.tolist()
         for i in range(n):
             row_no = seen_before + i + 1
-            if scored[i]:
-                self.ae_streak = self.ae_streak + 1 if ae_score[i] >= th.sequence_alert else 0
-            self.fc_streak = self.fc_streak + 1 if p_long[i] >= th.forecast_alert else 0
-            if row_no < cfg.min_rows:
+            if scored_list[i]:
+                self.ae_streak = self.ae_streak + 1 if ae_list[i] >= sequence_alert else 0
+            self.fc_streak = self.fc_streak + 1 if p_list[i] >= forecast_alert else 0
+            if row_no < min_rows:
                 continue
-            step = int(steps[i])
-            if cfg.sequence_outlier and scored[i] and self.ae_streak >= cfg.patience:
-                findings.append(self._sequence_finding(step, ae_score[i] / th.sequence_alert, fe[i], steps, i))
-            if cfg.divergence_forecast and self.fc_streak >= cfg.patience:
-                findings.append(self._forecast_finding(step, proba[i], x[i], before[i], steps, i))
+            if want_sequence and scored_list[i] and self.ae_streak >= patience:
+                findings.append(self._sequence_finding(step_list[i], ae_score[i] / sequence_alert, fe[i], steps, i))
+            if want_forecast and self.fc_streak >= patience:
+                findings.append(self._forecast_finding(step_list[i], proba[i], x[i], before[i], steps, i))
         findings.extend(self._checkpoints(seen_before, x, steps))
         return findings
 
@@ -201,14 +216,23 @@ class LearnedDiagnostic(Diagnostic):
         score, errors = self.model.sequence_ae.score_with_errors(windows)
         return np.round(score, 6), errors  # last-bit BLAS noise must not change decisions
 
-    def _windows(self, history: np.ndarray, first_new: int, seen_before: int) -> np.ndarray:
-        """The window ending at each new row, left-padded with NaN rows at the start of a run."""
+    def _padded(self, history: np.ndarray, first_new: int) -> tuple[np.ndarray, int]:
+        """The rows left-padded with NaN rows at the start of a run, and where the first new row's window starts."""
         w = self.window
         lead = max(0, w - 1 - first_new)
         padded = np.concatenate([np.full((lead, N_FEATURES), np.nan), history]) if lead else history
+        return padded, first_new + lead - (w - 1)
+
+    def _windows(self, padded: np.ndarray, start: int, rows: np.ndarray) -> np.ndarray:
+        """The windows ``[len(rows), window, F]`` ending at the block's rows ``rows`` (a new C-contiguous array).
+
+        The same values as the rows of a sliding-window view, copied: a few rows are cheaper as slices.
+        """
+        w = self.window
+        if len(rows) <= 4:
+            return np.stack([padded[start + i:start + i + w] for i in rows.tolist()])
         view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=0)  # [M, F, w]
-        start = first_new + lead - (w - 1)
-        return view[start:].transpose(0, 2, 1)
+        return view[start:].transpose(0, 2, 1)[rows]
 
     def _sequence_finding(self, step: int, ratio: float, errors: np.ndarray, steps: np.ndarray, i: int) -> Finding:
         share = errors / max(errors.sum(), 1e-12)
@@ -236,12 +260,11 @@ class LearnedDiagnostic(Diagnostic):
         horizons = self.model.config.forecaster.horizons
         within = int(self.model.forecaster.expected_within(p[None, :])[0])
         signs = []
-        for name, fmt in (("loss_vs_best", "loss {:.2g}x its best"), ("lr_vs_at_best", "lr {:.2g}x its value at the best loss"),
-                          ("grad_vs_best", "grad norm {:.2g}x its low"), ("loss_trend", "loss trend x{:.2g}")):
-            v = now[FEATURES.index(name)]
+        for j, fmt in _SIGN_FEATURES:
+            v = now[j]
             if math.isfinite(v) and v > 0.2:
                 signs.append(fmt.format(math.exp(v)))
-        upd = now[FEATURES.index("update_ratio")]
+        upd = now[_UPDATE_RATIO]
         if math.isfinite(upd) and upd > 1.0:
             signs.append(f"update ratio {10 ** (upd - 3):.2g}")
         p_long = float(p[-1])
@@ -316,12 +339,12 @@ class LearnedDiagnostic(Diagnostic):
         recent = [abn for s, abn in self.gate if s <= step][-self.config.gate_rows:]
         if any(recent):
             return False
-        steps, windows, ae_score = self._block
+        steps, padded, start, ae_score = self._block
         i = int(np.searchsorted(steps, step, side="right")) - 1
         if i < 0:
             return True
         if math.isnan(ae_score[i]):  # a row the stride skipped: its window decides
-            ae_score[i] = self._score_windows(windows[i:i + 1])[0][0]
+            ae_score[i] = self._score_windows(padded[start + i:start + i + self.window][None])[0][0]
         return bool(ae_score[i] < self.model.config.thresholds.sequence_gate)
 
     # -- checkpoints ----------------------------------------------------------------------------------

@@ -92,6 +92,16 @@ _CLIP = 20.0
 # 0 seen, 1 fast, 2 slow, 3 noise, 4 start sum, 5 best (of fast), 6 last output vs_start, 7 vs_best, 8 trend
 SERIES_STATE = 9
 
+_PROGRESS, _NONFINITE = F["progress"], F["nonfinite"]
+_GRAD_COL_LIST = [F["grad_vs_start"], F["grad_vs_best"], F["grad_trend"], F["grad_jump"]]
+_GRAD_COLS = slice(F["grad_vs_start"], F["grad_jump"] + 1)
+_VAL_COLS = slice(F["val_vs_best"], F["val_gap_change"] + 1)
+_LR_VS_MAX, _LR_VS_AT_BEST, _LR_CHANGE = F["lr_vs_max"], F["lr_vs_at_best"], F["lr_change"]
+_LAYER_FEATURES = (("update", "update_last", F["update_ratio"]), ("max", "layer_max_last", F["layer_grad_max"]),
+                   ("min", "layer_min_last", F["layer_grad_min"]))
+assert _GRAD_COL_LIST == list(range(_GRAD_COLS.start, _GRAD_COLS.stop))
+assert [F["val_vs_best"], F["val_gap"], F["val_gap_change"]] == list(range(_VAL_COLS.start, _VAL_COLS.stop))
+
 
 @jit
 def track_series(values: np.ndarray, state: np.ndarray, out: np.ndarray, improved: np.ndarray) -> None:
@@ -158,6 +168,8 @@ def track_series(values: np.ndarray, state: np.ndarray, out: np.ndarray, improve
 
 def _finite(col: Column) -> Column | None:
     """The column without its non-finite values (the nonfinite diagnostic reports those), or None if none is left."""
+    if len(col.values) == 1:  # one event (a small batch): the same answer without the array checks
+        return col if math.isfinite(col.values[0]) else None
     ok = np.isfinite(col.values)
     if ok.all():
         return col
@@ -195,12 +207,56 @@ def _per_step_extreme(parts: list[tuple[np.ndarray, np.ndarray]], fn) -> tuple[n
         # One step (a small batch): every layer's value folded in layer order, as reduceat does below.
         values = np.concatenate([v for _, v in parts])
         return first.copy(), fn.reduce(values, keepdims=True)
+    if all(s is first or np.array_equal(s, first) for s, _ in parts[1:]) and (
+        len(first) < 2 or bool((first[1:] > first[:-1]).all())
+    ):
+        # Every layer at the same increasing steps (each logged at every event): one value per layer at each
+        # step, folded in layer order. The values (see _layers) are never NaN or -0.0, so fmax / fmin pick one
+        # of them and ties are between equal bits: the same result as reduceat's fold below.
+        out = parts[0][1].astype(np.float64, copy=True)
+        for _, v in parts[1:]:
+            fn(out, v, out=out)
+        return first.copy(), out
     steps = np.concatenate([s for s, _ in parts])
     values = np.concatenate([v for _, v in parts])
     order = np.argsort(steps, kind="stable")
     steps, values = steps[order], values[order]
     uniq, starts = np.unique(steps, return_index=True)
     return uniq, fn.reduceat(values, starts)
+
+
+_LAYOUTS: dict[tuple[str, ...], tuple] = {}
+
+
+def _layout(columns: dict) -> tuple:
+    """Where a block's channels are, by its metric names: the first present name of the loss, gradient norm,
+    learning rate and validation loss (None when absent), then the per-layer columns in order as
+    (name, is update ratio, layer, key).
+
+    Cached per set of names (a run logs the same metrics block after block); the cache is bounded.
+    """
+    names = tuple(columns)
+    found = _LAYOUTS.get(names)
+    if found is None:
+        layers = []
+        for name in names:
+            if name.startswith(UPDATE_PREFIX):
+                layer = name[len(UPDATE_PREFIX):]
+                layers.append((name, True, layer, "u:" + layer))
+            elif name.startswith(LAYER_GRAD_PREFIX):
+                layer = name[len(LAYER_GRAD_PREFIX):]
+                layers.append((name, False, layer, "g:" + layer))
+        first = [next((n for n in group if n in columns), None) for group in (LOSS_NAMES, GRAD_NAMES, LR_NAMES, VAL_NAMES)]
+        found = (*first, tuple(layers))
+        if len(_LAYOUTS) >= 512:
+            _LAYOUTS.clear()
+        _LAYOUTS[names] = found
+    return found
+
+
+def _channel(block: MetricBlock, name: str | None) -> Column | None:
+    """:func:`_first_column` given the first present name (from :func:`_layout`)."""
+    return None if name is None else _finite(block.columns[name])
 
 
 class RunFeatures:
@@ -255,7 +311,8 @@ class RunFeatures:
 
     def update(self, block: MetricBlock) -> tuple[np.ndarray, np.ndarray]:
         """Consume one block; return ``(steps, rows)`` for its training-loss values."""
-        loss = _first_column(block, LOSS_NAMES)
+        self._names = _layout(block.columns)
+        loss = _channel(block, self._names[0])
         self._layers(block)
         if loss is None:
             self._side_channels(block, np.zeros(0, np.int64), np.zeros(0), self.loss_fast_last)
@@ -271,9 +328,12 @@ class RunFeatures:
         self._side_channels(block, steps, tmp[:, 5], prev_fast, improved, x)
         self.loss_fast_last = float(self.loss_state[1]) if self.loss_state[0] > 0 else math.nan
         self.seen += n
-        x[:, F["progress"]] = np.log10(1.0 + self.seen - n + np.arange(1, n + 1)) / 3.0
-        x[:, F["nonfinite"]] = 0.0  # non-finite values never enter the features (kept for the artifact's layout)
-        np.clip(x, -_CLIP, _CLIP, out=x)
+        if n == 1:
+            x[0, _PROGRESS] = np.log10(1.0 + self.seen - n + 1) / 3.0
+        else:
+            x[:, _PROGRESS] = np.log10(1.0 + self.seen - n + np.arange(1, n + 1)) / 3.0
+        x[:, _NONFINITE] = 0.0  # non-finite values never enter the features (kept for the artifact's layout)
+        np.minimum(np.maximum(x, -_CLIP, out=x), _CLIP, out=x)  # np.clip (NaN stays NaN), without its Python wrapper
         return steps, x
 
     def _side_channels(
@@ -286,23 +346,28 @@ class RunFeatures:
         x: np.ndarray | None = None,
     ) -> None:
         # gradient norm: its own smoothing, carried to the loss steps
-        grad = _first_column(block, GRAD_NAMES)
+        grad = _channel(block, self._names[1])
         if grad is not None and len(grad):
             g = np.empty((len(grad), 6))
             gi = np.empty(len(grad))
             track_series(grad.values, self.grad_state, g, gi)
-            if x is not None:
-                cols = [F["grad_vs_start"], F["grad_vs_best"], F["grad_trend"], F["grad_jump"]]
-                for j, c in enumerate(cols):
+            if x is not None and len(steps) == 1 and len(grad) == 1:  # what _carry finds for one step
+                x[0, _GRAD_COLS] = g[0, :4] if grad.steps[0] <= steps[0] else self.grad_last[:4]
+            elif x is not None:
+                for j, c in enumerate(_GRAD_COL_LIST):
                     x[:, c] = _carry(grad.steps, g[:, j], steps, self.grad_last[j])
-            self.grad_last = np.concatenate([g[-1, :4], [np.nan]])
+            last = np.empty(5)
+            last[:4] = g[-1, :4]
+            last[4] = np.nan
+            self.grad_last = last
         elif x is not None:
-            for j, c in enumerate([F["grad_vs_start"], F["grad_vs_best"], F["grad_trend"], F["grad_jump"]]):
-                x[:, c] = self.grad_last[j]
+            x[:, _GRAD_COLS] = self.grad_last[:4]
 
         # learning rate
-        lr = _first_column(block, LR_NAMES)
-        if lr is not None and len(lr):
+        lr = _channel(block, self._names[2])
+        if lr is not None and len(lr) == 1 and len(steps) <= 1:
+            lr_at_loss, ch_vs_max, ch_change = self._lr_one(lr, steps)
+        elif lr is not None and len(lr):
             lv = np.log(np.maximum(np.where(np.isfinite(lr.values), lr.values, np.nan), _FLOOR))
             prev = np.concatenate([[math.log(self.lr_last) if self.lr_last > 0 else np.nan], lv[:-1]])
             prev_max = np.fmax.accumulate(np.concatenate([[math.log(self.lr_max) if self.lr_max > 0 else np.nan], lv]))[:-1]
@@ -319,7 +384,17 @@ class RunFeatures:
             lr_at_loss = np.full(len(steps), math.log(self.lr_last) if self.lr_last > 0 else np.nan)
             ch_vs_max = np.full(len(steps), self.lr_features[0])
             ch_change = np.full(len(steps), 0.0 if self.lr_last > 0 else np.nan)
-        if x is not None and len(steps):
+        if x is not None and len(steps) == 1:  # one loss row: the branch below on scalars
+            if improved is not None and improved[0] > 0:
+                best = lr_at_loss[0]
+                if math.isfinite(best):
+                    self.lr_at_best = float(np.exp(best))
+            else:
+                best = math.log(self.lr_at_best) if self.lr_at_best > 0 else np.nan
+            x[0, _LR_VS_MAX] = ch_vs_max[0]
+            x[0, _LR_VS_AT_BEST] = lr_at_loss[0] - best
+            x[0, _LR_CHANGE] = ch_change[0]
+        elif x is not None and len(steps):
             best_lr = np.full(len(steps), math.log(self.lr_at_best) if self.lr_at_best > 0 else np.nan)
             if improved is not None and improved.any():
                 pos = np.where(improved > 0, np.arange(len(steps)), -1)
@@ -332,7 +407,7 @@ class RunFeatures:
             x[:, F["lr_change"]] = ch_change
 
         # validation loss: one update per validation point, carried forward
-        val = _first_column(block, VAL_NAMES)
+        val = _channel(block, self._names[3])
         if val is not None and len(val):
             fast_at = _carry(steps, loss_fast, val.steps, fast_before)
             before = self.val_features.copy()
@@ -352,19 +427,57 @@ class RunFeatures:
                 for j, c in enumerate([F["val_vs_best"], F["val_gap"], F["val_gap_change"]]):
                     x[:, c] = _carry(val.steps, feats[:, j], steps, before[j])
         elif x is not None:
-            for j, c in enumerate([F["val_vs_best"], F["val_gap"], F["val_gap_change"]]):
-                x[:, c] = self.val_features[j]
+            x[:, _VAL_COLS] = self.val_features
 
-        if x is not None:
+        if x is not None and len(steps) == 1:  # one loss row: what _carry finds, written in place
+            at = steps[0]
+            for which, attr, c in _LAYER_FEATURES:
+                s, v = self._pending[which]
+                if len(s) == 1:
+                    x[0, c] = v[0] if s[0] <= at else getattr(self, attr)
+                else:
+                    x[:, c] = _carry(s, v, steps, getattr(self, attr))
+        elif x is not None:
             x[:, F["update_ratio"]] = _carry(*self._layer_series("update"), steps, self.update_last)
             x[:, F["layer_grad_max"]] = _carry(*self._layer_series("max"), steps, self.layer_max_last)
             x[:, F["layer_grad_min"]] = _carry(*self._layer_series("min"), steps, self.layer_min_last)
         self._commit_layers()
 
+    def _lr_one(self, lr: Column, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The learning-rate branch of :meth:`_side_channels` for one (finite) lr value and at most one loss step.
+
+        The same operations on scalars: the log is numpy's (``np.log``), as on the arrays.
+        """
+        v = lr.values[0]  # finite: _first_column dropped non-finite values
+        lv = np.log(v if v >= _FLOOR else _FLOOR)  # np.maximum(v, _FLOOR) for a finite v
+        prev = math.log(self.lr_last) if self.lr_last > 0 else math.nan
+        prev_max = math.log(self.lr_max) if self.lr_max > 0 else math.nan
+        vs_max = 0.0 if math.isnan(prev_max) else np.maximum(lv - prev_max, 0.0)
+        change = 0.0 if math.isnan(prev) else lv - prev
+        if len(steps):
+            on = lr.steps[0] <= steps[0]
+            lr_at_loss = np.array([lv if on else prev], dtype=np.float64)
+            ch_vs_max = np.array([vs_max if on else self.lr_features[0]], dtype=np.float64)
+            ch_change = np.array([change if on else self.lr_features[2]], dtype=np.float64)
+        else:
+            lr_at_loss = ch_vs_max = ch_change = np.zeros(0)
+        e = float(np.exp(lv))
+        last = e if math.isfinite(lv) else self.lr_last
+        if math.isnan(lv):
+            self.lr_max = float(np.exp(np.nanmax(np.array([lv]))))  # all-NaN: as the array path
+        else:
+            self.lr_max = e if math.isnan(self.lr_max) else max(self.lr_max, e)
+        self.lr_last = last
+        self.lr_features = np.array([vs_max, np.nan, change])
+        return lr_at_loss, ch_vs_max, ch_change
+
     # -- per-layer channels ---------------------------------------------------------------------
 
     def _layers(self, block: MetricBlock) -> None:
         """Reduce the block's per-layer columns to one value per step (largest update ratio, extreme grad growth)."""
+        if len(block.steps) == 1:
+            self._layers_one(block)
+            return
         upd, gmax = [], []
         for name, col in block.columns.items():
             if not (name.startswith(UPDATE_PREFIX) or name.startswith(LAYER_GRAD_PREFIX)):
@@ -388,7 +501,7 @@ class RunFeatures:
                     start = self.layer_start[layer] = float(finite[0])
                 with np.errstate(over="ignore"):  # 1e308 / a tiny start is +Inf, clipped below
                     v = np.log(np.maximum(np.where(np.isfinite(vals), vals, np.inf), _FLOOR) / start)
-                v = np.clip(v, -_CLIP, _CLIP)
+                np.minimum(np.maximum(v, -_CLIP, out=v), _CLIP, out=v)  # np.clip, without its Python wrapper
                 gmax.append((col.steps, v))
                 self.layer_latest["g:" + layer] = float(v[-1])
         self._pending = {
@@ -397,11 +510,64 @@ class RunFeatures:
             "min": _per_step_extreme(gmax, np.fmin) if gmax else (np.zeros(0, np.int64), np.zeros(0)),
         }
 
+    def _layers_one(self, block: MetricBlock) -> None:
+        """:meth:`_layers` for a block of one event: every layer's value at once, elementwise the same operations.
+
+        Each per-layer column holds one value at the block's one step, so the per-step extremes are the
+        layers' values folded in layer order (as :func:`_per_step_extreme` folds them), and the
+        elementwise logs, maxima and clips over a vector of the layers give the same bits as one by one.
+        """
+        upd_vals, upd_keys, g_vals, g_keys, order = [], [], [], [], []
+        upd_steps = g_steps = None
+        columns = block.columns
+        for name, is_update, layer, key in self._names[4]:
+            col = columns[name]
+            val = float(col.values[0])
+            if not math.isfinite(val):
+                continue
+            if is_update:
+                if upd_steps is None:
+                    upd_steps = col.steps
+                a = abs(val)
+                upd_vals.append(a if a >= 1e-30 else 1e-30)  # np.maximum(np.abs(v), 1e-30) for a finite v
+                upd_keys.append(key)
+            else:
+                start = self.layer_start.get(layer)
+                if start is None:
+                    if not val > 0:
+                        continue
+                    start = self.layer_start[layer] = float(val)
+                if g_steps is None:
+                    g_steps = col.steps
+                # np.maximum(v, _FLOOR) / start for a finite v; a Python float quotient is the same IEEE
+                # division (an overflow is +Inf, clipped below, as under np.errstate(over="ignore")).
+                g_vals.append((val if val >= _FLOOR else _FLOOR) / start)
+                g_keys.append(key)
+            order.append(key)
+        latest = {}
+        if upd_vals:
+            v = np.log10(np.array(upd_vals)) + 3.0
+            latest.update(zip(upd_keys, v.tolist()))
+            update = (upd_steps.copy(), np.fmax.reduce(v, keepdims=True))
+        else:
+            update = (np.zeros(0, np.int64), np.zeros(0))
+        if g_vals:
+            v = np.log(np.array(g_vals))
+            np.minimum(np.maximum(v, -_CLIP, out=v), _CLIP, out=v)  # np.clip, without its Python wrapper
+            latest.update(zip(g_keys, v.tolist()))
+            gmax = (g_steps.copy(), np.fmax.reduce(v, keepdims=True))
+            gmin = (g_steps.copy(), np.fmin.reduce(v, keepdims=True))
+        else:
+            gmax = gmin = (np.zeros(0, np.int64), np.zeros(0))
+        for key in order:  # in column order, as the loop over columns writes them
+            self.layer_latest[key] = latest[key]
+        self._pending = {"update": update, "max": gmax, "min": gmin}
+
     def _layer_series(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         return self._pending[which]
 
     def _commit_layers(self) -> None:
-        for which, attr in (("update", "update_last"), ("max", "layer_max_last"), ("min", "layer_min_last")):
+        for which, attr, _ in _LAYER_FEATURES:
             s, v = self._pending[which]
             if len(v):
                 setattr(self, attr, float(v[-1]))

@@ -99,12 +99,35 @@ class DivergenceForecaster:
             raise RuntimeError("DivergenceForecaster is not fitted")
         if not len(pairs):
             return np.zeros((0, len(self.config.horizons)))
-        h = self._inputs(pairs).astype(np.float64)
+        return self._forward(self._inputs(pairs).astype(np.float64))
+
+    def predict_proba_rows(self, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` of the pairs ``(now[i], before[i])``, float64 rows ``[N, n_features]`` each.
+
+        The same inputs as :meth:`_inputs` builds (scaled values and changes rounded to float32, then the
+        mask of present current features) without stacking the pairs first; the same forward pass.
+        """
+        if self.scaling is None or not self.weights:
+            raise RuntimeError("DivergenceForecaster is not fitted")
+        n, f = now.shape
+        if not n:
+            return np.zeros((0, len(self.config.horizons)))
+        raw = np.empty((n, 2 * f))
+        raw[:, :f] = now
+        np.subtract(now, before, out=raw[:, f:])
+        z, mask = self.scaling.transform(raw)
+        h = np.empty((n, 3 * f))
+        h[:, :2 * f] = z
+        h[:, 2 * f:] = mask[:, :f]
+        return self._forward(h)
+
+    def _forward(self, h: np.ndarray) -> np.ndarray:
+        """The MLP on float64 inputs ``[N, 3 * n_features]`` (C-contiguous)."""
         w = self.weights
         h = np.maximum(h @ w["0.weight"].T + w["0.bias"], 0.0)
         h = np.maximum(h @ w["2.weight"].T + w["2.bias"], 0.0)
         logits = h @ w["4.weight"].T + w["4.bias"]
-        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -40, 40)))
+        p = 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(logits, -40.0), 40.0)))  # np.clip, without its Python wrapper
         return np.maximum.accumulate(p, axis=1)
 
     def expected_within(self, proba: np.ndarray) -> np.ndarray:

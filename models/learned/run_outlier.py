@@ -53,9 +53,19 @@ class PrefixSummary:
     def update(self, rows: np.ndarray) -> None:
         if not len(rows):
             return
+        n = len(rows)
+        if n == 1:
+            # One row: its own max, and the n < 8 branch below with every reduction over one value
+            # (a one-value sum is the value itself, a non-finite one counts as +0.0).
+            row = rows[0]
+            finite = np.isfinite(row)
+            self.max = np.fmax(self.max, row)
+            self.last = np.where(finite, row, self.last)
+            self.sum = self.sum + np.where(finite, row, 0.0)
+            self.count = self.count + finite
+            return
         finite = np.isfinite(rows)
         self.max = np.fmax(self.max, np.fmax.reduce(rows, axis=0))
-        n = len(rows)
         if n < 8:
             # Column by column costs ~4 us a feature. Under 8 values numpy sums a column in order,
             # as the row-wise sum below does (non-finite values count as +0.0): the same bits.

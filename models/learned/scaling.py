@@ -37,10 +37,12 @@ class RobustScaling:
         return cls(center.astype(np.float64), spread.astype(np.float64))
 
     def transform(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.isfinite(x).astype(np.float32)
-        z = np.clip((np.nan_to_num(x, nan=0.0, posinf=CLIP, neginf=-CLIP) - self.center) / self.spread, -CLIP, CLIP)
-        z = np.where(mask > 0, z, 0.0).astype(np.float32)
-        return z, mask
+        finite = np.isfinite(x)
+        # Non-finite entries become 0 below whatever they scale to, so they need no nan_to_num first.
+        z = (x - self.center) / self.spread
+        np.minimum(np.maximum(z, -CLIP, out=z), CLIP, out=z)  # np.clip, without its Python wrapper
+        z = np.where(finite, z, 0.0).astype(np.float32)
+        return z, finite.astype(np.float32)
 
     def tensors(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}.center": self.center, f"{prefix}.spread": self.spread}
