@@ -91,6 +91,8 @@ class Diagnostic(ABC):
     state_attributes: ClassVar[tuple[str, ...]] = ()
     """Instance attributes holding per-run state (everything else derives from the config)."""
     transient_attributes: ClassVar[tuple[str, ...]] = ()
+    #: Config fields that do not shape a run's state: a checkpoint saved under other values still fits.
+    state_neutral_settings: ClassVar[tuple[str, ...]] = ()
     """Scratch kept from one block until the next (e.g. for the fusion pass over that block), not state."""
 
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
@@ -193,16 +195,40 @@ class Diagnostic(ABC):
             "state": {attr: encode(getattr(self, attr)) for attr in self.state_attributes},
         }
 
+    def config_fits(self, saved: object) -> bool:
+        """Whether state saved under the config ``saved`` (a dict) fits this diagnostic's config.
+
+        ``saved`` is read as a config: settings added since it was written take their defaults, so a
+        checkpoint from before a new setting fits while that setting keeps its default. Settings in
+        :attr:`state_neutral_settings` do not shape a run's state and are not compared.
+
+        Examples
+        --------
+        >>> from runwatch.models.diagnostics.plateau import PlateauDiagnostic
+        >>> d = PlateauDiagnostic()
+        >>> saved = d.config.to_dict(); del saved["min_points"]
+        >>> d.config_fits(saved), d.config_fits({**saved, "patience": 50}), d.config_fits({"patience": "x"})
+        (True, False, False)
+        """
+        if not isinstance(saved, dict):
+            return False
+        try:
+            config = self.config_class.model_validate(saved)
+        except ValueError:
+            return False
+        neutral = {k: getattr(self.config, k) for k in self.state_neutral_settings}
+        return config.model_copy(update=neutral) == self.config
+
     def load_state_dict(self, snapshot: dict) -> bool:
         """Restore :meth:`state_dict` output; returns False (state left fresh) if it does not fit.
 
-        State only fits a diagnostic of the same name, version and config.
+        State only fits a diagnostic of the same name, version and config (:meth:`config_fits`).
         """
         from runwatch.models.snapshot import decode
 
         if (snapshot.get("name"), snapshot.get("version")) != (self.name, self.version):
             return False
-        if snapshot.get("config") != self.config.to_dict():
+        if not self.config_fits(snapshot.get("config")):
             return False
         state = snapshot.get("state", {})
         if set(state) != set(self.state_attributes):

@@ -192,10 +192,6 @@ class PlateauDiagnostic(Diagnostic):
         Such a snapshot's runs keep the window they had: ``patience`` (or
         ``val_patience``) values, checked every ``check_every`` (or every) value.
         """
-        config = snapshot.get("config")
-        if isinstance(config, dict):
-            added = {k: PlateauConfig.model_fields[k].default for k in ("min_points", "late_rate") if k not in config}
-            snapshot = {**snapshot, "config": {**config, **added}}
         if not super().load_state_dict(snapshot):
             return False
         self._states = {metric: _upgrade(entry) for metric, entry in self._states.items()}

@@ -31,7 +31,7 @@ import math
 from collections import deque
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig, RunContext
 from runwatch.models.block import MetricBlock
@@ -107,6 +107,7 @@ class LearnedDiagnostic(Diagnostic):
         "checkpoint_summaries", "project_outliers",
     )
     transient_attributes = ("_block",)
+    state_neutral_settings = ("project_refit",)  # the refit policy does not touch a run's state
 
     @classmethod
     def prepare(cls, config: LearnedConfig) -> None:
@@ -371,7 +372,7 @@ class LearnedDiagnostic(Diagnostic):
 
         if (snapshot.get("name"), snapshot.get("version")) != (self.name, self.version):
             return False
-        if not self._detects_as(snapshot.get("config")):
+        if not self.config_fits(snapshot.get("config")):
             return False
         try:
             state = decode(snapshot["state"], "learned")
@@ -391,11 +392,3 @@ class LearnedDiagnostic(Diagnostic):
         except (KeyError, TypeError, ValueError):
             return False
         return True
-
-    def _detects_as(self, saved: object) -> bool:
-        """Whether a checkpoint's config detects as this one (the refit policy does not touch a run's state)."""
-        try:
-            cfg = LearnedConfig.model_validate(saved)
-        except ValidationError:
-            return False
-        return cfg.model_copy(update={"project_refit": self.config.project_refit}) == self.config
