@@ -152,8 +152,8 @@ def test_a_diverging_run_streamed_live_shows_its_marker_within_2_s(dashboard, br
         assert seconds < 2.0, f"the marker took {seconds:.2f} s"
         assert marker.get_attribute("data-step") == "70"
         # The new points reached the chart too (live curve, not only the marker).
-        # Read in one script call: the page re-renders #run-facts, so a found element can go stale before .text.
-    wait_for(lambda: "last step 70" in browser.execute_script("return document.getElementById('run-facts').innerText"), 3)
+            # Read in one script call: the page re-renders #run-facts, so a found element can go stale before .text.
+        wait_for(lambda: "last step 70" in browser.execute_script("return document.getElementById('run-facts').innerText"), 3)
         run.finish()
     finally:
         client.close()
