@@ -39,6 +39,7 @@ from pydantic import Field
 
 from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.text.engine_stats import EngineStatsConfig, EngineStatsWatch
 from runwatch.models.text.extract import Event, MetricExtractor
 from runwatch.models.text.sequence import NextTemplateModel, NoveltyConfig, TemplateNovelty, Vocabulary
 from runwatch.models.text.signatures import LogFinding, SignatureConfig, SignatureMatcher
@@ -61,6 +62,8 @@ class TextMonitorConfig(DiagnosticConfig):
         Masking and mining of the project's templates.
     signatures
         Thresholds of the stateful failure signatures.
+    engine
+        Stall and saturation checks on inference servers' stats lines (vLLM, SGLang).
     novelty
         When a template never seen in the project is a finding.
     sequence_model
@@ -75,6 +78,7 @@ class TextMonitorConfig(DiagnosticConfig):
     extract_metrics: bool = True
     templates: TemplateConfig = Field(default_factory=TemplateConfig)
     signatures: SignatureConfig = Field(default_factory=SignatureConfig)
+    engine: EngineStatsConfig = Field(default_factory=EngineStatsConfig)
     novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
     sequence_model: str = ""
     sequence_top_k: int = Field(default=9, ge=1)
@@ -111,6 +115,7 @@ class TextMonitor:
         self.miner = miner if miner is not None else TemplateMiner(self.config.templates)
         self.extractor = MetricExtractor()
         self.matcher = SignatureMatcher(self.config.signatures)
+        self.engine = EngineStatsWatch(self.config.engine, self.config.signatures.max_evidence)
         self.novelty = TemplateNovelty(self.config.novelty)
         if sequence_model is None and self.config.sequence_model:
             sequence_model = NextTemplateModel.load(Path(self.config.sequence_model))
@@ -169,6 +174,8 @@ class TextMonitor:
             events.extend(extracted)
             self.step = max(self.step, extracted[-1][0])
         for f in self.matcher.feed(line, extracted=bool(extracted)):
+            found.append((f, self.step))
+        for f in self.engine.feed(line, index):
             found.append((f, self.step))
         for _, metrics in extracted:
             scale = metrics.get("loss_scale")
@@ -240,12 +247,13 @@ class TextMonitor:
             "extractor": self.extractor.state_dict(),
             "matcher": self.matcher.state_dict(),
             "novelty": self.novelty.state_dict(),
+            "engine": self.engine.state_dict(),
             "window": list(self._window),
         }
 
     def load_state_dict(self, state: dict) -> bool:
         """Restore :meth:`state_dict` output; False (left fresh) when it comes from another version or config."""
-        if (state.get("name"), state.get("version")) != (DETECTOR, VERSION) or state.get("config") != self.config.to_dict():
+        if (state.get("name"), state.get("version")) != (DETECTOR, VERSION) or not self._config_fits(state.get("config")):
             return False
         try:
             self.lines = int(state["lines"])
@@ -253,9 +261,19 @@ class TextMonitor:
             self.extractor.load_state_dict(state["extractor"])
             self.matcher.load_state_dict(state["matcher"])
             self.novelty.load_state_dict(state["novelty"])
+            self.engine.load_state_dict(state.get("engine", {}))  # absent in checkpoints from before the engine checks
             window = [int(x) for x in state["window"]]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"text monitor state: {type(exc).__name__}: {exc}") from None
         if len(window) == self._window.maxlen:
             self._window.extend(window)
         return True
+
+    def _config_fits(self, saved: object) -> bool:
+        # Settings added since a checkpoint was written take their defaults, so it still fits.
+        if not isinstance(saved, dict):
+            return False
+        try:
+            return TextMonitorConfig.model_validate(saved) == self.config
+        except ValueError:
+            return False
