@@ -139,13 +139,15 @@ def _make_shared_batches(
 
 
 def _full_server(
-    port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, http: bool = False, groups: bool = True
+    port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, http: bool = False, groups: bool = True,
+    store: str | None = None,
 ) -> None:
     from runwatch.service.server import RunwatchServer
     from runwatch.service.settings import ServiceSettings
 
     async def main() -> None:
-        server = RunwatchServer(ServiceSettings(port=0, data_dir=Path(data_dir), http_port=0 if http else None))
+        settings = ServiceSettings(port=0, data_dir=Path(data_dir), http_port=0 if http else None, store=store)
+        server = RunwatchServer(settings)
         if not groups:  # each batch applied and committed on its own as it is read (before groups: --no-groups)
             server.enqueue = server.ingest_as
         port_q.put(await server.start())
@@ -315,14 +317,17 @@ class DashboardLoad:
         self._stream("/api/stream")
 
 
-def measure(kind: str, per_run, streams: int, scrape_every: float = 1.0) -> tuple[float, int, list[float], dict]:
+def measure(
+    kind: str, per_run, streams: int, scrape_every: float = 1.0, store: str | None = None
+) -> tuple[float, int, list[float], dict]:
+    """One server of ``kind`` in its own process, driven with ``per_run``; ``store`` = a PostgreSQL URL or SQLite."""
     ctx = mp.get_context("spawn")
     port_q, out_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     with tempfile.TemporaryDirectory() as tmp:
         if kind in ("full", "full+http", "full-nogroups"):
             proc = ctx.Process(
                 target=_full_server,
-                args=(port_q, stop, out_q, tmp, kind == "full+http", kind != "full-nogroups"),
+                args=(port_q, stop, out_q, tmp, kind == "full+http", kind != "full-nogroups", store),
                 daemon=True,
             )
         else:
@@ -340,7 +345,29 @@ def measure(kind: str, per_run, streams: int, scrape_every: float = 1.0) -> tupl
         if load is not None:
             counters["dashboard"] = (load.scrapes, load.reloads, load.event_bytes)
         proc.join(timeout=30)
+        if kind != "parse" and kind != "decode":
+            counters["store_bytes"] = _store_bytes(store, Path(tmp))
     return seconds, accepted, latencies, counters
+
+
+def _empty_store_bytes(store: str | None) -> int:
+    """Bytes of a store with its schema and nothing in it (subtracted, so short runs give a fair per-event size)."""
+    from runwatch.service.store import RunStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        location = store or Path(tmp) / "runwatch.db"
+        RunStore(location).close()
+        return _store_bytes(store, Path(tmp))
+
+
+def _store_bytes(store: str | None, data_dir: Path) -> int:
+    """Bytes the store takes on disk: the SQLite file and its WAL, or the PostgreSQL database."""
+    if store is None:
+        return sum(f.stat().st_size for f in data_dir.glob("runwatch.db*"))
+    import psycopg
+
+    with psycopg.connect(store) as conn:
+        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
 
 
 def in_process(per_run: list[list[bytes]], n_events: int, repeats: int, group: int = 0) -> dict[str, float]:
@@ -501,6 +528,82 @@ def run_shapes(args: argparse.Namespace) -> None:
         print(f"\nwrote the section into {args.write}")
 
 
+#: (label, runs, steps, events per run per batch, streams) of ``--stores``.
+STORE_SHAPES = (
+    ("500 events/batch", 16, 5000, 500, 4),
+    ("10 events/batch", 16, 1500, 10, 4),
+    ("1 event/batch, 16 streams", 16, 400, 1, 16),
+)
+
+
+def run_stores(args: argparse.Namespace) -> None:
+    """The full pipeline on SQLite and on PostgreSQL, same shapes, side by side (``--stores``)."""
+    import shlex
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from postgres_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if isinstance(bin_dir, str):
+        raise SystemExit(bin_dir)
+    pg = PostgresServer(bin_dir).start(durable=True)
+    load_before = os.getloadavg()
+    rows = []
+    try:
+        for label, runs, steps, batch, streams in STORE_SHAPES:
+            steps = max(1, int(steps * args.scale))
+            per_run, n_events, _ = make_batches(runs, steps, batch, args.seed)
+            for backend in ("sqlite", "postgresql"):
+                best = None
+                for _ in range(args.repeats):
+                    store = pg.new_database() if backend == "postgresql" else None
+                    empty = _empty_store_bytes(store)
+                    seconds, _, (batch_lat, _), counters = measure("full", per_run, streams, store=store)
+                    counters["store_bytes"] -= empty
+                    if best is None or seconds < best[0]:
+                        best = (seconds, batch_lat, counters)
+                seconds, batch_lat, counters = best
+                row = (
+                    label, backend, f"{n_events:,}", f"{n_events / seconds:,.0f}",
+                    f"{counters['cpu_seconds'] / n_events * 1e6:.1f}",
+                    f"{percentile(batch_lat, 0.5) * 1e3:.1f} / {percentile(batch_lat, 0.99) * 1e3:.1f}",
+                    f"{counters['store_bytes'] / n_events * 1e6 / 2**20:,.0f}", f"{counters.get('accepted', '-')}",
+                )  # fmt: skip
+                rows.append(row)
+                print("  " + " | ".join(row), flush=True)
+    finally:
+        pg.stop()
+    header = (
+        "shape", "store", "events", "pipeline events/s", "server CPU us/event", "batch -> detected p50 / p99 ms",
+        "store MiB per million events", "accepted",
+    )  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    command = "python bench/ingest_throughput.py " + shlex.join(sys.argv[1:])
+    note = (
+        f"Best of {args.repeats} per shape and store; load average (1 min) {load_before[0]:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs shared by the client, the server and PostgreSQL. "
+        "PostgreSQL 15 (Debian) in a throwaway cluster on loopback with fsync and full-page writes on, defaults "
+        "otherwise, a fresh database per measurement; SQLite is the embedded default (WAL). Server CPU is the "
+        "runwatch process's only (PostgreSQL's own processes are not in it). Store size: SQLite file + WAL, or "
+        "`pg_database_size`, after the run, less the same store empty (schema only); every event is stored, 16 "
+        "metrics each."
+    )
+    body = "\n".join(
+        ["### Ingest by store backend (`bench/ingest_throughput.py --stores`)", "", f"    {command}", "", note, "",
+         *lines]
+    )  # fmt: skip
+    print()
+    print(body)
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.sections import write_marked
+
+        write_marked(args.write, "ingest-stores", body)
+        print(f"\nwrote the section into {args.write}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=16)
@@ -527,8 +630,15 @@ def main() -> None:
         help="with --shapes: also the pipeline applying and committing each batch on its own (no groups)",
     )  # fmt: skip
     p.add_argument("--scale", type=float, default=1.0, help="with --shapes: multiply each shape's steps")
-    p.add_argument("--write", default="", help="with --shapes: markdown file whose ingest-shapes section to replace")
+    p.add_argument("--write", default="", help="with --shapes / --stores: markdown file whose section to replace")
+    p.add_argument(
+        "--stores", action="store_true",
+        help="the full pipeline on SQLite and on a throwaway PostgreSQL (initdb/pg_ctl), a few shapes side by side",
+    )  # fmt: skip
     args = p.parse_args()
+    if args.stores:
+        run_stores(args)
+        return
     if args.shapes:
         run_shapes(args)
         return

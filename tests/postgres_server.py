@@ -75,14 +75,17 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stdout}{done.stderr}{log}")
         return done
 
-    def start(self) -> PostgresServer:
+    def start(self, durable: bool = False) -> PostgresServer:
+        """initdb and start on a free loopback port; ``durable`` keeps fsync and full-page writes on (benchmarks)."""
         self._run(
             self.bin_dir / "initdb", "-D", self.data, "-U", "runwatch", "-A", "trust", "-E", "UTF8", "--no-sync",
             "--no-instructions",
         )
         for attempt in range(3):  # the free port may be taken between picking and binding it
             self.port = _free_port()
-            options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c full_page_writes=off -c max_connections=200"
+            options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200"
+            if not durable:
+                options += " -c fsync=off -c full_page_writes=off"
             try:
                 self._run(self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options,
                           "start")
