@@ -99,6 +99,7 @@ from typing import Any
 import numpy as np
 
 from runwatch.nas.architecture import Genome
+from runwatch.nas.density_ratio import DensityRatio
 from runwatch.nas.features import (
     ARCH_PREFIX,
     FeatureEncoder,
@@ -260,6 +261,9 @@ class SurrogateConfig:
     novelty_weight: float = 1.0
     prior_std: float = 0.5  # log scale (x/÷ 1.65) when the history is too small for a model
     early_fraction: float = 0.5
+    density_weights: str = "0,0.25,0.5,1,2"  # weights of the density-ratio term to choose from by cross-validation
+    density_gamma: float = 0.1  # share of the history the density ratio counts as the best runs
+    density_min_good: int = 20  # fewer best runs than this (under 200 runs at gamma 0.1): no density term
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,7 +288,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
-def _top_quality(pred: np.ndarray, true: np.ndarray, sign: float = 1.0) -> float:
+def _top_quality(pred: np.ndarray, true: np.ndarray, sign: float = 1.0, mean: bool = False) -> float:
     """How good the best of the runs a model ranks first is: ``1 - (best picked - best) / (median - best)``.
 
     The model picks the top ``max(1, 5 %)`` of the runs by prediction (lowest
@@ -307,7 +311,8 @@ def _top_quality(pred: np.ndarray, true: np.ndarray, sign: float = 1.0) -> float
         return math.nan
     k = max(1, round(0.05 * t.size))
     picked = np.argsort(sign * pred, kind="stable")[:k]
-    return 1.0 - (float(t[picked].min()) - best) / span
+    found = float(t[picked].mean()) if mean else float(t[picked].min())
+    return 1.0 - (found - best) / span
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -371,6 +376,9 @@ class Surrogate:
         self.family = "forest"
         self.family_scores: dict[str, float] = {}
         self._lin: tuple[np.ndarray, float] | None = None
+        self._dr: DensityRatio | None = None
+        self._dr_scale = 0.0
+        self.density_weight = 0.0
 
     @property
     def log_target(self) -> bool:
@@ -443,6 +451,7 @@ class Surrogate:
                 raise ValueError(f"families: unknown {sorted(unknown)}; choose from {sorted(FAMILIES)}")
             self.family = families[0]
             self.family_scores = {}
+            self.density_weight = 0.0
             if calibrate:
                 results = {f: self._cv_scores(x, z, f) for f in families}
                 results = {f: r for f, r in results.items() if r is not None}
@@ -451,7 +460,9 @@ class Surrogate:
                     # the best top-of-the-ranking quality on held-out groups; ties keep the listed order
                     self.family = max(results, key=lambda f: (round(results[f][2], 6), -families.index(f)))
                     cv = results[self.family][:2]
+                    self.density_weight = results[self.family][3]
             oob = self._fit_forest(x, z)
+            self._fit_density(x, z)
         elif n >= max(3, cfg.min_predict):
             self.mode = "ridge"
             oob = self._fit_ridge(zx[:, self._static], z)
@@ -478,7 +489,9 @@ class Surrogate:
             out[r] = keys.setdefault(key, len(keys))
         return out
 
-    def _cv_scores(self, x: np.ndarray, z: np.ndarray, family: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+    def _cv_scores(
+        self, x: np.ndarray, z: np.ndarray, family: str
+    ) -> tuple[np.ndarray, np.ndarray, float, float] | None:
         """Cross-validation on hyperparameter groups the model did not see: calibration scores and a rank criterion.
 
         The history's groups (:meth:`_groups`; runs, when there are fewer
@@ -491,8 +504,12 @@ class Surrogate:
         than 30 such pairs exist) and the mean :func:`_top_quality` within
         held-out groups of at least 4 runs (within a fold when there are
         none): how good the architecture the model ranks first in a setting
-        it has not seen is, which is what the advisor asks of it. None when
-        a fold's model would have fewer than ``min_predict`` runs.
+        it has not seen is, which is what the advisor asks of it, and the
+        weight of the density-ratio term (:mod:`runwatch.nas.density_ratio`,
+        fitted on each fold's training part) among ``density_weights`` that
+        gives the best such quality (ties: the smaller weight; the scores are
+        then those of the prediction with that term). None when a fold's
+        model would have fewer than ``min_predict`` runs.
         """
         cfg = self.config
         n = len(z)
@@ -506,10 +523,11 @@ class Surrogate:
             return None
         rng = np.random.default_rng([cfg.seed, 7])
         fold = (rng.permutation(n_split) % k)[split]
-        absolute, paired, ranks = [], [], []
         sub = SurrogateConfig.from_dict(
             {**cfg.to_dict(), "calibration_folds": 0, **({"families": family} if family else {})}
         )
+        weights = self._density_weights() if family else (0.0,)
+        folds = []  # (test rows, centre, spread, density term on the centre's scale)
         for f in range(k):
             test = np.flatnonzero(fold == f)
             train = np.flatnonzero(fold != f)
@@ -522,25 +540,69 @@ class Surrogate:
                 continue
             m, s = model.model_stats([self._rows[i] for i in test])
             s = np.maximum(s, max(1e-6, 0.05 * model._rmse))
-            absolute.append(np.abs(z[test] - m) / s)
-            g = groups[test]
-            zt = z[test]
-            within = [np.flatnonzero(g == u) for u in np.unique(g)]
-            within = [w for w in within if w.size >= 4] or ([np.arange(test.size)] if test.size >= 4 else [])
-            ranks += [_top_quality(m[w], zt[w], self._sign) for w in within]
+            term = np.zeros(test.size)
+            if len(weights) > 1:
+                dr = self._density(x[train], z[train])
+                term = -self._sign * self._density_scale(dr, x[train], z[train]) * dr.score(x[test])
+            folds.append((test, m, s, term))
+        if not folds:
+            return None
+
+        def top_quality(w: float, mean: bool = False) -> float:
+            ranks = []
+            for test, m, _, term in folds:
+                g, zt, c = groups[test], z[test], m + w * term
+                within = [np.flatnonzero(g == u) for u in np.unique(g)]
+                within = [v for v in within if v.size >= 4] or ([np.arange(test.size)] if test.size >= 4 else [])
+                ranks += [_top_quality(c[v], zt[v], self._sign, mean) for v in within]
+            finite = [r for r in ranks if math.isfinite(r)]
+            return float(np.mean(finite)) if finite else -math.inf
+
+        # The density term's weight: the best held-out quality of the whole top 5 % (the mean, not only its best
+        # run: finer-grained, so weights that order the top differently are told apart); ties take the smaller.
+        by_mean = {w: top_quality(w, mean=True) for w in weights}
+        weight = max(weights, key=lambda w: (round(by_mean[w], 6), -w))
+        quality = {weight: top_quality(weight)}
+        absolute, paired = [], []
+        for test, m, s, term in folds:
+            g, zt, c = groups[test], z[test], m + weight * term
+            absolute.append(np.abs(zt - c) / s)
             ii, jj = np.nonzero((g[:, None] == g[None, :]) & ~np.eye(test.size, dtype=bool))
             if ii.size < 30:
                 ii, jj = np.nonzero(~np.eye(test.size, dtype=bool))
             if ii.size > 4000:
                 pick = rng.choice(ii.size, size=4000, replace=False)
                 ii, jj = ii[pick], jj[pick]
-            paired.append(np.abs((zt[jj] - zt[ii]) - (m[jj] - m[ii])) / s[jj])
-        if not absolute:
-            return None
+            paired.append(np.abs((zt[jj] - zt[ii]) - (c[jj] - c[ii])) / s[jj])
         a = np.sort(np.concatenate(absolute))
         b = np.sort(np.concatenate(paired)) if paired else np.zeros(0)
-        finite = [r for r in ranks if math.isfinite(r)]
-        return a, b, float(np.mean(finite)) if finite else -math.inf
+        return a, b, quality[weight], weight
+
+    def _density_weights(self) -> tuple[float, ...]:
+        try:
+            weights = sorted({float(w) for w in self.config.density_weights.split(",") if w.strip()} | {0.0})
+        except ValueError:
+            raise ValueError(f"density_weights: {self.config.density_weights!r} is not a comma-separated list of numbers") from None
+        if weights[0] < 0:
+            raise ValueError(f"density_weights: {weights[0]} < 0")
+        return tuple(weights)
+
+    def _density(self, x: np.ndarray, z: np.ndarray) -> DensityRatio:
+        return DensityRatio(self.config.density_gamma, min_good=self.config.density_min_good).fit(x, z, self._sign)
+
+    @staticmethod
+    def _density_scale(dr: DensityRatio, x: np.ndarray, z: np.ndarray) -> float:
+        """Model-scale units per unit of density ratio: a weight of 1 moves a run by one std of z per std of the ratio."""
+        spread = float(np.std(dr.score(x)))
+        return float(np.std(z)) / spread if spread > 1e-12 else 0.0
+
+    def _fit_density(self, x: np.ndarray, z: np.ndarray) -> None:
+        """The density-ratio term of the prediction, with the weight cross-validation chose (none at weight 0)."""
+        self._dr, self._dr_scale = None, 0.0
+        if self.density_weight > 0:
+            dr = self._density(x, z)
+            self._dr_scale = self.density_weight * self._density_scale(dr, x, z)
+            self._dr = dr if self._dr_scale > 0 else None
 
     def _to_model(self, y: np.ndarray) -> np.ndarray:
         return self.transform.forward(y)
@@ -701,6 +763,8 @@ class Surrogate:
                 m = _tree_predictions(self._f, x[:, self._static]) + self._linear(x)[None, :]
             if self._g is not None:
                 m += _tree_predictions(self._g, x[:, ~self._static])
+            if self._dr is not None:
+                m -= self._sign * self._dr_scale * self._dr.score(x)[None, :]
             return m
         if self.mode == "ridge":
             return self._w @ self._standardise(x)[:, self._static].T + self._b[:, None]
