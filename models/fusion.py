@@ -44,6 +44,7 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 # (LossSpikeConfig.alert_z) separates them better.
 GATED_DEFAULT = ("EXPLODING_GRADIENT", "DEAD_UNITS")
 SYMPTOMS_DEFAULT = ("LOSS_SPIKE", "EXPLODING_GRADIENT", "DEAD_UNITS")
+LOSS_RESPONSE_DEFAULT = ("EXPLODING_GRADIENT",)
 
 
 class FusionConfig(DiagnosticConfig):
@@ -60,14 +61,21 @@ class FusionConfig(DiagnosticConfig):
         another kind, are symptoms of it (INFO).
     group_steps
         The symptom window in steps. 0 switches grouping off.
+    loss_response_kinds
+        Rule kinds that alert only once the training loss responds: while the
+        loss at the finding's step is calm (finite, within 10 % of its best,
+        not rising, no jump beyond 3x its noise) they are INFO. Gradient-norm
+        surges by default: the HF Trainer logs the norm before clipping, and
+        clipped fp16/LoRA runs show 100-1,000x surges that the loss never feels.
     """
 
     enabled: bool = True
     gated_kinds: tuple[str, ...] = GATED_DEFAULT
     symptom_kinds: tuple[str, ...] = SYMPTOMS_DEFAULT
     group_steps: int = Field(100, ge=0)
+    loss_response_kinds: tuple[str, ...] = LOSS_RESPONSE_DEFAULT
 
-    @field_validator("gated_kinds", "symptom_kinds")
+    @field_validator("gated_kinds", "symptom_kinds", "loss_response_kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
         # Checked here, not when a run's monitor is built: a bad name would fail every run.
@@ -84,15 +92,25 @@ class FindingFusion:
         self.config = config or FusionConfig()
         self._gated = {AnomalyKind[k] for k in self.config.gated_kinds}
         self._symptoms = {AnomalyKind[k] for k in self.config.symptom_kinds}
+        self._loss_felt = {AnomalyKind[k] for k in self.config.loss_response_kinds}
         self.root_kind = 0
         self.root_step = -1
 
-    def apply(self, findings: Sequence[Finding], learned_normal: Callable[[int], bool] | None) -> list[Finding]:
+    def apply(
+        self,
+        findings: Sequence[Finding],
+        learned_normal: Callable[[int], bool] | None,
+        loss_calm: Callable[[int], bool] | None = None,
+    ) -> list[Finding]:
         """Demote gated and symptom findings to INFO (in place); returns them in order."""
         if not self.config.enabled or learned_normal is None:  # fusion needs the learned diagnostic in the suite
             return list(findings)
         for f in findings:
             if f.severity < Severity.WARNING:
+                continue
+            if f.kind in self._loss_felt and loss_calm is not None and loss_calm(f.step):
+                f.severity = Severity.INFO
+                f.explanation += " [INFO: the training loss has not responded]"
                 continue
             if f.kind in self._gated and learned_normal(f.step):
                 f.severity = Severity.INFO

@@ -86,6 +86,8 @@ class RunMonitor:
         self.fusion = FindingFusion(fusion) if fusion is not None else None
         gates = [getattr(d, "learned_normal", None) for d in self.diagnostics]
         self._learned_normal = next((g for g in gates if g is not None), None)
+        calm = [getattr(d, "loss_calm", None) for d in self.diagnostics]
+        self._loss_calm = next((c for c in calm if c is not None), None)
 
     def bind(self, context: RunContext) -> None:
         """Set the run's project (and per-project models) for every diagnostic: at opening, or when a RunStart moves it."""
@@ -115,7 +117,7 @@ class RunMonitor:
         if len(found) > 1:
             found.sort(key=lambda pair: pair[1].step)
         if self.fusion is not None:
-            self.fusion.apply([f for _, f in found], self._learned_normal)
+            self.fusion.apply([f for _, f in found], self._learned_normal, self._loss_calm)
         return self._alerts(found, self.last_wall_time)
 
     def report(self, findings: list[Finding], wall_time: float | None = None) -> list[Alert]:

@@ -48,6 +48,8 @@ _SIGN_FEATURES = tuple((FEATURES.index(name), fmt) for name, fmt in (
     ("loss_vs_best", "loss {:.2g}x its best"), ("lr_vs_at_best", "lr {:.2g}x its value at the best loss"),
     ("grad_vs_best", "grad norm {:.2g}x its low"), ("loss_trend", "loss trend x{:.2g}")))
 _UPDATE_RATIO = FEATURES.index("update_ratio")
+_CALM_FEATURES = [FEATURES.index(n) for n in ("loss_vs_best", "loss_trend", "loss_jump", "nonfinite")]
+_CALM_VS_BEST, _CALM_TREND, _CALM_JUMP = math.log(1.1), 0.05, 3.0
 
 
 class LearnedConfig(DiagnosticConfig):
@@ -347,6 +349,20 @@ class LearnedDiagnostic(Diagnostic):
         if math.isnan(ae_score[i]):  # a row the stride skipped: its window decides
             ae_score[i] = self._score_windows(padded[start + i:start + i + self.window][None])[0][0]
         return bool(ae_score[i] < self.model.config.thresholds.sequence_gate)
+
+    def loss_calm(self, step: int) -> bool:
+        """Whether the training loss, at its last row up to ``step``, shows no response to anything.
+
+        Calm: finite, within 10 % of its best (smoothed), not rising and no jump beyond 3x its own
+        noise. ``False`` when the block has no loss row up to ``step`` (unknown is not calm).
+        """
+        steps, padded, start, _ = self._block
+        i = int(np.searchsorted(steps, step, side="right")) - 1
+        if i < 0:
+            return False
+        row = padded[start + i + self.window - 1]
+        vs_best, trend, jump, nonfinite = row[_CALM_FEATURES]
+        return bool(nonfinite == 0 and vs_best <= _CALM_VS_BEST and trend <= _CALM_TREND and jump <= _CALM_JUMP)
 
     # -- checkpoints ----------------------------------------------------------------------------------
 

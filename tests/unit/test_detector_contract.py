@@ -136,6 +136,30 @@ def test_learned_findings_and_gate_do_not_depend_on_batching(tmp_path):
     assert not all(runs[1][1]) and any(runs[1][1])
 
 
+def test_exploding_gradient_the_loss_did_not_feel_is_info():
+    """A gradient-norm spike alerts only once the training loss responds (fusion's loss_response_kinds)."""
+    from runwatch.models.registry import DiagnosticSuite, SuiteConfig
+
+    def run(loss_after_spike):
+        events = []
+        for s in range(120):
+            loss = 2.0 * math.exp(-s / 60) + 0.01 * (s % 3)
+            gn = 1.0 + 0.05 * (s % 4)
+            if s >= 100:
+                gn = 400.0
+                loss = loss_after_spike(s, loss)
+            events.append((s, 1000.0 + s, {"loss": loss, "grad_norm": gn, "lr": 1e-3}))
+        monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
+        return [a.finding for b in _blocks(events, 10) for a in monitor.observe_block(b)
+                if a.finding.kind.name == "EXPLODING_GRADIENT"]
+
+    calm = run(lambda s, loss: loss)
+    assert calm and all(f.severity.name == "INFO" for f in calm)
+    assert "the training loss has not responded" in calm[0].explanation
+    felt = run(lambda s, loss: loss * (1 + 0.5 * (s - 99)))
+    assert any(f.severity.name in ("WARNING", "ERROR", "CRITICAL") for f in felt)
+
+
 def test_numpy_serving_equals_torch():
     import torch
 
