@@ -243,11 +243,12 @@ def underfitting_spec(spec: RunSpec, width: int) -> RunSpec:
     )
 
 
-def narrowed(genome: Genome, width: int) -> Genome:
+def narrowed(genome: Genome, width: int, model_width: int = 0) -> Genome:
     """``genome`` with its capacity cut to ``width``: every conv / recurrent / linear hidden block that wide.
 
-    A transformer keeps its model width (tied to its embedding): its feed-forward layers are narrowed and
-    its attention cut to one head.
+    A transformer's attention is cut to one head and, by default, its feed-forward layers narrowed, its model
+    width kept; with ``model_width`` its model width (``d_model``: embedding, attention and outputs) is cut to
+    that instead and the feed-forward kept.
 
     Examples
     --------
@@ -256,7 +257,7 @@ def narrowed(genome: Genome, width: int) -> Genome:
     >>> narrowed(g, 2).blocks[0].width
     2
     """
-    from runwatch.nas.families import transformer_layers
+    from runwatch.nas.families import model_width as resized, transformer_layers
 
     layers = transformer_layers(genome) if genome.family == "transformer" else None
     blocks = list(genome.blocks)
@@ -264,7 +265,13 @@ def narrowed(genome: Genome, width: int) -> Genome:
         for attention, ff_in, _ in layers:
             attributes = dict(blocks[attention].attributes, num_heads="1")
             blocks[attention] = dataclasses.replace(blocks[attention], attributes=tuple(sorted(attributes.items())))
-            blocks[ff_in] = dataclasses.replace(blocks[ff_in], width=width)
+            if not model_width:
+                blocks[ff_in] = dataclasses.replace(blocks[ff_in], width=width)
+        if model_width:
+            narrow = resized(genome.with_blocks(blocks), model_width)
+            if narrow is None:
+                raise ValueError(f"model_width: cannot give this transformer model width {model_width}")
+            return narrow
     else:
         blocks = [dataclasses.replace(b, width=width) for b in blocks]
     return genome.with_blocks(blocks)
@@ -373,6 +380,7 @@ def select_targets(
     underfit_width: int,
     underfit_ratio: float,
     seed: int,
+    underfit_model_width: int = 0,
     folds: int,
     max_per_problem: int = 0,
     problems: Sequence[str] = PROBLEMS,
@@ -421,10 +429,10 @@ def select_targets(
                 base = genome_of(source)
                 if base is None:
                     continue
-                genome = narrowed(base, underfit_width)
-                spec = dataclasses.replace(
-                    underfitting_spec(source, underfit_width), width=source.width, cause=f"narrow_{underfit_width}"
-                )
+                model = underfit_model_width if fam == "transformer" else 0
+                genome = narrowed(base, underfit_width, model_width=model)
+                cause = f"narrow_model_{model}" if model else f"narrow_{underfit_width}"
+                spec = dataclasses.replace(underfitting_spec(source, underfit_width), width=source.width, cause=cause)
                 builder = functools.partial(genome.build, spec_stem(source))
             t0 = time.perf_counter()
             rec = train(spec, builder)
@@ -669,8 +677,10 @@ def report(
             f"is not a corpus fault: per family, {args.underfit_candidates} healthy runs (drawn with seed {args.seed}) "
             f"were narrowed (MLP: every hidden layer {args.underfit_width} units wide, corpus builder; CNN: every "
             f"convolution {args.underfit_width} channels; GRU/LSTM: hidden size {args.underfit_width}; transformer: "
-            f"feed-forward width {args.underfit_width} and one head, its model width being tied to the embedding; "
-            "these rebuilt with `Genome.build`) and trained; one is labelled "
+            + (f"model width (d_model: embedding, attention, outputs) {args.underfit_model_width} and one head, "
+               "feed-forward kept; " if args.underfit_model_width else
+               f"feed-forward width {args.underfit_width} and one head, model width kept; ")
+            + "these rebuilt with `Genome.build`) and trained; one is labelled "
             f"underfitting when its final training loss is >= {args.underfit_ratio:g}x the original run's. The corpus "
             "has no CNN with a capacity fault and few sequence ones: per non-MLP family, "
             f"{args.overfit_candidates} healthy runs were re-specified with the corpus' tiny-data recipe (30-100 "
@@ -687,7 +697,7 @@ def report(
             + (f" with `{args.space}`" if json.loads(args.space) else "")
             + " (widths x0.5 / x2 and, for a layer narrower than sqrt(inputs x outputs), that width; relu/gelu/tanh/"
             "silu, dropout 0-0.5, LayerNorm, depth +-1, residuals; per family also stacked GRU/LSTM layers +-1, attention "
-            "heads x2 / /2 (dividing the width) and whole transformer encoder layers removed or repeated; at most 3 edits, one edit = one attribute change "
+            "heads x2 / /2 (dividing the width), a token transformer's model width x0.5 / x2 and whole transformer encoder layers removed or repeated; at most 3 edits, one edit = one attribute change "
             "on one block or on a run of adjacent blocks, or one run of blocks added or removed). The top suggestion "
             "is applied to the spec "
             "(uniform MLP: depth/width/activation/dropout through the corpus builder; otherwise `Genome.build` via "
@@ -791,6 +801,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--underfit-candidates", type=int, default=20)
     ap.add_argument("--underfit-width", type=int, default=2)
     ap.add_argument("--underfit-ratio", type=float, default=2.0)
+    ap.add_argument(
+        "--underfit-model-width",
+        type=int,
+        default=0,
+        help="narrow transformers' model width (d_model) to this, feed-forward kept (0: narrow the feed-forward)",
+    )
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     ap.add_argument(
         "--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES), help="rnn = GRU and LSTM runs"
@@ -829,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         underfit_candidates=args.underfit_candidates,
         underfit_width=args.underfit_width,
         underfit_ratio=args.underfit_ratio,
+        underfit_model_width=args.underfit_model_width,
         seed=args.seed,
         folds=args.folds,
         max_per_problem=args.max_per_problem,

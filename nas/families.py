@@ -14,13 +14,15 @@ family         capacity edits (besides the generic width / dropout / depth edits
 =============  ===================================================================
 ``cnn``        channels (block width) and depth: the generic edits
 ``rnn``        hidden size (block width); stacked layers (``num_layers`` ± 1)
-``transformer``  feed-forward width (``linear1``-like blocks); heads (x2 / ÷2, always
-               dividing the model width); depth: a whole encoder layer removed or
-               the last one repeated
+``transformer``  feed-forward width (``linear1``-like blocks); model width (``d_model``
+               x2 / ÷2: embedding, attention and outputs together); heads (x2 / ÷2,
+               always dividing the model width); depth: a whole encoder layer
+               removed or the last one repeated
 =============  ===================================================================
 
-A transformer's model width (``d_model``) is tied to its embedding, which the
-genome keeps fixed, so it is not edited. The record counts each encoder
+A transformer's model width (``d_model``) is tied to its embedding, a fixed
+layer: :func:`model_width` changes both (the builder makes the embedding at the
+genome's input size), so only token models get that edit. The record counts each encoder
 layer's second LayerNorm as a fixed layer, so after an encoder layer is
 removed (repeated) :meth:`Genome.params` over- (under-) states the rebuilt
 model by ``2 x d_model`` per layer: ``within`` keeps ``fixed_params`` equal.
@@ -37,7 +39,7 @@ Examples
 [(0, 1, 2), (3, 4, 5)]
 >>> structure_problems(g), structure_problems(g.with_blocks(g.blocks[:5]))
 ([], ['transformer: blocks must come as (attention, linear, linear) encoder layers'])
->>> sorted({a for a, _ in family_edits(g, SearchSpace())})
+>>> sorted({a for a, _ in family_edits(g, SearchSpace())})  # no embedding: no model-width edit
 ['depth', 'heads']
 """
 
@@ -56,10 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RNN_LAYERS",
+    "MIN_MODEL_WIDTH",
     "Stem",
     "deeper",
     "family_edits",
     "keeps_structure",
+    "model_width",
     "shallower",
     "structure_problems",
     "transformer_layers",
@@ -98,6 +102,10 @@ class Stem:
     def from_dict(cls, data: dict[str, Any]) -> Stem:
         """Inverse of :meth:`to_dict`."""
         return cls(int(data.get("tokens", 0)), int(data.get("positions", 0)), tuple(data.get("image", ())))
+
+
+MIN_MODEL_WIDTH = 4
+"""The narrowest model width :func:`model_width` gives a transformer."""
 
 
 def _int_attribute(block: Block, name: str, default: int) -> int:
@@ -324,13 +332,47 @@ def deeper(genome: Genome, space: SearchSpace) -> Genome | None:
     return None
 
 
+def model_width(genome: Genome, width: int) -> Genome | None:
+    """A transformer encoder with model width (``d_model``) ``width``: its embedding, every attention and output.
+
+    Only for a token model (its embedding is a fixed layer, rebuilt at the new
+    width; a model fed features of the input's width cannot change it) whose
+    every attention keeps its heads dividing ``width`` (at least
+    :data:`MIN_MODEL_WIDTH`). The fixed layers (embedding, learned positions,
+    the encoder layers' second LayerNorm) all scale with the width, so
+    ``fixed_params`` scales with it. None when not possible.
+
+    >>> from runwatch.nas.architecture import Block
+    >>> layer = (Block("enc.0.attn", "attention", 32, attributes=(("num_heads", "2"),)),
+    ...          Block("enc.0.lin1", "linear", 64), Block("enc.0.lin2", "linear", 32, "", "layernorm"))
+    >>> g = Genome(32, 9, layer, output_name="head", family="transformer", fixed_params=320, fixed=("embed",))
+    >>> w = model_width(g, 64)
+    >>> w.input_size, [b.width for b in w.blocks], w.fixed_params
+    (64, [64, 64, 64], 640)
+    >>> model_width(g, 3) is None, model_width(dataclasses.replace(g, fixed=()), 64) is None
+    (True, True)
+    """
+    layers = transformer_layers(genome) if genome.family == "transformer" else None
+    d = genome.input_size
+    if layers is None or not genome.fixed or width == d or width < MIN_MODEL_WIDTH:
+        return None
+    blocks = list(genome.blocks)
+    for attention, _, ff_out in layers:
+        if width % heads(blocks[attention]):
+            return None
+        blocks[attention] = dataclasses.replace(blocks[attention], width=width)
+        blocks[ff_out] = dataclasses.replace(blocks[ff_out], width=width)
+    fixed = round(genome.fixed_params * width / d)
+    return dataclasses.replace(genome, input_size=width, blocks=tuple(blocks), fixed_params=fixed)
+
+
 def family_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Genome]]:
-    """The family's own single edits as ``(attribute, genome)``: RNN ``layers``, transformer ``heads`` and ``depth``.
+    """The family's own single edits as ``(attribute, genome)``: RNN ``layers``, transformer ``heads``, ``depth``, width.
 
     ``layers``: a recurrent block's ``num_layers`` ± 1 (1 .. :data:`MAX_RNN_LAYERS`, the directions
     ``space.depth_changes`` allows). ``heads``: an attention block's heads doubled or halved when the result
     divides its width. ``depth``: a whole encoder layer removed (any of them, at least one stays) or the last
-    one repeated.
+    one repeated. ``width``: a token transformer's model width times each of ``space.width_multipliers`` (:func:`model_width`).
     """
     for i, b in enumerate(genome.blocks):
         if b.kind == "rnn":
@@ -349,6 +391,10 @@ def family_edits(genome: Genome, space: SearchSpace) -> Iterator[tuple[str, Geno
     layers = transformer_layers(genome) if genome.family == "transformer" else None
     if layers is None:
         return
+    for factor in space.width_multipliers:
+        resized = model_width(genome, round(genome.input_size * factor))
+        if resized is not None:
+            yield "width", resized
     if -1 in space.depth_changes and len(layers) > 1:
         for start, _, stop in layers:
             yield "depth", genome.with_blocks(genome.blocks[:start] + genome.blocks[stop + 1 :])

@@ -184,14 +184,32 @@ def _groups(old_by_name: dict[str, Block], new: Genome, attribute: str, old: Gen
     return groups
 
 
+def _model_width_change(old: Genome, new: Genome) -> Change | None:
+    """A transformer's model width (``d_model``) change, as one edit over every block that carries it."""
+    if old.family != "transformer" or new.family != "transformer" or old.input_size == new.input_size:
+        return None
+    old_names = {b.name for b in old.blocks}
+    carried = [b.name for b in new.blocks if b.width == new.input_size and b.name in old_names]
+    before, after = str(old.input_size), str(new.input_size)
+    text = (f"model width (d_model) {before} -> {after}: the embedding and every encoder layer's attention and "
+            "feed-forward output")
+    return Change(",".join(carried), "width", before, after, text)
+
+
 def diff_genomes(old: Genome, new: Genome) -> list[Change]:
     """See :meth:`Genome.diff`."""
     changes: list[Change] = []
     depth = _depth_change(old, new)
     if depth is not None:
         changes.append(depth)
+    model = _model_width_change(old, new)
+    if model is not None:
+        changes.append(model)
     old_by_name = {b.name: b for b in old.blocks}
     groups = {attribute: _groups(old_by_name, new, attribute, old) for attribute in _GROUPED}
+    if model is not None:  # the blocks that only follow the model width are that one change
+        carried = set(model.layer.split(","))
+        groups["width"] = {k: c for k, c in groups["width"].items() if not set(c.layer.split(",")) <= carried}
     for b in new.blocks:
         changes.extend(groups[a][b.name] for a in _GROUPED if b.name in groups[a])
     return changes

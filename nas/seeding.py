@@ -81,7 +81,7 @@ from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import PeerSummary, run_summary, task_of
 from runwatch.nas.families import deeper as family_deeper
 from runwatch.nas.families import shallower as family_shallower
-from runwatch.nas.families import transformer_layers
+from runwatch.nas.families import model_width, transformer_layers
 from runwatch.nas.history import Diagnosis, RunObservation
 from runwatch.nas.progress import STALL_RATIO, LossProgress, loss_progress
 from runwatch.nas.space import (
@@ -386,7 +386,10 @@ def family_remedies(kind: str, genome: Genome, space: SearchSpace) -> list[Genom
     ================  =====================================================================
 
     Underfitting (every non-MLP family): the narrowest blocks (as many as the
-    edit budget allows) twice as wide.
+    edit budget allows) twice as wide; a transformer whose model width
+    (``d_model``) is no wider than any block gets that doubled
+    (:func:`runwatch.nas.families.model_width`: embedding, attention and
+    outputs together).
 
     Why not the generic capacity cuts first: a recurrent or attention net
     that memorised a few sequences does so at any width (halving the hidden
@@ -437,6 +440,10 @@ def family_remedies(kind: str, genome: Genome, space: SearchSpace) -> list[Genom
         return []
     if kind in _CAPACITY:
         narrowest = min(b.width for b in genome.blocks)
+        if genome.family == "transformer" and genome.input_size <= narrowest:  # the model width is the bottleneck
+            wider = model_width(genome, genome.input_size * 2)
+            if wider is not None and within(wider, genome, space):
+                return [wider]
         idxs = [i for i, b in enumerate(genome.blocks) if b.width == narrowest and b.kind != "attention"]
         return [_resize_many(genome, idxs[: max(1, space.max_changes)], space, 2.0)]
     return []

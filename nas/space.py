@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from runwatch.nas.architecture import Block, Genome
-from runwatch.nas.families import family_edits, keeps_structure
+from runwatch.nas.families import family_edits, keeps_structure, model_width
 
 __all__ = [
     "ACTIVATION_KINDS",
@@ -510,12 +510,21 @@ def _close_to_any(p: float, values: tuple[float, ...]) -> bool:
     return any(abs(p - v) < 1e-9 for v in values)
 
 
+def _model_width_of(base: Genome, genome: Genome, space: SearchSpace) -> bool:
+    """Whether ``genome``'s input size and fixed layers are ``base``'s at a model width the space allows."""
+    if not base.input_size or genome.input_size / base.input_size not in space.width_multipliers:
+        return False
+    scaled = model_width(base, genome.input_size)
+    return scaled is not None and scaled.fixed_params == genome.fixed_params
+
+
 def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     """Whether ``genome`` is a valid edit of ``base`` that ``space`` allows.
 
     True when ``genome`` is valid, still rebuildable when ``base`` is
     (:func:`runwatch.nas.families.keeps_structure`), keeps ``base``'s input, output and fixed
-    layers, is at most ``space.max_changes`` edits away, changes depth only in
+    layers (a token transformer's model width may change them together:
+    :func:`runwatch.nas.families.model_width`), is at most ``space.max_changes`` edits away, changes depth only in
     a direction ``space.depth_changes`` allows, and every changed value is
     allowed (widths from the base block's :func:`width_choices`; new blocks
     from any base block's), or unchanged.
@@ -528,11 +537,9 @@ def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     """
     if genome.validate() or not keeps_structure(base, genome):
         return False
-    same_frame = (genome.input_size, genome.output_size, genome.output_name, genome.fixed_params) == (
-        base.input_size,
-        base.output_size,
-        base.output_name,
-        base.fixed_params,
+    resized = genome.input_size != base.input_size and _model_width_of(base, genome, space)
+    same_frame = (genome.output_size, genome.output_name) == (base.output_size, base.output_name) and (
+        (genome.input_size, genome.fixed_params) == (base.input_size, base.fixed_params) or resized
     )
     if not same_frame or edit_distance(base, genome) > space.max_changes:
         return False
@@ -544,7 +551,8 @@ def within(genome: Genome, base: Genome, space: SearchSpace) -> bool:
     for b in genome.blocks:
         old = base_by_name.get(b.name)
         widths = any_width if old is None else set(width_choices(old, space, base)) | {old.width}
-        if b.width not in widths:
+        carries_model_width = resized and b.width == genome.input_size and (old is None or old.width == base.input_size)
+        if b.width not in widths and not carries_model_width:
             return False
         olds = [old] if old is not None else list(base.blocks)
         if b.activation not in space.activations and all(b.activation != o.activation for o in olds):

@@ -169,3 +169,24 @@ def test_run_trials_rebuilds_and_trains_non_mlp_families(arch, depth, width):
     assert len(result.trials) == 3 and all(t.value > 0 for t in result.trials)
     assert result.trials[0].params == n_params(original)
     assert set(seen) == {"ImageCNN" if arch == "cnn" else "TransformerTagger"}
+
+
+def test_a_transformer_model_width_edit_rebuilds_embedding_and_layers_and_trains():
+    original = corpus_model("transformer", 2, 48)
+    genome = Genome.from_architecture(describe_architecture(original))
+    stem = stem_of_model(original)
+    widths = {g.input_size: g for a, g in family_edits(genome, SearchSpace()) if g.input_size != genome.input_size}
+    assert sorted(widths) == [24, 96]
+    for width, edited in widths.items():
+        assert structure_problems(edited) == []
+        assert within(edited, genome, SearchSpace())
+        (change,) = genome.diff(edited)
+        assert change.attribute == "width" and (change.before, change.after) == ("48", str(width))
+        assert change.description.startswith(f"model width (d_model) 48 -> {width}: the embedding")
+        model = edited.build(stem)
+        assert n_params(model) == edited.params()  # the fixed layers (embedding, positions, norms) scale with it
+        assert model.embed.embedding_dim == width
+        first, last = train_steps(model, "transformer")
+        assert last < first
+    gru = Genome.from_architecture(describe_architecture(corpus_model("gru", 2, 64)))
+    assert all(g.input_size == gru.input_size for _, g in family_edits(gru, SearchSpace()))

@@ -194,3 +194,16 @@ def test_the_advisor_ranks_the_family_remedy_first_on_an_overfitting_gru():
     top = advisor.suggest(run, Constraints(num_suggestions=3), SPACE)[0]
     assert [c.attribute for c in top.changes] == ["dropout"]
     assert top.genome.blocks[0].dropout == pytest.approx(0.3)
+
+
+def test_an_underfitting_transformer_gets_its_model_width_doubled_when_that_is_the_bottleneck():
+    from runwatch.nas.families import model_width
+
+    narrow = model_width(TRANSFORMER, 8)  # d_model 8 under a 96-wide feed-forward
+    (wider,) = family_remedies("underfitting", narrow, SPACE)
+    assert wider.input_size == 16 and wider.fixed_params == 2 * narrow.fixed_params
+    assert [b.width for b in wider.blocks] == [16, 96, 16, 16, 96, 16]
+    assert within(wider, narrow, SPACE) and edit_distance(narrow, wider) == 1
+    # a feed-forward narrower than the model width is widened instead, as for every family
+    (ff,) = family_remedies("underfitting", TRANSFORMER.replace_block(1, width=4).replace_block(4, width=4), SPACE)
+    assert ff.input_size == 48 and [b.width for b in ff.blocks] == [48, 8, 48, 48, 8, 48]
