@@ -191,8 +191,8 @@ def _model_width_change(old: Genome, new: Genome) -> Change | None:
     old_names = {b.name for b in old.blocks}
     carried = [b.name for b in new.blocks if b.width == new.input_size and b.name in old_names]
     before, after = str(old.input_size), str(new.input_size)
-    text = (f"model width (d_model) {before} -> {after}: the embedding and every encoder layer's attention and "
-            "feed-forward output")
+    text = (f"model width (d_model) {before} -> {after} (the embedding and every encoder layer's attention and "
+            "feed-forward output)")
     return Change(",".join(carried), "width", before, after, text)
 
 

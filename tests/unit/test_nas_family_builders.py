@@ -182,7 +182,7 @@ def test_a_transformer_model_width_edit_rebuilds_embedding_and_layers_and_trains
         assert within(edited, genome, SearchSpace())
         (change,) = genome.diff(edited)
         assert change.attribute == "width" and (change.before, change.after) == ("48", str(width))
-        assert change.description.startswith(f"model width (d_model) 48 -> {width}: the embedding")
+        assert change.description.startswith(f"model width (d_model) 48 -> {width} (the embedding")
         model = edited.build(stem)
         assert n_params(model) == edited.params()  # the fixed layers (embedding, positions, norms) scale with it
         assert model.embed.embedding_dim == width
