@@ -15,7 +15,9 @@ underfitting / ``plateau``     any block narrower, one block (stacked layer) few
                                more as well while a block is a bottleneck (narrower than
                                :func:`~runwatch.nas.space.pyramid_width`): widen it first
 ``dead_units`` in a layer      that layer wider
-``vanishing_gradient``         one block more
+``vanishing_gradient``         one block more; more dropout (it thins a signal that
+                               already fails to reach the first layers, and cures
+                               nothing of it)
 =============================  ===================================================
 
 Overfitting wins when a run shows both it and a plateau (a validation loss that
@@ -90,7 +92,7 @@ class EditGuard:
             if d.kind == "dead_units" and d.layer:
                 banned.add((d.layer, "width", "up"))
             if d.kind == "vanishing_gradient":
-                banned.add(("", "depth", "up"))
+                banned |= {("", "depth", "up"), (ANY_LAYER, "dropout", "up")}
         return cls(frozenset(banned))
 
     def allows(self, base: Genome, genome: Genome) -> bool:

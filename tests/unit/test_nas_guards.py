@@ -46,8 +46,8 @@ def test_overfitting_wins_over_a_plateau():
 
 def test_layer_findings_only_touch_their_layer():
     seen = directions_allowed(guard_for(Diagnosis("dead_units", layer="fc2"), Diagnosis("vanishing_gradient", "fc1")))
-    assert {"fc2:width:up", ":depth:up"} <= seen["refused"]
-    assert {"fc1:width:up", "fc2:width:down", ":depth:down"} <= seen["allowed"]
+    assert {"fc2:width:up", ":depth:up", "fc1:dropout:up", "fc2:dropout:up"} <= seen["refused"]
+    assert {"fc1:width:up", "fc2:width:down", ":depth:down", "fc1:dropout:down"} <= seen["allowed"]
 
 
 def test_no_finding_refuses_nothing():
