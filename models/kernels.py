@@ -440,7 +440,7 @@ def divergence_state(window: int) -> np.ndarray:
     lambda: (
         *(_steps(8), _values(8), _steps(8), _values(8)),
         *(False, True, divergence_state(30)),
-        *(30, 0.3, 0.05, 2.0, 5, 6, 0.05, 0.6, 3, 0.05, 0.1),
+        *(30, 0.3, 0.05, 2.0, 5, 6, 0.05, 0.6, 3, 0.05, 0.1, 3.0),
         _out(8, DIVERGENCE_OUT),
     )
 )
@@ -463,6 +463,7 @@ def divergence(
     patience: int,
     level_floor: float,
     g_min_slope: float,
+    shift_ratio: float,
     out: np.ndarray,
 ) -> int:
     """Exponential climb of the loss (and of the gradient norm) above the loss's reference level.
@@ -472,7 +473,10 @@ def divergence(
     fast and a slow EWMA, the running minimum of the slow one (the
     reference, floored at ``level_floor`` x the initial level) and, while the
     fast EWMA is ``ratio`` x above the reference, fits ``log(loss)`` and
-    ``log(grad_norm)`` against the step (:func:`log_trend`).
+    ``log(grad_norm)`` against the step (:func:`log_trend`). A fast EWMA that
+    has stayed ``shift_ratio`` x above the reference fires whatever the fit
+    says when it is also back above the initial level (``shift_ratio`` 0:
+    never): the loss jumped, stayed up and lost all its progress.
     """
     end = int(state[0])
     s = float(state[1])
@@ -551,7 +555,8 @@ def divergence(
                 g_slope, g_r2 = log_trend(g_steps, g_vals, g_end, w, gm, 1e-30)
             loss_climbs = slope >= min_slope and r2 >= min_r2
             grad_climbs = g_slope >= g_min_slope and g_r2 >= min_r2
-            if not (loss_climbs or grad_climbs):
+            shifted = shift_ratio > 0.0 and s >= shift_ratio * ref and s >= peak  # all progress lost
+            if not (loss_climbs or grad_climbs or shifted):
                 hits = 0
                 continue
             hits += 1

@@ -60,6 +60,14 @@ class DivergenceConfig(DiagnosticConfig):
         ``min_r2``) while the loss is ``ratio`` x above its reference also
         predicts divergence, and together with the loss climb raises the
         severity to CRITICAL. Default 0.1 (x2.7 every 10 steps).
+    shift_ratio
+        A smoothed loss that has stayed this multiple of its reference, and
+        above its initial level (all progress lost), for ``patience`` values
+        has diverged whatever the shape of its rise: a jump that stays up,
+        which is how a sparse log (a loss every 10-500 steps) records a
+        blow-up, fits no steady per-step climb. Default 3.0, the corpus' own
+        definition of a manifested divergence; 0 disables. The initial-level
+        condition keeps a converged loss's noise (0.01 -> 0.05) out of it.
     """
 
     loss_metric: str = "loss"
@@ -75,6 +83,7 @@ class DivergenceConfig(DiagnosticConfig):
     warmup: int = Field(default=5, ge=0)
     level_floor: float = Field(default=0.05, ge=0.0)
     grad_min_log_slope: float = Field(default=0.1, gt=0.0)
+    shift_ratio: float = Field(default=3.0, ge=0.0)
 
 
 class DivergenceDiagnostic(Diagnostic):
@@ -146,6 +155,7 @@ class DivergenceDiagnostic(Diagnostic):
             int(cfg.patience),
             float(cfg.level_floor),
             float(cfg.grad_min_log_slope),
+            float(cfg.shift_ratio),
         )
         self._loss_first = cfg.loss_metric < cfg.grad_metric
 
@@ -176,6 +186,8 @@ class DivergenceDiagnostic(Diagnostic):
         loss_climbs, grad_climbs = row[6] != 0.0, row[7] != 0.0
         metric, grad_metric = self.config.loss_metric, self.config.grad_metric
         parts = [f"{metric} rose {x:.3g}x above its minimum over the last {span:.0f} steps"]
+        if not (loss_climbs or grad_climbs):
+            parts[0] += " and is back above its initial level (all progress lost; no steady climb)"
         if loss_climbs:
             parts[0] += f" (log-slope {slope:.2f}/step, R² {r2:.2f})"
         if grad_climbs:

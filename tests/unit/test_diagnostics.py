@@ -754,3 +754,22 @@ def test_error_rate_with_malformed_requests(default_suite: DiagnosticSuite) -> N
     alerts = feed(events, default_suite, "serving")
     assert [a.finding.kind for a in alerts] == [AnomalyKind.ERROR_RATE], show(alerts)
     assert alerts[0].first_step == 449 and alerts[0].finding.severity.name == "CRITICAL"
+
+
+def test_a_sparse_loss_that_jumps_and_stays_up_has_diverged() -> None:
+    """A loss logged every 50 steps that jumps 20x and never comes back fits no steady climb; it still diverged."""
+    from runwatch.models.diagnostics.divergence import DivergenceConfig, DivergenceDiagnostic
+
+    def findings(values, **config):
+        steps = [50 * (i + 1) for i in range(len(values))]
+        d = DivergenceDiagnostic(DivergenceConfig(**config))
+        return d.observe_block(MetricBlock.from_rows(steps, [float(s) for s in steps], [{"loss": v} for v in values]))
+
+    jumped = [0.22, 0.21, 0.23, 0.20, 0.21, 0.19, 4.3, 5.3, 5.33, 5.35, 5.34, 5.33, 5.32, 5.34]
+    (first, *_) = findings(jumped)
+    assert first.kind == AnomalyKind.DIVERGENCE_PREDICTED and first.severity == Severity.ERROR
+    assert "back above its initial level" in first.explanation
+    assert findings(jumped, shift_ratio=0.0) == []  # the steady-climb fit alone misses it
+    # a converged loss's noise triples its minimum but stays far below where the run started
+    converged = [2.3, 1.2, 0.6, 0.3, 0.1, 0.05, 0.02, 0.01, 0.012, 0.05, 0.06, 0.055, 0.05, 0.06]
+    assert findings(converged) == []
