@@ -47,6 +47,14 @@ surrogate's prediction, with its standard deviation widened by the task's
 spread (``sqrt(std^2 + spread^2)``): with no run like it, the outcome could be
 anywhere the task's outcomes are, and the risk-adjusted ranking should say so.
 
+Runs the surrogate cannot explain: when a run did not train and the
+surrogate's calibrated interval for the run as it is misses its outcome, or
+its uncertainty there exceeds the task's spread, the strong finding's
+whole-stack fixes lead whatever their score: the surrogate's edit effects for
+such a run are extrapolations (it never sees a tiny initialisation), and on a
+small history they swing with any change of the history
+(``AdvisorConfig.findings_lead_when_unexplained``).
+
 Transfer: the history's best architectures with the same input and output
 sizes, rewritten as edits of the run's (:mod:`runwatch.nas.transfer`), are
 candidates too (``AdvisorConfig.peer_candidates`` of them), scored by the
@@ -284,6 +292,13 @@ class AdvisorConfig:
         Rank a strong finding's seeds whose edit the history never saw by the
         task's prior instead of the surrogate (module docstring); other such
         edits keep the surrogate's mean with a widened uncertainty either way.
+    findings_lead_when_unexplained
+        Put a strong finding's seeds (the whole-stack fixes of a run that did
+        not train) first when the surrogate cannot explain the run as it is:
+        its outcome lies outside the surrogate's calibrated interval for the
+        run's own architecture, or the surrogate's uncertainty there exceeds
+        the spread of the task's outcomes. Its edit effects for such a run are
+        extrapolations (a tiny initialisation is not a feature it sees).
 
     Examples
     --------
@@ -309,6 +324,7 @@ class AdvisorConfig:
     seeding: bool = True
     peer_candidates: int = 10
     prior_for_unsupported: bool = True
+    findings_lead_when_unexplained: bool = True
     exhaustive_limit: int = 2048
 
     def resolved_direction(self) -> str:
@@ -500,7 +516,9 @@ class Advisor:
             risk_aversion * s`` when minimizing; log for a loss) plus the
             parsimony cost per edit (1 % of the prediction); on an
             overfitting run the edits that cut capacity or add dropout come
-            first. Only the best of each edit idea (the same attributes of
+            first; on a run that did not train and that the surrogate
+            cannot explain, a strong finding's whole-stack fixes come first
+            (module docstring). Only the best of each edit idea (the same attributes of
             the same layers changed in the same direction: dropout 0.2 and 0.3
             on fc1 are one idea, fc1 wider and fc1 narrower two) and of edits
             the surrogate cannot tell apart is shown. When nothing is
@@ -582,6 +600,10 @@ class Advisor:
         candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept, extra, to_model)
         cur_mean = float(score([base])[0][0])
         candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
+        strong = {s.genome.key() for s in seeds if s.strong}
+        if strong and cfg.findings_lead_when_unexplained and self._surrogate_lost(run, observed):
+            # A run that did not train for a reason the surrogate cannot see: the finding's whole-stack fix leads.
+            candidates = sorted(candidates, key=lambda c: c.genome.key() not in strong)
         if "overfitting" in kinds:  # capacity and regularisation fixes first, each group in its own order
             candidates = sorted(candidates, key=lambda c: not _regularises(base, c.genome))
         first = {s.genome.key() for s in seeds if s.first}
@@ -622,6 +644,26 @@ class Advisor:
             for s, q in zip(suggestions, p, strict=True):
                 s.evidence.append(f"{risk.describe()}: {_pct(p_run)} -> {_pct(float(q))}")
         return [dataclasses.replace(s, rank=i) for i, s in enumerate(suggestions, start=1)]
+
+    def _surrogate_lost(self, run: RunObservation, observed: float) -> bool:
+        """The surrogate cannot explain the run as it is, so its edit effects for it are extrapolations.
+
+        Either the observed outcome lies outside the surrogate's calibrated
+        interval for the run's own architecture, or the surrogate's
+        uncertainty there exceeds the spread of the task's outcomes (it knows
+        less about this run than the task's median does).
+        """
+        s = self.surrogate
+        assert s is not None and run.genome is not None
+        if not s.can_predict or not math.isfinite(observed):
+            return False
+        centre, spread = s.model_stats(s.variant_rows_hp(run, [(run.genome, run.hyperparameters)]))
+        uncertainty = float(spread[0])
+        miss = abs(float(s.transform.forward(observed)) - float(centre[0]))
+        if miss > s.calibration(anchored=False) * uncertainty:
+            return True
+        estimate = self.prior.estimate(run)
+        return estimate is not None and uncertainty > s.transform.to_model(estimate.mean, estimate.std)[1]
 
     def _needs_stability(self, run: RunObservation, kinds: set[str], risk: DivergenceRisk, p_run: float) -> bool:
         """Stability first: the run diverged; or it has no final outcome yet and is predicted to diverge.

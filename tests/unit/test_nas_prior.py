@@ -94,7 +94,9 @@ def test_a_strong_finding_outranks_a_surrogate_that_never_saw_its_fix(history):
     assert "so the surrogate cannot judge it" in top.evidence[0]
     assert top.evidence[1].startswith("prior = median val/loss of the 48 history runs of dataset=digits")
     assert any(e.endswith("the net did not train") for e in top.evidence)
-    assert re.match(r"surrogate \((deep forest|forest|extra trees|linear forest), 48 runs with val/loss\)", top.evidence[-2])
+    assert re.match(
+        r"surrogate \((deep forest|forest|extra trees|linear forest), 48 runs with val/loss\)", top.evidence[-2]
+    )
     assert top.evidence[-2].endswith("(outside its data)")
     assert top.evidence[-1] == "divergence risk (base rate, 0 of 48 runs diverged): 2% -> 2%"
 
@@ -111,6 +113,24 @@ def test_without_the_prior_unseen_edits_keep_the_surrogate_with_a_widened_uncert
         assert not any(e.startswith("ranked by") for e in s.evidence)
     top = out[0]
     assert not any(e.startswith("ranked by") for e in top.evidence)
+
+
+def test_when_the_surrogate_cannot_explain_a_stuck_run_the_findings_fixes_lead(history):
+    # the history's runs all trained (val 0.1-0.2); a run stuck at 2.31 is outside what the surrogate can explain,
+    # so even scored by the surrogate (no prior), the vanishing-gradient rule's whole-stack fixes come first
+    run = _stuck_deep_run()
+    seeds = {"add residual connections around fc2-fc10", "add LayerNorm after fc1-fc10"}
+    lead = Advisor(AdvisorConfig(prior_for_unsupported=False, **FAST)).fit(history)
+    assert lead._surrogate_lost(run, 2.31)
+    out = lead.suggest(run, Constraints(num_suggestions=3))
+    assert seeds <= {c.description for s in out for c in s.changes}
+    assert all(e.startswith("vanishing_gradient in fc2") for s in out for e in s.evidence[1:2])
+    off = AdvisorConfig(prior_for_unsupported=False, findings_lead_when_unexplained=False, **FAST)
+    top = Advisor(off).fit(history).suggest(run, Constraints(num_suggestions=3))[0]
+    assert top.evidence[0].startswith("the architecture of run h")  # a history architecture, transferred
+    assert AdvisorConfig.from_dict(off.to_dict()).findings_lead_when_unexplained is False
+    # a run the history explains (a healthy member of it) is not reordered
+    assert not lead._surrogate_lost(history[0], history[0].outcome["val/loss"])
 
 
 def test_seeding_can_be_switched_off(history):
