@@ -36,7 +36,9 @@ started and stopped falling): the gradients did not just shrink somewhere, the
 net as a whole did not train. The stall is then the vanishing gradient's doing,
 so the capacity findings it would otherwise raise (``plateau``, underfitting)
 are left out: widening a net whose gradients vanish does not make it train, and
-removing blocks is one of the fixes. Strong seeds are marked
+removing blocks is one of the fixes. Its seeds come first, in the order above,
+even when a blow-up the stall produced (a tiny initialisation can raise
+``divergence_predicted``) was raised earlier and seeds LayerNorm too. Strong seeds are marked
 (:attr:`Seed.strong`); the advisor may rank them by a prior when the surrogate
 has never seen their edit (:mod:`runwatch.nas.prior`), and then equal priors
 follow the order above: a skip connection gives the gradient an identity path
@@ -663,7 +665,9 @@ def seed_genomes(run: RunObservation, space: SearchSpace, peers: PeerSummary | N
     capacity = {f.kind for f in findings} & {"overfitting", *_CAPACITY}
     # Overfitting wins over a plateau / underfitting (as in the guard): a stalled val loss is what overfitting shows.
     remedy_kind = "overfitting" if "overfitting" in capacity else next(iter(sorted(capacity)), "")
-    for f in findings:
+    # A strong finding's whole-stack fixes keep their documented order even when an earlier finding (a blow-up the
+    # stall produced) seeds one of them too: the stall is the strong finding's doing.
+    for f in sorted(findings, key=lambda f: not f.strong):
         if f.strong:
             for genome in _strong_edits(f.kind, base, space):
                 add(genome, f.kind, f.evidence, True)

@@ -112,6 +112,22 @@ def test_a_vanishing_gradient_in_a_run_that_did_not_train_seeds_whole_stack_fixe
     assert not guard.allows(DEEP, DEEP.with_blocks([*DEEP.blocks, Block("new.1", "linear", 32, "sigmoid")]))
 
 
+def test_a_blow_up_raised_first_does_not_reorder_the_whole_stack_fixes():
+    # tiny initialisations: runwatch may also raise divergence_predicted / exploding_gradient on the stuck run, and
+    # before the vanishing gradient; their LayerNorm seed is also a whole-stack fix, which must keep its place
+    flat = _curve(2.32, 2.30)
+    blowups = [Diagnosis("divergence_predicted", "", "loss", 20, 1.0), Diagnosis("exploding_gradient", "", "", 30)]
+    vanishing = Diagnosis("vanishing_gradient", "fc3", "grad_norm/fc3", 50, 5.0)
+    run = _run(DEEP, flat, 2.31, *blowups, vanishing, dataset="digits")
+    assert [f.kind for f in run_findings(run)][0] == "divergence_predicted"
+    seeds = seed_genomes(run, SearchSpace())
+    assert [_edits(DEEP, s.genome) for s in seeds[:2]] == [
+        ["add residual connections around fc2-fc10"],
+        ["add LayerNorm after fc1-fc10"],
+    ]
+    assert seeds[1].strong and "divergence_predicted" in " ".join(seeds[1].evidence)  # the blow-up's evidence kept
+
+
 def test_a_vanishing_gradient_in_a_run_that_trains_stays_a_layer_finding():
     vanishing = Diagnosis("vanishing_gradient", "fc3", "grad_norm/fc3", 50, 5.0)
     run = _run(DEEP, _curve(2.3, 0.3), 0.35, vanishing)
@@ -158,7 +174,9 @@ def test_underfitting_is_judged_against_healthy_looking_peers_that_faulty_runs_c
     peers = PeerSummary(runs, tasks, flagged=frozenset(faulty))
     (finding,) = run_findings(run, peers)
     assert finding.kind == "underfitting"
-    assert finding.evidence == ("final train loss 0.45 vs healthy-looking dataset=wine peers' median 0.07 (IQR 0.06–0.08, n=5)",)
+    assert finding.evidence == (
+        "final train loss 0.45 vs healthy-looking dataset=wine peers' median 0.07 (IQR 0.06–0.08, n=5)",
+    )
     # too few healthy-looking peers: back to all of the task's peers
     few = PeerSummary(runs, tasks, flagged=frozenset(list(faulty) + ["h0", "h1", "h2"]))
     assert run_findings(run, few) == []
