@@ -82,8 +82,8 @@ import numpy as np
 from runwatch.nas.architecture import Genome
 from runwatch.nas.evidence import PeerSummary, run_summary, task_of
 from runwatch.nas.families import deeper as family_deeper
-from runwatch.nas.families import shallower as family_shallower
 from runwatch.nas.families import model_width, transformer_layers
+from runwatch.nas.families import shallower as family_shallower
 from runwatch.nas.history import Diagnosis, RunObservation
 from runwatch.nas.progress import STALL_RATIO, LossProgress, loss_progress
 from runwatch.nas.space import (

@@ -119,7 +119,7 @@ def test_a_blow_up_raised_first_does_not_reorder_the_whole_stack_fixes():
     blowups = [Diagnosis("divergence_predicted", "", "loss", 20, 1.0), Diagnosis("exploding_gradient", "", "", 30)]
     vanishing = Diagnosis("vanishing_gradient", "fc3", "grad_norm/fc3", 50, 5.0)
     run = _run(DEEP, flat, 2.31, *blowups, vanishing, dataset="digits")
-    assert [f.kind for f in run_findings(run)][0] == "divergence_predicted"
+    assert run_findings(run)[0].kind == "divergence_predicted"
     seeds = seed_genomes(run, SearchSpace())
     assert [_edits(DEEP, s.genome) for s in seeds[:2]] == [
         ["add residual connections around fc2-fc10"],
