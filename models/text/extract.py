@@ -51,6 +51,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -94,6 +95,7 @@ def _sanitize(key: str) -> str:
     return out[:200]
 
 
+@functools.lru_cache(maxsize=4096)  # a log prints the same few keys on every line
 def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
     """runwatch's name for a key printed in a log line, with the scale to apply; None to skip it.
 
