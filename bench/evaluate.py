@@ -439,7 +439,7 @@ def real_log_tables(results: dict[str, Evaluation], runs: dict[str, list[RunReco
         faults = Counter(t.fault for t in ev.truths if t.faulty)
         lines += [
             "",
-            f"{src}: labelled by hand (bench/real_labels/README.md): {len(ev.truths)} runs, "
+            f"{src}: labelled by the written criteria of bench/real_labels/README.md: {len(ev.truths)} runs, "
             + ", ".join(f"{n} {f}" for f, n in faults.most_common()) + ", the rest healthy.",
             "",
             "| system | problem runs caught | " + " | ".join(faults) + " | healthy runs flagged |",

@@ -72,11 +72,16 @@ def _record(source: str, i: int, name: str, steps, walls, metrics, *, faulty: bo
     return RunRecord.from_events(rows, meta)
 
 
-def _imported(source: str, runs) -> list[RunRecord]:
+def _imported(source: str, runs, labels: dict[str, tuple[str, int | None]] | None = None, root: Path | None = None) -> list[RunRecord]:
+    """Imported runs as records; ``labels`` (by source path relative to ``root``) mark the labelled ones."""
     out = []
     for i, r in enumerate(runs):
         walls = r.wall_times if len(r.wall_times) == len(r.steps) else [0.0] * len(r.steps)
-        rec = _record(source, i, r.name, r.steps, walls, r.metrics)
+        extra, faulty = None, False
+        if labels is not None and root is not None:
+            label, manifest = labels.get(Path(r.source).relative_to(root).as_posix(), ("healthy", None))
+            extra, faulty = {"fault": label, "manifest_step": manifest}, label != "healthy"
+        rec = _record(source, i, r.name, r.steps, walls, r.metrics, faulty=faulty, extra=extra)
         if rec is not None:
             out.append(rec)
     return out
@@ -152,9 +157,12 @@ def load_all(root: Path) -> dict[str, list[RunRecord]]:
         sources["modded-nanogpt"] = _imported("nanogpt", importers.load(nano, fmt="csv"))
     gh = root / "github_run_logs"
     if gh.exists():
+        from bench.real_labels.label_github import read_labels
+
         runs = importers.load(gh)
+        labels = read_labels()  # bench/real_labels/README.md: the HF criteria, applied unchanged
         for fmt, label in (("lightning", "lightning"), ("tensorboard", "tensorboard")):
-            sources[f"github {label}"] = _imported(label, [r for r in runs if r.format == fmt])
+            sources[f"github {label}"] = _imported(label, [r for r in runs if r.format == fmt], labels, gh)
     hf = root / "hf_trainer_state"
     if hf.exists():
         sources["hf-trainer"] = _imported("hf", importers.load(hf))

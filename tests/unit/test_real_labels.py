@@ -115,3 +115,50 @@ def test_loader_skips_cleanly_without_data(tmp_path):
 
     assert real_logs.load_hf_labelled(tmp_path / "absent") == []
     assert real_logs.load_hf_labelled(tmp_path, labels_csv=tmp_path / "absent.csv") == []
+
+
+GITHUB_CSV = ROOT / "bench" / "real_labels" / "github_run_logs.csv"
+GITHUB_DATA = DATA.parent / "github_run_logs"
+
+
+def test_github_labels_are_well_formed_and_use_the_hf_labels():
+    with open(GITHUB_CSV, newline="") as fh:
+        reader = csv.DictReader(fh)
+        from bench.real_labels.label_github import COLUMNS as GH_COLUMNS
+
+        assert reader.fieldnames == list(GH_COLUMNS)
+        gh = list(reader)
+    assert len({r["path"] for r in gh}) == len(gh) > 100
+    for r in gh:
+        assert r["format"] in ("lightning", "tensorboard") and r["label"] in ALLOWED, r
+        assert (r["manifest_step"] == "") == (r["label"] == "healthy"), r
+        assert r["label"] == "healthy" or r["reason"], r
+    counts = Counter(r["label"] for r in gh)
+    assert counts["healthy"] > len(gh) / 2 and counts["no_learning"] > 0
+
+
+def test_a_flat_loss_is_no_learning_by_the_hf_rule():
+    from bench.real_labels.label_github import series_of
+    from bench.real_labels.label_hf import label_run
+
+    steps = list(range(0, 6000, 50))
+    flat = [{"loss": 0.25 + 0.002 * 0.97**i} for i in range(len(steps))]  # 0.252 -> 0.250
+    finding, _ = label_run(series_of(steps, flat))
+    assert finding.label == "no_learning" and finding.step is not None
+    falling = [{"loss": 0.25 + 0.4 * 0.97**i} for i in range(len(steps))]  # 0.65 -> 0.25
+    assert label_run(series_of(steps, falling))[0].label == "healthy"
+
+
+@pytest.mark.skipif(not GITHUB_DATA.is_dir(), reason=f"{GITHUB_DATA} is not present")
+def test_github_csv_is_what_the_script_writes_and_the_harness_reads_it(tmp_path):
+    from bench import real_logs
+    from bench.real_labels import label_github
+
+    assert label_github.main(["--data", str(GITHUB_DATA), "--out", str(tmp_path / "out.csv")]) == 0
+    assert (tmp_path / "out.csv").read_text() == GITHUB_CSV.read_text()
+    labels = label_github.read_labels(GITHUB_CSV)
+    sources = real_logs.load_all(DATA.parent)
+    recs = sources["github lightning"] + sources["github tensorboard"]
+    faulty = [r for r in recs if r.meta["label_faulty"]]
+    assert faulty and all(r.meta["fault"] != "healthy" for r in faulty)
+    assert sum(label != "healthy" for label, _ in labels.values()) >= len(faulty)
