@@ -19,6 +19,8 @@ from runwatch.models.fusion import FindingFusion, FusionConfig
 
 #: Columns kept per metric for evidence before the older ones are merged into one.
 MAX_EVIDENCE_COLUMNS = 8
+#: Blocks received before their columns are filed as evidence (at most; ``evidence_len`` events file them too).
+UNFILED_BLOCKS = 8
 
 
 class _External:
@@ -83,6 +85,10 @@ class RunMonitor:
         # kept by reference: evidence is only assembled when an alert is raised.
         self._recent: dict[str, deque[Column]] = {}
         self._recent_points: dict[str, int] = {}  # points held in each deque
+        # Blocks not yet split into ``_recent`` (at most UNFILED_BLOCKS of them, or evidence_len events): an SDK
+        # flushing every step sends one-event blocks, filed together rather than one by one.
+        self._unfiled: list[MetricBlock] = []
+        self._unfiled_points = 0
         self.fusion = FindingFusion(fusion) if fusion is not None else None
         gates = [getattr(d, "learned_normal", None) for d in self.diagnostics]
         self._learned_normal = next((g for g in gates if g is not None), None)
@@ -106,9 +112,11 @@ class RunMonitor:
             findings = diag.observe_block(block)
             if findings:
                 found.extend((diag, f) for f in findings)
-        for name, col in block.columns.items():
-            self._remember(name, col)
         if len(block):
+            self._unfiled.append(block)
+            self._unfiled_points += len(block)
+            if self._unfiled_points >= self.evidence_len or len(self._unfiled) >= UNFILED_BLOCKS:
+                self._file_evidence()
             last = int(block.steps[-1])
             self.last_step = max(self.last_step, last)
             self.last_wall_time = float(block.wall_times[-1])
@@ -133,6 +141,30 @@ class RunMonitor:
         return self._alerts(
             [(by_name[f.detector], f) for f in findings], self.last_wall_time if wall_time is None else wall_time
         )
+
+    def _file_evidence(self) -> None:
+        """File the blocks received since the last call into ``_recent``, one column per metric."""
+        blocks, self._unfiled, self._unfiled_points = self._unfiled, [], 0
+        if len(blocks) == 1:
+            for name, col in blocks[0].columns.items():
+                self._remember(name, col)
+            return
+        by_name: dict[str, list[Column]] = {}
+        for b in blocks:
+            for name, col in b.columns.items():
+                by_name.setdefault(name, []).append(col)
+        for name, cols in by_name.items():
+            if len(cols) == 1:
+                self._remember(name, cols[0])
+            else:
+                self._remember(
+                    name,
+                    Column(
+                        np.concatenate([c.steps for c in cols]),
+                        np.concatenate([c.values for c in cols]),
+                        np.concatenate([c.wall_times for c in cols]),
+                    ),
+                )
 
     def _remember(self, name: str, col: Column) -> None:
         """Keep the newest block's column whole and ``evidence_len`` points before it, no more.
@@ -194,6 +226,8 @@ class RunMonitor:
 
     def evidence(self, metrics: Iterable[str], up_to_step: int | None = None) -> list[tuple[str, int, float]]:
         """Recent ``(metric, step, value)`` points of the given metrics, up to a step."""
+        if self._unfiled:
+            self._file_evidence()
         out = []
         for name in metrics:
             q = self._recent.get(name)
@@ -216,6 +250,8 @@ class RunMonitor:
         """
         from runwatch.models.snapshot import encode
 
+        if self._unfiled:
+            self._file_evidence()
         evidence = {}
         for name, q in self._recent.items():
             if q:
@@ -243,6 +279,7 @@ class RunMonitor:
             self.last_wall_time = float(decode(snapshot["last_wall_time"]))
             self.incidents.load_state_dict(snapshot["incidents"])
             self._recent, self._recent_points = {}, {}
+            self._unfiled, self._unfiled_points = [], 0
             for name, (steps, values, times) in snapshot["evidence"].items():
                 col = Column(decode(steps), decode(values), decode(times))
                 self._recent[name], self._recent_points[name] = deque([col]), len(col)

@@ -41,5 +41,7 @@ def test_merging_small_evidence_columns_changes_no_alert_and_no_evidence(monkeyp
         return out
 
     compact = anomalies(tmp_path / "compact")
-    monkeypatch.setattr(monitor, "MAX_EVIDENCE_COLUMNS", 10**9)  # one column per block, as before
-    assert compact == anomalies(tmp_path / "whole") and len(compact) >= 3
+    monkeypatch.setattr(monitor, "UNFILED_BLOCKS", 1)  # every block filed as it arrives, as before
+    assert compact == anomalies(tmp_path / "filed") and len(compact) >= 3
+    monkeypatch.setattr(monitor, "MAX_EVIDENCE_COLUMNS", 10**9)  # and one column per block
+    assert compact == anomalies(tmp_path / "whole")
