@@ -70,8 +70,14 @@ class NonFiniteDiagnostic(Diagnostic):
         findings = []
         persist = self.config.gradient_persist
         for metric, col in self.select(block):
-            bad = ~np.isfinite(col.values)
+            values = col.values
             gradient = metric.startswith(self.config.gradient_prefixes)
+            # The common case, every value finite, without the per-value streak pass.
+            if math.isfinite(values[0]) if len(values) == 1 else np.isfinite(values).all():
+                if gradient and len(values):
+                    self._streaks[metric] = 0
+                continue
+            bad = ~np.isfinite(values)
             if gradient:
                 streak = _streak_counts(bad, self._streaks.get(metric, 0))
                 self._streaks[metric] = int(streak[-1]) if len(streak) else self._streaks.get(metric, 0)

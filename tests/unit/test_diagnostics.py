@@ -773,3 +773,23 @@ def test_a_sparse_loss_that_jumps_and_stays_up_has_diverged() -> None:
     # a converged loss's noise triples its minimum but stays far below where the run started
     converged = [2.3, 1.2, 0.6, 0.3, 0.1, 0.05, 0.02, 0.01, 0.012, 0.05, 0.06, 0.055, 0.05, 0.06]
     assert findings(converged) == []
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 7])
+def test_a_non_finite_gradient_is_info_until_it_persists_whatever_the_batching(block_size: int) -> None:
+    from runwatch.models.diagnostics.nonfinite import NonFiniteDiagnostic
+
+    nan = math.nan
+    # one skipped fp16 step, finite again (the streak resets), then three non-finite reports in a row
+    grad = [1.0, nan, 1.0, 1.1, nan, math.inf, nan, 1.0, 0.9]
+    rows = [{"grad_norm": g, "loss": 1.0} for g in grad]
+    d = NonFiniteDiagnostic()
+    found = []
+    for i in range(0, len(rows), block_size):
+        chunk = rows[i : i + block_size]
+        found += d.observe_block(MetricBlock.from_rows(list(range(i, i + len(chunk))), [0.0] * len(chunk), chunk))
+    by_step = {f.step: f for f in found}
+    assert by_step[1].severity == Severity.INFO and by_step[4].severity == Severity.INFO
+    assert by_step[6].severity == Severity.CRITICAL and "3 reports in a row" in by_step[6].explanation
+    assert d._streaks["grad_norm"] == 0  # finite again at the end
+    assert not any(f.metric == "loss" for f in found)
