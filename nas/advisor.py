@@ -874,9 +874,9 @@ class Advisor:
                 texts = [f"{why}: the surrogate extrapolates, so {widened}"]
             notes[c.genome.key()] = (texts, c.mean, c.std)
             objective = scorer.value(mean, std)
-            # A prior does not tell how much of the net a fix should touch (it is the rule's whole-stack fix), so
-            # its parsimony counts edits, not blocks; equal priors then follow the rule's order (seed priority).
-            size = c.edits if source == "prior" else c.extent
+            # A prior does not tell how much of the net a fix should touch: each is one of the rule's whole-stack
+            # fixes (one fix, whatever its edits), and equal priors follow the rule's order (seed priority).
+            size = 1 if source == "prior" else c.extent
             out.append(
                 dataclasses.replace(
                     c,

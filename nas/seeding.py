@@ -10,8 +10,9 @@ finding (``Diagnosis.kind``)      seeds
 ``vanishing_gradient``            LayerNorm, a residual connection, a non-saturating activation
                                   (ReLU / GELU) at the layer
 ``vanishing_gradient``, strong    the whole stack, in this order: residual connections wherever
-                                  the widths match, LayerNorm after every block, every
-                                  saturating activation -> ReLU / GELU, the depth halved
+                                  the widths match (a sigmoid stack's sigmoids -> tanh with them),
+                                  LayerNorm after every block, every saturating activation ->
+                                  ReLU / GELU, the depth halved
 ``dead_units``                    the layer x1/2 narrower; its ReLU -> GELU (LeakyReLU when allowed)
 ``saturation``                    tanh / sigmoid -> ReLU or GELU at the layer
 ``overfitting``                   narrower blocks; more dropout; one block fewer (a transformer: one
@@ -108,6 +109,7 @@ __all__ = [
 ]
 
 _SATURATING = ("tanh", "sigmoid", "hardtanh", "softsign", "")
+_POSITIVE_ONLY = ("sigmoid", "hardsigmoid")
 _GRADIENT_BLOWUPS = ("exploding_gradient", "divergence_predicted", "nonfinite", "loss_spike")
 _CAPACITY = ("plateau", "underfitting")
 _MIN_PEERS = 3
@@ -254,6 +256,20 @@ def _with_residuals(genome: Genome, space: SearchSpace) -> Genome | None:
         if not b.residual and b.kind in RESIDUAL_KINDS and sizes[i] == b.width:
             g = g.replace_block(i, residual=True)
     return None if g == genome else g
+
+
+def _residual_stack(genome: Genome, space: SearchSpace) -> Genome | None:
+    """:func:`_with_residuals`, with every positive-only activation (sigmoid) of the stack made tanh.
+
+    A sigmoid branch adds only positive values, so a stream that sums one per block drifts up with depth
+    (deep sigmoid MLPs given skip connections alone got worse or diverged in the development corpus,
+    where the same skips with tanh trained); tanh keeps the saturating shape and is centred on zero.
+    """
+    g = _with_residuals(genome, space)
+    positive = [i for i, b in enumerate(genome.blocks) if b.activation in _POSITIVE_ONLY]
+    if g is None or not positive or "tanh" not in space.activations:
+        return g
+    return _with_activation(g, positive, "tanh") or g
 
 
 def _halved(genome: Genome, space: SearchSpace) -> Genome | None:
@@ -460,7 +476,7 @@ def _strong_edits(kind: str, genome: Genome, space: SearchSpace) -> list[Genome 
         return []
     every = list(range(len(genome.blocks)))
     saturating = [j for j in every if genome.blocks[j].activation in _SATURATING]
-    out = [_with_residuals(genome, space), _with_norm(genome, every, space)]
+    out = [_residual_stack(genome, space), _with_norm(genome, every, space)]
     out += [
         _with_activation(genome, saturating, act) if saturating else None
         for act in _activation_fix("tanh", space, dead=False)
