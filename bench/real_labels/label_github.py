@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.real_labels.label_hf import HERE, Series, label_run
+from bench.real_labels.label_hf import HERE, Series, label_run, series_from_rows
 
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "training-logs" / "github_run_logs"
 DEFAULT_OUT = HERE / "github_run_logs.csv"
@@ -29,24 +29,13 @@ _SERIES = {"loss": "loss", "val/loss": "eval_loss", "grad_norm": "grad_norm"}
 
 
 def series_of(steps, metrics) -> Series:
-    """The criteria's series of one imported run: per step, the later value of a key wins (as for HF).
+    """The criteria's series of one imported run (:func:`~bench.real_labels.label_hf.series_from_rows`).
 
     >>> s = series_of([0, 0, 5], [{"loss": 2.0}, {"loss": 1.5, "val/loss": 1.9}, {"loss": 1.0}])
     >>> s.loss, s.eval_loss
     ([(0, 1.5), (5, 1.0)], [(0, 1.9)])
     """
-    by_step: dict[int, dict[str, float]] = {}
-    for step, m in zip(steps, metrics, strict=True):
-        slot = by_step.setdefault(int(step), {})
-        for key, field in _SERIES.items():
-            v = m.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                slot[field] = float(v)
-    s = Series()
-    for step in sorted(by_step):
-        for field, v in by_step[step].items():
-            getattr(s, field).append((step, v))
-    return s
+    return series_from_rows([(int(st), m) for st, m in zip(steps, metrics, strict=True)], _SERIES)
 
 
 def label_all(data: Path) -> list[dict[str, object]]:

@@ -154,9 +154,8 @@ class Series:
 def read_series(path: Path) -> Series:
     with open(path) as fh:
         state = json.load(fh)
-    by_step: dict[int, dict[str, float]] = {}
-    order: list[int] = []
     rl = pref = False
+    rows = []
     for entry in state.get("log_history") or []:
         if not isinstance(entry, dict) or "step" not in entry or "train_runtime" in entry:
             continue
@@ -164,24 +163,31 @@ def read_series(path: Path) -> Series:
             continue
         rl |= "reward" in entry or "kl" in entry
         pref |= "rewards/chosen" in entry
-        step = int(float(entry["step"]))
-        slot = by_step.get(step)
-        if slot is None:
-            slot = by_step[step] = {}
-            order.append(step)
-        for key in ("loss", "eval_loss", "grad_norm"):
+        rows.append((int(float(entry["step"])), entry))
+    return series_from_rows(rows, {"loss": "loss", "eval_loss": "eval_loss", "grad_norm": "grad_norm"}, rl and not pref)
+
+
+def series_from_rows(rows, keys: dict[str, str], rl: bool = False) -> Series:
+    """The criteria's series from ``(step, {key: value})`` rows, ``keys`` naming each series' key.
+
+    Per step the later value of a key wins; steps come out sorted.
+
+    >>> rows = [(5, {"loss": 1.0}), (0, {"loss": 2.0}), (0, {"loss": 1.5, "ev": 1.9})]
+    >>> s = series_from_rows(rows, {"loss": "loss", "ev": "eval_loss"})
+    >>> s.loss, s.eval_loss
+    ([(0, 1.5), (5, 1.0)], [(0, 1.9)])
+    """
+    by_step: dict[int, dict[str, float]] = {}
+    for step, entry in rows:
+        slot = by_step.setdefault(step, {})
+        for key, series in keys.items():
             v = entry.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                slot[key] = float(v)  # the later value wins
-    s = Series(rl=rl and not pref)
-    for step in sorted(order):  # sorted() is stable; steps are unique keys here
-        slot = by_step[step]
-        if "loss" in slot:
-            s.loss.append((step, slot["loss"]))
-        if "eval_loss" in slot:
-            s.eval_loss.append((step, slot["eval_loss"]))
-        if "grad_norm" in slot:
-            s.grad_norm.append((step, slot["grad_norm"]))
+                slot[series] = float(v)
+    s = Series(rl=rl)
+    for step in sorted(by_step):
+        for series, v in by_step[step].items():
+            getattr(s, series).append((step, v))
     return s
 
 
