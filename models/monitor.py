@@ -145,10 +145,6 @@ class RunMonitor:
     def _file_evidence(self) -> None:
         """File the blocks received since the last call into ``_recent``, one column per metric."""
         blocks, self._unfiled, self._unfiled_points = self._unfiled, [], 0
-        if len(blocks) == 1:
-            for name, col in blocks[0].columns.items():
-                self._remember(name, col)
-            return
         by_name: dict[str, list[Column]] = {}
         for b in blocks:
             for name, col in b.columns.items():
