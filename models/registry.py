@@ -30,6 +30,7 @@ DIAGNOSTICS: dict[str, str] = {
     "dead_units": f"{_PKG}.activations:DeadUnitsDiagnostic",
     "saturation": f"{_PKG}.activations:SaturationDiagnostic",
     "plateau": f"{_PKG}.plateau:PlateauDiagnostic",
+    "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",
     "stalled": f"{_PKG}.stalled:StalledRunDiagnostic",
     "memory_growth": f"{_PKG}.resources:MemoryGrowthDiagnostic",

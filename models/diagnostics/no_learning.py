@@ -1,0 +1,188 @@
+"""No learning: the training loss has not moved from where the run started."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import MetricBlock
+from runwatch.models.diagnostics.loss_spike import by_step, select_columns
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+
+#: Metric names (last path part) that mark a policy-gradient run (GRPO, PPO, RLOO): its logged loss is a
+#: surrogate that is not expected to fall, often exactly 0. A preference run logs ``rewards/chosen``, not these.
+POLICY_GRADIENT_METRICS = frozenset({"reward", "kl"})
+
+
+class NoLearningConfig(DiagnosticConfig):
+    """Settings of :class:`NoLearningDiagnostic`.
+
+    Parameters
+    ----------
+    metrics
+        Training-loss names to watch. Default ``("loss",)``.
+    min_drop
+        The loss has learned once the mean of its latest values is this
+        fraction below the mean of its first values. Default 0.05.
+    window_fraction, max_window
+        Both means are over ``k = min(max_window, max(3, round(window_fraction * n)))``
+        values, ``n`` the values so far: a tenth of the run, at most 20 values.
+    min_points
+        No finding before this many values. Default 20.
+    min_steps
+        No finding before the run is this many steps past its first logged
+        loss. Default 500: healthy runs that start on a flat stretch
+        (learning-rate warm-up, a recurrent net before it "clicks", a sparse
+        first logging interval) were falling well before that in the
+        training half of the corpus and of the real logs.
+    hold_fraction
+        The condition must have held for the latest ``hold_fraction * n``
+        values without a break (at least the second half of the run so far).
+        Default 0.5.
+    max_rise
+        A latest mean more than this fraction *above* the first is a
+        diverging loss (the divergence diagnostic's case), not a stuck one.
+        Default 0.5.
+    """
+
+    metrics: tuple[str, ...] = ("loss",)
+    min_drop: float = Field(default=0.05, gt=0.0, lt=1.0)
+    window_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    max_window: int = Field(default=20, ge=3)
+    min_points: int = Field(default=20, ge=4)
+    min_steps: int = Field(default=500, ge=0)
+    hold_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    max_rise: float = Field(default=0.5, ge=0.0)
+
+
+class NoLearningDiagnostic(Diagnostic):
+    """Flags a training loss that has not improved on its first values: a run that is not learning.
+
+    A learning rate of zero or far too small, parameters the optimizer does
+    not step (frozen layers, a detached loss, a second model's parameters
+    passed to the optimizer), labels shuffled apart from their inputs, a
+    classifier stuck at chance (``ln 2 = 0.693`` for two classes): the loss
+    stays where it started. The plateau diagnostic asks whether the loss
+    *stopped* improving and needs a clean flat trend to say so; this check
+    asks whether it ever improved, which a noisy loss answers too. SageMaker
+    Debugger's ``LossNotDecreasing`` compares consecutive windows instead, and
+    fires on most healthy fine-tuning runs (bench/RESULTS.md, Q6).
+
+    The rule (the ``no_learning`` criterion of the real-log labels,
+    ``bench/real_labels/README.md``, made causal): with ``n`` finite values
+    so far and ``k`` = a tenth of them (3 to 20), the mean of the latest
+    ``k`` values is at least ``(1 - min_drop)`` times the mean of the first
+    ``k``, and has been so at every value of the latest half of the run.
+    Losses that are ever zero or negative are not ratios of anything and are
+    not judged; neither is a log that starts mid-run (its first step more
+    than twice the next interval: the initial loss is unknown), nor a
+    policy-gradient run (it logs ``reward`` or ``kl``).
+
+    Severity: WARNING. Score: latest mean / first mean / ``(1 - min_drop)``
+    (1 at the bar, higher = more stuck).
+
+    Examples
+    --------
+    >>> from runwatch.models.block import MetricBlock
+    >>> d = NoLearningDiagnostic()
+    >>> chance = [0.693 + 0.02 * ((7 * s) % 5 - 2) / 2 for s in range(40)]   # noisy, stuck at ln 2
+    >>> fs = d.observe_block(MetricBlock.from_rows([25 * s for s in range(40)], [0.0] * 40,
+    ...                                            [{"loss": v} for v in chance]))
+    >>> fs[0].step, fs[0].kind.name
+    (500, 'PLATEAU')
+    >>> fs[0].explanation[:100]
+    'loss has not improved on its start: mean of the latest 3 values 0.6863 vs 0.6930 over the first 3 (-'
+    >>> falling = [2.3 * 0.99 ** s for s in range(200)]
+    >>> NoLearningDiagnostic().observe_block(MetricBlock.from_rows(list(range(0, 2000, 10)), [0.0] * 200,
+    ...                                                            [{"loss": v} for v in falling]))
+    []
+    """
+
+    name = "no_learning"
+    version = "1"
+    config_class = NoLearningConfig
+    reference = "bench/real_labels/README.md no_learning criterion, causal; cf. SageMaker Debugger LossNotDecreasing"
+    state_attributes = ("_states", "_policy_gradient")
+
+    config: NoLearningConfig
+
+    def __init__(self, config: NoLearningConfig | None = None) -> None:
+        super().__init__(config)
+        # per metric: [n, first step, streak, streak start step, skip reason, first values, latest values]
+        self._states: dict[str, list] = {}
+        self._policy_gradient = False
+
+    def watches(self, metric: str) -> bool:
+        return metric in self.config.metrics
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        if not self._policy_gradient:
+            self._policy_gradient = any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in block.columns)
+        if self._policy_gradient:
+            return []
+        findings: list[Finding] = []
+        for metric, col in select_columns(self, block):
+            state = self._states.get(metric)
+            if state is None:
+                state = self._states[metric] = [0, 0, 0, 0, "", [], []]
+            for step, wall, value in zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist()):
+                f = self._observe(metric, state, step, wall, value)
+                if f is not None:
+                    findings.append(f)
+        return by_step(findings)
+
+    def _observe(self, metric: str, state: list, step: int, wall: float, value: float) -> Finding | None:
+        if state[4] or not math.isfinite(value):
+            return None
+        cfg = self.config
+        if value <= 0.0:
+            state[4] = "non-positive"
+            return None
+        n = state[0] = state[0] + 1
+        first, latest = state[5], state[6]
+        if n == 1:
+            state[1] = step
+        elif n == 2 and step > state[1] and state[1] > 2 * (step - state[1]):
+            state[4] = "starts mid-run"
+            return None
+        if len(first) < cfg.max_window:
+            first.append(value)
+        latest.append(value)
+        if len(latest) > cfg.max_window:
+            del latest[0]
+        k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
+        if n < k:
+            return None
+        start = sum(first[:k]) / k
+        now = sum(latest[-k:]) / k
+        if not math.isfinite(start + now):  # sums of values near the float maximum
+            state[2] = 0
+            return None
+        if (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start:
+            if state[2] == 0:
+                state[3] = step
+            state[2] += 1
+        else:
+            state[2] = 0
+            return None
+        if n < cfg.min_points or step - state[1] < cfg.min_steps or state[2] < math.ceil(cfg.hold_fraction * n):
+            return None
+        return Finding(
+            AnomalyKind.PLATEAU,
+            Severity.WARNING,
+            score=now / start / (1.0 - cfg.min_drop),
+            step=step,
+            metric=metric,
+            explanation=(
+                f"{metric} has not improved on its start: mean of the latest {k} values {now:.4f} vs {start:.4f} "
+                f"over the first {k} ({now / start - 1.0:+.1%}, needs < {-cfg.min_drop:.0%}), "
+                f"{step - state[1]} steps and {n} values in; check the learning rate (zero or far too small), "
+                f"that the optimizer steps the parameters being trained (frozen layers, a detached loss), "
+                f"and that labels still match their inputs"
+            ),
+            key=f"{metric}:no_learning",
+            since=state[3],
+            wall_time=wall,
+        )

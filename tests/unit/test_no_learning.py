@@ -1,0 +1,76 @@
+"""The no-learning diagnostic: a training loss that never improves on its start, on real training and sparse logs."""
+
+from __future__ import annotations
+
+import math
+
+from test_diagnostics import feed
+from training import RunConfig, train
+
+from runwatch.models.block import MetricBlock
+from runwatch.models.diagnostics.no_learning import NoLearningConfig, NoLearningDiagnostic
+from runwatch.models.findings import AnomalyKind, Severity
+
+
+def _block(steps: list[int], rows: list[dict[str, float]]) -> MetricBlock:
+    return MetricBlock.from_rows(steps, [float(s) for s in steps], rows)
+
+
+def _chance(n: int) -> list[float]:
+    """A binary classifier stuck at chance: ln 2 with +-3 % batch noise."""
+    return [math.log(2.0) * (1.0 + 0.03 * math.sin(1.7 * i)) for i in range(n)]
+
+
+def test_a_real_run_whose_learning_rate_is_far_too_small_is_flagged_after_min_steps() -> None:
+    stuck = train(RunConfig(optimizer="sgd", lr=1e-5, steps=700))
+    alerts = [a for a in feed(stuck.events) if a.finding.detector == "no_learning"]
+    assert alerts, "a loss that never moves must be reported"
+    f = alerts[0].finding
+    assert f.kind == AnomalyKind.PLATEAU and f.severity == Severity.WARNING and f.metric == "loss"
+    assert 500 <= f.step <= 520, f.step  # min_steps after the first logged loss, not before
+    assert "has not improved on its start" in f.explanation and f.score >= 1.0
+    assert len({a.incident_id for a in alerts}) == 1  # one incident for the whole stretch
+
+
+def test_a_real_run_with_a_slow_start_that_then_learns_is_not_flagged() -> None:
+    # SGD with a 400-step warm-up: the loss hardly moves for the first ~150 steps, then falls.
+    slow = train(RunConfig(optimizer="sgd", lr=0.05, steps=700, schedule=lambda s: min(1.0, (s + 1) / 400)))
+    losses = [v for _, v in slow.series("loss")]
+    assert losses[100] > 0.95 * losses[0] and losses[-1] < 0.5 * losses[0]  # the shape this test is about
+    assert not [a for a in feed(slow.events) if a.finding.detector == "no_learning"]
+
+
+def test_sparse_logs_are_judged_in_steps_and_values() -> None:
+    every_50 = [50 * i for i in range(40)]
+    d = NoLearningDiagnostic()
+    found = d.observe_block(_block(every_50, [{"loss": v} for v in _chance(40)]))
+    assert found and found[0].step == 950  # 20 values in (step 950 >= 500 steps)
+    # The same loss falling by 10 % over the run has learned.
+    falling = [v * (1.0 - 0.1 * i / 39) for i, v in enumerate(_chance(40))]
+    assert NoLearningDiagnostic().observe_block(_block(every_50, [{"loss": v} for v in falling])) == []
+
+
+def test_runs_it_cannot_judge_are_left_alone() -> None:
+    steps = [5000 + 50 * i for i in range(60)]  # a log that starts mid-run: the initial loss is unknown
+    assert NoLearningDiagnostic().observe_block(_block(steps, [{"loss": v} for v in _chance(60)])) == []
+    steps = [10 * i for i in range(100)]
+    rl = [{"loss": v, "reward": 0.1, "kl": 0.01} for v in _chance(100)]  # GRPO's loss is a surrogate
+    assert NoLearningDiagnostic().observe_block(_block(steps, rl)) == []
+    negative = [{"loss": v - 1.0} for v in _chance(100)]  # not a ratio of anything
+    assert NoLearningDiagnostic().observe_block(_block(steps, negative)) == []
+    rising = [{"loss": v * (1.0 + 0.02 * i)} for i, v in enumerate(_chance(100))]  # diverging, not stuck
+    assert NoLearningDiagnostic().observe_block(_block(steps, rising)) == []
+
+
+def test_findings_do_not_depend_on_how_the_values_are_batched() -> None:
+    steps = [25 * i for i in range(80)]
+    rows = [{"loss": v} for v in _chance(80)]
+    whole = [(f.step, f.since, round(f.score, 12)) for f in NoLearningDiagnostic().observe_block(_block(steps, rows))]
+    d = NoLearningDiagnostic(NoLearningConfig())
+    split = []
+    for i in range(0, 80, 7):
+        split += [(f.step, f.since, round(f.score, 12)) for f in d.observe_block(_block(steps[i : i + 7], rows[i : i + 7]))]
+        restored = NoLearningDiagnostic()
+        restored.load_state_dict(d.state_dict())  # a partition handoff between blocks continues exactly
+        d = restored
+    assert whole and split == whole
