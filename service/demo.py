@@ -1,14 +1,15 @@
-"""``runwatch demo``: three real training runs streamed through a live runwatch server.
+"""``runwatch demo``: four real training runs streamed through a live runwatch server.
 
 A server starts on a free loopback port (embedded, no Kafka), a watcher
-prints every anomaly the moment it is raised, and three small PyTorch MLPs
+prints every anomaly the moment it is raised, and four small PyTorch MLPs
 train on scikit-learn's digits: a healthy one, one whose learning rate
-diverges, and one that overfits. The diverging run's trainer also prints its
-stop message as text (``run.log_text``), which runwatch reads like any log
-line. A per-run summary and four checks close the demo: the diverging run is
-flagged before its loss becomes non-finite, its text message raises a
-LOG_PATTERN alert, the healthy run is never flagged, and the overfitting run is
-flagged as such.
+diverges, one that overfits, and one whose learning rate is far too small to
+learn anything. The diverging run's trainer also prints its stop message as
+text (``run.log_text``), which runwatch reads like any log line. A per-run
+summary and five checks close the demo: the diverging run is flagged before
+its loss becomes non-finite, its text message raises a LOG_PATTERN alert, the
+healthy run is never flagged, the overfitting run is flagged as such, and the
+run that does not learn is flagged by the ``no_learning`` rule.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from runwatch.service.formatting import format_anomaly, format_suggestions, kind
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, service_pb2, service_pb2_grpc
 
-ORDER = ("healthy", "diverging", "overfitting")
+ORDER = ("healthy", "diverging", "overfitting", "not_learning")
 
 
 @dataclass
@@ -66,9 +67,10 @@ class DemoReport:
 
 
 def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
-    healthy, diverging, overfit = (outcomes[n] for n in ORDER)
+    healthy, diverging, overfit, stuck = (outcomes[n] for n in ORDER)
     flag, bad = diverging.first_flag_step, diverging.first_nonfinite_step
     lead = f" ({bad - flag} steps ahead)" if flag is not None and bad is not None else ""
+    not_learning = min((a.first_step for a in stuck.flags if a.detector == "no_learning"), default=None)
     return [
         (
             f"diverging run flagged at step {flag} before its loss became non-finite at step {bad}{lead}",
@@ -80,11 +82,15 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
         ),
         (f"healthy run never flagged ({len(healthy.flags)} alerts)", not healthy.flags),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
+        (
+            f"run with a far too small learning rate flagged as not learning at step {not_learning or '-'}",
+            not_learning is not None,
+        ),
     ]
 
 
 def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str]) -> None:
-    """Ask the advisor about the overfitting run (shown, not checked: three runs are a thin history)."""
+    """Ask the advisor about the overfitting run (shown, not checked: four runs are a thin history)."""
     out(f"{stamp()} asking the architecture advisor about {run_id} ...")
     request = service_pb2.SuggestRequest(run_id=run_id, constraints=service_pb2.SuggestConstraints(num_suggestions=2))
     try:
@@ -93,7 +99,7 @@ def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callab
         out(f"  advisor: {exc.code().name}: {exc.details()}")
         return
     out("  " + format_suggestions(response).replace("\n", "\n  "))
-    out("  (a history of two other runs: the edits come from the diagnosis, the predicted effect is near zero;")
+    out("  (a history of three other runs: the edits come from the diagnosis, the predicted effect is near zero;")
     out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: docs/advisor.md)")
 
 

@@ -165,6 +165,18 @@ CONFIGS: dict[str, ScenarioConfig] = {
         label_noise=0.25,
         val_every=10,
     ),
+    # Plain SGD at 1e-4, about a thousandth of what this net needs: over 600 steps the loss moves from
+    # 2.313 to 2.307 (-0.3 %) and validation accuracy stays at chance. Nothing is non-finite or spiky.
+    "not_learning": ScenarioConfig(
+        hidden=(128, 64),
+        activation="relu",
+        loss="cross_entropy",
+        optimizer="sgd",
+        lr=1e-4,
+        batch_size=64,
+        max_steps=600,
+        val_every=10,
+    ),
 }
 
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {name: cfg.hyperparameters() for name, cfg in CONFIGS.items()}
@@ -427,10 +439,23 @@ def overfitting(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | 
     return run_scenario("overfitting", log, seed=seed, should_stop=should_stop)
 
 
+def not_learning(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """SGD with a learning rate far too small: the loss stays at its start (ln 10 = 2.30) and accuracy at chance.
+
+    Examples
+    --------
+    >>> summary = not_learning(lambda step, metrics: None, seed=0)
+    >>> summary["final_loss"] > 0.97 * math.log(10) and summary["final_val_acc"] < 0.2
+    True
+    """
+    return run_scenario("not_learning", log, seed=seed, should_stop=should_stop)
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "healthy": healthy,
     "diverging": diverging,
     "overfitting": overfitting,
+    "not_learning": not_learning,
 }
 """Scenario name to its training function ``(log, *, seed) -> summary``."""
 

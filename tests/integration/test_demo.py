@@ -13,13 +13,17 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     lines: list[str] = []
     report = run_demo(data_dir=tmp_path / "demo", seed=0, out=lines.append)
     assert report.ok, "\n".join(lines)
-    healthy, diverging, overfit = (report.outcomes[n] for n in ORDER)
+    healthy, diverging, overfit, stuck = (report.outcomes[n] for n in ORDER)
     assert healthy.flags == [] and healthy.final_val_acc > 0.9
     assert diverging.first_nonfinite_step is not None
     assert diverging.first_flag_step < diverging.first_nonfinite_step
     first = min(diverging.flags, key=lambda a: a.first_step)
     assert first.kind == anomaly_pb2.ANOMALY_KIND_DIVERGENCE_PREDICTED
     assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
+    # A learning rate far too small: flagged as not learning once 500 steps are in, and nothing else alerts.
+    no_learning = [a for a in stuck.flags if a.detector == "no_learning"]
+    assert no_learning and no_learning[0].kind == anomaly_pb2.ANOMALY_KIND_PLATEAU and no_learning[0].first_step >= 500
+    assert stuck.kinds() <= {"PLATEAU"} and stuck.final_val_acc < 0.2
     # The diverging run's text stop message is read too: a LOG_PATTERN alert with the line as evidence.
     text = [a for a in diverging.flags if a.kind == anomaly_pb2.ANOMALY_KIND_LOG_PATTERN]
     assert text and "stopping training" in text[0].log_lines[0] and text[0].detector == "log_text"
@@ -35,4 +39,4 @@ def test_demo_command_exits_zero():
         [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 4
+    assert done.stdout.count("[ok]") == 5
