@@ -72,6 +72,12 @@ the risk model's probability of divergence with the fix applied; other edits
 follow. Each suggestion's evidence ends with the risk line
 (``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``).
 
+Learning first: a run whose training loss never left its start (final loss
+at least 95 % of the initial one) and that shows no finding with a whole-stack
+architecture fix gets the learning-rate fixes of :mod:`runwatch.nas.learning`
+first (10x higher, then 10x lower), with what else to check: a wider net
+trained the same way would not learn either.
+
 Evidence: only history runs that did better than the run are cited (and
 proposed) as peer architectures; peer statistics leave out diverged runs and
 non-finite values and are cited only when they separate the run from its
@@ -113,6 +119,7 @@ from runwatch.nas.evidence import PeerSummary, run_summary
 from runwatch.nas.features import architecture_features
 from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
+from runwatch.nas.learning import CHECKS, learning_evidence, learning_fixes
 from runwatch.nas.prior import ArchSupport, OutcomePrior, PriorEstimate
 from runwatch.nas.risk import DivergenceRisk, diverged
 from runwatch.nas.search import (
@@ -511,7 +518,8 @@ class Advisor:
         list[Suggestion]
             At most ``num_suggestions``. A run that diverged or is predicted
             to gets the stability fixes first (module docstring), ranked by
-            the divergence-risk model. The other edits are ranked by the
+            the divergence-risk model; a run whose loss never left its
+            start gets the learning-rate fixes first. The other edits are ranked by the
             risk-adjusted prediction on the surrogate's scale (``z +
             risk_aversion * s`` when minimizing; log for a loss) plus the
             parsimony cost per edit (1 % of the prediction); on an
@@ -615,13 +623,17 @@ class Advisor:
         p_run = float(risk.predict(run.hyperparameters, [base])[0]) if risk.mode != "unfitted" else math.nan
         if self._needs_stability(run, kinds, risk, p_run):
             stability = self._rank_stability(run, space, risk, accept)
+        # A loss that never left its start: the learning rate before any capacity edit (runwatch.nas.learning).
+        not_learning = "" if stability else learning_evidence(run, kinds)
+        learning = learning_fixes(run) if not_learning else []
+        fixes = stability or learning
 
         chosen: list[Candidate] = []
         seen: set[object] = set()
-        for fix in stability:
+        for fix in fixes:
             seen.add(edit_directions(base, fix.genome) if fix.genome != base else ("hp", fix.rule))
             seen.add(fix.genome.key() if fix.genome != base else ("hp", fix.rule))
-        room = max(0, limit - len(stability))
+        room = max(0, limit - len(fixes))
         for c in candidates if room else ():
             # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
             # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
@@ -634,6 +646,7 @@ class Advisor:
             if len(chosen) == room:
                 break
         suggestions = [self._stability_suggestion(fix, run, risk) for fix in stability[:limit]]
+        suggestions += [self._learning_suggestion(fix, run, not_learning) for fix in learning[:limit]]
         suggestions += [self._suggestion(c, run, observed, summary, peers, notes.get(c.genome.key())) for c in chosen]
         if not suggestions:
             raise self._nothing_fits(base, space, constraints, rejected)
@@ -770,7 +783,20 @@ class Advisor:
             )
         else:
             evidence.append("too few diverged runs for a risk model: the fixes follow the usual order of remedies")
-        evidence += notes
+        return self._fix_suggestion(fix, run, effect, evidence + notes)
+
+    def _learning_suggestion(self, fix: StabilityFix, run: RunObservation, why: str) -> Suggestion:
+        effect, notes = self._effect(run, fix.genome, fix.hyperparameters)
+        evidence = [f"learning first: {why}", fix.reason]
+        if fix.priority == 0:
+            evidence.append(CHECKS)
+        return self._fix_suggestion(fix, run, effect, evidence + notes)
+
+    @staticmethod
+    def _fix_suggestion(fix: StabilityFix, run: RunObservation, effect: PredictedEffect, evidence: list[str]) -> Suggestion:
+        """A stability or learning fix as a suggestion: the fix's genome (the run's own for a hyperparameter fix)."""
+        base = run.genome
+        assert base is not None
         return Suggestion(
             rank=0,
             genome=fix.genome,

@@ -17,6 +17,11 @@ A run *stalled* when
 - and its validation loss stays close to the training loss
   (``val <= CLOSE_RATIO * train``): the gap is not the problem.
 
+A run *did not learn* at all (:attr:`LossProgress.not_learning`) when its final
+training loss is still at least ``NO_LEARNING_RATIO`` = 95 % of where it
+started, without having grown past twice that (the real-log labels' and the
+``no_learning`` diagnostic's criterion, on the whole run).
+
 These are conventions (round numbers a practitioner would use), not fitted to
 any benchmark. ``initial`` is the median of the first 5 % of the logged
 training-loss points, ``final`` of the last 10 %, ``two_thirds`` of the 10 %
@@ -33,9 +38,10 @@ import numpy as np
 from runwatch.nas.features import train_loss_name
 from runwatch.nas.history import RunObservation
 
-__all__ = ["CLOSE_RATIO", "PLATEAU_RATIO", "STALL_RATIO", "LossProgress", "loss_progress"]
+__all__ = ["CLOSE_RATIO", "NO_LEARNING_RATIO", "PLATEAU_RATIO", "STALL_RATIO", "LossProgress", "loss_progress"]
 
 STALL_RATIO = 0.5
+NO_LEARNING_RATIO = 0.95
 PLATEAU_RATIO = 0.9
 CLOSE_RATIO = 1.5
 _MIN_POINTS = 10
@@ -59,6 +65,8 @@ class LossProgress:
     False
     >>> LossProgress(initial=2.3, two_thirds=9.0, final=40.0).stalled  # it diverged
     False
+    >>> LossProgress(initial=2.31, two_thirds=2.30, final=2.30).not_learning, p.not_learning
+    (True, False)
     """
 
     initial: float
@@ -90,6 +98,12 @@ class LossProgress:
         if not (self.finite and math.isfinite(ratio)):
             return False
         return STALL_RATIO < ratio <= 1 / STALL_RATIO and self.plateaued and self.val_close
+
+    @property
+    def not_learning(self) -> bool:
+        """The final loss is still at least 95 % of the start (and did not blow up: that is instability)."""
+        ratio = self.ratio
+        return self.finite and math.isfinite(ratio) and NO_LEARNING_RATIO <= ratio <= 1 / STALL_RATIO
 
     def describe(self) -> str:
         """One sentence a user can check against the logs."""

@@ -49,12 +49,12 @@ from runwatch.nas.features import train_loss_name
 from runwatch.nas.history import RunObservation
 from runwatch.nas.space import RESIDUAL_KINDS, SearchSpace, within
 
-__all__ = ["STABILITY_KINDS", "StabilityFix", "divergence_evidence", "stability_fixes"]
+__all__ = ["LR_KEYS", "STABILITY_KINDS", "StabilityFix", "divergence_evidence", "find_hyperparameter", "number", "stability_fixes"]
 
 # Findings that say a run is heading for a non-finite loss.
 STABILITY_KINDS = ("nonfinite", "divergence_predicted", "exploding_gradient")
 
-_LR_KEYS = ("lr", "learning_rate", "learning-rate", "optimizer.lr", "optim.lr")
+LR_KEYS = ("lr", "learning_rate", "learning-rate", "optimizer.lr", "optim.lr")
 _WARMUP_KEYS = ("warmup_steps", "warmup", "warmup_ratio", "lr_warmup_steps", "num_warmup_steps", "warmup_epochs")
 _CLIP_KEYS = ("grad_clip", "clip_grad_norm", "max_grad_norm", "gradient_clip_val", "clip_norm", "grad_clip_norm")
 _STEP_KEYS = ("steps", "max_steps", "total_steps", "num_steps", "iterations")
@@ -80,7 +80,8 @@ class StabilityFix:
     judged: dict[str, Any] = field(default_factory=dict)
 
 
-def _find(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
+def find_hyperparameter(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The first of ``keys`` that ``hps`` logs (case-insensitive), as ``(the run's own key, value)``."""
     lowered = {str(k).lower(): k for k in hps}
     for key in keys:
         if key in lowered:
@@ -88,7 +89,8 @@ def _find(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
     return None
 
 
-def _number(v: Any) -> float:
+def number(v: Any) -> float:
+    """``v`` as a float; NaN when it is not a number."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -96,9 +98,9 @@ def _number(v: Any) -> float:
 
 
 def _steps(run: RunObservation) -> int:
-    found = _find(run.hyperparameters, _STEP_KEYS)
-    if found is not None and math.isfinite(_number(found[1])) and _number(found[1]) > 0:
-        return int(_number(found[1]))
+    found = find_hyperparameter(run.hyperparameters, _STEP_KEYS)
+    if found is not None and math.isfinite(number(found[1])) and number(found[1]) > 0:
+        return int(number(found[1]))
     loss = train_loss_name(run.series)
     if loss:
         steps = np.asarray(run.series[loss][0])
@@ -146,10 +148,10 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
             return
         out.append(StabilityFix(rule, genome, hps, {}, tuple(base.diff(genome)), reason, len(out)))
 
-    lr = _find(hps, _LR_KEYS)
-    if lr is not None and math.isfinite(_number(lr[1])) and _number(lr[1]) > 0:
+    lr = find_hyperparameter(hps, LR_KEYS)
+    if lr is not None and math.isfinite(number(lr[1])) and number(lr[1]) > 0:
         key, value = lr
-        lower = float(f"{_number(value) / 10:.3g}")
+        lower = float(f"{number(value) / 10:.3g}")
         hp_fix(
             "lr",
             key,
@@ -167,8 +169,8 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
             "learning rate 10x lower (the run logs none)",
             "a learning rate too high for the net is the most common cause of a non-finite loss",
         )
-    warm = _find(hps, _WARMUP_KEYS)
-    if warm is None or not _number(warm[1]) > 0:
+    warm = find_hyperparameter(hps, _WARMUP_KEYS)
+    if warm is None or not number(warm[1]) > 0:
         steps = _steps(run)
         n = max(1, round(0.05 * steps)) if steps else 0
         key = warm[0] if warm is not None else "warmup_steps"
@@ -191,7 +193,7 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
         _with_residuals(base, space),
         "residual paths keep an identity route for the signal and the gradient through every block",
     )
-    init = _find(hps, _INIT_KEYS)
+    init = find_hyperparameter(hps, _INIT_KEYS)
     if init is None:
         hp_fix(
             "init",
@@ -202,8 +204,8 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
             "for tanh)",
             "a large initial output makes the first losses and gradients large",
         )
-    clip = _find(hps, _CLIP_KEYS)
-    if clip is None or not _number(clip[1]) > 0:
+    clip = find_hyperparameter(hps, _CLIP_KEYS)
+    if clip is None or not number(clip[1]) > 0:
         key = clip[0] if clip is not None else "grad_clip"
         hp_fix(
             "clipping",

@@ -282,7 +282,7 @@ def test_changes_name_the_users_modules_with_type_and_shape():
 
 
 @pytest.mark.parametrize(
-    "module", ["advisor", "evidence", "risk", "stability", "surrogate", "transfer", "prior", "genome_diff"]
+    "module", ["advisor", "evidence", "risk", "stability", "learning", "progress", "surrogate", "transfer", "prior", "genome_diff"]
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(f"runwatch.nas.{module}"), optionflags=doctest.ELLIPSIS)
