@@ -89,18 +89,16 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
     ]
 
 
-def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str]) -> None:
-    """Ask the advisor about the overfitting run (shown, not checked: four runs are a thin history)."""
+def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str], n: int = 2) -> None:
+    """Ask the advisor about one run (shown, not checked: four runs are a thin history)."""
     out(f"{stamp()} asking the architecture advisor about {run_id} ...")
-    request = service_pb2.SuggestRequest(run_id=run_id, constraints=service_pb2.SuggestConstraints(num_suggestions=2))
+    request = service_pb2.SuggestRequest(run_id=run_id, constraints=service_pb2.SuggestConstraints(num_suggestions=n))
     try:
         response = service_pb2_grpc.AdvisorServiceStub(channel).Suggest(request, timeout=120)
     except grpc.RpcError as exc:
         out(f"  advisor: {exc.code().name}: {exc.details()}")
         return
     out("  " + format_suggestions(response).replace("\n", "\n  "))
-    out("  (a history of three other runs: the edits come from the diagnosis, the predicted effect is near zero;")
-    out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: docs/advisor.md)")
 
 
 def run_demo(
@@ -179,6 +177,9 @@ def run_demo(
                 reply = runs.GetRun(service_pb2.GetRunRequest(run_id=outcome.run_id), timeout=30)
                 outcome.anomalies = list(reply.anomalies)
             _show_advice(client.channel, outcomes["overfitting"].run_id, out, stamp)
+            _show_advice(client.channel, outcomes["not_learning"].run_id, out, stamp, n=1)
+            out("  (a history of three other runs: the edits come from the diagnosis, the predicted effect is unknown;")
+            out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: docs/advisor.md)")
             if keep_serving is not None:
                 out(f"{stamp()} dashboard: {dashboard}/runs/{outcomes['diverging'].run_id} (Ctrl-C to stop)")
                 keep_serving()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
@@ -88,10 +89,13 @@ def format_suggestions(response: service_pb2.SuggestResponse) -> str:
     lines = [f"run {response.run_id}: {len(response.suggestions)} suggestion(s)"]
     for s in response.suggestions:
         e = s.effect
-        lines.append(
-            f"{s.rank}. {e.metric} {e.predicted:.4g} ({_signed(e.delta)} +- {e.stddev:.2g})  "
-            f"params {_signed(s.cost.params, 12)}, FLOPs {_signed(s.cost.flops, 12)}"
-        )
+        if not math.isfinite(e.predicted):  # the advisor says why in the evidence ("not enough history ...")
+            effect = f"{e.metric} not predicted"
+        elif not math.isfinite(e.delta):  # no baseline to compare with (the run diverged)
+            effect = f"{e.metric} {e.predicted:.4g} (no baseline +- {e.stddev:.2g})"
+        else:
+            effect = f"{e.metric} {e.predicted:.4g} ({_signed(e.delta)} +- {e.stddev:.2g})"
+        lines.append(f"{s.rank}. {effect}  params {_signed(s.cost.params, 12)}, FLOPs {_signed(s.cost.flops, 12)}")
         lines.extend(f"     {c.description}" for c in s.changes)
         lines.extend(f"     because: {ev}" for ev in s.evidence)
     return "\n".join(lines)
