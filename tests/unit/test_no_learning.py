@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_diagnostics import feed
 from training import RunConfig, train
 
@@ -74,3 +76,30 @@ def test_findings_do_not_depend_on_how_the_values_are_batched() -> None:
         restored.load_state_dict(d.state_dict())  # a partition handoff between blocks continues exactly
         d = restored
     assert whole and split == whole
+
+
+def _split_findings(steps: list[int], rows: list[dict[str, float]], cuts: list[int]) -> list[tuple]:
+    d = NoLearningDiagnostic(NoLearningConfig(min_points=6, min_steps=10))
+    out, lo = [], 0
+    for hi in [*sorted(set(cuts)), len(steps)]:
+        if hi > lo:
+            out += [(f.step, f.since, f.score) for f in d.observe_block(_block(steps[lo:hi], rows[lo:hi]))]
+            lo = hi
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.floats(0.5, 0.52), st.just(0.693))), min_size=1, max_size=120),
+    st.lists(st.integers(0, 120), max_size=8),
+)
+def test_any_finite_or_broken_stream_gives_the_same_findings_however_it_is_split(points, cuts) -> None:
+    steps, step = [], 0
+    for gap, _ in points:
+        step += gap
+        steps.append(step)
+    rows = [{"loss": v} for _, v in points]
+    whole = _split_findings(steps, rows, [])
+    assert _split_findings(steps, rows, [c for c in cuts if c < len(steps)]) == whole
+    assert all(math.isfinite(score) and score > 0 for _, _, score in whole)
