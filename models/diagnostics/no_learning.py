@@ -110,8 +110,9 @@ class NoLearningDiagnostic(Diagnostic):
 
     def __init__(self, config: NoLearningConfig | None = None) -> None:
         super().__init__(config)
-        # per metric: [n, first step, streak, streak start step, skip reason, first values, latest values]
-        self._states: dict[str, list] = {}
+        # per metric: values seen, first step, the current streak of "no progress" values and its first step,
+        # why the metric is not judged ("" while it is), its first and its latest max_window values
+        self._states: dict[str, dict] = {}
         self._policy_gradient = False
 
     def watches(self, metric: str) -> bool:
@@ -126,26 +127,27 @@ class NoLearningDiagnostic(Diagnostic):
         for metric, col in select_columns(self, block):
             state = self._states.get(metric)
             if state is None:
-                state = self._states[metric] = [0, 0, 0, 0, "", [], []]
+                state = self._states[metric] = {
+                    "n": 0, "first_step": 0, "streak": 0, "since": 0, "skip": "", "first": [], "latest": []}
             for step, wall, value in zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist()):
                 f = self._observe(metric, state, step, wall, value)
                 if f is not None:
                     findings.append(f)
         return by_step(findings)
 
-    def _observe(self, metric: str, state: list, step: int, wall: float, value: float) -> Finding | None:
-        if state[4] or not math.isfinite(value):
+    def _observe(self, metric: str, state: dict, step: int, wall: float, value: float) -> Finding | None:
+        if state["skip"] or not math.isfinite(value):
             return None
         cfg = self.config
         if value <= 0.0:
-            state[4] = "non-positive"
+            state["skip"] = "non-positive"
             return None
-        n = state[0] = state[0] + 1
-        first, latest = state[5], state[6]
+        n = state["n"] = state["n"] + 1
+        first, latest = state["first"], state["latest"]
         if n == 1:
-            state[1] = step
-        elif n == 2 and step > state[1] and state[1] > 2 * (step - state[1]):
-            state[4] = "starts mid-run"
+            state["first_step"] = step
+        elif n == 2 and step > state["first_step"] and state["first_step"] > 2 * (step - state["first_step"]):
+            state["skip"] = "starts mid-run"
             return None
         if len(first) < cfg.max_window:
             first.append(value)
@@ -158,16 +160,17 @@ class NoLearningDiagnostic(Diagnostic):
         start = sum(first[:k]) / k
         now = sum(latest[-k:]) / k
         if not math.isfinite(start + now):  # sums of values near the float maximum
-            state[2] = 0
+            state["streak"] = 0
             return None
         if (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start:
-            if state[2] == 0:
-                state[3] = step
-            state[2] += 1
+            if state["streak"] == 0:
+                state["since"] = step
+            state["streak"] += 1
         else:
-            state[2] = 0
+            state["streak"] = 0
             return None
-        if n < cfg.min_points or step - state[1] < cfg.min_steps or state[2] < math.ceil(cfg.hold_fraction * n):
+        in_steps = step - state["first_step"]
+        if n < cfg.min_points or in_steps < cfg.min_steps or state["streak"] < math.ceil(cfg.hold_fraction * n):
             return None
         return Finding(
             AnomalyKind.PLATEAU,
@@ -178,11 +181,11 @@ class NoLearningDiagnostic(Diagnostic):
             explanation=(
                 f"{metric} has not improved on its start: mean of the latest {k} values {now:.4f} vs {start:.4f} "
                 f"over the first {k} ({now / start - 1.0:+.1%}, needs < {-cfg.min_drop:.0%}), "
-                f"{step - state[1]} steps and {n} values in; check the learning rate (zero or far too small), "
+                f"{in_steps} steps and {n} values in; check the learning rate (zero or far too small), "
                 f"that the optimizer steps the parameters being trained (frozen layers, a detached loss), "
                 f"and that labels still match their inputs"
             ),
             key=f"{metric}:no_learning",
-            since=state[3],
+            since=state["since"],
             wall_time=wall,
         )
