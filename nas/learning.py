@@ -42,13 +42,9 @@ Examples
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-from runwatch.nas.architecture import Change
 from runwatch.nas.history import RunObservation
 from runwatch.nas.progress import loss_progress
-from runwatch.nas.stability import LR_KEYS, StabilityFix, find_hyperparameter, number
+from runwatch.nas.stability import StabilityFix, learning_rate_fix
 
 __all__ = ["ARCHITECTURE_EXPLAINED", "CHECKS", "learning_evidence", "learning_fixes"]
 
@@ -73,26 +69,16 @@ def learning_evidence(run: RunObservation, kinds: set[str]) -> str:
 
 def learning_fixes(run: RunObservation) -> list[StabilityFix]:
     """The learning-rate fixes of the module docstring, in its order (the run's genome, its hyperparameters changed)."""
-    base = run.genome
-    if base is None:
+    if run.genome is None:
         return []
     hps = dict(run.hyperparameters)
-    found = find_hyperparameter(hps, LR_KEYS)
-    out: list[StabilityFix] = []
-    for rule, factor, word, reason in (
-        ("lr_up", 10.0, "higher", "a step far too small leaves the loss where it started"),
-        ("lr_down", 0.1, "lower", (
+    fixes = (
+        learning_rate_fix(run.genome, hps, 10.0, "lr_up", "a step far too small leaves the loss where it started", 0),
+        learning_rate_fix(
+            run.genome, hps, 0.1, "lr_down",
             "a step far too large can drive the net to a constant prediction from the first updates: the loss "
-            "stays at the chance level without blowing up"
-        )),
-    ):
-        if found is not None and math.isfinite(number(found[1])) and number(found[1]) > 0:
-            key, before = found
-            after: Any = float(f"{number(before) * factor:.3g}")
-            text = f"learning rate {key} {before:g} -> {after:g} (10x {word})"
-        else:
-            key, before, after = "lr", "not logged", f"10x {word}"
-            text = f"learning rate 10x {word} (the run logs none)"
-        change = Change("", key, str(before), str(after), text)
-        out.append(StabilityFix(rule, base, {**hps, key: after}, {key: after}, (change,), reason, len(out)))
-    return out
+            "stays at the chance level without blowing up",
+            1,
+        ),
+    )  # fmt: skip
+    return [f for f in fixes if f is not None]

@@ -49,12 +49,12 @@ from runwatch.nas.features import train_loss_name
 from runwatch.nas.history import RunObservation
 from runwatch.nas.space import RESIDUAL_KINDS, SearchSpace, within
 
-__all__ = ["LR_KEYS", "STABILITY_KINDS", "StabilityFix", "divergence_evidence", "find_hyperparameter", "number", "stability_fixes"]
+__all__ = ["STABILITY_KINDS", "StabilityFix", "divergence_evidence", "learning_rate_fix", "stability_fixes"]
 
 # Findings that say a run is heading for a non-finite loss.
 STABILITY_KINDS = ("nonfinite", "divergence_predicted", "exploding_gradient")
 
-LR_KEYS = ("lr", "learning_rate", "learning-rate", "optimizer.lr", "optim.lr")
+_LR_KEYS = ("lr", "learning_rate", "learning-rate", "optimizer.lr", "optim.lr")
 _WARMUP_KEYS = ("warmup_steps", "warmup", "warmup_ratio", "lr_warmup_steps", "num_warmup_steps", "warmup_epochs")
 _CLIP_KEYS = ("grad_clip", "clip_grad_norm", "max_grad_norm", "gradient_clip_val", "clip_norm", "grad_clip_norm")
 _STEP_KEYS = ("steps", "max_steps", "total_steps", "num_steps", "iterations")
@@ -80,8 +80,7 @@ class StabilityFix:
     judged: dict[str, Any] = field(default_factory=dict)
 
 
-def find_hyperparameter(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
-    """The first of ``keys`` that ``hps`` logs (case-insensitive), as ``(the run's own key, value)``."""
+def _find(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
     lowered = {str(k).lower(): k for k in hps}
     for key in keys:
         if key in lowered:
@@ -89,18 +88,49 @@ def find_hyperparameter(hps: dict[str, Any], keys: tuple[str, ...]) -> tuple[str
     return None
 
 
-def number(v: Any) -> float:
-    """``v`` as a float; NaN when it is not a number."""
+def _number(v: Any) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
 
 
+def learning_rate_fix(
+    base: Genome, hps: dict[str, Any], factor: float, rule: str, reason: str, priority: int = 0
+) -> StabilityFix | None:
+    """The run's learning rate times ``factor`` as a fix (the run logs none: "10x lower" in words).
+
+    None when the logged learning rate is not a positive number.
+
+    Examples
+    --------
+    >>> from runwatch.nas.architecture import Block, Genome
+    >>> g = Genome(64, 10, (Block("fc1", "linear", 16, "relu"),))
+    >>> learning_rate_fix(g, {"learning_rate": 3e-4}, 10.0, "lr_up", "too small").changes[0].description
+    'learning rate learning_rate 0.0003 -> 0.003 (10x higher)'
+    >>> learning_rate_fix(g, {}, 0.1, "lr", "too large").changed
+    {'lr': '10x lower'}
+    """
+    word = "higher" if factor > 1 else "lower"
+    times = f"{max(factor, 1 / factor):g}x {word}"
+    found = _find(hps, _LR_KEYS)
+    if found is None:
+        key, before, after, text = "lr", "not logged", times, f"learning rate {times} (the run logs none)"
+    else:
+        key, before = found
+        value = _number(before)
+        if not (math.isfinite(value) and value > 0):
+            return None
+        after = float(f"{value * factor:.3g}")
+        text = f"learning rate {key} {value:g} -> {after:g} ({times})"
+    change = Change("", key, str(before), str(after), text)
+    return StabilityFix(rule, base, {**hps, key: after}, {key: after}, (change,), reason, priority)
+
+
 def _steps(run: RunObservation) -> int:
-    found = find_hyperparameter(run.hyperparameters, _STEP_KEYS)
-    if found is not None and math.isfinite(number(found[1])) and number(found[1]) > 0:
-        return int(number(found[1]))
+    found = _find(run.hyperparameters, _STEP_KEYS)
+    if found is not None and math.isfinite(_number(found[1])) and _number(found[1]) > 0:
+        return int(_number(found[1]))
     loss = train_loss_name(run.series)
     if loss:
         steps = np.asarray(run.series[loss][0])
@@ -148,29 +178,12 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
             return
         out.append(StabilityFix(rule, genome, hps, {}, tuple(base.diff(genome)), reason, len(out)))
 
-    lr = find_hyperparameter(hps, LR_KEYS)
-    if lr is not None and math.isfinite(number(lr[1])) and number(lr[1]) > 0:
-        key, value = lr
-        lower = float(f"{number(value) / 10:.3g}")
-        hp_fix(
-            "lr",
-            key,
-            value,
-            lower,
-            f"learning rate {key} {value:g} -> {lower:g} (10x lower)",
-            "a learning rate too high for the net is the most common cause of a non-finite loss",
-        )
-    elif lr is None:
-        hp_fix(
-            "lr",
-            "lr",
-            "not logged",
-            "10x lower",
-            "learning rate 10x lower (the run logs none)",
-            "a learning rate too high for the net is the most common cause of a non-finite loss",
-        )
-    warm = find_hyperparameter(hps, _WARMUP_KEYS)
-    if warm is None or not number(warm[1]) > 0:
+    too_high = "a learning rate too high for the net is the most common cause of a non-finite loss"
+    lr = learning_rate_fix(base, hps, 0.1, "lr", too_high, len(out))
+    if lr is not None:
+        out.append(lr)
+    warm = _find(hps, _WARMUP_KEYS)
+    if warm is None or not _number(warm[1]) > 0:
         steps = _steps(run)
         n = max(1, round(0.05 * steps)) if steps else 0
         key = warm[0] if warm is not None else "warmup_steps"
@@ -193,7 +206,7 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
         _with_residuals(base, space),
         "residual paths keep an identity route for the signal and the gradient through every block",
     )
-    init = find_hyperparameter(hps, _INIT_KEYS)
+    init = _find(hps, _INIT_KEYS)
     if init is None:
         hp_fix(
             "init",
@@ -204,8 +217,8 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
             "for tanh)",
             "a large initial output makes the first losses and gradients large",
         )
-    clip = find_hyperparameter(hps, _CLIP_KEYS)
-    if clip is None or not number(clip[1]) > 0:
+    clip = _find(hps, _CLIP_KEYS)
+    if clip is None or not _number(clip[1]) > 0:
         key = clip[0] if clip is not None else "grad_clip"
         hp_fix(
             "clipping",
