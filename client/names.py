@@ -21,11 +21,16 @@ Rules, applied to the name with a Lightning ``_step`` suffix removed (an
   ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``)
 - learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
 - gradient norm: ``gradient_norm``, ``grad_norm_total`` -> ``grad_norm``
+- a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
+  (W&B's Hugging Face integration: ``train/learning_rate``, ``train/grad_norm``)
+  is dropped
 
 Examples
 --------
 >>> [canonical_name(n) for n in ["train_loss_step", "eval_accuracy", "Loss/train", "lr-Adam", "val_mse", "epoch"]]
 ['loss', 'val/acc', 'loss', 'lr', 'val/mse', 'epoch']
+>>> [canonical_name(n) for n in ["train/learning_rate", "train/grad_norm", "train/epoch", "train_acc"]]
+['lr', 'grad_norm', 'train/epoch', 'train_acc']
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ __all__ = ["canonical_name", "rename_map", "safe_name"]
 _VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/")
 _VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
 _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss"}
+_TRAIN_PREFIXES = ("train/", "training/", "train_")
+_GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
 _BAD = re.compile(r"[\s\x00-\x1f\x7f]+")
 
@@ -66,9 +73,14 @@ def canonical_name(name: str) -> str:
     low = stem.lower()
     if low in _TRAIN_LOSS:
         return "loss"
+    for prefix in _TRAIN_PREFIXES:
+        if low.startswith(prefix) and len(stem) > len(prefix):
+            inner = canonical_name(stem[len(prefix) :])
+            if inner in ("lr", "grad_norm"):
+                return inner
     if low in ("learning_rate", "lr", "learning-rate") or _LR.fullmatch(stem):
         return "lr"
-    if low in ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm"):
+    if low in _GRAD_NORM:
         return "grad_norm"
     for p in _VAL_PREFIXES:
         if low.startswith(p) and len(stem) > len(p):

@@ -319,13 +319,13 @@ def show(
 
 @app.command()
 def replay(
-    path: Annotated[Path, typer.Argument(help="log file or folder: TensorBoard events, Lightning metrics.csv, HF trainer_state.json, mlruns/, long CSV/JSONL, text logs (.log, .txt, .out; JSONL of log records), or a runwatch spool folder")],
+    path: Annotated[Path, typer.Argument(help="log file or folder: TensorBoard events, Lightning metrics.csv, HF trainer_state.json, mlruns/, long CSV/JSONL, wide tables (Keras CSVLogger, W&B history exports), text logs (.log, .txt, .out; JSONL of log records), or a runwatch spool folder")],
     target: TargetOption = "127.0.0.1:50051",
     project: Annotated[str | None, typer.Option(help="project of the replayed runs (default: the source's, else 'replay')")] = None,
     pace: Annotated[str, typer.Option(help="'fast' (as fast as the server acknowledges) or 'original' (the run's own timing)")] = "fast",
     speed: Annotated[float, typer.Option(min=1e-6, help="with --pace original: play this many times faster")] = 1.0,
     max_gap: Annotated[float, typer.Option(min=0.0, help="with --pace original: longest wait between two events, seconds")] = 60.0,
-    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl, text or spool")] = "auto",
+    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl, wide, text or spool")] = "auto",
     keep_names: Annotated[bool, typer.Option(help="keep metric names as written (default: map train_loss -> loss, eval_loss -> val/loss, ...)")] = False,
     new_ids: Annotated[bool, typer.Option(help="replay runs the server already has, under fresh run ids")] = False,
     dry_run: Annotated[bool, typer.Option(help="read and summarise only; send nothing")] = False,

@@ -9,6 +9,9 @@ Formats (``fmt``):
 ``mlflow``      an MLflow file store: ``mlruns/``, an experiment or a run folder
 ``csv``         long-format CSV: ``[run_id,]step,metric,value[,wall_time]``
 ``jsonl``       long-format JSON Lines with the same keys
+``wide``        a wide table: one row per step, one column per metric (CSV,
+                tab-separated or JSON Lines; Keras ``CSVLogger``, W&B history
+                exports, ``wandb-history.jsonl``); see :mod:`.wide_table`
 ``text``        a text log (``.log``, ``.txt``, ``.out``, any UTF-8 text file) or
                 JSON Lines of log records (``{"time", "level", "text"}``): its lines
 ==============  ================================================================
@@ -34,13 +37,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runwatch.client.importers import hf_trainer_state, lightning_csv, long_format, mlflow, tensorboard, text_log
+from runwatch.client.importers import (
+    hf_trainer_state,
+    lightning_csv,
+    long_format,
+    mlflow,
+    tensorboard,
+    text_log,
+    wide_table,
+)
 from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems
 from runwatch.client.importers.util import strip_gz
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
-FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "text")
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
+# Wide tables a folder replay picks up by name (others only with --format wide): W&B's own history file.
+_WIDE_NAMES = ("wandb-history.jsonl",)
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 
@@ -52,12 +65,16 @@ def _file_format(path: Path) -> str | None:
     if name == "trainer_state.json":
         return "hf"
     if name.endswith((".jsonl", ".ndjson")):
-        return "text" if text_log.looks_like_records(path) else "jsonl"
-    if name.endswith(".csv"):
+        if text_log.looks_like_records(path):
+            return "text"
+        return "wide" if wide_table.looks_like(path) else "jsonl"
+    if name.endswith((".csv", ".tsv")):
         if long_format.looks_like_csv(path):
             return "csv"
         if name == "metrics.csv" or lightning_csv.looks_like(path):
             return "lightning"
+        if wide_table.looks_like(path):
+            return "wide"
     if name.endswith(text_log.TEXT_SUFFIXES):
         return "text"
     return None
@@ -96,8 +113,11 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             found = "text"
         if found is None:
             raise ImportFormatError(
-                path, "file", "unknown format: expected events.out.tfevents.*, metrics.csv, trainer_state.json, "
-                "a long-format .csv/.jsonl, a text log, or pass --format"
+                path,
+                "file",
+                "unknown format: expected events.out.tfevents.*, metrics.csv, trainer_state.json, "
+                "a long-format .csv/.jsonl, a wide table (.csv/.tsv/.jsonl with a step or epoch column), a text log, "
+                "or pass --format",
             )
         return [(found, path)]
     if fmt in ("auto", "mlflow") and mlflow.looks_like(path):
@@ -116,7 +136,9 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("lightning", f))
         elif fmt in ("auto", "hf") and f.name == "trainer_state.json":
             items.append(("hf", f))
-        elif fmt in ("csv", "jsonl") and _file_format(f) == fmt:
+        elif fmt == "auto" and strip_gz(f.name) in _WIDE_NAMES and _file_format(f) == "wide":
+            items.append(("wide", f))
+        elif fmt in ("csv", "jsonl", "wide") and _file_format(f) == fmt:
             items.append((fmt, f))
         elif (fmt == "auto" and strip_gz(f.name).endswith(".log")) or (fmt == "text" and _file_format(f) == "text"):
             items.append(("text", f))
@@ -153,9 +175,10 @@ def read(
             "mlflow": mlflow.read,
             "csv": long_format.read_csv,
             "jsonl": long_format.read_jsonl,
+            "wide": wide_table.read,
             "text": text_log.read,
         }[fmt](target, canonical, problems)
-    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "text"):
+    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "text"):
         first = target[0] if isinstance(target, list) else target
         try:
             rel = first.parent.relative_to(root)
@@ -164,7 +187,7 @@ def read(
         if rel is not None:
             shown = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
             for run in runs:
-                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt == "text" else shown
+                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt in ("text", "wide") else shown
     return runs
 
 
@@ -188,7 +211,9 @@ def read_all(
             problems.skip(exc, "the file was skipped")
         except OSError as exc:
             where = target[0] if isinstance(target, list) else target
-            problems.skip(ImportFormatError(where, "file", f"cannot be read: {exc.strerror or exc}"), "the file was skipped")
+            problems.skip(
+                ImportFormatError(where, "file", f"cannot be read: {exc.strerror or exc}"), "the file was skipped"
+            )
     return runs
 
 

@@ -15,8 +15,9 @@ A line that is not UTF-8, or a record without text, is a malformed entry
 lines over the server's 64 KiB limit are cut. A line without a time stamp
 takes the one before it (the run's start time before any), and times never
 go back, so the server, which lists lines by time, keeps them in file order. A ``.log`` that is a table
-(a header with a ``step`` column, then rows of numbers separated by tabs or
-commas, as some scripts write their loss) is read as that table's metrics
+(a header with a step or epoch column, then rows of numbers separated by tabs or
+commas, as some scripts and Keras' ``CSVLogger`` write them; see
+:mod:`~runwatch.client.importers.wide_table`) is read as that table's metrics
 instead. The run is named after the
 file (``<folder>/<file stem>``), and a time stamp in the file name
 (``2025-02-16 07:46:25.961894.log``) or on its first line is its start time.
@@ -35,14 +36,12 @@ import json
 import zlib
 from pathlib import Path
 
+from runwatch.client.importers import wide_table
 from runwatch.client.importers.base import (
     STRICT,
     ImportedRun,
     ImportFormatError,
     Problems,
-    RunBuilder,
-    parse_float,
-    parse_step,
 )
 from runwatch.client.importers.util import meaningful_name, strip_gz
 from runwatch.client.log_lines import (
@@ -104,56 +103,6 @@ def looks_like_records(path: Path) -> bool:
     return False
 
 
-def _table_header(path: Path) -> tuple[str, list[str]] | None:
-    """(separator, column names) of a text log that is a table of numbers with a ``step`` column."""
-    lines = _head(path).decode("utf-8", "replace").splitlines()
-    if len(lines) < 2:
-        return None
-    for sep in ("\t", ","):
-        header = [h.strip() for h in lines[0].split(sep)]
-        if len(header) < 2 or "step" not in header:
-            continue
-        row = lines[1].split(sep)
-        if len(row) != len(header):
-            return None
-        try:
-            [float(c) for c in row]
-        except ValueError:
-            return None
-        return sep, header
-    return None
-
-
-def _read_table(
-    path: Path, run: ImportedRun, sep: str, header: list[str], canonical: bool, problems: Problems
-) -> ImportedRun:
-    builder = RunBuilder(run)
-    step_col = header.index("step")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        next(f)
-        for line_no, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            where = f"line {line_no}"
-            row = line.rstrip("\r\n").split(sep)
-            try:
-                if len(row) != len(header):
-                    raise ImportFormatError(path, where, f"{len(row)} fields, the header has {len(header)}")
-                step = parse_step(row[step_col].strip(), path, where)
-                values = {
-                    h: parse_float(c.strip(), path, where, f"column {h!r}")
-                    for h, c in zip(header, row)
-                    if h != "step" and h and c.strip()
-                }
-            except ImportFormatError as exc:
-                problems.skip(exc, "the row was skipped")
-                continue
-            builder.add_row(step, values)
-    built = builder.build(canonical)
-    built.notes.append(f"read as a table of metrics ({', '.join(h for h in header if h != 'step')[:80]} by step)")
-    return built
-
-
 def _start_time(stem: str) -> float | None:
     return leading_time(stem)
 
@@ -168,9 +117,11 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     stem = name.rsplit(".", 1)[0] if "." in name else name
     run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
     records = name.endswith((".jsonl", ".ndjson"))
-    table = None if records or path.suffix == ".gz" else _table_header(path)
-    if table is not None:
-        return [_read_table(path, run, *table, canonical, problems)]
+    if not records and path.suffix != ".gz" and wide_table.sniff_text(_head(path).decode("utf-8", "replace")):
+        (table,) = wide_table.read(path, canonical, problems, run=run)
+        metrics = sorted({k for m in table.metrics for k in m})
+        table.notes.append(f"read as a table of metrics ({', '.join(metrics)[:80]} by step)")
+        return [table]
     cut = 0
     line_no = 0
     try:

@@ -105,3 +105,37 @@ def test_replay_a_spool_folder(start_server, tmp_path):
     info = next(r for r in list_runs(srv.target) if r.run_id == "from-spool")
     assert info.event_count == 20 and info.status == runs_pb2.RUN_STATUS_FINISHED
     shutil.rmtree(spool, ignore_errors=True)
+
+
+def _keras_overfit_log() -> str:
+    """A Keras CSVLogger log of a run that overfits: training loss keeps falling, val loss turns up at epoch 12."""
+    rows = ["epoch,accuracy,loss,val_accuracy,val_loss"]
+    for e in range(40):
+        loss = 1.2 * 0.9**e
+        val = 0.9 * 0.95**e if e <= 12 else 0.9 * 0.95**12 * 1.04 ** (e - 12)
+        rows.append(f"{e},{min(0.99, 0.5 + 0.012 * e):.4f},{loss:.5f},{0.6 + 0.004 * min(e, 12):.4f},{val:.5f}")
+    return "\n".join(rows) + "\n"
+
+
+def test_replay_wide_tables_keras_and_wandb_exports(server, tmp_path):
+    srv, stubs = server
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "training.log").write_text(_keras_overfit_log())
+    wandb = ["_step,_runtime,_timestamp,train/loss,train/learning_rate,train/grad_norm"]
+    wandb += [f"{s},{s / 10:.1f},{1717000000 + s / 10:.1f},{2.3 - 0.001 * s:.4f},0.0001,1.5" for s in range(0, 300, 5)]
+    wandb += ["300,30.0,1717000030.0,nan,0.0001,nan"]
+    (tmp_path / "wandb_export.csv").write_text("\n".join(wandb) + "\n")
+
+    out = cli("replay", str(tmp_path / "keras" / "training.log"), "--target", srv.target, "--project", "wide")
+    assert out.returncode == 0, out.stderr
+    out = cli("replay", str(tmp_path / "wandb_export.csv"), "--target", srv.target, "--project", "wide")
+    assert out.returncode == 0, out.stderr
+    runs = {r.start.environment["replay.format"]: r for r in list_runs(srv.target, "wide")}
+    assert sorted(runs) == ["text", "wide"] and runs["text"].event_count == 40 and runs["wide"].event_count == 61
+    kinds = {}
+    for fmt, run in runs.items():
+        summary = stubs.runs.GetRun(service_pb2.GetRunRequest(run_id=run.run_id), timeout=30)
+        kinds[fmt] = {a.kind for a in summary.anomalies}
+    assert 9 in kinds["text"]  # OVERFITTING, on the Keras log's val_loss read as val/loss
+    assert 1 in kinds["wide"]  # NONFINITE, on W&B's train/loss read as loss
+    assert 1.7e9 < runs["wide"].last_event_time < 1.8e9  # W&B's _timestamp kept as the wall clock

@@ -112,7 +112,8 @@ def test_a_log_that_is_a_table_gives_metrics(tmp_path):
     lenient = Problems(strict=False)
     run = one(path, problems=lenient)
     assert run.steps == [10, 20] and run.metrics[0] == {"loss": 8.46} and not run.lines
-    assert "line 4: column 'loss' is not a number: 'x'; the row was skipped" in str(lenient.skipped[0])
+    assert "line 4: column 'loss' is not a number: 'x'; the cell was left out" in str(lenient.skipped[0])
+    assert "column 'loss': 1 non-numeric cell(s) left out" in run.notes
 
 
 # -- JSON Lines of log records ------------------------------------------------------------------------

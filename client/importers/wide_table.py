@@ -1,0 +1,285 @@
+"""Wide tables: one row per step, one column per metric, as CSV, tab-separated text or JSON Lines.
+
+What many tools write when they write a table:
+
+- Lightning ``CSVLogger`` ``metrics.csv`` (``step``, blanks where a metric was not logged);
+- Keras ``CSVLogger`` (``training.log`` or ``*.csv``: ``epoch,loss,val_loss,...``, one row per epoch);
+- a W&B run history exported as CSV or JSON Lines (``run.history()``, the UI's CSV download,
+  ``wandb-history.jsonl``: ``_step``, ``_timestamp``, ``_runtime``, then ``train/loss``, ``eval/loss``...);
+- a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``).
+
+The step is the first of :data:`INDEX_COLUMNS` the header has; without any, a table
+indexed by ``epoch`` (Keras) uses the epoch as its step. The wall clock is the first
+of :data:`TIME_COLUMNS` (seconds since the epoch, or milliseconds when above 1e11).
+Every other column is a metric, except columns whose names start with ``_``
+(W&B's own bookkeeping: ``_runtime``, ``_wandb``). Empty cells (and JSON
+``null``) were not logged at that step. A cell that is not a number (a W&B media
+entry, a string) is a malformed entry: strictly it stops the read; leniently the
+cell is left out, the first one of each column is reported, and the run's notes
+count the rest, so a text column never costs the numbers beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runwatch.client.importers.base import (
+    STRICT,
+    ImportedRun,
+    ImportFormatError,
+    Problems,
+    RunBuilder,
+    parse_float,
+    parse_step,
+)
+from runwatch.client.importers.util import meaningful_name, open_text, strip_gz
+
+__all__ = ["INDEX_COLUMNS", "TIME_COLUMNS", "index_column", "looks_like", "read", "read_rows", "sniff_text"]
+
+FORMAT = "wide"
+INDEX_COLUMNS = (
+    "step",
+    "global_step",
+    "_step",
+    "trainer/global_step",
+    "train/global_step",
+    "iteration",
+    "iter",
+    "Step",
+)
+EPOCH_COLUMN = "epoch"
+TIME_COLUMNS = ("_timestamp", "wall_time", "Wall time", "timestamp")
+_JSONL = (".jsonl", ".ndjson")
+
+
+def index_column(header: Iterable[str], indexes: Sequence[str] | None = None) -> str | None:
+    """The column a table is indexed by: the first of :data:`INDEX_COLUMNS` present, else ``epoch``, else None.
+
+    Examples
+    --------
+    >>> index_column(["_step", "_runtime", "train/loss"]), index_column(["epoch", "loss", "val_loss"])
+    ('_step', 'epoch')
+    >>> index_column(["epoch", "step", "loss"]), index_column(["loss", "acc"]) is None
+    ('step', True)
+    """
+    names = set(header)
+    for name in indexes or INDEX_COLUMNS:
+        if name in names:
+            return name
+    return EPOCH_COLUMN if indexes is None and EPOCH_COLUMN in names else None
+
+
+def _no_index(path: Path, position: str, header: Sequence[str], indexes: Sequence[str] | None) -> ImportFormatError:
+    others = [*(indexes or INDEX_COLUMNS)[1:], *([] if indexes else [EPOCH_COLUMN])]
+    also = f"; also accepted: {', '.join(others)}" if others else ""
+    return ImportFormatError(path, position, f"no 'step' column in the header {list(header)[:8]}{also}")
+
+
+def _is_metric(name: str, index: str, clock: str | None) -> bool:
+    return bool(name) and name not in (index, clock) and not name.startswith("_")
+
+
+class _Cells:
+    """Parses one row's metric cells; leniently leaves out non-numeric cells, reporting each column once."""
+
+    def __init__(self, path: Path, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.bad: dict[str, int] = {}
+
+    def values(self, cells: Iterable[tuple[str, Any]], where: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, cell in cells:
+            if cell is None or (isinstance(cell, str) and not cell.strip()):
+                continue
+            try:
+                out[name] = parse_float(
+                    cell.strip() if isinstance(cell, str) else cell, self.path, where, f"column {name!r}"
+                )
+            except ImportFormatError as exc:
+                seen = self.bad.get(name, 0)
+                self.bad[name] = seen + 1
+                if not seen:
+                    self.problems.skip(exc, "the cell was left out (and any later non-numeric cell of this column)")
+        return out
+
+    def note(self, run: ImportedRun) -> None:
+        for name, n in sorted(self.bad.items()):
+            run.notes.append(f"column {name!r}: {n} non-numeric cell(s) left out")
+
+
+def read_rows(
+    path: Path,
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    header: Sequence[str],
+    run: ImportedRun,
+    canonical: bool = True,
+    problems: Problems = STRICT,
+    indexes: Sequence[str] | None = None,
+) -> ImportedRun:
+    """Build ``run`` from ``(position, row)`` pairs, ``row`` mapping column names to cells.
+
+    Raises :class:`ImportFormatError` when ``header`` has no index column.
+    """
+    index = index_column(header, indexes)
+    if index is None:
+        raise _no_index(path, "header", header, indexes)
+    clock = next((c for c in TIME_COLUMNS if c in header), None)
+    metrics = [h for h in header if _is_metric(h, index, clock)]
+    builder = RunBuilder(run)
+    cells = _Cells(path, problems)
+    for where, row in rows:
+        try:
+            step = parse_step(row.get(index), path, where, index)
+            wall = 0.0
+            if clock is not None and row.get(clock) not in (None, ""):
+                wall = parse_float(row[clock], path, where, f"column {clock!r}")
+                wall = wall / 1000.0 if wall > 1e11 else wall
+        except ImportFormatError as exc:
+            problems.skip(exc, "the row was skipped")
+            continue
+        builder.add_row(
+            step, cells.values(((m, row.get(m)) for m in metrics), where), wall if math.isfinite(wall) else 0.0
+        )
+    built = builder.build(canonical)
+    cells.note(built)
+    if index == EPOCH_COLUMN:
+        built.notes.append("indexed by epoch (no step column): each epoch is one step")
+    return built
+
+
+def _csv_rows(path: Path, reader: Iterator[list[str]], header: list[str], problems: Problems):
+    line = 1
+    try:
+        for row in reader:
+            line = getattr(reader, "line_num", line + 1)
+            if not row or all(not c.strip() for c in row):
+                continue
+            where = f"line {line}"
+            if len(row) != len(header):
+                problems.skip(
+                    ImportFormatError(path, where, f"{len(row)} fields, the header has {len(header)}"),
+                    "the row was skipped",
+                )
+                continue
+            yield where, dict(zip(header, row))
+    except csv.Error as exc:
+        raise ImportFormatError(path, f"line {line}", f"bad CSV: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(path, f"after line {line}", f"not UTF-8 text: {exc.reason}") from None
+
+
+def _jsonl_rows(path: Path, lines: Iterable[str], problems: Problems):
+    for n, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"line {n}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.skip(ImportFormatError(path, where, f"invalid JSON: {exc.msg}"), "the line was skipped")
+            continue
+        if not isinstance(row, dict):
+            problems.skip(ImportFormatError(path, where, "not a JSON object"), "the line was skipped")
+            continue
+        yield where, row
+
+
+def sniff_text(head: str) -> str | None:
+    """The separator (``","`` or tab) of text whose first line is a table header with a step or epoch column
+    and whose second line has as many fields and a number in that column; else None.
+
+    Examples
+    --------
+    >>> sniff_text("epoch,accuracy,loss\\n0,0.51,0.93\\n"), sniff_text("global_step\\tloss\\n10\\t2.1\\n")
+    (',', '\\t')
+    >>> sniff_text("step 1 loss 0.3\\nstep 2 loss 0.2\\n") is None, sniff_text("epoch,note\\nfirst,x\\n") is None
+    (True, True)
+    """
+    lines = head.splitlines()
+    if len(lines) < 2:
+        return None
+    for sep in ("\t", ","):
+        header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=sep))]
+        index = index_column(header)
+        if len(header) < 2 or index is None:
+            continue
+        row = next(csv.reader([lines[1]], delimiter=sep), [])
+        if len(row) != len(header):
+            return None
+        try:
+            float(row[header.index(index)])
+        except ValueError:
+            return None
+        return sep
+    return None
+
+
+def _head(path: Path, size: int = 65536) -> str:
+    try:
+        with open_text(path) as f:
+            return f.read(size)
+    except (OSError, UnicodeDecodeError, EOFError, ValueError):
+        return ""
+
+
+def looks_like(path: Path) -> bool:
+    """A CSV / tab-separated table (see :func:`sniff_text`), or JSON Lines whose first object has an index key
+    and no long-format ``metric``/``value`` pair."""
+    head = _head(path)
+    if strip_gz(path.name).endswith(_JSONL):
+        first = next((line for line in head.splitlines() if line.strip()), "")
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(obj, dict) and index_column(obj) is not None and not {"metric", "value"} <= set(obj)
+    return sniff_text(head) is not None
+
+
+def read(
+    path: Path,
+    canonical: bool = True,
+    problems: Problems = STRICT,
+    run: ImportedRun | None = None,
+    indexes: Sequence[str] | None = None,
+) -> list[ImportedRun]:
+    """Read one wide table as one run (malformed rows and cells go to ``problems``).
+
+    ``run`` carries what a caller already knows (a Lightning run's name and hyperparameters); by default the
+    run is named after the file (``<folder>/<file stem>``). ``indexes`` narrows the accepted step columns
+    (Lightning: ``("step",)``, and no epoch fallback).
+    """
+    path = Path(path)
+    if run is None:
+        name = strip_gz(path.name)
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
+    if strip_gz(path.name).endswith(_JSONL):
+        with open_text(path) as f:
+            try:
+                rows = list(_jsonl_rows(path, f, problems))
+            except UnicodeDecodeError as exc:
+                raise ImportFormatError(path, "file", f"not UTF-8 text: {exc.reason}") from None
+        header: list[str] = []
+        for _, row in rows:
+            header.extend(k for k in row if k not in header)
+        return [read_rows(path, rows, header, run, canonical, problems, indexes)]
+    sep = sniff_text(_head(path)) or ","
+    with open_text(path) as f:
+        reader = csv.reader(f, delimiter=sep)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ImportFormatError(path, "line 1", "empty file: expected a header with a 'step' column") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ImportFormatError(path, "line 1", f"not CSV text: {exc}") from None
+        if index_column(header, indexes) is None:
+            raise _no_index(path, "line 1", header, indexes)
+        rows = _csv_rows(path, reader, header, problems)
+        return [read_rows(path, rows, header, run, canonical, problems, indexes)]
