@@ -1,0 +1,143 @@
+"""Wide tables (one row per step, one column per metric): Keras CSVLogger, W&B history exports, scripts' own tables."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runwatch.client.importers import ImportFormatError, Problems, detect, load, wide_table
+
+# Keras' CSVLogger writes the epoch, then the logs dict's keys sorted (append=False), one row per epoch.
+KERAS = """epoch,accuracy,learning_rate,loss,val_accuracy,val_loss
+0,0.6125,0.001,1.1021,0.7010,0.8843
+1,0.7843,0.001,0.6512,0.7655,0.6901
+2,0.8390,0.001,0.4870,0.7790,0.6512
+3,0.8801,0.0005,0.3642,0.7802,0.6733
+"""
+
+# A W&B run history as the UI's "Export as CSV" / run.history().to_csv() writes it: bookkeeping columns first,
+# a media column whose cells are JSON strings, blanks where a key was not logged at that step.
+WANDB_CSV = """_step,_runtime,_timestamp,train/loss,train/learning_rate,train/grad_norm,eval/loss,gradients/fc1
+0,3.1,1717000000.25,2.3126,5e-05,1.92,,"{""_type"": ""histogram""}"
+10,9.8,1717000006.9,2.1088,5e-05,1.71,,
+20,16.4,1717000013.5,1.9902,5e-05,1.66,2.0415,"{""_type"": ""histogram""}"
+30,23.0,1717000020.1,nan,5e-05,inf,,
+"""
+
+
+def one(path, **kw):
+    runs = load(path, **kw)
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_a_keras_csvlogger_log_is_read_by_epoch_with_runwatch_names(tmp_path):
+    log = tmp_path / "cifar_resnet" / "training.log"  # CSVLogger's usual file name: detected by content
+    log.parent.mkdir()
+    log.write_text(KERAS)
+    run = one(log)
+    assert run.format == "text" and not run.lines and run.steps == [0, 1, 2, 3]
+    assert run.metrics[3] == {"accuracy": 0.8801, "lr": 0.0005, "loss": 0.3642, "val/acc": 0.7802, "val/loss": 0.6733}
+    assert "indexed by epoch (no step column): each epoch is one step" in run.notes
+    csv_file = tmp_path / "history.csv"
+    csv_file.write_text(KERAS)
+    assert detect(csv_file) == [("wide", csv_file)] and one(csv_file).metrics == run.metrics
+
+
+def test_a_wandb_csv_export_keeps_its_clock_and_numbers_and_names_the_media_column(tmp_path):
+    path = tmp_path / "wandb_export_2024-05-29.csv"
+    path.write_text(WANDB_CSV)
+    lenient = Problems(strict=False)
+    run = one(path, problems=lenient)
+    assert run.format == "wide" and run.steps == [0, 10, 20, 30]
+    assert run.wall_times == [1717000000.25, 1717000006.9, 1717000013.5, 1717000020.1]
+    assert run.metrics[2] == {"loss": 1.9902, "lr": 5e-05, "grad_norm": 1.66, "val/loss": 2.0415}
+    assert math.isnan(run.metrics[3]["loss"]) and run.metrics[3]["grad_norm"] == math.inf  # signal, kept
+    assert not any(k.startswith("_") for m in run.metrics for k in m)  # W&B's bookkeeping is not a metric
+    (problem,) = lenient.skipped  # the media column is reported once, its numbers' neighbours kept
+    assert "line 2: column 'gradients/fc1' is not a number" in str(problem) and "the cell was left out" in str(problem)
+    assert "column 'gradients/fc1': 2 non-numeric cell(s) left out" in run.notes
+    with pytest.raises(ImportFormatError, match=r"line 2: column 'gradients/fc1' is not a number"):
+        load(path)  # strict: all or nothing
+
+
+def test_wandb_history_jsonl_in_a_folder_is_found_and_bad_lines_cost_only_themselves(tmp_path):
+    files = tmp_path / "wandb" / "run-20240529_101500-3x7k2p" / "files"
+    files.mkdir(parents=True)
+    rows = [
+        {"_step": 0, "_runtime": 2.0, "_timestamp": 1717000000123, "loss": 0.91, "epoch": 0, "media": {"_type": "image"}},
+        {"_step": 1, "_runtime": 4.0, "_timestamp": 1717000002123, "loss": 0.85, "val_loss": None},
+        "not json",
+        {"_step": 2, "_runtime": 6.0, "_timestamp": 1717000004123, "loss": 0.80, "val_loss": 0.93},
+    ]
+    text = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
+    (files / "wandb-history.jsonl").write_text(text)
+    (files / "config.yaml").write_text("lr:\n  value: 0.001\n")
+    assert [fmt for fmt, _ in detect(tmp_path)] == ["wide"]
+    lenient = Problems(strict=False)
+    run = one(tmp_path, problems=lenient)
+    assert run.steps == [0, 1, 2] and run.wall_times == [1717000000.123, 1717000002.123, 1717000004.123]  # ms -> s
+    assert run.metrics[2] == {"loss": 0.80, "val/loss": 0.93} and run.metrics[0] == {"loss": 0.91, "epoch": 0.0}
+    assert sorted(str(p).split(": ", 1)[1] for p in lenient.skipped) == [
+        (
+            "column 'media' is not a number: {'_type': 'image'}; the cell was left out (and any later non-numeric "
+            "cell of this column)"
+        ),
+        "invalid JSON: Expecting value; the line was skipped",
+    ]
+    assert run.label.endswith("files/wandb-history")
+
+
+def test_a_scripts_own_table_with_another_step_name_and_a_table_without_one(tmp_path):
+    tsv = tmp_path / "losses.tsv"
+    tsv.write_text("global_step\tloss\tlr\n100\t2.5\t0.01\n200\t2.1\t0.01\n200\t2.0\t0.01\n")
+    run = one(tsv)
+    assert run.steps == [100, 200] and run.metrics[1] == {"loss": 2.0, "lr": 0.01}  # the later value of a step wins
+    bare = tmp_path / "scores.csv"
+    bare.write_text("loss,acc\n0.5,0.9\n")
+    with pytest.raises(ImportFormatError, match="a wide table"):
+        detect(bare)
+    with pytest.raises(ImportFormatError, match=r"no 'step' column in the header \['loss', 'acc'\]; also accepted: "):
+        load(bare, fmt="wide")
+
+
+def test_docstring_examples():
+    import doctest
+
+    from runwatch.client import names
+
+    for module in (wide_table, names):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_index_and_separator_sniffing():
+    assert wide_table.index_column(["epoch", "iteration", "loss"]) == "iteration"
+    assert wide_table.index_column(["epoch", "loss"], indexes=("step",)) is None  # Lightning: step only
+    assert wide_table.sniff_text("Iteration 10 | loss 2.3\nIteration 20 | loss 2.2\n") is None
+
+
+_NAMES = st.sampled_from(["loss", "val_loss", "acc", "grad_norm", "lr", "w/b", "x1"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    index=st.sampled_from([*wide_table.INDEX_COLUMNS, "epoch"]),
+    names=st.lists(_NAMES, min_size=1, max_size=5, unique=True),
+    steps=st.lists(st.integers(0, 10**9), min_size=1, max_size=20, unique=True),
+    data=st.data(),
+)
+def test_any_numeric_table_reads_back_exactly(tmp_path, index, names, steps, data):
+    value = st.one_of(st.none(), st.floats(allow_nan=False, width=64), st.just(math.inf))
+    table = [[data.draw(value) for _ in names] for _ in steps]
+    lines = [",".join([index, *names])]
+    lines += [",".join([str(s), *("" if v is None else repr(v) for v in row)]) for s, row in zip(steps, table)]
+    path = tmp_path / "table.csv"
+    path.write_text("\n".join(lines) + "\n")
+    (run,) = wide_table.read(path, canonical=False)
+    want = {s: {n: v for n, v in zip(names, row) if v is not None} for s, row in zip(steps, table)}
+    want = {s: m for s, m in want.items() if m}
+    assert run.steps == sorted(want) and run.metrics == [want[s] for s in sorted(want)]
