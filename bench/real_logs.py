@@ -8,6 +8,13 @@ Sources (licenses: ``shared/data/README.md``; cited in ``bench/README.md``):
 - ``lightning`` / ``tensorboard``: Lightning ``metrics.csv`` and TensorBoard
   event files committed to public GitHub repositories, read with runwatch's
   importers. Published as ordinary runs: treated as healthy.
+- ``github text``: the plain-text training logs committed to GitHub (0Xero7/slm_training's
+  85 logs), read with runwatch's text importer and turned into metric events by the
+  server's own text pipeline (:class:`runwatch.models.text.monitor.TextMonitor`'s
+  extraction: ``Train Loss`` -> ``loss``, ``Valid Loss`` -> ``val/loss``, ``LR`` ->
+  ``lr``, one step per epoch), so every system sees the same extracted series. Logs
+  that end before their first epoch have no series and are left out. Unlabelled:
+  treated as healthy.
 - ``hf-trainer``: Hugging Face ``trainer_state.json`` files. Healthy.
 - ``hf-trainer-more``: 131 Hugging Face ``trainer_state.json`` runs of
   ``hf_trainer_state_more/``, read with the same importer, labelled by
@@ -87,6 +94,23 @@ def _imported(source: str, runs, labels: dict[str, tuple[str, int | None]] | Non
     return out
 
 
+def text_metrics(run):
+    """``run`` (a text log read by the importer) with the metric events the server's text pipeline reads out of
+    its lines as its steps and metrics (no wall clock: text lines without time stamps carry none)."""
+    from runwatch.models.text.monitor import TextMonitor
+
+    monitor = TextMonitor(run.name)
+    events, _ = monitor.observe_lines([line.text for line in run.lines])
+    events += monitor.flush()[0]
+    by_step: dict[int, dict[str, float]] = {}
+    for step, values in events:
+        by_step.setdefault(int(step), {}).update(values)
+    run.steps = sorted(by_step)
+    run.metrics = [by_step[s] for s in run.steps]
+    run.wall_times = [0.0] * len(run.steps)
+    return run
+
+
 def load_mlperf(folder: Path) -> list[RunRecord]:
     out = []
     i = 0
@@ -163,6 +187,7 @@ def load_all(root: Path) -> dict[str, list[RunRecord]]:
         labels = read_labels()  # bench/real_labels/README.md: the HF criteria, applied unchanged
         for fmt, label in (("lightning", "lightning"), ("tensorboard", "tensorboard")):
             sources[f"github {label}"] = _imported(label, [r for r in runs if r.format == fmt], labels, gh)
+        sources["github text"] = _imported("text", [text_metrics(r) for r in runs if r.format == "text"])
     hf = root / "hf_trainer_state"
     if hf.exists():
         sources["hf-trainer"] = _imported("hf", importers.load(hf))
@@ -195,7 +220,8 @@ def truth(rec: RunRecord) -> M.Truth:
 def notes(sources: dict[str, list[RunRecord]]) -> list[str]:
     lines = ["Sources read: " + ", ".join(f"{k} {len(v)} runs" for k, v in sources.items()) + ". "
              "NNI Curvefitting is not run on real logs (it needs each run's planned number of reports). "
-             "The 85 plain-text logs of 0Xero7+slm_training are not read (no importer for that format).", ""]
+             "github text: the plain-text logs of 0Xero7+slm_training, their metrics read by runwatch's text pipeline "
+             "(logs that end before their first epoch have none and are left out).", ""]
     return lines
 
 
