@@ -6,7 +6,9 @@ What many tools write when they write a table:
 - Keras ``CSVLogger`` (``training.log`` or ``*.csv``: ``epoch,loss,val_loss,...``, one row per epoch);
 - a W&B run history exported as CSV or JSON Lines (``run.history()``, the UI's CSV download,
   ``wandb-history.jsonl``: ``_step``, ``_timestamp``, ``_runtime``, then ``train/loss``, ``eval/loss``...);
-- a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``).
+- a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``);
+- TensorBoard's "Download CSV" of one scalar (``Wall time,Step,Value``): the metric is
+  named after the file's tag (``run-version_0-tag-train_loss.csv`` -> ``train_loss``).
 
 The step is the first of :data:`INDEX_COLUMNS` the header has; without any, a table
 indexed by ``epoch`` (Keras) uses the epoch as its step. The wall clock is the first
@@ -39,7 +41,16 @@ from runwatch.client.importers.base import (
 )
 from runwatch.client.importers.util import meaningful_name, open_text, strip_gz
 
-__all__ = ["INDEX_COLUMNS", "TIME_COLUMNS", "index_column", "looks_like", "read", "read_rows", "sniff_text"]
+__all__ = [
+    "INDEX_COLUMNS",
+    "TIME_COLUMNS",
+    "index_column",
+    "looks_like",
+    "read",
+    "read_rows",
+    "sniff_text",
+    "tensorboard_tag",
+]
 
 FORMAT = "wide"
 INDEX_COLUMNS = (
@@ -220,6 +231,18 @@ def sniff_text(head: str) -> str | None:
     return None
 
 
+def tensorboard_tag(path: Path) -> str:
+    """The scalar's tag in the name TensorBoard gives a downloaded CSV (``run-<run>-tag-<tag>.csv``), else the stem.
+
+    Examples
+    --------
+    >>> tensorboard_tag(Path("run-version_0-tag-train_loss.csv")), tensorboard_tag(Path("val_acc.csv"))
+    ('train_loss', 'val_acc')
+    """
+    stem = strip_gz(path.name).rsplit(".", 1)[0]
+    return stem.rsplit("-tag-", 1)[1] if "-tag-" in stem else stem
+
+
 def _head(path: Path, size: int = 65536) -> str:
     try:
         with open_text(path) as f:
@@ -281,5 +304,7 @@ def read(
             raise ImportFormatError(path, "line 1", f"not CSV text: {exc}") from None
         if index_column(header, indexes) is None:
             raise _no_index(path, "line 1", header, indexes)
+        if sorted(header) == ["Step", "Value", "Wall time"]:
+            header[header.index("Value")] = tensorboard_tag(path)
         rows = _csv_rows(path, reader, header, problems)
         return [read_rows(path, rows, header, run, canonical, problems, indexes)]

@@ -141,3 +141,11 @@ def test_any_numeric_table_reads_back_exactly(tmp_path, index, names, steps, dat
     want = {s: {n: v for n, v in zip(names, row) if v is not None} for s, row in zip(steps, table)}
     want = {s: m for s, m in want.items() if m}
     assert run.steps == sorted(want) and run.metrics == [want[s] for s in sorted(want)]
+
+
+def test_a_tensorboard_csv_download_names_its_metric_after_the_tag(tmp_path):
+    path = tmp_path / "run-version_0-tag-val_loss.csv"
+    path.write_text("Wall time,Step,Value\n1717000000.5,99,0.91\n1717000060.25,199,0.84\n")
+    run = one(path)
+    assert run.format == "wide" and run.steps == [99, 199] and run.wall_times == [1717000000.5, 1717000060.25]
+    assert run.metrics == [{"val/loss": 0.91}, {"val/loss": 0.84}]
