@@ -53,7 +53,7 @@ __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", 
 
 FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
 # Wide tables a folder replay picks up by name (others only with --format wide): W&B's own history file.
-_WIDE_NAMES = ("wandb-history.jsonl",)
+_WIDE_NAMES = (wide_table.WANDB_HISTORY,)
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runwatch.client.importers._yaml import load_flat
 from runwatch.client.importers.base import (
     STRICT,
     ImportedRun,
@@ -50,6 +51,8 @@ __all__ = [
     "read_rows",
     "sniff_text",
     "tensorboard_tag",
+    "wandb_config",
+    "wandb_run",
 ]
 
 FORMAT = "wide"
@@ -231,6 +234,44 @@ def sniff_text(head: str) -> str | None:
     return None
 
 
+WANDB_HISTORY = "wandb-history.jsonl"
+
+
+def wandb_config(path: Path) -> dict[str, Any]:
+    """Hyperparameters from a W&B run's ``config.yaml`` (``key: {desc, value}``; W&B's own ``_wandb`` left out).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "config.yaml"
+    >>> _ = f.write_text("wandb_version: 1\\n_wandb:\\n  desc: null\\n  value: {t: 1}\\nlr:\\n  desc: null\\n  value: 0.001\\n")
+    >>> wandb_config(f)
+    {'lr': 0.001}
+    """
+    out: dict[str, Any] = {}
+    for key, entry in load_flat(path).items():
+        if key.startswith("_") or key == "wandb_version":
+            continue
+        value = entry.get("value") if isinstance(entry, dict) and "value" in entry else entry
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+        elif not isinstance(value, list):
+            out[key] = value
+    return out
+
+
+def wandb_run(path: Path) -> ImportedRun:
+    """The run a W&B ``wandb-history.jsonl`` belongs to: named by its run folder (``run-<date>-<id>``, above
+    ``files/``), its id as the original id, and the hyperparameters of ``config.yaml`` beside it."""
+    folder = path.parent.parent if path.parent.name == "files" else path.parent
+    name = folder.name or "wandb-run"
+    run = ImportedRun(FORMAT, path, key=str(path), name=name, original_id=name.rsplit("-", 1)[-1], tags=["wandb"])
+    config = path.parent / "config.yaml"
+    if config.is_file():
+        run.hyperparameters = wandb_config(config)
+    return run
+
+
 def tensorboard_tag(path: Path) -> str:
     """The scalar's tag in the name TensorBoard gives a downloaded CSV (``run-<run>-tag-<tag>.csv``), else the stem.
 
@@ -279,6 +320,8 @@ def read(
     (Lightning: ``("step",)``, and no epoch fallback).
     """
     path = Path(path)
+    if run is None and strip_gz(path.name) == WANDB_HISTORY:
+        run = wandb_run(path)
     if run is None:
         name = strip_gz(path.name)
         stem = name.rsplit(".", 1)[0] if "." in name else name

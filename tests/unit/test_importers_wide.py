@@ -76,7 +76,10 @@ def test_wandb_history_jsonl_in_a_folder_is_found_and_bad_lines_cost_only_themse
     ]
     text = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
     (files / "wandb-history.jsonl").write_text(text)
-    (files / "config.yaml").write_text("lr:\n  value: 0.001\n")
+    (files / "config.yaml").write_text(
+        "wandb_version: 1\n_wandb:\n  desc: null\n  value:\n    cli_version: 0.17.0\nlearning_rate:\n  desc: null\n"
+        "  value: 0.001\nbatch_size:\n  desc: null\n  value: 64\noptimizer:\n  desc: null\n  value:\n    name: adamw\n"
+    )
     assert [fmt for fmt, _ in detect(tmp_path)] == ["wide"]
     lenient = Problems(strict=False)
     run = one(tmp_path, problems=lenient)
@@ -89,7 +92,8 @@ def test_wandb_history_jsonl_in_a_folder_is_found_and_bad_lines_cost_only_themse
         ),
         "invalid JSON: Expecting value; the line was skipped",
     ]
-    assert run.label.endswith("files/wandb-history")
+    assert run.name == "run-20240529_101500-3x7k2p" and run.original_id == "3x7k2p" and run.tags == ["wandb"]
+    assert run.hyperparameters == {"learning_rate": 0.001, "batch_size": 64, "optimizer.name": "adamw"}
 
 
 def test_a_scripts_own_table_with_another_step_name_and_a_table_without_one(tmp_path):
