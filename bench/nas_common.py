@@ -22,10 +22,11 @@ keep the advisor section of RESULTS.md).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,14 @@ NAS_TITLE = "## Architecture advisor"
 __all__ = [
     "NAS_BEGIN",
     "NAS_END",
+    "LookupProtocol",
     "MethodSummary",
     "Outcome",
+    "add_lookup_arguments",
     "best_of_first",
     "fmt",
     "improved",
+    "lookup_protocol_fields",
     "markdown_table",
     "nas_section",
     "normalized_regret",
@@ -327,6 +331,69 @@ def write_subsection(path: str | Path, name: str, body: str) -> None:
     path = Path(path)
     text = path.read_text() if path.exists() else ""
     path.write_text(replace_subsection(text, name, body))
+
+
+@dataclass
+class LookupProtocol:
+    """Settings a look-up benchmark over a table shares (JSON round trip through ``to_dict`` / ``from_dict``).
+
+    Each method names ``k`` entries of the table for each of ``starts`` poor starts (``start_quantile`` says
+    which), having seen a history of ``history_size`` entries; randomised methods run ``baseline_seeds`` times.
+
+    Examples
+    --------
+    >>> p = LookupProtocol(starts=5, ks=(1, 3))
+    >>> LookupProtocol.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    True
+    """
+
+    starts: int = 100
+    start_quantile: float = 0.25
+    history_size: int = 400
+    ks: tuple[int, ...] = (1, 3, 10)
+    seed: int = 0
+    baseline_seeds: int = 3
+    methods: tuple[str, ...] = ("advisor", "forest", "tpe_warm", "random")
+    surrogate_config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        for k in ("ks", "methods"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def add_lookup_arguments(ap, defaults, data_dir: Path, out: Path) -> None:
+    """The options every look-up benchmark over a table shares (NAS-Bench-201, LCBench); defaults from ``defaults``,
+    a protocol dataclass with ``starts``, ``history_size``, ``ks``, ``baseline_seeds``, ``methods``."""
+    ap.add_argument("--data-dir", type=Path, default=data_dir)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--starts", type=int, default=defaults.starts)
+    ap.add_argument("--history", type=int, default=defaults.history_size)
+    ap.add_argument("--ks", type=int, nargs="+", default=list(defaults.ks))
+    ap.add_argument("--baseline-seeds", type=int, default=defaults.baseline_seeds)
+    ap.add_argument("--methods", nargs="+", default=list(defaults.methods))
+    ap.add_argument("--surrogate-config", type=str, default="{}")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def lookup_protocol_fields(args) -> dict:
+    """The protocol fields of :func:`add_lookup_arguments`' options, as keyword arguments."""
+    return {
+        "starts": args.starts,
+        "history_size": args.history,
+        "ks": tuple(sorted(args.ks)),
+        "seed": args.seed,
+        "baseline_seeds": args.baseline_seeds,
+        "methods": tuple(args.methods),
+        "surrogate_config": json.loads(args.surrogate_config),
+    }
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> list[str]:

