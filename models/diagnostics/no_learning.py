@@ -8,6 +8,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
+from runwatch.models.diagnostics import warmup
 from runwatch.models.diagnostics.loss_spike import by_step, select_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
@@ -45,6 +46,11 @@ class NoLearningConfig(DiagnosticConfig):
         A latest mean more than this fraction *above* the first is a
         diverging loss (the divergence diagnostic's case), not a stuck one.
         Default 0.5.
+    lr_warmup
+        No finding while the run's logged learning rate is still in its
+        warm-up (see :mod:`runwatch.models.diagnostics.warmup`). Default True:
+        a loss that has not moved while the rate ramps up from almost zero is
+        expected; once the warm-up ends the run is judged as usual.
     """
 
     metrics: tuple[str, ...] = ("loss",)
@@ -55,6 +61,7 @@ class NoLearningConfig(DiagnosticConfig):
     min_steps: int = Field(default=500, ge=0)
     hold_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     max_rise: float = Field(default=0.5, ge=0.0)
+    lr_warmup: bool = True
 
 
 class NoLearningDiagnostic(Diagnostic):
@@ -104,7 +111,7 @@ class NoLearningDiagnostic(Diagnostic):
     version = "1"
     config_class = NoLearningConfig
     reference = "bench/real_labels/README.md no_learning criterion, causal; cf. SageMaker Debugger LossNotDecreasing"
-    state_attributes = ("_states", "_policy_gradient")
+    state_attributes = ("_states", "_policy_gradient", "_warmup")
 
     config: NoLearningConfig
 
@@ -114,6 +121,12 @@ class NoLearningDiagnostic(Diagnostic):
         # why the metric is not judged ("" while it is), its first and its latest max_window values
         self._states: dict[str, dict] = {}
         self._policy_gradient = False
+        self._warmup = warmup.new_state()
+
+    def load_state_dict(self, snapshot: dict) -> bool:
+        """Restore :meth:`state_dict` output; a snapshot from before the warm-up was tracked restores a run
+        without one."""
+        return super().load_state_dict(warmup.with_state(snapshot))
 
     def watches(self, metric: str) -> bool:
         return metric in self.config.metrics
@@ -123,6 +136,7 @@ class NoLearningDiagnostic(Diagnostic):
             self._policy_gradient = any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in block.columns)
         if self._policy_gradient:
             return []
+        warmup.observe(self._warmup, block)
         findings: list[Finding] = []
         for metric, col in select_columns(self, block):
             state = self._states.get(metric)
@@ -133,6 +147,8 @@ class NoLearningDiagnostic(Diagnostic):
                 f = self._observe(metric, state, step, wall, value)
                 if f is not None:
                     findings.append(f)
+        if self.config.lr_warmup:
+            findings = warmup.outside(self._warmup, findings)
         return by_step(findings)
 
     def _observe(self, metric: str, state: dict, step: int, wall: float, value: float) -> Finding | None:

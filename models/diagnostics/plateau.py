@@ -7,6 +7,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import Column, MetricBlock
+from runwatch.models.diagnostics import warmup
 from runwatch.models.diagnostics.loss_spike import by_step, select_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import plateau, plateau_state, scratch
@@ -75,6 +76,14 @@ class PlateauConfig(DiagnosticConfig):
         a Lightning log 59,000 steps in (the training half of the real logs)
         that improved 0.4 % over its last 450 steps is not a plateau. 0 turns
         it off.
+    lr_warmup
+        No finding while the run's logged learning rate is still in its
+        warm-up (rising at every value since its second; see
+        :mod:`runwatch.models.diagnostics.warmup`). Default True: a loss that
+        stays flat while the rate ramps up from almost zero is the schedule
+        working (a Hugging Face run warming up over 1,000 steps sat at 9.7
+        for its first 700). ``warmup_steps`` still covers runs that do not
+        log ``lr``.
     abs_floor, rel_floor
         The loss counts as converged, and never as a plateau, once its level
         is at most ``max(abs_floor, rel_floor * first value)``. Defaults 0.01
@@ -97,6 +106,7 @@ class PlateauConfig(DiagnosticConfig):
     rel_floor: float = Field(default=0.05, ge=0.0)
     max_rise: float = Field(default=0.005, ge=0.0)
     late_rate: float = Field(default=0.05, ge=0.0)
+    lr_warmup: bool = True
 
 
 class PlateauDiagnostic(Diagnostic):
@@ -152,13 +162,14 @@ class PlateauDiagnostic(Diagnostic):
     version = "1"
     config_class = PlateauConfig
     reference = "PyTorch ReduceLROnPlateau (rel threshold); SageMaker Debugger LossNotDecreasing"
-    state_attributes = ("_states",)
+    state_attributes = ("_states", "_warmup")
 
     config: PlateauConfig
 
     def __init__(self, config: PlateauConfig | None = None) -> None:
         super().__init__(config)
         self._states: dict[str, tuple[np.ndarray, tuple]] = {}
+        self._warmup = warmup.new_state()
 
     def watches(self, metric: str) -> bool:
         return metric in self.config.metrics
@@ -191,13 +202,15 @@ class PlateauDiagnostic(Diagnostic):
 
         Such a snapshot's runs keep the window they had: ``patience`` (or
         ``val_patience``) values, checked every ``check_every`` (or every) value.
+        A snapshot from before the warm-up was tracked restores a run without one.
         """
-        if not super().load_state_dict(snapshot):
+        if not super().load_state_dict(warmup.with_state(snapshot)):
             return False
         self._states = {metric: _upgrade(entry) for metric, entry in self._states.items()}
         return True
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
+        warmup.observe(self._warmup, block)
         cols = select_columns(self, block)
         if not cols:
             return []
@@ -213,6 +226,8 @@ class PlateauDiagnostic(Diagnostic):
             if nf:
                 v0 = float(state[5])  # the first value's scale, fixed once set
                 findings.extend(self._finding(metric, col, row, v0) for row in out[:nf].tolist())
+        if self.config.lr_warmup:
+            findings = warmup.outside(self._warmup, findings)
         return by_step(findings)
 
     def _finding(self, metric: str, col: Column, row: list[float], v0: float) -> Finding:

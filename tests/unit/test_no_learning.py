@@ -103,3 +103,37 @@ def test_any_finite_or_broken_stream_gives_the_same_findings_however_it_is_split
     whole = _split_findings(steps, rows, [])
     assert _split_findings(steps, rows, [c for c in cuts if c < len(steps)]) == whole
     assert all(math.isfinite(score) and score > 0 for _, _, score in whole)
+
+
+def _without(events, metric: str):
+    """The same run as if it had not logged ``metric``."""
+    return [(step, wall, {k: v for k, v in metrics.items() if k != metric}) for step, wall, metrics in events]
+
+
+def test_a_flat_loss_during_the_learning_rate_warm_up_is_not_flagged_but_a_stuck_one_after_it_is() -> None:
+    # SGD warming up linearly over 1,500 steps to 0.01: the loss sits near its start for ~600 steps, then falls.
+    ramp = train(RunConfig(optimizer="sgd", lr=0.01, steps=1800, schedule=lambda s: min(1.0, (s + 1) / 1500)))
+    losses = [v for _, v in ramp.series("loss")]
+    assert losses[500] > 0.95 * losses[0] and losses[-1] < 0.5 * losses[0]  # the shape this test is about
+    flat_kinds = ("no_learning", "plateau")
+    assert not [a for a in feed(ramp.events) if a.finding.detector in flat_kinds]
+    # The same run without its learning rate logged: nothing tells the warm-up apart, and the flat start is flagged.
+    blind = [a for a in feed(_without(ramp.events, "lr")) if a.finding.detector in flat_kinds]
+    assert blind and all(a.finding.step < 1500 for a in blind)
+    # Warming up to a rate far too small: judged as soon as the warm-up ends.
+    tiny = train(RunConfig(optimizer="sgd", lr=1e-5, steps=1100, schedule=lambda s: min(1.0, (s + 1) / 700)))
+    late = [a for a in feed(tiny.events) if a.finding.detector == "no_learning"]
+    assert late and 699 <= late[0].finding.step <= 720, late[0].finding.step
+
+
+def test_a_checkpoint_taken_before_the_warm_up_was_tracked_still_loads() -> None:
+    d = NoLearningDiagnostic()
+    steps = [25 * i for i in range(30)]
+    d.observe_block(_block(steps, [{"loss": v, "lr": 1e-4 * (i + 1)} for i, v in enumerate(_chance(30))]))
+    old = d.state_dict()
+    del old["state"]["_warmup"]  # as written by the previous version
+    restored = NoLearningDiagnostic()
+    assert restored.load_state_dict(old)
+    more = [25 * i for i in range(30, 60)]
+    found = restored.observe_block(_block(more, [{"loss": v, "lr": 3e-3} for v in _chance(30)]))
+    assert found and found[0].step == 750  # judged as a run without a warm-up, as before
