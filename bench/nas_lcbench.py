@@ -50,6 +50,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,9 @@ class LCBenchTable:
     configs: list[dict[str, float]]
     loss: np.ndarray
 
+    @cached_property
     def scaled(self) -> np.ndarray:
-        """[C, 7] every configuration through :func:`scaled_config`."""
+        """[C, 7] every configuration through :func:`scaled_config` (computed once)."""
         return np.stack([scaled_config(c) for c in self.configs])
 
 
@@ -211,7 +213,7 @@ def _advisor_surrogate(feats: list[dict], rows: np.ndarray, y: np.ndarray, seed:
 def _tpe_warm(table: LCBenchTable, task: int, rows: np.ndarray, candidates: list[int], k: int, seed: int) -> list[int]:
     from runwatch.nas.nni_adapter import warm_tpe_proposals
 
-    scaled = table.scaled()
+    scaled = table.scaled
     truth = table.loss[task]
     picked: list[int] = []
 

@@ -117,8 +117,9 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     stem = name.rsplit(".", 1)[0] if "." in name else name
     run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
     records = name.endswith((".jsonl", ".ndjson"))
-    if not records and path.suffix != ".gz" and wide_table.sniff_text(_head(path).decode("utf-8", "replace")):
-        (table,) = wide_table.read(path, canonical, problems, run=run)
+    sep = None if records or path.suffix == ".gz" else wide_table.sniff_text(_head(path).decode("utf-8", "replace"))
+    if sep is not None:
+        (table,) = wide_table.read(path, canonical, problems, run=run, sep=sep)
         metrics = sorted({k for m in table.metrics for k in m})
         table.notes.append(f"read as a table of metrics ({', '.join(metrics)[:80]} by step)")
         return [table]

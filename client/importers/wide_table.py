@@ -12,7 +12,8 @@ What many tools write when they write a table:
 
 The step is the first of :data:`INDEX_COLUMNS` the header has; without any, a table
 indexed by ``epoch`` (Keras) uses the epoch as its step. The wall clock is the first
-of :data:`TIME_COLUMNS` (seconds since the epoch, or milliseconds when above 1e11).
+of :data:`TIME_COLUMNS` (read by :func:`runwatch.client.log_lines.parse_time`: seconds since the
+epoch, milliseconds when above 1e11, or a date-time string).
 Every other column is a metric, except columns whose names start with ``_``
 (W&B's own bookkeeping: ``_runtime``, ``_wandb``). Empty cells (and JSON
 ``null``) were not logged at that step. A cell that is not a number (a W&B media
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from runwatch.client.importers.base import (
     parse_step,
 )
 from runwatch.client.importers.util import meaningful_name, open_text, strip_gz
+from runwatch.client.log_lines import parse_time
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -152,14 +153,13 @@ def read_rows(
             step = parse_step(row.get(index), path, where, index)
             wall = 0.0
             if clock is not None and row.get(clock) not in (None, ""):
-                wall = parse_float(row[clock], path, where, f"column {clock!r}")
-                wall = wall / 1000.0 if wall > 1e11 else wall
+                wall = parse_time(row[clock])
+                if wall is None:
+                    raise ImportFormatError(path, where, f"column {clock!r} is not a time: {row[clock]!r}")
         except ImportFormatError as exc:
             problems.skip(exc, "the row was skipped")
             continue
-        builder.add_row(
-            step, cells.values(((m, row.get(m)) for m in metrics), where), wall if math.isfinite(wall) else 0.0
-        )
+        builder.add_row(step, cells.values(((m, row.get(m)) for m in metrics), where), wall)
     built = builder.build(canonical)
     cells.note(built)
     if index == EPOCH_COLUMN:
@@ -312,12 +312,14 @@ def read(
     problems: Problems = STRICT,
     run: ImportedRun | None = None,
     indexes: Sequence[str] | None = None,
+    sep: str | None = None,
 ) -> list[ImportedRun]:
     """Read one wide table as one run (malformed rows and cells go to ``problems``).
 
     ``run`` carries what a caller already knows (a Lightning run's name and hyperparameters); by default the
     run is named after the file (``<folder>/<file stem>``). ``indexes`` narrows the accepted step columns
-    (Lightning: ``("step",)``, and no epoch fallback).
+    (Lightning: ``("step",)``, and no epoch fallback). ``sep``: the separator when the caller has already
+    sniffed it (:func:`sniff_text`), so the file's head is not read again.
     """
     path = Path(path)
     if run is None and strip_gz(path.name) == WANDB_HISTORY:
@@ -336,7 +338,7 @@ def read(
         for _, row in rows:
             header.extend(k for k in row if k not in header)
         return [read_rows(path, rows, header, run, canonical, problems, indexes)]
-    sep = sniff_text(_head(path)) or ","
+    sep = sep or sniff_text(_head(path)) or ","
     with open_text(path) as f:
         reader = csv.reader(f, delimiter=sep)
         try:

@@ -51,7 +51,7 @@ def test_the_table_holds_the_last_epoch_of_every_configuration_on_every_task(tmp
     assert table.task_ids == [11, 12, 13, 14] and table.loss.shape == (4, 60) and len(table.configs) == 60
     first = nas_lcbench.load_lcbench(tmp_path / "t.csv.gz", epoch=1)
     assert np.allclose(first.loss, 1.5 * table.loss)
-    assert table.scaled().shape == (60, 7) and 0.0 <= table.scaled().min() and table.scaled().max() <= 1.0
+    assert table.scaled.shape == (60, 7) and 0.0 <= table.scaled.min() and table.scaled.max() <= 1.0
     with pytest.raises(nas_lcbench.MissingDataError, match="LCBench table not found"):
         nas_lcbench.load_lcbench(tmp_path / "absent.csv.gz")
 
