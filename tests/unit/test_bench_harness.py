@@ -130,6 +130,17 @@ class _FiresAt:
         return None
 
 
+def test_thinning_keeps_evaluations_at_their_own_steps_with_only_their_metrics():
+    events = [(s, 1000.0 + s, {"loss": 1.0, **({"val/loss": 2.0} if s % 20 == 19 else {})}) for s in range(100)]
+    rec = RunRecord.from_events(events, {"run_id": "r"})
+    thin = thin_record(rec, 25)
+    assert thin.steps.tolist() == [0, 19, 25, 39, 50, 59, 75, 79, 99]
+    assert thin.series("loss")[0].tolist() == [0, 25, 50, 75]  # training metrics only on the grid
+    assert thin.series("val/loss")[0].tolist() == [19, 39, 59, 79, 99]
+    alike = thin_record(rec, 25, thin_validation=True)
+    assert alike.steps.tolist() == [0, 25, 50, 75] and "val/loss" not in alike.columns  # no step 19 + 20k is a multiple of 25
+
+
 def _run(n: int, ended: bool, gap_at: int | None = None) -> RunRecord:
     wall = [1.0e9 + 0.01 * s + (600.0 if gap_at is not None and s >= gap_at else 0.0) for s in range(n)]
     return RunRecord.from_events([(s, wall[s], {"loss": 1.0}) for s in range(n)], {"run_id": "r", "ended": ended})
