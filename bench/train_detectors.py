@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 from bench.corpus.store import RunRecord
 from bench.evaluate import DEBUGGER_PREFIX, DEFAULT_CORPUS, REAL_LOGS, load_corpus
 from bench.splits import corpus_split, real_split
-from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT
+from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT, load_artifact
 from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
 
 HEALTHY_REAL_SOURCES = ("modded-nanogpt", "github lightning", "github tensorboard", "hf-trainer")
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-real-logs", action="store_true")
     ap.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
     ap.add_argument("--config", type=Path, default=None, help="TrainingConfig JSON")
+    ap.add_argument("--keep-forecaster", type=Path, nargs="?", const=DEFAULT_ARTIFACT, default=None, metavar="ARTIFACT",
+                    help="keep this artifact's divergence forecaster and forecast levels (default: the shipped one) "
+                         "and refit only the autoencoder and the run-outlier detector")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     runs = corpus_runs(args.corpus)
@@ -78,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n_corpus} corpus runs (train split), {len(runs) - n_corpus} real healthy runs, {time.perf_counter() - t0:.0f} s",
           file=sys.stderr)
     cfg = TrainingConfig.model_validate_json(args.config.read_text()) if args.config else TrainingConfig()
+    base = load_artifact(args.keep_forecaster) if args.keep_forecaster else None
     art = fit_artifact(runs, cfg, provenance={
         "command": "python -m bench.train_detectors " + " ".join(argv if argv is not None else sys.argv[1:]),
         "corpus": str(args.corpus.name),
         "corpus_runs": n_corpus,
         "real_runs": len(runs) - n_corpus,
         "split": "bench/splits.py: held-out datasets parity, wine; held-out architecture lstm; real logs by run-id hash",
-    }, log=lambda m: print(m, file=sys.stderr, flush=True))
+    }, log=lambda m: print(m, file=sys.stderr, flush=True), base=base, keep_base_forecaster=base is not None)
     art.save(args.out)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

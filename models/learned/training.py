@@ -20,7 +20,9 @@ than ``TrainingConfig.min_divergent_runs`` divergent runs, the forecaster and
 its calibrated forecast levels are kept from ``base``: a user's own runs are
 mostly healthy, and a forecaster cannot learn what precedes a divergence from
 runs that never diverge. The autoencoder and the run-outlier reference are
-still fitted and calibrated on the given runs.
+still fitted and calibrated on the given runs. ``keep_base_forecaster`` keeps it
+whatever the runs: a refit of the unsupervised parts that leaves a forecaster
+already validated on other domains as it is.
 
 Too little data raises :class:`TrainingDataError`, naming what is missing.
 
@@ -50,6 +52,7 @@ DIVERGENT_FAULTS = ("divergence", "nan")
 MIN_HEALTHY_RUNS = 8
 MIN_LOSSES = 16  # the first run-outlier checkpoint and the autoencoder's default window
 MIN_CALIBRATION_RUNS = 2
+VALIDATION_PREFIX = "val/"  # validation metrics keep their own steps when a run is thinned (thin_block)
 
 
 class TrainingDataError(ValueError):
@@ -76,6 +79,9 @@ class TrainingConfig(DiagnosticConfig):
     calibration_fraction: float = Field(0.25, gt=0, lt=1)
     target_run_rate: float = Field(0.005, gt=0, lt=1, description="healthy calibration runs an alert level may flag")
     gate_quantile: float = Field(0.98, gt=0, lt=1, description="healthy rows whose score is 'learned normal'")
+    calibrate_each_thinning: bool = Field(
+        True, description="each alert level holds target_run_rate on the held-back views of every thinning, not "
+        "only on all of them pooled (the sparse views must not lower the level dense runs are judged by)")
     max_windows: int = 80_000
     max_rows: int = 400_000
     forecast_exclude_causes: tuple[str, ...] = ("nan_input",)  # a NaN record has no precursor to learn from
@@ -101,19 +107,26 @@ class _Rows:
 
 
 def thin_block(block: MetricBlock, k: int) -> MetricBlock:
-    """Keep the events whose step is a multiple of ``k`` (``k`` = 1 keeps all)."""
+    """Training metrics of the steps that are multiples of ``k`` (``k`` = 1 keeps all); ``val/`` metrics all.
+
+    Sparse logging thins the training metrics, not the evaluations: a loop that logs every ``k`` steps
+    still logs each evaluation when it runs (the HF Trainer's ``logging_steps`` and ``eval_steps``, and
+    Lightning's ``log_every_n_steps`` and validation loop, are separate cadences). Thinning evaluations too
+    would teach the models sparse windows without validation, unlike any real sparse log.
+    """
     if k <= 1:
         return block
-    keep = block.steps % k == 0
-    steps, walls = block.steps[keep], block.wall_times[keep]
     from runwatch.models.block import Column
 
+    keep = block.steps % k == 0
     cols = {}
     for name, col in block.columns.items():
-        m = col.steps % k == 0
+        m = np.ones(len(col.steps), bool) if name.startswith(VALIDATION_PREFIX) else col.steps % k == 0
         if m.any():
             cols[name] = Column(col.steps[m], col.values[m], col.wall_times[m])
-    return MetricBlock(steps, walls, cols)
+            if name.startswith(VALIDATION_PREFIX):
+                keep |= np.isin(block.steps, col.steps)
+    return MetricBlock(block.steps[keep], block.wall_times[keep], cols)
 
 
 def _split(run_id: str, fraction: float, seed: int) -> bool:
@@ -230,13 +243,39 @@ def _level(values: Sequence[float], rate: float, log_scale: bool = False, in_sam
     return max(level, bound(v), *([bound(np.concatenate([v, extra]))] if len(extra) else []))
 
 
+def _level_each_group(values: Sequence[tuple[int, float]], rate: float, log_scale: bool = False,
+                      in_sample: Sequence[tuple[int, float]] = (), by_group: bool = True) -> float:
+    """:func:`_level` of ``(group, value)`` pairs: the highest of the groups' levels when ``by_group``.
+
+    Each group (a thinning) then gets at most ``rate`` of its own held-back runs flagged; pooled, the many
+    low scores of one logging density can pull the level under another density's tail.
+
+    >>> dense = [(1, v) for v in np.linspace(0, 2, 300)]; sparse = [(25, v) for v in np.linspace(0, 1, 300)]
+    >>> round(_level_each_group(dense + sparse, 0.01, by_group=False), 2), round(_level_each_group(dense + sparse, 0.01), 2)
+    (1.96, 1.98)
+    """
+    groups = sorted({g for g, _ in values}) if by_group else [None]
+    return max((_level([v for g, v in values if key is None or g == key], rate, log_scale=log_scale,
+                       in_sample=[v for g, v in in_sample if key is None or g == key]) for key in groups),
+               default=_level([], rate))
+
+
+def _forecaster_origin(base: LearnedArtifact) -> dict:
+    """Where ``base``'s forecaster was fitted: its own training, or the one it kept its forecaster from."""
+    training = base.config.training
+    if training.get("forecaster_source") == "base" and "base_training" in training:
+        return dict(training["base_training"])
+    return {k: training[k] for k in ("command", "runs", "corpus_runs", "real_runs") if k in training}
+
+
 def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = None, provenance: dict | None = None,
-                 log=print, base: LearnedArtifact | None = None) -> LearnedArtifact:
+                 log=print, base: LearnedArtifact | None = None, keep_base_forecaster: bool = False) -> LearnedArtifact:
     """Fit and calibrate all learned detectors; returns the artifact (see the module docstring).
 
     ``base``: an artifact whose forecaster (and calibrated forecast levels) is
     kept when ``runs`` hold fewer than ``config.min_divergent_runs`` divergent
-    runs; without it, too few divergent runs raise :class:`TrainingDataError`.
+    runs, or always with ``keep_base_forecaster``; without it, too few
+    divergent runs raise :class:`TrainingDataError`.
 
     Examples
     --------
@@ -260,7 +299,9 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
             f"need at least {MIN_HEALTHY_RUNS} healthy runs with >= {MIN_LOSSES} logged losses; got {len(eligible)} "
             f"({n_healthy} healthy run(s) given, {len(runs)} run(s) in all)")
     divergent = {r.run_id for r in runs if _divergent(r, cfg.forecast_exclude_causes)}
-    keep_forecaster = len(divergent) < cfg.min_divergent_runs
+    keep_forecaster = keep_base_forecaster or len(divergent) < cfg.min_divergent_runs
+    if keep_base_forecaster and base is None:
+        raise ValueError("keep_base_forecaster: needs a base artifact whose forecaster to keep")
     if keep_forecaster and base is None:
         raise TrainingDataError(
             f"need at least {cfg.min_divergent_runs} divergent runs (fault {' or '.join(DIVERGENT_FAULTS)} with a "
@@ -281,7 +322,8 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
 
     if keep_forecaster:
         fc, sel, pos = base.forecaster, np.zeros(0, np.intp), np.zeros(0, bool)
-        log(f"forecaster: kept from the base artifact ({len(divergent)} divergent run(s) < {cfg.min_divergent_runs})")
+        log("forecaster: kept from the base artifact (" + ("asked to" if keep_base_forecaster else
+            f"{len(divergent)} divergent run(s) < {cfg.min_divergent_runs}") + ")")
     else:
         hz = cfg.forecaster.horizons
         xs, ys = [], []
@@ -317,40 +359,48 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
     # Calibration: each healthy run's highest streak on the held-back part. When those runs are too
     # few to read the target rate, the fitting part's runs may raise the levels too (see _level).
     cal_healthy = [r for r in calib if r.run.fault == "healthy"]
-    few = len(cal_healthy) * cfg.target_run_rate < 1
-    maxima: dict[str, tuple[list[float], list[float], list[float]]] = {"cal": ([], [], []), "fit": ([], [], [])}
+    groups = sorted({r.thin for r in cal_healthy}) if cfg.calibrate_each_thinning else [None]
+    smallest = min(sum(1 for r in cal_healthy if g is None or r.thin == g) for g in groups) if cal_healthy else 0
+    few = smallest * cfg.target_run_rate < 1
+    # per view: (its thinning, highest streak) for the autoencoder, the forecaster and the run-outlier detector
+    maxima: dict[str, tuple[list, list, list]] = {"cal": ([], [], []), "fit": ([], [], [])}
     seq_rows, fc_rows = [], []
     for part, views in (("cal", cal_healthy), ("fit", [r for r in fit if r.run.fault == "healthy"] if few else [])):
         seq_m, fc_m, ro_m = maxima[part]
         for r in views:
             fe = ae.score_samples(windows_of(r.x, w))
             scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
-            seq_m.append(_streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1))
+            seq_m.append((r.thin, _streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1)))
             if part == "cal":
                 seq_rows.append(fe)
             if not keep_forecaster:
                 p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
-                fc_m.append(_streak_max(p, cfg.patience, cfg.min_rows))
+                fc_m.append((r.thin, _streak_max(p, cfg.patience, cfg.min_rows)))
                 if part == "cal":
                     fc_rows.append(p)
             scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in art_cfg_marks if m <= len(r.x)]
             if scores:
-                ro_m.append(max(scores))
-    (seq_max, fc_max, ro_max), (seq_fit, fc_fit, ro_fit) = maxima["cal"], maxima["fit"]
+                ro_m.append((r.thin, max(scores)))
+
+    def level(kind: int, log_scale: bool = False) -> float:
+        return _level_each_group(maxima["cal"][kind], cfg.target_run_rate, log_scale=log_scale,
+                                 in_sample=maxima["fit"][kind], by_group=cfg.calibrate_each_thinning)
+
     thresholds = Thresholds(
-        sequence_alert=_level(seq_max, cfg.target_run_rate, log_scale=True, in_sample=seq_fit),
+        sequence_alert=level(0, log_scale=True),
         sequence_gate=float(np.quantile(np.concatenate(seq_rows), cfg.gate_quantile)),
-        forecast_alert=max(0.05, _level(fc_max, cfg.target_run_rate, in_sample=fc_fit)),
+        forecast_alert=max(0.05, level(1)),
         forecast_gate=0.0,
-        run_outlier_alert=_level(ro_max, cfg.target_run_rate, in_sample=ro_fit),
+        run_outlier_alert=level(2),
     )
     thresholds = thresholds.model_copy(update={"forecast_gate": thresholds.forecast_alert / 2})
     if keep_forecaster:
         kept = base.config.thresholds
         thresholds = thresholds.model_copy(
             update={"forecast_alert": kept.forecast_alert, "forecast_gate": kept.forecast_gate})
-    log(f"calibration on {len(seq_max)} held-back healthy run views"
-        + (f" (+ {len(seq_fit)} fitted ones: too few for the target rate)" if few else "")
+    log(f"calibration on {len(maxima['cal'][0])} held-back healthy run views"
+        + (f" in {len(groups)} thinnings, each held to the rate" if groups != [None] else "")
+        + (f" (+ {len(maxima['fit'][0])} fitted ones: too few for the target rate)" if few else "")
         + f": {thresholds.model_dump()}")
     art_config = LearnedArtifactConfig(
         sequence_ae=cfg.sequence_ae,
@@ -367,8 +417,7 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
             "forecaster_positive_rows": int(pos.sum()),
             "divergent_runs": len(divergent),
             "forecaster_source": "base" if keep_forecaster else "fitted",
-            **({"base_training": {k: base.config.training[k] for k in ("command", "runs", "corpus_runs", "real_runs")
-                                  if k in base.config.training}} if keep_forecaster else {}),
+            **({"base_training": _forecaster_origin(base)} if keep_forecaster else {}),
             "reference_prefixes": len(ref),
             "seconds": round(time.perf_counter() - t0, 1),
             **(provenance or {}),

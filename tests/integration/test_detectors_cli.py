@@ -257,3 +257,38 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_thinning_keeps_validation_at_its_own_steps():
+    from runwatch.models.block import MetricBlock
+    from runwatch.models.learned.training import thin_block
+
+    rows = [{"loss": 1.0, **({"val/loss": 2.0} if s % 20 == 19 else {})} for s in range(100)]
+    thin = thin_block(MetricBlock.from_rows(list(range(100)), [float(s) for s in range(100)], rows), 25)
+    assert thin.columns["loss"].steps.tolist() == [0, 25, 50, 75]
+    assert thin.columns["val/loss"].steps.tolist() == [19, 39, 59, 79, 99]
+    assert thin.steps.tolist() == [0, 19, 25, 39, 50, 59, 75, 79, 99]
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning", "ignore:Degrees of freedom:RuntimeWarning")
+def test_a_kept_forecaster_stays_whatever_the_runs_and_needs_a_base():
+    from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
+    from runwatch.models.block import MetricBlock
+
+    rng = np.random.default_rng(1)
+    runs = []
+    for i in range(16):
+        steps = list(range(120))
+        blow_up = i < 6  # six divergent runs (ten healthy): enough to fit a forecaster of their own
+        rows = [{"loss": (2.0 * np.exp(-s / 30) + 0.02 * rng.random()) * (1.5 ** max(0, s - 80) if blow_up else 1.0),
+                 "lr": 1e-3} for s in steps]
+        runs.append(TrainingRun(f"r{i}", MetricBlock.from_rows(steps, [0.0] * 120, rows),
+                                *(("divergence", 80, 90) if blow_up else ())))
+    cfg = TrainingConfig.model_validate({**SMALL, "thinning": [1, 5]})
+    base = load_artifact()
+    with pytest.raises(ValueError, match="keep_base_forecaster: needs a base"):
+        fit_artifact(runs, cfg, log=lambda m: None, keep_base_forecaster=True)
+    art = fit_artifact(runs, cfg, log=lambda m: None, base=base, keep_base_forecaster=True)
+    assert art.forecaster is base.forecaster and art.config.training["forecaster_source"] == "base"
+    assert art.config.thresholds.forecast_alert == base.config.thresholds.forecast_alert
+    assert fit_artifact(runs, cfg, log=lambda m: None, base=base).config.training["forecaster_source"] == "fitted"

@@ -3,7 +3,7 @@
 The project trains in curriculum phases: every 100 steps harder data lifts the
 loss fourfold and the learning rate drops tenfold. Healthy for this project,
 unlike the shipped reference: the shipped model flags each run as a RUN_OUTLIER
-at 256 and 512 losses. After ``min_runs`` (8) such runs end FINISHED, the
+at 512 losses. After ``min_runs`` (8) such runs end FINISHED, the
 service refits the project's model: a ninth run like them is no longer flagged,
 a run off the project's own pattern still is, by "project model, 8 runs", and
 a restarted service (SQLite) or a second instance (PostgreSQL) loads the same
@@ -73,7 +73,7 @@ def test_a_project_refits_on_its_healthy_runs_and_keeps_its_model_across_a_resta
         assert model_of(srv) is None  # cold: the shipped model scores
         stream(srv.target, f"healthy-{k}", curriculum(k))
         flagged = outliers(stubs, f"healthy-{k}")
-        assert [a.step for a in flagged] == [255, 511]
+        assert [a.step for a in flagged] == [511]
         assert all("(shipped model: iforest score" in a.explanation for a in flagged)
     model = model_of(srv)
     assert (model.n_runs, model.fit_at) == (8, 8)
