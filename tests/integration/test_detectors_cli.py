@@ -230,16 +230,27 @@ def test_bad_input_is_named(tmp_path, data):
 
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning", "ignore:Degrees of freedom:RuntimeWarning")
-def test_fit_artifact_without_divergent_runs_needs_a_base():
+def _synthetic_runs(n: int, steps: int, seed: int, diverging: int = 0) -> list:
+    """``n`` decaying losses; the first ``diverging`` of them blow up from step ``steps - 40`` (onset) on."""
     from runwatch.models.block import MetricBlock
-    from runwatch.models.learned.training import TrainingConfig, TrainingDataError, TrainingRun, fit_artifact
+    from runwatch.models.learned.training import TrainingRun
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    onset = steps - 40
     runs = []
-    for i in range(10):
-        steps = list(range(80))
-        rows = [{"loss": 2.0 * np.exp(-s / 30) + 0.02 * rng.random(), "lr": 1e-3} for s in steps]
-        runs.append(TrainingRun(f"r{i}", MetricBlock.from_rows(steps, [0.0] * 80, rows)))
+    for i in range(n):
+        blow_up = i < diverging
+        rows = [{"loss": (2.0 * np.exp(-s / 30) + 0.02 * rng.random()) * (1.5 ** max(0, s - onset) if blow_up else 1.0),
+                 "lr": 1e-3} for s in range(steps)]
+        label = ("divergence", onset, onset + 10) if blow_up else ()
+        runs.append(TrainingRun(f"r{i}", MetricBlock.from_rows(list(range(steps)), [0.0] * steps, rows), *label))
+    return runs
+
+
+def test_fit_artifact_without_divergent_runs_needs_a_base():
+    from runwatch.models.learned.training import TrainingConfig, TrainingDataError, fit_artifact
+
+    runs = _synthetic_runs(10, 80, seed=0)
     cfg = TrainingConfig.model_validate(SMALL)
     with pytest.raises(TrainingDataError, match="need at least 5 divergent runs .* got 0"):
         fit_artifact(runs, cfg, log=lambda m: None)
@@ -272,18 +283,9 @@ def test_thinning_keeps_validation_at_its_own_steps():
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning", "ignore:Degrees of freedom:RuntimeWarning")
 def test_a_kept_forecaster_stays_whatever_the_runs_and_needs_a_base():
-    from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
-    from runwatch.models.block import MetricBlock
+    from runwatch.models.learned.training import TrainingConfig, fit_artifact
 
-    rng = np.random.default_rng(1)
-    runs = []
-    for i in range(16):
-        steps = list(range(120))
-        blow_up = i < 6  # six divergent runs (ten healthy): enough to fit a forecaster of their own
-        rows = [{"loss": (2.0 * np.exp(-s / 30) + 0.02 * rng.random()) * (1.5 ** max(0, s - 80) if blow_up else 1.0),
-                 "lr": 1e-3} for s in steps]
-        runs.append(TrainingRun(f"r{i}", MetricBlock.from_rows(steps, [0.0] * 120, rows),
-                                *(("divergence", 80, 90) if blow_up else ())))
+    runs = _synthetic_runs(16, 120, seed=1, diverging=6)  # enough divergent runs to fit a forecaster of their own
     cfg = TrainingConfig.model_validate({**SMALL, "thinning": [1, 5]})
     base = load_artifact()
     with pytest.raises(ValueError, match="keep_base_forecaster: needs a base"):
