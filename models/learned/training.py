@@ -106,26 +106,39 @@ class _Rows:
     healthy_upto: int = field(default=0)  # rows [0, healthy_upto) are healthy
 
 
-def thin_block(block: MetricBlock, k: int) -> MetricBlock:
-    """Training metrics of the steps that are multiples of ``k`` (``k`` = 1 keeps all); ``val/`` metrics all.
+def kept_when_thinned(metric: str, steps: np.ndarray, k: int) -> np.ndarray:
+    """Which of a metric's logged ``steps`` a log thinned to every ``k``-th step still has.
 
-    Sparse logging thins the training metrics, not the evaluations: a loop that logs every ``k`` steps
+    A training metric keeps the steps that are multiples of ``k``; an evaluation (``val/...``) keeps them
+    all. Sparse logging thins the training metrics, not the evaluations: a loop that logs every ``k`` steps
     still logs each evaluation when it runs (the HF Trainer's ``logging_steps`` and ``eval_steps``, and
-    Lightning's ``log_every_n_steps`` and validation loop, are separate cadences). Thinning evaluations too
-    would teach the models sparse windows without validation, unlike any real sparse log.
+    Lightning's ``log_every_n_steps`` and validation loop, are separate cadences).
+
+    >>> kept_when_thinned("loss", np.array([0, 19, 25]), 25).tolist(), kept_when_thinned("val/loss", np.array([19]), 25).tolist()
+    ([True, False, True], [True])
+    """
+    if metric.startswith(VALIDATION_PREFIX):
+        return np.ones(len(steps), bool)
+    return steps % k == 0
+
+
+def thin_block(block: MetricBlock, k: int) -> MetricBlock:
+    """The block as a log thinned to every ``k``-th step (:func:`kept_when_thinned`; ``k`` = 1 keeps all).
+
+    Thinning evaluations too would teach the models sparse windows without validation, unlike any real
+    sparse log.
     """
     if k <= 1:
         return block
     from runwatch.models.block import Column
 
-    keep = block.steps % k == 0
+    keep = np.zeros(len(block.steps), bool)
     cols = {}
     for name, col in block.columns.items():
-        m = np.ones(len(col.steps), bool) if name.startswith(VALIDATION_PREFIX) else col.steps % k == 0
+        m = kept_when_thinned(name, col.steps, k)
         if m.any():
             cols[name] = Column(col.steps[m], col.values[m], col.wall_times[m])
-            if name.startswith(VALIDATION_PREFIX):
-                keep |= np.isin(block.steps, col.steps)
+            keep |= np.isin(block.steps, col.steps[m])
     return MetricBlock(block.steps[keep], block.wall_times[keep], cols)
 
 
