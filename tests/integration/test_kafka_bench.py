@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_kafka_benchmark_runs_and_counts_every_event():
     done = subprocess.run(
-        [sys.executable, "bench/kafka_throughput.py", "--runs", "2", "--steps", "1000", "--batch", "100"],
+        [sys.executable, "bench/kafka_throughput.py", "--runs", "2", "--steps", "1000", "--batch", "100",
+         "--session-timeout-ms", "1500"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_logs_benchmark_runs_and_counts_every_line():
     done = subprocess.run(
-        [sys.executable, "bench/kafka_logs_throughput.py", "--runs", "2", "--lines", "600"],
+        [sys.executable, "bench/kafka_logs_throughput.py", "--runs", "2", "--lines", "600", "--session-timeout-ms", "1500"],
         cwd=ROOT, capture_output=True, text=True, timeout=280, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
