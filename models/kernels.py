@@ -527,32 +527,40 @@ def divergence(
             else:
                 since_min += 1
             if end <= warmup and s > peak:
-                peak = s  # the initial level; frozen after warm-up so a divergence cannot raise it
+                # The initial level; frozen after warm-up so a divergence cannot raise it, and capped at
+                # shift_ratio x the reference so a blow-up within the warm-up cannot either.
+                cap = shift_ratio * s_min if shift_ratio > 0.0 else s
+                peak = s if s < cap else (cap if cap > peak else peak)
             ref = level_floor * peak
             if ref < s_min:
                 ref = s_min
-            if end <= warmup or s < ratio * ref or ref <= 0.0:
+            if s < ratio * ref or ref <= 0.0:
                 hits = 0
                 continue
-            # Gate open: the smoothed loss is `ratio` x above its minimum. Fit the climb, over
-            # the points since the minimum and over the current uninterrupted rise.
-            floor = level_floor * peak if level_floor * peak > 1e-30 else 1e-30
-            m = since_min + 1
-            if m < min_points:
-                m = min_points
-            if m > w:
-                m = w
-            if m > end:
-                m = end
-            slope, r2 = log_trend(steps, vals, end, w, m, floor)
-            if (slope < min_slope or r2 < min_r2) and rising >= min_points and rising + 1 < m:
-                m = rising + 1
-                slope, r2 = log_trend(steps, vals, end, w, m, floor)
+            m = end if end < w else w
+            slope = 0.0
+            r2 = 0.0
             g_slope = 0.0
             g_r2 = 0.0
-            if g_end >= min_points:
-                gm = m if m < g_end else g_end
-                g_slope, g_r2 = log_trend(g_steps, g_vals, g_end, w, gm, 1e-30)
+            if end > warmup:
+                # Gate open: the smoothed loss is `ratio` x above its minimum. Fit the climb, over
+                # the points since the minimum and over the current uninterrupted rise. (Within the
+                # warm-up there are too few points to fit; only a jump that stays up counts there.)
+                floor = level_floor * peak if level_floor * peak > 1e-30 else 1e-30
+                m = since_min + 1
+                if m < min_points:
+                    m = min_points
+                if m > w:
+                    m = w
+                if m > end:
+                    m = end
+                slope, r2 = log_trend(steps, vals, end, w, m, floor)
+                if (slope < min_slope or r2 < min_r2) and rising >= min_points and rising + 1 < m:
+                    m = rising + 1
+                    slope, r2 = log_trend(steps, vals, end, w, m, floor)
+                if g_end >= min_points:
+                    gm = m if m < g_end else g_end
+                    g_slope, g_r2 = log_trend(g_steps, g_vals, g_end, w, gm, 1e-30)
             loss_climbs = slope >= min_slope and r2 >= min_r2
             grad_climbs = g_slope >= g_min_slope and g_r2 >= min_r2
             shifted = shift_ratio > 0.0 and s >= shift_ratio * ref and s >= peak  # all progress lost

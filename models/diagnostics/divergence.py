@@ -45,9 +45,14 @@ class DivergenceConfig(DiagnosticConfig):
     patience
         Consecutive loss values the condition must hold. Default 3.
     warmup
-        Loss values seen before the first finding. Default 5: a learning rate
-        that is far too high makes the loss explode from the first steps, and
-        the reference and fit need only a handful of points.
+        Loss values seen before the climb is fitted. Default 5: a learning
+        rate that is far too high makes the loss explode from the first steps,
+        and the reference and fit need only a handful of points. Within the
+        warm-up only ``shift_ratio`` counts, and the initial level it sets is
+        capped at ``shift_ratio`` x the start: a loss that leaves its start for
+        good in one step (0.69 -> 2,441 -> 36,094 at Adam lr 0.76) is reported
+        on its third value up, where a level taken from the blow-up itself
+        had hidden it for the whole run.
     level_floor
         The reference is at least this fraction of the initial level (the
         highest fast-smoothed loss during warm-up) and losses below that floor

@@ -780,6 +780,34 @@ def test_a_sparse_loss_that_jumps_and_stays_up_has_diverged() -> None:
     assert findings(converged) == []
 
 
+@pytest.mark.parametrize("block_size", [1, 3, 50])
+def test_a_loss_that_blows_up_within_the_warm_up_is_divergence_three_values_later(block_size: int) -> None:
+    """A learning rate far too high from step 0: the loss leaves its start for good in one step.
+
+    The shape of an Adam run at lr 0.76 (loss 0.69 -> thousands, back near its start only 13 steps later)
+    and of an SGD run whose loss is Inf by step 5. The warm-up's initial level is capped at
+    ``shift_ratio`` x the start, so the blow-up cannot become the level it is measured against.
+    """
+    from runwatch.models.diagnostics.divergence import DivergenceDiagnostic
+
+    def first_step(values):
+        d = DivergenceDiagnostic()
+        rows = [{"loss": v} for v in values]
+        found = []
+        for i in range(0, len(rows), block_size):
+            chunk = rows[i : i + block_size]
+            found += d.observe_block(MetricBlock.from_rows(list(range(i, i + len(chunk))), [0.0] * len(chunk), chunk))
+        return found[0].step if found else None
+
+    adam = [0.69, 2441.4, 36094.5, 747738.9, 42069.4, 3041.8, 204653.7, 83702.2, 35555.4, 1383.9, 32144.8, 4897.9,
+            914.7, 1.62] + [0.7] * 40
+    sgd = [1.20, 10.28, 40.43, 34366.7, 6.65e11, 1.7e35, math.inf]
+    assert first_step(adam) == 3 and first_step(sgd) == 3
+    # healthy starts: a first step that doubles the loss and comes back, a warm-up that barely moves it
+    assert first_step([1.0, 2.1, 1.4, 1.0, 0.9, 0.85] + [0.8 * 0.99**i for i in range(60)]) is None
+    assert first_step([9.7, 9.8, 9.9, 9.7, 9.6] + [9.5 * 0.995**i for i in range(60)]) is None
+
+
 @pytest.mark.parametrize("block_size", [1, 2, 7])
 def test_a_non_finite_gradient_is_info_until_it_persists_whatever_the_batching(block_size: int) -> None:
     from runwatch.models.diagnostics.nonfinite import NonFiniteDiagnostic
