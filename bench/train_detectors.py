@@ -2,6 +2,7 @@
 
     python -m bench.train_detectors                         # corpus train split + half the real healthy logs
     python -m bench.train_detectors --out /tmp/art --no-real-logs
+    python -m bench.train_detectors --keep-forecaster --calibrate-on bench/corpus/novel-21 bench/corpus/novel-22
 
 Training data (``bench/splits.py``): the seed-0 corpus's runs outside the
 held-out datasets and architecture families, and the ``train`` half of the
@@ -25,7 +26,7 @@ from bench.corpus.store import RunRecord
 from bench.evaluate import DEBUGGER_PREFIX, DEFAULT_CORPUS, REAL_LOGS, load_corpus
 from bench.splits import corpus_split, real_split
 from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT, load_artifact
-from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact
+from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact, raise_levels
 
 HEALTHY_REAL_SOURCES = ("modded-nanogpt", "github lightning", "github tensorboard", "hf-trainer")
 LABELLED_REAL_SOURCES = ("hf-trainer-more",)  # hand-labelled (bench/real_labels): only runs labelled healthy are used
@@ -44,6 +45,16 @@ def corpus_runs(path: Path) -> list[TrainingRun]:
         rec = rec.without([DEBUGGER_PREFIX])
         out.append(TrainingRun(rec.run_id, whole_block(rec), spec["fault"], int(spec["onset"]),
                                lab["manifest_step"], spec["cause"], "corpus"))
+    return out
+
+
+def other_domain_runs(path: Path) -> list[TrainingRun]:
+    """Every healthy run of a corpus of other domains (calibration only: ``raise_levels``)."""
+    out = []
+    for rec in load_corpus(path):
+        if rec.meta["spec"]["fault"] == "healthy":
+            rec = rec.without([DEBUGGER_PREFIX])
+            out.append(TrainingRun(rec.run_id, whole_block(rec), source=path.name))
     return out
 
 
@@ -72,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-forecaster", type=Path, nargs="?", const=DEFAULT_ARTIFACT, default=None, metavar="ARTIFACT",
                     help="keep this artifact's divergence forecaster and forecast levels (default: the shipped one) "
                          "and refit only the autoencoder and the run-outlier detector")
+    ap.add_argument("--calibrate-on", type=Path, nargs="*", default=[], metavar="CORPUS",
+                    help="corpora of other domains (e.g. bench/corpus/novel-21): their healthy runs raise any alert "
+                         "level they would reach more often than the target rate (calibration only, nothing is fitted)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     runs = corpus_runs(args.corpus)
@@ -89,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         "real_runs": len(runs) - n_corpus,
         "split": "bench/splits.py: held-out datasets parity, wine; held-out architecture lstm; real logs by run-id hash",
     }, log=lambda m: print(m, file=sys.stderr, flush=True), base=base, keep_base_forecaster=base is not None)
+    if args.calibrate_on:
+        others = [r for path in args.calibrate_on for r in other_domain_runs(path)]
+        art = raise_levels(art, others, cfg, provenance={"corpora": [p.name for p in args.calibrate_on]},
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
     art.save(args.out)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

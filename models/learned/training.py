@@ -15,6 +15,11 @@ or a fault with its onset and manifestation step). :func:`fit_artifact`:
    at most ``target_run_rate`` of them would be flagged (with the detector's
    patience), and each gate level at a row-level quantile.
 
+:func:`raise_levels` then raises alert levels where healthy runs of *other*
+domains (datasets and architectures the models never saw) would reach them
+more often than that: held-back runs of the training domains give optimistic
+levels for new ones.
+
 With ``base`` (an artifact already fitted, e.g. the shipped default) and fewer
 than ``TrainingConfig.min_divergent_runs`` divergent runs, the forecaster and
 its calibrated forecast levels are kept from ``base``: a user's own runs are
@@ -281,6 +286,74 @@ def _forecaster_origin(base: LearnedArtifact) -> dict:
     return {k: training[k] for k in ("command", "runs", "corpus_runs", "real_runs") if k in training}
 
 
+def _view_maxima(views: Sequence[_Rows], ae: SequenceAutoencoder, fc: DivergenceForecaster | None,
+                 ro: RunOutlierDetector, cfg: TrainingConfig) -> tuple[list, list, list, tuple[list, list]]:
+    """Per healthy view, ``(its thinning, the highest score it holds for patience rows)`` of the autoencoder,
+    the forecaster (none when ``fc`` is None) and the run-outlier detector; then every row's autoencoder
+    and forecast scores (for the gate levels)."""
+    w = cfg.sequence_ae.window
+    marks = LearnedArtifactConfig.model_fields["prefix_checkpoints"].default
+    seq_m, fc_m, ro_m, seq_rows, fc_rows = [], [], [], [], []  # fc_rows: returned for callers' gate levels
+    for r in views:
+        fe = ae.score_samples(windows_of(r.x, w))
+        scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
+        seq_m.append((r.thin, _streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1)))
+        seq_rows.append(fe)
+        if fc is not None:
+            p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
+            fc_m.append((r.thin, _streak_max(p, cfg.patience, cfg.min_rows)))
+            fc_rows.append(p)
+        scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in marks if m <= len(r.x)]
+        if scores:
+            ro_m.append((r.thin, max(scores)))
+    return seq_m, fc_m, ro_m, (seq_rows, fc_rows)
+
+
+def raise_levels(art: LearnedArtifact, runs: Sequence[TrainingRun], config: TrainingConfig | None = None,
+                 provenance: dict | None = None, log=print) -> LearnedArtifact:
+    """The artifact with each alert level raised, where needed, so that at most ``target_run_rate`` of the
+    healthy ``runs`` (each dense and thinned, as in fitting) reach it; no level is lowered, no gate moved.
+
+    Levels read from held-back runs of the training domains are optimistic for other domains: the
+    ``runs`` here are healthy runs of datasets and architectures the models never saw, used for
+    calibration only (nothing is fitted on them). ``config`` gives the thinnings, patience and
+    target rate (default: the artifact's own training config).
+
+    Examples
+    --------
+    >>> from runwatch.models.learned.artifacts import load_artifact
+    >>> shipped = load_artifact()
+    >>> raise_levels(shipped, [], log=lambda m: None) is shipped      # no runs: nothing to raise
+    True
+    """
+    healthy = [r for r in runs if r.fault == "healthy"]
+    if not healthy:
+        return art
+    cfg = config or TrainingConfig.model_validate(art.config.training.get("config", {}))
+    views = _rows(healthy, cfg.thinning)
+    seq_m, fc_m, ro_m, _ = _view_maxima(views, art.sequence_ae, art.forecaster, art.run_outlier, cfg)
+    th = art.config.thresholds
+
+    def level(values: list, old: float, log_scale: bool = False) -> float:
+        return max(old, _level_each_group(values, cfg.target_run_rate, log_scale=log_scale,
+                                          by_group=cfg.calibrate_each_thinning))
+
+    raised = th.model_copy(update={
+        "sequence_alert": level(seq_m, th.sequence_alert, log_scale=True),
+        "forecast_alert": level(fc_m, th.forecast_alert),
+        "run_outlier_alert": level(ro_m, th.run_outlier_alert),
+    })
+    log(f"levels on {len(views)} views of {len(healthy)} healthy runs of other domains: "
+        + ", ".join(f"{k} {getattr(th, k):.4g} -> {getattr(raised, k):.4g}"
+                    for k in ("sequence_alert", "forecast_alert", "run_outlier_alert")))
+    training = {**art.config.training, "other_domain_calibration": {
+        "runs": len(healthy), "views": len(views),
+        "levels_before": {k: getattr(th, k) for k in ("sequence_alert", "forecast_alert", "run_outlier_alert")},
+        **(provenance or {})}}
+    config_out = art.config.model_copy(update={"thresholds": raised, "training": training})
+    return LearnedArtifact(config_out, art.sequence_ae, art.forecaster, art.run_outlier)
+
+
 def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = None, provenance: dict | None = None,
                  log=print, base: LearnedArtifact | None = None, keep_base_forecaster: bool = False) -> LearnedArtifact:
     """Fit and calibrate all learned detectors; returns the artifact (see the module docstring).
@@ -376,24 +449,13 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
     smallest = min(sum(1 for r in cal_healthy if g is None or r.thin == g) for g in groups) if cal_healthy else 0
     few = smallest * cfg.target_run_rate < 1
     # per view: (its thinning, highest streak) for the autoencoder, the forecaster and the run-outlier detector
-    maxima: dict[str, tuple[list, list, list]] = {"cal": ([], [], []), "fit": ([], [], [])}
-    seq_rows, fc_rows = [], []
+    maxima: dict[str, tuple[list, list, list]] = {}
+    seq_rows: list[np.ndarray] = []
     for part, views in (("cal", cal_healthy), ("fit", [r for r in fit if r.run.fault == "healthy"] if few else [])):
-        seq_m, fc_m, ro_m = maxima[part]
-        for r in views:
-            fe = ae.score_samples(windows_of(r.x, w))
-            scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
-            seq_m.append((r.thin, _streak_max(fe[scored], cfg.patience, int(scored[: cfg.min_rows - 1].sum()) + 1)))
-            if part == "cal":
-                seq_rows.append(fe)
-            if not keep_forecaster:
-                p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
-                fc_m.append((r.thin, _streak_max(p, cfg.patience, cfg.min_rows)))
-                if part == "cal":
-                    fc_rows.append(p)
-            scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in art_cfg_marks if m <= len(r.x)]
-            if scores:
-                ro_m.append((r.thin, max(scores)))
+        seq_m, fc_m, ro_m, rows_seen = _view_maxima(views, ae, None if keep_forecaster else fc, ro, cfg)
+        maxima[part] = (seq_m, fc_m, ro_m)
+        if part == "cal":
+            seq_rows = rows_seen[0]
 
     def level(kind: int, log_scale: bool = False) -> float:
         return _level_each_group(maxima["cal"][kind], cfg.target_run_rate, log_scale=log_scale,

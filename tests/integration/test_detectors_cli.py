@@ -294,3 +294,29 @@ def test_a_kept_forecaster_stays_whatever_the_runs_and_needs_a_base():
     assert art.forecaster is base.forecaster and art.config.training["forecaster_source"] == "base"
     assert art.config.thresholds.forecast_alert == base.config.thresholds.forecast_alert
     assert fit_artifact(runs, cfg, log=lambda m: None, base=base).config.training["forecaster_source"] == "fitted"
+
+
+def test_other_domain_runs_raise_the_levels_they_would_reach_and_never_lower_one(tmp_path):
+    """raise_levels: healthy runs of unseen domains are calibration only; calm ones leave every level as it is."""
+    from runwatch.models.learned.training import raise_levels
+
+    base = load_artifact()
+    calm = _synthetic_runs(12, 200, seed=2)
+    same = raise_levels(base, calm, log=lambda m: None)
+    assert same.config.thresholds == base.config.thresholds
+    # The same runs against levels set far too low (as if read on quieter domains): each rises to what they reach.
+    low = base.config.thresholds.model_copy(update={"sequence_alert": 1e-6, "forecast_alert": 1e-9, "run_outlier_alert": -1.0})
+    quiet = dataclasses.replace(base, config=base.config.model_copy(update={"thresholds": low}))
+    raised = raise_levels(quiet, calm, log=lambda m: None)
+    th = raised.config.thresholds
+    for name in ("sequence_alert", "forecast_alert", "run_outlier_alert"):
+        assert getattr(th, name) > getattr(low, name), name
+    assert (th.sequence_gate, th.forecast_gate) == (low.sequence_gate, low.forecast_gate)  # gates are not alert policy
+    assert raised.config.training["other_domain_calibration"]["runs"] == 12
+    raised.save(tmp_path / "art")
+    assert load_artifact(tmp_path / "art").config.thresholds == th
+    # streamed at those levels, none of the calm runs is flagged (each level sits above what they reach)
+    from runwatch.models.learned.detector import LearnedConfig, LearnedDiagnostic
+
+    for run in calm:
+        assert LearnedDiagnostic(LearnedConfig(artifact=str(tmp_path / "art"))).observe_block(run.block) == [], run.run_id
