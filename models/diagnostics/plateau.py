@@ -84,6 +84,17 @@ class PlateauConfig(DiagnosticConfig):
         working (a Hugging Face run warming up over 1,000 steps sat at 9.7
         for its first 700). ``warmup_steps`` still covers runs that do not
         log ``lr``.
+    progress_info_below
+        A plateau at a level below this fraction of the run's first value is
+        reported at INFO, not WARNING. Default 0.5: a loss that has already lost
+        more than half of its starting value and then flattens is, in real
+        logs, a run that learned what it could (Lightning runs flat at 21 % and
+        39 % of their start for thousands of steps, labelled healthy by the
+        written criteria of ``bench/real_labels``); in the corpus's training
+        split every plateau of a faulty run sat at 65 % of its start or above
+        (a vanishing gradient, a slow start, dead units: the loss never got
+        going). The finding is kept, so the dashboard still shows it. 0 keeps
+        every plateau a WARNING.
     abs_floor, rel_floor
         The loss counts as converged, and never as a plateau, once its level
         is at most ``max(abs_floor, rel_floor * first value)``. Defaults 0.01
@@ -107,6 +118,7 @@ class PlateauConfig(DiagnosticConfig):
     max_rise: float = Field(default=0.005, ge=0.0)
     late_rate: float = Field(default=0.05, ge=0.0)
     lr_warmup: bool = True
+    progress_info_below: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class PlateauDiagnostic(Diagnostic):
@@ -163,6 +175,7 @@ class PlateauDiagnostic(Diagnostic):
     config_class = PlateauConfig
     reference = "PyTorch ReduceLROnPlateau (rel threshold); SageMaker Debugger LossNotDecreasing"
     state_attributes = ("_states", "_warmup")
+    state_neutral_settings = ("progress_info_below",)  # severity only
 
     config: PlateauConfig
 
@@ -237,7 +250,7 @@ class PlateauDiagnostic(Diagnostic):
         unit = "validation points" if metric.startswith("val/") else "steps"
         return Finding(
             AnomalyKind.PLATEAU,
-            Severity.WARNING,
+            Severity.INFO if level < self.config.progress_info_below else Severity.WARNING,
             score=bar / best_case if best_case > bar / 100.0 else 100.0,
             step=int(col.steps[i]),
             metric=metric,
@@ -245,6 +258,8 @@ class PlateauDiagnostic(Diagnostic):
                 f"{metric} improved by at most {max(best_case, 0.0):.1%} over the last {span:.0f} {unit} "
                 f"(< {pct}; level {level * v0:.4g}, fitted change {change:+.2%}); raise the learning rate "
                 f"or check the data pipeline"
+                + (f"; it is at {level:.0%} of its start, so it may simply have converged"
+                   if level < self.config.progress_info_below else "")
             ),
             wall_time=float(col.wall_times[i]),
         )

@@ -568,6 +568,24 @@ def test_plateau_ignores_a_converged_loss() -> None:
     assert feed(r.events, suite) == []
 
 
+def test_a_plateau_after_most_of_the_progress_is_info_one_that_never_got_going_a_warning() -> None:
+    """Flat at 35 % of its start: a run that learned what it could; flat at 97 %: a run that never started."""
+    from runwatch.models.diagnostics.plateau import PlateauConfig, PlateauDiagnostic
+
+    rng = random.Random(0)
+
+    def first(level: float, **config):
+        d = PlateauDiagnostic(PlateauConfig(**config))
+        rows = [{"loss": 2.3 * max(level, 0.985 ** s) + rng.gauss(0.0, 0.002)} for s in range(1200)]
+        found = d.observe_block(MetricBlock.from_rows(list(range(1200)), [0.0] * 1200, rows))
+        return found[0]
+
+    converged, stuck = first(0.35), first(0.97)
+    assert converged.severity == Severity.INFO and "may simply have converged" in converged.explanation
+    assert stuck.severity == Severity.WARNING and "converged" not in stuck.explanation
+    assert first(0.35, progress_info_below=0.0).severity == Severity.WARNING  # 0: every plateau a warning
+
+
 def _logged_every(gap: int, losses, last_step: int = 900, seed: int = 0) -> list[Event]:
     """A loss logged every ``gap`` steps (HF Trainer ``logging_steps``, Lightning ``log_every_n_steps``)."""
     rng = random.Random(seed)
