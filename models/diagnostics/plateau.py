@@ -248,9 +248,10 @@ class PlateauDiagnostic(Diagnostic):
         best_case, span, level, change, bar = row[1], row[2], row[3], row[4], row[5]
         pct = f"{bar:.0%}" if bar >= 0.01 else f"{bar:.2%}"
         unit = "validation points" if metric.startswith("val/") else "steps"
+        converged = level < self.config.progress_info_below  # most of the progress made: maybe converged
         return Finding(
             AnomalyKind.PLATEAU,
-            Severity.INFO if level < self.config.progress_info_below else Severity.WARNING,
+            Severity.INFO if converged else Severity.WARNING,
             score=bar / best_case if best_case > bar / 100.0 else 100.0,
             step=int(col.steps[i]),
             metric=metric,
@@ -258,8 +259,7 @@ class PlateauDiagnostic(Diagnostic):
                 f"{metric} improved by at most {max(best_case, 0.0):.1%} over the last {span:.0f} {unit} "
                 f"(< {pct}; level {level * v0:.4g}, fitted change {change:+.2%}); raise the learning rate "
                 f"or check the data pipeline"
-                + (f"; it is at {level:.0%} of its start, so it may simply have converged"
-                   if level < self.config.progress_info_below else "")
+                + (f"; it is at {level:.0%} of its start, so it may simply have converged" if converged else "")
             ),
             wall_time=float(col.wall_times[i]),
         )

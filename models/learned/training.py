@@ -287,13 +287,13 @@ def _forecaster_origin(base: LearnedArtifact) -> dict:
 
 
 def _view_maxima(views: Sequence[_Rows], ae: SequenceAutoencoder, fc: DivergenceForecaster | None,
-                 ro: RunOutlierDetector, cfg: TrainingConfig) -> tuple[list, list, list, tuple[list, list]]:
+                 ro: RunOutlierDetector, cfg: TrainingConfig) -> tuple[list, list, list, list[np.ndarray]]:
     """Per healthy view, ``(its thinning, the highest score it holds for patience rows)`` of the autoencoder,
     the forecaster (none when ``fc`` is None) and the run-outlier detector; then every row's autoencoder
-    and forecast scores (for the gate levels)."""
+    score (for the sequence gate level)."""
     w = cfg.sequence_ae.window
     marks = LearnedArtifactConfig.model_fields["prefix_checkpoints"].default
-    seq_m, fc_m, ro_m, seq_rows, fc_rows = [], [], [], [], []  # fc_rows: returned for callers' gate levels
+    seq_m, fc_m, ro_m, seq_rows = [], [], [], []
     for r in views:
         fe = ae.score_samples(windows_of(r.x, w))
         scored, _ = rows_to_score(r.steps, 0, cfg.sequence_every_steps)  # the rows the detector scores
@@ -302,11 +302,10 @@ def _view_maxima(views: Sequence[_Rows], ae: SequenceAutoencoder, fc: Divergence
         if fc is not None:
             p = fc.predict_proba(pairs_of(r.x, cfg.forecaster.lag))[:, -1]
             fc_m.append((r.thin, _streak_max(p, cfg.patience, cfg.min_rows)))
-            fc_rows.append(p)
         scores = [ro.score_samples(prefix_summary(r.x[:m])[None, :])[0] for m in marks if m <= len(r.x)]
         if scores:
             ro_m.append((r.thin, max(scores)))
-    return seq_m, fc_m, ro_m, (seq_rows, fc_rows)
+    return seq_m, fc_m, ro_m, seq_rows
 
 
 def raise_levels(art: LearnedArtifact, runs: Sequence[TrainingRun], config: TrainingConfig | None = None,
@@ -338,18 +337,17 @@ def raise_levels(art: LearnedArtifact, runs: Sequence[TrainingRun], config: Trai
         return max(old, _level_each_group(values, cfg.target_run_rate, log_scale=log_scale,
                                           by_group=cfg.calibrate_each_thinning))
 
+    before = {"sequence_alert": th.sequence_alert, "forecast_alert": th.forecast_alert,
+              "run_outlier_alert": th.run_outlier_alert}
     raised = th.model_copy(update={
         "sequence_alert": level(seq_m, th.sequence_alert, log_scale=True),
         "forecast_alert": level(fc_m, th.forecast_alert),
         "run_outlier_alert": level(ro_m, th.run_outlier_alert),
     })
     log(f"levels on {len(views)} views of {len(healthy)} healthy runs of other domains: "
-        + ", ".join(f"{k} {getattr(th, k):.4g} -> {getattr(raised, k):.4g}"
-                    for k in ("sequence_alert", "forecast_alert", "run_outlier_alert")))
+        + ", ".join(f"{k} {v:.4g} -> {getattr(raised, k):.4g}" for k, v in before.items()))
     training = {**art.config.training, "other_domain_calibration": {
-        "runs": len(healthy), "views": len(views),
-        "levels_before": {k: getattr(th, k) for k in ("sequence_alert", "forecast_alert", "run_outlier_alert")},
-        **(provenance or {})}}
+        "runs": len(healthy), "views": len(views), "levels_before": before, **(provenance or {})}}
     config_out = art.config.model_copy(update={"thresholds": raised, "training": training})
     return LearnedArtifact(config_out, art.sequence_ae, art.forecaster, art.run_outlier)
 
@@ -452,10 +450,10 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
     maxima: dict[str, tuple[list, list, list]] = {}
     seq_rows: list[np.ndarray] = []
     for part, views in (("cal", cal_healthy), ("fit", [r for r in fit if r.run.fault == "healthy"] if few else [])):
-        seq_m, fc_m, ro_m, rows_seen = _view_maxima(views, ae, None if keep_forecaster else fc, ro, cfg)
+        seq_m, fc_m, ro_m, rows = _view_maxima(views, ae, None if keep_forecaster else fc, ro, cfg)
         maxima[part] = (seq_m, fc_m, ro_m)
         if part == "cal":
-            seq_rows = rows_seen[0]
+            seq_rows = rows
 
     def level(kind: int, log_scale: bool = False) -> float:
         return _level_each_group(maxima["cal"][kind], cfg.target_run_rate, log_scale=log_scale,
