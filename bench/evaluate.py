@@ -136,6 +136,8 @@ def stream(
         while t <= last_recv + horizon_s:
             keep(monitor.idle(t, last_recv), eval_step=monitor.last_step + 1)
             t += tick_s
+    if last_recv is not None and rec.meta.get("ended", True):
+        keep(monitor.end(last_recv))  # the client's RunEnd(FINISHED)
     for diag in monitor.diagnostics:
         end = getattr(diag, "end_run", None)
         if end is not None:

@@ -241,6 +241,14 @@ class Diagnostic(ABC):
         """Called periodically with the current time; override for time-based checks."""
         return None
 
+    def on_end(self) -> list[Finding]:
+        """Called once when the run ends as finished (``RunEnd``); override to judge the run as a whole.
+
+        What a causal check had to wait for (enough values, enough steps) may
+        never arrive in a short run; at its end the whole log is there.
+        """
+        return []
+
     def next_idle_due(self, now: float, last_wall_time: float) -> float | None:
         """The earliest time after ``now`` at which :meth:`on_idle` could report something new, or None (never).
 

@@ -210,6 +210,14 @@ class RunMonitor:
                 found.append((diag, f))
         return self._alerts(found, now) if found else []
 
+    def end(self, wall_time: float | None = None) -> list[Alert]:
+        """The run finished: let diagnostics judge it as a whole (:meth:`Diagnostic.on_end`); return the alerts."""
+        found = [(diag, f) for diag in self.diagnostics if hasattr(diag, "on_end") for f in diag.on_end()]
+        if not found:
+            return []
+        found.sort(key=lambda pair: pair[1].step)
+        return self._alerts(found, self.last_wall_time if wall_time is None else wall_time)
+
     def next_idle_due(self, now: float, last_seen: float | None = None) -> float | None:
         """The earliest time after ``now`` at which :meth:`idle` could raise something new, or None (never).
 

@@ -600,7 +600,7 @@ class DetectionPipeline:
             if ("ends", i) in bad_items:
                 ack.reject("", bad_items[("ends", i)])
                 continue
-            self._apply_end(end, where, now, ack, ops)
+            self._apply_end(end, where, now, ack, ops, anomalies)
 
         if reads is not None:
             run_ids = frozenset(state.run_id for state, _ in reads)
@@ -1029,7 +1029,7 @@ class DetectionPipeline:
                 )
             )
 
-    def _apply_end(self, end, where, now, ack, ops) -> None:
+    def _apply_end(self, end, where, now, ack, ops, anomalies) -> None:
         v = check.check_end(end)
         if v:
             ack.reject(where, v)
@@ -1043,6 +1043,9 @@ class DetectionPipeline:
             ack.ack.duplicates += 1
             return
         state.status = status
+        if status == runs_pb2.RUN_STATUS_FINISHED and state.monitor is not None:
+            for alert in state.monitor.end(now):
+                anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         if self.refitter is not None and state.monitor is not None:
             self.refitter.run_ended(state.project, end.run_id, status == runs_pb2.RUN_STATUS_FINISHED, state.monitor)
         state.monitor = None  # frees detector state; the run's history stays in the store

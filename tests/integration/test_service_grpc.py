@@ -158,3 +158,29 @@ def test_stalled_run_is_flagged_by_the_periodic_check(start_server):
     stubs.ingest.Ingest(b, timeout=10)
     (a,) = watcher.wait(timeout=10)
     assert a.kind == anomaly_pb2.ANOMALY_KIND_STALLED and a.run_id == "stall-1" and a.step == 4
+
+
+def _stuck_run(run_id: str, values: int = 10, every: int = 50) -> runs_pb2.EventBatch:
+    """A binary classifier at chance (ln 2, +-3 % noise) logged every ``every`` steps: too short to judge live."""
+    b = runs_pb2.EventBatch()
+    b.starts.add(run_id=run_id, project="short")
+    for i in range(values):
+        b.events.add(run_id=run_id, step=every * i).metrics["loss"] = math.log(2.0) * (1.0 + 0.03 * math.sin(1.7 * i))
+    return b
+
+
+def test_a_short_run_that_never_learned_is_reported_when_it_finishes_not_when_it_is_killed(server):
+    srv, stubs = server
+    watcher = Collector(stubs, service_pb2.WatchRequest(project="short"), 1)
+    wait_for_watchers(srv, 1)
+    for run_id in ("short-done", "short-killed"):
+        ack = stubs.ingest.Ingest(_stuck_run(run_id), timeout=10)
+        assert ack.accepted == 11 and not stubs.runs.GetRun(service_pb2.GetRunRequest(run_id=run_id)).anomalies
+    end = runs_pb2.EventBatch()
+    end.ends.add(run_id="short-killed", status=runs_pb2.RUN_STATUS_KILLED)
+    end.ends.add(run_id="short-done", status=runs_pb2.RUN_STATUS_FINISHED)
+    assert stubs.ingest.Ingest(end, timeout=10).accepted == 2
+    (found,) = watcher.wait()
+    assert found.run_id == "short-done" and found.kind == anomaly_pb2.ANOMALY_KIND_PLATEAU
+    assert found.step == 450 and "ended the run where it started" in found.explanation
+    assert not stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="short-killed")).anomalies

@@ -191,6 +191,9 @@ def test_harness_alerts_equal_the_detection_pipelines_anomalies(tmp_path):
             for step, wall, metrics in events[i : i + 50]:
                 b.events.add(run_id=rec.run_id, step=step, wall_time=wall).metrics.update(metrics)
             theirs += [(a.id, AnomalyKind(a.kind).name, a.step, a.revision) for a in pipe.ingest(b).anomalies]
+        end = runs_pb2.EventBatch()  # the harness ends an ended run as finished
+        end.ends.add(run_id=rec.run_id, status=runs_pb2.RUN_STATUS_FINISHED)
+        theirs += [(a.id, AnomalyKind(a.kind).name, a.step, a.revision) for a in pipe.ingest(end).anomalies]
     finally:
         pipe.store.close()
     assert ours and ours == theirs

@@ -46,10 +46,13 @@ def test_sparse_logs_are_judged_in_steps_and_values() -> None:
     every_50 = [50 * i for i in range(40)]
     d = NoLearningDiagnostic()
     found = d.observe_block(_block(every_50, [{"loss": v} for v in _chance(40)]))
-    assert found and found[0].step == 950  # 20 values in (step 950 >= 500 steps)
-    # The same loss falling by 10 % over the run has learned.
-    falling = [v * (1.0 - 0.1 * i / 39) for i, v in enumerate(_chance(40))]
+    assert found and found[0].step == 500  # 500 steps in (11 values >= 10)
+    # The same loss falling by 10 % over its first 10 values has learned.
+    falling = [v * (1.0 - 0.1 * min(i, 9) / 9) for i, v in enumerate(_chance(40))]
     assert NoLearningDiagnostic().observe_block(_block(every_50, [{"loss": v} for v in falling])) == []
+    # One falling as slowly as 10 % over all 40 values is judged on what it has done so far: 3 % by step 500.
+    slow = [v * (1.0 - 0.1 * i / 39) for i, v in enumerate(_chance(40))]
+    assert NoLearningDiagnostic().observe_block(_block(every_50, [{"loss": v} for v in slow]))[0].step == 500
 
 
 def test_runs_it_cannot_judge_are_left_alone() -> None:
@@ -60,7 +63,7 @@ def test_runs_it_cannot_judge_are_left_alone() -> None:
     assert NoLearningDiagnostic().observe_block(_block(steps, rl)) == []
     negative = [{"loss": v - 1.0} for v in _chance(100)]  # not a ratio of anything
     assert NoLearningDiagnostic().observe_block(_block(steps, negative)) == []
-    rising = [{"loss": v * (1.0 + 0.02 * i)} for i, v in enumerate(_chance(100))]  # diverging, not stuck
+    rising = [{"loss": v * (1.0 + 0.04 * i)} for i, v in enumerate(_chance(100))]  # diverging, not stuck
     assert NoLearningDiagnostic().observe_block(_block(steps, rising)) == []
 
 
