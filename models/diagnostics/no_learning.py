@@ -196,21 +196,10 @@ class NoLearningDiagnostic(Diagnostic):
             if not (math.isfinite(start + now) and (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start):
                 continue
             step = state.get("last_step", state["first_step"])
-            findings.append(Finding(
-                AnomalyKind.PLATEAU,
-                Severity.WARNING,
-                score=now / start / (1.0 - cfg.min_drop),
-                step=step,
-                metric=metric,
-                explanation=(
-                    f"{metric} ended the run where it started: mean of the last {k} values {now:.4f} vs {start:.4f} "
-                    f"over the first {k} ({now / start - 1.0:+.1%}, needs < {-cfg.min_drop:.0%}) in all {n} values "
-                    f"and {step - state['first_step']} steps; check the learning rate (zero or far too small), that the "
-                    f"optimizer steps the parameters being trained, and that labels still match their inputs"
-                ),
-                key=f"{metric}:no_learning",
-                since=state["first_step"],
-                wall_time=state.get("last_wall", 0.0),
+            findings.append(self._stuck(
+                metric, k, start, now, step, state.get("last_wall", 0.0), state["first_step"],
+                f"ended the run where it started: mean of the last {k} values",
+                f"in all {n} values and {step - state['first_step']} steps",
             ))
         if cfg.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
@@ -253,20 +242,26 @@ class NoLearningDiagnostic(Diagnostic):
         in_steps = step - state["first_step"]
         if n < cfg.min_points or in_steps < cfg.min_steps or state["streak"] < math.ceil(cfg.hold_fraction * n):
             return None
+        return self._stuck(metric, k, start, now, step, wall, state["since"],
+                           f"has not improved on its start: mean of the latest {k} values",
+                           f"{in_steps} steps and {n} values in")
+
+    def _stuck(self, metric: str, k: int, start: float, now: float, step: int, wall: float, since: int,
+               what: str, extent: str) -> Finding:
+        drop = self.config.min_drop
         return Finding(
             AnomalyKind.PLATEAU,
             Severity.WARNING,
-            score=now / start / (1.0 - cfg.min_drop),
+            score=now / start / (1.0 - drop),
             step=step,
             metric=metric,
             explanation=(
-                f"{metric} has not improved on its start: mean of the latest {k} values {now:.4f} vs {start:.4f} "
-                f"over the first {k} ({now / start - 1.0:+.1%}, needs < {-cfg.min_drop:.0%}), "
-                f"{in_steps} steps and {n} values in; check the learning rate (zero or far too small), "
+                f"{metric} {what} {now:.4f} vs {start:.4f} over the first {k} ({now / start - 1.0:+.1%}, "
+                f"needs < {-drop:.0%}), {extent}; check the learning rate (zero or far too small), "
                 f"that the optimizer steps the parameters being trained (frozen layers, a detached loss), "
                 f"and that labels still match their inputs"
             ),
             key=f"{metric}:no_learning",
-            since=state["since"],
+            since=since,
             wall_time=wall,
         )
