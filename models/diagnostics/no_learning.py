@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
@@ -15,6 +16,8 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 #: Metric names (last path part) that mark a policy-gradient run (GRPO, PPO, RLOO): its logged loss is a
 #: surrogate that is not expected to fall, often exactly 0. A preference run logs ``rewards/chosen``, not these.
 POLICY_GRADIENT_METRICS = frozenset({"reward", "kl"})
+#: Values of one metric in one block from which they are judged together (numpy) rather than one by one.
+AT_ONCE_FROM = 16
 
 
 class NoLearningConfig(DiagnosticConfig):
@@ -169,10 +172,20 @@ class NoLearningDiagnostic(Diagnostic):
             if state is None:
                 state = self._states[metric] = {
                     "n": 0, "first_step": 0, "streak": 0, "since": 0, "skip": "", "first": [], "latest": []}
-            for step, wall, value in zip(col.steps.tolist(), col.wall_times.tolist(), col.values.tolist()):
-                f = self._observe(metric, state, step, wall, value)
+            steps, walls, values = col.steps.tolist(), col.wall_times.tolist(), col.values.tolist()
+            i = 0
+            while i < len(values) and state["n"] < self.config.max_window and not state["skip"]:
+                f = self._observe(metric, state, steps[i], walls[i], values[i])
                 if f is not None:
                     findings.append(f)
+                i += 1
+            if len(values) - i >= AT_ONCE_FROM and not state["skip"]:
+                findings += self._observe_many(metric, state, col.steps[i:], col.wall_times[i:], col.values[i:])
+            else:
+                for step, wall, value in zip(steps[i:], walls[i:], values[i:]):
+                    f = self._observe(metric, state, step, wall, value)
+                    if f is not None:
+                        findings.append(f)
             if len(col.steps):
                 state["last_step"], state["last_wall"] = int(col.steps[-1]), float(col.wall_times[-1])
         if self.config.lr_warmup:
@@ -204,6 +217,63 @@ class NoLearningDiagnostic(Diagnostic):
         if cfg.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
         return findings
+
+    def _observe_many(self, metric: str, state: dict, steps: np.ndarray, walls: np.ndarray,
+                      values: np.ndarray) -> list[Finding]:
+        """:meth:`_observe` over many values at once, once the first window is full: the same findings, bit for bit.
+
+        Means are summed left to right as ``sum()`` does, so scores and
+        comparisons do not depend on how a run's values were batched.
+        """
+        cfg = self.config
+        finite = np.isfinite(values)
+        broken = finite & (values <= 0.0)
+        if broken.any():
+            cut = int(np.argmax(broken))
+            found = self._observe_many(metric, state, steps[:cut], walls[:cut], values[:cut]) if cut else []
+            state["skip"] = "non-positive"
+            return found
+        steps, walls, values = steps[finite], walls[finite], values[finite]
+        m = len(values)
+        if m == 0:
+            return []
+        n = state["n"] + 1 + np.arange(m)
+        k = np.minimum(cfg.max_window, np.maximum(3, np.round(cfg.window_fraction * n))).astype(np.int64)
+        first_sums = np.concatenate([[0.0], np.cumsum(np.asarray(state["first"], dtype=np.float64))])
+        start = first_sums[k] / k
+        window = np.concatenate([np.asarray(state["latest"], dtype=np.float64), values])
+        at = len(state["latest"]) + np.arange(m)  # each value's place in `window`
+        taps = np.arange(cfg.max_window)
+        cells = at[:, None] - k[:, None] + 1 + taps  # row i: the k values ending at value i, then padding
+        inside = taps < k[:, None]
+        terms = np.where(inside, window[np.where(inside, cells, 0)], 0.0)
+        now = np.cumsum(terms, axis=1)[:, -1] / k  # cumsum adds left to right, as sum() does; + 0.0 changes nothing
+        with np.errstate(invalid="ignore", over="ignore"):
+            good = np.isfinite(start + now) & ((1.0 - cfg.min_drop) * start <= now) & (now <= (1.0 + cfg.max_rise) * start)
+        index = np.arange(m)
+        last_bad = np.maximum.accumulate(np.where(good, -1, index))
+        streak = np.where(good, np.where(last_bad < 0, state["streak"] + index + 1, index - last_bad), 0)
+        began = good & (streak == 1)  # a streak starts here
+        since = np.where(last_bad < 0, state["since"], 0)
+        since = np.where(good & (last_bad >= 0), steps[np.minimum(last_bad + 1, m - 1)], since)
+        if state["streak"] == 0:
+            since = np.where(good & (last_bad < 0), steps[0], since)
+        hits = np.flatnonzero(good & (n >= cfg.min_points) & (steps - state["first_step"] >= cfg.min_steps)
+                              & (streak >= np.ceil(cfg.hold_fraction * n)))
+        found = [
+            self._stuck(metric, kk, st, nw, step, wall, sc,
+                        f"has not improved on its start: mean of the latest {kk} values",
+                        f"{step - state['first_step']} steps and {nn} values in")
+            for kk, st, nw, step, wall, sc, nn in zip(
+                k[hits].tolist(), start[hits].tolist(), now[hits].tolist(), steps[hits].tolist(),
+                walls[hits].tolist(), since[hits].tolist(), n[hits].tolist())
+        ]
+        state["n"] += m
+        state["streak"] = int(streak[-1])
+        if began.any():
+            state["since"] = int(steps[np.flatnonzero(began)[-1]])
+        state["latest"] = window[-cfg.max_window:].tolist()
+        return found
 
     def _observe(self, metric: str, state: dict, step: int, wall: float, value: float) -> Finding | None:
         if state["skip"] or not math.isfinite(value):

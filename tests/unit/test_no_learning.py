@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_diagnostics import feed
 from training import RunConfig, train
@@ -140,3 +140,33 @@ def test_a_checkpoint_taken_before_the_warm_up_was_tracked_still_loads() -> None
     more = [25 * i for i in range(30, 60)]
     found = restored.observe_block(_block(more, [{"loss": v, "lr": 3e-3} for v in _chance(30)]))
     assert found and found[0].step == 750  # judged as a run without a warm-up, as before
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.one_of(
+        st.floats(0.5, 0.52), st.floats(0.45, 0.7), st.just(0.693), st.floats(0.01, 100.0),
+        st.sampled_from([math.nan, math.inf, -math.inf, 1e308]))),
+        min_size=30, max_size=200),
+    st.integers(0, 40),
+    st.one_of(st.none(), st.tuples(st.integers(0, 199), st.sampled_from([0.0, -1.0]))),
+)
+# stuck, then learning for a while, then stuck again: a streak that starts inside a block
+@example([(1 + i % 3, 1.0 + 0.01 * (i % 2)) for i in range(30)] + [(2, 0.5)] * 12
+         + [(1 + i % 4, 1.0 - 0.01 * (i % 3)) for i in range(120)], 5, None)
+@example([(1, 1.0)] * 17 + [(1, 10.0)] + [(1 + i % 2, 1.0) for i in range(100)], 5, None)  # ... at its first value
+def test_values_judged_together_give_what_one_by_one_gives_bit_for_bit(points, min_steps, broken) -> None:
+    steps, step = [], 0
+    for gap, _ in points:
+        step += gap
+        steps.append(step)
+    rows = [{"loss": v} for _, v in points]
+    if broken is not None and broken[0] < len(rows):  # a loss that is not a ratio of anything from there on
+        rows[broken[0]] = {"loss": broken[1]}
+    config = NoLearningConfig(min_points=6, min_steps=min_steps)
+    together, one_by_one = NoLearningDiagnostic(config), NoLearningDiagnostic(config)
+    whole = [(f.step, f.since, f.score, f.explanation) for f in together.observe_block(_block(steps, rows))]
+    single = [(f.step, f.since, f.score, f.explanation)
+              for s, r in zip(steps, rows) for f in one_by_one.observe_block(_block([s], [r]))]
+    assert whole == single
+    assert together.state_dict() == one_by_one.state_dict()
