@@ -1,10 +1,11 @@
 """Known failure lines of training jobs and inference servers, each with a kind and a fix hint.
 
-:data:`SIGNATURES` lists them (CUDA/CPU out of memory, the host OOM killer,
-NCCL timeouts and watchdogs, fp16/bf16 overflow and loss-scale collapse,
-NaN/Inf messages, dataloader workers killed, checkpoint saves failing, disk
-full, CUDA errors, crash signals, dead engines and workers, model load
-failures, HTTP 5xx responses, stuck replica start-ups). :class:`SignatureMatcher`
+:data:`SIGNATURES` lists them (GPU/TPU/MPS and CPU out of memory, the host OOM
+killer and OOMKilled containers, NCCL timeouts and watchdogs, fp16/bf16
+overflow and loss-scale collapse, NaN/Inf messages, dataloader workers killed,
+checkpoint saves failing, disk full, CUDA errors, crash signals, jobs a
+scheduler cancelled, dead engines and workers, model load failures, HTTP 5xx
+responses, stuck replica start-ups). :class:`SignatureMatcher`
 reads one run's lines in order and adds what a single line cannot say:
 
 - a Python traceback is one finding: its lines are grouped (the line just
@@ -70,7 +71,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "cuda_oom", C,
         r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError|cudaErrorMemoryAllocation|"
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
-        r"out of memory on device",
+        r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
+        r"MPS backend out of memory|No available memory for the cache blocks",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
         "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
@@ -93,7 +95,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "nccl_timeout", C,
         r"Watchdog caught collective operation timeout|watchdog (?:got stuck|thread terminated)|"
         r"ran for \d+ milliseconds before timing out|NCCL (?:communicator|operation|collective)s?\b.{0,60}timed? ?out|"
-        r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error",
+        r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|"
+        r"NCCL communicator was aborted|Timed out initializing process group|"
+        r"waiting for (?:the )?remainder of ranks for more than \d+ seconds",
         "NCCL collective timed out / watchdog fired",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
@@ -109,7 +113,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
-        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$",
+        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b",
         "process killed (SIGKILL, usually the host OOM killer)",
         "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "
         "pinned buffers, CPU offload) or request more memory",
@@ -118,14 +122,15 @@ SIGNATURES: tuple[Signature, ...] = (
         "cuda_error", C,
         r"illegal memory access|CUDA error: (?!out of memory)|device-side assert|cudaErrorIllegalAddress|"
         r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
-        r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported",
+        r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported|cuDNN error|"
+        r"fallen off the bus|\bNVRM: Xid\b",
         "CUDA error",
         "rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel; check indices/labels against the "
         "vocabulary size, then the driver and the GPU's ECC/Xid status",
     ),
     _sig(
         "crash_signal", C,
-        r"Signal: (?:Bus error|Segmentation fault)|Segmentation fault|\bSIGSEGV\b|\bSIGBUS\b|Bus error|"
+        r"Signal: (?:Bus error|Segmentation fault)|Segmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
         r"Fatal Python error|core dumped",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
@@ -135,8 +140,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "nonfinite_message", E,
         r"detected (?:nan|inf|nan/inf)|\bfound (?:nan|inf)\b|nan or inf found|invalid loss, terminating|"
         r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|became|becomes|has become|contains?)\s+(?:nan|inf|non-?finite)|"
-        r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|"
-        r"\b(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b",
+        r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
+        r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
+        r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b",
         "NaN/Inf in the loss or gradients",
         "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "
         "batch at that step for bad values",
@@ -170,6 +176,13 @@ SIGNATURES: tuple[Signature, ...] = (
         re.IGNORECASE,
     ),
     _sig(
+        "job_cancelled", C,
+        r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)",
+        "job cancelled by the scheduler (time limit, preemption or node failure)",
+        "resume from the last checkpoint; for a time limit request more time or checkpoint more often, for "
+        "preemption requeue the job and save a checkpoint when SIGTERM arrives",
+    ),
+    _sig(
         "http_5xx", W,
         r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
         r"Internal Server Error|Service Unavailable",
@@ -189,15 +202,17 @@ SIGNATURES: tuple[Signature, ...] = (
 # on lines holding one, so a line no signature can match costs a few substring tests.
 _KEYS = {
     "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
-                 "oom when allocating"),
+                 "oom when allocating", "no available memory for the cache"),
     "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
-    "nccl_timeout": ("watchdog", "before timing out", "nccl"),
+    "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
+                     "remainder of ranks"),
     "dataloader_worker_killed": ("dataloader worker",),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
-                   "killed"),
+                   "killed", "oomkilled"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
-                   "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors"),
+                   "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
+                   "cudnn error", "fallen off the bus", "nvrm: xid"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
@@ -205,6 +220,7 @@ _KEYS = {
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint"),
+    "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable"),
     "startup_stall": ("to start up", "pending for more than", "waiting for"),
 }

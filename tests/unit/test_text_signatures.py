@@ -28,6 +28,13 @@ CASES = {
         "23.65 GiB of which 301.56 MiB is free. Including non-PyTorch memory, this process has 23.34 GiB memory in use."),
         ("tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor with "
         "shape[64,1024,1024] and type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc"),
+        # JAX/XLA, an XLA:TPU compile, Apple's MPS backend, vLLM's KV cache at start-up
+        "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes.",
+        ("RuntimeError: RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. "
+        "Used 16.9G of 15.48G hbm. Exceeded hbm capacity by 1.4G."),
+        "RuntimeError: MPS backend out of memory (MPS allocated: 17.20 GB, other allocations: 640.00 MB, max allowed: 18.13 GB).",
+        ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+        "initializing the engine."),
     ],
     "cpu_oom": [
         ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
@@ -40,6 +47,8 @@ CASES = {
         ("E1105 10:02:11.482000 140230 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -9) "
         "local_rank: 3 (pid: 91822) of binary: /usr/bin/python3"),
         "Killed",
+        "      Reason:       OOMKilled",  # kubectl describe pod
+        "  exitcode  : -9 (pid: 52310)",  # torchrun's failure summary
     ],
     "nccl_timeout": [
         ("[rank1]:[E1105 10:02:11.482041 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective operation "
@@ -49,6 +58,12 @@ CASES = {
         "for 480 seconds without making progress in monitoring enqueued collectives."),
         ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.hpp:275, "
         "unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5"),
+        "RuntimeError: NCCL communicator was aborted on rank 5. Original reason for failure was: Watchdog timeout",
+        ("RuntimeError: Timed out initializing process group in store based barrier on rank: 2, for key: "
+        "store_based_barrier_key:1 (world_size=4, worker_count=3, timeout=0:30:00)"),
+        ("[2024-02-01 08:00:00.000000: W /tmp/horovod/common/stall_inspector.cc:107] One or more tensors were "
+        "submitted to be reduced, gathered or broadcasted by subset of ranks and are waiting for remainder of ranks "
+        "for more than 60 seconds."),
     ],
     "nonfinite_message": [
         ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
@@ -56,6 +71,11 @@ CASES = {
         "Loss is nan, stopping training",
         "  17/625 [>.............................] - ETA: 2:41 - loss: 3.2931Batch 17: Invalid loss, terminating training",
         "Warning: NaN or Inf found in input tensor.",
+        ("2024-03-02 11:00:01 | WARNING | fairseq.nan_detector | NaN detected in output of encoder.layers.5.fc2, "
+        "shape: torch.Size([512, 16, 1024]), forward"),
+        "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values in its 0th output.",
+        "tensorflow.python.framework.errors_impl.InvalidArgumentError: Tensor had NaN values [[{{node CheckNumerics}}]]",
+        "Monitored metric val_loss = nan is not finite. Previous best value was 0.388. Signaling Trainer to stop.",
     ],
     "dataloader_worker_killed": [
         "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
@@ -72,6 +92,8 @@ CASES = {
     ],
     "cuda_error": [
         "RuntimeError: CUDA error: an illegal memory access was encountered",
+        "RuntimeError: cuDNN error: CUDNN_STATUS_MAPPING_ERROR",
+        "[ 8812.301122] NVRM: Xid (PCI:0000:81:00): 79, pid=22341, GPU has fallen off the bus.",
         ("../aten/src/ATen/native/cuda/IndexKernel.cu:92: operator(): block: [0,0,0], thread: [3,0,0] Assertion "
         "`-sizes[i] <= index && index < sizes[i] && \"index out of bounds\"` failed. CUDA error: device-side assert triggered"),
     ],
@@ -79,6 +101,11 @@ CASES = {
         "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
         "Fatal Python error: Segmentation fault",
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
+        "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
+    ],
+    "job_cancelled": [
+        "slurmstepd: error: *** JOB 88123 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO TIME LIMIT ***",
+        "slurmstepd: error: *** STEP 88123.0 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO PREEMPTION ***",
     ],
     "model_load_failure": [
         "2024-06-01T10:00:02.118Z ERROR text_generation_launcher: Error when initializing model",
@@ -128,6 +155,13 @@ HEALTHY = [
     ("WARNING 05-06 04:32:56 [model.py:1449] Default sampling parameters have been overridden by the model's "
     "generation_config.json"),
     "Using the nanoGPT config with dropout 0.0 and info level logging",
+    "Monitored metric val_loss did not improve in the last 3 records. Best score: 0.412. Signaling Trainer to stop.",
+    "Epoch 12: val_loss improved from 0.41200 to 0.40100, saving model to ckpt.h5",
+    "gpu-node-3:1234:1290 [0] NCCL INFO Channel 00/02 :    0   1   2   3",
+    "NCCL version 2.20.5+cuda12.4",
+    "Using cuDNN version 8902 with benchmark mode on",
+    "slurmstepd: task 0 exited with exit code 0",
+    "  exitcode  : 0 (pid: 52310)",
 ]
 
 
