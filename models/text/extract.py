@@ -23,10 +23,15 @@ Supported shapes (one parser each, tried in order):
 - MetricLogger (DeiT/MAE/DETR) ``Epoch: [1]  [1480/1504]  lr: ...  loss: 0.92 (0.95)``
 - nanoGPT ``iter 2920: loss 3.9883, time 1099.34ms`` and ``step 3000: train loss ..., val loss ...``
 - OpenNMT ``Epoch  1, 12900/37527; acc: ...; ppl: ...; xent: ...`` and ``Step 100/20000; ...``
+- PyTorch's examples ``Train Epoch: 1 [640/60000 (1%)]\tLoss: 1.359`` (the step counts samples) and
+  ``Test set: Average loss: 0.05, Accuracy: 9834/10000 (98%)``
+- torchtune ``1|25|Loss: 1.44`` (epoch|step|loss, its progress bar's description)
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``,
   ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
+- lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
+  ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
 - lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
 
 Steps come from the line. Where a shape has an epoch and a batch index, the
@@ -201,6 +206,12 @@ _KERAS_BAR = re.compile(r"^\s*(\d+)/(\d+) \[[=>.]*\]")
 _BAR = re.compile(
     r"(?:\bEpoch (\d+):\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[\d:]+<[\d:?]*,\s*[\d.?]+\s*(?:s/it|it/s)(?:,\s*([^\]]*))?\]"
 )
+_TORCH_EXAMPLE = re.compile(r"\bTrain Epoch: (\d+) \[\s*(\d+)/(\d+) \(\s*[\d.]+%\)\]\s*Loss: (" + _NUM + r")" + _END)
+_TORCH_EXAMPLE_TEST = re.compile(
+    r"\bTest set: Average loss: (" + _NUM + r"), Accuracy: (\d+)/(\d+) \(\s*[\d.]+%\)"
+)
+_TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
+_LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
 _ANCHOR = re.compile(r"\b(global_step|step|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE)
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 _EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
@@ -527,6 +538,29 @@ def _onmt(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out)
 
 
+def _torch_example(x: MetricExtractor, line: str) -> _Parsed | None:
+    """PyTorch's examples (mnist and the many scripts copied from it): the step counts samples, as the line does."""
+    if "Train Epoch:" in line:
+        m = _TORCH_EXAMPLE.search(line)
+        if m is not None:
+            epoch, seen, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            return _Parsed(x._epoch_step(epoch, seen, total, 1), {"loss": _value(m.group(4))})
+    if "Test set:" in line:
+        m = _TORCH_EXAMPLE_TEST.search(line)
+        if m is not None and int(m.group(3)) > 0:
+            return _Parsed(max(x.last_step, 0), {"val/loss": _value(m.group(1)),
+                                                 "val/acc": int(m.group(2)) / int(m.group(3))})
+    return None
+
+
+def _torchtune(x: MetricExtractor, line: str) -> _Parsed | None:
+    """torchtune's recipes: ``epoch|step|Loss: value`` as the progress bar's description."""
+    if "|Loss:" not in line:
+        return None
+    m = _TORCHTUNE.search(line)
+    return None if m is None else _Parsed(int(m.group(2)), {"loss": _value(m.group(3))})
+
+
 def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _KERAS_EPOCH.fullmatch(line)
     if m is not None:
@@ -590,6 +624,22 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(int(value), metrics)
 
 
+def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
+    """``Step 100 | loss 2.34 | lr 3e-4``, ``iter 100 step 25: loss 2.34, iter time: 120ms``: fields without ``:``."""
+    m = _LEADING_STEP.match(line)
+    if m is None:
+        return None
+    out: dict[str, float] = {}
+    for seg in re.split(r"\s*[|,]\s*", m.group(2)):
+        kv = _SEGMENT.fullmatch(seg.strip())
+        if kv is None or not _metric_like(kv.group(1)):
+            continue
+        named = metric_name(kv.group(1))
+        if named is not None:
+            out.setdefault(named[0], _value(kv.group(2)) * named[1])
+    return _Parsed(int(m.group(1)), out) if out else None
+
+
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     if x.epoch is None or x.epoch_lines > 8 or ":" not in line or _PAIR_LINE.fullmatch(line) is None:
         return None
@@ -618,6 +668,6 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
-    _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt, _onmt, _keras, _bar,
-    _anchored, _epoch_context,
+    _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt, _onmt, _torch_example,
+    _torchtune, _keras, _bar, _anchored, _leading_step, _epoch_context,
 )

@@ -208,3 +208,36 @@ def test_metric_names():
     assert metric_name("learning rate") == ("lr", 1.0)
     assert metric_name("valid_ppl") == ("val/ppl", 1.0)
     assert metric_name("elapsed time per iteration (ms)") == ("step_time", 1e-3)
+
+
+def test_pytorch_examples_count_samples_and_read_the_test_summary():
+    out, _ = ext([
+        "Train Epoch: 1 [0/60000 (0%)]\tLoss: 2.301944",
+        "Train Epoch: 1 [12800/60000 (21%)]\tLoss: 0.512030",
+        "",
+        "Test set: Average loss: 0.0471, Accuracy: 9851/10000 (99%)",
+        "",
+        "Train Epoch: 2 [6400/60000 (11%)]\tLoss: nan",
+    ])
+    assert [s for s, _ in out] == [0, 12800, 12800, 66400]
+    assert out[1][1] == {"loss": 0.51203} and out[2][1] == {"val/loss": 0.0471, "val/acc": 0.9851}
+    assert math.isnan(out[3][1]["loss"])
+
+
+def test_torchtune_progress_description():
+    out, _ = ext([
+        "1|37|Loss: 1.7382: 100%|██████████| 37/37 [01:02<00:00,  1.69s/it]",
+        "2|74|Loss: 1.5123: 100%|██████████| 37/37 [01:01<00:00,  1.66s/it]",
+    ])
+    assert out == [(37, {"loss": 1.7382}), (74, {"loss": 1.5123})]
+
+
+def test_lines_that_start_with_a_step_and_give_key_value_fields():
+    out, _ = ext([
+        "Step 1200 | loss 2.4107 | lr 2.9e-04 | tokens/s 51234",
+        "iter 1300 step 325: loss 2.3954, iter time: 118.40ms (optimizer.step)",
+        "step 1400, val loss 2.5120, grad norm 0.88",
+        "Step 1500 | 2.31 | 2.9e-04",  # numbers without names: nothing to take
+    ])
+    assert out == [(1200, {"loss": 2.4107, "lr": 0.00029}), (1300, {"loss": 2.3954}),
+                   (1400, {"val/loss": 2.512, "grad_norm": 0.88})]
