@@ -26,6 +26,7 @@ Supported shapes (one parser each, tried in order):
 - PyTorch's examples ``Train Epoch: 1 [640/60000 (1%)]\tLoss: 1.359`` (the step counts samples) and
   ``Test set: Average loss: 0.05, Accuracy: 9834/10000 (98%)``
 - torchtune ``1|25|Loss: 1.44`` (epoch|step|loss, its progress bar's description)
+- fastai's results table: ``epoch  train_loss  valid_loss  accuracy  time`` then ``0  0.51  0.35  0.89  00:12``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``,
@@ -210,6 +211,8 @@ _TORCH_EXAMPLE = re.compile(r"\bTrain Epoch: (\d+) \[\s*(\d+)/(\d+) \(\s*[\d.]+%
 _TORCH_EXAMPLE_TEST = re.compile(
     r"\bTest set: Average loss: (" + _NUM + r"), Accuracy: (\d+)/(\d+) \(\s*[\d.]+%\)"
 )
+_FASTAI_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][\w/]*)+?)\s+time\s*$")
+_FASTAI_ROW = re.compile(r"^\s*(\d+)((?:\s+(?:" + _NUM + r"|#na#))+)\s+\d+:\d\d(?::\d\d)?\s*$")
 _TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
 _LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
 _ANCHOR = re.compile(r"\b(global_step|step|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE)
@@ -246,6 +249,7 @@ class MetricExtractor:
         self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
         self.dropped = 0  # events below the last step
         self.lines = 0
+        self.table: list[str] | None = None  # column names of a fastai results table being printed
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -255,6 +259,8 @@ class MetricExtractor:
         self.epoch_lines += 1
         self.bar_lines += 1
         if _PREFILTER.search(line) is None:
+            if line.lstrip().startswith("epoch "):
+                _fastai(self, line)  # a results table's header: no digits, but it names the columns
             return []
         parsed = self._parse(line)
         out: list[Event] = []
@@ -293,7 +299,7 @@ class MetricExtractor:
             "last_step": self.last_step, "epoch": self.epoch, "epoch_lines": self.epoch_lines,
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
-            "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines,
+            "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -307,6 +313,8 @@ class MetricExtractor:
         self.emitted = {str(k): int(v) for k, v in state["emitted"].items()}
         self.dropped = int(state["dropped"])
         self.lines = int(state["lines"])
+        table = state.get("table")  # absent in states saved before tables were read
+        self.table = None if table is None else [str(c) for c in table]
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -553,6 +561,28 @@ def _torch_example(x: MetricExtractor, line: str) -> _Parsed | None:
     return None
 
 
+def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
+    """fastai's results table: an ``epoch train_loss valid_loss ... time`` header, then a row per epoch."""
+    m = _FASTAI_HEADER.match(line)
+    if m is not None:
+        x.table = m.group(1).split()
+        return None
+    if x.table is None:
+        return None
+    m = _FASTAI_ROW.match(line)
+    if m is None:
+        return None
+    cells = m.group(2).split()
+    if len(cells) != len(x.table):
+        return None
+    out = {}
+    for column, cell in zip(x.table, cells):
+        named = metric_name(column)
+        if named is not None and cell != "#na#":
+            out.setdefault(named[0], _value(cell) * named[1])
+    return _Parsed(int(m.group(1)), out)
+
+
 def _torchtune(x: MetricExtractor, line: str) -> _Parsed | None:
     """torchtune's recipes: ``epoch|step|Loss: value`` as the progress bar's description."""
     if "|Loss:" not in line:
@@ -669,5 +699,5 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt, _onmt, _torch_example,
-    _torchtune, _keras, _bar, _anchored, _leading_step, _epoch_context,
+    _fastai, _torchtune, _keras, _bar, _anchored, _leading_step, _epoch_context,
 )

@@ -241,3 +241,21 @@ def test_lines_that_start_with_a_step_and_give_key_value_fields():
     ])
     assert out == [(1200, {"loss": 2.4107, "lr": 0.00029}), (1300, {"loss": 2.3954}),
                    (1400, {"val/loss": 2.512, "grad_norm": 0.88})]
+
+
+def test_fastai_results_table():
+    out, x = ext([
+        "epoch     train_loss  valid_loss  error_rate  time    ",
+        "0         1.184290    0.623117    0.187500    00:14     ",
+        "1         0.712004    #na#        0.151786    00:13     ",
+        "2         nan         nan         0.883929    00:13     ",
+        "Better model found at epoch 1 with valid_loss value: 0.5231.",  # not a row of the table
+    ])
+    assert out[:2] == [(0, {"loss": 1.18429, "val/loss": 0.623117, "error_rate": 0.1875}),
+                       (1, {"loss": 0.712004, "error_rate": 0.151786})]
+    assert out[2][0] == 2 and math.isnan(out[2][1]["loss"]) and math.isnan(out[2][1]["val/loss"])
+    restored = MetricExtractor()
+    restored.load_state_dict(json.loads(json.dumps(x.state_dict())))
+    assert restored.table == ["train_loss", "valid_loss", "error_rate"]
+    assert restored.extract("3         0.60        0.58        0.14        00:13") == [
+        (3, {"loss": 0.6, "val/loss": 0.58, "error_rate": 0.14})]
