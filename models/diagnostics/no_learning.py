@@ -62,11 +62,12 @@ class NoLearningConfig(DiagnosticConfig):
         a loss that has not moved while the rate ramps up from almost zero is
         expected; once the warm-up ends the run is judged as usual.
     min_points_at_end
-        When the run ends as finished before the rule could judge it (fewer
-        than ``min_points`` values or ``min_steps`` steps), the whole log is
-        judged once, from this many values: the latest mean against the
-        first, as above, without the waiting times. Default 5, the real-log
-        labels' own minimum. 0 turns the end-of-run judgement off.
+        When the run ends as finished and the rule never reported on a
+        metric (too few values or steps, or no-progress stretches shorter
+        than ``hold_fraction`` of the run), its whole log is judged once,
+        from this many values: the last mean against the first, as above,
+        with no waiting time and no hold. Default 5, the real-log labels' own
+        minimum. 0 turns the end-of-run judgement off.
     """
 
     metrics: tuple[str, ...] = ("loss",)
