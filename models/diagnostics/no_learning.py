@@ -205,9 +205,8 @@ class NoLearningDiagnostic(Diagnostic):
             n = state["n"]
             if state["skip"] or state.get("reported") or n < max(cfg.min_points_at_end, 3):
                 continue
-            k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)), n)
-            start, now = sum(state["first"][:k]) / k, sum(state["latest"][-k:]) / k
-            if not (math.isfinite(start + now) and (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start):
+            k, start, now, stuck = self._means(state, n)
+            if not stuck:
                 continue
             step = state.get("last_step", state["first_step"])
             findings.append(self._stuck(
@@ -255,10 +254,8 @@ class NoLearningDiagnostic(Diagnostic):
         last_bad = np.maximum.accumulate(np.where(good, -1, index))
         streak = np.where(good, np.where(last_bad < 0, state["streak"] + index + 1, index - last_bad), 0)
         began = good & (streak == 1)  # a streak starts here
-        since = np.where(last_bad < 0, state["since"], 0)
-        since = np.where(good & (last_bad >= 0), steps[np.minimum(last_bad + 1, m - 1)], since)
-        if state["streak"] == 0:
-            since = np.where(good & (last_bad < 0), steps[0], since)
+        carried = (last_bad < 0) & (state["streak"] > 0)  # a streak that began before this block
+        since = np.where(carried, state["since"], steps[np.minimum(last_bad + 1, m - 1)])
         hits = np.flatnonzero(good & (n >= cfg.min_points) & (steps - state["first_step"] >= cfg.min_steps)
                               & (streak >= np.ceil(cfg.hold_fraction * n)))
         found = [
@@ -295,27 +292,30 @@ class NoLearningDiagnostic(Diagnostic):
         latest.append(value)
         if len(latest) > cfg.max_window:
             del latest[0]
-        k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
-        if n < k:
+        if n < 3:  # k is at least 3 values
             return None
-        start = sum(first[:k]) / k
-        now = sum(latest[-k:]) / k
-        if not math.isfinite(start + now):  # sums of values near the float maximum
+        k, start, now, stuck = self._means(state, n)
+        if not stuck:
             state["streak"] = 0
             return None
-        if (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start:
-            if state["streak"] == 0:
-                state["since"] = step
-            state["streak"] += 1
-        else:
-            state["streak"] = 0
-            return None
+        if state["streak"] == 0:
+            state["since"] = step
+        state["streak"] += 1
         in_steps = step - state["first_step"]
         if n < cfg.min_points or in_steps < cfg.min_steps or state["streak"] < math.ceil(cfg.hold_fraction * n):
             return None
         return self._stuck(metric, k, start, now, step, wall, state["since"],
                            f"has not improved on its start: mean of the latest {k} values",
                            f"{in_steps} steps and {n} values in")
+
+    def _means(self, state: dict, n: int) -> tuple[int, float, float, bool]:
+        """``(k, first mean, latest mean, no progress?)`` after ``n`` values (sums of values near the float
+        maximum are not finite: no verdict)."""
+        cfg = self.config
+        k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
+        start, now = sum(state["first"][:k]) / k, sum(state["latest"][-k:]) / k
+        stuck = math.isfinite(start + now) and (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start
+        return k, start, now, stuck
 
     def _stuck(self, metric: str, k: int, start: float, now: float, step: int, wall: float, since: int,
                what: str, extent: str) -> Finding:
