@@ -88,6 +88,8 @@ SHUTTING_DOWN = (
     "the server is shutting down; re-send what was not acknowledged to it after its restart, or to another instance"
 )
 
+STATUS_LINGER_S = 0.2  # at shutdown: time for clients to read their calls' final status before connections close
+
 
 class _Reader:
     """A StreamEvents call's request reader, as a shutdown sees it: stopped at once if it waits for a batch."""
@@ -784,6 +786,7 @@ class RunwatchServer:
         if self._server is not None:
             if deadline is not None:
                 grace = max(min(grace, (deadline - time.monotonic()) / 2), 0.1)
+            await self._calls_ended(grace / 2)
             await self._server.stop(grace)
         if self.kafka is not None:
             # Finishes the cycle in hand: its offsets are committed or left for the next owner.
@@ -810,6 +813,20 @@ class RunwatchServer:
             await asyncio.to_thread(self.pipeline.refitter.close)
         await asyncio.to_thread(self.store.close)
         return clean
+
+    async def _calls_ended(self, within: float) -> None:
+        """Wait for the open streams and watches to end with their status, then a moment more.
+
+        The server's stop closes every connection, and a connection closed while a
+        client still sends on it is reset: the client may then lose the status that
+        tells it why its call ended ("shutting down") and see only "connection reset".
+        """
+        if not (self.readers or self.watches):
+            return
+        until = time.monotonic() + within
+        while (self.readers or self.watches) and time.monotonic() < until:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(min(STATUS_LINGER_S, max(until - time.monotonic(), 0.0)))
 
     async def wait(self) -> None:
         if self._server is not None:
