@@ -27,9 +27,15 @@ Supported shapes (one parser each, tried in order):
   ``Test set: Average loss: 0.05, Accuracy: 9834/10000 (98%)``
 - torchtune ``1|25|Loss: 1.44`` (epoch|step|loss, its progress bar's description)
 - fastai's results table: ``epoch  train_loss  valid_loss  accuracy  time`` then ``0  0.51  0.35  0.89  00:12``
+- Ultralytics YOLO (v5 and v8+): ``Epoch GPU_mem box_loss cls_loss dfl_loss Instances Size`` then
+  ``1/100  2.61G  1.18  1.53  1.24  42  640: 100%|...| 8/8 [...]`` and the validation ``all`` row
+- Stable-Baselines3's tables between rules (``| train/ |`` sections, ``|  loss | 6.06 |`` rows): one event
+  at ``time/total_timesteps`` when the closing rule is printed
+- the Hugging Face Trainer's ``***** eval metrics *****`` block (``  eval_loss = 0.41``) at the current step
+- DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
-- step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``,
+- step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
   ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
   ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
@@ -215,7 +221,9 @@ _FASTAI_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][\w/]*)+?)\s+time\s*$")
 _FASTAI_ROW = re.compile(r"^\s*(\d+)((?:\s+(?:" + _NUM + r"|#na#))+)\s+\d+:\d\d(?::\d\d)?\s*$")
 _TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
 _LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
-_ANCHOR = re.compile(r"\b(global_step|step|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE)
+_ANCHOR = re.compile(
+    r"\b(global_step|step|steps(?=:)|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE
+)
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 _EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
 _PAIR_LINE = re.compile(
@@ -223,6 +231,13 @@ _PAIR_LINE = re.compile(
 )
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
 _PREFILTER = re.compile(r"\d")
+_SB3_RULE = re.compile(r"-{20,}")
+_SB3_ROW = re.compile(r"\|\s+(\S[^|]*?)\s*\|\s*(\S*)\s*\|")
+_HF_BLOCK = re.compile(r"\*{5} (\w+) metrics \*{5}")
+_HF_ROW = re.compile(r"\s+(\w+)\s*=\s*(\S+)\s*")
+_YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
+_YOLO_ALL = re.compile(r"\s*all\s+\d+\s+\d+\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
+_DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
 
 def _phase(line: str) -> str:
@@ -250,6 +265,9 @@ class MetricExtractor:
         self.dropped = 0  # events below the last step
         self.lines = 0
         self.table: list[str] | None = None  # column names of a fastai results table being printed
+        self.yolo: list | None = None  # [epoch base, column names...] of an Ultralytics YOLO training table
+        self.rl_table: dict | None = None  # a Stable-Baselines3 table being printed: {"section", "values"}
+        self.metrics_block: str | None = None  # the split of a Hugging Face "***** eval metrics *****" block
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -258,11 +276,8 @@ class MetricExtractor:
         self.lines += 1
         self.epoch_lines += 1
         self.bar_lines += 1
-        if _PREFILTER.search(line) is None:
-            if line.lstrip().startswith("epoch "):
-                _fastai(self, line)  # a results table's header: no digits, but it names the columns
-            return []
-        parsed = self._parse(line)
+        # Lines without a digit carry no value, but some open or close a table or block (see _marker).
+        parsed = self._parse(line) if _PREFILTER.search(line) is not None else _marker(self, line)
         out: list[Event] = []
         if parsed is None or not parsed.metrics:
             return out
@@ -300,6 +315,9 @@ class MetricExtractor:
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
+            "yolo": self.yolo, "metrics_block": self.metrics_block,
+            "rl_table": None if self.rl_table is None else {
+                "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -315,6 +333,13 @@ class MetricExtractor:
         self.lines = int(state["lines"])
         table = state.get("table")  # absent in states saved before tables were read
         self.table = None if table is None else [str(c) for c in table]
+        # Absent in states saved before these shapes were read.
+        yolo = state.get("yolo")
+        self.yolo = None if yolo is None else [int(yolo[0]), *(str(c) for c in yolo[1:])]
+        block = state.get("metrics_block")
+        self.metrics_block = None if block is None else str(block)
+        rl = state.get("rl_table")
+        self.rl_table = None if rl is None else {"section": str(rl["section"]), "values": _floats_in(rl["values"])}
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -341,6 +366,10 @@ class MetricExtractor:
 
     def _epoch_step(self, epoch: int, batch: int, total: int, base: int) -> int:
         return max(epoch - base, 0) * total + batch
+
+    def _current_step(self) -> int:
+        """The step a line without one reports at: the bar being held, else the last event's."""
+        return self.pending[0] if self.pending is not None else max(self.last_step, 0)
 
 
 def _floats_out(d: dict[str, float]) -> dict:
@@ -641,7 +670,7 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     anchors = _ANCHOR.findall(line)
     if not anchors:
         return None
-    rank = {"global_step": 0, "step": 1, "iteration": 2, "iter": 2, "epoch": 3}
+    rank = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3}
     word, value = min(anchors, key=lambda a: rank[a[0].lower()])
     if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
@@ -697,7 +726,152 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x.epoch, out) if out else None
 
 
+def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A line without a digit: a table's header or rule, a block's title; it may close a table with its values."""
+    s = line.strip()
+    if not s:
+        return None
+    head = s[0]
+    if head == "-" and _SB3_RULE.fullmatch(s):
+        return _sb3_rule(x)
+    if head == "|" and x.rl_table is not None:
+        return _sb3_row(x, s)
+    x.metrics_block = None  # a block of "key = value" rows ends at the first line of another kind
+    if head == "*":
+        m = _HF_BLOCK.search(s)
+        if m is not None:
+            x.metrics_block = m.group(1).lower()
+    elif head == "e" and s.startswith("epoch "):
+        _fastai(x, line)  # a results table's header: no digits, but it names the columns
+    elif head == "E" and s.startswith("Epoch "):
+        words = s.split()
+        if len(words) > 3 and words[1].lower() == "gpu_mem":  # YOLOv8+ writes GPU_mem, YOLOv5 gpu_mem
+            x.yolo = [1 if words[1] == "GPU_mem" else 0, *words[1:]]
+    return None
+
+
+def _sb3_rule(x: MetricExtractor) -> _Parsed | None:
+    """Stable-Baselines3's table rule: opens a table, or closes one and reports its rows at its total timesteps.
+
+    A rule that finds an empty table open (a lost closing rule, or a table with no rows) opens it afresh.
+    """
+    table = x.rl_table
+    if table is None or not table["values"]:
+        x.rl_table = {"section": "", "values": {}}
+        return None
+    x.rl_table = None
+    metrics: dict[str, float] = {}
+    for key, value in table["values"].items():
+        section, _, field = key.rpartition("/")
+        if key in _SB3_COUNTERS:
+            continue
+        if section == "train":
+            named = metric_name(field)
+            if named is not None and named[0] in ("loss", "lr", "grad_norm"):
+                metrics[named[0]] = value * named[1]
+                continue
+        metrics[_sanitize(key)] = value
+    steps = table["values"].get("time/total_timesteps")
+    step = int(steps) if steps is not None and math.isfinite(steps) else None
+    return _Parsed(step, metrics, counter=step is None)
+
+
+_SB3_COUNTERS = {"time/iterations", "time/time_elapsed", "time/total_timesteps", "time/episodes", "train/n_updates"}
+
+
+def _sb3_row(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A row of an open Stable-Baselines3 table: ``| train/ |  |`` names a section, ``|  loss | 6.06 |`` a value."""
+    table = x.rl_table
+    if table is None or line.lstrip()[:1] != "|":
+        return None
+    m = _SB3_ROW.fullmatch(line.strip())
+    if m is None or not m.group(1)[0].isalpha():
+        return None
+    key, cell = m.group(1), m.group(2)
+    if not cell and key.endswith("/"):
+        table["section"] = key.rstrip("/")
+    elif not table["section"]:
+        return None  # every value of an SB3 table sits in a section: this is some other table
+    elif re.fullmatch(_NUM, cell) and len(table["values"]) < 256:
+        table["values"][f"{table['section']}/{key}"] = _value(cell)
+    return _Parsed(None, {})  # a row of the table: no other shape reads it
+
+
+_HF_BLOCK_SKIP = ("runtime", "per_second", "samples", "steps", "flos", "mem")
+
+
+def _hf_metrics_row(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A row of the Trainer's ``***** eval metrics *****`` block: ``  eval_loss = 0.4123`` at the current step.
+
+    The ``train`` block's values are averages over the whole run (read, reported nowhere).
+    """
+    split = x.metrics_block
+    if split is None:
+        return None
+    m = _HF_ROW.fullmatch(line)
+    if m is None:
+        x.metrics_block = None
+        return None
+    key, cell = m.group(1).lower(), m.group(2)
+    if split not in ("eval", "predict", "test") or not re.fullmatch(_NUM, cell) or key == "epoch":
+        return _Parsed(None, {})
+    if any(word in key for word in _HF_BLOCK_SKIP):
+        return _Parsed(None, {})
+    if split == "eval":
+        named = metric_name(key if key.startswith("eval_") else "eval_" + key)
+    else:
+        named = metric_name(key.split("_", 1)[1] if "_" in key else key, "test/")
+    if named is None:
+        return _Parsed(None, {})
+    return _Parsed(x._current_step(), {named[0]: _value(cell) * named[1]})
+
+
+def _yolo(x: MetricExtractor, line: str) -> _Parsed | None:
+    """Ultralytics YOLO's training table (after its ``Epoch GPU_mem box_loss ...`` header).
+
+    A row ``1/100  2.61G  1.184  1.531  1.244  42  640: 100%|...| 8/8 [...]`` is a progress bar:
+    the step is ``(epoch - base) * batches + batch``; each loss column is reported and ``loss`` is
+    their sum (the objective YOLO minimises, per image). The validation bar's ``all`` row reports
+    ``val/precision``, ``val/recall``, ``val/map50`` and ``val/map50_95`` at the training step.
+    """
+    if x.yolo is None:
+        return None
+    m = _YOLO_ROW.match(line)
+    if m is None:
+        if "mAP" in line and "%|" in line:
+            return _Parsed(None, {})  # the validation bar's header: not a training step
+        a = _YOLO_ALL.match(line)
+        if a is None:
+            return None
+        names = ("val/precision", "val/recall", "val/map50", "val/map50_95")
+        return _Parsed(x._current_step(), {k: _value(v) for k, v in zip(names, a.groups())})
+    base, columns = x.yolo[0], x.yolo[1:]
+    cells = m.group(3).split()
+    if len(cells) != len(columns):
+        return None
+    out: dict[str, float] = {}
+    for column, cell in zip(columns, cells):
+        low = column.lower()
+        if (low.endswith("_loss") or low in ("box", "obj", "cls", "seg", "dfl")) and re.fullmatch(_NUM, cell):
+            out[low if low.endswith("_loss") else low + "_loss"] = _value(cell)
+    if not out:
+        return None
+    out["loss"] = round(sum(out.values()), 12)
+    step = x._epoch_step(int(m.group(1)), int(m.group(4)), int(m.group(5)), base)
+    x.bar_step, x.bar_lines = step, 0
+    return _Parsed(step, out, bar=True)
+
+
+def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
+    """DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], mom=[...]``: the learning rate of the first group."""
+    if "skipped=" not in line:
+        return None
+    m = _DEEPSPEED.search(line)
+    return None if m is None else _Parsed(int(m.group(1)), {"lr": _value(m.group(2))})
+
+
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
-    _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt, _onmt, _torch_example,
-    _fastai, _torchtune, _keras, _bar, _anchored, _leading_step, _epoch_context,
+    _sb3_row, _hf_metrics_row, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _bar, _deepspeed, _anchored, _leading_step,
+    _epoch_context,
 )

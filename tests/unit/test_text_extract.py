@@ -259,3 +259,106 @@ def test_fastai_results_table():
     assert restored.table == ["train_loss", "valid_loss", "error_rate"]
     assert restored.extract("3         0.60        0.58        0.14        00:13") == [
         (3, {"loss": 0.6, "val/loss": 0.58, "error_rate": 0.14})]
+
+
+SB3_TABLE = """\
+------------------------------------------
+| rollout/                |              |
+|    ep_len_mean          | 22.5         |
+|    ep_rew_mean          | -1.2e+03     |
+| time/                   |              |
+|    fps                  | 1184         |
+|    iterations           | 2            |
+|    time_elapsed         | 3            |
+|    total_timesteps      | 4096         |
+| train/                  |              |
+|    approx_kl            | 0.0089       |
+|    learning_rate        | 0.0003       |
+|    loss                 | nan          |
+|    n_updates            | 10           |
+|    value_loss           | 50.3         |
+------------------------------------------""".splitlines()
+
+
+def test_stable_baselines3_table_is_one_event_at_its_total_timesteps():
+    out, _ = ext(SB3_TABLE)
+    assert len(out) == 1
+    step, m = out[0]
+    assert step == 4096 and math.isnan(m.pop("loss"))
+    assert m == {"rollout/ep_len_mean": 22.5, "rollout/ep_rew_mean": -1200.0, "time/fps": 1184.0,
+                 "train/approx_kl": 0.0089, "lr": 0.0003, "train/value_loss": 50.3}
+
+
+def test_stable_baselines3_table_survives_a_checkpoint_mid_table():
+    x = MetricExtractor()
+    assert x.extract_many(SB3_TABLE[:8]) == []
+    restored = MetricExtractor()
+    restored.load_state_dict(json.loads(json.dumps(x.state_dict())))
+    out = restored.extract_many(SB3_TABLE[8:])
+    assert [s for s, _ in out] == [4096] and out[0][1]["train/value_loss"] == 50.3
+
+
+def test_other_tables_between_rules_are_not_read_as_stable_baselines3():
+    out, _ = ext([
+        "----------------------------------------",
+        "| loss | 0.5 |",  # no section row: not an SB3 table
+        "| epoch 001:    100 / 1234 loss=4.2, num_updates=100 |",
+        "----------------------------------------",
+    ])
+    assert out == [(100, {"loss": 4.2})]
+
+
+def test_hugging_face_eval_metrics_block_reports_at_the_current_step():
+    out, _ = ext([
+        "{'loss': 0.52, 'learning_rate': 1e-05, 'epoch': 2.9}",
+        "***** Running Evaluation *****",
+        "  Num examples = 872",
+        "  Batch size = 8",
+        "***** train metrics *****",  # averages over the run: not events
+        "  epoch                    =        3.0",
+        "  train_loss               =     0.3456",
+        "  train_runtime            = 0:12:34.56",
+        "***** eval metrics *****",
+        "  epoch                   =        3.0",
+        "  eval_accuracy           =     0.8765",
+        "  eval_loss               =     0.4123",
+        "  eval_runtime            = 0:00:12.34",
+        "  eval_samples_per_second =    100.123",
+        "  Num examples = 872",
+        "Saving model checkpoint to out/checkpoint-300",
+        "  eval_loss = 9.9",  # after another line: not in the block any more
+    ])
+    assert out == [(0, {"loss": 0.52, "lr": 1e-05, "epoch": 2.9}), (0, {"val/acc": 0.8765}), (0, {"val/loss": 0.4123})]
+
+
+def test_ultralytics_yolo_training_and_validation_rows():
+    out, _ = ext([
+        "      Epoch    GPU_mem   box_loss   cls_loss   dfl_loss  Instances       Size",
+        "      1/100      2.61G      1.184      1.531      1.244         42        640: 100%|##########| 8/8 [00:02<00:00,  3.21it/s]",
+        "                 Class     Images  Instances      Box(P          R      mAP50  mAP50-95): 100%|##########| 4/4 [00:00<00:00,  5.11it/s]",
+        "                   all        128        929      0.651      0.552      0.617      0.456",
+        "      2/100      2.61G      1.084      1.431        nan         40        640:  50%|#####     | 4/8 [00:01<00:01,  3.21it/s]",
+        "      2/100      2.61G      1.074      1.421        nan         40        640: 100%|##########| 8/8 [00:02<00:00,  3.21it/s]",
+    ])
+    assert out[0] == (8, {"box_loss": 1.184, "cls_loss": 1.531, "dfl_loss": 1.244, "loss": 3.959})
+    assert out[1] == (8, {"val/precision": 0.651, "val/recall": 0.552, "val/map50": 0.617, "val/map50_95": 0.456})
+    assert [s for s, _ in out[2:]] == [12, 16] and all(math.isnan(m["loss"]) for _, m in out[2:])
+
+
+def test_yolov5_rows_count_epochs_from_zero():
+    out, _ = ext([
+        "     Epoch   gpu_mem       box       obj       cls    labels  img_size",
+        "      0/299     3.23G   0.04263   0.06001   0.02358       203       640: 100%|##########| 10/10 [00:03<00:00,  2.9it/s]",
+        "      1/299     3.23G   0.04163   0.05901   0.02258       203       640: 100%|##########| 10/10 [00:03<00:00,  2.9it/s]",
+    ])
+    assert [s for s, _ in out] == [10, 20]
+    assert out[0][1] == {"box_loss": 0.04263, "obj_loss": 0.06001, "cls_loss": 0.02358, "loss": 0.12622}
+
+
+def test_deepspeed_engine_reports_and_steps_lines():
+    out, _ = ext([
+        "[2024-01-01 10:00:00,123] [INFO] [logging.py:96:log_dist] [Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
+        "steps: 200 loss: 2.3456 iter time (s): 0.512 samples/sec: 62.500",
+        "Total optimization steps = 1000",  # a setting, not a step
+    ])
+    assert out == [(100, {"lr": 0.0001}), (200, {"loss": 2.3456})]
