@@ -33,6 +33,7 @@ Supported shapes (one parser each, tried in order):
   at ``time/total_timesteps`` when the closing rule is printed
 - the Hugging Face Trainer's ``***** eval metrics *****`` block (``  eval_loss = 0.41``) at the current step
 - DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
+- MosaicML Composer's console: ``[epoch=1][batch=100/1000]:`` then rows ``Train loss/train/total: 2.34``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
@@ -237,6 +238,8 @@ _HF_BLOCK = re.compile(r"\*{5} (\w+) metrics \*{5}")
 _HF_ROW = re.compile(r"\s+(\w+)\s*=\s*(\S+)\s*")
 _YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
 _YOLO_ALL = re.compile(r"\s*all\s+\d+\s+\d+\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
+_COMPOSER_HEAD = re.compile(r"(?:\[epoch=(\d+)\])?\[(batch|token|sample|iteration|Eval batch)=(\d+)(?:/(\d+))?\]")
+_COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
 _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
 
@@ -268,6 +271,7 @@ class MetricExtractor:
         self.yolo: list | None = None  # [epoch base, column names...] of an Ultralytics YOLO training table
         self.rl_table: dict | None = None  # a Stable-Baselines3 table being printed: {"section", "values"}
         self.metrics_block: str | None = None  # the split of a Hugging Face "***** eval metrics *****" block
+        self.composer_step: int | None = None  # the step of the Composer progress line whose rows follow
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -315,7 +319,7 @@ class MetricExtractor:
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
-            "yolo": self.yolo, "metrics_block": self.metrics_block,
+            "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -336,6 +340,8 @@ class MetricExtractor:
         # Absent in states saved before these shapes were read.
         yolo = state.get("yolo")
         self.yolo = None if yolo is None else [int(yolo[0]), *(str(c) for c in yolo[1:])]
+        composer = state.get("composer_step")
+        self.composer_step = None if composer is None else int(composer)
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -862,6 +868,58 @@ def _yolo(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out, bar=True)
 
 
+def _composer(x: MetricExtractor, line: str) -> _Parsed | None:
+    """MosaicML Composer's console: ``[epoch=1][batch=100/1000]:`` then a row per value, ``\\t Train loss/train/total: 2.34``.
+
+    Training rows are reported at the progress line's step (``(epoch - 1) * batches + batch``, or the
+    batch, token or sample count); ``[Eval batch=...]`` rows at the current training step, as ``val/``.
+    """
+    if line[:1] == "[":
+        m = _COMPOSER_HEAD.match(line)
+        rest = "" if m is None else line[m.end():].strip()
+        if m is None or (rest not in ("", ":") and not rest.startswith("Eval on ")):
+            x.composer_step = None
+            return None
+        epoch, unit, count, total = m.groups()
+        if unit == "Eval batch":
+            x.composer_step = -1
+        elif epoch is not None and total is not None:
+            x.composer_step = x._epoch_step(int(epoch), int(count), int(total), 1)
+        else:
+            x.composer_step = int(count)
+        return _Parsed(None, {})
+    if x.composer_step is None:
+        return None
+    m = _COMPOSER_ROW.fullmatch(line)
+    if m is None:
+        x.composer_step = None
+        return None
+    phase, key, raw = m.groups()
+    name = _composer_name(key, "val/" if phase == "Eval" else "")
+    if name is None:
+        return _Parsed(None, {})
+    step = x._current_step() if x.composer_step < 0 else x.composer_step
+    return _Parsed(step, {name: _value(raw)})
+
+
+def _composer_name(key: str, phase: str) -> str | None:
+    """``loss/train/total`` -> ``loss``, ``lr-DecoupledAdamW/group0`` -> ``lr``, ``metrics/eval/LanguageCrossEntropy`` -> ``val/loss``."""
+    low = key.lower()
+    if low.startswith(("time/", "trainer/", "throughput/")):
+        return None
+    if low.startswith("lr-"):
+        return None if phase else "lr"
+    parts = low.split("/")
+    if parts[0] == "loss":
+        return phase + ("loss" if parts[-1] == "total" else "loss/" + parts[-1])
+    if parts[0] == "metrics" and len(parts) >= 3:
+        field = parts[-1]
+        if field == "languagecrossentropy":
+            return phase + "loss"
+        return phase + ("ppl" if field == "languageperplexity" else _sanitize(field))
+    return phase + _sanitize(low)
+
+
 def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
     """DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], mom=[...]``: the learning rate of the first group."""
     if "skipped=" not in line:
@@ -871,7 +929,7 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
-    _sb3_row, _hf_metrics_row, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
+    _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _bar, _deepspeed, _anchored, _leading_step,
     _epoch_context,
 )

@@ -362,3 +362,21 @@ def test_deepspeed_engine_reports_and_steps_lines():
         "Total optimization steps = 1000",  # a setting, not a step
     ])
     assert out == [(100, {"lr": 0.0001}), (200, {"loss": 2.3456})]
+
+
+def test_composer_console_rows_follow_their_progress_line():
+    out, _ = ext([
+        "[epoch=1][batch=100/1000]:",
+        "\t Train time/batch: 99",
+        "\t Train loss/train/total: 2.3456",
+        "\t Train lr-DecoupledAdamW/group0: 0.0006",
+        "[Eval batch=10/10] Eval on eval data:",
+        "\t Eval metrics/eval/LanguageCrossEntropy: 2.1",
+        "\t Eval metrics/eval/LanguagePerplexity: 8.17",
+        "[epoch=2][batch=50/1000]:",
+        "\t Train loss/train/total: 2.2",
+        "[batch=300/1000] loss: 9.9",  # another tool's line in brackets: not Composer's progress line
+        "\t Train loss/train/total: 7.7",  # so no row follows it
+    ])
+    assert out == [(100, {"loss": 2.3456}), (100, {"lr": 0.0006}), (100, {"val/loss": 2.1}), (100, {"val/ppl": 8.17}),
+                   (1050, {"loss": 2.2})]
