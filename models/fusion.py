@@ -14,6 +14,11 @@ as INFO with the root cause named, not published as new incidents. So a
 diverging run reports DIVERGENCE_PREDICTED (and later NONFINITE), not six
 kinds at once.
 
+Third, a run that has *failed* (a CRITICAL divergence or non-finite value)
+stays one incident: for ``failure_steps`` after the last such finding, the
+rule and learned findings that follow from it (saturated and then vanishing
+gradients, odd update ratios, an outlying run) are INFO, naming the failure.
+
 Examples
 --------
 >>> from runwatch.models.findings import AnomalyKind, Finding, Severity
@@ -43,6 +48,14 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 # of the training split) while calling noisy healthy runs unusual; the spike rule's own alert level
 # (LossSpikeConfig.alert_z) separates them better.
 GATED_DEFAULT = ("EXPLODING_GRADIENT", "DEAD_UNITS")
+# What a blown-up net shows next: on the corpus training split's 23 divergent runs, after the first CRITICAL
+# divergence or non-finite finding, rules still opened incidents for vanishing gradients (6, 50-116 steps later),
+# update ratios (3, 60), an outlying run (2, 21-26), saturation (1, 91) and a plateau (1, 175).
+FAILURES_DEFAULT = ("DIVERGENCE_PREDICTED", "NONFINITE")
+CONSEQUENCES_DEFAULT = (
+    "LOSS_SPIKE", "EXPLODING_GRADIENT", "VANISHING_GRADIENT", "DEAD_UNITS", "SATURATION", "UPDATE_RATIO", "PLATEAU",
+    "OVERFITTING", "RUN_OUTLIER", "SEQUENCE_OUTLIER",
+)
 SYMPTOMS_DEFAULT = ("LOSS_SPIKE", "EXPLODING_GRADIENT", "DEAD_UNITS")
 LOSS_RESPONSE_DEFAULT = ("EXPLODING_GRADIENT",)
 
@@ -67,6 +80,12 @@ class FusionConfig(DiagnosticConfig):
         not rising, no jump beyond 3x its noise) they are INFO. Gradient-norm
         surges by default: the HF Trainer logs the norm before clipping, and
         clipped fp16/LoRA runs show 100-1,000x surges that the loss never feels.
+    failure_kinds
+        Kinds that, at CRITICAL, mean the run has failed.
+    consequence_kinds
+        Kinds that, within ``failure_steps`` after the last failure finding,
+        are consequences of the failure (INFO). ``failure_steps`` 0 switches
+        this off.
     """
 
     enabled: bool = True
@@ -74,8 +93,11 @@ class FusionConfig(DiagnosticConfig):
     symptom_kinds: tuple[str, ...] = SYMPTOMS_DEFAULT
     group_steps: int = Field(100, ge=0)
     loss_response_kinds: tuple[str, ...] = LOSS_RESPONSE_DEFAULT
+    failure_kinds: tuple[str, ...] = FAILURES_DEFAULT
+    consequence_kinds: tuple[str, ...] = CONSEQUENCES_DEFAULT
+    failure_steps: int = Field(500, ge=0)
 
-    @field_validator("gated_kinds", "symptom_kinds", "loss_response_kinds")
+    @field_validator("gated_kinds", "symptom_kinds", "loss_response_kinds", "failure_kinds", "consequence_kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
         # Checked here, not when a run's monitor is built: a bad name would fail every run.
@@ -93,8 +115,12 @@ class FindingFusion:
         self._gated = {AnomalyKind[k] for k in self.config.gated_kinds}
         self._symptoms = {AnomalyKind[k] for k in self.config.symptom_kinds}
         self._loss_felt = {AnomalyKind[k] for k in self.config.loss_response_kinds}
+        self._failures = {AnomalyKind[k] for k in self.config.failure_kinds}
+        self._consequences = {AnomalyKind[k] for k in self.config.consequence_kinds}
         self.root_kind = 0
         self.root_step = -1
+        self.failed_kind = 0
+        self.failed_step = -1  # the last CRITICAL failure finding's step
 
     def apply(
         self,
@@ -107,6 +133,13 @@ class FindingFusion:
             return list(findings)
         for f in findings:
             if f.severity < Severity.WARNING:
+                continue
+            if f.severity is Severity.CRITICAL and f.kind in self._failures:
+                self.failed_kind, self.failed_step = int(f.kind), max(self.failed_step, f.step)
+            elif f.kind in self._consequences and self._after_failure(f.step):
+                f.severity = Severity.INFO
+                f.explanation += (f" [INFO: after the run failed ({AnomalyKind(self.failed_kind).name} "
+                                  f"at step {self.failed_step})]")
                 continue
             if f.kind in self._loss_felt and loss_calm is not None and loss_calm(f.step):
                 f.severity = Severity.INFO
@@ -129,8 +162,13 @@ class FindingFusion:
                 self.root_kind, self.root_step = int(f.kind), f.step
         return list(findings)
 
+    def _after_failure(self, step: int) -> bool:
+        return self.failed_step >= 0 and 0 <= step - self.failed_step <= self.config.failure_steps
+
     def state_dict(self) -> list[int]:
-        return [self.root_kind, self.root_step]
+        return [self.root_kind, self.root_step, self.failed_kind, self.failed_step]
 
     def load_state_dict(self, state: list[int]) -> None:
         self.root_kind, self.root_step = int(state[0]), int(state[1])
+        if len(state) >= 4:  # checkpoints written before the failure latch have two entries
+            self.failed_kind, self.failed_step = int(state[2]), int(state[3])

@@ -112,7 +112,50 @@ class NonFiniteDiagnostic(Diagnostic):
                         since=int(col.steps[max(start, 0)]),
                     )
                 )
-        return findings
+        return _one_incident(findings) if len(findings) > 1 else _keyed(findings)
+
+
+# A run whose values turn non-finite is one incident, not one per metric: every CRITICAL finding shares this key.
+RUN_KEY = "nonfinite"
+
+
+def _keyed(findings: list[Finding]) -> list[Finding]:
+    for f in findings:
+        if f.severity is Severity.CRITICAL:
+            f.key = RUN_KEY
+    return findings
+
+
+def _lead_rank(metric: str) -> tuple[int, str]:
+    """The metric that names a multi-metric finding: the training loss, then other losses, then the rest."""
+    return (0 if metric == "loss" else 1 if "loss" in metric else 2, metric)
+
+
+def _one_incident(findings: list[Finding]) -> list[Finding]:
+    """The findings at a step with a CRITICAL one merged into one (CRITICAL first, then the loss; the others related).
+
+    >>> nan = lambda m: Finding(AnomalyKind.NONFINITE, Severity.CRITICAL, 1e9, 7, m, f"{m} became NaN at step 7")
+    >>> [(f.metric, f.related, f.key, f.explanation) for f in _one_incident([nan("grad_norm"), nan("loss")])]
+    [('loss', ('grad_norm',), 'nonfinite', 'loss became NaN at step 7; also non-finite there: grad_norm')]
+    """
+    at_step: dict[int, list[Finding]] = {}
+    for f in findings:
+        at_step.setdefault(f.step, []).append(f)
+    out = []
+    for group in at_step.values():
+        if len(group) == 1 or all(f.severity is not Severity.CRITICAL for f in group):
+            out.extend(group)
+            continue
+        group.sort(key=lambda f: (f.severity is not Severity.CRITICAL, *_lead_rank(f.metric)))
+        lead = group[0]
+        others = tuple(f.metric for f in group[1:])
+        named = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        lead.explanation += f"; also non-finite there: {named}"
+        lead.related = others
+        lead.since = min(f.since for f in group)
+        out.append(lead)
+    out.sort(key=lambda f: f.step)
+    return _keyed(out)
 
 
 def _streak_counts(bad: np.ndarray, carried: int) -> np.ndarray:

@@ -395,8 +395,12 @@ def test_divergence_is_predicted_before_the_loss_becomes_nonfinite(name: str, mi
     pred = first(alerts, AnomalyKind.DIVERGENCE_PREDICTED)
     assert pred is not None, show(alerts)
     assert pred.first_step <= nan_step - min_lead
-    nonfinite = first(alerts, AnomalyKind.NONFINITE, key="loss")
-    assert nonfinite is not None and nonfinite.first_step == nan_step > pred.first_step
+    critical = [a for a in alerts if a.finding.kind == AnomalyKind.NONFINITE and a.finding.severity.name == "CRITICAL"]
+    nonfinite = min(critical, key=lambda a: a.first_step) if critical else None
+    # The first loss to turn non-finite (val/loss may do so a step before loss) names the run's one incident.
+    assert nonfinite is not None and pred.first_step < nonfinite.first_step <= nan_step
+    assert "loss" in nonfinite.finding.metric
+    assert len({a.incident_id for a in critical}) == 1
     text = pred.finding.explanation
     assert (
         text.startswith("loss rose ")
@@ -844,3 +848,32 @@ def test_a_non_finite_gradient_is_info_until_it_persists_whatever_the_batching(b
     assert by_step[6].severity == Severity.CRITICAL and "3 reports in a row" in by_step[6].explanation
     assert d._streaks["grad_norm"] == 0  # finite again at the end
     assert not any(f.metric == "loss" for f in found)
+
+
+def test_after_a_run_fails_its_consequences_are_info_naming_the_failure() -> None:
+    from runwatch.models.fusion import FindingFusion, FusionConfig
+
+    def f(kind, severity, step):
+        return Finding(AnomalyKind[kind], Severity[severity], 1.0, step, "loss", kind.lower())
+
+    fusion = FindingFusion(FusionConfig())
+    blown = f("DIVERGENCE_PREDICTED", "CRITICAL", 100)
+    later = [f("VANISHING_GRADIENT", "ERROR", 160), f("UPDATE_RATIO", "WARNING", 250), f("SATURATION", "WARNING", 700),
+             f("LOG_PATTERN", "ERROR", 200)]
+    fusion.apply([blown, *later], learned_normal=lambda step: False)
+    assert blown.severity == Severity.CRITICAL
+    assert [x.severity.name for x in later] == ["INFO", "INFO", "WARNING", "ERROR"]  # 600 steps on: a new problem
+    assert later[0].explanation.endswith("[INFO: after the run failed (DIVERGENCE_PREDICTED at step 100)]")
+    restored = FindingFusion(FusionConfig())
+    restored.load_state_dict(fusion.state_dict())
+    again = f("RUN_OUTLIER", "WARNING", 300)
+    restored.apply([again], learned_normal=lambda step: False)
+    assert again.severity == Severity.INFO
+    old = FindingFusion(FusionConfig())
+    old.load_state_dict([0, -1])  # a checkpoint from before the failure latch
+    assert old.failed_step == -1
+    prediction = f("DIVERGENCE_PREDICTED", "ERROR", 10)  # a forecast is not a failure
+    quiet = FindingFusion(FusionConfig())
+    after = f("VANISHING_GRADIENT", "WARNING", 20)
+    quiet.apply([prediction, after], learned_normal=lambda step: False)
+    assert after.severity == Severity.WARNING
