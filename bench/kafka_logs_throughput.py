@@ -106,7 +106,7 @@ def _runwatch(settings_json: str, n_lines: int, analyse: bool, out: mp.Queue) ->
         settings = ServiceSettings.model_validate_json(settings_json)
         server = RunwatchServer(settings)
         if not analyse:
-            server.pipeline.text.analyse = lambda state, items, now: []
+            server.pipeline.text.analyse = lambda state, items, now: ([], [])
         await server.start()
         stats = server.kafka.consumer.stats
         while not (stats.log_lines >= n_lines and stats.commits + stats.commit_failures == stats.cycles):

@@ -592,8 +592,11 @@ class DetectionPipeline:
         if log_rows:
             ops.append(store_ops.append_logs_op(log_rows))
         for state, items in texts.values():
-            for alert in self.text.analyse(state, items, now):
+            alerts, read = self.text.analyse(state, items, now)
+            for alert in alerts:
                 anomalies.append(to_anomaly(alert, state.run_id, state.project, now))
+            if read:
+                ops.append(_read_events_op(state.run_id, read, now))
 
         for i, end in enumerate(batch.ends):
             where = f"ends[{i}]"
@@ -1353,3 +1356,11 @@ def to_anomaly(alert: Alert, run_id: str, project: str, detected_time: float) ->
     if f.lines:
         a.log_lines.extend(f.lines)
     return a
+
+
+def _read_events_op(run_id: str, events: list[tuple[int, dict[str, float]]], now: float) -> WriteOp:
+    """The metric events read from a run's text lines, stored as its metric history (charts, export, show)."""
+    chunk = runs_pb2.EventBatch()
+    for step, metrics in events:
+        chunk.events.add(run_id=run_id, step=step, wall_time=now).metrics.update(metrics)
+    return store_ops.append_events_op(run_id, events[0][0], events[-1][0], len(events), chunk.SerializeToString(), now)

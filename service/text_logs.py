@@ -2,7 +2,8 @@
 
 The pipeline hands every accepted batch of a run's log lines here. Metric
 events read from the text go into the run's ``RunMonitor`` as if they had been
-sent as metrics (names the run already sends as metrics are left to those), and
+sent as metrics (names the run already sends as metrics are left to those) and are
+stored as its metric history (charts, `runwatch show`, export), and
 ``LOG_PATTERN`` findings go through the same alert policy, so dedupe, ids,
 the anomaly topic and the watch stream treat them like any anomaly.
 
@@ -20,6 +21,7 @@ from functools import partial
 
 from runwatch.models.alerting import Alert
 from runwatch.models.block import MetricBlock
+from runwatch.models.text.extract import Event
 from runwatch.models.text.monitor import TextMonitor, TextMonitorConfig
 from runwatch.models.text.templates import JsonStatePersistence, TemplateMiner
 from runwatch.service import store as store_ops
@@ -61,19 +63,22 @@ class LogTextAnalysis:
             tm = state.text = TextMonitor(state.run_id, self.config, miner=self.miner(state.project))
         return tm
 
-    def analyse(self, state, items: list[tuple[str, int]], now: float) -> list[Alert]:
-        """One run's accepted lines of a batch, in order; the alerts they raised."""
+    def analyse(self, state, items: list[tuple[str, int]], now: float) -> tuple[list[Alert], list[Event]]:
+        """One run's accepted lines of a batch, in order: the alerts they raised, and the metric events read
+        from them that went to the run's monitor (to be stored with the lines, as the run's metric history)."""
         monitor = state.monitor
         if monitor is None or not items:
-            return []
+            return [], []
         events, findings = self.monitor(state).observe_lines(items)
         alerts: list[Alert] = []
+        read: list[Event] = []
         if events:
             sent = set().union(*state.valid_names) if state.valid_names else set()
             steps, walls, names, values = [], [], [], []
             for step, metrics in events:
                 kept = [(k, v) for k, v in metrics.items() if k not in sent]
                 if kept:
+                    read.append((step, dict(kept)))
                     steps.append(step)
                     walls.append(now)
                     names.append(tuple(k for k, _ in kept))
@@ -83,7 +88,7 @@ class LogTextAnalysis:
         if findings:
             alerts.extend(monitor.report(findings, now))
         self._save(state.project)
-        return alerts
+        return alerts, read
 
     def _save(self, project: str) -> None:
         m = self.miners.get(project)

@@ -71,6 +71,12 @@ def test_log_text_raises_log_pattern_and_metric_detectors(server, client):
     assert "fix:" in a.explanation and a.step == 30
     assert run.finish(timeout=10)
 
+    # What was read from the text is the run's metric history: summaries (runwatch show) and the stored events.
+    summary = stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="text-megatron"), timeout=10)
+    loss = {m.name: m for m in summary.metrics}["loss"]
+    assert (loss.count, loss.last_step, loss.min, loss.max) == (3, 30, 6.702218, 7.412309)
+    assert summary.run.last_step == 30 and summary.run.event_count == 3
+
     # The project's templates are in the store once the server has stopped.
     srv.stop()
     store = RunStore(srv.settings.db_path)
