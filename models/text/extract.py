@@ -70,6 +70,7 @@ import re
 from collections.abc import Callable, Iterable
 
 Event = tuple[int, dict[str, float]]
+STEP_LIMIT = 2**63  # a step printed beyond int64 (a garbled line) is dropped like a step that went back
 
 # A digit must follow a decimal point: "0." at the end of a cut-off line is not a value.
 _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:inity)?)"
@@ -350,7 +351,7 @@ class MetricExtractor:
     # -- internals --------------------------------------------------------------------------------
 
     def _emit(self, step: int, metrics: dict[str, float], out: list[Event]) -> None:
-        if step < self.last_step:
+        if step < self.last_step or step >= STEP_LIMIT:  # steps are int64 in the contract
             self.dropped += 1
             return
         fresh = {k: v for k, v in metrics.items() if self.emitted.get(k, -1) < step}

@@ -380,3 +380,8 @@ def test_composer_console_rows_follow_their_progress_line():
     ])
     assert out == [(100, {"loss": 2.3456}), (100, {"lr": 0.0006}), (100, {"val/loss": 2.1}), (100, {"val/ppl": 8.17}),
                    (1050, {"loss": 2.2})]
+
+
+def test_a_step_beyond_int64_is_dropped_not_passed_on():
+    out, x = ext(["step 99999999999999999999999 loss=0.5", "step 9223372036854775808 loss=0.4", "step 5 loss=0.3"])
+    assert out == [(5, {"loss": 0.3})] and x.dropped == 2
