@@ -877,3 +877,36 @@ def test_after_a_run_fails_its_consequences_are_info_naming_the_failure() -> Non
     after = f("VANISHING_GRADIENT", "WARNING", 20)
     quiet.apply([prediction, after], learned_normal=lambda step: False)
     assert after.severity == Severity.WARNING
+
+
+def test_overfitting_pages_after_alert_patience_points_or_when_a_run_ends_overfit() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    def rows(n_val: int, best_at: int):
+        out = []
+        for step in range(n_val * 10):
+            row = {"loss": 2.0 * 0.97 ** step}
+            if step % 10 == 9:
+                k = step // 10
+                row["val/loss"] = 0.5 if k <= best_at else 0.5 * (1.3 + 0.05 * (k - best_at))
+            out.append(row)
+        return MetricBlock.from_rows(list(range(len(out))), [0.0] * len(out), out)
+
+    long_run = OverfittingDiagnostic()
+    found = long_run.observe_block(rows(16, 5))
+    assert [f.severity.name for f in found][:3] == ["INFO", "INFO", "WARNING"]  # points 3, 4: INFO; 5: paged
+    assert found[2].step == 109 and long_run.on_end() == []  # already paged: nothing more at the end
+
+    short = OverfittingDiagnostic()
+    found = short.observe_block(rows(9, 5))  # ends 3 points into the rise
+    assert [f.severity.name for f in found] == ["INFO"]
+    restored = OverfittingDiagnostic()
+    restored.load_state_dict(json.loads(json.dumps(short.state_dict())))
+    (end,) = restored.on_end()
+    assert end.severity == Severity.WARNING and end.step == 89 and end.explanation.endswith("; the run ended so")
+
+    recovered = OverfittingDiagnostic()
+    block = rows(9, 5)
+    recovered.observe_block(block)
+    recovered.observe_block(MetricBlock.from_rows([99], [0.0], [{"loss": 0.01, "val/loss": 0.5}]))  # back at its best
+    assert recovered.on_end() == []
