@@ -11,6 +11,7 @@ from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, column_arrays, column_pair
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import OVERFITTING_STATE, overfitting, scratch
+from runwatch.models.snapshot import encode
 
 
 class OverfittingConfig(DiagnosticConfig):
@@ -138,6 +139,13 @@ class OverfittingDiagnostic(Diagnostic):
         # The last finding held at INFO for want of alert_patience points, as [step, wall time, kernel row...];
         # a run that finishes while it still holds ends overfit (see on_end).
         self._held: list[float] = []
+
+    def load_state_dict(self, snapshot: dict) -> bool:
+        """Restore :meth:`state_dict` output; a snapshot from before held findings were kept restores none."""
+        state = snapshot.get("state")
+        if isinstance(state, dict) and "_state" in state and "_held" not in state:
+            snapshot = {**snapshot, "state": {**state, "_held": encode([])}}
+        return super().load_state_dict(snapshot)
 
     def watches(self, metric: str) -> bool:
         return metric in (self.config.train_metric, self.config.val_metric)

@@ -910,3 +910,15 @@ def test_overfitting_pages_after_alert_patience_points_or_when_a_run_ends_overfi
     recovered.observe_block(block)
     recovered.observe_block(MetricBlock.from_rows([99], [0.0], [{"loss": 0.01, "val/loss": 0.5}]))  # back at its best
     assert recovered.on_end() == []
+
+
+def test_overfitting_restores_a_checkpoint_from_before_held_findings() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    d = OverfittingDiagnostic()
+    d.observe_block(MetricBlock.from_rows([9, 19], [0.0, 0.0], [{"loss": 1.0, "val/loss": 0.5}, {"loss": 0.9, "val/loss": 0.4}]))
+    old = json.loads(json.dumps(d.state_dict()))
+    del old["state"]["_held"]
+    restored = OverfittingDiagnostic()
+    assert restored.load_state_dict(old) and restored._held == []
+    assert restored._state.tolist() == d._state.tolist()
