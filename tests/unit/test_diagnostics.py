@@ -922,3 +922,14 @@ def test_overfitting_restores_a_checkpoint_from_before_held_findings() -> None:
     restored = OverfittingDiagnostic()
     assert restored.load_state_dict(old) and restored._held == []
     assert restored._state.tolist() == d._state.tolist()
+
+
+def test_a_run_that_only_reports_evaluations_waits_longer_before_its_rhythm_is_known() -> None:
+    from runwatch.models.diagnostics.stalled import StalledRunDiagnostic
+
+    evals, train = StalledRunDiagnostic(), StalledRunDiagnostic()
+    evals.observe_block(MetricBlock.from_rows([0], [1000.0], [{"val/acc": 0.3}]))
+    train.observe_block(MetricBlock.from_rows([0], [1000.0], [{"loss": 2.3}]))
+    assert (evals.timeout, train.timeout) == (3 * 4 * 900.0, 4 * 900.0)
+    assert evals.on_idle(now=1000.0 + 6637.0, last_wall_time=1000.0, last_step=0) is None  # a CPU ResNet epoch
+    assert train.on_idle(now=1000.0 + 6637.0, last_wall_time=1000.0, last_step=0) is not None
