@@ -34,7 +34,7 @@ SHELL_LANGS = {"bash", "sh", "shell", "console"}
 SETUP_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]' && .venv/bin/runwatch demo"
 )
-TEST_COMMAND = ".venv/bin/python -m pytest -q"
+TEST_COMMAND = ".venv/bin/python -m pytest -q -n 2"
 
 
 @dataclass(frozen=True)
