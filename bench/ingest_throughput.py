@@ -30,7 +30,10 @@ event each of 64 runs out of 1,000), each against the bare parse-only service,
 prints one table (shape, pipeline events/s, parse-only events/s, ratio, p50/p99
 batch arrival -> anomaly emitted) and with ``--write`` replaces the section
 between ``<!-- ingest-shapes:begin -->`` and ``<!-- ingest-shapes:end -->`` of
-that file (appended when absent), with the command that produced it.
+that file (appended when absent), with the command that produced it. Each shape is then sent once
+more with the client pacing its streams at ``--paced-load`` (default 0.5) times the throughput just
+measured: at full speed the client outruns the server and a batch's latency is mostly queueing, so the
+paced columns give the latency a run sees when the server keeps up.
 
     python bench/ingest_throughput.py --in-process --runs 16 --steps 2000
 
@@ -215,7 +218,13 @@ def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: st
     asyncio.run(main())
 
 
-async def _drive(port: int, per_run: list[list[bytes]], streams: int) -> tuple[float, int]:
+async def _drive(port: int, per_run: list[list[bytes]], streams: int, rate: float = 0.0) -> tuple[float, int]:
+    """Send every batch over ``streams`` concurrent streams; seconds taken and events accepted.
+
+    ``rate`` = 0: as fast as flow control lets (the throughput measurement). ``rate`` > 0: batches
+    per second over all streams, each stream sending at an even pace (the latency measurement: an
+    offered load the server keeps up with, so latency is processing, not a queue growing without end).
+    """
     import grpc
 
     from runwatch.v1 import service_pb2
@@ -230,17 +239,30 @@ async def _drive(port: int, per_run: list[list[bytes]], streams: int) -> tuple[f
         )
         groups = [per_run[i::streams] for i in range(streams)]
 
-        async def one_stream(group: list[list[bytes]]) -> int:
+        live = [g for g in groups if g]
+        interval = len(live) / rate if rate > 0 else 0.0
+
+        async def paced(order: list[bytes], offset: float):
+            # Streams start staggered: in step, every stream's batch i would arrive at once, a burst per interval.
+            loop = asyncio.get_running_loop()
+            t0 = loop.time() + offset
+            for i, raw in enumerate(order):
+                delay = t0 + i * interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                yield raw
+
+        async def one_stream(group: list[list[bytes]], offset: float) -> int:
             # Interleave the runs of this stream batch by batch, as concurrent training jobs would.
             order = [g[i] for i in range(max(len(g) for g in group)) for g in group if i < len(g)]
-            call = method(iter(order))
+            call = method(paced(order, offset) if interval else iter(order))
             accepted = 0
             async for ack in call:
                 accepted += ack.accepted
             return accepted
 
         t0 = time.perf_counter()
-        accepted = sum(await asyncio.gather(*(one_stream(g) for g in groups if g)))
+        accepted = sum(await asyncio.gather(*(one_stream(g, j * interval / len(live)) for j, g in enumerate(live))))
         return time.perf_counter() - t0, accepted
 
 
@@ -318,9 +340,10 @@ class DashboardLoad:
 
 
 def measure(
-    kind: str, per_run, streams: int, scrape_every: float = 1.0, store: str | None = None
+    kind: str, per_run, streams: int, scrape_every: float = 1.0, store: str | None = None, rate: float = 0.0
 ) -> tuple[float, int, list[float], dict]:
-    """One server of ``kind`` in its own process, driven with ``per_run``; ``store`` = a PostgreSQL URL or SQLite."""
+    """One server of ``kind`` in its own process, driven with ``per_run``; ``store`` = a PostgreSQL URL or SQLite;
+    ``rate`` > 0: the client sends that many batches per second (see :func:`_drive`)."""
     ctx = mp.get_context("spawn")
     port_q, out_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,9 +360,9 @@ def measure(
         load = None
         if kind == "full+http":
             with DashboardLoad(port_q.get(timeout=60), scrape_every) as load:
-                seconds, accepted = asyncio.run(_drive(port, per_run, streams))
+                seconds, accepted = asyncio.run(_drive(port, per_run, streams, rate))
         else:
-            seconds, accepted = asyncio.run(_drive(port, per_run, streams))
+            seconds, accepted = asyncio.run(_drive(port, per_run, streams, rate))
         stop.set()
         latencies, counters = out_q.get(timeout=60)
         if load is not None:
@@ -490,6 +513,17 @@ def run_shapes(args: argparse.Namespace) -> None:
         )  # fmt: skip
         if args.no_groups:
             row = (*row, f"{n_events / best['full-nogroups'][0]:,.0f}")
+        if args.paced_load > 0:
+            # The same batches offered at a fraction of the throughput just measured: the latency a run
+            # sees when the server keeps up (at full speed the client outruns it and latency is queueing).
+            n_batches = sum(len(g) for g in per_run)
+            rate = args.paced_load * full_eps * n_batches / n_events
+            paced_s, _, (paced_batch, paced_anomaly), _ = measure("full", per_run, streams, rate=rate)
+            row = (
+                *row, f"{n_events / paced_s:,.0f}",
+                f"{percentile(paced_batch, 0.5) * 1e3:.1f} / {percentile(paced_batch, 0.99) * 1e3:.1f}",
+                f"{percentile(paced_anomaly, 0.5) * 1e3:.1f} / {percentile(paced_anomaly, 0.99) * 1e3:.1f}",
+            )  # fmt: skip
         rows.append(row)
         print("  " + " | ".join(row), flush=True)
         if counters.get("groups"):
@@ -501,6 +535,11 @@ def run_shapes(args: argparse.Namespace) -> None:
         "shape", "events", "pipeline events/s", "bare gRPC parse-only events/s", "ratio",
         "batch -> detected p50 / p99 ms", "batch -> anomaly p50 / p99 ms", "accepted", "anomalies",
         "server CPU us/event", *(["pipeline events/s, batches one by one"] if args.no_groups else []),
+        *(
+            [f"offered {args.paced_load:g}x: events/s", f"offered {args.paced_load:g}x: batch -> detected p50 / p99 ms",
+             f"offered {args.paced_load:g}x: batch -> anomaly p50 / p99 ms"]
+            if args.paced_load > 0 else []
+        ),
     )  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -511,6 +550,13 @@ def run_shapes(args: argparse.Namespace) -> None:
         "machine share them: numbers are noisy). Latencies are measured inside the pipeline process, from a "
         "batch's arrival off its stream (it then waits for its group) to the end of its group's detection; "
         "server CPU is the whole pipeline process's (all threads) per event."
+        + (
+            f" The *offered {args.paced_load:g}x* columns send the same batches again, each stream at an even pace, "
+            f"at {args.paced_load:g} times the pipeline's events/s of that row: the latency when the server keeps up "
+            "(the columns before them are measured with the client sending as fast as it can, where a batch's "
+            "latency is mostly the time it queues behind the others)."
+            if args.paced_load > 0 else ""
+        )
     )
     body = "\n".join(
         ["### Ingest throughput by batch shape (`bench/ingest_throughput.py --shapes`)", "", f"    {command}", "",
@@ -630,6 +676,11 @@ def main() -> None:
         help="with --shapes: also the pipeline applying and committing each batch on its own (no groups)",
     )  # fmt: skip
     p.add_argument("--scale", type=float, default=1.0, help="with --shapes: multiply each shape's steps")
+    p.add_argument(
+        "--paced-load", type=float, default=0.5,
+        help="with --shapes: also measure latency with the batches offered at this fraction of the measured "
+        "throughput (0 = off)",
+    )  # fmt: skip
     p.add_argument("--write", default="", help="with --shapes / --stores: markdown file whose section to replace")
     p.add_argument(
         "--stores", action="store_true",
