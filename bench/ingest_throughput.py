@@ -178,37 +178,49 @@ def read_every_value(b) -> int:
     return n
 
 
-def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, read_values: bool) -> None:
+async def start_bare_ingest(on_batch) -> tuple[object, int]:
+    """A started grpc.aio server answering StreamEvents with ``on_batch(EventBatch)`` for each batch, and its port.
+
+    Parses each batch and acknowledges all of it; nothing else (the bare baseline's server).
+    """
     import grpc
 
     from runwatch.v1 import runs_pb2, service_pb2
 
-    decoded = {"events": 0, "values": 0}
-
     async def stream(requests, context):
         async for raw in requests:
             b = runs_pb2.EventBatch.FromString(raw)
-            decoded["events"] += len(b.events)
-            if read_values:
-                decoded["values"] += read_every_value(b)
+            on_batch(b)
             yield service_pb2.IngestAck(sequence=b.sequence, accepted=len(b.starts) + len(b.events))
 
-    async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "runwatch.v1.IngestService",
-                    {
-                        "StreamEvents": grpc.stream_stream_rpc_method_handler(
-                            stream, response_serializer=service_pb2.IngestAck.SerializeToString
-                        )
-                    },
-                ),
-            )
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "runwatch.v1.IngestService",
+                {
+                    "StreamEvents": grpc.stream_stream_rpc_method_handler(
+                        stream, response_serializer=service_pb2.IngestAck.SerializeToString
+                    )
+                },
+            ),
         )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+def _bare_server(port_q: mp.Queue, stop: mp.Event, out_q: mp.Queue, data_dir: str, read_values: bool) -> None:
+    decoded = {"events": 0, "values": 0}
+
+    def count(b) -> None:
+        decoded["events"] += len(b.events)
+        if read_values:
+            decoded["values"] += read_every_value(b)
+
+    async def main() -> None:
+        server, port = await start_bare_ingest(count)
         port_q.put(port)
         while not stop.is_set():
             await asyncio.sleep(0.05)
