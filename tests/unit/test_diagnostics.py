@@ -397,9 +397,11 @@ def test_divergence_is_predicted_before_the_loss_becomes_nonfinite(name: str, mi
     assert pred.first_step <= nan_step - min_lead
     critical = [a for a in alerts if a.finding.kind == AnomalyKind.NONFINITE and a.finding.severity.name == "CRITICAL"]
     nonfinite = min(critical, key=lambda a: a.first_step) if critical else None
-    # The first loss to turn non-finite (val/loss may do so a step before loss) names the run's one incident.
+    # The first series to turn non-finite names the run's one incident: a loss (val/loss may do so a step
+    # before loss), or the gradient norm where it overflows first (CPUs with other vector units than the
+    # last CI machine's round diverge_momentum that way: +Inf 7 steps before the loss's NaN).
     assert nonfinite is not None and pred.first_step < nonfinite.first_step <= nan_step
-    assert "loss" in nonfinite.finding.metric
+    assert "loss" in nonfinite.finding.metric or nonfinite.finding.metric == "grad_norm"
     assert len({a.incident_id for a in critical}) == 1
     text = pred.finding.explanation
     assert (
