@@ -44,6 +44,7 @@ from runwatch.models.learned.sequence_ae import rows_to_score
 
 _NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, N_FEATURES)), 0, np.zeros(0))
 _NONFINITE = FEATURES.index("nonfinite")
+_LOSS_VS_START = FEATURES.index("loss_vs_start")
 _SIGN_FEATURES = tuple((FEATURES.index(name), fmt) for name, fmt in (
     ("loss_vs_best", "loss {:.2g}x its best"), ("lr_vs_at_best", "lr {:.2g}x its value at the best loss"),
     ("grad_vs_best", "grad norm {:.2g}x its low"), ("loss_trend", "loss trend x{:.2g}")))
@@ -67,6 +68,19 @@ class LearnedConfig(DiagnosticConfig):
         Rows (logged training losses) before the first finding. Default 4.
     gate_rows
         The fusion gate looks this many rows back from a rule finding's step. Default 8.
+    forecast_converged_below
+        No divergence forecast at a row whose smoothed training loss is at most
+        this fraction of its starting level (its first 3 values): the forecast
+        probability counts as 0 there, for the alert and for the fusion gate.
+        Default 1e-5: a loss a hundred thousand times below its start (a
+        fine-tune's loss logged as 0.0 after 0.0001) carries nothing the
+        forecaster can read, and its log-ratio features go far outside what
+        it was trained on (a real Hugging Face classifier logging 0.0 for
+        500 steps got an ERROR-level forecast). In the corpus's training split
+        forecasts before a divergence or NaN came at levels down to 1.4e-4 of
+        the start, and none lower; a bar at 5 % of the start (the plateau
+        rule's ``rel_floor``) lost three of them.
+        0 turns this off.
     project_refit
         When the service refits the run-outlier detector on a project's own healthy runs
         (:class:`~runwatch.models.learned.project_refit.ProjectRefitConfig`; ``enabled=false``: never).
@@ -79,6 +93,7 @@ class LearnedConfig(DiagnosticConfig):
     patience: int = Field(2, ge=1)
     min_rows: int = Field(4, ge=1)
     gate_rows: int = Field(8, ge=1)
+    forecast_converged_below: float = Field(1e-5, ge=0.0, lt=1.0)
     project_refit: ProjectRefitConfig = Field(default_factory=ProjectRefitConfig)
 
 
@@ -191,6 +206,8 @@ class LearnedDiagnostic(Diagnostic):
         proba = self.model.forecaster.predict_proba_rows(x, before)
         proba = proba.round(6)  # np.round's method, without its wrapper
         p_long = proba[:, -1]
+        if cfg.forecast_converged_below > 0:
+            p_long = np.where(x[:, _LOSS_VS_START] <= math.log(cfg.forecast_converged_below), 0.0, p_long)
 
         abnormal = (scored & (ae_score >= th.sequence_gate)) | (p_long >= th.forecast_gate) | (x[:, _NONFINITE] > 0)
         step_list = steps.tolist()
