@@ -1,6 +1,8 @@
-"""Hook overhead: per-step time of a small MLP on CPU with and without ``run.watch``.
+"""Hook overhead: per-step time of a small MLP on CPU (or a small transformer on a GPU) with and without ``run.watch``.
 
-Trains the same MLP (784-256-256-10, ReLU, Adam, batch 128, one torch thread)
+Trains the same model (by default an MLP 784-256-256-10, ReLU, Adam, batch 128,
+one torch thread, on the CPU; ``--model transformer --device cuda``: six
+pre-norm transformer layers of width 512 over 128 tokens, on a GPU)
 on random data in four ways, side by side in one process, in blocks of
 ``--steps`` steps taken in rotating order, so drift in the machine's load
 hits all of them alike:
@@ -16,6 +18,7 @@ shares the machine, as it would on one box), unless ``--no-server`` (then
 events wait in memory: only the client's hot path is measured).
 
     python bench/hook_overhead.py --steps 100 --repeats 40
+    python bench/hook_overhead.py --model transformer --device cuda --batch 32 --no-server
 
 (The watched variants' optimizer hook is global, so every variant's optimizer
 step also calls it and returns at once: a microsecond or two, which slightly
@@ -43,20 +46,55 @@ from torch import nn
 VARIANTS = ("plain", "log", "watch10", "watch1")
 
 
-def build(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+MODELS = ("mlp", "transformer")
+#: The transformer variant: a GPT-sized block stack (6 layers of width 512, 8 heads) over 128-token sequences.
+VOCAB, SEQ, WIDTH, LAYERS = 8192, 128, 512, 6
+
+
+class TokenModel(nn.Module):
+    """Embedding, pre-norm transformer encoder layers and a vocabulary head: the shape of a small language model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        layer = nn.TransformerEncoderLayer(WIDTH, 8, 4 * WIDTH, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
+        self.head = nn.Linear(WIDTH, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(tokens))).flatten(0, 1)
+
+
+def build(seed: int, kind: str = "mlp", device: str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    if kind == "transformer":
+        model = TokenModel()
+    else:
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    model = model.to(device)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def make_data(kind: str, batch: int, device: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """16 random batches (inputs, targets) on ``device``; token targets are flattened like the model's logits."""
+    gen = torch.Generator().manual_seed(0)
+    if kind == "transformer":
+        xs = [torch.randint(0, VOCAB, (batch, SEQ), generator=gen) for _ in range(16)]
+        ys = [torch.randint(0, VOCAB, (batch * SEQ,), generator=gen) for _ in range(16)]
+    else:
+        xs = [torch.randn(batch, 784, generator=gen) for _ in range(16)]
+        ys = [torch.randint(0, 10, (batch,), generator=gen) for _ in range(16)]
+    return [x.to(device) for x in xs], [y.to(device) for y in ys]
 
 
 class Variant:
     """One training setup; :meth:`steps` trains it for a block of steps and returns (wall, thread CPU) seconds."""
 
-    def __init__(self, name: str, data, target: str | None, spool: str) -> None:
+    def __init__(self, name: str, data, target: str | None, spool: str, kind: str = "mlp", device: str = "cpu") -> None:
         import runwatch.client as rw
 
         self.name = name
-        self.model, self.opt = build(0)
+        self.model, self.opt = build(0, kind, device)
         self.loss_fn = nn.CrossEntropyLoss()
         self.data = data
         self.step = 0
@@ -123,21 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=40, help="timed blocks per variant")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--no-server", action="store_true", help="measure the client alone (events are dropped)")
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help=f"mlp: 784-256-256-10; transformer: {LAYERS} layers of width {WIDTH} over {SEQ} tokens")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (one torch CPU thread either way)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    data = (
-        [torch.randn(args.batch, 784, generator=gen) for _ in range(16)],
-        [torch.randint(0, 10, (args.batch,), generator=gen) for _ in range(16)],
-    )
+    data = make_data(args.model, args.batch, args.device)
     work = tempfile.mkdtemp(prefix="rw-bench-")
     proc, target = (None, None) if args.no_server else start_server(os.path.join(work, "data"))
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}  # per-step seconds of each timed block
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     try:
-        variants = [Variant(v, data, target, os.path.join(work, "spool")) for v in VARIANTS]
+        variants = [Variant(v, data, target, os.path.join(work, "spool"), args.model, args.device) for v in VARIANTS]
         for v in variants:
             v.steps(args.warmup)
         # Blocks of the four variants, in rotating order, so the machine's load hits them alike.
@@ -156,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
 
     med = {v: statistics.median(ts) for v, ts in times.items()}
     mcpu = {v: statistics.median(ts) for v, ts in cpu.items()}
+    shape = "MLP 784-256-256-10" if args.model == "mlp" else f"transformer {LAYERS}x{WIDTH} over {SEQ} tokens"
+    device = args.device if args.device == "cpu" else f"{args.device} ({torch.cuda.get_device_name(args.device)})"
     print(
-        f"MLP 784-256-256-10, batch {args.batch}, 1 torch thread, {args.repeats} blocks of {args.steps} steps per variant, "
+        f"{shape} on {device}, batch {args.batch}, 1 torch thread, {args.repeats} blocks of {args.steps} steps per variant, "
         f"{'real server on loopback' if target else 'no server'}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(

@@ -346,21 +346,31 @@ def describe_architecture(model: nn.Module, example_input: Any = None) -> runs_p
 
 
 class _ActStats:
-    """Running mean/M2 (Chan et al.) plus zero and saturation counts; tensors stay on device.
+    """One layer's activation statistics for one step: per forward pass, scalars that stay on the device.
 
-    Per forward pass: a mean, then the squared norm of the deviations (two
-    passes, exact; ``torch.var_mean`` is ~10x slower on CPU), a
-    ``count_nonzero`` and, after bounded activations, one comparison.
+    Per pass: the mean and the spread (on a GPU the variance from one fused
+    ``torch.var_mean`` kernel; on the CPU the sum of squared deviations, two
+    passes that are ~10x faster there than ``var_mean``), the count of zeros
+    and, after bounded activations, of saturated values. Nothing is combined
+    on the device: :meth:`tensors` hands the scalars to the watcher's one
+    transfer, and :meth:`combine` pools the passes on the host in float64
+    (Chan et al.'s parallel variance). On a GPU every kernel launch costs
+    CPU time in the training loop, so each pass launches as few as it can.
+
+    Examples
+    --------
+    >>> acts = _ActStats()
+    >>> acts.add(torch.tensor([0.0, 1.0, 2.0, 3.0]), None)
+    >>> acts.add(torch.tensor([4.0, 0.0]), None)
+    >>> mean, std, zero_frac, _ = acts.combine([float(t) for t in acts.tensors()])
+    >>> round(mean, 4), round(std, 4), zero_frac
+    (1.6667, 1.4907, 0.3333333333333333)
     """
 
-    __slots__ = ("bounded", "m2", "mean", "n", "sat", "zeros")
+    __slots__ = ("bounded", "passes")
 
     def __init__(self) -> None:
-        self.n = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-        self.zeros: torch.Tensor | None = None
-        self.sat: torch.Tensor | None = None
+        self.passes: list[tuple[int, bool, tuple[torch.Tensor, ...]]] = []  # (n, spread is a variance, scalars)
         self.bounded = False
 
     def add(self, y: torch.Tensor, bounds: tuple[float, float] | None) -> None:
@@ -370,27 +380,49 @@ class _ActStats:
             return
         if y.dtype not in (torch.float32, torch.float64):
             y = y.float()
-        mean = y.mean()
-        m2 = torch.linalg.vector_norm(y - mean).square()
-        zeros = n - y.bool().sum()  # NaN counts as non-zero, as in count_nonzero (2x faster on CPU)
+        is_variance = y.device.type != "cpu"
+        if is_variance:  # 3 kernels with the zero count
+            spread, mean = torch.var_mean(y, correction=0)
+            zeros = (y == 0).sum()
+        else:
+            mean = y.mean()
+            spread = torch.linalg.vector_norm(y - mean).square()
+            zeros = n - y.bool().sum()  # 2x faster than (y == 0).sum() on the CPU
+        # NaN counts as non-zero either way, as in count_nonzero
+        scalars: tuple[torch.Tensor, ...] = (mean, spread, zeros)
         if bounds is not None:
             lo, hi = bounds
             center, half = (lo + hi) / 2.0, (hi - lo) / 2.0
             dist = y.abs() if center == 0.0 else (y - center).abs()
-            sat = (dist >= half - _SAT_TOL).sum()  # within _SAT_TOL of either bound
+            scalars += ((dist >= half - _SAT_TOL).sum(),)  # within _SAT_TOL of either bound
             self.bounded = True
-        else:
-            sat = zeros.new_zeros(())
-        if self.mean is None:
-            self.n, self.mean, self.m2, self.zeros, self.sat = n, mean, m2, zeros, sat
-            return
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
-        self.zeros = self.zeros + zeros
-        self.sat = self.sat + sat
-        self.n = total
+        self.passes.append((n, is_variance, scalars))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The passes' scalars in order, each as a 1-element view (no kernel)."""
+        return [t.reshape(1) for _, _, scalars in self.passes for t in scalars]
+
+    def combine(self, values: list[float]) -> tuple[float, float, float, float]:
+        """``(mean, std, zero fraction, saturated fraction)`` over every pass, from :meth:`tensors`' values."""
+        n_all, mean_all, m2_all, zeros_all, sat_all = 0, 0.0, 0.0, 0.0, 0.0
+        i = 0
+        for n, is_variance, scalars in self.passes:
+            mean, spread, zeros = values[i : i + 3]
+            sat = values[i + 3] if len(scalars) == 4 else 0.0
+            i += len(scalars)
+            m2 = spread * n if is_variance else spread
+            if n_all == 0:
+                n_all, mean_all, m2_all = n, mean, m2
+            else:
+                total = n_all + n
+                delta = mean - mean_all
+                mean_all += delta * (n / total)
+                m2_all += m2 + delta * delta * (n_all * n / total)
+                n_all = total
+            zeros_all += zeros
+            sat_all += sat
+        std = math.sqrt(max(m2_all / n_all, 0.0)) if math.isfinite(m2_all) else m2_all
+        return mean_all, std, zeros_all / n_all, sat_all / n_all
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -620,14 +652,15 @@ class ModelWatcher:
             tensors.extend(d_old)
 
         # Activation statistics gathered by the hooks during this step's forward passes.
-        act_layers: list[tuple[str, int, bool]] = []
+        act_layers: list[tuple[str, _ActStats, int]] = []  # (layer, its statistics, how many scalars)
         act_parts: list[torch.Tensor] = []
         for layer, acc in self._acts.items():
-            if acc.mean is None:
+            if not acc.passes:
                 continue
-            act_layers.append((layer, acc.n, acc.bounded))
-            act_parts.append(torch.stack([f.to(torch.float32).reshape(()) for f in (acc.mean, acc.m2, acc.zeros, acc.sat)]))
-        self._acts.clear()
+            scalars = acc.tensors()
+            act_layers.append((layer, acc, len(scalars)))
+            act_parts.extend(scalars)
+        self._acts = {}
 
         norms: list[float] = []
         acts: list[float] = []
@@ -637,8 +670,10 @@ class ModelWatcher:
             if tensors:
                 pieces.append(_norm_vector(tensors, torch.float32).to(device=device, dtype=torch.float64))
             if act_parts:
-                pieces.append(torch.cat([a.to(device) for a in act_parts]).to(torch.float64))
-            values = torch.cat(pieces).tolist()  # the one transfer
+                # One cat of mixed float and count scalars: the float64 lead makes it promote to float64.
+                lead = torch.zeros(1, dtype=_wide(device), device=device)
+                pieces.append(torch.cat([lead] + [a if a.device == device else a.to(device) for a in act_parts])[1:])
+            values = torch.cat([piece.to(_wide(device)) for piece in pieces]).tolist()  # the one transfer
             norms, acts = values[: len(tensors)], values[len(tensors) :]
             if any(math.isinf(v) for v in norms):
                 # A float32 sum of squares overflowed (a norm above ~1.8e19): redo those in float64.
@@ -682,13 +717,15 @@ class ModelWatcher:
         for li, (name, _) in enumerate(layers):
             if has_delta[li]:
                 out[f"update_ratio/{name}"] = math.sqrt(d_sq[li]) / max(math.sqrt(w_sq[li]), tiny)
-        for j, (layer, n, bounded) in enumerate(act_layers):
-            mean, m2, zeros, sat = acts[4 * j : 4 * j + 4]
+        at = 0
+        for layer, acc, count in act_layers:
+            mean, std, zero_frac, sat_frac = acc.combine(acts[at : at + count])
+            at += count
             out[f"act/mean/{layer}"] = mean
-            out[f"act/std/{layer}"] = math.sqrt(max(m2 / n, 0.0)) if math.isfinite(m2) else m2
-            out[f"act/zero_frac/{layer}"] = zeros / n
-            if bounded:
-                out[f"act/sat_frac/{layer}"] = sat / n
+            out[f"act/std/{layer}"] = std
+            out[f"act/zero_frac/{layer}"] = zero_frac
+            if acc.bounded:
+                out[f"act/sat_frac/{layer}"] = sat_frac
         return out
 
     # -- lifecycle ---------------------------------------------------------

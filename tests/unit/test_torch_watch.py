@@ -221,6 +221,24 @@ def test_eval_forwards_are_ignored_and_passes_pool():
     assert pooled["act/zero_frac/0"] == pytest.approx((h == 0).float().mean().item())
 
 
+def test_passes_pool_whichever_spread_each_device_reports():
+    # A GPU pass reports its variance (one var_mean kernel), a CPU pass its sum of squared deviations; the
+    # host pools both kinds alike. The first two passes are the CPU path for real, the third a GPU-shaped pass.
+    from runwatch.client.torch_watch import _ActStats
+
+    a, b, c = torch.randn(40), torch.relu(torch.randn(24)), torch.tensor([0.0, 3.0, -1.0, 0.0])
+    acts = _ActStats()
+    acts.add(a, None)
+    acts.add(b, None)
+    var, mean = torch.var_mean(c, correction=0)
+    acts.passes.append((c.numel(), True, (mean, var, (c == 0).sum())))
+    mean_all, std, zero_frac, _ = acts.combine([float(t) for t in acts.tensors()])
+    every = torch.cat([a, b, c]).double()
+    assert mean_all == pytest.approx(every.mean().item(), rel=1e-6)
+    assert std == pytest.approx(every.std(correction=0).item(), rel=1e-6)
+    assert zero_frac == pytest.approx((every == 0).double().mean().item())
+
+
 def test_conv_module_names_and_close():
     model = ConvNet()
     watcher = ModelWatcher(model)
