@@ -362,7 +362,8 @@ class _ActStats:
     >>> acts = _ActStats()
     >>> acts.add(torch.tensor([0.0, 1.0, 2.0, 3.0]), None)
     >>> acts.add(torch.tensor([4.0, 0.0]), None)
-    >>> mean, std, zero_frac, _ = acts.combine([float(t) for t in acts.tensors()])
+    >>> floats, counts = acts.tensors()
+    >>> mean, std, zero_frac, _ = acts.combine([float(t) for t in floats], [float(t) for t in counts])
     >>> round(mean, 4), round(std, 4), zero_frac
     (1.6667, 1.4907, 0.3333333333333333)
     """
@@ -398,18 +399,25 @@ class _ActStats:
             self.bounded = True
         self.passes.append((n, is_variance, scalars))
 
-    def tensors(self) -> list[torch.Tensor]:
-        """The passes' scalars in order, each as a 1-element view (no kernel)."""
-        return [t.reshape(1) for _, _, scalars in self.passes for t in scalars]
+    def tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The passes' scalars as 1-element views (no kernel): ``(means and spreads, counts)``, in pass order.
 
-    def combine(self, values: list[float]) -> tuple[float, float, float, float]:
+        Floats and counts apart, so that each group is one ``cat`` of one dtype (a mixed ``cat`` converts
+        every input with a kernel of its own).
+        """
+        floats = [t.reshape(1) for _, _, scalars in self.passes for t in scalars[:2]]
+        counts = [t.reshape(1) for _, _, scalars in self.passes for t in scalars[2:]]
+        return floats, counts
+
+    def combine(self, floats: list[float], counts: list[float]) -> tuple[float, float, float, float]:
         """``(mean, std, zero fraction, saturated fraction)`` over every pass, from :meth:`tensors`' values."""
         n_all, mean_all, m2_all, zeros_all, sat_all = 0, 0.0, 0.0, 0.0, 0.0
-        i = 0
+        i = j = 0
         for n, is_variance, scalars in self.passes:
-            mean, spread, zeros = values[i : i + 3]
-            sat = values[i + 3] if len(scalars) == 4 else 0.0
-            i += len(scalars)
+            mean, spread = floats[i : i + 2]
+            zeros = counts[j]
+            sat = counts[j + 1] if len(scalars) == 4 else 0.0
+            i, j = i + 2, j + len(scalars) - 2
             m2 = spread * n if is_variance else spread
             if n_all == 0:
                 n_all, mean_all, m2_all = n, mean, m2
@@ -652,32 +660,36 @@ class ModelWatcher:
             tensors.extend(d_old)
 
         # Activation statistics gathered by the hooks during this step's forward passes.
-        act_layers: list[tuple[str, _ActStats, int]] = []  # (layer, its statistics, how many scalars)
-        act_parts: list[torch.Tensor] = []
+        act_layers: list[tuple[str, _ActStats, int, int]] = []  # (layer, its statistics, floats, counts)
+        act_floats: list[torch.Tensor] = []
+        act_counts: list[torch.Tensor] = []
         for layer, acc in self._acts.items():
             if not acc.passes:
                 continue
-            scalars = acc.tensors()
-            act_layers.append((layer, acc, len(scalars)))
-            act_parts.extend(scalars)
+            floats, counts = acc.tensors()
+            act_layers.append((layer, acc, len(floats), len(counts)))
+            act_floats.extend(floats)
+            act_counts.extend(counts)
         self._acts = {}
 
         norms: list[float] = []
-        acts: list[float] = []
-        if tensors or act_parts:
-            device = (tensors or act_parts)[0].device
+        floats: list[float] = []
+        counts: list[float] = []
+        if tensors or act_floats:
+            device = (tensors or act_floats)[0].device
+            wide = _wide(device)
             pieces = []
             if tensors:
-                pieces.append(_norm_vector(tensors, torch.float32).to(device=device, dtype=torch.float64))
-            if act_parts:
-                # One cat of mixed float and count scalars: the float64 lead makes it promote to float64.
-                lead = torch.zeros(1, dtype=_wide(device), device=device)
-                pieces.append(torch.cat([lead] + [a if a.device == device else a.to(device) for a in act_parts])[1:])
-            values = torch.cat([piece.to(_wide(device)) for piece in pieces]).tolist()  # the one transfer
-            norms, acts = values[: len(tensors)], values[len(tensors) :]
+                pieces.append(_norm_vector(tensors, torch.float32))
+            for group in (act_floats, act_counts):
+                if group:
+                    pieces.append(torch.cat([a if a.device == device else a.to(device) for a in group]))
+            values = torch.cat([piece.to(wide) for piece in pieces]).tolist()  # the one transfer
+            norms = values[: len(tensors)]
+            floats = values[len(tensors) : len(tensors) + len(act_floats)]
+            counts = values[len(tensors) + len(act_floats) :]
             if any(math.isinf(v) for v in norms):
                 # A float32 sum of squares overflowed (a norm above ~1.8e19): redo those in float64.
-                wide = _wide(device)
                 for k, v in enumerate(norms):
                     if math.isinf(v):
                         norms[k] = float(torch.linalg.vector_norm(tensors[k], dtype=wide))
@@ -717,10 +729,11 @@ class ModelWatcher:
         for li, (name, _) in enumerate(layers):
             if has_delta[li]:
                 out[f"update_ratio/{name}"] = math.sqrt(d_sq[li]) / max(math.sqrt(w_sq[li]), tiny)
-        at = 0
-        for layer, acc, count in act_layers:
-            mean, std, zero_frac, sat_frac = acc.combine(acts[at : at + count])
-            at += count
+        at_float = at_count = 0
+        for layer, acc, n_floats, n_counts in act_layers:
+            mean, std, zero_frac, sat_frac = acc.combine(floats[at_float : at_float + n_floats],
+                                                         counts[at_count : at_count + n_counts])
+            at_float, at_count = at_float + n_floats, at_count + n_counts
             out[f"act/mean/{layer}"] = mean
             out[f"act/std/{layer}"] = std
             out[f"act/zero_frac/{layer}"] = zero_frac
