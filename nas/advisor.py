@@ -70,7 +70,10 @@ stability fixes of :mod:`runwatch.nas.stability` first (learning rate,
 warm-up, normalization, residual paths, initialisation, clipping), ranked by
 the risk model's probability of divergence with the fix applied; other edits
 follow. Each suggestion's evidence ends with the risk line
-(``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``).
+(``"divergence risk (logistic, 41 of 659 runs diverged): 12% -> 4%"``) when the
+risk model is fitted; a history with too few diverged or healthy runs gives
+only a base rate, the same for every run and edit, shown only for a run that
+itself diverged (how many others did).
 
 Learning first: a run whose training loss never left its start (final loss
 at least 95 % of the initial one) and that shows no finding with a whole-stack
@@ -650,8 +653,10 @@ class Advisor:
         suggestions += [self._suggestion(c, run, observed, summary, peers, notes.get(c.genome.key())) for c in chosen]
         if not suggestions:
             raise self._nothing_fits(base, space, constraints, rejected)
-        if risk.mode != "unfitted":
-            # One line per suggestion, P(diverge) of the run as it was -> with the suggestion applied.
+        if risk.mode == "logistic" or risk.includes:
+            # One line per suggestion, P(diverge) of the run as it was -> with the suggestion applied. A base
+            # rate is the same number for every run and edit ("40% -> 40%"): no reason for any of them, but on
+            # a run that diverged it says how many others did ("1 of 10 runs diverged, this run among them").
             variants = [(s.genome, {**run.hyperparameters, **s.hyperparameters}) for s in suggestions]
             p = risk.predict_variants(variants)
             for s, q in zip(suggestions, p, strict=True):
