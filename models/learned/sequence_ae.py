@@ -44,22 +44,28 @@ class SequenceAEConfig(DiagnosticConfig):
     seed: int = 0
 
 
-def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.ndarray:
-    """``torch.nn.functional.conv1d`` with 'same' zero padding, channels last: x [N, L, C], w [O, C, K] -> [N, L', O].
+def _conv1d(x: np.ndarray, taps: np.ndarray, b: np.ndarray, stride: int = 1) -> np.ndarray:
+    """``torch.nn.functional.conv1d`` with 'same' zero padding, channels last: x [N, L, C], taps [K, C, O] -> [N, L', O].
 
-    One matmul per kernel tap over shifted views: no im2col copy, which cost more than the products.
+    The zero-padded windows are laid end to end as one [N * (L + K - 1), C] matrix, so each kernel tap is
+    one matrix product over every window at once (a strided row slice for ``stride`` 2); the positions
+    whose taps straddle two windows are computed and dropped. A product per window and tap cost about
+    twice as much for the service's 60-window blocks, and an im2col copy more than the products.
     """
-    k = w.shape[2]
+    k, c, o = taps.shape
     pad = k // 2
-    n, length, c = x.shape
-    xp = np.zeros((n, length + 2 * pad, c), dtype=x.dtype)
-    xp[:, pad:pad + length] = x
-    out_len = (length + stride - 1) // stride
-    out = np.empty((n, out_len, w.shape[0]), dtype=x.dtype)
+    n, length, _ = x.shape
+    period = length + 2 * pad
+    if period % stride:
+        raise ValueError(f"stride: the padded window ({period}) must be a multiple of it, got {stride}")
+    xp = np.zeros((n * period, c), dtype=x.dtype)
+    xp.reshape(n, period, c)[:, pad:pad + length] = x
+    out = np.empty((n * period // stride, o), dtype=x.dtype)
     out[:] = b
+    rows = (n * period - 2 * pad + stride - 1) // stride  # outputs whose k taps lie inside ``xp``
     for j in range(k):
-        out += xp[:, j:j + length:stride][:, :out_len] @ w[:, :, j].T
-    return out
+        out[:rows] += xp[j:j + (rows - 1) * stride + 1:stride] @ taps[j]
+    return out.reshape(n, period // stride, o)[:, :(length + stride - 1) // stride]
 
 
 def rows_to_score(steps: np.ndarray, next_step: int, every_steps: int) -> tuple[np.ndarray, int]:
@@ -152,14 +158,17 @@ class SequenceAutoencoder:
     # -- numpy forward (serving) --------------------------------------------------------------------
 
     def _serving_weights(self) -> dict[str, np.ndarray]:
-        """The weights in float32, the precision they were fitted in (torch); cached per weights dict.
+        """The weights in float32, the precision they were fitted in (torch), convolutions as taps; cached per weights dict.
 
         Half the memory traffic of float64 and about 1.8x faster on this forward pass; scores move by
         about 1e-8 relative (they are rounded to 6 digits before any decision).
         """
         cached = self._w32
         if cached is None or cached[0] is not self.weights:
-            cached = self._w32 = (self.weights, {k: np.asarray(v, np.float32) for k, v in self.weights.items()})
+            # convolution kernels [O, C, K] as taps [K, C, O], the layout _conv1d multiplies by
+            w32 = {k: np.ascontiguousarray(np.asarray(v, np.float32).transpose(2, 1, 0) if v.ndim == 3 else v, np.float32)
+                   for k, v in self.weights.items()}
+            cached = self._w32 = (self.weights, w32)
         return cached[1]
 
     def reconstruct(self, z: np.ndarray) -> np.ndarray:
