@@ -16,6 +16,7 @@ from runwatch.models.base import Diagnostic, RunContext
 from runwatch.models.block import Column, MetricBlock
 from runwatch.models.findings import Finding
 from runwatch.models.fusion import FindingFusion, FusionConfig
+from runwatch.models.metric_names import DetectorNames
 
 #: Columns kept per metric for evidence before the older ones are merged into one.
 MAX_EVIDENCE_COLUMNS = 8
@@ -51,14 +52,18 @@ class RunMonitor:
     context
         The run's project and the per-project models (:meth:`bind`); None = no project, shipped models.
 
+    The diagnostics read the run's metrics under runwatch's names (``train_loss`` as
+    ``loss``, ``learning_rate`` as ``lr``: :class:`~runwatch.models.metric_names.DetectorNames`);
+    findings and their evidence name the metrics as the run logged them.
+
     Examples
     --------
     >>> from runwatch.models.diagnostics.nonfinite import NonFiniteDiagnostic
     >>> m = RunMonitor("r1", [NonFiniteDiagnostic()])
-    >>> m.observe(1, 0.0, {"loss": 2.3})
+    >>> m.observe(1, 0.0, {"train_loss": 2.3})
     []
-    >>> [a.finding.kind.name for a in m.observe(2, 0.0, {"loss": float("nan")})]
-    ['NONFINITE']
+    >>> [(a.finding.kind.name, a.finding.metric) for a in m.observe(2, 0.0, {"train_loss": float("nan")})]
+    [('NONFINITE', 'train_loss')]
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class RunMonitor:
     ) -> None:
         self.run_id = run_id
         self.diagnostics = list(diagnostics)
+        self.names = DetectorNames()
         self.context = RunContext()
         if context is not None:
             self.bind(context)
@@ -107,6 +113,7 @@ class RunMonitor:
 
     def observe_block(self, block: MetricBlock) -> list[Alert]:
         """Feed one block of events (step order); return the alerts it raised."""
+        block = self.names.rename(block)
         found: list[tuple[Diagnostic, Finding]] = []
         for diag in self.diagnostics:
             findings = diag.observe_block(block)
@@ -272,6 +279,7 @@ class RunMonitor:
             "diagnostics": [d.state_dict() for d in self.diagnostics],
             "fusion": self.fusion.state_dict() if self.fusion is not None else None,
             "severities": {str(k): v for k, v in self.severities.items()},
+            "names": self.names.state_dict(),
         }
 
     def load_state_dict(self, snapshot: dict) -> list[str]:
@@ -290,6 +298,7 @@ class RunMonitor:
             saved = {d["name"]: d for d in snapshot["diagnostics"]}
             if self.fusion is not None and snapshot.get("fusion"):
                 self.fusion.load_state_dict(snapshot["fusion"])
+            self.names.load_state_dict(snapshot.get("names") or {})  # absent before names were mapped: none were
             if "severities" in snapshot:
                 self.severities = {int(k): int(v) for k, v in snapshot["severities"].items()}
             else:  # a checkpoint from before they were kept: the open incidents' published severities
@@ -309,13 +318,20 @@ class RunMonitor:
 
     def _alerts(self, findings: list[tuple[Diagnostic, Finding]], wall_time: float) -> list[Alert]:
         alerts = []
+        names = self.names if self.names.renamed else None
         for diag, f in findings:
             f.detector = diag.name
             f.detector_version = diag.version
             f.wall_time = f.wall_time or wall_time
+            if names is not None:
+                f.metric, f.related = names.source(f.metric), tuple(names.source(m) for m in f.related)
             alert = self.incidents.observe(f)
             if alert is not None:
-                f.evidence = self.evidence(f.metrics, f.step)
+                if names is None:
+                    f.evidence = self.evidence(f.metrics, f.step)
+                else:  # evidence is filed under the detectors' names
+                    f.evidence = [(names.source(m), s, v) for m, s, v in
+                                  self.evidence([names.detector_name(m) for m in f.metrics], f.step)]
                 alerts.append(alert)
                 kind = int(f.kind)
                 if f.severity > self.severities.get(kind, 0):

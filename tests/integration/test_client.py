@@ -141,6 +141,36 @@ def test_diverging_demo_through_the_client_raises_anomalies(server, client_for):
     assert info.event_count == summary["steps"] and info.status == runs_pb2.RUN_STATUS_FAILED
 
 
+def test_a_run_logged_under_its_own_names_is_watched_and_stored_as_logged(server, client_for):
+    """``run.log`` with Keras/MLflow names (no integration renames them): detected, and named as logged."""
+    srv, stubs = server
+    client = client_for(srv.target)
+    rename = {"loss": "train_loss", "lr": "learning_rate", "val/loss": "val_loss", "val/acc": "val_accuracy",
+              "grad_norm": "gradient_norm"}
+    run = client.start_run(project="sdk-names", hyperparameters=HYPERPARAMETERS["diverging"])
+    got: list[anomaly_pb2.Anomaly] = []
+    warned = threading.Event()
+
+    def on_anomaly(a: anomaly_pb2.Anomaly) -> None:
+        got.append(a)
+        if a.severity >= anomaly_pb2.SEVERITY_WARNING and a.kind != anomaly_pb2.ANOMALY_KIND_NONFINITE:
+            warned.set()
+
+    run.on_anomaly(on_anomaly)
+    summary = diverging(lambda step, metrics: run.log({rename.get(k, k): v for k, v in metrics.items()}, step=step), seed=0)
+    assert run.finish("failed", reason="loss became non-finite", timeout=20)
+
+    # Before the loss is non-finite, a learned or rule alert on the loss (with the names, none would come).
+    assert warned.wait(10), [(anomaly_pb2.AnomalyKind.Name(a.kind), a.metric) for a in got]
+    early = [a for a in got if a.severity >= anomaly_pb2.SEVERITY_WARNING and a.step < summary["first_nonfinite_step"]]
+    assert early, [(anomaly_pb2.AnomalyKind.Name(a.kind), a.step, a.metric) for a in got]
+    named = {m for a in got for m in a.metrics} | {p.metric for a in got for p in a.evidence}
+    assert "train_loss" in named and not named & set(rename), named
+
+    stored = {m.name for m in get_run(stubs, run.run_id).metrics}
+    assert {"train_loss", "learning_rate", "val_loss"} <= stored and not stored & set(rename)
+
+
 def test_reconnects_and_resends_after_a_server_restart(start_server, client_for):
     srv, _ = start_server()
     port = srv.port

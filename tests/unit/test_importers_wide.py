@@ -112,9 +112,9 @@ def test_a_scripts_own_table_with_another_step_name_and_a_table_without_one(tmp_
 def test_docstring_examples():
     import doctest
 
-    from runwatch.client import names
+    from runwatch.models import metric_names
 
-    for module in (wide_table, names):
+    for module in (wide_table, metric_names):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 

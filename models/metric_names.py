@@ -1,0 +1,223 @@
+"""Map metric names other tools write onto runwatch's conventions.
+
+runwatch's detectors read ``loss``, ``val/loss``, ``val/acc``, ``lr`` and
+``grad_norm`` (see ``runs.proto``). Lightning, Hugging Face, TensorBoard and
+MLflow users name the same things ``train_loss``, ``eval_loss``,
+``Loss/train``, ``learning_rate``, ``lr-Adam``... :func:`canonical_name` maps
+the common spellings; everything else keeps its name (with whitespace and
+control characters replaced, which the server refuses). :func:`rename_map`
+applies it to a run's whole set of names so two source names never land on
+one canonical name (the one already spelled canonically, else the first in
+sorted order, wins; the others keep their own names).
+
+The importers and integrations rename before sending. Whatever arrives
+otherwise (``run.log({"train_loss": ...})``, a gRPC client in another
+language, a Kafka producer) is stored as sent, and :class:`DetectorNames`
+gives the detectors each run's metrics under runwatch's names, with findings
+naming the metrics as the run logged them.
+
+Rules, applied to the name with a Lightning ``_step`` suffix removed (an
+``_epoch`` suffix keeps the name unchanged: epoch aggregates are other series):
+
+- training loss: ``train_loss``, ``train/loss``, ``training_loss``,
+  ``loss/train``, ``Loss/train`` -> ``loss``
+- validation: prefixes ``val_``, ``valid_``, ``validation_``, ``eval_``,
+  ``val/``, ``eval/``, ``valid/``, ``validation/`` and suffixes ``/val``,
+  ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, where ``acc`` and
+  ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``)
+- learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
+- gradient norm: ``gradient_norm``, ``grad_norm_total`` -> ``grad_norm``
+- a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
+  (W&B's Hugging Face integration: ``train/learning_rate``, ``train/grad_norm``)
+  is dropped
+
+Examples
+--------
+>>> [canonical_name(n) for n in ["train_loss_step", "eval_accuracy", "Loss/train", "lr-Adam", "val_mse", "epoch"]]
+['loss', 'val/acc', 'loss', 'lr', 'val/mse', 'epoch']
+>>> [canonical_name(n) for n in ["train/learning_rate", "train/grad_norm", "train/epoch", "train_acc"]]
+['lr', 'grad_norm', 'train/epoch', 'train_acc']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from runwatch.models.block import MetricBlock
+
+__all__ = ["DetectorNames", "canonical_name", "rename_map", "safe_name"]
+
+_VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/")
+_VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
+_TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss"}
+_TRAIN_PREFIXES = ("train/", "training/", "train_")
+_GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
+_LR = re.compile(r"lr-[A-Za-z0-9_.]+")
+_BAD = re.compile(r"[\s\x00-\x1f\x7f]+")
+
+
+def safe_name(name: str) -> str:
+    """``name`` with whitespace and control characters replaced by ``_``, cut to 256 characters."""
+    out = _BAD.sub("_", name.strip())[:256]
+    return out or "_"
+
+
+def _base(base: str) -> str:
+    low = base.lower()
+    if low in ("acc", "accuracy"):
+        return "acc"
+    if low == "loss":
+        return "loss"
+    return base
+
+
+def canonical_name(name: str) -> str:
+    """runwatch's name for a metric another tool wrote (see the module docstring)."""
+    name = safe_name(name)
+    stem = name[: -len("_step")] if name.endswith("_step") and len(name) > 5 else name
+    if stem.endswith("_epoch"):
+        return name
+    low = stem.lower()
+    if low in _TRAIN_LOSS:
+        return "loss"
+    for prefix in _TRAIN_PREFIXES:
+        if low.startswith(prefix) and len(stem) > len(prefix):
+            inner = canonical_name(stem[len(prefix) :])
+            if inner in ("lr", "grad_norm"):
+                return inner
+    if low in ("learning_rate", "lr", "learning-rate") or _LR.fullmatch(stem):
+        return "lr"
+    if low in _GRAD_NORM:
+        return "grad_norm"
+    for p in _VAL_PREFIXES:
+        if low.startswith(p) and len(stem) > len(p):
+            return "val/" + _base(stem[len(p) :])
+    for sfx in _VAL_SUFFIXES:
+        if low.endswith(sfx) and len(stem) > len(sfx):
+            return "val/" + _base(stem[: -len(sfx)].rstrip("/"))
+    return stem if stem != name and stem == "loss" else name
+
+
+def rename_map(names: Iterable[str], canonical: bool = True) -> dict[str, str]:
+    """Source name -> name to log, for one run's names, without collisions.
+
+    Examples
+    --------
+    >>> rename_map(["loss", "train_loss", "val_loss"])
+    {'loss': 'loss', 'train_loss': 'train_loss', 'val_loss': 'val/loss'}
+    """
+    names = sorted(set(names))
+    out: dict[str, str] = {}
+    if not canonical:
+        return {n: safe_name(n) for n in names}
+    wanted = {n: canonical_name(n) for n in names}
+    taken: dict[str, str] = {}
+    # Names already spelled canonically claim their target first.
+    for n in names:
+        if wanted[n] == safe_name(n):
+            taken.setdefault(wanted[n], n)
+    for n in names:
+        target = wanted[n]
+        owner = taken.setdefault(target, n)
+        out[n] = target if owner == n else safe_name(n)
+    # A fallback may itself collide with a claimed target: keep the source name, suffixed.
+    seen: dict[str, str] = {}
+    for n in names:
+        t = out[n]
+        if t in seen and seen[t] != n:
+            out[n] = f"{t}#{n}"[:256]
+        seen.setdefault(out[n], n)
+    return out
+
+
+def _claimable(name: str) -> bool:
+    """Whether :func:`canonical_name` can map another name onto ``name`` (or it is a fallback)."""
+    return name in ("loss", "lr", "grad_norm") or name.startswith("val/") or "#" in name
+
+
+class DetectorNames:
+    """One run's metric names as its detectors read them: each name mapped once, when first seen, for the whole run.
+
+    A name already spelled the runwatch way claims itself; another name takes its
+    :func:`canonical_name` unless the run already has a metric there (``loss`` logged
+    beside ``train_loss``: ``train_loss`` keeps its name). First come, first served
+    across blocks, canonical spellings first within one, so a name's series never
+    moves. :meth:`rename` costs one dictionary look-up per block when nothing needs
+    a new name (a run logged with runwatch's names).
+
+    Examples
+    --------
+    >>> names = DetectorNames()
+    >>> block = MetricBlock.from_rows([1], [0.0], [{"train_loss": 0.5, "learning_rate": 1e-3, "acc": 0.9}])
+    >>> sorted(names.rename(block).columns)
+    ['acc', 'loss', 'lr']
+    >>> names.source("loss"), names.source("acc"), names.detector_name("train_loss")
+    ('train_loss', 'acc', 'loss')
+    >>> sorted(names.rename(MetricBlock.from_rows([2], [0.0], [{"loss": 0.4}])).columns)  # "loss" is taken
+    ['loss#as-logged']
+    >>> names.source("loss#as-logged")
+    'loss'
+    """
+
+    MAX_LAYOUTS = 256
+
+    def __init__(self) -> None:
+        self.mapping: dict[str, str] = {}  # name as logged -> name for the detectors
+        self._source: dict[str, str] = {}  # the reverse, for names that differ
+        self._taken: set[str] = set()
+        self._layouts: dict[tuple[str, ...], dict[str, str] | None] = {}  # None: every name unchanged
+
+    def rename(self, block: MetricBlock) -> MetricBlock:
+        """``block`` with its columns under the detectors' names (the same object when none changes)."""
+        names = tuple(block.columns)
+        try:
+            plan = self._layouts[names]
+        except KeyError:
+            plan = self._plan(names)
+        if plan is None:
+            return block
+        return MetricBlock(block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()})
+
+    def _plan(self, names: tuple[str, ...]) -> dict[str, str] | None:
+        new = [n for n in names if n not in self.mapping]
+        for n in sorted(new, key=lambda n: (canonical_name(n) != n, n)):
+            target = canonical_name(n)
+            if target in self._taken:
+                target = n
+            if target in self._taken:  # the canonical spelling itself, after another name claimed it
+                target = f"{n}#as-logged"
+            self.mapping[n] = target
+            self._taken.add(target)
+            if target != n:
+                self._source[target] = n
+        plan = {n: self.mapping[n] for n in names if self.mapping[n] != n} or None
+        if len(self._layouts) >= self.MAX_LAYOUTS:
+            self._layouts.clear()
+        self._layouts[names] = plan
+        return plan
+
+    def source(self, name: str) -> str:
+        """The name the run logged for the detectors' ``name`` (``name`` itself when unchanged)."""
+        return self._source.get(name, name)
+
+    def detector_name(self, name: str) -> str:
+        """The detectors' name for a name the run logged."""
+        return self.mapping.get(name, name)
+
+    @property
+    def renamed(self) -> bool:
+        """Whether any of the run's names differs for the detectors."""
+        return bool(self._source)
+
+    def state_dict(self) -> dict[str, str]:
+        """The mappings a restored run needs to go on exactly: renamed names and claimable ones it logged."""
+        return {n: t for n, t in self.mapping.items() if t != n or _claimable(n)}
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        self.__init__()
+        for n, t in state.items():
+            self.mapping[str(n)] = str(t)
+            self._taken.add(str(t))
+            if t != n:
+                self._source[str(t)] = str(n)
