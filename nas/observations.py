@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runwatch.models.metric_names import rename_map
 from runwatch.nas.architecture import Genome
 from runwatch.nas.history import Diagnosis, RunObservation
 
@@ -73,11 +74,12 @@ def _kind_name(kind: int) -> str:
     return name.removeprefix("ANOMALY_KIND_").lower()
 
 
-def _diagnosis(a: anomaly_pb2.Anomaly) -> Diagnosis:
+def _diagnosis(a: anomaly_pb2.Anomaly, names: Mapping[str, str]) -> Diagnosis:
+    metric = a.metrics[0] if a.metrics else ""
     return Diagnosis(
         kind=_kind_name(a.kind),
         layer=a.layer,
-        metric=a.metrics[0] if a.metrics else "",
+        metric=names.get(metric, metric),
         step=int(a.first_step or a.step),
         score=float(a.score),
     )
@@ -104,11 +106,13 @@ def _observation(
                 steps[name], values[name] = [], []
             steps[name].append(ev.step)
             values[name].append(value)
+    # What the run logged as train_loss / eval_loss / learning_rate, under the names the advisor reads.
+    names = rename_map(steps)
     series = {}
     for name in sorted(steps):
         s, v = np.asarray(steps[name], dtype=np.int64), np.asarray(values[name], dtype=float)
         order = np.argsort(s, kind="stable")  # events are stored in step order; be safe with late chunks
-        series[name] = (s[order], v[order])
+        series[names[name]] = (s[order], v[order])
     outcome: dict[str, float] = {}
     if info.status != _RUNNING:
         wanted = outcome_metrics if outcome_metrics is not None else [n for n in series if is_outcome_metric(n)]
@@ -124,7 +128,7 @@ def _observation(
         project=info.project or "default",
         hyperparameters=_flatten(MessageToDict(info.start.hyperparameters)),
         series=series,
-        diagnoses=[_diagnosis(a) for a in store.anomalies(run_id=run_id)],
+        diagnoses=[_diagnosis(a, names) for a in store.anomalies(run_id=run_id)],
         outcome=outcome,
     )
 

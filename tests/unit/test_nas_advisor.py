@@ -278,6 +278,8 @@ def test_observations_from_a_real_store(tmp_path):
     stream("live", events[:40], arch, end=False)
     stream("noarch", events)
     stream("dep", [(0, {"latency_ms": 3.0})], kind=runs_pb2.RUN_KIND_DEPLOYMENT)
+    as_logged = {"loss": "train_loss", "val/loss": "val_loss", "val/acc": "val_accuracy", "lr": "learning_rate"}
+    stream("keras", [(s, {as_logged.get(k, k): v for k, v in m.items()}) for s, m in events], arch)
     anomaly = anomaly_pb2.Anomaly(
         id="a1", run_id="ok", project="p", kind=anomaly_pb2.ANOMALY_KIND_VANISHING_GRADIENT, layer="fc2",
         metrics=["grad_norm/fc2", "loss"], step=60, first_step=40, score=5.5, revision=1, detected_time=4.0,
@@ -299,15 +301,18 @@ def test_observations_from_a_real_store(tmp_path):
         div = observation_from_store(store, "div")
         assert {d.kind for d in div.diagnoses} >= {"nonfinite"}
         assert div.outcome and all(not math.isfinite(v) for v in div.outcome.values())  # diverged: no usable outcome
+        keras = observation_from_store(store, "keras")  # logged as train_loss, val_loss, val_accuracy
+        assert keras.outcome == ok.outcome and set(keras.series) == set(ok.series)
+        assert {d.metric for d in keras.diagnoses} <= set(ok.series)
         assert observation_from_store(store, "live").outcome == {}
         assert observation_from_store(store, "noarch").genome is None
         history = history_from_store(store, project="p")
-        assert sorted(o.run_id for o in history) == ["div", "live", "noarch", "ok"]  # deployment runs left out
+        assert sorted(o.run_id for o in history) == ["div", "keras", "live", "noarch", "ok"]  # deployment runs left out
         with pytest.raises(KeyError, match="unknown run 'missing'"):
             observation_from_store(store, "missing")
         # the advisor takes them as they are
         adv = Advisor(AdvisorConfig(use_nni=False)).fit(history)
-        assert adv.surrogate is not None and adv.surrogate.n_train == 2  # "ok" and "noarch" ended with a val/loss
+        assert adv.surrogate is not None and adv.surrogate.n_train == 3  # "ok", "keras" and "noarch" ended with a val/loss
         assert adv.suggest(ok) and pytest.raises(
             NoArchitectureError, adv.suggest, history[[o.run_id for o in history].index("noarch")]
         )
