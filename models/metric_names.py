@@ -20,11 +20,15 @@ Rules, applied to the name with a Lightning ``_step`` suffix removed (an
 ``_epoch`` suffix keeps the name unchanged: epoch aggregates are other series):
 
 - training loss: ``train_loss``, ``train/loss``, ``training_loss``,
-  ``loss/train``, ``Loss/train`` -> ``loss``
+  ``loss/train``, ``Loss/train`` -> ``loss``; so is the total of a multi-part
+  loss: ``total_loss`` (detectron2), ``loss/train/total`` (Composer),
+  ``reduced_train_loss`` (NeMo), ``loss_total``, ``loss/total``, while its parts
+  (``loss_cls``, ``train/box_loss``) keep their names
 - validation: prefixes ``val_``, ``valid_``, ``validation_``, ``eval_``,
   ``val/``, ``eval/``, ``valid/``, ``validation/`` and suffixes ``/val``,
   ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, where ``acc`` and
-  ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``)
+  ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``) and ``total_loss``
+  becomes ``loss`` (``val/total_loss`` -> ``val/loss``)
 - learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
 - gradient norm: ``gradient_norm``, ``grad_norm_total`` -> ``grad_norm``
 - a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
@@ -37,6 +41,8 @@ Examples
 ['loss', 'val/acc', 'loss', 'lr', 'val/mse', 'epoch']
 >>> [canonical_name(n) for n in ["train/learning_rate", "train/grad_norm", "train/epoch", "train_acc"]]
 ['lr', 'grad_norm', 'train/epoch', 'train_acc']
+>>> [canonical_name(n) for n in ["total_loss", "loss_cls", "val/total_loss", "loss/train/total", "train/box_loss"]]
+['loss', 'loss_cls', 'val/loss', 'loss', 'train/box_loss']
 """
 
 from __future__ import annotations
@@ -50,7 +56,11 @@ __all__ = ["DetectorNames", "canonical_name", "rename_map", "safe_name"]
 
 _VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/")
 _VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
-_TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss"}
+_TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss",
+               # the total of a multi-part loss: detectron2, Composer, NeMo (mean over data-parallel ranks)
+               "total_loss", "loss_total", "loss/total", "train/total_loss", "train_total_loss", "loss/train/total",
+               "reduced_train_loss"}
+_TOTAL_LOSS = ("total_loss", "loss_total")
 _TRAIN_PREFIXES = ("train/", "training/", "train_")
 _GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
@@ -67,7 +77,7 @@ def _base(base: str) -> str:
     low = base.lower()
     if low in ("acc", "accuracy"):
         return "acc"
-    if low == "loss":
+    if low == "loss" or low in _TOTAL_LOSS:
         return "loss"
     return base
 

@@ -49,6 +49,7 @@ def _stream(rows, monitor, size: int = 25, restore_at: int | None = None):
     ("train_loss", "val_loss", "learning_rate", "grad_norm"),  # Keras / Lightning / MLflow
     ("Loss/train", "Loss/val", "lr-Adam", "gradient_norm"),  # TensorBoard, Lightning's LearningRateMonitor
     ("train/loss", "eval/loss", "train/learning_rate", "train/grad_norm"),  # W&B's Hugging Face integration
+    ("total_loss", "val/total_loss", "lr", "grad_norm"),  # detectron2: the total of a multi-part loss
 ])
 def test_a_run_logged_under_other_names_is_detected_as_under_runwatchs(names):
     rename = dict(zip(CANONICAL, names))
