@@ -592,6 +592,51 @@ def test_a_plateau_after_most_of_the_progress_is_info_one_that_never_got_going_a
     assert first(0.35, progress_info_below=0.0).severity == Severity.WARNING  # 0: every plateau a warning
 
 
+def _epochs(epoch_steps: int, drop: float, last_step: int = 3000, gap: int = 10, seed: int = 0) -> list[Event]:
+    """A multi-epoch fine-tune logged every ``gap`` steps: flat within an epoch, ``drop`` lower after each."""
+    rng = random.Random(seed)
+    return [(s, 1000.0 + s, {"loss": 9.8 * (1 - drop) ** (s // epoch_steps) + rng.gauss(0.0, 0.03)})
+            for s in range(0, last_step + 1, gap)]
+
+
+def test_a_loss_coming_down_in_steps_is_not_a_stuck_run() -> None:
+    """Flat for an epoch, 5 % lower after each (a real HF fine-tune's shape): its plateaus are INFO.
+
+    The same flat windows without the drops, or with drops too small to count, stay WARNINGs.
+    """
+    from runwatch.models.diagnostics.plateau import PlateauConfig
+
+    def plateaus(events, **config):
+        suite = DiagnosticSuite(SuiteConfig(enabled=["plateau"], settings={"plateau": PlateauConfig(**config).to_dict()}))
+        return [a.finding for a in feed(events, suite) if a.finding.kind is AnomalyKind.PLATEAU]
+
+    stairs = plateaus(_epochs(250, 0.05))  # 12 epochs: it ends at 54 % of its start, not "converged"
+    # Before three windows of history exist the guard cannot judge: the first epoch's flat loss is judged as before.
+    judged = [f for f in stairs if f.step >= 3 * 200 + 100]
+    assert len(judged) >= 3 and {f.severity for f in judged} == {Severity.INFO}, [(f.step, f.explanation) for f in stairs]
+    assert all("coming down in steps" in f.explanation for f in judged)
+    stuck = plateaus(_epochs(10**6, 0.0))
+    assert stuck and {f.severity for f in stuck} == {Severity.WARNING}
+    assert {f.severity for f in plateaus(_epochs(250, 0.01))} == {Severity.WARNING}  # 1 % a step: still stuck
+    assert Severity.WARNING in {f.severity for f in plateaus(_epochs(250, 0.05), stair_fall=0.0) if f.step >= 700}
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 500])
+def test_the_staircase_guard_does_not_depend_on_the_batching(size: int) -> None:
+    events = _epochs(250, 0.03, last_step=4000)
+    suite = DiagnosticSuite(SuiteConfig(enabled=["plateau"]))
+    expected = [(a.finding.step, a.finding.severity, a.finding.explanation) for a in feed(events, suite)]
+    assert {sev for _, sev, _ in expected} == {Severity.INFO, Severity.WARNING}  # both sides of the bar occur
+    monitor, got = suite.monitor("run"), []
+    for i in range(0, len(events), size):
+        if i == 96:  # and survives a checkpoint
+            restored = suite.monitor("run")
+            restored.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+            monitor = restored
+        got.extend(monitor.observe_block(MetricBlock.from_rows(*zip(*events[i : i + size]))))
+    assert [(a.finding.step, a.finding.severity, a.finding.explanation) for a in got] == expected
+
+
 def _logged_every(gap: int, losses, last_step: int = 900, seed: int = 0) -> list[Event]:
     """A loss logged every ``gap`` steps (HF Trainer ``logging_steps``, Lightning ``log_every_n_steps``)."""
     rng = random.Random(seed)
