@@ -109,8 +109,8 @@ class PlateauConfig(DiagnosticConfig):
         windows. In the corpus's training split and the validation corpora no
         plateau WARNING of a faulty run came after such a fall (most come before
         three windows of history exist, where the guard cannot apply). The run
-        keeps its last ``(stair_windows + 1) * max(patience, min_points)`` values.
-        ``stair_fall`` 0 turns it off.
+        keeps about 20 values per window for it, ``stair_windows + 2`` windows'
+        worth. ``stair_fall`` 0 turns it off.
     abs_floor, rel_floor
         The loss counts as converged, and never as a plateau, once its level
         is at most ``max(abs_floor, rel_floor * first value)``. Defaults 0.01
@@ -261,12 +261,13 @@ class PlateauDiagnostic(Diagnostic):
                 stairs = self._stairs.get(metric)
                 if stairs is None:
                     stairs = self._stairs[metric] = staircase.new_state()
-                staircase.observe(stairs, col)
+                # the window is sized at the min_points-th value, before any value sampled by it
+                staircase.observe(stairs, col, staircase.sample_every(int(state[13])), int(params[2]))
             if nf:
                 v0 = float(state[5])  # the first value's scale, fixed once set
                 findings.extend(self._finding(metric, col, row, v0, stairs) for row in out[:nf].tolist())
             if stairs is not None:
-                staircase.trim(stairs, (cfg.stair_windows + 1) * max(cfg.patience, cfg.min_points))
+                staircase.trim(stairs, int(params[2]) + (cfg.stair_windows + 2) * staircase.SAMPLES_PER_WINDOW)
         if self.config.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
         return by_step(findings)

@@ -6,10 +6,13 @@ an epoch that is a plateau by any window-sized rule; over a few windows the
 loss is clearly falling. The plateau rule asks :func:`fall` how far the loss
 fell over a longer horizon before it calls a flat window a stuck run.
 
-The state is a dict of two arrays (the run's last finite values and their
-steps: :func:`observe` adds a block's, :func:`trim` keeps the last ``capacity``
-after the block's findings were judged, so a finding sees the same values
-however the run was batched), so it is part of a diagnostic's checkpoint as it is.
+The state is a dict of plain numbers and two short arrays, so it is part of a
+diagnostic's checkpoint as it is: the run's first finite values, then every
+``every``-th one (``every`` sized from the plateau window, so that a window holds
+about 20 of them), by their index in the run, so the same values are kept however
+the run is batched. :func:`observe` adds a block's; :func:`trim` keeps the last
+``capacity`` after the block's findings were judged, so a finding sees the
+same values in every batching.
 
 Examples
 --------
@@ -18,11 +21,11 @@ Examples
 >>> state = new_state()
 >>> steps = np.arange(0, 1000, 10)
 >>> stairs = 3.0 - 0.3 * (steps // 250)             # flat for 250 steps, then 0.3 lower
->>> observe(state, Column(steps, stairs.astype(float), np.zeros(len(steps))))
+>>> observe(state, Column(steps, stairs.astype(float), np.zeros(len(steps))), every=1, first=0)
 >>> round(fall(state, 990, span=200, windows=3), 3)  # 2.1 now against 2.7 600 steps before
 0.222
 >>> flat = new_state()
->>> observe(flat, Column(steps, np.full(len(steps), 2.0), np.zeros(len(steps))))
+>>> observe(flat, Column(steps, np.full(len(steps), 2.0), np.zeros(len(steps))), every=1, first=0)
 >>> fall(flat, 990, span=200, windows=3)
 0.0
 >>> import math; math.isnan(fall(flat, 300, span=200, windows=3))  # not that much history yet
@@ -37,26 +40,40 @@ import numpy as np
 
 from runwatch.models.block import Column
 
-__all__ = ["fall", "new_state", "observe", "trim", "with_state"]
+__all__ = ["SAMPLES_PER_WINDOW", "fall", "new_state", "observe", "sample_every", "trim", "with_state"]
 
 MIN_POINTS = 3  # values in each stretch compared; fewer cannot give a level
+SAMPLES_PER_WINDOW = 20  # values kept per plateau window: 10 per half-window level
 
 
 def new_state() -> dict:
-    """No values yet."""
-    return {"steps": np.zeros(0, np.int64), "values": np.zeros(0)}
+    """No values yet: finite values ``seen``, the kept ``steps`` and ``values``."""
+    return {"seen": 0, "steps": np.zeros(0, np.int64), "values": np.zeros(0)}
 
 
-def observe(state: dict, col: Column) -> None:
-    """Add the column's finite values (in step order)."""
+def sample_every(window: int) -> int:
+    """Keep every this many values for a window of ``window`` values (0: not sized yet: every value)."""
+    return max(1, -(-window // SAMPLES_PER_WINDOW))
+
+
+def observe(state: dict, col: Column, every: int, first: int) -> None:
+    """Add the column's finite values (in step order): the run's first ``first``, then every ``every``-th."""
     values = col.values
     keep = np.isfinite(values)
     steps = col.steps
     if not keep.all():
         steps, values = steps[keep], values[keep]
-    if len(values):
-        state["steps"] = np.concatenate((state["steps"], steps))
-        state["values"] = np.concatenate((state["values"], values))
+    n = len(values)
+    if not n:
+        return
+    seen = int(state["seen"])
+    state["seen"] = seen + n
+    if every > 1:
+        idx = np.arange(seen, seen + n)
+        pick = (idx < first) | ((idx - first) % every == 0)
+        steps, values = steps[pick], values[pick]
+    state["steps"] = np.concatenate((state["steps"], steps))
+    state["values"] = np.concatenate((state["values"], values))
 
 
 def trim(state: dict, capacity: int) -> None:
