@@ -99,7 +99,9 @@ _PHASES = (
     ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
 )
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
-_METRIC_WORD = re.compile(r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$")
+_METRIC_WORD = re.compile(
+    r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$"
+)
 _NEVER = {"eta", "v_num", "n_parameters", "step", "global_step", "iter", "iteration", "num_updates", "total_flos",
           "best", "best_loss", "it", "samples", "s"}
 
@@ -178,6 +180,39 @@ def _segments(text: str, phase: str = "") -> dict[str, float]:
 
 
 _SEGMENT = re.compile(r"([A-Za-z][\w ()./\-]*?)\s*(?:[:=]\s*|\s+)(" + _NUM + r")")
+# "loss 0.45", "train loss 0.45", "grad norm 1.2", "LR 1.00e-03": a key, then whitespace, then its value.
+_SPACED = re.compile(r"([A-Za-z][A-Za-z_./\-]*)(?: ([A-Za-z][A-Za-z_./\-]*))?\s+(" + _NUM + r")" + _END)
+_PHASE_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
+
+
+def _spaced_pairs(text: str, phase: str = "") -> dict[str, float]:
+    """``key value`` pairs without ``:`` or ``=`` in free-form text, metric-like keys only.
+
+    Precision first: the key must start the text or follow a delimiter or a number (the previous pair's
+    value), so in "best loss 0.45" or "took 3 s" nothing is taken; a two-word key is a phase and a metric
+    ("train loss") or a known name ("grad norm", "learning rate").
+
+    >>> _spaced_pairs("epoch 3 iter 1200/5000 loss 0.4521 (avg 0.4611) | grad norm 1.2, LR 1.0e-03, best loss 0.3")
+    {'loss': 0.4521, 'grad_norm': 1.2, 'lr': 0.001}
+    """
+    out: dict[str, float] = {}
+    for m in _SPACED.finditer(text):
+        before = text[: m.start()].rstrip()
+        if before and before[-1].isalpha():
+            continue
+        first, second, raw = m.groups()
+        if second is None:
+            key = first
+        elif first.lower() in _PHASE_WORDS or f"{first} {second}".lower() in _ALIASES:
+            key = f"{first} {second}"
+        else:
+            continue
+        if not _metric_like(key):
+            continue
+        named = metric_name(key, phase)
+        if named is not None:
+            out.setdefault(named[0], _value(raw) * named[1])
+    return out
 
 
 class _Parsed:
@@ -227,6 +262,13 @@ _ANCHOR = re.compile(
     r"\b(global_step|step|steps(?=:)|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE
 )
 _FRACTION = re.compile(r"\d\s*/\s*\d")
+# "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
+_STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+_EPOCH_OF = re.compile(r"(?<![\w.])epoch\b\s*[:=]?\s*\[?\s*(\d+)(\s*/\s*\d+)?", re.IGNORECASE)
+_STEP_WORD = re.compile(
+    r"(?<![\w.])(global[ _]step|step|iteration|iter)\b\s*[:=]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?(?![\w.])",
+    re.IGNORECASE,
+)
 _EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
 _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:\s*(?:-|,|\|)\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
@@ -517,6 +559,8 @@ def _metriclogger(x: MetricExtractor, line: str) -> _Parsed | None:
             named = metric_name(key)
         if named is not None:
             out.setdefault(named[0], _value(raw) * named[1])
+    for name, value in _spaced_pairs(_KV.sub(" | ", line[m.end() :])).items():
+        out.setdefault(name, value)
     return _Parsed(x._epoch_step(epoch, batch, total, 0), out)
 
 
@@ -687,7 +731,40 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         if word.lower() == "epoch" and _EPOCH_LINE.fullmatch(line):
             x.epoch, x.epoch_lines = int(value), 0
         return None
-    return _Parsed(int(value), metrics)
+    step = int(value) if word.lower() == "epoch" else _step_in_epoch(x, line, int(value))
+    return _Parsed(step, metrics)
+
+
+def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
+    """``step``, or for "Epoch [3/10], Step [100/600]" the run's step (3 - 1) * 600 + 100.
+
+    Only where the line gives the step as a fraction of the epoch's total and names the epoch: an epoch
+    written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3") from 0.
+    """
+    m = _STEP_OF.search(line)
+    if m is None or int(m.group(1)) != step:
+        return step
+    e = _EPOCH_OF.search(line)
+    if e is None:
+        return step
+    return x._epoch_step(int(e.group(1)), step, int(m.group(2)), 1 if e.group(2) else 0)
+
+
+def _spaced_step(x: MetricExtractor, line: str) -> _Parsed | None:
+    """``epoch 3, step 1200, loss 0.4521, lr 0.001``, ``Epoch 3 | Step 1200 | Loss 0.45``: a step word, then
+    ``key value`` pairs without ``:`` (:func:`_spaced_pairs`)."""
+    low = line.lower()
+    if "step" not in low and "iter" not in low:
+        return None
+    anchors = list(_STEP_WORD.finditer(line))
+    if not anchors:
+        return None
+    rank = {"global step": 0, "global_step": 0, "step": 1, "iteration": 2, "iter": 2}
+    m = min(anchors, key=lambda a: rank[a.group(1).lower()])
+    rest = _STEP_WORD.sub(" | ", _EPOCH_OF.sub(" | ", line))
+    metrics = _spaced_pairs(rest, _phase(line))
+    metrics.pop("epoch", None)
+    return _Parsed(_step_in_epoch(x, line, int(m.group(2))), metrics) if metrics else None
 
 
 def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -932,5 +1009,5 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _bar, _deepspeed, _anchored, _leading_step,
-    _epoch_context,
+    _epoch_context, _spaced_step,
 )

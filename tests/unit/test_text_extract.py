@@ -160,6 +160,44 @@ def test_step_anchored_free_form_lines():
     assert len(out) == 2  # "Step: 425k" is not a step and the epoch is not one either
 
 
+def test_step_lines_whose_fields_have_no_colon():
+    """Custom loops print ``f"epoch {e}, step {s}, loss {l:.4f}"``: a step word, then ``key value`` fields."""
+    out, _ = ext([
+        "epoch 3, step 1200, loss 0.4521, lr 0.001",
+        "Epoch 3 | Step 1300 | Loss 0.4401 | LR 1.0e-03 | grad norm 1.25",
+        "step 1400 train loss 0.4312 val loss 0.5120",
+        "global step 1500: loss 0.4201",
+    ])
+    assert out == [
+        (1200, {"loss": 0.4521, "lr": 0.001}),
+        (1300, {"loss": 0.4401, "lr": 0.001, "grad_norm": 1.25}),
+        (1400, {"loss": 0.4312, "val/loss": 0.512}),
+        (1500, {"loss": 0.4201}),
+    ]
+
+
+def test_fields_without_colon_are_taken_only_when_unambiguous():
+    out, _ = ext([
+        "step 100 best loss 0.30 so far",  # a best-so-far value, not this step's loss
+        "Saving model at step 200 to ckpt_200.pt",
+        "step 300 took 3.2 s, 12 samples",
+        "Reached step 400, mean reward 3.5",
+    ])
+    assert out == []
+
+
+def test_a_step_counted_within_its_epoch_becomes_the_runs_step():
+    """``Epoch [2/10], Step [100/600]`` is step 700 of the run (epochs written as fractions count from 1)."""
+    out, _ = ext([
+        "Epoch [1/10], Step [100/600], Loss: 0.4521",
+        "Epoch [1/10], Step [600/600], Loss: 0.4021",
+        "Epoch [2/10], Step [100/600], Loss: 0.3521",
+        "epoch 2 iter 50/500 loss 0.3333",  # a bare epoch counts from 0: 2 * 500 + 50
+    ])
+    assert [s for s, _ in out] == [100, 600, 700, 1050]
+    assert out[2][1] == {"loss": 0.3521} and out[3][1] == {"loss": 0.3333}
+
+
 def test_epoch_block_lines():
     out, _ = ext([
         "lr: 0.0001",  # a hyperparameter header, not a metric
