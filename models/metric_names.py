@@ -29,6 +29,9 @@ Rules, applied to the name with a Lightning ``_step`` suffix removed (an
   ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, where ``acc`` and
   ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``) and ``total_loss``
   becomes ``loss`` (``val/total_loss`` -> ``val/loss``)
+- Keras's TensorBoard callback: ``epoch_loss``, ``batch_loss`` -> ``loss``,
+  ``epoch_learning_rate`` -> ``lr`` (its ``validation/`` folder's ``epoch_loss`` is
+  read as ``val_epoch_loss`` -> ``val/loss`` by the TensorBoard importer)
 - learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
 - gradient norm: ``gradient_norm``, ``grad_norm_total`` -> ``grad_norm``
 - a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
@@ -43,6 +46,8 @@ Examples
 ['lr', 'grad_norm', 'train/epoch', 'train_acc']
 >>> [canonical_name(n) for n in ["total_loss", "loss_cls", "val/total_loss", "loss/train/total", "train/box_loss"]]
 ['loss', 'loss_cls', 'val/loss', 'loss', 'train/box_loss']
+>>> [canonical_name(n) for n in ["epoch_loss", "batch_loss", "epoch_learning_rate", "val_epoch_loss", "epoch_accuracy"]]
+['loss', 'loss', 'lr', 'val/loss', 'epoch_accuracy']
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "lo
                "total_loss", "loss_total", "loss/total", "train/total_loss", "train_total_loss", "loss/train/total",
                "reduced_train_loss"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
+_KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
 _TRAIN_PREFIXES = ("train/", "training/", "train_")
 _GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
@@ -77,7 +83,7 @@ def _base(base: str) -> str:
     low = base.lower()
     if low in ("acc", "accuracy"):
         return "acc"
-    if low == "loss" or low in _TOTAL_LOSS:
+    if low == "loss" or low in _TOTAL_LOSS or low in ("epoch_loss", "batch_loss"):
         return "loss"
     return base
 
@@ -91,6 +97,9 @@ def canonical_name(name: str) -> str:
     low = stem.lower()
     if low in _TRAIN_LOSS:
         return "loss"
+    for prefix in _KERAS_PREFIXES:
+        if low.startswith(prefix) and low[len(prefix) :] in ("loss", "learning_rate", "lr"):
+            return "loss" if low.endswith("loss") else "lr"
     for prefix in _TRAIN_PREFIXES:
         if low.startswith(prefix) and len(stem) > len(prefix):
             inner = canonical_name(stem[len(prefix) :])

@@ -142,6 +142,10 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append((fmt, f))
         elif (fmt == "auto" and strip_gz(f.name).endswith(".log")) or (fmt == "text" and _file_format(f) == "text"):
             items.append(("text", f))
+    for run_dir in {d.parent for d in event_dirs if d.name in tensorboard.KERAS_SPLITS}:
+        splits = [run_dir / name for name in sorted(tensorboard.KERAS_SPLITS)]
+        if run_dir not in event_dirs and all(d in event_dirs for d in splits):  # Keras: one run in two folders
+            event_dirs[run_dir] = [f for d in splits for f in event_dirs.pop(d)]
     items.extend(("tensorboard", files) for files in event_dirs.values())
     items.extend(("mlflow", exp) for exp in experiments if ".trash" not in exp.parts)
     if not items:
@@ -180,8 +184,11 @@ def read(
         }[fmt](target, canonical, problems)
     if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "text"):
         first = target[0] if isinstance(target, list) else target
+        folder = first.parent
+        if isinstance(target, list):
+            folder = tensorboard.keras_run(sorted({f.parent for f in target})) or folder
         try:
-            rel = first.parent.relative_to(root)
+            rel = folder.relative_to(root)
         except ValueError:
             rel = None
         if rel is not None:

@@ -23,7 +23,10 @@ Scalars are ``Summary.Value.simple_value`` (TF1, tensorboardX, PyTorch's
 hparams plugin's session-start record (Lightning's ``TensorBoardLogger``
 writes one). A folder's event files are one run (as TensorBoard shows
 them), read in file-name order; values logged again at a step (a resumed
-run) replace the earlier ones.
+run) replace the earlier ones. Keras's ``TensorBoard`` callback writes one run
+as two sibling folders, ``train/`` and ``validation/``, with the same tags
+(``epoch_loss``): they are read as one run named after their parent, the
+validation folder's tags prefixed ``val_`` (``val_epoch_loss`` -> ``val/loss``).
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from google.protobuf import (
 
 from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder
 
-__all__ = ["crc32c", "iter_records", "read", "read_events"]
+__all__ = ["KERAS_SPLITS", "crc32c", "iter_records", "keras_run", "read", "read_events"]
 
 FORMAT = "tensorboard"
+KERAS_SPLITS = {"train": "", "validation": "val_"}  # Keras's sibling folders of one run, and their tag prefixes
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
@@ -264,8 +268,8 @@ def _tensor_scalar(t: Any) -> float | None:
     return None
 
 
-def read_events(path: Path, builder: RunBuilder, run: ImportedRun, problems: Problems = STRICT) -> int:
-    """Add the scalars of one event file to ``builder``; returns how many records were read."""
+def read_events(path: Path, builder: RunBuilder, run: ImportedRun, problems: Problems = STRICT, prefix: str = "") -> int:
+    """Add the scalars of one event file to ``builder`` (tags prefixed ``prefix``); returns how many records were read."""
     n_records = 0
     for n, offset, data in iter_records(path, problems=problems):
         n_records += 1
@@ -297,7 +301,7 @@ def read_events(path: Path, builder: RunBuilder, run: ImportedRun, problems: Pro
                 continue
             tag = value.tag or value.node_name
             if tag:
-                builder.add(int(event.step), tag, number, float(event.wall_time))
+                builder.add(int(event.step), prefix + tag, number, float(event.wall_time))
     return n_records
 
 
@@ -319,17 +323,29 @@ def _hparams(content: bytes, run: ImportedRun) -> None:
             run.end_time = data.session_end_info.end_time_secs
 
 
+def keras_run(folders: list[Path]) -> Path | None:
+    """The run folder when ``folders`` are Keras's ``train/`` and ``validation/`` of one parent, else None."""
+    parents = {f.parent for f in folders}
+    if len(folders) == 2 and len(parents) == 1 and {f.name for f in folders} == set(KERAS_SPLITS):
+        return parents.pop()
+    return None
+
+
 def read(paths: Path | list[Path], canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
-    """Read the event files of one folder (or one file) as one run (bad records go to ``problems``)."""
+    """Read the event files of one folder (or one file), or of a Keras run's two folders, as one run.
+
+    Bad records go to ``problems``.
+    """
     files = sorted([paths] if isinstance(paths, Path) else paths)
-    folder = files[0].parent
+    keras = keras_run(sorted({f.parent for f in files}))
+    folder = keras if keras is not None else files[0].parent
     name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
     run = ImportedRun(FORMAT, folder if len(files) > 1 else files[0], key=str(folder), name=name, tags=["tensorboard"])
     builder = RunBuilder(run)
     for f in files:
-        read_events(f, builder, run, problems)
+        read_events(f, builder, run, problems, KERAS_SPLITS[f.parent.name] if keras is not None else "")
     if len(files) > 1:
-        run.notes.append(f"{len(files)} event files merged")
+        run.notes.append(f"{len(files)} event files merged" + (" (Keras train/ and validation/)" if keras else ""))
     return [builder.build(canonical)]
 
 

@@ -61,6 +61,44 @@ def test_tensorboard_keep_names():
     assert run.metric_names == ["epoch", "train_loss"] and run.renamed == {}
 
 
+def _write_events(path: Path, scalars: list[tuple[int, str, float]]) -> None:
+    """An event file of ``(step, tag, value)`` scalars, framed as TensorFlow writes TFRecords."""
+    from runwatch.client.importers.tensorboard import Event, _masked
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = bytearray()
+    for i, (step, tag, value) in enumerate([(0, "", 0.0), *scalars]):
+        event = Event(wall_time=1.7e9 + i, step=step)
+        if tag:
+            event.summary.value.add(tag=tag, simple_value=value)
+        else:
+            event.file_version = "brain.Event:2"
+        data = event.SerializeToString()
+        head = struct.pack("<Q", len(data))
+        out += head + struct.pack("<I", _masked(crc32c(head))) + data + struct.pack("<I", _masked(crc32c(data)))
+    path.write_bytes(bytes(out))
+
+
+def test_tensorboard_keras_train_and_validation_folders_are_one_run(tmp_path):
+    """Keras's TensorBoard callback: logs/fit/<run>/train and .../validation, both with epoch_loss."""
+    run_dir = tmp_path / "logs" / "fit" / "20240101-120000"
+    _write_events(run_dir / "train" / "events.out.tfevents.1.host.1.v2",
+                  [(e, tag, v) for e in range(5) for tag, v in (("epoch_loss", 2.0 - 0.3 * e),
+                                                                 ("epoch_accuracy", 0.5 + 0.1 * e),
+                                                                 ("epoch_learning_rate", 1e-3))])
+    _write_events(run_dir / "validation" / "events.out.tfevents.1.host.2.v2",
+                  [(e, "epoch_loss", 2.1 - 0.25 * e) for e in range(5)])
+    run = one(tmp_path / "logs")
+    assert_well_formed(run)
+    assert run.steps == [0, 1, 2, 3, 4] and run.name == "fit/20240101-120000"
+    assert set(run.metric_names) == {"loss", "val/loss", "lr", "epoch_accuracy"}
+    assert run.metrics[1]["loss"] == pytest.approx(1.7) and run.metrics[1]["val/loss"] == pytest.approx(1.85)
+    assert any("Keras" in n for n in run.notes)
+    # a lone train/ folder (no validation/ beside it) stays a run of its own
+    _write_events(tmp_path / "other" / "train" / "events.out.tfevents.2.host", [(0, "epoch_loss", 1.0)])
+    assert one(tmp_path / "other").name == "other/train"
+
+
 def test_crc32c_and_record_framing():
     assert crc32c(b"") == 0 and crc32c(b"123456789") == 0xE3069283
     event_file = next((FIXTURES / "tensorboard" / "vae_mirt_version_4").iterdir())
