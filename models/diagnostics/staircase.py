@@ -58,6 +58,16 @@ def sample_every(window: int) -> int:
 
 def observe(state: dict, col: Column, every: int, first: int) -> None:
     """Add the column's finite values (in step order): the run's first ``first``, then every ``every``-th."""
+    if len(col.values) == 1:  # one event (a small batch): the same choice without the arrays
+        value = float(col.values[0])
+        if not math.isfinite(value):
+            return
+        seen = int(state["seen"])
+        state["seen"] = seen + 1
+        if seen < first or (seen - first) % every == 0:
+            state["steps"] = np.append(state["steps"], col.steps[0])
+            state["values"] = np.append(state["values"], value)
+        return
     values = col.values
     keep = np.isfinite(values)
     steps = col.steps
