@@ -33,7 +33,8 @@ Rules, applied to the name with a Lightning ``_step`` suffix removed (an
   ``epoch_learning_rate`` -> ``lr`` (its ``validation/`` folder's ``epoch_loss`` is
   read as ``val_epoch_loss`` -> ``val/loss`` by the TensorBoard importer)
 - learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
-- gradient norm: ``gradient_norm``, ``grad_norm_total`` -> ``grad_norm``
+- gradient norm: ``gradient_norm``, ``grad_norm_total`` and Lightning's ``grad_2.0_norm_total``
+  -> ``grad_norm``; Lightning's per-parameter ``grad_2.0_norm/<name>`` -> ``grad_norm/<name>``
 - a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
   (W&B's Hugging Face integration: ``train/learning_rate``, ``train/grad_norm``)
   is dropped
@@ -48,6 +49,8 @@ Examples
 ['loss', 'loss_cls', 'val/loss', 'loss', 'train/box_loss']
 >>> [canonical_name(n) for n in ["epoch_loss", "batch_loss", "epoch_learning_rate", "val_epoch_loss", "epoch_accuracy"]]
 ['loss', 'loss', 'lr', 'val/loss', 'epoch_accuracy']
+>>> [canonical_name(n) for n in ["grad_2.0_norm_total", "grad_2.0_norm/encoder.fc1.weight", "grad_inf_norm_total"]]
+['grad_norm', 'grad_norm/encoder.fc1.weight', 'grad_inf_norm_total']
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "lo
                "reduced_train_loss"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
 _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
+# Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter
+_LIGHTNING_GRAD = re.compile(r"grad_2(?:\.0)?_norm(?:(_total)|/(.+))")
 _TRAIN_PREFIXES = ("train/", "training/", "train_")
 _GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
@@ -109,6 +114,9 @@ def canonical_name(name: str) -> str:
         return "lr"
     if low in _GRAD_NORM:
         return "grad_norm"
+    lightning = _LIGHTNING_GRAD.fullmatch(stem)
+    if lightning is not None:
+        return "grad_norm" if lightning.group(1) else "grad_norm/" + lightning.group(2)
     for p in _VAL_PREFIXES:
         if low.startswith(p) and len(stem) > len(p):
             return "val/" + _base(stem[len(p) :])
