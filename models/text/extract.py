@@ -315,6 +315,11 @@ class MetricExtractor:
         self.rl_table: dict | None = None  # a Stable-Baselines3 table being printed: {"section", "values"}
         self.metrics_block: str | None = None  # the split of a Hugging Face "***** eval metrics *****" block
         self.composer_step: int | None = None  # the step of the Composer progress line whose rows follow
+        # Lines naming an epoch and a step: the last such epoch, its largest step, and what is added to steps
+        # that count within their epoch (see _step_in_epoch)
+        self.step_epoch: int | None = None
+        self.epoch_max = 0
+        self.step_offset = 0
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -363,6 +368,7 @@ class MetricExtractor:
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
+            "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -385,6 +391,10 @@ class MetricExtractor:
         self.yolo = None if yolo is None else [int(yolo[0]), *(str(c) for c in yolo[1:])]
         composer = state.get("composer_step")
         self.composer_step = None if composer is None else int(composer)
+        step_epoch = state.get("step_epoch")
+        self.step_epoch = None if step_epoch is None else int(step_epoch)
+        self.epoch_max = int(state.get("epoch_max", 0))
+        self.step_offset = int(state.get("step_offset", 0))
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -736,18 +746,31 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
-    """``step``, or for "Epoch [3/10], Step [100/600]" the run's step (3 - 1) * 600 + 100.
+    """The run's step for a line that names its epoch and a step: ``step`` unless that counts within the epoch.
 
-    Only where the line gives the step as a fraction of the epoch's total and names the epoch: an epoch
-    written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3") from 0.
+    - "Epoch [3/10], Step [100/600]": (3 - 1) * 600 + 100. A step given as a fraction of the epoch's total:
+      an epoch written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3") from 0.
+    - "epoch 2 step 100" after "epoch 1 step 900": the step went back as the epoch moved on, so steps count
+      within an epoch; each epoch's steps then follow the previous epoch's largest one (900 + 1 + 100), an
+      estimate of the run's step that keeps every epoch's values instead of dropping them as going back.
+      A log whose steps run on across epochs is left as it is.
     """
-    m = _STEP_OF.search(line)
-    if m is None or int(m.group(1)) != step:
-        return step
     e = _EPOCH_OF.search(line)
     if e is None:
         return step
-    return x._epoch_step(int(e.group(1)), step, int(m.group(2)), 1 if e.group(2) else 0)
+    m = _STEP_OF.search(line)
+    if m is not None and int(m.group(1)) == step:
+        return x._epoch_step(int(e.group(1)), step, int(m.group(2)), 1 if e.group(2) else 0)
+    epoch = int(e.group(1))
+    if x.step_epoch is None or epoch < x.step_epoch:
+        x.step_epoch, x.epoch_max = epoch, step
+        return step + x.step_offset
+    if epoch > x.step_epoch:
+        if step + x.step_offset <= x.last_step:  # the count started again with the epoch
+            x.step_offset += x.epoch_max + 1
+        x.step_epoch, x.epoch_max = epoch, step
+    x.epoch_max = max(x.epoch_max, step)
+    return step + x.step_offset
 
 
 def _spaced_step(x: MetricExtractor, line: str) -> _Parsed | None:

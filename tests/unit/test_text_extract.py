@@ -198,6 +198,26 @@ def test_a_step_counted_within_its_epoch_becomes_the_runs_step():
     assert out[2][1] == {"loss": 0.3521} and out[3][1] == {"loss": 0.3333}
 
 
+def test_steps_that_start_again_each_epoch_keep_every_epoch():
+    """``print(f"epoch {e} step {i} loss {l}")`` with ``i`` counting within the epoch: before, every epoch after
+    the first was dropped as steps going back."""
+    lines = [f"epoch {e} step {i} loss {2.0 - 0.1 * e - i / 10000:.4f}" for e in range(3) for i in range(0, 1000, 100)]
+    out, x = ext(lines)
+    steps = [s for s, _ in out]
+    assert len(out) == 30 and x.dropped == 0 and steps == sorted(set(steps))
+    assert steps[9:12] == [900, 901, 1001]  # epoch 1 follows epoch 0's last step
+    assert out[10][1] == {"loss": 1.9}
+    # a log whose steps run on across epochs keeps them as they are
+    on, _ = ext([f"epoch: {e} step: {e * 1000 + i} loss: 0.5" for e in range(3) for i in (0, 500)])
+    assert [s for s, _ in on] == [0, 500, 1000, 1500, 2000, 2500]
+    # and a checkpoint between epochs continues the count
+    a = MetricExtractor()
+    a.extract_many(lines[:15])
+    b = MetricExtractor()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.extract_many(lines[15:]) == out[15:]
+
+
 def test_epoch_block_lines():
     out, _ = ext([
         "lr: 0.0001",  # a hyperparameter header, not a metric
