@@ -81,6 +81,34 @@ def test_events_feed_the_metric_detectors():
     assert [a.finding.metric for a in alerts] == ["log/cuda_oom"] and alerts[0].finding.detector == "log_text"
 
 
+def test_a_custom_loops_prints_reach_the_divergence_checks_in_every_epoch():
+    """``print(f"epoch {e} step {i} loss {loss:.4f} lr {lr}")``, ``i`` counting within the epoch, the loss blowing up
+    in the fourth epoch: the default suite warns as it blows up, and not before (before 2026-12-04 these lines
+    gave no metric at all, and with colons every epoch after the first was dropped)."""
+    import math
+
+    from runwatch.models.block import MetricBlock
+
+    lines, blown = [], None
+    for e in range(4):
+        for i in range(0, 500, 10):
+            t = e * 500 + i
+            loss = 2.3 * math.exp(-t / 600) + 0.1 if t <= 1700 else 0.3 * 1.05 ** (t - 1700)
+            if blown is None and loss > 10 * 0.3:
+                blown = t
+            lines.append(f"epoch {e} step {i} loss {loss:.4f} lr 0.001")
+    tm, monitor, alerts = TextMonitor("r"), DiagnosticSuite(SuiteConfig()).monitor("r"), []
+    for k in range(0, len(lines), 20):
+        events, _ = tm.observe_lines(lines[k : k + 20])
+        alerts += monitor.observe_block(MetricBlock.from_values(
+            [s for s, _ in events], [0.0] * len(events), [tuple(m) for _, m in events], [list(m.values()) for _, m in events]))
+    assert tm.extractor.dropped == 0
+    warned = [a.finding.step for a in alerts if a.finding.severity >= Severity.WARNING]
+    # the run's steps are estimated: each epoch follows the previous one's last printed step (490 + 1), so the
+    # fourth epoch's step i is read as 3 * 491 + i
+    assert warned and 1700 - 27 <= min(warned) <= blown - 27 + 3 * 10, (warned, blown)
+
+
 def test_sequence_model_flags_unexpected_lines(tmp_path):
     miner = TemplateMiner()
     normal = ["worker started", "batch loaded", "step done", "worker stopped"]
