@@ -246,7 +246,8 @@ _NANOGPT_EVAL = re.compile(r"\bstep (\d+): train loss (" + _NUM + r"), val loss 
 _ONMT_OLD = re.compile(r"\bEpoch\s+(\d+),\s+(\d+)/\s*(\d+);")
 _ONMT_STEP = re.compile(r"\bStep\s+(\d+)/\s*(\d+);")
 _KERAS_EPOCH = re.compile(r"\s*Epoch (\d+)/(\d+)\s*")
-_KERAS_BAR = re.compile(r"^\s*(\d+)/(\d+) \[[=>.]*\]")
+# Keras 2's "[====>...]" bar, Keras 3's "━━━━" bar, and verbose=2's "1875/1875 - 5s - loss: ..." (no bar)
+_KERAS_BAR = re.compile(r"^\s*(\d+)/(\d+) (?:\[[=>.]*\]|[\u2500-\u257f]+|- \d+(?:\.\d+)?m?s(?= - ))")
 _BAR = re.compile(
     r"(?:\bEpoch (\d+):\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[\d:]+<[\d:?]*,\s*[\d.?]+\s*(?:s/it|it/s)(?:,\s*([^\]]*))?\]"
 )
@@ -686,7 +687,7 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     if m is not None:
         x.epoch, x.epoch_lines = int(m.group(1)), 0
         return None
-    if " - " not in line or "[" not in line:
+    if " - " not in line or "/" not in line:
         return None
     m = _KERAS_BAR.search(line)
     if m is None:

@@ -49,6 +49,7 @@ DETECTOR = "log_text"
 VERSION = "1"
 _ERRORISH = re.compile(r"error|exception|fail|fatal|killed|abort|timeout|timed out|denied|refused|\bnan\b", re.IGNORECASE)
 _SPLIT = re.compile(r"[\r\n]+")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # CSI sequences: colours, cursor moves
 
 
 class TextMonitorConfig(DiagnosticConfig):
@@ -166,6 +167,8 @@ class TextMonitor:
         return events, [self._finding(f, self.step) for f in held]
 
     def _line(self, line: str, events: list, found: list, unexpected: list) -> None:
+        if "\x1b" in line:  # terminal colours (Keras 3's bar, rich, loguru): not part of what the line says
+            line = _ANSI.sub("", line)
         index = self.lines
         self.lines += 1
         match = self.miner.add(line)

@@ -140,6 +140,32 @@ def test_keras_progress_with_epoch_context():
     assert step == 234 + 234 and m["loss"] == 0.3121 and m["acc"] == 0.9012 and math.isnan(m["val/loss"])
 
 
+def test_keras_3_bar_and_verbose_2_lines():
+    """Keras 3 (TF >= 2.16) draws its bar with box characters and sorts the metrics; ``verbose=2`` prints no bar."""
+    k3, _ = ext([
+        "Epoch 1/10",
+        "1875/1875 ━━━━━━━━━━━━━━━━━━━━ 5s 2ms/step - accuracy: 0.9137 - loss: 0.2973 - val_accuracy: 0.9571 - val_loss: 0.1425",
+        "Epoch 2/10",
+        " 900/1875 ━━━━━━━━━━━━━━━━━━━━ 2s 2ms/step - accuracy: 0.9533 - loss: 0.1590",
+    ])
+    assert k3 == [(1875, {"acc": 0.9137, "loss": 0.2973, "val/acc": 0.9571, "val/loss": 0.1425}),
+                  (2775, {"acc": 0.9533, "loss": 0.159})]
+    v2, _ = ext([
+        "Epoch 3/10",
+        "1875/1875 - 4s - loss: 0.1421 - accuracy: 0.9581 - val_loss: 0.1011 - val_accuracy: 0.9690 - 4s/epoch - 2ms/step",
+    ])
+    assert v2 == [(2 * 1875 + 1875, {"loss": 0.1421, "acc": 0.9581, "val/loss": 0.1011, "val/acc": 0.969})]
+
+
+def test_terminal_colours_are_not_part_of_a_line():
+    from runwatch.models.text.monitor import TextMonitor
+
+    coloured = ("\x1b[1m1875/1875\x1b[0m \x1b[32m━━━━━━━━━━━━━━━━━━━━\x1b[0m\x1b[37m\x1b[0m \x1b[1m5s\x1b[0m 2ms/step - "
+                "accuracy: 0.9137 - loss: 0.2973")
+    events, _ = TextMonitor("r").observe_lines(["Epoch 1/10", coloured])
+    assert events == [(1875, {"acc": 0.9137, "loss": 0.2973})]
+
+
 def test_lightning_bar_holds_values_until_the_bar_moves():
     out, _ = ext([
         "Epoch 1:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.473, v_num=193315]",
