@@ -321,6 +321,7 @@ class MetricExtractor:
         self.step_epoch: int | None = None
         self.epoch_max = 0
         self.step_offset = 0
+        self.epoch_base: int | None = None  # 0 or 1: the first epoch such a line named
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -370,6 +371,7 @@ class MetricExtractor:
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
+            "epoch_base": self.epoch_base,
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -396,6 +398,8 @@ class MetricExtractor:
         self.step_epoch = None if step_epoch is None else int(step_epoch)
         self.epoch_max = int(state.get("epoch_max", 0))
         self.step_offset = int(state.get("step_offset", 0))
+        base = state.get("epoch_base")
+        self.epoch_base = None if base is None else int(base)
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -705,6 +709,36 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out)
 
 
+_RICH_BAR = re.compile(r"^\s*Epoch (\d+)/\d+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s")
+_BRACKET_STEP = re.compile(r"(?:^|\]\s)\s*\[(\d+)\]\s+(?=[A-Za-z][\w./\-]*=)")
+
+
+def _rich_bar(x: MetricExtractor, line: str) -> _Parsed | None:
+    """Lightning's ``RichProgressBar``: ``Epoch 2/9 ━━━━ 938/938 0:00:12 • 0:00:00 75.12it/s v_num: 0 train_loss: 0.12``
+    (0-based epochs, as Lightning counts them)."""
+    if "Epoch" not in line:
+        return None
+    m = _RICH_BAR.match(line)
+    if m is None:
+        return None
+    metrics = _pairs(line[m.end() :], keep=_metric_like)
+    if not metrics:
+        return None
+    return _Parsed(x._epoch_step(int(m.group(1)), int(m.group(2)), int(m.group(3)), 0), metrics, bar=True)
+
+
+def _bracket_step(x: MetricExtractor, line: str) -> _Parsed | None:
+    """CLU's ``LoggingWriter`` (JAX: Flax, T5X, big_vision), through absl: ``...logging_writer.py:48] [100]
+    learning_rate=0.001, loss=2.31``: the step in brackets, then ``key=value`` pairs."""
+    if "=" not in line:
+        return None
+    m = _BRACKET_STEP.search(line)
+    if m is None:
+        return None
+    metrics = _pairs(line[m.end() :], keep=_metric_like)
+    return _Parsed(int(m.group(1)), metrics) if metrics else None
+
+
 def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
     if "%|" not in line:
         return None
@@ -750,7 +784,9 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     """The run's step for a line that names its epoch and a step: ``step`` unless that counts within the epoch.
 
     - "Epoch [3/10], Step [100/600]": (3 - 1) * 600 + 100. A step given as a fraction of the epoch's total:
-      an epoch written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3") from 0.
+      an epoch written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3", "Epoch[3]") from
+      the first epoch the log names if that is 0, else from 1 (``range(epochs)`` loops print 0 first; Ignite
+      and ``epoch + 1`` prints start at 1).
     - "epoch 2 step 100" after "epoch 1 step 900": the step went back as the epoch moved on, so steps count
       within an epoch; each epoch's steps then follow the previous epoch's largest one (900 + 1 + 100), an
       estimate of the run's step that keeps every epoch's values instead of dropping them as going back.
@@ -759,10 +795,12 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     e = _EPOCH_OF.search(line)
     if e is None:
         return step
+    epoch = int(e.group(1))
+    if x.epoch_base is None:
+        x.epoch_base = min(epoch, 1)
     m = _STEP_OF.search(line)
     if m is not None and int(m.group(1)) == step:
-        return x._epoch_step(int(e.group(1)), step, int(m.group(2)), 1 if e.group(2) else 0)
-    epoch = int(e.group(1))
+        return x._epoch_step(epoch, step, int(m.group(2)), 1 if e.group(2) else x.epoch_base)
     if x.step_epoch is None or epoch < x.step_epoch:
         x.step_epoch, x.epoch_max = epoch, step
         return step + x.step_offset
@@ -1032,6 +1070,7 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
-    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _bar, _deepspeed, _anchored, _leading_step,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step, _anchored,
+    _leading_step,
     _epoch_context, _spaced_step,
 )

@@ -166,6 +166,15 @@ def test_terminal_colours_are_not_part_of_a_line():
     assert events == [(1875, {"acc": 0.9137, "loss": 0.2973})]
 
 
+def test_lightning_rich_bar_and_clu_bracketed_steps():
+    rich, _ = ext(["Epoch 2/9  ━━━━━━━━━━━━━━━━━━━━ 938/938 0:00:12 • 0:00:00 75.12it/s v_num: 0 train_loss: 0.123 "
+                   "val_loss: 0.100", "Epoch 3/9  ━━━━━━━━━━━━━━━━━━━━ 10/938 0:00:01 • 0:00:11 75.1it/s v_num: 0 train_loss: 0.1"])
+    assert rich == [(2 * 938 + 938, {"loss": 0.123, "val/loss": 0.1}), (3 * 938 + 10, {"loss": 0.1})]
+    clu, _ = ext(["I1204 10:00:00.123456 140245 logging_writer.py:48] [100] learning_rate=0.001000, loss=2.310000",
+                  "[200] loss=2.11, lr=0.001"])
+    assert clu == [(100, {"lr": 0.001, "loss": 2.31}), (200, {"loss": 2.11, "lr": 0.001})]
+
+
 def test_lightning_bar_holds_values_until_the_bar_moves():
     out, _ = ext([
         "Epoch 1:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.473, v_num=193315]",
@@ -218,10 +227,12 @@ def test_a_step_counted_within_its_epoch_becomes_the_runs_step():
         "Epoch [1/10], Step [100/600], Loss: 0.4521",
         "Epoch [1/10], Step [600/600], Loss: 0.4021",
         "Epoch [2/10], Step [100/600], Loss: 0.3521",
-        "epoch 2 iter 50/500 loss 0.3333",  # a bare epoch counts from 0: 2 * 500 + 50
     ])
-    assert [s for s, _ in out] == [100, 600, 700, 1050]
-    assert out[2][1] == {"loss": 0.3521} and out[3][1] == {"loss": 0.3333}
+    assert [s for s, _ in out] == [100, 600, 700] and out[2][1] == {"loss": 0.3521}
+    # A bare epoch counts from the first one the log names: 0 (range(epochs)) or 1 (Ignite, epoch + 1).
+    zero, _ = ext(["epoch 0 iter 50/500 loss 0.5", "epoch 2 iter 50/500 loss 0.3"])
+    one, _ = ext(["Epoch[1] Iteration[100/938] Loss: 0.45", "Epoch[2] Iteration[100/938] Loss: 0.40"])
+    assert [s for s, _ in zero] == [50, 1050] and [s for s, _ in one] == [100, 1038]
 
 
 def test_steps_that_start_again_each_epoch_keep_every_epoch():
