@@ -264,7 +264,13 @@ _ANCHOR = re.compile(
 )
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 # "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
-_STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+_STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+# "Epoch 1, Batch 100": the batch counts within the epoch (the epoch alone is not the step)
+_EPOCH_BATCH = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*\]?\s*[,|]?\s*batch\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
+                          re.IGNORECASE)
+# PyTorch's word_language_model example: "| epoch   1 |   200/ 2928 batches | lr 20.00 | ... | loss  7.63 | ppl  2055.20"
+_WLM = re.compile(r"^\s*\|\s*epoch\s+(\d+)\s*\|\s*(\d+)\s*/\s*(\d+)\s+batches\s*\|")
+_WLM_END = re.compile(r"^\s*\|\s*end of epoch\s+\d+\s*\|")
 _EPOCH_OF = re.compile(r"(?<![\w.])epoch\b\s*[:=]?\s*\[?\s*(\d+)(\s*/\s*\d+)?", re.IGNORECASE)
 _STEP_WORD = re.compile(
     r"(?<![\w.])(global[ _]step|step|iteration|iter)\b\s*[:=]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?(?![\w.])",
@@ -776,8 +782,32 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         if word.lower() == "epoch" and _EPOCH_LINE.fullmatch(line):
             x.epoch, x.epoch_lines = int(value), 0
         return None
-    step = int(value) if word.lower() == "epoch" else _step_in_epoch(x, line, int(value))
+    if word.lower() == "epoch":
+        batch = _EPOCH_BATCH.search(line)
+        step = int(value) if batch is None else _step_in_epoch(x, line, int(batch.group(1)))
+    else:
+        step = _step_in_epoch(x, line, int(value))
     return _Parsed(step, metrics)
+
+
+def _word_language_model(x: MetricExtractor, line: str) -> _Parsed | None:
+    """PyTorch's examples (word_language_model and the tutorials copied from it): ``| epoch 1 | 200/2928 batches |
+    lr 20.00 | ms/batch 45.00 | loss 7.63 | ppl 2055.20``, then ``| end of epoch 1 | time: 40.0s | valid loss 5.58 |
+    valid ppl 265.80`` at the epoch's last step."""
+    if "epoch" not in line or "|" not in line:
+        return None
+    m = _WLM.match(line)
+    if m is not None:
+        epoch = int(m.group(1))
+        if x.epoch_base is None:
+            x.epoch_base = min(epoch, 1)
+        metrics = _segments(line[m.end() :])
+        metrics.pop("ms/batch", None)
+        return _Parsed(x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x.epoch_base), metrics) if metrics else None
+    if _WLM_END.match(line) is not None:
+        metrics = {k: v for k, v in _segments(line).items() if k.startswith("val/")}
+        return _Parsed(x._current_step(), metrics) if metrics else None
+    return None
 
 
 def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
@@ -1070,7 +1100,7 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
-    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step, _anchored,
-    _leading_step,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step,
+    _word_language_model, _anchored, _leading_step,
     _epoch_context, _spaced_step,
 )

@@ -175,6 +175,20 @@ def test_lightning_rich_bar_and_clu_bracketed_steps():
     assert clu == [(100, {"lr": 0.001, "loss": 2.31}), (200, {"loss": 2.11, "lr": 0.001})]
 
 
+def test_pytorch_word_language_model_example_and_epoch_batch_lines():
+    out, _ = ext([
+        "| epoch   1 |   200/ 2928 batches | lr 20.00 | ms/batch 45.00 | loss  7.63 | ppl  2055.20",
+        "-" * 89,
+        "| end of epoch   1 | time: 40.00s | valid loss  5.58 | valid ppl   265.80",
+        "| epoch   2 |   200/ 2928 batches | lr 20.00 | ms/batch 45.00 | loss  5.40 | ppl   221.00",
+    ])
+    assert out == [(200, {"lr": 20.0, "loss": 7.63, "ppl": 2055.2}), (200, {"val/loss": 5.58, "val/ppl": 265.8}),
+                   (2928 + 200, {"lr": 20.0, "loss": 5.4, "ppl": 221.0})]
+    batches, _ = ext(["INFO:root:Epoch 1, Batch 100, Loss: 0.6931", "INFO:root:Epoch 1, Batch 200, Loss: 0.6531",
+                      "INFO:root:Epoch 2, Batch [100/250], Loss: 0.5931"])
+    assert [s for s, _ in batches] == [100, 200, 350]  # the epoch alone is not the step
+
+
 def test_lightning_bar_holds_values_until_the_bar_moves():
     out, _ = ext([
         "Epoch 1:  11%|█         | 2/18 [00:11<01:33,  5.82s/it, loss=10.473, v_num=193315]",
