@@ -328,6 +328,7 @@ class MetricExtractor:
         self.epoch_max = 0
         self.step_offset = 0
         self.epoch_base: int | None = None  # 0 or 1: the first epoch such a line named
+        self.steps_run_on = False  # the step ran on across an epoch change: it is the run's own
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -377,7 +378,7 @@ class MetricExtractor:
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
-            "epoch_base": self.epoch_base,
+            "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on,
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -406,6 +407,7 @@ class MetricExtractor:
         self.step_offset = int(state.get("step_offset", 0))
         base = state.get("epoch_base")
         self.epoch_base = None if base is None else int(base)
+        self.steps_run_on = bool(state.get("steps_run_on", False))
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -813,6 +815,8 @@ def _word_language_model(x: MetricExtractor, line: str) -> _Parsed | None:
 def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     """The run's step for a line that names its epoch and a step: ``step`` unless that counts within the epoch.
 
+    - A log whose step runs on when the epoch changes ("epoch 2 step 1000" after "epoch 1 step 900", or
+      PaddleSeg's "epoch: 2, iter: 1100/80000") gives the run's step: it is kept as it is from then on.
     - "Epoch [3/10], Step [100/600]": (3 - 1) * 600 + 100. A step given as a fraction of the epoch's total:
       an epoch written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3", "Epoch[3]") from
       the first epoch the log names if that is 0, else from 1 (``range(epochs)`` loops print 0 first; Ignite
@@ -820,7 +824,6 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     - "epoch 2 step 100" after "epoch 1 step 900": the step went back as the epoch moved on, so steps count
       within an epoch; each epoch's steps then follow the previous epoch's largest one (900 + 1 + 100), an
       estimate of the run's step that keeps every epoch's values instead of dropping them as going back.
-      A log whose steps run on across epochs is left as it is.
     """
     e = _EPOCH_OF.search(line)
     if e is None:
@@ -828,17 +831,21 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     epoch = int(e.group(1))
     if x.epoch_base is None:
         x.epoch_base = min(epoch, 1)
+    new_epoch = x.step_epoch is not None and epoch > x.step_epoch
+    previous_max = x.epoch_max
+    if new_epoch and step > previous_max:
+        x.steps_run_on = True
+    if x.step_epoch is None or epoch < x.step_epoch or new_epoch:
+        x.step_epoch, x.epoch_max = epoch, step
+    else:
+        x.epoch_max = max(x.epoch_max, step)
+    if x.steps_run_on:
+        return step
     m = _STEP_OF.search(line)
     if m is not None and int(m.group(1)) == step:
         return x._epoch_step(epoch, step, int(m.group(2)), 1 if e.group(2) else x.epoch_base)
-    if x.step_epoch is None or epoch < x.step_epoch:
-        x.step_epoch, x.epoch_max = epoch, step
-        return step + x.step_offset
-    if epoch > x.step_epoch:
-        if step + x.step_offset <= x.last_step:  # the count started again with the epoch
-            x.step_offset += x.epoch_max + 1
-        x.step_epoch, x.epoch_max = epoch, step
-    x.epoch_max = max(x.epoch_max, step)
+    if new_epoch and step + x.step_offset <= x.last_step:  # the count started again with the epoch
+        x.step_offset += previous_max + 1
     return step + x.step_offset
 
 

@@ -247,6 +247,9 @@ def test_a_step_counted_within_its_epoch_becomes_the_runs_step():
     zero, _ = ext(["epoch 0 iter 50/500 loss 0.5", "epoch 2 iter 50/500 loss 0.3"])
     one, _ = ext(["Epoch[1] Iteration[100/938] Loss: 0.45", "Epoch[2] Iteration[100/938] Loss: 0.40"])
     assert [s for s, _ in zero] == [50, 1050] and [s for s, _ in one] == [100, 1038]
+    # PaddleSeg's "iter: 1100/80000" is the run's iteration out of all of them: it runs on across epochs
+    paddle, x = ext([f"[TRAIN] epoch: {e}, iter: {i}/80000, loss: 0.9, lr: 0.01" for e, i in ((1, 100), (1, 1000), (2, 1100), (3, 2100))])
+    assert [s for s, _ in paddle] == [100, 1000, 1100, 2100] and x.dropped == 0
 
 
 def test_steps_that_start_again_each_epoch_keep_every_epoch():
