@@ -144,10 +144,27 @@ def _value(text: str) -> float:
     return float(text)
 
 
+_WORD_BEFORE = re.compile(r"([A-Za-z]+) $")
+
+
 def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None) -> dict[str, float]:
-    """Every ``key: value`` / ``key=value`` pair in ``text`` (first value of a name wins)."""
+    """Every ``key: value`` / ``key=value`` pair in ``text`` (first value of a name wins).
+
+    A key whose word before it is a phase or completes a known name is read with it: ``Val Loss: 0.5`` is
+    ``val/loss``, not the training loss, and ``Grad Norm: 1.2`` is ``grad_norm``.
+
+    >>> _pairs("Epoch 3 | Val Loss: 0.50 | Train Loss: 0.45 | Grad Norm: 1.2")
+    {'val/loss': 0.5, 'loss': 0.45, 'grad_norm': 1.2}
+    """
     out: dict[str, float] = {}
-    for key, raw in _KV.findall(text):
+    for m in _KV.finditer(text):
+        key, raw = m.group(1), m.group(2)
+        if " " in text[max(0, m.start() - 1) : m.start()]:
+            w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
+            if w is not None:
+                pair = f"{w.group(1)} {key}"
+                if w.group(1).lower() in _PHASE_WORDS or pair.lower() in _ALIASES:
+                    key = pair
         if keep is not None and not keep(key):
             continue
         named = metric_name(key, phase)

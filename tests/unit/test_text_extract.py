@@ -225,6 +225,12 @@ def test_step_lines_whose_fields_have_no_colon():
     ]
 
 
+def test_two_word_keys_keep_their_phase():
+    """``Val Loss: 0.50`` before ``Train Loss: 0.45`` was read as the training loss (the key was just ``Loss``)."""
+    out, _ = ext(["Epoch 3 | Val Loss: 0.50 | Train Loss: 0.45", "Step: 1200, Loss: 0.4521, Grad Norm: 1.23, Learning Rate: 1e-4"])
+    assert out == [(3, {"val/loss": 0.5, "loss": 0.45}), (1200, {"loss": 0.4521, "grad_norm": 1.23, "lr": 0.0001})]
+
+
 def test_fields_without_colon_are_taken_only_when_unambiguous():
     out, _ = ext([
         "step 100 best loss 0.30 so far",  # a best-so-far value, not this step's loss
