@@ -500,6 +500,8 @@ def _fairseq(x: MetricExtractor, line: str) -> _Parsed | None:
         tail = line[_FAIRSEQ_VALID.search(line).end() :]
         metrics = _segments(tail, "val/")
         return _Parsed(int(u.group(1)), metrics)
+    if _FAIRSEQ_UPDATES.search(line) is not None:
+        return _Parsed(None, {})  # "| epoch 008 | loss 6.326 | ... | num_updates 21896": the epoch's averages, not read
     return None
 
 
@@ -870,17 +872,20 @@ def _spaced_step(x: MetricExtractor, line: str) -> _Parsed | None:
     """``epoch 3, step 1200, loss 0.4521, lr 0.001``, ``Epoch 3 | Step 1200 | Loss 0.45``: a step word, then
     ``key value`` pairs without ``:`` (:func:`_spaced_pairs`)."""
     low = line.lower()
-    if "step" not in low and "iter" not in low:
+    if "step" not in low and "iter" not in low and "epoch" not in low:
         return None
     anchors = list(_STEP_WORD.finditer(line))
-    if not anchors:
-        return None
-    rank = {"global step": 0, "global_step": 0, "step": 1, "iteration": 2, "iter": 2}
-    m = min(anchors, key=lambda a: rank[a.group(1).lower()])
     rest = _STEP_WORD.sub(" | ", _EPOCH_OF.sub(" | ", line))
     metrics = _spaced_pairs(rest, _phase(line))
     metrics.pop("epoch", None)
-    return _Parsed(_step_in_epoch(x, line, int(m.group(2))), metrics) if metrics else None
+    if not metrics:
+        return None
+    if not anchors:  # "Epoch 3: train loss 0.45, val loss 0.50": a per-epoch log, the epoch is the step
+        e = _EPOCH_OF.search(line)
+        return None if e is None or e.group(2) else _Parsed(int(e.group(1)), metrics)
+    rank = {"global step": 0, "global_step": 0, "step": 1, "iteration": 2, "iter": 2}
+    m = min(anchors, key=lambda a: rank[a.group(1).lower()])
+    return _Parsed(_step_in_epoch(x, line, int(m.group(2))), metrics)
 
 
 def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:

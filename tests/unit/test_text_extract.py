@@ -225,6 +225,13 @@ def test_step_lines_whose_fields_have_no_colon():
     ]
 
 
+def test_per_epoch_lines_without_colons_report_at_the_epoch():
+    out, _ = ext(["Epoch 3: train loss 0.45, val loss 0.50", "Epoch 4: train loss 0.41, val loss 0.49",
+                  "Saving model at epoch 4, best val loss 0.49",  # a best-so-far value, not read
+                  "| epoch 004 | loss 6.326 | nll_loss 5.193 | ppl 36.58 | num_updates 21896"])  # fairseq's epoch averages
+    assert out == [(3, {"loss": 0.45, "val/loss": 0.5}), (4, {"loss": 0.41, "val/loss": 0.49})]
+
+
 def test_two_word_keys_keep_their_phase():
     """``Val Loss: 0.50`` before ``Train Loss: 0.45`` was read as the training loss (the key was just ``Loss``)."""
     out, _ = ext(["Epoch 3 | Val Loss: 0.50 | Train Loss: 0.45", "Step: 1200, Loss: 0.4521, Grad Norm: 1.23, Learning Rate: 1e-4"])
