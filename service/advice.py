@@ -94,10 +94,12 @@ class AdviceService:
                 "AdvisorService.Suggest needs the 'nas' extra, which this server lacks "
                 f"(cannot import {', '.join(missing)}): pip install 'runwatch[nas]' and restart the server",
             )
+        from runwatch.models.metric_names import canonical_name
         from runwatch.nas.advisor import Constraints
         from runwatch.nas.observations import history_from_store, observation_from_store
 
-        target = request.target_metric or "val/loss"
+        # the advisor reads stored runs under runwatch's names (eval_loss as val/loss): so does the request's target
+        target = canonical_name(request.target_metric) if request.target_metric else "val/loss"
         self.store.flush()
         project_runs = None
         if request.run_id:

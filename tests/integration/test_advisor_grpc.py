@@ -152,6 +152,15 @@ def test_suggestions_are_ranked_diffs_with_effect_uncertainty_evidence_and_cost(
     ), [c.description for c in top.changes]
 
 
+def test_a_target_named_another_tools_way_is_the_same_metric(advised):
+    _, channel, _ = advised
+    as_runwatch = suggest(channel, run_id="wide-small-data", constraints=service_pb2.SuggestConstraints(num_suggestions=1))
+    as_keras = suggest(channel, run_id="wide-small-data", target_metric="val_loss",
+                       constraints=service_pb2.SuggestConstraints(num_suggestions=1))
+    assert as_keras.suggestions[0].effect.metric == "val/loss"
+    assert as_keras.suggestions[0].effect.predicted == as_runwatch.suggestions[0].effect.predicted
+
+
 def test_max_params_is_honoured(advised):
     srv, channel, _ = advised
     current = srv.server.store.get_run("wide-small-data").start.architecture.total_params
