@@ -179,7 +179,7 @@ class DetectorNames:
     >>> block = MetricBlock.from_rows([1], [0.0], [{"train_loss": 0.5, "learning_rate": 1e-3, "acc": 0.9}])
     >>> sorted(names.rename(block).columns)
     ['acc', 'loss', 'lr']
-    >>> names.source("loss"), names.source("acc"), names.detector_name("train_loss")
+    >>> names.source("loss"), names.source("acc"), names.mapping["train_loss"]
     ('train_loss', 'acc', 'loss')
     >>> sorted(names.rename(MetricBlock.from_rows([2], [0.0], [{"loss": 0.4}])).columns)  # "loss" is taken
     ['loss#as-logged']
@@ -228,9 +228,12 @@ class DetectorNames:
         """The name the run logged for the detectors' ``name`` (``name`` itself when unchanged)."""
         return self._source.get(name, name)
 
-    def detector_name(self, name: str) -> str:
-        """The detectors' name for a name the run logged."""
-        return self.mapping.get(name, name)
+    def relabel(self, finding) -> None:
+        """Name a finding's metrics, related metrics and evidence as the run logged them."""
+        source = self.source
+        finding.metric = source(finding.metric)
+        finding.related = tuple(source(m) for m in finding.related)
+        finding.evidence = [(source(m), s, v) for m, s, v in finding.evidence]
 
     @property
     def renamed(self) -> bool:

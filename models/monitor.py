@@ -318,22 +318,18 @@ class RunMonitor:
 
     def _alerts(self, findings: list[tuple[Diagnostic, Finding]], wall_time: float) -> list[Alert]:
         alerts = []
-        names = self.names if self.names.renamed else None
+        renamed = self.names.renamed
         for diag, f in findings:
             f.detector = diag.name
             f.detector_version = diag.version
             f.wall_time = f.wall_time or wall_time
-            if names is not None:
-                f.metric, f.related = names.source(f.metric), tuple(names.source(m) for m in f.related)
             alert = self.incidents.observe(f)
             if alert is not None:
-                if names is None:
-                    f.evidence = self.evidence(f.metrics, f.step)
-                else:  # evidence is filed under the detectors' names
-                    f.evidence = [(names.source(m), s, v) for m, s, v in
-                                  self.evidence([names.detector_name(m) for m in f.metrics], f.step)]
+                f.evidence = self.evidence(f.metrics, f.step)
                 alerts.append(alert)
                 kind = int(f.kind)
                 if f.severity > self.severities.get(kind, 0):
                     self.severities[kind] = int(f.severity)
+            if renamed:
+                self.names.relabel(f)
         return alerts

@@ -56,6 +56,11 @@ def sample_every(window: int) -> int:
     return max(1, -(-window // SAMPLES_PER_WINDOW))
 
 
+def _sampled(index, first: int, every: int):
+    """Whether the run's ``index``-th finite value is kept (an int, or an array of them)."""
+    return (index < first) | ((index - first) % every == 0)
+
+
 def observe(state: dict, col: Column, every: int, first: int) -> None:
     """Add the column's finite values (in step order): the run's first ``first``, then every ``every``-th."""
     if len(col.values) == 1:  # one event (a small batch): the same choice without the arrays
@@ -64,7 +69,7 @@ def observe(state: dict, col: Column, every: int, first: int) -> None:
             return
         seen = int(state["seen"])
         state["seen"] = seen + 1
-        if seen < first or (seen - first) % every == 0:
+        if _sampled(seen, first, every):
             state["steps"] = np.append(state["steps"], col.steps[0])
             state["values"] = np.append(state["values"], value)
         return
@@ -79,8 +84,7 @@ def observe(state: dict, col: Column, every: int, first: int) -> None:
     seen = int(state["seen"])
     state["seen"] = seen + n
     if every > 1:
-        idx = np.arange(seen, seen + n)
-        pick = (idx < first) | ((idx - first) % every == 0)
+        pick = _sampled(np.arange(seen, seen + n), first, every)
         steps, values = steps[pick], values[pick]
     state["steps"] = np.concatenate((state["steps"], steps))
     state["values"] = np.concatenate((state["values"], values))

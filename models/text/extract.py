@@ -162,9 +162,7 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
             if w is not None:
-                pair = f"{w.group(1)} {key}"
-                if w.group(1).lower() in _PHASE_WORDS or pair.lower() in _ALIASES:
-                    key = pair
+                key = _two_word_key(w.group(1), key) or key
         if keep is not None and not keep(key):
             continue
         named = metric_name(key, phase)
@@ -202,6 +200,12 @@ _SPACED = re.compile(r"([A-Za-z][A-Za-z_./\-]*)(?: ([A-Za-z][A-Za-z_./\-]*))?\s+
 _PHASE_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
 
 
+def _two_word_key(first: str, second: str) -> str | None:
+    """``first second`` as one key when ``first`` is a phase ("Val Loss") or both are a known name ("grad norm")."""
+    pair = f"{first} {second}"
+    return pair if first.lower() in _PHASE_WORDS or pair.lower() in _ALIASES else None
+
+
 def _spaced_pairs(text: str, phase: str = "") -> dict[str, float]:
     """``key value`` pairs without ``:`` or ``=`` in free-form text, metric-like keys only.
 
@@ -218,11 +222,8 @@ def _spaced_pairs(text: str, phase: str = "") -> dict[str, float]:
         if before and before[-1].isalpha():
             continue
         first, second, raw = m.groups()
-        if second is None:
-            key = first
-        elif first.lower() in _PHASE_WORDS or f"{first} {second}".lower() in _ALIASES:
-            key = f"{first} {second}"
-        else:
+        key = first if second is None else _two_word_key(first, second)
+        if key is None:
             continue
         if not _metric_like(key):
             continue
@@ -452,6 +453,12 @@ class MetricExtractor:
             if parsed is not None:
                 return parsed
         return None
+
+    def _base_of(self, epoch: int) -> int:
+        """The log's epoch base: 0 when the first epoch a step line named was 0, else 1."""
+        if self.epoch_base is None:
+            self.epoch_base = min(epoch, 1)
+        return self.epoch_base
 
     def _epoch_step(self, epoch: int, batch: int, total: int, base: int) -> int:
         return max(epoch - base, 0) * total + batch
@@ -820,11 +827,10 @@ def _word_language_model(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _WLM.match(line)
     if m is not None:
         epoch = int(m.group(1))
-        if x.epoch_base is None:
-            x.epoch_base = min(epoch, 1)
+        base = x._base_of(epoch)
         metrics = _segments(line[m.end() :])
         metrics.pop("ms/batch", None)
-        return _Parsed(x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x.epoch_base), metrics) if metrics else None
+        return _Parsed(x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), base), metrics) if metrics else None
     if _WLM_END.match(line) is not None:
         metrics = {k: v for k, v in _segments(line).items() if k.startswith("val/")}
         return _Parsed(x._current_step(), metrics) if metrics else None
@@ -848,8 +854,7 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     if e is None:
         return step
     epoch = int(e.group(1))
-    if x.epoch_base is None:
-        x.epoch_base = min(epoch, 1)
+    base = x._base_of(epoch)
     new_epoch = x.step_epoch is not None and epoch > x.step_epoch
     previous_max = x.epoch_max
     if new_epoch and step > previous_max:
@@ -862,7 +867,7 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
         return step
     m = _STEP_OF.search(line)
     if m is not None and int(m.group(1)) == step:
-        return x._epoch_step(epoch, step, int(m.group(2)), 1 if e.group(2) else x.epoch_base)
+        return x._epoch_step(epoch, step, int(m.group(2)), 1 if e.group(2) else base)
     if new_epoch and step + x.step_offset <= x.last_step:  # the count started again with the epoch
         x.step_offset += previous_max + 1
     return step + x.step_offset
