@@ -955,8 +955,10 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
         _fastai(x, line)  # a results table's header: no digits, but it names the columns
     elif head == "E" and s.startswith("Epoch "):
         words = s.split()
-        if len(words) > 3 and words[1].lower() == "gpu_mem":  # YOLOv8+ writes GPU_mem, YOLOv5 gpu_mem
-            x.yolo = [1 if words[1] == "GPU_mem" else 0, *words[1:]]
+        if len(words) > 3 and words[1].lower() == "gpu_mem":
+            # YOLOv8+ counts epochs from 1; YOLOv5 from 0, with a gpu_mem column (older) or an obj_loss one (v7.0)
+            one_based = words[1] == "GPU_mem" and "obj_loss" not in words
+            x.yolo = [1 if one_based else 0, *words[1:]]
     return None
 
 
@@ -1067,7 +1069,10 @@ def _yolo(x: MetricExtractor, line: str) -> _Parsed | None:
     if not out:
         return None
     out["loss"] = round(sum(out.values()), 12)
-    step = x._epoch_step(int(m.group(1)), int(m.group(4)), int(m.group(5)), base)
+    epoch = int(m.group(1))
+    if epoch < base:  # a counter that prints epoch 0 counts from 0, whatever its header suggested
+        x.yolo[0] = base = epoch
+    step = x._epoch_step(epoch, int(m.group(4)), int(m.group(5)), base)
     x.bar_step, x.bar_lines = step, 0
     return _Parsed(step, out, bar=True)
 

@@ -480,6 +480,23 @@ def test_yolov5_rows_count_epochs_from_zero():
     assert out[0][1] == {"box_loss": 0.04263, "obj_loss": 0.06001, "cls_loss": 0.02358, "loss": 0.12622}
 
 
+def test_yolov5_v7_rows_with_gpu_mem_header_count_epochs_from_zero():
+    # YOLOv5 v7.0 prints the v8-style "GPU_mem" header but keeps its 0-based "epoch/epochs-1" counter.
+    header = "      Epoch    GPU_mem   box_loss   obj_loss   cls_loss  Instances       Size"
+    row = "       {}/99      3.52G    {}    0.04693    0.02833        215        640: 100%|##########| 8/8 [00:05<00:00,  1.46it/s]"
+    out, _ = ext([header, row.format(0, "0.07946"), "", header, row.format(1, "0.07512"), row.format(2, "0.07312")])
+    assert [(s, m["box_loss"]) for s, m in out] == [(8, 0.07946), (16, 0.07512), (24, 0.07312)]
+
+
+def test_a_yolo_table_whose_first_epoch_is_zero_is_zero_based():
+    out, _ = ext([
+        "      Epoch    GPU_mem   box_loss   seg_loss   cls_loss   dfl_loss  Instances       Size",
+        "        0/3      2.61G      1.184      2.001      1.386      1.237        158        640: 100%|##########| 8/8 [00:03<00:00,  2.31it/s]",
+        "        1/3      2.61G      1.151      1.901      1.298      1.220        169        640: 100%|##########| 8/8 [00:03<00:00,  2.40it/s]",
+    ])
+    assert [s for s, _ in out] == [8, 16]
+
+
 def test_deepspeed_engine_reports_and_steps_lines():
     out, _ = ext([
         "[2024-01-01 10:00:00,123] [INFO] [logging.py:96:log_dist] [Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
