@@ -35,6 +35,8 @@ Supported shapes (one parser each, tried in order):
 - DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
 - MosaicML Composer's console: ``[epoch=1][batch=100/1000]:`` then rows ``Train loss/train/total: 2.34``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
+- bracketed fractions before ``key: value`` fields: ``[0/5][50/1583]\tLoss_D: 0.31\tLoss_G: 8.40`` (PyTorch's
+  DCGAN example: epoch, then batch) and ``[100/1000] loss: 2.34 lr: 0.001`` (an iteration)
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
   ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
@@ -745,6 +747,7 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _RICH_BAR = re.compile(r"^\s*Epoch (\d+)/\d+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s")
 _BRACKET_STEP = re.compile(r"(?:^|\]\s)\s*\[(\d+)\]\s+(?=[A-Za-z][\w./\-]*=)")
+_BRACKET_FRACTIONS = re.compile(r"(?:^|[\]|:]\s|\s-\s)\s*\[\s*(\d+)\s*/\s*(\d+)\s*\](?:\s*\[\s*(\d+)\s*/\s*(\d+)\s*\])?\s*[:,|-]?\s*(?=[A-Za-z])")
 
 
 def _rich_bar(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -771,6 +774,27 @@ def _bracket_step(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     metrics = _pairs(line[m.end() :], keep=_metric_like)
     return _Parsed(int(m.group(1)), metrics) if metrics else None
+
+
+def _bracket_fractions(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A custom loop's ``[epoch/epochs][batch/batches]`` or ``[iter/iters]`` before its ``key: value`` pairs: PyTorch's
+    DCGAN example ``[0/5][50/1583]\tLoss_D: 0.3127\tLoss_G: 8.4021``, ``[100/1000] loss: 2.34 lr: 0.001``.
+
+    With two fractions the step is ``(epoch - base) * batches + batch`` (the base from the first epoch the log
+    names); with one, the iteration itself.
+    """
+    if "/" not in line or "[" not in line:
+        return None
+    m = _BRACKET_FRACTIONS.search(line)
+    if m is None:
+        return None
+    metrics = _pairs(line[m.end() :], _phase(line), keep=_metric_like)
+    if not metrics:
+        return None
+    if m.group(3) is None:
+        return _Parsed(int(m.group(1)), metrics)
+    epoch = int(m.group(1))
+    return _Parsed(x._epoch_step(epoch, int(m.group(3)), int(m.group(4)), x._base_of(epoch)), metrics)
 
 
 def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1139,7 +1163,7 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
-    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step, _bracket_fractions,
     _word_language_model, _anchored, _leading_step,
     _epoch_context, _spaced_step,
 )

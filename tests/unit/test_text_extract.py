@@ -497,6 +497,26 @@ def test_a_yolo_table_whose_first_epoch_is_zero_is_zero_based():
     assert [s for s, _ in out] == [8, 16]
 
 
+def test_bracketed_epoch_and_batch_fractions_of_a_custom_loop():
+    # PyTorch's DCGAN example prints "[epoch/epochs][batch/batches]" then tab-separated "Key: value" fields.
+    out, _ = ext([
+        "[0/5][0/1583]\tLoss_D: 1.7410\tLoss_G: 4.7765\tD(x): 0.5343\tD(G(z)): 0.5771 / 0.0136",
+        "[0/5][50/1583]\tLoss_D: 0.3127\tLoss_G: 8.4021\tD(x): 0.9236\tD(G(z)): 0.1513 / 0.0003",
+        "[1/5][0/1583]\tLoss_D: 0.2127\tLoss_G: nan\tD(x): 0.9236\tD(G(z)): 0.1513 / 0.0003",
+    ])
+    assert [s for s, _ in out] == [0, 50, 1583]
+    assert out[0][1] == {"loss_d": 1.741, "loss_g": 4.7765} and math.isnan(out[2][1]["loss_g"])
+
+
+def test_a_bracketed_iteration_fraction_after_a_log_prefix():
+    out, _ = ext([
+        "2024-05-01 10:00:00 | INFO | [100/1000] loss: 2.3456 lr: 0.001",
+        "[2024-05-01 10:00:10] [200/1000] loss=2.1456, lr=0.001, eta 0:01:00",
+        "[200/1000] samples 51200",  # no metric named: not an event
+    ])
+    assert out == [(100, {"loss": 2.3456, "lr": 0.001}), (200, {"loss": 2.1456, "lr": 0.001})]
+
+
 def test_deepspeed_engine_reports_and_steps_lines():
     out, _ = ext([
         "[2024-01-01 10:00:00,123] [INFO] [logging.py:96:log_dist] [Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
