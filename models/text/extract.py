@@ -27,6 +27,8 @@ Supported shapes (one parser each, tried in order):
   ``Test set: Average loss: 0.05, Accuracy: 9834/10000 (98%)``
 - torchtune ``1|25|Loss: 1.44`` (epoch|step|loss, its progress bar's description)
 - fastai's results table: ``epoch  train_loss  valid_loss  accuracy  time`` then ``0  0.51  0.35  0.89  00:12``
+- the Hugging Face Trainer's (and Unsloth's) notebook table pasted as text, tab-, space- or pipe-separated:
+  ``Step  Training Loss  Validation Loss  Accuracy`` then ``500  0.41  0.39  0.85`` (``No log`` = absent)
 - Ultralytics YOLO (v5 and v8+): ``Epoch GPU_mem box_loss cls_loss dfl_loss Instances Size`` then
   ``1/100  2.61G  1.18  1.53  1.24  42  640: 100%|...| 8/8 [...]`` and the validation ``all`` row
 - Stable-Baselines3's tables between rules (``| train/ |`` sections, ``|  loss | 6.06 |`` rows): one event
@@ -693,13 +695,21 @@ def _torch_example(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
-    """fastai's results table: an ``epoch train_loss valid_loss ... time`` header, then a row per epoch."""
+    """fastai's results table: an ``epoch train_loss valid_loss ... time`` header, then a row per epoch.
+
+    Also the rows of a notebook table (:func:`_notebook_header`), and its header when a column name holds a digit.
+    """
+    if line[:1] in "SE|" and _NOTEBOOK_HEADER.match(line):
+        _notebook_header(x, line)
+        return None
     m = _FASTAI_HEADER.match(line)
     if m is not None:
         x.table = m.group(1).split()
         return None
     if x.table is None:
         return None
+    if x.table[0] == "@notebook":
+        return _notebook_row(x, line)
     m = _FASTAI_ROW.match(line)
     if m is None:
         return None
@@ -712,6 +722,41 @@ def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
         if named is not None and cell != "#na#":
             out.setdefault(named[0], _value(cell) * named[1])
     return _Parsed(int(m.group(1)), out)
+
+
+_NOTEBOOK_HEADER = re.compile(r"^\|?\s*(?:Step|Epoch)(?:\t|\s{2,}|\s*\|\s*)(?:Training|Validation) Loss\b", re.IGNORECASE)
+_NOTEBOOK_SPLIT = re.compile(r"\t|\s{2,}|\s*\|\s*")
+
+
+def _notebook_header(x: MetricExtractor, header: str) -> None:
+    """The Hugging Face Trainer's notebook table (also Unsloth's): ``Step  Training Loss  Validation Loss  Accuracy``.
+
+    Stored in ``x.table`` as ``["@notebook", name per column after the first...]``: "Training Loss" is ``loss``,
+    every other column an evaluation metric (``val/...``), as the Trainer fills them at evaluation steps.
+    """
+    columns = [c.strip() for c in _NOTEBOOK_SPLIT.split(header.strip().strip("|").strip())]
+    names = []
+    for column in columns[1:]:
+        low = " ".join(column.lower().split())
+        named = ("loss", 1.0) if low == "training loss" else metric_name(low.replace("validation ", ""), "val/")
+        names.append("" if named is None or named[1] != 1.0 else named[0])
+    x.table = ["@notebook", *names]
+
+
+def _notebook_row(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A row of the notebook table (:func:`_notebook_header`): ``10  2.345600  No log  0.51``; ``No log`` is absent."""
+    cells = [c.strip() for c in _NOTEBOOK_SPLIT.split(line.strip().strip("|").strip().replace("No log", "-"))]
+    if len(cells) != len(x.table) or not cells[0].isdigit():
+        x.table = None  # the table ended
+        return None
+    out = {}
+    for name, cell in zip(x.table[1:], cells[1:]):
+        if name and cell != "-":
+            if not re.fullmatch(_NUM, cell):
+                x.table = None
+                return None
+            out[name] = _value(cell)
+    return _Parsed(int(cells[0]), out)
 
 
 def _torchtune(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -977,7 +1022,10 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
             x.metrics_block = m.group(1).lower()
     elif head == "e" and s.startswith("epoch "):
         _fastai(x, line)  # a results table's header: no digits, but it names the columns
-    elif head == "E" and s.startswith("Epoch "):
+    if head in "SEe|" and _NOTEBOOK_HEADER.match(s):
+        _notebook_header(x, s)
+        return None
+    if head == "E" and s.startswith("Epoch "):
         words = s.split()
         if len(words) > 3 and words[1].lower() == "gpu_mem":
             # YOLOv8+ counts epochs from 1; YOLOv5 from 0, with a gpu_mem column (older) or an obj_loss one (v7.0)

@@ -517,6 +517,24 @@ def test_a_bracketed_iteration_fraction_after_a_log_prefix():
     assert out == [(100, {"loss": 2.3456, "lr": 0.001}), (200, {"loss": 2.1456, "lr": 0.001})]
 
 
+def test_the_trainers_notebook_table_pasted_as_text():
+    # Tab-separated as copied from a notebook; the evaluation columns are validation metrics; "No log" is absent.
+    out, _ = ext([
+        "Epoch\tTraining Loss\tValidation Loss\tAccuracy\tF1",
+        "1\tNo log\t0.401200\t0.842000\t0.800000",
+        "2\t0.412300\t0.389000\t0.851000\t0.810000",
+    ])
+    assert out == [(1, {"val/loss": 0.4012, "val/acc": 0.842, "val/f1": 0.8}),
+                   (2, {"loss": 0.4123, "val/loss": 0.389, "val/acc": 0.851, "val/f1": 0.81})]
+    # A markdown table of a step-evaluated run, and Unsloth's two-column table (a NaN loss kept as NaN).
+    out, _ = ext(["| Step | Training Loss | Validation Loss | Wer |", "|------|------|------|-----|",
+                  "| 500 | 1.234500 | 0.987600 | 45.123 |", "| 1000 | 0.834500 | 0.887600 | 40.100 |"])
+    assert out == [(500, {"loss": 1.2345, "val/loss": 0.9876, "val/wer": 45.123}),
+                   (1000, {"loss": 0.8345, "val/loss": 0.8876, "val/wer": 40.1})]
+    out, _ = ext(["Step     Training Loss", "10       2.345600", "20       nan", "Saving checkpoint 30", "40  1.5"])
+    assert [s for s, _ in out] == [10, 20] and math.isnan(out[1][1]["loss"])  # the table ends at another line
+
+
 def test_deepspeed_engine_reports_and_steps_lines():
     out, _ = ext([
         "[2024-01-01 10:00:00,123] [INFO] [logging.py:96:log_dist] [Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
