@@ -39,7 +39,9 @@ Supported shapes (one parser each, tried in order):
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - bracketed fractions before ``key: value`` fields: ``[0/5][50/1583]\tLoss_D: 0.31\tLoss_G: 8.40`` (PyTorch's
   DCGAN example: epoch, then batch) and ``[100/1000] loss: 2.34 lr: 0.001`` (an iteration)
-- tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``)
+- tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``; NeMo's
+  bars without a rate or a total, ``Epoch 0: : 100%|█| 50/50 [16:26<00:00, reduced_train_loss=11.7, global_step=49.0]``,
+  at their ``global_step``)
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
   ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
@@ -270,9 +272,13 @@ _ONMT_STEP = re.compile(r"\bStep\s+(\d+)/\s*(\d+);")
 _KERAS_EPOCH = re.compile(r"\s*Epoch (\d+)/(\d+)\s*")
 # Keras 2's "[====>...]" bar, Keras 3's "━━━━" bar, and verbose=2's "1875/1875 - 5s - loss: ..." (no bar)
 _KERAS_BAR = re.compile(r"^\s*(\d+)/(\d+) (?:\[[=>.]*\]|[\u2500-\u257f]+|- \d+(?:\.\d+)?m?s(?= - ))")
+# tqdm: "Epoch 1:  11%|█ | 2/18 [00:11<01:33,  5.82s/it, loss=10.5]"; NeMo's "Epoch 0: : 100%|█| 50/50 [16:26<00:00,
+# v_num=gjbq, reduced_train_loss=11.70, global_step=49.00]" (no rate) and "Epoch 1: : 1it [00:04,  4.36s/it, ...]" (no total)
 _BAR = re.compile(
-    r"(?:\bEpoch (\d+):\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[\d:]+<[\d:?]*,\s*[\d.?]+\s*(?:s/it|it/s)(?:,\s*([^\]]*))?\]"
+    r"(?:\bEpoch (\d+):[\s:]*)?(?:\d+%\|[^|]*\|\s*(\d+)/(\d+)|(\d+)it) \[[\d:]+(?:<[\d:?]*)?"
+    r"(?:,\s*[\d.?]+\s*(?:s/it|it/s))?(?:,\s*([^\]]*))?\]"
 )
+_GLOBAL_STEP = re.compile(r"(?:^|,\s*)global_step=(" + _NUM + r")(?=,|$)")
 _TORCH_EXAMPLE = re.compile(r"\bTrain Epoch: (\d+) \[\s*(\d+)/(\d+) \(\s*[\d.]+%\)\]\s*Loss: (" + _NUM + r")" + _END)
 _TORCH_EXAMPLE_TEST = re.compile(
     r"\bTest set: Average loss: (" + _NUM + r"), Accuracy: (\d+)/(\d+) \(\s*[\d.]+%\)"
@@ -843,21 +849,30 @@ def _bracket_fractions(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
-    if "%|" not in line:
+    """A tqdm bar (Lightning's, the Trainer's, NeMo's): the step is the bar's position in the run (its epoch times
+    its total, plus its count; 0-based epochs, as Lightning counts them), or the postfix's ``global_step`` when
+    there is one (NeMo: the optimizer's step); the postfix's ``key=value`` pairs are its metrics."""
+    if "%|" not in line and "it [" not in line:
         return None
     m = _BAR.search(line)
     if m is None:
         return None
-    n, total = int(m.group(2)), int(m.group(3))
-    step = n if m.group(1) is None else int(m.group(1)) * total + n
+    if m.group(2) is None:
+        step = int(m.group(4))  # a bar without a total counts the epoch's iterations
+    else:
+        n, total = int(m.group(2)), int(m.group(3))
+        step = n if m.group(1) is None else int(m.group(1)) * total + n
+    postfix = m.group(5)
+    g = _GLOBAL_STEP.search(postfix) if postfix else None
+    if g is not None and math.isfinite(float(g.group(1))):
+        step = int(float(g.group(1)))
     x.bar_step, x.bar_lines = step, 0
-    postfix = m.group(4)
     if not postfix:
         return None
     out = {}
     for key, raw in _KV.findall(postfix):
         named = metric_name(key)
-        if named is not None and key.lower() != "v_num":
+        if named is not None and key.lower() not in ("v_num", "global_step", "consumed_samples"):
             out.setdefault(named[0], _value(raw) * named[1])
     return _Parsed(step, out, bar=True)
 

@@ -198,6 +198,17 @@ def test_lightning_bar_holds_values_until_the_bar_moves():
     assert out == [(20, {"loss": 10.224}), (21, {"loss": 10.047})]
 
 
+def test_nemo_bars_without_a_rate_or_a_total_take_the_global_step():
+    out, _ = ext([
+        "Epoch 0: :  47%|████▋     | 7/15 [06:19<07:13, reduced_train_loss=11.50, global_step=6.000, consumed_samples=12288.0]",
+        "Epoch 0: : 100%|██████████| 15/15 [13:26<00:00, v_num=gjbq, reduced_train_loss=9.70, global_step=14.00, "
+        "consumed_samples=26624.0, train_step_timing in s=49.50, val_loss=9.212]",
+        "Epoch 1: : 1it [00:04,  4.36s/it, v_num=d3c7, reduced_train_loss=nan, global_step=15.00, consumed_samples=28672.0]",
+    ])
+    assert [s for s, _ in out] == [6, 14, 15]
+    assert out[1][1] == {"reduced_train_loss": 9.7, "val/loss": 9.212} and math.isnan(out[2][1]["reduced_train_loss"])
+
+
 def test_step_anchored_free_form_lines():
     out, _ = ext([
         "Epoch 3 step 200 loss=0.41 acc=0.88",
