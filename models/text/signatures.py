@@ -1,11 +1,12 @@
 """Known failure lines of training jobs and inference servers, each with a kind and a fix hint.
 
 :data:`SIGNATURES` lists them (GPU/TPU/MPS and CPU out of memory, the host OOM
-killer and OOMKilled containers, NCCL timeouts and watchdogs, fp16/bf16
-overflow and loss-scale collapse, NaN/Inf messages, dataloader workers killed,
-checkpoint saves failing, disk full, CUDA errors, crash signals, jobs a
-scheduler cancelled, dead engines and workers, model load failures, HTTP 5xx
-responses, stuck replica start-ups). :class:`SignatureMatcher`
+killer and OOMKilled containers, NCCL timeouts, watchdogs and rendezvous
+timeouts, fp16/bf16 overflow and loss-scale collapse, NaN/Inf messages,
+dataloader workers killed, checkpoint saves failing, disk full, CUDA and driver
+errors, crash signals, jobs a scheduler cancelled, dead engines and workers and
+crash-looping containers, model load failures, HTTP 5xx and gateway errors,
+stuck replica start-ups and failing readiness probes). :class:`SignatureMatcher`
 reads one run's lines in order and adds what a single line cannot say:
 
 - a Python traceback is one finding: its lines are grouped (the line just
@@ -69,7 +70,7 @@ C, E, W = Severity.CRITICAL, Severity.ERROR, Severity.WARNING
 SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cuda_oom", C,
-        r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError|cudaErrorMemoryAllocation|"
+        r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)OutOfMemoryError|cudaErrorMemoryAllocation|"
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"MPS backend out of memory|No available memory for the cache blocks",
@@ -80,7 +81,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cpu_oom", C,
         r"DefaultCPUAllocator: (?:can't allocate|not enough memory)|\bMemoryError\b|Cannot allocate memory|"
-        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B",
+        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B|ray\.exceptions\.OutOfMemoryError|node (?:is )?running low on memory",
         "host memory exhausted",
         "load data lazily (memory-mapped datasets), use fewer dataloader workers or a smaller prefetch_factor",
     ),
@@ -97,8 +98,10 @@ SIGNATURES: tuple[Signature, ...] = (
         r"ran for \d+ milliseconds before timing out|NCCL (?:communicator|operation|collective)s?\b.{0,60}timed? ?out|"
         r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|"
         r"NCCL communicator was aborted|Timed out initializing process group|"
-        r"waiting for (?:the )?remainder of ranks for more than \d+ seconds",
-        "NCCL collective timed out / watchdog fired",
+        r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
+        r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed)Error|"
+        r"Detected mismatch between collectives",
+        "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
     ),
@@ -123,7 +126,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"illegal memory access|CUDA error: (?!out of memory)|device-side assert|cudaErrorIllegalAddress|"
         r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
         r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported|cuDNN error|"
-        r"fallen off the bus|\bNVRM: Xid\b",
+        r"fallen off the bus|\bNVRM: Xid\b|CUDA driver version is insufficient|no CUDA-capable device is detected|"
+        r"cudaErrorNoDevice|cudaErrorInsufficientDriver",
         "CUDA error",
         "rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel; check indices/labels against the "
         "vocabulary size, then the driver and the GPU's ECC/Xid status",
@@ -131,7 +135,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "crash_signal", C,
         r"Signal: (?:Bus error|Segmentation fault)|Segmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
-        r"Fatal Python error|core dumped",
+        r"Fatal Python error|core dumped|terminate called after throwing an instance of",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -152,7 +156,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "model_load_failure", C,
         r"Error when initializing model|Load model failed|Failed to load (?:the )?model|Error loading model|"
         r"Could not load model|unable to create TensorRT engine|UNAVAILABLE: Internal|"
-        r"exception occurred while instantiating runner|MissingDependencyException",
+        r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
+        r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed)|"
+        r"larger than the maximum number of tokens that can be stored in KV cache",
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -161,7 +167,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "engine_dead", C,
         r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
         r"backend worker process died|Worker died|worker process died|RayActorError|actor died unexpectedly|"
-        r"The actor is dead",
+        r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -185,14 +191,15 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "http_5xx", W,
         r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
-        r"Internal Server Error|Service Unavailable",
+        r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out",
         "server answered with 5xx",
         "the server's error log right after the request names the exception; 503 means not ready or "
         "overloaded (check readiness, queue limits and replicas)",
     ),
     _sig(
         "startup_stall", W,
-        r"taken more than \d+s to start up|pending for more than|waiting for (?:resources|a free|available)",
+        r"taken more than \d+s to start up|pending for more than|waiting for (?:resources|a free|available)|"
+        r"(?:Readiness|Liveness|Startup) probe failed",
         "replicas or workers stuck starting",
         "the cluster lacks the requested resources (GPUs, memory) or the image/model download is slow",
     ),
@@ -203,26 +210,33 @@ SIGNATURES: tuple[Signature, ...] = (
 _KEYS = {
     "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
                  "oom when allocating", "no available memory for the cache"),
-    "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate"),
+    "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate",
+                "ray.exceptions.outofmemoryerror", "running low on memory"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
-                     "remainder of ranks"),
+                     "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
+                     "mismatch between collectives"),
     "dataloader_worker_killed": ("dataloader worker",),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
                    "killed", "oomkilled"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
-                   "cudnn error", "fallen off the bus", "nvrm: xid"),
-    "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped"),
+                   "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
+                   "cudaerrornodevice", "cudaerrorinsufficientdriver"),
+    "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
+                     "terminate called"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
-                           "unavailable: internal", "instantiating runner", "missingdependency"),
+                           "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
+                           "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
-                    "rayactorerror", "actor died", "actor is dead"),
+                    "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
+                    "worker timeout"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail"),
-    "http_5xx": ("http/", "status", "internal server error", "service unavailable"),
-    "startup_stall": ("to start up", "pending for more than", "waiting for"),
+    "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
+                 "upstream timed out"),
+    "startup_stall": ("to start up", "pending for more than", "waiting for", "probe failed"),
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
 _BY_NAME = {s.name: s for s in SIGNATURES}

@@ -40,6 +40,9 @@ CASES = {
         ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
         "you tried to allocate 21474836480 bytes. Error code 12 (Cannot allocate memory)"),
         "numpy.core._exceptions._ArrayMemoryError: Unable to allocate 37.3 GiB for an array with shape (100000, 50000)",
+        # Ray's memory monitor: host memory, not the GPU's
+        ("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory. Memory on the node "
+        "(IP: 10.0.0.4, ID: 5f2a) where the task was running was 61.80GB / 64.00GB (0.965), which exceeds the threshold"),
     ],
     "oom_killer": [
         ("[1843021.554012] Out of memory: Killed process 48213 (python) total-vm:98123456kB, anon-rss:61234567kB, "
@@ -64,6 +67,12 @@ CASES = {
         ("[2024-02-01 08:00:00.000000: W /tmp/horovod/common/stall_inspector.cc:107] One or more tensors were "
         "submitted to be reduced, gathered or broadcasted by subset of ranks and are waiting for remainder of ranks "
         "for more than 60 seconds."),
+        # torchrun's rendezvous and c10d store, and the collective desync check (TORCH_DISTRIBUTED_DEBUG=DETAIL)
+        ("torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined."),
+        ("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError: The node 'gpu-7_3344_0' has failed to "
+        "join the rendezvous 'job-12' within the timeout."),
+        ("RuntimeError: Detected mismatch between collectives on ranks. Rank 0 is running collective: "
+        "CollectiveFingerPrint(OpType=ALLREDUCE), but Rank 1 is running collective: CollectiveFingerPrint(OpType=BROADCAST)."),
     ],
     "nonfinite_message": [
         ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
@@ -96,12 +105,16 @@ CASES = {
         "[ 8812.301122] NVRM: Xid (PCI:0000:81:00): 79, pid=22341, GPU has fallen off the bus.",
         ("../aten/src/ATen/native/cuda/IndexKernel.cu:92: operator(): block: [0,0,0], thread: [3,0,0] Assertion "
         "`-sizes[i] <= index && index < sizes[i] && \"index out of bounds\"` failed. CUDA error: device-side assert triggered"),
+        ("RuntimeError: The NVIDIA driver on your system is too old (found version 11040). CUDA driver version is "
+        "insufficient for CUDA runtime version"),
+        "RuntimeError: No CUDA GPUs are available; cudaErrorNoDevice: no CUDA-capable device is detected",
     ],
     "crash_signal": [
         "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
         "Fatal Python error: Segmentation fault",
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
         "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
+        "terminate called after throwing an instance of 'c10::Error'",
     ],
     "job_cancelled": [
         "slurmstepd: error: *** JOB 88123 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO TIME LIMIT ***",
@@ -111,6 +124,12 @@ CASES = {
         "2024-06-01T10:00:02.118Z ERROR text_generation_launcher: Error when initializing model",
         ("E0611 08:00:01.123 1 model_lifecycle.cc:626] failed to load 'llama' version 1: Internal: unable to create "
         "TensorRT engine"),
+        ("E0611 08:00:01.123 1 model_lifecycle.cc:626] failed to load 'densenet_onnx' version 1: Invalid argument: "
+        "model 'densenet_onnx', tensor 'data_0': the model expects 4 dimensions (shape [1,3,224,224])"),
+        "2024-06-01T10:00:09.118Z ERROR text_generation_launcher: Shard 0 failed to start",
+        "Error: ShardCannotStart",
+        ("ValueError: The model's max seq len (131072) is larger than the maximum number of tokens that can be "
+        "stored in KV cache (43200). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`."),
     ],
     "engine_dead": [
         ("ERROR 06-01 10:00:05 [async_llm.py:420] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered "
@@ -118,14 +137,22 @@ CASES = {
         ("2024-06-01T10:00:05,118 [DEBUG] W-9001-resnet_1.0 org.pytorch.serve.wlm.WorkerThread - Backend worker "
         "monitoring thread interrupted or backend worker process died."),
         "ray.exceptions.RayActorError: The actor died unexpectedly before finishing this task.",
+        "[2024-06-01 10:00:05 +0000] [7] [CRITICAL] WORKER TIMEOUT (pid:12)",  # gunicorn's arbiter
+        "  Warning  BackOff    2m (x41 over 12m)   kubelet  Back-off restarting failed container server in pod llm-0",
+        "llm-server-7f9c5-xk2lp   0/1     CrashLoopBackOff   6 (2m ago)   14m",
     ],
     "http_5xx": [
         'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
         "GET /healthz 127.0.0.1:40012 | status 503 | cost 2.01s",
+        ("2024/06/01 10:00:05 [error] 31#31: *812 upstream timed out (110: Connection timed out) while reading "
+        "response header from upstream, client: 10.0.0.9, server: _, request: \"POST /v1/chat/completions HTTP/1.1\""),
+        "<html><head><title>502 Bad Gateway</title></head>",
     ],
     "startup_stall": [
         ("WARNING deployment_state.py:1986 -- Deployment 'Model' in application 'app' has 2 replicas that have "
         "taken more than 30s to start up. This may be caused by waiting for the cluster to auto-scale."),
+        ("  Warning  Unhealthy  31s (x12 over 3m)  kubelet  Readiness probe failed: Get \"http://10.1.2.3:8000/health\": "
+        "dial tcp 10.1.2.3:8000: connect: connection refused"),
     ],
 }
 
@@ -162,6 +189,12 @@ HEALTHY = [
     "Using cuDNN version 8902 with benchmark mode on",
     "slurmstepd: task 0 exited with exit code 0",
     "  exitcode  : 0 (pid: 52310)",
+    "INFO Waiting for clients to connect on port 29500",
+    "[I1105 10:00:00.000 torch/distributed/elastic/agent/server/api.py:525] Rendezvous complete for workers. Result:",
+    "2024-06-01T10:00:03.000Z INFO text_generation_launcher: Shard ready in 12.3s rank=0",
+    "I0611 08:00:01.123 1 model_lifecycle.cc:818] successfully loaded 'densenet_onnx' version 1",
+    "  Normal   Started    12m   kubelet  Started container server",
+    "[2024-06-01 10:00:05 +0000] [7] [INFO] Booting worker with pid: 12",
 ]
 
 
