@@ -75,6 +75,8 @@ import math
 import re
 from collections.abc import Callable, Iterable
 
+from runwatch.models.text.requests import request_latency
+
 Event = tuple[int, dict[str, float]]
 STEP_LIMIT = 2**63  # a step printed beyond int64 (a garbled line) is dropped like a step that went back
 
@@ -1224,9 +1226,15 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
     return None if m is None else _Parsed(int(m.group(1)), {"lr": _value(m.group(2))})
 
 
+def _request(x: MetricExtractor, line: str) -> _Parsed | None:
+    """An inference server's per-request line with its latency (:mod:`runwatch.models.text.requests`), at the next step."""
+    found = request_latency(line)
+    return None if found is None else _Parsed(None, found)
+
+
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step, _bracket_fractions,
     _word_language_model, _anchored, _leading_step,
-    _epoch_context, _spaced_step,
+    _epoch_context, _spaced_step, _request,
 )

@@ -1,0 +1,83 @@
+"""Request latency from an inference server's per-request log lines, in milliseconds.
+
+A server that logs each request with its duration gives the latency detector
+(:class:`~runwatch.models.diagnostics.deployment.LatencyDiagnostic`, which
+watches ``latency_ms`` and ``latency_ms/<part>``) something to watch when the
+deployment's only telemetry is its log. Read, with their own units:
+
+- Hugging Face TGI's ``generate{... total_time="1.23s" validation_time="12µs"
+  queue_time="45µs" inference_time="1.2s" time_per_token="61.5ms" ...}: ...
+  Success``: ``latency_ms`` (end to end), ``latency_ms/queue`` and
+  ``latency_ms/per_token`` (decode speed, which does not depend on the length
+  of the answer);
+- BentoML's access log ``(scheme=http,method=POST,...) (status=200,...)
+  123.456ms (trace=...)`` and Ray Serve's ``__CALL__ OK 12.3ms``;
+- TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...``;
+- a request line (an HTTP method and path, or the word ``request``) with a
+  ``key=value`` / ``key: value`` duration: keys ending in ``_ms``/``_s``/``_us``,
+  or ``latency``/``duration``/``elapsed``/``took``/``response_time``/
+  ``request_time``/``time`` with a unit on the value (``812ms``, ``0.51s``)
+  or, for nginx's ``request_time`` and an HTTP line's bare ``time``, seconds.
+
+A line is one request: the extractor reports it at the next step of a running
+counter, so the detector's baselines are over requests.
+
+Examples
+--------
+>>> request_latency('10.0.0.7 "POST /v1/chat HTTP/1.1" status=200 duration_ms=812.3')
+{'latency_ms': 812.3}
+>>> request_latency('INFO generate{total_time="1.5s" queue_time="45.6µs" time_per_token="61.5ms"}: Success')
+{'latency_ms': 1500.0, 'latency_ms/queue': 0.0456, 'latency_ms/per_token': 61.5}
+>>> request_latency("iter 100: loss 2.3, time 120.5ms") is None  # not a request
+True
+"""
+
+from __future__ import annotations
+
+import re
+
+_NUM = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+_UNIT = r"(ms|s|µs|us|ns)?"
+_SCALE = {"ms": 1.0, "s": 1000.0, "µs": 1e-3, "us": 1e-3, "ns": 1e-6}
+
+_HTTP = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /")
+_REQUEST_WORD = re.compile(r"\brequest\b|\breq(?:uest)?_id\b", re.IGNORECASE)
+_TGI = re.compile(r"\b(total_time|queue_time|time_per_token)=\"" + _NUM + _UNIT + r"\"")
+_TGI_PART = {"total_time": "latency_ms", "queue_time": "latency_ms/queue", "time_per_token": "latency_ms/per_token"}
+_BENTO = re.compile(r"\(scheme=\w+,method=\w+,.*?\) \(status=\d+,.*?\) " + _NUM + r"ms\b")
+_RAY = re.compile(r"\b__CALL__ (?:OK|ERROR) " + _NUM + r"ms\b")
+_TORCHSERVE = re.compile(r"\bPredictionTime\.Milliseconds:" + _NUM + r"\|")
+_KEYED = re.compile(
+    r"\b(latency|duration|elapsed|took|response_time|request_time|time_taken|time)(_ms|_s|_sec|_seconds|_us)?"
+    r"\"?\s*(?:[:=]\s*|\s)\"?" + _NUM + _UNIT + r"(?![\w.])",
+    re.IGNORECASE,
+)
+_KEY_UNIT = {"_ms": "ms", "_s": "s", "_sec": "s", "_seconds": "s", "_us": "us"}
+_SECONDS_WITHOUT_UNIT = ("request_time", "time")  # nginx's $request_time; "time: 0.25" on an HTTP request line
+
+
+def request_latency(line: str) -> dict[str, float] | None:
+    """The latencies (ms) a per-request log line reports, or None when it is not such a line."""
+    if "time" in line and "generate{" in line:
+        found = {_TGI_PART[k]: float(v) * _SCALE[u or "s"] for k, v, u in _TGI.findall(line)}
+        return found or None
+    if "ms" in line:
+        for pattern in (_BENTO, _RAY):
+            m = pattern.search(line)
+            if m is not None:
+                return {"latency_ms": float(m.group(1))}
+    if "PredictionTime" in line:
+        m = _TORCHSERVE.search(line)
+        return None if m is None else {"latency_ms/prediction": float(m.group(1))}
+    http = _HTTP.search(line) is not None
+    if not http and _REQUEST_WORD.search(line) is None:
+        return None
+    for m in _KEYED.finditer(line):
+        key, key_unit, value, unit = m.group(1).lower(), m.group(2), m.group(3), m.group(4)
+        unit = unit or _KEY_UNIT.get((key_unit or "").lower())
+        if unit is None and key in _SECONDS_WITHOUT_UNIT and (http or key == "request_time"):
+            unit = "s"
+        if unit is None:
+            continue  # a bare number under a key that does not say its unit
+        return {"latency_ms": float(value) * _SCALE[unit]}
+    return None

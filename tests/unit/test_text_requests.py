@@ -1,0 +1,72 @@
+"""Request latency read from inference servers' per-request log lines (models/text/requests.py).
+
+The lines follow each server's own log format (TGI's router span, BentoML's and Ray Serve's access logs,
+TorchServe's model metrics, an OpenStack/nginx-style request line); the values are made up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from runwatch.models.block import MetricBlock
+from runwatch.models.findings import AnomalyKind, Severity
+from runwatch.models.registry import DiagnosticSuite, SuiteConfig
+from runwatch.models.text.monitor import TextMonitor
+from runwatch.models.text.requests import request_latency
+
+TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_text=true}}:generate{{parameters='
+       'GenerateParameters {{ best_of: None, max_new_tokens: Some(200) }} total_time="{total}" validation_time="120µs" '
+       'queue_time="{queue}" inference_time="2.1s" time_per_token="{per_token}" seed="None"}}: '
+       'text_generation_router::server: router/src/server.rs:305: Success')
+
+
+@pytest.mark.parametrize("line, expected", [
+    (TGI.format(total="2.2s", queue="45.6µs", per_token="10.5ms"),
+     {"latency_ms": 2200.0, "latency_ms/queue": 0.0456, "latency_ms/per_token": 10.5}),
+    ("2024-06-01T10:00:00+0000 [INFO] [api_server:svc:1] 10.0.0.1:5000 (scheme=http,method=POST,path=/classify,"
+     "type=application/json,length=12) (status=200,type=application/json,length=4) 23.456ms (trace=ab,span=cd,sampled=0)",
+     {"latency_ms": 23.456}),
+    ("INFO 2024-06-01 10:00:00,000 default_Model default_Model#ab [default#Model#cd] replica.py:123 - __CALL__ OK 12.3ms",
+     {"latency_ms": 12.3}),
+    ("2024-06-01T10:00:00,123 [INFO ] W-9000-resnet_1.0-stdout MODEL_METRICS - PredictionTime.Milliseconds:12.34|"
+     "#ModelName:resnet,Level:Model|#hostname:ab,requestID:cd,timestamp:1717236000", {"latency_ms/prediction": 12.34}),
+    ('2017-05-16 00:00:00.008 25746 INFO nova.osapi_compute.wsgi.server [req-38101a0b] 10.11.10.1 "GET /v2/servers/detail '
+     'HTTP/1.1" status: 200 len: 1893 time: 0.2477829', {"latency_ms": 247.7829}),
+    ("request_id=ab method=POST path=/v1/chat status=200 duration_ms=812.3", {"latency_ms": 812.3}),
+    ('10.0.0.7 - "POST /generate HTTP/1.1" 200 took 1.5s', {"latency_ms": 1500.0}),
+])
+def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
+    got = request_latency(line)
+    assert got.keys() == expected.keys() and all(math.isclose(got[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("line", [
+    "iter 100: loss 2.3, time 120.5ms",  # a training step, not a request
+    'INFO:     10.0.0.7:51234 - "POST /predict HTTP/1.1" 200 OK',  # no duration
+    "request_id=ab status=200 latency=812",  # a duration without a unit
+    "Waiting for the next request, elapsed since start 12.5",
+])
+def test_lines_without_a_request_latency_give_none(line):
+    assert request_latency(line) is None
+
+
+def test_a_text_only_deployment_whose_decoding_slows_down_gets_a_latency_alert():
+    """A TGI router's log: 200 requests at ~10 ms per token, then decoding slows to ~40 ms per token (a GPU
+    throttling, a noisy neighbour). Answers vary in length, so total time alone is noisy; the per-token time says it."""
+    lines = []
+    for i in range(260):
+        per_token = (10.0 + (i % 7) * 0.3) if i < 200 else 40.0 + (i % 5)
+        tokens = 20 + (i * 37) % 180
+        lines.append(TGI.format(total=f"{per_token * tokens / 1000:.3f}s", queue=f"{30 + i % 11}µs",
+                                per_token=f"{per_token:.2f}ms"))
+    tm, monitor, alerts = TextMonitor("svc"), DiagnosticSuite(SuiteConfig()).monitor("svc"), []
+    for k in range(0, len(lines), 10):
+        events, _ = tm.observe_lines(lines[k : k + 10])
+        alerts += monitor.observe_block(MetricBlock.from_values(
+            [s for s, _ in events], [0.0] * len(events), [tuple(m) for _, m in events], [list(m.values()) for _, m in events]))
+    latency = [a for a in alerts if a.finding.kind == AnomalyKind.LATENCY and a.finding.severity >= Severity.WARNING]
+    assert latency and latency[0].finding.metric == "latency_ms/per_token", alerts
+    assert 200 <= latency[0].finding.step <= 205
+    assert all(a.finding.step >= 200 for a in alerts if a.finding.severity >= Severity.WARNING)
