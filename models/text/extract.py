@@ -42,6 +42,8 @@ Supported shapes (one parser each, tried in order):
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``; NeMo's
   bars without a rate or a total, ``Epoch 0: : 100%|█| 50/50 [16:26<00:00, reduced_train_loss=11.7, global_step=49.0]``,
   at their ``global_step``)
+- an inference server's per-request lines with a duration (:mod:`runwatch.models.text.requests`): ``latency_ms``
+  at a running request count
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
   ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
