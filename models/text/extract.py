@@ -802,7 +802,10 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _RICH_BAR = re.compile(r"^\s*Epoch (\d+)/\d+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s")
 _BRACKET_STEP = re.compile(r"(?:^|\]\s)\s*\[(\d+)\]\s+(?=[A-Za-z][\w./\-]*=)")
-_BRACKET_FRACTIONS = re.compile(r"(?:^|[\]|:]\s|\s-\s)\s*\[\s*(\d+)\s*/\s*(\d+)\s*\](?:\s*\[\s*(\d+)\s*/\s*(\d+)\s*\])?\s*[:,|-]?\s*(?=[A-Za-z])")
+# "[0/5][50/1583] Loss_D: ...", "[100/1000] loss: ...": at the line's start or after a log prefix (checked apart: a
+# pattern that starts with "[" is found by a fast literal scan)
+_BRACKET_FRACTIONS = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\s*\](?:\s*\[\s*(\d+)\s*/\s*(\d+)\s*\])?\s*[:,|-]?\s*(?=[A-Za-z])")
+_PREFIX_END = re.compile(r"(?:[\]|:]\s|\s-\s)\s*$")
 
 
 def _rich_bar(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -841,7 +844,7 @@ def _bracket_fractions(x: MetricExtractor, line: str) -> _Parsed | None:
     if "/" not in line or "[" not in line:
         return None
     m = _BRACKET_FRACTIONS.search(line)
-    if m is None:
+    if m is None or (m.start() and (line[: m.start()].strip() and _PREFIX_END.search(line, 0, m.start()) is None)):
         return None
     metrics = _pairs(line[m.end() :], _phase(line), keep=_metric_like)
     if not metrics:
