@@ -60,6 +60,9 @@ _SECONDS_WITHOUT_UNIT = ("request_time", "time")  # nginx's $request_time; "time
 
 def request_latency(line: str) -> dict[str, float] | None:
     """The latencies (ms) a per-request log line reports, or None when it is not such a line."""
+    # Every line read below names a duration one of these ways ("12.3ms", "total_time", "PredictionTime", ...).
+    if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line):
+        return None
     if "time" in line and "generate{" in line:
         found = {_TGI_PART[k]: float(v) * _SCALE[u or "s"] for k, v, u in _TGI.findall(line)}
         return found or None
@@ -72,7 +75,7 @@ def request_latency(line: str) -> dict[str, float] | None:
     if "PredictionTime" in line:
         m = _TORCHSERVE.search(line)
         return None if m is None else {"latency_ms/prediction": float(m.group(1))}
-    http = (" /" in line and any(method in line for method in _METHODS)) or ("method=" in line and "path=/" in line)
+    http = ("HTTP/" in line and any(method in line for method in _METHODS)) or ("method=" in line and "path=/" in line)
     if not http and not (("equest" in line or "EQUEST" in line or "req_id" in line) and _REQUEST_WORD.search(line)):
         return None
     low = line.lower()
