@@ -462,10 +462,11 @@ class MetricExtractor:
         out.append((step, fresh))
 
     def _parse(self, line: str) -> _Parsed | None:
-        for parser in _PARSERS:
-            parsed = parser(self, line)
-            if parsed is not None:
-                return parsed
+        for needle, parser in _DISPATCH:
+            if needle in line:
+                parsed = parser(self, line)
+                if parsed is not None:
+                    return parsed
         return None
 
     def _base_of(self, epoch: int) -> int:
@@ -1243,3 +1244,11 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _word_language_model, _anchored, _leading_step,
     _epoch_context, _spaced_step, _request,
 )
+# A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
+# a line skips the call. "" = no such test.
+_NEEDLES = {
+    _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _bracket_step: "=", _bracket_fractions: "[",
+    _word_language_model: "epoch", _epoch_context: ":",
+}
+_DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)
