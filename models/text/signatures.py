@@ -240,7 +240,18 @@ _KEYS = {
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
 _BY_NAME = {s.name: s for s in SIGNATURES}
-_SCREEN_KEYS = tuple(sorted({k for keys in _KEYS.values() for k in keys} - {"inf"}, key=len))
+# Short words one of which every key above contains ("inf" apart): the screen every line passes first. Fewer and
+# shorter than the keys themselves, so a line without any costs a few dozen substring tests, not a hundred.
+# (tests/unit/test_text_signatures.py checks that they cover every key.)
+_SCREEN_KEYS = (
+    "nan", "error", "memor", "alloc", "kill", "oom", "nccl", "cuda", "cudnn", "cublas", "finite", "watchdog", "status",
+    "exit", "timed out", "timing out", "gateway", "http/", "unavailable", "sig", "segmentation", "core dumped",
+    "terminate called", "checkpoint", "streamwriter", "dataloader", "disk quota", "edquot", "enospc", "errno 28",
+    "no space left", "cancelled at", "due to ", "engine", "actor", "worker", "back-off", "crashloop", "probe failed",
+    "failed to", "model", "instantiating", "missingdependency", "shardcannotstart", "webserverfailed", "kv cache",
+    "invalid loss", "fallen off", "nvrm", "device-side", "unspecified launch", "remainder of ranks", "mismatch between",
+    "rendezvous", "waiting for", "pending for more", "to start up", "resource_exhausted", "fatal python",
+)
 
 
 def _screen(low: str) -> bool:

@@ -335,3 +335,11 @@ def test_state_round_trip_mid_traceback():
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     tail = ["    f()", "ValueError: bad", "next"]
     assert [x for line in tail for x in a.feed(line)] == [x for line in tail for x in b.feed(line)]
+
+
+def test_the_line_screen_covers_every_signature_key():
+    """A line is matched against the signatures only when it holds a screen word: every key must contain one."""
+    from runwatch.models.text.signatures import _KEYS, _SCREEN_KEYS
+
+    uncovered = [k for keys in _KEYS.values() for k in keys if k != "inf" and not any(w in k for w in _SCREEN_KEYS)]
+    assert uncovered == []
