@@ -240,25 +240,39 @@ _KEYS = {
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
 _BY_NAME = {s.name: s for s in SIGNATURES}
-# Short words one of which every key above contains ("inf" apart): the screen every line passes first. Fewer and
-# shorter than the keys themselves, so a line without any costs a few dozen substring tests, not a hundred.
-# (tests/unit/test_text_signatures.py checks that they cover every key.)
-_SCREEN_KEYS = (
-    "nan", "error", "memor", "alloc", "kill", "oom", "nccl", "cuda", "cudnn", "cublas", "finite", "watchdog", "status",
-    "exit", "timed out", "timing out", "gateway", "http/", "unavailable", "sig", "segmentation", "core dumped",
-    "terminate called", "checkpoint", "streamwriter", "dataloader", "disk quota", "edquot", "enospc", "errno 28",
-    "no space left", "cancelled at", "due to ", "engine", "actor", "worker", "back-off", "crashloop", "probe failed",
-    "failed to", "model", "instantiating", "missingdependency", "shardcannotstart", "webserverfailed", "kv cache",
-    "invalid loss", "fallen off", "nvrm", "device-side", "unspecified launch", "remainder of ranks", "mismatch between",
-    "rendezvous", "waiting for", "pending for more", "to start up", "resource_exhausted", "fatal python",
-)
+
+
+def _any_of(words: Iterable[str]) -> re.Pattern:
+    """One pattern matching wherever any of ``words`` occurs, written as a trie (``c(?:uda|udnn)``): at each
+    position the regex engine tests one character against a few instead of trying every word, about half the cost
+    of a ``word in line`` loop over a hundred words (and far less than a plain ``a|b|c`` alternation).
+
+    >>> _any_of(["cudnn", "cuda", "nan"]).pattern
+    '(?:cud(?:a|nn)|nan)'
+    """
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def branch(node: dict) -> str:
+        if "" in node:
+            return ""  # a word ends here: the longer ones add nothing to "does any occur"
+        alts = [re.escape(ch) + branch(child) for ch, child in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return re.compile(branch(trie))
+
+
+_SCREEN = _any_of(sorted({k for keys in _KEYS.values() for k in keys} - {"inf"}))
 
 
 def _screen(low: str) -> bool:
     """Whether a lower-cased line holds any signature's word ("inf" not counting inside "info" or "infer")."""
-    for k in _SCREEN_KEYS:
-        if k in low:
-            return True
+    if _SCREEN.search(low) is not None:
+        return True
     return "inf" in low and "inf" in low.replace("info", "").replace("infer", "")
 TRACEBACK = Signature(
     "python_exception", E, re.compile(r"Traceback \(most recent call last\):"), "Python exception",
