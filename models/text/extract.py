@@ -35,6 +35,8 @@ Supported shapes (one parser each, tried in order):
   at ``time/total_timesteps`` when the closing rule is printed
 - the Hugging Face Trainer's ``***** eval metrics *****`` block (``  eval_loss = 0.41``) at the current step
 - DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
+- ESPnet2's (and FunASR's) ``2epoch:train:11-20batch: loss=50.87, acc=0.47, optim0_lr0=1e-05, ...`` and the
+  ``[valid]`` part of its ``2epoch results:`` line
 - MosaicML Composer's console: ``[epoch=1][batch=100/1000]:`` then rows ``Train loss/train/total: 2.34``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
 - bracketed fractions before ``key: value`` fields: ``[0/5][50/1583]\tLoss_D: 0.31\tLoss_G: 8.40`` (PyTorch's
@@ -1232,6 +1234,48 @@ def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
     return None if m is None else _Parsed(int(m.group(1)), {"lr": _value(m.group(2))})
 
 
+_ESPNET = re.compile(r"\b(\d+)epoch:train:\d+-(\d+)batch:(?:(\d+)num_updates:)?\s")
+_ESPNET_RESULTS = re.compile(r"\b\d+epoch results: .*?\[valid\] ")
+_ESPNET_LR = re.compile(r"^(?:optim\d+_)?lr_?\d+$")
+
+
+def _espnet_pairs(text: str, phase: str = "") -> dict[str, float]:
+    """ESPnet's ``key=value`` fields; its learning rates (``optim0_lr0``, ``lr_0``) as ``lr`` (the first one)."""
+    out: dict[str, float] = {}
+    for key, raw in _KV.findall(text):
+        if _ESPNET_LR.match(key):
+            if not phase:
+                out.setdefault("lr", _value(raw))
+            continue
+        if _metric_like(key):
+            named = metric_name(key, phase)
+            if named is not None:
+                out.setdefault(named[0], _value(raw) * named[1])
+    return out
+
+
+def _espnet(x: MetricExtractor, line: str) -> _Parsed | None:
+    """ESPnet2's trainer (and FunASR's): ``2epoch:train:11-20batch: iter_time=0.006, loss=50.87, acc=0.47,
+    grad_norm=530.9, optim0_lr0=1.0e-05, ...`` every few batches, then ``2epoch results: [train] ..., [valid]
+    loss=47.9, acc=0.52, ...`` at the epoch's end (its validation values are reported at the current step).
+
+    The batch count starts again each epoch: the step is FunASR's ``num_updates`` when printed, else the batch
+    count continued across epochs (:func:`_step_in_epoch`).
+    """
+    m = _ESPNET.search(line)
+    if m is not None:
+        metrics = _espnet_pairs(line[m.end() :])
+        if not metrics:
+            return None
+        step = int(m.group(3)) if m.group(3) else _step_in_epoch(x, f"epoch {m.group(1)}", int(m.group(2)))
+        return _Parsed(step, metrics)
+    m = _ESPNET_RESULTS.search(line)
+    if m is None:
+        return None
+    metrics = _espnet_pairs(line[m.end() :].split("[", 1)[0], "val/")
+    return _Parsed(x._current_step(), metrics) if metrics else None
+
+
 def _request(x: MetricExtractor, line: str) -> _Parsed | None:
     """An inference server's per-request line with its latency (:mod:`runwatch.models.text.requests`), at the next step."""
     found = request_latency(line)
@@ -1240,7 +1284,8 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
-    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _bracket_step, _bracket_fractions,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _espnet, _bracket_step,
+    _bracket_fractions,
     _word_language_model, _anchored, _leading_step,
     _epoch_context, _spaced_step, _request,
 )
@@ -1248,7 +1293,8 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # a line skips the call. "" = no such test.
 _NEEDLES = {
     _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
-    _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _bracket_step: "=", _bracket_fractions: "[",
+    _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
+    _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

@@ -546,6 +546,27 @@ def test_the_trainers_notebook_table_pasted_as_text():
     assert [s for s, _ in out] == [10, 20] and math.isnan(out[1][1]["loss"])  # the table ends at another line
 
 
+def test_espnet_batch_reports_continue_across_epochs_and_its_valid_results_are_validation():
+    head = "[host] 2023-10-27 13:37:46,484 (trainer:753) INFO: "
+    out, _ = ext([
+        head.replace("(trainer:753)", "(trainer:298)") + "1/30epoch started",
+        head + "1epoch:train:1-100batch: iter_time=1.924e-04, loss_ctc=174.564, loss_att=145.106, acc=0.235, "
+               "loss=153.944, grad_norm=156.442, clip=100.000, loss_scale=1.000, optim0_lr0=1.007e-05, train_time=0.127",
+        head + "1epoch:train:101-200batch: loss=140.000, acc=0.300, grad_norm=120.100, optim0_lr0=2.007e-05",
+        head + "1epoch results: [train] iter_time=0.164, loss=146.972, acc=0.268, lr_0=2.080e-06, time=1 minute and "
+               "43.19 seconds, total_count=200, [valid] loss=139.955, acc=0.311, cer=0.9, time=10 seconds, total_count=200",
+        head + "2epoch:train:1-100batch: loss=130.000, acc=0.350, grad_norm=nan, optim0_lr0=3.007e-05",
+    ])
+    assert [s for s, _ in out] == [100, 200, 200, 301]
+    assert out[0][1] == {"loss_ctc": 174.564, "loss_att": 145.106, "acc": 0.235, "loss": 153.944, "grad_norm": 156.442,
+                         "loss_scale": 1.0, "lr": 1.007e-05}
+    assert out[2][1] == {"val/loss": 139.955, "val/acc": 0.311}
+    assert math.isnan(out[3][1]["grad_norm"])
+    # FunASR prints the update count: it is the step
+    out, _ = ext([head + "2epoch:train:1-50batch:50num_updates: loss_att=0.186, acc=0.942, loss=0.192, optim0_lr0=7.484e-06"])
+    assert out == [(50, {"loss_att": 0.186, "acc": 0.942, "loss": 0.192, "lr": 7.484e-06})]
+
+
 def test_deepspeed_engine_reports_and_steps_lines():
     out, _ = ext([
         "[2024-01-01 10:00:00,123] [INFO] [logging.py:96:log_dist] [Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
