@@ -13,6 +13,8 @@ deployment's only telemetry is its log. Read, with their own units:
 - BentoML's access log ``(scheme=http,method=POST,...) (status=200,...)
   123.456ms (trace=...)`` and Ray Serve's ``__CALL__ OK 12.3ms``;
 - TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...``;
+- Gin's access log (Ollama and other Go servers): ``[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |
+  127.0.0.1 | POST "/api/generate"``;
 - a request line (an HTTP method and path, or the word ``request``) with a
   ``key=value`` / ``key: value`` duration: keys ending in ``_ms``/``_s``/``_us``,
   or ``latency``/``duration``/``elapsed``/``took``/``response_time``/
@@ -46,6 +48,7 @@ _TGI = re.compile(r"\b(total_time|queue_time|time_per_token)=\"" + _NUM + _UNIT 
 _TGI_PART = {"total_time": "latency_ms", "queue_time": "latency_ms/queue", "time_per_token": "latency_ms/per_token"}
 _BENTO = re.compile(r"\(scheme=\w+,method=\w+,.*?\) \(status=\d+,.*?\) " + _NUM + r"ms\b")
 _RAY = re.compile(r"\b__CALL__ (?:OK|ERROR) " + _NUM + r"ms\b")
+_GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*" + _NUM + r"(ms|s|µs|us|ns)\s*\|")
 _TORCHSERVE = re.compile(r"\bPredictionTime\.Milliseconds:" + _NUM + r"\|")
 # A duration key (matched on the lower-cased line at each place one of _DURATION_KEYS occurs), its unit suffix,
 # then the value and its unit
@@ -60,7 +63,10 @@ _SECONDS_WITHOUT_UNIT = ("request_time", "time")  # nginx's $request_time; "time
 
 def request_latency(line: str) -> dict[str, float] | None:
     """The latencies (ms) a per-request log line reports, or None when it is not such a line."""
-    # Every line read below names a duration one of these ways ("12.3ms", "total_time", "PredictionTime", ...).
+    if "[GIN]" in line:  # its durations may carry no word at all ("1.234567s")
+        m = _GIN.search(line)
+        return None if m is None else {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}
+    # Every line read further down names a duration one of these ways ("12.3ms", "total_time", "PredictionTime", ...).
     if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line):
         return None
     if "time" in line and "generate{" in line:

@@ -35,6 +35,8 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ('2017-05-16 00:00:00.008 25746 INFO nova.osapi_compute.wsgi.server [req-38101a0b] 10.11.10.1 "GET /v2/servers/detail '
      'HTTP/1.1" status: 200 len: 1893 time: 0.2477829', {"latency_ms": 247.7829}),
     ("request_id=ab method=POST path=/v1/chat status=200 duration_ms=812.3", {"latency_ms": 812.3}),
+    ('[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |       127.0.0.1 | POST     "/api/generate"', {"latency_ms": 1234.567}),
+    ('[GIN] 2024/06/01 - 10:00:01 | 200 |   12.3456ms |       127.0.0.1 | GET      "/api/tags"', {"latency_ms": 12.3456}),
     ('10.0.0.7 - "POST /generate HTTP/1.1" 200 took 1.5s', {"latency_ms": 1500.0}),
 ])
 def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
