@@ -9,7 +9,10 @@ text (``run.log_text``), which runwatch reads like any log line. A per-run
 summary and five checks close the demo: the diverging run is flagged before
 its loss becomes non-finite, its text message raises a LOG_PATTERN alert, the
 healthy run is never flagged, the overfitting run is flagged as such, and the
-run that does not learn is flagged by the ``no_learning`` rule.
+run that does not learn is flagged by the ``no_learning`` rule. Then a
+deployment whose only telemetry is its text-generation server's router log
+(:mod:`runwatch.service.demo_serving`) is streamed as text: the sixth check is
+its LATENCY alert once decoding slows down.
 """
 
 from __future__ import annotations
@@ -66,8 +69,10 @@ class DemoReport:
         return all(passed for _, passed in self.checks)
 
 
-def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
+def _checks(outcomes: dict[str, RunOutcome], serving: list[anomaly_pb2.Anomaly]) -> list[tuple[str, bool]]:
     healthy, diverging, overfit, stuck = (outcomes[n] for n in ORDER)
+    latency = [a for a in serving if kind_name(a.kind) == "LATENCY" and a.severity >= anomaly_pb2.SEVERITY_WARNING]
+    slow_at = min((a.first_step for a in latency), default=None)
     flag, bad = diverging.first_flag_step, diverging.first_nonfinite_step
     lead = f" ({bad - flag} steps ahead)" if flag is not None and bad is not None else ""
     not_learning = min((a.first_step for a in stuck.flags if a.detector == "no_learning"), default=None)
@@ -86,7 +91,30 @@ def _checks(outcomes: dict[str, RunOutcome]) -> list[tuple[str, bool]]:
             f"run with a far too small learning rate flagged as not learning at step {not_learning or '-'}",
             not_learning is not None,
         ),
+        (
+            f"serving deployment's router log: LATENCY flagged at request {slow_at if slow_at is not None else '-'} "
+            f"(decoding slowed from request {SLOW_FROM}), nothing before",
+            slow_at is not None and SLOW_FROM <= slow_at <= SLOW_FROM + 10
+            and all(a.first_step >= SLOW_FROM for a in serving if a.severity >= anomaly_pb2.SEVERITY_WARNING),
+        ),
     ]
+
+
+SLOW_FROM = 200  # the request from which the demo deployment decodes ~4x slower
+
+
+def _serve(client, suffix: str, seed: int, out: Callable[[str], None], stamp: Callable[[], str]) -> list[anomaly_pb2.Anomaly]:
+    """Stream the demo deployment's router log as text lines; its anomalies once the run is finished."""
+    from runwatch.service.demo_serving import router_log
+
+    run_id = f"demo-serving-{suffix}"
+    out(f"{stamp()} serving: run {run_id} sends only its text-generation router's log (one line per request) ...")
+    run = client.start_run(run_id=run_id, project="demo", tags=["deployment"])
+    for line in router_log(seed=seed, slow_from=SLOW_FROM):
+        run.log_text(line)
+    run.finish("finished", reason="completed")
+    runs = service_pb2_grpc.RunServiceStub(client.channel)
+    return list(runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30).anomalies)
 
 
 def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str], n: int = 2) -> None:
@@ -171,6 +199,7 @@ def run_demo(
                     f"{stamp()} {name!r} done: {summary['steps']} steps, val acc {summary['final_val_acc']:.3f}"
                     + (f", loss non-finite at step {bad}" if bad is not None else "")
                 )
+            serving = _serve(client, suffix, seed, out, stamp)
             feed.cancel()
             watcher.join(timeout=5)
             for outcome in outcomes.values():
@@ -196,7 +225,7 @@ def run_demo(
             f"  {o.run_id:<26} {o.steps:>5} {o.final_val_acc:>7.3f} {o.first_flag_step or '-'!s:>10} "
             f"{o.first_nonfinite_step or '-'!s:>10}  {kinds}"
         )
-    checks = _checks(outcomes)
+    checks = _checks(outcomes, serving)
     out("")
     for text, passed in checks:
         out(f"  [{'ok' if passed else 'FAILED'}] {text}")

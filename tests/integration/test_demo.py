@@ -30,6 +30,9 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     # Anomalies stream in over the watch call; each run's are shown before its summary line.
     done_at = next(i for i, line in enumerate(lines) if "'diverging' done" in line)
     assert any("ANOMALY" in line and "DIVERGENCE_PREDICTED" in line for line in lines[:done_at])
+    # The deployment's router log, sent as text only: its per-token latency is flagged once decoding slows.
+    assert report.checks[-1][1] and "LATENCY flagged at request" in report.checks[-1][0]
+    assert any("ANOMALY demo-serving-" in line and "LATENCY" in line for line in lines)
     assert (tmp_path / "demo" / "runwatch.db").exists()
     assert any("dashboard: http://127.0.0.1:" in line for line in lines[:3])
 
@@ -39,4 +42,4 @@ def test_demo_command_exits_zero():
         [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 5
+    assert done.stdout.count("[ok]") == 6
