@@ -586,7 +586,9 @@ class DetectionPipeline:
                 ack.reject(where, ("run_id", f"unknown run {line.run_id!r}: send its RunStart first"))
                 continue
             log_rows.append((line.run_id, line.time or now, line.level, line.step, line.text))
-            state.touched = now
+            # A run that prints is alive: its lines count for the stall check like its events (a text-only run,
+            # `runwatch pipe` or the logs topic, that hangs is flagged STALLED like one that stops sending metrics).
+            state.touched = state.last_received = now
             texts.setdefault(line.run_id, (state, []))[1].append((line.text, line.step))
             ack.ack.accepted += 1
         if log_rows:

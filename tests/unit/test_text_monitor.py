@@ -151,3 +151,32 @@ def test_pipeline_checkpoint_carries_text_state(tmp_path):
     assert got[0] == got[1] and any(k == 13 for _, k, _, _ in got[0])
     for p in (stay, source, target):
         p.store.close()
+
+
+def test_a_text_only_run_that_goes_quiet_is_flagged_as_stalled(tmp_path):
+    """Lines are telemetry: a run that sends only log lines (piped stdout, the logs topic) and then hangs, here
+    before its first iteration, is flagged STALLED like a metric run; one that keeps printing is not."""
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import anomaly_pb2, runs_pb2
+
+    settings = ServiceSettings(data_dir=tmp_path)
+    p = DetectionPipeline(settings, RunStore(settings.db_path))
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="hung", project="p")
+    b.starts.add(run_id="busy", project="p")
+    for run_id in ("hung", "busy"):
+        b.logs.add(run_id=run_id, text="[INFO] [engine.py:83:__init__] CONFIG: micro_batches=6 micro_batch_size=1")
+    p.ingest(b)
+    heard = p.runs["hung"].last_received
+    assert heard > 0
+    for k, now in enumerate([heard + 1200, heard + 2400, heard + 3600], start=2):
+        keep = runs_pb2.EventBatch(sequence=k)
+        keep.logs.add(run_id="busy", text=f"still initialising, {k * 20} minutes")
+        p.ingest(keep)
+        p.runs["busy"].last_received = now  # its lines arrived at these times
+    assert p.tick(now=heard + 600) == []
+    stalled = p.tick(now=heard + 4 * 900 + 60)  # before a run has shown three gaps the timeout is 4 x 900 s
+    assert [(a.run_id, a.kind) for a in stalled] == [("hung", anomaly_pb2.ANOMALY_KIND_STALLED)]
+    p.store.close()
