@@ -36,6 +36,7 @@ DIAGNOSTICS: dict[str, str] = {
     "memory_growth": f"{_PKG}.resources:MemoryGrowthDiagnostic",
     "data_bottleneck": f"{_PKG}.resources:DataBottleneckDiagnostic",
     "latency": f"{_PKG}.deployment:LatencyDiagnostic",
+    "latency_drift": f"{_PKG}.latency_drift:LatencyDriftDiagnostic",
     "error_rate": f"{_PKG}.deployment:ErrorRateDiagnostic",
     "learned": "runwatch.models.learned.detector:LearnedDiagnostic",
 }

@@ -136,6 +136,8 @@ def requests(kind: str) -> list[Event]:
         return inference_requests(600)
     if kind == "burst":  # a client suddenly sends 60,000-row batches for 8 requests
         return inference_requests(600, burst=(400, 408), burst_batch=60_000)
+    if kind == "leak":  # each request scans a cache that is never evicted: latency creeps up
+        return inference_requests(1000, leak=True)
     return inference_requests(600, malformed=(400, 600), malformed_frac=0.3)
 
 
@@ -819,6 +821,18 @@ def test_latency_burst_of_huge_batches(default_suite: DiagnosticSuite) -> None:
     assert [a.finding.kind for a in alerts] == [AnomalyKind.LATENCY], show(alerts)
     assert alerts[0].first_step == 402  # third slow request in a row
     assert alerts[0].finding.score > 6
+
+
+def test_latency_that_creeps_up_is_flagged_as_a_drift(default_suite: DiagnosticSuite) -> None:
+    events = requests("leak")
+    lat = [m["latency_ms"] for _, _, m in events]
+    early, late = sorted(lat[:200])[100], sorted(lat[-200:])[100]
+    assert late > 3 * early and late - early > 1.0  # the slowdown is real
+    alerts = feed(events, default_suite, "serving")
+    drift = [a for a in alerts if a.finding.key == "drift:latency_ms"]
+    assert drift and drift[0].finding.kind == AnomalyKind.LATENCY, show(alerts)
+    assert 250 <= drift[0].first_step < 1000
+    assert "best sustained level" in drift[0].finding.explanation
 
 
 def test_error_rate_with_malformed_requests(default_suite: DiagnosticSuite) -> None:

@@ -274,6 +274,7 @@ def inference_requests(
     malformed: tuple[int, int] | None = None,
     malformed_frac: float = 0.3,
     window: int = 50,
+    leak: bool = False,
 ) -> list[Event]:
     """Serve a trained digits MLP request by request; emit deployment telemetry.
 
@@ -282,7 +283,9 @@ def inference_requests(
     (a client suddenly sending huge batches); requests in ``malformed`` are,
     with probability ``malformed_frac``, the wrong shape and make the model
     raise. Every ``window`` requests the service reports ``error_rate`` over
-    that window.
+    that window. With ``leak`` each request keeps a 64x64 state it never
+    evicts and reduces over all of them (a cache scanned per request), so
+    requests slow down steadily.
     """
     torch.manual_seed(seed)
     xtr, ytr, xva, _ = digits(0)
@@ -297,6 +300,7 @@ def inference_requests(
     big = xva.repeat(burst_batch // len(xva) + 1, 1)[:burst_batch]
     events: list[Event] = []
     errors = 0
+    kept: list[torch.Tensor] = []
     for i in range(n):
         if burst and burst[0] <= i < burst[1]:
             x = big
@@ -309,6 +313,9 @@ def inference_requests(
         try:
             with torch.no_grad():
                 model(x).argmax(1)
+                if leak:
+                    kept.append(torch.full((64, 64), float(i)))
+                    torch.cat(kept).sum()
         except RuntimeError:
             errors += 1
         metrics = {"latency_ms": (time.perf_counter() - t0) * 1e3}

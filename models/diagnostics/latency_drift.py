@@ -1,0 +1,148 @@
+"""Deployment latency that drifts up and stays up: a rolling median far above its best sustained level.
+
+:class:`~runwatch.models.diagnostics.deployment.LatencyDiagnostic` catches runs of requests far slower than
+their baseline; its baseline follows the latency, so a slowdown that creeps in over hundreds of requests (a
+cache or KV store that keeps growing, fragmentation, a leak that each request scans, a slower node) is absorbed
+and never alerts. This check compares levels instead of points: every ``check_every`` values, the median of the
+last ``window`` values against the lowest such median seen so far (the run's best sustained level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from runwatch.models.base import Diagnostic, DiagnosticConfig
+from runwatch.models.block import MetricBlock
+from runwatch.models.findings import AnomalyKind, Finding, Severity
+
+
+class LatencyDriftConfig(DiagnosticConfig):
+    """Settings of :class:`LatencyDriftDiagnostic`.
+
+    Parameters
+    ----------
+    metric
+        Latency in milliseconds; ``<metric>/<anything>`` is watched too, each on its own. Default
+        ``"latency_ms"``.
+    window
+        Values per rolling median. Default 200: a median of 200 requests moves only when most of them
+        are slower, not for a burst (the spike check's business) or a changing mix of request sizes.
+    check_every
+        Values between two checks. Default 50.
+    rise
+        The current median must be at least ``1 + rise`` times the best. Default 0.5 (50 % slower).
+    error_rise
+        At ``1 + error_rise`` times the best the finding is an ERROR. Default 1.0 (twice as slow).
+    abs_floor_ms
+        ...and at least this many ms above it. Default 1.0: a sub-millisecond model doubling its time under a
+        busy CPU is not a degradation anyone sees.
+    patience
+        Consecutive checks the condition must hold. Default 2.
+    """
+
+    metric: str = "latency_ms"
+    window: int = Field(default=200, ge=10)
+    check_every: int = Field(default=50, ge=1)
+    rise: float = Field(default=0.5, gt=0.0)
+    error_rise: float = Field(default=1.0, gt=0.0)
+    abs_floor_ms: float = Field(default=1.0, ge=0.0)
+    patience: int = Field(default=2, ge=1)
+
+
+class LatencyDriftDiagnostic(Diagnostic):
+    """Flags a rolling latency median that drifted far above the run's best sustained level.
+
+    Per watched metric: the last ``window`` values, their count, the lowest rolling median seen at a
+    check (the best), the streak of checks at ``1 + rise`` times the best or more, and whether an episode is
+    open. One finding per episode (and one more if it reaches ``error_rise``); the episode closes once the
+    median is back under ``1 + rise / 2`` times the best. Checks fall at fixed value counts, so any batching
+    of a run gives the same findings. A drift detector on a robust level, in the spirit of Page's CUSUM
+    (Page 1954, "Continuous inspection schemes") with the median in place of the mean.
+
+    Examples
+    --------
+    >>> from runwatch.models.block import MetricBlock
+    >>> d = LatencyDriftDiagnostic()
+    >>> creep = [100.0 + (i % 7) + max(0, i - 400) * 0.25 for i in range(1000)]   # +0.25 ms per request from 400 on
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(1000)), [0.0] * 1000, [{"latency_ms": v} for v in creep]))
+    >>> [(f.step, f.kind.name, f.severity.name) for f in fs]
+    [(799, 'LATENCY', 'WARNING'), (949, 'LATENCY', 'ERROR')]
+    >>> fs[0].explanation
+    'latency_ms median over the last 200 values 178 ms is 1.73x its best sustained level 103 ms (for 2 checks, every 50 values)'
+    """
+
+    name = "latency_drift"
+    version = "1"
+    config_class = LatencyDriftConfig
+    reference = "Rolling-median level shift against the best sustained level (a CUSUM-like drift check)"
+    state_attributes = ("_series",)
+
+    config: LatencyDriftConfig
+
+    def __init__(self, config: LatencyDriftConfig | None = None) -> None:
+        super().__init__(config)
+        self._series: dict[str, dict] = {}
+
+    def watches(self, metric: str) -> bool:
+        base = self.config.metric
+        return metric == base or (metric.startswith(base) and metric[len(base)] == "/")
+
+    def observe_block(self, block: MetricBlock) -> list[Finding]:
+        findings = []
+        for name, col in self.select(block):
+            ok = np.isfinite(col.values)
+            if ok.any():
+                findings.extend(self._observe(name, col.steps[ok], col.values[ok]))
+        findings.sort(key=lambda f: f.step)
+        return findings
+
+    def _observe(self, name: str, steps: np.ndarray, values: np.ndarray) -> list[Finding]:
+        cfg = self.config
+        s = self._series.get(name)
+        if s is None:
+            s = self._series[name] = {"tail": np.zeros(0), "n": 0, "best": np.inf, "streak": 0, "level": 0}
+        tail = np.concatenate([s["tail"], values.astype(np.float64)])
+        before = int(s["n"])
+        n = before + len(values)
+        out = []
+        # the checks this block reaches: value counts that are multiples of check_every, with a full window
+        first = max(cfg.window, (before // cfg.check_every + 1) * cfg.check_every)
+        for count in range(first, n + 1, cfg.check_every):
+            end = len(tail) - (n - count)
+            median = float(np.median(tail[end - cfg.window : end]))
+            f = self._check(s, name, median, int(steps[count - before - 1]))
+            if f is not None:
+                out.append(f)
+        s["tail"] = tail[-cfg.window :].copy()
+        s["n"] = n
+        return out
+
+    def _check(self, s: dict, name: str, median: float, step: int) -> Finding | None:
+        cfg = self.config
+        best = float(s["best"])
+        if median < best:
+            s["best"] = best = median
+        slow = median >= (1.0 + cfg.rise) * best and median - best >= cfg.abs_floor_ms
+        s["streak"] = int(s["streak"]) + 1 if slow else 0
+        level = int(s["level"])
+        if level and median < (1.0 + cfg.rise / 2) * best:
+            s["level"] = 0  # recovered: the next drift is a new episode
+            return None
+        if s["streak"] < cfg.patience:
+            return None
+        severity = Severity.ERROR if median >= (1.0 + cfg.error_rise) * best else Severity.WARNING
+        if int(severity) <= level:
+            return None
+        s["level"] = int(severity)
+        ratio = median / best
+        return Finding(
+            AnomalyKind.LATENCY,
+            severity,
+            round(ratio, 6),
+            step,
+            name,
+            f"{name} median over the last {cfg.window} values {median:.3g} ms is {ratio:.2f}x its best sustained "
+            f"level {best:.3g} ms (for {s['streak']} checks, every {cfg.check_every} values)",
+            key=f"drift:{name}",
+        )
