@@ -34,6 +34,7 @@ class AnomalyKind(enum.IntEnum):
     DATA_BOTTLENECK = 16
     SEQUENCE_OUTLIER = 17
     UPDATE_RATIO = 18
+    RUN_FAILED = 19
 
 
 class Severity(enum.IntEnum):

@@ -48,6 +48,7 @@ from runwatch.models.alerting import Alert
 from runwatch.models.block import MetricBlock
 from runwatch.models.monitor import RunMonitor
 from runwatch.models.registry import DiagnosticSuite
+from runwatch.models.run_end import run_end_finding
 from runwatch.models.snapshot import SnapshotError
 from runwatch.service import store as store_ops
 from runwatch.service import validation as check
@@ -66,6 +67,7 @@ SNAPSHOT_FORMAT = "runwatch.run-state/1"
 MAX_VIOLATIONS_REPORTED = 100
 MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
+_STATUS_WORDS = {runs_pb2.RUN_STATUS_FAILED: "failed", runs_pb2.RUN_STATUS_KILLED: "killed"}
 # A checkpoint takes ~2 ms: a thousand runs going quiet at once are evicted over several ticks, not in one pause.
 EVICTIONS_PER_CALL = 256
 
@@ -1050,6 +1052,11 @@ class DetectionPipeline:
         state.status = status
         if status == runs_pb2.RUN_STATUS_FINISHED and state.monitor is not None:
             for alert in state.monitor.end(now):
+                anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
+        elif state.monitor is not None:
+            worst = max(state.monitor.severities.values(), default=0)
+            ended = run_end_finding(_STATUS_WORDS.get(status, ""), end.reason, state.last_step, worst)
+            for alert in state.monitor.report([ended] if ended is not None else [], now):
                 anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         if self.refitter is not None and state.monitor is not None:
             self.refitter.run_ended(state.project, end.run_id, status == runs_pb2.RUN_STATUS_FINISHED, state.monitor)

@@ -28,6 +28,7 @@ class AnomalyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANOMALY_KIND_DATA_BOTTLENECK: _ClassVar[AnomalyKind]
     ANOMALY_KIND_SEQUENCE_OUTLIER: _ClassVar[AnomalyKind]
     ANOMALY_KIND_UPDATE_RATIO: _ClassVar[AnomalyKind]
+    ANOMALY_KIND_RUN_FAILED: _ClassVar[AnomalyKind]
 
 class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ ANOMALY_KIND_MEMORY_GROWTH: AnomalyKind
 ANOMALY_KIND_DATA_BOTTLENECK: AnomalyKind
 ANOMALY_KIND_SEQUENCE_OUTLIER: AnomalyKind
 ANOMALY_KIND_UPDATE_RATIO: AnomalyKind
+ANOMALY_KIND_RUN_FAILED: AnomalyKind
 SEVERITY_UNSPECIFIED: Severity
 SEVERITY_INFO: Severity
 SEVERITY_WARNING: Severity
