@@ -9,7 +9,8 @@ from runwatch.models.diagnostics.loss_spike import SpikeDiagnostic
 from runwatch.models.findings import AnomalyKind
 
 
-def _matches(metric: str, base: str) -> bool:
+def metric_or_part(metric: str, base: str) -> bool:
+    """Whether ``metric`` is ``base`` or one of its parts (``latency_ms/p99`` of ``latency_ms``)."""
     return metric == base or (metric.startswith(base) and metric[len(base)] == "/")
 
 
@@ -92,7 +93,7 @@ class LatencyDiagnostic(SpikeDiagnostic):
     unit = " ms"
 
     def watches(self, metric: str) -> bool:
-        return _matches(metric, self.config.metric)
+        return metric_or_part(metric, self.config.metric)
 
     def spike_params(self) -> tuple:
         cfg = self.config
@@ -176,7 +177,7 @@ class ErrorRateDiagnostic(SpikeDiagnostic):
     kind = AnomalyKind.ERROR_RATE
 
     def watches(self, metric: str) -> bool:
-        return _matches(metric, self.config.metric)
+        return metric_or_part(metric, self.config.metric)
 
     def spike_params(self) -> tuple:
         cfg = self.config

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
+from runwatch.models.diagnostics.deployment import metric_or_part
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
@@ -85,8 +86,7 @@ class LatencyDriftDiagnostic(Diagnostic):
         self._series: dict[str, dict] = {}
 
     def watches(self, metric: str) -> bool:
-        base = self.config.metric
-        return metric == base or (metric.startswith(base) and metric[len(base)] == "/")
+        return metric_or_part(metric, self.config.metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         findings = []
