@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 
 _NUM = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -62,7 +63,18 @@ _SECONDS_WITHOUT_UNIT = ("request_time", "time")  # nginx's $request_time; "time
 
 
 def request_latency(line: str) -> dict[str, float] | None:
-    """The latencies (ms) a per-request log line reports, or None when it is not such a line."""
+    """The latencies (ms) a per-request log line reports, or None when it is not such a line.
+
+    Only finite values: a garbled ``1e400s`` is no request that took forever (and no NONFINITE alert).
+    """
+    found = _read(line)
+    if found is None:
+        return None
+    found = {k: v for k, v in found.items() if math.isfinite(v)}
+    return found or None
+
+
+def _read(line: str) -> dict[str, float] | None:
     if "[GIN]" in line:  # its durations may carry no word at all ("1.234567s")
         m = _GIN.search(line)
         return None if m is None else {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}

@@ -49,6 +49,7 @@ def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
     'INFO:     10.0.0.7:51234 - "POST /predict HTTP/1.1" 200 OK',  # no duration
     "request_id=ab status=200 latency=812",  # a duration without a unit
     "Waiting for the next request, elapsed since start 12.5",
+    "GET /x HTTP/1.1 status: 200 time: 1e999",  # garbled: no request takes forever
 ])
 def test_lines_without_a_request_latency_give_none(line):
     assert request_latency(line) is None
