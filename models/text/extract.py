@@ -947,7 +947,14 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     e = _EPOCH_OF.search(line)
     if e is None:
         return step
-    epoch = int(e.group(1))
+    m = _STEP_OF.search(line)
+    total = int(m.group(2)) if m is not None and int(m.group(1)) == step else None
+    return _continued_step(x, int(e.group(1)), step, total, one_based=bool(e.group(2)))
+
+
+def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None = None, one_based: bool = False) -> int:
+    """:func:`_step_in_epoch` given the epoch, the step and, for a step written as a fraction, the epoch's
+    ``total`` (``one_based``: the epoch was written as a fraction too)."""
     base = x._base_of(epoch)
     new_epoch = x.step_epoch is not None and epoch > x.step_epoch
     previous_max = x.epoch_max
@@ -959,9 +966,8 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
         x.epoch_max = max(x.epoch_max, step)
     if x.steps_run_on:
         return step
-    m = _STEP_OF.search(line)
-    if m is not None and int(m.group(1)) == step:
-        return x._epoch_step(epoch, step, int(m.group(2)), 1 if e.group(2) else base)
+    if total is not None:
+        return x._epoch_step(epoch, step, total, 1 if one_based else base)
     if new_epoch and step + x.step_offset <= x.last_step:  # the count started again with the epoch
         x.step_offset += previous_max + 1
     return step + x.step_offset
@@ -1260,14 +1266,14 @@ def _espnet(x: MetricExtractor, line: str) -> _Parsed | None:
     loss=47.9, acc=0.52, ...`` at the epoch's end (its validation values are reported at the current step).
 
     The batch count starts again each epoch: the step is FunASR's ``num_updates`` when printed, else the batch
-    count continued across epochs (:func:`_step_in_epoch`).
+    count continued across epochs (:func:`_continued_step`).
     """
     m = _ESPNET.search(line)
     if m is not None:
         metrics = _espnet_pairs(line[m.end() :])
         if not metrics:
             return None
-        step = int(m.group(3)) if m.group(3) else _step_in_epoch(x, f"epoch {m.group(1)}", int(m.group(2)))
+        step = int(m.group(3)) if m.group(3) else _continued_step(x, int(m.group(1)), int(m.group(2)))
         return _Parsed(step, metrics)
     m = _ESPNET_RESULTS.search(line)
     if m is None:
