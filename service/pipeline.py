@@ -54,6 +54,7 @@ from runwatch.service import store as store_ops
 from runwatch.service import validation as check
 from runwatch.service.event_columns import RunEvents, group_by_run, read_run, sequence_size
 from runwatch.service.event_scan import ScannedBatch, scan_batch
+from runwatch.service.formatting import status_name
 from runwatch.service.run_starts import implicit_start, looks_implicit, merge_start
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
@@ -67,7 +68,6 @@ SNAPSHOT_FORMAT = "runwatch.run-state/1"
 MAX_VIOLATIONS_REPORTED = 100
 MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
-_STATUS_WORDS = {runs_pb2.RUN_STATUS_FAILED: "failed", runs_pb2.RUN_STATUS_KILLED: "killed"}
 # A checkpoint takes ~2 ms: a thousand runs going quiet at once are evicted over several ticks, not in one pause.
 EVICTIONS_PER_CALL = 256
 
@@ -1055,7 +1055,7 @@ class DetectionPipeline:
                 anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         elif state.monitor is not None:
             worst = max(state.monitor.severities.values(), default=0)
-            ended = run_end_finding(_STATUS_WORDS.get(status, ""), end.reason, state.last_step, worst)
+            ended = run_end_finding(status_name(status).lower(), end.reason, state.last_step, worst)
             for alert in state.monitor.report([ended] if ended is not None else [], now):
                 anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         if self.refitter is not None and state.monitor is not None:
