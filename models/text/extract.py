@@ -266,6 +266,10 @@ _FAIRSEQ_VALID = re.compile(r"valid on '[^']*' subset\s*\|")
 _FAIRSEQ_UPDATES = re.compile(r"\|\s*num_updates\s+(\d+)")
 _DICT = re.compile(r"\{\s*['\"][^{}]*\}")
 _DICT_KV = re.compile(r"['\"]([\w./\- ]+)['\"]\s*:\s*(" + _NUM + r")(?=\s*[,}])")
+# ms-swift's dicts give the step only as a string: 'global_step/max_steps': '10/1000'
+_DICT_STEP_OF = re.compile(r"['\"]global_step/max_steps['\"]\s*:\s*['\"](\d+)/\d+['\"]")
+# LitGPT's "loss train: 2.345, val: n/a" (the validation loss is n/a until the first evaluation)
+_LOSS_TRAIN_VAL = re.compile(r"\bloss train:\s*(" + _NUM + r")(?:,\s*val:\s*(" + _NUM + r"))?" + _END)
 _MM_EPOCH = re.compile(r"\bEpoch(\((?:train|val|test)\))?\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
 _MM_ITER = re.compile(r"\bIter(\((?:train|val|test)\))?\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
 _METRICLOGGER = re.compile(r"\bEpoch:\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
@@ -560,6 +564,9 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
         metrics.setdefault(name, _value(value) * scale)
     if not metrics:
         return None
+    if step is None and "global_step/" in line:
+        of = _DICT_STEP_OF.search(line)
+        step = None if of is None else int(of.group(1))
     if step is None and epoch is not None and epoch.is_integer() and any(k.startswith("train_") for k in keys):
         step = int(epoch)  # one dict per epoch (timm, DeiT log.txt)
     if step is None and x.bar_step is not None and x.bar_lines <= 3:
@@ -900,6 +907,11 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     metrics.pop("epoch", None)
+    litgpt = _LOSS_TRAIN_VAL.search(line) if "loss train:" in line else None
+    if litgpt is not None:
+        metrics["loss"] = _value(litgpt.group(1))
+        if litgpt.group(2) is not None:
+            metrics["val/loss"] = _value(litgpt.group(2))
     if not metrics:
         if word.lower() == "epoch" and _EPOCH_LINE.fullmatch(line):
             x.epoch, x.epoch_lines = int(value), 0

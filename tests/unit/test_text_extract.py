@@ -594,6 +594,23 @@ def test_composer_console_rows_follow_their_progress_line():
                    (1050, {"loss": 2.2})]
 
 
+def test_ms_swift_dicts_take_their_step_from_global_step_of_max_steps():
+    out, _ = ext([
+        "{'loss': 1.23456, 'acc': 0.65, 'grad_norm': 2.3, 'learning_rate': 1e-05, 'epoch': 0.01, "
+        "'global_step/max_steps': '10/1000', 'percentage': '1.00%', 'elapsed_time': '1m 2s'}",
+        "{'loss': 1.13456, 'grad_norm': 2.1, 'learning_rate': 2e-05, 'epoch': 0.02, 'global_step/max_steps': '20/1000'}",
+    ])
+    assert [s for s, _ in out] == [10, 20] and out[1][1]["loss"] == 1.13456
+
+
+def test_litgpt_loss_train_and_val_at_the_optimizer_step():
+    out, _ = ext([
+        "Epoch 1 | iter 100 step 25 | loss train: 2.345, val: n/a | iter time: 123.45 ms (step)",
+        "Epoch 1 | iter 200 step 50 | loss train: 2.145, val: 2.100 | iter time: 120.00 ms (step)",
+    ])
+    assert out == [(25, {"loss": 2.345}), (50, {"loss": 2.145, "val/loss": 2.1})]
+
+
 def test_a_step_beyond_int64_is_dropped_not_passed_on():
     out, x = ext(["step 99999999999999999999999 loss=0.5", "step 9223372036854775808 loss=0.4", "step 5 loss=0.3"])
     assert out == [(5, {"loss": 0.3})] and x.dropped == 2
