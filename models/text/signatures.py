@@ -73,7 +73,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)OutOfMemoryError|cudaErrorMemoryAllocation|"
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
-        r"MPS backend out of memory|No available memory for the cache blocks",
+        r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
+        r"CUDA_ERROR_OUT_OF_MEMORY|CUDA runtime error: out of memory|Error allocating device buffer|"
+        r"Not enough memory\. Please try to increase --mem-fraction-static",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
         "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
@@ -116,7 +118,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
-        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b",
+        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b",
         "process killed (SIGKILL, usually the host OOM killer)",
         "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "
         "pinned buffers, CPU offload) or request more memory",
@@ -158,7 +160,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Could not load model|unable to create TensorRT engine|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
         r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed)|"
-        r"larger than the maximum number of tokens that can be stored in KV cache",
+        r"larger than the maximum number of tokens that can be stored in KV cache|(?i:error loading model)|"
+        r"unable to load model|Loading servable: .{0,120}\bfailed|Error\(s\) in loading state_dict|"
+        r"Unable to load weights from|PytorchStreamReader failed reading",
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -167,7 +171,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "engine_dead", C,
         r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
         r"backend worker process died|Worker died|worker process died|RayActorError|actor died unexpectedly|"
-        r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT",
+        r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT|"
+        r"llama runner process has terminated",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -175,7 +180,8 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "checkpoint_save_failure", C,
         r"PytorchStreamWriter failed writing|(?:failed|unable|error) (?:to |while |when )?(?:sav|writ)\w* "
-        r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)",
+        r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)|"
+        r"inline_container\.cc:\d+\] \. unexpected pos",
         "checkpoint save failed",
         "check free space and quota on the checkpoint volume and that every rank can write there; "
         "save to local disk and copy asynchronously on flaky network filesystems",
@@ -191,7 +197,8 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "http_5xx", W,
         r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
-        r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out",
+        r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
+        r"upstream prematurely closed connection|while connecting to upstream|no live upstreams",
         "server answered with 5xx",
         "the server's error log right after the request names the exception; 503 means not ready or "
         "overloaded (check readiness, queue limits and replicas)",
@@ -209,7 +216,8 @@ SIGNATURES: tuple[Signature, ...] = (
 # on lines holding one, so a line no signature can match costs a few substring tests.
 _KEYS = {
     "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
-                 "oom when allocating", "no available memory for the cache"),
+                 "oom when allocating", "no available memory for the cache", "cuda_error_out_of_memory",
+                 "allocating device buffer", "mem-fraction-static"),
     "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate",
                 "ray.exceptions.outofmemoryerror", "running low on memory"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
@@ -218,7 +226,7 @@ _KEYS = {
                      "mismatch between collectives"),
     "dataloader_worker_killed": ("dataloader worker",),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
-                   "killed", "oomkilled"),
+                   "killed", "oomkilled", "oom_kill event"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
@@ -228,14 +236,16 @@ _KEYS = {
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
-                           "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache"),
+                           "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache",
+                           "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
+                           "pytorchstreamreader"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
-                    "worker timeout"),
-    "checkpoint_save_failure": ("streamwriter", "checkpoint"),
+                    "worker timeout", "runner process has terminated"),
+    "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
-                 "upstream timed out"),
+                 "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams"),
     "startup_stall": ("to start up", "pending for more than", "waiting for", "probe failed"),
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)

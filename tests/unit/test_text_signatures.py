@@ -35,6 +35,13 @@ CASES = {
         "RuntimeError: MPS backend out of memory (MPS allocated: 17.20 GB, other allocations: 640.00 MB, max allowed: 18.13 GB).",
         ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
         "initializing the engine."),
+        # llama.cpp's ggml allocator, LMDeploy's TurboMind, text-embeddings-inference, a JAX device buffer, SGLang at start-up
+        "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on device 0: cudaMalloc failed: out of memory",
+        "RuntimeError: [TM][ERROR] CUDA runtime error: out of memory /lmdeploy/src/turbomind/utils/allocator.h:231",
+        "    Could not start backend: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
+        ("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Error allocating device buffer: Attempting to allocate 8.00G. "
+        "That was not possible. There are 4.00G free."),
+        "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
     ],
     "cpu_oom": [
         ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
@@ -52,6 +59,9 @@ CASES = {
         "Killed",
         "      Reason:       OOMKilled",  # kubectl describe pod
         "  exitcode  : -9 (pid: 52310)",  # torchrun's failure summary
+        # Slurm's cgroup OOM handler
+        ("slurmstepd: error: Detected 1 oom_kill event in StepId=123.0. Some of your processes may have been killed "
+        "by the cgroup out-of-memory handler."),
     ],
     "nccl_timeout": [
         ("[rank1]:[E1105 10:02:11.482041 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective operation "
@@ -94,6 +104,8 @@ CASES = {
         ("RuntimeError: [enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
         "data/37: file write failed"),
         "ERROR:root:Failed to save checkpoint to s3://bucket/run-7/step_4000",
+        # torch.save on a full or failing volume
+        "RuntimeError: [enforce fail at inline_container.cc:595] . unexpected pos 1234567 vs 1234456",
     ],
     "disk_full": [
         "OSError: [Errno 28] No space left on device: '/ckpt/global_step1200/mp_rank_00_model_states.pt'",
@@ -130,6 +142,14 @@ CASES = {
         "Error: ShardCannotStart",
         ("ValueError: The model's max seq len (131072) is larger than the maximum number of tokens that can be "
         "stored in KV cache (43200). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`."),
+        # llama.cpp, TF Serving, a state dict that does not fit the model, a weights file or checkpoint that cannot be read
+        "llama_model_load: error loading model: unable to allocate backend buffer",
+        "main: error: unable to load model",
+        ("2024-05-01 10:00:00.000: E tensorflow_serving/util/retrier.cc:40] Loading servable: {name: resnet version: 1} "
+        "failed: Not found: Could not find meta graph def matching supplied tags: { serve }."),
+        "RuntimeError: Error(s) in loading state_dict for LlamaForCausalLM:",
+        "OSError: Unable to load weights from pytorch checkpoint file for 'model.bin' at 'model.bin'.",
+        "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory",
     ],
     "engine_dead": [
         ("ERROR 06-01 10:00:05 [async_llm.py:420] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered "
@@ -140,6 +160,8 @@ CASES = {
         "[2024-06-01 10:00:05 +0000] [7] [CRITICAL] WORKER TIMEOUT (pid:12)",  # gunicorn's arbiter
         "  Warning  BackOff    2m (x41 over 12m)   kubelet  Back-off restarting failed container server in pod llm-0",
         "llm-server-7f9c5-xk2lp   0/1     CrashLoopBackOff   6 (2m ago)   14m",
+        # Ollama's runner
+        "Error: llama runner process has terminated: exit status 0xc0000409",
     ],
     "http_5xx": [
         'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
@@ -147,6 +169,11 @@ CASES = {
         ("2024/06/01 10:00:05 [error] 31#31: *812 upstream timed out (110: Connection timed out) while reading "
         "response header from upstream, client: 10.0.0.9, server: _, request: \"POST /v1/chat/completions HTTP/1.1\""),
         "<html><head><title>502 Bad Gateway</title></head>",
+        # nginx in front of a model server (what becomes the client's 502)
+        ("2024/05/01 10:00:00 [error] 31#31: *1 upstream prematurely closed connection while reading response header "
+        "from upstream, client: 10.0.0.1, server: _, request: \"POST /v1/completions HTTP/1.1\""),
+        "2024/05/01 10:00:00 [error] 31#31: *5 connect() failed (111: Connection refused) while connecting to upstream",
+        "2024/05/01 10:00:00 [error] 31#31: *9 no live upstreams while connecting to upstream, client: 10.0.0.1",
     ],
     "startup_stall": [
         ("WARNING deployment_state.py:1986 -- Deployment 'Model' in application 'app' has 2 replicas that have "
