@@ -73,7 +73,7 @@ class TextMonitorConfig(DiagnosticConfig):
     sequence_top_k
         A next template ranked at or below this (0 = first guess) is unexpected.
     max_line_chars
-        Longer lines are cut before any analysis.
+        Longer lines are cut before any analysis (each line of a text holding several).
     """
 
     extract_metrics: bool = True
@@ -144,10 +144,11 @@ class TextMonitor:
             text, given = (item, 0) if isinstance(item, str) else (item[0], int(item[1]))
             if given > 0:
                 self.step = max(self.step, given)
-            text = text[: cfg.max_line_chars]
+            # Split first, then cut each line: a multi-line record (a traceback shipped as one message) ends
+            # with the line that names the error, and a redrawn progress bar with its latest values.
             for line in _SPLIT.split(text) if ("\n" in text or "\r" in text) else (text,):
                 if line and not line.isspace():
-                    self._line(line, events, found, unexpected)
+                    self._line(line[: cfg.max_line_chars], events, found, unexpected)
         for f in self.matcher.flush():
             found.append((f, self.step))
         pairs = [(self._finding(f, step), f.line) for f, step in found]

@@ -818,7 +818,9 @@ def test_latency_burst_of_huge_batches(default_suite: DiagnosticSuite) -> None:
     baseline = sorted(lat[:400])[200]
     assert min(lat[400:408]) > 10 * baseline + 5  # the slowdown is real
     alerts = feed(events, default_suite, "serving")
-    assert [a.finding.kind for a in alerts] == [AnomalyKind.LATENCY], show(alerts)
+    # one incident; the latencies are measured, so on a busy machine it may be revised as the burst goes on
+    assert {a.finding.kind for a in alerts} == {AnomalyKind.LATENCY}, show(alerts)
+    assert len({a.incident_id for a in alerts}) == 1, show(alerts)
     assert alerts[0].first_step == 402  # third slow request in a row
     assert alerts[0].finding.score > 6
 

@@ -48,6 +48,23 @@ def test_lines_to_events_and_findings():
     assert [f.severity for f in findings if f.key == "fp16_overflow"][-1] == Severity.CRITICAL  # loss scale 0.5 < 1
 
 
+def test_a_long_multi_line_record_is_read_to_its_last_line():
+    # A traceback shipped as one message (a log shipper's multi-line record) names its error on its last line,
+    # past the per-line cut; so does a progress bar redrawn with \r, whose latest values come last.
+    frames = [f'  File "/opt/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line {i}, in _call_impl\n'
+              f"    return forward_call(*args, **kwargs)" for i in range(60)]
+    record = "\n".join(["Traceback (most recent call last):", *frames,
+                        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."])
+    bar = "\r".join(f"Epoch 0: {i:3d}%|#   | {i}/100 [00:01<00:09, 9.9it/s, loss={1 - i / 200:.3f}]" for i in range(1, 101))
+    assert len(record) > 2 * 4096 and len(bar) > 4096
+    tm = TextMonitor("r")
+    events, findings = tm.observe_lines([record, bar])
+    events += tm.flush()[0]
+    oom = [f for f in findings if f.key == "cuda_oom"]
+    assert len(oom) == 1 and oom[0].severity == Severity.CRITICAL
+    assert events[-1] == (100, {"loss": 0.5})
+
+
 @pytest.mark.parametrize("cut", [1, 4, 7, 10])
 def test_snapshot_round_trip_continues_exactly(cut):
     cfg = TextMonitorConfig(novelty=NoveltyConfig(warmup_lines=3))
