@@ -99,7 +99,7 @@ _ALIASES = {
     "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "train_lr": "lr",
     "ppl": "ppl", "perplexity": "ppl", "train perplexity": "ppl", "train_ppl": "ppl",
     "acc": "acc", "accuracy": "acc", "train_acc": "acc", "train acc": "acc", "train accuracy": "acc",
-    "lm loss value": "loss", "epoch": "epoch",
+    "lm loss value": "loss", "epoch": "epoch", "loss/total_loss": "loss",  # TF Object Detection API's dicts
 }
 # (name, scale): units written in the key.
 _SCALED = {
@@ -289,12 +289,16 @@ _BAR = re.compile(
     r"(?:,\s*[\d.?]+\s*(?:s/it|it/s))?(?:,\s*([^\]]*))?\]"
 )
 _GLOBAL_STEP = re.compile(r"(?:^|,\s*)global_step=(" + _NUM + r")(?=,|$)")
+_POSTFIX_EPOCH = re.compile(r"(?<![\w.])epoch=(\d+)(?![\d.])")
 _TORCH_EXAMPLE = re.compile(r"\bTrain Epoch: (\d+) \[\s*(\d+)/(\d+) \(\s*[\d.]+%\)\]\s*Loss: (" + _NUM + r")" + _END)
 _TORCH_EXAMPLE_TEST = re.compile(
     r"\bTest set: Average loss: (" + _NUM + r"), Accuracy: (\d+)/(\d+) \(\s*[\d.]+%\)"
 )
 _FASTAI_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][\w/]*)+?)\s+time\s*$")
 _FASTAI_ROW = re.compile(r"^\s*(\d+)((?:\s+(?:" + _NUM + r"|#na#))+)\s+\d+:\d\d(?::\d\d)?\s*$")
+# skorch's PrintLog: the same table with a "dur" column (seconds) last
+_SKORCH_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][\w/]*)+?)\s+dur\s*$")
+_SKORCH_ROW = re.compile(r"^\s*(\d+)((?:\s+" + _NUM + r")+)\s*$")
 _TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
 _LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
 _ANCHOR = re.compile(
@@ -715,7 +719,8 @@ def _torch_example(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
-    """fastai's results table: an ``epoch train_loss valid_loss ... time`` header, then a row per epoch.
+    """fastai's results table: an ``epoch train_loss valid_loss ... time`` header, then a row per epoch (skorch's
+    ``epoch train_loss valid_acc valid_loss dur`` too).
 
     Also the rows of a notebook table (:func:`_notebook_header`), and its header when a column name holds a digit.
     """
@@ -726,18 +731,26 @@ def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
     if m is not None:
         x.table = m.group(1).split()
         return None
+    m = _SKORCH_HEADER.match(line)
+    if m is not None:
+        x.table = [*m.group(1).split(), "@dur"]
+        return None
     if x.table is None:
         return None
     if x.table[0] == "@notebook":
         return _notebook_row(x, line)
-    m = _FASTAI_ROW.match(line)
-    if m is None:
-        return None
-    cells = m.group(2).split()
-    if len(cells) != len(x.table):
+    columns = x.table
+    if columns[-1] == "@dur":
+        m = _SKORCH_ROW.match(line)
+        columns = columns[:-1]
+        cells = m.group(2).split()[:-1] if m is not None else []
+    else:
+        m = _FASTAI_ROW.match(line)
+        cells = m.group(2).split() if m is not None else []
+    if m is None or len(cells) != len(columns):
         return None
     out = {}
-    for column, cell in zip(x.table, cells):
+    for column, cell in zip(columns, cells):
         named = metric_name(column)
         if named is not None and cell != "#na#":
             out.setdefault(named[0], _value(cell) * named[1])
@@ -883,13 +896,18 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
     g = _GLOBAL_STEP.search(postfix) if postfix else None
     if g is not None and math.isfinite(float(g.group(1))):
         step = int(float(g.group(1)))
+    elif m.group(1) is None and m.group(2) is not None and postfix and "epoch=" in postfix:
+        e = _POSTFIX_EPOCH.search(postfix)  # a custom loop's tqdm(loader) with set_postfix(epoch=epoch, loss=...)
+        if e is not None:
+            epoch = int(e.group(1))
+            step = x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x._base_of(epoch))
     x.bar_step, x.bar_lines = step, 0
     if not postfix:
         return None
     out = {}
     for key, raw in _KV.findall(postfix):
         named = metric_name(key)
-        if named is not None and key.lower() not in ("v_num", "global_step", "consumed_samples"):
+        if named is not None and key.lower() not in ("v_num", "global_step", "consumed_samples", "epoch"):
             out.setdefault(named[0], _value(raw) * named[1])
     return _Parsed(step, out, bar=True)
 
@@ -907,6 +925,10 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     metrics.pop("epoch", None)
+    if not metrics and "per-step time" in line and word.lower() == "step":
+        # TF's Object Detection API: "Step 100 per-step time 0.5s", then the step's losses as a dict
+        x.bar_step, x.bar_lines = int(value), 0
+        return None
     litgpt = _LOSS_TRAIN_VAL.search(line) if "loss train:" in line else None
     if litgpt is not None:
         metrics["loss"] = _value(litgpt.group(1))

@@ -611,6 +611,38 @@ def test_litgpt_loss_train_and_val_at_the_optimizer_step():
     assert out == [(25, {"loss": 2.345}), (50, {"loss": 2.145, "val/loss": 2.1})]
 
 
+def test_a_custom_loops_bar_with_the_epoch_in_its_postfix_continues_across_epochs():
+    out, _ = ext([
+        "100%|##########| 391/391 [00:20<00:00, 19.2it/s, epoch=1, loss=1.52, acc=0.45]",
+        " 50%|#####     | 196/391 [00:10<00:10, 19.2it/s, epoch=2, loss=1.30, acc=0.52]",
+        "100%|##########| 391/391 [00:20<00:00, 19.2it/s, epoch=2, loss=1.12, acc=0.60]",
+    ])
+    assert out == [(391, {"loss": 1.52, "acc": 0.45}), (587, {"loss": 1.30, "acc": 0.52}), (782, {"loss": 1.12, "acc": 0.60})]
+
+
+def test_tf_object_detection_api_losses_at_the_step_line_before_them():
+    out, _ = ext([
+        "I0501 10:00:00.000000 140000 model_lib_v2.py:705] Step 100 per-step time 0.500s",
+        "I0501 10:00:00.000000 140000 model_lib_v2.py:708] {'Loss/classification_loss': 0.5, "
+        "'Loss/localization_loss': 0.3, 'Loss/total_loss': 1.2, 'learning_rate': 0.01}",
+        "I0501 10:01:00.000000 140000 model_lib_v2.py:705] Step 200 per-step time 0.500s",
+        "I0501 10:01:00.000000 140000 model_lib_v2.py:708] {'Loss/total_loss': 1.0, 'learning_rate': 0.02}",
+    ])
+    assert [s for s, _ in out] == [100, 200]
+    assert out[0][1]["loss"] == 1.2 and out[0][1]["loss/classification_loss"] == 0.5 and out[1][1] == {"loss": 1.0, "lr": 0.02}
+
+
+def test_skorch_print_log_table():
+    out, _ = ext([
+        "  epoch    train_loss    valid_acc    valid_loss     dur",
+        "-------  ------------  -----------  ------------  ------",
+        "      1        0.6905       0.5000        0.6901  0.1234",
+        "      2        0.6805       0.5500        0.6801  0.1134",
+    ])
+    assert out == [(1, {"loss": 0.6905, "val/acc": 0.5, "val/loss": 0.6901}),
+                   (2, {"loss": 0.6805, "val/acc": 0.55, "val/loss": 0.6801})]
+
+
 def test_a_step_beyond_int64_is_dropped_not_passed_on():
     out, x = ext(["step 99999999999999999999999 loss=0.5", "step 9223372036854775808 loss=0.4", "step 5 loss=0.3"])
     assert out == [(5, {"loss": 0.3})] and x.dropped == 2
