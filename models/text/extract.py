@@ -356,6 +356,7 @@ class MetricExtractor:
         self.bar_step: int | None = None  # position of the last progress bar
         self.bar_lines = 0
         self.pending: list | None = None  # [step, metrics] of a progress bar not yet moved on
+        self.bars: dict[str, tuple[int, int]] = {}  # per bar total: (last position, steps of its earlier epochs)
         self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
         self.dropped = 0  # events below the last step
         self.lines = 0
@@ -421,6 +422,7 @@ class MetricExtractor:
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on,
+            "bars": {k: list(v) for k, v in self.bars.items()},
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -450,6 +452,7 @@ class MetricExtractor:
         base = state.get("epoch_base")
         self.epoch_base = None if base is None else int(base)
         self.steps_run_on = bool(state.get("steps_run_on", False))
+        self.bars = {str(k): (int(v[0]), int(v[1])) for k, v in state.get("bars", {}).items()}
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -896,11 +899,13 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
     g = _GLOBAL_STEP.search(postfix) if postfix else None
     if g is not None and math.isfinite(float(g.group(1))):
         step = int(float(g.group(1)))
-    elif m.group(1) is None and m.group(2) is not None and postfix and "epoch=" in postfix:
-        e = _POSTFIX_EPOCH.search(postfix)  # a custom loop's tqdm(loader) with set_postfix(epoch=epoch, loss=...)
-        if e is not None:
+    elif m.group(1) is None and m.group(2) is not None:
+        e = _POSTFIX_EPOCH.search(postfix) if postfix and "epoch=" in postfix else None
+        if e is not None:  # a custom loop's tqdm(loader) with set_postfix(epoch=epoch, loss=...)
             epoch = int(e.group(1))
             step = x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x._base_of(epoch))
+        else:
+            step = _restarted_bar(x, int(m.group(2)), int(m.group(3)))
     x.bar_step, x.bar_lines = step, 0
     if not postfix:
         return None
@@ -910,6 +915,23 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
         if named is not None and key.lower() not in ("v_num", "global_step", "consumed_samples", "epoch"):
             out.setdefault(named[0], _value(raw) * named[1])
     return _Parsed(step, out, bar=True)
+
+
+def _restarted_bar(x: MetricExtractor, n: int, total: int) -> int:
+    """The run's step for position ``n`` of a bar of ``total`` that names no epoch: a bar whose count goes back
+    (``tqdm(loader)`` in each epoch of a custom loop) starts the next epoch, after the previous ones' steps.
+
+    Tracked per total, so an evaluation bar of another length in between neither restarts the training bar
+    nor is read as its epochs.
+    """
+    key = str(total)
+    last_n, offset = x.bars.get(key, (0, 0))
+    if n < last_n:
+        offset += total
+    if key not in x.bars and len(x.bars) >= 16:  # totals that keep changing: forget the oldest
+        x.bars.pop(next(iter(x.bars)))
+    x.bars[key] = (n, offset)
+    return offset + n
 
 
 def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:

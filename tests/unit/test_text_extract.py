@@ -620,6 +620,21 @@ def test_a_custom_loops_bar_with_the_epoch_in_its_postfix_continues_across_epoch
     assert out == [(391, {"loss": 1.52, "acc": 0.45}), (587, {"loss": 1.30, "acc": 0.52}), (782, {"loss": 1.12, "acc": 0.60})]
 
 
+def test_a_bar_that_starts_again_each_epoch_continues_the_run_and_an_eval_bar_does_not_restart_it():
+    lines = []
+    for epoch in range(3):
+        lines += [f"{i}%|##   | {i}/100 [00:01<00:02, 50.0it/s, loss={1.0 / (epoch + 1) - i / 1000:.3f}]" for i in (50, 100)]
+        lines.append("100%|#####| 20/20 [00:01<00:00, 20.0it/s, val_loss=0.5]")  # an evaluation bar in between
+    out, x = ext(lines)
+    assert [s for s, _ in out] == [50, 100, 150, 200, 250, 300]
+    assert out[2] == (150, {"loss": 0.45})
+    part = MetricExtractor()  # a checkpoint in the middle of the second epoch continues the same way
+    before = part.extract_many(lines[:4])
+    resumed = MetricExtractor()
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    assert before + resumed.extract_many(lines[4:]) + resumed.flush() == out
+
+
 def test_tf_object_detection_api_losses_at_the_step_line_before_them():
     out, _ = ext([
         "I0501 10:00:00.000000 140000 model_lib_v2.py:705] Step 100 per-step time 0.500s",
