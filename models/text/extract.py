@@ -318,6 +318,7 @@ _STEP_WORD = re.compile(
     r"(?<![\w.])(global[ _]step|step|iteration|iter)\b\s*[:=]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?(?![\w.])",
     re.IGNORECASE,
 )
+_BATCH_LEAD = re.compile(r"^\W*batch\s*[:=]?\s*(\d+)\s*(?:/\s*\d+)?(?![\d.])", re.IGNORECASE)
 _EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
 _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:\s*(?:-|,|\|)\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
@@ -352,6 +353,7 @@ class MetricExtractor:
     def __init__(self) -> None:
         self.last_step = -1
         self.epoch: int | None = None  # from an "Epoch 3/30" line
+        self.epoch_of_total = False  # that line gave the epoch as a fraction ("3/30"): it counts from 1
         self.epoch_lines = 0  # lines since that epoch line
         self.bar_step: int | None = None  # position of the last progress bar
         self.bar_lines = 0
@@ -416,6 +418,7 @@ class MetricExtractor:
     def state_dict(self) -> dict:
         return {
             "last_step": self.last_step, "epoch": self.epoch, "epoch_lines": self.epoch_lines,
+            "epoch_of_total": self.epoch_of_total,
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
@@ -431,6 +434,7 @@ class MetricExtractor:
         self.last_step = int(state["last_step"])
         self.epoch = None if state["epoch"] is None else int(state["epoch"])
         self.epoch_lines = int(state["epoch_lines"])
+        self.epoch_of_total = bool(state.get("epoch_of_total", False))
         self.bar_step = None if state["bar_step"] is None else int(state["bar_step"])
         self.bar_lines = int(state["bar_lines"])
         p = state["pending"]
@@ -806,7 +810,7 @@ def _torchtune(x: MetricExtractor, line: str) -> _Parsed | None:
 def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _KERAS_EPOCH.fullmatch(line)
     if m is not None:
-        x.epoch, x.epoch_lines = int(m.group(1)), 0
+        x.epoch, x.epoch_lines, x.epoch_of_total = int(m.group(1)), 0, True
         return None
     if " - " not in line or "/" not in line:
         return None
@@ -937,7 +941,13 @@ def _restarted_bar(x: MetricExtractor, n: int, total: int) -> int:
 def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     low = line.lower()
     if "step" not in low and "iter" not in low and "epoch" not in low:
-        return None
+        if "batch" not in low or x.epoch is None:
+            return None
+        lead = _BATCH_LEAD.match(line)  # "Batch 100/200, Loss: 0.5" after an "Epoch 1/10" line
+        if lead is None:
+            return None
+        metrics = _pairs(line, _phase(line), keep=_metric_like)
+        return _Parsed(_step_in_epoch(x, line, int(lead.group(1))), metrics) if metrics else None
     anchors = _ANCHOR.findall(line)
     if not anchors:
         return None
@@ -957,8 +967,10 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         if litgpt.group(2) is not None:
             metrics["val/loss"] = _value(litgpt.group(2))
     if not metrics:
-        if word.lower() == "epoch" and _EPOCH_LINE.fullmatch(line):
-            x.epoch, x.epoch_lines = int(value), 0
+        if word.lower() == "epoch":
+            e = _EPOCH_LINE.fullmatch(line)
+            if e is not None:
+                x.epoch, x.epoch_lines, x.epoch_of_total = int(value), 0, e.group(2) is not None
         return None
     if word.lower() == "epoch":
         batch = _EPOCH_BATCH.search(line)
@@ -1001,10 +1013,10 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
       estimate of the run's step that keeps every epoch's values instead of dropping them as going back.
     """
     e = _EPOCH_OF.search(line)
-    if e is None:
-        return step
     m = _STEP_OF.search(line)
     total = int(m.group(2)) if m is not None and int(m.group(1)) == step else None
+    if e is None:  # the epoch an "Epoch 3/10" line named before, if any
+        return step if x.epoch is None else _continued_step(x, x.epoch, step, total, one_based=x.epoch_of_total)
     return _continued_step(x, int(e.group(1)), step, total, one_based=bool(e.group(2)))
 
 
@@ -1054,6 +1066,7 @@ def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _LEADING_STEP.match(line)
     if m is None:
         return None
+    step = int(m.group(1))
     out: dict[str, float] = {}
     for seg in re.split(r"\s*[|,]\s*", m.group(2)):
         kv = _SEGMENT.fullmatch(seg.strip())
@@ -1062,7 +1075,7 @@ def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
         named = metric_name(kv.group(1))
         if named is not None:
             out.setdefault(named[0], _value(kv.group(2)) * named[1])
-    return _Parsed(int(m.group(1)), out) if out else None
+    return _Parsed(_step_in_epoch(x, line, step), out) if out else None
 
 
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:

@@ -635,6 +635,20 @@ def test_a_bar_that_starts_again_each_epoch_continues_the_run_and_an_eval_bar_do
     assert before + resumed.extract_many(lines[4:]) + resumed.flush() == out
 
 
+@pytest.mark.parametrize("lines, steps", [
+    # a step count that starts again after each "Epoch N" line follows the previous epoch's last step
+    (["Epoch 1", "Step 100 | loss 0.5", "Step 200 | loss 0.4", "Epoch 2", "Step 100 | loss 0.3"], [100, 200, 301]),
+    # "Batch i/n" lines under "Epoch e/E": 1-based epochs of n batches
+    (["Epoch 1/2", "Batch 100/200, Loss: 0.5", "Batch 200/200, Loss: 0.4", "Epoch 2/2", "Batch 100/200, Loss: 0.3"],
+     [100, 200, 300]),
+    # a step that runs on across the epoch lines is the run's own
+    (["Epoch 1", "step: 100, loss: 0.5", "Epoch 2", "step: 300, loss: 0.3", "step: 400, loss: 0.2"], [100, 300, 400]),
+])
+def test_step_lines_under_epoch_lines(lines, steps):
+    out, x = ext(lines)
+    assert [s for s, _ in out] == steps and x.dropped == 0
+
+
 def test_tf_object_detection_api_losses_at_the_step_line_before_them():
     out, _ = ext([
         "I0501 10:00:00.000000 140000 model_lib_v2.py:705] Step 100 per-step time 0.500s",
