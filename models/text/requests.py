@@ -15,11 +15,15 @@ deployment's only telemetry is its log. Read, with their own units:
 - TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...``;
 - Gin's access log (Ollama and other Go servers): ``[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |
   127.0.0.1 | POST "/api/generate"``;
-- a request line (an HTTP method and path, or the word ``request``) with a
-  ``key=value`` / ``key: value`` duration: keys ending in ``_ms``/``_s``/``_us``,
-  or ``latency``/``duration``/``elapsed``/``took``/``response_time``/
-  ``request_time``/``time`` with a unit on the value (``812ms``, ``0.51s``)
-  or, for nginx's ``request_time`` and an HTTP line's bare ``time``, seconds.
+- a request line (an HTTP method and path, a JSON access log's ``"method"`` and
+  ``"path"``, or the word ``request``) with a ``key=value`` / ``key: value``
+  duration: keys ending in ``_ms``/``_s``/``_us``, or ``latency``/``duration``/
+  ``elapsed``/``took``/``response_time``/``request_time``/``time`` with a unit
+  on the value (``812ms``, ``0.51s``) or, for nginx's ``request_time`` (``rt=``,
+  ``urt=``) and an HTTP line's bare ``time``, seconds; a value followed by
+  ``-``, ``:`` or ``/`` is a date or a clock time, not a duration; else
+  ``finished in 1.2 seconds`` (or completed, processed, served, handled);
+- ``POST /predict 200 45.23ms``: a method, a path, a status and a duration.
 
 A line is one request: the extractor reports it at the next step of a running
 counter, so the detector's baselines are over requests.
@@ -53,13 +57,20 @@ _GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*" + _NUM + r"(ms|s|µs|us|ns)\s
 _TORCHSERVE = re.compile(r"\bPredictionTime\.Milliseconds:" + _NUM + r"\|")
 # A duration key (matched on the lower-cased line at each place one of _DURATION_KEYS occurs), its unit suffix,
 # then the value and its unit
+# A value followed by "-", ":" or "/" is a date or a clock time ("time=2024-06-01T10:00:00Z"), not a duration.
 _KEYED = re.compile(
-    r"(latency|duration|elapsed|took|response_time|request_time|time_taken|time)(_ms|_s|_sec|_seconds|_us)?"
-    r"\"?\s*(?:[:=]\s*|\s)\"?" + _NUM + _UNIT + r"(?![\w.])"
+    r"(latency|duration|elapsed|took|response_time|request_time|time_taken|time|u?rt)(_ms|_s|_sec|_seconds|_us)?"
+    r"\"?\s*(?:[:=]\s*|\s)\"?" + _NUM + _UNIT + r"(?![\w.:/\-])"
 )
-_DURATION_KEYS = ("latency", "duration", "elapsed", "took", "time")  # every _KEYED key contains one of these
+_DURATION_KEYS = ("latency", "duration", "elapsed", "took", "time", "rt=")  # every _KEYED key contains one of these
 _KEY_UNIT = {"_ms": "ms", "_s": "s", "_sec": "s", "_seconds": "s", "_us": "us"}
-_SECONDS_WITHOUT_UNIT = ("request_time", "time")  # nginx's $request_time; "time: 0.25" on an HTTP request line
+# nginx's $request_time (and its log_format example's rt= / urt=); "time: 0.25" on an HTTP request line
+_SECONDS_WITHOUT_UNIT = ("request_time", "time", "rt", "urt")
+# "POST /predict 200 45.23ms" (Morgan-style and custom middleware lines); "request 12 finished in 1.2 seconds"
+_METHOD_STATUS_TIME = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* \d{3} " + _NUM + r" ?(ms|s)\b")
+_DONE_IN = re.compile(r"\b(?:finished|completed|processed|served|handled) in " + _NUM
+                      + r" ?(ms|milliseconds|s|sec|secs|seconds)\b", re.IGNORECASE)
+_WORD_UNIT = {"milliseconds": "ms", "sec": "s", "secs": "s", "seconds": "s"}
 
 
 def request_latency(line: str) -> dict[str, float] | None:
@@ -79,7 +90,8 @@ def _read(line: str) -> dict[str, float] | None:
         m = _GIN.search(line)
         return None if m is None else {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}
     # Every line read further down names a duration one of these ways ("12.3ms", "total_time", "PredictionTime", ...).
-    if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line):
+    if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line
+            or "rt=" in line or "d in " in line):
         return None
     if "time" in line and "generate{" in line:
         found = {_TGI_PART[k]: float(v) * _SCALE[u or "s"] for k, v, u in _TGI.findall(line)}
@@ -93,9 +105,15 @@ def _read(line: str) -> dict[str, float] | None:
     if "PredictionTime" in line:
         m = _TORCHSERVE.search(line)
         return None if m is None else {"latency_ms/prediction": float(m.group(1))}
-    http = ("HTTP/" in line and any(method in line for method in _METHODS)) or ("method=" in line and "path=/" in line)
+    http = (("HTTP/" in line and any(method in line for method in _METHODS)) or ("method=" in line and "path=/" in line)
+            or ('"method"' in line and ('"path"' in line or '"uri"' in line or '"url"' in line)))  # JSON access logs
     if not http and not (("equest" in line or "EQUEST" in line or "req_id" in line) and _REQUEST_WORD.search(line)):
-        return None
+        if " /" not in line or not any(method in line for method in _METHODS):
+            return None
+        m = _METHOD_STATUS_TIME.search(line)
+        if m is not None:
+            return {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}
+        return _done_in(line)
     low = line.lower()
     for m in _duration_fields(low):
         key, key_unit, value, unit = m.group(1), m.group(2), m.group(3), m.group(4)
@@ -105,7 +123,15 @@ def _read(line: str) -> dict[str, float] | None:
         if unit is None:
             continue  # a bare number under a key that does not say its unit
         return {"latency_ms": float(value) * _SCALE[unit]}
-    return None
+    return _done_in(line)
+
+
+def _done_in(line: str) -> dict[str, float] | None:
+    m = _DONE_IN.search(line) if "d in " in line else None
+    if m is None:
+        return None
+    unit = m.group(2).lower()
+    return {"latency_ms": float(m.group(1)) * _SCALE[_WORD_UNIT.get(unit, unit)]}
 
 
 def _duration_fields(low: str):

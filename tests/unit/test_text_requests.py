@@ -38,6 +38,19 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ('[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |       127.0.0.1 | POST     "/api/generate"', {"latency_ms": 1234.567}),
     ('[GIN] 2024/06/01 - 10:00:01 | 200 |   12.3456ms |       127.0.0.1 | GET      "/api/tags"', {"latency_ms": 12.3456}),
     ('10.0.0.7 - "POST /generate HTTP/1.1" 200 took 1.5s', {"latency_ms": 1500.0}),
+    # logfmt (Go servers): the time stamp is no duration, the latency is
+    ("time=2024-06-01T10:00:00Z level=INFO msg=request method=POST path=/api/generate status=200 latency=1.234s",
+     {"latency_ms": 1234.0}),
+    # nginx with the rt= / urt= fields of its own log_format example (seconds)
+    ('10.0.0.1 - - [01/Jun/2024:10:00:00 +0000] "POST /v1/chat/completions HTTP/1.1" 200 512 "-" "curl/8.0" '
+     'rt=0.532 uct="0.000" uht="0.530" urt="0.531"', {"latency_ms": 532.0}),
+    # a JSON access log; Morgan-style and custom middleware lines; "finished in"
+    ('{"time": "2024-06-01T10:00:00Z", "method": "POST", "path": "/predict", "status": 200, "duration_ms": 45.2}',
+     {"latency_ms": 45.2}),
+    ("2024-06-01 10:00:00,000 - INFO - POST /predict 200 45.23ms", {"latency_ms": 45.23}),
+    ("POST /predict 200 45.230 ms - 123", {"latency_ms": 45.23}),
+    ("Request 123 finished in 1.23 seconds", {"latency_ms": 1230.0}),
+    ("POST /generate completed in 532 ms", {"latency_ms": 532.0}),
 ])
 def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
     got = request_latency(line)
@@ -50,6 +63,10 @@ def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
     "request_id=ab status=200 latency=812",  # a duration without a unit
     "Waiting for the next request, elapsed since start 12.5",
     "GET /x HTTP/1.1 status: 200 time: 1e999",  # garbled: no request takes forever
+    # a time stamp, a clock time or a date under a duration word is none (it read as 2,024 s before)
+    "time=2024-06-01T10:00:00Z level=INFO msg=request method=POST path=/api/generate status=200",
+    "request 5 start_time=10:00:00 status=200",
+    "Epoch 3 finished in 12.5 seconds",  # not a request
 ])
 def test_lines_without_a_request_latency_give_none(line):
     assert request_latency(line) is None
