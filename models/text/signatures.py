@@ -250,6 +250,9 @@ _KEYS = {
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
 _BY_NAME = {s.name: s for s in SIGNATURES}
+# Megatron-LM's iteration line counts the iterations of the interval whose loss was NaN (and left out of the
+# average it prints): a count above 0 is a NaN loss the printed values do not show.
+_NAN_ITERATIONS = re.compile(r"number of nan iterations:\s*([1-9]\d*)\b")
 
 
 def _any_of(words: Iterable[str]) -> re.Pattern:
@@ -431,6 +434,9 @@ class SignatureMatcher:
             self._checkpoint_at = self.index
         if ("overflow" in low or "lg_loss_scale" in low) and _OVERFLOW.search(line):
             out.extend(self._overflow_line(line))
+            return out
+        if "nan iterations" in low and _NAN_ITERATIONS.search(line):
+            out.append(self._finding(_BY_NAME["nonfinite_message"], Severity.ERROR, self.index, [line], line))
             return out
         for sig in SIGNATURES if _screen(low) else ():
             if any(k in low for k in sig.keys) and sig.pattern.search(line):

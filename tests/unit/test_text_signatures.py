@@ -95,6 +95,9 @@ CASES = {
         "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values in its 0th output.",
         "tensorflow.python.framework.errors_impl.InvalidArgumentError: Tensor had NaN values [[{{node CheckNumerics}}]]",
         "Monitored metric val_loss = nan is not finite. Previous best value was 0.388. Signaling Trainer to stop.",
+        # Megatron-LM's count of iterations whose loss was NaN (its printed loss leaves them out)
+        (" iteration      600/  500000 | lm loss: 7.500000E+00 | loss scale: 1.0 | grad norm: 2.345 | "
+        "number of skipped iterations:   3 | number of nan iterations:   3 |"),
     ],
     "dataloader_worker_killed": [
         "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
@@ -197,6 +200,8 @@ def test_every_signature_has_a_case():
 
 
 HEALTHY = [
+    (" iteration      500/  500000 | lm loss: 7.600000E+00 | loss scale: 1.0 | grad norm: 2.345 | "
+     "number of skipped iterations:   0 | number of nan iterations:   0 |"),
     ("2024-05-01 09:12:44 | INFO | train_inner | epoch 003:    200 / 1975 loss=4.12, nll_loss=2.91, ppl=7.52, "
     "wps=130830, ups=2.15, lr=0.0005, gnorm=0.61, clip=0, oom=0, loss_scale=2, train_wall=48, wall=954"),
     "{'loss': 0.4121, 'grad_norm': 1.338, 'learning_rate': 4.8e-05, 'epoch': 0.31}",
