@@ -74,7 +74,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
-        r"CUDA_ERROR_OUT_OF_MEMORY|CUDA runtime error: out of memory|Error allocating device buffer|"
+        r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
         r"Not enough memory\. Please try to increase --mem-fraction-static",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
@@ -102,7 +102,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"NCCL communicator was aborted|Timed out initializing process group|"
         r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
         r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed)Error|"
-        r"Detected mismatch between collectives",
+        r"Detected mismatch between collectives|client socket has timed out|\bSocket Timeout\b|DistNetworkError|"
+        r"via c10d key-value store",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
@@ -110,7 +111,8 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "dataloader_worker_killed", C,
         r"DataLoader worker \(pid(?:\(s\))?\s*[\d, ]+\) (?:is killed by signal|exited unexpectedly)|"
-        r"DataLoader worker.{0,60}killed",
+        r"DataLoader worker.{0,60}killed|DataLoader timed out after \d+ seconds|"
+        r"Communication with the workers is no longer possible",
         "dataloader worker killed",
         "workers are usually killed for memory: fewer workers, a smaller prefetch_factor, a larger /dev/shm "
         "(docker --shm-size), or data that is not copied into each worker",
@@ -136,7 +138,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "crash_signal", C,
-        r"Signal: (?:Bus error|Segmentation fault)|Segmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
+        r"Signal: (?:Bus error|Segmentation fault)|[Ss]egmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
         r"Fatal Python error|core dumped|terminate called after throwing an instance of",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
@@ -148,7 +150,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|became|becomes|has become|contains?)\s+(?:nan|inf|non-?finite)|"
         r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
         r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
-        r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b",
+        r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b|"
+        r"grad(?:ient)?[ _]norm (?:is|was|became) (?:nan|[-+]?inf)\b|\bnan encountered in (?:the )?(?:loss|grad)",
         "NaN/Inf in the loss or gradients",
         "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "
         "batch at that step for bad values",
@@ -223,8 +226,9 @@ _KEYS = {
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
-                     "mismatch between collectives"),
-    "dataloader_worker_killed": ("dataloader worker",),
+                     "mismatch between collectives", "socket has timed out", "socket timeout", "distnetworkerror",
+                     "c10d key-value store"),
+    "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers"),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
                    "killed", "oomkilled", "oom_kill event"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",

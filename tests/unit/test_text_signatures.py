@@ -42,6 +42,7 @@ CASES = {
         ("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Error allocating device buffer: Attempting to allocate 8.00G. "
         "That was not possible. There are 4.00G free."),
         "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
+        "RuntimeError: CUDA driver error: out of memory",
     ],
     "cpu_oom": [
         ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
@@ -83,6 +84,11 @@ CASES = {
         "join the rendezvous 'job-12' within the timeout."),
         ("RuntimeError: Detected mismatch between collectives on ranks. Rank 0 is running collective: "
         "CollectiveFingerPrint(OpType=ALLREDUCE), but Rank 1 is running collective: CollectiveFingerPrint(OpType=BROADCAST)."),
+        # the c10d store and its sockets: a rank that cannot reach the store is stuck the same way
+        ("[E socket.cpp:957] [c10d] The client socket has timed out after 1800s while trying to connect to "
+        "(10.0.0.1, 29500)."),
+        "RuntimeError: Socket Timeout",
+        "torch.distributed.DistNetworkError: Connection reset by peer",
     ],
     "nonfinite_message": [
         ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
@@ -98,10 +104,14 @@ CASES = {
         # Megatron-LM's count of iterations whose loss was NaN (its printed loss leaves them out)
         (" iteration      600/  500000 | lm loss: 7.500000E+00 | loss scale: 1.0 | grad norm: 2.345 | "
         "number of skipped iterations:   3 | number of nan iterations:   3 |"),
+        "Skipping step: gradient norm is nan",
+        "nan encountered in loss, reducing learning rate",
     ],
     "dataloader_worker_killed": [
         "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
         "RuntimeError: DataLoader worker (pid(s) 4123, 4127) exited unexpectedly",
+        "RuntimeError: DataLoader timed out after 120 seconds",
+        "RuntimeError: Too many open files. Communication with the workers is no longer possible.",
     ],
     "checkpoint_save_failure": [
         ("RuntimeError: [enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
@@ -130,6 +140,7 @@ CASES = {
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
         "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
         "terminate called after throwing an instance of 'c10::Error'",
+        "ERROR: Unexpected segmentation fault encountered in worker.",
     ],
     "job_cancelled": [
         "slurmstepd: error: *** JOB 88123 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO TIME LIMIT ***",
