@@ -358,7 +358,8 @@ class MetricExtractor:
         self.bar_step: int | None = None  # position of the last progress bar
         self.bar_lines = 0
         self.pending: list | None = None  # [step, metrics] of a progress bar not yet moved on
-        self.bars: dict[str, tuple[int, int]] = {}  # per bar total: (last position, steps of its earlier epochs)
+        # per bar total: (last position, steps of its earlier epochs, last postfix)
+        self.bars: dict[str, tuple[int, int, str]] = {}
         self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
         self.dropped = 0  # events below the last step
         self.lines = 0
@@ -456,7 +457,7 @@ class MetricExtractor:
         base = state.get("epoch_base")
         self.epoch_base = None if base is None else int(base)
         self.steps_run_on = bool(state.get("steps_run_on", False))
-        self.bars = {str(k): (int(v[0]), int(v[1])) for k, v in state.get("bars", {}).items()}
+        self.bars = {str(k): (int(v[0]), int(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in state.get("bars", {}).items()}
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -909,7 +910,7 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
             epoch = int(e.group(1))
             step = x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x._base_of(epoch))
         else:
-            step = _restarted_bar(x, int(m.group(2)), int(m.group(3)))
+            step = _restarted_bar(x, int(m.group(2)), int(m.group(3)), postfix or "")
     x.bar_step, x.bar_lines = step, 0
     if not postfix:
         return None
@@ -921,20 +922,23 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out, bar=True)
 
 
-def _restarted_bar(x: MetricExtractor, n: int, total: int) -> int:
+def _restarted_bar(x: MetricExtractor, n: int, total: int, postfix: str) -> int:
     """The run's step for position ``n`` of a bar of ``total`` that names no epoch: a bar whose count goes back
     (``tqdm(loader)`` in each epoch of a custom loop) starts the next epoch, after the previous ones' steps.
+    So does a complete bar followed by a complete one with other values: a captured stream keeps only a
+    redrawn bar's last state (``runwatch pipe``, a log file's last ``\\r`` segment), one ``100/100`` line per
+    epoch; the same values again are the same bar printed twice.
 
     Tracked per total, so an evaluation bar of another length in between neither restarts the training bar
     nor is read as its epochs.
     """
     key = str(total)
-    last_n, offset = x.bars.get(key, (0, 0))
-    if n < last_n:
+    last_n, offset, last_postfix = x.bars.get(key, (0, 0, ""))
+    if n < last_n or (n == last_n == total and postfix != last_postfix):
         offset += total
     if key not in x.bars and len(x.bars) >= 16:  # totals that keep changing: forget the oldest
         x.bars.pop(next(iter(x.bars)))
-    x.bars[key] = (n, offset)
+    x.bars[key] = (n, offset, postfix[:200])
     return offset + n
 
 

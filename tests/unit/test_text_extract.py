@@ -649,6 +649,19 @@ def test_step_lines_under_epoch_lines(lines, steps):
     assert [s for s, _ in out] == steps and x.dropped == 0
 
 
+def test_a_captured_stream_keeps_one_finished_bar_per_epoch_and_each_is_an_epoch():
+    # runwatch pipe (and a log file's last \r segment) keeps a redrawn bar's last state: one 100/100 line per epoch;
+    # the same values printed twice are one bar
+    out, x = ext([
+        "100%|##########| 100/100 [00:10<00:00, 9.5it/s, loss=0.593]",
+        "100%|##########| 100/100 [00:10<00:00, 9.4it/s, loss=0.593]",
+        "100%|##########| 20/20 [00:01<00:00, 19.5it/s, val_loss=0.55]",
+        "100%|##########| 100/100 [00:10<00:00, 9.4it/s, loss=0.493]",
+        "100%|##########| 100/100 [00:10<00:00, 9.4it/s, loss=0.393]",
+    ])
+    assert [(s, m.get("loss")) for s, m in out if "loss" in m] == [(100, 0.593), (200, 0.493), (300, 0.393)]
+
+
 def test_tf_object_detection_api_losses_at_the_step_line_before_them():
     out, _ = ext([
         "I0501 10:00:00.000000 140000 model_lib_v2.py:705] Step 100 per-step time 0.500s",
