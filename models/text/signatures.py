@@ -103,7 +103,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
         r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed)Error|"
         r"Detected mismatch between collectives|client socket has timed out|\bSocket Timeout\b|DistNetworkError|"
-        r"via c10d key-value store",
+        r"via c10d key-value store.{0,120}got error",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
