@@ -267,6 +267,8 @@ _FAIRSEQ_UPDATES = re.compile(r"\|\s*num_updates\s+(\d+)")
 _DICT = re.compile(r"\{\s*['\"][^{}]*\}")
 _DICT_KV = re.compile(r"['\"]([\w./\- ]+)['\"]\s*:\s*(" + _NUM + r")(?=\s*[,}])")
 # ms-swift's dicts give the step only as a string: 'global_step/max_steps': '10/1000'
+_SETTINGS_BEFORE = re.compile(r"\b(?:parameters|params|config|hyperparameters|args)\s*[:=]\s*$", re.IGNORECASE)
+_DICT_LEAD_STEP = re.compile(r"\b(?:step|iter|iteration|global_step)\s*[:=]?\s*(\d+)\W*$", re.IGNORECASE)
 _DICT_STEP_OF = re.compile(r"['\"]global_step/max_steps['\"]\s*:\s*['\"](\d+)/\d+['\"]")
 # LitGPT's "loss train: 2.345, val: n/a" (the validation loss is n/a until the first evaluation)
 _LOSS_TRAIN_VAL = re.compile(r"\bloss train:\s*(" + _NUM + r")(?:,\s*val:\s*(" + _NUM + r"))?" + _END)
@@ -354,6 +356,7 @@ class MetricExtractor:
         self.last_step = -1
         self.epoch: int | None = None  # from an "Epoch 3/30" line
         self.epoch_of_total = False  # that line gave the epoch as a fraction ("3/30"): it counts from 1
+        self.dict_epoch: float | None = None  # the "epoch" of the last printed metrics dict (the Trainer's)
         self.epoch_lines = 0  # lines since that epoch line
         self.bar_step: int | None = None  # position of the last progress bar
         self.bar_lines = 0
@@ -419,7 +422,7 @@ class MetricExtractor:
     def state_dict(self) -> dict:
         return {
             "last_step": self.last_step, "epoch": self.epoch, "epoch_lines": self.epoch_lines,
-            "epoch_of_total": self.epoch_of_total,
+            "epoch_of_total": self.epoch_of_total, "dict_epoch": self.dict_epoch,
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
@@ -436,6 +439,8 @@ class MetricExtractor:
         self.epoch = None if state["epoch"] is None else int(state["epoch"])
         self.epoch_lines = int(state["epoch_lines"])
         self.epoch_of_total = bool(state.get("epoch_of_total", False))
+        dict_epoch = state.get("dict_epoch")
+        self.dict_epoch = None if dict_epoch is None else float(dict_epoch)
         self.bar_step = None if state["bar_step"] is None else int(state["bar_step"])
         self.bar_lines = int(state["bar_lines"])
         p = state["pending"]
@@ -557,6 +562,9 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
     keys = [k for k, _ in raw]
     if not any(_metric_like(k) or k.lower().startswith(("eval_", "train_", "test_")) for k in keys):
         return None  # a dict of settings ({'temperature': 1.0, 'top_k': 20}), not of metrics
+    before = line[: m.start()]
+    if _SETTINGS_BEFORE.search(before):
+        return None  # "... parameters: {'lr': 0.001}" (an HPO trial's settings), not metrics
     if any(k in ("train_runtime", "total_flos") for k in keys):
         return None  # the end-of-training summary: averages of what was already logged
     metrics: dict[str, float] = {}
@@ -564,7 +572,7 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
     epoch = None
     for key, value in raw:
         low = key.lower()
-        if low in ("step", "global_step"):
+        if low in ("step", "global_step", "training_iteration"):  # training_iteration: Ray Tune's results
             step = int(float(value))
             continue
         if low == "epoch":
@@ -579,10 +587,19 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
     if step is None and "global_step/" in line:
         of = _DICT_STEP_OF.search(line)
         step = None if of is None else int(of.group(1))
+    if step is None and before:
+        lead = _DICT_LEAD_STEP.search(before)  # "step 100: {'loss': 0.5}", "iter 100 {'loss': ...}"
+        step = None if lead is None else int(lead.group(1))
+    if step is None and epoch is not None and x.last_step >= 0 and all(
+        k.lower().startswith(("eval_", "test_")) or k.lower() == "epoch" for k in keys
+    ) and epoch == x.dict_epoch:
+        step = x.last_step  # the Trainer's evaluation at the step its last training dict was logged at
     if step is None and epoch is not None and epoch.is_integer() and any(k.startswith("train_") for k in keys):
         step = int(epoch)  # one dict per epoch (timm, DeiT log.txt)
     if step is None and x.bar_step is not None and x.bar_lines <= 3:
         step = x.bar_step
+    if epoch is not None:
+        x.dict_epoch = epoch
     return _Parsed(step, metrics, counter=step is None)
 
 

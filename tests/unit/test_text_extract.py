@@ -662,6 +662,23 @@ def test_a_captured_stream_keeps_one_finished_bar_per_epoch_and_each_is_an_epoch
     assert [(s, m.get("loss")) for s, m in out if "loss" in m] == [(100, 0.593), (200, 0.493), (300, 0.393)]
 
 
+def test_printed_dicts_take_the_step_their_line_or_their_training_dict_gives():
+    out, _ = ext([
+        "step 100: {'loss': 0.5, 'lr': 0.001}",  # a step before the dict
+        "Result for train_fn_00000: {'loss': 0.45, 'training_iteration': 150, 'time_this_iter_s': 1.2}",  # Ray Tune
+    ])
+    assert [s for s, _ in out] == [100, 150]
+    out, _ = ext([  # the Trainer's evaluation dict at the step of the training dict with its epoch
+        "{'loss': 0.5, 'grad_norm': 1.2, 'learning_rate': 2e-05, 'epoch': 0.5}",
+        "{'eval_loss': 0.45, 'eval_runtime': 1.2, 'eval_samples_per_second': 100.0, 'epoch': 0.5}",
+        "{'loss': 0.4, 'grad_norm': 1.1, 'learning_rate': 1e-05, 'epoch': 1.0}",
+    ])
+    assert [(s, "val/loss" in m) for s, m in out] == [(0, False), (0, True), (1, False)]
+    # an HPO trial's parameters are settings, not metrics
+    out, _ = ext(['[I 2024-01-01 10:00:00,000] Trial 0 finished with value: 0.123 and parameters: {"lr": 0.001}.'])
+    assert out == []
+
+
 def test_tf_object_detection_api_losses_at_the_step_line_before_them():
     out, _ = ext([
         "I0501 10:00:00.000000 140000 model_lib_v2.py:705] Step 100 per-step time 0.500s",
