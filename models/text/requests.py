@@ -12,7 +12,9 @@ deployment's only telemetry is its log. Read, with their own units:
   of the answer);
 - BentoML's access log ``(scheme=http,method=POST,...) (status=200,...)
   123.456ms (trace=...)`` and Ray Serve's ``__CALL__ OK 12.3ms``;
-- TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...``;
+- TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...`` (``PredictionTime.ms`` since 0.8) and
+  its access log's inference requests (``ACCESS_LOG - /10.0.0.1:5000 "POST /predictions/m HTTP/1.1" 200 118``,
+  the last field in ms);
 - Gin's access log (Ollama and other Go servers): ``[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |
   127.0.0.1 | POST "/api/generate"``;
 - a request line (an HTTP method and path, a JSON access log's ``"method"`` and
@@ -54,7 +56,13 @@ _TGI_PART = {"total_time": "latency_ms", "queue_time": "latency_ms/queue", "time
 _BENTO = re.compile(r"\(scheme=\w+,method=\w+,.*?\) \(status=\d+,.*?\) " + _NUM + r"ms\b")
 _RAY = re.compile(r"\b__CALL__ (?:OK|ERROR) " + _NUM + r"ms\b")
 _GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*" + _NUM + r"(ms|s|µs|us|ns)\s*\|")
-_TORCHSERVE = re.compile(r"\bPredictionTime\.Milliseconds:" + _NUM + r"\|")
+_TORCHSERVE = re.compile(r"\bPredictionTime\.(?:Milliseconds|ms):" + _NUM + r"\|")  # .ms since TorchServe 0.8
+# TorchServe's access log: "<client> \"POST /predictions/m HTTP/1.1\" 200 118", the last field in ms; inference
+# requests only (a management call like "POST /models?url=..." is not a prediction)
+_TORCHSERVE_ACCESS = re.compile(
+    r"ACCESS_LOG - \S+ \"[A-Z]+ (?:/predictions/|/v1/models/\S*:predict|/v2/models/\S*/infer)\S* HTTP/[\d.]+\" "
+    r"\d{3} (\d+)\s*$"
+)
 # A duration key (matched on the lower-cased line at each place one of _DURATION_KEYS occurs), its unit suffix,
 # then the value and its unit
 # A value followed by "-", ":" or "/" is a date or a clock time ("time=2024-06-01T10:00:00Z"), not a duration.
@@ -89,6 +97,9 @@ def _read(line: str) -> dict[str, float] | None:
     if "[GIN]" in line:  # its durations may carry no word at all ("1.234567s")
         m = _GIN.search(line)
         return None if m is None else {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}
+    if "ACCESS_LOG" in line:  # TorchServe's: a bare number of milliseconds last
+        m = _TORCHSERVE_ACCESS.search(line)
+        return None if m is None else {"latency_ms": float(m.group(1))}
     # Every line read further down names a duration one of these ways ("12.3ms", "total_time", "PredictionTime", ...).
     if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line
             or "rt=" in line or "d in " in line):

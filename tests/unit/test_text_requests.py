@@ -51,6 +51,13 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ("POST /predict 200 45.230 ms - 123", {"latency_ms": 45.23}),
     ("Request 123 finished in 1.23 seconds", {"latency_ms": 1230.0}),
     ("POST /generate completed in 532 ms", {"latency_ms": 532.0}),
+    # TorchServe 0.8+: PredictionTime.ms, and the access log's last field (ms) on inference requests
+    ("2023-11-11T19:48:33,368 [INFO ] W-9000-sdxl_1.0-stdout MODEL_METRICS - PredictionTime.ms:44223.53|"
+     "#ModelName:sdxl,Level:Model|#hostname:ab,requestID:cd,timestamp:1699732113", {"latency_ms/prediction": 44223.53}),
+    ('2023-11-11T19:48:37,462 [INFO ] W-9000-sdxl_1.0 ACCESS_LOG - /127.0.0.1:53046 "POST /v1/models/sdxl:predict '
+     'HTTP/1.1" 200 86831', {"latency_ms": 86831.0}),
+    ('2022-08-26T03:42:59,892 [INFO ] W-9001-resnet-18_1.0 ACCESS_LOG - /127.0.0.1:58782 "PUT /predictions/resnet-18 '
+     'HTTP/1.1" 200 15', {"latency_ms": 15.0}),
 ])
 def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
     got = request_latency(line)
@@ -67,6 +74,9 @@ def test_each_servers_request_line_gives_its_latency_in_ms(line, expected):
     "time=2024-06-01T10:00:00Z level=INFO msg=request method=POST path=/api/generate status=200",
     "request 5 start_time=10:00:00 status=200",
     "Epoch 3 finished in 12.5 seconds",  # not a request
+    # TorchServe's management API is no prediction
+    ('2024-05-30T21:46:03,625 [INFO ] epollEventLoopGroup-3-2 ACCESS_LOG - /127.0.0.1:53514 "POST /models?url='
+     'https://example.org/squeezenet1_1.mar HTTP/1.1" 405 0'),
 ])
 def test_lines_without_a_request_latency_give_none(line):
     assert request_latency(line) is None
