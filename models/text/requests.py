@@ -104,7 +104,7 @@ def _read(line: str) -> dict[str, float] | None:
     if not ("ms" in line or "ime" in line or "atency" in line or "uration" in line or "lapsed" in line or "took" in line
             or "rt=" in line or "d in " in line):
         return None
-    if "time" in line and "generate{" in line:
+    if 'total_time="' in line or 'time_per_token="' in line:  # TGI's spans: generate, generate_stream, chat_completions...
         found = {_TGI_PART[k]: float(v) * _SCALE[u or "s"] for k, v, u in _TGI.findall(line)}
         return found or None
     # Cheap substring tests first: most lines of a log are no request line at all.

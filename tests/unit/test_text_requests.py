@@ -51,6 +51,10 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ("POST /predict 200 45.230 ms - 123", {"latency_ms": 45.23}),
     ("Request 123 finished in 1.23 seconds", {"latency_ms": 1230.0}),
     ("POST /generate completed in 532 ms", {"latency_ms": 532.0}),
+    # TGI's OpenAI-compatible spans
+    ('2024-06-01T10:00:00.123456Z  INFO chat_completions{total_time="1.2s" validation_time="120µs" queue_time="45µs" '
+     'inference_time="1.1s" time_per_token="20ms" seed="None"}: text_generation_router::server: Success',
+     {"latency_ms": 1200.0, "latency_ms/queue": 0.045, "latency_ms/per_token": 20.0}),
     # TorchServe 0.8+: PredictionTime.ms, and the access log's last field (ms) on inference requests
     ("2023-11-11T19:48:33,368 [INFO ] W-9000-sdxl_1.0-stdout MODEL_METRICS - PredictionTime.ms:44223.53|"
      "#ModelName:sdxl,Level:Model|#hostname:ab,requestID:cd,timestamp:1699732113", {"latency_ms/prediction": 44223.53}),
