@@ -12,6 +12,8 @@ deployment's only telemetry is its log. Read, with their own units:
   of the answer);
 - BentoML's access log ``(scheme=http,method=POST,...) (status=200,...)
   123.456ms (trace=...)`` and Ray Serve's ``__CALL__ OK 12.3ms``;
+- KServe's latency logging (``predict_ms: 45.6`` beside ``preprocess_ms`` and ``postprocess_ms``: their sum as
+  ``latency_ms``, the model's part as ``latency_ms/predict``);
 - TorchServe's ``PredictionTime.Milliseconds:12.34|#ModelName:...`` (``PredictionTime.ms`` since 0.8) and
   its access log's inference requests (``ACCESS_LOG - /10.0.0.1:5000 "POST /predictions/m HTTP/1.1" 200 118``,
   the last field in ms);
@@ -50,10 +52,13 @@ _UNIT = r"(ms|s|µs|us|ns)?"
 _SCALE = {"ms": 1.0, "s": 1000.0, "µs": 1e-3, "us": 1e-3, "ns": 1e-6}
 
 _METHODS = ("GET /", "POST /", "PUT /", "PATCH /", "DELETE /", "HEAD /", "OPTIONS /")
-_REQUEST_WORD = re.compile(r"\brequest\b|\breq(?:uest)?_id\b", re.IGNORECASE)
+_REQUEST_WORD = re.compile(r"\brequest(?:_?id)?\b|\breq_id\b", re.IGNORECASE)
 _TGI = re.compile(r"\b(total_time|queue_time|time_per_token)=\"" + _NUM + _UNIT + r"\"")
 _TGI_PART = {"total_time": "latency_ms", "queue_time": "latency_ms/queue", "time_per_token": "latency_ms/per_token"}
 _BENTO = re.compile(r"\(scheme=\w+,method=\w+,.*?\) \(status=\d+,.*?\) " + _NUM + r"ms\b")
+# KServe's latency logging (--enable_latency_logging): "requestId: .., preprocess_ms: .., explain_ms: .., predict_ms: ..,
+# postprocess_ms: .."
+_KSERVE = re.compile(r"\b(preprocess|explain|predict|postprocess)_ms:\s*" + _NUM)
 _RAY = re.compile(r"\b__CALL__ (?:OK|ERROR) " + _NUM + r"ms\b")
 _GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*" + _NUM + r"(ms|s|µs|us|ns)\s*\|")
 _TORCHSERVE = re.compile(r"\bPredictionTime\.(?:Milliseconds|ms):" + _NUM + r"\|")  # .ms since TorchServe 0.8
@@ -113,6 +118,10 @@ def _read(line: str) -> dict[str, float] | None:
             m = pattern.search(line)
             if m is not None:
                 return {"latency_ms": float(m.group(1))}
+    if "predict_ms:" in line:
+        parts = {k: float(v) for k, v in _KSERVE.findall(line)}
+        if "predict" in parts:
+            return {"latency_ms": sum(parts.values()), "latency_ms/predict": parts["predict"]}
     if "PredictionTime" in line:
         m = _TORCHSERVE.search(line)
         return None if m is None else {"latency_ms/prediction": float(m.group(1))}

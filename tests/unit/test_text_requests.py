@@ -51,6 +51,10 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ("POST /predict 200 45.230 ms - 123", {"latency_ms": 45.23}),
     ("Request 123 finished in 1.23 seconds", {"latency_ms": 1230.0}),
     ("POST /generate completed in 532 ms", {"latency_ms": 532.0}),
+    # KServe's latency logging: the parts' sum and the model's own part
+    ("2024-06-01 10:00:00.000 1 kserve.trace requestId: 8f1c, preprocess_ms: 1.234, explain_ms: 0, predict_ms: 45.678, "
+     "postprocess_ms: 0.5", {"latency_ms": 47.412, "latency_ms/predict": 45.678}),
+    ("requestId=ab status=200 duration=12ms", {"latency_ms": 12.0}),
     # TGI's OpenAI-compatible spans
     ('2024-06-01T10:00:00.123456Z  INFO chat_completions{total_time="1.2s" validation_time="120µs" queue_time="45µs" '
      'inference_time="1.1s" time_per_token="20ms" seed="None"}: text_generation_router::server: Success',
