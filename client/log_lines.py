@@ -282,17 +282,42 @@ class LineSplitter:
     line over (a progress bar's redraws leave its last state), and a line
     longer than ``max_bytes`` is cut there, the rest starting a new line, so
     memory stays bounded whatever a program writes.
+
+    A bar that never ends its line (Lightning's, reused across epochs; any
+    ``leave=False`` bar) would say nothing until the program's next newline:
+    every ``redraw_every`` redraws of an open line, its newest whole redraw is
+    returned as a line of its own (0: never), so its values arrive while the
+    run goes on.
+
+    >>> s = LineSplitter(redraw_every=2)
+    >>> s.feed(b"Epoch 0:  10%|#| 1/10\\rEpoch 0:  20%|#| 2/10\\rEpoch 0:  30%")
+    [b'Epoch 0:  20%|#| 2/10']
+    >>> s.feed(b"|#| 3/10\\n")
+    [b'Epoch 0:  30%|#| 3/10']
     """
 
-    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES, redraw_every: int = 50) -> None:
         self.max_bytes = max_bytes
+        self.redraw_every = redraw_every
         self._rest = b""
+        self._redraws = 0  # carriage returns in the open line since a redraw was last returned
 
     def feed(self, chunk: bytes) -> list[bytes]:
         data = self._rest + chunk
         lines = data.split(b"\n")
         self._rest = lines.pop()
         out = [_last_redraw(line) for line in lines]
+        if self.redraw_every:
+            if lines:
+                self._redraws = 0
+            self._redraws += self._rest.count(b"\r") if lines else chunk.count(b"\r")
+            if self._redraws >= self.redraw_every:
+                self._redraws = 0
+                *whole, partial = self._rest.split(b"\r")
+                newest = next((part for part in reversed(whole) if part.strip()), b"")
+                if newest:
+                    out.append(newest)
+                    self._rest = newest + b"\r" + partial  # the redraws before it are gone from the screen too
         while len(self._rest) > self.max_bytes:
             # a carriage return resets what the terminal shows: only what follows the last one counts
             self._rest = _last_redraw(self._rest, keep_empty=True)

@@ -57,6 +57,19 @@ def test_line_splitter_keeps_what_a_terminal_shows():
     assert s.close() == [b"x" * 8]
 
 
+def test_a_bar_that_never_ends_its_line_is_sent_every_so_many_redraws():
+    # Lightning reuses its bar across epochs without a newline: before, nothing was sent until the program ended
+    redraws = [b"\rEpoch %d: %3d%%|#| %d/10 [00:01<00:01, loss=%.2f]" % (e, 10 * i, i, 1 - e / 10 - i / 100)
+               for e in range(3) for i in range(1, 11)]
+    s = LineSplitter(redraw_every=10)
+    out = [line for chunk in redraws for line in s.feed(chunk)]
+    # at every 10th carriage return, the newest whole redraw (the one before it)
+    assert out == [b"Epoch %d:  90%%|#| 9/10 [00:01<00:01, loss=%.2f]" % (e, 0.91 - e / 10) for e in range(3)]
+    assert s.close() == [b"Epoch 2: 100%|#| 10/10 [00:01<00:01, loss=0.70]"]
+    off = LineSplitter(redraw_every=0)
+    assert [line for chunk in redraws for line in off.feed(chunk)] == []  # off: the terminal's view only
+
+
 # -- plain-text logs ---------------------------------------------------------------------------------
 
 
