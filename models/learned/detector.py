@@ -53,6 +53,12 @@ _CALM_FEATURES = [FEATURES.index(n) for n in ("loss_vs_best", "loss_trend", "los
 _CALM_VS_BEST, _CALM_TREND, _CALM_JUMP = math.log(1.1), 0.05, 3.0
 
 
+def _calm(row: np.ndarray) -> bool:
+    """A feature row's training loss shows nothing: finite, within 10 % of its best, not rising, no jump."""
+    vs_best, trend, jump, nonfinite = row[_CALM_FEATURES]
+    return bool(nonfinite == 0 and vs_best <= _CALM_VS_BEST and trend <= _CALM_TREND and jump <= _CALM_JUMP)
+
+
 class LearnedConfig(DiagnosticConfig):
     """Settings of :class:`LearnedDiagnostic`.
 
@@ -229,8 +235,6 @@ class LearnedDiagnostic(Diagnostic):
         want_sequence, want_forecast = cfg.sequence_outlier, cfg.divergence_forecast
         scored_list, ae_list, p_list = scored.tolist(), ae_score.tolist(), p_long.tolist()
         calm_patience = max(patience, cfg.calm_forecast_patience)
-        c = x[:, _CALM_FEATURES]
-        calm_list = ((c[:, 0] <= _CALM_VS_BEST) & (c[:, 1] <= _CALM_TREND) & (c[:, 2] <= _CALM_JUMP) & (c[:, 3] == 0)).tolist()
         for i in range(n):
             row_no = seen_before + i + 1
             if scored_list[i]:
@@ -240,7 +244,7 @@ class LearnedDiagnostic(Diagnostic):
                 continue
             if want_sequence and scored_list[i] and self.ae_streak >= patience:
                 findings.append(self._sequence_finding(step_list[i], ae_score[i] / sequence_alert, fe[i], steps, i))
-            if want_forecast and self.fc_streak >= patience and (self.fc_streak >= calm_patience or not calm_list[i]):
+            if want_forecast and self.fc_streak >= patience and (self.fc_streak >= calm_patience or not _calm(x[i])):
                 findings.append(self._forecast_finding(step_list[i], proba[i], x[i], before[i], steps, i))
         findings.extend(self._checkpoints(seen_before, x, steps))
         return findings
@@ -390,9 +394,7 @@ class LearnedDiagnostic(Diagnostic):
         i = int(np.searchsorted(steps, step, side="right")) - 1
         if i < 0:
             return False
-        row = padded[start + i + self.window - 1]
-        vs_best, trend, jump, nonfinite = row[_CALM_FEATURES]
-        return bool(nonfinite == 0 and vs_best <= _CALM_VS_BEST and trend <= _CALM_TREND and jump <= _CALM_JUMP)
+        return _calm(padded[start + i + self.window - 1])
 
     # -- checkpoints ----------------------------------------------------------------------------------
 
