@@ -3,6 +3,7 @@
     python -m bench.train_detectors                         # corpus train split + half the real healthy logs
     python -m bench.train_detectors --out /tmp/art --no-real-logs
     python -m bench.train_detectors --keep-forecaster --calibrate-on bench/corpus/novel-21 bench/corpus/novel-22
+    python -m bench.train_detectors --forecast-floors-only  # the shipped forecaster's floors, from the train split
 
 Training data (``bench/splits.py``): the seed-0 corpus's runs outside the
 held-out datasets and architecture families, and the ``train`` half of the
@@ -26,7 +27,7 @@ from bench.corpus.store import RunRecord
 from bench.evaluate import DEBUGGER_PREFIX, DEFAULT_CORPUS, REAL_LOGS, load_corpus
 from bench.splits import corpus_split, real_split
 from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT, load_artifact
-from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact, raise_levels
+from runwatch.models.learned.training import TrainingConfig, TrainingRun, fit_artifact, raise_levels, set_forecast_floors
 
 HEALTHY_REAL_SOURCES = ("modded-nanogpt", "github lightning", "github tensorboard", "hf-trainer")
 LABELLED_REAL_SOURCES = ("hf-trainer-more",)  # hand-labelled (bench/real_labels): only runs labelled healthy are used
@@ -86,9 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate-on", type=Path, nargs="*", default=[], metavar="CORPUS",
                     help="corpora of other domains (e.g. bench/corpus/novel-21): their healthy runs raise any alert "
                          "level they would reach more often than the target rate (calibration only, nothing is fitted)")
+    ap.add_argument("--forecast-floors-only", type=Path, nargs="?", const=DEFAULT_ARTIFACT, default=None,
+                    metavar="ARTIFACT", help="fit nothing: set this artifact's forecaster feature floors (default: the "
+                    "shipped one) from the corpus's train split, the labelled runs it was fitted on, and write --out")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     runs = corpus_runs(args.corpus)
+    if args.forecast_floors_only:
+        art = set_forecast_floors(load_artifact(args.forecast_floors_only), runs, provenance={
+            "command": "python -m bench.train_detectors " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "corpus": str(args.corpus.name)}, log=lambda m: print(m, file=sys.stderr, flush=True))
+        art.save(args.out)
+        print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return 0
     n_corpus = len(runs)
     if not args.no_real_logs and args.real_logs.exists():
         runs += real_runs(args.real_logs)

@@ -22,9 +22,10 @@ True
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runwatch.models.base import DiagnosticConfig
+from runwatch.models.learned.features import FEATURES
 from runwatch.models.learned.scaling import RobustScaling, fit_minibatches, pack, unpack
 
 
@@ -39,7 +40,20 @@ class ForecasterConfig(DiagnosticConfig):
     batch_size: int = Field(512, ge=8)
     learning_rate: float = Field(2e-3, gt=0)
     positive_weight: float = Field(4.0, gt=0, description="loss weight of positive rows (they are rare)")
+    feature_floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="feature name -> lowest value the current row's feature is read at (the change over lag rows "
+        "is computed before). Below it the training data held too few divergent runs to say anything "
+        "(training.support_floors), and an MLP extrapolates there as it likes")
     seed: int = 0
+
+    @field_validator("feature_floors")
+    @classmethod
+    def _known_features(cls, floors: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(floors) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; features are {list(FEATURES)}")
+        return floors
 
 
 class DivergenceForecaster:
@@ -53,6 +67,16 @@ class DivergenceForecaster:
         self.config = config or ForecasterConfig()
         self.weights: dict[str, np.ndarray] = {}
         self.scaling: RobustScaling | None = None
+        self._floors = [(FEATURES.index(name), value) for name, value in sorted(self.config.feature_floors.items())]
+        if any(j >= self.config.n_features for j, _ in self._floors):
+            raise ValueError(f"feature_floors: needs the {len(FEATURES)} run features, n_features is {self.config.n_features}")
+
+    def _apply_floors(self, raw: np.ndarray) -> None:
+        """Raise the current row's floored features (columns of ``raw[:, :n_features]``) to their floors, in place;
+        missing and non-finite values stay as they are."""
+        for j, floor in self._floors:
+            col = raw[:, j]
+            raw[:, j] = np.where(np.isfinite(col) & (col < floor), floor, col)
 
     def _inputs(self, pairs: np.ndarray) -> np.ndarray:
         c = self.config
@@ -61,6 +85,7 @@ class DivergenceForecaster:
             raise ValueError(f"pairs: expected shape [N, 2, {c.n_features}], got {list(pairs.shape)}")
         now, before = pairs[:, 0], pairs[:, 1]
         raw = np.concatenate([now, now - before], axis=1)
+        self._apply_floors(raw)
         if self.scaling is None:
             self.scaling = RobustScaling.fit(raw)
         z, mask = self.scaling.transform(raw)
@@ -115,6 +140,8 @@ class DivergenceForecaster:
         raw = np.empty((n, 2 * f))
         raw[:, :f] = now
         np.subtract(now, before, out=raw[:, f:])
+        if self._floors:
+            self._apply_floors(raw)
         z, mask = self.scaling.transform(raw)
         h = np.empty((n, 3 * f))
         h[:, :2 * f] = z

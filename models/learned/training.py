@@ -20,6 +20,13 @@ domains (datasets and architectures the models never saw) would reach them
 more often than that: held-back runs of the training domains give optimistic
 levels for new ones.
 
+The forecaster reads some features only down to a floor
+(:func:`support_floors`, ``TrainingConfig.forecast_floor_features``): below
+the value where fewer than ``forecast_floor_runs`` divergent runs of the
+training data lie, what the MLP says was fitted to one or two runs.
+:func:`set_forecast_floors` adds such floors to a forecaster already fitted
+(the weights stay; only what it is shown changes).
+
 With ``base`` (an artifact already fitted, e.g. the shipped default) and fewer
 than ``TrainingConfig.min_divergent_runs`` divergent runs, the forecaster and
 its calibrated forecast levels are kept from ``base``: a user's own runs are
@@ -97,6 +104,12 @@ class TrainingConfig(DiagnosticConfig):
     patience: int = 2
     min_rows: int = 4
     sequence_every_steps: int = Field(8, ge=1, description="autoencoder scoring stride in steps (serving and calibration)")
+    forecast_floor_features: tuple[str, ...] = Field(
+        ("grad_vs_start",), description="features the forecaster reads only down to their support floor "
+        "(support_floors): a gradient norm far below its first logged value (a large start, common in transformers) "
+        "preceded a divergence in only two training runs, which the MLP had learnt as a rule")
+    forecast_floor_runs: int = Field(3, ge=1, description="a floor is the lowest value that this many divergent runs "
+                                     "reach in their rows before divergence (their k-th lowest minimum)")
     min_divergent_runs: int = Field(
         5, ge=1, description="divergent runs (divergence/nan with a manifestation step) needed to fit the forecaster; "
         "with fewer, fit_artifact keeps the base artifact's forecaster")
@@ -214,6 +227,61 @@ def forecast_targets(r: _Rows, horizons: Sequence[int], exclude: Sequence[str]) 
             for j, h in enumerate(horizons):
                 y[:, j] = ((r.steps >= run.onset) & (ahead > 0) & (ahead <= h)).astype(np.float32)
     return use, y
+
+
+def support_floors(rows: Sequence[_Rows], features: Sequence[str], horizons: Sequence[int], exclude: Sequence[str],
+                   min_runs: int) -> dict[str, float]:
+    """Per feature, the lowest value that ``min_runs`` divergent runs reach in their positive rows (the rows
+    within the longest horizon before manifestation): the ``min_runs``-th lowest of the runs' minima. A feature
+    fewer runs show at all gets no floor.
+
+    Examples
+    --------
+    >>> x = np.zeros((3, N_FEATURES)); x[:, FEATURES.index("grad_vs_start")] = [-1.0, -2.0, -3.0]
+    >>> runs = [TrainingRun(f"r{i}", None, "divergence", onset=0, manifest=10) for i in range(3)]
+    >>> rows = [_Rows(run, 1, np.array([7, 8, 9]), x + 0.5 * i) for i, run in enumerate(runs)]
+    >>> support_floors(rows, ["grad_vs_start"], (10,), (), min_runs=2)
+    {'grad_vs_start': -2.5}
+    """
+    lowest: dict[str, dict[str, float]] = {name: {} for name in features}
+    for r in rows:
+        use, y = forecast_targets(r, horizons, exclude)
+        positive = use & (y[:, -1] > 0)
+        if not positive.any():
+            continue
+        for name in features:
+            values = r.x[positive, FEATURES.index(name)]
+            values = values[np.isfinite(values)]
+            if len(values):
+                per_run = lowest[name]
+                per_run[r.run.run_id] = min(per_run.get(r.run.run_id, math.inf), float(values.min()))
+    return {name: sorted(per_run.values())[min_runs - 1] for name, per_run in lowest.items() if len(per_run) >= min_runs}
+
+
+def set_forecast_floors(art: LearnedArtifact, runs: Sequence[TrainingRun], config: TrainingConfig | None = None,
+                        provenance: dict | None = None, log=print) -> LearnedArtifact:
+    """The artifact with its forecaster's feature floors (:func:`support_floors`) computed from ``runs``, the
+    labelled runs it was fitted on; weights, scalings and levels stay as they are.
+
+    Examples
+    --------
+    >>> from runwatch.models.learned.artifacts import load_artifact
+    >>> shipped = load_artifact()
+    >>> set_forecast_floors(shipped, [], log=lambda m: None) is shipped   # no divergent runs: nothing to floor
+    True
+    """
+    cfg = config or TrainingConfig.model_validate(art.config.training.get("config", {}))
+    fc_cfg = art.forecaster.config
+    floors = support_floors(_rows(runs, cfg.thinning), cfg.forecast_floor_features, fc_cfg.horizons,
+                            cfg.forecast_exclude_causes, cfg.forecast_floor_runs)
+    if not floors:
+        return art
+    log("forecaster floors: " + ", ".join(f"{k} {v:.4g}" for k, v in floors.items()))
+    fc_cfg = fc_cfg.model_copy(update={"feature_floors": floors})
+    forecaster = DivergenceForecaster.from_tensors(fc_cfg, art.forecaster.tensors())
+    training = {**art.config.training, "forecast_floors": {"floors": floors, "runs": len(runs), **(provenance or {})}}
+    config_out = art.config.model_copy(update={"forecaster": fc_cfg, "training": training})
+    return LearnedArtifact(config_out, art.sequence_ae, forecaster, art.run_outlier)
 
 
 def _streak_max(scores: np.ndarray, patience: int, min_rows: int) -> float:
@@ -422,7 +490,9 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
         if len(neg_idx) > budget:
             neg_idx = rng.choice(neg_idx, budget, replace=False)
         sel = np.concatenate([np.flatnonzero(pos), neg_idx])
-        fc = DivergenceForecaster(cfg.forecaster).fit(px[sel], py[sel])
+        floors = support_floors(fit, cfg.forecast_floor_features, hz, cfg.forecast_exclude_causes,
+                                cfg.forecast_floor_runs)
+        fc = DivergenceForecaster(cfg.forecaster.model_copy(update={"feature_floors": floors})).fit(px[sel], py[sel])
         log(f"forecaster: {len(sel)} rows, {int(pos.sum())} positive, {time.perf_counter() - t0:.0f} s")
 
     art_cfg_marks = LearnedArtifactConfig.model_fields["prefix_checkpoints"].default
@@ -477,7 +547,7 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
         + f": {thresholds.model_dump()}")
     art_config = LearnedArtifactConfig(
         sequence_ae=cfg.sequence_ae,
-        forecaster=base.config.forecaster if keep_forecaster else cfg.forecaster,
+        forecaster=fc.config,
         run_outlier=cfg.run_outlier,
         thresholds=thresholds,
         sequence_every_steps=cfg.sequence_every_steps,

@@ -26,3 +26,20 @@ def service_suite():
     from runwatch.models.registry import DIAGNOSTICS
 
     return DiagnosticSuite(SuiteConfig(enabled=list(DIAGNOSTICS)))
+
+
+@pytest.fixture(scope="session")
+def unfloored_learned(tmp_path_factory):
+    """A LearnedConfig of the shipped artifact without its forecaster's feature floors (weights unchanged):
+    what the shipped forecaster did before them."""
+    from runwatch.models.learned.artifacts import LearnedArtifact, load_artifact
+    from runwatch.models.learned.detector import LearnedConfig
+    from runwatch.models.learned.forecaster import DivergenceForecaster
+
+    art = load_artifact()
+    fc_cfg = art.forecaster.config.model_copy(update={"feature_floors": {}})
+    plain = LearnedArtifact(art.config.model_copy(update={"forecaster": fc_cfg}), art.sequence_ae,
+                            DivergenceForecaster.from_tensors(fc_cfg, art.forecaster.tensors()), art.run_outlier)
+    folder = tmp_path_factory.mktemp("unfloored")
+    plain.save(folder)
+    return LearnedConfig(artifact=str(folder))
