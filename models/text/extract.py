@@ -52,6 +52,10 @@ Supported shapes (one parser each, tried in order):
   ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
 - lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
 
+A PyTorch scalar tensor printed as a value (``loss: tensor(0.6931, device='cuda:0', grad_fn=<...>)``, what
+``print(f"loss: {loss}")`` writes, also ``tensor([0.69])``) is read as its number in any of these shapes; a
+tensor of several values (``tensor([1, 0, 1])``) is not a value.
+
 Steps come from the line. Where a shape has an epoch and a batch index, the
 step is ``(epoch - epoch_base) * batches_per_epoch + batch``. Hugging Face dicts
 take the step of the progress bar printed just before them. A line with no
@@ -89,6 +93,12 @@ _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][
 # A value must end at a delimiter: "2.5s", "11.5K", "15%", "2:28:37" are not plain numbers.
 _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|$)"
 _KV = re.compile(r"([A-Za-z][\w./\-]*)\s*[:=]\s*(" + _NUM + r")" + _END)
+# A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
+_TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
+
+
+def _tensor_value(m: re.Match) -> str:
+    return m.group(1) or m.group(2)
 
 _ALIASES = {
     "loss": "loss", "lm loss": "loss", "lm_loss": "loss", "train loss": "loss", "train_loss": "loss",
@@ -386,6 +396,8 @@ class MetricExtractor:
         self.lines += 1
         self.epoch_lines += 1
         self.bar_lines += 1
+        if "tensor(" in line:
+            line = _TENSOR.sub(_tensor_value, line)
         # Lines without a digit carry no value, but some open or close a table or block (see _marker).
         parsed = self._parse(line) if _PREFILTER.search(line) is not None else _marker(self, line)
         out: list[Event] = []

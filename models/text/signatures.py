@@ -150,7 +150,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|became|becomes|has become|contains?)\s+(?:nan|inf|non-?finite)|"
         r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
         r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
-        r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:nan|[-+]?inf)\b|"
+        r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:tensor\(\[?)?(?:nan|[-+]?inf)\b|"
         r"grad(?:ient)?[ _]norm (?:is|was|became) (?:nan|[-+]?inf)\b|\bnan encountered in (?:the )?(?:loss|grad)",
         "NaN/Inf in the loss or gradients",
         "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "

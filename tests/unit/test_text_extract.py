@@ -705,3 +705,15 @@ def test_skorch_print_log_table():
 def test_a_step_beyond_int64_is_dropped_not_passed_on():
     out, x = ext(["step 99999999999999999999999 loss=0.5", "step 9223372036854775808 loss=0.4", "step 5 loss=0.3"])
     assert out == [(5, {"loss": 0.3})] and x.dropped == 2
+
+
+def test_a_printed_scalar_tensor_is_its_value():
+    out, _ = ext([
+        "Epoch [1/10], Step [100/600], Loss: tensor(2.3012, device='cuda:0', grad_fn=<NllLossBackward0>)",
+        "step 700 loss: tensor([0.5]) acc: tensor(0.75, dtype=torch.float64)",
+        "step 800 loss: tensor(nan, device='cuda:0', grad_fn=<NllLossBackward0>)",
+        "step 900 labels: tensor([1, 0, 1]) loss: tensor(-1.5e-03)",
+    ])
+    assert out[:2] == [(100, {"loss": 2.3012}), (700, {"loss": 0.5, "acc": 0.75})]
+    assert out[2][0] == 800 and math.isnan(out[2][1]["loss"])
+    assert out[3] == (900, {"loss": -0.0015})  # a tensor of several values is no value

@@ -106,6 +106,8 @@ CASES = {
         "number of skipped iterations:   3 | number of nan iterations:   3 |"),
         "Skipping step: gradient norm is nan",
         "nan encountered in loss, reducing learning rate",
+        # a loss tensor printed as it is, print(f"loss {loss}")
+        "train loss tensor(nan, device='cuda:0', grad_fn=<NllLossBackward0>)",
     ],
     "dataloader_worker_killed": [
         "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
@@ -238,6 +240,7 @@ HEALTHY = [
     "I0611 08:00:01.123 1 model_lifecycle.cc:818] successfully loaded 'densenet_onnx' version 1",
     "  Normal   Started    12m   kubelet  Started container server",
     "[2024-06-01 10:00:05 +0000] [7] [INFO] Booting worker with pid: 12",
+    "Epoch 1 step 20 loss: tensor(0.5123, device='cuda:0', grad_fn=<NllLossBackward0>)",
 ]
 
 
