@@ -51,6 +51,11 @@ Supported shapes (one parser each, tried in order):
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
   ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
 - lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
+- tutorial and model-zoo loops: PyTorch's CIFAR-10 tutorial ``[1,  2000] loss: 2.234`` (epoch, batch within it),
+  PyTorch-GAN's ``[Epoch 0/200] [Batch 10/938] [D loss: 0.69] [G loss: 0.70]``, the CycleGAN/pix2pix repository's
+  ``(epoch: 1, iters: 100, time: 0.1, data: 0.0) G_GAN: 1.2 G_L1: 30.1 D_real: 0.5 D_fake: 0.6``, darknet's
+  ``1000: 0.51, 0.60 avg loss, 0.001 rate, 2.3 seconds, 64000 images`` and TensorFlow tutorials'
+  ``Average loss at step 2000: 4.37`` / ``Minibatch loss at step 500: 1.23``
 
 A PyTorch scalar tensor printed as a value (``loss: tensor(0.6931, device='cuda:0', grad_fn=<...>)``, what
 ``print(f"loss: {loss}")`` writes, also ``tensor([0.69])``) is read as its number in any of these shapes; a
@@ -1013,6 +1018,49 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, metrics)
 
 
+_TUTORIAL_PAIR = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s+(?=[A-Za-z])")
+_GAN_STEP = re.compile(r"\[Epoch\s+(\d+)\s*/\s*(\d+)\]\s*\[Batch\s+(\d+)\s*/\s*(\d+)\]")
+_BRACKET_FIELD = re.compile(r"\[\s*([A-Za-z][\w ]{0,30}?)\s*:\s*(" + _NUM + r")\s*[\],]")
+_VISUALIZER = re.compile(r"^\s*\(epoch:\s*(\d+),\s*iters:\s*(\d+),[^)]*\)\s+(?=[A-Za-z])")
+_DARKNET = re.compile(r"^\s*(\d+):\s*(" + _NUM + r"),\s*(" + _NUM + r") avg(?: loss)?,\s*(" + _NUM + r") rate,\s*(" + _NUM
+                      + r") seconds,\s*\d+ images")
+_LOSS_AT_STEP = re.compile(r"\b(?:([A-Za-z]+) )?loss at step\s+(\d+)\s*:\s*(" + _NUM + r")" + _END, re.IGNORECASE)
+
+
+def _tutorial_loops(x: MetricExtractor, line: str) -> _Parsed | None:
+    """Loops that tutorials and model zoos print, each one fixed shape (see the module docstring). Steps that
+    count within an epoch continue across epochs (:func:`_continued_step`)."""
+    head = line.lstrip()[:1]
+    m = _TUTORIAL_PAIR.match(line) if head == "[" else None
+    if m is not None:  # PyTorch's CIFAR-10 tutorial: [epoch, batch] loss: v
+        metrics = _pairs(line[m.end() :], _phase(line), keep=_metric_like)
+        return _Parsed(_continued_step(x, int(m.group(1)), int(m.group(2))), metrics) if metrics else None
+    m = _GAN_STEP.search(line) if "[Batch" in line else None
+    if m is not None:  # PyTorch-GAN: [Epoch e/E] [Batch b/B] [D loss: v] [G loss: v]
+        metrics: dict[str, float] = {}
+        for key, raw in _BRACKET_FIELD.findall(line[m.end() :]):
+            named = metric_name(key)
+            if named is not None:
+                metrics.setdefault(named[0], _value(raw) * named[1])
+        if not metrics:
+            return None
+        return _Parsed(x._epoch_step(int(m.group(1)), int(m.group(3)), int(m.group(4)), 0), metrics)  # range(n_epochs)
+    m = _VISUALIZER.match(line) if head == "(" else None
+    if m is not None:  # CycleGAN/pix2pix: (epoch: e, iters: i, time: t, data: d) G_GAN: v D_real: v ...
+        metrics = _pairs(line[m.end() :])
+        return _Parsed(_continued_step(x, int(m.group(1)), int(m.group(2))), metrics) if metrics else None
+    m = _DARKNET.match(line) if " rate," in line else None
+    if m is not None:
+        return _Parsed(int(m.group(1)), {"loss": _value(m.group(2)), "avg_loss": _value(m.group(3)),
+                                         "lr": _value(m.group(4)), "step_time": _value(m.group(5))})
+    m = _LOSS_AT_STEP.search(line) if "at step" in line else None
+    if m is not None:  # TensorFlow tutorials: "Average loss at step 2000: 4.37", "Minibatch loss at step 500: 1.2"
+        first = (m.group(1) or "").lower()
+        name = metric_name(f"{first} loss")[0] if first in _PHASE_WORDS else "loss"
+        return _Parsed(int(m.group(2)), {name: _value(m.group(3))})
+    return None
+
+
 def _word_language_model(x: MetricExtractor, line: str) -> _Parsed | None:
     """PyTorch's examples (word_language_model and the tutorials copied from it): ``| epoch 1 | 200/2928 batches |
     lr 20.00 | ms/batch 45.00 | loss 7.63 | ppl 2055.20``, then ``| end of epoch 1 | time: 40.0s | valid loss 5.58 |
@@ -1393,7 +1441,7 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _espnet, _bracket_step,
-    _bracket_fractions,
+    _bracket_fractions, _tutorial_loops,
     _word_language_model, _anchored, _leading_step,
     _epoch_context, _spaced_step, _request,
 )

@@ -717,3 +717,23 @@ def test_a_printed_scalar_tensor_is_its_value():
     assert out[:2] == [(100, {"loss": 2.3012}), (700, {"loss": 0.5, "acc": 0.75})]
     assert out[2][0] == 800 and math.isnan(out[2][1]["loss"])
     assert out[3] == (900, {"loss": -0.0015})  # a tensor of several values is no value
+
+
+def test_tutorial_and_model_zoo_loops():
+    # PyTorch's CIFAR-10 tutorial: [epoch, batch] with the batch counted within the epoch
+    out, _ = ext(["[1,  2000] loss: 2.234", "[1,  4000] loss: 1.912", "[2,  2000] loss: 1.601"])
+    assert [v["loss"] for _, v in out] == [2.234, 1.912, 1.601] and out[0][0] < out[1][0] < out[2][0]
+    # PyTorch-GAN: the step is epoch * batches + batch
+    out, _ = ext(["[Epoch 2/200] [Batch 10/938] [D loss: 0.693147] [G loss: nan]"])
+    assert out[0][0] == 2 * 938 + 10 and out[0][1]["d_loss"] == 0.693147 and math.isnan(out[0][1]["g_loss"])
+    # CycleGAN / pix2pix: every loss after the parenthesis
+    out, _ = ext(["(epoch: 1, iters: 100, time: 0.105, data: 0.002) G_GAN: 1.234 G_L1: 30.123 D_real: 0.512 D_fake: 0.634"])
+    assert out == [(100, {"g_gan": 1.234, "g_l1": 30.123, "d_real": 0.512, "d_fake": 0.634})]
+    # darknet (AlexeyAB's and pjreddie's)
+    out, _ = ext([" 1000: 0.512345, 0.602345 avg loss, 0.001000 rate, 2.345 seconds, 64000 images, 12.3 hours left",
+                  " 1010: -nan, -nan avg, 0.001000 rate, 2.345 seconds, 64640 images"])
+    assert out[0] == (1000, {"loss": 0.512345, "avg_loss": 0.602345, "lr": 0.001, "step_time": 2.345})
+    assert out[1][0] == 1010 and math.isnan(out[1][1]["loss"])
+    # TensorFlow tutorials
+    out, _ = ext(["Average loss at step  2000 :  4.372", "Minibatch loss at step 2500: 1.234", "Validation loss at step 2500: 1.5"])
+    assert out == [(2000, {"loss": 4.372}), (2500, {"loss": 1.234}), (2500, {"val/loss": 1.5})]
