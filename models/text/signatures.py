@@ -75,7 +75,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
-        r"Not enough memory\. Please try to increase --mem-fraction-static",
+        r"Not enough memory\. Please try to increase --mem-fraction-static|Cuda failure 'out of memory'|"
+        r"ran out of memory trying to allocate .{0,80}requested by op",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
         "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
@@ -112,7 +113,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "dataloader_worker_killed", C,
         r"DataLoader worker \(pid(?:\(s\))?\s*[\d, ]+\) (?:is killed by signal|exited unexpectedly)|"
         r"DataLoader worker.{0,60}killed|DataLoader timed out after \d+ seconds|"
-        r"Communication with the workers is no longer possible",
+        r"Communication with the workers is no longer possible|unable to open shared memory object",
         "dataloader worker killed",
         "workers are usually killed for memory: fewer workers, a smaller prefetch_factor, a larger /dev/shm "
         "(docker --shm-size), or data that is not copied into each worker",
@@ -120,7 +121,8 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
-        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b",
+        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
+        r"srun: error: \S+: tasks? [\d,-]+: Out Of Memory",
         "process killed (SIGKILL, usually the host OOM killer)",
         "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "
         "pinned buffers, CPU offload) or request more memory",
@@ -184,7 +186,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "checkpoint_save_failure", C,
         r"PytorchStreamWriter failed writing|(?:failed|unable|error) (?:to |while |when )?(?:sav|writ)\w* "
         r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)|"
-        r"inline_container\.cc:\d+\] \. unexpected pos",
+        r"inline_container\.cc:\d+\] \. unexpected pos|Parent directory \S+ does not exist",
         "checkpoint save failed",
         "check free space and quota on the checkpoint volume and that every rank can write there; "
         "save to local disk and copy asynchronously on flaky network filesystems",
@@ -192,7 +194,8 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "job_cancelled", C,
-        r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)",
+        r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)|"
+        r"Received Signals\.SIGTERM death signal",
         "job cancelled by the scheduler (time limit, preemption or node failure)",
         "resume from the last checkpoint; for a time limit request more time or checkpoint more often, for "
         "preemption requeue the job and save a checkpoint when SIGTERM arrives",
@@ -228,9 +231,10 @@ _KEYS = {
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
                      "mismatch between collectives", "socket has timed out", "socket timeout", "distnetworkerror",
                      "c10d key-value store"),
-    "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers"),
+    "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
+                                 "shared memory object"),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
-                   "killed", "oomkilled", "oom_kill event"),
+                   "killed", "oomkilled", "oom_kill event", "srun: error"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
@@ -246,8 +250,8 @@ _KEYS = {
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
                     "worker timeout", "runner process has terminated"),
-    "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos"),
-    "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail"),
+    "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory"),
+    "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams"),
     "startup_stall": ("to start up", "pending for more than", "waiting for", "probe failed"),
@@ -321,6 +325,10 @@ _CHECKPOINT_FRAME = re.compile(r"in (?:_?save_checkpoint|_save|save|save_model|s
 _CHECKPOINT_PATH = re.compile(r"serialization\.py|checkpoint", re.IGNORECASE)
 _TB_START = re.compile(r"Traceback \(most recent call last\):")
 _TB_CHAIN = re.compile(r"During handling of the above exception|The above exception was the direct cause")
+# An uncaught exception's line on its own: ``RuntimeError: ...``, ``torch.distributed.DistBackendError: ...``,
+# ``[rank0]: ValueError: ...``, ``node-1: KeyError: 'x'``. In 32,000 loghub lines, the github text logs and the
+# healthy dev fragments no line has this shape; warnings and "Exception ignored in" do not.
+_UNCAUGHT = re.compile(r"^\s*(?:\[\w*rank\d+\]:\s*|[\w.-]+:\s+)?(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s|:?\s*$)")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure|Fault)\b|^[A-Za-z_][\w.]*: ")
 
 
@@ -453,6 +461,10 @@ class SignatureMatcher:
                 return out
         if "minimum" in low and _OVERFLOW_ABORT.search(line):
             out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
+            return out
+        if ("Error" in line or "Exception" in line) and _UNCAUGHT.match(line):
+            # The last line of a traceback whose frames were not printed (or not pasted): the exception itself.
+            out.append(self._finding(TRACEBACK, Severity.ERROR, self.index, [line], line.strip()))
             return out
         if self.config.error_lines and _maybe_error(line, low) and ERROR_LINE.pattern.search(line):
             self._banner = (self.index, line)  # held one line: it may open a traceback

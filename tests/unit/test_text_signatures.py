@@ -24,6 +24,9 @@ def names(found):
 
 CASES = {
     "cuda_oom": [
+        "node01:1234:5678 [0] include/alloc.h:48 NCCL WARN Cuda failure 'out of memory'",
+        ("2024-01-01 10:00:00.000000: W tensorflow/core/common_runtime/bfc_allocator.cc:479] Allocator (GPU_0_bfc) ran "
+         "out of memory trying to allocate 1.00GiB (rounded to 1073741824)requested by op MatMul"),
         ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a total capacity of "
         "23.65 GiB of which 301.56 MiB is free. Including non-PyTorch memory, this process has 23.34 GiB memory in use."),
         ("tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor with "
@@ -53,6 +56,7 @@ CASES = {
         "(IP: 10.0.0.4, ID: 5f2a) where the task was running was 61.80GB / 64.00GB (0.965), which exceeds the threshold"),
     ],
     "oom_killer": [
+        "srun: error: node01: task 0: Out Of Memory",
         ("[1843021.554012] Out of memory: Killed process 48213 (python) total-vm:98123456kB, anon-rss:61234567kB, "
         "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:123456kB oom_score_adj:0"),
         ("E1105 10:02:11.482000 140230 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -9) "
@@ -110,12 +114,14 @@ CASES = {
         "train loss tensor(nan, device='cuda:0', grad_fn=<NllLossBackward0>)",
     ],
     "dataloader_worker_killed": [
+        "RuntimeError: unable to open shared memory object </torch_1234_567890> in read-write mode: Too many open files (24)",
         "RuntimeError: DataLoader worker (pid 28311) is killed by signal: Killed. ",
         "RuntimeError: DataLoader worker (pid(s) 4123, 4127) exited unexpectedly",
         "RuntimeError: DataLoader timed out after 120 seconds",
         "RuntimeError: Too many open files. Communication with the workers is no longer possible.",
     ],
     "checkpoint_save_failure": [
+        "RuntimeError: Parent directory ./checkpoints/run1 does not exist.",
         ("RuntimeError: [enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
         "data/37: file write failed"),
         "ERROR:root:Failed to save checkpoint to s3://bucket/run-7/step_4000",
@@ -145,6 +151,8 @@ CASES = {
         "ERROR: Unexpected segmentation fault encountered in worker.",
     ],
     "job_cancelled": [
+        ("[2024-01-01 10:00:00,000] torch.distributed.elastic.agent.server.api: [WARNING] Received Signals.SIGTERM "
+         "death signal, shutting down workers"),
         "slurmstepd: error: *** JOB 88123 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO TIME LIMIT ***",
         "slurmstepd: error: *** STEP 88123.0 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO PREEMPTION ***",
     ],
@@ -241,6 +249,11 @@ HEALTHY = [
     "  Normal   Started    12m   kubelet  Started container server",
     "[2024-06-01 10:00:05 +0000] [7] [INFO] Booting worker with pid: 12",
     "Epoch 1 step 20 loss: tensor(0.5123, device='cuda:0', grad_fn=<NllLossBackward0>)",
+    "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1d5e50>",
+    "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated.",
+    ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
+     "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
+     "performance gains if more memory were available."),
 ]
 
 
@@ -392,3 +405,15 @@ def test_the_line_screen_passes_exactly_the_lines_holding_a_key():
     assert all(_screen(f"xx {k} yy") for k in keys)
     assert not any(_screen(line.lower()) for line in ["epoch 3 step 200 loss=0.41", "worker started on port 8000",
                                                       "info: inference server ready", "model saved to out/"])
+
+
+@pytest.mark.parametrize("line", [
+    "RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!",
+    "[rank3]: torch.distributed.DistBackendError: remote process exited or there was a network error",
+    "gpu250: KeyError: 'input_ids'",
+    "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:",
+])
+def test_an_exception_line_without_its_traceback_is_a_python_exception(line):
+    # What a user pastes from the end of a traceback, or a launcher prints for a rank that failed.
+    [f] = run([line])
+    assert (f.signature, f.severity, f.lines) == ("python_exception", Severity.ERROR, [line])
