@@ -21,6 +21,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import Field, field_validator
 
@@ -75,8 +77,12 @@ class DivergenceForecaster:
         """Raise the current row's floored features (columns of ``raw[:, :n_features]``) to their floors, in place;
         missing and non-finite values stay as they are."""
         for j, floor in self._floors:
-            col = raw[:, j]
-            raw[:, j] = np.where(np.isfinite(col) & (col < floor), floor, col)
+            col = raw[:, j]  # a view: set in place
+            if len(col) == 1:  # the streaming case, one row per call: no array temporaries
+                if -math.inf < col[0] < floor:
+                    col[0] = floor
+            else:
+                col[(col < floor) & (col > -math.inf)] = floor
 
     def _inputs(self, pairs: np.ndarray) -> np.ndarray:
         c = self.config
