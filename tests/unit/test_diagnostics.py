@@ -843,7 +843,29 @@ def test_error_rate_with_malformed_requests(default_suite: DiagnosticSuite) -> N
     assert rates[:8] == [0.0] * 8 and min(rates[8:]) > 0.1
     alerts = feed(events, default_suite, "serving")
     assert [a.finding.kind for a in alerts] == [AnomalyKind.ERROR_RATE], show(alerts)
-    assert alerts[0].first_step == 449 and alerts[0].finding.severity.name == "CRITICAL"
+    # The first window with errors ends at 449; the finding needs a second one (ErrorRateConfig.patience).
+    assert alerts[0].first_step == 499 and alerts[0].finding.severity.name == "CRITICAL"
+
+
+def test_error_rate_at_low_traffic_needs_a_second_window() -> None:
+    """3 requests a window, 0.3 % of them failing: one failed request is a window at 33 %, and it is noise."""
+    from runwatch.models.diagnostics.deployment import ErrorRateConfig, ErrorRateDiagnostic
+
+    rng = np.random.default_rng(0)
+    requests = np.maximum(1, rng.poisson(3, 3 * 1440))
+    rates = rng.binomial(requests, 0.003) / requests
+    assert (rates > 0.2).sum() >= 10  # single windows far above any baseline
+
+    def findings(values, **config):
+        d = ErrorRateDiagnostic(ErrorRateConfig(**config))
+        rows = [{"error_rate": float(v)} for v in values]
+        return d.observe_block(MetricBlock.from_rows(list(range(len(rows))), [60.0 * i for i in range(len(rows))], rows))
+
+    assert findings(rates) == []
+    assert len(findings(rates, patience=1)) >= 5  # what one window raised before
+    outage = np.concatenate([rates[:600], np.full(5, 0.6), rates[605:700]])
+    found = findings(outage)
+    assert [f.step for f in found] == [601, 602, 603, 604] and found[0].severity == Severity.CRITICAL
 
 
 def test_a_sparse_loss_that_jumps_and_stays_up_has_diverged() -> None:
