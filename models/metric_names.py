@@ -17,7 +17,10 @@ gives the detectors each run's metrics under runwatch's names, with findings
 naming the metrics as the run logged them.
 
 Rules, applied to the name with a Lightning ``_step`` suffix removed (an
-``_epoch`` suffix keeps the name unchanged: epoch aggregates are other series):
+``_epoch`` suffix keeps a training name unchanged: epoch aggregates are other
+series; a validation name's epoch aggregate, ``val_loss_epoch``, is its
+validation metric, ``val/loss``, which Lightning writes so when validation also
+logs per step):
 
 - training loss: ``train_loss``, ``train/loss``, ``training_loss``,
   ``loss/train``, ``Loss/train`` -> ``loss``; so is the total of a multi-part
@@ -51,6 +54,8 @@ Examples
 ['loss', 'loss', 'lr', 'val/loss', 'epoch_accuracy']
 >>> [canonical_name(n) for n in ["grad_2.0_norm_total", "grad_2.0_norm/encoder.fc1.weight", "grad_inf_norm_total"]]
 ['grad_norm', 'grad_norm/encoder.fc1.weight', 'grad_inf_norm_total']
+>>> [canonical_name(n) for n in ["val_loss_epoch", "val_acc_epoch", "train_loss_epoch"]]
+['val/loss', 'val/acc', 'train_loss_epoch']
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ def canonical_name(name: str) -> str:
     name = safe_name(name)
     stem = name[: -len("_step")] if name.endswith("_step") and len(name) > 5 else name
     if stem.endswith("_epoch"):
-        return name
+        inner = canonical_name(stem[: -len("_epoch")])
+        return inner if inner.startswith("val/") else name
     low = stem.lower()
     if low in _TRAIN_LOSS:
         return "loss"

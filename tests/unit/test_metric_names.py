@@ -12,7 +12,7 @@ import math
 import pytest
 
 from runwatch.models.block import MetricBlock
-from runwatch.models.metric_names import DetectorNames
+from runwatch.models.metric_names import DetectorNames, rename_map
 from runwatch.models.registry import DiagnosticSuite, SuiteConfig
 
 CANONICAL = ("loss", "val/loss", "lr", "grad_norm")
@@ -93,3 +93,10 @@ def test_names_are_fixed_once_seen_and_never_collide():
     again = DetectorNames()
     again.load_state_dict(late.state_dict())
     assert again.mapping == late.mapping
+
+
+def test_a_validation_epoch_aggregate_is_the_validation_metric():
+    # Lightning's self.log("val_loss", ..., on_step=True, on_epoch=True) in validation writes both series.
+    names = rename_map(["train_loss_step", "train_loss_epoch", "val_loss_step", "val_loss_epoch", "val_acc_epoch"])
+    assert names == {"train_loss_step": "loss", "train_loss_epoch": "train_loss_epoch", "val_loss_epoch": "val/loss",
+                     "val_loss_step": "val_loss_step", "val_acc_epoch": "val/acc"}
