@@ -88,10 +88,11 @@ import math
 import re
 from collections.abc import Callable, Iterable
 
-from runwatch.models.text.requests import request_latency
+from runwatch.models.text.requests import request_latency, request_route
 
 Event = tuple[int, dict[str, float]]
 STEP_LIMIT = 2**63  # a step printed beyond int64 (a garbled line) is dropped like a step that went back
+MAX_ROUTES = 8  # request routes a run's latency is split by (path parameters that are no ids must not explode it)
 
 # A digit must follow a decimal point: "0." at the end of a cut-off line is not a value.
 _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:inity)?)"
@@ -378,6 +379,7 @@ class MetricExtractor:
         self.pending: list | None = None  # [step, metrics] of a progress bar not yet moved on
         # per bar total: (last position, steps of its earlier epochs, last postfix)
         self.bars: dict[str, tuple[int, int, str]] = {}
+        self.routes: list[str] = []  # request routes with their own latency series, first seen first
         self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
         self.dropped = 0  # events below the last step
         self.lines = 0
@@ -447,6 +449,7 @@ class MetricExtractor:
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on,
             "bars": {k: list(v) for k, v in self.bars.items()},
+            "routes": list(self.routes),
             "rl_table": None if self.rl_table is None else {
                 "section": self.rl_table["section"], "values": _floats_out(self.rl_table["values"])},
         }
@@ -480,6 +483,7 @@ class MetricExtractor:
         self.epoch_base = None if base is None else int(base)
         self.steps_run_on = bool(state.get("steps_run_on", False))
         self.bars = {str(k): (int(v[0]), int(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in state.get("bars", {}).items()}
+        self.routes = [str(r) for r in state.get("routes", [])]  # absent in states saved before routes
         block = state.get("metrics_block")
         self.metrics_block = None if block is None else str(block)
         rl = state.get("rl_table")
@@ -1433,9 +1437,22 @@ def _espnet(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _request(x: MetricExtractor, line: str) -> _Parsed | None:
-    """An inference server's per-request line with its latency (:mod:`runwatch.models.text.requests`), at the next step."""
+    """An inference server's per-request line with its latency (:mod:`runwatch.models.text.requests`), at the next step;
+    per route (``latency_ms/<route>``) when the line names one: the first :data:`MAX_ROUTES` routes of a run each get
+    their own series, later ones share ``latency_ms/other``."""
     found = request_latency(line)
-    return None if found is None else _Parsed(None, found)
+    if found is None:
+        return None
+    if "latency_ms" in found:
+        route = request_route(line)
+        if route is not None:
+            if route not in x.routes:
+                if len(x.routes) >= MAX_ROUTES:
+                    route = "other"
+                else:
+                    x.routes.append(route)
+            found[f"latency_ms/{route}"] = found.pop("latency_ms")
+    return _Parsed(None, found)
 
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (

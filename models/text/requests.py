@@ -30,7 +30,12 @@ deployment's only telemetry is its log. Read, with their own units:
 - ``POST /predict 200 45.23ms``: a method, a path, a status and a duration.
 
 A line is one request: the extractor reports it at the next step of a running
-counter, so the detector's baselines are over requests.
+counter, so the detector's baselines are over requests. A line that names its
+route (:func:`request_route`: ``POST /v1/completions``, ``path=/api/generate``)
+is reported per route by the extractor, ``latency_ms/<route>``: one server's
+endpoints take milliseconds (embeddings, health checks) or seconds
+(completions), and three slow requests in a row of one mixed series read as a
+latency incident.
 
 Examples
 --------
@@ -84,6 +89,37 @@ _METHOD_STATUS_TIME = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* \d{3} " 
 _DONE_IN = re.compile(r"\b(?:finished|completed|processed|served|handled) in " + _NUM
                       + r" ?(ms|milliseconds|s|sec|secs|seconds)\b", re.IGNORECASE)
 _WORD_UNIT = {"milliseconds": "ms", "sec": "s", "secs": "s", "seconds": "s"}
+
+
+# The path of a request line: after an HTTP method (quoted or not, Gin's `POST     "/api/generate"`), as a logfmt
+# path= / uri= or a JSON "path" / "uri" / "url".
+_ROUTE = re.compile(
+    r"\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+\"?(/[^\s\"?#]*)|\b(?:path|uri)=(/[^\s,\"?#]*)|"
+    r"\"(?:path|uri|url)\":\s*\"(?:https?://[^/\"]+)?(/[^\"?#]*)"
+)
+# Path segments that are ids, not routes: numbers, hex or uuid-like tokens, anything with 3+ digits in a row.
+_ID_SEGMENT = re.compile(r"^(?:\d+|[0-9a-fA-F]{8,}|[0-9a-fA-F-]{32,36})$|\d{3}")
+ROUTE_SEGMENTS = 3
+
+
+def request_route(line: str) -> str | None:
+    """The route a request line names: its path's first segments, ids masked, or None.
+
+    Examples
+    --------
+    >>> request_route('10.0.0.7 "POST /v1/completions HTTP/1.1" 200 rt=8.1')
+    'v1/completions'
+    >>> request_route('"GET /v2/54fadb412c4e40cdbaed9335e4c35a9e/servers/detail HTTP/1.1" status: 200 time: 0.25')
+    'v2/:id/servers'
+    >>> request_route("Request 123 finished in 1.23 seconds") is None
+    True
+    """
+    m = _ROUTE.search(line)
+    if m is None:
+        return None
+    path = m.group(1) or m.group(2) or m.group(3)
+    parts = [":id" if _ID_SEGMENT.search(seg) else seg for seg in path.split("/") if seg][:ROUTE_SEGMENTS]
+    return "/".join(parts) if parts else "root"
 
 
 def request_latency(line: str) -> dict[str, float] | None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Severity
 from runwatch.models.registry import DiagnosticSuite, SuiteConfig
 from runwatch.models.text.monitor import TextMonitor
-from runwatch.models.text.requests import request_latency
+from runwatch.models.text.requests import request_latency, request_route
 
 TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_text=true}}:generate{{parameters='
        'GenerateParameters {{ best_of: None, max_new_tokens: Some(200) }} total_time="{total}" validation_time="120µs" '
@@ -108,3 +110,47 @@ def test_a_text_only_deployment_whose_decoding_slows_down_gets_a_latency_alert()
     assert latency and latency[0].finding.metric == "latency_ms/per_token", alerts
     assert 200 <= latency[0].finding.step <= 205
     assert all(a.finding.step >= 200 for a in alerts if a.finding.severity >= Severity.WARNING)
+
+
+@pytest.mark.parametrize("line, route", [
+    ('10.0.0.7 - - [01/Jun/2024:10:00:00 +0000] "POST /v1/completions HTTP/1.1" 200 51 "-" "py" rt=8.1', "v1/completions"),
+    ('"GET /v2/54fadb412c4e40cdbaed9335e4c35a9e/servers/detail HTTP/1.1" status: 200 time: 0.25', "v2/:id/servers"),
+    ('[GIN] 2024/06/01 - 10:00:00 | 200 |  1.23s |  127.0.0.1 | POST     "/api/generate"', "api/generate"),
+    ("request_id=ab method=POST path=/v1/chat/completions?x=1 status=200 duration_ms=812.3", "v1/chat/completions"),
+    ('{"method": "POST", "url": "http://host:8000/predict/12345", "status": 200, "duration_ms": 5}', "predict/:id"),
+    ("GET / HTTP/1.1 status: 200 time: 0.001", "root"),
+    ("Request 123 finished in 1.23 seconds", None),
+])
+def test_the_route_a_request_line_names(line, route):
+    assert request_route(line) == route
+
+
+def test_one_latency_series_per_route_so_mixed_endpoints_do_not_read_as_an_incident():
+    """An LLM server's access log: embeddings in ~50 ms, completions in ~8 s (1 request in 10). In one series,
+    three completions in a row were three 'spikes' of 100+ robust SDs; per route each has its own baseline."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3000):
+        path, seconds = ("v1/completions", rng.lognormal(np.log(8.0), 0.5)) if rng.random() < 0.1 else \
+            ("v1/embeddings", rng.lognormal(np.log(0.05), 0.3))
+        lines.append(f'10.0.0.2 - - [01/Jun/2024:10:00:00 +0000] "POST /{path} HTTP/1.1" 200 512 "-" "py" rt={seconds:.3f}')
+    tm, monitor, alerts = TextMonitor("svc"), DiagnosticSuite(SuiteConfig()).monitor("svc"), []
+    names = set()
+    for k in range(0, len(lines), 50):
+        events, _ = tm.observe_lines(lines[k : k + 50])
+        for step, metrics in events:
+            names |= set(metrics)
+            alerts += monitor.observe(step, 0.0, metrics)
+    assert names == {"latency_ms/v1/completions", "latency_ms/v1/embeddings"}
+    assert [a for a in alerts if a.finding.severity >= Severity.WARNING] == []
+
+
+def test_routes_beyond_the_cap_share_one_series():
+    from runwatch.models.text.extract import MAX_ROUTES, MetricExtractor
+
+    x = MetricExtractor()
+    out = [x.extract(f'"GET /r{chr(97 + i)}/x HTTP/1.1" status: 200 time: 0.01')[0][1] for i in range(MAX_ROUTES + 3)]
+    assert [next(iter(m)) for m in out[MAX_ROUTES:]] == ["latency_ms/other"] * 3
+    restored = MetricExtractor()
+    restored.load_state_dict(x.state_dict())
+    assert restored.routes == x.routes and len(x.routes) == MAX_ROUTES
