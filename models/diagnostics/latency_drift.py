@@ -40,6 +40,12 @@ class LatencyDriftConfig(DiagnosticConfig):
         busy CPU is not a degradation anyone sees.
     patience
         Consecutive checks the condition must hold. Default 2.
+    season_s
+        A service's latency follows the day: once a series spans more than one ``season_s`` of wall time,
+        a check compares its median with the lowest median at the same time of day (within
+        ``season_tolerance_s``) on the ``season_days`` days before, not with the best level at any hour, so
+        the daily peak is not a drift every day; a slowdown that grows from day to day still is. On the
+        first day there is nothing to compare the hour with. 0 turns it off. Default 86400.
     """
 
     metric: str = "latency_ms"
@@ -49,6 +55,9 @@ class LatencyDriftConfig(DiagnosticConfig):
     error_rise: float = Field(default=1.0, gt=0.0)
     abs_floor_ms: float = Field(default=1.0, ge=0.0)
     patience: int = Field(default=2, ge=1)
+    season_s: float = Field(default=86_400.0, ge=0.0)
+    season_tolerance_s: float = Field(default=3_600.0, gt=0.0)
+    season_days: int = Field(default=7, ge=1)
 
 
 class LatencyDriftDiagnostic(Diagnostic):
@@ -93,15 +102,16 @@ class LatencyDriftDiagnostic(Diagnostic):
         for name, col in self.select(block):
             ok = np.isfinite(col.values)
             if ok.any():
-                findings.extend(self._observe(name, col.steps[ok], col.values[ok]))
+                findings.extend(self._observe(name, col.steps[ok], col.values[ok], col.wall_times[ok]))
         findings.sort(key=lambda f: f.step)
         return findings
 
-    def _observe(self, name: str, steps: np.ndarray, values: np.ndarray) -> list[Finding]:
+    def _observe(self, name: str, steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> list[Finding]:
         cfg = self.config
         s = self._series.get(name)
         if s is None:
-            s = self._series[name] = {"tail": np.zeros(0), "n": 0, "best": np.inf, "streak": 0, "level": 0}
+            s = self._series[name] = {"tail": np.zeros(0), "n": 0, "best": np.inf, "streak": 0, "level": 0,
+                                      "first_wall": float(walls[0]), "marks": []}
         tail = np.concatenate([s["tail"], values.astype(np.float64)])
         before = int(s["n"])
         n = before + len(values)
@@ -111,18 +121,50 @@ class LatencyDriftDiagnostic(Diagnostic):
         for count in range(first, n + 1, cfg.check_every):
             end = len(tail) - (n - count)
             median = float(np.median(tail[end - cfg.window : end]))
-            f = self._check(s, name, median, int(steps[count - before - 1]))
+            i = count - before - 1
+            f = self._check(s, name, median, int(steps[i]), float(walls[i]))
             if f is not None:
                 out.append(f)
         s["tail"] = tail[-cfg.window :].copy()
         s["n"] = n
         return out
 
-    def _check(self, s: dict, name: str, median: float, step: int) -> Finding | None:
+    def _same_hour_level(self, s: dict, wall: float) -> float | None:
+        """The lowest median at this time of day on the days before (see ``season_s``), recording this one; None on
+        the first day (or when wall times do not move: a series without a clock has no days)."""
+        cfg = self.config
+        if cfg.season_s <= 0:
+            return None
+        marks = s.setdefault("marks", [])  # [wall time of a bucket's first check, lowest median in it], in time order
+        keep_from = wall - (cfg.season_days + 1) * cfg.season_s
+        while marks and marks[0][0] < keep_from:
+            marks.pop(0)
+        level = None
+        if wall - float(s.get("first_wall", wall)) >= cfg.season_s - cfg.season_tolerance_s:
+            for mark_wall, mark_median in marks:
+                days = round((wall - mark_wall) / cfg.season_s)
+                if 1 <= days <= cfg.season_days and abs(wall - mark_wall - days * cfg.season_s) <= cfg.season_tolerance_s:
+                    level = mark_median if level is None else min(level, mark_median)
+        return level
+
+    def _remember(self, s: dict, wall: float, median: float) -> None:
+        """Keep the check's median for the days after: one mark per half tolerance of wall time (its lowest)."""
+        marks = s.setdefault("marks", [])
+        bucket = self.config.season_tolerance_s / 2
+        if marks and int(marks[-1][0] // bucket) == int(wall // bucket):
+            marks[-1][1] = min(marks[-1][1], median)
+        else:
+            marks.append([wall, median])
+
+    def _check(self, s: dict, name: str, median: float, step: int, wall: float) -> Finding | None:
         cfg = self.config
         best = float(s["best"])
         if median < best:
             s["best"] = best = median
+        seasonal = self._same_hour_level(s, wall)
+        self._remember(s, wall, median)
+        if seasonal is not None:
+            best = seasonal
         slow = median >= (1.0 + cfg.rise) * best and median - best >= cfg.abs_floor_ms
         s["streak"] = int(s["streak"]) + 1 if slow else 0
         level = int(s["level"])
@@ -136,13 +178,14 @@ class LatencyDriftDiagnostic(Diagnostic):
             return None
         s["level"] = int(severity)
         ratio = median / best
+        against = "its level at this time of day on the days before" if seasonal is not None else "its best sustained level"
         return Finding(
             AnomalyKind.LATENCY,
             severity,
             round(ratio, 6),
             step,
             name,
-            f"{name} median over the last {cfg.window} values {median:.3g} ms is {ratio:.2f}x its best sustained "
-            f"level {best:.3g} ms (for {s['streak']} checks, every {cfg.check_every} values)",
+            f"{name} median over the last {cfg.window} values {median:.3g} ms is {ratio:.2f}x {against} "
+            f"{best:.3g} ms (for {s['streak']} checks, every {cfg.check_every} values)",
             key=f"drift:{name}",
         )

@@ -1018,3 +1018,33 @@ def test_a_run_that_only_reports_evaluations_waits_longer_before_its_rhythm_is_k
     assert (evals.timeout, train.timeout) == (3 * 4 * 900.0, 4 * 900.0)
     assert evals.on_idle(now=1000.0 + 6637.0, last_wall_time=1000.0, last_step=0) is None  # a CPU ResNet epoch
     assert train.on_idle(now=1000.0 + 6637.0, last_wall_time=1000.0, last_step=0) is not None
+
+
+def _daily_latency(days: int, growth_per_day: float = 0.0, swing: float = 0.5,
+                   seed: int = 0) -> tuple[list[int], list[float], list[dict]]:
+    """One p99 latency a minute, (1 + swing) x the mean at the day's peak, noisy; optionally growing day by day."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 1440)
+    day = np.sin(2 * np.pi * t / 1440 - np.pi / 2)
+    p99 = 120 * (1 + swing * day) * (1 + growth_per_day) ** (t / 1440) * np.exp(0.15 * rng.standard_normal(len(t)))
+    return t.tolist(), (1.7e9 + 60.0 * t).tolist(), [{"latency_ms/p99": float(v)} for v in p99]
+
+
+@pytest.mark.parametrize("block", [1, 500])
+def test_latency_drift_compares_a_daily_peak_with_the_same_hour_on_the_days_before(block: int) -> None:
+    from runwatch.models.diagnostics.latency_drift import LatencyDriftConfig, LatencyDriftDiagnostic
+
+    def findings(steps, walls, rows, **config):
+        d, out = LatencyDriftDiagnostic(LatencyDriftConfig(**config)), []
+        for i in range(0, len(rows), block):
+            out += d.observe_block(MetricBlock.from_rows(steps[i:i + block], walls[i:i + block], rows[i:i + block]))
+        return out
+
+    cycle = _daily_latency(4)
+    seasonal = findings(*cycle)
+    assert seasonal and all(f.step < 1440 for f in seasonal)  # the first day's peak: nothing to compare the hour with
+    assert any(f.step >= 1440 for f in findings(*cycle, season_s=0.0))  # without: every day's peak
+    # a service that gets 40 % slower every day is a drift on the later days all the same (a gentler cycle, which
+    # the first day does not flag: a peak that starts a drift episode keeps it open while the level keeps rising)
+    leak = findings(*_daily_latency(4, growth_per_day=0.4, swing=0.1))
+    assert leak and 1440 <= leak[0].step < 4 * 1440 and "this time of day" in leak[0].explanation
