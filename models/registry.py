@@ -38,6 +38,7 @@ DIAGNOSTICS: dict[str, str] = {
     "latency": f"{_PKG}.deployment:LatencyDiagnostic",
     "latency_drift": f"{_PKG}.latency_drift:LatencyDriftDiagnostic",
     "error_rate": f"{_PKG}.deployment:ErrorRateDiagnostic",
+    "error_rate_drift": f"{_PKG}.latency_drift:ErrorRateDriftDiagnostic",
     "learned": "runwatch.models.learned.detector:LearnedDiagnostic",
 }
 

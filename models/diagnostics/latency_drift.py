@@ -5,6 +5,10 @@ their baseline; its baseline follows the latency, so a slowdown that creeps in o
 cache or KV store that keeps growing, fragmentation, a leak that each request scans, a slower node) is absorbed
 and never alerts. This check compares levels instead of points: every ``check_every`` values, the median of the
 last ``window`` values against the lowest such median seen so far (the run's best sustained level).
+
+:class:`ErrorRateDriftDiagnostic` is the same check on a service's error rate, whose spike check
+(:class:`~runwatch.models.diagnostics.deployment.ErrorRateDiagnostic`) follows a rate that creeps up just as
+its latency counterpart follows a slowdown: 0.2 % errors rising to 6 % over 1,500 windows raised nothing.
 """
 
 from __future__ import annotations
@@ -84,15 +88,26 @@ class LatencyDriftDiagnostic(Diagnostic):
 
     name = "latency_drift"
     version = "1"
+    kind = AnomalyKind.LATENCY
     config_class = LatencyDriftConfig
     reference = "Rolling-median level shift against the best sustained level (a CUSUM-like drift check)"
     state_attributes = ("_series",)
 
     config: LatencyDriftConfig
 
+    unit = " ms"
+
     def __init__(self, config: LatencyDriftConfig | None = None) -> None:
         super().__init__(config)
         self._series: dict[str, dict] = {}
+
+    def _floor(self) -> float:
+        """How far above the reference a median must be (absolute, in the metric's unit)."""
+        return self.config.abs_floor_ms
+
+    def _error_floor(self) -> float:
+        """How far above the reference a median must be to be an ERROR (absolute)."""
+        return self.config.abs_floor_ms
 
     def watches(self, metric: str) -> bool:
         return metric_or_part(metric, self.config.metric)
@@ -165,7 +180,7 @@ class LatencyDriftDiagnostic(Diagnostic):
         self._remember(s, wall, median)
         if seasonal is not None:
             best = seasonal
-        slow = median >= (1.0 + cfg.rise) * best and median - best >= cfg.abs_floor_ms
+        slow = median >= (1.0 + cfg.rise) * best and median - best >= self._floor()
         s["streak"] = int(s["streak"]) + 1 if slow else 0
         level = int(s["level"])
         if level and median < (1.0 + cfg.rise / 2) * best:
@@ -173,19 +188,79 @@ class LatencyDriftDiagnostic(Diagnostic):
             return None
         if s["streak"] < cfg.patience:
             return None
-        severity = Severity.ERROR if median >= (1.0 + cfg.error_rise) * best else Severity.WARNING
+        severity = (Severity.ERROR if median >= (1.0 + cfg.error_rise) * best and median - best >= self._error_floor()
+                    else Severity.WARNING)
         if int(severity) <= level:
             return None
         s["level"] = int(severity)
-        ratio = median / best
+        ratio = median / best if best > 0 else float("inf")
         against = "its level at this time of day on the days before" if seasonal is not None else "its best sustained level"
+        times = f"{ratio:.2f}x" if best > 0 else "up from"
         return Finding(
-            AnomalyKind.LATENCY,
+            self.kind,
             severity,
-            round(ratio, 6),
+            round(ratio, 6) if best > 0 else median,
             step,
             name,
-            f"{name} median over the last {cfg.window} values {median:.3g} ms is {ratio:.2f}x {against} "
-            f"{best:.3g} ms (for {s['streak']} checks, every {cfg.check_every} values)",
+            f"{name} median over the last {cfg.window} values {median:.3g}{self.unit} is {times} {against} "
+            f"{best:.3g}{self.unit} (for {s['streak']} checks, every {cfg.check_every} values)",
             key=f"drift:{name}",
         )
+
+
+class ErrorRateDriftConfig(LatencyDriftConfig):
+    """Settings of :class:`ErrorRateDriftDiagnostic`: those of :class:`LatencyDriftConfig` with defaults for a
+    rate reported once per window, and an absolute rise in place of the milliseconds.
+
+    Parameters
+    ----------
+    metric
+        Fraction of failed requests per window (0..1). Default ``"error_rate"``.
+    window, check_every
+        Default 30 and 10 windows (half an hour of one-minute windows, checked every ten).
+    rise, error_rise
+        Default 1.0 and 3.0: twice, and four times, the reference level.
+    min_rise
+        ...and at least this much above it, in rate. Default 0.02 (two percentage points, the spike check's
+        ``min_rate``): from a clean 0 % a rate must reach 2 %.
+    error_min_rise
+        An ERROR also needs this much. Default 0.05 (five points): next to a clean level, any ratio is large.
+    """
+
+    metric: str = "error_rate"
+    window: int = Field(default=30, ge=10)
+    check_every: int = Field(default=10, ge=1)
+    rise: float = Field(default=1.0, gt=0.0)
+    error_rise: float = Field(default=3.0, gt=0.0)
+    min_rise: float = Field(default=0.02, ge=0.0)
+    error_min_rise: float = Field(default=0.05, ge=0.0)
+
+
+class ErrorRateDriftDiagnostic(LatencyDriftDiagnostic):
+    """Flags a rolling error-rate median that drifted far above the run's best sustained level (or, after a day,
+    its level at the same time of day): the latency drift check on ``error_rate``.
+
+    Examples
+    --------
+    >>> from runwatch.models.block import MetricBlock
+    >>> d = ErrorRateDriftDiagnostic()
+    >>> creep = [0.002 + max(0, i - 100) * 0.0002 for i in range(400)]   # 0.2 %, rising 0.02 points a window from 100
+    >>> fs = d.observe_block(MetricBlock.from_rows(list(range(400)), [0.0] * 400, [{"error_rate": v} for v in creep]))
+    >>> [(f.step, f.kind.name, f.severity.name) for f in fs]
+    [(229, 'ERROR_RATE', 'WARNING'), (369, 'ERROR_RATE', 'ERROR')]
+    """
+
+    name = "error_rate_drift"
+    version = "1"
+    kind = AnomalyKind.ERROR_RATE
+    config_class = ErrorRateDriftConfig
+    reference = "Rolling-median level shift of the error rate against its best sustained level"
+    unit = ""
+
+    config: ErrorRateDriftConfig
+
+    def _floor(self) -> float:
+        return self.config.min_rise
+
+    def _error_floor(self) -> float:
+        return self.config.error_min_rise

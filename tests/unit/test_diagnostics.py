@@ -1048,3 +1048,20 @@ def test_latency_drift_compares_a_daily_peak_with_the_same_hour_on_the_days_befo
     # the first day does not flag: a peak that starts a drift episode keeps it open while the level keeps rising)
     leak = findings(*_daily_latency(4, growth_per_day=0.4, swing=0.1))
     assert leak and 1440 <= leak[0].step < 4 * 1440 and "this time of day" in leak[0].explanation
+
+
+def test_an_error_rate_that_creeps_up_is_a_drift_the_spike_check_follows(default_suite: DiagnosticSuite) -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    p = np.where(np.arange(n) < 500, 0.002, 0.002 + (np.arange(n) - 500) / 1500 * 0.06)  # 0.2 % -> 6.2 %
+    rates = rng.binomial(1000, p) / 1000
+    events = [(i, 1.7e9 + 60.0 * i, {"error_rate": float(r)}) for i, r in enumerate(rates)]
+    alerts = feed(events, default_suite, "serving")
+    assert [(a.finding.detector, a.finding.severity) for a in alerts] == [
+        ("error_rate_drift", Severity.WARNING), ("error_rate_drift", Severity.ERROR)], show(alerts)
+    assert 0.015 <= rates[alerts[0].finding.step] <= 0.03  # about the 2 points the spike check's min_rate also asks
+    # the same service at a steady 0.2 %, or at low traffic (3 requests a window), raises nothing
+    steady = rng.binomial(1000, 0.002, n) / 1000
+    low = np.maximum(1, rng.poisson(3, n))
+    for series in (steady, rng.binomial(low, 0.003) / low):
+        assert feed([(i, 1.7e9 + 60.0 * i, {"error_rate": float(r)}) for i, r in enumerate(series)], default_suite, "s") == []
