@@ -177,7 +177,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
         r"backend worker process died|Worker died|worker process died|RayActorError|actor died unexpectedly|"
         r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT|"
-        r"llama runner process has terminated",
+        r"llama runner process has terminated|Worker disconnected\. WORKER_|Stub process '[^']+' is not healthy",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -249,7 +249,7 @@ _KEYS = {
                            "pytorchstreamreader"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
-                    "worker timeout", "runner process has terminated"),
+                    "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",

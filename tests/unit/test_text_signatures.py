@@ -176,6 +176,9 @@ CASES = {
         "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory",
     ],
     "engine_dead": [
+        ("2024-06-01T10:00:00,000 [INFO ] epollEventLoopGroup-5-1 org.pytorch.serve.wlm.WorkerThread - 9000 Worker "
+         "disconnected. WORKER_STARTED"),
+        "Stub process 'model_0' is not healthy.",
         ("ERROR 06-01 10:00:05 [async_llm.py:420] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered "
         "an issue. See stack trace (above) for the root cause."),
         ("2024-06-01T10:00:05,118 [DEBUG] W-9001-resnet_1.0 org.pytorch.serve.wlm.WorkerThread - Backend worker "
