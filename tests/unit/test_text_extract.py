@@ -737,3 +737,11 @@ def test_tutorial_and_model_zoo_loops():
     # TensorFlow tutorials
     out, _ = ext(["Average loss at step  2000 :  4.372", "Minibatch loss at step 2500: 1.234", "Validation loss at step 2500: 1.5"])
     assert out == [(2000, {"loss": 4.372}), (2500, {"loss": 1.234}), (2500, {"val/loss": 1.5})]
+
+
+@pytest.mark.parametrize("prefix", ["[default0]:", "[rank0]: ", "gpu250: ", "(RayTrainWorker pid=1234, ip=10.0.0.1) ",
+                                    "trainer-1  | ", "[pod/train-0/main] "])
+def test_tutorial_loops_behind_a_launchers_prefix(prefix):
+    assert ext([prefix + "[1,  2000] loss: 2.234"])[0] == [(2000, {"loss": 2.234})]
+    darknet = prefix + " 1000: 0.51, 0.60 avg loss, 0.001 rate, 2.3 seconds, 64000 images"
+    assert ext([darknet])[0] == [(1000, {"loss": 0.51, "avg_loss": 0.6, "lr": 0.001, "step_time": 2.3})]
