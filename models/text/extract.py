@@ -88,6 +88,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 
+from runwatch.models.text.launchers import LAUNCHER_PREFIX
 from runwatch.models.text.requests import request_latency, request_route
 
 Event = tuple[int, dict[str, float]]
@@ -1031,19 +1032,12 @@ _DARKNET = re.compile(r"^\s*(\d+):\s*(" + _NUM + r"),\s*(" + _NUM + r") avg(?: l
 _LOSS_AT_STEP = re.compile(r"\b(?:([A-Za-z]+) )?loss at step\s+(\d+)\s*:\s*(" + _NUM + r")" + _END, re.IGNORECASE)
 
 
-# What launchers put in front of a process's lines: torchrun --tee's "[default0]:", PyTorch's "[rank0]: ", Ray's
-# "(RayTrainWorker pid=1234, ip=10.0.0.1) ", a host ("gpu250: ", deepspeed/pdsh), docker compose's "trainer-1  | ",
-# kubectl --prefix's "[pod/train-0/main] ".
-_LAUNCHER_PREFIX = re.compile(
-    r"^\s*(?:\[[\w/.:-]*\]:?|\(\w+ pid=\d+(?:, ip=[\d.]+)?\)|[A-Za-z][\w.-]*\d[\w.-]*:|[\w.-]+\s+\|)\s+|^\[\w*\d+\]:")
-
-
 def _tutorial_loops(x: MetricExtractor, line: str) -> _Parsed | None:
     """Loops that tutorials and model zoos print, each one fixed shape (see the module docstring), also behind
     a launcher's prefix. Steps that count within an epoch continue across epochs (:func:`_continued_step`)."""
     parsed = _tutorial_shapes(x, line)
     if parsed is None:
-        m = _LAUNCHER_PREFIX.match(line)
+        m = LAUNCHER_PREFIX.match(line)
         if m is not None:
             parsed = _tutorial_shapes(x, line[m.end() :])
     return parsed

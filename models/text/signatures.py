@@ -46,6 +46,7 @@ from pydantic import Field
 
 from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import Severity
+from runwatch.models.text.launchers import PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +122,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
-        r"Signals\.SIGKILL|\bSIGKILL\b|^\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
+        r"Signals\.SIGKILL|\bSIGKILL\b|^(?:\s*(?:" + PREFIX + r"))?\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
         r"srun: error: \S+: tasks? [\d,-]+: Out Of Memory",
         "process killed (SIGKILL, usually the host OOM killer)",
         "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "

@@ -56,6 +56,8 @@ CASES = {
         "(IP: 10.0.0.4, ID: 5f2a) where the task was running was 61.80GB / 64.00GB (0.965), which exceeds the threshold"),
     ],
     "oom_killer": [
+        "gpu250: Killed",  # behind the host prefix of DeepSpeed's pdsh launcher
+        "[default0]:Killed",
         "srun: error: node01: task 0: Out Of Memory",
         ("[1843021.554012] Out of memory: Killed process 48213 (python) total-vm:98123456kB, anon-rss:61234567kB, "
         "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:123456kB oom_score_adj:0"),
