@@ -61,6 +61,19 @@ FEATURES: tuple[str, ...] = (
 """Feature names, in column order."""
 
 N_FEATURES = len(FEATURES)
+
+
+def check_feature_names(names):
+    """``names`` unchanged when each is one of :data:`FEATURES`; else ValueError naming the unknown ones (for
+    pydantic validators of settings that name features).
+
+    >>> check_feature_names(("grad_vs_start",))
+    ('grad_vs_start',)
+    """
+    unknown = sorted(set(names) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; features are {list(FEATURES)}")
+    return names
 F = {name: i for i, name in enumerate(FEATURES)}
 
 FEATURE_METRIC: dict[str, str] = {

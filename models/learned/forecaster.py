@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from runwatch.models.base import DiagnosticConfig
-from runwatch.models.learned.features import FEATURES
+from runwatch.models.learned.features import FEATURES, check_feature_names
 from runwatch.models.learned.scaling import RobustScaling, fit_minibatches, pack, unpack
 
 
@@ -52,10 +52,7 @@ class ForecasterConfig(DiagnosticConfig):
     @field_validator("feature_floors")
     @classmethod
     def _known_features(cls, floors: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(floors) - set(FEATURES))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; features are {list(FEATURES)}")
-        return floors
+        return check_feature_names(floors)
 
 
 class DivergenceForecaster:

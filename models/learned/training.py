@@ -50,12 +50,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runwatch.models.base import DiagnosticConfig
 from runwatch.models.block import MetricBlock
 from runwatch.models.learned.artifacts import LearnedArtifact, LearnedArtifactConfig, Thresholds
-from runwatch.models.learned.features import FEATURES, N_FEATURES, RunFeatures
+from runwatch.models.learned.features import FEATURES, N_FEATURES, RunFeatures, check_feature_names
 from runwatch.models.learned.forecaster import DivergenceForecaster, ForecasterConfig
 from runwatch.models.learned.run_outlier import RunOutlierConfig, RunOutlierDetector, prefix_summary, summary_names
 from runwatch.models.learned.sequence_ae import SequenceAEConfig, SequenceAutoencoder, rows_to_score
@@ -113,6 +113,11 @@ class TrainingConfig(DiagnosticConfig):
     min_divergent_runs: int = Field(
         5, ge=1, description="divergent runs (divergence/nan with a manifestation step) needed to fit the forecaster; "
         "with fewer, fit_artifact keeps the base artifact's forecaster")
+
+    @field_validator("forecast_floor_features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return check_feature_names(names)
 
 
 @dataclass
