@@ -145,8 +145,8 @@ class LatencyDriftDiagnostic(Diagnostic):
         return out
 
     def _same_hour_level(self, s: dict, wall: float) -> float | None:
-        """The lowest median at this time of day on the days before (see ``season_s``), recording this one; None on
-        the first day (or when wall times do not move: a series without a clock has no days)."""
+        """The lowest median at this time of day on the days before (see ``season_s``; :meth:`_remember` keeps
+        them); None on the first day (or when wall times do not move: a series without a clock has no days)."""
         cfg = self.config
         if cfg.season_s <= 0:
             return None

@@ -1453,15 +1453,11 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
     found = request_latency(line)
     if found is None:
         return None
-    if "latency_ms" in found:
-        route = request_route(line)
-        if route is not None:
-            if route not in x.routes:
-                if len(x.routes) >= MAX_ROUTES:
-                    route = "other"
-                else:
-                    x.routes.append(route)
-            found[f"latency_ms/{route}"] = found.pop("latency_ms")
+    route = request_route(line) if "latency_ms" in found else None
+    if route is not None:
+        if route not in x.routes and len(x.routes) < MAX_ROUTES:
+            x.routes.append(route)
+        found[f"latency_ms/{route if route in x.routes else 'other'}"] = found.pop("latency_ms")
     return _Parsed(None, found)
 
 

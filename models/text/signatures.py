@@ -327,9 +327,10 @@ _CHECKPOINT_PATH = re.compile(r"serialization\.py|checkpoint", re.IGNORECASE)
 _TB_START = re.compile(r"Traceback \(most recent call last\):")
 _TB_CHAIN = re.compile(r"During handling of the above exception|The above exception was the direct cause")
 # An uncaught exception's line on its own: ``RuntimeError: ...``, ``torch.distributed.DistBackendError: ...``,
-# ``[rank0]: ValueError: ...``, ``node-1: KeyError: 'x'``. In 32,000 loghub lines, the github text logs and the
-# healthy dev fragments no line has this shape; warnings and "Exception ignored in" do not.
-_UNCAUGHT = re.compile(r"^\s*(?:\[\w*rank\d+\]:\s*|[\w.-]+:\s+)?(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s|:?\s*$)")
+# also behind a launcher's prefix (``[rank0]: ValueError: ...``, ``node-1: KeyError: 'x'``). In 32,000 loghub
+# lines, the github text logs and the healthy dev fragments no line has this shape; warnings and "Exception
+# ignored in" do not.
+_UNCAUGHT = re.compile(r"^\s*(?:" + PREFIX + r")?(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s|:?\s*$)")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure|Fault)\b|^[A-Za-z_][\w.]*: ")
 
 
