@@ -191,8 +191,8 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 
     Examples
     --------
-    >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}}))
-    {'lr': 0.1, 'opt': {'name': 'adam'}}
+    >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}})) == {"lr": 0.1, "opt": {"name": "adam"}}
+    True
     """
     from google.protobuf import json_format
 

@@ -37,6 +37,24 @@ def _table_type():
     return MetricTable
 
 
+def with_default(snapshot: dict, attribute: str, value: Any) -> dict:
+    """A diagnostic's :meth:`~runwatch.models.base.Diagnostic.state_dict` from before it kept ``attribute``,
+    with ``value`` for it (what a fresh diagnostic holds, or what stands for the unknown past).
+
+    Examples
+    --------
+    >>> old = {"name": "d", "state": {"_a": 1}}
+    >>> decode(with_default(old, "_b", {"seen": 0})["state"]["_b"])
+    {'seen': 0}
+    >>> with_default({"name": "d", "state": {"_b": 2}}, "_b", 0)["state"]   # kept: unchanged
+    {'_b': 2}
+    """
+    state = snapshot.get("state")
+    if not isinstance(state, dict) or attribute in state:
+        return snapshot
+    return {**snapshot, "state": {**state, attribute: encode(value)}}
+
+
 def encode(value: Any) -> Any:
     """Turn detector state into JSON-compatible data."""
     if value is None or isinstance(value, (bool, int, str)):

@@ -167,11 +167,13 @@ class ErrorRateDiagnostic(SpikeDiagnostic):
     >>> rows = [{"error_rate": 0.0 if i % 4 else 0.01} for i in range(20)]
     >>> d.observe_block(MetricBlock.from_rows(list(range(20)), [0.0] * 20, rows))
     []
-    >>> (f,) = d.observe_block(MetricBlock.single(20, 0.0, {"error_rate": 0.12}))
+    >>> d.observe_block(MetricBlock.single(20, 0.0, {"error_rate": 0.12}))   # one window: noise at low traffic
+    []
+    >>> (f,) = d.observe_block(MetricBlock.single(21, 0.0, {"error_rate": 0.12}))   # the second in a row
     >>> f.kind.name, f.severity.name
     ('ERROR_RATE', 'CRITICAL')
     >>> f.explanation
-    'error_rate = 0.12 is 21.5 robust SDs above its baseline 0.003078 (scale 0.00544)'
+    'error_rate = 0.12 is 16.6 robust SDs above its baseline 0.004708 (scale 0.00694) for 2 consecutive values'
     """
 
     name = "error_rate"

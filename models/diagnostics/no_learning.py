@@ -12,6 +12,7 @@ from runwatch.models.block import MetricBlock
 from runwatch.models.diagnostics import warmup
 from runwatch.models.diagnostics.loss_spike import by_step, select_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.snapshot import with_default
 
 #: Metric names (last path part) that mark a policy-gradient run (GRPO, PPO, RLOO): its logged loss is a
 #: surrogate that is not expected to fall, often exactly 0. A preference run logs ``rewards/chosen``, not these.
@@ -68,6 +69,18 @@ class NoLearningConfig(DiagnosticConfig):
         from this many values: the last mean against the first, as above,
         with no waiting time and no hold. Default 5, the real-log labels' own
         minimum. 0 turns the end-of-run judgement off.
+    evidence_metrics
+        Held-out losses that show learning the training loss may hide: once
+        the median of the latest ``k`` values of one of them is ``min_drop``
+        below both the median of its first ``k`` (``k`` as above, and at
+        least 4 values so the two windows differ) and the median of the
+        training loss's first 3 values, the run has learned and the rule
+        reports nothing from that step on. (A held-out loss that only came
+        back from a poor first evaluation to where training started, a net
+        still at chance, has not.) A fine-tuning run's noisy
+        minibatch loss can sit within 5 % of its start while its evaluation
+        loss falls steadily. Default ``("val/loss",)``; ``()`` judges the
+        training loss alone.
     """
 
     metrics: tuple[str, ...] = ("loss",)
@@ -80,6 +93,7 @@ class NoLearningConfig(DiagnosticConfig):
     max_rise: float = Field(default=0.5, ge=0.0)
     lr_warmup: bool = True
     min_points_at_end: int = Field(default=5, ge=0)
+    evidence_metrics: tuple[str, ...] = ("val/loss",)
 
 
 class NoLearningDiagnostic(Diagnostic):
@@ -141,7 +155,7 @@ class NoLearningDiagnostic(Diagnostic):
     version = "1"
     config_class = NoLearningConfig
     reference = "bench/real_labels/README.md no_learning criterion, causal; cf. SageMaker Debugger LossNotDecreasing"
-    state_attributes = ("_states", "_policy_gradient", "_warmup")
+    state_attributes = ("_states", "_policy_gradient", "_warmup", "_evidence")
 
     config: NoLearningConfig
 
@@ -152,11 +166,14 @@ class NoLearningDiagnostic(Diagnostic):
         self._states: dict[str, dict] = {}
         self._policy_gradient = False
         self._warmup = warmup.new_state()
+        # per evidence metric: values seen, first and latest max_window values; "learned_at": the step from
+        # which one of them showed learning (-1: not yet)
+        self._evidence: dict = {"learned_at": -1}
 
     def load_state_dict(self, snapshot: dict) -> bool:
-        """Restore :meth:`state_dict` output; a snapshot from before the warm-up was tracked restores a run
-        without one."""
-        return super().load_state_dict(warmup.with_state(snapshot))
+        """Restore :meth:`state_dict` output; a snapshot from before the warm-up (or the held-out evidence)
+        was tracked restores a run without one."""
+        return super().load_state_dict(with_default(warmup.with_state(snapshot), "_evidence", {"learned_at": -1}))
 
     def watches(self, metric: str) -> bool:
         return metric in self.config.metrics
@@ -191,9 +208,50 @@ class NoLearningDiagnostic(Diagnostic):
                 state["last_step"], state["last_wall"] = int(col.steps[-1]), float(col.wall_times[-1])
         if self.config.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
+        self._observe_evidence(block)
+        findings = self._before_learning(findings)
         for f in findings:
             self._states[f.metric]["reported"] = True
         return by_step(findings)
+
+    def _observe_evidence(self, block: MetricBlock) -> None:
+        """Read the block's held-out losses; note the first step at which one of them shows learning."""
+        evidence = self._evidence
+        if evidence["learned_at"] >= 0:
+            return
+        cfg = self.config
+        starts = [self._states[m]["first"][:3] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
+        if not starts:
+            return
+        loss_start = float(np.median(starts[0]))
+        for metric in cfg.evidence_metrics:
+            col = block.columns.get(metric)
+            if col is None:
+                continue
+            state = evidence.setdefault(metric, {"n": 0, "first": [], "latest": []})
+            for step, value in zip(col.steps.tolist(), col.values.tolist()):
+                if not math.isfinite(value) or value <= 0.0:
+                    continue
+                state["n"] += 1
+                if len(state["first"]) < cfg.max_window:
+                    state["first"].append(value)
+                state["latest"] = (state["latest"] + [value])[-cfg.max_window:]
+                if state["n"] < 4:
+                    continue
+                n = state["n"]
+                k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
+                # Medians: the first evaluation after initialisation can be far off (a net briefly worse than
+                # chance, back at chance by the second), which is not learning.
+                start, now = float(np.median(state["first"][:k])), float(np.median(state["latest"][-k:]))
+                if now <= (1.0 - cfg.min_drop) * min(start, loss_start):
+                    at = evidence["learned_at"]
+                    evidence["learned_at"] = step if at < 0 else min(at, step)
+                    break
+
+    def _before_learning(self, findings: list[Finding]) -> list[Finding]:
+        """The findings at steps before a held-out loss showed learning (all of them while none has)."""
+        at = self._evidence["learned_at"]
+        return findings if at < 0 else [f for f in findings if f.step < at]
 
     def on_end(self) -> list[Finding]:
         """Judge a finished run's whole log, for metrics the rule never reported on."""
@@ -216,7 +274,7 @@ class NoLearningDiagnostic(Diagnostic):
             ))
         if cfg.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
-        return findings
+        return self._before_learning(findings)
 
     def _observe_many(self, metric: str, state: dict, steps: np.ndarray, walls: np.ndarray,
                       values: np.ndarray) -> list[Finding]:

@@ -119,9 +119,6 @@ def fall(state: dict, step: int, span: float, windows: int) -> float:
 
 def with_state(snapshot: dict, attribute: str = "_stairs") -> dict:
     """A plateau snapshot from before it kept recent values, with none kept (the guard waits for new ones)."""
-    state = snapshot.get("state")
-    if not isinstance(state, dict) or attribute in state:
-        return snapshot
-    from runwatch.models.snapshot import encode
+    from runwatch.models.snapshot import with_default
 
-    return {**snapshot, "state": {**state, attribute: encode({})}}
+    return with_default(snapshot, attribute, {})

@@ -80,9 +80,6 @@ def with_state(snapshot: dict, attribute: str = "_warmup") -> dict:
     The run's learning rate before the snapshot is unknown, so the restored run is judged as one without a
     warm-up (as it was when the snapshot was taken).
     """
-    from runwatch.models.snapshot import encode
+    from runwatch.models.snapshot import with_default
 
-    state = snapshot.get("state")
-    if not isinstance(state, dict) or attribute in state:
-        return snapshot
-    return {**snapshot, "state": {**state, attribute: encode({**new_state(), "seen": 2})}}
+    return with_default(snapshot, attribute, {**new_state(), "seen": 2})

@@ -7,7 +7,8 @@
   (``runwatch.service.cli.app``), and so does every ``--option`` given to it;
 - every relative link (and image) points to a file that exists, and an ``#anchor`` into a Markdown
   file to one of its headings;
-- README's first two commands stay what CI (``.ci/run``) runs, and README links every docs page.
+- README's first two commands stay what CI (``.ci/run``) runs, and README links every docs page;
+- every docstring example of every ``runwatch`` module runs and prints what it shows.
 
 A block that is deliberately partial is skipped when the line above it is ``<!-- not-run -->``.
 """
@@ -303,3 +304,23 @@ def test_readme_is_one_screen_and_links_every_docs_page():
     linked = {(README.parent / t.partition("#")[0]).resolve() for _, t in _links(README)}
     missing = [p.name for p in DOC_FILES[1:] if p.resolve() not in linked]
     assert not missing, f"README.md does not link docs page(s): {missing}"
+
+
+def _modules() -> list[str]:
+    import importlib
+    import pkgutil
+
+    names = []
+    for package in ("runwatch.models", "runwatch.nas", "runwatch.service", "runwatch.client"):
+        path = importlib.import_module(package).__path__
+        names += [package] + [m.name for m in pkgutil.walk_packages(path, package + ".")]
+    return names
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, report=False)
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples fail (python -m doctest -v)"

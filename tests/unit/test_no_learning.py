@@ -142,6 +142,64 @@ def test_a_checkpoint_taken_before_the_warm_up_was_tracked_still_loads() -> None
     assert found and found[0].step == 750  # judged as a run without a warm-up, as before
 
 
+def _fine_tune(n: int = 40, every: int = 25, val_fall: float = 0.20, val_from: int = 0):
+    """A fine-tuning log: a noisy minibatch loss that stays within 3 % of its start, and an evaluation loss
+    every ``every`` steps that falls by ``val_fall`` over the run from value ``val_from`` on."""
+    steps = [every * i for i in range(n)]
+    rows = []
+    for i, loss in enumerate(_chance(n)):
+        progress = max(0, i - val_from) / max(1, n - 1 - val_from)
+        rows.append({"loss": 1.73 * loss, "val/loss": 1.2 * (1.0 - val_fall * progress)})
+    return steps, rows
+
+
+def test_a_falling_evaluation_loss_shows_learning_a_noisy_training_loss_hides() -> None:
+    steps, rows = _fine_tune()
+    assert NoLearningDiagnostic().observe_block(_block(steps, rows)) == []
+    # Judged on the training loss alone, the same log is flagged at min_steps ...
+    blind = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=()))
+    assert [f.step for f in blind.observe_block(_block(steps, rows))][:1] == [500]
+    # ... and so is a run whose evaluation loss does not fall either.
+    steps, flat = _fine_tune(val_fall=0.0)
+    assert NoLearningDiagnostic().observe_block(_block(steps, flat))[0].step == 500
+    # ... and so is a net at chance whose first evaluations were worse than chance: back at chance is not learning.
+    chance4 = [math.log(4.0) * v / math.log(2.0) for v in _chance(40)]
+    back = [{"loss": loss, "val/loss": math.log(4.0) + 0.33 * 0.5 ** i} for i, loss in enumerate(chance4)]
+    assert NoLearningDiagnostic().observe_block(_block(steps, back))[0].step == 500
+    # Short logs judged at their end: the same rule.
+    short_steps, short_rows = _fine_tune(n=10, every=10)
+    d = NoLearningDiagnostic()
+    assert d.observe_block(_block(short_steps, short_rows)) == [] and d.on_end() == []
+    d = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=()))
+    assert d.observe_block(_block(short_steps, short_rows)) == [] and [f.step for f in d.on_end()] == [90]
+
+
+def test_learning_shown_late_keeps_the_findings_made_before_it() -> None:
+    steps, rows = _fine_tune(n=60, val_from=30)  # the evaluation loss starts falling at step 750
+    d = NoLearningDiagnostic()
+    found = []
+    for i in range(0, 60, 7):  # as a stream of small batches
+        found += d.observe_block(_block(steps[i:i + 7], rows[i:i + 7]))
+    learned_at = d._evidence["learned_at"]
+    assert 750 < learned_at < 1200 and found and found[0].step == 500
+    assert max(f.step for f in found) < learned_at
+    blind = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=())).observe_block(_block(steps, rows))
+    assert max(f.step for f in blind) > learned_at  # what the evaluation loss now answers
+    one_block = NoLearningDiagnostic().observe_block(_block(steps, rows))
+    assert [f.step for f in one_block] == [f.step for f in found]
+
+
+def test_a_checkpoint_taken_before_the_evaluation_loss_was_read_still_loads() -> None:
+    steps, rows = _fine_tune(n=60, val_from=30)
+    d = NoLearningDiagnostic()
+    d.observe_block(_block(steps[:15], rows[:15]))
+    old = d.state_dict()
+    del old["state"]["_evidence"]  # as written by the previous version
+    restored = NoLearningDiagnostic()
+    assert restored.load_state_dict(old)
+    assert restored.observe_block(_block(steps[15:], rows[15:]))[0].step == 500
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 30), st.one_of(
