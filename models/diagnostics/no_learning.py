@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 from pydantic import Field
@@ -220,14 +221,12 @@ class NoLearningDiagnostic(Diagnostic):
         if evidence["learned_at"] >= 0:
             return
         cfg = self.config
+        cols = [(m, block.columns[m]) for m in cfg.evidence_metrics if m in block.columns]
         starts = [self._states[m]["first"][:3] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
-        if not starts:
+        if not cols or not starts:
             return
-        loss_start = float(np.median(starts[0]))
-        for metric in cfg.evidence_metrics:
-            col = block.columns.get(metric)
-            if col is None:
-                continue
+        loss_start = statistics.median(starts[0])
+        for metric, col in cols:
             state = evidence.setdefault(metric, {"n": 0, "first": [], "latest": []})
             for step, value in zip(col.steps.tolist(), col.values.tolist()):
                 if not math.isfinite(value) or value <= 0.0:
@@ -242,7 +241,7 @@ class NoLearningDiagnostic(Diagnostic):
                 k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
                 # Medians: the first evaluation after initialisation can be far off (a net briefly worse than
                 # chance, back at chance by the second), which is not learning.
-                start, now = float(np.median(state["first"][:k])), float(np.median(state["latest"][-k:]))
+                start, now = statistics.median(state["first"][:k]), statistics.median(state["latest"][-k:])
                 if now <= (1.0 - cfg.min_drop) * min(start, loss_start):
                     at = evidence["learned_at"]
                     evidence["learned_at"] = step if at < 0 else min(at, step)
