@@ -36,7 +36,8 @@ logs per step):
   ``epoch_learning_rate`` -> ``lr`` (its ``validation/`` folder's ``epoch_loss`` is
   read as ``val_epoch_loss`` -> ``val/loss`` by the TensorBoard importer)
 - learning rate: ``learning_rate``, ``lr-<Optimizer>`` (one param group) -> ``lr``
-- gradient norm: ``gradient_norm``, ``grad_norm_total`` and Lightning's ``grad_2.0_norm_total``
+- gradient norm: ``gradient_norm``, ``grad_norm_total``, ``global_grad_norm``, ``grad-norm``, ``gradnorm`` and
+  Lightning's ``grad_2.0_norm_total``
   -> ``grad_norm``; Lightning's per-parameter ``grad_2.0_norm/<name>`` -> ``grad_norm/<name>``
 - a ``train/`` or ``train_`` prefix in front of a learning rate or gradient norm
   (W&B's Hugging Face integration: ``train/learning_rate``, ``train/grad_norm``)
@@ -54,6 +55,8 @@ Examples
 ['loss', 'loss', 'lr', 'val/loss', 'epoch_accuracy']
 >>> [canonical_name(n) for n in ["grad_2.0_norm_total", "grad_2.0_norm/encoder.fc1.weight", "grad_inf_norm_total"]]
 ['grad_norm', 'grad_norm/encoder.fc1.weight', 'grad_inf_norm_total']
+>>> [canonical_name(n) for n in ["train/global_grad_norm", "grad-norm", "Gradnorm"]]
+['grad_norm', 'grad_norm', 'grad_norm']
 >>> [canonical_name(n) for n in ["val_loss_epoch", "val_acc_epoch", "train_loss_epoch"]]
 ['val/loss', 'val/acc', 'train_loss_epoch']
 """
@@ -78,7 +81,8 @@ _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_lo
 # Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter
 _LIGHTNING_GRAD = re.compile(r"grad_2(?:\.0)?_norm(?:(_total)|/(.+))")
 _TRAIN_PREFIXES = ("train/", "training/", "train_")
-_GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm")
+_GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm", "global_grad_norm", "grad-norm",
+              "gradnorm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
 _BAD = re.compile(r"[\s\x00-\x1f\x7f]+")
 
