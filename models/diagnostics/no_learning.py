@@ -222,10 +222,13 @@ class NoLearningDiagnostic(Diagnostic):
             return
         cfg = self.config
         cols = [(m, block.columns[m]) for m in cfg.evidence_metrics if m in block.columns]
-        starts = [self._states[m]["first"][:3] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
-        if not cols or not starts:
+        starts = [self._states[m] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
+        if not cols:
             return
-        loss_start = statistics.median(starts[0])
+        # Judged only from the step the training loss's start is known, so that how a run is cut into blocks
+        # does not move the verdict; values before it are read all the same.
+        loss_start = statistics.median(starts[0]["first"][:3]) if starts else math.nan
+        known_from = starts[0].get("start_step", 0) if starts else math.inf
         for metric, col in cols:
             state = evidence.setdefault(metric, {"n": 0, "first": [], "latest": []})
             for step, value in zip(col.steps.tolist(), col.values.tolist()):
@@ -235,7 +238,7 @@ class NoLearningDiagnostic(Diagnostic):
                 if len(state["first"]) < cfg.max_window:
                     state["first"].append(value)
                 state["latest"] = (state["latest"] + [value])[-cfg.max_window:]
-                if state["n"] < 4:
+                if state["n"] < 4 or step < known_from:
                     continue
                 n = state["n"]
                 k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
@@ -351,6 +354,8 @@ class NoLearningDiagnostic(Diagnostic):
             del latest[0]
         if n < 3:  # k is at least 3 values
             return None
+        if n == 3:
+            state["start_step"] = step  # from here the start of the loss is known (the held-out evidence needs it)
         k, start, now, stuck = self._means(state, n)
         if not stuck:
             state["streak"] = 0

@@ -170,6 +170,11 @@ def test_a_falling_evaluation_loss_shows_learning_a_noisy_training_loss_hides() 
     short_steps, short_rows = _fine_tune(n=10, every=10)
     d = NoLearningDiagnostic()
     assert d.observe_block(_block(short_steps, short_rows)) == [] and d.on_end() == []
+    # ... streamed an entry at a time (the HF Trainer's log): evaluations read before the training loss has 3 values count
+    d = NoLearningDiagnostic()
+    for step, row in zip(short_steps, short_rows):
+        assert d.observe_block(_block([step], [row])) == []
+    assert d.on_end() == [] and d._evidence["val/loss"]["first"][0] == short_rows[0]["val/loss"]
     d = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=()))
     assert d.observe_block(_block(short_steps, short_rows)) == [] and [f.step for f in d.on_end()] == [90]
 
@@ -187,6 +192,21 @@ def test_learning_shown_late_keeps_the_findings_made_before_it() -> None:
     assert max(f.step for f in blind) > learned_at  # what the evaluation loss now answers
     one_block = NoLearningDiagnostic().observe_block(_block(steps, rows))
     assert [f.step for f in one_block] == [f.step for f in found]
+
+
+def test_the_evidence_does_not_depend_on_how_the_log_is_cut_into_blocks() -> None:
+    steps, rows = _fine_tune(n=60, every=10)
+    # evaluations at every logged step, the training loss at every 4th: the evaluation loss shows learning
+    # before the training loss's start is known
+    rows = [row if i % 4 == 0 else {"val/loss": row["val/loss"] * 0.97 ** min(i, 10)} for i, row in enumerate(rows)]
+    verdicts = set()
+    for size in (1, 2, 3, 7, 60):
+        d = NoLearningDiagnostic()
+        found = []
+        for i in range(0, 60, size):
+            found += d.observe_block(_block(steps[i:i + size], rows[i:i + size]))
+        verdicts.add((d._evidence["learned_at"], tuple(f.step for f in found + d.on_end())))
+    assert len(verdicts) == 1, verdicts
 
 
 def test_a_checkpoint_taken_before_the_evaluation_loss_was_read_still_loads() -> None:
