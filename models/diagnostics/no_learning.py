@@ -71,16 +71,17 @@ class NoLearningConfig(DiagnosticConfig):
         with no waiting time and no hold. Default 5, the real-log labels' own
         minimum. 0 turns the end-of-run judgement off.
     evidence_metrics
-        Held-out losses that show learning the training loss may hide: once
+        Held-out losses that show learning the training loss may hide: while
         the median of the latest ``k`` values of one of them is ``min_drop``
         below both the median of its first ``k`` (``k`` as above, and at
         least 4 values so the two windows differ) and the median of the
-        training loss's first 3 values, the run has learned and the rule
-        reports nothing from that step on. (A held-out loss that only came
-        back from a poor first evaluation to where training started, a net
-        still at chance, has not.) A fine-tuning run's noisy
-        minibatch loss can sit within 5 % of its start while its evaluation
-        loss falls steadily. Default ``("val/loss",)``; ``()`` judges the
+        training loss's first 3 values, the run is learning and the rule
+        reports nothing. A fine-tuning run's noisy minibatch loss can sit
+        within 5 % of its start while its evaluation loss falls steadily. A
+        held-out loss that only came back from a poor first evaluation to
+        where training started (a net still at chance) shows nothing, and
+        one that fell and came back to its start (a model reset by corrupted
+        data) no longer does. Default ``("val/loss",)``; ``()`` judges the
         training loss alone.
     """
 
@@ -167,14 +168,14 @@ class NoLearningDiagnostic(Diagnostic):
         self._states: dict[str, dict] = {}
         self._policy_gradient = False
         self._warmup = warmup.new_state()
-        # per evidence metric: values seen, first and latest max_window values; "learned_at": the step from
-        # which one of them showed learning (-1: not yet)
-        self._evidence: dict = {"learned_at": -1}
+        # "learned": whether a held-out loss shows learning now; per evidence metric: values seen, first and
+        # latest max_window values, and its own verdict
+        self._evidence: dict = {"learned": False, "metrics": {}}
 
     def load_state_dict(self, snapshot: dict) -> bool:
         """Restore :meth:`state_dict` output; a snapshot from before the warm-up (or the held-out evidence)
         was tracked restores a run without one."""
-        return super().load_state_dict(with_default(warmup.with_state(snapshot), "_evidence", {"learned_at": -1}))
+        return super().load_state_dict(with_default(warmup.with_state(snapshot), "_evidence", {"learned": False, "metrics": {}}))
 
     def watches(self, metric: str) -> bool:
         return metric in self.config.metrics
@@ -209,51 +210,69 @@ class NoLearningDiagnostic(Diagnostic):
                 state["last_step"], state["last_wall"] = int(col.steps[-1]), float(col.wall_times[-1])
         if self.config.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
-        self._observe_evidence(block)
-        findings = self._before_learning(findings)
+        was = self._evidence["learned"]
+        findings = self._before_learning(findings, self._observe_evidence(block), was)
         for f in findings:
             self._states[f.metric]["reported"] = True
         return by_step(findings)
 
-    def _observe_evidence(self, block: MetricBlock) -> None:
-        """Read the block's held-out losses; note the first step at which one of them shows learning."""
-        evidence = self._evidence
-        if evidence["learned_at"] >= 0:
-            return
+    def _observe_evidence(self, block: MetricBlock) -> list[tuple[int, bool]]:
+        """Read the block's held-out losses; the verdict "learned" after each of them that changed it, in step order.
+
+        The verdict is current, not for good: a held-out loss that fell and came back to where it started
+        (a model reset to chance by corrupted data) no longer shows learning.
+        """
         cfg = self.config
         cols = [(m, block.columns[m]) for m in cfg.evidence_metrics if m in block.columns]
-        starts = [self._states[m] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
         if not cols:
-            return
+            return []
+        starts = [self._states[m] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
         # Judged only from the step the training loss's start is known, so that how a run is cut into blocks
         # does not move the verdict; values before it are read all the same.
         loss_start = statistics.median(starts[0]["first"][:3]) if starts else math.nan
         known_from = starts[0].get("start_step", 0) if starts else math.inf
-        for metric, col in cols:
-            state = evidence.setdefault(metric, {"n": 0, "first": [], "latest": []})
-            for step, value in zip(col.steps.tolist(), col.values.tolist()):
-                if not math.isfinite(value) or value <= 0.0:
-                    continue
-                state["n"] += 1
-                if len(state["first"]) < cfg.max_window:
-                    state["first"].append(value)
-                state["latest"] = (state["latest"] + [value])[-cfg.max_window:]
-                if state["n"] < 4 or step < known_from:
-                    continue
-                n = state["n"]
-                k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
-                # Medians: the first evaluation after initialisation can be far off (a net briefly worse than
-                # chance, back at chance by the second), which is not learning.
-                start, now = statistics.median(state["first"][:k]), statistics.median(state["latest"][-k:])
-                if now <= (1.0 - cfg.min_drop) * min(start, loss_start):
-                    at = evidence["learned_at"]
-                    evidence["learned_at"] = step if at < 0 else min(at, step)
-                    break
+        values = sorted(
+            ((step, i, metric, value) for i, (metric, col) in enumerate(cols)
+             for step, value in zip(col.steps.tolist(), col.values.tolist())),
+            key=lambda t: (t[0], t[1]),
+        )
+        evidence, changes = self._evidence, []
+        for step, _, metric, value in values:
+            if not math.isfinite(value) or value <= 0.0:
+                continue
+            state = evidence["metrics"].setdefault(metric, {"n": 0, "first": [], "latest": [], "learned": False})
+            state["n"] += 1
+            n = state["n"]
+            if len(state["first"]) < cfg.max_window:
+                state["first"].append(value)
+            state["latest"] = (state["latest"] + [value])[-cfg.max_window:]
+            if n < 4 or step < known_from:
+                continue
+            k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
+            # Medians: the first evaluation after initialisation can be far off (a net briefly worse than
+            # chance, back at chance by the second), which is not learning.
+            start, now = statistics.median(state["first"][:k]), statistics.median(state["latest"][-k:])
+            state["learned"] = now <= (1.0 - cfg.min_drop) * min(start, loss_start)
+            learned = any(m["learned"] for m in evidence["metrics"].values())
+            if learned != evidence["learned"]:
+                evidence["learned"] = learned
+                changes.append((step, learned))
+        return changes
 
-    def _before_learning(self, findings: list[Finding]) -> list[Finding]:
-        """The findings at steps before a held-out loss showed learning (all of them while none has)."""
-        at = self._evidence["learned_at"]
-        return findings if at < 0 else [f for f in findings if f.step < at]
+    def _before_learning(self, findings: list[Finding], changes: list[tuple[int, bool]], was: bool) -> list[Finding]:
+        """The findings at steps where no held-out loss showed learning (the verdict of the values before each)."""
+        if not changes and not was:
+            return findings
+        kept = []
+        for f in findings:
+            learned = was
+            for step, verdict in changes:
+                if step >= f.step:
+                    break
+                learned = verdict
+            if not learned:
+                kept.append(f)
+        return kept
 
     def on_end(self) -> list[Finding]:
         """Judge a finished run's whole log, for metrics the rule never reported on."""
@@ -276,7 +295,7 @@ class NoLearningDiagnostic(Diagnostic):
             ))
         if cfg.lr_warmup:
             findings = warmup.outside(self._warmup, findings)
-        return self._before_learning(findings)
+        return [] if self._evidence["learned"] else findings
 
     def _observe_many(self, metric: str, state: dict, steps: np.ndarray, walls: np.ndarray,
                       values: np.ndarray) -> list[Finding]:

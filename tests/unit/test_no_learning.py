@@ -174,9 +174,19 @@ def test_a_falling_evaluation_loss_shows_learning_a_noisy_training_loss_hides() 
     d = NoLearningDiagnostic()
     for step, row in zip(short_steps, short_rows):
         assert d.observe_block(_block([step], [row])) == []
-    assert d.on_end() == [] and d._evidence["val/loss"]["first"][0] == short_rows[0]["val/loss"]
+    assert d.on_end() == [] and d._evidence["metrics"]["val/loss"]["first"][0] == short_rows[0]["val/loss"]
     d = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=()))
     assert d.observe_block(_block(short_steps, short_rows)) == [] and [f.step for f in d.on_end()] == [90]
+
+
+def _learned_from(rows: list[dict], steps: list[int]) -> list[int]:
+    """Steps of the evaluation values after which the evaluation loss shows learning (fed one row at a time)."""
+    d, out = NoLearningDiagnostic(), []
+    for step, row in zip(steps, rows):
+        d.observe_block(_block([step], [row]))
+        if "val/loss" in row and d._evidence["learned"]:
+            out.append(step)
+    return out
 
 
 def test_learning_shown_late_keeps_the_findings_made_before_it() -> None:
@@ -185,13 +195,24 @@ def test_learning_shown_late_keeps_the_findings_made_before_it() -> None:
     found = []
     for i in range(0, 60, 7):  # as a stream of small batches
         found += d.observe_block(_block(steps[i:i + 7], rows[i:i + 7]))
-    learned_at = d._evidence["learned_at"]
-    assert 750 < learned_at < 1200 and found and found[0].step == 500
-    assert max(f.step for f in found) < learned_at
+    learned_from = _learned_from(rows, steps)[0]
+    assert 750 < learned_from < 1200 and found and found[0].step == 500
+    assert max(f.step for f in found) <= learned_from
     blind = NoLearningDiagnostic(NoLearningConfig(evidence_metrics=())).observe_block(_block(steps, rows))
-    assert max(f.step for f in blind) > learned_at  # what the evaluation loss now answers
+    assert max(f.step for f in blind) > learned_from  # what the evaluation loss now answers
     one_block = NoLearningDiagnostic().observe_block(_block(steps, rows))
     assert [f.step for f in one_block] == [f.step for f in found]
+
+
+def test_a_model_reset_to_its_start_is_judged_on_its_training_loss_again() -> None:
+    # Learns (both losses fall by half), then corrupted data sends both back to chance for good.
+    steps = [25 * i for i in range(60)]
+    level = [1.0 if i < 3 else 0.5 if i < 20 else 1.0 for i in range(60)]
+    rows = [{"loss": 0.693 * lv * v / math.log(2.0), "val/loss": 0.7 * lv} for i, (lv, v) in enumerate(zip(level, _chance(60)))]
+    learned = _learned_from(rows, steps)
+    assert learned and max(learned) < 25 * 30  # learning shown, then withdrawn
+    found = NoLearningDiagnostic().observe_block(_block(steps, rows))
+    assert found and found[0].step > max(learned)  # the training loss's verdict stands again
 
 
 def test_the_evidence_does_not_depend_on_how_the_log_is_cut_into_blocks() -> None:
@@ -205,7 +226,7 @@ def test_the_evidence_does_not_depend_on_how_the_log_is_cut_into_blocks() -> Non
         found = []
         for i in range(0, 60, size):
             found += d.observe_block(_block(steps[i:i + size], rows[i:i + size]))
-        verdicts.add((d._evidence["learned_at"], tuple(f.step for f in found + d.on_end())))
+        verdicts.add((d._evidence["learned"], tuple(f.step for f in found + d.on_end())))
     assert len(verdicts) == 1, verdicts
 
 
