@@ -1198,9 +1198,10 @@ def plateau(
 
 # ------------------------------------------------------------------ overfitting
 
-OVERFITTING_STATE = 8
+OVERFITTING_STATE = 9
 """Smoothed training loss, training values seen, validation values seen, streak, best validation
-value, its step, the smoothed training loss then, minimum rise."""
+value, its step, the smoothed training loss then, minimum rise, the last training value's step (NaN:
+unknown, a checkpoint from before it was kept)."""
 OVERFITTING_OUT = 7
 """Per firing position: index in the validation column, value, best, its step, streak,
 training loss at the best, training loss now."""
@@ -1209,7 +1210,7 @@ training loss at the best, training loss now."""
 @kernel(
     lambda: (
         *(_steps(3), _values(3), _steps(3), _values(3), True, True, np.zeros(OVERFITTING_STATE)),
-        *(0.05, 1.1, 0.9, 0.1, 3, 3, 0.01),
+        *(0.05, 0.5, 1.1, 0.9, 0.1, 3, 3, 0.01),
         _out(3, OVERFITTING_OUT),
     )
 )
@@ -1222,6 +1223,7 @@ def overfitting(
     aligned: bool,
     state: np.ndarray,
     alpha: float,
+    max_weight: float,
     grow: float,
     keep: float,
     gap_thr: float,
@@ -1234,7 +1236,9 @@ def overfitting(
 
     Training and validation values are visited in event order
     (:func:`_x_first`); a training value only updates the EWMA, a validation
-    value decides.
+    value decides. ``alpha`` is the EWMA weight per step: a value logged ``g``
+    steps after the previous one weighs ``1 - (1 - alpha) ** g``, at most
+    ``max_weight`` (and at least ``alpha``).
     """
     tr_s = float(state[0])
     tr_n = int(state[1])
@@ -1244,6 +1248,7 @@ def overfitting(
     best_step = int(state[5])
     train_at_best = float(state[6])
     min_rise = float(state[7])
+    last_step = float(state[8])
     nt = len(train_values)
     nv = len(val_values)
     it = 0
@@ -1252,14 +1257,23 @@ def overfitting(
     while it < nt or iv < nv:
         if iv >= nv or (it < nt and _x_first(int(train_steps[it]), int(val_steps[iv]), it, iv, train_first, aligned)):
             value = float(train_values[it])
+            step = float(train_steps[it])
             it += 1
             if value - value != 0.0:
                 continue
             if tr_n:
-                tr_s += alpha * (value - tr_s)
+                weight = alpha
+                if last_step == last_step and step - last_step > 1.0:  # sparse logging: memory in steps
+                    weight = 1.0 - (1.0 - alpha) ** (step - last_step)
+                    if weight > max_weight:
+                        weight = max_weight
+                    if weight < alpha:
+                        weight = alpha
+                tr_s += weight * (value - tr_s)
             else:
                 tr_s = value
             tr_n += 1
+            last_step = step
             continue
         i = iv
         iv += 1
@@ -1305,6 +1319,7 @@ def overfitting(
     state[5] = best_step
     state[6] = train_at_best
     state[7] = min_rise
+    state[8] = last_step
     return nf
 
 

@@ -22,7 +22,16 @@ class OverfittingConfig(DiagnosticConfig):
     train_metric, val_metric
         Default ``"loss"`` and ``"val/loss"``.
     alpha
-        EWMA weight smoothing the mini-batch training loss. Default 0.05.
+        EWMA weight smoothing the mini-batch training loss, per step. Default
+        0.05 (a memory of ~20 steps). A value logged ``g`` steps after the
+        previous one weighs ``1 - (1 - alpha) ** g``, at most ``max_weight``:
+        a log written every 500 steps (the HF Trainer's default) would
+        otherwise take 20 values, 10,000 steps, to follow its loss, and a
+        5-evaluation fine-tune could never show its training loss falling.
+    max_weight
+        The largest weight of one training value. Default 0.5: the smoothed
+        loss always keeps a memory of about two logged values (one can be a
+        noisy minibatch).
     rise
         The validation loss must be at least ``(1 + rise)`` x its best.
         Default 0.1 (10 %): the validation loss of a healthy run wobbles by a
@@ -68,6 +77,7 @@ class OverfittingConfig(DiagnosticConfig):
     train_metric: str = "loss"
     val_metric: str = "val/loss"
     alpha: float = Field(default=0.05, gt=0.0, le=1.0)
+    max_weight: float = Field(default=0.5, gt=0.0, le=1.0)
     rise: float = Field(default=0.1, gt=0.0)
     ratio_threshold: float = Field(default=0.1, ge=0.0)
     train_drop: float = Field(default=0.1, ge=0.0, lt=1.0)
@@ -128,6 +138,7 @@ class OverfittingDiagnostic(Diagnostic):
         self._state = np.zeros(OVERFITTING_STATE)
         self._params = (
             float(cfg.alpha),
+            float(max(cfg.max_weight, cfg.alpha)),
             1.0 + cfg.rise,
             1.0 - cfg.train_drop,
             float(cfg.ratio_threshold),
@@ -141,11 +152,16 @@ class OverfittingDiagnostic(Diagnostic):
         self._held: list[float] = []
 
     def load_state_dict(self, snapshot: dict) -> bool:
-        """Restore :meth:`state_dict` output; a snapshot from before held findings were kept restores none."""
+        """Restore :meth:`state_dict` output; a snapshot from before held findings (or the last training step)
+        were kept restores none (the step: unknown, the next value weighs ``alpha``)."""
         state = snapshot.get("state")
         if isinstance(state, dict) and "_state" in state and "_held" not in state:
             snapshot = {**snapshot, "state": {**state, "_held": encode([])}}
-        return super().load_state_dict(snapshot)
+        if not super().load_state_dict(snapshot):
+            return False
+        if len(self._state) < OVERFITTING_STATE:  # from before the last training step was kept: unknown
+            self._state = np.concatenate([self._state, np.full(OVERFITTING_STATE - len(self._state), np.nan)])
+        return True
 
     def watches(self, metric: str) -> bool:
         return metric in (self.config.train_metric, self.config.val_metric)

@@ -1009,6 +1009,37 @@ def test_overfitting_restores_a_checkpoint_from_before_held_findings() -> None:
     assert restored._state.tolist() == d._state.tolist()
 
 
+def test_overfitting_on_a_log_written_every_750_steps_follows_its_training_loss() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingConfig, OverfittingDiagnostic
+
+    # A 5-epoch fine-tune logged once per epoch (the HF Trainer's per-epoch strategy): each training loss is an
+    # epoch's mean, the evaluation loss is best after the first epoch and then climbs to nearly 3x.
+    steps = [750, 1500, 2250, 3000, 3750]
+    train, val = [0.46, 0.25, 0.12, 0.045, 0.010], [0.35, 0.39, 0.60, 0.95, 0.99]
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, val)]
+    block = MetricBlock.from_rows(steps, [float(s) for s in steps], rows)
+    d = OverfittingDiagnostic()
+    found = d.observe_block(block) + d.on_end()
+    assert found and max(f.severity for f in found) >= Severity.WARNING
+    assert found[-1].explanation.startswith("val/loss 0.99 is 183% above its best 0.35 (step 750) for 3 validation points")
+    # Weighted per value instead (the old smoothing), the training loss had hardly moved: nothing.
+    per_value = OverfittingDiagnostic(OverfittingConfig(max_weight=0.05))
+    assert per_value.observe_block(block) + per_value.on_end() == []
+    # A checkpoint from before the last training step was kept: the next value weighs alpha, nothing breaks.
+    half = OverfittingDiagnostic()
+    half.observe_block(MetricBlock.from_rows(steps[:2], [0.0, 0.0], rows[:2]))
+    from runwatch.models.snapshot import encode
+
+    old = json.loads(json.dumps(half.state_dict()))
+    old["state"]["_state"] = encode(half._state[:8].copy())  # as the previous version wrote it
+    restored = OverfittingDiagnostic()
+    assert restored.load_state_dict(json.loads(json.dumps(old))) and len(restored._state) == len(half._state)
+    assert restored._state[:8].tolist() == half._state[:8].tolist() and np.isnan(restored._state[8])
+    more = [{"loss": t, "val/loss": v} for t, v in zip(train[2:], val[2:])]
+    later = MetricBlock.from_rows(steps[2:], [0.0] * 3, more)
+    assert [f.severity for f in restored.observe_block(later) + restored.on_end()]  # it still judges the run
+
+
 def test_a_run_that_only_reports_evaluations_waits_longer_before_its_rhythm_is_known() -> None:
     from runwatch.models.diagnostics.stalled import StalledRunDiagnostic
 
