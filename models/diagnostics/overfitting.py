@@ -62,6 +62,12 @@ class OverfittingConfig(DiagnosticConfig):
         from 8 to 6, 9 to 5 and 11 to 9 of 252/144/144 with every injected
         overfit still caught, 2 validation intervals later (median delay after
         onset +50 to +87 steps).
+    end_patience
+        A run that finishes while its validation loss has stood above its best
+        for this many points (fewer than ``patience``: no more evaluations will
+        come) is reported then, if the rise reached ``alert_rise``. Default 2,
+        the real-log labels' own two evaluations: a fine-tune evaluated once
+        per epoch for 5 epochs, best after the third, has only two left.
     warmup
         Validation points before the first finding. Default 3.
     alert_rise
@@ -84,6 +90,7 @@ class OverfittingConfig(DiagnosticConfig):
     level_floor: float = Field(default=0.01, ge=0.0)
     patience: int = Field(default=3, ge=1)
     alert_patience: int = Field(default=5, ge=1)
+    end_patience: int = Field(default=2, ge=1)
     warmup: int = Field(default=3, ge=0)
     alert_rise: float = Field(default=0.25, ge=0.0)
 
@@ -142,7 +149,7 @@ class OverfittingDiagnostic(Diagnostic):
             1.0 + cfg.rise,
             1.0 - cfg.train_drop,
             float(cfg.ratio_threshold),
-            int(cfg.patience),
+            int(min(cfg.patience, cfg.end_patience)),  # rows below patience only wait for the run's end
             int(cfg.warmup),
             float(cfg.level_floor),
         )
@@ -189,14 +196,19 @@ class OverfittingDiagnostic(Diagnostic):
         last = rows[-1]
         held = last[4] < self.config.alert_patience
         self._held = [float(val.steps[int(last[0])]), float(val.wall_times[int(last[0])]), *last[1:]] if held else []
-        return [self._finding(int(val.steps[int(r[0])]), float(val.wall_times[int(r[0])]), r[1:]) for r in rows]
+        patience = self.config.patience
+        return [
+            self._finding(int(val.steps[int(r[0])]), float(val.wall_times[int(r[0])]), r[1:])
+            for r in rows if r[4] >= patience
+        ]
 
     def on_end(self) -> list[Finding]:
-        """A finished run whose validation loss still stands above its best (for ``patience`` points) ended overfit.
+        """A finished run whose validation loss still stands above its best (for ``end_patience`` points) ended overfit.
 
-        Its last finding was INFO only for want of ``alert_patience`` points, which a short run never gets.
+        Its last finding was INFO only for want of ``alert_patience`` points, or not reported for want of
+        ``patience`` points, which a short run never gets.
         """
-        if not self._held or self._state[3] < self.config.patience:
+        if not self._held or self._state[3] < min(self.config.patience, self.config.end_patience):
             return []
         step, wall, *row = self._held
         self._held = []

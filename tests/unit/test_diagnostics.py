@@ -997,6 +997,29 @@ def test_overfitting_pages_after_alert_patience_points_or_when_a_run_ends_overfi
     assert recovered.on_end() == []
 
 
+def test_a_run_that_ends_two_evaluations_into_a_rise_ended_overfit() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    # Five per-epoch evaluations, the best at the third: two are left, fewer than patience.
+    steps = [1400, 2800, 4200, 5600, 7000]
+    train, val = [0.060, 0.035, 0.020, 0.009, 0.005], [0.055, 0.049, 0.045, 0.060, 0.066]
+    block = MetricBlock.from_rows(steps, [0.0] * 5, [{"loss": t, "val/loss": v} for t, v in zip(train, val)])
+    d = OverfittingDiagnostic()
+    assert d.observe_block(block) == []  # nothing while it runs: two points could be noise
+    (end,) = d.on_end()
+    assert end.severity == Severity.WARNING and end.step == 7000 and "for 2 validation points" in end.explanation
+    # Ending with a rise below alert_rise (here +11 %) is context, not an alert.
+    small = [0.055, 0.049, 0.045, 0.050, 0.050]
+    quiet = OverfittingDiagnostic()
+    quiet.observe_block(MetricBlock.from_rows(steps, [0.0] * 5, [{"loss": t, "val/loss": v} for t, v in zip(train, small)]))
+    assert [f.severity for f in quiet.on_end()] == [Severity.INFO]
+    # A run still going, or whose evaluation came back to its best, is not reported.
+    back = OverfittingDiagnostic()
+    back.observe_block(block)
+    back.observe_block(MetricBlock.from_rows([8400], [0.0], [{"loss": 0.004, "val/loss": 0.044}]))
+    assert back.on_end() == []
+
+
 def test_overfitting_restores_a_checkpoint_from_before_held_findings() -> None:
     from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
 
@@ -1022,9 +1045,11 @@ def test_overfitting_on_a_log_written_every_750_steps_follows_its_training_loss(
     found = d.observe_block(block) + d.on_end()
     assert found and max(f.severity for f in found) >= Severity.WARNING
     assert found[-1].explanation.startswith("val/loss 0.99 is 183% above its best 0.35 (step 750) for 3 validation points")
-    # Weighted per value instead (the old smoothing), the training loss had hardly moved: nothing.
+    # Weighted per value instead (the old smoothing), the training loss had hardly moved: nothing before the
+    # last two evaluations (which the end of the run then reports, end_patience).
     per_value = OverfittingDiagnostic(OverfittingConfig(max_weight=0.05))
-    assert per_value.observe_block(block) + per_value.on_end() == []
+    assert per_value.observe_block(block) == [] and [f.step for f in per_value.on_end()] == [3750]
+    assert not OverfittingDiagnostic(OverfittingConfig(max_weight=0.05, end_patience=3)).observe_block(block)
     # A checkpoint from before the last training step was kept: the next value weighs alpha, nothing breaks.
     half = OverfittingDiagnostic()
     half.observe_block(MetricBlock.from_rows(steps[:2], [0.0, 0.0], rows[:2]))
