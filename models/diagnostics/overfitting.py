@@ -11,7 +11,7 @@ from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, column_arrays, column_pair
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import OVERFITTING_STATE, overfitting, scratch
-from runwatch.models.snapshot import encode
+from runwatch.models.snapshot import with_default
 
 
 class OverfittingConfig(DiagnosticConfig):
@@ -154,17 +154,14 @@ class OverfittingDiagnostic(Diagnostic):
             float(cfg.level_floor),
         )
         self._train_first = cfg.train_metric < cfg.val_metric
-        # The last finding held at INFO for want of alert_patience points, as [step, wall time, kernel row...];
-        # a run that finishes while it still holds ends overfit (see on_end).
+        # The last kernel row not paged yet (INFO for want of alert_patience points, or not reported for want of
+        # patience), as [step, wall time, kernel row...]; a run that finishes while it still holds ends overfit.
         self._held: list[float] = []
 
     def load_state_dict(self, snapshot: dict) -> bool:
         """Restore :meth:`state_dict` output; a snapshot from before held findings (or the last training step)
         were kept restores none (the step: unknown, the next value weighs ``alpha``)."""
-        state = snapshot.get("state")
-        if isinstance(state, dict) and "_state" in state and "_held" not in state:
-            snapshot = {**snapshot, "state": {**state, "_held": encode([])}}
-        if not super().load_state_dict(snapshot):
+        if not super().load_state_dict(with_default(snapshot, "_held", [])):
             return False
         if len(self._state) < OVERFITTING_STATE:  # from before the last training step was kept: unknown
             self._state = np.concatenate([self._state, np.full(OVERFITTING_STATE - len(self._state), np.nan)])
