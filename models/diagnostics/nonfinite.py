@@ -10,6 +10,7 @@ from pydantic import Field
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, reported_indices
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.streaks import streak_counts
 
 
 class NonFiniteConfig(DiagnosticConfig):
@@ -79,7 +80,7 @@ class NonFiniteDiagnostic(Diagnostic):
                 continue
             bad = ~np.isfinite(values)
             if gradient:
-                streak = _streak_counts(bad, self._streaks.get(metric, 0))
+                streak = streak_counts(bad, self._streaks.get(metric, 0))
                 self._streaks[metric] = int(streak[-1]) if len(streak) else self._streaks.get(metric, 0)
             if not bad.any():
                 continue
@@ -156,17 +157,3 @@ def _one_incident(findings: list[Finding]) -> list[Finding]:
         out.append(lead)
     out.sort(key=lambda f: f.step)
     return _keyed(out)
-
-
-def _streak_counts(bad: np.ndarray, carried: int) -> np.ndarray:
-    """Length of the run of True ending at each position, the first run continuing ``carried``.
-
-    >>> _streak_counts(np.array([True, True, False, True]), 2).tolist()
-    [3, 4, 0, 1]
-    """
-    out = np.zeros(len(bad), dtype=np.int64)
-    count = carried
-    for i, b in enumerate(bad.tolist()):
-        count = count + 1 if b else 0
-        out[i] = count
-    return out

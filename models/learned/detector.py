@@ -41,6 +41,7 @@ from runwatch.models.learned.features import FEATURE_METRIC, FEATURES, N_FEATURE
 from runwatch.models.learned.project_refit import ProjectRefitConfig
 from runwatch.models.learned.run_outlier import PrefixSummary, RunOutlierDetector
 from runwatch.models.learned.sequence_ae import rows_to_score
+from runwatch.models.streaks import streak_counts
 
 _NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((0, N_FEATURES)), 0, np.zeros(0))
 _NONFINITE = FEATURES.index("nonfinite")
@@ -229,25 +230,30 @@ class LearnedDiagnostic(Diagnostic):
         step_list = steps.tolist()
         self.gate.extend(zip(step_list, abnormal.tolist()))
 
-        findings: list[Finding] = []
-        sequence_alert, forecast_alert = th.sequence_alert, th.forecast_alert
-        min_rows, patience = cfg.min_rows, cfg.patience
-        want_sequence, want_forecast = cfg.sequence_outlier, cfg.divergence_forecast
-        scored_list, ae_list, p_list = scored.tolist(), ae_score.tolist(), p_long.tolist()
-        calm_patience = max(patience, cfg.calm_forecast_patience)
-        for i in range(n):
-            row_no = seen_before + i + 1
-            if scored_list[i]:
-                self.ae_streak = self.ae_streak + 1 if ae_list[i] >= sequence_alert else 0
-            self.fc_streak = self.fc_streak + 1 if p_list[i] >= forecast_alert else 0
-            if row_no < min_rows:
-                continue
-            if want_sequence and scored_list[i] and self.ae_streak >= patience:
-                findings.append(self._sequence_finding(step_list[i], ae_score[i] / sequence_alert, fe[i], steps, i))
-            if want_forecast and self.fc_streak >= patience and (self.fc_streak >= calm_patience or not _calm(x[i])):
-                findings.append(self._forecast_finding(step_list[i], proba[i], x[i], before[i], steps, i))
-        findings.extend(self._checkpoints(seen_before, x, steps))
-        return findings
+        findings: list[tuple[int, int, Finding]] = []  # (row, order at that row, finding)
+        eligible_from = max(0, cfg.min_rows - 1 - seen_before)  # first row of the run's ``min_rows``-th onward
+        ae_streaks = streak_counts(ae_score[rows] >= th.sequence_alert, self.ae_streak)
+        if len(rows):
+            self.ae_streak = int(ae_streaks[-1])
+        if cfg.sequence_outlier:
+            for j in np.flatnonzero((ae_streaks >= cfg.patience) & (rows >= eligible_from)).tolist():
+                i, streak = int(rows[j]), int(ae_streaks[j])
+                since = int(steps[rows[j - streak + 1]]) if j - streak + 1 >= 0 else int(steps[0])
+                findings.append((i, 0, self._sequence_finding(step_list[i], ae_score[i] / th.sequence_alert, fe[i], since)))
+        fc_streaks = streak_counts(p_long >= th.forecast_alert, self.fc_streak)
+        self.fc_streak = int(fc_streaks[-1])
+        if cfg.divergence_forecast:
+            calm_patience = max(cfg.patience, cfg.calm_forecast_patience)
+            for i in np.flatnonzero(fc_streaks[eligible_from:] >= cfg.patience).tolist():
+                i += eligible_from
+                streak = int(fc_streaks[i])
+                if streak >= calm_patience or not _calm(x[i]):
+                    since = int(steps[max(0, i - streak + 1)])
+                    findings.append((i, 1, self._forecast_finding(step_list[i], proba[i], x[i], before[i], since)))
+        findings.sort(key=lambda f: f[:2])
+        out = [f for _, _, f in findings]
+        out.extend(self._checkpoints(seen_before, x, steps))
+        return out
 
     def _score_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         score, errors = self.model.sequence_ae.score_with_errors(windows)
@@ -271,7 +277,7 @@ class LearnedDiagnostic(Diagnostic):
         view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=0)  # [M, F, w]
         return view[start:].transpose(0, 2, 1)[rows]
 
-    def _sequence_finding(self, step: int, ratio: float, errors: np.ndarray, steps: np.ndarray, i: int) -> Finding:
+    def _sequence_finding(self, step: int, ratio: float, errors: np.ndarray, since: int) -> Finding:
         share = errors / max(errors.sum(), 1e-12)
         top = np.argsort(-share)[:3]
         lead = FEATURES[top[0]]
@@ -289,10 +295,10 @@ class LearnedDiagnostic(Diagnostic):
             layer=layer,
             related=tuple(r for r in related if r != metric),
             key="sequence",
-            since=int(steps[max(0, i - self.ae_streak + 1)]),
+            since=since,
         )
 
-    def _forecast_finding(self, step: int, p: np.ndarray, now: np.ndarray, before: np.ndarray, steps: np.ndarray, i: int) -> Finding:
+    def _forecast_finding(self, step: int, p: np.ndarray, now: np.ndarray, before: np.ndarray, since: int) -> Finding:
         th = self.model.config.thresholds
         horizons = self.model.config.forecaster.horizons
         within = int(self.model.forecaster.expected_within(p[None, :])[0])
@@ -316,7 +322,7 @@ class LearnedDiagnostic(Diagnostic):
             + ")",
             related=("lr", "grad_norm"),
             key="forecast",
-            since=int(steps[max(0, i - self.fc_streak + 1)]),
+            since=since,
         )
 
     def _checkpoints(self, seen_before: int, x: np.ndarray, steps: np.ndarray) -> list[Finding]:

@@ -23,6 +23,8 @@ True
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 from pydantic import Field
 
@@ -81,10 +83,12 @@ def rows_to_score(steps: np.ndarray, next_step: int, every_steps: int) -> tuple[
     (array([ True, False, False, False,  True, False,  True, False]), 44)
     """
     mask = np.zeros(len(steps), dtype=bool)
-    for i, step in enumerate(steps.tolist()):
-        if step >= next_step:
-            mask[i] = True
-            next_step = step + every_steps
+    step_list = steps.tolist()
+    i = bisect_left(step_list, next_step)  # steps ascend: jump to each next scored row
+    while i < len(step_list):
+        mask[i] = True
+        next_step = step_list[i] + every_steps
+        i = bisect_left(step_list, next_step, i + 1)
     return mask, next_step
 
 
