@@ -9,10 +9,11 @@ the autoencoder has seen those in healthy runs. Which kinds are gated is
 checks and the learned findings themselves are never gated.
 
 Second, once a run has an open WARNING+ incident (its *root cause*), findings
-of other gated kinds within ``group_steps`` are symptoms of it: they are kept
+of other symptom kinds within ``group_steps`` are symptoms of it: they are kept
 as INFO with the root cause named, not published as new incidents. So a
 diverging run reports DIVERGENCE_PREDICTED (and later NONFINITE), not six
-kinds at once.
+kinds at once. Findings of the root's own kind on other metrics (the other
+layers of an exploding gradient) are part of it, not incidents of their own.
 
 Third, a run that has *failed* (a CRITICAL divergence or non-finite value)
 stays one incident: for ``failure_steps`` after the last such finding, the
@@ -71,7 +72,8 @@ class FusionConfig(DiagnosticConfig):
         Rule kinds that need the learned models' agreement to alert.
     symptom_kinds
         Rule kinds that, within ``group_steps`` after a WARNING+ finding of
-        another kind, are symptoms of it (INFO).
+        another kind, are symptoms of it (INFO); after one of their own kind,
+        on another metric (another layer), part of its incident (INFO).
     group_steps
         The symptom window in steps. 0 switches grouping off.
     loss_response_kinds
@@ -119,6 +121,7 @@ class FindingFusion:
         self._consequences = {AnomalyKind[k] for k in self.config.consequence_kinds}
         self.root_kind = 0
         self.root_step = -1
+        self.root_key: str | None = ""  # its incident key: the same kind elsewhere (another layer) is part of it
         self.failed_kind = 0
         self.failed_step = -1  # the last CRITICAL failure finding's step
 
@@ -152,23 +155,27 @@ class FindingFusion:
             if f.kind in self._symptoms and (
                 self.config.group_steps
                 and self.root_step >= 0
-                and f.kind != self.root_kind
+                and (f.kind != self.root_kind or (self.root_key is not None and f.key != self.root_key))
                 and f.step - self.root_step <= self.config.group_steps
             ):
                 f.severity = Severity.INFO
-                f.explanation += f" [INFO: symptom of the {AnomalyKind(self.root_kind).name} incident at step {self.root_step}]"
+                root = AnomalyKind(self.root_kind).name
+                f.explanation += (f" [INFO: symptom of the {root} incident at step {self.root_step}]" if f.kind != self.root_kind
+                                  else f" [INFO: part of the {root} incident at step {self.root_step} ({self.root_key})]")
                 continue
             if self.root_step < 0 or f.step - self.root_step > self.config.group_steps:
-                self.root_kind, self.root_step = int(f.kind), f.step
+                self.root_kind, self.root_step, self.root_key = int(f.kind), f.step, f.key
         return list(findings)
 
     def _after_failure(self, step: int) -> bool:
         return self.failed_step >= 0 and 0 <= step - self.failed_step <= self.config.failure_steps
 
-    def state_dict(self) -> list[int]:
-        return [self.root_kind, self.root_step, self.failed_kind, self.failed_step]
+    def state_dict(self) -> list[int | str | None]:
+        return [self.root_kind, self.root_step, self.failed_kind, self.failed_step, self.root_key]
 
     def load_state_dict(self, state: list[int]) -> None:
         self.root_kind, self.root_step = int(state[0]), int(state[1])
         if len(state) >= 4:  # checkpoints written before the failure latch have two entries
             self.failed_kind, self.failed_step = int(state[2]), int(state[3])
+        # before the root's key was kept: unknown, so nothing of the root's kind is counted part of it
+        self.root_key = str(state[4]) if len(state) >= 5 and state[4] is not None else None

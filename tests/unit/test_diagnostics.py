@@ -964,6 +964,27 @@ def test_after_a_run_fails_its_consequences_are_info_naming_the_failure() -> Non
     assert after.severity == Severity.WARNING
 
 
+def test_the_other_layers_of_a_root_incident_are_part_of_it() -> None:
+    from runwatch.models.fusion import FindingFusion, FusionConfig
+
+    def surge(metric: str, step: int) -> Finding:
+        return Finding(AnomalyKind.EXPLODING_GRADIENT, Severity.WARNING, 3.0, step, metric, f"{metric} surged")
+
+    fusion = FindingFusion(FusionConfig())
+    layers = [surge(m, 404) for m in ("grad_norm", "grad_norm/conv1", "grad_norm/head")]
+    same_layer_later, much_later = surge("grad_norm", 405), surge("grad_norm/conv1", 600)
+    fusion.apply([*layers, same_layer_later, much_later], learned_normal=lambda step: False)
+    assert [f.severity.name for f in layers] == ["WARNING", "INFO", "INFO"]
+    assert layers[1].explanation.endswith("[INFO: part of the EXPLODING_GRADIENT incident at step 404 (grad_norm)]")
+    assert same_layer_later.severity == Severity.WARNING  # the root incident itself goes on
+    assert much_later.severity == Severity.WARNING  # past group_steps: a new root
+    old = FindingFusion(FusionConfig())
+    old.load_state_dict([int(AnomalyKind.EXPLODING_GRADIENT), 404, 0, -1])  # from before the root's key was kept
+    other = surge("grad_norm/conv1", 410)
+    old.apply([other], learned_normal=lambda step: False)
+    assert other.severity == Severity.WARNING
+
+
 def test_overfitting_pages_after_alert_patience_points_or_when_a_run_ends_overfit() -> None:
     from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
 
