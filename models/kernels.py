@@ -123,7 +123,7 @@ def warm_up() -> dict[str, float]:
 
 # ----------------------------------------------------------------- shared helpers
 
-OUT_WIDTH = 9
+OUT_WIDTH = 11
 """Columns of the :func:`scratch` array: at least every kernel's ``*_OUT`` row width."""
 
 _local = threading.local()
@@ -423,30 +423,37 @@ def _spike_column(
 
 # ------------------------------------------------------------------- divergence
 
-DIVERGENCE_SCALARS = 9
+DIVERGENCE_SCALARS = 12
 """end, smoothed loss, slowly smoothed loss, its minimum, initial level, points since the minimum,
-rising streak, hits, gradient writes; then four rings of ``window``: loss steps and values,
-gradient steps and values."""
-DIVERGENCE_OUT = 8
+rising streak, hits, gradient writes, values in a row at ``shift_ratio`` x the reference, the
+learning rate as the slow level sees it (a slow EWMA that follows a fall at once) and its value
+when the slow level reached its minimum (NaN: unknown); then four rings of ``window``: loss steps
+and values, gradient steps and values."""
+DIVERGENCE_OUT = 11
 """Per firing position: index in the loss column, loss log-slope, R², gradient log-slope,
-span, loss / reference, loss climbs (0/1), gradient climbs (0/1)."""
+span, loss / reference, loss climbs (0/1), gradient climbs (0/1), loss / initial level,
+loss values in a row at ``shift_ratio`` x the reference, learning rate now / at the
+reference minimum (NaN: unknown)."""
 
 
 def divergence_state(window: int) -> np.ndarray:
-    return np.zeros(DIVERGENCE_SCALARS + 4 * window)
+    state = np.zeros(DIVERGENCE_SCALARS + 4 * window)
+    state[10:12] = math.nan  # no learning rate seen
+    return state
 
 
 @kernel(
     lambda: (
-        *(_steps(8), _values(8), _steps(8), _values(8)),
+        *(_steps(8), _values(8), _values(8), _steps(8), _values(8)),
         *(False, True, divergence_state(30)),
-        *(30, 0.3, 0.05, 2.0, 5, 6, 0.05, 0.6, 3, 0.05, 0.1, 3.0),
+        *(30, 0.3, 0.05, 2.0, 5, 6, 0.05, 0.6, 3, 0.05, 0.1, 3.0, 10),
         _out(8, DIVERGENCE_OUT),
     )
 )
 def divergence(
     loss_steps: np.ndarray,
     loss_values: np.ndarray,
+    loss_lr: np.ndarray,
     grad_steps: np.ndarray,
     grad_values: np.ndarray,
     loss_first: bool,
@@ -464,6 +471,7 @@ def divergence(
     level_floor: float,
     g_min_slope: float,
     shift_ratio: float,
+    shift_patience: int,
     out: np.ndarray,
 ) -> int:
     """Exponential climb of the loss (and of the gradient norm) above the loss's reference level.
@@ -476,7 +484,10 @@ def divergence(
     ``log(grad_norm)`` against the step (:func:`log_trend`). A fast EWMA that
     has stayed ``shift_ratio`` x above the reference fires whatever the fit
     says when it is also back above the initial level (``shift_ratio`` 0:
-    never): the loss jumped, stayed up and lost all its progress.
+    never): the loss jumped, stayed up and lost all its progress; or when it
+    has stayed there for ``shift_patience`` values: the loss jumped and stayed up.
+    ``loss_lr`` is the learning rate in effect at each loss value (NaN: not logged); the
+    finding compares it with the rate the slow level had seen at its minimum.
     """
     end = int(state[0])
     s = float(state[1])
@@ -487,6 +498,9 @@ def divergence(
     rising = int(state[6])
     hits = int(state[7])
     g_end = int(state[8])
+    up = int(state[9])
+    lr_slow = float(state[10])
+    lr_at_min = float(state[11])
     base = DIVERGENCE_SCALARS
     steps = state[base : base + w]
     vals = state[base + w : base + 2 * w]
@@ -507,6 +521,13 @@ def divergence(
             if value - value != 0.0:
                 continue
             step = int(loss_steps[i])
+            lr_now = float(loss_lr[i])
+            if lr_now - lr_now != 0.0:
+                pass  # not logged: the learning rate as seen so far stands
+            elif not (lr_slow < lr_now) or lr_slow - lr_slow != 0.0:
+                lr_slow = lr_now  # a fall (or the first value) at once
+            else:
+                lr_slow += alpha2 * (lr_now - lr_slow)
             j = end % w
             steps[j] = step
             vals[j] = value
@@ -516,6 +537,7 @@ def divergence(
                 s2 = value
                 s_min = value
                 peak = value
+                lr_at_min = lr_slow
                 continue
             prev = s
             s += alpha * (value - s)
@@ -524,6 +546,7 @@ def divergence(
             if s2 < s_min:
                 s_min = s2
                 since_min = 0
+                lr_at_min = lr_slow
             else:
                 since_min += 1
             if end <= warmup and s > peak:
@@ -535,6 +558,7 @@ def divergence(
             ref = level_floor * peak
             if ref < s_min:
                 ref = s_min
+            up = up + 1 if shift_ratio > 0.0 and ref > 0.0 and s >= shift_ratio * ref else 0
             if s < ratio * ref or ref <= 0.0:
                 hits = 0
                 continue
@@ -564,7 +588,8 @@ def divergence(
                     g_slope, g_r2 = log_trend(g_steps, g_vals, g_end, w, gm, 1e-30)
             loss_climbs = slope >= min_slope and r2 >= min_r2
             grad_climbs = g_slope >= g_min_slope and g_r2 >= min_r2
-            shifted = shift_ratio > 0.0 and s >= shift_ratio * ref and s >= peak  # all progress lost
+            # all progress lost, or the loss has stayed shift_ratio x up for shift_patience values
+            shifted = up > 0 and (s >= peak or up >= shift_patience)
             if not (loss_climbs or grad_climbs or shifted):
                 hits = 0
                 continue
@@ -579,6 +604,9 @@ def divergence(
             out[nf, 5] = s / ref
             out[nf, 6] = 1.0 if loss_climbs else 0.0
             out[nf, 7] = 1.0 if grad_climbs else 0.0
+            out[nf, 8] = s / peak if peak > 0.0 else math.inf
+            out[nf, 9] = up
+            out[nf, 10] = lr_now / lr_at_min if lr_at_min > 0.0 else math.nan
             nf += 1
         else:
             value = float(grad_values[ig])
@@ -599,6 +627,9 @@ def divergence(
     state[6] = rising
     state[7] = hits
     state[8] = g_end
+    state[9] = up
+    state[10] = lr_slow
+    state[11] = lr_at_min
     return nf
 
 
