@@ -14,6 +14,9 @@ from runwatch.models.kernels import DIVERGENCE_SCALARS, divergence, divergence_s
 from runwatch.models.snapshot import with_default
 
 
+_NO_LR = np.zeros(0)
+
+
 class DivergenceConfig(DiagnosticConfig):
     """Settings of :class:`DivergenceDiagnostic`.
 
@@ -234,19 +237,26 @@ class DivergenceDiagnostic(Diagnostic):
     def _lr_at(self, loss: Column | None, lr: Column | None) -> np.ndarray:
         """The learning rate in effect at each loss value: the last one logged at or before its step (NaN: none)."""
         last = self._lr[0]
-        if lr is not None:
-            ok = np.isfinite(lr.values)
-            lr_steps, lr_values = lr.steps[ok], lr.values[ok]
-        if loss is None:
-            if lr is not None and len(lr_values):
-                self._lr[0] = float(lr_values[-1])
-            return np.zeros(0)
-        if lr is None or not len(lr_values):
-            return np.full(len(loss.values), last)
-        idx = np.searchsorted(lr_steps, loss.steps, side="right") - 1
-        at = np.where(idx >= 0, lr_values[np.maximum(idx, 0)], last)
+        n = len(loss.values) if loss is not None else 0
+        if lr is None:
+            return np.full(n, last)
+        if len(lr.values) == 1:  # one event per block, the SDK's live stream: scalars, no array passes
+            value = float(lr.values[0])
+            if not math.isfinite(value):
+                return np.full(n, last)
+            self._lr[0] = value
+            if n == 1:
+                return np.array([value if lr.steps[0] <= loss.steps[0] else last])
+            return np.where(loss.steps >= lr.steps[0], value, last) if n else _NO_LR
+        ok = np.isfinite(lr.values)
+        lr_steps, lr_values = lr.steps[ok], lr.values[ok]
+        if not len(lr_values):
+            return np.full(n, last)
         self._lr[0] = float(lr_values[-1])
-        return at.astype(np.float64)
+        if not n:
+            return _NO_LR
+        idx = np.searchsorted(lr_steps, loss.steps, side="right") - 1
+        return np.where(idx >= 0, lr_values[np.maximum(idx, 0)], last).astype(np.float64)
 
     def _finding(self, col: Column, row: list[float]) -> Finding:
         i = int(row[0])
