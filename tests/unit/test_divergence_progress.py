@@ -5,6 +5,7 @@
 - A loss that jumped and stays 3x above its minimum for ``shift_patience`` values is divergence even below half
   its start (corrupted data: 0.15 -> 1.2 against a start of 3.4).
 - Unless the learning rate is twice what the loss's slow level had seen at its minimum: a warm restart.
+- So a loss that creeps up 10x at the end of a run (a case the issue names) is reported too.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def test_the_same_jump_after_a_warm_restart_is_the_schedule(block: int) -> None:
     found = _findings(_loss_run(1, 400, _warm_restart), block)
     assert not [f for f in found if f.severity >= Severity.WARNING]
     assert any("the learning rate is" in f.explanation and "warm restart" in f.explanation for f in found)
+
+
+def _creep(s: int) -> tuple[float, float]:
+    return _converging(s) * (math.exp(math.log(10.0) * (s - 250) / 150) if s >= 250 else 1.0), 1e-3
+
+
+def test_a_loss_that_creeps_up_tenfold_at_the_end_is_divergence() -> None:
+    # 1.5 % a step: far below the climb's 5 % a step, and never back at its start; before shift_patience: nothing.
+    alerts = [f for f in _findings(_loss_run(0, 400, _creep)) if f.severity >= Severity.WARNING]
+    assert alerts and 360 <= alerts[0].step <= 399
+    assert "has stayed 3x above it for" in alerts[0].explanation
 
 
 def test_a_checkpoint_from_before_the_new_state_restores_and_continues() -> None:
