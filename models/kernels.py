@@ -438,7 +438,7 @@ reference minimum (NaN: unknown)."""
 
 def divergence_state(window: int) -> np.ndarray:
     state = np.zeros(DIVERGENCE_SCALARS + 4 * window)
-    state[10:12] = math.nan  # no learning rate seen
+    state[DIVERGENCE_SCALARS - 2 : DIVERGENCE_SCALARS] = math.nan  # no learning rate seen
     return state
 
 

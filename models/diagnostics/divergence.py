@@ -292,10 +292,9 @@ class DivergenceDiagnostic(Diagnostic):
             parts.append(f"still at {level:.2g}x its initial level, most of the progress kept")
         else:
             parts.append("divergence likely")
-        kept = kept or after_lr
         return Finding(
             AnomalyKind.DIVERGENCE_PREDICTED,
-            Severity.INFO if kept else Severity.CRITICAL if both else Severity.ERROR,
+            Severity.INFO if after_lr or kept else Severity.CRITICAL if both else Severity.ERROR,
             score=x * (2.0 if both else 1.0),
             step=int(col.steps[i]),
             metric=metric,

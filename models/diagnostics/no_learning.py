@@ -14,6 +14,7 @@ from runwatch.models.diagnostics import warmup
 from runwatch.models.diagnostics.loss_spike import by_step, select_columns
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.snapshot import with_default
+from runwatch.models.streaks import streak_counts
 
 #: Metric names (last path part) that mark a policy-gradient run (GRPO, PPO, RLOO): its logged loss is a
 #: surrogate that is not expected to fall, often exactly 0. A preference run logs ``rewards/chosen``, not these.
@@ -330,11 +331,10 @@ class NoLearningDiagnostic(Diagnostic):
         with np.errstate(invalid="ignore", over="ignore"):
             good = np.isfinite(start + now) & ((1.0 - cfg.min_drop) * start <= now) & (now <= (1.0 + cfg.max_rise) * start)
         index = np.arange(m)
-        last_bad = np.maximum.accumulate(np.where(good, -1, index))
-        streak = np.where(good, np.where(last_bad < 0, state["streak"] + index + 1, index - last_bad), 0)
+        streak = streak_counts(good, state["streak"])
         began = good & (streak == 1)  # a streak starts here
-        carried = (last_bad < 0) & (state["streak"] > 0)  # a streak that began before this block
-        since = np.where(carried, state["since"], steps[np.minimum(last_bad + 1, m - 1)])
+        carried = streak > index + 1  # a streak that began before this block
+        since = np.where(carried, state["since"], steps[np.clip(index - streak + 1, 0, m - 1)])
         hits = np.flatnonzero(good & (n >= cfg.min_points) & (steps - state["first_step"] >= cfg.min_steps)
                               & (streak >= np.ceil(cfg.hold_fraction * n)))
         found = [
