@@ -16,8 +16,12 @@ Supported shapes (one parser each, tried in order):
 - fairseq ``epoch 001: 450 / 1891 loss=..., num_updates=445, ...`` and its
   ``valid on 'valid' subset | ... | num_updates N`` summary (train epoch summaries,
   averages of lines already read, are skipped)
-- Hugging Face Trainer dicts ``{'loss': 0.41, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.5}``
-  and JSON-lines dicts (timm ``{"train_loss": ..., "epoch": 147}``)
+- Hugging Face Trainer dicts ``{'loss': 0.41, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.5}`` (also with
+  the values printed as strings, ``{'loss': '0.41', ...}``, as newer transformers print them) and JSON-lines dicts
+  (timm ``{"train_loss": ..., "epoch": 147}``; fairseq's ``--log-format json``, at its ``num_updates``). A dict
+  of settings is not read: one whose only metric-like key is a learning rate, one holding ``True``/``None``/``null``,
+  one nested in another, or one printed after a dot leader or a word such as ``config``/``params``/``args``
+  (DeepSpeed's ``fp16 ....... {'enabled': True, 'loss_scale': 0, ...}``)
 - mmengine / mmcv ``Epoch(train) [5][4600/7724] lr: ... loss: ...`` and ``Iter(train) [N/M]``
 - detectron2 ``iter: 4959  total_loss: 10.31 ...``; timm ``Train: 1 [ 350/5004 ( 7%)] Loss: ...``
 - MetricLogger (DeiT/MAE/DETR) ``Epoch: [1]  [1480/1504]  lr: ...  loss: 0.92 (0.95)``
@@ -282,9 +286,19 @@ _FAIRSEQ_INNER = re.compile(r"\bnum_updates=(\d+)")
 _FAIRSEQ_VALID = re.compile(r"valid on '[^']*' subset\s*\|")
 _FAIRSEQ_UPDATES = re.compile(r"\|\s*num_updates\s+(\d+)")
 _DICT = re.compile(r"\{\s*['\"][^{}]*\}")
-_DICT_KV = re.compile(r"['\"]([\w./\- ]+)['\"]\s*:\s*(" + _NUM + r")(?=\s*[,}])")
+# A value may be quoted: the Trainer's console (transformers >= 4.5x) and fairseq's json log format print numbers as
+# strings ('loss': '0.4123'); the quotes must close right after the number ('10/1000', '1.5s' are no values).
+_DICT_KV = re.compile(r"['\"]([\w./\- ]+)['\"]\s*:\s*(['\"]?)(" + _NUM + r")\2(?=\s*[,}])")
+# A setting's literal (True, None, null): metrics dicts never hold one, settings dicts and configs do.
+_DICT_LITERAL = re.compile(r":\s*(?:True|False|None|true|false|null)\s*[,}]")
 # ms-swift's dicts give the step only as a string: 'global_step/max_steps': '10/1000'
-_SETTINGS_BEFORE = re.compile(r"\b(?:parameters|params|config|hyperparameters|args)\s*[:=]\s*$", re.IGNORECASE)
+# What a settings dict is printed after: "config: {", "best_params = {", "Hyperparameters {", DeepSpeed's
+# "fp16 ........ {" (a dot leader), or a key of an enclosing dict ('"params": {': a nested dict is a config's).
+_SETTINGS_BEFORE = re.compile(
+    r"(?:(?:parameters|params|config|configuration|hparams|args|arguments|kwargs|settings|options|json)['\"]?\s*[:=]?"
+    r"|\.{3,}|['\"]\s*:)\s*$",
+    re.IGNORECASE,
+)
 _DICT_LEAD_STEP = re.compile(r"\b(?:step|iter|iteration|global_step)\s*[:=]?\s*(\d+)\W*$", re.IGNORECASE)
 _DICT_STEP_OF = re.compile(r"['\"]global_step/max_steps['\"]\s*:\s*['\"](\d+)/\d+['\"]")
 # LitGPT's "loss train: 2.345, val: n/a" (the validation loss is n/a until the first evaluation)
@@ -578,24 +592,30 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _DICT.search(line)
     if m is None:
         return None
-    raw = _DICT_KV.findall(m.group(0))
+    raw = [(k, v) for k, _, v in _DICT_KV.findall(m.group(0))]
     if not raw:
         return None
     keys = [k for k, _ in raw]
-    if not any(_metric_like(k) or k.lower().startswith(("eval_", "train_", "test_")) for k in keys):
-        return None  # a dict of settings ({'temperature': 1.0, 'top_k': 20}), not of metrics
+    if not any(_measured(k) for k in keys):
+        # a dict of settings ({'temperature': 1.0, 'top_k': 20}, {'lr': 0.001, 'batch_size': 32}), not of metrics
+        return None
     before = line[: m.start()]
-    if _SETTINGS_BEFORE.search(before):
-        return None  # "... parameters: {'lr': 0.001}" (an HPO trial's settings), not metrics
+    if _SETTINGS_BEFORE.search(before) or _DICT_LITERAL.search(m.group(0)):
+        return None  # "... parameters: {'lr': 0.001}" (an HPO trial's settings), {'enabled': True, ...}: not metrics
     if any(k in ("train_runtime", "total_flos") for k in keys):
         return None  # the end-of-training summary: averages of what was already logged
+    if "num_updates" in m.group(0):
+        fairseq = _fairseq_json(raw)
+        if fairseq is not None:
+            return fairseq
     metrics: dict[str, float] = {}
     step = None
     epoch = None
     for key, value in raw:
         low = key.lower()
         if low in ("step", "global_step", "training_iteration"):  # training_iteration: Ray Tune's results
-            step = int(float(value))
+            if math.isfinite(float(value)):
+                step = int(float(value))
             continue
         if low == "epoch":
             epoch = float(value)
@@ -623,6 +643,46 @@ def _hf_dict(x: MetricExtractor, line: str) -> _Parsed | None:
     if epoch is not None:
         x.dict_epoch = epoch
     return _Parsed(step, metrics, counter=step is None)
+
+
+def _measured(key: str) -> bool:
+    """A key that names something measured in training (a loss, an accuracy, a gradient norm, an evaluation's
+    value), not a setting: a dict whose only metric-like key is a learning rate is a configuration."""
+    low = key.lower()
+    if low.startswith(("eval_", "test_")):
+        return True
+    if not _metric_like(key):
+        return False
+    named = metric_name(key)
+    return named is not None and named[0] != "lr"
+
+
+def _fairseq_json(raw: list[tuple[str, str]]) -> _Parsed | None:
+    """fairseq's ``--log-format json``: ``{"epoch": 3, "update": 2.101, "loss": "4.12", ..., "num_updates": "4150"}``
+    (``train_inner``), ``{"epoch": 3, "valid_loss": "4.01", ..., "valid_num_updates": "4150"}`` (the validation
+    summary, read as ``val/``) and ``{"epoch": 3, "train_loss": "4.2", ..., "train_num_updates": "4150"}`` (the
+    epoch's averages, not read, as in the simple format). The step is ``num_updates``; ``epoch`` and ``update``
+    (the epoch's fraction) are progress, not metrics. None when the dict is not of these shapes."""
+    values = dict(raw)
+    if "num_updates" in values:
+        step, prefix, phase = values["num_updates"], "", ""
+    elif "valid_num_updates" in values:
+        step, prefix, phase = values["valid_num_updates"], "valid_", "val/"
+    elif "train_num_updates" in values:
+        return _Parsed(None, {})
+    else:
+        return None
+    if not math.isfinite(float(step)):
+        return None
+    metrics: dict[str, float] = {}
+    for key, value in raw:
+        if not key.startswith(prefix) or key in ("epoch", "update"):
+            continue
+        base = key[len(prefix) :]
+        named = None if base == "num_updates" else metric_name(base, phase)
+        if named is not None:
+            metrics.setdefault(named[0], _value(value) * named[1])
+    return _Parsed(int(float(step)), metrics)
 
 
 def _mm(x: MetricExtractor, line: str) -> _Parsed | None:

@@ -745,3 +745,60 @@ def test_tutorial_loops_behind_a_launchers_prefix(prefix):
     assert ext([prefix + "[1,  2000] loss: 2.234"])[0] == [(2000, {"loss": 2.234})]
     darknet = prefix + " 1000: 0.51, 0.60 avg loss, 0.001 rate, 2.3 seconds, 64000 images"
     assert ext([darknet])[0] == [(1000, {"loss": 0.51, "avg_loss": 0.6, "lr": 0.001, "step_time": 2.3})]
+
+
+# -- framework formats audited against the frameworks' own source (lines written here, in each format) ----------
+
+
+def test_trainer_dicts_with_values_printed_as_strings():
+    # transformers' ProgressCallback.on_log / PrinterCallback (trainer_callback.py) format floats as f"{v:.4g}"
+    out, _ = ext([
+        " 10%|█         | 100/1000 [00:50<07:30,  2.00it/s]",
+        "{'loss': '0.5123', 'grad_norm': '2.345', 'learning_rate': '4.5e-05', 'epoch': '0.3'}",
+        "{'eval_loss': '0.4987', 'eval_accuracy': '0.8123', 'eval_runtime': '5.123', 'epoch': '0.3'}",
+        "{'train_runtime': '500.1', 'train_samples_per_second': '32', 'train_loss': '0.45', 'epoch': '3'}",
+        "{'loss': 'nan', 'grad_norm': 'nan', 'learning_rate': '4.4e-05', 'epoch': '0.31'}",
+    ])
+    assert out[:2] == [(100, {"loss": 0.5123, "grad_norm": 2.345, "lr": 4.5e-05, "epoch": 0.3}),
+                       (100, {"val/loss": 0.4987, "val/acc": 0.8123, "val/runtime": 5.123})]
+    assert len(out) == 3 and out[2][0] == 101 and math.isnan(out[2][1]["loss"]) and out[2][1]["lr"] == 4.4e-05
+    # a string that is not a number alone is no value: ms-swift's 'global_step/max_steps': '10/1000' gives the step
+    out, _ = ext(["{'loss': '1.5', 'elapsed_time': '5s', 'percentage': '1.00%', 'global_step/max_steps': '10/1000'}"])
+    assert out == [(10, {"loss": 1.5})]
+
+
+def test_fairseq_json_log_format():
+    # fairseq/logging/progress_bar.py JsonProgressBar: stats as strings, "update" is the epoch's fraction
+    out, _ = ext([
+        ('2024-05-01 09:12:44 | INFO | train_inner | {"epoch": 2, "update": 1.152, "loss": "5.12", "nll_loss": "3.91", '
+         '"ppl": "15.03", "wps": "120830", "num_updates": "2270", "lr": "0.0005", "gnorm": "0.71", "loss_scale": "16"}'),
+        ('2024-05-01 09:13:44 | INFO | valid | {"epoch": 2, "valid_loss": "4.98", "valid_nll_loss": "3.8", '
+         '"valid_ppl": "13.93", "valid_num_updates": "2300", "valid_best_loss": "4.98"}'),
+        ('2024-05-01 09:13:45 | INFO | train | {"epoch": 2, "train_loss": "5.2", "train_ppl": "15.9", '
+         '"train_num_updates": "2300", "train_lr": "0.0005"}'),
+    ])
+    assert out == [
+        (2270, {"loss": 5.12, "nll_loss": 3.91, "ppl": 15.03, "wps": 120830.0, "lr": 0.0005, "grad_norm": 0.71,
+                "loss_scale": 16.0}),
+        (2300, {"val/loss": 4.98, "val/nll_loss": 3.8, "val/ppl": 13.93}),
+    ]  # the train summary (the epoch's averages) is skipped, as in the simple format
+
+
+@pytest.mark.parametrize("line", [
+    # DeepSpeed's config print (runtime/config.py: a dot leader, then the section's dict)
+    ("[2024-05-01 10:00:00,123] [INFO] [config.py:1000:print]   fp16 ......................... {'enabled': True, "
+     "'auto_cast': False, 'loss_scale': 0, 'initial_scale_power': 16, 'loss_scale_window': 1000, 'min_loss_scale': 1}"),
+    ("[2024-05-01 10:00:00,000] [INFO] [config.py:988:print]   optimizer_params ............. {'lr': 0.0002, "
+     "'betas': [0.9, 0.95], 'eps': 1e-08, 'weight_decay': 0.1}"),
+    ('[2024-05-01 10:00:00,123] [INFO] [config.py:1000:print_user_config]   json = {"train_batch_size": 32, '
+     '"optimizer": {"type": "AdamW", "params": {"lr": 0.0002, "weight_decay": 0.0}}}'),
+    "{'learning_rate': 0.001, 'batch_size': 32, 'num_epochs': 10, 'optimizer': 'adamw'}",
+    '{"lr": 0.001, "batch_size": 64, "epochs": 20, "dropout": 0.1, "loss": "mse"}',
+    "{'model': 'resnet18', 'lr': 0.1, 'momentum': 0.9, 'pretrained': True}",
+    "Hyperparameters {'lr': 0.0003, 'warmup_steps': 100}",
+    "best_params = {'lr': 0.003, 'weight_decay': 1e-5}",
+    "Best trial config: {'lr': 0.0012, 'batch_size': 32}",
+    "{'loss_scale': 0, 'enabled': True}",
+])
+def test_settings_dicts_printed_at_startup_are_not_metrics(line):
+    assert ext([line])[0] == []
