@@ -51,7 +51,9 @@ Supported shapes (one parser each, tried in order):
 - an inference server's per-request lines with a duration (:mod:`runwatch.models.text.requests`): ``latency_ms``
   at a running request count
 - step-anchored ``key: value`` / ``key=value`` lines (``Epoch 3 step 200 loss=0.41 acc=0.88``, ``steps: 200 loss: 2.3``,
-  ``train iter: 100 loss_net: nan loss_scale: 785.42``), keeping metric-like keys only
+  ``train iter: 100 loss_net: nan loss_scale: 785.42``, torchtitan's ``step: 10  loss:  7.12  grad_norm:  1.23``),
+  keeping metric-like keys only; a phase word starting the line or right before the step word (torchtitan's
+  ``validate step: 20  loss: 6.9``, ``eval step 100 loss 2.4``) makes them ``val/`` (``test/``)
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
   ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
 - lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
@@ -369,8 +371,17 @@ _COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
 _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
 
+# "validate step: 20  loss: 6.9" (torchtitan's validation line), "INFO Validation step 400: loss 2.1": the phase
+# word right before the step word names the line's phase, wherever the line's prefix ends
+_PHASE_STEP = re.compile(
+    r"\b(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)\b", re.IGNORECASE
+)
+
+
 def _phase(line: str) -> str:
     m = _PHASE_WORD.search(line)
+    if m is None:
+        m = _PHASE_STEP.search(line)
     if m is None:
         return ""
     return "test/" if m.group(1).lower() == "test" else "val/"

@@ -802,3 +802,14 @@ def test_fairseq_json_log_format():
 ])
 def test_settings_dicts_printed_at_startup_are_not_metrics(line):
     assert ext([line])[0] == []
+
+
+def test_torchtitan_step_and_validate_lines():
+    # torchtitan/components/metrics.py MetricsProcessor.log / log_validation (colours stripped by the monitor)
+    out, _ = ext([
+        ("[rank0]:[titan] 2025-05-01 10:00:00,000 - root - INFO - step: 10  loss:  7.1234  grad_norm:  1.2345  "
+         "memory: 12.34GiB(15.60%)  tps: 12,345  tflops: 123.45  mfu: 12.34%"),
+        "[rank0]:[titan] 2025-05-01 10:00:09,000 - root - INFO - validate step: 20  loss:  6.9000  memory: 12.34GiB(15.60%)  tps: 22,345",
+        "2024-05-01 10:00:00 INFO Validation step 400: loss 2.1",
+    ])
+    assert out == [(10, {"loss": 7.1234, "grad_norm": 1.2345}), (20, {"val/loss": 6.9}), (400, {"val/loss": 2.1})]
