@@ -12,7 +12,8 @@ shape, next to a key that names it, and only when it ends at a delimiter
 Supported shapes (one parser each, tried in order):
 
 - Megatron-LM / DeepSpeed / GPT-NeoX / nanotron ``iteration N/ M | key: value | ...``
-  and ``validation loss at iteration N | lm loss: ... | lm loss PPL: ...``
+  and ``validation loss at iteration N | lm loss: ... | lm loss PPL: ...`` (``throughput per GPU (TFLOP/s/GPU)`` is
+  ``tflops_per_gpu``)
 - fairseq ``epoch 001: 450 / 1891 loss=..., num_updates=445, ...`` and its
   ``valid on 'valid' subset | ... | num_updates N`` summary (train epoch summaries,
   averages of lines already read, are skipped)
@@ -22,11 +23,17 @@ Supported shapes (one parser each, tried in order):
   of settings is not read: one whose only metric-like key is a learning rate, one holding ``True``/``None``/``null``,
   one nested in another, or one printed after a dot leader or a word such as ``config``/``params``/``args``
   (DeepSpeed's ``fp16 ....... {'enabled': True, 'loss_scale': 0, ...}``)
-- mmengine / mmcv ``Epoch(train) [5][4600/7724] lr: ... loss: ...`` and ``Iter(train) [N/M]``
+- mmengine / mmcv ``Epoch(train) [5][4600/7724] lr: ... loss: ...`` (also ``Epoch [5/12][4600/7724]``) and
+  ``Iter(train) [N/M]``; mmcv's evaluation lines ``Epoch(val) [5][625]\tbbox_mAP: ...`` / ``Iter(val) [500]\tmIoU: ...``
+  at the current step (``..._copypaste`` fields, six numbers, are skipped)
 - detectron2 ``iter: 4959  total_loss: 10.31 ...``; timm ``Train: 1 [ 350/5004 ( 7%)] Loss: ...``
-- MetricLogger (DeiT/MAE/DETR) ``Epoch: [1]  [1480/1504]  lr: ...  loss: 0.92 (0.95)``
+- MetricLogger (DeiT/MAE/DETR) ``Epoch: [1]  [1480/1504]  lr: ...  loss: 0.92 (0.95)`` and PyTorch's imagenet
+  example ``Epoch: [0][ 10/5005]\tTime  0.512 ( 0.910)\tData ...\tLoss ...\tAcc@1 ...`` (the value, not the
+  average in parentheses; ``Acc@1`` is ``acc1``); their evaluation summaries ``* Acc@1 81.8 Acc@5 95.6 loss 0.8``
+  as ``val/acc1``, ``val/acc5``, ``val/loss`` at the current step
 - nanoGPT ``iter 2920: loss 3.9883, time 1099.34ms`` and ``step 3000: train loss ..., val loss ...``
-- OpenNMT ``Epoch  1, 12900/37527; acc: ...; ppl: ...; xent: ...`` and ``Step 100/20000; ...``
+- OpenNMT ``Epoch  1, 12900/37527; acc: ...; ppl: ...; xent: ...`` and ``Step 100/20000; ...``; its
+  ``Validation perplexity: 450.1`` / ``Validation accuracy: 12.3`` lines as ``val/ppl``, ``val/acc`` at the current step
 - PyTorch's examples ``Train Epoch: 1 [640/60000 (1%)]\tLoss: 1.359`` (the step counts samples) and
   ``Test set: Average loss: 0.05, Accuracy: 9834/10000 (98%)``
 - torchtune ``1|25|Loss: 1.44`` (epoch|step|loss, its progress bar's description)
@@ -128,6 +135,7 @@ _ALIASES = {
 _SCALED = {
     "elapsed time per iteration (ms)": ("step_time", 1e-3),
     "elapsed_time_per_iteration_ms": ("step_time", 1e-3),
+    "throughput per gpu (tflop/s/gpu)": ("tflops_per_gpu", 1.0),  # Megatron's --log-throughput
 }
 _PHASES = (
     ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
@@ -305,7 +313,9 @@ _DICT_LEAD_STEP = re.compile(r"\b(?:step|iter|iteration|global_step)\s*[:=]?\s*(
 _DICT_STEP_OF = re.compile(r"['\"]global_step/max_steps['\"]\s*:\s*['\"](\d+)/\d+['\"]")
 # LitGPT's "loss train: 2.345, val: n/a" (the validation loss is n/a until the first evaluation)
 _LOSS_TRAIN_VAL = re.compile(r"\bloss train:\s*(" + _NUM + r")(?:,\s*val:\s*(" + _NUM + r"))?" + _END)
-_MM_EPOCH = re.compile(r"\bEpoch(\((?:train|val|test)\))?\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
+_MM_EPOCH = re.compile(r"\bEpoch(\((?:train|val|test)\))?\s*\[(\d+)(?:/\d+)?\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
+# mmcv's TextLoggerHook evaluation lines: "Epoch(val) [4][625]\tbbox_mAP: ...", "Iter(val) [500]\tmIoU: ..."
+_MM_EVAL = re.compile(r"\b(?:Epoch|Iter)\((val|test)\)\s*(?:\[\d+\]\s*)?\[\s*\d+\s*\]")
 _MM_ITER = re.compile(r"\bIter(\((?:train|val|test)\))?\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
 _METRICLOGGER = re.compile(r"\bEpoch:\s*\[(\d+)\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")
 _D2 = re.compile(r"\beta:\s*\S+\s+iter:\s*(\d+)\s")
@@ -713,6 +723,9 @@ def _mm(x: MetricExtractor, line: str) -> _Parsed | None:
         if mode in ("(val)", "(test)"):
             return _Parsed(max(x.last_step, 0), _mm_pairs(rest, "val/" if mode == "(val)" else "test/"))
         return _Parsed(it, _mm_pairs(rest))
+    m = _MM_EVAL.search(line)
+    if m is not None:
+        return _Parsed(max(x.last_step, 0), _mm_pairs(line[m.end() :], "val/" if m.group(1) == "val" else "test/"))
     return None
 
 
@@ -720,6 +733,8 @@ def _mm_pairs(text: str, phase: str = "") -> dict[str, float]:
     out = {}
     for key, raw in _KV.findall(text):
         low = key.lower()
+        if "copypaste" in low:
+            continue  # mmdet's "bbox_mAP_copypaste: 0.214 0.387 ...": six values, not one
         if low in ("eta", "memory", "max_mem"):
             named: tuple[str, float] | None = (low, 1.0) if low != "eta" else None
         elif low == "time":
@@ -756,7 +771,34 @@ def _metriclogger(x: MetricExtractor, line: str) -> _Parsed | None:
             out.setdefault(named[0], _value(raw) * named[1])
     for name, value in _spaced_pairs(_KV.sub(" | ", line[m.end() :])).items():
         out.setdefault(name, value)
+    if "(" in line:  # PyTorch's imagenet example: AverageMeters printed "Time  0.512 ( 0.910)", "Acc@1   0.00 (  0.14)"
+        for key, raw in _METER.findall(line, m.end()):
+            out.setdefault(_METER_NAMES[key], _value(raw))
     return _Parsed(x._epoch_step(epoch, batch, total, 0), out)
+
+
+# An AverageMeter's "name value (average)" without a colon (PyTorch's imagenet example and the scripts copied from it)
+_METER = re.compile(r"(?<![\w@])(Time|Data|Acc@1|Acc@5)\s+(" + _NUM + r")\s+\(")
+_METER_NAMES = {"Time": "step_time", "Data": "data_time", "Acc@1": "acc1", "Acc@5": "acc5"}
+# The evaluation's summary: imagenet's " *   Acc@1 71.234 Acc@5 90.123" (ProgressMeter.display_summary), DeiT's
+# and MAE's "* Acc@1 81.800 Acc@5 95.600 loss 0.800"
+_ACC_SUMMARY = re.compile(
+    r"(?:^|\] |- )\s*\*\s+Acc@1 (" + _NUM + r")(?:\s+Acc@5 (" + _NUM + r"))?(?:\s+loss (" + _NUM + r"))?\s*$"
+)
+
+
+def _acc_summary(x: MetricExtractor, line: str) -> _Parsed | None:
+    """The evaluation summary of PyTorch's imagenet example and of DeiT/MAE (:data:`_ACC_SUMMARY`): ``val/acc1``,
+    ``val/acc5`` (percentages) and ``val/loss``, at the current step."""
+    m = _ACC_SUMMARY.search(line)
+    if m is None:
+        return None
+    out = {"val/acc1": _value(m.group(1))}
+    if m.group(2) is not None:
+        out["val/acc5"] = _value(m.group(2))
+    if m.group(3) is not None:
+        out["val/loss"] = _value(m.group(3))
+    return _Parsed(x._current_step(), out)
 
 
 def _detectron2(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -819,6 +861,19 @@ def _onmt(x: MetricExtractor, line: str) -> _Parsed | None:
         if named is not None:
             out.setdefault(named[0], _value(raw) * named[1])
     return _Parsed(step, out)
+
+
+_ONMT_VALID = re.compile(r"(?:^|\] |\| |- )\s*Validation (perplexity|accuracy): (" + _NUM + r")\s*$")
+
+
+def _onmt_valid(x: MetricExtractor, line: str) -> _Parsed | None:
+    """OpenNMT's validation report (``onmt/utils/report_manager.py``): ``Validation perplexity: 450.1`` and
+    ``Validation accuracy: 12.3`` (a percentage) on lines of their own, at the current step. Its ``Train
+    perplexity`` / ``Train accuracy`` lines are averages over the epoch's lines already read: not read."""
+    m = _ONMT_VALID.search(line)
+    if m is None:
+        return None
+    return _Parsed(x._current_step(), {"val/ppl" if m.group(1) == "perplexity" else "val/acc": _value(m.group(2))})
 
 
 def _torch_example(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1533,11 +1588,12 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
-    _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _detectron2, _timm, _nanogpt,
+    _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
+    _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
     _word_language_model, _anchored, _leading_step,
-    _epoch_context, _spaced_step, _request,
+    _epoch_context, _onmt_valid, _spaced_step, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
@@ -1545,6 +1601,6 @@ _NEEDLES = {
     _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
-    _word_language_model: "epoch", _epoch_context: ":",
+    _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

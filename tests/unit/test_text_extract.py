@@ -813,3 +813,62 @@ def test_torchtitan_step_and_validate_lines():
         "2024-05-01 10:00:00 INFO Validation step 400: loss 2.1",
     ])
     assert out == [(10, {"loss": 7.1234, "grad_norm": 1.2345}), (20, {"val/loss": 6.9}), (400, {"val/loss": 2.1})]
+
+
+def test_mmcv_evaluation_lines_and_an_epoch_written_as_a_fraction():
+    # mmcv/runner/hooks/logger/text.py TextLoggerHook: "Epoch(val) [4][625]\t..." / "Iter(val) [500]\t..." (no total)
+    out, _ = ext([
+        ("2021-03-01 10:00:00,000 - mmdet - INFO - Epoch [2][7330/7330]\tlr: 1.988e-03, eta: 0:00:00, time: 0.612, "
+         "data_time: 0.051, memory: 3657, loss: 1.7825"),
+        ("2021-03-01 11:00:00,000 - mmdet - INFO - Epoch(val) [2][625]\tbbox_mAP: 0.2140, bbox_mAP_50: 0.3870, "
+         "bbox_mAP_copypaste: 0.214 0.387 0.215 0.121 0.235 0.280"),
+    ])
+    assert out[1] == (14660, {"val/bbox_map": 0.214, "val/bbox_map_50": 0.387})  # copypaste: six values, not one
+    out, _ = ext([
+        "2021-03-01 10:00:00,000 - mmseg - INFO - Iter [16000/160000]\tlr: 9.1e-03, eta: 1 day, 1:02:03, loss: 2.7825",
+        "2021-03-01 10:10:00,000 - mmseg - INFO - Iter(val) [500]\taAcc: 0.8012, mIoU: 0.4123, mAcc: 0.5234",
+    ])
+    assert out == [(16000, {"lr": 0.0091, "loss": 2.7825}), (16000, {"val/aacc": 0.8012, "val/miou": 0.4123, "val/macc": 0.5234})]
+    # forks that print the epoch out of the total: "Epoch [4/12][100/1000]" (epochs count from 1)
+    out, _ = ext(["2021-03-01 10:00:00,000 - mmdet - INFO - Epoch [4/12][100/1000]\tlr: 2.0e-02, time: 0.500, loss: 1.5000"])
+    assert out == [(3100, {"lr": 0.02, "step_time": 0.5, "loss": 1.5})]
+
+
+def test_opennmt_validation_report_lines():
+    # onmt/utils/report_manager.py ReportMgr._report_epoch / statistics.py Statistics.output
+    out, _ = ext([
+        ("[2024-05-01 10:00:00,123 INFO] Step 100/ 1000; acc: 10.0; ppl: 500.0; xent: 6.2; lr: 0.00100; "
+         "sents:   12345; bsz: 1234/1456/ 45; 12345/23456 tok/s;     42 sec;"),
+        "[2024-05-01 10:01:00,123 INFO] Validation perplexity: 450.12",
+        "[2024-05-01 10:01:00,123 INFO] Validation accuracy: 12.34",
+        "Train perplexity: 480.1",  # the epoch's average: not read
+        "Best Validation perplexity: 400.0",
+    ])
+    assert out == [(100, {"acc": 10.0, "ppl": 500.0, "loss": 6.2, "lr": 0.001}), (100, {"val/ppl": 450.12}),
+                   (100, {"val/acc": 12.34})]
+
+
+def test_pytorch_imagenet_example_meters_and_evaluation_summaries():
+    # pytorch/examples imagenet/main.py: ProgressMeter.display (AverageMeter "name val (avg)") and display_summary
+    out, _ = ext([
+        ("Epoch: [1][  10/5005]\tTime  0.512 ( 0.910)\tData  0.003 ( 0.250)\tLoss 6.9100e+00 (6.9123e+00)\t"
+         "Acc@1   0.00 (  0.14)\tAcc@5   0.39 (  0.57)"),
+        "Test: [ 10/196]\tTime  0.312 ( 0.450)\tLoss 1.1234e+00 (1.2345e+00)\tAcc@1  75.00 ( 72.00)\tAcc@5  92.00 ( 91.00)",
+        " *   Acc@1 71.234 Acc@5 90.123",
+    ])  # the averages in parentheses and the per-batch Test lines are not read
+    assert out == [(5015, {"loss": 6.91, "step_time": 0.512, "data_time": 0.003, "acc1": 0.0, "acc5": 0.39}),
+                   (5015, {"val/acc1": 71.234, "val/acc5": 90.123})]
+    # DeiT / MAE engine.py evaluate(): "* Acc@1 ... Acc@5 ... loss ..."
+    assert ext(["* Acc@1 81.800 Acc@5 95.600 loss 0.800"])[0] == [(0, {"val/acc1": 81.8, "val/acc5": 95.6, "val/loss": 0.8})]
+    assert ext(["* Acc@1 is the top-1 accuracy", "  * Acc@1 76.130 Acc@5 92.862 (best 77.0)"])[0] == []
+
+
+def test_megatron_throughput_per_gpu():
+    # megatron/training/training.py training_log with --log-throughput
+    out, _ = ext([(" [2024-05-01 10:00:00] iteration      120/  500000 | consumed samples:        61440 | elapsed time per "
+                   "iteration (ms): 1234.5 | throughput per GPU (TFLOP/s/GPU): 150.2 | learning rate: 1.500000E-04 | "
+                   "global batch size:   512 | lm loss: 7.123456E+00 | loss scale: 1.0 | grad norm: 1.234 | "
+                   "number of skipped iterations:   0 | number of nan iterations:   0 |")])
+    (step, m), = out
+    assert step == 120 and m["tflops_per_gpu"] == 150.2 and m["loss"] == 7.123456 and m["lr"] == 1.5e-04
+    assert m["grad_norm"] == 1.234 and m["loss_scale"] == 1.0 and m["step_time"] == pytest.approx(1.2345)
