@@ -383,15 +383,16 @@ _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
 # "validate step: 20  loss: 6.9" (torchtitan's validation line), "INFO Validation step 400: loss 2.1": the phase
 # word right before the step word names the line's phase, wherever the line's prefix ends
-_PHASE_STEP = re.compile(
-    r"\b(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)\b", re.IGNORECASE
-)
+# (matched on the lowered line, after a substring test: an IGNORECASE search over every step line costs more)
+_PHASE_STEP = re.compile(r"\b(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)\b")
 
 
 def _phase(line: str) -> str:
     m = _PHASE_WORD.search(line)
     if m is None:
-        m = _PHASE_STEP.search(line)
+        low = line.lower()
+        if "val" in low or "test" in low:
+            m = _PHASE_STEP.search(low)
     if m is None:
         return ""
     return "test/" if m.group(1).lower() == "test" else "val/"
