@@ -40,6 +40,9 @@ Supported shapes (one parser each, tried in order):
 - fastai's results table: ``epoch  train_loss  valid_loss  accuracy  time`` then ``0  0.51  0.35  0.89  00:12``
 - the Hugging Face Trainer's (and Unsloth's) notebook table pasted as text, tab-, space- or pipe-separated:
   ``Step  Training Loss  Validation Loss  Accuracy`` then ``500  0.41  0.39  0.85`` (``No log`` = absent)
+- a custom script's table of values per step: a header ``step\tloss`` (``iter  loss  lr``, ``epoch,train_loss,val_loss``;
+  tab-, comma- or space-separated) whose first column is the step (or the epoch) and every other column a metric-like
+  name, then ``10\t8.4607`` per step; a column that is no metric leaves the table unread, a line of another shape ends it
 - Ultralytics YOLO (v5 and v8+): ``Epoch GPU_mem box_loss cls_loss dfl_loss Instances Size`` then
   ``1/100  2.61G  1.18  1.53  1.24  42  640: 100%|...| 8/8 [...]`` and the validation ``all`` row
 - Stable-Baselines3's tables between rules (``| train/ |`` sections, ``|  loss | 6.06 |`` rows): one event
@@ -913,6 +916,8 @@ def _fastai(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     if x.table[0] == "@notebook":
         return _notebook_row(x, line)
+    if x.table[0] == "@steps":
+        return _step_table_row(x, line)
     columns = x.table
     if columns[-1] == "@dur":
         m = _SKORCH_ROW.match(line)
@@ -1332,6 +1337,8 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
     s = line.strip()
     if not s:
         return None
+    if x.table is not None and x.table[0] == "@steps":
+        x.table = None  # a step table ends at a line of words (a new header opens another below)
     head = s[0]
     if head == "-" and _SB3_RULE.fullmatch(s):
         return _sb3_rule(x)
@@ -1353,7 +1360,53 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
             # YOLOv8+ counts epochs from 1; YOLOv5 from 0, with a gpu_mem column (older) or an obj_loss one (v7.0)
             one_based = words[1] == "GPU_mem" and "obj_loss" not in words
             x.yolo = [1 if one_based else 0, *words[1:]]
+    if (x.table is None or x.table[0] == "@steps") and _STEP_TABLE_FIRST.match(s):
+        _step_table_header(x, s)
     return None
+
+
+_STEP_TABLE_FIRST = re.compile(r"(?:step|steps|iter|iteration|global_step|epoch)[\t, ]", re.IGNORECASE)
+_COLUMN = re.compile(r"[A-Za-z][\w./\-]*")
+
+
+def _step_table_header(x: MetricExtractor, header: str) -> None:
+    """A custom script's table of values per step: a header ``step\tloss`` (``iter  loss  lr``, ``epoch,train_loss,val_loss``)
+    whose first column is the step (or the epoch) and every other column a metric-like name, then a row of numbers
+    per step (:func:`_step_table_row`). A column that is no metric (``time``, ``step`` beside ``epoch``) leaves
+    the table unread: its rows could be anything.
+
+    Stored in ``x.table`` as ``["@steps", separator, metric per column after the first...]``.
+    """
+    sep = "\t" if "\t" in header else "," if "," in header else " "
+    cells = [c.strip() for c in (header.split(sep) if sep != " " else header.split())]
+    names = []
+    for cell in cells[1:]:
+        named = metric_name(cell) if _COLUMN.fullmatch(cell) and _metric_like(cell) else None
+        if named is None or named[1] != 1.0 or named[0] in names:
+            return
+        names.append(named[0])
+    if names:
+        x.table = ["@steps", sep, *names]
+
+
+def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A row of a step table (:func:`_step_table_header`): ``10\t8.460716``; a row of another shape ends the table."""
+    sep, names = x.table[1], x.table[2:]
+    cells = [c.strip() for c in (line.split(sep) if sep != " " else line.split())]
+    if len(cells) != len(names) + 1 or not cells[0].isdigit():
+        x.table = None
+        return None
+    out = {}
+    for name, cell in zip(names, cells[1:]):
+        if cell:
+            if not _NUM_CELL.fullmatch(cell):
+                x.table = None
+                return None
+            out[name] = _value(cell)
+    return _Parsed(int(cells[0]), out) if out else None
+
+
+_NUM_CELL = re.compile(_NUM)
 
 
 def _sb3_rule(x: MetricExtractor) -> _Parsed | None:

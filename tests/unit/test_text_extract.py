@@ -872,3 +872,21 @@ def test_megatron_throughput_per_gpu():
     (step, m), = out
     assert step == 120 and m["tflops_per_gpu"] == 150.2 and m["loss"] == 7.123456 and m["lr"] == 1.5e-04
     assert m["grad_norm"] == 1.234 and m["loss_scale"] == 1.0 and m["step_time"] == pytest.approx(1.2345)
+
+
+def test_a_custom_scripts_table_of_values_per_step():
+    # print("step\tloss") then print(f"{step}\t{loss:.6f}") (a shape in this repository's local training-log corpus)
+    out, x = ext(["step\tloss", "10\t8.460716", "20\t7.688958", "training done", "30\t7.2"])
+    assert out == [(10, {"loss": 8.460716}), (20, {"loss": 7.688958})]  # a line of words ends the table
+    out, _ = ext(["epoch,train_loss,val_loss,val_acc", "1,0.9,0.8,0.7", "2,0.8,0.75,", "3,0.7,nan,0.72"])
+    assert out[:2] == [(1, {"loss": 0.9, "val/loss": 0.8, "val/acc": 0.7}), (2, {"loss": 0.8, "val/loss": 0.75})]
+    assert out[2][0] == 3 and math.isnan(out[2][1]["val/loss"])
+    out, _ = ext(["iter  loss      lr", "100   2.3456    0.001", "Saved checkpoint at 200", "300   2.1    0.0009"])
+    assert out == [(100, {"loss": 2.3456, "lr": 0.001})]
+    # a column that is no metric leaves the table unread (fastai's "time" table has its own reader)
+    assert ext(["epoch\tloss\tseconds", "1\t0.5\t12.3"])[0] == []
+    assert ext(["epoch,step,train_loss", "0,49,0.5"])[0] == []  # Lightning's metrics.csv: "step" is no metric
+    _, y = ext(["step\tloss"])
+    z = MetricExtractor()
+    z.load_state_dict(json.loads(json.dumps(y.state_dict())))
+    assert z.extract("40\t6.9") == [(40, {"loss": 6.9})]
