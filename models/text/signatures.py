@@ -77,7 +77,10 @@ SIGNATURES: tuple[Signature, ...] = (
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
         r"Not enough memory\. Please try to increase --mem-fraction-static|Cuda failure 'out of memory'|"
-        r"ran out of memory trying to allocate .{0,80}requested by op",
+        r"ran out of memory trying to allocate .{0,80}requested by op|"
+        # TF2 eager ops, onnxruntime's BFC arena, TGI's warm-up, cuDNN's workspace
+        r"[Ff]ailed to allocate memory (?:\[Op:|for requested buffer)|Not enough memory to handle \d+ prefill tokens|"
+        r"CUDNN_STATUS_ALLOC_FAILED",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
         "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
@@ -91,7 +94,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "disk_full", C,
-        r"No space left on device|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\bEDQUOT\b",
+        r"(?i:no space left on device)|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\bEDQUOT\b",
         "disk full",
         "free space or point the output/checkpoint directory at a larger volume; keep fewer checkpoints "
         "(e.g. save_total_limit)",
@@ -103,9 +106,13 @@ SIGNATURES: tuple[Signature, ...] = (
         r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|"
         r"NCCL communicator was aborted|Timed out initializing process group|"
         r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
-        r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed)Error|"
+        r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed|Connection)Error|"
         r"Detected mismatch between collectives|client socket has timed out|\bSocket Timeout\b|DistNetworkError|"
-        r"via c10d key-value store.{0,120}got error",
+        r"via c10d key-value store.{0,120}got error|"
+        # ProcessGroupNCCL's watchdog and heartbeat monitor (torch 2.2-2.6 wordings), gloo and monitored_barrier
+        r"Timeout at NCCL work: \d+|(?:\(either an error or timeout\)|failure) detected by watchdog at work|"
+        r"Heartbeat monitor timed out|Timed out waiting \d+ ?ms for (?:recv|send) operation to complete|"
+        r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
@@ -123,7 +130,12 @@ SIGNATURES: tuple[Signature, ...] = (
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
         r"Signals\.SIGKILL|\bSIGKILL\b|^(?:\s*(?:" + PREFIX + r"))?\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
-        r"srun: error: \S+: tasks? [\d,-]+: Out Of Memory",
+        r"srun: error: \S+: tasks? [\d,-]+: (?:Out Of Memory|Killed)|"
+        # DeepSpeed's launcher, subprocess, TGI's shard manager, a shell's job report, exit code 128+9
+        r"return ?code\s*[=:]?\s*-9\b|non-zero exit status -9\b|signaled to shutdown with signal 9\b|"
+        r"\bline \d+:\s+\d+ Killed\s|^\[\d+\][+-]?\s+Killed\s|"
+        r"\b(?:[Ee]xit(?:ed with)? ?[Cc]ode|exit_code)\s*[=:]?\s*137\b|"
+        r"TERM_MEMLIMIT|killed due to memory pressure",
         "process killed (SIGKILL, usually the host OOM killer)",
         "the host ran out of RAM: check `dmesg` for the OOM killer, reduce host memory use (workers, "
         "pinned buffers, CPU offload) or request more memory",
@@ -134,7 +146,11 @@ SIGNATURES: tuple[Signature, ...] = (
         r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
         r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported|cuDNN error|"
         r"fallen off the bus|\bNVRM: Xid\b|CUDA driver version is insufficient|no CUDA-capable device is detected|"
-        r"cudaErrorNoDevice|cudaErrorInsufficientDriver",
+        r"cudaError(?:NoDevice|InsufficientDriver|LaunchFailure|IllegalInstruction|MisalignedAddress|Assert|"
+        r"ECCUncorrectable|LaunchTimeout|HardwareStackError|InvalidDeviceFunction|NoKernelImageForDevice)|"
+        r"CUDA_ERROR_(?:ILLEGAL_ADDRESS|ILLEGAL_INSTRUCTION|LAUNCH_FAILED|ECC_UNCORRECTABLE|ASSERT|MISALIGNED_ADDRESS|"
+        r"HARDWARE_STACK_ERROR|NO_DEVICE|NO_BINARY_FOR_GPU|LAUNCH_TIMEOUT)|"
+        r"couldn't communicate with the NVIDIA driver|Unable to determine the device handle for GPU",
         "CUDA error",
         "rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel; check indices/labels against the "
         "vocabulary size, then the driver and the GPU's ECC/Xid status",
@@ -142,7 +158,11 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "crash_signal", C,
         r"Signal: (?:Bus error|Segmentation fault)|[Ss]egmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
-        r"Fatal Python error|core dumped|terminate called after throwing an instance of",
+        r"Fatal Python error|core dumped|terminate called after throwing an instance of|\bSIGABRT\b|"
+        # torchrun / DeepSpeed's launcher reporting a worker that died on SIGABRT, SIGBUS or SIGSEGV; glibc's heap checks
+        r"(?:\bexit ?code|\bexitcode|return ?code)\s*[=:]?\s*-(?:6|7|11)\b|double free or corruption|"
+        r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
+        r"corrupted size vs\. prev_size",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -150,7 +170,9 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "nonfinite_message", E,
         r"detected (?:nan|inf|nan/inf)|\bfound (?:nan|inf)\b|nan or inf found|invalid loss, terminating|"
-        r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|became|becomes|has become|contains?)\s+(?:nan|inf|non-?finite)|"
+        r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|become|became|becomes|has become|contains?)\s+"
+        r"(?:nan|inf(?:inite|inity)?|non-?finite)\b|returned in `training_step` is (?:nan|[-+]?inf)|"
+        r"probability tensor contains either .inf., .nan.|"
         r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
         r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
         r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:tensor\(\[?)?(?:nan|[-+]?inf)\b|"
@@ -162,13 +184,18 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "model_load_failure", C,
-        r"Error when initializing model|Load model failed|Failed to load (?:the )?model|Error loading model|"
+        r"Error when initializing model|Load model failed|(?i:failed to load (?:the )?model)|Error loading model|"
         r"Could not load model|unable to create TensorRT engine|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
-        r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed)|"
+        r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed|ShardFailed)|"
         r"larger than the maximum number of tokens that can be stored in KV cache|(?i:error loading model)|"
         r"unable to load model|Loading servable: .{0,120}\bfailed|Error\(s\) in loading state_dict|"
-        r"Unable to load weights from|PytorchStreamReader failed reading",
+        r"Unable to load weights from|PytorchStreamReader failed reading|"
+        # vLLM's engine start-up, transformers' loaders, Triton's start-up, Ray Serve's replica constructor
+        r"Engine core initialization failed|EngineCore failed to start|Engine process failed to start|"
+        r"does not recognize this architecture|Model architectures \[[^\]]*\] (?:are not supported|failed to be inspected)|"
+        r"Can't load (?:the )?(?:tokenizer|model|config(?:uration)?|weights|processor|feature extractor)\b|"
+        r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row",
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -176,9 +203,13 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "engine_dead", C,
         r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
-        r"backend worker process died|Worker died|worker process died|RayActorError|actor died unexpectedly|"
+        r"backend worker process died|[Ww]orker died|worker process died|RayActorError|died unexpectedly|"
         r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT|"
-        r"llama runner process has terminated|Worker disconnected\. WORKER_|Stub process '[^']+' is not healthy",
+        r"llama runner process has terminated|Worker disconnected\. WORKER_|Stub process '[^']+' is not healthy|"
+        # vLLM's MQ engine, SGLang's scheduler and launcher, Ray Serve's health checks, TorchServe, TGI's router
+        r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
+        r"failed health check|\bUNHEALTHY\b|\(unhealthy\)|Backend worker error|"
+        r"Backend worker did not respond in given time|Webserver Crashed",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -187,7 +218,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "checkpoint_save_failure", C,
         r"PytorchStreamWriter failed writing|(?:failed|unable|error) (?:to |while |when )?(?:sav|writ)\w* "
         r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)|"
-        r"inline_container\.cc:\d+\] \. unexpected pos|Parent directory \S+ does not exist",
+        r"inline_container\.cc:\d+\] \. unexpected pos|Parent directory \S+ does not exist|"
+        # safetensors' writer (a full disk is disk_full, above) and transformers refusing tied weights at save time
+        r"SafetensorError: Error while serializing|Some tensors share memory, this will lead to duplicate memory on disk",
         "checkpoint save failed",
         "check free space and quota on the checkpoint volume and that every rank can write there; "
         "save to local disk and copy asynchronously on flaky network filesystems",
@@ -195,8 +228,9 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "job_cancelled", C,
-        r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)|"
-        r"Received Signals\.SIGTERM death signal",
+        r"\*\*\* (?:JOB|STEP) \S+ (?:ON \S+ )?CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)|"
+        r"Received Signals\.SIGTERM death signal|PBS: job killed: walltime \d+ exceeded limit|"
+        r"TERM_(?:RUNLIMIT|PREEMPT|DEADLINE)",
         "job cancelled by the scheduler (time limit, preemption or node failure)",
         "resume from the last checkpoint; for a time limit request more time or checkpoint more often, for "
         "preemption requeue the job and save a checkpoint when SIGTERM arrives",
@@ -204,6 +238,9 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "http_5xx", W,
         r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
+        r"\bstatus(?:_?[Cc]ode)?\"?\s*[=:]\s*\"?5\d\d\b|\[GIN\][^|]{0,40}\|\s*5\d\d\s*\||Error code: 5\d\d\b|"
+        # the server's own log of a request that raised (uvicorn, gunicorn/aiohttp, Flask): the client got a 500
+        r"Exception in ASGI application|Error handling request|ERROR in app: Exception on |"
         r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
         r"upstream prematurely closed connection|while connecting to upstream|no live upstreams",
         "server answered with 5xx",
@@ -212,8 +249,9 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "startup_stall", W,
-        r"taken more than \d+s to start up|pending for more than|waiting for (?:resources|a free|available)|"
-        r"(?:Readiness|Liveness|Startup) probe failed",
+        r"taken more than \d+s to (?:start up|be scheduled|initialize)|pending for more than|"
+        r"waiting for (?:resources|a free|available)|(?:Readiness|Liveness|Startup) probe failed|"
+        r"\bFailedScheduling\b|\d+/\d+ nodes are available:.{0,200}Insufficient|ImagePullBackOff|ErrImagePull",
         "replicas or workers stuck starting",
         "the cluster lacks the requested resources (GPUs, memory) or the image/model download is slow",
     ),
@@ -224,38 +262,51 @@ SIGNATURES: tuple[Signature, ...] = (
 _KEYS = {
     "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
                  "oom when allocating", "no available memory for the cache", "cuda_error_out_of_memory",
-                 "allocating device buffer", "mem-fraction-static"),
+                 "allocating device buffer", "mem-fraction-static", "failed to allocate memory", "prefill tokens",
+                 "cudnn_status_alloc"),
     "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate",
                 "ray.exceptions.outofmemoryerror", "running low on memory"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
                      "mismatch between collectives", "socket has timed out", "socket timeout", "distnetworkerror",
-                     "c10d key-value store"),
+                     "c10d key-value store", "heartbeat monitor", "operation to complete", "monitoredbarrier",
+                     "completion from peer"),
     "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
                                  "shared memory object"),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
-                   "killed", "oomkilled", "oom_kill event", "srun: error"),
+                   "killed", "oomkilled", "oom_kill event", "srun: error", "return code", "returncode", "exit status -9",
+                   "signaled to shutdown", "exited with code", "exit_code", "term_memlimit", "memory pressure"),
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
-                   "cudaerrornodevice", "cudaerrorinsufficientdriver"),
+                   "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
-                     "terminate called"),
+                     "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
+                     "free(): invalid", "malloc(): ", "corrupted size"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
                            "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache",
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
-                           "pytorchstreamreader"),
+                           "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
+                           "engine process failed to start", "recognize this architecture", "model architectures",
+                           "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
-                    "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy"),
-    "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory"),
-    "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal"),
+                    "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
+                    "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
+                    "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
+                    "webserver crashed"),
+    "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
+                                "tensors share memory"),
+    "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",
+                      "walltime", "term_runlimit", "term_preempt", "term_deadline"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
-                 "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams"),
-    "startup_stall": ("to start up", "pending for more than", "waiting for", "probe failed"),
+                 "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",
+                 "error code: 5", "exception in asgi", "error handling request", "exception on "),
+    "startup_stall": ("to start up", "taken more than", "pending for more than", "waiting for", "probe failed",
+                      "failedscheduling", "nodes are available", "pullbackoff", "errimagepull"),
 }
 SIGNATURES = tuple(replace(s, keys=_KEYS[s.name]) for s in SIGNATURES)
 _BY_NAME = {s.name: s for s in SIGNATURES}
@@ -307,8 +358,11 @@ ERROR_LINE = Signature(
 _OVERFLOW = re.compile(
     r"OVERFLOW!.{0,40}?Attempted loss scale: (?P<from>\S+?),? (?:reducing to (?P<to>[-+\deE.]+)|but hysteresis)|"
     r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (?P<apex>[-+\deE.]+)|"
-    r"overflow detected, (?:ignoring gradient, )?setting loss scale to:? (?P<fs>[-+\deE.]+)|"
-    r"decreased lg_loss_scale to (?P<lg>[-+\deE.]+)",
+    r"overflow detected, (?:ignoring gradient, )?setting (?:loss )?scale to:? (?:to )?(?P<fs>[-+\deE.]+)|"
+    r"decreased lg_loss_scale to (?P<lg>[-+\deE.]+)|"
+    # apex amp's scaler before it printed the scale; Paddle's AMP GradScaler ("decrease to: 1024.0*0.5")
+    r"Gradient overflow, skipping update|"
+    r"Found inf or nan, current scale is:? \S+?,? decrease to:? (?P<pd>[-+\deE.]+)\*(?P<pdr>[-+\deE.]+)",
     re.IGNORECASE,
 )
 _OVERFLOW_ABORT = re.compile(
@@ -397,11 +451,11 @@ def classify(text: str) -> Signature | None:
     >>> classify("OSError: [Errno 28] No space left on device").name
     'disk_full'
     """
+    if _OVERFLOW_ABORT.search(text):
+        return FP16  # fairseq raises FloatingPointError("Minimum loss scale reached ..."): the scaler gave up
     for sig in SIGNATURES:
         if sig.pattern.search(text):
             return sig
-    if _OVERFLOW_ABORT.search(text):
-        return FP16
     return None
 
 
@@ -446,8 +500,11 @@ class SignatureMatcher:
         low = line.lower()
         if ("checkpoint" in low or "saving model" in low) and _CHECKPOINT_START.search(line):
             self._checkpoint_at = self.index
-        if ("overflow" in low or "lg_loss_scale" in low) and _OVERFLOW.search(line):
+        if ("overflow" in low or "lg_loss_scale" in low or "current scale is" in low) and _OVERFLOW.search(line):
             out.extend(self._overflow_line(line))
+            return out
+        if ("minimum" in low or "in a row" in low) and _OVERFLOW_ABORT.search(line):
+            out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
             return out
         if "nan iterations" in low and _NAN_ITERATIONS.search(line):
             out.append(self._finding(_BY_NAME["nonfinite_message"], Severity.ERROR, self.index, [line], line))
@@ -461,9 +518,6 @@ class SignatureMatcher:
                 else:
                     out.append(self._finding(sig, sig.severity, self.index, [line], line))
                 return out
-        if "minimum" in low and _OVERFLOW_ABORT.search(line):
-            out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
-            return out
         if ("Error" in line or "Exception" in line) and _UNCAUGHT.match(line):
             # The last line of a traceback whose frames were not printed (or not pasted): the exception itself.
             out.append(self._finding(TRACEBACK, Severity.ERROR, self.index, [line], line.strip()))
@@ -602,6 +656,8 @@ class SignatureMatcher:
         for g in ("to", "apex", "fs"):
             if m.group(g):
                 scale = _float(m.group(g))
+        if m.group("pd"):
+            scale = _float(m.group("pd")) * _float(m.group("pdr"))
         if m.group("lg"):
             lg = _float(m.group("lg"))
             scale = 2.0**lg if lg < 1000 else math.inf

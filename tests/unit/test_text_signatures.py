@@ -422,3 +422,225 @@ def test_an_exception_line_without_its_traceback_is_a_python_exception(line):
     # What a user pastes from the end of a traceback, or a launcher prints for a rank that failed.
     [f] = run([line])
     assert (f.signature, f.severity, f.lines) == ("python_exception", Severity.ERROR, [line])
+
+
+# Message formats read in each framework's own source; every line below is made up in that format.
+# (signature, severity of the first finding, line)
+C, E, W, I = Severity.CRITICAL, Severity.ERROR, Severity.WARNING, Severity.INFO
+FRAMEWORK_FORMATS = [
+    # cuda_oom -- tensorflow eager ops ("failed to allocate memory [Op:...]"); onnxruntime core/framework/bfc_arena.cc;
+    # text-generation-inference server/text_generation_server/models/flash_causal_lm.py (warm-up); cuDNN status names
+    ("cuda_oom", C, ("tensorflow.python.framework.errors_impl.ResourceExhaustedError: {{function_node "
+                     "__wrapped__Conv2D_device_/job:localhost/replica:0/task:0/device:GPU:0}} failed to allocate memory "
+                     "[Op:Conv2D]")),
+    ("cuda_oom", C, ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Gemm node. "
+                     "Status Message: bfc_arena.cc:376 AllocateRawInternal Failed to allocate memory for requested "
+                     "buffer of size 1073741824")),
+    ("cuda_oom", C, "RuntimeError: Not enough memory to handle 8192 prefill tokens. You need to decrease `--max-batch-prefill-tokens`"),
+    ("cuda_oom", C, "RuntimeError: cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    # nccl_timeout -- pytorch torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp (watchdog, heartbeat monitor),
+    # gloo transport/tcp/unbound_buffer.cc, ProcessGroupWrapper's monitoredBarrier, elastic rendezvous/api.py,
+    # NCCL src/transport/net_ib.cc
+    ("nccl_timeout", C, ("[rank3]:[E1105 10:12:00.100 ProcessGroupNCCL.cpp:1537] [PG 0 Rank 3] Timeout at NCCL work: 4410, "
+                         "last enqueued NCCL work: 4411, last completed NCCL work: 4409.")),
+    ("nccl_timeout", C, ("[rank3]:[E1105 10:12:00.100 ProcessGroupNCCL.cpp:1664] [PG 0 (default_pg) Rank 3] Exception "
+                         "(either an error or timeout) detected by watchdog at work: 4410, last enqueued NCCL work: 4411")),
+    ("nccl_timeout", C, ("[rank3]:[E710 10:12:00.100 ProcessGroupNCCL.cpp:2271] [PG ID 0 PG GUID 0(default_pg) Rank 3]  "
+                         "failure detected by watchdog at work sequence id: 4410 PG status: last enqueued work: 4411")),
+    ("nccl_timeout", C, ("[rank0]:[E1105 10:20:00.000 ProcessGroupNCCL.cpp:1316] [PG 0 Rank 0] Heartbeat monitor timed "
+                         "out! Process will be terminated after dumping debug info. workMetaList_.size()=1")),
+    ("nccl_timeout", C, ("RuntimeError: [/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out "
+                         "waiting 1800000ms for recv operation to complete")),
+    ("nccl_timeout", C, "RuntimeError: [Rank 0]: Rank 2 failed to pass monitoredBarrier in 30000 ms"),
+    ("nccl_timeout", C, ("torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection to the C10d "
+                         "store has failed. See inner exception for details.")),
+    ("nccl_timeout", C, ("gpu12:881:940 [1] transport/net_ib.cc:1295 NCCL WARN NET/IB : Got completion from peer "
+                         "10.2.0.12<51022> with error 12, opcode 0, len 0, vendor err 129 (Recv)")),
+    # oom_killer -- deepspeed launcher/launch.py, text-generation-inference launcher/src/main.rs, a shell's job report,
+    # slurm srun, docker/kubectl exit code 137, LSF TERM_MEMLIMIT, ray's memory monitor (raylet node_manager.cc)
+    ("oom_killer", C, ("[2024-06-01 10:00:00,000] [ERROR] [launch.py:321:sigkill_handler] ['/usr/bin/python', '-u', "
+                       "'train.py', '--local_rank=1'] exits with return code = -9")),
+    ("oom_killer", C, ("2024-06-01T10:00:00.000000Z ERROR shard-manager: text_generation_launcher: Shard process was "
+                       "signaled to shutdown with signal 9 rank=0")),
+    ("oom_killer", C, "/var/spool/slurmd/job4711/slurm_script: line 9: 30122 Killed                  python train.py"),
+    ("oom_killer", C, "srun: error: gpu-a100-03: task 1: Killed"),
+    ("oom_killer", C, "trainer-1 exited with code 137"),
+    ("oom_killer", C, "      Exit Code:    137"),
+    ("oom_killer", C, "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit."),
+    ("oom_killer", C, ("(raylet) node_manager.cc:3007: 1 Workers (tasks / actors) killed due to memory pressure (OOM), "
+                       "0 Workers crashed due to other reasons at node (ID: 7a1c, IP: 10.0.0.9)")),
+    # crash_signal -- torch.distributed.elastic multiprocessing/errors (SignalException, failure summary), deepspeed's
+    # launcher, glibc's malloc checks
+    ("crash_signal", C, "  traceback : Signal 6 (SIGABRT) received by PID 30123"),
+    ("crash_signal", C, "  exitcode  : -11 (pid: 30123)"),
+    ("crash_signal", C, ("[2024-06-01 10:00:00,000] torch.distributed.elastic.multiprocessing.api: [ERROR] failed "
+                         "(exitcode: -6) local_rank: 0 (pid: 30123) of binary: /usr/bin/python3")),
+    ("crash_signal", C, "[launch.py:321:sigkill_handler] ['/usr/bin/python', 'train.py'] exits with return code = -11"),
+    ("crash_signal", C, "double free or corruption (out)"),
+    ("crash_signal", C, "free(): invalid pointer"),
+    # fp16_overflow -- apex amp (_process_optimizer.py, older scaler), fairseq optim/amp_optimizer.py,
+    # PaddlePaddle amp/grad_scaler.py, gpt-neox megatron/training.py (OverflowMonitor)
+    ("fp16_overflow", I, "Gradient overflow, skipping update"),
+    ("fp16_overflow", I, "2024-06-01 10:00:00 | INFO | fairseq.optim.amp_optimizer | AMP: overflow detected, setting scale to to 32.0"),
+    ("fp16_overflow", I, "Found inf or nan, current scale is: 4096.0, decrease to: 4096.0*0.5"),
+    ("fp16_overflow", C, "Exception: Skipped 50 iterations in a row due to Overflow - Exiting training."),
+    ("fp16_overflow", C, ("FloatingPointError: Minimum loss scale reached (0.0001). Your loss is probably exploding. Try "
+                          "lowering the learning rate, using gradient clipping or increasing the batch size.")),
+    # nonfinite_message -- Lightning loops/utilities.py (_check_finite), mmcv/mmengine CheckInvalidLossHook,
+    # torch.multinomial (aten Distributions.cpp), Megatron-LM param_and_grad_buffer.py
+    ("nonfinite_message", E, "ValueError: The loss returned in `training_step` is nan."),
+    ("nonfinite_message", E, "2024-06-01 10:00:00,000 - mmdet - INFO - loss become infinite or NaN!"),
+    ("nonfinite_message", E, "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0"),
+    ("nonfinite_message", E, ("AssertionError: Rank 7: found NaN in local grad norm in backward pass before data-parallel "
+                              "communication collective. Device: 7, node: gpu-12")),
+    # checkpoint_save_failure / disk_full -- safetensors' serializer, transformers' save_pretrained (shared tensors),
+    # containerd/docker writing lower-case "no space left on device"
+    ("checkpoint_save_failure", C, ("safetensors_rust.SafetensorError: Error while serializing: IoError(Os { code: 5, "
+                                    "kind: Uncategorized, message: \"Input/output error\" })")),
+    ("checkpoint_save_failure", C, ("RuntimeError: Some tensors share memory, this will lead to duplicate memory on disk "
+                                    "and potential differences when loading them again: [{'lm_head.weight', 'embed.weight'}].")),
+    ("disk_full", C, "failed to register layer: write /usr/local/lib/libnccl.so.2: no space left on device"),
+    # cuda_error -- CUDA runtime/driver error names, nvidia-smi when the driver lost the GPU
+    ("cuda_error", C, "Cuda failure 'cudaErrorLaunchFailure' at /workspace/src/attention.cu:88"),
+    ("cuda_error", C, "E0601 10:00:00.000 cuda_driver.cc:1099] failed to synchronize: CUDA_ERROR_ILLEGAL_ADDRESS"),
+    ("cuda_error", C, "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."),
+    ("cuda_error", C, "Unable to determine the device handle for GPU 0000:41:00.0: Unknown Error"),
+    # engine_dead -- vllm engine/multiprocessing (MQ engine), vllm v1 executor (multiproc / ray), sglang scheduler and
+    # launcher, ray core and serve (deployment_state.py), torchserve WorkerThread, text-generation-inference launcher
+    ("engine_dead", C, "ERROR 06-01 10:00:00 client.py:250] RuntimeError('Engine loop has died')"),
+    ("engine_dead", C, ("(EngineCore_DP0 pid=311) ERROR 06-01 10:00:00 [multiproc_executor.py:149] Worker proc "
+                        "VllmWorker-3 died unexpectedly, shutting down executor.")),
+    ("engine_dead", C, "ERROR 06-01 10:00:00 [ray_executor_v2.py:464] RayWorkerProc rank=[1] died unexpectedly, shutting down executor."),
+    ("engine_dead", C, "[2024-06-01 10:00:00 TP0] Scheduler hit an exception: Traceback (most recent call last):"),
+    ("engine_dead", C, "[2024-06-01 10:00:00] Received sigquit from a child process. It usually means the child failed."),
+    ("engine_dead", C, ("(raylet) A worker died or was killed while executing a task by an unexpected system error. To "
+                        "troubleshoot the problem, check the logs for the dead worker.")),
+    ("engine_dead", C, ("WARNING 2024-06-01 10:00:00,000 controller 88 deployment_state.py:2100 - Replica(id='x1y2', "
+                        "deployment='LLM', app='default') failed health check, stopping it.")),
+    ("engine_dead", C, "2024-06-01T10:00:00,000 [ERROR] W-9001-bert_1.0 org.pytorch.serve.wlm.WorkerThread - Backend worker error"),
+    ("engine_dead", C, ("org.pytorch.serve.wlm.WorkerInitializationException: Backend worker did not respond in given "
+                        "time")),
+    ("engine_dead", C, "2024-06-01T10:00:00.000000Z ERROR text_generation_launcher: Webserver Crashed"),
+    # model_load_failure -- vllm v1 engine/core_client.py and engine/multiprocessing, transformers (auto config,
+    # tokenizer and hub lookups), llama.cpp, Triton's server start-up, Ray Serve's replica constructor, TGI's launcher
+    ("model_load_failure", C, "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"),
+    ("model_load_failure", C, "RuntimeError: Engine process failed to start. See stack trace for the root cause."),
+    ("model_load_failure", C, ("ValueError: The checkpoint you are trying to load has model type `foo3` but Transformers "
+                               "does not recognize this architecture.")),
+    ("model_load_failure", C, "OSError: Can't load tokenizer for 'acme/llm-9b'. Make sure 'acme/llm-9b' is the correct path."),
+    ("model_load_failure", C, ("OSError: acme/llm-9b is not a local folder and is not a valid model identifier listed on "
+                               "'https://huggingface.co/models'")),
+    ("model_load_failure", C, "llama_load_model_from_file: failed to load model"),
+    ("model_load_failure", C, "error: creating server: Internal - failed to load all models"),
+    ("model_load_failure", C, ("The deployment failed to start 3 times in a row. This may be due to a problem with its "
+                               "constructor or initial health check failing.")),
+    ("model_load_failure", C, "Error: ShardFailed"),
+    # http_5xx -- uvicorn protocols/http (ASGI exception), gunicorn workers/base.py, Flask app.log_exception, gin's
+    # logger (Ollama), the openai client's APIStatusError text, JSON and key=value access logs
+    ("http_5xx", W, "ERROR:    Exception in ASGI application"),
+    ("http_5xx", W, "[2024-06-01 10:00:00 +0000] [12] [ERROR] Error handling request /v1/predict"),
+    ("http_5xx", W, "[2024-06-01 10:00:00,000] ERROR in app: Exception on /predict [POST]"),
+    ("http_5xx", W, '[GIN] 2024/06/01 - 10:00:00 | 500 |  1.204511ms |       127.0.0.1 | POST     "/api/chat"'),
+    ("http_5xx", W, "openai.InternalServerError: Error code: 502 - {'error': {'message': 'bad gateway'}}"),
+    ("http_5xx", W, '{"ts": "2024-06-01T10:00:00Z", "method": "POST", "path": "/v1/embeddings", "status": 503}'),
+    ("http_5xx", W, "request done method=POST path=/generate status_code=500 duration=0.2"),
+    # startup_stall -- ray serve deployment_state.py (scheduling), the kubernetes scheduler's events, image pulls
+    ("startup_stall", W, ("WARNING deployment_state.py:1986 - Deployment 'LLM' in application 'default' has 1 replicas "
+                          "that have taken more than 30s to be scheduled.")),
+    ("startup_stall", W, ("  Warning  FailedScheduling  3m (x7 over 9m)  default-scheduler  0/4 nodes are available: 4 "
+                          "Insufficient nvidia.com/gpu.")),
+    ("startup_stall", W, "llm-server-5d8f-abcde   0/1     ImagePullBackOff   0          4m"),
+    # job_cancelled -- PBS (pbs_mom), LSF, slurm without the host part
+    ("job_cancelled", C, "=>> PBS: job killed: walltime 3624 exceeded limit 3600"),
+    ("job_cancelled", C, "TERM_RUNLIMIT: job killed after reaching LSF run time limit."),
+    ("job_cancelled", C, "slurmstepd: error: *** JOB 4711 CANCELLED AT 2024-06-01T10:00:00 DUE TO TIME LIMIT ***"),
+]
+
+
+@pytest.mark.parametrize("signature,severity,line", FRAMEWORK_FORMATS)
+def test_framework_message_formats(signature, severity, line):
+    found = run([line])
+    assert [(f.signature, f.severity) for f in found][:1] == [(signature, severity)], found
+
+
+@pytest.mark.parametrize("signature,severity,line", FRAMEWORK_FORMATS)
+def test_framework_message_formats_through_the_text_monitor(signature, severity, line):
+    from runwatch.models.text.monitor import TextMonitor
+
+    _, findings = TextMonitor("formats").observe_lines([line])
+    assert f"log/{signature}" in {f.metric for f in findings}, findings
+
+
+HEALTHY_LOOKALIKES = [
+    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True,max_split_size_mb:512",
+    "x = torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)",
+    "--fp16 True --bf16 False --gradient_checkpointing True --deepspeed ds_z3.json",
+    "epoch 2 finished: skipped 0 steps (gradient overflow), loss scale 65536",
+    "| epoch 003 | loss 3.21 | OOM: 0 | loss_scale: 65536 | wps 1210",
+    "{'train_runtime': 120.0, 'loss_scale': 65536.0, 'epoch': 1.0}",
+    "[INFO|trainer.py:3000] 2024-06-01 10:00:00 >> Saving model checkpoint to /ckpt/checkpoint-2000",
+    "reaper: Killed 0 processes, 0 zombies",
+    "metrics: error_rate=0.0 p99_ms=41 timeouts=0",
+    '10.0.0.5 - - [01/Jun/2024:10:00:00 +0000] "POST /v1/chat/completions HTTP/1.1" 200 5021 "-" "curl/8.0"',
+    '[GIN] 2024/06/01 - 10:00:00 | 200 |  2.310412ms |       127.0.0.1 | POST     "/api/generate"',
+    '{"method": "POST", "path": "/v1/embeddings", "status": 200, "latency_ms": 500}',
+    "request done method=GET path=/metrics status_code=200 duration=0.01",
+    "openai request ok, status=200, took 500ms",
+    "gpu12:881:881 [1] NCCL INFO NET/IB : Using [0]mlx5_0:1/IB ; OOB ib0:10.2.0.12<0>",
+    "gpu12:881:881 [1] NCCL INFO comm 0x55d0 rank 1 nranks 8 cudaDev 1 busId 41000 - Init COMPLETE",
+    "[I ProcessGroupNCCL.cpp:686] [Rank 0] ProcessGroupNCCL initialization options: TIMEOUT(ms): 1800000",
+    "[I reducer.cpp:1300] Reducer buckets have been rebuilt in this iteration.",
+    "trainer-1 exited with code 0",
+    "      Exit Code:    0",
+    "  exitcode  : 0 (pid: 1234)",
+    "INFO  heartbeat ok, next in 30s",
+    "Worker proc VllmWorker-1 started.",
+    "INFO Model architectures ['LlamaForCausalLM'] are supported",
+    "Replica(id='x1y2', deployment='LLM') started; health check passed",
+    "  Normal   Scheduled  1m    default-scheduler  Successfully assigned default/llm-0 to node-3",
+    "INFO:     Application startup complete.",
+    "INFO 06-01 10:00:00 [gpu_model_runner.py:1500] Model loading took 14.9 GiB and 12.1 seconds",
+    "checkpoint saved to /ckpt/step_1000 (2.1 GB), free memory 40.2 GiB",
+    "inference done: 128 requests, 0 errors, information retained",
+    "Detected information about 8 GPUs; inferring topology",
+]
+
+
+def test_healthy_lookalikes_raise_nothing():
+    from runwatch.models.text.monitor import TextMonitor
+
+    for line in HEALTHY_LOOKALIKES:
+        assert run([line]) == [], line
+        _, findings = TextMonitor("lookalikes").observe_lines([line])
+        assert not [f for f in findings if f.metric.startswith("log/")], (line, findings)
+
+
+def test_uvicorn_exception_line_is_a_5xx_and_its_traceback_still_one_finding():
+    lines = [
+        "ERROR:    Exception in ASGI application",
+        "Traceback (most recent call last):",
+        '  File "/app/server.py", line 40, in predict',
+        "    out = model(x)",
+        "ValueError: bad input shape",
+    ]
+    found = run(lines)
+    assert [(f.signature, f.severity, f.line) for f in found] == [
+        ("http_5xx", Severity.WARNING, 0), ("python_exception", Severity.ERROR, 1)]
+
+
+def test_overflow_abort_wins_over_floating_point_error_in_a_traceback():
+    # fairseq's fp16 optimizer raises FloatingPointError when the scaler gives up: the scaler is the story
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "fairseq/trainer.py", line 900, in train_step',
+        "    self.optimizer.step()",
+        "FloatingPointError: Minimum loss scale reached (0.0001). Your loss is probably exploding.",
+    ]
+    [f] = run(lines)
+    assert (f.signature, f.severity) == ("fp16_overflow", Severity.CRITICAL)
+
+
+def test_paddle_scale_is_read_and_escalates():
+    found = run([f"Found inf or nan, current scale is: {s}, decrease to: {s}*0.5" for s in (64.0, 8.0, 1.0)])
+    assert [(f.severity, f.value) for f in found] == [(Severity.INFO, 32.0), (Severity.WARNING, 4.0),
+                                                       (Severity.CRITICAL, 0.5)]
