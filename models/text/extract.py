@@ -49,10 +49,14 @@ Supported shapes (one parser each, tried in order):
   at ``time/total_timesteps`` when the closing rule is printed
 - the Hugging Face Trainer's ``***** eval metrics *****`` block (``  eval_loss = 0.41``) at the current step
 - DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
+- TensorFlow Estimator's ``loss = 0.69, step = 100`` (a step-anchored line) and its evaluation result
+  ``Saving dict for global step 300: accuracy = 0.91, global_step = 300, loss = 0.25`` (``val/``, at that step)
 - ESPnet2's (and FunASR's) ``2epoch:train:11-20batch: loss=50.87, acc=0.47, optim0_lr0=1e-05, ...`` and the
   ``[valid]`` part of its ``2epoch results:`` line
 - MosaicML Composer's console: ``[epoch=1][batch=100/1000]:`` then rows ``Train loss/train/total: 2.34``
 - Keras ``Epoch 2/10`` then ``9595/9595 [====] - 1s - loss: 0.62 - val_loss: 0.52``
+- CLU's ``LoggingWriter`` (JAX: Flax, T5X, big_vision) ``[100] learning_rate=0.001, loss=2.31``; a ``collection=``
+  after the step names the phase (``train``; ``..eval..``/``..val..`` as ``val/``; one of unknown phase is not read)
 - bracketed fractions before ``key: value`` fields: ``[0/5][50/1583]\tLoss_D: 0.31\tLoss_G: 8.40`` (PyTorch's
   DCGAN example: epoch, then batch) and ``[100/1000] loss: 2.34 lr: 0.001`` (an iteration)
 - tqdm progress bars with a postfix (Lightning ``Epoch 0: 11%|█ | 2/18 [00:11<01:33, 5.82s/it, loss=10.5]``; NeMo's
@@ -1032,8 +1036,25 @@ def _bracket_step(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _BRACKET_STEP.search(line)
     if m is None:
         return None
-    metrics = _pairs(line[m.end() :], keep=_metric_like)
+    rest = line[m.end() :]
+    phase = ""
+    if rest.startswith("collection="):  # CLU's LoggingWriter(collection=...): "[1000] collection=train loss=2.35, ..."
+        c = _COLLECTION.match(rest)
+        if c is None:
+            return None
+        name = c.group(1).lower()
+        if "eval" in name or "val" in name:
+            phase = "val/"
+        elif "test" in name:
+            phase = "test/"
+        elif name not in ("train", "training"):
+            return None  # a collection of unknown phase: its values could be anyone's
+        rest = rest[c.end() :]
+    metrics = _pairs(rest, phase, keep=_metric_like)
     return _Parsed(int(m.group(1)), metrics) if metrics else None
+
+
+_COLLECTION = re.compile(r"collection=([\w./\-]+)\s")
 
 
 def _bracket_fractions(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1576,6 +1597,19 @@ def _composer_name(key: str, phase: str) -> str | None:
     return phase + _sanitize(low)
 
 
+_TF_EVAL = re.compile(r"\bSaving dict for global step (\d+): ")
+
+
+def _tf_eval(x: MetricExtractor, line: str) -> _Parsed | None:
+    """TensorFlow Estimator's evaluation result (``estimator.py`` ``_write_dict_to_summary``): ``Saving dict for global
+    step 300: accuracy = 0.91, global_step = 300, loss = 0.25``: the evaluation's values, ``val/``, at that step."""
+    m = _TF_EVAL.search(line)
+    if m is None:
+        return None
+    metrics = _pairs(line[m.end() :], "val/")
+    return _Parsed(int(m.group(1)), metrics) if metrics else _Parsed(None, {})
+
+
 def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
     """DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], mom=[...]``: the learning rate of the first group."""
     if "skipped=" not in line:
@@ -1644,7 +1678,7 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
     _timm, _nanogpt,
-    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _deepspeed, _espnet, _bracket_step,
+    _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
     _word_language_model, _anchored, _leading_step,
     _epoch_context, _onmt_valid, _spaced_step, _request,
@@ -1656,5 +1690,6 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
+    _tf_eval: "Saving dict",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

@@ -890,3 +890,24 @@ def test_a_custom_scripts_table_of_values_per_step():
     z = MetricExtractor()
     z.load_state_dict(json.loads(json.dumps(y.state_dict())))
     assert z.extract("40\t6.9") == [(40, {"loss": 6.9})]
+
+
+def test_tensorflow_estimator_training_and_evaluation_lines():
+    # tensorflow_estimator basic_session_run_hooks.LoggingTensorHook and estimator._write_dict_to_summary
+    out, _ = ext([
+        "INFO:tensorflow:loss = 0.6931, step = 1",
+        "INFO:tensorflow:global_step/sec: 12.345",
+        "INFO:tensorflow:loss = 0.4123, step = 101 (8.101 sec)",
+        "INFO:tensorflow:Saving dict for global step 300: accuracy = 0.91, global_step = 300, loss = 0.25",
+    ])  # the evaluation's dict was read as the training loss before
+    assert out == [(1, {"loss": 0.6931}), (101, {"loss": 0.4123}), (300, {"val/acc": 0.91, "val/loss": 0.25})]
+
+
+def test_clu_logging_writer_collections_name_the_phase():
+    # clu/metric_writers/logging_writer.py: logging.info("[%d]%s %s", step, " collection=<name>", "k=v, ...")
+    out, _ = ext([
+        "I0501 10:00:00.123 140000 logging_writer.py:48] [1000] collection=train accuracy=0.512, learning_rate=0.001, loss=2.35",
+        "I0501 10:05:00.123 140000 logging_writer.py:48] [2000] collection=training_eval accuracy=0.55, loss=2.1",
+        "I0501 10:06:00.123 140000 logging_writer.py:48] [3000] collection=inference accuracy=0.57",
+    ])  # a collection whose phase is unknown is not read
+    assert out == [(1000, {"acc": 0.512, "lr": 0.001, "loss": 2.35}), (2000, {"val/acc": 0.55, "val/loss": 2.1})]
