@@ -911,3 +911,31 @@ def test_clu_logging_writer_collections_name_the_phase():
         "I0501 10:06:00.123 140000 logging_writer.py:48] [3000] collection=inference accuracy=0.57",
     ])  # a collection whose phase is unknown is not read
     assert out == [(1000, {"acc": 0.512, "lr": 0.001, "loss": 2.35}), (2000, {"val/acc": 0.55, "val/loss": 2.1})]
+
+
+@pytest.mark.parametrize("line", [
+    "Namespace(arch='resnet50', batch_size=256, epochs=90, lr=0.1, momentum=0.9, weight_decay=0.0001, loss_scale=128.0)",
+    "2024-05-01 | INFO | fairseq_cli.train | Namespace(no_progress_bar=False, log_interval=100, lr=[0.0005], clip_norm=0.0)",
+    "learning_rate: 0.001",
+    "  lr .............................................. 0.00015",  # Megatron's and DeepSpeed's argument print
+    "  loss_scale ...................................... None",
+    "learning_rate=5e-05,",  # TrainingArguments(...) printed one field a line
+    "lr=0.001 batch_size=32 epochs=10 seed=42",
+    "optimizer: AdamW (lr=0.0003, betas=(0.9, 0.999), weight_decay=0.1)",
+    "Python 3.11.4 torch 2.1.0+cu121 CUDA 12.1",
+    "transformers version 4.40.1",
+    "Connecting to 10.0.0.12:29500",
+    "MASTER_ADDR=192.168.1.5 MASTER_PORT=29500",
+    "2024-05-01 10:00:00.123456",
+    "  5%|▌         | 50/1000 [00:10<03:10,  5.00it/s]",
+    "Loading checkpoint shards: 100%|██████████| 2/2 [00:05<00:00,  2.50s/it]",
+    "Map: 100%|██████████| 1000/1000 [00:00<00:00, 5000.00 examples/s]",
+    "  Total optimization steps = 375",
+    "Epoch 00005: reducing learning rate of group 0 to 1.0000e-04.",
+    "Epoch 1: val_loss improved from inf to 0.25000, saving model to best.h5",
+    "Epoch 0, global step 938: 'val_loss' reached 0.13000 (best 0.13000), saving model to '/ckpt/epoch=0-step=938.ckpt'",
+    "[2024-05-01 10:00:00,000] [INFO] [config.py:988:print]   gradient_clipping ............ 1.0",
+    "best val loss so far: 0.2345 (epoch 7)",
+])
+def test_startup_prints_versions_addresses_and_bars_without_values_are_not_metrics(line):
+    assert ext([line])[0] == []
