@@ -509,8 +509,12 @@ class SignatureMatcher:
         if "nan iterations" in low and _NAN_ITERATIONS.search(line):
             out.append(self._finding(_BY_NAME["nonfinite_message"], Severity.ERROR, self.index, [line], line))
             return out
-        for sig in SIGNATURES if _screen(low) else ():
-            if any(k in low for k in sig.keys) and sig.pattern.search(line):
+        # "inf" (a key of nonfinite_message) is in every INFO line: the keys are looked up without "info"/"infer",
+        # as the screen does, so NaN/Inf's pattern runs on a tenth of the screened lines instead of most of them
+        screened = _screen(low)
+        keyed = low.replace("info", "").replace("infer", "") if screened and "inf" in low else low
+        for sig in SIGNATURES if screened else ():
+            if any(k in keyed for k in sig.keys) and sig.pattern.search(line):
                 if sig.name == "nonfinite_message" and extracted:
                     continue  # its values went to the metric detectors
                 if sig.name == "http_5xx":
