@@ -13,7 +13,8 @@ Supported shapes (one parser each, tried in order):
 
 - Megatron-LM / DeepSpeed / GPT-NeoX / nanotron ``iteration N/ M | key: value | ...``
   and ``validation loss at iteration N | lm loss: ... | lm loss PPL: ...`` (``throughput per GPU (TFLOP/s/GPU)`` is
-  ``tflops_per_gpu``)
+  ``tflops_per_gpu``); NeMo 2's ``Training epoch 1, iteration 49/99 | ... | global_step: 149 | reduced_train_loss: ...``
+  at its ``global_step`` (the iteration counts within the epoch; ``train_step_timing in s`` is ``step_time``)
 - fairseq ``epoch 001: 450 / 1891 loss=..., num_updates=445, ...`` and its
   ``valid on 'valid' subset | ... | num_updates N`` summary (train epoch summaries,
   averages of lines already read, are skipped)
@@ -143,6 +144,7 @@ _SCALED = {
     "elapsed time per iteration (ms)": ("step_time", 1e-3),
     "elapsed_time_per_iteration_ms": ("step_time", 1e-3),
     "throughput per gpu (tflop/s/gpu)": ("tflops_per_gpu", 1.0),  # Megatron's --log-throughput
+    "train_step_timing in s": ("step_time", 1.0),  # NeMo's
 }
 _PHASES = (
     ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
@@ -594,7 +596,17 @@ def _megatron(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _MEGATRON.search(line)
     if m is None:
         return None
-    return _Parsed(int(m.group(1)), _segments(line[m.end() :]))
+    step = int(m.group(1))
+    if "global_step" in line:
+        # NeMo 2's ProgressPrinter: "Training epoch 1, iteration 49/99 | lr: ... | global_step: 149 | ...": the
+        # iteration counts within the epoch, the global step is the run's
+        g = _GLOBAL_STEP_SEGMENT.search(line, m.end())
+        if g is not None:
+            step = int(g.group(1))
+    return _Parsed(step, _segments(line[m.end() :]))
+
+
+_GLOBAL_STEP_SEGMENT = re.compile(r"\|\s*global_step:\s*(\d+)(?:\.0+)?\s*(?:\||$)")
 
 
 def _fairseq(x: MetricExtractor, line: str) -> _Parsed | None:

@@ -939,3 +939,18 @@ def test_clu_logging_writer_collections_name_the_phase():
 ])
 def test_startup_prints_versions_addresses_and_bars_without_values_are_not_metrics(line):
     assert ext([line])[0] == []
+
+
+def test_nemo2_progress_printer_lines_take_the_global_step():
+    # nemo/lightning/pytorch/callbacks/progress_printer.py ProgressPrinter.format_string ("{prefix} | key: value ...")
+    out, _ = ext([
+        ("Training epoch 0, iteration 99/99 | lr: 3e-05 | global_batch_size: 32 | global_step: 99 | "
+         "reduced_train_loss: 5.9 | train_step_timing in s: 1.2 | consumed_samples: 3200 | val_loss: 6.1"),
+        "Validation: iteration 5/10",
+        "Training epoch 1, iteration 49/99 | lr: 4.5e-05 | global_step: 149 | reduced_train_loss: 5.5",
+    ])  # the iteration counts within the epoch: the second line was dropped as a step that went back
+    assert out == [
+        (99, {"lr": 3e-05, "global_batch_size": 32.0, "reduced_train_loss": 5.9, "step_time": 1.2,
+              "consumed_samples": 3200.0, "val/loss": 6.1}),
+        (149, {"lr": 4.5e-05, "reduced_train_loss": 5.5}),
+    ]
