@@ -743,7 +743,7 @@ def _mm(x: MetricExtractor, line: str) -> _Parsed | None:
         if mode in ("(val)", "(test)"):
             return _Parsed(max(x.last_step, 0), _mm_pairs(rest, "val/" if mode == "(val)" else "test/"))
         return _Parsed(it, _mm_pairs(rest))
-    m = _MM_EVAL.search(line)
+    m = _MM_EVAL.search(line) if "(val)" in line or "(test)" in line else None
     if m is not None:
         return _Parsed(max(x.last_step, 0), _mm_pairs(line[m.end() :], "val/" if m.group(1) == "val" else "test/"))
     return None
@@ -1393,7 +1393,7 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
             # YOLOv8+ counts epochs from 1; YOLOv5 from 0, with a gpu_mem column (older) or an obj_loss one (v7.0)
             one_based = words[1] == "GPU_mem" and "obj_loss" not in words
             x.yolo = [1 if one_based else 0, *words[1:]]
-    if (x.table is None or x.table[0] == "@steps") and _STEP_TABLE_FIRST.match(s):
+    if head in "sSiIeEgG" and (x.table is None or x.table[0] == "@steps") and _STEP_TABLE_FIRST.match(s):
         _step_table_header(x, s)
     return None
 
