@@ -24,7 +24,7 @@ DIAGNOSTICS: dict[str, str] = {
     "loss_spike": f"{_PKG}.loss_spike:LossSpikeDiagnostic",
     "divergence": f"{_PKG}.divergence:DivergenceDiagnostic",
     "lr_jump": f"{_PKG}.learning_rate:LearningRateJumpDiagnostic",
-    "initial_step": f"{_PKG}.step_size:InitialStepDiagnostic",
+    "step_size": f"{_PKG}.step_size:StepSizeDiagnostic",
     "exploding_gradient": f"{_PKG}.gradients:ExplodingGradientDiagnostic",
     "vanishing_gradient": f"{_PKG}.gradients:VanishingGradientDiagnostic",
     "update_ratio": f"{_PKG}.gradients:UpdateRatioDiagnostic",
