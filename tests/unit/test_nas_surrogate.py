@@ -173,3 +173,51 @@ def test_features_of_a_genome_without_logs():
     f = run_features(run)
     assert f["diag/saturation"] == 2.0 and f["arch/norm/layernorm"] == 1.0 and f["arch/act/tanh"] == 1.0
     assert {k for k in f if k.startswith("arch/")} == set(architecture_features(g))
+
+
+def _additive_history(n: int = 60) -> tuple[list[dict[str, float]], list[float]]:
+    rng = np.random.default_rng(0)
+    rows, y = [], []
+    for i in range(n):
+        a, b, g = rng.uniform(), rng.uniform(), i % 6
+        rows.append({"arch/a": a, "arch/b": b, "hp/setting": float(g)})
+        y.append(math.exp(-1.0 + a - 2 * (b - 0.5) ** 2 + 0.1 * g + rng.normal(0, 0.05)))
+    return rows, y
+
+
+def test_combine_round_trips_and_mixes_the_families_into_one_ranking():
+    cfg = SurrogateConfig(n_members=16, combine="blend")
+    assert SurrogateConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert SurrogateConfig().combine == "choose"  # the shipped default: one family, chosen by cross-validation
+    rows, y = _additive_history()
+    grid = [{"arch/a": a, "arch/b": b, "hp/setting": 2.0} for a in np.linspace(0, 1, 7) for b in np.linspace(0, 1, 7)]
+    chosen = Surrogate(SurrogateConfig(n_members=16)).fit_rows(rows, y, "val/loss")
+    blended = Surrogate(cfg).fit_rows(rows, y, "val/loss")
+    pooled = Surrogate(SurrogateConfig(n_members=16, combine="pool")).fit_rows(rows, y, "val/loss")
+    assert len(chosen.parts) == 1 and chosen.kind == chosen.family.replace("_", " ")
+    assert blended.parts == pooled.parts == ["forest", "deep_forest", "extra_trees", "linear_forest"]
+    assert blended.kind == "forest + deep forest + extra trees + linear forest"
+    # pooled: every family's members (the spread includes their disagreement); blended: member i = their mean
+    assert pooled.members(grid).shape == (4 * 16, len(grid)) and blended.members(grid).shape == (16, len(grid))
+    np.testing.assert_allclose(pooled.model_stats(grid)[0], blended.model_stats(grid)[0])
+    assert np.all(pooled.model_stats(grid)[1] > blended.model_stats(grid)[1])
+    # the blend ranks the grid differently from the one family cross-validation chose
+    assert np.argsort(chosen.model_stats(grid)[0])[:3].tolist() != np.argsort(blended.model_stats(grid)[0])[:3].tolist()
+    again = Surrogate.from_dict(json.loads(json.dumps(blended.to_dict())))  # refits the same blend
+    np.testing.assert_allclose(again.model_stats(grid)[0], blended.model_stats(grid)[0])
+    for s in (blended, pooled):
+        mid, lo, hi = s.interval_rows(grid)
+        assert np.all((lo < mid) & (mid < hi))
+
+
+def test_combine_with_forest_adds_a_plain_forest_to_the_chosen_family():
+    rows, y = _additive_history()
+    grid = [{"arch/a": a, "arch/b": b, "hp/setting": 2.0} for a in np.linspace(0, 1, 7) for b in np.linspace(0, 1, 7)]
+    alone = Surrogate(SurrogateConfig(n_members=16, families="extra_trees")).fit_rows(rows, y, "val/loss")
+    both = Surrogate(SurrogateConfig(n_members=16, families="extra_trees", combine="with_forest")).fit_rows(
+        rows, y, "val/loss"
+    )
+    assert both.parts == ["extra_trees", "deep_forest"] and both.kind == "extra trees + deep forest"
+    assert not np.allclose(alone.model_stats(grid)[0], both.model_stats(grid)[0])
+    with pytest.raises(ValueError, match="combine"):
+        Surrogate(SurrogateConfig(combine="vote")).fit_rows(rows, y, "val/loss")
