@@ -28,6 +28,7 @@ median interval width relative to the median prediction.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -49,7 +50,9 @@ def _coverage(truth: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return float(np.mean((truth >= lo) & (truth <= hi)))
 
 
-def fcnet_coverage(table, repeats: int, history: int, queries: int, seed: int) -> dict[str, list[float]]:
+def fcnet_coverage(
+    table, repeats: int, history: int, queries: int, seed: int, surrogate: dict | None = None
+) -> dict[str, list[float]]:
     """Coverage per repeat: held-out slice and in-distribution held-out configurations."""
     from bench.nas_fcnet import history_for
     from runwatch.nas.features import run_features
@@ -61,7 +64,7 @@ def fcnet_coverage(table, repeats: int, history: int, queries: int, seed: int) -
     for sl in slices:
         hrng = np.random.default_rng([seed, int(sl), 1])
         hist = history_for(table, int(sl), history, hrng)
-        s = Surrogate(SurrogateConfig(seed=seed)).fit(hist, "val/loss")
+        s = Surrogate(SurrogateConfig.from_dict({**(surrogate or {}), "seed": seed})).fit(hist, "val/loss")
         used = {o.run_id.split("/")[1] for o in hist}
         qrng = np.random.default_rng([seed, int(sl), 2])
         for name, pool in (
@@ -82,7 +85,9 @@ def fcnet_coverage(table, repeats: int, history: int, queries: int, seed: int) -
     return out
 
 
-def advisor_coverage(table, starts: int, history: int, seed: int, k: int = 3) -> tuple[float, int]:
+def advisor_coverage(
+    table, starts: int, history: int, seed: int, k: int = 3, surrogate: dict | None = None
+) -> tuple[float, int]:
     """Coverage of the advisor's reported intervals for its top-k suggestions on poor FCNet starts."""
     from bench.nas_fcnet import history_for, search_space, select_starts
     from runwatch.nas.advisor import Advisor, AdvisorConfig, Constraints
@@ -95,7 +100,8 @@ def advisor_coverage(table, starts: int, history: int, seed: int, k: int = 3) ->
     for st in picked:
         if st.slice not in fitted:
             hist = history_for(table, st.slice, history, np.random.default_rng([seed, st.slice, 1]))
-            fitted[st.slice] = Advisor(AdvisorConfig(seed=seed)).fit(hist)
+            cfg = AdvisorConfig.from_dict({"seed": seed, "surrogate": dict(surrogate or {})})
+            fitted[st.slice] = Advisor(cfg).fit(hist)
         run = table.observation(st.row, st.seed_idx)
         for s in fitted[st.slice].suggest(run, Constraints(num_suggestions=k), space):
             row = table.lookup(st.slice, s.genome)
@@ -107,7 +113,9 @@ def advisor_coverage(table, starts: int, history: int, seed: int, k: int = 3) ->
     return (inside / n if n else math.nan), n
 
 
-def nb201_coverage(table, repeats: int, history: int, queries: int, seed: int) -> dict[str, list[float]]:
+def nb201_coverage(
+    table, repeats: int, history: int, queries: int, seed: int, surrogate: dict | None = None
+) -> dict[str, list[float]]:
     from runwatch.nas.surrogate import Surrogate, SurrogateConfig
 
     out: dict[str, list[float]] = {"held-out cells": [], "width": []}
@@ -119,7 +127,8 @@ def nb201_coverage(table, repeats: int, history: int, queries: int, seed: int) -
         def pick(rs, rng=rng):
             return np.array([table.acc[i, rng.choice(table.seeds_of(int(i)))] for i in rs])
 
-        s = Surrogate(SurrogateConfig(seed=seed)).fit_rows(table.features(hist), pick(hist), "val/acc")
+        cfg = SurrogateConfig.from_dict({**(surrogate or {}), "seed": seed})
+        s = Surrogate(cfg).fit_rows(table.features(hist), pick(hist), "val/acc")
         truth = pick(query)
         _, lo, hi = s.interval_rows(table.features(query))
         out["held-out cells"].append(_coverage(truth, lo, hi))
@@ -140,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--starts", type=int, default=30, help="advisor check: poor starts per FCNet dataset")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--surrogate-config", type=str, default="{}", help="JSON of SurrogateConfig overrides")
     args = ap.parse_args(argv)
+    sur = json.loads(args.surrogate_config)
     t0 = time.perf_counter()
     rows = []
     for table in load_tables(args.data_dir, list(FILES)):
-        cov = fcnet_coverage(table, args.repeats, args.history, args.queries, args.seed)
-        adv, n = advisor_coverage(table, args.starts, args.history, args.seed)
+        cov = fcnet_coverage(table, args.repeats, args.history, args.queries, args.seed, sur)
+        adv, n = advisor_coverage(table, args.starts, args.history, args.seed, surrogate=sur)
         rows.append(
             [
                 f"FCNet {table.name}",
@@ -157,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         print(rows[-1], file=sys.stderr, flush=True)
-    nb = nb201_coverage(load_nb201(args.data_dir / FILE), args.repeats, args.history, args.queries, args.seed)
+    nb = nb201_coverage(load_nb201(args.data_dir / FILE), args.repeats, args.history, args.queries, args.seed, sur)
     rows.append(
         [
             "NAS-Bench-201 CIFAR-10 (val/acc, %)",
