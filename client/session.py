@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import random
 import sys
@@ -394,6 +395,7 @@ class Run:
         self._data_tracked = False
         self._watchers: list[Any] = []
         self._watch_stash: dict[str, float] = {}
+        self._logs_lr = False  # the loop logs "lr" itself: watch() then adds none
         self._watch_fresh = False
         self._opt_hook = None
         self._saw_optimizer_step = False
@@ -460,6 +462,8 @@ class Run:
                 if step < 0:
                     raise ValueError(f"step must be >= 0, got {step}")
             self._next_step = max(self._next_step, step + 1)
+            if "lr" in values:
+                self._logs_lr = True
             if self._timing or self._sampler is not None or self._watch_fresh:
                 extra = self._auto_metrics(step)
                 if extra:
@@ -616,8 +620,9 @@ class Run:
         """Collect per-layer statistics of ``model`` every ``every`` optimizer steps, no hooks to write.
 
         Adds to the next :meth:`log` after each collection ``grad_norm/<layer>``,
-        ``weight_norm/<layer>``, ``update_ratio/<layer>``, ``act/mean|std|zero_frac|sat_frac/<layer>``
-        and the global ``grad_norm`` (see
+        ``weight_norm/<layer>``, ``update_ratio/<layer>``, ``act/mean|std|zero_frac|sat_frac/<layer>``,
+        the optimizer's learning rate as ``lr`` (when all its parameter groups share one and the
+        loop does not log ``lr`` itself) and the global ``grad_norm`` (see
         :class:`~runwatch.client.torch_watch.ModelWatcher`); with
         ``grad_norm_every_step`` also ``grad_norm`` on every other step (one
         more pass over the gradients per step: +2-3 % on the benchmark MLP).
@@ -670,6 +675,9 @@ class Run:
                 continue
             self._saw_optimizer_step = True
             if stats:
+                lr = _single_lr(optimizer) if not self._logs_lr else None
+                if lr is not None:
+                    stats["lr"] = lr
                 with self._lock:
                     self._watch_stash.update(stats)
                     self._watch_fresh = True
@@ -1213,3 +1221,29 @@ def _flush_at_exit() -> None:
     for client in list(_live_clients):
         with contextlib.suppress(Exception):  # never fail interpreter shutdown
             client.close(timeout=2.0)
+
+
+def _single_lr(optimizer: Any) -> float | None:
+    """The optimizer's learning rate when every parameter group uses the same finite one, else None.
+
+    ``run.watch`` logs it as ``lr`` beside the norms, so the rules that read the learning rate
+    (the step size against the weights, warm-ups, jumps) have it without the loop logging it.
+
+    Examples
+    --------
+    >>> class Opt:
+    ...     param_groups = [{"lr": 0.1}, {"lr": 0.1}]
+    >>> _single_lr(Opt())
+    0.1
+    >>> Opt.param_groups = [{"lr": 0.1}, {"lr": 0.01}]   # a head trained faster than the backbone: ambiguous
+    >>> _single_lr(Opt()) is None
+    True
+    """
+    try:
+        rates = {float(g["lr"]) for g in optimizer.param_groups}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if len(rates) != 1:
+        return None
+    (lr,) = rates
+    return lr if math.isfinite(lr) else None

@@ -151,8 +151,30 @@ def test_watch_collects_through_the_optimizer_hook(offline_run):
     assert collected == [0, 3, 6]
     assert "update_ratio/0" in evs[3].metrics and "act/sat_frac/0" in evs[3].metrics
     assert all("grad_norm" not in evs[i].metrics for i in (1, 2, 4, 5))  # every=3, no per-step grad_norm
+    assert [evs[i].metrics["lr"] for i in collected] == [0.1] * 3  # the optimizer's lr rides along
     run.finish(timeout=0)
     assert not model[0]._forward_hooks  # hooks removed
+
+
+def test_watch_leaves_the_loops_own_lr_and_ambiguous_rates_alone(offline_run):
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+    run = offline_run(system_metrics=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / 10)  # a warm-up the loop logs scaled by 1000
+    run.watch(model, every=1)
+    for step in range(3):
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+        run.log({"loss": 1.0, "lr": 1000 * opt.param_groups[0]["lr"]} if step == 0 else {"loss": 1.0}, step=step)
+    assert [ev.metrics.get("lr") for ev in events(run)] == [pytest.approx(20.0), None, None]  # its own, then none
+    groups = offline_run(system_metrics=False)
+    two = torch.optim.SGD([{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": 0.01}], lr=0.1)
+    groups.watch(model, every=1)
+    model(torch.randn(5, 4)).pow(2).mean().backward()
+    two.step()
+    groups.log({"loss": 1.0}, step=0)
+    assert "lr" not in events(groups)[0].metrics and "grad_norm/0" in events(groups)[0].metrics
 
 
 def test_watch_without_an_optimizer_collects_at_log_time(offline_run):
