@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -290,3 +291,41 @@ def test_the_sdk_imports_without_lightning_or_transformers():
     assert out.returncode == 0, out.stderr
     assert "lightning ImportError runwatch's Lightning integration needs PyTorch Lightning" in out.stdout
     assert "huggingface ImportError runwatch's Hugging Face integration needs transformers" in out.stdout
+
+
+def _train_watched(run, lr: float, steps: int = 8) -> list[float]:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    run.watch(model, every=1)
+    losses = []
+    for step in range(steps):
+        loss = (model(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        run.log({"loss": loss.item()}, step=step)
+    return losses
+
+
+def test_a_learning_rate_too_high_from_step_0_is_predicted_from_watch_alone(offline_run):
+    # Real training through the SDK: the loop logs only its loss; watch() adds the norms and the lr.
+    from runwatch.models.registry import DiagnosticSuite, SuiteConfig
+
+    def predictions(lr: float) -> tuple[list, list[float]]:
+        run = offline_run(system_metrics=False)
+        losses = _train_watched(run, lr)
+        monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
+        alerts = []
+        for ev in events(run):
+            alerts += monitor.observe(ev.step, ev.wall_time, dict(ev.metrics))
+        return [a for a in alerts if a.finding.detector == "step_size"], losses
+
+    high, losses = predictions(lr=3.0)
+    assert not math.isfinite(losses[-1]) or losses[-1] > 100 * losses[0]  # it did blow up
+    (alert,) = high
+    assert (alert.finding.kind.name, alert.first_step, alert.finding.key) == ("DIVERGENCE_PREDICTED", 0, "initial_step")
+    usual, _ = predictions(lr=0.05)
+    assert usual == []
