@@ -46,7 +46,8 @@ class StepSizeConfig(DiagnosticConfig):
         a healthy warm-up's small head can take steps of 1-3x its weights.
     within_steps
         Only a layer's first observation counts, and only within this many
-        steps of the first logged value: the test is about the start. Later,
+        steps of the first logged value, in a run logged from its first
+        ``within_steps`` steps: the test is about the start. Later,
         a healthy run's small layer (a head whose weights are still small)
         may take steps larger than itself without harm (up to 3x on healthy
         runs of the corpora, also during warm-ups). Default 10.
@@ -148,7 +149,9 @@ class StepSizeDiagnostic(Diagnostic):
             if self.start < 0:
                 return []
         warmup.observe(self.warmup, block)
-        last = self.start + cfg.within_steps
+        # The start is judged only for a run logged from its beginning: a run resumed (or restored from a
+        # checkpoint without this rule's state) mid-training is past it.
+        last = self.start + cfg.within_steps if self.start <= cfg.within_steps else -1
         ramping = self.warmup["start"] >= 0  # then any step of the block may be in the warm-up
         # The block's values in step order; the lr of a step counts for the norms of that step. After the start
         # only the warm-up's test reads on, and it needs no per-layer gradient norm.

@@ -83,6 +83,14 @@ def test_a_warm_up_to_a_usual_peak_is_quiet_and_then_idle() -> None:
     assert d.done  # the warm-up ended at step 40: nothing more to judge
 
 
+def test_a_run_logged_from_mid_training_has_no_start_to_judge() -> None:
+    # Resumed at step 5,000 (or restored from a checkpoint without this rule's state): a small head's large
+    # step there is not a learning rate too high from step 0.
+    d = StepSizeDiagnostic()
+    assert d.observe_block(MetricBlock.from_rows([5000], [0.0], [_row(7.96)])) == [] and d.done
+    assert StepSizeDiagnostic().observe_block(MetricBlock.from_rows([10], [0.0], [_row(7.96)]))  # still the start
+
+
 def test_zero_initialised_layers_and_a_missing_lr_are_skipped() -> None:
     zero = {"lr": 5.0, "grad_norm/lora_B": 0.3, "weight_norm/lora_B": 0.0}
     assert StepSizeDiagnostic().observe_block(MetricBlock.from_rows([0], [0.0], [zero])) == []
