@@ -37,12 +37,7 @@ Model, by the number ``n`` of history runs with a finite target:
   family predicts the runs of groups it did not see, and the family whose top
   pick in each held-out group is best (:func:`_top_quality`: the best of its
   top 5 % against the group's best and median run) wins; ties keep the listed
-  order. No benchmark data takes part in the choice. ``SurrogateConfig.combine``
-  replaces the choice by a fixed combination: every listed family with equal
-  weight, members pooled (``"pool"``: the spread includes the families'
-  disagreement) or averaged member by member (``"blend"``), or the chosen family
-  blended with a plain random forest (``"with_forest"``); the combination is
-  then cross-validated as a whole for its calibration and density weight.
+  order. No benchmark data takes part in the choice.
 - ``max(3, min_predict) <= n < min_history``: ``f`` only, as ``n_members`` ridge regressions
   each fitted on a bootstrap resample of the standardised, median-imputed
   features; the uncertainty is their spread plus their out-of-bag error (in
@@ -269,14 +264,6 @@ class SurrogateConfig:
     density_weights: str = "0,0.25,0.5,1,2"  # weights of the density-ratio term to choose from by cross-validation
     density_gamma: float = 0.1  # share of the history the density ratio counts as the best runs
     density_min_good: int = 20  # fewer best runs than this (under 200 runs at gamma 0.1): no density term
-    # How the tree ensembles of ``families`` make the prediction (:data:`COMBINE`): "choose" = the one
-    # cross-validation ranks best; "pool" = every listed family with equal weight, members pooled (the spread
-    # includes the families' disagreement); "blend" = every listed family with equal weight, member i the mean of
-    # the families' members i (the spread of the blended prediction); "with_forest" = the chosen family blended
-    # with "deep_forest" (a plain random forest, scikit-learn's defaults) like "blend". "choose" stays the default:
-    # on the development benchmarks (FCNet x2, NAS-Bench-201, LCBench dev; 2026-12-05) every combination beat the
-    # choice and the plain forest at k = 1 but lost to the forest at k = 3 on naval (mean) and LCBench dev (median)
-    combine: str = "choose"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,9 +273,6 @@ class SurrogateConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> SurrogateConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-COMBINE = ("choose", "pool", "blend", "with_forest")
 
 
 # Tree ensembles the surrogate chooses from by cross-validation within the history (SurrogateConfig.families):
@@ -390,9 +374,8 @@ class Surrogate:
         self._scores: np.ndarray = np.zeros(0)
         self._pair_scores: np.ndarray = np.zeros(0)
         self.family = "forest"
-        self.parts: list[str] = ["forest"]
-        self._fitted: list[tuple[Any, Any, Any]] = []
         self.family_scores: dict[str, float] = {}
+        self._lin: tuple[np.ndarray, float] | None = None
         self._dr: DensityRatio | None = None
         self._dr_scale = 0.0
         self.density_weight = 0.0
@@ -466,20 +449,10 @@ class Surrogate:
             unknown = set(families) - set(FAMILIES)
             if unknown:
                 raise ValueError(f"families: unknown {sorted(unknown)}; choose from {sorted(FAMILIES)}")
-            if cfg.combine not in COMBINE:
-                raise ValueError(f"combine: {cfg.combine!r} is not one of {', '.join(COMBINE)}")
             self.family = families[0]
-            every = cfg.combine in ("pool", "blend")
-            self.parts = families if every else [families[0]]
             self.family_scores = {}
             self.density_weight = 0.0
-            if calibrate and every:
-                # one fixed combination: cross-validated as a whole (its calibration scores and density weight)
-                r = self._cv_scores(x, z, ",".join(self.parts), cfg.combine)
-                if r is not None:
-                    self.family_scores = {"+".join(self.parts): r[2]}
-                    cv, self.density_weight = r[:2], r[3]
-            elif calibrate:
+            if calibrate:
                 results = {f: self._cv_scores(x, z, f) for f in families}
                 results = {f: r for f, r in results.items() if r is not None}
                 if results:
@@ -488,15 +461,6 @@ class Surrogate:
                     self.family = max(results, key=lambda f: (round(results[f][2], 6), -families.index(f)))
                     cv = results[self.family][:2]
                     self.density_weight = results[self.family][3]
-            if cfg.combine == "choose":
-                self.parts = [self.family]
-            elif cfg.combine == "with_forest":
-                self.parts = list(dict.fromkeys([self.family, "deep_forest"]))
-                if calibrate and len(self.parts) > 1:
-                    r = self._cv_scores(x, z, ",".join(self.parts), "blend")
-                    if r is not None:
-                        self.family_scores["+".join(self.parts)] = r[2]
-                        cv, self.density_weight = r[:2], r[3]
             oob = self._fit_forest(x, z)
             self._fit_density(x, z)
         elif n >= max(3, cfg.min_predict):
@@ -526,15 +490,14 @@ class Surrogate:
         return out
 
     def _cv_scores(
-        self, x: np.ndarray, z: np.ndarray, family: str, combine: str = "choose"
+        self, x: np.ndarray, z: np.ndarray, family: str
     ) -> tuple[np.ndarray, np.ndarray, float, float] | None:
         """Cross-validation on hyperparameter groups the model did not see: calibration scores and a rank criterion.
 
         The history's groups (:meth:`_groups`; runs, when there are fewer
         groups than folds) are split into ``calibration_folds`` folds; a model of
         ``family`` ("" = this surrogate's mode) fitted on the other folds
-        predicts each fold (``family`` may list several, combined as
-        ``combine`` says). Returns the sorted absolute scores ``|z - m| /
+        predicts each fold. Returns the sorted absolute scores ``|z - m| /
         s``, the sorted anchored scores ``|(z_j - z_i) - (m_j - m_i)| / s_j``
         of pairs of runs of one group (what an edit's prediction, anchored on
         the run's observed value, gets wrong; pairs across groups when fewer
@@ -560,8 +523,9 @@ class Surrogate:
             return None
         rng = np.random.default_rng([cfg.seed, 7])
         fold = (rng.permutation(n_split) % k)[split]
-        mixture = {"families": family, "combine": combine if "," in family else "choose"} if family else {}
-        sub = SurrogateConfig.from_dict({**cfg.to_dict(), "calibration_folds": 0, **mixture})
+        sub = SurrogateConfig.from_dict(
+            {**cfg.to_dict(), "calibration_folds": 0, **({"families": family} if family else {})}
+        )
         weights = self._density_weights() if family else (0.0,)
         folds = []  # (test rows, centre, spread, density term on the centre's scale)
         for f in range(k):
@@ -652,12 +616,12 @@ class Surrogate:
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return (np.where(np.isnan(x), self._center, x) - self._center) / self._scale
 
-    def _forest(self, seed: int, family: str | None = None) -> Any:
-        """A tree ensemble of ``family`` (default ``self.family``; :data:`FAMILIES`): ``n_members`` trees."""
+    def _forest(self, seed: int) -> Any:
+        """A tree ensemble of ``self.family`` (:data:`FAMILIES`) with ``n_members`` bootstrapped trees."""
         from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
         cfg = self.config
-        spec = FAMILIES.get(family or self.family, FAMILIES["forest"])
+        spec = FAMILIES.get(self.family, FAMILIES["forest"])
         cls = ExtraTreesRegressor if spec["trees"] == "extra" else RandomForestRegressor
         return cls(
             n_estimators=cfg.n_members,
@@ -671,11 +635,8 @@ class Surrogate:
 
     @property
     def kind(self) -> str:
-        """What predicts: ``"forest"``, ``"deep forest"``, ``"extra trees"``, a mixture ``"forest + deep forest"``,
-        ``"ridge"`` or ``"prior"``."""
-        if self.mode != "forest":
-            return self.mode
-        return " + ".join(p.replace("_", " ") for p in self.parts)
+        """What predicts: ``"forest"``, ``"deep forest"``, ``"extra trees"``, ``"ridge"`` or ``"prior"``."""
+        return self.family.replace("_", " ") if self.mode == "forest" else self.mode
 
     @staticmethod
     def _oob_members(forest: Any, x: np.ndarray) -> np.ndarray:
@@ -686,61 +647,37 @@ class Surrogate:
         return m
 
     def _fit_forest(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fit ``f`` and ``g`` of every part (``self.parts``); every training row's out-of-bag mean and spread.
-
-        Several parts (``combine``): the out-of-bag mean is the mean of the parts'; the variance, pooled
-        ("pool"), the mean of theirs plus the variance between them (what the parts disagree on), blended
-        (member i the mean of the parts' members i), the variance of that mean (independent parts).
-        """
-        self._z_mean = float(z.mean())
-        self._fitted = []
-        means, variances, resids = [], [], []
-        for i, family in enumerate(self.parts):
-            # part 0 keeps the configured seed (a single family fits exactly what it always did)
-            fitted, mean, var, resid = self._fit_part(x, z, family, self.config.seed + 2 * i)
-            self._fitted.append(fitted)
-            means.append(mean)
-            variances.append(var)
-            resids.append(resid)
-        resid = np.mean(resids, axis=0)
-        self._rmse = float(np.sqrt(np.mean(resid**2)))
-        if len(means) == 1:
-            return means[0], np.sqrt(variances[0])
-        if self.config.combine == "pool":
-            return np.mean(means, axis=0), np.sqrt(np.mean(variances, axis=0) + np.var(means, axis=0))
-        return np.mean(means, axis=0), np.sqrt(np.sum(variances, axis=0)) / len(means)
-
-    def _fit_part(
-        self, x: np.ndarray, z: np.ndarray, family: str, seed: int
-    ) -> tuple[tuple[Any, Any, Any], np.ndarray, np.ndarray, np.ndarray]:
-        """One family's ``f`` and ``g``: the fitted (f, g, linear part) and each training row's out-of-bag mean,
-        member variance and residual (model scale)."""
+        """Fit ``f`` and ``g``; return every training row's out-of-bag mean and member spread (model scale)."""
+        seed = self.config.seed
         n = len(z)
-        f = g = None
+        self._f = None
+        self._z_mean = float(z.mean())
         resid = z - self._z_mean
         oob_mean, oob_var = np.full(n, self._z_mean), np.zeros(n)
-        lin: tuple[np.ndarray, float] | None = None
+        self._lin: tuple[np.ndarray, float] | None = None
         base = np.zeros(n)
-        if FAMILIES.get(family, {}).get("linear") and self._static.any():
+        if FAMILIES.get(self.family, {}).get("linear") and self._static.any():
             # an additive part first (ridge on the standardised architecture and hyperparameter features); the
             # trees then model what it leaves (interactions, thresholds)
-            lin = self._ridge_fit(self._standardise(x)[:, self._static], z)
-            base = self._linear(x, lin)
+            self._lin = self._ridge_fit(self._standardise(x)[:, self._static], z)
+            base = self._linear(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "some inputs do not have OOB scores", all-NaN slices
             if self._static.any():
-                f = self._forest(seed, family).fit(x[:, self._static], z - base)
-                oob = f.oob_prediction_
+                self._f = self._forest(seed).fit(x[:, self._static], z - base)
+                oob = self._f.oob_prediction_
                 resid = np.where(np.isfinite(oob), z - base - oob, 0.0)
-                m = self._oob_members(f, x[:, self._static])
+                m = self._oob_members(self._f, x[:, self._static])
                 oob_mean, oob_var = base + np.nanmean(m, axis=0), np.nanvar(m, axis=0)
+            self._g = None
             if (~self._static).any():
-                g = self._forest(seed + 1, family).fit(x[:, ~self._static], resid)
-                oob_g = g.oob_prediction_
+                self._g = self._forest(seed + 1).fit(x[:, ~self._static], resid)
+                oob_g = self._g.oob_prediction_
                 resid = np.where(np.isfinite(oob_g), resid - oob_g, resid)
-                m = self._oob_members(g, x[:, ~self._static])
+                m = self._oob_members(self._g, x[:, ~self._static])
                 oob_mean, oob_var = oob_mean + np.nanmean(m, axis=0), oob_var + np.nanvar(m, axis=0)
-        return (f, g, lin), oob_mean, oob_var, resid
+        self._rmse = float(np.sqrt(np.mean(resid**2)))
+        return oob_mean, np.sqrt(oob_var)
 
     def _ridge_fit(self, zx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, float]:
         """One ridge regression (``ridge_alpha``) on standardised features: weights and intercept."""
@@ -749,11 +686,11 @@ class Surrogate:
         w = np.linalg.solve(xc.T @ xc + self.config.ridge_alpha * np.eye(zx.shape[1]), xc.T @ (z - my))
         return w, my - float(mx @ w)
 
-    def _linear(self, x: np.ndarray, lin: tuple[np.ndarray, float] | None) -> np.ndarray:
-        """The additive part ``lin`` of a ``linear_forest`` for raw feature rows (0 for other families)."""
-        if lin is None:
+    def _linear(self, x: np.ndarray) -> np.ndarray:
+        """The additive part of a ``linear_forest`` for raw feature rows (0 for other families)."""
+        if self._lin is None:
             return np.zeros(len(x))
-        w, b = lin
+        w, b = self._lin
         return self._standardise(x)[:, self._static] @ w + b
 
     def _fit_ridge(self, zx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -818,26 +755,14 @@ class Surrogate:
     # -- prediction -----------------------------------------------------------------------------
 
     def members(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """Each member's prediction, shape ``(members, len(rows))``, on the model scale (log for losses).
-
-        ``n_members`` members; ``n_members`` per family when ``combine`` is ``"pool"``.
-        """
+        """Each member's prediction, shape ``(members, len(rows))``, on the model scale (log for losses)."""
         x = self.encoder.transform(rows)
         if self.mode == "forest":
-            parts = []
-            for f, g, lin in self._fitted:
-                m = np.full((self.config.n_members, len(rows)), self._z_mean)
-                if f is not None:
-                    m = _tree_predictions(f, x[:, self._static]) + self._linear(x, lin)[None, :]
-                if g is not None:
-                    m += _tree_predictions(g, x[:, ~self._static])
-                parts.append(m)
-            if len(parts) == 1:
-                m = parts[0]
-            elif self.config.combine == "pool":
-                m = np.concatenate(parts)  # every part's members: the spread includes their disagreement
-            else:
-                m = np.mean(parts, axis=0)  # member i = the mean of the parts' members i (a blend)
+            m = np.full((self.config.n_members, len(rows)), self._z_mean)
+            if self._f is not None:
+                m = _tree_predictions(self._f, x[:, self._static]) + self._linear(x)[None, :]
+            if self._g is not None:
+                m += _tree_predictions(self._g, x[:, ~self._static])
             if self._dr is not None:
                 m -= self._sign * self._dr_scale * self._dr.score(x)[None, :]
             return m
