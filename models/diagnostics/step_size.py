@@ -148,7 +148,7 @@ class StepSizeDiagnostic(Diagnostic):
             self.start = min((int(col.steps[0]) for _, col in cols if len(col)), default=-1)
             if self.start < 0:
                 return []
-        warmup.observe(self.warmup, block)
+        warmup.observe(self.warmup, block, cfg.lr_metric)
         # The start is judged only for a run logged from its beginning: a run resumed (or restored from a
         # checkpoint without this rule's state) mid-training is past it.
         last = self.start + cfg.within_steps if self.start <= cfg.within_steps else -1
@@ -187,8 +187,7 @@ class StepSizeDiagnostic(Diagnostic):
             if over is not None and (first is None or over[0] > first[0]):
                 first = over
         found = found or self._judged_step(first, step_now, grad_now, w2_now)
-        w = self.warmup
-        if found is not None or (int(block.steps[-1]) > last and not (w["start"] >= 0 and w["end"] < 0)):
+        if found is not None or (int(block.steps[-1]) > last and not (ramping and self.warmup["end"] < 0)):
             self.done = True  # reported, or past the start with no warm-up under way
             self.pending = {}
         return [] if found is None else [found]

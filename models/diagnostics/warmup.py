@@ -44,9 +44,10 @@ def new_state() -> dict:
     return {"last": 0.0, "seen": 0, "start": -1, "end": -1}
 
 
-def observe(state: dict, block: MetricBlock) -> None:
-    """Read the block's ``lr`` values (in step order) into ``state``; once the warm-up has ended, nothing changes."""
-    col = block.columns.get(LR_METRIC)
+def observe(state: dict, block: MetricBlock, metric: str = LR_METRIC) -> None:
+    """Read the block's ``metric`` (learning-rate) values in step order into ``state``; once the warm-up has ended,
+    nothing changes."""
+    col = block.columns.get(metric)
     if col is None or state["end"] >= 0 or (state["seen"] >= 2 and state["start"] < 0):
         return
     for step, value in zip(col.steps.tolist(), col.values.tolist()):
