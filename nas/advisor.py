@@ -14,7 +14,9 @@ hyperparameters and early logs on both sides) on its own scale (log for
 losses, logit for accuracies and other metrics in [0, 1]:
 :class:`~runwatch.nas.surrogate.TargetTransform`). For a finished run the
 prediction is anchored to what the run actually reached, on that scale:
-``z = T(observed) + z(candidate) - z(current)``, and ``predicted =
+``z = z(candidate) + a * (T(observed) - z(current))`` (``a`` the share of a
+run's miss that its setting's other runs share, cross-validated on the history:
+:meth:`~runwatch.nas.surrogate.Surrogate.anchored`), and ``predicted =
 T^-1(z)``; the 80 % interval is ``T^-1(z -/+ q * s)``, ``s`` the candidate's
 uncertainty and ``q`` its calibration on the history's own cross-validated
 errors (pairs of runs of one hyperparameter group, what an anchored edit
@@ -744,7 +746,7 @@ class Advisor:
         z_obs = float(t.forward(observed)) if math.isfinite(observed) else nan
         notes: list[str] = []
         anchored = cfg.anchor_to_observed and math.isfinite(z_obs)
-        z = z_obs + (z_new - z_cur) if anchored else z_new
+        z = s.anchored(z_new, z_cur, z_obs) if anchored else z_new
         half = math.hypot(s.calibration(anchored=anchored) * float(spread[1]), Z80 * widen)
         predicted, lower, upper = (float(v) for v in t.inverse([z, z - half, z + half]))
         if math.isfinite(observed):
@@ -873,10 +875,12 @@ class Advisor:
         anchored = cfg.anchor_to_observed and math.isfinite(observed) and (observed > 0 or not log)
         # The prior is in target units; the candidates' means are on the surrogate's scale for this run, which the
         # suggestion anchors to the observed value. Convert so that the anchored prediction is the prior itself.
+        a = self.surrogate.anchor_weight
         if anchored and log:
-            prior_mean, prior_std = estimate.mean * current / observed, estimate.std * current / observed
+            scale = (current / observed) ** a
+            prior_mean, prior_std = estimate.mean * scale, estimate.std * scale
         elif anchored:
-            prior_mean, prior_std = current + (estimate.mean - observed), estimate.std
+            prior_mean, prior_std = estimate.mean - a * (observed - current), estimate.std
         else:
             prior_mean, prior_std = estimate.mean, estimate.std
         scorer = CandidateScorer(
