@@ -103,7 +103,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -297,6 +297,16 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
+class _CrossValidation(NamedTuple):
+    """What :meth:`Surrogate._cv_scores` measures on held-out hyperparameter groups."""
+
+    scores: np.ndarray  # sorted |z - m| / s
+    pair_scores: np.ndarray  # sorted |r_j - a * r_i| / s_j over pairs of runs of one group
+    quality: float  # mean top-of-the-ranking quality (_top_quality)
+    density_weight: float
+    anchor_weight: float  # a (_anchor_weight)
+
+
 def _anchor_weight(ri: np.ndarray, rj: np.ndarray) -> float:
     """How much of one run's held-out residual its group's other runs share: ``sum(ri * rj) / sum(ri^2)`` in [0, 1].
 
@@ -482,11 +492,11 @@ class Surrogate:
                 results = {f: self._cv_scores(x, z, f) for f in families}
                 results = {f: r for f, r in results.items() if r is not None}
                 if results:
-                    self.family_scores = {f: r[2] for f, r in results.items()}
+                    self.family_scores = {f: r.quality for f, r in results.items()}
                     # the best top-of-the-ranking quality on held-out groups; ties keep the listed order
-                    self.family = max(results, key=lambda f: (round(results[f][2], 6), -families.index(f)))
-                    cv = results[self.family][:2] + results[self.family][4:]
-                    self.density_weight = results[self.family][3]
+                    self.family = max(results, key=lambda f: (round(results[f].quality, 6), -families.index(f)))
+                    cv = results[self.family]
+                    self.density_weight = cv.density_weight
             oob = self._fit_forest(x, z)
             self._fit_density(x, z)
         elif n >= max(3, cfg.min_predict):
@@ -500,10 +510,9 @@ class Surrogate:
         self._pair_scores = np.zeros(0)
         self.anchor_weight = 1.0
         if calibrate and oob is not None and cv is None and self.mode == "ridge":
-            ridge = self._cv_scores(x, z, "")
-            cv = ridge[:2] + ridge[4:] if ridge is not None else None
+            cv = self._cv_scores(x, z, "")
         if cv is not None:
-            self._scores, self._pair_scores, self.anchor_weight = cv
+            self._scores, self._pair_scores, self.anchor_weight = cv.scores, cv.pair_scores, cv.anchor_weight
         return self
 
     def _groups(self, x: np.ndarray) -> np.ndarray:
@@ -518,7 +527,7 @@ class Surrogate:
 
     def _cv_scores(
         self, x: np.ndarray, z: np.ndarray, family: str
-    ) -> tuple[np.ndarray, np.ndarray, float, float, float] | None:
+    ) -> _CrossValidation | None:
         """Cross-validation on hyperparameter groups the model did not see: calibration scores and a rank criterion.
 
         The history's groups (:meth:`_groups`; runs, when there are fewer
@@ -604,13 +613,11 @@ class Surrogate:
                 ii, jj = ii[pick], jj[pick]
             r = zt - c
             pairs.append((r[ii], r[jj], s[jj]))
-        a = np.sort(np.concatenate(absolute))
-        if not pairs:
-            return a, np.zeros(0), quality[weight], weight, 1.0
-        ri, rj, sj = (np.concatenate(p) for p in zip(*pairs))
+        ri, rj, sj = (np.concatenate(p) for p in zip(*pairs))  # folds, hence pairs, is not empty here
         anchor = _anchor_weight(ri, rj)
-        b = np.sort(np.abs(rj - anchor * ri) / sj)
-        return a, b, quality[weight], weight, anchor
+        return _CrossValidation(
+            np.sort(np.concatenate(absolute)), np.sort(np.abs(rj - anchor * ri) / sj), quality[weight], weight, anchor
+        )
 
     def _density_weights(self) -> tuple[float, ...]:
         try:
