@@ -41,9 +41,20 @@ class MetricBlock:
     steps: np.ndarray
     wall_times: np.ndarray
     columns: dict[str, Column]
+    finite: bool | None = None  # whether every value is finite; None = not known yet (see all_finite)
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def all_finite(self) -> bool:
+        """Whether every value of every column is finite (known from construction, else checked once).
+
+        >>> MetricBlock.from_rows([1, 2], [0.0, 0.0], [{"loss": 0.5}, {"loss": float("nan")}]).all_finite()
+        False
+        """
+        if self.finite is None:
+            self.finite = all(bool(np.isfinite(c.values).all()) for c in self.columns.values())
+        return self.finite
 
     def names(self) -> list[str]:
         return sorted(self.columns)
@@ -117,7 +128,8 @@ class MetricBlock:
             matrix = np.asarray(matrix, dtype=np.float64).reshape(n, len(key))
             # Each column its own array: evidence keeps columns of a metric that stopped being logged.
             columns = {k: Column(step_arr, matrix[:, j].copy(), wall_arr) for j, k in enumerate(key)}
-            return cls(step_arr, wall_arr, columns)
+            # One check of the whole matrix here saves one per column in each diagnostic that asks.
+            return cls(step_arr, wall_arr, columns, bool(np.isfinite(matrix).all()))
         every = np.arange(n, dtype=np.intp)
         counts: dict[str, int] = {}  # names in order of first appearance, with how many events log them
         for key, rows, _ in layouts:

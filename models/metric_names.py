@@ -214,7 +214,7 @@ class DetectorNames:
             plan = self._plan(names)
         if plan is None:
             return block
-        return MetricBlock(block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()})
+        return MetricBlock(block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()}, block.finite)
 
     def _plan(self, names: tuple[str, ...]) -> dict[str, str] | None:
         new = [n for n in names if n not in self.mapping]

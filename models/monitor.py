@@ -156,18 +156,17 @@ class RunMonitor:
         for b in blocks:
             for name, col in b.columns.items():
                 by_name.setdefault(name, []).append(col)
+        # Metrics logged with the same events share their blocks' step and time arrays: join those once.
+        joined: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         for name, cols in by_name.items():
             if len(cols) == 1:
                 self._remember(name, cols[0])
-            else:
-                self._remember(
-                    name,
-                    Column(
-                        np.concatenate([c.steps for c in cols]),
-                        np.concatenate([c.values for c in cols]),
-                        np.concatenate([c.wall_times for c in cols]),
-                    ),
-                )
+                continue
+            key = tuple(id(c.steps) for c in cols) + tuple(id(c.wall_times) for c in cols)
+            axes = joined.get(key)
+            if axes is None:
+                axes = joined[key] = (np.concatenate([c.steps for c in cols]), np.concatenate([c.wall_times for c in cols]))
+            self._remember(name, Column(axes[0], np.concatenate([c.values for c in cols]), axes[1]))
 
     def _remember(self, name: str, col: Column) -> None:
         """Keep the newest block's column whole and ``evidence_len`` points before it, no more.

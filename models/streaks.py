@@ -21,6 +21,8 @@ def streak_counts(hits: np.ndarray, carried: int = 0) -> np.ndarray:
     >>> streak_counts(np.zeros(0, dtype=bool), carried=3).tolist()
     []
     """
+    if not hits.any():  # the common case (nothing firing): every count is 0
+        return np.zeros(len(hits), dtype=np.int64)
     index = np.arange(len(hits))
     last_miss = np.maximum.accumulate(np.where(hits, -1, index)) if len(hits) else index
     return np.where(hits, np.where(last_miss < 0, carried + index + 1, index - last_miss), 0)

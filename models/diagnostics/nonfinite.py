@@ -70,6 +70,11 @@ class NonFiniteDiagnostic(Diagnostic):
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         findings = []
         persist = self.config.gradient_persist
+        if block.all_finite():  # the common case: only the gradient streaks end
+            for metric, col in self.select(block):
+                if len(col.values) and metric.startswith(self.config.gradient_prefixes):
+                    self._streaks[metric] = 0
+            return findings
         for metric, col in self.select(block):
             values = col.values
             gradient = metric.startswith(self.config.gradient_prefixes)

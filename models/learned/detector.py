@@ -374,7 +374,8 @@ class LearnedDiagnostic(Diagnostic):
                 layer=layer,
                 key="run",
             ))
-        self.summary.update(x[done:])
+        if self.next_checkpoint < len(marks):  # past the last mark the summary is never read again
+            self.summary.update(x[done:])
         return out
 
     def _metric_of(self, feature: str) -> tuple[str, str]:

@@ -199,13 +199,18 @@ def _first_column(block: MetricBlock, names: Iterable[str]) -> Column | None:
     return None
 
 
-def _carry(ch_steps: np.ndarray, ch_values: np.ndarray, at: np.ndarray, before: float) -> np.ndarray:
-    """The channel's latest value at or before each step of ``at`` (``before`` when none is in the block)."""
+def _carry(
+    ch_steps: np.ndarray, ch_values: np.ndarray, at: np.ndarray, before: float, increasing: bool | None = None
+) -> np.ndarray:
+    """The channel's latest value at or before each step of ``at`` (``before`` when none is in the block).
+
+    ``increasing``: whether ``at`` strictly increases, when the caller knows (else checked here).
+    """
     if len(ch_steps) == 0:
         return np.full(len(at), before)
     if len(at) == 1 and len(ch_steps) == 1:  # one event (a small batch): what the search below finds
         return np.array([ch_values[0] if ch_steps[0] <= at[0] else before], dtype=np.float64)
-    if ch_steps is at and (len(at) < 2 or bool((at[1:] > at[:-1]).all())):
+    if ch_steps is at and (increasing if increasing is not None else len(at) < 2 or bool((at[1:] > at[:-1]).all())):
         return ch_values.astype(np.float64, copy=True)  # logged at every step of ``at``: each its own value
     idx = np.searchsorted(ch_steps, at, side="right") - 1
     out = ch_values[np.maximum(idx, 0)].astype(np.float64, copy=True)
@@ -269,7 +274,10 @@ def _layout(columns: dict) -> tuple:
 
 def _channel(block: MetricBlock, name: str | None) -> Column | None:
     """:func:`_first_column` given the first present name (from :func:`_layout`)."""
-    return None if name is None else _finite(block.columns[name])
+    if name is None:
+        return None
+    col = block.columns[name]
+    return col if block.finite and len(col) else _finite(col)
 
 
 class RunFeatures:
@@ -358,6 +366,8 @@ class RunFeatures:
         improved: np.ndarray | None = None,
         x: np.ndarray | None = None,
     ) -> None:
+        # Whether the loss steps strictly increase: checked once for every channel carried to them.
+        inc = len(steps) < 2 or bool((steps[1:] > steps[:-1]).all())
         # gradient norm: its own smoothing, carried to the loss steps
         grad = _channel(block, self._names[1])
         if grad is not None and len(grad):
@@ -366,9 +376,11 @@ class RunFeatures:
             track_series(grad.values, self.grad_state, g, gi)
             if x is not None and len(steps) == 1 and len(grad) == 1:  # what _carry finds for one step
                 x[0, _GRAD_COLS] = g[0, :4] if grad.steps[0] <= steps[0] else self.grad_last[:4]
+            elif x is not None and grad.steps is steps and inc:  # logged with every loss: each row its own values
+                x[:, _GRAD_COLS] = g[:, :4]
             elif x is not None:
                 for j, c in enumerate(_GRAD_COL_LIST):
-                    x[:, c] = _carry(grad.steps, g[:, j], steps, self.grad_last[j])
+                    x[:, c] = _carry(grad.steps, g[:, j], steps, self.grad_last[j], inc)
             last = np.empty(5)
             last[:4] = g[-1, :4]
             last[4] = np.nan
@@ -386,11 +398,12 @@ class RunFeatures:
             prev_max = np.fmax.accumulate(np.concatenate([[math.log(self.lr_max) if self.lr_max > 0 else np.nan], lv]))[:-1]
             vs_max = np.where(np.isnan(prev_max), 0.0, np.maximum(lv - prev_max, 0.0))
             change = np.where(np.isnan(prev), 0.0, lv - prev)
-            lr_at_loss = _carry(lr.steps, lv, steps, math.log(self.lr_last) if self.lr_last > 0 else np.nan)
-            ch_vs_max = _carry(lr.steps, vs_max, steps, self.lr_features[0])
-            ch_change = _carry(lr.steps, change, steps, self.lr_features[2])
+            lr_at_loss = _carry(lr.steps, lv, steps, math.log(self.lr_last) if self.lr_last > 0 else np.nan, inc)
+            ch_vs_max = _carry(lr.steps, vs_max, steps, self.lr_features[0], inc)
+            ch_change = _carry(lr.steps, change, steps, self.lr_features[2], inc)
             last = float(np.exp(lv[-1])) if np.isfinite(lv[-1]) else self.lr_last
-            self.lr_max = float(np.exp(np.nanmax(lv))) if np.isnan(self.lr_max) else max(self.lr_max, float(np.exp(np.nanmax(lv))))
+            top = float(np.exp(np.fmax.reduce(lv)))  # np.nanmax's value (one of them, NaN only when all are) without its wrapper
+            self.lr_max = top if np.isnan(self.lr_max) else max(self.lr_max, top)
             self.lr_last = last
             self.lr_features = np.array([vs_max[-1], np.nan, change[-1]])
         else:
@@ -438,7 +451,7 @@ class RunFeatures:
             self.val_features = feats[-1].copy()
             if x is not None:
                 for j, c in enumerate([F["val_vs_best"], F["val_gap"], F["val_gap_change"]]):
-                    x[:, c] = _carry(val.steps, feats[:, j], steps, before[j])
+                    x[:, c] = _carry(val.steps, feats[:, j], steps, before[j], inc)
         elif x is not None:
             x[:, _VAL_COLS] = self.val_features
 
@@ -449,11 +462,11 @@ class RunFeatures:
                 if len(s) == 1:
                     x[0, c] = v[0] if s[0] <= at else getattr(self, attr)
                 else:
-                    x[:, c] = _carry(s, v, steps, getattr(self, attr))
+                    x[:, c] = _carry(s, v, steps, getattr(self, attr), inc)
         elif x is not None:
-            x[:, F["update_ratio"]] = _carry(*self._layer_series("update"), steps, self.update_last)
-            x[:, F["layer_grad_max"]] = _carry(*self._layer_series("max"), steps, self.layer_max_last)
-            x[:, F["layer_grad_min"]] = _carry(*self._layer_series("min"), steps, self.layer_min_last)
+            x[:, F["update_ratio"]] = _carry(*self._layer_series("update"), steps, self.update_last, inc)
+            x[:, F["layer_grad_max"]] = _carry(*self._layer_series("max"), steps, self.layer_max_last, inc)
+            x[:, F["layer_grad_min"]] = _carry(*self._layer_series("min"), steps, self.layer_min_last, inc)
         self._commit_layers()
 
     def _lr_one(self, lr: Column, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -491,6 +504,8 @@ class RunFeatures:
         if len(block.steps) == 1:
             self._layers_one(block)
             return
+        if self._layers_dense(block):
+            return
         upd, gmax = [], []
         for name, col in block.columns.items():
             if not (name.startswith(UPDATE_PREFIX) or name.startswith(LAYER_GRAD_PREFIX)):
@@ -522,6 +537,73 @@ class RunFeatures:
             "max": _per_step_extreme(gmax, np.fmax) if gmax else (np.zeros(0, np.int64), np.zeros(0)),
             "min": _per_step_extreme(gmax, np.fmin) if gmax else (np.zeros(0, np.int64), np.zeros(0)),
         }
+
+    def _layers_dense(self, block: MetricBlock) -> bool:
+        """:meth:`_layers` when every per-layer column holds finite values at the same increasing steps (a run
+        logging all its layers together, with every event or every k-th); False, doing nothing, otherwise.
+
+        The layers are stacked into one matrix per kind, so each elementwise operation runs once instead of once
+        per layer (the same operations on the same values: the same bits), and the per-step extremes are folds
+        over the layer axis. fmax / fmin return one of their operands, and the values are never NaN or -0.0,
+        so the result does not depend on the fold's order (:func:`_per_step_extreme`'s fast path folds layer by
+        layer).
+        """
+        layers = self._names[4]
+        if not layers:
+            return False
+        columns = block.columns
+        steps = columns[layers[0][0]].steps
+        if not bool((steps[1:] > steps[:-1]).all()):
+            return False
+        upd_rows, upd_keys, g_rows, g_layers, g_keys, order = [], [], [], [], [], []
+        for name, is_update, layer, key in layers:
+            col = columns[name]
+            values = col.values
+            if col.steps is not steps and not np.array_equal(col.steps, steps):
+                return False
+            if is_update:
+                upd_rows.append(values)
+                upd_keys.append(key)
+            else:
+                g_rows.append(values)
+                g_layers.append(layer)
+                g_keys.append(key)
+            order.append(key)
+        upd = np.array(upd_rows) if upd_rows else None
+        grads = np.array(g_rows) if g_rows else None
+        if not block.finite and (
+            (upd is not None and not np.isfinite(upd).all()) or (grads is not None and not np.isfinite(grads).all())
+        ):
+            return False
+        starts = []
+        for layer, row in zip(g_layers, g_rows):
+            start = self.layer_start.get(layer)
+            if start is None:
+                positive = np.flatnonzero(row > 0)
+                if not len(positive):  # the general path skips such a layer until it logs a positive value
+                    return False
+                start = float(row[positive[0]])
+            starts.append(start)
+        for layer, start in zip(g_layers, starts):
+            self.layer_start.setdefault(layer, start)
+        latest = {}
+        none = (np.zeros(0, np.int64), np.zeros(0))
+        update = gmax = gmin = none
+        if upd is not None:
+            v = np.log10(np.maximum(np.abs(upd), 1e-30)) + 3.0
+            latest.update(zip(upd_keys, v[:, -1].tolist()))
+            update = (steps, np.fmax.reduce(v, axis=0))
+        if grads is not None:
+            with np.errstate(over="ignore"):  # 1e308 / a tiny start is +Inf, clipped below
+                v = np.log(np.maximum(grads, _FLOOR) / np.array(starts)[:, None])
+            np.minimum(np.maximum(v, -_CLIP, out=v), _CLIP, out=v)  # np.clip, without its Python wrapper
+            latest.update(zip(g_keys, v[:, -1].tolist()))
+            gmax = (steps, np.fmax.reduce(v, axis=0))  # the block's own steps: _carry sees each row's own value
+            gmin = (steps, np.fmin.reduce(v, axis=0))
+        for key in order:  # in column order, as the loop over columns writes them
+            self.layer_latest[key] = latest[key]
+        self._pending = {"update": update, "max": gmax, "min": gmin}
+        return True
 
     def _layers_one(self, block: MetricBlock) -> None:
         """:meth:`_layers` for a block of one event: every layer's value at once, elementwise the same operations.
