@@ -191,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             "interval, target 75–85 %. FCNet: history of "
             f"{args.history} configurations from the other training settings (slices), queries from a held-out slice "
             "(mean over repeats, min–max in brackets) and from the history's own slices; the advisor column checks the "
-            f"intervals it reports for its top-3 suggestions on {args.starts} poor starts per dataset (anchored on the "
-            "start's observed value). NAS-Bench-201: history of random cells, queries other random cells. Intervals are "
-            "computed on the log (loss) or logit (accuracy) scale and calibrated only on the history itself (cross-validated "
-            "errors on hyperparameter groups the model did not see; pairs of runs of one group for the anchored advisor "
-            "intervals)."
+            f"intervals it reports for its top-3 suggestions on {args.starts} poor starts per dataset (anchored in part "
+            "on the start's observed value, the predicted difference shrunk by its held-out slope: `Surrogate.anchored`). "
+            "NAS-Bench-201: history of random cells, queries other random cells. Intervals are computed on the log (loss) "
+            "or logit (accuracy) scale and calibrated only on the history itself (cross-validated errors on "
+            "hyperparameter groups the model did not see; pairs of runs of one group, with the cross-validated anchor "
+            "weight and slope, for the anchored advisor intervals)."
         ),
         "",
     ]

@@ -875,12 +875,12 @@ class Advisor:
         anchored = cfg.anchor_to_observed and math.isfinite(observed) and (observed > 0 or not log)
         # The prior is in target units; the candidates' means are on the surrogate's scale for this run, which the
         # suggestion anchors to the observed value. Convert so that the anchored prediction is the prior itself.
-        a = self.surrogate.anchor_weight
-        if anchored and log:
-            scale = (current / observed) ** a
-            prior_mean, prior_std = estimate.mean * scale, estimate.std * scale
-        elif anchored:
-            prior_mean, prior_std = estimate.mean - a * (observed - current), estimate.std
+        if anchored:
+            t = self.surrogate.transform
+            z_prior, s_prior = t.to_model(estimate.mean, estimate.std)
+            z_edit = self.surrogate.unanchored(z_prior, float(t.forward(current)), float(t.forward(observed)))
+            prior_mean = float(t.inverse(z_edit))
+            prior_std = s_prior / self.surrogate.edit_slope * float(t.slope(z_edit))
         else:
             prior_mean, prior_std = estimate.mean, estimate.std
         scorer = CandidateScorer(
