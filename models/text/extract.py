@@ -226,8 +226,19 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
     return out
 
 
+# A key that ends in one of these is a sentence about a value ("loss exploded to inf", "lr decayed to 1e-5",
+# "loss of"), not a metric's name.
+_PHRASE_END = re.compile(r"\s(?:to|at|of|from|by|in|into|for|than|is|was|became|reached)$")
+
+
 def _metric_like(key: str) -> bool:
-    return _METRIC_WORD.search(key.lower()) is not None and key.lower() not in _NEVER
+    """Whether a free-form key names a metric: a metric word, not a skipped name, not a phrase ending in "to" / "at"...
+
+    >>> _metric_like("train loss"), _metric_like("training loss exploded to"), _metric_like("eta")
+    (True, False, False)
+    """
+    low = key.lower()
+    return _METRIC_WORD.search(low) is not None and low not in _NEVER and _PHRASE_END.search(low) is None
 
 
 def _segments(text: str, phase: str = "") -> dict[str, float]:

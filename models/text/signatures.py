@@ -176,7 +176,10 @@ SIGNATURES: tuple[Signature, ...] = (
         r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
         r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
         r"(?:\b|_)(?:loss|grad(?:ient)?[ _]norm|gnorm)\b\W{0,20}(?:tensor\(\[?)?(?:nan|[-+]?inf)\b|"
-        r"grad(?:ient)?[ _]norm (?:is|was|became) (?:nan|[-+]?inf)\b|\bnan encountered in (?:the )?(?:loss|grad)",
+        r"grad(?:ient)?[ _]norm (?:is|was|became) (?:nan|[-+]?inf)\b|\bnan encountered in (?:the )?(?:loss|grad)|"
+        # a custom loop's own words: "loss exploded to inf", "train loss went to NaN", "gradients blew up to inf"
+        r"\b(?:loss|grad(?:ient)?s?(?:[ _]norm)?)\b (?:\w+ )?(?:exploded|diverged|went|jumped|blew up|goes|shot up) "
+        r"to (?:nan|[-+]?inf(?:inity)?)\b",
         "NaN/Inf in the loss or gradients",
         "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "
         "batch at that step for bad values",
@@ -242,7 +245,9 @@ SIGNATURES: tuple[Signature, ...] = (
         # the server's own log of a request that raised (uvicorn, gunicorn/aiohttp, Flask): the client got a 500
         r"Exception in ASGI application|Error handling request|ERROR in app: Exception on |"
         r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
-        r"upstream prematurely closed connection|while connecting to upstream|no live upstreams",
+        r"upstream prematurely closed connection|while connecting to upstream|no live upstreams|"
+        # Envoy (Istio, KServe, Knative gateways): its 503 bodies when the model server is down or not ready
+        r"upstream connect error or disconnect/reset before headers|\bno healthy upstream\b",
         "server answered with 5xx",
         "the server's error log right after the request names the exception; 503 means not ready or "
         "overloaded (check readiness, queue limits and replicas)",
@@ -304,7 +309,8 @@ _KEYS = {
                       "walltime", "term_runlimit", "term_preempt", "term_deadline"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",
-                 "error code: 5", "exception in asgi", "error handling request", "exception on "),
+                 "error code: 5", "exception in asgi", "error handling request", "exception on ",
+                 "upstream connect error", "no healthy upstream"),
     "startup_stall": ("to start up", "taken more than", "pending for more than", "waiting for", "probe failed",
                       "failedscheduling", "nodes are available", "pullbackoff", "errimagepull"),
 }

@@ -489,6 +489,9 @@ FRAMEWORK_FORMATS = [
     # nonfinite_message -- Lightning loops/utilities.py (_check_finite), mmcv/mmengine CheckInvalidLossHook,
     # torch.multinomial (aten Distributions.cpp), Megatron-LM param_and_grad_buffer.py
     ("nonfinite_message", E, "ValueError: The loss returned in `training_step` is nan."),
+    # custom training loops' own wording
+    ("nonfinite_message", E, "step 3000: training loss exploded to inf, stopping"),
+    ("nonfinite_message", E, "[worker 2] gradients blew up to NaN at iteration 8120"),
     ("nonfinite_message", E, "2024-06-01 10:00:00,000 - mmdet - INFO - loss become infinite or NaN!"),
     ("nonfinite_message", E, "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0"),
     ("nonfinite_message", E, ("AssertionError: Rank 7: found NaN in local grad norm in backward pass before data-parallel "
@@ -543,6 +546,11 @@ FRAMEWORK_FORMATS = [
     ("http_5xx", W, '[GIN] 2024/06/01 - 10:00:00 | 500 |  1.204511ms |       127.0.0.1 | POST     "/api/chat"'),
     ("http_5xx", W, "openai.InternalServerError: Error code: 502 - {'error': {'message': 'bad gateway'}}"),
     ("http_5xx", W, '{"ts": "2024-06-01T10:00:00Z", "method": "POST", "path": "/v1/embeddings", "status": 503}'),
+    # Envoy's 503 bodies (source/common/router/router.cc, upstream/cluster_manager_impl.cc), as a client or a gateway
+    # access log quotes them in front of KServe / Knative / Istio model servers
+    ("http_5xx", W, ("requests.exceptions.HTTPError: 503 body: upstream connect error or disconnect/reset before headers. "
+                     "reset reason: connection failure")),
+    ("http_5xx", W, "curl: got 'no healthy upstream' from http://llm.default.svc.cluster.local/v1/completions"),
     ("http_5xx", W, "request done method=POST path=/generate status_code=500 duration=0.2"),
     # startup_stall -- ray serve deployment_state.py (scheduling), the kubernetes scheduler's events, image pulls
     ("startup_stall", W, ("WARNING deployment_state.py:1986 - Deployment 'LLM' in application 'default' has 1 replicas "
@@ -603,6 +611,8 @@ HEALTHY_LOOKALIKES = [
     "checkpoint saved to /ckpt/step_1000 (2.1 GB), free memory 40.2 GiB",
     "inference done: 128 requests, 0 errors, information retained",
     "Detected information about 8 GPUs; inferring topology",
+    "val loss went to 0.41 from 0.44 after the lr drop",
+    "upstream connected: 4 healthy upstreams for cluster llm",
 ]
 
 
