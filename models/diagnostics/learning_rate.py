@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import Field
 
@@ -83,13 +85,22 @@ class LearningRateJumpDiagnostic(Diagnostic):
         col = block.columns.get(self.config.lr_metric)
         if col is None:
             return []
+        cfg = self.config
+        if len(col.values) == 1:  # one event (an SDK flushing every step): the test below on scalars
+            lr = float(col.values[0])
+            if not math.isfinite(lr):
+                return []
+            earlier = self.peak
+            jumped = self.seen >= cfg.warmup and earlier > 0.0 and lr / cfg.jump_factor >= earlier
+            self.peak = max(self.peak, lr)
+            self.seen += 1
+            return [self._finding(int(col.steps[0]), lr, earlier)] if jumped else []
         finite = np.isfinite(col.values)
         values, steps = col.values[finite], col.steps[finite]
         if not len(values):
             return []
         earlier = np.maximum.accumulate(np.concatenate(([self.peak], values[:-1])))
         order = self.seen + np.arange(len(values))
-        cfg = self.config
         jumped = (order >= cfg.warmup) & (earlier > 0.0) & (values / cfg.jump_factor >= earlier)
         self.peak = max(self.peak, float(values.max()))
         self.seen += len(values)

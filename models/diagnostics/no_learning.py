@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import math
 import statistics
 
@@ -99,6 +101,16 @@ class NoLearningConfig(DiagnosticConfig):
     evidence_metrics: tuple[str, ...] = ("val/loss",)
 
 
+@functools.lru_cache(maxsize=512)  # a run logs the same names block after block
+def _logs_policy_gradient(names: tuple[str, ...]) -> bool:
+    """Whether any of the names is a policy-gradient metric (its last path part).
+
+    >>> _logs_policy_gradient(("loss", "train/kl")), _logs_policy_gradient(("loss", "lr"))
+    (True, False)
+    """
+    return any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in names)
+
+
 class NoLearningDiagnostic(Diagnostic):
     """Flags a training loss that has not improved on its first values: a run that is not learning.
 
@@ -183,7 +195,7 @@ class NoLearningDiagnostic(Diagnostic):
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         if not self._policy_gradient:
-            self._policy_gradient = any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in block.columns)
+            self._policy_gradient = _logs_policy_gradient(tuple(block.columns))
         if self._policy_gradient:
             return []
         warmup.observe(self._warmup, block)

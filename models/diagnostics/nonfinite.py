@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -71,9 +73,9 @@ class NonFiniteDiagnostic(Diagnostic):
         findings = []
         persist = self.config.gradient_persist
         if block.all_finite():  # the common case: only the gradient streaks end
-            for metric, col in self.select(block):
-                if len(col.values) and metric.startswith(self.config.gradient_prefixes):
-                    self._streaks[metric] = 0
+            cfg = self.config
+            for metric in _gradient_metrics(tuple(block.columns), cfg.prefixes, cfg.gradient_prefixes):
+                self._streaks[metric] = 0
             return findings
         for metric, col in self.select(block):
             values = col.values
@@ -119,6 +121,16 @@ class NonFiniteDiagnostic(Diagnostic):
                     )
                 )
         return _one_incident(findings) if len(findings) > 1 else _keyed(findings)
+
+
+@functools.lru_cache(maxsize=512)  # a run logs the same names block after block
+def _gradient_metrics(names: tuple[str, ...], prefixes: tuple[str, ...], gradient: tuple[str, ...]) -> list[str]:
+    """The watched (``prefixes``; none = all) gradient metrics among a block's column names, in name order.
+
+    >>> _gradient_metrics(("loss", "grad_norm/fc1", "grad_norm"), (), ("grad_norm",))
+    ['grad_norm', 'grad_norm/fc1']
+    """
+    return sorted(m for m in names if (not prefixes or m.startswith(prefixes)) and m.startswith(gradient))
 
 
 # A run whose values turn non-finite is one incident, not one per metric: every CRITICAL finding shares this key.
