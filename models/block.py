@@ -42,6 +42,9 @@ class MetricBlock:
     wall_times: np.ndarray
     columns: dict[str, Column]
     finite: bool | None = None  # whether every value is finite; None = not known yet (see all_finite)
+    # The values as one [events, names] matrix, columns in ``columns`` order, when every event logs the same
+    # names (None otherwise): small blocks are filed as evidence a matrix at a time (RunMonitor).
+    matrix: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -129,7 +132,8 @@ class MetricBlock:
             # Each column its own array: evidence keeps columns of a metric that stopped being logged.
             columns = {k: Column(step_arr, matrix[:, j].copy(), wall_arr) for j, k in enumerate(key)}
             # One check of the whole matrix here saves one per column in each diagnostic that asks.
-            return cls(step_arr, wall_arr, columns, bool(np.isfinite(matrix).all()))
+            whole = matrix if len(columns) == len(key) else None
+            return cls(step_arr, wall_arr, columns, bool(np.isfinite(matrix).all()), whole)
         every = np.arange(n, dtype=np.intp)
         counts: dict[str, int] = {}  # names in order of first appearance, with how many events log them
         for key, rows, _ in layouts:

@@ -214,7 +214,9 @@ class DetectorNames:
             plan = self._plan(names)
         if plan is None:
             return block
-        return MetricBlock(block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()}, block.finite)
+        return MetricBlock(
+            block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()}, block.finite, block.matrix
+        )
 
     def _plan(self, names: tuple[str, ...]) -> dict[str, str] | None:
         new = [n for n in names if n not in self.mapping]
