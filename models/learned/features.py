@@ -277,7 +277,7 @@ def _channel(block: MetricBlock, name: str | None) -> Column | None:
     if name is None:
         return None
     col = block.columns[name]
-    return col if block.finite and len(col) else _finite(col)
+    return col if block.finite else _finite(col)  # a block known to be finite needs no check per column
 
 
 class RunFeatures:
