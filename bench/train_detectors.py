@@ -4,12 +4,14 @@
     python -m bench.train_detectors --out /tmp/art --no-real-logs
     python -m bench.train_detectors --keep-forecaster --calibrate-on bench/corpus/novel-21 bench/corpus/novel-22
     python -m bench.train_detectors --forecast-floors-only  # the shipped forecaster's floors, from the train split
+    python -m bench.train_detectors --extra-corpus bench/corpus/controls --out /tmp/art_controls  # + healthy controls
 
 Training data (``bench/splits.py``): the seed-0 corpus's runs outside the
 held-out datasets and architecture families, and the ``train`` half of the
 healthy real-log sources (modded-nanogpt, Lightning CSVs, TensorBoard files,
-HF trainer states, and the runs of the hand-labelled `hf-trainer-more` labelled healthy). Nothing from a
-test split is read.
+HF trainer states, and the runs of the hand-labelled `hf-trainer-more` labelled healthy), plus the train
+split of each ``--extra-corpus`` (the shipped forecaster: the long-warm-up controls, bench/README.md). Nothing
+from a test split is read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def whole_block(rec: RunRecord):
 
 
 def corpus_runs(path: Path) -> list[TrainingRun]:
+    """The labelled runs of ``path``'s train split (held-out datasets and architectures left out)."""
     out = []
     for rec in load_corpus(path):
         if corpus_split(rec.meta) != "train":
@@ -77,6 +80,8 @@ def real_runs(root: Path) -> list[TrainingRun]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--extra-corpus", type=Path, nargs="*", default=[], metavar="CORPUS",
+                    help="more labelled corpora to fit on (their train split), e.g. bench/corpus/controls")
     ap.add_argument("--real-logs", type=Path, default=REAL_LOGS)
     ap.add_argument("--no-real-logs", action="store_true")
     ap.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         art.save(args.out)
         print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         return 0
+    for extra in args.extra_corpus:
+        runs += corpus_runs(extra)
     n_corpus = len(runs)
     if not args.no_real_logs and args.real_logs.exists():
         runs += real_runs(args.real_logs)

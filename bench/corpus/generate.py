@@ -4,6 +4,7 @@
     python -m bench.corpus.generate --runs 40 --out /tmp/c --workers 1
     python -m bench.corpus.generate --domain novel --seed 21 --runs 240 --out bench/corpus/novel-21   # unseen domain
     python -m bench.corpus.generate --slice tests/fixtures/corpus --slice-runs 40   # fixture from a corpus
+    python -m bench.corpus.generate --controls long_warmup --runs 80 --seed 77 --out bench/corpus/controls   # healthy twins
 
 Each run is drawn from the seed (:func:`bench.corpus.specs.draw_spec`),
 trained (:func:`bench.corpus.train.train_run`), labelled
@@ -69,6 +70,29 @@ def generate_one(
     meta["labels"] = labels
     store.save(rec, Path(out_dir) / "runs" / f"{spec.run_id}.npz")
     return row(meta, len(events))
+
+
+def generate_control(seed: int, index: int, out_dir: str, split: str, attempts: int = 60) -> dict[str, Any] | None:
+    """Control run ``index`` (:func:`bench.corpus.specs.long_warmup_control`) of the ``split`` of bench/splits.py:
+    draws of the other split are skipped untrained, draws that fail their check redrawn; None when none passed."""
+    from bench.corpus import store
+    from bench.corpus.labels import label_run
+    from bench.corpus.specs import long_warmup_control
+    from bench.corpus.train import train_run
+    from bench.splits import corpus_split
+
+    for attempt in range(attempts):
+        spec = long_warmup_control(seed, index, attempt)
+        if corpus_split({"spec": spec.to_dict()}) != split:
+            continue
+        events, facts = train_run(spec)
+        meta = {"run_id": spec.run_id, "spec": spec.to_dict(), **facts}
+        rec = store.RunRecord.from_events(events, meta)
+        meta["labels"] = label_run(rec)
+        if meta["labels"]["accepted"]:
+            store.save(rec, Path(out_dir) / "runs" / f"{spec.run_id}.npz")
+            return row(meta, len(events))
+    return None
 
 
 def row(meta: dict[str, Any], n_events: int) -> dict[str, Any]:
@@ -156,6 +180,21 @@ def generate(
     return info
 
 
+def generate_controls(n_runs: int, seed: int, out: Path, workers: int, split: str) -> dict[str, Any]:
+    """``n_runs`` long-warm-up controls into ``out`` (labels.csv and corpus.json as for a corpus)."""
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max(1, workers), initializer=_init_worker) as pool:
+        rows = [r for r in pool.map(generate_control, [seed] * n_runs, range(n_runs), [str(out)] * n_runs,
+                                    [split] * n_runs) if r is not None]
+    write_labels(rows, out / "labels.csv")
+    info = {"runs": n_runs, "seed": seed, "controls": "long_warmup", "split": split, "workers": workers,
+            "wall_seconds": round(time.perf_counter() - started, 1), "accepted": len(rows),
+            "command": " ".join(["python -m bench.corpus.generate", *sys.argv[1:]])}
+    (out / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def _progress(done: int, total: int, started: float) -> None:
     if done % 20 == 0 or done == total:
         el = time.perf_counter() - started
@@ -210,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--attempts", type=int, default=8)
     ap.add_argument("--domain", choices=("default", "novel"), default="default",
                     help="novel: datasets and architecture families the default corpus never uses (a test corpus)")
+    ap.add_argument("--controls", choices=("long_warmup",), default=None,
+                    help="healthy matched controls instead of a corpus (bench.corpus.specs.long_warmup_control)")
+    ap.add_argument("--split", choices=("train", "test"), default="train",
+                    help="with --controls: the datasets and architectures of this split of bench/splits.py")
     ap.add_argument("--slice", type=Path, default=None, help="copy a fixture slice of --out to this folder and exit")
     ap.add_argument("--slice-runs", type=int, default=40)
     args = ap.parse_args(argv)
@@ -217,7 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         ids = make_slice(args.out, args.slice, args.slice_runs)
         print(f"sliced {len(ids)} runs into {args.slice}")
         return
-    info = generate(args.runs, args.seed, args.out, args.workers, args.faulty_fraction, args.attempts, args.domain)
+    if args.controls:
+        info = generate_controls(args.runs, args.seed, args.out, args.workers, args.split)
+    else:
+        info = generate(args.runs, args.seed, args.out, args.workers, args.faulty_fraction, args.attempts, args.domain)
     print(json.dumps(info, indent=2))
 
 

@@ -38,6 +38,8 @@ FAULTS = (
 
 DOMAINS = ("default", "novel")
 _NOVEL_STREAM = 1  # the novel domain's draws: rng([seed, index, attempt, _NOVEL_STREAM])
+_CONTROL_STREAM = 7  # a control's overrides: rng([seed, index, attempt, _CONTROL_STREAM])
+CONTROLS = ("long_warmup",)
 
 # A healthy peak learning rate per (optimizer, model family); each run draws
 # its own within x0.5..x2 of it.
@@ -525,6 +527,31 @@ def draw_spec(seed: int, index: int, fault: str, attempt: int = 0, domain: str =
     if fault != "healthy":
         _apply_fault(rng, spec, fault)
     spec.params["attempt"] = attempt
+    return spec
+
+
+def long_warmup_control(seed: int, index: int, attempt: int) -> RunSpec:
+    """The healthy twin of ``warmup_overshoot``: a default-domain healthy draw whose LR warms up over 30-60 % of
+    the run, as the overshoot does, but towards a healthy LR (the optimizer mix of the divergence faults).
+
+    Without such runs every long warm-up a model is trained on ends in a divergence, and a forecaster learns
+    the warm-up's length, not the run's response to it (healthy runs warm up over 2-10 % of their steps).
+
+    Examples
+    --------
+    >>> s = long_warmup_control(77, 0, 0)
+    >>> s.fault, s.cause, s.schedule.startswith("warmup"), 0.3 <= s.warmup / s.steps <= 0.6
+    ('healthy', 'long_warmup_control', True, True)
+    """
+    spec = draw_spec(seed, index, "healthy", attempt)
+    rng = np.random.default_rng([seed, index, attempt, _CONTROL_STREAM])
+    spec.optimizer = _pick(rng, ("sgd_momentum", "sgd", "adam", "adamw"), [0.4, 0.2, 0.2, 0.2])
+    if family(spec.arch) != "ff" and spec.optimizer == "sgd":
+        spec.optimizer = "sgd_momentum"
+    spec.lr = spec.params["healthy_lr"] = base_lr(spec.optimizer, spec.arch, spec.width) * _loguniform(rng, 0.5, 2.0)
+    spec.schedule = _pick(rng, ("warmup_const", "warmup_cosine", "warmup_linear"))
+    spec.warmup = int(spec.steps * rng.uniform(0.3, 0.6))
+    spec.cause = "long_warmup_control"
     return spec
 
 
