@@ -174,7 +174,10 @@ def test_on_anomaly_stop_action_stops_a_real_diverging_run(server, tmp_path):
     summary = diverging(log, seed=0, should_stop=lambda: run.should_stop)
     assert run.finish(timeout=30)
     assert got_one.wait(10) and all(a.run_id == run.run_id for a in seen)
-    assert action.triggered == 1 and run.should_stop
+    # One stop requested; a second divergence incident (another detector's) may arrive before the loop
+    # sees should_stop, and counts as a trigger without a second request.
+    assert action.triggered >= 1 and run.should_stop
+    assert len([t for t in run.actions_taken if t.startswith("runwatch action stop_on_divergence:")]) == 1
     assert summary["stopped_early"] and summary["first_nonfinite_step"] is None  # stopped before the NaN
     info = get_run(srv.target, run.run_id).run
     assert info.status == runs_pb2.RUN_STATUS_KILLED

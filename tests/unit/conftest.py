@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 
@@ -28,18 +31,49 @@ def service_suite():
     return DiagnosticSuite(SuiteConfig(enabled=list(DIAGNOSTICS)))
 
 
-@pytest.fixture(scope="session")
-def unfloored_learned(tmp_path_factory):
-    """A LearnedConfig of the shipped artifact without its forecaster's feature floors (weights unchanged):
-    what the shipped forecaster did before them."""
+EARLIER_FORECASTER = Path(__file__).resolve().parent.parent / "fixtures" / "learned" / "forecaster_until_2026-12-06"
+
+
+def _earlier_forecaster_artifact(floors: bool):
+    """The shipped artifact with the divergence forecaster (and its alert levels) shipped until 2026-12-06.
+
+    That forecaster was fitted without healthy long warm-ups and reads a long warm-up, a gradient norm far
+    below its first value and a loss logged as 0 as precursors of divergence: the forecast guards (feature
+    floors, calm patience, the converged-loss bar) are shown on it, a forecaster that needs them.
+    """
+    from safetensors.numpy import load_file
+
     from runwatch.models.learned.artifacts import LearnedArtifact, load_artifact
-    from runwatch.models.learned.detector import LearnedConfig
-    from runwatch.models.learned.forecaster import DivergenceForecaster
+    from runwatch.models.learned.forecaster import DivergenceForecaster, ForecasterConfig
 
     art = load_artifact()
-    fc_cfg = art.forecaster.config.model_copy(update={"feature_floors": {}})
-    plain = LearnedArtifact(art.config.model_copy(update={"forecaster": fc_cfg}), art.sequence_ae,
-                            DivergenceForecaster.from_tensors(fc_cfg, art.forecaster.tensors()), art.run_outlier)
+    meta = json.loads((EARLIER_FORECASTER / "config.json").read_text())
+    fc_cfg = ForecasterConfig.model_validate(meta["forecaster"])
+    if not floors:
+        fc_cfg = fc_cfg.model_copy(update={"feature_floors": {}})
+    forecaster = DivergenceForecaster.from_tensors(fc_cfg, load_file(EARLIER_FORECASTER / "weights.safetensors"))
+    levels = art.config.thresholds.model_copy(
+        update={"forecast_alert": meta["forecast_alert"], "forecast_gate": meta["forecast_gate"]})
+    config = art.config.model_copy(update={"forecaster": fc_cfg, "thresholds": levels})
+    return LearnedArtifact(config, art.sequence_ae, forecaster, art.run_outlier)
+
+
+@pytest.fixture(scope="session")
+def earlier_learned(tmp_path_factory):
+    """A LearnedConfig of the shipped artifact with the forecaster shipped until 2026-12-06 (floors included)."""
+    from runwatch.models.learned.detector import LearnedConfig
+
+    folder = tmp_path_factory.mktemp("earlier")
+    _earlier_forecaster_artifact(floors=True).save(folder)
+    return LearnedConfig(artifact=str(folder))
+
+
+@pytest.fixture(scope="session")
+def unfloored_learned(tmp_path_factory):
+    """As ``earlier_learned`` without the forecaster's feature floors (weights unchanged): what that forecaster
+    did before them."""
+    from runwatch.models.learned.detector import LearnedConfig
+
     folder = tmp_path_factory.mktemp("unfloored")
-    plain.save(folder)
+    _earlier_forecaster_artifact(floors=False).save(folder)
     return LearnedConfig(artifact=str(folder))

@@ -128,10 +128,14 @@ def test_learned_findings_and_gate_do_not_depend_on_batching(tmp_path):
         d, gate = LearnedDiagnostic(LearnedConfig(artifact=str(tmp_path))), []
         found = []
         for b in _blocks(events, size):
-            found += [(f.kind, f.step, round(f.score, 9)) for f in d.observe_block(b)]
+            found += [(f.kind, f.step, f.score) for f in d.observe_block(b)]
             gate += [d.learned_normal(int(s)) for s in b.steps]
         runs[size] = (found, gate)
-    assert runs[1] == runs[7] == runs[25] == runs[len(events)]
+    # Decisions are equal; a score may differ in its last printed digit (matrix products over other
+    # batch shapes round differently, and the 6-digit rounding of the error can land either side).
+    for size in (7, 25, len(events)):
+        assert [f[:2] for f in runs[size][0]] == [f[:2] for f in runs[1][0]] and runs[size][1] == runs[1][1]
+        assert [f[2] for f in runs[size][0]] == pytest.approx([f[2] for f in runs[1][0]], rel=1e-5)
     assert runs[1][0], "the diverging run raised nothing"
     assert not all(runs[1][1]) and any(runs[1][1])
 

@@ -35,13 +35,15 @@ def _forecasts(rows: list[dict[str, float]], config: LearnedConfig, block: int =
 
 
 @pytest.mark.parametrize("block", [1, 7, 41])
-def test_a_short_forecast_during_a_calm_warm_up_is_not_raised(block: int) -> None:
+def test_a_short_forecast_during_a_calm_warm_up_is_not_raised(earlier_learned: LearnedConfig, block: int) -> None:
     rows = _run("run-0006")
-    assert _forecasts(rows, LearnedConfig(calm_forecast_patience=2), block) == [22]  # what patience 2 raised
+    patience_2 = earlier_learned.model_copy(update={"calm_forecast_patience": 2})
+    assert _forecasts(rows, patience_2, block) == [22]  # what patience 2 raised (the forecaster until 2026-12-06)
+    assert _forecasts(rows, earlier_learned, block) == []
     assert _forecasts(rows, LearnedConfig(), block) == []
 
 
-def test_a_loss_within_its_own_noise_of_its_best_counts_as_calm_for_the_forecast() -> None:
+def test_a_loss_within_its_own_noise_of_its_best_counts_as_calm_for_the_forecast(earlier_learned: LearnedConfig) -> None:
     rows = _run("run-0094")
     d = LearnedDiagnostic()
     for i, row in enumerate(rows[:16]):
@@ -51,7 +53,8 @@ def test_a_loss_within_its_own_noise_of_its_best_counts_as_calm_for_the_forecast
     # Step 15: the minibatch loss jumped 0.29 -> 0.51; smoothed, 12 % above its best, in a run whose loss swings
     # ~30 % from batch to batch. Not calm for the fusion gate; calm, within its noise, for the forecast.
     assert not d.loss_calm(15)
-    assert _forecasts(rows, LearnedConfig(calm_forecast_patience=2)) == [14, 15]
+    assert _forecasts(rows, earlier_learned.model_copy(update={"calm_forecast_patience": 2})) == [14, 15]
+    assert _forecasts(rows, earlier_learned) == []
     assert _forecasts(rows, LearnedConfig()) == []
 
 
