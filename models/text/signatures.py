@@ -112,7 +112,9 @@ SIGNATURES: tuple[Signature, ...] = (
         # ProcessGroupNCCL's watchdog and heartbeat monitor (torch 2.2-2.6 wordings), gloo and monitored_barrier
         r"Timeout at NCCL work: \d+|(?:\(either an error or timeout\)|failure) detected by watchdog at work|"
         r"Heartbeat monitor timed out|Timed out waiting \d+ ?ms for (?:recv|send) operation to complete|"
-        r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)",
+        r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)|"
+        # NCCL's own warnings when a peer rank's connection drops (the peer died or its node went away)
+        r"NCCL WARN (?:Net|NET|Call to|socket)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused)|failed)",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",

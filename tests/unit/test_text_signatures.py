@@ -95,6 +95,8 @@ CASES = {
         "(10.0.0.1, 29500)."),
         "RuntimeError: Socket Timeout",
         "torch.distributed.DistNetworkError: Connection reset by peer",
+        "node-3:1234:5678 [0] misc/socket.cc:538 NCCL WARN Net : Connection closed by remote peer 10.0.0.2<43210>",
+        "gpu7:881:901 [3] NCCL WARN Call to recv from 10.1.1.4<54021> failed : Connection reset by peer",
     ],
     "nonfinite_message": [
         ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
