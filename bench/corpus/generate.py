@@ -55,43 +55,45 @@ def generate_one(
 ) -> dict[str, Any]:
     """Draw, train, label and store run ``index``; returns its labels row."""
     from bench.corpus import store
-    from bench.corpus.labels import label_run
     from bench.corpus.specs import draw_spec
-    from bench.corpus.train import train_run
 
     for attempt in range(attempts):
-        spec = draw_spec(seed, index, fault, attempt, domain)
-        events, facts = train_run(spec)
-        meta = {"run_id": spec.run_id, "spec": spec.to_dict(), **facts}
-        rec = store.RunRecord.from_events(events, meta)
-        labels = label_run(rec)
-        if labels["accepted"]:
+        rec, n_events = _trained(draw_spec(seed, index, fault, attempt, domain))
+        if rec.meta["labels"]["accepted"]:
             break
-    meta["labels"] = labels
-    store.save(rec, Path(out_dir) / "runs" / f"{spec.run_id}.npz")
-    return row(meta, len(events))
+    store.save(rec, Path(out_dir) / "runs" / f"{rec.run_id}.npz")
+    return row(rec.meta, n_events)
+
+
+def _trained(spec) -> tuple[Any, int]:
+    """Train ``spec`` and label it: the run's record (its meta holds the spec, the trainer's facts and the labels)
+    and its event count."""
+    from bench.corpus import store
+    from bench.corpus.labels import label_run
+    from bench.corpus.train import train_run
+
+    events, facts = train_run(spec)
+    meta = {"run_id": spec.run_id, "spec": spec.to_dict(), **facts}
+    rec = store.RunRecord.from_events(events, meta)
+    meta["labels"] = label_run(rec)
+    return rec, len(events)
 
 
 def generate_control(seed: int, index: int, out_dir: str, split: str, attempts: int = 60) -> dict[str, Any] | None:
     """Control run ``index`` (:func:`bench.corpus.specs.long_warmup_control`) of the ``split`` of bench/splits.py:
     draws of the other split are skipped untrained, draws that fail their check redrawn; None when none passed."""
     from bench.corpus import store
-    from bench.corpus.labels import label_run
     from bench.corpus.specs import long_warmup_control
-    from bench.corpus.train import train_run
     from bench.splits import corpus_split
 
     for attempt in range(attempts):
         spec = long_warmup_control(seed, index, attempt)
         if corpus_split({"spec": spec.to_dict()}) != split:
             continue
-        events, facts = train_run(spec)
-        meta = {"run_id": spec.run_id, "spec": spec.to_dict(), **facts}
-        rec = store.RunRecord.from_events(events, meta)
-        meta["labels"] = label_run(rec)
-        if meta["labels"]["accepted"]:
+        rec, n_events = _trained(spec)
+        if rec.meta["labels"]["accepted"]:
             store.save(rec, Path(out_dir) / "runs" / f"{spec.run_id}.npz")
-            return row(meta, len(events))
+            return row(rec.meta, n_events)
     return None
 
 
