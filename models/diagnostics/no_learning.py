@@ -35,8 +35,9 @@ class NoLearningConfig(DiagnosticConfig):
         The loss has learned once the mean of its latest values is this
         fraction below the mean of its first values. Default 0.05.
     window_fraction, max_window
-        Both means are over ``k = min(max_window, max(3, round(window_fraction * n)))``
-        values, ``n`` the values so far: a tenth of the run, at most 20 values.
+        Both means are over ``k = min(max_window, max(3, round(window_fraction * n)), n // 2)``
+        values, ``n`` the values so far: a tenth of the run, at most 20 values, and never
+        more than half of them, so the two windows share no value.
     min_points
         No finding before this many values. Default 10: twice the five
         values the real-log labels need to call a run ``no_learning``. Sparse
@@ -404,7 +405,9 @@ class NoLearningDiagnostic(Diagnostic):
         """``(k, first mean, latest mean, no progress?)`` after ``n`` values (sums of values near the float
         maximum are not finite: no verdict)."""
         cfg = self.config
-        k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)))
+        # At most half the values each: with fewer than six, windows of three would share values, and a value
+        # counted on both sides pulls the two means together (three values would always read "no progress").
+        k = min(cfg.max_window, max(3, round(cfg.window_fraction * n)), n // 2)
         start, now = sum(state["first"][:k]) / k, sum(state["latest"][-k:]) / k
         stuck = math.isfinite(start + now) and (1.0 - cfg.min_drop) * start <= now <= (1.0 + cfg.max_rise) * start
         return k, start, now, stuck

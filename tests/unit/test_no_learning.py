@@ -67,6 +67,19 @@ def test_runs_it_cannot_judge_are_left_alone() -> None:
     assert NoLearningDiagnostic().observe_block(_block(steps, rising)) == []
 
 
+def test_a_short_finished_log_compares_windows_that_share_no_value() -> None:
+    steps = [500 * (i + 1) for i in range(5)]  # five logged losses: only the end-of-run judgement applies
+    # Falling steadily by 8 %: the first two average 0.99, the last two 0.93 (-6 %). Windows of three would
+    # share the middle value and read 0.98 -> 0.94 (-4 %): "not learning" for a run that learned.
+    falling = NoLearningDiagnostic()
+    assert falling.observe_block(_block(steps, [{"loss": 1.0 - 0.02 * i} for i in range(5)])) == []
+    assert falling.on_end() == []
+    flat = NoLearningDiagnostic()
+    assert flat.observe_block(_block(steps, [{"loss": v} for v in _chance(5)])) == []
+    (f,) = flat.on_end()
+    assert f.step == 2500 and "mean of the last 2 values" in f.explanation
+
+
 def test_findings_do_not_depend_on_how_the_values_are_batched() -> None:
     steps = [25 * i for i in range(80)]
     rows = [{"loss": v} for v in _chance(80)]
