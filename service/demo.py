@@ -1,18 +1,21 @@
-"""``runwatch demo``: four real training runs streamed through a live runwatch server.
+"""``runwatch demo``: five real training runs streamed through a live runwatch server.
 
 A server starts on a free loopback port (embedded, no Kafka), a watcher
-prints every anomaly the moment it is raised, and four small PyTorch MLPs
-train on scikit-learn's digits: a healthy one, one whose learning rate
-diverges, one that overfits, and one whose learning rate is far too small to
-learn anything. The diverging run's trainer also prints its stop message as
-text (``run.log_text``), which runwatch reads like any log line. A per-run
-summary and five checks close the demo: the diverging run is flagged before
-its loss becomes non-finite, its text message raises a LOG_PATTERN alert, the
-healthy run is never flagged, the overfitting run is flagged as such, and the
-run that does not learn is flagged by the ``no_learning`` rule. Then a
+prints every anomaly the moment it is raised, and five small PyTorch MLPs
+train on scikit-learn's digits: a healthy one, two whose learning rate warms
+up past what the net can take (SGD with momentum on a squared error, and
+plain SGD on cross-entropy towards 40x a good rate), one that overfits, and
+one whose learning rate is far too small to learn anything. A diverging
+run's trainer also prints its stop message as text (``run.log_text``), which
+runwatch reads like any log line. A per-run summary and six checks close the
+demo: the diverging run is flagged before its loss becomes non-finite, its
+text message raises a LOG_PATTERN alert, the learned divergence forecaster
+predicts the overshooting run's divergence before its loss turns non-finite,
+the healthy run is never flagged, the overfitting run is flagged as such, and
+the run that does not learn is flagged by the ``no_learning`` rule. Then a
 deployment whose only telemetry is its text-generation server's router log
-(:mod:`runwatch.service.demo_serving`) is streamed as text: the sixth check is
-its LATENCY alert once decoding slows down.
+(:mod:`runwatch.service.demo_serving`) is streamed as text: the seventh check
+is its LATENCY alert once decoding slows down.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from runwatch.service.formatting import format_anomaly, format_suggestions, kind
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, service_pb2, service_pb2_grpc
 
-ORDER = ("healthy", "diverging", "overfitting", "not_learning")
+ORDER = ("healthy", "diverging", "overshooting", "overfitting", "not_learning")
 
 
 @dataclass
@@ -70,12 +73,20 @@ class DemoReport:
 
 
 def _checks(outcomes: dict[str, RunOutcome], serving: list[anomaly_pb2.Anomaly]) -> list[tuple[str, bool]]:
-    healthy, diverging, overfit, stuck = (outcomes[n] for n in ORDER)
+    healthy, diverging, overshooting, overfit, stuck = (outcomes[n] for n in ORDER)
     latency = [a for a in serving if kind_name(a.kind) == "LATENCY" and a.severity >= anomaly_pb2.SEVERITY_WARNING]
     slow_at = min((a.first_step for a in latency), default=None)
     flag, bad = diverging.first_flag_step, diverging.first_nonfinite_step
     lead = f" ({bad - flag} steps ahead)" if flag is not None and bad is not None else ""
     not_learning = min((a.first_step for a in stuck.flags if a.detector == "no_learning"), default=None)
+    forecast = min(
+        (a for a in overshooting.flags if a.detector == "learned" and kind_name(a.kind) == "DIVERGENCE_PREDICTED"),
+        key=lambda a: a.first_step, default=None,
+    )
+    predicted, overflow = (forecast.first_step if forecast else None), overshooting.first_nonfinite_step
+    first = min(overshooting.flags, key=lambda a: a.first_step, default=None)
+    ahead = f", {overflow - predicted} steps before its loss became non-finite at step {overflow}" if predicted and overflow else ""
+    before = f"; first flag: {first.detector} at step {first.first_step}" if first is not None and first is not forecast else ""
     return [
         (
             f"diverging run flagged at step {flag} before its loss became non-finite at step {bad}{lead}",
@@ -84,6 +95,10 @@ def _checks(outcomes: dict[str, RunOutcome], serving: list[anomaly_pb2.Anomaly])
         (
             "diverging run's stop message in its text log flagged as LOG_PATTERN",
             "LOG_PATTERN" in diverging.kinds(),
+        ),
+        (
+            f"overshooting run: the learned forecaster predicted divergence at step {predicted or '-'}{ahead}{before}",
+            predicted is not None and overflow is not None and predicted < overflow,
         ),
         (f"healthy run never flagged ({len(healthy.flags)} alerts)", not healthy.flags),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
@@ -118,7 +133,7 @@ def _serve(client, suffix: str, seed: int, out: Callable[[str], None], stamp: Ca
 
 
 def _show_advice(channel, run_id: str, out: Callable[[str], None], stamp: Callable[[], str], n: int = 2) -> None:
-    """Ask the advisor about one run (shown, not checked: four runs are a thin history)."""
+    """Ask the advisor about one run (shown, not checked: five runs are a thin history)."""
     out(f"{stamp()} asking the architecture advisor about {run_id} ...")
     request = service_pb2.SuggestRequest(run_id=run_id, constraints=service_pb2.SuggestConstraints(num_suggestions=n))
     try:
@@ -207,7 +222,7 @@ def run_demo(
                 outcome.anomalies = list(reply.anomalies)
             _show_advice(client.channel, outcomes["overfitting"].run_id, out, stamp)
             _show_advice(client.channel, outcomes["not_learning"].run_id, out, stamp, n=1)
-            out("  (a history of three other runs: the edits come from the diagnosis, the predicted effect is unknown;")
+            out("  (a history of four other runs: the edits come from the diagnosis, the predicted effect is unknown;")
             out("   with more runs, or `serve --advisor-history`, the surrogate ranks them: docs/advisor.md)")
             if keep_serving is not None:
                 out(f"{stamp()} dashboard: {dashboard}/runs/{outcomes['diverging'].run_id} (Ctrl-C to stop)")

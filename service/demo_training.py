@@ -12,6 +12,12 @@ every step through ``log(step, metrics)`` with runwatch's metric names:
   learning rate warms up linearly to a peak above the stability limit; the
   loss first falls, then creeps up once the LR crosses the limit, then
   explodes to Inf/NaN, where the run stops.
+- ``overshooting``: plain SGD on cross-entropy whose learning rate warms up
+  linearly from 0 to 4.0 over 240 steps, while this net trains well at a
+  constant 0.05-1.0 and diverges at 2.0: the loss falls while the rate is
+  small, then climbs once it passes ~2 (around step 100-120) and overflows to
+  Inf around step 230. Long before the climb the steps it takes are already
+  outsized, which is what the learned divergence forecaster reads.
 - ``overfitting``: a wide MLP, no regularization, many epochs over 100
   training samples of which a quarter carry a wrong label; train loss goes to
   ~0 while val loss rises.
@@ -49,6 +55,7 @@ __all__ = [
     "diverging",
     "healthy",
     "overfitting",
+    "overshooting",
     "run_scenario",
 ]
 
@@ -147,6 +154,20 @@ CONFIGS: dict[str, ScenarioConfig] = {
         warmup_start_lr=0.05,
         momentum=0.9,
         batch_size=64,
+        max_steps=400,
+        val_every=10,
+    ),
+    # Constant rates of 0.05-1.0 train this net to val acc 0.96-0.98 in 400 steps and 2.0 diverges (seed 0),
+    # so a warm-up towards 4.0 passes the limit around step 120; cross-entropy grows with the logits and
+    # reaches Inf about 110 steps later.
+    "overshooting": ScenarioConfig(
+        hidden=(256,),
+        activation="relu",
+        loss="cross_entropy",
+        optimizer="sgd",
+        lr=4.0,
+        warmup_steps=240,
+        batch_size=32,
         max_steps=400,
         val_every=10,
     ),
@@ -426,6 +447,18 @@ def diverging(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | No
     return run_scenario("diverging", log, seed=seed, should_stop=should_stop)
 
 
+def overshooting(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Plain SGD warming up to 40x a good learning rate: the loss falls, then climbs and becomes non-finite.
+
+    Examples
+    --------
+    >>> summary = overshooting(lambda step, metrics: None, seed=0)
+    >>> summary["min_loss_step"] < 120 < summary["first_nonfinite_step"]
+    True
+    """
+    return run_scenario("overshooting", log, seed=seed, should_stop=should_stop)
+
+
 def overfitting(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """A wide MLP memorizes 100 partly mislabelled samples: train loss goes to ~0 while val loss rises.
 
@@ -454,6 +487,7 @@ def not_learning(log: LogFn, *, seed: int = 0, should_stop: Callable[[], bool] |
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "healthy": healthy,
     "diverging": diverging,
+    "overshooting": overshooting,
     "overfitting": overfitting,
     "not_learning": not_learning,
 }

@@ -13,12 +13,19 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     lines: list[str] = []
     report = run_demo(data_dir=tmp_path / "demo", seed=0, out=lines.append)
     assert report.ok, "\n".join(lines)
-    healthy, diverging, overfit, stuck = (report.outcomes[n] for n in ORDER)
+    healthy, diverging, overshooting, overfit, stuck = (report.outcomes[n] for n in ORDER)
     assert healthy.flags == [] and healthy.final_val_acc > 0.9
     assert diverging.first_nonfinite_step is not None
     assert diverging.first_flag_step < diverging.first_nonfinite_step
     first = min(diverging.flags, key=lambda a: a.first_step)
     assert first.kind == anomaly_pb2.ANOMALY_KIND_DIVERGENCE_PREDICTED
+    # The warm-up towards 40x a good rate: the learned forecaster predicts it before the loss-trend rule sees the
+    # climb, and long before the loss overflows.
+    forecast = [a for a in overshooting.flags if a.detector == "learned" and a.kind == first.kind]
+    trend = [a for a in overshooting.flags if a.detector == "divergence"]
+    assert forecast and trend and overshooting.first_nonfinite_step is not None
+    assert forecast[0].first_step < min(a.first_step for a in trend) < overshooting.first_nonfinite_step
+    assert "divergence expected within ~" in forecast[0].explanation
     assert "OVERFITTING" in overfit.kinds() and overfit.first_nonfinite_step is None
     # A learning rate far too small: flagged as not learning once 500 steps are in, and nothing else alerts.
     no_learning = [a for a in stuck.flags if a.detector == "no_learning"]
@@ -42,4 +49,4 @@ def test_demo_command_exits_zero():
         [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 6
+    assert done.stdout.count("[ok]") == 7

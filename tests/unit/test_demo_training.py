@@ -35,7 +35,7 @@ def runs() -> dict[str, tuple[dict, Recorder]]:
 
 
 def test_scenarios_hyperparameters_and_models_line_up():
-    assert set(SCENARIOS) == set(CONFIGS) == set(HYPERPARAMETERS) == {"healthy", "diverging", "overfitting", "not_learning"}
+    assert set(SCENARIOS) == set(CONFIGS) == set(HYPERPARAMETERS) == {"healthy", "diverging", "overshooting", "overfitting", "not_learning"}
     for name, hp in HYPERPARAMETERS.items():
         start = runs_pb2.RunStart(run_id=f"demo-{name}", hyperparameters=to_struct(hp))
         assert start.hyperparameters["lr"] == CONFIGS[name].lr
