@@ -227,7 +227,7 @@ class ReduceLROnAnomaly(Action):
         self.run.defer(lambda: self._apply(anomaly))
 
     def _apply(self, anomaly: anomaly_pb2.Anomaly) -> None:
-        step = max(self.run.step - 1, 0)
+        step = self.run.current_step
         if self._last_step is not None and step - self._last_step < self.cooldown_steps:
             logger.info("runwatch action %s: skipped (cooldown) for %s", self.name, self.describe(anomaly))
             return

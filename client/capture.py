@@ -7,6 +7,8 @@ the run (level: the line's own level word, else INFO for stdout and WARNING
 for stderr; a progress bar redrawn with ``\\r`` counts once, in its last
 state). :meth:`Run.capture_logging` adds a :class:`RunLogHandler` to a logger:
 each record becomes log lines with its level (a traceback: one line each).
+Captured lines, like every ``run.log_text`` without a step, carry the run's
+current step (``run.current_step``: the latest step logged).
 
 Sending never blocks the program and never raises into it: lines join the
 client's queue (dropped oldest-first with a count when the server is away

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import os
 import platform
+import reprlib
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -15,14 +19,17 @@ from runwatch.v1 import anomaly_pb2, runs_pb2
 
 __all__ = [
     "MAX_LOG_TEXT_BYTES",
+    "MAX_STEP",
     "RUN_ID_PATTERN",
     "default_environment",
     "log_level",
     "metrics_map",
     "new_run_id",
+    "require_mapping",
     "run_kind",
     "run_status",
     "severity",
+    "step_number",
     "struct_to_dict",
     "to_struct",
     "truncate_text",
@@ -33,6 +40,9 @@ __all__ = [
 from runwatch.service.nesting import MAX_NESTING, too_deep
 from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES
 from runwatch.service.validation import RUN_ID_PATTERN
+
+#: The largest step there is: ``MetricEvent.step`` and ``LogLine.step`` are ``int64`` on the wire and in the store.
+MAX_STEP = 2**63 - 1
 
 
 def _enum(value: Any, enum: Any, prefix: str, aliases: Mapping[str, int], what: str) -> int:
@@ -125,6 +135,77 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def step_number(value: Any, name: str = "step") -> int:
+    """``value`` as a step the server accepts: a whole number from 0 to :data:`MAX_STEP`.
+
+    Ints (numpy and torch integer scalars too) and floats with a whole value (``3.0``, as step
+    arithmetic such as ``epoch * steps_per_epoch / 2`` gives) are accepted; anything that would have
+    to be rounded or guessed (``2.9``, ``True``, ``"4"``) is refused, naming ``name``.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not a number.
+    ValueError
+        When it is fractional, not finite, negative or beyond a signed 64-bit integer.
+
+    Examples
+    --------
+    >>> step_number(7), step_number(3.0)
+    (7, 3)
+    >>> step_number(2.9)
+    Traceback (most recent call last):
+    ...
+    ValueError: step must be a whole number, got 2.9 (float): rounding it would put the data at another step
+    >>> step_number(2**64)
+    Traceback (most recent call last):
+    ...
+    ValueError: step must fit in a signed 64-bit integer (at most 9223372036854775807, ...), got 18446744073709551616
+    """
+    number = _whole_number(value, name)
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0, got {number}")
+    if number > MAX_STEP:
+        raise ValueError(
+            f"{name} must fit in a signed 64-bit integer (at most {MAX_STEP}, the wire format's int64), got {number}"
+        )
+    return number
+
+
+def _whole_number(value: Any, name: str) -> int:
+    described = f"{reprlib.repr(value)} ({type(value).__name__})"
+    # A bool (also numpy's and torch's) converts to 0 or 1, which is never the step that was meant.
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
+        raise TypeError(f"{name} must be an int, got {described}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an int, got {described}")
+    if not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(
+            f"{name} must be a whole number, got {described}: rounding it would put the data at another step"
+        )
+    return int(value)
+
+
+def require_mapping(value: Any, name: str, example: str) -> Mapping:
+    """``value`` when it is a mapping, else a ``TypeError`` naming ``name`` and showing ``example``.
+
+    Examples
+    --------
+    >>> require_mapping([1, 2], "metrics", "{'loss': 0.5}")
+    Traceback (most recent call last):
+    ...
+    TypeError: metrics must be a mapping such as {'loss': 0.5}, got [1, 2] (list)
+    """
+    if not isinstance(value, Mapping):
+        described = f"{reprlib.repr(value)} ({type(value).__name__})"
+        raise TypeError(f"{name} must be a mapping such as {example}, got {described}")
+    return value
+
+
 def _json_like(value: Any) -> Any:
     """Coerce ``value`` into what ``google.protobuf.Struct`` can hold."""
     if value is None or isinstance(value, (bool, str)):
@@ -152,6 +233,8 @@ def to_struct(values: Mapping[str, Any] | None, field: str = "hyperparameters") 
 
     Raises
     ------
+    TypeError
+        When ``values`` is not a mapping (None is an empty one), naming ``field``.
     ValueError
         When ``values`` nest objects or lists deeper than the server accepts
         (:data:`~runwatch.service.nesting.MAX_NESTING` levels), naming the path.
@@ -170,6 +253,8 @@ def to_struct(values: Mapping[str, Any] | None, field: str = "hyperparameters") 
     ValueError: hyperparameters.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: nested deeper than 16 levels, the server's limit; flatten deeper settings (e.g. {"a.b": 1})
     """
     s = struct_pb2.Struct()
+    if values is not None:
+        require_mapping(values, field, "{'lr': 0.001}")
     if values:
         # Checked before and after coercion: raw first so that no depth reaches the recursive
         # coercion, then again for arrays that became nested lists.
@@ -186,17 +271,34 @@ def _check_nesting(values: Any, field: str) -> None:
         raise ValueError(f'{v[0]}: {v[1]}, the server\'s limit; flatten deeper settings (e.g. {{"a.b": 1}})')
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A plain dict from a ``Struct`` (numbers come back as floats).
+def struct_to_dict(struct: struct_pb2.Struct, number_as: Callable[[float], Any] = float) -> dict[str, Any]:
+    """A plain dict from a ``Struct``, each number through ``number_as`` (floats by default).
+
+    Not protobuf's ``MessageToDict``: it refuses NaN and infinities, which a run's
+    hyperparameters may hold, and one such run would break every listing, export and
+    advice that reads it. The dashboard passes a ``number_as`` that writes them as strings.
 
     Examples
     --------
     >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}})) == {"lr": 0.1, "opt": {"name": "adam"}}
     True
+    >>> struct_to_dict(to_struct({"dropout": float("inf"), "betas": [0.9, None]}))
+    {'betas': [0.9, None], 'dropout': inf}
     """
-    from google.protobuf import json_format
+    return {key: _plain(value, number_as) for key, value in struct.fields.items()}
 
-    return json_format.MessageToDict(struct)
+
+def _plain(value: struct_pb2.Value, number_as: Callable[[float], Any]) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return number_as(value.number_value)
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value, number_as)
+    if kind == "list_value":
+        return [_plain(item, number_as) for item in value.list_value.values]
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None  # null_value, or no kind set (as MessageToDict reads it)
 
 
 def metrics_map(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -205,7 +307,7 @@ def metrics_map(metrics: Mapping[str, Any]) -> dict[str, float]:
     Raises
     ------
     TypeError
-        When a name is not a string or a value is not a number.
+        When ``metrics`` is not a mapping, a name is not a string or a value is not a number.
 
     Examples
     --------
@@ -213,7 +315,7 @@ def metrics_map(metrics: Mapping[str, Any]) -> dict[str, float]:
     {'loss': 1.0, 'acc': 0.5}
     """
     out: dict[str, float] = {}
-    for name, value in metrics.items():
+    for name, value in require_mapping(metrics, "metrics", "{'loss': 0.5}").items():
         if not isinstance(name, str):
             raise TypeError(f"metric names must be str, got {name!r}")
         try:

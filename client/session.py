@@ -412,11 +412,18 @@ class Run:
         self.offending_steps: list[int] = []
         self._skips = 0
         self._deferred: deque[Callable[[], Any]] = deque()
+        # The client's counters cover all its runs: finish() judges this run by what changed since it started.
+        self._undelivered_at_start = self._undelivered()
 
     @property
     def step(self) -> int:
         """The step the next :meth:`log` without ``step`` will use."""
         return self._next_step
+
+    @property
+    def current_step(self) -> int:
+        """The latest step logged so far (0 before the first :meth:`log`): the step log lines without one refer to."""
+        return max(self._next_step - 1, 0)
 
     @property
     def finished(self) -> bool:
@@ -439,8 +446,12 @@ class Run:
             values; NaN and Inf are valid). Names follow runwatch's
             conventions: ``loss``, ``val/loss``, ``grad_norm/<layer>``, ...
         step
-            Training step; None uses the step after the previous call's (0
-            first). Steps must not decrease.
+            Training step: an int from 0 to 2**63 - 1 (the wire format's
+            int64), or a float with a whole value such as ``3.0``; None uses
+            the step after the previous call's (0 first). Steps must not
+            decrease. Anything else (``2.9``, ``True``, ``"4"``) raises
+            ``TypeError`` / ``ValueError`` naming ``step``, and the run is
+            left as it was.
         wall_time
             When the metrics were measured (seconds since the epoch); now when None.
 
@@ -451,16 +462,14 @@ class Run:
         >>> run.log({"val/acc": 0.7}, step=10)  # doctest: +SKIP
         """
         values = convert.metrics_map(metrics)
+        if step is not None:
+            step = convert.step_number(step)
         if self._watchers and not self._saw_optimizer_step and (step is None or step >= self._next_step):
             self.collect_watch()  # no torch optimizer step seen: collect at the log call
         with self._lock:
             self._check_open()
             if step is None:
                 step = self._next_step
-            else:
-                step = int(step)
-                if step < 0:
-                    raise ValueError(f"step must be >= 0, got {step}")
             self._next_step = max(self._next_step, step + 1)
             if "lr" in values:
                 self._logs_lr = True
@@ -505,7 +514,7 @@ class Run:
             out.update(self._sampler.sample())
         return out
 
-    def log_text(self, text: str, level: str | int = "info", step: int = 0) -> None:
+    def log_text(self, text: str, level: str | int = "info", step: int | None = None) -> None:
         """Record a text log line (cut to 64 KiB); returns at once.
 
         Parameters
@@ -516,7 +525,10 @@ class Run:
             ``"debug"``, ``"info"``, ``"warning"``, ``"error"``,
             ``"critical"``, a ``LogLevel`` number or a stdlib ``logging`` level.
         step
-            Step the line refers to (0 when unknown).
+            Step the line refers to, checked as :meth:`log` checks it; None:
+            :attr:`current_step`, the latest step logged (0 before any).
+            Lines captured by :meth:`capture_output` and
+            :meth:`capture_logging` get it too.
         """
         self._check_open()
         line = runs_pb2.LogLine(
@@ -524,7 +536,7 @@ class Run:
             time=time.time(),
             level=convert.log_level(level),
             text=convert.truncate_text(str(text)),
-            step=int(step),
+            step=self.current_step if step is None else convert.step_number(step),
         )
         self.client._sender.put(LOG, line)
 
@@ -767,7 +779,7 @@ class Run:
         if self._skips <= 0:
             return False
         self._skips -= 1
-        step = max(self._next_step - 1, 0)
+        step = self.current_step
         text = f"runwatch action skip_batches: skipped the optimizer step after step {step}"
         self.actions_taken.append(text)
         with contextlib.suppress(RuntimeError):
@@ -777,19 +789,19 @@ class Run:
     def stop_on_divergence(
         self, kinds: Iterable[str | int] = ("divergence_predicted",), min_severity: str | int = "warning"
     ) -> StopOnDivergence:
-        """Opt in: set :attr:`should_stop` when divergence is predicted (see :class:`StopOnDivergence`)."""
+        """Opt in: set :attr:`should_stop` on predicted divergence, WARNING and up (see :class:`StopOnDivergence`)."""
         action = StopOnDivergence(self, kinds, min_severity)
         self.on_anomaly(action)
         return action
 
     def reduce_lr_on_anomaly(self, optimizer: Any, factor: float = 0.5, **kwargs: Any) -> ReduceLROnAnomaly:
-        """Opt in: lower the LR on a loss spike or plateau (see :class:`ReduceLROnAnomaly`)."""
+        """Opt in: lower the LR on a loss spike or plateau, WARNING and up (see :class:`ReduceLROnAnomaly`)."""
         action = ReduceLROnAnomaly(self, optimizer, factor, **kwargs)
         self.on_anomaly(action)
         return action
 
     def skip_batches_on_anomaly(self, count: int = 1, **kwargs: Any) -> SkipBatches:
-        """Opt in: skip the next ``count`` optimizer steps after a bad batch (see :class:`SkipBatches`)."""
+        """Opt in: skip the next ``count`` optimizer steps after a bad batch, WARNING and up (see SkipBatches)."""
         action = SkipBatches(self, count=count, **kwargs)
         self.on_anomaly(action)
         return action
@@ -825,9 +837,14 @@ class Run:
         Returns
         -------
         bool
-            Whether everything was acknowledged (with a spool, what was not
-            stays on disk for the next client). Calling again returns the
-            flush result without sending a second ``RunEnd``.
+            Whether everything was delivered and accepted: False when the
+            flush timed out (with a spool, what was not acknowledged stays on
+            disk for the next client), or when, since this run started, the
+            server rejected an item (see :attr:`RunwatchClient.violations`) or
+            the client dropped one (``stats().dropped``). The counters are the
+            client's: with several runs open on one :class:`RunwatchClient`,
+            a rejection of any of them counts. Calling again answers the same
+            question again without sending a second ``RunEnd``.
         """
         if status is None:
             status = "killed" if self.should_stop else "finished"
@@ -844,7 +861,7 @@ class Run:
                 self.client._sender.put(END, end)
         if not already:
             self._release_hooks()
-        flushed = self.client.flush(timeout)
+        delivered = self.client.flush(timeout) and self._undelivered() == self._undelivered_at_start
         if not already:
             _forget_current(self)
             grace = self.client.anomaly_grace
@@ -865,7 +882,12 @@ class Run:
                     watch.stop(delay=grace)
                 if self._owns_client:
                     self.client.close(timeout=0)
-        return flushed
+        return delivered
+
+    def _undelivered(self) -> int:
+        """Items the server rejected or the client gave up on, over the client's life."""
+        stats = self.client.stats()
+        return stats.rejected + stats.dropped
 
     def _release_hooks(self) -> None:
         if self._opt_hook is not None:
@@ -1054,6 +1076,8 @@ def init(
     from runwatch.client.environment import capture_environment
     from runwatch.client.spool import default_spool_dir
 
+    if config is not None:
+        convert.to_struct(config, "config")  # refused by the argument's own name, before a connection or spool exists
     target = target or os.environ.get("RUNWATCH_TARGET") or DEFAULT_TARGET
     if spool_dir is False:
         spool_path = None

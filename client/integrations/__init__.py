@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from runwatch.client import convert
 from runwatch.client.names import canonical_name, safe_name
 
 __all__ = ["StepLogger"]
@@ -64,7 +65,7 @@ class StepLogger:
                 self._warned_finished = True
                 logger.warning("runwatch: run %s is finished; later metrics are not sent", run.run_id)
             return
-        step = run.step if step is None else int(step)
+        step = run.step if step is None else convert.step_number(step)
         if step < self.last_step:
             step = self.last_step
             self.raised_steps += 1

@@ -276,6 +276,32 @@ def test_step_logger_keeps_the_server_rules(offline_run):
     assert steps.raised_steps == 1 and steps.dropped_repeats == 2
 
 
+def test_step_logger_checks_steps_as_run_log_does(offline_run):
+    run = offline_run(system_metrics=False)
+    steps = StepLogger(run)
+    with pytest.raises(ValueError, match=r"^step must be a whole number, got 2.5 \(float\)"):
+        steps.log({"train_loss": 1.0}, step=2.5)
+    with pytest.raises(TypeError, match=r"^step must be an int, got True \(bool\)"):
+        steps.log({"train_loss": 1.0}, step=True)
+    assert events(run) == [] and steps.last_step == -1  # nothing sent, nothing remembered
+    steps.log({"train_loss": 1.0}, step=3.0)
+    assert [(e.step, dict(e.metrics)) for e in events(run)] == [(3, {"loss": 1.0})]
+
+
+def test_the_actions_minimum_severity_is_documented_as_it_is():
+    import inspect
+    from pathlib import Path
+
+    defaults = {
+        cls.__name__: inspect.signature(cls).parameters["min_severity"].default
+        for cls in (StopOnDivergence, ReduceLROnAnomaly, SkipBatches)
+    }
+    assert set(defaults.values()) == {"warning"}, defaults
+    sdk = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text(encoding="utf-8")
+    assert 'default (`min_severity="warning"`): an `INFO` one of their kinds' in sdk
+    assert 'pass `min_severity="info"` to react to those too' in sdk
+
+
 def test_the_sdk_imports_without_lightning_or_transformers():
     code = (
         "import sys\n"
