@@ -30,8 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
-
+from runwatch.client.convert import struct_to_dict
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ def runs_frame(
         if incidents is not None:
             for severity, count in incidents.get(r.run_id, {}).items():
                 row[f"incidents.{severity}"] = count
-        row.update(flatten(json_format.MessageToDict(r.start.hyperparameters), "params."))
+        row.update(flatten(struct_to_dict(r.start.hyperparameters), "params."))
         rows.append(row)
     df = pd.DataFrame.from_records(rows, columns=None if rows else RUN_COLUMNS)
     counts = sorted(c for c in df.columns if c.startswith("incidents."))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 from google.protobuf import json_format
 
 from runwatch.client.connection import make_channel
+from runwatch.client.convert import struct_to_dict
 from runwatch.client.frames import anomalies_frame, history_frame, runs_frame
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
 
@@ -170,7 +171,7 @@ class RunRef:
         self.project = info.project
         self.status = runs_pb2.RunStatus.Name(info.status).removeprefix("RUN_STATUS_")
         self.tags = list(info.start.tags)
-        self.config: dict[str, Any] = json_format.MessageToDict(info.start.hyperparameters)
+        self.config: dict[str, Any] = struct_to_dict(info.start.hyperparameters)
         #: Each metric's newest value (W&B's ``run.summary``); ``metric_stats`` has count, min, max...
         self.summary: dict[str, float] = {m.name: m.last for m in summary.metrics}
         self.metric_stats = {

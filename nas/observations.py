@@ -88,7 +88,7 @@ def _diagnosis(a: anomaly_pb2.Anomaly, names: Mapping[str, str]) -> Diagnosis:
 def _observation(
     store: RunStore, info: service_pb2.RunInfo, outcome_metrics: Sequence[str] | None, strict: bool
 ) -> RunObservation:
-    from google.protobuf.json_format import MessageToDict
+    from runwatch.client.convert import struct_to_dict
 
     run_id = info.run_id
     genome = None
@@ -126,7 +126,7 @@ def _observation(
         run_id=run_id,
         genome=genome,
         project=info.project or "default",
-        hyperparameters=_flatten(MessageToDict(info.start.hyperparameters)),
+        hyperparameters=_flatten(struct_to_dict(info.start.hyperparameters)),
         series=series,
         diagnoses=[_diagnosis(a, names) for a in store.anomalies(run_id=run_id)],
         outcome=outcome,

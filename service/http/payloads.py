@@ -1,7 +1,8 @@
 """The dashboard's JSON: the wire messages (RunInfo, Anomaly, LogLine, Suggestion) as plain dicts.
 
 Every float goes through :func:`number`, so the output is strict JSON (NaN and
-infinities, common in a diverging run's evidence, become strings).
+infinities, common in a diverging run's evidence, become strings), hyperparameters too
+(:func:`struct_dict`).
 
 Examples
 --------
@@ -13,6 +14,11 @@ Examples
 ('NONFINITE', 'CRITICAL', 'NaN')
 >>> health([a])
 {'badge': 'critical', 'open': {'NONFINITE': 1}, 'incidents': 1}
+>>> from google.protobuf import struct_pb2
+>>> hp = struct_pb2.Struct()
+>>> hp.update({"dropout": float("inf"), "opt": {"betas": [0.9, float("nan")]}})
+>>> struct_dict(hp) == {"dropout": "Infinity", "opt": {"betas": [0.9, "NaN"]}}
+True
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import struct_pb2
 
+from runwatch.client.convert import struct_to_dict
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 _BADGES = {0: "healthy", 1: "info", 2: "warning", 3: "error", 4: "critical"}
@@ -33,6 +40,11 @@ def number(x: float) -> float | str:
     if math.isfinite(x):
         return x
     return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def struct_dict(struct: struct_pb2.Struct) -> dict:
+    """A ``Struct`` (hyperparameters) as strict JSON: numbers through :func:`number`."""
+    return struct_to_dict(struct, number_as=number)
 
 
 def _enum(enum, value: int, prefix: str) -> str:
@@ -98,7 +110,7 @@ def run_json(info: service_pb2.RunInfo) -> dict:
         "anomaly_count": info.anomaly_count,
         "framework": start.framework,
         "tags": list(start.tags),
-        "hyperparameters": MessageToDict(start.hyperparameters) if start.HasField("hyperparameters") else {},
+        "hyperparameters": struct_dict(start.hyperparameters),
     }
 
 

@@ -195,7 +195,21 @@ class RunColumns:
 
 
 def _chunk_columns(blob: bytes, run_id: str):
-    """``(metric, steps, values)`` of one stored chunk's events of ``run_id``."""
+    """``(metric, steps, values)`` of one stored chunk's events of ``run_id``, each metric's steps ascending.
+
+    A chunk is read one layout (set of metric names) at a time, so a metric logged at steps with
+    different company (the SDK's watch() metrics every N steps) comes in pieces that interleave;
+    they are merged here, because the live tail relies on each chunk being in step order.
+    """
+    pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for name, steps, values in _layout_columns(blob, run_id):
+        pieces.setdefault(name, []).append((steps, values))
+    for name, parts in pieces.items():
+        yield (name, *_in_step_order(parts))
+
+
+def _layout_columns(blob: bytes, run_id: str):
+    """``(metric, steps, values)`` per layout of one stored chunk's events of ``run_id``."""
     scanned = scan_batch(blob)
     runs = scanned.runs if scanned is not None else read_runs(runs_pb2.EventBatch.FromString(blob).events)
     for run in runs:
@@ -205,6 +219,16 @@ def _chunk_columns(blob: bytes, run_id: str):
             steps = run.steps if layout.rows is None else run.steps[layout.rows]
             for j, name in enumerate(layout.names):
                 yield name, steps, np.ascontiguousarray(layout.values[:, j])
+
+
+def _in_step_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One metric's pieces as one steps array and one values array, sorted by step (stable)."""
+    if len(parts) == 1:
+        return parts[0]
+    steps = np.concatenate([s for s, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    order = np.argsort(steps, kind="stable")
+    return steps[order], values[order]
 
 
 class ColumnCache:

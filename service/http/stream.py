@@ -11,7 +11,8 @@ fetches its downsampled curves again.
 Events (``event:`` name, ``data:`` JSON):
 
 - ``anomaly``: an anomaly revision (:func:`~runwatch.service.http.payloads.anomaly_json`);
-- ``points``: ``{"series": {metric: {"x": [...], "y": [...]}}}``, steps >= the page's ``since``;
+- ``points``: ``{"series": {metric: {"x": [...], "y": [...]}}}``, steps >= the page's ``since`` in ascending
+  order (y is null where the value is NaN or infinite: a gap, as in ``/api/series``);
 - ``run``: the run's summary when its status, last step or counts change;
 - ``reload``: too many new points to send; fetch the curves again (at most every :data:`RELOAD_SECONDS`).
 
@@ -45,7 +46,8 @@ def sse(event: str, data: object) -> bytes:
 
 
 def new_points(cols, since: int) -> dict[str, dict] | None:
-    """Every metric's points at steps >= ``since``, JSON-ready; None when more than :data:`MAX_LIVE_POINTS` in all."""
+    """Every metric's points at steps >= ``since`` in step order, JSON-ready; None when more than
+    :data:`MAX_LIVE_POINTS` in all."""
     out, total = {}, 0
     for name in cols.names():
         curve = cols.tail(name, since)
@@ -57,6 +59,11 @@ def new_points(cols, since: int) -> dict[str, dict] | None:
             return None
         out[name] = {"x": steps.tolist(), "y": [y if math.isfinite(y) else None for y in values.tolist()]}
     return out
+
+
+def last_sent_step(points: dict[str, dict]) -> int:
+    """The highest step of a ``points`` payload (each metric's ``x`` ascends)."""
+    return max(series["x"][-1] for series in points.values())
 
 
 class EventStream:
@@ -132,7 +139,9 @@ class EventStream:
         elif points:
             await response.write(sse("points", {"series": points}))
             # Re-send the last step next time: another metric may still log at it (val/loss after loss).
-            self.since = max(self.since, cols.last_step)
+            # The step comes from what was sent, not cols.last_step: another request may have refreshed
+            # the shared columns since, and their new points must still come in the next payload.
+            self.since = max(self.since, last_sent_step(points))
         self.d.columns.trim()
         await response.write(sse("run", run_json(info)))
         return key

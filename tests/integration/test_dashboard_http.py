@@ -280,3 +280,19 @@ def test_advisor_suggestions_come_with_diff_effect_and_evidence(dashboard):
     assert first["rank"] == 1 and first["changes"][0]["before"] != first["changes"][0]["after"]
     assert first["effect"]["metric"] == "val/loss" and {"predicted", "delta", "stddev"} <= first["effect"].keys()
     assert first["evidence"] and len(body["suggestions"]) == 2
+
+
+def test_event_stream_points_come_in_step_order(dashboard):
+    """Steps where watch() metrics ride along are stored in another layout; the stream still sends steps in order."""
+    srv, base = dashboard
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="watched", project="proj")
+    for step in range(40):
+        metrics = {"loss": 1.0 / (step + 1), "grad_norm": 0.5} if step % 10 == 0 else {"loss": 1.0 / (step + 1)}
+        batch.events.add(run_id="watched", step=step).metrics.update(metrics)
+    with grpc.insecure_channel(srv.target) as channel:
+        assert service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30).rejected == 0
+    with urllib.request.urlopen(base + "/api/stream?run=watched&since=0", timeout=10) as response:
+        events = read_events(response, lambda got: any(name == "points" for name, _ in got), timeout=5)
+    series = next(data for name, data in events if name == "points")["series"]
+    assert series["loss"]["x"] == list(range(40)) and series["grad_norm"]["x"] == [0, 10, 20, 30]

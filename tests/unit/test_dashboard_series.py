@@ -197,3 +197,81 @@ def test_tail_reads_only_the_newest_points_in_step_order(tmp_path, monkeypatch):
         assert stream.new_points(cols, 0) is None  # too many: the page is told to reload instead
     finally:
         store.close()
+
+
+def _append_watched_steps(store, first: int, last: int) -> None:
+    """Steps ``first..last`` of "r1" in one chunk; every 10th step also carries a watch() metric (another layout)."""
+    b = runs_pb2.EventBatch()
+    for step in range(first, last + 1):
+        metrics = {"loss": 1.0 / (step + 1)}
+        if step % 10 == 0:
+            metrics["grad_norm"] = 0.5
+        b.events.add(run_id="r1", step=step, wall_time=1.0).metrics.update(metrics)
+    store.submit([append_events_op("r1", first, last, last - first + 1, b.SerializeToString(), 1.0)]).result()
+
+
+def _page_append(page: dict[str, list[int]], series: dict[str, dict]) -> None:
+    """The page's appendPoints (static/app.js): keeps only steps past the last one it has."""
+    for name, s in series.items():
+        mine = page.setdefault(name, [])
+        for x in s["x"]:
+            if not mine or x > mine[-1]:
+                mine.append(x)
+
+
+def test_live_points_come_in_step_order_so_the_page_keeps_every_one(tmp_path):
+    from runwatch.service.http.stream import last_sent_step, new_points
+
+    store = RunStore(tmp_path / "runwatch.db")
+    store.open_run(runs_pb2.RunStart(run_id="r1", project="p")).result()
+    try:
+        cols, page, since = RunColumns("r1"), {}, 0
+        for first in range(0, 300, 25):  # a live run: the page polls after each stored chunk
+            _append_watched_steps(store, first, first + 24)
+            cols.refresh(store)
+            points = new_points(cols, since)
+            for name, s in points.items():
+                assert s["x"] == sorted(s["x"]), (name, s["x"])
+            _page_append(page, points)
+            since = last_sent_step(points)
+        assert page["loss"] == list(range(300)) and page["grad_norm"] == list(range(0, 300, 10))
+        assert cols.curve("loss")[0].tolist() == list(range(300))
+    finally:
+        store.close()
+
+
+def test_stream_sends_points_another_request_read_into_the_shared_columns(tmp_path):
+    """A page's /api/series refreshes the columns its stream shares: the stream still sends those points."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from runwatch.service.http.stream import EventStream
+
+    store = RunStore(tmp_path / "runwatch.db")
+    store.open_run(runs_pb2.RunStart(run_id="r1", project="p")).result()
+    columns = ColumnCache()
+    sent: list[dict] = []
+
+    class Response:
+        async def write(self, data: bytes) -> None:
+            event, _, payload = data.decode().partition("\ndata: ")
+            if event == "event: points":
+                sent.append(json.loads(payload))
+                if len(sent) == 1:  # while this payload goes out, another request reads newer chunks
+                    _append_watched_steps(store, 20, 29)
+                    columns.get("r1").refresh(store)
+
+    try:
+        _append_watched_steps(store, 0, 19)
+        dashboard = SimpleNamespace(server=SimpleNamespace(store=store), columns=columns)
+        stream = EventStream(dashboard, principal=None, project="", run_id="r1", min_severity=0, since=0)
+
+        async def two_polls():
+            last = await stream._poll_run(Response(), None)
+            await stream._poll_run(Response(), last)
+
+        asyncio.run(two_polls())
+        received = sorted({x for payload in sent for x in payload["series"]["loss"]["x"]})
+        assert received == list(range(30))
+    finally:
+        store.close()
