@@ -217,7 +217,7 @@ class PredictedEffect:
     (80 %) interval, computed on the surrogate's scale and mapped back (inside
     the metric's range); ``stddev`` the smaller half-width / 1.2816, so that
     ``predicted ± 1.28 * stddev`` stays inside the interval. ``delta`` is NaN
-    when the run has no baseline value (it diverged); every field but
+    when the run has no baseline value (it diverged, never logged the metric or has not finished); every field but
     ``metric`` is NaN when the history is too small to predict.
 
     Examples
@@ -408,6 +408,71 @@ def _fmt(x: float) -> str:
 def _pct(p: float) -> str:
     """A probability as a percentage: whole percents, one decimal under 1 %."""
     return f"{100 * p:.1f}%" if p < 0.01 else f"{100 * p:.0f}%"
+
+
+def _reading_note(
+    metric: str, direction: str, observed: float, current: float, edited: float, effect: PredictedEffect
+) -> str:
+    """What the change against the observed value does not say, when it and the surrogate's own edit effect part.
+
+    The prediction is only partly anchored on what the run reached (``Surrogate.anchored``), so where the surrogate
+    misreads the run, the change against the observed value carries that misreading. ""
+    when there is nothing to add.
+
+    >>> e = PredictedEffect("val/loss", 1.03, 0.67, 0.2, 0.6, 1.8, 0.8)
+    >>> _reading_note("val/loss", "minimize", 0.36, 1.389, 0.7047, e)
+    "no gain over this run is expected: the edit improves on the surrogate's reading of this run (1.389 -> 0.7047), but the run reached 0.36, better than that reading, and the edited run's prediction, 1.03, is worse than it"
+    """
+    values = (observed, current, edited, effect.predicted, effect.delta)
+    if not all(math.isfinite(v) for v in values):
+        return ""
+    better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
+    gains_on_run = better(effect.predicted, observed)
+    gains_on_reading = better(edited, current)
+    if not gains_on_run and gains_on_reading:
+        return (
+            f"no gain over this run is expected: the edit improves on the surrogate's reading of this run "
+            f"({_fmt(current)} -> {_fmt(edited)}), but the run reached {_fmt(observed)}, better than that reading, and "
+            f"the edited run's prediction, {_fmt(effect.predicted)}, is worse than it"
+        )
+    if not gains_on_run:
+        return (
+            f"no gain over this run is expected: the edited run's prediction, {_fmt(effect.predicted)}, is worse "
+            f"than the {_fmt(observed)} it reached"
+        )
+    if not gains_on_reading:
+        return (
+            f"the gain is not the edit's: the surrogate reads this run at {_fmt(current)}, better than the "
+            f"{_fmt(observed)} it reached, and the edit at {_fmt(edited)}, no better; the predicted {metric} is "
+            "that reading, not an effect of the edit"
+        )
+    return ""
+
+
+def _no_baseline(run: RunObservation, metric: str, observed: float) -> str:
+    """Why no change is given for ``run``: what its ``metric`` is, or why it has none to compare with.
+
+    >>> import numpy as np
+    >>> s = np.arange(3)
+    >>> nan_loss = RunObservation("r", None, series={"val/acc": (s, np.array([0.1, 0.09, 0.09]))},
+    ...                           outcome={"loss": float("nan"), "val/acc": float("nan")})
+    >>> _no_baseline(nan_loss, "val/acc", float("nan"))
+    "no change is given: this run's loss ended nan, so its final model has no val/acc to compare with (the last val/acc logged before, 0.09, is not it)"
+    >>> _no_baseline(RunObservation("q", None), "val/acc", float("nan"))
+    'no change is given: this run has no val/acc of its own (never logged, or not finished), so there is no baseline'
+    """
+    prefix = "no change is given: this run"
+    values = np.asarray(run.series[metric][1], dtype=float) if metric in run.series else np.zeros(0)
+    loss = run.outcome.get("loss", math.nan)
+    if metric in run.outcome and values.size and math.isfinite(values[-1]) and not math.isfinite(loss):
+        # observations.py gives a run whose loss ended non-finite no outcome at all: its final model is broken
+        return (
+            f"{prefix}'s loss ended {loss}, so its final model has no {metric} to compare with "
+            f"(the last {metric} logged before, {_fmt(float(values[-1]))}, is not it)"
+        )
+    if metric not in run.outcome:
+        return f"{prefix} has no {metric} of its own (never logged, or not finished), so there is no baseline"
+    return f"{prefix}'s {metric} is {observed}, so there is no baseline value to compare with"
 
 
 def _smallest_candidate(base: Genome, space: SearchSpace) -> Genome:
@@ -630,7 +695,7 @@ class Advisor:
             stability = self._rank_stability(run, space, risk, accept)
         # A loss that never left its start: the learning rate before any capacity edit (runwatch.nas.learning).
         not_learning = "" if stability else learning_evidence(run, kinds)
-        learning = learning_fixes(run) if not_learning else []
+        learning = [f for f in learning_fixes(run) if accept(f.genome)] if not_learning else []
         fixes = stability or learning
 
         chosen: list[Candidate] = []
@@ -701,7 +766,8 @@ class Advisor:
     ) -> list[StabilityFix]:
         """The stability fixes the constraints allow, lowest predicted P(diverge) first, rule order on ties."""
         assert run.genome is not None
-        fixes = [f for f in stability_fixes(run, space) if f.genome == run.genome or accept(f.genome)]
+        # A hyperparameter fix keeps the run's genome: no edit for the guard to ban, but the budget still applies.
+        fixes = [f for f in stability_fixes(run, space) if accept(f.genome)]
         if not fixes:
             return []
         p = risk.predict_variants([(f.genome, f.hyperparameters) for f in fixes])
@@ -727,9 +793,7 @@ class Advisor:
         metric = cfg.target_metric
         observed = run.outcome.get(metric, math.nan)
         nan = math.nan
-        no_baseline = (
-            f"no change is given: this run's {metric} is {observed}, so there is no baseline value to compare with"
-        )
+        no_baseline = _no_baseline(run, metric, observed)
         if not s.can_predict:
             note = (
                 f"not enough history to predict {metric} (n={s.n_train} finished runs with it; at least "
@@ -751,11 +815,9 @@ class Advisor:
         predicted, lower, upper = (float(v) for v in t.inverse([z, z - half, z + half]))
         if math.isfinite(observed):
             delta = float(predicted - observed)
-        elif metric in run.outcome or diverged(run):
+        else:  # no value of the run's own to compare with: the surrogate's guess for it is no baseline
             delta = nan
             notes.append(f"{no_baseline}; the prediction is for the edited run")
-        else:  # still running: against the surrogate's prediction for the current architecture
-            delta = predicted - float(t.inverse(z_cur))
         stddev = min(predicted - lower, upper - predicted) / Z80
         effect = PredictedEffect(metric, predicted, delta, stddev, lower, upper, s.config.interval)
         notes.append(
@@ -970,6 +1032,12 @@ class Advisor:
                 f"architecture -> {_fmt(edited)} with the edit (its own predictions from this run's hyperparameters "
                 f"and logs{anchored})" + (" (outside its data)" if prior_note is not None else "")
             )
+            # The reading explains the surrogate's number; a prior's prediction is not the surrogate's.
+            reading = "" if prior_note is not None else _reading_note(
+                cfg.target_metric, cfg.resolved_direction(), observed, current, edited, effect
+            )
+            if reading:
+                evidence.insert(len(evidence) - 1, reading)
         return Suggestion(
             rank=0,
             genome=c.genome,

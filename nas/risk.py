@@ -1,8 +1,11 @@
 """Divergence risk: how likely a run with this architecture and these hyperparameters ends non-finite.
 
 Learned from the history like the surrogate, but as a classifier: a run
-counts as diverged when its final training loss or target metric is NaN/Inf
-or runwatch raised a ``nonfinite`` finding for it. Features are the
+counts as diverged when its final training loss or target metric is NaN/Inf,
+runwatch raised a ``nonfinite`` finding for it, or its training loss blew up
+without turning non-finite (:func:`loss_blowup`: it ended at least
+``BLOWUP_FACTOR`` times its best and above where it started, e.g. a loss of
+1e23 that a loop stopped before it overflowed). Features are the
 architecture and hyperparameters only (``arch/``, ``hp/``), so candidate
 edits of one run are compared on equal terms. The model is a logistic
 regression on standardized features with median imputation, regularised
@@ -33,7 +36,59 @@ from runwatch.nas.architecture import Genome
 from runwatch.nas.features import FeatureEncoder, architecture_features, hyperparameter_features, train_loss_name
 from runwatch.nas.history import RunObservation
 
-__all__ = ["DivergenceRisk", "diverged"]
+__all__ = ["BLOWUP_FACTOR", "Blowup", "DivergenceRisk", "diverged", "loss_blowup"]
+
+BLOWUP_FACTOR = 3.0
+"""A training loss that ends this many times its best (and above its start) blew up: the real-log labels'
+``divergence`` rule (bench/real_labels) and the corpus's (``K_DIVERGE``) use the same factor."""
+BLOWUP_PEAK = 100.0
+"""A training loss that peaked this many times its best and ended above its start blew up too, however far it came
+back down (a net whose units died in the blow-up settles at a finite loss worse than chance)."""
+
+
+@dataclass(frozen=True)
+class Blowup:
+    """Where a training loss that never recovered was at its best and where it ended."""
+
+    best: float
+    best_step: int
+    last: float
+    last_step: int
+
+
+def loss_blowup(run: RunObservation) -> Blowup | None:
+    """The blow-up of ``run``'s training loss: its final level is above its start and ``BLOWUP_FACTOR`` times its
+    best, or it peaked at ``BLOWUP_PEAK`` times its best (medians of three, so one noisy point decides nothing);
+    None otherwise or with fewer than 5 points.
+
+    Examples
+    --------
+    >>> s = np.arange(8)
+    >>> run = RunObservation("r", None, series={"loss": (s, np.array([2.3, 1.0, 0.6, 0.5, 0.9, 40.0, 9e6, 2e9]))})
+    >>> loss_blowup(run)
+    Blowup(best=0.6, best_step=3, last=9000000.0, last_step=7)
+    >>> dead = RunObservation("d", None, series={"loss": (s, np.array([2.3, 11.0, 2e4, 5e6, 8e8, 24.0, 6.1, 6.7]))})
+    >>> loss_blowup(dead).last
+    6.7
+    >>> fine = RunObservation("f", None, series={"loss": (s, np.array([2.3, 1.0, 0.6, 0.5, 0.45, 0.5, 0.4, 0.42]))})
+    >>> loss_blowup(fine) is None
+    True
+    """
+    name = train_loss_name(run.series)
+    if not name:
+        return None
+    steps, values = (np.asarray(a) for a in run.series[name])
+    finite = np.isfinite(values.astype(float))
+    steps, values = steps[finite], values[finite].astype(float)
+    if len(values) < 5:
+        return None
+    smooth = np.array([np.median(values[max(0, i - 2) : i + 1]) for i in range(len(values))])
+    best = int(np.argmin(smooth))
+    last = float(smooth[-1])
+    high = last >= BLOWUP_FACTOR * smooth[best] or smooth.max() >= BLOWUP_PEAK * smooth[best]
+    if high and last > smooth[0] and smooth[best] > 0:
+        return Blowup(float(smooth[best]), int(steps[best]), last, int(steps[-1]))
+    return None
 
 
 def diverged(run: RunObservation) -> bool | None:
@@ -49,7 +104,7 @@ def diverged(run: RunObservation) -> bool | None:
     >>> diverged(RunObservation("d", None, diagnoses=[Diagnosis("nonfinite", metric="loss")]))
     True
     """
-    if any(d.kind == "nonfinite" for d in run.diagnoses):
+    if any(d.kind == "nonfinite" for d in run.diagnoses) or loss_blowup(run) is not None:
         return True
     values = list(run.outcome.values())
     loss = train_loss_name(run.series)

@@ -47,6 +47,7 @@ import numpy as np
 from runwatch.nas.architecture import Change, Genome
 from runwatch.nas.features import train_loss_name
 from runwatch.nas.history import RunObservation
+from runwatch.nas.risk import loss_blowup
 from runwatch.nas.space import RESIDUAL_KINDS, SearchSpace, within
 
 __all__ = ["STABILITY_KINDS", "StabilityFix", "divergence_evidence", "learning_rate_fix", "stability_fixes"]
@@ -232,7 +233,8 @@ def stability_fixes(run: RunObservation, space: SearchSpace) -> list[StabilityFi
 
 
 def divergence_evidence(run: RunObservation, target: str) -> str:
-    """Where the run went non-finite: the first non-finite point of its training loss or ``target``; "" if none.
+    """Where the run went non-finite (the first non-finite point of its training loss or ``target``) or blew up
+    (:func:`~runwatch.nas.risk.loss_blowup`); "" if neither.
 
     Examples
     --------
@@ -253,4 +255,10 @@ def divergence_evidence(run: RunObservation, target: str) -> str:
     value = run.outcome.get(target)
     if value is not None and not math.isfinite(value):
         return f"the run diverged: its final {target} is {value}"
+    blowup = loss_blowup(run)
+    if blowup is not None:
+        return (
+            f"the run diverged: {train_loss_name(run.series)} ended at {blowup.last:.3g} (step {blowup.last_step}), "
+            f"{blowup.last / blowup.best:.3g}x its best {blowup.best:.3g} (step {blowup.best_step})"
+        )
     return ""

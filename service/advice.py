@@ -96,10 +96,17 @@ class AdviceService:
             )
         from runwatch.models.metric_names import canonical_name
         from runwatch.nas.advisor import Constraints
-        from runwatch.nas.observations import history_from_store, observation_from_store
+        from runwatch.nas.observations import history_from_store, is_outcome_metric, observation_from_store
 
         # the advisor reads stored runs under runwatch's names (eval_loss as val/loss): so does the request's target
         target = canonical_name(request.target_metric) if request.target_metric else "val/loss"
+        if not is_outcome_metric(target):
+            raise AdviceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"target_metric: {request.target_metric!r} is not an outcome the advisor predicts; it predicts a run's "
+                "final training loss ('loss') or a held-out metric (names under val/, eval/ or test/, e.g. val/loss, "
+                "val/acc)",
+            )
         self.store.flush()
         project_runs = None
         if request.run_id:

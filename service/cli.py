@@ -224,7 +224,7 @@ def demo(
     port: Annotated[int, typer.Option(min=0, max=65535, help="gRPC port of the embedded server (0 = any free port)")] = 0,
     keep_serving: Annotated[bool, typer.Option(help="keep the server and its dashboard up until Ctrl-C")] = False,
 ) -> None:
-    """Train three small models (healthy, diverging, overfitting) and watch runwatch flag them live."""
+    """Train five small models (healthy, two diverging, overfitting, not learning) and watch runwatch flag them live."""
     from runwatch.service.demo import run_demo
 
     def wait_for_ctrl_c() -> None:
@@ -426,7 +426,7 @@ def suggest(
     project: Annotated[str, typer.Option(help="improve this project's best finished run when no run id is given")] = "",
     target_metric: Annotated[str, typer.Option("--target-metric", help="metric to optimise, e.g. val/loss or val/acc")] = "val/loss",
     num: Annotated[int, typer.Option("--num", "-n", min=1, max=20, help="how many suggestions")] = 3,
-    max_params: Annotated[int, typer.Option(min=0, help="largest parameter count allowed (0 = no limit)")] = 0,
+    max_params: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="largest parameter count allowed (0 = no limit)")] = 0,
     max_latency_ms: Annotated[float, typer.Option(min=0.0, help="largest predicted latency, ms (0 = no limit)")] = 0.0,
     target: TargetOption = "127.0.0.1:50051",
     token: TokenOption = None,
@@ -525,10 +525,10 @@ def tokens_revoke(
 
 nas_app = typer.Typer(help="architecture search with real training trials (needs the 'nas' extra)", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
-from runwatch.service.detectors_command import detectors_app  # noqa: E402  (light: heavy imports are per command)
+from runwatch.service.detectors_command import detectors_app
 
 app.add_typer(detectors_app, name="detectors")
-from runwatch.service.export_command import export  # noqa: E402  (pandas is imported per call)
+from runwatch.service.export_command import export
 
 app.command("export")(export)
 

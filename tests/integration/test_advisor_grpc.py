@@ -268,6 +268,10 @@ def test_project_request_improves_the_projects_best_run(advised):
             grpc.StatusCode.INVALID_ARGUMENT, "constraints.num_suggestions: at most 20",
         ),
         ({"project": "nobody-here"}, grpc.StatusCode.FAILED_PRECONDITION, "no finished run of project 'nobody-here'"),
+        (
+            {"run_id": "wide-small-data", "target_metric": "step_time"},
+            grpc.StatusCode.INVALID_ARGUMENT, "target_metric: 'step_time' is not an outcome the advisor predicts",
+        ),
     ],
 )
 def test_bad_requests_get_a_named_error_and_the_service_keeps_serving(advised, fields, code, text):

@@ -183,6 +183,38 @@ def test_a_finished_run_that_did_not_diverge_is_not_treated_as_diverged(history)
     assert not any(e.startswith("stability first") for s in out for e in s.evidence)
 
 
+def test_a_run_whose_loss_blew_up_without_overflowing_gets_stability_fixes_first(history):
+    # A loop that stopped at a loss of 1e20, or whose units died in the blow-up and left it at a finite 6.7:
+    # no NaN/Inf anywhere, so no nonfinite finding, and its val loss is finite.
+    advisor = Advisor(AdvisorConfig(**FAST)).fit(history)
+    train = np.concatenate([np.linspace(2.3, 1.6, 20), np.geomspace(10.0, 1e23, 10), np.full(170, 6.7)])
+    series = {"loss": (STEPS, train), "val/loss": (VAL_STEPS, np.full(VAL_STEPS.size, 9.5))}
+    run = RunObservation("dead", _mlp(64, 2), hyperparameters={"lr": 3.0, "batch_size": 32, "dataset": "digits"},
+                         series=series, outcome={"val/loss": 9.5, "loss": 6.7})
+    out = advisor.suggest(run, Constraints(num_suggestions=2))
+    assert out[0].evidence[0].startswith("stability first: the run diverged: loss ended at 6.7 (step 199)")
+    assert out[0].hyperparameters == {"lr": 0.3}
+
+
+def test_a_budget_below_the_run_leaves_out_its_training_setting_fixes(history):
+    advisor = Advisor(AdvisorConfig(**FAST)).fit(history)
+    run = _exploded(history)
+    assert advisor.suggest(run, Constraints(num_suggestions=1))[0].hyperparameters == {"lr": 0.3}
+    small = run.genome.params() - 1  # the learning-rate fix keeps every parameter: over this budget
+    out = advisor.suggest(run, Constraints(num_suggestions=3, max_params=small))
+    assert out and all(s.genome.params() <= small for s in out)
+
+
+def test_no_change_is_given_against_a_metric_the_run_never_logged(history):
+    advisor = Advisor(AdvisorConfig(target_metric="val/acc", **FAST)).fit(history)
+    run = next(r for r in history if math.isfinite(r.outcome["val/loss"]))
+    only_loss = RunObservation("no-acc", run.genome, hyperparameters=run.hyperparameters, series=run.series,
+                               outcome={"val/loss": run.outcome["val/loss"], "loss": run.outcome["loss"]})
+    out = advisor.suggest(only_loss, Constraints(num_suggestions=2))
+    assert all(math.isnan(s.effect.delta) and math.isfinite(s.effect.predicted) for s in out)
+    assert all(any("this run has no val/acc of its own" in e for e in s.evidence) for s in out)
+
+
 # -- 3. evidence integrity -----------------------------------------------------------------------
 
 
