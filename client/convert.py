@@ -282,8 +282,8 @@ def struct_to_dict(struct: struct_pb2.Struct, number_as: Callable[[float], Any] 
     --------
     >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}})) == {"lr": 0.1, "opt": {"name": "adam"}}
     True
-    >>> struct_to_dict(to_struct({"dropout": float("inf"), "betas": [0.9, None]}))
-    {'betas': [0.9, None], 'dropout': inf}
+    >>> sorted(struct_to_dict(to_struct({"dropout": float("inf"), "betas": [0.9, None]})).items())
+    [('betas', [0.9, None]), ('dropout', inf)]
     """
     return {key: _plain(value, number_as) for key, value in struct.fields.items()}
 
