@@ -287,8 +287,9 @@ def build(genome: Genome, stem: Stem | None = None) -> nn.Module:
         raise ValueError(f"no builder for family {genome.family!r}")
     if genome.fixed_params and genome.family in ("rnn", "transformer") and not stem.tokens:
         raise ValueError(
-            f"the {genome.family} genome has fixed layers {list(genome.fixed)} (an embedding?): pass "
-            "Stem(tokens=...) (stem_of_model reads it off the model)"
+            f"the {genome.family} genome has fixed layers {list(genome.fixed)} (an embedding, or an input "
+            "projection from features): only a token embedding is rebuilt, pass Stem(tokens=...) "
+            "(stem_of_model reads it off the model)"
         )
     return builder(genome, stem)
 

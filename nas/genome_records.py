@@ -8,6 +8,7 @@ Dropout / normalization layers as layers of their own.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,8 +105,16 @@ def genome_from_architecture(arch: Any) -> Genome:
         )
         previous_width = int(layer.out_size)
     head = layers[head_at]
+    input_size = int(layers[weight_at[0]].in_size)
+    projection = _input_projection(blocks)
+    if projection:
+        # A transformer fed features through a Linear to its model width: that projection is its stem (as an
+        # embedding is a token model's), not a block to widen or deepen.
+        fixed += [b.name for b in blocks[:projection]]
+        input_size = blocks[projection - 1].width
+        blocks = [dataclasses.replace(blocks[projection], in_scale=1.0), *blocks[projection + 1 :]]
     genome = Genome(
-        input_size=int(layers[weight_at[0]].in_size),
+        input_size=input_size,
         output_size=int(head.out_size),
         blocks=tuple(blocks),
         output_name=head.name,
@@ -120,6 +129,19 @@ def genome_from_architecture(arch: Any) -> Genome:
     # formula gaps such as LSTM projections) stays a constant so params() matches the model.
     recorded = int(arch.total_params) or sum(int(layer.param_count) for layer in layers)
     return _with_fixed_params(genome, recorded - genome.params())
+
+
+def _input_projection(blocks: Sequence[Block]) -> int:
+    """How many linear blocks come before the first attention block of a transformer (0 when not that shape).
+
+    >>> blocks = [Block("proj", "linear", 32), Block("enc.0.attn", "attention", 32), Block("enc.0.lin1", "linear", 64)]
+    >>> _input_projection(blocks), _input_projection(blocks[1:])
+    (1, 0)
+    """
+    if family_of(blocks) != "transformer":
+        return 0
+    first = next(i for i, b in enumerate(blocks) if b.kind == "attention")
+    return first if first and blocks[first - 1].width == blocks[first].width else 0
 
 
 def _with_fixed_params(genome: Genome, fixed_params: int) -> Genome:

@@ -143,6 +143,33 @@ def test_token_models_need_their_stem():
     assert gru.build(Stem(tokens=9))(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 9)
 
 
+class _FeatureTransformer(torch.nn.Module):
+    """A transformer fed 8 features per row through a Linear to its model width (no token embedding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 32)
+        self.pos = torch.nn.Parameter(torch.zeros(1, 8, 32))
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2)
+        self.cls_head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.cls_head(self.encoder(self.proj(x.view(-1, 8, 8)) + self.pos).mean(1))
+
+
+def test_a_transformers_input_projection_is_its_stem_not_a_block():
+    model = _FeatureTransformer()
+    g = Genome.from_architecture(describe_architecture(model))
+    assert g.family == "transformer" and g.input_size == 32 and "proj" in g.fixed
+    assert g.blocks[0].name == "encoder.layers.0.self_attn" and structure_problems(g) == []
+    assert g.params() == sum(p.numel() for p in model.parameters())
+    # the transformer's own edits (heads, a whole encoder layer), not "remove block proj" or Tanh inside a layer
+    assert {"heads", "depth"} <= {attribute for attribute, _ in family_edits(g, SearchSpace())}
+    with pytest.raises(ValueError, match="input projection"):
+        g.build()
+
+
 def test_a_cnn_genome_without_square_positions_is_refused():
     conv = (("kernel_size", "3x3"), ("padding", "1x1"))
     g = Genome(1, 10, (Block("c1", "conv", 4, "relu", attributes=conv),), output_name="fc", family="cnn")
