@@ -261,12 +261,25 @@ def watch(
     request = service_pb2.WatchRequest(project=project, run_id=run, min_severity=severity, include_history=history)
     with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
+            if run and not _run_exists(channel, run):
+                # Watching a run before it starts is allowed; a typo should not look like a quiet run.
+                typer.echo(f"note: no run {run!r} on {target} yet; waiting for its anomalies (Ctrl-C to stop)", err=True)
             for anomaly in service_pb2_grpc.WatchServiceStub(channel).WatchAnomalies(request):
                 typer.echo(format_anomaly(anomaly))
         except grpc.RpcError as exc:
             _rpc_error(exc, target)
         except KeyboardInterrupt:
             pass
+
+
+def _run_exists(channel: grpc.Channel, run_id: str) -> bool:
+    try:
+        service_pb2_grpc.RunServiceStub(channel).GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 @app.command()

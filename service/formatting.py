@@ -72,7 +72,8 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
         lines.append("  metrics:")
         for m in s.metrics[:max_metrics]:
             nf = f"  nonfinite {m.nonfinite_count}" if m.nonfinite_count else ""
-            lines.append(f"    {m.name:<28} n={m.count:<6} last={m.last:<12.6g} min={m.min:<12.6g} max={m.max:<12.6g}{nf}")
+            low, high = (f"{v:<12.6g}" if math.isfinite(v) else f"{'-':<12}" for v in (m.min, m.max))  # no finite value
+            lines.append(f"    {m.name:<28} n={m.count:<6} last={m.last:<12.6g} min={low} max={high}{nf}")
         if len(s.metrics) > max_metrics:
             lines.append(f"    ... {len(s.metrics) - max_metrics} more")
     return "\n".join(lines)

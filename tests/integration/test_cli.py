@@ -99,6 +99,20 @@ def test_watch_prints_history_then_follows(served):
     assert line.startswith("cli-run") and "NONFINITE" in line and "CRITICAL" in line
 
 
+def test_watching_a_run_that_does_not_exist_yet_says_so(served):
+    _, target, _ = served
+    watcher = subprocess.Popen(
+        [*RUNWATCH, "watch", "--target", target, "--run", "no-such-run"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        note = watcher.stderr.readline()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+    assert note.startswith("note: no run 'no-such-run'") and "waiting for its anomalies" in note
+
+
 def test_help_shows_environment_fallbacks():
     out = cli("serve", "--help", env={**os.environ, "COLUMNS": "200"}).stdout
     for var in ("RUNWATCH_HOST", "RUNWATCH_PORT", "RUNWATCH_DATA_DIR", "RUNWATCH_METRICS_PORT", "RUNWATCH_DIAGNOSTICS_CONFIG"):
