@@ -66,10 +66,26 @@ class LogTextAnalysis:
     def analyse(self, state, items: list[tuple[str, int]], now: float) -> tuple[list[Alert], list[Event]]:
         """One run's accepted lines of a batch, in order: the alerts they raised, and the metric events read
         from them that went to the run's monitor (to be stored with the lines, as the run's metric history)."""
-        monitor = state.monitor
-        if monitor is None or not items:
+        if state.monitor is None or not items:
             return [], []
         events, findings = self.monitor(state).observe_lines(items)
+        alerts, read = self._deliver(state, events, findings, now)
+        self._save(state.project)
+        return alerts, read
+
+    def end(self, state, now: float) -> tuple[list[Alert], list[Event]]:
+        """The run's text stream ended (its ``RunEnd``): what its monitor still held back (the last state of a
+        progress bar, which is only known to be final once nothing follows), as :meth:`analyse` returns it.
+        To be called before the run's monitor ends and its text state is dropped."""
+        if state.monitor is None or state.text is None:
+            return [], []
+        events, findings = state.text.flush()
+        return self._deliver(state, events, findings, now)
+
+    def _deliver(self, state, events: list[Event], findings: list, now: float) -> tuple[list[Alert], list[Event]]:
+        """Metric events read from a run's text into its monitor (names it sends as metrics are left to those) and
+        its text findings through the alert policy: the alerts raised, and the events delivered."""
+        monitor = state.monitor
         alerts: list[Alert] = []
         read: list[Event] = []
         if events:
@@ -87,7 +103,6 @@ class LogTextAnalysis:
                 alerts.extend(monitor.observe_block(MetricBlock.from_values(steps, walls, names, values)))
         if findings:
             alerts.extend(monitor.report(findings, now))
-        self._save(state.project)
         return alerts, read
 
     def _save(self, project: str) -> None:

@@ -113,6 +113,8 @@ from runwatch.models.text.launchers import LAUNCHER_PREFIX
 from runwatch.models.text.requests import request_latency, request_route
 
 Event = tuple[int, dict[str, float]]
+#: Megatron-LM's ``number of skipped iterations`` (fp16 overflows in the logging interval) as read from its lines.
+SKIPPED_ITERATIONS = "number_of_skipped_iterations"
 STEP_LIMIT = 2**63  # a step printed beyond int64 (a garbled line) is dropped like a step that went back
 MAX_ROUTES = 8  # request routes a run's latency is split by (path parameters that are no ids must not explode it)
 
@@ -452,6 +454,7 @@ class MetricExtractor:
         self.step_offset = 0
         self.epoch_base: int | None = None  # 0 or 1: the first epoch such a line named
         self.steps_run_on = False  # the step ran on across an epoch change: it is the run's own
+        self.read_values = False  # whether the last line gave metric values (emitted, or held as a bar's)
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -465,7 +468,8 @@ class MetricExtractor:
         # Lines without a digit carry no value, but some open or close a table or block (see _marker).
         parsed = self._parse(line) if _PREFILTER.search(line) is not None else _marker(self, line)
         out: list[Event] = []
-        if parsed is None or not parsed.metrics:
+        self.read_values = parsed is not None and bool(parsed.metrics)
+        if not self.read_values:
             return out
         if parsed.bar:
             if self.pending is not None and self.pending[0] != parsed.step:
@@ -1634,11 +1638,19 @@ def _tf_eval(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _deepspeed(x: MetricExtractor, line: str) -> _Parsed | None:
-    """DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], mom=[...]``: the learning rate of the first group."""
+    """DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], mom=[...]``: the learning rate of the first group.
+
+    The Trainer's dict printed right after it was logged at the same optimizer step (both count every step, skipped
+    ones too): the report anchors it as a bar does.
+    """
     if "skipped=" not in line:
         return None
     m = _DEEPSPEED.search(line)
-    return None if m is None else _Parsed(int(m.group(1)), {"lr": _value(m.group(2))})
+    if m is None:
+        return None
+    step = int(m.group(1))
+    x.bar_step, x.bar_lines = step, 0
+    return _Parsed(step, {"lr": _value(m.group(2))})
 
 
 _ESPNET = re.compile(r"\b(\d+)epoch:train:\d+-(\d+)batch:(?:(\d+)num_updates:)?\s")

@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -40,14 +41,13 @@ from pydantic import Field
 from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.text.engine_stats import EngineStatsConfig, EngineStatsWatch
-from runwatch.models.text.extract import Event, MetricExtractor
+from runwatch.models.text.extract import SKIPPED_ITERATIONS, Event, MetricExtractor
 from runwatch.models.text.sequence import NextTemplateModel, NoveltyConfig, TemplateNovelty, Vocabulary
-from runwatch.models.text.signatures import LogFinding, SignatureConfig, SignatureMatcher
+from runwatch.models.text.signatures import LogFinding, SignatureConfig, SignatureMatcher, is_error_record
 from runwatch.models.text.templates import TemplateConfig, TemplateMiner
 
 DETECTOR = "log_text"
 VERSION = "1"
-_ERRORISH = re.compile(r"error|exception|fail|fatal|killed|abort|timeout|timed out|denied|refused|\bnan\b", re.IGNORECASE)
 _SPLIT = re.compile(r"[\r\n]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # CSI sequences: colours, cursor moves
 
@@ -177,28 +177,29 @@ class TextMonitor:
         if extracted:
             events.extend(extracted)
             self.step = max(self.step, extracted[-1][0])
-        for f in self.matcher.feed(line, extracted=bool(extracted)):
-            found.append((f, self.step))
-        for f in self.engine.feed(line, index):
-            found.append((f, self.step))
+        signed = self.matcher.feed(line, extracted=bool(extracted))
+        signed += self.engine.feed(line, index)
         for _, metrics in extracted:
-            scale = metrics.get("loss_scale")
-            if scale is not None:
-                for f in self.matcher.loss_scale(scale, line):
-                    found.append((f, self.step))
-        if self.novelty.observe(match.new, self.miner.lines_seen):
-            severity = Severity.WARNING if _ERRORISH.search(line) else Severity.INFO
-            f = LogFinding(
-                f"new_template:{match.id}", severity, index, [line], line.strip()[:500],
-                "log line of a shape never seen in this project",
-                "new after a change, or a sign of a new problem: compare with the run's other lines",
-            )
-            found.append((f, self.step))
+            signed += self._loss_scale(metrics, line)
+        found.extend((f, self.step) for f in signed)
+        # A line a signature or the metric reader already explains is no news: it gets no second incident.
+        read = self.config.extract_metrics and self.extractor.read_values
+        explained = self.matcher.claimed or read or any(f.line == index for f in signed)
+        if self.novelty.observe(match.new and not explained, self.miner.lines_seen):
+            found.append((_new_template(match.id, line, index), self.step))
         model = self.sequence_model
         if model is not None:
             target = model.vocab.index.get(match.template, Vocabulary.OOV)
             unexpected.append((np.fromiter(self._window, np.int64), target, self.step, line, index))
             self._window.append(target)
+
+    def _loss_scale(self, metrics: dict[str, float], line: str) -> list[LogFinding]:
+        """The overflow streak's part of an iteration line's values: its loss scale and skipped iterations."""
+        scale = metrics.get("loss_scale", math.nan)
+        skipped = metrics.get(SKIPPED_ITERATIONS, 0.0)
+        if math.isnan(scale) and not skipped > 0:
+            return []
+        return self.matcher.loss_scale(scale, line, skipped)
 
     # -- findings -----------------------------------------------------------------------------
 
@@ -281,3 +282,19 @@ class TextMonitor:
             return TextMonitorConfig.model_validate(saved) == self.config
         except ValueError:
             return False
+
+
+def _new_template(template_id: int, line: str, index: int) -> LogFinding:
+    """The finding of a line whose template the project never saw.
+
+    A new shape is context, not a problem (start-up lines of a framework the project has not run, a config print):
+    INFO, and a run's such lines share one incident (key ``new_template:context``) instead of one each. A line
+    that is an error-level record by its level field is a WARNING of its own (key ``new_template:<template id>``).
+    """
+    error = is_error_record(line)
+    return LogFinding(
+        f"new_template:{template_id}" if error else "new_template:context",
+        Severity.WARNING if error else Severity.INFO, index, [line], line.strip()[:500],
+        "log line of a shape never seen in this project",
+        "new after a change, or a sign of a new problem: compare with the run's other lines",
+    )

@@ -15,9 +15,13 @@ reads one run's lines in order and adds what a single line cannot say:
   most specific signature its text matches (else ``python_exception``);
 - fp16 overflow messages are followed as a streak: the first one is INFO
   (warm-up overflows are normal), WARNING once the scale is down to
-  ``warn_scale`` or the streak is long, CRITICAL below ``min_scale`` or when
-  the framework gives up; an extracted ``loss_scale`` below ``min_scale``
-  counts too;
+  ``warn_scale`` or the streak is long, CRITICAL below ``min_scale``, when an
+  overflow finds the scale already at ``min_scale`` (the scaler's floor: every
+  step is skipped) or when the framework gives up. Iteration lines feed the
+  same streak through their extracted values (:meth:`SignatureMatcher.loss_scale`):
+  Megatron-LM's ``number of skipped iterations`` above 0, or a ``loss_scale``
+  lower than the last one known (dynamic scalers lower it only on an overflow),
+  is an overflow; a scale that grew back ends the streak;
 - an error right after a checkpoint save began is a checkpoint save failure;
 - repeated HTTP 5xx responses escalate from WARNING to ERROR.
 
@@ -485,24 +489,36 @@ class SignatureMatcher:
         self._checkpoint_at = -(10**9)  # last "saving checkpoint" line
         self._overflow: list = []  # [first line, last line, count, lines]
         self._overflow_severity = 0
+        self._scale = math.nan  # the loss scale as last told (an overflow message or an iteration line)
+        self._settled = False  # an iteration line told the scale with no overflow: the fp16 warm-up is over
+        self.claimed = False  # whether a signature took the last line fed (a finding, or held for one)
         self._http: deque[int] = deque()
         self._http_escalated = False
 
     # -- feeding ---------------------------------------------------------------------------
 
     def feed(self, line: str, extracted: bool = False) -> list[LogFinding]:
-        """One line; ``extracted`` says metric values were read from it (NaN messages are then theirs)."""
+        """One line; ``extracted`` says metric values were read from it (NaN messages are then theirs).
+
+        Afterwards :attr:`claimed` says whether a signature took the line: it raised a finding, or it is held
+        for one (a traceback's line, an error banner, an overflow of a streak already reported).
+        """
         self.index += 1
         out: list[LogFinding] = []
+        self.claimed = self._take(line, extracted, out)
+        return out
+
+    def _take(self, line: str, extracted: bool, out: list[LogFinding]) -> bool:
+        """Match one line, adding its findings to ``out``; whether a signature took it."""
         if self._tb is not None:
             if self._continue_traceback(line):
-                return out
+                return True
             out.extend(self._close_traceback())
         at = line.find("Traceback (most recent call last):")
         if at >= 0:
             banner, self._banner = self._banner, None
             self._open_traceback(line, at, banner)
-            return out
+            return True
         if self._banner is not None:
             out.extend(self._release_banner())
         low = line.lower()
@@ -510,13 +526,13 @@ class SignatureMatcher:
             self._checkpoint_at = self.index
         if ("overflow" in low or "lg_loss_scale" in low or "current scale is" in low) and _OVERFLOW.search(line):
             out.extend(self._overflow_line(line))
-            return out
+            return True
         if ("minimum" in low or "in a row" in low) and _OVERFLOW_ABORT.search(line):
             out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
-            return out
+            return True
         if "nan iterations" in low and _NAN_ITERATIONS.search(line):
             out.append(self._finding(_BY_NAME["nonfinite_message"], Severity.ERROR, self.index, [line], line))
-            return out
+            return True
         # "inf" (a key of nonfinite_message) is in every INFO line: the keys are looked up without "info"/"infer",
         # as the screen does, so NaN/Inf's pattern runs on a tenth of the screened lines instead of most of them
         screened = _screen(low)
@@ -529,14 +545,15 @@ class SignatureMatcher:
                     out.extend(self._http_line(line))
                 else:
                     out.append(self._finding(sig, sig.severity, self.index, [line], line))
-                return out
+                return True
         if ("Error" in line or "Exception" in line) and _UNCAUGHT.match(line):
             # The last line of a traceback whose frames were not printed (or not pasted): the exception itself.
             out.append(self._finding(TRACEBACK, Severity.ERROR, self.index, [line], line.strip()))
-            return out
-        if self.config.error_lines and _maybe_error(line, low) and ERROR_LINE.pattern.search(line):
+            return True
+        if self.config.error_lines and is_error_record(line):
             self._banner = (self.index, line)  # held one line: it may open a traceback
-        return out
+            return True
+        return False
 
     def feed_many(self, lines: Iterable[str]) -> list[LogFinding]:
         """Feed lines, then :meth:`flush` (one batch)."""
@@ -546,13 +563,25 @@ class SignatureMatcher:
         out.extend(self.flush())
         return out
 
-    def loss_scale(self, value: float, line: str) -> list[LogFinding]:
-        """An extracted ``loss_scale`` value: below ``min_scale`` it is a collapse."""
-        if math.isfinite(value) and value < self.config.min_scale and self._overflow_severity < Severity.CRITICAL:
-            self._overflow_severity = int(Severity.CRITICAL)
-            f = self._finding(FP16, Severity.CRITICAL, self.index, [line], f"loss scale {value:g} is below {self.config.min_scale:g}")
-            f.value = value
-            return [f]
+    def loss_scale(self, value: float, line: str, skipped: float = 0.0) -> list[LogFinding]:
+        """What an iteration line's extracted values say of the loss scale: ``value`` (NaN: not printed) and
+        ``skipped``, the iterations it says were skipped (Megatron-LM's ``number of skipped iterations``).
+
+        A skip, or a scale lower than the last one known (or the first one known, already below ``min_scale``), is
+        an overflow of the streak; a scale that grew back ends the streak. Before the first iteration without one
+        the run is in its fp16 warm-up (the scale falling from its initial value, one line per iteration when every
+        one is logged): its length alone is no WARNING.
+        """
+        previous = self._scale
+        fell = value < previous or (math.isnan(previous) and value < self.config.min_scale)
+        if skipped > 0 or fell:
+            return self._overflow_report(line, value, warmup=not self._settled)
+        self._settled = True
+        if value > previous:
+            self._overflow = []  # the scaler grew the scale back: what came before was a passing overflow
+            self._overflow_severity = 0
+        if math.isfinite(value):
+            self._scale = value
         return []
 
     def flush(self) -> list[LogFinding]:
@@ -651,8 +680,11 @@ class SignatureMatcher:
 
     def _overflow_line(self, line: str) -> list[LogFinding]:
         m = _OVERFLOW.search(line)
-        if m is None:
-            return []
+        return [] if m is None else self._overflow_report(line, _scale_after(m))
+
+    def _overflow_report(self, line: str, scale: float, warmup: bool = False) -> list[LogFinding]:
+        """One overflow (``scale``: the loss scale it left, NaN when unknown) added to the streak; its finding when
+        the streak's severity rises. In the ``warmup`` the streak's length does not count, only the scale."""
         cfg = self.config
         ov = self._overflow
         if ov and self.index - ov[1] <= cfg.overflow_gap:
@@ -664,19 +696,13 @@ class SignatureMatcher:
         else:
             ov[:] = [self.index, self.index, 1, [line]]
             self._overflow_severity = 0
-        scale = math.nan
-        for g in ("to", "apex", "fs"):
-            if m.group(g):
-                scale = _float(m.group(g))
-        if m.group("pd"):
-            scale = _float(m.group("pd")) * _float(m.group("pdr"))
-        if m.group("lg"):
-            lg = _float(m.group("lg"))
-            scale = 2.0**lg if lg < 1000 else math.inf
+        at_floor = scale <= cfg.min_scale and self._scale <= cfg.min_scale  # the scaler could lower it no further
+        if math.isfinite(scale):
+            self._scale = scale
         severity = Severity.INFO
-        if (math.isfinite(scale) and scale <= cfg.warn_scale) or ov[2] >= cfg.overflow_streak:
+        if (math.isfinite(scale) and scale <= cfg.warn_scale) or (ov[2] >= cfg.overflow_streak and not warmup):
             severity = Severity.WARNING
-        if math.isfinite(scale) and scale < cfg.min_scale:
+        if (math.isfinite(scale) and scale < cfg.min_scale) or at_floor:
             severity = Severity.CRITICAL
         if severity <= self._overflow_severity:
             return []
@@ -721,6 +747,8 @@ class SignatureMatcher:
             "overflow": [self._overflow[0], self._overflow[1], self._overflow[2], list(self._overflow[3])]
             if self._overflow else [],
             "overflow_severity": self._overflow_severity,
+            "scale": self._scale if math.isfinite(self._scale) else None,
+            "settled": self._settled,
             "http": list(self._http),
             "http_escalated": self._http_escalated,
         }
@@ -738,12 +766,40 @@ class SignatureMatcher:
         ov = state["overflow"]
         self._overflow = [int(ov[0]), int(ov[1]), int(ov[2]), [str(x) for x in ov[3]]] if ov else []
         self._overflow_severity = int(state["overflow_severity"])
+        scale = state.get("scale")  # absent in states saved before iteration lines fed the streak
+        self._scale = math.nan if scale is None else float(scale)
+        self._settled = bool(state.get("settled", False))
         self._http = deque(int(x) for x in state["http"])
         self._http_escalated = bool(state["http_escalated"])
 
 
 def _maybe_error(line: str, low: str) -> bool:
     return "error" in low or "fatal" in low or "critical" in low or "[e" in low or line[:1] in ("E", "F")
+
+
+def is_error_record(line: str) -> bool:
+    """Whether ``line`` is an error-level log record by its level field (``ERROR``/``FATAL``/``CRITICAL`` as loggers
+    print them, glog's ``E0412 12:00``, ``"level": "error"``): the ``error_line`` signature's test. A lower-case word
+    inside a message or a value (``error_analysis: enabled=False``) does not make one.
+
+    >>> is_error_record("2024-05-01 12:00:01 ERROR worker 3 lost"), is_error_record("error_analysis: enabled=False")
+    (True, False)
+    """
+    return _maybe_error(line, line.lower()) and ERROR_LINE.pattern.search(line) is not None
+
+
+def _scale_after(m: re.Match) -> float:
+    """The loss scale an overflow message (a match of ``_OVERFLOW``) says it left; NaN when it says none."""
+    scale = math.nan
+    for g in ("to", "apex", "fs"):
+        if m.group(g):
+            scale = _float(m.group(g))
+    if m.group("pd"):
+        scale = _float(m.group("pd")) * _float(m.group("pdr"))
+    if m.group("lg"):
+        lg = _float(m.group("lg"))
+        scale = 2.0**lg if lg < 1000 else math.inf
+    return scale
 
 
 def _float(text: str) -> float:

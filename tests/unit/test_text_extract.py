@@ -576,6 +576,23 @@ def test_deepspeed_engine_reports_and_steps_lines():
     assert out == [(100, {"lr": 0.0001}), (200, {"loss": 2.3456})]
 
 
+def test_a_trainer_dict_after_a_deepspeed_report_is_at_its_step():
+    """The Trainer under DeepSpeed: the engine's report at ``steps_per_print``, then the Trainer's dict logged at
+    the same optimizer step (it was placed one step later, its loss at 11 beside the learning rate at 10)."""
+    report = ("[2024-05-10 12:01:{:02d},200] [INFO] [logging.py:96:log_dist] [Rank 0] step={}, skipped=6, lr=[0.0001], "
+              "mom=[(0.9, 0.999)]")
+    out, _ = ext([
+        report.format(10, 10),
+        "{'loss': 2.95, 'grad_norm': 1.2, 'learning_rate': 0.0001, 'epoch': 0.05}",
+        report.format(20, 20),
+        "{'loss': 2.9, 'grad_norm': 1.2, 'learning_rate': 0.0001, 'epoch': 0.1}",
+    ])
+    assert out == [
+        (10, {"lr": 0.0001}), (10, {"loss": 2.95, "grad_norm": 1.2, "epoch": 0.05}),
+        (20, {"lr": 0.0001}), (20, {"loss": 2.9, "grad_norm": 1.2, "epoch": 0.1}),
+    ]
+
+
 def test_composer_console_rows_follow_their_progress_line():
     out, _ = ext([
         "[epoch=1][batch=100/1000]:",

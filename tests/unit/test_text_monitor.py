@@ -170,6 +170,33 @@ def test_pipeline_checkpoint_carries_text_state(tmp_path):
         p.store.close()
 
 
+def test_the_last_state_of_a_progress_bar_is_delivered_when_the_run_ends(tmp_path):
+    """Lightning's bar, one line per epoch as a captured stream keeps it: a bar's values are held until it moves on,
+    so the last epoch's NaN is known only when the stream ends. ``LogTextAnalysis.end`` (the pipeline calls it on the
+    run's ``RunEnd``) delivers it; before, it was dropped with the run's text state."""
+    import math
+    import time
+
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import anomaly_pb2, runs_pb2
+
+    settings = ServiceSettings(data_dir=tmp_path, diagnostics=SuiteConfig(enabled=["nonfinite"]))
+    p = DetectionPipeline(settings, RunStore(settings.db_path))
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="r1", project="p")
+    for epoch, loss in enumerate(["1.450", "1.020", "0.850", "nan"]):
+        bar = f"Epoch {epoch}: 100%|██████████| 391/391 [00:29<00:00, 13.10it/s, v_num=3, "
+        b.logs.add(run_id="r1", text=bar + f"train_loss={loss}, val_loss={loss}]")
+    assert [a.kind for a in p.ingest(b).anomalies] == []
+    alerts, read = p.text.end(p.runs["r1"], time.time())
+    assert [s for s, _ in read] == [4 * 391] and math.isnan(read[0][1]["loss"])
+    assert [int(a.finding.kind) for a in alerts] == [anomaly_pb2.ANOMALY_KIND_NONFINITE]
+    assert p.text.end(p.runs["r1"], time.time()) == ([], [])  # nothing is held twice
+    p.store.close()
+
+
 def test_a_text_only_run_that_goes_quiet_is_flagged_as_stalled(tmp_path):
     """Lines are telemetry: a run that sends only log lines (piped stdout, the logs topic) and then hangs, here
     before its first iteration, is flagged STALLED like a metric run; one that keeps printing is not."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from runwatch.models.findings import Severity
+from runwatch.models.text.monitor import TextMonitor
 from runwatch.models.text.signatures import SIGNATURES, SignatureConfig, SignatureMatcher, classify
 
 
@@ -366,6 +367,64 @@ def test_extracted_loss_scale_below_minimum():
     [f] = m.loss_scale(0.125, "iteration 900/3000 | lm loss 4.79 | loss scale 0.125 |")
     assert (f.signature, f.severity) == ("fp16_overflow", Severity.CRITICAL)
     assert m.loss_scale(0.0625, "again") == []  # the incident is already critical
+
+
+def megatron_line(iteration: int, scale: float, skipped: int, nan: int = 0) -> str:
+    """Megatron-LM's ``training_log`` line (megatron/training/training.py): its fields in its own formats."""
+    return (
+        f" [2024-05-01 12:{iteration // 60 % 60:02d}:{iteration % 60:02d}] iteration {iteration:8d}/{1000:8d} |"
+        f" consumed samples: {iteration * 256:12d} | elapsed time per iteration (ms): {512.3:.1f} |"
+        f" learning rate: {3e-4:.6E} | global batch size: {256:5d} | lm loss: {2.5:.6E} |"
+        f" loss scale: {scale:.1f} | grad norm: {1.234:.3f} |"
+        f" number of skipped iterations: {skipped:3d} | number of nan iterations: {nan:3d} |"
+    )
+
+
+def overflow_severities(lines):
+    tm = TextMonitor("r")
+    _, found = tm.observe_lines(lines)
+    return [f.severity for f in found if f.key == "fp16_overflow"]
+
+
+def test_megatron_skipped_iterations_are_an_overflow_streak():
+    """The loss scale halving 65536 -> 2 with a skipped iteration on every line (was: nothing, since Megatron's
+    scale never goes below its floor of 1): INFO on the first, WARNING once the streak is long, not CRITICAL."""
+    lines = [megatron_line(it, 2.0**16, 0) for it in range(1, 60)]
+    lines += [megatron_line(59 + k, 2.0 ** (16 - k), 1) for k in range(1, 16)]
+    assert overflow_severities(lines) == [Severity.INFO, Severity.WARNING]
+
+
+def test_megatron_overflows_at_the_scale_floor_are_critical():
+    """Megatron's scaler stops at ``min_loss_scale`` (1.0): skipped iterations there are steps lost for good."""
+    lines = [megatron_line(k, max(2.0 ** (16 - k), 1.0), 1) for k in range(1, 20)]
+    assert overflow_severities(lines) == [Severity.INFO, Severity.WARNING, Severity.CRITICAL]
+
+
+def test_a_loss_scale_that_grows_back_ends_the_streak():
+    """Dynamic scaling at its equilibrium (an overflow halves the scale, a clean window doubles it back), and the
+    fp16 warm-up's many skips in the first interval: each is a passing overflow, never a WARNING."""
+    lines = [megatron_line(1, 2.0**16, 16)]
+    for cycle in range(12):
+        base = 2 + cycle * 3
+        lines += [megatron_line(base, 2.0**15, 1), megatron_line(base + 1, 2.0**15, 0)]
+        lines.append(megatron_line(base + 2, 2.0**16, 0))
+    assert set(overflow_severities(lines)) == {Severity.INFO}
+
+
+def test_the_fp16_warm_up_of_a_run_logging_every_iteration_stays_info():
+    """``--log-interval 1`` from Megatron's initial scale of 2**32: twenty skipped iterations in a row as the scale
+    finds its level, then clean ones. A long streak, but the run's warm-up: INFO (its scale never came near 8)."""
+    lines = [megatron_line(k, 2.0 ** (32 - k), 1) for k in range(1, 21)]
+    lines += [megatron_line(k, 2.0**12, 0) for k in range(21, 40)]
+    assert overflow_severities(lines) == [Severity.INFO]
+
+
+def test_a_falling_extracted_loss_scale_feeds_the_streak():
+    """A log that prints the scale but no skip count (an older Megatron line): a scale below the last one is an
+    overflow, so the fall to 8 is a WARNING before the collapse below 1."""
+    line = " iteration {:8d}/{:8d} | lm loss: 6.1E+00 | loss scale: {:.1f} |"
+    lines = [line.format(it, 3000, scale) for it, scale in ((400, 64.0), (500, 8.0), (600, 4.0), (700, 0.5))]
+    assert overflow_severities(lines) == [Severity.WARNING, Severity.CRITICAL]
 
 
 def test_repeated_5xx_escalates():
