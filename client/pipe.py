@@ -25,11 +25,18 @@ order; lines of the two streams are queued in the order they were read. A
 carriage-return redraw (a progress bar) counts once, in its last state.
 
 The child's exit makes the ``RunEnd``: 0 ``finished``; another code
-``failed`` (reason ``exit code N``); a signal ``killed`` (reason
-``signal SIGTERM``); ``pipe`` then exits as the child did (128 + N for
-signal N, as shells report it). SIGTERM, SIGHUP and SIGQUIT sent to
-``runwatch pipe`` are passed on to the child; so is SIGINT, unless it came from
-the terminal, which already sent it to the child (the same foreground group).
+``failed`` (reason ``exit code N``); a crash signal (SIGSEGV, SIGBUS,
+SIGABRT, SIGILL, SIGFPE, ...) ``failed`` too (reason ``SIGSEGV``): the
+process broke, nobody stopped it; any other signal ``killed`` (reason
+``SIGTERM``); ``pipe`` then exits as the child did (128 + N for signal N,
+as shells report it). A command that cannot be started (no such program,
+a folder, not executable) ends the run ``failed`` (reason ``cannot start
+PROGRAM: ...``) and its ``OSError`` is raised. A ``run_id`` the server
+says already ended is refused (``ValueError``) before anything starts: its
+new lines would be stored but never analysed. SIGTERM, SIGHUP and SIGQUIT
+sent to ``runwatch pipe`` are passed on to the child; so is SIGINT, unless it
+came from the terminal, which already sent it to the child (the same
+foreground group).
 Reading stdin instead, the run finishes at end of input (``killed`` when an
 interrupt came first). If runwatch's own stdout goes away (``| head``), the
 child's pipe is closed too, so the child sees the broken pipe it would have seen.
@@ -57,11 +64,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import grpc
+
 from runwatch.client import convert
 from runwatch.client.log_lines import LineSplitter, stream_level
 from runwatch.client.sender import LOG
 from runwatch.client.session import RunwatchClient
-from runwatch.v1 import runs_pb2
+from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
 
 __all__ = ["PipeReport", "pipe"]
 
@@ -69,6 +78,13 @@ __all__ = ["PipeReport", "pipe"]
 QUEUE_LINES = 100_000
 _CHUNK = 1 << 16
 _FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGINT")
+# A process dies of these by its own fault (a bad memory access, abort(), a bad instruction): a failure, not a stop.
+_CRASH_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE", "SIGSYS", "SIGTRAP")
+    if hasattr(signal, name)
+)
+#: Seconds to ask the server whether a given run id already ended; unanswered, the run goes on (maybe spooled).
+ENDED_CHECK_TIMEOUT = 2.0
 
 
 @dataclass
@@ -192,8 +208,29 @@ def _status(code: int) -> tuple[str, str, int]:
     if code == 0:
         return "finished", "exit code 0", 0
     if code < 0:
-        return "killed", f"{_signal_name(-code)}", 128 - code
+        status = "failed" if -code in _CRASH_SIGNALS else "killed"
+        return status, _signal_name(-code), 128 - code
     return "failed", f"exit code {code}", code
+
+
+def _cannot_start(program: str, exc: OSError) -> str:
+    """The ``RunEnd`` reason of a command that never ran."""
+    return f"cannot start {program}: {exc.strerror or exc}"[:1000]
+
+
+def _refuse_ended_run(client: RunwatchClient, run_id: str) -> None:
+    """Raise ValueError when the server says ``run_id`` already ended; a server that does not answer says nothing."""
+    runs = service_pb2_grpc.RunServiceStub(client.channel)
+    try:
+        info = runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=ENDED_CHECK_TIMEOUT).run
+    except grpc.RpcError:
+        return  # not found, away, or not ours to read: nothing known against it
+    if info.status not in (runs_pb2.RUN_STATUS_RUNNING, runs_pb2.RUN_STATUS_UNSPECIFIED):
+        status = runs_pb2.RunStatus.Name(info.status).removeprefix("RUN_STATUS_")
+        raise ValueError(
+            f"--run-id: run {run_id!r} already ended ({status}) at {client.target}: its lines would be stored "
+            "but never analysed; give a new run id"
+        )
 
 
 def pipe(
@@ -262,7 +299,10 @@ def pipe(
         token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
     )  # fmt: skip
     report = PipeReport()
+    not_started: OSError | None = None
     try:
+        if run_id:
+            _refuse_ended_run(client, run_id)
         env = convert.default_environment()
         env["pipe.cwd"] = os.getcwd()[-1000:]
         env["pipe.command"] = (subprocess.list2cmdline(list(command)) if command else "<stdin>")[:4000]
@@ -273,8 +313,13 @@ def pipe(
         notify(f"runwatch: run {run.run_id} (project {project}) at {target}")
         lines = _Lines(run.run_id, client, queue_lines)
         if command:
-            code = _run_child(list(command), out, err, lines)
-            report.status, report.reason, report.exit_code = _status(code)
+            try:
+                code = _run_child(list(command), out, err, lines)
+            except OSError as exc:
+                not_started = exc
+                report.status, report.reason = "failed", _cannot_start(command[0], exc)
+            else:
+                report.status, report.reason, report.exit_code = _status(code)
         else:
             interrupted = _read_stdin(stdin if stdin is not None else sys.stdin.buffer, out, lines)
             report.status, report.reason = ("killed", "interrupted") if interrupted else ("finished", "end of input")
@@ -294,6 +339,8 @@ def pipe(
         report.notes.append(f"not all of run {report.run_id} was acknowledged by {target}: the rest is {where}")
     for note in report.notes:
         notify(f"runwatch: {note}")
+    if not_started is not None:
+        raise not_started  # the run is ended; the caller says why the command did not run
     return report
 
 

@@ -377,6 +377,8 @@ def replay(
     left_out = f", {len(report.warnings)} malformed entr{'y' if len(report.warnings) == 1 else 'ies'} skipped" if report.warnings else ""
     if dry_run:
         typer.echo(f"{len(report.runs)} run(s) read in {report.seconds:.1f} s{left_out} (dry run: nothing sent)")
+        if report.warnings:  # the exit status the help promises: something would be skipped as malformed
+            raise typer.Exit(1)
         return
     typer.echo(
         f"{len(sent)} run(s) replayed, {skipped} skipped, {report.accepted} item(s) accepted, "
@@ -428,7 +430,7 @@ def pipe(
         )  # fmt: skip
     except FileNotFoundError as exc:
         _fail(f"COMMAND: {exc.filename or (command or [''])[0]}: no such program")
-    except (ValueError, PermissionError) as exc:
+    except (ValueError, OSError) as exc:  # PermissionError, "Exec format error": a program that cannot start
         _fail(str(exc))
     raise typer.Exit(report.exit_code)
 

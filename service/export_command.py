@@ -12,6 +12,9 @@ Examples
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +27,14 @@ WHAT = ("runs", "history", "anomalies")
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _reader_gone() -> None:
+    """The reader of standard output went away (``| head``): stop quietly, as Unix tools do, 128 + SIGPIPE."""
+    # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(128 + signal.SIGPIPE)
 
 
 def export(
@@ -83,6 +94,10 @@ def export(
         with api:
             df = _frame(api, what, run, project, metrics, min_step, max_step, min_severity, limit)
             write_frame(df, out, chosen)
+            if out == "-":
+                sys.stdout.flush()  # here, where a reader that went away is caught, not at exit
+    except BrokenPipeError:
+        _reader_gone()
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             _fail(f"no runwatch server at {target} ({exc.details()})")

@@ -1050,12 +1050,17 @@ class DetectionPipeline:
             ack.ack.duplicates += 1
             return
         state.status = status
+        # What the run's text still held back (a progress bar's last state) is final now: read it before the end.
+        alerts, read = self.text.end(state, now)
+        anomalies.extend(to_anomaly(a, end.run_id, state.project, now) for a in alerts)
+        if read:
+            ops.append(_read_events_op(end.run_id, read, now))
         if status == runs_pb2.RUN_STATUS_FINISHED and state.monitor is not None:
             for alert in state.monitor.end(now):
                 anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         elif state.monitor is not None:
             worst = max(state.monitor.severities.values(), default=0)
-            ended = run_end_finding(status_name(status).lower(), end.reason, state.last_step, worst)
+            ended = run_end_finding(status_name(status).lower(), end.reason, _last_step_told(state), worst)
             for alert in state.monitor.report([ended] if ended is not None else [], now):
                 anomalies.append(to_anomaly(alert, end.run_id, state.project, now))
         if self.refitter is not None and state.monitor is not None:
@@ -1365,6 +1370,17 @@ def to_anomaly(alert: Alert, run_id: str, project: str, detected_time: float) ->
     if f.lines:
         a.log_lines.extend(f.lines)
     return a
+
+
+def _last_step_told(state: RunState) -> int:
+    """The run's last step as anything told it: its events, and the metrics and steps read from its log lines
+    (a text-only run, ``runwatch pipe``, has no events of its own)."""
+    steps = [state.last_step]
+    if state.monitor is not None:
+        steps.append(state.monitor.last_step)
+    if state.text is not None:
+        steps.append(state.text.step)
+    return max(steps)
 
 
 def _read_events_op(run_id: str, events: list[tuple[int, dict[str, float]]], now: float) -> WriteOp:

@@ -263,6 +263,16 @@ class RunStore:
         )
         return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
 
+    def latest_log_lines(self, run_id: str, limit: int = 1000, offset: int = 0) -> list[runs_pb2.LogLine]:
+        """A run's ``limit`` newest log lines once its ``offset`` newest are left out, oldest first (a run's end,
+        a traceback, is what a reader comes for; :meth:`log_lines` reads from the start)."""
+        rows = self._read(
+            "SELECT time, level, step, text FROM (SELECT time, level, step, text, rowid FROM log_lines WHERE run_id = ? "
+            "ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?) AS newest ORDER BY time, rowid",
+            (run_id, limit, offset),
+        )
+        return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
+
     def event_chunks(self, run_id: str, after: int = 0) -> list[tuple[int, bytes]]:
         """A run's stored chunks ``(rowid, serialized EventBatch)`` with rowid above ``after``, in write order.
 

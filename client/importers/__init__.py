@@ -91,9 +91,10 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     A file is read by its format (a UTF-8 text file of no other format is a
     text log); in a folder, an MLflow store is read as such, otherwise every
     ``metrics.csv``, ``trainer_state.json``, folder of event files, MLflow
-    experiment and ``*.log`` text log below it (long-format files, and text
-    logs named ``.txt``/``.out``/``.err`` or JSON Lines of log records, only
-    when ``fmt`` names them).
+    experiment, long-format ``.csv``/``.jsonl`` (a ``step``, ``metric``, ``value``
+    header or first object) and ``*.log`` text log below it (text logs named
+    ``.txt``/``.out``/``.err`` or JSON Lines of log records, and other tables,
+    only when ``fmt`` names them).
 
     Raises
     ------
@@ -138,6 +139,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("hf", f))
         elif fmt == "auto" and strip_gz(f.name) in _WIDE_NAMES and _file_format(f) == "wide":
             items.append(("wide", f))
+        elif fmt == "auto" and (long := long_format.kind_of(f)):
+            items.append((long, f))
         elif fmt in ("csv", "jsonl", "wide") and _file_format(f) == fmt:
             items.append((fmt, f))
         elif (fmt == "auto" and strip_gz(f.name).endswith(".log")) or (fmt == "text" and _file_format(f) == "text"):
@@ -149,8 +152,18 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     items.extend(("tensorboard", files) for files in event_dirs.values())
     items.extend(("mlflow", exp) for exp in experiments if ".trash" not in exp.parts)
     if not items:
-        raise ImportFormatError(path, "folder", f"no {'' if fmt == 'auto' else fmt + ' '}logs found below it")
+        raise ImportFormatError(path, "", _nothing_found(fmt))
     return sorted(items, key=lambda it: str(it[1][0] if isinstance(it[1], list) else it[1]))
+
+
+def _nothing_found(fmt: str) -> str:
+    if fmt != "auto":
+        return f"no {fmt} logs found below it"
+    return (
+        "no logs found below it (looked for events.out.tfevents.*, metrics.csv, trainer_state.json, MLflow runs, "
+        "wandb-history.jsonl, long-format .csv/.jsonl with step, metric, value, and *.log; "
+        "--format reads other files, e.g. --format text for .txt logs)"
+    )
 
 
 def read(

@@ -23,7 +23,7 @@ class ImportFormatError(ValueError):
     path
         The offending file.
     position
-        Where in it, e.g. ``"line 17"`` or ``"record 12 (byte 3456)"``.
+        Where in it, e.g. ``"line 17"`` or ``"record 12 (byte 3456)"``; "" for the whole of it.
     reason
         What is wrong.
 
@@ -37,7 +37,7 @@ class ImportFormatError(ValueError):
         self.path = str(path)
         self.position = position
         self.reason = reason
-        super().__init__(f"{self.path}:{position}: {reason}")
+        super().__init__(f"{self.path}:{position}: {reason}" if position else f"{self.path}: {reason}")
 
 
 class Problems:

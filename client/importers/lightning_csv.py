@@ -15,7 +15,7 @@ from pathlib import Path
 from runwatch.client.importers import wide_table
 from runwatch.client.importers._yaml import load_flat
 from runwatch.client.importers.base import STRICT, ImportedRun, Problems
-from runwatch.client.importers.util import open_text
+from runwatch.client.importers.util import meaningful_name, open_text
 
 __all__ = ["read"]
 
@@ -25,8 +25,7 @@ FORMAT = "lightning"
 def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
     """Read one ``metrics.csv`` as one run (malformed rows go to ``problems``)."""
     path = Path(path)
-    name = f"{path.parent.parent.name}/{path.parent.name}" if path.parent.parent.name else path.parent.name
-    run = ImportedRun(FORMAT, path, key=str(path), name=name, tags=["lightning"])
+    run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent), tags=["lightning"])
     hp = path.parent / "hparams.yaml"
     if hp.is_file():
         run.hyperparameters = load_flat(hp)

@@ -31,7 +31,7 @@ from runwatch.client.importers.base import (
 )
 from runwatch.client.importers.util import open_text, strip_gz
 
-__all__ = ["read_csv", "read_jsonl"]
+__all__ = ["kind_of", "looks_like_csv", "looks_like_jsonl", "read_csv", "read_jsonl"]
 
 _TIME_KEYS = ("wall_time", "timestamp", "time")
 _REQUIRED = ("step", "metric", "value")
@@ -157,10 +157,37 @@ def read_jsonl(path: Path, canonical: bool = True, problems: Problems = STRICT) 
     return runs.build(canonical)
 
 
-def looks_like_csv(path: Path) -> bool:
+def _first_line(path: Path) -> str:
+    """The first non-blank line of a (maybe gzipped) text file; "" when there is none or it cannot be read."""
     try:
         with open_text(path) as f:
-            header = next(csv.reader([f.readline()]), [])
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError, zlib.error):
+            return next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error):
+        return ""
+
+
+def looks_like_csv(path: Path) -> bool:
+    try:
+        header = next(csv.reader([_first_line(path)]), [])
+    except csv.Error:
         return False
     return set(_REQUIRED) <= {h.strip() for h in header}
+
+
+def looks_like_jsonl(path: Path) -> bool:
+    """JSON Lines whose first object has the long format's ``step``, ``metric`` and ``value``."""
+    try:
+        first = json.loads(_first_line(path))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(first, dict) and set(_REQUIRED) <= set(first)
+
+
+def kind_of(path: Path) -> str | None:
+    """``"csv"`` or ``"jsonl"`` when ``path``'s first line is that of a long-format file, else None."""
+    name = strip_gz(path.name)
+    if name.endswith(".csv") and looks_like_csv(path):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson")) and looks_like_jsonl(path):
+        return "jsonl"
+    return None

@@ -44,6 +44,7 @@ from google.protobuf import (
 )
 
 from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder
+from runwatch.client.importers.util import meaningful_name
 
 __all__ = ["KERAS_SPLITS", "crc32c", "iter_records", "keras_run", "read", "read_events"]
 
@@ -339,8 +340,8 @@ def read(paths: Path | list[Path], canonical: bool = True, problems: Problems = 
     files = sorted([paths] if isinstance(paths, Path) else paths)
     keras = keras_run(sorted({f.parent for f in files}))
     folder = keras if keras is not None else files[0].parent
-    name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
-    run = ImportedRun(FORMAT, folder if len(files) > 1 else files[0], key=str(folder), name=name, tags=["tensorboard"])
+    source = folder if len(files) > 1 else files[0]
+    run = ImportedRun(FORMAT, source, key=str(folder), name=meaningful_name(folder), tags=["tensorboard"])
     builder = RunBuilder(run)
     for f in files:
         read_events(f, builder, run, problems, KERAS_SPLITS[f.parent.name] if keras is not None else "")

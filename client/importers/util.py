@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -25,7 +27,7 @@ _GENERIC = frozenset(
         "output", "outputs", "out", "result", "results", "checkpoint", "checkpoints", "ckpt", "ckpts",
         "log", "logs", "run", "runs", "tmp", "temp", "save", "saved", "saves", "saved_models", "artifacts",
         "model", "models", "final", "best", "last", "latest", "trainer_state", "tb_logs", "tensorboard",
-        "train", "training",
+        "train", "training", "lightning_logs",
     )
 )  # fmt: skip
 _NUMBERED = re.compile(r"^(?:checkpoint|ckpt|step|global_step|epoch|iter|iteration)[-_]?\d+$", re.IGNORECASE)
@@ -40,26 +42,38 @@ def is_generic(part: str) -> bool:
     return not part or part.startswith(".") or part.lower() in _GENERIC or bool(_NUMBERED.match(part))
 
 
+def _telling_folders(folder: Path) -> Iterator[str]:
+    """The names of ``folder`` and the folders above it that tell a run apart, innermost first.
+
+    A numbered folder holding the run (``checkpoint-500``) is one of them: it tells apart the
+    checkpoints of one training folder; numbered folders further up are passed over, like the other
+    generic ones.
+    """
+    path = folder.absolute()
+    if _NUMBERED.match(path.name):
+        yield path.name
+    for p in [path, *path.parents]:
+        if p.name and not is_generic(p.name):
+            yield p.name
+
+
 def meaningful_name(folder: Path, leaf: str = "", parts: int = 2) -> str:
     """A run's name from the folders that tell it apart: ``<repo-or-parent>/<run folder>``.
 
-    Generic folders (``output``, ``results``, ``checkpoint-500``: see :func:`is_generic`)
-    are passed over; the name is the ``parts`` nearest others, outermost first,
-    then ``leaf`` (e.g. a log file's stem) when given. It depends on the absolute
-    path only, so the same file gets the same name (and run id) from wherever a
-    replay starts.
+    Generic folders (``output``, ``results``, ``lightning_logs``: see :func:`is_generic`)
+    are passed over; the name is the ``parts`` nearest others, outermost first (the run's own
+    ``checkpoint-500`` counts: see :func:`_telling_folders`), then ``leaf`` (e.g. a log file's
+    stem) when given. It depends on the absolute path only, so the same file gets the same name
+    (and run id) from wherever a replay starts.
 
+    >>> meaningful_name(Path("/data/owner+repo/lightning_logs/version_1"))
+    'owner+repo/version_1'
     >>> meaningful_name(Path("/data/owner+repo/results/checkpoint-500"))
-    'data/owner+repo'
+    'owner+repo/checkpoint-500'
     >>> meaningful_name(Path("/data/owner+repo/output"), leaf="train", parts=1)
     'owner+repo/train'
     """
-    found: list[str] = []
-    for p in [folder.absolute(), *folder.absolute().parents]:
-        if len(found) >= parts:
-            break
-        if p.name and not is_generic(p.name):
-            found.append(p.name)
+    found = list(islice(_telling_folders(folder), parts))
     name = "/".join(reversed(found))
     if leaf:
         name = f"{name}/{leaf}" if name else leaf

@@ -13,7 +13,9 @@ JSON API (what the pages call; every answer comes from the queries ``RunService`
 - ``GET /api/run?run=ID``: the run, its incidents, its metric names;
 - ``GET /api/series?run=ID[&m=loss&m=lr...][&from=A&to=B][&width=PX]``: downsampled curves;
 - ``GET /api/anomalies?[project=P|run=ID][&min_severity=2][&limit=N]``: newest first;
-- ``GET /api/logs?run=ID``; ``GET /api/suggest?run=ID[&target=val/loss][&num=3]`` (scope ``advise``);
+- ``GET /api/logs?run=ID[&limit=2000][&offset=0]``: the newest ``limit`` lines (``offset`` of the newest
+  left out), oldest first;
+- ``GET /api/suggest?run=ID[&target=val/loss][&num=3]`` (scope ``advise``);
 - ``GET /api/stream?[run=ID|project=P][&since=STEP]``: server-sent events (see :mod:`.stream`).
 
 ``GET /metrics`` is Prometheus's text format; ``GET /healthz`` answers "ok" without a token.
@@ -413,7 +415,8 @@ class Dashboard:
     async def api_logs(self, request: web.Request) -> web.Response:
         info = await self._run_info(request)
         limit = _int(request, "limit", 2000, 1, 100_000)
-        lines = await asyncio.to_thread(self.server.store.log_lines, info.run_id, limit)
+        offset = _int(request, "offset", 0, 0, 2**62)
+        lines = await asyncio.to_thread(self.server.store.latest_log_lines, info.run_id, limit, offset)
         return _json({"logs": [log_json(line) for line in lines]})
 
     async def api_suggest(self, request: web.Request) -> web.Response:

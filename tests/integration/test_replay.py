@@ -30,13 +30,15 @@ def test_replay_every_fixture_format(server):
     srv, stubs = server
     lines: list[str] = []
     report = replay(FIXTURES, target=srv.target, out=lines.append)
-    assert report.ok and len(report.runs) == 9 and not any(r.skipped for r in report.runs)
+    assert report.ok and len(report.runs) == 13 and not any(r.skipped for r in report.runs)
     runs = {r.run_id: r for r in list_runs(srv.target)}
-    assert len(runs) == 9
+    assert len(runs) == 13
     by_format = {}
     for r in runs.values():
         by_format.setdefault(r.start.environment["replay.format"], []).append(r)
-    assert sorted((f, len(rs)) for f, rs in by_format.items()) == [("hf", 2), ("lightning", 2), ("mlflow", 2), ("tensorboard", 3)]
+    assert sorted((f, len(rs)) for f, rs in by_format.items()) == [
+        ("csv", 2), ("hf", 2), ("jsonl", 2), ("lightning", 2), ("mlflow", 2), ("tensorboard", 3)
+    ]  # fmt: skip
     # MLflow keeps its experiment as project and its statuses; its clock is kept too
     mlf = {r.start.environment["mlflow.run_id"]: r for r in by_format["mlflow"]}
     statuses = sorted(runs_pb2.RunStatus.Name(r.status) for r in mlf.values())
@@ -53,7 +55,7 @@ def test_replay_every_fixture_format(server):
     # Replaying again recognises the runs instead of sending them twice.
     again = replay(FIXTURES / "hf", target=srv.target, out=lines.append)
     assert all(r.skipped.startswith("already on the server") for r in again.runs)
-    assert len(list_runs(srv.target)) == 9
+    assert len(list_runs(srv.target)) == 13
 
 
 def test_replay_cli_long_format_original_pacing_and_errors(server, tmp_path):
@@ -74,6 +76,8 @@ def test_replay_cli_long_format_original_pacing_and_errors(server, tmp_path):
     src = (FIXTURES / "lightning" / "camels_ch_version_0" / "metrics.csv").read_text().splitlines()
     src[6] = src[6].replace(",", ",,", 1)
     (broken / "metrics.csv").write_text("\n".join(src) + "\n")
+    out = cli("replay", str(tmp_path / "logs"), "--target", srv.target, "--dry-run")
+    assert out.returncode == 1 and "1 malformed entry skipped (dry run: nothing sent)" in out.stdout, out.stdout
     out = cli("replay", str(tmp_path / "logs"), "--target", srv.target, "--strict")
     assert out.returncode == 2
     assert f"error: {broken / 'metrics.csv'}:line 7: 6 fields, the header has 5" in out.stderr

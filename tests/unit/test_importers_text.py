@@ -172,7 +172,7 @@ def test_hf_entries_without_step_take_a_neighbours_step(tmp_path):
     assert run.steps == [10, 20, 30]
     assert run.metrics[0]["test_accuracy"] == 0.5 and run.metrics[1]["predict_loss"] == 0.9
     assert "2 log_history entries without 'step' placed at a neighbour's step" in run.notes
-    assert run.name == f"{tmp_path.name}/owner+repo" and "results" not in run.run_id()
+    assert run.name == "owner+repo/checkpoint-30" and "results" not in run.run_id()
 
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": [{"predict_loss": 0.9}, {"eval_loss": 1}]}))
     run = one(folder / "trainer_state.json")
@@ -193,7 +193,8 @@ def test_run_names_skip_generic_folders(tmp_path):
         and is_generic(".hidden")
     )
     assert not is_generic("version_3") and not is_generic("bert-base-lr3e-5")
-    assert meaningful_name(tmp_path / "repo" / "bert-lr3e-5" / "checkpoint-100").endswith("repo/bert-lr3e-5")
+    assert meaningful_name(tmp_path / "repo" / "bert-lr3e-5" / "checkpoint-100") == "bert-lr3e-5/checkpoint-100"
+    assert meaningful_name(tmp_path / "repo" / "checkpoint-100" / "bert-lr3e-5") == "repo/bert-lr3e-5"
     a, b = tmp_path / "a+repo" / "output", tmp_path / "b+repo" / "output"
     for d in (a, b):
         d.mkdir(parents=True)

@@ -61,3 +61,16 @@ def test_a_failure_whose_cause_already_alerted_is_not_a_second_incident(pipeline
     """One failing run, one incident: the loss turned NaN (CRITICAL), then the trainer exited 1."""
     losses = HEALTHY[:60] + [float("nan")]
     assert _run(pipeline, "r-nan", "failed", "loss became non-finite at step 60", losses) == []
+
+
+def test_a_text_only_run_fails_at_the_step_its_lines_reached(pipeline):
+    """`runwatch pipe`: no events, only lines whose steps and metrics the server reads."""
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="r-text", project="p")
+    for step in range(1, 101):
+        b.logs.add(run_id="r-text", time=1.7e9 + step, text=f"step {step} | loss: {2.0 - step * 0.001:.4f}")
+    pipeline.ingest(b)
+    end = runs_pb2.EventBatch(sequence=2)
+    end.ends.add(run_id="r-text", status=runs_pb2.RUN_STATUS_FAILED, reason="exit code 1")
+    (ended,) = [a for a in pipeline.ingest(end).anomalies if a.kind == anomaly_pb2.ANOMALY_KIND_RUN_FAILED]
+    assert ended.first_step == 100 and ended.explanation == "the run ended failed (exit code 1) at step 100"
