@@ -205,9 +205,11 @@ class RunwatchClient:
         hyperparameters
             JSON-like mapping; numpy/torch scalars and tuples are converted.
         model
-            A torch model; its architecture is described with
-            :func:`runwatch.client.torch_watch.describe_architecture` unless
-            ``architecture`` is given.
+            A torch model whose architecture the run records unless
+            ``architecture`` is given: at once when ``example_input`` is
+            given or the model is made of ``nn.Sequential`` alone, else from
+            the model's first forward pass in the training loop (see
+            :meth:`Run.set_model`).
         architecture
             The architecture, when already described.
         tags
@@ -221,8 +223,9 @@ class RunwatchClient:
         start_time
             When the run started (seconds since the epoch); now when None.
         example_input
-            Input for one traced forward pass of ``model``, to order its
-            layers exactly (see ``describe_architecture``).
+            Input for one traced forward pass of ``model`` now (see
+            ``describe_architecture``); without it the training loop's first
+            forward pass is used.
 
         Returns
         -------
@@ -238,9 +241,7 @@ class RunwatchClient:
         self._check_open()
         run_id = convert.validate_run_id(run_id) if run_id is not None else convert.new_run_id()
         if architecture is None and model is not None:
-            from runwatch.client.torch_watch import describe_architecture
-
-            architecture = describe_architecture(model, example_input)
+            architecture = _architecture_before_training(model, example_input)
         if framework is None:
             torch = sys.modules.get("torch")
             framework = f"torch {torch.__version__}" if torch is not None and hasattr(torch, "__version__") else ""
@@ -260,7 +261,10 @@ class RunwatchClient:
         if architecture is not None:
             start.architecture.CopyFrom(architecture)
         self._sender.put(START, start)
-        return Run(self, run_id, project, start)
+        run = Run(self, run_id, project, start)
+        if model is not None and architecture is None:
+            run._describe_at_first_forward(model)
+        return run
 
     # -- anomalies ---------------------------------------------------------
 
@@ -401,6 +405,7 @@ class Run:
         self._saw_optimizer_step = False
         self._opt_matches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._captures: list[Any] = []  # capture_output / capture_logging handles, stopped by finish()
+        self._architecture_recording: Any = None  # a FirstForwardRecording awaiting the model's first forward
         # -- actions
         #: Set when a stop was requested (by :class:`StopOnDivergence` or :meth:`request_stop`).
         self.should_stop = False
@@ -644,7 +649,7 @@ class Run:
         order of ``zero_grad``), through torch's global optimizer step hook;
         without an optimizer step between two :meth:`log` calls they are taken
         at the :meth:`log` call. Also records the model's architecture in the
-        run's start record if it had none.
+        run's start record if it had none and awaits none (see :meth:`set_model`).
 
         Returns
         -------
@@ -660,7 +665,7 @@ class Run:
         self._watchers.append(watcher)
         if self._opt_hook is None:
             self._opt_hook = register_optimizer_step_pre_hook(self._before_optimizer_step)
-        if not self.start_message.architecture.layers:
+        if not self.start_message.architecture.layers and self._architecture_recording is None:
             self.set_model(model, example_input)
         return watcher
 
@@ -704,20 +709,67 @@ class Run:
                     self._watch_fresh = True
 
     def set_model(self, model: Any, example_input: Any = None) -> None:
-        """Describe ``model``'s architecture into the run's start record, re-sent (a server fills it in once)."""
-        from runwatch.client.torch_watch import describe_architecture
+        """Describe ``model``'s architecture into the run's start record and re-send it.
 
+        A server fills the architecture in once, so it is sent only when it
+        is known to be right: at once with ``example_input`` (one traced
+        forward pass in eval mode) or for a model made of ``nn.Sequential``
+        alone; otherwise from the model's first forward pass in the training
+        loop, recorded by one-shot hooks that change nothing in it (see
+        :func:`~runwatch.client.torch_watch.describe_first_forward`). If no
+        forward pass comes before :meth:`finish`, the registration-order
+        description is sent then. Errors are logged, never raised.
+
+        Examples
+        --------
+        >>> run.set_model(model)            # sent after model's first forward pass  # doctest: +SKIP
+        >>> run.set_model(model, torch.randn(1, 64))  # sent now                     # doctest: +SKIP
+        """
         try:
-            arch = describe_architecture(model, example_input)
+            arch = _architecture_before_training(model, example_input)
         except Exception:
             logger.exception("runwatch: cannot describe the model's architecture")
             return
+        if arch is not None:
+            self._record_architecture(arch)
+        elif self._architecture_recording is None or self._architecture_recording.model is not model:
+            self._describe_at_first_forward(model)
+
+    def _describe_at_first_forward(self, model: Any) -> None:
+        from runwatch.client.torch_watch import describe_first_forward
+
+        self._drop_architecture_recording()
+        try:
+            self._architecture_recording = describe_first_forward(model, self._record_architecture)
+        except Exception:
+            logger.exception("runwatch: cannot describe the model's architecture")
+
+    def _drop_architecture_recording(self) -> None:
+        recording, self._architecture_recording = self._architecture_recording, None
+        if recording is not None:
+            recording.remove()
+
+    def _record_architecture(self, arch: runs_pb2.Architecture) -> None:
+        self._drop_architecture_recording()
         self.start_message.architecture.CopyFrom(arch)
         if not self.start_message.framework:
             torch = sys.modules.get("torch")
             if torch is not None:
                 self.start_message.framework = f"torch {torch.__version__}"
         self.update_start()
+
+    def _send_awaited_architecture(self) -> None:
+        """The model never ran a forward pass: record its registration-order description, so the run has one."""
+        recording = self._architecture_recording
+        if recording is None or self._finished:
+            return
+        from runwatch.client.torch_watch import describe_architecture
+
+        self._drop_architecture_recording()
+        try:
+            self._record_architecture(describe_architecture(recording.model))
+        except Exception:
+            logger.exception("runwatch: cannot describe the model's architecture")
 
     def update_start(self, hyperparameters: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None) -> None:
         """Merge into the start record and re-send it.
@@ -851,6 +903,7 @@ class Run:
             if self.should_stop and not reason:
                 reason = self.stop_reason
         code = convert.run_status(status)  # a bad status raises before the run is closed
+        self._send_awaited_architecture()
         for capture in self._captures:  # their last lines go out before the RunEnd
             capture.stop()
         with self._lock:
@@ -890,6 +943,7 @@ class Run:
         return stats.rejected + stats.dropped
 
     def _release_hooks(self) -> None:
+        self._drop_architecture_recording()
         if self._opt_hook is not None:
             self._opt_hook.remove()
             self._opt_hook = None
@@ -1039,7 +1093,10 @@ def init(
     config
         Hyperparameters (JSON-like; numpy/torch scalars are converted).
     model
-        A torch model: its architecture goes into the start record.
+        A torch model: its architecture goes into the start record, described
+        from its first forward pass in the training loop (at once for a model
+        made of ``nn.Sequential`` alone, or with ``example_input``); see
+        :meth:`Run.set_model`.
     run_id
         Unique id; generated when None.
     target
@@ -1050,7 +1107,8 @@ def init(
     kind, tags, environment
         As for :meth:`RunwatchClient.start_run` (``environment`` wins over captured facts).
     example_input
-        Input for one traced forward pass, for an exact layer order.
+        Input for one traced forward pass now, to describe ``model`` before
+        training instead of from its first forward pass.
     spool_dir
         Folder of the on-disk spool: None = ``$RUNWATCH_SPOOL_DIR`` or
         ``~/.cache/runwatch/spool``; False = memory only.
@@ -1238,6 +1296,19 @@ class AnomalyWatch:
                 request = service_pb2.WatchRequest()
                 request.CopyFrom(self.request)
                 request.include_history = True
+
+
+def _architecture_before_training(model: Any, example_input: Any) -> runs_pb2.Architecture | None:
+    """``model``'s architecture when it is known without the training loop's forward pass, else None.
+
+    Known with an example input (a traced pass), and for models whose
+    registration order is their forward order (``nn.Sequential`` alone).
+    """
+    from runwatch.client.torch_watch import describe_architecture, registration_order_is_forward_order
+
+    if example_input is None and not registration_order_is_forward_order(model):
+        return None
+    return describe_architecture(model, example_input)
 
 
 @atexit.register

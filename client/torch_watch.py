@@ -13,17 +13,34 @@ Layer names are module paths as in ``model.named_modules()`` (``"net.0"``,
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
-from collections.abc import Iterator
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from runwatch.v1 import runs_pb2
 
-__all__ = ["ModelWatcher", "describe_architecture", "grad_norm"]
+__all__ = [
+    "ACTIVATION_FUNCTIONS",
+    "FirstForwardRecording",
+    "ModelWatcher",
+    "describe_architecture",
+    "describe_first_forward",
+    "grad_norm",
+    "registration_order_is_forward_order",
+]
+
+logger = logging.getLogger("runwatch.client")
 
 ROOT_NAME = "model"
 
@@ -199,6 +216,11 @@ class _Entry:
     activation: str = ""
     folded: list[nn.Module] = field(default_factory=list)
 
+    def fold(self, activation: nn.Module) -> None:
+        """Make ``activation`` (which consumes this layer's output) the layer's activation."""
+        self.activation = type(activation).__name__
+        self.folded.append(activation)
+
 
 def _fold_static(model: nn.Module) -> list[_Entry]:
     """Fold activations that directly follow a layer inside an ``nn.Sequential``."""
@@ -223,8 +245,7 @@ def _fold_static(model: nn.Module) -> list[_Entry]:
                 and not host.activation
                 and not _is_activation(host.module)
             ):
-                host.activation = type(child).__name__
-                host.folded.append(child)
+                host.fold(child)
                 continue  # host stays the tail: its output is now post-activation
             tail = walk(child, f"{path}.{name}" if path else name)
         return tail if sequential else None
@@ -233,74 +254,370 @@ def _fold_static(model: nn.Module) -> list[_Entry]:
     return entries
 
 
-def _fold_traced(model: nn.Module, example_input: Any) -> list[_Entry]:
-    """Order layers by a real forward pass and fold activations that consume a layer's output."""
-    leaves = _leaf_layers(model)
-    calls: list[tuple[str, nn.Module, Any, Any]] = []
-    handles = []
-    for name, module in leaves:
+def _activation_functions() -> dict[Any, type[nn.Module]]:
+    """Functional activations, each mapped to the module class it is named after."""
+    by_module: dict[type[nn.Module], tuple[Any, ...]] = {
+        nn.ReLU: (F.relu, F.relu_, torch.relu, torch.Tensor.relu, torch.Tensor.relu_),
+        nn.ReLU6: (F.relu6,),
+        nn.LeakyReLU: (F.leaky_relu, F.leaky_relu_),
+        nn.ELU: (F.elu, F.elu_),
+        nn.SELU: (F.selu, torch.selu),
+        nn.CELU: (F.celu,),
+        nn.GELU: (F.gelu,),
+        nn.SiLU: (F.silu,),
+        nn.Mish: (F.mish,),
+        nn.Softplus: (F.softplus,),
+        nn.Tanh: (torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_),
+        nn.Sigmoid: (torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_),
+        nn.Hardtanh: (F.hardtanh, F.hardtanh_),
+        nn.Hardsigmoid: (F.hardsigmoid,),
+        nn.Hardswish: (F.hardswish,),
+        nn.LogSigmoid: (F.logsigmoid,),
+        nn.Softsign: (F.softsign,),
+    }
+    return {function: module_type for module_type, functions in by_module.items() for function in functions}
 
-        def hook(mod: nn.Module, args: tuple, output: Any, _name: str = name) -> None:
-            calls.append((_name, mod, args[0] if args else None, output))
 
-        handles.append(module.register_forward_hook(hook))
+#: What a tracing forward pass recognises as a functional activation (``F.tanh`` and
+#: ``F.sigmoid`` arrive as the Tensor methods they call).
+ACTIVATION_FUNCTIONS: dict[Any, type[nn.Module]] = _activation_functions()
+
+
+def _activation_type(func: Any) -> type[nn.Module] | None:
+    try:
+        return ACTIVATION_FUNCTIONS.get(func)
+    except TypeError:  # an unhashable callable
+        return None
+
+
+def _activation_module(module_type: type[nn.Module], args: tuple, kwargs: dict[str, Any]) -> nn.Module:
+    """The module equivalent to a functional activation call, for its attributes (``F.leaky_relu(x, 0.2)``).
+
+    The functions take the module's constructor arguments after the input.
+    """
+    try:
+        return module_type(*args[1:], **{k: v for k, v in kwargs.items() if k != "input"})
+    except (TypeError, ValueError):
+        return module_type()
+
+
+class _ForwardTrace:
+    """What one forward pass did: layers in call order, each activation folded into the layer whose output it consumes.
+
+    Layer outputs are matched by identity and held by weak reference only, so
+    the pass frees its tensors as it would without the trace.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Entry] = {}  # by module path, in first-call order
+        self.folded_modules: set[str] = set()
+        self.layers_running = 0  # functions called inside a layer are the layer's internals
+        self._layer_outputs: dict[int, tuple[weakref.ref, _Entry]] = {}
+
+    def layer_called(self, name: str, module: nn.Module, inp: Any, output: Any) -> None:
+        if _is_activation(module):
+            producer = self._producer_of(inp)
+            if producer is not None:
+                producer.fold(module)
+                self.folded_modules.add(name)
+                return
+        entry = self.entries.setdefault(name, _Entry(name, module))
+        if isinstance(output, torch.Tensor) and not _is_activation(module):
+            self._layer_outputs[id(output)] = (weakref.ref(output), entry)
+
+    def function_called(self, module_type: type[nn.Module], args: tuple, kwargs: dict[str, Any]) -> None:
+        if self.layers_running:
+            return
+        producer = self._producer_of(args[0] if args else kwargs.get("input"))
+        if producer is not None:
+            producer.fold(_activation_module(module_type, args, kwargs))
+
+    def _producer_of(self, tensor: Any) -> _Entry | None:
+        """The layer whose output ``tensor`` is, when that layer has no activation yet."""
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        found = self._layer_outputs.get(id(tensor))
+        if found is None or found[0]() is not tensor or found[1].activation:
+            return None
+        return found[1]
+
+    def layers(self, leaves: list[tuple[str, nn.Module]]) -> list[_Entry]:
+        """The layers in call order, then those the pass never called in registration order.
+
+        An activation module folded into some layer is no layer of its own,
+        even where another call of it was fed by something else.
+        """
+        called = [e for name, e in self.entries.items() if name not in self.folded_modules]
+        skipped = [_Entry(n, m) for n, m in leaves if n not in self.entries and n not in self.folded_modules]
+        return called + skipped
+
+
+class _ActivationFunctionMode(TorchFunctionMode):
+    """Reports each functional activation call to ``on_activation``; every function runs unchanged."""
+
+    def __init__(self, on_activation: Callable[[type[nn.Module], tuple, dict[str, Any]], None]) -> None:
+        super().__init__()
+        self._on_activation = on_activation
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        module_type = _activation_type(func)
+        if module_type is not None:
+            self._on_activation(module_type, args, kwargs)
+        return output
+
+
+def _whole_model_modules(model: nn.Module) -> list[nn.Module]:
+    """The model, then each single child holding all of the previous one's parameters.
+
+    Calling any of them runs every layer of the model: a Lightning module's
+    ``training_step`` may call ``self.net(x)`` instead of ``self(x)``.
+    """
+    chain = [model]
+    params = {id(p) for p in model.parameters()}
+    while params:
+        holders = [c for c in chain[-1].children() if {id(p) for p in c.parameters()} == params]
+        if len(holders) != 1:
+            break
+        chain.append(holders[0])
+    return chain
+
+
+class FirstForwardRecording:
+    """Describes a model from its next complete forward pass, then removes every hook it placed.
+
+    Made by :func:`describe_first_forward`. Until that pass only the model
+    (and a child holding all its parameters) carry a pre-hook and a hook; the
+    pass itself runs with hooks on every layer and a ``TorchFunctionMode``
+    that sees functional activations. Nothing is changed: outputs, gradients,
+    random numbers and training mode are the pass's own. A pass that raises
+    is not used (the next one is). Errors of the recording itself are logged
+    and end it; they never reach the training loop.
+    """
+
+    def __init__(self, model: nn.Module, on_architecture: Callable[[runs_pb2.Architecture], Any]) -> None:
+        self.model = model
+        #: Whether the architecture was handed to ``on_architecture``.
+        self.done = False
+        self._on_architecture = on_architecture
+        self._trace: _ForwardTrace | None = None
+        self._mode: _ActivationFunctionMode | None = None
+        self._starter: nn.Module | None = None
+        self._thread = 0
+        self._failed = False
+        self._layer_handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        for module in _whole_model_modules(model):
+            self._handles.append(module.register_forward_pre_hook(self._safely(self._start), prepend=True))
+            self._handles.append(module.register_forward_hook(self._safely(self._finish), always_call=True))
+
+    @property
+    def pending(self) -> bool:
+        """Whether the hooks still wait for a forward pass."""
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        """Remove every hook now (idempotent); the architecture is then never described."""
+        self._end_trace()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _safely(self, hook: Callable[..., None]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            try:
+                hook(*args)
+            except Exception:
+                logger.exception("runwatch: recording the model's architecture from its forward pass failed")
+                self.remove()
+
+        return guarded
+
+    def _tracing(self) -> bool:
+        return self._trace is not None and not self._failed and threading.get_ident() == self._thread
+
+    def _start(self, module: nn.Module, args: tuple) -> None:
+        if self._trace is not None or not self._handles:
+            return
+        self._trace = _ForwardTrace()
+        self._starter = module
+        self._thread = threading.get_ident()
+        for name, layer in _leaf_layers(self.model):
+            self._layer_handles.append(layer.register_forward_pre_hook(self._safely(self._enter_layer)))
+            hook = self._safely(functools.partial(self._leave_layer, name))
+            self._layer_handles.append(layer.register_forward_hook(hook, with_kwargs=True, always_call=True))
+        self._mode = _ActivationFunctionMode(self._function_called)
+        self._mode.__enter__()
+
+    def _enter_layer(self, module: nn.Module, args: tuple) -> None:
+        if self._tracing():
+            self._trace.layers_running += 1
+
+    def _leave_layer(self, name: str, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        if not self._tracing():
+            return
+        self._trace.layers_running = max(self._trace.layers_running - 1, 0)
+        self._trace.layer_called(name, module, args[0] if args else next(iter(kwargs.values()), None), output)
+
+    def _function_called(self, module_type: type[nn.Module], args: tuple, kwargs: dict[str, Any]) -> None:
+        # Runs inside the mode's handler, where the mode is off the stack: failures end the recording at _finish.
+        try:
+            if self._tracing():
+                self._trace.function_called(module_type, args, kwargs)
+        except Exception:
+            logger.exception("runwatch: recording the model's architecture from its forward pass failed")
+            self._failed = True
+
+    def _finish(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if module is not self._starter or self._trace is None or threading.get_ident() != self._thread:
+            return
+        trace = self._end_trace()
+        if self._failed:
+            self.remove()
+            return
+        if sys.exc_info()[0] is not None:  # called for a forward that raised: wait for the next one
+            return
+        self.remove()
+        self.done = True
+        self._on_architecture(_architecture_of(self.model, trace.layers(_leaf_layers(self.model))))
+
+    def _end_trace(self) -> _ForwardTrace | None:
+        trace, self._trace, self._starter = self._trace, None, None
+        if self._mode is not None:
+            if torch.overrides._get_current_function_mode() is self._mode:
+                self._mode.__exit__(None, None, None)
+            else:  # the forward left a mode of its own on top: ours stays below it, inert without a trace
+                logger.warning("runwatch: a torch function mode entered in the forward pass is still active")
+            self._mode = None
+        for handle in self._layer_handles:
+            handle.remove()
+        self._layer_handles = []
+        return trace
+
+
+def describe_first_forward(
+    model: nn.Module, on_architecture: Callable[[runs_pb2.Architecture], Any]
+) -> FirstForwardRecording:
+    """Call ``on_architecture`` with the architecture of ``model``'s next forward pass, as the training loop runs it.
+
+    No extra forward pass is run and nothing about the pass changes (see
+    :class:`FirstForwardRecording`); the result is what
+    :func:`describe_architecture` gives with that pass's input as
+    ``example_input``, except that the pass keeps its own training mode and
+    gradients. This is how the SDK describes a model it was given without an
+    example input.
+
+    Examples
+    --------
+    >>> import torch.nn.functional as F
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+    ...     def forward(self, x):
+    ...         return self.fc2(F.relu(self.fc1(x)))
+    >>> model, seen = Net(), []
+    >>> recording = describe_first_forward(model, seen.append)
+    >>> _ = model(torch.randn(3, 4))
+    >>> [(l.name, l.activation) for l in seen[0].layers], recording.pending
+    ([('fc1', 'ReLU'), ('fc2', '')], False)
+    """
+    return FirstForwardRecording(model, on_architecture)
+
+
+def registration_order_is_forward_order(model: nn.Module) -> bool:
+    """Whether describing ``model`` without a forward pass is exact: it nests only plain ``nn.Sequential``.
+
+    Inside a layer (a leaf module, an RNN, attention) nothing is described
+    either way, so only the containers matter.
+
+    Examples
+    --------
+    >>> registration_order_is_forward_order(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    True
+    >>> registration_order_is_forward_order(nn.TransformerEncoderLayer(8, 2))
+    False
+    """
+    if not model._modules or isinstance(model, _ATOMIC_TYPES):
+        return True
+    return (
+        isinstance(model, nn.Sequential)
+        and type(model).forward is nn.Sequential.forward
+        and all(registration_order_is_forward_order(child) for child in model.children())
+    )
+
+
+def _call(model: nn.Module, example_input: Any) -> Any:
+    if isinstance(example_input, tuple):
+        return model(*example_input)
+    if isinstance(example_input, dict):
+        return model(**example_input)
+    return model(example_input)
+
+
+def _traced_architecture(model: nn.Module, example_input: Any) -> runs_pb2.Architecture:
+    """The architecture seen by one forward pass on ``example_input``, in eval mode and without gradients."""
+    described: list[runs_pb2.Architecture] = []
+    recording = FirstForwardRecording(model, described.append)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            if isinstance(example_input, tuple):
-                model(*example_input)
-            elif isinstance(example_input, dict):
-                model(**example_input)
-            else:
-                model(example_input)
+            _call(model, example_input)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
+        recording.remove()
+    if not described:
+        raise RuntimeError("tracing the forward pass failed (see the log)")
+    return described[0]
 
-    entries: dict[str, _Entry] = {}
-    ordered: list[_Entry] = []
-    folded: set[str] = set()
-    last: tuple[_Entry, Any] | None = None
-    for name, mod, inp, output in calls:
-        if (
-            _is_activation(mod)
-            and last is not None
-            and inp is last[1]
-            and not last[0].activation
-            and not _is_activation(last[0].module)
-        ):
-            last[0].activation = type(mod).__name__
-            last[0].folded.append(mod)
-            folded.add(name)
-            last = (last[0], output)
-            continue
-        if name in folded:  # a shared activation module, here not fed by a layer
-            last = None
-            continue
-        entry = entries.get(name)
-        if entry is None:
-            entry = entries[name] = _Entry(name, mod)
-            ordered.append(entry)
-        last = (entry, output)
-    for name, module in leaves:  # modules the forward never called
-        if name not in entries and name not in folded:
-            ordered.append(_Entry(name, module))
-    return ordered
+
+def _architecture_of(model: nn.Module, entries: list[_Entry]) -> runs_pb2.Architecture:
+    arch = runs_pb2.Architecture()
+    counted: set[int] = set()  # an activation module folded into several layers counts its parameters once
+    for e in entries:
+        in_size, out_size = _sizes(e.module)
+        attrs = _attributes(e.module)
+        params = _numel(e.module.parameters())
+        for act in e.folded:
+            for k, v in _attributes(act).items():
+                attrs.setdefault(f"activation_{k}", v)
+            if id(act) not in counted:
+                counted.add(id(act))
+                params += _numel(act.parameters())
+        arch.layers.add(
+            name=e.name,
+            type=type(e.module).__name__,
+            in_size=in_size,
+            out_size=out_size,
+            activation=e.activation,
+            param_count=params,
+            attributes=attrs,
+        )
+    arch.total_params = _numel(p for p in model.parameters() if p.requires_grad)
+    return arch
 
 
 def describe_architecture(model: nn.Module, example_input: Any = None) -> runs_pb2.Architecture:
     """Describe ``model`` as an ordered list of layers.
 
     Layers are the model's leaf modules (plus RNNs and attention blocks, kept
-    whole). An element-wise activation module (``nn.ReLU``, ``nn.Tanh``,
-    ``nn.GELU``, ...) that consumes a layer's output becomes that layer's
-    ``activation`` instead of a layer of its own. Without ``example_input``
-    this is detected inside ``nn.Sequential`` containers, and layers follow
-    registration order; with it, one forward pass (in eval mode, without
-    gradients) gives the true forward order and finds activations in custom
-    modules too. Functional activations (``F.relu``) are invisible either way.
+    whole). An element-wise activation that consumes a layer's output becomes
+    that layer's ``activation`` instead of a layer of its own.
+
+    With ``example_input``, one forward pass (in eval mode, without
+    gradients) gives the true forward order and finds every activation that
+    consumes a layer's output: modules (a shared ``self.act`` is folded into
+    each layer it follows) and functional calls (``F.relu``, ``torch.tanh``,
+    ``x.sigmoid()``, ``F.gelu``, ... named like their module: ``ReLU``,
+    ``Tanh``, ``GELU``; see ``ACTIVATION_FUNCTIONS``), such as the one
+    inside ``nn.TransformerEncoderLayer``. Without it, layers follow
+    registration order and activations are folded only inside
+    ``nn.Sequential``: exact for models made of ``nn.Sequential`` alone (see
+    :func:`registration_order_is_forward_order`), a guess for others. To
+    describe a model from the training loop's own first forward pass instead,
+    use :func:`describe_first_forward` (the SDK does).
 
     Parameters
     ----------
@@ -323,26 +640,26 @@ def describe_architecture(model: nn.Module, example_input: Any = None) -> runs_p
     [('0', 'Linear', 4, 8, 'ReLU'), ('2', 'Dropout', 0, 0, ''), ('3', 'Linear', 8, 2, '')]
     >>> arch.layers[1].attributes["p"], arch.total_params
     ('0.1', 58)
+
+    A custom module that reuses one activation module after every layer:
+
+    >>> class MLP(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.hidden = nn.ModuleList([nn.Linear(4, 8), nn.Linear(8, 8)])
+    ...         self.act = nn.Tanh()
+    ...         self.head = nn.Linear(8, 2)
+    ...     def forward(self, x):
+    ...         for layer in self.hidden:
+    ...             x = self.act(layer(x))
+    ...         return self.head(x)
+    >>> arch = describe_architecture(MLP(), example_input=torch.randn(1, 4))
+    >>> [(l.name, l.activation) for l in arch.layers]
+    [('hidden.0', 'Tanh'), ('hidden.1', 'Tanh'), ('head', '')]
     """
-    entries = _fold_static(model) if example_input is None else _fold_traced(model, example_input)
-    arch = runs_pb2.Architecture()
-    for e in entries:
-        in_size, out_size = _sizes(e.module)
-        attrs = _attributes(e.module)
-        for act in e.folded:
-            for k, v in _attributes(act).items():
-                attrs.setdefault(f"activation_{k}", v)
-        arch.layers.add(
-            name=e.name,
-            type=type(e.module).__name__,
-            in_size=in_size,
-            out_size=out_size,
-            activation=e.activation,
-            param_count=_numel(e.module.parameters()) + sum(_numel(a.parameters()) for a in e.folded),
-            attributes=attrs,
-        )
-    arch.total_params = _numel(p for p in model.parameters() if p.requires_grad)
-    return arch
+    if example_input is None:
+        return _architecture_of(model, _fold_static(model))
+    return _traced_architecture(model, example_input)
 
 
 class _ActStats:

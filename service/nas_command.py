@@ -1,8 +1,9 @@
 """``runwatch nas run``: real training trials around a model's architecture.
 
 Loads the user's model factory and trainer (``module:function``), describes the
-model, and hands both to :func:`runwatch.nas.trials.run_trials`; prints one line
-per trial and the best architecture as a diff against the starting one.
+model as the trainer runs it, and hands both to
+:func:`runwatch.nas.trials.run_trials`; prints one line per trial and the best
+architecture as a diff against the starting one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,49 @@ import math
 from pathlib import Path
 
 __all__ = ["run_search"]
+
+
+class _StartingModelDescribed(Exception):
+    """Stops the trainer after the starting model's first forward pass: its architecture is all that is needed."""
+
+
+def _describe_as_trained(model, train_fn):
+    """``model``'s architecture from the first forward pass ``train_fn`` runs on it, and a note ("" when traced).
+
+    The trainer is stopped by an exception right after that pass, before any
+    optimizer step; the trials train rebuilt models. Registration order is the
+    fallback (with a note saying why) when the trainer never runs the model.
+    """
+    from runwatch.client.torch_watch import describe_architecture, describe_first_forward
+
+    described = []
+    recording = describe_first_forward(model, described.append)
+
+    def stop(*_) -> None:
+        if described:
+            raise _StartingModelDescribed("runwatch nas: the starting model's architecture is recorded")
+
+    # Registered after the recording's hooks, so they run after them; the pre-hook also stops a trainer
+    # that caught the first stop and calls the model again.
+    handles = [model.register_forward_hook(stop), model.register_forward_pre_hook(stop)]
+    why_not = "it never called the model"
+    try:
+        train_fn(model)
+    except _StartingModelDescribed:
+        pass
+    except Exception as exc:  # noqa: BLE001 - any trainer failure only means no traced description
+        why_not = f"{type(exc).__name__}: {exc}"
+    finally:
+        recording.remove()
+        for handle in handles:
+            handle.remove()
+    if described:
+        return described[0], ""
+    note = (
+        f"note: the trainer did not run the starting model ({why_not}); it is described from registration order, "
+        "which does not see functional activations (F.relu) or a shared activation module"
+    )
+    return describe_architecture(model), note
 
 
 def _format(result, seconds: float) -> str:
@@ -66,13 +110,12 @@ def run_search(
         raise ValueError(f"--model: {exc}") from None
     import torch
 
-    from runwatch.client.torch_watch import describe_architecture
-
     start_model = make_model()
     if not isinstance(start_model, torch.nn.Module):
         raise ValueError(f"--model: {model} returned {type(start_model).__name__}, not a torch.nn.Module")  # noqa: TRY004 - a CLI usage error
+    architecture, note = _describe_as_trained(start_model, train_fn)
     try:
-        genome = Genome.from_architecture(describe_architecture(start_model))
+        genome = Genome.from_architecture(architecture)
     except ValueError as exc:
         raise ValueError(f"--model: {exc}") from None
     from runwatch.nas.families import structure_problems
@@ -95,4 +138,5 @@ def run_search(
         raise ImportError(str(exc)) from None
     if out is not None:
         out.write_text(result.to_json())
-    return _format(result, time.perf_counter() - t0)
+    report = _format(result, time.perf_counter() - t0)
+    return f"{note}\n{report}" if note else report
