@@ -10,6 +10,13 @@ each record becomes log lines with its level (a traceback: one line each).
 Captured lines, like every ``run.log_text`` without a step, carry the run's
 current step (``run.current_step``: the latest step logged).
 
+Capturing ``logging`` changes nothing the program sees: a record that met no
+handler of the program's own still reaches Python's last-resort handler (its
+WARNING and ERROR lines on stderr, as without the capture), and a
+``logging.basicConfig(...)`` called after the capture started still installs
+the program's console handler and level (it does nothing when the root logger
+already has a handler, which the capture's would otherwise be).
+
 Sending never blocks the program and never raises into it: lines join the
 client's queue (dropped oldest-first with a count when the server is away
 and the queue is full, see ``stats().dropped``); a failure to send is
@@ -151,14 +158,19 @@ class RunLogHandler(logging.Handler):
     """
 
     def __init__(self, run: Any, level: int = logging.NOTSET, fmt: str | None = "%(name)s: %(message)s") -> None:
-        super().__init__(level)
+        super().__init__(logging.NOTSET)  # every record comes in, for the last-resort check; ``level`` gates sending
+        self.capture_level = level
         self.run = run
         if fmt is not None:
             self.setFormatter(logging.Formatter(fmt))
         self.addFilter(lambda record: not record.name.startswith(("runwatch", "grpc")))
 
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:
+        _as_without_capture(record)
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(_sending, "active", False):
+        if getattr(_sending, "active", False) or record.levelno < self.capture_level:
             return
         try:
             text = self.format(record)
@@ -170,6 +182,40 @@ class RunLogHandler(logging.Handler):
                 _send(self.run, line, record.levelno)
 
 
+def _program_handles(name: str) -> bool:
+    """Whether a record of logger ``name`` meets a handler that is not a capture on its way up (``propagate``
+    followed as ``Logger.callHandlers`` does)."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(not isinstance(h, RunLogHandler) for h in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
+
+
+def _as_without_capture(record: logging.LogRecord) -> None:
+    """Give ``record`` to Python's last-resort handler when only captures handle it: without them, logging would."""
+    last_resort = logging.lastResort
+    if last_resort is not None and record.levelno >= last_resort.level and not _program_handles(record.name):
+        last_resort.handle(record)
+
+
+_basic_config = logging.basicConfig
+
+
+def _basic_config_around_captures(**kwargs: Any) -> None:
+    """``logging.basicConfig`` as if no capture were attached: it configures only a root logger with no handler."""
+    root = logging.getLogger()
+    captures = [h for h in root.handlers if isinstance(h, RunLogHandler)]
+    for handler in captures:
+        root.removeHandler(handler)
+    try:
+        _basic_config(**kwargs)
+    finally:
+        for handler in captures:
+            root.addHandler(handler)
+
+
 class LoggingCapture:
     """A :class:`RunLogHandler` attached to a logger; ``stop()`` (or ``with``) detaches it."""
 
@@ -178,6 +224,7 @@ class LoggingCapture:
         self.handler = RunLogHandler(run, level)
 
     def start(self) -> Self:
+        logging.basicConfig = _basic_config_around_captures  # same behaviour without captures; see the module docs
         if self.handler not in self.logger.handlers:
             self.logger.addHandler(self.handler)
         return self

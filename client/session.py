@@ -66,6 +66,13 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 _live_clients: weakref.WeakSet[RunwatchClient] = weakref.WeakSet()
 
 
+def _environment_facts(environment: Mapping[str, Any] | None) -> dict[str, str]:
+    """The user's environment facts as strings; a TypeError naming ``environment`` when it is not a mapping."""
+    if not environment:
+        return {}
+    return {str(k): str(v) for k, v in convert.require_mapping(environment, "environment", "{'gpu': 'A100'}").items()}
+
+
 class RunwatchClient:
     """Connection to a runwatch server; creates runs and watches anomalies.
 
@@ -246,8 +253,7 @@ class RunwatchClient:
             torch = sys.modules.get("torch")
             framework = f"torch {torch.__version__}" if torch is not None and hasattr(torch, "__version__") else ""
         env = convert.default_environment()
-        if environment:
-            env.update({str(k): str(v) for k, v in environment.items()})
+        env.update(_environment_facts(environment))
         start = runs_pb2.RunStart(
             run_id=run_id,
             project=project,
@@ -788,8 +794,7 @@ class Run:
             merged.update(hyperparameters)
             self.start_message.hyperparameters.Clear()
             self.start_message.hyperparameters.CopyFrom(convert.to_struct(merged))
-        if environment:
-            self.start_message.environment.update({str(k): str(v) for k, v in environment.items()})
+        self.start_message.environment.update(_environment_facts(environment))
         start = runs_pb2.RunStart()
         start.CopyFrom(self.start_message)
         self.client._sender.put(START, start)
@@ -1136,6 +1141,7 @@ def init(
 
     if config is not None:
         convert.to_struct(config, "config")  # refused by the argument's own name, before a connection or spool exists
+    facts = _environment_facts(environment)
     target = target or os.environ.get("RUNWATCH_TARGET") or DEFAULT_TARGET
     if spool_dir is False:
         spool_path = None
@@ -1148,8 +1154,7 @@ def init(
     )
     try:
         env = capture_environment(model) if capture_env else {}
-        if environment:
-            env.update({str(k): str(v) for k, v in environment.items()})
+        env.update(facts)
         run = client.start_run(
             run_id=run_id,
             project=project,

@@ -109,7 +109,7 @@ def test_capture_logging_level_names(server):
     client = RunwatchClient(srv.target, flush_on_exit=False)
     run = client.start_run(run_id="cap-names", project="capture")
     handle = run.capture_logging("some.lib", level="warning")
-    assert handle.handler.level == logging.WARNING and handle.logger.name == "some.lib"
+    assert handle.handler.capture_level == logging.WARNING and handle.logger.name == "some.lib"
     try:
         run.capture_logging(level="LOUD")
     except ValueError as exc:
@@ -118,3 +118,35 @@ def test_capture_logging_level_names(server):
         raise AssertionError("an unknown level must be refused")
     run.finish()
     client.close()
+
+
+_PROGRAM = """
+import logging, sys
+from runwatch.client import RunwatchClient
+client = RunwatchClient(sys.argv[1], flush_on_exit=False)
+run = client.start_run(run_id=sys.argv[2], project="capture")
+run.capture_logging(level=logging.INFO)
+if sys.argv[3] == "configured":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("train")
+log.info("step 1 loss 0.5")
+log.error("RuntimeError: boom")
+run.finish()
+client.close()
+"""
+
+
+def test_capture_logging_leaves_the_programs_own_logging_as_it_was(server):
+    srv, _ = server
+    import subprocess
+
+    # basicConfig after the capture started still installs the program's console handler and level ...
+    done = subprocess.run([sys.executable, "-c", _PROGRAM, srv.target, "cap-basic", "configured"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "INFO train: step 1 loss 0.5" in done.stderr and "ERROR train: RuntimeError: boom" in done.stderr
+    assert [x.text for x in stored(srv, "cap-basic", 2)] == ["train: step 1 loss 0.5", "train: RuntimeError: boom"]
+    # ... and a program with no handler still gets Python's last resort on stderr (WARNING and up, as without it).
+    done = subprocess.run([sys.executable, "-c", _PROGRAM, srv.target, "cap-bare", "bare"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "RuntimeError: boom" in done.stderr and "step 1" not in done.stderr
+    assert [x.text for x in stored(srv, "cap-bare", 1)] == ["train: RuntimeError: boom"]

@@ -79,7 +79,9 @@ def test_arguments_of_the_wrong_type_are_refused_by_name(dashboard):
     srv, base = dashboard
     with pytest.raises(TypeError, match=r"^config must be a mapping such as \{'lr': 0.001\}, got 5 \(int\)$"):
         open_run(srv.target, "bad-config", config=5)
-    assert rw.current_run() is None  # no run was opened for it
+    with pytest.raises(TypeError, match=r"^environment must be a mapping such as \{'gpu': 'A100'\}, got \['a100'\] \(list\)$"):
+        open_run(srv.target, "bad-env", environment=["a100"])
+    assert rw.current_run() is None  # no run was opened for either
     run = open_run(srv.target, "bad-metrics")
     run.log({"loss": 1.0}, step=0)
     with pytest.raises(TypeError, match=r"^metrics must be a mapping such as \{'loss': 0.5\}, got \[1, 2\] \(list\)$"):
