@@ -155,13 +155,13 @@ def test_train_on_logs_with_labels(data, tmp_path):
                "--out", out)
     assert r.exit_code == 0, r.output
     assert "1 label row(s) match no run read: vae-no-such-run" in r.stderr
-    assert "(7 from logs, 12 from store)" in r.stdout
+    assert "(11 from logs, 12 from store)" in r.stdout  # the fixtures' long-format CSV/JSONL runs count too
     assert "1 the log says the run failed" in r.stdout and "1 non-finite loss" in r.stdout
     counts = load_artifact(out).config.training["counts"]
-    assert counts["by_source"] == {"logs": 7, "store": 12} and counts["by_fault"] == {"healthy": 19}
+    assert counts["by_source"] == {"logs": 11, "store": 12} and counts["by_fault"] == {"healthy": 23}
 
-    # logs alone hold too few healthy runs with 16+ losses: the error says what is missing
-    r = invoke("train", "--logs", LOGS, "--config", data["config"], "--out", tmp_path / "no")
+    # the Lightning logs alone hold too few healthy runs with 16+ losses: the error says what is missing
+    r = invoke("train", "--logs", LOGS / "lightning", "--config", data["config"], "--out", tmp_path / "no")
     assert r.exit_code == 2
     assert "need at least 8 healthy runs with >= 16 logged losses; got" in r.stderr
     assert not (tmp_path / "no").exists()
@@ -170,7 +170,7 @@ def test_train_on_logs_with_labels(data, tmp_path):
     r = invoke("evaluate", "--logs", LOGS, "--labels", labels, "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["summary"]["problems_caught"] == [1, 1] and report["summary"]["healthy_flagged"][1] == 7
+    assert report["summary"]["problems_caught"] == [1, 1] and report["summary"]["healthy_flagged"][1] == 11
     runs = {x["name"]: x for x in report["runs"]}
     assert runs["diverging-sgd"]["first_kind"].startswith(("NONFINITE", "DIVERGENCE"))
     assert runs["training_logs/tensorboard/generated_tensor_scalars"]["unlabelled_because"] == "non-finite loss"
