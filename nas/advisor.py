@@ -52,10 +52,11 @@ anywhere the task's outcomes are, and the risk-adjusted ranking should say so.
 Runs the surrogate cannot explain: when a run did not train and the
 surrogate's calibrated interval for the run as it is misses its outcome, or
 its uncertainty there exceeds the task's spread, the strong finding's
-whole-stack fixes lead whatever their score: the surrogate's edit effects for
-such a run are extrapolations (it never sees a tiny initialisation), and on a
-small history they swing with any change of the history
-(``AdvisorConfig.findings_lead_when_unexplained``).
+whole-stack fixes lead whatever their score, in the finding's own order
+(residual paths, normalization, activation, half the depth): the surrogate's
+edit effects for such a run are extrapolations (it never sees a tiny
+initialisation), and on a small history they swing with any change of the
+history (``AdvisorConfig.findings_lead_when_unexplained``).
 
 Transfer: the history's best architectures with the same input and output
 sizes, rewritten as edits of the run's (:mod:`runwatch.nas.transfer`), are
@@ -678,10 +679,11 @@ class Advisor:
         candidates = search_candidates(base, space, score, seeds, search_cfg, direction, accept, extra, to_model)
         cur_mean = float(score([base])[0][0])
         candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
-        strong = {s.genome.key() for s in seeds if s.strong}
+        strong = {s.genome.key(): s.priority for s in seeds if s.strong}
         if strong and cfg.findings_lead_when_unexplained and self._surrogate_lost(run, observed):
-            # A run that did not train for a reason the surrogate cannot see: the finding's whole-stack fix leads.
-            candidates = sorted(candidates, key=lambda c: c.genome.key() not in strong)
+            # A run that did not train for a reason the surrogate cannot see: the finding's whole-stack fixes lead, in
+            # the finding's own order (the surrogate's effects for such a run are extrapolations, its ranking too).
+            candidates = sorted(candidates, key=lambda c: strong.get(c.genome.key(), math.inf))
         if "overfitting" in kinds:  # capacity and regularisation fixes first, each group in its own order
             candidates = sorted(candidates, key=lambda c: not _regularises(base, c.genome))
         first = {s.genome.key() for s in seeds if s.first}

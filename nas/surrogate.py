@@ -137,6 +137,7 @@ from runwatch.nas.features import (
 
 STATIC_PREFIXES = (ARCH_PREFIX, "hp/")
 from runwatch.nas.history import RunObservation
+from runwatch.nas.risk import loss_blowup
 
 __all__ = ["Surrogate", "SurrogateConfig", "TargetTransform", "is_fraction_like", "is_loss_like"]
 
@@ -467,15 +468,20 @@ class Surrogate:
     # -- fitting --------------------------------------------------------------------------------
 
     def fit(self, observations: Sequence[RunObservation], target: str = "val/loss") -> Surrogate:
-        """Fit on the runs of ``observations`` that have a finite ``outcome[target]``.
+        """Fit on the runs of ``observations`` that have a finite ``outcome[target]`` and did not blow up.
 
         Runs without the target (in progress, or diverged to NaN/Inf) are
-        left out of the regression.
+        left out of the regression, and so are runs whose training loss blew
+        up without turning non-finite (:func:`~runwatch.nas.risk.loss_blowup`):
+        their final value (a val loss of 1e20) says how the run diverged, not
+        what its architecture reaches, and on the log scale a few of them pull
+        whole regions of the model up by orders of magnitude. The divergence
+        risk model learns from them instead.
         """
         rows, y = [], []
         for obs in observations:
             v = obs.outcome.get(target)
-            if v is None or not math.isfinite(v):
+            if v is None or not math.isfinite(v) or loss_blowup(obs) is not None:
                 continue
             rows.append(run_features(obs, self.config.early_fraction))
             y.append(float(v))
