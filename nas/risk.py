@@ -154,7 +154,7 @@ class DivergenceRisk:
         >>> ok = [RunObservation(f"r{i}", g, outcome={"val/loss": 0.3}) for i in range(14)]
         >>> bad = RunObservation("x", g, outcome={"val/loss": float("inf")})
         >>> DivergenceRisk().fit(ok).with_run(bad).describe()
-        'divergence risk (base rate, 1 of 15 runs diverged, this run among them)'
+        'divergence risk (base rate (k + 1) / (n + 2), 1 of 15 runs diverged, this run among them)'
         """
         if diverged(run) is not True or run.genome is None or any(r.run_id == run.run_id for r in self._history):
             return self
@@ -222,6 +222,7 @@ class DivergenceRisk:
 
     def describe(self) -> str:
         """What the risk model is, for evidence lines."""
-        kind = "logistic" if self.mode == "logistic" else "base rate"
+        # The base rate is smoothed, (k + 1) / (n + 2): say so, or "1 of 15 ... 12 %" reads as a miscount.
+        kind = "logistic" if self.mode == "logistic" else "base rate (k + 1) / (n + 2)"
         among = ", this run among them" if self.includes else ""
         return f"divergence risk ({kind}, {self.n_diverged} of {self.n_runs} runs diverged{among})"

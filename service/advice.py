@@ -117,6 +117,11 @@ class AdviceService:
         info = self.store.get_run(run_id)
         if info is None:
             raise AdviceError(grpc.StatusCode.NOT_FOUND, f"run_id: no run {run_id!r}")
+        if request.run_id and request.project and request.project != (info.project or "default"):
+            raise AdviceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"project: run {run_id!r} belongs to project {info.project or 'default'!r}, not {request.project!r}",
+            )
         try:
             run = observation_from_store(self.store, run_id)
         except ValueError as exc:  # an architecture record with nothing the advisor can edit

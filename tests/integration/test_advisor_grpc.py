@@ -269,6 +269,10 @@ def test_project_request_improves_the_projects_best_run(advised):
         ),
         ({"project": "nobody-here"}, grpc.StatusCode.FAILED_PRECONDITION, "no finished run of project 'nobody-here'"),
         (
+            {"run_id": "wide-small-data", "project": "someone-else"},
+            grpc.StatusCode.INVALID_ARGUMENT, "project: run 'wide-small-data' belongs to project",
+        ),
+        (
             {"run_id": "wide-small-data", "target_metric": "step_time"},
             grpc.StatusCode.INVALID_ARGUMENT, "target_metric: 'step_time' is not an outcome the advisor predicts",
         ),
