@@ -450,6 +450,15 @@ def _reading_note(
     return ""
 
 
+def _so_far(comparison: str) -> str:
+    """A peer comparison of a run that has not finished: its numbers are the latest, not final.
+
+    >>> _so_far("final train loss 1.86 vs peers' median 0.218 (n=10)")
+    "latest train loss 1.86 vs peers' median 0.218 (n=10) (so far: the run has not finished)"
+    """
+    return f"{comparison.replace('final ', 'latest ', 1)} (so far: the run has not finished)"
+
+
 def _no_baseline(run: RunObservation, metric: str, observed: float) -> str:
     """Why no change is given for ``run``: what its ``metric`` is, or why it has none to compare with.
 
@@ -1017,6 +1026,8 @@ class Advisor:
                 sides.setdefault(k, side)
         comparisons = peers.compare_all(list(sides), summary, sides)
         evidence += [e for e in comparisons if e not in evidence]
+        if not run.outcome:  # still running: its numbers so far, against its peers' end-of-run ones
+            evidence = [_so_far(e) if "peers'" in e else e for e in evidence]
         if prior_note is not None:
             texts = prior_note[0]
             evidence = texts + [e for e in evidence if e not in texts]

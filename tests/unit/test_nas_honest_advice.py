@@ -215,6 +215,16 @@ def test_no_change_is_given_against_a_metric_the_run_never_logged(history):
     assert all(any("this run has no val/acc of its own" in e for e in s.evidence) for s in out)
 
 
+def test_a_run_still_running_is_not_described_by_final_numbers(history):
+    advisor = Advisor(AdvisorConfig(**FAST)).fit(history)
+    done = next(r for r in history if math.isfinite(r.outcome["val/loss"]) and r.genome.blocks[0].width >= 128)
+    running = RunObservation("running", done.genome, hyperparameters=done.hyperparameters,
+                             series=_curves(0.05, 1.5), outcome={})  # no outcome yet: the store gives none while RUNNING
+    lines = [e for s in advisor.suggest(running, Constraints(num_suggestions=3)) for e in s.evidence if "peers'" in e]
+    assert lines and all(e.endswith("(so far: the run has not finished)") for e in lines)
+    assert not any(e.startswith("final ") for e in lines)
+
+
 # -- 3. evidence integrity -----------------------------------------------------------------------
 
 
