@@ -56,6 +56,21 @@ class Blowup:
     last_step: int
 
 
+def _trailing_median_of_three(values: np.ndarray) -> np.ndarray:
+    """Median of each value and the (up to) two before it, vectorised (a run's loss curve may hold thousands).
+
+    >>> _trailing_median_of_three(np.array([3.0, 1.0, 2.0, 9.0, 0.0])).tolist()
+    [3.0, 2.0, 2.0, 2.0, 2.0]
+    """
+    out = values.astype(float).copy()
+    if len(values) > 1:
+        out[1] = (values[0] + values[1]) / 2
+    if len(values) > 2:
+        a, b, c = values[:-2], values[1:-1], values[2:]
+        out[2:] = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return out
+
+
 def loss_blowup(run: RunObservation) -> Blowup | None:
     """The blow-up of ``run``'s training loss: its final level is above its start and ``BLOWUP_FACTOR`` times its
     best, or it peaked at ``BLOWUP_PEAK`` times its best (medians of three, so one noisy point decides nothing);
@@ -82,7 +97,7 @@ def loss_blowup(run: RunObservation) -> Blowup | None:
     steps, values = steps[finite], values[finite].astype(float)
     if len(values) < 5:
         return None
-    smooth = np.array([np.median(values[max(0, i - 2) : i + 1]) for i in range(len(values))])
+    smooth = _trailing_median_of_three(values)
     best = int(np.argmin(smooth))
     last = float(smooth[-1])
     high = last >= BLOWUP_FACTOR * smooth[best] or smooth.max() >= BLOWUP_PEAK * smooth[best]
