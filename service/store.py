@@ -47,6 +47,11 @@ _STOP = object()
 log = logging.getLogger("runwatch.store")
 
 
+def _log_lines(run_id: str, rows: Iterable[tuple]) -> list[runs_pb2.LogLine]:
+    """``(time, level, step, text)`` rows of a run as LogLine messages."""
+    return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
+
+
 class RunStore:
     """Durable state of runwatch: a SQLite file (a path), or a PostgreSQL database (a ``postgresql://`` URL).
 
@@ -261,7 +266,7 @@ class RunStore:
             "SELECT time, level, step, text FROM log_lines WHERE run_id = ? ORDER BY time, rowid LIMIT ?",
             (run_id, limit),
         )
-        return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
+        return _log_lines(run_id, rows)
 
     def latest_log_lines(self, run_id: str, limit: int = 1000, offset: int = 0) -> list[runs_pb2.LogLine]:
         """A run's ``limit`` newest log lines once its ``offset`` newest are left out, oldest first (a run's end,
@@ -271,7 +276,7 @@ class RunStore:
             "ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?) AS newest ORDER BY time, rowid",
             (run_id, limit, offset),
         )
-        return [runs_pb2.LogLine(run_id=run_id, time=t, level=lv, step=s, text=x) for t, lv, s, x in rows]
+        return _log_lines(run_id, rows)
 
     def event_chunks(self, run_id: str, after: int = 0) -> list[tuple[int, bytes]]:
         """A run's stored chunks ``(rowid, serialized EventBatch)`` with rowid above ``after``, in write order.

@@ -84,32 +84,26 @@ def test_serve_from_environment_then_runs_show_and_graceful_stop(served):
     assert (data_dir / "runwatch.db").exists()
 
 
-def test_watch_prints_history_then_follows(served):
-    _, target, _ = served
-    seed_run(target)
-    watcher = subprocess.Popen(
-        [*RUNWATCH, "watch", "--target", target, "--history", "--min-severity", "critical"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def first_line_of_watch(*args: str, stream: str = "stdout") -> str:
+    """The first line `runwatch watch ARGS` prints on ``stream`` (it follows forever: stopped after that line)."""
+    watcher = subprocess.Popen([*RUNWATCH, "watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = watcher.stdout.readline()
+        return getattr(watcher, stream).readline()
     finally:
         watcher.kill()
         watcher.wait(timeout=10)
+
+
+def test_watch_prints_history_then_follows(served):
+    _, target, _ = served
+    seed_run(target)
+    line = first_line_of_watch("--target", target, "--history", "--min-severity", "critical")
     assert line.startswith("cli-run") and "NONFINITE" in line and "CRITICAL" in line
 
 
 def test_watching_a_run_that_does_not_exist_yet_says_so(served):
     _, target, _ = served
-    watcher = subprocess.Popen(
-        [*RUNWATCH, "watch", "--target", target, "--run", "no-such-run"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        note = watcher.stderr.readline()
-    finally:
-        watcher.kill()
-        watcher.wait(timeout=10)
+    note = first_line_of_watch("--target", target, "--run", "no-such-run", stream="stderr")
     assert note.startswith("note: no run 'no-such-run'") and "waiting for its anomalies" in note
 
 

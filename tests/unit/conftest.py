@@ -77,3 +77,23 @@ def unfloored_learned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("unfloored")
     _earlier_forecaster_artifact(floors=False).save(folder)
     return LearnedConfig(artifact=str(folder))
+
+
+@pytest.fixture
+def offline_run():
+    """``make(**init_kwargs)``: a run of ``runwatch.client.init`` against an address where nothing listens, so what
+    the SDK sends stays queued where a test can read it; runs still open are finished at teardown."""
+    import runwatch.client as rw
+
+    runs = []
+
+    def make(**kw):
+        kw.setdefault("capture_env", False)
+        run = rw.init(project="sdk-unit", target="127.0.0.1:1", spool_dir=False, flush_on_exit=False, **kw)
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        if not run.finished:
+            run.finish(timeout=0)

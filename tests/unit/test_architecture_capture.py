@@ -29,24 +29,6 @@ def no_function_mode_left() -> bool:
     return not torch.overrides._get_current_function_mode_stack()
 
 
-@pytest.fixture
-def offline_run():
-    runs = []
-
-    def make(**kw):
-        run = rw.init(
-            project="arch", target=NOWHERE, spool_dir=False, flush_on_exit=False, capture_env=False,
-            system_metrics=False, **kw,
-        )  # fmt: skip
-        runs.append(run)
-        return run
-
-    yield make
-    for run in runs:
-        if not run.finished:
-            run.finish(timeout=0)
-
-
 def queued_starts(run):
     return [m for _, kind, m, _ in list(run.client._sender._queue) if kind == START]
 

@@ -21,22 +21,6 @@ from runwatch.v1 import anomaly_pb2, runs_pb2
 NOWHERE = "127.0.0.1:1"  # nothing listens: items stay queued where the test can read them
 
 
-@pytest.fixture
-def offline_run():
-    runs = []
-
-    def make(**kw):
-        kw.setdefault("capture_env", False)
-        run = rw.init(project="sdk-unit", target=NOWHERE, spool_dir=False, flush_on_exit=False, **kw)
-        runs.append(run)
-        return run
-
-    yield make
-    for run in runs:
-        if not run.finished:
-            run.finish(timeout=0)
-
-
 def queued(run, kind=None):
     return [m for _, k, m, _ in list(run.client._sender._queue) if kind is None or k == kind]
 
