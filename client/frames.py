@@ -137,6 +137,11 @@ def history_frame(events: Iterable[runs_pb2.MetricEvent], metrics: Iterable[str]
     Events that share a step are merged (a later value of a metric wins);
     ``_timestamp`` is the newest wall time of the step, in seconds. A metric
     asked for but never logged is a column of NaN.
+
+    A NaN the run logged and a value it never logged are both NaN here;
+    ``df.attrs["logged_nan"]`` (present when the run logged a NaN) tells them
+    apart, and :func:`write_frame` writes the first as ``nan`` and the second
+    as an empty cell (CSV) or null (Parquet).
     """
     pd = pandas()
     rows: dict[int, dict[str, float]] = {}
@@ -153,7 +158,73 @@ def history_frame(events: Iterable[runs_pb2.MetricEvent], metrics: Iterable[str]
     df = df.reindex(columns=["_step", "_timestamp", *sorted(names)])
     df["_step"] = df["_step"].astype("int64")
     df = df.astype({c: "float64" for c in df.columns if c != "_step"})
-    return df.sort_values("_step", kind="stable").reset_index(drop=True)
+    logged_nan = {(step, k) for step, row in rows.items() for k, v in row.items() if v != v}
+    df = df.sort_values("_step", kind="stable").reset_index(drop=True)
+    if logged_nan:
+        mask = pd.DataFrame(False, index=df.index, columns=df.columns)
+        for i, step in enumerate(df["_step"].tolist()):
+            for name in names:
+                if (step, name) in logged_nan:
+                    mask.iat[i, df.columns.get_loc(name)] = True
+        df.attrs["logged_nan"] = mask
+    return df
+
+
+def concat_histories(frames: list[pd.DataFrame], key: str, values: list[str]) -> pd.DataFrame:
+    """Histories of several runs, one after another, with a first column ``key`` (e.g. ``run_id``) naming each.
+
+    Keeps each frame's ``logged_nan`` (see :func:`history_frame`), which ``pd.concat`` drops when the frames' differ.
+    """
+    pd = pandas()
+    if not frames:
+        return pd.DataFrame(columns=[key, "_step", "_timestamp"])
+    tagged = []
+    for df, value in zip(frames, values):
+        df = df.copy()
+        df.insert(0, key, value)
+        tagged.append(df)
+    out = pd.concat(tagged, ignore_index=True)
+    out.attrs = {}
+    masks = [df.attrs.get("logged_nan") for df in frames]
+    if any(m is not None for m in masks):
+        parts = [
+            (m if m is not None else pd.DataFrame(False, index=df.index, columns=df.columns)) for m, df in zip(masks, frames)
+        ]
+        out.attrs["logged_nan"] = (
+            pd.concat(parts, ignore_index=True).reindex(columns=out.columns).fillna(False).astype(bool)
+        )
+    return out
+
+
+def _with_logged_nan(df: pd.DataFrame, fmt: str):
+    """``df`` ready to write: a logged NaN (``attrs["logged_nan"]``) as ``nan`` (CSV) or NaN (Parquet), a missing value empty / null.
+
+    Returns a DataFrame for CSV and a ``pyarrow.Table`` for Parquet.
+    """
+    mask = df.attrs.get("logged_nan")
+    if fmt == "parquet":
+        import numpy as np
+        import pyarrow as pa
+
+        df = _arrow_safe(df)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if mask is None:
+            return table
+        for name in mask.columns[mask.any()]:
+            values = df[name].to_numpy(dtype="float64")
+            missing = np.isnan(values) & ~mask[name].to_numpy()
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, pa.array(values, mask=missing, type=pa.float64()))
+        return table
+    if mask is None:
+        return df
+    df = df.copy()
+    for name in mask.columns[mask.any()]:
+        col = df[name].astype(object)
+        col[mask[name].to_numpy()] = "nan"
+        df[name] = col
+    return df
+
 
 
 ANOMALY_COLUMNS = [
@@ -243,7 +314,9 @@ def write_frame(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> s
             raise ImportError(
                 "Parquet output needs pyarrow: pip install 'runwatch[data]' (or pip install pyarrow)"
             ) from None
-        _arrow_safe(df).to_parquet(path, index=False)
+        import pyarrow.parquet as pq
+
+        pq.write_table(_with_logged_nan(df, fmt), path)
     else:
-        df.to_csv(sys.stdout if str(path) == "-" else path, index=False)
+        _with_logged_nan(df, fmt).to_csv(sys.stdout if str(path) == "-" else path, index=False)
     return fmt

@@ -119,14 +119,8 @@ def _frame(api, what, run, project, metrics, min_step, max_step, min_severity, l
         return api.anomalies(project, run_id=run, min_severity=min_severity, limit=limit)
     if run:
         return api.history(run, metrics, min_step=min_step, max_step=max_step)
-    frames = []
-    for info in api.run_infos(project, limit=limit):
-        df = api.history(info.run_id, metrics, min_step=min_step, max_step=max_step)
-        df.insert(0, "run_id", info.run_id)
-        frames.append(df)
-    from runwatch.client.frames import pandas
+    from runwatch.client.frames import concat_histories
 
-    pd = pandas()
-    if not frames:
-        return pd.DataFrame(columns=["run_id", "_step", "_timestamp"])
-    return pd.concat(frames, ignore_index=True)
+    infos = list(api.run_infos(project, limit=limit))
+    frames = [api.history(info.run_id, metrics, min_step=min_step, max_step=max_step) for info in infos]
+    return concat_histories(frames, "run_id", [info.run_id for info in infos])

@@ -164,6 +164,27 @@ def test_export_cli_writes_csv_and_parquet(seeded, tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("id,run_id,project,kind,severity")
     assert "v-nan" in done.stdout and "NONFINITE" in done.stdout
 
+    # A NaN the run logged is written as nan; a metric it never logged stays empty (CSV) or null (Parquet).
+    done = export("--run", "v-nan", "--what", "history", "--metrics", "loss", "--metrics", "acc", "--out", "-")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "_step,_timestamp,acc,loss"
+    assert lines[1].endswith(",,1.0") and lines[13].endswith(",,nan") and lines[20].endswith(",,nan")
+    done = export("--project", "vision", "--what", "history", "--out", str(tmp_path / "all.csv"))
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "all.csv").read_text().splitlines()
+    assert sum(r.startswith("v-nan,") and r.endswith(",nan,0.5") for r in rows) == 8
+    assert sum(r.startswith("v-ok,") and ",nan" in r for r in rows) == 0
+    done = export("--project", "vision", "--what", "history", "--metrics", "loss", "--metrics", "acc",
+                  "--out", str(tmp_path / "nan.parquet"))
+    assert done.returncode == 0, done.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "nan.parquet")
+    loss, acc = table.column("loss").to_pylist(), table.column("acc").to_pylist()
+    assert sum(v is not None and math.isnan(v) for v in loss) == 8 and loss.count(None) == 0
+    assert acc.count(None) == 40
+
     assert "--run (one run) or --project" in export("--what", "history", "--out", "x.csv").stderr
     assert "--what: expected" in export("--what", "logs", "--out", "x.csv").stderr
     assert "--format: expected csv or parquet" in export("--format", "xlsx", "--out", "x").stderr
