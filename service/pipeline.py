@@ -1328,11 +1328,21 @@ class DetectionPipeline:
                 del self._wake[run_id]
                 self._state(run_id)  # restored: checked below like any run, evicted again when still idle
         out = []
+        ops = []
+        quiet_since = now - self.settings.text_hold_s
         for state in self.runs.values():
             if state.monitor is None or state.last_received == 0.0:
                 continue
+            if state.text is not None and state.last_received <= quiet_since and state.text.holds_back:
+                # No RunEnd comes from a log shipper: a bar's last values are final once its text goes quiet.
+                alerts, read = self.text.end(state, now)
+                out.extend(to_anomaly(a, state.run_id, state.project, now) for a in alerts)
+                if read:
+                    ops.append(_read_events_op(state.run_id, read, now))
             for alert in state.monitor.idle(now, state.last_received):
                 out.append(to_anomaly(alert, state.run_id, state.project, now))
+        if ops:
+            self.store.submit(ops)
         if out:
             self.store.submit([store_ops.save_anomaly_op(a) for a in out])
             self.counters["anomalies"] += len(out)

@@ -47,6 +47,12 @@ class ServiceSettings(BaseSettings):
     max_batch_bytes: int = Field(default=8 << 20, ge=1024, description="largest accepted EventBatch in bytes")
     max_metrics_per_event: int = Field(default=4096, ge=1, description="most metrics one MetricEvent may carry")
     stall_check_seconds: float = Field(default=5.0, gt=0, description="how often time-based checks run")
+    text_hold_s: float = Field(
+        default=10.0, gt=0,
+        description="seconds a run's text may be quiet before the progress bar it ended on is read as final: its "
+        "values (a loss that became nan on the last line a hung or killed job printed) are analysed then, not only "
+        "at the run's RunEnd, which a log shipper never sends. Checked every stall_check_seconds",
+    )
     diagnostics: SuiteConfig = Field(default_factory=SuiteConfig, description="which diagnostics run, with settings")
     text: TextMonitorConfig = Field(
         default_factory=TextMonitorConfig,

@@ -74,10 +74,10 @@ class LogTextAnalysis:
         return alerts, read
 
     def end(self, state, now: float) -> tuple[list[Alert], list[Event]]:
-        """The run's text stream ended (its ``RunEnd``): what its monitor still held back (the last state of a
-        progress bar, which is only known to be final once nothing follows), as :meth:`analyse` returns it.
-        To be called before the run's monitor ends and its text state is dropped."""
-        if state.monitor is None or state.text is None:
+        """The run's text stream ended (its ``RunEnd``) or went quiet: what its monitor still held back (the last
+        state of a progress bar, which is only known to be final once nothing follows), as :meth:`analyse` returns
+        it. At a RunEnd, to be called before the run's monitor ends and its text state is dropped."""
+        if state.monitor is None or state.text is None or not state.text.holds_back:
             return [], []
         events, findings = state.text.flush()
         return self._deliver(state, events, findings, now)

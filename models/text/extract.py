@@ -491,6 +491,11 @@ class MetricExtractor:
             out.extend(self.extract(line))
         return out
 
+    @property
+    def holds_back(self) -> bool:
+        """Whether a progress bar's values wait for the next line (see :meth:`flush`)."""
+        return self.pending is not None
+
     def flush(self) -> list[Event]:
         """Events held back (a progress bar's last values)."""
         out: list[Event] = []

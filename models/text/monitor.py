@@ -158,8 +158,16 @@ class TextMonitor:
         self.finding_lines = [line for _, line in pairs]
         return events, [f for f, _ in pairs]
 
+    @property
+    def holds_back(self) -> bool:
+        """Whether :meth:`flush` has something to give: a progress bar's values waiting for the next line."""
+        return self.config.extract_metrics and self.extractor.holds_back
+
     def flush(self) -> tuple[list[Event], list[Finding]]:
-        """End of the run: what is still held back (a progress bar's last values)."""
+        """End of the run, or a quiet spell: what is still held back (a progress bar's last values).
+
+        Lines may follow a flush: a bar that moves on reports its next steps as usual.
+        """
         events = self.extractor.flush() if self.config.extract_metrics else []
         if events:
             self.step = max(self.step, events[-1][0])

@@ -197,6 +197,40 @@ def test_the_last_state_of_a_progress_bar_is_delivered_when_the_run_ends(tmp_pat
     p.store.close()
 
 
+def test_a_progress_bar_that_goes_quiet_is_read_as_final_without_a_run_end(tmp_path):
+    """A log shipper (the Kafka logs topic) never sends a RunEnd: the last bar state a hung or killed job printed,
+    here a loss that became nan, is delivered by the time-based checks once the run's text has been quiet for
+    ``text_hold_s``, stored as read metrics, and not before. A bar that moves on afterwards reports as usual."""
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import anomaly_pb2, runs_pb2
+
+    settings = ServiceSettings(data_dir=tmp_path, diagnostics=SuiteConfig(enabled=["nonfinite"]), text_hold_s=10.0)
+    p = DetectionPipeline(settings, RunStore(settings.db_path))
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="r1", project="p")
+    for epoch, loss in enumerate(["1.450", "1.020", "nan"]):
+        bar = f"Epoch {epoch}: 100%|##########| 391/391 [00:29<00:00, 13.10it/s, v_num=3, "
+        b.logs.add(run_id="r1", text=bar + f"train_loss={loss}]")
+    assert [a.kind for a in p.ingest(b).anomalies] == []
+    last = p.runs["r1"].last_received
+    assert p.tick(last + 5.0) == []  # still within text_hold_s: the bar may move on
+    got = p.tick(last + 11.0)
+    assert [a.kind for a in got] == [anomaly_pb2.ANOMALY_KIND_NONFINITE] and got[0].step == 3 * 391
+    assert p.tick(last + 12.0) == []  # nothing is held twice
+    p.store.flush()
+    steps = [e.step for e in p.store.events("r1")]
+    assert steps[-1] == 3 * 391
+    b = runs_pb2.EventBatch(sequence=2)
+    b.logs.add(run_id="r1", text="Epoch 3: 100%|##########| 391/391 [00:29<00:00, 13.10it/s, v_num=3, train_loss=nan]")
+    b.logs.add(run_id="r1", text="Epoch 4: 100%|##########| 391/391 [00:29<00:00, 13.10it/s, v_num=3, train_loss=nan]")
+    p.ingest(b)
+    alerts, read = p.text.end(p.runs["r1"], last + 30.0)
+    assert [s for s, _ in read] == [5 * 391]
+    p.store.close()
+
+
 def test_a_text_only_run_that_goes_quiet_is_flagged_as_stalled(tmp_path):
     """Lines are telemetry: a run that sends only log lines (piped stdout, the logs topic) and then hangs, here
     before its first iteration, is flagged STALLED like a metric run; one that keeps printing is not."""
