@@ -192,12 +192,39 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def slack_text(text: str) -> str:
+    """``text`` as literal Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, as Slack asks of any text it should not read
+    as a mention or a link (a project named ``<!channel>``, a log line quoting one, would otherwise ping everyone).
+
+    >>> slack_text("loss <!channel> & <https://evil.example|click>")
+    'loss &lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip_escaped(text: str, limit: int) -> str:
+    """:func:`slack_text` of ``text`` within ``limit`` characters, never cutting an escape in two."""
+    out = slack_text(text)
+    if len(out) <= limit:
+        return out
+    out = out[: limit - 1]
+    amp = out.rfind("&", max(0, len(out) - 5))
+    if amp >= 0 and ";" not in out[amp:]:
+        out = out[:amp]
+    return out + "…"
+
+
 def slack_payload(n: Notification, style: str = "blocks", username: str = "", channel: str = "") -> dict:
-    """An incoming-webhook message: Block Kit with a ``text`` fallback, or text alone."""
+    """An incoming-webhook message: Block Kit with a ``text`` fallback, or text alone.
+
+    Everything a run sent (its ids, project, explanation, the log lines quoted in it) is escaped (:func:`slack_text`);
+    only the link to the dashboard is Slack markup.
+    """
     emoji = _EMOJI.get(n.anomaly.severity if n.anomaly is not None else 2, ":warning:")
     detail = n.anomaly.explanation if n.anomaly is not None else text_body(n).split("\n", 2)[-1]
-    text = f"{emoji} *{n.title}*\n{detail}" + (f"\n<{n.url}|open in runwatch>" if n.url else "")
-    payload: dict = {"text": _clip(text, 3000)}
+    link = f"\n<{n.url}|open in runwatch>" if n.url else ""
+    text = f"{emoji} *{slack_text(n.title)}*\n" + _clip_escaped(detail, 3000 - len(link) - len(n.title) - 64) + link
+    payload: dict = {"text": text}
     if username:
         payload["username"] = username
     if channel:
@@ -206,7 +233,7 @@ def slack_payload(n: Notification, style: str = "blocks", username: str = "", ch
         return payload
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(n.title, 150), "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(detail or n.title, 3000)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip_escaped(detail or n.title, 3000)}},
     ]
     if n.anomaly is not None:
         a = n.anomaly
@@ -215,14 +242,14 @@ def slack_payload(n: Notification, style: str = "blocks", username: str = "", ch
             ("Severity", severity_name(a.severity)), ("Step", str(a.step)), ("Metrics", ", ".join(a.metrics) or "-"),
         ]  # fmt: skip
         blocks.append(
-            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_clip(v, 1900)}"} for k, v in fields]}
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_clip_escaped(v, 1900)}"} for k, v in fields]}
         )
-        context = f"{a.detector} · incident {a.id} rev {a.revision} · route {n.route}"
+        context = _clip_escaped(f"{a.detector} · incident {a.id} rev {a.revision} · route {n.route}", 2000)
     else:
-        context = f"route {n.route}"
+        context = _clip_escaped(f"route {n.route}", 2000)
     if n.url:
         context += f" · <{n.url}|open in runwatch>"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(context, 3000)}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     payload["blocks"] = blocks
     return payload
 

@@ -170,6 +170,23 @@ def test_payload_shapes():
     assert "run:        r1" in mail.get_content()
 
 
+def test_slack_messages_show_what_a_run_sent_as_text_never_as_markup():
+    """A project, run id or log line holding Slack markup (``<!channel>``, a link with a hidden target) is escaped
+    in every mrkdwn field; only the dashboard link is markup. Before, it reached Slack as written."""
+    a = anomaly(project="<!channel> <https://evil.example|click>", severity=pb.SEVERITY_CRITICAL)
+    a.explanation = "log line: ERROR <!here> CUDA out of memory & more " + "x" * 4000
+    n = Notification("crit", "opened", a, 0, dashboard_url="http://dash:8080")
+    slack = slack_payload(n)
+    texts = [slack["text"], slack["blocks"][1]["text"]["text"], slack["blocks"][3]["elements"][0]["text"]]
+    texts += [f["text"] for f in slack["blocks"][2]["fields"]]
+    for t in texts:
+        assert "<!" not in t and "<https://evil" not in t and len(t) <= 3000
+        assert t.count("<") == t.count("<http://dash:8080/runs/r1|open in runwatch>")
+    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt;" in slack["text"]
+    assert "&lt;!here&gt;" in slack["blocks"][1]["text"]["text"] and "&amp; more" in slack["text"]
+    assert slack["text"].endswith("\n<http://dash:8080/runs/r1|open in runwatch>")
+
+
 # -- dispatcher (fake sinks) -------------------------------------------------------------------
 
 
