@@ -39,7 +39,7 @@ __all__ = [
 # The server's own limits, so the client refuses early exactly what the server would.
 from runwatch.service.nesting import MAX_NESTING, too_deep
 from runwatch.service.validation import MAX_TEXT_BYTES as MAX_LOG_TEXT_BYTES
-from runwatch.service.validation import RUN_ID_PATTERN
+from runwatch.service.validation import RUN_ID_PATTERN, check_project
 
 #: The largest step there is: ``MetricEvent.step`` and ``LogLine.step`` are ``int64`` on the wire and in the store.
 MAX_STEP = 2**63 - 1
@@ -133,6 +133,16 @@ def validate_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:/@+-], got {run_id!r}")
     return run_id
+
+
+def validate_project(project: str) -> str:
+    """Return ``project`` if the server will accept it as a run's project, else raise ``ValueError`` naming why."""
+    if not isinstance(project, str):
+        raise TypeError(f"project must be a string, got {type(project).__name__}")
+    violation = check_project(project)
+    if violation is not None:
+        raise ValueError(f"project: {violation[1]}")
+    return project
 
 
 def step_number(value: Any, name: str = "step") -> int:

@@ -176,6 +176,7 @@ class RunwatchClient:
             flush_interval=flush_interval,
             max_inflight=max_inflight,
             spool=spool,
+            target=target,
         )
         self._watch_stub = service_pb2_grpc.WatchServiceStub(self.channel)
         self._closed = False
@@ -247,6 +248,7 @@ class RunwatchClient:
         """
         self._check_open()
         run_id = convert.validate_run_id(run_id) if run_id is not None else convert.new_run_id()
+        convert.validate_project(project)
         if architecture is None and model is not None:
             architecture = _architecture_before_training(model, example_input)
         if framework is None:
@@ -1141,6 +1143,7 @@ def init(
 
     if config is not None:
         convert.to_struct(config, "config")  # refused by the argument's own name, before a connection or spool exists
+    convert.validate_project(project)
     facts = _environment_facts(environment)
     target = target or os.environ.get("RUNWATCH_TARGET") or DEFAULT_TARGET
     if spool_dir is False:

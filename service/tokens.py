@@ -48,6 +48,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runwatch.service.validation import check_project
+
 log = logging.getLogger("runwatch.service.auth")
 
 FORMAT = "runwatch.tokens/1"
@@ -89,6 +91,14 @@ class TokenRecord(BaseModel):
                     f"project names are 1-{_MAX_PROJECT_LEN} characters ('default' for the default project), "
                     f"got {name!r}"
                 )
+            if name != ALL_PROJECTS and "*" in name:
+                # Alert routes take patterns; a token's projects are exact names, so 'vis*' would grant nothing.
+                raise ValueError(
+                    f"{name!r}: a token names its projects exactly (no patterns); '*' alone means every project"
+                )
+            violation = check_project(name)
+            if violation is not None:
+                raise ValueError(f"{name!r}: {violation[1]}")
         return value
 
 

@@ -39,6 +39,36 @@ def check_run_id(run_id: str) -> Violation | None:
     return None
 
 
+#: Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a name holding one breaks the
+#: lines it is printed on (log records, e-mail headers, the CLI's tables).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_project(project: str, field: str = "project") -> Violation | None:
+    """A project name: at most 128 characters, no control characters, not blank or padded ("" = ``default``).
+
+    >>> check_project("vision"), check_project("")
+    (None, None)
+    >>> check_project("p\\nBcc: x@evil.example")
+    ('project', "control character '\\\\n' at 1: project names are printed in logs, e-mail subjects and tables")
+    >>> check_project(" ")
+    ('project', "' ' is blank or starts or ends with whitespace")
+    """
+    if len(project) > MAX_PROJECT_LEN:
+        return (field, f"longer than {MAX_PROJECT_LEN} characters")
+    bad = _CONTROL.search(project)
+    if bad is not None:
+        return (
+            field,
+            f"control character {bad.group()!r} at {bad.start()}: project names are printed in logs, e-mail "
+            "subjects and tables",
+        )
+    if project != project.strip():
+        shown = project if len(project) <= 40 else project[:40] + "..."
+        return (field, f"{shown!r} is blank or starts or ends with whitespace")
+    return None
+
+
 def _check_time(field: str, value: float) -> Violation | None:
     if not math.isfinite(value) or value < 0:
         return (field, f"must be seconds since the Unix epoch (finite, >= 0), got {value!r}")
@@ -49,8 +79,9 @@ def check_start(start: runs_pb2.RunStart) -> Violation | None:
     v = check_run_id(start.run_id)
     if v:
         return v
-    if len(start.project) > MAX_PROJECT_LEN:
-        return ("project", f"longer than {MAX_PROJECT_LEN} characters")
+    v = check_project(start.project)
+    if v:
+        return v
     if start.kind not in runs_pb2.RunKind.values():
         return ("kind", f"unknown RunKind value {start.kind}")
     v = _check_time("start_time", start.start_time)

@@ -10,6 +10,7 @@ import json
 import logging
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 
@@ -90,6 +91,35 @@ def test_arguments_of_the_wrong_type_are_refused_by_name(dashboard):
     assert run.finish(timeout=10)
     assert stored_points(base, "bad-metrics", "loss") == [(0, 1.0), (1, 0.5)]
     assert get_json(f"{base}/api/runs?project=rules")["runs"][0]["run_id"] == "bad-metrics"
+
+
+@pytest.mark.parametrize(
+    ("project", "reason"),
+    [
+        ("p\nBcc: x@evil.example", "control character '\\n' at 1"),
+        ("tab\there", "control character '\\t' at 3"),
+        (" ", "' ' is blank or starts or ends with whitespace"),
+        ("vision ", "'vision ' is blank or starts or ends with whitespace"),
+    ],
+)
+def test_a_project_name_that_breaks_the_lines_it_is_printed_on_is_refused(start_server, project, reason):
+    """A newline in a project name split the server's log records and lost every e-mail alert of the run (a header
+    may not hold one); a blank name showed as an empty link. The SDK refuses it before a connection opens, and the
+    server refuses a RunStart carrying it, naming the field."""
+    from runwatch.v1 import runs_pb2
+
+    srv, stubs = start_server()
+    with pytest.raises(ValueError, match="^project: " + reason.replace("\\", "\\\\")):
+        rw.init(project=project, run_id="bad-project", target=srv.target, spool_dir=False, capture_env=False,
+                system_metrics=False, flush_on_exit=False)  # fmt: skip
+    assert rw.current_run() is None
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="bad-project", project=project)
+    b.starts.add(run_id="good-project", project="vision")
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.ingest.Ingest(b, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(f"accepted 1, rejected 1: starts[0].project: {reason}")
 
 
 def test_log_lines_without_a_step_carry_the_runs_current_step(dashboard, capsys):

@@ -78,6 +78,12 @@ def test_token_file_errors_name_the_field(tmp_path):
         read_token_file(path)
     with pytest.raises(TokenFileError, match="projects"):
         create_token(tmp_path / "t.json", projects=[""], scopes=["read"])
+    # A pattern would grant nothing (projects are exact names), and a name no run can have is refused too.
+    with pytest.raises(TokenFileError, match=r"'vis\*': a token names its projects exactly \(no patterns\)"):
+        create_token(tmp_path / "t.json", projects=["vis*"], scopes=["read"])
+    with pytest.raises(TokenFileError, match=r"control character"):
+        create_token(tmp_path / "t.json", projects=["a\nb"], scopes=["read"])
+    assert not (tmp_path / "t.json").exists()
     with pytest.raises(TokenFileError, match="no token 'ffffffffffff'"):
         create_token(tmp_path / "t.json", projects=["a"], scopes=["read"])
         revoke_token(tmp_path / "t.json", "ffffffffffff")
