@@ -71,6 +71,31 @@ def parse_target(target: str) -> Target:
     return Target(text, False)
 
 
+def unavailable_hint(target: str, detail: str) -> str:
+    """What a user may have got wrong when ``target`` answered UNAVAILABLE with ``detail`` ("" when nothing to add).
+
+    A plaintext target may be a TLS server; a TLS server that asks for a client certificate (mutual TLS) closes
+    the connection during the handshake when none or an untrusted one is given, which gRPC reports only as
+    "Socket closed" on this side.
+
+    >>> unavailable_hint("127.0.0.1:50051", "failed to connect")
+    '; a server with TLS needs https://HOST:PORT'
+    >>> unavailable_hint("https://h:1", "Socket closed")[:60]
+    '; a TLS server that wants a client certificate (mutual TLS) '
+    >>> unavailable_hint("https://h:1", "Connection refused")
+    ''
+    """
+    if not parse_target(target).tls:
+        return "; a server with TLS needs https://HOST:PORT"
+    if "socket closed" in detail.lower() or "handshake" in detail.lower():
+        return (
+            "; a TLS server that wants a client certificate (mutual TLS) closes the connection like this when it gets "
+            "none, or one its CA did not sign: pass --client-cert and --client-key (or $RUNWATCH_CLIENT_CERT and "
+            "$RUNWATCH_CLIENT_KEY)"
+        )
+    return ""
+
+
 def _has_port(address: str) -> bool:
     if address.startswith("["):  # [v6]:port
         return "]:" in address

@@ -225,6 +225,7 @@ class BatchSender:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         spool: Spool | None = None,
+        target: str = "",
     ) -> None:
         if max_queue < 1 or max_batch_items < 1 or max_inflight < 1:
             raise ValueError("max_queue, max_batch_items and max_inflight must be >= 1")
@@ -237,6 +238,7 @@ class BatchSender:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.spool = spool
+        self.target = target  # for hints in warnings only ("" = none)
 
         self._cond = threading.Condition(threading.Lock())
         # (item id, kind, message, enqueue time); ids grow by one per item.
@@ -645,7 +647,12 @@ class BatchSender:
                 if not self._closing:
                     # One warning per outage; the retries that follow are debug noise.
                     log = logger.debug if self._failing else logger.warning
-                    log("runwatch: stream to the server failed (%s); retrying in the background", self._last_error)
+                    hint = ""
+                    if self.target and code == grpc.StatusCode.UNAVAILABLE:
+                        from runwatch.client.connection import unavailable_hint
+
+                        hint = unavailable_hint(self.target, detail or "")
+                    log("runwatch: stream to the server failed (%s%s); retrying in the background", self._last_error, hint)
                     self._failing = True
                 discard = self._note_failure(stream, code, detail or "")
             self._cond.notify_all()

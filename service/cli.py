@@ -90,9 +90,9 @@ def _channel(target: str, token: str | None, ca_file: Path | None, client_cert: 
 
 def _rpc_error(exc: grpc.RpcError, target: str) -> None:
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        tls = target.lower().startswith(("https://", "grpcs://"))
-        hint = "" if tls else "; a server with TLS needs https://HOST:PORT"
-        _fail(f"no runwatch server at {target} ({exc.details()}{hint})")
+        from runwatch.client.connection import unavailable_hint
+
+        _fail(f"no runwatch server at {target} ({exc.details()}{unavailable_hint(target, exc.details() or '')})")
     _fail(f"{exc.code().name}: {exc.details()}")
 
 
