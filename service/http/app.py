@@ -9,7 +9,8 @@ Pages (one static page, ``static/index.html``, that reads its route from the URL
 JSON API (what the pages call; every answer comes from the queries ``RunService``,
 ``WatchAnomalies`` and ``AdvisorService`` use, through the same store and hub):
 
-- ``GET /api/projects``; ``GET /api/runs?project=P[&status=RUNNING][&limit=N]``;
+- ``GET /api/projects``; ``GET /api/runs?project=P[&status=RUNNING][&limit=N]`` (a run with no step yet has
+  ``last_step`` null, here and wherever a run's ``last_step`` appears);
 - ``GET /api/run?run=ID``: the run, its incidents, its metric names;
 - ``GET /api/series?run=ID[&m=loss&m=lr...][&from=A&to=B][&width=PX]``: downsampled curves;
 - ``GET /api/anomalies?[project=P|run=ID][&min_severity=2][&limit=N]``: newest first;
@@ -51,7 +52,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runwatch.service.http.access import COOKIE, HttpAccess, allowed_projects
-from runwatch.service.http.payloads import anomaly_json, health, log_json, run_json, suggestions_json
+from runwatch.service.http.payloads import anomaly_json, health, log_json, run_json, step_or_none, suggestions_json
 from runwatch.service.http.series import ColumnCache, downsample
 from runwatch.service.http.stream import EventStream
 from runwatch.service.tokens import Principal
@@ -106,15 +107,17 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
 
 
 def _step_bound(request: web.Request, name: str) -> float | None:
+    """A zoom bound: a finite number (``float()`` also reads "nan", "inf" and "1e400", which bound no step
+    and which strict JSON cannot echo back in the answer's ``from``/``to``)."""
     raw = request.query.get(name, "")
     if raw == "":
         return None
     try:
         value = float(raw)
     except ValueError:
-        raise ApiError(400, f"{name}: expected a step number, got {raw!r}") from None
-    if math.isnan(value):
-        raise ApiError(400, f"{name}: expected a step number, got {raw!r}")
+        raise ApiError(400, f"{name}: expected a finite step number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ApiError(400, f"{name}: expected a finite step number, got {raw!r}")
     return value
 
 
@@ -122,8 +125,13 @@ def _severity(request: web.Request) -> int:
     raw = request.query.get("min_severity", "")
     if raw == "":
         return 0
-    if raw.isdigit() and int(raw) in anomaly_pb2.Severity.values():
-        return int(raw)
+    # int() itself decides what is a number: str.isdigit() also passes "²", and digits past int()'s limit.
+    try:
+        number = int(raw)
+    except ValueError:
+        number = None
+    if number in anomaly_pb2.Severity.values():
+        return number
     try:
         return anomaly_pb2.Severity.Value("SEVERITY_" + raw.upper())
     except ValueError:
@@ -142,6 +150,18 @@ def _ssl_context(settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def _refusal(principal: Principal | None) -> tuple[str, int] | None:
+    """Why the sign-in page turns a token down (message, status); None for a token the dashboard can use.
+
+    A token without the ``read`` scope (an ingest-only one) gets no cookie: with it every page would answer 403.
+    """
+    if principal is None:
+        return "That token is unknown, malformed or revoked.", 401
+    if not principal.can("read"):
+        return f"Not signed in: {principal.describe()} lacks the 'read' scope the dashboard needs.", 403
+    return None
+
+
 def _login_page(message: str, next_url: str, status: int = 401) -> web.Response:
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>runwatch: sign in</title>
 <link rel="stylesheet" href="/static/style.css"></head><body><main class="login">
@@ -155,8 +175,22 @@ def _login_page(message: str, next_url: str, status: int = 401) -> web.Response:
 
 
 def _safe_next(url: str) -> str:
-    # Only a path on this server: never an open redirect.
-    return url if url.startswith("/") and not url.startswith("//") and "\\" not in url else "/"
+    """``url`` when it is a path on this server, else "/": never an open redirect.
+
+    Browsers (and yarl, which writes the ``Location`` header) drop ASCII tab, CR and LF anywhere
+    in a URL and blanks before it, and read a backslash as a slash: ``/<tab>/evil.example`` and
+    ``/\\evil.example`` are ``//evil.example``, another host. So a control character or a backslash
+    anywhere refuses ``url``, and what is left after the leading blanks must be one "/" then no "/".
+    """
+    if "\\" in url or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return "/"
+    path = url.lstrip()
+    return path if path == "/" or (path.startswith("/") and path[1] not in "/\\") else "/"
+
+
+def _same_server(location: str) -> str:
+    """A redirect built from the request's own path: one leading "/", as a browser reads "//host/x" as another host."""
+    return "/" + location.lstrip("/")
 
 
 class Dashboard:
@@ -239,10 +273,10 @@ class Dashboard:
         token = request.query.get("token")
         if token is not None and not api and request.method == "GET":
             # A login link: keep the token in a cookie and drop it from the address bar (and history).
-            if self.access.check_token(token) is None:
-                return _login_page("That token is unknown, malformed or revoked.", path)
+            if refused := _refusal(self.access.check_token(token)):
+                return _login_page(refused[0], path, refused[1])
             kept = [(k, v) for k, v in request.query.items() if k != "token"]
-            response = web.HTTPFound(str(request.rel_url.with_query(kept)))
+            response = web.HTTPFound(_same_server(str(request.rel_url.with_query(kept))))
             response.set_cookie(COOKIE, token.strip(), **self.access.cookie_options())
             raise response
         principal = self.access.principal(request.headers, request.cookies)
@@ -255,7 +289,10 @@ class Dashboard:
                 )
             return _login_page("This runwatch server needs an access token.", str(request.rel_url))
         if not principal.can("read"):
-            return _json({"error": f"{principal.describe()} lacks the 'read' scope"}, 403)
+            if api:
+                return _json({"error": f"{principal.describe()} lacks the 'read' scope"}, 403)
+            # A cookie set before sign-in checked the scope: a page offers to sign in with another token.
+            return _login_page(_refusal(principal)[0], str(request.rel_url), 403)
         request["principal"] = principal
         try:
             return await handler(request)
@@ -293,8 +330,8 @@ class Dashboard:
     async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
         token, next_url = str(form.get("token", "")), _safe_next(str(form.get("next", "/")))
-        if self.access.check_token(token) is None:
-            return _login_page("That token is unknown, malformed or revoked.", next_url)
+        if refused := _refusal(self.access.check_token(token)):
+            return _login_page(refused[0], next_url, refused[1])
         response = web.HTTPFound(next_url)
         response.set_cookie(COOKIE, token.strip(), **self.access.cookie_options())
         raise response
@@ -360,7 +397,7 @@ class Dashboard:
                 "health": health(anomalies),
                 "anomalies": [anomaly_json(a) for a in anomalies],
                 "metrics": cols.names(),
-                "last_step": cols.last_step,
+                "last_step": step_or_none(cols.last_step),
             }
 
         return _json(await asyncio.to_thread(query))
@@ -389,7 +426,7 @@ class Dashboard:
                 "from": lo,
                 "to": hi,
                 "width": width,
-                "last_step": cols.last_step,
+                "last_step": step_or_none(cols.last_step),
                 "series": series,
             }
 

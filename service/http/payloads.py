@@ -94,6 +94,11 @@ def health(anomalies: Iterable[anomaly_pb2.Anomaly]) -> dict:
     return {"badge": _BADGES.get(worst, "critical"), "open": dict(by_kind.most_common()), "incidents": len(open_)}
 
 
+def step_or_none(step: int) -> int | None:
+    """A last step as JSON: None (null) for a run with no step yet, which the store keeps as -1."""
+    return step if step >= 0 else None
+
+
 def run_json(info: service_pb2.RunInfo) -> dict:
     start = info.start
     return {
@@ -104,7 +109,7 @@ def run_json(info: service_pb2.RunInfo) -> dict:
         "start_time": number(info.start_time),
         "end_time": number(info.end_time),
         "end_reason": info.end_reason,
-        "last_step": info.last_step,
+        "last_step": step_or_none(info.last_step),
         "event_count": info.event_count,
         "last_event_time": number(info.last_event_time),
         "anomaly_count": info.anomaly_count,

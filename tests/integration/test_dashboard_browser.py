@@ -24,7 +24,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from runwatch.client import RunwatchClient
-from runwatch.v1 import runs_pb2
+from runwatch.service.tokens import create_token
+from runwatch.v1 import runs_pb2, service_pb2_grpc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -106,7 +107,14 @@ def healthy(step: int, diverge_at: int = -1) -> dict:
 
 
 def ingest_run(
-    target: str, run_id: str, project: str, steps: int, scale: float = 1.0, nan_at: int = -1, diverge_at: int = -1
+    target: str,
+    run_id: str,
+    project: str,
+    steps: int,
+    scale: float = 1.0,
+    nan_at: int = -1,
+    diverge_at: int = -1,
+    token: str | None = None,
 ) -> None:
     batch = runs_pb2.EventBatch()
     batch.starts.add(run_id=run_id, project=project)
@@ -120,10 +128,9 @@ def ingest_run(
             batch.logs.add(run_id=run_id, step=step, text=f"epoch {step // 50}: loss {m['loss']:.4f}", level=level)
     if nan_at >= 0:
         batch.logs.add(run_id=run_id, step=nan_at, text="loss is nan, skipping update", level=runs_pb2.LOG_LEVEL_ERROR)
-    from runwatch.v1 import service_pb2_grpc
-
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(target) as channel:
-        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30, metadata=metadata)
 
 
 def test_a_diverging_run_streamed_live_shows_its_marker_within_2_s(dashboard, browser):
@@ -245,3 +252,43 @@ def test_the_advisor_panel_shows_suggestions(dashboard, browser):
     assert first.find_element(By.CSS_SELECTOR, ".diff .del").text.startswith("- ")
     assert first.find_element(By.CSS_SELECTOR, ".diff .add").text.startswith("+ ")
     shot(browser, "advisor.png")
+
+
+def test_a_run_without_steps_shows_a_dash_for_its_last_step(dashboard, browser):
+    srv, base = dashboard
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="no-steps", project="quiet")
+    with grpc.insecure_channel(srv.target) as channel:
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+    ingest_run(srv.target, "some-steps", "quiet", steps=30)
+    open_page(browser, f"{base}/projects/quiet")
+    last_step = {  # the first number column is "Last step"
+        r.get_attribute("data-run"): r.find_elements(By.CSS_SELECTOR, "td.num")[0].text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+    }
+    assert last_step == {"no-steps": "-", "some-steps": "29"}
+    open_page(browser, f"{base}/runs/no-steps")
+    assert browser.execute_script("return document.getElementById('run-facts').innerText").startswith("last step - ·")
+
+
+def test_compare_shows_the_runs_the_token_may_read_and_says_which_it_left_out(start_server, tmp_path, browser):
+    tokens = tmp_path / "tokens.json"
+    viewer, _ = create_token(tokens, projects=["vision"], scopes=["read"])
+    writer, _ = create_token(tokens, projects=["*"], scopes=["ingest"])
+    srv, _ = start_server(http_port=0, auth_tokens=tokens)
+    base = f"http://127.0.0.1:{srv.server.http_port}"
+    ingest_run(srv.target, "n-nan", "nlp", steps=120, nan_at=100, token=writer)
+    ingest_run(srv.target, "v-nan", "vision", steps=120, nan_at=100, token=writer)
+    info = open_page(browser, f"{base}/compare?runs=n-nan,v-nan,nobody&token={viewer}")  # signs in, then compares
+    assert "token=" not in browser.current_url and info["runs"] == 1
+    loss = next(c for c in info["series"] if c["title"] == "loss")
+    assert [s["label"] for s in loss["series"]] == ["v-nan"]
+    legend = browser.find_element(By.ID, "compare-runs").text
+    left_out = browser.find_element(By.ID, "compare-left-out").text
+    assert "v-nan" in legend and "n-nan" not in legend
+    assert "n-nan" in left_out and "does not grant" in left_out, left_out
+    assert "nobody" in left_out and "no run 'nobody'" in left_out and "v-nan" not in left_out
+    shot(browser, "compare-left-out.png")
+    info = open_page(browser, f"{base}/compare?runs=n-nan")  # nothing to show: says why, draws nothing
+    assert info["runs"] == 0 and not info["charts"]
+    assert "does not grant" in browser.find_element(By.ID, "compare-left-out").text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -41,6 +43,24 @@ def get(url: str, headers: dict | None = None, follow: bool = True) -> tuple[int
 def get_json(url: str, headers: dict | None = None) -> tuple[int, dict]:
     status, _, body = get(url, headers)
     return status, json.loads(body)
+
+
+def raw(base: str, method: str, target: str, form: dict | None = None, headers: dict | None = None):
+    """One request with its target sent as written (as ``curl --path-as-is``), no redirect followed:
+    ``(status, headers, body)``; the headers are case-insensitive."""
+    url = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = dict(headers or {})
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        connection.request(method, target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
 
 
 def ingest(target: str, run_id: str, project: str, steps: int, nan_at: int = -1, token: str | None = None) -> None:
@@ -296,3 +316,102 @@ def test_event_stream_points_come_in_step_order(dashboard):
         events = read_events(response, lambda got: any(name == "points" for name, _ in got), timeout=5)
     series = next(data for name, data in events if name == "points")["series"]
     assert series["loss"]["x"] == list(range(40)) and series["grad_norm"]["x"] == [0, 10, 20, 30]
+
+
+def test_sign_in_redirects_only_to_a_path_on_this_server(start_server, tmp_path):
+    """No open redirect: browsers drop tab, CR and LF anywhere in a URL and blanks before it, so
+    ``/<tab>/evil.example`` is ``//evil.example``, another host; such a ``next`` becomes "/"."""
+    tokens = tmp_path / "tokens.json"
+    reader, _ = create_token(tokens, projects=["*"], scopes=["read"])
+    srv, _ = start_server(http_port=0, auth_tokens=tokens)
+    base = f"http://127.0.0.1:{srv.server.http_port}"
+    elsewhere = (
+        "/\t/evil.example/", "/\r\n/evil.example/", "\t//evil.example/", " //evil.example/", "//evil.example/",
+        "/\\evil.example/", "\\/evil.example/", "/x\\y", "/\x00/evil.example/", "/\x7f/evil.example/",
+        "https://evil.example/", "evil.example", "",
+    )  # fmt: skip
+    for next_url in elsewhere:
+        status, headers, _ = raw(base, "POST", "/login", {"token": reader, "next": next_url})
+        assert (status, headers["Location"]) == (302, "/"), next_url
+        status, _, page = raw(base, "GET", "/login?" + urllib.parse.urlencode({"next": next_url}))
+        assert status == 200 and 'name="next" value="/"' in page.decode(), next_url
+    for next_url, location in (("/runs/a1?from=1", "/runs/a1?from=1"), (" /anomalies", "/anomalies"), ("/", "/")):
+        status, headers, _ = raw(base, "POST", "/login", {"token": reader, "next": next_url})
+        assert (status, headers["Location"]) == (302, location), next_url
+    # A login link whose path starts with "//": the redirect that drops the token stays on this server.
+    for target, location in (
+        (f"//evil.example/x?token={reader}", "/evil.example/x"),
+        (f"////evil.example/x?from=1&token={reader}", "/evil.example/x?from=1"),
+        (f"/runs/a1?token={reader}", "/runs/a1"),
+    ):
+        status, headers, _ = raw(base, "GET", target)
+        assert (status, headers["Location"]) == (302, location), target
+
+
+def test_api_answers_400_for_numbers_it_cannot_use(dashboard):
+    """Infinite step bounds (``inf``, ``1e400``) are no step: 400 naming the parameter, as ``from=abc``, not a 500."""
+    srv, base = dashboard
+    ingest(srv.target, "bounds", "proj", steps=20)
+    for name in ("from", "to"):
+        for value in ("inf", "-inf", "Infinity", "1e400", "-1e400", "nan", "abc"):
+            status, _, body = get(f"{base}/api/series?run=bounds&{name}={value}")
+            assert status == 400, (name, value, status, body[:200])
+            assert json.loads(body)["error"].startswith(f"{name}: expected a finite step number"), (name, value)
+    wide = get_json(f"{base}/api/series?run=bounds&m=loss&from=-1e300&to=1e300")
+    assert wide[0] == 200 and wide[1]["series"]["loss"]["total"] == 20 and wide[1]["from"] == -1e300
+    # The other numbers the API reads from the query: 400 naming the parameter, never a 500.
+    for path, name, value in (
+        ("/api/anomalies?", "min_severity", "\u00b2"),  # a digit to str.isdigit(), not to int()
+        ("/api/anomalies?", "min_severity", "9" * 5000),  # more digits than int() reads
+        ("/api/stream?run=bounds&", "min_severity", "\u00b2"),
+        ("/api/anomalies?", "limit", "inf"),
+        ("/api/logs?run=bounds&", "offset", "1e400"),
+        ("/api/series?run=bounds&", "width", "9" * 5000),
+        ("/api/stream?run=bounds&", "since", "inf"),
+        ("/api/suggest?run=bounds&", "num", "nan"),
+    ):
+        status, _, body = get(base + path + urllib.parse.urlencode({name: value}))
+        assert status == 400, (path, name, value[:10], status, body[:200])
+        assert json.loads(body)["error"].startswith(f"{name}: "), (path, name, value[:10], body[:200])
+
+
+def test_sign_in_refuses_a_token_without_the_read_scope(start_server, tmp_path):
+    """An ingest-only token gets no cookie: the sign-in page says why, rather than every page a JSON 403."""
+    tokens = tmp_path / "tokens.json"
+    pusher, _ = create_token(tokens, projects=["*"], scopes=["ingest"])
+    reader, _ = create_token(tokens, projects=["*"], scopes=["read"])
+    srv, _ = start_server(http_port=0, auth_tokens=tokens)
+    base = f"http://127.0.0.1:{srv.server.http_port}"
+    lacks = f"token &#x27;{pusher[3:15]}&#x27; lacks the &#x27;read&#x27; scope"
+    for method, target, form in (
+        ("POST", "/login", {"token": pusher, "next": "/runs/a1"}),
+        ("GET", f"/runs/a1?token={pusher}", None),
+    ):
+        status, headers, page = raw(base, method, target, form)
+        assert status == 403 and "Set-Cookie" not in headers and lacks in page.decode(), target
+        assert headers["Content-Type"].startswith("text/html") and 'action="/login"' in page.decode()
+    # A cookie set before this rule: the pages offer to sign in again; the API still answers JSON.
+    status, headers, page = raw(base, "GET", "/runs/a1", headers={"Cookie": f"runwatch_token={pusher}"})
+    assert status == 403 and headers["Content-Type"].startswith("text/html") and lacks in page.decode()
+    status, body = get_json(base + "/api/projects", {"Cookie": f"runwatch_token={pusher}"})
+    assert status == 403 and "lacks the 'read' scope" in body["error"]
+    status, headers, _ = raw(base, "POST", "/login", {"token": reader, "next": "/runs/a1"})
+    assert status == 302 and headers["Set-Cookie"].startswith(f"runwatch_token={reader};")
+
+
+def test_a_run_without_steps_has_no_last_step(dashboard):
+    """A run that has logged no metric yet: ``last_step`` is null (kept, not left out), not -1."""
+    srv, base = dashboard
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="empty", project="proj")
+    with grpc.insecure_channel(srv.target) as channel:
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+    ingest(srv.target, "stepped", "proj", steps=5)
+    runs = {r["run_id"]: r for r in get_json(base + "/api/runs?project=proj")[1]["runs"]}
+    assert "last_step" in runs["empty"] and runs["empty"]["last_step"] is None
+    assert runs["stepped"]["last_step"] == 4
+    run = get_json(base + "/api/run?run=empty")[1]
+    assert run["run"]["last_step"] is None and run["last_step"] is None and run["metrics"] == []
+    series = get_json(base + "/api/series?run=empty")[1]
+    assert series["last_step"] is None and series["series"] == {}
+    assert get_json(base + "/api/series?run=stepped")[1]["last_step"] == 4

@@ -57,6 +57,8 @@ function fmt(v) {
   const a = Math.abs(v);
   return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : v.toPrecision(4);
 }
+// A run's last step: null (no step logged yet) shows as "-".
+const stepText = (step) => (step == null ? "-" : fmt(step));
 function tick(v) {
   // Axis labels: short, so they fit the axis.
   if (v == null) return "";
@@ -178,6 +180,7 @@ async function runsPage(project) {
   function value(r, key) {
     if (key === "health") return BADGE_ORDER[r.health.badge];
     if (key === "open") return r.health.incidents;
+    if (key === "last_step") return r.last_step ?? -1;  // no step yet: before step 0
     return num(r[key]);
   }
   function draw() {
@@ -204,7 +207,7 @@ async function runsPage(project) {
       el("td", {}, badge(r.status)),
       el("td", {}, badge(r.health.badge)),
       el("td", {}, Object.entries(r.health.open).map(([k, n]) => el("span", { class: "chip", text: `${k} ${n}` }))),
-      el("td", { class: "num", text: fmt(r.last_step) }),
+      el("td", { class: "num", text: stepText(r.last_step) }),
       el("td", { class: "num", text: fmt(r.event_count) }),
       el("td", { text: ago(r.start_time) })));
     table.replaceChildren(el("table", { class: "grid", id: "runs" }, el("thead", {}, head), el("tbody", {}, body)),
@@ -389,7 +392,7 @@ async function runPage(runId) {
     head.replaceChildren(
       el("div", { class: "crumbs" }, el("a", { href: "/", text: "Projects" }), " / ", el("a", { href: projectLink(run.project), text: run.project }), " /"),
       el("div", { class: "run-head" }, el("h1", { text: run.run_id }), badge(run.status), badge(health.badge),
-        el("span", { class: "facts", id: "run-facts", text: `last step ${fmt(run.last_step)} · ${fmt(run.event_count)} events · started ${ago(run.start_time)}${run.end_reason ? " · " + run.end_reason : ""}` })));
+        el("span", { class: "facts", id: "run-facts", text: `last step ${stepText(run.last_step)} · ${fmt(run.event_count)} events · started ${ago(run.start_time)}${run.end_reason ? " · " + run.end_reason : ""}` })));
   }
   function currentHealth() {
     const open = [...S.anomalies.values()].filter((a) => a.state !== "RESOLVED");
@@ -573,13 +576,14 @@ async function comparePage() {
   const input = el("input", { type: "text", placeholder: "add a run id", id: "add-run", size: 28 });
   const picker = el("div", { class: "toolbar", id: "metric-picker" });
   const legend = el("div", { class: "toolbar", id: "compare-runs" });
+  const leftOut = el("div", { id: "compare-left-out" });
   const charts = el("div", { class: "charts", id: "charts" });
   setMain(el("h1", { text: "Compare runs" }),
     el("div", { class: "toolbar" }, input, el("button", { text: "Add", onclick: () => {
       const id = input.value.trim();
       if (id && !runs.includes(id)) { runs.push(id); go(); }
     } })),
-    legend, picker, charts);
+    legend, leftOut, picker, charts);
   function go() {
     location.href = "/compare" + qs({ runs: runs.join(","), m: chosen });
   }
@@ -588,10 +592,18 @@ async function comparePage() {
     rendered();
     return;
   }
-  let infos;
-  try {
-    infos = await Promise.all(runs.map((run) => api("/api/run", { run })));
-  } catch (e) { showError(charts, e); rendered(); return; }
+  // A run that cannot be shown (another project's, or no such run) is left out, saying why; the others are compared.
+  const settled = await Promise.allSettled(runs.map((run) => api("/api/run", { run })));
+  const shown = [], infos = [], failed = [];
+  settled.forEach((r, i) => {
+    if (r.status === "fulfilled") { shown.push(runs[i]); infos.push(r.value); } else failed.push([runs[i], r.reason]);
+  });
+  if (failed.length) {
+    leftOut.replaceChildren(el("div", { class: "error-box" }, `Not shown (${failed.length} of ${runs.length}): `,
+      failed.map(([run, e]) => el("span", { class: "chip" }, el("b", { text: run }), ` ${e.message || e} `,
+        el("button", { text: "×", title: "remove", onclick: () => { runs = runs.filter((r) => r !== run); go(); } })))));
+  }
+  if (!infos.length) { rendered({ charts: 0, runs: 0, series: [] }); return; }
   legend.replaceChildren(...infos.map((info, i) => el("span", { class: "chip" },
     el("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }),
     el("a", { href: runLink(info.run.run_id), text: info.run.run_id }), " ", badge(info.health.badge),
@@ -607,14 +619,14 @@ async function comparePage() {
       chosen = e.target.checked ? [...chosen, m] : chosen.filter((x) => x !== m);
       go();
     } }), " ", m)));
-  const data = await Promise.all(runs.map((run) => api("/api/series", { run, m: chosen, width: 900 })));
+  const data = await Promise.all(shown.map((run) => api("/api/series", { run, m: chosen, width: 900 })));
   const made = [];
   for (const metric of chosen) {
     const tables = data.map((d) => {
       const s = d.series[metric] || { x: [], y: [] };
       return [s.x, s.y];
     });
-    const chart = new Chart(charts, metric, runs, { syncKey: "compare", onZoom: (range) => {
+    const chart = new Chart(charts, metric, shown, { syncKey: "compare", onZoom: (range) => {
       for (const c of made) {
         if (range) c.plot.setScale("x", { min: range[0], max: range[1] });
         else c.plot.setData(c.plot.data, true);
@@ -626,7 +638,7 @@ async function comparePage() {
     made.push(chart);
   }
   rendered({
-    charts: made.length, runs: runs.length,
+    charts: made.length, runs: shown.length,
     series: made.map((c) => ({ title: c.box.dataset.title, series: c.plot.series.slice(1).map((ser, i) => ({
       label: ser.label, points: c.plot.data[i + 1].filter((v) => v != null).length })) })),
   });
