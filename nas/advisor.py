@@ -520,6 +520,41 @@ def _smallest_candidate(base: Genome, space: SearchSpace) -> Genome:
     return best
 
 
+def redundant_pair(
+    chosen: Sequence[tuple[frozenset, float]], shape: frozenset, mean: float, current: float, direction: str
+) -> str | int | None:
+    """Whether a candidate only repeats a chosen suggestion with edits the prediction does not reward.
+
+    ``chosen`` are the suggestions so far as (edit shape, predicted mean); ``shape`` and ``mean`` the candidate's;
+    ``current`` the prediction for the unchanged run. Returns ``"longer"`` when the candidate adds edits to a
+    chosen one and is predicted no better than it (within 1 % of that one's gain over ``current``), the index of a
+    chosen suggestion that adds edits to the candidate and is predicted no better than it (to be replaced), else
+    None.
+
+    >>> wider = frozenset({("fc1", "width", "up")})
+    >>> wider_dropout = wider | {("fc1", "dropout", "up")}
+    >>> redundant_pair([(wider, 0.80)], wider_dropout, 0.80, 1.0, "minimize")
+    'longer'
+    >>> redundant_pair([(wider, 0.80)], wider_dropout, 0.70, 1.0, "minimize") is None
+    True
+    >>> redundant_pair([(wider_dropout, 0.80)], wider, 0.80, 1.0, "minimize")
+    0
+    """
+    sign = 1.0 if direction == "minimize" else -1.0
+    for i, (other, other_mean) in enumerate(chosen):
+        if not (math.isfinite(mean) and math.isfinite(other_mean)):
+            continue
+        if other < shape:
+            tol = 0.01 * abs(current - other_mean) if math.isfinite(current) else 0.0
+            if sign * (mean - other_mean) >= -tol:
+                return "longer"
+        elif shape < other:
+            tol = 0.01 * abs(current - mean) if math.isfinite(current) else 0.0
+            if sign * (other_mean - mean) >= -tol:
+                return i
+    return None
+
+
 def _over_budget(genome: Genome, constraints: Constraints, cfg: AdvisorConfig) -> str:
     """Why ``genome`` breaks the constraints ("" when it does not)."""
     reasons = []
@@ -715,6 +750,7 @@ class Advisor:
             seen.add(edit_directions(base, fix.genome) if fix.genome != base else ("hp", fix.rule))
             seen.add(fix.genome.key() if fix.genome != base else ("hp", fix.rule))
         room = max(0, limit - len(fixes))
+        shapes: list[frozenset] = []
         for c in candidates if room else ():
             # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
             # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
@@ -723,7 +759,16 @@ class Advisor:
             if shape in seen or view in seen or c.genome.key() in seen:
                 continue
             seen.update((shape, view))
+            # A change the prediction does not reward is no idea of its own: of two suggestions where one adds
+            # edits to the other, the longer one is listed only when it is predicted better.
+            pair = redundant_pair([(shp, ch.mean) for shp, ch in zip(shapes, chosen)], shape, c.mean, cur_mean, direction)
+            if pair == "longer":
+                continue
+            if isinstance(pair, int):
+                chosen[pair], shapes[pair] = c, shape
+                continue
             chosen.append(c)
+            shapes.append(shape)
             if len(chosen) == room:
                 break
         suggestions = [self._stability_suggestion(fix, run, risk) for fix in stability[:limit]]

@@ -180,6 +180,26 @@ def test_each_suggestion_is_a_diff_with_evidence_from_logs_and_peers(runs, advis
         assert s.effect.stddev > 0
 
 
+def test_no_suggestion_only_adds_edits_the_prediction_does_not_reward(runs, advisor):
+    """Of two suggestions where one makes the other's edits and more (the same wider layer, plus dropout the surrogate
+    does not weigh), the longer one is listed only when it is predicted better; the lists had filled with such
+    near-copies."""
+    from runwatch.nas.search import edit_directions
+
+    checked = 0
+    for run in runs[::4]:
+        suggestions = [s for s in advisor.suggest(run, Constraints(num_suggestions=5)) if s.genome is not None]
+        for a in suggestions:
+            for b in suggestions:
+                shorter, longer = edit_directions(run.genome, a.genome), edit_directions(run.genome, b.genome)
+                if shorter and shorter < longer:
+                    checked += 1
+                    gain = abs(a.effect.predicted - run.outcome["val/loss"]) if a.effect else 0.0
+                    assert b.effect.predicted < a.effect.predicted - 0.01 * gain or b.effect.predicted < a.effect.predicted, (
+                        run.run_id, [c.description for c in a.changes], [c.description for c in b.changes])
+    assert checked > 0  # the rule keeps longer suggestions that are predicted better
+
+
 def test_an_underfitting_run_is_told_to_grow(runs, advisor):
     run = _run(runs, "digits-26")  # 64 -> 8 GELU -> 10, final train loss 1.4 vs peers' ~0.06
     top = advisor.suggest(run, Constraints(num_suggestions=1))[0]
