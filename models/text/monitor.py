@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import deque
@@ -48,6 +49,8 @@ from runwatch.models.text.templates import TemplateConfig, TemplateMiner
 
 DETECTOR = "log_text"
 VERSION = "1"
+#: Step changes remembered to date held findings: a traceback ends at the first line with metric values.
+STEP_HISTORY = 256
 _SPLIT = re.compile(r"[\r\n]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # CSI sequences: colours, cursor moves
 
@@ -126,6 +129,9 @@ class TextMonitor:
         self.lines = 0  # lines seen in this run
         self.finding_lines: list[int] = []
         self.step = 0  # the run's step as the text tells it (the last extracted step, or a line's own step)
+        # (line index, step) at each line that moved the step, the latest STEP_HISTORY of them: the step a held
+        # finding (a traceback reported when the lines after it show it ended) is dated at, however lines are batched.
+        self._steps: deque[tuple[int, int]] = deque(maxlen=STEP_HISTORY)
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -142,15 +148,16 @@ class TextMonitor:
         cfg = self.config
         for item in lines:
             text, given = (item, 0) if isinstance(item, str) else (item[0], int(item[1]))
-            if given > 0:
-                self.step = max(self.step, given)
+            if given > self.step:
+                self.step = given
+                self._steps.append((self.lines, given))
             # Split first, then cut each line: a multi-line record (a traceback shipped as one message) ends
             # with the line that names the error, and a redrawn progress bar with its latest values.
             for line in _SPLIT.split(text) if ("\n" in text or "\r" in text) else (text,):
                 if line and not line.isspace():
                     self._line(line[: cfg.max_line_chars], events, found, unexpected)
         for f in self.matcher.flush():
-            found.append((f, self.step))
+            found.append((f, self._step_of(f)))
         pairs = [(self._finding(f, step), f.line) for f, step in found]
         pairs.extend(self._sequence_findings(unexpected))
         pairs.sort(key=lambda p: (p[0].step, p[1]))
@@ -169,11 +176,19 @@ class TextMonitor:
         Lines may follow a flush: a bar that moves on reports its next steps as usual.
         """
         events = self.extractor.flush() if self.config.extract_metrics else []
-        if events:
-            self.step = max(self.step, events[-1][0])
+        if events and events[-1][0] > self.step:
+            self.step = events[-1][0]
+            self._steps.append((self.lines, self.step))
         held = self.matcher.flush()
         self.finding_lines = [f.line for f in held]
-        return events, [self._finding(f, self.step) for f in held]
+        return events, [self._finding(f, self._step_of(f)) for f in held]
+
+    def _step_of(self, f: LogFinding) -> int:
+        """The step a finding is dated at: where its first line was, for one reported after lines that followed it."""
+        if not f.held or not self._steps or f.line >= self._steps[-1][0]:
+            return self.step
+        at = bisect.bisect_right(self._steps, (f.line, math.inf)) - 1
+        return self._steps[at][1] if at >= 0 else self._steps[0][1]
 
     def _line(self, line: str, events: list, found: list, unexpected: list) -> None:
         if "\x1b" in line:  # terminal colours (Keras 3's bar, rich, loguru): not part of what the line says
@@ -184,12 +199,14 @@ class TextMonitor:
         extracted: list[Event] = self.extractor.extract(line) if self.config.extract_metrics else []
         if extracted:
             events.extend(extracted)
-            self.step = max(self.step, extracted[-1][0])
+            if extracted[-1][0] > self.step:
+                self.step = extracted[-1][0]
+                self._steps.append((index, self.step))
         signed = self.matcher.feed(line, extracted=bool(extracted))
         signed += self.engine.feed(line, index)
         for _, metrics in extracted:
             signed += self._loss_scale(metrics, line)
-        found.extend((f, self.step) for f in signed)
+        found.extend((f, self._step_of(f)) for f in signed)
         # A line a signature or the metric reader already explains is no news: it gets no second incident.
         read = self.config.extract_metrics and self.extractor.read_values
         explained = self.matcher.claimed or read or any(f.line == index for f in signed)
@@ -262,6 +279,7 @@ class TextMonitor:
             "novelty": self.novelty.state_dict(),
             "engine": self.engine.state_dict(),
             "window": list(self._window),
+            "steps": [list(x) for x in self._steps],
         }
 
     def load_state_dict(self, state: dict) -> bool:
@@ -276,6 +294,7 @@ class TextMonitor:
             self.novelty.load_state_dict(state["novelty"])
             self.engine.load_state_dict(state.get("engine", {}))  # absent in checkpoints from before the engine checks
             window = [int(x) for x in state["window"]]
+            self._steps.extend((int(i), int(st)) for i, st in state.get("steps", []))  # absent before held findings were dated
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"text monitor state: {type(exc).__name__}: {exc}") from None
         if len(window) == self._window.maxlen:

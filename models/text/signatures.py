@@ -445,6 +445,7 @@ class LogFinding:
     title: str
     hint: str
     value: float = math.nan  # a number the signature read (the loss scale), when there is one
+    held: bool = False  # reported lines after ``line`` (a traceback or error banner): dated at ``line``, not at the report
 
 
 @dataclass(slots=True)
@@ -511,7 +512,8 @@ class SignatureMatcher:
     def _take(self, line: str, extracted: bool, out: list[LogFinding]) -> bool:
         """Match one line, adding its findings to ``out``; whether a signature took it."""
         if self._tb is not None:
-            if self._continue_traceback(line):
+            # A line the metric reader took values from (a training loop's next iteration line) is past the traceback.
+            if not extracted and self._continue_traceback(line):
                 return True
             out.extend(self._close_traceback())
         at = line.find("Traceback (most recent call last):")
@@ -585,7 +587,11 @@ class SignatureMatcher:
         return []
 
     def flush(self) -> list[LogFinding]:
-        """End of a batch of lines: report what is held (a traceback cut by the batch, an error banner)."""
+        """End of a batch of lines: report what is held (a traceback cut by the batch, an error banner).
+
+        Reported now rather than when the next batch shows where it ended: a crash's traceback is often the last
+        thing a run prints. Cut before its exception line, it is reported again once that line names the error.
+        """
         out: list[LogFinding] = []
         if self._banner is not None:
             out.extend(self._release_banner())
@@ -617,8 +623,10 @@ class SignatureMatcher:
             self._add(tb, line)
             return True
         if tb.exception:
-            # After the exception line only indented details and chaining notes still belong to it.
-            if body[:1] in (" ", "\t") or _TB_CHAIN.search(body):
+            # After the exception line only indented details (two spaces or a tab, as Python indents them; a log
+            # line that starts with one space, such as Megatron's " iteration ...", is the program going on) and
+            # chaining notes still belong to it.
+            if body[:2] == "  " or body[:1] == "\t" or _TB_CHAIN.search(body):
                 self._add(tb, line)
                 return True
             return False
@@ -666,15 +674,15 @@ class SignatureMatcher:
         severity = sig.severity if sig is not TRACEBACK else Severity.ERROR
         if sig is FP16:
             severity = Severity.CRITICAL
-        return self._finding(sig, severity, tb.start, tb.lines, message)
+        return replace(self._finding(sig, severity, tb.start, tb.lines, message), held=True)
 
     def _release_banner(self) -> list[LogFinding]:
         at, line = self._banner
         self._banner = None
         if 0 <= at - self._checkpoint_at <= 5:
             sig = _BY_NAME["checkpoint_save_failure"]
-            return [self._finding(sig, Severity.ERROR, at, [line], line)]
-        return [self._finding(ERROR_LINE, Severity.WARNING, at, [line], line)]
+            return [replace(self._finding(sig, Severity.ERROR, at, [line], line), held=True)]
+        return [replace(self._finding(ERROR_LINE, Severity.WARNING, at, [line], line), held=True)]
 
     # -- stateful signatures -----------------------------------------------------------------
 

@@ -170,6 +170,32 @@ def test_pipeline_checkpoint_carries_text_state(tmp_path):
         p.store.close()
 
 
+def test_a_traceback_followed_by_more_iterations_is_dated_and_named_alike_however_lines_are_batched():
+    """A traceback the run survives (an OOM caught and retried), then Megatron iteration lines that start with one
+    space: the traceback ends at the first iteration line, its finding names the exception and is dated at the step
+    it began at. Before, in one batch the traceback took every later line as its own and was reported at the last
+    one's step, quoting an iteration line; split after it, at its own step: a failed-over consumer disagreed with
+    an uninterrupted one."""
+    it = [f" iteration {i * 10:8d}/    3000 | lm loss: 2.0E+00 | grad norm: 1.1 | number of skipped iterations: 0 |"
+          for i in range(1, 61)]  # fmt: skip
+    tb = ["Traceback (most recent call last):", '  File "train.py", line 3, in <module>',
+          "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]  # fmt: skip
+    lines = it[:40] + tb + it[40:]
+
+    def oom_findings(batches):
+        tm = TextMonitor("r")
+        found = []
+        for batch in batches:
+            found += tm.observe_lines(batch)[1]
+        return [(f.step, f.key, f.explanation[:60]) for f in found if f.key == "cuda_oom"]
+
+    whole = oom_findings([lines])
+    assert whole == [(400, "cuda_oom", "GPU out of memory: torch.cuda.OutOfMemoryError: CUDA out of ")]
+    assert oom_findings([lines[:43], lines[43:]]) == whole
+    assert oom_findings([lines[:30], lines[30:50], lines[50:]]) == whole
+    assert oom_findings([lines[:41], lines[41:]]) == whole  # cut inside it: a first, generic report, then this one
+
+
 def test_the_last_state_of_a_progress_bar_is_delivered_when_the_run_ends(tmp_path):
     """Lightning's bar, one line per epoch as a captured stream keeps it: a bar's values are held until it moves on,
     so the last epoch's NaN is known only when the stream ends. ``LogTextAnalysis.end`` (the pipeline calls it on the
