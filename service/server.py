@@ -611,7 +611,9 @@ class RunwatchServer:
         except Exception as exc:
             log.exception("store write failed")
             ack = service_pb2.IngestAck(sequence=result.ack.sequence, rejected=result.ack.accepted + result.ack.rejected)
-            ack.violations.add(field="batch", reason=f"not stored: {exc}; re-send it")
+            # Past the store's own retries (RunStore.write_retry_s): its items were applied, so a re-sent copy
+            # would only be counted a duplicate; say what happened rather than ask for one.
+            ack.violations.add(field="batch", reason=f"not stored: {exc}")
             return ack
         return result.ack
 

@@ -44,6 +44,8 @@ __all__ = ["RunStore", "StoreError", "WriteOp"]
 
 WriteOp = Callable[[Connection], None]
 _STOP = object()
+#: Seconds a group of writes is retried on a fresh connection after the database connection was lost.
+WRITE_RETRY_S = 120.0
 log = logging.getLogger("runwatch.store")
 
 
@@ -82,6 +84,7 @@ class RunStore:
             self._writer_conn.close()
             raise
         self._read_lock = threading.Lock()
+        self.write_retry_s = WRITE_RETRY_S
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="runwatch-store-writer", daemon=True)
         self._closed = False
@@ -103,7 +106,6 @@ class RunStore:
         return self.submit([open_run_op(start, status)])
 
     def _write_loop(self) -> None:
-        backend = self.backend
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -120,19 +122,7 @@ class RunStore:
                     stop = True
                     break
                 pending.append(nxt)
-            error: BaseException | None = None
-            conn = self._writer_conn
-            try:
-                backend.begin(conn)
-                for ops, _ in pending:
-                    for op in ops:
-                        op(conn)
-                backend.commit(conn)
-            except BaseException as exc:  # report to every waiter; the writer itself keeps going
-                error = exc
-                backend.rollback(conn)
-                if backend.is_disconnect(exc):
-                    self._reconnect_writer()
+            error = self._commit_group(pending)
             for _, fut in pending:
                 if error is None:
                     fut.set_result(None)
@@ -141,8 +131,46 @@ class RunStore:
             if stop:
                 break
 
+    def _commit_group(self, pending: list) -> BaseException | None:
+        """Commit one group's operations in one transaction; the error that failed it, or None.
+
+        A lost connection (a database restart, an administrator ending the session) is not the group's fault: the
+        transaction rolled back with it, so the writer reconnects and runs the group again, for up to
+        ``write_retry_s`` seconds. Meanwhile nothing is acknowledged (the streams stop at their in-flight limit
+        and SDKs keep the rest in their spools). A batch refused instead could not be re-sent: its events were
+        applied, so a re-sent copy would be a duplicate.
+        """
+        backend = self.backend
+        deadline, wait, warned = None, 0.05, False
+        while True:
+            conn = self._writer_conn
+            try:
+                backend.begin(conn)
+                for ops, _ in pending:
+                    for op in ops:
+                        op(conn)
+                backend.commit(conn)
+                if warned:
+                    log.warning("store: writing again after a lost connection")
+                return None
+            except BaseException as exc:  # report to every waiter; the writer itself keeps going
+                backend.rollback(conn)
+                if not backend.is_disconnect(exc):
+                    return exc
+                now = time.monotonic()
+                deadline = now + self.write_retry_s if deadline is None else deadline
+                if now >= deadline or self._closed:
+                    self._reconnect_writer()
+                    return exc
+                if not warned:
+                    log.warning("store: connection lost (%s); retrying the write for up to %.0f s", exc, self.write_retry_s)
+                    warned = True
+                time.sleep(wait)
+                wait = min(2 * wait, 2.0)
+                self._reconnect_writer()
+
     def _reconnect_writer(self) -> None:
-        # The failed group was refused to its callers (they re-send); the next group gets a fresh connection.
+        # A group that failed past its retries was refused to its callers; the next group gets a fresh connection.
         with contextlib.suppress(Exception):  # it is broken already
             self._writer_conn.close()
         try:

@@ -193,6 +193,28 @@ def test_a_failing_write_rolls_back_its_group_and_the_writer_goes_on(store):
     assert {r.run_id for r in store.list_runs()} == {"kept", "after"}
 
 
+def test_writes_survive_the_database_dropping_the_connection(pg_url):
+    """The database ends the store's sessions (a restart, an administrator's pg_terminate_backend): the next group of
+    writes is run again on a fresh connection and committed, not refused. Before, it failed with "terminating
+    connection due to administrator command", and the SDK dropped the batch (its RunStart with it: the run's events
+    were stored, the run never)."""
+    import psycopg
+
+    store = RunStore(pg_url)
+    try:
+        store.open_run(runs_pb2.RunStart(run_id="before", project="p")).result(30)
+        dbname = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+            ).fetchone()[0]
+        assert ended >= 1
+        store.open_run(runs_pb2.RunStart(run_id="after", project="p")).result(30)
+        assert {r.run_id for r in store.list_runs()} == {"before", "after"}
+    finally:
+        store.close()
+
+
 def test_a_reopened_store_keeps_everything_and_its_version(store_location):
     first = RunStore(store_location)
     start = runs_pb2.RunStart(run_id="r", project="p")
