@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runwatch.client.convert import MAX_STEP
 from runwatch.client.names import rename_map
 
 __all__ = ["ImportFormatError", "ImportedRun", "Problems", "RunBuilder", "parse_float", "parse_step"]
@@ -185,15 +186,49 @@ class RunBuilder:
         return run
 
 
+_INTEGER = re.compile(r"\s*\+?(\d+)(?:\.0*)?\s*")
+
+
 def parse_step(text: Any, path: Path, position: str, column: str = "step") -> int:
-    """An integer step (``"12"``, ``"12.0"``), else :class:`ImportFormatError`."""
-    try:
-        f = float(text)
-    except (TypeError, ValueError):
-        raise ImportFormatError(path, position, f"{column} is not an integer: {text!r}") from None
-    if not math.isfinite(f) or f != int(f) or f < 0:
+    """An integer step (``"12"``, ``"12.0"``, ``12``) from 0 to 2**63 - 1, read exactly, else :class:`ImportFormatError`.
+
+    A step written as digits is read as an integer, never through a float (which would turn 9007199254740993
+    into ...992); a float beyond 2**53 could be any of several integers and is refused.
+
+    >>> from pathlib import Path
+    >>> parse_step("9007199254740993", Path("m.csv"), "line 3"), parse_step("12.0", Path("m.csv"), "line 4")
+    (9007199254740993, 12)
+    >>> try:
+    ...     parse_step("9223372036854775808", Path("m.csv"), "line 5")
+    ... except ImportFormatError as exc:
+    ...     print(exc)
+    m.csv:line 5: step must be at most 9223372036854775807 (a signed 64-bit integer), got '9223372036854775808'
+    """
+    if isinstance(text, bool):
+        raise ImportFormatError(path, position, f"{column} is not an integer: {text!r}")
+    if isinstance(text, int):
+        step = text
+    elif isinstance(text, str) and (m := _INTEGER.fullmatch(text)) is not None:
+        step = int(m.group(1))
+    else:
+        try:
+            f = float(text)
+        except (TypeError, ValueError):
+            raise ImportFormatError(path, position, f"{column} is not an integer: {text!r}") from None
+        if not math.isfinite(f) or f != int(f) or f < 0:
+            raise ImportFormatError(path, position, f"{column} must be a non-negative integer, got {text!r}")
+        if f > 2**53:
+            raise ImportFormatError(
+                path, position, f"{column} {text!r} is a float too large to name one integer: write it as digits"
+            )
+        step = int(f)
+    if step < 0:
         raise ImportFormatError(path, position, f"{column} must be a non-negative integer, got {text!r}")
-    return int(f)
+    if step > MAX_STEP:
+        raise ImportFormatError(
+            path, position, f"{column} must be at most {MAX_STEP} (a signed 64-bit integer), got {text!r}"
+        )
+    return step
 
 
 def parse_float(text: Any, path: Path, position: str, column: str) -> float:

@@ -285,6 +285,22 @@ def test_long_format_malformed(tmp_path):
         load(csv_path)
 
 
+def test_long_format_steps_are_read_exactly_and_checked_against_the_wire_limit(tmp_path):
+    """Steps past 2**53 were read through a float (9007199254740993 became ...992), and one past 2**63 - 1 was only
+    refused while sending, after the rows before it had gone: a half-sent run left RUNNING, even with --strict."""
+    csv_path = tmp_path / "big.csv"
+    csv_path.write_text("step,metric,value\n0,loss,1\n9007199254740993,loss,0.5\n9223372036854775807,loss,0.4\n")
+    (run,) = load(csv_path)
+    assert [int(s) for s in run.steps] == [0, 9007199254740993, 2**63 - 1]
+    csv_path.write_text("step,metric,value\n0,loss,1\n9223372036854775808,loss,0.4\n")
+    with pytest.raises(ImportFormatError, match=r"big\.csv:line 3: step must be at most 9223372036854775807"):
+        load(csv_path)
+    jsonl = tmp_path / "big.jsonl"
+    jsonl.write_text('{"step": 9007199254740993, "metric": "loss", "value": 1.0}\n{"step": 1e300, "metric": "loss", "value": 1.0}\n')
+    with pytest.raises(ImportFormatError, match=r"big\.jsonl:line 2: step 1e\+300 is a float too large"):
+        load(jsonl)
+
+
 # -- detection and names --------------------------------------------------------------------------
 
 
