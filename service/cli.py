@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -253,23 +254,63 @@ def watch(
     client_cert: ClientCertOption = None,
     client_key: ClientKeyOption = None,
 ) -> None:
-    """Print anomalies as they are raised (Ctrl-C to stop)."""
+    """Print anomalies as they are raised (Ctrl-C to stop).
+
+    When the server goes away (a restart, a deploy) the watch reconnects, and prints the anomalies raised
+    meanwhile, each revision once.
+    """
     try:
         severity = anomaly_pb2.Severity.Value("SEVERITY_" + min_severity.upper())
     except ValueError:
         _fail(f"--min-severity: unknown severity {min_severity!r}; use INFO, WARNING, ERROR or CRITICAL")
-    request = service_pb2.WatchRequest(project=project, run_id=run, min_severity=severity, include_history=history)
     with _channel(target, token, ca_file, client_cert, client_key) as channel:
         try:
             if run and not _run_exists(channel, run):
                 # Watching a run before it starts is allowed; a typo should not look like a quiet run.
                 typer.echo(f"note: no run {run!r} on {target} yet; waiting for its anomalies (Ctrl-C to stop)", err=True)
-            for anomaly in service_pb2_grpc.WatchServiceStub(channel).WatchAnomalies(request):
-                typer.echo(format_anomaly(anomaly))
+            elif not run:  # a server that is not there at all is an error, not a restart to wait out
+                service_pb2_grpc.RunServiceStub(channel).ListRuns(service_pb2.ListRunsRequest(limit=1), timeout=30)
+            _follow_anomalies(channel, target, project, run, severity, history)
         except grpc.RpcError as exc:
             _rpc_error(exc, target)
         except KeyboardInterrupt:
             pass
+
+
+def _follow_anomalies(channel: grpc.Channel, target: str, project: str, run: str, severity: int, history: bool) -> None:
+    """Print anomalies until Ctrl-C; across a lost server, reconnect and print what was raised meanwhile.
+
+    A reconnection asks for the stored anomalies too, and prints those detected since the watch began (all of
+    them with ``history``) that it has not printed yet: what a restart's gap would otherwise lose, and no repeats.
+    """
+    stub = service_pb2_grpc.WatchServiceStub(channel)
+    began = time.time()
+    printed: set[tuple[str, int]] = set()
+    reconnecting, wait = False, 0.5
+    while True:
+        request = service_pb2.WatchRequest(
+            project=project, run_id=run, min_severity=severity, include_history=history or reconnecting
+        )
+        try:
+            for anomaly in stub.WatchAnomalies(request):
+                if reconnecting:
+                    typer.echo(f"note: watching {target} again", err=True)
+                    reconnecting, wait = False, 0.5
+                key = (anomaly.id, anomaly.revision)
+                if key in printed or (not history and anomaly.detected_time < began):
+                    continue
+                printed.add(key)
+                typer.echo(format_anomaly(anomaly))
+            ended = "the server closed the stream"
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            ended = "the server is unavailable"
+        if not reconnecting:
+            typer.echo(f"note: lost {target} ({ended}); reconnecting (Ctrl-C to stop)", err=True)
+            reconnecting = True
+        time.sleep(wait)
+        wait = min(2 * wait, 5.0)
 
 
 def _run_exists(channel: grpc.Channel, run_id: str) -> bool:

@@ -107,6 +107,45 @@ def test_watching_a_run_that_does_not_exist_yet_says_so(served):
     assert note.startswith("note: no run 'no-such-run'") and "waiting for its anomalies" in note
 
 
+def test_watch_reconnects_across_a_server_restart_and_prints_what_was_raised_meanwhile(tmp_path):
+    """A deploy restarts the server: the watch says so, reconnects, and prints the anomaly raised while it was
+    away, once, without the ones it printed before. Before, it exited with the ingest clients' "re-send what was
+    not acknowledged" message."""
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = {**os.environ, "RUNWATCH_PORT": str(port), "RUNWATCH_DATA_DIR": str(tmp_path / "data")}
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([*RUNWATCH, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_serving(target)
+        return proc
+
+    server = serve()
+    watcher = subprocess.Popen([*RUNWATCH, "watch", "--target", target, "--min-severity", "critical"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(2)  # the watch is following
+        seed_run(target)
+        assert watcher.stdout.readline().startswith("cli-run")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert watcher.stderr.readline().startswith(f"note: lost {target}")
+        server = serve()
+        batch = runs_pb2.EventBatch()
+        batch.starts.add(run_id="cli-run-2", project="cli")
+        batch.events.add(run_id="cli-run-2", step=0).metrics["loss"] = float("nan")
+        with grpc.insecure_channel(target) as channel:
+            service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+        assert watcher.stdout.readline().startswith("cli-run-2")
+        assert watcher.stderr.readline().startswith(f"note: watching {target} again")
+        assert watcher.poll() is None
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+        server.kill()
+        server.wait(timeout=10)
+
+
 def test_help_shows_environment_fallbacks():
     out = cli("serve", "--help", env={**os.environ, "COLUMNS": "200"}).stdout
     for var in ("RUNWATCH_HOST", "RUNWATCH_PORT", "RUNWATCH_DATA_DIR", "RUNWATCH_METRICS_PORT", "RUNWATCH_DIAGNOSTICS_CONFIG"):
