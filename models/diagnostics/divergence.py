@@ -271,7 +271,9 @@ class DivergenceDiagnostic(Diagnostic):
         metric, grad_metric = cfg.loss_metric, cfg.grad_metric
         parts = [f"{metric} rose {x:.3g}x above its minimum over the last {span:.0f} steps"]
         if not (loss_climbs or grad_climbs):
-            parts[0] += (" and is back above its initial level (all progress lost; no steady climb)" if level >= 1.0
+            # The levels are the smoothed loss's: a last value back down after a blow-up does not undo them yet.
+            parts[0] += (" and its smoothed level is back above its initial level (all progress lost; no steady climb)"
+                         if level >= 1.0
                          else f" and has stayed {cfg.shift_ratio:g}x above it for {up} values (no steady climb)")
         if loss_climbs:
             parts[0] += f" (log-slope {slope:.2f}/step, R² {r2:.2f})"
