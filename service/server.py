@@ -844,7 +844,9 @@ async def serve(settings: ServiceSettings, ready=None) -> None:
     """Run until SIGINT/SIGTERM; ``ready(port)`` is called once the server listens."""
     server = RunwatchServer(settings)
     port = await server.start()
-    log.info("runwatch listening on %s:%d, data in %s", settings.host, port, settings.data_dir)
+    from runwatch.service.store_location import redact
+
+    log.info("runwatch listening on %s:%d, data in %s", settings.host, port, redact(settings.store_location))
     if ready is not None:
         ready(port)
     stop = asyncio.Event()

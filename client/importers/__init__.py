@@ -109,6 +109,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     if fmt not in ("auto", *FORMATS):
         raise ValueError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     if path.is_file():
+        if path.stat().st_size == 0:
+            raise ImportFormatError(path, "file", "the file is empty: nothing to replay")
         found = fmt if fmt != "auto" else _file_format(path)
         if found is None and _text_file(path):
             found = "text"

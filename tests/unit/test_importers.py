@@ -295,6 +295,9 @@ def test_long_format_steps_are_read_exactly_and_checked_against_the_wire_limit(t
     csv_path.write_text("step,metric,value\n0,loss,1\n9223372036854775808,loss,0.4\n")
     with pytest.raises(ImportFormatError, match=r"big\.csv:line 3: step must be at most 9223372036854775807"):
         load(csv_path)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ImportFormatError, match=r"empty\.csv:file: the file is empty"):
+        load(tmp_path / "empty.csv")
     jsonl = tmp_path / "big.jsonl"
     jsonl.write_text('{"step": 9007199254740993, "metric": "loss", "value": 1.0}\n{"step": 1e300, "metric": "loss", "value": 1.0}\n')
     with pytest.raises(ImportFormatError, match=r"big\.jsonl:line 2: step 1e\+300 is a float too large"):
