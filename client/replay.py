@@ -331,12 +331,22 @@ def _replay_spool(path, target, connect_timeout, dry_run, report, out, t0, conne
     client = RunwatchClient(target, spool_dir=root, flush_on_exit=False, **connection)
     spool = client.spool
     adopted = spool.adopted_items if spool is not None else 0
+    run_ids = spool.run_ids() if spool is not None else []
     try:
         client.flush(timeout=300)
+        runs_stub = service_pb2_grpc.RunServiceStub(client.channel)
+        for run_id in run_ids:  # the runs its batches belonged to, as the summary counts replayed runs
+            rr = ReplayedRun(run_id, run_id, "spool", str(root))
+            try:
+                info = runs_stub.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30).run
+                rr.events, rr.anomalies = info.event_count, info.anomaly_count
+            except grpc.RpcError:
+                pass
+            report.runs.append(rr)
     finally:
         client.close(timeout=60)
     stats = client.stats()
-    out(f"spool {root}: {adopted} item(s) found, {stats.acked} acknowledged, {stats.rejected} rejected")
+    out(f"spool {root}: {adopted} item(s) found for {len(run_ids)} run(s), {stats.acked} acknowledged, {stats.rejected} rejected")
     return _delivered(report, client, t0)
 
 

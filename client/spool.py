@@ -58,6 +58,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from runwatch.v1 import runs_pb2
 
 __all__ = ["Spool", "SpoolRecord", "default_spool_dir"]
@@ -242,6 +244,21 @@ class Spool:
         with self._lock:
             self._skip_dead()
             return bool(self._heap)
+
+    def run_ids(self) -> list[str]:
+        """The runs the live records hold items of, in order of first appearance (reads the records, sends nothing)."""
+        seen: dict[str, None] = {}
+        with self._lock:
+            records = [rec for seg in self._segments for rec in seg.records[seg.done_prefix :] if rec.live]
+        for rec in records:
+            try:
+                batch = self._parse(rec)
+            except (OSError, DecodeError):
+                continue  # the sender reports it when it takes the record
+            for items in (batch.starts, batch.events, batch.logs, batch.ends):
+                for item in items:
+                    seen.setdefault(item.run_id, None)
+        return list(seen)
 
     def oldest_pending_id(self) -> int | None:
         """``first_id`` of the oldest live record, None when nothing is pending."""

@@ -105,7 +105,9 @@ def test_replay_a_spool_folder(start_server, tmp_path):
     srv, _ = start_server()
     out = cli("replay", str(spool), "--target", srv.target)
     assert out.returncode == 0, out.stderr
-    assert "22 item(s) found, 22 acknowledged" in out.stdout
+    assert "22 item(s) found for 1 run(s), 22 acknowledged" in out.stdout
+    # The summary counts the run (it said "0 run(s) replayed" and no anomalies, whatever the spool held).
+    assert "1 run(s) replayed, 0 skipped, 22 item(s) accepted" in out.stdout
     info = next(r for r in list_runs(srv.target) if r.run_id == "from-spool")
     assert info.event_count == 20 and info.status == runs_pb2.RUN_STATUS_FINISHED
     shutil.rmtree(spool, ignore_errors=True)
