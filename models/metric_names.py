@@ -168,6 +168,42 @@ def rename_map(names: Iterable[str], canonical: bool = True) -> dict[str, str]:
     return out
 
 
+_LOADER_SUFFIX = re.compile(r"/dataloader_idx_(\d+)$")
+
+
+def first_evaluation_set_loss(names: Iterable[str]) -> str | None:
+    """Of a run evaluated on several sets, the first set's loss, to be its ``val/loss`` (None: no such names).
+
+    Lightning names a metric of validation loader ``i`` ``<name>/dataloader_idx_<i>``; the HF Trainer names the
+    metrics of evaluation set ``x`` (``eval_dataset={"x": ...}``) ``eval_x_loss``, with ``eval_x_runtime`` beside
+    it, which tells a set's loss from a loss component such as ``eval_kl_loss``. Without this the overfitting rule
+    read no validation loss at all on such runs.
+
+    >>> first_evaluation_set_loss(["loss", "val_loss/dataloader_idx_1", "val_loss/dataloader_idx_0"])
+    'val_loss/dataloader_idx_0'
+    >>> first_evaluation_set_loss(["eval_b_loss", "eval_b_runtime", "eval_a_loss", "eval_a_runtime"])
+    'eval_a_loss'
+    >>> first_evaluation_set_loss(["val/a_loss", "val/a_runtime", "val/loss/dataloader_idx_0"])
+    'val/loss/dataloader_idx_0'
+    >>> first_evaluation_set_loss(["eval_kl_loss", "eval_loss", "eval_runtime"]) is None
+    True
+    """
+    names = sorted(names)
+    present = set(names)
+    for n in names:
+        m = _LOADER_SUFFIX.search(n)
+        if m is not None and m.group(1) == "0" and canonical_name(n[: m.start()]) == "val/loss":
+            return n
+    for n in names:
+        low = n.lower()
+        for prefix in ("eval_", "eval/", "val/"):  # val/: the SDK sends eval_x_loss as val/x_loss
+            if low.startswith(prefix) and low.endswith("_loss") and len(low) > len(prefix) + len("_loss"):
+                dataset = n[len(prefix) : -len("_loss")]
+                if f"{n[: len(prefix)]}{dataset}_runtime" in present:
+                    return n
+    return None
+
+
 def _claimable(name: str) -> bool:
     """Whether :func:`canonical_name` can map another name onto ``name`` (or it is a fallback)."""
     return name in ("loss", "lr", "grad_norm") or name.startswith("val/") or "#" in name
@@ -220,8 +256,9 @@ class DetectorNames:
 
     def _plan(self, names: tuple[str, ...]) -> dict[str, str] | None:
         new = [n for n in names if n not in self.mapping]
+        first_set = first_evaluation_set_loss(new) if "val/loss" not in self._taken else None
         for n in sorted(new, key=lambda n: (canonical_name(n) != n, n)):
-            target = canonical_name(n)
+            target = canonical_name(n) if n != first_set else "val/loss"
             if target in self._taken:
                 target = n
             if target in self._taken:  # the canonical spelling itself, after another name claimed it

@@ -21,6 +21,7 @@ from functools import partial
 
 from runwatch.models.alerting import Alert
 from runwatch.models.block import MetricBlock
+from runwatch.models.metric_names import canonical_name
 from runwatch.models.text.extract import Event
 from runwatch.models.text.monitor import TextMonitor, TextMonitorConfig
 from runwatch.models.text.templates import JsonStatePersistence, TemplateMiner
@@ -89,7 +90,10 @@ class LogTextAnalysis:
         alerts: list[Alert] = []
         read: list[Event] = []
         if events:
+            # Names from text are runwatch's (val_loss is read as val/loss): compare them with the run's own names as
+            # the detectors read those, so a printed copy of a logged metric makes no second, rounded series.
             sent = set().union(*state.valid_names) if state.valid_names else set()
+            sent |= {canonical_name(n) for n in sent}
             steps, walls, names, values = [], [], [], []
             for step, metrics in events:
                 kept = [(k, v) for k, v in metrics.items() if k not in sent]

@@ -100,3 +100,28 @@ def test_a_validation_epoch_aggregate_is_the_validation_metric():
     names = rename_map(["train_loss_step", "train_loss_epoch", "val_loss_step", "val_loss_epoch", "val_acc_epoch"])
     assert names == {"train_loss_step": "loss", "train_loss_epoch": "train_loss_epoch", "val_loss_epoch": "val/loss",
                      "val_loss_step": "val_loss_step", "val_acc_epoch": "val/acc"}
+
+
+@pytest.mark.parametrize(
+    "val_names",
+    [
+        ("val/loss/dataloader_idx_0", "val/loss/dataloader_idx_1"),  # Lightning, two validation loaders
+        ("val/a_loss", "val/b_loss"),  # the HF Trainer, eval_dataset={"a": ..., "b": ...}, as the SDK sends it
+    ],
+)
+def test_a_run_evaluated_on_several_sets_is_watched_for_overfitting_on_the_first(val_names):
+    """With several validation sets no name was the validation loss, so an overfitting run (the first set's loss
+    2 -> 6 while the training loss falls to 0) raised nothing; the first set's loss is now the run's val/loss."""
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["overfitting"])).monitor("r")
+    kinds = set()
+    for step in range(300):
+        metrics = {"loss": 2.0 * 0.98**step}
+        if step % 10 == 9:
+            rise = 2.0 + 4.0 * max(0.0, step - 60) / 240
+            metrics.update({val_names[0]: rise, val_names[1]: rise * 1.01})
+            runtime = val_names[0].replace("_loss", "_runtime") if "dataloader" not in val_names[0] else None
+            if runtime:
+                metrics[runtime] = 0.5
+        kinds.update(a.finding.kind.name for a in monitor.observe(step, 0.0, metrics))
+    assert "OVERFITTING" in kinds
+    assert monitor.names.source("val/loss") == val_names[0]

@@ -257,6 +257,32 @@ def test_a_progress_bar_that_goes_quiet_is_read_as_final_without_a_run_end(tmp_p
     p.store.close()
 
 
+def test_a_printed_copy_of_a_logged_metric_makes_no_second_series(tmp_path):
+    """A script logs val_loss through the SDK and prints it too (capture_output): the line's val/loss is the same
+    metric under runwatch's name, so it is not stored again (before: a second, 4-digit val/loss series beside
+    val_loss). A metric only the text has still is."""
+    from runwatch.service.pipeline import DetectionPipeline
+    from runwatch.service.settings import ServiceSettings
+    from runwatch.service.store import RunStore
+    from runwatch.v1 import runs_pb2
+
+    settings = ServiceSettings(data_dir=tmp_path, diagnostics=SuiteConfig(enabled=["nonfinite"]))
+    p = DetectionPipeline(settings, RunStore(settings.db_path))
+    b = runs_pb2.EventBatch(sequence=1)
+    b.starts.add(run_id="r1", project="p")
+    b.events.add(run_id="r1", step=20).metrics.update({"loss": 1.2051234, "val_loss": 1.1726345})
+    b.logs.add(run_id="r1", text="step 20 loss 1.2051 val_loss 1.1726 grad_norm 0.75")
+    p.ingest(b)
+    p.store.flush()
+    stored = {}
+    for e in p.store.events("r1"):
+        for k, v in e.metrics.items():
+            stored.setdefault(k, []).append(v)
+    assert stored["val_loss"] == [1.1726345] and stored["grad_norm"] == [0.75]
+    assert "val/loss" not in stored
+    p.store.close()
+
+
 def test_a_text_only_run_that_goes_quiet_is_flagged_as_stalled(tmp_path):
     """Lines are telemetry: a run that sends only log lines (piped stdout, the logs topic) and then hangs, here
     before its first iteration, is flagged STALLED like a metric run; one that keeps printing is not."""
