@@ -233,4 +233,7 @@ class OverfittingDiagnostic(Diagnostic):
             ),
             related=(train_metric,),
             wall_time=wall_time,
+            # One stretch since the best: evaluations further apart than the alert policy's cool-down (an HF run
+            # evaluating every 400 steps) opened a new incident at each one.
+            since=best_step,
         )

@@ -1142,3 +1142,17 @@ def test_an_error_rate_that_creeps_up_is_a_drift_the_spike_check_follows(default
     low = np.maximum(1, rng.poisson(3, n))
     for series in (steady, rng.binomial(low, 0.003) / low):
         assert feed([(i, 1.7e9 + 60.0 * i, {"error_rate": float(r)}) for i, r in enumerate(series)], default_suite, "s") == []
+
+
+def test_overfitting_seen_at_sparse_evaluations_is_one_incident() -> None:
+    """An HF run evaluating every 400 steps (more than the alert policy's 200-step cool-down) whose validation loss
+    climbs from its best while the training loss falls: one incident, escalating, not a new one at every evaluation
+    (26 on a real log before)."""
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["overfitting"])).monitor("r")
+    alerts = []
+    for i in range(1, 31):
+        step = 401 * i
+        alerts += monitor.observe(step, 0.0, {"loss": 1.1 * 0.9**i, "val/loss": 1.1 + 0.06 * max(0, i - 1)})
+    assert alerts and len({a.incident_id for a in alerts}) == 1
+    assert [a.revision for a in alerts] == list(range(1, len(alerts) + 1))
+    assert alerts[-1].finding.severity == Severity.ERROR
