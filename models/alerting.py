@@ -107,12 +107,16 @@ class IncidentTracker:
         self.config = config or IncidentPolicyConfig()
         self._open: dict[tuple[str, int, str], _Incident] = {}
 
-    def observe(self, finding: Finding) -> Alert | None:
-        """Merge one finding; return the revision to publish, or None."""
+    def observe(self, finding: Finding, min_cooldown: int = 0) -> Alert | None:
+        """Merge one finding; return the revision to publish, or None.
+
+        ``min_cooldown`` raises the cool-down for this finding: a run logged every 500 steps finds its condition
+        again at the next logged step, 500 steps on, which is no quieter than a dense run's next step.
+        """
         key = (finding.detector, int(finding.kind), finding.key)
         inc = self._open.get(key)
         cfg = self.config
-        if inc is None or finding.since - inc.last_step > cfg.cooldown_steps:
+        if inc is None or finding.since - inc.last_step > max(cfg.cooldown_steps, min_cooldown):
             inc = _Incident(
                 id=incident_id(self.run_id, finding, finding.step),
                 first_step=finding.step,

@@ -22,6 +22,11 @@ from runwatch.models.metric_names import DetectorNames
 MAX_EVIDENCE_COLUMNS = 8
 #: Blocks received before their columns are filed as evidence (at most; ``evidence_len`` events file them too).
 UNFILED_BLOCKS = 8
+#: Gaps between logged steps remembered for the logging interval (their median).
+STEP_GAPS = 16
+#: An incident's cool-down is at least this many logging intervals: a run logged every 500 steps finds a held
+#: condition again 500 steps on, and its next finding is the same stretch, not a new incident.
+COOLDOWN_GAPS = 3
 
 
 class _External:
@@ -87,6 +92,8 @@ class RunMonitor:
         self.evidence_len = evidence_len
         self.last_step = -1
         self.last_wall_time = 0.0
+        # The latest gaps between the run's logged steps: the alert policy's cool-down is at least a few of them.
+        self._step_gaps: deque[int] = deque(maxlen=STEP_GAPS)
         # Per metric, the most recent columns (at most evidence_len of them, each non-empty),
         # kept by reference: evidence is only assembled when an alert is raised.
         self._recent: dict[str, deque[Column]] = {}
@@ -125,6 +132,7 @@ class RunMonitor:
             if self._unfiled_points >= self.evidence_len or len(self._unfiled) >= UNFILED_BLOCKS:
                 self._file_evidence()
             last = int(block.steps[-1])
+            self._note_gaps(block.steps)
             self.last_step = max(self.last_step, last)
             self.last_wall_time = float(block.wall_times[-1])
         if not found:
@@ -296,6 +304,7 @@ class RunMonitor:
             "fusion": self.fusion.state_dict() if self.fusion is not None else None,
             "severities": {str(k): v for k, v in self.severities.items()},
             "names": self.names.state_dict(),
+            "step_gaps": list(self._step_gaps),
         }
 
     def load_state_dict(self, snapshot: dict) -> list[str]:
@@ -315,6 +324,7 @@ class RunMonitor:
             if self.fusion is not None and snapshot.get("fusion"):
                 self.fusion.load_state_dict(snapshot["fusion"])
             self.names.load_state_dict(snapshot.get("names") or {})  # absent before names were mapped: none were
+            self._step_gaps = deque((int(g) for g in snapshot.get("step_gaps", [])), maxlen=STEP_GAPS)
             if "severities" in snapshot:
                 self.severities = {int(k): int(v) for k, v in snapshot["severities"].items()}
             else:  # a checkpoint from before they were kept: the open incidents' published severities
@@ -332,14 +342,34 @@ class RunMonitor:
                 misfits.append(diag.name)
         return misfits
 
+    def _note_gaps(self, steps: np.ndarray) -> None:
+        """Remember the latest gaps between distinct logged steps (from the last step seen before the block)."""
+        if len(steps) == 1:  # one event per block (the SDK's live stream): no array work
+            step = int(steps[0])
+            if self.last_step >= 0 and step > self.last_step:
+                self._step_gaps.append(step - self.last_step)
+            return
+        tail = steps[-(STEP_GAPS + 1) :]
+        if self.last_step >= 0 and len(tail) <= STEP_GAPS:
+            tail = np.concatenate(([self.last_step], tail))
+        gaps = np.diff(tail)
+        self._step_gaps.extend(gaps[gaps > 0].tolist())
+
+    def _logging_cooldown(self) -> int:
+        """Cool-down floor for this run's incidents: COOLDOWN_GAPS of its median logging interval."""
+        if not self._step_gaps:
+            return 0
+        return COOLDOWN_GAPS * int(np.median(self._step_gaps))
+
     def _alerts(self, findings: list[tuple[Diagnostic, Finding]], wall_time: float) -> list[Alert]:
         alerts = []
         renamed = self.names.renamed
+        floor = self._logging_cooldown()
         for diag, f in findings:
             f.detector = diag.name
             f.detector_version = diag.version
             f.wall_time = f.wall_time or wall_time
-            alert = self.incidents.observe(f)
+            alert = self.incidents.observe(f, floor)
             if alert is not None:
                 f.evidence = self.evidence(f.metrics, f.step)
                 alerts.append(alert)

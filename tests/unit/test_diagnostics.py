@@ -1156,3 +1156,20 @@ def test_overfitting_seen_at_sparse_evaluations_is_one_incident() -> None:
     assert alerts and len({a.incident_id for a in alerts}) == 1
     assert [a.revision for a in alerts] == list(range(1, len(alerts) + 1))
     assert alerts[-1].finding.severity == Severity.ERROR
+
+
+def test_a_condition_found_at_each_sparse_logged_step_is_one_incident() -> None:
+    """A run logged every 500 steps (an HF Trainer's logging_steps) whose loss stopped improving: the plateau rule
+    finds it again at each logged step, 500 steps apart, more than the 200-step cool-down. The cool-down is at least
+    three logging intervals, so that is one incident; before, each logged step opened a new one."""
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["plateau"])).monitor("r")
+    alerts = []
+    for i in range(1, 121):
+        loss = 2.5 * 0.97**i if i <= 20 else 2.5 * 0.97**20 + 0.002 * ((i * 7) % 5)
+        alerts += monitor.observe(500 * i, 0.0, {"loss": loss})
+    plateaus = [a for a in alerts if a.finding.kind == AnomalyKind.PLATEAU]
+    assert plateaus and len({a.incident_id for a in plateaus}) == 1, [(a.first_step, a.finding.step) for a in plateaus]
+    dense = DiagnosticSuite(SuiteConfig(enabled=["plateau"])).monitor("d")
+    assert dense._logging_cooldown() == 0
+    dense.observe_block(MetricBlock.from_rows(range(0, 50), [0.0] * 50, [{"loss": 1.0}] * 50))
+    assert dense._logging_cooldown() == 3  # dense logging keeps the policy's own 200 steps
