@@ -959,7 +959,7 @@ def test_after_a_run_fails_its_consequences_are_info_naming_the_failure() -> Non
     assert old.failed_step == -1
     prediction = f("DIVERGENCE_PREDICTED", "ERROR", 10)  # a forecast is not a failure
     quiet = FindingFusion(FusionConfig())
-    after = f("VANISHING_GRADIENT", "WARNING", 20)
+    after = f("PLATEAU", "WARNING", 20)  # not a symptom kind: only the failure latch could demote it
     quiet.apply([prediction, after], learned_normal=lambda step: False)
     assert after.severity == Severity.WARNING
 
@@ -1173,3 +1173,19 @@ def test_a_condition_found_at_each_sparse_logged_step_is_one_incident() -> None:
     assert dense._logging_cooldown() == 0
     dense.observe_block(MetricBlock.from_rows(range(0, 50), [0.0] * 50, [{"loss": 1.0}] * 50))
     assert dense._logging_cooldown() == 3  # dense logging keeps the policy's own 200 steps
+
+
+def test_a_collapsed_nets_vanishing_gradients_and_update_ratios_are_one_warning_incident() -> None:
+    """A transformer collapsing under a far too high learning rate: every layer's gradient vanishes and every layer
+    stops updating. The first layer's finding is the root; the other layers' and the update ratios that follow are
+    INFO, part of it (a tester's 12-layer BERT raised 43 WARNING+ incidents before)."""
+    from runwatch.models.fusion import FindingFusion, FusionConfig
+
+    fusion = FindingFusion(FusionConfig())
+    vanishing = [Finding(AnomalyKind.VANISHING_GRADIENT, Severity.ERROR, 1e6, 91, f"grad_norm/layer.{i}",
+                         "vanished", layer=f"layer.{i}", key=f"grad_norm/layer.{i}") for i in range(21)]  # fmt: skip
+    ratios = [Finding(AnomalyKind.UPDATE_RATIO, Severity.WARNING, 1e3, 101, f"update_ratio/layer.{i}", "frozen",
+                      layer=f"layer.{i}", key=f"update_ratio/layer.{i}") for i in range(21)]  # fmt: skip
+    fusion.apply([*vanishing, *ratios], learned_normal=lambda step: False)
+    loud = [f for f in vanishing + ratios if f.severity >= Severity.WARNING]
+    assert [f.key for f in loud] == ["grad_norm/layer.0"]
