@@ -90,6 +90,8 @@ def _channel(target: str, token: str | None, ca_file: Path | None, client_cert: 
 
 
 def _rpc_error(exc: grpc.RpcError, target: str) -> None:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and (exc.details() or "").startswith("store unavailable"):
+        _fail(f"{target}: {exc.details()}")  # the server answered; its database did not
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         from runwatch.client.connection import unavailable_hint
 

@@ -1,9 +1,11 @@
 """``runwatch detectors train`` and ``runwatch detectors evaluate``: the learned detectors on your own runs.
 
 ``train`` fits a learned-detector artifact (:mod:`runwatch.models.learned.training`)
-on runs a user already has: the runs of a runwatch store (``--store DATA_DIR``),
-training logs on disk (``--logs PATH``: whatever ``runwatch replay`` reads) and,
-in a checkout of the repository, the benchmark corpus (``--corpus DIR``).
+on runs a user already has: the runs of a runwatch store (``--store DATA_DIR``,
+or ``--store postgresql://...`` for a shared PostgreSQL store; with no source
+given, ``$RUNWATCH_STORE``, the store ``runwatch serve`` uses), training logs on
+disk (``--logs PATH``: whatever ``runwatch replay`` reads) and, in a checkout of
+the repository, the benchmark corpus (``--corpus DIR``).
 ``evaluate`` streams runs through a fresh diagnostic suite, as the service
 would, and reports which runs it flags.
 
@@ -25,7 +27,9 @@ a store run by its run id; a log run by its replay id (the id ``runwatch
 replay`` stores it under, ``replay-<format>-<name>-<hash>``), its path below the
 folder given to ``--logs`` (e.g. ``training_logs/hf/lora_imdb``), its name, or
 its original id (e.g. an MLflow run id). ``fault`` is ``healthy`` or a fault
-type (``divergence``, ``nan``, ``overfitting``, ...). Optional: ``onset`` (or
+type (``divergence``, ``nan``, ``overfitting``, ...: :data:`KNOWN_FAULTS`; another
+name is warned about and counted as a fault of its own, and a near-miss of a
+known name, such as ``healty``, is refused as a typo). Optional: ``onset`` (or
 ``onset_step``; default 0), ``manifest_step`` (the step where the fault shows,
 e.g. the first NaN; empty = unknown) and ``cause``. The corpus's
 ``labels.csv`` has this shape.
@@ -68,11 +72,46 @@ detectors_app = typer.Typer(
 )
 
 BLOCK_EVENTS = 50  # events per block fed to a monitor, like a client's batch
+STORE_HELP = ("a runwatch store: a data folder (holding runwatch.db) or a postgresql://USER:PASSWORD@HOST:PORT/DB "
+              "URL (the password is shown as ***); repeat for several [default, when no other source is given: "
+              "$RUNWATCH_STORE]")
+LABELS_HELP = ("CSV with a header: run (or run_id), fault (healthy or a fault kind: divergence, nan, overfitting, "
+               "no_learning, ...; an unknown kind is warned about, a misspelt one refused); optional onset, "
+               "manifest_step, cause")
 DEFAULT_BASE = "the artifact shipped with runwatch"
 
 
 class SourceError(ValueError):
     """A data source or labels file that cannot be read; the message names it."""
+
+
+#: The fault kinds labels are known to use: the benchmark corpus's injected faults (bench/corpus/specs.py
+#: FAULTS) and the real-log labels' (bench/real_labels: no_learning, collapse). Others are warned about.
+KNOWN_FAULTS = (
+    "healthy", "divergence", "nan", "vanishing_gradient", "dying_relu", "oscillation", "slow_convergence",
+    "overfitting", "data_corruption", "bad_batch", "stall", "no_learning", "collapse",
+)
+
+
+def fault_typo(fault: str) -> str | None:
+    """The known fault kind ``fault`` looks like a misspelling of, if any (None for a known or unrelated name).
+
+    Examples
+    --------
+    >>> fault_typo("healty"), fault_typo("divergance"), fault_typo("nan"), fault_typo("bogusfault")
+    ('healthy', 'divergence', None, None)
+    """
+    import difflib
+
+    if fault in KNOWN_FAULTS:
+        return None
+    close = difflib.get_close_matches(fault, KNOWN_FAULTS, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def unknown_faults(labels: Sequence[RunLabel]) -> list[str]:
+    """The fault names of ``labels`` that are not :data:`KNOWN_FAULTS`, in first-seen order."""
+    return list(dict.fromkeys(lab.fault for lab in labels if lab.fault not in KNOWN_FAULTS))
 
 
 class RunLabel(BaseModel):
@@ -164,15 +203,68 @@ def read_labels(path: Path) -> list[RunLabel]:
         }
         given = {k: v for k, v in raw.items() if v != ""}
         try:
-            out.append(RunLabel(**given))
+            label = RunLabel(**given)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise SourceError(f"--labels {path}:line {line}: {problems}") from None
+        if (meant := fault_typo(label.fault)) is not None:
+            # A misspelt "healthy" would count a healthy run as a problem run: refused, not guessed.
+            raise SourceError(
+                f"--labels {path}:line {line}: fault: {label.fault!r} is not a fault kind; did you mean {meant!r}? "
+                f"(known: {', '.join(KNOWN_FAULTS)})")
+        out.append(label)
     return out
 
 
-def store_runs(data_dir: Path) -> list[SourceRun]:
-    """Every training run of the runwatch store in ``data_dir`` (its ``runwatch.db``).
+def shown_store(location: str | Path) -> str:
+    """A ``--store`` value as messages and the artifact's provenance show it: a URL's password as ``***``, a
+    folder's absolute path."""
+    from runwatch.service.store_location import is_postgresql, redact
+
+    return redact(location) if is_postgresql(str(location)) else str(Path(location).resolve())
+
+
+def open_store(location: str | Path):
+    """The :class:`RunStore` of a ``--store`` value: a runwatch data folder (holding ``runwatch.db``) or a
+    ``postgresql://`` URL. Neither is created: a folder or database without a runwatch store is a SourceError,
+    and so is a database that cannot be reached; every message hides the URL's password.
+    """
+    from runwatch.service.store import RunStore
+    from runwatch.service.store_backends import backend_for
+    from runwatch.service.store_location import StoreError, check_store_url, is_postgresql, redact
+
+    if not is_postgresql(str(location)):
+        db = Path(location) / "runwatch.db"
+        if not db.is_file():
+            raise SourceError(f"--store {location}: no runwatch store there ({db} does not exist)")
+        return RunStore(db)
+    url, shown = str(location), redact(str(location))
+    try:
+        check_store_url(url)
+        backend = backend_for(url)
+        conn = backend.connect_reader()
+        try:
+            tables = backend.tables(conn)
+        finally:
+            conn.close()
+    except (ValueError, StoreError) as exc:
+        raise SourceError(f"--store {shown}: {_without_location(str(exc), shown)}") from None
+    if "schema_version" not in tables:
+        raise SourceError(f"--store {shown}: no runwatch store there (the database holds no runwatch tables)")
+    try:
+        return RunStore(url)
+    except StoreError as exc:
+        raise SourceError(f"--store {shown}: {_without_location(str(exc), shown)}") from None
+
+
+def _without_location(message: str, shown: str) -> str:
+    """A store error's message after ``--store URL:``, which already names the database."""
+    message = message.removeprefix("store: ").replace(f" to {shown}:", ":", 1)
+    return message.removeprefix(f"{shown}: ").removeprefix(f"{shown} ")
+
+
+def store_runs(location: str | Path) -> list[SourceRun]:
+    """Every training run of a runwatch store: a data folder (its ``runwatch.db``) or a ``postgresql://`` URL.
 
     Examples
     --------
@@ -180,13 +272,10 @@ def store_runs(data_dir: Path) -> list[SourceRun]:
     >>> [(r.run_id, r.fault, r.left_out_because) for r in runs][:1]      # doctest: +SKIP
     [('run-1', 'healthy', '')]
     """
-    from runwatch.service.store import RunStore
+    from runwatch.service.store_backends import store_unavailable
     from runwatch.v1 import anomaly_pb2, runs_pb2
 
-    db = data_dir / "runwatch.db"
-    if not db.is_file():
-        raise SourceError(f"--store {data_dir}: no runwatch store there ({db} does not exist)")
-    store = RunStore(db)
+    store = open_store(location)
     out = []
     try:
         for info in store.list_runs(limit=2**62):
@@ -209,6 +298,10 @@ def store_runs(data_dir: Path) -> list[SourceRun]:
                 info.run_id, "store", (info.run_id,), [e.step for e in events], [e.wall_time for e in events],
                 metrics, healthy_unlabelled=not why, left_out_because=why,
             ))
+    except Exception as exc:
+        if (unavailable := store_unavailable(store.backend, exc)) is None:
+            raise
+        raise SourceError(f"--store {shown_store(location)}: {unavailable}") from None
     finally:
         store.close()
     return out
@@ -258,15 +351,32 @@ def apply_labels(runs: Sequence[SourceRun], labels: Sequence[RunLabel]) -> list[
     return [lab.run for lab in labels if lab.run not in used]
 
 
-def _gather(store: Sequence[Path], logs: Sequence[Path], labels: Path | None, err) -> list[SourceRun]:
+def _gather(store: Sequence[str | Path], logs: Sequence[Path], labels: Path | None, err) -> list[SourceRun]:
     found = [r for d in store for r in store_runs(d)] + [r for p in logs for r in log_runs(p)]
     runs = list({r.run_id: r for r in reversed(found)}.values())[::-1]  # a source given twice counts once
     if labels is not None:
-        unmatched = apply_labels(runs, read_labels(labels))
+        rows = read_labels(labels)
+        if unknown := unknown_faults(rows):
+            err(f"warning: {len(unknown)} fault name(s) in --labels are not known fault kinds, each counted as a "
+                f"problem run of its own kind: {', '.join(unknown)} (known: {', '.join(KNOWN_FAULTS)})")
+        unmatched = apply_labels(runs, rows)
         if unmatched:
             shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
             err(f"warning: {len(unmatched)} label row(s) match no run read: {shown}")
     return runs
+
+
+def _store_sources(store: Sequence[str], logs: Sequence[Path], corpus: Path | None, err) -> list[str]:
+    """``--store`` as given; with no source at all, ``$RUNWATCH_STORE`` (what ``runwatch serve`` uses), if set."""
+    import os
+
+    if store or logs or corpus:
+        return list(store)
+    env = os.environ.get("RUNWATCH_STORE", "").strip()
+    if env:
+        err(f"reading the store of $RUNWATCH_STORE: {shown_store(env)}")
+        return [env]
+    return []
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -295,7 +405,7 @@ class TrainingData:
 
 
 def collect_training_runs(
-    store: Sequence[Path] = (), logs: Sequence[Path] = (), corpus: Path | None = None, labels: Path | None = None,
+    store: Sequence[str | Path] = (), logs: Sequence[Path] = (), corpus: Path | None = None, labels: Path | None = None,
     err=print,
 ) -> TrainingData:
     """The labelled runs of the sources, under the label policy of the module docstring.
@@ -352,6 +462,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _as_given(location: str) -> str:
+    """A ``--store`` value as typed, but with a URL's password as ``***``."""
+    from runwatch.service.store_location import redact
+
+    return redact(location)
+
+
 def _command_line(name: str, options: Iterable[tuple[str, Any]]) -> str:
     """The command as typed (from the parsed options: ``sys.argv`` is not the command under a test runner)."""
     parts = [f"runwatch detectors {name}"]
@@ -363,10 +480,10 @@ def _command_line(name: str, options: Iterable[tuple[str, Any]]) -> str:
 @detectors_app.command("train")
 def train(
     out: Annotated[Path, typer.Option(help="folder to write the artifact to (config.json + weights.safetensors)")],
-    store: Annotated[list[Path] | None, typer.Option("--store", help="a runwatch data folder (holding runwatch.db); repeat for several")] = None,
+    store: Annotated[list[str] | None, typer.Option("--store", help=STORE_HELP)] = None,
     logs: Annotated[list[Path] | None, typer.Option("--logs", help="training logs of good runs: a file or folder `runwatch replay` reads; repeat for several")] = None,
     corpus: Annotated[Path | None, typer.Option(help="the benchmark corpus (its train split; only in a repository checkout)")] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV with a header: run (or run_id), fault; optional onset, manifest_step, cause")] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help="TrainingConfig JSON (epochs, thinning, calibration, ...)")] = None,
     base: Annotated[Path | None, typer.Option(help="artifact whose forecaster is kept when there are too few divergent runs (default: the shipped one)")] = None,
 ) -> None:
@@ -385,9 +502,10 @@ def train(
     from runwatch.models.learned.artifacts import ArtifactError, load_artifact
     from runwatch.models.learned.training import TrainingConfig, TrainingDataError, fit_artifact
 
-    store, logs = store or [], logs or []
+    logs, given_store = logs or [], store or []
+    store = _store_sources(given_store, logs, corpus, err=lambda m: typer.echo(m, err=True))
     if not (store or logs or corpus):
-        _fail("no training data: give --store DATA_DIR, --logs PATH or --corpus DIR")
+        _fail("no training data: give --store DATA_DIR (or a postgresql:// URL), --logs PATH or --corpus DIR")
     try:
         cfg = TrainingConfig.model_validate_json(config.read_text()) if config else TrainingConfig()
     except OSError as exc:
@@ -404,12 +522,12 @@ def train(
     except SourceError as exc:
         _fail(str(exc))
     typer.echo(data.summary())
-    command = _command_line("train", [("--out", str(out)), ("--store", [str(p) for p in store]),
+    command = _command_line("train", [("--out", str(out)), ("--store", [_as_given(p) for p in store]),
                                       ("--logs", [str(p) for p in logs]), ("--corpus", corpus), ("--labels", labels),
                                       ("--config", config), ("--base", base)])
     provenance = {
         "command": command,
-        "sources": {"store": [str(p.resolve()) for p in store], "logs": [str(p.resolve()) for p in logs],
+        "sources": {"store": [shown_store(p) for p in store], "logs": [str(p.resolve()) for p in logs],
                     "corpus": str(corpus.resolve()) if corpus else None,
                     "labels": str(labels.resolve()) if labels else None},
         "base": str(base.resolve()) if base else DEFAULT_BASE,
@@ -433,7 +551,8 @@ def train(
     typer.echo(f"alert levels: sequence {th.sequence_alert:.3g}, forecast {th.forecast_alert:.3g}, "
                f"run outlier {th.run_outlier_alert:.3g}")
     suite = json.dumps({"settings": {"learned": {"artifact": str(out.resolve())}}})
-    sources = " ".join([*(f"--store {p}" for p in store), *(f"--logs {p}" for p in logs)])
+    from_env = store and not given_store  # evaluate reads $RUNWATCH_STORE the same way
+    sources = " ".join([*(f"--store {_as_given(p)}" for p in store if not from_env), *(f"--logs {p}" for p in logs)])
     typer.echo(f"check it:  runwatch detectors evaluate --artifact {out} {sources}".rstrip())
     typer.echo(f"serve it:  runwatch serve --diagnostics-config FILE, FILE holding {suite}")
     typer.echo(f"           (or RUNWATCH_DIAGNOSTICS='{suite}' runwatch serve)")
@@ -566,9 +685,9 @@ def format_report(results: Sequence[RunResult], summary: dict[str, Any], what: s
 @detectors_app.command("evaluate")
 def evaluate(
     artifact: Annotated[Path | None, typer.Option(help="learned artifact to use (default: the shipped one)")] = None,
-    store: Annotated[list[Path] | None, typer.Option("--store", help="a runwatch data folder (holding runwatch.db); repeat for several")] = None,
+    store: Annotated[list[str] | None, typer.Option("--store", help=STORE_HELP)] = None,
     logs: Annotated[list[Path] | None, typer.Option("--logs", help="training logs: a file or folder `runwatch replay` reads; repeat for several")] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV with a header: run (or run_id), fault; optional onset, manifest_step, cause")] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     rules_only: Annotated[bool, typer.Option("--rules-only", help="run the rule diagnostics alone (no learned detectors), to compare")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
     diagnostics_config: Annotated[Path | None, typer.Option(help="JSON file of the diagnostics to run, as `runwatch serve --diagnostics-config` takes (default: all)")] = None,
@@ -586,9 +705,10 @@ def evaluate(
     from runwatch.models.learned.artifacts import ArtifactError
     from runwatch.models.registry import DIAGNOSTICS, DiagnosticSuite, SuiteConfig
 
-    store, logs = store or [], logs or []
+    logs = logs or []
+    store = _store_sources(store or [], logs, None, err=lambda m: typer.echo(m, err=True))
     if not (store or logs):
-        _fail("no runs to evaluate: give --store DATA_DIR or --logs PATH")
+        _fail("no runs to evaluate: give --store DATA_DIR (or a postgresql:// URL) or --logs PATH")
     if rules_only and artifact is not None:
         _fail("--rules-only runs no learned detector; drop --artifact")
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -29,6 +31,7 @@ from runwatch.service.limits import IngestExhausted, LimitsCollector, StreamLimi
 from runwatch.service.pipeline import BatchResult, DetectionPipeline
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore
+from runwatch.service.store_backends import store_unavailable
 from runwatch.service.telemetry import ServiceMetrics
 from runwatch.service.tls import server_credentials
 from runwatch.service.tokens import ANYONE, Principal, TokenStore
@@ -201,10 +204,45 @@ class IngestServicer:
             self.s.limits.close_stream(peer)
 
 
+def _store_errors(method):
+    """A query handler whose store cannot be reached (the database down, its connection lost) answers UNAVAILABLE
+    "store unavailable: ..." (password hidden): before, gRPC reported the driver's exception as UNKNOWN."""
+
+    async def unavailable(self, context, exc: Exception) -> None:
+        if (message := store_unavailable(self.s.store.backend, exc)) is None:
+            raise exc
+        log.warning("%s: %s", method.__name__, message)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def stream(self, request, context):
+            inner = method(self, request, context)
+            try:
+                async for item in inner:
+                    yield item
+            except Exception as exc:  # noqa: BLE001 - re-raised unless the store is unreachable
+                await unavailable(self, context, exc)
+            finally:
+                await inner.aclose()  # its own clean-up now (a cancelled watch), not when collected
+
+        return stream
+
+    @functools.wraps(method)
+    async def unary(self, request, context):
+        try:
+            return await method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - re-raised unless the store is unreachable
+            await unavailable(self, context, exc)
+
+    return unary
+
+
 class WatchServicer(service_pb2_grpc.WatchServiceServicer):
     def __init__(self, server: RunwatchServer) -> None:
         self.s = server
 
+    @_store_errors
     async def WatchAnomalies(self, request: service_pb2.WatchRequest, context) -> AsyncIterator[anomaly_pb2.Anomaly]:
         if request.run_id and (v := check_run_id(request.run_id)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {v[1]}")
@@ -255,6 +293,7 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
     def __init__(self, server: RunwatchServer) -> None:
         self.s = server
 
+    @_store_errors
     async def GetRun(self, request: service_pb2.GetRunRequest, context) -> service_pb2.RunSummary:
         if v := check_run_id(request.run_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{v[0]}: {v[1]}")
@@ -265,13 +304,14 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
         await self.s.access.require_project(context, principal, summary.run.project, "run_id")
         return summary
 
+    @_store_errors
     async def ListRuns(self, request: service_pb2.ListRunsRequest, context) -> service_pb2.ListRunsResponse:
         if request.status not in runs_pb2.RunStatus.values():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"status: unknown RunStatus {request.status}")
         principal = await self.s.access.principal(context)
         if request.project:
             await self.s.access.require_project(context, principal, request.project, "project")
-        await asyncio.wrap_future(self.s.store.submit([]))
+        await asyncio.wrap_future(self.s.store.settled())
         limit = request.limit or 100
         if request.project or principal.all_projects:
             runs = await asyncio.to_thread(self.s.store.list_runs, request.project, request.status, limit)
@@ -282,13 +322,14 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
             runs = sorted(runs, key=lambda r: r.start_time, reverse=True)[:limit]
         return service_pb2.ListRunsResponse(runs=runs)
 
+    @_store_errors
     async def GetMetrics(
         self, request: service_pb2.GetMetricsRequest, context
     ) -> AsyncIterator[service_pb2.MetricHistory]:
         if v := check_run_id(request.run_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{v[0]}: {v[1]}")
         principal = await self.s.access.principal(context)
-        await asyncio.wrap_future(self.s.store.submit([]))
+        await asyncio.wrap_future(self.s.store.settled())
         info = await asyncio.to_thread(self.s.store.get_run, request.run_id)
         if info is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"run_id: no run {request.run_id!r}")
@@ -296,6 +337,7 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
         for chunk in await asyncio.to_thread(metric_history, self.s.store.events(request.run_id), request):
             yield chunk
 
+    @_store_errors
     async def ListAnomalies(
         self, request: service_pb2.ListAnomaliesRequest, context
     ) -> service_pb2.ListAnomaliesResponse:
@@ -308,7 +350,7 @@ class RunQueryServicer(service_pb2_grpc.RunServiceServicer):
             await self.s.access.require_project(context, principal, request.project, "project")
         if request.run_id and (project := self.s.run_project(request.run_id)) is not None:
             await self.s.access.require_project(context, principal, project, "run_id")
-        await asyncio.wrap_future(self.s.store.submit([]))
+        await asyncio.wrap_future(self.s.store.settled())
         limit = request.limit or 10_000
         query = self.s.store.anomalies
         if request.project or request.run_id or principal.all_projects:

@@ -85,6 +85,7 @@ class RunStore:
             raise
         self._read_lock = threading.Lock()
         self.write_retry_s = WRITE_RETRY_S
+        self._retrying = False  # the writer is committing a group again after a lost connection
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="runwatch-store-writer", daemon=True)
         self._closed = False
@@ -152,19 +153,23 @@ class RunStore:
                 backend.commit(conn)
                 if warned:
                     log.warning("store: writing again after a lost connection")
+                self._retrying = False
                 return None
             except BaseException as exc:  # report to every waiter; the writer itself keeps going
                 backend.rollback(conn)
                 if not backend.is_disconnect(exc):
+                    self._retrying = False
                     return exc
                 now = time.monotonic()
                 deadline = now + self.write_retry_s if deadline is None else deadline
                 if now >= deadline or self._closed:
+                    self._retrying = False
                     self._reconnect_writer()
                     return exc
                 if not warned:
                     log.warning("store: connection lost (%s); retrying the write for up to %.0f s", exc, self.write_retry_s)
                     warned = True
+                self._retrying = True
                 time.sleep(wait)
                 wait = min(2 * wait, 2.0)
                 self._reconnect_writer()
@@ -178,9 +183,19 @@ class RunStore:
         except StoreError as exc:  # still down: the next group fails on the closed connection and tries again
             log.warning("%s", exc)
 
+    def settled(self) -> Future:
+        """A future resolved once everything queued so far is committed, for reads that must see it; resolved at
+        once while the writer retries a lost connection, so reads answer from what is committed (or fail on the
+        database themselves) instead of waiting out the retries."""
+        if self._retrying:
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        return self.submit([])
+
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until everything queued so far is committed."""
-        self.submit([]).result(timeout)
+        """Wait until everything queued so far is committed (see :meth:`settled`)."""
+        self.settled().result(timeout)
 
     def close(self) -> None:
         if self._closed:

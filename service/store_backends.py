@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -67,12 +68,47 @@ class Backend(Protocol):
 
     def is_disconnect(self, exc: BaseException) -> bool: ...
 
+    def is_database_error(self, exc: BaseException) -> bool: ...
+
+    def tables(self, conn: Connection) -> dict[str, set[str]]: ...
+
 
 def backend_for(location: str | Path) -> Backend:
     """The backend of a store location: a ``postgresql://`` URL, else a SQLite file path."""
     if is_postgresql(location):
         return PostgresBackend(str(location))
     return SqliteBackend(Path(location))
+
+
+def store_unavailable(backend: Backend, exc: BaseException) -> str | None:
+    """What a query answers when ``exc`` says the database cannot be reached, else None (another error).
+
+    A store that cannot (re)connect raises :class:`StoreError`, a connection lost mid-query the driver's
+    own error: either way the answer is "store unavailable: ...", the password hidden, and the caller says
+    so (gRPC UNAVAILABLE, HTTP 503) rather than reporting an internal error.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> backend = backend_for(Path(tempfile.mkdtemp()) / "runwatch.db")
+    >>> store_unavailable(backend, StoreError("store: cannot connect to postgresql://rw:***@db/rw: refused"))
+    'store unavailable: cannot connect to postgresql://rw:***@db/rw: refused'
+    >>> libpq = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: Connection refused'
+    >>> store_unavailable(backend, StoreError(f"store: cannot connect to postgresql://rw:***@db/rw: {libpq}"))
+    'store unavailable: cannot connect to postgresql://rw:***@db/rw: Connection refused'
+    >>> store_unavailable(backend, ValueError("a bug")) is None
+    True
+    """
+    if isinstance(exc, StoreError):
+        detail = str(exc).removeprefix("store: ")
+    elif backend.is_disconnect(exc):
+        detail = str(exc).strip() or type(exc).__name__
+    else:
+        return None
+    first = detail.splitlines()[0] if detail else detail
+    # libpq's 'connection failed: connection to server at "HOST", port N failed: FATAL:  why': the URL names both
+    first = re.sub(r'connection failed: connection to server at "[^"]*", port \d+ failed: (?:FATAL:\s+)?', "", first)
+    return f"store unavailable: {first}"
 
 
 # -- SQLite ------------------------------------------------------------------------------------------
@@ -129,6 +165,16 @@ class SqliteBackend:
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return False
+
+    def is_database_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    def tables(self, conn: sqlite3.Connection) -> dict[str, set[str]]:
+        """The file's tables and views, each with its column names."""
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+        ).fetchall()]
+        return {n: {r[1] for r in conn.execute("SELECT * FROM pragma_table_info(?)", (n,)).fetchall()} for n in names}
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------
@@ -231,6 +277,21 @@ class PostgresBackend:
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, _psycopg().OperationalError)
+
+    def is_database_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, _psycopg().Error)
+
+    def tables(self, conn: PgConnection) -> dict[str, set[str]]:
+        """The tables and views of the schema runwatch creates its own in (the first of the search path)."""
+        rows = conn.execute(
+            "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        ).fetchall()
+        found: dict[str, set[str]] = {}
+        for table, column in rows:
+            found.setdefault(table, set()).update([column] if column else [])
+        return found
 
     def own_pid(self, pid: int) -> bool:
         with self._lock:

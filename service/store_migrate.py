@@ -11,6 +11,11 @@ A SQLite file from before migrations (its tables made by ``CREATE TABLE IF NOT
 EXISTS``, no ``schema_version``) is at version 0, and ``0001`` finds its tables
 in place.
 
+A database holding tables of another application under the names runwatch
+uses (``runs``, ``schema_version``, ...) is refused before anything is
+changed, naming them (:class:`ForeignTablesError`): runwatch wants a database
+of its own.
+
 Examples
 --------
 >>> [(m.version, m.name) for m in available("sqlite")][:1]
@@ -43,6 +48,63 @@ class SchemaTooNewError(StoreError):
     """The database was migrated by a newer runwatch than this one."""
 
 
+class ForeignTablesError(StoreError):
+    """The database holds tables runwatch did not create under names its migrations use."""
+
+
+_CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s*\((.*?)\);", re.IGNORECASE | re.DOTALL)
+_NOT_COLUMNS = {"PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "CONSTRAINT", "EXCLUDE"}
+
+
+def created_tables(steps: list[Migration]) -> dict[str, tuple[bool, set[str]]]:
+    """The tables ``steps`` create: name -> (created only if missing, its column names).
+
+    Examples
+    --------
+    >>> sql = "CREATE TABLE IF NOT EXISTS t (a INT, b NUMERIC(9, 2), PRIMARY KEY (a));"
+    >>> tables = created_tables([Migration(1, "x", sql)])
+    >>> tables["t"][0], sorted(tables["t"][1])
+    (True, ['a', 'b'])
+    """
+    found = {}
+    for step in steps:
+        for m in _CREATE_TABLE.finditer(step.sql):
+            columns, depth, part = [], 0, ""
+            for ch in m.group(3) + ",":
+                depth += (ch == "(") - (ch == ")")
+                if ch == "," and depth == 0:
+                    columns.append(part.split()[0] if part.split() else "")
+                    part = ""
+                else:
+                    part += ch
+            found[m.group(2).lower()] = (
+                bool(m.group(1)), {c.lower() for c in columns if c and c.upper() not in _NOT_COLUMNS}
+            )
+    return found
+
+
+def foreign_tables(existing: dict[str, set[str]], pending: list[Migration]) -> list[str]:
+    """The tables of ``existing`` (name -> columns) that are not runwatch's, yet the ``pending`` steps create.
+
+    A table a step creates unconditionally must not exist yet; one it creates only if missing (a SQLite file
+    from before migrations) must have at least the columns runwatch gives it. ``schema_version`` must have
+    runwatch's columns. Each is shown with its columns.
+
+    Examples
+    --------
+    >>> sql = Migration(1, "x", "CREATE TABLE runs (run_id TEXT PRIMARY KEY, project TEXT);")
+    >>> foreign_tables({"runs": {"id", "foo"}, "mine": {"x"}}, [sql])
+    ['runs (foo, id)']
+    """
+    existing = {name.lower(): {c.lower() for c in cols} for name, cols in existing.items()}
+    wanted = {"schema_version": (True, {"version", "name", "applied"}), **created_tables(pending)}
+    clash = [
+        name for name, (if_missing, columns) in wanted.items()
+        if name in existing and not (if_missing and columns <= existing[name])
+    ]
+    return [f"{name} ({', '.join(sorted(existing[name])) or 'no columns'})" for name in clash]
+
+
 def available(backend_name: str) -> list[Migration]:
     """The migrations shipped for a backend, by version (numbers must run 1, 2, 3, ... without gaps)."""
     folder = MIGRATIONS / backend_name
@@ -72,6 +134,9 @@ def migrate(backend: Backend, conn: Connection) -> int:
     backend.begin(conn)
     try:
         backend.lock_schema(conn)
+        existing = backend.tables(conn)
+        if foreign := foreign_tables(existing, []):  # a schema_version of another tool: its versions mean nothing here
+            raise _foreign(backend, foreign)
         conn.execute(VERSION_TABLE)
         version = current_version(conn)
         if version > latest:
@@ -80,8 +145,19 @@ def migrate(backend: Backend, conn: Connection) -> int:
                 f"(up to {latest}): it was migrated by a newer runwatch. Upgrade this instance, or point "
                 "--store (or --data-dir) at another database"
             )
+        if foreign := foreign_tables(existing, steps[version:]):
+            raise _foreign(backend, foreign)
         for step in steps[version:]:
-            backend.run_script(conn, step.sql)
+            try:
+                backend.run_script(conn, step.sql)
+            except Exception as exc:
+                if not backend.is_database_error(exc):
+                    raise
+                # e.g. no right to create tables, or an index or function of another application by a runwatch name
+                raise StoreError(
+                    f"store: {backend.location}: migration {step.version:04d}_{step.name} failed: "
+                    f"{type(exc).__name__}: {str(exc).strip()}"
+                ) from None
             conn.execute(
                 "INSERT INTO schema_version (version, name, applied) VALUES (?, ?, ?)",
                 (step.version, step.name, time.time()),
@@ -91,3 +167,11 @@ def migrate(backend: Backend, conn: Connection) -> int:
         backend.rollback(conn)
         raise
     return latest
+
+
+def _foreign(backend: Backend, tables: list[str]) -> ForeignTablesError:
+    return ForeignTablesError(
+        f"store: {backend.location} holds tables runwatch did not create: {'; '.join(tables)}. runwatch keeps its "
+        "tables in a database of its own: point --store (or --data-dir) at an empty database "
+        "(runwatch created nothing there)"
+    )

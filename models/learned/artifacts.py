@@ -76,8 +76,13 @@ class LearnedArtifact:
         return folder
 
 
-class ArtifactError(ValueError):
-    """An artifact that cannot be loaded; the message names the file and the reason."""
+class ArtifactError(ValueError, OSError):
+    """An artifact that cannot be loaded; the message names the file and the reason.
+
+    Also an OSError (as :class:`io.UnsupportedOperation` is both): a file that cannot be used, which
+    ``runwatch serve`` reports as one ``error:`` line at start (exit 2) like its other unusable files,
+    rather than a traceback.
+    """
 
 
 def load_artifact(folder: str | Path | None = None) -> LearnedArtifact:
@@ -104,11 +109,14 @@ def _load(folder: str) -> LearnedArtifact:
         raise ArtifactError(f"learned artifact {cfg_path}: features differ from this runwatch's ({len(config.features)} vs {len(FEATURES)})")
     try:
         tensors = load_file(str(weights_path))
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file raises safetensors' own SafetensorError
+        raise ArtifactError(f"learned artifact {weights_path}: not a readable safetensors file: {exc}") from None
+    try:
         return LearnedArtifact(
             config,
             SequenceAutoencoder.from_tensors(config.sequence_ae, tensors),
             DivergenceForecaster.from_tensors(config.forecaster, tensors),
             RunOutlierDetector.from_tensors(config.run_outlier, tensors, summary_names(config.features)),
         )
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as exc:
         raise ArtifactError(f"learned artifact {weights_path}: {type(exc).__name__}: {exc}") from None

@@ -179,6 +179,19 @@ class FlatForest:
         return 2.0 ** (-depth / self.normaliser) + self.offset
 
 
+def _column_nanmedian(x: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(x, axis=0)`` (NaN for an all-NaN column) without its "All-NaN slice" RuntimeWarning.
+
+    >>> _column_nanmedian(np.array([[1.0, np.nan], [3.0, np.nan]])).tolist()
+    [2.0, nan]
+    """
+    out = np.full(x.shape[1], np.nan)
+    some = ~np.isnan(x).all(axis=0)
+    if some.any():
+        out[some] = np.nanmedian(x[:, some], axis=0)
+    return out
+
+
 class RunOutlierConfig(DiagnosticConfig):
     """Settings of :class:`RunOutlierDetector`."""
 
@@ -209,8 +222,12 @@ class RunOutlierDetector:
             raise ValueError(f"reference: at least 8 run prefixes are needed, got {len(reference)}")
         self.reference = reference
         self.names = list(names)
-        self.median = np.nan_to_num(np.nanmedian(reference, axis=0)) if np.isfinite(reference).any() else np.zeros(reference.shape[1])
-        dev = np.nanmedian(np.abs(reference - self.median), axis=0)
+        # A summary no reference run has (e.g. runs that log no validation loss) is all NaN: median 0, spread 1.
+        if np.isfinite(reference).any():
+            self.median = np.nan_to_num(_column_nanmedian(reference))
+        else:
+            self.median = np.zeros(reference.shape[1])
+        dev = _column_nanmedian(np.abs(reference - self.median))
         self.mad = np.where(np.nan_to_num(dev) > 1e-9, np.nan_to_num(dev), 1.0) * 1.4826
         self._model = self._build().fit(self._impute(reference))
         self._scorer = FlatForest(self._model) if self.config.method == "iforest" else self._model

@@ -43,9 +43,11 @@ Training lives apart from serving: the service only loads the artifact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -425,6 +427,17 @@ def raise_levels(art: LearnedArtifact, runs: Sequence[TrainingRun], config: Trai
     return LearnedArtifact(config_out, art.sequence_ae, art.forecaster, art.run_outlier)
 
 
+@contextlib.contextmanager
+def _missing_features_expected():
+    """Quiet numpy's RuntimeWarnings about a feature no training row has (runs that log only loss, grad_norm and
+    lr have no validation or per-layer features): the models' scaling gives such a feature centre 0 and spread 1,
+    as intended (models/learned/scaling.py), and the warnings only alarmed users. Nothing else is hidden."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"All-NaN slice encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", r"Degrees of freedom <= 0", RuntimeWarning)
+        yield
+
+
 def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = None, provenance: dict | None = None,
                  log=print, base: LearnedArtifact | None = None, keep_base_forecaster: bool = False) -> LearnedArtifact:
     """Fit and calibrate all learned detectors; returns the artifact (see the module docstring).
@@ -474,7 +487,8 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
     hw = np.concatenate(healthy_windows)
     if len(hw) > cfg.max_windows:
         hw = hw[rng.choice(len(hw), cfg.max_windows, replace=False)]
-    ae = SequenceAutoencoder(cfg.sequence_ae).fit(hw)
+    with _missing_features_expected():
+        ae = SequenceAutoencoder(cfg.sequence_ae).fit(hw)
     log(f"sequence autoencoder: {len(hw)} healthy windows, {time.perf_counter() - t0:.0f} s")
 
     if keep_forecaster:
@@ -497,7 +511,9 @@ def fit_artifact(runs: Sequence[TrainingRun], config: TrainingConfig | None = No
         sel = np.concatenate([np.flatnonzero(pos), neg_idx])
         floors = support_floors(fit, cfg.forecast_floor_features, hz, cfg.forecast_exclude_causes,
                                 cfg.forecast_floor_runs)
-        fc = DivergenceForecaster(cfg.forecaster.model_copy(update={"feature_floors": floors})).fit(px[sel], py[sel])
+        fc = DivergenceForecaster(cfg.forecaster.model_copy(update={"feature_floors": floors}))
+        with _missing_features_expected():
+            fc = fc.fit(px[sel], py[sel])
         log(f"forecaster: {len(sel)} rows, {int(pos.sum())} positive, {time.perf_counter() - t0:.0f} s")
 
     art_cfg_marks = LearnedArtifactConfig.model_fields["prefix_checkpoints"].default

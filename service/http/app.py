@@ -55,6 +55,7 @@ from runwatch.service.http.access import COOKIE, HttpAccess, allowed_projects
 from runwatch.service.http.payloads import anomaly_json, health, log_json, run_json, step_or_none, suggestions_json
 from runwatch.service.http.series import ColumnCache, downsample
 from runwatch.service.http.stream import EventStream
+from runwatch.service.store_backends import store_unavailable
 from runwatch.service.tokens import Principal
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
@@ -298,8 +299,16 @@ class Dashboard:
             return await handler(request)
         except ApiError as exc:
             return _json({"error": str(exc)}, exc.status)
+        except Exception as exc:
+            # The store cannot be reached (the database down, its connection lost): 503 and why, not a bare 500.
+            # (Not once a response is under way, an event stream's: that one just ends, and the page reconnects.)
+            if request.get("prepared") or (message := store_unavailable(self.server.store.backend, exc)) is None:
+                raise
+            log.warning("%s: %s", path, message)
+            return _json({"error": message}, 503)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        request["prepared"] = True  # its headers are sent: _guard can no longer answer with another status
         for key, value in _HEADERS.items():
             response.headers.setdefault(key, value)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -320,3 +321,168 @@ def test_other_domain_runs_raise_the_levels_they_would_reach_and_never_lower_one
 
     for run in calm:
         assert LearnedDiagnostic(LearnedConfig(artifact=str(tmp_path / "art"))).observe_block(run.block) == [], run.run_id
+
+
+# -- stores a user fills with runs that log only loss, grad_norm and lr; PostgreSQL stores; bad artifacts; labels --
+
+
+def _fill_plain_runs(location, n: int = 10, steps: int = 200) -> None:
+    """``n`` finished healthy runs that log only loss, grad_norm and lr (no validation, no per-layer statistics),
+    through the store API, into a SQLite file or a PostgreSQL database."""
+    rng = np.random.default_rng(0)
+    store = RunStore(location)
+    try:
+        for i in range(n):
+            events = [(s, {"loss": 2.0 * np.exp(-s / 60) + 0.05 * rng.random(), "grad_norm": 1.0 + 0.1 * rng.random(),
+                           "lr": 1e-3}) for s in range(steps)]
+            _write_run(store, f"plain-{i:02d}", events, runs_pb2.RUN_STATUS_FINISHED)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres_server) -> str:
+    """A PostgreSQL store of 10 plain healthy runs; its URL carries a password (trust authentication ignores it)."""
+    url = postgres_server.new_database()
+    _fill_plain_runs(url)
+    return url.replace("runwatch@", "runwatch:s3cret@")
+
+
+def test_train_and_evaluate_read_a_postgresql_store_and_hide_its_password(pg_store, postgres_server, data, tmp_path):
+    """--store takes a postgresql:// URL (before: it was made a Path, "postgresql:/rw:PASSWORD@...", and refused
+    with the password in clear); so does $RUNWATCH_STORE when no source is given. Messages show the password as
+    ***."""
+    out = tmp_path / "art"
+    r = invoke("train", "--store", pg_store, "--config", data["config"], "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "training on 10 run(s): 10 healthy (10 from store)" in r.stdout
+    assert "s3cret" not in r.output and "--store postgresql://runwatch:***@127.0.0.1" in r.stdout
+    training = load_artifact(out).config.training
+    assert training["sources"]["store"] == [pg_store.replace("s3cret", "***")]
+    assert "s3cret" not in (out / "config.json").read_text()
+
+    r = invoke("evaluate", "--artifact", out, "--store", pg_store)
+    assert r.exit_code == 0, r.output
+    assert "healthy runs flagged: " in r.stdout and "/10 (" in r.stdout and "s3cret" not in r.output
+
+    # $RUNWATCH_STORE, as `runwatch serve` reads it, when no --store, --logs or --corpus is given
+    r = CliRunner().invoke(app, ["detectors", "evaluate", "--rules-only"], env={"RUNWATCH_STORE": pg_store})
+    assert r.exit_code == 0, r.output
+    assert "reading the store of $RUNWATCH_STORE: postgresql://runwatch:***@127.0.0.1" in r.stderr
+    assert "healthy runs flagged: 0/10 (0.0%)" in r.stdout and "s3cret" not in r.output
+
+    # a database that is not there, one without a runwatch store, a server that is not there: one line each, ***
+    base = f"postgresql://runwatch:s3cret@127.0.0.1:{postgres_server.port}"
+    for url, says in ((f"{base}/no_such_db", 'database "no_such_db" does not exist'),
+                      (f"{base}/postgres", "no runwatch store there"),
+                      ("postgresql://runwatch:s3cret@127.0.0.1:1/rw", "Connection refused")):
+        for command in ("train", "evaluate"):
+            r = invoke(command, "--store", url, "--out", tmp_path / "no") if command == "train" else invoke(
+                command, "--store", url)
+            assert r.exit_code == 2, r.output
+            assert r.stderr.startswith(f"error: --store {url.replace('s3cret', '***')}: ") and says in r.stderr
+            assert "s3cret" not in r.output
+    assert not (tmp_path / "no").exists()
+
+
+def test_an_artifact_of_runs_without_validation_trains_and_loads_without_warnings(tmp_path, data):
+    """Runs that log only loss, grad_norm and lr leave summaries no reference row has (all NaN). Before, training
+    printed numpy's "All-NaN slice encountered" and "Degrees of freedom <= 0", and every load of the artifact
+    (train, evaluate, serve) the first one. The scores are what they were: a missing summary's median is 0 and its
+    spread 1 (as np.nanmedian + nan_to_num gave)."""
+    import warnings
+
+    from runwatch.models.learned import artifacts
+
+    _fill_plain_runs(tmp_path / "store" / "runwatch.db")
+    out = tmp_path / "art"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = invoke("train", "--store", tmp_path / "store", "--config", data["config"], "--out", out)
+        assert r.exit_code == 0, r.output
+        artifacts._load.cache_clear()  # a real load, not the cached one
+        art = load_artifact(out)
+    ro = art.run_outlier
+    missing = np.isnan(ro.reference).all(axis=0)
+    assert missing.any() and not missing.all()
+    assert (ro.median[missing] == 0).all() and (ro.mad[missing] == 1.4826).all()
+    with warnings.catch_warnings():  # what the warning-raising expressions computed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nan_to_num(np.nanmedian(ro.reference, axis=0))
+        mad = np.nanmedian(np.abs(ro.reference - median), axis=0)
+    assert np.array_equal(ro.median, median)
+    assert np.array_equal(ro.mad, np.where(np.nan_to_num(mad) > 1e-9, np.nan_to_num(mad), 1.0) * 1.4826)
+
+
+def _copy_artifact(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_corrupt_or_newer_artifact_is_one_error_line_naming_the_file(tmp_path, data):
+    """A truncated weights file: before, a raw SafetensorError traceback that named no file (evaluate), and serve
+    printed a ~64-line traceback for it and for a config.json of a newer format. Now an ArtifactError naming the
+    file, and one `error:` line (exit 2) from both commands."""
+    from runwatch.models.learned.artifacts import DEFAULT_ARTIFACT, ArtifactError
+
+    truncated = _copy_artifact(DEFAULT_ARTIFACT, tmp_path / "truncated")
+    with open(truncated / "weights.safetensors", "r+b") as f:
+        f.truncate(50_000)
+    newer = _copy_artifact(DEFAULT_ARTIFACT, tmp_path / "newer")
+    config = json.loads((newer / "config.json").read_text())
+    (newer / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+
+    with pytest.raises(ArtifactError, match=r"learned artifact .*truncated/weights\.safetensors: not a readable "
+                                            r"safetensors file: .*incomplete metadata"):
+        load_artifact(truncated)
+    r = invoke("evaluate", "--artifact", truncated, "--store", data["store"])
+    assert r.exit_code == 2 and "weights.safetensors: not a readable safetensors file" in r.stderr
+
+    exe = Path(sys.executable).with_name("runwatch")
+    for art, says in ((truncated, f"{truncated}/weights.safetensors: not a readable safetensors file: "),
+                      (newer, f"{newer}/config.json: format_version 99, this runwatch reads 1")):
+        suite = tmp_path / f"{art.name}.json"
+        suite.write_text(json.dumps({"settings": {"learned": {"artifact": str(art)}}}))
+        done = subprocess.run([str(exe), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                               "--diagnostics-config", str(suite)], capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == [line for line in errors if f"error: learned artifact {says}" in line] and len(errors) == 1, \
+            done.stderr
+
+
+def test_labels_with_unknown_fault_kinds_are_warned_about_and_typos_refused(tmp_path, data):
+    """Before, any fault string counted: "bogusfault" or a misspelt "healty" made a healthy run a problem run,
+    silently. Now an unknown kind is warned about in one line (and still counted: a project may name its own
+    kinds), and a near-miss of a known kind is refused."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("run,fault,onset,manifest_step\nhealthy-02,bogusfault,,\nhealthy-03,Other_Kind,,\n"
+                      "healthy-04,bogusfault,,\nhealthy-05,overfitting,,\n")
+    r = invoke("evaluate", "--store", data["store"], "--labels", labels, "--rules-only")
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.stderr.splitlines() if "not known fault kinds" in line]
+    assert len(warned) == 1 and "2 fault name(s)" in warned[0]
+    assert ": bogusfault, other_kind (known: healthy, " in warned[0]
+    assert "overfitting" not in warned[0].split("(known:")[0]
+    assert re.search(r"problem runs caught: \d/4 .*bogusfault \d/2, other_kind \d/1, overfitting \d/1", r.stdout)
+
+    for typo, meant in (("healty", "healthy"), ("Divergance", "divergence")):
+        labels.write_text(f"run,fault\nhealthy-01,healthy\nhealthy-02,{typo}\n")
+        for command in (["evaluate", "--store", data["store"], "--rules-only"],
+                        ["train", "--store", data["store"], "--out", tmp_path / "no"]):
+            r = invoke(*command, "--labels", labels)
+            assert r.exit_code == 2, r.output
+            assert f"error: --labels {labels}:line 3: fault: {typo.lower()!r} is not a fault kind; did you mean " \
+                   f"{meant!r}?" in r.stderr
+    assert not (tmp_path / "no").exists()
+
+    # the corpus's fault types are all known (bench/ is importable in a checkout)
+    from bench.corpus.specs import FAULTS
+
+    from runwatch.service.detectors_command import KNOWN_FAULTS
+
+    assert set(FAULTS) <= set(KNOWN_FAULTS)

@@ -14,6 +14,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -99,6 +100,54 @@ def test_two_instances_over_grpc_share_runs_dashboard_and_anomalies(start_server
         watch_a.close()
         watch_b.close()
 
+
+
+def _get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_queries_answer_store_unavailable_while_the_database_is_down(start_server, pg_url, tmp_path):
+    """The database ends the instance's sessions and takes no new ones (as while it is down): queries answer gRPC
+    UNAVAILABLE and the dashboard 503, each "store unavailable: ..." with the password hidden. Before, gRPC said
+    UNKNOWN "Unexpected <class 'psycopg.OperationalError'>" (or StoreError) and the dashboard a bare 500."""
+    import psycopg
+
+    url = pg_url.replace("runwatch@", "runwatch:s3cret@")
+    srv, stubs = start_server(store=url, data_dir=tmp_path / "a", http_port=0)
+    srv.server.store.write_retry_s = 0.5  # a write caught by the outage gives up soon: queries wait for the writer
+    assert stubs.ingest.Ingest(nan_run("r1", "p", nan_at=99), timeout=10).accepted == 11
+    api = f"http://127.0.0.1:{srv.server.http_port}/api/runs?project=p"
+    assert _get_json(api)[0] == 200
+    dbname = pg_url.rsplit("/", 1)[1]
+    admin_url = pg_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+            # A write meanwhile fails past its retries and leaves the writer without a connection: ListRuns, which
+            # waits for the writer, then fails with the driver's own error ("the connection is closed").
+            with pytest.raises(psycopg.OperationalError):
+                srv.server.store.submit([lambda conn: conn.execute("SELECT 1")]).result(60)
+            for call in (lambda: stubs.runs.ListRuns(service_pb2.ListRunsRequest(), timeout=60),
+                         lambda: stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="r1"), timeout=60),
+                         lambda: stubs.runs.ListAnomalies(service_pb2.ListAnomaliesRequest(run_id="r1"), timeout=60)):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+                assert info.value.details().startswith("store unavailable: "), info.value.details()
+                assert "s3cret" not in info.value.details()
+            status, body = _get_json(api)
+            assert status == 503 and body["error"].startswith("store unavailable: ") and "s3cret" not in body["error"]
+        finally:
+            admin.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+    # The database is back: the next queries reconnect and answer.
+    assert [r.run_id for r in stubs.runs.ListRuns(service_pb2.ListRunsRequest(), timeout=60).runs] == ["r1"]
+    assert stubs.runs.GetRun(service_pb2.GetRunRequest(run_id="r1"), timeout=60).run.event_count == 10
+    assert _get_json(api)[0] == 200
 
 
 def _port(log: Path, timeout: float = 90) -> int:

@@ -215,6 +215,37 @@ def test_writes_survive_the_database_dropping_the_connection(pg_url):
         store.close()
 
 
+def test_reads_do_not_wait_out_a_write_retrying_a_lost_connection(pg_url):
+    """While the database is unreachable the writer retries its group (for up to write_retry_s); a read that waits
+    for the writer (flush) answers at once from what is committed, instead of waiting the retries out (queries with
+    30 s deadlines failed as DEADLINE_EXCEEDED). Once the database is back the write commits."""
+    import psycopg
+
+    store = RunStore(pg_url)
+    dbname = pg_url.rsplit("/", 1)[1]
+    admin_url = pg_url.rsplit("/", 1)[0] + "/postgres"
+    try:
+        store.open_run(runs_pb2.RunStart(run_id="before", project="p")).result(30)
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+            try:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+                pending = store.open_run(runs_pb2.RunStart(run_id="during", project="p"))
+                deadline = time.monotonic() + 20
+                while not store._retrying and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert store._retrying and not pending.done()
+                t0 = time.monotonic()
+                store.flush(timeout=5)
+                assert time.monotonic() - t0 < 1.0
+            finally:
+                admin.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+        pending.result(60)
+        assert {r.run_id for r in store.list_runs()} == {"before", "during"}
+    finally:
+        store.close()
+
+
 def test_a_reopened_store_keeps_everything_and_its_version(store_location):
     first = RunStore(store_location)
     start = runs_pb2.RunStart(run_id="r", project="p")
@@ -361,3 +392,74 @@ def test_serve_refuses_a_database_newer_than_it_with_a_clear_message(pg_url, tmp
     assert "store: postgresql://runwatch:***@127.0.0.1" in done.stderr and "pw@" not in done.stderr
     latest = store_migrate.available("postgresql")[-1].version
     assert f"has schema version 7, newer than this runwatch knows (up to {latest})" in done.stderr
+
+
+def _foreign_sql(location, *statements: str) -> None:
+    """Run another application's SQL in the store's database (a SQLite file, or a PostgreSQL URL)."""
+    if isinstance(location, str):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql)
+    else:
+        location.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(location)
+        with conn:
+            for sql in statements:
+                conn.execute(sql)
+        conn.close()
+
+
+def _create_foreign_runs_table(location) -> None:
+    _foreign_sql(location, "CREATE TABLE runs (id INT, foo TEXT)", "INSERT INTO runs VALUES (1, 'theirs')")
+
+
+def _tables(location) -> set[str]:
+    backend = store_backends.backend_for(location)
+    conn = backend.connect_reader()
+    try:
+        return set(backend.tables(conn))
+    finally:
+        conn.close()
+
+
+def test_a_database_holding_foreign_tables_is_refused_naming_them(store_location):
+    """A database with an unrelated ``runs`` table: before, PostgreSQL failed with a raw DuplicateTable ("relation
+    "runs" already exists") and SQLite with "no such column: project"; now a StoreError names the table, and
+    nothing is created."""
+    _create_foreign_runs_table(store_location)
+    with pytest.raises(StoreError, match=r"^store: .* holds tables runwatch did not create: runs \(foo, id\)\. "
+                                         r".*empty database"):
+        RunStore(store_location)
+    assert _tables(store_location) == {"runs"}  # rolled back: no schema_version, no runwatch table
+
+    # Another migration tool's schema_version is not read as runwatch's version either.
+    _foreign_sql(store_location, "DROP TABLE runs", "CREATE TABLE schema_version (installed_rank INT, version TEXT)",
+                 "INSERT INTO schema_version VALUES (1, '5')")
+    with pytest.raises(StoreError, match=r"did not create: schema_version \(installed_rank, version\)"):
+        RunStore(store_location)
+    assert _tables(store_location) == {"schema_version"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_serve_refuses_a_database_holding_foreign_tables_in_one_line(backend, tmp_path, request):
+    if backend == "postgresql":
+        location = request.getfixturevalue("pg_url").replace("runwatch@", "runwatch:s3cret@")
+        args = ["--store", location]
+    else:
+        location = tmp_path / "data" / "runwatch.db"
+        args = []
+    _create_foreign_runs_table(location)
+    exe = Path(sys.executable).with_name("runwatch")
+    done = subprocess.run(
+        [str(exe), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"), *args], capture_output=True,
+        text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, done.stderr
+    assert error[0].startswith("error: store: ") and "holds tables runwatch did not create: runs (foo, id)" in error[0]
+    if backend == "postgresql":
+        assert "postgresql://runwatch:***@127.0.0.1" in error[0]
