@@ -77,7 +77,11 @@ class SenderStats:
     acked
         Items the server acknowledged as accepted (duplicates included).
     duplicates
-        Of ``acked``, items the server recognised as re-sent duplicates.
+        Of ``acked``, items the server already had and did not store again:
+        batches re-sent after a reconnect (or left in a spool by an earlier
+        client) whose first copy had arrived. The SDK sends nothing else the
+        server counts so (an unchanged ``RunStart``, a metric event repeating
+        its step's names), so a run whose stream never broke shows 0.
     rejected
         Items the server rejected; see :attr:`BatchSender.violations`.
     dropped
@@ -248,6 +252,7 @@ class BatchSender:
         self._next_seq = 1
         self._flushing = 0
         self._closing = False
+        self._close_deadline: float | None = None  # time.monotonic() by which close() must return
         self._stream: _Stream | None = None
         self._generation = 0
         self._next_connect_at = 0.0
@@ -388,10 +393,14 @@ class BatchSender:
         with self._cond:
             if self._closing:
                 return not self._queue and not self._unacked
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         flushed = self.flush(timeout)
         with self._cond:
             self._closing = True
+            self._close_deadline = deadline
             self._cond.notify_all()
+        # The thread spills what is queued (disk) and ends the stream; it waits for the server's last
+        # acks only until the deadline (_retire), so this join is short even when the server hangs.
         self._thread.join(timeout=10.0)
         return flushed
 
@@ -729,7 +738,10 @@ class BatchSender:
         stream.end()
         reader = stream.reader
         if graceful and reader is not None:
-            reader.join(timeout=2.0)
+            wait = 2.0  # for the last acks; within close()'s timeout (a hung server never answers)
+            if self._close_deadline is not None:
+                wait = min(wait, max(self._close_deadline - time.monotonic(), 0.0))
+            reader.join(timeout=wait)
         stream.call.cancel()
         if reader is not None:
             reader.join(timeout=2.0)

@@ -268,8 +268,8 @@ class RunwatchClient:
         )
         if architecture is not None:
             start.architecture.CopyFrom(architecture)
-        self._sender.put(START, start)
         run = Run(self, run_id, project, start)
+        run._send_start()
         if model is not None and architecture is None:
             run._describe_at_first_forward(model)
         return run
@@ -414,6 +414,15 @@ class Run:
         self._opt_matches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._captures: list[Any] = []  # capture_output / capture_logging handles, stopped by finish()
         self._architecture_recording: Any = None  # a FirstForwardRecording awaiting the model's first forward
+        # -- names sent at the newest step: the server stores each metric once per step and refuses an
+        # event repeating one, so a repeat is taken out before sending (see _log)
+        self._names_step = -1
+        self._names_sent: dict[str, float] = {}
+        self._names_auto: set[str] = set()  # of those, the ones the SDK added itself
+        #: Metrics the caller logged again at a step with a different value: not sent (the first value is kept).
+        self.refused_repeats = 0
+        self._warned_repeat = False
+        self._sent_start: bytes | None = None  # the start record as last queued (see _send_start)
         # -- actions
         #: Set when a stop was requested (by :class:`StopOnDivergence` or :meth:`request_stop`).
         self.should_stop = False
@@ -473,24 +482,58 @@ class Run:
         >>> run.log({"loss": 0.9})             # step 0  # doctest: +SKIP
         >>> run.log({"loss": 0.8})             # step 1  # doctest: +SKIP
         >>> run.log({"val/acc": 0.7}, step=10)  # doctest: +SKIP
+
+        A name already logged at the same step is not sent again (the server
+        stores each metric once per step and would refuse the whole event):
+        the first value is kept, and a different value is counted in
+        :attr:`refused_repeats`, reported once, and makes :meth:`finish`
+        return False. The metrics the SDK adds itself (``step_time``,
+        ``cpu_mem``, watch statistics, ...) are only added where the step
+        does not have them yet.
         """
+        self._log(metrics, step, wall_time, automatic=False)
+
+    def _log(self, metrics: Mapping[str, Any], step: int | None, wall_time: float | None, automatic: bool) -> None:
+        """:meth:`log`; with ``automatic``, ``metrics`` are the SDK's own (an integration's timing, watch
+        statistics, ...): names the step already has are left out silently, never counted as refused."""
         values = convert.metrics_map(metrics)
         if step is not None:
             step = convert.step_number(step)
         if self._watchers and not self._saw_optimizer_step and (step is None or step >= self._next_step):
             self.collect_watch()  # no torch optimizer step seen: collect at the log call
+        refused: list[str] = []
         with self._lock:
             self._check_open()
             if step is None:
                 step = self._next_step
             self._next_step = max(self._next_step, step + 1)
-            if "lr" in values:
+            if "lr" in values and not automatic:
                 self._logs_lr = True
+            if step > self._names_step:
+                self._names_step = step
+                self._names_sent = {}
+                self._names_auto = set()
+            # Names this step already has (None: an older step, which the server judges itself).
+            sent = self._names_sent if step == self._names_step else None
+            if sent:
+                for k in [k for k in values if k in sent]:
+                    v = values.pop(k)
+                    # A repeat of the SDK's own metric is no fault of the caller's: left out, not refused.
+                    if not automatic and k not in self._names_auto and not _same_value(v, sent[k]):
+                        refused.append(k)
+            added: list[str] = list(values) if automatic else []
             if self._timing or self._sampler is not None or self._watch_fresh:
                 extra = self._auto_metrics(step)
                 if extra:
                     for k, v in extra.items():
-                        values.setdefault(k, v)
+                        if k not in values and (sent is None or k not in sent):
+                            values[k] = v
+                            added.append(k)
+            if sent is not None:
+                sent.update(values)
+                self._names_auto.update(added)
+            if refused:
+                self.refused_repeats += len(refused)
             if values:
                 # inside the lock so concurrent callers enqueue in step order
                 event = runs_pb2.MetricEvent(
@@ -500,6 +543,14 @@ class Run:
                     metrics=values,
                 )
                 self.client._sender.put(EVENT, event)
+        if refused and not self._warned_repeat:
+            self._warned_repeat = True
+            logger.warning(
+                "runwatch: %s logged again at step %d with another value; a step keeps each metric once "
+                "(the first value), so the repeat is not sent (reported once; run.refused_repeats counts them)",
+                ", ".join(repr(k) for k in refused[:5]),
+                step,
+            )
         if self._deferred:
             self.apply_actions()
 
@@ -780,10 +831,12 @@ class Run:
             logger.exception("runwatch: cannot describe the model's architecture")
 
     def update_start(self, hyperparameters: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None) -> None:
-        """Merge into the start record and re-send it.
+        """Merge into the start record and re-send it (when that changed it).
 
         The server adds what its record lacks (new keys, an architecture); a value that
-        contradicts one already recorded is rejected by its path and logged here.
+        contradicts one already recorded is rejected by its path and logged here. A start
+        record that adds nothing is not sent again (the server would count it in
+        ``stats().duplicates`` as a re-send).
 
         Raises
         ------
@@ -797,8 +850,19 @@ class Run:
             self.start_message.hyperparameters.Clear()
             self.start_message.hyperparameters.CopyFrom(convert.to_struct(merged))
         self.start_message.environment.update(_environment_facts(environment))
+        self._send_start()
+
+    def _send_start(self) -> None:
+        """Queue a copy of the start record, unless it is the one sent last (the server would count a repeat
+        as a re-sent duplicate). A copy: the queued message is serialized later, on the sender's thread, and
+        must not change meanwhile (an architecture recorded into ``start_message`` would turn the first
+        ``RunStart`` into the second one, making that a duplicate)."""
         start = runs_pb2.RunStart()
         start.CopyFrom(self.start_message)
+        wire = start.SerializeToString(deterministic=True)
+        if wire == self._sent_start:
+            return
+        self._sent_start = wire
         self.client._sender.put(START, start)
 
     # -- actions -----------------------------------------------------------
@@ -902,8 +966,13 @@ class Run:
             server rejected an item (see :attr:`RunwatchClient.violations`) or
             the client dropped one (``stats().dropped``). The counters are the
             client's: with several runs open on one :class:`RunwatchClient`,
-            a rejection of any of them counts. Calling again answers the same
-            question again without sending a second ``RunEnd``.
+            a rejection of any of them counts. Also False when a metric was
+            logged again at a step with another value (:attr:`refused_repeats`).
+            Calling again answers the same question again without sending a
+            second ``RunEnd``. It returns within ``timeout`` (a few
+            milliseconds more to close the connection of a run opened by
+            :func:`init`), also when the server accepts the connection but
+            does not answer.
         """
         if status is None:
             status = "killed" if self.should_stop else "finished"
@@ -921,7 +990,11 @@ class Run:
                 self.client._sender.put(END, end)
         if not already:
             self._release_hooks()
-        delivered = self.client.flush(timeout) and self._undelivered() == self._undelivered_at_start
+        delivered = (
+            self.client.flush(timeout)
+            and self._undelivered() == self._undelivered_at_start
+            and self.refused_repeats == 0
+        )
         if not already:
             _forget_current(self)
             grace = self.client.anomaly_grace
@@ -1324,6 +1397,11 @@ def _flush_at_exit() -> None:
     for client in list(_live_clients):
         with contextlib.suppress(Exception):  # never fail interpreter shutdown
             client.close(timeout=2.0)
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Whether a repeated metric value is the one already logged (NaN repeats NaN)."""
+    return a == b or (a != a and b != b)
 
 
 def _single_lr(optimizer: Any) -> float | None:

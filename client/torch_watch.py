@@ -789,6 +789,15 @@ class ModelWatcher:
     too). Forward passes in eval mode are ignored, so validation does not
     pollute training statistics. Values may be NaN or Inf: that is signal.
 
+    Gradient norms are those of the gradients present when :meth:`stats` is
+    called. A loop that clips them before that call (the Hugging Face
+    ``Trainer`` calls its callbacks' ``on_pre_optimizer_step`` after
+    clipping) passes ``grads_at_backward=True``: on collecting steps each
+    parameter's gradient norm is then taken as its gradient is complete,
+    during ``backward()`` (torch's post-accumulate-grad hooks; with gradient
+    accumulation the last backward's, i.e. the accumulated gradient), so
+    ``grad_norm`` and ``grad_norm/<layer>`` are the norms before clipping.
+
     Parameters
     ----------
     model
@@ -797,6 +806,9 @@ class ModelWatcher:
         Collect the full statistics every this many steps.
     always_grad_norm
         Return the global ``grad_norm`` on every step.
+    grads_at_backward
+        Take the collecting steps' gradient norms during ``backward()``, before
+        the loop can clip them (see above).
 
     Examples
     --------
@@ -813,14 +825,19 @@ class ModelWatcher:
     >>> watcher.close()
     """
 
-    def __init__(self, model: nn.Module, every: int = 1, *, always_grad_norm: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, every: int = 1, *, always_grad_norm: bool = True, grads_at_backward: bool = False
+    ) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.model = model
         self.every = int(every)
         self.always_grad_norm = always_grad_norm
+        self.grads_at_backward = grads_at_backward
         self._calls = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        # id(parameter) -> the norm of its gradient when backward() completed it (grads_at_backward)
+        self._backward_norms: dict[int, torch.Tensor] = {}
         # id(raw output tensor) -> (layer name, the tensor); kept until an activation
         # consumes it or the forward pass ends.
         self._pending: dict[int, tuple[str, torch.Tensor]] = {}
@@ -848,11 +865,22 @@ class ModelWatcher:
     def _attach(self) -> None:
         if not self._handles and not self._closed:
             self._handles = [m.register_forward_hook(h) for m, h in self._hook_specs]
+            if self.grads_at_backward:
+                record = self._record_backward_norm
+                self._handles += [p.register_post_accumulate_grad_hook(record) for p in self._params if p.requires_grad]
 
     def _detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+    def _record_backward_norm(self, p: torch.Tensor) -> None:
+        grad = p.grad
+        if grad is not None:
+            # Summed in the wide type (no overflow below a norm of ~3e38), kept as float32: the 0-d result
+            # stands in for the gradient in stats()' fused float32 norm, whose overflow redo covers it too.
+            norm = torch.linalg.vector_norm(grad.detach(), dtype=_wide(grad.device))
+            self._backward_norms[id(p)] = norm.float()
 
     def _sync_hooks(self) -> None:
         """Hooks on for a step that will collect, off otherwise."""
@@ -923,6 +951,7 @@ class ModelWatcher:
         """
         collect = self.collecting
         self._calls += 1
+        backward_norms, self._backward_norms = self._backward_norms, {}
         self._sync_hooks()
         if not collect:
             self._pending.clear()
@@ -945,16 +974,23 @@ class ModelWatcher:
         # Every tensor whose norm is needed, in one list: gradients (per layer, then parameters
         # outside any leaf layer), weights, and the change of each layer's weights since the
         # previous collection (computed in place in the snapshot, which is refreshed below).
+        # With grads_at_backward, a gradient's norm taken during backward() (a 0-d tensor, whose norm is
+        # itself) stands in for the gradient, which may have been clipped since.
         tensors: list[torch.Tensor] = []
         grad_of: list[int] = []  # layer index per gradient, -1 for parameters outside layers
+        repeated: set[int] = set()  # positions of a parameter shared with an earlier layer (tied weights)
+        counted: set[int] = set()
         for li, (_, ps) in enumerate(layers):
             for p in ps:
                 if p.grad is not None:
-                    tensors.append(p.grad)
+                    if id(p) in counted:
+                        repeated.add(len(tensors))  # in its layers' norms, once in the global one
+                    counted.add(id(p))
+                    tensors.append(backward_norms.get(id(p), p.grad))
                     grad_of.append(li)
         for p in self._params:
             if p.grad is not None and id(p) not in seen:
-                tensors.append(p.grad)
+                tensors.append(backward_norms.get(id(p), p.grad))
                 grad_of.append(-1)
         n_grads = len(tensors)
         weight_of: list[int] = []
@@ -1021,7 +1057,8 @@ class ModelWatcher:
         total = 0.0
         for k in range(n_grads):
             sq = norms[k] * norms[k]
-            total += sq
+            if k not in repeated:
+                total += sq
             li = grad_of[k]
             if li >= 0:
                 g_sq[li] += sq
@@ -1069,6 +1106,7 @@ class ModelWatcher:
         """Remove the hooks and drop the weight snapshots."""
         self._closed = True
         self._detach()
+        self._backward_norms.clear()
         self._pending.clear()
         self._acts.clear()
         self._snapshot.clear()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,15 @@ class StepLogger:
     runwatch's conventions with :func:`~runwatch.client.names.canonical_name`
     (the first source name to claim a canonical name keeps it; later ones
     keep their own).
+
+    :meth:`log_auto` sends the integration's own metrics (timing, gradient
+    norms, the loss a Lightning ``training_step`` returned), already named
+    the runwatch way: a name the step already has is left out silently, and
+    they claim no name. A framework metric arriving later at the same step
+    under a name the integration already sent is dropped if it holds the
+    same value (one series, not two); with another value it is kept under
+    its own source name (``train_loss``), so neither is lost or mixed into
+    the other's series.
     """
 
     def __init__(self, run: Any, canonical: bool = True) -> None:
@@ -43,6 +53,7 @@ class StepLogger:
         self.raised_steps = 0
         self.dropped_repeats = 0
         self._sent: set[str] = set()
+        self._auto: dict[str, float] = {}  # of the names sent at last_step, log_auto's, with their values
         self._names: dict[str, str] = {}
         self._claims: dict[str, str] = {}
         self._warned_repeat = False
@@ -56,15 +67,16 @@ class StepLogger:
             out = self._names[key] = target if owner == key else safe_name(key)
         return out
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    def _step(self, step: Any) -> int | None:
+        """The step to send at (None: the run is finished); resets the step's names when it advances."""
         run = self.run
         if run is None:
-            return
+            return None
         if run.finished:
             if not self._warned_finished:
                 self._warned_finished = True
                 logger.warning("runwatch: run %s is finished; later metrics are not sent", run.run_id)
-            return
+            return None
         step = run.step if step is None else convert.step_number(step)
         if step < self.last_step:
             step = self.last_step
@@ -72,12 +84,23 @@ class StepLogger:
         if step > self.last_step:
             self.last_step = step
             self._sent = set()
+            self._auto = {}
+        return step
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        step = self._step(step)
+        if step is None:
+            return
         values: dict[str, float] = {}
         for key, value in metrics.items():
             number = _number(value)
             if number is None:
                 continue
             name = self.name(str(key))
+            if name in self._auto and name not in values:
+                if _same(number, self._auto[name]):
+                    continue  # the integration sent this very value already
+                name = safe_name(str(key))  # another quantity: under its own name, not mixed in
             if name in self._sent or name in values:
                 self.dropped_repeats += 1
                 if not self._warned_repeat:
@@ -91,7 +114,29 @@ class StepLogger:
             values[name] = number
         if values:
             self._sent.update(values)
-            run.log(values, step=step)
+            self.run.log(values, step=step)
+
+    def log_auto(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Send the integration's own metrics (runwatch names) at ``step``, leaving out names it already has."""
+        step = self._step(step)
+        if step is None:
+            return
+        values: dict[str, float] = {}
+        for name, value in metrics.items():
+            number = _number(value)
+            if number is not None and name not in self._sent:
+                values[name] = number
+        if values:
+            self._sent.update(values)
+            self._auto.update(values)
+            self.run._log(values, step, None, automatic=True)
+
+
+def _same(a: float, b: float) -> bool:
+    """Whether two logged values are one quantity (float32 round-trips allowed; NaN is NaN)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
 
 
 def _number(value: Any) -> float | None:

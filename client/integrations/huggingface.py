@@ -23,7 +23,15 @@ each ``on_log`` at ``state.global_step`` (``learning_rate`` -> ``lr``,
 :class:`~runwatch.client.integrations.StepLogger`), per-step ``step_time``,
 ``data_time`` (between one step's end and the next one's start: fetching the
 batch), ``cpu_mem``/``gpu_mem``, and with ``watch_every`` per-layer
-statistics taken in ``on_pre_optimizer_step`` (gradients present). Once
+statistics every ``watch_every`` optimizer steps, taken in
+``on_pre_optimizer_step``. The Trainer clips the gradients before that hook,
+so the gradient norms (``grad_norm/<layer>`` and the watcher's global
+``grad_norm``) are taken during ``backward()`` instead, before clipping (see
+:class:`~runwatch.client.torch_watch.ModelWatcher`, ``grads_at_backward``).
+The global ``grad_norm`` is the Trainer's own (its pre-clip total norm, at
+its logging steps): at a step where the Trainer logs, the callback's metrics
+are sent after the Trainer's ``on_log``, so the Trainer's value is the one
+kept. Once
 runwatch predicts divergence it sets ``control.should_training_stop``;
 ``reduce_lr_on_anomaly=True`` lowers the learning rate on a loss spike or
 plateau. ``on_train_end`` finishes the run (``killed`` with the reason when
@@ -70,7 +78,8 @@ class RunwatchCallback(TrainerCallback):
         (else ``"huggingface"``), ``RUNWATCH_RUN_ID``, ``RUNWATCH_TARGET``.
     watch_every
         Per-layer statistics every this many optimizer steps (0 = off;
-        default ``RUNWATCH_WATCH_EVERY`` or 0).
+        default ``RUNWATCH_WATCH_EVERY`` or 0); their gradient norms are
+        taken before the Trainer clips (see the module docstring).
     stop_on_divergence, stop_kinds, min_severity
         Stop training (``control.should_training_stop``) on these anomalies.
     reduce_lr_on_anomaly, lr_factor
@@ -119,6 +128,7 @@ class RunwatchCallback(TrainerCallback):
         self.watcher: Any = None
         self.stopped_at: int | None = None
         self._stash: dict[str, float] = {}
+        self._held: tuple[int, dict[str, float]] | None = None  # a step's metrics waiting for the Trainer's on_log
         self._clock: Any = None  # a StepClock once training begins
 
     # -- lifecycle -----------------------------------------------------------
@@ -150,14 +160,23 @@ class RunwatchCallback(TrainerCallback):
         if self.watch_every > 0 and model is not None:
             from runwatch.client.torch_watch import ModelWatcher
 
-            self.watcher = ModelWatcher(model, every=self.watch_every)
+            # Gradient norms before the Trainer clips them; no global grad_norm on the other steps (the
+            # Trainer logs its own, pre-clip, and one taken in on_pre_optimizer_step would be clipped).
+            self.watcher = ModelWatcher(model, every=self.watch_every, always_grad_norm=False, grads_at_backward=True)
         from runwatch.client.environment import StepClock, SystemSampler
 
         self._clock = StepClock(SystemSampler(interval=1.0))
+        self.run._timing = self.run._data_tracked  # step_time is the clock's (evaluation left out)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._send_held()
         if self.run is not None and self._clock is not None:
             self._clock.step_begin()
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and self.run is not None and not self.run.finished:
+            self.steps.log_auto(held[1], held[0])
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.watcher is not None:
@@ -175,7 +194,13 @@ class RunwatchCallback(TrainerCallback):
         if self._clock is not None:
             self._clock.step_end(metrics)
         if metrics and not run.finished:
-            self.steps.log(metrics, state.global_step)
+            if control.should_log:
+                # The Trainer logs this step right after on_step_end: its values (its pre-clip grad_norm)
+                # go first, these follow in on_log (or at the next step's start if no log comes).
+                self._send_held()
+                self._held = (state.global_step, metrics)
+            else:
+                self.steps.log_auto(metrics, state.global_step)
         run.apply_actions()
         if run.should_stop and not control.should_training_stop:
             control.should_training_stop = True
@@ -187,11 +212,14 @@ class RunwatchCallback(TrainerCallback):
             self._clock.pause()  # evaluation is not part of a training step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        if self.run is None or not logs:
+        if self.run is None:
             return
-        self.steps.log(logs, state.global_step)
+        if logs:
+            self.steps.log(logs, state.global_step)
+        self._send_held()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._send_held()
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None

@@ -24,12 +24,24 @@ after ``fit`` and call ``logger.finish()`` yourself.
 ``RunwatchCallback`` (needs a ``RunwatchLogger`` among the trainer's loggers):
 stops training (``trainer.should_stop``) once divergence is predicted
 (``stop_on_divergence=True``), optionally lowers the learning rate on a loss
-spike or plateau (``reduce_lr_on_anomaly=True``), logs the global
-``grad_norm`` every optimizer step and per-layer statistics every
+spike or plateau (``reduce_lr_on_anomaly=True``), logs the training ``loss``
+that ``training_step`` returned at every optimizer step (``log_loss=True``:
+the early warnings then do not wait for Lightning's ``log_every_n_steps``),
+the global ``grad_norm`` every optimizer step and per-layer statistics every
 ``watch_every`` optimizer steps (``on_before_optimizer_step``: gradients
-present, after AMP unscaling), and ``step_time``,
+present, after AMP unscaling, before Lightning clips them), and ``step_time``,
 ``data_time`` (the gap between one batch's end and the next one's start:
 fetching and transferring it) and ``cpu_mem``/``gpu_mem`` per batch.
+
+The callback's metrics go out with
+:meth:`~runwatch.client.integrations.StepLogger.log_auto`: a name the step
+already has (a ``step_time`` the run added to a metric another callback
+logged first, such as ``LearningRateMonitor``'s ``lr`` at the batch's start)
+is left out instead of making the server refuse the event. When Lightning
+logs the training loss too (``self.log("train_loss", loss)`` -> ``loss``) at
+a step where the callback sent it, the same value is not sent twice; a
+different value (another quantity logged under a loss name) is kept under
+its own name.
 """
 
 from __future__ import annotations
@@ -75,6 +87,27 @@ def _params(params: Any) -> dict[str, Any]:
     if isinstance(params, Mapping):
         return {str(k): v for k, v in params.items()}
     return {"hparams": str(params)}
+
+
+def _step_loss(outputs: Any, trainer: Any, pl_module: Any) -> float | None:
+    """The training loss of the batch that just stepped the optimizer, as Lightning would log it; None if none.
+
+    In automatic optimization ``outputs["loss"]`` is the returned loss divided by
+    ``accumulate_grad_batches`` (what is back-propagated); it is scaled back, so with
+    gradient accumulation the value is the last micro-batch's loss, the one
+    ``self.log(..., on_step=True)`` logs at that step. None while accumulating.
+    """
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    if loss is None or not hasattr(loss, "numel") or loss.numel() != 1:
+        return None
+    scale = 1
+    if getattr(pl_module, "automatic_optimization", True):
+        should_accumulate = getattr(getattr(trainer, "fit_loop", None), "_should_accumulate", None)
+        if should_accumulate is not None and should_accumulate():
+            return None  # the optimizer steps at a later micro-batch
+        scale = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    value = float(loss.detach())  # one float per optimizer step (a device sync on GPU)
+    return value * scale if scale != 1 else value
 
 
 def _lightning_step(trainer: Any) -> int:
@@ -229,7 +262,11 @@ def classes_for(pl: Any) -> SimpleNamespace:
             Log the global gradient norm at every optimizer step (runwatch's
             divergence and exploding-gradient detectors read it).
         timing
-            Log ``step_time``, ``data_time``, ``cpu_mem``, ``gpu_mem`` per batch.
+            Log ``step_time``, ``data_time``, ``cpu_mem``, ``gpu_mem`` per batch
+            (the run's own ``step_time`` between log calls is then off: one definition).
+        log_loss
+            Log the loss ``training_step`` returned as ``loss`` at every optimizer
+            step, whatever Lightning's ``log_every_n_steps`` (see the module docstring).
         """
 
         def __init__(
@@ -242,9 +279,11 @@ def classes_for(pl: Any) -> SimpleNamespace:
             watch_every: int = 0,
             grad_norm: bool = True,
             timing: bool = True,
+            log_loss: bool = True,
         ) -> None:
             super().__init__()
             self.grad_norm = grad_norm
+            self.log_loss = log_loss
             self.stop_on_divergence = stop_on_divergence
             self.stop_kinds = tuple(stop_kinds)
             self.min_severity = min_severity
@@ -292,6 +331,9 @@ def classes_for(pl: Any) -> SimpleNamespace:
                 from runwatch.client.environment import StepClock, SystemSampler
 
                 self._clock = StepClock(SystemSampler(interval=1.0))
+                # step_time is the clock's (validation left out); the run's own, between whatever
+                # logs first at each step (another callback at batch start), would be a second one.
+                self.run._timing = self.run._data_tracked
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             if self.run is not None and self._clock is not None:
@@ -318,10 +360,18 @@ def classes_for(pl: Any) -> SimpleNamespace:
                 return
             metrics = self._stash
             self._stash = {}
+            if self.log_loss:
+                try:
+                    loss = _step_loss(outputs, trainer, pl_module)
+                except Exception:  # noqa: BLE001 - telemetry must not break training
+                    loss = None
+                    logger.debug("runwatch: reading the training loss failed", exc_info=True)
+                if loss is not None:
+                    metrics["loss"] = loss
             if self._clock is not None:
                 self._clock.step_end(metrics)
             if metrics and self.steps is not None and not run.finished:
-                self.steps.log(metrics, _lightning_step(trainer))
+                self.steps.log_auto(metrics, _lightning_step(trainer))
             run.apply_actions()
             if run.should_stop and not trainer.should_stop:
                 trainer.should_stop = True

@@ -1,6 +1,7 @@
 """Tiny real trainings with Lightning and Hugging Face, run by test_integrations.py in a child process.
 
-Run as ``python framework_runs.py {lightning|huggingface} TARGET WORKDIR``; prints one JSON object
+Run as ``python framework_runs.py SCENARIO TARGET WORKDIR`` (a name in ``scenarios`` below: ``lightning``,
+``huggingface``, ``lightning_lr_monitor``, ...); prints one JSON object
 with what the parent test checks besides the server's record. A child process keeps these
 libraries (hundreds of MB) out of the test process, whose memory other tests measure.
 """
@@ -159,7 +160,150 @@ def huggingface(target: str, work: Path) -> dict:
     return {"stopped": {"global_step": trainer.state.global_step, "stopped_at": rw_callback.stopped_at}}
 
 
+def _lightning_trainer(logger, callbacks, max_steps: int, **kw):
+    import pytorch_lightning as pl
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    return pl.Trainer(
+        max_steps=max_steps, logger=logger, callbacks=callbacks, accelerator="cpu", enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, **kw,
+    )
+
+
+def _finish(lg) -> dict:
+    """Finish the logger's run; what finish() answered and the delivery counters."""
+    ok = lg.run.finish(timeout=30)
+    stats = lg.run.stats()
+    violations = [reason for _, _, reason in lg.run.client.violations][:3]
+    return {
+        "run_id": lg.version, "finish": ok, "rejected": stats.rejected, "duplicates": stats.duplicates,
+        "violations": violations,
+    }
+
+
+def lightning_lr_monitor(target: str, work: Path) -> dict:
+    """A metric logged at the batch's start (LearningRateMonitor's lr) before the callback's own at each step."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
+    from runwatch.service.demo_training import build_model
+
+    class Classifier(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = build_model("healthy")
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    lg = RunwatchLogger(project="lightning", target=target, spool_dir=work / "spool", finish_on_finalize=False)
+    cb = RunwatchCallback(watch_every=5)
+    trainer = _lightning_trainer([lg], [LearningRateMonitor("step"), cb], 40, log_every_n_steps=1)
+    trainer.fit(Classifier(), _digits_loader())
+    return {**_finish(lg), "global_step": trainer.global_step}
+
+
+def lightning_log_every_50(target: str, work: Path) -> dict:
+    """A run whose learning rate grows 8 % a step until it diverges, under Lightning's default log_every_n_steps=50."""
+    import pytorch_lightning as pl
+
+    from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
+
+    pl.seed_everything(0, verbose=False)
+    x = torch.randn(4096, 32)
+    y = (x @ torch.randn(32, 8)).argmax(1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True)
+
+    class Classifier(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            nn = torch.nn
+            self.net = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 8))
+            self.losses: list[float] = []
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.losses.append(loss.item())
+            self.log("train_loss", loss)
+            time.sleep(0.005)  # real steps are slower than this toy's; leaves the answer time to arrive
+            return loss
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.08**s, 2000))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    lg = RunwatchLogger(project="lightning", target=target, spool_dir=work / "spool")
+    cb = RunwatchCallback()
+    model = Classifier()
+    _lightning_trainer(lg, [cb], 400, log_every_n_steps=50).fit(model, loader)
+    time.sleep(0.2)  # the run's connection closes in the background after finish()
+    return {"run_id": lg.version, "stopped_at": cb.stopped_at, "batches": len(model.losses)}
+
+
+def huggingface_clipped(target: str, work: Path) -> dict:
+    """A tiny GPT-2 trained with a learning rate large enough that the Trainer clips its gradients (max_grad_norm=1)."""
+    import transformers
+
+    from runwatch.client.integrations import huggingface as rw_hf
+    from runwatch.client.torch_watch import _leaf_layers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    model = transformers.GPT2LMHeadModel(config)  # randomly initialised from a config: no download
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 16), generator=gen)]
+    layers = [(name, [p for p in m.parameters() if p.requires_grad]) for name, m in _leaf_layers(model)]
+    pre_clip: dict[int, dict[str, float]] = {}  # step -> layer -> its gradient norm just before clipping
+
+    class Recording(transformers.Trainer):
+        """Records the gradient norms the Trainer clips (what runwatch should report): per layer, and its total."""
+
+        def _clip_grad_norm(self, model):
+            step = self.state.global_step + 1  # the step runwatch files this optimizer step under
+            pre_clip[step] = {
+                name: math.sqrt(sum(float(p.grad.norm()) ** 2 for p in ps if p.grad is not None))
+                for name, ps in layers if any(p.grad is not None for p in ps)
+            }
+            total = super()._clip_grad_norm(model)
+            pre_clip[step]["total"] = float(total)
+            return total
+
+    cb = rw_hf.RunwatchCallback(project="hf", target=target, spool_dir=work / "spool", watch_every=2)
+    args = transformers.TrainingArguments(
+        output_dir=str(work / "out-clip"), per_device_train_batch_size=8, save_strategy="no", use_cpu=True,
+        disable_tqdm=True, report_to="none", max_steps=16, logging_steps=3, learning_rate=1.0, max_grad_norm=1.0,
+    )
+    trainer = Recording(model=model, args=args, train_dataset=data, callbacks=[cb])
+    trainer.train()
+    time.sleep(0.2)
+    logged = {h["step"]: h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h}
+    stats = cb.run.stats()
+    return {
+        "run_id": cb.run.run_id, "trainer_grad_norm": logged, "pre_clip": pre_clip, "finish": cb.run.finish(),
+        "rejected": stats.rejected,
+    }
+
+
 if __name__ == "__main__":
     which, target, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    result = {"lightning": lightning, "huggingface": huggingface}[which](target, work)
+    scenarios = {
+        "lightning": lightning, "huggingface": huggingface, "lightning_lr_monitor": lightning_lr_monitor,
+        "lightning_log_every_50": lightning_log_every_50, "huggingface_clipped": huggingface_clipped,
+    }
+    result = scenarios[which](target, work)
     print("RESULT " + json.dumps(result))

@@ -15,6 +15,7 @@ import time
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runwatch.client as rw
@@ -198,3 +199,87 @@ def test_two_events_at_one_step_with_as_many_different_names_are_both_kept(serve
     assert run.stats().duplicates == 0
     counts = {m.name: m.count for m in get_run(srv.target, "same-step").metrics}
     assert counts == {"grad_norm": 3, "step_time": 3, "data_time": 3, "loss": 3, "lr": 3, "epoch": 3}
+
+
+def test_a_metric_logged_again_at_a_step_costs_no_other_metric(server):
+    """The server refuses a whole event that repeats a name of its step: the SDK sends the repeat no more."""
+    srv, _ = server
+    run = rw.init(
+        project="sdk-delivery", run_id="repeats", target=srv.target, spool_dir=False, capture_env=False,
+        system_interval=0.0, flush_on_exit=False,  # cpu_mem at every step
+    )
+    for step in range(3):
+        run.log({"loss": 1.0, "lr": 0.1}, step=step)  # the run adds step_time and cpu_mem to this one
+        # The loop's own repeat (loss, another value; lr, the same) and a name the SDK already added (cpu_mem):
+        # the event's other metrics are kept, the first values win.
+        run.log({"loss": 2.0, "lr": 0.1, "cpu_mem": 1.0, "val/loss": 3.0}, step=step)
+    finished = run.finish(timeout=30)
+    points = {m.name: m for m in get_run(srv.target, "repeats").metrics}
+    assert "val/loss" in points and points["val/loss"].count == 3  # the server refused these whole events
+    assert points["loss"].count == 3 and points["lr"].count == 3 and points["cpu_mem"].count == 3
+    assert points["loss"].last == 1.0 and points["cpu_mem"].last != 1.0
+    stats = run.stats()
+    assert stats.rejected == 0 and stats.duplicates == 0
+    assert not finished  # a value the loop logged was not stored: said so...
+    assert run.refused_repeats == 3  # ...for loss alone: lr repeated its value, cpu_mem was the SDK's own
+
+
+class _TwoLayers(torch.nn.Module):
+    """Described from its first forward pass (not an nn.Sequential): the architecture arrives after the start."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_fresh_run_counts_no_duplicates(server, tmp_path):
+    srv, _ = server
+    model = _TwoLayers()
+    run = rw.init(
+        project="sdk-delivery", run_id="no-duplicates", config={"lr": 0.1}, model=model, target=srv.target,
+        spool_dir=tmp_path / "spool", flush_on_exit=False,
+    )
+    run.watch(model, every=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(10):
+        loss = model(torch.randn(4, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log({"loss": loss.item()}, step=step)
+        if step == 3:
+            run.update_start(hyperparameters={"lr": 0.1})  # nothing new: not re-sent
+            run.update_start(hyperparameters={"batch": 4})  # new: sent, and added by the server
+    assert run.finish(timeout=30)
+    stats = run.stats()
+    assert stats.duplicates == 0 and stats.resent == 0 and stats.rejected == 0
+    start = get_run(srv.target, "no-duplicates").run.start
+    assert [layer.name for layer in start.architecture.layers] == ["fc1", "fc2"]
+    assert start.architecture.layers[0].activation == "ReLU"
+    assert dict(start.hyperparameters) == {"lr": 0.1, "batch": 4}
+
+
+def test_finish_returns_within_its_timeout_when_the_server_hangs(processes, tmp_path):
+    port = free_port()
+    processes.append(serve(port, tmp_path / "data"))
+    run = rw.init(
+        project="sdk-delivery", run_id="hung", target=f"127.0.0.1:{port}", spool_dir=tmp_path / "spool",
+        flush_on_exit=False,
+    )
+    for step in range(20):
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+    assert run.flush(timeout=30)
+    processes[0].send_signal(signal.SIGSTOP)  # the connection stays open; nothing answers on it
+    try:
+        for step in range(20, 40):
+            run.log({"loss": 1.0 / (step + 1)}, step=step)
+        t0 = time.monotonic()
+        assert not run.finish(timeout=2.0)
+        took = time.monotonic() - t0
+    finally:
+        processes[0].send_signal(signal.SIGCONT)
+    assert 2.0 <= took < 2.5, took  # it took 4.0 s: 2 s more waiting for the last acks after the flush timed out
+    assert run.stats().spooled + run.stats().unacked > 0  # the rest is kept on disk for the next client

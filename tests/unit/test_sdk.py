@@ -260,6 +260,26 @@ def test_step_logger_keeps_the_server_rules(offline_run):
     assert steps.raised_steps == 1 and steps.dropped_repeats == 2
 
 
+def test_step_logger_sends_an_integrations_own_metrics_once_without_claiming_a_name(offline_run):
+    run = offline_run(system_metrics=False)
+    steps = StepLogger(run)
+    steps.log({"lr-SGD": 0.1}, step=0)  # another callback, at the batch's start
+    steps.log_auto({"loss": 2.0, "step_time": 0.5}, step=0)  # the runwatch callback's, at the batch's end
+    steps.log({"train_loss": 2.0, "epoch": 0}, step=0)  # Lightning's: the same loss, not sent again
+    steps.log_auto({"loss": 1.5, "lr": 0.2}, step=1)
+    steps.log({"train_loss": 1.25}, step=1)  # another quantity under a loss name: kept under its own
+    steps.log({"train_loss": 1.0}, step=2)  # a step the callback left: the canonical name is train_loss's
+    assert [(e.step, dict(e.metrics)) for e in events(run)] == [
+        (0, {"lr": 0.1}),
+        (0, {"loss": 2.0, "step_time": 0.5}),
+        (0, {"epoch": 0.0}),
+        (1, {"loss": 1.5, "lr": 0.2}),
+        (1, {"train_loss": 1.25}),
+        (2, {"loss": 1.0}),
+    ]
+    assert steps.dropped_repeats == 0 and run.refused_repeats == 0
+
+
 def test_step_logger_checks_steps_as_run_log_does(offline_run):
     run = offline_run(system_metrics=False)
     steps = StepLogger(run)
