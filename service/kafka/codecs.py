@@ -3,7 +3,12 @@
 Ingest records carry a ``content-type`` header: ``application/x-protobuf;
 messageType=runwatch.v1.EventBatch`` or ``application/json``. Without one, a
 value whose first non-blank byte is ``{`` is read as JSON, anything else as
-protobuf, so ``kcat -P`` users can type events by hand. JSON has the fields of
+protobuf, so ``kcat -P`` users can type events by hand. A UTF-8 byte-order mark
+before the JSON is skipped, and a value that is some other JSON (an array,
+``null``, a string, a number) is read as JSON too, so that its dead letter says
+what JSON was expected rather than how its bytes fail as protobuf. A value
+whose header and bytes disagree (protobuf labelled JSON, JSON labelled
+protobuf) is refused naming the header. JSON has the fields of
 ``EventBatch`` (proto names such as ``run_id`` or their lowerCamelCase JSON
 names; NaN and Infinity as the strings ``"NaN"``, ``"Infinity"``).
 
@@ -74,6 +79,72 @@ def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), options
 
 
+#: What a UTF-8 editor may put before JSON text.
+BOM = b"\xef\xbb\xbf"
+#: First bytes of JSON values other than an object (JSON's own whitespace skipped).
+_JSON_FIRST = frozenset(b'["-0123456789')
+_JSON_WORDS = (b"null", b"true", b"false")
+#: JSON's whitespace: bytes.lstrip() would also strip \x0b and \x0c, which JSON does not allow.
+_JSON_BLANK = b" \t\r\n"
+
+
+def _json_text(value: bytes) -> bytes:
+    """``value`` without a leading byte-order mark and JSON whitespace."""
+    return (value[3:] if value[:3] == BOM else value).lstrip(_JSON_BLANK)
+
+
+def _starts_like_json(text: bytes) -> bool:
+    """Whether ``text`` (see :func:`_json_text`) begins the way a JSON value does."""
+    return bool(text) and (text[0] == 0x7B or text[0] in _JSON_FIRST or text.startswith(_JSON_WORDS))
+
+
+def _parses_as_json(value: bytes) -> bool:
+    try:
+        json.loads(value.decode("utf-8").removeprefix("\ufeff"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _parses_as_protobuf(value: bytes) -> bool:
+    try:
+        runs_pb2.EventBatch.FromString(value)
+    except (DecodeError, RecursionError):
+        return False
+    return True
+
+
+def _protobuf_may_start(value: bytes) -> bool:
+    """Whether ``value`` starts like JSON *and* could start an ``EventBatch`` protobuf.
+
+    Only two bytes do both: a newline (0x0a, the tag of ``starts``, whose length byte may
+    then be any JSON character) and ``"`` (0x22, the tag of ``ends``). Every other start of
+    a JSON value (``{``, ``[``, a digit, ``-``, ``n``, ``t``, ``f``, a byte-order mark,
+    other JSON whitespace) is a field number or wire type no ``EventBatch`` has.
+    """
+    return value[:1] in (b"\n", b'"')
+
+
+def _sniff(value: bytes) -> str:
+    """The format of a record without a content-type header: ``"json"`` or ``"protobuf"``.
+
+    JSON is a value that starts (after a byte-order mark and JSON whitespace) the way a
+    JSON value does: ``{``, ``[``, ``"``, a digit, ``-``, ``null``, ``true``, ``false``;
+    when a protobuf may start the same way (:func:`_protobuf_may_start`), the bytes decide,
+    whichever of the two they parse as.
+    """
+    if value[:1] == b"{":  # the common case of JSON; 0x7b begins no EventBatch protobuf
+        return "json"
+    text = _json_text(value)
+    if not _starts_like_json(text):
+        return "protobuf"
+    if not _protobuf_may_start(value) or _parses_as_json(value):
+        return "json"
+    if _parses_as_protobuf(value):
+        return "protobuf"
+    return "json" if text[:1] in (b"{", b"[") else "protobuf"
+
+
 def batch_format(value: bytes | None, headers: Headers | None = None) -> str | DecodeFailure:
     """How :func:`decode_batch` reads an ingest record: ``"protobuf"`` or ``"json"``, or why it cannot.
 
@@ -81,6 +152,8 @@ def batch_format(value: bytes | None, headers: Headers | None = None) -> str | D
     --------
     >>> batch_format(b"\\x28\\x01"), batch_format(b' {"sequence": 1}')
     ('protobuf', 'json')
+    >>> batch_format(b"\\xef\\xbb\\xbf{}"), batch_format(b"null"), batch_format(b"[1]")
+    ('json', 'json', 'json')
     >>> batch_format(b"x", [("content-type", b"text/csv")]).field
     'header content-type'
     """
@@ -99,15 +172,45 @@ def batch_format(value: bytes | None, headers: Headers | None = None) -> str | D
                 )
             return "protobuf"
         return DecodeFailure("header content-type", f"unsupported content type {declared!r}; use {PROTOBUF} or {JSON}")
-    return "json" if value.lstrip()[:1] == b"{" else "protobuf"
+    return _sniff(value)
 
 
 def decode_batch(value: bytes | None, headers: Headers | None = None) -> runs_pb2.EventBatch | DecodeFailure:
-    """An ingest record's value as an ``EventBatch``, or why it is not one."""
+    """An ingest record's value as an ``EventBatch``, or why it is not one.
+
+    A record its content-type header mislabels (protobuf said to be JSON, JSON said to be
+    protobuf) is refused naming the header, not by how its bytes fail as the other format.
+    """
     fmt = batch_format(value, headers)
     if isinstance(fmt, DecodeFailure):
         return fmt
-    return _decode_json(value) if fmt == "json" else _decode_protobuf(value)
+    declared = header(headers, CONTENT_TYPE)
+    if fmt == "json":
+        decoded = _decode_json(value)
+        mislabelled = declared and isinstance(decoded, DecodeFailure) and not _parses_as_json(value)
+        if mislabelled and _parses_as_protobuf(value):
+            return _mislabelled(declared, "JSON")
+        return decoded
+    decoded = _decode_protobuf(value)
+    if (
+        declared
+        and isinstance(decoded, DecodeFailure)
+        and _starts_like_json(_json_text(value))
+        and (not _protobuf_may_start(value) or _parses_as_json(value))
+    ):
+        return _mislabelled(declared, "protobuf")
+    return decoded
+
+
+def _mislabelled(declared: str, says: str) -> DecodeFailure:
+    """A record whose content-type header names one format (``says``) and whose bytes are the other."""
+    if says == "JSON":
+        reason = f"it reads as a {BATCH_TYPE} protobuf: label it {PROTOBUF}; messageType={BATCH_TYPE}"
+        return DecodeFailure("header content-type", f"says {declared!r}, but the value is not JSON: {reason}")
+    return DecodeFailure(
+        "header content-type",
+        f"says {declared!r}, but the value is JSON, not protobuf: label it {JSON}, or send it without the header",
+    )
 
 
 def _decode_protobuf(value: bytes) -> runs_pb2.EventBatch | DecodeFailure:
@@ -122,7 +225,7 @@ def _decode_json(value: bytes) -> runs_pb2.EventBatch | DecodeFailure:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return DecodeFailure("value", f"JSON must be UTF-8: byte 0x{value[exc.start]:02x} at offset {exc.start} is not")
-    decoded = json_batch.decode(text)
+    decoded = json_batch.decode(text.removeprefix("\ufeff"))  # a byte-order mark is no JSON, but says nothing
     if isinstance(decoded, runs_pb2.EventBatch):
         return decoded
     field, reason = decoded[0]

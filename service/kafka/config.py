@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -154,7 +156,8 @@ class KafkaSettings(BaseSettings):
         """
         return {
             "bootstrap.servers": ",".join(self.servers),
-            "client.id": f"{self.client_id}-detector",
+            # Group and instance in the name librdkafka logs under (``<client.id>#consumer-1``) and brokers see.
+            "client.id": f"{self.client_id}-detector.{self.group}.{socket.gethostname()}-{os.getpid()}",
             "group.id": self.group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -66,6 +66,8 @@ from runwatch.v1 import anomaly_pb2, runs_pb2
 
 log = logging.getLogger("runwatch.kafka")
 
+#: While a subscribed topic is missing from the assignment, the consumer looks it up this often (seconds).
+TOPIC_CHECK_S = 10.0
 #: Records handed to the event loop at a time (one hop each; a cycle may end after any slice), at least:
 #: a slice takes as many more as half a cycle (``commit_interval_ms``) fits at the recent cost per
 #: record, up to MAX_RECORDS_PER_SLICE. A slice is one pipeline group (one store commit, and each run's events of the
@@ -182,6 +184,12 @@ class DetectorConsumer:
         self._draining = threading.Event()
         self._per_record = 0.0  # seconds per ingest record of the recent slices (event-loop hop included)
         self._formats: dict[tuple, str | codecs.DecodeFailure] = {}  # record headers -> batch format
+        # Subscribed topics missing from the assignment (see _check_topics): watched while so, awaited once
+        # known not to exist (their return rejoins the group), and those a rejoin was already made for.
+        self._watched: set[str] = set()
+        self._awaited: set[str] = set()
+        self._rejoined_for: set[str] = set()
+        self._next_topic_check = 0.0
 
     # -- thread plumbing ------------------------------------------------------------------------
 
@@ -213,6 +221,8 @@ class DetectorConsumer:
         delay = self.settings.reconnect_backoff_ms / 1000
         while not (self.stopping.is_set() or self._draining.is_set()):
             try:
+                if self._watched and self._consumer is not None and time.monotonic() >= self._next_topic_check:
+                    self._check_topics()  # may close the consumer, for a new one
                 if self._consumer is None:
                     self._consumer = self._create_consumer()
                 if self._in_flight is not None and self._in_flight.done():
@@ -301,8 +311,7 @@ class DetectorConsumer:
                 "error_cb": self._client_error,
             }
         )
-        topics = [self.settings.ingest_topic, *([self.settings.logs_topic] if self.settings.logs_topic else [])]
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 
     def _client_error(self, err: KafkaError) -> None:
@@ -323,18 +332,80 @@ class DetectorConsumer:
             records.append(InRecord.of(msg))
         return records
 
+    @property
+    def _topics(self) -> list[str]:
+        """The subscribed topics: the ingest topic, then the logs topic when set."""
+        return [self.settings.ingest_topic, *([self.settings.logs_topic] if self.settings.logs_topic else [])]
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        log.info("partitions revoked: %s", describe_partitions(partitions, self._topics))
         self._finish_cycle(wait=True)  # commit while the offsets are still ours
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.stats.first_assigned_at:
             self.stats.first_assigned_at = time.perf_counter()
         # Partition p of the logs topic carries the lines of ingest partition p's runs: one set of runs.
-        topics = (self.settings.ingest_topic, self.settings.logs_topic or self.settings.ingest_topic)
-        self._assigned({tp.partition for tp in partitions if tp.topic in topics})
+        topics = self._topics
+        lacking = unassigned(partitions, topics)
+        for topic, missing in lacking.items():
+            held = describe_partitions([tp for tp in partitions if tp.topic != topic], topics)
+            log.warning(
+                "topic %s: partitions %s not assigned with %s: the topic does not exist now (or has fewer "
+                "partitions), so its records there are not read; it is looked up every %g s, and the consumer "
+                "rejoins the group once it is back",
+                topic, missing, held, TOPIC_CHECK_S,
+            )  # fmt: skip
+        self._watch(partitions, lacking)
+        detail = describe_partitions(partitions, topics) if partitions else ""
+        self._assigned({tp.partition for tp in partitions if tp.topic in topics}, detail)
         if not self.stats.assignment_done_at:
             self.stats.assignment_done_at = time.perf_counter()
+
+    def _watch(self, partitions: list[TopicPartition], lacking: dict[str, list[int]]) -> None:
+        """After an assignment: which subscribed topics to look up until they are assigned (:meth:`_check_topics`)."""
+        assigned = {tp.topic for tp in partitions}
+        self._rejoined_for -= assigned
+        # Not one partition of it assigned: the topic did not exist when the group assigned them.
+        entirely = {t for t in lacking if t not in assigned}
+        self._awaited = (self._awaited | entirely) - assigned - self._rejoined_for
+        # Nothing assigned: more instances than partitions, or no topic there; only a topic seen missing counts.
+        self._watched = set(self._topics) if not partitions else set(lacking)
+        self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
+
+    def _check_topics(self) -> None:
+        """Look up the watched topics; start a new consumer when one that did not exist does again.
+
+        librdkafka does not assign a subscribed topic that was missing at an assignment once it
+        is back (seen when a broker that lost its topics had them recreated one by one: the logs
+        topic stayed unassigned until another instance joined the group), even when asked to
+        rejoin: its metadata of the recreated topic stays stale. A new consumer reads it afresh.
+        At most once per absence of a topic (a topic that exists and is still not assigned, such
+        as one with fewer partitions than the ingest topic, does not start one consumer after another).
+        """
+        self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
+        try:
+            # All topics: asking for one by name may have the broker create it (as Tansu does).
+            found = self._consumer.list_topics(timeout=3).topics
+        except KafkaException as exc:
+            log.debug("looking up topics %s failed: %s", sorted(self._watched), exc)
+            return
+        present = {t for t in self._watched if t in found and found[t].error is None and found[t].partitions}
+        for topic in sorted(self._watched - present - self._awaited):
+            log.warning(
+                "topic %s does not exist: its records are not read until it does again; the consumer "
+                "rejoins the group then", topic,
+            )  # fmt: skip
+        self._awaited |= self._watched - present
+        self._rejoined_for -= self._watched - present
+        back = sorted(self._awaited & present)
+        if back:
+            log.info(
+                "topic(s) %s exist again (%s partitions): starting a new consumer to be assigned their partitions",
+                ", ".join(back), ", ".join(str(len(found[t].partitions)) for t in back),
+            )  # fmt: skip
+            self._rejoined_for |= set(back)
+            self._finish_cycle(wait=True)  # commit what was read; the runs are restored at the next assignment
+            self._reset_consumer()
 
     def _reset_consumer(self) -> None:
         self._cycle = None  # not committed: its records are re-delivered
@@ -343,6 +414,9 @@ class DetectorConsumer:
         except Exception:  # its records are re-delivered
             log.warning("the cycle in flight was not committed; its records will be re-delivered", exc_info=True)
         consumer, self._consumer = self._consumer, None
+        # The next consumer's assignment says what to watch (_rejoined_for is kept: one new consumer per absence).
+        self._watched.clear()
+        self._awaited.clear()
         if consumer is not None:
             try:
                 consumer.close()
@@ -735,7 +809,7 @@ class DetectorConsumer:
         decoded = codecs.decode_batch(rec.value, rec.headers)
         if isinstance(decoded, codecs.DecodeFailure):
             return decoded
-        is_proto = rec.value.lstrip()[:1] != b"{"
+        is_proto = fmt == "protobuf"
         result = self.pipeline.ingest(
             decoded, t0, raw_size=len(rec.value) if is_proto else -1, raw=rec.value if is_proto else None
         )
@@ -750,11 +824,14 @@ class DetectorConsumer:
 
     # -- rebalances -----------------------------------------------------------------------------
 
-    def _assigned(self, partitions: set[int]) -> None:
+    def _assigned(self, partitions: set[int], detail: str = "") -> None:
         self.stats.rebalances += 1
         lost = self.owned - partitions
         new = partitions - self.owned
-        log.info("assigned partitions %s (new %s, lost %s)", sorted(partitions), sorted(new), sorted(lost))
+        log.info(
+            "assigned partitions %s%s (new %s, lost %s)",
+            sorted(partitions), f": {detail}" if detail else "", sorted(new), sorted(lost),
+        )  # fmt: skip
         if lost or new:
             self._on_loop(self._forget, lost | new)
         delay = self.settings.reconnect_backoff_ms / 1000
@@ -796,6 +873,48 @@ class DetectorConsumer:
                 self.runs_of[part].add(run_id)
                 n += 1
         return n
+
+
+def describe_partitions(partitions, order: list[str] | tuple[str, ...] = ()) -> str:
+    """Topic-partitions as ``topic[p,q] other[p]``: the topics of ``order`` first, in that order.
+
+    Examples
+    --------
+    >>> describe_partitions([TopicPartition("sw.logs", 3), TopicPartition("sw.events", 3),
+    ...                      TopicPartition("sw.events", 2), TopicPartition("sw.logs", 2)], ["sw.events", "sw.logs"])
+    'sw.events[2,3] sw.logs[2,3]'
+    >>> describe_partitions([])
+    'none'
+    """
+    by_topic: dict[str, set[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, set()).add(tp.partition)
+    if not by_topic:
+        return "none"
+    topics = [t for t in order if t in by_topic] + sorted(set(by_topic) - set(order))
+    return " ".join(f"{t}[{','.join(map(str, sorted(by_topic[t])))}]" for t in topics)
+
+
+def unassigned(partitions, topics: list[str]) -> dict[str, list[int]]:
+    """Per subscribed topic, the partitions an assignment holds of the other topics but not of it.
+
+    The ingest and logs topics have one partition count, and partition *p* of both belongs to
+    one instance: a topic missing from an assignment that holds *p* of the other was not there
+    (or had fewer partitions) when the group last assigned them.
+
+    Examples
+    --------
+    >>> unassigned([TopicPartition("ev", 2), TopicPartition("ev", 3), TopicPartition("logs", 3)], ["ev", "logs"])
+    {'logs': [2]}
+    >>> unassigned([TopicPartition("ev", 2)], ["ev"]), unassigned([], ["ev", "logs"])
+    ({}, {})
+    """
+    held: dict[str, set[int]] = {t: set() for t in topics}
+    for tp in partitions:
+        if tp.topic in held:
+            held[tp.topic].add(tp.partition)
+    every = set().union(*held.values())
+    return {t: sorted(every - parts) for t, parts in held.items() if every - parts}
 
 
 def events_without_sequence(value: bytes) -> bytes | None:

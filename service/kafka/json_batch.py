@@ -86,6 +86,17 @@ def _kind(value) -> str:
     return "a list"
 
 
+def _json_kind(value) -> str:
+    """What JSON value ``value`` is, in JSON's words (a top-level document that is no object)."""
+    if value is None or isinstance(value, bool):
+        return _kind(value)
+    if isinstance(value, (int, float)):
+        return f"the number {_kind(value)}" if _kind(value) != "a number" else "a number"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value[:40] + ('...' if len(value) > 40 else ''))}"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _utf8(value: str) -> str | None:
     try:
         value.encode("utf-8")
@@ -295,7 +306,8 @@ def check_batch(doc) -> list[Problem]:
     """Problems of the parsed JSON document ``doc`` as an ``EventBatch``: ``[(field path, reason), ...]``."""
     problems: list[Problem] = []
     if not isinstance(doc, dict):
-        return [("value", f"{_kind(doc)} is not a runwatch.v1.EventBatch object")]
+        expected = 'expected a JSON object {"events": [...]} (a runwatch.v1.EventBatch)'
+        return [("value", f"{expected}, got {_json_kind(doc)}")]
     _message(runs_pb2.EventBatch.DESCRIPTOR, doc, "", problems)
     return problems
 

@@ -199,16 +199,27 @@ def _describe(r: OutRecord) -> str:
 
 
 def wait_for_cluster(settings: KafkaSettings) -> None:
-    """Fail fast and clearly if no broker answers within ``start_timeout_s``."""
+    """Fail fast and clearly if no broker answers within ``start_timeout_s``.
+
+    Each probe is given what is left of that time as its own bootstrap and request
+    timeouts: kafka-python's defaults (30 s each) would otherwise hold the first probe
+    far past a shorter setting before the deadline is even looked at.
+    """
     from kafka import KafkaAdminClient
 
     deadline = time.monotonic() + settings.start_timeout_s
     while True:
+        left_ms = max(int((deadline - time.monotonic()) * 1000), 100)
         try:
-            KafkaAdminClient(**settings.common_options(), client_id=f"{settings.client_id}-probe").close()
+            KafkaAdminClient(
+                **settings.common_options(),
+                client_id=f"{settings.client_id}-probe",
+                bootstrap_timeout_ms=left_ms,
+                request_timeout_ms=min(left_ms, settings.request_timeout_ms),
+            ).close()
             return
         except KafkaError as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() + 0.5 > deadline:
                 raise ConnectionError(
                     f"no Kafka broker answered at {settings.bootstrap} within {settings.start_timeout_s:g} s ({exc})"
                 ) from None

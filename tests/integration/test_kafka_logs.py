@@ -10,12 +10,16 @@ reason naming the part and the problem, and the records after them go on.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import subprocess
 import time
 import zlib
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from kafka import KafkaProducer
 from kafka_broker import TopicReader, kafka_settings, kcat_env
 
 from runwatch.service.background import BackgroundServer
@@ -185,5 +189,91 @@ def test_forwarded_records_say_where_they_came_from(kafka_broker, kcat, tmp_path
         assert dict(copy.headers)[FORWARDED_FROM].decode() == f"{original.partition}@{original.offset}"
         assert copy.key == original.key and copy.value == original.value
         assert [x.text for x in lines_of(srv.server.store, moved, 1)] == ["epoch 1 loss=0.5"]
+    finally:
+        srv.stop()
+
+
+def restart_empty(broker) -> None:
+    """Stop ``broker`` and start it again on the same port with nothing in it (memory storage: every topic lost)."""
+    port = broker.port
+    broker.stop()
+    url = f"tcp://127.0.0.1:{port}"
+    with open(broker.log_path, "ab") as log:
+        broker.proc = subprocess.Popen(
+            [broker.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and broker.proc.poll() is None, "the broker did not come back"
+            time.sleep(0.05)
+
+
+def test_topics_lost_by_the_broker_are_read_again_once_recreated(own_broker, tmp_path, caplog):
+    """Sweep item 2: a broker that came back empty, its topics recreated by producers one after the other.
+
+    The logs topic came back after the ingest topic, and was never assigned again (nothing logged)
+    until another instance forced a rebalance. Now the topics are looked up every 10 s, the group
+    rebalances when one appears, a partial assignment is a WARNING naming the missing topic, and
+    assignments name topic and partitions.
+    """
+    caplog.set_level(logging.INFO, logger="runwatch.kafka")
+    kafka = logs_settings(own_broker.bootstrap)
+    srv = BackgroundServer(ServiceSettings(port=0, data_dir=tmp_path / "data", kafka=kafka)).start()
+    consumer = srv.server.kafka.consumer
+    both = f"{kafka.ingest_topic}[0,1,2,3] {kafka.logs_topic}[0,1,2,3]"
+
+    def logged(level: int = logging.INFO) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "runwatch.kafka" and r.levelno == level]
+
+    def wait(predicate, timeout: float, what: str) -> float:
+        t0 = time.monotonic()
+        while not predicate():
+            assert time.monotonic() - t0 < timeout, f"{what} not within {timeout:g} s:\n" + "\n".join(logged())
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    try:
+        assert consumer.ready.wait(30), "no partitions assigned in 30 s"
+        assert f"assigned partitions [0, 1, 2, 3]: {both} (new [0, 1, 2, 3], lost [])" in logged()
+
+        restart_empty(own_broker)
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
+        # A producer recreates the ingest topic first (Tansu creates a topic on its first record) ...
+        opening = runs_pb2.EventBatch(starts=[runs_pb2.RunStart(run_id="back-ev", project="p")])
+        opening.events.add(run_id="back-ev", step=0).metrics["loss"] = 1.0
+        producer.send(kafka.ingest_topic, key=b"back-ev", value=opening.SerializeToString())
+        producer.flush()
+        wait(lambda: srv.server.store.get_run("back-ev") is not None, 60, "the recreated ingest topic read")
+        assert f"partitions revoked: {both}" in logged()
+
+        # ... and the assignment without the logs topic says so.
+        def warnings() -> list[str]:
+            return [m for m in logged(logging.WARNING) if m.startswith(f"topic {kafka.logs_topic}:")]
+
+        wait(lambda: warnings(), 10, "a warning naming the logs topic")
+        warning = warnings()[0]
+        assert f"partitions [0, 1, 2, 3] not assigned with {kafka.ingest_topic}[0,1,2,3]" in warning
+
+        # The logs topic comes back later, as a shipper's first line recreates it: its lines are read.
+        for step in range(3):
+            producer.send(kafka.logs_topic, key=b"back-lines", value=f"epoch {step} loss=0.5".encode())
+        producer.flush()
+        took = wait(lambda: len(srv.server.store.log_lines("back-lines")) >= 3, 45, "the recreated logs topic read")
+        assert [x.text for x in srv.server.store.log_lines("back-lines")] == [f"epoch {i} loss=0.5" for i in range(3)]
+        assert any(m.startswith(f"topic(s) {kafka.logs_topic} exist again (4 partitions)") for m in logged())
+        assert any(m.startswith(f"assigned partitions [0, 1, 2, 3]: {both} ") for m in logged()[-5:]), logged()[-5:]
+        producer.close()
+
+        # librdkafka's lines name the group and the instance (hostname-pid), not just "runwatch-detector".
+        rdkafka = {r.getMessage().split("] ", 1)[0] for r in caplog.records if r.name == "runwatch.kafka.librdkafka"}
+        instance = f"[runwatch-detector.{kafka.group}.{socket.gethostname()}-{os.getpid()}#consumer-"
+        assert rdkafka and all(instance in m for m in rdkafka), rdkafka
+        print(f"\nbroker restarted empty: logs topic recreated and read {took:.1f} s after its first lines")
     finally:
         srv.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
 import pytest
@@ -87,5 +88,65 @@ def test_dead_letter_reasons_name_the_field(kafka, tmp_path):
             assert (run.project, run.start.framework, run.event_count, run.last_step) == ("alpha", "jax", 3, 3)
             listed = runs.ListRuns(service_pb2.ListRunsRequest(), timeout=10).runs
             assert sorted(r.run_id for r in listed) == ["m-ok", "m-run"]
+    finally:
+        srv.stop()
+
+
+def test_slightly_off_json_is_read_or_refused_in_json_terms(kafka, tmp_path):
+    """Sweep item 3: a byte-order mark, a bare null or array, and a content type that contradicts the bytes."""
+    srv = BackgroundServer(ServiceSettings(port=0, data_dir=tmp_path / "data", kafka=kafka)).start()
+    try:
+        assert srv.server.kafka.consumer.ready.wait(30), "no partitions assigned in 30 s"
+        opening = runs_pb2.EventBatch(starts=[runs_pb2.RunStart(run_id="j-run", project="alpha")])
+        opening.events.add(run_id="j-run", step=0).metrics["loss"] = 1.0
+        step2 = runs_pb2.EventBatch()
+        step2.events.add(run_id="j-run", step=2).metrics["loss"] = 0.9
+        as_json = b'{"events": [{"run_id": "j-run", "step": 3, "metrics": {"loss": 0.8}}]}'
+        json_label = [("content-type", b"application/json")]
+        proto_label = [("content-type", b"application/x-protobuf; messageType=runwatch.v1.EventBatch")]
+        poison = [
+            (b"null", []),
+            (b'[{"events": [{"run_id": "j-run", "step": 3, "metrics": {"loss": 0.8}}]}]', []),
+            (step2.SerializeToString(), json_label),  # protobuf said to be JSON
+            (as_json, proto_label),  # JSON said to be protobuf
+        ]
+        p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
+        p.send(kafka.ingest_topic, key=b"j-run", value=opening.SerializeToString())
+        # An editor's UTF-8 byte-order mark before JSON: read, not dead-lettered.
+        p.send(kafka.ingest_topic, key=b"j-run", value=b'\xef\xbb\xbf{"events": [{"run_id": "j-run", "step": 1, '
+               b'"metrics": {"loss": 0.95}}]}')  # fmt: skip
+        metas = [p.send(kafka.ingest_topic, key=b"j-run", value=v, headers=h) for v, h in poison]
+        p.send(kafka.ingest_topic, key=b"j-run", value=step2.SerializeToString(), headers=proto_label)
+        p.send(kafka.ingest_topic, key=b"j-run", value=b"\xef\xbb\xbf" + as_json, headers=json_label)
+        p.flush()
+        offsets = [m.get().offset for m in metas]
+        p.close()
+
+        dlq = TopicReader(kafka.bootstrap, kafka.dlq_topic)
+        dead = dlq.read_until(lambda r: len(r) >= len(poison))
+        dlq.close()
+        dead.sort(key=lambda r: int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]))
+        assert [int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]) for r in dead] == offsets
+        reasons = [dict(r.headers)[dead_letters.REASON].decode() for r in dead]
+        assert [dict(r.headers)[dead_letters.ERROR_KIND].decode() for r in dead] == ["undecodable"] * 4
+        expected = 'value: expected a JSON object {"events": [...]} (a runwatch.v1.EventBatch), got '
+        assert reasons[0] == expected + "null"
+        assert reasons[1] == expected + "an array"
+        assert reasons[2] == (
+            "header content-type: says 'application/json', but the value is not JSON: it reads as a "
+            "runwatch.v1.EventBatch protobuf: label it application/x-protobuf; messageType=runwatch.v1.EventBatch"
+        )
+        assert reasons[3] == (
+            "header content-type: says 'application/x-protobuf; messageType=runwatch.v1.EventBatch', but the value "
+            "is JSON, not protobuf: label it application/json, or send it without the header"
+        )
+
+        with grpc.insecure_channel(srv.target) as channel:
+            runs = service_pb2_grpc.RunServiceStub(channel)
+            deadline = time.monotonic() + 20
+            while (run := runs.GetRun(service_pb2.GetRunRequest(run_id="j-run"), timeout=10).run).last_step < 3:
+                assert time.monotonic() < deadline, run
+                time.sleep(0.1)
+            assert (run.event_count, run.last_step) == (4, 3)  # steps 0-3: both byte-order-marked records read
     finally:
         srv.stop()

@@ -20,12 +20,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaProducer
-from kafka_broker import TopicReader, kafka_settings, serve_process
+from kafka_broker import TopicReader, free_port, kafka_settings, serve_process
 
 import runwatch.client as rw
 from runwatch.service.background import BackgroundServer
 from runwatch.service.kafka import codecs, dead_letters
+from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.log_repeats import RepeatFilter
+from runwatch.service.kafka.producer import wait_for_cluster
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
 
@@ -336,3 +338,28 @@ def test_repeat_filter_logs_the_first_and_then_counts():
     assert 2 <= len(logged) <= 8 and len(errors) == len(logged) + 1, errors
     counted = [int(n) for e in errors for n in re.findall(r"\(repeated (\d+) times? in the last", e)]
     assert len(logged) + repeats.held_back == 20 and sum(counted) == repeats.held_back, errors
+
+
+def test_no_broker_at_start_gives_up_after_the_start_timeout(tmp_path):
+    """Sweep item 1: RUNWATCH_KAFKA_START_TIMEOUT_S=5 took 38 s (kafka-python's own 30 s bootstrap wait came first)."""
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"no Kafka broker answered at {bootstrap} within 3 s"):
+        wait_for_cluster(KafkaSettings(bootstrap=bootstrap, start_timeout_s=3))
+    waited = time.monotonic() - t0
+    assert 2.5 <= waited < 3 + 5, f"gave up after {waited:.1f} s with a 3 s start timeout"
+
+    # The same through `runwatch serve`: exit 2 with the reason, the wait bounded by the setting.
+    log = tmp_path / "serve.log"
+    t0 = time.monotonic()
+    proc = serve(kafka_settings(bootstrap), tmp_path / "data", log, RUNWATCH_KAFKA_START_TIMEOUT_S="3")
+    try:
+        code = proc.wait(120)
+    finally:
+        stop(proc)
+    took = time.monotonic() - t0
+    text = log.read_text(errors="replace")
+    assert code == 2, text[-2000:]
+    assert f"error: no Kafka broker answered at {bootstrap} within 3 s" in text, text[-2000:]
+    assert took < 3 + 15, f"`runwatch serve` exited {took:.1f} s after its start (start timeout 3 s)"  # start-up too
+    print(f"\nno broker, 3 s start timeout: wait_for_cluster gave up after {waited:.1f} s, serve after {took:.1f} s")

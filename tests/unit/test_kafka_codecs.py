@@ -251,3 +251,80 @@ def test_a_delivery_timeout_too_short_for_linger_and_one_request_is_refused_by_n
 
     with pytest.raises(ValidationError, match="delivery_timeout_ms"):
         ServiceSettings()
+
+
+def _start_of_length(n: int) -> bytes:
+    """An EventBatch protobuf whose first field, a RunStart, is ``n`` bytes long (so its second byte is ``n``)."""
+    for pad in range(200):
+        b = runs_pb2.EventBatch()
+        b.starts.add(run_id="r", project="p" * pad)
+        value = b.SerializeToString()
+        if value[1] == n:
+            return value
+    raise AssertionError(n)
+
+
+_EVENTS_JSON = b'{"events": [{"run_id": "r", "step": 1, "metrics": {"loss": 0.5}}]}'
+_EVENTS_PROTO = runs_pb2.EventBatch(events=[runs_pb2.MetricEvent(run_id="r", step=1, metrics={"loss": 0.5})])
+_JSON_LABEL = [("content-type", b"application/json")]
+_PROTO_LABEL = [("content-type", b"application/x-protobuf; messageType=runwatch.v1.EventBatch")]
+_OBJECT = 'expected a JSON object {"events": [...]} (a runwatch.v1.EventBatch), got '
+_NOT_JSON = (
+    "says 'application/json', but the value is not JSON: it reads as a runwatch.v1.EventBatch protobuf: "
+    "label it application/x-protobuf; messageType=runwatch.v1.EventBatch"
+)
+_NOT_PROTOBUF = (
+    "says 'application/x-protobuf; messageType=runwatch.v1.EventBatch', but the value is JSON, not protobuf: "
+    "label it application/json, or send it without the header"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "field", "reason"),
+    [
+        (b"null", [], "value", _OBJECT + "null"),
+        (b" \n[" + _EVENTS_JSON + b"]", [], "value", _OBJECT + "an array"),
+        (b"true", [], "value", _OBJECT + "true"),
+        (b'"abc"', [], "value", _OBJECT + 'the string "abc"'),
+        (b"42", [], "value", _OBJECT + "the number 42"),
+        (b"\xef\xbb\xbfnull", _JSON_LABEL, "value", _OBJECT + "null"),
+        (b"[1, 2", [], "value", "not valid JSON: Expecting ',' delimiter: line 1 column 6 (char 5)"),
+        (_EVENTS_PROTO.SerializeToString(), _JSON_LABEL, "header content-type", _NOT_JSON),
+        (_start_of_length(123), _JSON_LABEL, "header content-type", _NOT_JSON),  # "\n{...": JSON-like, protobuf
+        (_EVENTS_JSON, _PROTO_LABEL, "header content-type", _NOT_PROTOBUF),
+        (b"[" + _EVENTS_JSON + b"]", _PROTO_LABEL, "header content-type", _NOT_PROTOBUF),
+    ],
+)
+def test_slightly_off_json_is_refused_in_json_terms(value, headers, field, reason):
+    """Sweep item 3: such records were refused by how their bytes fail as protobuf (``<field 13>: wire type 6``)."""
+    failure = codecs.decode_batch(value, headers)
+    assert (failure.field, failure.reason) == (field, reason)
+
+
+@pytest.mark.parametrize("headers", [[], _JSON_LABEL])
+def test_json_after_a_byte_order_mark_is_read(headers):
+    value = b"\xef\xbb\xbf" + _EVENTS_JSON
+    assert codecs.batch_format(value, headers) == "json"
+    assert codecs.decode_batch(value, headers) == _EVENTS_PROTO
+    assert codecs.decode_batch(b"\xef\xbb\xbf \r\n" + _EVENTS_JSON, headers) == _EVENTS_PROTO
+
+
+@pytest.mark.parametrize("n", [ord(c) for c in '{["-0n'] + [ord("\t"), ord(" ")])
+def test_protobuf_whose_bytes_begin_like_json_is_read_as_protobuf(n):
+    """A batch opening with a RunStart of 123 bytes starts ``\\n{``: JSON whitespace, then ``{`` (was read as JSON)."""
+    value = _start_of_length(n)
+    assert codecs.batch_format(value) == "protobuf"
+    assert codecs.decode_batch(value) == runs_pb2.EventBatch.FromString(value)
+    ends = runs_pb2.EventBatch(ends=[runs_pb2.RunEnd(run_id="r")]).SerializeToString()  # starts with '"' (tag 4)
+    assert ends[:1] == b'"' and codecs.decode_batch(ends) == runs_pb2.EventBatch.FromString(ends)
+
+
+def test_detector_client_id_names_the_group_and_the_instance():
+    """Sweep item 5: librdkafka named every instance of every group ``runwatch-detector#consumer-1``."""
+    import os
+    import socket
+
+    c = KafkaSettings(bootstrap="x", group="swg").consumer_config()
+    assert c["client.id"] == f"runwatch-detector.swg.{socket.gethostname()}-{os.getpid()}"
+    named = KafkaSettings(bootstrap="x", client_id="rw").consumer_config()["client.id"]
+    assert named.startswith("rw-detector.runwatch-detector.")
