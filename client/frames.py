@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +159,7 @@ def history_frame(events: Iterable[runs_pb2.MetricEvent], metrics: Iterable[str]
     df = df.reindex(columns=["_step", "_timestamp", *sorted(names)])
     df["_step"] = df["_step"].astype("int64")
     df = df.astype({c: "float64" for c in df.columns if c != "_step"})
-    logged_nan = {(step, k) for step, row in rows.items() for k, v in row.items() if v != v}
+    logged_nan = {(step, k) for step, row in rows.items() for k, v in row.items() if math.isnan(v)}
     df = df.sort_values("_step", kind="stable").reset_index(drop=True)
     if logged_nan:
         mask = pd.DataFrame(False, index=df.index, columns=df.columns)
@@ -188,7 +189,8 @@ def concat_histories(frames: list[pd.DataFrame], key: str, values: list[str]) ->
     masks = [df.attrs.get("logged_nan") for df in frames]
     if any(m is not None for m in masks):
         parts = [
-            (m if m is not None else pd.DataFrame(False, index=df.index, columns=df.columns)) for m, df in zip(masks, frames)
+            (m if m is not None else pd.DataFrame(False, index=df.index, columns=df.columns))
+            for m, df in zip(masks, frames)
         ]
         out.attrs["logged_nan"] = (
             pd.concat(parts, ignore_index=True).reindex(columns=out.columns).fillna(False).astype(bool)
@@ -224,7 +226,6 @@ def _with_logged_nan(df: pd.DataFrame, fmt: str):
         col[mask[name].to_numpy()] = "nan"
         df[name] = col
     return df
-
 
 
 ANOMALY_COLUMNS = [

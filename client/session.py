@@ -1401,7 +1401,7 @@ def _flush_at_exit() -> None:
 
 def _same_value(a: float, b: float) -> bool:
     """Whether a repeated metric value is the one already logged (NaN repeats NaN)."""
-    return a == b or (a != a and b != b)
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _single_lr(optimizer: Any) -> float | None:

@@ -171,9 +171,12 @@ class SqliteBackend:
 
     def tables(self, conn: sqlite3.Connection) -> dict[str, set[str]]:
         """The file's tables and views, each with its column names."""
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
-        ).fetchall()]
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+            ).fetchall()
+        ]
         return {n: {r[1] for r in conn.execute("SELECT * FROM pragma_table_info(?)", (n,)).fetchall()} for n in names}
 
 

@@ -78,7 +78,8 @@ def created_tables(steps: list[Migration]) -> dict[str, tuple[bool, set[str]]]:
                 else:
                     part += ch
             found[m.group(2).lower()] = (
-                bool(m.group(1)), {c.lower() for c in columns if c and c.upper() not in _NOT_COLUMNS}
+                bool(m.group(1)),
+                {c.lower() for c in columns if c and c.upper() not in _NOT_COLUMNS},
             )
     return found
 
@@ -99,7 +100,8 @@ def foreign_tables(existing: dict[str, set[str]], pending: list[Migration]) -> l
     existing = {name.lower(): {c.lower() for c in cols} for name, cols in existing.items()}
     wanted = {"schema_version": (True, {"version", "name", "applied"}), **created_tables(pending)}
     clash = [
-        name for name, (if_missing, columns) in wanted.items()
+        name
+        for name, (if_missing, columns) in wanted.items()
         if name in existing and not (if_missing and columns <= existing[name])
     ]
     return [f"{name} ({', '.join(sorted(existing[name])) or 'no columns'})" for name in clash]

@@ -58,11 +58,11 @@ def check_project(project: str, field: str = "project") -> Violation | None:
         return (field, f"longer than {MAX_PROJECT_LEN} characters")
     bad = _CONTROL.search(project)
     if bad is not None:
-        return (
-            field,
+        reason = (
             f"control character {bad.group()!r} at {bad.start()}: project names are printed in logs, e-mail "
-            "subjects and tables",
+            "subjects and tables"
         )
+        return (field, reason)
     if project != project.strip():
         shown = project if len(project) <= 40 else project[:40] + "..."
         return (field, f"{shown!r} is blank or starts or ends with whitespace")

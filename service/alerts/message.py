@@ -242,7 +242,10 @@ def slack_payload(n: Notification, style: str = "blocks", username: str = "", ch
             ("Severity", severity_name(a.severity)), ("Step", str(a.step)), ("Metrics", ", ".join(a.metrics) or "-"),
         ]  # fmt: skip
         blocks.append(
-            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_clip_escaped(v, 1900)}"} for k, v in fields]}
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_clip_escaped(v, 1900)}"} for k, v in fields],
+            }
         )
         context = _clip_escaped(f"{a.detector} · incident {a.id} rev {a.revision} · route {n.route}", 2000)
     else:

@@ -175,8 +175,18 @@ def test_export_cli_writes_csv_and_parquet(seeded, tmp_path):
     rows = (tmp_path / "all.csv").read_text().splitlines()
     assert sum(r.startswith("v-nan,") and r.endswith(",nan,0.5") for r in rows) == 8
     assert sum(r.startswith("v-ok,") and ",nan" in r for r in rows) == 0
-    done = export("--project", "vision", "--what", "history", "--metrics", "loss", "--metrics", "acc",
-                  "--out", str(tmp_path / "nan.parquet"))
+    done = export(
+        "--project",
+        "vision",
+        "--what",
+        "history",
+        "--metrics",
+        "loss",
+        "--metrics",
+        "acc",
+        "--out",
+        str(tmp_path / "nan.parquet"),
+    )
     assert done.returncode == 0, done.stderr
     import pyarrow.parquet as pq
 

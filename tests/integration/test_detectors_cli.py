@@ -482,7 +482,6 @@ def test_labels_with_unknown_fault_kinds_are_warned_about_and_typos_refused(tmp_
 
     # the corpus's fault types are all known (bench/ is importable in a checkout)
     from bench.corpus.specs import FAULTS
-
     from runwatch.service.detectors_command import KNOWN_FAULTS
 
     assert set(FAULTS) <= set(KNOWN_FAULTS)

@@ -167,7 +167,9 @@ def test_mtls_refuses_clients_without_a_certificate_of_its_ca(start_server, pki)
         (info,) = _list_runs(ok)
         assert (info.status, info.event_count) == (runs_pb2.RUN_STATUS_RUNNING, 4)
     # The CLI says what may be missing: gRPC reports a refused client certificate only as "Socket closed".
-    refused = CliRunner().invoke(app, ["runs", "--target", target, "--ca-file", str(pki["ca"])], env={"RUNWATCH_TOKEN": ""})
+    refused = CliRunner().invoke(
+        app, ["runs", "--target", target, "--ca-file", str(pki["ca"])], env={"RUNWATCH_TOKEN": ""}
+    )
     assert refused.exit_code == 2 and "no runwatch server at" in refused.output
     assert "wants a client certificate (mutual TLS)" in " ".join(refused.output.split())
 

@@ -1171,7 +1171,7 @@ def test_a_condition_found_at_each_sparse_logged_step_is_one_incident() -> None:
     assert plateaus and len({a.incident_id for a in plateaus}) == 1, [(a.first_step, a.finding.step) for a in plateaus]
     dense = DiagnosticSuite(SuiteConfig(enabled=["plateau"])).monitor("d")
     assert dense._logging_cooldown() == 0
-    dense.observe_block(MetricBlock.from_rows(range(0, 50), [0.0] * 50, [{"loss": 1.0}] * 50))
+    dense.observe_block(MetricBlock.from_rows(range(50), [0.0] * 50, [{"loss": 1.0}] * 50))
     assert dense._logging_cooldown() == 3  # dense logging keeps the policy's own 200 steps
 
 

@@ -252,7 +252,7 @@ def test_a_progress_bar_that_goes_quiet_is_read_as_final_without_a_run_end(tmp_p
     b.logs.add(run_id="r1", text="Epoch 3: 100%|##########| 391/391 [00:29<00:00, 13.10it/s, v_num=3, train_loss=nan]")
     b.logs.add(run_id="r1", text="Epoch 4: 100%|##########| 391/391 [00:29<00:00, 13.10it/s, v_num=3, train_loss=nan]")
     p.ingest(b)
-    alerts, read = p.text.end(p.runs["r1"], last + 30.0)
+    _, read = p.text.end(p.runs["r1"], last + 30.0)
     assert [s for s, _ in read] == [5 * 391]
     p.store.close()
 
