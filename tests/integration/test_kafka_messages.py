@@ -18,6 +18,26 @@ from runwatch.v1 import runs_pb2, service_pb2, service_pb2_grpc
 pytestmark = pytest.mark.slow
 
 
+
+def produce_then_dead_letters(bootstrap, topic, dlq_topic, key, before, poison, after):
+    """Produce ``before``, ``poison`` and ``after`` ((value, headers) each) to ``topic`` under ``key``; the dead
+    letters of the poison records, read from ``dlq_topic`` in the order produced (checked by their origin offsets)."""
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    for value, headers in before:
+        p.send(topic, key=key, value=value, headers=headers)
+    metas = [p.send(topic, key=key, value=value, headers=headers) for value, headers in poison]
+    for value, headers in after:
+        p.send(topic, key=key, value=value, headers=headers)
+    p.flush()
+    offsets = [m.get().offset for m in metas]
+    p.close()
+    dlq = TopicReader(bootstrap, dlq_topic)
+    dead = dlq.read_until(lambda r: len(r) >= len(poison))
+    dlq.close()
+    dead.sort(key=lambda r: int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]))
+    assert [int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]) for r in dead] == offsets
+    return dead
+
 def event_record(run_id: str, step: int, extra: bytes = b"") -> bytes:
     ev = runs_pb2.MetricEvent(run_id=run_id, step=step, metrics={"loss": 1.0}).SerializeToString() + extra
     return b"\x12" + bytes([len(ev)]) + ev
@@ -47,19 +67,10 @@ def test_dead_letter_reasons_name_the_field(kafka, tmp_path):
         ]
         after = runs_pb2.EventBatch()
         after.events.add(run_id="m-run", step=3).metrics["loss"] = float("nan")
-        p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
-        p.send(k.ingest_topic, key=b"m-run", value=opening.SerializeToString())
-        metas = [p.send(k.ingest_topic, key=b"m-run", value=v) for v in poison]
-        p.send(k.ingest_topic, key=b"m-run", value=after.SerializeToString())
-        p.flush()
-        offsets = [m.get().offset for m in metas]
-        p.close()
-
-        dlq = TopicReader(kafka.bootstrap, k.dlq_topic)
-        dead = dlq.read_until(lambda r: len(r) >= len(poison))
-        dlq.close()
-        dead.sort(key=lambda r: int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]))
-        assert [int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]) for r in dead] == offsets
+        dead = produce_then_dead_letters(
+            kafka.bootstrap, k.ingest_topic, k.dlq_topic, b"m-run",
+            [(opening.SerializeToString(), [])], [(v, []) for v in poison], [(after.SerializeToString(), [])],
+        )  # fmt: skip
         for rec in dead:
             assert all(b"\n" not in v and b"\r" not in v for _, v in rec.headers), rec.headers
         reasons = [dict(r.headers)[dead_letters.REASON].decode() for r in dead]
@@ -110,23 +121,13 @@ def test_slightly_off_json_is_read_or_refused_in_json_terms(kafka, tmp_path):
             (step2.SerializeToString(), json_label),  # protobuf said to be JSON
             (as_json, proto_label),  # JSON said to be protobuf
         ]
-        p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
-        p.send(kafka.ingest_topic, key=b"j-run", value=opening.SerializeToString())
         # An editor's UTF-8 byte-order mark before JSON: read, not dead-lettered.
-        p.send(kafka.ingest_topic, key=b"j-run", value=b'\xef\xbb\xbf{"events": [{"run_id": "j-run", "step": 1, '
-               b'"metrics": {"loss": 0.95}}]}')  # fmt: skip
-        metas = [p.send(kafka.ingest_topic, key=b"j-run", value=v, headers=h) for v, h in poison]
-        p.send(kafka.ingest_topic, key=b"j-run", value=step2.SerializeToString(), headers=proto_label)
-        p.send(kafka.ingest_topic, key=b"j-run", value=b"\xef\xbb\xbf" + as_json, headers=json_label)
-        p.flush()
-        offsets = [m.get().offset for m in metas]
-        p.close()
-
-        dlq = TopicReader(kafka.bootstrap, kafka.dlq_topic)
-        dead = dlq.read_until(lambda r: len(r) >= len(poison))
-        dlq.close()
-        dead.sort(key=lambda r: int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]))
-        assert [int(dict(r.headers)[dead_letters.ORIGIN_OFFSET]) for r in dead] == offsets
+        bom_first = b'\xef\xbb\xbf{"events": [{"run_id": "j-run", "step": 1, "metrics": {"loss": 0.95}}]}'
+        dead = produce_then_dead_letters(
+            kafka.bootstrap, kafka.ingest_topic, kafka.dlq_topic, b"j-run",
+            [(opening.SerializeToString(), []), (bom_first, [])], poison,
+            [(step2.SerializeToString(), proto_label), (b"\xef\xbb\xbf" + as_json, json_label)],
+        )  # fmt: skip
         reasons = [dict(r.headers)[dead_letters.REASON].decode() for r in dead]
         assert [dict(r.headers)[dead_letters.ERROR_KIND].decode() for r in dead] == ["undecodable"] * 4
         expected = 'value: expected a JSON object {"events": [...]} (a runwatch.v1.EventBatch), got '
