@@ -264,6 +264,7 @@ class BatchSender:
         ) | {"batches_sent": 0, "batches_acked": 0, "reconnects": 0}
         self._last_error = ""
         self._failing = False
+        self._denied = False  # the last stream failed on the client's credentials (UNAUTHENTICATED, PERMISSION_DENIED)
         self._last_reject_log = 0.0
         self._warned_full = False
         self._warned_spool_error = False
@@ -335,7 +336,8 @@ class BatchSender:
         -------
         bool
             True when every item queued before the call was acknowledged (or
-            dropped); False on timeout.
+            dropped); False on timeout, or at once when the server refuses the
+            client's credentials (a missing, unknown or revoked token).
         """
         with self._cond:
             target = self._next_id - 1
@@ -344,7 +346,8 @@ class BatchSender:
                 self._next_connect_at = 0.0  # someone waits: try the server now, not after the backoff
             self._cond.notify_all()
             try:
-                return self._cond.wait_for(lambda: self._done_through(target), timeout)
+                self._cond.wait_for(lambda: self._done_through(target) or self._denied, timeout)
+                return self._done_through(target)
             finally:
                 self._flushing -= 1
 
@@ -664,6 +667,9 @@ class BatchSender:
                     log("runwatch: stream to the server failed (%s%s); retrying in the background", self._last_error, hint)
                     self._failing = True
                 discard = self._note_failure(stream, code, detail or "")
+                # The server refuses this client's credentials: a flush need not wait out its timeout for acks that
+                # cannot come (the stream is still retried, as a token file the server re-reads may change).
+                self._denied = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
             self._cond.notify_all()
         if discard is not None and self.spool is not None:
             self.spool.discard(discard)
@@ -696,6 +702,7 @@ class BatchSender:
     def _on_ack(self, stream: _Stream, ack: service_pb2.IngestAck) -> None:
         with self._cond:
             stream.got_ack = True
+            self._denied = False
             if self._failing:
                 self._failing = False
                 logger.info("runwatch: stream to the server re-established")

@@ -359,6 +359,23 @@ def test_a_token_for_another_project_is_refused_and_loses_nothing_else(secured):
     assert b1.run.start.hyperparameters["lr"] == 0.1 and list(b1.run.start.tags) == ["team"]
 
 
+def test_sdk_with_a_refused_token_does_not_wait_out_its_flush_timeout(secured):
+    """A missing or unknown token is refused by the server at once; finish() says so (False) without waiting out
+    its timeout for acknowledgements that cannot come (it blocked the whole 10 s before)."""
+    import time
+
+    import runwatch.client as rw
+
+    srv, _, _ = secured
+    for token in ("", "rw_0123456789ab_" + "x" * 43):
+        run = rw.init(project="alpha", run_id="refused", target=srv.target, token=token, spool_dir=False,
+                      capture_env=False, system_metrics=False, flush_on_exit=False)  # fmt: skip
+        run.log({"loss": 1.0})
+        t0 = time.monotonic()
+        assert run.finish(timeout=10) is False
+        assert time.monotonic() - t0 < 5.0, token
+
+
 def test_sdk_with_a_token_of_another_project_keeps_its_own_runs(secured):
     srv, tokens, _ = secured
     with RunwatchClient(srv.target, token=tokens["alpha"], flush_on_exit=False) as client:
