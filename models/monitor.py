@@ -107,6 +107,8 @@ class RunMonitor:
         self._learned_normal = next((g for g in gates if g is not None), None)
         calm = [getattr(d, "loss_calm", None) for d in self.diagnostics]
         self._loss_calm = next((c for c in calm if c is not None), None)
+        fell = [getattr(d, "loss_fell", None) for d in self.diagnostics]
+        self._loss_fell = next((c for c in fell if c is not None), None)
 
     def bind(self, context: RunContext) -> None:
         """Set the run's project (and per-project models) for every diagnostic: at opening, or when a RunStart moves it."""
@@ -140,7 +142,7 @@ class RunMonitor:
         if len(found) > 1:
             found.sort(key=lambda pair: pair[1].step)
         if self.fusion is not None:
-            self.fusion.apply([f for _, f in found], self._learned_normal, self._loss_calm)
+            self.fusion.apply([f for _, f in found], self._learned_normal, self._loss_calm, self._loss_fell)
         return self._alerts(found, self.last_wall_time)
 
     def report(self, findings: list[Finding], wall_time: float | None = None) -> list[Alert]:

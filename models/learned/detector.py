@@ -412,6 +412,18 @@ class LearnedDiagnostic(Diagnostic):
             return False
         return _calm(padded[start + i + self.window - 1])
 
+    def loss_fell(self, step: int, below: float) -> bool:
+        """Whether the training loss, at its last row up to ``step``, is (smoothed) at most ``below`` x its start.
+
+        ``False`` when the block has no loss row up to ``step`` or the loss is not finite there.
+        """
+        steps, padded, start, _ = self._block
+        i = int(np.searchsorted(steps, step, side="right")) - 1
+        if i < 0 or below <= 0:
+            return False
+        level = padded[start + i + self.window - 1][_LOSS_VS_START]
+        return bool(math.isfinite(level) and level <= math.log(below))
+
     # -- checkpoints ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:

@@ -1189,3 +1189,21 @@ def test_a_collapsed_nets_vanishing_gradients_and_update_ratios_are_one_warning_
     fusion.apply([*vanishing, *ratios], learned_normal=lambda step: False)
     loud = [f for f in vanishing + ratios if f.severity >= Severity.WARNING]
     assert [f.key for f in loud] == ["grad_norm/layer.0"]
+
+
+def test_a_layers_small_gradient_in_a_run_that_learned_is_info() -> None:
+    """A converged fine-tune (loss 0.003 from 0.7) whose attention query/key gradients are 1e-5 of the embeddings':
+    the run is learning, so the layer's small gradient is INFO; a run whose loss stays up keeps the WARNING."""
+    from runwatch.models.fusion import FindingFusion, FusionConfig
+
+    def finding():
+        return Finding(AnomalyKind.VANISHING_GRADIENT, Severity.WARNING, 1e5, 500, "grad_norm/layer.1.query",
+                       "vanished", layer="layer.1.query", key="grad_norm/layer.1.query")  # fmt: skip
+
+    learned, stuck = finding(), finding()
+    FindingFusion(FusionConfig()).apply([learned], lambda step: False, None, lambda step, below: 0.003 / 0.7 <= below)
+    FindingFusion(FusionConfig()).apply([stuck], lambda step: False, None, lambda step, below: 0.9 <= below)
+    assert learned.severity == Severity.INFO and "below 0.1x its start" in learned.explanation
+    assert stuck.severity == Severity.WARNING
+    monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
+    assert monitor._loss_fell is not None  # the learned diagnostic answers it in the default suite
