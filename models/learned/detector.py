@@ -417,12 +417,18 @@ class LearnedDiagnostic(Diagnostic):
 
         ``False`` when the block has no loss row up to ``step`` or the loss is not finite there.
         """
-        steps, padded, start, _ = self._block
-        i = int(np.searchsorted(steps, step, side="right")) - 1
-        if i < 0 or below <= 0:
+        if below <= 0:
             return False
-        level = padded[start + i + self.window - 1][_LOSS_VS_START]
-        return bool(math.isfinite(level) and level <= math.log(below))
+        steps, padded, start, _ = self._block
+        if len(padded):
+            i = int(np.searchsorted(steps, step, side="right")) - 1
+            # The latest row up to ``step`` that has a loss: rows come from loss steps, so a finding between two
+            # (a gradient logged at step 151, the loss at 150 and 155) reads the row before, in this block or the last.
+            levels = padded[: max(start + i + self.window, 0), _LOSS_VS_START]
+        else:  # a block with no loss gave no rows: the rows before it
+            levels = self.tail[:, _LOSS_VS_START]
+        known = np.flatnonzero(np.isfinite(levels))
+        return bool(len(known) and levels[known[-1]] <= math.log(below))
 
     # -- checkpoints ----------------------------------------------------------------------------------
 

@@ -1207,3 +1207,24 @@ def test_a_layers_small_gradient_in_a_run_that_learned_is_info() -> None:
     assert stuck.severity == Severity.WARNING
     monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
     assert monitor._loss_fell is not None  # the learned diagnostic answers it in the default suite
+
+
+def test_a_vanishing_layer_after_the_loss_fell_tenfold_is_info_through_the_default_suite() -> None:
+    """The default suite end to end, on an HF-like log (the loss every 5 steps, per-layer gradient norms every
+    step): a query layer's gradient falls to 1e-5 of the classifier's at step 150. Where the loss fell from 0.7 to
+    under 0.07 by then that is INFO; where it stayed at 0.7 it is a WARNING. The finding's step (151) lies between
+    two loss rows, so the row before it decides."""
+
+    def alerts(learning: bool) -> list:
+        monitor = DiagnosticSuite(SuiteConfig()).monitor("r")
+        out = []
+        for step in range(1, 301):
+            row = {"grad_norm/classifier": 0.03, "grad_norm/query": 3e-7 if step > 140 else 0.02}
+            if step % 5 == 0:
+                row["loss"] = 0.7 * (0.97**step if learning else 1.0 + 0.01 * ((step * 7) % 3))
+            out += monitor.observe(step, 0.0, row)
+        return [a for a in out if a.finding.kind == AnomalyKind.VANISHING_GRADIENT]
+
+    learned, stuck = alerts(True), alerts(False)
+    assert learned and all(a.finding.severity == Severity.INFO for a in learned)
+    assert stuck and max(a.finding.severity for a in stuck) >= Severity.WARNING
