@@ -163,10 +163,9 @@ def history_frame(events: Iterable[runs_pb2.MetricEvent], metrics: Iterable[str]
     df = df.sort_values("_step", kind="stable").reset_index(drop=True)
     if logged_nan:
         mask = pd.DataFrame(False, index=df.index, columns=df.columns)
-        for i, step in enumerate(df["_step"].tolist()):
-            for name in names:
-                if (step, name) in logged_nan:
-                    mask.iat[i, df.columns.get_loc(name)] = True
+        row_of = {step: i for i, step in enumerate(df["_step"].tolist())}
+        for step, name in logged_nan:
+            mask.iat[row_of[step], df.columns.get_loc(name)] = True
         df.attrs["logged_nan"] = mask
     return df
 
