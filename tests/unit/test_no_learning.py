@@ -282,3 +282,15 @@ def test_values_judged_together_give_what_one_by_one_gives_bit_for_bit(points, m
               for s, r in zip(steps, rows) for f in one_by_one.observe_block(_block([s], [r]))]
     assert whole == single
     assert together.state_dict() == one_by_one.state_dict()
+
+
+def test_a_short_log_that_fell_steadily_learned_even_when_its_means_moved_less() -> None:
+    # A real fine-tune's five logged losses (hf_trainer_state_more): every value below the one before, -7.6 %
+    # in all, but the means of the first and last two differ by 4.7 %: not a run that never learned.
+    steps = [500 * (i + 1) for i in range(5)]
+    steady = NoLearningDiagnostic()
+    assert steady.observe_block(_block(steps, [{"loss": v} for v in (3.30, 3.15, 3.11, 3.10, 3.05)])) == []
+    assert steady.on_end() == []
+    creeping = NoLearningDiagnostic()  # as steady a fall, but by 1.2 % in all: still not learning
+    assert creeping.observe_block(_block(steps, [{"loss": v} for v in (1.0, 0.997, 0.994, 0.991, 0.988)])) == []
+    assert [f.step for f in creeping.on_end()] == [2500]
