@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,8 @@ class ImportedRun:
         folder the replay started from).
         """
         digest = hashlib.sha1(f"{self.source.resolve()}\0{self.format}\0{self.key}".encode()).hexdigest()[:12]
-        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name).strip("_")[:60] or "run"
+        folded = unicodedata.normalize("NFKD", self.name).encode("ascii", "ignore").decode()  # é -> e, not _
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("_")[:60] or "run"
         rid = f"replay-{self.format}-{readable}-{digest}"
         if suffix:
             rid = f"{rid}-{suffix}"

@@ -44,3 +44,12 @@ def test_names_do_not_depend_on_where_the_replay_starts(tmp_path):
     whole = {str(r.source): r.run_id() for r in load(tmp_path / "github_run_logs")}
     one_repo = load(tmp_path / "github_run_logs" / "bob+speech" / "lightning_logs")
     assert [whole[str(r.source)] for r in one_repo] == [r.run_id() for r in one_repo]
+
+
+def test_accented_folder_names_keep_their_letters_in_the_run_id(tmp_path):
+    folder = tmp_path / "équipe+modèle" / "results" / "checkpoint-500"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(HISTORY)
+    (run,) = load(tmp_path)
+    assert run.name == "équipe+modèle/checkpoint-500"  # shown as written; the id keeps the allowed alphabet
+    assert run.run_id().startswith("replay-hf-equipe_modele_checkpoint-500-")
