@@ -46,9 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ from runwatch.service.pipeline import BatchResult
 from runwatch.v1 import anomaly_pb2, runs_pb2
 
 log = logging.getLogger("runwatch.kafka")
+_UNKNOWN_RUN = re.compile(r"unknown run '(.*)': send its RunStart first$")
+_MAX_WARNED_RUNS = 4096
 
 #: While a subscribed topic is missing from the assignment, the consumer looks it up this often (seconds).
 TOPIC_CHECK_S = 10.0
@@ -190,6 +193,28 @@ class DetectorConsumer:
         self._awaited: set[str] = set()
         self._rejoined_for: set[str] = set()
         self._next_topic_check = 0.0
+        self._unknown_runs: OrderedDict[str, None] = OrderedDict()  # run ids already warned about (bounded)
+
+    def _warn_unknown_runs(self, violations: list[tuple[str, str]]) -> None:
+        """Warn once per run whose records go to the dead-letter topic because no RunStart of it was seen.
+
+        A producer sends the RunStart first, so this means it never reached the topic or was lost from it
+        (retention, a truncated or recreated topic, a broker that lost its data); every later record of the
+        run is dead-lettered too, which the DLQ alone would not make anyone notice.
+        """
+        for _, reason in violations:
+            match = _UNKNOWN_RUN.match(reason)
+            if match is None or match.group(1) in self._unknown_runs:
+                continue
+            self._unknown_runs[match.group(1)] = None
+            if len(self._unknown_runs) > _MAX_WARNED_RUNS:
+                self._unknown_runs.popitem(last=False)
+            log.warning(
+                "records of run %s go to the dead-letter topic %s: no RunStart of it reached this consumer "
+                "(it was never produced, or lost: topic retention, a recreated topic, a broker that lost its "
+                "data); re-send its RunStart, or run with --auto-create-runs to open such runs implicitly",
+                match.group(1), self.settings.dlq_topic,
+            )
 
     # -- thread plumbing ------------------------------------------------------------------------
 
@@ -605,6 +630,7 @@ class DetectorConsumer:
                 cycle.events += n_events
                 if ack.rejected:  # a record applied on its own (a chunk is applied only when every event passes)
                     violations = [(v.field, v.reason) for v in ack.violations]
+                    self._warn_unknown_runs(violations)
                     cycle.dead_letters.append(
                         dead_letter(
                             s.dlq_topic,
@@ -790,6 +816,7 @@ class DetectorConsumer:
                     else:
                         log.warning("log lines of run %s: %s: %s", run_id, v.field, v.reason)
                 for i, violations in by_record.items():
+                    self._warn_unknown_runs(violations)
                     cycle.dead_letters.append(
                         dead_letter(s.dlq_topic, recs[i], "rejected", violations, max_bytes=s.max_message_bytes)
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 
@@ -103,7 +104,8 @@ def test_kafka_python_and_confluent_producers_json_and_protobuf(kafka, start_kaf
     assert sorted((d["metrics"][0], d["step"]) for d in by_run["ck-json"]) == [("grad_norm", "2"), ("loss", "1")]
 
 
-def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, start_kafka_server):
+def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, start_kafka_server, caplog):
+    caplog.set_level(logging.WARNING, logger="runwatch.kafka")
     metrics_port = free_port()
     srv = start_kafka_server(kafka, metrics_port=metrics_port)
     p = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
@@ -152,6 +154,9 @@ def test_poison_records_go_to_the_dlq_and_later_records_are_processed(kafka, sta
     assert reasons[3].startswith("events[0].run_id: unknown run 'dl-nobody'") and "1 other item(s)" in reasons[3]
     assert dead[0].value == poison[0][0]  # kept byte for byte
     assert json.loads(dict(dead[3].headers)[dead_letters.VIOLATIONS])[0]["field"] == "events[0].run_id"
+    # A run whose RunStart never reached the topic loses every record to the DLQ: said once, by name.
+    unknown = [r.getMessage() for r in caplog.records if "no RunStart of it reached" in r.getMessage()]
+    assert len(unknown) == 1 and unknown[0].startswith("records of run dl-nobody go to the dead-letter topic")
     stats = srv.server.kafka.consumer.stats
     assert stats.errors == 0 and stats.dead_letters == 4
     deadline = time.monotonic() + 10  # the commit follows the delivery the reader has just seen
