@@ -281,8 +281,21 @@ def _check_nesting(values: Any, field: str) -> None:
         raise ValueError(f'{v[0]}: {v[1]}, the server\'s limit; flatten deeper settings (e.g. {{"a.b": 1}})')
 
 
-def struct_to_dict(struct: struct_pb2.Struct, number_as: Callable[[float], Any] = float) -> dict[str, Any]:
-    """A plain dict from a ``Struct``, each number through ``number_as`` (floats by default).
+def whole_as_int(x: float) -> int | float:
+    """``x`` as an ``int`` when it is a whole number a double holds exactly, else unchanged.
+
+    A ``Struct`` keeps every number as a double, so ``batch_size=32`` comes back as
+    ``32.0``, which ``range()`` and slicing refuse; a whole number is far more often an
+    integer setting (sizes, epochs, seeds) than a float that happened to be whole.
+
+    >>> whole_as_int(32.0), whole_as_int(0.5), whole_as_int(float("inf")), whole_as_int(2.0**60)
+    (32, 0.5, inf, 1.152921504606847e+18)
+    """
+    return int(x) if x.is_integer() and abs(x) <= 2**53 else x
+
+
+def struct_to_dict(struct: struct_pb2.Struct, number_as: Callable[[float], Any] = whole_as_int) -> dict[str, Any]:
+    """A plain dict from a ``Struct``, each number through ``number_as`` (whole numbers as ints by default).
 
     Not protobuf's ``MessageToDict``: it refuses NaN and infinities, which a run's
     hyperparameters may hold, and one such run would break every listing, export and
@@ -292,8 +305,8 @@ def struct_to_dict(struct: struct_pb2.Struct, number_as: Callable[[float], Any] 
     --------
     >>> struct_to_dict(to_struct({"lr": 0.1, "opt": {"name": "adam"}})) == {"lr": 0.1, "opt": {"name": "adam"}}
     True
-    >>> sorted(struct_to_dict(to_struct({"dropout": float("inf"), "betas": [0.9, None]})).items())
-    [('betas', [0.9, None]), ('dropout', inf)]
+    >>> sorted(struct_to_dict(to_struct({"dropout": float("inf"), "betas": [0.9, None], "batch_size": 32})).items())
+    [('batch_size', 32), ('betas', [0.9, None]), ('dropout', inf)]
     """
     return {key: _plain(value, number_as) for key, value in struct.fields.items()}
 

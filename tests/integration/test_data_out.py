@@ -25,7 +25,7 @@ def seed(stubs) -> None:
     b = runs_pb2.EventBatch()
     for run_id, project, lr in (("v-ok", "vision", 0.01), ("v-nan", "vision", 0.5), ("n-1", "nlp", 0.001)):
         start = b.starts.add(run_id=run_id, project=project, start_time=1_700_000_000.0, tags=["seed", project])
-        start.hyperparameters.update({"lr": lr, "optimizer": {"name": "adam", "betas": [0.9, 0.999]}})
+        start.hyperparameters.update({"lr": lr, "batch_size": 32, "optimizer": {"name": "adam", "betas": [0.9, 0.999]}})
     for step in range(20):
         b.events.add(run_id="v-ok", step=step, wall_time=1_700_000_000.0 + step, metrics={"loss": 1.0 / (step + 1)})
         b.events.add(run_id="v-ok", step=step, wall_time=1_700_000_000.5 + step, metrics={"lr": 0.01})
@@ -79,6 +79,7 @@ def test_run_handle_like_wandb(seeded):
     run = api.run("v-nan")
     assert run.id == "v-nan" and run.project == "vision" and run.status == "RUNNING"
     assert run.config["lr"] == 0.5 and run.config["optimizer"]["name"] == "adam"
+    assert type(run.config["batch_size"]) is int  # a Struct holds 32.0; range(batch_size) needs 32
     assert run.summary["lr"] == 0.5 and math.isnan(run.summary["loss"])
     anomalies = run.anomalies()
     assert (anomalies.kind == "NONFINITE").any() and set(anomalies.run_id) == {"v-nan"}
