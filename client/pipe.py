@@ -229,7 +229,7 @@ def _refuse_ended_run(client: RunwatchClient, run_id: str) -> None:
         status = runs_pb2.RunStatus.Name(info.status).removeprefix("RUN_STATUS_")
         raise ValueError(
             f"--run-id: run {run_id!r} already ended ({status}) at {client.target}: its lines would be stored "
-            "but never analysed; give a new run id"
+            "but never analysed; give a new run id, or --resume to continue it"
         )
 
 
@@ -252,6 +252,7 @@ def pipe(
     ca_file: str | os.PathLike[str] | None = None,
     cert_file: str | os.PathLike[str] | None = None,
     key_file: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> PipeReport:
     """Run ``command`` (or read ``stdin`` when None) and stream its output as a run's log lines.
 
@@ -276,6 +277,8 @@ def pipe(
         Receives runwatch's own messages (the run id, what was not delivered); None: silent.
     token, ca_file, cert_file, key_file
         As for :class:`~runwatch.client.session.RunwatchClient`.
+    resume
+        Continue ``run_id`` even if it ended (a restarted job); without it an ended run is refused.
     """
     from runwatch.client.spool import default_spool_dir
 
@@ -301,13 +304,14 @@ def pipe(
     report = PipeReport()
     not_started: OSError | None = None
     try:
-        if run_id:
+        if run_id and not resume:
             _refuse_ended_run(client, run_id)
         env = convert.default_environment()
         env["pipe.cwd"] = os.getcwd()[-1000:]
         env["pipe.command"] = (subprocess.list2cmdline(list(command)) if command else "<stdin>")[:4000]
         run = client.start_run(
-            run_id=run_id, project=project, kind=kind, tags=["pipe", *tags], environment=env, framework=""
+            run_id=run_id, project=project, kind=kind, tags=["pipe", *tags], environment=env, framework="",
+            resume=resume,
         )
         report.run_id = run.run_id
         notify(f"runwatch: run {run.run_id} (project {project}) at {target}")

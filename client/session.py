@@ -54,6 +54,8 @@ __all__ = ["AnomalyStream", "AnomalyWatch", "Run", "RunwatchClient"]
 logger = logging.getLogger("runwatch.client")
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+#: Seconds a resumed run waits for the server to say where it left off (see ``start_run(resume=True)``).
+RESUME_LOOKUP_TIMEOUT = 5.0
 
 # gRPC's own reconnect backoff goes up to 120 s; keep it short so a restarted
 # server is found again within seconds.
@@ -198,6 +200,7 @@ class RunwatchClient:
         environment: Mapping[str, str] | None = None,
         start_time: float | None = None,
         example_input: Any = None,
+        resume: bool = False,
     ) -> Run:
         """Open a run: queue its ``RunStart`` and return a :class:`Run` to log to.
 
@@ -234,6 +237,12 @@ class RunwatchClient:
             Input for one traced forward pass of ``model`` now (see
             ``describe_architecture``); without it the training loop's first
             forward pass is used.
+        resume
+            Continue ``run_id`` if the server has it, ended or not (a job
+            restarted from its checkpoint): its detectors pick up from its
+            stored history, steps up to its last stored one are dropped as
+            duplicates, and its recorded hyperparameters stay (new keys are
+            added). Opens the run as usual if it does not exist.
 
         Returns
         -------
@@ -265,14 +274,27 @@ class RunwatchClient:
             framework=framework,
             tags=[str(t) for t in tags],
             environment=env,
+            resume=bool(resume),
         )
         if architecture is not None:
             start.architecture.CopyFrom(architecture)
         run = Run(self, run_id, project, start)
+        if resume:
+            run._next_step = self._last_stored_step(run_id) + 1  # log() without step continues after it
         run._send_start()
         if model is not None and architecture is None:
             run._describe_at_first_forward(model)
         return run
+
+    def _last_stored_step(self, run_id: str) -> int:
+        """The server's last step of ``run_id``; -1 when it has none, does not answer within
+        :data:`RESUME_LOOKUP_TIMEOUT`, or the token may not read it (explicit steps then still work)."""
+        runs = service_pb2_grpc.RunServiceStub(self.channel)
+        try:
+            info = runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=RESUME_LOOKUP_TIMEOUT).run
+        except grpc.RpcError:
+            return -1
+        return int(info.last_step) if info.event_count else -1
 
     # -- anomalies ---------------------------------------------------------
 
@@ -1156,6 +1178,7 @@ def init(
     capture_env: bool = True,
     system_metrics: bool = True,
     system_interval: float = 1.0,
+    resume: bool | None = None,
     **client_options: Any,
 ) -> Run:
     """Open a run on a runwatch server, W&B / MLflow style; returns the :class:`Run`.
@@ -1198,6 +1221,11 @@ def init(
         Record git, versions and device.
     system_metrics
         Log ``cpu_mem``/``gpu_mem`` (every ``system_interval`` s) and ``step_time``.
+    resume
+        Continue ``run_id`` if it exists, ended or not (see
+        :meth:`RunwatchClient.start_run`); default ``$RUNWATCH_RESUME``
+        (``1``/``true``), so a scheduler that restarts a job with the same
+        ``RUNWATCH_RUN_ID`` continues its run.
     **client_options
         Passed to :class:`RunwatchClient` (``max_queue``, ``flush_interval``, ...).
 
@@ -1240,6 +1268,7 @@ def init(
             tags=tags,
             environment=env,
             example_input=example_input,
+            resume=_resume_default() if resume is None else resume,
         )
     except BaseException:
         client.close(timeout=0)
@@ -1249,6 +1278,15 @@ def init(
         run.enable_system_metrics(system_interval)
     _current.append(run)
     return run
+
+
+def _resume_default() -> bool:
+    value = os.environ.get("RUNWATCH_RESUME", "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"RUNWATCH_RESUME: expected 1/true/yes or 0/false/no, got {value!r}")
 
 
 class AnomalyStream:

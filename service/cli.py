@@ -442,6 +442,7 @@ def pipe(
     command: Annotated[list[str] | None, typer.Argument(help="the program to run and its arguments, after --; without one, lines are read from stdin", show_default=False)] = None,
     project: Annotated[str, typer.Option(help="project of the run")] = "default",
     run_id: Annotated[str | None, typer.Option(help="id of the run (default: generated)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue --run-id even if it ended (a restarted job)")] = False,
     kind: Annotated[str, typer.Option(help="training or deployment")] = "training",
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tag of the run (repeat)")] = None,
     target: TargetOption = "127.0.0.1:50051",
@@ -469,7 +470,7 @@ def pipe(
             command or None, project=project, run_id=run_id, target=target, kind=kind, tags=tag or (),
             spool_dir=False if no_spool else spool_dir, finish_timeout=finish_timeout,
             notify=None if quiet else (lambda line: typer.echo(line, err=True)),
-            token=token, ca_file=ca_file, cert_file=client_cert, key_file=client_key,
+            token=token, ca_file=ca_file, cert_file=client_cert, key_file=client_key, resume=resume,
         )  # fmt: skip
     except FileNotFoundError as exc:
         _fail(f"COMMAND: {exc.filename or (command or [''])[0]}: no such program")

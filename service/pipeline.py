@@ -55,7 +55,7 @@ from runwatch.service import validation as check
 from runwatch.service.event_columns import RunEvents, group_by_run, read_run, sequence_size
 from runwatch.service.event_scan import ScannedBatch, scan_batch
 from runwatch.service.formatting import status_name
-from runwatch.service.run_starts import implicit_start, looks_implicit, merge_start
+from runwatch.service.run_starts import implicit_start, looks_implicit, merge_start, resume_start
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
 from runwatch.service.text_logs import LogTextAnalysis
@@ -68,6 +68,7 @@ SNAPSHOT_FORMAT = "runwatch.run-state/1"
 MAX_VIOLATIONS_REPORTED = 100
 MAX_ENDED_REMEMBERED = 10_000
 RECENT_BATCHES = 256
+REPLAY_BLOCK = 500  # events per block when a resumed run's detectors read its stored history
 # A checkpoint takes ~2 ms: a thousand runs going quiet at once are evicted over several ticks, not in one pause.
 EVICTIONS_PER_CALL = 256
 
@@ -134,6 +135,7 @@ class RunState:
     valid_names: set = field(default_factory=set)
     recent: StepRanges = field(default_factory=StepRanges)
     implicit: bool = False  # opened by its events: its first RunStart replaces the placeholder record
+    resumed_through: int = -1  # resumed after it ended: steps up to here were stored before, re-sends are duplicates
     text: object = None  # the run's TextMonitor, made on its first log line (service/text_logs.py)
     touched: float = 0.0  # when it was opened or restored here (time.time()): idle and LRU count from it too
 
@@ -670,12 +672,18 @@ class DetectionPipeline:
             ack.reject(where, v)
             return
         state = self._state(start.run_id)
+        if state is not None and start.resume and not state.implicit:
+            self._resume(state, start, where, ack, ops)
+            return
         if state is not None and state.status != runs_pb2.RUN_STATUS_RUNNING:
             ack.reject(
                 where,
                 (
                     "run_id",
-                    f"run {start.run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)}); use a new run_id",
+                    (
+                        f"run {start.run_id!r} already ended ({runs_pb2.RunStatus.Name(state.status)}); use a new "
+                        "run_id, or resume it (RunStart.resume; the SDK's init(..., resume=True))"
+                    ),
                 ),
             )
             return
@@ -683,7 +691,10 @@ class DetectionPipeline:
             # See service/run_starts.py: a repeat is a duplicate, a completion is applied, a conflict rejected.
             merged, v = merge_start(runs_pb2.RunStart.FromString(state.start), start, state.implicit)
             if v:
-                ack.reject(where, v)
+                field_name, reason = v
+                if field_name == "start_time" or field_name.startswith("environment"):  # what a restart changes
+                    reason += "; a restarted process continues a run with RunStart.resume"
+                ack.reject(where, (field_name, reason))
             elif merged is None:
                 ack.ack.duplicates += 1
             else:
@@ -701,6 +712,7 @@ class DetectionPipeline:
             start.start_time = now
         if not start.project:
             start.project = "default"
+        start.resume = False  # a run resumed before it existed is simply opened
         self.runs[start.run_id] = RunState(
             start.run_id,
             start.project,
@@ -711,6 +723,57 @@ class DetectionPipeline:
         )
         ack.ack.accepted += 1
         ops.append(store_ops.open_run_op(start, runs_pb2.RUN_STATUS_RUNNING))
+
+    def _resume(self, state: RunState, start, where: str, ack: _AckBuilder, ops: list) -> None:
+        """Continue a run under a resumed RunStart (see ``RunStart.resume``): reopen it if it ended."""
+        merged, v, kept = resume_start(runs_pb2.RunStart.FromString(state.start), start)
+        if v:
+            ack.reject(where, v)
+            return
+        if kept:
+            ack.ack.warnings.append(
+                f"run {start.run_id!r} resumed with the recorded {', '.join(kept[:5])}"
+                + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+                + ": a run's start record is written once"
+            )
+        if merged is not None:
+            state.start = merged.SerializeToString()
+            ops.append(store_ops.open_run_op(merged, runs_pb2.RUN_STATUS_RUNNING))
+        if state.status == runs_pb2.RUN_STATUS_RUNNING:
+            if merged is None:
+                ack.ack.duplicates += 1  # a re-send, or a restart of a run that never ended: nothing to do
+            else:
+                ack.ack.accepted += 1
+            return
+        self.ended.pop(state.run_id, None)
+        state.status = runs_pb2.RUN_STATUS_RUNNING
+        state.monitor = self._replayed_monitor(state)
+        state.resumed_through = state.last_step
+        state.touched = time.time()
+        self.runs[state.run_id] = state
+        ops.append(store_ops.end_run_op(state.run_id, runs_pb2.RUN_STATUS_RUNNING, 0.0, ""))
+        ack.ack.accepted += 1
+
+    def _replayed_monitor(self, state: RunState) -> RunMonitor:
+        """A monitor of the run that has seen its stored history (its alerts were raised then: not again)."""
+        monitor = self._monitor(state.run_id, state.project)
+        steps, walls, names, values = [], [], [], []
+
+        def observe() -> None:
+            monitor.observe_block(MetricBlock.from_values(steps, walls, names, values))
+            for part in (steps, walls, names, values):
+                part.clear()
+
+        for ev in self.store.events(state.run_id):
+            steps.append(ev.step)
+            walls.append(ev.wall_time)
+            names.append(tuple(ev.metrics.keys()))
+            values.append(tuple(ev.metrics.values()))
+            if len(steps) >= REPLAY_BLOCK:
+                observe()
+        if steps:
+            observe()
+        return monitor
 
     def _open_implicit(self, run_id: str, now: float, ack: _AckBuilder, ops: list) -> RunState:
         start = implicit_start(run_id, now)
@@ -967,6 +1030,10 @@ class DetectionPipeline:
                 state.valid_names.add(names)
             prev_names = names
             if step <= state.last_step:
+                if step <= state.resumed_through:  # stored before the run was resumed
+                    ack.ack.duplicates += 1
+                    all_accepted = False
+                    continue
                 if step == state.last_step:
                     logged = state.last_names
                     repeated = [k for k in names if k in logged]
@@ -1099,6 +1166,7 @@ class DetectionPipeline:
             "start": base64.b64encode(state.start).decode(),
             "last_names": sorted(state.last_names),
             "recent": [list(r) for r in state.recent],
+            "resumed_through": state.resumed_through,
             "monitor": state.monitor.state_dict(),
             "text": self.text.snapshot(state),
         }
@@ -1143,6 +1211,7 @@ class DetectionPipeline:
             state.last_names = tuple(str(n) for n in doc["last_names"])
             for first, last in doc["recent"]:
                 state.remember_steps(int(first), int(last))
+            state.resumed_through = int(doc.get("resumed_through", -1))  # absent before runs could be resumed
             if not self.text.restore(state, doc.get("text")):  # absent in checkpoints before text analysis
                 misfits.append("log_text")
         except SnapshotError:

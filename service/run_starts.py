@@ -64,9 +64,12 @@ def _value(v: struct_pb2.Value):
 
 
 def _merge_struct(
-    run_id: str, path: str, into: struct_pb2.Struct, new: struct_pb2.Struct
+    run_id: str, path: str, into: struct_pb2.Struct, new: struct_pb2.Struct, kept: list[str] | None = None
 ) -> tuple[bool, Violation | None]:
-    """Add ``new``'s keys missing from ``into`` (recursing into objects both have); (changed, conflict)."""
+    """Add ``new``'s keys missing from ``into`` (recursing into objects both have); (changed, conflict).
+
+    With ``kept``, a differing value is no conflict: the recorded one stays and its path is appended.
+    """
     changed = False
     for key, value in new.fields.items():
         where = key_path(path, key)
@@ -76,12 +79,14 @@ def _merge_struct(
             continue
         old = into.fields[key]
         if old.WhichOneof("kind") == "struct_value" and value.WhichOneof("kind") == "struct_value":
-            sub_changed, v = _merge_struct(run_id, where, old.struct_value, value.struct_value)
+            sub_changed, v = _merge_struct(run_id, where, old.struct_value, value.struct_value, kept)
             if v:
                 return False, v
             changed |= sub_changed
         elif old != value:
-            return False, _conflict(run_id, where, _value(old), _value(value))
+            if kept is None:
+                return False, _conflict(run_id, where, _value(old), _value(value))
+            kept.append(where)
     return changed, None
 
 
@@ -173,3 +178,64 @@ def merge_start(
             return None, v
         changed |= added
     return (merged if changed else None), None
+
+
+def resume_start(
+    recorded: runs_pb2.RunStart, new: runs_pb2.RunStart
+) -> tuple[runs_pb2.RunStart | None, Violation | None, list[str]]:
+    """Apply the RunStart of a resumed run (``resume`` set) to its ``recorded`` start.
+
+    ``(merged record or None if nothing was added, None, kept)``, or ``(None, (field, reason), [])`` when
+    project or kind differ (a run never moves). A restarted process has a new start time, pid and host,
+    so nothing else is a conflict: the record keeps its values, fills in what it lacks and gains new
+    hyperparameter and environment keys; ``kept`` names the hyperparameters, framework, tags or
+    architecture whose new value differed and was not taken (environment facts differ on every restart
+    and are not named).
+
+    Examples
+    --------
+    >>> rec = runs_pb2.RunStart(run_id="r1", project="a", start_time=5.0)
+    >>> rec.hyperparameters.update({"lr": 0.1})
+    >>> new = runs_pb2.RunStart(run_id="r1", project="a", start_time=9.0, resume=True)
+    >>> new.hyperparameters.update({"lr": 0.05, "epochs": 3})
+    >>> merged, conflict, kept = resume_start(rec, new)
+    >>> merged.start_time, dict(merged.hyperparameters), conflict, kept
+    (5.0, {'lr': 0.1, 'epochs': 3.0}, None, ['hyperparameters.lr'])
+    >>> resume_start(rec, runs_pb2.RunStart(run_id="r1", project="b", resume=True))[1]
+    ('project', "run 'r1' already started with project 'a', got 'b'")
+    """
+    run_id = new.run_id
+    if (new.project or "default") != (recorded.project or "default"):
+        return None, _conflict(run_id, "project", recorded.project or "default", new.project or "default"), []
+    if (new.kind or runs_pb2.RUN_KIND_TRAINING) != (recorded.kind or runs_pb2.RUN_KIND_TRAINING):
+        kinds = runs_pb2.RunKind.Name(recorded.kind or 1), runs_pb2.RunKind.Name(new.kind or 1)
+        return None, _conflict(run_id, "kind", *kinds), []
+    merged = runs_pb2.RunStart()
+    merged.CopyFrom(recorded)
+    merged.resume = False  # the record is of the run, not of how a process joined it
+    changed, kept = False, []
+    if new.framework and new.framework != recorded.framework:
+        if recorded.framework:
+            kept.append("framework")
+        else:
+            merged.framework, changed = new.framework, True
+    if new.tags and list(new.tags) != list(recorded.tags):
+        if recorded.tags:
+            kept.append("tags")
+        else:
+            merged.tags.extend(new.tags)
+            changed = True
+    if new.architecture.ByteSize() and new.architecture != recorded.architecture:
+        if recorded.architecture.ByteSize():
+            kept.append("architecture")
+        else:
+            merged.architecture.CopyFrom(new.architecture)
+            changed = True
+    for key, value in new.environment.items():
+        if key not in recorded.environment:
+            merged.environment[key] = value
+            changed = True
+    if new.HasField("hyperparameters"):
+        added, _ = _merge_struct(run_id, "hyperparameters", merged.hyperparameters, new.hyperparameters, kept)
+        changed |= added
+    return (merged if changed else None), None, kept

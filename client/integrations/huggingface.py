@@ -76,6 +76,8 @@ class RunwatchCallback(TrainerCallback):
     project, run_id, target, tags
         As for :func:`runwatch.client.init`; default from ``RUNWATCH_PROJECT``
         (else ``"huggingface"``), ``RUNWATCH_RUN_ID``, ``RUNWATCH_TARGET``.
+        With a run id, a Trainer resumed from a checkpoint (``global_step`` > 0
+        at ``on_train_begin``) continues that run (``init(..., resume=True)``).
     watch_every
         Per-layer statistics every this many optimizer steps (0 = off;
         default ``RUNWATCH_WATCH_EVERY`` or 0); their gradient norms are
@@ -139,6 +141,9 @@ class RunwatchCallback(TrainerCallback):
         if self.run is None or self.run.finished:
             from runwatch.client import init
 
+            options = dict(self.init_kwargs)
+            if self.run_id is not None and state.global_step > 0:
+                options.setdefault("resume", True)  # resumed from a checkpoint: the same run continues
             self.run = init(
                 project=self.project,
                 config=_config(args, model),
@@ -146,7 +151,7 @@ class RunwatchCallback(TrainerCallback):
                 run_id=self.run_id,
                 target=self.target,
                 tags=self.tags,
-                **self.init_kwargs,
+                **options,
             )
             self._owns_run = True
             self.steps = StepLogger(self.run, self.canonical_names)

@@ -299,11 +299,41 @@ def huggingface_clipped(target: str, work: Path) -> dict:
     }
 
 
+def huggingface_resumed(target: str, work: Path) -> dict:
+    """A Trainer stopped at step 12, then resumed from its step-6 checkpoint up to step 20, with one run id."""
+    import transformers
+
+    from runwatch.client.integrations import huggingface as rw_hf
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 16), generator=gen)]
+
+    def train(max_steps: int, checkpoint: str | None) -> int:
+        cb = rw_hf.RunwatchCallback(project="hf", run_id="hf-resumed", target=target, spool_dir=False)
+        args = transformers.TrainingArguments(
+            output_dir=str(work / "out-resumed"), per_device_train_batch_size=8, save_strategy="steps", save_steps=6,
+            use_cpu=True, disable_tqdm=True, report_to="none", max_steps=max_steps, logging_steps=1, learning_rate=1e-3,
+        )
+        model = transformers.GPT2LMHeadModel(config)
+        transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[cb]).train(
+            resume_from_checkpoint=checkpoint
+        )
+        return cb.run.stats().duplicates
+
+    train(12, None)
+    duplicates = train(20, str(work / "out-resumed" / "checkpoint-6"))
+    return {"duplicates": duplicates}
+
+
 if __name__ == "__main__":
     which, target, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     scenarios = {
         "lightning": lightning, "huggingface": huggingface, "lightning_lr_monitor": lightning_lr_monitor,
         "lightning_log_every_50": lightning_log_every_50, "huggingface_clipped": huggingface_clipped,
+        "huggingface_resumed": huggingface_resumed,
     }
     result = scenarios[which](target, work)
     print("RESULT " + json.dumps(result))

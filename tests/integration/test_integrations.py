@@ -155,3 +155,14 @@ def test_huggingface_grad_norms_are_taken_before_the_trainer_clips_them(server, 
     assert set(stored) == set(logged) | set(range(1, 17, 2))
     for step in set(stored) - set(logged):
         assert stored[step] == pytest.approx(pre_clip[step]["total"], rel=1e-5), step
+
+
+@needs("transformers")
+def test_a_huggingface_trainer_resumed_from_a_checkpoint_continues_its_run(server, tmp_path):
+    srv, _ = server
+    result = train("huggingface_resumed", srv.target, tmp_path)
+    info = get_run(srv.target, "hf-resumed").run
+    assert info.status == runs_pb2.RUN_STATUS_FINISHED and info.last_step == 20
+    losses = stored_points(srv.target, "hf-resumed", "loss")  # each step once: steps 7-12 came twice
+    assert sorted(losses) == list(range(1, 21))
+    assert result["duplicates"] >= 6

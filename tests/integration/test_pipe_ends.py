@@ -102,3 +102,17 @@ def test_the_id_of_a_run_that_ended_is_refused_before_the_child_starts(server, t
     assert [x.text for x in srv.server.store.log_lines("used-once")] == ["first"]
     info, _ = ended(stubs, "used-once")
     assert info.status == runs_pb2.RUN_STATUS_FINISHED
+
+
+def test_resume_continues_a_run_that_ended(server):
+    srv, stubs = server
+    assert pipe(srv.target, "restarted", sys.executable, "-c", "print('step 1 | loss: 2.0')").returncode == 0
+    again = subprocess.run(
+        [*RUNWATCH, "pipe", "--project", "ends", "--run-id", "restarted", "--resume", "--target", srv.target, "-q",
+         "--no-spool", "--", sys.executable, "-c", "print('step 2 | loss: 1.9')"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert [x.text for x in srv.server.store.log_lines("restarted")] == ["step 1 | loss: 2.0", "step 2 | loss: 1.9"]
+    info, _ = ended(stubs, "restarted")
+    assert info.status == runs_pb2.RUN_STATUS_FINISHED and info.last_step == 2

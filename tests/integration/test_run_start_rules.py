@@ -78,7 +78,8 @@ def test_a_start_may_fill_in_what_is_unset_but_not_change_what_is_set(server):
     assert [(a.violations[0].field, a.violations[0].reason) for a in acks[1:]] == [
         ("starts[0].hyperparameters.opt.name",
          "run 'r1' already started with hyperparameters.opt.name = 'adam', got 'sgd'"),
-        ("starts[0].environment.host", "run 'r1' already started with environment.host = 'node-1', got 'node-2'"),
+        ("starts[0].environment.host", ("run 'r1' already started with environment.host = 'node-1', got 'node-2'; "
+                                        "a restarted process continues a run with RunStart.resume")),
         ("starts[0].architecture.layers[0].out_size", "run 'r1' already started with another architecture; "
          "architecture.layers[0].out_size differs"),
     ]  # fmt: skip

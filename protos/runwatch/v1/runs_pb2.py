@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runwatch/v1/runs.proto\x12\x0brunwatch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x01\n\x05Layer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07in_size\x18\x03 \x01(\x03\x12\x10\n\x08out_size\x18\x04 \x01(\x03\x12\x12\n\nactivation\x18\x05 \x01(\t\x12\x13\n\x0bparam_count\x18\x06 \x01(\x03\x12\x36\n\nattributes\x18\x07 \x03(\x0b\x32\".runwatch.v1.Layer.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x0c\x41rchitecture\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.runwatch.v1.Layer\x12\x14\n\x0ctotal_params\x18\x02 \x01(\x03\"\xd8\x02\n\x08RunStart\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.runwatch.v1.RunKind\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x30\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0c\x61rchitecture\x18\x06 \x01(\x0b\x32\x19.runwatch.v1.Architecture\x12\x11\n\tframework\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12;\n\x0b\x65nvironment\x18\t \x03(\x0b\x32&.runwatch.v1.RunStart.EnvironmentEntry\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x0bMetricEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x11\n\twall_time\x18\x03 \x01(\x01\x12\x36\n\x07metrics\x18\x04 \x03(\x0b\x32%.runwatch.v1.MetricEvent.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"i\n\x07LogLine\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12$\n\x05level\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.LogLevel\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\"b\n\x06RunEnd\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\"\xb6\x01\n\nEventBatch\x12%\n\x06starts\x18\x01 \x03(\x0b\x32\x15.runwatch.v1.RunStart\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.runwatch.v1.MetricEvent\x12\"\n\x04logs\x18\x03 \x03(\x0b\x32\x14.runwatch.v1.LogLine\x12!\n\x04\x65nds\x18\x04 \x03(\x0b\x32\x13.runwatch.v1.RunEnd\x12\x10\n\x08sequence\x18\x05 \x01(\x04*S\n\x07RunKind\x12\x18\n\x14RUN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_KIND_TRAINING\x10\x01\x12\x17\n\x13RUN_KIND_DEPLOYMENT\x10\x02*\x86\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x15\n\x11RUN_STATUS_KILLED\x10\x04*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runwatch/v1/runs.proto\x12\x0brunwatch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x01\n\x05Layer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07in_size\x18\x03 \x01(\x03\x12\x10\n\x08out_size\x18\x04 \x01(\x03\x12\x12\n\nactivation\x18\x05 \x01(\t\x12\x13\n\x0bparam_count\x18\x06 \x01(\x03\x12\x36\n\nattributes\x18\x07 \x03(\x0b\x32\".runwatch.v1.Layer.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x0c\x41rchitecture\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.runwatch.v1.Layer\x12\x14\n\x0ctotal_params\x18\x02 \x01(\x03\"\xe8\x02\n\x08RunStart\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.runwatch.v1.RunKind\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x30\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0c\x61rchitecture\x18\x06 \x01(\x0b\x32\x19.runwatch.v1.Architecture\x12\x11\n\tframework\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12;\n\x0b\x65nvironment\x18\t \x03(\x0b\x32&.runwatch.v1.RunStart.EnvironmentEntry\x12\x0e\n\x06resume\x18\n \x01(\x08\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x0bMetricEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x11\n\twall_time\x18\x03 \x01(\x01\x12\x36\n\x07metrics\x18\x04 \x03(\x0b\x32%.runwatch.v1.MetricEvent.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"i\n\x07LogLine\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12$\n\x05level\x18\x03 \x01(\x0e\x32\x15.runwatch.v1.LogLevel\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\"b\n\x06RunEnd\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.runwatch.v1.RunStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\"\xb6\x01\n\nEventBatch\x12%\n\x06starts\x18\x01 \x03(\x0b\x32\x15.runwatch.v1.RunStart\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.runwatch.v1.MetricEvent\x12\"\n\x04logs\x18\x03 \x03(\x0b\x32\x14.runwatch.v1.LogLine\x12!\n\x04\x65nds\x18\x04 \x03(\x0b\x32\x13.runwatch.v1.RunEnd\x12\x10\n\x08sequence\x18\x05 \x01(\x04*S\n\x07RunKind\x12\x18\n\x14RUN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_KIND_TRAINING\x10\x01\x12\x17\n\x13RUN_KIND_DEPLOYMENT\x10\x02*\x86\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x15\n\x11RUN_STATUS_KILLED\x10\x04*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTART_ENVIRONMENTENTRY']._serialized_options = b'8\001'
   _globals['_METRICEVENT_METRICSENTRY']._loaded_options = None
   _globals['_METRICEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNKIND']._serialized_start=1272
-  _globals['_RUNKIND']._serialized_end=1355
-  _globals['_RUNSTATUS']._serialized_start=1358
-  _globals['_RUNSTATUS']._serialized_end=1492
-  _globals['_LOGLEVEL']._serialized_start=1495
-  _globals['_LOGLEVEL']._serialized_end=1641
+  _globals['_RUNKIND']._serialized_start=1288
+  _globals['_RUNKIND']._serialized_end=1371
+  _globals['_RUNSTATUS']._serialized_start=1374
+  _globals['_RUNSTATUS']._serialized_end=1508
+  _globals['_LOGLEVEL']._serialized_start=1511
+  _globals['_LOGLEVEL']._serialized_end=1657
   _globals['_LAYER']._serialized_start=70
   _globals['_LAYER']._serialized_end=288
   _globals['_LAYER_ATTRIBUTESENTRY']._serialized_start=239
@@ -51,17 +51,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARCHITECTURE']._serialized_start=290
   _globals['_ARCHITECTURE']._serialized_end=362
   _globals['_RUNSTART']._serialized_start=365
-  _globals['_RUNSTART']._serialized_end=709
-  _globals['_RUNSTART_ENVIRONMENTENTRY']._serialized_start=659
-  _globals['_RUNSTART_ENVIRONMENTENTRY']._serialized_end=709
-  _globals['_METRICEVENT']._serialized_start=712
-  _globals['_METRICEVENT']._serialized_end=878
-  _globals['_METRICEVENT_METRICSENTRY']._serialized_start=832
-  _globals['_METRICEVENT_METRICSENTRY']._serialized_end=878
-  _globals['_LOGLINE']._serialized_start=880
-  _globals['_LOGLINE']._serialized_end=985
-  _globals['_RUNEND']._serialized_start=987
-  _globals['_RUNEND']._serialized_end=1085
-  _globals['_EVENTBATCH']._serialized_start=1088
-  _globals['_EVENTBATCH']._serialized_end=1270
+  _globals['_RUNSTART']._serialized_end=725
+  _globals['_RUNSTART_ENVIRONMENTENTRY']._serialized_start=675
+  _globals['_RUNSTART_ENVIRONMENTENTRY']._serialized_end=725
+  _globals['_METRICEVENT']._serialized_start=728
+  _globals['_METRICEVENT']._serialized_end=894
+  _globals['_METRICEVENT_METRICSENTRY']._serialized_start=848
+  _globals['_METRICEVENT_METRICSENTRY']._serialized_end=894
+  _globals['_LOGLINE']._serialized_start=896
+  _globals['_LOGLINE']._serialized_end=1001
+  _globals['_RUNEND']._serialized_start=1003
+  _globals['_RUNEND']._serialized_end=1101
+  _globals['_EVENTBATCH']._serialized_start=1104
+  _globals['_EVENTBATCH']._serialized_end=1286
 # @@protoc_insertion_point(module_scope)

@@ -79,7 +79,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., total_params: _Optional[int] = ...) -> None: ...
 
 class RunStart(_message.Message):
-    __slots__ = ("run_id", "project", "kind", "start_time", "hyperparameters", "architecture", "framework", "tags", "environment")
+    __slots__ = ("run_id", "project", "kind", "start_time", "hyperparameters", "architecture", "framework", "tags", "environment", "resume")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class RunStart(_message.Message):
     FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     project: str
     kind: RunKind
@@ -105,7 +106,8 @@ class RunStart(_message.Message):
     framework: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     environment: _containers.ScalarMap[str, str]
-    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., start_time: _Optional[float] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., framework: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    resume: bool
+    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., start_time: _Optional[float] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., framework: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class MetricEvent(_message.Message):
     __slots__ = ("run_id", "step", "wall_time", "metrics")
