@@ -357,6 +357,7 @@ def runs(
 def show(
     run_id: Annotated[str, typer.Argument(help="the run id")],
     target: TargetOption = "127.0.0.1:50051",
+    all_anomalies: Annotated[bool, typer.Option("--all", help="list INFO findings folded into their incident too (other layers, symptoms)")] = False,
     token: TokenOption = None,
     ca_file: CaFileOption = None,
     client_cert: ClientCertOption = None,
@@ -370,7 +371,7 @@ def show(
             )
         except grpc.RpcError as exc:
             _rpc_error(exc, target)
-    typer.echo(format_summary(summary))
+    typer.echo(format_summary(summary, all_anomalies=all_anomalies))
 
 
 @app.command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+from collections import Counter
 
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
@@ -52,7 +54,25 @@ def format_runs(runs: list[service_pb2.RunInfo]) -> str:
     return "\n".join(lines)
 
 
-def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
+#: The note fusion (models/fusion.py) appends to a finding it made INFO because another incident explains it.
+_FOLDED = re.compile(r"\[INFO: (part|symptom) of the (\w+) incident at step (-?\d+)")
+
+
+def _folded_under(a: anomaly_pb2.Anomaly) -> tuple[str, str, int] | None:
+    """``(part|symptom, root kind, root step)`` of an INFO finding that belongs to another incident, else None."""
+    if a.severity != anomaly_pb2.SEVERITY_INFO:
+        return None
+    m = _FOLDED.search(a.explanation)
+    return (m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30, all_anomalies: bool = False) -> str:
+    """A run's status, anomalies and metrics as text.
+
+    INFO findings that fusion attributed to another incident (the other layers of a per-layer
+    incident, its symptoms) are counted under it unless ``all_anomalies``: one vanishing-gradient
+    incident across 20 layers is one line and a count, not 40 lines.
+    """
     r = s.run
     lines = [
         f"run {r.run_id}  project {r.project}  {status_name(r.status)}"
@@ -67,13 +87,27 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30) -> str:
         lines.append(f"  architecture: {r.start.architecture.total_params} params; {layers}")
     if s.anomalies:
         lines.append("  anomalies:")
-        lines.extend("    " + format_anomaly(a) for a in s.anomalies)
+        folded: Counter = Counter()
+        for a in s.anomalies:
+            under = None if all_anomalies else _folded_under(a)
+            if under is None:
+                lines.append("    " + format_anomaly(a))
+            else:
+                folded[(*under, kind_name(a.kind))] += 1
+        for (relation, root, step, kind), n in sorted(folded.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+            what = "other layers" if relation == "part" else f"{kind} symptoms"
+            lines.append(f"    + {n} {what} (INFO) of the {root} incident at step {step}")
+        if folded:
+            lines.append("    (--all lists them)")
     if s.metrics:
         lines.append("  metrics:")
-        for m in s.metrics[:max_metrics]:
+        # Run-level metrics (loss, lr, val/loss) before per-layer ones (grad_norm/<layer>, act/mean/<layer>).
+        shown = sorted(s.metrics, key=lambda m: (m.name.count("/") - m.name.startswith("val/"), m.name))[:max_metrics]
+        width = min(max(28, *(len(m.name) for m in shown)), 60)
+        for m in shown:
             nf = f"  nonfinite {m.nonfinite_count}" if m.nonfinite_count else ""
             low, high = (f"{v:<12.6g}" if math.isfinite(v) else f"{'-':<12}" for v in (m.min, m.max))  # no finite value
-            lines.append(f"    {m.name:<28} n={m.count:<6} last={m.last:<12.6g} min={low} max={high}{nf}")
+            lines.append(f"    {m.name:<{width}} n={m.count:<6} last={m.last:<12.6g} min={low} max={high}{nf}")
         if len(s.metrics) > max_metrics:
             lines.append(f"    ... {len(s.metrics) - max_metrics} more")
     return "\n".join(lines)

@@ -31,3 +31,28 @@ def test_a_metric_with_no_finite_value_shows_no_min_or_max() -> None:
     s.metrics.add(name="loss", count=1, last=math.inf, min=math.nan, max=math.nan, nonfinite_count=1)
     line = next(x for x in format_summary(s).splitlines() if "loss" in x)
     assert "min=-" in line and "max=-" in line and "nan" not in line and "nonfinite 1" in line
+
+
+def test_findings_folded_into_an_incident_are_counted_under_it_unless_all_is_asked() -> None:
+    from runwatch.service.formatting import format_summary
+    from runwatch.v1 import anomaly_pb2
+
+    s = service_pb2.RunSummary()
+    s.run.run_id = "r"
+    root = s.anomalies.add(run_id="r", step=91, kind=anomaly_pb2.ANOMALY_KIND_VANISHING_GRADIENT,
+                           severity=anomaly_pb2.SEVERITY_ERROR, explanation="layer0 grad norm 0")
+    for i in range(3):
+        s.anomalies.add(run_id="r", step=91, kind=root.kind, severity=anomaly_pb2.SEVERITY_INFO,
+                        explanation=f"layer{i + 1} grad norm 0 [INFO: part of the VANISHING_GRADIENT incident at step 91 (l0)]")
+    s.anomalies.add(run_id="r", step=181, kind=anomaly_pb2.ANOMALY_KIND_UPDATE_RATIO, severity=anomaly_pb2.SEVERITY_INFO,
+                    explanation="not updated [INFO: symptom of the VANISHING_GRADIENT incident at step 91]")
+    for name in ("grad_norm/classifier", "act/mean/classifier", "val/loss", "loss"):
+        s.metrics.add(name=name, count=1, last=1.0, min=1.0, max=1.0)
+    text = format_summary(s)
+    assert "layer0 grad norm 0" in text and "layer1" not in text
+    assert "+ 3 other layers (INFO) of the VANISHING_GRADIENT incident at step 91" in text
+    assert "+ 1 UPDATE_RATIO symptoms (INFO) of the VANISHING_GRADIENT incident at step 91" in text
+    listed = [line.split()[0] for line in text.split("  metrics:\n")[1].splitlines()]
+    assert listed == ["loss", "val/loss", "grad_norm/classifier", "act/mean/classifier"]  # the run's own first
+    everything = format_summary(s, all_anomalies=True)
+    assert all(f"layer{i} grad norm 0" in everything for i in range(4)) and "other layers" not in everything
