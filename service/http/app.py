@@ -55,6 +55,7 @@ from runwatch.service.http.access import COOKIE, HttpAccess, allowed_projects
 from runwatch.service.http.payloads import anomaly_json, health, log_json, run_json, step_or_none, suggestions_json
 from runwatch.service.http.series import ColumnCache, downsample
 from runwatch.service.http.stream import EventStream
+from runwatch.service.http.tls_site import HttpsSite
 from runwatch.service.store_backends import store_unavailable
 from runwatch.service.tokens import Principal
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
@@ -237,14 +238,17 @@ class Dashboard:
         s = self.server.settings
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, s.http_host, s.http_port, ssl_context=self.ssl, reuse_address=True)
+        if self.ssl is None:
+            site = web.TCPSite(runner, s.http_host, s.http_port, reuse_address=True)
+        else:
+            site = HttpsSite(runner, s.http_host, s.http_port, self.ssl)  # plain HTTP gets a redirect, not silence
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise OSError(f"cannot bind the dashboard to {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = site.port if isinstance(site, HttpsSite) else runner.addresses[0][1]
         scheme = "https" if self.ssl else "http"
         log.info(
             "dashboard and /metrics on %s://%s:%d/", scheme, s.http_host, self.port,

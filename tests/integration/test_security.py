@@ -11,9 +11,13 @@ import ipaddress
 import json
 import math
 import os
+import socket
+import ssl
 import stat
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -142,6 +146,30 @@ def test_tls_serves_tls_clients_and_refuses_plaintext(start_server, pki):
     with make_channel(target, ca_file=pki["ca"], token="") as channel:
         (info,) = _list_runs(channel)
         assert info.event_count == 5  # nothing changed by the refused clients
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+    return reply
+
+
+def test_the_https_dashboard_redirects_plain_http_instead_of_an_empty_reply(start_server, pki):
+    srv, _ = start_server(tls_cert=pki["server_cert"], tls_key=pki["server_key"], http_port=0)
+    port = srv.server.http_port
+    trusting = ssl.create_default_context(cafile=pki["ca"])
+    with urllib.request.urlopen(f"https://localhost:{port}/healthz", context=trusting, timeout=10) as page:
+        assert page.status == 200 and page.read().startswith(b"ok")
+    plain = _raw_http(port, b"GET /runs?project=a HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % port)
+    assert plain.startswith(b"HTTP/1.1 301 ") and f"Location: https://localhost:{port}/runs?project=a".encode() in plain
+    assert _raw_http(port, b"\x00garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")  # not HTTP either: no redirect
+    with urllib.request.urlopen(f"https://localhost:{port}/healthz", context=trusting, timeout=10) as page:
+        assert page.status == 200  # TLS clients are served as before
+    with pytest.raises(urllib.error.URLError):  # and a client that does not trust the certificate is refused
+        urllib.request.urlopen(f"https://localhost:{port}/healthz", context=ssl.create_default_context(), timeout=10)
 
 
 def test_mtls_refuses_clients_without_a_certificate_of_its_ca(start_server, pki):
