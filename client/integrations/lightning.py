@@ -137,7 +137,10 @@ def classes_for(pl: Any) -> SimpleNamespace:
         ----------
         project, run_id, target, config, tags
             As for :func:`runwatch.client.init` (``config`` is merged with
-            what Lightning passes to ``log_hyperparams``).
+            what Lightning passes to ``log_hyperparams``). A fit resumed with
+            ``ckpt_path`` continues its run with ``resume=True`` and the same
+            ``run_id`` (Lightning opens the logger's run before it reads the
+            checkpoint, so the logger cannot tell by itself).
         canonical_names
             Map Lightning names onto runwatch's (``train_loss`` -> ``loss``, ...).
         finish_on_finalize

@@ -299,6 +299,47 @@ def huggingface_clipped(target: str, work: Path) -> dict:
     }
 
 
+def lightning_resumed(target: str, work: Path) -> dict:
+    """A fit stopped at step 12, then resumed (``resume=True``) from its step-6 checkpoint up to step 20."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
+    from runwatch.service.demo_training import build_model
+
+    class Classifier(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = build_model("healthy")
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    def fit(max_steps: int, ckpt_path: str | None) -> dict:
+        lg = RunwatchLogger(project="lightning", run_id="pl-resumed", target=target, spool_dir=False,
+                            finish_on_finalize=False, resume=ckpt_path is not None)
+        saver = ModelCheckpoint(dirpath=work / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
+        trainer = pl.Trainer(
+            max_steps=max_steps, logger=lg, callbacks=[saver, RunwatchCallback()], accelerator="cpu",
+            log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
+        )
+        trainer.fit(Classifier(), _digits_loader(shuffle=False), ckpt_path=ckpt_path)
+        return _finish(lg)
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    first = fit(12, None)
+    second = fit(20, str(work / "ckpt" / "step=6.ckpt"))
+    return {"first": first, "second": second}
+
+
 def huggingface_resumed(target: str, work: Path) -> dict:
     """A Trainer stopped at step 12, then resumed from its step-6 checkpoint up to step 20, with one run id."""
     import transformers
@@ -333,7 +374,7 @@ if __name__ == "__main__":
     scenarios = {
         "lightning": lightning, "huggingface": huggingface, "lightning_lr_monitor": lightning_lr_monitor,
         "lightning_log_every_50": lightning_log_every_50, "huggingface_clipped": huggingface_clipped,
-        "huggingface_resumed": huggingface_resumed,
+        "huggingface_resumed": huggingface_resumed, "lightning_resumed": lightning_resumed,
     }
     result = scenarios[which](target, work)
     print("RESULT " + json.dumps(result))

@@ -166,3 +166,14 @@ def test_a_huggingface_trainer_resumed_from_a_checkpoint_continues_its_run(serve
     losses = stored_points(srv.target, "hf-resumed", "loss")  # each step once: steps 7-12 came twice
     assert sorted(losses) == list(range(1, 21))
     assert result["duplicates"] >= 6
+
+
+@needs("pytorch_lightning")
+def test_a_lightning_fit_resumed_from_a_checkpoint_continues_its_named_run(server, tmp_path):
+    srv, _ = server
+    result = train("lightning_resumed", srv.target, tmp_path)
+    assert result["first"]["finish"] and result["second"]["finish"], result
+    assert result["second"]["duplicates"] >= 6 and result["second"]["rejected"] == 0
+    info = get_run(srv.target, "pl-resumed").run
+    assert info.status == runs_pb2.RUN_STATUS_FINISHED and info.last_step == 19
+    assert sorted(stored_points(srv.target, "pl-resumed", "loss")) == list(range(20))
