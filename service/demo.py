@@ -7,14 +7,16 @@ up past what the net can take (SGD with momentum on a squared error, and
 plain SGD on cross-entropy towards 40x a good rate), one that overfits, and
 one whose learning rate is far too small to learn anything. A diverging
 run's trainer also prints its stop message as text (``run.log_text``), which
-runwatch reads like any log line. A per-run summary and six checks close the
+runwatch reads like any log line. A per-run summary and seven checks close the
 demo: the diverging run is flagged before its loss becomes non-finite, its
 text message raises a LOG_PATTERN alert, the learned divergence forecaster
 predicts the overshooting run's divergence before its loss turns non-finite,
 the healthy run is never flagged, the overfitting run is flagged as such, and
-the run that does not learn is flagged by the ``no_learning`` rule. Then a
-deployment whose only telemetry is its text-generation server's router log
-(:mod:`runwatch.service.demo_serving`) is streamed as text: the seventh check
+the run that does not learn is flagged by the ``no_learning`` rule. The healthy
+run's job is also preempted half-way and resumed under the same run id
+(:class:`PreemptedJob`): one run, the re-logged steps dropped as duplicates.
+Then a deployment whose only telemetry is its text-generation server's router log
+(:mod:`runwatch.service.demo_serving`) is streamed as text: the eighth check
 is its LATENCY alert once decoding slows down.
 """
 
@@ -31,11 +33,12 @@ from pathlib import Path
 import grpc
 
 from runwatch.service.background import BackgroundServer
-from runwatch.service.formatting import format_anomaly, format_suggestions, kind_name
+from runwatch.service.formatting import format_anomaly, format_suggestions, kind_name, status_name
 from runwatch.service.settings import ServiceSettings
-from runwatch.v1 import anomaly_pb2, service_pb2, service_pb2_grpc
+from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
 
 ORDER = ("healthy", "diverging", "overshooting", "overfitting", "not_learning")
+PREEMPT_AT, CHECKPOINT_AT = 150, 140  # the healthy run's job is preempted here and restarts from that checkpoint
 
 
 @dataclass
@@ -48,6 +51,8 @@ class RunOutcome:
     first_nonfinite_step: int | None
     final_val_acc: float
     anomalies: list[anomaly_pb2.Anomaly] = field(default_factory=list)
+    #: For the preempted run: (status, events stored, re-logged steps the server dropped as duplicates).
+    resumed: tuple[int, int, int] | None = None
 
     @property
     def flags(self) -> list[anomaly_pb2.Anomaly]:
@@ -60,6 +65,27 @@ class RunOutcome:
 
     def kinds(self) -> set[str]:
         return {kind_name(a.kind) for a in self.flags}
+
+
+class PreemptedJob:
+    """Logs a run the way a preempted job does: at ``PREEMPT_AT`` its client ends the run (SIGTERM) and a
+    new one resumes it (``resume=True``), re-logging the steps since its ``CHECKPOINT_AT`` checkpoint, as a
+    job restarted from that checkpoint would; the server drops those as duplicates. (The demo's training
+    itself goes on in this process: what is shown is the run's side of a restart.)"""
+
+    def __init__(self, run, reopen: Callable[[], object]) -> None:
+        self.run, self.reopen = run, reopen
+        self.since_checkpoint: list[tuple[int, dict]] = []
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        if step == PREEMPT_AT:
+            self.run.finish("killed", reason="SIGTERM (preempted)")
+            self.run = self.reopen()
+            for at, logged in self.since_checkpoint:
+                self.run.log(logged, step=at)
+        if CHECKPOINT_AT <= step < PREEMPT_AT:
+            self.since_checkpoint.append((step, dict(metrics)))
+        self.run.log(metrics, step=step)
 
 
 @dataclass
@@ -101,6 +127,7 @@ def _checks(outcomes: dict[str, RunOutcome], serving: list[anomaly_pb2.Anomaly])
             predicted is not None and overflow is not None and predicted < overflow,
         ),
         (f"healthy run never flagged ({len(healthy.flags)} alerts)", not healthy.flags),
+        _resume_check(healthy),
         ("overfitting run flagged as OVERFITTING", "OVERFITTING" in overfit.kinds()),
         (
             f"run with a far too small learning rate flagged as not learning at step {not_learning or '-'}",
@@ -113,6 +140,15 @@ def _checks(outcomes: dict[str, RunOutcome], serving: list[anomaly_pb2.Anomaly])
             and all(a.first_step >= SLOW_FROM for a in serving if a.severity >= anomaly_pb2.SEVERITY_WARNING),
         ),
     ]
+
+
+def _resume_check(o: RunOutcome) -> tuple[str, bool]:
+    status, stored, duplicates = o.resumed or (0, 0, 0)
+    text = (
+        f"healthy run preempted at step {PREEMPT_AT} and resumed from its step-{CHECKPOINT_AT} checkpoint: one "
+        f"{status_name(status)} run of {stored} events, the {duplicates} re-logged steps dropped as duplicates"
+    )
+    return text, status == runs_pb2.RUN_STATUS_FINISHED and stored == o.steps and duplicates == PREEMPT_AT - CHECKPOINT_AT
 
 
 SLOW_FROM = 200  # the request from which the demo deployment decodes ~4x slower
@@ -192,11 +228,17 @@ def run_demo(
             for name in ORDER:
                 run_id = f"demo-{name}-{suffix}"
                 out(f"{stamp()} training {name!r} as run {run_id} ...")
-                run = client.start_run(
-                    run_id=run_id, project="demo", hyperparameters=HYPERPARAMETERS[name],
-                    model=build_model(name, seed=seed), tags=[name],
-                )
-                summary = SCENARIOS[name](lambda step, metrics, run=run: run.log(metrics, step=step), seed=seed)
+                start = {"run_id": run_id, "project": "demo", "hyperparameters": HYPERPARAMETERS[name], "tags": [name]}
+                run = client.start_run(**start, model=build_model(name, seed=seed))
+                if name == "healthy":
+                    duplicates = client.stats().duplicates
+                    job = PreemptedJob(run, lambda start=start: client.start_run(**start, resume=True))
+                    summary = SCENARIOS[name](job, seed=seed)
+                    run = job.run
+                    out(f"{stamp()} {name!r} was preempted at step {PREEMPT_AT} (its run ended: SIGTERM) and resumed "
+                        f"from its step-{CHECKPOINT_AT} checkpoint under the same run id")
+                else:
+                    summary = SCENARIOS[name](lambda step, metrics, run=run: run.log(metrics, step=step), seed=seed)
                 bad = summary["first_nonfinite_step"]
                 if bad is not None:
                     # What a training script prints when it gives up (DETR's wording); runwatch reads text too.
@@ -206,6 +248,9 @@ def run_demo(
                 else:
                     run.finish("failed", reason=f"loss became non-finite at step {bad}")
                 outcomes[name] = RunOutcome(name, run_id, summary["steps"], bad, summary["final_val_acc"])
+                if name == "healthy":
+                    info = runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30).run
+                    outcomes[name].resumed = (info.status, info.event_count, client.stats().duplicates - duplicates)
                 # The watch stream and the final ack race; show the run's anomalies before its summary line.
                 raised = {a.id for a in runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=30).anomalies}
                 with shown_changed:

@@ -15,6 +15,8 @@ def test_demo_flags_divergence_early_and_leaves_healthy_run_alone(tmp_path):
     assert report.ok, "\n".join(lines)
     healthy, diverging, overshooting, overfit, stuck = (report.outcomes[n] for n in ORDER)
     assert healthy.flags == [] and healthy.final_val_acc > 0.9
+    # Preempted at step 150 and resumed under the same id: one finished run, the re-logged steps dropped.
+    assert healthy.resumed is not None and healthy.resumed[1:] == (300, 10)
     assert diverging.first_nonfinite_step is not None
     assert diverging.first_flag_step < diverging.first_nonfinite_step
     first = min(diverging.flags, key=lambda a: a.first_step)
@@ -49,4 +51,4 @@ def test_demo_command_exits_zero():
         [sys.executable, "-m", "runwatch.service.cli", "demo", "--seed", "1"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 7
+    assert done.stdout.count("[ok]") == 8
