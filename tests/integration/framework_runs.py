@@ -182,17 +182,17 @@ def _finish(lg) -> dict:
     }
 
 
-def lightning_lr_monitor(target: str, work: Path) -> dict:
-    """A metric logged at the batch's start (LearningRateMonitor's lr) before the callback's own at each step."""
+def _digits_classifier(configure):
+    """A LightningModule class: the demo's healthy MLP on digits, logging ``train_loss``; ``configure(module)``
+    answers ``configure_optimizers``."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor
 
-    from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
     from runwatch.service.demo_training import build_model
 
     class Classifier(pl.LightningModule):
         def __init__(self):
             super().__init__()
+            torch.manual_seed(0)
             self.net = build_model("healthy")
 
         def training_step(self, batch, _):
@@ -202,9 +202,23 @@ def lightning_lr_monitor(target: str, work: Path) -> dict:
             return loss
 
         def configure_optimizers(self):
-            opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return configure(self)
+
+    return Classifier
+
+
+def lightning_lr_monitor(target: str, work: Path) -> dict:
+    """A metric logged at the batch's start (LearningRateMonitor's lr) before the callback's own at each step."""
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
+
+    def configure(module):
+        opt = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    Classifier = _digits_classifier(configure)
 
     lg = RunwatchLogger(project="lightning", target=target, spool_dir=work / "spool", finish_on_finalize=False)
     cb = RunwatchCallback(watch_every=5)
@@ -305,22 +319,8 @@ def lightning_resumed(target: str, work: Path) -> dict:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from runwatch.client.integrations.lightning import RunwatchCallback, RunwatchLogger
-    from runwatch.service.demo_training import build_model
 
-    class Classifier(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.net = build_model("healthy")
-
-        def training_step(self, batch, _):
-            x, y = batch
-            loss = F.cross_entropy(self.net(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
+    Classifier = _digits_classifier(lambda module: torch.optim.Adam(module.parameters(), lr=1e-3))
 
     def fit(max_steps: int, ckpt_path: str | None) -> dict:
         lg = RunwatchLogger(project="lightning", run_id="pl-resumed", target=target, spool_dir=False,
