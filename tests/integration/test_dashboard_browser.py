@@ -271,6 +271,29 @@ def test_a_run_without_steps_shows_a_dash_for_its_last_step(dashboard, browser):
     assert browser.execute_script("return document.getElementById('run-facts').innerText").startswith("last step - ·")
 
 
+def test_the_other_layers_of_an_incident_are_folded_under_it(dashboard, browser):
+    srv, base = dashboard
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="dead-layers", project="layers")
+    for step in range(200):  # fc1 and fc2 stop getting gradients at step 100; fc3 still does
+        m = {"loss": 2.3 / math.sqrt(1 + min(step, 100) / 10) * (1 + 0.01 * math.sin(step)), "lr": 1e-3}
+        for i, layer in enumerate(("fc1", "fc2", "fc3")):
+            m[f"grad_norm/{layer}"] = 0.0 if step >= 100 and layer != "fc3" else 0.4 + 0.05 * math.sin(step / (3 + i))
+        batch.events.add(run_id="dead-layers", step=step).metrics.update(m)
+    with grpc.insecure_channel(srv.target) as channel:
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+    open_page(browser, f"{base}/runs/dead-layers")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#incidents > div")
+    fold = browser.find_element(By.CSS_SELECTOR, "#incidents > details.folded")
+    assert [r.find_element(By.TAG_NAME, "b").text for r in rows][:1] == ["VANISHING_GRADIENT"]
+    assert fold.find_element(By.TAG_NAME, "summary").text.startswith("+ 1 INFO finding(s) of the incidents above")
+    assert not fold.get_attribute("open")  # closed until asked
+    fold.find_element(By.TAG_NAME, "summary").click()
+    (folded,) = fold.find_elements(By.CSS_SELECTOR, "div[data-id]")
+    assert "grad_norm/fc2" in folded.text and "part of the VANISHING_GRADIENT incident" in folded.text
+    shot(browser, "folded-incidents.png")
+
+
 def test_compare_shows_the_runs_the_token_may_read_and_says_which_it_left_out(start_server, tmp_path, browser):
     tokens = tmp_path / "tokens.json"
     viewer, _ = create_token(tokens, projects=["vision"], scopes=["read"])
