@@ -172,6 +172,25 @@ def test_the_https_dashboard_redirects_plain_http_instead_of_an_empty_reply(star
         urllib.request.urlopen(f"https://localhost:{port}/healthz", context=ssl.create_default_context(), timeout=10)
 
 
+def test_the_https_dashboard_with_client_certificates_serves_only_clients_of_its_ca(start_server, pki):
+    srv, _ = start_server(
+        tls_cert=pki["server_cert"], tls_key=pki["server_key"], tls_client_ca=pki["ca"], http_port=0,
+    )
+    url = f"https://localhost:{srv.server.http_port}/healthz"
+    ours = ssl.create_default_context(cafile=pki["ca"])
+    ours.load_cert_chain(pki["client_cert"], pki["client_key"])
+    with urllib.request.urlopen(url, context=ours, timeout=10) as page:
+        assert page.status == 200
+    for cert, key in ((None, None), (pki["stranger_cert"], pki["stranger_key"])):
+        theirs = ssl.create_default_context(cafile=pki["ca"])
+        if cert:
+            theirs.load_cert_chain(cert, key)
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(url, context=theirs, timeout=10).read()
+    with urllib.request.urlopen(url, context=ours, timeout=10) as page:
+        assert page.status == 200  # refused handshakes leave the listener serving
+
+
 def test_mtls_refuses_clients_without_a_certificate_of_its_ca(start_server, pki):
     srv, _ = start_server(tls_cert=pki["server_cert"], tls_key=pki["server_key"], tls_client_ca=pki["ca"])
     target = _tls_target(srv)
