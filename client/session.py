@@ -292,7 +292,13 @@ class RunwatchClient:
         runs = service_pb2_grpc.RunServiceStub(self.channel)
         try:
             info = runs.GetRun(service_pb2.GetRunRequest(run_id=run_id), timeout=RESUME_LOOKUP_TIMEOUT).run
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # not found: a resume of a new run, which starts at 0
+                logger.warning(
+                    "runwatch: could not ask %s where run %s left off (%s); log() without step= starts at 0, and "
+                    "steps the server already has are dropped as duplicates: pass step= to continue it",
+                    self.target, run_id, exc.code().name,
+                )
             return -1
         return int(info.last_step) if info.event_count else -1
 

@@ -47,3 +47,19 @@ def test_resume_env_var_is_read_and_a_typo_is_named(server, monkeypatch):
     run = rw.init(project="resume", run_id="job-8", target=srv.target, spool_dir=False, system_metrics=False)
     assert run.start_message.resume and run.step == 0  # a run resumed before it existed is simply opened
     assert run.finish(timeout=30)
+
+
+def test_a_resume_that_cannot_reach_the_server_says_how_steps_will_be_counted(tmp_path, caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{s.getsockname()[1]}"
+    run = rw.init(project="resume", run_id="job-9", target=nobody, spool_dir=tmp_path / "spool",
+                  system_metrics=False, capture_env=False, resume=True)
+    try:
+        assert run.step == 0
+        (warning,) = [r.getMessage() for r in caplog.records if "left off" in r.getMessage()]
+        assert "job-9" in warning and "pass step=" in warning
+    finally:
+        run.finish(timeout=0)
