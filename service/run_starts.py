@@ -199,8 +199,8 @@ def resume_start(
     >>> new = runs_pb2.RunStart(run_id="r1", project="a", start_time=9.0, resume=True)
     >>> new.hyperparameters.update({"lr": 0.05, "epochs": 3})
     >>> merged, conflict, kept = resume_start(rec, new)
-    >>> merged.start_time, dict(merged.hyperparameters), conflict, kept
-    (5.0, {'lr': 0.1, 'epochs': 3.0}, None, ['hyperparameters.lr'])
+    >>> merged.start_time, sorted(merged.hyperparameters.items()), conflict, kept
+    (5.0, [('epochs', 3.0), ('lr', 0.1)], None, ['hyperparameters.lr'])
     >>> resume_start(rec, runs_pb2.RunStart(run_id="r1", project="b", resume=True))[1]
     ('project', "run 'r1' already started with project 'a', got 'b'")
     """
