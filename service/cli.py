@@ -13,7 +13,7 @@ import grpc
 import typer
 from pydantic import ValidationError
 
-from runwatch.service.formatting import format_anomaly, format_runs, format_suggestions, format_summary
+from runwatch.service.formatting import folded_under, format_anomaly, format_runs, format_suggestions, format_summary
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
@@ -251,6 +251,7 @@ def watch(
     run: Annotated[str, typer.Option(help="only this run id")] = "",
     min_severity: Annotated[str, typer.Option(help="INFO, WARNING, ERROR or CRITICAL")] = "INFO",
     history: Annotated[bool, typer.Option(help="first print stored anomalies")] = False,
+    all_anomalies: Annotated[bool, typer.Option("--all", help="also INFO findings attributed to another incident (its other layers, symptoms)")] = False,
     token: TokenOption = None,
     ca_file: CaFileOption = None,
     client_cert: ClientCertOption = None,
@@ -272,18 +273,21 @@ def watch(
                 typer.echo(f"note: no run {run!r} on {target} yet; waiting for its anomalies (Ctrl-C to stop)", err=True)
             elif not run:  # a server that is not there at all is an error, not a restart to wait out
                 service_pb2_grpc.RunServiceStub(channel).ListRuns(service_pb2.ListRunsRequest(limit=1), timeout=30)
-            _follow_anomalies(channel, target, project, run, severity, history)
+            _follow_anomalies(channel, target, project, run, severity, history, all_anomalies)
         except grpc.RpcError as exc:
             _rpc_error(exc, target)
         except KeyboardInterrupt:
             pass
 
 
-def _follow_anomalies(channel: grpc.Channel, target: str, project: str, run: str, severity: int, history: bool) -> None:
+def _follow_anomalies(
+    channel: grpc.Channel, target: str, project: str, run: str, severity: int, history: bool, all_anomalies: bool = False
+) -> None:
     """Print anomalies until Ctrl-C; across a lost server, reconnect and print what was raised meanwhile.
 
     A reconnection asks for the stored anomalies too, and prints those detected since the watch began (all of
     them with ``history``) that it has not printed yet: what a restart's gap would otherwise lose, and no repeats.
+    INFO findings attributed to another incident (its other layers, its symptoms) are left out unless ``all_anomalies``.
     """
     stub = service_pb2_grpc.WatchServiceStub(channel)
     began = time.time()
@@ -300,6 +304,8 @@ def _follow_anomalies(channel: grpc.Channel, target: str, project: str, run: str
                     reconnecting, wait = False, 0.5
                 key = (anomaly.id, anomaly.revision)
                 if key in printed or (not history and anomaly.detected_time < began):
+                    continue
+                if not all_anomalies and folded_under(anomaly) is not None:
                     continue
                 printed.add(key)
                 typer.echo(format_anomaly(anomaly))

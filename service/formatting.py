@@ -58,7 +58,7 @@ def format_runs(runs: list[service_pb2.RunInfo]) -> str:
 _FOLDED = re.compile(r"\[INFO: (part|symptom) of the (\w+) incident at step (-?\d+)")
 
 
-def _folded_under(a: anomaly_pb2.Anomaly) -> tuple[str, str, int] | None:
+def folded_under(a: anomaly_pb2.Anomaly) -> tuple[str, str, int] | None:
     """``(part|symptom, root kind, root step)`` of an INFO finding that belongs to another incident, else None."""
     if a.severity != anomaly_pb2.SEVERITY_INFO:
         return None
@@ -89,7 +89,7 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30, all_anomali
         lines.append("  anomalies:")
         folded: Counter = Counter()
         for a in s.anomalies:
-            under = None if all_anomalies else _folded_under(a)
+            under = None if all_anomalies else folded_under(a)
             if under is None:
                 lines.append("    " + format_anomaly(a))
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -99,6 +100,33 @@ def test_watch_prints_history_then_follows(served):
     seed_run(target)
     line = first_line_of_watch("--target", target, "--history", "--min-severity", "critical")
     assert line.startswith("cli-run") and "NONFINITE" in line and "CRITICAL" in line
+
+
+def test_watch_leaves_out_the_other_layers_of_an_incident_unless_all_is_asked(served):
+    _, target, _ = served
+    batch = runs_pb2.EventBatch()
+    batch.starts.add(run_id="dead-layers", project="cli")
+    for step in range(200):  # fc1 and fc2 stop getting gradients at step 100; fc3 still does
+        m = {"loss": 2.3 / (1 + min(step, 100) / 10) ** 0.5, "lr": 1e-3}
+        for i, layer in enumerate(("fc1", "fc2", "fc3")):
+            m[f"grad_norm/{layer}"] = 0.0 if step >= 100 and layer != "fc3" else 0.4 + 0.05 * math.sin(step / (3 + i))
+        batch.events.add(run_id="dead-layers", step=step).metrics.update(m)
+    with grpc.insecure_channel(target) as channel:
+        service_pb2_grpc.IngestServiceStub(channel).Ingest(batch, timeout=30)
+
+    def lines(*extra: str) -> list[str]:
+        watcher = subprocess.Popen([*RUNWATCH, "watch", "--target", target, "--history", "--run", "dead-layers", *extra],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, _ = watcher.communicate(timeout=8)
+        except subprocess.TimeoutExpired:  # it follows forever: what it printed by then
+            watcher.kill()
+            out, _ = watcher.communicate(timeout=10)
+        return [line for line in out.splitlines() if "VANISHING_GRADIENT" in line]
+
+    default, everything = lines(), lines("--all")
+    assert len(default) == 1 and "grad_norm/fc1" in default[0] and "ERROR" in default[0]
+    assert len(everything) == 2 and any("part of the VANISHING_GRADIENT incident" in line for line in everything)
 
 
 def test_watching_a_run_that_does_not_exist_yet_says_so(served):
