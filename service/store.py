@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +147,9 @@ class RunStore:
             conn = self._writer_conn
             try:
                 backend.begin(conn)
-                for op in merged_appends(op for ops, _ in pending for op in ops):
-                    op(conn)
+                for ops, _ in pending:
+                    for op in ops:
+                        op(conn)
                 backend.commit(conn)
                 if warned:
                     log.warning("store: writing again after a lost connection")
@@ -443,83 +443,20 @@ def open_run_op(start: runs_pb2.RunStart, status: int) -> WriteOp:
     return op
 
 
-@dataclass(frozen=True, slots=True)
-class AppendEvents:
-    """The write of one chunk of a run's events (serialized ``EventBatch`` bytes): a :data:`WriteOp`.
-
-    Chunks of one run committed together are joined into one row by :func:`merged_appends`.
-    """
-
-    run_id: str
-    first_step: int
-    last_step: int
-    n: int
-    blob: bytes
-    last_time: float
-
-    def __call__(self, conn: Connection) -> None:
+def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
+    def op(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO event_chunks (run_id, first_step, last_step, n_events, events) VALUES (?, ?, ?, ?, ?)",
-            (self.run_id, self.first_step, self.last_step, self.n, self.blob),
+            (run_id, first_step, last_step, n, blob),
         )
         conn.execute(
             "UPDATE runs SET event_count = event_count + ?, "
             "last_step = CASE WHEN last_step > ? THEN last_step ELSE ? END, "
             "last_event_time = CASE WHEN last_event_time > ? THEN last_event_time ELSE ? END WHERE run_id = ?",
-            (self.n, self.last_step, self.last_step, self.last_time, self.last_time, self.run_id),
+            (n, last_step, last_step, last_time, last_time, run_id),
         )
 
-
-def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
-    return AppendEvents(run_id, first_step, last_step, n, blob, last_time)
-
-
-#: The largest chunk :func:`merged_appends` makes of several (a bigger one is started instead).
-MAX_MERGED_CHUNK_BYTES = 1 << 22
-
-
-def merged_appends(ops: Iterable[WriteOp], max_bytes: int = MAX_MERGED_CHUNK_BYTES) -> list[WriteOp]:
-    """``ops`` with each run's consecutive event chunks joined into one, in the place of the first.
-
-    Small batches (an SDK flushing every few steps, a Kafka record per step) arrive many to a commit, and
-    each chunk cost a row insert and a run update; one row per run and commit costs one of each.
-    Serialized ``EventBatch`` messages concatenate into one holding their events in order (protobuf
-    appends repeated fields), so the stored events read back the same. A chunk whose steps go back (text
-    lines read after later metrics) or that would pass ``max_bytes`` starts a new one. Other operations keep
-    their order.
-
-    Examples
-    --------
-    >>> a = append_events_op("r", 0, 4, 5, b"<0-4>", 1.0)
-    >>> joined = merged_appends([a, append_events_op("s", 0, 0, 1, b"<s>", 2.0), append_events_op("r", 5, 9, 5, b"<5-9>", 3.0)])
-    >>> [(op.run_id, op.first_step, op.last_step, op.n, op.blob, op.last_time) for op in joined]
-    [('r', 0, 9, 10, b'<0-4><5-9>', 3.0), ('s', 0, 0, 1, b'<s>', 2.0)]
-    """
-    out: list[WriteOp] = []
-    joining: dict[str, int] = {}  # run id -> index in ``out`` of the chunk its next ones join
-    parts: dict[int, list[AppendEvents]] = {}
-    size: dict[int, int] = {}
-    for op in ops:
-        if type(op) is AppendEvents:
-            i = joining.get(op.run_id)
-            if (
-                i is not None
-                and op.first_step >= parts[i][-1].last_step  # steps stay in order within a chunk
-                and size[i] + len(op.blob) <= max_bytes
-            ):
-                parts[i].append(op)
-                size[i] += len(op.blob)
-                continue
-            i = joining[op.run_id] = len(out)
-            parts[i], size[i] = [op], len(op.blob)
-        out.append(op)
-    for i, chunk in parts.items():
-        if len(chunk) > 1:
-            out[i] = AppendEvents(
-                chunk[0].run_id, min(p.first_step for p in chunk), max(p.last_step for p in chunk),
-                sum(p.n for p in chunk), b"".join(p.blob for p in chunk), max(p.last_time for p in chunk),
-            )
-    return out
+    return op
 
 
 def append_logs_op(rows: list[tuple[str, float, int, int, str]]) -> WriteOp:

@@ -87,8 +87,8 @@ def test_runs_are_listed_newest_first_filtered_and_counted(store):
 
 def test_events_are_chunked_counted_and_read_incrementally(store):
     store.open_run(runs_pb2.RunStart(run_id="r", project="p", start_time=1.0))
-    store.submit([append_events_op("r", 0, 9, 10, _events("r", range(10)), 11.0)]).result()  # one commit each:
-    store.submit([append_events_op("r", 10, 19, 10, _events("r", range(10, 20)), 21.0)]).result()  # two chunks
+    store.submit([append_events_op("r", 0, 9, 10, _events("r", range(10)), 11.0)])
+    store.submit([append_events_op("r", 10, 19, 10, _events("r", range(10, 20)), 21.0)])
     store.flush()
     info = store.get_run("r")
     assert (info.event_count, info.last_step, info.last_event_time) == (20, 19, 21.0)
@@ -104,22 +104,6 @@ def test_events_are_chunked_counted_and_read_incrementally(store):
     summaries = {m.name: m for m in store.metric_summaries("r")}
     assert summaries["loss"].count == 21 and summaries["loss"].last_step == 19
     assert summaries["loss"].max == pytest.approx(1.0) and summaries["loss"].min == pytest.approx(1 / 20)
-
-
-def test_a_runs_chunks_committed_together_are_stored_as_one_row(store):
-    store.open_run(runs_pb2.RunStart(run_id="r", project="p", start_time=1.0))
-    store.open_run(runs_pb2.RunStart(run_id="s", project="p", start_time=1.0)).result()
-    one_event_batches = [append_events_op("r", k, k, 1, _events("r", range(k, k + 1)), 1.0 + k) for k in range(50)]
-    store.submit([*one_event_batches[:25], append_events_op("s", 0, 0, 1, _events("s", range(1)), 2.0),
-                  *one_event_batches[25:]]).result()
-    assert len(store.event_chunks("r")) == 1 and len(store.event_chunks("s")) == 1
-    assert [e.step for e in store.events("r")] == list(range(50))
-    info = store.get_run("r")
-    assert (info.event_count, info.last_step, info.last_event_time) == (50, 49, 50.0)
-    # Steps that go back (lines read after later metrics) start a chunk of their own: chunks stay in step order.
-    store.submit([append_events_op("r", 60, 61, 2, _events("r", range(60, 62)), 62.0),
-                  append_events_op("r", 55, 55, 1, _events("r", range(55, 56)), 63.0)]).result()
-    assert len(store.event_chunks("r")) == 3 and [e.step for e in store.events("r")][-3:] == [55, 60, 61]
 
 
 def test_nonfinite_values_and_binary_records_survive_the_round_trip(store):
