@@ -154,11 +154,16 @@ async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
             return conn.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             readable = loop.create_future()
-            loop.add_reader(conn.fileno(), readable.set_result, None)
+            loop.add_reader(conn.fileno(), _wake, readable)
             try:
                 await readable
             finally:
                 loop.remove_reader(conn.fileno())
+
+
+def _wake(readable: asyncio.Future) -> None:
+    if not readable.done():  # a reader callback already queued when the waiter removed it must not fail
+        readable.set_result(None)
 
 
 async def _read_head(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
