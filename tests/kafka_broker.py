@@ -55,25 +55,37 @@ class TansuBroker:
         last = ""
         for _ in range(attempts):
             self.port = free_port()
-            url = f"tcp://127.0.0.1:{self.port}"
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                     "--storage-engine", "memory://tansu/"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                    time.sleep(0.1)
-                    if self.proc.poll() is None:
-                        return self
-                except OSError:
-                    time.sleep(0.05)
+            if self._launch():
+                return self
             last = f"exit code {self.proc.poll()}"
             self.stop()
         raise RuntimeError(f"Tansu broker did not start ({last}); log: {self.log_path}")
+
+    def restart_empty(self) -> None:
+        """Stop and start again on the same port with nothing in it (memory storage: every topic is lost)."""
+        self.stop()
+        if not self._launch():
+            raise RuntimeError(f"Tansu broker did not come back on port {self.port}; log: {self.log_path}")
+
+    def _launch(self) -> bool:
+        """Run the broker on ``self.port``; True once the port answers and the process is still alive."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                time.sleep(0.1)
+                if self.proc.poll() is None:
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
 
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)

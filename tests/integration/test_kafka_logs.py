@@ -193,27 +193,6 @@ def test_forwarded_records_say_where_they_came_from(kafka_broker, kcat, tmp_path
         srv.stop()
 
 
-def restart_empty(broker) -> None:
-    """Stop ``broker`` and start it again on the same port with nothing in it (memory storage: every topic lost)."""
-    port = broker.port
-    broker.stop()
-    url = f"tcp://127.0.0.1:{port}"
-    with open(broker.log_path, "ab") as log:
-        broker.proc = subprocess.Popen(
-            [broker.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline and broker.proc.poll() is None, "the broker did not come back"
-            time.sleep(0.05)
-
-
 def test_topics_lost_by_the_broker_are_read_again_once_recreated(own_broker, tmp_path, caplog):
     """Sweep item 2: a broker that came back empty, its topics recreated by producers one after the other.
 
@@ -242,7 +221,7 @@ def test_topics_lost_by_the_broker_are_read_again_once_recreated(own_broker, tmp
         assert consumer.ready.wait(30), "no partitions assigned in 30 s"
         assert f"assigned partitions [0, 1, 2, 3]: {both} (new [0, 1, 2, 3], lost [])" in logged()
 
-        restart_empty(own_broker)
+        own_broker.restart_empty()
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=2)
         # A producer recreates the ingest topic first (Tansu creates a topic on its first record) ...
         opening = runs_pb2.EventBatch(starts=[runs_pb2.RunStart(run_id="back-ev", project="p")])
