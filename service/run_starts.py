@@ -127,7 +127,6 @@ def merge_start(
     >>> list(merged.tags), merged.framework  # filled in; what the new one left unset is kept
     (['x'], 'torch')
     """
-    run_id = new.run_id
     if implicit:
         merged = runs_pb2.RunStart()
         merged.CopyFrom(new)
@@ -135,49 +134,7 @@ def merge_start(
         if not new.start_time:
             merged.start_time = recorded.start_time
         return merged, None
-
-    merged = runs_pb2.RunStart()
-    merged.CopyFrom(recorded)
-    changed = False
-    # Fields whose unset value has a meaning of its own ("" = default project, 0 = training).
-    if (new.project or "default") != (recorded.project or "default"):
-        return None, _conflict(run_id, "project", recorded.project or "default", new.project or "default")
-    if (new.kind or runs_pb2.RUN_KIND_TRAINING) != (recorded.kind or runs_pb2.RUN_KIND_TRAINING):
-        return None, _conflict(
-            run_id, "kind", runs_pb2.RunKind.Name(recorded.kind or 1), runs_pb2.RunKind.Name(new.kind or 1)
-        )
-    if new.start_time and new.start_time != recorded.start_time:
-        return None, _conflict(run_id, "start_time", recorded.start_time, new.start_time)
-
-    if new.framework and new.framework != recorded.framework:
-        if recorded.framework:
-            return None, _conflict(run_id, "framework", recorded.framework, new.framework)
-        merged.framework = new.framework
-        changed = True
-    if new.tags and list(new.tags) != list(recorded.tags):
-        if recorded.tags:
-            return None, _conflict(run_id, "tags", list(recorded.tags), list(new.tags))
-        merged.tags.extend(new.tags)
-        changed = True
-    if new.architecture.ByteSize() and new.architecture != recorded.architecture:
-        if recorded.architecture.ByteSize():
-            where = _first_difference("architecture", recorded.architecture, new.architecture)
-            return None, (where, f"run {run_id!r} already started with another architecture; {where} differs")
-        merged.architecture.CopyFrom(new.architecture)
-        changed = True
-    for key, value in new.environment.items():
-        old = recorded.environment.get(key)
-        if old is None:
-            merged.environment[key] = value
-            changed = True
-        elif old != value:
-            return None, _conflict(run_id, key_path("environment", key), old, value)
-    if new.HasField("hyperparameters"):
-        added, v = _merge_struct(run_id, "hyperparameters", merged.hyperparameters, new.hyperparameters)
-        if v:
-            return None, v
-        changed |= added
-    return (merged if changed else None), None
+    return _merge(recorded, new, kept=None)
 
 
 def resume_start(
@@ -204,38 +161,68 @@ def resume_start(
     >>> resume_start(rec, runs_pb2.RunStart(run_id="r1", project="b", resume=True))[1]
     ('project', "run 'r1' already started with project 'a', got 'b'")
     """
+    kept: list[str] = []
+    merged, v = _merge(recorded, new, kept)
+    return merged, v, [] if v else kept
+
+
+def _merge(
+    recorded: runs_pb2.RunStart, new: runs_pb2.RunStart, kept: list[str] | None
+) -> tuple[runs_pb2.RunStart | None, Violation | None]:
+    """``new`` applied to ``recorded`` field by field: filled in where unset, new keys added.
+
+    Project and kind must match. Otherwise, with ``kept`` None a differing value is the conflict returned; with a
+    list (a resume) the recorded value stays, its path is appended for the fields a person sets (hyperparameters,
+    framework, tags, architecture), and a new start time or environment fact is no difference at all.
+    """
     run_id = new.run_id
+    # Fields whose unset value has a meaning of its own ("" = default project, 0 = training).
     if (new.project or "default") != (recorded.project or "default"):
-        return None, _conflict(run_id, "project", recorded.project or "default", new.project or "default"), []
+        return None, _conflict(run_id, "project", recorded.project or "default", new.project or "default")
     if (new.kind or runs_pb2.RUN_KIND_TRAINING) != (recorded.kind or runs_pb2.RUN_KIND_TRAINING):
-        kinds = runs_pb2.RunKind.Name(recorded.kind or 1), runs_pb2.RunKind.Name(new.kind or 1)
-        return None, _conflict(run_id, "kind", *kinds), []
+        return None, _conflict(
+            run_id, "kind", runs_pb2.RunKind.Name(recorded.kind or 1), runs_pb2.RunKind.Name(new.kind or 1)
+        )
+    if kept is None and new.start_time and new.start_time != recorded.start_time:
+        return None, _conflict(run_id, "start_time", recorded.start_time, new.start_time)
+
     merged = runs_pb2.RunStart()
     merged.CopyFrom(recorded)
-    merged.resume = False  # the record is of the run, not of how a process joined it
-    changed, kept = False, []
+    changed = False
     if new.framework and new.framework != recorded.framework:
-        if recorded.framework:
-            kept.append("framework")
-        else:
+        if not recorded.framework:
             merged.framework, changed = new.framework, True
-    if new.tags and list(new.tags) != list(recorded.tags):
-        if recorded.tags:
-            kept.append("tags")
+        elif kept is None:
+            return None, _conflict(run_id, "framework", recorded.framework, new.framework)
         else:
+            kept.append("framework")
+    if new.tags and list(new.tags) != list(recorded.tags):
+        if not recorded.tags:
             merged.tags.extend(new.tags)
             changed = True
-    if new.architecture.ByteSize() and new.architecture != recorded.architecture:
-        if recorded.architecture.ByteSize():
-            kept.append("architecture")
+        elif kept is None:
+            return None, _conflict(run_id, "tags", list(recorded.tags), list(new.tags))
         else:
+            kept.append("tags")
+    if new.architecture.ByteSize() and new.architecture != recorded.architecture:
+        if not recorded.architecture.ByteSize():
             merged.architecture.CopyFrom(new.architecture)
             changed = True
+        elif kept is None:
+            where = _first_difference("architecture", recorded.architecture, new.architecture)
+            return None, (where, f"run {run_id!r} already started with another architecture; {where} differs")
+        else:
+            kept.append("architecture")
     for key, value in new.environment.items():
-        if key not in recorded.environment:
+        old = recorded.environment.get(key)
+        if old is None:
             merged.environment[key] = value
             changed = True
+        elif old != value and kept is None:
+            return None, _conflict(run_id, key_path("environment", key), old, value)
     if new.HasField("hyperparameters"):
-        added, _ = _merge_struct(run_id, "hyperparameters", merged.hyperparameters, new.hyperparameters, kept)
+        added, v = _merge_struct(run_id, "hyperparameters", merged.hyperparameters, new.hyperparameters, kept)
+        if v:
+            return None, v
         changed |= added
-    return (merged if changed else None), None, kept
+    return (merged if changed else None), None
