@@ -824,7 +824,7 @@ class DetectionPipeline:
         """
         steps = run.steps
         first = int(steps[0])
-        if first < 0 or first < state.last_step:
+        if first < 0 or first < state.last_step or first <= state.resumed_through:
             return None
         if len(steps) == 1:  # one event (the array checks below cost more than it does)
             return self._names_after_one(state, run.layouts[0].names, first, float(run.wall_times[0]))

@@ -125,3 +125,14 @@ def test_resumed_steps_stay_duplicates_after_the_run_moves_to_another_instance(p
         assert (replayed.ack.duplicates, replayed.ack.rejected) == (10, 0)
     finally:
         other.store.close()
+
+
+def test_a_resumed_runs_last_stored_step_is_a_duplicate_whatever_it_logs(pipeline):
+    ingest(pipeline, runs_pb2.EventBatch(starts=[start()]))
+    for b in events(0, 29):
+        ingest(pipeline, b)
+    ingest(pipeline, runs_pb2.EventBatch(ends=[runs_pb2.RunEnd(run_id="r")]))
+    ingest(pipeline, runs_pb2.EventBatch(starts=[start(resume=True)]))
+    again = runs_pb2.EventBatch()
+    again.events.add(run_id="r", step=29, wall_time=1.8e9).metrics["val/loss"] = 0.5  # a name step 29 lacked
+    assert (ingest(pipeline, again).ack.duplicates, pipeline.store.get_run("r").event_count) == (1, 30)
