@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from pydantic import Field, field_validator
@@ -60,6 +61,10 @@ CONSEQUENCES_DEFAULT = (
 # Vanishing gradients and update ratios are per-layer too: a collapsed 12-layer transformer raised one WARNING+ incident
 # per layer and kind (43 in a new user's run). As symptoms, the first is the root and the rest INFO; on the corpus
 # (test split, novel-21/22/27/39) the run-level numbers are unchanged.
+FOLDED_NOTE = re.compile(r"\[INFO: (part|symptom) of the (\w+) incident at step (-?\d+)")
+"""The note fusion appends to a finding it made INFO because another incident explains it (another layer of
+that incident, or a symptom of it): ``(part|symptom, root kind, root step)``. Readers fold such findings under
+their incident (``runwatch show``/``watch``, the dashboard's run page, whose app.js holds the same pattern)."""
 SYMPTOMS_DEFAULT = ("LOSS_SPIKE", "EXPLODING_GRADIENT", "DEAD_UNITS", "VANISHING_GRADIENT", "UPDATE_RATIO")
 LOSS_RESPONSE_DEFAULT = ("EXPLODING_GRADIENT",)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections import Counter
 
+from runwatch.models.fusion import FOLDED_NOTE
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
 
 
@@ -54,15 +54,13 @@ def format_runs(runs: list[service_pb2.RunInfo]) -> str:
     return "\n".join(lines)
 
 
-#: The note fusion (models/fusion.py) appends to a finding it made INFO because another incident explains it.
-_FOLDED = re.compile(r"\[INFO: (part|symptom) of the (\w+) incident at step (-?\d+)")
 
 
 def folded_under(a: anomaly_pb2.Anomaly) -> tuple[str, str, int] | None:
     """``(part|symptom, root kind, root step)`` of an INFO finding that belongs to another incident, else None."""
     if a.severity != anomaly_pb2.SEVERITY_INFO:
         return None
-    m = _FOLDED.search(a.explanation)
+    m = FOLDED_NOTE.search(a.explanation)
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
