@@ -34,6 +34,7 @@ import heapq
 import json
 import logging
 import math
+import re
 import time
 from array import array
 from collections import Counter, OrderedDict, deque
@@ -71,6 +72,19 @@ RECENT_BATCHES = 256
 REPLAY_BLOCK = 500  # events per block when a resumed run's detectors read its stored history
 # A checkpoint takes ~2 ms: a thousand runs going quiet at once are evicted over several ticks, not in one pause.
 EVICTIONS_PER_CALL = 256
+
+
+UNKNOWN_RUN = re.compile(r"unknown run '(.*)': send its RunStart first$")
+"""The reason of :func:`unknown_run`; group 1 is the run id (the Kafka consumer warns about such runs)."""
+
+
+def unknown_run(run_id: str) -> tuple[str, str]:
+    """The violation of an item naming a run this service has no RunStart of.
+
+    >>> UNKNOWN_RUN.match(unknown_run("r-1")[1]).group(1)
+    'r-1'
+    """
+    return "run_id", f"unknown run {run_id!r}: send its RunStart first"
 
 
 class StepRanges:
@@ -587,7 +601,7 @@ class DetectionPipeline:
                 continue
             state = self._state(line.run_id)
             if state is None:
-                ack.reject(where, ("run_id", f"unknown run {line.run_id!r}: send its RunStart first"))
+                ack.reject(where, unknown_run(line.run_id))
                 continue
             log_rows.append((line.run_id, line.time or now, line.level, line.step, line.text))
             # A run that prints is alive: its lines count for the stall check like its events (a text-only run,
@@ -985,7 +999,7 @@ class DetectionPipeline:
                     if state is None:
                         if not auto_create:
                             unknown.add(run_id)
-                            ack.reject(f"events[{i}]", ("run_id", f"unknown run {run_id!r}: send its RunStart first"))
+                            ack.reject(f"events[{i}]", unknown_run(run_id))
                             all_accepted = False
                             continue
                         state = self._open_implicit(run_id, now, ack, ops)
@@ -1110,7 +1124,7 @@ class DetectionPipeline:
             return
         state = self._state(end.run_id)
         if state is None:
-            ack.reject(where, ("run_id", f"unknown run {end.run_id!r}: send its RunStart first"))
+            ack.reject(where, unknown_run(end.run_id))
             return
         status = end.status or runs_pb2.RUN_STATUS_FINISHED
         if state.status != runs_pb2.RUN_STATUS_RUNNING:

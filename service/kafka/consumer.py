@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -62,11 +61,10 @@ from runwatch.service.kafka.checkpoints import CheckpointStore
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.kafka.dead_letters import dead_letter
 from runwatch.service.kafka.producer import DeliveryStopped, OutRecord, ReliableProducer
-from runwatch.service.pipeline import BatchResult
+from runwatch.service.pipeline import UNKNOWN_RUN, BatchResult
 from runwatch.v1 import anomaly_pb2, runs_pb2
 
 log = logging.getLogger("runwatch.kafka")
-_UNKNOWN_RUN = re.compile(r"unknown run '(.*)': send its RunStart first$")
 _MAX_WARNED_RUNS = 4096
 
 #: While a subscribed topic is missing from the assignment, the consumer looks it up this often (seconds).
@@ -203,7 +201,7 @@ class DetectorConsumer:
         run is dead-lettered too, which the DLQ alone would not make anyone notice.
         """
         for _, reason in violations:
-            match = _UNKNOWN_RUN.match(reason)
+            match = UNKNOWN_RUN.match(reason)
             if match is None or match.group(1) in self._unknown_runs:
                 continue
             self._unknown_runs[match.group(1)] = None
