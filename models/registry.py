@@ -25,6 +25,7 @@ DIAGNOSTICS: dict[str, str] = {
     "divergence": f"{_PKG}.divergence:DivergenceDiagnostic",
     "lr_jump": f"{_PKG}.learning_rate:LearningRateJumpDiagnostic",
     "step_size": f"{_PKG}.step_size:StepSizeDiagnostic",
+    "start_blowup": f"{_PKG}.start_blowup:StartBlowupDiagnostic",
     "exploding_gradient": f"{_PKG}.gradients:ExplodingGradientDiagnostic",
     "vanishing_gradient": f"{_PKG}.gradients:VanishingGradientDiagnostic",
     "update_ratio": f"{_PKG}.gradients:UpdateRatioDiagnostic",
