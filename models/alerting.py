@@ -60,6 +60,7 @@ class Alert:
     last_step: int
     occurrences: int
     finding: Finding
+    part_of: str = ""  # id of the open incident the finding was folded under (Finding.folded_into), or ""
 
 
 @dataclass(slots=True)
@@ -144,6 +145,11 @@ class IncidentTracker:
         inc.published_step = finding.step
         finding.severity = max(finding.severity, inc.published_severity)
         return Alert(inc.id, inc.revision, IncidentState.UPDATED, inc.first_step, inc.last_step, inc.occurrences, finding)
+
+    def open_id(self, detector: str, kind: int, key: str) -> str:
+        """The id of the incident open under ``(detector, kind, key)``, or "" when none is."""
+        inc = self._open.get((detector, kind, key))
+        return inc.id if inc is not None else ""
 
     @property
     def open_incidents(self) -> int:

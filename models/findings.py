@@ -72,6 +72,9 @@ class Finding:
         firing stretch; ``since`` tells the alert policy they are one stretch.
     lines
         Log lines behind a finding read from text (``LOG_PATTERN``), first offending line first.
+    folded_into
+        ``(detector, kind, key)`` of the incident that fusion made this (INFO) finding part or a
+        symptom of; empty otherwise. The monitor turns it into the alert's ``part_of`` incident id.
     """
 
     kind: AnomalyKind
@@ -89,6 +92,7 @@ class Finding:
     evidence: list[tuple[str, int, float]] = field(default_factory=list)
     since: int = -1
     lines: list[str] = field(default_factory=list)
+    folded_into: tuple = ()  # (detector, kind, key) of the incident fusion made this finding part or a symptom of
 
     def __post_init__(self) -> None:
         if not self.key:

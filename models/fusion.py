@@ -139,6 +139,7 @@ class FindingFusion:
         self.root_kind = 0
         self.root_step = -1
         self.root_key: str | None = ""  # its incident key: the same kind elsewhere (another layer) is part of it
+        self.root_detector = ""  # its detector: with kind and key, the incident findings folded under it join
         self.failed_kind = 0
         self.failed_step = -1  # the last CRITICAL failure finding's step
 
@@ -184,16 +185,19 @@ class FindingFusion:
                 root = AnomalyKind(self.root_kind).name
                 f.explanation += (f" [INFO: symptom of the {root} incident at step {self.root_step}]" if f.kind != self.root_kind
                                   else f" [INFO: part of the {root} incident at step {self.root_step} ({self.root_key})]")
+                if self.root_detector and self.root_key is not None:
+                    f.folded_into = (self.root_detector, self.root_kind, self.root_key)
                 continue
             if self.root_step < 0 or f.step - self.root_step > self.config.group_steps:
                 self.root_kind, self.root_step, self.root_key = int(f.kind), f.step, f.key
+                self.root_detector = f.detector
         return list(findings)
 
     def _after_failure(self, step: int) -> bool:
         return self.failed_step >= 0 and 0 <= step - self.failed_step <= self.config.failure_steps
 
     def state_dict(self) -> list[int | str | None]:
-        return [self.root_kind, self.root_step, self.failed_kind, self.failed_step, self.root_key]
+        return [self.root_kind, self.root_step, self.failed_kind, self.failed_step, self.root_key, self.root_detector]
 
     def load_state_dict(self, state: list[int]) -> None:
         self.root_kind, self.root_step = int(state[0]), int(state[1])
@@ -201,3 +205,5 @@ class FindingFusion:
             self.failed_kind, self.failed_step = int(state[2]), int(state[3])
         # before the root's key was kept: unknown, so nothing of the root's kind is counted part of it
         self.root_key = str(state[4]) if len(state) >= 5 and state[4] is not None else None
+        # before the root's detector was kept: unknown, so findings folded under it name no incident (part_of "")
+        self.root_detector = str(state[5]) if len(state) >= 6 else ""

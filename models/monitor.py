@@ -142,6 +142,8 @@ class RunMonitor:
         if len(found) > 1:
             found.sort(key=lambda pair: pair[1].step)
         if self.fusion is not None:
+            for diag, f in found:  # fusion remembers its root incident by detector, kind and key
+                f.detector = diag.name
             self.fusion.apply([f for _, f in found], self._learned_normal, self._loss_calm, self._loss_fell)
         return self._alerts(found, self.last_wall_time)
 
@@ -373,6 +375,8 @@ class RunMonitor:
             f.wall_time = f.wall_time or wall_time
             alert = self.incidents.observe(f, floor)
             if alert is not None:
+                if f.folded_into:
+                    alert.part_of = self.incidents.open_id(*f.folded_into)
                 f.evidence = self.evidence(f.metrics, f.step)
                 alerts.append(alert)
                 kind = int(f.kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
+from collections.abc import Mapping
 
 from runwatch.models.fusion import FOLDED_NOTE
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2
@@ -56,10 +57,19 @@ def format_runs(runs: list[service_pb2.RunInfo]) -> str:
 
 
 
-def folded_under(a: anomaly_pb2.Anomaly) -> tuple[str, str, int] | None:
-    """``(part|symptom, root kind, root step)`` of an INFO finding that belongs to another incident, else None."""
+def folded_under(
+    a: anomaly_pb2.Anomaly, incidents: Mapping[str, anomaly_pb2.Anomaly] | None = None
+) -> tuple[str, str, int] | None:
+    """``(part|symptom, root kind, root step)`` of an INFO finding that belongs to another incident, else None.
+
+    The incident is ``a.part_of`` when ``incidents`` (the run's anomalies by id) holds it; anomalies
+    stored before that field existed, or whose incident is not at hand, are read from their fold note.
+    """
     if a.severity != anomaly_pb2.SEVERITY_INFO:
         return None
+    root = incidents.get(a.part_of) if incidents is not None and a.part_of else None
+    if root is not None:
+        return ("part" if root.kind == a.kind else "symptom", kind_name(root.kind), int(root.first_step))
     m = FOLDED_NOTE.search(a.explanation)
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
@@ -86,8 +96,9 @@ def format_summary(s: service_pb2.RunSummary, max_metrics: int = 30, all_anomali
     if s.anomalies:
         lines.append("  anomalies:")
         folded: Counter = Counter()
+        incidents = {a.id: a for a in s.anomalies}
         for a in s.anomalies:
-            under = None if all_anomalies else folded_under(a)
+            under = None if all_anomalies else folded_under(a, incidents)
             if under is None:
                 lines.append("    " + format_anomaly(a))
             else:

@@ -1457,6 +1457,7 @@ def to_anomaly(alert: Alert, run_id: str, project: str, detected_time: float) ->
         occurrences=alert.occurrences,
         revision=alert.revision,
         state=int(alert.state),
+        part_of=alert.part_of,
     )
     for metric, step, value in f.evidence:
         a.evidence.add(metric=metric, step=step, value=value)

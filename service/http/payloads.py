@@ -82,6 +82,7 @@ def anomaly_json(a: anomaly_pb2.Anomaly) -> dict:
         "occurrences": a.occurrences,
         "revision": a.revision,
         "state": _enum(anomaly_pb2.AnomalyState, a.state, "ANOMALY_STATE_"),
+        "part_of": a.part_of,
         "evidence": [{"metric": e.metric, "step": e.step, "value": number(e.value)} for e in a.evidence],
     }
 

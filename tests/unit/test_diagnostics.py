@@ -991,6 +991,35 @@ def test_the_other_layers_of_a_root_incident_are_part_of_it() -> None:
     assert other.severity == Severity.WARNING
 
 
+def test_an_alert_folded_under_an_incident_names_it_in_part_of() -> None:
+    # A run whose gradients vanish in three layers at once: one incident, the other layers INFO and part of it.
+    from runwatch.service.pipeline import to_anomaly
+
+    monitor = DiagnosticSuite(SuiteConfig()).monitor("vanishing")
+    alerts = []
+    for step in range(300):
+        row = {"loss": 2.3 + 0.02 * math.sin(step), "grad_norm/head": 1.0 + 0.01 * (step % 7)}
+        row.update({f"grad_norm/l{i}": (1e-9 if step >= 100 else 0.5) * (1 + 0.01 * (step % 5)) for i in range(3)})
+        alerts += monitor.observe(step, float(step), row)
+    folded = [a for a in alerts if a.part_of]
+    assert folded, show(alerts)
+    ids = {a.incident_id: a for a in alerts}
+    for a in folded:
+        assert a.finding.severity == Severity.INFO and a.part_of in ids and a.part_of != a.incident_id
+        root = ids[a.part_of]
+        assert root.finding.severity >= Severity.WARNING and root.first_step <= a.first_step
+        assert to_anomaly(a, "vanishing", "p", 0.0).part_of == a.part_of
+    assert not [a for a in alerts if a.finding.severity >= Severity.WARNING and a.part_of]
+    # A checkpoint from before the root's detector was kept folds nothing under a named incident.
+    from runwatch.models.fusion import FindingFusion, FusionConfig
+
+    old = FindingFusion(FusionConfig())
+    old.load_state_dict([int(AnomalyKind.EXPLODING_GRADIENT), 404, 0, -1, "grad_norm"])
+    later = Finding(AnomalyKind.EXPLODING_GRADIENT, Severity.WARNING, 3.0, 410, "grad_norm/l1", "surged")
+    old.apply([later], learned_normal=lambda step: False)
+    assert later.severity == Severity.INFO and later.folded_into == ()
+
+
 def test_overfitting_pages_after_alert_patience_points_or_when_a_run_ends_overfit() -> None:
     from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
 

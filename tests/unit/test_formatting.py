@@ -56,3 +56,24 @@ def test_findings_folded_into_an_incident_are_counted_under_it_unless_all_is_ask
     assert listed == ["loss", "val/loss", "grad_norm/classifier", "act/mean/classifier"]  # the run's own first
     everything = format_summary(s, all_anomalies=True)
     assert all(f"layer{i} grad norm 0" in everything for i in range(4)) and "other layers" not in everything
+
+
+def test_part_of_groups_findings_under_their_incident_by_id() -> None:
+    from runwatch.service.formatting import folded_under, format_summary
+    from runwatch.v1 import anomaly_pb2
+
+    s = service_pb2.RunSummary()
+    s.run.run_id = "r"
+    root = s.anomalies.add(id="root", run_id="r", step=95, first_step=91, kind=anomaly_pb2.ANOMALY_KIND_VANISHING_GRADIENT,
+                           severity=anomaly_pb2.SEVERITY_ERROR, explanation="layer0 grad norm 0")
+    for i in range(2):  # the explanation's fold note is not what groups them: part_of is
+        s.anomalies.add(id=f"l{i}", run_id="r", step=91, kind=root.kind, severity=anomaly_pb2.SEVERITY_INFO,
+                        explanation=f"layer{i + 1} grad norm 0", part_of="root")
+    s.anomalies.add(id="u", run_id="r", step=120, kind=anomaly_pb2.ANOMALY_KIND_UPDATE_RATIO,
+                    severity=anomaly_pb2.SEVERITY_INFO, explanation="not updated", part_of="root")
+    text = format_summary(s)
+    assert "+ 2 other layers (INFO) of the VANISHING_GRADIENT incident at step 91" in text
+    assert "+ 1 UPDATE_RATIO symptoms (INFO) of the VANISHING_GRADIENT incident at step 91" in text
+    assert "layer1" not in text and "layer0 grad norm 0" in text
+    alone = anomaly_pb2.Anomaly(id="x", severity=anomaly_pb2.SEVERITY_INFO, explanation="a spike", part_of="gone")
+    assert folded_under(alone, {a.id: a for a in s.anomalies}) is None  # its incident unknown and no note: shown

@@ -85,7 +85,7 @@ class EvidencePoint(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
 
 class Anomaly(_message.Message):
-    __slots__ = ("id", "run_id", "project", "step", "wall_time", "detected_time", "kind", "severity", "score", "metrics", "layer", "explanation", "detector", "detector_version", "evidence", "first_step", "last_step", "occurrences", "revision", "state", "log_lines")
+    __slots__ = ("id", "run_id", "project", "step", "wall_time", "detected_time", "kind", "severity", "score", "metrics", "layer", "explanation", "detector", "detector_version", "evidence", "first_step", "last_step", "occurrences", "revision", "state", "log_lines", "part_of")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class Anomaly(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LOG_LINES_FIELD_NUMBER: _ClassVar[int]
+    PART_OF_FIELD_NUMBER: _ClassVar[int]
     id: str
     run_id: str
     project: str
@@ -128,4 +129,5 @@ class Anomaly(_message.Message):
     revision: int
     state: AnomalyState
     log_lines: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., project: _Optional[str] = ..., step: _Optional[int] = ..., wall_time: _Optional[float] = ..., detected_time: _Optional[float] = ..., kind: _Optional[_Union[AnomalyKind, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., score: _Optional[float] = ..., metrics: _Optional[_Iterable[str]] = ..., layer: _Optional[str] = ..., explanation: _Optional[str] = ..., detector: _Optional[str] = ..., detector_version: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[EvidencePoint, _Mapping]]] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., occurrences: _Optional[int] = ..., revision: _Optional[int] = ..., state: _Optional[_Union[AnomalyState, str]] = ..., log_lines: _Optional[_Iterable[str]] = ...) -> None: ...
+    part_of: str
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., project: _Optional[str] = ..., step: _Optional[int] = ..., wall_time: _Optional[float] = ..., detected_time: _Optional[float] = ..., kind: _Optional[_Union[AnomalyKind, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., score: _Optional[float] = ..., metrics: _Optional[_Iterable[str]] = ..., layer: _Optional[str] = ..., explanation: _Optional[str] = ..., detector: _Optional[str] = ..., detector_version: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[EvidencePoint, _Mapping]]] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., occurrences: _Optional[int] = ..., revision: _Optional[int] = ..., state: _Optional[_Union[AnomalyState, str]] = ..., log_lines: _Optional[_Iterable[str]] = ..., part_of: _Optional[str] = ...) -> None: ...

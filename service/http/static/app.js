@@ -412,8 +412,9 @@ async function runPage(runId) {
     }
     for (const [c, list] of per) c.setMarkers(list, pick, S.selected);
   }
-  // INFO findings the fusion attributed to another incident (its other layers, its symptoms): listed under one
-  // fold, so that a vanishing gradient across 20 layers reads as one incident, not 40 rows.
+  // INFO findings the fusion attributed to another incident (its other layers, its symptoms; `part_of` names it):
+  // listed under one fold, so that a vanishing gradient across 20 layers reads as one incident, not 40 rows.
+  // Anomalies stored before `part_of` existed are recognised by their fold note.
   const FOLDED = /\[INFO: (part|symptom) of the \w+ incident at step -?\d+/;
   function drawIncidents() {
     const list = [...S.anomalies.values()].sort((a, b) => a.first_step - b.first_step);
@@ -421,7 +422,7 @@ async function runPage(runId) {
     const row = (a) => el("div", { dataset: { id: a.id }, onclick: () => pick(a) },
       severityBadge(a.severity), " ", el("b", { text: a.kind }), ` step ${fmt(a.first_step)}`,
       a.last_step > a.first_step ? `–${fmt(a.last_step)}` : "", el("div", { class: "muted", text: a.explanation }));
-    const folded = list.filter((a) => a.severity === "INFO" && FOLDED.test(a.explanation));
+    const folded = list.filter((a) => a.severity === "INFO" && (a.part_of || FOLDED.test(a.explanation)));
     const rows = list.filter((a) => !folded.includes(a)).map(row);
     if (folded.length) {
       rows.push(el("details", { class: "folded", open: folded.some((a) => a.id === S.selected) },
