@@ -230,7 +230,7 @@ def _with_logged_nan(df: pd.DataFrame, fmt: str):
 ANOMALY_COLUMNS = [
     "id", "run_id", "project", "kind", "severity", "state", "revision", "step", "first_step", "last_step",
     "occurrences", "score", "metric", "metrics", "layer", "detector", "detector_version", "explanation",
-    "wall_time", "detected_time",
+    "part_of", "wall_time", "detected_time",
 ]  # fmt: skip
 
 
@@ -264,6 +264,7 @@ def anomalies_frame(anomalies: Iterable[anomaly_pb2.Anomaly]) -> pd.DataFrame:
             "detector": a.detector,
             "detector_version": a.detector_version,
             "explanation": a.explanation,
+            "part_of": a.part_of,
             "wall_time": a.wall_time,
             "detected_time": a.detected_time,
         }
