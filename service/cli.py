@@ -13,7 +13,7 @@ import grpc
 import typer
 from pydantic import ValidationError
 
-from runwatch.service.formatting import folded_under, format_anomaly, format_runs, format_suggestions, format_summary
+from runwatch.service.formatting import format_anomaly, format_runs, format_suggestions, format_summary, is_folded
 from runwatch.service.kafka.config import KafkaSettings
 from runwatch.service.settings import ServiceSettings
 from runwatch.v1 import anomaly_pb2, runs_pb2, service_pb2, service_pb2_grpc
@@ -305,7 +305,7 @@ def _follow_anomalies(
                 key = (anomaly.id, anomaly.revision)
                 if key in printed or (not history and anomaly.detected_time < began):
                     continue
-                if not all_anomalies and folded_under(anomaly) is not None:
+                if not all_anomalies and is_folded(anomaly):
                     continue
                 printed.add(key)
                 typer.echo(format_anomaly(anomaly))

@@ -77,3 +77,14 @@ def test_part_of_groups_findings_under_their_incident_by_id() -> None:
     assert "layer1" not in text and "layer0 grad norm 0" in text
     alone = anomaly_pb2.Anomaly(id="x", severity=anomaly_pb2.SEVERITY_INFO, explanation="a spike", part_of="gone")
     assert folded_under(alone, {a.id: a for a in s.anomalies}) is None  # its incident unknown and no note: shown
+
+
+def test_watch_hides_what_is_folded_by_part_of_or_by_its_note() -> None:
+    from runwatch.service.formatting import is_folded
+    from runwatch.v1 import anomaly_pb2
+
+    info, warning = anomaly_pb2.SEVERITY_INFO, anomaly_pb2.SEVERITY_WARNING
+    assert is_folded(anomaly_pb2.Anomaly(severity=info, part_of="root", explanation="layer 3 grad norm 0"))
+    assert is_folded(anomaly_pb2.Anomaly(severity=info, explanation="x [INFO: symptom of the NONFINITE incident at step 4]"))
+    assert not is_folded(anomaly_pb2.Anomaly(severity=info, explanation="a spike [INFO: below 32 robust SDs]"))
+    assert not is_folded(anomaly_pb2.Anomaly(severity=warning, part_of="root"))  # an alert is never hidden
