@@ -55,8 +55,6 @@ def format_runs(runs: list[service_pb2.RunInfo]) -> str:
     return "\n".join(lines)
 
 
-
-
 def is_folded(a: anomaly_pb2.Anomaly) -> bool:
     """Whether an anomaly is an INFO finding folded under another incident (``part_of``, or its fold note)."""
     return a.severity == anomaly_pb2.SEVERITY_INFO and (bool(a.part_of) or FOLDED_NOTE.search(a.explanation) is not None)
