@@ -14,15 +14,17 @@ client times out:
 :class:`EngineStatsWatch` reads those lines of one run and raises, as text
 findings with the stats lines as evidence:
 
-- ``decode_stall`` (WARNING): requests are running, none is being prefilled,
-  and generation runs below ``min_decode_rate`` tokens/s per running request
-  for ``stall_intervals`` stats lines in a row. GPU decoding makes tens of
-  tokens per second per request; under 1 the engine is crawling (CPU fallback,
-  swapping, a stuck kernel) and every client sees it as latency.
+- ``decode_stall`` (WARNING): requests are running and generation runs below
+  ``min_decode_rate`` tokens/s per running request for ``stall_intervals``
+  stats lines in a row, with no prompt being prefilled, or with none generated
+  at all while prompts are. GPU decoding makes tens of tokens per second per
+  request; under 1 the engine is crawling (CPU fallback, swapping, a stuck
+  kernel), and at 0 beside prefill the running requests wait on new prompts
+  (no chunked prefill). Every client sees either as latency.
 - ``queue_stalled`` (WARNING, vLLM): requests wait, the KV cache has room
-  (below ``kv_full``), and no prompt tokens are processed for
-  ``stall_intervals`` stats lines: the scheduler admits nothing, the hang
-  users report as "requests stuck in Waiting".
+  (below ``kv_full``), and no prompt tokens are processed, or no request runs
+  at all, for ``stall_intervals`` stats lines: the scheduler admits nothing,
+  the hang users report as "requests stuck in Waiting".
 - ``kv_cache_saturated`` (INFO): the KV cache is at least ``kv_full`` used
   while requests wait (or are swapped out): the server is at capacity. A busy
   server runs there by design, so this is information, not an alert.
@@ -128,7 +130,8 @@ _TITLES = {
     "decode_stall": (
         Severity.WARNING, "serving engine decoding far too slowly",
         "check GPU utilisation and clocks, whether the model fell back to CPU or eager mode, KV swapping or "
-        "offload, and the engine's scheduler; compare with a single request on an idle server",
+        "offload, and the engine's scheduler; compare with a single request on an idle server. Decoding that stops "
+        "while prompts are prefilled: enable chunked prefill or lower max_num_batched_tokens",
     ),
     "queue_stalled": (
         Severity.WARNING, "requests waiting but none admitted",
@@ -178,16 +181,23 @@ class EngineStatsWatch:
         prefilling = s.prompt_tps is not None and s.prompt_tps > 0
         kv_full = s.kv_usage is not None and s.kv_usage >= cfg.kv_full
         return {
-            "decode_stall": s.running > 0 and not prefilling and s.gen_tps / s.running < cfg.min_decode_rate,
-            "queue_stalled": s.waiting > 0 and s.prompt_tps == 0 and not kv_full,
+            "decode_stall": s.running > 0 and s.gen_tps / s.running < cfg.min_decode_rate
+            and (not prefilling or s.gen_tps == 0),
+            # nothing running at all is as stuck as no prompt admitted (vLLM counts a prompt being prefilled as running)
+            "queue_stalled": s.waiting > 0 and (s.prompt_tps == 0 or s.running == 0) and not kv_full,
             "kv_cache_saturated": kv_full and (s.waiting > 0 or s.swapped > 0),
         }
 
     def _message(self, name: str, s: EngineStats, intervals: int) -> str:
         kv = f", KV cache {s.kv_usage:.0%}" if s.kv_usage is not None else ""
+        if name == "decode_stall" and s.prompt_tps:
+            return (f"0 tokens/s generated for {s.running} running request(s) over {intervals} stats intervals while "
+                    f"prompts were prefilled at {s.prompt_tps:g} tokens/s: decoding waits on prefill")
         if name == "decode_stall":
             return (f"{s.gen_tps:g} tokens/s generated for {s.running} running request(s) "
                     f"({s.gen_tps / s.running:.2g} per request) over {intervals} stats intervals, no prefill")
+        if name == "queue_stalled" and s.running == 0 and s.prompt_tps:
+            return f"{s.waiting} request(s) waiting and none running over {intervals} stats intervals{kv}"
         if name == "queue_stalled":
             return f"{s.waiting} request(s) waiting and 0 prompt tokens/s over {intervals} stats intervals{kv}"
         return f"{s.waiting} waiting, {s.swapped} swapped, {s.running} running{kv}"

@@ -391,7 +391,8 @@ _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:\s*(?:-|,|\|)\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
 )
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
-_PREFILTER = re.compile(r"\d")
+# A line with no digit can still carry a value: "eval_loss = nan", "loss: inf".
+_PREFILTER = re.compile(r"\d|\b(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
 _SB3_RULE = re.compile(r"-{20,}")
 _SB3_ROW = re.compile(r"\|\s+(\S[^|]*?)\s*\|\s*(\S*)\s*\|")
 _HF_BLOCK = re.compile(r"\*{5} (\w+) metrics \*{5}")

@@ -4,7 +4,9 @@
 is to metric values. Per line it mines the template (the project's shared
 :class:`~runwatch.models.text.templates.TemplateMiner`), extracts metrics
 (:mod:`~runwatch.models.text.extract`), checks failure signatures
-(:mod:`~runwatch.models.text.signatures`) and template novelty, and, when an
+(:mod:`~runwatch.models.text.signatures`), values printed as NaN/Inf where its
+lines printed numbers (:mod:`~runwatch.models.text.nonfinite_slot`) and
+template novelty, and, when an
 artifact is configured, scores the template sequence with the DeepLog model
 (:mod:`~runwatch.models.text.sequence`). The caller feeds the metric events to
 the run's ``RunMonitor`` (so a text-only log gets every metric detector) and
@@ -43,6 +45,7 @@ from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.text.engine_stats import EngineStatsConfig, EngineStatsWatch
 from runwatch.models.text.extract import SKIPPED_ITERATIONS, Event, MetricExtractor
+from runwatch.models.text.nonfinite_slot import NonfiniteSlotWatch
 from runwatch.models.text.sequence import NextTemplateModel, NoveltyConfig, TemplateNovelty, Vocabulary
 from runwatch.models.text.signatures import LogFinding, SignatureConfig, SignatureMatcher, is_error_record
 from runwatch.models.text.templates import TemplateConfig, TemplateMiner
@@ -121,6 +124,7 @@ class TextMonitor:
         self.matcher = SignatureMatcher(self.config.signatures)
         self.engine = EngineStatsWatch(self.config.engine, self.config.signatures.max_evidence)
         self.novelty = TemplateNovelty(self.config.novelty)
+        self.nonfinite = NonfiniteSlotWatch()
         if sequence_model is None and self.config.sequence_model:
             sequence_model = NextTemplateModel.load(Path(self.config.sequence_model))
         self.sequence_model = sequence_model
@@ -210,6 +214,10 @@ class TextMonitor:
         # A line a signature or the metric reader already explains is no news: it gets no second incident.
         read = self.config.extract_metrics and self.extractor.read_values
         explained = self.matcher.claimed or read or any(f.line == index for f in signed)
+        nonfinite = self.nonfinite.observe(match.masked, line, index, report=not explained)
+        if nonfinite is not None:
+            found.append((nonfinite, self.step))
+            explained = True
         if self.novelty.observe(match.new and not explained, self.miner.lines_seen):
             found.append((_new_template(match.id, line, index), self.step))
         model = self.sequence_model
@@ -278,6 +286,7 @@ class TextMonitor:
             "matcher": self.matcher.state_dict(),
             "novelty": self.novelty.state_dict(),
             "engine": self.engine.state_dict(),
+            "nonfinite": self.nonfinite.state_dict(),
             "window": list(self._window),
             "steps": [list(x) for x in self._steps],
         }
@@ -293,6 +302,7 @@ class TextMonitor:
             self.matcher.load_state_dict(state["matcher"])
             self.novelty.load_state_dict(state["novelty"])
             self.engine.load_state_dict(state.get("engine", {}))  # absent in checkpoints from before the engine checks
+            self.nonfinite.load_state_dict(state.get("nonfinite", {}))  # absent in checkpoints from before this check
             window = [int(x) for x in state["window"]]
             self._steps.extend((int(i), int(st)) for i, st in state.get("steps", []))  # absent before held findings were dated
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -5,7 +5,8 @@ killer and OOMKilled containers, NCCL timeouts, watchdogs and rendezvous
 timeouts, fp16/bf16 overflow and loss-scale collapse, NaN/Inf messages,
 dataloader workers killed, checkpoint saves failing, disk full, CUDA and driver
 errors, crash signals, jobs a scheduler cancelled, dead engines and workers and
-crash-looping containers, model load failures, HTTP 5xx and gateway errors,
+crash-looping containers, engine watchdog timeouts, KV-cache exhaustion
+(requests retracted or pre-empted), model load failures, HTTP 5xx and gateway errors,
 stuck replica start-ups and failing readiness probes). :class:`SignatureMatcher`
 reads one run's lines in order and adds what a single line cannot say:
 
@@ -118,7 +119,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Heartbeat monitor timed out|Timed out waiting \d+ ?ms for (?:recv|send) operation to complete|"
         r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)|"
         # NCCL's own warnings when a peer rank's connection drops (the peer died or its node went away)
-        r"NCCL WARN (?:Net|NET|Call to|socket)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused)|failed)",
+        r"NCCL WARN (?:Net|NET|Call to|[Ss]ocket\w*)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused)|failed)",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
@@ -140,6 +141,8 @@ SIGNATURES: tuple[Signature, ...] = (
         # DeepSpeed's launcher, subprocess, TGI's shard manager, a shell's job report, exit code 128+9
         r"return ?code\s*[=:]?\s*-9\b|non-zero exit status -9\b|signaled to shutdown with signal 9\b|"
         r"\bline \d+:\s+\d+ Killed\s|^\[\d+\][+-]?\s+Killed\s|"
+        # the shell's "Killed" glued to the last line the program printed without a newline (a progress bar)
+        r"(?<=[\d\]%|])Killed\s*$|"
         r"\b(?:[Ee]xit(?:ed with)? ?[Cc]ode|exit_code)\s*[=:]?\s*137\b|"
         r"TERM_MEMLIMIT|killed due to memory pressure",
         "process killed (SIGKILL, usually the host OOM killer)",
@@ -193,8 +196,8 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "model_load_failure", C,
-        r"Error when initializing model|Load model failed|(?i:failed to load (?:the )?model)|Error loading model|"
-        r"Could not load model|unable to create TensorRT engine|UNAVAILABLE: Internal|"
+        r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to load (?:the )?model)|Error loading model|"
+        r"Could not load model|unable to create TensorRT engine|failed to poll model|model not found in any model repository|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
         r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed|ShardFailed)|"
         r"larger than the maximum number of tokens that can be stored in KV cache|(?i:error loading model)|"
@@ -218,10 +221,28 @@ SIGNATURES: tuple[Signature, ...] = (
         # vLLM's MQ engine, SGLang's scheduler and launcher, Ray Serve's health checks, TorchServe, TGI's router
         r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
         r"failed health check|\bUNHEALTHY\b|\(unhealthy\)|Backend worker error|"
-        r"Backend worker did not respond in given time|Webserver Crashed",
+        r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
+    ),
+    _sig(
+        "watchdog_timeout", C,
+        # an engine's own watchdog (SGLang's scheduler: no forward step for watchdog_timeout s); NCCL's is nccl_timeout
+        r"\bWatchdog timeout\b",
+        "a watchdog saw no progress: the engine or training step is hung",
+        "a hung step: one request or rank stuck in a kernel, a collective or a deadlock; the lines just before "
+        "it name the last work done (py-spy dump the process before it is killed)",
+    ),
+    _sig(
+        "kv_cache_exhausted", W,
+        # SGLang retracting decode requests, vLLM pre-empting sequence groups for want of KV-cache blocks
+        r"Decode out of memory happened|not enough KV cache space|preempted by PreemptionMode\.|"
+        r"#retracted_reqs:\s*[1-9]",
+        "KV cache exhausted: requests retracted or pre-empted",
+        "the server runs out of KV-cache space, so requests are pre-empted and recomputed and latency jumps: lower "
+        "the concurrent requests (max_num_seqs / max-running-requests) or max tokens, raise the KV memory "
+        "fraction, or add replicas",
     ),
     _sig(
         "checkpoint_save_failure", C,
@@ -246,10 +267,10 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "http_5xx", W,
-        r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|\bstatus[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
+        r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|(?:\b|_)status[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
         r"\bstatus(?:_?[Cc]ode)?\"?\s*[=:]\s*\"?5\d\d\b|\[GIN\][^|]{0,40}\|\s*5\d\d\s*\||Error code: 5\d\d\b|"
         # the server's own log of a request that raised (uvicorn, gunicorn/aiohttp, Flask): the client got a 500
-        r"Exception in ASGI application|Error handling request|ERROR in app: Exception on |"
+        r"Exception in ASGI application|Error handling request|ERROR in app: Exception on |Exception on /\S* \[[A-Z]+\]|"
         r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
         r"upstream prematurely closed connection|while connecting to upstream|no live upstreams|"
         # Envoy (Istio, KServe, Knative gateways): its 503 bodies when the model server is down or not ready
@@ -301,14 +322,17 @@ _KEYS = {
                            "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache",
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
-                           "engine process failed to start", "recognize this architecture", "model architectures",
+                           "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
+                           "model repository",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
-                    "webserver crashed"),
+                    "webserver crashed", "replica will be stopped"),
+    "watchdog_timeout": ("watchdog timeout",),
+    "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
                                 "tensors share memory"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",

@@ -125,11 +125,12 @@ def masker(names: tuple[str, ...] = MASK_NAMES, cache_size: int = 100_000):
 
 @dataclass(slots=True)
 class TemplateMatch:
-    """Where one line landed: its template id, the template now, and whether the line created it."""
+    """Where one line landed: its template id, the template now, whether the line created it, and the line as masked."""
 
     id: int
     template: str
     new: bool
+    masked: str = ""
 
 
 class JsonStatePersistence(PersistenceHandler):
@@ -204,7 +205,7 @@ class TemplateMiner:
             if cluster is not None:
                 cluster.size += 1
                 clusters[cid]  # touch: keeps the cluster recent in Drain's LRU
-                return TemplateMatch(cid, cluster.get_template(), False)
+                return TemplateMatch(cid, cluster.get_template(), False, masked)
         cluster, change = self.drain.add_log_message(masked)
         if change != "none":
             self.dirty = True
@@ -212,7 +213,7 @@ class TemplateMiner:
             self._cache.clear()  # cheaper than LRU bookkeeping per line; refills in a few lines
         if self.config.cache_size:
             self._cache[masked] = cluster.cluster_id
-        return TemplateMatch(cluster.cluster_id, cluster.get_template(), change == "cluster_created")
+        return TemplateMatch(cluster.cluster_id, cluster.get_template(), change == "cluster_created", masked)
 
     def match(self, line: str) -> int | None:
         """Id of the template ``line`` fits exactly, without learning from it; None if none does."""

@@ -62,6 +62,28 @@ def test_an_interval_with_a_prefill_is_not_a_stall():
     assert feed([v0(2.4, 0.2, 1), v0(0.0, 35.0, 1), v0(2.4, 0.2, 1), v0(0.0, 36.0, 1)]) == []
 
 
+def test_requests_waiting_with_none_running_for_two_intervals_is_a_stuck_queue():
+    # Prompt tokens were counted early in the first interval, yet nothing runs and the queue grows.
+    assert feed([v0(70.0, 5.0, 0, 12, kv=0.0), v0(0.0, 0.0, 0, 22, kv=0.0)]) == [("queue_stalled", Severity.WARNING, 0)]
+    assert feed([v0(70.0, 5.0, 0, 12, kv=0.0), v0(80.0, 40.0, 3, 9, kv=2.0)]) == []  # admitted in the next interval
+    w = EngineStatsWatch()
+    msgs = [f.message for i, line in enumerate([v0(70.0, 5.0, 0, 12), v0(60.0, 0.0, 0, 22)]) for f in w.feed(line, i)]
+    assert msgs == ["22 request(s) waiting and none running over 2 stats intervals, KV cache 3%"]
+
+
+def test_no_token_generated_beside_prefill_for_two_intervals_is_a_stall():
+    # Decoding stopped while new prompts are prefilled (no chunked prefill): the running requests get nothing.
+    starved = [v0(1000.0, 0.0, 20, 5), v0(1100.0, 0.0, 22, 3)]
+    assert feed([v0(0.0, 120.0, 20, 5), *starved, v0(0.0, 130.0, 22, 0)]) == [("decode_stall", Severity.WARNING, 1)]
+    # One such interval is a burst of arrivals, and a slow decode beside prefill is the prefill's share of the GPU.
+    assert feed([v0(1000.0, 0.0, 20, 5), v0(0.0, 120.0, 20, 5)] * 3) == []
+    assert feed([v0(1000.0, 0.4, 20, 5)] * 3) == []
+    w = EngineStatsWatch()
+    msgs = [f.message for i, line in enumerate(starved) for f in w.feed(line, i)]
+    assert msgs == [("0 tokens/s generated for 22 running request(s) over 2 stats intervals while prompts were "
+                     "prefilled at 1100 tokens/s: decoding waits on prefill")]
+
+
 def test_a_queue_that_is_never_admitted_is_a_warning_but_a_full_cache_is_information():
     stuck = [v1(0.0, 5.4, 1, 14, 76.5)] * 3
     assert feed(stuck) == [("queue_stalled", Severity.WARNING, 0)]

@@ -467,6 +467,17 @@ def test_hugging_face_eval_metrics_block_reports_at_the_current_step():
     assert out == [(0, {"loss": 0.52, "lr": 1e-05, "epoch": 2.9}), (0, {"val/acc": 0.8765}), (0, {"val/loss": 0.4123})]
 
 
+def test_a_line_whose_only_value_is_nan_is_read():
+    # No digit on the line: a NaN evaluation loss must not be skipped as a line without values.
+    out, _ = ext([
+        "{'loss': 0.0063, 'learning_rate': 1e-05, 'epoch': 4.9}",
+        "***** eval metrics *****",
+        "  eval_loss               =        nan",
+    ])
+    assert out[0] == (0, {"loss": 0.0063, "lr": 1e-05, "epoch": 4.9})
+    assert out[1][0] == 0 and list(out[1][1]) == ["val/loss"] and math.isnan(out[1][1]["val/loss"])
+
+
 def test_ultralytics_yolo_training_and_validation_rows():
     out, _ = ext([
         "      Epoch    GPU_mem   box_loss   cls_loss   dfl_loss  Instances       Size",

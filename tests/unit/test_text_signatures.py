@@ -207,6 +207,14 @@ CASES = {
         "2024/05/01 10:00:00 [error] 31#31: *5 connect() failed (111: Connection refused) while connecting to upstream",
         "2024/05/01 10:00:00 [error] 31#31: *9 no live upstreams while connecting to upstream, client: 10.0.0.1",
     ],
+    "watchdog_timeout": [
+        "[2025-01-01 10:00:00 TP3] Watchdog timeout (self.watchdog_timeout=300)",
+    ],
+    "kv_cache_exhausted": [
+        "[2025-01-01 10:00:00 TP0] Decode out of memory happened. #retracted_reqs: 2, #new_token_ratio: 0.1000 -> 0.9000",
+        ("WARNING 01-01 10:00:00 scheduler.py:1089] Sequence group 17 is preempted by PreemptionMode.RECOMPUTE mode "
+         "because there is not enough KV cache space. This can affect the end-to-end performance."),
+    ],
     "startup_stall": [
         ("WARNING deployment_state.py:1986 -- Deployment 'Model' in application 'app' has 2 replicas that have "
         "taken more than 30s to start up. This may be caused by waiting for the cluster to auto-scale."),
@@ -258,6 +266,10 @@ HEALTHY = [
     "[2024-06-01 10:00:05 +0000] [7] [INFO] Booting worker with pid: 12",
     "Epoch 1 step 20 loss: tensor(0.5123, device='cuda:0', grad_fn=<NllLossBackward0>)",
     "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1d5e50>",
+    "Processes Killed: 0",
+    "Epoch 3: 0 workers killed, 8 alive",
+    "[2025-01-01 10:00:00 TP0] Decode batch. #running-req: 3, #token: 900, token usage: 0.40, gen throughput (token/s): 95.10",
+    "Watchdog enabled with a timeout of 300 s",
     "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated.",
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
@@ -599,11 +611,24 @@ FRAMEWORK_FORMATS = [
     ("model_load_failure", C, ("The deployment failed to start 3 times in a row. This may be due to a problem with its "
                                "constructor or initial health check failing.")),
     ("model_load_failure", C, "Error: ShardFailed"),
+    # KServe's model server (kserve/model_server: "fail to load model ..."), Triton's model repository manager polling
+    ("model_load_failure", C, ("[E 250101 10:00:00 __main__:40] fail to load model sk-iris from dir /mnt/models. exception "
+                               "type <class 'RuntimeError'>, exception msg: Missing Model File.")),
+    ("model_load_failure", C, ("E0101 10:00:00.000000 1 model_repository_manager.cc:1200] failed to poll model 'resnet': "
+                               "model not found in any model repository.")),
+    # engine_dead -- Ray Serve's controller stopping a replica whose constructor or health check raised
+    ("engine_dead", C, ("(ServeController pid=4242) ERROR 2025-01-01 10:00:00,000 controller 4242 -- Exception in "
+                        "Replica(id='abc123', deployment='LLM', app='default'), the replica will be stopped.")),
+    # oom_killer -- the shell's "Killed" glued to a progress line the program left without a newline
+    ("oom_killer", C, "1024/60000 [>.............................] - ETA: 310s - loss: 0.9812Killed"),
+    ("oom_killer", C, " 45%|████▌     | 450/1000 [01:02<01:16,  7.19it/s]Killed"),
     # http_5xx -- uvicorn protocols/http (ASGI exception), gunicorn workers/base.py, Flask app.log_exception, gin's
     # logger (Ollama), the openai client's APIStatusError text, JSON and key=value access logs
     ("http_5xx", W, "ERROR:    Exception in ASGI application"),
     ("http_5xx", W, "[2024-06-01 10:00:00 +0000] [12] [ERROR] Error handling request /v1/predict"),
     ("http_5xx", W, "[2024-06-01 10:00:00,000] ERROR in app: Exception on /predict [POST]"),
+    # BentoML's API server (the same words as Flask's, with its own prefix)
+    ("http_5xx", W, "2025-01-01T10:00:00+0000 [ERROR] [api_server:3] Exception on /classify [POST] (trace=0,span=0)"),
     ("http_5xx", W, '[GIN] 2024/06/01 - 10:00:00 | 500 |  1.204511ms |       127.0.0.1 | POST     "/api/chat"'),
     ("http_5xx", W, "openai.InternalServerError: Error code: 502 - {'error': {'message': 'bad gateway'}}"),
     ("http_5xx", W, '{"ts": "2024-06-01T10:00:00Z", "method": "POST", "path": "/v1/embeddings", "status": 503}'),
@@ -613,6 +638,12 @@ FRAMEWORK_FORMATS = [
                      "reset reason: connection failure")),
     ("http_5xx", W, "curl: got 'no healthy upstream' from http://llm.default.svc.cluster.local/v1/completions"),
     ("http_5xx", W, "request done method=POST path=/generate status_code=500 duration=0.2"),
+    # KServe's timing log tags the request with its status (http_status:500)
+    ("http_5xx", W, ("2025-01-01 10:00:00.000 12 root INFO [timing():49] kserve.io.kserve.protocol.rest.v1_endpoints.predict "
+                     "0.0021, ['http_status:500', 'http_method:POST', 'time:wall']")),
+    # nccl_timeout -- NCCL's socket layer when the peer went away (misc/socket.cc, proxy.cc)
+    ("nccl_timeout", C, "node7:1234:1250 [0] misc/socket.cc:50 NCCL WARN socketProgress: Connection closed by remote peer node8<4242>"),
+    ("nccl_timeout", C, "node7:1234:1250 [0] proxy.cc:1150 NCCL WARN Socket recv failed while polling for opId=0x7f00aa00"),
     # startup_stall -- ray serve deployment_state.py (scheduling), the kubernetes scheduler's events, image pulls
     ("startup_stall", W, ("WARNING deployment_state.py:1986 - Deployment 'LLM' in application 'default' has 1 replicas "
                           "that have taken more than 30s to be scheduled.")),
