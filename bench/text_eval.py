@@ -308,6 +308,7 @@ EXPECTED = {
     "process_crashed_sigsegv": {"crash_signal"},
     "collective_stall": {"nccl_timeout", "STALLED"},
     "kv_cache_exhaustion": {"kv_cache_exhausted", "kv_cache_saturated"},
+    "assertion_abort_crash": {"crash_signal"},
 }
 
 

@@ -119,7 +119,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Heartbeat monitor timed out|Timed out waiting \d+ ?ms for (?:recv|send) operation to complete|"
         r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)|"
         # NCCL's own warnings when a peer rank's connection drops (the peer died or its node went away)
-        r"NCCL WARN (?:Net|NET|Call to|[Ss]ocket\w*)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused)|failed)",
+        r"NCCL WARN (?:Net|NET|Call to|[Ss]ocket\w*)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused|timed out)|failed|"
+        r"No route to host)",
         "NCCL collective, watchdog or rendezvous timed out",
         "a rank is stuck or much slower (uneven data, a hung dataloader, one rank skipping a collective); "
         "compare the ranks' last lines, rerun with NCCL_DEBUG=INFO, raise the timeout only once the cause is known",
@@ -159,7 +160,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"ECCUncorrectable|LaunchTimeout|HardwareStackError|InvalidDeviceFunction|NoKernelImageForDevice)|"
         r"CUDA_ERROR_(?:ILLEGAL_ADDRESS|ILLEGAL_INSTRUCTION|LAUNCH_FAILED|ECC_UNCORRECTABLE|ASSERT|MISALIGNED_ADDRESS|"
         r"HARDWARE_STACK_ERROR|NO_DEVICE|NO_BINARY_FOR_GPU|LAUNCH_TIMEOUT)|"
-        r"couldn't communicate with the NVIDIA driver|Unable to determine the device handle for GPU",
+        r"couldn't communicate with the NVIDIA driver|Unable to determine the device handle for GPU|"
+        r"Failed to (?:query|initialize) NVML|NVMLError|NVML_ERROR_\w+",
         "CUDA error",
         "rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel; check indices/labels against the "
         "vocabulary size, then the driver and the GPU's ECC/Xid status",
@@ -171,7 +173,9 @@ SIGNATURES: tuple[Signature, ...] = (
         # torchrun / DeepSpeed's launcher reporting a worker that died on SIGABRT, SIGBUS or SIGSEGV; glibc's heap checks
         r"(?:\bexit ?code|\bexitcode|return ?code)\s*[=:]?\s*-(?:6|7|11)\b|double free or corruption|"
         r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
-        r"corrupted size vs\. prev_size",
+        r"corrupted size vs\. prev_size|"
+        # a failed assertion in native code aborts the process (C's assert, ggml's GGML_ASSERT in llama.cpp servers)
+        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -197,7 +201,8 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "model_load_failure", C,
         r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to load (?:the )?model)|Error loading model|"
-        r"Could not load model|unable to create TensorRT engine|failed to poll model|model not found in any model repository|UNAVAILABLE: Internal|"
+        r"(?i:could not load model)|unable to create TensorRT engine|"
+        r"Could not (?:start|create) (?:a suitable |the |\w+ )?backend|failed to poll model|model not found in any model repository|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
         r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed|ShardFailed)|"
         r"larger than the maximum number of tokens that can be stored in KV cache|(?i:error loading model)|"
@@ -312,10 +317,10 @@ _KEYS = {
     "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
-                   "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu"),
+                   "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
-                     "free(): invalid", "malloc(): ", "corrupted size"),
+                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert("),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
@@ -323,7 +328,7 @@ _KEYS = {
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
-                           "model repository",
+                           "model repository", "could not load model", "backend",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
@@ -398,6 +403,8 @@ _OVERFLOW = re.compile(
     r"decreased lg_loss_scale to (?P<lg>[-+\deE.]+)|"
     # apex amp's scaler before it printed the scale; Paddle's AMP GradScaler ("decrease to: 1024.0*0.5")
     r"Gradient overflow, skipping update|"
+    # MindSpore's dynamic loss scale (MindYOLO: "overflow, still update, loss scale adjust to 1024.0")
+    r"overflow, (?:still update, )?loss scale adjust to (?P<ms>[-+\deE.]+)|"
     r"Found inf or nan, current scale is:? \S+?,? decrease to:? (?P<pd>[-+\deE.]+)\*(?P<pdr>[-+\deE.]+)",
     re.IGNORECASE,
 )
@@ -823,7 +830,7 @@ def is_error_record(line: str) -> bool:
 def _scale_after(m: re.Match) -> float:
     """The loss scale an overflow message (a match of ``_OVERFLOW``) says it left; NaN when it says none."""
     scale = math.nan
-    for g in ("to", "apex", "fs"):
+    for g in ("to", "apex", "fs", "ms"):
         if m.group(g):
             scale = _float(m.group(g))
     if m.group("pd"):

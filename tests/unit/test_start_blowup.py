@@ -65,3 +65,18 @@ def test_blocks_and_checkpoints_do_not_change_what_is_found() -> None:
     b = StartBlowupDiagnostic()
     assert b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert [f.step for f in b.observe_block(MetricBlock.from_rows([2, 3], [2.0, 3.0], rows[2:4]))] == [2]
+
+
+def test_a_tenfold_jump_over_the_first_values_median_counts_at_any_rate() -> None:
+    # No learning rate logged, or a low one: a loss three orders of magnitude up in the first values is blowing up.
+    jump = [{"loss": v} for v in (11.7, 8.85, 8712.6, 15806.4)]
+    assert _found(jump, [100, 200, 300, 400]) == [300]
+    assert _found([{"lr": 0.001, "loss": v} for v in (2.3, 2.1, 40.0)]) == [2]
+    # Over the median, not the lowest value: one near-zero batch loss among ordinary ones is no baseline.
+    noisy = [{"loss": v} for v in (0.67, 0.66, 0.01, 0.58, 1.07, 0.63, 0.77)]
+    assert _found(noisy) == []
+    assert _found([{"loss": v} for v in (2.3, 2.1, 19.0)]) == []  # 9x: under the 10x
+    assert _found([{"loss": v} for v in (2.0, 1.0, 0.9, 0.8, 0.7, 0.6, 60.0)]) == []  # after the first values
+    (f,) = StartBlowupDiagnostic().observe_block(MetricBlock.from_rows([0, 1, 2], [0.0] * 3, jump[:3]))
+    assert "jumped 848x over the median of its first values" in f.explanation and "lr" not in f.explanation
+    assert f.kind == AnomalyKind.DIVERGENCE_PREDICTED and f.severity == Severity.WARNING and f.since == 0

@@ -270,6 +270,9 @@ HEALTHY = [
     "Epoch 3: 0 workers killed, 8 alive",
     "[2025-01-01 10:00:00 TP0] Decode batch. #running-req: 3, #token: 900, token usage: 0.40, gen throughput (token/s): 95.10",
     "Watchdog enabled with a timeout of 300 s",
+    "2025-01-01T10:00:00.000000Z  INFO text_embeddings_router: router/src/lib.rs:230: Starting model backend",
+    "NVML initialized: 8 GPUs, driver 550.54",
+    "1:00PM INF [llama-cpp] Loads OK",
     "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated.",
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
@@ -367,6 +370,16 @@ def test_fairseq_overflow_and_minimum_scale():
     ])
     assert (found[0].signature, found[0].severity) == ("fp16_overflow", Severity.WARNING)
     assert "nonfinite_message" in names(found) or found[-1].severity == Severity.CRITICAL
+
+
+def test_mindspore_overflow_messages_are_an_overflow_streak():
+    # MindSpore's dynamic loss scale logs the overflow and the scale it adjusted to, whether or not it skipped the step
+    lines = ["2025-01-01 10:00:00,000 [WARNING] overflow, still update, loss scale adjust to 512.0",
+             "2025-01-01 10:00:01,000 [INFO] Epoch 1/10, Step 10/100, loss: 3.2100, cur_lr: 0.01",
+             "2025-01-01 10:00:02,000 [WARNING] overflow, loss scale adjust to 4.0"]
+    found = run(lines)
+    assert [(f.signature, f.severity, f.value) for f in found] == [
+        ("fp16_overflow", Severity.INFO, 512.0), ("fp16_overflow", Severity.WARNING, 4.0)]
 
 
 def test_overflow_abort_is_critical():
@@ -616,6 +629,18 @@ FRAMEWORK_FORMATS = [
                                "type <class 'RuntimeError'>, exception msg: Missing Model File.")),
     ("model_load_failure", C, ("E0101 10:00:00.000000 1 model_repository_manager.cc:1200] failed to poll model 'resnet': "
                                "model not found in any model repository.")),
+    # model_load_failure -- LocalAI's backends, text-embeddings-inference's router
+    ("model_load_failure", C, "1:00PM INF [llama-cpp] Fails: could not load model: rpc error: code = Unavailable desc = EOF"),
+    ("model_load_failure", C, "2025-01-01T10:00:00.000000Z ERROR text_embeddings_router: router/src/main.rs:40: Could not create backend"),
+    # crash_signal -- a failed assertion aborts the process: ggml's GGML_ASSERT (llama.cpp servers), C's assert
+    ("crash_signal", C, "src/llama.cpp:4242: GGML_ASSERT(n_tokens <= n_batch) failed"),
+    ("crash_signal", C, "python: ../src/decoder.c:120: decode_step: Assertion `ctx->pos < ctx->len' failed."),
+    # cuda_error -- NVML unable to talk to the driver (nvidia-smi's library, what GPU-probing start-up scripts call)
+    ("cuda_error", C, "pynvml.NVMLError_Unknown: Unknown Error"),
+    ("cuda_error", C, "RuntimeError: Failed to initialize NVML: Driver/library version mismatch"),
+    # nccl_timeout -- NCCL's socket layer unable to reach a peer at all
+    ("nccl_timeout", C, ("node3:100:100 [2] misc/socket.cc:540 NCCL WARN socketPollConnect: Connect to 10.1.2.3<40001> "
+                         "returned 113(No route to host) errno 115(Operation now in progress)")),
     # engine_dead -- Ray Serve's controller stopping a replica whose constructor or health check raised
     ("engine_dead", C, ("(ServeController pid=4242) ERROR 2025-01-01 10:00:00,000 controller 4242 -- Exception in "
                         "Replica(id='abc123', deployment='LLM', app='default'), the replica will be stopped.")),
