@@ -79,6 +79,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)OutOfMemoryError|cudaErrorMemoryAllocation|"
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
+        r"RESOURCE_EXHAUSTED: Attempting to reserve \S+ at the bottom of memory|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
         r"Not enough memory\. Please try to increase --mem-fraction-static|Cuda failure 'out of memory'|"
@@ -168,7 +169,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "crash_signal", C,
-        r"Signal: (?:Bus error|Segmentation fault)|[Ss]egmentation fault|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
+        r"Signal: (?:Bus error|Segmentation fault)|[Ss]egmentation fault|\bSignal \((?:6|7|11)\) received|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
         r"Fatal Python error|core dumped|terminate called after throwing an instance of|\bSIGABRT\b|"
         # torchrun / DeepSpeed's launcher reporting a worker that died on SIGABRT, SIGBUS or SIGSEGV; glibc's heap checks
         r"(?:\bexit ?code|\bexitcode|return ?code)\s*[=:]?\s*-(?:6|7|11)\b|double free or corruption|"
@@ -320,7 +321,7 @@ _KEYS = {
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
-                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert("),
+                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "signal ("),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
@@ -397,7 +398,8 @@ ERROR_LINE = Signature(
     "error-level log line", "the line says what failed; look at the lines around it",
 )
 _OVERFLOW = re.compile(
-    r"OVERFLOW!.{0,40}?Attempted loss scale: (?P<from>\S+?),? (?:reducing to (?P<to>[-+\deE.]+)|but hysteresis)|"
+    r"(?:OVERFLOW!|Overflow detected\. Skipping step\.).{0,40}?Attempted loss scale: (?P<from>\S+?),? "
+    r"(?:reducing to (?P<to>[-+\deE.]+)|but hysteresis)|"
     r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (?P<apex>[-+\deE.]+)|"
     r"overflow detected, (?:ignoring gradient, )?setting (?:loss )?scale to:? (?:to )?(?P<fs>[-+\deE.]+)|"
     r"decreased lg_loss_scale to (?P<lg>[-+\deE.]+)|"

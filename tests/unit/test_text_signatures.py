@@ -382,6 +382,15 @@ def test_mindspore_overflow_messages_are_an_overflow_streak():
         ("fp16_overflow", Severity.INFO, 512.0), ("fp16_overflow", Severity.WARNING, 4.0)]
 
 
+def test_older_deepspeed_overflow_lines_feed_the_streak_once_per_overflow():
+    # DeepSpeed before its "OVERFLOW!" wording: one log_dist line per overflow (beside per-rank lines, not counted)
+    lines = ["[2021-01-01 10:00:00,000] [INFO] [fused_optimizer.py:316:_update_scale] Reducing dynamic loss scale from 2 to 1",
+             "[2021-01-01 10:00:00,000] [INFO] [logging.py:60:log_dist] [Rank 0] Overflow detected. Skipping step. "
+             "Attempted loss scale: 2, reducing to 1"]
+    found = run(lines)
+    assert [(f.signature, f.severity, f.value, f.line) for f in found] == [("fp16_overflow", Severity.WARNING, 1.0, 1)]
+
+
 def test_overflow_abort_is_critical():
     [f] = run(["Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run."])
     assert (f.signature, f.severity) == ("fp16_overflow", Severity.CRITICAL)
@@ -634,6 +643,10 @@ FRAMEWORK_FORMATS = [
     ("model_load_failure", C, "2025-01-01T10:00:00.000000Z ERROR text_embeddings_router: router/src/main.rs:40: Could not create backend"),
     # crash_signal -- a failed assertion aborts the process: ggml's GGML_ASSERT (llama.cpp servers), C's assert
     ("crash_signal", C, "src/llama.cpp:4242: GGML_ASSERT(n_tokens <= n_batch) failed"),
+    ("crash_signal", C, "Signal (11) received."),  # Triton's signal handler, before its stack trace
+    # cuda_oom -- XLA's TPU allocator (PyTorch/XLA, JAX)
+    ("cuda_oom", C, ("2025-01-01 10:00:00.000000: E xla_util.cc:88] RESOURCE_EXHAUSTED: Attempting to reserve 3.10G at "
+                     "the bottom of memory. That was not possible. There are 2.90G free, 0B reserved, and 1.20G reservable.")),
     ("crash_signal", C, "python: ../src/decoder.c:120: decode_step: Assertion `ctx->pos < ctx->len' failed."),
     # cuda_error -- NVML unable to talk to the driver (nvidia-smi's library, what GPU-probing start-up scripts call)
     ("cuda_error", C, "pynvml.NVMLError_Unknown: Unknown Error"),
