@@ -385,8 +385,8 @@ def test_mindspore_overflow_messages_are_an_overflow_streak():
 def test_older_deepspeed_overflow_lines_feed_the_streak_once_per_overflow():
     # DeepSpeed before its "OVERFLOW!" wording: one log_dist line per overflow (beside per-rank lines, not counted)
     lines = ["[2021-01-01 10:00:00,000] [INFO] [fused_optimizer.py:316:_update_scale] Reducing dynamic loss scale from 2 to 1",
-             "[2021-01-01 10:00:00,000] [INFO] [logging.py:60:log_dist] [Rank 0] Overflow detected. Skipping step. "
-             "Attempted loss scale: 2, reducing to 1"]
+             ("[2021-01-01 10:00:00,000] [INFO] [logging.py:60:log_dist] [Rank 0] Overflow detected. Skipping step. "
+              "Attempted loss scale: 2, reducing to 1")]
     found = run(lines)
     assert [(f.signature, f.severity, f.value, f.line) for f in found] == [("fp16_overflow", Severity.WARNING, 1.0, 1)]
 
