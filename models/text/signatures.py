@@ -823,10 +823,22 @@ def is_error_record(line: str) -> bool:
     print them, glog's ``E0412 12:00``, ``"level": "error"``): the ``error_line`` signature's test. A lower-case word
     inside a message or a value (``error_analysis: enabled=False``) does not make one.
 
+    A record relayed at ERROR level whose own message starts with a lower level (FastChat logs a child's stderr as
+    ``| ERROR | stderr | INFO:     Started server process``) is that lower level.
+
     >>> is_error_record("2024-05-01 12:00:01 ERROR worker 3 lost"), is_error_record("error_analysis: enabled=False")
     (True, False)
+    >>> is_error_record("2023-08-31 16:37:08 | ERROR | stderr | INFO:     Application startup complete.")
+    False
     """
-    return _maybe_error(line, line.lower()) and ERROR_LINE.pattern.search(line) is not None
+    if not _maybe_error(line, line.lower()):
+        return False
+    m = ERROR_LINE.pattern.search(line)
+    return m is not None and _RELAYED_LOWER.match(line, m.end()) is None
+
+
+# After an ERROR level field: at most one source name (``stderr |``), then a lower level of the relayed record's own.
+_RELAYED_LOWER = re.compile(r"[^A-Za-z]*(?:[\w.-]+\s*[|:\]]\s*)?(?:INFO|DEBUG|WARNING|WARN|TRACE|NOTICE)\b")
 
 
 def _scale_after(m: re.Match) -> float:

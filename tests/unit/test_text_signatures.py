@@ -273,6 +273,8 @@ HEALTHY = [
     "2025-01-01T10:00:00.000000Z  INFO text_embeddings_router: router/src/lib.rs:230: Starting model backend",
     "NVML initialized: 8 GPUs, driver 550.54",
     "1:00PM INF [llama-cpp] Loads OK",
+    # FastChat relays a child's stderr at ERROR level: the relayed record's own level is INFO
+    "2024-01-01 10:00:00 | ERROR | stderr | INFO:     Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)",
     "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated.",
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
@@ -471,6 +473,13 @@ def test_nan_message_on_a_line_with_extracted_metrics_is_left_to_the_metric_dete
     m = SignatureMatcher()
     assert m.feed("{'loss': nan, 'grad_norm': nan, 'learning_rate': 1e-05, 'epoch': 0.1}", extracted=True) == []
     assert names(m.feed("[Loss] nan | [step] 104", extracted=False)) == ["nonfinite_message"]
+
+
+def test_a_relayed_record_keeps_its_own_level():
+    assert names(run(["2024-01-01 10:00:00 | ERROR | stderr | INFO:     Waiting for application startup."])) == []
+    relayed_error = "2024-01-01 10:00:00 | ERROR | stderr | ERROR:    Exception in ASGI application"
+    assert names(run([relayed_error])) == ["http_5xx"]
+    assert names(run(["2024-01-01 10:00:00 | ERROR | stderr | worker crashed while loading", "done"])) == ["error_line"]
 
 
 def test_generic_error_line():
