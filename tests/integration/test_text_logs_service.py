@@ -105,6 +105,20 @@ def test_text_alert_is_deduplicated_and_streamed(server, client):
     assert [a.id for a in got] == [first.id]
 
 
+def test_a_bare_value_turning_nan_in_a_custom_loop_is_a_warning(server, client):
+    # print(step, loss.item()) in a custom loop: no reader can name the value, its place in the line can.
+    srv, stubs = server
+    run = client.start_run(run_id="text-bare-nan", project="text-bare")
+    for step, loss in [(100, "2.71"), (110, "2.65"), (120, "2.69"), (130, "nan"), (140, "nan")]:
+        run.log_text(f"{step} {loss}")
+        assert run.flush(timeout=10)
+    got = wait_for(stubs, "text-bare-nan", lambda g: any(a.kind == anomaly_pb2.ANOMALY_KIND_LOG_PATTERN for a in g))
+    found = [a for a in got if a.kind == anomaly_pb2.ANOMALY_KIND_LOG_PATTERN]
+    assert [(a.metrics[0], a.severity, list(a.log_lines)) for a in found] == [
+        ("log/nonfinite_message", anomaly_pb2.SEVERITY_WARNING, ["130 nan"])]
+    assert run.finish(timeout=10)
+
+
 def test_metric_only_batches_leave_text_alone(server, client):
     srv, _ = server
     run = client.start_run(run_id="text-none", project="text")
