@@ -107,7 +107,7 @@ def test_text_alert_is_deduplicated_and_streamed(server, client):
 
 def test_a_bare_value_turning_nan_in_a_custom_loop_is_a_warning(server, client):
     # print(step, loss.item()) in a custom loop: no reader can name the value, its place in the line can.
-    srv, stubs = server
+    _, stubs = server
     run = client.start_run(run_id="text-bare-nan", project="text-bare")
     for step, loss in [(100, "2.71"), (110, "2.65"), (120, "2.69"), (130, "nan"), (140, "nan")]:
         run.log_text(f"{step} {loss}")
