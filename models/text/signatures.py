@@ -80,6 +80,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"RESOURCE_EXHAUSTED: Attempting to reserve \S+ at the bottom of memory|"
+        # PyTorch before 1.1 (THC): "cuda runtime error (2) : out of memory", THCudaCheck's, and 0.4's bare message
+        r"cuda runtime error \(2\) : out of memory|THCudaCheck FAIL .{0,200}error=2 : out of memory|"
+        r"RuntimeError: out of memory\b|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
         r"Not enough memory\. Please try to increase --mem-fraction-static|Cuda failure 'out of memory'|"
@@ -130,7 +133,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "dataloader_worker_killed", C,
         r"DataLoader worker \(pid(?:\(s\))?\s*[\d, ]+\) (?:is killed by signal|exited unexpectedly)|"
         r"DataLoader worker.{0,60}killed|DataLoader timed out after \d+ seconds|"
-        r"Communication with the workers is no longer possible|unable to open shared memory object",
+        r"Communication with the workers is no longer possible|unable to open shared memory object|"
+        # torch.utils.data's worker signal handler, and a full /dev/shm when a worker hands a batch over
+        r"Unexpected (?:bus error|segmentation fault) encountered in worker|unable to write to file </torch_",
         "dataloader worker killed",
         "workers are usually killed for memory: fewer workers, a smaller prefetch_factor, a larger /dev/shm "
         "(docker --shm-size), or data that is not copied into each worker",
@@ -154,6 +159,9 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cuda_error", C,
         r"illegal memory access|CUDA error: (?!out of memory)|device-side assert|cudaErrorIllegalAddress|"
+        r"cuda runtime error \(\d+\) : |CUDNN_STATUS_(?:NOT_INITIALIZED|MAPPING_ERROR|ARCH_MISMATCH)|"
+        # TensorFlow when cuDNN or cuBLAS cannot start (often the GPU's memory already taken)
+        r"cuDNN failed to initialize|Blas x?GEMM launch failed|"
         r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
         r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported|cuDNN error|"
         r"fallen off the bus|\bNVRM: Xid\b|CUDA driver version is insufficient|no CUDA-capable device is detected|"
@@ -311,11 +319,12 @@ _KEYS = {
                      "c10d key-value store", "heartbeat monitor", "operation to complete", "monitoredbarrier",
                      "completion from peer"),
     "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
-                                 "shared memory object"),
+                                 "shared memory object", "encountered in worker", "unable to write to file"),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
                    "killed", "oomkilled", "oom_kill event", "srun: error", "return code", "returncode", "exit status -9",
                    "signaled to shutdown", "exited with code", "exit_code", "term_memlimit", "memory pressure"),
-    "cuda_error": ("illegal memory access", "cuda error", "device-side assert", "cudaerrorillegaladdress",
+    "cuda_error": ("illegal memory access", "cuda error", "cuda runtime error", "device-side assert", "cudnn failed",
+                   "gemm launch failed", "cudaerrorillegaladdress",
                    "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),

@@ -151,9 +151,8 @@ CASES = {
         "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
         "Fatal Python error: Segmentation fault",
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
-        "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
         "terminate called after throwing an instance of 'c10::Error'",
-        "ERROR: Unexpected segmentation fault encountered in worker.",
+        "Segmentation fault (core dumped)",
     ],
     "job_cancelled": [
         ("[2024-01-01 10:00:00,000] torch.distributed.elastic.agent.server.api: [WARNING] Received Signals.SIGTERM "
@@ -653,6 +652,20 @@ FRAMEWORK_FORMATS = [
     # crash_signal -- a failed assertion aborts the process: ggml's GGML_ASSERT (llama.cpp servers), C's assert
     ("crash_signal", C, "src/llama.cpp:4242: GGML_ASSERT(n_tokens <= n_batch) failed"),
     ("crash_signal", C, "Signal (11) received."),  # Triton's signal handler, before its stack trace
+    # cuda_oom -- PyTorch before 1.1 (THC's allocator and THCudaCheck), and 0.4's bare RuntimeError
+    ("cuda_oom", C, "RuntimeError: cuda runtime error (2) : out of memory at /opt/src/THC/THCCachingAllocator.cpp:510"),
+    ("cuda_oom", C, "THCudaCheck FAIL file=/opt/src/THC/generic/THCStorage.cu line=58 error=2 : out of memory"),
+    ("cuda_oom", C, "RuntimeError: out of memory"),
+    # cuda_error -- THC's other error codes, cuDNN failing to start (PyTorch, TensorFlow), cuBLAS in TensorFlow
+    ("cuda_error", C, "RuntimeError: cuda runtime error (30) : unknown error at /opt/src/THC/THCGeneral.cpp:70"),
+    ("cuda_error", C, "RuntimeError: CUDNN_STATUS_NOT_INITIALIZED"),
+    ("cuda_error", C, ("tensorflow.python.framework.errors_impl.UnknownError: Failed to get convolution algorithm. This is "
+                       "probably because cuDNN failed to initialize")),
+    ("cuda_error", C, "tensorflow.python.framework.errors_impl.InternalError: Blas GEMM launch failed : a.shape=(8, 4)"),
+    # dataloader_worker_killed -- torch.utils.data's worker signal handler; a full /dev/shm when a batch is handed over
+    ("dataloader_worker_killed", C, "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm)."),
+    ("dataloader_worker_killed", C, "ERROR: Unexpected segmentation fault encountered in worker."),
+    ("dataloader_worker_killed", C, "RuntimeError: unable to write to file </torch_4242_1234567890>"),
     # cuda_oom -- XLA's TPU allocator (PyTorch/XLA, JAX)
     ("cuda_oom", C, ("2025-01-01 10:00:00.000000: E xla_util.cc:88] RESOURCE_EXHAUSTED: Attempting to reserve 3.10G at "
                      "the bottom of memory. That was not possible. There are 2.90G free, 0B reserved, and 1.20G reservable.")),
