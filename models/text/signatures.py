@@ -84,6 +84,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"cuda runtime error \(2\) : out of memory|THCudaCheck FAIL .{0,200}error=2 : out of memory|"
         r"RuntimeError: out of memory\b|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
+        # torch_npu (Ascend), PaddlePaddle's allocator, JAX/XLA on GPU
+        r"NPU out of memory|Out of memory error on GPU \d+|RESOURCE_EXHAUSTED: Failed to allocate request for|"
         r"CUDA_ERROR_OUT_OF_MEMORY|CUDA (?:runtime|driver) error: out of memory|Error allocating device buffer|"
         r"Not enough memory\. Please try to increase --mem-fraction-static|Cuda failure 'out of memory'|"
         r"ran out of memory trying to allocate .{0,80}requested by op|"
@@ -113,6 +115,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Watchdog caught collective operation timeout|watchdog (?:got stuck|thread terminated)|"
         r"ran for \d+ milliseconds before timing out|NCCL (?:communicator|operation|collective)s?\b.{0,60}timed? ?out|"
         r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|"
+        # older PyTorch ("NCCL Error 2: unhandled system error"); gloo's TCP transport when a peer rank went away
+        r"NCCL Error \d+|gloo/transport/tcp/pair\.cc:\d+\] (?:Connection closed by peer|Connection reset by peer|Timed out)|"
         r"NCCL communicator was aborted|Timed out initializing process group|"
         r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
         r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed|Connection)Error|"
@@ -147,7 +151,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"srun: error: \S+: tasks? [\d,-]+: (?:Out Of Memory|Killed)|"
         # DeepSpeed's launcher, subprocess, TGI's shard manager, a shell's job report, exit code 128+9
         r"return ?code\s*[=:]?\s*-9\b|non-zero exit status -9\b|signaled to shutdown with signal 9\b|"
-        r"\bline \d+:\s+\d+ Killed\s|^\[\d+\][+-]?\s+Killed\s|"
+        r"\bline \d+:\s+\d+ Killed\s|^\[\d+\][+-]?\s+Killed\s|^zsh: killed\s|"
         # the shell's "Killed" glued to the last line the program printed without a newline (a progress bar)
         r"(?<=[\d\]%|])Killed\s*$|"
         r"\b(?:[Ee]xit(?:ed with)? ?[Cc]ode|exit_code)\s*[=:]?\s*137\b|"
@@ -162,7 +166,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"cuda runtime error \(\d+\) : |CUDNN_STATUS_(?:NOT_INITIALIZED|MAPPING_ERROR|ARCH_MISMATCH)|"
         # TensorFlow when cuDNN or cuBLAS cannot start (often the GPU's memory already taken)
         r"cuDNN failed to initialize|Blas x?GEMM launch failed|"
-        r"CUBLAS_STATUS_EXECUTION_FAILED|CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|"
+        r"CUBLAS_STATUS_(?:EXECUTION_FAILED|NOT_INITIALIZED|INTERNAL_ERROR|ARCH_MISMATCH)|"
+        r"CUDNN_STATUS_(?:EXECUTION_FAILED|INTERNAL_ERROR)|unspecified launch failure|CUDA driver initialization failed|"
         r"uncorrectable ECC error|CUDA kernel errors might be asynchronously reported|cuDNN error|"
         r"fallen off the bus|\bNVRM: Xid\b|CUDA driver version is insufficient|no CUDA-capable device is detected|"
         r"cudaError(?:NoDevice|InsufficientDriver|LaunchFailure|IllegalInstruction|MisalignedAddress|Assert|"
@@ -192,6 +197,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "nonfinite_message", E,
         r"detected (?:nan|inf|nan/inf)|\bfound (?:nan|inf)\b|nan or inf found|invalid loss, terminating|"
+        r"\binput contains nan\b|"  # scikit-learn's check on predictions or features (a metric computed on NaN outputs)
         r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|become|became|becomes|has become|contains?)\s+"
         r"(?:nan|inf(?:inite|inity)?|non-?finite)\b|returned in `training_step` is (?:nan|[-+]?inf)|"
         r"probability tensor contains either .inf., .nan.|"
@@ -317,7 +323,7 @@ _KEYS = {
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
                      "mismatch between collectives", "socket has timed out", "socket timeout", "distnetworkerror",
                      "c10d key-value store", "heartbeat monitor", "operation to complete", "monitoredbarrier",
-                     "completion from peer"),
+                     "completion from peer", "gloo/transport"),
     "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
                                  "shared memory object", "encountered in worker", "unable to write to file"),
     "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
@@ -325,7 +331,8 @@ _KEYS = {
                    "signaled to shutdown", "exited with code", "exit_code", "term_memlimit", "memory pressure"),
     "cuda_error": ("illegal memory access", "cuda error", "cuda runtime error", "device-side assert", "cudnn failed",
                    "gemm launch failed", "cudaerrorillegaladdress",
-                   "cublas_status_execution", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
+                   "cublas_status_execution", "cublas_status_not_initialized", "cublas_status_internal",
+                   "cublas_status_arch", "cuda driver initialization", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",

@@ -666,6 +666,21 @@ FRAMEWORK_FORMATS = [
     ("dataloader_worker_killed", C, "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm)."),
     ("dataloader_worker_killed", C, "ERROR: Unexpected segmentation fault encountered in worker."),
     ("dataloader_worker_killed", C, "RuntimeError: unable to write to file </torch_4242_1234567890>"),
+    # cuda_oom -- JAX/XLA on GPU, PaddlePaddle's allocator, torch_npu (Ascend)
+    ("cuda_oom", C, ("2025-01-01 10:00:00.000000: W external/xla/xla/stream_executor/bfc.cc] RESOURCE_EXHAUSTED: Failed "
+                     "to allocate request for 1.50GiB (1610612736B) on device ordinal 0")),
+    ("cuda_oom", C, "ResourceExhaustedError: Out of memory error on GPU 1. Cannot allocate 256.000000MB memory on GPU 1"),
+    ("cuda_oom", C, "RuntimeError: NPU out of memory. Tried to allocate 1.00 GiB (NPU 0; 60.00 GiB total capacity)"),
+    # nccl_timeout -- older PyTorch's NCCL errors; gloo's TCP transport when a peer rank went away
+    ("nccl_timeout", C, "RuntimeError: NCCL Error 2: unhandled system error"),
+    ("nccl_timeout", C, "RuntimeError: [/opt/gloo/gloo/transport/tcp/pair.cc:589] Connection closed by peer [10.0.0.7]:4242"),
+    # oom_killer -- zsh's report of a foreground job the kernel killed
+    ("oom_killer", C, "zsh: killed     python train.py --epochs 10"),
+    # nonfinite_message -- scikit-learn refusing NaN predictions (a metric computed on a model's NaN outputs)
+    ("nonfinite_message", E, "ValueError: Input contains NaN, infinity or a value too large for dtype('float32')."),
+    # cuda_error -- cuBLAS failing to create its handle (usually no GPU memory left), PyTorch without a working driver
+    ("cuda_error", C, "RuntimeError: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+    ("cuda_error", C, "RuntimeError: CUDA driver initialization failed, you might not have a CUDA gpu."),
     # cuda_oom -- XLA's TPU allocator (PyTorch/XLA, JAX)
     ("cuda_oom", C, ("2025-01-01 10:00:00.000000: E xla_util.cc:88] RESOURCE_EXHAUSTED: Attempting to reserve 3.10G at "
                      "the bottom of memory. That was not possible. There are 2.90G free, 0B reserved, and 1.20G reservable.")),
