@@ -189,7 +189,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
         r"corrupted size vs\. prev_size|"
         # a failed assertion in native code aborts the process (C's assert, ggml's GGML_ASSERT in llama.cpp servers)
-        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed",
+        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|\[TensorRT-LLM\]\[ERROR\] Assertion failed:",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -241,7 +241,8 @@ SIGNATURES: tuple[Signature, ...] = (
         # vLLM's MQ engine, SGLang's scheduler and launcher, Ray Serve's health checks, TorchServe, TGI's router
         r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
         r"failed health check|\bUNHEALTHY\b|\(unhealthy\)|Backend worker error|"
-        r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped",
+        r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped|"
+        r"Engine background task failed",  # vLLM's async engine when its loop raised
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -337,7 +338,8 @@ _KEYS = {
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
-                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "signal ("),
+                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "signal (",
+                     "[error] assertion failed"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
@@ -352,7 +354,7 @@ _KEYS = {
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
-                    "webserver crashed", "replica will be stopped"),
+                    "webserver crashed", "replica will be stopped", "engine background task failed"),
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",

@@ -652,6 +652,10 @@ FRAMEWORK_FORMATS = [
     # crash_signal -- a failed assertion aborts the process: ggml's GGML_ASSERT (llama.cpp servers), C's assert
     ("crash_signal", C, "src/llama.cpp:4242: GGML_ASSERT(n_tokens <= n_batch) failed"),
     ("crash_signal", C, "Signal (11) received."),  # Triton's signal handler, before its stack trace
+    # TensorRT-LLM's TLLM_CHECK: the exception it throws ends the process
+    ("crash_signal", C, "[TensorRT-LLM][ERROR] Assertion failed: tp * pp == worldSize (/src/runtime/worldConfig.cpp:90)"),
+    # engine_dead -- vLLM's async engine logging its background loop's failure
+    ("engine_dead", C, "ERROR 01-01 10:00:00 async_llm_engine.py:61] Engine background task failed"),
     # cuda_oom -- PyTorch before 1.1 (THC's allocator and THCudaCheck), and 0.4's bare RuntimeError
     ("cuda_oom", C, "RuntimeError: cuda runtime error (2) : out of memory at /opt/src/THC/THCCachingAllocator.cpp:510"),
     ("cuda_oom", C, "THCudaCheck FAIL file=/opt/src/THC/generic/THCStorage.cu line=58 error=2 : out of memory"),
