@@ -347,7 +347,7 @@ _KEYS = {
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
-                           "model repository", "could not load model", "backend",
+                           "model repository", "could not load model", "could not start", "could not create",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
