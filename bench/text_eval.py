@@ -309,6 +309,7 @@ EXPECTED = {
     "collective_stall": {"nccl_timeout", "STALLED"},
     "kv_cache_exhaustion": {"kv_cache_exhausted", "kv_cache_saturated"},
     "assertion_abort_crash": {"crash_signal"},
+    "process_crashed_sigabrt": {"crash_signal"},
     "tpu_oom": {"cuda_oom"},
 }
 

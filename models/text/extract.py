@@ -377,6 +377,8 @@ _STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\
 # "Epoch 1, Batch 100": the batch counts within the epoch (the epoch alone is not the step)
 _EPOCH_BATCH = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*\]?\s*[,|]?\s*batch\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
                           re.IGNORECASE)
+# "epoch 001  1000 / 331737", "epoch 3: 100/600": an epoch, then the batch of the epoch's total
+_EPOCH_THEN_FRACTION = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*(\d+)\s*[:|,]?\s+(\d+)\s*/\s*(\d+)(?![\d.])", re.IGNORECASE)
 # PyTorch's word_language_model example: "| epoch   1 |   200/ 2928 batches | lr 20.00 | ... | loss  7.63 | ppl  2055.20"
 _WLM = re.compile(r"^\s*\|\s*epoch\s+(\d+)\s*\|\s*(\d+)\s*/\s*(\d+)\s+batches\s*\|")
 _WLM_END = re.compile(r"^\s*\|\s*end of epoch\s+\d+\s*\|")
@@ -1203,7 +1205,11 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     if word.lower() == "epoch":
         batch = _EPOCH_BATCH.search(line)
-        step = int(value) if batch is None else _step_in_epoch(x, line, int(batch.group(1)))
+        of = _EPOCH_THEN_FRACTION.search(line) if batch is None else None
+        if of is not None:  # fairseq < 0.6: "| epoch 001  1000 / 331737 loss=...", the batch of the epoch's total
+            step = _continued_step(x, int(of.group(1)), int(of.group(2)), int(of.group(3)))
+        else:
+            step = int(value) if batch is None else _step_in_epoch(x, line, int(batch.group(1)))
     else:
         step = _step_in_epoch(x, line, int(value))
     return _Parsed(step, metrics)

@@ -83,6 +83,8 @@ SIGNATURES: tuple[Signature, ...] = (
         # PyTorch before 1.1 (THC): "cuda runtime error (2) : out of memory", THCudaCheck's, and 0.4's bare message
         r"cuda runtime error \(2\) : out of memory|THCudaCheck FAIL .{0,200}error=2 : out of memory|"
         r"RuntimeError: out of memory\b|"
+        # PyTorch's caching allocator, also when a console wrapped "CUDA" onto the line before
+        r"^\s*out of memory\. Tried to allocate \d|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         # torch_npu (Ascend), PaddlePaddle's allocator, JAX/XLA on GPU
         r"NPU out of memory|Out of memory error on GPU \d+|RESOURCE_EXHAUSTED: Failed to allocate request for|"
@@ -189,7 +191,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
         r"corrupted size vs\. prev_size|"
         # a failed assertion in native code aborts the process (C's assert, ggml's GGML_ASSERT in llama.cpp servers)
-        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|\[TensorRT-LLM\]\[ERROR\] Assertion failed:",
+        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|GGML_ASSERT: \S+:\d+: |\[TensorRT-LLM\]\[ERROR\] Assertion failed:",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -215,7 +217,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     _sig(
         "model_load_failure", C,
-        r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to load (?:the )?model)|Error loading model|"
+        r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to (?:load|locate) (?:the )?model)|Error loading model|"
         r"(?i:could not load model)|unable to create TensorRT engine|"
         r"Could not (?:start|create) (?:a suitable |the |\w+ )?backend|failed to poll model|model not found in any model repository|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
@@ -236,7 +238,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "engine_dead", C,
         r"EngineDeadError|Engine loop is not running|EngineCore encountered an issue|"
         r"backend worker process died|[Ww]orker died|worker process died|RayActorError|died unexpectedly|"
-        r"The actor is dead|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT|"
+        r"The actor (?:is dead|died\b)|CrashLoopBackOff|Back-off restarting failed container|WORKER TIMEOUT|"
         r"llama runner process has terminated|Worker disconnected\. WORKER_|Stub process '[^']+' is not healthy|"
         # vLLM's MQ engine, SGLang's scheduler and launcher, Ray Serve's health checks, TorchServe, TGI's router
         r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
@@ -338,7 +340,7 @@ _KEYS = {
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
     "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
-                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "signal (",
+                     "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
                      "[error] assertion failed"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
@@ -347,7 +349,7 @@ _KEYS = {
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
-                           "model repository", "could not load model", "could not start", "could not create",
+                           "model repository", "could not load model", "locate model", "locate the model", "could not start", "could not create",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",

@@ -52,6 +52,18 @@ def test_fairseq_inner_and_valid_lines():
     assert s1 == 4150 and m1 == {"val/loss": 4.01, "val/nll_loss": 2.8, "val/ppl": 6.96, "val/wps": 41020}
 
 
+def test_fairseq_before_0_6_progress_lines_take_the_batch_of_the_epoch():
+    # "| epoch 001  1000 / 20000 loss=...": the epoch, then the batch of its total; the epoch alone is not the step
+    out, _ = ext([
+        "| epoch 001  1000 / 20000 loss=9.12 (10.30), wps=18000, wpb=31000, bsz=860, lr=1.25, clip=100%, gnorm=2.05",
+        "| epoch 001  2000 / 20000 loss=8.40 (9.70), wps=18100, wpb=31000, bsz=870, lr=1.25, clip=100%, gnorm=1.71",
+        "| epoch 002:   500 / 20000 loss=5.10 (5.30), wps=18200, wpb=31000, bsz=870, lr=1.25, clip=100%, gnorm=nan",
+    ])
+    assert [s for s, _ in out] == [1000, 2000, 20500]
+    assert out[1][1] == {"loss": 8.4, "lr": 1.25, "grad_norm": 1.71}
+    assert math.isnan(out[2][1]["grad_norm"])
+
+
 def test_hf_trainer_dicts_take_the_progress_bar_step():
     out, _ = ext([
         " 12%|█▏        | 120/1000 [01:10<08:31,  1.72it/s]",

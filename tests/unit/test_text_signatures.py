@@ -698,6 +698,15 @@ FRAMEWORK_FORMATS = [
     # engine_dead -- Ray Serve's controller stopping a replica whose constructor or health check raised
     ("engine_dead", C, ("(ServeController pid=4242) ERROR 2025-01-01 10:00:00,000 controller 4242 -- Exception in "
                         "Replica(id='abc123', deployment='LLM', app='default'), the replica will be stopped.")),
+    # crash_signal -- older llama.cpp (and Ollama's bundled copy) print the assertion as "GGML_ASSERT: file:line: cond"
+    ("crash_signal", C, "GGML_ASSERT: /src/llama.cpp/ggml.c:5120: ne2 % ne02 == 0"),
+    # engine_dead -- Ray when an actor's constructor raised (a Serve replica that never came up)
+    ("engine_dead", C, ("(pid=4242) 2025-01-01 10:00:00,000\tERROR worker.py:400 -- Exception raised in creation task: The "
+                        "actor died because of an error raised in its creation task, ray::ServeReplica:LLM.__init__()")),
+    # model_load_failure -- KServe's model server when the storage initializer left no model file
+    ("model_load_failure", C, "ERROR:root:fail to locate model file for model iris under dir /mnt/models,trying loading from model repository."),
+    # cuda_oom -- PyTorch's allocator message when a console (rich's log handler) wrapped "CUDA" onto the line before
+    ("cuda_oom", C, "         out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 23.65 GiB of which"),
     # oom_killer -- the shell's "Killed" glued to a progress line the program left without a newline
     ("oom_killer", C, "1024/60000 [>.............................] - ETA: 310s - loss: 0.9812Killed"),
     ("oom_killer", C, " 45%|████▌     | 450/1000 [01:02<01:16,  7.19it/s]Killed"),
