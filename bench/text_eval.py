@@ -310,6 +310,11 @@ EXPECTED = {
     "kv_cache_exhaustion": {"kv_cache_exhausted", "kv_cache_saturated"},
     "assertion_abort_crash": {"crash_signal"},
     "process_crashed_sigabrt": {"crash_signal"},
+    "segfault_crash": {"crash_signal"},
+    "abort_crash": {"crash_signal"},
+    "nccl_error": {"nccl_timeout"},
+    "worker_timeout": {"engine_dead"},
+    "host_oom": {"cpu_oom"},
     "tpu_oom": {"cuda_oom"},
 }
 

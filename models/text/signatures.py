@@ -76,7 +76,7 @@ C, E, W = Severity.CRITICAL, Severity.ERROR, Severity.WARNING
 SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cuda_oom", C,
-        r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)OutOfMemoryError|cudaErrorMemoryAllocation|"
+        r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)(?<!Ray)OutOfMemoryError|cudaErrorMemoryAllocation|"
         r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"RESOURCE_EXHAUSTED: Attempting to reserve \S+ at the bottom of memory|"
@@ -101,7 +101,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cpu_oom", C,
         r"DefaultCPUAllocator: (?:can't allocate|not enough memory)|\bMemoryError\b|Cannot allocate memory|"
-        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B|ray\.exceptions\.OutOfMemoryError|node (?:is )?running low on memory",
+        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B|ray\.exceptions\.OutOfMemoryError|RayOutOfMemoryError|node (?:is )?running low on memory",
         "host memory exhausted",
         "load data lazily (memory-mapped datasets), use fewer dataloader workers or a smaller prefetch_factor",
     ),
@@ -116,7 +116,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "nccl_timeout", C,
         r"Watchdog caught collective operation timeout|watchdog (?:got stuck|thread terminated)|"
         r"ran for \d+ milliseconds before timing out|NCCL (?:communicator|operation|collective)s?\b.{0,60}timed? ?out|"
-        r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|"
+        r"\bNCCL timeout|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError|NCCL error|NCCL WARN Cuda failure|"
         # older PyTorch ("NCCL Error 2: unhandled system error"); gloo's TCP transport when a peer rank went away
         r"NCCL Error \d+|gloo/transport/tcp/pair\.cc:\d+\] (?:Connection closed by peer|Connection reset by peer|Timed out)|"
         r"NCCL communicator was aborted|Timed out initializing process group|"
@@ -201,7 +201,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"detected (?:nan|inf|nan/inf)|\bfound (?:nan|inf)\b|nan or inf found|invalid loss, terminating|"
         r"\binput contains nan\b|"  # scikit-learn's check on predictions or features (a metric computed on NaN outputs)
         r"(?:loss|grad(?:ient)?s?)\s+(?:is|are|become|became|becomes|has become|contains?)\s+"
-        r"(?:nan|inf(?:inite|inity)?|non-?finite)\b|returned in `training_step` is (?:nan|[-+]?inf)|"
+        r"(?:nan|inf(?:inite|inity)?|non-?finite|not finite)\b|returned in `training_step` is (?:nan|[-+]?inf)|"
         r"probability tensor contains either .inf., .nan.|"
         r"non-?finite (?:loss|grad)|\bFloatingPointError\b|\bnan loss|\bnan detected|returned nan values|"
         r"tensor had (?:nan|inf) values|=\s*(?:nan|[-+]?inf)\s+is not finite|"
@@ -229,7 +229,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Engine core initialization failed|EngineCore failed to start|Engine process failed to start|"
         r"does not recognize this architecture|Model architectures \[[^\]]*\] (?:are not supported|failed to be inspected)|"
         r"Can't load (?:the )?(?:tokenizer|model|config(?:uration)?|weights|processor|feature extractor)\b|"
-        r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row",
+        r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row|"
+        r"\[ERROR\] Exception in worker process|Worker failed to boot",  # gunicorn: the app (the model server) did not start
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -244,7 +245,7 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
         r"failed health check|\bUNHEALTHY\b|\(unhealthy\)|Backend worker error|"
         r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped|"
-        r"Engine background task failed",  # vLLM's async engine when its loop raised
+        r"Engine background task failed|server crash \d+ - exit code",  # vLLM's async engine when its loop raised; Ollama respawning its runner
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -320,7 +321,7 @@ _KEYS = {
                  "allocating device buffer", "mem-fraction-static", "failed to allocate memory", "prefill tokens",
                  "cudnn_status_alloc"),
     "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate",
-                "ray.exceptions.outofmemoryerror", "running low on memory"),
+                "ray.exceptions.outofmemoryerror", "rayoutofmemoryerror", "running low on memory"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
@@ -350,13 +351,14 @@ _KEYS = {
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
                            "model repository", "could not load model", "locate model", "locate the model", "could not start", "could not create",
-                           "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed"),
+                           "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed",
+                           "exception in worker process", "worker failed to boot"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
-                    "webserver crashed", "replica will be stopped", "engine background task failed"),
+                    "webserver crashed", "replica will be stopped", "engine background task failed", "server crash"),
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",

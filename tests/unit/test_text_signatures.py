@@ -707,6 +707,18 @@ FRAMEWORK_FORMATS = [
     ("model_load_failure", C, "ERROR:root:fail to locate model file for model iris under dir /mnt/models,trying loading from model repository."),
     # cuda_oom -- PyTorch's allocator message when a console (rich's log handler) wrapped "CUDA" onto the line before
     ("cuda_oom", C, "         out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 23.65 GiB of which"),
+    # cpu_oom -- Ray's memory monitor (ray < 2.2) refusing a task on a node past its memory threshold
+    ("cpu_oom", C, ("ray._private.memory_monitor.RayOutOfMemoryError: More than 95% of the memory on node worker-3 is used "
+                    "(30.1 / 31.4 GB). The top 10 memory consumers are:")),
+    # nccl_timeout -- NCCL's own warning that a CUDA call inside it failed (the communicator cannot be built)
+    ("nccl_timeout", C, "gpu-node-2:4242:4300 [3] transport/nvls.cc:160 NCCL WARN Cuda failure 2 'out of memory'"),
+    # nonfinite_message -- SpeechBrain's check_gradients once its non-finite-loss patience is used up
+    ("nonfinite_message", E, "ValueError: Loss is not finite and patience is exhausted. To debug, wrap `fit()` with autograd"),
+    # model_load_failure -- gunicorn (mlflow models serve, Flask/FastAPI model servers) when the app fails to import
+    ("model_load_failure", C, "[2025-01-01 10:00:00 +0000] [4242] [ERROR] Exception in worker process"),
+    ("model_load_failure", C, "[2025-01-01 10:00:00 +0000] [4242] [INFO] Worker failed to boot."),
+    # engine_dead -- Ollama respawning its llama.cpp runner after it crashed
+    ("engine_dead", C, 'time=2025-01-01T10:00:00.000Z level=WARN source=server.go:120 msg="server crash 3 - exit code 2 - respawning"'),
     # oom_killer -- the shell's "Killed" glued to a progress line the program left without a newline
     ("oom_killer", C, "1024/60000 [>.............................] - ETA: 310s - loss: 0.9812Killed"),
     ("oom_killer", C, " 45%|████▌     | 450/1000 [01:02<01:16,  7.19it/s]Killed"),
