@@ -35,6 +35,7 @@ class AnomalyKind(enum.IntEnum):
     SEQUENCE_OUTLIER = 17
     UPDATE_RATIO = 18
     RUN_FAILED = 19
+    ACTIVATION_SPIKE = 20
 
 
 class Severity(enum.IntEnum):

@@ -56,7 +56,7 @@ GATED_DEFAULT = ("EXPLODING_GRADIENT", "DEAD_UNITS")
 FAILURES_DEFAULT = ("DIVERGENCE_PREDICTED", "NONFINITE")
 CONSEQUENCES_DEFAULT = (
     "LOSS_SPIKE", "EXPLODING_GRADIENT", "VANISHING_GRADIENT", "DEAD_UNITS", "SATURATION", "UPDATE_RATIO", "PLATEAU",
-    "OVERFITTING", "RUN_OUTLIER", "SEQUENCE_OUTLIER",
+    "OVERFITTING", "RUN_OUTLIER", "SEQUENCE_OUTLIER", "ACTIVATION_SPIKE",
 )
 # Vanishing gradients and update ratios are per-layer too: a collapsed 12-layer transformer raised one WARNING+ incident
 # per layer and kind (43 in a new user's run). As symptoms, the first is the root and the rest INFO; on the corpus

@@ -31,6 +31,7 @@ DIAGNOSTICS: dict[str, str] = {
     "update_ratio": f"{_PKG}.gradients:UpdateRatioDiagnostic",
     "dead_units": f"{_PKG}.activations:DeadUnitsDiagnostic",
     "saturation": f"{_PKG}.activations:SaturationDiagnostic",
+    "activation_spike": f"{_PKG}.activation_spike:ActivationSpikeDiagnostic",
     "plateau": f"{_PKG}.plateau:PlateauDiagnostic",
     "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",

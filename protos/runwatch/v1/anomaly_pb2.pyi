@@ -29,6 +29,7 @@ class AnomalyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANOMALY_KIND_SEQUENCE_OUTLIER: _ClassVar[AnomalyKind]
     ANOMALY_KIND_UPDATE_RATIO: _ClassVar[AnomalyKind]
     ANOMALY_KIND_RUN_FAILED: _ClassVar[AnomalyKind]
+    ANOMALY_KIND_ACTIVATION_SPIKE: _ClassVar[AnomalyKind]
 
 class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ ANOMALY_KIND_DATA_BOTTLENECK: AnomalyKind
 ANOMALY_KIND_SEQUENCE_OUTLIER: AnomalyKind
 ANOMALY_KIND_UPDATE_RATIO: AnomalyKind
 ANOMALY_KIND_RUN_FAILED: AnomalyKind
+ANOMALY_KIND_ACTIVATION_SPIKE: AnomalyKind
 SEVERITY_UNSPECIFIED: Severity
 SEVERITY_INFO: Severity
 SEVERITY_WARNING: Severity
