@@ -315,6 +315,8 @@ EXPECTED = {
     "nccl_error": {"nccl_timeout"},
     "worker_timeout": {"engine_dead"},
     "host_oom": {"cpu_oom"},
+    "zero_loss_collapse": {"PLATEAU", "NONFINITE", "LOSS_SPIKE", "DIVERGENCE_PREDICTED", "nonfinite_message"},
+    "server_startup_hang": {"startup_stall", "STALLED"},
     "tpu_oom": {"cuda_oom"},
 }
 

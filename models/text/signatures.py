@@ -218,7 +218,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "model_load_failure", C,
         r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to (?:load|locate) (?:the )?model)|Error loading model|"
-        r"(?i:could not load model)|unable to create TensorRT engine|"
+        r"(?i:could(?: not|n.t) load (?:the )?model)|unable to create TensorRT engine|"
         r"Could not (?:start|create) (?:a suitable |the |\w+ )?backend|failed to poll model|model not found in any model repository|UNAVAILABLE: Internal|"
         r"exception occurred while instantiating runner|MissingDependencyException|failed to load '[^']+' version|"
         r"ShardCannotStart|Shard \d+ failed to start|Error: (?:DownloadError|WebserverFailed|ShardFailed)|"
@@ -350,7 +350,7 @@ _KEYS = {
                            "unable to load model", "loading servable", "loading state_dict", "unable to load weights",
                            "pytorchstreamreader", "engine core initialization", "enginecore failed to start",
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
-                           "model repository", "could not load model", "locate model", "locate the model", "could not start", "could not create",
+                           "model repository", "could not load model", "couldn't load model", "couldn't load the model", "could not load the model", "locate model", "locate the model", "could not start", "could not create",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed",
                            "exception in worker process", "worker failed to boot"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",

@@ -717,6 +717,8 @@ FRAMEWORK_FORMATS = [
     # model_load_failure -- gunicorn (mlflow models serve, Flask/FastAPI model servers) when the app fails to import
     ("model_load_failure", C, "[2025-01-01 10:00:00 +0000] [4242] [ERROR] Exception in worker process"),
     ("model_load_failure", C, "[2025-01-01 10:00:00 +0000] [4242] [INFO] Worker failed to boot."),
+    # model_load_failure -- MLServer logs the failed load at INFO and drops the model from its registry
+    ("model_load_failure", C, "2025-01-01 10:00:00,000 [mlserver] INFO - Couldn't load model 'sentiment'. Model will be removed from registry."),
     # engine_dead -- Ollama respawning its llama.cpp runner after it crashed
     ("engine_dead", C, 'time=2025-01-01T10:00:00.000Z level=WARN source=server.go:120 msg="server crash 3 - exit code 2 - respawning"'),
     # oom_killer -- the shell's "Killed" glued to a progress line the program left without a newline
