@@ -122,16 +122,17 @@ def stream(
                                      a.incident_id, a.revision))
 
     last_recv: float | None = None
+    clock = rec.meta.get("clock", True)  # False: wall times made up from steps (bench/real_logs.py), no idle time
     for block, _lo, _hi in rec.blocks(block_events):
         first_wall = float(block.wall_times[0])
-        if last_recv is not None and first_wall - last_recv > tick_s:
+        if clock and last_recv is not None and first_wall - last_recv > tick_s:
             t = last_recv + tick_s
             while t < first_wall:
                 keep(monitor.idle(t, last_recv), eval_step=monitor.last_step + 1)
                 t += tick_s
         keep(monitor.observe_block(block))
         last_recv = float(block.wall_times[-1])
-    if last_recv is not None and not rec.meta.get("ended", True):
+    if clock and last_recv is not None and not rec.meta.get("ended", True):
         t = last_recv + tick_s
         while t <= last_recv + horizon_s:
             keep(monitor.idle(t, last_recv), eval_step=monitor.last_step + 1)

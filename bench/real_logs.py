@@ -30,8 +30,10 @@ Sources (licenses: ``shared/data/README.md``; cited in ``bench/README.md``):
   (logged by 1,305 v2.0 runs, 4 of them unsuccessful) is left out because its
   steps cannot be aligned with the evaluations' epochs.
 
-Events without wall times get a synthetic clock (one second per step) so the
-stall check has nothing to find in them.
+Events without wall times get a synthetic clock (one second per step, to keep their order) and
+``meta["clock"] = False``: the harness then sends them no idle ticks, so the stall check, which needs real
+time, has nothing to judge (at one second per step, a Trainer log written every 6,000 steps looked like
+100-minute silences).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def _record(source: str, i: int, name: str, steps, walls, metrics, *, faulty: bo
         last_step = s
     if len(rows) < 2:
         return None
-    if any(not (w > 0) for _, w, _ in rows) or any(b[1] < a[1] for a, b in pairwise(rows)):
+    clock = not (any(not (w > 0) for _, w, _ in rows) or any(b[1] < a[1] for a, b in pairwise(rows)))
+    if not clock:
         rows = [(s, 1.7e9 + s, m) for s, _, m in rows]
     meta = {
         "run_id": _ID.sub("_", f"{source}:{i}")[:128],
@@ -74,6 +77,7 @@ def _record(source: str, i: int, name: str, steps, walls, metrics, *, faulty: bo
         "ended": True,
         "status": "completed",
         "label_faulty": faulty,
+        "clock": clock,
         **(extra or {}),
     }
     return RunRecord.from_events(rows, meta)

@@ -170,6 +170,19 @@ def test_stream_places_alerts_and_idle_checks_like_the_service():
     assert [(a.step, a.kind) for a in alerts] == [(70, "STALLED")]
 
 
+def test_a_real_log_without_time_stamps_gets_no_idle_time():
+    from bench.real_logs import _record
+
+    # a Trainer log written every 6,000 steps: at the synthetic one second per step, 100-minute silences
+    steps = [6000 * (i + 1) for i in range(6)]
+    rec = _record("hf-more", 0, "x", steps, [0.0] * 6, [{"loss": 1.0 - 0.1 * i} for i in range(6)])
+    assert rec.meta["clock"] is False and rec.wall.tolist() == [1.7e9 + s for s in steps]
+    assert not [a for a in stream(rec, DiagnosticSuite().monitor("r")) if a.kind == "STALLED"]
+    timed = _record("tb", 0, "x", steps, [1000.0 + s for s in steps], [{"loss": 1.0 - 0.1 * i} for i in range(6)])
+    assert timed.meta["clock"] is True
+    assert [a for a in stream(timed, DiagnosticSuite().monitor("r")) if a.kind == "STALLED"]  # real silences count
+
+
 def test_harness_alerts_equal_the_detection_pipelines_anomalies(tmp_path):
     from runwatch.service.pipeline import DetectionPipeline
     from runwatch.service.settings import ServiceSettings
