@@ -34,6 +34,7 @@ DIAGNOSTICS: dict[str, str] = {
     "activation_spike": f"{_PKG}.activation_spike:ActivationSpikeDiagnostic",
     "plateau": f"{_PKG}.plateau:PlateauDiagnostic",
     "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
+    "zero_loss": f"{_PKG}.zero_loss:ZeroLossDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",
     "stalled": f"{_PKG}.stalled:StalledRunDiagnostic",
     "memory_growth": f"{_PKG}.resources:MemoryGrowthDiagnostic",
