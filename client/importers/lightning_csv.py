@@ -4,6 +4,10 @@ Every row has a ``step`` column; other columns are metrics (``epoch``
 included). ``hparams.yaml`` beside the file, when present, gives the
 hyperparameters. Rows with the same step are merged. The table itself is read
 by :mod:`runwatch.client.importers.wide_table`.
+
+Lightning before 1.0 (its ``TestTubeLogger``) wrote no ``step``: each row carries ``epoch`` and a
+``created_at`` time stamp. Such a file is read by its epoch (rows of one epoch merged), with
+``created_at`` as the wall clock.
 """
 
 from __future__ import annotations
@@ -29,15 +33,19 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     hp = path.parent / "hparams.yaml"
     if hp.is_file():
         run.hyperparameters = load_flat(hp)
-    return wide_table.read(path, canonical, problems, run=run, indexes=("step",))
+    with open_text(path) as f:
+        header = [h.strip() for h in next(csv.reader(io.StringIO(f.readline())), [])]
+    pre_1_0 = "step" not in header and "epoch" in header and "created_at" in header
+    return wide_table.read(path, canonical, problems, run=run, indexes=None if pre_1_0 else ("step",))
 
 
 def looks_like(path: Path) -> bool:
-    """A CSV whose header has a ``step`` column but not the long format's ``metric``/``value``."""
+    """A CSV whose header has a ``step`` column (or, before Lightning 1.0, ``epoch`` and ``created_at``) but not
+    the long format's ``metric``/``value``."""
     try:
         with open_text(path) as f:
             header = next(csv.reader(io.StringIO(f.readline())), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
     cols = {h.strip() for h in header}
-    return "step" in cols and not {"metric", "value"} <= cols
+    return ("step" in cols or {"epoch", "created_at"} <= cols) and not {"metric", "value"} <= cols

@@ -68,7 +68,7 @@ INDEX_COLUMNS = (
     "Step",
 )
 EPOCH_COLUMN = "epoch"
-TIME_COLUMNS = ("_timestamp", "wall_time", "Wall time", "timestamp")
+TIME_COLUMNS = ("_timestamp", "wall_time", "Wall time", "timestamp", "created_at")  # created_at: Lightning < 1.0
 _JSONL = (".jsonl", ".ndjson")
 
 

@@ -164,6 +164,23 @@ def test_lightning_csv_step_and_epoch_columns():
     assert run.steps[0] == 31 and run.metrics[0]["train_loss_epoch"] == pytest.approx(2.281492887467794)
 
 
+def test_lightning_before_1_0_without_a_step_column_is_read_by_epoch_with_its_time_stamps(tmp_path):
+    # TestTubeLogger (Lightning < 1.0): no step column; epoch and created_at on every row
+    folder = tmp_path / "lightning_logs" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text(
+        "train_loss,epoch,created_at\n"
+        "2.31,0,2020-02-03 14:08:30.5\n"
+        "1.87,1,2020-02-03 14:09:08.0\n"
+        "1.52,2,2020-02-03 14:09:44.25\n"
+    )
+    run = one(folder / "metrics.csv")
+    assert run.format == "lightning" and run.steps == [0, 1, 2]
+    assert [m["loss"] for m in run.metrics] == [2.31, 1.87, 1.52]
+    assert run.wall_times[1] - run.wall_times[0] == pytest.approx(37.5)
+    assert "created_at" not in run.metric_names
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
