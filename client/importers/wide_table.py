@@ -215,7 +215,8 @@ def sniff_text(head: str) -> str | None:
     >>> sniff_text("step 1 loss 0.3\\nstep 2 loss 0.2\\n") is None, sniff_text("epoch,note\\nfirst,x\\n") is None
     (True, True)
     """
-    lines = head.splitlines()
+    # Blank lines skipped: Keras's CSVLogger on Windows writes "\r\r\n" (csv's "\r\n" through a text-mode file).
+    lines = [line for line in head.splitlines() if line.strip()]
     if len(lines) < 2:
         return None
     for sep in ("\t", ","):

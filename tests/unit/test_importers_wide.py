@@ -48,6 +48,17 @@ def test_a_keras_csvlogger_log_is_read_by_epoch_with_runwatch_names(tmp_path):
     assert detect(csv_file) == [("wide", csv_file)] and one(csv_file).metrics == run.metrics
 
 
+def test_a_keras_csvlogger_log_written_on_windows_reads_the_same(tmp_path):
+    # csv's "\r\n" written through a text-mode file on Windows: every line ends "\r\r\n" (a blank line between rows)
+    log = tmp_path / "training_log.csv"
+    log.write_bytes(KERAS.replace("\n", "\r\r\n").encode())
+    plain = tmp_path / "plain" / "training_log.csv"
+    plain.parent.mkdir()
+    plain.write_text(KERAS)
+    assert detect(log) == [("wide", log)]
+    assert one(log).steps == one(plain).steps and one(log).metrics == one(plain).metrics
+
+
 def test_a_wandb_csv_export_keeps_its_clock_and_numbers_and_names_the_media_column(tmp_path):
     path = tmp_path / "wandb_export_2024-05-29.csv"
     path.write_text(WANDB_CSV)
