@@ -1229,10 +1229,11 @@ def plateau(
 
 # ------------------------------------------------------------------ overfitting
 
-OVERFITTING_STATE = 9
+OVERFITTING_STATE = 11
 """Smoothed training loss, training values seen, validation values seen, streak, best validation
 value, its step, the smoothed training loss then, minimum rise, the last training value's step (NaN:
-unknown, a checkpoint from before it was kept)."""
+unknown, a checkpoint from before it was kept), training values since the last validation value, and
+training values between the last two validation values (0: not known yet)."""
 OVERFITTING_OUT = 7
 """Per firing position: index in the validation column, value, best, its step, streak,
 training loss at the best, training loss now."""
@@ -1280,6 +1281,8 @@ def overfitting(
     train_at_best = float(state[6])
     min_rise = float(state[7])
     last_step = float(state[8])
+    since_val = int(state[9])
+    per_val = int(state[10])
     nt = len(train_values)
     nv = len(val_values)
     it = 0
@@ -1300,10 +1303,15 @@ def overfitting(
                         weight = max_weight
                     if weight < alpha:
                         weight = alpha
+                if 0 < per_val <= 2 and weight < max_weight:
+                    # at most two training values per evaluation: a log written once per epoch (Keras's CSVLogger,
+                    # epoch-indexed: one step per epoch), each value an epoch's mean, not one noisy mini-batch
+                    weight = max_weight
                 tr_s += weight * (value - tr_s)
             else:
                 tr_s = value
             tr_n += 1
+            since_val += 1
             last_step = step
             continue
         i = iv
@@ -1311,6 +1319,9 @@ def overfitting(
         value = float(val_values[i])
         if value - value != 0.0:
             continue
+        if since_val > 0:
+            per_val = since_val
+        since_val = 0
         n += 1
         train = tr_s if tr_n else 0.0
         if n == 1:
@@ -1351,6 +1362,8 @@ def overfitting(
     state[6] = train_at_best
     state[7] = min_rise
     state[8] = last_step
+    state[9] = since_val
+    state[10] = per_val
     return nf
 
 

@@ -1088,6 +1088,24 @@ def test_overfitting_restores_a_checkpoint_from_before_held_findings() -> None:
     assert restored._state.tolist() == d._state.tolist()
 
 
+def test_overfitting_on_an_epoch_indexed_log_follows_its_training_loss() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    # Keras's CSVLogger: one row per epoch, the epoch as the step (a gap of 1), each value an epoch's mean. The
+    # per-step weight alone (0.05) left the smoothed training loss 20 epochs behind, above the held-out loss, so
+    # a held-out loss 30-60 % above its best for the last 8 epochs raised nothing.
+    train = [1.8, 1.2, 0.9, 0.7, 0.55, 0.45, 0.38, 0.33, 0.29, 0.26, 0.23, 0.21, 0.19, 0.17, 0.15, 0.13, 0.12, 0.11]
+    val = [1.3, 0.9, 0.7, 0.55, 0.45, 0.38, 0.33, 0.30, 0.29, 0.31, 0.38, 0.36, 0.41, 0.40, 0.44, 0.43, 0.46, 0.45]
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, val)]
+    steps = list(range(len(rows)))
+    found = OverfittingDiagnostic().observe_block(MetricBlock.from_rows(steps, [0.0] * len(steps), rows))
+    assert found and min(f.step for f in found) <= 12 and max(f.severity for f in found) >= Severity.WARNING
+    # a healthy epoch log whose held-out loss wobbles around its best is left alone
+    val_ok = [1.3, 0.9, 0.7, 0.55, 0.45, 0.38, 0.33, 0.30, 0.29, 0.30, 0.28, 0.29, 0.285, 0.28, 0.29, 0.275, 0.28, 0.28]
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, val_ok)]
+    assert OverfittingDiagnostic().observe_block(MetricBlock.from_rows(steps, [0.0] * len(steps), rows)) == []
+
+
 def test_overfitting_on_a_log_written_every_750_steps_follows_its_training_loss() -> None:
     from runwatch.models.diagnostics.overfitting import OverfittingConfig, OverfittingDiagnostic
 
