@@ -53,7 +53,9 @@ __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", 
 
 FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
 # Wide tables a folder replay picks up by name (others only with --format wide): W&B's own history file.
-_WIDE_NAMES = (wide_table.WANDB_HISTORY,)
+# Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export and the names
+# Keras's CSVLogger files usually get; other tables only with --format wide (a folder holds data CSVs too).
+_WIDE_NAMES = (wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv")
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 
@@ -92,7 +94,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     text log); in a folder, an MLflow store is read as such, otherwise every
     ``metrics.csv``, ``trainer_state.json``, folder of event files, MLflow
     experiment, long-format ``.csv``/``.jsonl`` (a ``step``, ``metric``, ``value``
-    header or first object) and ``*.log`` text log below it (text logs named
+    header or first object), wide table named like W&B's history export or a Keras
+    ``CSVLogger`` file (``training_log.csv``, ``history.csv``, ...) and ``*.log`` text log below it (text logs named
     ``.txt``/``.out``/``.err`` or JSON Lines of log records, and other tables,
     only when ``fmt`` names them).
 
@@ -163,7 +166,8 @@ def _nothing_found(fmt: str) -> str:
         return f"no {fmt} logs found below it"
     return (
         "no logs found below it (looked for events.out.tfevents.*, metrics.csv, trainer_state.json, MLflow runs, "
-        "wandb-history.jsonl, long-format .csv/.jsonl with step, metric, value, and *.log; "
+        "wandb-history.jsonl, Keras CSVLogger files named training_log.csv / history.csv, long-format .csv/.jsonl "
+        "with step, metric, value, and *.log; "
         "--format reads other files, e.g. --format text for .txt logs)"
     )
 

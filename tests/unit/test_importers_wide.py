@@ -59,6 +59,18 @@ def test_a_keras_csvlogger_log_written_on_windows_reads_the_same(tmp_path):
     assert one(log).steps == one(plain).steps and one(log).metrics == one(plain).metrics
 
 
+def test_keras_csvlogger_files_are_found_in_a_folder_by_their_usual_names_and_other_tables_are_not(tmp_path):
+    for name in ("a/training_log.csv", "b/history.csv"):
+        (tmp_path / name).parent.mkdir()
+        (tmp_path / name).write_text(KERAS)
+    (tmp_path / "data.csv").write_text(KERAS)  # any other table: only with --format wide
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "history.csv").write_text("name,age\nann,31\n")  # a usual name, not a training log
+    found = detect(tmp_path)
+    assert found == [("wide", tmp_path / "a" / "training_log.csv"), ("wide", tmp_path / "b" / "history.csv")]
+    assert len(load(tmp_path)) == 2
+
+
 def test_a_wandb_csv_export_keeps_its_clock_and_numbers_and_names_the_media_column(tmp_path):
     path = tmp_path / "wandb_export_2024-05-29.csv"
     path.write_text(WANDB_CSV)
