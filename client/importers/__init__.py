@@ -52,7 +52,6 @@ from runwatch.client.importers.util import strip_gz
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
 FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
-# Wide tables a folder replay picks up by name (others only with --format wide): W&B's own history file.
 # Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export and the names
 # Keras's CSVLogger files usually get; other tables only with --format wide (a folder holds data CSVs too).
 _WIDE_NAMES = (wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv")

@@ -33,19 +33,28 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     hp = path.parent / "hparams.yaml"
     if hp.is_file():
         run.hyperparameters = load_flat(hp)
-    with open_text(path) as f:
-        header = [h.strip() for h in next(csv.reader(io.StringIO(f.readline())), [])]
-    pre_1_0 = "step" not in header and "epoch" in header and "created_at" in header
+    try:
+        pre_1_0 = _is_pre_1_0(_header(path))
+    except (UnicodeDecodeError, csv.Error):
+        pre_1_0 = False  # the table reader names what is wrong with the file
     return wide_table.read(path, canonical, problems, run=run, indexes=None if pre_1_0 else ("step",))
+
+
+def _header(path: Path) -> set[str]:
+    """The column names of the file's first line."""
+    with open_text(path) as f:
+        return {h.strip() for h in next(csv.reader(io.StringIO(f.readline())), [])}
+
+
+def _is_pre_1_0(cols: set[str]) -> bool:
+    return "step" not in cols and {"epoch", "created_at"} <= cols
 
 
 def looks_like(path: Path) -> bool:
     """A CSV whose header has a ``step`` column (or, before Lightning 1.0, ``epoch`` and ``created_at``) but not
     the long format's ``metric``/``value``."""
     try:
-        with open_text(path) as f:
-            header = next(csv.reader(io.StringIO(f.readline())), [])
+        cols = _header(path)
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    cols = {h.strip() for h in header}
-    return ("step" in cols or {"epoch", "created_at"} <= cols) and not {"metric", "value"} <= cols
+    return ("step" in cols or _is_pre_1_0(cols)) and not {"metric", "value"} <= cols

@@ -126,10 +126,10 @@ def fell_steadily(values: list[float], min_drop: float) -> bool:
 
 
 @functools.lru_cache(maxsize=512)  # a run logs the same names block after block
-def _logs_policy_gradient(names: tuple[str, ...]) -> bool:
+def logs_policy_gradient(names: tuple[str, ...]) -> bool:
     """Whether any of the names is a policy-gradient metric (its last path part).
 
-    >>> _logs_policy_gradient(("loss", "train/kl")), _logs_policy_gradient(("loss", "lr"))
+    >>> logs_policy_gradient(("loss", "train/kl")), logs_policy_gradient(("loss", "lr"))
     (True, False)
     """
     return any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in names)
@@ -219,7 +219,7 @@ class NoLearningDiagnostic(Diagnostic):
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         if not self._policy_gradient:
-            self._policy_gradient = _logs_policy_gradient(tuple(block.columns))
+            self._policy_gradient = logs_policy_gradient(tuple(block.columns))
         if self._policy_gradient:
             return []
         warmup.observe(self._warmup, block)

@@ -163,8 +163,9 @@ class OverfittingDiagnostic(Diagnostic):
         were kept restores none (the step: unknown, the next value weighs ``alpha``)."""
         if not super().load_state_dict(with_default(snapshot, "_held", [])):
             return False
-        if len(self._state) < 9:  # from before the last training step was kept: unknown
-            self._state = np.concatenate([self._state, np.full(9 - len(self._state), np.nan)])
+        before_cadence = OVERFITTING_STATE - 2  # the last two scalars, the evaluation cadence, came later
+        if len(self._state) < before_cadence:  # from before the last training step was kept: unknown
+            self._state = np.concatenate([self._state, np.full(before_cadence - len(self._state), np.nan)])
         if len(self._state) < OVERFITTING_STATE:  # from before the evaluation cadence was kept: not known yet
             self._state = np.concatenate([self._state, np.zeros(OVERFITTING_STATE - len(self._state))])
         return True

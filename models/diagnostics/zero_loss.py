@@ -9,7 +9,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS
+from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, logs_policy_gradient
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
@@ -81,14 +81,13 @@ class ZeroLossDiagnostic(Diagnostic):
     version = "1"
     config_class = ZeroLossConfig
     reference = "The real-log labels' collapse rule (bench/real_labels/README.md) made causal"
-    state_attributes = ("done", "policy_gradient", "zeros", "since", "before", "grads", "val_at_start", "val")
+    state_attributes = ("done", "zeros", "since", "before", "grads", "val_at_start", "val")
 
     config: ZeroLossConfig
 
     def __init__(self, config: ZeroLossConfig | None = None) -> None:
         super().__init__(config)
         self.done = False  # reported, or a policy-gradient run: idle from now on
-        self.policy_gradient = False
         self.zeros = 0  # consecutive exact zeros so far
         self.since = -1  # step of the stretch's first zero
         self.before = math.nan  # the last non-zero finite loss (NaN: none yet)
@@ -105,8 +104,8 @@ class ZeroLossDiagnostic(Diagnostic):
             return []
         cfg = self.config
         cols = block.columns
-        if not self.policy_gradient and any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in cols):
-            self.policy_gradient = self.done = True
+        if logs_policy_gradient(tuple(cols)):
+            self.done = True
             return []
         loss = cols.get(cfg.loss_metric)
         val = cols.get(cfg.val_metric)
