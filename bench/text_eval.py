@@ -318,6 +318,7 @@ EXPECTED = {
     "zero_loss_collapse": {"PLATEAU", "NONFINITE", "LOSS_SPIKE", "DIVERGENCE_PREDICTED", "nonfinite_message"},
     "server_startup_hang": {"startup_stall", "STALLED"},
     "tpu_oom": {"cuda_oom"},
+    "cuda_error": {"cuda_error"},
 }
 
 

@@ -9,7 +9,12 @@ client times out:
   Pending: 0 reqs, GPU KV cache usage: 0.6%`` (V1 says ``Waiting`` for
   ``Pending`` and has no ``Swapped``);
 - SGLang's scheduler: ``Decode batch. #running-req: 233, #token: 370959,
-  token usage: 0.82, gen throughput (token/s): 4594.01, #queue-req: 317``.
+  token usage: 0.82, gen throughput (token/s): 4594.01, #queue-req: 317``;
+- llama.cpp's server (and Ollama's runner) after each request: ``eval time =
+  26581.48 ms / 10 tokens ( 2658.15 ms per token, 0.38 tokens per second)``
+  (``llama_print_timings: eval time = ... ms / 31 runs (...)`` before 2024),
+  read as one running request decoding at that rate; its ``prompt eval time``
+  line is the prefill and is not read.
 
 :class:`EngineStatsWatch` reads those lines of one run and raises, as text
 findings with the stats lines as evidence:
@@ -42,7 +47,7 @@ Examples
 >>> w.feed(line, 0), [(f.signature, f.severity.name, f.line) for f in w.feed(line, 1)]
 ([], [('decode_stall', 'WARNING', 0)])
 >>> parse_stats("Decode batch. #running-req: 3, #token: 900, token usage: 0.97, gen throughput (token/s): 95.10, #queue-req: 4")
-EngineStats(prompt_tps=None, gen_tps=95.1, running=3, waiting=4, swapped=0, kv_usage=0.97)
+EngineStats(prompt_tps=None, gen_tps=95.1, running=3, waiting=4, swapped=0, kv_usage=0.97, per_request=False)
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ _WAITING = re.compile(r"(?:\b(?:Waiting|Pending):\s*(\d+) reqs|#queue-req:\s*(\d
 _SWAPPED = re.compile(r"\bSwapped:\s*(\d+) reqs")
 _KV_PERCENT = re.compile(r"GPU KV cache usage:\s*" + _NUM + "%")
 _KV_FRACTION = re.compile(r"(?<![\w#])(?:full )?token usage:\s*" + _NUM)
+_REQUEST_DECODE = re.compile(
+    r"(?<!prompt )\beval time\s*=\s*[\d.]+ ms /\s*(\d+) (?:tokens|runs)\s*\(\s*[\d.]+ ms per token,\s*" + _NUM
+    + r" tokens per second\)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,14 @@ class EngineStats:
     waiting: int
     swapped: int
     kv_usage: float | None  # fraction in [0, 1]
+    per_request: bool = False  # one finished request's timing (llama.cpp), not the engine's interval
+
+
+def _request_timing(line: str) -> EngineStats | None:
+    m = _REQUEST_DECODE.search(line)
+    if m is None or int(m.group(1)) < 2:  # a one-token answer's "rate" is its first token's latency
+        return None
+    return EngineStats(None, float(m.group(2)), 1, 0, 0, None, per_request=True)
 
 
 def _group(m: re.Match | None) -> str | None:
@@ -85,9 +102,14 @@ def _group(m: re.Match | None) -> str | None:
 
 
 def parse_stats(line: str) -> EngineStats | None:
-    """The numbers of a vLLM or SGLang stats line, or None for any other line."""
+    """The numbers of a vLLM or SGLang stats line or of a llama.cpp request's timing line, or None for any other line.
+
+    >>> parse_stats("       eval time =   26581.48 ms /    10 tokens ( 2658.15 ms per token,     0.38 tokens per second)")
+    EngineStats(prompt_tps=None, gen_tps=0.38, running=1, waiting=0, swapped=0, kv_usage=None, per_request=True)
+    >>> parse_stats("prompt eval time =    7164.75 ms /  2029 tokens (    3.53 ms per token,   283.19 tokens per second)")
+    """
     if "throughput" not in line:
-        return None
+        return _request_timing(line) if "tokens per second" in line else None
     gen, running = _group(_GEN.search(line)), _group(_RUNNING.search(line))
     if gen is None or running is None:
         return None
@@ -190,6 +212,9 @@ class EngineStatsWatch:
 
     def _message(self, name: str, s: EngineStats, intervals: int) -> str:
         kv = f", KV cache {s.kv_usage:.0%}" if s.kv_usage is not None else ""
+        if name == "decode_stall" and s.per_request:
+            return (f"requests decoded at {s.gen_tps:g} tokens/s ({1000.0 / max(s.gen_tps, 1e-9):.0f} ms per token) "
+                    f"in {intervals} timing lines in a row")
         if name == "decode_stall" and s.prompt_tps:
             return (f"0 tokens/s generated for {s.running} running request(s) over {intervals} stats intervals while "
                     f"prompts were prefilled at {s.prompt_tps:g} tokens/s: decoding waits on prefill")

@@ -77,7 +77,10 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cuda_oom", C,
         r"CUDA out of memory|CUDA error: out of memory|(?<!ray\.exceptions\.)(?<!Ray)OutOfMemoryError|cudaErrorMemoryAllocation|"
-        r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor|HIP out of memory|"
+        r"CUBLAS_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: OOM|OOM when allocating tensor(?!.{0,300}(?:device:CPU|by allocator cpu))|"
+        r"HIP out of memory|"
+        # XLA's allocator (JAX, TF/XLA), also when a console wrapped "Out" onto the line before
+        r"Out of memory while trying to allocate \d+ bytes|^\s*of memory while trying to allocate \d+ bytes|"
         r"out of memory on device|RESOURCE_EXHAUSTED: Out of memory|Ran out of memory in memory space|"
         r"RESOURCE_EXHAUSTED: Attempting to reserve \S+ at the bottom of memory|"
         # PyTorch before 1.1 (THC): "cuda runtime error (2) : out of memory", THCudaCheck's, and 0.4's bare message
@@ -93,7 +96,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"ran out of memory trying to allocate .{0,80}requested by op|"
         # TF2 eager ops, onnxruntime's BFC arena, TGI's warm-up, cuDNN's workspace
         r"[Ff]ailed to allocate memory (?:\[Op:|for requested buffer)|Not enough memory to handle \d+ prefill tokens|"
-        r"CUDNN_STATUS_ALLOC_FAILED",
+        r"CUDNN_STATUS_ALLOC_FAILED|"
+        # TensorRT-LLM's executor and other engines that size their KV cache up front
+        r"(?i:(?:insufficient|not enough) (?:free )?(?:GPU|device|CUDA) memory)",
         "GPU out of memory",
         "lower the micro-batch size or sequence length, enable activation checkpointing or ZeRO/FSDP sharding; "
         "for fragmentation set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
@@ -101,7 +106,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "cpu_oom", C,
         r"DefaultCPUAllocator: (?:can't allocate|not enough memory)|\bMemoryError\b|Cannot allocate memory|"
-        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B|ray\.exceptions\.OutOfMemoryError|RayOutOfMemoryError|node (?:is )?running low on memory",
+        r"std::bad_alloc|Unable to allocate [\d.]+ [KMGT]i?B|OOM when allocating tensor.{0,300}(?:device:CPU|by allocator cpu)|ray\.exceptions\.OutOfMemoryError|RayOutOfMemoryError|node (?:is )?running low on memory",
         "host memory exhausted",
         "load data lazily (memory-mapped datasets), use fewer dataloader workers or a smaller prefetch_factor",
     ),
@@ -175,7 +180,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"cudaError(?:NoDevice|InsufficientDriver|LaunchFailure|IllegalInstruction|MisalignedAddress|Assert|"
         r"ECCUncorrectable|LaunchTimeout|HardwareStackError|InvalidDeviceFunction|NoKernelImageForDevice)|"
         r"CUDA_ERROR_(?:ILLEGAL_ADDRESS|ILLEGAL_INSTRUCTION|LAUNCH_FAILED|ECC_UNCORRECTABLE|ASSERT|MISALIGNED_ADDRESS|"
-        r"HARDWARE_STACK_ERROR|NO_DEVICE|NO_BINARY_FOR_GPU|LAUNCH_TIMEOUT)|"
+        r"HARDWARE_STACK_ERROR|NO_DEVICE|NO_BINARY_FOR_GPU|LAUNCH_TIMEOUT|INVALID_CONTEXT|CONTEXT_IS_DESTROYED|INVALID_DEVICE|"
+        r"NOT_INITIALIZED|DEINITIALIZED|SYSTEM_DRIVER_MISMATCH|SYSTEM_NOT_READY|INVALID_PTX|UNSUPPORTED_PTX_VERSION|"
+        r"INVALID_HANDLE|PEER_ACCESS_UNSUPPORTED|COMPAT_NOT_SUPPORTED_ON_DEVICE|UNKNOWN)\b|"
         r"couldn't communicate with the NVIDIA driver|Unable to determine the device handle for GPU|"
         r"Failed to (?:query|initialize) NVML|NVMLError|NVML_ERROR_\w+",
         "CUDA error",
@@ -230,7 +237,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"does not recognize this architecture|Model architectures \[[^\]]*\] (?:are not supported|failed to be inspected)|"
         r"Can't load (?:the )?(?:tokenizer|model|config(?:uration)?|weights|processor|feature extractor)\b|"
         r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row|"
-        r"\[ERROR\] Exception in worker process|Worker failed to boot",  # gunicorn: the app (the model server) did not start
+        r"\[ERROR\] Exception in worker process|Worker failed to boot|"
+        # OpenVINO Model Server and other compiling runtimes: the model does not compile for the target device
+        r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)",  # gunicorn: the app (the model server) did not start
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -274,7 +283,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"(?:the |a )?checkpoint|checkpoint\S* (?:save |saving |write )?(?:failed|error)|"
         r"inline_container\.cc:\d+\] \. unexpected pos|Parent directory \S+ does not exist|"
         # safetensors' writer (a full disk is disk_full, above) and transformers refusing tied weights at save time
-        r"SafetensorError: Error while serializing|Some tensors share memory, this will lead to duplicate memory on disk",
+        r"SafetensorError: Error while serializing|Some tensors share memory, this will lead to duplicate memory on disk|"
+        r"write error: wrote \d+ blocks instead of \d+",  # (Lua) Torch's file writer: a short write, usually a full disk
         "checkpoint save failed",
         "check free space and quota on the checkpoint volume and that every rank can write there; "
         "save to local disk and copy asynchronously on flaky network filesystems",
@@ -292,7 +302,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "http_5xx", W,
         r"\"\s*[A-Z]+ \S+ HTTP/[\d.]+\"\s+5\d\d\b|(?:\b|_)status[=: ]+5\d\d\b|\bHTTP/[\d.]+\s+5\d\d\b|"
-        r"\bstatus(?:_?[Cc]ode)?\"?\s*[=:]\s*\"?5\d\d\b|\[GIN\][^|]{0,40}\|\s*5\d\d\s*\||Error code: 5\d\d\b|"
+        r"\bstatus(?:_?[Cc]ode)?\"?\s*[=:]\s*\"?5\d\d\b|(?i:\bresponse[ _]?code)\"?\s*[=:]\s*\"?5\d\d\b|\[GIN\][^|]{0,40}\|\s*5\d\d\s*\||Error code: 5\d\d\b|"
         # the server's own log of a request that raised (uvicorn, gunicorn/aiohttp, Flask): the client got a 500
         r"Exception in ASGI application|Error handling request|ERROR in app: Exception on |Exception on /\S* \[[A-Z]+\]|"
         r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
@@ -306,7 +316,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "startup_stall", W,
         r"taken more than \d+s to (?:start up|be scheduled|initialize)|pending for more than|"
-        r"waiting for (?:resources|a free|available)|(?:Readiness|Liveness|Startup) probe failed|"
+        r"waiting for (?:resources|a free|available)|[Tt]imed out waiting for (?:the )?[\w-]+(?: [\w-]+)? to (?:be(?:come)? ready|start)|(?:Readiness|Liveness|Startup) probe failed|"
         r"\bFailedScheduling\b|\d+/\d+ nodes are available:.{0,200}Insufficient|ImagePullBackOff|ErrImagePull",
         "replicas or workers stuck starting",
         "the cluster lacks the requested resources (GPUs, memory) or the image/model download is slow",
@@ -319,9 +329,10 @@ _KEYS = {
     "cuda_oom": ("out of memory", "outofmemory", "cudaerrormemoryallocation", "cublas_status_alloc", "resource_exhausted",
                  "oom when allocating", "no available memory for the cache", "cuda_error_out_of_memory",
                  "allocating device buffer", "mem-fraction-static", "failed to allocate memory", "prefill tokens",
-                 "cudnn_status_alloc"),
+                 "cudnn_status_alloc", "of memory while trying to allocate", "insufficient gpu", "insufficient free gpu", "insufficient device",
+                 "insufficient cuda", "not enough gpu", "not enough free gpu", "not enough device", "not enough cuda"),
     "cpu_oom": ("defaultcpuallocator", "memoryerror", "cannot allocate memory", "bad_alloc", "unable to allocate",
-                "ray.exceptions.outofmemoryerror", "rayoutofmemoryerror", "running low on memory"),
+                "ray.exceptions.outofmemoryerror", "rayoutofmemoryerror", "running low on memory", "oom when allocating"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
                      "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
@@ -352,7 +363,8 @@ _KEYS = {
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
                            "model repository", "could not load model", "couldn't load model", "couldn't load the model", "could not load the model", "locate model", "locate the model", "could not start", "could not create",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed",
-                           "exception in worker process", "worker failed to boot"),
+                           "exception in worker process", "worker failed to boot", "compile model", "compile the model",
+                           "while loading model"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
@@ -362,13 +374,13 @@ _KEYS = {
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
-                                "tensors share memory"),
+                                "tensors share memory", "write error: wrote"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",
                       "walltime", "term_runlimit", "term_preempt", "term_deadline"),
     "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",
                  "error code: 5", "exception in asgi", "error handling request", "exception on ",
-                 "upstream connect error", "no healthy upstream"),
+                 "upstream connect error", "no healthy upstream", "response code", "response_code", "responsecode"),
     "startup_stall": ("to start up", "taken more than", "pending for more than", "waiting for", "probe failed",
                       "failedscheduling", "nodes are available", "pullbackoff", "errimagepull"),
 }
@@ -416,7 +428,11 @@ TRACEBACK = Signature(
     "read the exception at the end of the traceback and the frame above it that belongs to your code",
 )
 ERROR_LINE = Signature(
-    "error_line", W, re.compile(r"\b(?:ERROR|FATAL|CRITICAL)\b|\[E\d{0,4} |^[EF]\d{4} \d\d:|\"level\":\s*\"(?:error|fatal)\""),
+    "error_line", W, re.compile(
+        r"\b(?:ERROR|FATAL|CRITICAL)\b|\[E\d{0,4} |^[EF]\d{4} \d\d:|\"level\":\s*\"(?:error|fatal)\"|"
+        # spdlog's and nginx's bracketed levels ("[modelmanager][error]", "[error] 12#0:"), logrus's "level=error"
+        r"\[(?:error|critical|crit|fatal|alert|emerg)\]|\blevel=\"?(?:error|fatal)\b"
+    ),
     "error-level log line", "the line says what failed; look at the lines around it",
 )
 _OVERFLOW = re.compile(
@@ -837,7 +853,8 @@ class SignatureMatcher:
 
 
 def _maybe_error(line: str, low: str) -> bool:
-    return "error" in low or "fatal" in low or "critical" in low or "[e" in low or line[:1] in ("E", "F")
+    return ("error" in low or "fatal" in low or "critical" in low or "[e" in low or line[:1] in ("E", "F")
+            or "[crit]" in low or "[alert]" in low)
 
 
 def is_error_record(line: str) -> bool:

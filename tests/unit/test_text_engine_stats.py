@@ -1,4 +1,5 @@
-"""Inference-server stats lines (vLLM V0/V1, SGLang): decode stalls, stuck queues, a full KV cache.
+"""Inference-server stats lines (vLLM V0/V1, SGLang, llama.cpp's request timings): decode stalls, stuck queues, a full
+KV cache.
 
 The lines follow the formats of vLLM's stats loggers and SGLang's scheduler log; the numbers are made up.
 """
@@ -29,6 +30,14 @@ def v1(prompt, gen, running, waiting=0, kv=3.0):
 def sglang(gen, running, queue=0, usage=0.10):
     return (f"[2025-01-09 10:11:12 TP0] Decode batch. #running-req: {running}, #token: 5120, token usage: {usage:.2f}, "
             f"gen throughput (token/s): {gen:.2f}, #queue-req: {queue}")
+
+
+def llama_timing(ms_per_token, tokens=10, old=False):
+    rate = 1000.0 / ms_per_token
+    if old:  # llama.cpp's llama_print_timings (before 2024; Ollama's bundled copy)
+        return (f"llama_print_timings:        eval time = {ms_per_token * tokens:10.2f} ms / {tokens:5d} runs   "
+                f"({ms_per_token:8.2f} ms per token, {rate:8.2f} tokens per second)")
+    return f"       eval time = {ms_per_token * tokens:10.2f} ms / {tokens:5d} tokens ({ms_per_token:8.2f} ms per token, {rate:8.2f} tokens per second)"
 
 
 def feed(lines, config=None):
@@ -124,3 +133,14 @@ def test_a_checkpoint_from_before_the_engine_checks_still_loads():
     del state["engine"], state["config"]["engine"]
     b = TextMonitor("serve", miner=a.miner)
     assert b.load_state_dict(state) and b.lines == 2
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_llama_cpp_requests_decoding_under_one_token_a_second_are_a_stall(old):
+    prompt = "prompt eval time =    7000.00 ms /  2000 tokens (    3.50 ms per token,   285.71 tokens per second)"
+    assert parse_stats(prompt) is None  # the prefill's rate is not the decode's
+    slow, fast = llama_timing(2500.0, old=old), llama_timing(25.0, old=old)
+    assert parse_stats(slow).gen_tps == pytest.approx(0.4) and parse_stats(slow).per_request
+    assert feed([prompt, slow, prompt, slow]) == [("decode_stall", Severity.WARNING, 1)]
+    assert feed([slow, fast, slow, fast]) == []  # one slow request among healthy ones is not a stalled server
+    assert feed([llama_timing(5000.0, tokens=1)] * 3) == []  # a one-token answer's rate is its first token's latency

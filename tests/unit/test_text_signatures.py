@@ -756,6 +756,26 @@ FRAMEWORK_FORMATS = [
     ("job_cancelled", C, "=>> PBS: job killed: walltime 3624 exceeded limit 3600"),
     ("job_cancelled", C, "TERM_RUNLIMIT: job killed after reaching LSF run time limit."),
     ("job_cancelled", C, "slurmstepd: error: *** JOB 4711 CANCELLED AT 2024-06-01T10:00:00 DUE TO TIME LIMIT ***"),
+    # cuda_error -- the CUDA driver API's error names (cuda.h), as a runtime or a virtual-GPU layer prints them
+    ("cuda_error", C, "[ERROR] cuCtxSynchronize failed with CUDA_ERROR_INVALID_CONTEXT (201)"),
+    ("cuda_error", C, "RuntimeError: cuModuleLoadData returned CUDA_ERROR_UNSUPPORTED_PTX_VERSION"),
+    # cuda_oom -- engines that size their KV cache up front (TensorRT-LLM's executor) and XLA's allocator (JAX)
+    ("cuda_oom", C, "[TRT-LLM] [RANK 0] [E] Executor creation failed due to insufficient GPU memory."),
+    ("cuda_oom", C, "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes."),
+    ("cuda_oom", C, "of memory while trying to allocate 268435456 bytes."),
+    # cpu_oom -- TensorFlow's BFC allocator when the tensor was to live on the CPU (the host's memory)
+    ("cpu_oom", C, ("ResourceExhaustedError: OOM when allocating tensor with shape[64,3,1024,1024] and type float on "
+                    "/job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu")),
+    # model_load_failure -- OpenVINO Model Server's model manager (spdlog format) when the device compile fails
+    ("model_load_failure", C, ("[2025-01-01 10:00:00.000][12][modelmanager][error][modelinstance.cpp:800] Cannot compile "
+                               "model into target device; error: Exception from src/inference/src/core.cpp:100")),
+    ("model_load_failure", C, "[2025-01-01 10:00:00.000][12][serving][error][modelmanager.cpp:100] Error occurred while loading model: resnet"),
+    # http_5xx -- a structured (zap, JSON) client log of the model's answer
+    ("http_5xx", W, '{"level":"info","ts":1700000000.1,"logger":"RestClient","msg":"httpPost failed","response code":503}'),
+    # startup_stall -- a serving front end that gave up waiting for its model runner
+    ("startup_stall", W, "[WARNING] [api_server:svc:1] Timed out waiting for runner to be ready"),
+    # checkpoint_save_failure -- (Lua) Torch's disk file writer on a short write
+    ("checkpoint_save_failure", C, "torch/File.lua:210: write error: wrote 1024 blocks instead of 4096 at torch/lib/TH/THDiskFile.c:353"),
 ]
 
 
