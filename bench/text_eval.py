@@ -319,6 +319,7 @@ EXPECTED = {
     "server_startup_hang": {"startup_stall", "STALLED"},
     "tpu_oom": {"cuda_oom"},
     "cuda_error": {"cuda_error"},
+    "crashloop_backoff": {"engine_dead"},
 }
 
 

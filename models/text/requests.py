@@ -18,7 +18,7 @@ deployment's only telemetry is its log. Read, with their own units:
   its access log's inference requests (``ACCESS_LOG - /10.0.0.1:5000 "POST /predictions/m HTTP/1.1" 200 118``,
   the last field in ms);
 - Gin's access log (Ollama and other Go servers): ``[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |
-  127.0.0.1 | POST "/api/generate"``;
+  127.0.0.1 | POST "/api/generate"`` (Go's durations, ``1m43s`` from a minute on);
 - a request line (an HTTP method and path, a JSON access log's ``"method"`` and
   ``"path"``, or the word ``request``) with a ``key=value`` / ``key: value``
   duration: keys ending in ``_ms``/``_s``/``_us``, or ``latency``/``duration``/
@@ -65,7 +65,8 @@ _BENTO = re.compile(r"\(scheme=\w+,method=\w+,.*?\) \(status=\d+,.*?\) " + _NUM 
 # postprocess_ms: .."
 _KSERVE = re.compile(r"\b(preprocess|explain|predict|postprocess)_ms:\s*" + _NUM)
 _RAY = re.compile(r"\b__CALL__ (?:OK|ERROR) " + _NUM + r"ms\b")
-_GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*" + _NUM + r"(ms|s|µs|us|ns)\s*\|")
+# Go's time.Duration as gin prints it: "1.204511ms", "57.956598944s", and from a minute on "1m43s", "1h2m3s"
+_GIN = re.compile(r"\[GIN\] .*?\|\s*\d{3}\s*\|\s*(?:(\d+)h)?(?:(\d+)m(?!s))?" + _NUM + r"(ms|s|µs|us|ns)\s*\|")
 _TORCHSERVE = re.compile(r"\bPredictionTime\.(?:Milliseconds|ms):" + _NUM + r"\|")  # .ms since TorchServe 0.8
 # TorchServe's access log: "<client> \"POST /predictions/m HTTP/1.1\" 200 118", the last field in ms; inference
 # requests only (a management call like "POST /models?url=..." is not a prediction)
@@ -137,7 +138,10 @@ def request_latency(line: str) -> dict[str, float] | None:
 def _read(line: str) -> dict[str, float] | None:
     if "[GIN]" in line:  # its durations may carry no word at all ("1.234567s")
         m = _GIN.search(line)
-        return None if m is None else {"latency_ms": float(m.group(1)) * _SCALE[m.group(2)]}
+        if m is None:
+            return None
+        hours, minutes, value, unit = m.groups()
+        return {"latency_ms": (int(hours or 0) * 60 + int(minutes or 0)) * 60_000.0 + float(value) * _SCALE[unit]}
     if "ACCESS_LOG" in line:  # TorchServe's: a bare number of milliseconds last
         m = _TORCHSERVE_ACCESS.search(line)
         return None if m is None else {"latency_ms": float(m.group(1))}

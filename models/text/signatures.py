@@ -126,6 +126,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"NCCL Error \d+|gloo/transport/tcp/pair\.cc:\d+\] (?:Connection closed by peer|Connection reset by peer|Timed out)|"
         r"NCCL communicator was aborted|Timed out initializing process group|"
         r"waiting for (?:the )?remainder of ranks for more than \d+ seconds|DistStoreError|"
+        # Horovod's stall inspector (its message is often wrapped before "remainder")
+        r"submitted to be reduced, gathered or broadcasted by (?:a )?subset of ranks|"
         r"Timed out after \d+ seconds waiting for clients|Rendezvous(?:Timeout|Closed|Connection)Error|"
         r"Detected mismatch between collectives|client socket has timed out|\bSocket Timeout\b|DistNetworkError|"
         r"via c10d key-value store.{0,120}got error|"
@@ -238,6 +240,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Can't load (?:the )?(?:tokenizer|model|config(?:uration)?|weights|processor|feature extractor)\b|"
         r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row|"
         r"\[ERROR\] Exception in worker process|Worker failed to boot|"
+        # the weights never arrived: a failed download (the Hub, NGC's model API)
+        r"(?i:(?:failed|unable|error) (?:to |while |when )?download(?:ing)? (?:the )?model)|"
+        r"We couldn't connect to 'https://huggingface\.co' to load|error sending request for url \(https?://\S*/models?/|"
         # OpenVINO Model Server and other compiling runtimes: the model does not compile for the target device
         r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)",  # gunicorn: the app (the model server) did not start
         "model failed to load",
@@ -335,7 +340,7 @@ _KEYS = {
                 "ray.exceptions.outofmemoryerror", "rayoutofmemoryerror", "running low on memory", "oom when allocating"),
     "disk_full": ("no space left", "enospc", "errno 28", "disk quota", "edquot"),
     "nccl_timeout": ("watchdog", "before timing out", "nccl", "timed out initializing process group",
-                     "remainder of ranks", "diststoreerror", "waiting for clients", "rendezvous",
+                     "remainder of ranks", "subset of ranks", "diststoreerror", "waiting for clients", "rendezvous",
                      "mismatch between collectives", "socket has timed out", "socket timeout", "distnetworkerror",
                      "c10d key-value store", "heartbeat monitor", "operation to complete", "monitoredbarrier",
                      "completion from peer", "gloo/transport"),
@@ -363,7 +368,9 @@ _KEYS = {
                            "engine process failed to start", "recognize this architecture", "model architectures", "poll model",
                            "model repository", "could not load model", "couldn't load model", "couldn't load the model", "could not load the model", "locate model", "locate the model", "could not start", "could not create",
                            "can't load", "model identifier", "failed to load all", "times in a row", "shardfailed",
-                           "exception in worker process", "worker failed to boot", "compile model", "compile the model",
+                           "exception in worker process", "worker failed to boot", "compile model", "compile the model", "download model", "downloading model",
+                           "download the model", "downloading the model", "couldn't connect to 'https://huggingface.co",
+                           "error sending request for url",
                            "while loading model"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
@@ -450,9 +457,12 @@ _OVERFLOW = re.compile(
 )
 _OVERFLOW_ABORT = re.compile(
     r"loss scale already at minimum|Minimum loss scale reached|Skipped \d+ iterations in a row due to Overflow|"
-    r"loss scale (?:has )?(?:reached|hit) (?:the )?minimum",
+    r"loss scale (?:has )?(?:reached|hit) (?:the )?minimum|"
+    r"grad_scale is too small",  # icefall (k2) ends the run when its AMP scale collapsed
     re.IGNORECASE,
 )
+# icefall (k2) warns while its AMP grad scale is tiny: the scale itself, as an overflow message would give it
+_SMALL_GRAD_SCALE = re.compile(r"[Gg]rad scale is small: ([-+\deE.]+)")
 FP16 = Signature(
     "fp16_overflow", W, _OVERFLOW, "fp16 overflow: steps skipped, loss scale falling",
     "a few overflows at the start are normal; a scale that keeps falling means the loss or gradients blow up: "
@@ -600,7 +610,10 @@ class SignatureMatcher:
         if ("overflow" in low or "lg_loss_scale" in low or "current scale is" in low) and _OVERFLOW.search(line):
             out.extend(self._overflow_line(line))
             return True
-        if ("minimum" in low or "in a row" in low) and _OVERFLOW_ABORT.search(line):
+        if "grad scale is small" in low and (m := _SMALL_GRAD_SCALE.search(line)) is not None:
+            out.extend(self._overflow_report(line, _float(m.group(1))))  # a scale below 1 is CRITICAL there
+            return True
+        if ("minimum" in low or "in a row" in low or "too small" in low) and _OVERFLOW_ABORT.search(line):
             out.append(self._finding(FP16, Severity.CRITICAL, self.index, [line], line))
             return True
         if "nan iterations" in low and _NAN_ITERATIONS.search(line):

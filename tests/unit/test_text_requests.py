@@ -39,6 +39,9 @@ TGI = ('2024-06-01T10:00:00.123456Z  INFO compat_generate{{default_return_full_t
     ("request_id=ab method=POST path=/v1/chat status=200 duration_ms=812.3", {"latency_ms": 812.3}),
     ('[GIN] 2024/06/01 - 10:00:00 | 200 |  1.234567s |       127.0.0.1 | POST     "/api/generate"', {"latency_ms": 1234.567}),
     ('[GIN] 2024/06/01 - 10:00:01 | 200 |   12.3456ms |       127.0.0.1 | GET      "/api/tags"', {"latency_ms": 12.3456}),
+    # from a minute on gin prints Go's duration with minutes (and hours): the slowest requests must not be dropped
+    ('[GIN] 2024/06/01 - 10:02:00 | 200 |         1m43s |       127.0.0.1 | POST     "/api/chat"', {"latency_ms": 103000.0}),
+    ('[GIN] 2024/06/01 - 11:02:00 | 200 |     1h2m3.5s |       127.0.0.1 | POST     "/api/chat"', {"latency_ms": 3723500.0}),
     ('10.0.0.7 - "POST /generate HTTP/1.1" 200 took 1.5s', {"latency_ms": 1500.0}),
     # logfmt (Go servers): the time stamp is no duration, the latency is
     ("time=2024-06-01T10:00:00Z level=INFO msg=request method=POST path=/api/generate status=200 latency=1.234s",

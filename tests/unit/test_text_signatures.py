@@ -776,6 +776,16 @@ FRAMEWORK_FORMATS = [
     ("startup_stall", W, "[WARNING] [api_server:svc:1] Timed out waiting for runner to be ready"),
     # checkpoint_save_failure -- (Lua) Torch's disk file writer on a short write
     ("checkpoint_save_failure", C, "torch/File.lua:210: write error: wrote 1024 blocks instead of 4096 at torch/lib/TH/THDiskFile.c:353"),
+    # nccl_timeout -- Horovod's stall inspector (common/stall_inspector.cc), the first half of its wrapped message
+    ("nccl_timeout", C, ("[1,0]<stderr>:[2020-01-01 10:00:00.000000: W horovod/common/stall_inspector.cc:105] One or more "
+                         "tensors were submitted to be reduced, gathered or broadcasted by subset of ranks and are wai")),
+    # model_load_failure -- the weights never arrived (a model download, the Hub unreachable)
+    ("model_load_failure", C, "ERROR 2025-01-01 10:00:00 loader.py:88] Failed to download model files: connection reset"),
+    ("model_load_failure", C, ("OSError: We couldn't connect to 'https://huggingface.co' to load this file, couldn't find it "
+                               "in the cached files and it looks like org/model is not the path to a directory")),
+    # fp16_overflow -- icefall's AMP grad scale: tiny (a scale below 1 is a collapse) and the run giving up
+    ("fp16_overflow", C, "2024-01-01 10:00:00,000 WARNING [train.py:1000] (0/4) Grad scale is small: 3.5e-20"),
+    ("fp16_overflow", C, "RuntimeError: grad_scale is too small, exiting: 1.0e-20"),
 ]
 
 
