@@ -71,7 +71,12 @@ Supported shapes (one parser each, tried in order):
   ``validate step: 20  loss: 6.9``, ``eval step 100 loss 2.4``) makes them ``val/`` (``test/``)
 - lines that start with a step and give ``key value`` fields (``Step 100 | loss 2.34 | lr 3e-4``,
   ``iter 100 step 25: loss 2.34, iter time: 120ms``), keeping metric-like keys only
-- lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch)
+- lines of ``Key: value`` pairs after an ``Epoch: 3/30`` line (the step is the epoch), also pairs separated by
+  spaces alone (PyTorch's transfer-learning tutorial: ``Epoch 0/24`` then ``train Loss: 0.61 Acc: 0.67`` and
+  ``val Loss: 0.25 Acc: 0.90``), and after the CycleGAN repository's ``End of epoch 4 / 100``
+- a phase word and the epoch: DGCNN's (and the point-cloud repositories') ``Train 3, loss: 1.98, train acc: 0.74``
+  and ``Test 3, loss: ..., test acc: ...``
+- PaddlePaddle's examples ``epoch: 0, batch_id: 100, loss is: 0.90, acc is: 0.70`` (``is`` before the colon)
 - tutorial and model-zoo loops: PyTorch's CIFAR-10 tutorial ``[1,  2000] loss: 2.234`` (epoch, batch within it),
   PyTorch-GAN's ``[Epoch 0/200] [Batch 10/938] [D loss: 0.69] [G loss: 0.70]``, the CycleGAN/pix2pix repository's
   ``(epoch: 1, iters: 100, time: 0.1, data: 0.0) G_GAN: 1.2 G_L1: 30.1 D_real: 0.5 D_fake: 0.6``, darknet's
@@ -122,7 +127,8 @@ MAX_ROUTES = 8  # request routes a run's latency is split by (path parameters th
 _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:inity)?)"
 # A value must end at a delimiter: "2.5s", "11.5K", "15%", "2:28:37" are not plain numbers.
 _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|$)"
-_KV = re.compile(r"([A-Za-z][\w./\-]*)\s*[:=]\s*(" + _NUM + r")" + _END)
+# "loss is: 2.5": PaddlePaddle's examples name the value with "is"
+_KV = re.compile(r"([A-Za-z][\w./\-]*)(?:\s+is)?\s*[:=]\s*(" + _NUM + r")" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 
@@ -375,8 +381,10 @@ _FRACTION = re.compile(r"\d\s*/\s*\d")
 # "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
 _STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 # "Epoch 1, Batch 100": the batch counts within the epoch (the epoch alone is not the step)
-_EPOCH_BATCH = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*\]?\s*[,|]?\s*batch\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
-                          re.IGNORECASE)
+_EPOCH_BATCH = re.compile(
+    r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*(?:/\s*\d+\s*)?\]?\s*[,|]?\s*batch(?:_?id|_?idx)?\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
+    re.IGNORECASE,
+)
 # "epoch 001  1000 / 331737", "epoch 3: 100/600": an epoch, then the batch of the epoch's total
 _EPOCH_THEN_FRACTION = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*(\d+)\s*[:|,]?\s+(\d+)\s*/\s*(\d+)(?![\d.])", re.IGNORECASE)
 # PyTorch's word_language_model example: "| epoch   1 |   200/ 2928 batches | lr 20.00 | ... | loss  7.63 | ppl  2055.20"
@@ -390,8 +398,10 @@ _STEP_WORD = re.compile(
 _BATCH_LEAD = re.compile(r"^\W*batch\s*[:=]?\s*(\d+)\s*(?:/\s*\d+)?(?![\d.])", re.IGNORECASE)
 _EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
 _PAIR_LINE = re.compile(
-    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:\s*(?:-|,|\|)\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
+    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
 )
+# Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
+_PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
 # A line with no digit can still carry a value: "eval_loss = nan", "loss: inf".
 _PREFILTER = re.compile(r"\d|\b(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
@@ -1184,7 +1194,7 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     rank = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3}
     word, value = min(anchors, key=lambda a: rank[a[0].lower()])
-    if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1:
+    if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1 and _EPOCH_BATCH.search(line) is None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     metrics.pop("epoch", None)
@@ -1292,8 +1302,9 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     - A log whose step runs on when the epoch changes ("epoch 2 step 1000" after "epoch 1 step 900", or
       PaddleSeg's "epoch: 2, iter: 1100/80000") gives the run's step: it is kept as it is from then on.
     - "Epoch [3/10], Step [100/600]": (3 - 1) * 600 + 100. A step given as a fraction of the epoch's total:
-      an epoch written as a fraction ("[3/10]", "3/10") counts from 1, a bare one ("epoch 3", "Epoch[3]") from
-      the first epoch the log names if that is 0, else from 1 (``range(epochs)`` loops print 0 first; Ignite
+      the epoch counts from the first epoch the log names if that is 0, else from 1 (a fraction, "[3/10]",
+      as a bare one, "epoch 3", "Epoch[3]"; before 2026-12-06 a fraction always counted from 1, and a log of
+      "Epoch [0/50]" ... "Epoch [1/50]" put both epochs' steps in one place) (``range(epochs)`` loops print 0 first; Ignite
       and ``epoch + 1`` prints start at 1).
     - "epoch 2 step 100" after "epoch 1 step 900": the step went back as the epoch moved on, so steps count
       within an epoch; each epoch's steps then follow the previous epoch's largest one (900 + 1 + 100), an
@@ -1322,7 +1333,8 @@ def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None
     if x.steps_run_on:
         return step
     if total is not None:
-        return x._epoch_step(epoch, step, total, 1 if one_based else base)
+        # the log's base: "Epoch [0/50]" (a range(epochs) loop) counts from 0 although the epoch is a fraction
+        return x._epoch_step(epoch, step, total, base)
     if new_epoch and step + x.step_offset <= x.last_step:  # the count started again with the epoch
         x.step_offset += previous_max + 1
     return step + x.step_offset
@@ -1365,12 +1377,34 @@ def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(_step_in_epoch(x, line, step), out) if out else None
 
 
+# "Train 12, loss: 1.98, train acc: 0.74" / "Test 12, loss: ..." (DGCNN and the point-cloud repositories after it): a
+# phase word and the epoch, then the epoch's metrics
+_PHASE_EPOCH = re.compile(
+    r"^\W*(train(?:ing)?|test|val(?:id(?:ation)?)?|eval(?:uation)?)\s+(?:epoch\s+)?(\d+)\s*,\s+(?=[A-Za-z])", re.IGNORECASE
+)
+# The CycleGAN/pix2pix repository's "End of epoch 3 / 200 \t Time Taken: 95 sec": what follows is that epoch's
+_END_OF_EPOCH = re.compile(r"^\W*End of epoch\s+(\d+)\s*/\s*(\d+)\b")
+
+
+def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
+    m = _PHASE_EPOCH.match(line)
+    if m is None:
+        e = _END_OF_EPOCH.match(line)
+        if e is not None:
+            x.epoch, x.epoch_lines, x.epoch_of_total = int(e.group(1)), 0, True
+        return None
+    word = m.group(1).lower()
+    phase = "" if word.startswith("train") else ("test/" if word == "test" else "val/")
+    metrics = _pairs(line[m.end() :], phase, keep=_metric_like)
+    return _Parsed(int(m.group(2)), metrics) if metrics else None
+
+
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     if x.epoch is None or x.epoch_lines > 8 or ":" not in line or _PAIR_LINE.fullmatch(line) is None:
         return None
     phase = _phase(line)
     out = {}
-    for part in re.split(r"\s+-\s+|,\s+|\s+\|\s+", line.strip()):
+    for part in _PAIR_GAP.split(line.strip()):
         kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?):\s*(" + _NUM + r")(s?)", part.strip())
         if kv is None:
             continue
@@ -1727,7 +1761,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
-    _word_language_model, _anchored, _leading_step,
+    _word_language_model, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _onmt_valid, _spaced_step, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
@@ -1737,6 +1771,6 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _tf_eval: "Saving dict",
+    _tf_eval: "Saving dict", _phase_epoch: " ",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

@@ -630,7 +630,7 @@ class SignatureMatcher:
                 if sig.name == "http_5xx":
                     out.extend(self._http_line(line))
                 else:
-                    out.append(self._finding(sig, sig.severity, self.index, [line], line))
+                    out.append(self._finding(sig, self._severity(sig, low), self.index, [line], line))
                 return True
         if ("Error" in line or "Exception" in line) and _UNCAUGHT.match(line):
             # The last line of a traceback whose frames were not printed (or not pasted): the exception itself.
@@ -640,6 +640,13 @@ class SignatureMatcher:
             self._banner = (self.index, line)  # held one line: it may open a traceback
             return True
         return False
+
+    @staticmethod
+    def _severity(sig: Signature, low: str) -> Severity:
+        # torch.distributed.elastic retries a missed rendezvous keep-alive and logs it as a warning: the job goes on
+        if sig.name == "nccl_timeout" and "keep-alive heartbeat" in low:
+            return Severity.WARNING
+        return sig.severity
 
     def feed_many(self, lines: Iterable[str]) -> list[LogFinding]:
         """Feed lines, then :meth:`flush` (one batch)."""

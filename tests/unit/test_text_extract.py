@@ -994,3 +994,41 @@ def test_nemo2_progress_printer_lines_take_the_global_step():
               "consumed_samples": 3200.0, "val/loss": 6.1}),
         (149, {"lr": 4.5e-05, "reduced_train_loss": 5.5}),
     ]
+
+
+def test_transfer_learning_tutorial_phase_lines_after_an_epoch_line():
+    # PyTorch's "finetuning torchvision models" tutorial: the epoch on its own line, then one line per phase
+    out, _ = ext(["Epoch 0/24", "----------", "train Loss: 0.6120 Acc: 0.6680", "val Loss: 0.2543 Acc: 0.9020", "",
+                  "Epoch 1/24", "----------", "train Loss: 0.4310 Acc: 0.8116", "val Loss: 0.2217 Acc: 0.9216"])
+    assert out == [(0, {"loss": 0.612, "acc": 0.668}), (0, {"val/loss": 0.2543, "val/acc": 0.902}),
+                   (1, {"loss": 0.431, "acc": 0.8116}), (1, {"val/loss": 0.2217, "val/acc": 0.9216})]
+
+
+def test_paddle_is_values_and_batch_ids():
+    # PaddlePaddle's examples: "epoch: {}, batch_id: {}, loss is: {}, acc is: {}"
+    out, _ = ext(["epoch: 0, batch_id: 100, loss is: 0.9012, acc is: 0.7031",
+                  "epoch: 0, batch_id: 200, loss is: 0.5103, acc is: 0.8281"])
+    assert out == [(100, {"loss": 0.9012, "acc": 0.7031}), (200, {"loss": 0.5103, "acc": 0.8281})]
+
+
+def test_phase_and_epoch_lines_of_point_cloud_repositories():
+    # DGCNN's "Train %d, loss: %.6f, train acc: %.6f, train avg acc: %.6f" and its Test line
+    out, _ = ext(["Train 3, loss: 1.980094, train acc: 0.742761, train avg acc: 0.600895",
+                  "Test 3, loss: 1.700002, test acc: 0.801459, test avg acc: 0.712233"])
+    assert out == [(3, {"loss": 1.980094, "acc": 0.742761}), (3, {"test/loss": 1.700002, "test/acc": 0.801459})]
+
+
+def test_fraction_epochs_counting_from_zero_and_batches_of_a_total():
+    out, _ = ext(["Epoch [0/50] Batch [0/200] D_loss: -5.6973 G_loss: 5.6968",
+                  "Epoch [0/50] Batch [100/200] D_loss: -4.2680 G_loss: 3.7673",
+                  "Epoch [1/50] Batch [0/200] D_loss: -2.1000 G_loss: 2.5000"])
+    assert [s for s, _ in out] == [0, 100, 200]  # epoch 0 is the first: before, epochs 0 and 1 shared their steps
+    assert out[0][1] == {"d_loss": -5.6973, "g_loss": 5.6968}
+    one_based, _ = ext(["Epoch [1/10], Batch [100/600], Loss: 0.50", "Epoch [2/10], Batch [100/600], Loss: 0.40"])
+    assert one_based == [(100, {"loss": 0.5}), (700, {"loss": 0.4})]
+
+
+def test_end_of_epoch_line_gives_the_epoch_of_the_summary_after_it():
+    # the CycleGAN/pix2pix repository's epoch line, then a script's own summary of that epoch
+    out, _ = ext(["End of epoch 4 / 100 \t Time Taken: 95 sec", "Generator Loss: 3.8441, Discriminator Loss: 0.2864"])
+    assert out == [(4, {"generator_loss": 3.8441, "discriminator_loss": 0.2864})]

@@ -487,6 +487,13 @@ def test_generic_error_line():
     assert run(["2024-05-01 09:12:44,018 - mmengine - ERROR - x"], error_lines=False) == []
 
 
+def test_a_missed_elastic_rendezvous_keep_alive_is_a_warning_not_a_failure():
+    line = ("WARNING:torch.distributed.elastic.rendezvous.dynamic_rendezvous:The node 'n1_42_0' has failed to send a "
+            "keep-alive heartbeat to the rendezvous '7' due to an error of type RendezvousTimeoutError.")
+    assert [(f.signature, f.severity) for f in run([line])] == [("nccl_timeout", Severity.WARNING)]
+    assert run(["torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"])[0].severity == Severity.CRITICAL
+
+
 def test_classify():
     assert classify("RuntimeError: CUDA out of memory.").name == "cuda_oom"
     assert classify("all good") is None
