@@ -77,6 +77,9 @@ Supported shapes (one parser each, tried in order):
 - a phase word and the epoch: DGCNN's (and the point-cloud repositories') ``Train 3, loss: 1.98, train acc: 0.74``
   and ``Test 3, loss: ..., test acc: ...``
 - PaddlePaddle's examples ``epoch: 0, batch_id: 100, loss is: 0.90, acc is: 0.70`` (``is`` before the colon)
+- an epoch header with its settings, ``Epoch 1/2 (lr=0.01000)``, then ``Batch 50/295, Loss: 0.41`` lines; a script's
+  sentences ``Epoch 0 trained with loss: 0.0197. The running time is ...`` and ``Epoch 0 evaluated with loss: ...``
+  (``val/``), a value ending at the sentence's full stop
 - tutorial and model-zoo loops: PyTorch's CIFAR-10 tutorial ``[1,  2000] loss: 2.234`` (epoch, batch within it),
   PyTorch-GAN's ``[Epoch 0/200] [Batch 10/938] [D loss: 0.69] [G loss: 0.70]``, the CycleGAN/pix2pix repository's
   ``(epoch: 1, iters: 100, time: 0.1, data: 0.0) G_GAN: 1.2 G_L1: 30.1 D_real: 0.5 D_fake: 0.6``, darknet's
@@ -126,7 +129,8 @@ MAX_ROUTES = 8  # request routes a run's latency is split by (path parameters th
 # A digit must follow a decimal point: "0." at the end of a cut-off line is not a value.
 _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:inity)?)"
 # A value must end at a delimiter: "2.5s", "11.5K", "15%", "2:28:37" are not plain numbers.
-_END = r"(?=[\s,;|)\]}'\"]|:\s|:$|$)"
+# (a sentence's full stop before the next sentence ends one too: "loss: 0.0197. The running time is ...")
+_END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # "loss is: 2.5": PaddlePaddle's examples name the value with "is"
 _KV = re.compile(r"([A-Za-z][\w./\-]*)(?:\s+is)?\s*[:=]\s*(" + _NUM + r")" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
@@ -419,7 +423,11 @@ _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 # "validate step: 20  loss: 6.9" (torchtitan's validation line), "INFO Validation step 400: loss 2.1": the phase
 # word right before the step word names the line's phase, wherever the line's prefix ends
 # (matched on the lowered line, after a substring test: an IGNORECASE search over every step line costs more)
-_PHASE_STEP = re.compile(r"\b(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)\b")
+# "Epoch 3 evaluated with loss: 0.21" (a script's own words) is the held-out phase too
+_PHASE_STEP = re.compile(
+    r"\b(?:(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)|"
+    r"(evaluated|validated|tested)\s+(?:with|on))\b"
+)
 
 
 def _phase(line: str) -> str:
@@ -430,7 +438,7 @@ def _phase(line: str) -> str:
             m = _PHASE_STEP.search(low)
     if m is None:
         return ""
-    return "test/" if m.group(1).lower() == "test" else "val/"
+    return "test/" if (m.group(1) or m.group(2)).lower().startswith("test") else "val/"
 
 
 class MetricExtractor:
@@ -1215,6 +1223,12 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     if word.lower() == "epoch":
         batch = _EPOCH_BATCH.search(line)
+        if batch is None and "batch" not in line.lower():
+            e = _EPOCH_OF.search(line)
+            if e is not None and e.group(2):  # "Epoch 1/2 (lr=0.01000)": "Batch 50/295, Loss: ..." lines follow
+                x.epoch, x.epoch_lines, x.epoch_of_total = int(e.group(1)), 0, True
+                if set(metrics) <= {"lr"}:
+                    return None  # the epoch's setting, printed before its first batch: not a step of its own
         of = _EPOCH_THEN_FRACTION.search(line) if batch is None else None
         if of is not None:  # fairseq < 0.6: "| epoch 001  1000 / 331737 loss=...", the batch of the epoch's total
             step = _continued_step(x, int(of.group(1)), int(of.group(2)), int(of.group(3)))

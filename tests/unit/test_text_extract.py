@@ -1032,3 +1032,17 @@ def test_end_of_epoch_line_gives_the_epoch_of_the_summary_after_it():
     # the CycleGAN/pix2pix repository's epoch line, then a script's own summary of that epoch
     out, _ = ext(["End of epoch 4 / 100 \t Time Taken: 95 sec", "Generator Loss: 3.8441, Discriminator Loss: 0.2864"])
     assert out == [(4, {"generator_loss": 3.8441, "discriminator_loss": 0.2864})]
+
+
+def test_an_epoch_header_with_its_learning_rate_gives_the_epoch_of_the_batch_lines():
+    out, _ = ext(["Epoch 1/2 (lr=0.01000)", "  Batch 0/300, Loss: 0.6176", "  Batch 50/300, Loss: 0.4012",
+                  "Epoch 2/2 (lr=0.00100)", "  Batch 0/300, Loss: 0.3100"])
+    assert out == [(0, {"loss": 0.6176}), (50, {"loss": 0.4012}), (300, {"loss": 0.31})]
+
+
+def test_sentences_of_a_script_name_the_phase_and_end_values_with_a_full_stop():
+    out, _ = ext(["Epoch 0 trained with loss: 0.0197. The running time is 4073.9.",
+                  "Epoch 0 evaluated with loss: 0.0034, dice score: 0.71. The running time is 713.2."])
+    assert out == [(0, {"loss": 0.0197}), (0, {"val/loss": 0.0034})]
+    cut, _ = ext(["eta: 2:28:37 loss: 0. step 5", "loss: 0.5. next"])  # a cut-off value, a full stop before no sentence
+    assert cut == []
