@@ -150,6 +150,9 @@ _ALIASES = {
     "ppl": "ppl", "perplexity": "ppl", "train perplexity": "ppl", "train_ppl": "ppl",
     "acc": "acc", "accuracy": "acc", "train_acc": "acc", "train acc": "acc", "train accuracy": "acc",
     "lm loss value": "loss", "epoch": "epoch", "loss/total_loss": "loss",  # TF Object Detection API's dicts
+    # a loop that prints only the epoch's (or the interval's) mean training loss
+    "avg_loss": "loss", "avg loss": "loss", "average loss": "loss", "average_loss": "loss", "mean loss": "loss",
+    "mean_loss": "loss", "running loss": "loss", "running_loss": "loss",
 }
 # (name, scale): units written in the key.
 _SCALED = {
@@ -226,7 +229,12 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
             if w is not None:
-                key = _two_word_key(w.group(1), key) or key
+                pair = _two_word_key(w.group(1), key)
+                if pair is not None and w.group(1).lower() not in _PHASE_WORDS:  # "val avg loss": the phase before
+                    p = _WORD_BEFORE.search(text, max(0, w.start() - 24), w.start())
+                    if p is not None and p.group(1).lower() in _PHASE_WORDS:
+                        pair = f"{p.group(1)} {pair}"
+                key = pair or key
         if keep is not None and not keep(key):
             continue
         named = metric_name(key, phase)

@@ -1046,3 +1046,9 @@ def test_sentences_of_a_script_name_the_phase_and_end_values_with_a_full_stop():
     assert out == [(0, {"loss": 0.0197}), (0, {"val/loss": 0.0034})]
     cut, _ = ext(["eta: 2:28:37 loss: 0. step 5", "loss: 0.5. next"])  # a cut-off value, a full stop before no sentence
     assert cut == []
+
+
+def test_a_loop_that_prints_only_its_mean_training_loss():
+    out, _ = ext(["2024-06-17 16:43:11,171 - INFO - Epoch: 1, Avg_loss: 0.507, Duration: 3.65s",
+                  "Epoch 2 | loss: 0.40 | average loss: 0.45", "epoch 3, val avg loss: 0.52"])
+    assert out == [(1, {"loss": 0.507}), (2, {"loss": 0.4}), (3, {"val/loss": 0.52})]
