@@ -149,6 +149,7 @@ _ALIASES = {
     "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "train_lr": "lr",
     "ppl": "ppl", "perplexity": "ppl", "train perplexity": "ppl", "train_ppl": "ppl",
     "acc": "acc", "accuracy": "acc", "train_acc": "acc", "train acc": "acc", "train accuracy": "acc",
+    "training accuracy": "acc", "training acc": "acc", "training_accuracy": "acc", "train_accuracy": "acc",
     "lm loss value": "loss", "epoch": "epoch", "loss/total_loss": "loss",  # TF Object Detection API's dicts
     # a loop that prints only the epoch's (or the interval's) mean training loss
     "avg_loss": "loss", "avg loss": "loss", "average loss": "loss", "average_loss": "loss", "mean loss": "loss",
@@ -415,6 +416,7 @@ _PAIR_LINE = re.compile(
 # Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
 _PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
+_PHASE_AT = re.compile(r"\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)  # at a given position
 # A line with no digit can still carry a value: "eval_loss = nan", "loss: inf".
 _PREFILTER = re.compile(r"\d|\b(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
 _SB3_RULE = re.compile(r"-{20,}")
@@ -438,8 +440,17 @@ _PHASE_STEP = re.compile(
 )
 
 
+# A logging prefix before the message ("09-02 20:39:12 - INFO - __main__ - Val. Total Loss: 1.79"): the phase word
+# starts the message, not the line
+_LEVEL_PREFIX = re.compile(r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b\s*(?:[-:|\]]\s*)+(?:[\w.<>]+\s*[-:|]\s+)?")
+
+
 def _phase(line: str) -> str:
     m = _PHASE_WORD.search(line)
+    if m is None and ("INFO" in line or "DEBUG" in line or "WARN" in line or "NOTICE" in line):
+        level = _LEVEL_PREFIX.search(line)
+        if level is not None:
+            m = _PHASE_AT.match(line, level.end())
     if m is None:
         low = line.lower()
         if "val" in low or "test" in low:
@@ -1240,6 +1251,10 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         of = _EPOCH_THEN_FRACTION.search(line) if batch is None else None
         if of is not None:  # fairseq < 0.6: "| epoch 001  1000 / 331737 loss=...", the batch of the epoch's total
             step = _continued_step(x, int(of.group(1)), int(of.group(2)), int(of.group(3)))
+        elif batch is None and x.step_epoch is not None and int(value) == x.step_epoch:
+            # "Epoch 1 - Validation Accuracy: 0.79" after that epoch's "Epoch 1, Batch 100, Loss: ..." lines: the
+            # epoch's summary, at the step its batches reached (at the epoch's number it would go back, and be dropped)
+            step = x._current_step()
         else:
             step = int(value) if batch is None else _step_in_epoch(x, line, int(batch.group(1)))
     else:
@@ -1375,6 +1390,9 @@ def _spaced_step(x: MetricExtractor, line: str) -> _Parsed | None:
     if not metrics:
         return None
     if not anchors:  # "Epoch 3: train loss 0.45, val loss 0.50": a per-epoch log, the epoch is the step
+        b = _EPOCH_BATCH.search(line)
+        if b is not None:  # "Epoch 1 | Batch 100/972 | ... | Train Loss 0.72": the batch counts within the epoch
+            return _Parsed(_step_in_epoch(x, line, int(b.group(1))), metrics)
         e = _EPOCH_OF.search(line)
         return None if e is None or e.group(2) else _Parsed(int(e.group(1)), metrics)
     rank = {"global step": 0, "global_step": 0, "step": 1, "iteration": 2, "iter": 2}

@@ -1052,3 +1052,22 @@ def test_a_loop_that_prints_only_its_mean_training_loss():
     out, _ = ext(["2024-06-17 16:43:11,171 - INFO - Epoch: 1, Avg_loss: 0.507, Duration: 3.65s",
                   "Epoch 2 | loss: 0.40 | average loss: 0.45", "epoch 3, val avg loss: 0.52"])
     assert out == [(1, {"loss": 0.507}), (2, {"loss": 0.4}), (3, {"val/loss": 0.52})]
+
+
+def test_pipe_separated_epoch_and_batch_of_a_total():
+    out, _ = ext(["Epoch  1 | Batch 100/900 | Time/Batch(ms) 691.84 | Train Loss 0.7241",
+                  "Epoch  2 | Batch 100/900 | Time/Batch(ms) 701.10 | Train Loss 0.6500"])
+    assert out == [(100, {"loss": 0.7241}), (1000, {"loss": 0.65})]
+
+
+def test_an_epoch_summary_after_its_batch_lines_is_placed_where_the_batches_got_to():
+    out, x = ext(["2025-05-17 13:50:48 - clf - INFO - Epoch 1, Batch 0, Loss: 2.5930",
+                  "2025-05-17 13:50:58 - clf - INFO - Epoch 1, Batch 100, Loss: 2.5580",
+                  "2025-05-17 13:55:31 - clf - INFO - Epoch 1 - Validation Accuracy: 0.7876"])
+    assert out[-1] == (100, {"val/acc": 0.7876}) and x.dropped == 0  # at step 1 it went back, and was dropped
+
+
+def test_the_phase_word_may_start_the_message_after_a_logging_prefix():
+    out, _ = ext(["2019-08-19 14:49:47.783573: Step [7]  train Loss : 2.02, training accuracy :  0.31",
+                  "2024-01-01 10:00:00 - INFO - trainer - Validation | step 7 | total loss: 0.51 | acc: 0.83"])
+    assert out == [(7, {"loss": 2.02, "acc": 0.31}), (7, {"val/loss": 0.51, "val/acc": 0.83})]
