@@ -461,6 +461,8 @@ _OVERFLOW_ABORT = re.compile(
     r"grad_scale is too small",  # icefall (k2) ends the run when its AMP scale collapsed
     re.IGNORECASE,
 )
+# TensorFlow's glog-style INFO record ("2021-05-09 18:30:53.337423: I tensorflow/stream_executor/...")
+_TF_INFO_RECORD = re.compile(r"\d\d:\d\d:\d\d\.\d+: i (?:tensorflow|external/)")
 # icefall (k2) warns while its AMP grad scale is tiny: the scale itself, as an overflow message would give it
 _SMALL_GRAD_SCALE = re.compile(r"[Gg]rad scale is small: ([-+\deE.]+)")
 FP16 = Signature(
@@ -646,6 +648,10 @@ class SignatureMatcher:
         # torch.distributed.elastic retries a missed rendezvous keep-alive and logs it as a warning: the job goes on
         if sig.name == "nccl_timeout" and "keep-alive heartbeat" in low:
             return Severity.WARNING
+        # TensorFlow's allocator logs a failed device allocation at INFO and retries smaller: no failure of its own
+        # (a real OOM follows as "OOM when allocating tensor" / ResourceExhaustedError)
+        if sig.name == "cuda_oom" and "failed to allocate" in low and _TF_INFO_RECORD.search(low) is not None:
+            return Severity.INFO
         return sig.severity
 
     def feed_many(self, lines: Iterable[str]) -> list[LogFinding]:

@@ -494,6 +494,15 @@ def test_a_missed_elastic_rendezvous_keep_alive_is_a_warning_not_a_failure():
     assert run(["torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"])[0].severity == Severity.CRITICAL
 
 
+def test_tensorflows_retried_allocation_is_information_not_an_oom():
+    retry = ("2021-05-09 18:30:53.337423: I tensorflow/stream_executor/cuda/cuda_driver.cc:789] failed to allocate "
+             "613.15M (642935552 bytes) from device: CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+    assert [(f.signature, f.severity) for f in run([retry])] == [("cuda_oom", Severity.INFO)]
+    oom = ("2021-05-09 18:30:53.337423: W tensorflow/core/framework/op_kernel.cc:1767] OP_REQUIRES failed at "
+           "conv_ops.cc:539 : Resource exhausted: OOM when allocating tensor with shape[64,256,56,56]")
+    assert run([oom])[0].severity == Severity.CRITICAL
+
+
 def test_classify():
     assert classify("RuntimeError: CUDA out of memory.").name == "cuda_oom"
     assert classify("all good") is None
