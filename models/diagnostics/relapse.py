@@ -14,7 +14,6 @@ from runwatch.models.block import MetricBlock
 from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, logs_policy_gradient
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
-
 #: Blocks of at most this many loss values are followed in plain Python (a live stream's usual few events).
 SMALL_BLOCK = 16
 
