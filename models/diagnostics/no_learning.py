@@ -135,6 +135,14 @@ def logs_policy_gradient(names: tuple[str, ...]) -> bool:
     return any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in names)
 
 
+def idle_in_policy_gradient(diagnostic: Diagnostic, columns) -> bool:
+    """Whether a once-per-run ``diagnostic`` (one with a ``done`` flag) has nothing to judge in a block with these
+    ``columns``: it reported already, or the run is a policy-gradient one, where it stays idle from then on."""
+    if not diagnostic.done and logs_policy_gradient(tuple(columns)):
+        diagnostic.done = True
+    return diagnostic.done
+
+
 class NoLearningDiagnostic(Diagnostic):
     """Flags a training loss that has not improved on its first values: a run that is not learning.
 

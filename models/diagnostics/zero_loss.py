@@ -9,7 +9,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, logs_policy_gradient
+from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, idle_in_policy_gradient
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
@@ -100,13 +100,10 @@ class ZeroLossDiagnostic(Diagnostic):
         return metric in (cfg.loss_metric, cfg.grad_metric, cfg.val_metric) or metric.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
-        if self.done:
+        cols = block.columns
+        if idle_in_policy_gradient(self, cols):
             return []
         cfg = self.config
-        cols = block.columns
-        if logs_policy_gradient(tuple(cols)):
-            self.done = True
-            return []
         loss = cols.get(cfg.loss_metric)
         val = cols.get(cfg.val_metric)
         grad = cols.get(cfg.grad_metric)
