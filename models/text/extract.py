@@ -77,6 +77,9 @@ Supported shapes (one parser each, tried in order):
 - a phase word and the epoch: DGCNN's (and the point-cloud repositories') ``Train 3, loss: 1.98, train acc: 0.74``
   and ``Test 3, loss: ..., test acc: ...``
 - PaddlePaddle's examples ``epoch: 0, batch_id: 100, loss is: 0.90, acc is: 0.70`` (``is`` before the colon)
+- LeRobot's ``step:1K smpl:32K ep:101 epch:2.53 loss:1.226 grdn:34.825 lr:1.0e-05 updt_s:0.502 data_s:0.010``, whose
+  counters are rounded from 1,000 on: the step the log's rhythm predicts (the last step plus the last rise) where it
+  rounds to the printed one, else the printed value (``grdn`` is ``grad_norm``, ``updt_s`` ``step_time``)
 - an epoch header with its settings, ``Epoch 1/2 (lr=0.01000)``, then ``Batch 50/295, Loss: 0.41`` lines; a script's
   sentences ``Epoch 0 trained with loss: 0.0197. The running time is ...`` and ``Epoch 0 evaluated with loss: ...``
   (``val/``), a value ending at the sentence's full stop
@@ -154,6 +157,7 @@ _ALIASES = {
     # a loop that prints only the epoch's (or the interval's) mean training loss
     "avg_loss": "loss", "avg loss": "loss", "average loss": "loss", "average_loss": "loss", "mean loss": "loss",
     "mean_loss": "loss", "running loss": "loss", "running_loss": "loss",
+    "grdn": "grad_norm", "updt_s": "step_time", "data_s": "data_time",  # LeRobot's training line
 }
 # (name, scale): units written in the key.
 _SCALED = {
@@ -168,7 +172,8 @@ _PHASES = (
 )
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
 _METRIC_WORD = re.compile(
-    r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$"
+    r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$|"
+    r"^grdn$|^updt_s$|^data_s$"  # LeRobot's abbreviations
 )
 _NEVER = {"eta", "v_num", "n_parameters", "step", "global_step", "iter", "iteration", "num_updates", "total_flos",
           "best", "best_loss", "it", "samples", "s"}
@@ -494,6 +499,7 @@ class MetricExtractor:
         self.step_offset = 0
         self.epoch_base: int | None = None  # 0 or 1: the first epoch such a line named
         self.steps_run_on = False  # the step ran on across an epoch change: it is the run's own
+        self.step_gap = 0  # the last rise between two events' steps (a rounded "step:2K" is placed by it)
         self.read_values = False  # whether the last line gave metric values (emitted, or held as a bar's)
 
     # -- public -----------------------------------------------------------------------------------
@@ -553,7 +559,7 @@ class MetricExtractor:
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
-            "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on,
+            "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on, "step_gap": self.step_gap,
             "bars": {k: list(v) for k, v in self.bars.items()},
             "routes": list(self.routes),
             "rl_table": None if self.rl_table is None else {
@@ -588,6 +594,7 @@ class MetricExtractor:
         base = state.get("epoch_base")
         self.epoch_base = None if base is None else int(base)
         self.steps_run_on = bool(state.get("steps_run_on", False))
+        self.step_gap = int(state.get("step_gap", 0))  # absent in states saved before 2026-12-06
         self.bars = {str(k): (int(v[0]), int(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in state.get("bars", {}).items()}
         self.routes = [str(r) for r in state.get("routes", [])]  # absent in states saved before routes
         block = state.get("metrics_block")
@@ -604,6 +611,8 @@ class MetricExtractor:
         fresh = {k: v for k, v in metrics.items() if self.emitted.get(k, -1) < step}
         if not fresh:
             return
+        if 0 <= self.last_step < step:
+            self.step_gap = step - self.last_step
         for k in fresh:
             self.emitted[k] = step
         if len(self.emitted) > 4096:  # names that keep changing: forget the oldest
@@ -1206,6 +1215,35 @@ def _restarted_bar(x: MetricExtractor, n: int, total: int, postfix: str) -> int:
     return offset + n
 
 
+# LeRobot's training line rounds its counters: "step:400 ... loss:2.215", then "step:1K", "step:1K", "step:2K", ...
+_ROUNDED_STEP = re.compile(r"(?<![\w.])step:(\d+)(?:\.(\d+))?([KMBT])(?![\w.])")
+_BIG = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+
+
+def _rounded(step: int, unit: str, decimals: int) -> str:
+    """``step`` as LeRobot's ``format_big_number`` prints it in ``unit`` (Python's rounding, half to even)."""
+    return f"{step / _BIG[unit]:.{decimals}f}{unit}"
+
+
+def _rounded_step(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A step printed rounded (``step:2K``): the step the log's own rhythm predicts (the last step plus the last
+    rise) when it rounds to what is printed, else the printed value when it is past the last step."""
+    m = _ROUNDED_STEP.search(line)
+    if m is None:
+        return None
+    metrics = _pairs(line, _phase(line), keep=_metric_like)
+    if not metrics:
+        return None
+    whole, frac, unit = m.groups()
+    printed = f"{whole}.{frac}{unit}" if frac else f"{whole}{unit}"
+    if x.step_gap > 0 and x.last_step >= 0:
+        predicted = x.last_step + x.step_gap
+        if _rounded(predicted, unit, len(frac or "")) == printed:
+            return _Parsed(predicted, metrics)
+    step = int(float(f"{whole}.{frac or 0}") * _BIG[unit])
+    return _Parsed(step, metrics) if step > x.last_step else None
+
+
 def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     low = line.lower()
     if "step" not in low and "iter" not in low and "epoch" not in low:
@@ -1801,7 +1839,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
-    _word_language_model, _anchored, _leading_step, _phase_epoch,
+    _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _onmt_valid, _spaced_step, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
@@ -1811,6 +1849,6 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _tf_eval: "Saving dict", _phase_epoch: " ",
+    _tf_eval: "Saving dict", _phase_epoch: " ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

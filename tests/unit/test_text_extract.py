@@ -1071,3 +1071,15 @@ def test_the_phase_word_may_start_the_message_after_a_logging_prefix():
     out, _ = ext(["2019-08-19 14:49:47.783573: Step [7]  train Loss : 2.02, training accuracy :  0.31",
                   "2024-01-01 10:00:00 - INFO - trainer - Validation | step 7 | total loss: 0.51 | acc: 0.83"])
     assert out == [(7, {"loss": 2.02, "acc": 0.31}), (7, {"val/loss": 0.51, "val/acc": 0.83})]
+
+
+def test_lerobot_training_lines_with_rounded_step_counters():
+    # LeRobot's MetricsTracker line: counters rounded by format_big_number from 1,000 on ("step:1K", "step:2K")
+    line = "INFO 2025-01-01 10:00:00 ot_train.py:300 step:{} smpl:{} ep:40 epch:1.01 loss:{} grdn:49.8 lr:1.0e-05 updt_s:0.504 data_s:0.083"
+    lines = [line.format(s, "13K", v) for s, v in (("400", 2.2), ("600", 1.8), ("800", 1.5), ("1K", 1.2), ("1K", 1.0),
+                                                   ("1K", 0.9), ("2K", 0.7))]
+    out, _ = ext(lines)
+    assert [s for s, _ in out] == [400, 600, 800, 1000, 1200, 1400, 1600]  # the rhythm of 200, as each rounds
+    assert out[0][1] == {"loss": 2.2, "grad_norm": 49.8, "lr": 1e-05, "step_time": 0.504, "data_time": 0.083}
+    jump, _ = ext([line.format("800", "1K", 1.5), line.format("5K", "1K", 1.0)])  # off the rhythm: the printed value
+    assert [s for s, _ in jump] == [800, 5000]
