@@ -142,7 +142,8 @@ class RelapseDiagnostic(Diagnostic):
         if need > 0:  # the start's values are not judged themselves
             head = [float(v) for v in values[:need]]
             self.first.extend(head)
-            self.recent = (self.recent + head)[len(self.recent) + len(head) - (cfg.window - 1):]
+            joined = self.recent + head
+            self.recent = joined[max(0, len(joined) - (cfg.window - 1)):]
             values, steps, walls = values[need:], steps[need:], walls[need:]
         if not len(values):
             return self._note_lr(lr)
@@ -166,7 +167,7 @@ class RelapseDiagnostic(Diagnostic):
         cfg = self.config
         history = self.recent + values
         levels = [statistics.median(history[j : j + cfg.window]) for j in range(len(values))]
-        self.recent = history[len(history) - (cfg.window - 1):]
+        self.recent = history[max(0, len(history) - (cfg.window - 1)):]
         progressed = [level <= (1.0 - cfg.min_progress) * start for level in levels]
         high = [level >= cfg.back * start for level in levels]
         if not any(high) and not any(progressed):
@@ -180,7 +181,7 @@ class RelapseDiagnostic(Diagnostic):
         windows = sliding_window_view(history, cfg.window)
         half = cfg.window // 2  # np.median's checks cost more than the partition itself on 5-value windows
         levels = np.partition(windows, half, axis=1)[:, half] if cfg.window % 2 else np.median(windows, axis=1)
-        self.recent = history[len(history) - (cfg.window - 1):].tolist()
+        self.recent = history[max(0, len(history) - (cfg.window - 1)):].tolist()
         progressed = levels <= (1.0 - cfg.min_progress) * start
         high = levels >= cfg.back * start
         if not high.any() and not progressed.any():

@@ -53,3 +53,14 @@ def test_state_survives_a_checkpoint_in_the_default_suite():
     alerts = restored.observe_block(MetricBlock.from_rows(list(range(len(rows), len(rows) + len(rest))),
                                                           [0.0] * len(rest), rest))
     assert "relapse" in [a.finding.detector for a in alerts]
+
+
+def test_the_same_finding_whatever_the_block_size():
+    rows = [{"loss": v} for v in START + [0.9, 1.1] + LEARNED + CHANCE]
+    found = {}
+    for size in (1, 2, 3, 7, 20, len(rows)):
+        d, got = RelapseDiagnostic(), []
+        for i in range(0, len(rows), size):
+            got += _feed(d, rows[i : i + size], start=10 * i)
+        found[size] = [(f.step, f.score) for f in got]
+    assert len(found[1]) == 1 and all(v == found[1] for v in found.values()), found
