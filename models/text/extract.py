@@ -118,6 +118,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import string
 from collections.abc import Callable, Iterable
 
 from runwatch.models.text.launchers import LAUNCHER_PREFIX
@@ -1462,9 +1463,13 @@ _PHASE_EPOCH = re.compile(
 )
 # The CycleGAN/pix2pix repository's "End of epoch 3 / 200 \t Time Taken: 95 sec": what follows is that epoch's
 _END_OF_EPOCH = re.compile(r"^\W*End of epoch\s+(\d+)\s*/\s*(\d+)\b")
+_PHASE_EPOCH_FIRST = frozenset("TtVvEe")  # the first letter of every word the two patterns above start with
+_LEADING_PUNCTUATION = " \t" + "".join(c for c in string.punctuation if c != "_")  # what their "^\W*" skips
 
 
 def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
+    if line.lstrip(_LEADING_PUNCTUATION)[:1] not in _PHASE_EPOCH_FIRST:  # most lines: a strip, not two regexes
+        return None
     m = _PHASE_EPOCH.match(line)
     if m is None:
         e = _END_OF_EPOCH.match(line)
