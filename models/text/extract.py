@@ -1278,10 +1278,12 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
             e = _EPOCH_LINE.fullmatch(line)
             if e is not None:
                 x.epoch, x.epoch_lines, x.epoch_of_total = int(value), 0, e.group(2) is not None
+            elif _END_OF_EPOCH.match(line) is not None:  # CycleGAN's "End of epoch 4 / 100 \t Time Taken: 95 sec"
+                x.epoch, x.epoch_lines, x.epoch_of_total = int(value), 0, True
         return None
     if word.lower() == "epoch":
         batch = _EPOCH_BATCH.search(line)
-        if batch is None and "batch" not in line.lower():
+        if batch is None and "batch" not in low:
             e = _EPOCH_OF.search(line)
             if e is not None and e.group(2):  # "Epoch 1/2 (lr=0.01000)": "Batch 50/295, Loss: ..." lines follow
                 x.epoch, x.epoch_lines, x.epoch_of_total = int(e.group(1)), 0, True
@@ -1463,18 +1465,15 @@ _PHASE_EPOCH = re.compile(
 )
 # The CycleGAN/pix2pix repository's "End of epoch 3 / 200 \t Time Taken: 95 sec": what follows is that epoch's
 _END_OF_EPOCH = re.compile(r"^\W*End of epoch\s+(\d+)\s*/\s*(\d+)\b")
-_PHASE_EPOCH_FIRST = frozenset("TtVvEe")  # the first letter of every word the two patterns above start with
-_LEADING_PUNCTUATION = " \t" + "".join(c for c in string.punctuation if c != "_")  # what their "^\W*" skips
+_PHASE_EPOCH_FIRST = frozenset("TtVvEe")  # the first letter of every phase word _PHASE_EPOCH starts with
+_LEADING_PUNCTUATION = " \t" + "".join(c for c in string.punctuation if c != "_")  # what its "^\W*" skips
 
 
 def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
-    if line.lstrip(_LEADING_PUNCTUATION)[:1] not in _PHASE_EPOCH_FIRST:  # most lines: a strip, not two regexes
+    if line.lstrip(_LEADING_PUNCTUATION)[:1] not in _PHASE_EPOCH_FIRST:  # most lines: a strip, not a regex
         return None
     m = _PHASE_EPOCH.match(line)
     if m is None:
-        e = _END_OF_EPOCH.match(line)
-        if e is not None:
-            x.epoch, x.epoch_lines, x.epoch_of_total = int(e.group(1)), 0, True
         return None
     word = m.group(1).lower()
     phase = "" if word.startswith("train") else ("test/" if word == "test" else "val/")
@@ -1854,6 +1853,6 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _tf_eval: "Saving dict", _phase_epoch: " ", _rounded_step: "step:",
+    _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)
