@@ -69,14 +69,15 @@ class RelapseDiagnostic(Diagnostic):
     chance level never reaches (here 2.2x), and the no-learning rule compares
     only the first and the latest values. The rule: the median of the latest
     ``window`` losses stayed at least ``min_progress`` below the median of the
-    first ``window`` for ``progress_hold`` values, and later is back at ``back`` x that start or above for
-    ``patience`` logged values in a row, while the learning rate is below
-    ``lr_restart`` x its value at the loss's best level. Policy-gradient runs
-    (``reward``/``kl`` logged) are not judged: their surrogate loss is not
-    expected to fall. On the tuning sets (the corpus's training split, 448 runs;
-    the real logs' training half: nanoGPT, Lightning, TensorBoard, text, Trainer
-    states, MLPerf, 2,719 runs) it flags no healthy run; it fires on 37 faulty
-    corpus runs, all of which other rules catch too.
+    first ``window`` for ``progress_hold`` values, and later is back at
+    ``back`` x that start or above for ``patience`` logged values in a row,
+    while the learning rate is below ``lr_restart`` x its value at the loss's
+    best level. Policy-gradient runs (``reward``/``kl`` logged) are not judged:
+    their surrogate loss is not expected to fall. On the tuning sets (the
+    corpus's training split, 448 runs; the real logs' training half: nanoGPT,
+    Lightning, TensorBoard, text, Trainer states, MLPerf, 2,719 runs) it flags
+    no healthy run; it fires on 28 faulty corpus runs, all of which other rules
+    catch too (docs/benchmarks.md, "A loss back at its start").
 
     Raises ``DIVERGENCE_PREDICTED`` (ERROR; the divergence has happened) once per
     run. Score: the level over the start.
