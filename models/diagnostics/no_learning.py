@@ -125,6 +125,11 @@ def fell_steadily(values: list[float], min_drop: float) -> bool:
     return bool(slope * (len(values) - 1) <= -min_drop * intercept)
 
 
+def is_policy_gradient_metric(name: str) -> bool:
+    """Whether ``name`` (its last path part) is a policy-gradient metric: ``reward``, ``train/kl``."""
+    return name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS
+
+
 @functools.lru_cache(maxsize=512)  # a run logs the same names block after block
 def logs_policy_gradient(names: tuple[str, ...]) -> bool:
     """Whether any of the names is a policy-gradient metric (its last path part).
@@ -132,7 +137,7 @@ def logs_policy_gradient(names: tuple[str, ...]) -> bool:
     >>> logs_policy_gradient(("loss", "train/kl")), logs_policy_gradient(("loss", "lr"))
     (True, False)
     """
-    return any(name.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS for name in names)
+    return any(is_policy_gradient_metric(name) for name in names)
 
 
 def idle_in_policy_gradient(diagnostic: Diagnostic, columns) -> bool:

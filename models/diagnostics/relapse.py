@@ -11,7 +11,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, idle_in_policy_gradient
+from runwatch.models.diagnostics.no_learning import idle_in_policy_gradient, is_policy_gradient_metric
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 #: Blocks of at most this many loss values are followed in plain Python (a live stream's usual few events).
@@ -111,15 +111,15 @@ class RelapseDiagnostic(Diagnostic):
         self.done = False  # reported, or a policy-gradient run: idle from now on
         self.first: list[float] = []  # the first `window` finite losses
         self.recent: list[float] = []  # the latest `window - 1` finite losses (the next level's other values)
-        self.best = math.inf  # the lowest level seen once progress was made (inf: no progress yet)
+        self.best = math.inf  # the lowest level since progress was made (inf: no progress yet)
         self.lr_at_best = math.nan  # the learning rate when that level was reached
         self.lr = math.nan  # the latest learning rate
         self.run = 0  # consecutive levels back at the start
-        self.low_run = 0  # consecutive levels below the progress bar
+        self.low_run = 0  # consecutive levels below the progress bar, until progress is made
 
     def watches(self, metric: str) -> bool:
         cfg = self.config
-        return metric in (cfg.loss_metric, cfg.lr_metric) or metric.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS
+        return metric in (cfg.loss_metric, cfg.lr_metric) or is_policy_gradient_metric(metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         cols = block.columns
@@ -133,9 +133,8 @@ class RelapseDiagnostic(Diagnostic):
         # small blocks (a live stream's few events) in plain Python: numpy's per-call overhead would dominate
         small = len(loss.values) <= SMALL_BLOCK
         if small:
-            keep = [i for i, v in enumerate(loss.values.tolist()) if math.isfinite(v)]
-            values = [float(loss.values[i]) for i in keep]
-            steps, walls = [int(loss.steps[i]) for i in keep], [float(loss.wall_times[i]) for i in keep]
+            rows = [r for r in zip(loss.values.tolist(), loss.steps.tolist(), loss.wall_times.tolist()) if math.isfinite(r[0])]
+            values, steps, walls = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
         else:
             ok = np.isfinite(loss.values)
             values, steps, walls = loss.values[ok], loss.steps[ok], loss.wall_times[ok]
@@ -189,12 +188,11 @@ class RelapseDiagnostic(Diagnostic):
             self.run = self.low_run = 0
             return []
         if math.isfinite(self.best) and not high.any():  # the common case once a run learned: nothing to follow
-            low = float(levels[progressed].min()) if progressed.any() else math.inf
-            if low < self.best:
-                self.best = low
-                self.lr_at_best = float(lr_values[-1]) if lr_values is not None and len(lr_values) else self.lr
-            below = np.flatnonzero(~progressed)
-            self.low_run = len(levels) - 1 - int(below[-1]) if len(below) else self.low_run + len(levels)
+            j = int(np.argmin(levels))
+            if levels[j] < self.best:  # what _follow does value by value, at once
+                self.best = float(levels[j])
+                k = -1 if lr_steps is None else int(np.searchsorted(lr_steps, steps[j], side="right")) - 1
+                self.lr_at_best = float(lr_values[k]) if k >= 0 else self.lr
             self.run = 0
             return []
         return self._follow(levels.tolist(), progressed.tolist(), high.tolist(), steps, walls, start, lr_steps, lr_values)
@@ -208,8 +206,11 @@ class RelapseDiagnostic(Diagnostic):
                 while li < len(lr_steps) and lr_steps[li] <= steps[i]:
                     self.lr = float(lr_values[li])
                     li += 1
-            self.low_run = self.low_run + 1 if progressed[i] else 0
-            if self.low_run >= cfg.progress_hold and level < self.best:
+            if math.isinf(self.best):  # progress counts once held; from then on every lower level is the best
+                self.low_run = self.low_run + 1 if progressed[i] else 0
+                if self.low_run >= cfg.progress_hold:
+                    self.best, self.lr_at_best = level, self.lr
+            elif level < self.best:
                 self.best, self.lr_at_best = level, self.lr
             restart = (math.isfinite(self.lr) and math.isfinite(self.lr_at_best) and self.lr_at_best > 0.0
                        and self.lr >= cfg.lr_restart * self.lr_at_best)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
-from runwatch.models.diagnostics.no_learning import POLICY_GRADIENT_METRICS, idle_in_policy_gradient
+from runwatch.models.diagnostics.no_learning import idle_in_policy_gradient, is_policy_gradient_metric
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
@@ -97,7 +97,7 @@ class ZeroLossDiagnostic(Diagnostic):
 
     def watches(self, metric: str) -> bool:
         cfg = self.config
-        return metric in (cfg.loss_metric, cfg.grad_metric, cfg.val_metric) or metric.rsplit("/", 1)[-1] in POLICY_GRADIENT_METRICS
+        return metric in (cfg.loss_metric, cfg.grad_metric, cfg.val_metric) or is_policy_gradient_metric(metric)
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:
         cols = block.columns

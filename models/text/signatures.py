@@ -239,12 +239,12 @@ SIGNATURES: tuple[Signature, ...] = (
         r"does not recognize this architecture|Model architectures \[[^\]]*\] (?:are not supported|failed to be inspected)|"
         r"Can't load (?:the )?(?:tokenizer|model|config(?:uration)?|weights|processor|feature extractor)\b|"
         r"is not a valid model identifier|failed to load all models|failed to start \d+ times in a row|"
-        r"\[ERROR\] Exception in worker process|Worker failed to boot|"
+        r"\[ERROR\] Exception in worker process|Worker failed to boot|"  # gunicorn: the app (the model server) did not start
         # the weights never arrived: a failed download (the Hub, NGC's model API)
         r"(?i:(?:failed|unable|error) (?:to |while |when )?download(?:ing)? (?:the )?model)|"
         r"We couldn't connect to 'https://huggingface\.co' to load|error sending request for url \(https?://\S*/models?/|"
         # OpenVINO Model Server and other compiling runtimes: the model does not compile for the target device
-        r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)",  # gunicorn: the app (the model server) did not start
+        r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)",
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
