@@ -476,7 +476,6 @@ class MetricExtractor:
     def __init__(self) -> None:
         self.last_step = -1
         self.epoch: int | None = None  # from an "Epoch 3/30" line
-        self.epoch_of_total = False  # that line gave the epoch as a fraction ("3/30"): it counts from 1
         self.dict_epoch: float | None = None  # the "epoch" of the last printed metrics dict (the Trainer's)
         self.epoch_lines = 0  # lines since that epoch line
         self.bar_step: int | None = None  # position of the last progress bar
@@ -554,7 +553,7 @@ class MetricExtractor:
     def state_dict(self) -> dict:
         return {
             "last_step": self.last_step, "epoch": self.epoch, "epoch_lines": self.epoch_lines,
-            "epoch_of_total": self.epoch_of_total, "dict_epoch": self.dict_epoch,
+            "dict_epoch": self.dict_epoch,
             "bar_step": self.bar_step, "bar_lines": self.bar_lines,
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
@@ -571,7 +570,6 @@ class MetricExtractor:
         self.last_step = int(state["last_step"])
         self.epoch = None if state["epoch"] is None else int(state["epoch"])
         self.epoch_lines = int(state["epoch_lines"])
-        self.epoch_of_total = bool(state.get("epoch_of_total", False))
         dict_epoch = state.get("dict_epoch")
         self.dict_epoch = None if dict_epoch is None else float(dict_epoch)
         self.bar_step = None if state["bar_step"] is None else int(state["bar_step"])
@@ -1068,7 +1066,7 @@ def _torchtune(x: MetricExtractor, line: str) -> _Parsed | None:
 def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _KERAS_EPOCH.fullmatch(line)
     if m is not None:
-        x.epoch, x.epoch_lines, x.epoch_of_total = int(m.group(1)), 0, True
+        x.epoch, x.epoch_lines = int(m.group(1)), 0
         return None
     if " - " not in line or "/" not in line:
         return None
@@ -1274,19 +1272,17 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         if litgpt.group(2) is not None:
             metrics["val/loss"] = _value(litgpt.group(2))
     if not metrics:
-        if word.lower() == "epoch":
-            e = _EPOCH_LINE.fullmatch(line)
-            if e is not None:
-                x.epoch, x.epoch_lines, x.epoch_of_total = int(value), 0, e.group(2) is not None
-            elif _END_OF_EPOCH.match(line) is not None:  # CycleGAN's "End of epoch 4 / 100 \t Time Taken: 95 sec"
-                x.epoch, x.epoch_lines, x.epoch_of_total = int(value), 0, True
+        # an epoch line alone ("Epoch 3/30"), or CycleGAN's "End of epoch 4 / 100 \t Time Taken: 95 sec": the epoch of
+        # the lines that follow
+        if word.lower() == "epoch" and (_EPOCH_LINE.fullmatch(line) or _END_OF_EPOCH.match(line)):
+            x.epoch, x.epoch_lines = int(value), 0
         return None
     if word.lower() == "epoch":
         batch = _EPOCH_BATCH.search(line)
         if batch is None and "batch" not in low:
             e = _EPOCH_OF.search(line)
             if e is not None and e.group(2):  # "Epoch 1/2 (lr=0.01000)": "Batch 50/295, Loss: ..." lines follow
-                x.epoch, x.epoch_lines, x.epoch_of_total = int(e.group(1)), 0, True
+                x.epoch, x.epoch_lines = int(e.group(1)), 0
                 if set(metrics) <= {"lr"}:
                     return None  # the epoch's setting, printed before its first batch: not a step of its own
         of = _EPOCH_THEN_FRACTION.search(line) if batch is None else None
@@ -1380,10 +1376,10 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     - A log whose step runs on when the epoch changes ("epoch 2 step 1000" after "epoch 1 step 900", or
       PaddleSeg's "epoch: 2, iter: 1100/80000") gives the run's step: it is kept as it is from then on.
     - "Epoch [3/10], Step [100/600]": (3 - 1) * 600 + 100. A step given as a fraction of the epoch's total:
-      the epoch counts from the first epoch the log names if that is 0, else from 1 (a fraction, "[3/10]",
-      as a bare one, "epoch 3", "Epoch[3]"; before 2026-12-06 a fraction always counted from 1, and a log of
-      "Epoch [0/50]" ... "Epoch [1/50]" put both epochs' steps in one place) (``range(epochs)`` loops print 0 first; Ignite
-      and ``epoch + 1`` prints start at 1).
+      the epoch counts from the first epoch the log names if that is 0, else from 1, whether it is a fraction
+      ("[3/10]", "3/10") or bare ("epoch 3", "Epoch[3]"): ``range(epochs)`` loops print 0 first, Ignite and
+      ``epoch + 1`` prints start at 1 (before 2026-12-06 a fraction always counted from 1, and a log of
+      "Epoch [0/50]" ... "Epoch [1/50]" put both epochs' steps in one place).
     - "epoch 2 step 100" after "epoch 1 step 900": the step went back as the epoch moved on, so steps count
       within an epoch; each epoch's steps then follow the previous epoch's largest one (900 + 1 + 100), an
       estimate of the run's step that keeps every epoch's values instead of dropping them as going back.
@@ -1392,13 +1388,12 @@ def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     m = _STEP_OF.search(line)
     total = int(m.group(2)) if m is not None and int(m.group(1)) == step else None
     if e is None:  # the epoch an "Epoch 3/10" line named before, if any
-        return step if x.epoch is None else _continued_step(x, x.epoch, step, total, one_based=x.epoch_of_total)
-    return _continued_step(x, int(e.group(1)), step, total, one_based=bool(e.group(2)))
+        return step if x.epoch is None else _continued_step(x, x.epoch, step, total)
+    return _continued_step(x, int(e.group(1)), step, total)
 
 
-def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None = None, one_based: bool = False) -> int:
-    """:func:`_step_in_epoch` given the epoch, the step and, for a step written as a fraction, the epoch's
-    ``total`` (``one_based``: the epoch was written as a fraction too)."""
+def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None = None) -> int:
+    """:func:`_step_in_epoch` given the epoch, the step and, for a step written as a fraction, the epoch's ``total``."""
     base = x._base_of(epoch)
     new_epoch = x.step_epoch is not None and epoch > x.step_epoch
     previous_max = x.epoch_max
@@ -1411,7 +1406,6 @@ def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None
     if x.steps_run_on:
         return step
     if total is not None:
-        # the log's base: "Epoch [0/50]" (a range(epochs) loop) counts from 0 although the epoch is a fraction
         return x._epoch_step(epoch, step, total, base)
     if new_epoch and step + x.step_offset <= x.last_step:  # the count started again with the epoch
         x.step_offset += previous_max + 1
@@ -1463,7 +1457,7 @@ def _leading_step(x: MetricExtractor, line: str) -> _Parsed | None:
 _PHASE_EPOCH = re.compile(
     r"^\W*(train(?:ing)?|test|val(?:id(?:ation)?)?|eval(?:uation)?)\s+(?:epoch\s+)?(\d+)\s*,\s+(?=[A-Za-z])", re.IGNORECASE
 )
-# The CycleGAN/pix2pix repository's "End of epoch 3 / 200 \t Time Taken: 95 sec": what follows is that epoch's
+# The CycleGAN/pix2pix repository's "End of epoch 3 / 200 \t Time Taken: 95 sec": the lines after it report that epoch
 _END_OF_EPOCH = re.compile(r"^\W*End of epoch\s+(\d+)\s*/\s*(\d+)\b")
 _PHASE_EPOCH_FIRST = frozenset("TtVvEe")  # the first letter of every phase word _PHASE_EPOCH starts with
 _LEADING_PUNCTUATION = " \t" + "".join(c for c in string.punctuation if c != "_")  # what its "^\W*" skips
