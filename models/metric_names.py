@@ -65,8 +65,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
 
 from runwatch.models.block import MetricBlock
+from runwatch.models.loss_parts import joined_name, part_totals, sum_columns
 
 __all__ = ["DetectorNames", "canonical_name", "rename_map", "safe_name"]
 
@@ -209,6 +213,13 @@ def _claimable(name: str) -> bool:
     return name in ("loss", "lr", "grad_norm") or name.startswith("val/") or "#" in name
 
 
+class _Plan(NamedTuple):
+    """How :class:`DetectorNames` turns one layout of names into the detectors' block."""
+
+    renames: dict[str, str]  # name as logged -> detectors' name, for the names that differ
+    totals: tuple[tuple[str, tuple[str, ...]], ...]  # (total, its parts) to add as columns
+
+
 class DetectorNames:
     """One run's metric names as its detectors read them: each name mapped once, when first seen, for the whole run.
 
@@ -231,15 +242,27 @@ class DetectorNames:
     ['loss#as-logged']
     >>> names.source("loss#as-logged")
     'loss'
+
+    A loss logged only as parts (Ultralytics YOLO's ``train/box_loss``, ``train/cls_loss``...) is read
+    as their sum, ``loss`` (and ``val/loss`` for ``val/`` parts), where the run has no such metric
+    (:mod:`runwatch.models.loss_parts`); findings name it by its parts:
+
+    >>> yolo = DetectorNames()
+    >>> b = yolo.rename(MetricBlock.from_rows([1], [0.0], [{"train/box_loss": 1.5, "train/cls_loss": 2.0}]))
+    >>> b.columns["loss"].values.tolist(), yolo.source("loss")
+    ([3.5], 'train/box_loss+train/cls_loss')
     """
 
     MAX_LAYOUTS = 256
+    _TOTAL_KEY = "\x00total:"  # state_dict keys of derived totals (no metric name holds a control character)
 
     def __init__(self) -> None:
         self.mapping: dict[str, str] = {}  # name as logged -> name for the detectors
         self._source: dict[str, str] = {}  # the reverse, for names that differ
         self._taken: set[str] = set()
-        self._layouts: dict[tuple[str, ...], dict[str, str] | None] = {}  # None: every name unchanged
+        self._totals: dict[str, tuple[str, ...]] = {}  # derived total -> its parts (detectors' names)
+        # Per layout of names: (renamed names, totals to add), None when the block goes through unchanged.
+        self._layouts: dict[tuple[str, ...], _Plan | None] = {}
 
     def rename(self, block: MetricBlock) -> MetricBlock:
         """``block`` with its columns under the detectors' names (the same object when none changes)."""
@@ -250,11 +273,21 @@ class DetectorNames:
             plan = self._plan(names)
         if plan is None:
             return block
-        return MetricBlock(
-            block.steps, block.wall_times, {plan.get(n, n): c for n, c in block.columns.items()}, block.finite, block.matrix
-        )
+        renames, totals = plan
+        columns = {renames.get(n, n): c for n, c in block.columns.items()}
+        finite, matrix = block.finite, block.matrix
+        for target, parts in totals:
+            col = sum_columns([columns[p] for p in parts])
+            if col is None:  # the parts came at different steps within this block: no total for it
+                continue
+            columns[target] = col
+            if matrix is not None:
+                matrix = np.concatenate([matrix, col.values[:, None]], axis=1)
+            if finite and not np.isfinite(col.values).all():  # finite parts whose sum overflows
+                finite = False
+        return MetricBlock(block.steps, block.wall_times, columns, finite, matrix)
 
-    def _plan(self, names: tuple[str, ...]) -> dict[str, str] | None:
+    def _plan(self, names: tuple[str, ...]) -> _Plan | None:
         new = [n for n in names if n not in self.mapping]
         first_set = first_evaluation_set_loss(new) if "val/loss" not in self._taken else None
         for n in sorted(new, key=lambda n: (canonical_name(n) != n, n)):
@@ -267,7 +300,15 @@ class DetectorNames:
             self._taken.add(target)
             if target != n:
                 self._source[target] = n
-        plan = {n: self.mapping[n] for n in names if self.mapping[n] != n} or None
+        mapped = [self.mapping[n] for n in names]
+        for target, parts in part_totals(mapped, claimed=self._taken).items():
+            self._totals[target] = parts
+            self._taken.add(target)
+            self._source[target] = joined_name(self.source(p) for p in parts)
+        present = set(mapped)
+        totals = tuple((t, parts) for t, parts in self._totals.items() if present.issuperset(parts))
+        renames = {n: self.mapping[n] for n in names if self.mapping[n] != n}
+        plan = _Plan(renames, totals) if renames or totals else None
         if len(self._layouts) >= self.MAX_LAYOUTS:
             self._layouts.clear()
         self._layouts[names] = plan
@@ -290,13 +331,23 @@ class DetectorNames:
         return bool(self._source)
 
     def state_dict(self) -> dict[str, str]:
-        """The mappings a restored run needs to go on exactly: renamed names and claimable ones it logged."""
-        return {n: t for n, t in self.mapping.items() if t != n or _claimable(n)}
+        """The mappings a restored run needs to go on exactly: renamed names, claimable ones it logged, totals."""
+        out = {n: t for n, t in self.mapping.items() if t != n or _claimable(n)}
+        out.update({self._TOTAL_KEY + t: "\n".join(parts) for t, parts in self._totals.items()})
+        return out
 
     def load_state_dict(self, state: dict[str, str]) -> None:
         self.__init__()
         for n, t in state.items():
+            if n.startswith(self._TOTAL_KEY):
+                continue
             self.mapping[str(n)] = str(t)
             self._taken.add(str(t))
             if t != n:
                 self._source[str(t)] = str(n)
+        for n, parts in state.items():
+            if n.startswith(self._TOTAL_KEY):
+                target = n[len(self._TOTAL_KEY) :]
+                self._totals[target] = tuple(str(parts).split("\n"))
+                self._taken.add(target)
+                self._source[target] = joined_name(self.source(p) for p in self._totals[target])

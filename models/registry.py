@@ -35,6 +35,7 @@ DIAGNOSTICS: dict[str, str] = {
     "plateau": f"{_PKG}.plateau:PlateauDiagnostic",
     "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
     "zero_loss": f"{_PKG}.zero_loss:ZeroLossDiagnostic",
+    "zero_score": f"{_PKG}.zero_score:ZeroScoreDiagnostic",
     "relapse": f"{_PKG}.relapse:RelapseDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",
     "stalled": f"{_PKG}.stalled:StalledRunDiagnostic",
