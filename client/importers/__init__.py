@@ -52,9 +52,13 @@ from runwatch.client.importers.util import strip_gz
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
 FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
-# Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export and the names
-# Keras's CSVLogger files usually get; other tables only with --format wide (a folder holds data CSVs too).
-_WIDE_NAMES = (wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv")
+# Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export, the names
+# Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv and detectron2's metrics.json (JSON Lines
+# with an iteration key); other tables only with --format wide (a folder holds data CSVs too).
+_WIDE_NAMES = (
+    wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv",
+    "results.csv", "metrics.json",
+)
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 
@@ -65,10 +69,12 @@ def _file_format(path: Path) -> str | None:
         return "tensorboard"
     if name == "trainer_state.json":
         return "hf"
-    if name.endswith((".jsonl", ".ndjson")):
+    if name.endswith((".jsonl", ".ndjson")) or (name.endswith(".json") and wide_table.is_json_lines(path)):
         if text_log.looks_like_records(path):
             return "text"
-        return "wide" if wide_table.looks_like(path) else "jsonl"
+        if wide_table.looks_like(path):
+            return "wide"
+        return "jsonl" if not name.endswith(".json") or long_format.looks_like_jsonl(path) else None
     if name.endswith((".csv", ".tsv")):
         if long_format.looks_like_csv(path):
             return "csv"

@@ -6,6 +6,8 @@ What many tools write when they write a table:
 - Keras ``CSVLogger`` (``training.log`` or ``*.csv``: ``epoch,loss,val_loss,...``, one row per epoch);
 - a W&B run history exported as CSV or JSON Lines (``run.history()``, the UI's CSV download,
   ``wandb-history.jsonl``: ``_step``, ``_timestamp``, ``_runtime``, then ``train/loss``, ``eval/loss``...);
+- detectron2's ``metrics.json`` (JSON Lines despite its name: ``iteration``, ``total_loss``, ``loss_cls``,
+  ``lr``, and ``bbox/AP`` on evaluation lines);
 - a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``);
 - TensorBoard's "Download CSV" of one scalar (``Wall time,Step,Value``): the metric is
   named after the file's tag (``run-version_0-tag-train_loss.csv`` -> ``train_loss``).
@@ -293,11 +295,28 @@ def _head(path: Path, size: int = 65536) -> str:
         return ""
 
 
+def is_json_lines(path: Path, head: str | None = None) -> bool:
+    """Whether ``path`` holds JSON Lines: named ``.jsonl``/``.ndjson``, or a ``.json`` file whose first line is
+    a whole JSON object (detectron2's ``metrics.json`` is JSON Lines under that name; a JSON document spread
+    over several lines is not).
+    """
+    name = strip_gz(path.name)
+    if name.endswith(_JSONL):
+        return True
+    if not name.endswith(".json"):
+        return False
+    first = next((line for line in (_head(path) if head is None else head).splitlines() if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def looks_like(path: Path) -> bool:
-    """A CSV / tab-separated table (see :func:`sniff_text`), or JSON Lines whose first object has an index key
-    and no long-format ``metric``/``value`` pair."""
+    """A CSV / tab-separated table (see :func:`sniff_text`), or JSON Lines (:func:`is_json_lines`) whose first
+    object has an index key and no long-format ``metric``/``value`` pair."""
     head = _head(path)
-    if strip_gz(path.name).endswith(_JSONL):
+    if is_json_lines(path, head):
         first = next((line for line in head.splitlines() if line.strip()), "")
         try:
             obj = json.loads(first)
@@ -329,7 +348,7 @@ def read(
         name = strip_gz(path.name)
         stem = name.rsplit(".", 1)[0] if "." in name else name
         run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
-    if strip_gz(path.name).endswith(_JSONL):
+    if is_json_lines(path):
         with open_text(path) as f:
             try:
                 rows = list(_jsonl_rows(path, f, problems))

@@ -176,3 +176,52 @@ def test_a_tensorboard_csv_download_names_its_metric_after_the_tag(tmp_path):
     run = one(path)
     assert run.format == "wide" and run.steps == [99, 199] and run.wall_times == [1717000000.5, 1717000060.25]
     assert run.metrics == [{"val/loss": 0.91}, {"val/loss": 0.84}]
+
+
+# detectron2's output/metrics.json: JSON Lines despite the name, a training line every 20 iterations and the
+# evaluation's results on a line of their own at the same iteration.
+DETECTRON2 = [
+    {"data_time": 0.004, "iteration": 19, "loss_box_reg": 0.61, "loss_cls": 0.93, "lr": 4.9e-05, "time": 0.31,
+     "total_loss": 1.98},
+    {"data_time": 0.003, "iteration": 39, "loss_box_reg": 0.58, "loss_cls": 0.71, "lr": 9.9e-05, "time": 0.30,
+     "total_loss": 1.62},
+    {"bbox/AP": 0.0, "bbox/AP50": 0.0, "iteration": 39},
+]
+
+
+def test_detectron2_metrics_json_is_read_as_json_lines_and_found_in_a_folder(tmp_path):
+    out = tmp_path / "faster_rcnn" / "output"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text("\n".join(json.dumps(r) for r in DETECTRON2) + "\n")
+    (out / "config.json").write_text('{\n  "MODEL": {"WEIGHTS": "x.pkl"},\n  "SOLVER": {"BASE_LR": 0.00025}\n}\n')
+    assert detect(out / "metrics.json") == [("wide", out / "metrics.json")]
+    assert detect(tmp_path) == [("wide", out / "metrics.json")]  # the config document is not a table
+    run = one(tmp_path)
+    assert run.steps == [19, 39]
+    assert [m["loss"] for m in run.metrics] == [1.98, 1.62]  # total_loss is the loss
+    assert run.metrics[1]["bbox/AP"] == 0.0 and run.metrics[1]["loss_cls"] == 0.71
+    with pytest.raises(ImportFormatError, match="unknown format"):
+        detect(out / "config.json")
+
+
+# Ultralytics YOLOv5 pads its results.csv header (and YOLOv8's first releases did too); later versions do not.
+YOLOV5 = """               epoch,      train/box_loss,      train/obj_loss,      train/cls_loss,     metrics/mAP_0.5,        val/box_loss,        val/obj_loss,        val/cls_loss,               x/lr0
+                   0,             0.10417,            0.032345,            0.031032,           0.0010087,            0.091853,            0.024051,            0.026976,              0.0703
+                   1,            0.085057,            0.034788,            0.025684,            0.014426,            0.080028,            0.027041,            0.021774,            0.040177
+"""
+YOLOV8 = """epoch,time,train/box_loss,train/cls_loss,train/dfl_loss,metrics/mAP50(B),val/box_loss,val/cls_loss,val/dfl_loss,lr/pg0
+1,9.9,1.1267,1.17186,1.15737,0.77837,1.31339,1.33454,1.25503,3.334e-05
+2,17.6,1.06919,1.03603,1.14055,0.81605,1.22828,1.20288,1.22698,8.28e-05
+"""
+
+
+def test_ultralytics_results_csv_files_are_found_in_a_runs_folder(tmp_path):
+    for task, text in (("detect/train", YOLOV8), ("detect/train2", YOLOV5)):
+        (tmp_path / "runs" / task).mkdir(parents=True)
+        (tmp_path / "runs" / task / "results.csv").write_text(text)
+    (tmp_path / "results.csv").write_text("model,score\nresnet,0.9\n")  # a results table without a step: not a run
+    runs = sorted(load(tmp_path), key=lambda r: len(r.metric_names))
+    assert [len(r.steps) for r in runs] == [2, 2]
+    v5, v8 = runs
+    assert v5.steps == [0, 1] and v5.metrics[1]["train/obj_loss"] == 0.034788  # padded names read stripped
+    assert v8.steps == [1, 2] and v8.metrics[0]["metrics/mAP50(B)"] == 0.77837
