@@ -22,6 +22,11 @@ _SCORE = re.compile(
 )
 
 
+# Scores on the foreground alone start at 0 by design: detectron2's fast_rcnn/fg_cls_accuracy is 0.0 while the box
+# head still calls every proposal background (8 logged values in a row in one real run, then 1.0).
+_FOREGROUND = re.compile(r"(?:^|[^a-z])(?:fg|foreground)(?:[^a-z]|$)")
+
+
 @functools.lru_cache(maxsize=1024)
 def is_score_metric(name: str) -> bool:
     """Whether ``name`` (its last path part) names a higher-is-better score such as mAP, accuracy or F1.
@@ -30,10 +35,13 @@ def is_score_metric(name: str) -> bool:
     [True, True, True, True, True]
     >>> [is_score_metric(n) for n in ["val/f1_score", "metrics/accuracy_top1", "val/map_50", "val/acc_macro"]]
     [True, True, True, True]
-    >>> [is_score_metric(n) for n in ["loss", "lr/pg0", "val/gap", "capacity", "metrics/precision(B)", "val/best_f1_thresh"]]
-    [False, False, False, False, False, False]
+    >>> [is_score_metric(n) for n in ["loss", "lr/pg0", "val/gap", "metrics/precision(B)", "val/best_f1_thresh"]]
+    [False, False, False, False, False]
+    >>> is_score_metric("fast_rcnn/fg_cls_accuracy"), is_score_metric("fast_rcnn/cls_accuracy")
+    (False, True)
     """
-    return _SCORE.search(name.rsplit("/", 1)[-1].lower()) is not None
+    last = name.rsplit("/", 1)[-1].lower()
+    return _SCORE.search(last) is not None and _FOREGROUND.search(last) is None
 
 
 class ZeroScoreConfig(DiagnosticConfig):
