@@ -11,6 +11,7 @@ from pydantic import Field
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, reported_indices
 from runwatch.models.findings import AnomalyKind, Finding, Severity
+from runwatch.models.metric_names import is_score_metric
 from runwatch.models.streaks import streak_counts
 
 
@@ -27,7 +28,14 @@ class NonFiniteConfig(DiagnosticConfig):
         Inf gradient on purpose, skips that step and lowers its scale. It
         becomes CRITICAL after ``gradient_persist`` non-finite reports in a
         row (the scaler is not recovering). Defaults ``("grad_norm",
-        "update_ratio")`` and 3. Every other metric is CRITICAL at once.
+        "update_ratio")`` and 3. Every other metric is CRITICAL at once,
+        except a score that is NaN.
+
+    A score (mAP, AP, accuracy, F1...: :func:`~runwatch.models.metric_names.is_score_metric`)
+    that is NaN is INFO: a score is NaN where it is undefined, not where training broke. COCO's
+    evaluation gives the AP of a size range without objects as NaN (detectron2's ``bbox/APs``
+    on a dataset of large objects, at every evaluation of a healthy run), and F1 with no
+    positives is NaN; a run that does blow up shows it in its losses.
     """
 
     prefixes: tuple[str, ...] = ()
@@ -52,6 +60,9 @@ class NonFiniteDiagnostic(Diagnostic):
     >>> grads = MetricBlock.from_rows([4, 5, 6, 7], [0.0] * 4, [{"grad_norm": v} for v in (1.0, float("inf"), 1.2, 1.1)])
     >>> [(f.severity.name, f.step) for f in d.observe_block(grads)]   # one skipped fp16 step
     [('INFO', 5)]
+    >>> coco = MetricBlock.from_rows([8], [0.0], [{"bbox/AP": 23.9, "bbox/APs": float("nan")}])  # no small objects
+    >>> [(f.severity.name, f.metric) for f in d.observe_block(coco)]
+    [('INFO', 'bbox/APs')]
     """
 
     name = "nonfinite"
@@ -100,7 +111,10 @@ class NonFiniteDiagnostic(Diagnostic):
                 step = int(col.steps[i])
                 explanation = f"{metric} became {what} at step {step}"
                 severity = Severity.CRITICAL
-                if gradient and streak[i] < persist:
+                if what == "NaN" and is_score_metric(metric):
+                    severity = Severity.INFO
+                    explanation += " (a score is NaN where it is undefined: COCO's AP of a size range without objects)"
+                elif gradient and streak[i] < persist:
                     severity = Severity.INFO
                     explanation += (f" (mixed-precision loss scaling skips such steps; CRITICAL if {persist} "
                                     "reports in a row are non-finite)")
@@ -110,7 +124,7 @@ class NonFiniteDiagnostic(Diagnostic):
                     Finding(
                         AnomalyKind.NONFINITE,
                         severity,
-                        score=1e9 if severity is Severity.CRITICAL else float(streak[i]),
+                        score=1e9 if severity is Severity.CRITICAL else float(streak[i]) if gradient else 1.0,
                         step=step,
                         metric=metric,
                         explanation=explanation,

@@ -2,46 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import re
-
 import numpy as np
 from pydantic import Field
 
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock
 from runwatch.models.findings import AnomalyKind, Finding, Severity
-
-# The last part of a metric name that says it is a higher-is-better score in [0, 1] (or a percentage): it ends
-# in mAP or AP (detection: Ultralytics' metrics/mAP50-95(B), YOLOv5's metrics/mAP_0.5, detectron2's bbox/AP),
-# accuracy, top-1, F1, IoU or Dice, with at most an averaging word, IoU thresholds and a tag after it. A name
-# that goes on (eval_best_f1_thresh, a threshold that is 0.0 by design) is no score.
-_SCORE = re.compile(
-    r"(?:^|[^a-z])(?:m?ap|acc|accuracy|top_?[15]|f1|m?iou|dice)"
-    r"(?:[_\-]?(?:score|macro|micro|weighted|avg|mean))?[\d_.:\-]*(?:\([a-z]+\))?$"
-)
-
-
-# Scores on the foreground alone start at 0 by design: detectron2's fast_rcnn/fg_cls_accuracy is 0.0 while the box
-# head still calls every proposal background (8 logged values in a row in one real run, then 1.0).
-_FOREGROUND = re.compile(r"(?:^|[^a-z])(?:fg|foreground)(?:[^a-z]|$)")
-
-
-@functools.lru_cache(maxsize=1024)
-def is_score_metric(name: str) -> bool:
-    """Whether ``name`` (its last path part) names a higher-is-better score such as mAP, accuracy or F1.
-
-    >>> [is_score_metric(n) for n in ["metrics/mAP50-95(B)", "metrics/mAP_0.5", "bbox/AP", "val/acc", "val/f1"]]
-    [True, True, True, True, True]
-    >>> [is_score_metric(n) for n in ["val/f1_score", "metrics/accuracy_top1", "val/map_50", "val/acc_macro"]]
-    [True, True, True, True]
-    >>> [is_score_metric(n) for n in ["loss", "lr/pg0", "val/gap", "metrics/precision(B)", "val/best_f1_thresh"]]
-    [False, False, False, False, False]
-    >>> is_score_metric("fast_rcnn/fg_cls_accuracy"), is_score_metric("fast_rcnn/cls_accuracy")
-    (False, True)
-    """
-    last = name.rsplit("/", 1)[-1].lower()
-    return _SCORE.search(last) is not None and _FOREGROUND.search(last) is None
+from runwatch.models.metric_names import is_score_metric
 
 
 class ZeroScoreConfig(DiagnosticConfig):

@@ -60,3 +60,22 @@ def test_settings_round_trip_and_a_shorter_patience():
     (f,) = d.observe_block(MetricBlock.from_rows([10, 20, 30], [0.0] * 3, rows))
     assert (f.step, f.metric) == (30, "val/acc")
     assert d.observe_block(MetricBlock.from_rows([40], [0.0], [{"val/acc": 0.0}])) == []  # once per run
+
+
+def test_a_coco_ap_that_is_nan_by_design_is_context_and_a_nan_loss_is_still_critical():
+    # detectron2 on a dataset without small objects: bbox/APs is NaN at every evaluation of a healthy run
+    rows = []
+    for it in range(19, 600, 20):
+        row = {"total_loss": 2.0 * math.exp(-it / 300) + 0.3, "loss_cls": 0.5 * math.exp(-it / 300), "lr": 2.5e-4}
+        if it % 100 == 99:
+            row.update({"bbox/AP": 20.0 + it / 30, "bbox/APs": float("nan"), "bbox/APm": 15.0 + it / 40})
+        rows.append(row)
+    suite = DiagnosticSuite(SuiteConfig())
+    healthy = [a.finding for a in suite.monitor("d2").observe_block(
+        MetricBlock.from_rows(list(range(19, 600, 20)), [0.0] * len(rows), rows))]
+    assert any(f.metric == "bbox/APs" for f in healthy)
+    assert all(f.severity.name == "INFO" for f in healthy)  # context on the dashboard, no alert
+    rows[20]["total_loss"] = float("nan")
+    broken = [a.finding for a in suite.monitor("d2b").observe_block(
+        MetricBlock.from_rows(list(range(19, 600, 20)), [0.0] * len(rows), rows))]
+    assert any(f.kind.name == "NONFINITE" and f.severity.name == "CRITICAL" for f in broken)
