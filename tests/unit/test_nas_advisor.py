@@ -172,7 +172,7 @@ def test_each_suggestion_is_a_diff_with_evidence_from_logs_and_peers(runs, advis
         assert s.changes and all(c.description for c in s.changes)
         assert run.genome.diff(s.genome) == s.changes
         assert any("vs peers' median" in e and "n=" in e for e in s.evidence), s.evidence
-        assert re.match(r"surrogate \((deep forest|forest|extra trees|linear forest), 53 runs with val/loss\)", s.evidence[-2])
+        assert re.match(r"surrogate \((tree ensembles|deep forest|forest|extra trees|linear forest), 53 runs with val/loss\)", s.evidence[-2])
         assert s.evidence[-1].startswith("divergence risk (")
         # anchored on what the run reached: val/loss 0.553, predicted lower by -delta
         assert s.effect.metric == "val/loss"

@@ -14,7 +14,7 @@ import pytest
 
 from bench import nas_common as C
 from bench import nas_nb201
-from runwatch.nas.surrogate import FAMILIES, Surrogate, SurrogateConfig
+from runwatch.nas.surrogate import AVERAGE, FAMILIES, Surrogate, SurrogateConfig
 
 
 def test_warm_tpe_may_propose_an_imported_configuration_once_its_dedup_is_reset():
@@ -85,17 +85,39 @@ def test_nb201_harness_runs_every_method_on_real_cells(tmp_path):
     assert all(o["best_found"] < o["start_truth"] for o in outcomes if o["method"] == "advisor")
 
 
-def test_the_surrogate_chooses_its_model_family_by_cross_validation_within_the_history():
+def _family_history():
     rng = np.random.default_rng(0)
     rows, y = [], []
     for i in range(120):
         a, b, g = rng.uniform(), rng.uniform(), i % 6
         rows.append({"arch/a": a, "arch/b": b, "hp/setting": float(g)})
         y.append(math.exp(-1.0 + a - 2 * (b - 0.5) ** 2 + 0.1 * g + rng.normal(0, 0.05)))
-    s = Surrogate(SurrogateConfig(seed=0)).fit_rows(rows, y, "val/loss")
+    return rows, y
+
+
+def test_by_default_the_surrogate_averages_every_model_family():
+    rows, y = _family_history()
+    s = Surrogate(SurrogateConfig(seed=0, n_members=16)).fit_rows(rows, y, "val/loss")
+    assert s.mode == "forest" and s.family == AVERAGE and s.kind == "tree ensembles"
+    assert set(s.family_scores) == {AVERAGE}  # cross-validated once, for the intervals and the density term
+    queries = [{"arch/a": 0.2, "arch/b": 0.5, "hp/setting": 3.0}, {"arch/a": 0.9, "arch/b": 0.1, "hp/setting": 0.0}]
+    members = s.members(queries)
+    assert members.shape == (16 * len(FAMILIES), 2)
+    alone = [Surrogate(SurrogateConfig(seed=0, n_members=16, families=f, density_weights="0")).fit_rows(
+        rows, y, "val/loss", calibrate=False).members(queries).mean(axis=0) for f in FAMILIES]
+    if s.density_weight == 0:
+        assert np.allclose(members.mean(axis=0), np.mean(alone, axis=0))  # the mean of the families' means
+    assert members.mean(axis=0)[0] < members.mean(axis=0)[1]  # the structure: low a, b near 0.5 is best
+    with pytest.raises(ValueError, match="family_selection"):
+        Surrogate(SurrogateConfig(family_selection="vote")).fit_rows(rows, y, "val/loss")
+
+
+def test_the_surrogate_can_choose_its_model_family_by_cross_validation_within_the_history():
+    rows, y = _family_history()
+    s = Surrogate(SurrogateConfig(seed=0, family_selection="cv")).fit_rows(rows, y, "val/loss")
     assert s.mode == "forest" and s.family in FAMILIES
     assert set(s.family_scores) == set(FAMILIES) and s.family == max(s.family_scores, key=s.family_scores.get)
-    again = Surrogate(SurrogateConfig(seed=0)).fit_rows(rows, y, "val/loss")
+    again = Surrogate(SurrogateConfig(seed=0, family_selection="cv")).fit_rows(rows, y, "val/loss")
     assert again.family == s.family  # deterministic
     fixed = Surrogate(SurrogateConfig(seed=0, families="extra_trees")).fit_rows(rows, y, "val/loss")
     assert fixed.family == "extra_trees" and fixed.kind == "extra trees"

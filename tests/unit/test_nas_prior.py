@@ -99,7 +99,7 @@ def test_a_strong_finding_outranks_a_surrogate_that_never_saw_its_fix(history):
     assert top.evidence[1].startswith("prior = median val/loss of the 48 history runs of dataset=digits")
     assert any(e.endswith("the net did not train") for e in top.evidence)
     assert re.match(
-        r"surrogate \((deep forest|forest|extra trees|linear forest), 48 runs with val/loss\)", top.evidence[-1]
+        r"surrogate \((tree ensembles|deep forest|forest|extra trees|linear forest), 48 runs with val/loss\)", top.evidence[-1]
     )
     assert top.evidence[-1].endswith("(outside its data)")
     # 0 of 48 runs diverged: the risk is a base rate, the same for every edit, so it is no reason for this one
