@@ -89,3 +89,15 @@ def test_a_logged_total_wins_and_parts_at_different_steps_make_none():
     same = apart.rename(MetricBlock.from_rows([3], [0.0], [{"train/box_loss": 0.8, "train/cls_loss": 1.5}]))
     assert same.columns["loss"].values.tolist() == [2.3]
     assert same.matrix is not None and same.matrix[:, list(same.columns).index("loss")].tolist() == [2.3]
+
+
+def test_the_totals_survive_a_json_checkpoint():
+    import json
+
+    names = DetectorNames()
+    names.rename(MetricBlock.from_rows([1], [0.0], [{"train/box_loss": 1.0, "train/cls_loss": 2.0, "lr": 0.1}]))
+    again = DetectorNames()
+    again.load_state_dict(json.loads(json.dumps(names.state_dict())))  # a checkpoint is JSON text (store, Kafka)
+    block = again.rename(MetricBlock.from_rows([2], [0.0], [{"train/box_loss": 0.5, "train/cls_loss": 1.0, "lr": 0.1}]))
+    assert block.columns["loss"].values.tolist() == [1.5] and again.source("loss") == "train/box_loss+train/cls_loss"
+    assert again.rename(MetricBlock.from_rows([3], [0.0], [{"train_loss": 9.0}])).columns.keys() == {"train_loss"}
