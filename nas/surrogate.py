@@ -325,6 +325,11 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
+def _family_list(cfg: SurrogateConfig) -> list[str]:
+    """``cfg.families`` as a list (``["forest"]`` when empty)."""
+    return [f for f in (x.strip() for x in cfg.families.split(",")) if f] or ["forest"]
+
+
 class _CrossValidation(NamedTuple):
     """What :meth:`Surrogate._cv_scores` measures on held-out hyperparameter groups."""
 
@@ -458,8 +463,7 @@ class Surrogate:
         self.edit_slope = 1.0
         self.family = "forest"
         self.family_scores: dict[str, float] = {}
-        self._fs: list[tuple[Any, tuple[np.ndarray, float] | None]] = []
-        self._families: list[str] = ["forest"]
+        self._fs: list[tuple[Any, tuple[np.ndarray, float] | None]] = []  # (trees, additive part) per family
         self._dr: DensityRatio | None = None
         self._dr_scale = 0.0
         self.density_weight = 0.0
@@ -534,7 +538,7 @@ class Surrogate:
         cv = None
         if n >= cfg.min_history:
             self.mode = "forest"
-            families = [f for f in (x.strip() for x in cfg.families.split(",")) if f] or ["forest"]
+            families = _family_list(cfg)
             unknown = set(families) - set(FAMILIES)
             if unknown:
                 raise ValueError(f"families: unknown {sorted(unknown)}; choose from {sorted(FAMILIES)}")
@@ -542,7 +546,6 @@ class Surrogate:
                 raise ValueError(f"family_selection: {cfg.family_selection!r} is not 'average' or 'cv'")
             averaged = cfg.family_selection == "average" and len(families) > 1
             self.family = AVERAGE if averaged else families[0]
-            self._families = families if averaged else [families[0]]
             self.family_scores = {}
             self.density_weight = 0.0
             if calibrate and averaged:
@@ -557,7 +560,6 @@ class Surrogate:
                     self.family_scores = {f: r.quality for f, r in results.items()}
                     # the best top-of-the-ranking quality on held-out groups; ties keep the listed order
                     self.family = max(results, key=lambda f: (round(results[f].quality, 6), -families.index(f)))
-                    self._families = [self.family]
                     cv = results[self.family]
                     self.density_weight = cv.density_weight
             oob = self._fit_forest(x, z)
@@ -724,6 +726,10 @@ class Surrogate:
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return (np.where(np.isnan(x), self._center, x) - self._center) / self._scale
 
+    def _member_families(self) -> list[str]:
+        """The families whose trees make ``f``: every configured one when averaged, else the chosen one."""
+        return _family_list(self.config) if self.family == AVERAGE else [self.family]
+
     def _forest(self, seed: int, family: str = "forest") -> Any:
         """A tree ensemble of ``family`` (:data:`FAMILIES`) with ``n_members`` bootstrapped trees."""
         from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
@@ -756,11 +762,11 @@ class Surrogate:
         return m
 
     def _fit_forest(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fit ``f`` (one ensemble per family of ``_families``) and ``g``; return every training row's
+        """Fit ``f`` (one ensemble per family of :meth:`_member_families`) and ``g``; return every training row's
         out-of-bag mean and member spread (model scale)."""
         seed = self.config.seed
         n = len(z)
-        self._fs: list[tuple[Any, tuple[np.ndarray, float] | None]] = []  # (trees, additive part) per family
+        self._fs = []  # (trees, additive part) per family
         self._z_mean = float(z.mean())
         resid = z - self._z_mean
         oob_mean, oob_var = np.full(n, self._z_mean), np.zeros(n)
@@ -769,7 +775,7 @@ class Surrogate:
             if self._static.any():
                 xs = x[:, self._static]
                 members = []
-                for family in self._families:
+                for family in self._member_families():
                     lin = None
                     if FAMILIES.get(family, {}).get("linear"):
                         # an additive part first (ridge on the standardised architecture and hyperparameter
@@ -782,11 +788,9 @@ class Surrogate:
                 m = np.concatenate(members)
                 oob_mean, oob_var = np.nanmean(m, axis=0), np.nanvar(m, axis=0)
                 resid = np.where(np.isfinite(oob_mean), z - oob_mean, 0.0)
-                oob_mean = np.where(np.isfinite(oob_mean), oob_mean, self._z_mean)
-                oob_var = np.where(np.isfinite(oob_var), oob_var, 0.0)
             self._g = None
             if (~self._static).any():
-                self._g = self._forest(seed + 1, self._families[0] if len(self._families) == 1 else "forest")
+                self._g = self._forest(seed + 1, "forest" if self.family == AVERAGE else self.family)
                 self._g.fit(x[:, ~self._static], resid)
                 oob_g = self._g.oob_prediction_
                 resid = np.where(np.isfinite(oob_g), resid - oob_g, resid)

@@ -40,7 +40,7 @@ class ZeroScoreDiagnostic(Diagnostic):
     loss rule sees it. Nothing a healthy run logs scores exactly 0 for long: once a value
     is above ``max_value`` the metric is not watched any more. One finding per run.
 
-    Raises ``PLATEAU`` (ERROR). Score: the values at 0 over ``patience``.
+    Raises ``PLATEAU`` (ERROR), score 1.
 
     Examples
     --------
@@ -67,7 +67,7 @@ class ZeroScoreDiagnostic(Diagnostic):
         self.done = False  # reported: idle from now on
         self.zeros: dict[str, int] = {}  # per score metric: its values so far, all at most max_value
         self.cleared: list[str] = []  # score metrics that scored above max_value (not watched any more)
-        self.since: dict[str, int] = {}  # step of each metric's first value
+        self.since: dict[str, int] = {}  # step of each watched metric's first value
 
     def watches(self, metric: str) -> bool:
         return is_score_metric(metric)
@@ -79,27 +79,28 @@ class ZeroScoreDiagnostic(Diagnostic):
         for name, col in block.columns.items():
             if not is_score_metric(name) or name in self.cleared:
                 continue
-            values = col.values[np.isfinite(col.values)]
-            if not len(values):
+            rows = np.flatnonzero(np.isfinite(col.values))  # the block's finite values, by position
+            if not len(rows):
                 continue
-            self.since.setdefault(name, int(col.steps[np.flatnonzero(np.isfinite(col.values))[0]]))
+            values = col.values[rows]
+            self.since.setdefault(name, int(col.steps[rows[0]]))
             above = (values > cfg.max_value) | (values < 0.0)
             before = int(np.argmax(above)) if above.any() else len(values)
             have = self.zeros.get(name, 0)
             if have + before >= cfg.patience:
-                at = np.flatnonzero(np.isfinite(col.values))[cfg.patience - have - 1]
+                at = rows[cfg.patience - have - 1]
                 self.done = True
-                return [self._finding(name, int(col.steps[at]), float(col.wall_times[at]), col.values[: at + 1])]
+                return [self._finding(name, int(col.steps[at]), float(col.wall_times[at]))]
             if before < len(values):
                 self.cleared.append(name)
                 self.zeros.pop(name, None)
+                self.since.pop(name, None)
             else:
                 self.zeros[name] = have + before
         return []
 
-    def _finding(self, name: str, step: int, wall: float, values: np.ndarray) -> Finding:
+    def _finding(self, name: str, step: int, wall: float) -> Finding:
         cfg = self.config
-        top = float(np.nanmax(values)) if len(values) else 0.0
         return Finding(
             AnomalyKind.PLATEAU,
             Severity.ERROR,
@@ -107,7 +108,7 @@ class ZeroScoreDiagnostic(Diagnostic):
             step=step,
             metric=name,
             explanation=(
-                f"{name} has been at most {max(top, 0.0):.3g} for its first {cfg.patience} logged values "
+                f"{name} has been at most {cfg.max_value:g} for its first {cfg.patience} logged values "
                 f"(since step {self.since[name]}): the model has not scored anything; check the labels (missing or "
                 f"empty label files, class ids that do not match the dataset's class names and count) and that "
                 f"evaluation reads the right split"
