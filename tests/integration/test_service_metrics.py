@@ -99,19 +99,25 @@ def test_metrics_count_a_run_ingested_through_kafka(kafka, tmp_path):
         producer.send(kafka.ingest_topic, key=b"nobody", value=unknown_run_batch().SerializeToString())
         producer.flush()
         producer.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            samples = scrape(srv.server.http_port)
-            if value(samples, "runwatch_rejected_items_total", reason="events.run_id") >= 2 and value(
-                samples, "runwatch_anomalies_total", kind="NONFINITE", severity="CRITICAL"
-            ):
-                break
+        expected = {  # what the scrape must show once both records are consumed and the run detected
+            ("runwatch_ingested_items_total", (("outcome", "accepted"),)): lambda v: v >= 21,
+            ("runwatch_rejected_items_total", (("reason", "events.run_id"),)): lambda v: v == 2,
+            ("runwatch_anomalies_total", (("kind", "NONFINITE"), ("severity", "CRITICAL"))): lambda v: v >= 1,
+            ("runwatch_kafka_records_total", ()): lambda v: v >= 2,
+            ("runwatch_store_write_seconds_count", ()): lambda v: v >= 1,
+        }
+
+        def unmet(samples) -> dict:
+            # keys as value() builds them: (name, sorted labels)
+            return {
+                key[0]: samples.get(key, 0.0) for key, holds in expected.items() if not holds(samples.get(key, 0.0))
+            }
+
+        # Counters move as the consumer commits, detects and acks, each on its own thread: wait for all of them.
+        deadline = time.monotonic() + 60
+        while (missing := unmet(scrape(srv.server.http_port))) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert value(samples, "runwatch_ingested_items_total", outcome="accepted") >= 21
-        assert value(samples, "runwatch_rejected_items_total", reason="events.run_id") == 2
-        assert value(samples, "runwatch_anomalies_total", kind="NONFINITE", severity="CRITICAL") >= 1
-        assert value(samples, "runwatch_kafka_records_total") >= 2
-        assert value(samples, "runwatch_store_write_seconds_count") >= 1
+        assert not missing, f"not counted within 60 s: {missing}"
     finally:
         srv.stop()
 
