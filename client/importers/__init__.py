@@ -53,12 +53,13 @@ __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", 
 
 FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
 # Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export, the names
-# Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv and detectron2's metrics.json (JSON Lines
-# with an iteration key); other tables only with --format wide (a folder holds data CSVs too).
+# Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv, detectron2's metrics.json (JSON Lines
+# with an iteration key) and OpenMMLab's JSON logs; other tables only with --format wide (a folder holds data CSVs too).
 _WIDE_NAMES = (
     wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv",
-    "results.csv", "metrics.json",
+    "results.csv", "metrics.json", "scalars.json",
 )
+_WIDE_SUFFIXES = (".log.json",)  # MMCV 1.x: <timestamp>.log.json beside the text log
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
 
@@ -85,6 +86,11 @@ def _file_format(path: Path) -> str | None:
     if name.endswith(text_log.TEXT_SUFFIXES):
         return "text"
     return None
+
+
+def _wide_by_name(path: Path) -> bool:
+    name = strip_gz(path.name)
+    return name in _WIDE_NAMES or name.endswith(_WIDE_SUFFIXES)
 
 
 def _text_file(path: Path) -> bool:
@@ -147,7 +153,7 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("lightning", f))
         elif fmt in ("auto", "hf") and f.name == "trainer_state.json":
             items.append(("hf", f))
-        elif fmt == "auto" and strip_gz(f.name) in _WIDE_NAMES and _file_format(f) == "wide":
+        elif fmt == "auto" and _wide_by_name(f) and _file_format(f) == "wide":
             items.append(("wide", f))
         elif fmt == "auto" and (long := long_format.kind_of(f)):
             items.append((long, f))

@@ -142,13 +142,14 @@ class RunBuilder:
         self.run = run
         self._by_step: dict[int, tuple[float, dict[str, float]]] = {}
         self._relogged = 0
-        self._last_step: int | None = None
-        self._backwards = 0
+        self._last_step: dict[str, int] = {}  # per metric: formats that give one metric at a time start over at each
+        self._backwards: dict[str, int] = {}
 
     def add(self, step: int, name: str, value: float, wall_time: float = 0.0) -> None:
-        if self._last_step is not None and step < self._last_step:
-            self._backwards += 1
-        self._last_step = step
+        last = self._last_step.get(name)
+        if last is not None and step < last:
+            self._backwards[name] = self._backwards.get(name, 0) + 1
+        self._last_step[name] = step
         entry = self._by_step.get(step)
         if entry is None:
             self._by_step[step] = (wall_time, {name: value})
@@ -177,7 +178,7 @@ class RunBuilder:
             run.metrics.append({mapping[k]: v for k, v in values.items()})
         if self._backwards:
             run.notes.append(
-                f"steps went backwards {self._backwards} time(s) (a resumed or restarted run): "
+                f"steps went backwards {max(self._backwards.values())} time(s) (a resumed or restarted run): "
                 "values were merged by step, the later one kept where a step was logged twice"
             )
         elif self._relogged:

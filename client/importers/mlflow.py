@@ -45,8 +45,12 @@ def _is_run(d: Path) -> bool:
     return (d / "meta.yaml").is_file() and (d / "metrics").is_dir()
 
 
+def _has_runs(d: Path) -> bool:
+    return any(_is_run(c) for c in d.iterdir() if c.is_dir())
+
+
 def _is_experiment(d: Path) -> bool:
-    return (d / "meta.yaml").is_file() and any(_is_run(c) for c in d.iterdir() if c.is_dir())
+    return (d / "meta.yaml").is_file() and _has_runs(d)
 
 
 def looks_like(path: Path) -> bool:
@@ -63,7 +67,7 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     path = Path(path)
     if _is_run(path):
         experiments = [(path.parent, [path])]
-    elif _is_experiment(path):
+    elif _is_experiment(path) or _has_runs(path):  # a folder of runs without its meta.yaml (not committed) too
         experiments = [(path, _runs_of(path))]
     else:
         experiments = [(c, _runs_of(c)) for c in sorted(path.iterdir()) if c.is_dir() and c.name != ".trash" and _is_experiment(c)]
@@ -109,18 +113,22 @@ def _read_run(run_dir: Path, exp_name: str, canonical: bool, problems: Problems)
     run.status = _STATUS.get(status if not isinstance(status, str) else status.upper())
     builder = RunBuilder(run)
     metrics_dir = run_dir / "metrics"
+    notes: list[str] = []
     for f in sorted(p for p in metrics_dir.rglob("*") if p.is_file()):
         name = f.relative_to(metrics_dir).as_posix()
-        _read_metric(f, name, builder, problems)
-    return builder.build(canonical)
+        _read_metric(f, name, builder, problems, notes)
+    built = builder.build(canonical)
+    built.notes.extend(notes)
+    return built
 
 
-def _read_metric(path: Path, name: str, builder: RunBuilder, problems: Problems) -> None:
+def _read_metric(path: Path, name: str, builder: RunBuilder, problems: Problems, notes: list[str]) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         problems.skip(ImportFormatError(path, f"byte {exc.start}", f"not UTF-8 text: {exc.reason}"), "the metric was skipped")
         return
+    points: list[tuple[int, float, float]] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -135,7 +143,46 @@ def _read_metric(path: Path, name: str, builder: RunBuilder, problems: Problems)
         except ImportFormatError as exc:
             problems.skip(exc, "the line was skipped")
             continue
-        builder.add(step, name, value, ts / 1000.0)
+        points.append((step, value, ts / 1000.0))
+    for step, value, wall in _placed(points, name, notes):
+        builder.add(step, name, value, wall)
+
+
+def _placed(points: list[tuple[int, float, float]], name: str, notes: list[str]) -> list[tuple[int, float, float]]:
+    """One metric's ``(step, value, wall)`` points, in file (logging) order, as they should be replayed.
+
+    ``mlflow.log_metric`` without ``step=`` logs at step 0. A metric logged that way every epoch has all its
+    points at 0: they are a series in logging order, one step each. Step-0 points that come after the metric
+    reached a later step are summaries (a best or final value logged without a step) and are left out: kept,
+    they would replace the first epoch's value.
+
+    Examples
+    --------
+    >>> notes = []
+    >>> _placed([(0, 0.9, 1.0), (0, 0.7, 2.0), (0, 0.6, 3.0)], "val_loss", notes)
+    [(0, 0.9, 1.0), (1, 0.7, 2.0), (2, 0.6, 3.0)]
+    >>> _placed([(0, 0.9, 1.0), (1, 0.7, 2.0), (2, 0.6, 3.0), (0, 0.6, 4.0)], "val_f1", notes)
+    [(0, 0.9, 1.0), (1, 0.7, 2.0), (2, 0.6, 3.0)]
+    >>> notes  # doctest: +NORMALIZE_WHITESPACE
+    ["metric 'val_loss': 3 points all at step 0 (logged without a step): placed in logging order, one step each",
+     "metric 'val_f1': 1 point(s) at step 0 after step 2 (values logged without a step) left out"]
+    """
+    if len(points) > 1 and all(step == 0 for step, _, _ in points):
+        notes.append(
+            f"metric {name!r}: {len(points)} points all at step 0 (logged without a step): "
+            "placed in logging order, one step each"
+        )
+        return [(k, value, wall) for k, (_, value, wall) in enumerate(points)]
+    kept, top, late = [], 0, 0
+    for point in points:
+        if point[0] == 0 and top > 0:
+            late += 1
+            continue
+        top = max(top, point[0])
+        kept.append(point)
+    if late:
+        notes.append(f"metric {name!r}: {late} point(s) at step 0 after step {top} (values logged without a step) left out")
+    return kept
 
 
 def _read_values(folder: Path) -> dict[str, Any]:

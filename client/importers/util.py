@@ -27,7 +27,7 @@ _GENERIC = frozenset(
         "output", "outputs", "out", "result", "results", "checkpoint", "checkpoints", "ckpt", "ckpts",
         "log", "logs", "run", "runs", "tmp", "temp", "save", "saved", "saves", "saved_models", "artifacts",
         "model", "models", "final", "best", "last", "latest", "trainer_state", "tb_logs", "tensorboard",
-        "train", "training", "lightning_logs",
+        "train", "training", "lightning_logs", "work_dirs", "work_dir", "vis_data",
     )
 )  # fmt: skip
 _NUMBERED = re.compile(r"^(?:checkpoint|ckpt|step|global_step|epoch|iter|iteration)[-_]?\d+$", re.IGNORECASE)

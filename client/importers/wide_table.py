@@ -8,6 +8,8 @@ What many tools write when they write a table:
   ``wandb-history.jsonl``: ``_step``, ``_timestamp``, ``_runtime``, then ``train/loss``, ``eval/loss``...);
 - detectron2's ``metrics.json`` (JSON Lines despite its name: ``iteration``, ``total_loss``, ``loss_cls``,
   ``lr``, and ``bbox/AP`` on evaluation lines);
+- OpenMMLab's JSON logs (MMCV 1.x ``<timestamp>.log.json``, MMEngine ``vis_data/scalars.json``), their rows
+  first placed on one iteration axis by :mod:`runwatch.client.importers.openmmlab`;
 - a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``);
 - TensorBoard's "Download CSV" of one scalar (``Wall time,Step,Value``): the metric is
   named after the file's tag (``run-version_0-tag-train_loss.csv`` -> ``train_loss``).
@@ -32,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runwatch.client.importers import openmmlab
 from runwatch.client.importers._yaml import load_flat
 from runwatch.client.importers.base import (
     STRICT,
@@ -322,7 +325,9 @@ def looks_like(path: Path) -> bool:
             obj = json.loads(first)
         except json.JSONDecodeError:
             return False
-        return isinstance(obj, dict) and index_column(obj) is not None and not {"metric", "value"} <= set(obj)
+        if isinstance(obj, dict) and index_column(obj) is not None and not {"metric", "value"} <= set(obj):
+            return True
+        return openmmlab.shape(list(_jsonl_rows(path, head.splitlines()[:-1], Problems(strict=False)))) is not None
     return sniff_text(head) is not None
 
 
@@ -346,18 +351,27 @@ def read(
         run = wandb_run(path)
     if run is None:
         name = strip_gz(path.name)
-        stem = name.rsplit(".", 1)[0] if "." in name else name
-        run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
+        stem = (name.rsplit(".", 1)[0] if "." in name else name).removesuffix(".log")  # MMCV's <time>.log.json
+        # MMEngine's scalars.json sits in <config>/<time>/vis_data/: the two folders name the run.
+        label = meaningful_name(path.parent, parts=2) if name == "scalars.json" else None
+        run = ImportedRun(FORMAT, path, key=str(path), name=label or meaningful_name(path.parent, leaf=stem, parts=1))
     if is_json_lines(path):
         with open_text(path) as f:
             try:
                 rows = list(_jsonl_rows(path, f, problems))
             except UnicodeDecodeError as exc:
                 raise ImportFormatError(path, "file", f"not UTF-8 text: {exc.reason}") from None
+        notes: list[str] = []
+        if kind := openmmlab.shape(rows):
+            placed = openmmlab.place(path, rows, kind, problems)
+            rows, notes = placed.rows, placed.notes
+            run.hyperparameters = {**placed.hyperparameters, **run.hyperparameters}
         header: list[str] = []
         for _, row in rows:
             header.extend(k for k in row if k not in header)
-        return [read_rows(path, rows, header, run, canonical, problems, indexes)]
+        built = read_rows(path, rows, header, run, canonical, problems, indexes)
+        built.notes[:0] = notes
+        return [built]
     sep = sep or sniff_text(_head(path)) or ","
     with open_text(path) as f:
         reader = csv.reader(f, delimiter=sep)

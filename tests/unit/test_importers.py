@@ -269,6 +269,26 @@ def test_mlflow_malformed_metric_line(tmp_path):
         load(store)
 
 
+def test_mlflow_points_logged_without_a_step(tmp_path):
+    """Seen in real stores: summaries logged after training with no step (MLflow puts them at step 0), and a
+    metric logged every epoch with no step at all; the experiment's own meta.yaml not in the repository."""
+    run_dir = tmp_path / "mlruns" / "7" / "3f1c"
+    (run_dir / "metrics").mkdir(parents=True)
+    (run_dir / "meta.yaml").write_text("run_name: har-mlp\nstatus: 3\nlifecycle_stage: active\n")
+    t0 = 1_700_000_000_000
+    train = [(t0 + k, 1.0 / (k + 1), k) for k in range(5)]
+    summary = [(t0 + 10, 0.2, 0), (t0 + 11, 1.0, 0)]  # final, then first: the summaries MLflow gives step 0
+    (run_dir / "metrics" / "train_loss").write_text("".join(f"{t} {v} {s}\n" for t, v, s in train + summary))
+    (run_dir / "metrics" / "validation_loss").write_text("".join(f"{t0 + k} {0.9 - 0.1 * k} 0\n" for k in range(5)))
+    (run,) = load(tmp_path / "mlruns")
+    assert run.steps == [0, 1, 2, 3, 4]
+    assert [m["loss"] for m in run.metrics] == [1.0, 0.5, 1 / 3, 0.25, 0.2]  # step 0 keeps the first epoch's value
+    assert [m["val/loss"] for m in run.metrics] == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])  # one per step
+    assert any("'train_loss': 2 point(s) at step 0 after step 4" in n for n in run.notes)
+    assert any("'validation_loss': 5 points all at step 0" in n for n in run.notes)
+    assert not any("backwards" in n for n in run.notes)  # one metric file after another is not a restart
+
+
 # -- long format ----------------------------------------------------------------------------------
 
 

@@ -225,3 +225,105 @@ def test_ultralytics_results_csv_files_are_found_in_a_runs_folder(tmp_path):
     v5, v8 = runs
     assert v5.steps == [0, 1] and v5.metrics[1]["train/obj_loss"] == 0.034788  # padded names read stripped
     assert v8.steps == [1, 2] and v8.metrics[0]["metrics/mAP50(B)"] == 0.77837
+
+
+# OpenMMLab, MMCV 1.x (mmdet 2.x): <timestamp>.log.json beside the text log. The first line is the environment
+# and config; ``iter`` restarts each epoch (epoch-based runner); the val row's iter is the epoch's length.
+MMCV_LOG_JSON = [
+    {"env_info": "sys.platform: linux\nPython: 3.8", "config": "model = dict(type='FasterRCNN')", "seed": 42},
+    {"mode": "train", "epoch": 1, "iter": 50, "lr": 0.0198, "memory": 3861, "data_time": 0.05, "loss_rpn_cls": 0.3,
+     "loss_cls": 0.9, "loss": 1.6, "time": 0.4},
+    {"mode": "train", "epoch": 1, "iter": 100, "lr": 0.02, "memory": 3861, "data_time": 0.04, "loss_rpn_cls": 0.2,
+     "loss_cls": 0.7, "loss": 1.2, "time": 0.4},
+    {"mode": "val", "epoch": 1, "iter": 118, "lr": 0.02, "bbox_mAP": 0.12, "bbox_mAP_50": 0.25},
+    {"mode": "train", "epoch": 2, "iter": 50, "lr": 0.02, "memory": 3861, "data_time": 0.04, "loss_rpn_cls": 0.1,
+     "loss_cls": 0.6, "loss": 1.0, "time": 0.4},
+    {"mode": "val", "epoch": 2, "iter": 118, "lr": 0.02, "bbox_mAP": 0.18, "bbox_mAP_50": 0.33},
+]
+# MMEngine (mmdet 3.x, mmseg 1.x, mmpretrain): vis_data/scalars.json. Training rows step by iteration; the
+# epoch-based loop's validation rows step by *epoch*.
+MMENGINE_SCALARS = [
+    {"lr": 0.01, "data_time": 0.2, "loss": 1.9, "loss_cls": 1.1, "time": 0.5, "epoch": 1, "iter": 10, "memory": 9,
+     "step": 10},
+    {"lr": 0.01, "data_time": 0.2, "loss": 1.5, "loss_cls": 0.9, "time": 0.5, "epoch": 1, "iter": 20, "memory": 9,
+     "step": 20},
+    {"coco/bbox_mAP": 0.05, "coco/bbox_mAP_s": -1.0, "data_time": 0.9, "time": 1.1, "step": 1},
+    {"lr": 0.01, "data_time": 0.2, "loss": 1.2, "loss_cls": 0.7, "time": 0.5, "epoch": 2, "iter": 30, "memory": 9,
+     "step": 30},
+    {"coco/bbox_mAP": 0.09, "coco/bbox_mAP_s": -1.0, "data_time": 0.8, "time": 1.0, "step": 2},
+]
+
+
+def write_jsonl(path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_mmcv_log_json_epochs_follow_one_another_instead_of_overwriting(tmp_path):
+    log = tmp_path / "work_dirs" / "faster_rcnn_r50_fpn_1x" / "20220311_101010.log.json"
+    write_jsonl(log, MMCV_LOG_JSON)
+    (log.parent / "20220311_101010.log").write_text("2022-03-11 10:10:10,000 - mmdet - INFO - Epoch [1][50/118]\n")
+    assert detect(log) == [("wide", log)]
+    assert ("wide", log) in detect(tmp_path)  # found in a folder walk by its name
+    run = one(log)
+    assert run.name.endswith("faster_rcnn_r50_fpn_1x/20220311_101010")
+    # Epoch 2 starts where epoch 1 ended (118 iterations), not back at 50.
+    assert run.steps == [50, 100, 118, 168, 236]
+    assert [m.get("loss") for m in run.metrics] == [1.6, 1.2, None, 1.0, None]
+    assert run.metrics[2] == {"bbox_mAP": 0.12, "bbox_mAP_50": 0.25}  # no lr, timing or counters on the val row
+    assert "epoch" not in run.metric_names and "mode" not in run.metric_names
+    assert run.hyperparameters["seed"] == 42
+    assert any("restarted at 1 epoch" in n for n in run.notes)
+
+
+def test_mmcv_validation_loss_of_a_val_workflow_is_named_as_validation(tmp_path):
+    rows = [MMCV_LOG_JSON[0], MMCV_LOG_JSON[1], MMCV_LOG_JSON[2],
+            {"mode": "val", "epoch": 1, "iter": 20, "lr": 0.02, "loss_cls": 1.1, "loss": 1.7}]  # fmt: skip
+    log = tmp_path / "20220311_101010.log.json"
+    write_jsonl(log, rows)
+    run = one(log)
+    # The val loader's 20 iterations are not the epoch's length: the row goes to the last training step.
+    assert run.steps == [50, 100]
+    assert run.metrics[1]["loss"] == 1.2 and run.metrics[1]["val/loss"] == 1.7 and run.metrics[1]["val/loss_cls"] == 1.1
+
+
+def test_mmengine_scalars_validation_by_epoch_lands_after_its_epoch(tmp_path):
+    scalars = tmp_path / "work_dirs" / "rtmdet_tiny_cat" / "20230908_131313" / "vis_data" / "scalars.json"
+    write_jsonl(scalars, MMENGINE_SCALARS)
+    assert detect(tmp_path) == [("wide", scalars)]
+    run = one(tmp_path)
+    assert run.name == "rtmdet_tiny_cat/20230908_131313"
+    assert run.steps == [10, 20, 30]  # not 1 and 2: epochs 1 and 2 end at iterations 20 and 30
+    assert run.metrics[1]["coco/bbox_mAP"] == 0.05 and run.metrics[2]["coco/bbox_mAP"] == 0.09
+    assert run.metrics[1]["time"] == 0.5  # the training step's time, not the evaluation's
+    assert "iter" not in run.metric_names and "epoch" not in run.metric_names
+
+
+def test_mmengine_iteration_based_validation_keeps_its_step(tmp_path):
+    rows = [{"lr": 0.01, "data_time": 0.1, "loss": 2.0, "time": 0.3, "iter": 50, "memory": 9, "step": 50},
+            {"lr": 0.01, "data_time": 0.1, "loss": 1.8, "time": 0.3, "iter": 100, "memory": 9, "step": 100},
+            {"aAcc": 90.1, "mIoU": 61.0, "data_time": 0.2, "time": 0.4, "step": 100}]  # fmt: skip
+    scalars = tmp_path / "scalars.json"
+    write_jsonl(scalars, rows)
+    run = one(scalars)
+    assert run.steps == [50, 100] and run.metrics[1]["mIoU"] == 61.0 and run.metrics[1]["loss"] == 1.8
+    assert not any("placed at the last training" in n for n in run.notes)
+
+
+def test_a_plain_json_lines_table_with_an_epoch_column_is_not_taken_for_openmmlab(tmp_path):
+    rows = [{"step": 10, "epoch": 1, "loss": 1.0}, {"step": 20, "epoch": 1, "loss": 0.9}, {"step": 5, "val_acc": 0.5}]
+    table = tmp_path / "history.jsonl"
+    write_jsonl(table, rows)
+    run = one(table)
+    assert run.steps == [5, 10, 20] and "epoch" in run.metric_names
+
+
+def test_mmcv_validation_iter_beyond_one_logging_interval_is_not_taken_for_the_epoch_length(tmp_path):
+    # Logged every 10 iterations up to 20; a val row at iter 64 counts validation batches, not the epoch.
+    train = [{"mode": "train", "epoch": e, "iter": i, "lr": 0.01, "loss": 2.0 - 0.1 * e - 0.001 * i}
+             for e in (1, 2) for i in (10, 20)]  # fmt: skip
+    rows = [{}, *train[:2], {"mode": "val", "epoch": 1, "iter": 64, "lr": 0.01, "mIoU": 0.5}, *train[2:]]
+    log = tmp_path / "20220101_000000.log.json"
+    write_jsonl(log, rows)
+    run = one(log)
+    assert run.steps == [10, 20, 30, 40] and run.metrics[1]["mIoU"] == 0.5
