@@ -23,15 +23,15 @@ validation metric, ``val/loss``, which Lightning writes so when validation also
 logs per step):
 
 - training loss: ``train_loss``, ``train/loss``, ``training_loss``,
-  ``loss/train``, ``Loss/train`` -> ``loss``; so is the total of a multi-part
+  ``loss/train``, ``Loss/train``, and a script's list ``train_losses`` -> ``loss``; so is the total of a multi-part
   loss: ``total_loss`` (detectron2), ``loss/train/total`` (Composer),
   ``reduced_train_loss`` (NeMo), ``loss_total``, ``loss/total``, while its parts
   (``loss_cls``, ``train/box_loss``) keep their names
 - validation: prefixes ``val_``, ``valid_``, ``validation_``, ``eval_``,
   ``val/``, ``eval/``, ``valid/``, ``validation/`` and suffixes ``/val``,
   ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, where ``acc`` and
-  ``accuracy`` become ``acc`` (``eval_accuracy`` -> ``val/acc``) and ``total_loss``
-  becomes ``loss`` (``val/total_loss`` -> ``val/loss``)
+  ``accuracy`` (and the lists' ``accs``, ``accuracies``) become ``acc`` (``eval_accuracy`` -> ``val/acc``) and
+  ``total_loss`` and ``losses`` become ``loss`` (``val/total_loss``, ``val_losses`` -> ``val/loss``)
 - Keras's TensorBoard callback: ``epoch_loss``, ``batch_loss`` -> ``loss``,
   ``epoch_learning_rate`` -> ``lr`` (its ``validation/`` folder's ``epoch_loss`` is
   read as ``val_epoch_loss`` -> ``val/loss`` by the TensorBoard importer)
@@ -59,6 +59,8 @@ Examples
 ['grad_norm', 'grad_norm', 'grad_norm']
 >>> [canonical_name(n) for n in ["val_loss_epoch", "val_acc_epoch", "train_loss_epoch"]]
 ['val/loss', 'val/acc', 'train_loss_epoch']
+>>> [canonical_name(n) for n in ["train_losses", "val_losses", "val_accs", "valid_accuracies", "train_accs"]]
+['loss', 'val/loss', 'val/acc', 'val/acc', 'train_accs']
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ _VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
 _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss",
                # the total of a multi-part loss: detectron2, Composer, NeMo (mean over data-parallel ranks)
                "total_loss", "loss_total", "loss/total", "train/total_loss", "train_total_loss", "loss/train/total",
-               "reduced_train_loss"}
+               "reduced_train_loss",
+               # a script's own lists, named for what they collect (train_losses.append(loss.item()))
+               "train_losses", "training_losses", "train/losses"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
 _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
 # Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter
@@ -100,9 +104,9 @@ def safe_name(name: str) -> str:
 
 def _base(base: str) -> str:
     low = base.lower()
-    if low in ("acc", "accuracy"):
+    if low in ("acc", "accuracy", "accs", "accuracies"):
         return "acc"
-    if low == "loss" or low in _TOTAL_LOSS or low in ("epoch_loss", "batch_loss"):
+    if low in ("loss", "losses") or low in _TOTAL_LOSS or low in ("epoch_loss", "batch_loss"):
         return "loss"
     return base
 

@@ -12,6 +12,9 @@ Formats (``fmt``):
 ``wide``        a wide table: one row per step, one column per metric (CSV,
                 tab-separated or JSON Lines; Keras ``CSVLogger``, W&B history
                 exports, ``wandb-history.jsonl``); see :mod:`.wide_table`
+``history``     a training history saved as one JSON document: a Keras ``History.history``
+                dump or a script's dict of lists (``{"loss": [...], "val_loss": [...]}``),
+                or a list of per-epoch objects; see :mod:`.history_json`
 ``text``        a text log (``.log``, ``.txt``, ``.out``, any UTF-8 text file) or
                 JSON Lines of log records (``{"time", "level", "text"}``): its lines
 ==============  ================================================================
@@ -39,6 +42,7 @@ from pathlib import Path
 
 from runwatch.client.importers import (
     hf_trainer_state,
+    history_json,
     lightning_csv,
     long_format,
     mlflow,
@@ -51,7 +55,7 @@ from runwatch.client.importers.util import strip_gz
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
-FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "text")
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "history", "text")
 # Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export, the names
 # Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv, detectron2's metrics.json (JSON Lines
 # with an iteration key) and OpenMMLab's JSON logs; other tables only with --format wide (a folder holds data CSVs too).
@@ -59,6 +63,7 @@ _WIDE_NAMES = (
     wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv",
     "results.csv", "metrics.json", "scalars.json",
 )
+_HISTORY_STEMS = ("training_log", "train_log", "training_metrics", "train_metrics", "metrics", "losses", "curves")
 _WIDE_SUFFIXES = (".log.json",)  # MMCV 1.x: <timestamp>.log.json beside the text log
 # Structured files that are never replayed as text lines, even though they are text.
 _STRUCTURED = (".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".py", ".md", ".html", ".xml", ".ipynb", ".sh")
@@ -70,6 +75,8 @@ def _file_format(path: Path) -> str | None:
         return "tensorboard"
     if name == "trainer_state.json":
         return "hf"
+    if name.endswith(".json") and history_json.looks_like(path):  # one document: before the JSON Lines checks
+        return "history"
     if name.endswith((".jsonl", ".ndjson")) or (name.endswith(".json") and wide_table.is_json_lines(path)):
         if text_log.looks_like_records(path):
             return "text"
@@ -91,6 +98,12 @@ def _file_format(path: Path) -> str | None:
 def _wide_by_name(path: Path) -> bool:
     name = strip_gz(path.name)
     return name in _WIDE_NAMES or name.endswith(_WIDE_SUFFIXES)
+
+
+def _history_by_name(path: Path) -> bool:
+    # Found in a folder walk by name: what scripts call the file they dump their curves to.
+    stem = strip_gz(path.name).removesuffix(".json")
+    return path.name.endswith((".json", ".json.gz")) and ("history" in stem.lower() or stem in _HISTORY_STEMS)
 
 
 def _text_file(path: Path) -> bool:
@@ -153,6 +166,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("lightning", f))
         elif fmt in ("auto", "hf") and f.name == "trainer_state.json":
             items.append(("hf", f))
+        elif (fmt == "history" or (fmt == "auto" and _history_by_name(f))) and history_json.looks_like(f):
+            items.append(("history", f))
         elif fmt == "auto" and _wide_by_name(f) and _file_format(f) == "wide":
             items.append(("wide", f))
         elif fmt == "auto" and (long := long_format.kind_of(f)):
@@ -177,7 +192,8 @@ def _nothing_found(fmt: str) -> str:
         return f"no {fmt} logs found below it"
     return (
         "no logs found below it (looked for events.out.tfevents.*, metrics.csv, trainer_state.json, MLflow runs, "
-        "wandb-history.jsonl, Keras CSVLogger files named training_log.csv / history.csv, long-format .csv/.jsonl "
+        "wandb-history.jsonl, Keras CSVLogger files named training_log.csv / history.csv, training histories saved "
+        "as JSON (*history*.json), long-format .csv/.jsonl "
         "with step, metric, value, and *.log; "
         "--format reads other files, e.g. --format text for .txt logs)"
     )
@@ -210,9 +226,10 @@ def read(
             "csv": long_format.read_csv,
             "jsonl": long_format.read_jsonl,
             "wide": wide_table.read,
+            "history": history_json.read,
             "text": text_log.read,
         }[fmt](target, canonical, problems)
-    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "text"):
+    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "history", "text"):
         first = target[0] if isinstance(target, list) else target
         folder = first.parent
         if isinstance(target, list):
@@ -224,7 +241,7 @@ def read(
         if rel is not None:
             shown = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
             for run in runs:
-                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt in ("text", "wide") else shown
+                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt in ("text", "wide", "history") else shown
     return runs
 
 
