@@ -97,7 +97,8 @@ def _file_format(path: Path) -> str | None:
 
 def _wide_by_name(path: Path) -> bool:
     name = strip_gz(path.name)
-    return name in _WIDE_NAMES or name.endswith(_WIDE_SUFFIXES)
+    history_table = name.endswith((".csv", ".tsv")) and "history" in name.lower()  # model_history.csv, ...
+    return name in _WIDE_NAMES or name.endswith(_WIDE_SUFFIXES) or history_table
 
 
 def _history_by_name(path: Path) -> bool:

@@ -73,6 +73,10 @@ INDEX_COLUMNS = (
     "Step",
 )
 EPOCH_COLUMN = "epoch"
+# pandas' DataFrame.to_csv() writes its index first under an empty name (read back by pandas as "Unnamed: 0"):
+# pd.DataFrame(history.history).to_csv(...) gives ",loss,accuracy,val_loss" and rows "0,0.69,...".
+PANDAS_INDEX = ("", "Unnamed: 0")
+POSITION = "_position"  # the index given to a history table written without one (to_csv(index=False))
 TIME_COLUMNS = ("_timestamp", "wall_time", "Wall time", "timestamp", "created_at")  # created_at: Lightning < 1.0
 _JSONL = (".jsonl", ".ndjson")
 
@@ -86,12 +90,19 @@ def index_column(header: Iterable[str], indexes: Sequence[str] | None = None) ->
     ('_step', 'epoch')
     >>> index_column(["epoch", "step", "loss"]), index_column(["loss", "acc"]) is None
     ('step', True)
+    >>> index_column(["", "loss", "val_loss"]), index_column(["Unnamed: 0", "epoch", "loss"])  # pandas' index
+    ('', 'epoch')
     """
+    header = list(header)
     names = set(header)
     for name in indexes or INDEX_COLUMNS:
         if name in names:
             return name
-    return EPOCH_COLUMN if indexes is None and EPOCH_COLUMN in names else None
+    if indexes is not None:
+        return None
+    if EPOCH_COLUMN in names:
+        return EPOCH_COLUMN
+    return header[0] if header and header[0] in PANDAS_INDEX else None
 
 
 def _no_index(path: Path, position: str, header: Sequence[str], indexes: Sequence[str] | None) -> ImportFormatError:
@@ -315,6 +326,42 @@ def is_json_lines(path: Path, head: str | None = None) -> bool:
         return False
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def positional(path: Path, head: str | None = None) -> bool:
+    """A history table written without any index (``to_csv(index=False)``): the file's name says it is a history
+    (``training_history.csv``, ``loss_history.csv``), its header names two or more columns, none a number, and the
+    next line is as many numbers. Its rows are read in order, from step 0.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "training_history.csv"
+    >>> _ = f.write_text("loss,accuracy,val_loss\\n0.69,0.51,0.66\\n0.52,0.70,0.58\\n")
+    >>> positional(f), positional(f.with_name("predictions.csv"), "label,score\\n1,0.9\\n")
+    (True, False)
+    """
+    if "history" not in strip_gz(path.name).lower():
+        return False
+    lines = [line for line in (_head(path) if head is None else head).splitlines() if line.strip()]
+    if len(lines) < 2:
+        return False
+    header = [h.strip() for h in next(csv.reader([lines[0]]))]
+    row = [c.strip() for c in next(csv.reader([lines[1]]))]
+    return (
+        len(header) >= 2
+        and len(row) == len(header)
+        and all(h and not _is_number(h) for h in header)
+        and all(_is_number(c) for c in row)
+    )
+
+
 def looks_like(path: Path) -> bool:
     """A CSV / tab-separated table (see :func:`sniff_text`), or JSON Lines (:func:`is_json_lines`) whose first
     object has an index key and no long-format ``metric``/``value`` pair."""
@@ -328,7 +375,7 @@ def looks_like(path: Path) -> bool:
         if isinstance(obj, dict) and index_column(obj) is not None and not {"metric", "value"} <= set(obj):
             return True
         return openmmlab.shape(list(_jsonl_rows(path, head.splitlines()[:-1], Problems(strict=False)))) is not None
-    return sniff_text(head) is not None
+    return sniff_text(head) is not None or positional(path, head)
 
 
 def read(
@@ -381,9 +428,18 @@ def read(
             raise ImportFormatError(path, "line 1", "empty file: expected a header with a 'step' column") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ImportFormatError(path, "line 1", f"not CSV text: {exc}") from None
-        if index_column(header, indexes) is None:
+        by_position = index_column(header, indexes) is None and indexes is None and positional(path)
+        if index_column(header, indexes) is None and not by_position:
             raise _no_index(path, "line 1", header, indexes)
         if sorted(header) == ["Step", "Value", "Wall time"]:
             header[header.index("Value")] = tensorboard_tag(path)
         rows = _csv_rows(path, reader, header, problems)
-        return [read_rows(path, rows, header, run, canonical, problems, indexes)]
+        if by_position:
+            rows = ((where, {**row, POSITION: str(i)}) for i, (where, row) in enumerate(rows))
+            built = read_rows(path, rows, [*header, POSITION], run, canonical, problems, (POSITION,))
+            built.notes.append("no step or epoch column (a history written without its index): rows in order, from 0")
+            return [built]
+        built = read_rows(path, rows, header, run, canonical, problems, indexes)
+        if index_column(header, indexes) in PANDAS_INDEX:
+            built.notes.append("indexed by pandas' index column (each row one epoch, from 0)")
+        return [built]

@@ -327,3 +327,29 @@ def test_mmcv_validation_iter_beyond_one_logging_interval_is_not_taken_for_the_e
     write_jsonl(log, rows)
     run = one(log)
     assert run.steps == [10, 20, 30, 40] and run.metrics[1]["mIoU"] == 0.5
+
+
+# pandas: pd.DataFrame(history.history).to_csv(path) writes the index under an empty name; index=False writes none.
+PANDAS_HISTORY = """,loss,accuracy,val_loss,val_accuracy
+0,0.6921,0.5210,0.6712,0.5830
+1,0.5873,0.6904,0.6015,0.6750
+2,0.4802,0.7755,0.5891,0.7011
+"""
+
+
+def test_a_pandas_history_dump_is_read_by_its_index_or_by_position(tmp_path):
+    (tmp_path / "cnn").mkdir()
+    (tmp_path / "cnn" / "training_history.csv").write_text(PANDAS_HISTORY)
+    no_index = "\n".join(line.split(",", 1)[1] for line in PANDAS_HISTORY.splitlines()) + "\n"
+    (tmp_path / "lstm").mkdir()
+    (tmp_path / "lstm" / "model_history.csv").write_text(no_index)
+    (tmp_path / "lstm" / "predictions.csv").write_text("label,score\n1,0.9\n0,0.2\n")  # not a history: left alone
+    runs = {r.name: r for r in load(tmp_path)}
+    assert set(runs) == {"cnn/training_history", "lstm/model_history"}
+    for run in runs.values():
+        assert run.steps == [0, 1, 2]
+        assert run.metrics[1] == {"loss": 0.5873, "accuracy": 0.6904, "val/loss": 0.6015, "val/acc": 0.675}
+    assert any("pandas' index" in n for n in runs["cnn/training_history"].notes)
+    assert any("rows in order, from 0" in n for n in runs["lstm/model_history"].notes)
+    with pytest.raises(ImportFormatError, match="unknown format"):
+        detect(tmp_path / "lstm" / "predictions.csv")
