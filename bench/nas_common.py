@@ -62,6 +62,28 @@ __all__ = [
 # -- metrics ------------------------------------------------------------------------------------
 
 
+def advisor_batch(surrogate, rows: Sequence[dict], k: int, sign: float, excluded: Iterable[int] = ()) -> list[int]:
+    """The advisor's ``k`` picks among feature ``rows`` from a fitted surrogate, as ``Advisor.suggest`` makes them.
+
+    Ranked by the risk-adjusted objective on the model's scale (``sign * centre + risk_aversion * s``, ``sign``
+    -1 for a metric to maximise), then listed to be tried together (:func:`runwatch.nas.portfolio.batch_order`
+    over the surrogate's members, ``AdvisorConfig().portfolio_pool`` best-ranked). ``excluded`` rows are never
+    named.
+    """
+    from runwatch.nas.advisor import AdvisorConfig
+    from runwatch.nas.portfolio import batch_order
+
+    cfg = AdvisorConfig()
+    centre, spread = surrogate.model_stats(rows)
+    ranking = sign * centre + cfg.risk_aversion * spread
+    ranking[list(excluded)] = np.inf
+    open_rows = int(np.isfinite(ranking).sum())
+    if cfg.portfolio_pool <= 0:
+        return [int(i) for i in np.lexsort((np.arange(ranking.size), ranking))[: min(k, open_rows)]]
+    members = sign * surrogate.members(rows)
+    return batch_order(ranking, members, k, min(cfg.portfolio_pool, open_rows))
+
+
 def best_of_first(values: Sequence[float], k: int) -> float:
     """Best (lowest) of the first ``k`` looked-up values; ``inf`` when there are none.
 

@@ -674,6 +674,8 @@ def report(result: FCNetResult, protocol: FCNetProtocol, command: str, data_dir:
         "itself (`AdvisorConfig` defaults) also takes the history's 10 best architectures with the start's input and "
         "output sizes as candidates (`peer_candidates`), scored by its surrogate like its other candidates; its "
         "ablation is the same fitted advisor with `seeding=False, peer_candidates=0` (surrogate and search only). "
+        "Its k suggestions are a list to try together (`portfolio_pool`, since 2026-12-07): the best-ranked edit, "
+        "then the edits most likely to beat it where it fails (the surrogate members' expected best of the list). "
         f"NNI's TPE draws its first {max(5, max(p.ks) // 5)} trials at random (n_startup_jobs) exactly like NNI's "
         f"random tuner with the same seed, so the two coincide for k <= {max(5, max(p.ks) // 5)}; a repeated "
         "proposal still counts as a look-up. Improvable = "

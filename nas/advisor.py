@@ -126,6 +126,7 @@ from runwatch.nas.features import architecture_features
 from runwatch.nas.guards import EditGuard
 from runwatch.nas.history import RunObservation
 from runwatch.nas.learning import CHECKS, learning_evidence, learning_fixes
+from runwatch.nas.portfolio import DEFAULT_POOL, batch_order
 from runwatch.nas.prior import ArchSupport, OutcomePrior, PriorEstimate
 from runwatch.nas.risk import DivergenceRisk, diverged
 from runwatch.nas.search import (
@@ -312,6 +313,14 @@ class AdvisorConfig:
         run's own architecture, or the surrogate's uncertainty there exceeds
         the spread of the task's outcomes. Its edit effects for such a run are
         extrapolations (a tiny initialisation is not a feature it sees).
+    portfolio_pool
+        When the surrogate's ranking orders the edits (no finding puts its own
+        fixes first), the suggestions are a list to try together
+        (:func:`~runwatch.nas.portfolio.batch_order`): the best-ranked edit,
+        then each time the one of the ``portfolio_pool`` best-ranked that most
+        lowers the surrogate members' expected best outcome of the list. 0 =
+        the best-ranked edit of each edit idea instead (one of dropout 0.2 and
+        0.3 on fc1), as when a finding's fixes lead.
 
     Examples
     --------
@@ -339,6 +348,7 @@ class AdvisorConfig:
     prior_for_unsupported: bool = True
     findings_lead_when_unexplained: bool = True
     exhaustive_limit: int = 2048
+    portfolio_pool: int = DEFAULT_POOL
 
     def resolved_direction(self) -> str:
         if self.direction not in ("", "minimize", "maximize"):
@@ -641,10 +651,14 @@ class Advisor:
             overfitting run the edits that cut capacity or add dropout come
             first; on a run that did not train and that the surrogate
             cannot explain, a strong finding's whole-stack fixes come first
-            (module docstring). Only the best of each edit idea (the same attributes of
+            (module docstring). Where the surrogate's ranking orders the edits,
+            the list is one to try together (``portfolio_pool``,
+            :mod:`runwatch.nas.portfolio`): the best-ranked edit, then the edits
+            most likely to beat it where it fails; where a finding's fixes lead,
+            only the best of each edit idea (the same attributes of
             the same layers changed in the same direction: dropout 0.2 and 0.3
-            on fc1 are one idea, fc1 wider and fc1 narrower two) and of edits
-            the surrogate cannot tell apart is shown. When nothing is
+            on fc1 are one idea, fc1 wider and fc1 narrower two) is shown.
+            Edits the surrogate cannot tell apart are shown once. When nothing is
             predicted to help, the least harmful edits are still returned:
             check ``effect.delta``. A run over its budget is also seeded with
             smaller versions of itself (:func:`~runwatch.nas.seeding.budget_seeds`).
@@ -724,15 +738,19 @@ class Advisor:
         cur_mean = float(score([base])[0][0])
         candidates, notes = self._judge_unseen_edits(run, candidates, seeds, cur_mean, observed, search_cfg.parsimony)
         strong = {s.genome.key(): s.priority for s in seeds if s.strong}
+        findings_lead = False  # a finding's fixes, not the surrogate's ranking, order the candidates
         if strong and cfg.findings_lead_when_unexplained and self._surrogate_lost(run, observed):
             # A run that did not train for a reason the surrogate cannot see: the finding's whole-stack fixes lead, in
             # the finding's own order (the surrogate's effects for such a run are extrapolations, its ranking too).
             candidates = sorted(candidates, key=lambda c: strong.get(c.genome.key(), math.inf))
+            findings_lead = True
         if "overfitting" in kinds:  # capacity and regularisation fixes first, each group in its own order
             candidates = sorted(candidates, key=lambda c: not _regularises(base, c.genome))
+            findings_lead = True
         first = {s.genome.key() for s in seeds if s.first}
         if first:  # a non-MLP family's first remedy for its capacity finding (seeding.family_remedies) leads
             candidates = sorted(candidates, key=lambda c: c.genome.key() not in first)
+            findings_lead = True
         summary = run_summary(run)
 
         stability: list[StabilityFix] = []
@@ -751,6 +769,9 @@ class Advisor:
             seen.add(fix.genome.key() if fix.genome != base else ("hp", fix.rule))
         room = max(0, limit - len(fixes))
         shapes: list[frozenset] = []
+        if room and cfg.portfolio_pool > 0 and not findings_lead and surrogate.can_predict:
+            chosen = self._portfolio(run, candidates, seen, room, direction)
+            candidates = []
         for c in candidates if room else ():
             # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
             # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
@@ -785,6 +806,32 @@ class Advisor:
             for s, q in zip(suggestions, p, strict=True):
                 s.evidence.append(f"{risk.describe()}: {_pct(p_run)} -> {_pct(float(q))}")
         return [dataclasses.replace(s, rank=i) for i, s in enumerate(suggestions, start=1)]
+
+    def _portfolio(
+        self, run: RunObservation, candidates: Sequence[Candidate], seen: set[object], room: int, direction: str
+    ) -> list[Candidate]:
+        """``room`` of ``candidates`` (ranked best first) to try together (:func:`~runwatch.nas.portfolio.batch_order`).
+
+        Candidates the surrogate cannot tell apart (the same architecture features) count once, the best-ranked.
+        """
+        surrogate = self.surrogate
+        assert surrogate is not None
+        pool: list[Candidate] = []
+        views: set[tuple] = set()
+        for c in candidates:
+            view = tuple(sorted((k, round(v, 9)) for k, v in architecture_features(c.genome).items()))
+            if view in views or view in seen or c.genome.key() in seen:
+                continue
+            views.add(view)
+            pool.append(c)
+            if len(pool) == self.config.portfolio_pool:
+                break
+        if len(pool) <= 1:
+            return pool[:room]
+        members = surrogate.members(surrogate.variant_rows(run, [c.genome for c in pool]))
+        sign = 1.0 if direction == "minimize" else -1.0
+        order = batch_order(np.arange(len(pool), dtype=float), sign * members, room, len(pool))
+        return [pool[i] for i in order]
 
     def _surrogate_lost(self, run: RunObservation, observed: float) -> bool:
         """The surrogate cannot explain the run as it is, so its edit effects for it are extrapolations.

@@ -180,15 +180,25 @@ def test_each_suggestion_is_a_diff_with_evidence_from_logs_and_peers(runs, advis
         assert s.effect.stddev > 0
 
 
-def test_no_suggestion_only_adds_edits_the_prediction_does_not_reward(runs, advisor):
+@pytest.fixture(scope="module")
+def one_per_idea(advisor) -> Advisor:
+    import copy
+    import dataclasses
+
+    listing = copy.copy(advisor)  # the same fitted surrogate, the list made one edit idea at a time
+    listing.config = dataclasses.replace(advisor.config, portfolio_pool=0)
+    return listing
+
+
+def test_no_suggestion_only_adds_edits_the_prediction_does_not_reward(runs, one_per_idea):
     """Of two suggestions where one makes the other's edits and more (the same wider layer, plus dropout the surrogate
     does not weigh), the longer one is listed only when it is predicted better; the lists had filled with such
-    near-copies."""
+    near-copies (one-per-idea lists; a portfolio list's own rule is tested below)."""
     from runwatch.nas.search import edit_directions
 
     checked = 0
     for run in runs[::4]:
-        suggestions = [s for s in advisor.suggest(run, Constraints(num_suggestions=5)) if s.genome is not None]
+        suggestions = [s for s in one_per_idea.suggest(run, Constraints(num_suggestions=5)) if s.genome is not None]
         for a in suggestions:
             for b in suggestions:
                 shorter, longer = edit_directions(run.genome, a.genome), edit_directions(run.genome, b.genome)
@@ -198,6 +208,30 @@ def test_no_suggestion_only_adds_edits_the_prediction_does_not_reward(runs, advi
                     assert b.effect.predicted < a.effect.predicted - 0.01 * gain or b.effect.predicted < a.effect.predicted, (
                         run.run_id, [c.description for c in a.changes], [c.description for c in b.changes])
     assert checked > 0  # the rule keeps longer suggestions that are predicted better
+
+
+def test_a_portfolio_list_expects_a_better_best_outcome_than_one_edit_per_idea(runs, advisor, one_per_idea):
+    """Five suggestions are tried together and the best kept: the list maximises the surrogate members' expected best
+    outcome (greedily), where the one-per-idea list took each idea's best-ranked edit in turn."""
+    surrogate = advisor.surrogate
+
+    def expected_best(run, suggestions) -> float:
+        genomes = [s.genome for s in suggestions if s.genome is not None and not s.hyperparameters]
+        return float(surrogate.members(surrogate.variant_rows(run, genomes)).min(axis=1).mean())
+
+    compared = better = 0
+    for run in runs[::3]:
+        portfolio = advisor.suggest(run, Constraints(num_suggestions=5))
+        ideas = one_per_idea.suggest(run, Constraints(num_suggestions=5))
+        if [s.genome for s in portfolio] == [s.genome for s in ideas]:
+            continue  # a finding's fixes lead (the same list either way), or nothing to choose between
+        keys = [(s.genome.key(), tuple(sorted(s.hyperparameters.items()))) for s in portfolio if s.genome is not None]
+        assert len(keys) == len(set(keys)) == len(portfolio)
+        compared += 1
+        a, b = expected_best(run, portfolio), expected_best(run, ideas)
+        assert a <= b + 1e-9, (run.run_id, a, b)
+        better += a < b - 1e-9
+    assert compared >= 5 and better >= compared // 2, (compared, better)
 
 
 def test_an_underfitting_run_is_told_to_grow(runs, advisor):
