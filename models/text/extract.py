@@ -229,10 +229,19 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
 
     >>> _pairs("Epoch 3 | Val Loss: 0.50 | Train Loss: 0.45 | Grad Norm: 1.2")
     {'val/loss': 0.5, 'loss': 0.45, 'grad_norm': 1.2}
+    >>> _pairs("[Epoch 5] Train: loss=0.40, acc=0.85 | Val: loss=0.50, acc=0.80")
+    {'loss': 0.4, 'acc': 0.85, 'val/loss': 0.5, 'val/acc': 0.8}
     """
     out: dict[str, float] = {}
+    headers = [(h.end(), _HEADER_PHASE[h.group(1).lower()]) for h in _PHASE_HEADER.finditer(text)] if not phase else []
     for m in _KV.finditer(text):
         key, raw = m.group(1), m.group(2)
+        section = _section_phase(text, headers, m.start())
+        if section is not None:  # "Train: loss=0.40, acc=0.85 | Val: loss=0.50": the segment's header names the phase
+            named = metric_name(key, section) if keep is None or keep(key) else None
+            if named is not None and named[0] not in out:
+                out[named[0]] = _value(raw) * named[1]
+            continue
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
             if w is not None:
@@ -251,6 +260,21 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         if name not in out:
             out[name] = _value(raw) * scale
     return out
+
+
+# A phase word and a colon opening a segment of keys ("Train: loss=0.40, acc=0.85 | Val: loss=0.50, acc=0.80"): the
+# keys up to the next "|" are that phase's. Only where a key follows (not "Validation: 100%|..." progress bars).
+_PHASE_HEADER = re.compile(r"(?<![\w/])(train|training|val|valid|validation|eval|test)\s*:\s*(?=[A-Za-z])", re.IGNORECASE)
+_HEADER_PHASE = {"train": "", "training": "", "val": "val/", "valid": "val/", "validation": "val/", "eval": "val/",
+                 "test": "test/"}  # fmt: skip
+
+
+def _section_phase(text: str, headers: list[tuple[int, str]], at: int) -> str | None:
+    """The phase of the header whose segment holds position ``at`` (None: no header, or a "|" since it)."""
+    for end, phase in reversed(headers):
+        if end <= at:
+            return phase if "|" not in text[end:at] else None
+    return None
 
 
 # A key that ends in one of these is a sentence about a value ("loss exploded to inf", "lr decayed to 1e-5",

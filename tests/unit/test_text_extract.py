@@ -1083,3 +1083,17 @@ def test_lerobot_training_lines_with_rounded_step_counters():
     assert out[0][1] == {"loss": 2.2, "grad_norm": 49.8, "lr": 1e-05, "step_time": 0.504, "data_time": 0.083}
     jump, _ = ext([line.format("800", "1K", 1.5), line.format("5K", "1K", 1.0)])  # off the rhythm: the printed value
     assert [s for s, _ in jump] == [800, 5000]
+
+
+def test_a_phase_header_names_the_keys_of_its_segment():
+    """Scripts print each phase's metrics under its name: before, the validation values repeated the training keys
+    (``loss``, ``acc``) and were dropped as repeats."""
+    out, _ = ext([
+        "[Epoch 1] Train: loss=0.52, acc=0.81 | Val: loss=0.61, acc=0.77",
+        "Epoch 2 Train: Loss: 0.45 Acc: 0.85 Val: Loss: 0.58 Acc: 0.79",
+        "Epoch 3 | Test: loss=0.60 | lr=0.001",  # the header's segment ends at "|"
+        "Validation: 100%|##########| 10/10 [00:01<00:00, 9.8it/s]",  # a progress bar: no header
+    ])  # fmt: skip
+    assert out[0] == (1, {"loss": 0.52, "acc": 0.81, "val/loss": 0.61, "val/acc": 0.77})
+    assert out[1] == (2, {"loss": 0.45, "acc": 0.85, "val/loss": 0.58, "val/acc": 0.79})
+    assert out[2][1]["test/loss"] == 0.6 and out[2][1]["lr"] == 0.001
