@@ -565,6 +565,11 @@ def redundant_pair(
     return None
 
 
+def _feature_view(genome: Genome) -> tuple:
+    """What the surrogate sees of ``genome``: two genomes with one view are the same candidate to it."""
+    return tuple(sorted((k, round(v, 9)) for k, v in architecture_features(genome).items()))
+
+
 def _over_budget(genome: Genome, constraints: Constraints, cfg: AdvisorConfig) -> str:
     """Why ``genome`` breaks the constraints ("" when it does not)."""
     reasons = []
@@ -776,7 +781,7 @@ class Advisor:
             # One suggestion per edit idea (which attributes of which layers change, which way: dropout 0.2 and 0.3
             # on fc1 are variants of one idea) and per surrogate view (dropout on fc1 or on fc2 of equal blocks).
             shape = edit_directions(base, c.genome)
-            view = tuple(sorted((k, round(v, 9)) for k, v in architecture_features(c.genome).items()))
+            view = _feature_view(c.genome)
             if shape in seen or view in seen or c.genome.key() in seen:
                 continue
             seen.update((shape, view))
@@ -819,7 +824,7 @@ class Advisor:
         pool: list[Candidate] = []
         views: set[tuple] = set()
         for c in candidates:
-            view = tuple(sorted((k, round(v, 9)) for k, v in architecture_features(c.genome).items()))
+            view = _feature_view(c.genome)
             if view in views or view in seen or c.genome.key() in seen:
                 continue
             views.add(view)

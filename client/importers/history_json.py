@@ -144,13 +144,21 @@ def _document(doc: Any) -> Any:
     return doc
 
 
-def _load(path: Path) -> Any:
+def _parse(path: Path) -> Any:
+    """The document in ``path``; :class:`ImportFormatError` when it is not JSON or not UTF-8."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            return None
         with open_text(path) as f:
             return _document(json.load(f))  # Python's json reads the bare NaN / Infinity that Python's json writes
-    except (OSError, UnicodeDecodeError, EOFError, ValueError):
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(path, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(path, "file", f"not UTF-8 text: {exc.reason}") from None
+
+
+def _load(path: Path) -> Any:
+    try:
+        return None if path.stat().st_size > MAX_BYTES else _parse(path)
+    except (OSError, EOFError, ImportFormatError):
         return None
 
 
@@ -162,7 +170,7 @@ def _inner_rows(doc: Any) -> tuple[list[Mapping[str, Any]], dict[str, Any]] | No
     found = [v for v in doc.values() if _rows_of(v) is not None]
     if len(found) != 1:
         return None
-    scalars = {k: v for k, v in _flatten({k: v for k, v in doc.items() if not isinstance(v, list)}).items()}
+    scalars = _flatten({k: v for k, v in doc.items() if not isinstance(v, list)})
     return found[0], {k: v for k, v in scalars.items() if isinstance(v, (int, float, str, bool))}
 
 
@@ -187,8 +195,7 @@ def _split_names(series: dict[str, list], stem: str) -> dict[str, list]:
     >>> list(_split_names({"train": [1, 0.8, 0.7]}, "history"))  # the file does not say: kept
     ['train']
     """
-    low = stem.lower()
-    said = [what for what, words in (("loss", ("loss",)), ("acc", ("acc",))) if any(w in low for w in words)]
+    said = [what for what in ("loss", "acc") if what in stem.lower()]
     if len(said) != 1:
         return series
     return {f"{k}_{said[0]}" if k.lower() in _SPLITS else k: v for k, v in series.items()}
@@ -213,22 +220,16 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     Raises :class:`ImportFormatError` when the file is not JSON or has no series.
     """
     path = Path(path)
-    try:
-        with open_text(path) as f:
-            doc = _document(json.load(f))
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(path, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ImportFormatError(path, "file", f"not UTF-8 text: {exc.reason}") from None
+    doc = _parse(path)
     stem = strip_gz(path.name).removesuffix(".json")
     run = ImportedRun(FORMAT, path, key=str(path), name=meaningful_name(path.parent, leaf=stem, parts=1))
     builder = RunBuilder(run)
     if (rows := _rows_of(doc)) is not None:
-        return [_read_rows(path, rows, run, builder, canonical, problems)]
-    if (inner := _inner_rows(doc)) is not None and series_of(doc) is None:
-        run.hyperparameters = inner[1]
-        return [_read_rows(path, inner[0], run, builder, canonical, problems)]
+        return [_read_rows(rows, builder, canonical)]
     found = series_of(doc)
+    if found is None and (inner := _inner_rows(doc)) is not None:
+        run.hyperparameters = inner[1]
+        return [_read_rows(inner[0], builder, canonical)]
     if found is None:
         raise ImportFormatError(path, "file", "no training history: expected lists of numbers by metric name, or a "
                                 "list of per-epoch objects")  # fmt: skip
@@ -250,7 +251,7 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
         if m != n:
             spread.append(f"{name} ({m} of {n})")
         for i, value in enumerate(values):
-            number = _number(value) if value is not None else None
+            number = _number(value)
             if number is not None:
                 builder.add(steps[_position(i, m, n) if m != n else i], name, number)
     run.hyperparameters = {k: v for k, v in scalars.items() if k.rsplit("/", 1)[-1] not in EPOCH_KEYS}
@@ -263,9 +264,7 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     return [built]
 
 
-def _read_rows(
-    path: Path, rows: list[Mapping[str, Any]], run: ImportedRun, builder: RunBuilder, canonical: bool, problems: Problems
-) -> ImportedRun:
+def _read_rows(rows: list[Mapping[str, Any]], builder: RunBuilder, canonical: bool) -> ImportedRun:
     keys = [k for r in rows for k in r]
     index = next((k for k in EPOCH_KEYS if k in keys), None)
     steps = _steps_from([r.get(index) for r in rows]) if index else None
@@ -276,7 +275,7 @@ def _read_rows(
         for key, value in row.items():
             if key == index:
                 continue
-            number = _number(value) if value is not None else None
+            number = _number(value)
             if number is not None:
                 values[key] = number
         builder.add_row(steps[i], values)

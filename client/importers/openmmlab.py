@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from runwatch.client.importers.base import STRICT, ImportFormatError, Problems, parse_step
 
@@ -59,13 +59,12 @@ def shape(rows: Sequence[Row]) -> str | None:
     return None
 
 
-class Placed:
+class Placed(NamedTuple):
     """Rows with a ``step`` on one iteration axis, and what was done to get there (:func:`place`)."""
 
-    def __init__(self, rows: list[Row], notes: list[str], hyperparameters: dict[str, Any]) -> None:
-        self.rows = rows
-        self.notes = notes
-        self.hyperparameters = hyperparameters
+    rows: list[Row]
+    notes: list[str]
+    hyperparameters: dict[str, Any]
 
 
 def _validation_values(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -428,8 +428,9 @@ def read(
             raise ImportFormatError(path, "line 1", "empty file: expected a header with a 'step' column") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ImportFormatError(path, "line 1", f"not CSV text: {exc}") from None
-        by_position = index_column(header, indexes) is None and indexes is None and positional(path)
-        if index_column(header, indexes) is None and not by_position:
+        index = index_column(header, indexes)
+        by_position = index is None and indexes is None and positional(path)
+        if index is None and not by_position:
             raise _no_index(path, "line 1", header, indexes)
         if sorted(header) == ["Step", "Value", "Wall time"]:
             header[header.index("Value")] = tensorboard_tag(path)
@@ -440,6 +441,6 @@ def read(
             built.notes.append("no step or epoch column (a history written without its index): rows in order, from 0")
             return [built]
         built = read_rows(path, rows, header, run, canonical, problems, indexes)
-        if index_column(header, indexes) in PANDAS_INDEX:
+        if index in PANDAS_INDEX:
             built.notes.append("indexed by pandas' index column (each row one epoch, from 0)")
         return [built]
