@@ -423,22 +423,26 @@ def _spike_column(
 
 # ------------------------------------------------------------------- divergence
 
-DIVERGENCE_SCALARS = 12
+DIVERGENCE_SCALARS = 14
 """end, smoothed loss, slowly smoothed loss, its minimum, initial level, points since the minimum,
 rising streak, hits, gradient writes, values in a row at ``shift_ratio`` x the reference, the
 learning rate as the slow level sees it (a slow EWMA that follows a fall at once) and its value
-when the slow level reached its minimum (NaN: unknown); then four rings of ``window``: loss steps
-and values, gradient steps and values."""
+when the slow level reached its minimum (NaN: unknown), the first loss step, and whether the log
+starts mid-run (1: its first loss is not the run's initial level); then four rings of ``window``:
+loss steps and values, gradient steps and values."""
+MID_RUN_GAPS = 10
+"""A loss log whose first step is more than this many of its first gaps into the run starts mid-run
+(a resumed run, an excerpt): its first value says nothing of the run's initial level."""
 DIVERGENCE_OUT = 11
 """Per firing position: index in the loss column, loss log-slope, R², gradient log-slope,
-span, loss / reference, loss climbs (0/1), gradient climbs (0/1), loss / initial level,
-loss values in a row at ``shift_ratio`` x the reference, learning rate now / at the
+span, loss / reference, loss climbs (0/1), gradient climbs (0/1), loss / initial level (NaN: a log
+that starts mid-run, whose initial level is unknown), loss values in a row at ``shift_ratio`` x the reference, learning rate now / at the
 reference minimum (NaN: unknown)."""
 
 
 def divergence_state(window: int) -> np.ndarray:
     state = np.zeros(DIVERGENCE_SCALARS + 4 * window)
-    state[DIVERGENCE_SCALARS - 2 : DIVERGENCE_SCALARS] = math.nan  # no learning rate seen
+    state[10:12] = math.nan  # no learning rate seen
     return state
 
 
@@ -486,6 +490,9 @@ def divergence(
     says when it is also back above the initial level (``shift_ratio`` 0:
     never): the loss jumped, stayed up and lost all its progress; or when it
     has stayed there for ``shift_patience`` values: the loss jumped and stayed up.
+    A log that starts mid-run (its first step more than ``MID_RUN_GAPS`` of its
+    first gaps in) has no initial level to lose progress against: only the
+    second way counts there.
     ``loss_lr`` is the learning rate in effect at each loss value (NaN: not logged); the
     finding compares it with the rate the slow level had seen at its minimum.
     """
@@ -501,6 +508,8 @@ def divergence(
     up = int(state[9])
     lr_slow = float(state[10])
     lr_at_min = float(state[11])
+    first_step = float(state[12])
+    mid_run = state[13] != 0.0
     base = DIVERGENCE_SCALARS
     steps = state[base : base + w]
     vals = state[base + w : base + 2 * w]
@@ -538,7 +547,10 @@ def divergence(
                 s_min = value
                 peak = value
                 lr_at_min = lr_slow
+                first_step = step
                 continue
+            if end == 2:
+                mid_run = first_step > MID_RUN_GAPS * (step - first_step) and first_step > 0
             prev = s
             s += alpha * (value - s)
             s2 += alpha2 * (value - s2)
@@ -589,7 +601,7 @@ def divergence(
             loss_climbs = slope >= min_slope and r2 >= min_r2
             grad_climbs = g_slope >= g_min_slope and g_r2 >= min_r2
             # all progress lost, or the loss has stayed shift_ratio x up for shift_patience values
-            shifted = up > 0 and (s >= peak or up >= shift_patience)
+            shifted = up > 0 and ((s >= peak and not mid_run) or up >= shift_patience)
             if not (loss_climbs or grad_climbs or shifted):
                 hits = 0
                 continue
@@ -604,7 +616,7 @@ def divergence(
             out[nf, 5] = s / ref
             out[nf, 6] = 1.0 if loss_climbs else 0.0
             out[nf, 7] = 1.0 if grad_climbs else 0.0
-            out[nf, 8] = s / peak if peak > 0.0 else math.inf
+            out[nf, 8] = math.nan if mid_run else s / peak if peak > 0.0 else math.inf
             out[nf, 9] = up
             out[nf, 10] = lr_now / lr_at_min if lr_at_min > 0.0 else math.nan
             nf += 1
@@ -630,6 +642,8 @@ def divergence(
     state[9] = up
     state[10] = lr_slow
     state[11] = lr_at_min
+    state[12] = first_step
+    state[13] = 1.0 if mid_run else 0.0
     return nf
 
 

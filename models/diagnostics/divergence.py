@@ -205,10 +205,13 @@ class DivergenceDiagnostic(Diagnostic):
     def load_state_dict(self, snapshot: dict) -> bool:
         if not super().load_state_dict(with_default(snapshot, "_lr", [math.nan])):
             return False
-        if len(self._state) == DIVERGENCE_SCALARS - 3 + 4 * self.config.window:
-            # from before the row at shift_ratio x the reference and the learning rate were kept (the last three
-            # scalars): no row yet, the learning rate unknown
-            self._state = np.insert(self._state, DIVERGENCE_SCALARS - 3, [0.0, math.nan, math.nan])
+        if len(self._state) == 9 + 4 * self.config.window:
+            # from before the row at shift_ratio x the reference and the learning rate were kept (scalars 9-11):
+            # no row yet, the learning rate unknown
+            self._state = np.insert(self._state, 9, [0.0, math.nan, math.nan])
+        if len(self._state) == 12 + 4 * self.config.window:
+            # from before the first loss step was kept (scalars 12-13): the log taken to start at the run's start
+            self._state = np.insert(self._state, 12, [0.0, 0.0])
         return len(self._state) == DIVERGENCE_SCALARS + 4 * self.config.window
 
     def observe_block(self, block: MetricBlock) -> list[Finding]:

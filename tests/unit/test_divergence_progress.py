@@ -104,11 +104,42 @@ def test_a_checkpoint_from_before_the_new_state_restores_and_continues() -> None
     d = DivergenceDiagnostic()
     d.observe_block(first)
     assert len(d._state) == DIVERGENCE_SCALARS + 4 * d.config.window
-    # as written before the row at 3x and the learning rate were kept: three scalars fewer, no "_lr"
-    old = dict(d.state_dict())
-    old["state"] = {"_state": encode(np.delete(d._state, range(DIVERGENCE_SCALARS - 3, DIVERGENCE_SCALARS)))}
-    restored = DivergenceDiagnostic()
-    assert restored.load_state_dict(old)
-    assert len(restored._state) == len(d._state) and math.isnan(restored._lr[0])
-    assert [f.step for f in restored.observe_block(rest) if f.severity >= Severity.WARNING]
+    # as written before the first loss step was kept (two scalars fewer), and before that, before the row at 3x
+    # and the learning rate were kept (three more fewer, no "_lr")
+    for dropped in (range(12, 14), range(9, 14)):
+        old = dict(d.state_dict())
+        old["state"] = {"_state": encode(np.delete(d._state, dropped))}
+        restored = DivergenceDiagnostic()
+        assert restored.load_state_dict(old)
+        assert len(restored._state) == len(d._state) and math.isnan(restored._lr[0])
+        assert [f.step for f in restored.observe_block(rest) if f.severity >= Severity.WARNING]
     assert not DivergenceDiagnostic().load_state_dict(dict(old, state={"_state": encode(np.zeros(5))}))
+
+
+# A real excerpt (a training history saved from step 17,025, every 25 steps): converged near 0.02, one logged
+# loss 27x up that is back within 0.05 two values later.
+_EXCERPT = [0.032, 0.0252, 0.0255, 0.0225, 0.0218, 0.0213, 0.0214, 0.0205, 0.0193, 0.0195, 0.0231, 0.0198, 0.0176,
+            0.0188, 0.0144, 0.0138, 0.0183, 0.0191, 0.0172, 0.0173, 0.0142, 0.0157, 0.0182, 0.0147, 0.0122, 0.3356,
+            0.0606, 0.0408, 0.0285, 0.0229, 0.0187, 0.0171, 0.0154, 0.0114, 0.0119, 0.011]
+
+
+def _alerts_on(first_step: int, values: list[float], gap: int = 25) -> list:
+    d = DivergenceDiagnostic()
+    steps = [first_step + gap * i for i in range(len(values))]
+    found = d.observe_block(MetricBlock.from_rows(steps, [0.0] * len(values), [{"loss": v} for v in values]))
+    return [f for f in found if f.severity >= Severity.WARNING]
+
+
+def test_a_log_that_starts_mid_run_has_no_initial_level_to_lose() -> None:
+    # From its first value, the smoothed level after the spike is back above where the log began; from step 17,025
+    # that is not where the run began, so "all progress lost" cannot be said.
+    assert _alerts_on(0, _EXCERPT), "from the run's start: back above the initial level"
+    assert not _alerts_on(17025, _EXCERPT)
+    assert _alerts_on(250, _EXCERPT), "10 gaps in: still taken as the run's start"
+
+
+def test_a_log_that_starts_mid_run_still_reports_a_jump_that_stays_up() -> None:
+    stays = _EXCERPT[:25] + [0.3] * 20
+    alerts = _alerts_on(17025, stays)
+    assert alerts and "has stayed 3x above it for" in alerts[0].explanation
+    assert alerts[0].step - (17025 + 25 * 25) >= 25 * 9  # after shift_patience values up, not at the jump
