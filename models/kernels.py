@@ -1280,6 +1280,8 @@ def overfitting(
 ) -> int:
     """Validation loss rising above its best while the (EWMA-smoothed) training loss keeps falling.
 
+    The validation-to-training ratio must also have grown ``1 + gap_thr`` x since the best.
+
     Training and validation values are visited in event order
     (:func:`_x_first`); a training value only updates the EWMA, a validation
     value decides. ``alpha`` is the EWMA weight per step: a value logged ``g``
@@ -1352,7 +1354,7 @@ def overfitting(
             and tr_n
             and train <= keep * train_at_best
             and train > 0.0
-            and (value - train) > gap_thr * train
+            and value * train_at_best > (1.0 + gap_thr) * best * train
         ):
             run = 0
             continue

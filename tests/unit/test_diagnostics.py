@@ -1118,7 +1118,7 @@ def test_overfitting_on_a_log_written_every_750_steps_follows_its_training_loss(
     d = OverfittingDiagnostic()
     found = d.observe_block(block) + d.on_end()
     assert found and max(f.severity for f in found) >= Severity.WARNING
-    assert found[-1].explanation.startswith("val/loss 0.99 is 183% above its best 0.35 (step 750) for 3 validation points")
+    assert found[-1].explanation.startswith("val/loss 0.99 is 183% above its best 0.35 (step 750) for 4 validation points")
     # Weighted per value instead (the old smoothing), the training loss had hardly moved: nothing before the
     # last two evaluations (which the end of the run then reports, end_patience).
     per_value = OverfittingDiagnostic(OverfittingConfig(max_weight=0.05))
@@ -1281,3 +1281,22 @@ def test_a_vanishing_layer_after_the_loss_fell_tenfold_is_info_through_the_defau
     learned, stuck = alerts(True), alerts(False)
     assert learned and all(a.finding.severity == Severity.INFO for a in learned)
     assert stuck and max(a.finding.severity for a in stuck) >= Severity.WARNING
+
+
+def test_overfitting_of_a_net_that_evaluates_below_its_training_loss() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    # A real Keras history (an image classifier with augmentation, 10 epochs): the validation loss sits below the
+    # training loss, is best at epoch 7 and nearly doubles in the last two while the training loss keeps falling.
+    # SageMaker's absolute gap ((val - train) / train > 0.1) never opens; the gap val / train widened 2.6x (0.375x -> 0.98x).
+    train = [0.6104, 0.3111, 0.19, 0.1219, 0.0818, 0.0668, 0.0683, 0.042, 0.0393, 0.0402]
+    val = [0.4128, 0.1709, 0.1202, 0.1313, 0.0499, 0.0329, 0.0458, 0.0246, 0.0461, 0.0454]
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, val)]
+    d = OverfittingDiagnostic()
+    found = d.observe_block(MetricBlock.from_rows(range(10), [0.0] * 10, rows)) + d.on_end()
+    assert [(f.step, f.severity) for f in found] == [(9, Severity.WARNING)]
+    assert "val/train gap 0.98x (was 0.375x at the best); the run ended so" in found[0].explanation
+    # The same run evaluated once more, back at its best: not overfit.
+    d = OverfittingDiagnostic()
+    rows.append({"loss": 0.038, "val/loss": 0.0240})
+    assert not d.observe_block(MetricBlock.from_rows(range(11), [0.0] * 11, rows)) + d.on_end()
