@@ -23,13 +23,15 @@ validation metric, ``val/loss``, which Lightning writes so when validation also
 logs per step):
 
 - training loss: ``train_loss``, ``train/loss``, ``training_loss``,
-  ``loss/train``, ``Loss/train``, and a script's list ``train_losses`` -> ``loss``; so is the total of a multi-part
+  ``loss/train``, ``Loss/train``, ``loss_train``, ``tr_loss``, and a script's list ``train_losses`` -> ``loss``; so
+  is the total of a multi-part
   loss: ``total_loss`` (detectron2), ``loss/train/total`` (Composer),
   ``reduced_train_loss`` (NeMo), ``loss_total``, ``loss/total``, while its parts
   (``loss_cls``, ``train/box_loss``) keep their names
-- validation: prefixes ``val_``, ``valid_``, ``validation_``, ``eval_``,
+- validation: prefixes ``val_``, ``valid_``, ``validation_``, ``eval_``, ``va_``,
   ``val/``, ``eval/``, ``valid/``, ``validation/`` and suffixes ``/val``,
-  ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, where ``acc`` and
+  ``/valid``, ``/validation``, ``/eval`` -> ``val/<base>``, and ``_val``, ``_valid`` after a loss or an
+  accuracy (``loss_val``), where ``acc`` and
   ``accuracy`` (and the lists' ``accs``, ``accuracies``) become ``acc`` (``eval_accuracy`` -> ``val/acc``) and
   ``total_loss`` and ``losses`` become ``loss`` (``val/total_loss``, ``val_losses`` -> ``val/loss``)
 - Keras's TensorBoard callback: ``epoch_loss``, ``batch_loss`` -> ``loss``,
@@ -61,6 +63,8 @@ Examples
 ['val/loss', 'val/acc', 'train_loss_epoch']
 >>> [canonical_name(n) for n in ["train_losses", "val_losses", "val_accs", "valid_accuracies", "train_accs"]]
 ['loss', 'val/loss', 'val/acc', 'val/acc', 'train_accs']
+>>> [canonical_name(n) for n in ["tr_loss", "va_loss", "loss_train", "loss_val", "acc_valid", "clip_val"]]
+['loss', 'val/loss', 'loss', 'val/loss', 'val/acc', 'clip_val']
 """
 
 from __future__ import annotations
@@ -77,19 +81,22 @@ from runwatch.models.loss_parts import joined_name, part_totals, sum_columns
 
 __all__ = ["DetectorNames", "canonical_name", "is_score_metric", "rename_map", "safe_name"]
 
-_VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/")
+_VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/", "va_")
 _VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
 _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss",
                # the total of a multi-part loss: detectron2, Composer, NeMo (mean over data-parallel ranks)
                "total_loss", "loss_total", "loss/total", "train/total_loss", "train_total_loss", "loss/train/total",
                "reduced_train_loss",
                # a script's own lists, named for what they collect (train_losses.append(loss.item()))
-               "train_losses", "training_losses", "train/losses"}
+               "train_losses", "training_losses", "train/losses",
+               # the split abbreviated, or named after the loss
+               "tr_loss", "trn_loss", "loss_train", "loss_tr", "loss_trn"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
 _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
 # Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter
 _LIGHTNING_GRAD = re.compile(r"grad_2(?:\.0)?_norm(?:(_total)|/(.+))")
 _TRAIN_PREFIXES = ("train/", "training/", "train_")
+_SPLIT_LAST = re.compile(r"(loss|losses|acc|accuracy|accs|accuracies)_(?:val|valid|validation|va)")
 _GRAD_NORM = ("gradient_norm", "grad_norm_total", "total_grad_norm", "grad_norm", "global_grad_norm", "grad-norm",
               "gradnorm")
 _LR = re.compile(r"lr-[A-Za-z0-9_.]+")
@@ -142,6 +149,9 @@ def canonical_name(name: str) -> str:
     for sfx in _VAL_SUFFIXES:
         if low.endswith(sfx) and len(stem) > len(sfx):
             return "val/" + _base(stem[: -len(sfx)].rstrip("/"))
+    split_last = _SPLIT_LAST.fullmatch(low)
+    if split_last is not None:  # loss_val, acc_valid: only for a loss or an accuracy ("clip_val" is a setting)
+        return "val/" + _base(split_last.group(1))
     return stem if stem != name and stem == "loss" else name
 
 

@@ -159,6 +159,7 @@ _ALIASES = {
     "avg_loss": "loss", "avg loss": "loss", "average loss": "loss", "average_loss": "loss", "mean loss": "loss",
     "mean_loss": "loss", "running loss": "loss", "running_loss": "loss",
     "grdn": "grad_norm", "updt_s": "step_time", "data_s": "data_time",  # LeRobot's training line
+    "tr_loss": "loss", "trn_loss": "loss",  # abbreviated splits ("tr_loss 0.32 va_loss 0.43")
 }
 # (name, scale): units written in the key.
 _SCALED = {
@@ -170,6 +171,7 @@ _SCALED = {
 _PHASES = (
     ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
     ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
+    ("va_", "val/"),
 )
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
 _METRIC_WORD = re.compile(
@@ -1300,6 +1302,9 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         metrics["loss"] = _value(litgpt.group(1))
         if litgpt.group(2) is not None:
             metrics["val/loss"] = _value(litgpt.group(2))
+    elif "loss" not in metrics and "val/loss" not in metrics:
+        for name, loss in _split_losses(line).items():
+            metrics.setdefault(name, loss)
     if not metrics:
         # an epoch line alone ("Epoch 3/30"), or CycleGAN's "End of epoch 4 / 100 \t Time Taken: 95 sec": the epoch of
         # the lines that follow
@@ -1334,6 +1339,49 @@ _BRACKET_FIELD = re.compile(r"\[\s*([A-Za-z][\w ]{0,30}?)\s*:\s*(" + _NUM + r")\
 _VISUALIZER = re.compile(r"^\s*\(epoch:\s*(\d+),\s*iters:\s*(\d+),[^)]*\)\s+(?=[A-Za-z])")
 _DARKNET = re.compile(r"^\s*(\d+):\s*(" + _NUM + r"),\s*(" + _NUM + r") avg(?: loss)?,\s*(" + _NUM + r") rate,\s*(" + _NUM
                       + r") seconds,\s*\d+ images")
+# A loss printed per split without "loss" in its key: "Epoch 001: train=2.5584, val=2.3731, ppl=10.73" (bare split
+# names, read only with a training and a held-out value both), "Loss: Train 0.32 Val 0.43", "loss (val): 0.43". The
+# values must be written as decimals (or nan/inf): "train: 50000, val: 10000" are the splits' sizes.
+_SPLIT = r"(train(?:ing)?|val(?:id(?:ation)?)?|eval|test)"
+_DECIMAL = r"[-+]?(?:\d*\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)|[nN][aA][nN]|[iI][nN][fF]"
+_BARE_SPLIT = re.compile(r"(?<![\w./(])" + _SPLIT + r"\s*[:=]\s*(" + _DECIMAL + r")" + _END, re.IGNORECASE)
+_LOSS_THEN_SPLITS = re.compile(
+    r"\bloss\s*[:=]?\s*" + _SPLIT + r"\s*[:=]?\s*(" + _DECIMAL + r")" + _END
+    + r"(?:\s*[,;|/]?\s*" + _SPLIT + r"\s*[:=]?\s*(" + _DECIMAL + r")" + _END + r")?",
+    re.IGNORECASE,
+)
+_LOSS_OF_SPLIT = re.compile(r"\bloss\s*\(\s*" + _SPLIT + r"\s*\)\s*[:=]?\s*(" + _DECIMAL + r")" + _END, re.IGNORECASE)
+_SPLIT_LOSS = {"train": "loss", "training": "loss", "val": "val/loss", "valid": "val/loss", "validation": "val/loss",
+               "eval": "val/loss", "test": "test/loss"}
+
+
+def _split_losses(line: str) -> dict[str, float]:
+    """The losses a line prints per split under the split's name alone (see ``_BARE_SPLIT``), first value per split.
+
+    >>> _split_losses("Epoch 001: train=2.5584, val=2.3731, ppl=10.73 [BEST]")
+    {'loss': 2.5584, 'val/loss': 2.3731}
+    >>> _split_losses("Epoch 3 | Loss: Train 0.32 Val 0.43 | Acc: Train 0.88 Val 0.85")
+    {'loss': 0.32, 'val/loss': 0.43}
+    >>> _split_losses("Epoch [3/10] Loss (train): 0.32 Loss (val): 0.43"), _split_losses("epoch 1 train: 50000, val: 10000")
+    ({'loss': 0.32, 'val/loss': 0.43}, {})
+    """
+    out: dict[str, float] = {}
+    low = line.lower()
+    if "loss" in low:
+        for m in _LOSS_THEN_SPLITS.finditer(line):
+            for split, raw in ((m.group(1), m.group(2)), (m.group(3), m.group(4))):
+                if split is not None:
+                    out.setdefault(_SPLIT_LOSS[split.lower()], _value(raw))
+        for m in _LOSS_OF_SPLIT.finditer(line):
+            out.setdefault(_SPLIT_LOSS[m.group(1).lower()], _value(m.group(2)))
+        if out:
+            return out
+    bare: dict[str, float] = {}
+    for m in _BARE_SPLIT.finditer(line):
+        bare.setdefault(_SPLIT_LOSS[m.group(1).lower()], _value(m.group(2)))
+    return bare if "loss" in bare and len(bare) > 1 else {}
+
+
 _LOSS_AT_STEP = re.compile(r"\b(?:([A-Za-z]+) )?loss at step\s+(\d+)\s*:\s*(" + _NUM + r")" + _END, re.IGNORECASE)
 
 
@@ -1502,6 +1550,29 @@ def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
     phase = "" if word.startswith("train") else ("test/" if word == "test" else "val/")
     metrics = _pairs(line[m.end() :], phase, keep=_metric_like)
     return _Parsed(int(m.group(2)), metrics) if metrics else None
+
+
+# A held-out evaluation's summary without a step, after the training lines: Flair's "DEV  : loss 10.39 - f-score 0.63
+# - acc 0.46" and "TEST : loss ...", "Validation loss: 0.43", "val: loss=0.43, acc=0.85". The phase word opens the
+# message (after a timestamp and a level); a letter must follow, so "Validation: 100%|###" bars are not read.
+_HELDOUT_LEAD = re.compile(
+    r"^\W*(?:\d{4}-\d\d-\d\d[ T][\d:.,]+\s*(?:[-|]\s*)?)?(?:(?:INFO|DEBUG|WARNING)\s*(?:[-:|\]]\s*)+)?"
+    r"(dev|valid(?:ation)?|val|eval(?:uation)?|test)(?:\s+set)?\s*(?:[:|-]\s*|\s+(?=loss\b))(?=[A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A step-less evaluation line (``_HELDOUT_LEAD``) reports at the run's current step, once the log has steps."""
+    if x.last_step < 0 and x.pending is None:
+        return None
+    m = _HELDOUT_LEAD.match(line)
+    if m is None:
+        return None
+    phase = "test/" if m.group(1).lower() == "test" else "val/"
+    rest = line[m.end() :]
+    metrics = _pairs(rest, phase, keep=_metric_like) or _spaced_pairs(rest, phase)
+    return _Parsed(x._current_step(), metrics) if metrics else None
 
 
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1867,7 +1938,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
-    _epoch_context, _onmt_valid, _spaced_step, _request,
+    _epoch_context, _onmt_valid, _heldout_summary, _spaced_step, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.

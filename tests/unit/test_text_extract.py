@@ -261,6 +261,43 @@ def test_two_word_keys_keep_their_phase():
     assert out == [(3, {"val/loss": 0.5, "loss": 0.45}), (1200, {"loss": 0.4521, "grad_norm": 1.23, "lr": 0.0001})]
 
 
+def test_losses_named_by_their_split_alone():
+    """A loss printed under its split's name: bare ``train=``/``val=`` keys (read only as a pair, and only decimals:
+    ``train: 50000`` is a split's size), ``Loss: Train 0.32 Val 0.43``, ``Loss (val): 0.43``, ``tr_loss``/``va_loss``."""
+    out, _ = ext([
+        "2025-11-04 10:38:56,383 - INFO - Epoch 001: train=2.5584, val=2.3731, ppl=10.73 [BEST]",
+        "2025-11-04 10:39:16,636 - INFO - Epoch 002: train=2.2996, val=2.2523, ppl=9.51 (no improve 1/10)",
+        "Epoch 3 | Loss: Train 0.32 Val 0.43 | Acc: Train 0.88 Val 0.85",
+        "Epoch [4/10] Loss (train): 0.30 Loss (val): 0.44",
+        "Epoch 5 tr_loss 0.29 va_loss 0.45",
+        "step 600 train=nan val=nan",
+    ])
+    assert out[:5] == [(1, {"ppl": 10.73, "loss": 2.5584, "val/loss": 2.3731}),
+                       (2, {"ppl": 9.51, "loss": 2.2996, "val/loss": 2.2523}),
+                       (3, {"loss": 0.32, "val/loss": 0.43}), (4, {"loss": 0.30, "val/loss": 0.44}),
+                       (5, {"loss": 0.29, "val/loss": 0.45})]
+    step, nan = out[5]  # a diverged run's NaNs are values too
+    assert step == 600 and set(nan) == {"loss", "val/loss"} and all(math.isnan(v) for v in nan.values())
+    assert ext(["epoch 1 train: 50000, val: 10000", "Epoch 2: train=0.41"])[0] == []  # sizes; a split alone
+
+
+def test_a_held_out_summary_without_a_step_reports_at_the_current_step():
+    """Flair's ``DEV  : loss ...`` / ``TEST : loss ...`` after an epoch's iterations, and the same in other words; an
+    evaluation progress bar is no summary, and before any step nothing can be placed."""
+    out, _ = ext([
+        "2024-02-01 10:00:00,100 epoch 1 - iter 120/135 - loss 16.80228248",
+        "2024-02-01 10:00:08,100 EPOCH 1 done: loss 16.7398 - lr 0.1000 - bad epochs 0",
+        "2024-02-01 10:01:04,654 DEV  : loss 10.39208508 - f-score 0.6282 - acc 0.4580",
+        "2024-02-01 10:02:02,589 TEST : loss 10.26942635 - f-score 0.5831 - acc 0.4116",
+        "2024-02-01 10:02:10,000 epoch 2 - iter 0/135 - loss 9.91",
+        "Validation: 100%|#####| 10/10 [00:01<00:00]",
+        "Validation loss: 9.12",
+    ])
+    assert out == [(120, {"loss": 16.80228248}), (120, {"val/loss": 10.39208508, "val/acc": 0.458}),
+                   (120, {"test/loss": 10.26942635, "test/acc": 0.4116}), (135, {"loss": 9.91}), (135, {"val/loss": 9.12})]
+    assert ext(["Validation loss: 9.12"])[0] == []
+
+
 def test_fields_without_colon_are_taken_only_when_unambiguous():
     out, _ = ext([
         "step 100 best loss 0.30 so far",  # a best-so-far value, not this step's loss
