@@ -65,6 +65,8 @@ Examples
 ['loss', 'val/loss', 'val/acc', 'val/acc', 'train_accs']
 >>> [canonical_name(n) for n in ["tr_loss", "va_loss", "loss_train", "loss_val", "acc_valid", "clip_val"]]
 ['loss', 'val/loss', 'loss', 'val/loss', 'val/acc', 'clip_val']
+>>> [canonical_name(n) for n in ["training.loss", "validation.loss", "val.accuracy"]]
+['loss', 'val/loss', 'val/acc']
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ from runwatch.models.loss_parts import joined_name, part_totals, sum_columns
 
 __all__ = ["DetectorNames", "canonical_name", "is_score_metric", "rename_map", "safe_name"]
 
-_VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/", "va_")
+_VAL_PREFIXES = ("validation_", "valid_", "val_", "eval_", "validation/", "valid/", "val/", "eval/", "va_",
+                 "validation.", "valid.", "val.", "eval.")
 _VAL_SUFFIXES = ("/validation", "/valid", "/val", "/eval")
 _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "loss/train", "loss/training", "trainloss",
                # the total of a multi-part loss: detectron2, Composer, NeMo (mean over data-parallel ranks)
@@ -90,7 +93,9 @@ _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "lo
                # a script's own lists, named for what they collect (train_losses.append(loss.item()))
                "train_losses", "training_losses", "train/losses",
                # the split abbreviated, or named after the loss
-               "tr_loss", "trn_loss", "loss_train", "loss_tr", "loss_trn"}
+               "tr_loss", "trn_loss", "loss_train", "loss_tr", "loss_trn",
+               # dotted, as Sacred's documentation logs them (_run.log_scalar("training.loss", ...))
+               "train.loss", "training.loss"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
 _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
 # Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter
@@ -263,6 +268,25 @@ def _claimable(name: str) -> bool:
     return name in ("loss", "lr", "grad_norm") or name.startswith("val/") or "#" in name
 
 
+_TEST_LOSS = {"test_loss", "test/loss", "loss/test", "test loss", "test_losses", "testing_loss", "testing/loss",
+              "test.loss"}
+
+
+def test_set_loss(names: Iterable[str]) -> str | None:
+    """A run's held-out loss named for a test set, to be its ``val/loss`` when no name is a validation loss.
+
+    Scripts and research code (DETR's ``log.txt``, many Keras and PyTorch histories) evaluate on a held-out
+    set they call "test" every epoch; without this the overfitting rule read no held-out loss on such runs.
+
+    >>> test_set_loss(["train_loss", "test_loss", "test_acc"]), test_set_loss(["loss", "val_loss", "test_loss"])
+    ('test_loss', None)
+    """
+    names = list(names)
+    if any(canonical_name(n) == "val/loss" for n in names) or first_evaluation_set_loss(names) is not None:
+        return None
+    return next((n for n in sorted(names) if n.lower() in _TEST_LOSS), None)
+
+
 class _Plan(NamedTuple):
     """How :class:`DetectorNames` turns one layout of names into the detectors' block."""
 
@@ -339,7 +363,7 @@ class DetectorNames:
 
     def _plan(self, names: tuple[str, ...]) -> _Plan | None:
         new = [n for n in names if n not in self.mapping]
-        first_set = first_evaluation_set_loss(new) if "val/loss" not in self._taken else None
+        first_set = (first_evaluation_set_loss(new) or test_set_loss(new)) if "val/loss" not in self._taken else None
         for n in sorted(new, key=lambda n: (canonical_name(n) != n, n)):
             target = canonical_name(n) if n != first_set else "val/loss"
             if target in self._taken:

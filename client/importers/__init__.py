@@ -15,6 +15,8 @@ Formats (``fmt``):
 ``history``     a training history saved as one JSON document: a Keras ``History.history``
                 dump or a script's dict of lists (``{"loss": [...], "val_loss": [...]}``),
                 or a list of per-epoch objects; see :mod:`.history_json`
+``dvclive``     DVCLive's output folder (``dvclive/plots/metrics/train/loss.tsv``, ...): one
+                run; see :mod:`.dvclive`
 ``text``        a text log (``.log``, ``.txt``, ``.out``, any UTF-8 text file) or
                 JSON Lines of log records (``{"time", "level", "text"}``): its lines
 ==============  ================================================================
@@ -41,6 +43,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runwatch.client.importers import (
+    dvclive,
     hf_trainer_state,
     history_json,
     lightning_csv,
@@ -55,7 +58,7 @@ from runwatch.client.importers.util import strip_gz
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
-FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "history", "text")
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "history", "dvclive", "text")
 # Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export, the names
 # Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv, detectron2's metrics.json (JSON Lines
 # with an iteration key) and OpenMMLab's JSON logs; other tables only with --format wide (a folder holds data CSVs too).
@@ -156,9 +159,18 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
     if fmt == "mlflow":
         raise ImportFormatError(path, "folder", "not an MLflow file store")
     items: list[tuple[str, Path | list[Path]]] = []
+    live_roots: dict[Path, bool] = {}  # DVCLive folders met in the walk: whether each is one
     event_dirs: dict[Path, list[Path]] = {}
     experiments: set[Path] = set()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        live = dvclive.root_of(f) if fmt in ("auto", "dvclive") and f.suffix == ".tsv" else None
+        if live is not None:
+            if live not in live_roots:
+                live_roots[live] = dvclive.looks_like(live)
+                if live_roots[live]:
+                    items.append(("dvclive", live))
+            if live_roots[live]:
+                continue
         if fmt == "auto" and f.name == "meta.yaml" and (f.parent / "metrics").is_dir():
             experiments.add(f.parent.parent)  # an MLflow run folder: read its experiment
         elif fmt in ("auto", "tensorboard") and tensorboard.is_event_file(f):
@@ -194,7 +206,7 @@ def _nothing_found(fmt: str) -> str:
     return (
         "no logs found below it (looked for events.out.tfevents.*, metrics.csv, trainer_state.json, MLflow runs, "
         "wandb-history.jsonl, Keras CSVLogger files named training_log.csv / history.csv, training histories saved "
-        "as JSON (*history*.json), long-format .csv/.jsonl "
+        "as JSON (*history*.json), DVCLive folders (plots/metrics/*.tsv), long-format .csv/.jsonl "
         "with step, metric, value, and *.log; "
         "--format reads other files, e.g. --format text for .txt logs)"
     )
@@ -228,6 +240,7 @@ def read(
             "jsonl": long_format.read_jsonl,
             "wide": wide_table.read,
             "history": history_json.read,
+            "dvclive": dvclive.read,
             "text": text_log.read,
         }[fmt](target, canonical, problems)
     if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "history", "text"):

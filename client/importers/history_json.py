@@ -12,7 +12,9 @@ The commonest shapes, all read as one run indexed by epoch:
 - a list of per-epoch objects: ``[{"epoch": 1, "train_loss": 0.9, "val_loss": 1.0}, ...]``, also one level down
   beside the run's config (``{"config": {...}, "history": [...]}``);
 - pandas' ``DataFrame(history.history).to_json()``: each metric ``{"0": v0, "1": v1, ...}``;
-- ``json.dump(str(history.history), f)``: one JSON string holding the Python dict (read as a literal, never run).
+- ``json.dump(str(history.history), f)``: one JSON string holding the Python dict (read as a literal, never run);
+- Sacred's ``FileStorageObserver`` ``metrics.json``: each metric ``{"steps": [...], "values": [...],
+  "timestamps": [...]}``, read at its own steps and times.
 
 The step is the epoch list's value where there is one (an ``epoch`` key of the row objects, or an ``epoch``
 list as long as the longest series), else the position from 0, as Keras's ``CSVLogger`` counts. A series
@@ -28,6 +30,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -125,6 +128,35 @@ def series_of(doc: Any) -> tuple[dict[str, list], dict[str, Any], list[str]] | N
     return series, scalars, left_out
 
 
+def _stepped(doc: Any) -> dict[str, tuple[list, list, list]] | None:
+    """Sacred's ``metrics.json``: ``{name: (steps, values, timestamps)}``, or None when ``doc`` is not one.
+
+    >>> _stepped({"loss": {"steps": [0, 10], "values": [2.3, 1.9], "timestamps": ["2024-01-01T00:00:00.5"] * 2}})
+    {'loss': ([0, 10], [2.3, 1.9], ['2024-01-01T00:00:00.5', '2024-01-01T00:00:00.5'])}
+    """
+    if not isinstance(doc, dict) or not doc:
+        return None
+    out = {}
+    for name, value in doc.items():
+        if not isinstance(value, dict) or not isinstance(value.get("steps"), list) or not isinstance(value.get("values"), list):
+            return None
+        if len(value["steps"]) != len(value["values"]):
+            return None
+        times = value.get("timestamps")
+        out[name] = (value["steps"], value["values"], times if isinstance(times, list) and len(times) == len(value["values"]) else [])
+    return out
+
+
+def _wall_time(stamp: Any) -> float:
+    """Seconds since the epoch of Sacred's naive ISO timestamp (UTC, as Sacred writes it); 0.0 when unreadable."""
+    if not isinstance(stamp, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def _rows_of(doc: Any) -> list[Mapping[str, Any]] | None:
     """The per-epoch objects of a list-of-objects history, or None."""
     if not isinstance(doc, list) or len(doc) < _MIN_POINTS or not all(isinstance(r, dict) for r in doc):
@@ -180,7 +212,8 @@ def looks_like(path: Path) -> bool:
     if not strip_gz(path.name).endswith(".json"):
         return False
     doc = _load(path)
-    return series_of(doc) is not None or _rows_of(doc) is not None or _inner_rows(doc) is not None
+    return (series_of(doc) is not None or _rows_of(doc) is not None or _inner_rows(doc) is not None
+            or _stepped(doc) is not None)
 
 
 _SPLITS = ("train", "training", "val", "valid", "validation", "eval", "test")
@@ -226,6 +259,8 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     builder = RunBuilder(run)
     if (rows := _rows_of(doc)) is not None:
         return [_read_rows(rows, builder, canonical)]
+    if (stepped := _stepped(doc)) is not None:
+        return [_read_stepped(stepped, builder, canonical, path)]
     found = series_of(doc)
     if found is None and (inner := _inner_rows(doc)) is not None:
         run.hyperparameters = inner[1]
@@ -281,4 +316,18 @@ def _read_rows(rows: list[Mapping[str, Any]], builder: RunBuilder, canonical: bo
         builder.add_row(steps[i], values)
     built = builder.build(canonical)
     built.notes.append(f"history of per-epoch objects, indexed by {repr(index) if index else 'position (from 0)'}")
+    return built
+
+
+def _read_stepped(metrics: dict[str, tuple[list, list, list]], builder: RunBuilder, canonical: bool, path: Path) -> ImportedRun:
+    for name, (steps, values, times) in metrics.items():
+        for i, (step, value) in enumerate(zip(steps, values, strict=True)):
+            number, at = _number(value), _number(step)
+            if number is None or at is None or not math.isfinite(at) or at < 0 or at != int(at):
+                continue
+            builder.add(int(at), name, number, _wall_time(times[i]) if times else 0.0)
+    built = builder.build(canonical)
+    if not built.steps:
+        raise ImportFormatError(path, "file", "no training history: every metric's steps and values are empty")
+    built.notes.append("Sacred metrics, each at its own steps")
     return built

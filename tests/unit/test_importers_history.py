@@ -92,3 +92,24 @@ def test_pandas_columns_a_stringified_dict_and_one_element_lists(tmp_path):
     run = one(inner)
     assert run.steps == [1, 2, 3] and run.metrics[2] == {"loss": pytest.approx(2 / 3), "val/acc": pytest.approx(0.6)}
     assert run.hyperparameters == {"seed": 7, "lr": 0.001, "epochs": 3}  # the one config dict adds no prefix
+
+
+def test_sacred_metrics_are_read_at_their_own_steps_and_times(tmp_path):
+    # Sacred's FileStorageObserver: runs/<id>/metrics.json, each metric {"steps", "values", "timestamps"} (UTC)
+    metrics = {
+        "train.loss": {"steps": [0, 10, 20, 30], "values": [2.3, 1.9, 1.6, 1.4],
+                       "timestamps": ["2024-01-01T00:00:00.000000", "2024-01-01T00:00:10.000000",
+                                      "2024-01-01T00:00:20.000000", "2024-01-01T00:00:30.000000"]},
+        "val_loss": {"steps": [15, 30], "values": [1.8, "NaN"], "timestamps": ["2024-01-01T00:00:16", "2024-01-01T00:00:31"]},
+    }  # fmt: skip
+    path = tmp_path / "runs" / "3" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(metrics))
+    run = one(tmp_path)
+    assert run.format == "history" and run.steps == [0, 10, 15, 20, 30]
+    assert run.metrics[2] == {"val/loss": 1.8} and run.metrics[1] == {"loss": 1.9}
+    assert math.isnan(run.metrics[4]["val/loss"]) and run.metrics[4]["loss"] == 1.4
+    assert run.wall_times[:2] == [1704067200.0, 1704067210.0]
+    assert "Sacred metrics, each at its own steps" in run.notes
+    # before, the lists were read as series of their own: "val_loss/steps" a metric, values spread by position
+    assert not any("/steps" in name or "/values" in name for name in run.metric_names)

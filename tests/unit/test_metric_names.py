@@ -125,3 +125,19 @@ def test_a_run_evaluated_on_several_sets_is_watched_for_overfitting_on_the_first
         kinds.update(a.finding.kind.name for a in monitor.observe(step, 0.0, metrics))
     assert "OVERFITTING" in kinds
     assert monitor.names.source("val/loss") == val_names[0]
+
+
+@pytest.mark.parametrize("test_name", ["test_loss", "test/loss", "loss/test"])
+def test_a_run_evaluated_only_on_a_set_it_calls_test_is_watched_for_overfitting(test_name):
+    """DETR's log.txt, many scripts' histories: the held-out loss is called test_loss, with no validation loss."""
+    monitor = DiagnosticSuite(SuiteConfig(enabled=["overfitting"])).monitor("r")
+    kinds = set()
+    for step in range(300):
+        metrics = {"loss": 2.0 * 0.98**step}
+        if step % 10 == 9:
+            metrics[test_name] = 2.0 + 4.0 * max(0.0, step - 60) / 240
+        kinds.update(a.finding.kind.name for a in monitor.observe(step, 0.0, metrics))
+    assert "OVERFITTING" in kinds and monitor.names.source("val/loss") == test_name
+    both = DiagnosticSuite(SuiteConfig(enabled=["overfitting"])).monitor("r2")
+    both.observe(9, 0.0, {"loss": 1.0, "val_loss": 1.0, test_name: 1.0})
+    assert both.names.source("val/loss") == "val_loss"  # a validation loss is the held-out loss when there is one
