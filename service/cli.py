@@ -388,7 +388,7 @@ def replay(
     pace: Annotated[str, typer.Option(help="'fast' (as fast as the server acknowledges) or 'original' (the run's own timing)")] = "fast",
     speed: Annotated[float, typer.Option(min=1e-6, help="with --pace original: play this many times faster")] = 1.0,
     max_gap: Annotated[float, typer.Option(min=0.0, help="with --pace original: longest wait between two events, seconds")] = 60.0,
-    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl, wide, history, dvclive, text or spool")] = "auto",
+    format: Annotated[str, typer.Option("--format", help="auto, tensorboard, lightning, hf, mlflow, csv, jsonl, wide, history, dvclive, notebook, text or spool")] = "auto",
     keep_names: Annotated[bool, typer.Option(help="keep metric names as written (default: map train_loss -> loss, eval_loss -> val/loss, ...)")] = False,
     new_ids: Annotated[bool, typer.Option(help="replay runs the server already has, under fresh run ids")] = False,
     dry_run: Annotated[bool, typer.Option(help="read and summarise only; send nothing")] = False,

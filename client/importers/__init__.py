@@ -17,6 +17,8 @@ Formats (``fmt``):
                 or a list of per-epoch objects; see :mod:`.history_json`
 ``dvclive``     DVCLive's output folder (``dvclive/plots/metrics/train/loss.tsv``, ...): one
                 run; see :mod:`.dvclive`
+``notebook``    a Jupyter notebook (``.ipynb``): its cells' printed output as a text log;
+                see :mod:`.notebook`
 ``text``        a text log (``.log``, ``.txt``, ``.out``, any UTF-8 text file) or
                 JSON Lines of log records (``{"time", "level", "text"}``): its lines
 ==============  ================================================================
@@ -49,6 +51,7 @@ from runwatch.client.importers import (
     lightning_csv,
     long_format,
     mlflow,
+    notebook,
     tensorboard,
     text_log,
     wide_table,
@@ -58,7 +61,7 @@ from runwatch.client.importers.util import strip_gz
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportedRun", "Problems", "detect", "load", "read_all"]
 
-FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "history", "dvclive", "text")
+FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "history", "dvclive", "notebook", "text")
 # Found in a folder walk by name (and then by content: a step or epoch column): W&B's history export, the names
 # Keras's CSVLogger files usually get, Ultralytics YOLO's results.csv, detectron2's metrics.json (JSON Lines
 # with an iteration key) and OpenMMLab's JSON logs; other tables only with --format wide (a folder holds data CSVs too).
@@ -78,6 +81,8 @@ def _file_format(path: Path) -> str | None:
         return "tensorboard"
     if name == "trainer_state.json":
         return "hf"
+    if notebook.looks_like(path):
+        return "notebook"
     if name.endswith(".json") and history_json.looks_like(path):  # one document: before the JSON Lines checks
         return "history"
     if name.endswith((".jsonl", ".ndjson")) or (name.endswith(".json") and wide_table.is_json_lines(path)):
@@ -185,6 +190,8 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("wide", f))
         elif fmt == "auto" and (long := long_format.kind_of(f)):
             items.append((long, f))
+        elif fmt == "notebook" and notebook.looks_like(f):
+            items.append(("notebook", f))
         elif fmt in ("csv", "jsonl", "wide") and _file_format(f) == fmt:
             items.append((fmt, f))
         elif (fmt == "auto" and strip_gz(f.name).endswith(".log")) or (fmt == "text" and _file_format(f) == "text"):
@@ -241,9 +248,10 @@ def read(
             "wide": wide_table.read,
             "history": history_json.read,
             "dvclive": dvclive.read,
+            "notebook": notebook.read,
             "text": text_log.read,
         }[fmt](target, canonical, problems)
-    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "history", "text"):
+    if root is not None and root.is_dir() and fmt in ("tensorboard", "lightning", "hf", "wide", "history", "notebook", "text"):
         first = target[0] if isinstance(target, list) else target
         folder = first.parent
         if isinstance(target, list):
@@ -255,7 +263,7 @@ def read(
         if rel is not None:
             shown = f"{root.name}/{rel.as_posix()}" if rel.parts else root.name
             for run in runs:
-                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt in ("text", "wide", "history") else shown
+                run.label = f"{shown}/{run.name.rsplit('/', 1)[-1]}" if fmt in ("text", "wide", "history", "notebook") else shown
     return runs
 
 
