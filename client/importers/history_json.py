@@ -30,8 +30,8 @@ from __future__ import annotations
 import ast
 import json
 import math
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any

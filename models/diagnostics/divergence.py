@@ -13,7 +13,6 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 from runwatch.models.kernels import DIVERGENCE_SCALARS, divergence, divergence_state, scratch
 from runwatch.models.snapshot import with_default
 
-
 _NO_LR = np.zeros(0)
 
 

@@ -45,8 +45,8 @@ def test_a_keras_notebooks_epochs_are_its_lines_and_its_metrics(tmp_path):
     (run,) = load(path)
     lines = [x.text for x in run.lines]
     assert run.format == "notebook" and run.name == "colab/train_cnn"
-    assert lines[:2] == ["Epoch 1/4", "20/20 [==============================] - 1s 5ms/step - loss: 0.9000 - accuracy: "
-                         "0.9000 - val_loss: 0.8000 - val_accuracy: 0.8800"]
+    summary = "20/20 [==============================] - 1s 5ms/step - loss: 0.9000 - accuracy: 0.9000 - val_loss: 0.8000"
+    assert lines[:2] == ["Epoch 1/4", summary + " - val_accuracy: 0.8800"]
     assert lines[-2:] == ["ResourceExhaustedError: OOM", "ResourceExhaustedError: OOM when allocating tensor"]
     x = MetricExtractor()
     events = x.extract_many(lines) + x.flush()
