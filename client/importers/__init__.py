@@ -67,7 +67,7 @@ FORMATS = ("tensorboard", "lightning", "hf", "mlflow", "csv", "jsonl", "wide", "
 # with an iteration key) and OpenMMLab's JSON logs; other tables only with --format wide (a folder holds data CSVs too).
 _WIDE_NAMES = (
     wide_table.WANDB_HISTORY, "training_log.csv", "history.csv", "training_history.csv", "train_log.csv",
-    "results.csv", "metrics.json", "scalars.json",
+    "results.csv", "metrics.json", "scalars.json", "progress.csv", "result.json",
 )
 _HISTORY_STEMS = ("training_log", "train_log", "training_metrics", "train_metrics", "metrics", "losses", "curves")
 _WIDE_SUFFIXES = (".log.json",)  # MMCV 1.x: <timestamp>.log.json beside the text log
@@ -107,6 +107,11 @@ def _wide_by_name(path: Path) -> bool:
     name = strip_gz(path.name)
     history_table = name.endswith((".csv", ".tsv")) and "history" in name.lower()  # model_history.csv, ...
     return name in _WIDE_NAMES or name.endswith(_WIDE_SUFFIXES) or history_table
+
+
+def _ray_twin(path: Path) -> bool:
+    """A Ray Tune trial's ``result.json`` beside its ``progress.csv``: the same results twice; the table is read."""
+    return path.name == "result.json" and (path.parent / "progress.csv").is_file()
 
 
 def _history_by_name(path: Path) -> bool:
@@ -186,7 +191,7 @@ def detect(path: str | Path, fmt: str = "auto") -> list[tuple[str, Path | list[P
             items.append(("hf", f))
         elif (fmt == "history" or (fmt == "auto" and _history_by_name(f))) and history_json.looks_like(f):
             items.append(("history", f))
-        elif fmt == "auto" and _wide_by_name(f) and _file_format(f) == "wide":
+        elif fmt == "auto" and _wide_by_name(f) and not _ray_twin(f) and _file_format(f) == "wide":
             items.append(("wide", f))
         elif fmt == "auto" and (long := long_format.kind_of(f)):
             items.append((long, f))

@@ -12,7 +12,11 @@ What many tools write when they write a table:
   first placed on one iteration axis by :mod:`runwatch.client.importers.openmmlab`;
 - a script's own table (``iteration,loss,lr`` or ``global_step\\tloss``);
 - TensorBoard's "Download CSV" of one scalar (``Wall time,Step,Value``): the metric is
-  named after the file's tag (``run-version_0-tag-train_loss.csv`` -> ``train_loss``).
+  named after the file's tag (``run-version_0-tag-train_loss.csv`` -> ``train_loss``);
+- a Ray Tune trial's ``progress.csv`` / ``result.json`` (``training_iteration``, the trial's metrics, Ray's own
+  bookkeeping such as ``trial_id`` and ``time_total_s``, left out, and its ``config/<name>`` columns, read as the
+  run's hyperparameters);
+- Stable-Baselines3's ``progress.csv`` (``time/total_timesteps``, ``rollout/ep_rew_mean``, ``train/loss``...).
 
 The step is the first of :data:`INDEX_COLUMNS` the header has; without any, a table
 indexed by ``epoch`` (Keras) uses the epoch as its step. The wall clock is the first
@@ -71,6 +75,8 @@ INDEX_COLUMNS = (
     "iteration",
     "iter",
     "Step",
+    "training_iteration",  # Ray Tune / Ray Train results
+    "time/total_timesteps",  # Stable-Baselines3's progress.csv
 )
 EPOCH_COLUMN = "epoch"
 # pandas' DataFrame.to_csv() writes its index first under an empty name (read back by pandas as "Unnamed: 0"):
@@ -111,7 +117,30 @@ def _no_index(path: Path, position: str, header: Sequence[str], indexes: Sequenc
     return ImportFormatError(path, position, f"no 'step' column in the header {list(header)[:8]}{also}")
 
 
+# Ray's own columns in a trial's results: where and when it ran, not what it measured
+_RAY_BOOKKEEPING = frozenset({
+    "done", "trial_id", "date", "pid", "hostname", "node_ip", "experiment_id", "experiment_tag", "time_total_s",
+    "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "episodes_total",
+    "should_checkpoint", "checkpoint_dir_name", "warmup_time",
+})
+_RAY_CONFIG = "config/"
+
+
+def _setting(cell: Any) -> Any:
+    """A config cell as its value: a CSV's ``"0.01"`` is the number 0.01, ``"relu"`` stays a string."""
+    if not isinstance(cell, str):
+        return cell
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
 def _is_metric(name: str, index: str, clock: str | None) -> bool:
+    if index == "training_iteration" and (name in _RAY_BOOKKEEPING or name.startswith(_RAY_CONFIG)):
+        return False
     return bool(name) and name not in (index, clock) and not name.startswith("_")
 
 
@@ -164,7 +193,10 @@ def read_rows(
     metrics = [h for h in header if _is_metric(h, index, clock)]
     builder = RunBuilder(run)
     cells = _Cells(path, problems)
+    settings = [h for h in header if h.startswith(_RAY_CONFIG)] if index == "training_iteration" else []
     for where, row in rows:
+        if settings and not run.hyperparameters:  # the trial's config, the same on every row
+            run.hyperparameters = {h[len(_RAY_CONFIG) :]: _setting(row.get(h)) for h in settings if row.get(h) not in (None, "")}
         try:
             step = parse_step(row.get(index), path, where, index)
             wall = 0.0

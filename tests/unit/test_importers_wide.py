@@ -353,3 +353,21 @@ def test_a_pandas_history_dump_is_read_by_its_index_or_by_position(tmp_path):
     assert any("rows in order, from 0" in n for n in runs["lstm/model_history"].notes)
     with pytest.raises(ImportFormatError, match="unknown format"):
         detect(tmp_path / "lstm" / "predictions.csv")
+
+
+def test_a_ray_tune_trial_folder_is_one_run_without_rays_bookkeeping(tmp_path):
+    from runwatch.client.importers import detect, load
+
+    trial = tmp_path / "ray_results" / "train_fn_2024" / "train_fn_a1b2c_00000_0_lr=0.0100"
+    trial.mkdir(parents=True)
+    header = ("loss,val_loss,timestamp,checkpoint_dir_name,done,training_iteration,trial_id,date,time_this_iter_s,"
+              "time_total_s,pid,hostname,node_ip,time_since_restore,iterations_since_restore,config/lr,config/layers")
+    rows = [f"{2.3 * 0.9**i:.4f},{2.4 * 0.9**i:.4f},{1700000000 + i},,False,{i + 1},a1b2c_00000,2024-01-01_00-00-0{i},"
+            f"1.5,{1.5 * (i + 1)},4242,node,10.0.0.1,{1.5 * (i + 1)},{i + 1},0.01,3" for i in range(5)]
+    (trial / "progress.csv").write_text("\n".join([header, *rows]) + "\n")
+    (trial / "result.json").write_text('{"loss": 2.3, "training_iteration": 1}\n')  # the same results, as JSON
+    assert [(fmt, p.name) for fmt, p in detect(tmp_path)] == [("wide", "progress.csv")]
+    (run,) = load(tmp_path)
+    assert run.steps == [1, 2, 3, 4, 5] and run.wall_times[0] == 1700000000.0
+    assert run.metric_names == ["loss", "time_this_iter_s", "val/loss"]
+    assert run.hyperparameters == {"lr": 0.01, "layers": 3}
