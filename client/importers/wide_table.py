@@ -24,7 +24,7 @@ of :data:`TIME_COLUMNS` (read by :func:`runwatch.client.log_lines.parse_time`: s
 epoch, milliseconds when above 1e11, or a date-time string).
 Every other column is a metric, except columns whose names start with ``_``
 (W&B's own bookkeeping: ``_runtime``, ``_wandb``). Empty cells (and JSON
-``null``) were not logged at that step. A cell that is not a number (a W&B media
+``null``, and the ``NA`` Keras's ``CSVLogger`` writes for a metric an epoch lacks) were not logged at that step. A cell that is not a number (a W&B media
 entry, a string) is a malformed entry: strictly it stops the read; leniently the
 cell is left out, the first one of each column is reported, and the run's notes
 count the rest, so a text column never costs the numbers beside it.
@@ -85,6 +85,9 @@ PANDAS_INDEX = ("", "Unnamed: 0")
 POSITION = "_position"  # the index given to a history table written without one (to_csv(index=False))
 TIME_COLUMNS = ("_timestamp", "wall_time", "Wall time", "timestamp", "created_at")  # created_at: Lightning < 1.0
 _JSONL = (".jsonl", ".ndjson")
+# Cells that say "no value here": Keras's CSVLogger writes NA for a metric missing from an epoch (validation
+# every few epochs), R and pandas write NA / N/A, and None is Python's str(None). (NaN is a value: a diverged loss.)
+NOT_LOGGED = frozenset({"NA", "N/A", "n/a", "None", "null", "-"})
 
 
 def index_column(header: Iterable[str], indexes: Sequence[str] | None = None) -> str | None:
@@ -155,7 +158,7 @@ class _Cells:
     def values(self, cells: Iterable[tuple[str, Any]], where: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, cell in cells:
-            if cell is None or (isinstance(cell, str) and not cell.strip()):
+            if cell is None or (isinstance(cell, str) and (not cell.strip() or cell.strip() in NOT_LOGGED)):
                 continue
             try:
                 out[name] = parse_float(
@@ -194,11 +197,20 @@ def read_rows(
     builder = RunBuilder(run)
     cells = _Cells(path, problems)
     settings = [h for h in header if h.startswith(_RAY_CONFIG)] if index == "training_iteration" else []
+    # Epochs that start again: Keras's CSVLogger(append=True) over a second fit() (a resumed training) writes its
+    # epochs from 0 again below the first's. Laid end to end, not merged by epoch (which mixed the two).
+    restarts, offset, last = 0, 0, -1
     for where, row in rows:
         if settings and not run.hyperparameters:  # the trial's config, the same on every row
             run.hyperparameters = {h[len(_RAY_CONFIG) :]: _setting(row.get(h)) for h in settings if row.get(h) not in (None, "")}
         try:
             step = parse_step(row.get(index), path, where, index)
+            if index == EPOCH_COLUMN:
+                if step + offset <= last:
+                    restarts += 1
+                    offset = last + 1 - step
+                step += offset
+                last = step
             wall = 0.0
             if clock is not None and row.get(clock) not in (None, ""):
                 wall = parse_time(row[clock])
@@ -212,6 +224,9 @@ def read_rows(
     cells.note(built)
     if index == EPOCH_COLUMN:
         built.notes.append("indexed by epoch (no step column): each epoch is one step")
+    if restarts:
+        built.notes.append(f"the epochs started again {restarts} time(s) (a training appended to the same file): "
+                           "laid end to end")
     return built
 
 

@@ -531,6 +531,7 @@ class MetricExtractor:
         self.epoch_base: int | None = None  # 0 or 1: the first epoch such a line named
         self.steps_run_on = False  # the step ran on across an epoch change: it is the run's own
         self.step_gap = 0  # the last rise between two events' steps (a rounded "step:2K" is placed by it)
+        self.counting = False  # the events so far came from step-less lines of metric pairs, numbered in order
         self.read_values = False  # whether the last line gave metric values (emitted, or held as a bar's)
 
     # -- public -----------------------------------------------------------------------------------
@@ -559,6 +560,8 @@ class MetricExtractor:
         step = parsed.step
         if step is None:
             step = self.last_step + 1
+        else:
+            self.counting = False
         self._emit(step, parsed.metrics, out)
         return out
 
@@ -591,6 +594,7 @@ class MetricExtractor:
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on, "step_gap": self.step_gap,
+            "counting": self.counting,
             "bars": {k: list(v) for k, v in self.bars.items()},
             "routes": list(self.routes),
             "rl_table": None if self.rl_table is None else {
@@ -625,6 +629,7 @@ class MetricExtractor:
         self.epoch_base = None if base is None else int(base)
         self.steps_run_on = bool(state.get("steps_run_on", False))
         self.step_gap = int(state.get("step_gap", 0))  # absent in states saved before 2026-12-06
+        self.counting = bool(state.get("counting", False))  # absent in states saved before 2026-12-07
         self.bars = {str(k): (int(v[0]), int(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in state.get("bars", {}).items()}
         self.routes = [str(r) for r in state.get("routes", [])]  # absent in states saved before routes
         block = state.get("metrics_block")
@@ -1564,15 +1569,35 @@ _HELDOUT_LEAD = re.compile(
 
 def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
     """A step-less evaluation line (``_HELDOUT_LEAD``) reports at the run's current step, once the log has steps."""
-    if x.last_step < 0 and x.pending is None:
-        return None
+    # A tqdm bar just before, past the last step, gives the position (a loop printing "Validation loss: 5.87"
+    # under its training bar); an evaluation bar's own count (10/10 after step 135) is not one.
+    bar = x.pending is None and x.bar_step is not None and x.bar_lines <= 3 and x.bar_step > x.last_step
+    if (x.last_step < 0 or x.counting) and x.pending is None and not bar:
+        return None  # no step to report at (a log numbering its lines: _pairs_only counts this one)
     m = _HELDOUT_LEAD.match(line)
     if m is None:
         return None
     phase = "test/" if m.group(1).lower() == "test" else "val/"
     rest = line[m.end() :]
     metrics = _pairs(rest, phase, keep=_metric_like) or _spaced_pairs(rest, phase)
-    return _Parsed(x._current_step(), metrics) if metrics else None
+    if not metrics:
+        return None
+    return _Parsed(x.bar_step if bar else x._current_step(), metrics)
+
+
+def _pairs_only(x: MetricExtractor, line: str) -> _Parsed | None:
+    """A line of nothing but ``key: value`` pairs, one of them a loss, in a log that gives no steps (``loss:
+    2.3089 val_loss: 2.3017`` printed once per step of a notebook's loop): its events numbered in order. Once
+    the log names a step, such lines are left alone (a count would collide with the steps it names)."""
+    if x.last_step >= 0 and not x.counting:
+        return None
+    if "loss" not in line.lower() or _PAIR_LINE.fullmatch(line) is None:
+        return None
+    metrics = _pairs(line, _phase(line), keep=_metric_like)
+    if not any("loss" in name for name in metrics):
+        return None
+    x.counting = True
+    return _Parsed(None, metrics)
 
 
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1938,7 +1963,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
-    _epoch_context, _onmt_valid, _heldout_summary, _spaced_step, _request,
+    _epoch_context, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
@@ -1947,6 +1972,7 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
+    _pairs_only: ":",
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

@@ -371,3 +371,16 @@ def test_a_ray_tune_trial_folder_is_one_run_without_rays_bookkeeping(tmp_path):
     assert run.steps == [1, 2, 3, 4, 5] and run.wall_times[0] == 1700000000.0
     assert run.metric_names == ["loss", "time_this_iter_s", "val/loss"]
     assert run.hyperparameters == {"lr": 0.01, "layers": 3}
+
+
+def test_keras_na_cells_are_not_logged_and_appended_trainings_are_laid_end_to_end(tmp_path):
+    from runwatch.client.importers import load
+
+    # CSVLogger(append=True) over two fit() calls: epochs 0-2, then 0-1 again; NA where validation did not run
+    path = tmp_path / "training_history.csv"
+    path.write_text("epoch,loss,val_loss\n0,0.90,NA\n1,0.70,0.75\n2,0.60,NA\n0,0.58,0.62\n1,0.55,NA\n")
+    (run,) = load(path)  # strict: an NA is no malformed cell
+    assert run.steps == [0, 1, 2, 3, 4]
+    assert [m.get("loss") for m in run.metrics] == [0.90, 0.70, 0.60, 0.58, 0.55]
+    assert [m.get("val/loss") for m in run.metrics] == [None, 0.75, None, 0.62, None]
+    assert any("started again 1 time(s)" in n for n in run.notes)

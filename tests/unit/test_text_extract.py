@@ -295,7 +295,21 @@ def test_a_held_out_summary_without_a_step_reports_at_the_current_step():
     ])
     assert out == [(120, {"loss": 16.80228248}), (120, {"val/loss": 10.39208508, "val/acc": 0.458}),
                    (120, {"test/loss": 10.26942635, "test/acc": 0.4116}), (135, {"loss": 9.91}), (135, {"val/loss": 9.12})]
-    assert ext(["Validation loss: 9.12"])[0] == []
+    # in a log that names no step, lines of nothing but pairs with a loss are numbered in order instead
+    assert ext(["Validation loss: 9.12", "Validation loss: 9.05"])[0] == [(0, {"val/loss": 9.12}), (1, {"val/loss": 9.05})]
+
+
+def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
+    """A notebook's loop printing ``loss: X val_loss: Y`` each step, and a loop printing its validation loss
+    under its tqdm bar: numbered in order, and placed at the bar's position; a log that names steps is not
+    numbered (a count would collide with its steps)."""
+    out, _ = ext(["cuda", "loss: 2.3089 val_loss: 2.3017", "model saved", "loss: 2.2936 val_loss: 2.2988"])
+    assert out == [(0, {"loss": 2.3089, "val/loss": 2.3017}), (1, {"loss": 2.2936, "val/loss": 2.2988})]
+    out, _ = ext(["  0%|          | 1/2400 [00:05<3:30:53,  5.27s/it]", "Validation loss: 10.7486",
+                  " 13%|#3        | 301/2400 [06:01<1:30:04,  2.57s/it]", "Validation loss: 5.8670"])
+    assert out == [(1, {"val/loss": 10.7486}), (301, {"val/loss": 5.867})]
+    out, _ = ext(["Epoch 3: train loss 0.45", "loss: 0.44", "Epoch 4: train loss 0.41"])
+    assert out == [(3, {"loss": 0.45}), (4, {"loss": 0.41})]
 
 
 def test_fields_without_colon_are_taken_only_when_unambiguous():
