@@ -198,19 +198,21 @@ def read_rows(
     cells = _Cells(path, problems)
     settings = [h for h in header if h.startswith(_RAY_CONFIG)] if index == "training_iteration" else []
     # Epochs that start again: Keras's CSVLogger(append=True) over a second fit() (a resumed training) writes its
-    # epochs from 0 again below the first's. Laid end to end, not merged by epoch (which mixed the two).
-    restarts, offset, last = 0, 0, -1
+    # epochs from the first one again below the first fit's. Laid end to end, not merged by epoch (which mixed
+    # the two). A fit resumed at a later epoch (initial_epoch=k) rewrites those epochs: merged, the later kept.
+    restarts, offset, last, first = 0, 0, -1, None
     for where, row in rows:
         if settings and not run.hyperparameters:  # the trial's config, the same on every row
             run.hyperparameters = {h[len(_RAY_CONFIG) :]: _setting(row.get(h)) for h in settings if row.get(h) not in (None, "")}
         try:
             step = parse_step(row.get(index), path, where, index)
             if index == EPOCH_COLUMN:
-                if step + offset <= last:
+                first = step if first is None else first
+                if step == first and step + offset <= last:
                     restarts += 1
                     offset = last + 1 - step
                 step += offset
-                last = step
+                last = max(last, step)
             wall = 0.0
             if clock is not None and row.get(clock) not in (None, ""):
                 wall = parse_time(row[clock])
