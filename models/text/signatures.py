@@ -53,6 +53,9 @@ from runwatch.models.base import DiagnosticConfig
 from runwatch.models.findings import Severity
 from runwatch.models.text.launchers import PREFIX
 
+# The shell's "Killed" in other languages (bash and coreutils under zh_CN, ja, de, ru): a job killed by SIGKILL
+_KILLED_LOCALISED = "已杀死|強制終了|Getötet|Убито"
+
 
 @dataclass(frozen=True, slots=True)
 class Signature:
@@ -156,7 +159,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "oom_killer", C,
         r"Out of memory: Kill(?:ed)? process|Killed process \d+|\boom-kill|\boom_reaper|exit ?code:? ?-9\b|"
-        r"Signals\.SIGKILL|\bSIGKILL\b|^(?:\s*(?:" + PREFIX + r"))?\s*Killed\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
+        r"Signals\.SIGKILL|\bSIGKILL\b|^(?:\s*(?:" + PREFIX + r"))?\s*(?:Killed|" + _KILLED_LOCALISED + r")\s*$|\bOOMKilled\b|\bexitcode\s*:\s*-9\b|\d+ oom_kill events?\b|"
         r"srun: error: \S+: tasks? [\d,-]+: (?:Out Of Memory|Killed)|"
         # DeepSpeed's launcher, subprocess, TGI's shard manager, a shell's job report, exit code 128+9
         r"return ?code\s*[=:]?\s*-9\b|non-zero exit status -9\b|signaled to shutdown with signal 9\b|"
@@ -200,7 +203,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
         r"corrupted size vs\. prev_size|"
         # a failed assertion in native code aborts the process (C's assert, ggml's GGML_ASSERT in llama.cpp servers)
-        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|GGML_ASSERT: \S+:\d+: |\[TensorRT-LLM\]\[ERROR\] Assertion failed:",
+        r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|GGML_ASSERT: \S+:\d+: |\[TensorRT-LLM\]\[ERROR\] Assertion failed:|"
+        # ggml's abort handler printing its backtrace (a llama.cpp server's native crash: the frames follow it)
+        r"\bggml_abort\b",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -313,7 +318,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Internal Server Error|Service Unavailable|Bad Gateway|Gateway Time-?out|upstream timed out|"
         r"upstream prematurely closed connection|while connecting to upstream|no live upstreams|"
         # Envoy (Istio, KServe, Knative gateways): its 503 bodies when the model server is down or not ready
-        r"upstream connect error or disconnect/reset before headers|\bno healthy upstream\b",
+        r"upstream connect error or disconnect/reset before headers|\bno healthy upstream\b|"
+        # a llama.cpp server answering a request with an error (its decode failed, the prompt was refused...)
+        r"\bsend_error: task id = \d+, error:",
         "server answered with 5xx",
         "the server's error log right after the request names the exception; 503 means not ready or "
         "overloaded (check readiness, queue limits and replicas)",
@@ -346,7 +353,7 @@ _KEYS = {
                      "completion from peer", "gloo/transport"),
     "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
                                  "shared memory object", "encountered in worker", "unable to write to file"),
-    "oom_killer": ("out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
+    "oom_killer": ("已杀死", "強制終了", "getötet", "убито", "out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
                    "killed", "oomkilled", "oom_kill event", "srun: error", "return code", "returncode", "exit status -9",
                    "signaled to shutdown", "exited with code", "exit_code", "term_memlimit", "memory pressure"),
     "cuda_error": ("illegal memory access", "cuda error", "cuda runtime error", "device-side assert", "cudnn failed",
@@ -355,7 +362,7 @@ _KEYS = {
                    "cublas_status_arch", "cuda driver initialization", "cudnn_status", "unspecified launch failure", "ecc error", "cuda kernel errors",
                    "cudnn error", "fallen off the bus", "nvrm: xid", "cuda driver version", "cuda-capable device",
                    "cudaerror", "cuda_error_", "nvidia driver", "device handle for gpu", "nvml"),
-    "crash_signal": ("signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
+    "crash_signal": ("ggml_abort", "signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
                      "[error] assertion failed"),
@@ -384,7 +391,7 @@ _KEYS = {
                                 "tensors share memory", "write error: wrote"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",
                       "walltime", "term_runlimit", "term_preempt", "term_deadline"),
-    "http_5xx": ("http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
+    "http_5xx": ("send_error", "http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",
                  "error code: 5", "exception in asgi", "error handling request", "exception on ",
                  "upstream connect error", "no healthy upstream", "response code", "response_code", "responsecode"),

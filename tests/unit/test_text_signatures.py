@@ -57,6 +57,8 @@ CASES = {
         "(IP: 10.0.0.4, ID: 5f2a) where the task was running was 61.80GB / 64.00GB (0.965), which exceeds the threshold"),
     ],
     "oom_killer": [
+        "已杀死",  # bash's "Killed" under zh_CN: the job was SIGKILLed
+        "Getötet",
         "gpu250: Killed",  # behind the host prefix of DeepSpeed's pdsh launcher
         "[default0]:Killed",
         "srun: error: node01: task 0: Out Of Memory",
@@ -148,6 +150,7 @@ CASES = {
         "RuntimeError: No CUDA GPUs are available; cudaErrorNoDevice: no CUDA-capable device is detected",
     ],
     "crash_signal": [
+        "libggml-base.so(ggml_abort+0x152)[0x72edb99cda02]",  # a llama.cpp server's abort backtrace
         "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
         "Fatal Python error: Segmentation fault",
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
@@ -195,6 +198,7 @@ CASES = {
         "Error: llama runner process has terminated: exit status 0xc0000409",
     ],
     "http_5xx": [
+        "srv    send_error: task id = 289, error: Invalid input batch.",  # a llama.cpp server answering with an error
         'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
         "GET /healthz 127.0.0.1:40012 | status 503 | cost 2.01s",
         ("2024/06/01 10:00:05 [error] 31#31: *812 upstream timed out (110: Connection timed out) while reading "
