@@ -1390,6 +1390,30 @@ def _split_losses(line: str) -> dict[str, float]:
 _LOSS_AT_STEP = re.compile(r"\b(?:([A-Za-z]+) )?loss at step\s+(\d+)\s*:\s*(" + _NUM + r")" + _END, re.IGNORECASE)
 
 
+# PyTorch's official NLP tutorials print their running loss with the iteration, its share of the total and the time
+# taken: names classification "5000 5% (0m 12s) 2.4177 Coelho / Portuguese ✓", names generation "0m 20s (5000 5%)
+# 2.9023", seq2seq translation "0m 26s (- 6m 35s) (5000 6%) 2.8417" (time so far, time left).
+_TUTORIAL_TIMED = re.compile(
+    r"^\s*(?:(\d+) \d+(?:\.\d+)?% \((?:\d+m )?\d+s\) (" + _NUM + r")(?=\s|$)|"
+    r"(?:\d+m )?\d+s (?:\(- ?-?(?:\d+m )?\d+s\) )?\((\d+) \d+(?:\.\d+)?%\) (" + _NUM + r")\s*$)"
+)
+
+
+def _tutorial_timed(x: MetricExtractor, line: str) -> _Parsed | None:
+    """PyTorch's NLP tutorials' progress lines (``_TUTORIAL_TIMED``): the loss at the iteration.
+
+    >>> _tutorial_timed(MetricExtractor(), "35000 35% (1m 4s) nan Nam / Russian ✗ (Korean)").step
+    35000
+    >>> _tutorial_timed(MetricExtractor(), "0m 26s (- 6m 35s) (5000 6%) 2.8417").metrics
+    {'loss': 2.8417}
+    """
+    m = _TUTORIAL_TIMED.match(line)
+    if m is None:
+        return None
+    step, value = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+    return _Parsed(int(step), {"loss": _value(value)})
+
+
 def _tutorial_loops(x: MetricExtractor, line: str) -> _Parsed | None:
     """Loops that tutorials and model zoos print, each one fixed shape (see the module docstring), also behind
     a launcher's prefix. Steps that count within an epoch continue across epochs (:func:`_continued_step`)."""
@@ -1961,7 +1985,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
     _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
-    _bracket_fractions, _tutorial_loops,
+    _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
 )
@@ -1972,7 +1996,7 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _pairs_only: ":",
+    _pairs_only: ":", _tutorial_timed: "%",
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

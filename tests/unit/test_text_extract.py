@@ -1148,3 +1148,13 @@ def test_a_phase_header_names_the_keys_of_its_segment():
     assert out[0] == (1, {"loss": 0.52, "acc": 0.81, "val/loss": 0.61, "val/acc": 0.77})
     assert out[1] == (2, {"loss": 0.45, "acc": 0.85, "val/loss": 0.58, "val/acc": 0.79})
     assert out[2][1]["test/loss"] == 0.6 and out[2][1]["lr"] == 0.001
+
+
+def test_pytorch_nlp_tutorials_progress_lines():
+    """The official tutorials' running loss: names classification (with a NaN, as a real thread pasted it),
+    names generation, and seq2seq translation (time so far, time left)."""
+    out, _ = ext(["5000 5% (0m 12s) 2.4177 Coelho / Portuguese ✓", "35000 35% (1m 4s) nan Nam / Russian ✗ (Korean)"])
+    assert out[0] == (5000, {"loss": 2.4177}) and out[1][0] == 35000 and math.isnan(out[1][1]["loss"])
+    assert ext(["0m 20s (5000 5%) 2.9023", "0m 53s (- 6m 3s) (10000 13%) 2.2862"])[0] == [
+        (5000, {"loss": 2.9023}), (10000, {"loss": 2.2862})]
+    assert ext(["Downloaded 50% (3m 2s) of the file"])[0] == []
