@@ -436,7 +436,9 @@ _EPOCH_BATCH = re.compile(
     re.IGNORECASE,
 )
 # "epoch 001  1000 / 331737", "epoch 3: 100/600": an epoch, then the batch of the epoch's total
-_EPOCH_THEN_FRACTION = re.compile(r"(?<![\w.])epoch\s*[:=]?\s*(\d+)\s*[:|,]?\s+(\d+)\s*/\s*(\d+)(?![\d.])", re.IGNORECASE)
+_EPOCH_THEN_FRACTION = re.compile(
+    r"(?<![\w.])epoch\s*[:=]?\s*(\d+)\s*(?:[:|,]?\s+|\[)(\d+)\s*/\s*(\d+)(?![\d.])", re.IGNORECASE
+)
 # PyTorch's word_language_model example: "| epoch   1 |   200/ 2928 batches | lr 20.00 | ... | loss  7.63 | ppl  2055.20"
 _WLM = re.compile(r"^\s*\|\s*epoch\s+(\d+)\s*\|\s*(\d+)\s*/\s*(\d+)\s+batches\s*\|")
 _WLM_END = re.compile(r"^\s*\|\s*end of epoch\s+\d+\s*\|")
@@ -532,6 +534,7 @@ class MetricExtractor:
         self.steps_run_on = False  # the step ran on across an epoch change: it is the run's own
         self.step_gap = 0  # the last rise between two events' steps (a rounded "step:2K" is placed by it)
         self.counting = False  # the events so far came from step-less lines of metric pairs, numbered in order
+        self.fraction_filled = False  # a step written as a fraction of the epoch's total reached that total
         self.read_values = False  # whether the last line gave metric values (emitted, or held as a bar's)
 
     # -- public -----------------------------------------------------------------------------------
@@ -594,7 +597,7 @@ class MetricExtractor:
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on, "step_gap": self.step_gap,
-            "counting": self.counting,
+            "counting": self.counting, "fraction_filled": self.fraction_filled,
             "bars": {k: list(v) for k, v in self.bars.items()},
             "routes": list(self.routes),
             "rl_table": None if self.rl_table is None else {
@@ -630,6 +633,7 @@ class MetricExtractor:
         self.steps_run_on = bool(state.get("steps_run_on", False))
         self.step_gap = int(state.get("step_gap", 0))  # absent in states saved before 2026-12-06
         self.counting = bool(state.get("counting", False))  # absent in states saved before 2026-12-07
+        self.fraction_filled = bool(state.get("fraction_filled", False))
         self.bars = {str(k): (int(v[0]), int(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in state.get("bars", {}).items()}
         self.routes = [str(r) for r in state.get("routes", [])]  # absent in states saved before routes
         block = state.get("metrics_block")
@@ -1104,13 +1108,16 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     if m is not None:
         x.epoch, x.epoch_lines = int(m.group(1)), 0
         return None
-    if " - " not in line or "/" not in line:
+    if " - " not in line:
         return None
-    m = _KERAS_BAR.search(line)
-    if m is None:
+    m = _KERAS_BAR.search(line) if "/" in line else None
+    if m is not None:
+        batch, total = int(m.group(1)), int(m.group(2))
+        step = batch if x.epoch is None else x._epoch_step(x.epoch, batch, total, 1)
+    elif x.epoch is not None and x.epoch_lines <= 2 and (m := _KERAS1_SUMMARY.match(line)) is not None:
+        step = x.epoch  # Keras 1's verbose=2 prints the epoch's time and values, no batch count: one step per epoch
+    else:
         return None
-    batch, total = int(m.group(1)), int(m.group(2))
-    step = batch if x.epoch is None else x._epoch_step(x.epoch, batch, total, 1)
     out = {}
     for part in line[m.end() :].split(" - "):
         kv = re.fullmatch(r"\s*([A-Za-z][\w./]*):\s*(" + _NUM + r")\s*", part)
@@ -1122,6 +1129,8 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out)
 
 
+# Keras 1 with verbose=2, under its "Epoch 3/10" line: "88s - loss: 1.4001 - acc: 0.5754 - val_loss: 1.8586"
+_KERAS1_SUMMARY = re.compile(r"^\s*\d+(?:\.\d+)?m?s(?= - [A-Za-z])")
 _RICH_BAR = re.compile(r"^\s*Epoch (\d+)/\d+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s")
 _BRACKET_STEP = re.compile(r"(?:^|\]\s)\s*\[(\d+)\]\s+(?=[A-Za-z][\w./\-]*=)")
 # "[0/5][50/1583] Loss_D: ...", "[100/1000] loss: ...": at the line's start or after a log prefix (checked apart: a
@@ -1503,7 +1512,12 @@ def _continued_step(x: MetricExtractor, epoch: int, step: int, total: int | None
     base = x._base_of(epoch)
     new_epoch = x.step_epoch is not None and epoch > x.step_epoch
     previous_max = x.epoch_max
-    if new_epoch and step > previous_max:
+    # A step past the previous epoch's largest ran on across the epoch change: the run's own count (PaddleSeg's
+    # "iter: 1100/80000"). Not once a fraction has reached its total (4816 of 5011): it counts within its epoch,
+    # even where lines went missing and the next epoch's first step seen is past the last one's.
+    if total is not None and step >= 0.9 * total:
+        x.fraction_filled = True
+    if new_epoch and step > previous_max and not x.fraction_filled:
         x.steps_run_on = True
     if x.step_epoch is None or epoch < x.step_epoch or new_epoch:
         x.step_epoch, x.epoch_max = epoch, step
@@ -1585,7 +1599,7 @@ def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
 # - acc 0.46" and "TEST : loss ...", "Validation loss: 0.43", "val: loss=0.43, acc=0.85". The phase word opens the
 # message (after a timestamp and a level); a letter must follow, so "Validation: 100%|###" bars are not read.
 _HELDOUT_LEAD = re.compile(
-    r"^\W*(?:\d{4}-\d\d-\d\d[ T][\d:.,]+\s*(?:[-|]\s*)?)?(?:(?:INFO|DEBUG|WARNING)\s*(?:[-:|\]]\s*)+)?"
+    r"^\W*(?:\d{4}-\d\d-\d\d[ T][\d:.,]+\W*)?(?:(?:INFO|DEBUG|WARNING)\s*(?:[-:|\]]\s*)+)?"
     r"(dev|valid(?:ation)?|val|eval(?:uation)?|test)(?:\s+set)?\s*(?:[:|-]\s*|\s+(?=loss\b))(?=[A-Za-z])",
     re.IGNORECASE,
 )

@@ -1158,3 +1158,19 @@ def test_pytorch_nlp_tutorials_progress_lines():
     assert ext(["0m 20s (5000 5%) 2.9023", "0m 53s (- 6m 3s) (10000 13%) 2.2862"])[0] == [
         (5000, {"loss": 2.9023}), (10000, {"loss": 2.2862})]
     assert ext(["Downloaded 50% (3m 2s) of the file"])[0] == []
+
+
+def test_keras_1_epoch_summaries_paddle_epoch_fractions_and_prefixed_test_lines():
+    # Keras 1 with verbose=2: the epoch's time and values under its "Epoch n/N" line, no batch count
+    out, _ = ext(["Epoch 1/10", "95s - loss: 2.4940 - acc: 0.2269 - val_loss: 2.4267 - val_acc: 0.3675",
+                  "Epoch 2/10", "90s - loss: 1.8297 - acc: 0.4346 - val_loss: 2.0373 - val_acc: 0.4125"])
+    assert [(s, m["loss"], m["val/loss"]) for s, m in out] == [(1, 2.494, 2.4267), (2, 1.8297, 2.0373)]
+    # "Epoch 3[16/5011]:" counts within the epoch, also after lines went missing (epoch 18 cut short, then 19's last)
+    lines = [f"Epoch {e}[{b}/5011]: loss:0.05, lr:0.01000, batch time:0.28" for e in (17, 18) for b in (16, 1616, 3216, 4816)]
+    lines = lines[:6] + ["Epoch 19[4816/5011]: loss:0.02, lr:0.01000", "Epoch 20[16/5011]: loss:0.02, lr:0.01000"]
+    steps = [s for s, _ in ext(lines)[0]]
+    assert steps[-2:] == [18 * 5011 + 4816, 19 * 5011 + 16] and steps == sorted(steps)
+    # a held-out line after a time stamp and a marker
+    out, _ = ext(["[2026-09-10 15:23:28] Epoch 010/20  train_loss=0.5567  lr=2.25e-04",
+                  "[2026-09-10 15:23:29]   >> Test  loss=0.5657  acc=97.34%"])
+    assert out == [(10, {"loss": 0.5567, "lr": 0.000225}), (10, {"test/loss": 0.5657})]
