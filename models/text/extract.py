@@ -136,7 +136,8 @@ _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][
 # (a sentence's full stop before the next sentence ends one too: "loss: 0.0197. The running time is ...")
 _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # "loss is: 2.5": PaddlePaddle's examples name the value with "is"
-_KV = re.compile(r"([A-Za-z][\w./\-]*)(?:\s+is)?\s*[:=]\s*(" + _NUM + r")" + _END)
+# A key and its value may be quoted outside a dict too: PaddleDetection's "iter: 20, lr: 0.000085, 'loss': 'nan', eta: ..."
+_KV = re.compile(r"([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 

@@ -1174,3 +1174,10 @@ def test_keras_1_epoch_summaries_paddle_epoch_fractions_and_prefixed_test_lines(
     out, _ = ext(["[2026-09-10 15:23:28] Epoch 010/20  train_loss=0.5567  lr=2.25e-04",
                   "[2026-09-10 15:23:29]   >> Test  loss=0.5657  acc=97.34%"])
     assert out == [(10, {"loss": 0.5567, "lr": 0.000225}), (10, {"test/loss": 0.5657})]
+
+
+def test_quoted_keys_and_values_outside_a_dict():
+    """PaddleDetection's static-graph logger prints its stats quoted: ``'loss': '24.061707'``, then ``'loss': 'nan'``."""
+    out, _ = ext(["2022-03-09 15:20:28,459-INFO: iter: 0, lr: 0.000083, 'loss': '24.061707', eta: 0:02:34, ips: 5168.58164 images/sec",
+                  "2022-03-09 15:20:50,962-INFO: iter: 20, lr: 0.000085, 'loss': 'nan', eta: 5 days, 18:42:12"])
+    assert out[0] == (0, {"lr": 8.3e-05, "loss": 24.061707}) and out[1][0] == 20 and math.isnan(out[1][1]["loss"])
