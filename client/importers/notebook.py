@@ -77,7 +77,8 @@ def _output_text(output: dict) -> str:
     if kind == "stream":
         return _text(output.get("text"))
     if kind in ("execute_result", "display_data"):
-        return _text((output.get("data") or {}).get("text/plain"))
+        data = output.get("data")
+        return _text(data.get("text/plain")) if isinstance(data, dict) else ""
     if kind == "error":
         traceback = output.get("traceback")
         lines = [t for t in traceback if isinstance(t, str)] if isinstance(traceback, list) else []

@@ -69,3 +69,13 @@ def test_what_is_not_a_notebook_says_so(tmp_path):
     lenient = Problems(strict=False)
     (run,) = load(path, problems=lenient)
     assert [x.text for x in run.lines] == ["epoch 1 loss 0.5"] and "cell 1" in str(lenient.skipped[0])
+
+
+def test_malformed_outputs_cost_only_themselves(tmp_path):
+    odd = [{"output_type": "execute_result", "data": "not a dict"}, {"output_type": "display_data", "data": [1, 2]},
+           {"output_type": "error", "traceback": 3, "ename": None, "evalue": {}}, {"output_type": "stream", "text": 7},
+           "not an output", {"output_type": "stream", "text": ["epoch 1 loss 0.5\n"]}]
+    path = tmp_path / "odd.ipynb"
+    path.write_text(json.dumps(_notebook([{"cell_type": "code", "source": "", "outputs": odd}])))
+    (run,) = load(path)
+    assert "epoch 1 loss 0.5" in [x.text for x in run.lines]
