@@ -273,7 +273,8 @@ _TEST_LOSS = {"test_loss", "test/loss", "loss/test", "test loss", "test_losses",
 
 
 def test_set_loss(names: Iterable[str]) -> str | None:
-    """A run's held-out loss named for a test set, to be its ``val/loss`` when no name is a validation loss.
+    """A run's held-out loss named for a test set, to be its ``val/loss`` when no name is a validation loss
+    (:class:`DetectorNames` asks after :func:`first_evaluation_set_loss` found none).
 
     Scripts and research code (DETR's ``log.txt``, many Keras and PyTorch histories) evaluate on a held-out
     set they call "test" every epoch; without this the overfitting rule read no held-out loss on such runs.
@@ -282,7 +283,7 @@ def test_set_loss(names: Iterable[str]) -> str | None:
     ('test_loss', None)
     """
     names = list(names)
-    if any(canonical_name(n) == "val/loss" for n in names) or first_evaluation_set_loss(names) is not None:
+    if any(canonical_name(n) == "val/loss" for n in names):
         return None
     return next((n for n in sorted(names) if n.lower() in _TEST_LOSS), None)
 

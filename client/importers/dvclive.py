@@ -22,11 +22,19 @@ Examples
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
-from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder, parse_step
+from runwatch.client.importers.base import (
+    STRICT,
+    ImportedRun,
+    ImportFormatError,
+    Problems,
+    RunBuilder,
+    parse_float,
+    parse_step,
+)
 from runwatch.client.importers.util import meaningful_name, open_text
+from runwatch.client.log_lines import parse_time
 
 __all__ = ["FORMAT", "METRIC_FOLDERS", "looks_like", "read", "root_of"]
 
@@ -104,18 +112,20 @@ def _read_metric(tsv: Path, name: str, builder: RunBuilder, problems: Problems) 
         for line, row in enumerate(rows, start=2):
             if not row:
                 continue
-            try:
-                step = parse_step(row[step_at], tsv, f"line {line}")
-                value = float(row[value_at])
-                wall = float(row[time_at]) / 1000.0 if time_at is not None else 0.0
-            except (ValueError, IndexError) as exc:
-                problems.skip(ImportFormatError(tsv, f"line {line}", f"not a step and a value: {row!r} ({exc})"),
+            where = f"line {line}"
+            if len(row) <= max(step_at, value_at):
+                problems.skip(ImportFormatError(tsv, where, f"{len(row)} fields, the header has {len(header)}"),
                               "the row was skipped")
                 continue
+            try:
+                step = parse_step(row[step_at], tsv, where)
+                value = parse_float(row[value_at], tsv, where, header[value_at])
             except ImportFormatError as exc:
                 problems.skip(exc, "the row was skipped")
                 continue
-            read.append((step, value, wall if math.isfinite(wall) else 0.0))
+            # DVCLive's timestamps are milliseconds, which parse_time reads as such
+            wall = parse_time(row[time_at]) if time_at is not None and time_at < len(row) else None
+            read.append((step, value, wall or 0.0))
     if len(read) > 1 and len({step for step, _, _ in read}) == 1:
         # live.log_metric() without live.next_step(): every row at one step; the rows' order is the run's
         builder.run.notes.append(f"{name}: every value at step {read[0][0]}: the rows' order used as steps")

@@ -31,13 +31,13 @@ import ast
 import json
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems, RunBuilder
 from runwatch.client.importers.util import meaningful_name, open_text, strip_gz
+from runwatch.client.log_lines import parse_time  # Sacred's naive ISO timestamps are UTC, as parse_time reads them
 
 __all__ = ["FORMAT", "looks_like", "read", "series_of"]
 
@@ -145,16 +145,6 @@ def _stepped(doc: Any) -> dict[str, tuple[list, list, list]] | None:
         times = value.get("timestamps")
         out[name] = (value["steps"], value["values"], times if isinstance(times, list) and len(times) == len(value["values"]) else [])
     return out
-
-
-def _wall_time(stamp: Any) -> float:
-    """Seconds since the epoch of Sacred's naive ISO timestamp (UTC, as Sacred writes it); 0.0 when unreadable."""
-    if not isinstance(stamp, str):
-        return 0.0
-    try:
-        return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def _rows_of(doc: Any) -> list[Mapping[str, Any]] | None:
@@ -325,7 +315,7 @@ def _read_stepped(metrics: dict[str, tuple[list, list, list]], builder: RunBuild
             number, at = _number(value), _number(step)
             if number is None or at is None or not math.isfinite(at) or at < 0 or at != int(at):
                 continue
-            builder.add(int(at), name, number, _wall_time(times[i]) if times else 0.0)
+            builder.add(int(at), name, number, (parse_time(times[i]) or 0.0) if times else 0.0)
     built = builder.build(canonical)
     if not built.steps:
         raise ImportFormatError(path, "file", "no training history: every metric's steps and values are empty")

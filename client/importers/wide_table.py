@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.client.importers import openmmlab
-from runwatch.client.importers._yaml import load_flat
+from runwatch.client.importers._yaml import load_flat, scalar
 from runwatch.client.importers.base import (
     STRICT,
     ImportedRun,
@@ -129,18 +129,6 @@ _RAY_BOOKKEEPING = frozenset({
 _RAY_CONFIG = "config/"
 
 
-def _setting(cell: Any) -> Any:
-    """A config cell as its value: a CSV's ``"0.01"`` is the number 0.01, ``"relu"`` stays a string."""
-    if not isinstance(cell, str):
-        return cell
-    for kind in (int, float):
-        try:
-            return kind(cell)
-        except ValueError:
-            pass
-    return cell
-
-
 def _is_metric(name: str, index: str, clock: str | None) -> bool:
     if index == "training_iteration" and (name in _RAY_BOOKKEEPING or name.startswith(_RAY_CONFIG)):
         return False
@@ -203,7 +191,8 @@ def read_rows(
     restarts, offset, last, first = 0, 0, -1, None
     for where, row in rows:
         if settings and not run.hyperparameters:  # the trial's config, the same on every row
-            run.hyperparameters = {h[len(_RAY_CONFIG) :]: _setting(row.get(h)) for h in settings if row.get(h) not in (None, "")}
+            given = {h[len(_RAY_CONFIG) :]: row.get(h) for h in settings if row.get(h) not in (None, "")}
+            run.hyperparameters = {k: scalar(v) if isinstance(v, str) else v for k, v in given.items()}  # CSV cells
         try:
             step = parse_step(row.get(index), path, where, index)
             if index == EPOCH_COLUMN:
