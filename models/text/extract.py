@@ -1607,7 +1607,8 @@ _HELDOUT_LEAD = re.compile(
 
 
 def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
-    """A step-less evaluation line (``_HELDOUT_LEAD``) reports at the run's current step, once the log has steps."""
+    """A step-less evaluation line with a loss (``_HELDOUT_LEAD``) reports at the run's current step, once the log
+    has steps."""
     # A tqdm bar just before, past the last step, gives the position (a loop printing "Validation loss: 5.87"
     # under its training bar); an evaluation bar's own count (10/10 after step 135) is not one.
     bar = x.pending is None and x.bar_step is not None and x.bar_lines <= 3 and x.bar_step > x.last_step
@@ -2011,7 +2012,7 @@ _NEEDLES = {
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _pairs_only: ":", _tutorial_timed: "%",
+    _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)
