@@ -3,8 +3,8 @@
 Much of the training run on laptops and in Colab or Kaggle leaves no log file: what the loop printed (Keras's
 ``Epoch 1/10`` lines, a PyTorch loop's ``epoch 3 loss 0.41``, a tqdm bar's last state, the traceback of a
 CUDA out-of-memory error) is kept in the notebook's outputs. A notebook is one run whose lines are its code
-cells' printed output in cell order: ``stream`` outputs (stdout and stderr), the plain-text form of results and
-displays, and errors (their name, value and traceback, terminal colours removed). A progress bar redrawn with
+cells' printed output in cell order (one run per training, when several trainings print steps from the start
+again): ``stream`` outputs (stdout and stderr), the plain-text form of results and displays, and errors (their name, value and traceback, terminal colours removed). A progress bar redrawn with
 ``\\r`` or backspaces keeps its last state, as a terminal shows it. The server reads metrics and failures out of
 the lines as it does for any text log (:mod:`runwatch.client.importers.text_log`).
 
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.client.importers.base import STRICT, ImportedRun, ImportFormatError, Problems
+from runwatch.client.importers.text_log import one_run_per_training
 from runwatch.client.importers.util import meaningful_name, open_text, strip_gz
 from runwatch.client.log_lines import INFO, MAX_LINE_BYTES, LineFields, guess_level
 
@@ -87,7 +88,7 @@ def _output_text(output: dict) -> str:
 
 
 def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
-    """One notebook's printed output as one run of text lines.
+    """One notebook's printed output as one run of text lines (one per training it printed, as for a text log).
 
     Raises :class:`ImportFormatError` when the file is not a notebook (JSON with a ``cells`` list).
     """
@@ -124,4 +125,4 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
         run.notes.append(f"{cut} line(s) longer than {MAX_LINE_BYTES} bytes were cut to that length")
     run.notes.append(f"the printed output of {sum(isinstance(c, dict) and c.get('cell_type') == 'code' for c in cells)} "
                      "code cell(s), in cell order" if run.lines else "no printed output in its cells")
-    return [run]
+    return one_run_per_training(run)

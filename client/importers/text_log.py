@@ -2,7 +2,9 @@
 
 A plain-text log (``train.log``, ``slurm-1234.out``, ``stdout.txt``;
 Megatron/DeepSpeed iteration lines, epoch summaries, tracebacks) is one run
-whose lines are replayed as they are: the server's text pipeline reads the
+(one per training, when a script printed several trainings to one file, each
+starting its steps again: :mod:`runwatch.models.text.trainings`) whose lines
+are replayed as they are: the server's text pipeline reads the
 metrics out of iteration and epoch lines and looks for failure signatures,
 so nothing is parsed here beyond what a line says about itself (a leading
 time stamp, a level word). A JSON Lines file of log records
@@ -34,6 +36,8 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 from runwatch.client.importers import wide_table
@@ -53,7 +57,7 @@ from runwatch.client.log_lines import (
     leading_time,
 )
 
-__all__ = ["TEXT_SUFFIXES", "looks_like_records", "looks_like_text", "read"]
+__all__ = ["TEXT_SUFFIXES", "looks_like_records", "looks_like_text", "one_run_per_training", "read"]
 
 FORMAT = "text"
 #: File names read as text logs when a folder is searched, and whatever their content when named directly.
@@ -108,7 +112,7 @@ def _start_time(stem: str) -> float | None:
 
 
 def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> list[ImportedRun]:
-    """Read one text log or JSON Lines file of log records as one run (bad lines go to ``problems``).
+    """Read one text log or JSON Lines file of log records: one run per training it holds (bad lines go to ``problems``).
 
     ``canonical`` has no effect: metric names come from the server's reading of the lines.
     """
@@ -165,7 +169,30 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     last = run.start_time or 0.0
     for x in run.lines:
         x.time = last = max(x.time, last)
-    return [run]
+    return one_run_per_training(run)
+
+
+def one_run_per_training(run: ImportedRun) -> list[ImportedRun]:
+    """``run`` cut where its lines start another training (:func:`~runwatch.models.text.trainings.training_starts`).
+
+    The first training keeps the run's name; the k-th is ``<name>-k``, a run of its own.
+    """
+    from runwatch.models.text.trainings import training_starts
+
+    starts = training_starts([x.text for x in run.lines])
+    if len(starts) == 1:
+        return [run]
+    bounds = [*starts, len(run.lines)]
+    runs = []
+    for k, (lo, hi) in enumerate(pairwise(bounds), start=1):
+        part = replace(run, lines=run.lines[lo:hi], notes=list(run.notes))
+        if k > 1:
+            part.key, part.name = f"{run.key}#{k}", f"{run.name}-{k}"
+            part.label = f"{run.label}-{k}" if run.label else ""
+            part.start_time = part.lines[0].time or run.start_time
+        part.notes.append(f"training {k} of {len(starts)} in the file (each starts its steps again)")
+        runs.append(part)
+    return runs
 
 
 def _record(text: str, path: Path, where: str, problems: Problems) -> LineFields | None:

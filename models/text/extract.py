@@ -520,6 +520,7 @@ class MetricExtractor:
         self.routes: list[str] = []  # request routes with their own latency series, first seen first
         self.emitted: dict[str, int] = {}  # metric -> last step it was emitted at
         self.dropped = 0  # events below the last step
+        self.dropped_step: int | None = None  # the step of the last event dropped (not part of the state)
         self.lines = 0
         self.table: list[str] | None = None  # column names of a fastai results table being printed
         self.yolo: list | None = None  # [epoch base, column names...] of an Ultralytics YOLO training table
@@ -647,6 +648,7 @@ class MetricExtractor:
     def _emit(self, step: int, metrics: dict[str, float], out: list[Event]) -> None:
         if step < self.last_step or step >= STEP_LIMIT:  # steps are int64 in the contract
             self.dropped += 1
+            self.dropped_step = step
             return
         fresh = {k: v for k, v in metrics.items() if self.emitted.get(k, -1) < step}
         if not fresh:

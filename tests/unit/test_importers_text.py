@@ -129,6 +129,46 @@ def test_a_log_that_is_a_table_gives_metrics(tmp_path):
     assert "column 'loss': 1 non-numeric cell(s) left out" in run.notes
 
 
+def test_several_trainings_in_one_log_are_one_run_each(tmp_path):
+    """A script that trains models in turn prints each from epoch 1 again: each is a run, the first keeps the name."""
+    path = tmp_path / "sweep.log"
+    blocks = []
+    for k, lr in enumerate((0.1, 0.01, 0.001), start=1):
+        blocks.append(f"Training model {k} with lr={lr}")
+        for e in range(1, 8):
+            blocks.append(f"Epoch {e}/7")
+            blocks.append(f"loss: {1 / (e * k):.4f} - val_loss: {1.1 / (e * k):.4f}")
+        blocks.append(f"Test loss: {0.5 / k:.4f}")  # an evaluation after each fit: not a new training
+    path.write_text("\n".join(blocks) + "\n")
+    runs = load(path)
+    assert [r.name for r in runs] == [runs[0].name, f"{runs[0].name}-2", f"{runs[0].name}-3"]
+    assert [r.lines[0].text for r in runs] == ["Training model 1 with lr=0.1", "Training model 2 with lr=0.01",
+                                               "Training model 3 with lr=0.001"]
+    assert [len(r.lines) for r in runs] == [16, 16, 16]
+    assert len({r.run_id() for r in runs}) == 3 and "training 2 of 3 in the file" in runs[1].notes[-1]
+
+
+@pytest.mark.parametrize(
+    ("case", "lines"),
+    [
+        ("a resume from a checkpoint goes back only to it",
+         [f"step {s} loss=0.5" for s in (*range(10, 110, 10), *range(60, 200, 10))]),
+        ("a summary line counted by epoch between iteration lines (Flair)",
+         [line for e in range(1, 5) for line in
+          [*(f"epoch {e} - iter {i}/40 - loss {9 - e - i / 100:.3f}" for i in range(0, 40, 10)),
+           f"EPOCH {e} done: loss {9 - e:.4f} - lr 0.1000"]]),
+        ("an evaluation bar and test lines after fit (Keras)",
+         [line for e in range(1, 7) for line in [f"Epoch {e}/6", f"100/100 - 1s - loss: {1 / e:.4f}"]]
+         + ["313/313 [==============================] - 2s 5ms/step - loss: 0.1452 - accuracy: 0.9642",
+            "Test loss:  0.145", "Test accuracy:  0.964"]),
+    ],
+)
+def test_a_log_whose_steps_go_back_without_a_new_training_stays_one_run(case, lines):
+    from runwatch.models.text.trainings import training_starts
+
+    assert training_starts(lines) == [0], case
+
+
 # -- JSON Lines of log records ------------------------------------------------------------------------
 
 
@@ -252,6 +292,7 @@ def test_docstring_examples():
 
     from runwatch.client import log_lines
     from runwatch.client.importers import base, util
+    from runwatch.models.text import trainings
 
-    for module in (log_lines, util, base):
+    for module in (log_lines, util, base, trainings):
         assert doctest.testmod(module).failed == 0, module.__name__
