@@ -163,6 +163,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"srun: error: \S+: tasks? [\d,-]+: (?:Out Of Memory|Killed)|"
         # DeepSpeed's launcher, subprocess, TGI's shard manager, a shell's job report, exit code 128+9
         r"return ?code\s*[=:]?\s*-9\b|non-zero exit status -9\b|signaled to shutdown with signal 9\b|"
+        # DeepSpeed's launcher SIGKILLing the other workers once one has died (its return code may come later, or not)
+        r"sigkill_handler\] Killing subprocess \d+|"
         r"\bline \d+:\s+\d+ Killed\s|^\[\d+\][+-]?\s+Killed\s|^zsh: killed\s|"
         # the shell's "Killed" glued to the last line the program printed without a newline (a progress bar)
         r"(?<=[\d\]%|])Killed\s*$|"
@@ -205,7 +207,9 @@ SIGNATURES: tuple[Signature, ...] = (
         # a failed assertion in native code aborts the process (C's assert, ggml's GGML_ASSERT in llama.cpp servers)
         r"Assertion `.{1,200}' failed|GGML_ASSERT\(.{1,200}\) failed|GGML_ASSERT: \S+:\d+: |\[TensorRT-LLM\]\[ERROR\] Assertion failed:|"
         # ggml's abort handler printing its backtrace (a llama.cpp server's native crash: the frames follow it)
-        r"\bggml_abort\b",
+        r"\bggml_abort\b|"
+        # the first frame of a native stack trace dumped on a fatal signal (boost::stacktrace: Triton, TensorRT-LLM)
+        r"^\s*0# (?:0x[0-9A-Fa-f]{6,} in |\S+ in /)",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -353,7 +357,7 @@ _KEYS = {
                      "completion from peer", "gloo/transport"),
     "dataloader_worker_killed": ("dataloader worker", "dataloader timed out", "communication with the workers",
                                  "shared memory object", "encountered in worker", "unable to write to file"),
-    "oom_killer": ("已杀死", "強制終了", "getötet", "убито", "out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill",
+    "oom_killer": ("已杀死", "強制終了", "getötet", "убито", "out of memory: kill", "killed process", "oom-kill", "oom_reaper", "exit code", "exitcode", "sigkill", "killing subprocess",
                    "killed", "oomkilled", "oom_kill event", "srun: error", "return code", "returncode", "exit status -9",
                    "signaled to shutdown", "exited with code", "exit_code", "term_memlimit", "memory pressure"),
     "cuda_error": ("illegal memory access", "cuda error", "cuda runtime error", "device-side assert", "cudnn failed",
@@ -365,7 +369,7 @@ _KEYS = {
     "crash_signal": ("ggml_abort", "signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
-                     "[error] assertion failed"),
+                     "[error] assertion failed", "0# "),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",

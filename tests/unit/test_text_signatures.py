@@ -587,6 +587,7 @@ FRAMEWORK_FORMATS = [
                        "signaled to shutdown with signal 9 rank=0")),
     ("oom_killer", C, "/var/spool/slurmd/job4711/slurm_script: line 9: 30122 Killed                  python train.py"),
     ("oom_killer", C, "srun: error: gpu-a100-03: task 1: Killed"),
+    ("oom_killer", C, "[2023-05-23 10:55:58,501] [INFO] [launch.py:428:sigkill_handler] Killing subprocess 31621"),
     ("oom_killer", C, "trainer-1 exited with code 137"),
     ("oom_killer", C, "      Exit Code:    137"),
     ("oom_killer", C, "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit."),
@@ -601,6 +602,9 @@ FRAMEWORK_FORMATS = [
     ("crash_signal", C, "[launch.py:321:sigkill_handler] ['/usr/bin/python', 'train.py'] exits with return code = -11"),
     ("crash_signal", C, "double free or corruption (out)"),
     ("crash_signal", C, "free(): invalid pointer"),
+    # boost::stacktrace's dump on a fatal signal (tritonserver), its first frame
+    ("crash_signal", C, " 0# 0x0000559CB99E68A9 in tritonserver"),
+    ("crash_signal", C, " 0# 0x00007f3a1c2b4e10 in /opt/tritonserver/lib/libtritonserver.so"),
     # fp16_overflow -- apex amp (_process_optimizer.py, older scaler), fairseq optim/amp_optimizer.py,
     # PaddlePaddle amp/grad_scaler.py, gpt-neox megatron/training.py (OverflowMonitor)
     ("fp16_overflow", I, "Gradient overflow, skipping update"),
