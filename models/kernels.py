@@ -665,7 +665,7 @@ def exploding_state(points: int) -> np.ndarray:
 @kernel(
     lambda: (
         *(_steps(3), _values(6), np.array([0, 3, 6]), True, np.array([0, 1]), np.zeros((2, 4 + 2 * 8))),
-        *(8, 0.05, 20, 6.0, 10.0, 3.0, 0.1, 0.8, 3.0),
+        *(8, 0.05, 20, 6.0, 10.0, 3.0, 0.1, 0.8, 3.0, 1e5),
         _out(6, EXPLODING_OUT),
     )
 )
@@ -685,6 +685,7 @@ def exploding_gradient(
     min_slope: float,
     min_r2: float,
     clip: float,
+    early_ratio: float,
     out: np.ndarray,
 ) -> int:
     """Gradient-norm spikes and exponential growth against the norm's peak typical level.
@@ -694,7 +695,8 @@ def exploding_gradient(
     ``growth_ratio`` x the peak baseline is a spike when it is ``spike_ratio``
     x that level with robust z ``>= z_thr``, else growth when ``log(norm)``
     over the last ``m`` values climbs at ``min_slope`` per step with R² ``>=
-    min_r2``.
+    min_r2``. Within the first ``warmup`` values, before a noise level is known, only a value
+    ``early_ratio`` x the peak typical level is a spike (kind 2).
 
     ``values`` concatenates the watched columns (delimited by ``offsets``;
     ``steps`` is their shared step array when ``aligned``, else their
@@ -719,6 +721,7 @@ def exploding_gradient(
             min_slope,
             min_r2,
             clip,
+            early_ratio,
             out,
             nf,
             j,
@@ -740,6 +743,7 @@ def _exploding_column(
     min_slope: float,
     min_r2: float,
     clip: float,
+    early_ratio: float,
     out: np.ndarray,
     nf: int,
     column: int,
@@ -771,7 +775,16 @@ def _exploding_column(
         mean += alpha * dev
         if mean > peak:
             peak = mean
-        if end <= warmup or value < growth_ratio * typical or typical <= 0.0:
+        if end <= warmup:
+            if typical > 0.0 and value >= early_ratio * typical:
+                out[nf, 0] = column
+                out[nf, 1] = i
+                out[nf, 2] = 2.0
+                out[nf, 3] = value / typical
+                out[nf, 4] = typical
+                nf += 1
+            continue
+        if value < growth_ratio * typical or typical <= 0.0:
             continue
         # Rare path: the norm is several times anything typical so far.
         ratio = value / typical

@@ -458,6 +458,23 @@ def test_exploding_gradient_spike_on_the_corrupted_batch(default_suite: Diagnost
     assert all(a.finding.score >= 10 for a in spikes)
 
 
+def test_a_gradient_norm_that_jumps_100000x_within_the_warm_up_is_a_spike(default_suite: DiagnosticSuite) -> None:
+    """A sparse log (or an excerpt) can blow up within its first 20 values, before the norm's noise is known."""
+    from runwatch.models.diagnostics.gradients import ExplodingGradientDiagnostic
+
+    # mmdetection issue 11708: two logged lines, 3.46 then 31 million
+    blowup = MetricBlock.from_rows([50, 100], [0.0, 0.0], [{"grad_norm": 3.4572}, {"grad_norm": 31101415.6}])
+    (f,) = ExplodingGradientDiagnostic().observe_block(blowup)
+    assert f.step == 100 and f.severity is Severity.CRITICAL and f.score == pytest.approx(8.996e6, rel=1e-3)
+    assert "within its first 20 values" in f.explanation
+    # a healthy real Trainer run's noisy norm (1,378x its first values at its third log): not a spike
+    noisy = [0.159, 0.102, 218.53, 0.109, 0.608, 0.323, 84.151, 1.547, 0.233, 0.273, 0.601, 0.913, 0.269, 101.648]
+    rows = [{"grad_norm": v} for v in noisy]
+    assert ExplodingGradientDiagnostic().observe_block(MetricBlock.from_rows(list(range(14)), [0.0] * 14, rows)) == []
+    alerts = feed([(s, 0.0, {"loss": 1.5, "grad_norm": g}) for s, g in ((50, 3.4572), (100, 31101415.6))], default_suite)
+    assert AnomalyKind.EXPLODING_GRADIENT in {a.finding.kind for a in alerts}, show(alerts)
+
+
 def test_vanishing_gradients_in_a_deep_sigmoid_net(default_suite: DiagnosticSuite) -> None:
     r = run("vanishing")
     norms = r.events[0][2]
