@@ -174,6 +174,9 @@ _PHASES = (
     ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
     ("va_", "val/"),
 )
+_PHASE_PREFIXES = tuple(prefix for prefix, _ in _PHASES)
+# An average named in front of a split or a known name: read as that name (the loop's epoch mean is its value).
+_AVERAGES = ("avg_", "avg ", "average_", "average ", "mean_", "mean ")
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
 _METRIC_WORD = re.compile(
     r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$|"
@@ -196,6 +199,8 @@ def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
 
     >>> metric_name("lm loss"), metric_name("eval_loss"), metric_name("Loss", "val/"), metric_name("eta")
     (('loss', 1.0), ('val/loss', 1.0), ('val/loss', 1.0), None)
+    >>> metric_name("avg_train_loss"), metric_name("avg_val_loss"), metric_name("mean_valid_acc")
+    (('loss', 1.0), ('val/loss', 1.0), ('val/acc', 1.0))
     """
     low = " ".join(key.strip().lower().split())
     if not low or low in _NEVER:
@@ -207,6 +212,10 @@ def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
         if low.startswith(prefix) and len(low) > len(prefix):
             base = low[len(prefix) :]
             return to + _ALIASES.get(base, _sanitize(base)), 1.0
+    for average in _AVERAGES:  # "avg_train_loss: 0.69  avg_val_loss: 0.64" (a Kaggle notebook's epoch line)
+        rest = low[len(average) :]
+        if low.startswith(average) and (rest in _ALIASES or rest.startswith(_PHASE_PREFIXES)):
+            return metric_name(rest, phase)
     name = _ALIASES.get(low) or _sanitize(low)
     if not name:
         return None
@@ -1599,11 +1608,13 @@ def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 # A held-out evaluation's summary without a step, after the training lines: Flair's "DEV  : loss 10.39 - f-score 0.63
-# - acc 0.46" and "TEST : loss ...", "Validation loss: 0.43", "val: loss=0.43, acc=0.85". The phase word opens the
+# - acc 0.46" and "TEST : loss ...", "Validation loss: 0.43", "val: loss=0.43, acc=0.85", "整体测试集上的Loss: 6.46". The phase word opens the
 # message (after a timestamp and a level); a letter must follow, so "Validation: 100%|###" bars are not read.
 _HELDOUT_LEAD = re.compile(
     r"^\W*(?:\d{4}-\d\d-\d\d[ T][\d:.,]+\W*)?(?:(?:INFO|DEBUG|WARNING)\s*(?:[-:|\]]\s*)+)?"
-    r"(dev|valid(?:ation)?|val|eval(?:uation)?|test)(?:\s+set)?\s*(?:[:|-]\s*|\s+(?=loss\b))(?=[A-Za-z])",
+    r"(?:(dev|valid(?:ation)?|val|eval(?:uation)?|test)(?:\s+set)?\s*(?:[:|-]\s*|\s+(?=loss\b))"
+    # the same in Chinese, the key in Latin letters: "整体测试集上的Loss: 6.46" (test), "验证集 loss: 0.5" (validation)
+    r"|[\u4e00-\u9fff]{0,8}?(测试|验证)[\u4e00-\u9fff]{0,8}\s*)(?=[A-Za-z])",
     re.IGNORECASE,
 )
 
@@ -1619,7 +1630,8 @@ def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _HELDOUT_LEAD.match(line)
     if m is None:
         return None
-    phase = "test/" if m.group(1).lower() == "test" else "val/"
+    word = (m.group(1) or m.group(2)).lower()
+    phase = "test/" if word in ("test", "测试") else "val/"
     rest = line[m.end() :]
     metrics = _pairs(rest, phase, keep=_metric_like) or _spaced_pairs(rest, phase)
     if not metrics:

@@ -297,6 +297,11 @@ def test_a_held_out_summary_without_a_step_reports_at_the_current_step():
                    (120, {"test/loss": 10.26942635, "test/acc": 0.4116}), (135, {"loss": 9.91}), (135, {"val/loss": 9.12})]
     # in a log that names no step, lines of nothing but pairs with a loss are numbered in order instead
     assert ext(["Validation loss: 9.12", "Validation loss: 9.05"])[0] == [(0, {"val/loss": 9.12}), (1, {"val/loss": 9.05})]
+    # the phase in Chinese before a Latin key: "loss on the whole test set", "validation set loss"
+    out, _ = ext(["Epoch: 001/040 | Batch 0100/0469 | Loss: 0.1032", "整体测试集上的Loss: 6.462724664248526",
+                  "整体测试集上的正确率: 0.9724", "Epoch: 002/040 | Batch 0100/0469 | Loss: 0.0932", "验证集 loss: 0.5"])
+    assert out == [(100, {"loss": 0.1032}), (100, {"test/loss": 6.462724664248526}), (569, {"loss": 0.0932}),
+                   (569, {"val/loss": 0.5})]
 
 
 def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
@@ -405,6 +410,10 @@ def test_state_round_trip():
 
 def test_metric_names():
     assert metric_name("learning rate") == ("lr", 1.0)
+    # an average in front of a split (a Kaggle notebook's "Epoch 1 - avg_train_loss: 0.69  avg_val_loss: 0.64")
+    assert [metric_name(k) for k in ("avg_train_loss", "avg_val_loss", "mean_valid_acc", "average train loss")] == [
+        ("loss", 1.0), ("val/loss", 1.0), ("val/acc", 1.0), ("loss", 1.0)]
+    assert metric_name("mean_iou") == ("mean_iou", 1.0)  # a metric's own name, not an average of "iou"
     assert metric_name("valid_ppl") == ("val/ppl", 1.0)
     assert metric_name("elapsed time per iteration (ms)") == ("step_time", 1e-3)
 
