@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from runwatch.models.text.extract import MetricExtractor
 
 #: Events a training must have given before a step going back to its start begins another.
-MIN_EVENTS = 5
+MIN_EVENTS = 3
 #: Training-loss values at rising steps that the next training must give, none of them taken by the training so
 #: far: a new training, not a summary line counted on another scale (a Flair "EPOCH 3 done" between its iteration
 #: lines) nor a final evaluation (Keras's ``model.evaluate`` bar and "Test loss: ..." after ``fit``).
