@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -33,6 +34,21 @@ class Stubs:
             request_serializer=None,
             response_deserializer=service_pb2.IngestAck.FromString,
         )
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Leave the root logger as the test found it.
+
+    ``runwatch serve`` invoked in-process (typer's CliRunner) installs a stderr handler on the root logger, and
+    that stderr is the runner's captured stream, closed once the command returns: a warning any later test logs
+    (an SDK stream to a closed port) then failed with "--- Logging error --- I/O operation on closed file".
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
