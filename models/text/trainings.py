@@ -8,14 +8,14 @@ below the last step), and joined they would read as a relapse. Replay
 (:mod:`runwatch.client.importers.text_log`) sends each training as a run of its own.
 
 A training starts again when, after at least ``min_events`` events, an event comes
-back to the training's first steps (at or below its second event's step), and
-read from there on its own, the lines give ``confirm`` training losses at rising
-steps while the training so far takes none of them. A resume from a checkpoint goes back only to that checkpoint and
-stays one run, a summary line counted on another scale is one event between
-taken ones, and a progress bar that starts again each epoch is counted on by
-the extractor, not restarted. The new training starts on the line after the last one that gave the
-previous training an event, so a header printed before it ("Training fold 2",
-"Epoch 1/10") goes with it.
+back to the training's first steps (at or below its second event's step), and the
+lines from there, read on their own, give ``confirm`` training losses at rising
+steps while the training so far takes none of them. So a resume from a checkpoint
+(it goes back only to that checkpoint), a summary line counted on another scale
+(one event between taken ones) and a progress bar that starts again each epoch
+(the extractor counts it on) stay in their run. The new training starts on the
+line after the last one that gave the previous training an event, so a header
+printed before it ("Training fold 2", "Epoch 1/10") goes with it.
 
 Examples
 --------
