@@ -287,7 +287,7 @@ def spike_state() -> np.ndarray:
 @kernel(
     lambda: (
         *(_values(6), np.array([0, 3, 6]), np.array([1, 0]), np.stack([spike_state(), spike_state()])),
-        *(0.05, 2, 8.0, 3.0, 0.05, 0.0, 0.02, -math.inf, 1),
+        *(0.05, 2, 8.0, 3.0, 0.05, 0.0, 0.02, -math.inf, 1, 1e4),
         _out(6, SPIKE_OUT),
     )
 )
@@ -305,6 +305,7 @@ def robust_spike(
     level_floor: float,
     min_value: float,
     patience: int,
+    early_ratio: float,
     out: np.ndarray,
 ) -> int:
     """Upward spikes of one metric against an EWMA / MAD baseline (loss spike, latency, error rate).
@@ -317,7 +318,9 @@ def robust_spike(
     at that bound (winsorised); downward moves are absorbed at full weight.
     Fires once more than ``warmup`` finite values were seen, while ``z >=
     z_threshold`` and ``value >= min_value`` have held for ``patience``
-    consecutive values.
+    consecutive values. Within the warm-up, with ``early_ratio`` > 0, a value at least
+    ``early_ratio`` x the highest baseline so far fires already (its row: ``z`` = that
+    ratio, run -1).
 
     ``values`` concatenates the watched columns (delimited by ``offsets``);
     column ``j`` keeps its baseline in row ``rows[j]`` of ``states``.
@@ -336,6 +339,7 @@ def robust_spike(
             level_floor,
             min_value,
             patience,
+            early_ratio,
             out,
             nf,
             j,
@@ -356,6 +360,7 @@ def _spike_column(
     level_floor: float,
     min_value: float,
     patience: int,
+    early_ratio: float,
     out: np.ndarray,
     nf: int,
     column: int,
@@ -394,10 +399,21 @@ def _spike_column(
             z = 0.0 if dev <= 0.0 else math.inf
         mad += alpha * ((dev if dev >= 0.0 else -dev) - mad)
         base = mean
+        top = peak
         mean += alpha * dev
         if mean > peak:
             peak = mean
         n += 1
+        if n <= warmup and early_ratio > 0.0 and top > 0.0 and value >= early_ratio * top and value >= min_value:
+            out[nf, 0] = column
+            out[nf, 1] = i
+            out[nf, 2] = value / top
+            out[nf, 3] = top
+            out[nf, 4] = scale
+            out[nf, 5] = -1.0
+            nf += 1
+            run = 0
+            continue
         if z < z_threshold or n <= warmup or value < min_value:
             run = 0
             continue

@@ -107,6 +107,7 @@ class LatencyDiagnostic(SpikeDiagnostic):
             0.0,
             -_INF,
             int(cfg.patience),
+            0.0,
         )
 
 
@@ -199,4 +200,5 @@ class ErrorRateDiagnostic(SpikeDiagnostic):
             0.0,
             float(cfg.min_rate),
             int(cfg.patience),
+            0.0,
         )

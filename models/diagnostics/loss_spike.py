@@ -281,11 +281,12 @@ class SpikeDiagnostic(ColumnsDiagnostic):
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         super().__init__(config)
         self._params = self.spike_params()
-        self._patience = self._params[-1]
+        self._patience = self._params[8]
         self._threshold = self._params[2]
 
     def spike_params(self) -> tuple:
-        """``(alpha, warmup, z_threshold, clip_z, rel_floor, abs_floor, level_floor, min_value, patience)``."""
+        """``(alpha, warmup, z_threshold, clip_z, rel_floor, abs_floor, level_floor, min_value, patience,
+        early_ratio)`` (``early_ratio`` 0: no finding within the warm-up)."""
         raise NotImplementedError
 
     def initial_state(self) -> np.ndarray:
@@ -308,6 +309,19 @@ class SpikeDiagnostic(ColumnsDiagnostic):
         z, base, scale, run = row[2], row[3], row[4], int(row[5])
         value = float(col.values[i])
         unit = self.unit
+        if run < 0:  # within the warm-up: the jump over the highest baseline so far
+            return Finding(
+                self.kind,
+                Severity.CRITICAL,
+                score=z,
+                step=int(col.steps[i]),
+                metric=metric,
+                explanation=(
+                    f"{metric} = {value:.4g}{unit} is {z:.3g}x its highest smoothed level so far {base:.4g}{unit}, within "
+                    f"its first values (a jump over {self._params[9]:.3g}x counts before the noise is known)"
+                ),
+                wall_time=float(col.wall_times[i]),
+            )
         held = f" for {run} consecutive values" if self._patience > 1 else ""
         return Finding(
             self.kind,
@@ -364,6 +378,14 @@ class LossSpikeConfig(DiagnosticConfig):
         robust SDs above its baseline (small batches on hard tasks are heavy
         tailed), 2 of them at 32 or more, while 15 of 19 single bad batches
         scored 36-1,355.
+    early_jump_ratio
+        Within the warm-up, before the noise is known, a loss this multiple
+        of its highest level so far is a spike already (CRITICAL; 0 turns it
+        off). Default 1e4: a sparse log (a Trainer logging every 500 steps
+        has 10-50 values) or an excerpt can blow up within its first 50
+        values (mmdetection: 0.62, 1.01, then 225,193); no healthy run on
+        this machine's real logs jumps more than 852x its highest earlier
+        value (a PINN's loss), the corpus's healthy runs 3.8x.
     """
 
     metrics: tuple[str, ...] = ("loss",)
@@ -374,6 +396,7 @@ class LossSpikeConfig(DiagnosticConfig):
     rel_floor: float = Field(default=0.05, ge=0.0)
     level_floor: float = Field(default=0.02, ge=0.0)
     alert_z: float = Field(default=32.0, gt=0.0)
+    early_jump_ratio: float = Field(default=1e4, ge=0.0)
 
     @model_validator(mode="after")
     def _alert_above_detection(self) -> LossSpikeConfig:
@@ -450,10 +473,13 @@ class LossSpikeDiagnostic(SpikeDiagnostic):
             float(cfg.level_floor),
             -math.inf,
             1,
+            float(cfg.early_jump_ratio),
         )
 
     def finding(self, metric: str, col: Column, row: list[float]) -> Finding:
         f = super().finding(metric, col, row)
+        if row[5] < 0:
+            return f
         alert_z = self.config.alert_z
         if f.score < alert_z:
             f.severity = Severity.INFO

@@ -475,6 +475,22 @@ def test_a_gradient_norm_that_jumps_100000x_within_the_warm_up_is_a_spike(defaul
     assert AnomalyKind.EXPLODING_GRADIENT in {a.finding.kind for a in alerts}, show(alerts)
 
 
+def test_a_loss_that_jumps_10000x_within_the_warm_up_is_a_spike(default_suite: DiagnosticSuite) -> None:
+    """The loss spike rule waits 50 values for its noise level; a blow-up within them is flagged when it is extreme."""
+    from runwatch.models.diagnostics.loss_spike import LossSpikeDiagnostic
+
+    # mmdetection issue 1742: 0.62, 1.01, then 225,193 on the third line
+    rows = [{"loss": v} for v in (0.6186, 1.0083, 225192.6129)]
+    (f,) = LossSpikeDiagnostic().observe_block(MetricBlock.from_rows([3150, 3200, 3250], [0.0] * 3, rows))
+    assert f.step == 3250 and f.severity is Severity.CRITICAL and f.score > 1e5
+    assert "within its first values" in f.explanation
+    # a noisy early loss (a PINN's, 852x its largest earlier value at worst on this machine's real logs): nothing
+    noisy = [{"loss": v} for v in (1e-3, 0.2, 5e-4, 0.3, 1e-4, 0.85)]
+    assert LossSpikeDiagnostic().observe_block(MetricBlock.from_rows(list(range(6)), [0.0] * 6, noisy)) == []
+    alerts = feed([(s, 0.0, {"loss": v}) for s, v in ((3150, 0.6186), (3200, 1.0083), (3250, 225192.6))], default_suite)
+    assert AnomalyKind.LOSS_SPIKE in {a.finding.kind for a in alerts}, show(alerts)
+
+
 def test_vanishing_gradients_in_a_deep_sigmoid_net(default_suite: DiagnosticSuite) -> None:
     r = run("vanishing")
     norms = r.events[0][2]
