@@ -298,7 +298,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"inline_container\.cc:\d+\] \. unexpected pos|Parent directory \S+ does not exist|"
         # safetensors' writer (a full disk is disk_full, above) and transformers refusing tied weights at save time
         r"SafetensorError: Error while serializing|Some tensors share memory, this will lead to duplicate memory on disk|"
-        r"write error: wrote \d+ blocks instead of \d+",  # (Lua) Torch's file writer: a short write, usually a full disk
+        r"write error: wrote \d+ blocks instead of \d+|"  # (Lua) Torch's file writer: a short write, usually a full disk
+        r"FileStream\.Write incomplete",  # MXNet's (dmlc) file stream: the same short write of a checkpoint
         "checkpoint save failed",
         "check free space and quota on the checkpoint volume and that every rank can write there; "
         "save to local disk and copy asynchronously on flaky network filesystems",
@@ -392,7 +393,7 @@ _KEYS = {
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
-                                "tensors share memory", "write error: wrote"),
+                                "tensors share memory", "write error: wrote", "filestream.write incomplete"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",
                       "walltime", "term_runlimit", "term_preempt", "term_deadline"),
     "http_5xx": ("send_error", "http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",

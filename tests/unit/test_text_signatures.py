@@ -625,6 +625,8 @@ FRAMEWORK_FORMATS = [
                               "communication collective. Device: 7, node: gpu-12")),
     # checkpoint_save_failure / disk_full -- safetensors' serializer, transformers' save_pretrained (shared tensors),
     # containerd/docker writing lower-case "no space left on device"
+    ("checkpoint_save_failure", C, ("[16:24:41] include/dmlc/logging.h:303: [16:24:41] src/io/local_filesys.cc:39: Check "
+                                    "failed: std::fwrite(ptr, 1, size, fp_) == size FileStream.Write incomplete")),
     ("checkpoint_save_failure", C, ("safetensors_rust.SafetensorError: Error while serializing: IoError(Os { code: 5, "
                                     "kind: Uncategorized, message: \"Input/output error\" })")),
     ("checkpoint_save_failure", C, ("RuntimeError: Some tensors share memory, this will lead to duplicate memory on disk "
