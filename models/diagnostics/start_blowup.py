@@ -71,7 +71,9 @@ class StartBlowupDiagnostic(Diagnostic):
     so the first value up is enough, judged once per run, at most
     ``first_values`` values in. A log that starts mid-run (its first step more
     than twice its logging interval) is not judged: its first values are not
-    the run's start.
+    the run's start, nor is a loss that goes negative in its first values
+    (a policy-gradient or GRPO loss hovering around 0, an SI-SNR loss): ratios
+    of such a loss say nothing about a blow-up.
 
     A loss that jumps ``sharp_rise`` times over the median of its values
     before, in the same first values, is blowing up whatever the rate (a
@@ -95,6 +97,9 @@ class StartBlowupDiagnostic(Diagnostic):
     >>> (f,) = StartBlowupDiagnostic().observe_block(MetricBlock.from_rows([100, 200, 300], [0.0] * 3, rows))
     >>> f.step, f.explanation[:72]
     (300, 'loss jumped 848x over the median of its first values (10.3 -> 8.71e+03) ')
+    >>> rows = [{"loss": v} for v in (-0.0143, 0.008, 0.0008, 0.0133)]        # GRPO's loss around 0
+    >>> StartBlowupDiagnostic().observe_block(MetricBlock.from_rows([10, 20, 30, 40], [0.0] * 4, rows))
+    []
     """
 
     name = "start_blowup"
@@ -134,6 +139,9 @@ class StartBlowupDiagnostic(Diagnostic):
                     self.lr = float(lr.values[at - 1])
             if not math.isfinite(value):
                 continue
+            if value < 0.0:
+                self.done = True  # a loss that goes negative (a policy-gradient or GRPO loss near 0): no ratio judges it
+                return []
             self.seen += 1
             if self.seen == 1:
                 self.first_step = step

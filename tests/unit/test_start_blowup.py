@@ -54,6 +54,10 @@ def test_only_the_start_of_a_log_from_its_start_counts() -> None:
     # The learning rate is read at or before each loss value: warmed up from 0.01 to 0.2 by step 2.
     ramp = [{"lr": 0.01, "loss": 2.0}, {"lr": 0.05, "loss": 4.5}, {"lr": 0.2, "loss": 4.6}]
     assert _found(ramp) == [2]
+    # A loss that goes negative (a Trainer's GRPO loss around 0, a real run): ratios of it say nothing.
+    grpo = [{"lr": 5e-5, "loss": v} for v in (-0.0143, 0.008, 0.0008, 0.0133, -0.0002)]
+    assert _found(grpo, [10, 20, 30, 40, 50]) == []
+    assert _found([{"loss": v} for v in (0.0008, 0.0009, 0.0003, -0.0002, 0.0133)]) == []
 
 
 def test_blocks_and_checkpoints_do_not_change_what_is_found() -> None:
