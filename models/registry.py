@@ -34,6 +34,7 @@ DIAGNOSTICS: dict[str, str] = {
     "activation_spike": f"{_PKG}.activation_spike:ActivationSpikeDiagnostic",
     "plateau": f"{_PKG}.plateau:PlateauDiagnostic",
     "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
+    "chance_level": f"{_PKG}.chance_level:ChanceLevelDiagnostic",
     "zero_loss": f"{_PKG}.zero_loss:ZeroLossDiagnostic",
     "zero_score": f"{_PKG}.zero_score:ZeroScoreDiagnostic",
     "relapse": f"{_PKG}.relapse:RelapseDiagnostic",
