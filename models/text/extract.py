@@ -1681,6 +1681,21 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x.epoch, out) if out else None
 
 
+# A line of nothing but "key value" pairs, as print("Train loss", loss) writes it: "Train loss 0.347656".
+_SPACED_LINE = re.compile(r"\s*(?:[A-Za-z][\w ./\-]*?\s+" + _NUM + r"[\s,;|]*)+")
+_OWN_COUNTER = re.compile(r"\s*(?:epoch|step|iter(?:ation)?|batch|it)\b", re.IGNORECASE)
+
+
+def _epoch_spaced(x: MetricExtractor, line: str) -> _Parsed | None:
+    """``Train loss 0.347656`` under an ``Epoch 3:`` line: :func:`_epoch_context` for pairs written without ``:``."""
+    if x.epoch is None or x.epoch_lines > 8 or ":" in line or _SPACED_LINE.fullmatch(line) is None:
+        return None
+    if _OWN_COUNTER.match(line):
+        return None  # "Epoch 5 tr_loss 0.29": the line names its own epoch or step (other parsers read it)
+    out = _spaced_pairs(line.strip(), _phase(line))
+    return _Parsed(x.epoch, out) if out else None
+
+
 def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
     """A line without a digit: a table's header or rule, a block's title; it may close a table with its values."""
     s = line.strip()
@@ -2017,7 +2032,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
-    _epoch_context, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
+    _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
@@ -2025,7 +2040,7 @@ _NEEDLES = {
     _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
-    _word_language_model: "epoch", _epoch_context: ":", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
+    _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
     _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }

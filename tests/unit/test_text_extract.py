@@ -304,6 +304,15 @@ def test_a_held_out_summary_without_a_step_reports_at_the_current_step():
                    (569, {"val/loss": 0.5})]
 
 
+def test_key_value_pairs_without_a_colon_under_an_epoch_line():
+    """``print("Train loss", loss)`` under ``Epoch 3:`` (LadderNet's log): read at the epoch like ``Valid loss: 5.1``;
+    words and numbers that are no metric pair are not."""
+    out, _ = ext(["Epoch 0:", "Train loss 0.347656", "Valid loss: 5.1115", "Epoch 4:", "Train loss 1629511453423918336.0",
+                  "Valid loss: 18624358.1250", "Epoch 5:", "best loss 0.3", "took 3 s"])
+    assert out == [(0, {"loss": 0.347656}), (0, {"val/loss": 5.1115}), (4, {"loss": 1.629511453423918336e18}),
+                   (4, {"val/loss": 18624358.125})]
+
+
 def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
     """A notebook's loop printing ``loss: X val_loss: Y`` each step, and a loop printing its validation loss
     under its tqdm bar: numbered in order, and placed at the bar's position; a log that names steps is not
