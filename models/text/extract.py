@@ -536,6 +536,9 @@ class MetricExtractor:
         self.rl_table: dict | None = None  # a Stable-Baselines3 table being printed: {"section", "values"}
         self.metrics_block: str | None = None  # the split of a Hugging Face "***** eval metrics *****" block
         self.composer_step: int | None = None  # the step of the Composer progress line whose rows follow
+        # The step of the last line of counters alone ("epoch: 0, iteration: 100, step: 100"), and lines since it
+        self.header_step: int | None = None
+        self.header_lines = 0
         # Lines naming an epoch and a step: the last such epoch, its largest step, and what is added to steps
         # that count within their epoch (see _step_in_epoch)
         self.step_epoch: int | None = None
@@ -555,6 +558,7 @@ class MetricExtractor:
         self.lines += 1
         self.epoch_lines += 1
         self.bar_lines += 1
+        self.header_lines += 1
         if "tensor(" in line:
             line = _TENSOR.sub(_tensor_value, line)
         # Lines without a digit carry no value, but some open or close a table or block (see _marker).
@@ -606,6 +610,7 @@ class MetricExtractor:
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
+            "header_step": self.header_step, "header_lines": self.header_lines,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on, "step_gap": self.step_gap,
             "counting": self.counting, "fraction_filled": self.fraction_filled,
@@ -635,6 +640,9 @@ class MetricExtractor:
         self.yolo = None if yolo is None else [int(yolo[0]), *(str(c) for c in yolo[1:])]
         composer = state.get("composer_step")
         self.composer_step = None if composer is None else int(composer)
+        header = state.get("header_step")  # absent in states saved before step headers were read
+        self.header_step = None if header is None else int(header)
+        self.header_lines = int(state.get("header_lines", 0))
         step_epoch = state.get("step_epoch")
         self.step_epoch = None if step_epoch is None else int(step_epoch)
         self.epoch_max = int(state.get("epoch_max", 0))
@@ -1681,6 +1689,39 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x.epoch, out) if out else None
 
 
+# A line of counters alone, "epoch: 0, iteration: 100, step: 100", printed before the lines of values at that step.
+_COUNTER_LINE = re.compile(
+    r"\W*(?:(?:epoch|iteration|iter|step|global_step|batch)\s*[:=]\s*\d+\s*[,;|]?\s*)+", re.IGNORECASE
+)
+_COUNTER = re.compile(r"(epoch|iteration|iter|step|global_step|batch)\s*[:=]\s*(\d+)", re.IGNORECASE)
+# A line of values tagged with its phase: "[Train] loss: 0.68, score: 0.81", "[Dev] loss: 0.55, score: 0.87".
+_TAGGED = re.compile(r"\W*\[(train|training|dev|valid|validation|val|eval|test)\]\s*(.*)", re.IGNORECASE)
+
+
+def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
+    """Remember the step of a line of counters alone (no event: the values follow, :func:`_tagged_pairs`)."""
+    if _COUNTER_LINE.fullmatch(line) is None:
+        return None
+    counters = {k.lower(): int(v) for k, v in _COUNTER.findall(line)}
+    step = counters.get("global_step", counters.get("step", counters.get("iteration", counters.get("iter"))))
+    if step is not None:
+        x.header_step, x.header_lines = step, 0
+    return None
+
+
+def _tagged_pairs(x: MetricExtractor, line: str) -> _Parsed | None:
+    """``[Train] loss: 0.68, score: 0.81`` / ``[Dev] loss: 0.55`` within 3 lines of a line of counters: at its step."""
+    if x.header_step is None or x.header_lines > 3:
+        return None
+    m = _TAGGED.match(line)
+    if m is None:
+        return None
+    tag = m.group(1).lower()
+    phase = "" if tag.startswith("train") else ("test/" if tag == "test" else "val/")
+    metrics = _pairs(m.group(2), phase, keep=_metric_like)
+    return _Parsed(x.header_step, metrics) if metrics else None
+
+
 # A line of nothing but "key value" pairs, as print("Train loss", loss) writes it: "Train loss 0.347656".
 _SPACED_LINE = re.compile(r"\s*(?:[A-Za-z][\w ./\-]*?\s+" + _NUM + r"[\s,;|]*)+")
 _OWN_COUNTER = re.compile(r"\s*(?:epoch|step|iter(?:ation)?|batch|it)\b", re.IGNORECASE)
@@ -2033,11 +2074,12 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
+    _counter_line, _tagged_pairs,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
 _NEEDLES = {
-    _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",

@@ -313,6 +313,22 @@ def test_key_value_pairs_without_a_colon_under_an_epoch_line():
                    (4, {"val/loss": 18624358.125})]
 
 
+def test_lines_tagged_with_their_phase_after_a_line_of_counters():
+    """A loop printing its counters, then ``[Train]`` and ``[Dev]`` lines of values (a course project's log): both at
+    the counters' step; a tag with no counters before it, or long after them, gives nothing."""
+    out, x = ext(["epoch: 0, iteration: 0, step: 0", "[Train] loss: 2.412177, score: 0.078125",
+                  "[Dev] loss: 2.192344, score: 0.228200", "best accuracy performance has been updated: 0.00000 --> 0.22820",
+                  "epoch: 0, iteration: 100, step: 100", "[Train] loss: 0.679867, score: 0.8125",
+                  "[Dev] loss: 0.548701, score: 0.8655"])
+    assert out == [(0, {"loss": 2.412177}), (0, {"val/loss": 2.192344}), (100, {"loss": 0.679867}),
+                   (100, {"val/loss": 0.548701})]
+    restored = MetricExtractor()
+    restored.load_state_dict(x.state_dict())
+    assert (restored.header_step, restored.header_lines) == (100, 2)
+    assert ext(["[Train] loss: 2.41", "[Dev] loss: 2.19"])[0] == []
+    assert ext(["step: 5", "a", "b", "c", "d", "[Dev] loss: 2.19"])[0] == []
+
+
 def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
     """A notebook's loop printing ``loss: X val_loss: Y`` each step, and a loop printing its validation loss
     under its tqdm bar: numbered in order, and placed at the bar's position; a log that names steps is not
