@@ -1690,8 +1690,11 @@ def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 # A line of counters alone, "epoch: 0, iteration: 100, step: 100", printed before the lines of values at that step.
+_COUNTER_PAIR = r"(?:epoch|iteration|iter|step|global_step|batch)\s*[:=]\s*\d+"
+# Written so that no two ways of matching compete (a separator is one of the two alternatives, never both): no
+# backtracking blow-up on a long line of counters that fails at its end.
 _COUNTER_LINE = re.compile(
-    r"\W*(?:(?:epoch|iteration|iter|step|global_step|batch)\s*[:=]\s*\d+\s*[,;|]?\s*)+", re.IGNORECASE
+    r"\W*" + _COUNTER_PAIR + r"(?:(?:\s*[,;|]\s*|\s+)" + _COUNTER_PAIR + r")*\s*", re.IGNORECASE
 )
 _COUNTER = re.compile(r"(epoch|iteration|iter|step|global_step|batch)\s*[:=]\s*(\d+)", re.IGNORECASE)
 # A line of values tagged with its phase: "[Train] loss: 0.68, score: 0.81", "[Dev] loss: 0.55, score: 0.87".
@@ -1722,14 +1725,38 @@ def _tagged_pairs(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x.header_step, metrics) if metrics else None
 
 
-# A line of nothing but "key value" pairs, as print("Train loss", loss) writes it: "Train loss 0.347656".
-_SPACED_LINE = re.compile(r"\s*(?:[A-Za-z][\w ./\-]*?\s+" + _NUM + r"[\s,;|]*)+")
+# A token of a line of nothing but "key value" pairs (print("Train loss", loss): "Train loss 0.347656").
+_SPACED_TOKEN_SPLIT = re.compile(r"[\s,;|]+")
+_WORD = re.compile(r"[A-Za-z][\w./\-]*")
+_NUMBER = re.compile(_NUM)
+
+
+def _spaced_line(line: str) -> bool:
+    """Whether ``line`` is words and numbers alone, each number after a word, ending with a number.
+
+    Checked token by token: a regex of optional words and spaces backtracks without end on a long line that fails.
+
+    >>> _spaced_line("Train loss 0.347656"), _spaced_line("loss 1 acc 0.5"), _spaced_line("took 3 s"), _spaced_line("1 2")
+    (True, True, False, False)
+    """
+    tokens = [t for t in _SPACED_TOKEN_SPLIT.split(line) if t]
+    if not tokens or _NUMBER.fullmatch(tokens[-1]) is None:
+        return False
+    after_word = False
+    for token in tokens:
+        if after_word and _NUMBER.fullmatch(token) is not None:
+            after_word = False
+        elif _WORD.fullmatch(token) is not None:
+            after_word = True
+        else:
+            return False
+    return True
 _OWN_COUNTER = re.compile(r"\s*(?:epoch|step|iter(?:ation)?|batch|it)\b", re.IGNORECASE)
 
 
 def _epoch_spaced(x: MetricExtractor, line: str) -> _Parsed | None:
     """``Train loss 0.347656`` under an ``Epoch 3:`` line: :func:`_epoch_context` for pairs written without ``:``."""
-    if x.epoch is None or x.epoch_lines > 8 or ":" in line or _SPACED_LINE.fullmatch(line) is None:
+    if x.epoch is None or x.epoch_lines > 8 or ":" in line or not _spaced_line(line):
         return None
     if _OWN_COUNTER.match(line):
         return None  # "Epoch 5 tr_loss 0.29": the line names its own epoch or step (other parsers read it)

@@ -329,6 +329,28 @@ def test_lines_tagged_with_their_phase_after_a_line_of_counters():
     assert ext(["step: 5", "a", "b", "c", "d", "[Dev] loss: 2.19"])[0] == []
 
 
+@pytest.mark.parametrize("unit", ["Train loss 0.5 ", "loss 1 ", "a b 1 ", "step: 1 ", "step: 1 , ", "epoch: 0, step: 1, "])
+def test_long_lines_that_fail_at_their_end_are_read_in_linear_time(unit):
+    """A regex of optional words and spaces that backtracks can take hours on one long line that fails at its end
+    (it did, for 20 repetitions, before these lines were checked token by token): one bad line must not stall a
+    stream. An alarm turns a stall into a failure."""
+    import signal
+
+    def stalled(*_):
+        raise TimeoutError(f"extraction stalled on {unit!r} x 2000")
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        for context in ("Epoch 3:", "epoch: 0, iteration: 1, step: 1"):
+            x = MetricExtractor()
+            x.extract(context)
+            x.extract(unit * 2000 + "@")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
     """A notebook's loop printing ``loss: X val_loss: Y`` each step, and a loop printing its validation loss
     under its tqdm bar: numbered in order, and placed at the bar's position; a log that names steps is not
