@@ -137,7 +137,9 @@ _NUM = r"[-+]?(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[nN][aA][nN]|[iI][nN][
 _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # "loss is: 2.5": PaddlePaddle's examples name the value with "is"
 # A key and its value may be quoted outside a dict too: PaddleDetection's "iter: 20, lr: 0.000085, 'loss': 'nan', eta: ..."
-_KV = re.compile(r"([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
+# A key starts a token (the lookbehind): tried at every letter of a long word, the scan to the word's end made one
+# 64 KiB line cost seconds (quadratic), and a key inside a word was never taken anyway.
+_KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 
@@ -327,7 +329,7 @@ def _segments(text: str, phase: str = "") -> dict[str, float]:
 
 _SEGMENT = re.compile(r"([A-Za-z][\w ()./\-]*?)\s*(?:[:=]\s*|\s+)(" + _NUM + r")")
 # "loss 0.45", "train loss 0.45", "grad norm 1.2", "LR 1.00e-03": a key, then whitespace, then its value.
-_SPACED = re.compile(r"([A-Za-z][A-Za-z_./\-]*)(?: ([A-Za-z][A-Za-z_./\-]*))?\s+(" + _NUM + r")" + _END)
+_SPACED = re.compile(r"(?<![A-Za-z_./\-])([A-Za-z][A-Za-z_./\-]*)(?: ([A-Za-z][A-Za-z_./\-]*))?\s+(" + _NUM + r")" + _END)
 _PHASE_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
 
 
