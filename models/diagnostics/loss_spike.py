@@ -281,8 +281,7 @@ class SpikeDiagnostic(ColumnsDiagnostic):
     def __init__(self, config: DiagnosticConfig | None = None) -> None:
         super().__init__(config)
         self._params = self.spike_params()
-        self._patience = self._params[8]
-        self._threshold = self._params[2]
+        self._threshold, self._patience, self._early_ratio = self._params[2], self._params[8], self._params[9]
 
     def spike_params(self) -> tuple:
         """``(alpha, warmup, z_threshold, clip_z, rel_floor, abs_floor, level_floor, min_value, patience,
@@ -310,29 +309,20 @@ class SpikeDiagnostic(ColumnsDiagnostic):
         value = float(col.values[i])
         unit = self.unit
         if run < 0:  # within the warm-up: the jump over the highest baseline so far
-            return Finding(
-                self.kind,
-                Severity.CRITICAL,
-                score=z,
-                step=int(col.steps[i]),
-                metric=metric,
-                explanation=(
-                    f"{metric} = {value:.4g}{unit} is {z:.3g}x its highest smoothed level so far {base:.4g}{unit}, within "
-                    f"its first values (a jump over {self._params[9]:.3g}x counts before the noise is known)"
-                ),
-                wall_time=float(col.wall_times[i]),
+            severity = Severity.CRITICAL
+            explanation = (
+                f"{metric} = {value:.4g}{unit} is {z:.3g}x its highest smoothed level so far {base:.4g}{unit}, within "
+                f"its first values (a jump over {self._early_ratio:.3g}x counts before the noise is known)"
             )
-        held = f" for {run} consecutive values" if self._patience > 1 else ""
-        return Finding(
-            self.kind,
-            severity_for(z, self._threshold),
-            score=z,
-            step=int(col.steps[i]),
-            metric=metric,
-            explanation=(
+        else:
+            held = f" for {run} consecutive values" if self._patience > 1 else ""
+            severity = severity_for(z, self._threshold)
+            explanation = (
                 f"{metric} = {value:.4g}{unit} is {z:.3g} robust SDs above its baseline "
                 f"{base:.4g}{unit} (scale {scale:.3g}){held}"
-            ),
+            )
+        return Finding(
+            self.kind, severity, score=z, step=int(col.steps[i]), metric=metric, explanation=explanation,
             wall_time=float(col.wall_times[i]),
         )
 

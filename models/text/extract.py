@@ -285,7 +285,7 @@ _PHASE_HEADER = re.compile(
     r"\s*:\s*(?=[A-Za-z])"
 )
 _HEADER_PHASE = {"train": "", "training": "", "val": "val/", "valid": "val/", "validation": "val/", "eval": "val/",
-                 "test": "test/"}  # fmt: skip
+                 "evaluation": "val/", "dev": "val/", "test": "test/"}  # fmt: skip
 
 
 def _section_phase(text: str, headers: list[tuple[int, str]], at: int) -> str | None:
@@ -1611,9 +1611,7 @@ def _phase_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _PHASE_EPOCH.match(line)
     if m is None:
         return None
-    word = m.group(1).lower()
-    phase = "" if word.startswith("train") else ("test/" if word == "test" else "val/")
-    metrics = _pairs(line[m.end() :], phase, keep=_metric_like)
+    metrics = _pairs(line[m.end() :], _HEADER_PHASE[m.group(1).lower()], keep=_metric_like)
     return _Parsed(int(m.group(2)), metrics) if metrics else None
 
 
@@ -1721,9 +1719,7 @@ def _tagged_pairs(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _TAGGED.match(line)
     if m is None:
         return None
-    tag = m.group(1).lower()
-    phase = "" if tag.startswith("train") else ("test/" if tag == "test" else "val/")
-    metrics = _pairs(m.group(2), phase, keep=_metric_like)
+    metrics = _pairs(m.group(2), _HEADER_PHASE[m.group(1).lower()], keep=_metric_like)
     return _Parsed(x.header_step, metrics) if metrics else None
 
 
