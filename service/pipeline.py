@@ -24,7 +24,10 @@ The server applies the batches its streams delivered meanwhile as one group
 one commit for all of them, and each run's events of the group detected in one
 block, which raises the alerts the batches one by one would (detection does not
 depend on how a run's events are split into blocks). No batch is acknowledged
-before the group's commit.
+before the group's commit. With ``detection_hold_s`` set, a busy server may
+leave a run's few events of one group to the next group's detection call
+(:meth:`DetectionPipeline.end_group`'s ``hold``): acknowledged as before, their
+anomalies come that much later, for one call instead of two.
 """
 
 from __future__ import annotations
@@ -189,7 +192,18 @@ class _Deferred:
     """One run's accepted events of a group whose detection waits for :meth:`DetectionPipeline.end_group`."""
 
     state: RunState
-    parts: list = field(default_factory=list)  # (steps, wall_times, layouts, result index), in arrival order
+    # (steps, wall_times, layouts, batch), in arrival order; batch: the index of its result in the group,
+    # or a _HeldBatch for a batch of an earlier group whose detection was held
+    parts: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _HeldBatch:
+    """A batch of an earlier group, acknowledged, with events whose detection was held (``end_group(hold=True)``)."""
+
+    result: BatchResult
+    arrival: float
+    parts_left: int = 0  # its runs' parts not detected yet: its detection latency counts when the last one is
 
 
 @dataclass(slots=True)
@@ -304,6 +318,8 @@ class DetectionPipeline:
         self.project_cap = 0 if settings.kafka.enabled else settings.max_active_runs_per_project
         self.text = LogTextAnalysis(store, settings.text)
         self._group: _Group | None = None  # set between begin_group and end_group
+        self._held: dict[str, _Deferred] = {}  # run id -> events end_group(hold=True) left for the next group
+        self.holds = 0  # times a run's events were left for the next group (the benchmark's count)
 
     # -- run lookup ---------------------------------------------------------------------------
 
@@ -367,31 +383,79 @@ class DetectionPipeline:
         """
         if self._group is not None:
             raise RuntimeError("begin_group: a group is already open")
-        self._group = _Group()
+        self._group = _Group(pending=self._held)  # runs held by the last group are detected with this one
+        self._held = {}
 
-    def end_group(self) -> Future:
+    def end_group(self, hold: bool = False) -> Future:
         """Detect the group's deferred events, submit its writes in one commit, publish; returns the commit's future.
 
         Every batch's ``BatchResult.durable`` becomes that future (its writes, and the
         anomalies its events raised, are in that commit).
+
+        ``hold`` (the server under load, more batches coming): a run with fewer than
+        ``settings.detection_hold_events`` events deferred, the oldest of them younger
+        than ``settings.detection_hold_s``, is detected with the next group instead (or
+        by :meth:`flush_held`): one call for both groups' events raises the same alerts
+        for a fraction of the cost. Its writes are in this commit all the same; its
+        anomalies are stored and published when it is detected.
         """
         group, self._group = self._group, None
         if group is None:
             raise RuntimeError("end_group: no group is open")
+        held: set[int] = set()
         try:
             if group.pending:
+                if hold and self.settings.detection_hold_s > 0:
+                    held = self._hold(group)
                 self._detect_deferred(group)
         finally:
             durable = self.store.submit(group.ops)
             done = time.perf_counter()
-            for result, arrival in group.results:
+            for i, (result, arrival) in enumerate(group.results):
                 result.durable = durable
+                if i in held:
+                    continue  # its latencies count when its held runs are detected
                 self.batch_latencies.append(done - arrival)
                 if result.anomalies:
                     self.emission_latencies.extend([done - arrival] * len(result.anomalies))
             if len(self.runs) > self.settings.max_active_runs:
                 self._evict_least_recent()
         return durable
+
+    def flush_held(self) -> None:
+        """Detect now the events :meth:`end_group` held for the next group (their anomalies: stored, published)."""
+        if self._held and self._group is None:
+            self.begin_group()
+            self.end_group()
+
+    @property
+    def holding(self) -> bool:
+        """Whether some runs' events wait for the next group's detection (see :meth:`end_group`)."""
+        return bool(self._held)
+
+    def _hold(self, group: _Group) -> set[int]:
+        """Move the group's young, small deferred runs to ``self._held``; the indexes of batches they leave undetected."""
+        now = time.perf_counter()
+        max_age, max_events = self.settings.detection_hold_s, self.settings.detection_hold_events
+        held: dict[int, _HeldBatch] = {}
+        for run_id, deferred in list(group.pending.items()):
+            parts = deferred.parts
+            first = parts[0][3]
+            oldest = group.results[first][1] if isinstance(first, int) else first.arrival
+            if now - oldest >= max_age or sum(len(p[0]) for p in parts) >= max_events:
+                continue
+            del group.pending[run_id]
+            self._held[run_id] = deferred
+            self.holds += 1
+            for j, part in enumerate(parts):
+                ref = part[3]
+                if isinstance(ref, int):
+                    batch = held.get(ref)
+                    if batch is None:
+                        batch = held[ref] = _HeldBatch(*group.results[ref])
+                    batch.parts_left += 1
+                    parts[j] = (*part[:3], batch)
+        return set(held)
 
     def _detect_deferred(self, group: _Group) -> None:
         """Run detection on each run's deferred events (one block per run); their anomalies join their batches."""
@@ -401,17 +465,27 @@ class DetectionPipeline:
             state = deferred.state
             parts = deferred.parts
             alerts = state.monitor.observe_block(merged_block(parts))
-            if not alerts:
-                continue
-            last_steps = [int(part[0][-1]) for part in parts]
+            if alerts:
+                last_steps = [int(part[0][-1]) for part in parts]
             for alert in alerts:
                 anomaly = to_anomaly(alert, run_id, state.project, now)
                 # The batch that carried the finding's step (its latency and its count).
                 k = next((j for j, last in enumerate(last_steps) if alert.finding.step <= last), len(parts) - 1)
-                group.results[parts[k][3]][0].anomalies.append(anomaly)
+                ref = parts[k][3]
+                if isinstance(ref, int):
+                    group.results[ref][0].anomalies.append(anomaly)
+                else:  # an earlier group's batch, acknowledged already
+                    ref.result.anomalies.append(anomaly)
+                    self.emission_latencies.append(time.perf_counter() - ref.arrival)
                 group.ops.append(store_ops.save_anomaly_op(anomaly))
                 self.counters["anomalies"] += 1
                 self.publish(anomaly)
+            for part in parts:
+                ref = part[3]
+                if not isinstance(ref, int):
+                    ref.parts_left -= 1
+                    if ref.parts_left == 0:
+                        self.batch_latencies.append(time.perf_counter() - ref.arrival)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -1161,6 +1235,8 @@ class DetectionPipeline:
 
         A run evicted from memory (:meth:`evict_run`) answers with its checkpoint, as it stands.
         """
+        if run_id in self._held:
+            self.flush_held()  # a checkpoint holds detector state that has seen every accepted event
         state = self.runs.get(run_id)
         if state is None or state.monitor is None:
             pending = self._evicting.get(run_id)
@@ -1314,6 +1390,7 @@ class DetectionPipeline:
         for run_id in run_ids:
             self.runs.pop(run_id, None)
             self.ended.pop(run_id, None)
+            self._held.pop(run_id, None)
             self._wake.pop(run_id, None)
             self._evicting.pop(run_id, None)
             gone.append(run_id)
@@ -1405,6 +1482,7 @@ class DetectionPipeline:
 
         Evicted runs whose idle timer is due (see :meth:`evict_run`) are restored first and checked too.
         """
+        self.flush_held()  # a quiet run's last events are detected before its idle timer is checked
         now = time.time() if now is None else now
         if self._wake:
             for run_id in [r for r, due in self._wake.items() if now > due]:

@@ -432,6 +432,7 @@ class RunwatchServer:
         self._inbox_room: asyncio.Event | None = None  # set while the next group has room
         self._cap = 32  # batches the next group may hold (see _group_cap); grows while groups stay in budget
         self._last_group = 0  # batches the last group held
+        self._flush_timer: asyncio.TimerHandle | None = None  # detects the events a busy group held (apply_group)
         self._inbox_bytes = 0  # bytes of the batches in the inbox
         self.dashboard = None  # the HTTP dashboard and /metrics, with settings.http_port
         self.http_port = 0
@@ -596,7 +597,8 @@ class RunwatchServer:
                     results.append(exc)
         finally:
             try:
-                durable = self.pipeline.end_group()  # submits the group's writes even when detection fails
+                # Several batches: the streams are busy, so a run's events may wait for the next group's.
+                durable = self.pipeline.end_group(hold=len(items) > 1)  # submits the writes even when detection fails
             except Exception:  # a detector bug: the batches are stored, their deferred anomalies lost (logged)
                 log.exception("detection failed on a group of %d batches", len(items))
                 durable = None
@@ -606,6 +608,9 @@ class RunwatchServer:
                 waiting = asyncio.wrap_future(durable)
                 self._commits[durable] = waiting
                 waiting.add_done_callback(lambda _, d=durable: self._commits.pop(d, None))
+        if self.pipeline.holding and self._flush_timer is None:
+            # If no group follows soon, the held events are detected anyway.
+            self._flush_timer = asyncio.get_running_loop().call_later(self.settings.detection_hold_s, self._flush_held)
         end = time.perf_counter()
         for result, t0 in grouped:
             self._observe(result, end - t0)
@@ -616,6 +621,13 @@ class RunwatchServer:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+    def _flush_held(self) -> None:
+        self._flush_timer = None
+        try:
+            self.pipeline.flush_held()
+        except Exception:  # a detector bug: the events are stored, their anomalies lost (logged)
+            log.exception("detection failed on held events")
 
     def run_project(self, run_id: str) -> str | None:
         """The project of a run this server knows (in memory or stored), else None."""
@@ -852,6 +864,9 @@ class RunwatchServer:
             while self._inbox:
                 self.apply_group(self._take_group())
             self._applier.cancel()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_held()
         if self.alerts is not None:
             await self.alerts.stop()  # after ingest stopped: the last anomalies are still routed
         self.pipeline.text.flush()  # log templates mined since the last throttled save

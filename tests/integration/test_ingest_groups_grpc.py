@@ -8,13 +8,17 @@ raise one by one, and each acknowledgement must come after its batch is stored.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
+
+import pytest
 
 from runwatch.service.store import RunStore
 from tests.unit.test_eviction import comparable, pipeline_at, training_run
 
 
-def test_small_batches_on_many_streams_give_the_anomalies_of_one_by_one(start_server, tmp_path):
+@pytest.mark.parametrize("hold_s", [0.0, 0.05], ids=["no-hold", "hold"])
+def test_small_batches_on_many_streams_give_the_anomalies_of_one_by_one(start_server, tmp_path, hold_s):
     runs = {f"s-{i}": training_run(f"s-{i}", 480, 1 + i % 3, seed=i) for i in range(8)}
 
     reference = pipeline_at(tmp_path / "reference")
@@ -27,7 +31,7 @@ def test_small_batches_on_many_streams_give_the_anomalies_of_one_by_one(start_se
     reference.store.close()
     assert sum(map(len, expected.values())) >= 4
 
-    srv, stubs = start_server(data_dir=tmp_path / "served")
+    srv, stubs = start_server(data_dir=tmp_path / "served", detection_hold_s=hold_s)
     reader = RunStore(srv.server.settings.db_path)  # a second connection: sees committed rows only
     late: list[str] = []
     errors: list[BaseException] = []
@@ -51,6 +55,13 @@ def test_small_batches_on_many_streams_give_the_anomalies_of_one_by_one(start_se
         t.join(120)
     assert not errors, errors
     assert not late, f"acknowledged before stored: {late[:5]}"
+    # Under load a group may leave a run's last events to the next one (detection_hold_s); with no next
+    # group, a timer detects them that long after.
+    deadline = time.monotonic() + 5.0
+    while srv.server.pipeline.holding and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not srv.server.pipeline.holding
+    assert (srv.server.pipeline.holds > 0) == (hold_s > 0), "the hold path was taken (or not, when off)"
     srv.server.store.flush()
     got = defaultdict(list)
     for a in srv.server.store.anomalies(limit=100_000):
