@@ -163,7 +163,12 @@ _ALIASES = {
     "mean_loss": "loss", "running loss": "loss", "running_loss": "loss",
     "grdn": "grad_norm", "updt_s": "step_time", "data_s": "data_time",  # LeRobot's training line
     "tr_loss": "loss", "trn_loss": "loss",  # abbreviated splits ("tr_loss 0.32 va_loss 0.43")
+    # MXNet's CrossEntropy metric and GluonCV's loss names, which are the loss those trainers print; a line that
+    # prints a loss too keeps that one (_CROSS_ENTROPY below)
+    "cross-entropy": "loss", "crossentropy": "loss", "cross_entropy": "loss", "cross entropy": "loss",
+    "softmaxcrossentropyloss": "loss", "softmax_cross_entropy": "loss", "xent": "loss",
 }
+_CROSS_ENTROPY = frozenset(k for k, v in _ALIASES.items() if v == "loss" and "entropy" in k or k == "xent")
 # (name, scale): units written in the key.
 _SCALED = {
     "elapsed time per iteration (ms)": ("step_time", 1e-3),
@@ -175,6 +180,8 @@ _PHASES = (
     ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
     ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
     ("va_", "val/"),
+    # MXNet's Module.fit epoch lines: "Epoch[3] Train-accuracy=0.91", "Epoch[3] Validation-cross-entropy=0.35"
+    ("train-", ""), ("validation-", "val/"),
 )
 _PHASE_PREFIXES = tuple(prefix for prefix, _ in _PHASES)
 # An average named in front of a split or a known name: read as that name (the loop's epoch mean is its value).
@@ -182,7 +189,8 @@ _AVERAGES = ("avg_", "avg ", "average_", "average ", "mean_", "mean ")
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
 _METRIC_WORD = re.compile(
     r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$|"
-    r"^grdn$|^updt_s$|^data_s$"  # LeRobot's abbreviations
+    r"^grdn$|^updt_s$|^data_s$|"  # LeRobot's abbreviations
+    r"cross.?entropy|^xent$"  # a cross-entropy printed as the loss (never "entropy" alone: a policy's entropy)
 )
 _NEVER = {"eta", "v_num", "n_parameters", "step", "global_step", "iter", "iteration", "num_updates", "total_flos",
           "best", "best_loss", "it", "samples", "s"}
@@ -247,6 +255,7 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
     {'loss': 0.4, 'acc': 0.85, 'val/loss': 0.5, 'val/acc': 0.8}
     """
     out: dict[str, float] = {}
+    crossed: set[str] = set()  # names whose value came from a cross-entropy: a loss of the line replaces it
     headers = [(h.end(), _HEADER_PHASE[h.group(1).lower()]) for h in _PHASE_HEADER.finditer(text)] if not phase else []
     for m in _KV.finditer(text):
         key, raw = m.group(1), m.group(2)
@@ -273,7 +282,21 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         name, scale = named
         if name not in out:
             out[name] = _value(raw) * scale
+            if name.endswith("loss") and _is_cross_entropy(key):
+                crossed.add(name)
+        elif crossed and name in crossed and not _is_cross_entropy(key):  # the line's own loss, after a cross-entropy
+            out[name] = _value(raw) * scale
+            crossed.discard(name)
     return out
+
+
+def _is_cross_entropy(key: str) -> bool:
+    low = " ".join(key.strip().lower().split())
+    for prefix, _ in _PHASES:
+        if low.startswith(prefix):
+            low = low[len(prefix) :]
+            break
+    return low in _CROSS_ENTROPY
 
 
 # A phase word and a colon opening a segment of keys ("Train: loss=0.40, acc=0.85 | Val: loss=0.50, acc=0.80"): the
@@ -442,9 +465,9 @@ _ANCHOR = re.compile(
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 # "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
 _STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
-# "Epoch 1, Batch 100": the batch counts within the epoch (the epoch alone is not the step)
+# "Epoch 1, Batch 100", "[Epoch 1][Batch 100]": the batch counts within the epoch (the epoch alone is not the step)
 _EPOCH_BATCH = re.compile(
-    r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*(?:/\s*\d+\s*)?\]?\s*[,|]?\s*batch(?:_?id|_?idx)?\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
+    r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*(?:/\s*\d+\s*)?\]?\s*[,|]?\s*\[?batch(?:_?id|_?idx)?\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
     re.IGNORECASE,
 )
 # "epoch 001  1000 / 331737", "epoch 3: 100/600": an epoch, then the batch of the epoch's total

@@ -1242,3 +1242,46 @@ def test_quoted_keys_and_values_outside_a_dict():
     out, _ = ext(["2022-03-09 15:20:28,459-INFO: iter: 0, lr: 0.000083, 'loss': '24.061707', eta: 0:02:34, ips: 5168.58164 images/sec",
                   "2022-03-09 15:20:50,962-INFO: iter: 20, lr: 0.000085, 'loss': 'nan', eta: 5 days, 18:42:12"])
     assert out[0] == (0, {"lr": 8.3e-05, "loss": 24.061707}) and out[1][0] == 20 and math.isnan(out[1][1]["loss"])
+
+
+def test_mxnet_module_fit_lines_and_its_cross_entropy_metric():
+    """MXNet's Speedometer and Module.fit: ``cross-entropy=`` is the loss they print; ``Train-``/``Validation-`` the split."""
+    out, _ = ext([
+        "INFO:root:Epoch[0] Batch [100]\tSpeed: 1234.56 samples/sec\taccuracy=0.120000\tcross-entropy=2.302585",
+        "INFO:root:Epoch[0] Batch [200]\tSpeed: 1234.56 samples/sec\taccuracy=0.220000\tcross-entropy=nan",
+        "INFO:root:Epoch[0] Time cost=12.3",
+        "INFO:root:Epoch[0] Validation-accuracy=0.600000",
+        "INFO:root:Epoch[0] Validation-cross-entropy=1.700000",
+    ])
+    assert out[0] == (100, {"acc": 0.12, "loss": 2.302585})
+    assert out[1][0] == 200 and math.isnan(out[1][1]["loss"])
+    assert out[2:] == [(200, {"val/acc": 0.6}), (200, {"val/loss": 1.7})]
+
+
+def test_gluoncv_epoch_and_batch_in_brackets_with_cross_entropy():
+    """``[Epoch 1][Batch 50]``: the batch counts within the epoch (both batch lines of an epoch are read)."""
+    out, _ = ext([
+        "INFO: [Epoch 0][Batch 0], Speed: 0.926 samples/sec, CrossEntropy=1.83e+00, SmoothL1=3.00e-03, val_AP=0.136",
+        "INFO: [Epoch 0][Batch 50], Speed: 0.563 samples/sec, CrossEntropy=9.23e-01, SmoothL1=2.18e-03, val_AP=0.169",
+        "INFO: [Epoch 1][Batch 0], Speed: 0.603 samples/sec, CrossEntropy=2.98e-02, SmoothL1=2.81e-03, val_AP=0.299",
+    ])
+    assert [(s, m["loss"]) for s, m in out] == [(0, 1.83), (50, 0.923), (51, 0.0298)]
+
+
+@pytest.mark.parametrize(
+    ("line", "loss"),
+    [
+        ("step 5 cross_entropy=2.1 loss=2.5 kl=0.4", 2.5),  # the line's loss wins over a cross-entropy before it
+        ("step 5 loss=2.5 xent=2.1", 2.5),
+        ("step 5 xent=2.1 acc=0.3", 2.1),
+    ],
+)
+def test_a_cross_entropy_is_the_loss_only_where_no_loss_is_printed(line, loss):
+    out, _ = ext([line])
+    assert out[0][1]["loss"] == loss
+
+
+def test_a_policy_entropy_is_not_a_loss():
+    out, _ = ext(["step 5 entropy=1.2 loss=0.3", "step 6 entropy=1.1"])
+    assert out[0] == (5, {"loss": 0.3})
+    assert all("loss" not in m for s, m in out if s == 6)
