@@ -1,4 +1,4 @@
-"""A classification loss that sits at ln(K) for K classes: the model predicts them all alike, at chance."""
+"""A classification loss that sits at ln(K), or an accuracy held at exactly 1/K, for K classes: the model is at chance."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from runwatch.models.diagnostics.no_learning import idle_in_policy_gradient, is_
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
 
+_NONE = (0, 0, -1, 0)  # a metric's streak before its first value
+
+
 class ChanceLevelConfig(DiagnosticConfig):
     """Settings of :class:`ChanceLevelDiagnostic`.
 
@@ -22,7 +25,8 @@ class ChanceLevelConfig(DiagnosticConfig):
         The losses watched, each judged on its own. Default ``("loss", "val/loss")``.
     accuracy_metrics
         Accuracies quoted beside a finding on their loss (``val/acc`` with
-        ``val/loss``). Default ``("acc", "val/acc")``.
+        ``val/loss``), and judged on their own: one held at exactly 1/K.
+        Default ``("acc", "val/acc", "test/acc")``.
     max_classes
         The largest K tried. Default 20: ln(K) and ln(K + 1) are 1/K apart, so
         for many classes every flat loss would sit near some ln(K) (a language
@@ -37,14 +41,28 @@ class ChanceLevelConfig(DiagnosticConfig):
         ... spanning at least this many steps. Default 200: a network starts at
         chance (its first steps at exactly ln(K) when the last layer starts at
         zero) and leaves it within tens of steps when it learns.
+    accuracy_tolerance
+        How close to 1/K an accuracy is, for ``min_values`` values in a row (no
+        span asked). Default 5e-5: the value printed to 4 decimals (Keras's
+        ``acc: 0.1000``). An accuracy that learns, or that only hovers near
+        chance early on, moves with every evaluation; one that repeats 1/K
+        exactly comes from a model giving one answer to everything (a
+        saturated or dead last layer) on balanced data.
+    frozen_loss
+        Where the accuracy's loss is logged too (``val/loss`` for ``val/acc``),
+        it must not move by more than this fraction meanwhile. Default 0.002:
+        an accuracy on 100 samples repeats 0.5000 for epochs while its loss
+        still falls 1 % (a real Lightning run), a frozen model's loss stays put.
     """
 
     metrics: tuple[str, ...] = ("loss", "val/loss")
-    accuracy_metrics: tuple[str, ...] = ("acc", "val/acc")
+    accuracy_metrics: tuple[str, ...] = ("acc", "val/acc", "test/acc")
     max_classes: int = Field(default=20, ge=2)
     tolerance: float = Field(default=1e-3, gt=0.0, lt=0.1)
     min_values: int = Field(default=5, ge=2)
     min_steps: int = Field(default=200, ge=0)
+    accuracy_tolerance: float = Field(default=5e-5, ge=0.0, lt=0.01)
+    frozen_loss: float = Field(default=0.002, ge=0.0)
 
 
 class ChanceLevelDiagnostic(Diagnostic):
@@ -58,15 +76,18 @@ class ChanceLevelDiagnostic(Diagnostic):
     at chance: labels that do not match the inputs, a learning rate of zero or
     one so high that the logits saturated, a dead or detached last layer. It
     needs no history before it, so it also judges a log that starts mid-run,
-    which the no-learning rule leaves alone. Policy-gradient runs (``reward`` /
+    which the no-learning rule leaves alone. An accuracy (``acc``, ``val/acc``,
+    ``test/acc``) at exactly 1/K for ``min_values`` values in a row is the same
+    model seen from its answers: it predicts one class (RMDL's "acc: 0.1000"
+    for 7 epochs on 10 classes, its loss frozen at 14.5063). Policy-gradient runs (``reward`` /
     ``kl`` logged), whose surrogate loss is no cross-entropy, are not judged.
 
     On the corpus's 396 healthy runs and every real log on this machine
     (modded-nanogpt, Lightning, TensorBoard, text and Trainer logs: 5,512
     runs) it fires on none; on the corpus it finds 4 slow-convergence runs.
 
-    Raises ``PLATEAU`` (WARNING) once per watched loss. Score: the values at
-    chance over ``min_values``.
+    Raises ``PLATEAU`` (WARNING) once per watched loss or accuracy. Score: the
+    values at chance over ``min_values``.
 
     Examples
     --------
@@ -83,10 +104,10 @@ class ChanceLevelDiagnostic(Diagnostic):
     """
 
     name = "chance_level"
-    version = "1"
+    version = "2"
     config_class = ChanceLevelConfig
     reference = "Cross-entropy of a uniform prediction over K classes is ln K (Karpathy 2019, A Recipe for Training Neural Networks)"
-    state_attributes = ("done", "streaks", "accuracy")
+    state_attributes = ("done", "streaks", "accuracy", "losses")
 
     config: ChanceLevelConfig
 
@@ -96,6 +117,8 @@ class ChanceLevelDiagnostic(Diagnostic):
         # per watched loss: [K, values in a row at ln(K), first step of the run, reported (0/1)]
         self.streaks: dict[str, list[int]] = {}
         self.accuracy: dict[str, float] = {}  # the latest value of each accuracy metric
+        # per accuracy metric: [step, value] of its loss's latest values (as many as a streak needs)
+        self.losses: dict[str, list[list[float]]] = {}
         self._logs = np.log(np.arange(self.config.max_classes + 1, dtype=float).clip(1.0))
 
     def watches(self, metric: str) -> bool:
@@ -114,11 +137,33 @@ class ChanceLevelDiagnostic(Diagnostic):
         found = []
         for name in cfg.metrics:
             col = cols.get(name)
-            if col is not None and len(col):
-                finding = self._follow(name, col)
+            if col is not None and len(col) and not self.streaks.get(name.rpartition("loss")[0] + "acc", _NONE)[3]:
+                finding = self._follow(name, col, self._near(col.values), cfg.min_steps)
+                if finding is not None:
+                    found.append(finding)
+        for name in cfg.accuracy_metrics:
+            col = cols.get(name)
+            loss_name = name.rpartition("acc")[0] + "loss"
+            loss = cols.get(loss_name)
+            if loss is not None and len(loss):
+                kept = self.losses.setdefault(name, [])
+                kept.extend([s, v] for s, v in zip(loss.steps[-cfg.min_values * 4 :].tolist(), loss.values[-cfg.min_values * 4 :].tolist()))
+                del kept[: -cfg.min_values * 4]
+            # The same model at chance as its loss's finding says: one finding for both.
+            if col is not None and len(col) and not self.streaks.get(loss_name, _NONE)[3]:
+                finding = self._follow(name, col, self._at_inverse(col.values), 0)
                 if finding is not None:
                     found.append(finding)
         return found
+
+    def _at_inverse(self, values: np.ndarray) -> np.ndarray:
+        """K where a value is within ``accuracy_tolerance`` of 1/K (2 <= K <= max_classes), else 0."""
+        cfg = self.config
+        out = []
+        for v in values.tolist():
+            k = round(1.0 / v) if 1.0 / (cfg.max_classes + 1) < v < 0.75 else 0
+            out.append(k if 2 <= k <= cfg.max_classes and abs(v - 1.0 / k) <= cfg.accuracy_tolerance else 0)
+        return np.array(out, dtype=np.int64)
 
     def _near(self, values: np.ndarray) -> np.ndarray:
         """K where a value is within ``tolerance`` of ln(K) (2 <= K <= max_classes), else 0."""
@@ -135,12 +180,12 @@ class ChanceLevelDiagnostic(Diagnostic):
         close = np.abs(values - self._logs[k]) <= cfg.tolerance
         return np.where(close & (k > 0), k, 0)
 
-    def _follow(self, name: str, col: Column) -> Finding | None:
+    def _follow(self, name: str, col: Column, ks: np.ndarray, min_steps: int) -> Finding | None:
+        """The finding when ``name``'s values stay at one K (``ks``: each value's K, 0 for none) long enough."""
         cfg = self.config
         streak = self.streaks.setdefault(name, [0, 0, -1, 0])
         if streak[3]:
             return None
-        ks = self._near(col.values)
         if not ks.any():  # the common case: nowhere near chance
             streak[0] = streak[1] = 0
             return None
@@ -153,14 +198,39 @@ class ChanceLevelDiagnostic(Diagnostic):
             if k != streak[0]:
                 streak[0], streak[1], streak[2] = k, 0, step
             streak[1] += 1
-            if streak[1] >= cfg.min_values and step - streak[2] >= cfg.min_steps:
+            if streak[1] >= cfg.min_values and step - streak[2] >= min_steps and self._loss_frozen(name, streak[2], step):
                 streak[3] = 1
                 return self._finding(name, col, i, k, streak)
         return None
 
+    def _loss_frozen(self, name: str, since: int, step: int) -> bool:
+        """Whether the loss of accuracy ``name`` (where logged) held still from ``since`` to ``step`` (True for a loss)."""
+        values = [v for s, v in self.losses.get(name, ()) if since <= s <= step and math.isfinite(v)]
+        if not values:
+            return True
+        lo, hi = min(values), max(values)
+        return hi - lo <= self.config.frozen_loss * max(abs(lo), abs(hi))
+
     def _finding(self, name: str, col: Column, i: int, k: int, streak: list[int]) -> Finding:
         cfg = self.config
         step = int(col.steps[i])
+        if name in cfg.accuracy_metrics:
+            return Finding(
+                AnomalyKind.PLATEAU,
+                Severity.WARNING,
+                score=streak[1] / cfg.min_values,
+                step=step,
+                metric=name,
+                explanation=(
+                    f"{name} has been exactly 1/{k} = {1.0 / k:.4f} for {streak[1]} values in a row (steps "
+                    f"{streak[2]}-{step}): the model gives one answer to everything, i.e. it is at chance on {k} "
+                    "balanced classes; check that the labels match the inputs, that the learning rate is neither zero "
+                    "nor so high that the logits saturated, and that the last layer is trained (not dead, frozen or "
+                    "detached from the loss)"
+                ),
+                wall_time=float(col.wall_times[i]),
+                since=streak[2],
+            )
         accuracy = ""
         acc_name = next((a for a in cfg.accuracy_metrics if a.rpartition("acc")[0] == name.rpartition("loss")[0]), None)
         acc = self.accuracy.get(acc_name) if acc_name is not None else None

@@ -1174,8 +1174,9 @@ def _keras(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, out)
 
 
-# Keras 1 with verbose=2, under its "Epoch 3/10" line: "88s - loss: 1.4001 - acc: 0.5754 - val_loss: 1.8586"
-_KERAS1_SUMMARY = re.compile(r"^\s*\d+(?:\.\d+)?m?s(?= - [A-Za-z])")
+# Keras 1 with verbose=2, under its "Epoch 3/10" line: "88s - loss: 1.4001 - acc: 0.5754 - val_loss: 1.8586"; Keras 2.1-2.2
+# prints " - 88s - loss: ..." (a dash first), and some versions the time per step too (" - 88s 12ms/step - loss: ...")
+_KERAS1_SUMMARY = re.compile(r"^\s*(?:-\s+)?\d+(?:\.\d+)?m?s(?:\s+\d+(?:\.\d+)?[mu]?s/step)?(?= - [A-Za-z])")
 _RICH_BAR = re.compile(r"^\s*Epoch (\d+)/\d+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s")
 _BRACKET_STEP = re.compile(r"(?:^|\]\s)\s*\[(\d+)\]\s+(?=[A-Za-z][\w./\-]*=)")
 # "[0/5][50/1583] Loss_D: ...", "[100/1000] loss: ...": at the line's start or after a log prefix (checked apart: a

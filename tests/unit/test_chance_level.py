@@ -60,3 +60,32 @@ def test_the_default_suite_runs_it() -> None:
     for i in range(12):
         alerts += monitor.observe(1000 + 100 * i, 0.0, {"loss": math.log(2) + 1e-4, "acc": 0.5})
     assert "chance_level" in {a.finding.detector for a in alerts}
+
+
+def test_an_accuracy_held_at_exactly_one_over_k_is_chance() -> None:
+    # RMDL issue 12: epochs 278-284 of 300, "loss: 14.5063 - acc: 0.1000 - val_loss: 14.5063 - val_acc: 0.1000"
+    rows = [{"loss": 14.5063, "acc": 0.1, "val/loss": 14.5063, "val/acc": 0.1} for _ in range(7)]
+    found = _found(rows, list(range(278, 285)), size=1)
+    assert [(f.metric, f.kind, f.step, f.since) for f in found] == [
+        ("acc", AnomalyKind.PLATEAU, 282, 278), ("val/acc", AnomalyKind.PLATEAU, 282, 278)]
+    assert found[0].explanation.startswith("acc has been exactly 1/10 = 0.1000 for 5 values in a row")
+
+
+def test_an_accuracy_that_passes_one_over_k_while_its_loss_falls_is_not_chance() -> None:
+    # A real Lightning run: val accuracy on 100 samples is 0.50 for 5 epochs while val loss falls 0.6685 -> 0.6607.
+    losses = (0.6703, 0.6685, 0.6666, 0.6647, 0.6627, 0.6607, 0.6586)
+    accs = (0.49, 0.5, 0.5, 0.5, 0.5, 0.5, 0.51)
+    rows = [{"val/loss": v, "val/acc": a} for v, a in zip(losses, accs)]
+    assert _found(rows, list(range(43, 50)), size=1) == []
+    assert _found(rows, list(range(43, 50)), size=1, frozen_loss=0.05) != []  # what the guard keeps out
+
+
+def test_an_accuracy_near_but_not_at_one_over_k_or_a_loss_at_chance_gives_no_second_finding() -> None:
+    near = [{"acc": 0.1 + 0.0003 * (-1) ** i} for i in range(8)]
+    assert _found(near, list(range(300, 308)), size=1) == []
+    # at chance by its loss too: one finding (the loss's), not a second one for its accuracy
+    both = [{"loss": 2.3026, "acc": 0.1} for _ in range(8)]
+    found = _found(both, list(range(0, 400, 50)), size=1)
+    assert [f.metric for f in found] == ["loss"]
+    found = _found(both * 4, list(range(0, 320, 10)), size=1)  # the accuracy's 5 values come before the loss's span
+    assert [f.metric for f in found] == ["acc"]

@@ -1285,3 +1285,17 @@ def test_a_policy_entropy_is_not_a_loss():
     out, _ = ext(["step 5 entropy=1.2 loss=0.3", "step 6 entropy=1.1"])
     assert out[0] == (5, {"loss": 0.3})
     assert all("loss" not in m for s, m in out if s == 6)
+
+
+def test_keras_2_verbose_2_epoch_lines_start_with_a_dash():
+    """Keras 2.1-2.2 with verbose=2: " - 80s - loss: ..." under "Epoch 278/300" (and " - 12s 3ms/step - ..." in some)."""
+    out, _ = ext([
+        "Epoch 00277: val_acc did not improve from 0.10000",
+        "Epoch 278/300",
+        " - 80s - loss: 14.5063 - acc: 0.1000 - val_loss: 14.5063 - val_acc: 0.1000",
+        "Epoch 00278: val_acc did not improve from 0.10000",
+        "Epoch 279/300",
+        " - 12s 3ms/step - loss: 0.5000 - acc: 0.8000 - val_loss: 0.6000 - val_acc: 0.7000",
+    ])
+    assert out == [(278, {"loss": 14.5063, "acc": 0.1, "val/loss": 14.5063, "val/acc": 0.1}),
+                   (279, {"loss": 0.5, "acc": 0.8, "val/loss": 0.6, "val/acc": 0.7})]
