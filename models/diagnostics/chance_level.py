@@ -12,7 +12,6 @@ from runwatch.models.block import Column, MetricBlock
 from runwatch.models.diagnostics.no_learning import idle_in_policy_gradient, is_policy_gradient_metric
 from runwatch.models.findings import AnomalyKind, Finding, Severity
 
-
 _NONE = (0, 0, -1, 0)  # a metric's streak before its first value
 
 
