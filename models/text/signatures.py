@@ -209,7 +209,9 @@ SIGNATURES: tuple[Signature, ...] = (
         # ggml's abort handler printing its backtrace (a llama.cpp server's native crash: the frames follow it)
         r"\bggml_abort\b|"
         # the first frame of a native stack trace dumped on a fatal signal (boost::stacktrace: Triton, TensorRT-LLM)
-        r"^\s*0# (?:0x[0-9A-Fa-f]{6,} in |\S+ in /)",
+        r"^\s*0# (?:0x[0-9A-Fa-f]{6,} in |\S+ in /)|"
+        # a shell's, make's or docker's exit status of 128 + the signal: 134 SIGABRT, 135 SIGBUS, 139 SIGSEGV
+        r"\] Error (?:134|135|139)\b|\bexit(?:ed)? (?:with )?(?:code|status)\s*[=:(]?\s*(?:134|135|139)\b|\bExited \((?:134|135|139)\)",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -272,6 +274,15 @@ SIGNATURES: tuple[Signature, ...] = (
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
+    ),
+    _sig(
+        "rust_panic", E,
+        # Rust's panic message (text-embeddings-inference, text-generation-inference's router and launcher, the
+        # tokenizers and safetensors libraries), and what PyO3 raises in Python for it
+        r"\bthread '[^'\n]{0,80}' panicked at\b|\bpyo3_runtime\.PanicException\b",
+        "a Rust component panicked",
+        "the panicking thread's work is lost, and a server usually stops answering or exits: read the message and "
+        "the source location after 'panicked at' (a known bug of that version, an input it cannot handle), then restart",
     ),
     _sig(
         "watchdog_timeout", C,
@@ -370,7 +381,8 @@ _KEYS = {
     "crash_signal": ("ggml_abort", "signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
-                     "[error] assertion failed", "0# "),
+                     "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited ("),
+    "rust_panic": ("panicked at", "panicexception"),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",

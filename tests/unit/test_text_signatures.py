@@ -156,6 +156,13 @@ CASES = {
         "bash: line 1:  4412 Bus error               (core dumped) python serve.py",
         "terminate called after throwing an instance of 'c10::Error'",
         "Segmentation fault (core dumped)",
+        "make: *** [Makefile:5: start-embed-server] Error 139",  # exit status 128 + SIGSEGV
+        "text-embeddings-router exited with code 139",
+    ],
+    "rust_panic": [
+        "thread 'tokio-runtime-worker' panicked at core/src/queue.rs:87:14:",
+        "thread '<unnamed>' panicked at 'called `Result::unwrap()` on an `Err` value: ...', src/lib.rs:10:5",
+        "pyo3_runtime.PanicException: called `Option::unwrap()` on a `None` value",
     ],
     "job_cancelled": [
         ("[2024-01-01 10:00:00,000] torch.distributed.elastic.agent.server.api: [WARNING] Received Signals.SIGTERM "
