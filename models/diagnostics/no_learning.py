@@ -88,6 +88,12 @@ class NoLearningConfig(DiagnosticConfig):
         one that fell and came back to its start (a model reset by corrupted
         data) no longer does. Default ``("val/loss",)``; ``()`` judges the
         training loss alone.
+    epoch_loss_metrics
+        The training loss's own epoch means (Lightning's ``self.log(...,
+        on_epoch=True)`` beside the per-step values, which ``log_every_n_steps``
+        may leave few and noisy): evidence like the held-out losses, judged
+        against their own first values only (they are the training loss).
+        Default ``("train_loss_epoch", "loss_epoch", "train/loss_epoch")``.
     """
 
     metrics: tuple[str, ...] = ("loss",)
@@ -101,6 +107,7 @@ class NoLearningConfig(DiagnosticConfig):
     lr_warmup: bool = True
     min_points_at_end: int = Field(default=5, ge=0)
     evidence_metrics: tuple[str, ...] = ("val/loss",)
+    epoch_loss_metrics: tuple[str, ...] = ("train_loss_epoch", "loss_epoch", "train/loss_epoch")
 
 
 def fell_steadily(values: list[float], min_drop: float) -> bool:
@@ -273,7 +280,7 @@ class NoLearningDiagnostic(Diagnostic):
         (a model reset to chance by corrupted data) no longer shows learning.
         """
         cfg = self.config
-        cols = [(m, block.columns[m]) for m in cfg.evidence_metrics if m in block.columns]
+        cols = [(m, block.columns[m]) for m in cfg.evidence_metrics + cfg.epoch_loss_metrics if m in block.columns]
         if not cols:
             return []
         starts = [self._states[m] for m in cfg.metrics if len(self._states.get(m, {}).get("first", ())) >= 3]
@@ -302,7 +309,8 @@ class NoLearningDiagnostic(Diagnostic):
             # Medians: the first evaluation after initialisation can be far off (a net briefly worse than
             # chance, back at chance by the second), which is not learning.
             start, now = statistics.median(state["first"][:k]), statistics.median(state["latest"][-k:])
-            state["learned"] = now <= (1.0 - cfg.min_drop) * min(start, loss_start)
+            own = metric in cfg.epoch_loss_metrics  # the training loss itself: its start is the reference
+            state["learned"] = now <= (1.0 - cfg.min_drop) * (start if own else min(start, loss_start))
             learned = any(m["learned"] for m in evidence["metrics"].values())
             if learned != evidence["learned"]:
                 evidence["learned"] = learned

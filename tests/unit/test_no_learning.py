@@ -294,3 +294,25 @@ def test_a_short_log_that_fell_steadily_learned_even_when_its_means_moved_less()
     creeping = NoLearningDiagnostic()  # as steady a fall, but by 1.2 % in all: still not learning
     assert creeping.observe_block(_block(steps, [{"loss": v} for v in (1.0, 0.997, 0.994, 0.991, 0.988)])) == []
     assert [f.step for f in creeping.on_end()] == [2500]
+
+
+def test_the_training_losss_own_epoch_means_show_learning_its_few_noisy_step_values_hide() -> None:
+    # A real Lightning run (on_step and on_epoch logging, log_every_n_steps=50): six noisy per-step losses, the
+    # first and last alike, while the epoch means fall 1.19 -> 0.33 and the held-out loss with them.
+    loss = {49: 0.6911, 99: 0.2285, 149: 0.3428, 199: 0.6539, 249: 0.4483, 299: 0.5753}
+    epoch = [1.1932, 0.9754, 0.8204, 0.8036, 0.6497, 0.5868, 0.6696, 0.5584, 0.5263, 0.4545, 0.4687, 0.461, 0.4689,
+             0.4224, 0.4477, 0.4385, 0.3986, 0.3908, 0.3568, 0.3881, 0.347, 0.3347, 0.3139, 0.3349, 0.3326]
+    epoch_steps = [11 + 12 * i for i in range(len(epoch))]
+    rows = {s: {"loss": v} for s, v in loss.items()}
+    for s, v in zip(epoch_steps, epoch):
+        rows.setdefault(s, {})["train_loss_epoch"] = v
+    steps = sorted(rows)
+    d = NoLearningDiagnostic()
+    assert d.observe_block(_block(steps, [rows[s] for s in steps])) == [] and d.on_end() == []
+    # The step losses alone are "no learning" at the end (the rule before the epoch means counted as evidence).
+    blind = NoLearningDiagnostic(NoLearningConfig(epoch_loss_metrics=()))
+    assert blind.observe_block(_block(steps, [rows[s] for s in steps])) == [] and [f.step for f in blind.on_end()] == [299]
+    # Epoch means that do not fall show nothing.
+    flat = [{**rows[s], "train_loss_epoch": 0.5} if "train_loss_epoch" in rows[s] else rows[s] for s in steps]
+    d = NoLearningDiagnostic()
+    assert d.observe_block(_block(steps, flat)) == [] and [f.step for f in d.on_end()] == [299]
