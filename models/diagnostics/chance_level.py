@@ -15,6 +15,16 @@ from runwatch.models.findings import AnomalyKind, Finding, Severity
 _NONE = (0, 0, -1, 0)  # a metric's streak before its first value
 
 
+def _partner(name: str) -> str:
+    """The loss of an accuracy, or the accuracy of a loss, of the same phase.
+
+    >>> _partner("val/acc"), _partner("loss"), _partner("test/loss")
+    ('val/loss', 'acc', 'test/acc')
+    """
+    head, found, _ = name.rpartition("acc")
+    return head + "loss" if found else name.rpartition("loss")[0] + "acc"
+
+
 class ChanceLevelConfig(DiagnosticConfig):
     """Settings of :class:`ChanceLevelDiagnostic`.
 
@@ -119,6 +129,10 @@ class ChanceLevelDiagnostic(Diagnostic):
         # per accuracy metric: [step, value] of its loss's latest values (as many as a streak needs)
         self.losses: dict[str, list[list[float]]] = {}
         self._logs = np.log(np.arange(self.config.max_classes + 1, dtype=float).clip(1.0))
+        # (metric, K of each value, steps its streak must span): losses at ln(K), then accuracies at 1/K
+        self._watched = [(m, self._near, self.config.min_steps) for m in self.config.metrics] + [
+            (m, self._at_inverse, 0) for m in self.config.accuracy_metrics
+        ]
 
     def watches(self, metric: str) -> bool:
         cfg = self.config
@@ -129,28 +143,22 @@ class ChanceLevelDiagnostic(Diagnostic):
         if idle_in_policy_gradient(self, cols):
             return []
         cfg = self.config
+        keep = cfg.min_values * 4
         for name in cfg.accuracy_metrics:
             acc = cols.get(name)
             if acc is not None and len(acc):
                 self.accuracy[name] = float(acc.values[-1])
-        found = []
-        for name in cfg.metrics:
-            col = cols.get(name)
-            if col is not None and len(col) and not self.streaks.get(name.rpartition("loss")[0] + "acc", _NONE)[3]:
-                finding = self._follow(name, col, self._near(col.values), cfg.min_steps)
-                if finding is not None:
-                    found.append(finding)
-        for name in cfg.accuracy_metrics:
-            col = cols.get(name)
-            loss_name = name.rpartition("acc")[0] + "loss"
-            loss = cols.get(loss_name)
+            loss = cols.get(_partner(name))
             if loss is not None and len(loss):
                 kept = self.losses.setdefault(name, [])
-                kept.extend([s, v] for s, v in zip(loss.steps[-cfg.min_values * 4 :].tolist(), loss.values[-cfg.min_values * 4 :].tolist()))
-                del kept[: -cfg.min_values * 4]
-            # The same model at chance as its loss's finding says: one finding for both.
-            if col is not None and len(col) and not self.streaks.get(loss_name, _NONE)[3]:
-                finding = self._follow(name, col, self._at_inverse(col.values), 0)
+                kept.extend([s, v] for s, v in zip(loss.steps[-keep:].tolist(), loss.values[-keep:].tolist()))
+                del kept[:-keep]
+        found = []
+        for name, at_chance, min_steps in self._watched:
+            col = cols.get(name)
+            # The same model at chance as its partner's finding says (a loss and its accuracy): one finding for both.
+            if col is not None and len(col) and not self.streaks.get(_partner(name), _NONE)[3]:
+                finding = self._follow(name, col, at_chance(col.values), min_steps)
                 if finding is not None:
                     found.append(finding)
         return found
@@ -214,27 +222,22 @@ class ChanceLevelDiagnostic(Diagnostic):
         cfg = self.config
         step = int(col.steps[i])
         if name in cfg.accuracy_metrics:
-            return Finding(
-                AnomalyKind.PLATEAU,
-                Severity.WARNING,
-                score=streak[1] / cfg.min_values,
-                step=step,
-                metric=name,
-                explanation=(
-                    f"{name} has been exactly 1/{k} = {1.0 / k:.4f} for {streak[1]} values in a row (steps "
-                    f"{streak[2]}-{step}): the model gives one answer to everything, i.e. it is at chance on {k} "
-                    "balanced classes; check that the labels match the inputs, that the learning rate is neither zero "
-                    "nor so high that the logits saturated, and that the last layer is trained (not dead, frozen or "
-                    "detached from the loss)"
-                ),
-                wall_time=float(col.wall_times[i]),
-                since=streak[2],
+            seen = (
+                f"{name} has been exactly 1/{k} = {1.0 / k:.4f} for {streak[1]} values in a row (steps "
+                f"{streak[2]}-{step}): the model gives one answer to everything, i.e. it is at chance on {k} "
+                "balanced classes"
             )
-        accuracy = ""
-        acc_name = next((a for a in cfg.accuracy_metrics if a.rpartition("acc")[0] == name.rpartition("loss")[0]), None)
-        acc = self.accuracy.get(acc_name) if acc_name is not None else None
-        if acc is not None and math.isfinite(acc) and abs(acc - 1.0 / k) <= 0.25 / k:
-            accuracy = f" ({acc_name} {acc:.3g} = 1/{k}, as for a guess)"
+        else:
+            acc_name = _partner(name)
+            acc = self.accuracy.get(acc_name) if acc_name in cfg.accuracy_metrics else None
+            accuracy = ""
+            if acc is not None and math.isfinite(acc) and abs(acc - 1.0 / k) <= 0.25 / k:
+                accuracy = f" ({acc_name} {acc:.3g} = 1/{k}, as for a guess)"
+            seen = (
+                f"{name} has stayed at ln({k}) = {math.log(k):.4f} (within {cfg.tolerance:g}) for {streak[1]} values "
+                f"over {step - streak[2]} steps{accuracy}: the cross-entropy of predicting each of {k} classes alike, "
+                "i.e. the model is at chance"
+            )
         return Finding(
             AnomalyKind.PLATEAU,
             Severity.WARNING,
@@ -242,11 +245,8 @@ class ChanceLevelDiagnostic(Diagnostic):
             step=step,
             metric=name,
             explanation=(
-                f"{name} has stayed at ln({k}) = {math.log(k):.4f} (within {cfg.tolerance:g}) for {streak[1]} values "
-                f"over {step - streak[2]} steps{accuracy}: the cross-entropy of predicting each of {k} classes alike, "
-                "i.e. the model is at chance; check that the labels match the inputs, that the learning rate is "
-                "neither zero nor so high that the logits saturated, and that the last layer is trained (not dead, "
-                "frozen or detached from the loss)"
+                f"{seen}; check that the labels match the inputs, that the learning rate is neither zero nor so high "
+                "that the logits saturated, and that the last layer is trained (not dead, frozen or detached from the loss)"
             ),
             wall_time=float(col.wall_times[i]),
             since=streak[2],
