@@ -129,10 +129,10 @@ class ChanceLevelDiagnostic(Diagnostic):
         # per accuracy metric: [step, value] of its loss's latest values (as many as a streak needs)
         self.losses: dict[str, list[list[float]]] = {}
         self._logs = np.log(np.arange(self.config.max_classes + 1, dtype=float).clip(1.0))
-        # (metric, K of each value, steps its streak must span): losses at ln(K), then accuracies at 1/K
-        self._watched = [(m, self._near, self.config.min_steps) for m in self.config.metrics] + [
-            (m, self._at_inverse, 0) for m in self.config.accuracy_metrics
-        ]
+        # (metric, an accuracy?, steps its streak must span): losses at ln(K), then accuracies at 1/K
+        self._watched = tuple((m, False, self.config.min_steps) for m in self.config.metrics) + tuple(
+            (m, True, 0) for m in self.config.accuracy_metrics
+        )
 
     def watches(self, metric: str) -> bool:
         cfg = self.config
@@ -154,11 +154,12 @@ class ChanceLevelDiagnostic(Diagnostic):
                 kept.extend([s, v] for s, v in zip(loss.steps[-keep:].tolist(), loss.values[-keep:].tolist()))
                 del kept[:-keep]
         found = []
-        for name, at_chance, min_steps in self._watched:
+        for name, accuracy, min_steps in self._watched:
             col = cols.get(name)
             # The same model at chance as its partner's finding says (a loss and its accuracy): one finding for both.
             if col is not None and len(col) and not self.streaks.get(_partner(name), _NONE)[3]:
-                finding = self._follow(name, col, at_chance(col.values), min_steps)
+                ks = self._at_inverse(col.values) if accuracy else self._near(col.values)
+                finding = self._follow(name, col, ks, min_steps)
                 if finding is not None:
                     found.append(finding)
         return found
