@@ -90,6 +90,12 @@ class FusionConfig(DiagnosticConfig):
         not rising, no jump beyond 3x its noise) they are INFO. Gradient-norm
         surges by default: the HF Trainer logs the norm before clipping, and
         clipped fp16/LoRA runs show 100-1,000x surges that the loss never feels.
+    gate_max_score
+        Neither gate (learned normality, loss response) demotes a finding whose score reaches this; for a
+        gradient norm the score is its multiple of the norm's typical level, and a 10,000x surge is a blow-up
+        that clipping or a skip guard only hides from the loss (mlx-lm's LoRA trainer at grad norm 1.8e8
+        against 4.2, a thread's reported problem). Default 1e4: the largest surge of a healthy run seen was
+        ~2,500x (a TinyLlama LoRA's pre-clip norm 755 against 0.3); dead-unit scores are fractions.
     learning_kinds, learning_below
         Rule kinds that are INFO while the training loss (smoothed) is at most ``learning_below`` x its start:
         the run is learning, so a layer's small gradient is not stopping it. Vanishing gradients, below 0.1 by
@@ -109,6 +115,7 @@ class FusionConfig(DiagnosticConfig):
     symptom_kinds: tuple[str, ...] = SYMPTOMS_DEFAULT
     group_steps: int = Field(100, ge=0)
     loss_response_kinds: tuple[str, ...] = LOSS_RESPONSE_DEFAULT
+    gate_max_score: float = Field(1e4, gt=0.0)
     learning_kinds: tuple[str, ...] = ("VANISHING_GRADIENT",)
     learning_below: float = Field(0.1, ge=0.0, lt=1.0)
     failure_kinds: tuple[str, ...] = FAILURES_DEFAULT
@@ -163,7 +170,8 @@ class FindingFusion:
                 f.explanation += (f" [INFO: after the run failed ({AnomalyKind(self.failed_kind).name} "
                                   f"at step {self.failed_step})]")
                 continue
-            if f.kind in self._loss_felt and loss_calm is not None and loss_calm(f.step):
+            gateable = f.score < self.config.gate_max_score
+            if gateable and f.kind in self._loss_felt and loss_calm is not None and loss_calm(f.step):
                 f.severity = Severity.INFO
                 f.explanation += " [INFO: the training loss has not responded]"
                 continue
@@ -171,7 +179,7 @@ class FindingFusion:
                 f.severity = Severity.INFO
                 f.explanation += f" [INFO: the training loss is below {self.config.learning_below:g}x its start]"
                 continue
-            if f.kind in self._gated and learned_normal(f.step):
+            if gateable and f.kind in self._gated and learned_normal(f.step):
                 f.severity = Severity.INFO
                 f.explanation += " [INFO: the learned models found this stretch normal]"
                 continue
