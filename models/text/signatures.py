@@ -91,6 +91,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"RuntimeError: out of memory\b|"
         # PyTorch's caching allocator, also when a console wrapped "CUDA" onto the line before
         r"^\s*out of memory\. Tried to allocate \d|"
+        # the same allocator under a memory fraction (torch.cuda.set_per_process_memory_fraction: TGI's shards)
+        r"Allocation on device \d+ would exceed allowed memory|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
         # torch_npu (Ascend), PaddlePaddle's allocator, JAX/XLA on GPU
         r"NPU out of memory|Out of memory error on GPU \d+|RESOURCE_EXHAUSTED: Failed to allocate request for|"

@@ -47,6 +47,9 @@ CASES = {
         "That was not possible. There are 4.00G free."),
         "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
         "RuntimeError: CUDA driver error: out of memory",
+        # PyTorch's allocator under a per-process memory fraction (TGI's warm-up)
+        ("thread 'main' panicked at 'Unable to warmup model: Generation(\"Allocation on device 0 would exceed allowed "
+         "memory. (out of memory)\nCurrently allocated     : 16.08 GiB\nRequested               : 4.83 GiB"),
     ],
     "cpu_oom": [
         ("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
