@@ -241,6 +241,10 @@ def _value(text: str) -> float:
 
 
 _WORD_BEFORE = re.compile(r"([A-Za-z]+) $")
+# "test_mean loss: 0.50", "train_avg loss: 0.28": a split's average named in one word before the key
+_PHASE_AVERAGE_BEFORE = re.compile(
+    r"(?<![\w.])(train|training|val|valid|validation|eval|test)_(?:mean|avg|average) $", re.IGNORECASE
+)
 
 
 def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None) -> dict[str, float]:
@@ -253,6 +257,8 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
     {'val/loss': 0.5, 'loss': 0.45, 'grad_norm': 1.2}
     >>> _pairs("[Epoch 5] Train: loss=0.40, acc=0.85 | Val: loss=0.50, acc=0.80")
     {'loss': 0.4, 'acc': 0.85, 'val/loss': 0.5, 'val/acc': 0.8}
+    >>> _pairs("test_mean loss: 0.504793"), _pairs("train_mean loss: 0.225224")
+    ({'test/loss': 0.504793}, {'loss': 0.225224})
     """
     out: dict[str, float] = {}
     crossed: set[str] = set()  # names whose value came from a cross-entropy: a loss of the line replaces it
@@ -267,7 +273,10 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
             continue
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
-            if w is not None:
+            averaged = _PHASE_AVERAGE_BEFORE.search(text, max(0, m.start() - 24), m.start()) if w is not None else None
+            if averaged is not None:
+                key = f"{averaged.group(1)} {key}"
+            elif w is not None:
                 pair = _two_word_key(w.group(1), key)
                 if pair is not None and w.group(1).lower() not in _PHASE_WORDS:  # "val avg loss": the phase before
                     p = _WORD_BEFORE.search(text, max(0, w.start() - 24), w.start())
@@ -362,15 +371,19 @@ def _two_word_key(first: str, second: str) -> str | None:
     return pair if first.lower() in _PHASE_WORDS or pair.lower() in _ALIASES else None
 
 
-def _spaced_pairs(text: str, phase: str = "") -> dict[str, float]:
+def _spaced_pairs(text: str, phase: str = "", bare_phase_loss: bool = False) -> dict[str, float]:
     """``key value`` pairs without ``:`` or ``=`` in free-form text, metric-like keys only.
 
     Precision first: the key must start the text or follow a delimiter or a number (the previous pair's
     value), so in "best loss 0.45" or "took 3 s" nothing is taken; a two-word key is a phase and a metric
-    ("train loss") or a known name ("grad norm", "learning rate").
+    ("train loss") or a known name ("grad norm", "learning rate"). With ``bare_phase_loss`` (a line that
+    names its epoch or step), a phase word alone before a decimal number is that phase's loss: ``train 7.164
+    | val 5.535`` (an accuracy is printed with its name or a ``%``).
 
     >>> _spaced_pairs("epoch 3 iter 1200/5000 loss 0.4521 (avg 0.4611) | grad norm 1.2, LR 1.0e-03, best loss 0.3")
     {'loss': 0.4521, 'grad_norm': 1.2, 'lr': 0.001}
+    >>> _spaced_pairs(" | train 7.164 | val 5.535 (saved)", bare_phase_loss=True)
+    {'loss': 7.164, 'val/loss': 5.535}
     """
     out: dict[str, float] = {}
     for m in _SPACED.finditer(text):
@@ -378,6 +391,8 @@ def _spaced_pairs(text: str, phase: str = "") -> dict[str, float]:
         if before and before[-1].isalpha():
             continue
         first, second, raw = m.groups()
+        if second is None and bare_phase_loss and first.lower() in _PHASE_WORDS and "." in raw:
+            second = "loss"
         key = first if second is None else _two_word_key(first, second)
         if key is None:
             continue
@@ -435,6 +450,12 @@ _D2 = re.compile(r"\beta:\s*\S+\s+iter:\s*(\d+)\s")
 _TIMM = re.compile(r"\b(Train|Test): (\d+) \[\s*(\d+)/(\d+)\s*\(\s*\d+%\)\]")
 _NANOGPT_ITER = re.compile(r"\biter (\d+): loss (" + _NUM + r"), time (" + _NUM + r")ms\b")
 _NANOGPT_EVAL = re.compile(r"\bstep (\d+): train loss (" + _NUM + r"), val loss (" + _NUM + r")" + _END)
+# build-nanogpt's log.txt (Karpathy's "Let's reproduce GPT-2"): "<step> train|val|hella <value>", a line each
+_BUILD_NANOGPT = re.compile(r"(\d+) (train|val|hella) (" + _NUM + r")\s*")
+_BUILD_NANOGPT_NAMES = {"train": "loss", "val": "val/loss", "hella": "val/hellaswag_acc"}
+# eriklindernoren's PyTorch-YOLOv3 (2018): "[Epoch 0/30, Batch 5/7329] [Losses: x 0.27, ..., total 15.14, recall: 0.0, ...]"
+_YOLOV3_LOSSES = re.compile(r"\[Epoch (\d+)/\d+, Batch (\d+)/(\d+)\] \[Losses: ([^\]]*)\]")
+_YOLOV3_PAIR = re.compile(r"\b(total|recall|precision):? (" + _NUM + r")" + _END)
 _ONMT_OLD = re.compile(r"\bEpoch\s+(\d+),\s+(\d+)/\s*(\d+);")
 _ONMT_STEP = re.compile(r"\bStep\s+(\d+)/\s*(\d+);")
 _KERAS_EPOCH = re.compile(r"\s*Epoch (\d+)/(\d+)\s*")
@@ -1014,6 +1035,32 @@ def _nanogpt(x: MetricExtractor, line: str) -> _Parsed | None:
     return None
 
 
+def _build_nanogpt(x: MetricExtractor, line: str) -> _Parsed | None:
+    """build-nanogpt's ``log.txt``: ``250 train 5.123456``, ``250 val 5.2310``, ``250 hella 0.2501``.
+
+    >>> _build_nanogpt(MetricExtractor(), "250 val 5.2310").metrics
+    {'val/loss': 5.231}
+    """
+    if not line[:1].isdigit():
+        return None
+    m = _BUILD_NANOGPT.fullmatch(line)
+    return None if m is None else _Parsed(int(m.group(1)), {_BUILD_NANOGPT_NAMES[m.group(2)]: _value(m.group(3))})
+
+
+def _yolov3_losses(x: MetricExtractor, line: str) -> _Parsed | None:
+    """eriklindernoren's PyTorch-YOLOv3 (2018) batch lines: the ``total`` of its ``[Losses: ...]`` is the loss.
+
+    >>> _yolov3_losses(MetricExtractor(), "[Epoch 1/30, Batch 2/100] [Losses: x 0.27, y 0.25, conf 4.3, "
+    ...                "total 15.14, recall: 0.1, precision: 0.2]").step
+    102
+    """
+    m = _YOLOV3_LOSSES.search(line)
+    if m is None:
+        return None
+    out = {("loss" if k == "total" else k): _value(v) for k, v in _YOLOV3_PAIR.findall(m.group(4))}
+    return _Parsed(x._epoch_step(int(m.group(1)), int(m.group(2)), int(m.group(3)), 0), out) if out else None
+
+
 def _onmt(x: MetricExtractor, line: str) -> _Parsed | None:
     if ";" not in line:
         return None
@@ -1586,7 +1633,7 @@ def _spaced_step(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     anchors = list(_STEP_WORD.finditer(line))
     rest = _STEP_WORD.sub(" | ", _EPOCH_OF.sub(" | ", line))
-    metrics = _spaced_pairs(rest, _phase(line))
+    metrics = _spaced_pairs(rest, _phase(line), bare_phase_loss=True)
     metrics.pop("epoch", None)
     if not metrics:
         return None
@@ -2118,7 +2165,7 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
-    _timm, _nanogpt,
+    _timm, _nanogpt, _build_nanogpt, _yolov3_losses,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
@@ -2129,7 +2176,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # a line skips the call. "" = no such test.
 _NEEDLES = {
     _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
-    _torchtune: "|Loss:", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
+    _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
     _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss

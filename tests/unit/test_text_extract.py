@@ -141,6 +141,35 @@ def test_nanogpt_and_opennmt():
     assert out[4] == (37527 + 12900, {"acc": 4.48, "ppl": 35173.75, "loss": 10.47})
 
 
+def test_build_nanogpt_log_and_pytorch_yolov3_batches():
+    out, _ = ext([
+        "0 val 10.9310",
+        "0 hella 0.2413",
+        "0 train 10.934416",
+        "1 train 10.883945",
+        ("[Epoch 1/30, Batch 2/7329] [Losses: x 0.287134, y 0.270254, w 8.582551, h 5.053944, conf 3.922812, "
+         "cls 0.810259, total 18.926954, recall: 0.00253, precision: 0.00012]"),
+    ])
+    assert out[:4] == [(0, {"val/loss": 10.931}), (0, {"val/hellaswag_acc": 0.2413}), (0, {"loss": 10.934416}),
+                       (1, {"loss": 10.883945})]
+    assert out[4] == (7329 + 2, {"loss": 18.926954, "recall": 0.00253, "precision": 0.00012})
+
+
+def test_bare_phase_words_on_an_epoch_line_are_losses():
+    out, _ = ext([
+        "09:34:10 | Epoch 01 | train 7.164 | val 5.535 (saved)",
+        "09:35:34 | Epoch 02 | train 5.164 | val 4.554 (saved)",
+        "Epoch 03 | train 92.3% | val 88.1%",  # percentages are accuracies, not losses
+        "Split: train 0.8, val 0.1",  # no epoch or step on the line: not a log of training
+    ])
+    assert out == [(1, {"loss": 7.164, "val/loss": 5.535}), (2, {"loss": 5.164, "val/loss": 4.554})]
+
+
+def test_a_splits_average_named_in_one_word():
+    out, _ = ext(["-----0------", "train_mean loss: 0.225224", "train_accuracy: 0.923984", "test_mean loss: 0.504793"])
+    assert [m for _, m in out] == [{"loss": 0.225224}, {"test/loss": 0.504793}]
+
+
 def test_keras_progress_with_epoch_context():
     out, _ = ext([
         "Epoch 2/10",
