@@ -320,6 +320,26 @@ EXPECTED = {
     "tpu_oom": {"cuda_oom"},
     "cuda_error": {"cuda_error"},
     "crashloop_backoff": {"engine_dead"},
+    # labels of sets S-V (bench/text_fragments_2026-12-07.md): what each problem is raised as
+    "loss_collapse": {"PLATEAU", "NONFINITE", "nonfinite_message"},
+    "accuracy_stuck_at_chance": {"PLATEAU"},
+    "loss_stuck": {"PLATEAU"},
+    "zero_val_metrics": {"PLATEAU"},
+    "loss_spike": {"LOSS_SPIKE", "DIVERGENCE_PREDICTED"},
+    "val_loss_divergence": {"OVERFITTING", "LOSS_SPIKE", "DIVERGENCE_PREDICTED"},
+    "overfitting": {"OVERFITTING"},
+    "grad_norm_explosion": {"EXPLODING_GRADIENT", "NONFINITE", "nonfinite_message"},
+    "nan_metric": {"NONFINITE", "nonfinite_message"},
+    "lr_misconfigured": {"DIVERGENCE_PREDICTED", "PLATEAU"},
+    "cpu_oom": {"cpu_oom", "oom_killer"},
+    "request_timeout": {"LATENCY", "http_5xx"},
+    "model_not_ready": {"model_load_failure", "startup_stall"},
+    "server_process_crash": {"crash_signal", "engine_dead"},
+    "engine_crash": {"engine_dead", "crash_signal"},
+    "worker_segfault": {"crash_signal"},
+    "assertion_crash": {"crash_signal"},
+    "kv_cache_exhausted": {"kv_cache_exhausted", "kv_cache_saturated"},
+    "ray_actor_died": {"engine_dead"},
 }
 
 
