@@ -161,6 +161,7 @@ _ALIASES = {
     # a loop that prints only the epoch's (or the interval's) mean training loss
     "avg_loss": "loss", "avg loss": "loss", "average loss": "loss", "average_loss": "loss", "mean loss": "loss",
     "mean_loss": "loss", "running loss": "loss", "running_loss": "loss",
+    "avr_loss": "loss",  # kohya's sd-scripts (LoRA / DreamBooth): the bar's running mean, its only loss
     "grdn": "grad_norm", "updt_s": "step_time", "data_s": "data_time",  # LeRobot's training line
     "tr_loss": "loss", "trn_loss": "loss",  # abbreviated splits ("tr_loss 0.32 va_loss 0.43")
     # MXNet's CrossEntropy metric and GluonCV's loss names, which are the loss those trainers print; a line that
@@ -453,6 +454,22 @@ _NANOGPT_EVAL = re.compile(r"\bstep (\d+): train loss (" + _NUM + r"), val loss 
 # build-nanogpt's log.txt (Karpathy's "Let's reproduce GPT-2"): "<step> train|val|hella <value>", a line each
 _BUILD_NANOGPT = re.compile(r"(\d+) (train|val|hella) (" + _NUM + r")\s*")
 _BUILD_NANOGPT_NAMES = {"train": "loss", "val": "val/loss", "hella": "val/hellaswag_acc"}
+# nnU-Net's training_log_*.txt: a timestamp, then one value a line under an epoch line (v2: "Epoch 5",
+# "train_loss -0.64", "val_loss -0.68", "Pseudo dice [0.81, 0.77]", "Current learning rate: 0.00955"; v1: a bare
+# "epoch:  5 " line, "train loss : -0.64", "validation loss: -0.68", "Average global foreground Dice: [0.81]", "lr: 0.0095")
+_NNUNET_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}: ")
+_NNUNET_EPOCH = re.compile(r"(?:Epoch|epoch:) +(\d+)\s*")
+_NNUNET_VALUE = re.compile(
+    r"(train_loss|train loss :|val_loss|validation loss:|Current learning rate:|lr:) (" + _NUM + r")\s*|"
+    r"(Pseudo dice|Average global foreground Dice:) \[([^\]]*)\]\s*"
+)
+_NNUNET_NAMES = {"train_loss": "loss", "train loss :": "loss", "val_loss": "val/loss", "validation loss:": "val/loss",
+                 "Current learning rate:": "lr", "lr:": "lr"}
+# Swin Transformer's main.py (and the repositories built on it): "INFO Train: [3/300][100/1251]\teta 0:10:00 lr
+# 0.000100\ttime 0.5 (0.6)\tloss 6.9 (6.9)\tgrad_norm 1.0 (1.1)\tmem 10000MB"
+_SWIN_TRAIN = re.compile(r"\bTrain: \[(\d+)/\d+\]\[(\d+)/(\d+)\]\s")
+_RUNNING_MEAN = re.compile(r"\s\(" + _NUM + r"\)")
+_GLOBAL_STEP_KV = re.compile(r"\bglobal_step\s*[:=]\s*(\d+)(?![\d.])")
 # eriklindernoren's PyTorch-YOLOv3 (2018): "[Epoch 0/30, Batch 5/7329] [Losses: x 0.27, ..., total 15.14, recall: 0.0, ...]"
 _YOLOV3_LOSSES = re.compile(r"\[Epoch (\d+)/\d+, Batch (\d+)/(\d+)\] \[Losses: ([^\]]*)\]")
 _YOLOV3_PAIR = re.compile(r"\b(total|recall|precision):? (" + _NUM + r")" + _END)
@@ -1061,6 +1078,49 @@ def _yolov3_losses(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x._epoch_step(int(m.group(1)), int(m.group(2)), int(m.group(3)), 0), out) if out else None
 
 
+def _nnunet(x: MetricExtractor, line: str) -> _Parsed | None:
+    """nnU-Net's training log, v1 and v2: a value a line at its epoch (the step), dice as the mean of its classes.
+
+    >>> x = MetricExtractor()
+    >>> _nnunet(x, "2023-03-20 10:00:00.000000: Epoch 5"), _nnunet(x, "2023-03-20 10:02:00.000000: val_loss -0.6801").step
+    (None, 5)
+    >>> _nnunet(x, "2023-03-20 10:02:00.000001: Pseudo dice [0.8123, 0.7877]").metrics
+    {'val/dice': 0.8}
+    """
+    if line[:1] == "e" and (e := _NNUNET_EPOCH.fullmatch(line)) is not None:  # v1's "epoch:  5 " on its own line
+        x.epoch, x.epoch_lines = int(e.group(1)), 0
+        return None
+    if not line[:2].isdigit() or (m := _NNUNET_STAMP.match(line)) is None:
+        return None
+    body = line[m.end() :]
+    if (e := _NNUNET_EPOCH.fullmatch(body)) is not None:
+        x.epoch, x.epoch_lines = int(e.group(1)), 0
+        return None
+    v = _NNUNET_VALUE.fullmatch(body)
+    if v is None:
+        return None
+    if v.group(1) is not None:
+        out = {_NNUNET_NAMES[v.group(1)]: _value(v.group(2))}
+    else:
+        dice = [_value(d) for d in _NUMBER.findall(v.group(4))]
+        if not dice:
+            return None
+        out = {"val/dice": sum(dice) / len(dice)}
+    return _Parsed(x.epoch, out)
+
+
+def _swin(x: MetricExtractor, line: str) -> _Parsed | None:
+    """Swin Transformer's training line: ``Train: [epoch/epochs][idx/steps]``, then ``key value (running mean)``."""
+    m = _SWIN_TRAIN.search(line)
+    if m is None:
+        return None
+    metrics = _spaced_pairs(_RUNNING_MEAN.sub(" |", line[m.end() :]).replace("\t", " | "))
+    if not metrics:
+        return None
+    epoch = int(m.group(1))
+    return _Parsed(x._epoch_step(epoch, int(m.group(2)), int(m.group(3)), x._base_of(epoch)), metrics)
+
+
 def _onmt(x: MetricExtractor, line: str) -> _Parsed | None:
     if ";" not in line:
         return None
@@ -1290,6 +1350,8 @@ def _bracket_fractions(x: MetricExtractor, line: str) -> _Parsed | None:
     metrics = _pairs(line[m.end() :], _phase(line), keep=_metric_like)
     if not metrics:
         return None
+    if "global_step" in line and (g := _GLOBAL_STEP_KV.search(line, m.end())) is not None:
+        return _Parsed(int(g.group(1)), metrics)  # PaddleOCR: "epoch: [1/500], global_step: 10, lr: ..., loss: ..."
     if m.group(3) is None:
         return _Parsed(int(m.group(1)), metrics)
     epoch = int(m.group(1))
@@ -2165,7 +2227,7 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
-    _timm, _nanogpt, _build_nanogpt, _yolov3_losses,
+    _timm, _nanogpt, _build_nanogpt, _yolov3_losses, _nnunet, _swin,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
@@ -2176,7 +2238,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # a line skips the call. "" = no such test.
 _NEEDLES = {
     _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
-    _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
+    _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
     _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss

@@ -155,6 +155,40 @@ def test_build_nanogpt_log_and_pytorch_yolov3_batches():
     assert out[4] == (7329 + 2, {"loss": 18.926954, "recall": 0.00253, "precision": 0.00012})
 
 
+def test_nnunet_v1_and_v2_logs_give_a_value_a_line_at_their_epoch():
+    v2, _ = ext([
+        "2023-03-20 10:00:00.000000: Epoch 5",
+        "2023-03-20 10:00:00.000001: Current learning rate: 0.00955",
+        "2023-03-20 10:02:00.000000: train_loss -0.6421",
+        "2023-03-20 10:02:00.000001: val_loss -0.6801",
+        "2023-03-20 10:02:00.000002: Pseudo dice [0.8123, 0.7877]",
+        "2023-03-20 10:02:00.000003: Epoch time: 120.0 s",
+        "2023-03-20 10:02:01.000000: Epoch 6",
+        "2023-03-20 10:04:00.000000: train_loss -0.6621",
+    ])
+    assert v2 == [(5, {"lr": 0.00955}), (5, {"loss": -0.6421}), (5, {"val/loss": -0.6801}), (5, {"val/dice": 0.8}),
+                  (6, {"loss": -0.6621})]
+    v1, _ = ext(["2021-01-01 10:00:00.000000: ", "epoch:  5 ", "2021-01-01 10:02:00.000000: train loss : -0.6421 ",
+                 "2021-01-01 10:02:10.000000: validation loss: -0.6801 ", "2021-01-01 10:02:10.000002: lr: 0.009550"])
+    assert v1 == [(5, {"loss": -0.6421}), (5, {"val/loss": -0.6801}), (5, {"lr": 0.00955})]
+
+
+def test_swin_paddleocr_and_kohya_lines():
+    swin, _ = ext([
+        ("[2022-01-01 10:00:00 swin_tiny] (main.py 230): INFO Train: [1/300][10/1251]\teta 10:00:00 lr 0.000001\t"
+         "time 0.5000 (0.9000)\tloss 6.8000 (6.8500)\tgrad_norm 1.1000 (1.0500)\tmem 10000MB"),
+    ])
+    assert swin == [(10, {"lr": 1e-06, "loss": 6.8, "grad_norm": 1.1})]  # epochs counted from the first named
+    paddle, _ = ext([
+        ("[2023/01/01 10:00:00] ppocr INFO: epoch: [1/500], global_step: 10, lr: 0.001000, acc: 0.000000, "
+         "loss: 25.1230, avg_reader_cost: 0.1 s"),
+        "[2023/01/01 10:01:00] ppocr INFO: epoch: [1/500], global_step: 20, lr: 0.001000, acc: 0.000000, loss: 22.1230",
+    ])
+    assert [(s, m["loss"]) for s, m in paddle] == [(10, 25.123), (20, 22.123)]
+    kohya, _ = ext(["steps:  10%|█         | 100/1000 [01:00<09:00,  1.66it/s, avr_loss=0.123]"])
+    assert kohya == [(100, {"loss": 0.123})]
+
+
 def test_bare_phase_words_on_an_epoch_line_are_losses():
     out, _ = ext([
         "09:34:10 | Epoch 01 | train 7.164 | val 5.535 (saved)",
