@@ -36,6 +36,7 @@ DIAGNOSTICS: dict[str, str] = {
     "no_learning": f"{_PKG}.no_learning:NoLearningDiagnostic",
     "chance_level": f"{_PKG}.chance_level:ChanceLevelDiagnostic",
     "zero_loss": f"{_PKG}.zero_loss:ZeroLossDiagnostic",
+    "frozen_loss": f"{_PKG}.frozen_loss:FrozenLossDiagnostic",
     "zero_score": f"{_PKG}.zero_score:ZeroScoreDiagnostic",
     "relapse": f"{_PKG}.relapse:RelapseDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",
