@@ -168,8 +168,15 @@ _ALIASES = {
     # prints a loss too keeps that one (_CROSS_ENTROPY below)
     "cross-entropy": "loss", "crossentropy": "loss", "cross_entropy": "loss", "cross entropy": "loss",
     "softmaxcrossentropyloss": "loss", "softmax_cross_entropy": "loss", "xent": "loss",
+    # a negative log-likelihood printed as the loss (Tinker's fine-tuning scripts: "step 3/45 lr=9e-05 nll=0.43");
+    # like a cross-entropy, a loss of the line's own replaces it
+    "nll": "loss",
+    # an epoch's mean under the split's name (PaddleVideo: "END epoch:1   train loss_avg: 3.94", "val loss_avg: 3.62")
+    "loss_avg": "loss", "loss_mean": "loss", "train loss_avg": "loss", "train_loss_avg": "loss",
 }
-_CROSS_ENTROPY = frozenset(k for k, v in _ALIASES.items() if v == "loss" and "entropy" in k or k == "xent")
+_CROSS_ENTROPY = frozenset(
+    k for k, v in _ALIASES.items() if v == "loss" and "entropy" in k or k in ("xent", "nll")
+)
 # (name, scale): units written in the key.
 _SCALED = {
     "elapsed time per iteration (ms)": ("step_time", 1e-3),
@@ -191,7 +198,7 @@ _AVERAGES = ("avg_", "avg ", "average_", "average ", "mean_", "mean ")
 _METRIC_WORD = re.compile(
     r"loss|acc|ppl|perplexity|^lr$|learning.rate|grad.?norm|gnorm|^mse$|^mae$|^f1$|^auc$|^bleu$|^wer$|^dice$|^m?iou$|"
     r"^grdn$|^updt_s$|^data_s$|"  # LeRobot's abbreviations
-    r"cross.?entropy|^xent$"  # a cross-entropy printed as the loss (never "entropy" alone: a policy's entropy)
+    r"cross.?entropy|^xent$|^nll$"  # a cross-entropy or NLL printed as the loss (never "entropy" alone: a policy's)
 )
 _NEVER = {"eta", "v_num", "n_parameters", "step", "global_step", "iter", "iteration", "num_updates", "total_flos",
           "best", "best_loss", "it", "samples", "s"}

@@ -189,6 +189,16 @@ def test_swin_paddleocr_and_kohya_lines():
     assert kohya == [(100, {"loss": 0.123})]
 
 
+def test_nll_is_the_loss_unless_the_line_prints_its_own_and_an_epochs_loss_avg():
+    out, _ = ext(["epoch 0 step 1/45 lr=9.78e-05 nll=0.4868", "step 5 | nll=0.4 loss=0.6", "step 6 | loss=0.5 nll=0.3"])
+    assert out == [(1, {"lr": 9.78e-05, "loss": 0.4868}), (5, {"loss": 0.6}), (6, {"loss": 0.5})]
+    out, _ = ext([
+        "[12/25 14:24:53] epoch:[  1/25 ] train step:100  loss: 3.45068 lr: 0.010000 top1: 0.23438",
+        "[12/25 14:26:56] END epoch:1   val loss_avg: 3.62249 top1_avg: 0.14896 top5_avg: 0.38984",
+    ])
+    assert out == [(100, {"loss": 3.45068, "lr": 0.01}), (100, {"val/loss": 3.62249})]
+
+
 def test_bare_phase_words_on_an_epoch_line_are_losses():
     out, _ = ext([
         "09:34:10 | Epoch 01 | train 7.164 | val 5.535 (saved)",
