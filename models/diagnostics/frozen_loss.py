@@ -149,9 +149,10 @@ class FrozenLossDiagnostic(Diagnostic):
             metric=cfg.loss_metric,
             explanation=(
                 f"{cfg.loss_metric} has been exactly {self.value:.6g} for {self.count} logged values in a row "
-                f"(since step {self.since}): the weights are not being updated, or the model gives the same output "
-                "for every input; check the learning rate (0?), that the optimizer holds the parameters being "
-                "trained, and the last layer (a loss at ln(classes or vocabulary) is a uniform guess)"
+                f"(since step {self.since}): the weights are not being updated (or too little to change the printed "
+                "loss), or the model gives the same output for every input; check the learning rate (0 or far too "
+                "small?), that the optimizer holds the parameters being trained, and the last layer (a loss at "
+                "ln(classes or vocabulary) is a uniform guess)"
             ),
             key="frozen_loss",
             wall_time=wall,
