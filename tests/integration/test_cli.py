@@ -107,7 +107,8 @@ def test_watch_leaves_out_the_other_layers_of_an_incident_unless_all_is_asked(se
     batch = runs_pb2.EventBatch()
     batch.starts.add(run_id="dead-layers", project="cli")
     for step in range(200):  # fc1 and fc2 stop getting gradients at step 100; fc3 still does
-        m = {"loss": 2.3 / (1 + min(step, 100) / 10) ** 0.5, "lr": 1e-3}
+        # fc3 still learns, so the loss keeps moving (a loss frozen to every digit is frozen_loss's own finding)
+        m = {"loss": 2.3 / (1 + min(step, 100) / 10) ** 0.5 - 1e-4 * max(step - 100, 0), "lr": 1e-3}
         for i, layer in enumerate(("fc1", "fc2", "fc3")):
             m[f"grad_norm/{layer}"] = 0.0 if step >= 100 and layer != "fc3" else 0.4 + 0.05 * math.sin(step / (3 + i))
         batch.events.add(run_id="dead-layers", step=step).metrics.update(m)
