@@ -286,7 +286,7 @@ EXPECTED = {
     "divergence_inf_loss": {"NONFINITE", "nonfinite_message"},
     "loss_divergence": {"LOSS_SPIKE", "DIVERGENCE_PREDICTED", "EXPLODING_GRADIENT", "SEQUENCE_OUTLIER"},
     "cuda_oom": {"cuda_oom"},
-    "server_oom": {"cuda_oom"},
+    "server_oom": {"cuda_oom", "oom_killer", "cpu_oom"},  # a server's GPU memory, or the host's (OOM killer)
     "nccl_timeout": {"nccl_timeout"},
     "process_killed_sigkill": {"oom_killer"},
     "dataloader_worker_killed": {"dataloader_worker_killed"},
@@ -340,6 +340,8 @@ EXPECTED = {
     "assertion_crash": {"crash_signal"},
     "kv_cache_exhausted": {"kv_cache_exhausted", "kv_cache_saturated"},
     "ray_actor_died": {"engine_dead"},
+    "engine_dead": {"engine_dead", "crash_signal"},
+    "health_check_failing": {"engine_dead", "startup_stall", "http_5xx"},
 }
 
 

@@ -91,6 +91,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"RuntimeError: out of memory\b|"
         # PyTorch's caching allocator, also when a console wrapped "CUDA" onto the line before
         r"^\s*out of memory\. Tried to allocate \d|"
+        # a C++ CUDA check macro's message: "CUDA runtime error in ::cudaMallocAsync(...): out of memory (/app/...h:112)"
+        r"CUDA runtime error in .{0,200}: out of memory|\bout of memory \(/[\w/.+-]+\.(?:h|hpp|cpp|cu|cc):\d+\)|"
         # the same allocator under a memory fraction (torch.cuda.set_per_process_memory_fraction: TGI's shards)
         r"Allocation on device \d+ would exceed allowed memory|"
         r"MPS backend out of memory|No available memory for the cache blocks|cudaMalloc failed: out of memory|"
@@ -272,7 +274,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Engine loop has died|\bhit an exception\b|Received sigquit from a child process|WorkerCrashedError|"
         r"failed health check|\bUNHEALTHY\b|\(unhealthy\)|Backend worker error|"
         r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped|"
-        r"Engine background task failed|server crash \d+ - exit code",  # vLLM's async engine when its loop raised; Ollama respawning its runner
+        r"Engine background task failed|server crash \d+ - exit code|"  # vLLM's async engine when its loop raised; Ollama respawning its runner
+        # vLLM's API server once its engine process is gone, TGI's launcher losing a shard, llama.cpp's server loop
+        r"Engine is already dead\b|\bShard \d+ crashed\b|unexpected error in llama server|update_slots - exiting main loop",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -298,7 +302,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "kv_cache_exhausted", W,
         # SGLang retracting decode requests, vLLM pre-empting sequence groups for want of KV-cache blocks
         r"Decode out of memory happened|not enough KV cache space|preempted by PreemptionMode\.|"
-        r"#retracted_reqs:\s*[1-9]",
+        r"#retracted_reqs:\s*[1-9]|"
+        # llama.cpp's server (and Ollama's runner) halving its batch for want of KV-cache cells
+        r"failed to find free space in the KV cache",
         "KV cache exhausted: requests retracted or pre-empted",
         "the server runs out of KV-cache space, so requests are pre-empted and recomputed and latency jumps: lower "
         "the concurrent requests (max_num_seqs / max-running-requests) or max tokens, raise the KV memory "
@@ -403,9 +409,11 @@ _KEYS = {
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
-                    "webserver crashed", "replica will be stopped", "engine background task failed", "server crash"),
+                    "webserver crashed", "replica will be stopped", "engine background task failed", "server crash",
+                    "already dead", "crashed", "unexpected error in llama server", "exiting main loop"),
     "watchdog_timeout": ("watchdog timeout",),
-    "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs"),
+    "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs",
+                           "free space in the kv cache"),
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
                                 "tensors share memory", "write error: wrote", "filestream.write incomplete"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",

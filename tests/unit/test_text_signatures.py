@@ -47,6 +47,10 @@ CASES = {
         "That was not possible. There are 4.00G free."),
         "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
         "RuntimeError: CUDA driver error: out of memory",
+        # a C++ CUDA check macro (TensorRT-LLM), also when the console wrapped the line before "out of memory"
+        ("[TensorRT-LLM][ERROR] CUDA runtime error in ::cudaMallocAsync(ptr, n, mCudaStream->get()): out of memory "
+         "(/app/tensorrt_llm/cpp/tensorrt_llm/runtime/tllmBuffers.h:112)"),
+        "ream->get()): out of memory (/app/tensorrt_llm/cpp/tensorrt_llm/runtime/tllmBuffers.h:112)",
         # PyTorch's allocator under a per-process memory fraction (TGI's warm-up)
         ("thread 'main' panicked at 'Unable to warmup model: Generation(\"Allocation on device 0 would exceed allowed "
          "memory. (out of memory)\nCurrently allocated     : 16.08 GiB\nRequested               : 4.83 GiB"),
@@ -193,6 +197,10 @@ CASES = {
         "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory",
     ],
     "engine_dead": [
+        # vLLM's API server after its engine process died, TGI's launcher losing a shard, llama.cpp's server loop
+        "CRITICAL 02-25 11:11:34 launcher.py:101] MQLLMEngine is already dead, terminating server process",
+        "2024-06-03T07:12:23.785971Z ERROR text_generation_launcher: Shard 0 crashed",
+        "[1704891429] unexpected error in llama server update_slots - exiting main loop",
         ("2024-06-01T10:00:00,000 [INFO ] epollEventLoopGroup-5-1 org.pytorch.serve.wlm.WorkerThread - 9000 Worker "
          "disconnected. WORKER_STARTED"),
         "Stub process 'model_0' is not healthy.",
@@ -224,6 +232,7 @@ CASES = {
         "[2025-01-01 10:00:00 TP3] Watchdog timeout (self.watchdog_timeout=300)",
     ],
     "kv_cache_exhausted": [
+        "llama.cpp-gpu  | update_slots : failed to find free space in the KV cache, retrying with smaller n_batch = 256",
         "[2025-01-01 10:00:00 TP0] Decode out of memory happened. #retracted_reqs: 2, #new_token_ratio: 0.1000 -> 0.9000",
         ("WARNING 01-01 10:00:00 scheduler.py:1089] Sequence group 17 is preempted by PreemptionMode.RECOMPUTE mode "
          "because there is not enough KV cache space. This can affect the end-to-end performance."),
