@@ -281,7 +281,8 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
             continue
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
-            averaged = _PHASE_AVERAGE_BEFORE.search(text, max(0, m.start() - 24), m.start()) if w is not None else None
+            averaged = (_PHASE_AVERAGE_BEFORE.search(text, max(0, m.start() - 24), m.start())
+                        if w is not None and text[w.start() - 1 : w.start()] == "_" else None)
             if averaged is not None:
                 key = f"{averaged.group(1)} {key}"
             elif w is not None:
@@ -1065,7 +1066,7 @@ def _build_nanogpt(x: MetricExtractor, line: str) -> _Parsed | None:
     >>> _build_nanogpt(MetricExtractor(), "250 val 5.2310").metrics
     {'val/loss': 5.231}
     """
-    if not line[:1].isdigit():
+    if len(line) > 48 or not line[:1].isdigit():  # its lines are short: most lines leave here
         return None
     m = _BUILD_NANOGPT.fullmatch(line)
     return None if m is None else _Parsed(int(m.group(1)), {_BUILD_NANOGPT_NAMES[m.group(2)]: _value(m.group(3))})
@@ -1097,7 +1098,8 @@ def _nnunet(x: MetricExtractor, line: str) -> _Parsed | None:
     if line[:1] == "e" and (e := _NNUNET_EPOCH.fullmatch(line)) is not None:  # v1's "epoch:  5 " on its own line
         x.epoch, x.epoch_lines = int(e.group(1)), 0
         return None
-    if not line[:2].isdigit() or (m := _NNUNET_STAMP.match(line)) is None:
+    # the stamp is fixed-width ("2023-03-20 10:00:00.000000: "): two slices turn most lines away before the regex
+    if line[26:28] != ": " or line[4:5] != "-" or (m := _NNUNET_STAMP.match(line)) is None:
         return None
     body = line[m.end() :]
     if (e := _NNUNET_EPOCH.fullmatch(body)) is not None:
@@ -1114,6 +1116,14 @@ def _nnunet(x: MetricExtractor, line: str) -> _Parsed | None:
             return None
         out = {"val/dice": sum(dice) / len(dice)}
     return _Parsed(x.epoch, out)
+
+
+def _nanogpt_or_nnunet_log(x: MetricExtractor, line: str) -> _Parsed | None:
+    """build-nanogpt's and nnU-Net's lines, which no substring announces: one call for both, as every line pays it."""
+    head = line[:1]
+    if head.isdigit():
+        return (_build_nanogpt(x, line) if len(line) <= 48 else None) or _nnunet(x, line)
+    return _nnunet(x, line) if head == "e" else None
 
 
 def _swin(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -2234,17 +2244,19 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
-    _timm, _nanogpt, _build_nanogpt, _yolov3_losses, _nnunet, _swin,
+    _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
     _counter_line, _tagged_pairs,
+    # shapes no parser above reads, last: a line of another shape does not pay for them
+    _nanogpt_or_nnunet_log, _yolov3_losses, _swin,
 )
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
 _NEEDLES = {
-    _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
