@@ -42,6 +42,12 @@ class RelapseConfig(DiagnosticConfig):
         Progress counts once the level has stayed below that bar for this many
         logged values in a row. Default 5: a noisy per-step loss (batch size 8)
         dips there by chance and comes back, which is no relapse.
+    sparse_patience, span_steps
+        ... or ``sparse_patience`` logged values in a row back at the start that span at
+        least ``span_steps`` steps: a sparse log (the Trainer's loss every 50-500 steps)
+        records a relapse in fewer values, while the minibatch noise that 5 values caught on
+        the tuning sets lasted a few dense steps. Defaults 5 and 250 (a wav2vec2 CTC run whose
+        loss fell 8,560 -> 2,114 and came back to 8,500 for 8 values, logged every 50 steps).
     lr_restart
         No finding while the learning rate is at least this multiple of the
         rate at the loss's best level: a warm restart or a cycle's climb raises
@@ -56,6 +62,8 @@ class RelapseConfig(DiagnosticConfig):
     patience: int = Field(default=10, ge=1)
     lr_restart: float = Field(default=2.0, gt=1.0)
     progress_hold: int = Field(default=5, ge=1)
+    sparse_patience: int = Field(default=5, ge=1)
+    span_steps: int = Field(default=250, ge=0)
 
 
 class RelapseDiagnostic(Diagnostic):
@@ -99,10 +107,10 @@ class RelapseDiagnostic(Diagnostic):
     """
 
     name = "relapse"
-    version = "1"
+    version = "2"
     config_class = RelapseConfig
     reference = "runwatch: all progress lost, the no-learning rule's comparison with the start made after progress"
-    state_attributes = ("done", "first", "recent", "best", "lr_at_best", "lr", "run", "low_run")
+    state_attributes = ("done", "first", "recent", "best", "lr_at_best", "lr", "run", "low_run", "run_since")
 
     config: RelapseConfig
 
@@ -116,6 +124,7 @@ class RelapseDiagnostic(Diagnostic):
         self.lr = math.nan  # the latest learning rate
         self.run = 0  # consecutive levels back at the start
         self.low_run = 0  # consecutive levels below the progress bar, until progress is made
+        self.run_since = -1  # the step of the run's first level back at the start
 
     def watches(self, metric: str) -> bool:
         cfg = self.config
@@ -216,7 +225,10 @@ class RelapseDiagnostic(Diagnostic):
                        and self.lr >= cfg.lr_restart * self.lr_at_best)
             if math.isfinite(self.best) and high[i] and not restart:
                 self.run += 1
-                if self.run >= cfg.patience:
+                if self.run == 1:
+                    self.run_since = int(steps[i])
+                spanned = self.run >= cfg.sparse_patience and int(steps[i]) - self.run_since >= cfg.span_steps
+                if self.run >= cfg.patience or spanned:
                     self.done = True
                     return [self._finding(int(steps[i]), float(walls[i]), level, start)]
             else:

@@ -42,6 +42,13 @@ def test_noise_around_the_start_a_bump_that_comes_back_and_a_warm_restart_are_le
     assert _feed(RelapseDiagnostic(), grpo) == []
 
 
+def test_a_sparse_log_needs_fewer_values_back_at_the_start_but_the_same_span():
+    rows = [{"loss": v} for v in START + LEARNED + [0.68] * 8]  # the 5-value median is back from the third
+    (f,) = _feed(RelapseDiagnostic(), rows, every=50)  # the Trainer's loss every 50 steps: 6 levels span 250 steps
+    assert f.step == 50 * 22 and "for 6 logged values" in f.explanation
+    assert _feed(RelapseDiagnostic(), rows, every=10) == []  # 6 dense levels span 50 steps: minibatch noise
+
+
 def test_state_survives_a_checkpoint_in_the_default_suite():
     suite = DiagnosticSuite(SuiteConfig())
     monitor = suite.monitor("r", "p")
