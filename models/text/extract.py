@@ -1122,7 +1122,7 @@ def _nanogpt_or_nnunet_log(x: MetricExtractor, line: str) -> _Parsed | None:
     """build-nanogpt's and nnU-Net's lines, which no substring announces: one call for both, as every line pays it."""
     head = line[:1]
     if head.isdigit():
-        return (_build_nanogpt(x, line) if len(line) <= 48 else None) or _nnunet(x, line)
+        return _build_nanogpt(x, line) or _nnunet(x, line)
     return _nnunet(x, line) if head == "e" else None
 
 

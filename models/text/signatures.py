@@ -409,7 +409,7 @@ _KEYS = {
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
-                    "webserver crashed", "replica will be stopped", "engine background task failed", "server crash",
+                    "replica will be stopped", "engine background task failed", "server crash",
                     "already dead", "crashed", "unexpected error in llama server", "exiting main loop"),
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs",
