@@ -147,9 +147,7 @@ class RunStore:
             conn = self._writer_conn
             try:
                 backend.begin(conn)
-                for ops, _ in pending:
-                    for op in ops:
-                        op(conn)
+                write_ops(conn, (op for ops, _ in pending for op in ops))
                 backend.commit(conn)
                 if warned:
                     log.warning("store: writing again after a lost connection")
@@ -443,20 +441,63 @@ def open_run_op(start: runs_pb2.RunStart, status: int) -> WriteOp:
     return op
 
 
-def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
-    def op(conn: Connection) -> None:
-        conn.execute(
-            "INSERT INTO event_chunks (run_id, first_step, last_step, n_events, events) VALUES (?, ?, ?, ?, ?)",
-            (run_id, first_step, last_step, n, blob),
-        )
-        conn.execute(
-            "UPDATE runs SET event_count = event_count + ?, "
-            "last_step = CASE WHEN last_step > ? THEN last_step ELSE ? END, "
-            "last_event_time = CASE WHEN last_event_time > ? THEN last_event_time ELSE ? END WHERE run_id = ?",
-            (n, last_step, last_step, last_time, last_time, run_id),
-        )
+_INSERT_CHUNK = "INSERT INTO event_chunks (run_id, first_step, last_step, n_events, events) VALUES (?, ?, ?, ?, ?)"
+_COUNT_EVENTS = (
+    "UPDATE runs SET event_count = event_count + ?, "
+    "last_step = CASE WHEN last_step > ? THEN last_step ELSE ? END, "
+    "last_event_time = CASE WHEN last_event_time > ? THEN last_event_time ELSE ? END WHERE run_id = ?"
+)
 
-    return op
+
+class EventsAppend:
+    """A write op storing one chunk of a run's events and counting them on its run.
+
+    Consecutive appends of one commit are written together (:func:`write_ops`): their
+    chunks in one ``executemany``, one update per run instead of one per chunk.
+    """
+
+    __slots__ = ("blob", "first_step", "last_step", "last_time", "n", "run_id")
+
+    def __init__(self, run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> None:
+        self.run_id, self.first_step, self.last_step = run_id, first_step, last_step
+        self.n, self.blob, self.last_time = n, blob, last_time
+
+    def __call__(self, conn: Connection) -> None:
+        append_events(conn, [self])
+
+
+def append_events_op(run_id: str, first_step: int, last_step: int, n: int, blob: bytes, last_time: float) -> WriteOp:
+    return EventsAppend(run_id, first_step, last_step, n, blob, last_time)
+
+
+def append_events(conn: Connection, appends: list[EventsAppend]) -> None:
+    """Store the chunks of ``appends`` in order and count them on their runs (one update per run)."""
+    conn.executemany(_INSERT_CHUNK, [(a.run_id, a.first_step, a.last_step, a.n, a.blob) for a in appends])
+    counts: dict[str, list] = {}
+    for a in appends:
+        c = counts.get(a.run_id)
+        if c is None:
+            counts[a.run_id] = [a.n, a.last_step, a.last_time]
+        else:
+            c[0] += a.n
+            c[1] = max(c[1], a.last_step)
+            c[2] = max(c[2], a.last_time)
+    conn.executemany(_COUNT_EVENTS, [(n, last, last, t, t, run_id) for run_id, (n, last, t) in counts.items()])
+
+
+def write_ops(conn: Connection, ops: Iterable[WriteOp]) -> None:
+    """Run write ops in order; consecutive event appends together (:class:`EventsAppend`)."""
+    appends: list[EventsAppend] = []
+    for op in ops:
+        if type(op) is EventsAppend:
+            appends.append(op)
+            continue
+        if appends:
+            append_events(conn, appends)
+            appends = []
+        op(conn)
+    if appends:
+        append_events(conn, appends)
 
 
 def append_logs_op(rows: list[tuple[str, float, int, int, str]]) -> WriteOp:
