@@ -59,6 +59,7 @@ from runwatch.service import validation as check
 from runwatch.service.event_columns import RunEvents, group_by_run, read_run, sequence_size
 from runwatch.service.event_scan import ScannedBatch, scan_batch
 from runwatch.service.formatting import status_name
+from runwatch.service.hold_screen import ValueBands
 from runwatch.service.run_starts import implicit_start, looks_implicit, merge_start, resume_start
 from runwatch.service.settings import ServiceSettings
 from runwatch.service.store import RunStore, WriteOp
@@ -155,6 +156,7 @@ class RunState:
     resumed_through: int = -1  # resumed after it ended: steps up to here were stored before, re-sends are duplicates
     text: object = None  # the run's TextMonitor, made on its first log line (service/text_logs.py)
     touched: float = 0.0  # when it was opened or restored here (time.time()): idle and LRU count from it too
+    bands: ValueBands | None = None  # the hold's screen: what its last held-mode detection saw (not run state)
 
     def remember_steps(self, first: int, last: int) -> None:
         """Record the step range of an accepted batch (to recognise re-sent batches)."""
@@ -195,6 +197,7 @@ class _Deferred:
     # (steps, wall_times, layouts, batch), in arrival order; batch: the index of its result in the group,
     # or a _HeldBatch for a batch of an earlier group whose detection was held
     parts: list = field(default_factory=list)
+    screened: int = 0  # parts the hold's screen passed already
 
 
 @dataclass(slots=True)
@@ -403,11 +406,12 @@ class DetectionPipeline:
         if group is None:
             raise RuntimeError("end_group: no group is open")
         held: set[int] = set()
+        hold = hold and self.settings.detection_hold_s > 0
         try:
             if group.pending:
-                if hold and self.settings.detection_hold_s > 0:
+                if hold:
                     held = self._hold(group)
-                self._detect_deferred(group)
+                self._detect_deferred(group, learn_bands=hold)
         finally:
             durable = self.store.submit(group.ops)
             done = time.perf_counter()
@@ -444,6 +448,10 @@ class DetectionPipeline:
             oldest = group.results[first][1] if isinstance(first, int) else first.arrival
             if now - oldest >= max_age or sum(len(p[0]) for p in parts) >= max_events:
                 continue
+            bands = deferred.state.bands
+            if bands is None or not all(bands.admits(p[2]) for p in parts[deferred.screened :]):
+                continue  # a value unlike those last detected (a spike, a NaN, new names): detected now
+            deferred.screened = len(parts)
             del group.pending[run_id]
             self._held[run_id] = deferred
             self.holds += 1
@@ -457,14 +465,21 @@ class DetectionPipeline:
                     parts[j] = (*part[:3], batch)
         return set(held)
 
-    def _detect_deferred(self, group: _Group) -> None:
-        """Run detection on each run's deferred events (one block per run); their anomalies join their batches."""
+    def _detect_deferred(self, group: _Group, learn_bands: bool = False) -> None:
+        """Run detection on each run's deferred events (one block per run); their anomalies join their batches.
+
+        ``learn_bands``: remember what each run's detectors saw, for the hold's screen of its next events.
+        """
         pending, group.pending = group.pending, {}
         now = time.time()
         for run_id, deferred in pending.items():
             state = deferred.state
             parts = deferred.parts
             alerts = state.monitor.observe_block(merged_block(parts))
+            if learn_bands:
+                if state.bands is None:
+                    state.bands = ValueBands(self.settings.detection_hold_margin)
+                state.bands.learn([layout for part in parts for layout in part[2]])
             if alerts:
                 last_steps = [int(part[0][-1]) for part in parts]
             for alert in alerts:

@@ -54,12 +54,19 @@ class ServiceSettings(BaseSettings):
         "at the run's RunEnd, which a log shipper never sends. Checked every stall_check_seconds",
     )
     detection_hold_s: float = Field(
-        default=0.0, ge=0,
+        default=0.1, ge=0,
         description="under load (groups of several batches), how long a run's events of one group may wait for the "
         "next group's, so that the run is detected once for both: a detection call costs about as much for one "
-        "event as for fifty, and one-event batches otherwise pay it per event. Batches are still acknowledged after "
-        "their group's commit; only anomalies come later. 0.02 gave one-event batches on 16 streams ~17 % more "
-        "events/s and ~20 ms more p99 batch-to-anomaly latency at full load (docs/benchmarks.md); 0 = off",
+        "event as for fifty, and one-event batches otherwise pay it per event. Only events that pass the screen "
+        "(detection_hold_margin) wait: a spike or a NaN is detected at once. Batches are still acknowledged after "
+        "their group's commit; only anomalies of the slow kinds (plateaus, drifts) may come up to this much later. "
+        "0 = off (docs/benchmarks.md)",
+    )
+    detection_hold_margin: float = Field(
+        default=0.5, ge=0,
+        description="with detection_hold_s: a run's events are held only while every value stays finite and within "
+        "the range of the values its last detection call saw, widened by max(that range, this fraction of their "
+        "magnitude); a spike, a NaN or a metric set not seen then is detected at once (service/hold_screen.py)",
     )
     detection_hold_events: int = Field(
         default=32, ge=1,

@@ -130,35 +130,37 @@ def test_a_checkpoint_of_a_held_run_has_seen_its_events(raws, reference, tmp_pat
     assert got[1] == reference[1] and got[3] == reference[3]
 
 
-def test_held_events_wait_for_the_next_group(tmp_path):
-    """Held: not detected at their group's end (their batch is durable all the same); detected with the next group."""
+def test_held_events_wait_for_the_next_group_unless_they_stand_out(tmp_path):
+    """Held: not detected at their group's end (their batch is durable all the same); detected with the next
+    group, or at once with the events that come with a value unlike those last detected (the hold's screen)."""
     p = pipeline_at(tmp_path, detection_hold_s=3600.0, detection_hold_events=3)
     published = []
     p.publish = published.append
 
-    def batch(step: int, loss: float) -> bytes:
+    def ingest(step: int, loss: float):
         b = runs_pb2.EventBatch(sequence=step)
         if step == 0:
             b.starts.add(run_id="h", project="p", start_time=1.7e9)
         b.events.add(run_id="h", step=step, wall_time=1.7e9 + step).metrics["loss"] = loss
-        return b.SerializeToString()
-
-    # Step 0 (with the run's start) goes item by item, detected at once; then held, held, the third
-    # detected (3 events), held.
-    for step in range(5):
         p.begin_group()
-        p.ingest_bytes(batch(step, 2.0 - 0.1 * step))
+        result = p.ingest_bytes(b.SerializeToString())
         p.end_group(hold=True).result(30)
-    p.begin_group()
-    result = p.ingest_bytes(batch(5, float("nan")))
-    p.end_group(hold=True).result(30)
+        return result
+
+    # Step 0 (with the run's start) goes item by item; step 1 is detected at once (nothing detected in a
+    # held group yet: no range to screen it by); 2 and 3 are held, and 4 makes three events: detected.
+    holding = []
+    for step in range(5):
+        ingest(step, 2.0 - 0.1 * step)
+        holding.append(p.holding)
+    assert holding == [False, False, True, True, False]
+    result = ingest(5, 1.5)  # inside the range last detected (1.6-1.8, widened): held
     assert result.ack.accepted == 1 and p.holding and not published  # stored, acknowledged, not yet detected
     assert p.store.event_chunks("h")  # its events are stored
-    p.begin_group()
-    p.ingest_bytes(batch(6, 1.0))
-    p.end_group(hold=True).result(30)  # three events waiting: detected, though the hold allowed longer
+    result = ingest(6, float("nan"))  # unlike anything detected: detected at once, with the held step 5
     assert not p.holding
-    assert (anomaly_pb2.ANOMALY_KIND_NONFINITE, 5) in [(a.kind, a.step) for a in published]
+    assert [(a.kind, a.step) for a in published] == [(anomaly_pb2.ANOMALY_KIND_NONFINITE, 6)]
+    assert [a.step for a in result.anomalies] == [6]
     p.store.close()
 
 
