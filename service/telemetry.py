@@ -57,6 +57,10 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.items = Counter("runwatch_ingested_items", "Ingested items by outcome", ["outcome"], registry=r)
+        # Each batch counts its items: the children looked up once, not per batch.
+        self._accepted, self._duplicate, self._rejected = (
+            self.items.labels(o) for o in ("accepted", "duplicate", "rejected")
+        )
         self.rejections = Counter(
             "runwatch_rejected_items", "Rejected items by the field the rejection names", ["reason"], registry=r
         )
@@ -108,11 +112,11 @@ class ServiceMetrics:
         """
         self.batches.inc()
         if accepted:
-            self.items.labels("accepted").inc(accepted)
+            self._accepted.inc(accepted)
         if duplicates:
-            self.items.labels("duplicate").inc(duplicates)
+            self._duplicate.inc(duplicates)
         if rejected:
-            self.items.labels("rejected").inc(rejected)
+            self._rejected.inc(rejected)
             self._count_reasons(rejected, violations)
         self.batch_seconds.observe(seconds)
         for _ in range(anomalies):
