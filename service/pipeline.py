@@ -477,9 +477,12 @@ class DetectionPipeline:
             parts = deferred.parts
             alerts = state.monitor.observe_block(merged_block(parts))
             if learn_bands:
-                if state.bands is None:
-                    state.bands = ValueBands(self.settings.detection_hold_margin)
-                state.bands.learn([layout for part in parts for layout in part[2]])
+                if max(len(part[0]) for part in parts) >= self.settings.detection_hold_events:
+                    state.bands = None  # batches as large as a hold waits for: not held, no screen to keep
+                else:
+                    if state.bands is None:
+                        state.bands = ValueBands(self.settings.detection_hold_margin)
+                    state.bands.learn([layout for part in parts for layout in part[2]])
             if alerts:
                 last_steps = [int(part[0][-1]) for part in parts]
             for alert in alerts:

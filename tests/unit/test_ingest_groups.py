@@ -179,3 +179,28 @@ def test_a_group_must_be_ended_before_another_begins(tmp_path):
     with pytest.raises(RuntimeError):
         p.end_group()
     p.store.close()
+
+
+def test_runs_sending_large_batches_keep_no_screen(tmp_path):
+    """A run whose batches hold as many events as a hold waits for is never held: its range is not kept."""
+    p = pipeline_at(tmp_path, detection_hold_s=3600.0, detection_hold_events=8)
+
+    def group(run_id: str, steps: range, start: bool = False) -> None:
+        b = runs_pb2.EventBatch()
+        if start:
+            b.starts.add(run_id=run_id, project="p", start_time=1.7e9)
+        for step in steps:
+            b.events.add(run_id=run_id, step=step, wall_time=1.7e9 + step).metrics["loss"] = 2.0
+        p.begin_group()
+        p.ingest_bytes(b.SerializeToString())
+        p.end_group(hold=True).result(30)
+
+    group("small", range(0, 1), start=True)
+    group("large", range(0, 1), start=True)
+    group("small", range(1, 2))
+    group("large", range(1, 9))
+    assert p.runs["small"].bands is not None
+    assert p.runs["large"].bands is None
+    group("large", range(9, 10))  # a small batch again: not held (no range to screen it by), its range kept
+    assert not p.holding and p.runs["large"].bands is not None
+    p.store.close()
