@@ -332,7 +332,7 @@ EXPECTED = {
     "nan_metric": {"NONFINITE", "nonfinite_message"},
     "lr_misconfigured": {"DIVERGENCE_PREDICTED", "PLATEAU"},
     "cpu_oom": {"cpu_oom", "oom_killer"},
-    "request_timeout": {"LATENCY", "http_5xx"},
+    "request_timeout": {"LATENCY", "http_5xx", "request_timeout"},
     "model_not_ready": {"model_load_failure", "startup_stall"},
     "server_process_crash": {"crash_signal", "engine_dead"},
     "engine_crash": {"engine_dead", "crash_signal"},

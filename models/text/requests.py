@@ -86,7 +86,8 @@ _KEY_UNIT = {"_ms": "ms", "_s": "s", "_sec": "s", "_seconds": "s", "_us": "us"}
 # nginx's $request_time (and its log_format example's rt= / urt=); "time: 0.25" on an HTTP request line
 _SECONDS_WITHOUT_UNIT = ("request_time", "time", "rt", "urt")
 # "POST /predict 200 45.23ms" (Morgan-style and custom middleware lines); "request 12 finished in 1.2 seconds"
-_METHOD_STATUS_TIME = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* \d{3} " + _NUM + r" ?(ms|s)\b")
+# ... and Ray Serve's request log, whose status is a code or OK / ERROR / CANCELLED ("GET / CANCELLED 60001.2ms")
+_METHOD_STATUS_TIME = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* (?:\d{3}|OK|ERROR|CANCELLED) " + _NUM + r" ?(ms|s)\b")
 _DONE_IN = re.compile(r"\b(?:finished|completed|processed|served|handled) in " + _NUM
                       + r" ?(ms|milliseconds|s|sec|secs|seconds)\b", re.IGNORECASE)
 _WORD_UNIT = {"milliseconds": "ms", "sec": "s", "secs": "s", "seconds": "s"}

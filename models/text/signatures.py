@@ -344,10 +344,23 @@ SIGNATURES: tuple[Signature, ...] = (
         # Envoy (Istio, KServe, Knative gateways): its 503 bodies when the model server is down or not ready
         r"upstream connect error or disconnect/reset before headers|\bno healthy upstream\b|"
         # a llama.cpp server answering a request with an error (its decode failed, the prompt was refused...)
-        r"\bsend_error: task id = \d+, error:",
+        r"\bsend_error: task id = \d+, error:|"
+        # Ray Serve's request log ("GET / 500 12.3ms", "POST /predict ERROR 3.1ms", a handle call's "__CALL__ ERROR 3.1ms")
+        r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* (?:5\d\d|ERROR) \d+(?:\.\d+)?ms\b|\b__CALL__ ERROR \d+(?:\.\d+)?ms\b",
         "server answered with 5xx",
         "the server's error log right after the request names the exception; 503 means not ready or "
         "overloaded (check readiness, queue limits and replicas)",
+    ),
+    _sig(
+        "request_timeout", W,
+        # Ray Serve's request log of a request cancelled after 10 s or more (the client's timeout: "GET / CANCELLED
+        # 60001.2ms"); gRPC's status for a call past its deadline; the OpenAI client's timeout
+        r"\b(?:GET|POST|PUT|PATCH|DELETE) /\S* CANCELLED \d{5,}(?:\.\d+)?ms\b|\bDEADLINE_EXCEEDED\b|"
+        r"\b[Dd]eadline [Ee]xceeded\b|\bAPITimeoutError\b|\bRequest timed out\b",
+        "requests timing out",
+        "the server takes longer than the client waits: a stuck replica or engine (its log names the last request "
+        "it served), a queue longer than it can drain (add replicas, lower max ongoing requests), or a client "
+        "timeout shorter than the model's longest answers",
     ),
     _sig(
         "startup_stall", W,
@@ -421,7 +434,9 @@ _KEYS = {
     "http_5xx": ("send_error", "http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",
                  "error code: 5", "exception in asgi", "error handling request", "exception on ",
-                 "upstream connect error", "no healthy upstream", "response code", "response_code", "responsecode"),
+                 "upstream connect error", "no healthy upstream", "response code", "response_code", "responsecode",
+                 "get /", "post /", "put /", "patch /", "delete /", "__call__ error"),
+    "request_timeout": ("cancelled", "deadline_exceeded", "deadline exceeded", "apitimeouterror", "request timed out"),
     "startup_stall": ("to start up", "taken more than", "pending for more than", "waiting for", "probe failed",
                       "failedscheduling", "nodes are available", "pullbackoff", "errimagepull"),
 }

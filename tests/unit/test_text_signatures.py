@@ -227,6 +227,14 @@ CASES = {
         "from upstream, client: 10.0.0.1, server: _, request: \"POST /v1/completions HTTP/1.1\""),
         "2024/05/01 10:00:00 [error] 31#31: *5 connect() failed (111: Connection refused) while connecting to upstream",
         "2024/05/01 10:00:00 [error] 31#31: *9 no live upstreams while connecting to upstream, client: 10.0.0.1",
+        # Ray Serve's request log (ray/serve/_private/logging_utils.py: "{method} {route} {status} {latency}ms")
+        "INFO 2025-03-20 00:02:18,331 default_Model 6v27b6by 1f2e3d4c / replica.py:378 - POST /predict 500 12.3ms",
+        "INFO 2025-03-20 00:02:18,331 default_Model 6v27b6by 1f2e3d4c -- __CALL__ ERROR 3.1ms",
+    ],
+    "request_timeout": [
+        "I | 2025-03-20, 0:02:18.331 | replica | d4c5cca8 | ip-10-0-41-135 | 6v27b6by | GET / CANCELLED 60001.2ms",
+        "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with: status = StatusCode.DEADLINE_EXCEEDED",
+        "openai.APITimeoutError: Request timed out.",
     ],
     "watchdog_timeout": [
         "[2025-01-01 10:00:00 TP3] Watchdog timeout (self.watchdog_timeout=300)",
@@ -270,6 +278,10 @@ HEALTHY = [
     "iter 2920: loss 3.9883, time 1099.34ms, mfu 15.34%",
     "INFO 05-06 04:33:07 [api_server.py:602] Starting vLLM server on http://0.0.0.0:8000",
     'INFO:     10.0.0.7:51234 - "POST /v1/completions HTTP/1.1" 200 OK',
+    "INFO 2025-03-20 00:02:18,331 default_Model 6v27b6by 1f2e3d4c / replica.py:378 - GET / 200 5.3ms",
+    "INFO 2025-03-20 00:02:18,331 default_Model 6v27b6by 1f2e3d4c / replica.py:378 - GET / CANCELLED 812.0ms",
+    "INFO 2025-03-20 00:02:18,331 default_Model 6v27b6by 1f2e3d4c -- __CALL__ OK 12.3ms",
+    "Job 4412 was cancelled by the user before it started",
     ("WARNING 05-06 04:32:56 [model.py:1449] Default sampling parameters have been overridden by the model's "
     "generation_config.json"),
     "Using the nanoGPT config with dropout 0.0 and info level logging",
