@@ -621,6 +621,10 @@ class MetricExtractor:
         self.counting = False  # the events so far came from step-less lines of metric pairs, numbered in order
         self.fraction_filled = False  # a step written as a fraction of the epoch's total reached that total
         self.read_values = False  # whether the last line gave metric values (emitted, or held as a bar's)
+        # Lightning's validation bar is running: the main bar's count moves on with validation batches while its
+        # training postfix stands still (not part of the state: at worst one repeated event after a restore)
+        self.validating = False
+        self.last_postfix: dict[str, float] | None = None  # the metrics of the last main-bar line read
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -1402,12 +1406,19 @@ def _bar(x: MetricExtractor, line: str) -> _Parsed | None:
             step = _restarted_bar(x, int(m.group(2)), int(m.group(3)), postfix or "")
     x.bar_step, x.bar_lines = step, 0
     if not postfix:
+        if line.lstrip().startswith(("Validation", "Validating")):
+            x.validating = True  # Lightning's validation bar
         return None
     out = {}
     for key, raw in _KV.findall(postfix):
         named = metric_name(key)
         if named is not None and key.lower() not in ("v_num", "global_step", "consumed_samples", "epoch"):
             out.setdefault(named[0], _value(raw) * named[1])
+    if x.validating:
+        if out == x.last_postfix:
+            return _Parsed(None, {})  # a validation batch on Lightning's main bar: the training values again
+        x.validating = False
+    x.last_postfix = out
     return _Parsed(step, out, bar=True)
 
 
@@ -1940,6 +1951,8 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
             # YOLOv8+ counts epochs from 1; YOLOv5 from 0, with a gpu_mem column (older) or an obj_loss one (v7.0)
             one_based = words[1] == "GPU_mem" and "obj_loss" not in words
             x.yolo = [1 if one_based else 0, *words[1:]]
+        elif len(words) > 2 and all(w.endswith("_loss") or w == "lr" for w in words[1:]):
+            x.yolo = [0, *words[1:]]  # YOLOv6's "Epoch  lr  iou_loss  dfl_loss  cls_loss", epochs from 0
     if head in "sSiIeEgG" and (x.table is None or x.table[0] == "@steps") and _STEP_TABLE_FIRST.match(s):
         _step_table_header(x, s)
     return None
@@ -1953,20 +1966,57 @@ def _step_table_header(x: MetricExtractor, header: str) -> None:
     """A custom script's table of values per step: a header ``step\tloss`` (``iter  loss  lr``, ``epoch,train_loss,val_loss``)
     whose first column is the step (or the epoch) and every other column a metric-like name, then a row of numbers
     per step (:func:`_step_table_row`). A column that is no metric (``time``, ``step`` beside ``epoch``) leaves
-    the table unread: its rows could be anything.
+    the table unread: its rows could be anything. Chainer's and pytorch-pfn-extras' ``PrintReport`` is read too
+    (``epoch  iteration  main/loss  validation/main/loss  main/accuracy  elapsed_time``): its ``iteration``
+    beside ``epoch`` is the step, its ``elapsed_time`` is skipped and its reporter names are runwatch's
+    (:func:`_report_column`).
 
-    Stored in ``x.table`` as ``["@steps", separator, metric per column after the first...]``.
+    Stored in ``x.table`` as ``["@steps", separator, metric per column after the first...]`` (``@step``: the
+    column that holds the step, ``@skip``: a column not read).
+
+    >>> x = MetricExtractor()
+    >>> _step_table_header(x, "epoch       main/loss   validation/main/loss  main/accuracy  elapsed_time")
+    >>> x.table[2:]
+    ['loss', 'val/loss', 'acc', '@skip']
     """
     sep = "\t" if "\t" in header else "," if "," in header else " "
     cells = [c.strip() for c in (header.split(sep) if sep != " " else header.split())]
+    report = any("/" in c for c in cells) or cells[-1] == "elapsed_time"  # a PrintReport's header
     names = []
-    for cell in cells[1:]:
+    for j, cell in enumerate(cells[1:]):
+        if report and cell == "elapsed_time":
+            names.append("@skip")
+            continue
+        if report and j == 0 and cell == "iteration" and cells[0] == "epoch":
+            names.append("@step")
+            continue
         named = metric_name(cell) if _COLUMN.fullmatch(cell) and _metric_like(cell) else None
+        if report and named is not None and "/" in cell:
+            named = _report_column(cell)
         if named is None or named[1] != 1.0 or named[0] in names:
             return
         names.append(named[0])
-    if names:
+    if any(not n.startswith("@") for n in names):
         x.table = ["@steps", sep, *names]
+
+
+def _report_column(cell: str) -> tuple[str, float] | None:
+    """A Chainer / pytorch-pfn-extras reporter name as runwatch's: ``main/loss`` is ``loss``, ``validation/main/loss``
+    ``val/loss``, ``train/loss`` ``loss``, ``val/accuracy`` ``val/acc`` (``main`` is the reporter of the model trained).
+
+    >>> _report_column("validation/main/accuracy"), _report_column("train/loss"), _report_column("main/loss")
+    (('val/acc', 1.0), ('loss', 1.0), ('loss', 1.0))
+    """
+    parts = [p for p in cell.lower().split("/") if p != "main"]
+    phase = ""
+    if len(parts) > 1 and parts[0] in _REPORT_PHASES:
+        phase = _REPORT_PHASES[parts[0]]
+        parts = parts[1:]
+    return metric_name("/".join(parts), phase) if parts else None
+
+
+_REPORT_PHASES = {"train": "", "training": "", "validation": "val/", "val": "val/", "valid": "val/", "eval": "val/",
+                  "test": "test/"}
 
 
 def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
@@ -1976,14 +2026,22 @@ def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
     if len(cells) != len(names) + 1 or not cells[0].isdigit():
         x.table = None
         return None
+    step = int(cells[0])
     out = {}
     for name, cell in zip(names, cells[1:]):
-        if cell:
-            if not _NUM_CELL.fullmatch(cell):
+        if name == "@skip" or not cell:
+            continue
+        if name == "@step":
+            if not cell.isdigit():
                 x.table = None
                 return None
-            out[name] = _value(cell)
-    return _Parsed(int(cells[0]), out) if out else None
+            step = int(cell)
+            continue
+        if not _NUM_CELL.fullmatch(cell):
+            x.table = None
+            return None
+        out[name] = _value(cell)
+    return _Parsed(step, out) if out else None
 
 
 _NUM_CELL = re.compile(_NUM)

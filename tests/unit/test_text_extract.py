@@ -1372,3 +1372,50 @@ def test_keras_2_verbose_2_epoch_lines_start_with_a_dash():
     ])
     assert out == [(278, {"loss": 14.5063, "acc": 0.1, "val/loss": 14.5063, "val/acc": 0.1}),
                    (279, {"loss": 0.5, "acc": 0.8, "val/loss": 0.6, "val/acc": 0.7})]
+
+
+def test_chainer_print_report_table():
+    """Chainer's (and pytorch-pfn-extras') PrintReport: reporter names as runwatch's, ``elapsed_time`` skipped,
+    an ``iteration`` column beside ``epoch`` as the step."""
+    out, _ = ext([
+        "epoch       main/loss   validation/main/loss  main/accuracy  validation/main/accuracy  elapsed_time",
+        "1           2.46634     2.30259               0.0994882      0.10004                   61.067",
+        "2           2.30347     2.30259               0.0998119      0.10004                   121.208",
+    ])
+    assert out == [
+        (1, {"loss": 2.46634, "val/loss": 2.30259, "acc": 0.0994882, "val/acc": 0.10004}),
+        (2, {"loss": 2.30347, "val/loss": 2.30259, "acc": 0.0998119, "val/acc": 0.10004}),
+    ]
+    out, _ = ext([
+        "epoch       iteration   train/loss  lr          val/loss    elapsed_time",
+        "1           600         0.512       0.1         0.431       30.1",
+        "2           1200        0.388       0.1         0.402       60.4",
+    ])
+    assert out == [(600, {"loss": 0.512, "lr": 0.1, "val/loss": 0.431}), (1200, {"loss": 0.388, "lr": 0.1, "val/loss": 0.402})]
+
+
+def test_yolov6_table_without_a_gpu_mem_column():
+    out, _ = ext([
+        "     Epoch  iou_loss  dfl_loss  cls_loss",
+        "     43/99    0.5123    0.2011   0.01125: 100%|██████████| 106/106 [00:16<00:00,  6.50it/s]",
+        "     Epoch  iou_loss  dfl_loss  cls_loss",
+        "     44/99    0.5001    0.1998   0.01102: 100%|██████████| 106/106 [00:15<00:00,  6.71it/s]",
+    ])
+    assert [step for step, _ in out] == [43 * 106 + 106, 44 * 106 + 106]
+    assert out[0][1] == {"iou_loss": 0.5123, "dfl_loss": 0.2011, "cls_loss": 0.01125, "loss": 0.72465}
+
+
+def test_lightning_main_bar_during_validation_repeats_no_training_values():
+    """Lightning's main bar counts validation batches too: while its validation bar runs, the training postfix
+    it repeats is not a new training step (8 such repeats once read as a frozen loss)."""
+    bar = "Epoch 0:  92%|█████████▏| {n}/1016 [00:33<00:03, 27.70it/s, loss={loss}, v_num=77]"
+    out, _ = ext([
+        bar.format(n=930, loss=0.231),
+        bar.format(n=931, loss=0.223),
+        "Validation DataLoader 0:  46%|████▌     | 73/157 [00:02<00:02, 37.48it/s]",
+        *[bar.format(n=n, loss=0.223) for n in range(932, 940)],
+        "Validation DataLoader 0:  50%|█████     | 78/157 [00:02<00:02, 38.79it/s]",
+        bar.format(n=940, loss=0.223),
+        "Epoch 1:   0%|          | 1/1016 [00:00<00:03, 27.70it/s, loss=0.219, v_num=77]",
+    ])
+    assert out == [(930, {"loss": 0.231}), (931, {"loss": 0.223}), (1017, {"loss": 0.219})]
