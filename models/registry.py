@@ -38,6 +38,7 @@ DIAGNOSTICS: dict[str, str] = {
     "zero_loss": f"{_PKG}.zero_loss:ZeroLossDiagnostic",
     "frozen_loss": f"{_PKG}.frozen_loss:FrozenLossDiagnostic",
     "zero_score": f"{_PKG}.zero_score:ZeroScoreDiagnostic",
+    "zero_box_loss": f"{_PKG}.zero_box_loss:ZeroBoxLossDiagnostic",
     "relapse": f"{_PKG}.relapse:RelapseDiagnostic",
     "overfitting": f"{_PKG}.overfitting:OverfittingDiagnostic",
     "stalled": f"{_PKG}.stalled:StalledRunDiagnostic",
