@@ -24,10 +24,12 @@ The server applies the batches its streams delivered meanwhile as one group
 one commit for all of them, and each run's events of the group detected in one
 block, which raises the alerts the batches one by one would (detection does not
 depend on how a run's events are split into blocks). No batch is acknowledged
-before the group's commit. With ``detection_hold_s`` set, a busy server may
-leave a run's few events of one group to the next group's detection call
-(:meth:`DetectionPipeline.end_group`'s ``hold``): acknowledged as before, their
-anomalies come that much later, for one call instead of two.
+before the group's commit. With ``detection_hold_s`` set (the default), a busy
+server may leave a run's few events of one group to the next group's detection
+call (:meth:`DetectionPipeline.end_group`'s ``hold``): acknowledged as before,
+their anomalies come that much later, for one call instead of two. Only events
+close to the ones the run's detectors last saw wait (service/hold_screen.py): a
+spike or a NaN is detected with its own group.
 """
 
 from __future__ import annotations
