@@ -192,6 +192,7 @@ _PHASES = (
     ("train-", ""), ("validation-", "val/"),
 )
 _PHASE_PREFIXES = tuple(prefix for prefix, _ in _PHASES)
+_TRAIN_KEYS = ("train ", "train_", "train/", "training ", "training_", "training/")
 # An average named in front of a split or a known name: read as that name (the loop's epoch mean is its value).
 _AVERAGES = ("avg_", "avg ", "average_", "average ", "mean_", "mean ")
 # Words that make a key a metric in free-form (step-anchored) lines; anything else there is left alone.
@@ -237,6 +238,8 @@ def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
     name = _ALIASES.get(low) or _sanitize(low)
     if not name:
         return None
+    if phase and low.startswith(_TRAIN_KEYS):
+        phase = ""  # the key names its own phase: "[eval] iter 500: train 3.44 val 3.43" (the train estimate)
     if phase:
         if name == "epoch":
             return None
@@ -562,6 +565,8 @@ _PHASE_STEP = re.compile(
 
 # A logging prefix before the message ("09-02 20:39:12 - INFO - __main__ - Val. Total Loss: 1.79"): the phase word
 # starts the message, not the line
+# A logging module's time stamp alone before the message: "2020-05-12 17:07:12,782 ", "2024-01-01T10:00:00Z "
+_STAMP_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?Z?\s+")
 _LEVEL_PREFIX = re.compile(r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b\s*(?:[-:|\]]\s*)+(?:[\w.<>]+\s*[-:|]\s+)?")
 
 
@@ -571,6 +576,8 @@ def _phase(line: str) -> str:
         level = _LEVEL_PREFIX.search(line)
         if level is not None:
             m = _PHASE_AT.match(line, level.end())
+    if m is None and line[:1].isdigit() and (stamp := _STAMP_PREFIX.match(line)) is not None:
+        m = _PHASE_AT.match(line, stamp.end())  # "2020-05-12 17:07:12,782 Validation result ..." (Joey NMT)
     if m is None:
         low = line.lower()
         if "val" in low or "test" in low:

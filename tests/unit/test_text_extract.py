@@ -1419,3 +1419,20 @@ def test_lightning_main_bar_during_validation_repeats_no_training_values():
         "Epoch 1:   0%|          | 1/1016 [00:00<00:03, 27.70it/s, loss=0.219, v_num=77]",
     ])
     assert out == [(930, {"loss": 0.231}), (931, {"loss": 0.223}), (1017, {"loss": 0.219})]
+
+
+def test_a_key_that_names_the_training_phase_keeps_it_on_an_eval_line():
+    """An eval line's estimate of the training loss is the training loss, not the held-out one."""
+    out, _ = ext(["[eval] iter 500: train 3.4484 val 3.4299 lr 3.00e-04"])
+    assert out[0][0] == 500
+    assert out[0][1]["loss"] == 3.4484 and out[0][1]["val/loss"] == 3.4299
+
+
+def test_a_phase_word_after_a_bare_time_stamp_names_the_lines_phase():
+    """Joey NMT's validation line (after the logging module's time stamp alone) reports held-out values."""
+    out, _ = ext([
+        "2020-05-12 16:48:35,873 Epoch   2 Step:      200 Batch Loss:     4.598033 Tokens per Sec:     8992, Lr: 0.000200",
+        "2020-05-12 17:07:12,782 Validation result (greedy) at epoch  26, step     4000: token_accuracy:   6.22, "
+        "loss: 38782.6602, ppl:  22.9588, duration: 11.6068s",
+    ])
+    assert out[-1][0] == 4000 and out[-1][1]["val/loss"] == 38782.6602 and "loss" not in out[-1][1]
