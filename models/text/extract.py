@@ -50,6 +50,8 @@ Supported shapes (one parser each, tried in order):
   at ``time/total_timesteps`` when the closing rule is printed
 - the Hugging Face Trainer's ``***** eval metrics *****`` block (``  eval_loss = 0.41``) at the current step
 - DeepSpeed's engine report ``step=100, skipped=0, lr=[0.0001], ...``
+- MindSpore's ``LossMonitor``: ``epoch: 1 step: 375, loss is 2.298612`` (the step counts within the epoch); any
+  ``<key> is <number>`` is read as ``<key>: <number>``
 - TensorFlow Estimator's ``loss = 0.69, step = 100`` (a step-anchored line) and its evaluation result
   ``Saving dict for global step 300: accuracy = 0.91, global_step = 300, loss = 0.25`` (``val/``, at that step)
 - ESPnet2's (and FunASR's) ``2epoch:train:11-20batch: loss=50.87, acc=0.47, optim0_lr0=1e-05, ...`` and the
@@ -141,6 +143,9 @@ _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # 64 KiB line cost seconds (quadratic), and a key inside a word was never taken anyway.
 _KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
+# "<key> is <number>" as "<key>: <number>" (MindSpore's LossMonitor, scripts that print "loss is 0.53"); a key
+# followed by anything but a number ("Epoch is [1/600]") is left alone
+_IS_VALUE = re.compile(r"\b([A-Za-z][\w/.\-]*) is (?=[-+]?(?:\d|\.\d|nan\b|inf\b))", re.IGNORECASE)
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 
 
@@ -643,6 +648,8 @@ class MetricExtractor:
         self.header_lines += 1
         if "tensor(" in line:
             line = _TENSOR.sub(_tensor_value, line)
+        if " is " in line:
+            line = _IS_VALUE.sub(r"\1: ", line)  # MindSpore's LossMonitor: "epoch: 1 step: 375, loss is 2.298612"
         # Lines without a digit carry no value, but some open or close a table or block (see _marker).
         parsed = self._parse(line) if _PREFILTER.search(line) is not None else _marker(self, line)
         out: list[Event] = []

@@ -1436,3 +1436,15 @@ def test_a_phase_word_after_a_bare_time_stamp_names_the_lines_phase():
         "loss: 38782.6602, ppl:  22.9588, duration: 11.6068s",
     ])
     assert out[-1][0] == 4000 and out[-1][1]["val/loss"] == 38782.6602 and "loss" not in out[-1][1]
+
+
+def test_mindspore_loss_monitor_lines():
+    """MindSpore's LossMonitor prints 'loss is' and counts steps within the epoch."""
+    out, _ = ext([
+        "epoch: 1 step: 375, loss is 2.298612",
+        "epoch: 1 step: 750, loss is 2.075152",
+        "epoch: 2 step: 375, loss is 0.20582482",
+        "Epoch is [1/600], mini-batch is [2/1600]",  # a key followed by no number is left alone
+    ])
+    assert [m for _, m in out] == [{"loss": 2.298612}, {"loss": 2.075152}, {"loss": 0.20582482}]
+    assert out[0][0] < out[1][0] < out[2][0]
