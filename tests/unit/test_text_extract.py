@@ -1432,8 +1432,10 @@ def test_a_phase_word_after_a_bare_time_stamp_names_the_lines_phase():
     """Joey NMT's validation line (after the logging module's time stamp alone) reports held-out values."""
     out, _ = ext([
         "2020-05-12 16:48:35,873 Epoch   2 Step:      200 Batch Loss:     4.598033 Tokens per Sec:     8992, Lr: 0.000200",
-        "2020-05-12 17:07:12,782 Validation result (greedy) at epoch  26, step     4000: token_accuracy:   6.22, "
-        "loss: 38782.6602, ppl:  22.9588, duration: 11.6068s",
+        (
+            "2020-05-12 17:07:12,782 Validation result (greedy) at epoch  26, step     4000: token_accuracy:   6.22, "
+            "loss: 38782.6602, ppl:  22.9588, duration: 11.6068s"
+        ),
     ])
     assert out[-1][0] == 4000 and out[-1][1]["val/loss"] == 38782.6602 and "loss" not in out[-1][1]
 
