@@ -144,8 +144,9 @@ _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 _KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 # "<key> is <number>" as "<key>: <number>" (MindSpore's LossMonitor, scripts that print "loss is 0.53"); a key
-# followed by anything but a number ("Epoch is [1/600]") is left alone
-_IS_VALUE = re.compile(r"\b([A-Za-z][\w/.\-]*) is (?=[-+]?(?:\d|\.\d|nan\b|inf\b))", re.IGNORECASE)
+# followed by anything but a number ("Epoch is [1/600]") is left alone, and so is "loss is nan, stopping
+# training": a sentence, which the signatures read as the message it is
+_IS_VALUE = re.compile(r"\b([A-Za-z][\w/.\-]*) is (?=[-+]?\.?\d)")
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 
 
