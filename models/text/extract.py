@@ -2017,21 +2017,14 @@ def _step_table_header(x: MetricExtractor, header: str) -> None:
 
 def _report_column(cell: str) -> tuple[str, float] | None:
     """A Chainer / pytorch-pfn-extras reporter name as runwatch's: ``main/loss`` is ``loss``, ``validation/main/loss``
-    ``val/loss``, ``train/loss`` ``loss``, ``val/accuracy`` ``val/acc`` (``main`` is the reporter of the model trained).
+    ``val/loss``, ``train/loss`` ``loss``, ``val/accuracy`` ``val/acc`` (``main`` is the reporter of the model trained;
+    the split in front is read as :func:`metric_name` reads ``validation_loss``).
 
     >>> _report_column("validation/main/accuracy"), _report_column("train/loss"), _report_column("main/loss")
     (('val/acc', 1.0), ('loss', 1.0), ('loss', 1.0))
     """
     parts = [p for p in cell.lower().split("/") if p != "main"]
-    phase = ""
-    if len(parts) > 1 and parts[0] in _REPORT_PHASES:
-        phase = _REPORT_PHASES[parts[0]]
-        parts = parts[1:]
-    return metric_name("/".join(parts), phase) if parts else None
-
-
-_REPORT_PHASES = {"train": "", "training": "", "validation": "val/", "val": "val/", "valid": "val/", "eval": "val/",
-                  "test": "test/"}
+    return metric_name("_".join(parts)) if parts else None
 
 
 def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
