@@ -67,6 +67,8 @@ Examples
 ['loss', 'val/loss', 'loss', 'val/loss', 'val/acc', 'clip_val']
 >>> [canonical_name(n) for n in ["training.loss", "validation.loss", "val.accuracy"]]
 ['loss', 'val/loss', 'val/acc']
+>>> [canonical_name(n) for n in ["lossvalue", "loss_value"]]
+['loss', 'loss']
 """
 
 from __future__ import annotations
@@ -95,7 +97,10 @@ _TRAIN_LOSS = {"train_loss", "train/loss", "training_loss", "training/loss", "lo
                # the split abbreviated, or named after the loss
                "tr_loss", "trn_loss", "loss_train", "loss_tr", "loss_trn",
                # dotted, as Sacred's documentation logs them (_run.log_scalar("training.loss", ...))
-               "train.loss", "training.loss"}
+               "train.loss", "training.loss",
+               # the loss's value under its own name (insightface's LossValueMetric, "lossvalue=6.24" in MXNet's
+               # Speedometer line)
+               "lossvalue", "loss_value", "loss-value"}
 _TOTAL_LOSS = ("total_loss", "loss_total")
 _KERAS_PREFIXES = ("epoch_", "batch_")  # Keras's TensorBoard callback: epoch_loss, batch_loss, epoch_learning_rate
 # Lightning's lightning.pytorch.utilities.grad_norm(model, norm_type=2): the total and one per parameter

@@ -276,7 +276,10 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Backend worker did not respond in given time|Webserver Crashed|the replica will be stopped|"
         r"Engine background task failed|server crash \d+ - exit code|"  # vLLM's async engine when its loop raised; Ollama respawning its runner
         # vLLM's API server once its engine process is gone, TGI's launcher losing a shard, llama.cpp's server loop
-        r"Engine is already dead\b|\bShard \d+ crashed\b|unexpected error in llama server|update_slots - exiting main loop",
+        r"Engine is already dead\b|\bShard \d+ crashed\b|unexpected error in llama server|update_slots - exiting main loop|"
+        # a supervisor finding its child gone and starting it again (a GPUStack worker's RPC server), supervisord
+        # giving up on a program that keeps exiting
+        r"\bis not running\b[^\n]{0,80}\brestarting\b|entered FATAL state, too many start retries",
         "serving engine or worker died",
         "look for the root cause just above (often GPU out of memory); restart policy and health checks "
         "keep the endpoint up meanwhile",
@@ -423,7 +426,8 @@ _KEYS = {
                     "died unexpectedly", "hit an exception", "sigquit from a child", "workercrashederror",
                     "failed health check", "unhealthy", "backend worker error", "backend worker did not respond",
                     "replica will be stopped", "engine background task failed", "server crash",
-                    "already dead", "crashed", "unexpected error in llama server", "exiting main loop"),
+                    "already dead", "crashed", "unexpected error in llama server", "exiting main loop",
+                    "is not running", "too many start retries"),
     "watchdog_timeout": ("watchdog timeout",),
     "kv_cache_exhausted": ("decode out of memory", "kv cache space", "preemptionmode", "#retracted_reqs",
                            "free space in the kv cache"),

@@ -212,6 +212,9 @@ CASES = {
         "[2024-06-01 10:00:05 +0000] [7] [CRITICAL] WORKER TIMEOUT (pid:12)",  # gunicorn's arbiter
         "  Warning  BackOff    2m (x41 over 12m)   kubelet  Back-off restarting failed container server in pod llm-0",
         "llm-server-7f9c5-xk2lp   0/1     CrashLoopBackOff   6 (2m ago)   14m",
+        # a supervisor restarting a child it found gone; supervisord giving up on a program that keeps exiting
+        "2025-03-01T10:00:20+00:00 - acme.worker.manager - WARNING - Inference server for GPU 1 is not running, pid 4242, restarting.",
+        "2025-03-01 10:00:30,000 INFO gave up: model_server entered FATAL state, too many start retries too quickly",
         # Ollama's runner
         "Error: llama runner process has terminated: exit status 0xc0000409",
     ],
