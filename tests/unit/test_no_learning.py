@@ -316,3 +316,21 @@ def test_the_training_losss_own_epoch_means_show_learning_its_few_noisy_step_val
     flat = [{**rows[s], "train_loss_epoch": 0.5} if "train_loss_epoch" in rows[s] else rows[s] for s in steps]
     d = NoLearningDiagnostic()
     assert d.observe_block(_block(steps, flat)) == [] and [f.step for f in d.on_end()] == [299]
+
+
+def test_a_loss_still_falling_slowly_is_learning_until_it_stops() -> None:
+    # A fine-tune from a pretrained model at a small learning rate: every logged value below the one before, by
+    # 0.2 % a value, so the first and latest means stay within min_drop for many values.
+    every_100 = [100 * (i + 1) for i in range(60)]
+    falling = [10.4 * (1.0 - 0.002 * i) for i in range(60)]
+    assert NoLearningDiagnostic().observe_block(_block(every_100, [{"loss": v} for v in falling])) == []
+    # The same fall that stops after 15 values and hovers: stuck from when the trend is gone from the window.
+    stops = [10.4 * (1.0 - 0.002 * min(i, 14)) * (1.0 + 0.001 * math.sin(1.7 * i)) for i in range(60)]
+    found = NoLearningDiagnostic().observe_block(_block(every_100, [{"loss": v} for v in stops]))
+    assert found and 1500 < found[0].step <= 3000, [f.step for f in found]
+    # A creep of 0.5 % over the whole window is no sign of learning: judged as before, at the 10th value.
+    creeping = [0.2522 * (1.0 - 0.0003 * i) for i in range(60)]
+    assert NoLearningDiagnostic().observe_block(_block(every_100, [{"loss": v} for v in creeping]))[0].step == 1000
+    # still_falling_drop 0 turns the check off: the slow fall is flagged at the 10th value, 900 steps in.
+    off = NoLearningDiagnostic(NoLearningConfig(still_falling_drop=0.0))
+    assert off.observe_block(_block(every_100, [{"loss": v} for v in falling]))[0].step == 1000
