@@ -146,7 +146,7 @@ _KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\
 # "<key> is <number>" as "<key>: <number>" (MindSpore's LossMonitor, scripts that print "loss is 0.53"); a key
 # followed by anything but a number ("Epoch is [1/600]") is left alone, and so is "loss is nan, stopping
 # training": a sentence, which the signatures read as the message it is
-_IS_VALUE = re.compile(r"\b([A-Za-z][\w/.\-]*) is (?=[-+]?\.?\d)")
+_IS_VALUE = re.compile(r"\b([A-Za-z][\w/.\-]*)(?: so far)? is (?=[-+]?\.?\d)")  # "avg loss so far is 0.11" (Paddle)
 _TENSOR = re.compile(r"tensor\((?:(" + _NUM + r")|\[(" + _NUM + r")\])(?:,[^()]*)?\)")
 
 
@@ -538,7 +538,11 @@ _STEP_WORD = re.compile(
     re.IGNORECASE,
 )
 _BATCH_LEAD = re.compile(r"^\W*batch\s*[:=]?\s*(\d+)\s*(?:/\s*\d+)?(?![\d.])", re.IGNORECASE)
-_EPOCH_LINE = re.compile(r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*", re.IGNORECASE)
+# an epoch line alone, maybe naming the phase that starts ("[Epoch 1] Training ====", the Annotated Transformer's)
+_EPOCH_LINE = re.compile(
+    r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*(?:(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test)\W*)?",
+    re.IGNORECASE,
+)
 _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
 )
@@ -556,6 +560,11 @@ _YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \
 _YOLO_ALL = re.compile(r"\s*all\s+\d+\s+\d+\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
 _COMPOSER_HEAD = re.compile(r"(?:\[epoch=(\d+)\])?\[(batch|token|sample|iteration|Eval batch)=(\d+)(?:/(\d+))?\]")
 _COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
+# OLMo's trainer (olmo/train.py, log_metrics_to_console): a record ending in "[step=12/15000,epoch=0]" (or
+# "[step=12/15000]", "[step=12/15000, eta=...]", "[eval_step=3/20]"), then one indented "name=value" line per metric,
+# values above 1,000 with thousands separators
+_OLMO_HEAD = re.compile(r"\[(step|eval_step)=(\d+)/\d+(?:,\s*(?:epoch=\d+|eta=[^\]]*))*\]\s*$")
+_OLMO_ROW = re.compile(r" {4}([A-Za-z][\w./\- ()]*)=(" + _NUM + r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?)\s*")
 _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
 
@@ -620,6 +629,8 @@ class MetricExtractor:
         self.rl_table: dict | None = None  # a Stable-Baselines3 table being printed: {"section", "values"}
         self.metrics_block: str | None = None  # the split of a Hugging Face "***** eval metrics *****" block
         self.composer_step: int | None = None  # the step of the Composer progress line whose rows follow
+        self.olmo_step: int | None = None  # the step of OLMo's "[step=N/M]" record whose rows follow (-1: eval)
+        self.olmo_eval: str | None = None  # the first evaluation set OLMo reported: its loss is val/loss
         # The step of the last line of counters alone ("epoch: 0, iteration: 100, step: 100"), and lines since it
         self.header_step: int | None = None
         self.header_lines = 0
@@ -700,6 +711,7 @@ class MetricExtractor:
             "pending": None if self.pending is None else [self.pending[0], _floats_out(self.pending[1])],
             "emitted": dict(self.emitted), "dropped": self.dropped, "lines": self.lines, "table": self.table,
             "yolo": self.yolo, "metrics_block": self.metrics_block, "composer_step": self.composer_step,
+            "olmo_step": self.olmo_step, "olmo_eval": self.olmo_eval,
             "header_step": self.header_step, "header_lines": self.header_lines,
             "step_epoch": self.step_epoch, "epoch_max": self.epoch_max, "step_offset": self.step_offset,
             "epoch_base": self.epoch_base, "steps_run_on": self.steps_run_on, "step_gap": self.step_gap,
@@ -730,6 +742,10 @@ class MetricExtractor:
         self.yolo = None if yolo is None else [int(yolo[0]), *(str(c) for c in yolo[1:])]
         composer = state.get("composer_step")
         self.composer_step = None if composer is None else int(composer)
+        olmo = state.get("olmo_step")
+        self.olmo_step = None if olmo is None else int(olmo)
+        olmo_eval = state.get("olmo_eval")
+        self.olmo_eval = None if olmo_eval is None else str(olmo_eval)
         header = state.get("header_step")  # absent in states saved before step headers were read
         self.header_step = None if header is None else int(header)
         self.header_lines = int(state.get("header_lines", 0))
@@ -2222,6 +2238,50 @@ def _composer_name(key: str, phase: str) -> str | None:
     return phase + _sanitize(low)
 
 
+def _olmo(x: MetricExtractor, line: str) -> _Parsed | None:
+    """OLMo's console: a record ending in ``[step=12/15000,epoch=0]``, then ``    train/CrossEntropyLoss=2.998`` rows.
+
+    Training rows are reported at the record's step; ``[eval_step=...]`` rows (``eval/<set>/CrossEntropyLoss``) at
+    the current training step, the first evaluation set's loss as ``val/loss``, the others' as ``val/<set>/loss``.
+    """
+    if line.endswith(("]", "] ")):
+        m = _OLMO_HEAD.search(line)
+        if m is not None:
+            x.olmo_step = int(m.group(2)) if m.group(1) == "step" else -1
+            return _Parsed(None, {})
+    if x.olmo_step is None:
+        return None
+    m = _OLMO_ROW.fullmatch(line)
+    if m is None:
+        x.olmo_step = None
+        return None
+    name = _olmo_name(x, m.group(1))
+    if name is None:
+        return _Parsed(None, {})
+    step = x._current_step() if x.olmo_step < 0 else x.olmo_step
+    return _Parsed(step, {name: _value(m.group(2).replace(",", ""))})
+
+
+def _olmo_name(x: MetricExtractor, key: str) -> str | None:
+    """``train/CrossEntropyLoss`` -> ``loss``, ``optim/total_grad_norm`` -> ``grad_norm``,
+    ``optim/learning_rate_group0`` -> ``lr``, ``eval/c4_en/CrossEntropyLoss`` -> ``val/loss`` (the first set)."""
+    parts = key.split("/")
+    head, field = parts[0].lower(), parts[-1].lower()
+    if head in ("throughput", "system") or (head == "optim" and field not in ("total_grad_norm", "learning_rate_group0")):
+        return None
+    if head == "optim":
+        return "grad_norm" if field == "total_grad_norm" else "lr"
+    short = {"crossentropyloss": "loss", "perplexity": "ppl", "zloss": "loss/z"}.get(field, _sanitize(field))
+    if head == "train":
+        return short
+    if head == "eval" and len(parts) >= 3:
+        dataset = "/".join(parts[1:-1])
+        if x.olmo_eval is None:
+            x.olmo_eval = dataset
+        return f"val/{short}" if dataset == x.olmo_eval else f"val/{_sanitize(dataset)}/{short}"
+    return _sanitize(key)
+
+
 _TF_EVAL = re.compile(r"\bSaving dict for global step (\d+): ")
 
 
@@ -2309,7 +2369,7 @@ def _request(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
-    _sb3_row, _hf_metrics_row, _composer, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
+    _sb3_row, _hf_metrics_row, _composer, _olmo, _megatron, _fairseq, _hf_dict, _mm, _metriclogger, _acc_summary, _detectron2,
     _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,

@@ -819,6 +819,35 @@ def test_composer_console_rows_follow_their_progress_line():
                    (1050, {"loss": 2.2})]
 
 
+def test_olmo_console_rows_follow_their_step_record():
+    # OLMo's trainer logs "[step=N/M,epoch=E]" at the end of a record, then one indented "name=value" per metric
+    out, _ = ext([
+        "2025-01-02 10:00:00.000\thost:0\tolmo.train:979\tINFO\t[step=1/500,epoch=0]",
+        "    optim/total_grad_norm=0.2370",
+        "    optim/learning_rate_group0=1e-05",
+        "    optim/learning_rate_group1=2e-05",  # another group's rate: not the run's lr
+        "    train/CrossEntropyLoss=2.998",
+        "    train/Perplexity=20.04",
+        "    throughput/total_tokens=2,097,152",  # counters, thousands separated: not metrics of learning
+        "    System/Peak GPU Memory (MB)=20,487",
+        "2025-01-02 10:00:04.000\thost:0\tolmo.train:979\tINFO\t[step=2/500, eta=0:30:00]",
+        "    train/CrossEntropyLoss=2.919",
+        "2025-01-02 10:00:09.000\thost:0\tolmo.train:979\tINFO\t[eval_step=20/20]",
+        "    eval/c4_en/CrossEntropyLoss=3.104",  # the first evaluation set's loss is the run's val/loss
+        "    eval/wikitext/CrossEntropyLoss=3.321",
+        "2025-01-02 10:00:10.000\thost:0\tolmo.train:375\tINFO\tSaving checkpoint",
+        "    train/CrossEntropyLoss=9.9",  # no record before it: not a row
+    ])
+    assert out == [(1, {"grad_norm": 0.237}), (1, {"lr": 1e-05}), (1, {"loss": 2.998}), (1, {"ppl": 20.04}),
+                   (2, {"loss": 2.919}), (2, {"val/loss": 3.104}), (2, {"val/wikitext/loss": 3.321})]
+
+
+def test_a_running_average_so_far_is_the_loss():
+    out, _ = ext(["Epoch 0, Step 25, total used time 7.18 (s), avg loss so far is 0.1098",
+                  "Epoch 0, Step 50, total used time 14.06 (s), avg loss so far is 0.0823"])
+    assert out == [(25, {"loss": 0.1098}), (50, {"loss": 0.0823})]
+
+
 def test_ms_swift_dicts_take_their_step_from_global_step_of_max_steps():
     out, _ = ext([
         "{'loss': 1.23456, 'acc': 0.65, 'grad_norm': 2.3, 'learning_rate': 1e-05, 'epoch': 0.01, "
