@@ -563,7 +563,7 @@ _COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
 # OLMo's trainer (olmo/train.py, log_metrics_to_console): a record ending in "[step=12/15000,epoch=0]" (or
 # "[step=12/15000]", "[step=12/15000, eta=...]", "[eval_step=3/20]"), then one indented "name=value" line per metric,
 # values above 1,000 with thousands separators
-_OLMO_HEAD = re.compile(r"\[(step|eval_step)=(\d+)/\d+(?:,\s*(?:epoch=\d+|eta=[^\]]*))*\]\s*$")
+_OLMO_HEAD = re.compile(r"\[(step|eval_step)=(\d+)/\d+(?:,\s*(?:epoch=\d+|eta=[^\],]*))*\]\s*$")  # no ',' in eta
 _OLMO_ROW = re.compile(r" {4}([A-Za-z][\w./\- ()]*)=(" + _NUM + r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?)\s*")
 _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 
@@ -2245,7 +2245,10 @@ def _olmo(x: MetricExtractor, line: str) -> _Parsed | None:
     the current training step, the first evaluation set's loss as ``val/loss``, the others' as ``val/<set>/loss``.
     """
     if line.endswith(("]", "] ")):
-        m = _OLMO_HEAD.search(line)
+        # the record's header ends the line: match from its last "[step=" / "[eval_step=" only (a long line of
+        # such brackets would otherwise be tried from each of them)
+        at = max(line.rfind("[step="), line.rfind("[eval_step="))
+        m = _OLMO_HEAD.match(line, at) if at >= 0 else None
         if m is not None:
             x.olmo_step = int(m.group(2)) if m.group(1) == "step" else -1
             return _Parsed(None, {})
