@@ -539,8 +539,9 @@ _STEP_WORD = re.compile(
 )
 _BATCH_LEAD = re.compile(r"^\W*batch\s*[:=]?\s*(\d+)\s*(?:/\s*\d+)?(?![\d.])", re.IGNORECASE)
 # an epoch line alone, maybe naming the phase that starts ("[Epoch 1] Training ====", the Annotated Transformer's)
+# (no two quantifiers in a row may take the same characters: a line of 10,000 spaces after "Epoch 1" took seconds)
 _EPOCH_LINE = re.compile(
-    r"\W*Epoch[:\s]\s*(\d+)\s*(?:/\s*(\d+))?\W*(?:(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test)\W*)?",
+    r"\W*Epoch[:\s]\s*(\d+)(?:\s*/\s*(\d+))?(?:\W+(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test))?\W*",
     re.IGNORECASE,
 )
 _PAIR_LINE = re.compile(

@@ -430,6 +430,24 @@ def test_long_lines_that_fail_at_their_end_are_read_in_linear_time(unit, end):
         signal.signal(signal.SIGALRM, previous)
 
 
+def test_an_epoch_line_padded_to_a_long_line_is_read_in_linear_time():
+    """``Epoch 1`` followed by 60,000 spaces or separators and a stray letter: the epoch-line pattern's quantifiers
+    once overlapped on the spaces and took seconds at 10,000 (quadratic or worse)."""
+    import signal
+
+    def stalled(*_):
+        raise TimeoutError("extraction stalled on a padded epoch line")
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        for padding in (" ", " /", " ]", "= "):
+            assert MetricExtractor().extract("Epoch 1" + padding * (60_000 // len(padding)) + "x") == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_log_without_steps_numbers_its_lines_of_metric_pairs():
     """A notebook's loop printing ``loss: X val_loss: Y`` each step, and a loop printing its validation loss
     under its tqdm bar: numbered in order, and placed at the bar's position; a log that names steps is not
