@@ -2214,10 +2214,15 @@ def _composer(x: MetricExtractor, line: str) -> _Parsed | None:
         x.composer_step = None
         return None
     phase, key, raw = m.groups()
-    name = _composer_name(key, "val/" if phase == "Eval" else "")
+    return _header_row(x, x.composer_step, _composer_name(key, "val/" if phase == "Eval" else ""), raw)
+
+
+def _header_row(x: MetricExtractor, header_step: int, name: str | None, raw: str) -> _Parsed:
+    """One ``name`` row under a progress record (Composer's, OLMo's): at the record's step, or at the current
+    training step for an evaluation record (``header_step`` -1); nothing for a name not read."""
     if name is None:
         return _Parsed(None, {})
-    step = x._current_step() if x.composer_step < 0 else x.composer_step
+    step = x._current_step() if header_step < 0 else header_step
     return _Parsed(step, {name: _value(raw)})
 
 
@@ -2259,11 +2264,7 @@ def _olmo(x: MetricExtractor, line: str) -> _Parsed | None:
     if m is None:
         x.olmo_step = None
         return None
-    name = _olmo_name(x, m.group(1))
-    if name is None:
-        return _Parsed(None, {})
-    step = x._current_step() if x.olmo_step < 0 else x.olmo_step
-    return _Parsed(step, {name: _value(m.group(2).replace(",", ""))})
+    return _header_row(x, x.olmo_step, _olmo_name(x, m.group(1)), m.group(2).replace(",", ""))
 
 
 def _olmo_name(x: MetricExtractor, key: str) -> str | None:
