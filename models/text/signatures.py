@@ -240,6 +240,15 @@ SIGNATURES: tuple[Signature, ...] = (
         re.IGNORECASE,
     ),
     _sig(
+        # Caffe's SoftmaxWithLoss clamps the true class's probability at FLT_MIN: a loss of -ln(FLT_MIN) = 87.3365
+        # means the softmax gave it nothing at all (its most reported failure)
+        "softmax_saturated", E,
+        r"\bloss\b[^=:\n]{0,40}[=:]\s*87\.336[45]\d*(?![\d.])",
+        "loss saturated at -ln(FLT_MIN) = 87.3365: the softmax gives the true class zero probability",
+        "the logits blew up or the labels are out of range: check that labels lie in [0, classes) (and the "
+        "ignore label), lower the learning rate, add normalisation layers or initialise from a trained model",
+    ),
+    _sig(
         "model_load_failure", C,
         r"Error when initializing model|Load model failed|(?i:fail(?:ed|ure)? to (?:load|locate) (?:the )?model)|Error loading model|"
         r"(?i:could(?: not|n.t) load (?:the )?model)|unable to create TensorRT engine|"
@@ -407,6 +416,7 @@ _KEYS = {
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
                      "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited ("),
     "rust_panic": ("panicked at", "panicexception"),
+    "softmax_saturated": ("87.336",),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
@@ -528,6 +538,9 @@ _CHECKPOINT_FRAME = re.compile(r"in (?:_?save_checkpoint|_save|save|save_model|s
 _CHECKPOINT_PATH = re.compile(r"serialization\.py|checkpoint", re.IGNORECASE)
 _TB_START = re.compile(r"Traceback \(most recent call last\):")
 _TB_CHAIN = re.compile(r"During handling of the above exception|The above exception was the direct cause")
+# A traceback's frame line ('  File "x.py", line 12, in main'), matched where 'File "' occurs (no search over the
+# indentation before it, which a long run of spaces would make quadratic)
+_FRAME = re.compile(r'File "[^"\n]*", line \d+, in ')
 # An uncaught exception's line on its own: ``RuntimeError: ...``, ``torch.distributed.DistBackendError: ...``,
 # also behind a launcher's prefix (``[rank0]: ValueError: ...``, ``node-1: KeyError: 'x'``). In 32,000 loghub
 # lines, the github text logs and the healthy dev fragments no line has this shape; warnings and "Exception
@@ -656,6 +669,14 @@ class SignatureMatcher:
         if at >= 0:
             banner, self._banner = self._banner, None
             self._open_traceback(line, at, banner)
+            return True
+        at = line.find('File "')
+        if at >= 0 and _FRAME.match(line, at):
+            # A traceback whose header was not printed or not pasted (a log cut mid-traceback, a logger that
+            # prints frames only): frames belong to nothing else, so they open one.
+            banner, self._banner = self._banner, None
+            self._open_traceback(line, len(line[:at].rstrip(" \t")), banner)
+            self._tb.frames, self._tb.last_file = 1, True
             return True
         if self._banner is not None:
             out.extend(self._release_banner())

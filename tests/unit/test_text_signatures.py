@@ -166,6 +166,10 @@ CASES = {
         "make: *** [Makefile:5: start-embed-server] Error 139",  # exit status 128 + SIGSEGV
         "text-embeddings-router exited with code 139",
     ],
+    "softmax_saturated": [
+        "I1009 13:09:13.672638 86511 solver.cpp:229] Iteration 20, loss = 87.3365",
+        "I0412 08:01:55.000101  2211 solver.cpp:245]     Train net output #0: loss = 87.3365 (* 1 = 87.3365 loss)",
+    ],
     "rust_panic": [
         "thread 'tokio-runtime-worker' panicked at core/src/queue.rs:87:14:",
         "thread '<unnamed>' panicked at 'called `Result::unwrap()` on an `Err` value: ...', src/lib.rs:10:5",
@@ -313,6 +317,9 @@ HEALTHY = [
     # FastChat relays a child's stderr at ERROR level: the relayed record's own level is INFO
     "2024-01-01 10:00:00 | ERROR | stderr | INFO:     Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)",
     "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated.",
+    "I1009 13:09:13.672638 86511 solver.cpp:229] Iteration 2000, loss = 0.873365",  # not the saturated 87.3365
+    "Iteration 40, loss = 187.3365",
+    'Could not open File "config.yaml", falling back to defaults',  # a file name in quotes, not a frame
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
      "performance gains if more memory were available."),
@@ -338,6 +345,26 @@ def test_traceback_is_one_finding_classified_by_its_exception():
     assert names(found) == ["disk_full"]
     f = found[0]
     assert f.line == 0 and f.lines == lines[:7] and f.message == "OSError: [Errno 28] No space left on device"
+
+
+def test_frames_without_their_header_are_a_traceback():
+    # a log cut mid-traceback (MLServer's model load, an excerpt pasted without its first lines)
+    found = SignatureMatcher().feed_many([
+        '  File "/opt/mlserver/registry.py", line 161, in _load_model',
+        "    model = await callback(model)",
+        '  File "/opt/mlserver/parallel/dispatcher.py", line 128, in _dispatch_update',
+        "    return await self._dispatch(worker_update)",
+    ])
+    assert [(f.signature, f.severity.name, f.line, len(f.lines)) for f in found] == [("python_exception", "ERROR", 0, 4)]
+
+
+def test_frame_lines_behind_a_launcher_prefix_are_one_traceback():
+    found = SignatureMatcher().feed_many([
+        '[rank0]:   File "train.py", line 12, in <module>',
+        "[rank0]:     loss.backward()",
+        "[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+    ])
+    assert [(f.signature, f.line, len(f.lines)) for f in found] == [("cuda_oom", 0, 3)]
 
 
 def test_unclassified_traceback_is_a_python_exception():
