@@ -514,15 +514,19 @@ _SKORCH_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][\w/]*)+?)\s+dur\s*$")
 _SKORCH_ROW = re.compile(r"^\s*(\d+)((?:\s+" + _NUM + r")+)\s*$")
 _TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
 _LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
+# "ep: 3" / "Ep 3" abbreviate the epoch (read as it); "ep" alone, before no number, is not one
 _ANCHOR = re.compile(
-    r"\b(global_step|step|steps(?=:)|iteration|iter|epoch)\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)", re.IGNORECASE
+    r"\b(global_step|step|steps(?=:)|iteration|iter|epoch|ep(?=\s*[:=]|\s+\d))\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)",
+    re.IGNORECASE,
 )
+_ANCHOR_RANK = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3, "ep": 3}
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 # "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
 _STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 # "Epoch 1, Batch 100", "[Epoch 1][Batch 100]": the batch counts within the epoch (the epoch alone is not the step)
 _EPOCH_BATCH = re.compile(
-    r"(?<![\w.])epoch\s*[:=]?\s*\[?\s*\d+\s*(?:/\s*\d+\s*)?\]?\s*[,|]?\s*\[?batch(?:_?id|_?idx)?\s*[:=]?\s*\[?\s*(\d+)(?![\d.])",
+    r"(?<![\w.])(?:epoch|ep)\s*[:=]?\s*\[?\s*\d+\s*(?:/\s*\d+\s*)?\]?\s*[,|]?\s*\[?batch(?:_?id|_?idx)?\s*[:=]?\s*\[?\s*(\d+)"
+    r"(?![\d.])",
     re.IGNORECASE,
 )
 # "epoch 001  1000 / 331737", "epoch 3: 100/600": an epoch, then the batch of the epoch's total
@@ -550,6 +554,10 @@ _PAIR_LINE = re.compile(
 # Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
 _PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
+# A bracketed tag that opens a message, and a phase word standing apart inside it ("diff-val(test-normal)"; not
+# "eval_callback" or "evaluator", which name a logger)
+_PHASE_TAG = re.compile(r"[ \t]*\[([^\[\]]{1,40})\]")
+_TAG_PHASE_WORD = re.compile(r"(?<![a-z_])(valid(?:ation)?|val|eval(?:uation)?|test)(?![a-z_])")
 _PHASE_AT = re.compile(r"\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)  # at a given position
 # A line with no digit can still carry a value: "eval_loss = nan", "loss: inf".
 _PREFILTER = re.compile(r"\d|\b(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
@@ -598,9 +606,26 @@ def _phase(line: str) -> str:
         low = line.lower()
         if "val" in low or "test" in low:
             m = _PHASE_STEP.search(low)
+            if m is None and "[" in line:
+                m = _tagged_phase(line, low)
     if m is None:
         return ""
     return "test/" if (m.group(1) or m.group(2)).lower().startswith("test") else "val/"
+
+
+def _tagged_phase(line: str, low: str) -> re.Match | None:
+    """The phase word inside the bracketed tag that opens the message: "[Diff-Val(Test-Normal)] Epoch 001: loss = ..."
+    ("[Val]" alone is read by :data:`_PHASE_WORD`)."""
+    starts = [0]
+    if (level := _LEVEL_PREFIX.search(line)) is not None:
+        starts.append(level.end())
+    if (stamp := _STAMP_PREFIX.match(line)) is not None:
+        starts.append(stamp.end())
+    for start in starts:
+        tag = _PHASE_TAG.match(low, start)
+        if tag is not None and (word := _TAG_PHASE_WORD.search(tag.group(1))) is not None:
+            return word
+    return None
 
 
 class MetricExtractor:
@@ -1505,7 +1530,7 @@ def _rounded_step(x: MetricExtractor, line: str) -> _Parsed | None:
 
 def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     low = line.lower()
-    if "step" not in low and "iter" not in low and "epoch" not in low:
+    if "step" not in low and "iter" not in low and "ep" not in low:
         if "batch" not in low or x.epoch is None:
             return None
         lead = _BATCH_LEAD.match(line)  # "Batch 100/200, Loss: 0.5" after an "Epoch 1/10" line
@@ -1516,8 +1541,9 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     anchors = _ANCHOR.findall(line)
     if not anchors:
         return None
-    rank = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3}
-    word, value = min(anchors, key=lambda a: rank[a[0].lower()])
+    word, value = min(anchors, key=lambda a: _ANCHOR_RANK[a[0].lower()])
+    if word.lower() == "ep":
+        word = "epoch"
     if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1 and _EPOCH_BATCH.search(line) is None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)

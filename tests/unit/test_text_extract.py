@@ -488,6 +488,26 @@ def test_a_step_counted_within_its_epoch_becomes_the_runs_step():
     assert [s for s, _ in paddle] == [100, 1000, 1100, 2100] and x.dropped == 0
 
 
+def test_ep_abbreviates_the_epoch():
+    """``ep: 0, batch: 20`` (a pretraining script's print): the batch counts within the epoch, as after ``epoch:``;
+    "ep" inside another word (keep, deep) or before no number is no epoch."""
+    out, _ = ext(["ep: 0, batch: 20, time: 9.17, ntokens: 485.20/513, loss: 10.984375",
+                  "ep: 0, batch: 40, time: 8.38, ntokens: 431.70/513, loss: 10.976562"])
+    assert out == [(20, {"loss": 10.984375}), (40, {"loss": 10.976562})]
+    assert ext(["ep=3 loss=1.2"])[0] == [(3, {"loss": 1.2})]
+    assert ext(["keep 3 loss 1"])[0] == []
+
+
+def test_a_phase_word_inside_the_tag_that_opens_the_message():
+    """``[Diff-Val(Test-Normal)] Epoch 001 (Deterministic): loss = ...`` is the held-out loss of epoch 1 (its first
+    phase word); ``[Train]`` is training, and a logger's tag such as ``[eval_callback]`` names no phase."""
+    out, _ = ext(["2026-05-12 12:09:33,770 - INFO - [Train] Epoch 001: loss = 0.019304",
+                  "2026-05-12 12:09:42,781 - INFO - [Diff-Val(Test-Normal)] Epoch 001 (Deterministic): loss = 0.007187",
+                  "[EMA-Eval] Epoch 002: loss = 0.4"])
+    assert out == [(1, {"loss": 0.019304}), (1, {"val/loss": 0.007187}), (2, {"val/loss": 0.4})]
+    assert ext(["[eval_callback] Epoch 003: loss = 0.3"])[0] == [(3, {"loss": 0.3})]
+
+
 def test_steps_that_start_again_each_epoch_keep_every_epoch():
     """``print(f"epoch {e} step {i} loss {l}")`` with ``i`` counting within the epoch: before, every epoch after
     the first was dropped as steps going back."""
