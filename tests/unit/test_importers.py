@@ -164,6 +164,29 @@ def test_lightning_csv_step_and_epoch_columns():
     assert run.steps[0] == 31 and run.metrics[0]["train_loss_epoch"] == pytest.approx(2.281492887467794)
 
 
+def test_lightning_validation_batches_beside_their_epoch_value_are_left_out(tmp_path):
+    # on_step=True and on_epoch=True in validation_step; Lightning before 1.6 wrote the batches at a counter of
+    # validation batches (0, 1, 2...), not at the training step (a real CIFAR-10 run's metrics.csv has this shape)
+    (tmp_path / "metrics.csv").write_text(
+        "lr-SGD,step,train_loss_step,epoch,val_loss_step,val_acc_step,val_loss_epoch,val_acc_epoch,train_loss_epoch\n"
+        ",0,,,1.59,0.46,,,\n"
+        ",1,,,1.62,0.43,,,\n"
+        "0.0136,49,,,,,,,\n"
+        ",49,1.83,0,,,,,\n"
+        ",195,,0,,,1.576,0.461,\n"
+        ",195,,0,,,,,1.62\n"
+        ",200,,,2.68,0.48,,,\n"
+    )
+    run = one(tmp_path / "metrics.csv")
+    assert run.steps == [49, 195] and "val_loss_step" not in run.metric_names
+    assert run.metrics[1]["val/loss"] == pytest.approx(1.576) and run.metrics[1]["val/acc"] == pytest.approx(0.461)
+    assert any("left out val_acc_step, val_loss_step" in n for n in run.notes)
+    # a training metric's batches stay beside its epoch means, and validation batches stay when they are all there is
+    assert one(FIXTURES / "lightning" / "pendulum_pinn_version_10").renamed == {"train_loss_step": "loss"}
+    (tmp_path / "metrics.csv").write_text("step,train_loss,val_loss_step\n10,1.0,\n10,,1.2\n20,0.9,\n")
+    assert one(tmp_path / "metrics.csv").metrics[0] == {"loss": 1.0, "val/loss": 1.2}
+
+
 def test_lightning_before_1_0_without_a_step_column_is_read_by_epoch_with_its_time_stamps(tmp_path):
     # TestTubeLogger (Lightning < 1.0): no step column; epoch and created_at on every row
     folder = tmp_path / "lightning_logs" / "version_0"
