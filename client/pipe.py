@@ -51,6 +51,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import queue
@@ -253,6 +254,7 @@ def pipe(
     cert_file: str | os.PathLike[str] | None = None,
     key_file: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    watchdog_s: float | None = None,
 ) -> PipeReport:
     """Run ``command`` (or read ``stdin`` when None) and stream its output as a run's log lines.
 
@@ -279,6 +281,11 @@ def pipe(
         As for :class:`~runwatch.client.session.RunwatchClient`.
     resume
         Continue ``run_id`` even if it ended (a restarted job); without it an ended run is refused.
+    watchdog_s
+        When set: once the child has ended, what is left (delivering the last lines and the run's end, each
+        within ``finish_timeout``) gets ``2 * finish_timeout + watchdog_s`` seconds; past that every thread's stack
+        is written to stderr and the process exits with status 1 (:func:`faulthandler.dump_traceback_later`)
+        rather than hang a job script for good. For the command line (30): it sets a process-wide timer.
     """
     from runwatch.client.spool import default_spool_dir
 
@@ -327,6 +334,8 @@ def pipe(
         else:
             interrupted = _read_stdin(stdin if stdin is not None else sys.stdin.buffer, out, lines)
             report.status, report.reason = ("killed", "interrupted") if interrupted else ("finished", "end of input")
+        if watchdog_s is not None:
+            faulthandler.dump_traceback_later(2 * finish_timeout + watchdog_s, exit=True)
         lines.close(timeout=finish_timeout)
         report.lines, report.dropped = lines.read, lines.dropped
         report.delivered = run.finish(report.status, report.reason, timeout=finish_timeout)
@@ -334,6 +343,8 @@ def pipe(
         client.close(timeout=0)
         sdk_log.removeHandler(null)
         sdk_log.propagate = propagate
+        if watchdog_s is not None:
+            faulthandler.cancel_dump_traceback_later()
     report.stats = client.stats()
     lost = report.dropped + report.stats.dropped
     if lost:

@@ -177,6 +177,26 @@ def test_an_unreachable_server_never_slows_or_breaks_the_child(tmp_path):
     assert piped_s < alone_s * 10 + 20, (alone_s, piped_s)  # bounded by reading, not by a server
 
 
+def test_a_pipe_stuck_after_its_child_ended_dumps_its_stacks_and_exits(tmp_path):
+    # The run's end never returns (a stand-in for a hang in the client): the watchdog armed when the child ended
+    # writes every thread's stack and ends the process, 2 x finish_timeout + watchdog_s later, instead of never.
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        from runwatch.client import pipe as p
+        from runwatch.client.session import Run
+        Run.finish = lambda self, *a, **k: time.sleep(600)
+        p.pipe([sys.executable, "-c", "print('step 1 | loss: 2.0')"], run_id="stuck", target="127.0.0.1:1",
+               spool_dir=False, finish_timeout=0.5, watchdog_s=1.0)
+        print("returned", flush=True)
+    """))
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and "returned" not in done.stdout and "step 1 | loss: 2.0" in done.stdout
+    assert "Timeout (0:00:02)!" in done.stderr and "in <lambda>" in done.stderr  # where it was stuck
+    assert time.perf_counter() - t0 < 60
+
+
 def test_a_missing_program_is_named(server):
     srv, _ = server
     done = subprocess.run(
