@@ -181,7 +181,7 @@ def test_a_pipe_stuck_after_its_child_ended_dumps_its_stacks_and_exits(tmp_path)
     # The run's end never returns (a stand-in for a hang in the client): the watchdog armed when the child ended
     # writes every thread's stack and ends the process, 2 x finish_timeout + watchdog_s later, instead of never.
     script = tmp_path / "stuck.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(textwrap.dedent("""
         import sys, time
         from runwatch.client import pipe as p
         from runwatch.client.session import Run
