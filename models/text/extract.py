@@ -521,6 +521,18 @@ _ANCHOR = re.compile(
 )
 _ANCHOR_RANK = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3, "ep": 3}
 _FRACTION = re.compile(r"\d\s*/\s*\d")
+# A date written with slashes ("05/21/2026 16:19:08 - INFO - ...", the HF example scripts' log format): no fraction
+_SLASH_DATE = re.compile(r"(?<![\d/])\d{1,4}/\d{1,2}/\d{2,4}(?![\d/])")
+
+
+def _fractions(line: str) -> int:
+    """How many "a/b" a line holds, a date's slashes not counted.
+
+    >>> _fractions("05/21/26 16:20:49 - 0:01:42 - Epoch 1, Average Loss: 0.4466"), _fractions("Epoch: 55/167 (996/1926)")
+    (0, 2)
+    """
+    n = len(_FRACTION.findall(line))
+    return n - 2 * len(_SLASH_DATE.findall(line)) if n > 1 and "/" in line else n
 # "Step [100/600]", "iter 1200/5000": a step counted within its epoch, out of the epoch's total
 _STEP_OF = re.compile(r"(?<![\w.])(?:step|iteration|iter|batch)\b\s*[:=]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 # "Epoch 1, Batch 100", "[Epoch 1][Batch 100]": the batch counts within the epoch (the epoch alone is not the step)
@@ -548,8 +560,9 @@ _EPOCH_LINE = re.compile(
     r"\W*Epoch[:\s]\s*(\d+)(?:\s*/\s*(\d+))?(?:\W+(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test))?\W*",
     re.IGNORECASE,
 )
+# (a value may end in "s", seconds, or "%": "Acc: 10.79%", a percentage, is on the line but not read)
 _PAIR_LINE = re.compile(
-    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"s?)*\s*"
+    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?)*\s*"
 )
 # Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
 _PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
@@ -1544,7 +1557,7 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     word, value = min(anchors, key=lambda a: _ANCHOR_RANK[a[0].lower()])
     if word.lower() == "ep":
         word = "epoch"
-    if word.lower() == "epoch" and len(_FRACTION.findall(line)) > 1 and _EPOCH_BATCH.search(line) is None:
+    if word.lower() == "epoch" and _fractions(line) > 1 and _EPOCH_BATCH.search(line) is None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     metrics.pop("epoch", None)
@@ -1987,6 +2000,8 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
     if not s:
         return None
     if x.table is not None and x.table[0] == "@steps":
+        if x.table[1] == "|" and _TABLE_RULE.fullmatch(s):
+            return None  # the rule under a drawn table's header
         x.table = None  # a step table ends at a line of words (a new header opens another below)
     head = s[0]
     if head == "-" and _SB3_RULE.fullmatch(s):
@@ -2016,6 +2031,7 @@ def _marker(x: MetricExtractor, line: str) -> _Parsed | None:
     return None
 
 
+_TABLE_RULE = re.compile(r"[-=+|: ]+")
 _STEP_TABLE_FIRST = re.compile(r"(?:step|steps|iter|iteration|global_step|epoch)[\t, ]", re.IGNORECASE)
 _COLUMN = re.compile(r"[A-Za-z][\w./\-]*")
 
@@ -2037,18 +2053,20 @@ def _step_table_header(x: MetricExtractor, header: str) -> None:
     >>> x.table[2:]
     ['loss', 'val/loss', 'acc', '@skip']
     """
-    sep = "\t" if "\t" in header else "," if "," in header else " "
-    cells = [c.strip() for c in (header.split(sep) if sep != " " else header.split())]
+    sep = "|" if "|" in header else "\t" if "\t" in header else "," if "," in header else " "
+    cells = _table_cells(header, sep)
     report = any("/" in c for c in cells) or cells[-1] == "elapsed_time"  # a PrintReport's header
     names = []
     for j, cell in enumerate(cells[1:]):
-        if report and cell == "elapsed_time":
-            names.append("@skip")
+        if (report and cell == "elapsed_time") or (sep == "|" and cell.lower() in _TIME_COLUMNS):
+            names.append("@skip")  # a drawn table's time column ("19.6s  <- best"): not read, no reason to stop
             continue
         if report and j == 0 and cell == "iteration" and cells[0] == "epoch":
             names.append("@step")
             continue
-        named = metric_name(cell) if _COLUMN.fullmatch(cell) and _metric_like(cell) else None
+        if _COLUMN.fullmatch(cell) and _CAMEL.search(cell):
+            cell = _CAMEL.sub(" ", cell)  # "TrainLoss", "ValAcc": two words
+        named = metric_name(cell) if _COLUMN.fullmatch(cell.replace(" ", "_")) and _metric_like(cell) else None
         if report and named is not None and "/" in cell:
             named = _report_column(cell)
         if named is None or named[1] != 1.0 or named[0] in names:
@@ -2070,10 +2088,27 @@ def _report_column(cell: str) -> tuple[str, float] | None:
     return metric_name("_".join(parts)) if parts else None
 
 
+def _table_cells(line: str, sep: str) -> list[str]:
+    """A table line's cells: split at ``sep`` (any run of spaces for ``" "``), a drawn table's outer ``|`` dropped."""
+    if sep == " ":
+        return line.split()
+    if sep == "|":
+        line = line.strip().strip("|")
+    return [c.strip() for c in line.split(sep)]
+
+
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_TIME_COLUMNS = frozenset({"time", "elapsed", "elapsed_time", "duration", "dur", "eta", "epoch_time"})
+_PERCENT_CELL = re.compile(r"[-+]?\d+(?:\.\d+)?\s?%")
+
+
 def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
-    """A row of a step table (:func:`_step_table_header`): ``10\t8.460716``; a row of another shape ends the table."""
+    """A row of a step table (:func:`_step_table_header`): ``10\t8.460716``; a row of another shape ends the table.
+
+    In a table drawn with ``|`` a percentage (``50.80%``) is not read, and a column it skips may hold anything.
+    """
     sep, names = x.table[1], x.table[2:]
-    cells = [c.strip() for c in (line.split(sep) if sep != " " else line.split())]
+    cells = _table_cells(line, sep)
     if len(cells) != len(names) + 1 or not cells[0].isdigit():
         x.table = None
         return None
@@ -2089,6 +2124,8 @@ def _step_table_row(x: MetricExtractor, line: str) -> _Parsed | None:
             step = int(cell)
             continue
         if not _NUM_CELL.fullmatch(cell):
+            if sep == "|" and _PERCENT_CELL.fullmatch(cell):
+                continue
             x.table = None
             return None
         out[name] = _value(cell)

@@ -406,7 +406,8 @@ def test_lines_tagged_with_their_phase_after_a_line_of_counters():
     ("unit", "end"),
     [("Train loss 0.5 ", "@"), ("loss 1 ", "@"), ("a b 1 ", "@"), ("step: 1 ", "@"), ("step: 1 , ", "@"),
      ("epoch: 0, step: 1, ", "@"), ("itereval_lossiter", "1"), ("a.b-c_", "1"), ("val_loss", ":x"),
-     ("[step=1/2, eta=a", "]]")],  # an OLMo record header that never closes cleanly
+     ("[step=1/2, eta=a", "]]"),  # an OLMo record header that never closes cleanly
+     ("Loss: 1%, ", "@"), ("05/21/2026 ", "Epoch 1, loss: 1"), (" Epoch | TrainLoss |", "@")],
 )
 def test_long_lines_that_fail_at_their_end_are_read_in_linear_time(unit, end):
     """A regex of optional words and spaces that backtracks can take hours on one long line that fails at its end
@@ -506,6 +507,32 @@ def test_a_phase_word_inside_the_tag_that_opens_the_message():
                   "[EMA-Eval] Epoch 002: loss = 0.4"])
     assert out == [(1, {"loss": 0.019304}), (1, {"val/loss": 0.007187}), (2, {"val/loss": 0.4})]
     assert ext(["[eval_callback] Epoch 003: loss = 0.3"])[0] == [(3, {"loss": 0.3})]
+
+
+def test_a_date_written_with_slashes_is_no_fraction():
+    """The HF example scripts' logging format (``%m/%d/%Y %H:%M:%S``) and a script's ``05/21/26``: an epoch line
+    behind such a date is read (two "fractions" on an epoch line otherwise mean the epoch is not the step)."""
+    out, _ = ext(["05/21/2026 16:19:08 - INFO - __main__ - Epoch 1, loss: 0.5",
+                  "05/21/26 16:22:02 - 0:02:54 - Epoch 2, Average Loss: 0.4070756584405899"])
+    assert out == [(1, {"loss": 0.5}), (2, {"loss": 0.4070756584405899})]
+    assert ext(["Epoch: 55/167 (996/1926) loss: 0.3"])[0] == []  # still: neither number is the step
+
+
+def test_a_percentage_beside_the_losses_is_not_read_and_does_not_hide_them():
+    out, _ = ext(["epoch 1", "Train Loss: 2.336028, Acc: 10.788889%", "Val Loss: 2.422681, Acc: 9.540000%"])
+    assert out == [(1, {"loss": 2.336028}), (1, {"val/loss": 2.422681})]
+
+
+def test_a_table_drawn_with_bars_under_a_header_of_run_together_names():
+    """``Epoch | TrainLoss | TrainAcc | ValLoss | ...`` then a rule and a row per epoch: the names read as two words,
+    percentages and the time column (with a "best" marker after it) left out."""
+    out, x = ext([" Epoch | TrainLoss | TrainAcc |  ValLoss |  ValAcc |       LR |   Time",
+                  "----------------------------------------------------------------------",
+                  "     1 |    1.0164 |   50.80% |   0.8634 |  60.67% | 0.001000 |  19.6s  \u2190 best",
+                  "     2 |    0.8442 |   62.22% |   1.1590 |  31.25% | 0.001000 |  19.4s",
+                  "Training finished"])
+    assert out == [(1, {"loss": 1.0164, "val/loss": 0.8634, "lr": 0.001}), (2, {"loss": 0.8442, "val/loss": 1.159, "lr": 0.001})]
+    assert x.table is None  # a line of words ends it
 
 
 def test_steps_that_start_again_each_epoch_keep_every_epoch():
