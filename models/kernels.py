@@ -1272,6 +1272,17 @@ def plateau(
 
 # ------------------------------------------------------------------ overfitting
 
+
+@jit
+def positive_losses(best: float, train_at_best: float, train: float) -> bool:
+    """Whether the overfitting test compares ratios: a validation best and both training levels above zero.
+
+    >>> positive_losses(0.5, 0.7, 0.3), positive_losses(-0.51, -0.8, -1.0)
+    (True, False)
+    """
+    return best > 0.0 and train_at_best > 0.0 and train > 0.0
+
+
 OVERFITTING_STATE = 11
 """Smoothed training loss, training values seen, validation values seen, streak, best validation
 value, its step, the smoothed training loss then, minimum rise, the last training value's step (NaN:
@@ -1377,14 +1388,21 @@ def overfitting(
             train_at_best = train
             run = 0
             continue
-        if not (
-            value >= grow * best
-            and value - best >= min_rise
-            and tr_n
-            and train <= keep * train_at_best
-            and train > 0.0
-            and value * train_at_best > (1.0 + gap_thr) * best * train
-        ):
+        if positive_losses(best, train_at_best, train):
+            rose = (
+                value >= grow * best
+                and train <= keep * train_at_best
+                and value * train_at_best > (1.0 + gap_thr) * best * train
+            )
+        else:
+            # A loss that goes below zero (a negative log-likelihood) is no ratio scale: the same rise and fall
+            # relative to the magnitudes, and the gap as the difference val - train widening.
+            rose = (
+                value - best >= (grow - 1.0) * abs(best)
+                and train - train_at_best <= (keep - 1.0) * abs(train_at_best)
+                and (value - train) - (best - train_at_best) > gap_thr * abs(best - train_at_best)
+            )
+        if not (rose and value - best >= min_rise and tr_n):
             run = 0
             continue
         run += 1

@@ -10,7 +10,7 @@ from pydantic import Field
 from runwatch.models.base import Diagnostic, DiagnosticConfig
 from runwatch.models.block import MetricBlock, column_arrays, column_pair
 from runwatch.models.findings import AnomalyKind, Finding, Severity
-from runwatch.models.kernels import OVERFITTING_STATE, overfitting, scratch
+from runwatch.models.kernels import OVERFITTING_STATE, overfitting, positive_losses, scratch
 from runwatch.models.snapshot import with_default
 
 
@@ -119,7 +119,13 @@ class OverfittingDiagnostic(Diagnostic):
     the order event-by-event feeding delivers them (by step; within a step,
     by metric name).
 
-    Score: ``val / best_val``.
+    A loss that goes below zero (a negative log-likelihood, an ELBO) is no
+    ratio scale: there the same tests take rises and falls over the values'
+    magnitudes (``val - best >= rise * |best|``, the training loss down by
+    ``train_drop * |train_at_best|``) and the gap as the difference
+    ``val - train`` widening by ``ratio_threshold`` of its size at the best.
+
+    Score: ``1 + (val - best_val) / |best_val|`` (``val / best_val`` for a positive loss).
 
     Examples
     --------
@@ -227,7 +233,8 @@ class OverfittingDiagnostic(Diagnostic):
     def _finding(self, step: int, wall_time: float, row: list[float], ended: bool = False) -> Finding:
         value, best, best_step, run, train_at_best, train = row[0], row[1], int(row[2]), int(row[3]), row[4], row[5]
         metric, train_metric = self.config.val_metric, self.config.train_metric
-        x = value / best if best != 0.0 else math.inf
+        # the rise over the best's magnitude: value / best for a positive loss, and defined below zero too
+        x = 1.0 + (value - best) / abs(best) if best != 0.0 else math.inf
         severity = Severity.ERROR if x >= 2.0 else Severity.WARNING if x >= 1.0 + self.config.alert_rise else Severity.INFO
         if run < self.config.alert_patience and not ended:
             severity = Severity.INFO
@@ -239,9 +246,13 @@ class OverfittingDiagnostic(Diagnostic):
             metric=metric,
             explanation=(
                 f"{metric} {value:.3g} is {x - 1.0:.0%} above its best {best:.3g} (step {best_step}) "
-                f"for {run} validation points while {train_metric} fell {train_at_best:.3g} -> "
-                f"{train:.3g}; val/train gap {value / train:.3g}x"
-                + (f" (was {best / train_at_best:.3g}x at the best)" if train_at_best > 0.0 else "")
+                f"for {run} validation points while {train_metric} fell {train_at_best:.3g} -> {train:.3g}; "
+                + (
+                    f"val/train gap {value / train:.3g}x"
+                    + (f" (was {best / train_at_best:.3g}x at the best)" if train_at_best > 0.0 else "")
+                    if positive_losses(best, train_at_best, train)
+                    else f"val - train gap {value - train:.3g} (was {best - train_at_best:.3g} at the best)"
+                )
             ),
             related=(train_metric,),
             wall_time=wall_time,

@@ -1316,6 +1316,27 @@ def test_a_vanishing_layer_after_the_loss_fell_tenfold_is_info_through_the_defau
     assert stuck and max(a.finding.severity for a in stuck) >= Severity.WARNING
 
 
+def test_overfitting_of_a_loss_below_zero_is_judged_on_differences() -> None:
+    from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
+
+    # A real Lightning run (simulation-based inference, a negative log-likelihood; one validation per epoch): the
+    # validation loss is best at epoch 2 (-0.507), then jumps to +16.3 and stays far above it while the training
+    # loss keeps falling. Ratios of values below zero mean nothing; rises are taken over the best's magnitude.
+    train = [-0.59, -0.597, -0.665, -0.761, -0.807, -0.803, -0.941, -0.995]
+    val = [-0.153, -0.200, -0.507, 16.28, 2.284, 11.84, 0.919, 3.850]
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, val)]
+    d = OverfittingDiagnostic()
+    found = d.observe_block(MetricBlock.from_rows(range(8), [0.0] * 8, rows)) + d.on_end()
+    assert [(f.step, f.severity) for f in found][-1] == (7, Severity.ERROR)
+    assert "while loss fell -0.629 -> -0.927; val - train gap 4.78 (was 0.122 at the best)" in found[-1].explanation
+    assert "3.85 is 859% above its best -0.507 (step 2)" in found[-1].explanation
+    # A negative loss whose validation wobbles within a few percent of its best is not overfit.
+    calm = [-0.153, -0.200, -0.507, -0.49, -0.51, -0.50, -0.52, -0.515]
+    d = OverfittingDiagnostic()
+    rows = [{"loss": t, "val/loss": v} for t, v in zip(train, calm)]
+    assert not d.observe_block(MetricBlock.from_rows(range(8), [0.0] * 8, rows)) + d.on_end()
+
+
 def test_overfitting_of_a_net_that_evaluates_below_its_training_loss() -> None:
     from runwatch.models.diagnostics.overfitting import OverfittingDiagnostic
 
