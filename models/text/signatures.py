@@ -142,6 +142,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"Timeout at NCCL work: \d+|(?:\(either an error or timeout\)|failure) detected by watchdog at work|"
         r"Heartbeat monitor timed out|Timed out waiting \d+ ?ms for (?:recv|send) operation to complete|"
         r"failed to pass monitoredBarrier|Got completion from peer \S+ with (?:error|status)|"
+        # c10's native frames of the watchdog's timeout check, printed with its C++ stack (the message may be cut)
+        r"ProcessGroupNCCL::WorkNCCL::checkTimeout|Exception raised from (?:ncclCommWatchdog|checkTimeout) at|"
         # NCCL's own warnings when a peer rank's connection drops (the peer died or its node went away)
         r"NCCL WARN (?:Net|NET|Call to|[Ss]ocket\w*)\b.{0,120}(?:[Cc]onnection (?:closed|reset|refused|timed out)|failed|"
         r"No route to host)",
@@ -214,6 +216,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"\bggml_abort\b|"
         # the first frame of a native stack trace dumped on a fatal signal (boost::stacktrace: Triton, TensorRT-LLM)
         r"^\s*0# (?:0x[0-9A-Fa-f]{6,} in |\S+ in /)|"
+        # Go's runtime crash dump (a panic, a fatal error or signal in a Go server such as Ollama): its goroutine header,
+        # and frames with their frame, stack and program counters, which only a crash prints
+        r"\bgoroutine \d+ \[running\]:|\.(?:go|s):\d+ \+0x[0-9a-f]+ fp=0x[0-9a-f]+ sp=0x[0-9a-f]+ pc=0x[0-9a-f]+|"
         # a shell's, make's or docker's exit status of 128 + the signal: 134 SIGABRT, 135 SIGBUS, 139 SIGSEGV
         r"\] Error (?:134|135|139)\b|\bexit(?:ed)? (?:with )?(?:code|status)\s*[=:(]?\s*(?:134|135|139)\b|\bExited \((?:134|135|139)\)",
         "process crashed on a signal",
@@ -339,7 +344,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig(
         "job_cancelled", C,
         r"\*\*\* (?:JOB|STEP) \S+ (?:ON \S+ )?CANCELLED AT|DUE TO (?:TIME LIMIT|PREEMPTION|NODE FAIL)|"
-        r"Received Signals\.SIGTERM death signal|PBS: job killed: walltime \d+ exceeded limit|"
+        r"Received (?:Signals\.SIGTERM|15) death signal|PBS: job killed: walltime \d+ exceeded limit|"
         r"TERM_(?:RUNLIMIT|PREEMPT|DEADLINE)",
         "job cancelled by the scheduler (time limit, preemption or node failure)",
         "resume from the last checkpoint; for a time limit request more time or checkpoint more often, for "
@@ -414,7 +419,8 @@ _KEYS = {
     "crash_signal": ("ggml_abort", "signal:", "segmentation fault", "sigsegv", "sigbus", "bus error", "fatal python error", "core dumped",
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
-                     "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited ("),
+                     "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited (",
+                     "goroutine ", " fp=0x"),
     "rust_panic": ("panicked at", "panicexception"),
     "softmax_saturated": ("87.336",),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
@@ -444,6 +450,7 @@ _KEYS = {
     "checkpoint_save_failure": ("streamwriter", "checkpoint", "unexpected pos", "parent directory", "error while serializing",
                                 "tensors share memory", "write error: wrote", "filestream.write incomplete"),
     "job_cancelled": ("cancelled at", "due to time limit", "due to preemption", "due to node fail", "sigterm death signal",
+                      "15 death signal",
                       "walltime", "term_runlimit", "term_preempt", "term_deadline"),
     "http_5xx": ("send_error", "http/", "status", "internal server error", "service unavailable", "bad gateway", "gateway time",
                  "upstream timed out", "prematurely closed", "connecting to upstream", "no live upstreams", "[gin]",

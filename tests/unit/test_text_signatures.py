@@ -81,6 +81,8 @@ CASES = {
         "by the cgroup out-of-memory handler."),
     ],
     "nccl_timeout": [
+        'frame #1: c10d::ProcessGroupNCCL::WorkNCCL::checkTimeout(std::optional<std::chrono::duration<long, std::ratio<1l, 1000l> > >) + 0x1d2 (0x1554e9e0f8f2 in /opt/conda/lib/python3.11/site-packages/torch/lib/libtorch_cuda.so)',
+        'Exception raised from ncclCommWatchdog at ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1521 (most recent call first):',
         ("[rank1]:[E1105 10:02:11.482041 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective operation "
         "timeout: WorkNCCL(SeqNum=3405, OpType=ALLREDUCE, NumelIn=262144, NumelOut=262144, Timeout(ms)=600000) ran "
         "for 600015 milliseconds before timing out."),
@@ -157,6 +159,9 @@ CASES = {
         "RuntimeError: No CUDA GPUs are available; cudaErrorNoDevice: no CUDA-capable device is detected",
     ],
     "crash_signal": [
+        'Feb 26 10:05:54 gpu-host ollama[1499630]: goroutine 1 [running]:',
+        'Feb 26 10:05:54 gpu-host ollama[1499630]:         runtime/asm_amd64.s:1700 +0x1 fp=0xc00048c7e8 sp=0xc00048c7e0 pc=0x5637658cf5a1',
+        '\tgithub.com/ollama/ollama/llama/runner.go:345 +0x2a5 fp=0xc0000a5f40 sp=0xc0000a5e80 pc=0x55d1c3a2f1e5',
         "libggml-base.so(ggml_abort+0x152)[0x72edb99cda02]",  # a llama.cpp server's abort backtrace
         "[node-3:01234] *** Process received signal *** Signal: Segmentation fault (11)",
         "Fatal Python error: Segmentation fault",
@@ -176,6 +181,7 @@ CASES = {
         "pyo3_runtime.PanicException: called `Option::unwrap()` on a `None` value",
     ],
     "job_cancelled": [
+        'W1130 12:13:49.388000 124326 torch/distributed/elastic/agent/server/api.py:723] Received 15 death signal, shutting down workers',
         ("[2024-01-01 10:00:00,000] torch.distributed.elastic.agent.server.api: [WARNING] Received Signals.SIGTERM "
          "death signal, shutting down workers"),
         "slurmstepd: error: *** JOB 88123 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO TIME LIMIT ***",
@@ -320,6 +326,9 @@ HEALTHY = [
     "I1009 13:09:13.672638 86511 solver.cpp:229] Iteration 2000, loss = 0.873365",  # not the saturated 87.3365
     "Iteration 40, loss = 187.3365",
     'Could not open File "config.yaml", falling back to defaults',  # a file name in quotes, not a frame
+    "W1130 12:13:49.388000 124326 torch/distributed/elastic/agent/server/api.py:723] Received 2 death signal, shutting down workers",
+    "time=2025-02-26T10:05:54 level=INFO source=server.go:596 msg=\"llama runner started in 2.01 seconds\"",
+    "[I ProcessGroupNCCL.cpp:686] [Rank 0] ProcessGroupNCCL initialization options: NCCL_ASYNC_ERROR_HANDLING: 3, TIMEOUT(ms): 600000",
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
      "performance gains if more memory were available."),
