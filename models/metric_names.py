@@ -23,7 +23,8 @@ validation metric, ``val/loss``, which Lightning writes so when validation also
 logs per step):
 
 - training loss: ``train_loss``, ``train/loss``, ``training_loss``,
-  ``loss/train``, ``Loss/train``, ``loss_train``, ``tr_loss``, and a script's list ``train_losses`` -> ``loss``; so
+  ``loss/train``, ``Loss/train``, ``loss_train``, ``tr_loss``, a script's list ``train_losses`` and the per-batch
+  ``train_loss_batch``, ``loss_batch`` -> ``loss``; so
   is the total of a multi-part
   loss: ``total_loss`` (detectron2), ``loss/train/total`` (Composer),
   ``reduced_train_loss`` (NeMo), ``loss_total``, ``loss/total``, while its parts
@@ -55,6 +56,8 @@ Examples
 ['loss', 'loss_cls', 'val/loss', 'loss', 'train/box_loss']
 >>> [canonical_name(n) for n in ["epoch_loss", "batch_loss", "epoch_learning_rate", "val_epoch_loss", "epoch_accuracy"]]
 ['loss', 'loss', 'lr', 'val/loss', 'epoch_accuracy']
+>>> [canonical_name(n) for n in ["train_loss_batch", "loss_batch", "val_loss_batch"]]
+['loss', 'loss', 'val/loss_batch']
 >>> [canonical_name(n) for n in ["grad_2.0_norm_total", "grad_2.0_norm/encoder.fc1.weight", "grad_inf_norm_total"]]
 ['grad_norm', 'grad_norm/encoder.fc1.weight', 'grad_inf_norm_total']
 >>> [canonical_name(n) for n in ["train/global_grad_norm", "grad-norm", "Gradnorm"]]
@@ -138,6 +141,8 @@ def canonical_name(name: str) -> str:
     low = stem.lower()
     if low in _TRAIN_LOSS:
         return "loss"
+    if low.endswith("_batch") and (low[: -len("_batch")] in _TRAIN_LOSS or low == "loss_batch"):
+        return "loss"  # "train_loss_batch", "loss_batch": the per-batch training loss (Keras's is "batch_loss")
     for prefix in _KERAS_PREFIXES:
         if low.startswith(prefix) and low[len(prefix) :] in ("loss", "learning_rate", "lr"):
             return "loss" if low.endswith("loss") else "lr"
