@@ -206,6 +206,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "crash_signal", C,
         r"Signal: (?:Bus error|Segmentation fault)|[Ss]egmentation fault|\bSignal \((?:6|7|11)\) received|\bSIGSEGV\b|\bSIGBUS\b|[Bb]us error|"
         r"Fatal Python error|core dumped|terminate called after throwing an instance of|\bSIGABRT\b|"
+        # PyTorch's std::terminate handler (an uncaught C++ exception; Windows prints no "terminate called")
+        r"Unhandled exception caught in c10/util/AbortHandler\.h|"
         # torchrun / DeepSpeed's launcher reporting a worker that died on SIGABRT, SIGBUS or SIGSEGV; glibc's heap checks
         r"(?:\bexit ?code|\bexitcode|return ?code)\s*[=:]?\s*-(?:6|7|11)\b|double free or corruption|"
         r"free\(\): invalid (?:pointer|size|next size)|malloc\(\): (?:corrupted|memory corruption|invalid)|"
@@ -420,7 +422,7 @@ _KEYS = {
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
                      "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited (",
-                     "goroutine ", " fp=0x"),
+                     "goroutine ", " fp=0x", "aborthandler"),
     "rust_panic": ("panicked at", "panicexception"),
     "softmax_saturated": ("87.336",),
     "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),

@@ -159,6 +159,7 @@ CASES = {
         "RuntimeError: No CUDA GPUs are available; cudaErrorNoDevice: no CUDA-capable device is detected",
     ],
     "crash_signal": [
+        'Unhandled exception caught in c10/util/AbortHandler.h',
         'Feb 26 10:05:54 gpu-host ollama[1499630]: goroutine 1 [running]:',
         'Feb 26 10:05:54 gpu-host ollama[1499630]:         runtime/asm_amd64.s:1700 +0x1 fp=0xc00048c7e8 sp=0xc00048c7e0 pc=0x5637658cf5a1',
         '\tgithub.com/ollama/ollama/llama/runner.go:345 +0x2a5 fp=0xc0000a5f40 sp=0xc0000a5e80 pc=0x55d1c3a2f1e5',
