@@ -641,6 +641,31 @@ def _tagged_phase(line: str, low: str) -> re.Match | None:
     return None
 
 
+# Chinese and Japanese scripts name their metrics in their own words ("训练损失: 32.1293", "验证损失：0.41",
+# "学習率 0.001"): those words, and full-width punctuation, are read as the English names they stand for
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+_CJK_NAMES = {
+    "训练损失": "train_loss", "训练集损失": "train_loss", "訓練損失": "train_loss", "学習損失": "train_loss",
+    "验证损失": "val_loss", "验证集损失": "val_loss", "驗證損失": "val_loss", "検証損失": "val_loss",
+    "测试损失": "test_loss", "测试集损失": "test_loss", "測試損失": "test_loss", "テスト損失": "test_loss",
+    "平均损失": "loss", "损失值": "loss", "损失": "loss", "損失": "loss",
+    "学习率": "lr", "學習率": "lr", "学習率": "lr",
+    "训练准确率": "train_acc", "验证准确率": "val_acc", "准确率": "acc", "正确率": "acc", "準確率": "acc",
+    "轮次": "epoch", "迭代次数": "iter", "步数": "step",
+}
+_CJK_NAME = re.compile("|".join(sorted(map(re.escape, _CJK_NAMES), key=len, reverse=True)))
+_FULL_WIDTH = str.maketrans({"\uff1a": ": ", "\uff0c": ", ", "\uff08": " (", "\uff09": ") ", "\uff1b": "; ", "\u3001": ", "})
+
+
+def _cjk_words(line: str) -> str:
+    """A line with its Chinese or Japanese metric names in English and its full-width punctuation in ASCII.
+
+    >>> _cjk_words("训练损失: 32.1293"), _cjk_words("Epoch 3 验证损失\uff1a0.41\uff0c学习率\uff1a0.001")
+    (' train_loss : 32.1293', 'Epoch 3  val_loss : 0.41,  lr : 0.001')
+    """
+    return _CJK_NAME.sub(lambda m: f" {_CJK_NAMES[m.group(0)]} ", line.translate(_FULL_WIDTH))
+
+
 class MetricExtractor:
     """Turns one run's log lines into metric events (see the module docstring).
 
@@ -701,6 +726,8 @@ class MetricExtractor:
             line = _TENSOR.sub(_tensor_value, line)
         if " is " in line:
             line = _IS_VALUE.sub(r"\1: ", line)  # MindSpore's LossMonitor: "epoch: 1 step: 375, loss is 2.298612"
+        if not line.isascii() and _CJK.search(line) is not None:
+            line = _cjk_words(line)
         # Lines without a digit carry no value, but some open or close a table or block (see _marker).
         parsed = self._parse(line) if _PREFILTER.search(line) is not None else _marker(self, line)
         out: list[Event] = []
@@ -1576,7 +1603,7 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     if not metrics:
         # an epoch line alone ("Epoch 3/30"), or CycleGAN's "End of epoch 4 / 100 \t Time Taken: 95 sec": the epoch of
         # the lines that follow
-        if word.lower() == "epoch" and (_EPOCH_LINE.fullmatch(line) or _END_OF_EPOCH.match(line)):
+        if word.lower() == "epoch" and (_EPOCH_LINE.fullmatch(_message(line)) or _END_OF_EPOCH.match(line)):
             x.epoch, x.epoch_lines = int(value), 0
         return None
     if word.lower() == "epoch":
@@ -1894,10 +1921,35 @@ def _pairs_only(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(None, metrics)
 
 
+def _message(line: str) -> str:
+    """A log record's message: what follows a logging module's level word ("2026-05-22 02:57:12,678 - INFO - ",
+    "[2024-01-01 10:00:00] INFO: "), where the level comes within the line's first 80 characters; else the line.
+
+    >>> _message("2026-05-22 02:56:39,224 - INFO - Epoch 1/100"), _message("Epoch 2 INFO: 3")
+    ('Epoch 1/100', 'Epoch 2 INFO: 3')
+    >>> _message("05/21/2026 16:19:08 - INFO - __main__ - train_loss: 0.5")
+    'train_loss: 0.5'
+    """
+    if "INFO" not in line and "DEBUG" not in line and "WARN" not in line:
+        return line
+    level = _MESSAGE_START.search(line, 0, 120)
+    if level is None or level.start() > 80 or (level.start() and line[0] != "[" and not line[0].isdigit()):
+        return line  # the level word inside a message, not after a time stamp
+    return line[level.end() :]
+
+
+# A logging module's level word, its separators and a logger name written between " - " ("INFO - __main__ - "):
+# not _LEVEL_PREFIX, whose logger name may end in ":" and would take "train_loss: " for one
+_MESSAGE_START = re.compile(r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b(?:\s*[-:|\]]\s*)+(?:[\w.<>]+\s+-\s+)?")
+
+
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
-    if x.epoch is None or x.epoch_lines > 8 or ":" not in line or _PAIR_LINE.fullmatch(line) is None:
+    if x.epoch is None or x.epoch_lines > 8 or ":" not in line:
         return None
     phase = _phase(line)
+    line = _message(line)  # the record's own text (the values under an "Epoch 3/30" record of a logging module)
+    if _PAIR_LINE.fullmatch(line) is None:
+        return None
     out = {}
     for part in _PAIR_GAP.split(line.strip()):
         kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?):\s*(" + _NUM + r")(s?)", part.strip())

@@ -535,6 +535,19 @@ def test_a_table_drawn_with_bars_under_a_header_of_run_together_names():
     assert x.table is None  # a line of words ends it
 
 
+def test_chinese_and_japanese_metric_names_and_full_width_punctuation():
+    out, _ = ext(["Epoch 3 验证损失\uff1a0.41\uff0c学习率\uff1a0.001", "Epoch 4/10", "训练损失: 0.5", "検証損失: 0.6"])
+    assert out == [(3, {"val/loss": 0.41, "lr": 0.001}), (4, {"loss": 0.5}), (4, {"val/loss": 0.6})]
+
+
+def test_values_under_an_epoch_record_of_a_logging_module():
+    """``2026-05-22 02:56:39,224 - INFO - Epoch 1/100`` then ``... - INFO - train_loss: 32.1``: the values belong to the
+    epoch the record before named, as without the logging prefix."""
+    out, _ = ext(["2026-05-22 02:56:39,224 - INFO - Epoch 1/100", "2026-05-22 02:57:12,678 - INFO - train_loss: 32.1293",
+                  "05/22/2026 02:58:39 - INFO - __main__ - Epoch 2/100", "05/22/2026 02:59:12 - INFO - __main__ - loss: 30.1"])
+    assert out == [(1, {"loss": 32.1293}), (2, {"loss": 30.1})]
+
+
 def test_steps_that_start_again_each_epoch_keep_every_epoch():
     """``print(f"epoch {e} step {i} loss {l}")`` with ``i`` counting within the epoch: before, every epoch after
     the first was dropped as steps going back."""
