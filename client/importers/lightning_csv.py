@@ -35,50 +35,38 @@ def read(path: Path, canonical: bool = True, problems: Problems = STRICT) -> lis
     if hp.is_file():
         run.hyperparameters = load_flat(hp)
     try:
-        pre_1_0 = _is_pre_1_0(_header(path))
+        header = _header(path)
     except (UnicodeDecodeError, csv.Error):
-        pre_1_0 = False  # the table reader names what is wrong with the file
-    runs = wide_table.read(path, canonical, problems, run=run, indexes=None if pre_1_0 else ("step",))
-    for r in runs:
-        _drop_held_out_batch_values(r)
+        header = set()  # the table reader names what is wrong with the file
+    skip = held_out_batch_columns(header)
+    runs = wide_table.read(
+        path, canonical, problems, run=run, indexes=None if _is_pre_1_0(header) else ("step",), skip=skip
+    )
+    if skip:
+        for r in runs:
+            r.notes.append(
+                f"left out {', '.join(sorted(skip))}: single validation batches, beside the epoch values that are "
+                "the held-out metric"
+            )
     return runs
 
 
-def _drop_held_out_batch_values(run: ImportedRun) -> None:
-    """Drop a held-out metric's per-batch values (``val_loss_step``) where its epoch value (``val_loss_epoch``) is
-    logged too.
+def held_out_batch_columns(columns: set[str]) -> set[str]:
+    """A held-out metric's per-batch columns (``val_loss_step``) whose epoch column (``val_loss_epoch``) is there too:
+    left out.
 
     ``self.log(..., on_step=True, on_epoch=True)`` in ``validation_step`` writes both. The epoch value is the
     held-out loss; the per-batch ones are single validation batches, and Lightning before 1.6 wrote them at a
     counter of validation batches of its own (0, 1, 2... across every validation), not at the training step:
     read as ``val/loss`` they put a batch of epoch 1 beside training step 253.
 
-    >>> r = ImportedRun("lightning", Path("m.csv"), "k", "n", steps=[0, 49, 195], wall_times=[0.0] * 3,
-    ...                 metrics=[{"val_loss_step": 2.6}, {"loss": 1.8}, {"val/loss": 1.57}],
-    ...                 renamed={"val_loss_epoch": "val/loss", "train_loss_step": "loss"})
-    >>> _drop_held_out_batch_values(r); r.steps, r.metrics
-    ([49, 195], [{'loss': 1.8}, {'val/loss': 1.57}])
+    >>> sorted(held_out_batch_columns({"step", "train_loss_step", "train_loss_epoch", "val_loss_step", "val_loss_epoch"}))
+    ['val_loss_step']
     """
-    source = {v: k for k, v in run.renamed.items()}
-    names = {n for m in run.metrics for n in m}
-    logged = {source.get(n, n) for n in names}
-    dropped = {
-        n for n in names
-        if (s := source.get(n, n)).endswith("_step") and f"{s[: -len('_step')]}_epoch" in logged
-        and canonical_name(s).startswith(("val/", "test/"))
+    return {
+        c for c in columns
+        if c.endswith("_step") and f"{c[: -len('_step')]}_epoch" in columns and canonical_name(c).startswith(("val/", "test/"))
     }  # fmt: skip
-    if not dropped:
-        return
-    kept = [
-        (step, wt, {k: v for k, v in m.items() if k not in dropped})
-        for step, wt, m in zip(run.steps, run.wall_times, run.metrics)
-    ]
-    kept = [row for row in kept if row[2]]
-    run.steps, run.wall_times, run.metrics = [r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept]
-    run.notes.append(
-        f"left out {', '.join(sorted(source.get(n, n) for n in dropped))}: single validation batches, "
-        "beside the epoch values that are the held-out metric"
-    )
 
 
 def _header(path: Path) -> set[str]:

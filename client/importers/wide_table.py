@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,9 @@ def read_rows(
     canonical: bool = True,
     problems: Problems = STRICT,
     indexes: Sequence[str] | None = None,
+    skip: Collection[str] = (),
 ) -> ImportedRun:
-    """Build ``run`` from ``(position, row)`` pairs, ``row`` mapping column names to cells.
+    """Build ``run`` from ``(position, row)`` pairs, ``row`` mapping column names to cells (``skip``: columns not read).
 
     Raises :class:`ImportFormatError` when ``header`` has no index column.
     """
@@ -181,7 +182,7 @@ def read_rows(
     if index is None:
         raise _no_index(path, "header", header, indexes)
     clock = next((c for c in TIME_COLUMNS if c in header), None)
-    metrics = [h for h in header if _is_metric(h, index, clock)]
+    metrics = [h for h in header if _is_metric(h, index, clock) and h not in skip]
     builder = RunBuilder(run)
     cells = _Cells(path, problems)
     settings = [h for h in header if h.startswith(_RAY_CONFIG)] if index == "training_iteration" else []
@@ -423,13 +424,14 @@ def read(
     run: ImportedRun | None = None,
     indexes: Sequence[str] | None = None,
     sep: str | None = None,
+    skip: Collection[str] = (),
 ) -> list[ImportedRun]:
     """Read one wide table as one run (malformed rows and cells go to ``problems``).
 
     ``run`` carries what a caller already knows (a Lightning run's name and hyperparameters); by default the
     run is named after the file (``<folder>/<file stem>``). ``indexes`` narrows the accepted step columns
     (Lightning: ``("step",)``, and no epoch fallback). ``sep``: the separator when the caller has already
-    sniffed it (:func:`sniff_text`), so the file's head is not read again.
+    sniffed it (:func:`sniff_text`), so the file's head is not read again. ``skip``: columns not read.
     """
     path = Path(path)
     if run is None and strip_gz(path.name) == WANDB_HISTORY:
@@ -454,7 +456,7 @@ def read(
         header: list[str] = []
         for _, row in rows:
             header.extend(k for k in row if k not in header)
-        built = read_rows(path, rows, header, run, canonical, problems, indexes)
+        built = read_rows(path, rows, header, run, canonical, problems, indexes, skip)
         built.notes[:0] = notes
         return [built]
     sep = sep or sniff_text(_head(path)) or ","
@@ -475,10 +477,10 @@ def read(
         rows = _csv_rows(path, reader, header, problems)
         if by_position:
             rows = ((where, {**row, POSITION: str(i)}) for i, (where, row) in enumerate(rows))
-            built = read_rows(path, rows, [*header, POSITION], run, canonical, problems, (POSITION,))
+            built = read_rows(path, rows, [*header, POSITION], run, canonical, problems, (POSITION,), skip)
             built.notes.append("no step or epoch column (a history written without its index): rows in order, from 0")
             return [built]
-        built = read_rows(path, rows, header, run, canonical, problems, indexes)
+        built = read_rows(path, rows, header, run, canonical, problems, indexes, skip)
         if index in PANDAS_INDEX:
             built.notes.append("indexed by pandas' index column (each row one epoch, from 0)")
         return [built]
