@@ -1570,7 +1570,7 @@ def _rounded_step(x: MetricExtractor, line: str) -> _Parsed | None:
 
 def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     low = line.lower()
-    if "step" not in low and "iter" not in low and "ep" not in low:
+    if "ep" not in low and "iter" not in low:  # "ep" is in "step" and "epoch" too
         if "batch" not in low or x.epoch is None:
             return None
         lead = _BATCH_LEAD.match(line)  # "Batch 100/200, Loss: 0.5" after an "Epoch 1/10" line
@@ -2116,9 +2116,10 @@ def _step_table_header(x: MetricExtractor, header: str) -> None:
         if report and j == 0 and cell == "iteration" and cells[0] == "epoch":
             names.append("@step")
             continue
-        if _COLUMN.fullmatch(cell) and _CAMEL.search(cell):
+        named = None
+        if _COLUMN.fullmatch(cell.replace(" ", "_")):  # a drawn table's cell may hold words: "Train Loss"
             cell = _CAMEL.sub(" ", cell)  # "TrainLoss", "ValAcc": two words
-        named = metric_name(cell) if _COLUMN.fullmatch(cell.replace(" ", "_")) and _metric_like(cell) else None
+            named = metric_name(cell) if _metric_like(cell) else None
         if report and named is not None and "/" in cell:
             named = _report_column(cell)
         if named is None or named[1] != 1.0 or named[0] in names:
