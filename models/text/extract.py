@@ -192,6 +192,7 @@ _SCALED = {
 }
 _PHASES = (
     ("validation_", "val/"), ("validation ", "val/"), ("valid_", "val/"), ("valid ", "val/"),
+    ("evaluation_", "val/"), ("evaluation ", "val/"),
     ("val_", "val/"), ("val ", "val/"), ("eval_", "val/"), ("eval ", "val/"), ("test_", "test/"), ("test ", "test/"),
     ("va_", "val/"),
     # MXNet's Module.fit epoch lines: "Epoch[3] Train-accuracy=0.91", "Epoch[3] Validation-cross-entropy=0.35"
@@ -380,7 +381,7 @@ def _segments(text: str, phase: str = "") -> dict[str, float]:
 _SEGMENT = re.compile(r"([A-Za-z][\w ()./\-]*?)\s*(?:[:=]\s*|\s+)(" + _NUM + r")")
 # "loss 0.45", "train loss 0.45", "grad norm 1.2", "LR 1.00e-03": a key, then whitespace, then its value.
 _SPACED = re.compile(r"(?<![A-Za-z_./\-])([A-Za-z][A-Za-z_./\-]*)(?: ([A-Za-z][A-Za-z_./\-]*))?\s+(" + _NUM + r")" + _END)
-_PHASE_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
+_PHASE_WORDS = {"train", "training", "val", "valid", "validation", "eval", "evaluation", "test"}
 
 
 def _two_word_key(first: str, second: str) -> str | None:
@@ -516,10 +517,10 @@ _TORCHTUNE = re.compile(r"^\s*(\d+)\|(\d+)\|Loss: (" + _NUM + r")" + _END)
 _LEADING_STEP = re.compile(r"^\W*(?:step|iter|iteration)\s+(\d+)(?:\s+step\s+\d+)?\s*[:|,]\s*(.*)$", re.IGNORECASE)
 # "ep: 3" / "Ep 3" abbreviate the epoch (read as it); "ep" alone, before no number, is not one
 _ANCHOR = re.compile(
-    r"\b(global_step|step|steps(?=:)|iteration|iter|epoch|ep(?=\s*[:=]|\s+\d))\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)",
+    r"\b(global_step|step|steps(?=:)|iteration|iterations(?=\s*[:=])|iter|epoch|ep(?=\s*[:=]|\s+\d))\b\s*[:=]?\s*\[?\s*(\d+)(?![\d.]|\w)",
     re.IGNORECASE,
 )
-_ANCHOR_RANK = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iter": 2, "epoch": 3, "ep": 3}
+_ANCHOR_RANK = {"global_step": 0, "step": 1, "steps": 1, "iteration": 2, "iterations": 2, "iter": 2, "epoch": 3, "ep": 3}
 _FRACTION = re.compile(r"\d\s*/\s*\d")
 # A date written with slashes ("05/21/2026 16:19:08 - INFO - ...", the HF example scripts' log format): no fraction
 _SLASH_DATE = re.compile(r"(?<![\d/])\d{1,4}/\d{1,2}/\d{2,4}(?![\d/])")
@@ -557,12 +558,16 @@ _BATCH_LEAD = re.compile(r"^\W*batch\s*[:=]?\s*(\d+)\s*(?:/\s*\d+)?(?![\d.])", r
 # an epoch line alone, maybe naming the phase that starts ("[Epoch 1] Training ====", the Annotated Transformer's)
 # (no two quantifiers in a row may take the same characters: a line of 10,000 spaces after "Epoch 1" took seconds)
 _EPOCH_LINE = re.compile(
-    r"\W*Epoch[:\s]\s*(\d+)(?:\s*/\s*(\d+))?(?:\W+(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test))?\W*",
+    r"\W*Epoch[:=\s]\s*(\d+)(?:\s*/\s*(\d+))?(?:\W+(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test))?\W*",
     re.IGNORECASE,
 )
 # (a value may end in "s", seconds, or "%": "Acc: 10.79%", a percentage, is on the line but not read)
 _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?)*\s*"
+)
+# The same written with "=": "train_loss=0.0481, val_loss=0.0378" (under an "epoch=1" record)
+_EQ_PAIR_LINE = re.compile(
+    r"\s*[A-Za-z][\w ./\-]*=\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*=\s*" + _NUM + r"[s%]?)*\s*"
 )
 # Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
 _PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
@@ -578,7 +583,10 @@ _SB3_RULE = re.compile(r"-{20,}")
 _SB3_ROW = re.compile(r"\|\s+(\S[^|]*?)\s*\|\s*(\S*)\s*\|")
 _HF_BLOCK = re.compile(r"\*{5} (\w+) metrics \*{5}")
 _HF_ROW = re.compile(r"\s+(\w+)\s*=\s*(\S+)\s*")
-_YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
+# (tqdm's bar "100%|####| 8/8 [00:02<...]", or the bar Ultralytics draws itself since 8.3: "100% ━━━━━━━━━━━━ 9/9 5.5s/it")
+_YOLO_BAR = r"\d+%(?:\|[^|]*\||\s+[\u2500-\u257f]+)"
+_YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+" + _YOLO_BAR + r"\s*(\d+)/(\d+)(?: \[|\s|$)")
+_YOLO_VAL_HEADER = re.compile(r"mAP.*?:\s+" + _YOLO_BAR)
 _YOLO_ALL = re.compile(r"\s*all\s+\d+\s+\d+\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
 _COMPOSER_HEAD = re.compile(r"(?:\[epoch=(\d+)\])?\[(batch|token|sample|iteration|Eval batch)=(\d+)(?:/(\d+))?\]")
 _COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
@@ -596,7 +604,9 @@ _DEEPSPEED = re.compile(r"\bstep=(\d+), skipped=\d+, lr=\[(" + _NUM + r")[,\]]")
 # "Epoch 3 evaluated with loss: 0.21" (a script's own words) is the held-out phase too
 _PHASE_STEP = re.compile(
     r"\b(?:(valid(?:ate|ation)?|val|eval(?:uate|uation)?|test)\s+(?:step|iter|iteration|epoch)|"
-    r"(evaluated|validated|tested)\s+(?:with|on))\b"
+    r"(evaluated|validated|tested)\s+(?:with|on)|"
+    # "Epoch 1 Validation - Loss: 18.49": the phase after the epoch or step it reports on
+    r"(?:step|iter|iteration|epoch)\s+\d+(?:\s*/\s*\d+)?\s*[,:]?\s+(validation|val|evaluation|eval|test)\s*[-:|])"
 )
 
 
@@ -623,7 +633,7 @@ def _phase(line: str) -> str:
                 m = _tagged_phase(line, low)
     if m is None:
         return ""
-    return "test/" if (m.group(1) or m.group(2)).lower().startswith("test") else "val/"
+    return "test/" if next(g for g in m.groups() if g).lower().startswith("test") else "val/"
 
 
 def _tagged_phase(line: str, low: str) -> re.Match | None:
@@ -1766,6 +1776,19 @@ def _word_language_model(x: MetricExtractor, line: str) -> _Parsed | None:
     return None
 
 
+# Torch7's char-rnn and the models copied from it (lstm-char-cnn): "100/21150 (epoch 0.236), train_loss = 1.98,
+# grad/param norm = 8.9e-02, time/batch = 0.14s": the iteration of the run's total, then its values
+_CHAR_RNN = re.compile(r"\s*(\d+)/\d+ \(epoch " + _NUM + r"\),\s*(?=[A-Za-z])")
+
+
+def _char_rnn(x: MetricExtractor, line: str) -> _Parsed | None:
+    m = _CHAR_RNN.match(line)
+    if m is None:
+        return None
+    metrics = _pairs(line[m.end() :], keep=_metric_like)
+    return _Parsed(int(m.group(1)), metrics) if metrics else None
+
+
 def _step_in_epoch(x: MetricExtractor, line: str, step: int) -> int:
     """The run's step for a line that names its epoch and a step: ``step`` unless that counts within the epoch.
 
@@ -1906,14 +1929,20 @@ def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(x.bar_step if bar else x._current_step(), metrics)
 
 
+_LOSS_PART = re.compile(r"([A-Za-z]+)[ _]loss\s*:", re.IGNORECASE)
+
+
 def _pairs_only(x: MetricExtractor, line: str) -> _Parsed | None:
     """A line of nothing but ``key: value`` pairs, one of them a loss, in a log that gives no steps (``loss:
     2.3089 val_loss: 2.3017`` printed once per step of a notebook's loop): its events numbered in order. Once
     the log names a step, such lines are left alone (a count would collide with the steps it names)."""
     if x.last_step >= 0 and not x.counting:
         return None
+    line = _message(line)  # "2018-03-23 15:29:33,355:INFO: train loss:1.10886": the record's own text
     if "loss" not in line.lower() or _PAIR_LINE.fullmatch(line) is None:
         return None
+    if len({w.lower() for w in _LOSS_PART.findall(line)} - _PHASE_WORDS) > 1:
+        return None  # "classify loss: 0.92, angle loss: 0.65, iou loss: 5.87": a loss's parts, not the loss
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     if not any("loss" in name for name in metrics):
         return None
@@ -1940,19 +1969,26 @@ def _message(line: str) -> str:
 
 # A logging module's level word, its separators and a logger name written between " - " ("INFO - __main__ - "):
 # not _LEVEL_PREFIX, whose logger name may end in ":" and would take "train_loss: " for one
-_MESSAGE_START = re.compile(r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b(?:\s*[-:|\]]\s*)+(?:[\w.<>]+\s+-\s+)?")
+# (loguru's default writes "name:function:line - " after the level: "| INFO     | train:main:86 - epoch=1")
+_MESSAGE_START = re.compile(
+    r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b(?:\s*[-:|\]]\s*)+(?:[\w.<>]+(?::[\w.<>]+)*\s+-\s+)?"
+)
 
 
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
-    if x.epoch is None or x.epoch_lines > 8 or ":" not in line:
+    if x.epoch is None or x.epoch_lines > 8 or (":" not in line and "=" not in line):
         return None
     phase = _phase(line)
     line = _message(line)  # the record's own text (the values under an "Epoch 3/30" record of a logging module)
-    if _PAIR_LINE.fullmatch(line) is None:
+    if _PAIR_LINE.fullmatch(line) is not None:
+        sep = ":"
+    elif _EQ_PAIR_LINE.fullmatch(line) is not None:
+        sep = "="
+    else:
         return None
     out = {}
     for part in _PAIR_GAP.split(line.strip()):
-        kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?):\s*(" + _NUM + r")(s?)", part.strip())
+        kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?)" + sep + r"\s*(" + _NUM + r")(s?)", part.strip())
         if kv is None:
             continue
         key, raw, seconds = kv.groups()
@@ -1987,6 +2023,9 @@ _TAGGED = re.compile(r"\W*\[(train|training|dev|valid|validation|val|eval|test)\
 
 def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
     """Remember the step of a line of counters alone (no event: the values follow, :func:`_tagged_pairs`)."""
+    low = line.lower()
+    if "step" not in low and "iter" not in low:  # a line of epochs or batches alone names no step
+        return None
     if _COUNTER_LINE.fullmatch(line) is None:
         return None
     counters = {k.lower(): int(v) for k, v in _COUNTER.findall(line)}
@@ -1997,13 +2036,18 @@ def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 def _tagged_pairs(x: MetricExtractor, line: str) -> _Parsed | None:
-    """``[Train] loss: 0.68, score: 0.81`` / ``[Dev] loss: 0.55`` within 3 lines of a line of counters: at its step."""
+    """``[Train] loss: 0.68, score: 0.81`` / ``[Dev] loss: 0.55`` within 3 lines of a line of counters: at its step;
+    so is a line of pairs alone without a tag (``iteration: 5`` / ``learning rate: 0.1`` / ``loss = 0.113``)."""
     if x.header_step is None or x.header_lines > 3:
         return None
     m = _TAGGED.match(line)
-    if m is None:
-        return None
-    metrics = _pairs(m.group(2), _HEADER_PHASE[m.group(1).lower()], keep=_metric_like)
+    if m is not None:
+        metrics = _pairs(m.group(2), _HEADER_PHASE[m.group(1).lower()], keep=_metric_like)
+    else:
+        text = _message(line)
+        if _PAIR_LINE.fullmatch(text) is None and _EQ_PAIR_LINE.fullmatch(text) is None:
+            return None
+        metrics = _pairs(text, _phase(text), keep=_metric_like)
     return _Parsed(x.header_step, metrics) if metrics else None
 
 
@@ -2276,7 +2320,7 @@ def _yolo(x: MetricExtractor, line: str) -> _Parsed | None:
         return None
     m = _YOLO_ROW.match(line)
     if m is None:
-        if "mAP" in line and "%|" in line:
+        if "mAP" in line and _YOLO_VAL_HEADER.search(line) is not None:
             return _Parsed(None, {})  # the validation bar's header: not a training step
         a = _YOLO_ALL.match(line)
         if a is None:
@@ -2494,7 +2538,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _timm, _nanogpt,
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
-    _word_language_model, _rounded_step, _anchored, _leading_step, _phase_epoch,
+    _word_language_model, _char_rnn, _rounded_step, _anchored, _leading_step, _phase_epoch,
     _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
     _counter_line, _tagged_pairs,
     # shapes no parser above reads, last: a line of another shape does not pay for them
@@ -2503,10 +2547,10 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
 _NEEDLES = {
-    _counter_line: "step", _tagged_pairs: "]", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _counter_line: "", _tagged_pairs: "", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
-    _word_language_model: "epoch", _epoch_context: ":", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
+    _word_language_model: "epoch", _char_rnn: "(epoch ", _epoch_context: "", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
     _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }

@@ -768,6 +768,31 @@ def test_ultralytics_yolo_training_and_validation_rows():
     assert [s for s, _ in out[2:]] == [12, 16] and all(math.isnan(m["loss"]) for _, m in out[2:])
 
 
+def test_ultralytics_own_progress_bar_since_8_3():
+    """Ultralytics draws its bar itself since 8.3 ("100% ━━━━━━━━━━━━ 9/9 5.5s/it 49.5s", no tqdm brackets)."""
+    out, _ = ext([
+        "      Epoch    GPU_mem   box_loss   cls_loss   dfl_loss  Instances       Size",
+        "      1/100      4.15G      1.186      4.366       1.26         43        640: 11% ━─────────── 1/9 51.2s/it 24.3s<6:50",
+        "      1/100      4.32G      1.088      4.449      1.252         10        640: 100% ━━━━━━━━━━━━ 9/9 5.5s/it 49.5s",
+        "                 Class     Images  Instances      Box(P          R      mAP50  mAP50-95): 100% ━━━━━━━━━━━━ 1/1 1.7s/it 1.7s",
+        "                   all         14         31     0.0375     0.0469     0.0475     0.0376",
+        "      2/100      4.23G     0.8373      4.312       1.13          6        640: 100% ━━━━━━━━━━━━ 9/9 2.7s/it 24.5s",
+    ])
+    assert out == [
+        (1, {"box_loss": 1.186, "cls_loss": 4.366, "dfl_loss": 1.26, "loss": 6.812}),
+        (9, {"box_loss": 1.088, "cls_loss": 4.449, "dfl_loss": 1.252, "loss": 6.789}),
+        (9, {"val/precision": 0.0375, "val/recall": 0.0469, "val/map50": 0.0475, "val/map50_95": 0.0376}),
+        (18, {"box_loss": 0.8373, "cls_loss": 4.312, "dfl_loss": 1.13, "loss": 6.2793}),
+    ]
+
+
+def test_a_phase_named_after_the_epoch_it_reports():
+    """``Epoch 1 Validation - Loss: 18.49, Mod Acc: 0.0`` is the validation of epoch 1, not its training."""
+    out, _ = ext(["2025-07-05 12:57:18,784 - __main__ - INFO - Epoch 1 Training - Loss: 1.2084, Mod Acc: 0.8061",
+                  "2025-07-05 12:57:21,354 - __main__ - INFO - Epoch 1 Validation - Loss: 18.4914, Mod Acc: 0.0000"])
+    assert out == [(1, {"loss": 1.2084, "acc": 0.8061}), (1, {"val/loss": 18.4914, "val/acc": 0.0})]
+
+
 def test_yolov5_rows_count_epochs_from_zero():
     out, _ = ext([
         "     Epoch   gpu_mem       box       obj       cls    labels  img_size",
@@ -1560,3 +1585,47 @@ def test_mindspore_loss_monitor_lines():
     assert out[0][0] < out[1][0] < out[2][0]
     # a sentence about a NaN is left to the signatures (the demo's stop message is a LOG_PATTERN alert)
     assert ext(["Epoch 0 step 210: loss is nan, stopping training"])[0] == []
+
+
+def test_a_plural_iterations_counter_written_without_a_space():
+    """A custom loop's ``iterations:57, train acc:0.440, train loss:616.408,`` (ESPnet used as a library)."""
+    out, _ = ext(["iterations:57, train acc:0.440, train loss:616.408, train loss ctc:1156.613,",
+                  "iterations:58, train acc:0.338, train loss:653.147, train loss ctc:1221.461,"])
+    assert out == [(57, {"acc": 0.44, "loss": 616.408}), (58, {"acc": 0.338, "loss": 653.147})]
+
+
+def test_step_less_loss_lines_after_a_logging_prefix_are_numbered_in_order():
+    """``2018-03-23 15:29:33,355:INFO: train loss:1.10886``: no step anywhere, a NaN kept as one."""
+    out, _ = ext(["2018-03-23 15:29:33,355:INFO: train loss:1.10886", "2018-03-23 15:31:41,870:INFO: train loss:1.53702",
+                  "2018-03-23 15:40:22,720:INFO: train loss:nan"])
+    assert [s for s, _ in out] == [0, 1, 2] and out[0][1] == {"loss": 1.10886} and math.isnan(out[2][1]["loss"])
+
+
+def test_loguru_records_of_an_epoch_and_its_equals_pairs():
+    """loguru's default format (``| INFO     | module:function:line - message``): an ``epoch=N`` record, then
+    ``key=value`` records of that epoch."""
+    out, _ = ext([
+        "2019-11-22 15:36:56.690 | INFO     | bert_sentiment.train:train:86  - epoch=1",
+        "2019-11-22 13:27:47.669 | INFO     | bert_sentiment.train:train:88 - train_loss=0.0481, val_loss=0.0378, test_loss=0.0370",
+        "2019-11-22 15:36:56.690 | INFO     | bert_sentiment.train:train:86 - epoch=29",
+        "2019-11-22 15:36:56.690 | INFO     | bert_sentiment.train:train:88 - train_loss=0.0010, val_loss=0.0916, test_loss=0.0854",
+    ])
+    assert out == [(1, {"loss": 0.0481, "val/loss": 0.0378, "test/loss": 0.037}),
+                   (29, {"loss": 0.001, "val/loss": 0.0916, "test/loss": 0.0854})]
+
+
+def test_char_rnn_iteration_of_the_total_with_a_fractional_epoch():
+    """Torch7 char-rnn and the models built on it print the iteration of the run's total and a fractional epoch."""
+    out, _ = ext(["100/21150 (epoch 0.236), train_loss = 1.98218364, grad/param norm = 8.9011e-02, time/batch = 0.14s",
+                  "9500/31675 (epoch 7.50), train_loss = 170.8574"])
+    assert out == [(100, {"loss": 1.98218364}), (9500, {"loss": 170.8574})]
+
+
+def test_values_on_their_own_lines_under_an_iteration_counter():
+    """``iteration: 5``, then ``learning rate: 0.1`` and ``loss = 0.113`` on lines of their own: at that step."""
+    out, _ = ext(["iteration: 0", "learning rate: 0.1", "loss = 0.23123088479042053",
+                  "iteration: 1", "learning rate: 0.1", "loss = 0.11247935891151428"])
+    merged = {}
+    for s, m in out:
+        merged.setdefault(s, {}).update(m)
+    assert merged == {0: {"lr": 0.1, "loss": 0.23123088479042053}, 1: {"lr": 0.1, "loss": 0.11247935891151428}}
