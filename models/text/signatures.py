@@ -222,7 +222,10 @@ SIGNATURES: tuple[Signature, ...] = (
         # and frames with their frame, stack and program counters, which only a crash prints
         r"\bgoroutine \d+ \[running\]:|\.(?:go|s):\d+ \+0x[0-9a-f]+ fp=0x[0-9a-f]+ sp=0x[0-9a-f]+ pc=0x[0-9a-f]+|"
         # a shell's, make's or docker's exit status of 128 + the signal: 134 SIGABRT, 135 SIGBUS, 139 SIGSEGV
-        r"\] Error (?:134|135|139)\b|\bexit(?:ed)? (?:with )?(?:code|status)\s*[=:(]?\s*(?:134|135|139)\b|\bExited \((?:134|135|139)\)",
+        r"\] Error (?:134|135|139)\b|\bexit(?:ed)? (?:with )?(?:code|status)\s*[=:(]?\s*(?:134|135|139)\b|\bExited \((?:134|135|139)\)|"
+        # glog's CHECK failing (TensorFlow, TF Serving, Caffe, MXNet: the process aborts next), and a shell's report of
+        # a child that died on SIGABRT ("entrypoint.sh: line 3:     8 Aborted    tensorflow_model_server ...")
+        r"\.(?:cc|cpp|cu|h):\d+\] Check failed: |: line \d+:\s+\d+ Aborted\b",
         "process crashed on a signal",
         "a native library crashed: SIGBUS often means /dev/shm is too small; otherwise collect the core dump "
         "or faulthandler output and match library versions",
@@ -240,7 +243,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"grad(?:ient)?[ _]norm (?:is|was|became) (?:nan|[-+]?inf)\b|\bnan encountered in (?:the )?(?:loss|grad)|"
         # a custom loop's own words: "loss exploded to inf", "train loss went to NaN", "gradients blew up to inf"
         r"\b(?:loss|grad(?:ient)?s?(?:[ _]norm)?)\b (?:\w+ )?(?:exploded|diverged|went|jumped|blew up|goes|shot up) "
-        r"to (?:nan|[-+]?inf(?:inity)?)\b",
+        r"to (?:nan|[-+]?inf(?:inity)?)\b|"
+        # a loop that stops itself on a blow-up: "Aborting, cost seems to be exploding" (neuraltalk and its copies)
+        r"\b(?:loss|cost)\b (?:seems to be|appears to be|is) exploding\b",
         "NaN/Inf in the loss or gradients",
         "lower the learning rate or add warm-up, clip gradients, use bf16 instead of fp16, and check the data "
         "batch at that step for bad values",
@@ -422,10 +427,10 @@ _KEYS = {
                      "terminate called", "sigabrt", "exit code", "exitcode", "return code", "returncode", "double free",
                      "free(): invalid", "malloc(): ", "corrupted size", "assertion `", "ggml_assert(", "ggml_assert: ", "signal (",
                      "[error] assertion failed", "0# ", "] error 13", "exited with", "exit status", "exited (",
-                     "goroutine ", " fp=0x", "aborthandler"),
+                     "goroutine ", " fp=0x", "aborthandler", "check failed", " aborted"),
     "rust_panic": ("panicked at", "panicexception"),
     "softmax_saturated": ("87.336",),
-    "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss"),
+    "nonfinite_message": ("nan", "inf", "finite", "floatingpointerror", "invalid loss", "exploding"),
     "model_load_failure": ("initializing model", "load model", "load the model", "loading model", "tensorrt engine",
                            "unavailable: internal", "instantiating runner", "missingdependency", "failed to load '",
                            "shardcannotstart", "failed to start", "downloaderror", "webserverfailed", "stored in kv cache",

@@ -114,6 +114,7 @@ CASES = {
         ("[2024-05-01 09:12:44,018] [WARNING] [engine.py:2031:step] detected nan/inf gradient, skipping the "
         "optimizer step"),
         "Loss is nan, stopping training",
+        "Aboring, cost seems to be exploding. Run gradcheck? Lower the learning rate?",
         "  17/625 [>.............................] - ETA: 2:41 - loss: 3.2931Batch 17: Invalid loss, terminating training",
         "Warning: NaN or Inf found in input tensor.",
         ("2024-03-02 11:00:01 | WARNING | fairseq.nan_detector | NaN detected in output of encoder.layers.5.fc2, "
@@ -160,6 +161,9 @@ CASES = {
     ],
     "crash_signal": [
         'Unhandled exception caught in c10/util/AbortHandler.h',
+        "F external/org_tensorflow/tensorflow/core/common_runtime/bfc_allocator.cc:458] Check failed: c->in_use()",
+        "F0312 10:41:07.123456  1234 syncedmem.cpp:56] Check failed: error == cudaSuccess (2 vs. 0)  out of memory",
+        "/usr/bin/tf_serving_entrypoint.sh: line 3:     8 Aborted                 tensorflow_model_server --port=8500",
         'Feb 26 10:05:54 gpu-host ollama[1499630]: goroutine 1 [running]:',
         'Feb 26 10:05:54 gpu-host ollama[1499630]:         runtime/asm_amd64.s:1700 +0x1 fp=0xc00048c7e8 sp=0xc00048c7e0 pc=0x5637658cf5a1',
         '\tgithub.com/ollama/ollama/llama/runner.go:345 +0x2a5 fp=0xc0000a5f40 sp=0xc0000a5e80 pc=0x55d1c3a2f1e5',
@@ -333,6 +337,9 @@ HEALTHY = [
     ("W tensorflow/core/common_runtime/bfc_allocator.cc:275] Allocator (GPU_0_bfc) ran out of memory trying to allocate "
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
      "performance gains if more memory were available."),
+    "Click: Aborted!",  # a CLI's Ctrl-C, not a signal
+    "use gradient clipping so that the loss does not start exploding",
+    "I0611 08:00:01.123 1 model_lifecycle.cc:818] Check the model repository for 'densenet_onnx'",
 ]
 
 
