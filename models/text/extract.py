@@ -587,7 +587,8 @@ _HF_ROW = re.compile(r"\s+(\w+)\s*=\s*(\S+)\s*")
 _YOLO_BAR = r"\d+%(?:\|[^|]*\||\s+[\u2500-\u257f]+)"
 _YOLO_ROW = re.compile(r"\s*(\d+)/(\d+)\s+(.*?):\s+" + _YOLO_BAR + r"\s*(\d+)/(\d+)(?: \[|\s|$)")
 _YOLO_VAL_HEADER = re.compile(r"mAP.*?:\s+" + _YOLO_BAR)
-_YOLO_ALL = re.compile(r"\s*all\s+\d+\s+\d+\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
+# (early YOLOv5 printed large image and target counts in %10.3g: "all  5.57e+04  1.74e+05  0.000332 ...")
+_YOLO_ALL = re.compile(r"\s*all\s+(?:\d+|\d(?:\.\d+)?e\+\d+)\s+(?:\d+|\d(?:\.\d+)?e\+\d+)\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")" + _END)
 _COMPOSER_HEAD = re.compile(r"(?:\[epoch=(\d+)\])?\[(batch|token|sample|iteration|Eval batch)=(\d+)(?:/(\d+))?\]")
 _COMPOSER_ROW = re.compile(r"\t ?(Train|Eval) ([\w./\-]+): (" + _NUM + r")\s*")
 # OLMo's trainer (olmo/train.py, log_metrics_to_console): a record ending in "[step=12/15000,epoch=0]" (or
@@ -2332,13 +2333,18 @@ def _yolo(x: MetricExtractor, line: str) -> _Parsed | None:
     if len(cells) != len(columns):
         return None
     out: dict[str, float] = {}
+    total = None  # YOLOv5 before v4.0 printed the sum itself: "GIoU obj cls total"
     for column, cell in zip(columns, cells):
         low = column.lower()
-        if (low.endswith("_loss") or low in ("box", "obj", "cls", "seg", "dfl")) and re.fullmatch(_NUM, cell):
+        if not re.fullmatch(_NUM, cell):
+            continue
+        if low == "total":
+            total = _value(cell)
+        elif low.endswith("_loss") or low in ("box", "giou", "obj", "cls", "seg", "dfl"):
             out[low if low.endswith("_loss") else low + "_loss"] = _value(cell)
     if not out:
         return None
-    out["loss"] = round(sum(out.values()), 12)
+    out["loss"] = total if total is not None else round(sum(out.values()), 12)
     epoch = int(m.group(1))
     if epoch < base:  # a counter that prints epoch 0 counts from 0, whatever its header suggested
         x.yolo[0] = base = epoch

@@ -786,6 +786,19 @@ def test_ultralytics_own_progress_bar_since_8_3():
     ]
 
 
+def test_early_yolov5_total_column_and_counts_in_g_format():
+    """YOLOv5 before v4.0 printed ``GIoU obj cls total``: ``total`` is the loss; its ``all`` row wrote large counts in
+    ``%10.3g`` (``5.57e+04``)."""
+    out, _ = ext([
+        "        Epoch   gpu_mem      GIoU       obj       cls     total   targets  img_size",
+        "        14/299      6.4G   0.02273  0.002925 0.0003764   0.02603        11       640: 100%|##########| 7/7 [00:02<00:00]",
+        "                   Class      Images     Targets           P           R      mAP@.5  mAP@.5:.95: 100%|#####| 2/2 [00:01<00:00]",
+        "                     all    5.57e+04    1.74e+05    0.000332     0.00039     2.4e-06    8.59e-07",
+    ])
+    assert out[0][1] == {"giou_loss": 0.02273, "obj_loss": 0.002925, "cls_loss": 0.0003764, "loss": 0.02603}
+    assert out[1][1] == {"val/precision": 0.000332, "val/recall": 0.00039, "val/map50": 2.4e-06, "val/map50_95": 8.59e-07}
+
+
 def test_a_phase_named_after_the_epoch_it_reports():
     """``Epoch 1 Validation - Loss: 18.49, Mod Acc: 0.0`` is the validation of epoch 1, not its training."""
     out, _ = ext(["2025-07-05 12:57:18,784 - __main__ - INFO - Epoch 1 Training - Loss: 1.2084, Mod Acc: 0.8061",
