@@ -199,6 +199,8 @@ _PHASES = (
     ("train-", ""), ("validation-", "val/"),
 )
 _PHASE_PREFIXES = tuple(prefix for prefix, _ in _PHASES)
+_PHASE_SUFFIXES = (("_validation", "val/"), ("_valid", "val/"), ("_val", "val/"), ("_eval", "val/"), ("_test", "test/"),
+                   ("_training", ""), ("_train", ""))
 _TRAIN_KEYS = ("train ", "train_", "train/", "training ", "training_", "training/")
 # An average named in front of a split or a known name: read as that name (the loop's epoch mean is its value).
 _AVERAGES = ("avg_", "avg ", "average_", "average ", "mean_", "mean ")
@@ -237,6 +239,10 @@ def metric_name(key: str, phase: str = "") -> tuple[str, float] | None:
     for prefix, to in _PHASES:
         if low.startswith(prefix) and len(low) > len(prefix):
             base = low[len(prefix) :]
+            return to + _ALIASES.get(base, _sanitize(base)), 1.0
+    for suffix, to in _PHASE_SUFFIXES:  # "loss_test: 0.0153", "acc_val": the phase written after the metric
+        base = low[: -len(suffix)]
+        if low.endswith(suffix) and base and _METRIC_WORD.search(base) is not None:
             return to + _ALIASES.get(base, _sanitize(base)), 1.0
     for average in _AVERAGES:  # "avg_train_loss: 0.69  avg_val_loss: 0.64" (a Kaggle notebook's epoch line)
         rest = low[len(average) :]
@@ -1639,7 +1645,8 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
     return _Parsed(step, metrics)
 
 
-_TUTORIAL_PAIR = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s+(?=[A-Za-z])")
+# "[1,  2000] loss: 2.192" (PyTorch's CIFAR-10 tutorial: epoch, batch), or "[3] loss: 0.309" (one counter)
+_TUTORIAL_PAIR = re.compile(r"^\s*\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\]\s+(?=[A-Za-z])")
 _GAN_STEP = re.compile(r"\[Epoch\s+(\d+)\s*/\s*(\d+)\]\s*\[Batch\s+(\d+)\s*/\s*(\d+)\]")
 _BRACKET_FIELD = re.compile(r"\[\s*([A-Za-z][\w ]{0,30}?)\s*:\s*(" + _NUM + r")\s*[\],]")
 _VISUALIZER = re.compile(r"^\s*\(epoch:\s*(\d+),\s*iters:\s*(\d+),[^)]*\)\s+(?=[A-Za-z])")
@@ -1731,7 +1738,11 @@ def _tutorial_shapes(x: MetricExtractor, line: str) -> _Parsed | None:
     m = _TUTORIAL_PAIR.match(line) if head == "[" else None
     if m is not None:  # PyTorch's CIFAR-10 tutorial: [epoch, batch] loss: v
         metrics = _pairs(line[m.end() :], _phase(line), keep=_metric_like)
-        return _Parsed(_continued_step(x, int(m.group(1)), int(m.group(2))), metrics) if metrics else None
+        if not metrics:
+            return None
+        if m.group(2) is None:
+            return _Parsed(int(m.group(1)), metrics)
+        return _Parsed(_continued_step(x, int(m.group(1)), int(m.group(2))), metrics)
     m = _GAN_STEP.search(line) if "[Batch" in line else None
     if m is not None:  # PyTorch-GAN: [Epoch e/E] [Batch b/B] [D loss: v] [G loss: v]
         metrics: dict[str, float] = {}
@@ -1931,20 +1942,42 @@ def _heldout_summary(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 _LOSS_PART = re.compile(r"([A-Za-z]+)[ _]loss\s*:", re.IGNORECASE)
+_LEAD_TAG = re.compile(r"\[[^\[\]]{1,40}\]:?\s*")
+_TAG_WORD = re.compile(r"\[\s*([A-Za-z]+)")
+
+
+# "1 epoch, loss: 0.0148,  loss_test: 0.0153, time: 0:11:54" (the count before the word)
+_COUNT_EPOCH = re.compile(r"\s*(\d+)(?:st|nd|rd|th)? epoch\b[,:]?\s+(?=[A-Za-z])", re.IGNORECASE)
+
+
+def _count_then_epoch(x: MetricExtractor, line: str) -> _Parsed | None:
+    text = _message(line)
+    m = _COUNT_EPOCH.match(text)
+    if m is None:
+        return None
+    rest = text[m.end() :]
+    metrics = _pairs(rest, _phase(rest), keep=_metric_like)
+    return _Parsed(int(m.group(1)), metrics) if metrics else None
 
 
 def _pairs_only(x: MetricExtractor, line: str) -> _Parsed | None:
     """A line of nothing but ``key: value`` pairs, one of them a loss, in a log that gives no steps (``loss:
     2.3089 val_loss: 2.3017`` printed once per step of a notebook's loop): its events numbered in order. Once
     the log names a step, such lines are left alone (a count would collide with the steps it names)."""
-    if x.last_step >= 0 and not x.counting:
-        return None
+    if (x.last_step >= 0 and not x.counting) or x.header_step is not None:
+        return None  # (a line of counters names the steps: the values under it are at its step, _tagged_pairs)
     line = _message(line)  # "2018-03-23 15:29:33,355:INFO: train loss:1.10886": the record's own text
+    phase = _phase(line)
+    if line[:1] == "[" and (tag := _LEAD_TAG.match(line)) is not None:
+        # "[TRAIN(0,0,33)]: i: 0, train_loss: 1.386": a tag before the pairs, maybe naming their phase ("[Dev]")
+        word = _TAG_WORD.match(tag.group(0))
+        phase = _HEADER_PHASE.get(word.group(1).lower(), phase) if word is not None else phase
+        line = line[tag.end() :]
     if "loss" not in line.lower() or _PAIR_LINE.fullmatch(line) is None:
         return None
     if len({w.lower() for w in _LOSS_PART.findall(line)} - _PHASE_WORDS) > 1:
         return None  # "classify loss: 0.92, angle loss: 0.65, iou loss: 5.87": a loss's parts, not the loss
-    metrics = _pairs(line, _phase(line), keep=_metric_like)
+    metrics = _pairs(line, phase, keep=_metric_like)
     if not any("loss" in name for name in metrics):
         return None
     x.counting = True
@@ -1965,6 +1998,9 @@ def _message(line: str) -> str:
     level = _MESSAGE_START.search(line, 0, 120)
     if level is None or level.start() > 80 or (level.start() and line[0] != "[" and not line[0].isdigit()):
         return line  # the level word inside a message, not after a time stamp
+    name = level.group(1)
+    if name is not None and name.lower() in _HEADER_PHASE:  # "INFO - Validation - Loss: 1.34": the message's phase
+        return line[level.start(1) :]
     return line[level.end() :]
 
 
@@ -1972,7 +2008,7 @@ def _message(line: str) -> str:
 # not _LEVEL_PREFIX, whose logger name may end in ":" and would take "train_loss: " for one
 # (loguru's default writes "name:function:line - " after the level: "| INFO     | train:main:86 - epoch=1")
 _MESSAGE_START = re.compile(
-    r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b(?:\s*[-:|\]]\s*)+(?:[\w.<>]+(?::[\w.<>]+)*\s+-\s+)?"
+    r"\b(?:INFO|DEBUG|WARNING|WARN|NOTICE)\b(?:\s*[-:|\]]\s*)+(?:([\w.<>]+)(?::[\w.<>]+)*\s+-\s+)?"
 )
 
 
@@ -2545,7 +2581,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
     _onmt, _torch_example, _fastai, _torchtune, _yolo, _keras, _rich_bar, _bar, _tf_eval, _deepspeed, _espnet, _bracket_step,
     _bracket_fractions, _tutorial_loops, _tutorial_timed,
     _word_language_model, _char_rnn, _rounded_step, _anchored, _leading_step, _phase_epoch,
-    _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _pairs_only, _request,
+    _epoch_context, _epoch_spaced, _onmt_valid, _heldout_summary, _spaced_step, _count_then_epoch, _pairs_only, _request,
     _counter_line, _tagged_pairs,
     # shapes no parser above reads, last: a line of another shape does not pay for them
     _nanogpt_or_nnunet_log, _yolov3_losses, _swin,
@@ -2557,7 +2593,7 @@ _NEEDLES = {
     _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _char_rnn: "(epoch ", _epoch_context: "", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
-    _pairs_only: ":", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss
+    _pairs_only: ":", _count_then_epoch: "poch", _tutorial_timed: "%", _heldout_summary: "oss",  # a held-out summary gives a loss / Loss
     _tf_eval: "Saving dict", _phase_epoch: ", ", _rounded_step: "step:",
 }
 _DISPATCH = tuple((_NEEDLES.get(p, ""), p) for p in _PARSERS)

@@ -388,7 +388,7 @@ def test_key_value_pairs_without_a_colon_under_an_epoch_line():
 
 def test_lines_tagged_with_their_phase_after_a_line_of_counters():
     """A loop printing its counters, then ``[Train]`` and ``[Dev]`` lines of values (a course project's log): both at
-    the counters' step; a tag with no counters before it, or long after them, gives nothing."""
+    the counters' step; long after them, a tag gives nothing."""
     out, x = ext(["epoch: 0, iteration: 0, step: 0", "[Train] loss: 2.412177, score: 0.078125",
                   "[Dev] loss: 2.192344, score: 0.228200", "best accuracy performance has been updated: 0.00000 --> 0.22820",
                   "epoch: 0, iteration: 100, step: 100", "[Train] loss: 0.679867, score: 0.8125",
@@ -398,7 +398,8 @@ def test_lines_tagged_with_their_phase_after_a_line_of_counters():
     restored = MetricExtractor()
     restored.load_state_dict(x.state_dict())
     assert (restored.header_step, restored.header_lines) == (100, 2)
-    assert ext(["[Train] loss: 2.41", "[Dev] loss: 2.19"])[0] == []
+    # without counters anywhere, tagged lines are numbered in order like other step-less lines of pairs, in their phase
+    assert ext(["[Train] loss: 2.41", "[Dev] loss: 2.19"])[0] == [(0, {"loss": 2.41}), (1, {"val/loss": 2.19})]
     assert ext(["step: 5", "a", "b", "c", "d", "[Dev] loss: 2.19"])[0] == []
 
 
@@ -1642,3 +1643,27 @@ def test_values_on_their_own_lines_under_an_iteration_counter():
     for s, m in out:
         merged.setdefault(s, {}).update(m)
     assert merged == {0: {"lr": 0.1, "loss": 0.23123088479042053}, 1: {"lr": 0.1, "loss": 0.11247935891151428}}
+
+
+def test_step_less_lines_behind_a_bracket_tag_and_a_single_bracketed_counter():
+    """``[TRAIN(0,0,33)]: i: 0, train_loss: 1.386`` (a tag, then pairs; ``i`` is not a metric) and ``[3] loss: 0.309``."""
+    out, _ = ext(["[(0,0,17)]: Epoch 1", "[TRAIN(0,0,33)]: i: 0, train_loss: 1.3863574266433716",
+                  "[TRAIN(0,0,40)]: i: 1, train_loss: 1.3862749338150024"])
+    assert out == [(0, {"loss": 1.3863574266433716}), (1, {"loss": 1.3862749338150024})]
+    out, _ = ext(["epoch: 0 lr: 0.00016666666666666666", "[0] loss: 0.70587", "epoch: 1 lr: 0.0003333333333333333",
+                  "[1] loss: 0.32097"])
+    assert [(s, m.get("loss")) for s, m in out if "loss" in m] == [(0, 0.70587), (1, 0.32097)]
+
+
+def test_a_count_before_the_word_epoch_and_a_phase_written_after_the_metric():
+    """``1 epoch, loss: 0.0148,  loss_test: 0.0153, time: 0:11:54.55`` behind ``%(name)s - %(levelname)s``."""
+    out, _ = ext(["2020-04-27 19:06:06,525 - root - INFO - 1 epoch, loss: 0.0148,  loss_test: 0.0153, time: 0:11:54.556227",
+                  "2020-04-27 19:18:00,024 - root - INFO - 2 epoch, loss: 0.0119,  loss_test: 0.0129, time: 0:11:53.495814"])
+    assert out == [(1, {"loss": 0.0148, "test/loss": 0.0153}), (2, {"loss": 0.0119, "test/loss": 0.0129})]
+    assert metric_name("acc_val") == ("val/acc", 1.0) and metric_name("loss_train") == ("loss", 1.0)
+    assert metric_name("best_val") == ("best_val", 1.0)  # the phase after a word that names no metric: left alone
+
+
+def test_a_phase_word_right_after_the_level_is_the_messages_not_a_logger_name():
+    out, _ = ext(["2026-04-25 02:24:58,390 - INFO - Validation - Loss: 1.3451, Dice: 0.0447"])
+    assert out == [(0, {"val/loss": 1.3451, "val/dice": 0.0447})]
