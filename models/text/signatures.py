@@ -280,7 +280,9 @@ SIGNATURES: tuple[Signature, ...] = (
         r"(?i:(?:failed|unable|error) (?:to |while |when )?download(?:ing)? (?:the )?model)|"
         r"We couldn't connect to 'https://huggingface\.co' to load|error sending request for url \(https?://\S*/models?/|"
         # OpenVINO Model Server and other compiling runtimes: the model does not compile for the target device
-        r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)",
+        r"(?i:(?:cannot|can't|could not|failed to|unable to) compile (?:the )?model)|(?i:error occurred while loading model)|"
+        # TensorFlow's SavedModel loader (TF Serving logs it at INFO, then the servable never becomes available)
+        r"SavedModel load for tags \{[^}]*\}; Status: fail",
         "model failed to load",
         "check the model path, its files and format, the dependencies the runner imports, and that it fits in "
         "GPU memory with the configured parallelism",
@@ -442,7 +444,7 @@ _KEYS = {
                            "exception in worker process", "worker failed to boot", "compile model", "compile the model", "download model", "downloading model",
                            "download the model", "downloading the model", "couldn't connect to 'https://huggingface.co",
                            "error sending request for url",
-                           "while loading model"),
+                           "while loading model", "status: fail"),
     "engine_dead": ("enginedead", "engine loop", "enginecore encountered", "worker process died", "worker died",
                     "rayactorerror", "actor died", "actor is dead", "crashloopbackoff", "back-off restarting",
                     "worker timeout", "runner process has terminated", "worker disconnected", "is not healthy",

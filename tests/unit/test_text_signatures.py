@@ -193,6 +193,8 @@ CASES = {
         "slurmstepd: error: *** STEP 88123.0 ON gpu-a100-12 CANCELLED AT 2024-04-01T03:00:12 DUE TO PREEMPTION ***",
     ],
     "model_load_failure": [
+        ("2020-06-01 10:44:41.395608: I external/org_tensorflow/tensorflow/cc/saved_model/loader.cc:311] SavedModel load "
+         "for tags { serve }; Status: fail. Took 82808 microseconds."),
         "2024-06-01T10:00:02.118Z ERROR text_generation_launcher: Error when initializing model",
         ("E0611 08:00:01.123 1 model_lifecycle.cc:626] failed to load 'llama' version 1: Internal: unable to create "
         "TensorRT engine"),
@@ -338,6 +340,8 @@ HEALTHY = [
      "1.05GiB with freed_by_count=0. The caller indicates that this is not a failure, but may mean that there could be "
      "performance gains if more memory were available."),
     "Click: Aborted!",  # a CLI's Ctrl-C, not a signal
+    ("2020-06-01 10:44:41.395608: I external/org_tensorflow/tensorflow/cc/saved_model/loader.cc:311] SavedModel load "
+     "for tags { serve }; Status: success: OK. Took 82808 microseconds."),
     "use gradient clipping so that the loss does not start exploding",
     "I0611 08:00:01.123 1 model_lifecycle.cc:818] Check the model repository for 'densenet_onnx'",
 ]
