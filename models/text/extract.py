@@ -142,6 +142,11 @@ _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # A key starts a token (the lookbehind): tried at every letter of a long word, the scan to the word's end made one
 # 64 KiB line cost seconds (quadratic), and a key inside a word was never taken anyway.
 _KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
+# The same, a percentage allowed: "Acc: 55.16%", "top1=71.2 %" (read as a fraction, for scores alone: _pairs)
+_KV_PERCENT = re.compile(
+    r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?(\s?%)?" + _END
+)
+_PERCENT_SCORE = re.compile(r"acc|top-?[15]\b|iou|dice|f1|precision|recall|\bmap", re.IGNORECASE)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 # "<key> is <number>" as "<key>: <number>" (MindSpore's LossMonitor, scripts that print "loss is 0.53"); a key
 # followed by anything but a number ("Epoch is [1/600]") is left alone, and so is "loss is nan, stopping
@@ -286,14 +291,20 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
     """
     out: dict[str, float] = {}
     crossed: set[str] = set()  # names whose value came from a cross-entropy: a loss of the line replaces it
+    percents: set[str] = set()  # names read from a percentage: a supplement to a line's pairs, never all it gives
     headers = [(h.end(), _HEADER_PHASE[h.group(1).lower()]) for h in _PHASE_HEADER.finditer(text)] if not phase else []
-    for m in _KV.finditer(text):
+    for m in (_KV_PERCENT if "%" in text else _KV).finditer(text):
         key, raw = m.group(1), m.group(2)
+        percent = m.re is _KV_PERCENT and m.group(3) is not None
+        if percent and _PERCENT_SCORE.search(key) is None:
+            continue  # "mem: 45%", "progress: 30%": a share of something else
         section = _section_phase(text, headers, m.start())
         if section is not None:  # "Train: loss=0.40, acc=0.85 | Val: loss=0.50": the segment's header names the phase
             named = metric_name(key, section) if keep is None or keep(key) else None
             if named is not None and named[0] not in out:
-                out[named[0]] = _value(raw) * named[1]
+                out[named[0]] = _value(raw) * named[1] * (0.01 if percent else 1.0)
+                if percent:
+                    percents.add(named[0])
             continue
         if " " in text[max(0, m.start() - 1) : m.start()]:
             w = _WORD_BEFORE.search(text, max(0, m.start() - 24), m.start())
@@ -314,6 +325,9 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         if named is None:
             continue
         name, scale = named
+        if percent:
+            scale *= 0.01
+            percents.add(name)
         if name not in out:
             out[name] = _value(raw) * scale
             if name.endswith("loss") and _is_cross_entropy(key):
@@ -321,6 +335,8 @@ def _pairs(text: str, phase: str = "", keep: Callable[[str], bool] | None = None
         elif crossed and name in crossed and not _is_cross_entropy(key):  # the line's own loss, after a cross-entropy
             out[name] = _value(raw) * scale
             crossed.discard(name)
+    if percents and percents >= out.keys():
+        return {}  # "loss 0.69, train accuracy: 54.67%": the line's own shape (spaced pairs) is read elsewhere
     return out
 
 
@@ -567,7 +583,7 @@ _EPOCH_LINE = re.compile(
     r"\W*Epoch[:=\s]\s*(\d+)(?:\s*/\s*(\d+))?(?:\W+(?:train(?:ing)?|valid(?:ation)?|val|eval(?:uation)?|test))?\W*",
     re.IGNORECASE,
 )
-# (a value may end in "s", seconds, or "%": "Acc: 10.79%", a percentage, is on the line but not read)
+# (a value may end in "s", seconds, or "%": "Acc: 10.79%", a score's percentage, is read as 0.1079 by _pairs)
 _PAIR_LINE = re.compile(
     r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?)*\s*"
 )

@@ -1454,7 +1454,7 @@ def test_keras_1_epoch_summaries_paddle_epoch_fractions_and_prefixed_test_lines(
     # a held-out line after a time stamp and a marker
     out, _ = ext(["[2026-09-10 15:23:28] Epoch 010/20  train_loss=0.5567  lr=2.25e-04",
                   "[2026-09-10 15:23:29]   >> Test  loss=0.5657  acc=97.34%"])
-    assert out == [(10, {"loss": 0.5567, "lr": 0.000225}), (10, {"test/loss": 0.5657})]
+    assert out == [(10, {"loss": 0.5567, "lr": 0.000225}), (10, {"test/loss": 0.5657, "test/acc": 0.9734})]
 
 
 def test_quoted_keys_and_values_outside_a_dict():
@@ -1667,3 +1667,11 @@ def test_a_count_before_the_word_epoch_and_a_phase_written_after_the_metric():
 def test_a_phase_word_right_after_the_level_is_the_messages_not_a_logger_name():
     out, _ = ext(["2026-04-25 02:24:58,390 - INFO - Validation - Loss: 1.3451, Dice: 0.0447"])
     assert out == [(0, {"val/loss": 1.3451, "val/dice": 0.0447})]
+
+
+def test_a_score_printed_as_a_percentage_is_read_as_a_fraction():
+    """``target_val_acc:  55.16%`` is 0.5516; a percentage of anything but a score (memory, progress) is not read."""
+    out, _ = ext(["2024-04-18 09:18:19 | Epoch:  39/100, loss: 0.2717, source_train_acc: 100.00%, target_val_acc:  55.16%",
+                  "Epoch 40 loss: 0.31 acc: 96 % mem: 45%"])
+    assert out == [(39, {"loss": 0.2717, "source_train_acc": 1.0, "target_val_acc": 0.5516}),
+                   (40, {"loss": 0.31, "acc": 0.96})]
