@@ -2031,14 +2031,15 @@ _MESSAGE_START = re.compile(
 def _epoch_context(x: MetricExtractor, line: str) -> _Parsed | None:
     if x.epoch is None or x.epoch_lines > 8 or (":" not in line and "=" not in line):
         return None
-    phase = _phase(line)
-    line = _message(line)  # the record's own text (the values under an "Epoch 3/30" record of a logging module)
-    if _PAIR_LINE.fullmatch(line) is not None:
+    text = _message(line)  # the record's own text (the values under an "Epoch 3/30" record of a logging module)
+    if _PAIR_LINE.fullmatch(text) is not None:
         sep = ":"
-    elif _EQ_PAIR_LINE.fullmatch(line) is not None:
+    elif "=" in text and _EQ_PAIR_LINE.fullmatch(text) is not None:
         sep = "="
     else:
         return None
+    phase = _phase(line)
+    line = text
     out = {}
     for part in _PAIR_GAP.split(line.strip()):
         kv = re.fullmatch(r"([A-Za-z][\w ./\-]*?)" + sep + r"\s*(" + _NUM + r")(s?)", part.strip())
@@ -2076,9 +2077,8 @@ _TAGGED = re.compile(r"\W*\[(train|training|dev|valid|validation|val|eval|test)\
 
 def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
     """Remember the step of a line of counters alone (no event: the values follow, :func:`_tagged_pairs`)."""
-    low = line.lower()
-    if "step" not in low and "iter" not in low:  # a line of epochs or batches alone names no step
-        return None
+    if "tep" not in line and "ter" not in line:
+        return None  # neither "step" nor "iter" (the needle is their common "te"): epochs or batches alone name no step
     if _COUNTER_LINE.fullmatch(line) is None:
         return None
     counters = {k.lower(): int(v) for k, v in _COUNTER.findall(line)}
@@ -2605,7 +2605,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
 _NEEDLES = {
-    _counter_line: "", _tagged_pairs: "", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _counter_line: "te", _tagged_pairs: "", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _char_rnn: "(epoch ", _epoch_context: "", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",
