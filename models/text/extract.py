@@ -1621,6 +1621,8 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
         return None  # "Epoch: 55/167 (996/1926)": the epoch is not the step, and the step is not given
     metrics = _pairs(line, _phase(line), keep=_metric_like)
     metrics.pop("epoch", None)
+    if metrics.keys() == {"lr"} and word.lower() != "epoch" and _LR_IN_PARENTHESES.search(line) is not None:
+        return None  # "Step 4/6  Phase 1 -- layer4 only (6 epochs, LR=0.0001) ...": a stage's setting, not a step
     if not metrics and "per-step time" in line and word.lower() == "step":
         # TF's Object Detection API: "Step 100 per-step time 0.5s", then the step's losses as a dict
         x.bar_step, x.bar_lines = int(value), 0
@@ -1662,6 +1664,7 @@ def _anchored(x: MetricExtractor, line: str) -> _Parsed | None:
 
 
 # "[1,  2000] loss: 2.192" (PyTorch's CIFAR-10 tutorial: epoch, batch), or "[3] loss: 0.309" (one counter)
+_LR_IN_PARENTHESES = re.compile(r"\([^()]*\b(?:lr|learning[ _]rate)\s*[:=]", re.IGNORECASE)
 _TUTORIAL_PAIR = re.compile(r"^\s*\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\]\s+(?=[A-Za-z])")
 _GAN_STEP = re.compile(r"\[Epoch\s+(\d+)\s*/\s*(\d+)\]\s*\[Batch\s+(\d+)\s*/\s*(\d+)\]")
 _BRACKET_FIELD = re.compile(r"\[\s*([A-Za-z][\w ]{0,30}?)\s*:\s*(" + _NUM + r")\s*[\],]")
@@ -2077,12 +2080,15 @@ _TAGGED = re.compile(r"\W*\[(train|training|dev|valid|validation|val|eval|test)\
 
 def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
     """Remember the step of a line of counters alone (no event: the values follow, :func:`_tagged_pairs`)."""
-    if "tep" not in line and "ter" not in line:
-        return None  # neither "step" nor "iter" (the needle is their common "te"): epochs or batches alone name no step
+    if "tep" not in line and "ter" not in line and "atch" not in line:
+        return None  # no step, iteration or batch: an epoch alone names no step
     if _COUNTER_LINE.fullmatch(line) is None:
         return None
     counters = {k.lower(): int(v) for k, v in _COUNTER.findall(line)}
     step = counters.get("global_step", counters.get("step", counters.get("iteration", counters.get("iter"))))
+    if step is None and "batch" in counters and "epoch" in counters:
+        step = _step_in_epoch(x, line, counters["batch"])  # "Epoch: 1	Batch: 50": the batch counts within the epoch
+        x.step_epoch = counters["epoch"]
     if step is not None:
         x.header_step, x.header_lines = step, 0
     return None
@@ -2605,7 +2611,7 @@ _PARSERS: tuple[Callable[[MetricExtractor, str], _Parsed | None], ...] = (
 # A substring each parser's lines must hold (each parser returns None first thing without it): tested in the loop,
 # a line skips the call. "" = no such test.
 _NEEDLES = {
-    _counter_line: "te", _tagged_pairs: "", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
+    _counter_line: "", _tagged_pairs: "", _sb3_row: "|", _megatron: "|", _fairseq: "num_updates", _hf_dict: "{", _metriclogger: "Epoch:", _detectron2: "eta:", _timm: "%)]", _onmt: ";",
     _torchtune: "|Loss:", _yolov3_losses: "[Losses: ", _swin: "Train: [", _rich_bar: "Epoch", _deepspeed: "skipped=", _espnet: "epoch", _bracket_step: "=",
     _bracket_fractions: "[",
     _word_language_model: "epoch", _char_rnn: "(epoch ", _epoch_context: "", _epoch_spaced: "oss", _onmt_valid: "Validation ", _acc_summary: "Acc@1",

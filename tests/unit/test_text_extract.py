@@ -1675,3 +1675,20 @@ def test_a_score_printed_as_a_percentage_is_read_as_a_fraction():
                   "Epoch 40 loss: 0.31 acc: 96 % mem: 45%"])
     assert out == [(39, {"loss": 0.2717, "source_train_acc": 1.0, "target_val_acc": 0.5516}),
                    (40, {"loss": 0.31, "acc": 0.96})]
+
+
+def test_a_stage_line_whose_only_value_is_a_setting_in_parentheses_is_not_a_step():
+    """``Step 4/6  Phase 1 -- layer4 only (6 epochs, LR=0.0001) ...`` announces a stage of a script; taken as step 4,
+    it would drop the ``Ep 1/6`` to ``Ep 3/6`` lines after it as going back."""
+    out, _ = ext(["Step 4/6  Phase 1 -- layer4 only (6 epochs, LR=0.0001) ...",
+                  "  Ep  1/6  train_loss=0.5423  val_loss=0.4714  active_triplets=81166  [148s]",
+                  "  Ep  2/6  train_loss=0.5350  val_loss=0.4708  active_triplets=81166  [134s]"])
+    assert out == [(1, {"loss": 0.5423, "val/loss": 0.4714}), (2, {"loss": 0.535, "val/loss": 0.4708})]
+    assert ext(["Step 100/1000 lr=0.001"])[0] == [(100, {"lr": 0.001})]  # a step's own learning rate is read
+
+
+def test_a_line_of_epoch_and_batch_counters_gives_the_step_of_the_values_under_it():
+    """``Epoch: 1<TAB>Batch: 50`` then ``Running Loss: 0.6866``: the batch counts within the epoch."""
+    out, _ = ext(["Epoch: 1\tBatch: 50", "Running Loss: 0.6866", "Epoch: 1\tBatch: 100", "Running Loss: 0.6210",
+                  "Epoch 1 Valid Loss: 0.3561", "Epoch: 2\tBatch: 50", "Running Loss: 0.5576"])
+    assert out == [(50, {"loss": 0.6866}), (100, {"loss": 0.621}), (100, {"val/loss": 0.3561}), (151, {"loss": 0.5576})]
