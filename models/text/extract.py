@@ -89,7 +89,18 @@ Supported shapes (one parser each, tried in order):
   PyTorch-GAN's ``[Epoch 0/200] [Batch 10/938] [D loss: 0.69] [G loss: 0.70]``, the CycleGAN/pix2pix repository's
   ``(epoch: 1, iters: 100, time: 0.1, data: 0.0) G_GAN: 1.2 G_L1: 30.1 D_real: 0.5 D_fake: 0.6``, darknet's
   ``1000: 0.51, 0.60 avg loss, 0.001 rate, 2.3 seconds, 64000 images`` and TensorFlow tutorials'
-  ``Average loss at step 2000: 4.37`` / ``Minibatch loss at step 500: 1.23``
+  ``Average loss at step 2000: 4.37`` / ``Minibatch loss at step 500: 1.23``; ``[3] loss: 0.309`` (one counter)
+- Torch7's char-rnn (and lstm-char-cnn) ``100/21150 (epoch 0.236), train_loss = 1.98, grad/param norm = ...``
+- loguru's records (``| INFO | module:function:86 - epoch=1``) and ``key=value`` pairs under an ``epoch=N`` record;
+  ``1 epoch, loss: 0.0148,  loss_test: 0.0153`` (the count before the word); a line of counters
+  (``iteration: 5``, ``Epoch: 1<TAB>Batch: 50``) then values on lines of their own
+- lines of ``key: value`` pairs with no step anywhere in the log (``train loss:1.10886`` behind a logging prefix,
+  ``[TRAIN(0,0,33)]: i: 0, train_loss: 1.386`` behind a tag), numbered in order; a line of a loss's parts
+  (``classify loss: 0.92, angle loss: 0.65``) is not the loss
+
+A phase may also come after the epoch it reports on (``Epoch 1 Validation - Loss: 18.49``) or after the metric
+(``loss_test``, ``acc_val``). A score printed as a percentage (``target_val_acc: 55.16%``) is read as a fraction beside
+the line's other pairs.
 
 A PyTorch scalar tensor printed as a value (``loss: tensor(0.6931, device='cuda:0', grad_fn=<...>)``, what
 ``print(f"loss: {loss}")`` writes, also ``tensor([0.69])``) is read as its number in any of these shapes; a
@@ -142,7 +153,7 @@ _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # A key starts a token (the lookbehind): tried at every letter of a long word, the scan to the word's end made one
 # 64 KiB line cost seconds (quadratic), and a key inside a word was never taken anyway.
 _KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
-# The same, a percentage allowed: "Acc: 55.16%", "top1=71.2 %" (read as a fraction, for scores alone: _pairs)
+# The same, a percentage allowed: "Acc: 55.16%", "acc=71.2 %" (read as a fraction, for scores alone: _pairs)
 _KV_PERCENT = re.compile(
     r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?(\s?%)?" + _END
 )
@@ -2087,7 +2098,7 @@ def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
     counters = {k.lower(): int(v) for k, v in _COUNTER.findall(line)}
     step = counters.get("global_step", counters.get("step", counters.get("iteration", counters.get("iter"))))
     if step is None and "batch" in counters and "epoch" in counters:
-        step = _step_in_epoch(x, line, counters["batch"])  # "Epoch: 1	Batch: 50": the batch counts within the epoch
+        step = _step_in_epoch(x, line, counters["batch"])  # "Epoch: 1<TAB>Batch: 50": the batch counts within the epoch
         x.step_epoch = counters["epoch"]
     if step is not None:
         x.header_step, x.header_lines = step, 0
