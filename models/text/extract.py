@@ -152,11 +152,10 @@ _END = r"(?=[\s,;|)\]}'\"]|:\s|:$|\.\s+[A-Z]|$)"
 # A key and its value may be quoted outside a dict too: PaddleDetection's "iter: 20, lr: 0.000085, 'loss': 'nan', eta: ..."
 # A key starts a token (the lookbehind): tried at every letter of a long word, the scan to the word's end made one
 # 64 KiB line cost seconds (quadratic), and a key inside a word was never taken anyway.
-_KV = re.compile(r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?" + _END)
+_KV_HEAD = r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?"
+_KV = re.compile(_KV_HEAD + _END)
 # The same, a percentage allowed: "Acc: 55.16%", "acc=71.2 %" (read as a fraction, for scores alone: _pairs)
-_KV_PERCENT = re.compile(
-    r"(?<![\w./\-])([A-Za-z][\w./\-]*)['\"]?(?:\s+is)?\s*[:=]\s*['\"]?(" + _NUM + r")['\"]?(\s?%)?" + _END
-)
+_KV_PERCENT = re.compile(_KV_HEAD + r"(\s?%)?" + _END)
 _PERCENT_SCORE = re.compile(r"acc|top-?[15]\b|iou|dice|f1|precision|recall|\bmap", re.IGNORECASE)
 # A scalar tensor as PyTorch prints it; its options (device, dtype, grad_fn) hold no parentheses.
 # "<key> is <number>" as "<key>: <number>" (MindSpore's LossMonitor, scripts that print "loss is 0.53"); a key
@@ -595,13 +594,13 @@ _EPOCH_LINE = re.compile(
     re.IGNORECASE,
 )
 # (a value may end in "s", seconds, or "%": "Acc: 10.79%", a score's percentage, is read as 0.1079 by _pairs)
-_PAIR_LINE = re.compile(
-    r"\s*[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*:\s*" + _NUM + r"[s%]?)*\s*"
-)
-# The same written with "=": "train_loss=0.0481, val_loss=0.0378" (under an "epoch=1" record)
-_EQ_PAIR_LINE = re.compile(
-    r"\s*[A-Za-z][\w ./\-]*=\s*" + _NUM + r"[s%]?(?:(?:\s*(?:-|,|\|)\s*|\s+)[A-Za-z][\w ./\-]*=\s*" + _NUM + r"[s%]?)*\s*"
-)
+def _pair_line(sep: str) -> re.Pattern:
+    pair = r"[A-Za-z][\w ./\-]*" + sep + r"\s*" + _NUM + r"[s%]?"
+    return re.compile(r"\s*" + pair + r"(?:(?:\s*(?:-|,|\|)\s*|\s+)" + pair + r")*\s*")
+
+
+_PAIR_LINE = _pair_line(":")
+_EQ_PAIR_LINE = _pair_line("=")  # the same written with "=": "train_loss=0.0481, val_loss=0.0378" (under "epoch=1")
 # Between two "Key: value" pairs written with spaces alone: "train Loss: 0.53 Acc: 0.72"
 _PAIR_GAP = re.compile(r"\s+-\s+|,\s+|\s+\|\s+|(?<=\d)\s+(?=[A-Za-z])|(?<=\ds)\s+(?=[A-Za-z])")
 _PHASE_WORD = re.compile(r"^\W*(valid(?:ation)?|val|eval(?:uation)?|test)\b", re.IGNORECASE)
@@ -2099,7 +2098,6 @@ def _counter_line(x: MetricExtractor, line: str) -> _Parsed | None:
     step = counters.get("global_step", counters.get("step", counters.get("iteration", counters.get("iter"))))
     if step is None and "batch" in counters and "epoch" in counters:
         step = _step_in_epoch(x, line, counters["batch"])  # "Epoch: 1<TAB>Batch: 50": the batch counts within the epoch
-        x.step_epoch = counters["epoch"]
     if step is not None:
         x.header_step, x.header_lines = step, 0
     return None
